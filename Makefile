@@ -1,0 +1,38 @@
+# rnnskip: every target works as the first command on a fresh machine.
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+STAMP   := .venv/.rnnskip-installed
+APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup toolchain demo test bench clean
+
+setup: toolchain $(STAMP)
+
+# Debian's cross toolchain; installed only when missing (idempotent).
+toolchain:
+	@if ! command -v arm-none-eabi-gcc >/dev/null 2>&1 || \
+	    ! [ -f /usr/lib/arm-none-eabi/newlib/libc.a ] || \
+	    ! command -v qemu-system-arm >/dev/null 2>&1; then \
+	  echo "installing $(APT_PKGS)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PKGS) >/dev/null; \
+	fi
+
+$(STAMP): setup.cfg pyproject.toml
+	@[ -x $(PY) ] || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[keras,train,bench,test]'
+	@touch $(STAMP)
+
+demo: setup
+	$(PY) examples/demo.py --out build/demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf build bench_out .pytest_cache

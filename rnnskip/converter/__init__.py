@@ -1,0 +1,1 @@
+"""Model import and the framework-free IR."""

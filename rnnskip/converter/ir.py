@@ -1,0 +1,147 @@
+"""Small typed IR of a recurrent classifier/regressor, free of any framework.
+
+Shapes follow Keras conventions so weights copy over unchanged:
+``kernel`` is ``[in, gates*units]``, ``recurrent_kernel`` is ``[units, gates*units]``.
+Gate order is Keras': LSTM ``i, f, c, o``; GRU ``z, r, h``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+
+
+@dataclass
+class EmbeddingInput:
+    """Token ids -> vectors. ``table`` is ``[vocab, dim]`` float32."""
+    table: np.ndarray
+    mask_zero: bool = False
+    name: str = "embedding"
+
+    @property
+    def vocab(self) -> int:
+        return int(self.table.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.table.shape[1])
+
+
+@dataclass
+class DenseLayer:
+    """y = act(x @ kernel + bias); ``kernel`` ``[in, out]``, ``bias`` ``[out]``."""
+    kernel: np.ndarray
+    bias: np.ndarray
+    activation: str = "linear"  # linear | relu | tanh | sigmoid | softmax
+    name: str = "dense"
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.kernel.shape[0])
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.kernel.shape[1])
+
+
+@dataclass
+class FeatureInput:
+    """Float features ``[T, features]`` per sequence, optionally through a
+    per-step Dense (``Dense`` on 3-D input or ``TimeDistributed(Dense)``).
+
+    ``mask_value``: a Keras ``Masking`` layer's value; a step whose features
+    all equal it is skipped (state carried over), as Keras does.
+    """
+    features: int
+    dense: Optional[DenseLayer] = None
+    mask_value: Optional[float] = None
+
+    @property
+    def dim(self) -> int:
+        return self.dense.out_dim if self.dense is not None else self.features
+
+
+@dataclass
+class RNNLayer:
+    """One LSTM or GRU layer.
+
+    ``bias``: LSTM ``[4U]``; GRU ``reset_after=False`` ``[3U]``;
+    GRU ``reset_after=True`` ``[2, 3U]`` (row 0 input bias, row 1 recurrent bias).
+    """
+    kind: str  # "lstm" | "gru"
+    units: int
+    kernel: np.ndarray
+    recurrent_kernel: np.ndarray
+    bias: np.ndarray
+    activation: str = "tanh"
+    recurrent_activation: str = "sigmoid"
+    return_sequences: bool = False
+    reset_after: bool = True  # GRU only
+    name: str = "rnn"
+
+    @property
+    def gates(self) -> int:
+        return 4 if self.kind == "lstm" else 3
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.kernel.shape[0])
+
+
+@dataclass
+class ModelIR:
+    """input -> rnn_layers (1 or 2) -> head (Dense stack, last may be softmax/sigmoid)."""
+    input: object  # EmbeddingInput | FeatureInput
+    rnn_layers: List[RNNLayer]
+    head: List[DenseLayer]
+    name: str = "model"
+    keras_version: str = ""
+    source: str = ""
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def is_token_model(self) -> bool:
+        return isinstance(self.input, EmbeddingInput)
+
+    @property
+    def input_dim(self) -> int:
+        """Width of the per-step vector entering the first RNN layer."""
+        return self.input.dim
+
+    @property
+    def output_dim(self) -> int:
+        return self.head[-1].out_dim if self.head else self.rnn_layers[-1].units
+
+    @property
+    def output_activation(self) -> str:
+        return self.head[-1].activation if self.head else "linear"
+
+    @property
+    def rnn_kind(self) -> str:
+        return self.rnn_layers[0].kind
+
+    def params(self) -> int:
+        n = 0
+        if isinstance(self.input, EmbeddingInput):
+            n += self.input.table.size
+        elif self.input.dense is not None:
+            n += self.input.dense.kernel.size + self.input.dense.bias.size
+        for r in self.rnn_layers:
+            n += r.kernel.size + r.recurrent_kernel.size + r.bias.size
+        for d in self.head:
+            n += d.kernel.size + d.bias.size
+        return int(n)
+
+    def macs_per_step(self) -> int:
+        """Multiply-accumulates of one time step of the recurrent part
+        (input Dense + every RNN layer's two mat-vecs; the embedding is a lookup)."""
+        n = 0
+        if isinstance(self.input, FeatureInput) and self.input.dense is not None:
+            n += self.input.dense.kernel.size
+        for r in self.rnn_layers:
+            n += r.kernel.size + r.recurrent_kernel.size
+        return int(n)
+
+    def head_macs(self) -> int:
+        return int(sum(d.kernel.size for d in self.head))

@@ -1,0 +1,597 @@
+"""Data sets in the shape rnnskip's emulator and calibration want.
+
+A :class:`Dataset` is ``x`` (int32 token ids ``[N, T]`` or float32 features
+``[N, T, F]``), ``y`` (one label per sequence ``[N]``) and ``lengths``
+(int32 ``[N]``, the true length of each sequence; steps ``>= length`` are
+padding).  Text is post-padded with id 0.
+
+Sources:
+
+* ``load_npz`` -- the user's own ``.npz`` (``x``, ``y``, optional ``lengths``),
+  validated against the model's IR with one-line :class:`RnnskipError` messages.
+* ``load_sst2`` / ``load_imdb`` -- the two text sets, with a :class:`Vocab`
+  built on the training split and saved next to the model as JSON.
+* ``load_aeon`` -- the UEA/UCR sets bundled inside ``aeon`` (offline).
+
+Nothing here reads a default data location: paths always come from the caller.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import re
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import RnnskipError
+
+__all__ = [
+    "Dataset", "Vocab", "load_npz", "save_npz", "infer_lengths",
+    "load_sst2", "load_imdb", "load_aeon", "aeon_bundled_classification",
+    "TOKENIZERS", "tokenize", "load_stopwords",
+]
+
+PAD_ID = 0
+OOV_ID = 1
+VOCAB_FORMAT = "rnnskip-vocab-1"
+
+
+# --------------------------------------------------------------------------
+# Dataset
+# --------------------------------------------------------------------------
+
+@dataclass
+class Dataset:
+    """``x`` int32 ``[N, T]`` (token ids, 0 = padding) or float32 ``[N, T, F]``;
+    ``y`` labels ``[N]`` (int64 for classes, float32 for regression);
+    ``lengths`` int32 ``[N]`` in ``1..T``."""
+    x: np.ndarray
+    y: np.ndarray
+    lengths: np.ndarray
+    texts: Optional[List[str]] = None
+    class_names: Optional[List[str]] = None
+    notes: List[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def is_tokens(self) -> bool:
+        return self.x.ndim == 2
+
+    @property
+    def max_len(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def features(self) -> Optional[int]:
+        return None if self.is_tokens else int(self.x.shape[2])
+
+    def subset(self, idx) -> "Dataset":
+        """Rows ``idx`` (an index array, slice or boolean mask)."""
+        idx = np.arange(len(self))[idx]
+        return Dataset(
+            x=self.x[idx], y=self.y[idx], lengths=self.lengths[idx],
+            texts=None if self.texts is None else [self.texts[i] for i in idx],
+            class_names=self.class_names, notes=list(self.notes))
+
+    def sample(self, n: int, seed: int = 0) -> "Dataset":
+        """``n`` random rows (all rows if ``n >= len``), in a reproducible order."""
+        if n >= len(self):
+            return self.subset(slice(None))
+        idx = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
+        return self.subset(idx)
+
+
+def infer_lengths(x: np.ndarray) -> np.ndarray:
+    """Lengths from the data itself: token ids -> index of the last non-zero id
+    + 1 (post-padding with 0); float features -> ``T`` for every row."""
+    if x.ndim == 2:
+        nz = x != PAD_ID
+        T = x.shape[1]
+        last = T - np.argmax(nz[:, ::-1], axis=1)
+        return np.where(nz.any(axis=1), last, 0).astype(np.int32)
+    return np.full(x.shape[0], x.shape[1], dtype=np.int32)
+
+
+def save_npz(path: str, ds: Dataset) -> None:
+    """Write ``x``, ``y``, ``lengths`` (plus ``texts`` / ``class_names`` as plain
+    unicode arrays when present; no pickling) to ``path``."""
+    arrays = {"x": np.asarray(ds.x), "y": np.asarray(ds.y),
+              "lengths": np.asarray(ds.lengths, dtype=np.int32)}
+    if ds.texts is not None:
+        arrays["texts"] = np.asarray(ds.texts, dtype=np.str_)
+    if ds.class_names is not None:
+        arrays["class_names"] = np.asarray(ds.class_names, dtype=np.str_)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    with open(path, "wb") as f:  # a file object keeps numpy from appending ".npz"
+        np.savez_compressed(f, **arrays)
+
+
+def _is_classifier(ir) -> bool:
+    return ir.output_activation in ("softmax", "sigmoid")
+
+
+def load_npz(path: str, ir=None) -> Dataset:
+    """Read and validate a user ``.npz`` (``x``, ``y``, optional ``lengths``).
+
+    With ``ir`` (a :class:`rnnskip.converter.ir.ModelIR`) the data are also
+    checked against the model: token ids against the vocabulary, feature count,
+    label range.  Every problem is one :class:`RnnskipError` line.
+    """
+    name = os.path.basename(path) or str(path)
+    expected = "expected keys x, y and optional lengths"
+    if not os.path.exists(path):
+        raise RnnskipError(f"data file {path} does not exist; pass an .npz with arrays x, y and optional lengths")
+    if os.path.isdir(path):
+        raise RnnskipError(f"data path {path} is a folder; pass an .npz file with arrays x, y and optional lengths")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise RnnskipError(f"{path} is not a readable .npz file ({type(e).__name__}); save one with numpy.savez(path, x=..., y=..., lengths=...)") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise RnnskipError(f"{path} is a single .npy array, not an .npz; save one with numpy.savez(path, x=..., y=..., lengths=...)")
+
+    def get(key):
+        try:
+            return np.asarray(npz[key])
+        except ValueError:
+            raise RnnskipError(f"'{key}' in {name} is an object (pickled) array; save plain numeric arrays") from None
+
+    with npz:
+        keys = set(npz.files)
+        for k in ("x", "y"):
+            if k not in keys:
+                raise RnnskipError(f"'{k}' is missing from {name}; {expected}")
+        x = get("x")
+        y = get("y")
+        lengths = get("lengths") if "lengths" in keys else None
+        texts = [str(t) for t in get("texts")] if "texts" in keys else None
+        class_names = [str(t) for t in get("class_names")] if "class_names" in keys else None
+
+    # ---- x
+    if x.ndim == 2 and np.issubdtype(x.dtype, np.integer):
+        kind = "tokens"
+    elif x.ndim == 3 and np.issubdtype(x.dtype, np.floating):
+        kind = "features"
+    else:
+        raise RnnskipError(
+            f"x in {name} has shape {tuple(x.shape)} and dtype {x.dtype}; expected integer token ids [N, T] "
+            f"or float features [N, T, F]")
+    N, T = int(x.shape[0]), int(x.shape[1])
+    if N == 0 or T == 0:
+        raise RnnskipError(f"x in {name} is empty (shape {tuple(x.shape)}); it needs at least one sequence of at least one step")
+
+    if ir is not None:
+        if ir.is_token_model and kind != "tokens":
+            raise RnnskipError(
+                f"the model starts with an Embedding and takes token ids, but x in {name} is float features "
+                f"{tuple(x.shape)}; pass integer ids [N, T]")
+        if not ir.is_token_model and kind != "features":
+            raise RnnskipError(
+                f"the model takes float features [N, T, {ir.input.features}], but x in {name} is 2-D integer "
+                f"{tuple(x.shape)}; pass float features [N, T, F]")
+
+    notes: List[str] = []
+    if kind == "tokens":
+        xmin, xmax = int(x.min()), int(x.max())
+        if xmin < 0:
+            r = int(np.argwhere(x < 0)[0][0])
+            raise RnnskipError(f"x in {name} has a negative token id {xmin} (row {r}); ids must be 0 (padding) .. vocab-1")
+        if ir is not None and xmax >= ir.input.vocab:
+            r = int(np.argwhere(x >= ir.input.vocab)[0][0])
+            raise RnnskipError(
+                f"token id {xmax} in x of {name} (row {r}) is out of range for the model's vocabulary of "
+                f"{ir.input.vocab} ids (valid 0..{ir.input.vocab - 1}); encode the text with the model's own vocabulary")
+        if xmax > np.iinfo(np.int32).max:
+            raise RnnskipError(f"token id {xmax} in x of {name} does not fit in int32")
+        x = x.astype(np.int32)
+    else:
+        if not np.all(np.isfinite(x)):
+            r, t = (int(v) for v in np.argwhere(~np.isfinite(x))[0][:2])
+            raise RnnskipError(
+                f"x in {name} contains NaN or inf values (first at row {r}, step {t}); clean or impute them before converting")
+        if ir is not None and x.shape[2] != ir.input.features:
+            raise RnnskipError(
+                f"x in {name} has {x.shape[2]} features per step but the model expects {ir.input.features}")
+        x = x.astype(np.float32)
+
+    # ---- y
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise RnnskipError(f"y in {name} has shape {tuple(y.shape)}; expected one label per sequence, shape [{N}]")
+    if y.shape[0] != N:
+        raise RnnskipError(f"y in {name} has {y.shape[0]} labels but x has {N} sequences")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating) or y.dtype == np.bool_):
+        raise RnnskipError(f"y in {name} has dtype {y.dtype}; expected integer class labels (or floats for regression)")
+    if y.dtype == np.bool_:
+        y = y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating) and not np.all(np.isfinite(y)):
+        r = int(np.argwhere(~np.isfinite(y))[0][0])
+        raise RnnskipError(f"y in {name} contains NaN or inf (first at row {r})")
+
+    classify = None  # None: unknown (no ir)
+    if ir is not None:
+        classify = _is_classifier(ir) or (ir.output_dim > 1 and np.issubdtype(y.dtype, np.integer))
+    if classify or (classify is None and np.issubdtype(y.dtype, np.integer)):
+        if np.issubdtype(y.dtype, np.floating):
+            if not np.all(y == np.round(y)):
+                raise RnnskipError(f"y in {name} has non-integer values but the model is a classifier; expected class indices")
+        y = y.astype(np.int64)
+        if classify:
+            n_cls = 2 if ir.output_dim == 1 else ir.output_dim
+            bad = (y < 0) | (y >= n_cls)
+            if bad.any():
+                r = int(np.argwhere(bad)[0][0])
+                what = ("a single sigmoid unit, so labels must be 0 or 1" if ir.output_dim == 1
+                        else f"{n_cls} classes, so labels must be 0..{n_cls - 1}")
+                raise RnnskipError(f"label {int(y[r])} in y of {name} (row {r}) is out of range: the model has {what}")
+    else:
+        y = y.astype(np.float32)
+
+    # ---- lengths
+    if lengths is not None:
+        if lengths.ndim != 1 or lengths.shape[0] != N:
+            raise RnnskipError(f"lengths in {name} has shape {tuple(lengths.shape)}; expected [{N}], one length per sequence")
+        if not np.issubdtype(lengths.dtype, np.integer):
+            if np.issubdtype(lengths.dtype, np.floating) and np.all(np.isfinite(lengths)) and np.all(lengths == np.round(lengths)):
+                lengths = lengths.astype(np.int64)
+            else:
+                raise RnnskipError(f"lengths in {name} has dtype {lengths.dtype}; expected integers")
+        bad = (lengths < 1) | (lengths > T)
+        if bad.any():
+            r = int(np.argwhere(bad)[0][0])
+            raise RnnskipError(f"lengths in {name} must be in 1..{T} (the padded length T); row {r} has {int(lengths[r])}")
+        lengths = lengths.astype(np.int32)
+    else:
+        if kind == "tokens":
+            mask_zero = bool(ir is not None and getattr(ir.input, "mask_zero", False))
+            x, moved = _pre_to_post_padding(x) if mask_zero else (x, 0)
+            if moved:
+                notes.append(f"{moved} pre-padded rows (leading id 0) were moved to post-padding; "
+                             f"equivalent for a mask_zero Embedding")
+            lengths = infer_lengths(x)
+            if (lengths == 0).any():
+                r = int(np.argwhere(lengths == 0)[0][0])
+                raise RnnskipError(f"row {r} of x in {name} is all padding (id 0); every sequence needs at least one token, "
+                                   f"or give lengths explicitly")
+        else:
+            lengths = infer_lengths(x)
+
+    return Dataset(x=x, y=y, lengths=lengths, texts=texts, class_names=class_names, notes=notes)
+
+
+def _pre_to_post_padding(x: np.ndarray) -> Tuple[np.ndarray, int]:
+    """Rows that start with padding (Keras ``pad_sequences`` defaults to
+    ``padding='pre'``) get their leading zeros moved to the end.  Under
+    ``mask_zero`` Keras skips id-0 steps wherever they are, so this changes
+    nothing about the model's output but lets a length describe the row."""
+    lead = np.argmax(x != PAD_ID, axis=1)
+    rows = np.nonzero((lead > 0) & (x != PAD_ID).any(axis=1))[0]
+    if rows.size == 0:
+        return x, 0
+    x = x.copy()
+    for r in rows:
+        k = int(lead[r])
+        x[r] = np.concatenate([x[r, k:], np.zeros(k, dtype=x.dtype)])
+    return x, int(rows.size)
+
+
+# --------------------------------------------------------------------------
+# Tokenizers and vocabulary
+# --------------------------------------------------------------------------
+
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_WORD_OR_PUNCT = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
+
+
+def _tok_whitespace(text: str) -> List[str]:
+    return text.split()
+
+
+def _tok_words_punct(text: str) -> List[str]:
+    return _WORD_OR_PUNCT.findall(_BR.sub(" ", text))
+
+
+#: name -> function(lower-cased text) -> tokens.  The name is saved in the
+#: vocabulary JSON so that text -> ids is reproducible.
+TOKENIZERS = {
+    "whitespace": _tok_whitespace,          # SST-2: already tokenized
+    "words-punct": _tok_words_punct,        # raw text (IMDB): drop <br />, split off punctuation
+}
+
+
+def tokenize(text: str, tokenizer: str = "whitespace", lower: bool = True) -> List[str]:
+    if tokenizer not in TOKENIZERS:
+        raise RnnskipError(f"unknown tokenizer '{tokenizer}'; known: {', '.join(sorted(TOKENIZERS))}")
+    return TOKENIZERS[tokenizer](text.lower() if lower else text)
+
+
+def load_stopwords(path: Optional[str] = None) -> frozenset:
+    """The English stop-word list shipped as ``rnnskip/data/stopwords.txt``
+    (or ``path``): one lower-case token per line, ``#`` comments.  Negations and
+    sentiment/degree words are not in it."""
+    if path is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "stopwords.txt")
+    if not os.path.isfile(path):
+        raise RnnskipError(f"stop-word file {path} does not exist; expected one word per line")
+    with open(path, encoding="utf-8") as f:
+        return frozenset(w for w in (line.strip() for line in f) if w and not w.startswith("#"))
+
+
+class Vocab:
+    """Word -> id.  0 = padding, 1 = out-of-vocabulary, then words by training
+    frequency (ties alphabetical).  ``words[i]`` is the word with id ``i``
+    (``words[0] == "<pad>"``, ``words[1] == "<oov>"``)."""
+
+    def __init__(self, words: Sequence[str], tokenizer: str = "whitespace", lower: bool = True):
+        if tokenizer not in TOKENIZERS:
+            raise RnnskipError(f"unknown tokenizer '{tokenizer}'; known: {', '.join(sorted(TOKENIZERS))}")
+        self.words = ["<pad>", "<oov>"] + list(words)
+        self.tokenizer = tokenizer
+        self.lower = bool(lower)
+        self.index = {w: i for i, w in enumerate(self.words) if i >= 2}
+
+    @classmethod
+    def build(cls, texts: Iterable[str], max_words: Optional[int] = None, tokenizer: str = "whitespace",
+              lower: bool = True, min_count: int = 1) -> "Vocab":
+        """The ``max_words`` most frequent words of ``texts`` (ties alphabetical);
+        vocabulary size is ``max_words + 2`` (padding and OOV)."""
+        counts = Counter()
+        for t in texts:
+            counts.update(tokenize(t, tokenizer, lower))
+        items = sorted(((w, c) for w, c in counts.items() if c >= min_count), key=lambda wc: (-wc[1], wc[0]))
+        if max_words is not None:
+            items = items[:max_words]
+        return cls([w for w, _ in items], tokenizer=tokenizer, lower=lower)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def size(self) -> int:
+        """Number of ids including padding and OOV (the Embedding's input_dim)."""
+        return len(self.words)
+
+    def tokens(self, text: str) -> List[str]:
+        return tokenize(text, self.tokenizer, self.lower)
+
+    def to_ids(self, text: str, max_len: Optional[int] = None, pad: bool = False,
+               truncating: str = "post") -> np.ndarray:
+        """int32 ids of ``text``; truncated to ``max_len`` (keep the first tokens,
+        or the last with ``truncating="pre"``); with ``pad`` post-padded with 0."""
+        ids = [self.index.get(w, OOV_ID) for w in self.tokens(text)]
+        if max_len is not None and len(ids) > max_len:
+            ids = ids[:max_len] if truncating == "post" else ids[-max_len:]
+        out = np.asarray(ids, dtype=np.int32)
+        if pad:
+            if max_len is None:
+                raise ValueError("pad=True needs max_len")
+            out = np.concatenate([out, np.zeros(max_len - len(out), dtype=np.int32)])
+        return out
+
+    def encode(self, texts: Sequence[str], max_len: int, truncating: str = "post") -> Tuple[np.ndarray, np.ndarray]:
+        """``(x int32 [N, max_len] post-padded with 0, lengths int32 [N])``.
+        An empty text becomes a single OOV token (length 1)."""
+        x = np.zeros((len(texts), max_len), dtype=np.int32)
+        lengths = np.zeros(len(texts), dtype=np.int32)
+        for i, t in enumerate(texts):
+            ids = self.to_ids(t, max_len, truncating=truncating)
+            if ids.size == 0:
+                ids = np.array([OOV_ID], dtype=np.int32)
+            x[i, :ids.size] = ids
+            lengths[i] = ids.size
+        return x, lengths
+
+    def to_json(self) -> dict:
+        return {"format": VOCAB_FORMAT, "lower": self.lower, "tokenizer": self.tokenizer,
+                "pad_id": PAD_ID, "oov_id": OOV_ID, "words": self.words}
+
+    def save(self, path: str) -> None:
+        d = os.path.dirname(os.path.abspath(path))
+        os.makedirs(d, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_json(), f, ensure_ascii=False, indent=0)
+            f.write("\n")
+
+    @classmethod
+    def load(cls, path: str) -> "Vocab":
+        if not os.path.isfile(path):
+            raise RnnskipError(f"vocabulary file {path} does not exist; it is saved next to the model as <model>.vocab.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RnnskipError(f"vocabulary file {path} is not valid JSON ({e.__class__.__name__})") from None
+        if not isinstance(d, dict) or d.get("format") != VOCAB_FORMAT:
+            raise RnnskipError(f"{path} is not an rnnskip vocabulary (expected \"format\": \"{VOCAB_FORMAT}\")")
+        words = d.get("words")
+        if not isinstance(words, list) or len(words) < 2 or words[0] != "<pad>" or words[1] != "<oov>":
+            raise RnnskipError(f"vocabulary {path} is malformed: \"words\" must start with \"<pad>\", \"<oov>\"")
+        if d.get("tokenizer") not in TOKENIZERS:
+            raise RnnskipError(f"vocabulary {path} names unknown tokenizer {d.get('tokenizer')!r}; known: {', '.join(sorted(TOKENIZERS))}")
+        return cls(words[2:], tokenizer=d["tokenizer"], lower=bool(d.get("lower", True)))
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, Vocab) and self.words == other.words
+                and self.tokenizer == other.tokenizer and self.lower == other.lower)
+
+    def __repr__(self) -> str:
+        return f"Vocab(size={self.size}, tokenizer={self.tokenizer!r}, lower={self.lower})"
+
+
+# --------------------------------------------------------------------------
+# Text data sets
+# --------------------------------------------------------------------------
+
+def _resolve_dir(root: str, sub: str, files: Sequence[str], what: str) -> str:
+    """``root`` may be the data set's own folder or a folder holding ``sub/``."""
+    for d in (root, os.path.join(root, sub)):
+        if all(os.path.isfile(os.path.join(d, f)) for f in files):
+            return d
+    if not os.path.isdir(root):
+        raise RnnskipError(f"{what} folder {root} does not exist; expected a folder with {', '.join(files)}")
+    raise RnnskipError(f"{what} files not found in {root} (nor {os.path.join(root, sub)}); expected {', '.join(files)}")
+
+
+def _read_tsv(path: str, text_col: str, label_col: str = "label") -> Tuple[List[str], np.ndarray]:
+    csv.field_size_limit(1 << 30)
+    opener = gzip.open if path.endswith(".gz") else open
+    texts: List[str] = []
+    labels: List[int] = []
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as f:
+            r = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            try:
+                header = next(r)
+            except StopIteration:
+                raise RnnskipError(f"{path} is empty; expected a header row with columns {text_col}, {label_col}") from None
+            if text_col not in header or label_col not in header:
+                raise RnnskipError(f"{path} has columns {', '.join(header)}; expected {text_col} and {label_col}")
+            ti, li = header.index(text_col), header.index(label_col)
+            for lineno, row in enumerate(r, start=2):
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise RnnskipError(f"{path} line {lineno} has {len(row)} tab-separated fields; the header has {len(header)}")
+                try:
+                    labels.append(int(row[li]))
+                except ValueError:
+                    raise RnnskipError(f"{path} line {lineno}: label {row[li]!r} is not an integer") from None
+                texts.append(row[ti])
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise RnnskipError(f"cannot read {path}: {e}") from None
+    return texts, np.asarray(labels, dtype=np.int64)
+
+
+def _text_dataset(texts, labels, vocab, max_len, truncating="post") -> Dataset:
+    x, lengths = vocab.encode(texts, max_len, truncating=truncating)
+    return Dataset(x=x, y=labels, lengths=lengths, texts=list(texts), class_names=["negative", "positive"])
+
+
+def load_sst2(root: str, split: str, vocab: Optional[Vocab] = None, max_words: int = 8000,
+              max_len: int = 50) -> Tuple[Dataset, Vocab]:
+    """SST-2 (GLUE) ``split`` in ``{"train", "dev"}`` from ``root`` (the folder
+    with ``train.tsv`` / ``dev.tsv``, or its parent).  Without ``vocab`` one is
+    built on the train split (whitespace tokens, lower-cased).  Sentences are
+    truncated to ``max_len`` tokens and post-padded with 0."""
+    if split not in ("train", "dev"):
+        raise RnnskipError(f"SST-2 split '{split}' is unknown; use 'train' or 'dev' (GLUE's test labels are hidden)")
+    d = _resolve_dir(root, "sst2", ["train.tsv", "dev.tsv"], "SST-2")
+    texts, labels = _read_tsv(os.path.join(d, f"{split}.tsv"), "sentence")
+    if vocab is None:
+        train_texts = texts if split == "train" else _read_tsv(os.path.join(d, "train.tsv"), "sentence")[0]
+        vocab = Vocab.build(train_texts, max_words=max_words, tokenizer="whitespace")
+    return _text_dataset(texts, labels, vocab, max_len), vocab
+
+
+def load_imdb(root: str, split: str, vocab: Optional[Vocab] = None, max_words: int = 10000,
+              max_len: int = 200, truncating: str = "post") -> Tuple[Dataset, Vocab]:
+    """IMDB reviews ``split`` in ``{"train", "test"}`` from ``root`` (the folder
+    with ``train.tsv.gz`` / ``test.tsv.gz``, or its parent).  Tokens: lower-cased,
+    ``<br />`` removed, punctuation split off.  Without ``vocab`` one is built on
+    the train split.  Reviews are truncated to ``max_len`` tokens (the first ones;
+    ``truncating="pre"`` keeps the last) and post-padded with 0."""
+    if split not in ("train", "test"):
+        raise RnnskipError(f"IMDB split '{split}' is unknown; use 'train' or 'test'")
+    d = _resolve_dir(root, "imdb", ["train.tsv.gz", "test.tsv.gz"], "IMDB")
+    texts, labels = _read_tsv(os.path.join(d, f"{split}.tsv.gz"), "text")
+    if vocab is None:
+        train_texts = texts if split == "train" else _read_tsv(os.path.join(d, "train.tsv.gz"), "text")[0]
+        vocab = Vocab.build(train_texts, max_words=max_words, tokenizer="words-punct")
+    return _text_dataset(texts, labels, vocab, max_len, truncating), vocab
+
+
+# --------------------------------------------------------------------------
+# aeon's bundled UEA/UCR sets
+# --------------------------------------------------------------------------
+
+def _aeon_data_dir() -> str:
+    try:
+        import aeon.datasets
+    except ImportError:
+        raise RnnskipError("aeon is not installed; install it with pip install 'rnnskip[train]' (or pip install aeon)") from None
+    return os.path.join(os.path.dirname(aeon.datasets.__file__), "data")
+
+
+def _ts_has_class_labels(path: str) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            low = line.strip().lower()
+            if low.startswith("@classlabel"):
+                return low.split()[1:2] == ["true"]
+            if low.startswith("@data"):
+                break
+    return False
+
+
+def aeon_bundled_classification() -> List[str]:
+    """Names of the classification sets that ship inside aeon (both splits as .ts,
+    with class labels), e.g. JapaneseVowels, BasicMotions."""
+    d = _aeon_data_dir()
+    out = []
+    for n in sorted(os.listdir(d)):
+        p = [os.path.join(d, n, f"{n}_{s}.ts") for s in ("TRAIN", "TEST")]
+        if all(os.path.isfile(q) for q in p) and _ts_has_class_labels(p[0]):
+            out.append(n)
+    return out
+
+
+def _read_ts(path: str):
+    from aeon.datasets import load_from_ts_file
+    X, y, meta = load_from_ts_file(path, return_meta_data=True, return_type="np-list")
+    return X, y, meta
+
+
+def load_aeon(name: str, split: str, pad_to: Optional[int] = None,
+              extract_path: Optional[str] = None) -> Tuple[Dataset, List[str]]:
+    """A UEA/UCR classification set shipped with aeon (``JapaneseVowels``,
+    ``BasicMotions``, ...), read offline from its bundled ``.ts`` files.
+
+    Returns ``(Dataset, class_names)``: ``x`` float32 ``[N, T, F]`` (aeon's
+    ``[C, T]`` series transposed), zero post-padded to ``pad_to`` (default: the
+    longest series over both splits, so train and test share ``T``), ``lengths``
+    the true lengths, ``y`` 0..K-1 in the order of the file's class list.
+    ``extract_path``: a folder holding ``<name>/<name>_TRAIN.ts`` instead.
+    """
+    s = split.upper()
+    if s not in ("TRAIN", "TEST"):
+        raise RnnskipError(f"aeon split '{split}' is unknown; use 'train' or 'test'")
+    base = extract_path if extract_path is not None else _aeon_data_dir()
+    paths = {k: os.path.join(base, name, f"{name}_{k}.ts") for k in ("TRAIN", "TEST")}
+    if not os.path.isfile(paths[s]):
+        if extract_path is None:
+            raise RnnskipError(f"'{name}' is not a classification set bundled with aeon; bundled: "
+                               f"{', '.join(aeon_bundled_classification())}")
+        raise RnnskipError(f"{paths[s]} does not exist; expected {name}/{name}_TRAIN.ts and {name}_TEST.ts under {extract_path}")
+    X, y, meta = _read_ts(paths[s])
+    class_names = [str(c) for c in (meta.get("class_values") or sorted(set(map(str, y))))]
+    lookup = {c: i for i, c in enumerate(class_names)}
+    try:
+        labels = np.asarray([lookup[str(v)] for v in y], dtype=np.int64)
+    except KeyError as e:
+        raise RnnskipError(f"{paths[s]}: label {e.args[0]!r} is not in the file's class list {class_names}") from None
+    lens = np.asarray([a.shape[-1] for a in X], dtype=np.int32)
+    if pad_to is None:
+        pad_to = int(lens.max())
+        other = paths["TEST" if s == "TRAIN" else "TRAIN"]
+        if os.path.isfile(other) and not meta.get("equallength", False):
+            pad_to = max(pad_to, max(a.shape[-1] for a in _read_ts(other)[0]))
+    if lens.max() > pad_to:
+        raise RnnskipError(f"{name} has series of {int(lens.max())} steps, longer than pad_to={pad_to}")
+    F = int(X[0].shape[0])
+    x = np.zeros((len(X), pad_to, F), dtype=np.float32)
+    for i, a in enumerate(X):
+        a = np.asarray(a, dtype=np.float32).reshape(F, -1)
+        x[i, :a.shape[1]] = a.T
+    if not np.all(np.isfinite(x)):
+        raise RnnskipError(f"{name} {split} has missing values (NaN); rnnskip needs complete series")
+    return Dataset(x=x, y=labels, lengths=lens, class_names=class_names), class_names

@@ -1,0 +1,278 @@
+"""rnnskip.datasets: npz validation, vocabulary, and the real data-set loaders."""
+import os
+
+import numpy as np
+import pytest
+
+from rnnskip.converter.ir import DenseLayer, EmbeddingInput, FeatureInput, ModelIR, RNNLayer
+from rnnskip.datasets import (Dataset, Vocab, infer_lengths, load_aeon, load_imdb, load_npz,
+                              load_sst2, load_stopwords, save_npz)
+from rnnskip.errors import RnnskipError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.normpath(os.path.join(REPO, "..", "shared", "data"))
+SST2 = os.path.join(SHARED, "sst2")
+IMDB = os.path.join(SHARED, "imdb")
+
+
+def _ir(token=True, vocab=10, features=3, out=1, act="sigmoid", mask_zero=True):
+    u = 4
+    inp = (EmbeddingInput(np.zeros((vocab, 2), np.float32), mask_zero=mask_zero) if token
+           else FeatureInput(features=features))
+    d = inp.dim
+    rnn = RNNLayer("lstm", u, np.zeros((d, 4 * u)), np.zeros((u, 4 * u)), np.zeros(4 * u))
+    return ModelIR(inp, [rnn], [DenseLayer(np.zeros((u, out)), np.zeros(out), act)])
+
+
+def _write(tmp_path, name="data.npz", **arrays):
+    p = tmp_path / name
+    np.savez(p, **arrays)
+    return str(p)
+
+
+def _err(path, ir=None):
+    with pytest.raises(RnnskipError) as e:
+        load_npz(path, ir)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+# ---------------------------------------------------------------- npz
+
+def test_npz_round_trip_tokens(tmp_path):
+    x = np.array([[3, 4, 0, 0], [5, 6, 7, 8]], np.int32)
+    ds = Dataset(x=x, y=np.array([0, 1]), lengths=np.array([2, 4], np.int32), texts=["a b", "c d e f"])
+    p = str(tmp_path / "d.npz")
+    save_npz(p, ds)
+    back = load_npz(p, _ir(vocab=9))
+    assert back.x.dtype == np.int32 and back.lengths.dtype == np.int32
+    np.testing.assert_array_equal(back.x, x)
+    np.testing.assert_array_equal(back.y, [0, 1])
+    np.testing.assert_array_equal(back.lengths, [2, 4])
+    assert back.texts == ["a b", "c d e f"]
+    assert os.path.exists(p)  # no ".npz" appended
+
+
+def test_npz_round_trip_features(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 7, 3))  # float64 accepted, stored as float32
+    p = _write(tmp_path, x=x, y=np.arange(5) % 3)
+    ds = load_npz(p, _ir(token=False, features=3, out=3, act="softmax"))
+    assert ds.x.dtype == np.float32 and ds.x.shape == (5, 7, 3)
+    np.testing.assert_array_equal(ds.lengths, [7] * 5)
+    assert not ds.is_tokens and ds.features == 3
+
+
+def test_lengths_inferred_from_padding(tmp_path):
+    x = np.array([[3, 0, 4, 0, 0], [1, 1, 1, 1, 1], [2, 0, 0, 0, 0]])  # int64 ok
+    p = _write(tmp_path, x=x, y=[1, 0, 1])
+    ds = load_npz(p)
+    np.testing.assert_array_equal(ds.lengths, [3, 5, 1])
+    np.testing.assert_array_equal(infer_lengths(x), [3, 5, 1])
+
+
+def test_pre_padding_moved_for_mask_zero(tmp_path):
+    x = np.array([[0, 0, 3, 4], [5, 6, 0, 0]])
+    ds = load_npz(_write(tmp_path, x=x, y=[1, 0]), _ir(vocab=10, mask_zero=True))
+    np.testing.assert_array_equal(ds.x, [[3, 4, 0, 0], [5, 6, 0, 0]])
+    np.testing.assert_array_equal(ds.lengths, [2, 2])
+    assert ds.notes and "pre-padded" in ds.notes[0]
+    # without masking the leading zeros are real steps
+    ds = load_npz(_write(tmp_path, x=x, y=[1, 0]), _ir(vocab=10, mask_zero=False))
+    np.testing.assert_array_equal(ds.lengths, [4, 2])
+
+
+def test_missing_file(tmp_path):
+    msg = _err(str(tmp_path / "nope.npz"))
+    assert "nope.npz does not exist" in msg
+
+
+def test_not_an_npz(tmp_path):
+    p = tmp_path / "data.npz"
+    p.write_text("hello")
+    assert "is not a readable .npz file" in _err(str(p))
+    q = tmp_path / "arr.npy"
+    np.save(q, np.zeros(3))
+    assert "single .npy array, not an .npz" in _err(str(q))
+
+
+def test_missing_key(tmp_path):
+    p = _write(tmp_path, y=[0, 1])
+    assert _err(p) == "'x' is missing from data.npz; expected keys x, y and optional lengths"
+    p = _write(tmp_path, x=np.ones((2, 3), np.int32))
+    assert _err(p) == "'y' is missing from data.npz; expected keys x, y and optional lengths"
+
+
+def test_bad_x_shape_dtype(tmp_path):
+    msg = _err(_write(tmp_path, x=np.ones((2, 3)), y=[0, 1]))  # 2-D float
+    assert "x in data.npz has shape (2, 3) and dtype float64; expected integer token ids [N, T] or float features [N, T, F]" == msg
+    assert "expected integer token ids" in _err(_write(tmp_path, x=np.ones((2, 3, 4), np.int32), y=[0, 1]))
+    assert "expected integer token ids" in _err(_write(tmp_path, x=np.ones(3, np.int32), y=[0, 1, 0]))
+
+
+def test_model_input_kind_mismatch(tmp_path):
+    p = _write(tmp_path, x=np.ones((2, 3, 4), np.float32), y=[0, 1])
+    assert "takes token ids" in _err(p, _ir(token=True))
+    p = _write(tmp_path, x=np.ones((2, 3), np.int32), y=[0, 1])
+    assert "takes float features [N, T, 3]" in _err(p, _ir(token=False, features=3))
+
+
+def test_token_id_out_of_range(tmp_path):
+    p = _write(tmp_path, x=np.array([[1, 2, 0], [3, 12, 4]]), y=[0, 1])
+    msg = _err(p, _ir(vocab=10))
+    assert msg.startswith("token id 12 in x of data.npz (row 1) is out of range for the model's vocabulary of 10 ids")
+    p = _write(tmp_path, x=np.array([[1, -2, 0]]), y=[0])
+    assert "negative token id -2" in _err(p)
+
+
+def test_feature_count_mismatch(tmp_path):
+    p = _write(tmp_path, x=np.zeros((2, 5, 4), np.float32), y=[0, 1])
+    assert _err(p, _ir(token=False, features=3)) == \
+        "x in data.npz has 4 features per step but the model expects 3"
+
+
+def test_nan_features(tmp_path):
+    x = np.zeros((2, 5, 3), np.float32)
+    x[1, 2, 0] = np.nan
+    assert "contains NaN or inf values (first at row 1, step 2)" in _err(_write(tmp_path, x=x, y=[0, 1]))
+    x[1, 2, 0] = np.inf
+    assert "NaN or inf" in _err(_write(tmp_path, x=x, y=[0, 1]))
+
+
+def test_y_length_mismatch(tmp_path):
+    p = _write(tmp_path, x=np.ones((3, 4), np.int32), y=[0, 1])
+    assert _err(p) == "y in data.npz has 2 labels but x has 3 sequences"
+
+
+def test_label_out_of_range(tmp_path):
+    x = np.ones((3, 4), np.int32)
+    msg = _err(_write(tmp_path, x=x, y=[0, 2, 1]), _ir(vocab=10, out=1, act="sigmoid"))
+    assert msg == ("label 2 in y of data.npz (row 1) is out of range: "
+                   "the model has a single sigmoid unit, so labels must be 0 or 1")
+    msg = _err(_write(tmp_path, x=x, y=[0, 3, -1]), _ir(vocab=10, out=3, act="softmax"))
+    assert "the model has 3 classes, so labels must be 0..2" in msg
+    # float labels that are whole numbers are accepted for a classifier
+    ds = load_npz(_write(tmp_path, x=x, y=np.array([0.0, 1.0, 2.0])), _ir(vocab=10, out=3, act="softmax"))
+    assert ds.y.dtype == np.int64
+    assert "non-integer" in _err(_write(tmp_path, x=x, y=[0.5, 1.0, 0.0]), _ir(vocab=10, out=3, act="softmax"))
+
+
+def test_regression_targets_stay_float(tmp_path):
+    p = _write(tmp_path, x=np.zeros((3, 4, 2), np.float32), y=[0.5, 1.5, -2.0])
+    ds = load_npz(p, _ir(token=False, features=2, out=1, act="linear"))
+    assert ds.y.dtype == np.float32
+
+
+def test_lengths_out_of_range(tmp_path):
+    x = np.ones((2, 4), np.int32)
+    assert _err(_write(tmp_path, x=x, y=[0, 1], lengths=[0, 4])) == \
+        "lengths in data.npz must be in 1..4 (the padded length T); row 0 has 0"
+    assert "row 1 has 5" in _err(_write(tmp_path, x=x, y=[0, 1], lengths=[2, 5]))
+    assert "expected [2], one length per sequence" in _err(_write(tmp_path, x=x, y=[0, 1], lengths=[2]))
+
+
+def test_all_padding_row(tmp_path):
+    p = _write(tmp_path, x=np.array([[1, 2], [0, 0]]), y=[0, 1])
+    assert "row 1 of x in data.npz is all padding" in _err(p)
+
+
+# ---------------------------------------------------------------- vocab
+
+TEXTS = ["the cat sat", "the dog sat", "a cat", "the end", "zebra"]
+
+
+def test_vocab_order_and_ids():
+    v = Vocab.build(TEXTS, max_words=4)
+    # the(3) cat(2) sat(2) then a/dog/end/zebra(1) alphabetical -> a
+    assert v.words == ["<pad>", "<oov>", "the", "cat", "sat", "a"]
+    assert v.size == 6
+    np.testing.assert_array_equal(v.to_ids("The zebra CAT"), [2, 1, 3])
+    np.testing.assert_array_equal(v.to_ids("the cat sat a", max_len=2), [2, 3])
+    np.testing.assert_array_equal(v.to_ids("cat", max_len=3, pad=True), [3, 0, 0])
+    x, lengths = v.encode(["the cat", "", "a a a a a"], max_len=3)
+    np.testing.assert_array_equal(x, [[2, 3, 0], [1, 0, 0], [5, 5, 5]])
+    np.testing.assert_array_equal(lengths, [2, 1, 3])
+
+
+def test_vocab_deterministic_and_save_load(tmp_path):
+    a = Vocab.build(TEXTS, max_words=10)
+    b = Vocab.build(list(reversed(TEXTS)), max_words=10)
+    assert a == b
+    p = str(tmp_path / "model.vocab.json")
+    a.save(p)
+    import json
+    d = json.load(open(p))
+    assert d["format"] == "rnnskip-vocab-1" and d["lower"] is True and d["tokenizer"] == "whitespace"
+    assert Vocab.load(p) == a
+
+
+def test_vocab_load_errors(tmp_path):
+    with pytest.raises(RnnskipError, match="does not exist"):
+        Vocab.load(str(tmp_path / "none.json"))
+    p = tmp_path / "v.json"
+    p.write_text('{"format": "other"}')
+    with pytest.raises(RnnskipError, match="not an rnnskip vocabulary"):
+        Vocab.load(str(p))
+
+
+def test_imdb_tokenizer():
+    v = Vocab(["great", "movie", "!", "don't", "."], tokenizer="words-punct")
+    assert v.tokens("Great movie!<br /><br />Don't miss.") == ["great", "movie", "!", "don't", "miss", "."]
+
+
+def test_stopwords():
+    sw = load_stopwords()
+    assert 120 <= len(sw) <= 200
+    assert {"the", "a", "of", "and"} <= sw
+    assert not ({"not", "no", "n't", "never", "but"} & sw)
+
+
+# ---------------------------------------------------------------- real data
+
+needs_sst2 = pytest.mark.skipif(not os.path.isdir(SST2), reason=f"SST-2 data not found at {SST2} (../shared/data absent)")
+needs_imdb = pytest.mark.skipif(not os.path.isdir(IMDB), reason=f"IMDB data not found at {IMDB} (../shared/data absent)")
+
+
+@needs_sst2
+def test_sst2_loader():
+    tr, vocab = load_sst2(SST2, "train", max_words=8000, max_len=50)
+    dv, _ = load_sst2(SHARED, "dev", vocab=vocab, max_len=50)  # parent folder works too
+    assert len(tr) == 67349 and len(dv) == 872
+    assert set(np.unique(tr.y)) == {0, 1} and set(np.unique(dv.y)) == {0, 1}
+    assert vocab.size == 8002 and tr.x.shape == (67349, 50) and tr.x.dtype == np.int32
+    assert tr.lengths.min() >= 1 and tr.lengths.max() <= 50
+    np.testing.assert_array_equal(infer_lengths(dv.x), dv.lengths)
+    assert len(dv.texts) == 872
+
+
+def test_missing_dataset_folder(tmp_path):
+    with pytest.raises(RnnskipError, match=r"expected train\.tsv, dev\.tsv"):
+        load_sst2(str(tmp_path), "train")
+    with pytest.raises(RnnskipError, match=r"IMDB folder .* does not exist; expected a folder with train\.tsv\.gz"):
+        load_imdb(str(tmp_path / "missing"), "test")
+
+
+@needs_imdb
+def test_imdb_loader():
+    vocab = Vocab.build(["the movie was good", "bad film"], tokenizer="words-punct")
+    te, _ = load_imdb(IMDB, "test", vocab=vocab, max_len=100)
+    assert len(te) == 25000
+    assert set(np.unique(te.y)) == {0, 1}
+    assert te.x.shape == (25000, 100)
+
+
+def test_aeon_japanese_vowels():
+    pytest.importorskip("aeon")
+    tr, names = load_aeon("JapaneseVowels", "train")
+    te, names2 = load_aeon("JapaneseVowels", "test")
+    assert names == names2 and len(names) == 9
+    assert tr.x.shape[0] == 270 and te.x.shape[0] == 370
+    assert tr.x.shape[2] == 12 and tr.x.shape[1] == te.x.shape[1] == 29
+    assert tr.x.dtype == np.float32
+    assert set(np.unique(tr.y)) == set(range(9))
+    assert tr.lengths.min() >= 7 and tr.lengths.max() <= 29
+    i = int(np.argmin(tr.lengths))
+    assert np.all(tr.x[i, tr.lengths[i]:] == 0)
+    with pytest.raises(RnnskipError, match="not a classification set bundled with aeon"):
+        load_aeon("NoSuchSet", "train")

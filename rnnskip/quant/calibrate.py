@@ -1,0 +1,77 @@
+"""Activation ranges from running the float reference over user data."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List
+
+import numpy as np
+from tqdm import tqdm
+
+from ..converter.ir import DenseLayer, FeatureInput, ModelIR
+from ..errors import RnnskipError
+
+
+@dataclass
+class Ranges:
+    """Max |value| seen per quantised tensor (float units)."""
+    features: float = 0.0
+    input_dense: float = 0.0
+    h: List[float] = field(default_factory=list)
+    c: List[float] = field(default_factory=list)
+    head: List[float] = field(default_factory=list)
+    sequences: int = 0
+
+
+def dense_forward(d: DenseLayer, x: np.ndarray, final: bool = False) -> np.ndarray:
+    """Float Dense; ``final`` returns pre-activation (logits) for softmax/sigmoid."""
+    y = x @ d.kernel + d.bias
+    act = d.activation
+    if final and act in ("softmax", "sigmoid"):
+        return y
+    if act == "relu":
+        return np.maximum(y, 0.0)
+    if act == "tanh":
+        return np.tanh(y)
+    if act == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-y))
+    if act == "softmax":
+        e = np.exp(y - y.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+    return y
+
+
+def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: bool = True) -> Ranges:
+    """Run ``fm`` (a reference.FloatModel of ``ir``) over ``x`` and record ranges.
+
+    x: int ids ``[N,T]`` or float features ``[N,T,F]``; lengths ``[N]``.
+    """
+    if len(x) == 0:
+        raise RnnskipError("calibration data is empty; pass --data (or --calib) with at least one sequence")
+    nl = len(ir.rnn_layers)
+    r = Ranges(h=[0.0] * nl, c=[0.0] * nl, head=[0.0] * len(ir.head))
+    it = tqdm(range(len(x)), desc="calibrate", unit="seq", disable=not progress, leave=False)
+    for n in it:
+        seq = x[n][: int(lengths[n])]
+        valid = fm.valid_steps(seq)
+        if isinstance(ir.input, FeatureInput) and valid.any():
+            r.features = max(r.features, float(np.abs(seq[valid]).max()))
+        v = fm.inputs(seq)
+        if isinstance(ir.input, FeatureInput) and ir.input.dense is not None and valid.any():
+            r.input_dense = max(r.input_dense, float(np.abs(v[valid]).max()))
+        state = fm.initial_state()
+        for t in range(len(seq)):
+            if not valid[t]:
+                continue
+            state = fm.step(state, v[t])
+            for i, s in enumerate(state):
+                r.h[i] = max(r.h[i], float(np.abs(s[0]).max()))
+                if ir.rnn_layers[i].kind == "lstm":
+                    r.c[i] = max(r.c[i], float(np.abs(s[1]).max()))
+        y = np.asarray(state[-1][0], dtype=np.float64)
+        for i, d in enumerate(ir.head):
+            y = dense_forward(d, y, final=(i == len(ir.head) - 1))
+            r.head[i] = max(r.head[i], float(np.abs(y).max()))
+    r.sequences = len(x)
+    if isinstance(ir.input, FeatureInput) and r.features == 0.0:
+        raise RnnskipError("calibration data is constant zero; rnnskip needs representative inputs to set int8 ranges")
+    return r

@@ -1,0 +1,153 @@
+"""Float IR + calibrated ranges -> QModel (int8 weights, int16 gates, int32 accumulators).
+
+Scheme (TFLite int8 LSTM-like, all symmetric, zero points 0):
+- weights int8 per output row, scale max|w_row|/127;
+- activations between layers int8, scale max|a|/127 from calibration;
+- gate pre-activations int16 Q3.12, gate outputs int16 Q0.15 (LUT sigmoid/tanh);
+- LSTM cell state int16 at a power-of-two scale chosen from its calibrated range;
+- biases int32 on the accumulator scale; requantisation by (mult, shift) pairs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..converter.ir import EmbeddingInput, FeatureInput, ModelIR
+from ..errors import RnnskipError
+from . import fixedpoint as fp
+from .calibrate import Ranges
+from .model import QDense, QModel, QRNN, pad4
+
+_GATE_ACTS = {"sigmoid", "tanh"}
+
+
+def _scale(maxabs: float, qmax: int = 127) -> float:
+    return max(float(maxabs), 1e-8) / qmax
+
+
+def _row_scales(w_cols: np.ndarray) -> np.ndarray:
+    """Per-output scales for a Keras kernel ``[in, out]``: max|column| / 127."""
+    m = np.abs(w_cols).max(axis=0) if w_cols.size else np.zeros(w_cols.shape[1])
+    return np.where(m > 0, m / 127.0, 1.0)
+
+
+def _q8(w: np.ndarray, s: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(w / s), -127, 127).astype(np.int8)
+
+
+def _q32(b: np.ndarray, s: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(b / s), fp.INT32_MIN, fp.INT32_MAX).astype(np.int64)
+
+
+def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    out = np.zeros((rows,) + a.shape[1:], dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+def quantize_dense(d, in_scale: float, in_p: int, out_max: float, final: bool) -> QDense:
+    """Quantise one Dense layer whose int8 input has ``in_p`` (padded) columns."""
+    act = d.activation
+    if final:
+        act = "linear"  # softmax/sigmoid are monotone: the device returns int16 logits
+    elif act not in ("linear", "relu", "tanh", "sigmoid"):
+        raise RnnskipError(f"layer '{d.name}' (Dense) activation '{act}' is not supported between layers; "
+                           f"use linear, relu, tanh or sigmoid")
+    rows_p = pad4(d.out_dim)
+    sw = _row_scales(d.kernel)
+    w = np.zeros((rows_p, in_p), dtype=np.int8)
+    w[: d.out_dim, : d.in_dim] = _q8(d.kernel, sw).T
+    bias = _pad_rows(_q32(d.bias, sw * in_scale), rows_p)
+    q = QDense(w=w, bias=bias, mult=None, shift=None, activation=act, out_dim=d.out_dim,
+               in_scale=in_scale, out_scale=0.0, name=d.name)
+    if act in _GATE_ACTS:
+        eff = sw * in_scale * (1 << fp.Q12)
+        q.out_scale = 1.0 / 127.0
+        q.out_mult, q.out_shift = fp.quantize_multiplier(2.0 ** -fp.Q15 / q.out_scale)
+    else:
+        q.out_scale = _scale(out_max, 32767 if final else 127)
+        eff = sw * in_scale / q.out_scale
+    m, s = fp.quantize_multipliers(eff)
+    q.mult, q.shift = _pad_rows(m, rows_p), _pad_rows(s, rows_p)
+    return q
+
+
+def _gate_rows(a: np.ndarray, gates: int, units: int, up: int) -> np.ndarray:
+    """Keras gate-major columns/rows [G*U, ...] -> padded rows [G*up, ...]."""
+    out = np.zeros((gates * up,) + a.shape[1:], dtype=a.dtype)
+    for g in range(gates):
+        out[g * up: g * up + units] = a[g * units: (g + 1) * units]
+    return out
+
+
+def quantize_rnn(layer, x_scale: float, in_p: int, h_max: float, c_max: float) -> QRNN:
+    if layer.activation != "tanh" or layer.recurrent_activation != "sigmoid":
+        raise RnnskipError(
+            f"layer '{layer.name}' ({layer.kind.upper()}) uses activation='{layer.activation}', "
+            f"recurrent_activation='{layer.recurrent_activation}'; the int8 kernels support tanh and sigmoid")
+    G, U = layer.gates, layer.units
+    up = pad4(U)
+    h_scale = _scale(h_max)
+    swx = _row_scales(layer.kernel)            # [G*U]
+    swh = _row_scales(layer.recurrent_kernel)  # [G*U]
+    wx = np.zeros((G * up, in_p), dtype=np.int8)
+    wx[:, : layer.input_dim] = _gate_rows(_q8(layer.kernel, swx).T, G, U, up)
+    wh = np.zeros((G * up, up), dtype=np.int8)
+    wh[:, :U] = _gate_rows(_q8(layer.recurrent_kernel, swh).T, G, U, up)
+    bias = np.asarray(layer.bias, dtype=np.float64)
+    if layer.kind == "gru" and layer.reset_after:
+        b_in, b_rec = bias[0], bias[1]
+    else:
+        b_in, b_rec = bias.reshape(-1), np.zeros(G * U)
+    bx = _gate_rows(_q32(b_in, swx * x_scale), G, U, up)
+    bh = _gate_rows(_q32(b_rec, swh * h_scale), G, U, up)
+    mx, shx = fp.quantize_multipliers(swx * x_scale * (1 << fp.Q12))
+    mh, shh = fp.quantize_multipliers(swh * h_scale * (1 << fp.Q12))
+    cell_shift = 15
+    if layer.kind == "lstm":
+        int_bits = max(0, math.ceil(math.log2(max(c_max, 1e-8)))) if c_max > 1.0 else 0
+        cell_shift = max(8, 15 - int_bits)
+        h_mult, h_shift = fp.quantize_multiplier(2.0 ** -30 / h_scale)
+    else:
+        h_mult, h_shift = fp.quantize_multiplier(2.0 ** -15 / h_scale)
+    return QRNN(kind=layer.kind, units=U, up=up, in_dim=layer.input_dim, in_p=in_p,
+                wx=wx, wh=wh, bx=bx, bh=bh,
+                mx=_gate_rows(mx, G, U, up), shx=_gate_rows(shx, G, U, up),
+                mh=_gate_rows(mh, G, U, up), shh=_gate_rows(shh, G, U, up),
+                x_scale=x_scale, h_scale=h_scale, h_mult=h_mult, h_shift=h_shift,
+                cell_shift=cell_shift, reset_after=layer.reset_after, name=layer.name)
+
+
+def quantize(ir: ModelIR, ranges: Ranges) -> QModel:
+    """Quantise ``ir`` with the activation ranges from :func:`calibrate`."""
+    qm = QModel(token_input=ir.is_token_model, in_dim=ir.input_dim, in_p=pad4(ir.input_dim),
+                name=ir.name)
+    if isinstance(ir.input, EmbeddingInput):
+        s = _scale(np.abs(ir.input.table).max())
+        emb = np.zeros((ir.input.vocab, qm.in_p), dtype=np.int8)
+        emb[:, : ir.input.dim] = _q8(ir.input.table, s)
+        qm.embedding, qm.mask_zero, x_scale = emb, ir.input.mask_zero, s
+    else:
+        inp: FeatureInput = ir.input
+        qm.features, qm.features_p = inp.features, pad4(inp.features)
+        qm.feature_scale = _scale(ranges.features)
+        qm.mask_value = inp.mask_value
+        x_scale = qm.feature_scale
+        if inp.dense is not None:
+            qm.input_dense = quantize_dense(inp.dense, x_scale, qm.features_p, ranges.input_dense, final=False)
+            x_scale = qm.input_dense.out_scale
+    in_p = qm.in_p
+    for i, layer in enumerate(ir.rnn_layers):
+        q = quantize_rnn(layer, x_scale, in_p, ranges.h[i], ranges.c[i])
+        qm.layers.append(q)
+        x_scale, in_p = q.h_scale, q.up
+    for i, d in enumerate(ir.head):
+        final = i == len(ir.head) - 1
+        q = quantize_dense(d, x_scale, in_p, ranges.head[i], final=final)
+        qm.head.append(q)
+        x_scale, in_p = q.out_scale, q.rows
+    qm.output_dim = ir.output_dim
+    qm.output_activation = ir.output_activation
+    qm.output_scale = x_scale if ir.head else qm.layers[-1].h_scale
+    return qm

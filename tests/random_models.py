@@ -1,0 +1,71 @@
+"""Random float IRs of every supported configuration, for golden-vs-C tests.
+
+No Keras needed: weights are drawn directly, with ranges like trained models'.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rnnskip.converter.ir import DenseLayer, EmbeddingInput, FeatureInput, ModelIR, RNNLayer
+
+# name -> (input kind, rnn kinds, reset_after, input dense, head sizes)
+CONFIGS = {
+    "tok-lstm-softmax": ("tokens", ["lstm"], True, False, [3]),
+    "tok-gru-sigmoid": ("tokens", ["gru"], True, False, [1]),
+    "tok-gru-v1": ("tokens", ["gru"], False, False, [2]),
+    "feat-lstm": ("features", ["lstm"], True, False, [4]),
+    "feat-dense-gru": ("features", ["gru"], True, True, [5]),
+    "feat-lstm-lstm": ("features", ["lstm", "lstm"], True, False, [6, 3]),
+    "feat-gru-gru-v1": ("features", ["gru", "gru"], False, False, [2]),
+    "tok-lstm-nohead": ("tokens", ["lstm"], True, False, []),
+    "feat-mask-gru": ("features-mask", ["gru"], True, False, [3]),
+}
+
+
+def random_ir(config: str, seed: int = 0, units=(9, 6), dim: int = 7, vocab: int = 50,
+              features: int = 5) -> ModelIR:
+    """A random model; unit counts deliberately not multiples of 4 (exercises padding)."""
+    kind_in, kinds, reset_after, in_dense, head = CONFIGS[config]
+    rng = np.random.default_rng(seed)
+    if kind_in == "tokens":
+        inp = EmbeddingInput(table=rng.normal(0, 0.5, (vocab, dim)), mask_zero=True)
+        d_in = dim
+    else:
+        dense = None
+        d_in = features
+        if in_dense:
+            dense = DenseLayer(rng.normal(0, 0.4, (features, dim)), rng.normal(0, 0.1, dim), "relu", "in_dense")
+            d_in = dim
+        inp = FeatureInput(features=features, dense=dense,
+                           mask_value=0.0 if kind_in == "features-mask" else None)
+    layers = []
+    for i, k in enumerate(kinds):
+        U = units[i]
+        G = 4 if k == "lstm" else 3
+        bias = rng.normal(0, 0.3, (2, G * U) if (k == "gru" and reset_after) else (G * U,))
+        layers.append(RNNLayer(kind=k, units=U, kernel=rng.normal(0, 0.5, (d_in, G * U)),
+                               recurrent_kernel=rng.normal(0, 0.4, (U, G * U)), bias=bias,
+                               return_sequences=i < len(kinds) - 1, reset_after=reset_after,
+                               name=f"{k}_{i}"))
+        d_in = U
+    dl = []
+    for j, n in enumerate(head):
+        last = j == len(head) - 1
+        act = ("sigmoid" if n == 1 else "softmax") if last else "tanh"
+        dl.append(DenseLayer(rng.normal(0, 0.5, (d_in, n)), rng.normal(0, 0.2, n), act, f"dense_{j}"))
+        d_in = n
+    return ModelIR(input=inp, rnn_layers=layers, head=dl, name=config)
+
+
+def random_data(ir: ModelIR, n: int = 12, T: int = 10, seed: int = 1):
+    """(x, lengths): ids with zero padding, or features with some all-zero (masked) steps."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, T + 1, n).astype(np.int32)
+    if ir.is_token_model:
+        x = rng.integers(1, ir.input.vocab, (n, T)).astype(np.int32)
+        x[np.arange(T)[None, :] >= lengths[:, None]] = 0
+        x[rng.random((n, T)) < 0.1] = 0  # interior padding tokens are masked too
+    else:
+        x = rng.normal(0, 1.0, (n, T, ir.input.features)).astype(np.float32)
+        x[rng.random((n, T)) < 0.15] = 0.0
+    return x, lengths

@@ -1,0 +1,92 @@
+"""Helpers shared by the benchmarks: where things are, timing, config hashes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from contextlib import contextmanager
+
+from rnnskip.errors import RnnskipError
+
+#: Environment variable that overrides the shared data folder.
+DATA_ENV = "RNNSKIP_SHARED_DATA"
+
+
+def repo_root() -> str:
+    """The rnnskip repository root (the folder holding ``benchmarks/``)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def shared_data(sub: str | None = None, required: bool = True) -> str | None:
+    """``../shared/data`` relative to the repo root (or ``$RNNSKIP_SHARED_DATA``),
+    optionally a sub-folder such as ``"sst2"``.  Raises a one-line
+    :class:`RnnskipError` when absent (``required=False``: returns None)."""
+    base = os.environ.get(DATA_ENV) or os.path.normpath(os.path.join(repo_root(), "..", "shared", "data"))
+    path = os.path.join(base, sub) if sub else base
+    if not os.path.isdir(path):
+        if not required:
+            return None
+        raise RnnskipError(
+            f"benchmark data folder {path} not found; benchmarks read ../shared/data relative to the repo root "
+            f"(see its README.md) or the folder named by ${DATA_ENV}")
+    return path
+
+
+def bench_out(sub: str | None = None) -> str:
+    """``bench_out/`` under the repo root (created), optionally a sub-folder."""
+    path = os.path.join(repo_root(), "bench_out", *( [sub] if sub else []))
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def config_hash(cfg: dict) -> str:
+    """Short stable hash of a JSON-able config (keys sorted)."""
+    blob = json.dumps(cfg, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class Timer:
+    """``with Timer() as t: ...; t.seconds`` (wall clock, perf_counter)."""
+
+    def __init__(self, label: str | None = None, verbose: bool = False):
+        self.label, self.verbose, self.seconds = label, verbose, 0.0
+
+    def __enter__(self):
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self._t0
+        if self.verbose:
+            print(f"[{self.label or 'timer'}] {fmt_seconds(self.seconds)}", flush=True)
+        return False
+
+
+@contextmanager
+def timed(label: str):
+    """Print how long the block took: ``with timed("train"): ...``."""
+    with Timer(label, verbose=True) as t:
+        yield t
+
+
+def fmt_seconds(s: float) -> str:
+    if s < 1:
+        return f"{s * 1e3:.1f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    return f"{int(s // 60)} min {s % 60:.0f} s"
+
+
+def write_json(path: str, obj) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)

@@ -70,8 +70,8 @@ def build_target(src_dir: Path, out_dir: Path, target, variant: str = "dsp",
     elf, mapf = out_dir / "firmware.elf", out_dir / "firmware.map"
     flags = runtime.cflags(target) + (["-DRNNSKIP_NO_DSP"] if variant == "plain" else []) + list(extra_cflags or [])
     cmd = [cc] + flags + ["-I", str(src_dir), "-I", str(src_dir / "kernels"),
-                          "-T", str(ld), f"-Wl,-Map={mapf}", "-o", str(elf)] + \
-        [str(f) for f in _sources(src_dir, with_main=True) + startup] + runtime.ldflags(target)
+                          f"-Wl,-Map={mapf}", "-o", str(elf)] + \
+        [str(f) for f in _sources(src_dir, with_main=True) + startup] + runtime.ldflags(target, ld)
     _run(cmd, f"firmware build for {target.name}")
     sizes = section_sizes(elf)
     flash = sum(v for k, v in sizes.items() if k in (".isr_vector", ".text", ".rodata", ".data", ".ARM.exidx"))

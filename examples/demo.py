@@ -1,0 +1,67 @@
+"""rnnskip demo: train a small GRU on aeon's bundled JapaneseVowels (no download),
+save it as a Keras-2 .h5, convert it for a Cortex-M4, emulate the whole test set
+and print the report.   Run: make demo   (or .venv/bin/python examples/demo.py)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def train(out: Path, seed: int = 0):
+    import numpy as np
+    import tf_keras as keras
+    from rnnskip.datasets import load_aeon, save_npz
+
+    train_ds, classes = load_aeon("JapaneseVowels", "train")
+    test_ds, _ = load_aeon("JapaneseVowels", "test")
+    out.mkdir(parents=True, exist_ok=True)
+    save_npz(str(out / "train.npz"), train_ds)
+    save_npz(str(out / "test.npz"), test_ds)
+    keras.utils.set_random_seed(seed)
+    T, F = train_ds.x.shape[1:]
+    model = keras.Sequential([
+        keras.layers.Masking(mask_value=0.0, input_shape=(None, F)),
+        keras.layers.GRU(32),
+        keras.layers.Dense(len(classes), activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    print(f"training GRU(32) on JapaneseVowels: {len(train_ds)} train / {len(test_ds)} test sequences, "
+          f"{F} features, {len(classes)} classes")
+    model.fit(train_ds.x, train_ds.y, epochs=40, batch_size=32, verbose=0,
+              callbacks=[keras.callbacks.ProgbarLogger()] if sys.stdout.isatty() else [])
+    _, acc = model.evaluate(test_ds.x, test_ds.y, verbose=0)
+    print(f"Keras test accuracy: {acc:.4f}")
+    model.save(out / "model.h5")
+    return out / "model.h5"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="build/demo")
+    ap.add_argument("--target", default="cortex-m4")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    t0 = time.time()
+    model = train(out / "model")
+    from rnnskip.cli import run_convert
+    from rnnskip.errors import RnnskipError
+    print(f"\nrnnskip-convert {model} --target {args.target} --data {out / 'model/test.npz'} "
+          f"--calib {out / 'model/train.npz'} --out {out / args.target}")
+    try:
+        run_convert(model, args.target, out / "model" / "test.npz", out / args.target,
+                    calib=out / "model" / "train.npz")
+    except RnnskipError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"demo finished in {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

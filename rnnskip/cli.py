@@ -1,0 +1,294 @@
+"""Command line: ``rnnskip-convert`` (everything in one go) and the ``rnnskip`` group of stages.
+
+Every user error is one line on stderr and exit status 2; output folders are
+written to a temporary sibling and renamed into place only when complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from .errors import RnnskipError
+
+
+def _fail(msg: str, code: int = 2):
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(code)
+
+
+def _guard(fn):
+    """Run a command body; RnnskipError -> one line, unexpected -> one line + how to debug."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*a, **k):
+        try:
+            return fn(*a, **k)
+        except RnnskipError as e:
+            _fail(str(e))
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as e:  # a bug: still one line, traceback on request
+            if os.environ.get("RNNSKIP_DEBUG"):
+                raise
+            _fail(f"internal error: {type(e).__name__}: {e} (set RNNSKIP_DEBUG=1 for the traceback)", 1)
+    return wrapper
+
+
+@contextlib.contextmanager
+def atomic_dir(out: Path):
+    """Yield a temporary folder next to ``out``; it replaces ``out`` only on success."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def _target(name: str, wait_states):
+    from . import targets
+    t = targets.load(name)
+    return t if wait_states is None else t.with_wait_states(wait_states)
+
+
+def _variant(target, variant):
+    return variant or ("dsp" if target.dsp else "plain")
+
+
+def _load_data(path, ir, what="--data"):
+    from .datasets import load_npz
+    if path is None:
+        raise RnnskipError(f"{what} is required: an .npz with x, y and optional lengths")
+    return load_npz(str(path), ir)
+
+
+def run_convert(model, target_name, data, out, kernels="portable", variant=None, calib=None,
+                calib_max=1000, emulate_max=None, traffic_sample=16, wait_states=None, workers=2,
+                host=True, progress=True):
+    """The whole flow; returns the report dict. Used by rnnskip-convert and the demo."""
+    from . import pipeline as P
+    from .report import build_report, table, write_report
+    P.check_kernels(kernels)
+    target = _target(target_name, wait_states)
+    variant = _variant(target, variant)
+    ir = P.import_model(model)
+    ds = _load_data(data, ir)
+    cal = _load_data(calib, ir, "--calib") if calib else ds
+    with atomic_dir(Path(out)) as tmp:
+        qm, ranges = P.quantize_model(ir, cal, calib_max, progress)
+        src = tmp / "src"
+        from .generate import generate
+        generate(qm, src, max_t=int(ds.x.shape[1]), kernels=kernels)
+        so = P.build_host(src, tmp / "host") if host else None
+        fw = P.build_target(src, tmp / "firmware", target, variant)
+        ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, target=target, emulate_max=emulate_max,
+                        traffic_sample=traffic_sample, workers=workers, progress=progress)
+        rep = build_report(ir, qm, ev, target, kernels, variant, firmware=fw, ranges=ranges,
+                           calib_source=str(calib) if calib else f"{data} (the evaluation data; pass --calib to separate)")
+        write_report(rep, tmp / "report.json")
+        P.save_pickle(ir, tmp / "model.ir.pkl")
+        P.save_pickle(qm, tmp / "model.q.pkl")
+    click.echo(table(rep))
+    click.echo(f"wrote {Path(out) / 'report.json'}")
+    if rep["bitexact"]["mismatches"]:
+        raise RnnskipError(f"{rep['bitexact']['mismatches']} sequences differ from the golden model "
+                           f"({rep['bitexact']['first_mismatch']}); this is a bug, please report it")
+    return rep
+
+
+_common = [
+    click.option("--target", "target_name", default="cortex-m4", show_default=True, help="Cortex-M target (see 'rnnskip targets')."),
+    click.option("--kernels", default="portable", show_default=True, help="Kernel provider: portable or cmsis-nn."),
+    click.option("--variant", type=click.Choice(["dsp", "plain"]), default=None, help="Portable kernels: DSP path or plain C (default: dsp where the core has it)."),
+    click.option("--flash-wait-states", "wait_states", type=click.IntRange(0, 15), default=None, help="Override the target's flash wait states in the cycle model."),
+]
+
+
+def _apply(opts):
+    def deco(f):
+        for o in reversed(opts):
+            f = o(f)
+        return f
+    return deco
+
+
+@click.command("convert")
+@click.argument("model", type=click.Path(dir_okay=False))
+@_apply(_common)
+@click.option("--data", type=click.Path(dir_okay=False), required=True, help="Evaluation data (.npz: x, y, optional lengths).")
+@click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Calibration data (.npz); default: --data.")
+@click.option("--calib-max", default=1000, show_default=True, help="At most this many calibration sequences.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder (replaced when complete).")
+@click.option("--emulate-max", type=int, default=None, help="Emulate only the first N sequences (default: all).")
+@click.option("--traffic-sample", default=16, show_default=True, help="Sequences whose memory traffic is counted exactly.")
+@click.option("--workers", default=2, show_default=True, help="Emulator processes.")
+@_guard
+def convert_cmd(model, target_name, kernels, variant, wait_states, data, calib, calib_max, out,
+                emulate_max, traffic_sample, workers):
+    """Convert MODEL (.h5/.keras), build firmware, emulate it on --data and report."""
+    run_convert(model, target_name, data, out, kernels, variant, calib, calib_max, emulate_max,
+                traffic_sample, wait_states, workers)
+
+
+def convert_main():
+    convert_cmd(prog_name="rnnskip-convert")
+
+
+@click.group()
+@click.version_option(package_name="rnnskip")
+def main():
+    """rnnskip: cheap recurrent-network inference on Arm Cortex-M.
+
+    Stages, each reading and writing a work folder: import -> quantize ->
+    generate -> build -> emulate -> report. 'convert' runs them all.
+    """
+
+
+main.add_command(convert_cmd)
+
+
+@main.command("import")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@_guard
+def import_cmd(model, out):
+    """Read MODEL into the IR (work folder: model.ir.pkl) and print its layers."""
+    from . import pipeline as P
+    ir = P.import_model(model)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    P.save_pickle(ir, Path(out) / "model.ir.pkl")
+    click.echo(f"{ir.name}: {'tokens' if ir.is_token_model else 'features'} -> "
+               + " -> ".join(f"{l.kind.upper()}({l.units})" for l in ir.rnn_layers)
+               + "".join(f" -> Dense({d.out_dim}, {d.activation})" for d in ir.head)
+               + f"; {ir.params():,} params, {ir.macs_per_step():,} MAC/step")
+    for n in ir.notes:
+        click.echo(f"note: {n}")
+
+
+@main.command("quantize")
+@click.argument("work", type=click.Path(file_okay=False))
+@click.option("--calib", type=click.Path(dir_okay=False), required=True, help="Calibration data (.npz).")
+@click.option("--calib-max", default=1000, show_default=True)
+@_guard
+def quantize_cmd(work, calib, calib_max):
+    """Calibrate and quantise the imported model (writes model.q.pkl)."""
+    from . import pipeline as P
+    ir = P.load_pickle(Path(work) / "model.ir.pkl", "import")
+    qm, ranges = P.quantize_model(ir, _load_data(calib, ir, "--calib"), calib_max)
+    P.save_pickle(qm, Path(work) / "model.q.pkl")
+    click.echo(f"quantised on {ranges.sequences} sequences; int8 weights {qm.flash_weight_bytes():,} bytes")
+
+
+@main.command("generate")
+@click.argument("work", type=click.Path(file_okay=False))
+@click.option("--max-t", default=256, show_default=True, help="Longest sequence the I/O buffers hold.")
+@click.option("--kernels", default="portable", show_default=True)
+@_guard
+def generate_cmd(work, max_t, kernels):
+    """Render the C sources into WORK/src (flash these with your own project)."""
+    from . import pipeline as P
+    from .generate import generate
+    P.check_kernels(kernels)
+    qm = P.load_pickle(Path(work) / "model.q.pkl", "quantize")
+    with atomic_dir(Path(work) / "src") as tmp:
+        files = generate(qm, tmp, max_t=max_t, kernels=kernels)
+    click.echo(f"wrote {len(files)} files to {Path(work) / 'src'}")
+
+
+@main.command("build")
+@click.argument("work", type=click.Path(file_okay=False))
+@_apply(_common)
+@_guard
+def build_cmd(work, target_name, kernels, variant, wait_states):
+    """Compile WORK/src for the target (WORK/firmware) and for this machine (WORK/host)."""
+    from . import pipeline as P
+    target = _target(target_name, wait_states)
+    src = Path(work) / "src"
+    if not src.is_dir():
+        raise RnnskipError(f"{src} not found; run 'rnnskip generate {work}' first")
+    with atomic_dir(Path(work) / "firmware") as tmp:
+        fw = P.build_target(src, tmp, target, _variant(target, variant))
+    P.build_host(src, Path(work) / "host")
+    P.save_pickle({"target": target_name, "variant": _variant(target, variant), "wait_states": wait_states,
+                   "kernels": kernels, "flash_bytes": fw.flash_bytes, "ram_bytes": fw.ram_bytes},
+                  Path(work) / "build.pkl")
+    click.echo(f"firmware: {fw.flash_bytes:,} bytes flash, {fw.ram_bytes:,} bytes RAM ({target.name}, {_variant(target, variant)})")
+
+
+@main.command("emulate")
+@click.argument("work", type=click.Path(file_okay=False))
+@click.option("--data", type=click.Path(dir_okay=False), required=True)
+@click.option("--emulate-max", type=int, default=None)
+@click.option("--traffic-sample", default=16, show_default=True)
+@click.option("--workers", default=2, show_default=True)
+@_guard
+def emulate_cmd(work, data, emulate_max, traffic_sample, workers):
+    """Run float, golden, host build and emulated firmware on --data (writes evaluation.pkl)."""
+    from . import pipeline as P
+    from .build import Firmware
+    w = Path(work)
+    ir = P.load_pickle(w / "model.ir.pkl", "import")
+    qm = P.load_pickle(w / "model.q.pkl", "quantize")
+    b = P.load_pickle(w / "build.pkl", "build")
+    target = _target(b["target"], b["wait_states"])
+    fw = Firmware(elf=w / "firmware" / "firmware.elf", map=w / "firmware" / "firmware.map",
+                  variant=b["variant"], flash_bytes=b["flash_bytes"], ram_bytes=b["ram_bytes"])
+    ds = _load_data(data, ir)
+    if ds.x.shape[1] > _io_max_t(w):
+        raise RnnskipError(f"--data has sequences of {ds.x.shape[1]} steps but the firmware holds {_io_max_t(w)}; "
+                           f"regenerate with 'rnnskip generate {work} --max-t {ds.x.shape[1]}'")
+    ev = P.evaluate(ir, qm, ds, host_so=w / "host" / "librnnskip_model.so", firmware=fw, target=target,
+                    emulate_max=emulate_max, traffic_sample=traffic_sample, workers=workers)
+    P.save_pickle({"ev": ev, "build": b}, w / "evaluation.pkl")
+    click.echo(f"emulated {ev.device_checked} sequences; {ev.host_mismatches + ev.device_mismatches} mismatches")
+
+
+def _io_max_t(work: Path) -> int:
+    import re
+    m = re.search(r"#define RNNSKIP_MAX_T (\d+)", (work / "src" / "rnnskip_io.c").read_text())
+    return int(m.group(1))
+
+
+@main.command("report")
+@click.argument("work", type=click.Path(file_okay=False))
+@_guard
+def report_cmd(work):
+    """Write WORK/report.json from the last 'emulate' run and print the table."""
+    from . import pipeline as P
+    from .build import Firmware
+    from .report import build_report, table, write_report
+    w = Path(work)
+    ir = P.load_pickle(w / "model.ir.pkl", "import")
+    qm = P.load_pickle(w / "model.q.pkl", "quantize")
+    e = P.load_pickle(w / "evaluation.pkl", "emulate")
+    b = e["build"]
+    target = _target(b["target"], b["wait_states"])
+    fw = Firmware(elf=w / "firmware" / "firmware.elf", map=w / "firmware" / "firmware.map",
+                  variant=b["variant"], flash_bytes=b["flash_bytes"], ram_bytes=b["ram_bytes"])
+    rep = build_report(ir, qm, e["ev"], target, b["kernels"], b["variant"], firmware=fw)
+    write_report(rep, w / "report.json")
+    click.echo(table(rep))
+
+
+@main.command("targets")
+@_guard
+def targets_cmd():
+    """List the Cortex-M targets with their memory and features."""
+    from . import targets
+    for name in targets.available():
+        t = targets.load(name)
+        feats = ", ".join(f for f, on in (("DSP", t.dsp), ("FPU", t.fpu), ("MVE", t.mve)) if on) or "-"
+        click.echo(f"{t.name:<14} flash {t.flash_size // 1024:>5} KiB  RAM {t.ram_size // 1024:>4} KiB  "
+                   f"{t.clock_hz / 1e6:.0f} MHz  {feats:<12} {t.description}")

@@ -1,0 +1,121 @@
+"""report.json (the keys benchmark tooling reads) and the terminal table."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .emulate import STAT_FIELDS
+
+
+def _mean(a) -> float:
+    return float(np.mean(a)) if len(a) else float("nan")
+
+
+def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None, ranges=None,
+                 calib_source: str = "") -> dict:
+    """Assemble report.json from an :class:`pipeline.Evaluation`."""
+    from .pipeline import cycles_per_step
+    macs_step = ir.macs_per_step()
+    rep = {
+        "target": target.name,
+        "kernels": kernels,
+        "variant": variant,
+        "model": {
+            "type": "+".join(l.kind for l in ir.rnn_layers),
+            "layers": [{"name": l.name, "kind": l.kind, "units": l.units, "input_dim": l.input_dim}
+                       for l in ir.rnn_layers],
+            "input": "tokens" if ir.is_token_model else "features",
+            "params": ir.params(),
+            "macs_per_step": macs_step,
+            "head_macs": ir.head_macs(),
+            "timesteps_mean": _mean(ev.golden_steps) if ev.golden_steps is not None else None,
+            "output_dim": ir.output_dim,
+            "notes": list(ir.notes),
+        },
+        "accuracy": {"float": ev.float_acc, "int8_golden": ev.golden_acc, "int8_device": ev.device_acc,
+                     "n": ev.n, "n_device": ev.device_checked},
+        "bitexact": {"checked": max(ev.host_checked, ev.device_checked),
+                     "mismatches": ev.host_mismatches + ev.device_mismatches,
+                     "host_checked": ev.host_checked, "host_mismatches": ev.host_mismatches,
+                     "device_checked": ev.device_checked, "device_mismatches": ev.device_mismatches,
+                     "first_mismatch": ev.first_mismatch or None},
+        "quantization": {
+            "calibration": calib_source,
+            "calibration_sequences": ranges.sequences if ranges else None,
+            "weights": "int8 symmetric per output row", "activations": "int8 symmetric per tensor",
+            "gates": "int16 Q3.12 in, Q0.15 out (257-point LUT)", "accumulators": "int32",
+            "cell_shift": [l.cell_shift for l in qm.layers if l.kind == "lstm"],
+        },
+        "timings_s": {k: round(v, 3) for k, v in ev.timings.items()},
+    }
+    if ev.emu is not None:
+        emu = ev.emu
+        col = {f: emu.stats[:, i] for i, f in enumerate(STAT_FIELDS)}
+        tr = emu.traffic_measured
+        macs = emu.steps_run * macs_step + ir.head_macs()
+        a, b = cycles_per_step(emu)
+        rep["emulation"] = {
+            "emulator": "unicorn",
+            "cycle_model": {"table": target.cycle_table, "source": target.cycle_source,
+                            "flash_wait_states": target.flash_wait_states, "clock_hz": target.clock_hz},
+            "sequences": int(len(emu.steps_run)),
+            "steps_run_mean": _mean(emu.steps_run),
+            "instructions_per_inference": _mean(col["instructions"]),
+            "cycles_per_inference": _mean(col["cycles"]),
+            "macs_per_inference": _mean(macs),
+            "macs_per_cycle": float(macs.sum() / max(col["cycles"].sum(), 1.0)),
+            "cycles_per_step": b,
+            "cycles_fixed": a,
+            "step_macs_per_cycle": float(macs_step / b) if b and b > 0 else None,
+            "latency_ms_per_inference": _mean(col["cycles"]) / target.clock_hz * 1e3,
+            "flash_read_bytes_per_inference": _mean(col["flash_read_bytes"][tr]),
+            "sram_read_bytes_per_inference": _mean(col["sram_read_bytes"][tr]),
+            "sram_write_bytes_per_inference": _mean(col["sram_write_bytes"][tr]),
+            "traffic_sampled_sequences": int(tr.sum()),
+        }
+    if firmware is not None:
+        rep["footprint"] = {"flash_bytes": firmware.flash_bytes, "ram_bytes": firmware.ram_bytes,
+                            "stack_bytes": ev.emu.stack_bytes if ev.emu is not None else None,
+                            "weights_bytes": qm.flash_weight_bytes(),
+                            "flash_capacity": target.flash_size, "ram_capacity": target.ram_size}
+    return rep
+
+
+def write_report(rep: dict, path: Path) -> None:
+    Path(path).write_text(json.dumps(rep, indent=2, default=float) + "\n")
+
+
+def _fmt(v, unit="") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v != v:
+            return "-"
+        return f"{v:,.3f}{unit}" if abs(v) < 10 else f"{v:,.0f}{unit}"
+    return f"{v:,}{unit}"
+
+
+def table(rep: dict) -> str:
+    """Readable summary for the terminal."""
+    m, a, b = rep["model"], rep["accuracy"], rep["bitexact"]
+    rows = [("target", f"{rep['target']} ({rep['kernels']}, {rep['variant']})"),
+            ("model", f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units, "
+                      f"{_fmt(m['params'])} params, {_fmt(m['macs_per_step'])} MAC/step"),
+            ("accuracy float", _fmt(a["float"])), ("accuracy int8 golden", _fmt(a["int8_golden"])),
+            ("accuracy int8 device", _fmt(a["int8_device"]) + f"  (n={a['n_device']})"),
+            ("bit-exact", f"{b['mismatches']} mismatches in {b['checked']} sequences (host + device)")]
+    e = rep.get("emulation")
+    if e:
+        rows += [("cycles / inference", _fmt(e["cycles_per_inference"])),
+                 ("cycles / step", _fmt(e["cycles_per_step"])),
+                 ("MAC / cycle (step)", _fmt(e["step_macs_per_cycle"])),
+                 ("latency @ clock", _fmt(e["latency_ms_per_inference"], " ms")),
+                 ("flash read B / inf", _fmt(e["flash_read_bytes_per_inference"]) + f"  (sampled {e['traffic_sampled_sequences']})"),
+                 ("SRAM read / write B", f"{_fmt(e['sram_read_bytes_per_inference'])} / {_fmt(e['sram_write_bytes_per_inference'])}")]
+    f = rep.get("footprint")
+    if f:
+        rows += [("flash / RAM / stack", f"{_fmt(f['flash_bytes'])} / {_fmt(f['ram_bytes'])} / {_fmt(f['stack_bytes'])} bytes")]
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)

@@ -1,0 +1,98 @@
+"""Golden model vs generated C (host build and emulated firmware), bit for bit,
+on random models of every supported configuration; plus the fixed-point primitives."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from random_models import CONFIGS, random_data, random_ir
+from rnnskip import pipeline as P
+from rnnskip.generate import generate
+from rnnskip.quant import fixedpoint as fp
+from rnnskip.quant import luts
+from rnnskip.quant.calibrate import calibrate
+from rnnskip.quant.golden import GoldenModel
+from rnnskip.quant.quantize import quantize
+from rnnskip.reference import FloatModel
+
+HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
+
+
+def _quantized(cfg, seed=0):
+    ir = random_ir(cfg, seed=seed)
+    x, L = random_data(ir, n=10, T=9, seed=seed + 1)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    return ir, qm, x, L
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def built(request, tmp_path_factory):
+    cfg = request.param
+    ir, qm, x, L = _quantized(cfg)
+    d = tmp_path_factory.mktemp(cfg)
+    generate(qm, d / "src", max_t=x.shape[1])
+    return cfg, ir, qm, x, L, d
+
+
+def test_host_build_bitexact(built):
+    cfg, ir, qm, x, L, d = built
+    so = P.build_host(d / "src", d / "host")
+    g_out, g_flags = GoldenModel(qm).run(x, L)
+    from rnnskip.datasets import Dataset
+    ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+    ev = P.evaluate(ir, qm, ds, host_so=so, progress=False)
+    assert ev.host_checked == len(x)
+    assert ev.host_mismatches == 0, ev.first_mismatch
+    # the golden model is not trivially constant: outputs differ across sequences
+    assert len({tuple(r) for r in g_out.tolist()}) > 1
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@pytest.mark.parametrize("variant", ["dsp", "plain"])
+def test_firmware_bitexact(built, variant):
+    from rnnskip import targets
+    from rnnskip.datasets import Dataset
+    cfg, ir, qm, x, L, d = built
+    t = targets.load("cortex-m4")
+    fw = P.build_target(d / "src", d / f"fw-{variant}", t, variant)
+    ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+    ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=2, workers=1, progress=False)
+    assert ev.device_checked == len(x)
+    assert ev.device_mismatches == 0, ev.first_mismatch
+    assert (ev.emu.stats[:, 1] > 0).all()  # cycles counted for every sequence
+
+
+def test_zero_length_masked_sequences_keep_initial_state():
+    ir, qm, x, L = _quantized("tok-lstm-softmax")
+    x = np.zeros_like(x)  # every step is padding
+    out, flags = GoldenModel(qm).run(x, L)
+    assert flags.sum() == 0
+    assert len({tuple(r) for r in out.tolist()}) == 1  # all equal the head on the zero state
+
+
+def test_committed_luts_match_generator():
+    assert luts.LUTS_C.read_text() == luts.render(), "run: python -m rnnskip.quant.luts"
+
+
+@pytest.mark.parametrize("fn,ref,tol", [(fp.sigmoid_q15, lambda v: 1 / (1 + np.exp(-v)), 3e-4),
+                                        (fp.tanh_q15, np.tanh, 1.2e-3)])
+def test_activation_error_bounded(fn, ref, tol):
+    x = np.arange(-32768, 32768, dtype=np.int64)
+    err = np.abs(fn(x) / 32768.0 - ref(x / 4096.0))
+    assert err.max() < tol
+
+
+def test_requantize_matches_float_rounding():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        s = float(rng.uniform(1e-6, 0.9))
+        m, sh = fp.quantize_multiplier(s)
+        v = rng.integers(-2**24, 2**24, 100)
+        got = fp.requantize(v, m, sh)
+        assert np.abs(got - v * s).max() <= 1.0
+
+
+def test_divide_by_pot_rounds_half_away_from_zero():
+    assert fp.divide_by_pot(np.array([5, -5, 6, -6, 7, -7]), 1).tolist() == [3, -3, 3, -3, 4, -4]

@@ -43,11 +43,17 @@ static inline uint32_t rd32(const int8_t *p)
  * Weights stay 1 byte each in flash, row-major, exactly as given.
  *
  * Stack: the wrapper's scratch is 2 * RNNSKIP_XCHUNK bytes (512 B) plus a
- * small frame; the core pushes 9 registers and keeps 24 bytes of locals
- * (60 B). Total below 640 B, independent of the matrix size. Inputs with
- * more than RNNSKIP_XCHUNK columns are processed in column chunks.
+ * 56 B frame; the core pushes 9 registers and keeps 24 bytes of locals
+ * (60 B): 628 B measured at -O2 with GCC 12, independent of the matrix size.
+ * Inputs with more than RNNSKIP_XCHUNK columns are processed in column chunks
+ * (each chunk is one more pass over the rows, i.e. ~30 cycles per 4 rows).
  */
-#define RNNSKIP_XCHUNK 256
+#ifndef RNNSKIP_XCHUNK
+#define RNNSKIP_XCHUNK 256 /* override with -DRNNSKIP_XCHUNK=... to trade stack for speed */
+#endif
+#if RNNSKIP_XCHUNK < 4 || RNNSKIP_XCHUNK % 4 != 0
+#error "RNNSKIP_XCHUNK must be a positive multiple of 4"
+#endif
 
 /* Parameters of one call of the asm core (read once at entry). */
 struct rnnskip_mv4_args {

@@ -27,6 +27,12 @@ extern "C" {
  *   acc  int32 [rows]
  * Preconditions (the generator pads with zeros to meet them): rows % 4 == 0,
  * cols % 4 == 0. Exact integer arithmetic: no rounding, no saturation.
+ * w, x and acc must not overlap.
+ * Implementation (rnnskip_mat_vec_s8.c): on Thumb-2 cores with the DSP
+ * extension an assembly core (SXTB16 + SMLAD, 4 rows x 32 columns per loop
+ * iteration, ~0.62 MAC/cycle on the Cortex-M4) that first sign-extends x into
+ * a 512-byte stack scratch (256 columns at a time): about 640 bytes of stack
+ * in all. Elsewhere plain C, 4 rows per pass, no scratch.
  */
 void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc,
                             int32_t rows, int32_t cols);

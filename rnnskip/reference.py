@@ -1,0 +1,296 @@
+"""Float reference of a :class:`~rnnskip.converter.ir.ModelIR`, step by step.
+
+numpy, float64 internally; matches Keras ``model.predict`` (float32) to ~1e-6.
+
+State is explicit so callers (time-step skipping, delta networks) can drive
+the recurrence one step at a time::
+
+    fm = FloatModel(ir)
+    v = fm.inputs(x_seq)            # [T, D] vectors entering the 1st RNN layer
+    ok = fm.valid_steps(x_seq)      # [T] False where Keras masks the step
+    s = fm.initial_state()          # [(h, c)] per LSTM layer, [(h,)] per GRU layer
+    for t in range(len(v)):
+        if ok[t]:
+            s = fm.step(s, v[t])    # all RNN layers, layer 2 eats layer 1's new h
+    y = fm.readout(s)               # head output after its final activation
+
+Every method also accepts a leading batch axis (``inputs`` of ``[N, T, ...]``,
+``step`` on ``[N, D]`` with batched states), which :meth:`predict` uses.
+
+Keras semantics reproduced: LSTM gates ``i, f, c, o``, ``c = f*c + i*g``,
+``h = o*act(c)``; GRU gates ``z, r, h`` with ``reset_after`` True
+(``hh = act(xh + r*(h@Uh + b_rec_h))``) or False (``hh = act(xh + (r*h)@Uh)``),
+``h = z*h_prev + (1-z)*hh``; a masked step leaves every layer's state
+unchanged.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from rnnskip.converter.ir import EmbeddingInput, ModelIR, RNNLayer
+from rnnskip.errors import RnnskipError
+
+State = List[Tuple[np.ndarray, ...]]
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    # Numerically stable logistic.
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = x - np.max(x, axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+_ACTIVATIONS = {
+    "linear": lambda x: x,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "tanh": np.tanh,
+    "sigmoid": sigmoid,
+    "softmax": softmax,
+}
+
+
+def activation(name: str):
+    """The numpy function for a Keras activation name."""
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise RnnskipError(
+            f"activation '{name}' is not implemented in the float reference "
+            f"(have: {', '.join(sorted(_ACTIVATIONS))})") from None
+
+
+class _Dense:
+    def __init__(self, d):
+        self.kernel = np.asarray(d.kernel, np.float64)
+        self.bias = np.asarray(d.bias, np.float64)
+        self.activation = d.activation
+        self.act = activation(d.activation)
+
+    def pre(self, x):
+        return x @ self.kernel + self.bias
+
+
+class _RNN:
+    def __init__(self, r: RNNLayer):
+        self.kind = r.kind
+        self.units = r.units
+        self.reset_after = r.reset_after
+        self.W = np.asarray(r.kernel, np.float64)
+        self.U = np.asarray(r.recurrent_kernel, np.float64)
+        b = np.asarray(r.bias, np.float64)
+        if r.kind == "gru" and r.reset_after:
+            b = b.reshape(2, -1)
+            self.b_in, self.b_rec = b[0], b[1]
+        else:
+            self.b_in, self.b_rec = b.reshape(-1), None
+        self.act = activation(r.activation)
+        self.ract = activation(r.recurrent_activation)
+
+    def zero_state(self, batch: Optional[int]):
+        shape = (self.units,) if batch is None else (batch, self.units)
+        if self.kind == "lstm":
+            return (np.zeros(shape), np.zeros(shape))
+        return (np.zeros(shape),)
+
+    def step(self, st, x):
+        U = self.units
+        if self.kind == "lstm":
+            h, c = st
+            z = x @ self.W + h @ self.U + self.b_in
+            i = self.ract(z[..., :U])
+            f = self.ract(z[..., U:2 * U])
+            g = self.act(z[..., 2 * U:3 * U])
+            o = self.ract(z[..., 3 * U:])
+            c = f * c + i * g
+            return (o * self.act(c), c)
+        (h,) = st
+        xw = x @ self.W + self.b_in
+        if self.reset_after:
+            hw = h @ self.U + self.b_rec
+            z = self.ract(xw[..., :U] + hw[..., :U])
+            r = self.ract(xw[..., U:2 * U] + hw[..., U:2 * U])
+            hh = self.act(xw[..., 2 * U:] + r * hw[..., 2 * U:])
+        else:
+            hw = h @ self.U[:, :2 * U]
+            z = self.ract(xw[..., :U] + hw[..., :U])
+            r = self.ract(xw[..., U:2 * U] + hw[..., U:2 * U])
+            hh = self.act(xw[..., 2 * U:] + (r * h) @ self.U[:, 2 * U:])
+        return (z * h + (1.0 - z) * hh,)
+
+
+class FloatModel:
+    """Float64 numpy evaluation of a ModelIR with explicit recurrent state."""
+
+    def __init__(self, ir: ModelIR):
+        self.ir = ir
+        self.is_token_model = isinstance(ir.input, EmbeddingInput)
+        if self.is_token_model:
+            self.table = np.asarray(ir.input.table, np.float64)
+            self.mask_zero = bool(ir.input.mask_zero)
+            self.in_dense = None
+            self.mask_value = None
+        else:
+            self.table = None
+            self.mask_zero = False
+            self.in_dense = _Dense(ir.input.dense) if ir.input.dense is not None else None
+            self.mask_value = ir.input.mask_value
+            self.features = int(ir.input.features)
+        self.layers = [_RNN(r) for r in ir.rnn_layers]
+        self.head = [_Dense(d) for d in ir.head]
+
+    # ---- per-step input -------------------------------------------------
+    def _ids(self, x):
+        ids = np.asarray(x)
+        if ids.dtype.kind == "f":
+            if not np.all(ids == np.round(ids)):
+                raise RnnskipError("token model input must be integer ids")
+        ids = ids.astype(np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.table.shape[0]):
+            bad = ids.min() if ids.min() < 0 else ids.max()
+            raise RnnskipError(
+                f"token id {int(bad)} is outside the embedding vocabulary "
+                f"0..{self.table.shape[0] - 1}")
+        return ids
+
+    def _features(self, x):
+        x = np.asarray(x, np.float64)
+        if x.ndim < 2 or x.shape[-1] != self.features:
+            raise RnnskipError(
+                f"feature input must be [T, {self.features}] (or [N, T, {self.features}]); "
+                f"got shape {x.shape}")
+        return x
+
+    def inputs(self, x_seq) -> np.ndarray:
+        """Vectors entering the first RNN layer: ``[T, D]`` (or ``[N, T, D]``)."""
+        if self.is_token_model:
+            return self.table[self._ids(x_seq)]
+        x = self._features(x_seq)
+        if self.in_dense is not None:
+            x = self.in_dense.act(self.in_dense.pre(x))
+        return x
+
+    def valid_steps(self, x_seq) -> np.ndarray:
+        """bool ``[T]`` (or ``[N, T]``): False where Keras masks the step."""
+        if self.is_token_model:
+            ids = self._ids(x_seq)
+            if self.mask_zero:
+                return ids != 0
+            return np.ones(ids.shape, bool)
+        x = self._features(x_seq)
+        if self.mask_value is not None:
+            return np.any(x != self.mask_value, axis=-1)
+        return np.ones(x.shape[:-1], bool)
+
+    # ---- recurrence ----------------------------------------------------
+    def initial_state(self, batch: Optional[int] = None) -> State:
+        """Zero state, one entry per RNN layer: LSTM ``(h, c)``, GRU ``(h,)``.
+        ``batch`` adds a leading batch axis."""
+        return [l.zero_state(batch) for l in self.layers]
+
+    def layer_step(self, index: int, layer_state, x) -> tuple:
+        """One step of RNN layer ``index`` alone (input ``x``)."""
+        return self.layers[index].step(layer_state, np.asarray(x, np.float64))
+
+    def step(self, state: State, v_t) -> State:
+        """One time step through all RNN layers; returns a new state list."""
+        x = np.asarray(v_t, np.float64)
+        new = []
+        for layer, st in zip(self.layers, state):
+            st = layer.step(st, x)
+            new.append(st)
+            x = st[0]
+        return new
+
+    @staticmethod
+    def last_h(state: State) -> np.ndarray:
+        return state[-1][0]
+
+    # ---- head ----------------------------------------------------------
+    def logits(self, state: State) -> np.ndarray:
+        """Head output before the final activation (the last layer's h if
+        there is no head)."""
+        x = self.last_h(state)
+        if not self.head:
+            return x
+        for d in self.head[:-1]:
+            x = d.act(d.pre(x))
+        return self.head[-1].pre(x)
+
+    def readout(self, state: State) -> np.ndarray:
+        """Head output after the final activation (probabilities for
+        softmax/sigmoid)."""
+        z = self.logits(state)
+        return self.head[-1].act(z) if self.head else z
+
+    # ---- whole sequences -----------------------------------------------
+    def _limit(self, valid: np.ndarray, length) -> np.ndarray:
+        if length is None:
+            return valid
+        valid = valid.copy()
+        valid[int(length):] = False
+        return valid
+
+    def hidden_trace(self, x_seq, length=None) -> List[State]:
+        """State after every step ``t < length`` (masked steps repeat the
+        previous state)."""
+        v = self.inputs(x_seq)
+        ok = self._limit(self.valid_steps(x_seq), length)
+        T = len(v) if length is None else min(int(length), len(v))
+        state = self.initial_state()
+        trace = []
+        for t in range(T):
+            if ok[t]:
+                state = self.step(state, v[t])
+            trace.append(state)
+        return trace
+
+    def final_state(self, x_seq, length=None) -> State:
+        v = self.inputs(x_seq)
+        ok = self._limit(self.valid_steps(x_seq), length)
+        state = self.initial_state()
+        for t in range(len(v)):
+            if ok[t]:
+                state = self.step(state, v[t])
+        return state
+
+    def run(self, x_seq, length=None) -> np.ndarray:
+        """Model output for one sequence (``[out]``); steps at and after
+        ``length`` are ignored, masked steps carry the state unchanged."""
+        return self.readout(self.final_state(x_seq, length))
+
+    def predict(self, X, lengths: Optional[Sequence[int]] = None) -> np.ndarray:
+        """``[N, out]`` for int ids ``[N, T]`` or floats ``[N, T, F]`` (a list of
+        sequences of different lengths works too)."""
+        if isinstance(X, (list, tuple)) and len({len(x) for x in X}) > 1:
+            return np.stack([self.run(x, None if lengths is None else lengths[i])
+                             for i, x in enumerate(X)])
+        X = np.asarray(X)
+        want = 2 if self.is_token_model else 3
+        if X.ndim != want:
+            raise RnnskipError(
+                f"predict expects {'[N, T] token ids' if self.is_token_model else '[N, T, F] floats'}"
+                f"; got shape {X.shape}")
+        N, T = X.shape[:2]
+        V = self.inputs(X)
+        ok = self.valid_steps(X)
+        if lengths is not None:
+            lengths = np.asarray(lengths).reshape(-1)
+            ok = ok & (np.arange(T)[None, :] < lengths[:, None])
+        state = self.initial_state(N)
+        for t in range(T):
+            new = self.step(state, V[:, t])
+            m = ok[:, t][:, None]
+            state = [tuple(np.where(m, a, b) for a, b in zip(sn, so))
+                     for sn, so in zip(new, state)]
+        return self.readout(state)

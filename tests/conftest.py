@@ -1,0 +1,38 @@
+"""Shared fixtures.
+
+``k2_zoo`` / ``k3_zoo`` (session-scoped): tiny random-weight Keras models of
+every supported configuration, built once per Keras generation and saved in
+both of its file formats, with Keras' own predictions (see keras_models.py).
+``zoo`` runs a test once per generation.
+"""
+import pytest
+
+try:
+    from . import keras_models  # tests/ as a package
+except ImportError:  # tests/ on sys.path (rootdir conftest)
+    import keras_models
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "keras: builds Keras models (needs TensorFlow; slow-ish)")
+
+
+def _zoo(gen, tmp_path_factory):
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf_keras" if gen == "k2" else "keras")
+    return keras_models.build_zoo(gen, tmp_path_factory.mktemp(f"zoo_{gen}"))
+
+
+@pytest.fixture(scope="session")
+def k2_zoo(tmp_path_factory):
+    return _zoo("k2", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def k3_zoo(tmp_path_factory):
+    return _zoo("k3", tmp_path_factory)
+
+
+@pytest.fixture(scope="session", params=["k2", "k3"])
+def zoo(request):
+    return request.getfixturevalue(f"{request.param}_zoo")

@@ -37,6 +37,7 @@ State = List[Tuple[np.ndarray, ...]]
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     # Numerically stable logistic.
+    x = np.asarray(x, np.float64)
     out = np.empty_like(x)
     pos = x >= 0
     out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))

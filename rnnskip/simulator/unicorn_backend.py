@@ -44,6 +44,7 @@ data access (from the exact or estimated traffic).
 from __future__ import annotations
 
 import bisect
+import ctypes
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -102,6 +103,31 @@ class CallStats:
         return v - (1 << 32) if v & 0x80000000 else v
 
 
+# Raw ctypes callbacks for the hot hooks: the Python binding's generic wrapper
+# (exception capture + argument shuffling) roughly doubles the per-call cost.
+_CODE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_void_p)
+
+
+def _fast_reg_reader(uc):
+    """``read(reg_id) -> int`` for 32-bit core registers, bypassing the binding's dispatch."""
+    try:
+        from unicorn.unicorn_py3.unicorn import uclib
+        uch = uc._uch
+        buf = ctypes.c_uint64(0)
+        ref = ctypes.byref(buf)
+        fn = uclib.uc_reg_read
+        uc.reg_read(UA.UC_ARM_REG_R0)         # the binding works at all
+
+        def read(rid):
+            fn(uch, rid, ref)
+            return buf.value & 0xFFFFFFFF
+        if read(UA.UC_ARM_REG_SP) != uc.reg_read(UA.UC_ARM_REG_SP):
+            raise AttributeError
+        return read
+    except (ImportError, AttributeError):
+        return uc.reg_read
+
+
 def _fmt_ctx(context) -> str:
     return f" ({context})" if context else ""
 
@@ -130,6 +156,9 @@ class UnicornEmulator:
         # per-PC exact-mode profile: pc -> [flash execs, sram execs, other execs]
         self.profile: Dict[int, List[int]] = {}
         self._blocks: Dict[int, list] = {}
+        # Blocks whose start address is already cached with another size (rare: a TB
+        # retranslated differently); kept separately so no execution count is lost.
+        self._alt_blocks: Dict[Tuple[int, int], list] = {}
         # instructions, cycles, expected fall-through, pending taken extra, mid-word re-fetches,
         # step limit, previous block changed SP, lowest SP seen
         self._state = [0, 0, -1, 0, 0, 0, 0, self._estack]
@@ -271,7 +300,8 @@ class UnicornEmulator:
         uc = self.uc
         self._fault = None
         self._intr = None
-        uc.hook_add(unicorn.UC_HOOK_BLOCK, self._make_block_hook())
+        self._hook_error = None
+        self._fast_hook(unicorn.UC_HOOK_BLOCK, self._make_block_hook())
         uc.hook_add(unicorn.UC_HOOK_MEM_INVALID, self._on_invalid)
         uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
         # IT-predicated instructions whose pass matters: one hook per address.
@@ -281,14 +311,35 @@ class UnicornEmulator:
             if ins.predicated and (ins.mem is not None or self._pass_delta_of(ins)):
                 pred.append(a)
         self._pred_hook_addrs = sorted(pred)
+        self._pred_set = frozenset(pred)
         if pred:
             cb = self._make_pred_hook()
             for a in self._pred_hook_addrs:
-                uc.hook_add(unicorn.UC_HOOK_CODE, cb, begin=a, end=a)
+                self._fast_hook(unicorn.UC_HOOK_CODE, cb, a, a)
         # address ranges holding load/stores, for exact mode
         mem_pcs = sorted(a for a, ins in self.insns.items() if ins.mem is not None)
         self._mem_ranges = self._merge_ranges(mem_pcs)
         self._exact_hooks: List[int] = []
+
+    def _fast_hook(self, htype: int, func, begin: int = 1, end: int = 0) -> int:
+        """Register ``func(address, size)`` as a code/block hook with a raw ctypes callback.
+
+        Exceptions are kept in ``self._hook_error`` (re-raised by :meth:`call`) and
+        stop the emulation, like the binding does. Falls back to ``uc.hook_add``.
+        """
+        uc = self.uc
+        adder = getattr(uc, "_Uc__do_hook_add", None)
+        if adder is None:
+            return uc.hook_add(htype, lambda _uc, a, sz, _u: func(a, sz), begin=begin, end=end)
+
+        def raw(_handle, address, size, _user):
+            try:
+                func(address, size)
+            except BaseException as e:      # never let an exception cross the C boundary
+                if self._hook_error is None:
+                    self._hook_error = e
+                uc.emu_stop()
+        return adder(htype, _CODE_CB(raw), begin, end)
 
     def _pass_delta_of(self, ins) -> int:
         c, _ = _cycles.insn_cost(ins, self.table)
@@ -323,13 +374,17 @@ class UnicornEmulator:
         new_block = self._new_block
         SP = UA.UC_ARM_REG_SP
 
-        def on_block(uc, address, size, _user):
+        uc = self.uc
+        reg_read = _fast_reg_reader(uc)
+        emu_stop = uc.emu_stop
+
+        def on_block(address, size):
             b = blocks.get(address)
             if b is None or b[7] != size:
                 b = new_block(address, size)
             st = state
             if st[6]:                       # the previous block moved SP: sample it now
-                sp = uc.reg_read(SP)
+                sp = reg_read(SP)
                 if sp < st[7]:
                     st[7] = sp
             st[6] = b[9]
@@ -343,7 +398,7 @@ class UnicornEmulator:
             st[3] = b[3]
             b[4] += 1
             if st[0] > st[5]:
-                uc.emu_stop()
+                emu_stop()
         return on_block
 
     def _make_pred_hook(self):
@@ -351,7 +406,7 @@ class UnicornEmulator:
         delta = {a: self._pass_delta_of(self.insns[a]) for a in self._pred_hook_addrs}
         passes = self._pred_passes
 
-        def on_pred(uc, address, size, _user):
+        def on_pred(address, size):
             state[1] += delta[address]
             passes[address] = passes.get(address, 0) + 1
         return on_pred
@@ -359,11 +414,11 @@ class UnicornEmulator:
     def _make_mem_hook(self):
         insns = self.insns
         counts = self._exact_counts
-        reg_read = self.uc.reg_read
+        reg_read = _fast_reg_reader(self.uc)
         flo, fhi = self._flash
         rlo, rhi = self._ram
 
-        def on_mem(uc, address, size, _user):
+        def on_mem(address, size):
             ins = insns.get(address)
             if ins is None:
                 return
@@ -384,6 +439,9 @@ class UnicornEmulator:
         return on_mem
 
     def _new_block(self, address: int, size: int) -> list:
+        alt = self._alt_blocks.get((address, size))
+        if alt is not None:
+            return alt
         insns = []
         pc, end = address, address + size
         while pc < end:
@@ -401,18 +459,19 @@ class UnicornEmulator:
         mid = 1 if address & 3 else 0      # fall-through entry shares its first word
         # plain load/stores counted per block execution; predicated ones by their hook
         mem = tuple(i.address for i in insns if i.mem is not None and not (
-            i.predicated and i.address in self._pred_delta_set()))
+            i.predicated and i.address in self._pred_set))
         # [n, static cost, fall-through, taken extra, execs, mid-word refetch, mem pcs, size, fetch words]
         b = [len(insns), static, end, bc.taken_extra, 0, mid, mem, size, bc.fetch_words,
              any(i.writes_sp for i in insns)]
-        self._blocks[address] = b
+        if address in self._blocks:
+            self._alt_blocks[(address, size)] = b
+        else:
+            self._blocks[address] = b
         return b
 
-    def _pred_delta_set(self):
-        s = getattr(self, "_pred_set", None)
-        if s is None:
-            s = self._pred_set = frozenset(self._pred_hook_addrs)
-        return s
+    def _all_blocks(self):
+        yield from self._blocks.values()
+        yield from self._alt_blocks.values()
 
     def _on_invalid(self, uc, access, address, size, value, _user):
         kinds = {unicorn.UC_MEM_READ_UNMAPPED: "read of unmapped", unicorn.UC_MEM_WRITE_UNMAPPED: "write to unmapped",
@@ -523,14 +582,15 @@ class UnicornEmulator:
         st[5] = self.max_instructions
         self._pred_passes.clear()
         self._exact_counts.clear()
-        for b in self._blocks.values():
+        for b in self._all_blocks():
             b[4] = 0
         self._fault = None
         self._intr = None
+        self._hook_error = None
         exact = mode == "exact"
         if exact:
             cb = self._make_mem_hook()
-            self._exact_hooks = [uc.hook_add(unicorn.UC_HOOK_CODE, cb, begin=lo, end=hi)
+            self._exact_hooks = [self._fast_hook(unicorn.UC_HOOK_CODE, cb, lo, hi)
                                  for lo, hi in self._mem_ranges]
             uc.ctl_flush_tb()
         err = None
@@ -544,6 +604,9 @@ class UnicornEmulator:
                     uc.hook_del(h)
                 self._exact_hooks = []
                 uc.ctl_flush_tb()
+        if self._hook_error is not None:      # a bug in our own hooks, not in the firmware
+            e, self._hook_error = self._hook_error, None
+            raise e
         self._min_sp = min(self._min_sp, st[7])
         pc = uc.reg_read(UA.UC_ARM_REG_PC)
         where = self.describe(pc)
@@ -599,7 +662,7 @@ class UnicornEmulator:
                     for r in range(3):
                         p[r] += c[r]
         execs: Dict[int, int] = {}
-        for addr, b in self._blocks.items():
+        for b in self._all_blocks():
             n = b[4]
             if not n:
                 continue

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from rnnskip.datasets import Dataset, Vocab, load_npz, load_sst2, save_npz
+from rnnskip.datasets import load_npz, load_sst2, save_npz
 
 from .common import bench_out, config_hash, fmt_seconds, read_json, shared_data, write_json
 

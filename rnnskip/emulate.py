@@ -48,6 +48,13 @@ def _worker(elf, target, token_input, step_len, out_len, macs_per_step, jobs):
     return res, emu.stack_high_water()
 
 
+def _mp_context():
+    """fork is cheapest and needs no __main__ guard in user scripts; once TensorFlow
+    has started its threads in this process, fork is unsafe, so spawn then."""
+    import sys
+    return mp.get_context("spawn" if "tensorflow" in sys.modules else "fork")
+
+
 def emulate_dataset(elf: Path, target, dev_x: np.ndarray, lengths: np.ndarray, valid: Optional[np.ndarray],
                     token_input: bool, step_len: int, out_len: int, macs_per_step: int,
                     traffic_sample: int = 16, workers: int = 2, chunk: int = 16,
@@ -78,7 +85,7 @@ def emulate_dataset(elf: Path, target, dev_x: np.ndarray, lengths: np.ndarray, v
         for c in chunks:
             take(_worker(*args, c))
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as ex:
             futs = [ex.submit(_worker, *args, c) for c in chunks]
             for f in as_completed(futs):
                 take(f.result())

@@ -15,7 +15,7 @@ import numpy as np
 from . import __version__
 from .quant.model import QModel
 
-KERNEL_PROVIDERS = ("portable", "cmsis-nn")
+KERNEL_PROVIDERS = ("portable", "naive", "cmsis-nn")
 ACT_IDS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
 _CTYPES = {np.int8: "int8_t", np.int16: "int16_t", np.int32: "int32_t"}
 
@@ -41,43 +41,52 @@ def _c_array(name: str, values: np.ndarray, dtype, doc: str) -> dict:
             "body": "    " + ",\n    ".join(lines) if lines else "    0", "doc": doc}
 
 
-def _arrays(qm: QModel) -> List[dict]:
+#: kernel provider -> (weight layout of the recurrent matrices, mat-vec function)
+PROVIDERS = {
+    "portable": ("rowmajor", "rnnskip_mat_vec_acc_s8"),
+    "naive": ("rowmajor", "rnnskip_mat_vec_acc_s8_naive"),
+    "cmsis-nn": ("rowmajor", "rnnskip_mat_vec_acc_s8"),
+}
+
+
+def _mat_arrays(prefix: str, m, what: str, layout: str) -> List[dict]:
+    if layout == "paired":
+        from .quant.layout import pack_paired
+        w = _c_array(f"{prefix}_w", pack_paired(m.w), np.int16,
+                     f"{what}: weights [{m.rows}][{m.cols}], row pairs packed as int16 256*w[2p+1]+w[2p]")
+    else:
+        w = _c_array(f"{prefix}_w", m.w, np.int8, f"{what}: weights [{m.rows}][{m.cols}], row-major")
+    return [w, _c_array(f"{prefix}_b", m.bias, np.int32, f"{what}: bias on the accumulator scale"),
+            _c_array(f"{prefix}_m", m.mult, np.int32, f"{what}: requantisation multipliers (left shift {m.ls})")]
+
+
+def _arrays(qm: QModel, layout: str) -> List[dict]:
     a = []
     if qm.token_input:
         a.append(_c_array("rnnskip_embedding", qm.embedding, np.int8,
                           f"embedding [{qm.embedding.shape[0]}][{qm.in_p}], int8"))
     dense = ([("in", qm.input_dense)] if qm.input_dense is not None else []) + \
         [(f"d{j}", d) for j, d in enumerate(qm.head)]
-    for p, d in dense:
-        a += [_c_array(f"rnnskip_{p}_w", d.w, np.int8, f"{d.name}: weights [{d.rows}][{d.cols}]"),
-              _c_array(f"rnnskip_{p}_b", d.bias, np.int32, f"{d.name}: bias on the accumulator scale"),
-              _c_array(f"rnnskip_{p}_m", d.mult, np.int32, f"{d.name}: requantisation multipliers"),
-              _c_array(f"rnnskip_{p}_s", d.shift, np.int32, f"{d.name}: requantisation shifts")]
+    for p, d in dense:  # Dense layers always row-major int8 (rnnskip_fully_connected_s8)
+        a += _mat_arrays(f"rnnskip_{p}", d.mat, d.name, "rowmajor")
     for i, l in enumerate(qm.layers):
-        n = l.name
-        a += [_c_array(f"rnnskip_l{i}_wx", l.wx, np.int8, f"{n}: input weights [{l.wx.shape[0]}][{l.wx.shape[1]}]"),
-              _c_array(f"rnnskip_l{i}_wh", l.wh, np.int8, f"{n}: recurrent weights [{l.wh.shape[0]}][{l.wh.shape[1]}]"),
-              _c_array(f"rnnskip_l{i}_bx", l.bx, np.int32, f"{n}: input-side bias"),
-              _c_array(f"rnnskip_l{i}_bh", l.bh, np.int32, f"{n}: recurrent-side bias"),
-              _c_array(f"rnnskip_l{i}_mx", l.mx, np.int32, f"{n}: input-side multipliers"),
-              _c_array(f"rnnskip_l{i}_sx", l.shx, np.int32, f"{n}: input-side shifts"),
-              _c_array(f"rnnskip_l{i}_mh", l.mh, np.int32, f"{n}: recurrent-side multipliers"),
-              _c_array(f"rnnskip_l{i}_sh", l.shh, np.int32, f"{n}: recurrent-side shifts")]
+        for name, m in l.mats.items():
+            a += _mat_arrays(f"rnnskip_l{i}_{name}", m, f"{l.name} {name}", layout)
     return a
 
 
-def model_context(qm: QModel, max_t: int) -> Dict:
-    scratch = max(l.gates * l.up for l in qm.layers)
-    pre = max((4 if l.kind == "lstm" else 5) * l.up for l in qm.layers)
-    head_rows = [d.rows for d in qm.head[:-1]]
-    out_len = qm.head[-1].rows if qm.head else qm.layers[-1].up
+def model_context(qm: QModel, max_t: int, kernels: str = "portable") -> Dict:
+    layout, matvec_fn = PROVIDERS[kernels]
+    head_rows = [d.rows for d in qm.head]
     return {
         "qm": qm, "version": __version__, "act_ids": ACT_IDS, "max_t": int(max_t),
-        "scratch_rows": max(scratch, pre), "out_len": out_len,
-        "needs_rh": any(l.kind == "gru" and not l.reset_after for l in qm.layers),
-        "max_up": max(l.up for l in qm.layers),
-        "head_scratch": max(head_rows + [d.rows for d in qm.head]) if qm.head else 0,
-        "arrays": _arrays(qm),
+        "kernels": kernels, "layout": layout, "matvec_fn": matvec_fn,
+        "wtype": "int16_t" if layout == "paired" else "int8_t",
+        "acc_rows": max(4 * l.up for l in qm.layers),
+        "pre_rows": max((l.up if l.kind == "gru" else 0) for l in qm.layers),
+        "out_len": qm.head[-1].rows if qm.head else qm.layers[-1].up,
+        "head_scratch": max(head_rows) if head_rows else 0,
+        "arrays": _arrays(qm, layout),
     }
 
 
@@ -93,7 +102,7 @@ def generate(qm: QModel, out_dir: Path, max_t: int, kernels: str = "portable") -
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = templates_env()
-    ctx = model_context(qm, max_t)
+    ctx = model_context(qm, max_t, kernels)
     written = []
     for name in MODEL_FILES:
         p = out_dir / name

@@ -14,6 +14,10 @@
 extern "C" {
 #endif
 
+#if defined(__ARM_FEATURE_SAT) || defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#endif
+
 #if defined(__ARM_FEATURE_DSP) && !defined(RNNSKIP_NO_DSP)
 #define RNNSKIP_USE_DSP 1
 #else
@@ -44,35 +48,44 @@ void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc,
 void rnnskip_mat_vec_acc_s8_naive(const int8_t *w, const int8_t *x, int32_t *acc,
                                   int32_t rows, int32_t cols);
 
-/* Fixed-point requantisation, CMSIS-NN's arm_nn_requantize (double rounding):
- * round(val * mult * 2^(shift - 31)); shift > 0 is a left shift. */
-static inline int32_t rnnskip_doubling_high_mult(int32_t a, int32_t b)
+/* Requantisation: round(val * 2^ls * mult / 2^32), i.e. Arm's SMMULR (rounding
+ * most-significant-word multiply) on (val << ls) and mult. ls is one left shift
+ * per accumulator set (0..31), mult one multiplier per row. One instruction on
+ * Armv7E-M; the plain path computes the same 64-bit product. */
+static inline int32_t rnnskip_requantize(int32_t val, int32_t mult, int32_t ls)
 {
-    int64_t r = (int64_t)a * (int64_t)b + ((int64_t)1 << 30);
-    return (int32_t)(r >> 31);
-}
-
-static inline int32_t rnnskip_divide_by_pot(int32_t v, int32_t exp)
-{
-    const int32_t mask = (int32_t)((1u << exp) - 1u);
-    const int32_t rem = v & mask;
-    int32_t res = v >> exp;
-    int32_t thr = mask >> 1;
-    if (res < 0) thr++;
-    if (rem > thr) res++;
-    return res;
-}
-
-static inline int32_t rnnskip_requantize(int32_t val, int32_t mult, int32_t shift)
-{
-    const int32_t left = shift > 0 ? shift : 0;
-    const int32_t right = shift > 0 ? 0 : -shift;
-    return rnnskip_divide_by_pot(rnnskip_doubling_high_mult(val * (1 << left), mult), right);
+    const int32_t v = (int32_t)((uint32_t)val << ls);
+#if RNNSKIP_USE_DSP
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(v), "r"(mult));
+    return r;
+#else
+    return (int32_t)(((int64_t)v * mult + 0x80000000LL) >> 32);
+#endif
 }
 
 static inline int32_t rnnskip_sat(int32_t v, int32_t lo, int32_t hi)
 {
     return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* Saturate to int16 / int8: one SSAT where the core has it (Armv7-M and later). */
+static inline int32_t rnnskip_sat16(int32_t v)
+{
+#if defined(__ARM_FEATURE_SAT)
+    return __ssat(v, 16);
+#else
+    return rnnskip_sat(v, -32768, 32767);
+#endif
+}
+
+static inline int32_t rnnskip_sat8(int32_t v)
+{
+#if defined(__ARM_FEATURE_SAT)
+    return __ssat(v, 8);
+#else
+    return rnnskip_sat(v, -128, 127);
+#endif
 }
 
 /* (v + 2^(n-1)) >> n, n >= 1: round half up, arithmetic shift. */
@@ -104,51 +117,55 @@ static inline int32_t rnnskip_tanh_q15(int32_t x) { return rnnskip_lut_q15(rnnsk
 void rnnskip_sigmoid_s16(const int16_t *in, int16_t *out, int32_t n);
 void rnnskip_tanh_s16(const int16_t *in, int16_t *out, int32_t n);
 
-/* ---- gate arithmetic ------------------------------------------------------ */
+/* ---- gate arithmetic -------------------------------------------------------
+ * Accumulators are int32 (bias + W @ v); a gate's pre-activation is
+ * sat16(rnnskip_requantize(acc, mult, ls)) in Q3.12. */
 
-/* pre[j] = sat16(rq(ax[j], mx[j], sx[j]) + rq(ah[j], mh[j], sh[j])), Q3.12. */
-void rnnskip_gate_preact_s16(const int32_t *ax, const int32_t *ah,
-                             const int32_t *mx, const int32_t *sx,
-                             const int32_t *mh, const int32_t *sh,
-                             int16_t *pre, int32_t n);
-
-/* out[j] = sat16(rq(acc[j], m[j], s[j])). */
-void rnnskip_requantize_s32_s16(const int32_t *acc, const int32_t *m, const int32_t *s,
+/* out[j] = sat16(rq(acc[j], m[j], ls)). */
+void rnnskip_requantize_s32_s16(const int32_t *acc, const int32_t *m, int32_t ls,
                                 int16_t *out, int32_t n);
 
-/* LSTM cell, fused: pre = [i | f | g | o] pre-activations, each n long (Q3.12).
+/* LSTM cell, fused with the gates' requantisation: acc = [i | f | g | o], n each.
+ *   i, f, o = sigmoid(pre), g = tanh(pre), pre = sat16(rq(acc, mult, ls))
  *   c = sat16(rshift(f*c, 15) + rshift(i*g, 30 - cell_shift))   (c at scale 2^-cell_shift)
- *   h = sat8(rq(o * tanh(c as Q3.12), h_mult, h_shift)) */
-void rnnskip_lstm_cell_s16(const int16_t *pre, int16_t *c, int8_t *h, int32_t n,
-                           int32_t cell_shift, int32_t h_mult, int32_t h_shift);
+ *   h = sat8(rq(rshift(o * tanh(c as Q3.12), 15), h_mult, h_ls)) */
+void rnnskip_lstm_cell_s16(const int32_t *acc, const int32_t *mult, int32_t ls,
+                           int16_t *c, int8_t *h, int32_t n,
+                           int32_t cell_shift, int32_t h_mult, int32_t h_ls);
 
-/* GRU (reset_after=True) candidate: pre_n[j] = sat16(qxh[j] + rshift(sigmoid(pre_r[j]) * qhh[j], 15)). */
-void rnnskip_gru_candidate_s16(const int16_t *pre_r, const int16_t *qxh, const int16_t *qhh,
+/* GRU reset (reset_after=False): rh[j] = sat8(rshift(sigmoid(sat16(rq(acc_r[j]))) * h[j], 15)).
+ * rh may alias h. */
+void rnnskip_gru_reset_s8(const int32_t *acc_r, const int32_t *m_r, int32_t ls,
+                          const int8_t *h, int8_t *rh, int32_t n);
+
+/* GRU candidate (reset_after=True): r = sigmoid(sat16(rq(acc_r))),
+ *   pre_n = sat16(sat16(rq(acc_x)) + rshift(r * sat16(rq(acc_h)), 15)). */
+void rnnskip_gru_candidate_s16(const int32_t *acc_r, const int32_t *m_r, int32_t ls_r,
+                               const int32_t *acc_x, const int32_t *m_x, int32_t ls_x,
+                               const int32_t *acc_h, const int32_t *m_h, int32_t ls_h,
                                int16_t *pre_n, int32_t n);
 
-/* GRU (reset_after=False) reset: rh[j] = sat8(rshift(sigmoid(pre_r[j]) * h[j], 15)). */
-void rnnskip_gru_reset_s8(const int16_t *pre_r, const int8_t *h, int8_t *rh, int32_t n);
-
-/* GRU update: z = sigmoid(pre_z), c = tanh(pre_n),
- *   h16 = sat16(c + rshift(z * (h16 - c), 15)), h8 = sat8(rq(h16, h_mult, h_shift)). */
-void rnnskip_gru_cell_s16(const int16_t *pre_z, const int16_t *pre_n, int16_t *h16, int8_t *h8,
-                          int32_t n, int32_t h_mult, int32_t h_shift);
+/* GRU update: z = sigmoid(sat16(rq(acc_z))), c = tanh(pre_n),
+ *   h16 = sat16(c + rshift(z * (h16 - c), 15)), h8 = sat8(rq(h16, h_mult, h_ls)). */
+void rnnskip_gru_cell_s16(const int32_t *acc_z, const int32_t *m_z, int32_t ls_z,
+                          const int16_t *pre_n, int16_t *h16, int8_t *h8, int32_t n,
+                          int32_t h_mult, int32_t h_ls);
 
 /* ---- fully connected -------------------------------------------------------- */
 enum { RNNSKIP_ACT_LINEAR = 0, RNNSKIP_ACT_RELU = 1, RNNSKIP_ACT_TANH = 2, RNNSKIP_ACT_SIGMOID = 3 };
 
 /* out = act(rq(bias + w @ x)) as int8. For tanh/sigmoid the requantised value is
- * Q3.12, the LUT gives Q0.15, and (out_mult, out_shift) maps it to int8.
- * acc: int32 scratch [rows]. rows, cols multiples of 4. */
+ * Q3.12, the LUT gives Q0.15, and (out_mult, out_ls) maps it to int8.
+ * w int8 row-major; acc: int32 scratch [rows]. rows, cols multiples of 4. */
 void rnnskip_fully_connected_s8(const int8_t *x, const int8_t *w, const int32_t *bias,
-                                const int32_t *mult, const int32_t *shift,
+                                const int32_t *mult, int32_t ls,
                                 int32_t rows, int32_t cols, int32_t act,
-                                int32_t out_mult, int32_t out_shift,
+                                int32_t out_mult, int32_t out_ls,
                                 int32_t *acc, int8_t *out);
 
 /* Final layer: out = sat16(rq(bias + w @ x)) (int16 logits). */
 void rnnskip_fully_connected_s8_s16(const int8_t *x, const int8_t *w, const int32_t *bias,
-                                    const int32_t *mult, const int32_t *shift,
+                                    const int32_t *mult, int32_t ls,
                                     int32_t rows, int32_t cols, int32_t *acc, int16_t *out);
 
 #ifdef __cplusplus

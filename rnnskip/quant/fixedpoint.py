@@ -2,8 +2,8 @@
 rnnskip/kernels/rnnskip_kernels.h and rnnskip_activation_s16.c.
 
 Every function takes and returns int64 arrays holding int32/int16 values, and
-reproduces the C code's int32 arithmetic (including CMSIS-NN's requantisation
-rounding) exactly.
+reproduces the C code's int32 arithmetic exactly. Requantisation is a rounding
+most-significant-word multiply (Arm SMMULR), one instruction on Armv7E-M.
 """
 from __future__ import annotations
 
@@ -53,50 +53,40 @@ def round_shift(v, n: int):
     return (v + (1 << (n - 1))) >> n
 
 
-def doubling_high_mult(a, b):
-    r = np.asarray(a, dtype=np.int64) * np.asarray(b, dtype=np.int64) + (1 << 30)
-    return r >> 31
+def requantize(val, mult, ls):
+    """round(val * 2^ls * mult / 2^32): rnnskip_requantize, i.e. Arm's SMMULR on
+    (val << ls) and mult (one instruction on cores with the DSP extension).
 
-
-def divide_by_pot(v, exp):
-    v = np.asarray(v, dtype=np.int64)
-    exp = np.asarray(exp, dtype=np.int64)
-    mask = (np.int64(1) << exp) - 1
-    rem = v & mask
-    res = v >> exp
-    thr = (mask >> 1) + (res < 0)
-    return res + (rem > thr)
-
-
-def requantize(val, mult, shift):
-    """CMSIS-NN arm_nn_requantize: round(val * mult * 2^(shift-31)), shift>0 = left."""
-    shift = np.asarray(shift, dtype=np.int64)
-    left = np.maximum(shift, 0)
-    right = np.maximum(-shift, 0)
-    v = wrap32(np.asarray(val, dtype=np.int64) << left)
-    return divide_by_pot(doubling_high_mult(v, mult), right)
-
-
-def quantize_multiplier(scale: float):
-    """(mult, shift) with scale == mult * 2^(shift-31), mult in [2^30, 2^31)."""
-    if scale <= 0.0:
-        return 0, 0
-    m, e = math.frexp(scale)
-    q = int(round(m * (1 << 31)))
-    if q == (1 << 31):
-        q //= 2
-        e += 1
-    if e < -31:  # too small to represent: flush to zero
-        return 0, 0
-    if e > 30:
-        raise ValueError(f"requantisation scale {scale} too large")
-    return q, e
+    ``ls`` (0..31) is one left shift per accumulator set; ``mult`` per row.
+    """
+    v = wrap32(np.asarray(val, dtype=np.int64) << np.asarray(ls, dtype=np.int64))
+    return (v * np.asarray(mult, dtype=np.int64) + (1 << 31)) >> 32
 
 
 def quantize_multipliers(scales):
-    pairs = [quantize_multiplier(float(s)) for s in np.ravel(scales)]
-    return (np.array([p[0] for p in pairs], dtype=np.int64),
-            np.array([p[1] for p in pairs], dtype=np.int64))
+    """Per-row real scales -> (mult int64 [n], ls int) for :func:`requantize`.
+
+    ``ls`` is the smallest left shift keeping every ``mult = round(scale * 2^(32-ls))``
+    below 2^31, so the largest scale gets 31 bits of precision and smaller ones
+    proportionally fewer.
+    """
+    s = np.asarray(scales, dtype=np.float64).reshape(-1)
+    if s.size == 0 or not np.all(np.isfinite(s)) or (s < 0).any():
+        raise ValueError("requantisation scales must be finite and >= 0")
+    top = float(s.max()) if s.size else 0.0
+    ls = 0
+    while top * 2.0 ** (32 - ls) >= 2.0 ** 31 - 0.5:
+        ls += 1
+        if ls > 31:
+            raise ValueError(f"requantisation scale {top} too large")
+    m = np.round(s * 2.0 ** (32 - ls)).astype(np.int64)
+    return m, ls
+
+
+def quantize_multiplier(scale: float):
+    """One scale -> (mult, ls)."""
+    m, ls = quantize_multipliers([scale])
+    return int(m[0]), ls
 
 
 def _lut_eval(x, table):

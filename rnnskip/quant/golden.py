@@ -11,22 +11,33 @@ from typing import List, Optional
 import numpy as np
 
 from . import fixedpoint as fp
-from .model import QDense, QModel, QRNN
+from .model import QDense, QMat, QModel, QRNN
 
 
 def matvec(w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """rnnskip_mat_vec_acc_s8 without the accumulate: ``x [N, cols] @ w.T`` exactly (int64)."""
+    """``x [N, cols] @ w.T`` exactly (int64): the mat-vec kernels' sum."""
     return x.astype(np.int64) @ w.astype(np.int64).T
+
+
+def mat(m: QMat, v: np.ndarray) -> np.ndarray:
+    """int32 accumulators ``bias + w @ v`` ``[N, rows]``."""
+    return m.bias[None, :] + matvec(m.w, v)
+
+
+def rq16(m: QMat, acc: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+    """sat16(requantize(acc)): accumulator -> Q3.12 (or int16 logits)."""
+    return fp.sat16(fp.requantize(acc, m.mult[rows], m.ls))
 
 
 def dense(q: QDense, x: np.ndarray, final: bool) -> np.ndarray:
     """rnnskip_fully_connected_s8: int8 ``[N, cols]`` -> int8 ``[N, rows]`` (int16 logits if final)."""
-    acc = q.bias[None, :] + matvec(q.w, x)
+    m = q.mat
+    acc = mat(m, x)
     if q.activation in ("tanh", "sigmoid"):
-        pre = fp.sat16(fp.requantize(acc, q.mult, q.shift))
+        pre = rq16(m, acc)
         y = fp.tanh_q15(pre) if q.activation == "tanh" else fp.sigmoid_q15(pre)
-        return fp.sat8(fp.requantize(y, q.out_mult, q.out_shift))
-    y = fp.requantize(acc, q.mult, q.shift)
+        return fp.sat8(fp.requantize(y, q.out_mult, q.out_ls))
+    y = fp.requantize(acc, m.mult, m.ls)
     if final:
         return fp.sat16(y)
     y = fp.sat8(y)
@@ -80,45 +91,36 @@ class GoldenModel:
             st.append(s)
         return st
 
-    @staticmethod
-    def gate_preact(l: QRNN, ax: np.ndarray, ah: np.ndarray, rows: slice) -> np.ndarray:
-        """rnnskip_gate_preact_s16: sat16(rq(ax) + rq(ah)) in Q3.12."""
-        return fp.sat16(fp.requantize(ax, l.mx[rows], l.shx[rows]) + fp.requantize(ah, l.mh[rows], l.shh[rows]))
-
     def layer_step(self, l: QRNN, s: dict, x: np.ndarray) -> dict:
+        """One layer, one step. ``x`` int8 ``[N, in_p]``; returns the new state."""
         U = l.up
-        ax = l.bx[None, :] + matvec(l.wx, x)
+        xh = np.concatenate([x, s["h8"]], axis=1)
         if l.kind == "lstm":
-            ah = l.bh[None, :] + matvec(l.wh, s["h8"])
-            pre = self.gate_preact(l, ax, ah, slice(None))
+            g = l.mats["gates"]
+            pre = rq16(g, mat(g, xh))
             i = fp.sigmoid_q15(pre[:, 0:U])
             f = fp.sigmoid_q15(pre[:, U:2 * U])
-            g = fp.tanh_q15(pre[:, 2 * U:3 * U])
+            gg = fp.tanh_q15(pre[:, 2 * U:3 * U])
             o = fp.sigmoid_q15(pre[:, 3 * U:4 * U])
-            c = fp.sat16(fp.round_shift(f * s["c"], 15) + fp.round_shift(i * g, 30 - l.cell_shift))
+            c = fp.sat16(fp.round_shift(f * s["c"], 15) + fp.round_shift(i * gg, 30 - l.cell_shift))
             t = fp.tanh_q15(fp.to_q12(c, l.cell_shift))
-            h8 = fp.sat8(fp.requantize(o * t, l.h_mult, l.h_shift))
+            h8 = fp.sat8(fp.requantize(fp.round_shift(o * t, 15), l.h_mult, l.h_ls))
             return {"h8": h8, "c": c}
-        # GRU
-        zr = slice(0, 2 * U)
-        hr = slice(2 * U, 3 * U)
+        zr = l.mats["zr"]
+        pre = rq16(zr, mat(zr, xh))
+        z, r = fp.sigmoid_q15(pre[:, :U]), fp.sigmoid_q15(pre[:, U:])
         if l.reset_after:
-            ah = l.bh[None, :] + matvec(l.wh, s["h8"])
-            pre = self.gate_preact(l, ax[:, zr], ah[:, zr], zr)
-            z, r = fp.sigmoid_q15(pre[:, :U]), fp.sigmoid_q15(pre[:, U:])
-            qxh = fp.sat16(fp.requantize(ax[:, hr], l.mx[hr], l.shx[hr]))
-            qhh = fp.sat16(fp.requantize(ah[:, hr], l.mh[hr], l.shh[hr]))
+            cx, ch = l.mats["cx"], l.mats["ch"]
+            qxh = rq16(cx, mat(cx, x))
+            qhh = rq16(ch, mat(ch, s["h8"]))
             pn = fp.sat16(qxh + fp.round_shift(r * qhh, 15))
         else:
-            ah_zr = matvec(l.wh[zr], s["h8"])
-            pre = self.gate_preact(l, ax[:, zr], ah_zr, zr)
-            z, r = fp.sigmoid_q15(pre[:, :U]), fp.sigmoid_q15(pre[:, U:])
+            c = l.mats["c"]
             rh8 = fp.sat8(fp.round_shift(r * s["h8"], 15))
-            ah_h = matvec(l.wh[hr], rh8)
-            pn = self.gate_preact(l, ax[:, hr], ah_h, hr)
+            pn = rq16(c, mat(c, np.concatenate([x, rh8], axis=1)))
         n = fp.tanh_q15(pn)
         h16 = fp.sat16(n + fp.round_shift(z * (s["h16"] - n), 15))
-        h8 = fp.sat8(fp.requantize(h16, l.h_mult, l.h_shift))
+        h8 = fp.sat8(fp.requantize(h16, l.h_mult, l.h_ls))
         return {"h8": h8, "h16": h16}
 
     def step(self, state: List[dict], xin: np.ndarray, run: Optional[np.ndarray] = None) -> List[dict]:

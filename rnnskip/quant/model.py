@@ -18,25 +18,19 @@ def pad4(n: int) -> int:
 
 
 @dataclass
-class QDense:
-    """int8 in (scale in_scale) -> int8 out (scale out_scale).
+class QMat:
+    """One int8 mat-vec with its own accumulator set.
 
-    ``w`` int8 ``[rows_p, cols_p]`` row-major (the Keras kernel transposed),
-    ``bias`` int32 ``[rows_p]`` on the accumulator scale, ``mult``/``shift`` per
-    row: accumulator -> int8 output (linear/relu) or -> Q3.12 (tanh/sigmoid,
-    whose Q0.15 result is then requantised with ``out_mult``/``out_shift``).
+    ``acc = bias + w @ v`` (int32), then ``requantize(acc, mult, ls)``.
+    ``w`` int8 ``[rows, cols]`` row-major (rows, cols multiples of 4); ``v`` is
+    the vector named by ``input``: ``"xh"`` = [x | h] (layer input then the
+    layer's int8 hidden state, one buffer), ``"x"``, ``"h"``, or ``"in"``.
     """
     w: np.ndarray
     bias: np.ndarray
     mult: np.ndarray
-    shift: np.ndarray
-    activation: str
-    out_dim: int
-    in_scale: float
-    out_scale: float
-    out_mult: int = 0
-    out_shift: int = 0
-    name: str = "dense"
+    ls: int
+    input: str = "xh"
 
     @property
     def rows(self) -> int:
@@ -48,33 +42,58 @@ class QDense:
 
 
 @dataclass
+class QDense:
+    """int8 in (scale in_scale) -> int8 out (scale out_scale), or int16 logits if final.
+
+    ``mat`` requantises the accumulator to the int8 output (linear/relu) or to
+    Q3.12 (tanh/sigmoid, whose Q0.15 result is then requantised with
+    ``out_mult``/``out_ls``).
+    """
+    mat: QMat
+    activation: str
+    out_dim: int
+    in_scale: float
+    out_scale: float
+    out_mult: int = 0
+    out_ls: int = 0
+    name: str = "dense"
+
+    @property
+    def rows(self) -> int:
+        return self.mat.rows
+
+    @property
+    def cols(self) -> int:
+        return self.mat.cols
+
+
+@dataclass
 class QRNN:
     """One int8 LSTM/GRU layer; units padded to ``up`` (multiple of 4).
 
-    Gate g of unit j is row ``g*up + j`` of ``wx`` ``[G*up, in_p]`` and
-    ``wh`` ``[G*up, up]``. Accumulators: ``ax = bx + wx@x``, ``ah = bh + wh@h``
-    (int32), each requantised to Q3.12 with its own per-row (mult, shift).
-    LSTM: cell state int16 at scale 2^-cell_shift. GRU: h kept in Q0.15 (h16)
-    for the update and requantised to int8 for the recurrent mat-vec.
-    ``h_mult``/``h_shift``: LSTM o*tanh(c) (Q0.30) -> int8 h; GRU h16 -> int8 h.
+    Gate g of unit j is row ``g*up + j`` of its matrix. Input and recurrent
+    weights of a gate share one accumulator (the matrix ``[W_x | W_h]`` applied
+    to ``[x | h]``), quantised per row on that accumulator's scale; the
+    exception is GRU(reset_after=True)'s candidate, whose recurrent part is
+    multiplied by r after requantisation and so has its own accumulator.
+
+    mats: LSTM ``gates`` [4up, in_p+up] on xh.
+          GRU ``zr`` [2up, in_p+up] on xh, then reset_after=True: ``cx`` [up, in_p]
+          on x and ``ch`` [up, up] on h; reset_after=False: ``c`` [up, in_p+up]
+          on [x | r*h].
+    LSTM cell state int16 at scale 2^-cell_shift; GRU h kept in Q0.15 (h16).
+    ``h_mult``/``h_ls``: Q0.15 (LSTM o*tanh(c) >> 15, GRU h16) -> int8 h.
     """
     kind: str
     units: int
     up: int
     in_dim: int
     in_p: int
-    wx: np.ndarray
-    wh: np.ndarray
-    bx: np.ndarray
-    bh: np.ndarray
-    mx: np.ndarray
-    shx: np.ndarray
-    mh: np.ndarray
-    shh: np.ndarray
+    mats: dict
     x_scale: float
     h_scale: float
     h_mult: int
-    h_shift: int
+    h_ls: int
     cell_shift: int = 15
     reset_after: bool = True
     name: str = "rnn"
@@ -82,6 +101,10 @@ class QRNN:
     @property
     def gates(self) -> int:
         return 4 if self.kind == "lstm" else 3
+
+    @property
+    def xh_len(self) -> int:
+        return self.in_p + self.up
 
 
 @dataclass
@@ -104,16 +127,16 @@ class QModel:
     output_scale: float = 1.0
     name: str = "model"
 
-    def flash_weight_bytes(self) -> int:
-        n = 0 if self.embedding is None else self.embedding.size
+    def all_mats(self):
         dense = ([self.input_dense] if self.input_dense else []) + list(self.head)
-        for d in dense:
-            n += d.w.size + 4 * (d.bias.size + d.mult.size + d.shift.size)
-        for l in self.layers:
-            n += l.wx.size + l.wh.size + 4 * (l.bx.size + l.bh.size + 4 * l.mx.size)
-        return int(n)
+        return [d.mat for d in dense] + [m for l in self.layers for m in l.mats.values()]
+
+    def flash_weight_bytes(self) -> int:
+        """int8 weights + int32 biases and multipliers (+ the embedding table)."""
+        n = 0 if self.embedding is None else self.embedding.size
+        return int(n + sum(m.w.size + 4 * (m.bias.size + m.mult.size) for m in self.all_mats()))
 
     def recurrent_macs_per_step(self) -> int:
         """MACs the C code performs per executed step (padded shapes)."""
-        n = self.input_dense.w.size if self.input_dense is not None else 0
-        return int(n + sum(l.wx.size + l.wh.size for l in self.layers))
+        n = self.input_dense.mat.w.size if self.input_dense is not None else 0
+        return int(n + sum(m.w.size for l in self.layers for m in l.mats.values()))

@@ -1,7 +1,8 @@
 """Float IR + calibrated ranges -> QModel (int8 weights, int16 gates, int32 accumulators).
 
 Scheme (TFLite int8 LSTM-like, all symmetric, zero points 0):
-- weights int8 per output row, scale max|w_row|/127;
+- weights int8 per output row, scale max|w_row|/127; a gate's input and
+  recurrent weights share one per-row accumulator scale (one mat-vec on [x | h]);
 - activations between layers int8, scale max|a|/127 from calibration;
 - gate pre-activations int16 Q3.12, gate outputs int16 Q0.15 (LUT sigmoid/tanh);
 - LSTM cell state int16 at a power-of-two scale chosen from its calibrated range;
@@ -17,7 +18,7 @@ from ..converter.ir import EmbeddingInput, FeatureInput, ModelIR
 from ..errors import RnnskipError
 from . import fixedpoint as fp
 from .calibrate import Ranges
-from .model import QDense, QModel, QRNN, pad4
+from .model import QDense, QMat, QModel, QRNN, pad4
 
 _GATE_ACTS = {"sigmoid", "tanh"}
 
@@ -59,26 +60,57 @@ def quantize_dense(d, in_scale: float, in_p: int, out_max: float, final: bool) -
     w = np.zeros((rows_p, in_p), dtype=np.int8)
     w[: d.out_dim, : d.in_dim] = _q8(d.kernel, sw).T
     bias = _pad_rows(_q32(d.bias, sw * in_scale), rows_p)
-    q = QDense(w=w, bias=bias, mult=None, shift=None, activation=act, out_dim=d.out_dim,
-               in_scale=in_scale, out_scale=0.0, name=d.name)
+    q = QDense(mat=None, activation=act, out_dim=d.out_dim, in_scale=in_scale, out_scale=0.0, name=d.name)
     if act in _GATE_ACTS:
         eff = sw * in_scale * (1 << fp.Q12)
         q.out_scale = 1.0 / 127.0
-        q.out_mult, q.out_shift = fp.quantize_multiplier(2.0 ** -fp.Q15 / q.out_scale)
+        q.out_mult, q.out_ls = fp.quantize_multiplier(2.0 ** -fp.Q15 / q.out_scale)
     else:
         q.out_scale = _scale(out_max, 32767 if final else 127)
         eff = sw * in_scale / q.out_scale
-    m, s = fp.quantize_multipliers(eff)
-    q.mult, q.shift = _pad_rows(m, rows_p), _pad_rows(s, rows_p)
+    m, ls = fp.quantize_multipliers(_pad_rows(eff, rows_p))
+    q.mat = QMat(w=w, bias=bias, mult=m, ls=ls, input="in")
     return q
 
 
-def _gate_rows(a: np.ndarray, gates: int, units: int, up: int) -> np.ndarray:
-    """Keras gate-major columns/rows [G*U, ...] -> padded rows [G*up, ...]."""
-    out = np.zeros((gates * up,) + a.shape[1:], dtype=a.dtype)
-    for g in range(gates):
-        out[g * up: g * up + units] = a[g * units: (g + 1) * units]
+def _gate_rows(a: np.ndarray, gates, units: int, up: int) -> np.ndarray:
+    """Keras gate-major rows [G*U, ...] -> padded rows for the listed gates [len(gates)*up, ...]."""
+    gates = list(gates)
+    out = np.zeros((len(gates) * up,) + a.shape[1:], dtype=a.dtype)
+    for i, g in enumerate(gates):
+        out[i * up: i * up + units] = a[g * units: (g + 1) * units]
     return out
+
+
+def _fused_mat(Wx, Wh, b, x_scale, h_scale, gates, U, up, in_p) -> QMat:
+    """[W_x | W_h] for ``gates`` on one accumulator, quantised per row.
+
+    Row r's accumulator scale is max(max|W_x[:,r]|*s_x, max|W_h[:,r]|*s_h)/127,
+    so x-side weights are W_x*s_x/s_acc and h-side W_h*s_h/s_acc (both int8).
+    """
+    sx = np.abs(Wx).max(axis=0) * x_scale
+    sh = np.abs(Wh).max(axis=0) * h_scale
+    s_acc = np.maximum(sx, sh) / 127.0
+    s_acc = np.where(s_acc > 0, s_acc, 1.0)
+    wxq = _q8(Wx * x_scale, s_acc).T      # [G*U, in]
+    whq = _q8(Wh * h_scale, s_acc).T      # [G*U, U]
+    n = len(gates) * up
+    w = np.zeros((n, in_p + up), dtype=np.int8)
+    w[:, : Wx.shape[0]] = _gate_rows(wxq, gates, U, up)
+    w[:, in_p: in_p + U] = _gate_rows(whq, gates, U, up)
+    bias = _gate_rows(_q32(b, s_acc), gates, U, up)
+    m, ls = fp.quantize_multipliers(_gate_rows(s_acc * (1 << fp.Q12), gates, U, up))
+    return QMat(w=w, bias=bias, mult=m, ls=ls, input="xh")
+
+
+def _single_mat(W, b, v_scale, gates, U, up, cols, input_name) -> QMat:
+    sw = _row_scales(W)
+    n = len(gates) * up
+    w = np.zeros((n, cols), dtype=np.int8)
+    w[:, : W.shape[0]] = _gate_rows(_q8(W, sw).T, gates, U, up)
+    bias = _gate_rows(_q32(b, sw * v_scale), gates, U, up)
+    m, ls = fp.quantize_multipliers(_gate_rows(sw * v_scale * (1 << fp.Q12), gates, U, up))
+    return QMat(w=w, bias=bias, mult=m, ls=ls, input=input_name)
 
 
 def quantize_rnn(layer, x_scale: float, in_p: int, h_max: float, c_max: float) -> QRNN:
@@ -86,36 +118,29 @@ def quantize_rnn(layer, x_scale: float, in_p: int, h_max: float, c_max: float) -
         raise RnnskipError(
             f"layer '{layer.name}' ({layer.kind.upper()}) uses activation='{layer.activation}', "
             f"recurrent_activation='{layer.recurrent_activation}'; the int8 kernels support tanh and sigmoid")
-    G, U = layer.gates, layer.units
+    U = layer.units
     up = pad4(U)
     h_scale = _scale(h_max)
-    swx = _row_scales(layer.kernel)            # [G*U]
-    swh = _row_scales(layer.recurrent_kernel)  # [G*U]
-    wx = np.zeros((G * up, in_p), dtype=np.int8)
-    wx[:, : layer.input_dim] = _gate_rows(_q8(layer.kernel, swx).T, G, U, up)
-    wh = np.zeros((G * up, up), dtype=np.int8)
-    wh[:, :U] = _gate_rows(_q8(layer.recurrent_kernel, swh).T, G, U, up)
+    Wx, Wh = np.asarray(layer.kernel, np.float64), np.asarray(layer.recurrent_kernel, np.float64)
     bias = np.asarray(layer.bias, dtype=np.float64)
-    if layer.kind == "gru" and layer.reset_after:
-        b_in, b_rec = bias[0], bias[1]
-    else:
-        b_in, b_rec = bias.reshape(-1), np.zeros(G * U)
-    bx = _gate_rows(_q32(b_in, swx * x_scale), G, U, up)
-    bh = _gate_rows(_q32(b_rec, swh * h_scale), G, U, up)
-    mx, shx = fp.quantize_multipliers(swx * x_scale * (1 << fp.Q12))
-    mh, shh = fp.quantize_multipliers(swh * h_scale * (1 << fp.Q12))
     cell_shift = 15
     if layer.kind == "lstm":
-        int_bits = max(0, math.ceil(math.log2(max(c_max, 1e-8)))) if c_max > 1.0 else 0
-        cell_shift = max(8, 15 - int_bits)
-        h_mult, h_shift = fp.quantize_multiplier(2.0 ** -30 / h_scale)
+        mats = {"gates": _fused_mat(Wx, Wh, bias, x_scale, h_scale, range(4), U, up, in_p)}
+        if c_max > 1.0:
+            cell_shift = max(8, 15 - math.ceil(math.log2(c_max)))
+    elif layer.reset_after:
+        b_in, b_rec = bias[0], bias[1]
+        mats = {"zr": _fused_mat(Wx, Wh, b_in + b_rec, x_scale, h_scale, (0, 1), U, up, in_p),
+                "cx": _single_mat(Wx, b_in, x_scale, (2,), U, up, in_p, "x"),
+                "ch": _single_mat(Wh, b_rec, h_scale, (2,), U, up, up, "h")}
     else:
-        h_mult, h_shift = fp.quantize_multiplier(2.0 ** -15 / h_scale)
-    return QRNN(kind=layer.kind, units=U, up=up, in_dim=layer.input_dim, in_p=in_p,
-                wx=wx, wh=wh, bx=bx, bh=bh,
-                mx=_gate_rows(mx, G, U, up), shx=_gate_rows(shx, G, U, up),
-                mh=_gate_rows(mh, G, U, up), shh=_gate_rows(shh, G, U, up),
-                x_scale=x_scale, h_scale=h_scale, h_mult=h_mult, h_shift=h_shift,
+        b = bias.reshape(-1)
+        mats = {"zr": _fused_mat(Wx, Wh, b, x_scale, h_scale, (0, 1), U, up, in_p),
+                "c": _fused_mat(Wx, Wh, b, x_scale, h_scale, (2,), U, up, in_p)}
+        mats["c"].input = "xrh"
+    h_mult, h_ls = fp.quantize_multiplier(2.0 ** -fp.Q15 / h_scale)
+    return QRNN(kind=layer.kind, units=U, up=up, in_dim=layer.input_dim, in_p=in_p, mats=mats,
+                x_scale=x_scale, h_scale=h_scale, h_mult=h_mult, h_ls=h_ls,
                 cell_shift=cell_shift, reset_after=layer.reset_after, name=layer.name)
 
 

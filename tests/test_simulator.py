@@ -235,3 +235,11 @@ def test_symbol_errors(m4, c_elf):
         emu.call("dot_s8", ("xa", "xb", 1), mode="fast")
     with pytest.raises(EmulationError, match="not found"):
         UnicornEmulator(Path("/nonexistent.elf"), m4)
+
+
+def test_profile_transfer(m4, asm_elf):
+    a = UnicornEmulator(asm_elf, m4)
+    a.call("loop_mix", (8,), mode="exact")
+    b = UnicornEmulator(asm_elf, m4)
+    b.merge_profile(a.profile)
+    check(b.call("loop_mix", (8,)), loop_mix_expect(8, 0))

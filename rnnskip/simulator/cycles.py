@@ -52,7 +52,9 @@ Load/store rules implemented (section 3.3.2 "Load/store timings"):
   the store". Implemented exactly as: if instruction *i-1* is a single-register
   load (not writing PC) and instruction *i* is a single-register load or store
   whose base/index registers do not include *i-1*'s destination, instruction
-  *i* costs one cycle less, never below 1. Chains work: LDR;LDR;LDR = 2+1+1 = 4
+  *i* costs one cycle less, never below 1 ("destination" = the loaded register;
+  a base-register writeback of *i-1* is not treated as a dependency). Chains
+  work: LDR;LDR;LDR = 2+1+1 = 4
   (the TRM's example). Both instructions must be unconditional (not inside an
   IT block) and in the same basic block (an executed block starts after a
   branch, which is never a load, so this loses nothing).

@@ -98,7 +98,9 @@ def build_firmware(target, sources: Sequence, out_dir, name: str = "firmware",
         ours = next((ln for ln in lines if "rnnskip:" in ln), None)
         if ours is not None:    # a linker-script ASSERT: already a complete sentence
             raise RnnskipError(ours[ours.index("rnnskip:") + len("rnnskip:"):].strip())
-        msg = next((ln for ln in lines if "error" in ln.lower()), None) \
-            or (lines[0] if lines else f"exit status {proc.returncode}")
+        useful = [ln for ln in lines if "collect2" not in ln and "ld returned" not in ln]
+        keys = ("error", "undefined reference", "multiple definition", "cannot find")
+        msg = next((ln for ln in useful if any(k in ln.lower() for k in keys)), None) \
+            or (useful[0] if useful else lines[0] if lines else f"exit status {proc.returncode}")
         raise RnnskipError(f"building {elf.name} failed: {msg.strip()}")
     return elf

@@ -556,6 +556,17 @@ class UnicornEmulator:
         off = next(o for o in range(0, n, 4) if mem[o:o + 4] != STACK_PAINT)
         return max(used_sp, n - off)
 
+    # -------------------------------------------------------------- profile
+    def merge_profile(self, profile: Dict[int, Sequence[int]]) -> None:
+        """Add another emulator's ``profile`` (same ELF) to this one's, e.g. to give
+        worker processes the traffic profile learned by exact calls elsewhere."""
+        for pc, c in profile.items():
+            if pc not in self.insns or self.insns[pc].mem is None:
+                continue
+            p = self.profile.setdefault(int(pc), [0, 0, 0])
+            for r in range(3):
+                p[r] += int(c[r])
+
     # ----------------------------------------------------------------- call
     def call(self, func: str, args: Sequence[Union[int, str]] = (), context: Optional[str] = None,
              mode: str = "blocks") -> CallStats:
@@ -617,6 +628,9 @@ class UnicornEmulator:
                 msg = f"{func}{ctx}: {kind} memory at 0x{faddr:08x} ({fsize} bytes), pc={where}"
             elif self._intr is not None:
                 msg = (f"{func}{ctx}: CPU exception {_INTR_NAMES.get(self._intr, self._intr)}, pc={where}")
+            elif err is not None and err.errno == unicorn.UC_ERR_INSN_INVALID:
+                msg = (f"{func}{ctx}: invalid instruction (undefined encoding, or a branch to an "
+                       f"ARM-state/even address), pc={where}")
             else:
                 msg = f"{func}{ctx}: emulation failed ({err}), pc={where}"
             raise EmulationError("firmware fault in " + msg)

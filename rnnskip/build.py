@@ -2,6 +2,7 @@
 shared library (gcc) built from the very same C files."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -11,6 +12,31 @@ from typing import List, Optional
 from .errors import RnnskipError
 
 VARIANTS = ("dsp", "plain")   # portable kernels: ACLE DSP path, or plain C everywhere
+
+
+#: CMSIS-NN files the cmsis-nn provider compiles, relative to CMSIS_NN_PATH
+CMSIS_NN_SOURCES = ("Source/NNSupportFunctions/arm_nn_mat_mult_nt_t_s8_s32.c",)
+
+
+def cmsis_nn_path() -> Path:
+    """The user's CMSIS-NN checkout from $CMSIS_NN_PATH (one-line error if unusable)."""
+    p = os.environ.get("CMSIS_NN_PATH")
+    if not p:
+        raise RnnskipError("--kernels cmsis-nn needs CMSIS_NN_PATH set to a CMSIS-NN checkout "
+                           "(git clone of ARM-software/CMSIS-NN); or use --kernels portable")
+    root = Path(p)
+    missing = [s for s in ("Include/arm_nnsupportfunctions.h",) + CMSIS_NN_SOURCES if not (root / s).is_file()]
+    if missing:
+        raise RnnskipError(f"CMSIS_NN_PATH={p} is not a CMSIS-NN checkout: {missing[0]} is missing")
+    return root
+
+
+def _provider_flags(src_dir: Path) -> tuple:
+    """(extra sources, include flags) for the kernel provider the sources were generated for."""
+    if (src_dir / "kernels" / "rnnskip_mat_vec_cmsis_nn.c").is_file():
+        root = cmsis_nn_path()
+        return [root / s for s in CMSIS_NN_SOURCES], ["-I", str(root / "Include")]
+    return [], []
 
 
 def _sources(src_dir: Path, with_main: bool) -> List[Path]:
@@ -33,8 +59,9 @@ def build_host(src_dir: Path, out_dir: Path, cc: str = "gcc") -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     so = out_dir / "librnnskip_model.so"
-    _run([cc, "-O2", "-shared", "-fPIC", "-std=c99", "-Wall", "-I", str(src_dir), "-I", str(src_dir / "kernels"),
-          "-o", str(so)] + [str(f) for f in _sources(Path(src_dir), with_main=False)], "host build")
+    extra, inc = _provider_flags(Path(src_dir))
+    _run([cc, "-O2", "-shared", "-fPIC", "-std=c99", "-Wall", "-I", str(src_dir), "-I", str(src_dir / "kernels")]
+         + inc + ["-o", str(so)] + [str(f) for f in _sources(Path(src_dir), with_main=False) + extra], "host build")
     return so
 
 
@@ -69,9 +96,10 @@ def build_target(src_dir: Path, out_dir: Path, target, variant: str = "dsp",
     startup = [p for p in rt if p.suffix == ".c"]
     elf, mapf = out_dir / "firmware.elf", out_dir / "firmware.map"
     flags = runtime.cflags(target) + (["-DRNNSKIP_NO_DSP"] if variant == "plain" else []) + list(extra_cflags or [])
-    cmd = [cc] + flags + ["-I", str(src_dir), "-I", str(src_dir / "kernels"),
-                          f"-Wl,-Map={mapf}", "-o", str(elf)] + \
-        [str(f) for f in _sources(src_dir, with_main=True) + startup] + runtime.ldflags(target, ld)
+    extra, inc = _provider_flags(src_dir)
+    cmd = [cc] + flags + ["-I", str(src_dir), "-I", str(src_dir / "kernels")] + inc + \
+        [f"-Wl,-Map={mapf}", "-o", str(elf)] + \
+        [str(f) for f in _sources(src_dir, with_main=True) + startup + extra] + runtime.ldflags(target, ld)
     _run(cmd, f"firmware build for {target.name}")
     sizes = section_sizes(elf)
     flash = sum(v for k, v in sizes.items() if k in (".isr_vector", ".text", ".rodata", ".data", ".ARM.exidx"))

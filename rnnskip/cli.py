@@ -63,7 +63,9 @@ def _target(name: str, wait_states):
     return t if wait_states is None else t.with_wait_states(wait_states)
 
 
-def _variant(target, variant):
+def _variant(target, variant, kernels="portable"):
+    if kernels == "naive":  # the baseline is plain C throughout
+        return "plain"
     return variant or ("dsp" if target.dsp else "plain")
 
 
@@ -82,7 +84,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     from .report import build_report, table, write_report
     P.check_kernels(kernels)
     target = _target(target_name, wait_states)
-    variant = _variant(target, variant)
+    variant = _variant(target, variant, kernels)
     ir = P.import_model(model)
     ds = _load_data(data, ir)
     cal = _load_data(calib, ir, "--calib") if calib else ds
@@ -110,7 +112,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
 
 _common = [
     click.option("--target", "target_name", default="cortex-m4", show_default=True, help="Cortex-M target (see 'rnnskip targets')."),
-    click.option("--kernels", default="portable", show_default=True, help="Kernel provider: portable or cmsis-nn."),
+    click.option("--kernels", default="portable", show_default=True, help="Kernel provider: portable, cmsis-nn (needs CMSIS_NN_PATH) or naive (baseline loops)."),
     click.option("--variant", type=click.Choice(["dsp", "plain"]), default=None, help="Portable kernels: DSP path or plain C (default: dsp where the core has it)."),
     click.option("--flash-wait-states", "wait_states", type=click.IntRange(0, 15), default=None, help="Override the target's flash wait states in the cycle model."),
 ]
@@ -218,13 +220,14 @@ def build_cmd(work, target_name, kernels, variant, wait_states):
     src = Path(work) / "src"
     if not src.is_dir():
         raise RnnskipError(f"{src} not found; run 'rnnskip generate {work}' first")
+    variant = _variant(target, variant, kernels)
     with atomic_dir(Path(work) / "firmware") as tmp:
-        fw = P.build_target(src, tmp, target, _variant(target, variant))
+        fw = P.build_target(src, tmp, target, variant)
     P.build_host(src, Path(work) / "host")
-    P.save_pickle({"target": target_name, "variant": _variant(target, variant), "wait_states": wait_states,
+    P.save_pickle({"target": target_name, "variant": variant, "wait_states": wait_states,
                    "kernels": kernels, "flash_bytes": fw.flash_bytes, "ram_bytes": fw.ram_bytes},
                   Path(work) / "build.pkl")
-    click.echo(f"firmware: {fw.flash_bytes:,} bytes flash, {fw.ram_bytes:,} bytes RAM ({target.name}, {_variant(target, variant)})")
+    click.echo(f"firmware: {fw.flash_bytes:,} bytes flash, {fw.ram_bytes:,} bytes RAM ({target.name}, {variant})")
 
 
 @main.command("emulate")

@@ -110,8 +110,11 @@ def generate(qm: QModel, out_dir: Path, max_t: int, kernels: str = "portable") -
         written.append(p)
     kdir = out_dir / "kernels"
     kdir.mkdir(exist_ok=True)
-    for f in sorted(kernel_dir().iterdir()):
-        if f.suffix in (".c", ".h"):
-            shutil.copy(f, kdir / f.name)
-            written.append(kdir / f.name)
+    files = [f for f in sorted(kernel_dir().iterdir()) if f.suffix in (".c", ".h")]
+    if kernels == "cmsis-nn":  # CMSIS-NN does the mat-vec; the rest stays portable
+        files = [f for f in files if f.name != "rnnskip_mat_vec_s8.c"]
+        files += sorted((kernel_dir() / "cmsis_nn").glob("*.c"))
+    for f in files:
+        shutil.copy(f, kdir / f.name)
+        written.append(kdir / f.name)
     return written

@@ -100,3 +100,23 @@ def test_requantize_is_smmulr():
         [(((2**31 - 1) * (2**31 - 1)) + 2**31) >> 32, ((-2**31 * (2**31 - 1)) + 2**31) >> 32, (12345 * (2**31 - 1) + 2**31) >> 32]
     m, ls = fp.quantize_multipliers([0.25, 1.5, 0.0])
     assert ls == 2 and m[2] == 0 and m.max() < 2**31
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@pytest.mark.parametrize("kernels", ["naive", "cmsis-nn"])
+def test_other_kernel_providers_bitexact(kernels, tmp_path):
+    """naive (baseline loops) and cmsis-nn (Arm's arm_nn_mat_mult_nt_t_s8_s32) give the golden bits."""
+    import os
+    from rnnskip import targets
+    from rnnskip.datasets import Dataset
+    if kernels == "cmsis-nn" and not os.environ.get("CMSIS_NN_PATH"):
+        pytest.skip("CMSIS_NN_PATH not set: no CMSIS-NN checkout to compare against (no registry ships it)")
+    ir, qm, x, L = _quantized("tok-gru-v1")
+    generate(qm, tmp_path / "src", max_t=x.shape[1], kernels=kernels)
+    t = targets.load("cortex-m4")
+    so = P.build_host(tmp_path / "src", tmp_path / "host")
+    fw = P.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+    ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+    assert ev.host_mismatches == 0 and ev.device_mismatches == 0, ev.first_mismatch
+    assert ev.device_checked == len(x)

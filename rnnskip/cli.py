@@ -81,7 +81,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
                 host=True, progress=True):
     """The whole flow; returns the report dict. Used by rnnskip-convert and the demo."""
     from . import pipeline as P
-    from .report import build_report, table, write_report
+    from .report import build_report, table, write_plots, write_report
     P.check_kernels(kernels)
     target = _target(target_name, wait_states)
     variant = _variant(target, variant, kernels)
@@ -100,6 +100,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         rep = build_report(ir, qm, ev, target, kernels, variant, firmware=fw, ranges=ranges,
                            calib_source=str(calib) if calib else f"{data} (the evaluation data; pass --calib to separate)")
         write_report(rep, tmp / "report.json")
+        write_plots(ev, tmp, f"{ir.name} on {target.name} ({kernels}, {variant})")
         P.save_pickle(ir, tmp / "model.ir.pkl")
         P.save_pickle(qm, tmp / "model.q.pkl")
     click.echo(table(rep))

@@ -119,3 +119,30 @@ def table(rep: dict) -> str:
         rows += [("flash / RAM / stack", f"{_fmt(f['flash_bytes'])} / {_fmt(f['ram_bytes'])} / {_fmt(f['stack_bytes'])} bytes")]
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
+
+
+def write_plots(ev, out_dir: Path, title: str = "") -> list:
+    """cycles.png: emulated cycles per sequence against executed steps, with the fitted line."""
+    if ev.emu is None or len(ev.emu.steps_run) == 0:
+        return []
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .pipeline import cycles_per_step
+    emu = ev.emu
+    steps, cyc = emu.steps_run, emu.stats[:, STAT_FIELDS.index("cycles")]
+    a, b = cycles_per_step(emu)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    ax.scatter(steps, cyc / 1e3, s=8, alpha=0.5, label="emulated sequences")
+    if b == b:
+        xs = np.array([0, steps.max()])
+        ax.plot(xs, (a + b * xs) / 1e3, "r-", lw=1, label=f"fit: {b:,.0f} cycles/step + {a:,.0f}")
+    ax.set_xlabel("executed steps")
+    ax.set_ylabel("cycles per inference (thousands)")
+    ax.set_title(title or "emulated cycles")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    p = Path(out_dir) / "cycles.png"
+    fig.savefig(p)
+    plt.close(fig)
+    return [p]

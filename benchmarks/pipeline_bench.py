@@ -89,3 +89,25 @@ def markdown(res: dict) -> str:
               "exactly (per executed load/store, from the decoded instruction and its registers) on the first "
               f"{e['traffic_sampled_sequences']} sentences of each run.", ""]
     return "\n".join(L)
+
+
+def summary(res: dict) -> list:
+    """README lines (from the same run that writes BENCHMARKS.md)."""
+    runs = res["runs"]
+    d = runs["dsp"]
+    a, e = d["accuracy"], d["emulation"]
+    out = [f"- SST-2 LSTM({d['model']['layers'][0]['units']}), dev set: float {a['float']:.4f}, int8 on the emulated "
+           f"cortex-m4 {a['int8_device']:.4f} ({a['n_device']} sentences, {d['bitexact']['mismatches']} mismatches "
+           f"golden/host/firmware)."]
+    t = res.get("tflite", {})
+    if "accuracy" in t:
+        out.append(f"- TFLite's own int8 conversion of the same model: {t['accuracy']:.4f}.")
+    out.append(f"- Dense LSTM step, DSP kernels: {e['cycles_per_step']:,.0f} cycles, "
+               f"{e['step_macs_per_cycle']:.3f} MAC per modeled cycle (0 wait states).")
+    for name, label in (("plain", "portable plain C"), ("naive", "naive C"), ("cmsis-nn", "CMSIS-NN mat-vec")):
+        if name in runs:
+            r = runs[name]["emulation"]
+            out.append(f"- {label}: {r['cycles_per_step']:,.0f} cycles/step "
+                       f"({r['cycles_per_step'] / e['cycles_per_step']:.2f}x the DSP path).")
+    out.append("- Full tables: [BENCHMARKS.md](BENCHMARKS.md).")
+    return out

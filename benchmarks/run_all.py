@@ -1,4 +1,8 @@
-"""make bench: run every benchmark and regenerate BENCHMARKS.md (never edit it by hand)."""
+"""make bench: run the benchmarks and regenerate BENCHMARKS.md (never edit it by hand).
+
+Each section's markdown and README summary lines are kept in bench_out/sections/, so
+``--only NAME`` reruns one section and BENCHMARKS.md is reassembled from all of them.
+"""
 from __future__ import annotations
 
 import argparse
@@ -21,28 +25,51 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer emulated sequences (smoke run; still writes the file)")
     ap.add_argument("--only", default=None, help="comma-separated sections: " + ",".join(n for n, _ in SECTIONS))
     a = ap.parse_args(argv)
-    t0 = time.time()
-    parts, results = [], {}
+    sec_dir = Path(bench_out("sections"))
     try:
         for name, mod in SECTIONS:
             if a.only and name not in a.only.split(","):
                 continue
             print(f"== benchmark: {name}", flush=True)
+            t0 = time.time()
             res = mod.run(quick=a.quick)
-            results[name] = res
-            parts.append(mod.markdown(res))
+            (sec_dir / f"{name}.json").write_text(json.dumps(res, indent=1, default=float))
+            info = (f"_{time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, {time.time() - t0:.0f} s"
+                    f"{', --quick' if a.quick else ''}_")
+            (sec_dir / f"{name}.md").write_text(mod.markdown(res) + "\n\n" + info + "\n")
+            lines = mod.summary(res) if hasattr(mod, "summary") else []
+            (sec_dir / f"{name}.summary.json").write_text(json.dumps(lines))
     except RnnskipError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    Path(bench_out(), "results.json").write_text(json.dumps(results, indent=1, default=float))
+    parts, summary = [], []
+    for name, _ in SECTIONS:
+        md, sm = sec_dir / f"{name}.md", sec_dir / f"{name}.summary.json"
+        if md.is_file():
+            parts.append(md.read_text())
+        if sm.is_file():
+            summary += json.loads(sm.read_text())
     head = ["# rnnskip benchmarks", "",
-            f"Written by `make bench` ({time.strftime('%Y-%m-%d')}, {platform.machine()}, "
-            f"{time.time() - t0:.0f} s{', --quick' if a.quick else ''}); do not edit by hand. "
-            "Cycle counts come from rnnskip's Cortex-M cycle model on the Unicorn emulator "
-            "(tables and their TRM sources in `rnnskip/simulator/cycles.py`), not from hardware.", ""]
+            "Written by `make bench` (`python -m benchmarks.run_all`); do not edit by hand. Cycle counts come "
+            "from rnnskip's Cortex-M cycle model on the Unicorn emulator (tables and their TRM sources in "
+            "`rnnskip/simulator/cycles.py`), not from hardware.", ""]
     Path(repo_root(), "BENCHMARKS.md").write_text("\n".join(head + parts) + "\n")
     print(f"wrote {Path(repo_root(), 'BENCHMARKS.md')}")
+    update_readme(summary)
     return 0
+
+
+def update_readme(lines) -> None:
+    """Replace the block between the bench markers in README.md with ``lines``."""
+    p = Path(repo_root(), "README.md")
+    text = p.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if not lines or start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    p.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + tail)
+    print(f"updated the benchmark summary in {p}")
 
 
 if __name__ == "__main__":

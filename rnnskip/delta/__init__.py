@@ -1,0 +1,18 @@
+"""Delta networks (Neil et al., ICML 2017) for rnnskip.
+
+Every input and hidden unit keeps its last *transmitted* value; at a step a unit
+transmits only if it moved by more than a threshold since then, and the layer's
+pre-activation sums are kept as running sums ``M += W[:, k] * delta_k`` over the
+transmitting columns ``k`` only.
+
+Modules:
+    spec       DeltaSpec: per-layer thresholds (int8 grid), delta.json read/write/checks
+    floatdelta float64 delta GRU/LSTM on a ModelIR (the paper's formulation)
+    codegen    C generation context: column-major paired weights, template pieces
+    tune       threshold sweep on validation data, Pareto set, budget pick
+    train      delta-aware fine-tuning with tf_keras (retrains; writes a normal Keras model)
+    report     report.json ``delta`` section and plots
+
+The integer model (the specification of the C code) is
+:mod:`rnnskip.quant.delta_golden`.
+"""

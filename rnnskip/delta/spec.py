@@ -1,0 +1,167 @@
+"""Delta thresholds: what ``delta.json`` holds and how it is checked.
+
+Thresholds live on the int8 grid of the quantised model: an element transmits
+when ``|value - last_transmitted| > theta`` with both values int8, so ``theta``
+is a whole number of int8 steps (0 = transmit every change). Each recurrent
+layer has one threshold for its input (``input``) and one for its hidden state
+(``hidden``).
+
+File format (``rnnskip-delta-1``)::
+
+    {"format": "rnnskip-delta-1",
+     "model": {"name": ..., "layers": [{"kind": "gru", "units": 128, "input_dim": 40}],
+               "weights_sha256": "..."},
+     "thresholds": [{"layer": "gru", "input": 3, "hidden": 2}],
+     "tuning": {...}}          # optional: how the thresholds were chosen
+
+A file for another model (different layers, or different weights) is refused
+with one line.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import RnnskipError
+
+FORMAT = "rnnskip-delta-1"
+#: |delta| of two int8 values is at most 255; a threshold >= this never transmits.
+THETA_MAX = 255
+
+
+def weights_fingerprint(ir) -> str:
+    """sha256 over the recurrent layers' float weights (identifies the model, not the file)."""
+    h = hashlib.sha256()
+    for l in ir.rnn_layers:
+        for a in (l.kernel, l.recurrent_kernel, l.bias):
+            h.update(np.ascontiguousarray(np.asarray(a, np.float32)).tobytes())
+    return h.hexdigest()
+
+
+def model_signature(ir) -> dict:
+    return {"name": ir.name,
+            "layers": [{"kind": l.kind, "units": int(l.units), "input_dim": int(l.input_dim)}
+                       for l in ir.rnn_layers],
+            "weights_sha256": weights_fingerprint(ir)}
+
+
+def check_supported(layers) -> None:
+    """Delta mode needs GRU reset_after=True (IR or quantised layers)."""
+    for l in layers:
+        if l.kind == "gru" and not l.reset_after:
+            raise RnnskipError(
+                f"layer '{l.name}' is a GRU with reset_after=False: delta mode needs reset_after=True "
+                f"(r multiplies the recurrent term after its mat-vec, so that sum can be kept running); "
+                f"retrain the GRU with reset_after=True (the Keras 2.x/3.x default)")
+
+
+def _theta(v, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise RnnskipError(f"{where}: threshold {v!r} is not a number; use a whole number of int8 steps >= 0")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise RnnskipError(f"{where}: threshold {v!r} is not a finite number")
+    if v < 0:
+        raise RnnskipError(f"{where}: threshold {v} is negative; thresholds are >= 0 (0 = transmit every change)")
+    if float(v) != int(v):
+        raise RnnskipError(f"{where}: threshold {v} is not a whole number of int8 steps (use 0, 1, 2, ...)")
+    return min(int(v), THETA_MAX)
+
+
+@dataclass
+class DeltaSpec:
+    """Per-layer thresholds on the int8 grid. ``theta_x[i]`` / ``theta_h[i]`` for layer i."""
+    theta_x: List[int]
+    theta_h: List[int]
+    model: dict = field(default_factory=dict)
+    tuning: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if len(self.theta_x) != len(self.theta_h):
+            raise RnnskipError("delta thresholds: need one input and one hidden threshold per layer")
+        self.theta_x = [_theta(v, f"layer {i} input") for i, v in enumerate(self.theta_x)]
+        self.theta_h = [_theta(v, f"layer {i} hidden") for i, v in enumerate(self.theta_h)]
+
+    @property
+    def layers(self) -> int:
+        return len(self.theta_x)
+
+    @classmethod
+    def uniform(cls, n_layers: int, theta_x: int = 0, theta_h: int = 0, ir=None) -> "DeltaSpec":
+        return cls([theta_x] * n_layers, [theta_h] * n_layers, model=model_signature(ir) if ir is not None else {})
+
+    def label(self) -> str:
+        return " ".join(f"x{a}/h{b}" for a, b in zip(self.theta_x, self.theta_h))
+
+    # -- files ----------------------------------------------------------------
+    def to_json(self, ir=None) -> dict:
+        names = [l.name for l in ir.rnn_layers] if ir is not None else [f"layer{i}" for i in range(self.layers)]
+        return {"format": FORMAT,
+                "model": model_signature(ir) if ir is not None else self.model,
+                "thresholds": [{"layer": n, "input": a, "hidden": b}
+                               for n, a, b in zip(names, self.theta_x, self.theta_h)],
+                "tuning": self.tuning}
+
+    def save(self, path, ir=None) -> None:
+        Path(path).write_text(json.dumps(self.to_json(ir), indent=2, default=float) + "\n")
+
+    @classmethod
+    def from_json(cls, d, where: str = "delta thresholds") -> "DeltaSpec":
+        if not isinstance(d, dict) or d.get("format") != FORMAT or not isinstance(d.get("thresholds"), list):
+            raise RnnskipError(f"{where} is not an rnnskip delta file (format '{FORMAT}' with a 'thresholds' list); "
+                               f"write one with 'rnnskip delta-tune'")
+        tx, th = [], []
+        for i, t in enumerate(d["thresholds"]):
+            if not isinstance(t, dict) or "input" not in t or "hidden" not in t:
+                raise RnnskipError(f"{where}: thresholds[{i}] needs 'input' and 'hidden'")
+            tx.append(_theta(t["input"], f"{where}: layer {i} input"))
+            th.append(_theta(t["hidden"], f"{where}: layer {i} hidden"))
+        if not tx:
+            raise RnnskipError(f"{where}: the thresholds list is empty")
+        return cls(tx, th, model=d.get("model") or {}, tuning=d.get("tuning") or {})
+
+    @classmethod
+    def load(cls, path) -> "DeltaSpec":
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise RnnskipError(f"delta thresholds file {p} not found")
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RnnskipError(f"delta thresholds file {p} is not valid JSON ({e.__class__.__name__}: {e})")
+        return cls.from_json(d, where=str(p))
+
+    def check_model(self, ir, where: str = "delta thresholds") -> None:
+        """Refuse thresholds written for another model (one line)."""
+        check_supported(ir.rnn_layers)
+        if self.layers != len(ir.rnn_layers):
+            raise RnnskipError(f"{where} has thresholds for {self.layers} recurrent layer(s) but model '{ir.name}' "
+                               f"has {len(ir.rnn_layers)}; run 'rnnskip delta-tune' on this model")
+        sig = self.model or {}
+        want = model_signature(ir)
+        if sig.get("layers") and sig["layers"] != want["layers"]:
+            got = ", ".join(f"{l['kind'].upper()}({l['units']}, in {l['input_dim']})" for l in sig["layers"])
+            have = ", ".join(f"{l['kind'].upper()}({l['units']}, in {l['input_dim']})" for l in want["layers"])
+            raise RnnskipError(f"{where} was written for another model ({got}); this model has {have}; "
+                               f"run 'rnnskip delta-tune' on this model")
+        if sig.get("weights_sha256") and sig["weights_sha256"] != want["weights_sha256"]:
+            raise RnnskipError(f"{where} was tuned for a model with other weights (same layer sizes); "
+                               f"run 'rnnskip delta-tune' on this model")
+
+
+def as_spec(obj, n_layers: Optional[int] = None) -> DeltaSpec:
+    """DeltaSpec, dict (delta.json content), path, or (theta_x, theta_h) pair of ints."""
+    if isinstance(obj, DeltaSpec):
+        return obj
+    if isinstance(obj, dict):
+        return DeltaSpec.from_json(obj)
+    if isinstance(obj, (str, Path)):
+        return DeltaSpec.load(obj)
+    if isinstance(obj, Sequence) and len(obj) == 2 and n_layers is not None:
+        return DeltaSpec([obj[0]] * n_layers, [obj[1]] * n_layers)
+    raise RnnskipError(f"cannot read delta thresholds from {type(obj).__name__}")

@@ -1,0 +1,126 @@
+"""Delta networks: integer golden model (theta = 0 is the dense model bit for bit),
+float delta model (theta = 0 is the float reference), thresholds files and refusals."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from random_models import CONFIGS, random_data, random_ir
+from rnnskip.delta.floatdelta import FloatDeltaModel
+from rnnskip.delta.spec import DeltaSpec, model_signature
+from rnnskip.errors import RnnskipError
+from rnnskip.quant.calibrate import calibrate
+from rnnskip.quant.delta_golden import DeltaGoldenModel, densities, effective_macs
+from rnnskip.quant.golden import GoldenModel
+from rnnskip.quant.quantize import quantize
+from rnnskip.reference import FloatModel
+
+DELTA_CFGS = sorted(c for c, v in CONFIGS.items() if v[2] or "gru" not in v[1])  # reset_after=False refused
+V1_CFGS = sorted(c for c, v in CONFIGS.items() if not v[2] and "gru" in v[1])
+
+
+def _q(cfg, seed=0, n=24, T=11):
+    ir = random_ir(cfg, seed=seed)
+    x, L = random_data(ir, n=n, T=T, seed=seed + 1)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    return ir, qm, x, L
+
+
+@pytest.mark.parametrize("cfg", DELTA_CFGS)
+def test_theta0_bitexact_with_dense_golden(cfg):
+    ir, qm, x, L = _q(cfg)
+    out, flags = GoldenModel(qm).run(x, L)
+    dg = DeltaGoldenModel(qm, DeltaSpec.uniform(len(qm.layers)))
+    d_out, d_flags, st = dg.run_stats(x, L)
+    np.testing.assert_array_equal(d_out, out)
+    np.testing.assert_array_equal(d_flags, flags)
+    # every running sum equals bias + W @ last (checked through the outputs) and
+    # theta = 0 transmits every element that changed, never more
+    m = effective_macs(qm, st)
+    assert (m["effective"] <= m["dense"]).all()
+    assert st["steps"].sum() == flags.sum()
+
+
+@pytest.mark.parametrize("cfg", ["feat-lstm-lstm", "feat-dense-gru", "tok-gru-sigmoid"])
+def test_thresholds_cut_work_monotonically(cfg):
+    ir, qm, x, L = _q(cfg)
+    prev = None
+    for th in (0, 2, 6, 20, 255):
+        _, _, st = DeltaGoldenModel(qm, DeltaSpec.uniform(len(qm.layers), th, th)).run_stats(x, L)
+        eff = effective_macs(qm, st)["effective"].sum()
+        if prev is not None:
+            assert eff <= prev
+        prev = eff
+    # theta 255 never transmits: only the input Dense (not delta-coded) remains
+    d = densities(qm, st)
+    assert d["input"] == 0 and d["hidden"] == 0
+
+
+def test_running_sums_equal_bias_plus_w_last():
+    ir, qm, x, L = _q("feat-dense-gru")
+    dg = DeltaGoldenModel(qm, DeltaSpec([3], [2]))
+    dev = dg.device_inputs(x)
+    st = dg.initial_state(len(x))
+    for t in range(x.shape[1]):
+        st = dg.step(st, dev[:, t])
+        l, s, D = qm.layers[0], st[0], dg.layouts[0]
+        want = np.repeat(D.m0[None, :], len(x), axis=0)
+        want[:, D.x_row0:D.x_row0 + D.rows_x] += s["last"][:, :l.in_p] @ D.wx.T.astype(np.int64)
+        want[:, D.h_row0:D.h_row0 + D.rows_h] += s["last"][:, l.in_p:] @ D.wh.T.astype(np.int64)
+        np.testing.assert_array_equal(s["M"], want)
+        assert (np.abs(s["last"]) <= 127).all()
+
+
+@pytest.mark.parametrize("cfg", [c for c in DELTA_CFGS if c.startswith("feat") or c.startswith("tok-gru")])
+def test_float_delta_theta0_equals_reference(cfg):
+    ir = random_ir(cfg, seed=3)
+    x, L = random_data(ir, n=16, T=9, seed=4)
+    n = len(ir.rnn_layers)
+    y, st = FloatDeltaModel(ir, [0.0] * n, [0.0] * n).run(x, L)
+    np.testing.assert_allclose(y, FloatModel(ir).predict(x, L), atol=1e-9)
+    y2, st2 = FloatDeltaModel(ir, [0.2] * n, [0.2] * n).run(x, L)
+    assert st2["tx_h"].sum() < st["tx_h"].sum()
+
+
+@pytest.mark.parametrize("cfg", V1_CFGS)
+def test_gru_reset_after_false_refused(cfg):
+    ir, qm, x, L = _q(cfg)
+    with pytest.raises(RnnskipError, match="reset_after=False: delta mode needs reset_after=True"):
+        DeltaGoldenModel(qm, DeltaSpec.uniform(len(qm.layers)))
+    with pytest.raises(RnnskipError, match="reset_after=True"):
+        DeltaSpec.uniform(len(ir.rnn_layers), ir=ir).check_model(ir)
+
+
+@pytest.mark.parametrize("bad,msg", [(-1, "negative"), ("3", "not a number"), (1.5, "whole number"),
+                                     (None, "not a number"), (float("nan"), "not a finite")])
+def test_bad_threshold_values(bad, msg):
+    with pytest.raises(RnnskipError, match=msg):
+        DeltaSpec([bad], [0])
+    with pytest.raises(RnnskipError, match=msg):
+        DeltaSpec.from_json({"format": "rnnskip-delta-1", "thresholds": [{"input": 0, "hidden": bad}]})
+
+
+def test_thresholds_file_roundtrip_and_other_model(tmp_path):
+    ir = random_ir("feat-dense-gru", seed=0)
+    other = random_ir("feat-lstm", seed=0)
+    same_shape = random_ir("feat-dense-gru", seed=5)
+    s = DeltaSpec([3], [4], tuning={"note": "x"})
+    p = tmp_path / "delta.json"
+    s.save(p, ir)
+    back = DeltaSpec.load(p)
+    assert (back.theta_x, back.theta_h) == ([3], [4]) and back.model == model_signature(ir)
+    back.check_model(ir)
+    with pytest.raises(RnnskipError, match="written for another model"):
+        back.check_model(other)
+    with pytest.raises(RnnskipError, match="other weights"):
+        back.check_model(same_shape)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(RnnskipError, match="not valid JSON"):
+        DeltaSpec.load(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text(json.dumps({"thresholds": 3}))
+    with pytest.raises(RnnskipError, match="not an rnnskip delta file"):
+        DeltaSpec.load(tmp_path / "other.json")
+    with pytest.raises(RnnskipError, match="not found"):
+        DeltaSpec.load(tmp_path / "missing.json")

@@ -43,7 +43,7 @@ def _c_array(name: str, values: np.ndarray, dtype, doc: str) -> dict:
 
 #: kernel provider -> (weight layout of the recurrent matrices, mat-vec function)
 PROVIDERS = {
-    "portable": ("rowmajor", "rnnskip_mat_vec_acc_s8"),
+    "portable": ("paired", "rnnskip_mat_vec_paired_s8"),
     "naive": ("rowmajor", "rnnskip_mat_vec_acc_s8_naive"),
     "cmsis-nn": ("rowmajor", "rnnskip_mat_vec_acc_s8"),
 }
@@ -76,9 +76,12 @@ def _arrays(qm: QModel, layout: str) -> List[dict]:
 
 
 def model_context(qm: QModel, max_t: int, kernels: str = "portable") -> Dict:
+    from .skip.qpredictor import c_context
     layout, matvec_fn = PROVIDERS[kernels]
     head_rows = [d.rows for d in qm.head]
+    pred = c_context(qm)  # skip predictor (issue 4) or None
     return {
+        "pred": pred,
         "qm": qm, "version": __version__, "act_ids": ACT_IDS, "max_t": int(max_t),
         "kernels": kernels, "layout": layout, "matvec_fn": matvec_fn,
         "wtype": "int16_t" if layout == "paired" else "int8_t",
@@ -86,7 +89,7 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable") -> Dict:
         "pre_rows": max((l.up if l.kind == "gru" else 0) for l in qm.layers),
         "out_len": qm.head[-1].rows if qm.head else qm.layers[-1].up,
         "head_scratch": max(head_rows) if head_rows else 0,
-        "arrays": _arrays(qm, layout),
+        "arrays": _arrays(qm, layout) + ([_c_array(*a) for a in qm.predictor.c_arrays()] if pred else []),
     }
 
 

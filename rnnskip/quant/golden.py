@@ -150,14 +150,17 @@ class GoldenModel:
     def run(self, x: np.ndarray, lengths: np.ndarray):
         """Run sequences; returns (int16 logits ``[N, out]``, uint8 step flags ``[N, T]``).
 
-        flags[n, t] = 1 where step t ran, 0 where it was masked or beyond the length.
+        flags[n, t] = 1 where step t ran, 0 where it was masked, beyond the length or skipped by the predictor.
         """
         x = np.asarray(x)
         N, T = x.shape[:2]
         dev = self.device_inputs(x)
         valid = self.valid_steps(x) & (np.arange(T)[None, :] < np.asarray(lengths)[:, None])
         state = self.initial_state(N)
+        pred = getattr(self.qm, "predictor", None)
         for t in range(T):
+            if pred is not None and valid[:, t].any():  # skip predictor (issue 4), on the state reached
+                valid[:, t] &= ~pred.skip(self.step_input(dev[:, t]), state)
             if valid[:, t].any():
                 state = self.step(state, dev[:, t], valid[:, t])
         return self.output(state), valid.astype(np.uint8)

@@ -126,6 +126,7 @@ class QModel:
     output_activation: str = "linear"
     output_scale: float = 1.0
     name: str = "model"
+    predictor: Optional[object] = None  # rnnskip.skip.qpredictor.QPredictor: skip steps it rejects (issue 4)
 
     def all_mats(self):
         dense = ([self.input_dense] if self.input_dense else []) + list(self.head)

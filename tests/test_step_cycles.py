@@ -1,0 +1,52 @@
+"""The dense LSTM step's modeled cost on cortex-m4: the issue-3 targets, measured.
+
+An SST-2-shaped model (Embedding 32 -> LSTM 64 -> Dense) with random weights;
+cycles per step = least-squares slope of emulated cycles against executed steps.
+"""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from random_models import random_data, random_ir
+from rnnskip import pipeline as P
+from rnnskip import targets
+from rnnskip.datasets import Dataset
+from rnnskip.generate import generate
+from rnnskip.quant.calibrate import calibrate
+from rnnskip.quant.quantize import quantize
+from rnnskip.reference import FloatModel
+
+pytestmark = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None,
+                                reason="arm-none-eabi-gcc not installed (run 'make setup')")
+
+
+@pytest.fixture(scope="module")
+def step_cycles(tmp_path_factory):
+    ir = random_ir("tok-lstm-softmax", units=(64,), dim=32, vocab=100)
+    x, L = random_data(ir, n=10, T=24, seed=3)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+    t = targets.load("cortex-m4")
+    res = {}
+    for kernels, variant in (("portable", "dsp"), ("naive", "plain")):
+        d = tmp_path_factory.mktemp(kernels)
+        generate(qm, d / "src", max_t=x.shape[1], kernels=kernels)
+        fw = P.build_target(d / "src", d / "fw", t, variant)
+        ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+        assert ev.device_mismatches == 0, ev.first_mismatch
+        res[kernels] = P.cycles_per_step(ev.emu)[1]
+    return ir.macs_per_step(), res
+
+
+def test_dense_lstm_step_reaches_0_6_mac_per_cycle(step_cycles):
+    macs, cyc = step_cycles
+    assert macs == 4 * 64 * (32 + 64)
+    assert macs / cyc["portable"] >= 0.6, f"{macs / cyc['portable']:.3f} MAC/cycle"
+
+
+def test_dsp_step_at_least_2_5x_fewer_cycles_than_naive(step_cycles):
+    _, cyc = step_cycles
+    assert cyc["naive"] / cyc["portable"] >= 2.5, cyc

@@ -1,0 +1,61 @@
+/*
+ * rnnskip delta-network kernels (rnnskip_delta_s8.c): the column-sparse half
+ * of a delta step. Specification: rnnskip/quant/delta_golden.py.
+ *
+ * A delta step of one layer is
+ *     n = rnnskip_delta_gather_s8(xh_part, last_part, ..., list, 0);   (input part, theta_x)
+ *     rnnskip_delta_mat_vec_s8(w_part, list, n, M + row0, rows);      (only transmitting columns)
+ * and the same for the hidden part (theta_h), then the usual cell kernels on M.
+ *
+ * Weight layout ("column-major paired"): a matrix W [rows][cols] (int8, values in
+ * [-127, 127]) is stored column by column, each column as rows/2 int16
+ *     v[k][p] = 256 * W[2p+1][k] + W[2p][k]
+ * i.e. `rows` bytes per column, column k at byte offset k * rows. A skipped
+ * column is never read.
+ *
+ * Transmit list: int32 words, one triple per *pair* of transmitting columns j, j+1:
+ *     list[3i] = byte offset of column j, list[3i+1] = byte offset of column j+1,
+ *     list[3i+2] = (int16 delta_j) | (int16 delta_{j+1}) << 16 (little-endian halves).
+ * Capacity: 3 * ((max columns + 1) / 2) words.
+ */
+#ifndef RNNSKIP_DELTA_KERNELS_H
+#define RNNSKIP_DELTA_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * For k in [0, n): d = v[k] - last[k]; if |d| > theta, column k transmits:
+ * last[k] = v[k] and entry `count` of the list becomes (off0 + k * col_bytes, d);
+ * count grows by one. Returns the new count (entries are appended after the
+ * `count` already there, so an input part and a hidden part can share a list).
+ * theta >= 0 (0: every changed element transmits). v and last: int8 [n].
+ */
+int32_t rnnskip_delta_gather_s8(const int8_t *v, int8_t *last, int32_t n, int32_t theta,
+                                int32_t col_bytes, int32_t off0, int32_t *list, int32_t count);
+
+/*
+ * acc[r] += sum_{j < count} W[k_j][r] * delta_j for r in [0, rows): the running
+ * sums of the transmitting columns only. w: column-major paired layout (above),
+ * 4-byte aligned; rows % 4 == 0; acc int32 [rows]. Exact integer arithmetic
+ * (the result never depends on the order of the columns). When count is odd
+ * the kernel writes one padding entry (delta 0) after the last one, so the
+ * list must have room for it. w, list and acc must not overlap.
+ *
+ * DSP path (Thumb-2 asm, Cortex-M4/M7/M33...): 4 output rows per pass over the
+ * list; per pair of columns one SMLAD pair on the paired int16 weights
+ * (A = 256*row(2p+1) + row(2p)) and one on their sign-extended low bytes
+ * (B = row(2p)), so row(2p+1) = (A - B) >> 8, exact for <= 256 columns per
+ * pass (longer lists run in chunks). One pair of columns x 4 rows (8 MACs) is
+ * 5 loads + 8 single-cycle instructions, ~14 cycles; ~30 cycles per 4 rows
+ * per pass. Plain C elsewhere.
+ */
+void rnnskip_delta_mat_vec_s8(const int16_t *w, int32_t *list, int32_t count, int32_t *acc, int32_t rows);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

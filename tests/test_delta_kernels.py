@@ -1,0 +1,209 @@
+"""Delta kernels (rnnskip/kernels/rnnskip_delta_s8.c): gather + column-sparse
+mat-vec, bit-exact on the host (plain C) and on the Cortex-M4 emulator (DSP asm
+and plain C); cycles scale with the number of transmitting columns."""
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnskip.delta.codegen import list_words, pack_columns
+
+KDIR = Path(__file__).resolve().parent.parent / "rnnskip" / "kernels"
+SRC = KDIR / "rnnskip_delta_s8.c"
+ARM_CC = "arm-none-eabi-gcc"
+
+
+def ref_gather(v, last, theta):
+    d = v.astype(np.int64) - last.astype(np.int64)
+    tx = np.abs(d) > theta
+    new_last = np.where(tx, v, last).astype(np.int8)
+    return np.flatnonzero(tx), d[tx], new_last
+
+
+def ref_matvec(w, cols, deltas, acc):
+    return (acc.astype(np.int64) + w[:, cols].astype(np.int64) @ deltas.astype(np.int64)).astype(np.int32)
+
+
+def make_list(cols, deltas, rows, n):
+    """The transmit list the gather kernel must write (see rnnskip_delta_kernels.h)."""
+    L = np.zeros(list_words(n), np.int32)
+    h = L.view(np.int16)
+    for j, (k, d) in enumerate(zip(cols, deltas)):
+        L[3 * (j // 2) + (j & 1)] = k * rows
+        h[2 * (3 * (j // 2) + 2) + (j & 1)] = d
+    return L
+
+
+def _cases():
+    rng = np.random.default_rng(5)
+    out = []
+    for rows, cols, dens in [(4, 4, 1.0), (8, 12, 0.5), (12, 9 * 4, 0.3), (64, 40, 0.0), (64, 40, 1.0),
+                             (96, 100, 0.13), (384, 168, 0.25), (16, 600, 0.9), (8, 520, 1.0), (20, 3, 1.0)]:
+        w = rng.integers(-127, 128, (rows, (cols + 3) // 4 * 4), dtype=np.int8)
+        n = w.shape[1]
+        last = rng.integers(-128, 128, n, dtype=np.int8)
+        v = last.copy()
+        ch = rng.random(n) < dens
+        v[ch] = rng.integers(-128, 128, ch.sum(), dtype=np.int8)
+        out.append((f"{rows}x{n}@{dens}", w, v, last, int(rng.integers(0, 4))))
+    # extremes: |delta| = 255, |w| = 127, > 256 columns (the DSP kernel's chunks)
+    for wv in (127, -127):
+        for r, n in [(4, 300), (8, 520)]:
+            w = np.full((r, n), wv, np.int8)
+            out.append((f"ext{wv}_{r}x{n}", w, np.full(n, 127, np.int8), np.full(n, -128, np.int8), 0))
+            out.append((f"ext{wv}_{r}x{n}n", w, np.full(n, -128, np.int8), np.full(n, 127, np.int8), 0))
+    return out
+
+
+@pytest.fixture(scope="module")
+def host_lib(tmp_path_factory):
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no host C compiler (cc/gcc) on PATH")
+    so = tmp_path_factory.mktemp("delta_host") / "libdelta.so"
+    p = subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+                        "-DRNNSKIP_NO_DSP", "-I", str(KDIR), str(SRC), "-o", str(so)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    lib = ctypes.CDLL(str(so))
+    lib.rnnskip_delta_gather_s8.restype = ctypes.c_int32
+    lib.rnnskip_delta_gather_s8.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int32] * 4 + \
+        [ctypes.c_void_p, ctypes.c_int32]
+    lib.rnnskip_delta_mat_vec_s8.restype = None
+    lib.rnnskip_delta_mat_vec_s8.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p,
+                                             ctypes.c_int32]
+    return lib
+
+
+def test_host_gather_and_matvec(host_lib):
+    rng = np.random.default_rng(0)
+    for name, w, v, last, theta in _cases():
+        rows, n = w.shape
+        cols, deltas, new_last = ref_gather(v, last, theta)
+        L = np.zeros(list_words(n), np.int32)
+        lst = last.copy()
+        cnt = host_lib.rnnskip_delta_gather_s8(v.ctypes.data, lst.ctypes.data, n, theta, rows, 0, L.ctypes.data, 0)
+        assert cnt == len(cols), name
+        np.testing.assert_array_equal(lst, new_last, err_msg=name)
+        np.testing.assert_array_equal(L, make_list(cols, deltas, rows, n), err_msg=name)
+        wc = pack_columns(w)
+        acc0 = rng.integers(-(1 << 20), 1 << 20, rows).astype(np.int32)
+        acc = acc0.copy()
+        host_lib.rnnskip_delta_mat_vec_s8(wc.ctypes.data, L.ctypes.data, cnt, acc.ctypes.data, rows)
+        np.testing.assert_array_equal(acc, ref_matvec(w, cols, deltas, acc0), err_msg=name)
+
+
+def test_gather_appends_with_offset(host_lib):
+    v = np.array([5, 0, -9, 1], np.int8)
+    last = np.zeros(4, np.int8)
+    L = np.zeros(list_words(8), np.int32)
+    n1 = host_lib.rnnskip_delta_gather_s8(v.ctypes.data, last.ctypes.data, 4, 1, 16, 0, L.ctypes.data, 0)
+    v2 = np.array([0, 0, 0, 7], np.int8)
+    last2 = np.zeros(4, np.int8)
+    n2 = host_lib.rnnskip_delta_gather_s8(v2.ctypes.data, last2.ctypes.data, 4, 0, 16, 64, L.ctypes.data, n1)
+    assert (n1, n2) == (2, 3)
+    assert L[:2].tolist() == [0, 32] and L[3] == 64 + 48
+    d = L.view(np.int16)
+    assert d[4:6].tolist() == [5, -9] and d[10] == 7
+
+
+# ------------------------------------------------------------------ Cortex-M4
+MAXW, MAXN, MAXR = 64 * 1024, 640, 512
+HARNESS = f"""
+#include <stdint.h>
+#include "rnnskip_delta_kernels.h"
+int16_t dk_w[{MAXW // 2}] __attribute__((aligned(4)));
+int8_t dk_v[{MAXN}] __attribute__((aligned(4)));
+int8_t dk_last[{MAXN}] __attribute__((aligned(4)));
+int32_t dk_list[{list_words(MAXN)}];
+int32_t dk_acc[{MAXR}];
+int main(void) {{ for (;;) {{ }} }}
+"""
+KEEP = ["rnnskip_delta_gather_s8", "rnnskip_delta_mat_vec_s8", "dk_w", "dk_v", "dk_last", "dk_list", "dk_acc"]
+
+
+@pytest.fixture(scope="module")
+def m4(tmp_path_factory):
+    if shutil.which(ARM_CC) is None:
+        pytest.skip(f"{ARM_CC} not found (run `make setup`)")
+    pytest.importorskip("unicorn")
+    from rnnskip import simulator as sim
+    from rnnskip import targets
+    t = targets.load("cortex-m4")
+    d = tmp_path_factory.mktemp("delta_m4")
+    (d / "dk.c").write_text(HARNESS)
+    elfs = {}
+    for variant, extra in (("dsp", []), ("plain", ["-DRNNSKIP_NO_DSP"])):
+        elfs[variant] = sim.build_firmware(t, [d / "dk.c", SRC], d / variant, name=f"dk_{variant}",
+                                           extra_cflags=["-Wall", "-Wextra", "-Werror", *extra],
+                                           include_dirs=[KDIR], keep=KEEP)
+    return sim.UnicornEmulator, t, elfs
+
+
+def m4_step(emu, w, v, last, theta, acc0):
+    """gather + mat-vec on the emulator -> (acc, last, count, gather stats, mat-vec stats)."""
+    rows, n = w.shape
+    emu.write("dk_w", pack_columns(w).tobytes())
+    emu.write("dk_v", v.tobytes())
+    emu.write("dk_last", last.tobytes())
+    emu.write("dk_acc", acc0.astype("<i4").tobytes())
+    sg = emu.call("rnnskip_delta_gather_s8", args=("dk_v", "dk_last", n, theta, rows, 0, "dk_list", 0), mode="blocks")
+    cnt = sg.return_value
+    sm = emu.call("rnnskip_delta_mat_vec_s8", args=("dk_w", "dk_list", cnt, "dk_acc", rows), mode="blocks")
+    acc = np.frombuffer(emu.read("dk_acc", 4 * rows), "<i4").astype(np.int32)
+    nl = np.frombuffer(emu.read("dk_last", n), np.int8)
+    return acc, nl, cnt, sg, sm
+
+
+@pytest.mark.parametrize("variant", ["dsp", "plain"])
+def test_m4_bit_exact(m4, variant):
+    Emu, t, elfs = m4
+    emu = Emu(elfs[variant], t)
+    rng = np.random.default_rng(1)
+    for name, w, v, last, theta in _cases():
+        cols, deltas, new_last = ref_gather(v, last, theta)
+        acc0 = rng.integers(-(1 << 20), 1 << 20, w.shape[0]).astype(np.int32)
+        acc, nl, cnt, _, _ = m4_step(emu, w, v, last, theta, acc0)
+        assert cnt == len(cols), (variant, name)
+        np.testing.assert_array_equal(nl, new_last, err_msg=f"{variant} {name}")
+        np.testing.assert_array_equal(acc, ref_matvec(w, cols, deltas, acc0), err_msg=f"{variant} {name}")
+
+
+def density_sweep(emu, rows=384, cols=168, densities=(0.0, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0), seed=3):
+    """[(density, transmitting columns, gather cycles, mat-vec cycles, flash bytes read)]"""
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-127, 128, (rows, cols), dtype=np.int8)
+    out = []
+    for dens in densities:
+        last = rng.integers(-100, 100, cols, dtype=np.int8)
+        v = last.copy()
+        k = int(round(dens * cols))
+        idx = rng.choice(cols, k, replace=False)
+        v[idx] = (last[idx].astype(np.int16) + rng.choice([-9, -5, 5, 9], k)).astype(np.int8)
+        acc0 = np.zeros(rows, np.int32)
+        acc, _, cnt, sg, sm = m4_step(emu, w, v, last, 2, acc0)
+        cc, dd, _ = ref_gather(v, last, 2)
+        np.testing.assert_array_equal(acc, ref_matvec(w, cc, dd, acc0))
+        out.append((dens, cnt, int(sg.cycles), int(sm.cycles)))
+    return out
+
+
+def test_m4_cycles_scale_with_density(m4):
+    """DSP path: cycles = fixed + per-column cost (linear in the transmitting columns)."""
+    Emu, t, elfs = m4
+    emu = Emu(elfs["dsp"], t)
+    rows, cols = 384, 168
+    res = density_sweep(emu, rows, cols)
+    for dens, cnt, g, m in res:
+        print(f"density {dens:.2f}: {cnt} columns, gather {g} cycles, mat-vec {m} cycles "
+              f"({cnt * rows / max(m, 1):.3f} MAC/cycle)")
+    n = np.array([r[1] for r in res], float)
+    c = np.array([r[3] for r in res], float)
+    b, a = np.polyfit(n[1:], c[1:], 1)
+    assert np.abs(a + b * n[1:] - c[1:]).max() < 0.03 * c[-1], res      # affine in the column count
+    assert b / rows < 1.9, b                                          # < 1.9 cycles per MAC
+    assert cols * rows / c[-1] >= 0.5, res                              # >= 0.5 MAC/cycle at full density

@@ -74,6 +74,9 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None, 
             "sram_read_bytes_per_inference": _mean(col["sram_read_bytes"][tr]),
             "sram_write_bytes_per_inference": _mean(col["sram_write_bytes"][tr]),
             "traffic_sampled_sequences": int(tr.sum()),
+            "traffic_note": (f"memory traffic counted exactly (each executed load/store's address from its decoded "
+                             f"operands and registers) on {int(tr.sum())} of {len(tr)} sequences; instructions and "
+                             f"cycles on all of them"),
         }
     if firmware is not None:
         rep["footprint"] = {"flash_bytes": firmware.flash_bytes, "ram_bytes": firmware.ram_bytes,

@@ -90,6 +90,8 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     cal = _load_data(calib, ir, "--calib") if calib else ds
     with atomic_dir(Path(out)) as tmp:
         qm, ranges = P.quantize_model(ir, cal, calib_max, progress)
+        from .targets.fit import check_fits
+        check_fits(qm, int(ds.x.shape[1]), target)   # refuse before compiling
         src = tmp / "src"
         from .generate import generate
         generate(qm, src, max_t=int(ds.x.shape[1]), kernels=kernels)
@@ -222,6 +224,8 @@ def build_cmd(work, target_name, kernels, variant, wait_states):
     if not src.is_dir():
         raise RnnskipError(f"{src} not found; run 'rnnskip generate {work}' first")
     variant = _variant(target, variant, kernels)
+    from .targets.fit import check_fits
+    check_fits(P.load_pickle(Path(work) / "model.q.pkl", "quantize"), _io_max_t(Path(work)), target)
     with atomic_dir(Path(work) / "firmware") as tmp:
         fw = P.build_target(src, tmp, target, variant)
     P.build_host(src, Path(work) / "host")

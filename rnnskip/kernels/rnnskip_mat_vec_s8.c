@@ -19,7 +19,9 @@ static inline uint32_t rd32(const int8_t *p)
     return *(const rnnskip_u32a *)(const void *)p;
 }
 
-#if RNNSKIP_MV_ASM
+#if RNNSKIP_USE_MVE
+/* Helium: rnnskip_mat_vec_acc_s8 is in rnnskip_mat_vec_mve_s8.c. */
+#elif RNNSKIP_MV_ASM
 
 /*
  * DSP path (Cortex-M4/M7/M33/M55..., Armv7E-M / Armv8-M with the DSP extension).

@@ -86,9 +86,29 @@ Other decisions:
   the block executes; a word shared by two consecutive blocks entered by
   fall-through is fetched once. With ws = 0 (the default target) both are free.
 
-Adding a core (cortex-m0plus/m3/m7/m33): add a ``CycleTable`` to ``TABLES`` with
-its own ``costs``/``refill`` numbers (and, if its pipeline rules differ, flags
-such as ``load_pipelining``); the class names are ISA-level and shared.
+Adding a core: add a ``CycleTable`` to ``TABLES`` with its own ``costs``/``refill``
+numbers (and, if its pipeline rules differ, flags such as ``load_pipelining``);
+the class names are ISA-level and shared. ``name_costs`` overrides the class
+cost for single instructions (e.g. BL on the M0/M0+, long multiplies on the M3).
+
+Other cores (each table's ``source`` names its document; details at the table):
+
+* ``cortex-m0`` / ``cortex-m0plus``: the TRMs' Table 3-1 (all values exact
+  rows of the tables; no IT, no load pipelining, no divide instruction).
+* ``cortex-m3``: Cortex-M3 TRM r2p1 Table 18-1 and 18.3 "Load/store timings"
+  (the same pipelining rules as the M4); MLA/MLS 2; long multiplies at their
+  documented worst case (SMULL/UMULL 5, SMLAL/UMLAL 7), like SDIV at 12.
+* ``cortex-m33``: Arm publishes no per-instruction table for the M33 (its TRM
+  has none). It is a 3-stage Armv8-M Mainline pipeline like the M4's, so the
+  M4 values are used unchanged; its limited dual issue of 16-bit pairs is not
+  modelled (an over-estimate).
+* ``cortex-m7``: Arm publishes no per-instruction table for the M7 either.
+  The table is a documented approximation built from third-party measurements
+  (quinapalus.com "Cortex-M7 instruction cycle counts, timings, and
+  dual-issue combinations", STM32H730) and the TRM's pipeline description:
+  single-cycle issue of loads and stores, a one-cycle load-use stall
+  (``load_use_penalty``) and in-order **dual issue** (``dual_issue``, rules in
+  :func:`dual_issues`).
 """
 from __future__ import annotations
 
@@ -154,6 +174,13 @@ class CycleTable:
     it_folding: bool = False             # IT folded onto the previous 16-bit insn (0 cycles)
     failed_cost: int = 1                 # IT-predicated instruction whose condition fails
     literal_load_extra: int = 0          # LDR [PC,#imm] fetch contention (TRM: "might add")
+    name_costs: Mapping[str, Tuple[int, int]] = field(default_factory=dict)  # per-instruction override
+    dual_issue: bool = False             # in-order dual issue of adjacent pairs (Cortex-M7)
+    load_use_penalty: int = 0            # stall when an instruction reads the register loaded just before
+
+    def cost_of_insn(self, insn: "Insn") -> Tuple[int, int]:
+        c = self.name_costs.get(insn.name)
+        return c if c is not None else self.cost_of(insn.cls)
 
     def cost_of(self, cls: str) -> Tuple[int, int]:
         try:
@@ -201,7 +228,113 @@ CORTEX_M4 = CycleTable(
     literal_load_extra=0,
 )
 
-TABLES: Dict[str, CycleTable] = {"cortex-m4": CORTEX_M4}
+
+def _v6m_costs(barrier: int) -> Dict[str, Tuple[int, int]]:
+    """Armv6-M (M0/M0+) class costs; both TRMs' Table 3-1 agree on everything but branches."""
+    return {
+        "alu":          (1, 0),   # MOVS/ADDS/SUBS/logical/shift/CMP/extend/REV: 1
+        "mul":          (1, 0),   # MULS: "1 or 32" - the fast (single-cycle) multiplier option
+        "load":         (2, 0),   # LDR/LDRH/LDRB/LDRSH/LDRSB, immediate or register offset, PC-relative: 2
+        "store":        (2, 0),   # STR/STRH/STRB: 2
+        "store_reg":    (2, 0),
+        "load_multi":   (1, 1),   # LDM/POP: 1+N (POP {..,PC}: + refill, see the tables)
+        "store_multi":  (1, 1),   # STM/PUSH: 1+N
+        "branch":       (1, 0),   # B<cc> not taken: 1
+        "branch_reg":   (1, 0),
+        "barrier":      (barrier, 0),  # DMB/DSB/ISB
+    }
+
+
+CORTEX_M0PLUS = CycleTable(
+    name="cortex-m0plus",
+    source=("Arm Cortex-M0+ Processor TRM r0p1 (DDI 0484C), 3.3 'Instruction set summary', Table 3-1 "
+            "'Cortex-M0+ instruction summary' (zero wait states; fast multiplier)"),
+    costs=_v6m_costs(barrier=3),
+    # Table 3-1: B<cc> 1 or 2, B 2, BX/BLX 2, MOV/ADD PC 2, POP {..,PC} 3+N
+    refill={"direct": 1, "register": 1, "load": 2},
+    load_pipelining=False,     # 2-stage pipeline: no LDR->LDR overlap rule
+    name_costs={"BL": (2, 0)},     # BL 3 = 2 + refill 1
+)
+
+CORTEX_M0 = CycleTable(
+    name="cortex-m0",
+    source=("Arm Cortex-M0 Processor TRM r0p0 (DDI 0432C), 3.3 'Instruction set summary', Table 3-1 "
+            "'Cortex-M0 instruction summary' (zero wait states; fast multiplier)"),
+    costs=_v6m_costs(barrier=4),
+    # Table 3-1: B<cc> 1 or 3, B 3, BX/BLX 3, MOV/ADD PC 3, POP {..,PC} 4+N
+    refill={"direct": 2, "register": 2, "load": 3},
+    load_pipelining=False,
+    name_costs={"BL": (2, 0)},     # BL 4 = 2 + refill 2
+)
+
+CORTEX_M3 = CycleTable(
+    name="cortex-m3",
+    source=("Arm Cortex-M3 Processor TRM r2p1 (DDI 0337I), 18.2 'Processor instruction timings' Table 18-1 "
+            "and 18.3 'Load/store timings'"),
+    # Same pipeline and load/store rules as the M4 (the two TRMs' 3.3.2 / 18.3 texts
+    # are identical); no DSP extension, no FPU; multiplies differ:
+    costs={k: v for k, v in CORTEX_M4.costs.items() if not k.startswith(("fp", "v"))},
+    refill=dict(CORTEX_M4.refill),
+    load_pipelining=True,
+    name_costs={
+        "MLA": (2, 0), "MLS": (2, 0),          # Table 18-1: MLA/MLS 2
+        "SMULL": (5, 0), "UMULL": (5, 0),      # Table 18-1: "3 to 5" (early termination): worst case
+        "SMLAL": (7, 0), "UMLAL": (7, 0),      # Table 18-1: "4 to 7": worst case
+    },
+)
+
+CORTEX_M33 = CycleTable(
+    name="cortex-m33",
+    source=("Arm Cortex-M33 Processor TRM r0p4 (DDI 0553B) has no per-instruction timing table: the "
+            "Cortex-M4 TRM r0p1 (DDI 0439B) Table 3-1 / 3.3.2 / Table 7-1 values are used for this "
+            "3-stage Armv8-M Mainline pipeline; its limited dual issue of 16-bit pairs is not modelled"),
+    costs=dict(CORTEX_M4.costs),
+    refill=dict(CORTEX_M4.refill),
+    load_pipelining=True,
+)
+
+CORTEX_M7 = CycleTable(
+    name="cortex-m7",
+    source=("approximation: Arm Cortex-M7 Processor TRM r1p2 (DDI 0489F) 1.2 'Features' (6-stage in-order "
+            "superscalar pipeline, dual issue, 64-bit load/store path) - Arm publishes no per-instruction "
+            "timings for the M7 - plus the measurements of quinapalus.com 'Cortex-M7 instruction cycle "
+            "counts, timings, and dual-issue combinations' (STM32H730, caches on)"),
+    costs={
+        "alu":          (1, 0),
+        "mul":          (1, 0),   # MUL/MLA/SMLAD/SMULL...: single-cycle issue (pipelined MAC)
+        "div":          (12, 0),  # SDIV/UDIV: worst case, as on the M4
+        "load":         (1, 0),   # single-cycle issue; the result is late: load_use_penalty
+        "store":        (1, 0),
+        "store_reg":    (1, 0),
+        "store_excl":   (1, 0),
+        "load_dual":    (1, 0),   # LDRD/STRD: one 64-bit transfer
+        "store_dual":   (1, 0),
+        "load_multi":   (1, 1),   # LDM/POP/STM/PUSH: 1+N (the 64-bit path is not modelled: over-estimate)
+        "store_multi":  (1, 1),
+        "branch":       (1, 0),
+        "branch_reg":   (1, 0),
+        "table_branch": (2, 0),
+        "it":           (1, 0),
+        "barrier":      (1, 0),
+        "fp":           (1, 0),
+        "fp_mac":       (1, 0),   # fused/chained MACs issue every cycle (FPv5)
+        "fp_div":       (14, 0),
+        "fp_mov2":      (1, 0),
+        "vload":        (1, 0),
+        "vstore":       (1, 0),
+        "vload_multi":  (1, 1),
+        "vstore_multi": (1, 1),
+    },
+    # Taken branches: the branch target address cache makes a predicted loop branch
+    # cost about one bubble; returns and loads of PC are not predicted (6-stage refill).
+    refill={"direct": 1, "register": 4, "load": 4},
+    load_pipelining=False,
+    dual_issue=True,
+    load_use_penalty=1,
+)
+
+TABLES: Dict[str, CycleTable] = {t.name: t for t in (CORTEX_M0, CORTEX_M0PLUS, CORTEX_M3, CORTEX_M4,
+                                                     CORTEX_M7, CORTEX_M33)}
 
 
 def get_table(name: str) -> CycleTable:
@@ -231,6 +364,9 @@ class Insn:
     writes_sp: bool = False         # changes SP (stack-depth tracking, not timing)
     text: str = ""                  # disassembly, for messages
     mem: object = None              # rnnskip.simulator.decode.MemOp or None
+    reads: Tuple[int, ...] = ()     # capstone register ids read (conservative: every register operand)
+    writes: Tuple[int, ...] = ()    # capstone register ids written (incl. flags, writeback)
+    shifted: bool = False           # shifted-register operand, extend or bitfield (M7 pairing)
 
     @property
     def is_single_load(self) -> bool:
@@ -248,7 +384,7 @@ def insn_cost(insn: Insn, table: CycleTable) -> Tuple[int, int]:
     conditional branch, or any non-branch); ``taken_extra`` is added when it
     does change the PC (``P``, from ``table.refill``). No pipelining discount.
     """
-    base, per = table.cost_of(insn.cls)
+    base, per = table.cost_of_insn(insn)
     c = base + per * insn.words
     if insn.cls == "it" and table.it_folding:
         c = 0
@@ -264,6 +400,63 @@ def pipelined(prev: Optional[Insn], insn: Insn, table: CycleTable) -> bool:
             and prev.is_single_load and not prev.predicated
             and insn.is_single_ls and not insn.predicated
             and not (set(prev.dest) & set(insn.addr_regs)))
+
+
+#: Loads whose destination registers feed ``load_use``.
+_LOADS_WITH_DEST = frozenset({"load", "load_dual", "load_multi", "vload", "vload_multi"})
+
+#: DSP / SIMD instructions: on the M7 they dual-issue only as the older (first)
+#: instruction of a pair (observation in the M7 table's sources).
+DSP_NAMES = frozenset(
+    "SADD16 SADD8 SASX SSAX SSUB16 SSUB8 UADD16 UADD8 UASX USAX USUB16 USUB8 "
+    "QADD QSUB QDADD QDSUB QADD16 QADD8 QASX QSAX QSUB16 QSUB8 UQADD16 UQADD8 UQASX UQSAX UQSUB16 UQSUB8 "
+    "SHADD16 SHADD8 SHASX SHSAX SHSUB16 SHSUB8 UHADD16 UHADD8 UHASX UHSAX UHSUB16 UHSUB8 "
+    "SXTB16 SXTAB16 UXTB16 UXTAB16 SEL SSAT16 USAT16 PKHBT PKHTB USAD8 USADA8 "
+    "SMLABB SMLABT SMLATB SMLATT SMLAWB SMLAWT SMLAD SMLADX SMLSD SMLSDX "
+    "SMLALBB SMLALBT SMLALTB SMLALTT SMLALD SMLALDX SMLSLD SMLSLDX "
+    "SMMLA SMMLAR SMMLS SMMLSR SMMUL SMMULR SMUAD SMUADX SMUSD SMUSDX "
+    "SMULBB SMULBT SMULTB SMULTT SMULWB SMULWT REV REV16 REVSH".split())
+
+#: Classes that may take part in a dual-issue pair (single-cycle issue).
+_PAIRABLE = frozenset({"alu", "mul", "load", "store", "store_reg", "fp", "vload", "vstore", "branch"})
+_MEM_CLASSES = LOAD_CLASSES | STORE_CLASSES
+
+
+def load_use(prev: Optional[Insn], insn: Insn) -> bool:
+    """``insn`` reads a register that ``prev`` (a load) has just loaded."""
+    if prev is None or prev.cls not in _LOADS_WITH_DEST or prev.branch:
+        return False
+    loaded = set(prev.dest) if prev.dest else set(prev.writes)
+    return bool(loaded & set(insn.reads))
+
+
+def dual_issues(prev: Optional[Insn], insn: Insn) -> bool:
+    """Cortex-M7 model: may ``insn`` issue in the same cycle as ``prev``?
+
+    Both single-cycle classes (ALU, multiply/MAC, single load/store, FP
+    data-processing or single VLDR/VSTR; a branch only as the second); not both
+    memory accesses (one load/store unit issue per cycle), not both multiplies
+    (one MAC pipeline), not both with a shifted operand / extend / bitfield;
+    DSP/SIMD only as the first; neither inside an IT block nor the IT itself;
+    ``insn`` neither reads nor writes a register ``prev`` writes (a conditional
+    branch after the flag-setting ``prev`` is allowed: it is predicted).
+    """
+    if prev is None or prev.branch or prev.predicated or insn.predicated:
+        return False
+    if prev.cls not in _PAIRABLE or insn.cls not in _PAIRABLE or prev.cls == "branch":
+        return False
+    if prev.cls in _MEM_CLASSES and insn.cls in _MEM_CLASSES:
+        return False
+    if prev.cls == "mul" and insn.cls == "mul":
+        return False
+    if prev.shifted and insn.shifted:
+        return False
+    if insn.name in DSP_NAMES:
+        return False
+    w = set(prev.writes)
+    if insn.cls == "branch":        # predicted: only a register operand (CBZ/CBNZ) must be ready
+        return not (w & set(insn.reads))
+    return not (w & set(insn.reads)) and not (w & set(insn.writes))
 
 
 @dataclass
@@ -289,10 +482,19 @@ def analyse_block(insns: Sequence[Insn], table: CycleTable) -> BlockCost:
     pass_delta: Dict[int, int] = {}
     prev: Optional[Insn] = None
     last = len(insns) - 1
+    prev_second = False              # prev issued as the second of a dual-issue pair
     for i, ins in enumerate(insns):
         c, extra = insn_cost(ins, table)
         if pipelined(prev, ins, table):
             c = max(1, c - 1)
+        if table.load_use_penalty and load_use(prev, ins):
+            c += table.load_use_penalty
+            prev_second = False
+        elif table.dual_issue and not prev_second and dual_issues(prev, ins):
+            c = max(0, c - 1)       # issues in the same cycle as prev
+            prev_second = True
+        else:
+            prev_second = False
         if ins.predicated:
             if ins.branch and i == last:
                 # Passing == branching: the whole difference is charged on "taken".

@@ -21,6 +21,9 @@ FLASH, SRAM, OTHER = 0, 1, 2
 _INS_NAMES = {getattr(AC, n): n[len("ARM_INS_"):] for n in dir(AC) if n.startswith("ARM_INS_")}
 _DB_NAMES = frozenset({"STMDB", "LDMDB", "PUSH", "VPUSH", "VSTMDB", "VLDMDB", "STMDA", "LDMDA"})
 _IB_NAMES = frozenset({"STMIB", "LDMIB"})
+# extend / bitfield instructions: "shifted operand" class of the M7 pairing rules
+_SHIFTED_NAMES = frozenset("SXTB SXTH UXTB UXTH SXTAB SXTAH UXTAB UXTAH SXTB16 UXTB16 SXTAB16 UXTAB16 "
+                           "BFI BFC UBFX SBFX".split())
 
 
 @dataclass(frozen=True)
@@ -90,11 +93,18 @@ class Decoder:
                    predicated=predicated, text=text)
 
         try:
-            ins.writes_sp = AC.ARM_REG_SP in ci.regs_access()[1] or name in ("VPUSH", "VPOP")
+            acc_r, acc_w = ci.regs_access()
         except capstone.CsError:
-            ins.writes_sp = False
+            acc_r, acc_w = (), ()
+        ins.writes_sp = AC.ARM_REG_SP in acc_w or name in ("VPUSH", "VPOP")
         regs = [o for o in ops if o.type == AC.ARM_OP_REG]
         mems = [o for o in ops if o.type == AC.ARM_OP_MEM]
+        # register dependencies (dual-issue / load-use models): reads are conservative
+        ins.reads = tuple(sorted(set(acc_r) | {o.reg for o in regs} |
+                                 {r for o in mems for r in (o.mem.base, o.mem.index) if r}))
+        ins.writes = tuple(sorted(set(acc_w) | {o.reg for o in regs if o.access & capstone.CS_AC_WRITE}))
+        ins.shifted = name in _SHIFTED_NAMES or any(o.shift.type != 0 and o.shift.value for o in ops
+                                                    if o.type == AC.ARM_OP_REG)
         pc = AC.ARM_REG_PC
         sp = AC.ARM_REG_SP
 
@@ -112,7 +122,7 @@ class Decoder:
             ins.branch = "load"
         elif cls == "load" and regs and regs[0].reg == pc:
             ins.branch = "load"
-        elif cls == "alu" and regs and regs[0].reg == pc and (regs[0].access & AC.CS_AC_WRITE):
+        elif cls == "alu" and regs and regs[0].reg == pc and (regs[0].access & capstone.CS_AC_WRITE):
             ins.branch = "register"
 
         # ---- memory --------------------------------------------------------

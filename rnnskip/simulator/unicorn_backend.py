@@ -140,6 +140,9 @@ class UnicornEmulator:
     """
 
     def __init__(self, elf_path, target, max_instructions: int = 50_000_000):
+        if not target.unicorn_cpu:
+            raise EmulationError(f"target {target.name} cannot run under Unicorn: "
+                                 + target.raw.get("unicorn_missing", "no Unicorn CPU model for this core"))
         self.elf_path = Path(elf_path)
         self.target = target
         self.max_instructions = int(max_instructions)
@@ -179,9 +182,11 @@ class UnicornEmulator:
                     if seg["p_type"] == "PT_LOAD":
                         self._segments.append((seg["p_paddr"], seg["p_vaddr"], seg.data(), seg["p_memsz"]))
                 self._exec_sections = []
-                for sec in elf.iter_sections():
+                exec_idx = set()
+                for idx, sec in enumerate(elf.iter_sections()):
                     if sec["sh_flags"] & 0x4 and sec["sh_type"] == "SHT_PROGBITS":  # SHF_EXECINSTR
                         self._exec_sections.append((sec["sh_addr"], sec.data()))
+                        exec_idx.add(idx)
                 symtab = elf.get_section_by_name(".symtab")
                 if symtab is None:
                     raise EmulationError(f"{self.elf_path.name} has no symbol table; do not strip firmware for emulation")
@@ -193,7 +198,10 @@ class UnicornEmulator:
                     if not name:
                         continue
                     if name[0] == "$":
-                        self._mapping.append((val, name[1]))
+                        # only code sections' mapping symbols: a $d in .debug_frame has a
+                        # section offset for a value, which collides with code at address 0
+                        if s["st_shndx"] in exec_idx:
+                            self._mapping.append((val, name[1]))
                         continue
                     if typ == "STT_FUNC":
                         val &= ~1
@@ -453,6 +461,8 @@ class UnicornEmulator:
         if pc != end:     # code outside the sweep (e.g. copied to RAM): decode on the fly
             code = bytes(self.uc.mem_read(address, size))
             insns = Decoder(self._region).decode(code, address)
+            for i in insns:                # traffic accounting looks load/stores up by PC
+                self.insns.setdefault(i.address, i)
         bc = _cycles.analyse_block(insns, self.table)
         ws = self.ws
         static = bc.cost + ws * bc.fetch_words

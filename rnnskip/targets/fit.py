@@ -1,0 +1,93 @@
+"""Will a model fit a target's (or board's) flash and RAM? Checked before compiling.
+
+The estimate is built from the QModel's array sizes (exactly what the generated
+C stores) plus the target's ``[fit] code_bytes`` allowance for code and the
+runtime; the linker script's ASSERTs stay the backstop for anything missed.
+
+    est = estimate(qm, max_t, target, bundled_bytes=0)
+    check_fits(qm, max_t, target, where="cortex-m0plus")   # RnnskipError if not
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import RnnskipError
+
+#: sigmoid + tanh tables: 2 x 257 int16
+LUT_BYTES = 2 * 257 * 2
+#: default allowance for code, vector table, startup and libgcc helpers
+DEFAULT_CODE_BYTES = 8192
+
+
+def _a4(n: int) -> int:
+    return (int(n) + 3) // 4 * 4
+
+
+@dataclass
+class SizeEstimate:
+    flash: int           # bytes of flash: weights + LUTs + code allowance + bundled data
+    ram: int             # bytes of RAM: model state + I/O buffers + stack
+    weights: int
+    state: int
+    io: int
+    stack: int
+    code: int
+    bundled: int
+
+
+def state_bytes(qm) -> int:
+    """sizeof(rnnskip_state_t) as the template lays it out (upper bound: every member 4-aligned)."""
+    n = 0
+    if qm.input_dense is not None:
+        n += 4 * qm.input_dense.rows
+    for l in qm.layers:
+        n += _a4(l.xh_len) + _a4(2 * l.up)
+    n += 4 * max(4 * l.up for l in qm.layers)                     # acc
+    pre = max((l.up if l.kind == "gru" else 0) for l in qm.layers)
+    n += _a4(2 * pre)
+    if qm.head:
+        hs = max(d.rows for d in qm.head)
+        n += 2 * _a4(hs) + 4 * hs
+    return n + 4                                                   # steps_run
+
+
+def io_bytes(qm, max_t: int) -> int:
+    """The rnnskip_io.c buffers for sequences of up to ``max_t`` steps."""
+    step = 1 if qm.token_input else qm.features_p
+    per = 4 if qm.token_input else 1
+    out_len = qm.head[-1].rows if qm.head else qm.layers[-1].up
+    return _a4(max_t * step * per) + 2 * _a4(max_t) + _a4(2 * out_len) + 8 + state_bytes(qm)
+
+
+def estimate(qm, max_t: int, target, bundled_bytes: int = 0) -> SizeEstimate:
+    code = int(target.raw.get("fit", {}).get("code_bytes", DEFAULT_CODE_BYTES))
+    w = qm.flash_weight_bytes()
+    st = state_bytes(qm)
+    io = io_bytes(qm, max_t)          # includes the static state rnnskip_io.c keeps
+    return SizeEstimate(flash=w + LUT_BYTES + code + int(bundled_bytes), ram=io + target.stack_size,
+                        weights=w, state=st, io=io, stack=target.stack_size, code=code,
+                        bundled=int(bundled_bytes))
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.1f} KiB"
+
+
+def check_fits(qm, max_t: int, target, where: str = "", bundled_bytes: int = 0) -> SizeEstimate:
+    """Raise a one-line RnnskipError (both sizes) when the model cannot fit ``target``'s memory."""
+    est = estimate(qm, max_t, target, bundled_bytes)
+    on = where or target.name
+    if est.flash > target.flash_size:
+        raise RnnskipError(
+            f"model does not fit {on}: needs about {est.flash:,} bytes of flash ({_kib(est.flash)}: "
+            f"{est.weights:,} B weights + {est.code:,} B code allowance"
+            + (f" + {est.bundled:,} B bundled test data" if est.bundled else "")
+            + f") but {on} has {target.flash_size:,} bytes ({_kib(target.flash_size)}); "
+            f"shrink the model or pick a target/board with more flash")
+    if est.ram > target.ram_size:
+        raise RnnskipError(
+            f"model does not fit {on}: needs about {est.ram:,} bytes of RAM ({_kib(est.ram)}: "
+            f"{est.io:,} B state and I/O buffers for {max_t} steps + {est.stack:,} B stack) but {on} has "
+            f"{target.ram_size:,} bytes ({_kib(target.ram_size)}); use shorter sequences (--max-t), a smaller "
+            f"model, or a target/board with more RAM")
+    return est

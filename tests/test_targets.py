@@ -1,0 +1,205 @@
+"""Every Cortex-M target: declarative files, cycle tables, and a demo-sized model
+built and emulated under Unicorn bit-exact with the golden model (cortex-m55, which
+Unicorn cannot run, is built here and emulated under QEMU in tests/test_qemu.py)."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from random_models import random_data, random_ir
+from rnnskip import pipeline as P
+from rnnskip import targets
+from rnnskip.datasets import Dataset
+from rnnskip.errors import RnnskipError
+from rnnskip.generate import generate
+from rnnskip.quant.calibrate import calibrate
+from rnnskip.quant.quantize import quantize
+from rnnskip.reference import FloatModel
+from rnnskip.simulator import cycles as C
+from rnnskip.simulator.decode import Decoder
+from rnnskip.targets.fit import check_fits, estimate
+
+HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
+needs_arm = pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+
+ALL = ["cortex-m0", "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55"]
+UNICORN = [t for t in ALL if t != "cortex-m55"]
+
+
+def test_every_target_file_loads():
+    assert set(ALL) <= set(targets.available())
+    for name in ALL:
+        t = targets.load(name)
+        assert t.name == name and t.flash_size > 0 and t.ram_size > 0
+        assert any(f.startswith("-mcpu=") for f in t.cflags)
+        assert t.cycle_source            # every target cites where its timings come from
+        if name == "cortex-m55":
+            assert t.mve and not t.unicorn_cpu and "MVE" in t.raw["unicorn_missing"]
+        else:
+            table = C.get_table(t.cycle_table)
+            assert table.name == name and ("TRM" in table.source or "Technical Reference" in t.cycle_source)
+    assert not targets.load("cortex-m0plus").dsp and not targets.load("cortex-m3").dsp
+    assert targets.load("cortex-m33").dsp and targets.load("cortex-m7").fpu
+
+
+def test_cli_lists_targets():
+    from click.testing import CliRunner
+    from rnnskip.cli import main
+    r = CliRunner().invoke(main, ["targets"])
+    assert r.exit_code == 0, r.output
+    for name in ALL:
+        assert name in r.output
+
+
+# ---- cycle tables ------------------------------------------------------------
+def _region(addr):
+    return 0
+
+
+def _cost(table, hexbytes, taken=False):
+    return C.block_cost(Decoder(_region).decode(bytes.fromhex(hexbytes), 0x08000000), table, taken)
+
+
+def test_armv6m_tables_follow_their_trms():
+    m0p, m0 = C.get_table("cortex-m0plus"), C.get_table("cortex-m0")
+    bl = "00f000f8"                       # bl (next instruction)
+    assert _cost(m0p, bl, taken=True) == 3 and _cost(m0, bl, taken=True) == 4     # Table 3-1: BL 3 / 4
+    pop_pc = "f0bd"                       # pop {r4-r7, pc}: N = 5 words
+    assert _cost(m0p, pop_pc, taken=True) == 3 + 5 and _cost(m0, pop_pc, taken=True) == 4 + 5
+    assert _cost(m0p, "7047", taken=True) == 2 and _cost(m0, "7047", taken=True) == 3  # bx lr
+    # no LDR->LDR pipelining on Armv6-M: two loads are 2 + 2
+    assert _cost(m0p, "08681168") == 4 and _cost(C.CORTEX_M4, "08681168") == 3
+
+
+def test_m3_multiplies_are_slower_than_m4():
+    smull = "81fb0201"                    # smull r0, r1, r1, r2
+    mla = "01fb0230"                      # mla r0, r1, r2, r3
+    assert _cost(C.get_table("cortex-m3"), smull) == 5 and _cost(C.CORTEX_M4, smull) == 1
+    assert _cost(C.get_table("cortex-m3"), mla) == 2
+
+
+def test_m7_dual_issue_and_load_use():
+    m7 = C.get_table("cortex-m7")
+    assert m7.dual_issue and m7.load_use_penalty == 1
+    # add r0, r1, r2 ; add r3, r4, r5  -> independent: one cycle
+    assert _cost(m7, "881804eb0503") == 1
+    # add r0, r1, r2 ; add r3, r0, r5  -> dependent: two cycles
+    assert _cost(m7, "881800eb0503") == 2
+    # ldr r0, [r1] ; adds r0, #1     -> load-use stall: 1 + 1 + 1
+    assert _cost(m7, "08680130") == 3
+    # ldr r0, [r1] ; ldr r2, [r3]    -> one load/store issue per cycle: 2
+    assert _cost(m7, "08681a68") == 2
+    # smlad r4, r5, r8, r4 ; smlad r6, r7, r8, r6 -> one MAC pipe: 2
+    assert _cost(m7, "25fb0844" "27fb0866") == 2
+    # three independent adds: pairs never overlap (1 + 0 + 1)
+    assert _cost(m7, "881804eb0503" "07eb0806") == 2
+
+
+# ---- fit check --------------------------------------------------------------
+def _qm(cfg="tok-lstm-softmax", units=(9, 6), vocab=50, seed=0):
+    ir = random_ir(cfg, seed=seed, units=units, vocab=vocab)
+    x, L = random_data(ir, n=8, T=9, seed=seed + 1)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    return ir, qm, x, L
+
+
+def test_model_too_big_is_refused_with_both_sizes():
+    ir, qm, x, L = _qm(vocab=300_000)     # a 300k x 8 embedding: ~2.3 MiB of flash
+    t = targets.load("cortex-m0plus")
+    with pytest.raises(RnnskipError) as e:
+        check_fits(qm, 9, t)
+    msg = str(e.value)
+    assert "flash" in msg and f"{t.flash_size:,}" in msg and f"{estimate(qm, 9, t).flash:,}" in msg
+    t0 = targets.load("cortex-m0")         # 16 KiB RAM: 3000-step token buffers do not fit
+    with pytest.raises(RnnskipError, match=r"RAM .*16,384 bytes"):
+        check_fits(_qm()[1], 3000, t0)
+    assert check_fits(_qm()[1], 9, t0).ram <= t0.ram_size
+
+
+# ---- every target: build + emulate bit-exact ----------------------------------
+def mixed_ir(seed=0, features=5, dim=7, units=(9, 6)):
+    """Input Dense -> LSTM -> GRU (reset_after=False) -> Dense(tanh) -> Dense(softmax):
+    one demo-sized model that runs every kernel the targets compile (mat-vec, both
+    cells, GRU reset, requantise, fully connected with and without a LUT)."""
+    from rnnskip.converter.ir import DenseLayer, FeatureInput, ModelIR, RNNLayer
+    rng = np.random.default_rng(seed)
+    inp = FeatureInput(features=features, mask_value=0.0,
+                       dense=DenseLayer(rng.normal(0, 0.4, (features, dim)), rng.normal(0, 0.1, dim), "relu", "in"))
+    U0, U1 = units
+    layers = [RNNLayer(kind="lstm", units=U0, kernel=rng.normal(0, 0.5, (dim, 4 * U0)),
+                       recurrent_kernel=rng.normal(0, 0.4, (U0, 4 * U0)), bias=rng.normal(0, 0.3, 4 * U0),
+                       return_sequences=True, reset_after=True, name="lstm_0"),
+              RNNLayer(kind="gru", units=U1, kernel=rng.normal(0, 0.5, (U0, 3 * U1)),
+                       recurrent_kernel=rng.normal(0, 0.4, (U1, 3 * U1)), bias=rng.normal(0, 0.3, 3 * U1),
+                       return_sequences=False, reset_after=False, name="gru_1")]
+    head = [DenseLayer(rng.normal(0, 0.5, (U1, 6)), rng.normal(0, 0.2, 6), "tanh", "d0"),
+            DenseLayer(rng.normal(0, 0.5, (6, 3)), rng.normal(0, 0.2, 3), "softmax", "d1")]
+    return ModelIR(input=inp, rnn_layers=layers, head=head, name="mixed")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    d = tmp_path_factory.mktemp("targets")
+    ir = mixed_ir()
+    x, L = random_data(ir, n=8, T=9, seed=1)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    generate(qm, d / "src", max_t=x.shape[1])
+    return {"ir": ir, "qm": qm, "x": x, "L": L, "dir": d, "fw": {}}
+
+
+def _firmware(demo, name, variant):
+    key = (name, variant)
+    if key not in demo["fw"]:
+        t = targets.load(name)
+        demo["fw"][key] = P.build_target(demo["dir"] / "src", demo["dir"] / f"{name}-{variant}", t, variant)
+    return demo["fw"][key]
+
+
+def _evaluate(demo, name, variant, n=None):
+    t = targets.load(name)
+    x, L = demo["x"][:n], demo["L"][:n]
+    ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+    return P.evaluate(demo["ir"], demo["qm"], ds, firmware=_firmware(demo, name, variant), target=t,
+                      traffic_sample=1, workers=1, progress=False)
+
+
+@needs_arm
+@pytest.mark.parametrize("name", UNICORN)
+def test_target_bitexact_under_unicorn(demo, name):
+    t = targets.load(name)
+    check_fits(demo["qm"], demo["x"].shape[1], t)
+    for v in (["dsp", "plain"] if t.dsp else ["plain"]):
+        fw = _firmware(demo, name, v)
+        assert fw.flash_bytes <= estimate(demo["qm"], demo["x"].shape[1], t).flash   # the estimate is an upper bound
+        ev = _evaluate(demo, name, v)
+        assert ev.device_checked == len(demo["x"])
+        assert ev.device_mismatches == 0, f"{name}/{v}: {ev.first_mismatch}"
+        assert (ev.emu.stats[:, 1] > 0).all()
+        assert len({tuple(r) for r in ev.emu.out.tolist()}) > 1     # not trivially constant
+
+
+@needs_arm
+def test_cycle_tables_rank_the_cores(demo):
+    """Same model, same kernels: the cores rank the way their pipelines say."""
+    cyc = {(n, v): _evaluate(demo, n, v, 2).emu.stats[:, 1].sum()
+           for n, v in (("cortex-m0", "plain"), ("cortex-m0plus", "plain"), ("cortex-m3", "plain"),
+                        ("cortex-m4", "plain"), ("cortex-m4", "dsp"), ("cortex-m7", "dsp"))}
+    assert cyc["cortex-m0", "plain"] > cyc["cortex-m0plus", "plain"] > cyc["cortex-m3", "plain"]
+    assert cyc["cortex-m4", "plain"] > cyc["cortex-m4", "dsp"] > cyc["cortex-m7", "dsp"]
+
+
+@needs_arm
+def test_m55_builds_with_helium_and_unicorn_says_why_not(demo):
+    from rnnskip.simulator import UnicornEmulator
+    from rnnskip.simulator.unicorn_backend import EmulationError
+    fw = _firmware(demo, "cortex-m55", "dsp")
+    import subprocess
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", "-m", "armv8.1-m.main", str(fw.elf)],
+                         capture_output=True, text=True).stdout
+    mv = dis[dis.index("<rnnskip_mat_vec_acc_s8>:"):]
+    mv = mv[:mv.index("\n\n")]
+    assert "vctp.8" in mv and "vmlava.s8" in mv            # the Helium mat-vec is linked in
+    with pytest.raises(EmulationError, match="no Armv8.1-M core"):
+        UnicornEmulator(fw.elf, targets.load("cortex-m55"))

@@ -80,8 +80,10 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable") -> Dict:
     layout, matvec_fn = PROVIDERS[kernels]
     head_rows = [d.rows for d in qm.head]
     pred = c_context(qm)  # skip predictor (issue 4) or None
+    from .delta.codegen import delta_context
+    delta = delta_context(qm)  # delta network (issue 5) or None
     return {
-        "pred": pred,
+        "pred": pred, "delta": delta,
         "qm": qm, "version": __version__, "act_ids": ACT_IDS, "max_t": int(max_t),
         "kernels": kernels, "layout": layout, "matvec_fn": matvec_fn,
         "wtype": "int16_t" if layout == "paired" else "int8_t",
@@ -89,7 +91,8 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable") -> Dict:
         "pre_rows": max((l.up if l.kind == "gru" else 0) for l in qm.layers),
         "out_len": qm.head[-1].rows if qm.head else qm.layers[-1].up,
         "head_scratch": max(head_rows) if head_rows else 0,
-        "arrays": _arrays(qm, layout) + ([_c_array(*a) for a in qm.predictor.c_arrays()] if pred else []),
+        "arrays": _arrays(qm, layout) + ([_c_array(*a) for a in qm.predictor.c_arrays()] if pred else [])
+        + ([_c_array(*a) for a in delta["arrays"]] if delta else []),
     }
 
 

@@ -19,6 +19,7 @@ from .errors import RnnskipError
 from .generate import KERNEL_PROVIDERS, generate
 from .host import HostModel
 from .quant.calibrate import Ranges, calibrate
+from .quant.delta_golden import golden_for
 from .quant.golden import GoldenModel, predict_classes
 from .quant.model import QModel
 from .quant.quantize import quantize
@@ -78,7 +79,7 @@ def evaluate(ir: ModelIR, qm: QModel, ds: Dataset, host_so: Optional[Path] = Non
     probs = float_model(ir).predict(ds.x, ds.lengths)
     float_pred = (probs[:, 0] > 0.5).astype(np.int64) if probs.shape[1] == 1 else np.argmax(probs, 1)
     t1 = time.time()
-    g = GoldenModel(qm)
+    g = golden_for(qm)  # GoldenModel, or DeltaGoldenModel when qm.delta is set (issue 5)
     g_out, g_flags = g.run(ds.x, ds.lengths)
     g_pred = predict_classes(g_out, qm.output_activation)
     ev = Evaluation(n=len(ds), float_acc=_accuracy(float_pred, ds.y), golden_acc=_accuracy(g_pred, ds.y),

@@ -18,3 +18,41 @@ def pack_columns(w: np.ndarray) -> np.ndarray:
 def list_words(max_cols: int) -> int:
     """int32 words a transmit list needs for ``max_cols`` columns (+ the padding entry)."""
     return 3 * ((int(max_cols) + 2) // 2)
+
+
+def delta_context(qm):
+    """Template context for delta mode (None when ``qm.delta`` is not set).
+
+    Returns {"layers": [...], "list_words": int, "arrays": [(name, values, dtype, doc)]}.
+    Per layer: ``merged`` (LSTM: input and hidden columns update the same rows, one
+    list and one column-sparse call over ``[in_p + up]`` columns), else two calls
+    (GRU: input columns -> rows [0, 3up) of M = [cx | z | r | ch], hidden columns ->
+    rows [up, 4up)).
+    """
+    spec = getattr(qm, "delta", None)
+    if spec is None:
+        return None
+    from ..quant.delta_golden import delta_layout
+    from .spec import check_supported
+    check_supported(qm.layers)
+    layers, arrays, max_cols = [], [], 0
+    for i, (l, tx, th) in enumerate(zip(qm.layers, spec.theta_x, spec.theta_h)):
+        D = delta_layout(l)
+        merged = D.x_row0 == D.h_row0 and D.rows_x == D.rows_h
+        p = f"rnnskip_l{i}_d"
+        if merged:
+            w = np.concatenate([D.wx, D.wh], axis=1)
+            arrays.append((f"{p}_w", pack_columns(w), np.int16,
+                           f"{l.name} delta: weights [{w.shape[0]} rows] column-major, {w.shape[1]} columns "
+                           f"(input then hidden), row pairs packed as int16 256*w[2p+1]+w[2p]"))
+            max_cols = max(max_cols, w.shape[1])
+        else:
+            arrays.append((f"{p}x_w", pack_columns(D.wx), np.int16,
+                           f"{l.name} delta: input columns [{l.in_p}] x rows [{D.rows_x}] (cx, z, r), column-major paired"))
+            arrays.append((f"{p}h_w", pack_columns(D.wh), np.int16,
+                           f"{l.name} delta: hidden columns [{l.up}] x rows [{D.rows_h}] (z, r, ch), column-major paired"))
+            max_cols = max(max_cols, l.in_p, l.up)
+        arrays.append((f"{p}_m0", D.m0, np.int32, f"{l.name} delta: running sums at sequence start (the biases)"))
+        layers.append({"merged": merged, "rows_x": D.rows_x, "rows_h": D.rows_h, "x_row0": D.x_row0,
+                       "h_row0": D.h_row0, "m_rows": D.m_rows, "theta_x": int(tx), "theta_h": int(th)})
+    return {"layers": layers, "list_words": list_words(max_cols), "arrays": arrays}

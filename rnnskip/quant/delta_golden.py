@@ -171,7 +171,10 @@ class DeltaGoldenModel(GoldenModel):
         state = self.initial_state(N)
         dens = np.full((N, T), np.nan) if trace else None
         total = sum(l.in_dim + l.units for l in self.qm.layers)
+        pred = getattr(self.qm, "predictor", None)
         for t in range(T):
+            if pred is not None and valid[:, t].any():  # skip predictor (issue 4) first, as GoldenModel.run
+                valid[:, t] &= ~pred.skip(self.step_input(dev[:, t]), state)
             if valid[:, t].any():
                 before = sum(s["tx_x"][:, 0] + s["tx_h"][:, 0] for s in state) if trace else None
                 state = self.step(state, dev[:, t], valid[:, t])
@@ -188,6 +191,11 @@ class DeltaGoldenModel(GoldenModel):
     def run(self, x: np.ndarray, lengths: np.ndarray):
         out, flags, self.last_stats = self.run_stats(x, lengths)
         return out, flags
+
+
+def golden_for(qm: QModel) -> GoldenModel:
+    """The golden model the C code of ``qm`` follows: delta when ``qm.delta`` is set."""
+    return DeltaGoldenModel(qm) if getattr(qm, "delta", None) is not None else GoldenModel(qm)
 
 
 def effective_macs(qm: QModel, stats: dict, layouts: Optional[List[DeltaLayout]] = None) -> dict:

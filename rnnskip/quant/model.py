@@ -127,6 +127,7 @@ class QModel:
     output_scale: float = 1.0
     name: str = "model"
     predictor: Optional[object] = None  # rnnskip.skip.qpredictor.QPredictor: skip steps it rejects (issue 4)
+    delta: Optional[object] = None      # rnnskip.delta.spec.DeltaSpec: delta-network thresholds (issue 5)
 
     def all_mats(self):
         dense = ([self.input_dense] if self.input_dense else []) + list(self.head)

@@ -1,0 +1,98 @@
+"""Delta networks on the device: golden delta model vs generated C (host build and
+emulated firmware, DSP and plain paths) bit for bit with thresholds > 0, and the
+delta C with theta = 0 equal to the dense golden model."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from random_models import random_data, random_ir
+from rnnskip import pipeline as P
+from rnnskip.datasets import Dataset
+from rnnskip.delta.spec import DeltaSpec
+from rnnskip.generate import generate
+from rnnskip.quant.calibrate import calibrate
+from rnnskip.quant.delta_golden import DeltaGoldenModel
+from rnnskip.quant.golden import GoldenModel
+from rnnskip.quant.quantize import quantize
+from rnnskip.reference import FloatModel
+
+HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
+CFGS = ["feat-dense-gru", "feat-lstm-lstm", "tok-gru-sigmoid", "tok-lstm-softmax", "feat-mask-gru"]
+
+
+def _setup(cfg, thetas, seed=0, n=10, T=14):
+    ir = random_ir(cfg, seed=seed)
+    x, L = random_data(ir, n=n, T=T, seed=seed + 1)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    k = len(qm.layers)
+    qm.delta = DeltaSpec([thetas[0]] * k, [thetas[1]] * k)
+    return ir, qm, Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+
+
+@pytest.fixture(scope="module", params=CFGS)
+def built(request, tmp_path_factory):
+    ir, qm, ds = _setup(request.param, (3, 2))
+    d = tmp_path_factory.mktemp(f"delta-{request.param}")
+    generate(qm, d / "src", max_t=ds.x.shape[1])
+    return request.param, ir, qm, ds, d
+
+
+def test_host_bitexact(built):
+    cfg, ir, qm, ds, d = built
+    so = P.build_host(d / "src", d / "host")
+    ev = P.evaluate(ir, qm, ds, host_so=so, progress=False)
+    assert ev.host_checked == len(ds) and ev.host_mismatches == 0, ev.first_mismatch
+    # thresholds really changed the result and really skipped columns
+    dense, _ = GoldenModel(qm).run(ds.x, ds.lengths)
+    out, _, st = DeltaGoldenModel(qm).run_stats(ds.x, ds.lengths)
+    tot = sum(l.in_dim + l.units for l in qm.layers) * st["steps"].sum()
+    assert 0 < (st["tx_x"].sum() + st["tx_h"].sum()) < tot
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@pytest.mark.parametrize("variant", ["dsp", "plain"])
+def test_firmware_bitexact(built, variant):
+    from rnnskip import targets
+    cfg, ir, qm, ds, d = built
+    t = targets.load("cortex-m4")
+    fw = P.build_target(d / "src", d / f"fw-{variant}", t, variant)
+    ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=1, workers=1, progress=False)
+    assert ev.device_checked == len(ds) and ev.device_mismatches == 0, ev.first_mismatch
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+def test_theta0_device_equals_dense_golden(tmp_path):
+    from rnnskip import targets
+    ir, qm, ds = _setup("feat-lstm-lstm", (0, 0), seed=2)
+    generate(qm, tmp_path / "src", max_t=ds.x.shape[1])
+    t = targets.load("cortex-m4")
+    fw = P.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+    assert ev.device_mismatches == 0, ev.first_mismatch
+    dense, _ = GoldenModel(qm).run(ds.x, ds.lengths)
+    np.testing.assert_array_equal(ev.emu.out[:, : qm.output_dim], dense)
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@pytest.mark.parametrize("cfg,ptype", [("feat-dense-gru", "mlp"), ("feat-lstm-lstm", "forest")])
+def test_delta_with_skip_predictor(cfg, ptype, tmp_path):
+    """--delta with --predictor: the predictor decides first (a skipped step changes no
+    delta state), a run step is delta-sparse; golden, host and firmware agree."""
+    from rnnskip import targets
+    from test_skip_device import _setup as skip_setup
+    ir, qm, x, L = skip_setup(cfg, ptype)
+    qm.delta = DeltaSpec([2] * len(qm.layers), [2] * len(qm.layers))
+    ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+    out, flags, st = DeltaGoldenModel(qm).run_stats(x, L)
+    valid = GoldenModel(qm).valid_steps(x) & (np.arange(x.shape[1])[None, :] < L[:, None])
+    assert 0 < flags.sum() < valid.sum()                     # the predictor skipped some valid steps
+    assert (st["steps"] == flags.sum(1)).all()
+    generate(qm, tmp_path / "src", max_t=x.shape[1])
+    t = targets.load("cortex-m4")
+    so = P.build_host(tmp_path / "src", tmp_path / "host")
+    fw = P.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+    assert ev.host_mismatches == 0 and ev.device_mismatches == 0, ev.first_mismatch

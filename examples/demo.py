@@ -10,11 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # keep TensorFlow's start-up chatter out of the demo
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
 def train(out: Path, seed: int = 0):
-    import numpy as np
+    import warnings
+    warnings.filterwarnings("ignore")
     import tf_keras as keras
     from rnnskip.datasets import load_aeon, save_npz
 

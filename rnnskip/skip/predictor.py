@@ -242,7 +242,7 @@ def _fit_keras(Z, y, hidden, seed, verbose):
     model = tfk.Sequential([L.InputLayer(input_shape=(Z.shape[1],))]
                            + [L.Dense(h, activation="relu") for h in hidden] + [L.Dense(1)])
     model.compile(optimizer=tfk.optimizers.Adam(3e-3),
-                  loss=tfk.losses.BinaryCrossentropy(from_logits=True))
+                  loss=tfk.losses.BinaryCrossentropy(from_logits=True), weighted_metrics=[])
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(y))
     n_val = max(1, len(y) // 10)

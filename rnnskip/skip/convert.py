@@ -1,0 +1,309 @@
+"""Skipping inside rnnskip-convert: ``--predictor DIR`` or ``--skip auto`` (train, then convert).
+
+:class:`SkipSetup` is created before the output folder (so bad arguments and a
+mismatched predictor folder fail with one line and nothing written), attaches
+the int8 predictor to the quantised model, and after the normal evaluation adds
+the report's ``skip`` section: the dense model's int8 accuracy, emulated cycles
+and flash traffic on the same sequences (a second, dense firmware), the float
+oracle on the same data, baselines, a Pareto plot and the skipped-elements picture.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..errors import RnnskipError
+from . import PATENT_NOTICE
+from . import features as F
+from . import plots
+from .evaluate import golden_run, macs
+
+METHOD = ("skip predictor without retraining (Arm Research, SenSys-ML 2019): a tiny int8 predictor evaluates "
+          "[v_t, h_(t-1)] before each step and skips the step (state kept) when it predicts a small state change")
+
+
+@dataclass
+class SkipSetup:
+    predictor_dir: Optional[str] = None
+    auto: bool = False
+    train_path: Optional[str] = None
+    val_path: Optional[str] = None
+    max_loss: Optional[float] = None
+    type: str = "mlp"
+    rounds: int = 2
+    log: Callable[[str], None] = print
+    # filled in
+    fp: object = None
+    meta: dict = field(default_factory=dict)
+    train_ds: object = None
+    val_ds: object = None
+
+    @classmethod
+    def prepare(cls, ir, predictor: Optional[str] = None, skip: Optional[str] = None, train: Optional[str] = None,
+                val: Optional[str] = None, max_loss: Optional[float] = None, ptype: Optional[str] = None,
+                rounds: int = 2, log=print) -> Optional["SkipSetup"]:
+        """Validate the skipping options (before anything is written); None when skipping is off."""
+        from ..datasets import load_npz
+        from .predictor import TYPES
+        if predictor is None and skip in (None, "off", "none"):
+            if train or val or max_loss is not None:
+                raise RnnskipError("--train/--val/--max-loss configure skipping: add --skip auto (train a predictor) "
+                                   "or --predictor DIR")
+            return None
+        if predictor is not None and skip not in (None, "off", "none"):
+            raise RnnskipError("pass either --predictor DIR (a trained predictor) or --skip auto (train one now), not both")
+        if skip not in (None, "auto", "off", "none"):
+            raise RnnskipError(f"--skip '{skip}' is unknown; use --skip auto (or --predictor DIR)")
+        if ptype is not None and ptype not in TYPES:
+            raise RnnskipError(f"unknown --type '{ptype}'; choose one of {', '.join(TYPES)}")
+        s = cls(predictor_dir=predictor, auto=skip == "auto", train_path=train, val_path=val, max_loss=max_loss,
+                type=ptype or "mlp", rounds=rounds, log=log)
+        F.check_classifier(ir)
+        if s.auto:
+            missing = [n for n, v in (("--train", train), ("--val", val), ("--max-loss", max_loss)) if v is None]
+            if missing:
+                raise RnnskipError(f"--skip auto trains a predictor and needs {', '.join(missing)}")
+            if max_loss < 0:
+                raise RnnskipError(f"--max-loss must be >= 0 accuracy points (got {max_loss})")
+            s.train_ds = load_npz(str(train), ir)
+            s.val_ds = load_npz(str(val), ir)
+        else:
+            from .folder import load
+            s.fp, s.meta = load(predictor, ir)
+        return s
+
+    def attach(self, ir, qm, work: Path, progress: bool = True):
+        """Train (``--skip auto``: into ``work/predictor``) or take the loaded predictor; set ``qm.predictor``."""
+        from .qpredictor import quantize_predictor
+        if self.auto:
+            from . import folder
+            from .train import TrainConfig, train
+            cfg = TrainConfig(type=self.type, max_loss=float(self.max_loss), rounds=self.rounds)
+            res = train(ir, self.train_ds, self.val_ds, cfg, qm=qm, log=self.log if progress else None)
+            out = Path(work) / "predictor"
+            out.mkdir(parents=True, exist_ok=True)
+            self.meta = folder.save(out, res, ir, "(rnnskip-convert --skip auto)", self.train_path, self.val_path)
+            self.fp = res.predictor
+            self.predictor_dir = str(out)
+        qm.predictor = quantize_predictor(self.fp, qm)
+        return qm.predictor
+
+    # ---- report ----------------------------------------------------------------
+    def section(self, ir, qm, ds, ev, out_dir: Path, dense_fw=None, target=None, emulate_max=None,
+                traffic_sample=16, workers=2, progress=True, model_path: Optional[str] = None) -> dict:
+        """The report's ``skip`` section (and its plots, written into ``out_dir``)."""
+        from ..emulate import STAT_FIELDS
+        qp = qm.predictor
+        t0 = time.time()
+        dense = golden_run(qm, ds.x, ds.lengths, qp=None)
+        skip = golden_run(qm, ds.x, ds.lengths, qp=qp)
+        y = np.asarray(ds.y)
+        fm_ = F.run(_fm(ir), ds.x, ds.lengths)
+        o = self.meta.get("oracle", {})
+        orc = F.run(_fm(ir), ds.x, ds.lengths, decide=F.oracle_rule(float(o.get("threshold", 0.0))),
+                    measure=o.get("measure", "l2"), include_cell=bool(o.get("include_cell", False)))
+        fmacs = macs(ir, orc.valid.sum(axis=1), orc.ran.sum(axis=1), 0)
+        m = macs(ir, dense["valid_steps"], skip["run_steps"], qp.macs)
+        sec = {
+            "method": METHOD,
+            "notice": PATENT_NOTICE,
+            "predictor": {"type": self.fp.type, "params": int(self.fp.params()),
+                          "params_ratio": float(self.fp.params() / max(_rnn_params(ir), 1)),
+                          "params_ratio_of": "recurrent layers' parameters (embedding and head excluded)",
+                          "description": self.fp.describe(), "macs_per_step": int(qp.macs),
+                          "threshold": float(self.fp.threshold), "score_threshold_int": int(qp.score_thr),
+                          "folder": self.predictor_dir},
+            "skip_rate": skip["skip_rate"],
+            "oracle_skip_rate": orc.skip_rate,
+            "macs_per_inference": {"dense": m["dense"], "effective": m["effective"], "predictor": m["predictor"]},
+            "mac_reduction": m["reduction"],
+            "accuracy": {"dense_int8": float(np.mean(dense["pred"] == y)), "skip_int8": float(np.mean(skip["pred"] == y))},
+            "cycles_per_inference": {"dense": None, "skip": None},
+            "flash_read_bytes_per_inference": {"dense": None, "skip": None},
+            "oracle": {"measure": o.get("measure"), "include_cell": o.get("include_cell"),
+                       "threshold": o.get("threshold"), "skip_rate": orc.skip_rate,
+                       "macs_per_inference": {"dense": fmacs["dense"], "effective": fmacs["effective"], "predictor": 0.0},
+                       "mac_reduction": fmacs["reduction"],
+                       "accuracy": {"dense_float": fm_.accuracy(y), "skip_float": orc.accuracy(y)}},
+            "n": int(len(y)),
+        }
+        if ev.emu is not None and dense_fw is not None:
+            from ..emulate import emulate_dataset
+            from ..pipeline import out_len, step_len
+            from ..quant.golden import GoldenModel
+            k = int(ev.device_checked)
+            g = GoldenModel(qm)
+            dev_x = g.device_inputs(ds.x)
+            valid = None if qm.token_input else g.valid_steps(ds.x)
+            demu = emulate_dataset(dense_fw.elf, target, dev_x[:k], ds.lengths[:k],
+                                   None if valid is None else valid[:k], qm.token_input, step_len(qm), out_len(qm),
+                                   qm.recurrent_macs_per_step(), traffic_sample=traffic_sample, workers=workers,
+                                   progress=progress)
+            ci, fi = STAT_FIELDS.index("cycles"), STAT_FIELDS.index("flash_read_bytes")
+            dcyc, scyc = float(demu.stats[:, ci].mean()), float(ev.emu.stats[:, ci].mean())
+            tr_d, tr_s = demu.traffic_measured, ev.emu.traffic_measured
+            dfl = float(demu.stats[tr_d, fi].mean()) if tr_d.any() else None
+            sfl = float(ev.emu.stats[tr_s, fi].mean()) if tr_s.any() else None
+            dense_dev_out = demu.out[:, : qm.output_dim]
+            agree = bool(np.array_equal(dense_dev_out, dense["out"][:k]))
+            mk = macs(ir, dense["valid_steps"][:k], skip["run_steps"][:k], qp.macs)
+            sec["cycles_per_inference"] = {"dense": dcyc, "skip": scyc}
+            sec["cycle_reduction"] = 1.0 - scyc / dcyc if dcyc else None
+            sec["flash_read_bytes_per_inference"] = {"dense": dfl, "skip": sfl}
+            sec["emulated"] = {"sequences": k, "traffic_sampled": int(tr_s.sum()), "mac_reduction": mk["reduction"],
+                               "dense_firmware_matches_dense_golden": agree,
+                               "flash_bytes": {"dense": dense_fw.flash_bytes}}
+        sec["plots"] = self._plots(ir, qm, ds, skip, dense, fm_, out_dir, model_path)
+        sec["seconds"] = round(time.time() - t0, 1)
+        return sec
+
+    def _plots(self, ir, qm, ds, skip, dense, fm_run, out_dir: Path, model_path) -> list:
+        out_dir = Path(out_dir)
+        y = np.asarray(ds.y)
+        fm = _fm(ir)
+        names = []
+        # Pareto on the evaluation data: oracle (float), predictor (int8), baselines (float)
+        o = self.meta.get("oracle", {})
+        ths = sorted({float(p["threshold"]) for p in o.get("val", {}).get("points", [])})
+        oc = {"label": "oracle (float)", "skip": [], "acc": []}
+        for th in ths[:12]:
+            r = F.run(fm, ds.x, ds.lengths, decide=F.oracle_rule(th), measure=o.get("measure", "l2"),
+                      include_cell=bool(o.get("include_cell", False)))
+            oc["skip"].append(r.skip_rate)
+            oc["acc"].append(r.accuracy(y))
+        pc = {"label": f"{self.fp.type} predictor (int8)", "skip": [], "acc": []}
+        pths = sorted({float(p["threshold"]) for p in self.meta.get("calibration", {}).get("points", [])})
+        for th in pths[:10]:
+            r = golden_run(qm, ds.x, ds.lengths, qp=qm.predictor.with_threshold(th))
+            pc["skip"].append(r["skip_rate"])
+            pc["acc"].append(float(np.mean(r["pred"] == y)))
+        pts = [{"label": "predictor, chosen (int8)", "skip": skip["skip_rate"], "acc": float(np.mean(skip["pred"] == y))}]
+        vocab = find_vocab(model_path) if qm.token_input else None
+        for b in baseline_points(fm, ds, vocab, fm_run.accuracy(y)):
+            pts.append({"label": b["name"] + " (float)", "skip": b["skip_rate"], "acc": b["accuracy_float"]})
+        names.append(plots.pareto([oc, pc], pts, out_dir / "skip_pareto.png",
+                                  f"{ir.name}: skip rate vs accuracy on the evaluation data ({len(y)} sequences)",
+                                  dense_acc=float(np.mean(dense["pred"] == y))).name)
+        # which elements were skipped
+        idx = _pick_examples(ds.lengths, 8)
+        if vocab is not None:
+            rows = [[(vocab.words[int(t)] if int(t) < len(vocab.words) else "?", bool(skip["flags"][n, j]))
+                     for j, t in enumerate(ds.x[n][: int(ds.lengths[n])]) if int(t) != 0] for n in idx]
+            names.append(plots.skipped_words(rows, out_dir / "skipped_words.png",
+                                             f"{ir.name}: words the int8 predictor skipped").name)
+        else:
+            names.append(plots.skipped_steps(skip["flags"][idx].astype(bool), dense["flags"][idx].astype(bool),
+                                             out_dir / "skipped_steps.png",
+                                             f"{ir.name}: steps the int8 predictor skipped").name)
+        return names
+
+
+def _fm(ir):
+    from ..reference import FloatModel
+    return FloatModel(ir)
+
+
+def _rnn_params(ir) -> int:
+    from .predictor import rnn_params
+    return rnn_params(ir)
+
+
+def _pick_examples(lengths, k: int) -> np.ndarray:
+    L = np.asarray(lengths)
+    cand = np.nonzero((L >= 6) & (L <= 40))[0]
+    if len(cand) < k:
+        cand = np.arange(len(L))
+    return cand[:k]
+
+
+def find_vocab(model_path: Optional[str]):
+    """``<model>.vocab.json`` or ``model.vocab.json`` next to the model file (None if absent)."""
+    if not model_path:
+        return None
+    from ..datasets import Vocab
+    p = Path(model_path)
+    for c in (p.with_suffix(".vocab.json"), p.parent / "model.vocab.json"):
+        if c.is_file():
+            try:
+                return Vocab.load(str(c))
+            except RnnskipError:
+                return None
+    return None
+
+
+def baseline_points(fm, ds, vocab, dense_acc: float, golden_qm=None, concat_ns=None) -> list:
+    """Stop words (token models with a vocabulary) and Concat(n) for a few n."""
+    from .baselines import concat_mask, evaluate_mask, stopword_mask
+    out = []
+    if vocab is not None:
+        out.append(evaluate_mask(fm, ds.x, ds.lengths, ds.y, stopword_mask(ds.x, vocab), dense_acc, "stop words",
+                                 golden=golden_qm))
+    if concat_ns is None:
+        mean_len = float(np.mean(ds.lengths))
+        concat_ns = sorted({max(1, int(round(mean_len * f))) for f in (0.1, 0.2, 0.3)})
+    for n in concat_ns:
+        out.append(evaluate_mask(fm, ds.x, ds.lengths, ds.y, concat_mask(ds.lengths, ds.x.shape[1], n), dense_acc,
+                                 f"Concat({n})", golden=golden_qm))
+    return out
+
+
+def table_rows(sec: dict) -> list:
+    """Lines for the terminal table."""
+    p, a = sec["predictor"], sec["accuracy"]
+    rows = [("skip predictor", f"{p['type']}, {p['params']:,} params ({p['params_ratio']:.1%} of the RNN)"),
+            ("steps skipped", f"{sec['skip_rate']:.1%} (oracle {sec['oracle_skip_rate']:.1%})"),
+            ("accuracy dense / skip", f"{a['dense_int8']:.4f} / {a['skip_int8']:.4f} (int8)"),
+            ("MAC / inference", f"{sec['macs_per_inference']['dense']:,.0f} -> {sec['macs_per_inference']['effective']:,.0f} "
+                                f"(-{sec['mac_reduction']:.1%})")]
+    c = sec["cycles_per_inference"]
+    if c.get("dense"):
+        rows.append(("cycles / inference", f"{c['dense']:,.0f} -> {c['skip']:,.0f} (-{sec['cycle_reduction']:.1%})"))
+    f = sec["flash_read_bytes_per_inference"]
+    if f.get("dense"):
+        rows.append(("flash read B / inf", f"{f['dense']:,.0f} -> {f['skip']:,.0f}"))
+    return rows
+
+
+def dense_firmware(qm, work: Path, target, variant: str, kernels: str, max_t: int):
+    """Build the same model without its predictor (the dense reference for cycles and traffic)."""
+    from ..build import build_target
+    from ..generate import generate
+    from .evaluate import with_predictor
+    d = Path(work) / "dense"
+    generate(with_predictor(qm, None), d / "src", max_t=max_t, kernels=kernels)
+    return build_target(d / "src", d / "firmware", target, variant)
+
+
+def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2, size_ratio=None,
+                        measure="auto", calibrate_on="int8", seed=0, log=print) -> dict:
+    """``rnnskip train-predictor``: train, calibrate and write the predictor folder (atomically)."""
+    from ..cli import atomic_dir
+    from ..datasets import load_npz
+    from ..pipeline import import_model
+    from . import folder
+    from .predictor import DEFAULT_BUDGET, TYPES
+    from .train import TrainConfig, train as train_fn
+    if ptype not in TYPES:
+        raise RnnskipError(f"unknown --type '{ptype}'; choose one of {', '.join(TYPES)}")
+    if max_loss is None or max_loss < 0:
+        raise RnnskipError(f"--max-loss must be >= 0 accuracy points (got {max_loss})")
+    ir = import_model(model)
+    F.check_classifier(ir)
+    tr = load_npz(str(train), ir)
+    va = load_npz(str(val), ir)
+    cfg = TrainConfig(type=ptype, max_loss=float(max_loss), rounds=int(rounds), measure=measure,
+                      size_ratio=DEFAULT_BUDGET if size_ratio is None else float(size_ratio),
+                      calibrate_on=calibrate_on, seed=seed)
+    res = train_fn(ir, tr, va, cfg, log=log)
+    with atomic_dir(Path(out)) as tmp:
+        meta = folder.save(tmp, res, ir, str(model), str(train), str(val))
+    v = meta["val"]
+    log(f"{meta['description']}: {meta['params']:,} params ({meta['params_ratio']:.1%} of the RNN's "
+        f"{meta['rnn_params']:,}); validation: {v['skip_rate']:.1%} of steps skipped at "
+        f"{v['loss_points']:+.2f} points (oracle {meta['oracle']['val']['chosen']['skip_rate']:.1%})")
+    log(f"wrote {out}")
+    return meta

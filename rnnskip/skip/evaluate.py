@@ -1,0 +1,55 @@
+"""Int8 (golden) runs with skipping, and the MAC accounting the report uses."""
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import numpy as np
+
+from ..quant.golden import GoldenModel, predict_classes
+from ..quant.model import QModel
+
+
+def with_predictor(qm: QModel, qp) -> QModel:
+    """Shallow copy of ``qm`` carrying predictor ``qp`` (None: dense)."""
+    q = copy.copy(qm)
+    q.predictor = qp
+    return q
+
+
+def golden_run(qm: QModel, x, lengths, qp=None, skip_mask: Optional[np.ndarray] = None) -> dict:
+    """Golden int8 run: dense, with predictor ``qp``, or skipping where ``skip_mask [N, T]``."""
+    x = np.asarray(x)
+    lengths = np.asarray(lengths)
+    N, T = x.shape[:2]
+    if skip_mask is None:
+        g = GoldenModel(with_predictor(qm, qp))
+        out, flags = g.run(x, lengths)
+        valid = GoldenModel(with_predictor(qm, None)).valid_steps(x) & (np.arange(T)[None, :] < lengths[:, None])
+    else:
+        g = GoldenModel(with_predictor(qm, None))
+        dev = g.device_inputs(x)
+        valid = g.valid_steps(x) & (np.arange(T)[None, :] < lengths[:, None])
+        run = valid & ~np.asarray(skip_mask, bool)
+        st = g.initial_state(N)
+        for t in range(T):
+            if run[:, t].any():
+                st = g.step(st, dev[:, t], run[:, t])
+        out, flags = g.output(st), run.astype(np.uint8)
+    v = int(valid.sum())
+    return {"pred": predict_classes(out, qm.output_activation), "out": out, "flags": flags,
+            "valid_steps": valid.sum(axis=1), "run_steps": flags.sum(axis=1),
+            "skip_rate": float(1.0 - flags.sum() / v) if v else 0.0}
+
+
+def macs(ir, valid_steps, run_steps, pred_macs: int = 0) -> dict:
+    """Mean MACs per inference: dense (every valid step), effective (steps run +
+    the predictor on every valid step + head) and the predictor's share."""
+    valid_steps = np.asarray(valid_steps, float)
+    run_steps = np.asarray(run_steps, float)
+    step, head = ir.macs_per_step(), ir.head_macs()
+    dense = float(np.mean(valid_steps * step + head))
+    pred = float(np.mean(valid_steps * pred_macs))
+    eff = float(np.mean(run_steps * step + head)) + pred
+    return {"dense": dense, "effective": eff, "predictor": pred,
+            "reduction": (1.0 - eff / dense) if dense else 0.0}

@@ -1,0 +1,130 @@
+"""The predictor folder: ``predictor.json`` (metadata, model fingerprint, operating
+points), ``predictor.npz`` (float weights / trees) and PNG plots."""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .. import __version__
+from ..errors import RnnskipError
+from . import PATENT_NOTICE
+from . import plots
+from .predictor import FloatPredictor
+
+FORMAT = "rnnskip-skip-predictor-1"
+META, WEIGHTS = "predictor.json", "predictor.npz"
+
+
+def fingerprint(ir) -> dict:
+    """What a predictor depends on: input size, hidden sizes (and kinds), vocabulary / features."""
+    from ..converter.ir import EmbeddingInput
+    emb = isinstance(ir.input, EmbeddingInput)
+    return {"input_dim": int(ir.input_dim), "units": [int(l.units) for l in ir.rnn_layers],
+            "kinds": [l.kind for l in ir.rnn_layers], "vocab": int(ir.input.vocab) if emb else None,
+            "features": None if emb else int(ir.input.features), "output_dim": int(ir.output_dim)}
+
+
+def check_fingerprint(meta: dict, ir, folder) -> None:
+    got, want = meta.get("model", {}), fingerprint(ir)
+    for key, what in (("input_dim", "input size"), ("units", "hidden sizes"), ("kinds", "layer kinds"),
+                      ("vocab", "vocabulary size"), ("features", "feature count")):
+        if got.get(key) != want[key]:
+            raise RnnskipError(
+                f"predictor folder {folder} was trained for a model with {what} {got.get(key)}, but this model has "
+                f"{want[key]}; train a predictor for this model with 'rnnskip train-predictor'")
+
+
+def save(out: Path, res, ir, model_path: str, train_path: str, val_path: str, vocab=None,
+         val_ds=None) -> dict:
+    """Write the folder contents into ``out`` (already created, e.g. by cli.atomic_dir). Returns the metadata."""
+    out = Path(out)
+    p = res.predictor
+    cal = res.calibration.chosen
+    meta = {
+        "format": FORMAT, "rnnskip": __version__, "notice": PATENT_NOTICE,
+        "model": fingerprint(ir), "model_file": str(model_path), "model_params": int(ir.params()),
+        "type": p.type, "in_dim": p.in_dim, "units": p.units, "description": p.describe(),
+        "sizes": {"hidden": p.hidden()} if not p.is_tree else
+                 {"trees": len(p.trees), "leaves": [int((t['left'] < 0).sum()) for t in p.trees]},
+        "threshold": float(p.threshold), "decision": "skip the step when score > threshold",
+        "params": p.params(), "macs_per_step": p.macs(), "rnn_params": res.rnn_params,
+        "params_ratio": p.params() / max(res.rnn_params, 1), "budget_params": res.budget_params,
+        "max_loss_points": res.config.max_loss,
+        "oracle": {"measure": res.config.measure, "include_cell": bool(res.config.include_cell),
+                   "threshold": res.oracle.chosen.threshold, "val": res.oracle.as_dict(),
+                   "variants": res.oracle_variants},
+        "calibration": {"on": res.config.calibrate_on, **res.calibration.as_dict()},
+        "val": {"skip_rate": cal.skip_rate if cal else 0.0, "loss_points": cal.loss if cal else None,
+                "accuracy": cal.accuracy if cal else None, "dense_accuracy": res.calibration.dense_accuracy},
+        "rounds": res.rounds, "labels": res.labels, "change_stats": res.stats,
+        "config": {k: v for k, v in vars(res.config).items()},
+        "data": {"train": str(train_path), "val": str(val_path)},
+        "train_seconds": round(res.seconds, 1), "plots": [],
+    }
+    with open(out / WEIGHTS, "wb") as f:
+        np.savez(f, **p.arrays())
+    # plots
+    d = res.dense_train
+    series = {"L2 of h change": d.change, "cosine distance of h": d.cosine}
+    if "cell_change" in d.extra:
+        series["L2 of [h, c] change"] = d.extra["cell_change"]
+    meta["plots"].append(plots.change_distributions(series, out / "change_distributions.png").name)
+    o = res.oracle
+    curves = [{"label": f"oracle ({res.config.measure}{'+cell' if res.config.include_cell else ''}, float)",
+               "skip": [q.skip_rate for q in o.points], "acc": [q.accuracy for q in o.points]},
+              {"label": f"{p.type} predictor ({res.config.calibrate_on})",
+               "skip": [q.skip_rate for q in res.calibration.points],
+               "acc": [q.accuracy for q in res.calibration.points]}]
+    pts = [{"label": "chosen oracle", "skip": o.chosen.skip_rate, "acc": o.chosen.accuracy}]
+    if cal:
+        pts.append({"label": "chosen predictor", "skip": cal.skip_rate, "acc": cal.accuracy})
+    meta["plots"].append(plots.pareto(curves, pts, out / "pareto_val.png",
+                                      f"validation: skip rate vs accuracy (budget {res.config.max_loss:g} pt)",
+                                      dense_acc=o.dense_accuracy).name)
+    if len(res.rounds) > 1:
+        meta["plots"].append(plots.rounds(res.rounds, out / "relabel_rounds.png",
+                                          "relabelling on the predictor's own states").name)
+    (out / META).write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+    return meta
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def load(folder, ir=None) -> Tuple[FloatPredictor, dict]:
+    """Read a predictor folder (and check it against ``ir``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RnnskipError(f"predictor folder {folder} does not exist; create one with 'rnnskip train-predictor'")
+    mp = folder / META
+    if not mp.is_file():
+        raise RnnskipError(f"{folder} is not a predictor folder ({META} missing); create one with "
+                           f"'rnnskip train-predictor'")
+    try:
+        meta = json.loads(mp.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise RnnskipError(f"{mp} is not valid JSON; train the predictor again") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise RnnskipError(f"{mp} is not an rnnskip predictor (expected \"format\": \"{FORMAT}\")")
+    if ir is not None:
+        check_fingerprint(meta, ir, folder)
+    wp = folder / WEIGHTS
+    try:
+        with np.load(wp, allow_pickle=False) as a:
+            arrays = {k: a[k] for k in a.files}
+    except FileNotFoundError:
+        raise RnnskipError(f"{wp} is missing; train the predictor again") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        raise RnnskipError(f"{wp} is not a readable .npz; train the predictor again") from None
+    return FloatPredictor.from_arrays(meta, arrays), meta

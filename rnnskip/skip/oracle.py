@@ -1,0 +1,98 @@
+"""Oracle skipping: skip step t when the state change it would cause is below a
+threshold, decided sequentially on the state actually reached under skipping.
+
+The threshold comes from a sweep over quantiles of the dense change distribution
+on validation data: the largest skip rate whose accuracy loss (dense float minus
+oracle float, in points) stays within the budget. This is the paper's "ideal"
+predictor, the upper bound a real predictor is judged against.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from . import features as F
+
+
+@dataclass
+class Point:
+    """One operating point: a threshold and what it does on a data set."""
+    threshold: float
+    skip_rate: float
+    accuracy: float
+    loss: float            # dense accuracy minus this accuracy, in points
+
+    def as_dict(self) -> dict:
+        return {"threshold": self.threshold, "skip_rate": self.skip_rate, "accuracy": self.accuracy,
+                "loss_points": self.loss}
+
+
+@dataclass
+class Sweep:
+    dense_accuracy: float
+    points: List[Point] = field(default_factory=list)
+    chosen: Optional[Point] = None
+
+    def as_dict(self) -> dict:
+        return {"dense_accuracy": self.dense_accuracy, "points": [p.as_dict() for p in self.points],
+                "chosen": self.chosen.as_dict() if self.chosen else None}
+
+
+def best_within(points: List[Point], max_loss: float) -> Optional[Point]:
+    """The largest skip rate among points with loss <= max_loss (ties: smaller loss)."""
+    ok = [p for p in points if p.loss <= max_loss + 1e-9]
+    return max(ok, key=lambda p: (p.skip_rate, -p.loss)) if ok else None
+
+
+def search(evaluate: Callable[[float], Point], candidates: List[float], max_loss: float, refine: int = 4,
+           dense_accuracy: float = float("nan"), progress: Optional[Callable[[Point], None]] = None) -> Sweep:
+    """Evaluate ``candidates`` (thresholds, increasingly aggressive), then bisect
+    ``refine`` times between the best point within budget and the next more
+    aggressive candidate. ``evaluate(threshold) -> Point``."""
+    sw = Sweep(dense_accuracy=dense_accuracy)
+    cands = sorted(set(float(c) for c in candidates))
+    for c in cands:
+        sw.points.append(evaluate(c))
+        if progress:
+            progress(sw.points[-1])
+    for _ in range(refine):
+        best = best_within(sw.points, max_loss)
+        if best is None:
+            break
+        above = sorted(p.threshold for p in sw.points if p.threshold > best.threshold)
+        if not above:
+            break
+        mid = 0.5 * (best.threshold + above[0])
+        if any(abs(mid - p.threshold) < 1e-12 for p in sw.points):
+            break
+        sw.points.append(evaluate(mid))
+        if progress:
+            progress(sw.points[-1])
+    sw.points.sort(key=lambda p: p.threshold)
+    sw.chosen = best_within(sw.points, max_loss)
+    return sw
+
+
+def oracle_point(fm, x, lengths, y, threshold: float, dense_acc: float, measure: str = "l2",
+                 include_cell: bool = False) -> Point:
+    r = F.run(fm, x, lengths, decide=F.oracle_rule(threshold), measure=measure, include_cell=include_cell)
+    acc = r.accuracy(y)
+    return Point(threshold=float(threshold), skip_rate=r.skip_rate, accuracy=acc, loss=100.0 * (dense_acc - acc))
+
+
+def sweep(fm, x, lengths, y, max_loss: float, measure: str = "l2", include_cell: bool = False,
+          quantiles=None, dense: Optional[F.Run] = None, progress=None) -> Sweep:
+    """Oracle threshold sweep on (x, lengths, y). Candidate thresholds: quantiles of
+    the dense per-step change (the first is 0: no skipping)."""
+    if dense is None or dense.change is None:
+        dense = F.run(fm, x, lengths, collect=True, include_cell=include_cell)
+    dense_acc = dense.accuracy(y)
+    ch = dense.change if measure == "l2" else dense.cosine
+    if quantiles is None:
+        quantiles = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    cands = [0.0] + ([float(np.quantile(ch, q)) for q in quantiles] if len(ch) else [])
+    sw = search(lambda th: oracle_point(fm, x, lengths, y, th, dense_acc, measure, include_cell),
+                cands, max_loss, dense_accuracy=dense_acc, progress=progress)
+    return sw

@@ -1,0 +1,238 @@
+"""The train-predictor flow.
+
+1. change statistics of the frozen float model on the training data;
+2. oracle threshold sweep on validation data (largest skip rate within ``max_loss``);
+3. labels from the oracle on the training data (state reached under oracle skipping);
+4. fit the predictor (class-balanced, size within ``size_ratio`` of the RNN's parameters);
+5. calibrate its decision threshold on validation data to meet ``max_loss``
+   (int8 golden model with the quantised predictor, or the float model);
+6. relabel rounds: run the model with the predictor itself skipping, label the
+   states it reaches with the oracle, add them, refit, recalibrate; keep the round
+   with the largest validation skip rate within budget.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from ..errors import RnnskipError
+from . import features as F
+from . import oracle as O
+from .predictor import DEFAULT_BUDGET, FloatPredictor, default_size, fit, rnn_params
+
+
+@dataclass
+class TrainConfig:
+    type: str = "mlp"
+    max_loss: float = 0.3            # accuracy points
+    rounds: int = 2                  # relabel rounds after the first fit (0: paper's method only)
+    measure: str = "auto"            # change measure of the oracle: l2 | cosine | auto (best on validation)
+    include_cell: Optional[bool] = None  # LSTM: cell state counts in the change (None: auto)
+    size_ratio: float = DEFAULT_BUDGET
+    max_train_sequences: int = 20000
+    max_train_steps: int = 300_000
+    max_val_sequences: int = 4000
+    calibrate_on: str = "int8"       # int8 (golden model) | float
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    predictor: FloatPredictor
+    config: TrainConfig
+    oracle: O.Sweep
+    calibration: O.Sweep             # predictor operating points on validation (chosen round)
+    rounds: List[dict] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+    dense_train: Optional[F.Run] = None
+    budget_params: int = 0
+    rnn_params: int = 0
+    labels: dict = field(default_factory=dict)
+    oracle_variants: dict = field(default_factory=dict)
+    dense_val: Optional[F.Run] = None
+    seconds: float = 0.0
+
+
+def _say(log, msg):
+    if log:
+        log(msg)
+
+
+def _check_data(name: str, ds, fm) -> None:
+    if len(ds) == 0:
+        raise RnnskipError(f"{name} data is empty; pass an .npz with at least one sequence")
+    valid = fm.valid_steps(ds.x) & (np.arange(ds.x.shape[1])[None, :] < ds.lengths[:, None])
+    if not valid.any():
+        raise RnnskipError(f"{name} data has no valid steps (every step is padding or masked); "
+                           f"pass real sequences")
+
+
+def _cap(F_, y, n, rng):
+    if len(y) <= n:
+        return F_, y
+    idx = rng.choice(len(y), n, replace=False)
+    return F_[idx], y[idx]
+
+
+def _predictor_points(p: FloatPredictor, val, qm, dense_acc: float, calibrate_on: str, fm, scores: np.ndarray,
+                      max_loss: float, log) -> O.Sweep:
+    """Calibrate p's decision threshold on val. Search variable a = -threshold (larger = more skipping)."""
+    from .evaluate import golden_run
+    from .qpredictor import quantize_predictor
+    qp = quantize_predictor(p, qm) if calibrate_on == "int8" else None
+
+    def evaluate(a: float) -> O.Point:
+        thr = -a
+        if calibrate_on == "int8":
+            r = golden_run(qm, val.x, val.lengths, qp=qp.with_threshold(thr))
+            acc, sr = float(np.mean(r["pred"] == val.y)), r["skip_rate"]
+        else:
+            r = F.run(fm, val.x, val.lengths, decide=F.predictor_rule(p, thr))
+            acc, sr = r.accuracy(val.y), r.skip_rate
+        return O.Point(threshold=a, skip_rate=sr, accuracy=acc, loss=100.0 * (dense_acc - acc))
+
+    fracs = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    top = float(scores.max()) if len(scores) else 0.0
+    cands = [-(top + 1e-6 + abs(top) * 1e-6)] + [-float(np.quantile(scores, 1.0 - f)) for f in fracs[1:]]
+    sw = O.search(evaluate, cands, max_loss, refine=4, dense_accuracy=dense_acc,
+                  progress=lambda pt: _say(log, f"    threshold {-pt.threshold:+.4f}: skip {pt.skip_rate:6.1%}, "
+                                                f"loss {pt.loss:+.2f} pt"))
+    for pt in sw.points:   # back to thresholds
+        pt.threshold = -pt.threshold
+    sw.points.sort(key=lambda pt: -pt.threshold)
+    return sw
+
+
+def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callable[[str], None]] = print,
+          vocab=None) -> TrainResult:
+    """Train a skip predictor for ``ir`` (frozen). ``qm``: the quantised model used
+    for int8 calibration (default: quantised on ``train_ds``)."""
+    from ..reference import FloatModel
+    t_start = time.time()
+    cfg = replace(cfg)
+    if cfg.max_loss < 0:
+        raise RnnskipError(f"--max-loss must be >= 0 accuracy points (got {cfg.max_loss})")
+    if cfg.calibrate_on not in ("int8", "float"):
+        raise RnnskipError(f"calibrate_on must be int8 or float (got {cfg.calibrate_on!r})")
+    F.check_classifier(ir)
+    fm = FloatModel(ir)
+    _check_data("--train", train_ds, fm)
+    _check_data("--val", val_ds, fm)
+    rng = np.random.default_rng(cfg.seed)
+    tr = train_ds.sample(cfg.max_train_sequences, seed=cfg.seed) if len(train_ds) > cfg.max_train_sequences else train_ds
+    val = val_ds.sample(cfg.max_val_sequences, seed=cfg.seed) if len(val_ds) > cfg.max_val_sequences else val_ds
+    in_dim, units = F.layout(ir)
+    nsteps = int((fm.valid_steps(tr.x) & (np.arange(tr.x.shape[1])[None, :] < tr.lengths[:, None])).sum())
+    keep = min(1.0, cfg.max_train_steps / max(nsteps, 1))
+
+    # 1. change statistics (dense float run)
+    _say(log, f"[skip] change statistics on {len(tr)} training sequences ({nsteps} steps)")
+    dense_tr = F.run(fm, tr.x, tr.lengths, collect=True, keep_prob=keep, seed=cfg.seed)
+    if len(dense_tr.feats) == 0 or not (dense_tr.feats.std(axis=0) > 0).any():
+        raise RnnskipError("--train data is constant: every step gives the predictor the same input; "
+                           "pass representative sequences")
+    stats = {"h": F.change_stats(dense_tr)}
+    if any(l.kind == "lstm" for l in ir.rnn_layers):
+        dense_tr_c = F.run(fm, tr.x, tr.lengths, collect=True, include_cell=True, keep_prob=keep, seed=cfg.seed)
+        stats["h+cell"] = F.change_stats(dense_tr_c)
+        dense_tr.extra["cell_change"], dense_tr.extra["cell_cosine"] = dense_tr_c.change, dense_tr_c.cosine
+
+    # 2. oracle sweep on validation (every change measure asked for; the best one is kept)
+    has_cell = any(l.kind == "lstm" for l in ir.rnn_layers)
+    measures = list(F.MEASURES) if cfg.measure == "auto" else [cfg.measure]
+    cells = ([False, True] if has_cell else [False]) if cfg.include_cell is None else [bool(cfg.include_cell) and has_cell]
+    variants = {}
+    for cell in cells:
+        dense_val = F.run(fm, val.x, val.lengths, collect=True, include_cell=cell)
+        dense_acc_f = dense_val.accuracy(val.y)
+        for meas in measures:
+            _say(log, f"[skip] oracle sweep on {len(val)} validation sequences: {meas} change"
+                      f"{' (h and cell)' if cell else ''}; dense float accuracy {dense_acc_f:.4f}")
+            sw = O.sweep(fm, val.x, val.lengths, val.y, cfg.max_loss, meas, cell, dense=dense_val,
+                         progress=lambda pt: _say(log, f"    change < {pt.threshold:.4g}: skip {pt.skip_rate:6.1%}, "
+                                                       f"loss {pt.loss:+.2f} pt"))
+            variants[(meas, cell)] = (sw, dense_val)
+    (measure, include_cell), (osw, dense_val) = max(
+        variants.items(), key=lambda kv: (kv[1][0].chosen.skip_rate if kv[1][0].chosen else 0.0))
+    cfg.measure, cfg.include_cell = measure, include_cell
+    oracle_variants = {f"{m}{'+cell' if c else ''}": v[0].chosen.as_dict() for (m, c), v in variants.items()}
+    theta = osw.chosen.threshold
+    if osw.chosen.skip_rate <= 0.0:
+        best = min((p for p in osw.points if p.skip_rate > 0), key=lambda p: p.loss, default=None)
+        raise RnnskipError(
+            f"the accuracy budget cannot be met: even ideal (oracle) skipping loses more than {cfg.max_loss:g} "
+            f"points on the validation data; the best achievable is "
+            + (f"{best.loss:.2f} points at {best.skip_rate:.1%} skipped" if best else "no skipping at all")
+            + "; raise --max-loss")
+    _say(log, f"[skip] oracle ({measure}{' with cell' if include_cell else ''}): change < {theta:.4g} skips "
+              f"{osw.chosen.skip_rate:.1%} at {osw.chosen.loss:+.2f} pt")
+
+    # 3. oracle labels on the training data (states reached under oracle skipping)
+    orun = F.run(fm, tr.x, tr.lengths, decide=F.oracle_rule(theta), collect=True, measure=cfg.measure,
+                 include_cell=cfg.include_cell, keep_prob=keep, seed=cfg.seed + 1)
+    Xl, yl = orun.feats, orun.skipped.astype(np.int64)
+    if yl.min() == yl.max():
+        raise RnnskipError(f"the oracle labels every training step '{'skip' if yl[0] else 'run'}' at its threshold; "
+                           f"there is nothing for a predictor to learn (data too constant or too short)")
+    labels = {"steps": int(len(yl)), "skip_fraction": float(yl.mean())}
+
+    # 4.-6. fit, calibrate, relabel rounds
+    rp = rnn_params(ir)
+    budget = max(1, int(cfg.size_ratio * rp))
+    size = default_size(cfg.type, in_dim + sum(units), budget)
+    if qm is None and cfg.calibrate_on == "int8":
+        from ..pipeline import quantize_model
+        qm, _ = quantize_model(ir, train_ds, progress=False)
+    val_scores_feats = dense_val.feats
+    dense_acc_cal = osw.dense_accuracy if cfg.calibrate_on == "float" else _int8_dense_acc(qm, val)
+    rounds, best = [], None
+    for rnd in range(cfg.rounds + 1):
+        t0 = time.time()
+        _say(log, f"[skip] round {rnd}: fitting {cfg.type} on {len(yl)} labelled steps "
+                  f"({yl.mean():.1%} skip)")
+        p = fit(cfg.type, Xl, yl, in_dim, units, size, seed=cfg.seed + rnd)
+        scores = p.score(val_scores_feats)
+        cal = _predictor_points(p, val, qm, dense_acc_cal, cfg.calibrate_on, fm, scores, cfg.max_loss, log)
+        ch = cal.chosen
+        p.threshold = ch.threshold if ch is not None else float("inf")
+        info = {"round": rnd, "train_steps": int(len(yl)), "label_skip_fraction": float(yl.mean()),
+                "val_skip_rate": ch.skip_rate if ch else 0.0, "val_loss_points": ch.loss if ch else None,
+                "threshold": p.threshold, "seconds": round(time.time() - t0, 1)}
+        rounds.append(info)
+        _say(log, f"[skip] round {rnd}: validation skip {info['val_skip_rate']:.1%} at "
+                  f"{info['val_loss_points'] if ch else float('nan'):+.2f} pt")
+        if best is None or info["val_skip_rate"] > best[0]["val_skip_rate"] + 1e-9:
+            best = (info, p, cal)
+        if rnd == cfg.rounds:
+            break
+        # relabel: states the predictor itself reaches, labelled by the oracle rule
+        rr = F.run(fm, tr.x, tr.lengths, decide=F.predictor_rule(p), collect=True, measure=cfg.measure,
+                   include_cell=cfg.include_cell, keep_prob=keep, seed=cfg.seed + 10 + rnd)
+        ch_ = rr.change if cfg.measure == "l2" else rr.cosine
+        Xn, yn = rr.feats, (ch_ < theta).astype(np.int64)
+        Xl = np.concatenate([Xl, Xn])
+        yl = np.concatenate([yl, yn])
+        Xl, yl = _cap(Xl, yl, 2 * cfg.max_train_steps, rng)
+    info, p, cal = best
+    if info["val_skip_rate"] <= 0.0:
+        pos = [pt for pt in cal.points if pt.skip_rate > 0]
+        b = min(pos, key=lambda pt: pt.loss, default=None)
+        raise RnnskipError(
+            f"the accuracy budget cannot be met: no {cfg.type} predictor threshold keeps the validation loss within "
+            f"{cfg.max_loss:g} points while skipping steps; the best achievable is "
+            + (f"{b.loss:.2f} points at {b.skip_rate:.1%} skipped" if b else "no skipping at all")
+            + "; raise --max-loss or try another --type")
+    for r in rounds:
+        r["chosen"] = r["round"] == info["round"]
+    return TrainResult(predictor=p, config=cfg, oracle=osw, calibration=cal, rounds=rounds, stats=stats,
+                       dense_train=dense_tr, budget_params=budget, rnn_params=rp, labels=labels,
+                       oracle_variants=oracle_variants, dense_val=dense_val,
+                       seconds=time.time() - t_start)
+
+
+def _int8_dense_acc(qm, val) -> float:
+    from .evaluate import golden_run
+    return float(np.mean(golden_run(qm, val.x, val.lengths)["pred"] == val.y))

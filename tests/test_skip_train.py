@@ -1,0 +1,169 @@
+"""Skipping on the float side (issue 4): oracle, baselines, predictor training and
+calibration, the predictor folder, and the one-line errors for bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from random_models import random_data, random_ir
+from rnnskip.datasets import Dataset
+from rnnskip.errors import RnnskipError
+from rnnskip.quant.calibrate import calibrate
+from rnnskip.quant.golden import GoldenModel
+from rnnskip.quant.quantize import quantize
+from rnnskip.reference import FloatModel
+from rnnskip.skip import baselines, features as F, folder, oracle as O
+from rnnskip.skip.evaluate import golden_run, macs
+from rnnskip.skip.predictor import FloatPredictor, default_size, fit, rnn_params
+from rnnskip.skip.qpredictor import quantize_predictor
+from rnnskip.skip.train import TrainConfig, train
+
+
+def _labelled(cfg="tok-lstm-softmax", n=200, T=12, seed=0, units=(9, 6)):
+    """Random model + data labelled with the dense float model's own predictions."""
+    ir = random_ir(cfg, seed=seed, units=units)
+    x, L = random_data(ir, n=n, T=T, seed=seed + 1)
+    y = F.classes(FloatModel(ir).predict(x, L))
+    return ir, Dataset(x=x, y=y, lengths=L)
+
+
+@pytest.mark.parametrize("cfg", ["tok-lstm-softmax", "feat-lstm-lstm", "tok-gru-v1", "feat-mask-gru"])
+@pytest.mark.parametrize("measure", ["l2", "cosine"])
+def test_oracle_threshold_zero_equals_dense(cfg, measure):
+    ir, ds = _labelled(cfg, n=40)
+    fm = FloatModel(ir)
+    r = F.run(fm, ds.x, ds.lengths, decide=F.oracle_rule(0.0), measure=measure, include_cell=True)
+    assert np.array_equal(r.ran, r.valid) and r.skip_rate == 0.0
+    assert np.array_equal(r.out, fm.predict(ds.x, ds.lengths))    # exactly the dense model
+
+
+def test_oracle_skips_on_reached_state_and_sweep_respects_budget():
+    ir, ds = _labelled(n=150)
+    fm = FloatModel(ir)
+    dense = F.run(fm, ds.x, ds.lengths, collect=True)
+    th = float(np.quantile(dense.change, 0.5))
+    r = F.run(fm, ds.x, ds.lengths, decide=F.oracle_rule(th), collect=True)
+    assert 0.2 < r.skip_rate < 0.8
+    # the decision uses the change measured from the state actually reached
+    assert np.array_equal(r.skipped, r.change < th)
+    sw = O.sweep(fm, ds.x, ds.lengths, ds.y, max_loss=2.0, dense=dense)
+    assert sw.chosen.loss <= 2.0 + 1e-9
+    assert sw.chosen.skip_rate == max(p.skip_rate for p in sw.points if p.loss <= 2.0 + 1e-9)
+
+
+def test_baselines_masks():
+    from rnnskip.datasets import Vocab
+    v = Vocab(["the", "movie", "a", "great"])
+    x = np.array([[2, 3, 4, 5, 0], [5, 4, 0, 0, 0]], np.int32)   # the movie a great / great a
+    m = baselines.stopword_mask(x, v)
+    assert m.tolist() == [[True, False, True, False, False], [False, True, False, False, False]]
+    c = baselines.concat_mask(np.array([5, 2]), 5, 1)
+    assert c.tolist() == [[False, True, True, True, False], [False, False, False, False, False]]
+
+
+def test_predictor_sizes_within_budget():
+    ir = random_ir("tok-lstm-softmax", units=(64,), dim=32)
+    b = int(0.03 * rnn_params(ir))
+    for t in ("mlp", "logistic", "tree", "forest"):
+        s = default_size(t, 96, b)
+        if t == "mlp":
+            h = s["hidden"][0]
+            assert 96 * h + h + h * h + h + h + 1 <= b
+        if t in ("tree", "forest"):
+            assert s["trees"] * (3 * s["leaves"] - 2) <= b + 3 * s["trees"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    ir, ds = _labelled(n=360, T=12)
+    tr, va = ds.subset(slice(0, 240)), ds.subset(slice(240, None))
+    cfg = TrainConfig(type="tree", max_loss=3.0, rounds=1, measure="l2", include_cell=False)
+    res = train(ir, tr, va, cfg, log=None)
+    out = tmp_path_factory.mktemp("pred")
+    meta = folder.save(out, res, ir, "model.h5", "train.npz", "val.npz")
+    return ir, tr, va, res, out, meta
+
+
+def test_train_calibrates_within_budget(trained):
+    ir, tr, va, res, out, meta = trained
+    p = res.predictor
+    assert np.isfinite(p.threshold)
+    ch = res.calibration.chosen
+    assert ch.skip_rate > 0 and ch.loss <= 3.0 + 1e-9
+    assert [r["round"] for r in res.rounds] == [0, 1] and sum(r["chosen"] for r in res.rounds) == 1
+    assert p.params() <= res.budget_params
+    # the chosen point is reproduced by the int8 golden model with the quantised predictor
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), tr.x, tr.lengths, progress=False))
+    g = golden_run(qm, va.x, va.lengths, qp=quantize_predictor(p, qm))
+    assert g["skip_rate"] == pytest.approx(ch.skip_rate)
+
+
+def test_predictor_folder_roundtrip(trained):
+    ir, tr, va, res, out, meta = trained
+    p2, meta2 = folder.load(out, ir)
+    F_ = res.dense_train.feats[:500]
+    assert np.array_equal(p2.score(F_), res.predictor.score(F_))
+    assert p2.threshold == res.predictor.threshold
+    for key in ("model", "type", "sizes", "threshold", "params", "params_ratio"):
+        assert key in meta2
+    assert meta2["model"]["units"] == [9] and meta2["model"]["vocab"] == 50
+    assert {"change_distributions.png", "pareto_val.png"} <= {p.name for p in out.iterdir()}
+
+
+def test_mismatched_predictor_folder(trained):
+    ir, tr, va, res, out, meta = trained
+    other = random_ir("tok-lstm-softmax", units=(12,))
+    with pytest.raises(RnnskipError, match="hidden sizes \\[9\\].*this model has \\[12\\]"):
+        folder.load(out, other)
+    other = random_ir("tok-lstm-softmax", dim=5)
+    with pytest.raises(RnnskipError, match="input size 7.*this model has 5"):
+        folder.load(out, other)
+    with pytest.raises(RnnskipError, match="not a predictor folder"):
+        folder.load(out.parent, ir)
+
+
+def test_impossible_budget_says_best_achievable():
+    # one-step sequences whose dense prediction differs from the zero state's: any skip costs accuracy
+    ir = random_ir("tok-lstm-softmax", seed=5)
+    fm = FloatModel(ir)
+    ids = np.arange(1, 50, dtype=np.int32)[:, None]
+    L = np.ones(len(ids), np.int32)
+    pred = F.classes(fm.predict(ids, L))
+    zero = F.classes(fm.readout(fm.initial_state(1)))[0]
+    keep = pred != zero
+    assert keep.sum() >= 5
+    ds = Dataset(x=ids[keep], y=pred[keep], lengths=L[keep])
+    with pytest.raises(RnnskipError, match="budget cannot be met.*best achievable is [0-9.]+ points at"):
+        train(ir, ds, ds, TrainConfig(type="tree", max_loss=0.0, rounds=0, measure="l2", include_cell=False), log=None)
+
+
+def test_negative_budget_and_empty_or_constant_data():
+    ir, ds = _labelled(n=40)
+    with pytest.raises(RnnskipError, match="max-loss must be >= 0"):
+        train(ir, ds, ds, TrainConfig(type="tree", max_loss=-1.0), log=None)
+    pad = Dataset(x=np.zeros_like(ds.x), y=ds.y, lengths=ds.lengths)
+    with pytest.raises(RnnskipError, match="--train data has no valid steps"):
+        train(ir, pad, ds, TrainConfig(type="tree"), log=None)
+    empty = ds.subset(slice(0, 0))
+    with pytest.raises(RnnskipError, match="--val data is empty"):
+        train(ir, ds, empty, TrainConfig(type="tree"), log=None)
+    const = Dataset(x=np.full((30, 4), 7, np.int32), y=np.zeros(30, np.int64), lengths=np.ones(30, np.int32))
+    with pytest.raises(RnnskipError, match="constant"):
+        train(ir, const, ds, TrainConfig(type="tree"), log=None)
+
+
+def test_regression_model_refused():
+    ir = random_ir("tok-lstm-nohead")
+    x, L = random_data(ir, n=10)
+    ds = Dataset(x=x, y=np.zeros(10, np.int64), lengths=L)
+    with pytest.raises(RnnskipError, match="must be a classifier"):
+        train(ir, ds, ds, TrainConfig(type="tree"), log=None)
+
+
+def test_macs_accounting():
+    ir = random_ir("tok-lstm-softmax", units=(8,), dim=8)
+    m = macs(ir, [10, 20], [5, 10], pred_macs=100)
+    step = ir.macs_per_step()
+    assert m["dense"] == pytest.approx(15 * step + ir.head_macs())
+    assert m["effective"] == pytest.approx(7.5 * step + ir.head_macs() + 1500)
+    assert m["predictor"] == 1500

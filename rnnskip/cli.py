@@ -63,6 +63,12 @@ def _target(name: str, wait_states):
     return t if wait_states is None else t.with_wait_states(wait_states)
 
 
+def _board_target(target_name, board_name, wait_states):
+    """(board or None, target): --board binds the target's core to the board's memory map."""
+    from .boards import resolve
+    return resolve(target_name, board_name, wait_states)
+
+
 def _variant(target, variant, kernels="portable"):
     if kernels == "naive":  # the baseline is plain C throughout
         return "plain"
@@ -78,12 +84,18 @@ def _load_data(path, ir, what="--data"):
 
 def run_convert(model, target_name, data, out, kernels="portable", variant=None, calib=None,
                 calib_max=1000, emulate_max=None, traffic_sample=16, wait_states=None, workers=2,
-                host=True, progress=True):
-    """The whole flow; returns the report dict. Used by rnnskip-convert and the demo."""
+                host=True, progress=True, board_name=None, emulator="unicorn", bundle=16, timeout=120.0):
+    """The whole flow; returns the report dict. Used by rnnskip-convert and the demo.
+
+    board_name: build for that board's memory map; emulator "qemu"/"renode" boots the
+    board image with ``bundle`` test sequences linked in (see rnnskip.emulators)."""
     from . import pipeline as P
+    from .emulators import check_emulator
     from .report import build_report, table, write_plots, write_report
     P.check_kernels(kernels)
-    target = _target(target_name, wait_states)
+    board, target = _board_target(target_name, board_name, wait_states)
+    if check_emulator(emulator) != "unicorn" and board is None:
+        raise RnnskipError(f"--emulator {emulator} boots a whole board image: pass --board (see 'rnnskip boards')")
     variant = _variant(target, variant, kernels)
     ir = P.import_model(model)
     ds = _load_data(data, ir)
@@ -96,11 +108,21 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         from .generate import generate
         generate(qm, src, max_t=int(ds.x.shape[1]), kernels=kernels)
         so = P.build_host(src, tmp / "host") if host else None
-        fw = P.build_target(src, tmp / "firmware", target, variant)
-        ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, target=target, emulate_max=emulate_max,
-                        traffic_sample=traffic_sample, workers=workers, progress=progress)
+        info = None
+        if emulator == "unicorn":
+            fw = P.build_target(src, tmp / "firmware", target, variant)
+            ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, target=target, emulate_max=emulate_max,
+                            traffic_sample=traffic_sample, workers=workers, progress=progress)
+        else:
+            from .emulators import evaluate_on_board
+            ev, fw, info = evaluate_on_board(ir, qm, ds, src, tmp / "firmware", board, variant, emulator,
+                                             max_n=emulate_max or bundle, timeout=timeout, host_so=so,
+                                             wait_states=wait_states, progress=progress)
         rep = build_report(ir, qm, ev, target, kernels, variant, firmware=fw, ranges=ranges,
                            calib_source=str(calib) if calib else f"{data} (the evaluation data; pass --calib to separate)")
+        if info is not None:
+            from .emulators import report_emulation
+            report_emulation(rep, info)
         write_report(rep, tmp / "report.json")
         write_plots(ev, tmp, f"{ir.name} on {target.name} ({kernels}, {variant})")
         P.save_pickle(ir, tmp / "model.ir.pkl")
@@ -114,7 +136,8 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
 
 
 _common = [
-    click.option("--target", "target_name", default="cortex-m4", show_default=True, help="Cortex-M target (see 'rnnskip targets')."),
+    click.option("--target", "target_name", default=None, help="Cortex-M target (see 'rnnskip targets'; default: the board's core, else cortex-m4)."),
+    click.option("--board", "board_name", default=None, help="Board: the target's core on a real part's memory map (see 'rnnskip boards')."),
     click.option("--kernels", default="portable", show_default=True, help="Kernel provider: portable, cmsis-nn (needs CMSIS_NN_PATH) or naive (baseline loops)."),
     click.option("--variant", type=click.Choice(["dsp", "plain"]), default=None, help="Portable kernels: DSP path or plain C (default: dsp where the core has it)."),
     click.option("--flash-wait-states", "wait_states", type=click.IntRange(0, 15), default=None, help="Override the target's flash wait states in the cycle model."),
@@ -139,12 +162,16 @@ def _apply(opts):
 @click.option("--emulate-max", type=int, default=None, help="Emulate only the first N sequences (default: all).")
 @click.option("--traffic-sample", default=16, show_default=True, help="Sequences whose memory traffic is counted exactly.")
 @click.option("--workers", default=2, show_default=True, help="Emulator processes.")
+@click.option("--emulator", default="unicorn", show_default=True, help="unicorn (one function, cycle model), qemu or renode (boot the --board image).")
+@click.option("--bundle", default=16, show_default=True, help="qemu/renode: test sequences linked into the board image (--emulate-max overrides).")
+@click.option("--timeout", default=120.0, show_default=True, help="qemu/renode: seconds to wait for the firmware's summary line.")
 @_guard
-def convert_cmd(model, target_name, kernels, variant, wait_states, data, calib, calib_max, out,
-                emulate_max, traffic_sample, workers):
+def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, data, calib, calib_max, out,
+                emulate_max, traffic_sample, workers, emulator, bundle, timeout):
     """Convert MODEL (.h5/.keras), build firmware, emulate it on --data and report."""
     run_convert(model, target_name, data, out, kernels, variant, calib, calib_max, emulate_max,
-                traffic_sample, wait_states, workers)
+                traffic_sample, wait_states, workers, board_name=board_name, emulator=emulator,
+                bundle=bundle, timeout=timeout)
 
 
 def convert_main():
@@ -162,6 +189,23 @@ def main():
 
 
 main.add_command(convert_cmd)
+
+
+@main.command("inspect")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--max-t", type=int, default=64, show_default=True, help="Sequence length the RAM estimate sizes the I/O buffers for.")
+@click.option("--target", "target_names", multiple=True, help="Estimate only for these targets (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the inspection as JSON.")
+@_guard
+def inspect_cmd(model, max_t, target_names, as_json):
+    """Layers, parameters, MACs per step, int8 flash/RAM per target, and whether MODEL converts
+    (exit status 0) or what blocks it (exit status 1), without calibration data or a compiler."""
+    import json as _json
+    from .inspect import format_text, inspect_file
+    ins = inspect_file(model, max_t=max_t, target_names=list(target_names) or None)
+    click.echo(_json.dumps(ins.to_dict(), indent=2) if as_json else format_text(ins))
+    if not ins.converts:
+        sys.exit(1)
 
 
 @main.command("import")
@@ -216,10 +260,10 @@ def generate_cmd(work, max_t, kernels):
 @click.argument("work", type=click.Path(file_okay=False))
 @_apply(_common)
 @_guard
-def build_cmd(work, target_name, kernels, variant, wait_states):
+def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
     """Compile WORK/src for the target (WORK/firmware) and for this machine (WORK/host)."""
     from . import pipeline as P
-    target = _target(target_name, wait_states)
+    board, target = _board_target(target_name, board_name, wait_states)
     src = Path(work) / "src"
     if not src.is_dir():
         raise RnnskipError(f"{src} not found; run 'rnnskip generate {work}' first")
@@ -229,7 +273,8 @@ def build_cmd(work, target_name, kernels, variant, wait_states):
     with atomic_dir(Path(work) / "firmware") as tmp:
         fw = P.build_target(src, tmp, target, variant)
     P.build_host(src, Path(work) / "host")
-    P.save_pickle({"target": target_name, "variant": variant, "wait_states": wait_states,
+    P.save_pickle({"target": target.name, "board": board.name if board else None,
+                   "variant": variant, "wait_states": wait_states,
                    "kernels": kernels, "flash_bytes": fw.flash_bytes, "ram_bytes": fw.ram_bytes},
                   Path(work) / "build.pkl")
     click.echo(f"firmware: {fw.flash_bytes:,} bytes flash, {fw.ram_bytes:,} bytes RAM ({target.name}, {variant})")
@@ -241,16 +286,36 @@ def build_cmd(work, target_name, kernels, variant, wait_states):
 @click.option("--emulate-max", type=int, default=None)
 @click.option("--traffic-sample", default=16, show_default=True)
 @click.option("--workers", default=2, show_default=True)
+@click.option("--emulator", default="unicorn", show_default=True, help="unicorn, qemu or renode (qemu/renode boot the board image).")
+@click.option("--board", "board_name", default=None, help="qemu/renode: the board to boot (default: the one 'build' used).")
+@click.option("--bundle", default=16, show_default=True, help="qemu/renode: test sequences linked into the image.")
+@click.option("--timeout", default=120.0, show_default=True, help="qemu/renode: seconds to wait for the summary line.")
 @_guard
-def emulate_cmd(work, data, emulate_max, traffic_sample, workers):
+def emulate_cmd(work, data, emulate_max, traffic_sample, workers, emulator, board_name, bundle, timeout):
     """Run float, golden, host build and emulated firmware on --data (writes evaluation.pkl)."""
     from . import pipeline as P
     from .build import Firmware
+    from .emulators import check_emulator
     w = Path(work)
     ir = P.load_pickle(w / "model.ir.pkl", "import")
     qm = P.load_pickle(w / "model.q.pkl", "quantize")
     b = P.load_pickle(w / "build.pkl", "build")
-    target = _target(b["target"], b["wait_states"])
+    if check_emulator(emulator) != "unicorn":
+        from .emulators import evaluate_on_board
+        board, target = _board_target(None, board_name or b.get("board"), b["wait_states"])
+        if board is None:
+            raise RnnskipError(f"--emulator {emulator} boots a whole board image: pass --board (see 'rnnskip boards')")
+        ds = _load_data(data, ir)
+        ev, fw, info = evaluate_on_board(ir, qm, ds, w / "src", w / f"board-{board.name}", board, b["variant"],
+                                         emulator, max_n=emulate_max or bundle, timeout=timeout,
+                                         host_so=w / "host" / "librnnskip_model.so", wait_states=b["wait_states"])
+        b = dict(b, target=target.name, board=board.name, flash_bytes=fw.flash_bytes, ram_bytes=fw.ram_bytes,
+                 elf=str(fw.elf), info=info)
+        P.save_pickle({"ev": ev, "build": b}, w / "evaluation.pkl")
+        click.echo(f"{emulator} {board.name}: {ev.device_checked} sequences, {ev.host_mismatches + ev.device_mismatches} "
+                   f"mismatches; {info['device_summary'].get('result', '?')} ({info.get('instruction_counts')})")
+        return
+    _, target = _board_target(b["target"], b.get("board"), b["wait_states"])
     fw = Firmware(elf=w / "firmware" / "firmware.elf", map=w / "firmware" / "firmware.map",
                   variant=b["variant"], flash_bytes=b["flash_bytes"], ram_bytes=b["ram_bytes"])
     ds = _load_data(data, ir)
@@ -282,10 +347,14 @@ def report_cmd(work):
     qm = P.load_pickle(w / "model.q.pkl", "quantize")
     e = P.load_pickle(w / "evaluation.pkl", "emulate")
     b = e["build"]
-    target = _target(b["target"], b["wait_states"])
-    fw = Firmware(elf=w / "firmware" / "firmware.elf", map=w / "firmware" / "firmware.map",
+    _, target = _board_target(b["target"], b.get("board"), b["wait_states"])
+    elf = Path(b.get("elf") or w / "firmware" / "firmware.elf")
+    fw = Firmware(elf=elf, map=elf.with_suffix(".map"),
                   variant=b["variant"], flash_bytes=b["flash_bytes"], ram_bytes=b["ram_bytes"])
     rep = build_report(ir, qm, e["ev"], target, b["kernels"], b["variant"], firmware=fw)
+    if b.get("info"):
+        from .emulators import report_emulation
+        report_emulation(rep, b["info"])
     write_report(rep, w / "report.json")
     click.echo(table(rep))
 
@@ -299,4 +368,14 @@ def targets_cmd():
         t = targets.load(name)
         feats = ", ".join(f for f, on in (("DSP", t.dsp), ("FPU", t.fpu), ("MVE", t.mve)) if on) or "-"
         click.echo(f"{t.name:<14} flash {t.flash_size // 1024:>5} KiB  RAM {t.ram_size // 1024:>4} KiB  "
-                   f"{t.clock_hz / 1e6:.0f} MHz  {feats:<12} {t.description}")
+                   f"{t.clock_hz / 1e6:.0f} MHz  {feats:<12} {'unicorn' if t.unicorn_cpu else 'qemu only':<9}  "
+                   f"{t.description}")
+
+
+@main.command("boards")
+@_guard
+def boards_cmd():
+    """List the boards (--board): part, core, memory map, UART, QEMU machine, Renode platform."""
+    from .boards import describe
+    for line in describe():
+        click.echo(line)

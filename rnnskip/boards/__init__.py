@@ -1,0 +1,153 @@
+"""Board files: a target core bound to a real part, its memory map, UART and emulators.
+
+One TOML file per board in this package (``rnnskip boards`` lists them)::
+
+    name, description, part, target, clock_hz, aliases = [...], inherits = "other-board"
+    [memory]  flash_origin, flash_size, ram_origin, ram_size, stack_size
+    [uart]    kind (stm32-usart-v1 | stm32-usart-v2 | cmsdk-uart | nrf51-uart), base, label,
+              baud, clock_hz, init = [[address, mask, value], ...], tx_pin (nrf51)
+    [qemu]    machine, serial_index, fallback_machine          (absent: no QEMU machine)
+    [renode]  platform (a Renode platform .repl; absent: rnnskip writes one), uart
+
+``inherits`` deep-merges another board's file under this one's keys.
+
+    board = load("stm32f407")
+    target = board_target(board)          # the core's Target with the board's memory map
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Dict, List, Optional
+
+from ..errors import RnnskipError
+
+UART_KINDS = ("stm32-usart-v1", "stm32-usart-v2", "cmsdk-uart", "nrf51-uart")
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    description: str
+    part: str
+    target: str                       # target name, e.g. "cortex-m4"
+    clock_hz: int                     # clock the firmware runs at (reset clock; no PLL set-up)
+    flash_origin: int
+    flash_size: int
+    ram_origin: int
+    ram_size: int
+    stack_size: int
+    uart: Dict
+    qemu: Optional[Dict]
+    renode: Dict
+    aliases: List[str] = field(default_factory=list)
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def qemu_machine(self) -> Optional[str]:
+        return self.qemu.get("machine") if self.qemu else None
+
+
+def _files() -> Dict[str, str]:
+    return {f.name[:-5]: f.read_text() for f in resources.files(__package__).iterdir()
+            if f.name.endswith(".toml")}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _raw(name: str, files: Dict[str, str], seen=()) -> dict:
+    if name in seen:
+        raise RnnskipError(f"board file {name}.toml: 'inherits' loops through {', '.join(seen)}")
+    raw = tomllib.loads(files[name])
+    parent = raw.pop("inherits", None)
+    if parent:
+        if parent not in files:
+            raise RnnskipError(f"board file {name}.toml inherits unknown board '{parent}'")
+        base = _raw(parent, files, seen + (name,))
+        base.pop("aliases", None)
+        raw = _merge(base, raw)
+    return raw
+
+
+def available() -> List[str]:
+    """Names of every board file shipped in the package, sorted."""
+    return sorted(_files())
+
+
+def _resolve(name: str, files: Dict[str, str]) -> str:
+    if name in files:
+        return name
+    for n, text in files.items():
+        if name in tomllib.loads(text).get("aliases", []):
+            return n
+    raise RnnskipError(f"unknown board '{name}'; available boards: {', '.join(sorted(files))} "
+                       f"(see 'rnnskip boards')")
+
+
+def load(name: str) -> Board:
+    """Load board ``name`` (or one of its aliases)."""
+    files = _files()
+    real = _resolve(name, files)
+    raw = _raw(real, files)
+    try:
+        mem, uart = raw["memory"], dict(raw["uart"])
+        if uart.get("kind") not in UART_KINDS:
+            raise RnnskipError(f"board {real}: uart.kind must be one of {', '.join(UART_KINDS)}")
+        return Board(name=raw["name"], description=raw["description"], part=raw["part"],
+                     target=raw["target"], clock_hz=int(raw["clock_hz"]),
+                     flash_origin=int(mem["flash_origin"]), flash_size=int(mem["flash_size"]),
+                     ram_origin=int(mem["ram_origin"]), ram_size=int(mem["ram_size"]),
+                     stack_size=int(mem["stack_size"]), uart=uart, qemu=raw.get("qemu"),
+                     renode=dict(raw.get("renode", {})), aliases=list(raw.get("aliases", [])), raw=raw)
+    except KeyError as e:
+        raise RnnskipError(f"board file {real}.toml is missing key {e}") from None
+
+
+def board_target(board: Board, wait_states: Optional[int] = None):
+    """The board's core as a :class:`rnnskip.targets.Target` with the board's memory map."""
+    from .. import targets
+    t = targets.load(board.target)
+    raw = dict(t.raw, board=board.name)
+    t = dataclasses.replace(t, flash_origin=board.flash_origin, flash_size=board.flash_size,
+                            ram_origin=board.ram_origin, ram_size=board.ram_size,
+                            stack_size=board.stack_size, raw=raw)
+    return t if wait_states is None else t.with_wait_states(wait_states)
+
+
+def resolve(target_name: Optional[str], board_name: Optional[str], wait_states: Optional[int] = None):
+    """(board or None, target) for the CLI's --target/--board pair.
+
+    With a board, the target defaults to the board's core; naming a different
+    core is an error (one board, one core)."""
+    from .. import targets
+    if not board_name:
+        t = targets.load(target_name or "cortex-m4")
+        return None, (t if wait_states is None else t.with_wait_states(wait_states))
+    b = load(board_name)
+    if target_name and target_name != b.target:
+        raise RnnskipError(f"board {b.name} has a {b.target} core, not {target_name}; "
+                           f"drop --target or pass --target {b.target}")
+    return b, board_target(b, wait_states)
+
+
+def describe() -> List[str]:
+    """One line per board for ``rnnskip boards``."""
+    lines = []
+    for n in available():
+        b = load(n)
+        q = b.qemu_machine or "-"
+        if b.qemu and b.qemu.get("fallback_machine"):
+            q += f" (or {b.qemu['fallback_machine']})"
+        rn = b.renode.get("platform", "generated .repl")
+        lines.append(f"{b.name:<18} {b.target:<14} {b.part:<14} flash {b.flash_size // 1024:>5} KiB @ "
+                     f"{b.flash_origin:#010x}  RAM {b.ram_size // 1024:>5} KiB @ {b.ram_origin:#010x}  "
+                     f"UART {b.uart['label']}")
+        lines.append(f"{'':<18} qemu: {q};  renode: {rn}" + (f";  aliases: {', '.join(b.aliases)}" if b.aliases else ""))
+    return lines

@@ -1,0 +1,108 @@
+"""Board files, board firmware builds (every board) and the CLI's --board plumbing."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from random_models import random_data
+from rnnskip import boards, targets
+from rnnskip.boards.firmware import build_board_firmware, make_bundle
+from rnnskip.errors import RnnskipError
+from rnnskip.generate import generate
+from rnnskip.quant.calibrate import calibrate
+from rnnskip.quant.quantize import quantize
+from rnnskip.reference import FloatModel
+from rnnskip.targets.fit import check_fits
+from test_targets import mixed_ir
+
+HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
+needs_arm = pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+
+REQUIRED = {"stm32f405", "stm32f407", "netduinoplus2", "olimex-stm32-h405", "mps2-an386", "mps2-an500",
+            "mps2-an505", "mps3-an547", "stm32g0b1", "microbit"}
+
+
+def test_board_files():
+    assert REQUIRED <= set(boards.available())
+    cores = set()
+    for n in boards.available():
+        b = boards.load(n)
+        t = boards.board_target(b)
+        cores.add(t.name)
+        assert (t.flash_origin, t.flash_size, t.ram_origin, t.ram_size) == \
+            (b.flash_origin, b.flash_size, b.ram_origin, b.ram_size)
+        assert t.raw["board"] == b.name and t.cycle_table == targets.load(b.target).cycle_table
+        assert b.uart["kind"] in boards.UART_KINDS and b.uart["baud"] == 115200
+        assert b.renode.get("uart", "").startswith("sysbus.")
+    assert {"cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55"} <= cores
+    # inheritance and aliases
+    f407 = boards.load("stm32f4-discovery")
+    assert f407.name == "stm32f407" and f407.uart["base"] == 0x40004400 and f407.flash_size == 1 << 20
+    assert f407.qemu == {"machine": "netduinoplus2", "serial_index": 1}
+    assert boards.load("olimex-stm32-h405").qemu["fallback_machine"] == "netduinoplus2"
+    with pytest.raises(RnnskipError, match="unknown board 'nope'; available boards: microbit"):
+        boards.load("nope")
+
+
+def test_resolve_target_and_board():
+    b, t = boards.resolve(None, "mps2-an505")
+    assert b.name == "mps2-an505" and t.name == "cortex-m33" and t.flash_origin == 0x10000000
+    assert boards.resolve(None, None)[1].name == "cortex-m4"
+    with pytest.raises(RnnskipError, match="board stm32f407 has a cortex-m4 core, not cortex-m7"):
+        boards.resolve("cortex-m7", "stm32f407")
+
+
+def test_cli_lists_boards():
+    from click.testing import CliRunner
+    from rnnskip.cli import main
+    r = CliRunner().invoke(main, ["boards"])
+    assert r.exit_code == 0, r.output
+    for n in REQUIRED:
+        assert n in r.output
+    assert "netduinoplus2" in r.output and "USART2" in r.output
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("boards")
+    ir = mixed_ir()
+    x, L = random_data(ir, n=6, T=9, seed=1)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    generate(qm, d / "src", max_t=x.shape[1])
+    return ir, qm, x, L, d
+
+
+@needs_arm
+@pytest.mark.parametrize("name", ["stm32g0b1", "stm32l073", "stm32f405"])
+def test_board_firmware_builds(model, name):
+    """Boards QEMU cannot boot still get a complete image (QEMU-bootable ones: test_qemu.py)."""
+    ir, qm, x, L, d = model
+    b = boards.load(name)
+    t = boards.board_target(b)
+    bundle = make_bundle(qm, x, L, 4)
+    check_fits(qm, x.shape[1], t, where=f"board {name}", bundled_bytes=bundle.flash_bytes())
+    fw = build_board_firmware(d / "src", d / name, b, bundle, "dsp" if t.dsp else "plain", "mixed")
+    assert 0 < fw.flash_bytes < b.flash_size and 0 < fw.ram_bytes < b.ram_size
+    from rnnskip.build import section_sizes
+    from elftools.elf.elffile import ELFFile
+    with open(fw.elf, "rb") as f:
+        e = ELFFile(f)
+        vec = e.get_section_by_name(".isr_vector")
+        assert vec["sh_addr"] == b.flash_origin           # vector table where the part boots from
+        sp, reset = np.frombuffer(vec.data()[:8], "<u4")
+        assert sp == b.ram_origin + b.ram_size and reset & 1
+        syms = {s.name for s in e.get_section_by_name(".symtab").iter_symbols()}
+    assert {"rnnskip_uart_init", "rnnskip_uart_putc", "HardFault_Handler", "rnnskip_bundle_x",
+            "rnnskip_io_run", "main"} <= syms
+    assert ".isr_vector" in section_sizes(fw.elf)
+    src = (d / name / "board" / "rnnskip_uart.c").read_text()
+    assert f"{b.uart['base']:#010X}"[2:] in src.upper()
+
+
+def test_fit_check_names_the_board(model):
+    ir, qm, x, L, d = model
+    b = boards.load("stm32l073")           # 20 KiB of RAM
+    with pytest.raises(RnnskipError, match=r"board stm32l073: needs about [\d,]+ bytes of RAM .* has 20,480 bytes"):
+        check_fits(qm, 4000, boards.board_target(b), where=f"board {b.name}")

@@ -1,0 +1,143 @@
+"""QEMU backend: board images boot on their QEMU machines, print bit-exact results
+over the UART, agree with Unicorn on outputs and instruction counts, and fail in
+one clear line when they hang or fault."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from random_models import random_data
+from rnnskip import boards
+from rnnskip.boards.firmware import build_board_firmware, make_bundle
+from rnnskip.emulators import qemu as Q
+from rnnskip.errors import RnnskipError
+from rnnskip.generate import generate
+from rnnskip.quant.calibrate import calibrate
+from rnnskip.quant.quantize import quantize
+from rnnskip.reference import FloatModel
+from rnnskip.simulator.unicorn_backend import EmulationError
+from test_targets import mixed_ir
+
+pytestmark = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+                                reason="needs arm-none-eabi-gcc and qemu-system-arm (run 'make setup')")
+
+# one board per core QEMU can boot
+QEMU_BOARDS = ["stm32f407", "mps2-an386", "mps2-an500", "mps2-an505", "mps3-an547", "microbit"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("qemu")
+    ir = mixed_ir()
+    x, L = random_data(ir, n=5, T=9, seed=2)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    generate(qm, d / "src", max_t=x.shape[1])
+    return {"ir": ir, "qm": qm, "x": x, "L": L, "dir": d, "bundle": make_bundle(qm, x, L, 5)}
+
+
+def _build(model, name, **kw):
+    b = boards.load(name)
+    variant = "dsp" if boards.board_target(b).dsp else "plain"
+    out = model["dir"] / (name + "".join(f"-{k}" for k in kw.get("extra_cflags", ())))
+    return b, build_board_firmware(model["dir"] / "src", out, b, model["bundle"], variant, "mixed", **kw)
+
+
+@pytest.mark.parametrize("name", QEMU_BOARDS)
+def test_board_boots_bitexact_and_matches_unicorn(model, name, tmp_path):
+    b, fw = _build(model, name)
+    run = Q.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path)
+    bundle = model["bundle"]
+    assert run.start["board"] == name and run.start["sequences"] == str(bundle.n)
+    assert run.summary["result"] == "PASS" and run.summary["mismatch"] == "0", run.lines[-1]
+    assert len(run.sequences) == bundle.n
+    for s in run.sequences:                         # checked here too, not only on the device
+        i, T = s["i"], int(bundle.lengths[s["i"]])
+        assert s["out"] == bundle.out[i].tolist()
+        assert s["flags"] == "".join(str(int(f)) for f in bundle.flags[i, :T])
+        assert s["match"]
+    assert run.icounts and all(n > 1000 for n in run.icounts), run.icount_note
+    if name == "mps3-an547":
+        with pytest.raises(EmulationError, match="no Armv8.1-M core"):
+            Q.unicorn_cross_check(fw.elf, b, bundle)
+        return
+    uni, stack = Q.unicorn_cross_check(fw.elf, b, bundle)
+    assert [u["out"][:model["qm"].output_dim] for u in uni] == [s["out"] for s in run.sequences]
+    assert [u["flags"] for u in uni] == [s["flags"] for s in run.sequences]
+    # the TCG plugin's counts equal Unicorn's, instruction for instruction
+    assert [u["instructions"] for u in uni] == run.icounts
+    assert all(u["cycles"] > 0 for u in uni) and stack > 0
+
+
+def test_olimex_falls_back_to_netduinoplus2(model, tmp_path):
+    b, fw = _build(model, "olimex-stm32-h405")
+    m, note = Q.machine_for(b)
+    if "olimex-stm32-h405" in Q.machines():
+        assert m == "olimex-stm32-h405"
+    else:
+        assert m == "netduinoplus2" and "8.1" in note
+    assert Q.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path, icount=False).passed
+
+
+def test_hang_is_a_one_line_timeout(model, tmp_path):
+    b, fw = _build(model, "mps2-an386", extra_cflags=("-DRNNSKIP_BOARD_HANG_TEST",))
+    with pytest.raises(EmulationError) as e:
+        Q.run_firmware(fw.elf, b, timeout=2, icount=False, workdir=tmp_path)
+    msg = str(e.value)
+    assert "printed no summary line within 2 s (hung?)" in msg and "rnnskip start:" in msg and "\n" not in msg
+
+
+def test_fault_is_reported(model, tmp_path):
+    b, fw = _build(model, "stm32f407", extra_cflags=("-DRNNSKIP_BOARD_FAULT_TEST=2",))
+    with pytest.raises(EmulationError, match=r"firmware faulted on QEMU netduinoplus2 \(board stm32f407\) "
+                                             r"while running sequence 2: FAULT: HardFault pc=0x"):
+        Q.run_firmware(fw.elf, b, timeout=30, icount=False, workdir=tmp_path)
+
+
+def test_board_without_qemu_machine_and_missing_qemu(monkeypatch):
+    with pytest.raises(RnnskipError, match="board stm32g0b1 .* has no QEMU machine; QEMU can run: .*mps2-an386"):
+        Q.machine_for(boards.load("stm32g0b1"))
+    monkeypatch.setattr(Q, "QEMU", "qemu-system-arm-not-installed")
+    with pytest.raises(RnnskipError, match="qemu-system-arm-not-installed not found on PATH; run 'make setup'"):
+        Q.run_firmware("fw.elf", boards.load("mps2-an386"))
+
+
+def test_cli_convert_and_emulate_with_qemu(model, tmp_path, monkeypatch):
+    """rnnskip-convert --board netduinoplus2 --emulator qemu, then the emulate stage on its work folder."""
+    import json
+    from click.testing import CliRunner
+    from rnnskip import pipeline
+    from rnnskip.cli import main
+    from rnnskip.datasets import Dataset, save_npz
+    ir, x, L = model["ir"], model["x"], model["L"]
+    monkeypatch.setattr(pipeline, "import_model", lambda path: ir)      # no Keras needed here
+    save_npz(str(tmp_path / "d.npz"), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["convert", "model.h5", "--board", "netduinoplus2", "--emulator", "qemu",
+                                  "--data", str(tmp_path / "d.npz"), "--out", str(out), "--bundle", "3"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["target"] == "cortex-m4" and rep["bitexact"]["device_mismatches"] == 0
+    assert rep["bitexact"]["device_checked"] == 3
+    e = rep["emulation"]
+    assert e["emulator"] == "qemu" and e["board"]["qemu_machine"] == "netduinoplus2"
+    assert e["board"]["device_summary"]["result"] == "PASS"
+    cc = e["board"]["unicorn_cross_check"]
+    assert cc["outputs_identical"] and cc["instructions_identical"]
+    assert e["cycles_per_inference"] > 0 and e["cycles_from"].startswith("Unicorn")
+    # the emulate stage on the same work folder, another board of the same core
+    P = __import__("rnnskip.pipeline", fromlist=["x"])
+    P.save_pickle({"target": "cortex-m4", "board": None, "variant": "dsp", "wait_states": None,
+                   "kernels": "portable", "flash_bytes": 0, "ram_bytes": 0}, out / "build.pkl")
+    r = CliRunner().invoke(main, ["emulate", str(out), "--data", str(tmp_path / "d.npz"), "--emulator", "qemu",
+                                  "--board", "mps2-an386", "--bundle", "2"])
+    assert r.exit_code == 0, r.output
+    assert "qemu mps2-an386: 2 sequences, 0 mismatches; PASS" in r.output
+    r = CliRunner().invoke(main, ["report", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "report.json").read_text())["emulation"]["board"]["board"] == "mps2-an386"
+    # no board: one line
+    r = CliRunner().invoke(main, ["convert", "model.h5", "--emulator", "qemu", "--data", str(tmp_path / "d.npz"),
+                                  "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "--emulator qemu boots a whole board image: pass --board" in r.output

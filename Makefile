@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.rnnskip-installed
-APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm cmake
+APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm cmake make gcc
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup toolchain demo test bench clean
@@ -14,7 +14,8 @@ toolchain:
 	@if ! command -v arm-none-eabi-gcc >/dev/null 2>&1 || \
 	    ! [ -f /usr/lib/arm-none-eabi/newlib/libc.a ] || \
 	    ! command -v qemu-system-arm >/dev/null 2>&1 || \
-	    ! command -v cmake >/dev/null 2>&1; then \
+	    ! command -v cmake >/dev/null 2>&1 || \
+	    ! command -v gcc >/dev/null 2>&1; then \
 	  echo "installing $(APT_PKGS)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PKGS) >/dev/null; \

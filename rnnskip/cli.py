@@ -84,8 +84,12 @@ def _load_data(path, ir, what="--data"):
 
 def run_convert(model, target_name, data, out, kernels="portable", variant=None, calib=None,
                 calib_max=1000, emulate_max=None, traffic_sample=16, wait_states=None, workers=2,
-                host=True, progress=True, board_name=None, emulator="unicorn", bundle=16, timeout=120.0):
+                host=True, progress=True, board_name=None, emulator="unicorn", bundle=16, timeout=120.0,
+                export=None, skip=None):
     """The whole flow; returns the report dict. Used by rnnskip-convert and the demo.
+
+    skip: time-step skipping options (keys predictor, skip, train, val, max_loss, ptype;
+    see rnnskip.skip.convert.SkipSetup.prepare), None for a dense model.
 
     board_name: build for that board's memory map; emulator "qemu"/"renode" boots the
     board image with ``bundle`` test sequences linked in (see rnnskip.emulators)."""
@@ -96,12 +100,21 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     board, target = _board_target(target_name, board_name, wait_states)
     if check_emulator(emulator) != "unicorn" and board is None:
         raise RnnskipError(f"--emulator {emulator} boots a whole board image: pass --board (see 'rnnskip boards')")
+    if export and board is None:
+        raise RnnskipError("--export needs --board: the project is for one board (memory map, startup, UART); "
+                           "see 'rnnskip boards'")
     variant = _variant(target, variant, kernels)
     ir = P.import_model(model)
     ds = _load_data(data, ir)
     cal = _load_data(calib, ir, "--calib") if calib else ds
+    sk = None
+    if skip:  # time-step skipping (issue 4): options and predictor folder checked before anything is written
+        from .skip.convert import SkipSetup
+        sk = SkipSetup.prepare(ir, log=click.echo, **skip)
     with atomic_dir(Path(out)) as tmp:
         qm, ranges = P.quantize_model(ir, cal, calib_max, progress)
+        if sk:
+            sk.attach(ir, qm, tmp, progress)
         from .targets.fit import check_fits
         check_fits(qm, int(ds.x.shape[1]), target)   # refuse before compiling
         src = tmp / "src"
@@ -123,11 +136,27 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         if info is not None:
             from .emulators import report_emulation
             report_emulation(rep, info)
+        if sk:
+            from .skip.convert import dense_firmware
+            dfw = dense_firmware(qm, tmp, target, variant, kernels, int(ds.x.shape[1])) if ev.emu is not None else None
+            rep["skip"] = sk.section(ir, qm, ds, ev, tmp, dense_fw=dfw, target=target, traffic_sample=traffic_sample,
+                                     workers=workers, progress=progress, model_path=str(model))
         write_report(rep, tmp / "report.json")
         write_plots(ev, tmp, f"{ir.name} on {target.name} ({kernels}, {variant})")
         P.save_pickle(ir, tmp / "model.ir.pkl")
         P.save_pickle(qm, tmp / "model.q.pkl")
+    if export:
+        from .boards.export import export_project
+        from .boards.firmware import make_bundle
+        bd = make_bundle(qm, ds.x, ds.lengths, emulate_max or bundle)
+        from .targets.fit import check_fits
+        check_fits(qm, int(ds.x.shape[1]), target, where=f"board {board.name}", bundled_bytes=bd.flash_bytes())
+        export_project(Path(out) / "src", export, board, bd, variant, kernels, ir.name, wait_states)
+        click.echo(f"wrote the {board.name} firmware project to {export} (cmake with cmake/arm-none-eabi.cmake, or make)")
     click.echo(table(rep))
+    if "skip" in rep:
+        from .skip.convert import table_rows
+        click.echo("\n".join(f"  {k:<21} {v}" for k, v in table_rows(rep["skip"])))
     click.echo(f"wrote {Path(out) / 'report.json'}")
     if rep["bitexact"]["mismatches"]:
         raise RnnskipError(f"{rep['bitexact']['mismatches']} sequences differ from the golden model "
@@ -141,6 +170,17 @@ _common = [
     click.option("--kernels", default="portable", show_default=True, help="Kernel provider: portable, cmsis-nn (needs CMSIS_NN_PATH) or naive (baseline loops)."),
     click.option("--variant", type=click.Choice(["dsp", "plain"]), default=None, help="Portable kernels: DSP path or plain C (default: dsp where the core has it)."),
     click.option("--flash-wait-states", "wait_states", type=click.IntRange(0, 15), default=None, help="Override the target's flash wait states in the cycle model."),
+]
+
+
+#: time-step skipping (issue 4) options of rnnskip-convert
+_skip_opts = [
+    click.option("--predictor", type=click.Path(file_okay=False), default=None, help="Skip predictor folder from 'rnnskip train-predictor': the firmware skips the steps it rejects."),
+    click.option("--skip", type=click.Choice(["auto", "off"]), default=None, help="auto: train a skip predictor now (needs --train, --val, --max-loss) and convert with it."),
+    click.option("--train", type=click.Path(dir_okay=False), default=None, help="--skip auto: training data (.npz) for the predictor."),
+    click.option("--val", type=click.Path(dir_okay=False), default=None, help="--skip auto: validation data (.npz) for its thresholds."),
+    click.option("--max-loss", type=float, default=None, help="--skip auto: accuracy loss budget in points on --val."),
+    click.option("--predictor-type", "ptype", type=click.Choice(["mlp", "logistic", "tree", "forest"]), default=None, help="--skip auto: predictor type (default mlp)."),
 ]
 
 
@@ -165,13 +205,17 @@ def _apply(opts):
 @click.option("--emulator", default="unicorn", show_default=True, help="unicorn (one function, cycle model), qemu or renode (boot the --board image).")
 @click.option("--bundle", default=16, show_default=True, help="qemu/renode: test sequences linked into the board image (--emulate-max overrides).")
 @click.option("--timeout", default=120.0, show_default=True, help="qemu/renode: seconds to wait for the firmware's summary line.")
+@click.option("--export", type=click.Path(file_okay=False), default=None, help="Also write a standalone CMake + Makefile firmware project for --board here.")
+@_apply(_skip_opts)
 @_guard
 def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, data, calib, calib_max, out,
-                emulate_max, traffic_sample, workers, emulator, bundle, timeout):
+                emulate_max, traffic_sample, workers, emulator, bundle, timeout, export, **skip):
     """Convert MODEL (.h5/.keras), build firmware, emulate it on --data and report."""
+    skip = skip if (skip.get("predictor") or skip.get("skip") or skip.get("train") or skip.get("val")
+                    or skip.get("max_loss") is not None) else None
     run_convert(model, target_name, data, out, kernels, variant, calib, calib_max, emulate_max,
                 traffic_sample, wait_states, workers, board_name=board_name, emulator=emulator,
-                bundle=bundle, timeout=timeout)
+                bundle=bundle, timeout=timeout, export=export, skip=skip)
 
 
 def convert_main():
@@ -379,3 +423,25 @@ def boards_cmd():
     from .boards import describe
     for line in describe():
         click.echo(line)
+
+
+@main.command("train-predictor")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--train", type=click.Path(dir_okay=False), required=True, help="Training data (.npz: x, y, optional lengths).")
+@click.option("--val", type=click.Path(dir_okay=False), required=True, help="Validation data (.npz) for the oracle and decision thresholds.")
+@click.option("--max-loss", type=float, required=True, help="Accuracy loss budget in points on --val (e.g. 0.3).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Predictor folder (replaced when complete).")
+@click.option("--type", "ptype", type=click.Choice(["mlp", "logistic", "tree", "forest"]), default="mlp", show_default=True)
+@click.option("--rounds", default=2, show_default=True, help="Relabel rounds on the predictor's own states (0: oracle labels only).")
+@click.option("--size-ratio", type=float, default=None, help="Predictor size budget as a fraction of the RNN's parameters (default 0.03).")
+@click.option("--measure", type=click.Choice(["auto", "l2", "cosine"]), default="auto", show_default=True, help="State-change measure of the oracle.")
+@click.option("--calibrate-on", type=click.Choice(["int8", "float"]), default="int8", show_default=True, help="Model the decision threshold is calibrated on.")
+@_guard
+def train_predictor_cmd(model, train, val, max_loss, out, ptype, rounds, size_ratio, measure, calibrate_on):
+    """Train a time-step skip predictor for MODEL (frozen) within an accuracy budget (issue 4).
+
+    The skip-predictor method is the subject of Arm's US patent 11,663,814 B2
+    ("Skip predictor for pre-trained recurrent neural networks"); take advice before commercial use."""
+    from .skip.convert import run_train_predictor
+    run_train_predictor(model, train, val, max_loss, out, ptype=ptype, rounds=rounds, size_ratio=size_ratio,
+                        measure=measure, calibrate_on=calibrate_on, log=click.echo)

@@ -1,0 +1,63 @@
+"""Standalone firmware project: ``rnnskip-convert ... --board B --export DIR``.
+
+DIR gets the model sources, the board runtime (startup, linker script, UART
+driver, a ``main`` running the bundled test sequences), a CMake project with an
+arm-none-eabi toolchain file and a plain Makefile - the same flags rnnskip
+builds with, no dependency on rnnskip or Python.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from .. import __version__
+from . import Board, board_target
+from .firmware import Bundle, _env, model_sources, render_board_sources
+
+
+def _export_ldflags():
+    from ..simulator import runtime
+    # --no-warn-rwx-segments needs binutils >= 2.39: leave it out of projects users build
+    return [f for f in runtime.LINK_FLAGS if "no-warn-rwx-segments" not in f]
+
+
+def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "dsp",
+                   kernels: str = "portable", model_name: str = "model",
+                   wait_states: Optional[int] = None) -> Path:
+    """Write the project for ``board`` into ``dest`` (replaced only once complete)."""
+    from ..build import CMSIS_NN_SOURCES
+    from ..simulator import runtime
+    src_dir, dest = Path(src_dir), Path(dest)
+    t = board_target(board, wait_states)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        (tmp / "src" / "kernels").mkdir(parents=True)
+        for f in model_sources(src_dir):
+            rel = f.relative_to(src_dir)
+            shutil.copy(f, tmp / "src" / rel)
+        for h in list(src_dir.glob("*.h")) + list((src_dir / "kernels").glob("*.h")):
+            shutil.copy(h, tmp / "src" / h.relative_to(src_dir))
+        render_board_sources(tmp / "board", board, bundle, model_name, t)
+        cflags = runtime.cflags(t) + (["-DRNNSKIP_NO_DSP"] if variant == "plain" else [])
+        idx = int(board.qemu.get("serial_index", 0)) if board.qemu else 0
+        ctx = {"version": __version__, "board": board, "target": t, "uart": board.uart, "kernels": kernels,
+               "variant": variant, "model_name": model_name, "n": bundle.n, "cflags": cflags,
+               "ldflags": _export_ldflags(), "cmsis_sources": list(CMSIS_NN_SOURCES),
+               "qemu_machine": (board.qemu or {}).get("fallback_machine") or board.qemu_machine,
+               "qemu_serial": " -serial null" * idx + " -serial stdio",
+               "dwt": bool(t.raw.get("dwt_cycle_counter", True))}
+        env = _env()
+        (tmp / "cmake").mkdir()
+        for tpl, name in (("CMakeLists.txt.j2", "CMakeLists.txt"), ("arm-none-eabi.cmake.j2", "cmake/arm-none-eabi.cmake"),
+                          ("Makefile.j2", "Makefile"), ("README.md.j2", "README.md")):
+            (tmp / name).write_text(env.get_template(f"board/export/{tpl}").render(**ctx))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return dest

@@ -1,0 +1,117 @@
+"""Standalone export: the STM32F407 project builds from a clean copy with CMake (+ the
+arm-none-eabi toolchain file) and with make, and its image boots on QEMU netduinoplus2."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from random_models import random_data
+from rnnskip import boards
+from rnnskip.boards.export import export_project
+from rnnskip.boards.firmware import make_bundle
+from rnnskip.generate import generate
+from rnnskip.quant.calibrate import calibrate
+from rnnskip.quant.quantize import quantize
+from rnnskip.reference import FloatModel
+from test_targets import mixed_ir
+
+HAVE = {t: shutil.which(t) is not None for t in ("arm-none-eabi-gcc", "cmake", "make", "qemu-system-arm")}
+needs_arm = pytest.mark.skipif(not HAVE["arm-none-eabi-gcc"], reason="arm-none-eabi-gcc not installed (make setup)")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("export")
+    ir = mixed_ir()
+    x, L = random_data(ir, n=4, T=9, seed=3)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    generate(qm, d / "src", max_t=x.shape[1])
+    return ir, qm, x, L, d
+
+
+@pytest.fixture(scope="module")
+def project(model):
+    ir, qm, x, L, d = model
+    return export_project(d / "src", d / "fw", boards.load("stm32f407"), make_bundle(qm, x, L, 4),
+                          "dsp", "portable", "mixed")
+
+
+def _run(cmd, cwd, env=None):
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    assert p.returncode == 0, f"{' '.join(cmd)} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
+    return p
+
+
+def test_project_layout(project):
+    names = {str(p.relative_to(project)) for p in project.rglob("*") if p.is_file()}
+    assert {"CMakeLists.txt", "cmake/arm-none-eabi.cmake", "Makefile", "README.md", "board/link.ld",
+            "board/startup.c", "board/rnnskip_uart.c", "board/rnnskip_board_main.c", "board/rnnskip_board_data.c",
+            "src/rnnskip_model.c", "src/rnnskip_weights.c", "src/rnnskip_io.c", "src/kernels/rnnskip_kernels.h"} <= names
+    assert "src/main.c" not in names                      # the emulation main is replaced by the board's
+    mk = (project / "Makefile").read_text()
+    assert "-mcpu=cortex-m4" in mk and "\t$(CC) $(CFLAGS)" in mk and "qemu-system-arm -M netduinoplus2" in mk
+    assert "-serial null -serial stdio" in mk             # USART2 is QEMU's second serial port
+    assert "ORIGIN = 0x08000000" in (project / "board/link.ld").read_text()
+    assert "rnnskip" not in (project / "cmake/arm-none-eabi.cmake").read_text().split("\n", 2)[2]
+
+
+@needs_arm
+@pytest.mark.skipif(not (HAVE["cmake"] and HAVE["make"]), reason="cmake and make needed")
+def test_clean_copy_builds_with_cmake_and_make_and_boots(project, tmp_path):
+    a, b = tmp_path / "cmake-copy", tmp_path / "make-copy"
+    shutil.copytree(project, a)
+    shutil.copytree(project, b)
+    _run(["cmake", "-S", ".", "-B", "build", "-DCMAKE_TOOLCHAIN_FILE=cmake/arm-none-eabi.cmake"], a)
+    _run(["cmake", "--build", "build"], a)
+    _run(["make", "-j2"], b)
+    for d in (a, b):
+        assert (d / "build" / "firmware.elf").is_file() and (d / "build" / "firmware.bin").stat().st_size > 1000
+    assert (a / "build/firmware.bin").read_bytes() == (b / "build/firmware.bin").read_bytes()
+    if not HAVE["qemu-system-arm"]:
+        pytest.skip("qemu-system-arm not installed")
+    from rnnskip.emulators import qemu as Q
+    run = Q.run_firmware(b / "build" / "firmware.elf", boards.load("stm32f407"), timeout=60, icount=False)
+    assert run.machine == "netduinoplus2"
+    assert run.lines[-1] == ("rnnskip summary: board=stm32f407 target=cortex-m4 sequences=4 match=4 "
+                             "mismatch=0 cycles=- result=PASS")
+
+
+@needs_arm
+def test_cmsis_nn_project_asks_for_cmsis_nn_path(model, tmp_path):
+    ir, qm, x, L, d = model
+    generate(qm, tmp_path / "src", max_t=x.shape[1], kernels="cmsis-nn")
+    fw = export_project(tmp_path / "src", tmp_path / "fw", boards.load("mps2-an386"), make_bundle(qm, x, L, 2),
+                        "dsp", "cmsis-nn", "mixed")
+    env = {k: v for k, v in os.environ.items() if k != "CMSIS_NN_PATH"}
+    p = subprocess.run(["make"], cwd=fw, capture_output=True, text=True, env=env)
+    assert p.returncode != 0 and "the cmsis-nn kernels need CMSIS_NN_PATH" in p.stderr
+    if HAVE["cmake"]:
+        p = subprocess.run(["cmake", "-S", ".", "-B", "build", "-DCMAKE_TOOLCHAIN_FILE=cmake/arm-none-eabi.cmake"],
+                           cwd=fw, capture_output=True, text=True, env=env)
+        assert p.returncode != 0 and "the cmsis-nn kernels need CMSIS_NN_PATH" in p.stderr
+
+
+@needs_arm
+def test_cli_export(model, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from rnnskip import pipeline
+    from rnnskip.cli import main
+    from rnnskip.datasets import Dataset, save_npz
+    ir, qm, x, L, d = model
+    monkeypatch.setattr(pipeline, "import_model", lambda path: ir)
+    save_npz(str(tmp_path / "d.npz"), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))
+    r = CliRunner().invoke(main, ["convert", "model.h5", "--target", "cortex-m4", "--board", "stm32f407",
+                                  "--export", str(tmp_path / "fw"), "--data", str(tmp_path / "d.npz"),
+                                  "--out", str(tmp_path / "out"), "--bundle", "3"])
+    assert r.exit_code == 0, r.output
+    assert "wrote the stm32f407 firmware project" in r.output
+    data = (tmp_path / "fw" / "board" / "rnnskip_board_data.c").read_text()
+    assert "rnnskip_bundle_n = 3u" in data
+    r = CliRunner().invoke(main, ["convert", "model.h5", "--export", str(tmp_path / "fw2"), "--data",
+                                  str(tmp_path / "d.npz"), "--out", str(tmp_path / "out2")])
+    assert r.exit_code == 2 and "--export needs --board" in r.output
+    assert not (tmp_path / "fw2").exists()

@@ -3,7 +3,9 @@
 DIR gets the model sources, the board runtime (startup, linker script, UART
 driver, a ``main`` running the bundled test sequences), a CMake project with an
 arm-none-eabi toolchain file and a plain Makefile - the same flags rnnskip
-builds with, no dependency on rnnskip or Python.
+builds with, no dependency on rnnskip or Python - and ``renode/`` (.resc,
+.robot, .repl where Renode has no platform) pointing at ``build/firmware.elf``
+for CI (docs/ci.md).
 """
 from __future__ import annotations
 
@@ -49,6 +51,8 @@ def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "
                "qemu_machine": (board.qemu or {}).get("fallback_machine") or board.qemu_machine,
                "qemu_serial": " -serial null" * idx + " -serial stdio",
                "dwt": bool(t.raw.get("dwt_cycle_counter", True))}
+        from ..emulators.renode import write_files
+        write_files(tmp / "renode", board, elf="../build/firmware.elf", model_name=model_name)
         env = _env()
         (tmp / "cmake").mkdir()
         for tpl, name in (("CMakeLists.txt.j2", "CMakeLists.txt"), ("arm-none-eabi.cmake.j2", "cmake/arm-none-eabi.cmake"),

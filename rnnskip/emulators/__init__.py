@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import RnnskipError
 
-EMULATORS = ("unicorn", "qemu")
+EMULATORS = ("unicorn", "qemu", "renode")
 
 
 def check_emulator(name: str) -> str:

@@ -141,3 +141,23 @@ def test_cli_convert_and_emulate_with_qemu(model, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["convert", "model.h5", "--emulator", "qemu", "--data", str(tmp_path / "d.npz"),
                                   "--out", str(tmp_path / "o2")])
     assert r.exit_code == 2 and "--emulator qemu boots a whole board image: pass --board" in r.output
+
+
+def test_helium_kernels_bitexact_on_a_wide_model(tmp_path):
+    """cortex-m55 Helium mat-vecs (row-major and paired) on 608 x 552 matrices: the column
+    chunking (> 512 columns) and the predicated tails, bit-exact with the golden model."""
+    from random_models import random_ir
+    ir = random_ir("feat-lstm", seed=7, units=(150, 6), features=400)
+    x, L = random_data(ir, n=3, T=4, seed=8)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    assert max(m.cols for m in qm.all_mats()) > 512
+    generate(qm, tmp_path / "src", max_t=x.shape[1])
+    b = boards.load("mps3-an547")
+    fw = build_board_firmware(tmp_path / "src", tmp_path / "fw", b, make_bundle(qm, x, L, 3), "dsp", "wide")
+    import subprocess
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", "-m", "armv8.1-m.main", str(fw.elf)],
+                         capture_output=True, text=True).stdout
+    paired = dis[dis.index("<rnnskip_mat_vec_paired_s8>:"):]
+    assert "vmlava.s16" in paired[:paired.index("\n\n")]          # the Helium paired kernel is linked in
+    run = Q.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path, icount=False)
+    assert run.passed and run.summary["match"] == "3", run.lines[-1]

@@ -1,9 +1,11 @@
 /*
- * Helium (MVE) int8 matrix-vector kernel for Armv8.1-M cores (Cortex-M55/M85).
- * See rnnskip_kernels.h for the contract; this file defines
- * rnnskip_mat_vec_acc_s8 when RNNSKIP_USE_MVE is set (the compiler targets
+ * Helium (MVE) int8 matrix-vector kernels for Armv8.1-M cores (Cortex-M55/M85).
+ * See rnnskip_kernels.h for the contracts; this file defines
+ * rnnskip_mat_vec_acc_s8 (row-major int8) and rnnskip_mat_vec_paired_s8
+ * (paired-row int16 layout) when RNNSKIP_USE_MVE is set (the compiler targets
  * MVE-I and neither RNNSKIP_NO_MVE nor RNNSKIP_NO_DSP is defined); otherwise it
- * is empty and rnnskip_mat_vec_s8.c provides the DSP or plain-C version.
+ * is empty and rnnskip_mat_vec_s8.c / rnnskip_mat_vec_paired_s8.c provide the
+ * DSP or plain-C versions.
  *
  * Four rows per pass share each 16-column load of x:
  *     xv = VLDRB.S8 x[k..k+15]           (zeroing tail predicate from VCTP.8)
@@ -39,6 +41,54 @@ void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc,
             a3 = vmladavaq_s8(a3, vldrbq_z_s8(w3 + k, p), xv);
         }
         acc[r] = a0; acc[r + 1] = a1; acc[r + 2] = a2; acc[r + 3] = a3;
+    }
+}
+
+/*
+ * Paired-row int16 layout (see rnnskip_mat_vec_paired_s8.c for the contract and
+ * the A/B trick): for a pair p and a chunk of <= 512 columns, with x widened to
+ * int16 by the load (VLDRB.S16) and v[p] loaded as 8 int16 lanes:
+ *     A += VMLADAVA.S16(v, x)             = 256 * row(2p+1) + row(2p)   (mod 2^32)
+ *     B += VMLADAVA.S16(VMOVLB.S8(v), x)  = row(2p)   (VMOVLB: the low bytes, sign-extended)
+ * row(2p) = B, row(2p+1) = (A - B) >> 8 (exact for chunks of <= 512 columns).
+ * Two pairs (4 rows) per pass share each x load; the tail is VCTP-predicated.
+ */
+#define RNNSKIP_PAIRED_MVE_CHUNK 512
+
+static inline int32_t rnnskip_mve_u2s(uint32_t u)
+{
+    return u <= 0x7FFFFFFFu ? (int32_t)u : -(int32_t)(~u) - 1;
+}
+
+void rnnskip_mat_vec_paired_s8(const int16_t *wp, const int8_t *x, const int32_t *bias,
+                               int32_t *out, int32_t rows, int32_t cols)
+{
+    for (int32_t p = 0; p < rows / 2; p += 2) {
+        const int16_t *v0 = wp + p * cols;
+        const int16_t *v1 = v0 + cols;
+        uint32_t r[4];
+        for (int32_t j = 0; j < 4; j++)
+            r[j] = bias ? (uint32_t)bias[2 * p + j] : 0u;
+        for (int32_t c0 = 0; c0 < cols; c0 += RNNSKIP_PAIRED_MVE_CHUNK) {
+            const int32_t n = cols - c0 < RNNSKIP_PAIRED_MVE_CHUNK ? cols - c0 : RNNSKIP_PAIRED_MVE_CHUNK;
+            int32_t a0 = 0, b0 = 0, a1 = 0, b1 = 0;
+            for (int32_t k = 0; k < n; k += 8) {
+                const mve_pred16_t pr = vctp16q((uint32_t)(n - k));
+                const int16x8_t xv = vldrbq_z_s16(x + c0 + k, pr);
+                const int16x8_t w0 = vldrhq_z_s16(v0 + c0 + k, pr);
+                const int16x8_t w1 = vldrhq_z_s16(v1 + c0 + k, pr);
+                a0 = vmladavaq_s16(a0, w0, xv);
+                b0 = vmladavaq_s16(b0, vmovlbq_s8(vreinterpretq_s8_s16(w0)), xv);
+                a1 = vmladavaq_s16(a1, w1, xv);
+                b1 = vmladavaq_s16(b1, vmovlbq_s8(vreinterpretq_s8_s16(w1)), xv);
+            }
+            r[0] += (uint32_t)b0;
+            r[1] += (uint32_t)(rnnskip_mve_u2s((uint32_t)a0 - (uint32_t)b0) >> 8);
+            r[2] += (uint32_t)b1;
+            r[3] += (uint32_t)(rnnskip_mve_u2s((uint32_t)a1 - (uint32_t)b1) >> 8);
+        }
+        for (int32_t j = 0; j < 4; j++)
+            out[2 * p + j] = rnnskip_mve_u2s(r[j]);
     }
 }
 

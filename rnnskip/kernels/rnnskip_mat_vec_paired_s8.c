@@ -34,7 +34,9 @@
 #define RNNSKIP_MVP_ASM 0
 #endif
 
-#if RNNSKIP_MVP_ASM
+#if RNNSKIP_USE_MVE
+/* Helium: rnnskip_mat_vec_paired_s8 is in rnnskip_mat_vec_mve_s8.c. */
+#elif RNNSKIP_MVP_ASM
 
 /*
  * DSP path (Thumb-2 cores with the DSP extension: Cortex-M4/M7/M33/M55...).

@@ -100,8 +100,15 @@ class SkipSetup:
         qp = qm.predictor
         t0 = time.time()
         dense = golden_run(qm, ds.x, ds.lengths, qp=None)
-        skip = golden_run(qm, ds.x, ds.lengths, qp=qp)
         y = np.asarray(ds.y)
+        if ev.golden_steps is not None and ev.n == len(y):   # the evaluation already ran the golden model with the predictor
+            run_steps = np.asarray(ev.golden_steps)
+            v = int(dense["valid_steps"].sum())
+            skip = {"run_steps": run_steps, "skip_rate": float(1.0 - run_steps.sum() / v) if v else 0.0,
+                    "acc": float(ev.golden_acc)}
+        else:
+            g = golden_run(qm, ds.x, ds.lengths, qp=qp)
+            skip = {"run_steps": g["run_steps"], "skip_rate": g["skip_rate"], "acc": float(np.mean(g["pred"] == y))}
         fm_ = F.run(_fm(ir), ds.x, ds.lengths)
         o = self.meta.get("oracle", {})
         orc = F.run(_fm(ir), ds.x, ds.lengths, decide=F.oracle_rule(float(o.get("threshold", 0.0))),
@@ -121,7 +128,7 @@ class SkipSetup:
             "oracle_skip_rate": orc.skip_rate,
             "macs_per_inference": {"dense": m["dense"], "effective": m["effective"], "predictor": m["predictor"]},
             "mac_reduction": m["reduction"],
-            "accuracy": {"dense_int8": float(np.mean(dense["pred"] == y)), "skip_int8": float(np.mean(skip["pred"] == y))},
+            "accuracy": {"dense_int8": float(np.mean(dense["pred"] == y)), "skip_int8": skip["acc"]},
             "cycles_per_inference": {"dense": None, "skip": None},
             "flash_read_bytes_per_inference": {"dense": None, "skip": None},
             "oracle": {"measure": o.get("measure"), "include_cell": o.get("include_cell"),
@@ -161,11 +168,18 @@ class SkipSetup:
         sec["seconds"] = round(time.time() - t0, 1)
         return sec
 
-    def _plots(self, ir, qm, ds, skip, dense, fm_run, out_dir: Path, model_path) -> list:
+    def _plots(self, ir, qm, ds, skip, dense, fm_run, out_dir: Path, model_path, plot_max: int = 2000) -> list:
         out_dir = Path(out_dir)
+        full = ds
+        if len(ds) > plot_max:   # the curves on a random subset of a large evaluation set
+            sub = np.sort(np.random.default_rng(0).choice(len(ds), plot_max, replace=False))
+            ds = ds.subset(sub)
+            dense = {k: (v[sub] if isinstance(v, np.ndarray) and len(v) == len(full) else v) for k, v in dense.items()}
+            fm_run = F.run(_fm(ir), ds.x, ds.lengths)
         y = np.asarray(ds.y)
         fm = _fm(ir)
         names = []
+        chosen = golden_run(qm, ds.x, ds.lengths, qp=qm.predictor)
         # Pareto on the evaluation data: oracle (float), predictor (int8), baselines (float)
         o = self.meta.get("oracle", {})
         ths = sorted({float(p["threshold"]) for p in o.get("val", {}).get("points", [])})
@@ -181,22 +195,23 @@ class SkipSetup:
             r = golden_run(qm, ds.x, ds.lengths, qp=qm.predictor.with_threshold(th))
             pc["skip"].append(r["skip_rate"])
             pc["acc"].append(float(np.mean(r["pred"] == y)))
-        pts = [{"label": "predictor, chosen (int8)", "skip": skip["skip_rate"], "acc": float(np.mean(skip["pred"] == y))}]
+        pts = [{"label": "predictor, chosen (int8)", "skip": chosen["skip_rate"], "acc": float(np.mean(chosen["pred"] == y))}]
         vocab = find_vocab(model_path) if qm.token_input else None
         for b in baseline_points(fm, ds, vocab, fm_run.accuracy(y)):
             pts.append({"label": b["name"] + " (float)", "skip": b["skip_rate"], "acc": b["accuracy_float"]})
         names.append(plots.pareto([oc, pc], pts, out_dir / "skip_pareto.png",
-                                  f"{ir.name}: skip rate vs accuracy on the evaluation data ({len(y)} sequences)",
+                                  f"{ir.name}: skip rate vs accuracy on the evaluation data ({len(y)} sequences"
+                                  + (f" of {len(full)}" if len(full) > len(ds) else "") + ")",
                                   dense_acc=float(np.mean(dense["pred"] == y))).name)
         # which elements were skipped
         idx = _pick_examples(ds.lengths, 8)
         if vocab is not None:
-            rows = [[(vocab.words[int(t)] if int(t) < len(vocab.words) else "?", bool(skip["flags"][n, j]))
+            rows = [[(vocab.words[int(t)] if int(t) < len(vocab.words) else "?", bool(chosen["flags"][n, j]))
                      for j, t in enumerate(ds.x[n][: int(ds.lengths[n])]) if int(t) != 0] for n in idx]
             names.append(plots.skipped_words(rows, out_dir / "skipped_words.png",
                                              f"{ir.name}: words the int8 predictor skipped").name)
         else:
-            names.append(plots.skipped_steps(skip["flags"][idx].astype(bool), dense["flags"][idx].astype(bool),
+            names.append(plots.skipped_steps(chosen["flags"][idx].astype(bool), dense["flags"][idx].astype(bool),
                                              out_dir / "skipped_steps.png",
                                              f"{ir.name}: steps the int8 predictor skipped").name)
         return names

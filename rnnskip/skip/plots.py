@@ -68,7 +68,7 @@ def pareto(curves: List[dict], points: List[dict], path: Path, title: str, dense
 
 
 def skipped_words(rows: List[Sequence[tuple]], path: Path, title: str) -> Path:
-    """Each row: [(word, ran)]; skipped words drawn light grey and struck through."""
+    """Each row: [(word, ran)]; skipped words drawn light grey and underlined."""
     plt = _plt()
     width = 110  # characters per line
     lines = []
@@ -84,7 +84,7 @@ def skipped_words(rows: List[Sequence[tuple]], path: Path, title: str) -> Path:
         lines.append([])
     fig_h = 0.25 * len(lines) + 0.6
     fig = plt.figure(figsize=(11, fig_h))
-    fig.text(0.01, 1 - 0.2 / fig_h, title + "   (black: step ran; grey, struck: skipped)", fontsize=8,
+    fig.text(0.01, 1 - 0.2 / fig_h, title + "   (black: step ran; grey, underlined: skipped)", fontsize=8,
              va="top", family="sans-serif")
     for i, line in enumerate(lines):
         x = 0.01

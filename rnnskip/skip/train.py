@@ -131,7 +131,7 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     # 1. change statistics (dense float run)
     _say(log, f"[skip] change statistics on {len(tr)} training sequences ({nsteps} steps)")
     dense_tr = F.run(fm, tr.x, tr.lengths, collect=True, keep_prob=keep, seed=cfg.seed)
-    if len(dense_tr.feats) == 0 or not (dense_tr.feats.std(axis=0) > 0).any():
+    if len(dense_tr.feats) == 0 or not (np.ptp(dense_tr.feats, axis=0) > 0).any():
         raise RnnskipError("--train data is constant: every step gives the predictor the same input; "
                            "pass representative sequences")
     stats = {"h": F.change_stats(dense_tr)}

@@ -1,0 +1,150 @@
+"""Skipping from the command line (issue 4): train-predictor, rnnskip-convert --predictor
+and --skip auto, the report's skip section, and one-line errors with nothing written."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rnnskip.cli import convert_cmd, main
+from rnnskip.datasets import Dataset, save_npz
+
+HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
+pytestmark = pytest.mark.keras
+
+SKIP_KEYS = {"method", "predictor", "skip_rate", "oracle_skip_rate", "macs_per_inference", "accuracy",
+             "cycles_per_inference", "flash_read_bytes_per_inference", "oracle"}
+
+
+def _one_error(output: str) -> str:
+    """The single 'error:' line (progress lines may precede it); '' if not exactly one."""
+    errs = [l for l in output.splitlines() if l.startswith("error:")]
+    return errs[0] if len(errs) == 1 and output.rstrip().splitlines()[-1] == errs[0] else ""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    pytest.importorskip("tf_keras")
+    import keras_models
+    from rnnskip.pipeline import import_model
+    from rnnskip.reference import FloatModel
+    from rnnskip.skip.features import classes
+    d = tmp_path_factory.mktemp("skipcli")
+    zoo = keras_models.build_zoo("k2", d / "zoo", names=["emb_lstm_softmax", "emb_gru_ra_sigmoid"], refused=False)
+    model = zoo.models["emb_lstm_softmax"].files["h5"]
+    other = zoo.models["emb_gru_ra_sigmoid"].files["h5"]
+    ir = import_model(model)
+    rng = np.random.default_rng(0)
+    n, T = 240, 10
+    L = rng.integers(3, T + 1, n).astype(np.int32)
+    x = rng.integers(1, ir.input.vocab, (n, T)).astype(np.int32)
+    x[np.arange(T)[None, :] >= L[:, None]] = 0
+    y = classes(FloatModel(ir).predict(x, L))       # labels = the model's own answers
+    paths = {}
+    for name, sl in (("train", slice(0, 160)), ("val", slice(160, 240)), ("test", slice(160, 200))):
+        paths[name] = str(d / f"{name}.npz")
+        save_npz(paths[name], Dataset(x=x[sl], y=y[sl], lengths=L[sl]))
+    paths["test01"] = str(d / "test01.npz")   # labels valid for the 1-unit sigmoid model too
+    save_npz(paths["test01"], Dataset(x=x[:40], y=y[:40] % 2, lengths=L[:40]))
+    res = CliRunner().invoke(main, ["train-predictor", model, "--train", paths["train"], "--val", paths["val"],
+                                    "--max-loss", "30", "--out", str(d / "pred"), "--type", "tree", "--rounds", "1"])
+    assert res.exit_code == 0, res.output
+    return d, model, other, paths
+
+
+def test_train_predictor_writes_folder(setup):
+    d, model, other, paths = setup
+    meta = json.loads((d / "pred" / "predictor.json").read_text())
+    assert meta["type"] == "tree" and meta["model"]["units"] == [8]
+    assert meta["params_ratio"] <= 0.03 + 1e-9
+    assert "11,663,814" in meta["notice"]
+    assert (d / "pred" / "predictor.npz").is_file() and (d / "pred" / "pareto_val.png").is_file()
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+def test_convert_with_predictor_report(setup):
+    d, model, other, paths = setup
+    out = d / "conv"
+    res = CliRunner().invoke(convert_cmd, [model, "--predictor", str(d / "pred"), "--data", paths["test"],
+                                           "--calib", paths["train"], "--out", str(out), "--emulate-max", "8",
+                                           "--traffic-sample", "2", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["bitexact"]["mismatches"] == 0           # skip decisions included (flags compared)
+    sk = rep["skip"]
+    assert SKIP_KEYS <= set(sk)
+    assert set(sk["predictor"]) >= {"type", "params", "params_ratio"}
+    assert set(sk["macs_per_inference"]) == {"dense", "effective", "predictor"}
+    assert set(sk["accuracy"]) == {"dense_int8", "skip_int8"}
+    assert sk["cycles_per_inference"]["dense"] > 0 and sk["cycles_per_inference"]["skip"] > 0
+    assert sk["flash_read_bytes_per_inference"]["dense"] > 0
+    assert set(sk["oracle"]["accuracy"]) == {"dense_float", "skip_float"}
+    assert sk["emulated"]["dense_firmware_matches_dense_golden"]
+    assert sk["macs_per_inference"]["effective"] <= sk["macs_per_inference"]["dense"] + sk["macs_per_inference"]["predictor"]
+    for p in sk["plots"]:
+        assert (out / p).is_file()
+    assert "steps skipped" in res.output
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+def test_convert_skip_auto(setup):
+    d, model, other, paths = setup
+    out = d / "auto"
+    res = CliRunner().invoke(convert_cmd, [model, "--skip", "auto", "--train", paths["train"], "--val", paths["val"],
+                                           "--max-loss", "30", "--predictor-type", "tree", "--data", paths["test"],
+                                           "--out", str(out), "--emulate-max", "4", "--traffic-sample", "1",
+                                           "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert (out / "predictor" / "predictor.json").is_file()
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["skip"]["predictor"]["type"] == "tree" and rep["bitexact"]["mismatches"] == 0
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--predictor", "{pred}", "--skip", "auto"], "either --predictor"),
+    (["--skip", "auto", "--train", "{train}"], "needs --val, --max-loss"),
+    (["--max-loss", "0.3"], "add --skip auto"),
+    (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "-1"], "max-loss must be >= 0"),
+    (["--predictor", "{nope}"], "does not exist"),
+])
+def test_convert_bad_skip_options_write_nothing(setup, args, msg):
+    d, model, other, paths = setup
+    out = d / "never"
+    fill = {"pred": str(d / "pred"), "train": paths["train"], "val": paths["val"], "nope": str(d / "nope")}
+    res = CliRunner().invoke(convert_cmd, [model, "--data", paths["test"], "--out", str(out)]
+                             + [a.format(**fill) for a in args])
+    assert res.exit_code == 2, res.output
+    assert msg in res.output and res.output.count("\n") == 1
+    assert not out.exists() and not list(d.glob(".never.partial-*"))
+
+
+def test_mismatched_predictor_folder_one_line(setup):
+    d, model, other, paths = setup
+    out = d / "mismatch"
+    # the GRU model has 7 units and a 5-wide embedding; the predictor was trained for LSTM(8) on 6 inputs
+    res = CliRunner().invoke(convert_cmd, [other, "--predictor", str(d / "pred"), "--data", paths["test01"],
+                                           "--out", str(out)])
+    assert res.exit_code == 2 and "trained for a model with input size 6" in res.output, res.output
+    assert res.output.count("\n") == 1 and not out.exists()
+
+
+def test_train_predictor_impossible_budget_and_bad_data(setup, tmp_path):
+    d, model, other, paths = setup
+    r = CliRunner()
+    out = tmp_path / "p"
+    res = r.invoke(main, ["train-predictor", model, "--train", paths["train"], "--val", paths["val"],
+                          "--max-loss", "-0.5", "--out", str(out)])
+    assert res.exit_code == 2 and "max-loss must be >= 0" in res.output and not out.exists()
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x=np.zeros((0, 10), np.int32), y=np.zeros(0, np.int64))
+    res = r.invoke(main, ["train-predictor", model, "--train", str(empty), "--val", paths["val"],
+                          "--max-loss", "1", "--out", str(out)])
+    assert res.exit_code == 2 and "empty" in res.output and _one_error(res.output) and not out.exists()
+    const = tmp_path / "const.npz"
+    np.savez(const, x=np.full((20, 10), 3, np.int32), y=np.zeros(20, np.int64), lengths=np.ones(20, np.int32))
+    res = r.invoke(main, ["train-predictor", model, "--train", str(const), "--val", paths["val"],
+                          "--max-loss", "1", "--out", str(out), "--type", "tree"])
+    assert res.exit_code == 2 and "constant" in _one_error(res.output) and not out.exists()

@@ -8,12 +8,13 @@
  * DSP or plain-C versions.
  *
  * Four rows per pass share each 16-column load of x:
- *     xv = VLDRB.S8 x[k..k+15]           (zeroing tail predicate from VCTP.8)
+ *     xv = VLDRB.S8 x[k..k+15]
  *     a_r = VMLADAVA.S8 a_r, w_r[k..k+15], xv      for r = 0..3
  * VMLADAVA sums the 16 int8 x int8 products into a 32-bit scalar, i.e. the
- * same exact integer sum as the plain-C loop. Lanes past the end of a row are
- * switched off by the predicate (predicated-off lanes do not access memory), so
- * cols only needs to be a multiple of 4, as for the other paths.
+ * same exact integer sum as the plain-C loop. Whole 16-column vectors run
+ * unpredicated; the 4/8/12-column tail uses a VCTP.8 zeroing predicate
+ * (predicated-off lanes do not access memory), so cols only needs to be a
+ * multiple of 4, as for the other paths.
  *
  * Bit-exactness with the golden model is tested on QEMU's mps3-an547
  * (Cortex-M55 with MVE): Unicorn 2.1.4 cannot execute Armv8.1-M code.
@@ -31,14 +32,24 @@ void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc,
         const int8_t *w1 = w0 + cols;
         const int8_t *w2 = w1 + cols;
         const int8_t *w3 = w2 + cols;
+        const int8_t *xp = x;
         int32_t a0 = acc[r], a1 = acc[r + 1], a2 = acc[r + 2], a3 = acc[r + 3];
-        for (int32_t k = 0; k < cols; k += 16) {
-            const mve_pred16_t p = vctp8q((uint32_t)(cols - k));
-            const int8x16_t xv = vldrbq_z_s8(x + k, p);
-            a0 = vmladavaq_s8(a0, vldrbq_z_s8(w0 + k, p), xv);
-            a1 = vmladavaq_s8(a1, vldrbq_z_s8(w1 + k, p), xv);
-            a2 = vmladavaq_s8(a2, vldrbq_z_s8(w2 + k, p), xv);
-            a3 = vmladavaq_s8(a3, vldrbq_z_s8(w3 + k, p), xv);
+        int32_t k = cols;
+        for (; k >= 16; k -= 16) {              /* whole vectors: no predication */
+            const int8x16_t xv = vld1q_s8(xp);
+            a0 = vmladavaq_s8(a0, vld1q_s8(w0), xv);
+            a1 = vmladavaq_s8(a1, vld1q_s8(w1), xv);
+            a2 = vmladavaq_s8(a2, vld1q_s8(w2), xv);
+            a3 = vmladavaq_s8(a3, vld1q_s8(w3), xv);
+            xp += 16; w0 += 16; w1 += 16; w2 += 16; w3 += 16;
+        }
+        if (k > 0) {                            /* 4, 8 or 12 columns left */
+            const mve_pred16_t p = vctp8q((uint32_t)k);
+            const int8x16_t xv = vldrbq_z_s8(xp, p);
+            a0 = vmladavaq_s8(a0, vldrbq_z_s8(w0, p), xv);
+            a1 = vmladavaq_s8(a1, vldrbq_z_s8(w1, p), xv);
+            a2 = vmladavaq_s8(a2, vldrbq_z_s8(w2, p), xv);
+            a3 = vmladavaq_s8(a3, vldrbq_z_s8(w3, p), xv);
         }
         acc[r] = a0; acc[r + 1] = a1; acc[r + 2] = a2; acc[r + 3] = a3;
     }
@@ -51,7 +62,8 @@ void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc,
  *     A += VMLADAVA.S16(v, x)             = 256 * row(2p+1) + row(2p)   (mod 2^32)
  *     B += VMLADAVA.S16(VMOVLB.S8(v), x)  = row(2p)   (VMOVLB: the low bytes, sign-extended)
  * row(2p) = B, row(2p+1) = (A - B) >> 8 (exact for chunks of <= 512 columns).
- * Two pairs (4 rows) per pass share each x load; the tail is VCTP-predicated.
+ * Two pairs (4 rows) per pass share each x load; whole 8-column vectors run
+ * unpredicated, a 4-column tail under VCTP.16.
  */
 #define RNNSKIP_PAIRED_MVE_CHUNK 512
 
@@ -70,13 +82,25 @@ void rnnskip_mat_vec_paired_s8(const int16_t *wp, const int8_t *x, const int32_t
         for (int32_t j = 0; j < 4; j++)
             r[j] = bias ? (uint32_t)bias[2 * p + j] : 0u;
         for (int32_t c0 = 0; c0 < cols; c0 += RNNSKIP_PAIRED_MVE_CHUNK) {
-            const int32_t n = cols - c0 < RNNSKIP_PAIRED_MVE_CHUNK ? cols - c0 : RNNSKIP_PAIRED_MVE_CHUNK;
+            int32_t k = cols - c0 < RNNSKIP_PAIRED_MVE_CHUNK ? cols - c0 : RNNSKIP_PAIRED_MVE_CHUNK;
+            const int8_t *xp = x + c0;
+            const int16_t *q0 = v0 + c0, *q1 = v1 + c0;
             int32_t a0 = 0, b0 = 0, a1 = 0, b1 = 0;
-            for (int32_t k = 0; k < n; k += 8) {
-                const mve_pred16_t pr = vctp16q((uint32_t)(n - k));
-                const int16x8_t xv = vldrbq_z_s16(x + c0 + k, pr);
-                const int16x8_t w0 = vldrhq_z_s16(v0 + c0 + k, pr);
-                const int16x8_t w1 = vldrhq_z_s16(v1 + c0 + k, pr);
+            for (; k >= 8; k -= 8) {            /* whole vectors: no predication */
+                const int16x8_t xv = vldrbq_s16(xp);
+                const int16x8_t w0 = vld1q_s16(q0);
+                const int16x8_t w1 = vld1q_s16(q1);
+                a0 = vmladavaq_s16(a0, w0, xv);
+                b0 = vmladavaq_s16(b0, vmovlbq_s8(vreinterpretq_s8_s16(w0)), xv);
+                a1 = vmladavaq_s16(a1, w1, xv);
+                b1 = vmladavaq_s16(b1, vmovlbq_s8(vreinterpretq_s8_s16(w1)), xv);
+                xp += 8; q0 += 8; q1 += 8;
+            }
+            if (k > 0) {                        /* 4 columns left */
+                const mve_pred16_t pr = vctp16q((uint32_t)k);
+                const int16x8_t xv = vldrbq_z_s16(xp, pr);
+                const int16x8_t w0 = vldrhq_z_s16(q0, pr);
+                const int16x8_t w1 = vldrhq_z_s16(q1, pr);
                 a0 = vmladavaq_s16(a0, w0, xv);
                 b0 = vmladavaq_s16(b0, vmovlbq_s8(vreinterpretq_s8_s16(w0)), xv);
                 a1 = vmladavaq_s16(a1, w1, xv);

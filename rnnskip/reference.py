@@ -30,6 +30,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from rnnskip.converter.ir import EmbeddingInput, ModelIR, RNNLayer
+from rnnskip.converter.support import FLOAT_ACTIVATIONS
 from rnnskip.errors import RnnskipError
 
 State = List[Tuple[np.ndarray, ...]]
@@ -59,6 +60,7 @@ _ACTIVATIONS = {
     "sigmoid": sigmoid,
     "softmax": softmax,
 }
+_ACTIVATIONS.update(FLOAT_ACTIVATIONS)  # hard_sigmoid (Keras 2), hard_sigmoid_k3, softsign
 
 
 def activation(name: str):
@@ -267,7 +269,10 @@ class FloatModel:
 
     def run(self, x_seq, length=None) -> np.ndarray:
         """Model output for one sequence (``[out]``); steps at and after
-        ``length`` are ignored, masked steps carry the state unchanged."""
+        ``length`` are ignored, masked steps carry the state unchanged.
+        Per-step models (``ir.per_step``) give ``[T, out]``."""
+        if getattr(self.ir, "per_step", False):
+            return self.predict(np.asarray(x_seq)[None], None if length is None else [length])[0]
         return self.readout(self.final_state(x_seq, length))
 
     def predict(self, X, lengths: Optional[Sequence[int]] = None) -> np.ndarray:
@@ -289,9 +294,14 @@ class FloatModel:
             lengths = np.asarray(lengths).reshape(-1)
             ok = ok & (np.arange(T)[None, :] < lengths[:, None])
         state = self.initial_state(N)
+        seq = [] if getattr(self.ir, "per_step", False) else None
         for t in range(T):
             new = self.step(state, V[:, t])
             m = ok[:, t][:, None]
             state = [tuple(np.where(m, a, b) for a, b in zip(sn, so))
                      for sn, so in zip(new, state)]
+            if seq is not None:  # return_sequences=True at the output: [N, T, out]
+                seq.append(self.readout(state))
+        if seq is not None:
+            return np.stack(seq, axis=1) if seq else np.zeros((N, 0, self.ir.output_dim))
         return self.readout(state)

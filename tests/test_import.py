@@ -119,8 +119,8 @@ def test_custom_layer_flagged_custom_in_keras3_zip(k3_zoo):
 
 @pytest.mark.keras
 def test_activation_refused_but_parsed(zoo):
-    ir = parse_model_file(zoo.refused["relu_lstm"]["h5"])
-    assert ir.rnn_layers[0].activation == "relu"
+    ir = parse_model_file(zoo.refused["elu_lstm"]["h5"])
+    assert ir.rnn_layers[0].activation == "elu"
 
 
 @pytest.mark.keras

@@ -33,7 +33,7 @@ class DenseLayer:
     """y = act(x @ kernel + bias); ``kernel`` ``[in, out]``, ``bias`` ``[out]``."""
     kernel: np.ndarray
     bias: np.ndarray
-    activation: str = "linear"  # linear | relu | tanh | sigmoid | softmax
+    activation: str = "linear"  # linear | relu | tanh | sigmoid | hard_sigmoid[_k3] | softsign | softmax
     name: str = "dense"
 
     @property
@@ -99,6 +99,9 @@ class ModelIR:
     keras_version: str = ""
     source: str = ""
     notes: List[str] = field(default_factory=list)
+    # return_sequences=True at the output: the head runs on every step's state and the
+    # model has one output per time step (sequence labelling, per-step regression)
+    per_step: bool = False
 
     @property
     def is_token_model(self) -> bool:

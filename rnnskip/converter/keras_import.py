@@ -37,6 +37,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from rnnskip.errors import RnnskipError
+from rnnskip.converter import support
 from rnnskip.converter.ir import (
     DenseLayer,
     EmbeddingInput,
@@ -48,11 +49,11 @@ from rnnskip.converter.ir import (
 SUPPORTED_SUMMARY = ("rnnskip converts Embedding/Dense input, 1-2 LSTM or GRU "
                      "layers and a Dense head")
 
-# Activations the rest of the pipeline implements today.  A later issue widens
-# these; the IR records whatever the file says.
-SUPPORTED_RNN_ACTIVATIONS = {"tanh"}
-SUPPORTED_RNN_RECURRENT_ACTIVATIONS = {"sigmoid"}
-SUPPORTED_DENSE_ACTIVATIONS = {"linear", "relu", "tanh", "sigmoid", "softmax"}
+# Activations the pipeline implements (canonical IR names, see converter/support.py);
+# the IR records whatever the file says.
+SUPPORTED_RNN_ACTIVATIONS = set(support.RNN_ACTIVATIONS)
+SUPPORTED_RNN_RECURRENT_ACTIVATIONS = set(support.RNN_RECURRENT_ACTIVATIONS)
+SUPPORTED_DENSE_ACTIVATIONS = set(support.DENSE_ACTIVATIONS)
 
 # Layers that are the identity at inference time.
 _NOOP_LAYERS = {"Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
@@ -61,7 +62,8 @@ _NOOP_LAYERS = {"Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout
 # nodes (NotEqual -> Any) that feed layers only through their ``mask`` kwarg.
 _MASK_OPS = {"NotEqual", "Any", "All", "Equal", "Cast", "LogicalNot",
              "LogicalAnd", "LogicalOr"}
-_RNN_CLASSES = {"LSTM": "lstm", "GRU": "gru", "LSTMV1": "lstm", "GRUV1": "gru"}
+_RNN_CLASSES = {"LSTM": "lstm", "GRU": "gru", "LSTMV1": "lstm", "GRUV1": "gru",
+                **support.CUDNN_CLASSES}
 _CELL_CLASSES = {"LSTMCell": "lstm", "GRUCell": "gru"}
 _MODEL_CLASSES = {"Sequential", "Functional", "Model"}
 
@@ -117,17 +119,7 @@ def parse_model_file(path) -> ModelIR:
 
 def check_supported(ir: ModelIR) -> None:
     """Refuse IR features that later stages don't implement yet."""
-    for r in ir.rnn_layers:
-        cls = r.kind.upper()
-        if r.activation not in SUPPORTED_RNN_ACTIVATIONS:
-            raise RnnskipError(
-                f"layer '{r.name}' ({cls}) uses activation='{r.activation}': "
-                f"rnnskip supports activation='tanh' in LSTM/GRU layers")
-        if r.recurrent_activation not in SUPPORTED_RNN_RECURRENT_ACTIVATIONS:
-            raise RnnskipError(
-                f"layer '{r.name}' ({cls}) uses recurrent_activation="
-                f"'{r.recurrent_activation}': rnnskip supports "
-                "recurrent_activation='sigmoid' in LSTM/GRU layers")
+    support.check_activations(ir)
 
 
 # --------------------------------------------------------------------------
@@ -184,10 +176,12 @@ def _load_h5(p: str) -> ModelIR:
             raise RnnskipError(
                 f"{p} has a model config but no weights (no 'model_weights' "
                 "group): save the model with model.save()")
+        support.check_generation(version, p)
         weights = _H5LegacyWeights(f["model_weights"])
         ir = _build_ir(config, weights, p)
     ir.keras_version = version
     ir.source = p
+    support.resolve_generation(ir)
     return ir
 
 
@@ -216,6 +210,7 @@ def _load_keras_zip(p: str) -> ModelIR:
         ir = _build_ir(config, weights, p)
     ir.keras_version = version
     ir.source = p
+    support.resolve_generation(ir)
     return ir
 
 
@@ -511,7 +506,7 @@ def _known_class(entry: dict) -> bool:
     cls = _class_name(entry)
     return (cls in _NOOP_LAYERS or cls in _RNN_CLASSES or cls in
             {"InputLayer", "Embedding", "Masking", "Dense", "TimeDistributed",
-             "Activation", "RNN"})
+             "Activation", "RNN", "BatchNormalization"})
 
 
 def _activation(v, where: str) -> str:
@@ -554,7 +549,7 @@ def _dense_from(entry: dict, cfg: dict, weights, wname: str) -> DenseLayer:
     if act not in SUPPORTED_DENSE_ACTIVATIONS:
         raise RnnskipError(
             f"layer '{name}' (Dense) uses activation='{act}': rnnskip supports "
-            f"Dense activations {', '.join(sorted(SUPPORTED_DENSE_ACTIVATIONS))}")
+            f"Dense activations {support.DENSE_ACTIVATIONS_TEXT}")
     return DenseLayer(kernel=kernel, bias=bias, activation=act, name=name)
 
 
@@ -596,6 +591,10 @@ def _rnn_from(entry: dict, weights, notes: List[str]) -> RNNLayer:
     use_bias = bool(cfg.get("use_bias", True))
     roles = ["kernel", "recurrent_kernel"] + (["bias"] if use_bias else [])
     w = _resolve(weights, name, entry, roles)
+    if _class_name(entry) in support.CUDNN_CLASSES:  # Keras' own CuDNN -> LSTM/GRU conversion
+        w["kernel"], w["recurrent_kernel"], w["bias"] = support.cudnn_weights(
+            kind, w["kernel"], w["recurrent_kernel"], w["bias"])
+        notes.append(f"{cls} '{name}' read as {kind.upper()} (Keras' CuDNN weight conversion)")
     kernel = _f32(w["kernel"])
     rk = _f32(w["recurrent_kernel"])
     reset_after = bool(cfg.get("reset_after", True)) if kind == "gru" else True
@@ -644,6 +643,9 @@ def _build_ir(config: dict, weights, path: str) -> ModelIR:
     head: List[DenseLayer] = []
     shape: Optional[list] = None
     seen_weighted = False  # anything that transforms the input seen yet?
+    last = None            # the last layer kept (Dense/RNN), for folds
+    pending_bn = None      # (a, c, name): a BatchNormalization to fold into the next layer
+    per_step = False       # Dense head on a return_sequences=True RNN: one output per step
 
     for entry in chain:
         cls = _class_name(entry)
@@ -673,6 +675,26 @@ def _build_ir(config: dict, weights, path: str) -> ModelIR:
                                        name=name)
             seen_weighted = True
             continue
+        if cls == "BatchNormalization":
+            rank = 3 if not rnns or rnns[-1].return_sequences else 2
+            if not support.batchnorm_axis_ok(cfg, rank):
+                raise RnnskipError(
+                    f"layer '{name}' (BatchNormalization) normalises axis {cfg.get('axis')}: "
+                    "rnnskip folds BatchNormalization over the last (feature) axis into the "
+                    "adjacent Dense/LSTM/GRU")
+            bw = _resolve(weights, name, entry, support.batchnorm_roles(cfg))
+            a, c = support.batchnorm_affine(cfg, bw)
+            if pending_bn is not None:  # BN after BN: one affine map
+                pa, pc, pname = pending_bn
+                pending_bn = (pa * a, pc * a + c, pname)
+                notes.append(f"folded BatchNormalization '{name}' into '{pname}'")
+            elif isinstance(last, DenseLayer) and last.activation == "linear":
+                support.fold_after(last, a, c)
+                notes.append(f"folded BatchNormalization '{name}' into '{last.name}'")
+            else:
+                pending_bn = (a, c, name)
+            seen_weighted = True
+            continue
         if cls == "Masking":
             if seen_weighted:
                 raise RnnskipError(
@@ -697,6 +719,11 @@ def _build_ir(config: dict, weights, path: str) -> ModelIR:
                     f"layer '{rnns[-1].name}' ({rnns[-1].kind.upper()}) feeds '{name}' "
                     "but has return_sequences=False: the model config is inconsistent")
             rnns.append(_rnn_from(entry, weights, notes))
+            if pending_bn is not None:
+                support.fold_before_rnn(rnns[-1], *pending_bn[:2])
+                notes.append(f"folded BatchNormalization '{pending_bn[2]}' into '{name}'")
+                pending_bn = None
+            last = rnns[-1]
             seen_weighted = True
             continue
         if cls == "TimeDistributed" or cls == "Dense":
@@ -722,47 +749,66 @@ def _build_ir(config: dict, weights, path: str) -> ModelIR:
                         "RNN: rnnskip supports at most one")
                 d = _dense_from(entry, dcfg, weights, name)
                 d.name = name
+                if pending_bn is not None:
+                    support.fold_before_dense(d, *pending_bn[:2])
+                    notes.append(f"folded BatchNormalization '{pending_bn[2]}' into '{name}'")
+                    pending_bn = None
                 if d.activation == "softmax":
                     raise RnnskipError(
                         f"layer '{name}' ({cls}) before the RNN uses softmax: rnnskip "
                         "supports linear/relu/tanh/sigmoid there")
                 in_dense = d
+                last = d
                 seen_weighted = True
                 continue
-            if cls == "TimeDistributed" or rnns[-1].return_sequences:
+            if cls == "TimeDistributed" and not rnns[-1].return_sequences:
                 raise RnnskipError(
-                    f"layer '{name}' ({cls}) after the RNN works per time step: "
-                    "rnnskip converts sequence classifiers/regressors (Dense head on "
-                    "the last RNN state)")
+                    f"layer '{name}' (TimeDistributed) follows '{rnns[-1].name}', which has "
+                    "return_sequences=False: the model config is inconsistent")
+            if rnns[-1].return_sequences:
+                per_step = True  # a Dense head on every step's output (sequence labelling)
             if head and head[-1].activation == "softmax":
                 raise RnnskipError(
                     f"layer '{name}' (Dense) follows softmax layer '{head[-1].name}': "
                     "rnnskip supports softmax only on the last layer")
-            head.append(_dense_from(entry, dcfg, weights, name))
+            d = _dense_from(entry, dcfg, weights, name)
+            d.name = name
+            if pending_bn is not None:
+                support.fold_before_dense(d, *pending_bn[:2])
+                notes.append(f"folded BatchNormalization '{pending_bn[2]}' into '{name}'")
+                pending_bn = None
+            head.append(d)
+            last = d
             continue
         if cls == "Activation":
             act = _activation(cfg.get("activation", "linear"), name)
-            if head and head[-1].activation == "linear" and act in SUPPORTED_DENSE_ACTIVATIONS:
-                head[-1].activation = act
-                notes.append(f"folded Activation '{name}' ({act}) into '{head[-1].name}'")
+            if (isinstance(last, DenseLayer) and last.activation == "linear" and pending_bn is None
+                    and act in SUPPORTED_DENSE_ACTIVATIONS
+                    and (act != "softmax" or last is not in_dense)):
+                last.activation = act
+                notes.append(f"folded Activation '{name}' ({act}) into '{last.name}'")
                 continue
             if act == "linear":
                 notes.append(f"dropped Activation '{name}' (linear)")
                 continue
+            if act not in SUPPORTED_DENSE_ACTIVATIONS:
+                raise RnnskipError(
+                    f"layer '{name}' (Activation) uses activation='{act}': rnnskip supports "
+                    f"{support.DENSE_ACTIVATIONS_TEXT} as an Activation after a linear Dense")
             raise RnnskipError(
                 f"layer '{name}' (Activation '{act}') is supported only directly after "
-                "a linear Dense of the head")
+                "a linear Dense (it is folded into it)")
         raise _unsupported(entry)
 
     if not rnns:
         raise RnnskipError(
             f"model '{model_name}' has no LSTM or GRU layer: {SUPPORTED_SUMMARY}")
-    if rnns[-1].return_sequences:
-        r = rnns[-1]
+    if pending_bn is not None:
         raise RnnskipError(
-            f"layer '{r.name}' ({r.kind.upper()}) has return_sequences=True but is the "
-            "last recurrent layer: rnnskip converts sequence classifiers/regressors "
-            "(set return_sequences=False)")
+            f"layer '{pending_bn[2]}' (BatchNormalization) has no linear Dense before it and no "
+            "Dense after it: rnnskip folds BatchNormalization into an adjacent Dense/LSTM/GRU")
+    if rnns[-1].return_sequences:
+        per_step = True  # return_sequences=True at the output: one output per step
     if embedding is not None:
         inp = embedding
     else:
@@ -796,7 +842,7 @@ def _build_ir(config: dict, weights, path: str) -> ModelIR:
         width = d.out_dim
 
     return ModelIR(input=inp, rnn_layers=rnns, head=head, name=model_name,
-                   source=path, notes=notes)
+                   source=path, notes=notes, per_step=per_step)
 
 
 def _rnn_kind_of(entry: dict) -> str:

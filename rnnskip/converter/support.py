@@ -1,0 +1,238 @@
+"""What rnnskip converts (issue 7), in one place: activation names per layer kind and
+Keras generation, inference no-ops and folds, and the one-line reasons for refusals.
+
+Used by the importer (``keras_import``), the float reference, the quantizer,
+``rnnskip inspect`` and the support matrix.
+
+Activation names in the IR are canonical:
+
+* ``hard_sigmoid`` is Keras 1/2's ``clip(0.2*x + 0.5, 0, 1)``;
+* ``hard_sigmoid_k3`` is Keras 3's ``clip(x/6 + 0.5, 0, 1)`` (``relu6(x + 3) / 6``).
+
+A file says ``hard_sigmoid`` either way; :func:`resolve_generation` picks the
+meaning from the file's ``keras_version`` (major version >= 3: Keras 3) and
+leaves a note.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from rnnskip.errors import RnnskipError
+
+# --------------------------------------------------------------------------
+# activations
+
+#: LSTM/GRU ``activation`` (candidate and LSTM cell output; canonical IR names)
+RNN_ACTIVATIONS = frozenset({"tanh", "sigmoid", "hard_sigmoid", "hard_sigmoid_k3", "relu",
+                             "linear", "softsign"})
+#: LSTM/GRU ``recurrent_activation`` (the i, f, o / z, r gates): gates must stay in [0, 1],
+#: otherwise the state is unbounded (c = f*c + i*g, h = z*h + (1-z)*n) and no fixed int16
+#: format holds it
+RNN_RECURRENT_ACTIVATIONS = frozenset({"sigmoid", "hard_sigmoid", "hard_sigmoid_k3"})
+#: Dense activations between layers (input Dense, hidden head layers)
+HIDDEN_DENSE_ACTIVATIONS = frozenset({"linear", "relu", "tanh", "sigmoid", "hard_sigmoid",
+                                      "hard_sigmoid_k3", "softsign"})
+#: any Dense (the last one may also be softmax; its activation is applied on the host)
+DENSE_ACTIVATIONS = HIDDEN_DENSE_ACTIVATIONS | {"softmax"}
+
+#: user-facing list (file names, not canonical names)
+RNN_ACTIVATIONS_TEXT = "tanh, sigmoid, hard_sigmoid, relu, linear, softsign"
+RNN_RECURRENT_ACTIVATIONS_TEXT = "sigmoid, hard_sigmoid (gates in [0, 1])"
+DENSE_ACTIVATIONS_TEXT = "linear, relu, tanh, sigmoid, hard_sigmoid, softsign, softmax (last layer)"
+
+
+def hard_sigmoid_k2(x):
+    """Keras 1/2 (and tf.keras / tf_keras 2.x): clip(0.2 x + 0.5, 0, 1)."""
+    return np.clip(0.2 * np.asarray(x, np.float64) + 0.5, 0.0, 1.0)
+
+
+def hard_sigmoid_k3(x):
+    """Keras 3: clip(x / 6 + 0.5, 0, 1)."""
+    return np.clip(np.asarray(x, np.float64) / 6.0 + 0.5, 0.0, 1.0)
+
+
+def softsign(x):
+    x = np.asarray(x, np.float64)
+    return x / (1.0 + np.abs(x))
+
+
+#: float functions the reference adds to its own (linear, relu, tanh, sigmoid, softmax)
+FLOAT_ACTIVATIONS = {
+    "hard_sigmoid": hard_sigmoid_k2,
+    "hard_sigmoid_k3": hard_sigmoid_k3,
+    "softsign": softsign,
+}
+
+
+def file_name(act: str) -> str:
+    """The name a Keras file uses for a canonical activation."""
+    return "hard_sigmoid" if act == "hard_sigmoid_k3" else act
+
+
+def keras_major(version: str) -> int:
+    """Major version of a ``keras_version`` string ('2.2.4-tf' -> 2); 2 when unknown."""
+    try:
+        return int(str(version).strip().split(".")[0])
+    except (ValueError, IndexError):
+        return 2
+
+
+def generation(version: str) -> str:
+    """A short label of the Keras generation that wrote a file."""
+    v = str(version or "")
+    if not v:
+        return "Keras (version not recorded)"
+    major = keras_major(v)
+    if major >= 3:
+        return f"Keras 3 ({v})"
+    if major == 1:
+        return f"Keras 1 ({v})"
+    parts = v.split("-")[0].split(".")
+    minor = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    if v.endswith("-tf") or minor >= 4:
+        return f"tf.keras / tf_keras ({v})"
+    return f"standalone Keras 2 ({v})"
+
+
+def check_generation(version: str, path: str) -> None:
+    """Refuse files whose layout rnnskip does not read (Keras 1)."""
+    if keras_major(version) < 2 and str(version).strip():
+        raise RnnskipError(
+            f"{path} was saved by Keras {version}: rnnskip reads files from Keras 2.0 and later "
+            "(load it in Keras 2 and save it again)")
+
+
+def resolve_generation(ir) -> None:
+    """Give ``hard_sigmoid`` the meaning of the Keras generation that wrote ``ir``."""
+    if keras_major(ir.keras_version) < 3:
+        return
+    seen = []
+
+    def fix(obj, attr):
+        if getattr(obj, attr) == "hard_sigmoid":
+            setattr(obj, attr, "hard_sigmoid_k3")
+            seen.append(obj.name)
+
+    for r in ir.rnn_layers:
+        fix(r, "activation")
+        fix(r, "recurrent_activation")
+    dense = list(ir.head)
+    if getattr(ir.input, "dense", None) is not None:
+        dense.append(ir.input.dense)
+    for d in dense:
+        fix(d, "activation")
+    if seen:
+        names = ", ".join(f"'{n}'" for n in dict.fromkeys(seen))
+        ir.notes.append(f"hard_sigmoid of {names} is Keras 3's clip(x/6 + 0.5) "
+                        f"(keras_version {ir.keras_version})")
+
+
+def rnn_activation_refusal(layer) -> Optional[str]:
+    """One line if an LSTM/GRU layer uses an activation rnnskip does not implement."""
+    cls = layer.kind.upper()
+    if layer.activation not in RNN_ACTIVATIONS:
+        return (f"layer '{layer.name}' ({cls}) uses activation='{file_name(layer.activation)}': "
+                f"rnnskip supports {RNN_ACTIVATIONS_TEXT} in LSTM/GRU layers")
+    if layer.recurrent_activation not in RNN_RECURRENT_ACTIVATIONS:
+        return (f"layer '{layer.name}' ({cls}) uses recurrent_activation="
+                f"'{file_name(layer.recurrent_activation)}': rnnskip supports recurrent_activation "
+                f"{RNN_RECURRENT_ACTIVATIONS_TEXT} in LSTM/GRU layers")
+    return None
+
+
+def check_activations(ir) -> None:
+    for r in ir.rnn_layers:
+        msg = rnn_activation_refusal(r)
+        if msg:
+            raise RnnskipError(msg)
+
+
+# --------------------------------------------------------------------------
+# folds
+
+def batchnorm_affine(cfg: dict, w: dict) -> Tuple[np.ndarray, np.ndarray]:
+    """Inference BatchNormalization as ``y = a * x + c`` (per channel)."""
+    eps = float(cfg.get("epsilon", 1e-3))
+    mean = np.asarray(w["moving_mean"], np.float64)
+    var = np.asarray(w["moving_variance"], np.float64)
+    gamma = np.asarray(w["gamma"], np.float64) if "gamma" in w else np.ones_like(mean)
+    beta = np.asarray(w["beta"], np.float64) if "beta" in w else np.zeros_like(mean)
+    a = gamma / np.sqrt(var + eps)
+    return a, beta - a * mean
+
+
+def batchnorm_roles(cfg: dict) -> List[str]:
+    roles = []
+    if cfg.get("scale", True):
+        roles.append("gamma")
+    if cfg.get("center", True):
+        roles.append("beta")
+    return roles + ["moving_mean", "moving_variance"]
+
+
+def batchnorm_axis_ok(cfg: dict, rank: int) -> bool:
+    axis = cfg.get("axis", -1)
+    if isinstance(axis, (list, tuple)):
+        if len(axis) != 1:
+            return False
+        axis = axis[0]
+    try:
+        axis = int(axis)
+    except (TypeError, ValueError):
+        return False
+    return axis in (-1, rank - 1)
+
+
+def fold_after(d, a: np.ndarray, c: np.ndarray) -> None:
+    """BatchNormalization ``a*y + c`` after Dense ``d`` (linear): into its kernel and bias."""
+    d.kernel = np.ascontiguousarray((np.asarray(d.kernel, np.float64) * a[None, :]).astype(np.float32))
+    d.bias = np.ascontiguousarray((np.asarray(d.bias, np.float64) * a + c).astype(np.float32))
+
+
+def fold_before_dense(d, a: np.ndarray, c: np.ndarray) -> None:
+    """BatchNormalization ``a*x + c`` before Dense ``d``: ``W' = diag(a) W``, ``b' = b + c W``."""
+    k = np.asarray(d.kernel, np.float64)
+    d.bias = np.ascontiguousarray((np.asarray(d.bias, np.float64) + c @ k).astype(np.float32))
+    d.kernel = np.ascontiguousarray((k * a[:, None]).astype(np.float32))
+
+
+def fold_before_rnn(r, a: np.ndarray, c: np.ndarray) -> None:
+    """BatchNormalization ``a*x + c`` on an LSTM/GRU layer's input: into its input kernel
+    and its input bias (GRU ``reset_after=True``: row 0)."""
+    k = np.asarray(r.kernel, np.float64)
+    add = c @ k
+    b = np.asarray(r.bias, np.float64).copy()
+    if b.ndim == 2:
+        b[0] += add
+    else:
+        b += add
+    r.bias = np.ascontiguousarray(b.astype(np.float32))
+    r.kernel = np.ascontiguousarray((k * a[:, None]).astype(np.float32))
+
+
+# --------------------------------------------------------------------------
+# CuDNNLSTM / CuDNNGRU (Keras 2.0-2.3 and tf.keras 1.x)
+
+CUDNN_CLASSES = {"CuDNNLSTM": "lstm", "CuDNNGRU": "gru"}
+
+
+def cudnn_weights(kind: str, kernel: np.ndarray, rk: np.ndarray, bias: np.ndarray):
+    """CuDNN-layout weights -> LSTM / GRU(reset_after=True) weights, the conversion Keras
+    itself applies when loading a CuDNN layer's weights into LSTM/GRU: per gate, the input
+    kernel is transposed and re-laid out C <-> Fortran, the recurrent kernel transposed;
+    LSTM biases (input + recurrent halves) are summed, GRU biases become ``[2, 3U]``."""
+    g = 4 if kind == "lstm" else 3
+
+    def per_gate(m, fn):
+        return np.hstack([fn(b) for b in np.hsplit(np.asarray(m), g)])
+
+    k = per_gate(kernel, lambda b: b.T.reshape(b.shape, order="F"))
+    r = per_gate(rk, lambda b: b.T)
+    b = np.asarray(bias)
+    if kind == "lstm":
+        b = b[: b.size // 2] + b[b.size // 2:]
+    else:
+        b = b.reshape(2, -1)
+    return k, r, b

@@ -204,9 +204,11 @@ def load_npz(path: str, ir=None) -> Dataset:
         x = x.astype(np.float32)
 
     # ---- y
-    if y.ndim == 2 and y.shape[1] == 1:
+    from .outputs import check_targets  # per-step labels [N, T(, K)], several regression outputs [N, K]
+    multi = check_targets(y, ir, name, N, T)
+    if y.ndim == 2 and y.shape[1] == 1 and not multi:
         y = y[:, 0]
-    if y.ndim != 1:
+    if y.ndim != 1 and not multi:
         raise RnnskipError(f"y in {name} has shape {tuple(y.shape)}; expected one label per sequence, shape [{N}]")
     if y.shape[0] != N:
         raise RnnskipError(f"y in {name} has {y.shape[0]} labels but x has {N} sequences")
@@ -233,7 +235,7 @@ def load_npz(path: str, ir=None) -> Dataset:
                 r = int(np.argwhere(bad)[0][0])
                 what = ("a single sigmoid unit, so labels must be 0 or 1" if ir.output_dim == 1
                         else f"{n_cls} classes, so labels must be 0..{n_cls - 1}")
-                raise RnnskipError(f"label {int(y[r])} in y of {name} (row {r}) is out of range: the model has {what}")
+                raise RnnskipError(f"label {int(y[bad][0])} in y of {name} (row {r}) is out of range: the model has {what}")
     else:
         y = y.astype(np.float32)
 

@@ -13,6 +13,7 @@ import jinja2
 import numpy as np
 
 from . import __version__
+from .quant.act import c_context as act_c_context
 from .quant.model import QModel
 
 KERNEL_PROVIDERS = ("portable", "naive", "cmsis-nn")
@@ -91,6 +92,7 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable") -> Dict:
         "pre_rows": max((l.up if l.kind == "gru" else 0) for l in qm.layers),
         "out_len": qm.head[-1].rows if qm.head else qm.layers[-1].up,
         "head_scratch": max(head_rows) if head_rows else 0,
+        **act_c_context(qm),  # activation variants, per-step outputs (issue 7)
         "arrays": _arrays(qm, layout) + ([_c_array(*a) for a in qm.predictor.c_arrays()] if pred else [])
         + ([_c_array(*a) for a in delta["arrays"]] if delta else []),
     }
@@ -117,6 +119,8 @@ def generate(qm: QModel, out_dir: Path, max_t: int, kernels: str = "portable") -
     kdir = out_dir / "kernels"
     kdir.mkdir(exist_ok=True)
     files = [f for f in sorted(kernel_dir().iterdir()) if f.suffix in (".c", ".h")]
+    if not ctx.get("act_kernels"):  # activation-variant kernels (issue 7) only for models that call them
+        files = [f for f in files if not f.name.startswith("rnnskip_act_")]
     if kernels == "cmsis-nn":  # CMSIS-NN does the mat-vec; the rest stays portable
         files = [f for f in files if f.name != "rnnskip_mat_vec_s8.c"]
         files += sorted((kernel_dir() / "cmsis_nn").glob("*.c"))

@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 
+from . import outputs as O
 from . import targets as targets_mod
 from .build import Firmware, build_host, build_target
 from .converter.ir import ModelIR
@@ -65,6 +66,7 @@ class Evaluation:
     emu: Optional[EmulationResult] = None
     golden_steps: Optional[np.ndarray] = None
     timings: dict = field(default_factory=dict)
+    error: Optional[dict] = None   # regression (float y): errors in the output's units (issue 7)
 
 
 def _accuracy(pred: np.ndarray, y: np.ndarray) -> float:
@@ -77,43 +79,44 @@ def evaluate(ir: ModelIR, qm: QModel, ds: Dataset, host_so: Optional[Path] = Non
     """Float, golden, host and emulated runs over ``ds``, compared bit for bit."""
     t0 = time.time()
     probs = float_model(ir).predict(ds.x, ds.lengths)
-    float_pred = (probs[:, 0] > 0.5).astype(np.int64) if probs.shape[1] == 1 else np.argmax(probs, 1)
     t1 = time.time()
     g = golden_for(qm)  # GoldenModel, or DeltaGoldenModel when qm.delta is set (issue 5)
     g_out, g_flags = g.run(ds.x, ds.lengths)
-    g_pred = predict_classes(g_out, qm.output_activation)
-    ev = Evaluation(n=len(ds), float_acc=_accuracy(float_pred, ds.y), golden_acc=_accuracy(g_pred, ds.y),
-                    golden_steps=g_flags.sum(axis=1))
+    float_acc, golden_acc, error = O.score(ir, qm, ds, probs, g_out)  # accuracy, or regression error
+    ev = Evaluation(n=len(ds), float_acc=float_acc, golden_acc=golden_acc,
+                    golden_steps=g_flags.sum(axis=1), error=error)
     t2 = time.time()
     ev.timings.update(float_s=t1 - t0, golden_s=t2 - t1)
     dev_x = g.device_inputs(ds.x)
     valid = None if qm.token_input else g.valid_steps(ds.x)
     if host_so is not None:
-        hm = HostModel(host_so, qm.token_input, step_len(qm), out_len(qm))
+        hm = HostModel(host_so, qm.token_input, step_len(qm), O.io_out_len(qm, ds.x.shape[1]))
         for n in range(len(ds)):
             L = int(ds.lengths[n])
             o, f = hm.run(dev_x[n], L, None if valid is None else valid[n])
+            o, gn = O.rows(qm, o, L), O.golden_rows(qm, g_out, n, L)  # per-step models: [L, out]
             ev.host_checked += 1
-            if not (np.array_equal(o[: qm.output_dim], g_out[n]) and np.array_equal(f, g_flags[n, :L])):
+            if not (np.array_equal(o, gn) and np.array_equal(f, g_flags[n, :L])):
                 ev.host_mismatches += 1
-                ev.first_mismatch = ev.first_mismatch or f"host, sequence {n}: {o[:qm.output_dim].tolist()} != golden {g_out[n].tolist()}"
+                ev.first_mismatch = ev.first_mismatch or f"host, sequence {n}: {o.tolist()} != golden {gn.tolist()}"
         ev.timings["host_s"] = time.time() - t2
     if firmware is not None:
         t3 = time.time()
         m = len(ds) if emulate_max is None else min(emulate_max, len(ds))
         emu = emulate_dataset(firmware.elf, target, dev_x[:m], ds.lengths[:m],
                               None if valid is None else valid[:m], qm.token_input, step_len(qm),
-                              out_len(qm), qm.recurrent_macs_per_step(), traffic_sample=traffic_sample,
+                              O.io_out_len(qm, ds.x.shape[1]), O.macs_budget(qm), traffic_sample=traffic_sample,
                               workers=workers, progress=progress)
         ev.emu = emu
         ev.device_checked = m
-        d_out = emu.out[:, : qm.output_dim]
-        ev.device_acc = _accuracy(predict_classes(d_out, qm.output_activation), ds.y[:m])
+        d_out = [O.rows(qm, emu.out[n], int(ds.lengths[n])) for n in range(m)]
+        ev.device_acc = O.device_accuracy(qm, ds, d_out, m)
         for n in range(m):
             L = int(ds.lengths[n])
-            if not (np.array_equal(d_out[n], g_out[n]) and np.array_equal(emu.flags[n], g_flags[n, :L])):
+            gn = O.golden_rows(qm, g_out, n, L)
+            if not (np.array_equal(d_out[n], gn) and np.array_equal(emu.flags[n], g_flags[n, :L])):
                 ev.device_mismatches += 1
-                ev.first_mismatch = ev.first_mismatch or f"device, sequence {n}: {d_out[n].tolist()} != golden {g_out[n].tolist()}"
+                ev.first_mismatch = ev.first_mismatch or f"device, sequence {n}: {d_out[n].tolist()} != golden {gn.tolist()}"
         ev.timings["emulate_s"] = time.time() - t3
     return ev
 

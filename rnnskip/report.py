@@ -50,6 +50,11 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None, 
         },
         "timings_s": {k: round(v, 3) for k, v in ev.timings.items()},
     }
+    if getattr(ev, "error", None) is not None:  # regression (issue 7): errors in the output's units
+        rep["accuracy"] = None
+        rep["error"] = dict(ev.error, n=ev.n)
+    if getattr(ir, "per_step", False):
+        rep["model"]["per_step_outputs"] = True
     if ev.emu is not None:
         emu = ev.emu
         col = {f: emu.stats[:, i] for i, f in enumerate(STAT_FIELDS)}
@@ -100,14 +105,23 @@ def _fmt(v, unit="") -> str:
     return f"{v:,}{unit}"
 
 
+def _task_rows(rep: dict) -> list:
+    a, err = rep["accuracy"], rep.get("error")
+    if err is not None:  # regression
+        return [("error float vs label (RMSE)", _fmt(err["float_vs_label_rmse"])),
+                ("error int8 vs float (RMSE)", _fmt(err["int8_vs_float_rmse"])),
+                ("error int8 vs float (max)", _fmt(err["int8_vs_float_max_abs"]))]
+    return [("accuracy float", _fmt(a["float"])), ("accuracy int8 golden", _fmt(a["int8_golden"])),
+            ("accuracy int8 device", _fmt(a["int8_device"]) + f"  (n={a['n_device']})")]
+
+
 def table(rep: dict) -> str:
     """Readable summary for the terminal."""
     m, a, b = rep["model"], rep["accuracy"], rep["bitexact"]
     rows = [("target", f"{rep['target']} ({rep['kernels']}, {rep['variant']})"),
             ("model", f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units, "
                       f"{_fmt(m['params'])} params, {_fmt(m['macs_per_step'])} MAC/step"),
-            ("accuracy float", _fmt(a["float"])), ("accuracy int8 golden", _fmt(a["int8_golden"])),
-            ("accuracy int8 device", _fmt(a["int8_device"]) + f"  (n={a['n_device']})"),
+            *_task_rows(rep),
             ("bit-exact", f"{b['mismatches']} mismatches in {b['checked']} sequences (host + device)")]
     e = rep.get("emulation")
     if e:

@@ -23,10 +23,11 @@ class Ranges:
 
 
 def dense_forward(d: DenseLayer, x: np.ndarray, final: bool = False) -> np.ndarray:
-    """Float Dense; ``final`` returns pre-activation (logits) for softmax/sigmoid."""
+    """Float Dense; ``final`` returns the pre-activation (the device's int16 output;
+    the host applies the last activation)."""
     y = x @ d.kernel + d.bias
     act = d.activation
-    if final and act in ("softmax", "sigmoid"):
+    if final:
         return y
     if act == "relu":
         return np.maximum(y, 0.0)
@@ -37,7 +38,17 @@ def dense_forward(d: DenseLayer, x: np.ndarray, final: bool = False) -> np.ndarr
     if act == "softmax":
         e = np.exp(y - y.max(axis=-1, keepdims=True))
         return e / e.sum(axis=-1, keepdims=True)
+    if act != "linear":  # hard_sigmoid(_k3), softsign (issue 7)
+        from ..reference import activation
+        return activation(act)(y)
     return y
+
+
+def _head_ranges(ir: ModelIR, r: Ranges, h) -> None:
+    y = np.asarray(h, dtype=np.float64)
+    for i, d in enumerate(ir.head):
+        y = dense_forward(d, y, final=(i == len(ir.head) - 1))
+        r.head[i] = max(r.head[i], float(np.abs(y).max()))
 
 
 def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: bool = True) -> Ranges:
@@ -67,10 +78,9 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
                 r.h[i] = max(r.h[i], float(np.abs(s[0]).max()))
                 if ir.rnn_layers[i].kind == "lstm":
                     r.c[i] = max(r.c[i], float(np.abs(s[1]).max()))
-        y = np.asarray(state[-1][0], dtype=np.float64)
-        for i, d in enumerate(ir.head):
-            y = dense_forward(d, y, final=(i == len(ir.head) - 1))
-            r.head[i] = max(r.head[i], float(np.abs(y).max()))
+            if getattr(ir, "per_step", False):  # the head runs on every step's state (issue 7)
+                _head_ranges(ir, r, state[-1][0])
+        _head_ranges(ir, r, state[-1][0])
     r.sequences = len(x)
     if isinstance(ir.input, FeatureInput) and r.features == 0.0:
         raise RnnskipError("calibration data is constant zero; rnnskip needs representative inputs to set int8 ranges")

@@ -11,6 +11,7 @@ from typing import List, Optional
 import numpy as np
 
 from . import fixedpoint as fp
+from .act import LUTS as _LUTS, is_default_cell
 from .model import QDense, QMat, QModel, QRNN
 
 
@@ -33,9 +34,9 @@ def dense(q: QDense, x: np.ndarray, final: bool) -> np.ndarray:
     """rnnskip_fully_connected_s8: int8 ``[N, cols]`` -> int8 ``[N, rows]`` (int16 logits if final)."""
     m = q.mat
     acc = mat(m, x)
-    if q.activation in ("tanh", "sigmoid"):
+    if q.activation in _LUTS:  # tanh, sigmoid, hard_sigmoid(_k3), softsign: table -> Q0.15
         pre = rq16(m, acc)
-        y = fp.tanh_q15(pre) if q.activation == "tanh" else fp.sigmoid_q15(pre)
+        y = fp._lut_eval(pre, _LUTS[q.activation])
         return fp.sat8(fp.requantize(y, q.out_mult, q.out_ls))
     y = fp.requantize(acc, m.mult, m.ls)
     if final:
@@ -93,6 +94,9 @@ class GoldenModel:
 
     def layer_step(self, l: QRNN, s: dict, x: np.ndarray) -> dict:
         """One layer, one step. ``x`` int8 ``[N, in_p]``; returns the new state."""
+        if not is_default_cell(l):  # other gate activations (issue 7)
+            from .golden_act import layer_step_act
+            return layer_step_act(l, s, x)
         U = l.up
         xh = np.concatenate([x, s["h8"]], axis=1)
         if l.kind == "lstm":
@@ -158,11 +162,17 @@ class GoldenModel:
         valid = self.valid_steps(x) & (np.arange(T)[None, :] < np.asarray(lengths)[:, None])
         state = self.initial_state(N)
         pred = getattr(self.qm, "predictor", None)
+        seq = [] if getattr(self.qm, "per_step", False) else None
         for t in range(T):
             if pred is not None and valid[:, t].any():  # skip predictor (issue 4), on the state reached
                 valid[:, t] &= ~pred.skip(self.step_input(dev[:, t]), state)
             if valid[:, t].any():
                 state = self.step(state, dev[:, t], valid[:, t])
+            if seq is not None:  # per-step outputs (issue 7): the head on the state after step t
+                seq.append(self.output(state))
+        if seq is not None:
+            out = np.stack(seq, axis=1) if seq else np.zeros((N, 0, self.qm.output_dim), np.int64)
+            return out, valid.astype(np.uint8)
         return self.output(state), valid.astype(np.uint8)
 
 

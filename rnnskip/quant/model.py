@@ -97,6 +97,9 @@ class QRNN:
     cell_shift: int = 15
     reset_after: bool = True
     name: str = "rnn"
+    # gate activations (issue 7); other than tanh/sigmoid: rnnskip/quant/golden_act.py
+    activation: str = "tanh"
+    recurrent_activation: str = "sigmoid"
 
     @property
     def gates(self) -> int:
@@ -126,6 +129,7 @@ class QModel:
     output_activation: str = "linear"
     output_scale: float = 1.0
     name: str = "model"
+    per_step: bool = False  # one output per time step (return_sequences=True at the output, issue 7)
     predictor: Optional[object] = None  # rnnskip.skip.qpredictor.QPredictor: skip steps it rejects (issue 4)
     delta: Optional[object] = None      # rnnskip.delta.spec.DeltaSpec: delta-network thresholds (issue 5)
 

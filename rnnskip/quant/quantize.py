@@ -20,7 +20,7 @@ from . import fixedpoint as fp
 from .calibrate import Ranges
 from .model import QDense, QMat, QModel, QRNN, pad4
 
-_GATE_ACTS = {"sigmoid", "tanh"}
+_GATE_ACTS = {"sigmoid", "tanh", "hard_sigmoid", "hard_sigmoid_k3", "softsign"}  # table activations
 
 
 def _scale(maxabs: float, qmax: int = 127) -> float:
@@ -52,9 +52,9 @@ def quantize_dense(d, in_scale: float, in_p: int, out_max: float, final: bool) -
     act = d.activation
     if final:
         act = "linear"  # softmax/sigmoid are monotone: the device returns int16 logits
-    elif act not in ("linear", "relu", "tanh", "sigmoid"):
+    elif act not in ("linear", "relu") and act not in _GATE_ACTS:
         raise RnnskipError(f"layer '{d.name}' (Dense) activation '{act}' is not supported between layers; "
-                           f"use linear, relu, tanh or sigmoid")
+                           f"use linear, relu, tanh, sigmoid, hard_sigmoid or softsign")
     rows_p = pad4(d.out_dim)
     sw = _row_scales(d.kernel)
     w = np.zeros((rows_p, in_p), dtype=np.int8)
@@ -114,10 +114,8 @@ def _single_mat(W, b, v_scale, gates, U, up, cols, input_name) -> QMat:
 
 
 def quantize_rnn(layer, x_scale: float, in_p: int, h_max: float, c_max: float) -> QRNN:
-    if layer.activation != "tanh" or layer.recurrent_activation != "sigmoid":
-        raise RnnskipError(
-            f"layer '{layer.name}' ({layer.kind.upper()}) uses activation='{layer.activation}', "
-            f"recurrent_activation='{layer.recurrent_activation}'; the int8 kernels support tanh and sigmoid")
+    from .act import check_rnn, hidden_q
+    check_rnn(layer)  # activation: any of act.ACT_IDS; recurrent_activation: gates in [0, 1]
     U = layer.units
     up = pad4(U)
     h_scale = _scale(h_max)
@@ -138,10 +136,11 @@ def quantize_rnn(layer, x_scale: float, in_p: int, h_max: float, c_max: float) -
         mats = {"zr": _fused_mat(Wx, Wh, b, x_scale, h_scale, (0, 1), U, up, in_p),
                 "c": _fused_mat(Wx, Wh, b, x_scale, h_scale, (2,), U, up, in_p)}
         mats["c"].input = "xrh"
-    h_mult, h_ls = fp.quantize_multiplier(2.0 ** -fp.Q15 / h_scale)
+    h_mult, h_ls = fp.quantize_multiplier(2.0 ** -hidden_q(layer, cell_shift) / h_scale)
     return QRNN(kind=layer.kind, units=U, up=up, in_dim=layer.input_dim, in_p=in_p, mats=mats,
                 x_scale=x_scale, h_scale=h_scale, h_mult=h_mult, h_ls=h_ls,
-                cell_shift=cell_shift, reset_after=layer.reset_after, name=layer.name)
+                cell_shift=cell_shift, reset_after=layer.reset_after, name=layer.name,
+                activation=layer.activation, recurrent_activation=layer.recurrent_activation)
 
 
 def quantize(ir: ModelIR, ranges: Ranges) -> QModel:
@@ -174,5 +173,6 @@ def quantize(ir: ModelIR, ranges: Ranges) -> QModel:
         x_scale, in_p = q.out_scale, q.rows
     qm.output_dim = ir.output_dim
     qm.output_activation = ir.output_activation
+    qm.per_step = bool(getattr(ir, "per_step", False))
     qm.output_scale = x_scale if ir.head else qm.layers[-1].h_scale
     return qm

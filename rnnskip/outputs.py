@@ -1,0 +1,147 @@
+"""What a model's outputs mean, for evaluation and reports (issue 7).
+
+* **classification** (integer labels): softmax / sigmoid heads, or a linear head with
+  integer ``y``; accuracy from argmax (or logit > 0 for one unit), as before;
+* **regression** (float ``y``): the device returns int16 pre-activations at the
+  head's output scale; the host dequantises them and applies the last activation.
+  The report gives ``error`` in the output's own units:
+  ``float_vs_label_rmse``, ``int8_vs_float_rmse``, ``int8_vs_float_max_abs``;
+* **per-step** models (``return_sequences=True`` at the output): one output row per
+  time step; ``rnnskip_io_out`` holds ``[T][OUTPUT_LEN]`` and only steps ``t < length``
+  are compared and scored. Labels are ``[N, T]`` (classes, or one value per step) or
+  ``[N, T, K]`` (several values per step).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .errors import RnnskipError
+
+
+def per_step(qm_or_ir) -> bool:
+    return bool(getattr(qm_or_ir, "per_step", False))
+
+
+def row_len(qm) -> int:
+    """int16 values per output row on the device (padded)."""
+    return qm.head[-1].rows if qm.head else qm.layers[-1].up
+
+
+def io_out_len(qm, T: int) -> int:
+    """Length of ``rnnskip_io_out`` the host/emulator reads for sequences of ``T`` steps."""
+    return row_len(qm) * (int(T) if per_step(qm) else 1)
+
+
+def macs_budget(qm) -> int:
+    """MACs per executed step for the emulator's instruction budget (per-step heads included)."""
+    n = qm.recurrent_macs_per_step()
+    if per_step(qm):
+        n += sum(d.mat.w.size for d in qm.head)
+    return int(n)
+
+
+def rows(qm, o: np.ndarray, L: int) -> np.ndarray:
+    """A device output buffer -> the values the golden model gives for that sequence."""
+    o = np.asarray(o)
+    if per_step(qm):
+        return o.reshape(-1, row_len(qm))[:L, : qm.output_dim]
+    return o[: qm.output_dim]
+
+
+def golden_rows(qm, g_out: np.ndarray, n: int, L: int) -> np.ndarray:
+    return g_out[n, :L] if per_step(qm) else g_out[n]
+
+
+def is_regression(y) -> bool:
+    return np.issubdtype(np.asarray(y).dtype, np.floating)
+
+
+def dequantize(qm, out16: np.ndarray) -> np.ndarray:
+    """Device/golden int16 outputs -> float model outputs (after the last activation)."""
+    from .reference import activation
+    z = np.asarray(out16, np.float64) * float(qm.output_scale)
+    act = qm.output_activation if qm.head else "linear"
+    return activation(act)(z)
+
+
+def step_mask(lengths: np.ndarray, T: int) -> np.ndarray:
+    return np.arange(T)[None, :] < np.asarray(lengths)[:, None]
+
+
+def _classes(values: np.ndarray, threshold: float) -> np.ndarray:
+    if values.shape[-1] == 1:
+        return (values[..., 0] > threshold).astype(np.int64)
+    return np.argmax(values, axis=-1)
+
+
+def _acc(pred: np.ndarray, y: np.ndarray, mask: Optional[np.ndarray]) -> float:
+    if mask is None:
+        return float(np.mean(pred == y)) if len(y) else float("nan")
+    return float(np.mean((pred == y)[mask])) if mask.any() else float("nan")
+
+
+def _labels_like(y: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Regression labels shaped like the model output (``[N(, T), K]``)."""
+    y = np.asarray(y, np.float64)
+    return y.reshape(out.shape) if y.size == out.size else y
+
+
+def score(ir, qm, ds, probs: np.ndarray, g_out: np.ndarray) -> Tuple[float, float, Optional[dict]]:
+    """(float accuracy, int8 golden accuracy, regression error or None)."""
+    ps = per_step(qm)
+    mask = step_mask(ds.lengths, ds.x.shape[1]) if ps else None
+    if is_regression(ds.y):
+        f = np.asarray(probs, np.float64)
+        q = dequantize(qm, g_out)
+        y = _labels_like(ds.y, f)
+        sel = (lambda a: a[mask]) if ps else (lambda a: a)
+        d_fl, d_qf = sel(f - y), sel(q - f)
+        return float("nan"), float("nan"), {
+            "float_vs_label_rmse": float(np.sqrt(np.mean(d_fl ** 2))) if d_fl.size else float("nan"),
+            "int8_vs_float_rmse": float(np.sqrt(np.mean(d_qf ** 2))) if d_qf.size else float("nan"),
+            "int8_vs_float_max_abs": float(np.abs(d_qf).max()) if d_qf.size else float("nan"),
+            "values": int(d_qf.size),
+        }
+    y = np.asarray(ds.y)
+    return (_acc(_classes(np.asarray(probs), 0.5), y, mask),
+            _acc(_classes(np.asarray(g_out), 0), y, mask), None)
+
+
+def device_accuracy(qm, ds, d_rows: List[np.ndarray], m: int) -> Optional[float]:
+    """Accuracy of the emulated outputs (``rows`` of the first ``m`` sequences); None for regression."""
+    if is_regression(ds.y):
+        return None
+    y = np.asarray(ds.y)
+    if per_step(qm):
+        hits = [(_classes(r, 0) == y[n, : len(r)]) for n, r in enumerate(d_rows[:m])]
+        hits = np.concatenate(hits) if hits else np.zeros(0, bool)
+        return float(hits.mean()) if hits.size else float("nan")
+    if m == 0:
+        return float("nan")
+    pred = _classes(np.stack(d_rows[:m]), 0)
+    return float(np.mean(pred == y[:m]))
+
+
+def check_targets(y: np.ndarray, ir, name: str, N: int, T: int) -> bool:
+    """Validate ``y`` shapes beyond one label per sequence; True when ``y`` is such a
+    target array (per-step labels ``[N, T(, K)]`` or several regression outputs ``[N, K]``)."""
+    if ir is None:
+        return False
+    K = ir.output_dim
+    if per_step(ir):
+        ok = (y.ndim == 2 and y.shape[1] == T) or (y.ndim == 3 and y.shape[1] == T and y.shape[2] in (1, K))
+        if not ok:
+            raise RnnskipError(
+                f"y in {name} has shape {tuple(y.shape)}; the model has one output per time step "
+                f"(return_sequences=True), so y must be [N, T] = [{N}, {T}] (a class or value per step)"
+                f"{f' or [{N}, {T}, {K}]' if K > 1 else ''}")
+        return True
+    if y.ndim == 2 and y.shape[1] == K and K > 1:
+        if not np.issubdtype(y.dtype, np.floating):
+            raise RnnskipError(
+                f"y in {name} is integer with shape {tuple(y.shape)}; pass class indices [N] for a "
+                f"classifier, or float targets [N, {K}] for a {K}-output regression")
+        return True
+    return False

@@ -1,0 +1,154 @@
+"""Issue 7: integer activations beyond sigmoid/tanh -- error bounds against float,
+the C kernels equal to the golden model (exhaustively for the activations, on random
+models for the cells), and the generated tables up to date."""
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from random_models import random_data, random_ir
+from rnnskip import pipeline as P
+from rnnskip.datasets import Dataset
+from rnnskip.generate import generate, kernel_dir
+from rnnskip.quant import act as A
+from rnnskip.quant.calibrate import calibrate
+from rnnskip.quant.golden import GoldenModel
+from rnnskip.quant.quantize import quantize
+from rnnskip.reference import FloatModel, activation
+
+HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
+ALL = sorted(A.ACT_IDS)
+X = np.arange(-32768, 32768, dtype=np.int64)      # every int16 Q3.12 input
+
+# measured max |int - float| over every Q3.12 input in [-8, 8) (output units), with margin
+BOUNDS = {"sigmoid": 1e-4, "tanh": 5e-4, "hard_sigmoid": 5e-5, "hard_sigmoid_k3": 5e-5,
+          "softsign": 1e-3, "relu": 0.0, "linear": 0.0}
+
+
+def test_committed_tables_match_generator():
+    assert A.LUTS_C.read_text() == A.render_luts(), "run: python -m rnnskip.quant.act"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_activation_error_bounded(name):
+    got = A.act_q(name, X) / 2.0 ** A.out_q(name)
+    err = np.abs(got - activation(name)(X / 4096.0)).max()
+    assert err <= BOUNDS[name], (name, err)
+
+
+def test_hard_sigmoid_generations_differ_where_keras_does():
+    x = np.array([-3 * 4096, -2 * 4096, 0, 2 * 4096, 3 * 4096])
+    k2 = A.act_q("hard_sigmoid", x) / 32768.0
+    k3 = A.act_q("hard_sigmoid_k3", x) / 32768.0
+    np.testing.assert_allclose(k2, [0.0, 0.1, 0.5, 0.9, 1.0], atol=5e-5)
+    np.testing.assert_allclose(k3, [0.0, 1 / 6, 0.5, 5 / 6, 1.0], atol=5e-5)
+
+
+@pytest.fixture(scope="module")
+def act_lib(tmp_path_factory):
+    """rnnskip_act_q for every input, compiled for this machine from the kernel sources."""
+    d = tmp_path_factory.mktemp("actlib")
+    (d / "harness.c").write_text(
+        '#include "rnnskip_act_kernels.h"\n'
+        "void act_all(int32_t act, int32_t *out) {\n"
+        "    const int16_t *lut = rnnskip_act_lut(act);\n"
+        "    for (int32_t x = -32768; x < 32768; x++) out[x + 32768] = rnnskip_act_q(act, lut, x);\n"
+        "}\n")
+    k = kernel_dir()
+    so = d / "libact.so"
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-std=c99", "-Wall", "-I", str(k), "-o", str(so),
+                    str(d / "harness.c"), str(k / "rnnskip_act_luts.c"), str(k / "rnnskip_luts.c")],
+                   check=True, capture_output=True)
+    return ctypes.CDLL(str(so))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_c_activation_equals_golden_everywhere(act_lib, name):
+    out = np.zeros(65536, np.int32)
+    act_lib.act_all(ctypes.c_int32(A.ACT_IDS[name]), out.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)))
+    np.testing.assert_array_equal(out, A.act_q(name, X))
+
+
+COMBOS = [("relu", "sigmoid"), ("linear", "hard_sigmoid"), ("softsign", "hard_sigmoid_k3"),
+          ("tanh", "hard_sigmoid"), ("hard_sigmoid", "sigmoid"), ("sigmoid", "hard_sigmoid_k3")]
+
+
+def _model(cfg, a, ra, dense_act="softsign"):
+    ir = random_ir(cfg)
+    for r in ir.rnn_layers:
+        r.activation, r.recurrent_activation = a, ra
+    if getattr(ir.input, "dense", None) is not None:
+        ir.input.dense.activation = dense_act
+    for d in ir.head[:-1]:
+        d.activation = "hard_sigmoid"
+    x, L = random_data(ir, n=8, T=9)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    return ir, qm, x, L
+
+
+@pytest.mark.parametrize("cfg,combos", [("feat-lstm-lstm", (0, 1, 2)), ("tok-gru-sigmoid", (3, 4, 5)),
+                                        ("feat-gru-gru-v1", (0, 2, 4)), ("feat-dense-gru", (1, 3, 5))])
+def test_cells_host_bitexact_every_activation(cfg, combos, tmp_path):
+    """Golden = host build; every activation pair on LSTM and on both GRU variants."""
+    for j in combos:
+        a, ra = COMBOS[j]
+        ir, qm, x, L = _model(cfg, a, ra)
+        assert qm.layers[0].activation == a
+        generate(qm, tmp_path / f"src{j}", max_t=x.shape[1])
+        so = P.build_host(tmp_path / f"src{j}", tmp_path / f"host{j}")
+        ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+        ev = P.evaluate(ir, qm, ds, host_so=so, progress=False)
+        assert ev.host_mismatches == 0, (a, ra, ev.first_mismatch)
+        g, _ = GoldenModel(qm).run(x, L)
+        assert len({tuple(r) for r in g.tolist()}) > 1
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@pytest.mark.parametrize("variant", ["dsp", "plain"])
+def test_cells_firmware_bitexact(variant, tmp_path):
+    from rnnskip import targets
+    t = targets.load("cortex-m4")
+    for cfg, (a, ra) in (("feat-lstm", ("relu", "hard_sigmoid")), ("tok-gru-v1", ("linear", "hard_sigmoid_k3"))):
+        ir, qm, x, L = _model(cfg, a, ra)
+        generate(qm, tmp_path / cfg / "src", max_t=x.shape[1])
+        fw = P.build_target(tmp_path / cfg / "src", tmp_path / cfg / "fw", t, variant)
+        ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+        ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+        assert ev.device_checked == len(x) and ev.device_mismatches == 0, ev.first_mismatch
+
+
+def test_default_models_do_not_get_the_new_kernels(tmp_path):
+    ir = random_ir("feat-lstm")
+    x, L = random_data(ir, n=4, T=5)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    generate(qm, tmp_path, max_t=5)
+    assert not list((tmp_path / "kernels").glob("rnnskip_act_*"))
+    assert "rnnskip_act_kernels.h" not in (tmp_path / "rnnskip_model.c").read_text()
+
+
+def test_int8_model_error_bounded_for_every_activation():
+    """int8 golden vs float reference on random LSTM/GRU models: output error small."""
+    for cfg in ("feat-lstm", "feat-gru-gru-v1"):
+        for a, ra in COMBOS:
+            ir, qm, x, L = _model(cfg, a, ra)
+            f = FloatModel(ir).predict(x, L)
+            g, _ = GoldenModel(qm).run(x, L)
+            from rnnskip.outputs import dequantize
+            err = np.abs(dequantize(qm, g) - f).max()
+            assert err < 0.08, (cfg, a, ra, err)
+
+
+@pytest.mark.parametrize("ract", ["relu", "linear", "tanh", "softsign"])
+def test_unbounded_gates_refused_in_one_line(ract):
+    from rnnskip.errors import RnnskipError
+    ir = random_ir("feat-lstm")
+    ir.rnn_layers[0].recurrent_activation = ract
+    x, L = random_data(ir, n=4, T=5)
+    with pytest.raises(RnnskipError) as ei:
+        quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    msg = str(ei.value)
+    assert "\n" not in msg and f"recurrent_activation='{ract}'" in msg and "lstm_0" in msg

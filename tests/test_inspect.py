@@ -1,0 +1,186 @@
+"""Issue 7: ``rnnskip inspect`` (API and CLI), regression and per-step outputs through
+``rnnskip-convert`` (report ``error``, float / per-step ``y``), on Keras-2.2-style files
+written with h5py (no TensorFlow needed)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from rnnskip.converter.keras_import import load_model_file
+from rnnskip.datasets import Dataset, load_npz, save_npz
+from rnnskip.errors import RnnskipError
+from rnnskip.inspect import format_text, inspect_file
+from rnnskip.reference import FloatModel
+
+HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
+F, T, N = 3, 6, 8
+
+
+def old_h5(path, layers, version="2.2.4", seed=0):
+    """A Keras 2.2-era Sequential .h5: ``layers`` = [(class, config, {role: shape})]."""
+    rng = np.random.default_rng(seed)
+    entries = []
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = version.encode()
+        mw = f.create_group("model_weights")
+        for i, (cls, cfg, roles) in enumerate(layers):
+            cfg = dict(cfg)
+            if i == 0:
+                cfg["batch_input_shape"] = [None, None, F]
+            entries.append({"class_name": cls, "config": cfg})
+            g = mw.create_group(cfg["name"])
+            names = [f"{cfg['name']}/{r}:0" for r in roles]
+            g.attrs["weight_names"] = [n.encode() for n in names]
+            for n, shape in zip(names, roles.values()):
+                g[n] = rng.normal(0, 0.5, shape).astype(np.float32)
+        f.attrs["model_config"] = json.dumps(
+            {"class_name": "Sequential", "config": {"name": "sequential_1", "layers": entries}}).encode()
+    return path
+
+
+def lstm(name, units, inp, **kw):
+    return ("LSTM", dict(name=name, units=units, activation=kw.pop("activation", "tanh"),
+                         recurrent_activation="hard_sigmoid", use_bias=True, **kw),
+            {"kernel": (inp, 4 * units), "recurrent_kernel": (units, 4 * units), "bias": (4 * units,)})
+
+
+def dense(name, units, inp, activation="linear"):
+    return ("Dense", dict(name=name, units=units, activation=activation, use_bias=True),
+            {"kernel": (inp, units), "bias": (units,)})
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("insp")
+    td = ("TimeDistributed", {"name": "time_distributed_1",
+                              "layer": {"class_name": "Dense", "config": dense("d", 3, 4, "softmax")[1]}},
+          {"kernel": (4, 3), "bias": (3,)})
+    return {
+        "regression": old_h5(d / "reg.h5", [lstm("lstm_1", 5, F), dense("dense_1", 2, 5)]),
+        "per_step": old_h5(d / "seq.h5", [lstm("lstm_1", 4, F, return_sequences=True), td]),
+        "blocked": old_h5(d / "bad.h5", [("Conv1D", {"name": "conv1d_1", "filters": 4, "kernel_size": [3]},
+                                          {"kernel": (3, F, 4), "bias": (4,)}),
+                                         lstm("lstm_1", 4, 4, activation="elu"), dense("dense_1", 2, 4)]),
+        "dir": d,
+    }
+
+
+def test_inspect_convertible(files):
+    ins = inspect_file(files["regression"])
+    assert ins.converts and not ins.blockers
+    assert ins.generation.startswith("standalone Keras 2") and ins.keras_version == "2.2.4"
+    assert [l.name for l in ins.layers] == ["lstm_1", "dense_1"]
+    assert ins.params == F * 20 + 5 * 20 + 20 + 5 * 2 + 2 == load_model_file(files["regression"]).params()
+    assert ins.macs_per_step == F * 20 + 5 * 20
+    from rnnskip import targets
+    assert [t["target"] for t in ins.targets] == [targets.load(n).name for n in targets.available()]
+    assert all(t["fits"] and t["flash_bytes"] > t["weights_bytes"] > 0 for t in ins.targets)
+    text = format_text(ins)
+    assert "converts: yes" in text and "cortex-m4" in text
+
+
+def test_inspect_lists_every_blocker(files):
+    ins = inspect_file(files["blocked"])
+    assert not ins.converts
+    assert any("'conv1d_1' (Conv1D)" in b for b in ins.blockers)
+    assert any("'lstm_1'" in b and "elu" in b for b in ins.blockers)
+    assert ins.blockers[0] == _import_error(files["blocked"])  # the converter's own reason first
+    assert ins.params == 3 * F * 4 + 4 + 4 * 16 + 4 * 16 + 16 + 4 * 2 + 2
+    assert "converts: NO" in format_text(ins)
+
+
+def _import_error(path) -> str:
+    with pytest.raises(RnnskipError) as ei:
+        load_model_file(path)
+    return str(ei.value)
+
+
+def test_inspect_per_step(files):
+    ins = inspect_file(files["per_step"])
+    assert ins.converts and ins.per_step_outputs
+    assert ins.macs_per_step == F * 16 + 4 * 16 + 4 * 3   # the head runs every step
+
+
+def test_inspect_not_a_model(tmp_path):
+    p = tmp_path / "x.h5"
+    p.write_text("hello")
+    ins = inspect_file(p)
+    assert not ins.converts and "not a Keras model" in ins.blockers[0]
+    with pytest.raises(RnnskipError):
+        inspect_file(tmp_path / "missing.h5")
+
+
+def cli(*args):
+    exe = Path(sys.executable).parent
+    return subprocess.run([str(exe / args[0])] + [str(a) for a in args[1:]], capture_output=True, text=True)
+
+
+def test_inspect_cli_exit_status(files, tmp_path):
+    p = cli("rnnskip", "inspect", files["regression"], "--target", "cortex-m0plus")
+    assert p.returncode == 0 and "converts: yes" in p.stdout and "cortex-m0plus" in p.stdout, p.stderr
+    p = cli("rnnskip", "inspect", files["blocked"], "--json")
+    assert p.returncode == 1
+    assert json.loads(p.stdout)["converts"] is False
+    p = cli("rnnskip", "inspect", tmp_path / "missing.h5")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "not found" in p.stderr
+
+
+# --------------------------------------------------------------------------
+# labels
+
+def _data(path, ir, y):
+    x = np.random.default_rng(1).normal(0, 1, (N, T, F)).astype(np.float32)
+    save_npz(str(path), Dataset(x=x, y=y, lengths=np.full(N, T, np.int32)))
+    return path
+
+
+def test_load_npz_target_shapes(files, tmp_path):
+    reg = load_model_file(files["regression"])
+    seq = load_model_file(files["per_step"])
+    ds = load_npz(str(_data(tmp_path / "a.npz", reg, np.zeros((N, 2), np.float32))), reg)
+    assert ds.y.shape == (N, 2) and ds.y.dtype == np.float32
+    with pytest.raises(RnnskipError, match=r"float targets \[N, 2\]"):
+        load_npz(str(_data(tmp_path / "b.npz", reg, np.zeros((N, 2), np.int64))), reg)
+    ds = load_npz(str(_data(tmp_path / "c.npz", seq, np.zeros((N, T), np.int64))), seq)
+    assert ds.y.shape == (N, T)
+    with pytest.raises(RnnskipError, match="one output per time step"):
+        load_npz(str(_data(tmp_path / "d.npz", seq, np.zeros(N, np.int64))), seq)
+    with pytest.raises(RnnskipError, match="out of range"):
+        load_npz(str(_data(tmp_path / "e.npz", seq, np.full((N, T), 5, np.int64))), seq)
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+def test_convert_regression_and_per_step(files, tmp_path):
+    reg = load_model_file(files["regression"])
+    x = np.random.default_rng(1).normal(0, 1, (N, T, F)).astype(np.float32)
+    y = (FloatModel(reg).predict(x) + 0.1).astype(np.float32)
+    data = tmp_path / "reg.npz"
+    save_npz(str(data), Dataset(x=x, y=y, lengths=np.full(N, T, np.int32)))
+    p = cli("rnnskip-convert", files["regression"], "--data", data, "--out", tmp_path / "r", "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert rep["accuracy"] is None and rep["bitexact"]["mismatches"] == 0
+    assert rep["bitexact"]["device_checked"] == N
+    e = rep["error"]
+    assert abs(e["float_vs_label_rmse"] - 0.1) < 1e-4
+    assert 0 < e["int8_vs_float_rmse"] <= e["int8_vs_float_max_abs"] < 0.05
+    assert "error int8 vs float" in p.stdout
+
+    seq = load_model_file(files["per_step"])
+    probs = FloatModel(seq).predict(x)
+    data = tmp_path / "seq.npz"
+    lengths = np.array([T, 3, T, 1, 5, T, 2, T], np.int32)
+    save_npz(str(data), Dataset(x=x, y=np.argmax(probs, -1), lengths=lengths))
+    p = cli("rnnskip-convert", files["per_step"], "--data", data, "--out", tmp_path / "s", "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert rep["model"]["per_step_outputs"] is True
+    assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["device_checked"] == N
+    assert rep["accuracy"]["float"] == 1.0 and rep["accuracy"]["int8_device"] >= 0.8

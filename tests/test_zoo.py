@@ -1,0 +1,112 @@
+"""Issue 7: the model corpus of tests/zoo_models.py -- every Keras generation's files
+convert bit-exact (float reference = Keras to 1e-5; golden = host build = emulated
+Cortex-M4 firmware) or are refused with their one-line reason; ``rnnskip inspect``
+agrees on every file; docs/support_matrix.md is generated from these results.
+
+Regenerate the matrix with ``RNNSKIP_WRITE_SUPPORT_MATRIX=1 pytest tests/test_zoo.py``
+(or ``tools/support_matrix.py``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+try:
+    from . import zoo_models as Z
+except ImportError:
+    import zoo_models as Z
+
+HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
+IDS = [f"{c.name}-{g}-{fmt}" for c in Z.CASES for g in c.gens for fmt in Z.FORMATS[g]]
+pytestmark = pytest.mark.keras
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf_keras")
+    pytest.importorskip("keras")
+    if not HAVE_ARM:
+        pytest.skip("arm-none-eabi-gcc not installed (run 'make setup')")
+    d = tmp_path_factory.mktemp("zoo7")
+    files = Z.build_corpus(d / "models")
+    results = Z.run_corpus(files, d / "work")
+    return {r.file.id: r for r in results}
+
+
+def test_corpus_covers_the_issue(corpus):
+    assert sorted(corpus) == sorted(IDS)
+    ok = [r for r in corpus.values() if r.status == "bit-exact"]
+    assert len(corpus) >= 30 and len(ok) >= 30
+    gens = {r.file.gen for r in ok}
+    assert gens == {"k2", "k3", "legacy"}
+    versions = {r.keras_version for r in ok if r.file.gen == "legacy"}
+    assert {"2.0.8", "2.1.2", "2.2.4", "2.2.4-tf", "2.3.0-tf", "2.3.1"} <= versions
+    assert {(r.file.gen, r.file.fmt) for r in ok} == {("k2", "h5"), ("k2", "keras"), ("k3", "keras"),
+                                                    ("k3", "h5"), ("legacy", "h5")}
+
+
+@pytest.mark.parametrize("fid", IDS)
+def test_file_converts_bitexact_or_is_refused(corpus, fid):
+    r = corpus[fid]
+    case = r.file.case
+    if case.refused:
+        assert r.status == "refused", (r.status, r.reason)
+        assert r.reason and "\n" not in r.reason
+        for w in case.refused:
+            assert w in r.reason, (w, r.reason)
+        return
+    assert r.status == "bit-exact", r.reason
+    assert r.float_err <= 1e-5, f"float reference vs Keras: {r.float_err}"
+    assert r.host_mismatches == 0 and r.device_mismatches == 0
+    assert r.device_checked == Z.N
+
+
+@pytest.mark.parametrize("fid", IDS)
+def test_inspect_agrees(corpus, fid):
+    r = corpus[fid]
+    assert r.inspect_converts is (r.status == "bit-exact"), r.inspect_blocker
+    if r.status == "refused":
+        assert r.inspect_blocker == r.reason
+
+
+def test_int8_error_is_bounded(corpus):
+    """int8 vs float on the corpus: regression errors small against the outputs' range,
+    classifiers agree with the float model on these tiny random models."""
+    for r in corpus.values():
+        e = r.int8_error
+        if not e:
+            continue
+        if "int8_vs_float_max_abs" in e:
+            assert e["int8_vs_float_max_abs"] < 0.06, (r.file.id, e)
+            assert e["int8_vs_float_rmse"] < 0.03, (r.file.id, e)
+        else:
+            assert e["int8_acc"] >= e["float_acc"] - 0.2, (r.file.id, e)
+
+
+def test_hard_sigmoid_follows_the_generation(tmp_path):
+    """The same GRU file content read as Keras 2 and as Keras 3: different semantics."""
+    from rnnskip.converter.keras_import import load_model_file
+    import h5py
+    pytest.importorskip("tf_keras")
+    files = Z.build_corpus(tmp_path, gens=("k2",), names={"gru_v1_hard_sigmoid"})
+    f = next(z for z in files if z.case.name == "gru_v1_hard_sigmoid" and z.fmt == "h5")
+    ir2 = load_model_file(f.path)
+    assert ir2.rnn_layers[0].recurrent_activation == "hard_sigmoid"
+    with h5py.File(f.path, "r+") as h:
+        h.attrs["keras_version"] = b"3.1.0"
+    ir3 = load_model_file(f.path)
+    assert ir3.rnn_layers[0].recurrent_activation == "hard_sigmoid_k3"
+    assert any("Keras 3" in n for n in ir3.notes)
+
+
+def test_support_matrix_is_generated_from_the_corpus(corpus):
+    text = Z.render_matrix([corpus[i] for i in IDS])
+    if os.environ.get("RNNSKIP_WRITE_SUPPORT_MATRIX"):
+        Z.MATRIX_PATH.write_text(text)
+    assert Z.MATRIX_PATH.is_file(), "run tools/support_matrix.py"
+    assert Z.MATRIX_PATH.read_text() == text, \
+        "docs/support_matrix.md is out of date: run .venv/bin/python tools/support_matrix.py"

@@ -1,0 +1,559 @@
+"""The issue-7 model corpus: tiny recurrent models as people publish them, written by
+every Keras generation, each converted end to end or refused with its one-line reason.
+
+Generations (``Case.gens``):
+
+* ``"k2"``: tf_keras 2.x (``import tf_keras``) -> ``.h5`` and ``.keras``
+* ``"k3"``: Keras 3 (``import keras``) -> ``.keras`` and legacy ``.h5``
+* ``"legacy"``: standalone Keras 2.0-2.3 / tf.keras 1.x layouts, written here with h5py
+  (``keras_version`` 2.0.8, 2.1.2, 2.2.4, 2.2.4-tf, 2.3.0-tf, 2.3.1; Sequential configs as a
+  list or dict, functional ``Model`` with an InputLayer named ``input``, no InputLayer and
+  ``batch_input_shape`` on the first layer, time dimension ``None``, weight paths
+  ``lstm_1/lstm_1/kernel:0`` or ``lstm/lstm/lstm_cell/kernel:0``, CuDNNLSTM/CuDNNGRU
+  weights in CuDNN layout). Their reference outputs come from the same model built in
+  tf_keras with the same weights (the semantics of these layers did not change).
+
+:func:`run_corpus` builds every file, then per file: imports it, checks the float
+reference against Keras (1e-5), quantises it, generates C, builds it for this machine
+and for the Cortex-M4 (identical sources are built once) and compares golden, host
+build and emulated firmware bit for bit; refused files must fail with the case's
+words in a one-line error; ``rnnskip inspect`` must agree on every file.
+:func:`render_matrix` turns the results into docs/support_matrix.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+T = 7          # time steps of the test data
+N = 6          # sequences
+VOCAB = 13
+FEATURES = 3
+MATRIX_PATH = Path(__file__).resolve().parent.parent / "docs" / "support_matrix.md"
+
+
+def _L(k):
+    return k.layers
+
+
+@dataclass
+class Case:
+    name: str
+    layer: str                    # support-matrix row: the layer ...
+    option: str                   # ... and the option exercised
+    layers: Callable              # (k) -> list of layers after the input
+    gens: Tuple[str, ...] = ("k2", "k3")
+    tokens: bool = False
+    functional: bool = False
+    mask_value: Optional[float] = None
+    fixed_t: bool = False         # Input(shape=(T, F)) instead of (None, F)
+    refused: Optional[List[str]] = None   # words of the expected one-line refusal
+    # legacy files only
+    version: str = ""
+    style: str = "seq_dict"       # seq_list | seq_dict | model
+    paths: str = "plain"          # plain: <l>/<l>/kernel:0; cell: <l>/<l>/<l>_cell/kernel:0
+    cudnn: Dict[str, str] = field(default_factory=dict)   # layer name -> CuDNNLSTM / CuDNNGRU
+
+
+CASES: List[Case] = [
+    # ---- tf_keras 2 and Keras 3, both file formats each
+    Case("gru_v1_hard_sigmoid", "GRU", "reset_after=False, recurrent_activation=hard_sigmoid (2017 style)",
+         lambda k: [_L(k).GRU(5, reset_after=False, recurrent_activation="hard_sigmoid"),
+                    _L(k).Dense(1, activation="sigmoid")]),
+    Case("lstm_relu_regression", "LSTM", "activation=relu, linear regression head",
+         lambda k: [_L(k).LSTM(6, activation="relu"), _L(k).Dense(1)], functional=True),
+    Case("lstm_softsign_hsig_tokens", "LSTM", "activation=softsign, recurrent_activation=hard_sigmoid, Embedding",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True),
+                    _L(k).LSTM(5, activation="softsign", recurrent_activation="hard_sigmoid"),
+                    _L(k).Dense(3, activation="softmax")], tokens=True),
+    Case("gru_linear_multi_regression", "GRU", "activation=linear, Masking, 3-output regression",
+         lambda k: [_L(k).Masking(0.0), _L(k).GRU(5, activation="linear"), _L(k).Dense(3)],
+         functional=True, mask_value=0.0),
+    Case("dense_stack", "Dense head", "Dense->Dense stack: softsign, hard_sigmoid, relu, softmax",
+         lambda k: [_L(k).LSTM(6), _L(k).Dense(8, activation="softsign"),
+                    _L(k).Dense(6, activation="hard_sigmoid"), _L(k).Dense(5, activation="relu"),
+                    _L(k).Dense(3, activation="softmax")]),
+    Case("seq_labelling", "LSTM", "return_sequences=True + TimeDistributed(Dense softmax): per-step classes",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _L(k).LSTM(6, return_sequences=True),
+                    _L(k).TimeDistributed(_L(k).Dense(4, activation="softmax"))], tokens=True),
+    Case("seq_regression", "LSTM", "return_sequences=True + Dense on 3-D: per-step 2-output regression",
+         lambda k: [_L(k).Masking(0.0), _L(k).LSTM(5, return_sequences=True), _L(k).Dense(2)],
+         functional=True, mask_value=0.0),
+    Case("seq_gru_no_head", "GRU", "return_sequences=True at the output, no head",
+         lambda k: [_L(k).GRU(4, return_sequences=True, activation="softsign")]),
+    Case("noops_and_bn", "no-ops / BatchNormalization",
+         "Masking, BN on the input, dropout/recurrent_dropout, unit_forget_bias, GaussianNoise, "
+         "ActivityRegularization, Dropout, Dense->BN->Activation",
+         lambda k: [_L(k).Masking(0.0), _L(k).BatchNormalization(),
+                    _L(k).LSTM(6, dropout=0.2, recurrent_dropout=0.3, unit_forget_bias=True),
+                    _L(k).GaussianNoise(0.1), _L(k).ActivityRegularization(l1=0.01), _L(k).Dropout(0.5),
+                    _L(k).Dense(8), _L(k).BatchNormalization(), _L(k).Activation("relu"), _L(k).Dense(1)],
+         mask_value=0.0),
+    Case("lstm_no_bias_hsig", "LSTM", "use_bias=False, recurrent_activation=hard_sigmoid, recurrent_dropout",
+         lambda k: [_L(k).LSTM(5, use_bias=False, recurrent_activation="hard_sigmoid", recurrent_dropout=0.2),
+                    _L(k).Dense(2, activation="softmax", use_bias=False)], functional=True),
+    Case("td_softsign_gru", "TimeDistributed(Dense)", "softsign input Dense, GRU activation=softsign",
+         lambda k: [_L(k).TimeDistributed(_L(k).Dense(4, activation="softsign")),
+                    _L(k).GRU(5, activation="softsign"), _L(k).Dense(1, activation="sigmoid")]),
+    Case("bn_after_lstm", "BatchNormalization", "after LSTM (folded into the next Dense), Activation(softmax)",
+         lambda k: [_L(k).LSTM(6), _L(k).BatchNormalization(), _L(k).Dense(3), _L(k).Activation("softmax")],
+         functional=True),
+
+    # ---- standalone Keras 2.0-2.3 and tf.keras 1.x layouts (h5py)
+    Case("k20_seq_list_lstm", "LSTM", "Keras 2.0 defaults: recurrent_activation=hard_sigmoid, Sequential as a list",
+         lambda k: [_L(k).LSTM(5, recurrent_activation="hard_sigmoid", name="lstm_1"),
+                    _L(k).Dense(2, activation="softmax", name="output")],
+         gens=("legacy",), version="2.0.8", style="seq_list"),
+    Case("k21_model_gru", "GRU", "Keras 2.1 functional Model, input 'input', no reset_after key, hard_sigmoid",
+         lambda k: [_L(k).GRU(6, reset_after=False, recurrent_activation="hard_sigmoid", name="gru_1"),
+                    _L(k).Dropout(0.5, name="dropout_1"), _L(k).Dense(1, activation="sigmoid", name="output")],
+         gens=("legacy",), version="2.1.2", style="model"),
+    Case("k22_embedding_lstm", "LSTM", "Keras 2.2 Embedding + SpatialDropout1D + LSTM",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True, name="embedding_1"),
+                    _L(k).SpatialDropout1D(0.2, name="spatial_dropout1d_1"),
+                    _L(k).LSTM(5, recurrent_activation="hard_sigmoid", name="lstm_1"),
+                    _L(k).Dense(3, activation="softmax", name="dense_1")],
+         gens=("legacy",), tokens=True, version="2.2.4"),
+    Case("k22_cudnnlstm", "CuDNNLSTM", "CuDNN weight layout, regression head",
+         lambda k: [_L(k).LSTM(5, name="cu_dnnlstm_1"), _L(k).Dense(2, name="dense_1")],
+         gens=("legacy",), version="2.2.4", cudnn={"cu_dnnlstm_1": "CuDNNLSTM"}),
+    Case("k22_cudnngru", "CuDNNGRU", "CuDNN weight layout (GRU reset_after=True)",
+         lambda k: [_L(k).GRU(4, reset_after=True, name="cu_dnngru_1"),
+                    _L(k).Dense(3, activation="softmax", name="dense_1")],
+         gens=("legacy",), version="2.2.4", cudnn={"cu_dnngru_1": "CuDNNGRU"}),
+    Case("k22tf_td_per_step", "TimeDistributed(Dense)", "tf.keras 1.x: TD(Dense relu) -> LSTM(return_sequences) -> TD(Dense softmax)",
+         lambda k: [_L(k).TimeDistributed(_L(k).Dense(4, activation="relu"), name="time_distributed"),
+                    _L(k).LSTM(5, return_sequences=True, name="lstm"),
+                    _L(k).TimeDistributed(_L(k).Dense(3, activation="softmax"), name="time_distributed_1")],
+         gens=("legacy",), version="2.2.4-tf"),
+    Case("k23tf_bn_head", "BatchNormalization", "tf.keras 2.2/2.3: lstm_cell weight paths, Dense->BN->relu->Dense(1)",
+         lambda k: [_L(k).LSTM(6, name="lstm"), _L(k).Dense(8, name="dense"),
+                    _L(k).BatchNormalization(name="batch_normalization"), _L(k).Activation("relu", name="activation"),
+                    _L(k).Dense(1, name="dense_1")],
+         gens=("legacy",), version="2.3.0-tf", paths="cell"),
+    Case("k23_stacked_gru", "GRU", "Keras 2.3: Masking, 2 stacked GRU (reset_after=False), 3-output regression",
+         lambda k: [_L(k).Masking(0.0, name="masking_1"),
+                    _L(k).GRU(5, return_sequences=True, reset_after=False, name="gru_1"),
+                    _L(k).GRU(4, reset_after=False, name="gru_2"), _L(k).Dense(3, name="dense_1")],
+         gens=("legacy",), mask_value=0.0, version="2.3.1"),
+
+    # ---- refused, with the documented one-line reason
+    Case("refuse_elu_lstm", "LSTM", "activation=elu",
+         lambda k: [_L(k).LSTM(4, activation="elu", name="lstm_elu"), _L(k).Dense(2)],
+         refused=["'lstm_elu'", "(LSTM)", "activation='elu'", "softsign"]),
+    Case("refuse_relu_gates", "LSTM", "recurrent_activation=relu (gates outside [0, 1])",
+         lambda k: [_L(k).LSTM(4, recurrent_activation="relu", name="lstm_relu_gates"), _L(k).Dense(2)],
+         gens=("k2",), refused=["'lstm_relu_gates'", "recurrent_activation='relu'", "[0, 1]"]),
+    Case("refuse_selu_dense", "Dense head", "activation=selu",
+         lambda k: [_L(k).GRU(4), _L(k).Dense(3, activation="selu", name="selu_dense"), _L(k).Dense(2)],
+         gens=("k2",), refused=["'selu_dense'", "(Dense)", "activation='selu'"]),
+    Case("refuse_gelu_gru", "GRU", "activation=gelu",
+         lambda k: [_L(k).GRU(4, activation="gelu", name="gru_gelu"), _L(k).Dense(2)],
+         gens=("k3",), refused=["'gru_gelu'", "(GRU)", "activation='gelu'"]),
+    Case("refuse_bidirectional", "Bidirectional", "Bidirectional(LSTM)",
+         lambda k: [_L(k).Bidirectional(_L(k).LSTM(4), name="bidi"), _L(k).Dense(2)],
+         gens=("k2",), refused=["'bidi'", "(Bidirectional)", "not supported"]),
+    Case("refuse_conv1d", "Conv1D", "Conv1D front end",
+         lambda k: [_L(k).Conv1D(4, 3, padding="same", name="conv"), _L(k).LSTM(4), _L(k).Dense(2)],
+         gens=("k3",), refused=["'conv'", "(Conv1D)", "not supported"]),
+    Case("refuse_bn_time_axis", "BatchNormalization", "axis=1 (time axis)",
+         lambda k: [_L(k).BatchNormalization(axis=1, name="bn_time"), _L(k).LSTM(4), _L(k).Dense(2)],
+         gens=("k2",), fixed_t=True, refused=["'bn_time'", "(BatchNormalization)", "axis"]),
+    Case("refuse_activation_after_lstm", "Activation", "Activation(relu) directly after an LSTM",
+         lambda k: [_L(k).LSTM(4), _L(k).Activation("relu", name="act_relu"), _L(k).Dense(2)],
+         gens=("k3",), refused=["'act_relu'", "Activation", "linear Dense"]),
+    Case("refuse_keras1", "any", "file written by Keras 1.x",
+         lambda k: [_L(k).LSTM(4, name="lstm_1"), _L(k).Dense(2, name="dense_1")],
+         gens=("legacy",), version="1.2.2", refused=["Keras 1.2.2", "Keras 2.0 and later"]),
+]
+
+GEN_COLUMNS = [("legacy", "h5", "Keras 2.0–2.3 / tf.keras 1.x .h5"), ("k2", "h5", "tf_keras 2 .h5"),
+               ("k2", "keras", "tf_keras 2 .keras"), ("k3", "keras", "Keras 3 .keras"), ("k3", "h5", "Keras 3 .h5")]
+FORMATS = {"k2": ("h5", "keras"), "k3": ("keras", "h5"), "legacy": ("h5",)}
+
+
+# --------------------------------------------------------------------------
+# building the files
+
+def keras_module(gen: str):
+    if gen == "k3":
+        import keras as k
+    else:
+        import tf_keras as k
+    return k
+
+
+def _build(k, case: Case):
+    if case.tokens:
+        inp = k.Input(shape=(None,), dtype="int32")
+    else:
+        inp = k.Input(shape=(T if case.fixed_t else None, FEATURES), dtype="float32")
+    layers = case.layers(k)
+    if case.functional or case.gens == ("legacy",) and case.style == "model":
+        x = inp
+        for layer in layers:
+            x = layer(x)
+        return k.Model(inp, x, name=case.name)
+    return k.Sequential([inp] + layers, name=case.name)
+
+
+def _randomize(model, rng):
+    vals = []
+    for w in model.weights:
+        name = str(getattr(w, "path", None) or w.name)
+        shape = tuple(w.shape)
+        if "moving_variance" in name:
+            vals.append(rng.uniform(0.5, 2.0, shape))
+        elif "gamma" in name:
+            vals.append(rng.normal(1.0, 0.3, shape))
+        else:
+            vals.append(rng.normal(0.0, 0.6, shape))
+    model.set_weights([v.astype(np.float32) for v in vals])
+
+
+def _data(case: Case, rng) -> np.ndarray:
+    if case.tokens:
+        X = rng.integers(1, VOCAB, size=(N, T))
+        X[0, 5:] = 0
+        X[1, :2] = 0
+        X[2, [2, 4]] = 0
+        return X.astype(np.int32)
+    X = rng.normal(0.0, 1.0, size=(N, T, FEATURES)).astype(np.float32)
+    if case.mask_value is not None:
+        X[0, 4:] = case.mask_value
+        X[1, :2] = case.mask_value
+        X[2, 3] = case.mask_value
+    return X
+
+
+@dataclass
+class ZooFile:
+    case: Case
+    gen: str
+    fmt: str
+    path: str
+    X: np.ndarray
+    y_keras: Optional[np.ndarray]   # Keras' own output (None for refused files)
+    labels: Optional[np.ndarray]    # int classes or float targets (per step for per-step models)
+
+    @property
+    def id(self) -> str:
+        return f"{self.case.name}-{self.gen}-{self.fmt}"
+
+
+def _labels(y: np.ndarray, case: Case, rng, classify: bool) -> np.ndarray:
+    if classify:
+        return (y[..., 0] > 0.5).astype(np.int64) if y.shape[-1] == 1 else np.argmax(y, -1).astype(np.int64)
+    lab = (y + rng.normal(0.0, 0.05, y.shape)).astype(np.float32)
+    return lab[..., 0] if lab.shape[-1] == 1 else lab
+
+
+def _is_classifier(model_layers_last_act: str) -> bool:
+    return model_layers_last_act in ("softmax", "sigmoid")
+
+
+def _last_activation(model) -> str:
+    for layer in reversed(model.layers):
+        cfg = layer.get_config()
+        if "layer" in cfg and isinstance(cfg["layer"], dict):
+            cfg = cfg["layer"].get("config", {})
+        act = cfg.get("activation")
+        if isinstance(act, dict):
+            act = act.get("config", act.get("class_name"))
+        if act is not None:
+            return str(act)
+        if "units" in cfg:
+            return "linear"
+    return "linear"
+
+
+def build_corpus(outdir, gens=("k2", "k3", "legacy"), seed: int = 7, names=None) -> List[ZooFile]:
+    import logging
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    files: List[ZooFile] = []
+    for ci, case in enumerate(CASES):
+        for gen in case.gens:
+            if gen not in gens or (names is not None and case.name not in names):
+                continue
+            k = keras_module(gen)
+            rng = np.random.default_rng(seed + ci)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = _build(k, case)
+                _randomize(model, rng)
+                X = _data(case, rng)
+                y = None if case.refused else np.asarray(model(X, training=False), np.float64)
+                base = outdir / f"{case.name}-{gen}"
+                if gen == "legacy":
+                    p = f"{base}.h5"
+                    write_legacy_h5(model, case, p)
+                    paths = {"h5": p}
+                else:
+                    paths = {}
+                    for fmt in FORMATS[gen]:
+                        paths[fmt] = f"{base}.{fmt}"
+                        model.save(paths[fmt])
+            labels = None
+            if y is not None:
+                labels = _labels(y, case, rng, _is_classifier(_last_activation(model)))
+            for fmt, p in paths.items():
+                files.append(ZooFile(case, gen, fmt, p, X, y, labels))
+            k.backend.clear_session()
+    return files
+
+
+# ---- the old layouts -------------------------------------------------------
+
+_OLD_KEYS = {"name", "trainable", "batch_input_shape", "dtype", "units", "activation",
+             "recurrent_activation", "use_bias", "return_sequences", "return_state", "go_backwards",
+             "stateful", "unroll", "implementation", "dropout", "recurrent_dropout",
+             "unit_forget_bias", "reset_after", "input_dim", "output_dim", "mask_zero", "input_length",
+             "rate", "noise_shape", "seed", "stddev", "mask_value", "axis", "momentum", "epsilon",
+             "center", "scale", "l1", "l2"}
+
+
+def _old_config(layer, case: Case) -> dict:
+    cfg = layer.get_config()
+    cls = type(layer).__name__
+    out = {k: v for k, v in cfg.items() if k in _OLD_KEYS}
+    if cls == "Embedding":
+        out["input_dim"], out["output_dim"] = int(cfg["input_dim"]), int(cfg["output_dim"])
+        out["input_length"] = None
+    if cls == "TimeDistributed":
+        inner = cfg["layer"]
+        out["layer"] = {"class_name": inner["class_name"],
+                        "config": {k: v for k, v in inner["config"].items() if k in _OLD_KEYS}}
+    if case.version.startswith(("2.0", "2.1")):
+        out.pop("reset_after", None)   # no such option before Keras 2.1.3
+        out["implementation"] = 0 if case.version.startswith("2.0") else 1
+    if layer.name in case.cudnn:
+        out = {k: out[k] for k in ("name", "trainable", "units", "return_sequences", "return_state",
+                                   "stateful", "go_backwards") if k in out}
+        cls = case.cudnn[layer.name]
+    return {"class_name": cls, "config": out}
+
+
+def _role(w) -> str:
+    return str(w.name).split("/")[-1].split(":")[0]
+
+
+def write_legacy_h5(model, case: Case, path: str) -> None:
+    """``model`` (tf_keras) saved the way Keras ``case.version`` laid out .h5 files."""
+    import h5py
+    from tf_keras.src.saving.legacy.hdf5_format import _convert_rnn_weights
+    layers = [l for l in model.layers if type(l).__name__ != "InputLayer"]
+    entries = [_old_config(l, case) for l in layers]
+    shape = [None, None] if case.tokens else [None, None, FEATURES]
+    if case.style == "model":
+        lays = [{"name": "input", "class_name": "InputLayer", "inbound_nodes": [],
+                 "config": {"batch_input_shape": shape, "dtype": "int32" if case.tokens else "float32",
+                            "sparse": False, "name": "input"}}]
+        prev = "input"
+        for l, e in zip(layers, entries):
+            lays.append({"name": l.name, "class_name": e["class_name"], "config": e["config"],
+                         "inbound_nodes": [[[prev, 0, 0, {}]]]})
+            prev = l.name
+        cfg = {"class_name": "Model", "config": {"name": "model_1", "layers": lays,
+                                                   "input_layers": [["input", 0, 0]],
+                                                   "output_layers": [[prev, 0, 0]]}}
+    else:
+        entries[0]["config"]["batch_input_shape"] = shape
+        entries[0]["config"]["dtype"] = "float32"
+        cfg = {"class_name": "Sequential",
+               "config": entries if case.style == "seq_list" else {"name": "sequential_1", "layers": entries}}
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = case.version.encode()
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["model_config"] = json.dumps(cfg).encode()
+        mw = f.create_group("model_weights")
+        mw.attrs["layer_names"] = [l.name.encode() for l in layers]
+        for l in layers:
+            g = mw.create_group(l.name)
+            ws = [(_role(w), np.asarray(w.numpy(), np.float32)) for w in l.weights]
+            if l.name in case.cudnn:
+                fake = type(case.cudnn[l.name], (), {})()
+                vals = _convert_rnn_weights(fake, [v for _, v in ws])
+                ws = [(r, np.asarray(v, np.float32)) for (r, _), v in zip(ws, vals)]
+            prefix = f"{l.name}/{l.name}_cell" if case.paths == "cell" and _role_is_rnn(l) else l.name
+            names = [f"{prefix}/{r}:0" for r, _ in ws]
+            g.attrs["weight_names"] = [n.encode() for n in names]
+            for n, (_, v) in zip(names, ws):
+                g[n] = v
+
+
+def _role_is_rnn(layer) -> bool:
+    return type(layer).__name__ in ("LSTM", "GRU")
+
+
+# --------------------------------------------------------------------------
+# running it
+
+@dataclass
+class Result:
+    file: ZooFile
+    keras_version: str = ""
+    status: str = ""            # bit-exact | refused | FAILED
+    reason: str = ""            # the one-line refusal or failure
+    float_err: float = float("nan")    # max |float reference - Keras|
+    host_mismatches: int = -1
+    device_mismatches: int = -1
+    device_checked: int = 0
+    int8_error: Optional[dict] = None  # regression: errors; classification: agreement
+    inspect_converts: Optional[bool] = None
+    inspect_blocker: str = ""
+    build: str = ""             # hash of (quantised model, test data): equal hashes share one build and run
+    shared_with: str = ""       # the file whose identical build/run this result reuses
+
+
+def _key(qm, zf: ZooFile) -> str:
+    import pickle
+    h = hashlib.sha1(pickle.dumps(qm, protocol=4))
+    h.update(np.ascontiguousarray(zf.X).tobytes())
+    h.update(np.ascontiguousarray(zf.labels).tobytes())
+    return h.hexdigest()[:12]
+
+
+def run_corpus(files: List[ZooFile], workdir, target_name: str = "cortex-m4", firmware: bool = True,
+               threads: int = 2) -> List[Result]:
+    """Convert every file (or check its refusal); golden = host = firmware."""
+    from rnnskip import pipeline as P
+    from rnnskip import targets
+    from rnnskip.converter.keras_import import load_model_file
+    from rnnskip.datasets import Dataset
+    from rnnskip.errors import RnnskipError
+    from rnnskip.generate import generate
+    from rnnskip.inspect import inspect_file
+    from rnnskip.quant.calibrate import calibrate
+    from rnnskip.quant.quantize import quantize
+    from rnnskip.reference import FloatModel
+
+    workdir = Path(workdir)
+    target = targets.load(target_name)
+    results, todo = [], []
+    for zf in files:
+        r = Result(zf)
+        results.append(r)
+        ins = inspect_file(zf.path, target_names=[target_name])
+        r.inspect_converts, r.keras_version = ins.converts, ins.keras_version
+        r.inspect_blocker = ins.blockers[0] if ins.blockers else ""
+        try:
+            ir = load_model_file(zf.path)
+            fm = FloatModel(ir)
+            y = fm.predict(zf.X)
+            r.float_err = float(np.abs(y - zf.y_keras).max()) if zf.y_keras is not None else float("nan")
+            lengths = np.full(len(zf.X), zf.X.shape[1], np.int32)
+            qm = quantize(ir, calibrate(ir, fm, zf.X, lengths, progress=False))
+        except RnnskipError as e:
+            r.status, r.reason = "refused", str(e)
+            continue
+        r.build = _key(qm, zf)
+        todo.append((r, ir, qm))
+
+    # Files whose quantised models and data are identical (e.g. the .h5 and .keras of one
+    # model) generate identical C: build and run it once, share the result.
+    first: Dict[str, tuple] = {}
+    for item in todo:
+        first.setdefault(item[0].build, item)
+
+    def build(item):
+        r, _ir, qm = item
+        src = workdir / r.file.id / "src"
+        generate(qm, src, max_t=T)
+        so = P.build_host(src, src.parent / "host")
+        fw = P.build_target(src, src.parent / "fw", target, "dsp") if firmware else None
+        return r.build, (so, fw)
+
+    with ThreadPoolExecutor(max_workers=threads) as ex:
+        builds = dict(ex.map(build, first.values()))
+
+    for r, ir, qm in todo:
+        lead = first[r.build][0]
+        if lead is not r:
+            for a in ("status", "reason", "host_mismatches", "device_mismatches", "device_checked", "int8_error"):
+                setattr(r, a, getattr(lead, a))
+            r.shared_with = lead.file.id
+            continue
+        so, fw = builds[r.build]
+        zf = r.file
+        lengths = np.full(len(zf.X), zf.X.shape[1], np.int32)
+        ds = Dataset(x=zf.X, y=zf.labels, lengths=lengths)
+        ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, target=target, traffic_sample=0, workers=1,
+                        progress=False)
+        r.host_mismatches, r.device_mismatches, r.device_checked = (ev.host_mismatches, ev.device_mismatches,
+                                                                      ev.device_checked)
+        r.int8_error = ev.error if ev.error is not None else {"float_acc": ev.float_acc, "int8_acc": ev.golden_acc}
+        ok = ev.host_mismatches == 0 and ev.device_mismatches == 0 and (ev.device_checked == len(zf.X) or not fw)
+        r.status = "bit-exact" if ok else "FAILED"
+        r.reason = "" if ok else ev.first_mismatch
+    return results
+
+
+# --------------------------------------------------------------------------
+# the support matrix
+
+def _column(res: Result) -> str:
+    for gen, fmt, label in GEN_COLUMNS:
+        if res.file.gen == gen and res.file.fmt == fmt:
+            return label
+    return f"{res.file.gen} .{res.file.fmt}"
+
+
+def render_matrix(results: List[Result]) -> str:
+    """docs/support_matrix.md from the corpus results (deterministic)."""
+    cols = [label for _, _, label in GEN_COLUMNS]
+    rows: Dict[Tuple[str, str], Dict[str, str]] = {}
+    reasons: List[str] = []
+    for res in results:
+        c = res.file.case
+        cell = rows.setdefault((c.layer, c.option), {})
+        col = _column(res)
+        if res.status == "bit-exact":
+            mark = "✓"
+        elif res.status == "refused":
+            reason = res.reason.replace(res.file.path, "<file>")
+            if reason not in reasons:
+                reasons.append(reason)
+            mark = f"✗ [{reasons.index(reason) + 1}]"
+        else:
+            mark = "FAILED"
+        if res.file.gen == "legacy":
+            mark += f" ({res.keras_version})"
+        cell[col] = mark if col not in cell else cell[col] + ", " + mark
+    n_files = len(results)
+    n_ok = sum(r.status == "bit-exact" for r in results)
+    n_ref = sum(r.status == "refused" for r in results)
+    out = ["# rnnskip support matrix",
+           "",
+           "Generated by the corpus test (`tests/test_zoo.py`, models in `tests/zoo_models.py`); do not edit.",
+           "Regenerate with `.venv/bin/python tools/support_matrix.py`.",
+           "",
+           f"{n_files} model files: {n_ok} convert bit-exact (int8 golden model = host build = emulated "
+           f"Cortex-M4 firmware, float reference = Keras to 1e-5), {n_ref} refused with the one-line reason below. "
+           "`rnnskip inspect` gives the same verdict on every file.",
+           "",
+           "✓ converts bit-exact · ✗ [n] refused, reason n below · blank: not in the corpus",
+           "",
+           "| layer | option | " + " | ".join(cols) + " |",
+           "|---|---|" + "---|" * len(cols)]
+    for (layer, option), cells in rows.items():
+        out.append(f"| {layer} | {option} | " + " | ".join(cells.get(c, "") for c in cols) + " |")
+    out += ["", "Refusal reasons (verbatim, `<file>` is the model path):", ""]
+    out += [f"{i + 1}. `{r}`" for i, r in enumerate(reasons)]
+    out += ["", "Activation semantics: `hard_sigmoid` is clip(0.2·x + 0.5, 0, 1) in files from Keras 1/2 "
+            "(standalone, tf.keras, tf_keras) and clip(x/6 + 0.5, 0, 1) in files from Keras 3 "
+            "(read from `keras_version`).", ""]
+    return "\n".join(out)

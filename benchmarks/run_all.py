@@ -14,10 +14,10 @@ from pathlib import Path
 
 from rnnskip.errors import RnnskipError
 
-from . import pipeline_bench
+from . import pipeline_bench, targets_bench
 from .common import bench_out, repo_root
 
-SECTIONS = [("pipeline", pipeline_bench)]
+SECTIONS = [("pipeline", pipeline_bench), ("targets", targets_bench)]
 
 
 def main(argv=None) -> int:

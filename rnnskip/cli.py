@@ -415,7 +415,7 @@ def targets_cmd():
         t = targets.load(name)
         feats = ", ".join(f for f, on in (("DSP", t.dsp), ("FPU", t.fpu), ("MVE", t.mve)) if on) or "-"
         click.echo(f"{t.name:<14} flash {t.flash_size // 1024:>5} KiB  RAM {t.ram_size // 1024:>4} KiB  "
-                   f"{t.clock_hz / 1e6:.0f} MHz  {feats:<12} {'unicorn' if t.unicorn_cpu else 'qemu only':<9}  "
+                   f"{t.clock_hz / 1e6:>3.0f} MHz  {feats:<13} {'unicorn' if t.unicorn_cpu else 'qemu only':<9}  "
                    f"{t.description}")
 
 

@@ -85,7 +85,7 @@ def _load_data(path, ir, what="--data"):
 def run_convert(model, target_name, data, out, kernels="portable", variant=None, calib=None,
                 calib_max=1000, emulate_max=None, traffic_sample=16, wait_states=None, workers=2,
                 host=True, progress=True, board_name=None, emulator="unicorn", bundle=16, timeout=120.0,
-                export=None, skip=None):
+                export=None, skip=None, delta=None):
     """The whole flow; returns the report dict. Used by rnnskip-convert and the demo.
 
     skip: time-step skipping options (keys predictor, skip, train, val, max_loss, ptype;
@@ -111,10 +111,16 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     if skip:  # time-step skipping (issue 4): options and predictor folder checked before anything is written
         from .skip.convert import SkipSetup
         sk = SkipSetup.prepare(ir, log=click.echo, **skip)
+    dl = None
+    if delta:  # delta network (issue 5): the thresholds file is checked before anything is written
+        from .delta.cli import DeltaSetup
+        dl = DeltaSetup.prepare(ir, delta)
     with atomic_dir(Path(out)) as tmp:
         qm, ranges = P.quantize_model(ir, cal, calib_max, progress)
         if sk:
             sk.attach(ir, qm, tmp, progress)
+        if dl:
+            dl.attach(qm)
         from .targets.fit import check_fits
         check_fits(qm, int(ds.x.shape[1]), target)   # refuse before compiling
         src = tmp / "src"
@@ -141,6 +147,11 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
             dfw = dense_firmware(qm, tmp, target, variant, kernels, int(ds.x.shape[1])) if ev.emu is not None else None
             rep["skip"] = sk.section(ir, qm, ds, ev, tmp, dense_fw=dfw, target=target, traffic_sample=traffic_sample,
                                      workers=workers, progress=progress, model_path=str(model))
+        if dl:
+            from .delta.report import dense_firmware as delta_dense_firmware
+            dfw = delta_dense_firmware(qm, tmp, target, variant, kernels, int(ds.x.shape[1])) if ev.emu is not None else None
+            rep["delta"] = dl.section(ir, qm, ds, ev, tmp, fw=fw, dense_fw=dfw, target=target, traffic_sample=traffic_sample,
+                                       workers=workers, progress=progress)
         write_report(rep, tmp / "report.json")
         write_plots(ev, tmp, f"{ir.name} on {target.name} ({kernels}, {variant})")
         P.save_pickle(ir, tmp / "model.ir.pkl")
@@ -157,6 +168,9 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     if "skip" in rep:
         from .skip.convert import table_rows
         click.echo("\n".join(f"  {k:<21} {v}" for k, v in table_rows(rep["skip"])))
+    if "delta" in rep:
+        from .delta.report import table_rows as delta_rows
+        click.echo("\n".join(f"  {k:<21} {v}" for k, v in delta_rows(rep["delta"])))
     click.echo(f"wrote {Path(out) / 'report.json'}")
     if rep["bitexact"]["mismatches"]:
         raise RnnskipError(f"{rep['bitexact']['mismatches']} sequences differ from the golden model "
@@ -206,16 +220,17 @@ def _apply(opts):
 @click.option("--bundle", default=16, show_default=True, help="qemu/renode: test sequences linked into the board image (--emulate-max overrides).")
 @click.option("--timeout", default=120.0, show_default=True, help="qemu/renode: seconds to wait for the firmware's summary line.")
 @click.option("--export", type=click.Path(file_okay=False), default=None, help="Also write a standalone CMake + Makefile firmware project for --board here.")
+@click.option("--delta", type=click.Path(dir_okay=False), default=None, help="Delta-network thresholds (delta.json from 'rnnskip delta-tune'): the firmware reads only the weight columns of inputs/units that changed.")
 @_apply(_skip_opts)
 @_guard
 def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, data, calib, calib_max, out,
-                emulate_max, traffic_sample, workers, emulator, bundle, timeout, export, **skip):
+                emulate_max, traffic_sample, workers, emulator, bundle, timeout, export, delta, **skip):
     """Convert MODEL (.h5/.keras), build firmware, emulate it on --data and report."""
     skip = skip if (skip.get("predictor") or skip.get("skip") or skip.get("train") or skip.get("val")
                     or skip.get("max_loss") is not None) else None
     run_convert(model, target_name, data, out, kernels, variant, calib, calib_max, emulate_max,
                 traffic_sample, wait_states, workers, board_name=board_name, emulator=emulator,
-                bundle=bundle, timeout=timeout, export=export, skip=skip)
+                bundle=bundle, timeout=timeout, export=export, skip=skip, delta=delta)
 
 
 def convert_main():
@@ -233,6 +248,9 @@ def main():
 
 
 main.add_command(convert_cmd)
+from .delta.cli import delta_train_cmd, delta_tune_cmd  # noqa: E402  (delta networks, issue 5)
+main.add_command(delta_tune_cmd)
+main.add_command(delta_train_cmd)
 
 
 @main.command("inspect")

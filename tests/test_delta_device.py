@@ -23,12 +23,14 @@ HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
 CFGS = ["feat-dense-gru", "feat-lstm-lstm", "tok-gru-sigmoid", "tok-lstm-softmax", "feat-mask-gru"]
 
 
-def _setup(cfg, thetas, seed=0, n=10, T=14):
+def _setup(cfg, thetas, seed=0, n=10, T=14, fallback=0.0):
+    """fallback 0: every step uses the column-sparse kernel (the default 0.6 would send
+    most steps of these small random models to the dense fallback)."""
     ir = random_ir(cfg, seed=seed)
     x, L = random_data(ir, n=n, T=T, seed=seed + 1)
     qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
     k = len(qm.layers)
-    qm.delta = DeltaSpec([thetas[0]] * k, [thetas[1]] * k)
+    qm.delta = DeltaSpec([thetas[0]] * k, [thetas[1]] * k, dense_fallback=fallback)
     return ir, qm, Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
 
 
@@ -66,7 +68,7 @@ def test_firmware_bitexact(built, variant):
 @pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
 def test_theta0_device_equals_dense_golden(tmp_path):
     from rnnskip import targets
-    ir, qm, ds = _setup("feat-lstm-lstm", (0, 0), seed=2)
+    ir, qm, ds = _setup("feat-lstm-lstm", (0, 0), seed=2, fallback=0.6)
     generate(qm, tmp_path / "src", max_t=ds.x.shape[1])
     t = targets.load("cortex-m4")
     fw = P.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
@@ -91,6 +93,32 @@ def test_delta_with_skip_predictor(cfg, ptype, tmp_path):
     assert 0 < flags.sum() < valid.sum()                     # the predictor skipped some valid steps
     assert (st["steps"] == flags.sum(1)).all()
     generate(qm, tmp_path / "src", max_t=x.shape[1])
+    t = targets.load("cortex-m4")
+    so = P.build_host(tmp_path / "src", tmp_path / "host")
+    fw = P.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+    assert ev.host_mismatches == 0 and ev.device_mismatches == 0, ev.first_mismatch
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@pytest.mark.parametrize("cfg", ["feat-dense-gru", "feat-lstm-lstm"])
+def test_dense_fallback_mixed_steps(cfg, tmp_path):
+    """With the dense fallback some steps run the dense kernel on the last transmitted
+    values and others the column-sparse one; the result is the same bits either way."""
+    from rnnskip import targets
+    ir, qm, ds = _setup(cfg, (4, 4), seed=1, T=16, fallback=0.5)
+    dg = DeltaGoldenModel(qm)
+    dev = dg.device_inputs(ds.x)
+    st = dg.initial_state(len(ds))
+    fracs = []
+    for t in range(ds.x.shape[1]):
+        before = st[0]["tx_x"][:, 0] + st[0]["tx_h"][:, 0]
+        st = dg.step(st, dev[:, t])
+        fracs.append((st[0]["tx_x"][:, 0] + st[0]["tx_h"][:, 0] - before) / qm.layers[0].xh_len)
+    fracs = np.concatenate(fracs)
+    assert (fracs > 0.5).any() and (fracs <= 0.5).any()         # both paths are exercised
+    generate(qm, tmp_path / "src", max_t=ds.x.shape[1])
+    assert "rnnskip_delta_mat_vec_s8" in (tmp_path / "src" / "rnnskip_model.c").read_text()
     t = targets.load("cortex-m4")
     so = P.build_host(tmp_path / "src", tmp_path / "host")
     fw = P.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")

@@ -20,6 +20,13 @@ def list_words(max_cols: int) -> int:
     return 3 * ((int(max_cols) + 2) // 2)
 
 
+#: Dense fallback: when more than this fraction of a layer's columns transmit, the step
+#: recomputes M = bias + W @ last with the dense mat-vec (bit-identical: M always equals
+#: that) instead of the column-sparse kernel, which costs ~1.5x more per MAC on the M4.
+#: Needs the row-major weights in flash too; DeltaSpec.dense_fallback = 0 turns it off.
+DENSE_FALLBACK = 0.6
+
+
 def delta_context(qm):
     """Template context for delta mode (None when ``qm.delta`` is not set).
 
@@ -35,7 +42,8 @@ def delta_context(qm):
     from ..quant.delta_golden import delta_layout
     from .spec import check_supported
     check_supported(qm.layers)
-    layers, arrays, max_cols = [], [], 0
+    fb = getattr(spec, "dense_fallback", DENSE_FALLBACK)
+    layers, arrays, list_len = [], [], 0
     for i, (l, tx, th) in enumerate(zip(qm.layers, spec.theta_x, spec.theta_h)):
         D = delta_layout(l)
         merged = D.x_row0 == D.h_row0 and D.rows_x == D.rows_h
@@ -45,14 +53,18 @@ def delta_context(qm):
             arrays.append((f"{p}_w", pack_columns(w), np.int16,
                            f"{l.name} delta: weights [{w.shape[0]} rows] column-major, {w.shape[1]} columns "
                            f"(input then hidden), row pairs packed as int16 256*w[2p+1]+w[2p]"))
-            max_cols = max(max_cols, w.shape[1])
+            list_len = max(list_len, list_words(w.shape[1]))
+            h_list = 0
         else:
             arrays.append((f"{p}x_w", pack_columns(D.wx), np.int16,
                            f"{l.name} delta: input columns [{l.in_p}] x rows [{D.rows_x}] (cx, z, r), column-major paired"))
             arrays.append((f"{p}h_w", pack_columns(D.wh), np.int16,
                            f"{l.name} delta: hidden columns [{l.up}] x rows [{D.rows_h}] (z, r, ch), column-major paired"))
-            max_cols = max(max_cols, l.in_p, l.up)
+            list_len = max(list_len, list_words(l.in_p) + list_words(l.up))
+            h_list = list_words(l.in_p)
         arrays.append((f"{p}_m0", D.m0, np.int32, f"{l.name} delta: running sums at sequence start (the biases)"))
+        cols = l.in_p + l.up
         layers.append({"merged": merged, "rows_x": D.rows_x, "rows_h": D.rows_h, "x_row0": D.x_row0,
-                       "h_row0": D.h_row0, "m_rows": D.m_rows, "theta_x": int(tx), "theta_h": int(th)})
-    return {"layers": layers, "list_words": list_words(max_cols), "arrays": arrays}
+                       "h_row0": D.h_row0, "m_rows": D.m_rows, "theta_x": int(tx), "theta_h": int(th),
+                       "h_list": h_list, "fallback_n": int(fb * cols) if fb and fb > 0 else None})
+    return {"layers": layers, "list_words": list_len, "arrays": arrays, "dense_fallback": fb}

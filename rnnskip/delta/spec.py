@@ -80,6 +80,9 @@ class DeltaSpec:
     theta_h: List[int]
     model: dict = field(default_factory=dict)
     tuning: dict = field(default_factory=dict)
+    #: fraction of a layer's columns above which a step uses the dense kernel on the last
+    #: transmitted values (same M, bit for bit); 0 = never (no row-major weights in flash)
+    dense_fallback: float = 0.6
 
     def __post_init__(self):
         if len(self.theta_x) != len(self.theta_h):
@@ -105,6 +108,7 @@ class DeltaSpec:
                 "model": model_signature(ir) if ir is not None else self.model,
                 "thresholds": [{"layer": n, "input": a, "hidden": b}
                                for n, a, b in zip(names, self.theta_x, self.theta_h)],
+                "dense_fallback": self.dense_fallback,
                 "tuning": self.tuning}
 
     def save(self, path, ir=None) -> None:
@@ -123,7 +127,10 @@ class DeltaSpec:
             th.append(_theta(t["hidden"], f"{where}: layer {i} hidden"))
         if not tx:
             raise RnnskipError(f"{where}: the thresholds list is empty")
-        return cls(tx, th, model=d.get("model") or {}, tuning=d.get("tuning") or {})
+        fb = d.get("dense_fallback", 0.6)
+        if isinstance(fb, bool) or not isinstance(fb, (int, float)) or not (0 <= fb <= 1):
+            raise RnnskipError(f"{where}: dense_fallback must be a fraction in [0, 1] (0 = off), not {fb!r}")
+        return cls(tx, th, model=d.get("model") or {}, tuning=d.get("tuning") or {}, dense_fallback=float(fb))
 
     @classmethod
     def load(cls, path) -> "DeltaSpec":

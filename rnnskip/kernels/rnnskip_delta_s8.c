@@ -13,6 +13,12 @@
 #define RNNSKIP_DV_ASM 0
 #endif
 
+#if defined(__clang__)
+#define RNNSKIP_NOIPA
+#else
+#define RNNSKIP_NOIPA __attribute__((noipa)) /* the asm reads the argument block and the buffers */
+#endif
+
 /* ---- gather ---------------------------------------------------------------- */
 
 static inline void put_entry(int32_t *list, int32_t j, int32_t off, int32_t d)
@@ -39,56 +45,115 @@ static inline int32_t gather_scalar(const int8_t *v, int8_t *last, int32_t k0, i
     return count;
 }
 
-#if RNNSKIP_USE_DSP
-typedef uint32_t __attribute__((may_alias, aligned(1))) rnnskip_u32u;
-
+#if RNNSKIP_DV_ASM
 /*
- * DSP path, 4 elements per test: a = QSUB8(v, last) is the per-byte difference
- * saturated to [-128, 127], which keeps |a| > theta exact for theta <= 126.
- * u = UADD8(a, theta) wraps negative a + theta to 128..255, so
- * transmit <=> u >= 2 theta + 1 (unsigned): one USUB8 sets the GE flags and
- * one SEL turns them into a byte mask. A word of 4 quiet elements costs about
- * 10 cycles; each transmitting element then writes its list slot (the slots of
- * the pair format are walked with two pointers, no division by the count).
+ * DSP path (Thumb-2 asm), 4 elements per test: a = QSUB8(v, last) is the per-byte
+ * difference saturated to [-128, 127], which keeps |a| > theta exact for
+ * theta <= 126; u = UADD8(a, theta) wraps a negative a + theta to 128..255, so
+ * "transmit" <=> u >= 2 theta + 1 unsigned: one USUB8 sets the GE flags, read with
+ * MRS. A word of 4 quiet elements costs 12 cycles (3 per element). In a word with transmitting
+ * elements each of them takes ~15 cycles: exact delta from the two bytes, last
+ * updated, list slot written (the slots of the pair format are walked with two
+ * pointers advanced by the parity of the entry count).
  */
+struct rnnskip_dg_args {
+    const int8_t *v;     /* 0  */
+    int8_t *last;        /* 4  */
+    const int8_t *end;   /* 8:  v + n4 */
+    uint32_t th4;        /* 12 */
+    uint32_t lim4;       /* 16 */
+    int32_t *po;         /* 20: offset slot of entry j */
+    int16_t *pd;         /* 24: delta slot of entry j */
+    int32_t j;           /* 28 */
+    const int8_t *vbase; /* 32 */
+    int32_t off0;        /* 36 */
+    int32_t cb;          /* 40: col_bytes */
+};
+
+#define RNNSKIP_DG_BYTE(i)                                                             \
+    "tst    r7, #(1 << (16 + " #i "))\n\t"                                             \
+    "beq    3" #i "f\n\t"                                                             \
+    "sbfx   r6, r4, #(8 * " #i "), #8\n\t"   /* v[k+i]    */                           \
+    "sbfx   r2, r5, #(8 * " #i "), #8\n\t"   /* last[k+i] */                           \
+    "strb   r6, [r1, #(" #i " - 4)]\n\t"     /* last[k+i] = v[k+i] */                  \
+    "sub    r6, r6, r2\n\t"                  /* exact delta */                         \
+    "str    r3, [r10]\n\t"                   /* offset of column k+i */                \
+    "strh   r6, [r11]\n\t"                                                             \
+    "and    r2, r12, #1\n\t"                 /* parity of entry j */                   \
+    "add    r10, r10, #4\n\t"                                                          \
+    "add    r10, r10, r2, lsl #2\n\t"        /* po += 4 (j even) or 8 (j odd) */       \
+    "add    r11, r11, #2\n\t"                                                          \
+    "add    r11, r11, r2, lsl #3\n\t"        /* pd += 2 or 10 */                       \
+    "add    r12, r12, #1\n\t"                                                          \
+    "3" #i ":\n\t"                                                                     \
+    "add    r3, r3, lr\n\t"                  /* offset of the next column */
+
+__attribute__((naked, noinline)) RNNSKIP_NOIPA static int32_t
+rnnskip_dg_core(struct rnnskip_dg_args *a)
+{
+    (void)a;
+    __asm__ volatile(
+        "push   {r4-r11, lr}\n\t"
+        "sub    sp, sp, #8\n\t"
+        "str    r0, [sp, #0]\n\t"
+        "ldr    r1, [r0, #4]\n\t"            /* last */
+        "ldr    r8, [r0, #12]\n\t"           /* th4 */
+        "ldr    r9, [r0, #16]\n\t"           /* lim4 */
+        "ldr    r10, [r0, #20]\n\t"          /* po */
+        "ldr    r11, [r0, #24]\n\t"          /* pd */
+        "ldr    r12, [r0, #28]\n\t"          /* j */
+        "ldr    r2, [r0, #8]\n\t"            /* end */
+        "ldr    r0, [r0, #0]\n\t"            /* v */
+        "b      2f\n\t"
+        "1:\n\t"                             /* quiet loop: 4 elements per pass */
+        "ldr    r4, [r0], #4\n\t"
+        "ldr    r5, [r1], #4\n\t"
+        "qsub8  r6, r4, r5\n\t"
+        "uadd8  r6, r6, r8\n\t"
+        "usub8  r6, r6, r9\n\t"              /* GE[i] = element i transmits */
+        "mrs    r7, apsr\n\t"
+        "tst    r7, #0xF0000\n\t"
+        "bne    4f\n\t"
+        "2:\n\t"
+        "cmp    r0, r2\n\t"
+        "bne    1b\n\t"
+        "mov    r0, r12\n\t"                 /* return j */
+        "add    sp, sp, #8\n\t"
+        "pop    {r4-r11, pc}\n\t"
+        "4:\n\t"                             /* some of the 4 transmit */
+        "ldr    r2, [sp, #0]\n\t"
+        "ldr    r3, [r2, #32]\n\t"           /* vbase */
+        "ldr    lr, [r2, #40]\n\t"           /* cb */
+        "ldr    r2, [r2, #36]\n\t"           /* off0 */
+        "sub    r3, r0, r3\n\t"
+        "sub    r3, r3, #4\n\t"              /* k */
+        "mla    r3, r3, lr, r2\n\t"          /* offset of column k */
+        RNNSKIP_DG_BYTE(0) RNNSKIP_DG_BYTE(1) RNNSKIP_DG_BYTE(2) RNNSKIP_DG_BYTE(3)
+        "ldr    r2, [sp, #0]\n\t"
+        "ldr    r2, [r2, #8]\n\t"            /* end again (r2 was a temporary) */
+        "b      2b\n\t");
+}
+
 int32_t rnnskip_delta_gather_s8(const int8_t *v, int8_t *last, int32_t n, int32_t theta,
                                 int32_t col_bytes, int32_t off0, int32_t *list, int32_t count)
 {
-    if (theta > 126)
-        return gather_scalar(v, last, 0, n, theta, col_bytes, off0, list, count);
     const int32_t n4 = n & ~3;
-    const uint32_t th4 = 0x01010101u * (uint32_t)theta;
-    const uint32_t lim4 = 0x01010101u * (uint32_t)(2 * theta + 1);
-    int32_t j = count;
-    int32_t *po = list + 3 * (j >> 1) + (j & 1);                              /* offset slot of entry j */
-    int16_t *pd = (int16_t *)(void *)(list + 3 * (j >> 1) + 2) + (j & 1);    /* delta slot of entry j  */
-    for (int32_t k = 0; k < n4; k += 4) {
-        const uint32_t a = __qsub8(*(const rnnskip_u32u *)(const void *)(v + k),
-                                   *(const rnnskip_u32u *)(const void *)(last + k));
-        uint32_t m;
-        __asm__("uadd8 %0, %1, %2\n\t"
-                "usub8 %0, %0, %3\n\t"
-                "sel   %0, %1, %4"           /* bytes of a where transmitting, else 0x00... */
-                : "=&r"(m) : "r"(a), "r"(th4), "r"(lim4), "r"(0u) : "cc");
-        /* a byte of a can be 0 only where it does not transmit (theta >= 0), but a transmitting
-         * byte is never 0, so m != 0 <=> some element transmits */
-        if (__builtin_expect(m == 0, 1))
-            continue;
-        for (int32_t i = 0; i < 4; i++, m >>= 8) {
-            if (m & 0xFF) {
-                const int32_t x = v[k + i];
-                const int32_t d = x - last[k + i];
-                last[k + i] = (int8_t)x;
-                *po = off0 + (k + i) * col_bytes;
-                *pd = (int16_t)d;
-                const int32_t odd = j & 1;
-                po += 1 + odd;
-                pd += 1 + 4 * odd;
-                j++;
-            }
-        }
-    }
-    return gather_scalar(v, last, n4, n, theta, col_bytes, off0, list, j);
+    if (theta > 126 || n4 == 0)
+        return gather_scalar(v, last, 0, n, theta, col_bytes, off0, list, count);
+    struct rnnskip_dg_args a;
+    a.v = v;
+    a.last = last;
+    a.end = v + n4;
+    a.th4 = 0x01010101u * (uint32_t)theta;
+    a.lim4 = 0x01010101u * (uint32_t)(2 * theta + 1);
+    a.po = list + 3 * (count >> 1) + (count & 1);
+    a.pd = (int16_t *)(void *)(list + 3 * (count >> 1) + 2) + (count & 1);
+    a.j = count;
+    a.vbase = v;
+    a.off0 = off0;
+    a.cb = col_bytes;
+    count = rnnskip_dg_core(&a);
+    return gather_scalar(v, last, n4, n, theta, col_bytes, off0, list, count);
 }
 #else
 int32_t rnnskip_delta_gather_s8(const int8_t *v, int8_t *last, int32_t n, int32_t theta,
@@ -117,11 +182,6 @@ struct rnnskip_dv_args {
 #define RNNSKIP_DV_USTEPS 8
 #define RNNSKIP_DV_STEP_BYTES 52
 
-#if defined(__clang__)
-#define RNNSKIP_NOIPA
-#else
-#define RNNSKIP_NOIPA __attribute__((noipa))
-#endif
 
 /*
  * Registers in the column loop (one step = one pair of columns, 4 rows):
@@ -258,3 +318,4 @@ void rnnskip_delta_mat_vec_s8(const int16_t *w, int32_t *list, int32_t count, in
 }
 
 #endif
+

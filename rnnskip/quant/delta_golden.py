@@ -102,6 +102,8 @@ class DeltaGoldenModel(GoldenModel):
         self.layouts = [delta_layout(l) for l in qm.layers]
         self._theta = [theta_columns(l, a, b) for l, a, b in zip(qm.layers, spec.theta_x, spec.theta_h)]
         self._index = {id(l): i for i, l in enumerate(qm.layers)}
+        ft = lambda w: np.ascontiguousarray(w.T, np.float32 if w.shape[1] <= 518 else np.float64)
+        self._wf = [(ft(D.wx), ft(D.wh)) for D in self.layouts]
 
     def initial_state(self, n: int) -> List[dict]:
         st = super().initial_state(n)
@@ -123,8 +125,11 @@ class DeltaGoldenModel(GoldenModel):
         last = np.where(tx, v, s["last"])
         M = s["M"].copy()
         P = l.in_p
-        M[:, D.x_row0:D.x_row0 + D.rows_x] += dd[:, :P] @ D.wx.T.astype(np.int64)
-        M[:, D.h_row0:D.h_row0 + D.rows_h] += dd[:, P:] @ D.wh.T.astype(np.int64)
+        # float BLAS is exact here: every product and partial sum is an integer of magnitude
+        # <= 127 * 255 * columns, below 2^24 (float32) for <= 518 columns, else float64 (2^53)
+        wx, wh = self._wf[i]
+        M[:, D.x_row0:D.x_row0 + D.rows_x] += (dd[:, :P].astype(wx.dtype) @ wx).astype(np.int64)
+        M[:, D.h_row0:D.h_row0 + D.rows_h] += (dd[:, P:].astype(wh.dtype) @ wh).astype(np.int64)
         return M, last, s["tx_x"] + tx[:, :P].sum(1, keepdims=True), s["tx_h"] + tx[:, P:].sum(1, keepdims=True)
 
     def layer_step(self, l: QRNN, s: dict, x: np.ndarray) -> dict:
@@ -177,7 +182,15 @@ class DeltaGoldenModel(GoldenModel):
                 valid[:, t] &= ~pred.skip(self.step_input(dev[:, t]), state)
             if valid[:, t].any():
                 before = sum(s["tx_x"][:, 0] + s["tx_h"][:, 0] for s in state) if trace else None
-                state = self.step(state, dev[:, t], valid[:, t])
+                idx = np.flatnonzero(valid[:, t])
+                if len(idx) == N:
+                    state = self.step(state, dev[:, t])
+                else:  # only the sequences this step runs for (same result as a masked step, cheaper)
+                    sub = self.step([{k: v[idx] for k, v in s.items()} for s in state], dev[idx, t])
+                    for s, ns in zip(state, sub):
+                        for k, v in ns.items():
+                            s[k] = s[k].copy()
+                            s[k][idx] = v
                 if trace:
                     after = sum(s["tx_x"][:, 0] + s["tx_h"][:, 0] for s in state)
                     dens[valid[:, t], t] = ((after - before) / total)[valid[:, t]]
@@ -199,18 +212,21 @@ def golden_for(qm: QModel) -> GoldenModel:
 
 
 def effective_macs(qm: QModel, stats: dict, layouts: Optional[List[DeltaLayout]] = None) -> dict:
-    """Per-sequence MACs ``[N]`` of the recurrent part: ``dense`` (every step runs every
-    column) and ``effective`` (transmitting columns only); real (unpadded) shapes,
-    input Dense included in both (it is not delta-coded)."""
+    """Per-sequence MACs ``[N]`` per inference: ``dense`` (every executed step runs every
+    column) and ``effective`` (transmitting columns only); real (unpadded) shapes. The
+    input Dense (not delta-coded, every executed step) and the head (once) are in both."""
     layouts = layouts or [delta_layout(l) for l in qm.layers]
     steps = stats["steps"].astype(np.int64)
     in_dense = 0
     if qm.input_dense is not None:
         d = qm.input_dense
         in_dense = int(d.out_dim * qm.features)
-    dense = steps * (in_dense + sum((l.in_dim + l.units) * D.macs_x for l, D in zip(qm.layers, layouts)))
-    eff = steps * in_dense + sum(stats["tx_x"][:, i] * D.macs_x + stats["tx_h"][:, i] * D.macs_h
-                                 for i, D in enumerate(layouts))
+    dims = [qm.layers[-1].units] + [d.out_dim for d in qm.head]
+    head = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    dense = head + steps * (in_dense + sum(l.in_dim * D.macs_x + l.units * D.macs_h
+                                           for l, D in zip(qm.layers, layouts)))
+    eff = head + steps * in_dense + sum(stats["tx_x"][:, i] * D.macs_x + stats["tx_h"][:, i] * D.macs_h
+                                        for i, D in enumerate(layouts))
     return {"dense": dense, "effective": eff}
 
 

@@ -1,0 +1,127 @@
+"""Command-line pieces of delta mode: ``rnnskip delta-tune``, ``rnnskip delta-train``
+and the ``--delta`` option of ``rnnskip-convert`` (wired in rnnskip/cli.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import RnnskipError
+from .spec import DeltaSpec
+
+
+class DeltaSetup:
+    """``rnnskip-convert --delta delta.json``: checked before anything is written,
+    attached after quantisation, reported after emulation."""
+
+    def __init__(self, spec: DeltaSpec, path: str):
+        self.spec, self.path = spec, path
+
+    @classmethod
+    def prepare(cls, ir, path) -> "DeltaSetup":
+        spec = DeltaSpec.load(path)
+        spec.check_model(ir, where=f"--delta {path}")
+        return cls(spec, str(path))
+
+    def attach(self, qm) -> None:
+        qm.delta = self.spec
+
+    def section(self, ir, qm, ds, ev, out_dir, fw=None, dense_fw=None, target=None, traffic_sample=16, workers=2,
+                progress=True) -> dict:
+        from .report import section
+        sec = section(ir, qm, ds, ev, out_dir, float_acc=getattr(ev, "float_acc", None), dense_fw=dense_fw,
+                      target=target, traffic_sample=traffic_sample, workers=workers, progress=progress)
+        sec["thresholds_file"] = self.path
+        if fw is not None and "firmware_flash_bytes" in sec:
+            sec["firmware_flash_bytes"]["delta"] = int(fw.flash_bytes)
+        return sec
+
+
+def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, reference="float", grid=None,
+                   log=click.echo, progress=True) -> dict:
+    """Tune thresholds on --val and write delta.json (+ delta_pareto.png next to it)."""
+    from .. import pipeline as P
+    from ..datasets import load_npz
+    from .tune import GRID, plot_pareto, tune
+    out = Path(out)
+    if out.suffix.lower() != ".json":
+        raise RnnskipError(f"--out {out}: the thresholds file must end in .json")
+    ir = P.import_model(model)
+    from .spec import check_supported
+    check_supported(ir.rnn_layers)
+    if val is None:
+        raise RnnskipError("--val is required: validation data (.npz) to measure accuracy on")
+    va = load_npz(str(val), ir)
+    cal = load_npz(str(calib), ir) if calib else va
+    qm, _ = P.quantize_model(ir, cal, calib_max, progress=False)
+    grid = list(GRID if grid is None else grid)
+    log(f"delta-tune: {ir.name}, {len(va)} validation sequences, thresholds from {grid} int8 steps, "
+        f"budget {max_loss} points below the {reference} model")
+    res = tune(ir, qm, va, max_loss=max_loss, reference=reference, grid=grid,
+               progress=(lambda s: log("  " + s)) if progress else None)
+    spec = res.spec(ir)
+    spec.tuning.update({"calibration": str(calib) if calib else f"{val} (pass --calib to separate)",
+                        "validation": str(val)})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    spec.save(tmp, ir)
+    plot = out.with_name(out.stem + "_pareto.png")
+    plot_pareto(res, plot, f"{ir.name}: delta thresholds on {len(va)} validation sequences")
+    tmp.replace(out)
+    c = res.chosen
+    log(f"chosen: input {list(c.theta_x)}, hidden {list(c.theta_h)} (int8 steps): accuracy {c.accuracy:.4f} "
+        f"(dense int8 {res.accuracy['dense_int8']:.4f}, float {res.accuracy['float']:.4f}), "
+        f"{res.dense_macs / max(c.macs, 1):.2f}x fewer MACs, density input {c.density_input:.3f} "
+        f"hidden {c.density_hidden:.3f}")
+    log(f"wrote {out} and {plot} ({len(res.pareto)} Pareto points of {len(res.points)} evaluated)")
+    return spec.to_json(ir)
+
+
+def _grid(s):
+    if s is None:
+        return None
+    try:
+        g = [int(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise RnnskipError(f"--grid '{s}' must be comma-separated whole numbers, e.g. 0,1,2,4,8")
+    if not g or min(g) < 0:
+        raise RnnskipError(f"--grid '{s}': thresholds are whole numbers >= 0")
+    return g
+
+
+@click.command("delta-tune")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--val", type=click.Path(dir_okay=False), required=True, help="Validation data (.npz) the thresholds are chosen on.")
+@click.option("--max-loss", type=float, default=1.0, show_default=True, help="Accuracy budget: points below the reference.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Thresholds file to write (delta.json).")
+@click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Calibration data for quantisation (default: --val); use the same as rnnskip-convert.")
+@click.option("--calib-max", default=1000, show_default=True)
+@click.option("--reference", type=click.Choice(["float", "int8"]), default="float", show_default=True, help="Budget relative to the dense float model or the dense int8 model.")
+@click.option("--grid", default=None, help="Comma-separated threshold values to try (int8 steps).")
+def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid):
+    """Choose delta thresholds for MODEL without retraining (writes delta.json)."""
+    from ..cli import _guard
+    _guard(lambda: run_delta_tune(model, val, max_loss, out, calib, calib_max, reference, _grid(grid)))()
+
+
+@click.command("delta-train")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--train", "train_path", type=click.Path(dir_okay=False), required=True, help="Training data (.npz).")
+@click.option("--val", type=click.Path(dir_okay=False), required=True, help="Validation data (.npz) for early stopping.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Fine-tuned Keras model to write (.h5).")
+@click.option("--theta-x", type=float, default=None, help="Input threshold in int8 steps (default: from --delta or 8).")
+@click.option("--theta-h", type=float, default=None, help="Hidden threshold in int8 steps (default: from --delta or 8).")
+@click.option("--delta", "delta_path", type=click.Path(dir_okay=False), default=None, help="Start from these thresholds (delta.json).")
+@click.option("--epochs", default=20, show_default=True)
+@click.option("--l1", default=None, type=float, help="L1 penalty on the transmitted deltas (default 1e-3 x units).")
+@click.option("--lr", default=5e-4, show_default=True, help="Adam learning rate.")
+@click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Calibration data for the int8 grid (default: --train).")
+def delta_train_cmd(model, train_path, val, out, theta_x, theta_h, delta_path, epochs, l1, lr, calib):
+    """Delta-aware fine-tuning of MODEL (this retrains; writes a normal Keras model)."""
+    from ..cli import _guard
+
+    def body():
+        from .train import run_delta_train
+        run_delta_train(model, train_path, val, out, theta_x=theta_x, theta_h=theta_h, delta_path=delta_path,
+                        epochs=epochs, l1=l1, lr=lr, calib=calib, log=click.echo)
+    _guard(body)()

@@ -1,0 +1,260 @@
+"""Delta-aware fine-tuning (issue 5, part 3) -- this *retrains* the network.
+
+The paper's recipe (Neil et al. 2017, section 4), in tf_keras:
+
+* the delta forward pass inside training: every recurrent layer keeps its last
+  transmitted input x̂ and hidden state ĥ; an element transmits when it moved by
+  more than its threshold; the gates see ``x̂ W + ĥ U + b`` (= the running sums M of
+  the delta network), the state update uses the true h (delta GRU / delta LSTM);
+* straight-through gradient: the forward pass uses x̂ / ĥ, the backward pass treats
+  them as x / h;
+* activations rounded to the deployment grid (the int8 steps of the quantised
+  model's input and hidden scales), also straight-through;
+* Gaussian noise on the thresholds during training (std ``noise`` x theta);
+* an L1 penalty on the transmitted hidden deltas (``l1`` x mean over sequences of
+  sum |delta h| per executed step).
+
+The result is written as a *normal* Keras model (Embedding/Masking, Dense, GRU/LSTM,
+Dense head, rebuilt from the IR) with the fine-tuned weights, so rnnskip-convert
+and any Keras code read it as usual; thresholds are then chosen with delta-tune.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import RnnskipError
+from .spec import DeltaSpec, check_supported
+
+
+def _keras():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tf_keras as keras
+        import tensorflow as tf
+    except ImportError:
+        raise RnnskipError("delta-train needs TensorFlow and tf_keras (pip install 'rnnskip[train]')")
+    return tf, keras
+
+
+def _cell_class():
+    tf, keras = _keras()
+
+    def fake_quant(v, s):
+        q = tf.clip_by_value(tf.round(v / s), -128.0, 127.0) * s
+        return v + tf.stop_gradient(q - v)                      # straight-through
+
+    class DeltaRNNCell(keras.layers.Layer):
+        """One delta GRU (reset_after=True) or delta LSTM step; states
+        [h, (c), x̂, ĥ, sum|Δh|, transmitted x, transmitted h, steps]."""
+
+        def __init__(self, kind, units, in_dim, theta_x, theta_h, sx, sh, noise=0.25, **kw):
+            super().__init__(**kw)
+            self.kind, self.units, self.in_dim = kind, int(units), int(in_dim)
+            self.theta_x, self.theta_h = float(theta_x), float(theta_h)   # real units
+            self.sx, self.sh, self.noise = float(sx), float(sh), float(noise)
+            U = self.units
+            self.state_size = ([U, U] if kind == "lstm" else [U]) + [self.in_dim, U, 1, 1, 1, 1]
+            self.output_size = U
+
+        def build(self, input_shape):
+            G = 4 if self.kind == "lstm" else 3
+            U = self.units
+            self.kernel = self.add_weight(name="kernel", shape=(self.in_dim, G * U))
+            self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=(U, G * U))
+            self.bias = self.add_weight(name="bias", shape=(G * U,) if self.kind == "lstm" else (2, G * U))
+            self.built = True
+
+        def _theta(self, t, training):
+            if not training or self.noise <= 0 or t <= 0:
+                return t
+            return tf.maximum(t * (1.0 + self.noise * tf.random.normal([])), 0.0)
+
+        def call(self, x, states, training=None):
+            U = self.units
+            if self.kind == "lstm":
+                h, c, xh, hh, l1, nx, nh, ns = states
+            else:
+                h, xh, hh, l1, nx, nh, ns = states
+            xq = fake_quant(x, self.sx)
+            hq = fake_quant(h, self.sh)
+            dx, dh = xq - xh, hq - hh
+            mx = tf.abs(dx) > self._theta(self.theta_x, training)
+            mh = tf.abs(dh) > self._theta(self.theta_h, training)
+            xh_new = tf.stop_gradient(tf.where(mx, xq, xh))
+            hh_new = tf.stop_gradient(tf.where(mh, hq, hh))
+            xs = xq + tf.stop_gradient(xh_new - xq)                 # forward x̂, backward x
+            hs = hq + tf.stop_gradient(hh_new - hq)
+            l1 = l1 + tf.reduce_sum(tf.abs(tf.where(mh, dh, 0.0)), axis=1, keepdims=True)
+            nx = nx + tf.reduce_sum(tf.cast(mx, x.dtype), axis=1, keepdims=True)
+            nh = nh + tf.reduce_sum(tf.cast(mh, x.dtype), axis=1, keepdims=True)
+            ns = ns + 1.0
+            if self.kind == "lstm":
+                M = tf.matmul(xs, self.kernel) + tf.matmul(hs, self.recurrent_kernel) + self.bias
+                i, f = tf.sigmoid(M[:, :U]), tf.sigmoid(M[:, U:2 * U])
+                g, o = tf.tanh(M[:, 2 * U:3 * U]), tf.sigmoid(M[:, 3 * U:])
+                c = f * c + i * g
+                hn = o * tf.tanh(c)
+                return hn, [hn, c, xh_new, hh_new, l1, nx, nh, ns]
+            mx_ = tf.matmul(xs, self.kernel) + self.bias[0]
+            mh_ = tf.matmul(hs, self.recurrent_kernel) + self.bias[1]
+            z = tf.sigmoid(mx_[:, :U] + mh_[:, :U])
+            r = tf.sigmoid(mx_[:, U:2 * U] + mh_[:, U:2 * U])
+            n = tf.tanh(mx_[:, 2 * U:] + r * mh_[:, 2 * U:])
+            hn = z * h + (1.0 - z) * n
+            return hn, [hn, xh_new, hh_new, l1, nx, nh, ns]
+
+        def get_config(self):
+            return dict(super().get_config(), kind=self.kind, units=self.units, in_dim=self.in_dim,
+                        theta_x=self.theta_x, theta_h=self.theta_h, sx=self.sx, sh=self.sh, noise=self.noise)
+
+    return DeltaRNNCell
+
+
+def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25):
+    """tf_keras model of ``ir`` with delta cells (weights copied from the IR); thresholds in int8 steps."""
+    tf, keras = _keras()
+    Cell = _cell_class()
+    from ..converter.ir import EmbeddingInput
+    if isinstance(ir.input, EmbeddingInput):
+        inp = keras.Input(shape=(None,), dtype="int32")
+        emb = keras.layers.Embedding(ir.input.vocab, ir.input.dim, mask_zero=ir.input.mask_zero, name="embedding")
+        y = emb(inp)
+        pre = [(emb, [np.asarray(ir.input.table)])]
+    else:
+        inp = keras.Input(shape=(None, ir.input.features))
+        y = inp
+        pre = []
+        if ir.input.mask_value is not None:
+            y = keras.layers.Masking(mask_value=ir.input.mask_value)(y)
+        if ir.input.dense is not None:
+            d = ir.input.dense
+            dl = keras.layers.Dense(d.out_dim, activation=d.activation, name="in_dense")
+            y = dl(y)
+            pre.append((dl, [d.kernel, d.bias]))
+    penalties, cells = [], []
+    for i, (l, ql) in enumerate(zip(ir.rnn_layers, qm.layers)):
+        cell = Cell(l.kind, l.units, l.input_dim, theta_x[i] * ql.x_scale, theta_h[i] * ql.h_scale,
+                    ql.x_scale, ql.h_scale, noise, name=f"delta_{l.kind}_{i}")
+        last = i == len(ir.rnn_layers) - 1
+        rnn = keras.layers.RNN(cell, return_sequences=not last, return_state=True, name=f"rnn_{i}")
+        res = rnn(y)
+        y, st = res[0], res[1:]
+        l1_, nx, nh, ns = st[-4:]
+        penalties.append(tf.reduce_mean(l1_ / tf.maximum(ns, 1.0)))
+        cells.append((cell, l, nx, nh, ns))
+    head = []
+    for j, d in enumerate(ir.head):
+        dl = keras.layers.Dense(d.out_dim, activation=d.activation, name=f"head_{j}")
+        y = dl(y)
+        head.append((dl, [d.kernel, d.bias]))
+    model = keras.Model(inp, y)
+    for layer, w in pre + head:
+        layer.set_weights([np.asarray(a, np.float32) for a in w])
+    for cell, l, *_ in cells:
+        cell.set_weights([np.asarray(l.kernel, np.float32), np.asarray(l.recurrent_kernel, np.float32),
+                          np.asarray(l.bias, np.float32)])
+    if l1 > 0:
+        model.add_loss(l1 * tf.add_n(penalties))
+    # transmitted fraction, for logging
+    tx = tf.add_n([tf.reduce_mean(nx + nh) for _, _, nx, nh, _ in cells])
+    tot = tf.add_n([tf.reduce_mean(ns) * (l.input_dim + l.units) for _, l, _, _, ns in cells])
+    model.add_metric(tx / tot, name="density")
+    return model, cells, pre, head
+
+
+def export_keras(ir, cells, pre, head, path) -> None:
+    """Write a normal tf_keras model (Keras layers, no custom cells) with the trained weights."""
+    tf, keras = _keras()
+    from ..converter.ir import EmbeddingInput
+    m = keras.Sequential(name=ir.name)
+    if isinstance(ir.input, EmbeddingInput):
+        m.add(keras.Input(shape=(None,), dtype="int32"))
+        m.add(keras.layers.Embedding(ir.input.vocab, ir.input.dim, mask_zero=ir.input.mask_zero))
+    else:
+        m.add(keras.Input(shape=(None, ir.input.features)))
+        if ir.input.mask_value is not None:
+            m.add(keras.layers.Masking(mask_value=ir.input.mask_value))
+        if ir.input.dense is not None:
+            m.add(keras.layers.Dense(ir.input.dense.out_dim, activation=ir.input.dense.activation))
+    for i, l in enumerate(ir.rnn_layers):
+        last = i == len(ir.rnn_layers) - 1
+        if l.kind == "lstm":
+            m.add(keras.layers.LSTM(l.units, return_sequences=not last))
+        else:
+            m.add(keras.layers.GRU(l.units, return_sequences=not last, reset_after=True))
+    for d in ir.head:
+        m.add(keras.layers.Dense(d.out_dim, activation=d.activation))
+    ws = [layer.get_weights() for layer, _ in pre]
+    ws += [cell.get_weights() for cell, *_ in cells]
+    ws += [layer.get_weights() for layer, _ in head]
+    params = [l for l in m.layers if l.weights]
+    assert len(params) == len(ws), (len(params), len(ws))
+    for layer, w in zip(params, ws):
+        layer.set_weights(w)
+    m.save(str(path))
+
+
+def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_path=None, epochs=20,
+                    l1=None, lr=5e-4, calib=None, batch_size=32, noise=0.25, patience=5, seed=0,
+                    log=print, verbose=0) -> dict:
+    """``rnnskip delta-train``: fine-tune MODEL with the delta forward pass, write OUT (.h5)."""
+    from .. import pipeline as P
+    from ..datasets import load_npz
+    out = Path(out)
+    if out.suffix.lower() != ".h5":
+        raise RnnskipError(f"--out {out}: delta-train writes a Keras .h5 file")
+    ir = P.import_model(model)
+    check_supported(ir.rnn_layers)
+    tr = load_npz(str(train), ir)
+    va = load_npz(str(val), ir)
+    if tr.y.dtype.kind == "f":
+        raise RnnskipError("delta-train supports classifiers (integer labels y)")
+    L = len(ir.rnn_layers)
+    if delta_path:
+        s = DeltaSpec.load(delta_path)
+        s.check_model(ir, where=f"--delta {delta_path}")
+        tx, th = list(s.theta_x), list(s.theta_h)
+    else:
+        tx, th = [8] * L, [8] * L
+    if theta_x is not None:
+        tx = [DeltaSpec([theta_x], [0]).theta_x[0]] * L if not isinstance(theta_x, (list, tuple)) else list(theta_x)
+    if theta_h is not None:
+        th = [DeltaSpec([0], [theta_h]).theta_h[0]] * L if not isinstance(theta_h, (list, tuple)) else list(theta_h)
+    cal = load_npz(str(calib), ir) if calib else tr
+    qm, _ = P.quantize_model(ir, cal, 1000, progress=False)   # the int8 grid the network is trained for
+    tf, keras = _keras()
+    keras.utils.set_random_seed(seed)
+    l1 = 1e-2 if l1 is None else float(l1)
+    m, cells, pre, head = build_delta_model(ir, qm, tx, th, l1, noise)
+    sparse = ir.output_dim > 1
+    loss = "sparse_categorical_crossentropy" if sparse else "binary_crossentropy"
+    m.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
+    _, acc0, *_ = m.evaluate(va.x, va.y, verbose=0, batch_size=64)
+    log(f"delta-train: {ir.name}, thresholds input {tx} hidden {th} (int8 steps), L1 {l1}, noise {noise}; "
+        f"delta validation accuracy before fine-tuning {acc0:.4f}")
+    hist = m.fit(tr.x, tr.y, validation_data=(va.x, va.y), epochs=epochs, batch_size=batch_size, verbose=verbose,
+                 callbacks=[keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience,
+                                                          restore_best_weights=True, mode="max")])
+    h = hist.history
+    best = int(np.argmax(h["val_accuracy"]))
+    log(f"epochs {len(h['loss'])}, best {best + 1}: validation accuracy {h['val_accuracy'][best]:.4f}, "
+        f"training density {h.get('density', [float('nan')])[best]:.3f}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.partial.h5")
+    export_keras(ir, cells, pre, head, tmp)
+    tmp.replace(out)
+    # the thresholds it was trained for, as a ready delta.json for the new model
+    spec = DeltaSpec(tx, th, tuning={"method": "delta-aware fine-tuning (delta-train) at these thresholds",
+                                     "validation_accuracy_float_delta": float(h["val_accuracy"][best])})
+    spec.save(out.with_suffix(".delta.json"), P.import_model(out))
+    info = {"thresholds": {"input": tx, "hidden": th}, "l1": l1, "noise": noise, "lr": lr,
+            "epochs_run": len(h["loss"]), "best_epoch": best + 1, "val_accuracy_before": float(acc0),
+            "val_accuracy": float(h["val_accuracy"][best]),
+            "train_density": float(h["density"][best]) if "density" in h else None}
+    log(f"wrote {out} (a normal Keras model) and {out.with_suffix('.delta.json')} (the thresholds it was trained "
+        f"for; 'rnnskip delta-tune' can choose others)")
+    return info

@@ -1,0 +1,236 @@
+"""Threshold tuning without retraining (issue 5, part 2).
+
+Every candidate (theta_x, theta_h per layer, whole int8 steps) is run through the
+integer delta golden model on validation data - the same arithmetic as the
+firmware - and scored by accuracy, effective MACs and weight bytes fetched. One
+recurrent layer: the full grid; more layers: a greedy path (raise the one
+threshold that buys the most MACs per accuracy point lost, while within budget)
+plus the uniform diagonal. The Pareto set of (accuracy up, MACs down) and the
+cheapest point within ``max_loss`` points of the reference accuracy are returned.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import RnnskipError
+from ..quant.delta_golden import DeltaGoldenModel, delta_layout, densities, effective_macs
+from ..quant.golden import GoldenModel, predict_classes
+from .spec import DeltaSpec, check_supported
+
+#: default threshold values tried (int8 steps)
+GRID = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+
+
+@dataclass
+class Point:
+    theta_x: Tuple[int, ...]
+    theta_h: Tuple[int, ...]
+    accuracy: float
+    macs: float                 # effective MACs per inference (recurrent part + head)
+    weight_bytes: float         # recurrent weight bytes the column-sparse kernel reads per inference
+    density_input: float
+    density_hidden: float
+    pareto: bool = False
+
+    def as_dict(self) -> dict:
+        return {"theta_x": list(self.theta_x), "theta_h": list(self.theta_h), "accuracy": self.accuracy,
+                "macs_per_inference": self.macs, "weight_bytes_per_inference": self.weight_bytes,
+                "density": {"input": self.density_input, "hidden": self.density_hidden}, "pareto": self.pareto}
+
+
+@dataclass
+class TuneResult:
+    points: List[Point]
+    chosen: Point
+    reference: str
+    reference_accuracy: float
+    accuracy: Dict[str, float]          # float, dense_int8
+    dense_macs: float
+    dense_weight_bytes: float
+    max_loss: float
+    n: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def pareto(self) -> List[Point]:
+        return sorted([p for p in self.points if p.pareto], key=lambda p: p.macs)
+
+    def spec(self, ir) -> DeltaSpec:
+        s = DeltaSpec(list(self.chosen.theta_x), list(self.chosen.theta_h))
+        s.tuning = self.summary()
+        s.model = {}
+        return s
+
+    def summary(self) -> dict:
+        c = self.chosen
+        return {"method": "run-time sweep on validation data (integer delta golden model), no retraining",
+                "validation_sequences": self.n, "max_loss_points": self.max_loss,
+                "reference": self.reference, "reference_accuracy": self.reference_accuracy,
+                "accuracy_float": self.accuracy["float"], "accuracy_dense_int8": self.accuracy["dense_int8"],
+                "accuracy_delta_int8": c.accuracy,
+                "macs_per_inference": {"dense": self.dense_macs, "effective": c.macs},
+                "mac_reduction": self.dense_macs / max(c.macs, 1.0),
+                "weight_bytes_per_inference": {"dense": self.dense_weight_bytes, "delta": c.weight_bytes},
+                "density": {"input": c.density_input, "hidden": c.density_hidden},
+                "pareto": [p.as_dict() for p in self.pareto],
+                "evaluated": len(self.points), **self.extra}
+
+
+def single_blas_thread():
+    """Context manager: one BLAS thread. The golden model's mat-muls are small
+    (hundreds of rows); with several threads on a busy 2-core machine OpenBLAS
+    runs them 20x slower. Uses threadpoolctl when installed, else does nothing."""
+    import contextlib
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _acc(qm, out, y) -> float:
+    return float(np.mean(predict_classes(out, qm.output_activation) == y)) if len(y) else float("nan")
+
+
+def evaluate_point(qm, x, lengths, y, theta_x, theta_h) -> Point:
+    dg = DeltaGoldenModel(qm, DeltaSpec(list(theta_x), list(theta_h)))
+    out, _, st = dg.run_stats(x, lengths)
+    m = effective_macs(qm, st, dg.layouts)
+    wbytes = sum(st["tx_x"][:, i] * D.rows_x + st["tx_h"][:, i] * D.rows_h for i, D in enumerate(dg.layouts))
+    d = densities(qm, st)
+    return Point(tuple(int(t) for t in theta_x), tuple(int(t) for t in theta_h), _acc(qm, out, y),
+                 float(m["effective"].mean()), float(np.mean(wbytes)), d["input"], d["hidden"])
+
+
+def mark_pareto(points: Sequence[Point]) -> None:
+    """Pareto set: no other point has >= accuracy and <= MACs with one strictly better."""
+    for p in points:
+        p.pareto = not any((q.accuracy >= p.accuracy and q.macs <= p.macs) and
+                           (q.accuracy > p.accuracy or q.macs < p.macs) for q in points)
+
+
+def tune(ir, qm, val, max_loss: float = 1.0, reference: str = "float", grid: Sequence[int] = GRID,
+         float_accuracy: Optional[float] = None, progress: Optional[Callable[[str], None]] = None,
+         max_evals: int = 400) -> TuneResult:
+    with single_blas_thread():
+        return _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_evals)
+
+
+def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_evals) -> TuneResult:
+    """Sweep thresholds on ``val`` (a Dataset) and pick the cheapest point within ``max_loss`` points.
+
+    ``reference``: "float" (the dense float model's accuracy) or "int8" (the dense int8 golden model's).
+    """
+    check_supported(qm.layers)
+    if reference not in ("float", "int8"):
+        raise RnnskipError(f"--reference must be 'float' or 'int8', not '{reference}'")
+    if not (max_loss >= 0):
+        raise RnnskipError(f"--max-loss {max_loss} must be >= 0 (accuracy points, e.g. 1.0)")
+    if len(val) == 0:
+        raise RnnskipError("validation data is empty; give --val an .npz with sequences")
+    if val.y.dtype.kind == "f":
+        raise RnnskipError("delta-tune needs class labels in the validation data (y), not regression targets")
+    grid = sorted({int(g) for g in grid})
+    if float_accuracy is None:
+        from ..reference import FloatModel
+        probs = FloatModel(ir).predict(val.x, val.lengths)
+        fp = (probs[:, 0] > 0.5).astype(np.int64) if probs.shape[1] == 1 else np.argmax(probs, 1)
+        float_accuracy = float(np.mean(fp == val.y))
+    dense_out, _ = GoldenModel(qm).run(val.x, val.lengths)
+    acc_int8 = _acc(qm, dense_out, val.y)
+    ref = float_accuracy if reference == "float" else acc_int8
+    floor = ref - max_loss / 100.0
+    L = len(qm.layers)
+    cache: Dict[Tuple, Point] = {}
+
+    def ev(tx, th) -> Point:
+        k = (tuple(tx), tuple(th))
+        if k not in cache:
+            cache[k] = evaluate_point(qm, val.x, val.lengths, val.y, tx, th)
+            if progress:
+                p = cache[k]
+                progress(f"theta x={list(tx)} h={list(th)}: accuracy {p.accuracy:.4f}, "
+                         f"{p.macs:,.0f} MAC/inference")
+        return cache[k]
+
+    base = ev((0,) * L, (0,) * L)
+    # dense cost: every column of every executed step
+    layouts = [delta_layout(l) for l in qm.layers]
+    steps = GoldenModel(qm).valid_steps(val.x) & (np.arange(val.x.shape[1])[None, :] < val.lengths[:, None])
+    st_dense = {"steps": steps.sum(1), "tx_x": np.zeros((len(val), L)), "tx_h": np.zeros((len(val), L))}
+    dense_macs = float(effective_macs(qm, st_dense, layouts)["dense"].mean())
+    dense_wbytes = float(np.mean(steps.sum(1)) * sum(l.in_p * D.rows_x + l.up * D.rows_h
+                                                     for l, D in zip(qm.layers, layouts)))
+    if L == 1:
+        for a, b in itertools.product(grid, grid):
+            if len(cache) >= max_evals:
+                break
+            ev((a,), (b,))
+    else:
+        for g in grid:                       # uniform diagonal and per-kind diagonals
+            ev((g,) * L, (g,) * L)
+            ev((g,) * L, (0,) * L)
+            ev((0,) * L, (g,) * L)
+        cur = [0] * (2 * L)                   # greedy path from all zeros
+        while len(cache) < max_evals:
+            here = ev(tuple(cur[:L]), tuple(cur[L:]))
+            best, best_score = None, -np.inf
+            for j in range(2 * L):
+                nxt = [g for g in grid if g > cur[j]]
+                if not nxt:
+                    continue
+                c = list(cur)
+                c[j] = nxt[0]
+                p = ev(tuple(c[:L]), tuple(c[L:]))
+                if p.accuracy < floor:
+                    continue
+                score = (here.macs - p.macs) / (max(here.accuracy - p.accuracy, 0.0) + 1e-3)
+                if score > best_score:
+                    best, best_score = c, score
+            if best is None:
+                break
+            cur = best
+    points = list(cache.values())
+    mark_pareto(points)
+    ok = [p for p in points if p.accuracy >= floor - 1e-12]
+    if not ok:
+        best = max(points, key=lambda p: p.accuracy)
+        raise RnnskipError(
+            f"no thresholds keep accuracy within {max_loss} points of the {reference} model "
+            f"({ref:.4f}): the best is {best.accuracy:.4f} (thresholds x={list(best.theta_x)} "
+            f"h={list(best.theta_h)}; the dense int8 model scores {acc_int8:.4f}); raise --max-loss")
+    chosen = min(ok, key=lambda p: (p.macs, -p.accuracy))
+    return TuneResult(points=points, chosen=chosen, reference=reference, reference_accuracy=ref,
+                      accuracy={"float": float_accuracy, "dense_int8": acc_int8}, dense_macs=dense_macs,
+                      dense_weight_bytes=dense_wbytes, max_loss=max_loss, n=len(val),
+                      extra={"grid": grid})
+
+
+def plot_pareto(res: TuneResult, path, title: str = "") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    red = [res.dense_macs / max(p.macs, 1) for p in res.points]
+    ax.scatter(red, [100 * p.accuracy for p in res.points], s=10, alpha=0.35, label="evaluated thresholds")
+    par = res.pareto
+    ax.plot([res.dense_macs / max(p.macs, 1) for p in par], [100 * p.accuracy for p in par], "r.-", lw=1,
+            label="Pareto set")
+    c = res.chosen
+    ax.scatter([res.dense_macs / max(c.macs, 1)], [100 * c.accuracy], s=60, marker="*", color="k", zorder=5,
+               label=f"chosen x={list(c.theta_x)} h={list(c.theta_h)}")
+    ax.axhline(100 * (res.reference_accuracy - res.max_loss / 100), color="gray", ls="--", lw=0.8,
+               label=f"budget: {res.reference} - {res.max_loss} pt")
+    ax.axhline(100 * res.accuracy["dense_int8"], color="g", ls=":", lw=0.8, label="dense int8")
+    ax.set_xscale("log")
+    ax.set_xlabel("effective MAC reduction (x, log scale)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title or "delta thresholds: accuracy vs effective MACs")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,143 @@
+"""Delta networks from the command line: rnnskip delta-tune -> delta.json,
+rnnskip-convert --delta (report section, plots, bit-exact), delta-train writes a
+normal Keras model; one clear line for each bad input."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_cli import cli, one_line_error
+
+HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
+DELTA_KEYS = {"thresholds", "density", "macs_per_inference", "accuracy", "cycles_per_inference",
+              "flash_read_bytes_per_inference"}
+
+
+@pytest.fixture(scope="module")
+def gru(k2_zoo, tmp_path_factory):
+    """The zoo's masked-feature GRU (reset_after=True) and 40 sequences labelled by the float model."""
+    from rnnskip.datasets import Dataset, save_npz
+    from rnnskip.pipeline import import_model
+    from rnnskip.reference import FloatModel
+    e = k2_zoo.models["feat_mask_gru"]
+    d = tmp_path_factory.mktemp("delta_cli")
+    model = Path(e.files["h5"])
+    ir = import_model(model)
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.normal(0, 0.4, (40, 12, ir.input.features)), axis=1).astype(np.float32)
+    L = rng.integers(6, 13, 40).astype(np.int32)
+    x[np.arange(12)[None, :] >= L[:, None]] = ir.input.mask_value     # padding that Masking skips
+    y = np.argmax(FloatModel(ir).predict(x, L), 1)
+    save_npz(str(d / "val.npz"), Dataset(x=x, y=y, lengths=L))
+    return model, d / "val.npz", d, ir
+
+
+def test_delta_tune_writes_thresholds(gru):
+    model, val, d, ir = gru
+    p = cli("rnnskip", "delta-tune", model, "--val", val, "--max-loss", "5", "--out", d / "delta.json",
+            "--grid", "0,2,8,32")
+    assert p.returncode == 0, p.stderr
+    js = json.loads((d / "delta.json").read_text())
+    assert js["format"] == "rnnskip-delta-1" and len(js["thresholds"]) == 1
+    t = js["tuning"]
+    assert t["accuracy_delta_int8"] >= t["reference_accuracy"] - 0.05 - 1e-9
+    assert t["pareto"] and t["evaluated"] == 16
+    assert (d / "delta_pareto.png").stat().st_size > 1000
+    assert "chosen:" in p.stdout
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+def test_convert_with_delta_report(gru):
+    model, val, d, ir = gru
+    if not (d / "delta.json").exists():
+        test_delta_tune_writes_thresholds(gru)
+    js = json.loads((d / "delta.json").read_text())
+    js["thresholds"][0].update(input=2, hidden=2)       # make sure some columns are skipped
+    (d / "delta2.json").write_text(json.dumps(js))
+    out = d / "m4"
+    p = cli("rnnskip-convert", model, "--delta", d / "delta2.json", "--data", val, "--out", out,
+            "--emulate-max", "6", "--traffic-sample", "2", "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["bitexact"]["mismatches"] == 0
+    sec = rep["delta"]
+    assert DELTA_KEYS <= set(sec)
+    assert sec["thresholds"][0]["input"] == 2 and sec["thresholds"][0]["hidden"] == 2
+    assert 0 < sec["density"]["hidden"] < 1 and set(sec["accuracy"]) >= {"dense_int8", "delta_int8"}
+    assert sec["macs_per_inference"]["effective"] < sec["macs_per_inference"]["dense"]
+    assert sec["cycles_per_inference"]["dense"] > 0 and sec["cycles_per_inference"]["delta"] > 0
+    assert sec["flash_read_bytes_per_inference"]["delta"] < sec["flash_read_bytes_per_inference"]["dense"]
+    assert sec["dense_device_matches_golden"]
+    for png in sec["plots"]:
+        assert (out / png).stat().st_size > 1000
+    assert "delta MAC / inference" in p.stdout
+
+
+def _bad_file(d, name, **thr):
+    js = {"format": "rnnskip-delta-1", "thresholds": [dict({"input": 1, "hidden": 1}, **thr)]}
+    (d / name).write_text(json.dumps(js))
+    return d / name
+
+
+@pytest.mark.parametrize("thr,needle", [({"input": -1}, "negative"), ({"hidden": "two"}, "not a number")])
+def test_convert_bad_thresholds_one_line(gru, thr, needle):
+    model, val, d, ir = gru
+    p = cli("rnnskip-convert", model, "--delta", _bad_file(d, f"bad{needle[:3]}.json", **thr), "--data", val,
+            "--out", d / "never")
+    one_line_error(p, needle)
+    assert not (d / "never").exists()
+
+
+def test_thresholds_for_another_model(gru, k2_zoo):
+    model, val, d, ir = gru
+    other = Path(k2_zoo.models["stack_gru"].files["h5"])
+    from rnnskip.delta.spec import DeltaSpec
+    from rnnskip.pipeline import import_model
+    DeltaSpec([1, 1], [1, 1]).save(d / "other.json", import_model(other))
+    p = cli("rnnskip-convert", model, "--delta", d / "other.json", "--data", val, "--out", d / "never")
+    one_line_error(p, "recurrent layer")
+
+
+def test_reset_before_gru_refused(k2_zoo, gru):
+    model, val, d, ir = gru
+    rb = Path(k2_zoo.models["emb_gru_rb_sigmoid"].files["h5"])
+    p = cli("rnnskip", "delta-tune", rb, "--val", val, "--out", d / "x.json")
+    one_line_error(p, "reset_after=False")
+
+
+def test_tune_budget_errors(gru):
+    model, val, d, ir = gru
+    one_line_error(cli("rnnskip", "delta-tune", model, "--val", val, "--out", d / "y.json", "--max-loss", "-1"),
+                   "--max-loss")
+    one_line_error(cli("rnnskip", "delta-tune", model, "--val", val, "--out", d / "y.json", "--grid", "0,-3"),
+                   "--grid")
+    from rnnskip.datasets import load_npz
+    from rnnskip.delta.tune import tune
+    from rnnskip.errors import RnnskipError
+    from rnnskip.pipeline import quantize_model
+    va = load_npz(str(val), ir)
+    qm, _ = quantize_model(ir, va, progress=False)
+    with pytest.raises(RnnskipError, match="no thresholds keep accuracy within 0.5 points.*the best is"):
+        tune(ir, qm, va, max_loss=0.5, grid=(0, 4), float_accuracy=1.5)
+
+
+def test_delta_train_writes_normal_keras_model(gru):
+    model, val, d, ir = gru
+    from rnnskip.delta.train import run_delta_train
+    from rnnskip.pipeline import import_model
+    from rnnskip.reference import FloatModel
+    out = d / "delta_trained.h5"
+    info = run_delta_train(model, val, val, out, theta_x=2, theta_h=2, epochs=2, batch_size=8, log=lambda s: None)
+    assert info["epochs_run"] >= 1 and 0 <= info["val_accuracy"] <= 1
+    ir2 = import_model(out)                              # a plain Masking -> GRU -> Dense model
+    assert [l.kind for l in ir2.rnn_layers] == ["gru"] and ir2.rnn_layers[0].reset_after
+    import tf_keras as keras
+    from rnnskip.datasets import load_npz
+    va = load_npz(str(val), ir2)
+    k = keras.models.load_model(out, compile=False).predict(va.x, verbose=0)
+    np.testing.assert_allclose(FloatModel(ir2).predict(va.x, va.lengths), k, atol=1e-5)
+    assert not np.allclose(ir2.rnn_layers[0].kernel, ir.rnn_layers[0].kernel)   # it did train

@@ -56,6 +56,32 @@ class TrainResult:
     seconds: float = 0.0
 
 
+#: float runs that do not depend on the predictor type (dense statistics, oracle sweeps, oracle
+#: labels), kept for the next train() on the same model and data (benchmarks train every type)
+_MEMO: dict = {}
+
+
+def _fingerprint(ir, *arrays) -> str:
+    import hashlib
+    h = hashlib.sha1()
+    for l in ir.rnn_layers:
+        for a in (l.kernel, l.recurrent_kernel, l.bias):
+            h.update(np.ascontiguousarray(a).tobytes())
+    for d in ir.head:
+        h.update(np.ascontiguousarray(d.kernel).tobytes())
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _memo(key, fn):
+    if key not in _MEMO:
+        if len(_MEMO) > 24:
+            _MEMO.clear()
+        _MEMO[key] = fn()
+    return _MEMO[key]
+
+
 def _say(log, msg):
     if log:
         log(msg)
@@ -130,13 +156,17 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
 
     # 1. change statistics (dense float run)
     _say(log, f"[skip] change statistics on {len(tr)} training sequences ({nsteps} steps)")
-    dense_tr = F.run(fm, tr.x, tr.lengths, collect=True, keep_prob=keep, seed=cfg.seed)
+    ktr = _fingerprint(ir, tr.x, tr.lengths, np.asarray([keep, cfg.seed]))
+    kval = _fingerprint(ir, val.x, val.lengths, val.y)
+    dense_tr = _memo(("dense", ktr, False), lambda: F.run(fm, tr.x, tr.lengths, collect=True, keep_prob=keep,
+                                                          seed=cfg.seed))
     if len(dense_tr.feats) == 0 or not (np.ptp(dense_tr.feats, axis=0) > 0).any():
         raise RnnskipError("--train data is constant: every step gives the predictor the same input; "
                            "pass representative sequences")
     stats = {"h": F.change_stats(dense_tr)}
     if any(l.kind == "lstm" for l in ir.rnn_layers):
-        dense_tr_c = F.run(fm, tr.x, tr.lengths, collect=True, include_cell=True, keep_prob=keep, seed=cfg.seed)
+        dense_tr_c = _memo(("dense", ktr, True), lambda: F.run(fm, tr.x, tr.lengths, collect=True, include_cell=True,
+                                                               keep_prob=keep, seed=cfg.seed))
         stats["h+cell"] = F.change_stats(dense_tr_c)
         dense_tr.extra["cell_change"], dense_tr.extra["cell_cosine"] = dense_tr_c.change, dense_tr_c.cosine
 
@@ -146,14 +176,15 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     cells = ([False, True] if has_cell else [False]) if cfg.include_cell is None else [bool(cfg.include_cell) and has_cell]
     variants = {}
     for cell in cells:
-        dense_val = F.run(fm, val.x, val.lengths, collect=True, include_cell=cell)
+        dense_val = _memo(("dval", kval, cell), lambda: F.run(fm, val.x, val.lengths, collect=True, include_cell=cell))
         dense_acc_f = dense_val.accuracy(val.y)
         for meas in measures:
             _say(log, f"[skip] oracle sweep on {len(val)} validation sequences: {meas} change"
                       f"{' (h and cell)' if cell else ''}; dense float accuracy {dense_acc_f:.4f}")
-            sw = O.sweep(fm, val.x, val.lengths, val.y, cfg.max_loss, meas, cell, dense=dense_val,
-                         progress=lambda pt: _say(log, f"    change < {pt.threshold:.4g}: skip {pt.skip_rate:6.1%}, "
-                                                       f"loss {pt.loss:+.2f} pt"))
+            sw = _memo(("sweep", kval, cfg.max_loss, meas, cell), lambda: O.sweep(
+                fm, val.x, val.lengths, val.y, cfg.max_loss, meas, cell, dense=dense_val,
+                progress=lambda pt: _say(log, f"    change < {pt.threshold:.4g}: skip {pt.skip_rate:6.1%}, "
+                                              f"loss {pt.loss:+.2f} pt")))
             variants[(meas, cell)] = (sw, dense_val)
     (measure, include_cell), (osw, dense_val) = max(
         variants.items(), key=lambda kv: (kv[1][0].chosen.skip_rate if kv[1][0].chosen else 0.0))
@@ -171,8 +202,9 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
               f"{osw.chosen.skip_rate:.1%} at {osw.chosen.loss:+.2f} pt")
 
     # 3. oracle labels on the training data (states reached under oracle skipping)
-    orun = F.run(fm, tr.x, tr.lengths, decide=F.oracle_rule(theta), collect=True, measure=cfg.measure,
-                 include_cell=cfg.include_cell, keep_prob=keep, seed=cfg.seed + 1)
+    orun = _memo(("orun", ktr, theta, cfg.measure, cfg.include_cell), lambda: F.run(
+        fm, tr.x, tr.lengths, decide=F.oracle_rule(theta), collect=True, measure=cfg.measure,
+        include_cell=cfg.include_cell, keep_prob=keep, seed=cfg.seed + 1))
     Xl, yl = orun.feats, orun.skipped.astype(np.int64)
     if yl.min() == yl.max():
         raise RnnskipError(f"the oracle labels every training step '{'skip' if yl[0] else 'run'}' at its threshold; "

@@ -167,3 +167,27 @@ def test_macs_accounting():
     assert m["dense"] == pytest.approx(15 * step + ir.head_macs())
     assert m["effective"] == pytest.approx(7.5 * step + ir.head_macs() + 1500)
     assert m["predictor"] == 1500
+
+
+def test_report_section_feature_model(tmp_path):
+    """The skip section and its plots for a feature model (no vocabulary: skipped-steps raster)."""
+    from rnnskip import pipeline as P
+    from rnnskip.skip.convert import SkipSetup, table_rows
+    ir, ds = _labelled("feat-dense-gru", n=160, T=10)
+    tr, va = ds.subset(slice(0, 100)), ds.subset(slice(100, None))
+    res = train(ir, tr, va, TrainConfig(type="tree", max_loss=30.0, rounds=0, measure="l2",
+                                        calibrate_on="float", size_ratio=0.5), log=None)
+    meta = folder.save(tmp_path, res, ir, "m.h5", "t.npz", "v.npz")
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), tr.x, tr.lengths, progress=False))
+    from test_skip_device import random_predictor   # a logistic predictor (MACs on the device) without Keras
+    fp = random_predictor("logistic", qm.in_dim, [l.units for l in qm.layers], seed=3)
+    fp.threshold = float(np.median(fp.score(res.dense_train.feats)))
+    s = SkipSetup(fp=fp, meta=meta, predictor_dir=str(tmp_path))
+    qp = s.attach(ir, qm, tmp_path, progress=False)
+    assert qp.macs > 0 and qm.predictor is qp
+    ev = P.evaluate(ir, qm, va, progress=False)
+    sec = s.section(ir, qm, va, ev, tmp_path)
+    assert sec["plots"] == ["skip_pareto.png", "skipped_steps.png"]
+    assert 0 <= sec["skip_rate"] <= 1 and sec["predictor"]["type"] == "logistic"
+    assert sec["macs_per_inference"]["predictor"] > 0 and sec["cycles_per_inference"] == {"dense": None, "skip": None}
+    assert any(k == "steps skipped" for k, _ in table_rows(sec))

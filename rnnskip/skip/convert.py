@@ -197,6 +197,8 @@ class SkipSetup:
             pc["acc"].append(float(np.mean(r["pred"] == y)))
         pts = [{"label": "predictor, chosen (int8)", "skip": chosen["skip_rate"], "acc": float(np.mean(chosen["pred"] == y))}]
         vocab = find_vocab(model_path) if qm.token_input else None
+        if vocab is not None and vocab.size != qm.embedding.shape[0]:
+            vocab = None   # a vocabulary file of another model
         for b in baseline_points(fm, ds, vocab, fm_run.accuracy(y)):
             pts.append({"label": b["name"] + " (float)", "skip": b["skip_rate"], "acc": b["accuracy_float"]})
         names.append(plots.pareto([oc, pc], pts, out_dir / "skip_pareto.png",

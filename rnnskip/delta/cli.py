@@ -112,16 +112,18 @@ def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid)
 @click.option("--theta-x", type=float, default=None, help="Input threshold in int8 steps (default: from --delta or 8).")
 @click.option("--theta-h", type=float, default=None, help="Hidden threshold in int8 steps (default: from --delta or 8).")
 @click.option("--delta", "delta_path", type=click.Path(dir_okay=False), default=None, help="Start from these thresholds (delta.json).")
-@click.option("--epochs", default=20, show_default=True)
-@click.option("--l1", default=None, type=float, help="L1 penalty on the transmitted deltas (default 1e-3 x units).")
+@click.option("--epochs", default=40, show_default=True, help="At most this many epochs (early stopping on --val).")
+@click.option("--patience", default=8, show_default=True, help="Early-stopping patience (epochs).")
+@click.option("--l1", default=0.02, show_default=True, type=float, help="L1 penalty: weight of sum |transmitted hidden delta| per step.")
+@click.option("--noise", default=0.25, show_default=True, type=float, help="Threshold noise in training: std as a fraction of theta.")
 @click.option("--lr", default=5e-4, show_default=True, help="Adam learning rate.")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Calibration data for the int8 grid (default: --train).")
-def delta_train_cmd(model, train_path, val, out, theta_x, theta_h, delta_path, epochs, l1, lr, calib):
-    """Delta-aware fine-tuning of MODEL (this retrains; writes a normal Keras model)."""
+def delta_train_cmd(model, train_path, val, out, theta_x, theta_h, delta_path, epochs, patience, l1, noise, lr, calib):
+    """Delta-aware fine-tuning of MODEL (this retrains; writes a normal Keras model and its delta.json)."""
     from ..cli import _guard
 
     def body():
         from .train import run_delta_train
         run_delta_train(model, train_path, val, out, theta_x=theta_x, theta_h=theta_h, delta_path=delta_path,
-                        epochs=epochs, l1=l1, lr=lr, calib=calib, log=click.echo)
+                        epochs=epochs, patience=patience, l1=l1, noise=noise, lr=lr, calib=calib, log=click.echo)
     _guard(body)()

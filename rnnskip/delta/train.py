@@ -198,8 +198,8 @@ def export_keras(ir, cells, pre, head, path) -> None:
     m.save(str(path))
 
 
-def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_path=None, epochs=20,
-                    l1=None, lr=5e-4, calib=None, batch_size=32, noise=0.25, patience=5, seed=0,
+def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_path=None, epochs=40,
+                    l1=0.02, lr=5e-4, calib=None, batch_size=32, noise=0.25, patience=8, seed=0,
                     log=print, verbose=0) -> dict:
     """``rnnskip delta-train``: fine-tune MODEL with the delta forward pass, write OUT (.h5)."""
     from .. import pipeline as P
@@ -221,14 +221,18 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     else:
         tx, th = [8] * L, [8] * L
     if theta_x is not None:
-        tx = [DeltaSpec([theta_x], [0]).theta_x[0]] * L if not isinstance(theta_x, (list, tuple)) else list(theta_x)
+        tx = list(theta_x) if isinstance(theta_x, (list, tuple)) else [theta_x] * L
     if theta_h is not None:
-        th = [DeltaSpec([0], [theta_h]).theta_h[0]] * L if not isinstance(theta_h, (list, tuple)) else list(theta_h)
+        th = list(theta_h) if isinstance(theta_h, (list, tuple)) else [theta_h] * L
+    checked = DeltaSpec(tx, th)          # one-line errors for negative / fractional values
+    tx, th = checked.theta_x, checked.theta_h
     cal = load_npz(str(calib), ir) if calib else tr
     qm, _ = P.quantize_model(ir, cal, 1000, progress=False)   # the int8 grid the network is trained for
     tf, keras = _keras()
     keras.utils.set_random_seed(seed)
-    l1 = 1e-2 if l1 is None else float(l1)
+    l1 = 0.02 if l1 is None else float(l1)
+    if l1 < 0 or noise < 0 or lr <= 0 or epochs < 1:
+        raise RnnskipError("delta-train: --l1 and --noise must be >= 0, --lr > 0, --epochs >= 1")
     m, cells, pre, head = build_delta_model(ir, qm, tx, th, l1, noise)
     sparse = ir.output_dim > 1
     loss = "sparse_categorical_crossentropy" if sparse else "binary_crossentropy"

@@ -63,6 +63,16 @@ def delta_context(qm):
             list_len = max(list_len, list_words(l.in_p) + list_words(l.up))
             h_list = list_words(l.in_p)
         arrays.append((f"{p}_m0", D.m0, np.int32, f"{l.name} delta: running sums at sequence start (the biases)"))
+        U = l.up
+        if l.kind == "lstm":
+            g = l.mats["gates"].mult
+            planes = [g[k * U:(k + 1) * U] for k in range(4)]
+        else:
+            zr = l.mats["zr"].mult
+            planes = [l.mats["cx"].mult, zr[:U], zr[U:], l.mats["ch"].mult]
+        arrays.append((f"{p}_mi", np.stack(planes, axis=1).reshape(-1), np.int32,
+                       f"{l.name} delta: requantisation multipliers interleaved per unit "
+                       + ("(i, f, g, o)" if l.kind == "lstm" else "(cx, z, r, ch)")))
         cols = l.in_p + l.up
         layers.append({"merged": merged, "rows_x": D.rows_x, "rows_h": D.rows_h, "x_row0": D.x_row0,
                        "h_row0": D.h_row0, "m_rows": D.m_rows, "theta_x": int(tx), "theta_h": int(th),

@@ -457,12 +457,13 @@ def boards_cmd():
 @click.option("--size-ratio", type=float, default=None, help="Predictor size budget as a fraction of the RNN's parameters (default 0.03).")
 @click.option("--measure", type=click.Choice(["auto", "l2", "cosine"]), default="auto", show_default=True, help="State-change measure of the oracle.")
 @click.option("--calibrate-on", type=click.Choice(["int8", "float"]), default="int8", show_default=True, help="Model the decision threshold is calibrated on.")
+@click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Quantisation calibration data for the int8 model (default: --train); pass the --calib you will give rnnskip-convert.")
 @_guard
-def train_predictor_cmd(model, train, val, max_loss, out, ptype, rounds, size_ratio, measure, calibrate_on):
+def train_predictor_cmd(model, train, val, max_loss, out, ptype, rounds, size_ratio, measure, calibrate_on, calib):
     """Train a time-step skip predictor for MODEL (frozen) within an accuracy budget (issue 4).
 
     The skip-predictor method is the subject of Arm's US patent 11,663,814 B2
     ("Skip predictor for pre-trained recurrent neural networks"); take advice before commercial use."""
     from .skip.convert import run_train_predictor
     run_train_predictor(model, train, val, max_loss, out, ptype=ptype, rounds=rounds, size_ratio=size_ratio,
-                        measure=measure, calibrate_on=calibrate_on, log=click.echo)
+                        measure=measure, calibrate_on=calibrate_on, calib=calib, log=click.echo)

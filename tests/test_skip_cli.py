@@ -50,7 +50,8 @@ def setup(tmp_path_factory):
     paths["test01"] = str(d / "test01.npz")   # labels valid for the 1-unit sigmoid model too
     save_npz(paths["test01"], Dataset(x=x[:40], y=y[:40] % 2, lengths=L[:40]))
     res = CliRunner().invoke(main, ["train-predictor", model, "--train", paths["train"], "--val", paths["val"],
-                                    "--max-loss", "30", "--out", str(d / "pred"), "--type", "tree", "--rounds", "1"])
+                                    "--max-loss", "30", "--out", str(d / "pred"), "--type", "tree", "--rounds", "1",
+                                    "--calib", paths["train"]])
     assert res.exit_code == 0, res.output
     return d, model, other, paths
 

@@ -296,7 +296,7 @@ def dense_firmware(qm, work: Path, target, variant: str, kernels: str, max_t: in
 
 
 def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2, size_ratio=None,
-                        measure="auto", calibrate_on="int8", seed=0, log=print) -> dict:
+                        measure="auto", calibrate_on="int8", seed=0, calib=None, log=print) -> dict:
     """``rnnskip train-predictor``: train, calibrate and write the predictor folder (atomically)."""
     from ..cli import atomic_dir
     from ..datasets import load_npz
@@ -315,7 +315,11 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     cfg = TrainConfig(type=ptype, max_loss=float(max_loss), rounds=int(rounds), measure=measure,
                       size_ratio=DEFAULT_BUDGET if size_ratio is None else float(size_ratio),
                       calibrate_on=calibrate_on, seed=seed)
-    res = train_fn(ir, tr, va, cfg, log=log)
+    qm = None
+    if calibrate_on == "int8":   # the int8 model the decision threshold is calibrated on
+        from ..pipeline import quantize_model
+        qm, _ = quantize_model(ir, load_npz(str(calib), ir) if calib else tr, progress=False)
+    res = train_fn(ir, tr, va, cfg, qm=qm, log=log)
     with atomic_dir(Path(out)) as tmp:
         meta = folder.save(tmp, res, ir, str(model), str(train), str(val))
     v = meta["val"]

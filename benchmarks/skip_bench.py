@@ -228,7 +228,8 @@ def _set_md(r: dict) -> list:
     L += ["", "| predictor on cortex-m4 | sequences emulated | bit-exact | cycles / inference dense -> skip | cycle cut | "
           "MAC cut (same sequences) | cycle cut / MAC cut | flash read B / inference dense -> skip |",
           "|---|---|---|---|---|---|---|---|"]
-    for t, dv in r["devices"].items():
+    for t in [t for t in TYPES if t in r["devices"]]:
+        dv = r["devices"][t]
         s = dv["skip"]
         c, f, e = s["cycles_per_inference"], s["flash_read_bytes_per_inference"], s.get("emulated", {})
         cc, mc = s.get("cycle_reduction"), e.get("mac_reduction")
@@ -252,7 +253,8 @@ def _set_md(r: dict) -> list:
               f"(validation {_p(orc.get('val_skip_rate'))}; the paper's ideal predictor: {cfg['paper_oracle']:.0%} without loss).", ""]
     if r.get("rounds"):
         L.append("Relabel rounds (validation skip rate within budget per round; 0 = oracle labels only, the paper's method): "
-                 + "; ".join(f"{t}: " + " -> ".join(_p(x["val_skip_rate"]) for x in rr) for t, rr in r["rounds"].items()) + ".")
+                 + "; ".join(f"{t}: " + " -> ".join(_p(x["val_skip_rate"]) for x in r["rounds"][t])
+                             for t in TYPES if t in r["rounds"]) + ".")
         L.append("")
     return L
 

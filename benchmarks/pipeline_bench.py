@@ -109,5 +109,4 @@ def summary(res: dict) -> list:
             r = runs[name]["emulation"]
             out.append(f"- {label}: {r['cycles_per_step']:,.0f} cycles/step "
                        f"({r['cycles_per_step'] / e['cycles_per_step']:.2f}x the DSP path).")
-    out.append("- Full tables: [BENCHMARKS.md](BENCHMARKS.md).")
     return out

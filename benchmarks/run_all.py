@@ -69,6 +69,7 @@ def update_readme(lines) -> None:
         return
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
+    lines = [l for l in lines if "Full tables" not in l] + ["- Full tables: [BENCHMARKS.md](BENCHMARKS.md)."]
     p.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + tail)
     print(f"updated the benchmark summary in {p}")
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from kernel_build import host_kernel_lib
 
 from rnnskip.delta.codegen import list_words, pack_columns
 
@@ -62,14 +63,7 @@ def _cases():
 
 @pytest.fixture(scope="module")
 def host_lib(tmp_path_factory):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no host C compiler (cc/gcc) on PATH")
-    so = tmp_path_factory.mktemp("delta_host") / "libdelta.so"
-    p = subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-                        "-DRNNSKIP_NO_DSP", "-I", str(KDIR), str(SRC), "-o", str(so)], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    lib = ctypes.CDLL(str(so))
+    lib = host_kernel_lib(tmp_path_factory.mktemp("delta_host"), "delta", SRC)
     lib.rnnskip_delta_gather_s8.restype = ctypes.c_int32
     lib.rnnskip_delta_gather_s8.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int32] * 4 + \
         [ctypes.c_void_p, ctypes.c_int32]

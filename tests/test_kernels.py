@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from kernel_build import host_kernel_lib
 
 KDIR = Path(__file__).resolve().parent.parent / "rnnskip" / "kernels"
 SRC = KDIR / "rnnskip_mat_vec_s8.c"
@@ -56,15 +57,7 @@ def _cases():
 # --------------------------------------------------------------------------- host
 @pytest.fixture(scope="module")
 def host_lib(tmp_path_factory):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no host C compiler (cc/gcc) on PATH")
-    so = tmp_path_factory.mktemp("kernels_host") / "libmv.so"
-    proc = subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-                           "-DRNNSKIP_NO_DSP", "-I", str(KDIR), str(SRC), "-o", str(so)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    lib = ctypes.CDLL(str(so))
+    lib = host_kernel_lib(tmp_path_factory.mktemp("kernels_host"), "mv", SRC)
     for fn in (lib.rnnskip_mat_vec_acc_s8, lib.rnnskip_mat_vec_acc_s8_naive):
         fn.restype = None
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32]

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from kernel_build import host_kernel_lib
 
 from rnnskip.quant.layout import pack_paired, unpack_paired
 
@@ -132,15 +133,7 @@ def _cases(rows_list, cols_list, big_limit):
 # --------------------------------------------------------------------------- host
 @pytest.fixture(scope="module")
 def host_fn(tmp_path_factory):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no host C compiler (cc/gcc) on PATH")
-    so = tmp_path_factory.mktemp("kernels_paired_host") / "libmvp.so"
-    proc = subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-                           "-DRNNSKIP_NO_DSP", "-I", str(KDIR), str(SRC), "-o", str(so)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    fn = getattr(ctypes.CDLL(str(so)), KERNEL)
+    fn = getattr(host_kernel_lib(tmp_path_factory.mktemp("kernels_paired_host"), "mvp", SRC), KERNEL)
     fn.restype = None
     fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int32] * 2
     return fn

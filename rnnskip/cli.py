@@ -105,6 +105,11 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
                            "see 'rnnskip boards'")
     variant = _variant(target, variant, kernels)
     ir = P.import_model(model)
+    if ir.per_step and (skip or delta or board is not None):
+        # these paths read one output row per sequence; refuse rather than report wrong numbers
+        what = "--predictor/--skip" if skip else ("--delta" if delta else "--board")
+        raise RnnskipError(f"{what} does not support models with an output per time step (return_sequences=True "
+                           f"at the output) yet; convert without {what.split('/')[0]}")
     ds = _load_data(data, ir)
     cal = _load_data(calib, ir, "--calib") if calib else ds
     sk = None

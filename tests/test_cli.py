@@ -121,3 +121,15 @@ def test_unknown_target_and_kernels(model_and_data, tmp_path):
 
 def test_stage_out_of_order(tmp_path):
     one_line_error(cli("rnnskip", "quantize", tmp_path, "--calib", tmp_path / "x.npz"), "model.ir.pkl", "import")
+
+
+def test_per_step_model_refused_where_unsupported(tmp_path):
+    """Board images read one output row per sequence: a per-step model gets one line, not wrong numbers."""
+    k = pytest.importorskip("tf_keras")
+    m = k.Sequential([k.layers.Embedding(10, 4, mask_zero=True, input_shape=(None,)),
+                      k.layers.LSTM(4, return_sequences=True), k.layers.Dense(2)])
+    m.save(tmp_path / "seq.h5")
+    p = cli("rnnskip-convert", tmp_path / "seq.h5", "--board", "stm32f407", "--data", tmp_path / "d.npz",
+            "--out", tmp_path / "o")
+    one_line_error(p, "--board", "output per time step")
+    assert not (tmp_path / "o").exists()

@@ -67,6 +67,8 @@ def host_lib(tmp_path_factory):
     lib.rnnskip_delta_gather_s8.restype = ctypes.c_int32
     lib.rnnskip_delta_gather_s8.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int32] * 4 + \
         [ctypes.c_void_p, ctypes.c_int32]
+    lib.rnnskip_delta_pad_pair_s8.restype = ctypes.c_int32
+    lib.rnnskip_delta_pad_pair_s8.argtypes = [ctypes.c_void_p, ctypes.c_int32]
     lib.rnnskip_delta_mat_vec_s8.restype = None
     lib.rnnskip_delta_mat_vec_s8.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p,
                                              ctypes.c_int32]
@@ -103,6 +105,35 @@ def test_gather_appends_with_offset(host_lib):
     assert L[:2].tolist() == [0, 32] and L[3] == 64 + 48
     d = L.view(np.int16)
     assert d[4:6].tolist() == [5, -9] and d[10] == 7
+
+
+def test_pad_pair_then_second_part(host_lib):
+    """The GRU's list: input part padded to a whole pair (zero delta, a real column),
+    hidden part after it; a sub-list call on either part equals the reference."""
+    rng = np.random.default_rng(3)
+    U, P = 8, 8
+    w = rng.integers(-127, 128, (3 * U, P + U)).astype(np.int8)     # rows [z | r | n]
+    v = rng.integers(1, 128, P + U).astype(np.int8)
+    v[[1, 4, 6]] = 0                                                 # 5 of the 8 inputs transmit
+    last = np.zeros(P + U, np.int8)
+    L = np.zeros(list_words(P + U) + 3, np.int32)
+    nx0 = host_lib.rnnskip_delta_gather_s8(v.ctypes.data, last.ctypes.data, P, 0, 3 * U, 0, L.ctypes.data, 0)
+    nx = host_lib.rnnskip_delta_pad_pair_s8(L.ctypes.data, nx0)
+    assert (nx0, nx) == (5, 6)
+    assert L[3 * 2 + 1] == L[3 * 2] and L.view(np.int16)[2 * (3 * 2 + 2) + 1] == 0
+    assert host_lib.rnnskip_delta_pad_pair_s8(L.ctypes.data, nx) == nx        # already whole pairs: unchanged
+    n = host_lib.rnnskip_delta_gather_s8(v[P:].ctypes.data, last[P:].ctypes.data, U, 0, 3 * U, P * 3 * U,
+                                         L.ctypes.data, nx)
+    assert n == nx + U
+    wc = pack_columns(w)
+    d = v.astype(np.int64)
+    for rows, r0, part, sub in ((2 * U, 0, slice(0, P + U), (0, n)), (U, 2 * U, slice(0, P), (0, nx)),
+                                (U, 2 * U, slice(P, P + U), (nx, n - nx))):
+        acc = np.zeros(rows, np.int32)
+        host_lib.rnnskip_delta_mat_vec_s8(wc.ctypes.data + r0,
+                                          L.ctypes.data + 4 * 3 * (sub[0] >> 1), sub[1], acc.ctypes.data, rows)
+        ref = w[r0:r0 + rows, part].astype(np.int64) @ d[part]
+        np.testing.assert_array_equal(acc, ref)
 
 
 # ------------------------------------------------------------------ Cortex-M4

@@ -32,9 +32,9 @@ def delta_context(qm):
 
     Returns {"layers": [...], "list_words": int, "arrays": [(name, values, dtype, doc)]}.
     Per layer: ``merged`` (LSTM: input and hidden columns update the same rows, one
-    list and one column-sparse call over ``[in_p + up]`` columns), else two calls
-    (GRU: input columns -> rows [0, 3up) of M = [cx | z | r | ch], hidden columns ->
-    rows [up, 4up)).
+    list and one column-sparse call over ``[in_p + up]`` columns), else the GRU's three
+    calls on M = [cx | z | r | ch]: z and r for every transmitting column, cx for the
+    input columns, ch for the hidden ones (columns stored as rows [z | r | n]).
     """
     spec = getattr(qm, "delta", None)
     if spec is None:
@@ -53,15 +53,17 @@ def delta_context(qm):
             arrays.append((f"{p}_w", pack_columns(w), np.int16,
                            f"{l.name} delta: weights [{w.shape[0]} rows] column-major, {w.shape[1]} columns "
                            f"(input then hidden), row pairs packed as int16 256*w[2p+1]+w[2p]"))
-            list_len = max(list_len, list_words(w.shape[1]))
-            h_list = 0
         else:
-            arrays.append((f"{p}x_w", pack_columns(D.wx), np.int16,
-                           f"{l.name} delta: input columns [{l.in_p}] x rows [{D.rows_x}] (cx, z, r), column-major paired"))
-            arrays.append((f"{p}h_w", pack_columns(D.wh), np.int16,
-                           f"{l.name} delta: hidden columns [{l.up}] x rows [{D.rows_h}] (z, r, ch), column-major paired"))
-            list_len = max(list_len, list_words(l.in_p) + list_words(l.up))
-            h_list = list_words(l.in_p)
+            # GRU: every column stored as rows [z | r | n] (n = cx for input columns, ch for hidden
+            # ones), so one pass covers z and r for all transmitting columns and two short passes
+            # the candidate rows: a third fewer per-row-block overheads than one pass per part
+            U = l.up
+            wx = np.concatenate([D.wx[U:3 * U], D.wx[:U]], axis=0)
+            w = np.concatenate([wx, D.wh], axis=1)
+            arrays.append((f"{p}_w", pack_columns(w), np.int16,
+                           f"{l.name} delta: {l.in_p} input then {l.up} hidden columns x rows [z | r | n] "
+                           f"({3 * U}; n = cx for input columns, ch for hidden ones), column-major paired"))
+        list_len = max(list_len, list_words(w.shape[1]) + 3)   # + the GRU's mid-list pair padding
         arrays.append((f"{p}_m0", D.m0, np.int32, f"{l.name} delta: running sums at sequence start (the biases)"))
         U = l.up
         if l.kind == "lstm":
@@ -74,7 +76,6 @@ def delta_context(qm):
                        f"{l.name} delta: requantisation multipliers interleaved per unit "
                        + ("(i, f, g, o)" if l.kind == "lstm" else "(cx, z, r, ch)")))
         cols = l.in_p + l.up
-        layers.append({"merged": merged, "rows_x": D.rows_x, "rows_h": D.rows_h, "x_row0": D.x_row0,
-                       "h_row0": D.h_row0, "m_rows": D.m_rows, "theta_x": int(tx), "theta_h": int(th),
-                       "h_list": h_list, "fallback_n": int(fb * cols) if fb and fb > 0 else None})
+        layers.append({"merged": merged, "col_bytes": w.shape[0], "m_rows": D.m_rows, "theta_x": int(tx),
+                       "theta_h": int(th), "fallback_n": int(fb * cols) if fb and fb > 0 else None})
     return {"layers": layers, "list_words": list_len, "arrays": arrays, "dense_fallback": fb}

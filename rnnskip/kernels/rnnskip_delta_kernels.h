@@ -3,9 +3,12 @@
  * of a delta step. Specification: rnnskip/quant/delta_golden.py.
  *
  * A delta step of one layer is
- *     n = rnnskip_delta_gather_s8(xh_part, last_part, ..., list, 0);   (input part, theta_x)
- *     rnnskip_delta_mat_vec_s8(w_part, list, n, M + row0, rows);      (only transmitting columns)
- * and the same for the hidden part (theta_h), then the usual cell kernels on M.
+ *     n = rnnskip_delta_gather_s8(x, last, ..., list, 0);          (input part, theta_x)
+ *     n = rnnskip_delta_gather_s8(h, last + in, ..., list, n);     (hidden part, theta_h)
+ *     rnnskip_delta_mat_vec_s8(w, list, n, M, rows);               (only transmitting columns)
+ * then the cell on M. (A GRU pads the input part to a whole pair with
+ * rnnskip_delta_pad_pair_s8 and runs three calls: z and r over both parts, the
+ * candidate's input and hidden rows over one part each.)
  *
  * Weight layout ("column-major paired"): a matrix W [rows][cols] (int8, values in
  * [-127, 127]) is stored column by column, each column as rows/2 int16
@@ -37,6 +40,13 @@ extern "C" {
  */
 int32_t rnnskip_delta_gather_s8(const int8_t *v, int8_t *last, int32_t n, int32_t theta,
                                 int32_t col_bytes, int32_t off0, int32_t *list, int32_t count);
+
+/*
+ * Rounds count up to a whole pair: when it is odd, entry `count` becomes a copy of
+ * the column before it with delta 0 (contributes nothing). Returns the new count.
+ * Lets a second part start its entries at a pair boundary of the same list.
+ */
+int32_t rnnskip_delta_pad_pair_s8(int32_t *list, int32_t count);
 
 /*
  * acc[r] += sum_{j < count} W[k_j][r] * delta_j for r in [0, rows): the running

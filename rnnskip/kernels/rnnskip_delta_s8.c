@@ -28,6 +28,15 @@ static inline void put_entry(int32_t *list, int32_t j, int32_t off, int32_t d)
     ((int16_t *)(void *)(e + 2))[j & 1] = (int16_t)d;
 }
 
+int32_t rnnskip_delta_pad_pair_s8(int32_t *list, int32_t count)
+{
+    if (count & 1) {
+        put_entry(list, count, list[3 * (count >> 1)], 0);
+        count++;
+    }
+    return count;
+}
+
 /* Elements k in [k0, k1) one by one: |d| > theta  <=>  (uint32_t)(d + theta) > 2 * theta. */
 static inline int32_t gather_scalar(const int8_t *v, int8_t *last, int32_t k0, int32_t k1, int32_t theta,
                                     int32_t col_bytes, int32_t off0, int32_t *list, int32_t count)
@@ -274,8 +283,7 @@ void rnnskip_delta_mat_vec_s8(const int16_t *w, int32_t *list, int32_t count, in
     struct rnnskip_dv_args a;
     if (count <= 0 || rows <= 0)
         return;
-    if (count & 1)
-        put_entry(list, count, list[3 * (count >> 1)], 0);
+    rnnskip_delta_pad_pair_s8(list, count);
     const int32_t npairs = (count + 1) >> 1;
     a.w = w;
     a.acc = acc;
@@ -294,8 +302,7 @@ void rnnskip_delta_mat_vec_s8(const int16_t *w, int32_t *list, int32_t count, in
     const int8_t *base = (const int8_t *)(const void *)w;
     if (count <= 0 || rows <= 0)
         return;
-    if (count & 1)
-        put_entry(list, count, list[3 * (count >> 1)], 0);
+    rnnskip_delta_pad_pair_s8(list, count);
     const int32_t npairs = (count + 1) >> 1;
     for (int32_t r = 0; r < rows; r += 4) {
         int32_t a0 = acc[r], a1 = acc[r + 1], a2 = acc[r + 2], a3 = acc[r + 3];

@@ -5,7 +5,7 @@ import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 from tqdm import tqdm
@@ -29,18 +29,41 @@ def _max_instructions(macs_per_step: int, T: int) -> int:
     return int(16 * macs_per_step * max(T, 1) + 2_000_000)
 
 
+def _run_one(emu, n, x, T, valid, macs_per_step, mode):
+    """One sequence through the firmware's rnnskip_io_run; returns the CallStats."""
+    emu.max_instructions = _max_instructions(macs_per_step, T)
+    emu.write("rnnskip_io_x", np.ascontiguousarray(x[:T]).tobytes())
+    emu.write("rnnskip_io_T", int(T).to_bytes(4, "little", signed=True))
+    if valid is not None:
+        emu.write("rnnskip_io_valid", np.ascontiguousarray(valid[:T], np.uint8).tobytes())
+    emu.write("rnnskip_io_use_valid", (1 if valid is not None else 0).to_bytes(4, "little"))
+    return emu.call("rnnskip_io_run", context=f"sequence {n}", mode=mode)
+
+
+def profile_functions(elf: Path, target, dev_x: np.ndarray, lengths: np.ndarray, valid: Optional[np.ndarray],
+                      macs_per_step: int) -> Dict[str, float]:
+    """Emulated cycles by function symbol, summed over the given sequences (one process).
+
+    dev_x: device inputs [N, T, ...] (GoldenModel.device_inputs); valid: uint8 [N, T] or
+    None. See UnicornEmulator.function_cycles for what is credited where.
+    """
+    from .simulator import UnicornEmulator
+    emu = UnicornEmulator(Path(elf), target)
+    total: Dict[str, float] = {}
+    for n in range(len(dev_x)):
+        T = int(lengths[n])
+        st = _run_one(emu, n, dev_x[n], T, None if valid is None else valid[n], macs_per_step, "blocks")
+        for k, v in emu.function_cycles(st).items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
 def _worker(elf, target, token_input, step_len, out_len, macs_per_step, jobs):
     from .simulator import UnicornEmulator
     emu = UnicornEmulator(Path(elf), target)
     res = []
     for n, x, T, valid, exact in jobs:
-        emu.max_instructions = _max_instructions(macs_per_step, T)
-        emu.write("rnnskip_io_x", np.ascontiguousarray(x[:T]).tobytes())
-        emu.write("rnnskip_io_T", int(T).to_bytes(4, "little", signed=True))
-        if valid is not None:
-            emu.write("rnnskip_io_valid", np.ascontiguousarray(valid[:T], np.uint8).tobytes())
-        emu.write("rnnskip_io_use_valid", (1 if valid is not None else 0).to_bytes(4, "little"))
-        st = emu.call("rnnskip_io_run", context=f"sequence {n}", mode="exact" if exact else "blocks")
+        st = _run_one(emu, n, x, T, valid, macs_per_step, "exact" if exact else "blocks")
         out = np.frombuffer(emu.read("rnnskip_io_out", 2 * out_len), dtype="<i2").astype(np.int64)
         flags = np.frombuffer(emu.read("rnnskip_io_flags", T), dtype=np.uint8).copy()
         res.append((n, out, flags, int(st.return_value),

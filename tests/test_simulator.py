@@ -108,6 +108,22 @@ def test_loop_mix_counts_both_modes(m4, asm_elf, ws):
         assert not bl.traffic_exact and bl.unprofiled == 0 and bl.mode == "blocks"
 
 
+def test_function_cycles_split(m4, asm_elf):
+    """loop_mix by function. Each extra iteration is 14 cycles (hand count in kernels.s):
+    12 are static block cost, 2 are per-transition (the BNE's refill, and the second
+    cycle of the LDRLE, which the model charges only when its IT condition passes).
+    The parts sum to the call's cycles."""
+    emu = UnicornEmulator(asm_elf, m4)
+    parts = {}
+    for n in (1, 5):
+        st = emu.call("loop_mix", (n,), mode="blocks")
+        parts[n] = emu.function_cycles(st)
+        assert set(parts[n]) <= {"loop_mix", "(branches, wait states)"}
+        assert sum(parts[n].values()) == st.cycles == 34 + 14 * n
+    assert parts[5]["loop_mix"] - parts[1]["loop_mix"] == 4 * 12
+    assert parts[5].get("(branches, wait states)", 0) - parts[1].get("(branches, wait states)", 0) == 4 * 2
+
+
 def test_blocks_mode_without_profile(m4, asm_elf):
     """Before any exact call only static-region accesses (literal pool, stack) are counted."""
     emu = UnicornEmulator(asm_elf, m4)

@@ -578,6 +578,30 @@ class UnicornEmulator:
                 p[r] += int(c[r])
 
     # ----------------------------------------------------------------- call
+    def function_cycles(self, stats: CallStats) -> Dict[str, int]:
+        """Cycles of the last call (``stats``, what it returned) by function symbol.
+
+        Each executed block's static cost (cycle-table cost plus wait states on its
+        instruction fetch) times its executions, credited to the function symbol that
+        contains the block. What the cycle model adds per *event* (taken-branch
+        refills, IT-block instructions whose condition passes, data wait states, fetch
+        words shared across blocks) is not tied to one block: it is reported under
+        ``"(branches, wait states)"``, so the values sum to ``stats.cycles``. Inlined code counts for the function it was inlined into.
+        """
+        out: Dict[str, int] = {}
+        fa, funcs = self._func_addrs, self._funcs
+        for b in self._all_blocks():
+            if not b[4]:
+                continue
+            addr = b[2] - b[7]
+            i = bisect.bisect_right(fa, addr) - 1
+            name = funcs[i][2] if i >= 0 and addr < funcs[i][0] + max(funcs[i][1], 1) else "(no symbol)"
+            out[name] = out.get(name, 0) + b[4] * b[1]
+        rest = int(stats.cycles) - sum(out.values())
+        if rest:
+            out["(branches, wait states)"] = rest
+        return out
+
     def call(self, func: str, args: Sequence[Union[int, str]] = (), context: Optional[str] = None,
              mode: str = "blocks") -> CallStats:
         """Call ``func(*args)`` (AAPCS; str args are symbol addresses) and measure it."""

@@ -523,8 +523,15 @@ def summary(res: dict):
         return []
     rt, tr = f["runtime"], f["trained"]
     fl = rt["accuracy"]["float"]
-    return [f"- Delta networks, FSDD GRU(128) on cortex-m4: run-time thresholds {_x(rt['mac_reduction_x'])} fewer "
-            f"MACs at {100 * (fl - rt['accuracy']['delta_int8']):+.2f} pt, delta-trained {_x(tr['mac_reduction_x'])} "
-            f"at {100 * (fl - tr['accuracy']['delta_int8']):+.2f} pt; emulated cycles {_x(rt.get('cycle_reduction_x'))} / "
-            f"{_x(tr.get('cycle_reduction_x'))} fewer, flash reads {_x(rt.get('flash_read_reduction_x'))} / "
-            f"{_x(tr.get('flash_read_reduction_x'))} less (details in BENCHMARKS.md)."]
+    out = [f"- Delta networks, FSDD GRU(128) on cortex-m4: run-time thresholds {_x(rt['mac_reduction_x'])} fewer "
+           f"MACs at {100 * (fl - rt['accuracy']['delta_int8']):+.2f} pt, delta-trained {_x(tr['mac_reduction_x'])} "
+           f"at {100 * (fl - tr['accuracy']['delta_int8']):+.2f} pt; emulated cycles {_x(rt.get('cycle_reduction_x'))} / "
+           f"{_x(tr.get('cycle_reduction_x'))} fewer, flash reads {_x(rt.get('flash_read_reduction_x'))} / "
+           f"{_x(tr.get('flash_read_reduction_x'))} less (details in BENCHMARKS.md).", "",
+           "| FSDD GRU(128), cortex-m4 | accuracy % | loss vs dense float (pt) | MAC reduction | cycle reduction | "
+           "flash read reduction |", "|---|---|---|---|---|---|",
+           f"| dense int8 | {_p(rt['accuracy']['dense_int8'])} | {100 * (fl - rt['accuracy']['dense_int8']):+.2f} | 1x | 1x | 1x |"]
+    for name, r in (("run-time delta", rt), ("delta-trained", tr)):
+        out.append(f"| {name} | {_p(r['accuracy']['delta_int8'])} | {100 * (fl - r['accuracy']['delta_int8']):+.2f} | "
+                   f"{_x(r['mac_reduction_x'])} | {_x(r.get('cycle_reduction_x'))} | {_x(r.get('flash_read_reduction_x'))} |")
+    return out + [""]

@@ -25,11 +25,24 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer emulated sequences (smoke run; still writes the file)")
     ap.add_argument("--only", default=None, help="comma-separated sections: " + ",".join(n for n, _ in SECTIONS))
+    ap.add_argument("--rerender", action="store_true",
+                    help="measure nothing: rewrite each section's text from its saved results "
+                         "(bench_out/sections/NAME.json) with the current markdown code")
     a = ap.parse_args(argv)
     sec_dir = Path(bench_out("sections"))
+    if a.rerender:
+        for name, mod in SECTIONS:
+            js, md = sec_dir / f"{name}.json", sec_dir / f"{name}.md"
+            if not js.is_file() or (a.only and name not in a.only.split(",")):
+                continue
+            res = json.loads(js.read_text())
+            info = md.read_text().rstrip().splitlines()[-1] if md.is_file() else ""
+            md.write_text(mod.markdown(res) + "\n\n" + info + "\n")
+            (sec_dir / f"{name}.summary.json").write_text(json.dumps(mod.summary(res) if hasattr(mod, "summary") else []))
+            print(f"re-rendered {name} from {js}")
     try:
         for name, mod in SECTIONS:
-            if a.only and name not in a.only.split(","):
+            if a.rerender or (a.only and name not in a.only.split(",")):
                 continue
             print(f"== benchmark: {name}", flush=True)
             t0 = time.time()

@@ -273,7 +273,7 @@ def markdown(res: dict) -> str:
 
 
 def summary(res: dict) -> list:
-    out = []
+    out, tab = [], []
     for name in SETS:
         if name not in res:
             continue
@@ -283,4 +283,14 @@ def summary(res: dict) -> list:
         out.append(f"- Skip predictor ({r['primary']}), {r['title']}: {_p(pr['skip_rate'])} of steps skipped, "
                    f"effective MACs -{_p(pr['mac_reduction'])}, emulated cycles -{_p(dv.get('cycle_reduction'))}, "
                    f"int8 accuracy loss {_pt(pr['loss_points_int8'])} points.")
+        for x in r["rows"]:
+            if x["kind"] in ("dense", "predictor-r0"):
+                continue
+            cyc = r["devices"].get(x.get("type"), {}).get("skip", {}).get("cycle_reduction") if x["kind"] == "predictor" else None
+            loss = _pt(x["loss_points_int8"]) if x["loss_points_int8"] is not None else f"{_pt(x['loss_points_float'])} (float)"
+            tab.append(f"| {r['title']} | {x['method']} | {_p(x['skip_rate'])} | {loss} | "
+                       f"{_p(x['mac_reduction'])} | {_p(cyc)} |")
+    if tab:
+        out += ["", "| set | method | steps skipped | accuracy loss, int8 (pt) | effective MAC cut | cycle cut (cortex-m4) |",
+                "|---|---|---|---|---|---|"] + tab + [""]
     return out

@@ -120,3 +120,23 @@ def test_other_kernel_providers_bitexact(kernels, tmp_path):
     ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
     assert ev.host_mismatches == 0 and ev.device_mismatches == 0, ev.first_mismatch
     assert ev.device_checked == len(x)
+
+
+def test_matvec_exact_on_every_path():
+    """golden.matvec takes float32 / float64 / int64 by its exactness bound; each path
+    must equal the int64 product, including at the edges of the bounds."""
+    from rnnskip.quant.golden import matvec
+    rng = np.random.default_rng(0)
+    cases = [
+        (rng.integers(-127, 128, (64, 96)), rng.integers(-128, 128, (50, 96))),        # float32
+        (np.full((8, 1032), -127), np.full((3, 1032), -128)),                          # 127 * 128 * 1032 = 16,776,192 < 2^24: float32
+        (np.full((8, 1040), 127), np.full((3, 1040), -128)),                           # above 2^24: float64
+        (rng.integers(-32768, 32768, (16, 700)), rng.integers(-32768, 32768, (4, 700))),
+        (np.full((2, 3), 1 << 30), np.full((2, 3), 1 << 30)),                           # above 2^53: int64
+    ]
+    for w, x in cases:
+        ref = x.astype(object) @ w.astype(object).T
+        got = matvec(w, x)
+        assert got.dtype == np.int64
+        assert np.array_equal(got.astype(object), ref)
+    assert matvec(np.zeros((4, 0), np.int8), np.zeros((2, 0), np.int8)).shape == (2, 4)

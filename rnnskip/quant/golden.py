@@ -15,9 +15,22 @@ from .act import LUTS as _LUTS, is_default_cell
 from .model import QDense, QMat, QModel, QRNN
 
 
+def _absmax(a: np.ndarray) -> int:
+    return max(-int(a.min()), int(a.max())) if a.size else 0
+
+
 def matvec(w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``x [N, cols] @ w.T`` exactly (int64): the mat-vec kernels' sum."""
-    return x.astype(np.int64) @ w.astype(np.int64).T
+    """``x [N, cols] @ w.T`` exactly (int64): the mat-vec kernels' sum.
+
+    Integer matmul has no BLAS, so when ``max|w| * max|x| * cols`` is below 2^24 (2^53)
+    the product runs in float32 (float64): every partial sum, in whatever order BLAS
+    adds, is then an integer the float type holds exactly. Otherwise int64.
+    """
+    bound = _absmax(w) * _absmax(x) * w.shape[1]
+    dt = np.float32 if bound < (1 << 24) else (np.float64 if bound < (1 << 53) else None)
+    if dt is None:
+        return x.astype(np.int64) @ w.astype(np.int64).T
+    return (x.astype(dt) @ w.astype(dt).T).astype(np.int64)
 
 
 def mat(m: QMat, v: np.ndarray) -> np.ndarray:

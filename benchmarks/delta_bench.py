@@ -370,8 +370,9 @@ def _dense_row(r, float_acc):
 
 def _breakdown_md(bd: dict) -> list:
     rt, tr = bd["runtime"], bd["trained"]
-    labels = list(dict.fromkeys(list(rt["dense"]["per_step"]) + list(rt["delta"]["per_step"]) +
-                                list(tr["delta"]["per_step"])))
+    seen = set(rt["dense"]["per_step"]) | set(rt["delta"]["per_step"]) | set(tr["delta"]["per_step"])
+    order = [lab for lab, _ in PARTS] + ["step code (inlined delta cells)", "step code", "other (head, I/O, branches)"]
+    labels = [lab for lab in order if lab in seen] + sorted(seen - set(order))
     L = [f"Where the cycles go (emulated function profile, cycles per step, first {rt['sequences']} test recordings; "
          "the delta firmware inlines its cells into the step function):", "",
          "| part | dense | run-time delta | delta-trained |", "|---|---|---|---|"]

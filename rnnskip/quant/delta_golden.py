@@ -34,8 +34,7 @@ from typing import List, Optional
 import numpy as np
 
 from ..delta.spec import DeltaSpec, as_spec, check_supported
-from . import fixedpoint as fp
-from .golden import GoldenModel, rq16
+from .golden import GoldenModel, gru_cell_after, lstm_cell
 from .model import QModel, QRNN
 
 
@@ -136,27 +135,9 @@ class DeltaGoldenModel(GoldenModel):
         M, last, tx_x, tx_h = self.delta_update(l, s, x)
         U = l.up
         if l.kind == "lstm":
-            g = l.mats["gates"]
-            pre = rq16(g, M)
-            i = fp.sigmoid_q15(pre[:, 0:U])
-            f = fp.sigmoid_q15(pre[:, U:2 * U])
-            gg = fp.tanh_q15(pre[:, 2 * U:3 * U])
-            o = fp.sigmoid_q15(pre[:, 3 * U:4 * U])
-            c = fp.sat16(fp.round_shift(f * s["c"], 15) + fp.round_shift(i * gg, 30 - l.cell_shift))
-            t = fp.tanh_q15(fp.to_q12(c, l.cell_shift))
-            h8 = fp.sat8(fp.requantize(fp.round_shift(o * t, 15), l.h_mult, l.h_ls))
-            new = {"h8": h8, "c": c}
-        else:
-            zr, cx, ch = l.mats["zr"], l.mats["cx"], l.mats["ch"]
-            pre = rq16(zr, M[:, U:3 * U])
-            z, r = fp.sigmoid_q15(pre[:, :U]), fp.sigmoid_q15(pre[:, U:])
-            qxh = rq16(cx, M[:, 0:U])
-            qhh = rq16(ch, M[:, 3 * U:4 * U])
-            pn = fp.sat16(qxh + fp.round_shift(r * qhh, 15))
-            n = fp.tanh_q15(pn)
-            h16 = fp.sat16(n + fp.round_shift(z * (s["h16"] - n), 15))
-            h8 = fp.sat8(fp.requantize(h16, l.h_mult, l.h_ls))
-            new = {"h8": h8, "h16": h16}
+            new = lstm_cell(l, s["c"], M)
+        else:   # M = [cx | z | r | ch]
+            new = gru_cell_after(l, s["h16"], M[:, U:3 * U], M[:, 0:U], M[:, 3 * U:4 * U])
         new.update(last=last, M=M, tx_x=tx_x, tx_h=tx_h)
         return new
 

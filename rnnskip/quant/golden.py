@@ -58,6 +58,39 @@ def dense(q: QDense, x: np.ndarray, final: bool) -> np.ndarray:
     return np.maximum(y, 0) if q.activation == "relu" else y
 
 
+def lstm_cell(l: QRNN, c_prev: np.ndarray, acc: np.ndarray) -> dict:
+    """rnnskip_lstm_cell_s16 on the gate accumulators ``acc [N, 4 up]`` = [i | f | g | o].
+    Returns the new state {"h8", "c"} (c int16 at 2^-cell_shift)."""
+    U = l.up
+    pre = rq16(l.mats["gates"], acc)
+    i = fp.sigmoid_q15(pre[:, 0:U])
+    f = fp.sigmoid_q15(pre[:, U:2 * U])
+    gg = fp.tanh_q15(pre[:, 2 * U:3 * U])
+    o = fp.sigmoid_q15(pre[:, 3 * U:4 * U])
+    c = fp.sat16(fp.round_shift(f * c_prev, 15) + fp.round_shift(i * gg, 30 - l.cell_shift))
+    t = fp.tanh_q15(fp.to_q12(c, l.cell_shift))
+    h8 = fp.sat8(fp.requantize(fp.round_shift(o * t, 15), l.h_mult, l.h_ls))
+    return {"h8": h8, "c": c}
+
+
+def _gru_update(l: QRNN, h16_prev: np.ndarray, z: np.ndarray, pn: np.ndarray) -> dict:
+    """rnnskip_gru_cell_s16: h = n + z (h - n), n = tanh(pn). Returns {"h8", "h16"}."""
+    n = fp.tanh_q15(pn)
+    h16 = fp.sat16(n + fp.round_shift(z * (h16_prev - n), 15))
+    return {"h8": fp.sat8(fp.requantize(h16, l.h_mult, l.h_ls)), "h16": h16}
+
+
+def gru_cell_after(l: QRNN, h16_prev: np.ndarray, acc_zr: np.ndarray, acc_cx: np.ndarray,
+                   acc_ch: np.ndarray) -> dict:
+    """reset_after=True GRU on its accumulators: z, r from ``acc_zr [N, 2 up]``, candidate
+    tanh(cx + r * ch) from ``acc_cx``, ``acc_ch [N, up]`` (rnnskip_gru_candidate_s16)."""
+    U = l.up
+    pre = rq16(l.mats["zr"], acc_zr)
+    z, r = fp.sigmoid_q15(pre[:, :U]), fp.sigmoid_q15(pre[:, U:])
+    pn = fp.sat16(rq16(l.mats["cx"], acc_cx) + fp.round_shift(r * rq16(l.mats["ch"], acc_ch), 15))
+    return _gru_update(l, h16_prev, z, pn)
+
+
 class GoldenModel:
     """Integer reference of the firmware, one time step at a time.
 
@@ -110,35 +143,18 @@ class GoldenModel:
         if not is_default_cell(l):  # other gate activations (issue 7)
             from .golden_act import layer_step_act
             return layer_step_act(l, s, x)
-        U = l.up
         xh = np.concatenate([x, s["h8"]], axis=1)
         if l.kind == "lstm":
-            g = l.mats["gates"]
-            pre = rq16(g, mat(g, xh))
-            i = fp.sigmoid_q15(pre[:, 0:U])
-            f = fp.sigmoid_q15(pre[:, U:2 * U])
-            gg = fp.tanh_q15(pre[:, 2 * U:3 * U])
-            o = fp.sigmoid_q15(pre[:, 3 * U:4 * U])
-            c = fp.sat16(fp.round_shift(f * s["c"], 15) + fp.round_shift(i * gg, 30 - l.cell_shift))
-            t = fp.tanh_q15(fp.to_q12(c, l.cell_shift))
-            h8 = fp.sat8(fp.requantize(fp.round_shift(o * t, 15), l.h_mult, l.h_ls))
-            return {"h8": h8, "c": c}
+            return lstm_cell(l, s["c"], mat(l.mats["gates"], xh))
         zr = l.mats["zr"]
+        if l.reset_after:
+            return gru_cell_after(l, s["h16"], mat(zr, xh), mat(l.mats["cx"], x), mat(l.mats["ch"], s["h8"]))
+        U = l.up
         pre = rq16(zr, mat(zr, xh))
         z, r = fp.sigmoid_q15(pre[:, :U]), fp.sigmoid_q15(pre[:, U:])
-        if l.reset_after:
-            cx, ch = l.mats["cx"], l.mats["ch"]
-            qxh = rq16(cx, mat(cx, x))
-            qhh = rq16(ch, mat(ch, s["h8"]))
-            pn = fp.sat16(qxh + fp.round_shift(r * qhh, 15))
-        else:
-            c = l.mats["c"]
-            rh8 = fp.sat8(fp.round_shift(r * s["h8"], 15))
-            pn = rq16(c, mat(c, np.concatenate([x, rh8], axis=1)))
-        n = fp.tanh_q15(pn)
-        h16 = fp.sat16(n + fp.round_shift(z * (s["h16"] - n), 15))
-        h8 = fp.sat8(fp.requantize(h16, l.h_mult, l.h_ls))
-        return {"h8": h8, "h16": h16}
+        c = l.mats["c"]
+        rh8 = fp.sat8(fp.round_shift(r * s["h8"], 15))
+        return _gru_update(l, s["h16"], z, rq16(c, mat(c, np.concatenate([x, rh8], axis=1))))
 
     def step(self, state: List[dict], xin: np.ndarray, run: Optional[np.ndarray] = None) -> List[dict]:
         """One time step through every layer; rows where ``run`` is False keep their state."""

@@ -193,10 +193,38 @@ def _bench_set(name: str, quick: bool, log=print) -> dict:
     return res
 
 
+ORACLE_SCALES = (0.4, 0.55, 0.7, 0.85, 1.0)
+
+
+def oracle_test_curve(name: str, scales=ORACLE_SCALES) -> list:
+    """Diagnostic, not an operating point: the float oracle on the *test* set at fractions
+    of the threshold it chose on validation, to show what skip rate the model allows at all
+    within the budget on test data. Losses in points against the dense float model."""
+    from rnnskip import pipeline as P
+    from rnnskip.datasets import load_npz
+    from rnnskip.skip import features as F
+    from rnnskip.skip.folder import load as load_folder
+    out = Path(bench_out(f"skip/{name}"))
+    d = _sst2(out) if name == "sst2" else _imdb(out)
+    ir = P.import_model(d["model"])
+    fm = P.float_model(ir)
+    test = load_npz(d["test"], ir)
+    o = load_folder(out / f"pred-{TYPES[0]}", ir)[1]["oracle"]
+    acc0 = F.run(fm, test.x, test.lengths).accuracy(test.y)
+    pts = []
+    for sc in scales:
+        r = F.run(fm, test.x, test.lengths, decide=F.oracle_rule(o["threshold"] * sc), measure=o["measure"],
+                  include_cell=o["include_cell"])
+        pts.append({"scale": sc, "skip_rate": r.skip_rate, "loss_points_float": 100.0 * (acc0 - r.accuracy(test.y))})
+    return pts
+
+
 def run(quick: bool = False) -> dict:
     res = {}
     for name in SETS:
         res[name] = _bench_set(name, quick)
+        if not quick:
+            res[name]["oracle_test_curve"] = oracle_test_curve(name)
         write_json(os.path.join(bench_out("skip"), f"{name}.json"), res[name])
     return res
 
@@ -257,6 +285,11 @@ def _set_md(r: dict) -> list:
                  f"{_pt(pr['loss_points_int8'])} points, so the budget does not carry over from validation to test here."
                  if pr.get("val_loss_points") is not None and pr["val_loss_points"] <= r["max_loss"] < pr["loss_points_int8"]
                  else ""), ""]
+    if r.get("oracle_test_curve"):
+        L += ["Diagnostic (not an operating point: thresholds swept on the test set itself): the float oracle on test at "
+              "fractions of its validation threshold - " + "; ".join(
+                  f"x{c['scale']:.2f}: {_p(c['skip_rate'])} skipped at {_pt(c['loss_points_float'])} pt"
+                  for c in r["oracle_test_curve"]) + ".", ""]
     if r.get("rounds"):
         L.append("Relabel rounds (validation skip rate within budget per round; 0 = oracle labels only, the paper's method): "
                  + "; ".join(f"{t}: " + " -> ".join(_p(x["val_skip_rate"]) for x in r["rounds"][t])

@@ -69,3 +69,36 @@ def random_data(ir: ModelIR, n: int = 12, T: int = 10, seed: int = 1):
         x = rng.normal(0, 1.0, (n, T, ir.input.features)).astype(np.float32)
         x[rng.random((n, T)) < 0.15] = 0.0
     return x, lengths
+
+
+def mixed_ir(seed=0, features=5, dim=7, units=(9, 6)):
+    """Input Dense -> LSTM -> GRU (reset_after=False) -> Dense(tanh) -> Dense(softmax):
+    one demo-sized model that runs every kernel the targets compile (mat-vec, both
+    cells, GRU reset, requantise, fully connected with and without a LUT)."""
+    rng = np.random.default_rng(seed)
+    inp = FeatureInput(features=features, mask_value=0.0,
+                       dense=DenseLayer(rng.normal(0, 0.4, (features, dim)), rng.normal(0, 0.1, dim), "relu", "in"))
+    U0, U1 = units
+    layers = [RNNLayer(kind="lstm", units=U0, kernel=rng.normal(0, 0.5, (dim, 4 * U0)),
+                       recurrent_kernel=rng.normal(0, 0.4, (U0, 4 * U0)), bias=rng.normal(0, 0.3, 4 * U0),
+                       return_sequences=True, reset_after=True, name="lstm_0"),
+              RNNLayer(kind="gru", units=U1, kernel=rng.normal(0, 0.5, (U0, 3 * U1)),
+                       recurrent_kernel=rng.normal(0, 0.4, (U1, 3 * U1)), bias=rng.normal(0, 0.3, 3 * U1),
+                       return_sequences=False, reset_after=False, name="gru_1")]
+    head = [DenseLayer(rng.normal(0, 0.5, (U1, 6)), rng.normal(0, 0.2, 6), "tanh", "d0"),
+            DenseLayer(rng.normal(0, 0.5, (6, 3)), rng.normal(0, 0.2, 3), "softmax", "d1")]
+    return ModelIR(input=inp, rnn_layers=layers, head=head, name="mixed")
+
+
+def generated_mixed(d, n: int, seed: int, T: int = 9):
+    """mixed_ir() quantised on n random sequences (``seed``) with its C sources generated
+    into ``d/src``. Returns (ir, qm, x, lengths)."""
+    from rnnskip.generate import generate
+    from rnnskip.quant.calibrate import calibrate
+    from rnnskip.quant.quantize import quantize
+    from rnnskip.reference import FloatModel
+    ir = mixed_ir()
+    x, L = random_data(ir, n=n, T=T, seed=seed)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    generate(qm, d / "src", max_t=x.shape[1])
+    return ir, qm, x, L

@@ -6,16 +6,11 @@ import shutil
 import numpy as np
 import pytest
 
-from random_models import random_data
+from random_models import generated_mixed
 from rnnskip import boards, targets
 from rnnskip.boards.firmware import build_board_firmware, make_bundle
 from rnnskip.errors import RnnskipError
-from rnnskip.generate import generate
-from rnnskip.quant.calibrate import calibrate
-from rnnskip.quant.quantize import quantize
-from rnnskip.reference import FloatModel
 from rnnskip.targets.fit import check_fits
-from test_targets import mixed_ir
 
 HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
 needs_arm = pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
@@ -67,10 +62,7 @@ def test_cli_lists_boards():
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     d = tmp_path_factory.mktemp("boards")
-    ir = mixed_ir()
-    x, L = random_data(ir, n=6, T=9, seed=1)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
-    generate(qm, d / "src", max_t=x.shape[1])
+    ir, qm, x, L = generated_mixed(d, n=6, seed=1)
     return ir, qm, x, L, d
 
 

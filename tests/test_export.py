@@ -9,15 +9,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from random_models import random_data
+from random_models import generated_mixed
 from rnnskip import boards
 from rnnskip.boards.export import export_project
 from rnnskip.boards.firmware import make_bundle
 from rnnskip.generate import generate
-from rnnskip.quant.calibrate import calibrate
-from rnnskip.quant.quantize import quantize
-from rnnskip.reference import FloatModel
-from test_targets import mixed_ir
 
 HAVE = {t: shutil.which(t) is not None for t in ("arm-none-eabi-gcc", "cmake", "make", "qemu-system-arm")}
 needs_arm = pytest.mark.skipif(not HAVE["arm-none-eabi-gcc"], reason="arm-none-eabi-gcc not installed (make setup)")
@@ -26,10 +22,7 @@ needs_arm = pytest.mark.skipif(not HAVE["arm-none-eabi-gcc"], reason="arm-none-e
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     d = tmp_path_factory.mktemp("export")
-    ir = mixed_ir()
-    x, L = random_data(ir, n=4, T=9, seed=3)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
-    generate(qm, d / "src", max_t=x.shape[1])
+    ir, qm, x, L = generated_mixed(d, n=4, seed=3)
     return ir, qm, x, L, d
 
 

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from random_models import random_data
+from random_models import generated_mixed, random_data
 from rnnskip import boards
 from rnnskip.boards.firmware import build_board_firmware, make_bundle
 from rnnskip.emulators import qemu as Q
@@ -18,7 +18,6 @@ from rnnskip.quant.calibrate import calibrate
 from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel
 from rnnskip.simulator.unicorn_backend import EmulationError
-from test_targets import mixed_ir
 
 pytestmark = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
                                 reason="needs arm-none-eabi-gcc and qemu-system-arm (run 'make setup')")
@@ -30,10 +29,7 @@ QEMU_BOARDS = ["stm32f407", "mps2-an386", "mps2-an500", "mps2-an505", "mps3-an54
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     d = tmp_path_factory.mktemp("qemu")
-    ir = mixed_ir()
-    x, L = random_data(ir, n=5, T=9, seed=2)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
-    generate(qm, d / "src", max_t=x.shape[1])
+    ir, qm, x, L = generated_mixed(d, n=5, seed=2)
     return {"ir": ir, "qm": qm, "x": x, "L": L, "dir": d, "bundle": make_bundle(qm, x, L, 5)}
 
 

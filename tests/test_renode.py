@@ -3,7 +3,6 @@ the one-line message when Renode is not installed, and the result parsing
 (with a stand-in renode-test: Renode itself is not installable on these machines)."""
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import stat
@@ -111,11 +110,10 @@ def test_cli_renode_with_a_stand_in_runner(tmp_path, monkeypatch):
     """--emulator renode end to end; the UART transcript comes from the real image under QEMU."""
     import json
     from click.testing import CliRunner
-    from random_models import random_data
+    from random_models import mixed_ir, random_data
     from rnnskip import pipeline
     from rnnskip.cli import main
     from rnnskip.datasets import Dataset, save_npz
-    from test_targets import mixed_ir
     ir = mixed_ir()
     x, L = random_data(ir, n=3, T=9, seed=4)
     monkeypatch.setattr(pipeline, "import_model", lambda path: ir)
@@ -147,18 +145,10 @@ def test_cli_renode_with_a_stand_in_runner(tmp_path, monkeypatch):
 
 
 def test_export_carries_the_renode_suite(tmp_path):
-    from random_models import random_data
+    from random_models import generated_mixed
     from rnnskip.boards.export import export_project
     from rnnskip.boards.firmware import make_bundle
-    from rnnskip.generate import generate
-    from rnnskip.quant.calibrate import calibrate
-    from rnnskip.quant.quantize import quantize
-    from rnnskip.reference import FloatModel
-    from test_targets import mixed_ir
-    ir = mixed_ir()
-    x, L = random_data(ir, n=2, T=5, seed=5)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
-    generate(qm, tmp_path / "src", max_t=5)
+    _, qm, x, L = generated_mixed(tmp_path, n=2, seed=5, T=5)
     fw = export_project(tmp_path / "src", tmp_path / "fw", boards.load("stm32f407"), make_bundle(qm, x, L, 2))
     robot = (fw / "renode" / "stm32f407.robot").read_text()
     assert "${ELF}            ${CURDIR}/../build/firmware.elf" in robot

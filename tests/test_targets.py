@@ -8,12 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-from random_models import random_data, random_ir
+from random_models import generated_mixed, random_data, random_ir
 from rnnskip import pipeline as P
 from rnnskip import targets
 from rnnskip.datasets import Dataset
 from rnnskip.errors import RnnskipError
-from rnnskip.generate import generate
 from rnnskip.quant.calibrate import calibrate
 from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel
@@ -119,33 +118,10 @@ def test_model_too_big_is_refused_with_both_sizes():
 
 
 # ---- every target: build + emulate bit-exact ----------------------------------
-def mixed_ir(seed=0, features=5, dim=7, units=(9, 6)):
-    """Input Dense -> LSTM -> GRU (reset_after=False) -> Dense(tanh) -> Dense(softmax):
-    one demo-sized model that runs every kernel the targets compile (mat-vec, both
-    cells, GRU reset, requantise, fully connected with and without a LUT)."""
-    from rnnskip.converter.ir import DenseLayer, FeatureInput, ModelIR, RNNLayer
-    rng = np.random.default_rng(seed)
-    inp = FeatureInput(features=features, mask_value=0.0,
-                       dense=DenseLayer(rng.normal(0, 0.4, (features, dim)), rng.normal(0, 0.1, dim), "relu", "in"))
-    U0, U1 = units
-    layers = [RNNLayer(kind="lstm", units=U0, kernel=rng.normal(0, 0.5, (dim, 4 * U0)),
-                       recurrent_kernel=rng.normal(0, 0.4, (U0, 4 * U0)), bias=rng.normal(0, 0.3, 4 * U0),
-                       return_sequences=True, reset_after=True, name="lstm_0"),
-              RNNLayer(kind="gru", units=U1, kernel=rng.normal(0, 0.5, (U0, 3 * U1)),
-                       recurrent_kernel=rng.normal(0, 0.4, (U1, 3 * U1)), bias=rng.normal(0, 0.3, 3 * U1),
-                       return_sequences=False, reset_after=False, name="gru_1")]
-    head = [DenseLayer(rng.normal(0, 0.5, (U1, 6)), rng.normal(0, 0.2, 6), "tanh", "d0"),
-            DenseLayer(rng.normal(0, 0.5, (6, 3)), rng.normal(0, 0.2, 3), "softmax", "d1")]
-    return ModelIR(input=inp, rnn_layers=layers, head=head, name="mixed")
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     d = tmp_path_factory.mktemp("targets")
-    ir = mixed_ir()
-    x, L = random_data(ir, n=8, T=9, seed=1)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
-    generate(qm, d / "src", max_t=x.shape[1])
+    ir, qm, x, L = generated_mixed(d, n=8, seed=1)
     return {"ir": ir, "qm": qm, "x": x, "L": L, "dir": d, "fw": {}}
 
 

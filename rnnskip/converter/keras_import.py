@@ -630,6 +630,15 @@ def _input_shape(entry: dict) -> Optional[list]:
     return None
 
 
+def _fold_bn(pending_bn, fold, layer, name: str, notes: list):
+    """Fold a pending BatchNormalization ``(a, c, bn_name)`` (or None) into ``layer`` with
+    ``fold`` (support.fold_before_rnn / fold_before_dense), note it; returns None (nothing pending)."""
+    if pending_bn is not None:
+        fold(layer, *pending_bn[:2])
+        notes.append(f"folded BatchNormalization '{pending_bn[2]}' into '{name}'")
+    return None
+
+
 def _build_ir(config: dict, weights, path: str) -> ModelIR:
     if not isinstance(config, dict) or "class_name" not in config:
         raise RnnskipError(f"cannot read {path}: the model config has no class_name")
@@ -719,10 +728,7 @@ def _build_ir(config: dict, weights, path: str) -> ModelIR:
                     f"layer '{rnns[-1].name}' ({rnns[-1].kind.upper()}) feeds '{name}' "
                     "but has return_sequences=False: the model config is inconsistent")
             rnns.append(_rnn_from(entry, weights, notes))
-            if pending_bn is not None:
-                support.fold_before_rnn(rnns[-1], *pending_bn[:2])
-                notes.append(f"folded BatchNormalization '{pending_bn[2]}' into '{name}'")
-                pending_bn = None
+            pending_bn = _fold_bn(pending_bn, support.fold_before_rnn, rnns[-1], name, notes)
             last = rnns[-1]
             seen_weighted = True
             continue
@@ -749,10 +755,7 @@ def _build_ir(config: dict, weights, path: str) -> ModelIR:
                         "RNN: rnnskip supports at most one")
                 d = _dense_from(entry, dcfg, weights, name)
                 d.name = name
-                if pending_bn is not None:
-                    support.fold_before_dense(d, *pending_bn[:2])
-                    notes.append(f"folded BatchNormalization '{pending_bn[2]}' into '{name}'")
-                    pending_bn = None
+                pending_bn = _fold_bn(pending_bn, support.fold_before_dense, d, name, notes)
                 if d.activation == "softmax":
                     raise RnnskipError(
                         f"layer '{name}' ({cls}) before the RNN uses softmax: rnnskip "
@@ -773,10 +776,7 @@ def _build_ir(config: dict, weights, path: str) -> ModelIR:
                     "rnnskip supports softmax only on the last layer")
             d = _dense_from(entry, dcfg, weights, name)
             d.name = name
-            if pending_bn is not None:
-                support.fold_before_dense(d, *pending_bn[:2])
-                notes.append(f"folded BatchNormalization '{pending_bn[2]}' into '{name}'")
-                pending_bn = None
+            pending_bn = _fold_bn(pending_bn, support.fold_before_dense, d, name, notes)
             head.append(d)
             last = d
             continue

@@ -11,7 +11,8 @@ Data (chosen before looking at test results):
   LSTM never saw, phrases of >= 6 tokens (sentence-like: dev's 5th length
   percentile); test = the 872 dev sentences (all emulated).
 * IMDB: model from ``benchmarks/imdb_model.py``; predictor training = 6,000
-  training reviews; validation = the 2,500 held-out training reviews; test = the
+  training reviews; validation = the 2,500 held-out training reviews (blocks of
+  consecutive review ids, so other movies than the LSTM trained on); test = the
   25,000 test reviews (golden/host accuracy on all), emulated on 500 random ones.
 """
 from __future__ import annotations

@@ -88,7 +88,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
                 export=None, skip=None, delta=None):
     """The whole flow; returns the report dict. Used by rnnskip-convert and the demo.
 
-    skip: time-step skipping options (keys predictor, skip, train, val, max_loss, ptype;
+    skip: time-step skipping options (keys predictor, skip, train, val, max_loss, ptype, margin_se;
     see rnnskip.skip.convert.SkipSetup.prepare), None for a dense model.
 
     board_name: build for that board's memory map; emulator "qemu"/"renode" boots the
@@ -200,6 +200,7 @@ _skip_opts = [
     click.option("--val", type=click.Path(dir_okay=False), default=None, help="--skip auto: validation data (.npz) for its thresholds."),
     click.option("--max-loss", type=float, default=None, help="--skip auto: accuracy loss budget in points on --val."),
     click.option("--predictor-type", "ptype", type=click.Choice(["mlp", "logistic", "tree", "forest"]), default=None, help="--skip auto: predictor type (default mlp)."),
+    click.option("--margin-se", type=float, default=None, help="--skip auto: meet --max-loss with this many standard errors of the validation loss to spare (default 0)."),
 ]
 
 
@@ -232,7 +233,7 @@ def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, d
                 emulate_max, traffic_sample, workers, emulator, bundle, timeout, export, delta, **skip):
     """Convert MODEL (.h5/.keras), build firmware, emulate it on --data and report."""
     skip = skip if (skip.get("predictor") or skip.get("skip") or skip.get("train") or skip.get("val")
-                    or skip.get("max_loss") is not None) else None
+                    or skip.get("max_loss") is not None or skip.get("margin_se") is not None) else None
     run_convert(model, target_name, data, out, kernels, variant, calib, calib_max, emulate_max,
                 traffic_sample, wait_states, workers, board_name=board_name, emulator=emulator,
                 bundle=bundle, timeout=timeout, export=export, skip=skip, delta=delta)
@@ -463,12 +464,14 @@ def boards_cmd():
 @click.option("--measure", type=click.Choice(["auto", "l2", "cosine"]), default="auto", show_default=True, help="State-change measure of the oracle.")
 @click.option("--calibrate-on", type=click.Choice(["int8", "float"]), default="int8", show_default=True, help="Model the decision threshold is calibrated on.")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Quantisation calibration data for the int8 model (default: --train); pass the --calib you will give rnnskip-convert.")
+@click.option("--margin-se", type=float, default=0.0, show_default=True, help="Meet --max-loss with this many standard errors of the validation loss to spare (the loss on a small --val is noisy; 1-2 guards against picking a lucky point).")
 @_guard
-def train_predictor_cmd(model, train, val, max_loss, out, ptype, rounds, size_ratio, measure, calibrate_on, calib):
+def train_predictor_cmd(model, train, val, max_loss, out, ptype, rounds, size_ratio, measure, calibrate_on, calib,
+                        margin_se):
     """Train a time-step skip predictor for MODEL (frozen) within an accuracy budget (issue 4).
 
     The skip-predictor method is the subject of Arm's US patent 11,663,814 B2
     ("Skip predictor for pre-trained recurrent neural networks"); take advice before commercial use."""
     from .skip.convert import run_train_predictor
     run_train_predictor(model, train, val, max_loss, out, ptype=ptype, rounds=rounds, size_ratio=size_ratio,
-                        measure=measure, calibrate_on=calibrate_on, calib=calib, log=click.echo)
+                        measure=measure, calibrate_on=calibrate_on, calib=calib, margin_se=margin_se, log=click.echo)

@@ -109,6 +109,9 @@ def test_convert_skip_auto(setup):
     (["--skip", "auto", "--train", "{train}"], "needs --val, --max-loss"),
     (["--max-loss", "0.3"], "add --skip auto"),
     (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "-1"], "max-loss must be >= 0"),
+    (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "1", "--margin-se", "-2"],
+     "margin-se must be >= 0"),
+    (["--margin-se", "1"], "add --skip auto"),
     (["--predictor", "{nope}"], "does not exist"),
 ])
 def test_convert_bad_skip_options_write_nothing(setup, args, msg):

@@ -51,6 +51,45 @@ def test_oracle_skips_on_reached_state_and_sweep_respects_budget():
     assert sw.chosen.skip_rate == max(p.skip_rate for p in sw.points if p.loss <= 2.0 + 1e-9)
 
 
+def test_paired_loss_and_standard_error_by_hand():
+    # 10 sequences: the reference gets 8 right; skipping loses two of them and gains one
+    ref = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], bool)
+    new = np.array([0, 0, 1, 1, 1, 1, 1, 1, 1, 0], bool)
+    loss, se = O.paired_loss(ref, new)
+    # differences: 1, 1, 0 x6, -1, 0 -> mean 0.1; sample variance (3 - 10 * 0.01) / 9
+    assert loss == pytest.approx(10.0)
+    assert se == pytest.approx(100 * np.sqrt((3 - 0.1) / 9 / 10))
+    assert O.paired_loss(ref, ref) == (0.0, 0.0)
+    p = O.point(0.5, 0.25, ref, new)
+    assert (p.accuracy, p.loss, p.skip_rate) == (pytest.approx(0.7), pytest.approx(10.0), 0.25)
+    assert p.as_dict()["loss_se_points"] == pytest.approx(se)
+
+
+def test_margin_picks_the_point_whose_bound_fits():
+    pts = [O.Point(0.0, 0.0, 0.9, 0.0, 0.0), O.Point(1.0, 0.3, 0.9, 0.2, 0.1),
+           O.Point(2.0, 0.5, 0.9, 0.4, 0.3), O.Point(3.0, 0.7, 0.9, 0.9, 0.3)]
+    assert O.best_within(pts, 0.5).threshold == 2.0                  # 0.4 <= 0.5
+    assert O.best_within(pts, 0.5, margin_se=1.0).threshold == 1.0   # 0.4 + 0.3 > 0.5, 0.2 + 0.1 fits
+    assert O.best_within(pts, 0.5, margin_se=4.0).threshold == 0.0
+    nan = [O.Point(0.0, 0.0, 0.9, 0.0), O.Point(1.0, 0.4, 0.9, 0.3)]  # no standard error known: loss alone
+    assert O.best_within(nan, 0.5, margin_se=2.0).threshold == 1.0
+
+
+def test_sweep_with_margin_is_more_conservative():
+    ir, ds = _labelled(n=150)
+    fm = FloatModel(ir)
+    dense = F.run(fm, ds.x, ds.lengths, collect=True)
+    plain = O.sweep(fm, ds.x, ds.lengths, ds.y, max_loss=3.0, dense=dense)
+    safe = O.sweep(fm, ds.x, ds.lengths, ds.y, max_loss=3.0, dense=dense, margin_se=2.0)
+    c = safe.chosen
+    assert c.loss + 2.0 * c.loss_se <= 3.0 + 1e-9
+    assert c.skip_rate <= plain.chosen.skip_rate
+    # every point's standard error is the paired one against the dense predictions
+    for p in plain.points:
+        r = F.run(fm, ds.x, ds.lengths, decide=F.oracle_rule(p.threshold))
+        assert p.loss_se == pytest.approx(O.paired_loss(dense.pred == ds.y, r.pred == ds.y)[1])
+
+
 def test_baselines_masks():
     from rnnskip.datasets import Vocab
     v = Vocab(["the", "movie", "a", "great"])
@@ -90,6 +129,7 @@ def test_train_calibrates_within_budget(trained):
     assert np.isfinite(p.threshold)
     ch = res.calibration.chosen
     assert ch.skip_rate > 0 and ch.loss <= 3.0 + 1e-9
+    assert meta["val"]["loss_se_points"] == pytest.approx(ch.loss_se) and ch.loss_se > 0
     assert [r["round"] for r in res.rounds] == [0, 1] and sum(r["chosen"] for r in res.rounds) == 1
     assert p.params() <= res.budget_params
     # the chosen point is reproduced by the int8 golden model with the quantised predictor
@@ -135,12 +175,17 @@ def test_impossible_budget_says_best_achievable():
     ds = Dataset(x=ids[keep], y=pred[keep], lengths=L[keep])
     with pytest.raises(RnnskipError, match="budget cannot be met.*best achievable is [0-9.]+ points at"):
         train(ir, ds, ds, TrainConfig(type="tree", max_loss=0.0, rounds=0, measure="l2", include_cell=False), log=None)
+    with pytest.raises(RnnskipError, match="--margin-se 2: the loss plus 2 standard errors must fit"):
+        train(ir, ds, ds, TrainConfig(type="tree", max_loss=0.0, rounds=0, measure="l2", include_cell=False,
+                                      margin_se=2.0), log=None)
 
 
 def test_negative_budget_and_empty_or_constant_data():
     ir, ds = _labelled(n=40)
     with pytest.raises(RnnskipError, match="max-loss must be >= 0"):
         train(ir, ds, ds, TrainConfig(type="tree", max_loss=-1.0), log=None)
+    with pytest.raises(RnnskipError, match="margin-se must be >= 0 standard errors"):
+        train(ir, ds, ds, TrainConfig(type="tree", margin_se=-1.0), log=None)
     pad = Dataset(x=np.zeros_like(ds.x), y=ds.y, lengths=ds.lengths)
     with pytest.raises(RnnskipError, match="--train data has no valid steps"):
         train(ir, pad, ds, TrainConfig(type="tree"), log=None)

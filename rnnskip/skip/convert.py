@@ -35,6 +35,7 @@ class SkipSetup:
     max_loss: Optional[float] = None
     type: str = "mlp"
     rounds: int = 2
+    margin_se: float = 0.0
     log: Callable[[str], None] = print
     # filled in
     fp: object = None
@@ -45,14 +46,14 @@ class SkipSetup:
     @classmethod
     def prepare(cls, ir, predictor: Optional[str] = None, skip: Optional[str] = None, train: Optional[str] = None,
                 val: Optional[str] = None, max_loss: Optional[float] = None, ptype: Optional[str] = None,
-                rounds: int = 2, log=print) -> Optional["SkipSetup"]:
+                rounds: int = 2, margin_se: Optional[float] = None, log=print) -> Optional["SkipSetup"]:
         """Validate the skipping options (before anything is written); None when skipping is off."""
         from ..datasets import load_npz
         from .predictor import TYPES
         if predictor is None and skip in (None, "off", "none"):
-            if train or val or max_loss is not None:
-                raise RnnskipError("--train/--val/--max-loss configure skipping: add --skip auto (train a predictor) "
-                                   "or --predictor DIR")
+            if train or val or max_loss is not None or margin_se is not None:
+                raise RnnskipError("--train/--val/--max-loss/--margin-se configure skipping: add --skip auto "
+                                   "(train a predictor) or --predictor DIR")
             return None
         if predictor is not None and skip not in (None, "off", "none"):
             raise RnnskipError("pass either --predictor DIR (a trained predictor) or --skip auto (train one now), not both")
@@ -61,7 +62,7 @@ class SkipSetup:
         if ptype is not None and ptype not in TYPES:
             raise RnnskipError(f"unknown --type '{ptype}'; choose one of {', '.join(TYPES)}")
         s = cls(predictor_dir=predictor, auto=skip == "auto", train_path=train, val_path=val, max_loss=max_loss,
-                type=ptype or "mlp", rounds=rounds, log=log)
+                type=ptype or "mlp", rounds=rounds, margin_se=0.0 if margin_se is None else margin_se, log=log)
         F.check_classifier(ir)
         if s.auto:
             missing = [n for n, v in (("--train", train), ("--val", val), ("--max-loss", max_loss)) if v is None]
@@ -69,6 +70,8 @@ class SkipSetup:
                 raise RnnskipError(f"--skip auto trains a predictor and needs {', '.join(missing)}")
             if max_loss < 0:
                 raise RnnskipError(f"--max-loss must be >= 0 accuracy points (got {max_loss})")
+            if not (s.margin_se >= 0):
+                raise RnnskipError(f"--margin-se must be >= 0 standard errors (got {s.margin_se})")
             s.train_ds = load_npz(str(train), ir)
             s.val_ds = load_npz(str(val), ir)
         else:
@@ -82,7 +85,8 @@ class SkipSetup:
         if self.auto:
             from . import folder
             from .train import TrainConfig, train
-            cfg = TrainConfig(type=self.type, max_loss=float(self.max_loss), rounds=self.rounds)
+            cfg = TrainConfig(type=self.type, max_loss=float(self.max_loss), rounds=self.rounds,
+                              margin_se=float(self.margin_se))
             res = train(ir, self.train_ds, self.val_ds, cfg, qm=qm, log=self.log if progress else None)
             out = Path(work) / "predictor"
             out.mkdir(parents=True, exist_ok=True)
@@ -296,7 +300,7 @@ def dense_firmware(qm, work: Path, target, variant: str, kernels: str, max_t: in
 
 
 def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2, size_ratio=None,
-                        measure="auto", calibrate_on="int8", seed=0, calib=None, log=print) -> dict:
+                        measure="auto", calibrate_on="int8", seed=0, calib=None, margin_se=0.0, log=print) -> dict:
     """``rnnskip train-predictor``: train, calibrate and write the predictor folder (atomically)."""
     from ..cli import atomic_dir
     from ..datasets import load_npz
@@ -308,13 +312,15 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
         raise RnnskipError(f"unknown --type '{ptype}'; choose one of {', '.join(TYPES)}")
     if max_loss is None or max_loss < 0:
         raise RnnskipError(f"--max-loss must be >= 0 accuracy points (got {max_loss})")
+    if not (margin_se >= 0):
+        raise RnnskipError(f"--margin-se must be >= 0 standard errors (got {margin_se})")
     ir = import_model(model)
     F.check_classifier(ir)
     tr = load_npz(str(train), ir)
     va = load_npz(str(val), ir)
     cfg = TrainConfig(type=ptype, max_loss=float(max_loss), rounds=int(rounds), measure=measure,
                       size_ratio=DEFAULT_BUDGET if size_ratio is None else float(size_ratio),
-                      calibrate_on=calibrate_on, seed=seed)
+                      calibrate_on=calibrate_on, margin_se=float(margin_se), seed=seed)
     qm = None
     if calibrate_on == "int8":   # the int8 model the decision threshold is calibrated on
         from ..pipeline import quantize_model
@@ -325,6 +331,7 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     v = meta["val"]
     log(f"{meta['description']}: {meta['params']:,} params ({meta['params_ratio']:.1%} of the RNN's "
         f"{meta['rnn_params']:,}); validation: {v['skip_rate']:.1%} of steps skipped at "
-        f"{v['loss_points']:+.2f} points (oracle {meta['oracle']['val']['chosen']['skip_rate']:.1%})")
+        f"{v['loss_points']:+.2f} ± {v['loss_se_points'] or 0:.2f} points (1 standard error; "
+        f"oracle {meta['oracle']['val']['chosen']['skip_rate']:.1%})")
     log(f"wrote {out}")
     return meta

@@ -5,6 +5,10 @@ The threshold comes from a sweep over quantiles of the dense change distribution
 on validation data: the largest skip rate whose accuracy loss (dense float minus
 oracle float, in points) stays within the budget. This is the paper's "ideal"
 predictor, the upper bound a real predictor is judged against.
+
+Every point also carries the standard error of its loss (paired over the same
+sequences), so a budget can be met with a margin: ``margin_se = k`` accepts a
+point only when ``loss + k * loss_se <= max_loss``.
 """
 from __future__ import annotations
 
@@ -23,10 +27,31 @@ class Point:
     skip_rate: float
     accuracy: float
     loss: float            # dense accuracy minus this accuracy, in points
+    loss_se: float = float("nan")   # standard error of ``loss``, in points (nan: not known)
 
     def as_dict(self) -> dict:
         return {"threshold": self.threshold, "skip_rate": self.skip_rate, "accuracy": self.accuracy,
-                "loss_points": self.loss}
+                "loss_points": self.loss, "loss_se_points": None if np.isnan(self.loss_se) else self.loss_se}
+
+
+def paired_loss(ref_correct: np.ndarray, correct: np.ndarray) -> tuple:
+    """Accuracy loss of ``correct`` against ``ref_correct`` (bool ``[N]``, the same
+    sequences) and its standard error, both in points. The per-sequence
+    difference is -1, 0 or 1; its sample standard deviation over sqrt(N) is the
+    standard error (the paired test: only sequences whose outcome changed count)."""
+    d = np.asarray(ref_correct, dtype=np.float64) - np.asarray(correct, dtype=np.float64)
+    n = len(d)
+    if n == 0:
+        return float("nan"), float("nan")
+    se = float(np.std(d, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return 100.0 * float(d.mean()), 100.0 * se
+
+
+def point(threshold: float, skip_rate: float, ref_correct: np.ndarray, correct: np.ndarray) -> "Point":
+    """A :class:`Point` whose loss and standard error are paired against ``ref_correct``."""
+    loss, se = paired_loss(ref_correct, correct)
+    return Point(threshold=float(threshold), skip_rate=float(skip_rate), accuracy=float(np.mean(correct)),
+                 loss=loss, loss_se=se)
 
 
 @dataclass
@@ -40,14 +65,22 @@ class Sweep:
                 "chosen": self.chosen.as_dict() if self.chosen else None}
 
 
-def best_within(points: List[Point], max_loss: float) -> Optional[Point]:
-    """The largest skip rate among points with loss <= max_loss (ties: smaller loss)."""
-    ok = [p for p in points if p.loss <= max_loss + 1e-9]
+def _bound(p: Point, margin_se: float) -> float:
+    if margin_se == 0.0:
+        return p.loss
+    return p.loss + margin_se * (0.0 if np.isnan(p.loss_se) else p.loss_se)
+
+
+def best_within(points: List[Point], max_loss: float, margin_se: float = 0.0) -> Optional[Point]:
+    """The largest skip rate among points with ``loss + margin_se * loss_se <=
+    max_loss`` (ties: smaller loss)."""
+    ok = [p for p in points if _bound(p, margin_se) <= max_loss + 1e-9]
     return max(ok, key=lambda p: (p.skip_rate, -p.loss)) if ok else None
 
 
 def search(evaluate: Callable[[float], Point], candidates: List[float], max_loss: float, refine: int = 4,
-           dense_accuracy: float = float("nan"), progress: Optional[Callable[[Point], None]] = None) -> Sweep:
+           dense_accuracy: float = float("nan"), progress: Optional[Callable[[Point], None]] = None,
+           margin_se: float = 0.0) -> Sweep:
     """Evaluate ``candidates`` (thresholds, increasingly aggressive), then bisect
     ``refine`` times between the best point within budget and the next more
     aggressive candidate. ``evaluate(threshold) -> Point``."""
@@ -58,7 +91,7 @@ def search(evaluate: Callable[[float], Point], candidates: List[float], max_loss
         if progress:
             progress(sw.points[-1])
     for _ in range(refine):
-        best = best_within(sw.points, max_loss)
+        best = best_within(sw.points, max_loss, margin_se)
         if best is None:
             break
         above = sorted(p.threshold for p in sw.points if p.threshold > best.threshold)
@@ -71,19 +104,19 @@ def search(evaluate: Callable[[float], Point], candidates: List[float], max_loss
         if progress:
             progress(sw.points[-1])
     sw.points.sort(key=lambda p: p.threshold)
-    sw.chosen = best_within(sw.points, max_loss)
+    sw.chosen = best_within(sw.points, max_loss, margin_se)
     return sw
 
 
-def oracle_point(fm, x, lengths, y, threshold: float, dense_acc: float, measure: str = "l2",
+def oracle_point(fm, x, lengths, y, threshold: float, dense_correct: np.ndarray, measure: str = "l2",
                  include_cell: bool = False) -> Point:
+    """The float oracle at ``threshold``; loss paired against ``dense_correct`` (bool ``[N]``)."""
     r = F.run(fm, x, lengths, decide=F.oracle_rule(threshold), measure=measure, include_cell=include_cell)
-    acc = r.accuracy(y)
-    return Point(threshold=float(threshold), skip_rate=r.skip_rate, accuracy=acc, loss=100.0 * (dense_acc - acc))
+    return point(threshold, r.skip_rate, dense_correct, r.pred == np.asarray(y))
 
 
 def sweep(fm, x, lengths, y, max_loss: float, measure: str = "l2", include_cell: bool = False,
-          quantiles=None, dense: Optional[F.Run] = None, progress=None) -> Sweep:
+          quantiles=None, dense: Optional[F.Run] = None, progress=None, margin_se: float = 0.0) -> Sweep:
     """Oracle threshold sweep on (x, lengths, y). Candidate thresholds: quantiles of
     the dense per-step change (the first is 0: no skipping)."""
     if dense is None or dense.change is None:
@@ -93,6 +126,7 @@ def sweep(fm, x, lengths, y, max_loss: float, measure: str = "l2", include_cell:
     if quantiles is None:
         quantiles = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     cands = [0.0] + ([float(np.quantile(ch, q)) for q in quantiles] if len(ch) else [])
-    sw = search(lambda th: oracle_point(fm, x, lengths, y, th, dense_acc, measure, include_cell),
-                cands, max_loss, dense_accuracy=dense_acc, progress=progress)
+    dense_correct = dense.pred == np.asarray(y)
+    sw = search(lambda th: oracle_point(fm, x, lengths, y, th, dense_correct, measure, include_cell),
+                cands, max_loss, dense_accuracy=dense_acc, progress=progress, margin_se=margin_se)
     return sw

@@ -36,6 +36,7 @@ class TrainConfig:
     max_train_steps: int = 300_000
     max_val_sequences: int = 4000
     calibrate_on: str = "int8"       # int8 (golden model) | float
+    margin_se: float = 0.0           # budget holds for loss + margin_se * (its standard error) on validation
     seed: int = 0
 
 
@@ -103,9 +104,10 @@ def _cap(F_, y, n, rng):
     return F_[idx], y[idx]
 
 
-def _predictor_points(p: FloatPredictor, val, qm, dense_acc: float, calibrate_on: str, fm, scores: np.ndarray,
-                      max_loss: float, log) -> O.Sweep:
-    """Calibrate p's decision threshold on val. Search variable a = -threshold (larger = more skipping)."""
+def _predictor_points(p: FloatPredictor, val, qm, dense_correct: np.ndarray, calibrate_on: str, fm,
+                      scores: np.ndarray, max_loss: float, log, margin_se: float = 0.0) -> O.Sweep:
+    """Calibrate p's decision threshold on val; losses are paired against
+    ``dense_correct`` (bool [N]). Search variable a = -threshold (larger = more skipping)."""
     from .evaluate import golden_run
     from .qpredictor import quantize_predictor
     qp = quantize_predictor(p, qm) if calibrate_on == "int8" else None
@@ -114,18 +116,19 @@ def _predictor_points(p: FloatPredictor, val, qm, dense_acc: float, calibrate_on
         thr = -a
         if calibrate_on == "int8":
             r = golden_run(qm, val.x, val.lengths, qp=qp.with_threshold(thr))
-            acc, sr = float(np.mean(r["pred"] == val.y)), r["skip_rate"]
+            pred, sr = r["pred"], r["skip_rate"]
         else:
             r = F.run(fm, val.x, val.lengths, decide=F.predictor_rule(p, thr))
-            acc, sr = r.accuracy(val.y), r.skip_rate
-        return O.Point(threshold=a, skip_rate=sr, accuracy=acc, loss=100.0 * (dense_acc - acc))
+            pred, sr = r.pred, r.skip_rate
+        return O.point(a, sr, dense_correct, pred == val.y)
 
     fracs = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
     top = float(scores.max()) if len(scores) else 0.0
     cands = [-(top + 1e-6 + abs(top) * 1e-6)] + [-float(np.quantile(scores, 1.0 - f)) for f in fracs[1:]]
-    sw = O.search(evaluate, cands, max_loss, refine=4, dense_accuracy=dense_acc,
+    sw = O.search(evaluate, cands, max_loss, refine=4, dense_accuracy=float(np.mean(dense_correct)),
+                  margin_se=margin_se,
                   progress=lambda pt: _say(log, f"    threshold {-pt.threshold:+.4f}: skip {pt.skip_rate:6.1%}, "
-                                                f"loss {pt.loss:+.2f} pt"))
+                                                f"loss {pt.loss:+.2f} ± {pt.loss_se:.2f} pt"))
     for pt in sw.points:   # back to thresholds
         pt.threshold = -pt.threshold
     sw.points.sort(key=lambda pt: -pt.threshold)
@@ -141,6 +144,8 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     cfg = replace(cfg)
     if cfg.max_loss < 0:
         raise RnnskipError(f"--max-loss must be >= 0 accuracy points (got {cfg.max_loss})")
+    if not (cfg.margin_se >= 0):
+        raise RnnskipError(f"--margin-se must be >= 0 standard errors (got {cfg.margin_se})")
     if cfg.calibrate_on not in ("int8", "float"):
         raise RnnskipError(f"calibrate_on must be int8 or float (got {cfg.calibrate_on!r})")
     F.check_classifier(ir)
@@ -181,10 +186,10 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
         for meas in measures:
             _say(log, f"[skip] oracle sweep on {len(val)} validation sequences: {meas} change"
                       f"{' (h and cell)' if cell else ''}; dense float accuracy {dense_acc_f:.4f}")
-            sw = _memo(("sweep", kval, cfg.max_loss, meas, cell), lambda: O.sweep(
-                fm, val.x, val.lengths, val.y, cfg.max_loss, meas, cell, dense=dense_val,
+            sw = _memo(("sweep", kval, cfg.max_loss, cfg.margin_se, meas, cell), lambda: O.sweep(
+                fm, val.x, val.lengths, val.y, cfg.max_loss, meas, cell, dense=dense_val, margin_se=cfg.margin_se,
                 progress=lambda pt: _say(log, f"    change < {pt.threshold:.4g}: skip {pt.skip_rate:6.1%}, "
-                                              f"loss {pt.loss:+.2f} pt")))
+                                              f"loss {pt.loss:+.2f} ± {pt.loss_se:.2f} pt")))
             variants[(meas, cell)] = (sw, dense_val)
     (measure, include_cell), (osw, dense_val) = max(
         variants.items(), key=lambda kv: (kv[1][0].chosen.skip_rate if kv[1][0].chosen else 0.0))
@@ -197,9 +202,9 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
             f"the accuracy budget cannot be met: even ideal (oracle) skipping loses more than {cfg.max_loss:g} "
             f"points on the validation data; the best achievable is "
             + (f"{best.loss:.2f} points at {best.skip_rate:.1%} skipped" if best else "no skipping at all")
-            + "; raise --max-loss")
+            + _margin_hint(cfg) + "; raise --max-loss")
     _say(log, f"[skip] oracle ({measure}{' with cell' if include_cell else ''}): change < {theta:.4g} skips "
-              f"{osw.chosen.skip_rate:.1%} at {osw.chosen.loss:+.2f} pt")
+              f"{osw.chosen.skip_rate:.1%} at {osw.chosen.loss:+.2f} ± {osw.chosen.loss_se:.2f} pt")
 
     # 3. oracle labels on the training data (states reached under oracle skipping)
     orun = _memo(("orun", ktr, theta, cfg.measure, cfg.include_cell), lambda: F.run(
@@ -219,7 +224,7 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
         from ..pipeline import quantize_model
         qm, _ = quantize_model(ir, train_ds, progress=False)
     val_scores_feats = dense_val.feats
-    dense_acc_cal = osw.dense_accuracy if cfg.calibrate_on == "float" else _int8_dense_acc(qm, val)
+    dense_correct = (dense_val.pred if cfg.calibrate_on == "float" else _int8_dense_pred(qm, val)) == val.y
     rounds, best = [], None
     for rnd in range(cfg.rounds + 1):
         t0 = time.time()
@@ -227,11 +232,13 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
                   f"({yl.mean():.1%} skip)")
         p = fit(cfg.type, Xl, yl, in_dim, units, size, seed=cfg.seed + rnd)
         scores = p.score(val_scores_feats)
-        cal = _predictor_points(p, val, qm, dense_acc_cal, cfg.calibrate_on, fm, scores, cfg.max_loss, log)
+        cal = _predictor_points(p, val, qm, dense_correct, cfg.calibrate_on, fm, scores, cfg.max_loss, log,
+                                cfg.margin_se)
         ch = cal.chosen
         p.threshold = ch.threshold if ch is not None else float("inf")
         info = {"round": rnd, "train_steps": int(len(yl)), "label_skip_fraction": float(yl.mean()),
                 "val_skip_rate": ch.skip_rate if ch else 0.0, "val_loss_points": ch.loss if ch else None,
+                "val_loss_se_points": ch.as_dict()["loss_se_points"] if ch else None,
                 "threshold": p.threshold, "seconds": round(time.time() - t0, 1)}
         rounds.append(info)
         _say(log, f"[skip] round {rnd}: validation skip {info['val_skip_rate']:.1%} at "
@@ -256,7 +263,7 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
             f"the accuracy budget cannot be met: no {cfg.type} predictor threshold keeps the validation loss within "
             f"{cfg.max_loss:g} points while skipping steps; the best achievable is "
             + (f"{b.loss:.2f} points at {b.skip_rate:.1%} skipped" if b else "no skipping at all")
-            + "; raise --max-loss or try another --type")
+            + _margin_hint(cfg) + "; raise --max-loss or try another --type")
     for r in rounds:
         r["chosen"] = r["round"] == info["round"]
     return TrainResult(predictor=p, config=cfg, oracle=osw, calibration=cal, rounds=rounds, stats=stats,
@@ -265,6 +272,11 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
                        seconds=time.time() - t_start)
 
 
-def _int8_dense_acc(qm, val) -> float:
+def _margin_hint(cfg: TrainConfig) -> str:
+    return (f" (--margin-se {cfg.margin_se:g}: the loss plus {cfg.margin_se:g} standard errors must fit; "
+            f"lower it to accept noisier points)" if cfg.margin_se > 0 else "")
+
+
+def _int8_dense_pred(qm, val) -> np.ndarray:
     from .evaluate import golden_run
-    return float(np.mean(golden_run(qm, val.x, val.lengths)["pred"] == val.y))
+    return golden_run(qm, val.x, val.lengths)["pred"]

@@ -47,7 +47,27 @@ def test_delta_tune_writes_thresholds(gru):
     assert t["accuracy_delta_int8"] >= t["reference_accuracy"] - 0.05 - 1e-9
     assert t["pareto"] and t["evaluated"] == 16
     assert (d / "delta_pareto.png").stat().st_size > 1000
-    assert "chosen:" in p.stdout
+    assert "chosen:" in p.stdout and " ± " in p.stdout
+    assert t["loss_points"] == pytest.approx(100 * (t["reference_accuracy"] - t["accuracy_delta_int8"]))
+    assert t["loss_se_points"] is not None and t["loss_se_points"] >= 0
+
+
+def test_tune_margin_is_conservative_and_paired(gru):
+    model, val, d, ir = gru
+    from rnnskip.datasets import load_npz
+    from rnnskip.delta.tune import tune
+    from rnnskip.pipeline import quantize_model
+    from rnnskip.stats import paired_loss
+    va = load_npz(str(val), ir)
+    qm, _ = quantize_model(ir, va, progress=False)
+    plain = tune(ir, qm, va, max_loss=5.0, grid=(0, 2, 8, 32), reference="int8")
+    safe = tune(ir, qm, va, max_loss=5.0, grid=(0, 2, 8, 32), reference="int8", margin_se=2.0)
+    c = safe.chosen
+    assert c.loss + 2.0 * c.loss_se <= 5.0 + 1e-9 and c.macs >= plain.chosen.macs
+    base = next(p for p in plain.points if max(p.theta_x + p.theta_h) == 0)   # theta 0 = the dense int8 model
+    assert base.loss == 0.0 and base.loss_se == 0.0
+    for p in plain.points:
+        assert p.loss_se == pytest.approx(paired_loss(base.correct, p.correct)[1])
 
 
 @pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
@@ -115,6 +135,8 @@ def test_tune_budget_errors(gru):
                    "--max-loss")
     one_line_error(cli("rnnskip", "delta-tune", model, "--val", val, "--out", d / "y.json", "--grid", "0,-3"),
                    "--grid")
+    one_line_error(cli("rnnskip", "delta-tune", model, "--val", val, "--out", d / "y.json", "--margin-se", "-1"),
+                   "--margin-se")
     from rnnskip.datasets import load_npz
     from rnnskip.delta.tune import tune
     from rnnskip.errors import RnnskipError

@@ -38,7 +38,7 @@ class DeltaSetup:
 
 
 def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, reference="float", grid=None,
-                   log=click.echo, progress=True) -> dict:
+                   log=click.echo, progress=True, margin_se=0.0) -> dict:
     """Tune thresholds on --val and write delta.json (+ delta_pareto.png next to it)."""
     from .. import pipeline as P
     from ..datasets import load_npz
@@ -46,6 +46,8 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, refere
     out = Path(out)
     if out.suffix.lower() != ".json":
         raise RnnskipError(f"--out {out}: the thresholds file must end in .json")
+    if not (margin_se >= 0):
+        raise RnnskipError(f"--margin-se {margin_se} must be >= 0 (standard errors, e.g. 1)")
     ir = P.import_model(model)
     from .spec import check_supported
     check_supported(ir.rnn_layers)
@@ -57,7 +59,7 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, refere
     grid = list(GRID if grid is None else grid)
     log(f"delta-tune: {ir.name}, {len(va)} validation sequences, thresholds from {grid} int8 steps, "
         f"budget {max_loss} points below the {reference} model")
-    res = tune(ir, qm, va, max_loss=max_loss, reference=reference, grid=grid,
+    res = tune(ir, qm, va, max_loss=max_loss, reference=reference, grid=grid, margin_se=margin_se,
                progress=(lambda s: log("  " + s)) if progress else None)
     spec = res.spec(ir)
     spec.tuning.update({"calibration": str(calib) if calib else f"{val} (pass --calib to separate)",
@@ -70,7 +72,8 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, refere
     tmp.replace(out)
     c = res.chosen
     log(f"chosen: input {list(c.theta_x)}, hidden {list(c.theta_h)} (int8 steps): accuracy {c.accuracy:.4f} "
-        f"(dense int8 {res.accuracy['dense_int8']:.4f}, float {res.accuracy['float']:.4f}), "
+        f"(dense int8 {res.accuracy['dense_int8']:.4f}, float {res.accuracy['float']:.4f}; "
+        f"loss {c.loss:+.2f} ± {c.loss_se:.2f} points), "
         f"{res.dense_macs / max(c.macs, 1):.2f}x fewer MACs, density input {c.density_input:.3f} "
         f"hidden {c.density_hidden:.3f}")
     log(f"wrote {out} and {plot} ({len(res.pareto)} Pareto points of {len(res.points)} evaluated)")
@@ -98,10 +101,12 @@ def _grid(s):
 @click.option("--calib-max", default=1000, show_default=True)
 @click.option("--reference", type=click.Choice(["float", "int8"]), default="float", show_default=True, help="Budget relative to the dense float model or the dense int8 model.")
 @click.option("--grid", default=None, help="Comma-separated threshold values to try (int8 steps).")
-def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid):
+@click.option("--margin-se", type=float, default=0.0, show_default=True, help="Meet --max-loss with this many standard errors of the validation loss to spare.")
+def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid, margin_se):
     """Choose delta thresholds for MODEL without retraining (writes delta.json)."""
     from ..cli import _guard
-    _guard(lambda: run_delta_tune(model, val, max_loss, out, calib, calib_max, reference, _grid(grid)))()
+    _guard(lambda: run_delta_tune(model, val, max_loss, out, calib, calib_max, reference, _grid(grid),
+                                  margin_se=margin_se))()
 
 
 @click.command("delta-train")

@@ -7,6 +7,9 @@ recurrent layer: the full grid; more layers: a greedy path (raise the one
 threshold that buys the most MACs per accuracy point lost, while within budget)
 plus the uniform diagonal. The Pareto set of (accuracy up, MACs down) and the
 cheapest point within ``max_loss`` points of the reference accuracy are returned.
+Each point's loss carries its paired standard error against the reference
+model's per-sequence outcomes; ``margin_se = k`` asks for ``loss + k * se``
+within the budget.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import RnnskipError
+from ..stats import paired_loss, within_budget
 from ..quant.delta_golden import DeltaGoldenModel, delta_layout, densities, effective_macs
 from ..quant.golden import GoldenModel, predict_classes
 from .spec import DeltaSpec, check_supported
@@ -35,9 +39,14 @@ class Point:
     density_input: float
     density_hidden: float
     pareto: bool = False
+    correct: Optional[np.ndarray] = field(default=None, repr=False)   # bool [N] per validation sequence
+    loss: float = float("nan")       # reference accuracy minus this accuracy, points
+    loss_se: float = float("nan")    # its paired standard error, points
 
     def as_dict(self) -> dict:
         return {"theta_x": list(self.theta_x), "theta_h": list(self.theta_h), "accuracy": self.accuracy,
+                "loss_points": None if np.isnan(self.loss) else self.loss,
+                "loss_se_points": None if np.isnan(self.loss_se) else self.loss_se,
                 "macs_per_inference": self.macs, "weight_bytes_per_inference": self.weight_bytes,
                 "density": {"input": self.density_input, "hidden": self.density_hidden}, "pareto": self.pareto}
 
@@ -53,6 +62,7 @@ class TuneResult:
     dense_weight_bytes: float
     max_loss: float
     n: int
+    margin_se: float = 0.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -68,10 +78,11 @@ class TuneResult:
     def summary(self) -> dict:
         c = self.chosen
         return {"method": "run-time sweep on validation data (integer delta golden model), no retraining",
-                "validation_sequences": self.n, "max_loss_points": self.max_loss,
+                "validation_sequences": self.n, "max_loss_points": self.max_loss, "margin_se": self.margin_se,
                 "reference": self.reference, "reference_accuracy": self.reference_accuracy,
                 "accuracy_float": self.accuracy["float"], "accuracy_dense_int8": self.accuracy["dense_int8"],
                 "accuracy_delta_int8": c.accuracy,
+                "loss_points": c.as_dict()["loss_points"], "loss_se_points": c.as_dict()["loss_se_points"],
                 "macs_per_inference": {"dense": self.dense_macs, "effective": c.macs},
                 "mac_reduction": self.dense_macs / max(c.macs, 1.0),
                 "weight_bytes_per_inference": {"dense": self.dense_weight_bytes, "delta": c.weight_bytes},
@@ -102,8 +113,9 @@ def evaluate_point(qm, x, lengths, y, theta_x, theta_h) -> Point:
     m = effective_macs(qm, st, dg.layouts)
     wbytes = sum(st["tx_x"][:, i] * D.rows_x + st["tx_h"][:, i] * D.rows_h for i, D in enumerate(dg.layouts))
     d = densities(qm, st)
+    correct = predict_classes(out, qm.output_activation) == y
     return Point(tuple(int(t) for t in theta_x), tuple(int(t) for t in theta_h), _acc(qm, out, y),
-                 float(m["effective"].mean()), float(np.mean(wbytes)), d["input"], d["hidden"])
+                 float(m["effective"].mean()), float(np.mean(wbytes)), d["input"], d["hidden"], correct=correct)
 
 
 def mark_pareto(points: Sequence[Point]) -> None:
@@ -115,34 +127,43 @@ def mark_pareto(points: Sequence[Point]) -> None:
 
 def tune(ir, qm, val, max_loss: float = 1.0, reference: str = "float", grid: Sequence[int] = GRID,
          float_accuracy: Optional[float] = None, progress: Optional[Callable[[str], None]] = None,
-         max_evals: int = 400) -> TuneResult:
+         max_evals: int = 400, margin_se: float = 0.0) -> TuneResult:
     with single_blas_thread():
-        return _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_evals)
+        return _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_evals, margin_se)
 
 
-def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_evals) -> TuneResult:
-    """Sweep thresholds on ``val`` (a Dataset) and pick the cheapest point within ``max_loss`` points.
+def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_evals, margin_se=0.0) -> TuneResult:
+    """Sweep thresholds on ``val`` (a Dataset) and pick the cheapest point within ``max_loss`` points
+    (``loss + margin_se * its standard error``, when ``margin_se`` > 0).
 
     ``reference``: "float" (the dense float model's accuracy) or "int8" (the dense int8 golden model's).
+    ``float_accuracy``: the float model's accuracy on ``val`` when already known (then the
+    standard errors against the float reference are not known: nan).
     """
     check_supported(qm.layers)
     if reference not in ("float", "int8"):
         raise RnnskipError(f"--reference must be 'float' or 'int8', not '{reference}'")
     if not (max_loss >= 0):
         raise RnnskipError(f"--max-loss {max_loss} must be >= 0 (accuracy points, e.g. 1.0)")
+    if not (margin_se >= 0):
+        raise RnnskipError(f"--margin-se {margin_se} must be >= 0 (standard errors, e.g. 1)")
     if len(val) == 0:
         raise RnnskipError("validation data is empty; give --val an .npz with sequences")
     if val.y.dtype.kind == "f":
         raise RnnskipError("delta-tune needs class labels in the validation data (y), not regression targets")
     grid = sorted({int(g) for g in grid})
+    float_correct = None
     if float_accuracy is None:
         from ..reference import FloatModel
         probs = FloatModel(ir).predict(val.x, val.lengths)
         fp = (probs[:, 0] > 0.5).astype(np.int64) if probs.shape[1] == 1 else np.argmax(probs, 1)
-        float_accuracy = float(np.mean(fp == val.y))
+        float_correct = fp == val.y
+        float_accuracy = float(np.mean(float_correct))
     dense_out, _ = GoldenModel(qm).run(val.x, val.lengths)
     acc_int8 = _acc(qm, dense_out, val.y)
+    int8_correct = predict_classes(dense_out, qm.output_activation) == val.y
     ref = float_accuracy if reference == "float" else acc_int8
+    ref_correct = float_correct if reference == "float" else int8_correct
     floor = ref - max_loss / 100.0
     L = len(qm.layers)
     cache: Dict[Tuple, Point] = {}
@@ -196,17 +217,23 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
             cur = best
     points = list(cache.values())
     mark_pareto(points)
-    ok = [p for p in points if p.accuracy >= floor - 1e-12]
+    for p in points:
+        p.loss = 100.0 * (ref - p.accuracy)
+        if ref_correct is not None:   # paired with the reference's own outcomes
+            p.loss_se = paired_loss(ref_correct, p.correct)[1]
+    ok = [p for p in points if p.accuracy >= floor - 1e-12 and within_budget(p.loss, p.loss_se, max_loss, margin_se)]
     if not ok:
         best = max(points, key=lambda p: p.accuracy)
         raise RnnskipError(
             f"no thresholds keep accuracy within {max_loss} points of the {reference} model "
             f"({ref:.4f}): the best is {best.accuracy:.4f} (thresholds x={list(best.theta_x)} "
-            f"h={list(best.theta_h)}; the dense int8 model scores {acc_int8:.4f}); raise --max-loss")
+            f"h={list(best.theta_h)}; the dense int8 model scores {acc_int8:.4f})"
+            + (f" with --margin-se {margin_se:g} standard errors to spare" if margin_se > 0 else "")
+            + "; raise --max-loss")
     chosen = min(ok, key=lambda p: (p.macs, -p.accuracy))
     return TuneResult(points=points, chosen=chosen, reference=reference, reference_accuracy=ref,
                       accuracy={"float": float_accuracy, "dense_int8": acc_int8}, dense_macs=dense_macs,
-                      dense_weight_bytes=dense_wbytes, max_loss=max_loss, n=len(val),
+                      dense_weight_bytes=dense_wbytes, max_loss=max_loss, n=len(val), margin_se=margin_se,
                       extra={"grid": grid})
 
 

@@ -17,6 +17,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
+from ..stats import paired_loss, within_budget
 from . import features as F
 
 
@@ -32,19 +33,6 @@ class Point:
     def as_dict(self) -> dict:
         return {"threshold": self.threshold, "skip_rate": self.skip_rate, "accuracy": self.accuracy,
                 "loss_points": self.loss, "loss_se_points": None if np.isnan(self.loss_se) else self.loss_se}
-
-
-def paired_loss(ref_correct: np.ndarray, correct: np.ndarray) -> tuple:
-    """Accuracy loss of ``correct`` against ``ref_correct`` (bool ``[N]``, the same
-    sequences) and its standard error, both in points. The per-sequence
-    difference is -1, 0 or 1; its sample standard deviation over sqrt(N) is the
-    standard error (the paired test: only sequences whose outcome changed count)."""
-    d = np.asarray(ref_correct, dtype=np.float64) - np.asarray(correct, dtype=np.float64)
-    n = len(d)
-    if n == 0:
-        return float("nan"), float("nan")
-    se = float(np.std(d, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    return 100.0 * float(d.mean()), 100.0 * se
 
 
 def point(threshold: float, skip_rate: float, ref_correct: np.ndarray, correct: np.ndarray) -> "Point":
@@ -65,16 +53,10 @@ class Sweep:
                 "chosen": self.chosen.as_dict() if self.chosen else None}
 
 
-def _bound(p: Point, margin_se: float) -> float:
-    if margin_se == 0.0:
-        return p.loss
-    return p.loss + margin_se * (0.0 if np.isnan(p.loss_se) else p.loss_se)
-
-
 def best_within(points: List[Point], max_loss: float, margin_se: float = 0.0) -> Optional[Point]:
     """The largest skip rate among points with ``loss + margin_se * loss_se <=
     max_loss`` (ties: smaller loss)."""
-    ok = [p for p in points if _bound(p, margin_se) <= max_loss + 1e-9]
+    ok = [p for p in points if within_budget(p.loss, p.loss_se, max_loss, margin_se)]
     return max(ok, key=lambda p: (p.skip_rate, -p.loss)) if ok else None
 
 

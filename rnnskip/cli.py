@@ -7,19 +7,71 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
 from .errors import RnnskipError
+from .outdir import atomic_dir, check_replaceable
 
 
 def _fail(msg: str, code: int = 2):
     click.echo(f"error: {msg}", err=True)
     sys.exit(code)
+
+
+class Terminated(BaseException):
+    """SIGTERM (CI timeouts, `kill`): unwinds like Ctrl-C so partial outputs are removed."""
+
+
+@contextlib.contextmanager
+def _terminate_as_exception():
+    import signal
+    main_pid = os.getpid()
+
+    def on_term(signum, frame):
+        if os.getpid() != main_pid:   # a forked worker: die as usual, the parent cleans up
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated()
+    try:
+        old = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:                # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+class _OneLineErrors:
+    """Click's usage errors as one ``error:`` line (exit 2), like every other error,
+    instead of its three-line usage block."""
+
+    def main(self, *args, standalone_mode=True, **kw):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kw)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kw)
+        except click.exceptions.Abort:
+            _fail("interrupted", 130)
+        except click.UsageError as e:
+            where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            _fail(e.format_message().rstrip(".") + where, e.exit_code)
+        except click.ClickException as e:
+            _fail(e.format_message(), e.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class OneLineCommand(_OneLineErrors, click.Command):
+    pass
+
+
+class OneLineGroup(_OneLineErrors, click.Group):
+    pass
 
 
 def _guard(fn):
@@ -29,32 +81,19 @@ def _guard(fn):
     @functools.wraps(fn)
     def wrapper(*a, **k):
         try:
-            return fn(*a, **k)
+            with _terminate_as_exception():
+                return fn(*a, **k)
         except RnnskipError as e:
             _fail(str(e))
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except Terminated:
+            _fail("terminated", 143)
         except Exception as e:  # a bug: still one line, traceback on request
             if os.environ.get("RNNSKIP_DEBUG"):
                 raise
             _fail(f"internal error: {type(e).__name__}: {e} (set RNNSKIP_DEBUG=1 for the traceback)", 1)
     return wrapper
-
-
-@contextlib.contextmanager
-def atomic_dir(out: Path):
-    """Yield a temporary folder next to ``out``; it replaces ``out`` only on success."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
 
 
 def _target(name: str, wait_states):
@@ -104,6 +143,8 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         raise RnnskipError("--export needs --board: the project is for one board (memory map, startup, UART); "
                            "see 'rnnskip boards'")
     variant = _variant(target, variant, kernels)
+    if export:   # refused now rather than after the whole conversion
+        check_replaceable(export, "src/rnnskip_model.h", "--export", [model, data, calib, out])
     ir = P.import_model(model)
     if ir.per_step and (skip or delta or board is not None):
         # these paths read one output row per sequence; refuse rather than report wrong numbers
@@ -120,7 +161,8 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     if delta:  # delta network (issue 5): the thresholds file is checked before anything is written
         from .delta.cli import DeltaSetup
         dl = DeltaSetup.prepare(ir, delta)
-    with atomic_dir(Path(out)) as tmp:
+    inputs = [model, data, calib, delta] + ([skip.get("predictor"), skip.get("train"), skip.get("val")] if skip else [])
+    with atomic_dir(out, "report.json", inputs=inputs) as tmp:
         qm, ranges = P.quantize_model(ir, cal, calib_max, progress)
         if sk:
             sk.attach(ir, qm, tmp, progress)
@@ -212,16 +254,16 @@ def _apply(opts):
     return deco
 
 
-@click.command("convert")
+@click.command("convert", cls=OneLineCommand)
 @click.argument("model", type=click.Path(dir_okay=False))
 @_apply(_common)
 @click.option("--data", type=click.Path(dir_okay=False), required=True, help="Evaluation data (.npz: x, y, optional lengths).")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Calibration data (.npz); default: --data.")
 @click.option("--calib-max", default=1000, show_default=True, help="At most this many calibration sequences.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder (replaced when complete).")
-@click.option("--emulate-max", type=int, default=None, help="Emulate only the first N sequences (default: all).")
+@click.option("--emulate-max", type=click.IntRange(min=1), default=None, help="Emulate only the first N sequences (default: all).")
 @click.option("--traffic-sample", default=16, show_default=True, help="Sequences whose memory traffic is counted exactly.")
-@click.option("--workers", default=2, show_default=True, help="Emulator processes.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Emulator processes.")
 @click.option("--emulator", default="unicorn", show_default=True, help="unicorn (one function, cycle model), qemu or renode (boot the --board image).")
 @click.option("--bundle", default=16, show_default=True, help="qemu/renode: test sequences linked into the board image (--emulate-max overrides).")
 @click.option("--timeout", default=120.0, show_default=True, help="qemu/renode: seconds to wait for the firmware's summary line.")
@@ -243,7 +285,7 @@ def convert_main():
     convert_cmd(prog_name="rnnskip-convert")
 
 
-@click.group()
+@click.group(cls=OneLineGroup)
 @click.version_option(package_name="rnnskip")
 def main():
     """rnnskip: cheap recurrent-network inference on Arm Cortex-M.
@@ -319,7 +361,7 @@ def generate_cmd(work, max_t, kernels):
     from .generate import generate
     P.check_kernels(kernels)
     qm = P.load_pickle(Path(work) / "model.q.pkl", "quantize")
-    with atomic_dir(Path(work) / "src") as tmp:
+    with atomic_dir(Path(work) / "src", "rnnskip_model.h", what="WORK/src") as tmp:
         files = generate(qm, tmp, max_t=max_t, kernels=kernels)
     click.echo(f"wrote {len(files)} files to {Path(work) / 'src'}")
 
@@ -338,7 +380,7 @@ def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
     variant = _variant(target, variant, kernels)
     from .targets.fit import check_fits
     check_fits(P.load_pickle(Path(work) / "model.q.pkl", "quantize"), _io_max_t(Path(work)), target)
-    with atomic_dir(Path(work) / "firmware") as tmp:
+    with atomic_dir(Path(work) / "firmware", "firmware.elf", what="WORK/firmware") as tmp:
         fw = P.build_target(src, tmp, target, variant)
     P.build_host(src, Path(work) / "host")
     P.save_pickle({"target": target.name, "board": board.name if board else None,
@@ -351,9 +393,9 @@ def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
 @main.command("emulate")
 @click.argument("work", type=click.Path(file_okay=False))
 @click.option("--data", type=click.Path(dir_okay=False), required=True)
-@click.option("--emulate-max", type=int, default=None)
+@click.option("--emulate-max", type=click.IntRange(min=1), default=None)
 @click.option("--traffic-sample", default=16, show_default=True)
-@click.option("--workers", default=2, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--emulator", default="unicorn", show_default=True, help="unicorn, qemu or renode (qemu/renode boot the board image).")
 @click.option("--board", "board_name", default=None, help="qemu/renode: the board to boot (default: the one 'build' used).")
 @click.option("--bundle", default=16, show_default=True, help="qemu/renode: test sequences linked into the image.")

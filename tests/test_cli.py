@@ -133,3 +133,102 @@ def test_per_step_model_refused_where_unsupported(tmp_path):
             "--out", tmp_path / "o")
     one_line_error(p, "--board", "output per time step")
     assert not (tmp_path / "o").exists()
+
+
+# ---- output folders are replaced only when rnnskip wrote them ------------------------------
+
+def test_out_folder_guard(tmp_path, monkeypatch):
+    from rnnskip.errors import RnnskipError
+    from rnnskip.outdir import atomic_dir, check_replaceable
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "notes" / "a.txt").write_text("keep me")
+    monkeypatch.chdir(mine / "notes")
+    with pytest.raises(RnnskipError, match="is the current folder or one of its parents"):
+        check_replaceable(".", "report.json")
+    with pytest.raises(RnnskipError, match="is the current folder or one of its parents"):
+        check_replaceable("..", "report.json")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RnnskipError, match="not written by rnnskip \\(no report.json in it\\)"):
+        check_replaceable(tmp_path / "mine", "report.json")
+    with pytest.raises(RnnskipError, match="holds the input .*a.txt"):
+        check_replaceable(tmp_path / "mine", "report.json", inputs=[str(mine / "notes" / "a.txt")])
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(RnnskipError, match="is a file; give a folder name"):
+        check_replaceable(tmp_path / "f", "report.json")
+    assert (mine / "notes" / "a.txt").read_text() == "keep me" and (tmp_path / "f").read_text() == "x"
+    # an empty folder, or one holding the writer's marker, is replaced as a whole
+    (tmp_path / "empty").mkdir()
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "report.json").write_text("{}")
+    (old / "stale.c").write_text("")
+    for d in (tmp_path / "empty", old, tmp_path / "new" / "sub"):
+        with atomic_dir(d, "report.json") as tmp:
+            (tmp / "report.json").write_text("new")
+        assert sorted(p.name for p in d.iterdir()) == ["report.json"]
+    assert not list(tmp_path.glob(".*.partial-*"))
+
+
+def test_convert_refuses_to_replace_foreign_folders(model_and_data, tmp_path):
+    model, data, _ = model_and_data
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "a.txt").write_text("keep me")
+    one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", ".", cwd=work),
+                   "--out . is the current folder")
+    one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", work), "not written by rnnskip")
+    assert [p.name for p in work.iterdir()] == ["a.txt"]
+    inside = tmp_path / "in"
+    inside.mkdir()
+    (inside / "m.h5").write_bytes(Path(model).read_bytes())
+    one_line_error(cli("rnnskip-convert", inside / "m.h5", "--data", data, "--out", inside), "holds the input")
+    assert (inside / "m.h5").is_file()
+
+
+def test_usage_errors_are_one_line(model_and_data, tmp_path):
+    model, data, _ = model_and_data
+    one_line_error(cli("rnnskip", "delta-tune", model, "--val", data, "--out", tmp_path / "d.json",
+                       "--max-loss", "abc"), "error: Invalid value for '--max-loss'", "--help")
+    one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", tmp_path / "o", "--emulate-max", "0"),
+                   "'--emulate-max'", ">=1")
+    one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", tmp_path / "o", "--workers", "0"),
+                   "'--workers'")
+    one_line_error(cli("rnnskip-convert", model, "--data", data), "Missing option '--out'")
+    assert not (tmp_path / "o").exists()
+    p = cli("rnnskip-convert", "--help")
+    assert p.returncode == 0 and "Usage:" in p.stdout
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+def test_sigterm_removes_the_partial_folder(model_and_data, tmp_path):
+    import signal
+    import time
+    model, data, _ = model_and_data
+    exe = Path(sys.executable).parent / "rnnskip-convert"
+    p = subprocess.Popen([str(exe), str(model), "--data", str(data), "--out", str(tmp_path / "o"), "--workers", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not list(tmp_path.glob(".o.partial-*")) and p.poll() is None and time.time() - t0 < 120:
+        time.sleep(0.05)
+    assert p.poll() is None, "finished before the partial folder was seen"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and err.strip().splitlines()[-1] == "error: terminated", err
+    assert not list(tmp_path.glob(".o.partial-*")) and not (tmp_path / "o").exists()
+
+
+def test_nan_weights_and_far_off_data_refused(tmp_path):
+    from random_models import random_data, random_ir
+    from rnnskip.converter.keras_import import check_supported
+    from rnnskip.errors import RnnskipError
+    from rnnskip.pipeline import quantize_model
+    from rnnskip.datasets import Dataset
+    ir = random_ir("feat-lstm-lstm", seed=3)
+    ir.rnn_layers[1].recurrent_kernel[0, 2] = np.nan
+    with pytest.raises(RnnskipError, match="layer '.*' has 1 NaN or infinite weights"):
+        check_supported(ir)
+    ir = random_ir("feat-lstm-lstm", seed=3)
+    x, L = random_data(ir, n=8, T=6, seed=1)
+    with pytest.raises(RnnskipError, match="cannot quantise: requantisation scale .* too large.*preprocessed"):
+        quantize_model(ir, Dataset(x=x * 1e30, y=np.zeros(8, np.int64), lengths=L), progress=False)

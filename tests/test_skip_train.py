@@ -160,6 +160,12 @@ def test_mismatched_predictor_folder(trained):
         folder.load(out, other)
     with pytest.raises(RnnskipError, match="not a predictor folder"):
         folder.load(out.parent, ir)
+    import copy
+    same_shape = copy.deepcopy(ir)
+    same_shape.rnn_layers[0].kernel = same_shape.rnn_layers[0].kernel * 1.01
+    with pytest.raises(RnnskipError, match="trained for a model with other weights \\(same layer sizes\\)"):
+        folder.load(out, same_shape)
+    assert meta["model"]["weights_sha256"] == folder.fingerprint(ir)["weights_sha256"]
 
 
 def test_impossible_budget_says_best_achievable():

@@ -10,7 +10,6 @@ for CI (docs/ci.md).
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -33,9 +32,8 @@ def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "
     from ..simulator import runtime
     src_dir, dest = Path(src_dir), Path(dest)
     t = board_target(board, wait_states)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
-    try:
+    from ..outdir import atomic_dir
+    with atomic_dir(dest, "src/rnnskip_model.h", what="--export") as tmp:
         (tmp / "src" / "kernels").mkdir(parents=True)
         for f in model_sources(src_dir):
             rel = f.relative_to(src_dir)
@@ -58,10 +56,4 @@ def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "
         for tpl, name in (("CMakeLists.txt.j2", "CMakeLists.txt"), ("arm-none-eabi.cmake.j2", "cmake/arm-none-eabi.cmake"),
                           ("Makefile.j2", "Makefile"), ("README.md.j2", "README.md")):
             (tmp / name).write_text(env.get_template(f"board/export/{tpl}").render(**ctx))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
     return dest

@@ -148,3 +148,14 @@ class ModelIR:
 
     def head_macs(self) -> int:
         return int(sum(d.kernel.size for d in self.head))
+
+
+def weights_fingerprint(ir: "ModelIR") -> str:
+    """sha256 over the recurrent layers' float weights: identifies the trained model
+    (not the file), so files made for one model are not used with another of the same shape."""
+    import hashlib
+    h = hashlib.sha256()
+    for l in ir.rnn_layers:
+        for a in (l.kernel, l.recurrent_kernel, l.bias):
+            h.update(np.ascontiguousarray(np.asarray(a, np.float32)).tobytes())
+    return h.hexdigest()

@@ -118,8 +118,9 @@ def parse_model_file(path) -> ModelIR:
 
 
 def check_supported(ir: ModelIR) -> None:
-    """Refuse IR features that later stages don't implement yet."""
+    """Refuse IR features that later stages don't implement yet, and unusable weights."""
     support.check_activations(ir)
+    support.check_finite(ir)
 
 
 # --------------------------------------------------------------------------

@@ -142,6 +142,25 @@ def rnn_activation_refusal(layer) -> Optional[str]:
     return None
 
 
+def check_finite(ir) -> None:
+    """Refuse NaN or infinite weights (a diverged training run): int8 has no such values."""
+    from .ir import EmbeddingInput
+    arrays = []
+    if isinstance(ir.input, EmbeddingInput):
+        arrays.append(("embedding", ir.input.table))
+    elif ir.input.dense is not None:
+        arrays += [("input dense", ir.input.dense.kernel), ("input dense", ir.input.dense.bias)]
+    for r in ir.rnn_layers:
+        arrays += [(r.name, r.kernel), (r.name, r.recurrent_kernel), (r.name, r.bias)]
+    for i, d in enumerate(ir.head):
+        arrays += [(getattr(d, "name", f"dense {i}"), d.kernel), (getattr(d, "name", f"dense {i}"), d.bias)]
+    for name, a in arrays:
+        bad = ~np.isfinite(np.asarray(a, np.float64))
+        if bad.any():
+            raise RnnskipError(f"layer '{name}' has {int(bad.sum())} NaN or infinite weights (did training diverge?); "
+                               f"re-train or restore a good checkpoint")
+
+
 def check_activations(ir) -> None:
     for r in ir.rnn_layers:
         msg = rnn_activation_refusal(r)

@@ -19,29 +19,18 @@ with one line.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import numpy as np
-
+from ..converter.ir import weights_fingerprint
 from ..errors import RnnskipError
 
 FORMAT = "rnnskip-delta-1"
 #: |delta| of two int8 values is at most 255; a threshold >= this never transmits.
 THETA_MAX = 255
-
-
-def weights_fingerprint(ir) -> str:
-    """sha256 over the recurrent layers' float weights (identifies the model, not the file)."""
-    h = hashlib.sha256()
-    for l in ir.rnn_layers:
-        for a in (l.kernel, l.recurrent_kernel, l.bias):
-            h.update(np.ascontiguousarray(np.asarray(a, np.float32)).tobytes())
-    return h.hexdigest()
 
 
 def model_signature(ir) -> dict:

@@ -63,6 +63,10 @@ def requantize(val, mult, ls):
     return (v * np.asarray(mult, dtype=np.int64) + (1 << 31)) >> 32
 
 
+class ScaleError(ValueError):
+    """A scale ratio that int32 fixed point cannot represent (the data is far off the weights' range)."""
+
+
 def quantize_multipliers(scales):
     """Per-row real scales -> (mult int64 [n], ls int) for :func:`requantize`.
 
@@ -78,7 +82,7 @@ def quantize_multipliers(scales):
     while top * 2.0 ** (32 - ls) >= 2.0 ** 31 - 0.5:
         ls += 1
         if ls > 31:
-            raise ValueError(f"requantisation scale {top} too large")
+            raise ScaleError(f"requantisation scale {top:.3g} is too large for int32 fixed point")
     m = np.round(s * 2.0 ** (32 - ls)).astype(np.int64)
     return m, ls
 

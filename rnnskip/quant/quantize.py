@@ -145,6 +145,15 @@ def quantize_rnn(layer, x_scale: float, in_p: int, h_max: float, c_max: float) -
 
 def quantize(ir: ModelIR, ranges: Ranges) -> QModel:
     """Quantise ``ir`` with the activation ranges from :func:`calibrate`."""
+    try:
+        return _quantize(ir, ranges)
+    except fp.ScaleError as e:
+        raise RnnskipError(f"cannot quantise: {e}, so the calibration data's values are far outside what the "
+                           f"weights expect; pass data preprocessed (scaled, normalised) as it was for "
+                           f"training") from None
+
+
+def _quantize(ir: ModelIR, ranges: Ranges) -> QModel:
     qm = QModel(token_input=ir.is_token_model, in_dim=ir.input_dim, in_p=pad4(ir.input_dim),
                 name=ir.name)
     if isinstance(ir.input, EmbeddingInput):

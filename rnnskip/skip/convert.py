@@ -302,7 +302,7 @@ def dense_firmware(qm, work: Path, target, variant: str, kernels: str, max_t: in
 def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2, size_ratio=None,
                         measure="auto", calibrate_on="int8", seed=0, calib=None, margin_se=0.0, log=print) -> dict:
     """``rnnskip train-predictor``: train, calibrate and write the predictor folder (atomically)."""
-    from ..cli import atomic_dir
+    from ..outdir import atomic_dir, check_replaceable
     from ..datasets import load_npz
     from ..pipeline import import_model
     from . import folder
@@ -314,6 +314,8 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
         raise RnnskipError(f"--max-loss must be >= 0 accuracy points (got {max_loss})")
     if not (margin_se >= 0):
         raise RnnskipError(f"--margin-se must be >= 0 standard errors (got {margin_se})")
+    inputs = (model, train, val, calib)
+    check_replaceable(out, "predictor.json", inputs=inputs)   # before the training, not after it
     ir = import_model(model)
     F.check_classifier(ir)
     tr = load_npz(str(train), ir)
@@ -326,7 +328,7 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
         from ..pipeline import quantize_model
         qm, _ = quantize_model(ir, load_npz(str(calib), ir) if calib else tr, progress=False)
     res = train_fn(ir, tr, va, cfg, qm=qm, log=log)
-    with atomic_dir(Path(out)) as tmp:
+    with atomic_dir(out, "predictor.json", inputs=inputs) as tmp:
         meta = folder.save(tmp, res, ir, str(model), str(train), str(val))
     v = meta["val"]
     log(f"{meta['description']}: {meta['params']:,} params ({meta['params_ratio']:.1%} of the RNN's "

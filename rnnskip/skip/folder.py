@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 
@@ -23,9 +23,11 @@ def fingerprint(ir) -> dict:
     """What a predictor depends on: input size, hidden sizes (and kinds), vocabulary / features."""
     from ..converter.ir import EmbeddingInput
     emb = isinstance(ir.input, EmbeddingInput)
+    from ..converter.ir import weights_fingerprint
     return {"input_dim": int(ir.input_dim), "units": [int(l.units) for l in ir.rnn_layers],
             "kinds": [l.kind for l in ir.rnn_layers], "vocab": int(ir.input.vocab) if emb else None,
-            "features": None if emb else int(ir.input.features), "output_dim": int(ir.output_dim)}
+            "features": None if emb else int(ir.input.features), "output_dim": int(ir.output_dim),
+            "weights_sha256": weights_fingerprint(ir)}
 
 
 def check_fingerprint(meta: dict, ir, folder) -> None:
@@ -36,11 +38,15 @@ def check_fingerprint(meta: dict, ir, folder) -> None:
             raise RnnskipError(
                 f"predictor folder {folder} was trained for a model with {what} {got.get(key)}, but this model has "
                 f"{want[key]}; train a predictor for this model with 'rnnskip train-predictor'")
+    if got.get("weights_sha256") and got["weights_sha256"] != want["weights_sha256"]:   # older folders: no hash
+        raise RnnskipError(
+            f"predictor folder {folder} was trained for a model with other weights (same layer sizes): its labels "
+            f"come from that model's state changes; train a predictor for this model with 'rnnskip train-predictor'")
 
 
 def save(out: Path, res, ir, model_path: str, train_path: str, val_path: str, vocab=None,
          val_ds=None) -> dict:
-    """Write the folder contents into ``out`` (already created, e.g. by cli.atomic_dir). Returns the metadata."""
+    """Write the folder contents into ``out`` (already created, e.g. by outdir.atomic_dir). Returns the metadata."""
     out = Path(out)
     p = res.predictor
     cal = res.calibration.chosen

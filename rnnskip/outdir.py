@@ -1,0 +1,66 @@
+"""Output folders that are replaced as a whole, safely.
+
+Every command writes into a temporary sibling and renames it over its output
+folder only when complete. Replacing deletes what was there, so a folder is only
+replaced when rnnskip wrote it (it holds that writer's marker file) or it is
+empty -- never the current folder, one of its parents, or a folder holding the
+command's own inputs.
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable, Optional
+
+from .errors import RnnskipError
+
+
+def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Optional[str]] = ()) -> Path:
+    """Raise a one-line RnnskipError unless ``out`` may be created or replaced.
+
+    marker: a file name that the writer always puts in its folder (``report.json``,
+    ``predictor.json`` ...); an existing non-empty folder without it is not ours.
+    inputs: paths the command reads; ``out`` must not contain them. Returns the
+    absolute path."""
+    shown = str(out)
+    out = Path(out).absolute()
+    real = out.resolve()
+    cwd = Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
+        raise RnnskipError(f"{what} {shown} is the current folder or one of its parents, and the output folder "
+                           f"is replaced as a whole; give a new folder name")
+    for i in inputs:
+        if i and real in Path(i).resolve().parents:
+            raise RnnskipError(f"{what} {shown} holds the input {i}, and the output folder is replaced as a whole; "
+                               f"write the output somewhere else")
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise RnnskipError(f"{what} {shown} is a file; give a folder name")
+        if any(out.iterdir()) and not (out / marker).is_file():
+            raise RnnskipError(f"{what} {shown} already exists and was not written by rnnskip (no {marker} in it); "
+                               f"it would be replaced as a whole: choose a new folder or empty it yourself")
+    return out
+
+
+@contextlib.contextmanager
+def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[str]] = ()):
+    """Yield a temporary folder next to ``out``; it replaces ``out`` only on
+    success (checked with :func:`check_replaceable` before and after the work)."""
+    inputs = list(inputs)
+    out = check_replaceable(out, marker, what, inputs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+        check_replaceable(out, marker, what, inputs)   # the folder may have changed meanwhile
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists() or out.is_symlink():
+        if out.is_symlink():
+            out.unlink()
+        else:
+            shutil.rmtree(out)
+    tmp.rename(out)

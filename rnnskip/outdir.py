@@ -9,6 +9,7 @@ command's own inputs.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -52,6 +53,9 @@ def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[
     out = check_replaceable(out, marker, what, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)   # mkdtemp makes it private; the output is an ordinary folder
     try:
         yield tmp
         check_replaceable(out, marker, what, inputs)   # the folder may have changed meanwhile

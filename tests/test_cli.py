@@ -3,6 +3,7 @@ commands, and one clear line (no traceback, no half-written folder) per bad inpu
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -167,6 +168,9 @@ def test_out_folder_guard(tmp_path, monkeypatch):
         with atomic_dir(d, "report.json") as tmp:
             (tmp / "report.json").write_text("new")
         assert sorted(p.name for p in d.iterdir()) == ["report.json"]
+        umask = os.umask(0)
+        os.umask(umask)
+        assert d.stat().st_mode & 0o777 == 0o777 & ~umask
     assert not list(tmp_path.glob(".*.partial-*"))
 
 

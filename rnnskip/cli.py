@@ -255,7 +255,7 @@ def _apply(opts):
 
 
 @click.command("convert", cls=OneLineCommand)
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @_apply(_common)
 @click.option("--data", type=click.Path(dir_okay=False), required=True, help="Evaluation data (.npz: x, y, optional lengths).")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Calibration data (.npz); default: --data.")
@@ -302,7 +302,7 @@ main.add_command(delta_train_cmd)
 
 
 @main.command("inspect")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("--max-t", type=int, default=64, show_default=True, help="Sequence length the RAM estimate sizes the I/O buffers for.")
 @click.option("--target", "target_names", multiple=True, help="Estimate only for these targets (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the inspection as JSON.")
@@ -319,7 +319,7 @@ def inspect_cmd(model, max_t, target_names, as_json):
 
 
 @main.command("import")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), required=True)
 @_guard
 def import_cmd(model, out):
@@ -495,7 +495,7 @@ def boards_cmd():
 
 
 @main.command("train-predictor")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("--train", type=click.Path(dir_okay=False), required=True, help="Training data (.npz: x, y, optional lengths).")
 @click.option("--val", type=click.Path(dir_okay=False), required=True, help="Validation data (.npz) for the oracle and decision thresholds.")
 @click.option("--max-loss", type=float, required=True, help="Accuracy loss budget in points on --val (e.g. 0.3).")

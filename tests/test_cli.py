@@ -95,6 +95,15 @@ def test_missing_model_file(model_and_data, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_model_path_is_a_folder(model_and_data, tmp_path):
+    _, data, _ = model_and_data
+    (tmp_path / "saved").mkdir()
+    for cmd in (("rnnskip-convert",), ("rnnskip", "delta-tune")):
+        extra = ["--data", data] if len(cmd) == 1 else ["--val", data]
+        one_line_error(cli(*cmd, tmp_path / "saved", *extra, "--out", tmp_path / "o.json"),
+                       "is a directory, not a model file", "model.save('model.keras')")
+
+
 def test_not_a_keras_file(model_and_data, tmp_path):
     _, data, _ = model_and_data
     bad = tmp_path / "model.h5"

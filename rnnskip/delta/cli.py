@@ -93,7 +93,7 @@ def _grid(s):
 
 
 @click.command("delta-tune")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("--val", type=click.Path(dir_okay=False), required=True, help="Validation data (.npz) the thresholds are chosen on.")
 @click.option("--max-loss", type=float, default=1.0, show_default=True, help="Accuracy budget: points below the reference.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Thresholds file to write (delta.json).")
@@ -110,7 +110,7 @@ def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid,
 
 
 @click.command("delta-train")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("--train", "train_path", type=click.Path(dir_okay=False), required=True, help="Training data (.npz).")
 @click.option("--val", type=click.Path(dir_okay=False), required=True, help="Validation data (.npz) for early stopping.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Fine-tuned Keras model to write (.h5).")

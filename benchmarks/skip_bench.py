@@ -93,6 +93,17 @@ def _predictor(name: str, d: dict, ptype: str, rounds: int, max_loss: float, out
 
 # ---- one data set -----------------------------------------------------------------------
 
+def model_meta(model_path: str) -> dict:
+    """The benchmark model's training record (its meta.json), for the table's caption."""
+    m = read_json(os.path.join(os.path.dirname(model_path), "meta.json"))
+    h = m.get("history", {}).get("val_accuracy") or []
+    return {"module": f"benchmarks/{os.path.basename(os.path.dirname(model_path))}_model.py",
+            "code_version": m.get("code_version"), "params": m.get("params"),
+            "float_test_accuracy": m.get("test_accuracy", m.get("dev_accuracy")),
+            "val_accuracy": m.get("val_accuracy"), "epochs_run": m.get("epochs_run"),
+            "epoch_kept": int(max(range(len(h)), key=lambda i: h[i])) + 1 if h else None}
+
+
 def _bench_set(name: str, quick: bool, log=print) -> dict:
     from rnnskip import pipeline as P
     from rnnskip.cli import run_convert
@@ -113,7 +124,8 @@ def _bench_set(name: str, quick: bool, log=print) -> dict:
         test = test.sample(2000, seed=0)
     y = test.y
     res = {"set": name, "title": cfg["title"], "max_loss": cfg["max_loss"], "n_test": len(test),
-           "mean_length": float(test.lengths.mean()), "rows": [], "devices": {}, "rounds": {}}
+           "mean_length": float(test.lengths.mean()), "rows": [], "devices": {}, "rounds": {},
+           "model_meta": model_meta(d["model"])}
     t0 = time.time()
     dense_f = F.run(fm, test.x, test.lengths)
     dense_g = golden_run(qm, test.x, test.lengths)
@@ -247,7 +259,14 @@ def _pt(v):
 def _set_md(r: dict) -> list:
     cfg = SETS[r["set"]]
     L = [f"### {r['title']} (test: {r['n_test']:,} sequences, {r['mean_length']:.1f} steps on average; "
-         f"budget {r['max_loss']} points)", "",
+         f"budget {r['max_loss']} points)", ""]
+    mm = r.get("model_meta")
+    if mm:
+        L += [f"Model: `{mm['module']}` version {mm['code_version']}, {mm['params']:,} parameters, float (Keras) "
+              f"test accuracy {_a(mm['float_test_accuracy'])}"
+              + (f", early stopping kept epoch {mm['epoch_kept']} of {mm['epochs_run']}" if mm.get("epoch_kept") else "")
+              + ".", ""]
+    L += [
          "| method | steps skipped | accuracy float | accuracy int8 | loss int8 (pt) | effective MAC cut | "
          "params (ratio) | validation skip | validation loss (pt) |", "|---|---|---|---|---|---|---|---|---|"]
     for x in r["rows"]:

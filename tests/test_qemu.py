@@ -157,3 +157,29 @@ def test_helium_kernels_bitexact_on_a_wide_model(tmp_path):
     assert "vmlava.s16" in paired[:paired.index("\n\n")]          # the Helium paired kernel is linked in
     run = Q.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path, icount=False)
     assert run.passed and run.summary["match"] == "3", run.lines[-1]
+
+
+@pytest.mark.parametrize("name", ["mps2-an386", "microbit"])
+def test_delta_model_board_image_bitexact(name, tmp_path):
+    """A delta model's board image is checked against the delta golden model (the bundle's
+    expected outputs once came from the dense one, so every sequence 'differed')."""
+    from rnnskip.delta.spec import DeltaSpec
+    from rnnskip.quant.delta_golden import DeltaGoldenModel
+    from rnnskip.quant.golden import GoldenModel
+    from random_models import random_ir
+    ir = random_ir("feat-dense-gru", seed=0)
+    x, L = random_data(ir, n=4, T=14, seed=1)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    qm.delta = DeltaSpec([3], [2], dense_fallback=0.0)
+    bundle = make_bundle(qm, x, L, 4)
+    want, _ = DeltaGoldenModel(qm).run(x, L)
+    dense, _ = GoldenModel(qm).run(x, L)
+    assert np.array_equal(bundle.out, np.asarray(want)[:, :qm.output_dim])
+    assert not np.array_equal(bundle.out, np.asarray(dense)[:, :qm.output_dim])   # the thresholds matter here
+    generate(qm, tmp_path / "src", max_t=14)
+    b = boards.load(name)
+    variant = "dsp" if boards.board_target(b).dsp else "plain"
+    fw = build_board_firmware(tmp_path / "src", tmp_path / name, b, bundle, variant, "delta")
+    run = Q.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path)
+    assert run.summary["result"] == "PASS" and run.summary["mismatch"] == "0", run.lines[-1]
+    assert [s["out"] for s in run.sequences] == bundle.out.tolist()

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import click
 
+from .converter.ir import ModelIR
 from .errors import RnnskipError
 from .outdir import atomic_dir, check_replaceable
+from .quant.model import QModel
 
 
 def _fail(msg: str, code: int = 2):
@@ -328,6 +330,7 @@ def import_cmd(model, out):
     ir = P.import_model(model)
     Path(out).mkdir(parents=True, exist_ok=True)
     P.save_pickle(ir, Path(out) / "model.ir.pkl")
+    P.stage_done(out, "import")
     click.echo(f"{ir.name}: {'tokens' if ir.is_token_model else 'features'} -> "
                + " -> ".join(f"{l.kind.upper()}({l.units})" for l in ir.rnn_layers)
                + "".join(f" -> Dense({d.out_dim}, {d.activation})" for d in ir.head)
@@ -344,15 +347,16 @@ def import_cmd(model, out):
 def quantize_cmd(work, calib, calib_max):
     """Calibrate and quantise the imported model (writes model.q.pkl)."""
     from . import pipeline as P
-    ir = P.load_pickle(Path(work) / "model.ir.pkl", "import")
+    ir = P.load_pickle(Path(work) / "model.ir.pkl", "import", ModelIR)
     qm, ranges = P.quantize_model(ir, _load_data(calib, ir, "--calib"), calib_max)
     P.save_pickle(qm, Path(work) / "model.q.pkl")
+    P.stage_done(work, "quantize")
     click.echo(f"quantised on {ranges.sequences} sequences; int8 weights {qm.flash_weight_bytes():,} bytes")
 
 
 @main.command("generate")
 @click.argument("work", type=click.Path(file_okay=False))
-@click.option("--max-t", default=256, show_default=True, help="Longest sequence the I/O buffers hold.")
+@click.option("--max-t", type=click.IntRange(min=1), default=256, show_default=True, help="Longest sequence the I/O buffers hold.")
 @click.option("--kernels", default="portable", show_default=True)
 @_guard
 def generate_cmd(work, max_t, kernels):
@@ -360,9 +364,11 @@ def generate_cmd(work, max_t, kernels):
     from . import pipeline as P
     from .generate import generate
     P.check_kernels(kernels)
-    qm = P.load_pickle(Path(work) / "model.q.pkl", "quantize")
+    P.check_fresh(work, "generate")
+    qm = P.load_pickle(Path(work) / "model.q.pkl", "quantize", QModel)
     with atomic_dir(Path(work) / "src", "rnnskip_model.h", what="WORK/src") as tmp:
         files = generate(qm, tmp, max_t=max_t, kernels=kernels)
+    P.stage_done(work, "generate")
     click.echo(f"wrote {len(files)} files to {Path(work) / 'src'}")
 
 
@@ -373,13 +379,15 @@ def generate_cmd(work, max_t, kernels):
 def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
     """Compile WORK/src for the target (WORK/firmware) and for this machine (WORK/host)."""
     from . import pipeline as P
+    P.check_kernels(kernels)
     board, target = _board_target(target_name, board_name, wait_states)
     src = Path(work) / "src"
     if not src.is_dir():
         raise RnnskipError(f"{src} not found; run 'rnnskip generate {work}' first")
+    P.check_fresh(work, "build")
     variant = _variant(target, variant, kernels)
     from .targets.fit import check_fits
-    check_fits(P.load_pickle(Path(work) / "model.q.pkl", "quantize"), _io_max_t(Path(work)), target)
+    check_fits(P.load_pickle(Path(work) / "model.q.pkl", "quantize", QModel), _io_max_t(Path(work)), target)
     with atomic_dir(Path(work) / "firmware", "firmware.elf", what="WORK/firmware") as tmp:
         fw = P.build_target(src, tmp, target, variant)
     P.build_host(src, Path(work) / "host")
@@ -387,6 +395,7 @@ def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
                    "variant": variant, "wait_states": wait_states,
                    "kernels": kernels, "flash_bytes": fw.flash_bytes, "ram_bytes": fw.ram_bytes},
                   Path(work) / "build.pkl")
+    P.stage_done(work, "build")
     click.echo(f"firmware: {fw.flash_bytes:,} bytes flash, {fw.ram_bytes:,} bytes RAM ({target.name}, {variant})")
 
 
@@ -407,9 +416,12 @@ def emulate_cmd(work, data, emulate_max, traffic_sample, workers, emulator, boar
     from .build import Firmware
     from .emulators import check_emulator
     w = Path(work)
-    ir = P.load_pickle(w / "model.ir.pkl", "import")
-    qm = P.load_pickle(w / "model.q.pkl", "quantize")
-    b = P.load_pickle(w / "build.pkl", "build")
+    P.check_fresh(w, "emulate")
+    ir = P.load_pickle(w / "model.ir.pkl", "import", ModelIR)
+    qm = P.load_pickle(w / "model.q.pkl", "quantize", QModel)
+    b = P.load_pickle(w / "build.pkl", "build", dict)
+    if not {"target", "variant", "wait_states", "flash_bytes", "ram_bytes"} <= set(b):
+        raise RnnskipError(f"{w / 'build.pkl'} is not a file written by rnnskip's 'build' stage; run that stage again")
     if check_emulator(emulator) != "unicorn":
         from .emulators import evaluate_on_board
         board, target = _board_target(None, board_name or b.get("board"), b["wait_states"])
@@ -422,6 +434,7 @@ def emulate_cmd(work, data, emulate_max, traffic_sample, workers, emulator, boar
         b = dict(b, target=target.name, board=board.name, flash_bytes=fw.flash_bytes, ram_bytes=fw.ram_bytes,
                  elf=str(fw.elf), info=info)
         P.save_pickle({"ev": ev, "build": b}, w / "evaluation.pkl")
+        P.stage_done(w, "emulate")
         click.echo(f"{emulator} {board.name}: {ev.device_checked} sequences, {ev.host_mismatches + ev.device_mismatches} "
                    f"mismatches; {info['device_summary'].get('result', '?')} ({info.get('instruction_counts')})")
         if ev.host_mismatches + ev.device_mismatches:
@@ -438,7 +451,11 @@ def emulate_cmd(work, data, emulate_max, traffic_sample, workers, emulator, boar
     ev = P.evaluate(ir, qm, ds, host_so=w / "host" / "librnnskip_model.so", firmware=fw, target=target,
                     emulate_max=emulate_max, traffic_sample=traffic_sample, workers=workers)
     P.save_pickle({"ev": ev, "build": b}, w / "evaluation.pkl")
+    P.stage_done(w, "emulate")
     click.echo(f"emulated {ev.device_checked} sequences; {ev.host_mismatches + ev.device_mismatches} mismatches")
+    if ev.host_mismatches + ev.device_mismatches:   # the contract is bit-exactness, as in rnnskip-convert
+        raise RnnskipError(f"{ev.host_mismatches + ev.device_mismatches} sequences differ from the golden model "
+                           f"({ev.first_mismatch}); this is a bug: please report it with the work folder")
 
 
 def _io_max_t(work: Path) -> int:
@@ -456,9 +473,12 @@ def report_cmd(work):
     from .build import Firmware
     from .report import build_report, table, write_report
     w = Path(work)
-    ir = P.load_pickle(w / "model.ir.pkl", "import")
-    qm = P.load_pickle(w / "model.q.pkl", "quantize")
-    e = P.load_pickle(w / "evaluation.pkl", "emulate")
+    P.check_fresh(w, "report")
+    ir = P.load_pickle(w / "model.ir.pkl", "import", ModelIR)
+    qm = P.load_pickle(w / "model.q.pkl", "quantize", QModel)
+    e = P.load_pickle(w / "evaluation.pkl", "emulate", dict)
+    if not {"ev", "build"} <= set(e):
+        raise RnnskipError(f"{w / 'evaluation.pkl'} is not a file written by rnnskip's 'emulate' stage; run that stage again")
     b = e["build"]
     _, target = _board_target(b["target"], b.get("board"), b["wait_states"])
     elf = Path(b.get("elf") or w / "firmware" / "firmware.elf")

@@ -136,14 +136,71 @@ def save_pickle(obj, path: Path) -> None:
         pickle.dump(obj, f)
 
 
-def load_pickle(path: Path, what: str):
+#: what each stage's output was made from (the stage commands of ``rnnskip``)
+STAGE_READS = {"import": (), "quantize": ("import",), "generate": ("quantize",), "build": ("quantize", "generate"),
+               "emulate": ("import", "quantize", "build"), "report": ("import", "quantize", "emulate")}
+_STAGE_OUTPUT = {"import": "model.ir.pkl", "quantize": "model.q.pkl", "generate": "src/", "build": "firmware/",
+                 "emulate": "evaluation.pkl"}
+
+
+def _manifest_path(work) -> Path:
+    return Path(work) / "stages.json"
+
+
+def _manifest(work) -> dict:
+    import json
+    try:
+        m = json.loads(_manifest_path(work).read_text())
+        return m if isinstance(m, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def check_fresh(work, stage: str) -> None:
+    """Refuse to run ``stage`` on outputs of earlier stages that no longer match each
+    other (say 'quantize' ran again after 'build': the firmware holds the old weights)."""
+    m = _manifest(work)
+    todo, seen = list(STAGE_READS[stage]), set()
+    while todo:
+        s = todo.pop()
+        if s in seen:
+            continue
+        seen.add(s)
+        todo += STAGE_READS[s]
+        rec = m.get(s)
+        if not isinstance(rec, dict):
+            continue                      # made before stages.json existed: nothing to compare
+        for d, run in (rec.get("read") or {}).items():
+            now = (m.get(d) or {}).get("run")
+            if run and now and run != now:
+                raise RnnskipError(f"{Path(work) / _STAGE_OUTPUT[s]} was made from an earlier '{d}' run; run "
+                                   f"'rnnskip {s} {work}' (and the stages after it) again")
+
+
+def stage_done(work, stage: str) -> None:
+    """Record that ``stage`` wrote its output, from the current outputs of the stages it read."""
+    import json
+    import uuid
+    m = _manifest(work)
+    m[stage] = {"run": uuid.uuid4().hex[:12],
+                "read": {d: (m.get(d) or {}).get("run") for d in STAGE_READS[stage]}}
+    tmp = _manifest_path(work).with_suffix(".json.partial")
+    tmp.write_text(json.dumps(m, indent=1))
+    tmp.replace(_manifest_path(work))
+
+
+def load_pickle(path: Path, what: str, kind=None):
+    """A stage's pickle; ``kind``: the type it must hold (a foreign pickle is refused)."""
     try:
         with open(path, "rb") as f:
-            return pickle.load(f)
+            obj = pickle.load(f)
     except FileNotFoundError:
         raise RnnskipError(f"{path} not found; run the '{what}' stage first")
     except Exception:
         raise RnnskipError(f"{path} is not a file written by rnnskip's '{what}' stage; run that stage again")
+    if kind is not None and not isinstance(obj, kind):
+        raise RnnskipError(f"{path} is not a file written by rnnskip's '{what}' stage; run that stage again")
+    return obj
 
 
 def check_kernels(kernels: str) -> None:

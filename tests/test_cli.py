@@ -86,6 +86,21 @@ def test_stage_commands(model_and_data):
     assert json.loads((w / "report.json").read_text())["bitexact"]["mismatches"] == 0
     p = cli("rnnskip", "targets")
     assert "cortex-m4" in p.stdout
+    # a stage run again makes the later stages' outputs stale: refused, not silently mixed
+    assert cli("rnnskip", "quantize", w, "--calib", data).returncode == 0
+    one_line_error(cli("rnnskip", "emulate", w, "--data", data), "made from an earlier 'quantize' run")
+    one_line_error(cli("rnnskip", "report", w), "made from an earlier 'quantize' run")
+    for args in (("generate", w), ("build", w, "--target", "cortex-m4"), ("emulate", w, "--data", data),
+                 ("report", w)):
+        p = cli("rnnskip", *args)
+        assert p.returncode == 0, (args, p.stderr)
+    assert cli("rnnskip", "import", model, "--out", w).returncode == 0
+    one_line_error(cli("rnnskip", "generate", w), "made from an earlier 'import' run", "rnnskip quantize")
+    # a foreign pickle where a stage's output belongs
+    import pickle
+    assert cli("rnnskip", "quantize", w, "--calib", data).returncode == 0
+    (w / "model.q.pkl").write_bytes(pickle.dumps({"not": "a model"}))
+    one_line_error(cli("rnnskip", "generate", w), "model.q.pkl is not a file written by rnnskip's 'quantize' stage")
 
 
 def test_missing_model_file(model_and_data, tmp_path):

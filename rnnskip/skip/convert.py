@@ -281,10 +281,10 @@ def table_rows(sec: dict) -> list:
             ("MAC / inference", f"{sec['macs_per_inference']['dense']:,.0f} -> {sec['macs_per_inference']['effective']:,.0f} "
                                 f"(-{sec['mac_reduction']:.1%})")]
     c = sec["cycles_per_inference"]
-    if c.get("dense"):
+    if c.get("dense") and c.get("skip") is not None and sec.get("cycle_reduction") is not None:
         rows.append(("cycles / inference", f"{c['dense']:,.0f} -> {c['skip']:,.0f} (-{sec['cycle_reduction']:.1%})"))
     f = sec["flash_read_bytes_per_inference"]
-    if f.get("dense"):
+    if f.get("dense") and f.get("skip") is not None:
         rows.append(("flash read B / inf", f"{f['dense']:,.0f} -> {f['skip']:,.0f}"))
     return rows
 

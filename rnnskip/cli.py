@@ -146,7 +146,8 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
                            "see 'rnnskip boards'")
     variant = _variant(target, variant, kernels)
     if export:   # refused now rather than after the whole conversion
-        check_replaceable(export, "src/rnnskip_model.h", "--export", [model, data, calib, out])
+        from .boards.export import EXPORT_MARKER
+        check_replaceable(export, EXPORT_MARKER, "--export", [model, data, calib, out])
     ir = P.import_model(model)
     if ir.per_step and (skip or delta or board is not None):
         # these paths read one output row per sequence; refuse rather than report wrong numbers

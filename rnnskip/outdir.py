@@ -33,6 +33,8 @@ def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Op
         raise RnnskipError(f"{what} {shown} is the current folder or one of its parents, and the output folder "
                            f"is replaced as a whole; give a new folder name")
     for i in inputs:
+        if i and real == Path(i).resolve():
+            raise RnnskipError(f"{what} {shown} is also {i}, which this command reads; write the output somewhere else")
         if i and real in Path(i).resolve().parents:
             raise RnnskipError(f"{what} {shown} holds the input {i}, and the output folder is replaced as a whole; "
                                f"write the output somewhere else")

@@ -137,6 +137,8 @@ def test_tune_budget_errors(gru):
                    "--grid")
     one_line_error(cli("rnnskip", "delta-tune", model, "--val", val, "--out", d / "y.json", "--margin-se", "-1"),
                    "--margin-se")
+    one_line_error(cli("rnnskip", "delta-train", model, "--train", val, "--val", val, "--out", model),
+                   "is the model being fine-tuned")
     from rnnskip.datasets import load_npz
     from rnnskip.delta.tune import tune
     from rnnskip.errors import RnnskipError

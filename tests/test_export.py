@@ -2,6 +2,8 @@
 arm-none-eabi toolchain file) and with make, and its image boots on QEMU netduinoplus2."""
 from __future__ import annotations
 
+import json
+
 import os
 import shutil
 import subprocess
@@ -108,3 +110,20 @@ def test_cli_export(model, tmp_path, monkeypatch):
                                   str(tmp_path / "d.npz"), "--out", str(tmp_path / "out2")])
     assert r.exit_code == 2 and "--export needs --board" in r.output
     assert not (tmp_path / "fw2").exists()
+    assert json.loads((tmp_path / "fw" / "rnnskip_project.json").read_text())["board"] == "stm32f407"
+    base = ["convert", "model.h5", "--target", "cortex-m4", "--board", "stm32f407", "--data", str(tmp_path / "d.npz"),
+            "--bundle", "3"]
+    # a user's project that holds copied rnnskip sources is not an export: refused, untouched
+    user = tmp_path / "myproj"
+    (user / "src").mkdir(parents=True)
+    (user / "src" / "rnnskip_model.h").write_text("/* copied */")
+    (user / "app_main.c").write_text("int main(void) { return 0; }")
+    r = CliRunner().invoke(main, base + ["--export", str(user), "--out", str(tmp_path / "o3")])
+    assert r.exit_code == 2 and "not written by rnnskip (no rnnskip_project.json in it)" in r.output, r.output
+    assert (user / "app_main.c").is_file() and not (tmp_path / "o3").exists()
+    # --export equal to --out would replace the conversion it was made from
+    r = CliRunner().invoke(main, base + ["--export", str(tmp_path / "same"), "--out", str(tmp_path / "same")])
+    assert r.exit_code == 2 and "which this command reads" in r.output, r.output
+    # re-exporting over an earlier export replaces it
+    r = CliRunner().invoke(main, base + ["--export", str(tmp_path / "fw"), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output

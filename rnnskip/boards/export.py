@@ -17,6 +17,9 @@ from .. import __version__
 from . import Board, board_target
 from .firmware import Bundle, _env, model_sources, render_board_sources
 
+#: written into every exported project, so re-exporting replaces only folders rnnskip made
+EXPORT_MARKER = "rnnskip_project.json"
+
 
 def _export_ldflags():
     from ..simulator import runtime
@@ -33,7 +36,7 @@ def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "
     src_dir, dest = Path(src_dir), Path(dest)
     t = board_target(board, wait_states)
     from ..outdir import atomic_dir
-    with atomic_dir(dest, "src/rnnskip_model.h", what="--export") as tmp:
+    with atomic_dir(dest, EXPORT_MARKER, what="--export") as tmp:
         (tmp / "src" / "kernels").mkdir(parents=True)
         for f in model_sources(src_dir):
             rel = f.relative_to(src_dir)
@@ -56,4 +59,8 @@ def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "
         for tpl, name in (("CMakeLists.txt.j2", "CMakeLists.txt"), ("arm-none-eabi.cmake.j2", "cmake/arm-none-eabi.cmake"),
                           ("Makefile.j2", "Makefile"), ("README.md.j2", "README.md")):
             (tmp / name).write_text(env.get_template(f"board/export/{tpl}").render(**ctx))
+        import json
+        (tmp / EXPORT_MARKER).write_text(json.dumps(
+            {"rnnskip": __version__, "board": board.name, "target": t.name, "model": model_name,
+             "note": "written by rnnskip-convert --export; the whole folder is replaced by the next export"}, indent=1))
     return dest

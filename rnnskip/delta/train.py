@@ -207,6 +207,9 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     out = Path(out)
     if out.suffix.lower() != ".h5":
         raise RnnskipError(f"--out {out}: delta-train writes a Keras .h5 file")
+    if out.exists() and Path(model).exists() and out.resolve() == Path(model).resolve():
+        raise RnnskipError(f"--out {out} is the model being fine-tuned; write the delta-trained model to a new file "
+                           f"(the original stays the run-time baseline)")
     ir = P.import_model(model)
     check_supported(ir.rnn_layers)
     tr = load_npz(str(train), ir)

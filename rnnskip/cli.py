@@ -19,6 +19,10 @@ from .quant.model import QModel
 
 
 def _fail(msg: str, code: int = 2):
+    tq = sys.modules.get("tqdm")
+    if tq is not None:   # an interrupted progress bar would otherwise share the error's line
+        for bar in list(getattr(tq.tqdm, "_instances", ())):
+            bar.close()
     click.echo(f"error: {msg}", err=True)
     sys.exit(code)
 
@@ -29,24 +33,31 @@ class Terminated(BaseException):
 
 @contextlib.contextmanager
 def _terminate_as_exception():
+    """SIGTERM raises Terminated and SIGINT KeyboardInterrupt in this process, deferred
+    until the current Unicorn run has stopped (see unicorn_backend.interrupt_emulation)."""
     import signal
     main_pid = os.getpid()
 
-    def on_term(signum, frame):
+    def on_signal(signum, frame):
         if os.getpid() != main_pid:   # a forked worker: die as usual, the parent cleans up
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        raise Terminated()
+        exc = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        backend = sys.modules.get("rnnskip.simulator.unicorn_backend")
+        if backend is not None and backend.interrupt_emulation(exc):
+            return
+        raise exc
     try:
-        old = signal.signal(signal.SIGTERM, on_term)
+        old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:                # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 class _OneLineErrors:

@@ -259,3 +259,26 @@ def test_profile_transfer(m4, asm_elf):
     b = UnicornEmulator(asm_elf, m4)
     b.merge_profile(a.profile)
     check(b.call("loop_mix", (8,)), loop_mix_expect(8, 0))
+
+
+@pytest.mark.parametrize("mode", ["blocks", "exact"])
+def test_signal_during_emulation_stops_it_cleanly(m4, c_elf, mode, capfd):
+    """Ctrl-C / SIGTERM arriving while Unicorn runs: the run stops and the exception is raised
+    after emu_start returns (raised inside a hook it would be printed and ignored by ctypes)."""
+    import signal
+    import time
+    from rnnskip.simulator.unicorn_backend import interrupt_emulation
+    emu = UnicornEmulator(c_elf, m4, max_instructions=10 ** 12)
+    old = signal.signal(signal.SIGALRM, lambda *_: interrupt_emulation(KeyboardInterrupt()) or None)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        t0 = time.time()
+        with pytest.raises(KeyboardInterrupt):
+            emu.call("spin", mode=mode)
+        assert time.time() - t0 < 20
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert "Exception ignored" not in capfd.readouterr().err
+    assert not interrupt_emulation(KeyboardInterrupt())          # nothing running any more
+    assert emu.call("dot_s8", ("xa", "xb", 16)).cycles > 0      # the emulator still works

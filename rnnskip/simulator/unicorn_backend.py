@@ -107,6 +107,23 @@ class CallStats:
 # (exception capture + argument shuffling) roughly doubles the per-call cost.
 _CODE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_void_p)
 
+#: engines inside emu_start in this process, and exceptions that signals asked for meanwhile
+_RUNNING: List["unicorn.Uc"] = []
+_PENDING: List[BaseException] = []
+
+
+def interrupt_emulation(exc: BaseException) -> bool:
+    """For signal handlers: when an emulation is running, stop it and have ``exc``
+    raised once ``emu_start`` has returned (an exception raised inside a hook, which
+    runs under a ctypes callback, would be printed and ignored). False when no
+    emulation is running: raise ``exc`` yourself."""
+    if not _RUNNING:
+        return False
+    _PENDING.append(exc)
+    for uc in list(_RUNNING):
+        uc.emu_stop()
+    return True
+
 
 def _fast_reg_reader(uc):
     """``read(reg_id) -> int`` for 32-bit core registers, bypassing the binding's dispatch."""
@@ -639,16 +656,22 @@ class UnicornEmulator:
                                  for lo, hi in self._mem_ranges]
             uc.ctl_flush_tb()
         err = None
+        _RUNNING.append(uc)
         try:
             uc.emu_start(addr | 1, MAGIC_RETURN)
         except unicorn.UcError as e:
             err = e
         finally:
+            _RUNNING.remove(uc)
             if exact:
                 for h in self._exact_hooks:
                     uc.hook_del(h)
                 self._exact_hooks = []
                 uc.ctl_flush_tb()
+        if _PENDING:                          # Ctrl-C / SIGTERM arrived during the run
+            e = _PENDING.pop()
+            _PENDING.clear()
+            raise e
         if self._hook_error is not None:      # a bug in our own hooks, not in the firmware
             e, self._hook_error = self._hook_error, None
             raise e

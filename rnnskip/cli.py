@@ -279,8 +279,8 @@ def _apply(opts):
 @click.option("--traffic-sample", default=16, show_default=True, help="Sequences whose memory traffic is counted exactly.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Emulator processes.")
 @click.option("--emulator", default="unicorn", show_default=True, help="unicorn (one function, cycle model), qemu or renode (boot the --board image).")
-@click.option("--bundle", default=16, show_default=True, help="qemu/renode: test sequences linked into the board image (--emulate-max overrides).")
-@click.option("--timeout", default=120.0, show_default=True, help="qemu/renode: seconds to wait for the firmware's summary line.")
+@click.option("--bundle", type=click.IntRange(min=1), default=16, show_default=True, help="qemu/renode: test sequences linked into the board image (--emulate-max overrides).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True, help="qemu/renode: seconds to wait for the firmware's summary line.")
 @click.option("--export", type=click.Path(file_okay=False), default=None, help="Also write a standalone CMake + Makefile firmware project for --board here.")
 @click.option("--delta", type=click.Path(dir_okay=False), default=None, help="Delta-network thresholds (delta.json from 'rnnskip delta-tune'): the firmware reads only the weight columns of inputs/units that changed.")
 @_apply(_skip_opts)
@@ -317,18 +317,19 @@ main.add_command(delta_train_cmd)
 
 @main.command("inspect")
 @click.argument("model", type=click.Path())
-@click.option("--max-t", type=int, default=64, show_default=True, help="Sequence length the RAM estimate sizes the I/O buffers for.")
+@click.option("--max-t", type=click.IntRange(min=1), default=64, show_default=True, help="Sequence length the RAM estimate sizes the I/O buffers for.")
 @click.option("--target", "target_names", multiple=True, help="Estimate only for these targets (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the inspection as JSON.")
 @_guard
 def inspect_cmd(model, max_t, target_names, as_json):
     """Layers, parameters, MACs per step, int8 flash/RAM per target, and whether MODEL converts
-    (exit status 0) or what blocks it (exit status 1), without calibration data or a compiler."""
+    (exit status 0) or what blocks it (exit status 1, also when it fits none of the --target
+    cores asked for), without calibration data or a compiler."""
     import json as _json
     from .inspect import format_text, inspect_file
     ins = inspect_file(model, max_t=max_t, target_names=list(target_names) or None)
     click.echo(_json.dumps(ins.to_dict(), indent=2) if as_json else format_text(ins))
-    if not ins.converts:
+    if not ins.converts or (target_names and not any(t["fits"] for t in ins.targets)):
         sys.exit(1)
 
 
@@ -419,8 +420,8 @@ def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--emulator", default="unicorn", show_default=True, help="unicorn, qemu or renode (qemu/renode boot the board image).")
 @click.option("--board", "board_name", default=None, help="qemu/renode: the board to boot (default: the one 'build' used).")
-@click.option("--bundle", default=16, show_default=True, help="qemu/renode: test sequences linked into the image.")
-@click.option("--timeout", default=120.0, show_default=True, help="qemu/renode: seconds to wait for the summary line.")
+@click.option("--bundle", type=click.IntRange(min=1), default=16, show_default=True, help="qemu/renode: test sequences linked into the image.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True, help="qemu/renode: seconds to wait for the summary line.")
 @_guard
 def emulate_cmd(work, data, emulate_max, traffic_sample, workers, emulator, board_name, bundle, timeout):
     """Run float, golden, host build and emulated firmware on --data (writes evaluation.pkl)."""
@@ -533,8 +534,8 @@ def boards_cmd():
 @click.option("--max-loss", type=float, required=True, help="Accuracy loss budget in points on --val (e.g. 0.3).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Predictor folder (replaced when complete).")
 @click.option("--type", "ptype", type=click.Choice(["mlp", "logistic", "tree", "forest"]), default="mlp", show_default=True)
-@click.option("--rounds", default=2, show_default=True, help="Relabel rounds on the predictor's own states (0: oracle labels only).")
-@click.option("--size-ratio", type=float, default=None, help="Predictor size budget as a fraction of the RNN's parameters (default 0.03).")
+@click.option("--rounds", type=click.IntRange(min=0), default=2, show_default=True, help="Relabel rounds on the predictor's own states (0: oracle labels only).")
+@click.option("--size-ratio", type=click.FloatRange(min=0, min_open=True), default=None, help="Predictor size budget as a fraction of the RNN's parameters (default 0.03).")
 @click.option("--measure", type=click.Choice(["auto", "l2", "cosine"]), default="auto", show_default=True, help="State-change measure of the oracle.")
 @click.option("--calibrate-on", type=click.Choice(["int8", "float"]), default="int8", show_default=True, help="Model the decision threshold is calibrated on.")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Quantisation calibration data for the int8 model (default: --train); pass the --calib you will give rnnskip-convert.")

@@ -125,6 +125,8 @@ def cli(*args):
 def test_inspect_cli_exit_status(files, tmp_path):
     p = cli("rnnskip", "inspect", files["regression"], "--target", "cortex-m0plus")
     assert p.returncode == 0 and "converts: yes" in p.stdout and "cortex-m0plus" in p.stdout, p.stderr
+    p = cli("rnnskip", "inspect", files["regression"], "--target", "cortex-m0plus", "--max-t", "1000000")
+    assert p.returncode == 1 and "DOES NOT FIT" in p.stdout, p.stdout     # converts, but not for that core
     p = cli("rnnskip", "inspect", files["blocked"], "--json")
     assert p.returncode == 1
     assert json.loads(p.stdout)["converts"] is False

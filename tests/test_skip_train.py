@@ -160,6 +160,19 @@ def test_mismatched_predictor_folder(trained):
         folder.load(out, other)
     with pytest.raises(RnnskipError, match="not a predictor folder"):
         folder.load(out.parent, ir)
+    import json
+    import shutil
+    bad = out.parent / "damaged"
+    shutil.copytree(out, bad)
+    np.savez(bad / "predictor.npz", nothing=np.zeros(1))
+    with pytest.raises(RnnskipError, match="is damaged \\(KeyError.*train the predictor again"):
+        folder.load(bad, ir)
+    shutil.copytree(out, bad, dirs_exist_ok=True)
+    m = json.loads((bad / "predictor.json").read_text())
+    m["threshold"] = "high"
+    (bad / "predictor.json").write_text(json.dumps(m))
+    with pytest.raises(RnnskipError, match="is damaged \\(ValueError"):
+        folder.load(bad, ir)
     import copy
     same_shape = copy.deepcopy(ir)
     same_shape.rnn_layers[0].kernel = same_shape.rnn_layers[0].kernel * 1.01
@@ -192,6 +205,12 @@ def test_negative_budget_and_empty_or_constant_data():
         train(ir, ds, ds, TrainConfig(type="tree", max_loss=-1.0), log=None)
     with pytest.raises(RnnskipError, match="margin-se must be >= 0 standard errors"):
         train(ir, ds, ds, TrainConfig(type="tree", margin_se=-1.0), log=None)
+    with pytest.raises(RnnskipError, match="max-loss must be >= 0"):
+        train(ir, ds, ds, TrainConfig(type="tree", max_loss=float("nan")), log=None)
+    with pytest.raises(RnnskipError, match="--rounds must be >= 0"):
+        train(ir, ds, ds, TrainConfig(type="tree", rounds=-1), log=None)
+    with pytest.raises(RnnskipError, match="--size-ratio must be > 0"):
+        train(ir, ds, ds, TrainConfig(type="tree", size_ratio=-0.5), log=None)
     pad = Dataset(x=np.zeros_like(ds.x), y=ds.y, lengths=ds.lengths)
     with pytest.raises(RnnskipError, match="--train data has no valid steps"):
         train(ir, pad, ds, TrainConfig(type="tree"), log=None)

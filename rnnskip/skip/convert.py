@@ -68,7 +68,7 @@ class SkipSetup:
             missing = [n for n, v in (("--train", train), ("--val", val), ("--max-loss", max_loss)) if v is None]
             if missing:
                 raise RnnskipError(f"--skip auto trains a predictor and needs {', '.join(missing)}")
-            if max_loss < 0:
+            if not (max_loss >= 0):
                 raise RnnskipError(f"--max-loss must be >= 0 accuracy points (got {max_loss})")
             if not (s.margin_se >= 0):
                 raise RnnskipError(f"--margin-se must be >= 0 standard errors (got {s.margin_se})")
@@ -310,7 +310,7 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     from .train import TrainConfig, train as train_fn
     if ptype not in TYPES:
         raise RnnskipError(f"unknown --type '{ptype}'; choose one of {', '.join(TYPES)}")
-    if max_loss is None or max_loss < 0:
+    if max_loss is None or not (max_loss >= 0):
         raise RnnskipError(f"--max-loss must be >= 0 accuracy points (got {max_loss})")
     if not (margin_se >= 0):
         raise RnnskipError(f"--margin-se must be >= 0 standard errors (got {margin_se})")

@@ -134,4 +134,10 @@ def load(folder, ir=None) -> Tuple[FloatPredictor, dict]:
         raise RnnskipError(f"{wp} is missing; train the predictor again") from None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError):
         raise RnnskipError(f"{wp} is not a readable .npz; train the predictor again") from None
-    return FloatPredictor.from_arrays(meta, arrays), meta
+    try:
+        p = FloatPredictor.from_arrays(meta, arrays)
+        p.threshold = float(p.threshold)
+    except (KeyError, ValueError, TypeError, IndexError) as e:
+        raise RnnskipError(f"predictor folder {folder} is damaged ({type(e).__name__}: {e}); "
+                           f"train the predictor again") from None
+    return p, meta

@@ -142,8 +142,12 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     from ..reference import FloatModel
     t_start = time.time()
     cfg = replace(cfg)
-    if cfg.max_loss < 0:
+    if not (cfg.max_loss >= 0):   # NaN too
         raise RnnskipError(f"--max-loss must be >= 0 accuracy points (got {cfg.max_loss})")
+    if cfg.rounds < 0:
+        raise RnnskipError(f"--rounds must be >= 0 (got {cfg.rounds})")
+    if not (cfg.size_ratio > 0):
+        raise RnnskipError(f"--size-ratio must be > 0, a fraction of the RNN's parameters (got {cfg.size_ratio})")
     if not (cfg.margin_se >= 0):
         raise RnnskipError(f"--margin-se must be >= 0 standard errors (got {cfg.margin_se})")
     if cfg.calibrate_on not in ("int8", "float"):

@@ -1,7 +1,6 @@
 """report.json (the keys benchmark tooling reads) and the terminal table."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +91,8 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None, 
 
 
 def write_report(rep: dict, path: Path) -> None:
-    Path(path).write_text(json.dumps(rep, indent=2, default=float) + "\n")
+    from .jsonio import dumps
+    Path(path).write_text(dumps(rep))   # NaN (say, no accuracy without labels) -> null
 
 
 def _fmt(v, unit="") -> str:

@@ -263,3 +263,20 @@ def test_nan_weights_and_far_off_data_refused(tmp_path):
     x, L = random_data(ir, n=8, T=6, seed=1)
     with pytest.raises(RnnskipError, match="cannot quantise: requantisation scale .* too large.*preprocessed"):
         quantize_model(ir, Dataset(x=x * 1e30, y=np.zeros(8, np.int64), lengths=L), progress=False)
+
+
+def test_json_outputs_are_strict(tmp_path):
+    """report.json / predictor.json / delta.json: NaN and infinities become null, so strict
+    parsers (JavaScript's JSON.parse, jq) read them."""
+    from rnnskip.jsonio import dumps
+    from rnnskip.report import write_report
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    rep = {"accuracy": {"float": float("nan"), "int8": np.float32(0.5), "n": np.int64(3)},
+           "cycles": [1.0, float("inf"), -float("inf")], "ok": np.bool_(True), "arr": np.arange(3)}
+    write_report(rep, tmp_path / "r.json")
+    back = strict((tmp_path / "r.json").read_text())
+    assert back == {"accuracy": {"float": None, "int8": 0.5, "n": 3}, "cycles": [1.0, None, None], "ok": True,
+                    "arr": [0, 1, 2]}
+    assert dumps({"x": float("nan")}).endswith("\n") and "NaN" not in dumps({"x": float("nan")})

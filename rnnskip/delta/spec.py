@@ -101,7 +101,8 @@ class DeltaSpec:
                 "tuning": self.tuning}
 
     def save(self, path, ir=None) -> None:
-        Path(path).write_text(json.dumps(self.to_json(ir), indent=2, default=float) + "\n")
+        from ..jsonio import dumps
+        Path(path).write_text(dumps(self.to_json(ir)))
 
     @classmethod
     def from_json(cls, d, where: str = "delta thresholds") -> "DeltaSpec":

@@ -95,18 +95,9 @@ def save(out: Path, res, ir, model_path: str, train_path: str, val_path: str, vo
     if len(res.rounds) > 1:
         meta["plots"].append(plots.rounds(res.rounds, out / "relabel_rounds.png",
                                           "relabelling on the predictor's own states").name)
-    (out / META).write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+    from ..jsonio import dumps
+    (out / META).write_text(dumps(meta))
     return meta
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def load(folder, ir=None) -> Tuple[FloatPredictor, dict]:

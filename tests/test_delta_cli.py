@@ -149,6 +149,15 @@ def test_tune_budget_errors(gru):
         tune(ir, qm, va, max_loss=0.5, grid=(0, 4), float_accuracy=1.5)
 
 
+def test_delta_train_cli_keeps_stderr_clean(gru):
+    """TensorFlow's C++ start-up lines do not reach stderr (one line per error is the contract)."""
+    model, val, d, ir = gru
+    p = cli("rnnskip", "delta-train", model, "--train", val, "--val", val, "--out", d / "quiet.h5", "--epochs", "1")
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.strip() == "", p.stderr
+    assert (d / "quiet.h5").is_file()
+
+
 def test_delta_train_writes_normal_keras_model(gru):
     model, val, d, ir = gru
     from rnnskip.delta.train import run_delta_train

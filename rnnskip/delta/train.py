@@ -20,9 +20,7 @@ and any Keras code read it as usual; thresholds are then chosen with delta-tune.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -31,13 +29,11 @@ from .spec import DeltaSpec, check_supported
 
 
 def _keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ..tfquiet import import_keras
     try:
-        import tf_keras as keras
-        import tensorflow as tf
+        return import_keras()
     except ImportError:
-        raise RnnskipError("delta-train needs TensorFlow and tf_keras (pip install 'rnnskip[train]')")
-    return tf, keras
+        raise RnnskipError("delta-train needs TensorFlow and tf_keras (pip install 'rnnskip[train]')") from None
 
 
 def _cell_class():
@@ -195,7 +191,10 @@ def export_keras(ir, cells, pre, head, path) -> None:
     assert len(params) == len(ws), (len(params), len(ws))
     for layer, w in zip(params, ws):
         layer.set_weights(w)
-    m.save(str(path))
+    import warnings
+    with warnings.catch_warnings():   # .h5 on purpose: the format every Keras version and rnnskip read
+        warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy", category=UserWarning)
+        m.save(str(path))
 
 
 def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_path=None, epochs=40,
@@ -240,12 +239,15 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     sparse = ir.output_dim > 1
     loss = "sparse_categorical_crossentropy" if sparse else "binary_crossentropy"
     m.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
-    _, acc0, *_ = m.evaluate(va.x, va.y, verbose=0, batch_size=64)
+    from ..tfquiet import quiet_stderr
+    with quiet_stderr():   # TF's C++ chatter at the first ops; Keras' progress goes to stdout
+        _, acc0, *_ = m.evaluate(va.x, va.y, verbose=0, batch_size=64)
     log(f"delta-train: {ir.name}, thresholds input {tx} hidden {th} (int8 steps), L1 {l1}, noise {noise}; "
         f"delta validation accuracy before fine-tuning {acc0:.4f}")
-    hist = m.fit(tr.x, tr.y, validation_data=(va.x, va.y), epochs=epochs, batch_size=batch_size, verbose=verbose,
-                 callbacks=[keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience,
-                                                          restore_best_weights=True, mode="max")])
+    with quiet_stderr():
+        hist = m.fit(tr.x, tr.y, validation_data=(va.x, va.y), epochs=epochs, batch_size=batch_size,
+                     verbose=verbose, callbacks=[keras.callbacks.EarlyStopping(
+                         monitor="val_accuracy", patience=patience, restore_best_weights=True, mode="max")])
     h = hist.history
     best = int(np.argmax(h["val_accuracy"]))
     log(f"epochs {len(h['loss'])}, best {best + 1}: validation accuracy {h['val_accuracy'][best]:.4f}, "

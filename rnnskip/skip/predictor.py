@@ -15,7 +15,6 @@ skipped when ``score > threshold``.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -235,8 +234,13 @@ def fit(ptype: str, F: np.ndarray, y: np.ndarray, in_dim: int, units: List[int],
 
 
 def _fit_keras(Z, y, hidden, seed, verbose):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tf_keras as tfk
+    from ..tfquiet import import_keras, quiet_stderr
+    _, tfk = import_keras()
+    with quiet_stderr():   # TF's C++ chatter at the first ops (one line per error on stderr)
+        return _fit_keras_quiet(tfk, Z, y, hidden, seed, verbose)
+
+
+def _fit_keras_quiet(tfk, Z, y, hidden, seed, verbose):
     tfk.utils.set_random_seed(seed)
     L = tfk.layers
     model = tfk.Sequential([L.InputLayer(input_shape=(Z.shape[1],))]

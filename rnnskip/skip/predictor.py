@@ -174,12 +174,13 @@ def default_size(ptype: str, dim: int, budget_params: int) -> dict:
                 best = h
         if best is None:
             raise RnnskipError(f"no MLP predictor fits {budget_params} parameters ({dim} inputs); "
-                               f"use --type logistic or tree, or a larger --size-ratio")
+                               f"choose a logistic or tree predictor (--type; rnnskip-convert: --predictor-type), or "
+                               f"train one with a larger --size-ratio in 'rnnskip train-predictor'")
         return {"hidden": [best, best]}
     if ptype == "logistic":
         if dim + 1 > budget_params:
             raise RnnskipError(f"logistic regression on {dim} features needs {dim + 1} parameters, more than "
-                               f"the budget of {budget_params}; raise --size-ratio")
+                               f"the budget of {budget_params}; raise --size-ratio ('rnnskip train-predictor')")
         return {}
     if ptype == "tree":
         return {"leaves": int(max(4, min(512, (budget_params + 2) // 3))), "trees": 1}

@@ -88,6 +88,7 @@ def check_fits(qm, max_t: int, target, where: str = "", bundled_bytes: int = 0) 
         raise RnnskipError(
             f"model does not fit {on}: needs about {est.ram:,} bytes of RAM ({_kib(est.ram)}: "
             f"{est.io:,} B state and I/O buffers for {max_t} steps + {est.stack:,} B stack) but {on} has "
-            f"{target.ram_size:,} bytes ({_kib(target.ram_size)}); use shorter sequences (--max-t), a smaller "
-            f"model, or a target/board with more RAM")
+            f"{target.ram_size:,} bytes ({_kib(target.ram_size)}); use shorter sequences (rnnskip-convert "
+            f"sizes the buffers to the longest in --data; 'rnnskip generate' takes --max-t), a smaller model, "
+            f"or a target/board with more RAM")
     return est

@@ -339,7 +339,10 @@ def summary(res: dict) -> list:
         r = res[name]
         pr = next(x for x in r["rows"] if x.get("type") == r["primary"] and x["kind"] == "predictor")
         dv = r["devices"][r["primary"]]["skip"]
-        out.append(f"- Skip predictor ({r['primary']}), {r['title']}: {_p(pr['skip_rate'])} of steps skipped, "
+        mm = r.get("model_meta") or {}
+        model = (f" (model `{mm['module']}` v{mm['code_version']}, float test accuracy "
+                 f"{_a(mm['float_test_accuracy'])})") if mm.get("module") else ""
+        out.append(f"- Skip predictor ({r['primary']}), {r['title']}{model}: {_p(pr['skip_rate'])} of steps skipped, "
                    f"effective MACs -{_p(pr['mac_reduction'])}, emulated cycles -{_p(dv.get('cycle_reduction'))}, "
                    f"int8 accuracy loss {_pt(pr['loss_points_int8'])} points.")
         for x in r["rows"]:

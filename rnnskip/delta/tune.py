@@ -221,7 +221,7 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
         p.loss = 100.0 * (ref - p.accuracy)
         if ref_correct is not None:   # paired with the reference's own outcomes
             p.loss_se = paired_loss(ref_correct, p.correct)[1]
-    ok = [p for p in points if p.accuracy >= floor - 1e-12 and within_budget(p.loss, p.loss_se, max_loss, margin_se)]
+    ok = [p for p in points if within_budget(p.loss, p.loss_se, max_loss, margin_se)]
     if not ok:
         best = max(points, key=lambda p: p.accuracy)
         raise RnnskipError(

@@ -68,10 +68,7 @@ class SkipSetup:
             missing = [n for n, v in (("--train", train), ("--val", val), ("--max-loss", max_loss)) if v is None]
             if missing:
                 raise RnnskipError(f"--skip auto trains a predictor and needs {', '.join(missing)}")
-            if not (max_loss >= 0):
-                raise RnnskipError(f"--max-loss must be >= 0 accuracy points (got {max_loss})")
-            if not (s.margin_se >= 0):
-                raise RnnskipError(f"--margin-se must be >= 0 standard errors (got {s.margin_se})")
+            s.config().check()
             s.train_ds = load_npz(str(train), ir)
             s.val_ds = load_npz(str(val), ir)
         else:
@@ -79,15 +76,19 @@ class SkipSetup:
             s.fp, s.meta = load(predictor, ir)
         return s
 
+    def config(self):
+        """The --skip auto training options as a TrainConfig."""
+        from .train import TrainConfig
+        return TrainConfig(type=self.type, max_loss=float(self.max_loss), rounds=self.rounds,
+                           margin_se=float(self.margin_se))
+
     def attach(self, ir, qm, work: Path, progress: bool = True):
         """Train (``--skip auto``: into ``work/predictor``) or take the loaded predictor; set ``qm.predictor``."""
         from .qpredictor import quantize_predictor
         if self.auto:
             from . import folder
-            from .train import TrainConfig, train
-            cfg = TrainConfig(type=self.type, max_loss=float(self.max_loss), rounds=self.rounds,
-                              margin_se=float(self.margin_se))
-            res = train(ir, self.train_ds, self.val_ds, cfg, qm=qm, log=self.log if progress else None)
+            from .train import train
+            res = train(ir, self.train_ds, self.val_ds, self.config(), qm=qm, log=self.log if progress else None)
             out = Path(work) / "predictor"
             out.mkdir(parents=True, exist_ok=True)
             self.meta = folder.save(out, res, ir, "(rnnskip-convert --skip auto)", self.train_path, self.val_path)
@@ -310,19 +311,18 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     from .train import TrainConfig, train as train_fn
     if ptype not in TYPES:
         raise RnnskipError(f"unknown --type '{ptype}'; choose one of {', '.join(TYPES)}")
-    if max_loss is None or not (max_loss >= 0):
-        raise RnnskipError(f"--max-loss must be >= 0 accuracy points (got {max_loss})")
-    if not (margin_se >= 0):
-        raise RnnskipError(f"--margin-se must be >= 0 standard errors (got {margin_se})")
+    if max_loss is None:
+        raise RnnskipError("--max-loss is required: the accuracy budget in points, e.g. 0.3")
+    cfg = TrainConfig(type=ptype, max_loss=float(max_loss), rounds=int(rounds), measure=measure,
+                      size_ratio=DEFAULT_BUDGET if size_ratio is None else float(size_ratio),
+                      calibrate_on=calibrate_on, margin_se=float(margin_se), seed=seed)
+    cfg.check()   # before the output folder check and the import, not after the training
     inputs = (model, train, val, calib)
     check_replaceable(out, "predictor.json", inputs=inputs)   # before the training, not after it
     ir = import_model(model)
     F.check_classifier(ir)
     tr = load_npz(str(train), ir)
     va = load_npz(str(val), ir)
-    cfg = TrainConfig(type=ptype, max_loss=float(max_loss), rounds=int(rounds), measure=measure,
-                      size_ratio=DEFAULT_BUDGET if size_ratio is None else float(size_ratio),
-                      calibrate_on=calibrate_on, margin_se=float(margin_se), seed=seed)
     qm = None
     if calibrate_on == "int8":   # the int8 model the decision threshold is calibrated on
         from ..pipeline import quantize_model

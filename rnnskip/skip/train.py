@@ -39,6 +39,19 @@ class TrainConfig:
     margin_se: float = 0.0           # budget holds for loss + margin_se * (its standard error) on validation
     seed: int = 0
 
+    def check(self) -> None:
+        """One-line errors for option values no training can use (checked before any work)."""
+        if not (self.max_loss >= 0):   # NaN too
+            raise RnnskipError(f"--max-loss must be >= 0 accuracy points (got {self.max_loss})")
+        if self.rounds < 0:
+            raise RnnskipError(f"--rounds must be >= 0 (got {self.rounds})")
+        if not (self.size_ratio > 0):
+            raise RnnskipError(f"--size-ratio must be > 0, a fraction of the RNN's parameters (got {self.size_ratio})")
+        if not (self.margin_se >= 0):
+            raise RnnskipError(f"--margin-se must be >= 0 standard errors (got {self.margin_se})")
+        if self.calibrate_on not in ("int8", "float"):
+            raise RnnskipError(f"calibrate_on must be int8 or float (got {self.calibrate_on!r})")
+
 
 @dataclass
 class TrainResult:
@@ -142,16 +155,7 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     from ..reference import FloatModel
     t_start = time.time()
     cfg = replace(cfg)
-    if not (cfg.max_loss >= 0):   # NaN too
-        raise RnnskipError(f"--max-loss must be >= 0 accuracy points (got {cfg.max_loss})")
-    if cfg.rounds < 0:
-        raise RnnskipError(f"--rounds must be >= 0 (got {cfg.rounds})")
-    if not (cfg.size_ratio > 0):
-        raise RnnskipError(f"--size-ratio must be > 0, a fraction of the RNN's parameters (got {cfg.size_ratio})")
-    if not (cfg.margin_se >= 0):
-        raise RnnskipError(f"--margin-se must be >= 0 standard errors (got {cfg.margin_se})")
-    if cfg.calibrate_on not in ("int8", "float"):
-        raise RnnskipError(f"calibrate_on must be int8 or float (got {cfg.calibrate_on!r})")
+    cfg.check()
     F.check_classifier(ir)
     fm = FloatModel(ir)
     _check_data("--train", train_ds, fm)

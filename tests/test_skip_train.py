@@ -261,3 +261,29 @@ def test_report_section_feature_model(tmp_path):
     assert 0 <= sec["skip_rate"] <= 1 and sec["predictor"]["type"] == "logistic"
     assert sec["macs_per_inference"]["predictor"] > 0 and sec["cycles_per_inference"] == {"dense": None, "skip": None}
     assert any(k == "steps skipped" for k, _ in table_rows(sec))
+
+
+def test_oracle_sweep_follows_a_generous_budget_past_ninety_percent():
+    # with a budget nothing exceeds, the sweep must reach the most aggressive grid point
+    # (the old grid stopped at the 0.9 quantile of the change)
+    ir, ds = _labelled(n=150)
+    fm = FloatModel(ir)
+    dense = F.run(fm, ds.x, ds.lengths, collect=True)
+    sw = O.sweep(fm, ds.x, ds.lengths, ds.y, max_loss=100.0, dense=dense)
+    assert sw.chosen.threshold == pytest.approx(float(np.quantile(dense.change, 0.99)))
+    assert sw.chosen.skip_rate > 0.9
+
+
+def test_predictor_calibration_reaches_high_skip_rates(trained):
+    # the calibration grid runs to 99% of the scored steps: with a budget nothing
+    # exceeds, the chosen point skips far more than the old 70% cap allowed
+    from rnnskip.skip.train import _predictor_points
+    ir, tr, va, res, out, meta = trained
+    fm = FloatModel(ir)
+    qm = quantize(ir, calibrate(ir, fm, tr.x, tr.lengths, progress=False))
+    dense = golden_run(qm, va.x, va.lengths)
+    p = res.predictor
+    scores = p.score(F.run(fm, va.x, va.lengths, collect=True).feats)
+    sw = _predictor_points(p, va, qm, dense["pred"] == va.y, "int8", fm, scores, 100.0, None)
+    assert min(pt.threshold for pt in sw.points) <= float(np.quantile(scores, 0.01)) + 1e-12  # tried 99%
+    assert sw.chosen.skip_rate == max(pt.skip_rate for pt in sw.points) > 0.85

@@ -97,6 +97,11 @@ def oracle_point(fm, x, lengths, y, threshold: float, dense_correct: np.ndarray,
     return point(threshold, r.skip_rate, dense_correct, r.pred == np.asarray(y))
 
 
+# Quantiles of the dense per-step change tried as oracle thresholds; up to 0.99 so a
+# model that allows nearly every step to be skipped is not capped by the grid.
+ORACLE_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
 def sweep(fm, x, lengths, y, max_loss: float, measure: str = "l2", include_cell: bool = False,
           quantiles=None, dense: Optional[F.Run] = None, progress=None, margin_se: float = 0.0) -> Sweep:
     """Oracle threshold sweep on (x, lengths, y). Candidate thresholds: quantiles of
@@ -106,7 +111,7 @@ def sweep(fm, x, lengths, y, max_loss: float, measure: str = "l2", include_cell:
     dense_acc = dense.accuracy(y)
     ch = dense.change if measure == "l2" else dense.cosine
     if quantiles is None:
-        quantiles = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+        quantiles = ORACLE_QUANTILES
     cands = [0.0] + ([float(np.quantile(ch, q)) for q in quantiles] if len(ch) else [])
     dense_correct = dense.pred == np.asarray(y)
     sw = search(lambda th: oracle_point(fm, x, lengths, y, th, dense_correct, measure, include_cell),

@@ -117,6 +117,12 @@ def _cap(F_, y, n, rng):
     return F_[idx], y[idx]
 
 
+# Fractions of the scored steps a candidate threshold skips (0 = none). They run to
+# 0.99 so the search can follow a model that allows nearly all steps to be skipped;
+# bisection refines between the best candidate within budget and the next one.
+CALIBRATION_FRACS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
 def _predictor_points(p: FloatPredictor, val, qm, dense_correct: np.ndarray, calibrate_on: str, fm,
                       scores: np.ndarray, max_loss: float, log, margin_se: float = 0.0) -> O.Sweep:
     """Calibrate p's decision threshold on val; losses are paired against
@@ -135,7 +141,7 @@ def _predictor_points(p: FloatPredictor, val, qm, dense_correct: np.ndarray, cal
             pred, sr = r.pred, r.skip_rate
         return O.point(a, sr, dense_correct, pred == val.y)
 
-    fracs = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    fracs = CALIBRATION_FRACS
     top = float(scores.max()) if len(scores) else 0.0
     cands = [-(top + 1e-6 + abs(top) * 1e-6)] + [-float(np.quantile(scores, 1.0 - f)) for f in fracs[1:]]
     sw = O.search(evaluate, cands, max_loss, refine=4, dense_accuracy=float(np.mean(dense_correct)),

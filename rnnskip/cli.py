@@ -203,16 +203,29 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         if info is not None:
             from .emulators import report_emulation
             report_emulation(rep, info)
+        # the reference without predictor / thresholds on the same sequences: under Unicorn, or,
+        # for a core Unicorn lacks (cortex-m55), as a second board image on the board emulator
+        board_ref = ev.emu is not None and emulator != "unicorn" and not target.unicorn_cpu
+
+        def reference(qm_ref, name, build):
+            if ev.emu is None:
+                return None, None
+            if board_ref:
+                from .emulators import reference_on_board
+                return reference_on_board(ir, qm_ref, ds, tmp / name, board, variant, kernels, emulator,
+                                          int(ev.device_checked), timeout, wait_states)
+            return build(qm, tmp, target, variant, kernels, int(ds.x.shape[1])), None
         if sk:
             from .skip.convert import dense_firmware
-            dfw = dense_firmware(qm, tmp, target, variant, kernels, int(ds.x.shape[1])) if ev.emu is not None else None
+            from .skip.evaluate import with_predictor
+            dfw, demu = reference(with_predictor(qm, None), "dense", dense_firmware)
             rep["skip"] = sk.section(ir, qm, ds, ev, tmp, dense_fw=dfw, target=target, traffic_sample=traffic_sample,
-                                     workers=workers, progress=progress, model_path=str(model))
+                                     workers=workers, progress=progress, model_path=str(model), dense_emu=demu)
         if dl:
-            from .delta.report import dense_firmware as delta_dense_firmware
-            dfw = delta_dense_firmware(qm, tmp, target, variant, kernels, int(ds.x.shape[1])) if ev.emu is not None else None
+            from .delta.report import dense_firmware as delta_dense_firmware, without_delta
+            dfw, demu = reference(without_delta(qm), "dense-ref-delta", delta_dense_firmware)
             rep["delta"] = dl.section(ir, qm, ds, ev, tmp, fw=fw, dense_fw=dfw, target=target, traffic_sample=traffic_sample,
-                                       workers=workers, progress=progress)
+                                       workers=workers, progress=progress, dense_emu=demu)
         write_report(rep, tmp / "report.json")
         write_plots(ev, tmp, f"{ir.name} on {target.name} ({kernels}, {variant})")
         P.save_pickle(ir, tmp / "model.ir.pkl")

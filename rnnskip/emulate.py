@@ -13,6 +13,13 @@ from tqdm import tqdm
 STAT_FIELDS = ("instructions", "cycles", "flash_read_bytes", "sram_read_bytes", "sram_write_bytes")
 
 
+def stat_mean(column) -> Optional[float]:
+    """Mean of one STAT_FIELDS column; None when the emulator did not measure it (NaN),
+    e.g. cycles from a board emulator on a core Unicorn lacks."""
+    v = np.asarray(column, float)
+    return None if len(v) == 0 or np.isnan(v).any() else float(v.mean())
+
+
 @dataclass
 class EmulationResult:
     """Per-sequence outputs and counters; traffic only where ``traffic_measured``."""

@@ -152,3 +152,22 @@ def test_train_predictor_impossible_budget_and_bad_data(setup, tmp_path):
     res = r.invoke(main, ["train-predictor", model, "--train", str(const), "--val", paths["val"],
                           "--max-loss", "1", "--out", str(out), "--type", "tree"])
     assert res.exit_code == 2 and "constant" in _one_error(res.output) and not out.exists()
+
+
+@pytest.mark.skipif(not HAVE_ARM or shutil.which("qemu-system-arm") is None,
+                    reason="needs arm-none-eabi-gcc and qemu-system-arm (run 'make setup')")
+def test_convert_with_predictor_on_cortex_m55_qemu(setup):
+    # Unicorn has no cortex-m55: the dense reference boots as a second board image and the
+    # two are compared by QEMU's instruction counts (this once failed with 'cannot run under Unicorn')
+    d, model, other, paths = setup
+    out = d / "conv55"
+    res = CliRunner().invoke(convert_cmd, [model, "--predictor", str(d / "pred"), "--data", paths["test"],
+                                           "--calib", paths["train"], "--out", str(out), "--board", "mps3-an547",
+                                           "--emulator", "qemu", "--emulate-max", "6"])
+    assert res.exit_code == 0, res.output
+    sk = json.loads((out / "report.json").read_text())["skip"]
+    assert sk["cycles_per_inference"] == {"dense": None, "skip": None} and "no cycle model" in sk["cycles_note"]
+    ins = sk["instructions_per_inference"]
+    assert ins["dense"] > ins["skip"] > 0 and sk["emulated"]["sequences"] == 6
+    assert sk["emulated"]["dense_firmware_matches_dense_golden"]
+    assert "instructions / inf" in res.output

@@ -27,10 +27,11 @@ class DeltaSetup:
         qm.delta = self.spec
 
     def section(self, ir, qm, ds, ev, out_dir, fw=None, dense_fw=None, target=None, traffic_sample=16, workers=2,
-                progress=True) -> dict:
+                progress=True, dense_emu=None) -> dict:
         from .report import section
         sec = section(ir, qm, ds, ev, out_dir, float_acc=getattr(ev, "float_acc", None), dense_fw=dense_fw,
-                      target=target, traffic_sample=traffic_sample, workers=workers, progress=progress)
+                      target=target, traffic_sample=traffic_sample, workers=workers, progress=progress,
+                      dense_emu=dense_emu)
         sec["thresholds_file"] = self.path
         if fw is not None and "firmware_flash_bytes" in sec:
             sec["firmware_flash_bytes"]["delta"] = int(fw.flash_bytes)

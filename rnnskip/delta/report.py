@@ -36,9 +36,11 @@ def dense_firmware(qm, work: Path, target, variant: str, kernels: str, max_t: in
 
 
 def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None, dense_fw=None, target=None,
-            traffic_sample: int = 16, workers: int = 2, progress: bool = True, plots: bool = True) -> dict:
+            traffic_sample: int = 16, workers: int = 2, progress: bool = True, plots: bool = True,
+            dense_emu=None) -> dict:
     """The ``delta`` section: golden statistics on all of ``ds``; cycles and flash traffic of the
-    delta firmware (``ev.emu``) against the dense firmware (``dense_fw``) on the same emulated sequences."""
+    delta firmware (``ev.emu``) against the dense firmware (``dense_fw``, emulated here under
+    Unicorn, or ``dense_emu``: its result from a board emulator) on the same emulated sequences."""
     spec = qm.delta
     dg = DeltaGoldenModel(qm)
     out, flags, st = dg.run_stats(ds.x, ds.lengths)
@@ -66,23 +68,35 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None, de
         sec["tuning"] = {k: t.get(k) for k in ("method", "validation_sequences", "max_loss_points", "reference",
                                                "reference_accuracy", "accuracy_delta_int8", "mac_reduction")}
     if ev is not None and ev.emu is not None and dense_fw is not None:
-        from ..emulate import STAT_FIELDS, emulate_dataset
+        from ..emulate import STAT_FIELDS, emulate_dataset, stat_mean as _mean
         from ..pipeline import out_len, step_len
         k = int(ev.device_checked)
-        g = GoldenModel(qm)
-        dev_x = g.device_inputs(ds.x)
-        valid = None if qm.token_input else g.valid_steps(ds.x)
-        demu = emulate_dataset(dense_fw.elf, target, dev_x[:k], ds.lengths[:k], None if valid is None else valid[:k],
-                               qm.token_input, step_len(qm), out_len(qm), qm.recurrent_macs_per_step(),
-                               traffic_sample=traffic_sample, workers=workers, progress=progress)
+        if dense_emu is not None:
+            demu = dense_emu
+        else:
+            g = GoldenModel(qm)
+            dev_x = g.device_inputs(ds.x)
+            valid = None if qm.token_input else g.valid_steps(ds.x)
+            demu = emulate_dataset(dense_fw.elf, target, dev_x[:k], ds.lengths[:k],
+                                   None if valid is None else valid[:k], qm.token_input, step_len(qm), out_len(qm),
+                                   qm.recurrent_macs_per_step(), traffic_sample=traffic_sample, workers=workers,
+                                   progress=progress)
         ci, fi = STAT_FIELDS.index("cycles"), STAT_FIELDS.index("flash_read_bytes")
-        dcyc, ccyc = float(demu.stats[:, ci].mean()), float(ev.emu.stats[:, ci].mean())
+        ii = STAT_FIELDS.index("instructions")
+        sec["instructions_per_inference"] = {"dense": _mean(demu.stats[:, ii]), "delta": _mean(ev.emu.stats[:, ii])}
+        dcyc, ccyc = _mean(demu.stats[:, ci]), _mean(ev.emu.stats[:, ci])
+        if dcyc is None or ccyc is None:   # a core Unicorn does not run (cortex-m55): instruction counts only
+            dcyc = ccyc = None
+            sec["cycles_note"] = (f"{target.name if target else 'this core'} has no cycle model (Unicorn has no "
+                                  f"core for it); dense and delta compared by the board emulator's instruction counts")
         trd, trc = demu.traffic_measured, ev.emu.traffic_measured
         dfl = float(demu.stats[trd, fi].mean()) if trd.any() else None
         cfl = float(ev.emu.stats[trc, fi].mean()) if trc.any() else None
         mk = effective_macs(qm, {kk: v[:k] for kk, v in st.items()}, dg.layouts)
         mred = float(mk["dense"].sum() / max(mk["effective"].sum(), 1))
         cred = dcyc / ccyc if ccyc else None
+        ins = sec["instructions_per_inference"]
+        sec["instruction_reduction_x"] = (ins["dense"] / ins["delta"]) if ins["dense"] and ins["delta"] else None
         sec["cycles_per_inference"] = {"dense": dcyc, "delta": ccyc}
         sec["cycle_reduction_x"] = cred
         sec["mac_reduction_x_emulated"] = mred
@@ -112,6 +126,11 @@ def table_rows(sec: dict):
     if c["delta"]:
         rows.append(("delta cycles / inf", f"{f(c['delta'])} (dense {f(c['dense'])}, {sec['cycle_reduction_x']:.2f}x fewer; "
                                            f"{sec['cycle_vs_mac_reduction']:.2f} x the MAC reduction)"))
+    elif (sec.get("instructions_per_inference") or {}).get("delta"):
+        i = sec["instructions_per_inference"]
+        rows.append(("delta instr. / inf", f"{f(i['delta'])} (dense {f(i['dense'])}, "
+                                           f"{sec['instruction_reduction_x']:.2f}x fewer; no cycle model)"))
+    if c["delta"]:
         fl = sec["flash_read_bytes_per_inference"]
         if fl["delta"]:
             rows.append(("delta flash read B", f"{f(fl['delta'])} (dense {f(fl['dense'])}, "

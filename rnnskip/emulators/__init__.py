@@ -131,6 +131,22 @@ def evaluate_on_board(ir, qm, ds, src_dir, out_dir, board, variant: str, emulato
     return ev, fw, info
 
 
+def reference_on_board(ir, qm_ref, ds, work, board, variant: str, kernels: str, emulator: str, max_n: int,
+                       timeout: float = 120.0, wait_states: Optional[int] = None):
+    """The reference model ``qm_ref`` (the same model without its predictor or delta
+    thresholds) as a board image on ``emulator``, on the same first ``max_n`` sequences:
+    returns ``(Firmware, EmulationResult)`` (per-sequence instruction counts from the
+    emulator; cycles where Unicorn has the core). For cores only a board emulator runs (cortex-m55),
+    so the skip and delta sections can still compare the two images."""
+    from ..generate import generate
+    work = Path(work)
+    generate(qm_ref, work / "src", max_t=int(ds.x.shape[1]), kernels=kernels)
+    sub = ds.subset(slice(0, max_n))
+    ev, fw, _ = evaluate_on_board(ir, qm_ref, sub, work / "src", work / "firmware", board, variant, emulator,
+                                  max_n=max_n, timeout=timeout, wait_states=wait_states)
+    return fw, ev.emu
+
+
 def report_emulation(rep: dict, info: dict) -> dict:
     """Mark report.json's emulation section with what ran where."""
     e = rep.get("emulation")

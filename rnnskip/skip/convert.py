@@ -99,8 +99,11 @@ class SkipSetup:
 
     # ---- report ----------------------------------------------------------------
     def section(self, ir, qm, ds, ev, out_dir: Path, dense_fw=None, target=None, emulate_max=None,
-                traffic_sample=16, workers=2, progress=True, model_path: Optional[str] = None) -> dict:
-        """The report's ``skip`` section (and its plots, written into ``out_dir``)."""
+                traffic_sample=16, workers=2, progress=True, model_path: Optional[str] = None,
+                dense_emu=None) -> dict:
+        """The report's ``skip`` section (and its plots, written into ``out_dir``). The dense
+        reference: ``dense_fw`` emulated here under Unicorn, or ``dense_emu``, its result
+        from a board emulator (cores Unicorn lacks)."""
         from ..emulate import STAT_FIELDS
         qp = qm.predictor
         t0 = time.time()
@@ -144,19 +147,29 @@ class SkipSetup:
             "n": int(len(y)),
         }
         if ev.emu is not None and dense_fw is not None:
-            from ..emulate import emulate_dataset
+            from ..emulate import emulate_dataset, stat_mean as _mean
             from ..pipeline import out_len, step_len
             from ..quant.golden import GoldenModel
             k = int(ev.device_checked)
-            g = GoldenModel(qm)
-            dev_x = g.device_inputs(ds.x)
-            valid = None if qm.token_input else g.valid_steps(ds.x)
-            demu = emulate_dataset(dense_fw.elf, target, dev_x[:k], ds.lengths[:k],
-                                   None if valid is None else valid[:k], qm.token_input, step_len(qm), out_len(qm),
-                                   qm.recurrent_macs_per_step(), traffic_sample=traffic_sample, workers=workers,
-                                   progress=progress)
+            if dense_emu is not None:
+                demu = dense_emu
+            else:
+                g = GoldenModel(qm)
+                dev_x = g.device_inputs(ds.x)
+                valid = None if qm.token_input else g.valid_steps(ds.x)
+                demu = emulate_dataset(dense_fw.elf, target, dev_x[:k], ds.lengths[:k],
+                                       None if valid is None else valid[:k], qm.token_input, step_len(qm),
+                                       out_len(qm), qm.recurrent_macs_per_step(), traffic_sample=traffic_sample,
+                                       workers=workers, progress=progress)
             ci, fi = STAT_FIELDS.index("cycles"), STAT_FIELDS.index("flash_read_bytes")
-            dcyc, scyc = float(demu.stats[:, ci].mean()), float(ev.emu.stats[:, ci].mean())
+            ii = STAT_FIELDS.index("instructions")
+            sec["instructions_per_inference"] = {"dense": _mean(demu.stats[:, ii]), "skip": _mean(ev.emu.stats[:, ii])}
+            dcyc, scyc = _mean(demu.stats[:, ci]), _mean(ev.emu.stats[:, ci])
+            if dcyc is None or scyc is None:   # a core Unicorn does not run (cortex-m55): instruction counts only
+                dcyc = scyc = None
+                sec["cycles_note"] = (f"{target.name if target else 'this core'} has no cycle model (Unicorn has "
+                                      f"no core for it); dense and skip compared by the board emulator's "
+                                      f"instruction counts")
             tr_d, tr_s = demu.traffic_measured, ev.emu.traffic_measured
             dfl = float(demu.stats[tr_d, fi].mean()) if tr_d.any() else None
             sfl = float(ev.emu.stats[tr_s, fi].mean()) if tr_s.any() else None
@@ -165,6 +178,8 @@ class SkipSetup:
             mk = macs(ir, dense["valid_steps"][:k], skip["run_steps"][:k], qp.macs)
             sec["cycles_per_inference"] = {"dense": dcyc, "skip": scyc}
             sec["cycle_reduction"] = 1.0 - scyc / dcyc if dcyc else None
+            ins = sec["instructions_per_inference"]
+            sec["instruction_reduction"] = 1.0 - ins["skip"] / ins["dense"] if ins["dense"] and ins["skip"] else None
             sec["flash_read_bytes_per_inference"] = {"dense": dfl, "skip": sfl}
             sec["emulated"] = {"sequences": k, "traffic_sampled": int(tr_s.sum()), "mac_reduction": mk["reduction"],
                                "dense_firmware_matches_dense_golden": agree,
@@ -284,6 +299,10 @@ def table_rows(sec: dict) -> list:
     c = sec["cycles_per_inference"]
     if c.get("dense") and c.get("skip") is not None and sec.get("cycle_reduction") is not None:
         rows.append(("cycles / inference", f"{c['dense']:,.0f} -> {c['skip']:,.0f} (-{sec['cycle_reduction']:.1%})"))
+    elif sec.get("instruction_reduction") is not None:
+        i = sec["instructions_per_inference"]
+        rows.append(("instructions / inf", f"{i['dense']:,.0f} -> {i['skip']:,.0f} (-{sec['instruction_reduction']:.1%}; "
+                                           f"no cycle model)"))
     f = sec["flash_read_bytes_per_inference"]
     if f.get("dense") and f.get("skip") is not None:
         rows.append(("flash read B / inf", f"{f['dense']:,.0f} -> {f['skip']:,.0f}"))

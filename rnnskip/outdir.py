@@ -4,7 +4,8 @@ Every command writes into a temporary sibling and renames it over its output
 folder only when complete. Replacing deletes what was there, so a folder is only
 replaced when rnnskip wrote it (it holds that writer's marker file) or it is
 empty -- never the current folder, one of its parents, or a folder holding the
-command's own inputs.
+command's own inputs. Each folder lists what rnnskip wrote in MANIFEST; files
+added later by hand (a user's main.c in WORK/src) stop the replacement.
 """
 from __future__ import annotations
 
@@ -16,6 +17,22 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from .errors import RnnskipError
+
+MANIFEST = ".rnnskip-files"
+
+
+def _files(root: Path) -> set:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+def foreign_files(out: Path) -> list:
+    """Files in ``out`` that its MANIFEST does not list (sorted); [] when there is no manifest
+    (folders written before manifests existed are judged by their marker alone)."""
+    m = out / MANIFEST
+    if not m.is_file():
+        return []
+    listed = set(m.read_text().splitlines()) | {MANIFEST}
+    return sorted(_files(out) - listed)
 
 
 def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Optional[str]] = ()) -> Path:
@@ -44,6 +61,11 @@ def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Op
         if any(out.iterdir()) and not (out / marker).is_file():
             raise RnnskipError(f"{what} {shown} already exists and was not written by rnnskip (no {marker} in it); "
                                f"it would be replaced as a whole: choose a new folder or empty it yourself")
+        extra = foreign_files(out)
+        if extra:
+            more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
+            raise RnnskipError(f"{what} {shown} holds files rnnskip did not write ({', '.join(extra[:3])}{more}) "
+                               f"and would be replaced as a whole: move them out or choose a new folder")
     return out
 
 
@@ -60,6 +82,7 @@ def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[
     os.chmod(tmp, 0o777 & ~umask)   # mkdtemp makes it private; the output is an ordinary folder
     try:
         yield tmp
+        (tmp / MANIFEST).write_text("".join(f + "\n" for f in sorted(_files(tmp))))
         check_replaceable(out, marker, what, inputs)   # the folder may have changed meanwhile
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

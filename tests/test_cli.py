@@ -86,6 +86,11 @@ def test_stage_commands(model_and_data):
     assert json.loads((w / "report.json").read_text())["bitexact"]["mismatches"] == 0
     p = cli("rnnskip", "targets")
     assert "cortex-m4" in p.stdout
+    # a file the user added to WORK/src stops 'generate' from replacing the folder
+    (w / "src" / "my_main.c").write_text("int main(void) { return 0; }\n")
+    one_line_error(cli("rnnskip", "generate", w), "WORK/src", "holds files rnnskip did not write (my_main.c)")
+    assert (w / "src" / "my_main.c").read_text().startswith("int main")
+    (w / "src" / "my_main.c").unlink()
     # a stage run again makes the later stages' outputs stale: refused, not silently mixed
     assert cli("rnnskip", "quantize", w, "--calib", data).returncode == 0
     one_line_error(cli("rnnskip", "emulate", w, "--data", data), "made from an earlier 'quantize' run")
@@ -191,10 +196,19 @@ def test_out_folder_guard(tmp_path, monkeypatch):
     for d in (tmp_path / "empty", old, tmp_path / "new" / "sub"):
         with atomic_dir(d, "report.json") as tmp:
             (tmp / "report.json").write_text("new")
-        assert sorted(p.name for p in d.iterdir()) == ["report.json"]
+        assert sorted(p.name for p in d.iterdir()) == [".rnnskip-files", "report.json"]
         umask = os.umask(0)
         os.umask(umask)
         assert d.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert not list(tmp_path.glob(".*.partial-*"))
+    # what rnnskip wrote is listed; a file added afterwards (also in a subfolder) stops the replacement
+    (old / "sub").mkdir()
+    (old / "sub" / "mine.c").write_text("int x;")
+    (old / "notes.txt").write_text("keep")
+    with pytest.raises(RnnskipError, match=r"holds files rnnskip did not write \(notes.txt, sub/mine.c\)"):
+        with atomic_dir(old, "report.json") as tmp:
+            (tmp / "report.json").write_text("newer")
+    assert (old / "report.json").read_text() == "new" and (old / "sub" / "mine.c").is_file()
     assert not list(tmp_path.glob(".*.partial-*"))
 
 

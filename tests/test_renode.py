@@ -121,7 +121,10 @@ def test_cli_renode_with_a_stand_in_runner(tmp_path, monkeypatch):
     args = ["convert", "model.h5", "--board", "mps2-an386", "--data", str(tmp_path / "d.npz"), "--bundle", "3"]
     monkeypatch.setattr(R, "RENODE_TEST", "renode-test-not-installed")
     r = CliRunner().invoke(main, args + ["--emulator", "renode", "--out", str(tmp_path / "o1")])
-    assert r.exit_code == 2 and "Renode is not installed" in r.output
+    # refused before any work, pointing at --export rather than at a folder the failed run removes
+    assert r.exit_code == 2 and "Renode is not installed" in r.output and "--export DIR" in r.output
+    assert "calibrate" not in r.output and not (tmp_path / "o1").exists()
+    assert not list(tmp_path.glob(".o1.partial-*"))
     if shutil.which("qemu-system-arm") is None:
         pytest.skip("qemu-system-arm needed for the transcript")
     r = CliRunner().invoke(main, args + ["--emulator", "qemu", "--out", str(tmp_path / "q")])

@@ -20,8 +20,15 @@ EMULATORS = ("unicorn", "qemu", "renode")
 
 
 def check_emulator(name: str) -> str:
+    """``name`` if it is a known emulator that is installed; else one line saying why not."""
     if name not in EMULATORS:
         raise RnnskipError(f"unknown --emulator '{name}'; choose one of {', '.join(EMULATORS)}")
+    if name == "renode":
+        from .renode import require_renode
+        require_renode()
+    elif name == "qemu":
+        from .qemu import _require_qemu
+        _require_qemu()
     return name
 
 

@@ -66,6 +66,17 @@ def renode_test_binary() -> Optional[str]:
     return shutil.which(RENODE_TEST)
 
 
+def require_renode() -> str:
+    """renode-test's path, or one line saying it is missing, checked before any work is
+    done (the run's own folder would be removed with the failed run)."""
+    rt = renode_test_binary()
+    if rt is None:
+        raise RnnskipError(f"{RENODE_TEST} not found on PATH: Renode is not installed; {INSTALL_HINT}. "
+                           f"Meanwhile --export DIR writes the board project with its Renode files "
+                           f"(renode/*.resc, .repl, .robot) to run where Renode is")
+    return rt
+
+
 def renode_version() -> str:
     r = shutil.which("renode")
     if not r:
@@ -143,7 +154,8 @@ def run_firmware(elf, board, out_dir, timeout: float = 120.0, model_name: str = 
         fault = next((ln for ln in lines if ln.startswith("rnnskip FAULT:")), None)
         why = fault or next((ln.strip() for ln in text.splitlines() if "FAIL" in ln or "Error" in ln), "")
         raise EmulationError(f"Renode suite failed on board {board.name} (renode-test exit {p.returncode})"
-                             + (f": {why[:200]}" if why else "") + f"; see {out}")
+                             + (f": {why[:200]}" if why else "")
+                             + (f"; last UART line: {lines[-1][:120]!r}" if lines else "; the UART printed nothing"))
     m = re.search(r"rnnskip-renode-instructions:\s*(\d+)", text)
     return RenodeRun(version=renode_version(), lines=lines, sequences=seqs, summary=summary,
                      total_instructions=int(m.group(1)) if m else None, wall_s=wall)

@@ -80,7 +80,7 @@ def _predictor(name: str, d: dict, ptype: str, rounds: int, max_loss: float, out
     key = config_hash({"model": os.path.getsize(d["model"]), "meta": read_json(os.path.join(os.path.dirname(d["model"]), "meta.json")).get("config_hash"),
                        "train": os.path.getsize(d["train"]), "val": os.path.getsize(d["val"]), "type": ptype,
                        "rounds": rounds, "max_loss": max_loss, "code": CODE_VERSION})
-    kf = folder / "bench_key.json"
+    kf = folder.with_name(folder.name + ".bench_key.json")   # beside it: the folder is train-predictor's output
     if kf.is_file() and read_json(str(kf)).get("key") == key:
         log(f"[skip:{name}] reusing {folder}")
         return folder

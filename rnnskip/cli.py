@@ -150,15 +150,16 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     from .report import build_report, table, write_plots, write_report
     P.check_kernels(kernels)
     board, target = _board_target(target_name, board_name, wait_states)
-    if check_emulator(emulator) != "unicorn" and board is None:
+    if check_emulator(emulator, installed=False) != "unicorn" and board is None:
         raise RnnskipError(f"--emulator {emulator} boots a whole board image: pass --board (see 'rnnskip boards')")
+    check_emulator(emulator)
     if export and board is None:
         raise RnnskipError("--export needs --board: the project is for one board (memory map, startup, UART); "
                            "see 'rnnskip boards'")
     variant = _variant(target, variant, kernels)
     if export:   # refused now rather than after the whole conversion
-        from .boards.export import EXPORT_MARKER
-        check_replaceable(export, EXPORT_MARKER, "--export", [model, data, calib, out])
+        from .boards.export import EXPORT_MARKER, EXPORT_REGENERATED
+        check_replaceable(export, EXPORT_MARKER, "--export", [model, data, calib, out], EXPORT_REGENERATED)
     ir = P.import_model(model)
     if ir.per_step and (skip or delta or board is not None):
         # these paths read one output row per sequence; refuse rather than report wrong numbers
@@ -205,16 +206,16 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
             report_emulation(rep, info)
         # the reference without predictor / thresholds on the same sequences: under Unicorn, or,
         # for a core Unicorn lacks (cortex-m55), as a second board image on the board emulator
-        board_ref = ev.emu is not None and emulator != "unicorn" and not target.unicorn_cpu
+        board_ref = ev.emu is not None and emulator == "qemu" and not target.unicorn_cpu
 
         def reference(qm_ref, name, build):
-            if ev.emu is None:
-                return None, None
+            if ev.emu is None or (emulator != "unicorn" and not target.unicorn_cpu and not board_ref):
+                return None, None   # Renode counts whole runs only: nothing per sequence to compare
             if board_ref:
                 from .emulators import reference_on_board
                 return reference_on_board(ir, qm_ref, ds, tmp / name, board, variant, kernels, emulator,
                                           int(ev.device_checked), timeout, wait_states)
-            return build(qm, tmp, target, variant, kernels, int(ds.x.shape[1])), None
+            return build(qm_ref, tmp, target, variant, kernels, int(ds.x.shape[1])), None
         if sk:
             from .skip.convert import dense_firmware
             from .skip.evaluate import with_predictor
@@ -448,11 +449,12 @@ def emulate_cmd(work, data, emulate_max, traffic_sample, workers, emulator, boar
     b = P.load_pickle(w / "build.pkl", "build", dict)
     if not {"target", "variant", "wait_states", "flash_bytes", "ram_bytes"} <= set(b):
         raise RnnskipError(f"{w / 'build.pkl'} is not a file written by rnnskip's 'build' stage; run that stage again")
-    if check_emulator(emulator) != "unicorn":
+    if check_emulator(emulator, installed=False) != "unicorn":
         from .emulators import evaluate_on_board
         board, target = _board_target(None, board_name or b.get("board"), b["wait_states"])
         if board is None:
             raise RnnskipError(f"--emulator {emulator} boots a whole board image: pass --board (see 'rnnskip boards')")
+        check_emulator(emulator)
         ds = _load_data(data, ir)
         ev, fw, info = evaluate_on_board(ir, qm, ds, w / "src", w / f"board-{board.name}", board, b["variant"],
                                          emulator, max_n=emulate_max or bundle, timeout=timeout,

@@ -13,6 +13,15 @@ from tqdm import tqdm
 STAT_FIELDS = ("instructions", "cycles", "flash_read_bytes", "sram_read_bytes", "sram_write_bytes")
 
 
+def no_cycles_note(target, instructions: bool, other: str) -> str:
+    """Why a comparison has no cycles, from what was measured (report text)."""
+    name = target.name if target is not None else "this core"
+    why = (f"{name} has no cycle model (Unicorn has no core for it)" if target is not None and not target.unicorn_cpu
+           else "the Unicorn re-run of the board image (which models cycles) did not complete")
+    return why + (f"; dense and {other} compared by the board emulator's instruction counts" if instructions
+                  else "; the emulator gave no per-sequence instruction counts either")
+
+
 def stat_mean(column) -> Optional[float]:
     """Mean of one STAT_FIELDS column; None when the emulator did not measure it (NaN),
     e.g. cycles from a board emulator on a core Unicorn lacks."""

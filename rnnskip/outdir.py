@@ -25,17 +25,20 @@ def _files(root: Path) -> set:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()}
 
 
-def foreign_files(out: Path) -> list:
+def foreign_files(out: Path, regenerated: Iterable[str] = ()) -> list:
     """Files in ``out`` that its MANIFEST does not list (sorted); [] when there is no manifest
-    (folders written before manifests existed are judged by their marker alone)."""
+    (folders written before manifests existed are judged by their marker alone).
+    regenerated: folder prefixes ("build/") whose files are outputs of the folder's own
+    build, not the user's work."""
     m = out / MANIFEST
     if not m.is_file():
         return []
     listed = set(m.read_text().splitlines()) | {MANIFEST}
-    return sorted(_files(out) - listed)
+    return sorted(f for f in _files(out) - listed if not any(f.startswith(p) for p in regenerated))
 
 
-def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Optional[str]] = ()) -> Path:
+def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Optional[str]] = (),
+                      regenerated: Iterable[str] = ()) -> Path:
     """Raise a one-line RnnskipError unless ``out`` may be created or replaced.
 
     marker: a file name that the writer always puts in its folder (``report.json``,
@@ -61,7 +64,7 @@ def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Op
         if any(out.iterdir()) and not (out / marker).is_file():
             raise RnnskipError(f"{what} {shown} already exists and was not written by rnnskip (no {marker} in it); "
                                f"it would be replaced as a whole: choose a new folder or empty it yourself")
-        extra = foreign_files(out)
+        extra = foreign_files(out, regenerated)
         if extra:
             more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
             raise RnnskipError(f"{what} {shown} holds files rnnskip did not write ({', '.join(extra[:3])}{more}) "
@@ -70,11 +73,12 @@ def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Op
 
 
 @contextlib.contextmanager
-def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[str]] = ()):
+def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[str]] = (),
+               regenerated: Iterable[str] = ()):
     """Yield a temporary folder next to ``out``; it replaces ``out`` only on
     success (checked with :func:`check_replaceable` before and after the work)."""
-    inputs = list(inputs)
-    out = check_replaceable(out, marker, what, inputs)
+    inputs, regenerated = list(inputs), tuple(regenerated)
+    out = check_replaceable(out, marker, what, inputs, regenerated)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     umask = os.umask(0)
@@ -83,7 +87,7 @@ def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[
     try:
         yield tmp
         (tmp / MANIFEST).write_text("".join(f + "\n" for f in sorted(_files(tmp))))
-        check_replaceable(out, marker, what, inputs)   # the folder may have changed meanwhile
+        check_replaceable(out, marker, what, inputs, regenerated)   # the folder may have changed meanwhile
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

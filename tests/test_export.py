@@ -124,6 +124,15 @@ def test_cli_export(model, tmp_path, monkeypatch):
     # --export equal to --out would replace the conversion it was made from
     r = CliRunner().invoke(main, base + ["--export", str(tmp_path / "same"), "--out", str(tmp_path / "same")])
     assert r.exit_code == 2 and "which this command reads" in r.output, r.output
-    # re-exporting over an earlier export replaces it
+    # re-exporting over an earlier export replaces it, including what building and running it wrote
+    (tmp_path / "fw" / "build").mkdir()
+    (tmp_path / "fw" / "build" / "firmware.elf").write_bytes(b"elf")
+    (tmp_path / "fw" / "renode" / "uart.log").write_text("rnnskip summary")
     r = CliRunner().invoke(main, base + ["--export", str(tmp_path / "fw"), "--out", str(tmp_path / "out")])
     assert r.exit_code == 0, r.output
+    assert not (tmp_path / "fw" / "build").exists()
+    # ... but not a file the user added to the project
+    (tmp_path / "fw" / "board" / "my_driver.c").write_text("int x;")
+    r = CliRunner().invoke(main, base + ["--export", str(tmp_path / "fw"), "--out", str(tmp_path / "out4")])
+    assert r.exit_code == 2 and "holds files rnnskip did not write (board/my_driver.c)" in r.output, r.output
+    assert (tmp_path / "fw" / "board" / "my_driver.c").is_file()

@@ -123,6 +123,7 @@ def test_cli_renode_with_a_stand_in_runner(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, args + ["--emulator", "renode", "--out", str(tmp_path / "o1")])
     # refused before any work, pointing at --export rather than at a folder the failed run removes
     assert r.exit_code == 2 and "Renode is not installed" in r.output and "--export DIR" in r.output
+    assert "run without --emulator renode" in r.output
     assert "calibrate" not in r.output and not (tmp_path / "o1").exists()
     assert not list(tmp_path.glob(".o1.partial-*"))
     if shutil.which("qemu-system-arm") is None:

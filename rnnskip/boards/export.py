@@ -19,6 +19,9 @@ from .firmware import Bundle, _env, model_sources, render_board_sources
 
 #: written into every exported project, so re-exporting replaces only folders rnnskip made
 EXPORT_MARKER = "rnnskip_project.json"
+# what building and running the exported project writes into it (cmake/make, the Robot suite):
+# replaced by the next export without asking
+EXPORT_REGENERATED = ("build/", "renode/")
 
 
 def _export_ldflags():
@@ -36,7 +39,7 @@ def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "
     src_dir, dest = Path(src_dir), Path(dest)
     t = board_target(board, wait_states)
     from ..outdir import atomic_dir
-    with atomic_dir(dest, EXPORT_MARKER, what="--export") as tmp:
+    with atomic_dir(dest, EXPORT_MARKER, what="--export", regenerated=EXPORT_REGENERATED) as tmp:
         (tmp / "src" / "kernels").mkdir(parents=True)
         for f in model_sources(src_dir):
             rel = f.relative_to(src_dir)

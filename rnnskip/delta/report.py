@@ -68,7 +68,7 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None, de
         sec["tuning"] = {k: t.get(k) for k in ("method", "validation_sequences", "max_loss_points", "reference",
                                                "reference_accuracy", "accuracy_delta_int8", "mac_reduction")}
     if ev is not None and ev.emu is not None and dense_fw is not None:
-        from ..emulate import STAT_FIELDS, emulate_dataset, stat_mean as _mean
+        from ..emulate import STAT_FIELDS, emulate_dataset, no_cycles_note, stat_mean as _mean
         from ..pipeline import out_len, step_len
         k = int(ev.device_checked)
         if dense_emu is not None:
@@ -85,10 +85,10 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None, de
         ii = STAT_FIELDS.index("instructions")
         sec["instructions_per_inference"] = {"dense": _mean(demu.stats[:, ii]), "delta": _mean(ev.emu.stats[:, ii])}
         dcyc, ccyc = _mean(demu.stats[:, ci]), _mean(ev.emu.stats[:, ci])
-        if dcyc is None or ccyc is None:   # a core Unicorn does not run (cortex-m55): instruction counts only
+        if dcyc is None or ccyc is None:   # a core Unicorn does not run (cortex-m55): instruction counts at most
             dcyc = ccyc = None
-            sec["cycles_note"] = (f"{target.name if target else 'this core'} has no cycle model (Unicorn has no "
-                                  f"core for it); dense and delta compared by the board emulator's instruction counts")
+            ins = sec["instructions_per_inference"]
+            sec["cycles_note"] = no_cycles_note(target, bool(ins["dense"] and ins["delta"]), "delta")
         trd, trc = demu.traffic_measured, ev.emu.traffic_measured
         dfl = float(demu.stats[trd, fi].mean()) if trd.any() else None
         cfl = float(ev.emu.stats[trc, fi].mean()) if trc.any() else None
@@ -126,7 +126,7 @@ def table_rows(sec: dict):
     if c["delta"]:
         rows.append(("delta cycles / inf", f"{f(c['delta'])} (dense {f(c['dense'])}, {sec['cycle_reduction_x']:.2f}x fewer; "
                                            f"{sec['cycle_vs_mac_reduction']:.2f} x the MAC reduction)"))
-    elif (sec.get("instructions_per_inference") or {}).get("delta"):
+    elif sec.get("instruction_reduction_x") is not None:
         i = sec["instructions_per_inference"]
         rows.append(("delta instr. / inf", f"{f(i['delta'])} (dense {f(i['dense'])}, "
                                            f"{sec['instruction_reduction_x']:.2f}x fewer; no cycle model)"))

@@ -19,10 +19,12 @@ from ..errors import RnnskipError
 EMULATORS = ("unicorn", "qemu", "renode")
 
 
-def check_emulator(name: str) -> str:
-    """``name`` if it is a known emulator that is installed; else one line saying why not."""
+def check_emulator(name: str, installed: bool = True) -> str:
+    """``name`` if it is a known emulator (and, with ``installed``, on PATH); else one line saying why not."""
     if name not in EMULATORS:
         raise RnnskipError(f"unknown --emulator '{name}'; choose one of {', '.join(EMULATORS)}")
+    if not installed:
+        return name
     if name == "renode":
         from .renode import require_renode
         require_renode()

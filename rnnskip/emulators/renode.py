@@ -72,8 +72,8 @@ def require_renode() -> str:
     rt = renode_test_binary()
     if rt is None:
         raise RnnskipError(f"{RENODE_TEST} not found on PATH: Renode is not installed; {INSTALL_HINT}. "
-                           f"Meanwhile --export DIR writes the board project with its Renode files "
-                           f"(renode/*.resc, .repl, .robot) to run where Renode is")
+                           f"Meanwhile run without --emulator renode; rnnskip-convert --board B --export DIR "
+                           f"writes the board project with its Renode files (renode/*.resc, .repl, .robot)")
     return rt
 
 

@@ -147,7 +147,7 @@ class SkipSetup:
             "n": int(len(y)),
         }
         if ev.emu is not None and dense_fw is not None:
-            from ..emulate import emulate_dataset, stat_mean as _mean
+            from ..emulate import emulate_dataset, no_cycles_note, stat_mean as _mean
             from ..pipeline import out_len, step_len
             from ..quant.golden import GoldenModel
             k = int(ev.device_checked)
@@ -165,11 +165,10 @@ class SkipSetup:
             ii = STAT_FIELDS.index("instructions")
             sec["instructions_per_inference"] = {"dense": _mean(demu.stats[:, ii]), "skip": _mean(ev.emu.stats[:, ii])}
             dcyc, scyc = _mean(demu.stats[:, ci]), _mean(ev.emu.stats[:, ci])
-            if dcyc is None or scyc is None:   # a core Unicorn does not run (cortex-m55): instruction counts only
+            if dcyc is None or scyc is None:   # a core Unicorn does not run (cortex-m55): instruction counts at most
                 dcyc = scyc = None
-                sec["cycles_note"] = (f"{target.name if target else 'this core'} has no cycle model (Unicorn has "
-                                      f"no core for it); dense and skip compared by the board emulator's "
-                                      f"instruction counts")
+                ins = sec["instructions_per_inference"]
+                sec["cycles_note"] = no_cycles_note(target, bool(ins["dense"] and ins["skip"]), "skip")
             tr_d, tr_s = demu.traffic_measured, ev.emu.traffic_measured
             dfl = float(demu.stats[tr_d, fi].mean()) if tr_d.any() else None
             sfl = float(ev.emu.stats[tr_s, fi].mean()) if tr_s.any() else None
@@ -204,14 +203,14 @@ class SkipSetup:
         o = self.meta.get("oracle", {})
         ths = sorted({float(p["threshold"]) for p in o.get("val", {}).get("points", [])})
         oc = {"label": "oracle (float)", "skip": [], "acc": []}
-        for th in ths[:12]:
+        for th in ths:   # every sweep point (<= 16): the grid runs to 99% skipping
             r = F.run(fm, ds.x, ds.lengths, decide=F.oracle_rule(th), measure=o.get("measure", "l2"),
                       include_cell=bool(o.get("include_cell", False)))
             oc["skip"].append(r.skip_rate)
             oc["acc"].append(r.accuracy(y))
         pc = {"label": f"{self.fp.type} predictor (int8)", "skip": [], "acc": []}
         pths = sorted({float(p["threshold"]) for p in self.meta.get("calibration", {}).get("points", [])})
-        for th in pths[:10]:
+        for th in pths:
             r = golden_run(qm, ds.x, ds.lengths, qp=qm.predictor.with_threshold(th))
             pc["skip"].append(r["skip_rate"])
             pc["acc"].append(float(np.mean(r["pred"] == y)))

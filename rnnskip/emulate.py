@@ -131,3 +131,18 @@ def emulate_dataset(elf: Path, target, dev_x: np.ndarray, lengths: np.ndarray, v
     bar.close()
     return EmulationResult(out=out, flags=flags, steps_run=steps, stats=stats,
                            traffic_measured=exact, stack_bytes=stack)
+
+
+def emulate_reference(fw, target, qm, ds, k: int, traffic_sample: int = 16, workers: int = 2,
+                      progress: bool = True) -> "EmulationResult":
+    """The reference firmware ``fw`` (the model without its predictor or delta thresholds)
+    under Unicorn on the first ``k`` sequences of ``ds``, fed exactly as the model's own
+    firmware was (so the skip and delta sections compare like with like)."""
+    from .pipeline import out_len, step_len
+    from .quant.golden import GoldenModel
+    g = GoldenModel(qm)
+    dev_x = g.device_inputs(ds.x)
+    valid = None if qm.token_input else g.valid_steps(ds.x)[:k]
+    return emulate_dataset(fw.elf, target, dev_x[:k], ds.lengths[:k], valid, qm.token_input, step_len(qm),
+                           out_len(qm), qm.recurrent_macs_per_step(), traffic_sample=traffic_sample,
+                           workers=workers, progress=progress)

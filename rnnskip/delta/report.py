@@ -68,19 +68,10 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None, de
         sec["tuning"] = {k: t.get(k) for k in ("method", "validation_sequences", "max_loss_points", "reference",
                                                "reference_accuracy", "accuracy_delta_int8", "mac_reduction")}
     if ev is not None and ev.emu is not None and dense_fw is not None:
-        from ..emulate import STAT_FIELDS, emulate_dataset, no_cycles_note, stat_mean as _mean
-        from ..pipeline import out_len, step_len
+        from ..emulate import STAT_FIELDS, emulate_reference, no_cycles_note, stat_mean as _mean
         k = int(ev.device_checked)
-        if dense_emu is not None:
-            demu = dense_emu
-        else:
-            g = GoldenModel(qm)
-            dev_x = g.device_inputs(ds.x)
-            valid = None if qm.token_input else g.valid_steps(ds.x)
-            demu = emulate_dataset(dense_fw.elf, target, dev_x[:k], ds.lengths[:k],
-                                   None if valid is None else valid[:k], qm.token_input, step_len(qm), out_len(qm),
-                                   qm.recurrent_macs_per_step(), traffic_sample=traffic_sample, workers=workers,
-                                   progress=progress)
+        demu = dense_emu if dense_emu is not None else emulate_reference(
+            dense_fw, target, qm, ds, k, traffic_sample=traffic_sample, workers=workers, progress=progress)
         ci, fi = STAT_FIELDS.index("cycles"), STAT_FIELDS.index("flash_read_bytes")
         ii = STAT_FIELDS.index("instructions")
         sec["instructions_per_inference"] = {"dense": _mean(demu.stats[:, ii]), "delta": _mean(ev.emu.stats[:, ii])}

@@ -102,6 +102,9 @@ def _guard(fn):
             _fail("interrupted", 130)
         except Terminated:
             _fail("terminated", 143)
+        except BrokenPipeError:  # output piped into `head` and the reader left: stop quietly, like cat
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush must not fail again
+            sys.exit(141)
         except Exception as e:  # a bug: still one line, traceback on request
             if os.environ.get("RNNSKIP_DEBUG"):
                 raise
@@ -523,7 +526,8 @@ def report_cmd(work):
 @main.command("targets")
 @_guard
 def targets_cmd():
-    """List the Cortex-M targets with their memory and features."""
+    """List the Cortex-M targets: memory, clock, features, emulator, and the cycle model's
+    table and source (an indented line under each target)."""
     from . import targets
     for name in targets.available():
         t = targets.load(name)
@@ -531,6 +535,8 @@ def targets_cmd():
         click.echo(f"{t.name:<14} flash {t.flash_size // 1024:>5} KiB  RAM {t.ram_size // 1024:>4} KiB  "
                    f"{t.clock_hz / 1e6:>3.0f} MHz  {feats:<13} {'unicorn' if t.unicorn_cpu else 'qemu only':<9}  "
                    f"{t.description}")
+        click.echo(f"{'':<14} cycles: table '{t.cycle_table}', {t.flash_wait_states} flash wait states; "
+                   f"source: {t.cycle_source}")
 
 
 @main.command("boards")

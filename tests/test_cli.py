@@ -294,3 +294,14 @@ def test_json_outputs_are_strict(tmp_path):
     assert back == {"accuracy": {"float": None, "int8": 0.5, "n": 3}, "cycles": [1.0, None, None], "ok": True,
                     "arr": [0, 1, 2]}
     assert dumps({"x": float("nan")}).endswith("\n") and "NaN" not in dumps({"x": float("nan")})
+
+
+def test_closed_stdout_pipe_is_quiet():
+    """`rnnskip targets | head -1`: the reader leaves, rnnskip stops with 141 (SIGPIPE) and says nothing
+    (it used to print 'error: internal error: BrokenPipeError')."""
+    exe = Path(sys.executable).parent / "rnnskip"
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first line is written
+    p = subprocess.run([str(exe), "targets"], stdout=w, stderr=subprocess.PIPE, text=True)
+    os.close(w)
+    assert p.returncode == 141 and p.stderr == ""

@@ -50,6 +50,9 @@ def test_cli_lists_targets():
     assert r.exit_code == 0, r.output
     for name in ALL:
         assert name in r.output
+    # every target's cycle model is named with its source, under the target's line
+    m4 = r.output.split("cortex-m4 ", 1)[1].splitlines()[1]
+    assert "cycles: table 'cortex-m4', 0 flash wait states" in m4 and "DDI 0439B" in m4
 
 
 # ---- cycle tables ------------------------------------------------------------

@@ -182,6 +182,8 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     inputs = [model, data, calib, delta] + ([skip.get("predictor"), skip.get("train"), skip.get("val")] if skip else [])
     with atomic_dir(out, "report.json", inputs=inputs) as tmp:
         qm, ranges = P.quantize_model(ir, cal, calib_max, progress)
+        qm.calibration = {"source": str(calib) if calib else f"{data} (the evaluation data; pass --calib to separate)",
+                          "sequences": ranges.sequences}
         if sk:
             sk.attach(ir, qm, tmp, progress)
         if dl:
@@ -202,8 +204,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
             ev, fw, info = evaluate_on_board(ir, qm, ds, src, tmp / "firmware", board, variant, emulator,
                                              max_n=emulate_max or bundle, timeout=timeout, host_so=so,
                                              wait_states=wait_states, progress=progress)
-        rep = build_report(ir, qm, ev, target, kernels, variant, firmware=fw, ranges=ranges,
-                           calib_source=str(calib) if calib else f"{data} (the evaluation data; pass --calib to separate)")
+        rep = build_report(ir, qm, ev, target, kernels, variant, firmware=fw)
         if info is not None:
             from .emulators import report_emulation
             report_emulation(rep, info)
@@ -379,6 +380,7 @@ def quantize_cmd(work, calib, calib_max):
     from . import pipeline as P
     ir = P.load_pickle(Path(work) / "model.ir.pkl", "import", ModelIR)
     qm, ranges = P.quantize_model(ir, _load_data(calib, ir, "--calib"), calib_max)
+    qm.calibration = {"source": str(calib), "sequences": ranges.sequences}
     P.save_pickle(qm, Path(work) / "model.q.pkl")
     P.stage_done(work, "quantize")
     click.echo(f"quantised on {ranges.sequences} sequences; int8 weights {qm.flash_weight_bytes():,} bytes")

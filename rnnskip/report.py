@@ -12,11 +12,12 @@ def _mean(a) -> float:
     return float(np.mean(a)) if len(a) else float("nan")
 
 
-def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None, ranges=None,
-                 calib_source: str = "") -> dict:
-    """Assemble report.json from an :class:`pipeline.Evaluation`."""
+def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) -> dict:
+    """Assemble report.json from an :class:`pipeline.Evaluation` (calibration provenance from
+    ``qm.calibration``, set where the model was quantised)."""
     from .pipeline import cycles_per_step
     macs_step = ir.macs_per_step()
+    cal = getattr(qm, "calibration", None) or {}   # pickles from before the field: no provenance
     rep = {
         "target": target.name,
         "kernels": kernels,
@@ -41,8 +42,8 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None, 
                      "device_checked": ev.device_checked, "device_mismatches": ev.device_mismatches,
                      "first_mismatch": ev.first_mismatch or None},
         "quantization": {
-            "calibration": calib_source,
-            "calibration_sequences": ranges.sequences if ranges else None,
+            "calibration": cal.get("source", ""),
+            "calibration_sequences": cal.get("sequences"),
             "weights": "int8 symmetric per output row", "activations": "int8 symmetric per tensor",
             "gates": "int16 Q3.12 in, Q0.15 out (257-point LUT)", "accumulators": "int32",
             "cell_shift": [l.cell_shift for l in qm.layers if l.kind == "lstm"],

@@ -62,6 +62,7 @@ def test_convert_end_to_end(model_and_data):
     p = cli("rnnskip-convert", model, "--target", "cortex-m4", "--data", data, "--out", out)
     assert p.returncode == 0, p.stderr
     rep = json.loads((out / "report.json").read_text())
+    assert rep["quantization"]["calibration"].startswith(f"{data} (the evaluation data")   # no --calib given
     for k, sub in REPORT_KEYS.items():
         assert k in rep
         if sub:
@@ -83,7 +84,10 @@ def test_stage_commands(model_and_data):
                  ("build", w, "--target", "cortex-m4"), ("emulate", w, "--data", data), ("report", w)):
         p = cli("rnnskip", *args)
         assert p.returncode == 0, (args, p.stderr)
-    assert json.loads((w / "report.json").read_text())["bitexact"]["mismatches"] == 0
+    rep = json.loads((w / "report.json").read_text())
+    assert rep["bitexact"]["mismatches"] == 0
+    # the staged report names the calibration data 'quantize' used, like rnnskip-convert's
+    assert rep["quantization"]["calibration"] == str(data) and rep["quantization"]["calibration_sequences"] > 0
     p = cli("rnnskip", "targets")
     assert "cortex-m4" in p.stdout
     # a file the user added to WORK/src stops 'generate' from replacing the folder

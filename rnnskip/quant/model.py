@@ -132,6 +132,8 @@ class QModel:
     per_step: bool = False  # one output per time step (return_sequences=True at the output, issue 7)
     predictor: Optional[object] = None  # rnnskip.skip.qpredictor.QPredictor: skip steps it rejects (issue 4)
     delta: Optional[object] = None      # rnnskip.delta.spec.DeltaSpec: delta-network thresholds (issue 5)
+    #: where the calibration data came from: {"source": path or note, "sequences": n} (for report.json)
+    calibration: dict = field(default_factory=dict)
 
     def all_mats(self):
         dense = ([self.input_dense] if self.input_dense else []) + list(self.head)

@@ -17,6 +17,7 @@ CONFIGS = {
     "feat-dense-gru": ("features", ["gru"], True, True, [5]),
     "feat-lstm-lstm": ("features", ["lstm", "lstm"], True, False, [6, 3]),
     "feat-gru-gru-v1": ("features", ["gru", "gru"], False, False, [2]),
+    "feat-lstm-gru": ("features", ["lstm", "gru"], True, True, [3]),   # mixed stack, delta-capable
     "tok-lstm-nohead": ("tokens", ["lstm"], True, False, []),
     "feat-mask-gru": ("features-mask", ["gru"], True, False, [3]),
 }

@@ -20,13 +20,14 @@ from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel
 
 HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
-CFGS = ["feat-dense-gru", "feat-lstm-lstm", "tok-gru-sigmoid", "tok-lstm-softmax", "feat-mask-gru"]
+CFGS = ["feat-dense-gru", "feat-lstm-lstm", "tok-gru-sigmoid", "tok-lstm-softmax", "feat-mask-gru", "feat-lstm-gru"]
 
 
-def _setup(cfg, thetas, seed=0, n=10, T=14, fallback=0.0):
+def _setup(cfg, thetas, seed=0, n=10, T=14, fallback=0.0, **shape):
     """fallback 0: every step uses the column-sparse kernel (the default 0.6 would send
-    most steps of these small random models to the dense fallback)."""
-    ir = random_ir(cfg, seed=seed)
+    most steps of these small random models to the dense fallback). ``shape``: random_ir's
+    units / features."""
+    ir = random_ir(cfg, seed=seed, **shape)
     x, L = random_data(ir, n=n, T=T, seed=seed + 1)
     qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
     k = len(qm.layers)
@@ -124,3 +125,24 @@ def test_dense_fallback_mixed_steps(cfg, tmp_path):
     fw = P.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
     ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
     assert ev.host_mismatches == 0 and ev.device_mismatches == 0, ev.first_mismatch
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+def test_more_than_256_transmitting_columns(tmp_path):
+    """A layer with 352 columns (150 inputs + 200 units, padded) at theta 0 and no fallback:
+    the first steps transmit more than 256 columns, so the DSP mat-vec runs in several chunks
+    (the bound that keeps (A - B) >> 8 exact); a stacked LSTM -> GRU, firmware bit-exact."""
+    from rnnskip import targets
+    ir, qm, ds = _setup("feat-lstm-gru", (0, 0), seed=3, n=4, T=6, dim=150, units=(200, 70))
+    dg = DeltaGoldenModel(qm)
+    dev, st, widest = dg.device_inputs(ds.x), dg.initial_state(len(ds)), 0
+    for t in range(ds.x.shape[1]):
+        before = st[0]["tx_x"][:, 0] + st[0]["tx_h"][:, 0]
+        st = dg.step(st, dev[:, t])
+        widest = max(widest, int((st[0]["tx_x"][:, 0] + st[0]["tx_h"][:, 0] - before).max()))
+    assert widest > 256, widest
+    generate(qm, tmp_path / "src", max_t=ds.x.shape[1])
+    t = targets.load("cortex-m4")
+    fw = P.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+    assert ev.device_checked == len(ds) and ev.device_mismatches == 0, ev.first_mismatch

@@ -50,6 +50,8 @@ def test_delta_tune_writes_thresholds(gru):
     assert "chosen:" in p.stdout and " ± " in p.stdout
     assert t["loss_points"] == pytest.approx(100 * (t["reference_accuracy"] - t["accuracy_delta_int8"]))
     assert t["loss_se_points"] is not None and t["loss_se_points"] >= 0
+    g = js["int8_grid"][0]   # the grid the thresholds were chosen on (calibrated on --val here)
+    assert g["layer"] == ir.rnn_layers[0].name and g["input_scale"] > 0 and g["hidden_scale"] > 0
 
 
 def test_tune_margin_is_conservative_and_paired(gru):
@@ -95,6 +97,28 @@ def test_convert_with_delta_report(gru):
     for png in sec["plots"]:
         assert (out / png).stat().st_size > 1000
     assert "delta MAC / inference" in p.stdout
+    assert sec["int8_grid"]["same"] and "warning" not in p.stderr   # calibrated on the same data as delta-tune
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+def test_convert_on_another_grid_warns(gru):
+    """Thresholds are int8 steps: converting with other calibration data than delta-tune's
+    puts them on another grid; the conversion says so in one line and in the report."""
+    model, val, d, ir = gru
+    if not (d / "delta.json").exists():
+        test_delta_tune_writes_thresholds(gru)
+    from rnnskip.datasets import Dataset, load_npz, save_npz
+    va = load_npz(str(val), ir)
+    x = np.where(va.x == ir.input.mask_value, va.x, 2 * va.x)       # twice the range: other scales
+    save_npz(str(d / "calib2.npz"), Dataset(x=x, y=va.y, lengths=va.lengths))
+    out = d / "m4-grid"
+    p = cli("rnnskip-convert", model, "--delta", d / "delta.json", "--data", val, "--calib", d / "calib2.npz",
+            "--out", out, "--emulate-max", "2", "--traffic-sample", "0", "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    warn = [l for l in p.stderr.splitlines() if l.startswith("warning:")]
+    assert len(warn) == 1 and "int8 steps of another grid" in warn[0] and f"(--calib {val})" in warn[0], p.stderr
+    g = json.loads((out / "report.json").read_text())["delta"]["int8_grid"]
+    assert not g["same"] and g["deployed"][0]["input_scale"] > g["tuned"][0]["input_scale"]
 
 
 def _bad_file(d, name, **thr):
@@ -174,6 +198,13 @@ def test_delta_train_writes_normal_keras_model(gru):
     k = keras.models.load_model(out, compile=False).predict(va.x, verbose=0)
     np.testing.assert_allclose(FloatModel(ir2).predict(va.x, va.lengths), k, atol=1e-5)
     assert not np.allclose(ir2.rnn_layers[0].kernel, ir.rnn_layers[0].kernel)   # it did train
+    # its delta.json records the grid rnnskip-convert gives the new weights on the same calibration data
+    from rnnskip.delta.spec import DeltaSpec, grid_mismatch
+    from rnnskip.pipeline import quantize_model
+    spec = DeltaSpec.load(out.with_suffix(".delta.json"))
+    assert spec.grid and spec.tuning["calibration"] == str(val)
+    assert grid_mismatch(spec.grid, quantize_model(ir2, va, progress=False)[0]) is None
+    assert grid_mismatch(spec.grid, quantize_model(ir, va, progress=False)[0]) is not None   # not the original's
 
 
 @pytest.mark.skipif(not HAVE_ARM or shutil.which("qemu-system-arm") is None,

@@ -124,3 +124,23 @@ def test_thresholds_file_roundtrip_and_other_model(tmp_path):
         DeltaSpec.load(tmp_path / "other.json")
     with pytest.raises(RnnskipError, match="not found"):
         DeltaSpec.load(tmp_path / "missing.json")
+
+
+def test_int8_grid_roundtrip_mismatch_and_bad_values(tmp_path):
+    """delta.json records the int8 grid its thresholds were chosen on; another grid is detected,
+    a malformed record is one line."""
+    from rnnskip.delta.spec import grid_mismatch, grid_of
+    ir = random_ir("feat-dense-gru", seed=0)
+    x, L = random_data(ir, n=8, T=10, seed=1)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    qm2 = quantize(ir, calibrate(ir, FloatModel(ir), 3 * x, L, progress=False))   # other calibration data
+    s = DeltaSpec([3], [4], grid=grid_of(qm))
+    s.save(tmp_path / "d.json", ir)
+    back = DeltaSpec.load(tmp_path / "d.json")
+    assert back.grid == grid_of(qm) and grid_mismatch(back.grid, qm) is None
+    assert "input scale" in grid_mismatch(back.grid, qm2)
+    assert grid_mismatch([], qm2) is None                     # older files record no grid: nothing to compare
+    for bad in ([{"input_scale": -1, "hidden_scale": 1}], [{"input_scale": 1}], {"input_scale": 1}):
+        with pytest.raises(RnnskipError, match="int8_grid must list"):
+            DeltaSpec.from_json({"format": "rnnskip-delta-1", "thresholds": [{"input": 0, "hidden": 0}],
+                                 "int8_grid": bad})

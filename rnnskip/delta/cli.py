@@ -8,6 +8,7 @@ import click
 
 from ..errors import RnnskipError
 from .spec import DeltaSpec
+from .tune import GRID
 
 
 class DeltaSetup:
@@ -16,6 +17,7 @@ class DeltaSetup:
 
     def __init__(self, spec: DeltaSpec, path: str):
         self.spec, self.path = spec, path
+        self.grid_mismatch = None   # set by attach(): what differs from the grid the thresholds were made on
 
     @classmethod
     def prepare(cls, ir, path) -> "DeltaSetup":
@@ -24,7 +26,17 @@ class DeltaSetup:
         return cls(spec, str(path))
 
     def attach(self, qm) -> None:
+        """Thresholds onto the quantised model; a warning line when its int8 grid is not the one
+        the thresholds were chosen on (other calibration data: the same steps mean other values)."""
+        from .spec import grid_mismatch
         qm.delta = self.spec
+        self.grid_mismatch = grid_mismatch(self.spec.grid, qm)
+        if self.grid_mismatch:
+            cal = self.spec.tuning.get("calibration")
+            click.echo(f"warning: --delta {self.path}: its thresholds are int8 steps of another grid "
+                       f"({self.grid_mismatch}): pass the --calib it was made with"
+                       f"{f' (--calib {cal})' if cal else ''}, or re-run 'rnnskip delta-tune' with this --calib",
+                       err=True)
 
     def section(self, ir, qm, ds, ev, out_dir, fw=None, dense_fw=None, target=None, traffic_sample=16, workers=2,
                 progress=True, dense_emu=None) -> dict:
@@ -33,6 +45,10 @@ class DeltaSetup:
                       target=target, traffic_sample=traffic_sample, workers=workers, progress=progress,
                       dense_emu=dense_emu)
         sec["thresholds_file"] = self.path
+        if self.spec.grid:
+            from .spec import grid_of
+            sec["int8_grid"] = {"tuned": self.spec.grid, "deployed": grid_of(qm),
+                                "same": self.grid_mismatch is None}
         if fw is not None and "firmware_flash_bytes" in sec:
             sec["firmware_flash_bytes"]["delta"] = int(fw.flash_bytes)
         return sec
@@ -50,7 +66,7 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, refere
     if not (margin_se >= 0):
         raise RnnskipError(f"--margin-se {margin_se} must be >= 0 (standard errors, e.g. 1)")
     ir = P.import_model(model)
-    from .spec import check_supported
+    from .spec import check_supported, grid_of
     check_supported(ir.rnn_layers)
     if val is None:
         raise RnnskipError("--val is required: validation data (.npz) to measure accuracy on")
@@ -59,11 +75,14 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, refere
     qm, _ = P.quantize_model(ir, cal, calib_max, progress=False)
     grid = list(GRID if grid is None else grid)
     log(f"delta-tune: {ir.name}, {len(va)} validation sequences, thresholds from {grid} int8 steps, "
-        f"budget {max_loss} points below the {reference} model")
+        f"budget {max_loss} points below the {reference} model; int8 grid calibrated on {calib or val}"
+        f"{'' if calib else ' (--val; pass --calib train.npz to calibrate on training data)'}: "
+        f"give rnnskip-convert the same --calib")
     res = tune(ir, qm, va, max_loss=max_loss, reference=reference, grid=grid, margin_se=margin_se,
                progress=(lambda s: log("  " + s)) if progress else None)
     spec = res.spec(ir)
-    spec.tuning.update({"calibration": str(calib) if calib else f"{val} (pass --calib to separate)",
+    spec.grid = grid_of(qm)
+    spec.tuning.update({"calibration": str(calib or val),   # the default is --val: the grid convert must match
                         "validation": str(val)})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
@@ -97,11 +116,11 @@ def _grid(s):
 @click.argument("model", type=click.Path())
 @click.option("--val", type=click.Path(dir_okay=False), required=True, help="Validation data (.npz) the thresholds are chosen on.")
 @click.option("--max-loss", type=float, default=1.0, show_default=True, help="Accuracy budget: points below the reference.")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Thresholds file to write (delta.json).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Thresholds file to write (delta.json; the Pareto plot goes next to it as <stem>_pareto.png).")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Calibration data for quantisation (default: --val); use the same as rnnskip-convert.")
-@click.option("--calib-max", default=1000, show_default=True)
+@click.option("--calib-max", default=1000, show_default=True, help="At most this many calibration sequences (as rnnskip-convert).")
 @click.option("--reference", type=click.Choice(["float", "int8"]), default="float", show_default=True, help="Budget relative to the dense float model or the dense int8 model.")
-@click.option("--grid", default=None, help="Comma-separated threshold values to try (int8 steps).")
+@click.option("--grid", default=None, help=f"Comma-separated threshold values to try (int8 steps; default {','.join(map(str, GRID))}).")
 @click.option("--margin-se", type=float, default=0.0, show_default=True, help="Meet --max-loss with this many standard errors of the validation loss to spare.")
 def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid, margin_se):
     """Choose delta thresholds for MODEL without retraining (writes delta.json)."""
@@ -125,7 +144,8 @@ def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid,
 @click.option("--lr", default=5e-4, show_default=True, help="Adam learning rate.")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Calibration data for the int8 grid (default: --train).")
 def delta_train_cmd(model, train_path, val, out, theta_x, theta_h, delta_path, epochs, patience, l1, noise, lr, calib):
-    """Delta-aware fine-tuning of MODEL (this retrains; writes a normal Keras model and its delta.json)."""
+    """Delta-aware fine-tuning of MODEL (this retrains; writes a normal Keras model OUT and, next to it,
+    OUT.delta.json with the thresholds it was trained for)."""
     from ..cli import _guard
 
     def body():

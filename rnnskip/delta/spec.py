@@ -12,10 +12,13 @@ File format (``rnnskip-delta-1``)::
      "model": {"name": ..., "layers": [{"kind": "gru", "units": 128, "input_dim": 40}],
                "weights_sha256": "..."},
      "thresholds": [{"layer": "gru", "input": 3, "hidden": 2}],
+     "int8_grid": [{"layer": "gru", "input_scale": 0.031, "hidden_scale": 0.0079}],
      "tuning": {...}}          # optional: how the thresholds were chosen
 
 A file for another model (different layers, or different weights) is refused
-with one line.
+with one line. ``int8_grid`` (optional) records the scales the thresholds were
+chosen on: a conversion calibrated on other data has another grid, on which the
+same number of int8 steps is another threshold, and is warned about.
 """
 from __future__ import annotations
 
@@ -38,6 +41,20 @@ def model_signature(ir) -> dict:
             "layers": [{"kind": l.kind, "units": int(l.units), "input_dim": int(l.input_dim)}
                        for l in ir.rnn_layers],
             "weights_sha256": weights_fingerprint(ir)}
+
+
+def grid_of(qm) -> list:
+    """The int8 grid of each recurrent layer of ``qm``: what one threshold step is worth."""
+    return [{"layer": l.name, "input_scale": float(l.x_scale), "hidden_scale": float(l.h_scale)} for l in qm.layers]
+
+
+def grid_mismatch(recorded: list, qm, rtol: float = 1e-6) -> Optional[str]:
+    """None when ``qm`` quantises on the ``recorded`` grid (or nothing is recorded), else what differs."""
+    for g, now in zip(recorded or [], grid_of(qm)):
+        for k, what in (("input_scale", "input"), ("hidden_scale", "hidden")):
+            if abs(g[k] - now[k]) > rtol * abs(g[k]):
+                return f"layer '{now['layer']}' {what} scale {g[k]:.6g} there, {now[k]:.6g} here"
+    return None
 
 
 def check_supported(layers) -> None:
@@ -72,6 +89,8 @@ class DeltaSpec:
     #: fraction of a layer's columns above which a step uses the dense kernel on the last
     #: transmitted values (same M, bit for bit); 0 = never (no row-major weights in flash)
     dense_fallback: float = 0.6
+    #: grid_of() the quantised model the thresholds were chosen on ([] = not recorded)
+    grid: list = field(default_factory=list)
 
     def __post_init__(self):
         if len(self.theta_x) != len(self.theta_h):
@@ -98,6 +117,7 @@ class DeltaSpec:
                 "thresholds": [{"layer": n, "input": a, "hidden": b}
                                for n, a, b in zip(names, self.theta_x, self.theta_h)],
                 "dense_fallback": self.dense_fallback,
+                **({"int8_grid": self.grid} if self.grid else {}),
                 "tuning": self.tuning}
 
     def save(self, path, ir=None) -> None:
@@ -120,7 +140,14 @@ class DeltaSpec:
         fb = d.get("dense_fallback", 0.6)
         if isinstance(fb, bool) or not isinstance(fb, (int, float)) or not (0 <= fb <= 1):
             raise RnnskipError(f"{where}: dense_fallback must be a fraction in [0, 1] (0 = off), not {fb!r}")
-        return cls(tx, th, model=d.get("model") or {}, tuning=d.get("tuning") or {}, dense_fallback=float(fb))
+        grid = d.get("int8_grid") or []
+        if not isinstance(grid, list) or not all(
+                isinstance(g, dict) and all(isinstance(g.get(k), (int, float)) and not isinstance(g.get(k), bool)
+                                            and g[k] > 0 for k in ("input_scale", "hidden_scale")) for g in grid):
+            raise RnnskipError(f"{where}: int8_grid must list one {{input_scale, hidden_scale}} (> 0) per layer; "
+                               f"write the file with 'rnnskip delta-tune'")
+        return cls(tx, th, model=d.get("model") or {}, tuning=d.get("tuning") or {}, dense_fallback=float(fb),
+                   grid=grid)
 
     @classmethod
     def load(cls, path) -> "DeltaSpec":

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RnnskipError
-from .spec import DeltaSpec, check_supported
+from .spec import DeltaSpec, check_supported, grid_of
 
 
 def _keras():
@@ -258,8 +258,12 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     tmp.replace(out)
     # the thresholds it was trained for, as a ready delta.json for the new model
     spec = DeltaSpec(tx, th, tuning={"method": "delta-aware fine-tuning (delta-train) at these thresholds",
-                                     "validation_accuracy_float_delta": float(h["val_accuracy"][best])})
-    spec.save(out.with_suffix(".delta.json"), P.import_model(out))
+                                     "validation_accuracy_float_delta": float(h["val_accuracy"][best]),
+                                     "calibration": str(calib) if calib else str(train)})
+    out_ir = P.import_model(out)
+    # the grid rnnskip-convert gives the new weights on the same calibration data
+    spec.grid = grid_of(P.quantize_model(out_ir, cal, 1000, progress=False)[0])
+    spec.save(out.with_suffix(".delta.json"), out_ir)
     info = {"thresholds": {"input": tx, "hidden": th}, "l1": l1, "noise": noise, "lr": lr,
             "epochs_run": len(h["loss"]), "best_epoch": best + 1, "val_accuracy_before": float(acc0),
             "val_accuracy": float(h["val_accuracy"][best]),

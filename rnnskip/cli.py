@@ -269,7 +269,7 @@ _common = [
 #: time-step skipping (issue 4) options of rnnskip-convert
 _skip_opts = [
     click.option("--predictor", type=click.Path(file_okay=False), default=None, help="Skip predictor folder from 'rnnskip train-predictor': the firmware skips the steps it rejects."),
-    click.option("--skip", type=click.Choice(["auto", "off"]), default=None, help="auto: train a skip predictor now (needs --train, --val, --max-loss) and convert with it."),
+    click.option("--skip", type=click.Choice(["auto", "off"]), default=None, help="auto: train a skip predictor now (needs --train, --val, --max-loss) and convert with it; off: no skipping (the default)."),
     click.option("--train", type=click.Path(dir_okay=False), default=None, help="--skip auto: training data (.npz) for the predictor."),
     click.option("--val", type=click.Path(dir_okay=False), default=None, help="--skip auto: validation data (.npz) for its thresholds."),
     click.option("--max-loss", type=float, default=None, help="--skip auto: accuracy loss budget in points on --val."),
@@ -353,7 +353,7 @@ def inspect_cmd(model, max_t, target_names, as_json):
 
 @main.command("import")
 @click.argument("model", type=click.Path())
-@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Work folder to create (model.ir.pkl).")
 @_guard
 def import_cmd(model, out):
     """Read MODEL into the IR (work folder: model.ir.pkl) and print its layers."""
@@ -373,7 +373,7 @@ def import_cmd(model, out):
 @main.command("quantize")
 @click.argument("work", type=click.Path(file_okay=False))
 @click.option("--calib", type=click.Path(dir_okay=False), required=True, help="Calibration data (.npz).")
-@click.option("--calib-max", default=1000, show_default=True)
+@click.option("--calib-max", default=1000, show_default=True, help="At most this many calibration sequences.")
 @_guard
 def quantize_cmd(work, calib, calib_max):
     """Calibrate and quantise the imported model (writes model.q.pkl)."""
@@ -389,7 +389,7 @@ def quantize_cmd(work, calib, calib_max):
 @main.command("generate")
 @click.argument("work", type=click.Path(file_okay=False))
 @click.option("--max-t", type=click.IntRange(min=1), default=256, show_default=True, help="Longest sequence the I/O buffers hold.")
-@click.option("--kernels", default="portable", show_default=True)
+@click.option("--kernels", default="portable", show_default=True, help="Kernel provider: portable, cmsis-nn (needs CMSIS_NN_PATH) or naive (baseline loops).")
 @_guard
 def generate_cmd(work, max_t, kernels):
     """Render the C sources into WORK/src (flash these with your own project)."""
@@ -433,10 +433,10 @@ def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
 
 @main.command("emulate")
 @click.argument("work", type=click.Path(file_okay=False))
-@click.option("--data", type=click.Path(dir_okay=False), required=True)
-@click.option("--emulate-max", type=click.IntRange(min=1), default=None)
-@click.option("--traffic-sample", default=16, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--data", type=click.Path(dir_okay=False), required=True, help="Evaluation data (.npz: x, y, optional lengths).")
+@click.option("--emulate-max", type=click.IntRange(min=1), default=None, help="Emulate only the first N sequences (default: all).")
+@click.option("--traffic-sample", default=16, show_default=True, help="Sequences whose memory traffic is counted exactly.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Parallel emulator processes.")
 @click.option("--emulator", default="unicorn", show_default=True, help="unicorn, qemu or renode (qemu/renode boot the board image).")
 @click.option("--board", "board_name", default=None, help="qemu/renode: the board to boot (default: the one 'build' used).")
 @click.option("--bundle", type=click.IntRange(min=1), default=16, show_default=True, help="qemu/renode: test sequences linked into the image.")
@@ -556,9 +556,9 @@ def boards_cmd():
 @click.option("--val", type=click.Path(dir_okay=False), required=True, help="Validation data (.npz) for the oracle and decision thresholds.")
 @click.option("--max-loss", type=float, required=True, help="Accuracy loss budget in points on --val (e.g. 0.3).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Predictor folder (replaced when complete).")
-@click.option("--type", "ptype", type=click.Choice(["mlp", "logistic", "tree", "forest"]), default="mlp", show_default=True)
+@click.option("--type", "ptype", type=click.Choice(["mlp", "logistic", "tree", "forest"]), default="mlp", show_default=True, help="Predictor type.")
 @click.option("--rounds", type=click.IntRange(min=0), default=2, show_default=True, help="Relabel rounds on the predictor's own states (0: oracle labels only).")
-@click.option("--size-ratio", type=click.FloatRange(min=0, min_open=True), default=None, help="Predictor size budget as a fraction of the RNN's parameters (default 0.03).")
+@click.option("--size-ratio", type=click.FloatRange(min=0, min_open=True), default=None, help="Predictor size budget as a fraction of the recurrent layers' parameters, embedding and head excluded (default 0.03).")
 @click.option("--measure", type=click.Choice(["auto", "l2", "cosine"]), default="auto", show_default=True, help="State-change measure of the oracle.")
 @click.option("--calibrate-on", type=click.Choice(["int8", "float"]), default="int8", show_default=True, help="Model the decision threshold is calibrated on.")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Quantisation calibration data for the int8 model (default: --train); pass the --calib you will give rnnskip-convert.")

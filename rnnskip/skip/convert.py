@@ -55,7 +55,9 @@ class SkipSetup:
                 raise RnnskipError("--train/--val/--max-loss/--margin-se configure skipping: add --skip auto "
                                    "(train a predictor) or --predictor DIR")
             return None
-        if predictor is not None and skip not in (None, "off", "none"):
+        if predictor is not None and skip in ("off", "none"):
+            raise RnnskipError(f"--skip {skip} turns skipping off but --predictor {predictor} turns it on; drop one of them")
+        if predictor is not None and skip is not None:
             raise RnnskipError("pass either --predictor DIR (a trained predictor) or --skip auto (train one now), not both")
         if skip not in (None, "auto", "off", "none"):
             raise RnnskipError(f"--skip '{skip}' is unknown; use --skip auto (or --predictor DIR)")

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import __version__
 from .quant.act import c_context as act_c_context
+from .errors import RnnskipError
 from .quant.model import QModel
 
 KERNEL_PROVIDERS = ("portable", "naive", "cmsis-nn")
@@ -76,6 +77,24 @@ def _arrays(qm: QModel, layout: str) -> List[dict]:
     return a
 
 
+def _f32_literal(v) -> str:
+    """A C float literal that reads back as exactly float32(v)."""
+    f = np.float32(v)
+    if not np.isfinite(f):
+        raise RnnskipError(f"cannot write {v!r} as a finite C float")
+    t = f"{f:.9g}"
+    return (t if any(c in t for c in ".en") else t + ".0") + "f"
+
+
+def _feature_literals(qm: QModel) -> Dict:
+    """Float features -> int8 on the device: the factor and the Masking value as float32 literals."""
+    if qm.token_input:
+        return {}
+    from .quant.golden import feature_inv_scale
+    return {"feature_inv_scale": _f32_literal(feature_inv_scale(qm)),
+            "mask_value_f": _f32_literal(qm.mask_value) if qm.mask_value is not None else None}
+
+
 def model_context(qm: QModel, max_t: int, kernels: str = "portable") -> Dict:
     from .skip.qpredictor import c_context
     layout, matvec_fn = PROVIDERS[kernels]
@@ -92,6 +111,7 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable") -> Dict:
         "pre_rows": max((l.up if l.kind == "gru" else 0) for l in qm.layers),
         "out_len": qm.head[-1].rows if qm.head else qm.layers[-1].up,
         "head_scratch": max(head_rows) if head_rows else 0,
+        **_feature_literals(qm), "output_scale_f": _f32_literal(qm.output_scale),
         **act_c_context(qm),  # activation variants, per-step outputs (issue 7)
         "arrays": _arrays(qm, layout) + ([_c_array(*a) for a in qm.predictor.c_arrays()] if pred else [])
         + ([_c_array(*a) for a in delta["arrays"]] if delta else []),

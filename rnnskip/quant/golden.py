@@ -91,6 +91,11 @@ def gru_cell_after(l: QRNN, h16_prev: np.ndarray, acc_zr: np.ndarray, acc_cx: np
     return _gru_update(l, h16_prev, z, pn)
 
 
+def feature_inv_scale(qm) -> np.float32:
+    """The float32 factor the device multiplies float features by (``RNNSKIP_FEATURE_INV_SCALE``)."""
+    return np.float32(1.0 / qm.feature_scale)
+
+
 class GoldenModel:
     """Integer reference of the firmware, one time step at a time.
 
@@ -103,9 +108,12 @@ class GoldenModel:
 
     # -- inputs --------------------------------------------------------------
     def quantize_features(self, x: np.ndarray) -> np.ndarray:
-        """Float features ``[..., F]`` -> int8 ``[..., F_p]`` (done on the host, then sent to the device)."""
+        """Float features ``[..., F]`` -> int8 ``[..., F_p]``: ``clip(rint(float32(x) * inv), -127, 127)``
+        with one float32 multiply by :func:`feature_inv_scale`, ties to even, NaN -> 0; the generated
+        ``rnnskip_quantize_features()`` does the same on the device."""
         qm = self.qm
-        q = np.clip(np.round(np.asarray(x, np.float64) / qm.feature_scale), -127, 127).astype(np.int8)
+        v = np.asarray(x, np.float32) * feature_inv_scale(qm)
+        q = np.clip(np.rint(np.where(np.isnan(v), np.float32(0), v)), -127, 127).astype(np.int8)
         out = np.zeros(q.shape[:-1] + (qm.features_p,), dtype=np.int8)
         out[..., : qm.features] = q
         return out

@@ -1,0 +1,123 @@
+"""The helpers the generated C gives firmware authors - rnnskip_quantize_features (float
+features -> the int8 input), rnnskip_step_valid (Keras Masking) and rnnskip_class (argmax
+over the real logits) - bit-exact with the golden model on the host build and on the
+emulated Cortex-M4 firmware, ties, clamping and NaN included."""
+from __future__ import annotations
+
+import ctypes
+import shutil
+
+import numpy as np
+import pytest
+
+from random_models import random_data, random_ir
+from rnnskip import pipeline as P
+from rnnskip.generate import generate
+from rnnskip.outputs import _classes
+from rnnskip.quant.calibrate import calibrate
+from rnnskip.quant.golden import GoldenModel, feature_inv_scale
+from rnnskip.quant.quantize import quantize
+from rnnskip.reference import FloatModel
+
+HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
+HELPERS = ("rnnskip_quantize_features", "rnnskip_step_valid", "rnnskip_class")
+
+
+def _feature_rows(qm, mask_value, rng):
+    """Float32 feature rows that probe the rounding: random values, exact .5 ties of the
+    float32 product (even and odd), the clamp, +-0, NaN, and a masked row."""
+    F, inv = qm.features, feature_inv_scale(qm)
+    vals = [rng.normal(0, 60, 400).astype(np.float32) / inv]
+    ties = []
+    for k in range(-130, 130):                         # x with float32(x) * inv == k + 0.5 exactly
+        x = np.float32((k + 0.5) / inv)
+        for cand in (x, np.nextafter(x, np.float32(np.inf)), np.nextafter(x, np.float32(-np.inf))):
+            if np.float32(cand) * inv == np.float32(k + 0.5):
+                ties.append(cand)
+    assert len(ties) > 20                              # the product does land on ties
+    vals += [np.asarray(ties, np.float32),
+             np.float32([127 / inv, -127 / inv, 126.5 / inv, 1e30, -1e30, 0.0, -0.0, np.nan, 1e-40])]
+    v = np.concatenate(vals)
+    v = np.concatenate([v, np.zeros((-len(v)) % F, np.float32)]).reshape(-1, F)
+    masked = np.full((1, F), mask_value, np.float32)
+    nearly = masked.copy()
+    nearly[0, -1] = np.nextafter(np.float32(mask_value), np.float32(np.inf))
+    return np.concatenate([v, masked, nearly])
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    ir = random_ir("feat-mask-gru", seed=4)
+    x, L = random_data(ir, n=8, T=10, seed=5)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    assert qm.mask_value is not None and qm.output_dim > 1
+    d = tmp_path_factory.mktemp("device_api")
+    generate(qm, d / "src", max_t=16)
+    return qm, d
+
+
+def _expected(qm, rows, logits):
+    g = GoldenModel(qm)
+    return (g.quantize_features(rows), g.valid_steps(rows[:, None, :])[:, 0],
+            _classes(logits[:, : qm.output_dim], 0))
+
+
+def _logits(qm, rng):
+    n = 64
+    lg = rng.integers(-3, 4, (n, 12)).astype(np.int16)  # small range: many ties, argmax takes the first
+    lg[:, qm.output_dim:] = 32767                       # padding must never win
+    return lg
+
+
+def test_host_helpers_match_golden(model):
+    qm, d = model
+    so = ctypes.CDLL(str(P.build_host(d / "src", d / "host")))
+    rng = np.random.default_rng(0)
+    rows, logits = _feature_rows(qm, qm.mask_value, rng), _logits(qm, rng)
+    q_ref, valid_ref, cls_ref = _expected(qm, rows, logits)
+    q = np.zeros((len(rows), qm.features_p), np.int8)
+    valid = np.zeros(len(rows), np.int32)
+    for i, r in enumerate(rows):
+        r = np.ascontiguousarray(r)
+        so.rnnskip_quantize_features(r.ctypes.data_as(ctypes.c_void_p), q[i].ctypes.data_as(ctypes.c_void_p))
+        valid[i] = so.rnnskip_step_valid(r.ctypes.data_as(ctypes.c_void_p))
+    np.testing.assert_array_equal(q, q_ref)
+    np.testing.assert_array_equal(valid, valid_ref.astype(np.int32))
+    assert valid[-2] == 0 and valid[-1] == 1
+    cls = [so.rnnskip_class(np.ascontiguousarray(l).ctypes.data_as(ctypes.c_void_p)) for l in logits]
+    np.testing.assert_array_equal(cls, cls_ref)
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+def test_firmware_helpers_match_golden(model):
+    from rnnskip import targets
+    from rnnskip.simulator import UnicornEmulator
+    from rnnskip.simulator.runtime import keep_flags
+    qm, d = model
+    t = targets.load("cortex-m4")
+    fw = P.build_target(d / "src", d / "fw", t, "dsp", extra_cflags=keep_flags(HELPERS))
+    emu = UnicornEmulator(fw.elf, t)
+    buf, size = emu.symbol("rnnskip_io_x")                    # scratch: floats in, int8 out
+    F, Fp = qm.features, qm.features_p
+    assert size >= 4 * F + Fp
+    rng = np.random.default_rng(1)
+    rows, logits = _feature_rows(qm, qm.mask_value, rng), _logits(qm, rng)
+    q_ref, valid_ref, cls_ref = _expected(qm, rows, logits)
+    for i, r in enumerate(rows):
+        emu.write(buf, np.ascontiguousarray(r, np.float32).tobytes())
+        emu.call("rnnskip_quantize_features", [buf, buf + 4 * F])
+        got = np.frombuffer(emu.read(buf + 4 * F, Fp), np.int8)
+        np.testing.assert_array_equal(got, q_ref[i], err_msg=f"row {i}: {r}")
+        assert emu.call("rnnskip_step_valid", [buf]).return_value == int(valid_ref[i])
+    for i, l in enumerate(logits):
+        emu.write(buf, np.ascontiguousarray(l, np.int16).tobytes())
+        assert emu.call("rnnskip_class", [buf]).return_value == cls_ref[i]
+
+
+def test_header_documents_the_input_and_output(model):
+    qm, d = model
+    h = (d / "src" / "rnnskip_model.h").read_text()
+    inv = feature_inv_scale(qm)
+    lit = h.split("#define RNNSKIP_FEATURE_INV_SCALE ", 1)[1].split()[0]
+    assert lit.endswith("f") and np.float32(float(lit[:-1])) == inv       # exactly the golden model's factor
+    assert "#define RNNSKIP_MASK_VALUE" in h and "int32_t rnnskip_class(const int16_t *out);" in h

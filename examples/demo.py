@@ -17,14 +17,20 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 def train(out: Path, seed: int = 0):
     import warnings
     warnings.filterwarnings("ignore")
-    import tf_keras as keras
+    import numpy as np
     from rnnskip.datasets import load_aeon, save_npz
+    from rnnskip.tfquiet import quiet_stderr
+    with quiet_stderr():   # TensorFlow's C++ start-up lines go straight to stderr
+        import tf_keras as keras
 
-    train_ds, classes = load_aeon("JapaneseVowels", "train")
+    full_ds, classes = load_aeon("JapaneseVowels", "train")
     test_ds, _ = load_aeon("JapaneseVowels", "test")
+    # every 5th training sequence is held out as validation data for delta-tune / train-predictor
+    held = np.arange(len(full_ds)) % 5 == 4
+    train_ds, val_ds = full_ds.subset(~held), full_ds.subset(held)
     out.mkdir(parents=True, exist_ok=True)
-    save_npz(str(out / "train.npz"), train_ds)
-    save_npz(str(out / "test.npz"), test_ds)
+    for name, ds in (("train", train_ds), ("val", val_ds), ("test", test_ds)):
+        save_npz(str(out / f"{name}.npz"), ds)
     keras.utils.set_random_seed(seed)
     T, F = train_ds.x.shape[1:]
     model = keras.Sequential([
@@ -33,11 +39,12 @@ def train(out: Path, seed: int = 0):
         keras.layers.Dense(len(classes), activation="softmax"),
     ])
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    print(f"training GRU(32) on JapaneseVowels: {len(train_ds)} train / {len(test_ds)} test sequences, "
-          f"{F} features, {len(classes)} classes")
-    model.fit(train_ds.x, train_ds.y, epochs=40, batch_size=32, verbose=0,
-              callbacks=[keras.callbacks.ProgbarLogger()] if sys.stdout.isatty() else [])
-    _, acc = model.evaluate(test_ds.x, test_ds.y, verbose=0)
+    print(f"training GRU(32) on JapaneseVowels: {len(train_ds)} train / {len(val_ds)} validation / "
+          f"{len(test_ds)} test sequences, {F} features, {len(classes)} classes")
+    with quiet_stderr():
+        model.fit(train_ds.x, train_ds.y, epochs=40, batch_size=32, verbose=0, validation_data=(val_ds.x, val_ds.y),
+                  callbacks=[keras.callbacks.ProgbarLogger()] if sys.stdout.isatty() else [])
+        _, acc = model.evaluate(test_ds.x, test_ds.y, verbose=0)
     print(f"Keras test accuracy: {acc:.4f}")
     model.save(out / "model.h5")
     return out / "model.h5"
@@ -61,7 +68,14 @@ def main(argv=None):
     except RnnskipError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"demo finished in {time.time() - t0:.0f} s")
+    m = out / "model"
+    print(f"demo finished in {time.time() - t0:.0f} s\n\nnext, with the same files:\n"
+          f"  rnnskip delta-tune {model} --val {m / 'val.npz'} --calib {m / 'train.npz'} --max-loss 1.0 "
+          f"--out {out / 'delta.json'}\n"
+          f"  rnnskip-convert {model} --delta {out / 'delta.json'} --data {m / 'test.npz'} --calib {m / 'train.npz'} "
+          f"--out {out / 'm4-delta'}\n"
+          f"  rnnskip train-predictor {model} --train {m / 'train.npz'} --val {m / 'val.npz'} --calib {m / 'train.npz'} "
+          f"--max-loss 1.0 --out {out / 'predictor'}")
     return 0
 
 

@@ -130,6 +130,12 @@ def _variant(target, variant, kernels="portable"):
     return variant or ("dsp" if target.dsp else "plain")
 
 
+def _build_record(target, board, variant, wait_states, kernels, fw) -> dict:
+    """WORK/build.pkl: what 'build' (or rnnskip-convert) compiled, read by 'emulate' and 'report'."""
+    return {"target": target.name, "board": board.name if board else None, "variant": variant,
+            "wait_states": wait_states, "kernels": kernels, "flash_bytes": fw.flash_bytes, "ram_bytes": fw.ram_bytes}
+
+
 def _load_data(path, ir, what="--data"):
     from .datasets import load_npz
     if path is None:
@@ -231,10 +237,16 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
             dfw, demu = reference(without_delta(qm), "dense-ref-delta", delta_dense_firmware)
             rep["delta"] = dl.section(ir, qm, ds, ev, tmp, fw=fw, dense_fw=dfw, target=target, traffic_sample=traffic_sample,
                                        workers=workers, progress=progress, dense_emu=demu)
+        if sk and dl:   # each section measures its own method against the model with the other one still on
+            rep["skip"]["baseline"] = "this model without the skip predictor, delta thresholds on"
+            rep["delta"]["baseline"] = "this model without delta thresholds, skip predictor on"
         write_report(rep, tmp / "report.json")
         write_plots(ev, tmp, f"{ir.name} on {target.name} ({kernels}, {variant})")
         P.save_pickle(ir, tmp / "model.ir.pkl")
         P.save_pickle(qm, tmp / "model.q.pkl")
+        P.save_pickle(_build_record(target, board, variant, wait_states, kernels, fw), tmp / "build.pkl")
+        for stage in ("import", "quantize", "generate", "build"):   # the stage commands can carry on from here
+            P.stage_done(tmp, stage)
     if export:
         from .boards.export import export_project
         from .boards.firmware import make_bundle
@@ -244,16 +256,19 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         export_project(Path(out) / "src", export, board, bd, variant, kernels, ir.name, wait_states)
         click.echo(f"wrote the {board.name} firmware project to {export} (cmake with cmake/arm-none-eabi.cmake, or make)")
     click.echo(table(rep))
-    if "skip" in rep:
-        from .skip.convert import table_rows
-        click.echo("\n".join(f"  {k:<21} {v}" for k, v in table_rows(rep["skip"])))
-    if "delta" in rep:
-        from .delta.report import table_rows as delta_rows
-        click.echo("\n".join(f"  {k:<21} {v}" for k, v in delta_rows(rep["delta"])))
+    from .delta.report import table_rows as delta_rows
+    from .skip.convert import table_rows as skip_rows
+    for key, rows_of in (("skip", skip_rows), ("delta", delta_rows)):
+        if key in rep:
+            base = [(f"{key} baseline", rep[key]["baseline"])] if "baseline" in rep[key] else []
+            click.echo("\n".join(f"  {k:<21} {v}" for k, v in base + rows_of(rep[key])))
     click.echo(f"wrote {Path(out) / 'report.json'}")
     if rep["bitexact"]["mismatches"]:
         raise RnnskipError(f"{rep['bitexact']['mismatches']} sequences differ from the golden model "
                            f"({rep['bitexact']['first_mismatch']}); this is a bug, please report it")
+    if not calib:   # after the run, so that a failure is still one line
+        click.echo(f"note: calibrated on --data {data}, the evaluation data; pass --calib train.npz so the int8 "
+                   f"accuracy is not measured on the calibration data", err=True)
     return rep
 
 
@@ -423,10 +438,7 @@ def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
     with atomic_dir(Path(work) / "firmware", "firmware.elf", what="WORK/firmware") as tmp:
         fw = P.build_target(src, tmp, target, variant)
     P.build_host(src, Path(work) / "host")
-    P.save_pickle({"target": target.name, "board": board.name if board else None,
-                   "variant": variant, "wait_states": wait_states,
-                   "kernels": kernels, "flash_bytes": fw.flash_bytes, "ram_bytes": fw.ram_bytes},
-                  Path(work) / "build.pkl")
+    P.save_pickle(_build_record(target, board, variant, wait_states, kernels, fw), Path(work) / "build.pkl")
     P.stage_done(work, "build")
     click.echo(f"firmware: {fw.flash_bytes:,} bytes flash, {fw.ram_bytes:,} bytes RAM ({target.name}, {variant})")
 

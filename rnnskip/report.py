@@ -79,6 +79,8 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
             "sram_read_bytes_per_inference": _mean(col["sram_read_bytes"][tr]),
             "sram_write_bytes_per_inference": _mean(col["sram_write_bytes"][tr]),
             "traffic_sampled_sequences": int(tr.sum()),
+            **({"macs_note": "dense MACs of the executed steps; the delta section has the effective MACs"}
+               if getattr(qm, "delta", None) is not None else {}),
             "traffic_note": (f"memory traffic counted exactly (each executed load/store's address from its decoded "
                              f"operands and registers) on {int(tr.sum())} of {len(tr)} sequences; instructions and "
                              f"cycles on all of them"),
@@ -123,14 +125,18 @@ def table(rep: dict) -> str:
             ("model", f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units, "
                       f"{_fmt(m['params'])} params, {_fmt(m['macs_per_step'])} MAC/step"),
             *_task_rows(rep),
-            ("bit-exact", f"{b['mismatches']} mismatches in {b['checked']} sequences (host + device)")]
+            ("bit-exact", f"{b['mismatches']} mismatches vs golden: host build {b.get('host_checked', 0)} sequences, "
+                          f"device {b.get('device_checked', 0)}")]
     e = rep.get("emulation")
     if e:
-        rows += [("cycles / inference", _fmt(e["cycles_per_inference"])),
+        traffic = (_fmt(e["flash_read_bytes_per_inference"]) + f"  (sampled {e['traffic_sampled_sequences']})"
+                   if e["traffic_sampled_sequences"] else "-  (not measured on this run)")
+        rows += [("cycles / inference", _fmt(e["cycles_per_inference"]) + f"  ({e['sequences']} sequences emulated)"),
                  ("cycles / step", _fmt(e["cycles_per_step"])),
-                 ("MAC / cycle (step)", _fmt(e["step_macs_per_cycle"])),
+                 ("MAC / cycle (step)", _fmt(e["step_macs_per_cycle"])
+                  + ("  (dense MACs; the delta rows count the effective ones)" if "delta" in rep else "")),
                  ("latency @ clock", _fmt(e["latency_ms_per_inference"], " ms")),
-                 ("flash read B / inf", _fmt(e["flash_read_bytes_per_inference"]) + f"  (sampled {e['traffic_sampled_sequences']})"),
+                 ("flash read B / inf", traffic),
                  ("SRAM read / write B", f"{_fmt(e['sram_read_bytes_per_inference'])} / {_fmt(e['sram_write_bytes_per_inference'])}")]
     f = rep.get("footprint")
     if f:

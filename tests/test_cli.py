@@ -63,6 +63,9 @@ def test_convert_end_to_end(model_and_data):
     assert p.returncode == 0, p.stderr
     rep = json.loads((out / "report.json").read_text())
     assert rep["quantization"]["calibration"].startswith(f"{data} (the evaluation data")   # no --calib given
+    assert [l for l in p.stderr.splitlines() if l.startswith("note:")] == [
+        f"note: calibrated on --data {data}, the evaluation data; pass --calib train.npz so the int8 accuracy "
+        f"is not measured on the calibration data"]
     for k, sub in REPORT_KEYS.items():
         assert k in rep
         if sub:

@@ -98,6 +98,7 @@ def test_convert_with_delta_report(gru):
         assert (out / png).stat().st_size > 1000
     assert "delta MAC / inference" in p.stdout
     assert sec["int8_grid"]["same"] and "warning" not in p.stderr   # calibrated on the same data as delta-tune
+    assert "effective MACs" in rep["emulation"]["macs_note"] and "(dense MACs; the delta rows" in p.stdout
 
 
 @pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")

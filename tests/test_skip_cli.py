@@ -91,6 +91,25 @@ def test_convert_with_predictor_report(setup):
 
 
 @pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+def test_convert_with_predictor_and_delta_names_baselines(setup):
+    """--predictor with --delta: each section measures its method against the model with the other
+    still on, and says so; a change that costs cycles prints as +x%, not --x%."""
+    from rnnskip.delta.spec import DeltaSpec
+    from rnnskip.pipeline import import_model
+    d, model, other, paths = setup
+    DeltaSpec.uniform(1, 2, 2, ir=import_model(model)).save(d / "d22.json", import_model(model))
+    out = d / "conv-both"
+    res = CliRunner().invoke(convert_cmd, [model, "--predictor", str(d / "pred"), "--delta", str(d / "d22.json"),
+                                           "--data", paths["test"], "--calib", paths["train"], "--out", str(out),
+                                           "--emulate-max", "4", "--traffic-sample", "0", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["bitexact"]["mismatches"] == 0
+    assert "delta thresholds on" in rep["skip"]["baseline"] and "skip predictor on" in rep["delta"]["baseline"]
+    assert "skip baseline" in res.output and "delta baseline" in res.output and "(--" not in res.output
+
+
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
 def test_convert_skip_auto(setup):
     d, model, other, paths = setup
     out = d / "auto"

@@ -287,3 +287,16 @@ def test_predictor_calibration_reaches_high_skip_rates(trained):
     sw = _predictor_points(p, va, qm, dense["pred"] == va.y, "int8", fm, scores, 100.0, None)
     assert min(pt.threshold for pt in sw.points) <= float(np.quantile(scores, 0.01)) + 1e-12  # tried 99%
     assert sw.chosen.skip_rate == max(pt.skip_rate for pt in sw.points) > 0.85
+
+
+def test_candidate_thresholds_skip_tied_top_scores():
+    """Scores tied at the top (a small MLP with a dead unit): quantiles at the top score skip
+    nothing, like the first candidate, and are not evaluated again (they printed as repeated
+    '0.0%' lines)."""
+    from rnnskip.skip.train import candidate_thresholds
+    scores = np.concatenate([np.full(600, 0.84375), np.linspace(-7, 0.5, 400)])
+    c = candidate_thresholds(scores)
+    assert c[0] > 0.84375 and all(t < 0.84375 for t in c[1:])
+    assert c == sorted(set(c), reverse=True)                     # distinct, least skipping first
+    skipped = [float(np.mean(scores > t)) for t in c]
+    assert skipped[0] == 0.0 and skipped[1] >= 0.6 and len(set(skipped)) == len(skipped)

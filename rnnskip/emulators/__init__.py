@@ -165,4 +165,7 @@ def report_emulation(rep: dict, info: dict) -> dict:
         e["cycles_from"] = ("Unicorn cycle model on the same ELF" if "skipped" not in cc
                             else f"not modelled: {cc['skipped']}")
         e["board"] = info
+        if not e.get("traffic_sampled_sequences"):   # board runs: QEMU/Renode do not count loads and stores
+            e["traffic_note"] = (f"memory traffic is not measured on {info['emulator']} board runs; the Unicorn "
+                                 f"backend counts it (--emulator unicorn)")
     return rep

@@ -286,13 +286,13 @@ def table_rows(sec: dict) -> list:
             ("steps skipped", f"{sec['skip_rate']:.1%} (oracle {sec['oracle_skip_rate']:.1%})"),
             ("accuracy dense / skip", f"{a['dense_int8']:.4f} / {a['skip_int8']:.4f} (int8)"),
             ("MAC / inference", f"{sec['macs_per_inference']['dense']:,.0f} -> {sec['macs_per_inference']['effective']:,.0f} "
-                                f"(-{sec['mac_reduction']:.1%})")]
+                                f"({-sec['mac_reduction']:+.1%})")]
     c = sec["cycles_per_inference"]
     if c.get("dense") and c.get("skip") is not None and sec.get("cycle_reduction") is not None:
-        rows.append(("cycles / inference", f"{c['dense']:,.0f} -> {c['skip']:,.0f} (-{sec['cycle_reduction']:.1%})"))
+        rows.append(("cycles / inference", f"{c['dense']:,.0f} -> {c['skip']:,.0f} ({-sec['cycle_reduction']:+.1%})"))
     elif sec.get("instruction_reduction") is not None:
         i = sec["instructions_per_inference"]
-        rows.append(("instructions / inf", f"{i['dense']:,.0f} -> {i['skip']:,.0f} (-{sec['instruction_reduction']:.1%}; "
+        rows.append(("instructions / inf", f"{i['dense']:,.0f} -> {i['skip']:,.0f} ({-sec['instruction_reduction']:+.1%}; "
                                            f"no cycle model)"))
     f = sec["flash_read_bytes_per_inference"]
     if f.get("dense") and f.get("skip") is not None:

@@ -123,6 +123,15 @@ def _cap(F_, y, n, rng):
 CALIBRATION_FRACS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
+def candidate_thresholds(scores: np.ndarray, fracs=CALIBRATION_FRACS) -> list:
+    """Decision thresholds to try, from none skipped up: just above the top score, then the score
+    quantiles that skip ``fracs`` of the steps. A step is skipped when score > threshold, so a
+    quantile equal to the top score (tied scores) skips nothing either and is left out."""
+    top = float(scores.max()) if len(scores) else 0.0
+    qs = {float(np.quantile(scores, 1.0 - f)) for f in fracs if f > 0} if len(scores) else set()
+    return [top + 1e-6 + abs(top) * 1e-6] + sorted((q for q in qs if q < top), reverse=True)
+
+
 def _predictor_points(p: FloatPredictor, val, qm, dense_correct: np.ndarray, calibrate_on: str, fm,
                       scores: np.ndarray, max_loss: float, log, margin_se: float = 0.0) -> O.Sweep:
     """Calibrate p's decision threshold on val; losses are paired against
@@ -141,10 +150,7 @@ def _predictor_points(p: FloatPredictor, val, qm, dense_correct: np.ndarray, cal
             pred, sr = r.pred, r.skip_rate
         return O.point(a, sr, dense_correct, pred == val.y)
 
-    fracs = CALIBRATION_FRACS
-    top = float(scores.max()) if len(scores) else 0.0
-    cands = [-(top + 1e-6 + abs(top) * 1e-6)] + [-float(np.quantile(scores, 1.0 - f)) for f in fracs[1:]]
-    sw = O.search(evaluate, cands, max_loss, refine=4, dense_accuracy=float(np.mean(dense_correct)),
+    sw = O.search(evaluate, [-t for t in candidate_thresholds(scores)], max_loss, refine=4, dense_accuracy=float(np.mean(dense_correct)),
                   margin_se=margin_se,
                   progress=lambda pt: _say(log, f"    threshold {-pt.threshold:+.4f}: skip {pt.skip_rate:6.1%}, "
                                                 f"loss {pt.loss:+.2f} ± {pt.loss_se:.2f} pt"))
@@ -255,8 +261,8 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
                 "val_loss_se_points": ch.as_dict()["loss_se_points"] if ch else None,
                 "threshold": p.threshold, "seconds": round(time.time() - t0, 1)}
         rounds.append(info)
-        _say(log, f"[skip] round {rnd}: validation skip {info['val_skip_rate']:.1%} at "
-                  f"{info['val_loss_points'] if ch else float('nan'):+.2f} pt")
+        _say(log, f"[skip] round {rnd}: validation skip {info['val_skip_rate']:.1%} at {ch.loss:+.2f} pt" if ch else
+                  f"[skip] round {rnd}: no threshold meets the budget on validation (this predictor would never skip)")
         if best is None or info["val_skip_rate"] > best[0]["val_skip_rate"] + 1e-9:
             best = (info, p, cal)
         if rnd == cfg.rounds:

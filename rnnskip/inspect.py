@@ -329,7 +329,9 @@ def format_text(ins: Inspection) -> str:
         lines.append(f"  note: {n}")
     if ins.converts:
         lines.append("  converts: yes")
-        lines.append(f"  int8 estimate per target (I/O buffers for {ins.max_t} steps):")
+        lines.append(f"  int8 estimate per target (flash: weights, tables, code allowance; RAM: state, I/O buffers "
+                     f"for {ins.max_t} steps and the target's stack reservation - report.json's ram_bytes is the "
+                     f"static part only):")
         for t in ins.targets:
             lines.append(f"    {t['target']:<14} flash {_kib(t['flash_bytes']):>10} of {_kib(t['flash_capacity']):>10}"
                          f"   RAM {_kib(t['ram_bytes']):>9} of {_kib(t['ram_capacity']):>9}   "

@@ -63,6 +63,26 @@ class Timer:
         return False
 
 
+def versions() -> dict:
+    """Versions of what decides the numbers: Python, the training and emulation packages, the
+    Arm compiler. Model trainers store it in their meta.json; run_all prints it under each section."""
+    import platform
+    import subprocess
+    from importlib import metadata
+    v = {"python": platform.python_version()}
+    for pkg in ("tensorflow", "tf_keras", "numpy", "scikit-learn", "unicorn"):
+        try:
+            v[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        gcc = subprocess.run(["arm-none-eabi-gcc", "-dumpversion"], capture_output=True, text=True, check=True)
+        v["arm-none-eabi-gcc"] = gcc.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return v
+
+
 @contextmanager
 def timed(label: str):
     """Print how long the block took: ``with timed("train"): ...``."""

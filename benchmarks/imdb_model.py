@@ -37,7 +37,7 @@ import numpy as np
 
 from rnnskip.datasets import load_imdb, load_npz, save_npz
 
-from .common import bench_out, config_hash, fmt_seconds, read_json, shared_data, write_json
+from .common import bench_out, config_hash, fmt_seconds, read_json, shared_data, versions, write_json
 from .sst2_model import _bucketed_sequence
 
 #: Bump when the training code changes in a way that changes the model.
@@ -170,7 +170,7 @@ def train_imdb(data_root: str, out_dir: str, seed: int = 0, config: dict | None 
     meta = {
         "config": cfg, "seed": seed, "config_hash": h, "code_version": CODE_VERSION,
         "test_accuracy": test_acc, "val_accuracy": val_acc,
-        "epochs_run": len(hist.history["loss"]), "train_seconds": round(train_seconds, 1),
+        "epochs_run": len(hist.history["loss"]), "train_seconds": round(train_seconds, 1), "versions": versions(),
         "params": int(final.count_params()), "vocab_size": vocab.size,
         "n_fit": len(fit), "n_val": len(val), "n_test": len(test_ds),
         "mean_length_test": float(test_ds.lengths.mean()),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from rnnskip.errors import RnnskipError
 
 from . import delta_bench, pipeline_bench, skip_bench, targets_bench
-from .common import bench_out, repo_root
+from .common import bench_out, repo_root, versions
 
 SECTIONS = [("pipeline", pipeline_bench), ("targets", targets_bench), ("skip", skip_bench),
             ("delta", delta_bench)]
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
             res = mod.run(quick=a.quick)
             (sec_dir / f"{name}.json").write_text(json.dumps(res, indent=1, default=float))
             info = (f"_{time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, {time.time() - t0:.0f} s"
-                    f"{', --quick' if a.quick else ''}_")
+                    f"{', --quick' if a.quick else ''}; {provenance()}_")
             (sec_dir / f"{name}.md").write_text(mod.markdown(res) + "\n\n" + info + "\n")
             lines = mod.summary(res) if hasattr(mod, "summary") else []
             (sec_dir / f"{name}.summary.json").write_text(json.dumps(lines))
@@ -71,6 +72,20 @@ def main(argv=None) -> int:
     print(f"wrote {Path(repo_root(), 'BENCHMARKS.md')}")
     update_readme(summary)
     return 0
+
+
+def provenance() -> str:
+    """Code commit and the versions that decide the numbers (training and the toolchain), for a
+    section's footer: a rerun that differs can then be told apart from a changed environment."""
+    try:
+        rev = subprocess.run(["git", "-C", repo_root(), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", repo_root(), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        rev = f"commit {rev}{' + uncommitted changes' if dirty else ''}"
+    except (OSError, subprocess.CalledProcessError):
+        rev = "commit unknown"
+    return ", ".join([rev] + [f"{k if k != 'python' else 'Python'} {v}" for k, v in versions().items()])
 
 
 def update_readme(lines) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from rnnskip.datasets import load_npz, load_sst2, save_npz
 
-from .common import bench_out, config_hash, fmt_seconds, read_json, shared_data, write_json
+from .common import bench_out, config_hash, fmt_seconds, read_json, shared_data, versions, write_json
 
 #: Bump when the training code changes in a way that changes the model.
 CODE_VERSION = 1
@@ -178,7 +178,7 @@ def train_sst2(data_root: str, out_dir: str, seed: int = 0, config: dict | None 
     meta = {
         "config": cfg, "seed": seed, "config_hash": h, "code_version": CODE_VERSION,
         "dev_accuracy": dev_acc, "val_accuracy": float(val_acc),
-        "epochs_run": len(hist.history["loss"]), "train_seconds": round(train_seconds, 1),
+        "epochs_run": len(hist.history["loss"]), "train_seconds": round(train_seconds, 1), "versions": versions(),
         "params": int(final.count_params()), "embedding_params": int(emb),
         "int8_weight_bytes_estimate": int(final.count_params()),
         "vocab_size": vocab.size, "n_train": len(fit), "n_val": len(val), "n_dev": len(dev_ds),

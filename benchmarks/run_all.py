@@ -80,7 +80,8 @@ def provenance() -> str:
     try:
         rev = subprocess.run(["git", "-C", repo_root(), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", repo_root(), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", repo_root(), "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!BENCHMARKS.md", ":!README.md"],   # what make bench itself rewrites
                                capture_output=True, text=True, check=True).stdout.strip()
         rev = f"commit {rev}{' + uncommitted changes' if dirty else ''}"
     except (OSError, subprocess.CalledProcessError):

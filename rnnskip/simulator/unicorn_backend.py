@@ -415,6 +415,7 @@ class UnicornEmulator:
             st[6] = b[9]
             if address == st[2]:
                 st[4] += b[5]
+                st[1] += b[10]
             else:
                 st[1] += st[3]
             st[1] += b[1]
@@ -487,14 +488,28 @@ class UnicornEmulator:
         # plain load/stores counted per block execution; predicated ones by their hook
         mem = tuple(i.address for i in insns if i.mem is not None and not (
             i.predicated and i.address in self._pred_set))
-        # [n, static cost, fall-through, taken extra, execs, mid-word refetch, mem pcs, size, fetch words]
+        # [n, static cost, fall-through, taken extra, execs, mid-word refetch, mem pcs, size, fetch words,
+        #  writes SP, fall-through adjustment]
         b = [len(insns), static, end, bc.taken_extra, 0, mid, mem, size, bc.fetch_words,
-             any(i.writes_sp for i in insns)]
+             any(i.writes_sp for i in insns), self._fall_through_adjustment(address, insns)]
         if address in self._blocks:
             self._alt_blocks[(address, size)] = b
         else:
             self._blocks[address] = b
         return b
+
+    def _fall_through_adjustment(self, address: int, insns: list) -> int:
+        """Cycles to add when the block is entered by falling through from the instruction
+        before it. Unicorn also ends blocks where the code does not branch (page boundaries,
+        block size limits); the core's pipeline does not, so the pairing rules (load
+        pipelining, load-use stalls, dual issue) apply across such a split exactly as inside
+        a block. 0 when the block is entered by a branch (a refill separates the two)."""
+        pred = next((p for p in (self.insns.get(address - 2), self.insns.get(address - 4))
+                     if p is not None and p.address + p.size == address), None)
+        if pred is None or not insns:
+            return 0
+        joined = _cycles.analyse_block([pred] + list(insns), self.table).cost
+        return joined - _cycles.analyse_block([pred], self.table).cost - _cycles.analyse_block(insns, self.table).cost
 
     def _all_blocks(self):
         yield from self._blocks.values()

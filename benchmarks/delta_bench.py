@@ -55,7 +55,7 @@ def _golden_eval(model, data, calib, delta_json=None):
     from rnnskip import pipeline as P
     from rnnskip.datasets import load_npz
     from rnnskip.delta.spec import DeltaSpec
-    from rnnskip.quant.delta_golden import DeltaGoldenModel, effective_macs
+    from rnnskip.delta.golden import effective_macs, run_stats, with_delta
     from rnnskip.quant.golden import GoldenModel, predict_classes
     ir = P.import_model(model)
     ds, cal = load_npz(str(data), ir), load_npz(str(calib), ir)
@@ -67,9 +67,8 @@ def _golden_eval(model, data, calib, delta_json=None):
          "dense_int8": float(np.mean(predict_classes(out, qm.output_activation) == ds.y))}
     if delta_json:
         spec = DeltaSpec.load(delta_json)
-        dg = DeltaGoldenModel(qm, spec)
-        o, _, st = dg.run_stats(ds.x, ds.lengths)
-        m = effective_macs(qm, st, dg.layouts)
+        o, _, st = run_stats(with_delta(qm, spec), ds.x, ds.lengths)
+        m = effective_macs(qm, st)
         r.update(delta_int8=float(np.mean(predict_classes(o, qm.output_activation) == ds.y)),
                  mac_reduction_x=float(m["dense"].sum() / m["effective"].sum()),
                  thresholds=[spec.theta_x, spec.theta_h])
@@ -106,21 +105,19 @@ def kernel_sweep() -> dict:
 PARTS = (("column-sparse mat-vec", ("rnnskip_dv_dsp_core", "rnnskip_delta_mat_vec_s8", "rnnskip_delta_pad_pair_s8")),
          ("gather", ("rnnskip_dg_core", "rnnskip_delta_gather_s8")),
          ("dense mat-vec", ("rnnskip_mvp_dsp_core", "rnnskip_mat_vec_paired_s8", "rnnskip_mv4_dsp_core",
-                            "rnnskip_mat_vec_acc_s8", "rnnskip_mat_vec_s8")),
-         ("cells (GRU gates, candidate, state)", ("rnnskip_gru_cell_s16", "rnnskip_gru_candidate_s16",
-                                                  "rnnskip_lstm_cell_s16")))
+                            "rnnskip_mat_vec_acc_s8", "rnnskip_mat_vec_s8")))
 
 
 def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
     """Cycles per step by part, delta firmware vs the dense firmware of the same model,
-    on the first k sequences of ``data`` (emulated function profile). The delta cells are
-    inlined into rnnskip_step, so 'step code' is the delta cells plus the step's bookkeeping."""
+    on the first k sequences of ``data`` (emulated function profile). The cell kernels are
+    inlined into rnnskip_step, so 'step code' is the cells plus the step's bookkeeping."""
     from rnnskip import outputs as O
     from rnnskip import pipeline as P
     from rnnskip import targets
     from rnnskip.datasets import load_npz
     from rnnskip.emulate import profile_functions
-    from rnnskip.quant.delta_golden import DeltaGoldenModel, effective_macs
+    from rnnskip.delta.golden import effective_macs, run_stats
     from rnnskip.quant.golden import GoldenModel
     qm = P.load_pickle(conv_dir / "model.q.pkl", "quantize")
     ir = P.load_pickle(conv_dir / "model.ir.pkl", "import")
@@ -128,7 +125,7 @@ def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
     ds = ds.subset(np.arange(min(k, len(ds))))
     g = GoldenModel(qm)
     dev_x, valid = g.device_inputs(ds.x), (None if qm.token_input else g.valid_steps(ds.x))
-    _, _, st = DeltaGoldenModel(qm).run_stats(ds.x, ds.lengths)
+    _, _, st = run_stats(qm, ds.x, ds.lengths)
     m = effective_macs(qm, st)
     steps = float(ds.lengths.sum())
     t = targets.load("cortex-m4")
@@ -143,7 +140,7 @@ def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
             if v:
                 parts[label] = v / steps
         step = sum(rest.pop(f, 0) for f in list(rest) if f.startswith("rnnskip_step"))
-        parts["step code" + (" (inlined delta cells)" if name == "delta" else "")] = step / steps
+        parts["step code (inlined cells)"] = step / steps
         parts["other (head, I/O, branches)"] = sum(rest.values()) / steps
         out[name] = {"per_step": parts, "cycles_per_step": sum(prof.values()) / steps}
     return out
@@ -159,19 +156,19 @@ def step_sweep(model, data, calib, thetas, k=12) -> dict:
     from rnnskip.delta.spec import DeltaSpec
     from rnnskip.emulate import STAT_FIELDS
     from rnnskip.generate import generate
-    from rnnskip.quant.delta_golden import DeltaGoldenModel, densities, effective_macs
+    from rnnskip.delta.golden import densities, effective_macs, run_stats, with_delta
     ir = P.import_model(model)
     ds, cal = load_npz(str(data), ir), load_npz(str(calib), ir)
     ds = ds.subset(np.arange(min(k, len(ds))))
-    qm, _ = P.quantize_model(ir, cal, 1000, progress=False)
+    qm0, _ = P.quantize_model(ir, cal, 1000, progress=False)
     t = targets.load("cortex-m4")
     root = Path(bench_out("delta")) / "step_sweep"
     rows = []
     cases = [("dense", None, None)] + [(f"theta {a}/{b}" + (" no fallback" if fb == 0 else ""), (a, b), fb)
                                        for a, b, fb in thetas]
     for name, th, fb in cases:
-        qm.delta = None if th is None else DeltaSpec([th[0]] * len(qm.layers), [th[1]] * len(qm.layers),
-                                                      dense_fallback=fb)
+        qm = with_delta(qm0, None if th is None else DeltaSpec([th[0]] * len(qm0.layers), [th[1]] * len(qm0.layers),
+                                                                dense_fallback=fb))
         d = root / name.replace(" ", "_").replace("/", "-")
         generate(qm, d / "src", max_t=int(ds.x.shape[1]))
         fw = P.build_target(d / "src", d / "fw", t, "dsp")
@@ -181,14 +178,13 @@ def step_sweep(model, data, calib, thetas, k=12) -> dict:
         r = {"case": name, "cycles_per_inference": float(cyc.mean()), "flash_read_bytes": float(fl.mean()),
              "mismatches": ev.device_mismatches, "flash_bytes": fw.flash_bytes}
         if th is not None:
-            _, _, st = DeltaGoldenModel(qm).run_stats(ds.x, ds.lengths)
+            _, _, st = run_stats(qm, ds.x, ds.lengths)
             m = effective_macs(qm, st)
             r.update(density=densities(qm, st), mac_reduction_x=float(m["dense"].sum() / m["effective"].sum()))
         rows.append(r)
     dense = rows[0]["cycles_per_inference"]
     for r in rows:
         r["cycle_reduction_x"] = dense / r["cycles_per_inference"]
-    qm.delta = None
     return {"sequences": len(ds), "rows": rows}
 
 
@@ -375,10 +371,10 @@ def _dense_mac_per_cycle(c: dict) -> float:
 def _breakdown_md(bd: dict) -> list:
     rt, tr = bd["runtime"], bd["trained"]
     seen = set(rt["dense"]["per_step"]) | set(rt["delta"]["per_step"]) | set(tr["delta"]["per_step"])
-    order = [lab for lab, _ in PARTS] + ["step code (inlined delta cells)", "step code", "other (head, I/O, branches)"]
+    order = [lab for lab, _ in PARTS] + ["step code (inlined cells)", "other (head, I/O, branches)"]
     labels = [lab for lab in order if lab in seen] + sorted(seen - set(order))
     L = [f"Where the cycles go (emulated function profile, cycles per step, first {rt['sequences']} test recordings; "
-         "the delta firmware inlines its cells into the step function):", "",
+         "the cell kernels are inlined into the step function):", "",
          "| part | dense | run-time delta | delta-trained |", "|---|---|---|---|"]
     for lab in labels:
         L.append(f"| {lab} | " + " | ".join(_n(c["per_step"].get(lab, 0)) for c in (rt["dense"], rt["delta"], tr["delta"]))

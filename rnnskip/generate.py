@@ -1,6 +1,10 @@
 """QModel -> C sources (Jinja2 templates) + the portable kernel provider.
 
-Python decides (array contents, sizes, which kernels); the templates hold the C.
+Python decides (array contents, sizes, which kernels); the templates hold the C. A
+recurrent layer's code is its cell's macros (``rnnskip/cells/<kind>.c.j2``: how its
+accumulators are filled, then the cell kernel on them), unless a step method fills the
+accumulators itself (a delta network's running sums); step methods add their own state,
+definitions and code before the layers (``firmware_templates/model/<method>.c.j2``).
 """
 from __future__ import annotations
 
@@ -13,20 +17,29 @@ import jinja2
 import numpy as np
 
 from . import __version__
-from .quant.act import c_context as act_c_context
+from .cells import CELL_DIR, CELLS
+from .cells.base import interleaved_mults, plane_shift
 from .errors import RnnskipError
+from .quant.act import ACT_IDS
 from .quant.model import QModel
 
 KERNEL_PROVIDERS = ("portable", "naive", "cmsis-nn")
-ACT_IDS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
 _CTYPES = {np.int8: "int8_t", np.int16: "int16_t", np.int32: "int32_t"}
+
+
+def act_enum(name: str) -> str:
+    """The C id of an activation (RNNSKIP_ACT_* of rnnskip_kernels.h)."""
+    if name not in ACT_IDS:
+        raise RnnskipError(f"activation '{name}' has no int8 kernel; rnnskip implements {', '.join(ACT_IDS)}")
+    return f"RNNSKIP_ACT_{name.upper()}"
 
 
 def templates_env() -> jinja2.Environment:
     root = resources.files("rnnskip") / "firmware_templates"
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(root)), trim_blocks=True,
-                              lstrip_blocks=True, keep_trailing_newline=True,
-                              undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(root), str(CELL_DIR)]), trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    env.globals.update(act=act_enum, shift=plane_shift)
+    return env
 
 
 def kernel_dir() -> Path:
@@ -51,15 +64,17 @@ PROVIDERS = {
 }
 
 
-def _mat_arrays(prefix: str, m, what: str, layout: str) -> List[dict]:
+def _mat_arrays(prefix: str, m, what: str, layout: str, mults: bool = True) -> List[dict]:
     if layout == "paired":
         from .quant.layout import pack_paired
         w = _c_array(f"{prefix}_w", pack_paired(m.w), np.int16,
                      f"{what}: weights [{m.rows}][{m.cols}], row pairs packed as int16 256*w[2p+1]+w[2p]")
     else:
         w = _c_array(f"{prefix}_w", m.w, np.int8, f"{what}: weights [{m.rows}][{m.cols}], row-major")
-    return [w, _c_array(f"{prefix}_b", m.bias, np.int32, f"{what}: bias on the accumulator scale"),
-            _c_array(f"{prefix}_m", m.mult, np.int32, f"{what}: requantisation multipliers (left shift {m.ls})")]
+    out = [w, _c_array(f"{prefix}_b", m.bias, np.int32, f"{what}: bias on the accumulator scale")]
+    if mults:
+        out.append(_c_array(f"{prefix}_m", m.mult, np.int32, f"{what}: requantisation multipliers (left shift {m.ls})"))
+    return out
 
 
 def _arrays(qm: QModel, layout: str) -> List[dict]:
@@ -72,8 +87,13 @@ def _arrays(qm: QModel, layout: str) -> List[dict]:
     for p, d in dense:  # Dense layers always row-major int8 (rnnskip_fully_connected_s8)
         a += _mat_arrays(f"rnnskip_{p}", d.mat, d.name, "rowmajor")
     for i, l in enumerate(qm.layers):
-        for name, m in l.mats.items():
-            a += _mat_arrays(f"rnnskip_l{i}_{name}", m, f"{l.name} {name}", layout)
+        for b in l.blocks:
+            a += _mat_arrays(f"rnnskip_l{i}_{b.name}", b, f"{l.name} {b.name}", layout, mults=False)
+        a.append(_c_array(f"rnnskip_l{i}_mi", interleaved_mults(l), np.int32,
+                          f"{l.name}: requantisation multipliers of its {l.planes} accumulator planes, "
+                          f"interleaved per unit"))
+    for m in qm.methods:
+        a += [_c_array(*arr) for arr in m.c_arrays(qm)]
     return a
 
 
@@ -95,26 +115,56 @@ def _feature_literals(qm: QModel) -> Dict:
             "mask_value_f": _f32_literal(qm.mask_value) if qm.mask_value is not None else None}
 
 
-def model_context(qm: QModel, max_t: int, kernels: str = "portable") -> Dict:
-    from .skip.qpredictor import c_context
+def _macro(env, template: str, name: str):
+    return getattr(env.get_template(template).module, name, None)
+
+
+HOOKS = ("state", "definitions", "init", "before_layers")
+
+
+def _code(env, qm: QModel):
+    """(step-method hooks {hook: [C code]}, per-layer step code) for ``qm``."""
+    hooks: Dict[str, List[str]] = {h: [] for h in HOOKS}
+    ctxs = [(m, m.c_context(qm)) for m in qm.methods]
+    for m, ctx in ctxs:
+        for h in HOOKS:
+            mac = _macro(env, m.template, h)
+            if mac is not None:
+                hooks[h].append(str(mac(qm, ctx)).rstrip())
+    layers = []
+    for i, l in enumerate(qm.layers):
+        cell = l.cell
+        acc, code = "s->acc", None
+        for m, ctx in ctxs:
+            ptr = m.c_accumulators(qm, i)
+            if ptr is not None:
+                acc, code = ptr, str(_macro(env, m.template, "accumulate")(qm, ctx, l, i))
+                break
+        if code is None:
+            own = _macro(env, cell.template, "accumulate")
+            code = str(own(l, i, acc)) if own is not None else \
+                str(_macro(env, "model/blocks.c.j2", "mat_vecs")(l, i, f"s->xh{i}", acc))
+        layers.append(code.rstrip() + "\n" + str(_macro(env, cell.template, "cell")(l, i, acc)).rstrip())
+    return hooks, layers
+
+
+def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -> Dict:
     layout, matvec_fn = PROVIDERS[kernels]
+    env = env or templates_env()
     head_rows = [d.rows for d in qm.head]
-    pred = c_context(qm)  # skip predictor (issue 4) or None
-    from .delta.codegen import delta_context
-    delta = delta_context(qm)  # delta network (issue 5) or None
+    hooks, layer_code = _code(env, qm)
+    headers = ["rnnskip_kernels.h"] + sorted({l.cell.c_header for l in qm.layers})
+    if any(m.key == "delta" for m in qm.methods):
+        headers.append("rnnskip_delta_kernels.h")
     return {
-        "pred": pred, "delta": delta,
-        "qm": qm, "version": __version__, "act_ids": ACT_IDS, "max_t": int(max_t),
-        "kernels": kernels, "layout": layout, "matvec_fn": matvec_fn,
+        "qm": qm, "version": __version__, "max_t": int(max_t), "hooks": hooks, "layer_code": layer_code,
+        "headers": headers, "kernels": kernels, "layout": layout, "matvec_fn": matvec_fn,
         "wtype": "int16_t" if layout == "paired" else "int8_t",
-        "acc_rows": max(4 * l.up for l in qm.layers),
-        "pre_rows": max((l.up if l.kind == "gru" else 0) for l in qm.layers),
+        "acc_rows": max(l.acc_rows for l in qm.layers),
         "out_len": qm.head[-1].rows if qm.head else qm.layers[-1].up,
         "head_scratch": max(head_rows) if head_rows else 0,
         **_feature_literals(qm), "output_scale_f": _f32_literal(qm.output_scale),
-        **act_c_context(qm),  # activation variants, per-step outputs (issue 7)
-        "arrays": _arrays(qm, layout) + ([_c_array(*a) for a in qm.predictor.c_arrays()] if pred else [])
-        + ([_c_array(*a) for a in delta["arrays"]] if delta else []),
+        "arrays": _arrays(qm, layout),
     }
 
 
@@ -123,14 +173,15 @@ MODEL_FILES = ("rnnskip_model.h", "rnnskip_model.c", "rnnskip_weights.h", "rnnsk
 
 
 def generate(qm: QModel, out_dir: Path, max_t: int, kernels: str = "portable") -> List[Path]:
-    """Render the model's C sources into ``out_dir`` and copy the kernel provider.
+    """Render the model's C sources into ``out_dir`` and copy the kernel provider and the
+    cells' kernels into ``out_dir/kernels``.
 
     max_t: longest sequence the I/O buffers hold. Returns the written paths.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = templates_env()
-    ctx = model_context(qm, max_t, kernels)
+    ctx = model_context(qm, max_t, kernels, env)
     written = []
     for name in MODEL_FILES:
         p = out_dir / name
@@ -139,8 +190,7 @@ def generate(qm: QModel, out_dir: Path, max_t: int, kernels: str = "portable") -
     kdir = out_dir / "kernels"
     kdir.mkdir(exist_ok=True)
     files = [f for f in sorted(kernel_dir().iterdir()) if f.suffix in (".c", ".h")]
-    if not ctx.get("act_kernels"):  # activation-variant kernels (issue 7) only for models that call them
-        files = [f for f in files if not f.name.startswith("rnnskip_act_")]
+    files += [CELL_DIR / c.c_header for c in CELLS.values()]
     if kernels == "cmsis-nn":  # CMSIS-NN does the mat-vec; the rest stays portable
         files = [f for f in files if f.name != "rnnskip_mat_vec_s8.c"]
         files += sorted((kernel_dir() / "cmsis_nn").glob("*.c"))

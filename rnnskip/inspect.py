@@ -170,7 +170,7 @@ def _layer_problems(entry: dict, version: str) -> List[str]:
     if not K._known_class(entry) and cls not in K._MODEL_CLASSES:
         return [str(K._unsupported(entry))]
     out = []
-    if cls in K._RNN_CLASSES or cls == "RNN":
+    if K._is_rnn(entry):
         c = dict(cfg)
         if cls == "RNN" and isinstance(cfg.get("cell"), dict):
             c.update(cfg["cell"].get("config", {}) or {})
@@ -205,8 +205,7 @@ def _layer_problems(entry: dict, version: str) -> List[str]:
 
 def _placeholder_ranges(ir):
     from .quant.calibrate import Ranges
-    n = len(ir.rnn_layers)
-    return Ranges(features=1.0, input_dense=1.0, h=[1.0] * n, c=[1.0] * n,
+    return Ranges(features=1.0, input_dense=1.0, states=[{k: 1.0 for k in l.cell.float_state} for l in ir.rnn_layers],
                   head=[1.0] * len(ir.head), sequences=0)
 
 
@@ -287,21 +286,14 @@ def inspect_file(path, max_t: Optional[int] = None, target_names: Optional[List[
 
 def _target_estimates(ins: Inspection, qm, names) -> None:
     from . import targets
-    from .quant.act import c_context
     from .targets.fit import estimate
-    extra_luts = 3 * 257 * 2 if c_context(qm)["act_kernels"] else 0
-    per_step_io = 0
-    if ins.per_step_outputs:  # rnnskip_io_out holds one row per step
-        rows = qm.head[-1].rows if qm.head else qm.layers[-1].up
-        per_step_io = 2 * rows * (ins.max_t - 1)
     for name in names or targets.available():
         t = targets.load(name)
         est = estimate(qm, ins.max_t, t)
-        flash, ram = est.flash + extra_luts, est.ram + per_step_io
-        ins.targets.append({"target": t.name, "flash_bytes": int(flash), "ram_bytes": int(ram),
+        ins.targets.append({"target": t.name, "flash_bytes": int(est.flash), "ram_bytes": int(est.ram),
                             "weights_bytes": int(est.weights), "flash_capacity": int(t.flash_size),
                             "ram_capacity": int(t.ram_size),
-                            "fits": bool(flash <= t.flash_size and ram <= t.ram_size)})
+                            "fits": bool(est.flash <= t.flash_size and est.ram <= t.ram_size)})
 
 
 # --------------------------------------------------------------------------

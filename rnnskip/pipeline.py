@@ -20,7 +20,6 @@ from .errors import RnnskipError
 from .generate import KERNEL_PROVIDERS, generate
 from .host import HostModel
 from .quant.calibrate import Ranges, calibrate
-from .quant.delta_golden import golden_for
 from .quant.golden import GoldenModel, predict_classes
 from .quant.model import QModel
 from .quant.quantize import quantize
@@ -80,7 +79,7 @@ def evaluate(ir: ModelIR, qm: QModel, ds: Dataset, host_so: Optional[Path] = Non
     t0 = time.time()
     probs = float_model(ir).predict(ds.x, ds.lengths)
     t1 = time.time()
-    g = golden_for(qm)  # GoldenModel, or DeltaGoldenModel when qm.delta is set (issue 5)
+    g = GoldenModel(qm)  # with the model's step methods (skip predictor, delta thresholds)
     g_out, g_flags = g.run(ds.x, ds.lengths)
     float_acc, golden_acc, error = O.score(ir, qm, ds, probs, g_out)  # accuracy, or regression error
     ev = Evaluation(n=len(ds), float_acc=float_acc, golden_acc=golden_acc,

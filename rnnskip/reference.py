@@ -8,7 +8,7 @@ the recurrence one step at a time::
     fm = FloatModel(ir)
     v = fm.inputs(x_seq)            # [T, D] vectors entering the 1st RNN layer
     ok = fm.valid_steps(x_seq)      # [T] False where Keras masks the step
-    s = fm.initial_state()          # [(h, c)] per LSTM layer, [(h,)] per GRU layer
+    s = fm.initial_state()          # per layer its cell's state tuple, h first: LSTM (h, c), GRU (h,)
     for t in range(len(v)):
         if ok[t]:
             s = fm.step(s, v[t])    # all RNN layers, layer 2 eats layer 1's new h
@@ -17,10 +17,8 @@ the recurrence one step at a time::
 Every method also accepts a leading batch axis (``inputs`` of ``[N, T, ...]``,
 ``step`` on ``[N, D]`` with batched states), which :meth:`predict` uses.
 
-Keras semantics reproduced: LSTM gates ``i, f, c, o``, ``c = f*c + i*g``,
-``h = o*act(c)``; GRU gates ``z, r, h`` with ``reset_after`` True
-(``hh = act(xh + r*(h@Uh + b_rec_h))``) or False (``hh = act(xh + (r*h)@Uh)``),
-``h = z*h_prev + (1-z)*hh``; a masked step leaves every layer's state
+Keras semantics reproduced: each recurrent layer is its cell kind's float step (the
+formulas are in ``rnnskip/cells/<kind>.py``); a masked step leaves every layer's state
 unchanged.
 """
 from __future__ import annotations
@@ -29,6 +27,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from rnnskip.cells.base import NUMPY_OPS
 from rnnskip.converter.ir import EmbeddingInput, ModelIR, RNNLayer
 from rnnskip.converter.support import FLOAT_ACTIVATIONS
 from rnnskip.errors import RnnskipError
@@ -85,51 +84,21 @@ class _Dense:
 
 
 class _RNN:
+    """One recurrent layer: its cell kind's float step (``rnnskip/cells/``) on float64 weights."""
+
     def __init__(self, r: RNNLayer):
-        self.kind = r.kind
+        self.cell = r.cell
         self.units = r.units
-        self.reset_after = r.reset_after
-        self.W = np.asarray(r.kernel, np.float64)
-        self.U = np.asarray(r.recurrent_kernel, np.float64)
-        b = np.asarray(r.bias, np.float64)
-        if r.kind == "gru" and r.reset_after:
-            b = b.reshape(2, -1)
-            self.b_in, self.b_rec = b[0], b[1]
-        else:
-            self.b_in, self.b_rec = b.reshape(-1), None
-        self.act = activation(r.activation)
-        self.ract = activation(r.recurrent_activation)
+        self.w = {k: np.asarray(getattr(r, k), np.float64) for k in ("kernel", "recurrent_kernel", "bias")}
+        self.acts = (activation(r.activation),
+                     activation(r.recurrent_activation) if r.recurrent_activation else None)
 
     def zero_state(self, batch: Optional[int]):
         shape = (self.units,) if batch is None else (batch, self.units)
-        if self.kind == "lstm":
-            return (np.zeros(shape), np.zeros(shape))
-        return (np.zeros(shape),)
+        return tuple(np.zeros(shape) for _ in self.cell.float_state)
 
     def step(self, st, x):
-        U = self.units
-        if self.kind == "lstm":
-            h, c = st
-            z = x @ self.W + h @ self.U + self.b_in
-            i = self.ract(z[..., :U])
-            f = self.ract(z[..., U:2 * U])
-            g = self.act(z[..., 2 * U:3 * U])
-            o = self.ract(z[..., 3 * U:])
-            c = f * c + i * g
-            return (o * self.act(c), c)
-        (h,) = st
-        xw = x @ self.W + self.b_in
-        if self.reset_after:
-            hw = h @ self.U + self.b_rec
-            z = self.ract(xw[..., :U] + hw[..., :U])
-            r = self.ract(xw[..., U:2 * U] + hw[..., U:2 * U])
-            hh = self.act(xw[..., 2 * U:] + r * hw[..., 2 * U:])
-        else:
-            hw = h @ self.U[:, :2 * U]
-            z = self.ract(xw[..., :U] + hw[..., :U])
-            r = self.ract(xw[..., U:2 * U] + hw[..., U:2 * U])
-            hh = self.act(xw[..., 2 * U:] + (r * h) @ self.U[:, 2 * U:])
-        return (z * h + (1.0 - z) * hh,)
+        return self.cell.float_step(NUMPY_OPS, self.w, self.acts, st, x)
 
 
 class FloatModel:
@@ -197,7 +166,7 @@ class FloatModel:
 
     # ---- recurrence ----------------------------------------------------
     def initial_state(self, batch: Optional[int] = None) -> State:
-        """Zero state, one entry per RNN layer: LSTM ``(h, c)``, GRU ``(h,)``.
+        """Zero state, one tuple per RNN layer (its cell's ``float_state``, h first).
         ``batch`` adds a leading batch axis."""
         return [l.zero_state(batch) for l in self.layers]
 
@@ -271,7 +240,7 @@ class FloatModel:
         """Model output for one sequence (``[out]``); steps at and after
         ``length`` are ignored, masked steps carry the state unchanged.
         Per-step models (``ir.per_step``) give ``[T, out]``."""
-        if getattr(self.ir, "per_step", False):
+        if self.ir.per_step:
             return self.predict(np.asarray(x_seq)[None], None if length is None else [length])[0]
         return self.readout(self.final_state(x_seq, length))
 
@@ -294,7 +263,7 @@ class FloatModel:
             lengths = np.asarray(lengths).reshape(-1)
             ok = ok & (np.arange(T)[None, :] < lengths[:, None])
         state = self.initial_state(N)
-        seq = [] if getattr(self.ir, "per_step", False) else None
+        seq = [] if self.ir.per_step else None
         for t in range(T):
             new = self.step(state, V[:, t])
             m = ok[:, t][:, None]

@@ -46,7 +46,7 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
             "calibration_sequences": cal.get("sequences"),
             "weights": "int8 symmetric per output row", "activations": "int8 symmetric per tensor",
             "gates": "int16 Q3.12 in, Q0.15 out (257-point LUT)", "accumulators": "int32",
-            "cell_shift": [l.cell_shift for l in qm.layers if l.kind == "lstm"],
+            "layers": [{"name": l.name, "kind": l.kind, **l.options} for l in qm.layers],
         },
         "timings_s": {k: round(v, 3) for k, v in ev.timings.items()},
     }
@@ -79,8 +79,8 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
             "sram_read_bytes_per_inference": _mean(col["sram_read_bytes"][tr]),
             "sram_write_bytes_per_inference": _mean(col["sram_write_bytes"][tr]),
             "traffic_sampled_sequences": int(tr.sum()),
-            **({"macs_note": "dense MACs of the executed steps; the delta section has the effective MACs"}
-               if getattr(qm, "delta", None) is not None else {}),
+            **({"macs_note": "; ".join(m.macs_note for m in qm.methods if m.macs_note)}
+               if any(m.macs_note for m in qm.methods) else {}),
             "traffic_note": (f"memory traffic counted exactly (each executed load/store's address from its decoded "
                              f"operands and registers) on {int(tr.sum())} of {len(tr)} sequences; instructions and "
                              f"cycles on all of them"),

@@ -46,8 +46,8 @@ def random_ir(config: str, seed: int = 0, units=(9, 6), dim: int = 7, vocab: int
         bias = rng.normal(0, 0.3, (2, G * U) if (k == "gru" and reset_after) else (G * U,))
         layers.append(RNNLayer(kind=k, units=U, kernel=rng.normal(0, 0.5, (d_in, G * U)),
                                recurrent_kernel=rng.normal(0, 0.4, (U, G * U)), bias=bias,
-                               return_sequences=i < len(kinds) - 1, reset_after=reset_after,
-                               name=f"{k}_{i}"))
+                               return_sequences=i < len(kinds) - 1,
+                               options={"reset_after": reset_after} if k == "gru" else {}, name=f"{k}_{i}"))
         d_in = U
     dl = []
     for j, n in enumerate(head):
@@ -82,10 +82,10 @@ def mixed_ir(seed=0, features=5, dim=7, units=(9, 6)):
     U0, U1 = units
     layers = [RNNLayer(kind="lstm", units=U0, kernel=rng.normal(0, 0.5, (dim, 4 * U0)),
                        recurrent_kernel=rng.normal(0, 0.4, (U0, 4 * U0)), bias=rng.normal(0, 0.3, 4 * U0),
-                       return_sequences=True, reset_after=True, name="lstm_0"),
+                       return_sequences=True, name="lstm_0"),
               RNNLayer(kind="gru", units=U1, kernel=rng.normal(0, 0.5, (U0, 3 * U1)),
                        recurrent_kernel=rng.normal(0, 0.4, (U1, 3 * U1)), bias=rng.normal(0, 0.3, 3 * U1),
-                       return_sequences=False, reset_after=False, name="gru_1")]
+                       return_sequences=False, options={"reset_after": False}, name="gru_1")]
     head = [DenseLayer(rng.normal(0, 0.5, (U1, 6)), rng.normal(0, 0.2, 6), "tanh", "d0"),
             DenseLayer(rng.normal(0, 0.5, (6, 3)), rng.normal(0, 0.2, 3), "softmax", "d1")]
     return ModelIR(input=inp, rnn_layers=layers, head=head, name="mixed")

@@ -53,15 +53,14 @@ def act_lib(tmp_path_factory):
     """rnnskip_act_q for every input, compiled for this machine from the kernel sources."""
     d = tmp_path_factory.mktemp("actlib")
     (d / "harness.c").write_text(
-        '#include "rnnskip_act_kernels.h"\n'
+        '#include "rnnskip_kernels.h"\n'
         "void act_all(int32_t act, int32_t *out) {\n"
-        "    const int16_t *lut = rnnskip_act_lut(act);\n"
-        "    for (int32_t x = -32768; x < 32768; x++) out[x + 32768] = rnnskip_act_q(act, lut, x);\n"
+        "    for (int32_t x = -32768; x < 32768; x++) out[x + 32768] = rnnskip_act_q(act, x);\n"
         "}\n")
     k = kernel_dir()
     so = d / "libact.so"
     subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-std=c99", "-Wall", "-I", str(k), "-o", str(so),
-                    str(d / "harness.c"), str(k / "rnnskip_act_luts.c"), str(k / "rnnskip_luts.c")],
+                    str(d / "harness.c"), str(k / "rnnskip_luts.c")],
                    check=True, capture_output=True)
     return ctypes.CDLL(str(so))
 

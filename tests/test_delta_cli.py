@@ -192,7 +192,7 @@ def test_delta_train_writes_normal_keras_model(gru):
     info = run_delta_train(model, val, val, out, theta_x=2, theta_h=2, epochs=2, batch_size=8, log=lambda s: None)
     assert info["epochs_run"] >= 1 and 0 <= info["val_accuracy"] <= 1
     ir2 = import_model(out)                              # a plain Masking -> GRU -> Dense model
-    assert [l.kind for l in ir2.rnn_layers] == ["gru"] and ir2.rnn_layers[0].reset_after
+    assert [l.kind for l in ir2.rnn_layers] == ["gru"] and ir2.rnn_layers[0].options["reset_after"]
     import tf_keras as keras
     from rnnskip.datasets import load_npz
     va = load_npz(str(val), ir2)

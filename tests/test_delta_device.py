@@ -14,7 +14,7 @@ from rnnskip.datasets import Dataset
 from rnnskip.delta.spec import DeltaSpec
 from rnnskip.generate import generate
 from rnnskip.quant.calibrate import calibrate
-from rnnskip.quant.delta_golden import DeltaGoldenModel
+from rnnskip.delta.golden import run_stats, with_delta
 from rnnskip.quant.golden import GoldenModel
 from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel
@@ -31,7 +31,7 @@ def _setup(cfg, thetas, seed=0, n=10, T=14, fallback=0.0, **shape):
     x, L = random_data(ir, n=n, T=T, seed=seed + 1)
     qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
     k = len(qm.layers)
-    qm.delta = DeltaSpec([thetas[0]] * k, [thetas[1]] * k, dense_fallback=fallback)
+    qm = with_delta(qm, DeltaSpec([thetas[0]] * k, [thetas[1]] * k, dense_fallback=fallback))
     return ir, qm, Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
 
 
@@ -49,8 +49,9 @@ def test_host_bitexact(built):
     ev = P.evaluate(ir, qm, ds, host_so=so, progress=False)
     assert ev.host_checked == len(ds) and ev.host_mismatches == 0, ev.first_mismatch
     # thresholds really changed the result and really skipped columns
-    dense, _ = GoldenModel(qm).run(ds.x, ds.lengths)
-    out, _, st = DeltaGoldenModel(qm).run_stats(ds.x, ds.lengths)
+    dense, _ = GoldenModel(qm, methods=[]).run(ds.x, ds.lengths)
+    out, _, st = run_stats(qm, ds.x, ds.lengths)
+    assert not np.array_equal(out, dense)
     tot = sum(l.in_dim + l.units for l in qm.layers) * st["steps"].sum()
     assert 0 < (st["tx_x"].sum() + st["tx_h"].sum()) < tot
 
@@ -75,7 +76,7 @@ def test_theta0_device_equals_dense_golden(tmp_path):
     fw = P.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
     ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
     assert ev.device_mismatches == 0, ev.first_mismatch
-    dense, _ = GoldenModel(qm).run(ds.x, ds.lengths)
+    dense, _ = GoldenModel(qm, methods=[]).run(ds.x, ds.lengths)
     np.testing.assert_array_equal(ev.emu.out[:, : qm.output_dim], dense)
 
 
@@ -87,9 +88,9 @@ def test_delta_with_skip_predictor(cfg, ptype, tmp_path):
     from rnnskip import targets
     from test_skip_device import _setup as skip_setup
     ir, qm, x, L = skip_setup(cfg, ptype)
-    qm.delta = DeltaSpec([2] * len(qm.layers), [2] * len(qm.layers))
+    qm = with_delta(qm, DeltaSpec([2] * len(qm.layers), [2] * len(qm.layers)))
     ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
-    out, flags, st = DeltaGoldenModel(qm).run_stats(x, L)
+    out, flags, st = run_stats(qm, x, L)
     valid = GoldenModel(qm).valid_steps(x) & (np.arange(x.shape[1])[None, :] < L[:, None])
     assert 0 < flags.sum() < valid.sum()                     # the predictor skipped some valid steps
     assert (st["steps"] == flags.sum(1)).all()
@@ -108,7 +109,7 @@ def test_dense_fallback_mixed_steps(cfg, tmp_path):
     values and others the column-sparse one; the result is the same bits either way."""
     from rnnskip import targets
     ir, qm, ds = _setup(cfg, (4, 4), seed=1, T=16, fallback=0.5)
-    dg = DeltaGoldenModel(qm)
+    dg = GoldenModel(qm)
     dev = dg.device_inputs(ds.x)
     st = dg.initial_state(len(ds))
     fracs = []
@@ -134,7 +135,7 @@ def test_more_than_256_transmitting_columns(tmp_path):
     (the bound that keeps (A - B) >> 8 exact); a stacked LSTM -> GRU, firmware bit-exact."""
     from rnnskip import targets
     ir, qm, ds = _setup("feat-lstm-gru", (0, 0), seed=3, n=4, T=6, dim=150, units=(200, 70))
-    dg = DeltaGoldenModel(qm)
+    dg = GoldenModel(qm)
     dev, st, widest = dg.device_inputs(ds.x), dg.initial_state(len(ds)), 0
     for t in range(ds.x.shape[1]):
         before = st[0]["tx_x"][:, 0] + st[0]["tx_h"][:, 0]

@@ -12,7 +12,7 @@ from rnnskip.delta.floatdelta import FloatDeltaModel
 from rnnskip.delta.spec import DeltaSpec, model_signature
 from rnnskip.errors import RnnskipError
 from rnnskip.quant.calibrate import calibrate
-from rnnskip.quant.delta_golden import DeltaGoldenModel, densities, effective_macs
+from rnnskip.delta.golden import delta_layout, densities, effective_macs, run_stats, with_delta
 from rnnskip.quant.golden import GoldenModel
 from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel
@@ -32,8 +32,7 @@ def _q(cfg, seed=0, n=24, T=11):
 def test_theta0_bitexact_with_dense_golden(cfg):
     ir, qm, x, L = _q(cfg)
     out, flags = GoldenModel(qm).run(x, L)
-    dg = DeltaGoldenModel(qm, DeltaSpec.uniform(len(qm.layers)))
-    d_out, d_flags, st = dg.run_stats(x, L)
+    d_out, d_flags, st = run_stats(with_delta(qm, DeltaSpec.uniform(len(qm.layers))), x, L)
     np.testing.assert_array_equal(d_out, out)
     np.testing.assert_array_equal(d_flags, flags)
     # every running sum equals bias + W @ last (checked through the outputs) and
@@ -48,7 +47,7 @@ def test_thresholds_cut_work_monotonically(cfg):
     ir, qm, x, L = _q(cfg)
     prev = None
     for th in (0, 2, 6, 20, 255):
-        _, _, st = DeltaGoldenModel(qm, DeltaSpec.uniform(len(qm.layers), th, th)).run_stats(x, L)
+        _, _, st = run_stats(with_delta(qm, DeltaSpec.uniform(len(qm.layers), th, th)), x, L)
         eff = effective_macs(qm, st)["effective"].sum()
         if prev is not None:
             assert eff <= prev
@@ -60,12 +59,13 @@ def test_thresholds_cut_work_monotonically(cfg):
 
 def test_running_sums_equal_bias_plus_w_last():
     ir, qm, x, L = _q("feat-dense-gru")
-    dg = DeltaGoldenModel(qm, DeltaSpec([3], [2]))
+    dg = GoldenModel(with_delta(qm, DeltaSpec([3], [2])))
     dev = dg.device_inputs(x)
     st = dg.initial_state(len(x))
+    D = delta_layout(qm.layers[0])
     for t in range(x.shape[1]):
         st = dg.step(st, dev[:, t])
-        l, s, D = qm.layers[0], st[0], dg.layouts[0]
+        l, s = qm.layers[0], st[0]
         want = np.repeat(D.m0[None, :], len(x), axis=0)
         want[:, D.x_row0:D.x_row0 + D.rows_x] += s["last"][:, :l.in_p] @ D.wx.T.astype(np.int64)
         want[:, D.h_row0:D.h_row0 + D.rows_h] += s["last"][:, l.in_p:] @ D.wh.T.astype(np.int64)
@@ -88,7 +88,7 @@ def test_float_delta_theta0_equals_reference(cfg):
 def test_gru_reset_after_false_refused(cfg):
     ir, qm, x, L = _q(cfg)
     with pytest.raises(RnnskipError, match="reset_after=False: delta mode needs reset_after=True"):
-        DeltaGoldenModel(qm, DeltaSpec.uniform(len(qm.layers)))
+        GoldenModel(with_delta(qm, DeltaSpec.uniform(len(qm.layers))))
     with pytest.raises(RnnskipError, match="reset_after=True"):
         DeltaSpec.uniform(len(ir.rnn_layers), ir=ir).check_model(ir)
 

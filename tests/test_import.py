@@ -47,13 +47,13 @@ def test_ir_fields(zoo, name):
         else:
             assert [r.return_sequences for r in ir.rnn_layers] == [False]
         if "reset_after" in want:
-            assert [r.reset_after for r in ir.rnn_layers] == want["reset_after"], where
+            assert [r.options["reset_after"] for r in ir.rnn_layers] == want["reset_after"], where
         for r in ir.rnn_layers:
             assert (r.activation, r.recurrent_activation) == ("tanh", "sigmoid")
             g = 4 if r.kind == "lstm" else 3
             assert r.kernel.shape == (r.input_dim, g * r.units)
             assert r.recurrent_kernel.shape == (r.units, g * r.units)
-            want_b = (2, g * r.units) if r.kind == "gru" and r.reset_after else (g * r.units,)
+            want_b = (2, g * r.units) if r.kind == "gru" and r.options["reset_after"] else (g * r.units,)
             assert r.bias.shape == want_b
             assert r.kernel.dtype == np.float32
         assert [d.activation for d in ir.head] == want["head"], where

@@ -163,16 +163,16 @@ def test_delta_model_board_image_bitexact(name, tmp_path):
     """A delta model's board image is checked against the delta golden model (the bundle's
     expected outputs once came from the dense one, so every sequence 'differed')."""
     from rnnskip.delta.spec import DeltaSpec
-    from rnnskip.quant.delta_golden import DeltaGoldenModel
+    from rnnskip.delta.golden import with_delta
     from rnnskip.quant.golden import GoldenModel
     from random_models import random_ir
     ir = random_ir("feat-dense-gru", seed=0)
     x, L = random_data(ir, n=4, T=14, seed=1)
     qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
-    qm.delta = DeltaSpec([3], [2], dense_fallback=0.0)
+    qm = with_delta(qm, DeltaSpec([3], [2], dense_fallback=0.0))
     bundle = make_bundle(qm, x, L, 4)
-    want, _ = DeltaGoldenModel(qm).run(x, L)
-    dense, _ = GoldenModel(qm).run(x, L)
+    want, _ = GoldenModel(qm).run(x, L)
+    dense, _ = GoldenModel(qm, methods=[]).run(x, L)
     assert np.array_equal(bundle.out, np.asarray(want)[:, :qm.output_dim])
     assert not np.array_equal(bundle.out, np.asarray(dense)[:, :qm.output_dim])   # the thresholds matter here
     generate(qm, tmp_path / "src", max_t=14)

@@ -72,8 +72,8 @@ def _ir(kind="lstm", layers=1, tokens=True, reset_after=True, head=(3,), seed=0,
         rnns.append(RNNLayer(kind, U, rng.normal(0, .6, (d, g * U)).astype(np.float32),
                              rng.normal(0, .6, (U, g * U)).astype(np.float32),
                              rng.normal(0, .4, bshape).astype(np.float32),
-                             return_sequences=i < layers - 1, reset_after=reset_after,
-                             name=f"{kind}{i}"))
+                             return_sequences=i < layers - 1,
+                             options={"reset_after": reset_after} if kind == "gru" else {}, name=f"{kind}{i}"))
         d = U
     hd = []
     for j, n in enumerate(head):
@@ -102,7 +102,7 @@ def _gru_step(r, h, x):
     n = r.units
     Wz, Wr, Wh = W[:, :n], W[:, n:2*n], W[:, 2*n:]
     Uz, Ur, Uh = U[:, :n], U[:, n:2*n], U[:, 2*n:]
-    if r.reset_after:
+    if r.options["reset_after"]:
         bi, br = b[0], b[1]
         z = sigmoid(x @ Wz + bi[:n] + h @ Uz + br[:n])
         rr = sigmoid(x @ Wr + bi[n:2*n] + h @ Ur + br[n:2*n])

@@ -60,7 +60,7 @@ def _setup(cfg, ptype, seed=0, n=12, T=10):
         st = g.step(st, dev[:, t], g.valid_steps(x)[:, t])
     s = np.concatenate(scores).astype(float)
     qp.score_thr = int(np.median(s))
-    qm.predictor = qp
+    qm.methods = [qp]
     return ir, qm, x, L
 
 
@@ -86,11 +86,7 @@ def test_golden_skips_some_steps_and_keeps_state(built):
     assert 0 < flags.sum() < valid.sum(), "the predictor should skip some valid steps, not all"
     assert not (flags.astype(bool) & ~valid).any()
     # the same model without its predictor runs every valid step
-    pred, qm.predictor = qm.predictor, None
-    try:
-        _, dense_flags = GoldenModel(qm).run(x, L)
-    finally:
-        qm.predictor = pred
+    _, dense_flags = GoldenModel(qm, methods=[]).run(x, L)
     assert np.array_equal(dense_flags.astype(bool), valid)
 
 

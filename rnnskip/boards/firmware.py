@@ -65,10 +65,10 @@ class Bundle:
 def make_bundle(qm, x, lengths, max_n: Optional[int] = 16) -> Bundle:
     """The first ``max_n`` sequences of (x, lengths) as device inputs plus golden results
     (the delta golden model for a delta model, the predictor's skips included)."""
-    from ..quant.delta_golden import golden_for
+    from ..quant.golden import GoldenModel
     n = len(x) if max_n is None else min(int(max_n), len(x))
     x, lengths = x[:n], np.asarray(lengths[:n])
-    g = golden_for(qm)
+    g = GoldenModel(qm)
     out, flags = g.run(x, lengths)
     dev = np.asarray(g.device_inputs(x))
     if dev.ndim == 2:

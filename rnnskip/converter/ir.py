@@ -64,25 +64,28 @@ class FeatureInput:
 
 @dataclass
 class RNNLayer:
-    """One LSTM or GRU layer.
+    """One recurrent layer, its cell kind's weights in Keras layout (see ``rnnskip/cells/``).
 
-    ``bias``: LSTM ``[4U]``; GRU ``reset_after=False`` ``[3U]``;
-    GRU ``reset_after=True`` ``[2, 3U]`` (row 0 input bias, row 1 recurrent bias).
+    ``kernel`` ``[in, gates*units]``, ``recurrent_kernel`` ``[units, gates*units]``,
+    ``bias`` as the cell stores it (a GRU with ``reset_after=True``: ``[2, 3U]``, input then
+    recurrent bias). ``options``: the cell's own settings (a GRU's ``reset_after``).
+    ``recurrent_activation`` is None for cells without gates.
     """
-    kind: str  # "lstm" | "gru"
+    kind: str
     units: int
     kernel: np.ndarray
     recurrent_kernel: np.ndarray
     bias: np.ndarray
     activation: str = "tanh"
-    recurrent_activation: str = "sigmoid"
+    recurrent_activation: Optional[str] = "sigmoid"
     return_sequences: bool = False
-    reset_after: bool = True  # GRU only
+    options: dict = field(default_factory=dict)
     name: str = "rnn"
 
     @property
-    def gates(self) -> int:
-        return 4 if self.kind == "lstm" else 3
+    def cell(self):
+        from ..cells import cell_of
+        return cell_of(self.kind)
 
     @property
     def input_dim(self) -> int:
@@ -91,7 +94,7 @@ class RNNLayer:
 
 @dataclass
 class ModelIR:
-    """input -> rnn_layers (1 or 2) -> head (Dense stack, last may be softmax/sigmoid)."""
+    """input -> rnn_layers -> head (Dense stack, last may be softmax/sigmoid)."""
     input: object  # EmbeddingInput | FeatureInput
     rnn_layers: List[RNNLayer]
     head: List[DenseLayer]
@@ -119,10 +122,6 @@ class ModelIR:
     @property
     def output_activation(self) -> str:
         return self.head[-1].activation if self.head else "linear"
-
-    @property
-    def rnn_kind(self) -> str:
-        return self.rnn_layers[0].kind
 
     def params(self) -> int:
         n = 0

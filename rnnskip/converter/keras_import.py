@@ -36,6 +36,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from rnnskip import cells
 from rnnskip.errors import RnnskipError
 from rnnskip.converter import support
 from rnnskip.converter.ir import (
@@ -46,8 +47,8 @@ from rnnskip.converter.ir import (
     RNNLayer,
 )
 
-SUPPORTED_SUMMARY = ("rnnskip converts Embedding/Dense input, 1-2 LSTM or GRU "
-                     "layers and a Dense head")
+SUPPORTED_SUMMARY = (f"rnnskip converts Embedding/Dense input, 1-2 recurrent layers ({cells.labels()}) "
+                     "and a Dense head")
 
 # Activations the pipeline implements (canonical IR names, see converter/support.py);
 # the IR records whatever the file says.
@@ -62,9 +63,6 @@ _NOOP_LAYERS = {"Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout
 # nodes (NotEqual -> Any) that feed layers only through their ``mask`` kwarg.
 _MASK_OPS = {"NotEqual", "Any", "All", "Equal", "Cast", "LogicalNot",
              "LogicalAnd", "LogicalOr"}
-_RNN_CLASSES = {"LSTM": "lstm", "GRU": "gru", "LSTMV1": "lstm", "GRUV1": "gru",
-                **support.CUDNN_CLASSES}
-_CELL_CLASSES = {"LSTMCell": "lstm", "GRUCell": "gru"}
 _MODEL_CLASSES = {"Sequential", "Functional", "Model"}
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -505,7 +503,7 @@ def _linear_chain(top: dict) -> Tuple[List[dict], str]:
 
 def _known_class(entry: dict) -> bool:
     cls = _class_name(entry)
-    return (cls in _NOOP_LAYERS or cls in _RNN_CLASSES or cls in
+    return (cls in _NOOP_LAYERS or _is_rnn(entry) or cls in
             {"InputLayer", "Embedding", "Masking", "Dense", "TimeDistributed",
              "Activation", "RNN", "BatchNormalization"})
 
@@ -554,25 +552,33 @@ def _dense_from(entry: dict, cfg: dict, weights, wname: str) -> DenseLayer:
     return DenseLayer(kernel=kernel, bias=bias, activation=act, name=name)
 
 
+def _rnn_cell(entry: dict):
+    """The cell kind of a recurrent layer entry (``LSTM``, or ``RNN`` with an ``LSTMCell``), or None."""
+    if _class_name(entry) == "RNN":
+        cell = entry.get("config", {}).get("cell", {})
+        return cells.keras_cell(_class_name(cell)) if isinstance(cell, dict) else None
+    return cells.keras_cell(_class_name(entry))
+
+
+def _is_rnn(entry: dict) -> bool:
+    return _class_name(entry) == "RNN" or _class_name(entry) in cells.keras_layer_classes()
+
+
 def _rnn_from(entry: dict, weights, notes: List[str]) -> RNNLayer:
+    """A recurrent layer through its cell kind (``rnnskip/cells/``): options, weights by role, shapes."""
     name = _layer_name(entry)
     cls = _display_class(entry)
     cfg = dict(entry.get("config", {}))
+    cell = _rnn_cell(entry)
     if _class_name(entry) == "RNN":
-        cell = cfg.get("cell", {})
-        ccls = _class_name(cell) if isinstance(cell, dict) else "?"
-        if ccls not in _CELL_CLASSES:
+        ccfg = cfg.get("cell", {})
+        if cell is None:
+            ccls = _class_name(ccfg) if isinstance(ccfg, dict) else "?"
             raise RnnskipError(
-                f"layer '{name}' (RNN with cell {ccls.split('>')[-1]}) is not supported: "
-                "rnnskip converts RNN layers with an LSTMCell or GRUCell")
-        kind = _CELL_CLASSES[ccls]
-        ccfg = cell.get("config", {})
-        for k in ("units", "activation", "recurrent_activation", "use_bias",
-                  "reset_after", "dropout", "recurrent_dropout"):
-            if k in ccfg:
-                cfg[k] = ccfg[k]
-    else:
-        kind = _RNN_CLASSES[_class_name(entry)]
+                f"layer '{name}' (RNN with cell {ccls.split('>')[-1]}) is not supported: rnnskip converts RNN "
+                f"layers with a {' or '.join(c for k in cells.CELLS.values() for c in k.keras_cell_classes)}")
+        cfg.update({k: v for k, v in (ccfg.get("config", {}) or {}).items() if k not in ("name", "trainable",
+                                                                                      "dtype")})
 
     for flag, hint in (("stateful", "stateless RNNs (re-save with stateful=False)"),
                        ("go_backwards", "forward RNNs (go_backwards=False)"),
@@ -588,27 +594,19 @@ def _rnn_from(entry: dict, weights, notes: List[str]) -> RNNLayer:
             notes.append(f"{k}={cfg[k]} of '{name}' ignored (inference no-op)")
 
     units = int(cfg["units"])
-    g = 4 if kind == "lstm" else 3
+    g = cell.gates
     use_bias = bool(cfg.get("use_bias", True))
     roles = ["kernel", "recurrent_kernel"] + (["bias"] if use_bias else [])
     w = _resolve(weights, name, entry, roles)
-    if _class_name(entry) in support.CUDNN_CLASSES:  # Keras' own CuDNN -> LSTM/GRU conversion
-        w["kernel"], w["recurrent_kernel"], w["bias"] = support.cudnn_weights(
-            kind, w["kernel"], w["recurrent_kernel"], w["bias"])
-        notes.append(f"{cls} '{name}' read as {kind.upper()} (Keras' CuDNN weight conversion)")
+    if _class_name(entry).startswith("CuDNN"):  # Keras' own CuDNN -> LSTM/GRU conversion
+        w["kernel"], w["recurrent_kernel"], w["bias"] = cell.from_cudnn(w["kernel"], w["recurrent_kernel"],
+                                                                        w["bias"])
+        notes.append(f"{cls} '{name}' read as {cell.label} (Keras' CuDNN weight conversion)")
     kernel = _f32(w["kernel"])
     rk = _f32(w["recurrent_kernel"])
-    reset_after = bool(cfg.get("reset_after", True)) if kind == "gru" else True
-    if use_bias:
-        bias = _f32(w["bias"])
-        if kind == "gru":
-            # Older Keras without the config key: the bias shape says it.
-            if "reset_after" not in cfg:
-                reset_after = bias.ndim == 2
-    else:
-        bias = (np.zeros((2, g * units), np.float32)
-                if kind == "gru" and reset_after else np.zeros(g * units, np.float32))
-    want_bias = (2, g * units) if kind == "gru" and reset_after else (g * units,)
+    options = cell.keras_options(cfg, _f32(w["bias"]) if use_bias else None)
+    want_bias = cell.bias_shape(units, options)
+    bias = _f32(w["bias"]) if use_bias else np.zeros(want_bias, np.float32)
     if (kernel.ndim != 2 or kernel.shape[1] != g * units or rk.shape != (units, g * units)
             or bias.shape != want_bias):
         raise RnnskipError(
@@ -616,11 +614,10 @@ def _rnn_from(entry: dict, weights, notes: List[str]) -> RNNLayer:
             f"{rk.shape}, bias {bias.shape} don't match units={units}: the file is "
             "inconsistent or a variant rnnskip does not support")
     return RNNLayer(
-        kind=kind, units=units, kernel=kernel, recurrent_kernel=rk, bias=bias,
+        kind=cell.kind, units=units, kernel=kernel, recurrent_kernel=rk, bias=bias,
         activation=_activation(cfg.get("activation", "tanh"), name),
-        recurrent_activation=_activation(cfg.get("recurrent_activation", "sigmoid"), name),
-        return_sequences=bool(cfg.get("return_sequences", False)),
-        reset_after=reset_after, name=name)
+        recurrent_activation=_activation(cfg.get("recurrent_activation", "sigmoid"), name) if cell.gated else None,
+        return_sequences=bool(cfg.get("return_sequences", False)), options=options, name=name)
 
 
 def _input_shape(entry: dict) -> Optional[list]:
@@ -633,7 +630,7 @@ def _input_shape(entry: dict) -> Optional[list]:
 
 def _fold_bn(pending_bn, fold, layer, name: str, notes: list):
     """Fold a pending BatchNormalization ``(a, c, bn_name)`` (or None) into ``layer`` with
-    ``fold`` (support.fold_before_rnn / fold_before_dense), note it; returns None (nothing pending)."""
+    ``fold`` (the cell's fold_input_affine / support.fold_before_dense), note it; returns None (nothing pending)."""
     if pending_bn is not None:
         fold(layer, *pending_bn[:2])
         notes.append(f"folded BatchNormalization '{pending_bn[2]}' into '{name}'")
@@ -712,24 +709,19 @@ def _build_ir(config: dict, weights, path: str) -> ModelIR:
                     "supports Masking only directly after the input")
             mask_value = float(cfg.get("mask_value", 0.0))
             continue
-        if cls in _RNN_CLASSES or cls == "RNN":
+        if _is_rnn(entry):
             if head:
                 raise _unsupported(entry, " after the Dense head")
-            if rnns and rnns[-1].kind != _rnn_kind_of(entry):
-                raise RnnskipError(
-                    f"layer '{name}' ({_display_class(entry)}) follows "
-                    f"{'an LSTM' if rnns[-1].kind == 'lstm' else 'a GRU'} layer: rnnskip converts stacks of one kind "
-                    "(all LSTM or all GRU)")
             if len(rnns) == 2:
                 raise RnnskipError(
                     f"layer '{name}' ({_display_class(entry)}) is a 3rd recurrent "
                     "layer: rnnskip converts 1 or 2 stacked LSTM or GRU layers")
             if rnns and not rnns[-1].return_sequences:
                 raise RnnskipError(
-                    f"layer '{rnns[-1].name}' ({rnns[-1].kind.upper()}) feeds '{name}' "
+                    f"layer '{rnns[-1].name}' ({rnns[-1].cell.label}) feeds '{name}' "
                     "but has return_sequences=False: the model config is inconsistent")
             rnns.append(_rnn_from(entry, weights, notes))
-            pending_bn = _fold_bn(pending_bn, support.fold_before_rnn, rnns[-1], name, notes)
+            pending_bn = _fold_bn(pending_bn, rnns[-1].cell.fold_input_affine, rnns[-1], name, notes)
             last = rnns[-1]
             seen_weighted = True
             continue
@@ -832,7 +824,7 @@ def _build_ir(config: dict, weights, path: str) -> ModelIR:
     for r in rnns:
         if r.input_dim != width:
             raise RnnskipError(
-                f"layer '{r.name}' ({r.kind.upper()}) expects {r.input_dim} inputs but "
+                f"layer '{r.name}' ({r.cell.label}) expects {r.input_dim} inputs but "
                 f"gets {width}: the file is inconsistent")
         width = r.units
     for d in head:
@@ -844,11 +836,3 @@ def _build_ir(config: dict, weights, path: str) -> ModelIR:
 
     return ModelIR(input=inp, rnn_layers=rnns, head=head, name=model_name,
                    source=path, notes=notes, per_step=per_step)
-
-
-def _rnn_kind_of(entry: dict) -> str:
-    cls = _class_name(entry)
-    if cls == "RNN":
-        cell = entry.get("config", {}).get("cell", {})
-        return _CELL_CLASSES.get(_class_name(cell) if isinstance(cell, dict) else "", "?")
-    return _RNN_CLASSES[cls]

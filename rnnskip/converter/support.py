@@ -1,4 +1,4 @@
-"""What rnnskip converts (issue 7), in one place: activation names per layer kind and
+"""What rnnskip converts, in one place: activation names per layer kind and
 Keras generation, inference no-ops and folds, and the one-line reasons for refusals.
 
 Used by the importer (``keras_import``), the float reference, the quantizer,
@@ -130,16 +130,8 @@ def resolve_generation(ir) -> None:
 
 
 def rnn_activation_refusal(layer) -> Optional[str]:
-    """One line if an LSTM/GRU layer uses an activation rnnskip does not implement."""
-    cls = layer.kind.upper()
-    if layer.activation not in RNN_ACTIVATIONS:
-        return (f"layer '{layer.name}' ({cls}) uses activation='{file_name(layer.activation)}': "
-                f"rnnskip supports {RNN_ACTIVATIONS_TEXT} in LSTM/GRU layers")
-    if layer.recurrent_activation not in RNN_RECURRENT_ACTIVATIONS:
-        return (f"layer '{layer.name}' ({cls}) uses recurrent_activation="
-                f"'{file_name(layer.recurrent_activation)}': rnnskip supports recurrent_activation "
-                f"{RNN_RECURRENT_ACTIVATIONS_TEXT} in LSTM/GRU layers")
-    return None
+    """One line if a recurrent layer uses an activation rnnskip does not implement."""
+    return layer.cell.activation_refusal(layer)
 
 
 def check_finite(ir) -> None:
@@ -215,43 +207,3 @@ def fold_before_dense(d, a: np.ndarray, c: np.ndarray) -> None:
     k = np.asarray(d.kernel, np.float64)
     d.bias = np.ascontiguousarray((np.asarray(d.bias, np.float64) + c @ k).astype(np.float32))
     d.kernel = np.ascontiguousarray((k * a[:, None]).astype(np.float32))
-
-
-def fold_before_rnn(r, a: np.ndarray, c: np.ndarray) -> None:
-    """BatchNormalization ``a*x + c`` on an LSTM/GRU layer's input: into its input kernel
-    and its input bias (GRU ``reset_after=True``: row 0)."""
-    k = np.asarray(r.kernel, np.float64)
-    add = c @ k
-    b = np.asarray(r.bias, np.float64).copy()
-    if b.ndim == 2:
-        b[0] += add
-    else:
-        b += add
-    r.bias = np.ascontiguousarray(b.astype(np.float32))
-    r.kernel = np.ascontiguousarray((k * a[:, None]).astype(np.float32))
-
-
-# --------------------------------------------------------------------------
-# CuDNNLSTM / CuDNNGRU (Keras 2.0-2.3 and tf.keras 1.x)
-
-CUDNN_CLASSES = {"CuDNNLSTM": "lstm", "CuDNNGRU": "gru"}
-
-
-def cudnn_weights(kind: str, kernel: np.ndarray, rk: np.ndarray, bias: np.ndarray):
-    """CuDNN-layout weights -> LSTM / GRU(reset_after=True) weights, the conversion Keras
-    itself applies when loading a CuDNN layer's weights into LSTM/GRU: per gate, the input
-    kernel is transposed and re-laid out C <-> Fortran, the recurrent kernel transposed;
-    LSTM biases (input + recurrent halves) are summed, GRU biases become ``[2, 3U]``."""
-    g = 4 if kind == "lstm" else 3
-
-    def per_gate(m, fn):
-        return np.hstack([fn(b) for b in np.hsplit(np.asarray(m), g)])
-
-    k = per_gate(kernel, lambda b: b.T.reshape(b.shape, order="F"))
-    r = per_gate(rk, lambda b: b.T)
-    b = np.asarray(bias)
-    if kind == "lstm":
-        b = b[: b.size // 2] + b[b.size // 2:]
-    else:
-        b = b.reshape(2, -1)
-    return k, r, b

@@ -7,12 +7,11 @@ transmitting columns ``k`` only.
 
 Modules:
     spec       DeltaSpec: per-layer thresholds (int8 grid), delta.json read/write/checks
-    floatdelta float64 delta GRU/LSTM on a ModelIR (the paper's formulation)
-    codegen    C generation context: column-major paired weights, template pieces
+    golden     DeltaMethod: the integer delta network (the specification of the C code), a
+               step method of the golden model; layouts, statistics, effective MACs
+    floatdelta float64 delta network on a ModelIR (the paper's formulation)
+    codegen    C generation context: column-major paired weights, the sparse calls
     tune       threshold sweep on validation data, Pareto set, budget pick
     train      delta-aware fine-tuning with tf_keras (retrains; writes a normal Keras model)
     report     report.json ``delta`` section and plots
-
-The integer model (the specification of the C code) is
-:mod:`rnnskip.quant.delta_golden`.
 """

@@ -29,7 +29,8 @@ class DeltaSetup:
         """Thresholds onto the quantised model; a warning line when its int8 grid is not the one
         the thresholds were chosen on (other calibration data: the same steps mean other values)."""
         from .spec import grid_mismatch
-        qm.delta = self.spec
+        from .golden import with_delta
+        qm.methods = with_delta(qm, self.spec).methods
         self.grid_mismatch = grid_mismatch(self.spec.grid, qm)
         if self.grid_mismatch:
             cal = self.spec.tuning.get("calibration")

@@ -1,10 +1,13 @@
-"""C generation for delta mode: weights in the column-major paired layout,
-state sizes and the template context (see rnnskip_delta_kernels.h)."""
+"""C generation for delta mode: weights in the column-major paired layout, the
+column-sparse calls of each layer, state sizes (see rnnskip_delta_kernels.h and
+firmware_templates/model/delta.c.j2)."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..quant.layout import pack_paired
+from .golden import delta_layout
+from .spec import check_supported
 
 
 def pack_columns(w: np.ndarray) -> np.ndarray:
@@ -27,55 +30,55 @@ def list_words(max_cols: int) -> int:
 DENSE_FALLBACK = 0.6
 
 
-def delta_context(qm):
-    """Template context for delta mode (None when ``qm.delta`` is not set).
+def _layer(l, D):
+    """Column-major weights and the sparse calls of one layer.
 
-    Returns {"layers": [...], "list_words": int, "arrays": [(name, values, dtype, doc)]}.
-    Per layer: ``merged`` (LSTM: input and hidden columns update the same rows, one
-    list and one column-sparse call over ``[in_p + up]`` columns), else the GRU's three
-    calls on M = [cx | z | r | ch]: z and r for every transmitting column, cx for the
-    input columns, ch for the hidden ones (columns stored as rows [z | r | n]).
+    Input and hidden columns updating the same rows (an LSTM): one list, one call over
+    ``in_p + up`` columns. Otherwise (a GRU: input columns rows [n | z | r], hidden ones
+    [z | r | hn]) every column is stored as rows [shared | own] (shared: the rows both
+    update, own: the part's other rows, as many for both parts), so one call covers the
+    shared rows for all transmitting columns and two short calls each part's own rows.
+    Returns (w [col_bytes, cols], calls, merged); a call is (weight offset in int16,
+    list part "all" | "x" | "h", first row of M, rows).
     """
-    spec = getattr(qm, "delta", None)
-    if spec is None:
-        return None
-    from ..quant.delta_golden import delta_layout
-    from .spec import check_supported
+    x0, x1 = D.x_row0, D.x_row0 + D.rows_x
+    h0, h1 = D.h_row0, D.h_row0 + D.rows_h
+    if (x0, x1) == (h0, h1):
+        return np.concatenate([D.wx, D.wh], axis=1), [(0, "all", x0, x1 - x0)], True
+    s0, s1 = max(x0, h0), min(x1, h1)
+    own_x = [r for r in (range(x0, s0), range(s1, x1)) if len(r)]
+    own_h = [r for r in (range(h0, s0), range(s1, h1)) if len(r)]
+    if s1 <= s0 or len(own_x) != 1 or len(own_h) != 1 or len(own_x[0]) != len(own_h[0]):
+        raise ValueError(f"layer '{l.name}': no column layout for input rows {x0}..{x1}, hidden rows {h0}..{h1}")
+    ox, oh = own_x[0], own_h[0]
+    wx = np.concatenate([D.wx[s0 - x0:s1 - x0], D.wx[ox.start - x0:ox.stop - x0]], axis=0)
+    wh = np.concatenate([D.wh[s0 - h0:s1 - h0], D.wh[oh.start - h0:oh.stop - h0]], axis=0)
+    shared = s1 - s0
+    calls = [(0, "all", s0, shared), (shared // 2, "x", ox.start, len(ox)), (shared // 2, "h", oh.start, len(oh))]
+    return np.concatenate([wx, wh], axis=1), calls, False
+
+
+def delta_context(qm, spec):
+    """Template context for delta mode: {"layers": [...], "list_words": int, "arrays":
+    [(name, values, dtype, doc)], "dense_fallback": fraction}. Per layer ``merged``,
+    ``col_bytes`` (int8 rows per stored column), ``m_rows``, thresholds, ``fallback_n``
+    (transmitting columns above which the dense kernels run on ``last``; None: never)
+    and ``calls`` (see :func:`_layer`)."""
     check_supported(qm.layers)
-    fb = getattr(spec, "dense_fallback", DENSE_FALLBACK)
+    fb = spec.dense_fallback
     layers, arrays, list_len = [], [], 0
     for i, (l, tx, th) in enumerate(zip(qm.layers, spec.theta_x, spec.theta_h)):
         D = delta_layout(l)
-        merged = D.x_row0 == D.h_row0 and D.rows_x == D.rows_h
+        w, calls, merged = _layer(l, D)
         p = f"rnnskip_l{i}_d"
-        if merged:
-            w = np.concatenate([D.wx, D.wh], axis=1)
-            arrays.append((f"{p}_w", pack_columns(w), np.int16,
-                           f"{l.name} delta: weights [{w.shape[0]} rows] column-major, {w.shape[1]} columns "
-                           f"(input then hidden), row pairs packed as int16 256*w[2p+1]+w[2p]"))
-        else:
-            # GRU: every column stored as rows [z | r | n] (n = cx for input columns, ch for hidden
-            # ones), so one pass covers z and r for all transmitting columns and two short passes
-            # the candidate rows: a third fewer per-row-block overheads than one pass per part
-            U = l.up
-            wx = np.concatenate([D.wx[U:3 * U], D.wx[:U]], axis=0)
-            w = np.concatenate([wx, D.wh], axis=1)
-            arrays.append((f"{p}_w", pack_columns(w), np.int16,
-                           f"{l.name} delta: {l.in_p} input then {l.up} hidden columns x rows [z | r | n] "
-                           f"({3 * U}; n = cx for input columns, ch for hidden ones), column-major paired"))
-        list_len = max(list_len, list_words(w.shape[1]) + 3)   # + the GRU's mid-list pair padding
+        arrays.append((f"{p}_w", pack_columns(w), np.int16,
+                       f"{l.name} delta: {l.in_p} input then {l.up} hidden columns of {w.shape[0]} rows, "
+                       + ("" if merged else "each stored as [rows both parts update | the part's own rows], ")
+                       + "column-major, row pairs packed as int16 256*w[2p+1]+w[2p]"))
+        list_len = max(list_len, list_words(w.shape[1]) + (0 if merged else 3))   # + a mid-list pair padding
         arrays.append((f"{p}_m0", D.m0, np.int32, f"{l.name} delta: running sums at sequence start (the biases)"))
-        U = l.up
-        if l.kind == "lstm":
-            g = l.mats["gates"].mult
-            planes = [g[k * U:(k + 1) * U] for k in range(4)]
-        else:
-            zr = l.mats["zr"].mult
-            planes = [l.mats["cx"].mult, zr[:U], zr[U:], l.mats["ch"].mult]
-        arrays.append((f"{p}_mi", np.stack(planes, axis=1).reshape(-1), np.int32,
-                       f"{l.name} delta: requantisation multipliers interleaved per unit "
-                       + ("(i, f, g, o)" if l.kind == "lstm" else "(cx, z, r, ch)")))
         cols = l.in_p + l.up
-        layers.append({"merged": merged, "col_bytes": w.shape[0], "m_rows": D.m_rows, "theta_x": int(tx),
-                       "theta_h": int(th), "fallback_n": int(fb * cols) if fb and fb > 0 else None})
+        layers.append({"merged": merged, "col_bytes": int(w.shape[0]), "m_rows": D.m_rows, "theta_x": int(tx),
+                       "theta_h": int(th), "calls": calls,
+                       "fallback_n": int(fb * cols) if fb and fb > 0 else None})
     return {"layers": layers, "list_words": list_len, "arrays": arrays, "dense_fallback": fb}

@@ -1,51 +1,49 @@
 """Integer delta network: the specification of the generated delta C code.
 
-Same arithmetic as :class:`~rnnskip.quant.golden.GoldenModel` except where the
-layer's int32 accumulators come from (Neil et al., "Delta Networks for
-Optimized Recurrent Network Computation", ICML 2017):
+Same arithmetic as the dense :class:`~rnnskip.quant.golden.GoldenModel` except where a
+layer's int32 accumulators come from (Neil et al., "Delta Networks for Optimized
+Recurrent Network Computation", ICML 2017):
 
-* every element of a layer's ``xh = [x | h]`` (int8 input, then the layer's
-  int8 hidden state) keeps its last transmitted int8 value ``last``;
-* at a step, element k transmits iff ``|xh_k - last_k| > theta`` (theta_x for
-  the input part, theta_h for the hidden part: whole int8 steps); it then sends
+* every element of a layer's ``xh = [x | h]`` (int8 input, then the layer's int8
+  hidden state) keeps its last transmitted int8 value ``last``;
+* at a step, element k transmits iff ``|xh_k - last_k| > theta`` (theta_x for the
+  input part, theta_h for the hidden part: whole int8 steps); it then sends
   ``delta_k = xh_k - last_k`` (int16, in [-255, 255]) and sets ``last_k = xh_k``;
 * the running sums ``M`` (int32, set to the biases at sequence start) get
   ``M += W[:, k] * delta_k`` for the transmitting columns only;
-* the cell uses ``M`` exactly where the dense model uses ``bias + W @ xh``.
+* the cell uses ``M`` exactly where the dense model uses its accumulators.
 
-By construction ``M == bias + W @ last`` at every step (exact integers), so
-with theta = 0 (``last == xh``) the model is bit-exact with the dense golden
-model. The delta form of a layer's matrices (one accumulator array ``M`` of
-``4 * up`` rows, which rows the input and the hidden columns update):
+By construction ``M == bias + W @ last`` at every step (exact integers), so with
+theta = 0 (``last == xh``) the model is bit-exact with the dense golden model.
 
-* LSTM: ``M = gates`` (i, f, g, o); input and hidden columns both update all
-  4up rows (``gates.w[:, :in_p]`` and ``gates.w[:, in_p:]``).
-* GRU (reset_after=True only): ``M = [cx | z | r | ch]``; an input column
-  updates rows ``[0, 3up)`` = (cx, z, r), a hidden column rows ``[up, 4up)`` =
-  (z, r, ch). The candidate's recurrent sum ``ch`` stays separate, so the reset
-  gate still multiplies it after requantisation (the paper's delta GRU).
-  reset_after=False is refused (r would have to multiply h before the mat-vec).
+The layout comes from the layer's blocks (``rnnskip/cells/``): an input column updates
+the accumulator rows of the blocks that read ``x``, a hidden column those of the
+blocks that read ``h``; each must be one contiguous range (an LSTM: all rows for both;
+a GRU with planes [n | z | r | hn]: rows [0, 3up) for input columns, [up, 4up) for
+hidden ones). A cell whose blocks read anything else cannot run as a delta network
+(its ``delta_refusal`` says why).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import List, Optional
 
 import numpy as np
 
-from ..delta.spec import DeltaSpec, as_spec, check_supported
-from .golden import GoldenModel, gru_cell_after, lstm_cell
-from .model import QModel, QRNN
+from ..errors import RnnskipError
+from ..stepmethod import StepMethod, without
+from .spec import DeltaSpec, check_supported
 
 
 @dataclass
 class DeltaLayout:
-    """A layer's matrices in delta form (int8, row-major here; the C code stores them column-major)."""
+    """A layer's accumulator matrix in delta form (int8, row-major here; the C code stores it column-major)."""
     wx: np.ndarray      # [rows_x, in_p]  columns of the input part
     wh: np.ndarray      # [rows_h, up]    columns of the hidden part
-    x_row0: int         # first row of M the input columns update
-    h_row0: int         # first row of M the hidden columns update
-    m0: np.ndarray      # [m_rows] int64: M at sequence start (the biases)
+    x_row0: int         # first accumulator row the input columns update
+    h_row0: int         # first accumulator row the hidden columns update
+    m0: np.ndarray      # [acc_rows] int64: M at sequence start (the biases)
     macs_x: int         # real (unpadded) MACs of one transmitting input column
     macs_h: int         # ... of one transmitting hidden column
 
@@ -62,137 +60,157 @@ class DeltaLayout:
         return int(self.wh.shape[0])
 
 
-def delta_layout(l: QRNN) -> DeltaLayout:
+def _row_range(rows: np.ndarray, what: str, l) -> tuple:
+    idx = np.flatnonzero(rows)
+    if not len(idx) or idx[-1] - idx[0] + 1 != len(idx):
+        raise RnnskipError(f"layer '{l.name}': the rows its {what} columns update are not one range; "
+                           f"delta mode cannot keep them as one running sum")
+    return int(idx[0]), int(idx[-1]) + 1
+
+
+def delta_layout(l) -> DeltaLayout:
     check_supported([l])
-    P, U = l.in_p, l.up
-    G = l.gates
-    if l.kind == "lstm":
-        g = l.mats["gates"]
-        return DeltaLayout(wx=g.w[:, :P], wh=g.w[:, P:], x_row0=0, h_row0=0, m0=g.bias.astype(np.int64),
-                           macs_x=G * l.units, macs_h=G * l.units)
-    zr, cx, ch = l.mats["zr"], l.mats["cx"], l.mats["ch"]
-    wx = np.concatenate([cx.w, zr.w[:, :P]], axis=0)          # rows: cx, z, r
-    wh = np.concatenate([zr.w[:, P:], ch.w], axis=0)          # rows: z, r, ch
-    m0 = np.concatenate([cx.bias, zr.bias, ch.bias]).astype(np.int64)
-    return DeltaLayout(wx=wx, wh=wh, x_row0=0, h_row0=U, m0=m0, macs_x=G * l.units, macs_h=G * l.units)
+    P, up, R = l.in_p, l.up, l.acc_rows
+    A = np.zeros((R, P + up), np.int8)
+    reads_x, reads_h = np.zeros(R, bool), np.zeros(R, bool)
+    m0 = np.zeros(R, np.int64)
+    for b in l.blocks:
+        rows = slice(b.row0, b.row0 + b.rows)
+        cols = {"x": slice(0, P), "h": slice(P, P + up), "xh": slice(0, P + up)}[b.input]
+        A[rows, cols] = b.w
+        reads_x[rows] |= b.input in ("x", "xh")
+        reads_h[rows] |= b.input in ("h", "xh")
+        m0[rows] = b.bias
+    x0, x1 = _row_range(reads_x, "input", l)
+    h0, h1 = _row_range(reads_h, "hidden", l)
+    return DeltaLayout(wx=A[x0:x1, :P], wh=A[h0:h1, P:], x_row0=x0, h_row0=h0, m0=m0,
+                       macs_x=(x1 - x0) // up * l.units, macs_h=(h1 - h0) // up * l.units)
 
 
-def theta_columns(l: QRNN, theta_x: int, theta_h: int) -> np.ndarray:
+def theta_columns(l, theta_x: int, theta_h: int) -> np.ndarray:
     """Per-column thresholds of a layer's xh buffer ``[in_p + up]``."""
     return np.concatenate([np.full(l.in_p, theta_x, np.int64), np.full(l.up, theta_h, np.int64)])
 
 
-class DeltaGoldenModel(GoldenModel):
-    """Integer delta network, one time step at a time, vectorised over sequences.
+class DeltaMethod(StepMethod):
+    """Delta thresholds on a quantised model (one input and one hidden threshold per layer).
 
-    Extra state per layer: ``last`` int8 ``[N, in_p + up]``, ``M`` int32
-    ``[N, 4 up]``, and counters ``tx_x`` / ``tx_h`` ``[N, 1]`` (transmitted input /
-    hidden columns since the start). Steps that do not run keep all of it.
+    Extra golden state per layer: ``last`` int8 ``[N, in_p + up]``, ``M`` int32
+    ``[N, acc_rows]``, and counters ``tx_x`` / ``tx_h`` ``[N, 1]`` (input / hidden
+    columns transmitted since the start). Steps that do not run keep all of it.
     """
+    key = "delta"
+    label = "delta"
+    macs_note = "dense MACs of the executed steps; the delta section has the effective MACs"
+    template = "model/delta.c.j2"
 
-    def __init__(self, qm: QModel, spec=None):
-        super().__init__(qm)
-        spec = as_spec(spec if spec is not None else getattr(qm, "delta", None), len(qm.layers))
-        check_supported(qm.layers)
-        if spec.layers != len(qm.layers):
-            from ..errors import RnnskipError
-            raise RnnskipError(f"delta thresholds for {spec.layers} layer(s), model has {len(qm.layers)}")
+    def __init__(self, spec: DeltaSpec):
         self.spec = spec
+
+    # ---- golden model -----------------------------------------------------------------
+    def golden_prepare(self, golden) -> None:
+        qm = golden.qm
+        check_supported(qm.layers)
+        if self.spec.layers != len(qm.layers):
+            raise RnnskipError(f"delta thresholds for {self.spec.layers} layer(s), model has {len(qm.layers)}")
         self.layouts = [delta_layout(l) for l in qm.layers]
-        self._theta = [theta_columns(l, a, b) for l, a, b in zip(qm.layers, spec.theta_x, spec.theta_h)]
-        self._index = {id(l): i for i, l in enumerate(qm.layers)}
-        ft = lambda w: np.ascontiguousarray(w.T, np.float32 if w.shape[1] <= 518 else np.float64)
+        self._theta = [theta_columns(l, a, b) for l, a, b in zip(qm.layers, self.spec.theta_x, self.spec.theta_h)]
+
+        # float BLAS is exact here: every product and partial sum is an integer of magnitude
+        # <= 127 * 255 * columns, below 2^24 (float32) for <= 518 columns, else float64 (2^53)
+        def ft(w):
+            return np.ascontiguousarray(w.T, np.float32 if w.shape[1] <= 518 else np.float64)
         self._wf = [(ft(D.wx), ft(D.wh)) for D in self.layouts]
 
-    def initial_state(self, n: int) -> List[dict]:
-        st = super().initial_state(n)
-        for l, s, D in zip(self.qm.layers, st, self.layouts):
+    def golden_init(self, golden, state, n) -> None:
+        for l, s, D in zip(golden.qm.layers, state, self.layouts):
             s["last"] = np.zeros((n, l.xh_len), np.int64)
             s["M"] = np.repeat(D.m0[None, :], n, axis=0)
             s["tx_x"] = np.zeros((n, 1), np.int64)
             s["tx_h"] = np.zeros((n, 1), np.int64)
-        return st
 
-    def delta_update(self, l: QRNN, s: dict, x: np.ndarray):
-        """Gather the transmitting columns and update M. Returns (M, last, tx_x, tx_h)."""
-        i = self._index[id(l)]
-        D = self.layouts[i]
+    def golden_accumulate(self, golden, i, s, x, new):
+        """Gather the transmitting columns and update the running sums."""
+        l, D = golden.qm.layers[i], self.layouts[i]
         v = np.concatenate([x, s["h8"]], axis=1)
         d = v - s["last"]
         tx = np.abs(d) > self._theta[i][None, :]
         dd = np.where(tx, d, 0)
-        last = np.where(tx, v, s["last"])
         M = s["M"].copy()
         P = l.in_p
-        # float BLAS is exact here: every product and partial sum is an integer of magnitude
-        # <= 127 * 255 * columns, below 2^24 (float32) for <= 518 columns, else float64 (2^53)
         wx, wh = self._wf[i]
         M[:, D.x_row0:D.x_row0 + D.rows_x] += (dd[:, :P].astype(wx.dtype) @ wx).astype(np.int64)
         M[:, D.h_row0:D.h_row0 + D.rows_h] += (dd[:, P:].astype(wh.dtype) @ wh).astype(np.int64)
-        return M, last, s["tx_x"] + tx[:, :P].sum(1, keepdims=True), s["tx_h"] + tx[:, P:].sum(1, keepdims=True)
+        new.update(last=np.where(tx, v, s["last"]), M=M, tx_x=s["tx_x"] + tx[:, :P].sum(1, keepdims=True),
+                   tx_h=s["tx_h"] + tx[:, P:].sum(1, keepdims=True))
+        return M
 
-    def layer_step(self, l: QRNN, s: dict, x: np.ndarray) -> dict:
-        M, last, tx_x, tx_h = self.delta_update(l, s, x)
-        U = l.up
-        if l.kind == "lstm":
-            new = lstm_cell(l, s["c"], M)
-        else:   # M = [cx | z | r | ch]
-            new = gru_cell_after(l, s["h16"], M[:, U:3 * U], M[:, 0:U], M[:, 3 * U:4 * U])
-        new.update(last=last, M=M, tx_x=tx_x, tx_h=tx_h)
-        return new
+    # ---- C ----------------------------------------------------------------------------
+    def c_context(self, qm) -> dict:
+        from .codegen import delta_context
+        return delta_context(qm, self.spec)
 
-    # -- whole sequences with statistics -------------------------------------
-    def run_stats(self, x: np.ndarray, lengths: np.ndarray, trace: bool = False):
-        """Like :meth:`run`, plus statistics.
+    def c_arrays(self, qm):
+        return self.c_context(qm)["arrays"]
 
-        Returns (logits, flags, stats) with stats: ``tx_x``/``tx_h`` int ``[N, layers]``
-        (transmitted input / hidden columns over the sequence), ``steps`` ``[N]``,
-        and with ``trace`` ``density_t`` float ``[N, T]`` (transmitted fraction of
-        all real input + hidden elements at each step; NaN where the step did not run).
-        """
-        x = np.asarray(x)
-        N, T = x.shape[:2]
-        dev = self.device_inputs(x)
-        valid = self.valid_steps(x) & (np.arange(T)[None, :] < np.asarray(lengths)[:, None])
-        state = self.initial_state(N)
-        dens = np.full((N, T), np.nan) if trace else None
-        total = sum(l.in_dim + l.units for l in self.qm.layers)
-        pred = getattr(self.qm, "predictor", None)
-        for t in range(T):
-            if pred is not None and valid[:, t].any():  # skip predictor (issue 4) first, as GoldenModel.run
-                valid[:, t] &= ~pred.skip(self.step_input(dev[:, t]), state)
-            if valid[:, t].any():
-                before = sum(s["tx_x"][:, 0] + s["tx_h"][:, 0] for s in state) if trace else None
-                idx = np.flatnonzero(valid[:, t])
-                if len(idx) == N:
-                    state = self.step(state, dev[:, t])
-                else:  # only the sequences this step runs for (same result as a masked step, cheaper)
-                    sub = self.step([{k: v[idx] for k, v in s.items()} for s in state], dev[idx, t])
-                    for s, ns in zip(state, sub):
-                        for k, v in ns.items():
-                            s[k] = s[k].copy()
-                            s[k][idx] = v
-                if trace:
-                    after = sum(s["tx_x"][:, 0] + s["tx_h"][:, 0] for s in state)
-                    dens[valid[:, t], t] = ((after - before) / total)[valid[:, t]]
-        stats = {"tx_x": np.stack([s["tx_x"][:, 0] for s in state], 1),
-                 "tx_h": np.stack([s["tx_h"][:, 0] for s in state], 1),
-                 "steps": valid.sum(1)}
-        if trace:
-            stats["density_t"] = dens
-        return self.output(state), valid.astype(np.uint8), stats
+    def c_accumulators(self, qm, i):
+        return f"s->dM{i}"
 
-    def run(self, x: np.ndarray, lengths: np.ndarray):
-        out, flags, self.last_stats = self.run_stats(x, lengths)
-        return out, flags
+    def state_bytes(self, qm) -> int:
+        ctx = self.c_context(qm)
+        return sum(_a4(l.xh_len) + 4 * d["m_rows"] for l, d in zip(qm.layers, ctx["layers"])) + 4 * ctx["list_words"]
 
 
-def golden_for(qm: QModel) -> GoldenModel:
-    """The golden model the C code of ``qm`` follows: delta when ``qm.delta`` is set."""
-    return DeltaGoldenModel(qm) if getattr(qm, "delta", None) is not None else GoldenModel(qm)
+def _a4(n: int) -> int:
+    return (int(n) + 3) // 4 * 4
 
 
-def effective_macs(qm: QModel, stats: dict, layouts: Optional[List[DeltaLayout]] = None) -> dict:
+# ---- models with and without thresholds ----------------------------------------------
+
+def with_delta(qm, spec: Optional[DeltaSpec]):
+    """Shallow copy of ``qm`` with delta thresholds ``spec`` (None: without; other methods kept)."""
+    q = copy.copy(qm)
+    q.methods = without(qm.methods, "delta") + ([DeltaMethod(spec)] if spec is not None else [])
+    return q
+
+
+def spec_of(qm) -> Optional[DeltaSpec]:
+    m = next((m for m in qm.methods if m.key == "delta"), None)
+    return m.spec if m is not None else None
+
+
+def run_stats(qm, x: np.ndarray, lengths: np.ndarray, trace: bool = False):
+    """The golden model of ``qm`` (with its delta thresholds) over ``x``, with statistics.
+
+    Returns (logits, flags, stats) with stats: ``tx_x``/``tx_h`` int ``[N, layers]``
+    (transmitted input / hidden columns over the sequence), ``steps`` ``[N]``, and with
+    ``trace`` ``density_t`` float ``[N, T]`` (transmitted fraction of all real input +
+    hidden elements at each step; NaN where the step did not run).
+    """
+    from ..quant.golden import GoldenModel
+    g = GoldenModel(qm)
+    x = np.asarray(x)
+    N, T = x.shape[:2]
+    dens = np.full((N, T), np.nan) if trace else None
+    total = sum(l.in_dim + l.units for l in qm.layers)
+    sent = {"before": np.zeros(N)}
+
+    def collect(t, state, ran):
+        now = sum(s["tx_x"][:, 0] + s["tx_h"][:, 0] for s in state)
+        dens[ran, t] = ((now - sent["before"]) / total)[ran]
+        sent["before"] = now
+
+    out, flags = g.run(x, lengths, collect=collect if trace else None)
+    st = g.final_state
+    stats = {"tx_x": np.stack([s["tx_x"][:, 0] for s in st], 1),
+             "tx_h": np.stack([s["tx_h"][:, 0] for s in st], 1),
+             "steps": flags.sum(1)}
+    if trace:
+        stats["density_t"] = dens
+    return out, flags, stats
+
+
+def effective_macs(qm, stats: dict, layouts: Optional[List[DeltaLayout]] = None) -> dict:
     """Per-sequence MACs ``[N]`` per inference: ``dense`` (every executed step runs every
     column) and ``effective`` (transmitting columns only); real (unpadded) shapes. The
     input Dense (not delta-coded, every executed step) and the head (once) are in both."""
@@ -200,8 +218,7 @@ def effective_macs(qm: QModel, stats: dict, layouts: Optional[List[DeltaLayout]]
     steps = stats["steps"].astype(np.int64)
     in_dense = 0
     if qm.input_dense is not None:
-        d = qm.input_dense
-        in_dense = int(d.out_dim * qm.features)
+        in_dense = int(qm.input_dense.out_dim * qm.features)
     dims = [qm.layers[-1].units] + [d.out_dim for d in qm.head]
     head = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
     dense = head + steps * (in_dense + sum(l.in_dim * D.macs_x + l.units * D.macs_h
@@ -211,7 +228,7 @@ def effective_macs(qm: QModel, stats: dict, layouts: Optional[List[DeltaLayout]]
     return {"dense": dense, "effective": eff}
 
 
-def densities(qm: QModel, stats: dict) -> dict:
+def densities(qm, stats: dict) -> dict:
     """Mean fraction of real input / hidden elements transmitting per executed step (over all layers)."""
     steps = np.maximum(stats["steps"].sum(), 1)
     xin = sum(l.in_dim for l in qm.layers)

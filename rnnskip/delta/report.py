@@ -1,14 +1,13 @@
 """report.json ``delta`` section, its terminal lines and plots (issue 5, part 6)."""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from ..quant.delta_golden import DeltaGoldenModel, densities, effective_macs
 from ..quant.golden import GoldenModel, predict_classes
+from .golden import delta_layout, densities, effective_macs, run_stats, spec_of, with_delta
 
 METHOD = ("delta network (Neil, Lee, Delbruck, Liu, ICML 2017): an input or hidden element transmits only when it "
           "moved by more than its threshold since it last transmitted; running sums M += W[:, k] * delta_k over "
@@ -17,9 +16,7 @@ METHOD = ("delta network (Neil, Lee, Delbruck, Liu, ICML 2017): an input or hidd
 
 def without_delta(qm):
     """Shallow copy of ``qm`` without thresholds (the dense reference; a predictor is kept)."""
-    q = copy.copy(qm)
-    q.delta = None
-    return q
+    return with_delta(qm, None)
 
 
 def _acc(qm, out, y):
@@ -41,14 +38,14 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None, de
     """The ``delta`` section: golden statistics on all of ``ds``; cycles and flash traffic of the
     delta firmware (``ev.emu``) against the dense firmware (``dense_fw``, emulated here under
     Unicorn, or ``dense_emu``: its result from a board emulator) on the same emulated sequences."""
-    spec = qm.delta
-    dg = DeltaGoldenModel(qm)
-    out, flags, st = dg.run_stats(ds.x, ds.lengths)
+    spec = spec_of(qm)
+    layouts = [delta_layout(l) for l in qm.layers]
+    out, flags, st = run_stats(qm, ds.x, ds.lengths)
     dense_out, _ = GoldenModel(without_delta(qm)).run(ds.x, ds.lengths)
-    m = effective_macs(qm, st, dg.layouts)
+    m = effective_macs(qm, st, layouts)
     dens = densities(qm, st)
-    wb = sum(st["tx_x"][:, i] * D.rows_x + st["tx_h"][:, i] * D.rows_h for i, D in enumerate(dg.layouts))
-    wb_dense = st["steps"] * sum(l.in_p * D.rows_x + l.up * D.rows_h for l, D in zip(qm.layers, dg.layouts))
+    wb = sum(st["tx_x"][:, i] * D.rows_x + st["tx_h"][:, i] * D.rows_h for i, D in enumerate(layouts))
+    wb_dense = st["steps"] * sum(l.in_p * D.rows_x + l.up * D.rows_h for l, D in zip(qm.layers, layouts))
     sec = {
         "method": METHOD,
         "thresholds": [{"layer": l.name, "input": int(a), "hidden": int(b),
@@ -83,7 +80,7 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None, de
         trd, trc = demu.traffic_measured, ev.emu.traffic_measured
         dfl = float(demu.stats[trd, fi].mean()) if trd.any() else None
         cfl = float(ev.emu.stats[trc, fi].mean()) if trc.any() else None
-        mk = effective_macs(qm, {kk: v[:k] for kk, v in st.items()}, dg.layouts)
+        mk = effective_macs(qm, {kk: v[:k] for kk, v in st.items()}, layouts)
         mred = float(mk["dense"].sum() / max(mk["effective"].sum(), 1))
         cred = dcyc / ccyc if ccyc else None
         ins = sec["instructions_per_inference"]
@@ -138,7 +135,7 @@ def write_plots(qm, ds, out_dir: Path, spec, n_seq: int = 4) -> list:
     out = []
     k = min(n_seq, len(ds))
     if k:
-        _, _, st = DeltaGoldenModel(qm).run_stats(ds.x[:k], ds.lengths[:k], trace=True)
+        _, _, st = run_stats(qm, ds.x[:k], ds.lengths[:k], trace=True)
         fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
         for i in range(k):
             d = st["density_t"][i]

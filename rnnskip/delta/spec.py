@@ -58,13 +58,11 @@ def grid_mismatch(recorded: list, qm, rtol: float = 1e-6) -> Optional[str]:
 
 
 def check_supported(layers) -> None:
-    """Delta mode needs GRU reset_after=True (IR or quantised layers)."""
+    """Refuse layers whose cell cannot keep running sums (IR or quantised layers)."""
     for l in layers:
-        if l.kind == "gru" and not l.reset_after:
-            raise RnnskipError(
-                f"layer '{l.name}' is a GRU with reset_after=False: delta mode needs reset_after=True "
-                f"(r multiplies the recurrent term after its mat-vec, so that sum can be kept running); "
-                f"retrain the GRU with reset_after=True (the Keras 2.x/3.x default)")
+        msg = l.cell.delta_refusal(l)
+        if msg:
+            raise RnnskipError(msg)
 
 
 def _theta(v, where: str) -> int:

@@ -1,11 +1,12 @@
-"""Delta-aware fine-tuning (issue 5, part 3) -- this *retrains* the network.
+"""Delta-aware fine-tuning -- this *retrains* the network.
 
 The paper's recipe (Neil et al. 2017, section 4), in tf_keras:
 
 * the delta forward pass inside training: every recurrent layer keeps its last
   transmitted input x̂ and hidden state ĥ; an element transmits when it moved by
-  more than its threshold; the gates see ``x̂ W + ĥ U + b`` (= the running sums M of
-  the delta network), the state update uses the true h (delta GRU / delta LSTM);
+  more than its threshold; the cell sees the pre-activations of ``(x̂, ĥ)`` (= the
+  running sums M of the delta network) and updates its true state (the cell kind's
+  own float arithmetic, ``rnnskip/cells/``);
 * straight-through gradient: the forward pass uses x̂ / ĥ, the backward pass treats
   them as x / h;
 * activations rounded to the deployment grid (the int8 steps of the quantised
@@ -14,8 +15,8 @@ The paper's recipe (Neil et al. 2017, section 4), in tf_keras:
 * an L1 penalty on the transmitted hidden deltas (``l1`` x mean over sequences of
   sum |delta h| per executed step).
 
-The result is written as a *normal* Keras model (Embedding/Masking, Dense, GRU/LSTM,
-Dense head, rebuilt from the IR) with the fine-tuned weights, so rnnskip-convert
+The result is written as a *normal* Keras model (Embedding/Masking, Dense, the recurrent
+layers with their activations and options, Dense head, rebuilt from the IR) with the fine-tuned weights, so rnnskip-convert
 and any Keras code read it as usual; thresholds are then chosen with delta-tune.
 """
 from __future__ import annotations
@@ -36,32 +37,52 @@ def _keras():
         raise RnnskipError("delta-train needs TensorFlow and tf_keras (pip install 'rnnskip[train]')") from None
 
 
+#: rnnskip's canonical activation names as TensorFlow functions (the delta forward pass in training)
+def _tf_activation(tf, name):
+    if name is None:
+        return None
+    fns = {"linear": lambda x: x, "relu": tf.nn.relu, "tanh": tf.tanh, "sigmoid": tf.sigmoid,
+           "softsign": tf.nn.softsign,
+           "hard_sigmoid": lambda x: tf.clip_by_value(0.2 * x + 0.5, 0.0, 1.0),
+           "hard_sigmoid_k3": lambda x: tf.clip_by_value(x / 6.0 + 0.5, 0.0, 1.0)}
+    return fns[name]
+
+
 def _cell_class():
     tf, keras = _keras()
+    from ..cells import cell_of
+    from ..cells.base import tf_ops
+    ops = tf_ops()
 
     def fake_quant(v, s):
         q = tf.clip_by_value(tf.round(v / s), -128.0, 127.0) * s
         return v + tf.stop_gradient(q - v)                      # straight-through
 
     class DeltaRNNCell(keras.layers.Layer):
-        """One delta GRU (reset_after=True) or delta LSTM step; states
-        [h, (c), x̂, ĥ, sum|Δh|, transmitted x, transmitted h, steps]."""
+        """One delta step of a recurrent layer, the cell kind's own float arithmetic
+        (``rnnskip/cells/``) on x̂ / ĥ; states [cell state..., x̂, ĥ, sum|Δh|,
+        transmitted x, transmitted h, steps]."""
 
-        def __init__(self, kind, units, in_dim, theta_x, theta_h, sx, sh, noise=0.25, **kw):
+        def __init__(self, kind, units, in_dim, theta_x, theta_h, sx, sh, noise=0.25, activation="tanh",
+                     recurrent_activation="sigmoid", bias_shape=None, **kw):
             super().__init__(**kw)
             self.kind, self.units, self.in_dim = kind, int(units), int(in_dim)
+            self.cell = cell_of(kind)
             self.theta_x, self.theta_h = float(theta_x), float(theta_h)   # real units
             self.sx, self.sh, self.noise = float(sx), float(sh), float(noise)
+            self.activation, self.recurrent_activation = activation, recurrent_activation
+            self.bias_shape = tuple(bias_shape) if bias_shape is not None else (self.cell.gates * self.units,)
+            self.acts = (_tf_activation(tf, activation), _tf_activation(tf, recurrent_activation))
             U = self.units
-            self.state_size = ([U, U] if kind == "lstm" else [U]) + [self.in_dim, U, 1, 1, 1, 1]
+            self.n_state = len(self.cell.float_state)
+            self.state_size = [U] * self.n_state + [self.in_dim, U, 1, 1, 1, 1]
             self.output_size = U
 
         def build(self, input_shape):
-            G = 4 if self.kind == "lstm" else 3
-            U = self.units
+            G, U = self.cell.gates, self.units
             self.kernel = self.add_weight(name="kernel", shape=(self.in_dim, G * U))
             self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=(U, G * U))
-            self.bias = self.add_weight(name="bias", shape=(G * U,) if self.kind == "lstm" else (2, G * U))
+            self.bias = self.add_weight(name="bias", shape=self.bias_shape)
             self.built = True
 
         def _theta(self, t, training):
@@ -70,11 +91,9 @@ def _cell_class():
             return tf.maximum(t * (1.0 + self.noise * tf.random.normal([])), 0.0)
 
         def call(self, x, states, training=None):
-            U = self.units
-            if self.kind == "lstm":
-                h, c, xh, hh, l1, nx, nh, ns = states
-            else:
-                h, xh, hh, l1, nx, nh, ns = states
+            cell_state = tuple(states[:self.n_state])
+            xh, hh, l1, nx, nh, ns = states[self.n_state:]
+            h = cell_state[0]
             xq = fake_quant(x, self.sx)
             hq = fake_quant(h, self.sh)
             dx, dh = xq - xh, hq - hh
@@ -88,24 +107,15 @@ def _cell_class():
             nx = nx + tf.reduce_sum(tf.cast(mx, x.dtype), axis=1, keepdims=True)
             nh = nh + tf.reduce_sum(tf.cast(mh, x.dtype), axis=1, keepdims=True)
             ns = ns + 1.0
-            if self.kind == "lstm":
-                M = tf.matmul(xs, self.kernel) + tf.matmul(hs, self.recurrent_kernel) + self.bias
-                i, f = tf.sigmoid(M[:, :U]), tf.sigmoid(M[:, U:2 * U])
-                g, o = tf.tanh(M[:, 2 * U:3 * U]), tf.sigmoid(M[:, 3 * U:])
-                c = f * c + i * g
-                hn = o * tf.tanh(c)
-                return hn, [hn, c, xh_new, hh_new, l1, nx, nh, ns]
-            mx_ = tf.matmul(xs, self.kernel) + self.bias[0]
-            mh_ = tf.matmul(hs, self.recurrent_kernel) + self.bias[1]
-            z = tf.sigmoid(mx_[:, :U] + mh_[:, :U])
-            r = tf.sigmoid(mx_[:, U:2 * U] + mh_[:, U:2 * U])
-            n = tf.tanh(mx_[:, 2 * U:] + r * mh_[:, 2 * U:])
-            hn = z * h + (1.0 - z) * n
-            return hn, [hn, xh_new, hh_new, l1, nx, nh, ns]
+            w = {"kernel": self.kernel, "recurrent_kernel": self.recurrent_kernel, "bias": self.bias}
+            new = self.cell.float_cell(self.acts, cell_state, self.cell.float_pre(ops, w, xs, hs))
+            return new[0], list(new) + [xh_new, hh_new, l1, nx, nh, ns]
 
         def get_config(self):
             return dict(super().get_config(), kind=self.kind, units=self.units, in_dim=self.in_dim,
-                        theta_x=self.theta_x, theta_h=self.theta_h, sx=self.sx, sh=self.sh, noise=self.noise)
+                        theta_x=self.theta_x, theta_h=self.theta_h, sx=self.sx, sh=self.sh, noise=self.noise,
+                        activation=self.activation, recurrent_activation=self.recurrent_activation,
+                        bias_shape=list(self.bias_shape))
 
     return DeltaRNNCell
 
@@ -134,7 +144,9 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25):
     penalties, cells = [], []
     for i, (l, ql) in enumerate(zip(ir.rnn_layers, qm.layers)):
         cell = Cell(l.kind, l.units, l.input_dim, theta_x[i] * ql.x_scale, theta_h[i] * ql.h_scale,
-                    ql.x_scale, ql.h_scale, noise, name=f"delta_{l.kind}_{i}")
+                    ql.x_scale, ql.h_scale, noise, activation=l.activation,
+                    recurrent_activation=l.recurrent_activation, bias_shape=np.shape(l.bias),
+                    name=f"delta_{l.kind}_{i}")
         last = i == len(ir.rnn_layers) - 1
         rnn = keras.layers.RNN(cell, return_sequences=not last, return_state=True, name=f"rnn_{i}")
         res = rnn(y)
@@ -177,11 +189,7 @@ def export_keras(ir, cells, pre, head, path) -> None:
         if ir.input.dense is not None:
             m.add(keras.layers.Dense(ir.input.dense.out_dim, activation=ir.input.dense.activation))
     for i, l in enumerate(ir.rnn_layers):
-        last = i == len(ir.rnn_layers) - 1
-        if l.kind == "lstm":
-            m.add(keras.layers.LSTM(l.units, return_sequences=not last))
-        else:
-            m.add(keras.layers.GRU(l.units, return_sequences=not last, reset_after=True))
+        m.add(l.cell.to_keras(keras, l, return_sequences=i < len(ir.rnn_layers) - 1))
     for d in ir.head:
         m.add(keras.layers.Dense(d.out_dim, activation=d.activation))
     ws = [layer.get_weights() for layer, _ in pre]
@@ -211,6 +219,11 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
                            f"(the original stays the run-time baseline)")
     ir = P.import_model(model)
     check_supported(ir.rnn_layers)
+    k3 = [l.name for l in ir.rnn_layers if "hard_sigmoid_k3" in (l.activation, l.recurrent_activation)]
+    if k3:
+        raise RnnskipError(f"layer '{k3[0]}' uses Keras 3's hard_sigmoid (clip(x/6 + 0.5)), which the tf_keras model "
+                           f"delta-train writes cannot express; fine-tune it in Keras 3, or use delta-tune (no "
+                           f"retraining)")
     tr = load_npz(str(train), ir)
     va = load_npz(str(val), ir)
     if tr.y.dtype.kind == "f":

@@ -21,8 +21,8 @@ import numpy as np
 
 from ..errors import RnnskipError
 from ..stats import paired_loss, within_budget
-from ..quant.delta_golden import DeltaGoldenModel, delta_layout, densities, effective_macs
 from ..quant.golden import GoldenModel, predict_classes
+from .golden import delta_layout, densities, effective_macs, run_stats, with_delta
 from .spec import DeltaSpec, check_supported
 
 #: default threshold values tried (int8 steps)
@@ -107,11 +107,11 @@ def _acc(qm, out, y) -> float:
     return float(np.mean(predict_classes(out, qm.output_activation) == y)) if len(y) else float("nan")
 
 
-def evaluate_point(qm, x, lengths, y, theta_x, theta_h) -> Point:
-    dg = DeltaGoldenModel(qm, DeltaSpec(list(theta_x), list(theta_h)))
-    out, _, st = dg.run_stats(x, lengths)
-    m = effective_macs(qm, st, dg.layouts)
-    wbytes = sum(st["tx_x"][:, i] * D.rows_x + st["tx_h"][:, i] * D.rows_h for i, D in enumerate(dg.layouts))
+def evaluate_point(qm, x, lengths, y, theta_x, theta_h, layouts=None) -> Point:
+    layouts = layouts or [delta_layout(l) for l in qm.layers]
+    out, _, st = run_stats(with_delta(qm, DeltaSpec(list(theta_x), list(theta_h))), x, lengths)
+    m = effective_macs(qm, st, layouts)
+    wbytes = sum(st["tx_x"][:, i] * D.rows_x + st["tx_h"][:, i] * D.rows_h for i, D in enumerate(layouts))
     d = densities(qm, st)
     correct = predict_classes(out, qm.output_activation) == y
     return Point(tuple(int(t) for t in theta_x), tuple(int(t) for t in theta_h), _acc(qm, out, y),
@@ -159,6 +159,7 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
         fp = (probs[:, 0] > 0.5).astype(np.int64) if probs.shape[1] == 1 else np.argmax(probs, 1)
         float_correct = fp == val.y
         float_accuracy = float(np.mean(float_correct))
+    layouts = [delta_layout(l) for l in qm.layers]
     dense_out, _ = GoldenModel(qm).run(val.x, val.lengths)
     acc_int8 = _acc(qm, dense_out, val.y)
     int8_correct = predict_classes(dense_out, qm.output_activation) == val.y
@@ -171,7 +172,7 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
     def ev(tx, th) -> Point:
         k = (tuple(tx), tuple(th))
         if k not in cache:
-            cache[k] = evaluate_point(qm, val.x, val.lengths, val.y, tx, th)
+            cache[k] = evaluate_point(qm, val.x, val.lengths, val.y, tx, th, layouts)
             if progress:
                 p = cache[k]
                 progress(f"theta x={list(tx)} h={list(th)}: accuracy {p.accuracy:.4f}, "
@@ -180,7 +181,6 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
 
     base = ev((0,) * L, (0,) * L)
     # dense cost: every column of every executed step
-    layouts = [delta_layout(l) for l in qm.layers]
     steps = GoldenModel(qm).valid_steps(val.x) & (np.arange(val.x.shape[1])[None, :] < val.lengths[:, None])
     st_dense = {"steps": steps.sum(1), "tx_x": np.zeros((len(val), L)), "tx_h": np.zeros((len(val), L))}
     dense_macs = float(effective_macs(qm, st_dense, layouts)["dense"].mean())

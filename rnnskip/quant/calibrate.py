@@ -16,8 +16,8 @@ class Ranges:
     """Max |value| seen per quantised tensor (float units)."""
     features: float = 0.0
     input_dense: float = 0.0
-    h: List[float] = field(default_factory=list)
-    c: List[float] = field(default_factory=list)
+    #: per recurrent layer, max |value| of each entry of its cell's float state ({"h": .., "c": ..})
+    states: List[dict] = field(default_factory=list)
     head: List[float] = field(default_factory=list)
     sequences: int = 0
 
@@ -38,7 +38,7 @@ def dense_forward(d: DenseLayer, x: np.ndarray, final: bool = False) -> np.ndarr
     if act == "softmax":
         e = np.exp(y - y.max(axis=-1, keepdims=True))
         return e / e.sum(axis=-1, keepdims=True)
-    if act != "linear":  # hard_sigmoid(_k3), softsign (issue 7)
+    if act != "linear":  # hard_sigmoid(_k3), softsign
         from ..reference import activation
         return activation(act)(y)
     return y
@@ -58,8 +58,7 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
     """
     if len(x) == 0:
         raise RnnskipError("calibration data is empty; pass --data (or --calib) with at least one sequence")
-    nl = len(ir.rnn_layers)
-    r = Ranges(h=[0.0] * nl, c=[0.0] * nl, head=[0.0] * len(ir.head))
+    r = Ranges(states=[{k: 0.0 for k in l.cell.float_state} for l in ir.rnn_layers], head=[0.0] * len(ir.head))
     it = tqdm(range(len(x)), desc="calibrate", unit="seq", disable=not progress, leave=False)
     for n in it:
         seq = x[n][: int(lengths[n])]
@@ -74,11 +73,10 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
             if not valid[t]:
                 continue
             state = fm.step(state, v[t])
-            for i, s in enumerate(state):
-                r.h[i] = max(r.h[i], float(np.abs(s[0]).max()))
-                if ir.rnn_layers[i].kind == "lstm":
-                    r.c[i] = max(r.c[i], float(np.abs(s[1]).max()))
-            if getattr(ir, "per_step", False):  # the head runs on every step's state (issue 7)
+            for rs, s in zip(r.states, state):
+                for k, part in zip(rs, s):
+                    rs[k] = max(rs[k], float(np.abs(part).max()))
+            if ir.per_step:  # the head runs on every step's state
                 _head_ranges(ir, r, state[-1][0])
         _head_ranges(ir, r, state[-1][0])
     r.sequences = len(x)

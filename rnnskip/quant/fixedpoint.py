@@ -7,7 +7,6 @@ most-significant-word multiply (Arm SMMULR), one instruction on Armv7E-M.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 

@@ -1,8 +1,11 @@
 """The integer golden model: the specification of the generated C code.
 
-Vectorised over a batch of sequences: state arrays are ``[N, units_p]``.
-Every operation mirrors one C kernel call in rnnskip_model.c (same order, same
-rounding, same saturation), so golden, host build and firmware agree bit for bit.
+Vectorised over a batch of sequences: state arrays are ``[N, units_p]``. Every
+operation mirrors one C kernel call in rnnskip_model.c (same order, same rounding,
+same saturation), so golden, host build and firmware agree bit for bit. The cell
+arithmetic is each cell kind's own (``rnnskip/cells/``); step methods (a skip
+predictor, delta thresholds: :mod:`rnnskip.stepmethod`) attached to the model take
+part through their hooks.
 """
 from __future__ import annotations
 
@@ -10,27 +13,10 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..cells.base import matvec
 from . import fixedpoint as fp
-from .act import LUTS as _LUTS, is_default_cell
-from .model import QDense, QMat, QModel, QRNN
-
-
-def _absmax(a: np.ndarray) -> int:
-    return max(-int(a.min()), int(a.max())) if a.size else 0
-
-
-def matvec(w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``x [N, cols] @ w.T`` exactly (int64): the mat-vec kernels' sum.
-
-    Integer matmul has no BLAS, so when ``max|w| * max|x| * cols`` is below 2^24 (2^53)
-    the product runs in float32 (float64): every partial sum, in whatever order BLAS
-    adds, is then an integer the float type holds exactly. Otherwise int64.
-    """
-    bound = _absmax(w) * _absmax(x) * w.shape[1]
-    dt = np.float32 if bound < (1 << 24) else (np.float64 if bound < (1 << 53) else None)
-    if dt is None:
-        return x.astype(np.int64) @ w.astype(np.int64).T
-    return (x.astype(dt) @ w.astype(dt).T).astype(np.int64)
+from .act import LUTS
+from .model import QDense, QMat, QModel
 
 
 def mat(m: QMat, v: np.ndarray) -> np.ndarray:
@@ -38,57 +24,19 @@ def mat(m: QMat, v: np.ndarray) -> np.ndarray:
     return m.bias[None, :] + matvec(m.w, v)
 
 
-def rq16(m: QMat, acc: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
-    """sat16(requantize(acc)): accumulator -> Q3.12 (or int16 logits)."""
-    return fp.sat16(fp.requantize(acc, m.mult[rows], m.ls))
-
-
 def dense(q: QDense, x: np.ndarray, final: bool) -> np.ndarray:
     """rnnskip_fully_connected_s8: int8 ``[N, cols]`` -> int8 ``[N, rows]`` (int16 logits if final)."""
     m = q.mat
     acc = mat(m, x)
-    if q.activation in _LUTS:  # tanh, sigmoid, hard_sigmoid(_k3), softsign: table -> Q0.15
-        pre = rq16(m, acc)
-        y = fp._lut_eval(pre, _LUTS[q.activation])
+    if q.activation in LUTS:  # tanh, sigmoid, hard_sigmoid(_k3), softsign: table -> Q0.15
+        pre = fp.sat16(fp.requantize(acc, m.mult, m.ls))
+        y = fp._lut_eval(pre, LUTS[q.activation])
         return fp.sat8(fp.requantize(y, q.out_mult, q.out_ls))
     y = fp.requantize(acc, m.mult, m.ls)
     if final:
         return fp.sat16(y)
     y = fp.sat8(y)
     return np.maximum(y, 0) if q.activation == "relu" else y
-
-
-def lstm_cell(l: QRNN, c_prev: np.ndarray, acc: np.ndarray) -> dict:
-    """rnnskip_lstm_cell_s16 on the gate accumulators ``acc [N, 4 up]`` = [i | f | g | o].
-    Returns the new state {"h8", "c"} (c int16 at 2^-cell_shift)."""
-    U = l.up
-    pre = rq16(l.mats["gates"], acc)
-    i = fp.sigmoid_q15(pre[:, 0:U])
-    f = fp.sigmoid_q15(pre[:, U:2 * U])
-    gg = fp.tanh_q15(pre[:, 2 * U:3 * U])
-    o = fp.sigmoid_q15(pre[:, 3 * U:4 * U])
-    c = fp.sat16(fp.round_shift(f * c_prev, 15) + fp.round_shift(i * gg, 30 - l.cell_shift))
-    t = fp.tanh_q15(fp.to_q12(c, l.cell_shift))
-    h8 = fp.sat8(fp.requantize(fp.round_shift(o * t, 15), l.h_mult, l.h_ls))
-    return {"h8": h8, "c": c}
-
-
-def _gru_update(l: QRNN, h16_prev: np.ndarray, z: np.ndarray, pn: np.ndarray) -> dict:
-    """rnnskip_gru_cell_s16: h = n + z (h - n), n = tanh(pn). Returns {"h8", "h16"}."""
-    n = fp.tanh_q15(pn)
-    h16 = fp.sat16(n + fp.round_shift(z * (h16_prev - n), 15))
-    return {"h8": fp.sat8(fp.requantize(h16, l.h_mult, l.h_ls)), "h16": h16}
-
-
-def gru_cell_after(l: QRNN, h16_prev: np.ndarray, acc_zr: np.ndarray, acc_cx: np.ndarray,
-                   acc_ch: np.ndarray) -> dict:
-    """reset_after=True GRU on its accumulators: z, r from ``acc_zr [N, 2 up]``, candidate
-    tanh(cx + r * ch) from ``acc_cx``, ``acc_ch [N, up]`` (rnnskip_gru_candidate_s16)."""
-    U = l.up
-    pre = rq16(l.mats["zr"], acc_zr)
-    z, r = fp.sigmoid_q15(pre[:, :U]), fp.sigmoid_q15(pre[:, U:])
-    pn = fp.sat16(rq16(l.mats["cx"], acc_cx) + fp.round_shift(r * rq16(l.mats["ch"], acc_ch), 15))
-    return _gru_update(l, h16_prev, z, pn)
 
 
 def feature_inv_scale(qm) -> np.float32:
@@ -99,12 +47,17 @@ def feature_inv_scale(qm) -> np.float32:
 class GoldenModel:
     """Integer reference of the firmware, one time step at a time.
 
-    State per layer: ``h8`` (int8 hidden, the recurrent mat-vec's input) plus
-    ``c`` (LSTM cell, int16) or ``h16`` (GRU hidden, Q0.15).
+    State: one dict per layer with the cell's arrays (``h8``, the int8 hidden state the
+    recurrent mat-vec reads, first) plus whatever the model's step methods keep.
+    ``methods``: the step methods to run with (default: those attached to ``qm``;
+    ``[]`` is the dense model).
     """
 
-    def __init__(self, qm: QModel):
+    def __init__(self, qm: QModel, methods: Optional[list] = None):
         self.qm = qm
+        self.methods = list(qm.methods if methods is None else methods)
+        for m in self.methods:
+            m.golden_prepare(self)
 
     # -- inputs --------------------------------------------------------------
     def quantize_features(self, x: np.ndarray) -> np.ndarray:
@@ -139,40 +92,38 @@ class GoldenModel:
 
     # -- recurrent step ------------------------------------------------------
     def initial_state(self, n: int) -> List[dict]:
-        st = []
-        for l in self.qm.layers:
-            s = {"h8": np.zeros((n, l.up), np.int64)}
-            s["c" if l.kind == "lstm" else "h16"] = np.zeros((n, l.up), np.int64)
-            st.append(s)
-        return st
+        state = [l.cell.golden_zero_state(l, n) for l in self.qm.layers]
+        for m in self.methods:
+            m.golden_init(self, state, n)
+        return state
 
-    def layer_step(self, l: QRNN, s: dict, x: np.ndarray) -> dict:
-        """One layer, one step. ``x`` int8 ``[N, in_p]``; returns the new state."""
-        if not is_default_cell(l):  # other gate activations (issue 7)
-            from .golden_act import layer_step_act
-            return layer_step_act(l, s, x)
-        xh = np.concatenate([x, s["h8"]], axis=1)
-        if l.kind == "lstm":
-            return lstm_cell(l, s["c"], mat(l.mats["gates"], xh))
-        zr = l.mats["zr"]
-        if l.reset_after:
-            return gru_cell_after(l, s["h16"], mat(zr, xh), mat(l.mats["cx"], x), mat(l.mats["ch"], s["h8"]))
-        U = l.up
-        pre = rq16(zr, mat(zr, xh))
-        z, r = fp.sigmoid_q15(pre[:, :U]), fp.sigmoid_q15(pre[:, U:])
-        c = l.mats["c"]
-        rh8 = fp.sat8(fp.round_shift(r * s["h8"], 15))
-        return _gru_update(l, s["h16"], z, rq16(c, mat(c, np.concatenate([x, rh8], axis=1))))
+    def layer_step(self, i: int, s: dict, x: np.ndarray) -> dict:
+        """Layer ``i``, one step. ``x`` int8 ``[N, in_p]``; returns the new state."""
+        l = self.qm.layers[i]
+        new = {}
+        acc = None
+        for m in self.methods:
+            acc = m.golden_accumulate(self, i, s, x, new)
+            if acc is not None:
+                break
+        if acc is None:
+            new.update(l.cell.golden_step(l, s, x))
+        else:
+            new.update(l.cell.golden_cell(l, s, acc))
+        return new
 
     def step(self, state: List[dict], xin: np.ndarray, run: Optional[np.ndarray] = None) -> List[dict]:
-        """One time step through every layer; rows where ``run`` is False keep their state."""
+        """One time step from the device input ``xin`` (ids ``[N]`` or int8 features); rows where
+        ``run`` is False keep their state. Step methods' skip decisions are not applied here."""
         x = self.step_input(xin)
+        return self._step_rows(state, x, np.ones(len(x), bool) if run is None else np.asarray(run, bool))
+
+    def _layers(self, state: List[dict], x: np.ndarray) -> List[dict]:
+        """Every layer, every row; ``x``: :meth:`step_input`."""
         new = []
-        for l, s in zip(self.qm.layers, state):
-            ns = self.layer_step(l, s, x)
-            if run is not None and not run.all():
-                ns = {k: np.where(run[:, None], v, s[k]) for k, v in ns.items()}
-            new.append(ns)
+        for i, s in enumerate(state):
+            ns = self.layer_step(i, s, x)
+            new.append({**s, **ns})
             x = ns["h8"]
         return new
 
@@ -188,29 +139,51 @@ class GoldenModel:
         """What the device receives per step: int32 ids ``[N,T]`` or int8 features ``[N,T,F_p]``."""
         return np.asarray(x, np.int32) if self.qm.token_input else self.quantize_features(x)
 
-    def run(self, x: np.ndarray, lengths: np.ndarray):
-        """Run sequences; returns (int16 logits ``[N, out]``, uint8 step flags ``[N, T]``).
+    def run(self, x: np.ndarray, lengths: np.ndarray, collect=None):
+        """Run sequences; returns (int16 logits ``[N, out]`` (per-step models ``[N, T, out]``),
+        uint8 step flags ``[N, T]``).
 
-        flags[n, t] = 1 where step t ran, 0 where it was masked, beyond the length or skipped by the predictor.
+        flags[n, t] = 1 where step t ran, 0 where it was masked, beyond the length or skipped
+        by a step method. ``collect(t, state, ran)``, if given, is called after every step.
         """
         x = np.asarray(x)
         N, T = x.shape[:2]
         dev = self.device_inputs(x)
-        valid = self.valid_steps(x) & (np.arange(T)[None, :] < np.asarray(lengths)[:, None])
+        ran = self.valid_steps(x) & (np.arange(T)[None, :] < np.asarray(lengths)[:, None])
         state = self.initial_state(N)
-        pred = getattr(self.qm, "predictor", None)
-        seq = [] if getattr(self.qm, "per_step", False) else None
+        seq = [] if self.qm.per_step else None
         for t in range(T):
-            if pred is not None and valid[:, t].any():  # skip predictor (issue 4), on the state reached
-                valid[:, t] &= ~pred.skip(self.step_input(dev[:, t]), state)
-            if valid[:, t].any():
-                state = self.step(state, dev[:, t], valid[:, t])
-            if seq is not None:  # per-step outputs (issue 7): the head on the state after step t
+            run = ran[:, t]
+            if run.any():
+                xin = self.step_input(dev[:, t])
+                for m in self.methods:    # a skip predictor decides on the state reached
+                    run &= ~m.golden_skip(self, xin, state)
+                state = self._step_rows(state, xin, run)
+            if collect is not None:
+                collect(t, state, run)
+            if seq is not None:  # per-step outputs: the head on the state after step t
                 seq.append(self.output(state))
+        self.final_state = state
         if seq is not None:
             out = np.stack(seq, axis=1) if seq else np.zeros((N, 0, self.qm.output_dim), np.int64)
-            return out, valid.astype(np.uint8)
-        return self.output(state), valid.astype(np.uint8)
+            return out, ran.astype(np.uint8)
+        return self.output(state), ran.astype(np.uint8)
+
+    def _step_rows(self, state: List[dict], xin: np.ndarray, run: np.ndarray) -> List[dict]:
+        """One step for the rows where ``run``; the others keep their state (as the C does)."""
+        if run.all():
+            return self._layers(state, xin)
+        idx = np.flatnonzero(run)
+        if not len(idx):
+            return state
+        sub = self._layers([{k: v[idx] for k, v in s.items()} for s in state], xin[idx])
+        out = []
+        for s, ns in zip(state, sub):
+            s = {k: v.copy() for k, v in s.items()}
+            for k, v in ns.items():
+                s[k][idx] = v
+            out.append(s)
+        return out
 
 
 def predict_classes(logits: np.ndarray, activation: str) -> np.ndarray:

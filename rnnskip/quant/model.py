@@ -24,13 +24,17 @@ class QMat:
     ``acc = bias + w @ v`` (int32), then ``requantize(acc, mult, ls)``.
     ``w`` int8 ``[rows, cols]`` row-major (rows, cols multiples of 4); ``v`` is
     the vector named by ``input``: ``"xh"`` = [x | h] (layer input then the
-    layer's int8 hidden state, one buffer), ``"x"``, ``"h"``, or ``"in"``.
+    layer's int8 hidden state, one buffer), ``"x"``, ``"h"``, ``"xrh"`` (a cell's
+    own variant of xh, see its module) or ``"in"`` (a Dense layer's input).
+    In a recurrent layer the block fills accumulator rows ``row0 .. row0 + rows``.
     """
     w: np.ndarray
     bias: np.ndarray
     mult: np.ndarray
     ls: int
     input: str = "xh"
+    name: str = ""
+    row0: int = 0
 
     @property
     def rows(self) -> int:
@@ -69,50 +73,53 @@ class QDense:
 
 @dataclass
 class QRNN:
-    """One int8 LSTM/GRU layer; units padded to ``up`` (multiple of 4).
+    """One int8 recurrent layer; units padded to ``up`` (multiple of 4).
 
-    Gate g of unit j is row ``g*up + j`` of its matrix. Input and recurrent
-    weights of a gate share one accumulator (the matrix ``[W_x | W_h]`` applied
-    to ``[x | h]``), quantised per row on that accumulator's scale; the
-    exception is GRU(reset_after=True)'s candidate, whose recurrent part is
-    multiplied by r after requantisation and so has its own accumulator.
-
-    mats: LSTM ``gates`` [4up, in_p+up] on xh.
-          GRU ``zr`` [2up, in_p+up] on xh, then reset_after=True: ``cx`` [up, in_p]
-          on x and ``ch`` [up, up] on h; reset_after=False: ``c`` [up, in_p+up]
-          on [x | r*h].
-    LSTM cell state int16 at scale 2^-cell_shift; GRU h kept in Q0.15 (h16).
-    ``h_mult``/``h_ls``: Q0.15 (LSTM o*tanh(c) >> 15, GRU h16) -> int8 h.
+    ``blocks``: the int8 mat-vecs that fill the layer's int32 accumulators, ``acc_rows``
+    = planes x ``up`` rows in the order of its cell's planes (``rnnskip/cells/``); unit j
+    of plane p is row ``p*up + j``. ``options``: the cell's own settings (an LSTM's
+    ``cell_shift``, a GRU's ``reset_after``). ``h_mult``/``h_ls`` requantise the cell's
+    output to the int8 hidden state on ``h_scale``.
     """
     kind: str
     units: int
     up: int
     in_dim: int
     in_p: int
-    mats: dict
+    blocks: List[QMat]
     x_scale: float
     h_scale: float
     h_mult: int
     h_ls: int
-    cell_shift: int = 15
-    reset_after: bool = True
-    name: str = "rnn"
-    # gate activations (issue 7); other than tanh/sigmoid: rnnskip/quant/golden_act.py
     activation: str = "tanh"
-    recurrent_activation: str = "sigmoid"
+    recurrent_activation: Optional[str] = "sigmoid"
+    options: dict = field(default_factory=dict)
+    name: str = "rnn"
 
     @property
-    def gates(self) -> int:
-        return 4 if self.kind == "lstm" else 3
+    def cell(self):
+        from ..cells import cell_of
+        return cell_of(self.kind)
+
+    @property
+    def acc_rows(self) -> int:
+        return int(max(b.row0 + b.rows for b in self.blocks))
+
+    @property
+    def planes(self) -> int:
+        return self.acc_rows // self.up
 
     @property
     def xh_len(self) -> int:
         return self.in_p + self.up
 
+    def block(self, name: str) -> QMat:
+        return next(b for b in self.blocks if b.name == name)
+
 
 @dataclass
 class QModel:
-    """Int8 model: input stage, 1-2 recurrent layers, Dense head."""
+    """Int8 model: input stage, recurrent layers, Dense head."""
     token_input: bool
     in_dim: int                    # real per-step width entering the first RNN layer
     in_p: int                      # padded width
@@ -129,15 +136,15 @@ class QModel:
     output_activation: str = "linear"
     output_scale: float = 1.0
     name: str = "model"
-    per_step: bool = False  # one output per time step (return_sequences=True at the output, issue 7)
-    predictor: Optional[object] = None  # rnnskip.skip.qpredictor.QPredictor: skip steps it rejects (issue 4)
-    delta: Optional[object] = None      # rnnskip.delta.spec.DeltaSpec: delta-network thresholds (issue 5)
+    per_step: bool = False  # one output per time step (return_sequences=True at the output)
+    #: step methods (rnnskip.stepmethod.StepMethod: a skip predictor, delta thresholds); [] = dense
+    methods: list = field(default_factory=list)
     #: where the calibration data came from: {"source": path or note, "sequences": n} (for report.json)
     calibration: dict = field(default_factory=dict)
 
     def all_mats(self):
         dense = ([self.input_dense] if self.input_dense else []) + list(self.head)
-        return [d.mat for d in dense] + [m for l in self.layers for m in l.mats.values()]
+        return [d.mat for d in dense] + [b for l in self.layers for b in l.blocks]
 
     def flash_weight_bytes(self) -> int:
         """int8 weights + int32 biases and multipliers (+ the embedding table)."""
@@ -147,4 +154,4 @@ class QModel:
     def recurrent_macs_per_step(self) -> int:
         """MACs the C code performs per executed step (padded shapes)."""
         n = self.input_dense.mat.w.size if self.input_dense is not None else 0
-        return int(n + sum(m.w.size for l in self.layers for m in l.mats.values()))
+        return int(n + sum(b.w.size for l in self.layers for b in l.blocks))

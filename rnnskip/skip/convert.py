@@ -20,7 +20,7 @@ from ..errors import RnnskipError
 from . import PATENT_NOTICE
 from . import features as F
 from . import plots
-from .evaluate import golden_run, macs
+from .evaluate import golden_run, macs, predictor_of, with_predictor
 
 METHOD = ("skip predictor without retraining (Arm Research, SenSys-ML 2019): a tiny int8 predictor evaluates "
           "[v_t, h_(t-1)] before each step and skips the step (state kept) when it predicts a small state change")
@@ -85,7 +85,7 @@ class SkipSetup:
                            margin_se=float(self.margin_se))
 
     def attach(self, ir, qm, work: Path, progress: bool = True):
-        """Train (``--skip auto``: into ``work/predictor``) or take the loaded predictor; set ``qm.predictor``."""
+        """Train (``--skip auto``: into ``work/predictor``) or take the loaded predictor; attach it to ``qm``."""
         from .qpredictor import quantize_predictor
         if self.auto:
             from . import folder
@@ -96,8 +96,9 @@ class SkipSetup:
             self.meta = folder.save(out, res, ir, "(rnnskip-convert --skip auto)", self.train_path, self.val_path)
             self.fp = res.predictor
             self.predictor_dir = str(out)
-        qm.predictor = quantize_predictor(self.fp, qm)
-        return qm.predictor
+        qp = quantize_predictor(self.fp, qm)
+        qm.methods = with_predictor(qm, qp).methods
+        return qp
 
     # ---- report ----------------------------------------------------------------
     def section(self, ir, qm, ds, ev, out_dir: Path, dense_fw=None, target=None, emulate_max=None,
@@ -107,7 +108,7 @@ class SkipSetup:
         reference: ``dense_fw`` emulated here under Unicorn, or ``dense_emu``, its result
         from a board emulator (cores Unicorn lacks)."""
         from ..emulate import STAT_FIELDS
-        qp = qm.predictor
+        qp = predictor_of(qm)
         t0 = time.time()
         dense = golden_run(qm, ds.x, ds.lengths, qp=None)
         y = np.asarray(ds.y)
@@ -190,7 +191,7 @@ class SkipSetup:
         y = np.asarray(ds.y)
         fm = _fm(ir)
         names = []
-        chosen = golden_run(qm, ds.x, ds.lengths, qp=qm.predictor)
+        chosen = golden_run(qm, ds.x, ds.lengths, qp=predictor_of(qm))
         # Pareto on the evaluation data: oracle (float), predictor (int8), baselines (float)
         o = self.meta.get("oracle", {})
         ths = sorted({float(p["threshold"]) for p in o.get("val", {}).get("points", [])})
@@ -203,7 +204,7 @@ class SkipSetup:
         pc = {"label": f"{self.fp.type} predictor (int8)", "skip": [], "acc": []}
         pths = sorted({float(p["threshold"]) for p in self.meta.get("calibration", {}).get("points", [])})
         for th in pths:
-            r = golden_run(qm, ds.x, ds.lengths, qp=qm.predictor.with_threshold(th))
+            r = golden_run(qm, ds.x, ds.lengths, qp=predictor_of(qm).with_threshold(th))
             pc["skip"].append(r["skip_rate"])
             pc["acc"].append(float(np.mean(r["pred"] == y)))
         pts = [{"label": "predictor, chosen (int8)", "skip": chosen["skip_rate"], "acc": float(np.mean(chosen["pred"] == y))}]

@@ -8,13 +8,18 @@ import numpy as np
 
 from ..quant.golden import GoldenModel, predict_classes
 from ..quant.model import QModel
+from ..stepmethod import find, without
 
 
 def with_predictor(qm: QModel, qp) -> QModel:
-    """Shallow copy of ``qm`` carrying predictor ``qp`` (None: dense)."""
+    """Shallow copy of ``qm`` carrying predictor ``qp`` (None: without; other step methods kept)."""
     q = copy.copy(qm)
-    q.predictor = qp
+    q.methods = without(qm.methods, "skip") + ([qp] if qp is not None else [])
     return q
+
+
+def predictor_of(qm: QModel):
+    return find(qm.methods, "skip")
 
 
 def golden_run(qm: QModel, x, lengths, qp=None, skip_mask: Optional[np.ndarray] = None) -> dict:

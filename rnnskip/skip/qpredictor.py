@@ -34,13 +34,20 @@ from ..errors import RnnskipError
 from ..quant import fixedpoint as fp
 from ..quant.golden import dense as golden_dense
 from ..quant.model import QDense, QMat, QModel, pad4
+from ..stepmethod import StepMethod
 from .predictor import FloatPredictor
 
 LEAF_ONE = 32767
 
 
 @dataclass
-class QPredictor:
+class QPredictor(StepMethod):
+    """The int8 skip predictor, a step method: before each step it decides, on the state
+    reached, whether the step runs."""
+    key = "skip"
+    label = "skip"
+    template = "model/skip.c.j2"
+
     type: str
     in_p: int
     ups: List[int]
@@ -86,6 +93,12 @@ class QPredictor:
         """bool ``[N]``: the predictor says skip this step (the firmware's rnnskip_predict_skip)."""
         return self.score(self.features(x, state)) > self.score_thr
 
+    def golden_skip(self, golden, x, state):
+        return self.skip(x, state)
+
+    def macs_per_step(self, qm) -> int:
+        return int(self.macs)
+
     def with_threshold(self, threshold: float) -> "QPredictor":
         """A copy deciding at another float threshold (same weights)."""
         import copy
@@ -95,7 +108,10 @@ class QPredictor:
         return q
 
     # ---- C -----------------------------------------------------------------------
-    def c_arrays(self) -> List[tuple]:
+    def c_context(self, qm) -> dict:
+        return c_context(self, qm)
+
+    def c_arrays(self, qm=None) -> List[tuple]:
         """(name, values, numpy dtype, doc) for rnnskip_weights.c."""
         a = []
         for j, d in enumerate(self.hidden):
@@ -248,11 +264,8 @@ def _tree_c(qm: QModel, t: dict, node: int, indent: str) -> List[str]:
     return out
 
 
-def c_context(qm: QModel) -> Optional[dict]:
-    """Template context for predictor.c.j2 (None when the model has no predictor)."""
-    q = getattr(qm, "predictor", None)
-    if q is None:
-        return None
+def c_context(q: QPredictor, qm: QModel) -> dict:
+    """Template context for model/skip.c.j2."""
     l0 = qm.layers[0]
     ctx = {"q": q, "cols": q.cols, "xh0_len": l0.in_p + l0.up,
            "extra": [(i, l.in_p, l.up, l0.in_p + l0.up + sum(m.up for m in qm.layers[1:i]))

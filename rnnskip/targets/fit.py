@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 from ..errors import RnnskipError
 
-#: sigmoid + tanh tables: 2 x 257 int16
-LUT_BYTES = 2 * 257 * 2
 #: default allowance for code, vector table, startup and libgcc helpers
 DEFAULT_CODE_BYTES = 8192
 
@@ -25,7 +23,7 @@ def _a4(n: int) -> int:
 
 @dataclass
 class SizeEstimate:
-    flash: int           # bytes of flash: weights + LUTs + code allowance + bundled data
+    flash: int           # bytes of flash: weights + activation tables + code allowance + bundled data
     ram: int             # bytes of RAM: model state + I/O buffers + stack
     weights: int
     state: int
@@ -35,19 +33,21 @@ class SizeEstimate:
     bundled: int
 
 
+_CBYTES = {"int8_t": 1, "int16_t": 2, "int32_t": 4}
+
+
 def state_bytes(qm) -> int:
     """sizeof(rnnskip_state_t) as the template lays it out (upper bound: every member 4-aligned)."""
     n = 0
     if qm.input_dense is not None:
         n += 4 * qm.input_dense.rows
-    for l in qm.layers:
-        n += _a4(l.xh_len) + _a4(2 * l.up)
-    n += 4 * max(4 * l.up for l in qm.layers)                     # acc
-    pre = max((l.up if l.kind == "gru" else 0) for l in qm.layers)
-    n += _a4(2 * pre)
+    for i, l in enumerate(qm.layers):
+        n += _a4(l.xh_len) + sum(_a4(_CBYTES[ctype] * k) for ctype, _, k, _ in l.cell.c_state(l, i))
+    n += 4 * max(l.acc_rows for l in qm.layers)                   # acc
     if qm.head:
         hs = max(d.rows for d in qm.head)
         n += 2 * _a4(hs) + 4 * hs
+    n += sum(m.state_bytes(qm) for m in qm.methods)
     return n + 4                                                   # steps_run
 
 
@@ -55,16 +55,18 @@ def io_bytes(qm, max_t: int) -> int:
     """The rnnskip_io.c buffers for sequences of up to ``max_t`` steps."""
     step = 1 if qm.token_input else qm.features_p
     per = 4 if qm.token_input else 1
-    out_len = qm.head[-1].rows if qm.head else qm.layers[-1].up
+    out_len = (qm.head[-1].rows if qm.head else qm.layers[-1].up) * (max_t if qm.per_step else 1)
     return _a4(max_t * step * per) + 2 * _a4(max_t) + _a4(2 * out_len) + 8 + state_bytes(qm)
 
 
 def estimate(qm, max_t: int, target, bundled_bytes: int = 0) -> SizeEstimate:
     code = int(target.raw.get("fit", {}).get("code_bytes", DEFAULT_CODE_BYTES))
-    w = qm.flash_weight_bytes()
+    from ..quant.act import LUT_BYTES, tables_used
+    w = qm.flash_weight_bytes() + sum(m.flash_bytes(qm) for m in qm.methods)
+    luts = LUT_BYTES * len(tables_used(qm))
     st = state_bytes(qm)
     io = io_bytes(qm, max_t)          # includes the static state rnnskip_io.c keeps
-    return SizeEstimate(flash=w + LUT_BYTES + code + int(bundled_bytes), ram=io + target.stack_size,
+    return SizeEstimate(flash=w + luts + code + int(bundled_bytes), ram=io + target.stack_size,
                         weights=w, state=st, io=io, stack=target.stack_size, code=code,
                         bundled=int(bundled_bytes))
 

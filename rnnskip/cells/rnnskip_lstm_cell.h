@@ -1,0 +1,48 @@
+/*
+ * LSTM cell on its accumulators. Specification: rnnskip/cells/lstm.py (LSTM.golden_cell).
+ *
+ *   acc   int32 [i | f | g | o], n rows each: bias + W @ [x | h] (dense step) or a delta
+ *         network's running sums
+ *   mi    the gates' requantisation multipliers interleaved per unit (m_i, m_f, m_g, m_o)
+ *   ls    their left shift;  act: cell activation, ract: i, f, o gates (RNNSKIP_ACT_*)
+ *   c     int16 cell state at scale 2^-cell_shift (updated)
+ *   h     int8 hidden state, requantised with (h_mult, h_ls) (written)
+ *
+ *   i, f, o = ract(pre), g = act(pre), pre = sat16(rq(acc))      (formats qr, qa)
+ *   c = sat16(rshift(f * c, qr) + rshift(i * g, qr + qa - cell_shift))
+ *   t = act(c): tables of c as Q3.12 (Q0.15); relu/linear: c itself (2^-cell_shift)
+ *   h = sat8(rq(rshift(o * t, qr), h_mult, h_ls))
+ */
+#ifndef RNNSKIP_LSTM_CELL_H
+#define RNNSKIP_LSTM_CELL_H
+
+#include "rnnskip_kernels.h"
+
+/* Cell state (int16 at 2^-cell_shift) -> Q3.12. */
+RNNSKIP_INLINE int32_t rnnskip_cell_to_q12(int32_t c, int32_t cell_shift)
+{
+    if (cell_shift > 12) return rnnskip_round_shift(c, cell_shift - 12);
+    if (cell_shift < 12) return rnnskip_sat16(c * (1 << (12 - cell_shift)));
+    return c;
+}
+
+RNNSKIP_INLINE void rnnskip_lstm_cell_s16(const int32_t *acc, const int32_t *mi, int32_t n, int32_t ls,
+                                          int16_t *c, int8_t *h, int32_t cell_shift, int32_t h_mult,
+                                          int32_t h_ls, int32_t act, int32_t ract)
+{
+    const int32_t qr = rnnskip_act_out_q(ract);
+    const int32_t ig_shift = qr + rnnskip_act_out_q(act) - cell_shift;
+    const int16_t *la = rnnskip_act_lut(act);
+    for (int32_t j = 0; j < n; j++, acc++, mi += 4) {
+        const int32_t i = rnnskip_act_q(ract, rnnskip_pre16(acc[0], mi[0], ls));
+        const int32_t f = rnnskip_act_q(ract, rnnskip_pre16(acc[n], mi[1], ls));
+        const int32_t g = rnnskip_act_q(act, rnnskip_pre16(acc[2 * n], mi[2], ls));
+        const int32_t o = rnnskip_act_q(ract, rnnskip_pre16(acc[3 * n], mi[3], ls));
+        const int32_t cn = rnnskip_sat16(rnnskip_round_shift(f * c[j], qr) + rnnskip_round_shift(i * g, ig_shift));
+        c[j] = (int16_t)cn;
+        const int32_t t = la ? rnnskip_lut_q15(la, rnnskip_cell_to_q12(cn, cell_shift)) : rnnskip_act_q(act, cn);
+        h[j] = (int8_t)rnnskip_sat8(rnnskip_requantize(rnnskip_round_shift(o * t, qr), h_mult, h_ls));
+    }
+}
+
+#endif

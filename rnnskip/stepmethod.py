@@ -1,0 +1,87 @@
+"""Step methods: ways of doing less work per time step, attached to a quantised model.
+
+rnnskip has two, each a subclass of :class:`StepMethod`:
+
+* the skip predictor (``rnnskip/skip/qpredictor.py``): before a step, a tiny int8
+  model decides on the state reached whether the step can be skipped (state kept);
+* delta thresholds (``rnnskip/delta/golden.py``): a layer's accumulators are running
+  sums updated only by the input and hidden elements that moved by more than a
+  threshold.
+
+A quantised model carries a list of them (``QModel.methods``; empty: the dense
+model). The golden model, the C generator, the stage files and the report call the
+hooks below; every hook has a do-nothing default, so a method implements what it
+changes and the flow never asks which method it holds.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import numpy as np
+
+
+class StepMethod:
+    #: short name: the report section and the stage-file entry ("skip", "delta")
+    key = ""
+    #: what the report calls the model with this method, e.g. "skip" (cycles {dense, skip})
+    label = ""
+    #: said next to the emulation's MACs per step when the method changes what they mean
+    macs_note = ""
+
+    # ---- golden model -----------------------------------------------------------------
+    def golden_prepare(self, golden) -> None:
+        """Called once by :class:`~rnnskip.quant.golden.GoldenModel` (precompute what the hooks read)."""
+
+    def golden_init(self, golden, state: List[dict], n: int) -> None:
+        """Add the method's arrays to each layer's zero state (``n`` sequences)."""
+
+    def golden_skip(self, golden, x: np.ndarray, state: List[dict]) -> np.ndarray:
+        """bool ``[N]``: skip this step (the state is kept). ``x``: the step's int8 input."""
+        return np.zeros(len(x), bool)
+
+    def golden_accumulate(self, golden, i: int, s: dict, x: np.ndarray, new: dict) -> Optional[np.ndarray]:
+        """Layer ``i``'s accumulators ``[N, acc_rows]`` from its state ``s`` and input ``x``
+        (putting the method's own new state into ``new``), or None: the cell's dense mat-vecs."""
+        return None
+
+    # ---- C ----------------------------------------------------------------------------
+    #: Jinja2 macros (in firmware_templates/model/) the generated step calls: ``state()``
+    #: (rnnskip_state_t members), ``definitions()`` (functions before rnnskip_init),
+    #: ``init()``, ``before_layers()`` (in rnnskip_step, after the input stage) and
+    #: ``accumulate(l, i)`` (a layer's accumulators; returns nothing to keep the cell's own)
+    template = ""
+
+    def c_context(self, qm) -> dict:
+        """Variables the method's macros read (as ``m``)."""
+        return {}
+
+    def c_arrays(self, qm) -> List[tuple]:
+        """(name, values, numpy dtype, doc) for rnnskip_weights.c."""
+        return []
+
+    def c_accumulators(self, qm, i: int) -> Optional[str]:
+        """The C expression of layer ``i``'s accumulators when :meth:`accumulate` fills them
+        (None: the cell's own ``s->acc``)."""
+        return None
+
+    # ---- sizes ------------------------------------------------------------------------
+    def state_bytes(self, qm) -> int:
+        """Bytes the method adds to rnnskip_state_t."""
+        return 0
+
+    def flash_bytes(self, qm) -> int:
+        """Bytes of flash the method's arrays add."""
+        return int(sum(np.asarray(a[1]).size * np.dtype(a[2]).itemsize for a in self.c_arrays(qm)))
+
+    def macs_per_step(self, qm) -> int:
+        """MACs the method adds to an executed (or skipped) step."""
+        return 0
+
+
+def without(methods: list, key: str) -> list:
+    """``methods`` without the one named ``key`` (the reference a method is measured against)."""
+    return [m for m in methods if m.key != key]
+
+
+def find(methods: list, key: str) -> Optional[StepMethod]:
+    return next((m for m in methods if m.key == key), None)

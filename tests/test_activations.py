@@ -120,13 +120,48 @@ def test_cells_firmware_bitexact(variant, tmp_path):
         assert ev.device_checked == len(x) and ev.device_mismatches == 0, ev.first_mismatch
 
 
-def test_default_models_do_not_get_the_new_kernels(tmp_path):
-    ir = random_ir("feat-lstm")
-    x, L = random_data(ir, n=4, T=5)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
-    generate(qm, tmp_path, max_t=5)
-    assert not list((tmp_path / "kernels").glob("rnnskip_act_*"))
-    assert "rnnskip_act_kernels.h" not in (tmp_path / "rnnskip_model.c").read_text()
+@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+def test_firmware_links_only_the_tables_it_reads(tmp_path):
+    """Every table is compiled; the linker keeps the ones the model's kernels read, and the
+    flash estimate counts exactly those."""
+    from elftools.elf.elffile import ELFFile
+    from rnnskip import targets
+    from rnnskip.quant.act import LUT_NAMES, tables_used
+    t = targets.load("cortex-m4")
+    for cfg, acts in (("feat-lstm", None), ("feat-lstm", ("relu", "hard_sigmoid")), ("tok-gru-v1", ("softsign", "sigmoid"))):
+        if acts is None:
+            ir = random_ir(cfg)
+            x, L = random_data(ir, n=4, T=5)
+            qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+        else:
+            ir, qm, x, L = _model(cfg, *acts)
+        d = tmp_path / f"{cfg}-{acts}".replace(" ", "").replace("'", "").replace(",", "_")
+        generate(qm, d / "src", max_t=5)
+        fw = P.build_target(d / "src", d / "fw", t, "dsp")
+        with open(fw.elf, "rb") as f:
+            names = {s.name for s in ELFFile(f).get_section_by_name(".symtab").iter_symbols()}
+        linked = [a for a, n in LUT_NAMES.items() if n in names]
+        assert linked == tables_used(qm), (cfg, acts, linked)
+        assert ("tanh" in linked) == (acts is None or "tanh" in acts or "tanh" in [d.activation for d in qm.head])
+
+
+@pytest.mark.parametrize("cfg", ["feat-lstm", "feat-dense-gru"])
+def test_delta_runs_the_layer_activations(cfg, tmp_path):
+    """A delta network runs the same cell kernel as the dense layer, with the layer's own
+    activations: theta 0 equals the dense golden model for every pair (the delta step once
+    computed sigmoid/tanh whatever the layer said), and the host build agrees with thresholds."""
+    from rnnskip.delta.golden import with_delta
+    from rnnskip.delta.spec import DeltaSpec
+    for j, (a, ra) in enumerate(COMBOS):
+        ir, qm, x, L = _model(cfg, a, ra)
+        dense, _ = GoldenModel(qm).run(x, L)
+        zero, _ = GoldenModel(with_delta(qm, DeltaSpec.uniform(len(qm.layers)))).run(x, L)
+        np.testing.assert_array_equal(zero, dense, err_msg=f"{a}/{ra}")
+        qd = with_delta(qm, DeltaSpec([2] * len(qm.layers), [1] * len(qm.layers), dense_fallback=0.0))
+        generate(qd, tmp_path / f"src{j}", max_t=x.shape[1])
+        so = P.build_host(tmp_path / f"src{j}", tmp_path / f"host{j}")
+        ev = P.evaluate(ir, qd, Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L), host_so=so, progress=False)
+        assert ev.host_mismatches == 0, (a, ra, ev.first_mismatch)
 
 
 def test_int8_model_error_bounded_for_every_activation():

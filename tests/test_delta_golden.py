@@ -144,3 +144,51 @@ def test_int8_grid_roundtrip_mismatch_and_bad_values(tmp_path):
         with pytest.raises(RnnskipError, match="int8_grid must list"):
             DeltaSpec.from_json({"format": "rnnskip-delta-1", "thresholds": [{"input": 0, "hidden": 0}],
                                  "int8_grid": bad})
+
+
+@pytest.mark.parametrize("cfg,acts", [("feat-lstm", ("relu", "hard_sigmoid")), ("feat-dense-gru", ("softsign", "sigmoid"))])
+def test_delta_train_cell_is_the_cells_float_step(cfg, acts):
+    """delta-train's Keras cell runs each cell kind's own float arithmetic (through TensorFlow):
+    the same step as the float reference, with the layer's activations."""
+    tf = pytest.importorskip("tensorflow")
+    from rnnskip.cells.base import NUMPY_OPS, tf_ops
+    from rnnskip.delta.train import _tf_activation
+    from rnnskip.reference import activation
+    ir = random_ir(cfg, seed=2)
+    l = ir.rnn_layers[0]
+    l.activation = acts[0]
+    if acts[1]:
+        l.recurrent_activation = acts[1]
+    cell = l.cell
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (5, l.input_dim))
+    state = tuple(rng.normal(0, 0.5, (5, l.units)) for _ in cell.float_state)
+    w = {k: np.asarray(getattr(l, k), np.float64) for k in ("kernel", "recurrent_kernel", "bias")}
+    want = cell.float_cell((activation(l.activation), activation(acts[1]) if acts[1] else None), state,
+                           cell.float_pre(NUMPY_OPS, w, x, state[0]))
+    tw = {k: tf.constant(v) for k, v in w.items()}
+    got = cell.float_cell((_tf_activation(tf, l.activation), _tf_activation(tf, acts[1])), tuple(map(tf.constant, state)),
+                          cell.float_pre(tf_ops(), tw, tf.constant(x), tf.constant(state[0])))
+    for a, b in zip(want, got):
+        np.testing.assert_allclose(np.asarray(b), a, atol=1e-12)
+
+
+@pytest.mark.parametrize("cfg,acts", [("feat-lstm", ("relu", "hard_sigmoid")), ("feat-dense-gru", ("softsign", "sigmoid"))])
+def test_delta_train_exports_the_layer_options(cfg, acts, tmp_path):
+    """The fine-tuned model is written with each layer's activations (it once wrote default LSTM/GRU layers)."""
+    pytest.importorskip("tf_keras")
+    from rnnskip.delta.train import build_delta_model, export_keras
+    from rnnskip.pipeline import import_model
+    ir = random_ir(cfg, seed=2)
+    for l in ir.rnn_layers:
+        l.activation = acts[0]
+        if acts[1]:
+            l.recurrent_activation = acts[1]
+    x, L = random_data(ir, n=6, T=7, seed=3)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    _, cells, pre, head = build_delta_model(ir, qm, [0], [0], l1=0.0, noise=0.0)
+    export_keras(ir, cells, pre, head, tmp_path / "m.h5")
+    back = import_model(tmp_path / "m.h5")
+    assert [(r.kind, r.activation, r.recurrent_activation) for r in back.rnn_layers] == \
+        [(r.kind, r.activation, r.recurrent_activation) for r in ir.rnn_layers]
+    np.testing.assert_allclose(FloatModel(back).predict(x, L), FloatModel(ir).predict(x, L), atol=1e-5)

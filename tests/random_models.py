@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnskip.cells import cell_of
 from rnnskip.converter.ir import DenseLayer, EmbeddingInput, FeatureInput, ModelIR, RNNLayer
 
 # name -> (input kind, rnn kinds, reset_after, input dense, head sizes)
@@ -20,7 +21,12 @@ CONFIGS = {
     "feat-lstm-gru": ("features", ["lstm", "gru"], True, True, [3]),   # mixed stack, delta-capable
     "tok-lstm-nohead": ("tokens", ["lstm"], True, False, []),
     "feat-mask-gru": ("features-mask", ["gru"], True, False, [3]),
+    "feat-rnn": ("features", ["simple_rnn"], True, False, [3]),
+    "tok-rnn-relu": ("tokens", ["simple_rnn"], True, False, [1]),
+    "feat-mask-rnn-lstm": ("features-mask", ["simple_rnn", "lstm"], True, True, [4]),
 }
+#: layer activations other than the cell's default, by config
+ACTIVATIONS = {"tok-rnn-relu": "relu"}
 
 
 def random_ir(config: str, seed: int = 0, units=(9, 6), dim: int = 7, vocab: int = 50,
@@ -42,12 +48,15 @@ def random_ir(config: str, seed: int = 0, units=(9, 6), dim: int = 7, vocab: int
     layers = []
     for i, k in enumerate(kinds):
         U = units[i]
-        G = 4 if k == "lstm" else 3
-        bias = rng.normal(0, 0.3, (2, G * U) if (k == "gru" and reset_after) else (G * U,))
+        cell = cell_of(k)
+        G = cell.gates
+        options = {"reset_after": reset_after} if k == "gru" else {}
+        bias = rng.normal(0, 0.3, cell.bias_shape(U, options))
         layers.append(RNNLayer(kind=k, units=U, kernel=rng.normal(0, 0.5, (d_in, G * U)),
                                recurrent_kernel=rng.normal(0, 0.4, (U, G * U)), bias=bias,
-                               return_sequences=i < len(kinds) - 1,
-                               options={"reset_after": reset_after} if k == "gru" else {}, name=f"{k}_{i}"))
+                               activation=ACTIVATIONS.get(config, "tanh"),
+                               recurrent_activation="sigmoid" if cell.gated else None,
+                               return_sequences=i < len(kinds) - 1, options=options, name=f"{k}_{i}"))
         d_in = U
     dl = []
     for j, n in enumerate(head):

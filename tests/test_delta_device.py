@@ -20,7 +20,8 @@ from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel
 
 HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
-CFGS = ["feat-dense-gru", "feat-lstm-lstm", "tok-gru-sigmoid", "tok-lstm-softmax", "feat-mask-gru", "feat-lstm-gru"]
+CFGS = ["feat-dense-gru", "feat-lstm-lstm", "tok-gru-sigmoid", "tok-lstm-softmax", "feat-mask-gru", "feat-lstm-gru",
+        "feat-rnn", "tok-rnn-relu", "feat-mask-rnn-lstm"]
 
 
 def _setup(cfg, thetas, seed=0, n=10, T=14, fallback=0.0, **shape):

@@ -146,7 +146,8 @@ def test_int8_grid_roundtrip_mismatch_and_bad_values(tmp_path):
                                  "int8_grid": bad})
 
 
-@pytest.mark.parametrize("cfg,acts", [("feat-lstm", ("relu", "hard_sigmoid")), ("feat-dense-gru", ("softsign", "sigmoid"))])
+@pytest.mark.parametrize("cfg,acts", [("feat-lstm", ("relu", "hard_sigmoid")), ("feat-dense-gru", ("softsign", "sigmoid")),
+                                      ("feat-rnn", ("tanh", None)), ("tok-rnn-relu", ("relu", None))])
 def test_delta_train_cell_is_the_cells_float_step(cfg, acts):
     """delta-train's Keras cell runs each cell kind's own float arithmetic (through TensorFlow):
     the same step as the float reference, with the layer's activations."""
@@ -173,7 +174,7 @@ def test_delta_train_cell_is_the_cells_float_step(cfg, acts):
         np.testing.assert_allclose(np.asarray(b), a, atol=1e-12)
 
 
-@pytest.mark.parametrize("cfg,acts", [("feat-lstm", ("relu", "hard_sigmoid")), ("feat-dense-gru", ("softsign", "sigmoid"))])
+@pytest.mark.parametrize("cfg,acts", [("feat-lstm", ("relu", "hard_sigmoid")), ("feat-rnn", ("relu", None))])
 def test_delta_train_exports_the_layer_options(cfg, acts, tmp_path):
     """The fine-tuned model is written with each layer's activations (it once wrote default LSTM/GRU layers)."""
     pytest.importorskip("tf_keras")

@@ -67,7 +67,7 @@ def _ir(kind="lstm", layers=1, tokens=True, reset_after=True, head=(3,), seed=0,
         inp = FeatureInput(features=3, dense=dense, mask_value=mask_value)
     rnns, d = [], inp.dim
     for i, U in enumerate([5, 4][:layers]):
-        g = 4 if kind == "lstm" else 3
+        g = {"lstm": 4, "gru": 3, "simple_rnn": 1}[kind]
         bshape = (2, g * U) if kind == "gru" and reset_after else (g * U,)
         rnns.append(RNNLayer(kind, U, rng.normal(0, .6, (d, g * U)).astype(np.float32),
                              rng.normal(0, .6, (U, g * U)).astype(np.float32),
@@ -114,7 +114,13 @@ def _gru_step(r, h, x):
     return z * h + (1 - z) * hh
 
 
-@pytest.mark.parametrize("kind,reset_after", [("lstm", True), ("gru", True), ("gru", False)])
+def _rnn_step(r, h, x):
+    """Textbook Elman RNN: h = tanh(x W + b + h U)."""
+    return np.tanh(x @ np.asarray(r.kernel, np.float64) + np.asarray(r.bias, np.float64)
+                   + h @ np.asarray(r.recurrent_kernel, np.float64))
+
+
+@pytest.mark.parametrize("kind,reset_after", [("lstm", True), ("gru", True), ("gru", False), ("simple_rnn", True)])
 def test_step_matches_textbook_cells(kind, reset_after):
     ir = _ir(kind, layers=2, reset_after=reset_after)
     fm = FloatModel(ir)
@@ -129,8 +135,10 @@ def test_step_matches_textbook_cells(kind, reset_after):
         for i, r in enumerate(ir.rnn_layers):
             if kind == "lstm":
                 mine[i] = _lstm_step(r, *mine[i], inp)
-            else:
+            elif kind == "gru":
                 mine[i] = (_gru_step(r, mine[i][0], inp),)
+            else:
+                mine[i] = (_rnn_step(r, mine[i][0], inp),)
             inp = mine[i][0]
         for a, b in zip(state, mine):
             for u, v in zip(a, b):

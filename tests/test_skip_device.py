@@ -66,7 +66,8 @@ def _setup(cfg, ptype, seed=0, n=12, T=10):
 
 CASES = [("tok-lstm-softmax", "mlp"), ("tok-gru-sigmoid", "logistic"), ("tok-gru-v1", "tree"),
          ("feat-dense-gru", "mlp"), ("feat-lstm-lstm", "forest"), ("feat-gru-gru-v1", "mlp"),
-         ("feat-lstm-lstm", "logistic"), ("feat-mask-gru", "tree")]
+         ("feat-lstm-lstm", "logistic"), ("feat-mask-gru", "tree"), ("feat-rnn", "mlp"), ("tok-rnn-relu", "forest"),
+         ("feat-mask-rnn-lstm", "logistic")]
 
 
 @pytest.fixture(scope="module", params=CASES, ids=["-".join(c) for c in CASES])

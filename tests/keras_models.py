@@ -164,8 +164,8 @@ REFUSED = {
                          ["'pool'", "(GlobalAveragePooling1D)", "not supported"]),
     "elu_lstm": (lambda k: [_L(k).LSTM(4, activation="elu"), _L(k).Dense(2)],
                  ["'lstm'", "(LSTM)", "elu"]),
-    "simple_rnn": (lambda k: [_L(k).SimpleRNN(4), _L(k).Dense(2)],
-                   ["'simple_rnn'", "(SimpleRNN)", "not supported"]),
+    "layer_norm": (lambda k: [_L(k).LayerNormalization(), _L(k).SimpleRNN(4), _L(k).Dense(2)],
+                   ["'layer_normalization'", "(LayerNormalization)", "not supported"]),
 }
 
 

@@ -598,7 +598,7 @@ def _rnn_from(entry: dict, weights, notes: List[str]) -> RNNLayer:
     use_bias = bool(cfg.get("use_bias", True))
     roles = ["kernel", "recurrent_kernel"] + (["bias"] if use_bias else [])
     w = _resolve(weights, name, entry, roles)
-    if _class_name(entry).startswith("CuDNN"):  # Keras' own CuDNN -> LSTM/GRU conversion
+    if _class_name(entry).startswith("CuDNN"):  # Keras' own conversion of CuDNN weights
         w["kernel"], w["recurrent_kernel"], w["bias"] = cell.from_cudnn(w["kernel"], w["recurrent_kernel"],
                                                                         w["bias"])
         notes.append(f"{cls} '{name}' read as {cell.label} (Keras' CuDNN weight conversion)")
@@ -688,7 +688,7 @@ def _build_ir(config: dict, weights, path: str) -> ModelIR:
                 raise RnnskipError(
                     f"layer '{name}' (BatchNormalization) normalises axis {cfg.get('axis')}: "
                     "rnnskip folds BatchNormalization over the last (feature) axis into the "
-                    "adjacent Dense/LSTM/GRU")
+                    "adjacent Dense or recurrent layer")
             bw = _resolve(weights, name, entry, support.batchnorm_roles(cfg))
             a, c = support.batchnorm_affine(cfg, bw)
             if pending_bn is not None:  # BN after BN: one affine map
@@ -715,7 +715,7 @@ def _build_ir(config: dict, weights, path: str) -> ModelIR:
             if len(rnns) == 2:
                 raise RnnskipError(
                     f"layer '{name}' ({_display_class(entry)}) is a 3rd recurrent "
-                    "layer: rnnskip converts 1 or 2 stacked LSTM or GRU layers")
+                    "layer: rnnskip converts 1 or 2 stacked recurrent layers")
             if rnns and not rnns[-1].return_sequences:
                 raise RnnskipError(
                     f"layer '{rnns[-1].name}' ({rnns[-1].cell.label}) feeds '{name}' "
@@ -795,11 +795,11 @@ def _build_ir(config: dict, weights, path: str) -> ModelIR:
 
     if not rnns:
         raise RnnskipError(
-            f"model '{model_name}' has no LSTM or GRU layer: {SUPPORTED_SUMMARY}")
+            f"model '{model_name}' has no recurrent layer: {SUPPORTED_SUMMARY}")
     if pending_bn is not None:
         raise RnnskipError(
             f"layer '{pending_bn[2]}' (BatchNormalization) has no linear Dense before it and no "
-            "Dense after it: rnnskip folds BatchNormalization into an adjacent Dense/LSTM/GRU")
+            "Dense after it: rnnskip folds BatchNormalization into an adjacent Dense or recurrent layer")
     if rnns[-1].return_sequences:
         per_step = True  # return_sequences=True at the output: one output per step
     if embedding is not None:

@@ -24,10 +24,11 @@ from rnnskip.errors import RnnskipError
 # --------------------------------------------------------------------------
 # activations
 
-#: LSTM/GRU ``activation`` (candidate and LSTM cell output; canonical IR names)
+#: recurrent ``activation`` (an LSTM's candidate and cell output, a GRU's candidate, a SimpleRNN's
+#: output; canonical IR names)
 RNN_ACTIVATIONS = frozenset({"tanh", "sigmoid", "hard_sigmoid", "hard_sigmoid_k3", "relu",
                              "linear", "softsign"})
-#: LSTM/GRU ``recurrent_activation`` (the i, f, o / z, r gates): gates must stay in [0, 1],
+#: recurrent ``recurrent_activation`` (the i, f, o / z, r gates): gates must stay in [0, 1],
 #: otherwise the state is unbounded (c = f*c + i*g, h = z*h + (1-z)*n) and no fixed int16
 #: format holds it
 RNN_RECURRENT_ACTIVATIONS = frozenset({"sigmoid", "hard_sigmoid", "hard_sigmoid_k3"})

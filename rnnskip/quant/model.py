@@ -3,7 +3,7 @@
 Everything here is what the C code stores in flash. Shapes are padded so the
 kernels' preconditions hold (rows and columns multiples of 4); padded weights,
 biases and units are zero, which leaves the real units' arithmetic unchanged
-(a zero-weight LSTM/GRU unit keeps h = 0 forever).
+(a zero-weight recurrent unit keeps h = 0 forever).
 """
 from __future__ import annotations
 

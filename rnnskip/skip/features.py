@@ -52,10 +52,15 @@ def check_classifier(ir) -> None:
                            f"(softmax or sigmoid output); this one ends in '{ir.output_activation}'")
 
 
+def has_cell_state(ir) -> bool:
+    """Does a layer's cell keep state besides h (an LSTM's c)? Then the oracle may measure its change too."""
+    return any(len(l.cell.float_state) > 1 for l in ir.rnn_layers)
+
+
 def _hcat(state, include_cell: bool) -> np.ndarray:
     parts = [s[0] for s in state]
     if include_cell:
-        parts += [s[1] for s in state if len(s) > 1]
+        parts += [p for s in state for p in s[1:]]
     return np.concatenate(parts, axis=-1)
 
 

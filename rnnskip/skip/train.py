@@ -189,14 +189,14 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
         raise RnnskipError("--train data is constant: every step gives the predictor the same input; "
                            "pass representative sequences")
     stats = {"h": F.change_stats(dense_tr)}
-    if any(l.kind == "lstm" for l in ir.rnn_layers):
+    if F.has_cell_state(ir):
         dense_tr_c = _memo(("dense", ktr, True), lambda: F.run(fm, tr.x, tr.lengths, collect=True, include_cell=True,
                                                                keep_prob=keep, seed=cfg.seed))
         stats["h+cell"] = F.change_stats(dense_tr_c)
         dense_tr.extra["cell_change"], dense_tr.extra["cell_cosine"] = dense_tr_c.change, dense_tr_c.cosine
 
     # 2. oracle sweep on validation (every change measure asked for; the best one is kept)
-    has_cell = any(l.kind == "lstm" for l in ir.rnn_layers)
+    has_cell = F.has_cell_state(ir)
     measures = list(F.MEASURES) if cfg.measure == "auto" else [cfg.measure]
     cells = ([False, True] if has_cell else [False]) if cfg.include_cell is None else [bool(cfg.include_cell) and has_cell]
     variants = {}

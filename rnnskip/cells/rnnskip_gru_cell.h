@@ -18,9 +18,19 @@
 
 #include "rnnskip_kernels.h"
 
-RNNSKIP_INLINE void rnnskip_gru_cell_s16(const int32_t *acc, const int32_t *mi, int32_t n, int32_t ls_n,
-                                         int32_t ls_zr, int32_t ls_hn, int16_t *h16, int8_t *h8, int32_t h_mult,
-                                         int32_t h_ls, int32_t act, int32_t ract, int32_t reset_after)
+RNNSKIP_INLINE void rnnskip_gru_cell_s16(const int32_t *acc,
+                                         const int32_t *mi,
+                                         int32_t n,
+                                         int32_t ls_n,
+                                         int32_t ls_zr,
+                                         int32_t ls_hn,
+                                         int16_t *h16,
+                                         int8_t *h8,
+                                         int32_t h_mult,
+                                         int32_t h_ls,
+                                         int32_t act,
+                                         int32_t ract,
+                                         int32_t reset_after)
 {
     const int32_t qr = rnnskip_act_out_q(ract);
     const int32_t planes = reset_after ? 4 : 3;
@@ -41,8 +51,13 @@ RNNSKIP_INLINE void rnnskip_gru_cell_s16(const int32_t *acc, const int32_t *mi, 
 /* reset_after=False, between the gates' mat-vec and the candidate's: rh = sat8(rshift(r * h, qr))
  * with r = ract(pre(acc_r)); acc_r is plane r, mi the layer's interleaved multipliers (3 per
  * unit). rh may alias h (the generated code puts r*h where h was; the cell rebuilds h from h16). */
-RNNSKIP_INLINE void rnnskip_gru_reset_s8(const int32_t *acc_r, const int32_t *mi, int32_t n, int32_t ls_zr,
-                                         const int8_t *h, int8_t *rh, int32_t ract)
+RNNSKIP_INLINE void rnnskip_gru_reset_s8(const int32_t *acc_r,
+                                         const int32_t *mi,
+                                         int32_t n,
+                                         int32_t ls_zr,
+                                         const int8_t *h,
+                                         int8_t *rh,
+                                         int32_t ract)
 {
     const int32_t qr = rnnskip_act_out_q(ract);
     for (int32_t j = 0; j < n; j++) {

@@ -26,9 +26,17 @@ RNNSKIP_INLINE int32_t rnnskip_cell_to_q12(int32_t c, int32_t cell_shift)
     return c;
 }
 
-RNNSKIP_INLINE void rnnskip_lstm_cell_s16(const int32_t *acc, const int32_t *mi, int32_t n, int32_t ls,
-                                          int16_t *c, int8_t *h, int32_t cell_shift, int32_t h_mult,
-                                          int32_t h_ls, int32_t act, int32_t ract)
+RNNSKIP_INLINE void rnnskip_lstm_cell_s16(const int32_t *acc,
+                                          const int32_t *mi,
+                                          int32_t n,
+                                          int32_t ls,
+                                          int16_t *c,
+                                          int8_t *h,
+                                          int32_t cell_shift,
+                                          int32_t h_mult,
+                                          int32_t h_ls,
+                                          int32_t act,
+                                          int32_t ract)
 {
     const int32_t qr = rnnskip_act_out_q(ract);
     const int32_t ig_shift = qr + rnnskip_act_out_q(act) - cell_shift;

@@ -14,8 +14,14 @@
 
 #include "rnnskip_kernels.h"
 
-RNNSKIP_INLINE void rnnskip_rnn_cell_s16(const int32_t *acc, const int32_t *m, int32_t n, int32_t ls, int8_t *h,
-                                         int32_t h_mult, int32_t h_ls, int32_t act)
+RNNSKIP_INLINE void rnnskip_rnn_cell_s16(const int32_t *acc,
+                                         const int32_t *m,
+                                         int32_t n,
+                                         int32_t ls,
+                                         int8_t *h,
+                                         int32_t h_mult,
+                                         int32_t h_ls,
+                                         int32_t act)
 {
     const int16_t *lut = rnnskip_act_lut(act);
     for (int32_t j = 0; j < n; j++) {

@@ -38,8 +38,14 @@ extern "C" {
  * `count` already there, so an input part and a hidden part can share a list).
  * theta >= 0 (0: every changed element transmits). v and last: int8 [n].
  */
-int32_t rnnskip_delta_gather_s8(const int8_t *v, int8_t *last, int32_t n, int32_t theta,
-                                int32_t col_bytes, int32_t off0, int32_t *list, int32_t count);
+int32_t rnnskip_delta_gather_s8(const int8_t *v,
+                                int8_t *last,
+                                int32_t n,
+                                int32_t theta,
+                                int32_t col_bytes,
+                                int32_t off0,
+                                int32_t *list,
+                                int32_t count);
 
 /*
  * Rounds count up to a whole pair: when it is odd, entry `count` becomes a copy of

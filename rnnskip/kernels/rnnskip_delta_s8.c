@@ -38,8 +38,15 @@ int32_t rnnskip_delta_pad_pair_s8(int32_t *list, int32_t count)
 }
 
 /* Elements k in [k0, k1) one by one: |d| > theta  <=>  (uint32_t)(d + theta) > 2 * theta. */
-static inline int32_t gather_scalar(const int8_t *v, int8_t *last, int32_t k0, int32_t k1, int32_t theta,
-                                    int32_t col_bytes, int32_t off0, int32_t *list, int32_t count)
+static inline int32_t gather_scalar(const int8_t *v,
+                                    int8_t *last,
+                                    int32_t k0,
+                                    int32_t k1,
+                                    int32_t theta,
+                                    int32_t col_bytes,
+                                    int32_t off0,
+                                    int32_t *list,
+                                    int32_t count)
 {
     const uint32_t span = 2u * (uint32_t)theta;
     for (int32_t k = k0; k < k1; k++) {
@@ -55,6 +62,7 @@ static inline int32_t gather_scalar(const int8_t *v, int8_t *last, int32_t k0, i
 }
 
 #if RNNSKIP_DV_ASM
+/* clang-format off */ /* hand-scheduled Thumb-2 assembly, laid out by hand */
 /*
  * DSP path (Thumb-2 asm), 4 elements per test: a = QSUB8(v, last) is the per-byte
  * difference saturated to [-128, 127], which keeps |a| > theta exact for
@@ -164,9 +172,16 @@ int32_t rnnskip_delta_gather_s8(const int8_t *v, int8_t *last, int32_t n, int32_
     count = rnnskip_dg_core(&a);
     return gather_scalar(v, last, n4, n, theta, col_bytes, off0, list, count);
 }
+/* clang-format on */
 #else
-int32_t rnnskip_delta_gather_s8(const int8_t *v, int8_t *last, int32_t n, int32_t theta,
-                                int32_t col_bytes, int32_t off0, int32_t *list, int32_t count)
+int32_t rnnskip_delta_gather_s8(const int8_t *v,
+                                int8_t *last,
+                                int32_t n,
+                                int32_t theta,
+                                int32_t col_bytes,
+                                int32_t off0,
+                                int32_t *list,
+                                int32_t count)
 {
     return gather_scalar(v, last, 0, n, theta, col_bytes, off0, list, count);
 }
@@ -175,6 +190,7 @@ int32_t rnnskip_delta_gather_s8(const int8_t *v, int8_t *last, int32_t n, int32_
 /* ---- column-sparse mat-vec ----------------------------------------------- */
 
 #if RNNSKIP_DV_ASM
+/* clang-format off */ /* hand-scheduled Thumb-2 assembly, laid out by hand */
 
 #define RNNSKIP_DV_CHUNK 128 /* column pairs per pass: <= 256 columns keeps (A - B) >> 8 exact */
 
@@ -295,13 +311,13 @@ void rnnskip_delta_mat_vec_s8(const int16_t *w, int32_t *list, int32_t count, in
     }
 }
 
+/* clang-format on */
 #else /* plain C */
 
 void rnnskip_delta_mat_vec_s8(const int16_t *w, int32_t *list, int32_t count, int32_t *acc, int32_t rows)
 {
     const int8_t *base = (const int8_t *)(const void *)w;
-    if (count <= 0 || rows <= 0)
-        return;
+    if (count <= 0 || rows <= 0) return;
     rnnskip_delta_pad_pair_s8(list, count);
     const int32_t npairs = (count + 1) >> 1;
     for (int32_t r = 0; r < rows; r += 4) {
@@ -320,9 +336,11 @@ void rnnskip_delta_mat_vec_s8(const int16_t *w, int32_t *list, int32_t count, in
                 a3 += ((v1 - w2) >> 8) * dj;
             }
         }
-        acc[r] = a0; acc[r + 1] = a1; acc[r + 2] = a2; acc[r + 3] = a3;
+        acc[r] = a0;
+        acc[r + 1] = a1;
+        acc[r + 2] = a2;
+        acc[r + 3] = a3;
     }
 }
 
 #endif
-

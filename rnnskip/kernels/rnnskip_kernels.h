@@ -26,8 +26,7 @@ extern "C" {
 
 /* Helium (MVE-I, Armv8.1-M: Cortex-M55/M85) mat-vec kernels in
  * rnnskip_mat_vec_mve_s8.c; RNNSKIP_NO_MVE (or RNNSKIP_NO_DSP) turns them off. */
-#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && !defined(RNNSKIP_NO_MVE) && \
-    !defined(RNNSKIP_NO_DSP)
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && !defined(RNNSKIP_NO_MVE) && !defined(RNNSKIP_NO_DSP)
 #define RNNSKIP_USE_MVE 1
 #else
 #define RNNSKIP_USE_MVE 0
@@ -47,15 +46,13 @@ extern "C" {
  * a 512-byte stack scratch (256 columns at a time): about 640 bytes of stack
  * in all. Elsewhere plain C, 4 rows per pass, no scratch.
  */
-void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc,
-                            int32_t rows, int32_t cols);
+void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc, int32_t rows, int32_t cols);
 
 /*
  * Straight nested loops, no unrolling, no DSP: the naive-C baseline the
  * benchmarks compare against. Same contract as rnnskip_mat_vec_acc_s8.
  */
-void rnnskip_mat_vec_acc_s8_naive(const int8_t *w, const int8_t *x, int32_t *acc,
-                                  int32_t rows, int32_t cols);
+void rnnskip_mat_vec_acc_s8_naive(const int8_t *w, const int8_t *x, int32_t *acc, int32_t rows, int32_t cols);
 
 /* ---- paired-row int16 layout mat-vec (rnnskip_mat_vec_paired_s8.c) -----------
  * out[r] = (bias ? bias[r] : 0) + sum_k w[r][k] * x[k], for r in [0, rows).
@@ -74,8 +71,12 @@ void rnnskip_mat_vec_acc_s8_naive(const int8_t *w, const int8_t *x, int32_t *acc
  * Cortex-M4 model at 96 -> 256 (bias included), ~3.6 KB of code. Stack: a
  * 512-byte int16 x scratch, ~680 bytes in all. Plain-C path elsewhere, same
  * layout, no scratch (~100 bytes of stack). */
-void rnnskip_mat_vec_paired_s8(const int16_t *wp, const int8_t *x, const int32_t *bias,
-                               int32_t *out, int32_t rows, int32_t cols);
+void rnnskip_mat_vec_paired_s8(const int16_t *wp,
+                               const int8_t *x,
+                               const int32_t *bias,
+                               int32_t *out,
+                               int32_t rows,
+                               int32_t cols);
 
 /* Requantisation: round(val * 2^ls * mult / 2^32), i.e. Arm's SMMULR (rounding
  * most-significant-word multiply) on (val << ls) and mult. ls is one left shift
@@ -123,7 +124,6 @@ static inline int32_t rnnskip_round_shift(int32_t v, int32_t n)
     return (v + (1 << (n - 1))) >> n;
 }
 
-
 /* Always inlined: the generated code calls these with literal shapes, shifts and activation
  * ids, so switches on them fold away and loop bounds become immediates. */
 #define RNNSKIP_INLINE static inline __attribute__((always_inline))
@@ -140,8 +140,13 @@ static inline int32_t rnnskip_round_shift(int32_t v, int32_t n)
  * rnnskip/quant/act.py; the tables (rnnskip_luts.c) are generated from it by
  * `python -m rnnskip.quant.act`, one section each, so an image links only those it reads. */
 enum {
-    RNNSKIP_ACT_LINEAR = 0, RNNSKIP_ACT_RELU = 1, RNNSKIP_ACT_TANH = 2, RNNSKIP_ACT_SIGMOID = 3,
-    RNNSKIP_ACT_HARD_SIGMOID = 4, RNNSKIP_ACT_HARD_SIGMOID_K3 = 5, RNNSKIP_ACT_SOFTSIGN = 6
+    RNNSKIP_ACT_LINEAR = 0,
+    RNNSKIP_ACT_RELU = 1,
+    RNNSKIP_ACT_TANH = 2,
+    RNNSKIP_ACT_SIGMOID = 3,
+    RNNSKIP_ACT_HARD_SIGMOID = 4,
+    RNNSKIP_ACT_HARD_SIGMOID_K3 = 5,
+    RNNSKIP_ACT_SOFTSIGN = 6
 };
 #define RNNSKIP_LUT_POINTS 257
 extern const int16_t rnnskip_sigmoid_lut[RNNSKIP_LUT_POINTS];
@@ -196,9 +201,17 @@ RNNSKIP_INLINE int32_t rnnskip_pre16(int32_t acc, int32_t m, int32_t ls)
  * Q3.12, the table gives Q0.15 and (out_mult, out_ls) map it to int8; linear/relu
  * requantise straight to int8. w int8 row-major; acc: int32 scratch [rows]; rows, cols
  * multiples of 4. Inlined so only the tables a model uses are linked. */
-RNNSKIP_INLINE void rnnskip_fully_connected_s8(const int8_t *x, const int8_t *w, const int32_t *bias,
-                                               const int32_t *mult, int32_t ls, int32_t rows, int32_t cols,
-                                               int32_t act, int32_t out_mult, int32_t out_ls, int32_t *acc,
+RNNSKIP_INLINE void rnnskip_fully_connected_s8(const int8_t *x,
+                                               const int8_t *w,
+                                               const int32_t *bias,
+                                               const int32_t *mult,
+                                               int32_t ls,
+                                               int32_t rows,
+                                               int32_t cols,
+                                               int32_t act,
+                                               int32_t out_mult,
+                                               int32_t out_ls,
+                                               int32_t *acc,
                                                int8_t *out)
 {
     const int16_t *lut = rnnskip_act_lut(act);
@@ -214,9 +227,15 @@ RNNSKIP_INLINE void rnnskip_fully_connected_s8(const int8_t *x, const int8_t *w,
 }
 
 /* Final layer: out = sat16(rq(bias + w @ x)) (int16 logits). */
-void rnnskip_fully_connected_s8_s16(const int8_t *x, const int8_t *w, const int32_t *bias,
-                                    const int32_t *mult, int32_t ls,
-                                    int32_t rows, int32_t cols, int32_t *acc, int16_t *out);
+void rnnskip_fully_connected_s8_s16(const int8_t *x,
+                                    const int8_t *w,
+                                    const int32_t *bias,
+                                    const int32_t *mult,
+                                    int32_t ls,
+                                    int32_t rows,
+                                    int32_t cols,
+                                    int32_t *acc,
+                                    int16_t *out);
 
 #ifdef __cplusplus
 }

@@ -3,6 +3,7 @@
  * its own section (-fdata-sections), so a firmware image links only the ones it reads. */
 #include "rnnskip_kernels.h"
 
+/* clang-format off */ /* generated tables: 12 values per line */
 /* sigmoid */
 const int16_t rnnskip_sigmoid_lut[RNNSKIP_LUT_POINTS] = {
     11, 12, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22,

@@ -24,8 +24,7 @@
 #if RNNSKIP_USE_MVE
 #include <arm_mve.h>
 
-void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc,
-                            int32_t rows, int32_t cols)
+void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc, int32_t rows, int32_t cols)
 {
     for (int32_t r = 0; r < rows; r += 4) {
         const int8_t *w0 = w + r * cols;
@@ -41,7 +40,11 @@ void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc,
             a1 = vmladavaq_s8(a1, vld1q_s8(w1), xv);
             a2 = vmladavaq_s8(a2, vld1q_s8(w2), xv);
             a3 = vmladavaq_s8(a3, vld1q_s8(w3), xv);
-            xp += 16; w0 += 16; w1 += 16; w2 += 16; w3 += 16;
+            xp += 16;
+            w0 += 16;
+            w1 += 16;
+            w2 += 16;
+            w3 += 16;
         }
         if (k > 0) {                            /* 4, 8 or 12 columns left */
             const mve_pred16_t p = vctp8q((uint32_t)k);
@@ -51,7 +54,10 @@ void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc,
             a2 = vmladavaq_s8(a2, vldrbq_z_s8(w2, p), xv);
             a3 = vmladavaq_s8(a3, vldrbq_z_s8(w3, p), xv);
         }
-        acc[r] = a0; acc[r + 1] = a1; acc[r + 2] = a2; acc[r + 3] = a3;
+        acc[r] = a0;
+        acc[r + 1] = a1;
+        acc[r + 2] = a2;
+        acc[r + 3] = a3;
     }
 }
 
@@ -72,15 +78,18 @@ static inline int32_t rnnskip_mve_u2s(uint32_t u)
     return u <= 0x7FFFFFFFu ? (int32_t)u : -(int32_t)(~u) - 1;
 }
 
-void rnnskip_mat_vec_paired_s8(const int16_t *wp, const int8_t *x, const int32_t *bias,
-                               int32_t *out, int32_t rows, int32_t cols)
+void rnnskip_mat_vec_paired_s8(const int16_t *wp,
+                               const int8_t *x,
+                               const int32_t *bias,
+                               int32_t *out,
+                               int32_t rows,
+                               int32_t cols)
 {
     for (int32_t p = 0; p < rows / 2; p += 2) {
         const int16_t *v0 = wp + p * cols;
         const int16_t *v1 = v0 + cols;
         uint32_t r[4];
-        for (int32_t j = 0; j < 4; j++)
-            r[j] = bias ? (uint32_t)bias[2 * p + j] : 0u;
+        for (int32_t j = 0; j < 4; j++) r[j] = bias ? (uint32_t)bias[2 * p + j] : 0u;
         for (int32_t c0 = 0; c0 < cols; c0 += RNNSKIP_PAIRED_MVE_CHUNK) {
             int32_t k = cols - c0 < RNNSKIP_PAIRED_MVE_CHUNK ? cols - c0 : RNNSKIP_PAIRED_MVE_CHUNK;
             const int8_t *xp = x + c0;
@@ -94,7 +103,9 @@ void rnnskip_mat_vec_paired_s8(const int16_t *wp, const int8_t *x, const int32_t
                 b0 = vmladavaq_s16(b0, vmovlbq_s8(vreinterpretq_s8_s16(w0)), xv);
                 a1 = vmladavaq_s16(a1, w1, xv);
                 b1 = vmladavaq_s16(b1, vmovlbq_s8(vreinterpretq_s8_s16(w1)), xv);
-                xp += 8; q0 += 8; q1 += 8;
+                xp += 8;
+                q0 += 8;
+                q1 += 8;
             }
             if (k > 0) {                        /* 4 columns left */
                 const mve_pred16_t pr = vctp16q((uint32_t)k);
@@ -111,8 +122,7 @@ void rnnskip_mat_vec_paired_s8(const int16_t *wp, const int8_t *x, const int32_t
             r[2] += (uint32_t)b1;
             r[3] += (uint32_t)(rnnskip_mve_u2s((uint32_t)a1 - (uint32_t)b1) >> 8);
         }
-        for (int32_t j = 0; j < 4; j++)
-            out[2 * p + j] = rnnskip_mve_u2s(r[j]);
+        for (int32_t j = 0; j < 4; j++) out[2 * p + j] = rnnskip_mve_u2s(r[j]);
     }
 }
 

@@ -37,6 +37,7 @@
 #if RNNSKIP_USE_MVE
 /* Helium: rnnskip_mat_vec_paired_s8 is in rnnskip_mat_vec_mve_s8.c. */
 #elif RNNSKIP_MVP_ASM
+/* clang-format off */ /* hand-scheduled Thumb-2 assembly, laid out by hand */
 
 /*
  * DSP path (Thumb-2 cores with the DSP extension: Cortex-M4/M7/M33/M55...).
@@ -395,6 +396,7 @@ void rnnskip_mat_vec_paired_s8(const int16_t *wp, const int8_t *x, const int32_t
     }
 }
 
+/* clang-format on */
 #else /* plain C */
 
 /*
@@ -416,13 +418,15 @@ static inline int32_t rnnskip_lo8(int32_t v)
     return ((v & 0xFF) ^ 0x80) - 0x80;
 }
 
-void rnnskip_mat_vec_paired_s8(const int16_t *wp, const int8_t *x, const int32_t *bias,
-                               int32_t *out, int32_t rows, int32_t cols)
+void rnnskip_mat_vec_paired_s8(const int16_t *wp,
+                               const int8_t *x,
+                               const int32_t *bias,
+                               int32_t *out,
+                               int32_t rows,
+                               int32_t cols)
 {
-    if (rows <= 0)
-        return;
-    for (int32_t r = 0; r < rows; r++)
-        out[r] = bias ? bias[r] : 0;
+    if (rows <= 0) return;
+    for (int32_t r = 0; r < rows; r++) out[r] = bias ? bias[r] : 0;
     for (int32_t c0 = 0; c0 < cols; c0 += RNNSKIP_PAIRED_XCHUNK) {
         const int32_t n = cols - c0 < RNNSKIP_PAIRED_XCHUNK ? cols - c0 : RNNSKIP_PAIRED_XCHUNK;
         const int8_t *xc = x + c0;

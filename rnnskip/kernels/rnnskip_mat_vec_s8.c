@@ -22,6 +22,7 @@ static inline uint32_t rd32(const int8_t *p)
 #if RNNSKIP_USE_MVE
 /* Helium: rnnskip_mat_vec_acc_s8 is in rnnskip_mat_vec_mve_s8.c. */
 #elif RNNSKIP_MV_ASM
+/* clang-format off */ /* hand-scheduled Thumb-2 assembly, laid out by hand */
 
 /*
  * DSP path (Cortex-M4/M7/M33/M55..., Armv7E-M / Armv8-M with the DSP extension).
@@ -217,6 +218,7 @@ void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc,
     }
 }
 
+/* clang-format on */
 #else /* plain C */
 
 /*
@@ -225,8 +227,7 @@ void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc,
  * columns per iteration (cols % 4 == 0) to halve the loop overhead. Uses no
  * stack beyond the compiler's register saves.
  */
-void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc,
-                            int32_t rows, int32_t cols)
+void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc, int32_t rows, int32_t cols)
 {
     for (int32_t r = 0; r < rows; r += 4) {
         const int8_t *w0 = w + r * cols;
@@ -236,17 +237,25 @@ void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc,
         int32_t a0 = acc[r], a1 = acc[r + 1], a2 = acc[r + 2], a3 = acc[r + 3];
         for (int32_t k = 0; k < cols; k += 2) {
             const int32_t x0 = x[k], x1 = x[k + 1];
-            a0 += w0[k] * x0; a1 += w1[k] * x0; a2 += w2[k] * x0; a3 += w3[k] * x0;
-            a0 += w0[k + 1] * x1; a1 += w1[k + 1] * x1; a2 += w2[k + 1] * x1; a3 += w3[k + 1] * x1;
+            a0 += w0[k] * x0;
+            a1 += w1[k] * x0;
+            a2 += w2[k] * x0;
+            a3 += w3[k] * x0;
+            a0 += w0[k + 1] * x1;
+            a1 += w1[k + 1] * x1;
+            a2 += w2[k + 1] * x1;
+            a3 += w3[k + 1] * x1;
         }
-        acc[r] = a0; acc[r + 1] = a1; acc[r + 2] = a2; acc[r + 3] = a3;
+        acc[r] = a0;
+        acc[r + 1] = a1;
+        acc[r + 2] = a2;
+        acc[r + 3] = a3;
     }
 }
 
 #endif
 
-void rnnskip_mat_vec_acc_s8_naive(const int8_t *w, const int8_t *x, int32_t *acc,
-                                  int32_t rows, int32_t cols)
+void rnnskip_mat_vec_acc_s8_naive(const int8_t *w, const int8_t *x, int32_t *acc, int32_t rows, int32_t cols)
 {
     for (int32_t r = 0; r < rows; r++) {
         for (int32_t k = 0; k < cols; k++) {

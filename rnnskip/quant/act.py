@@ -83,6 +83,7 @@ def render_luts() -> str:
             " * Activations at x = (i - 128) / 16, i = 0..256, in Q0.15, clipped to +-32767. Each table is\n"
             " * its own section (-fdata-sections), so a firmware image links only the ones it reads. */\n"
             '#include "rnnskip_kernels.h"\n\n'
+            "/* clang-format off */ /* generated tables: 12 values per line */\n"
             + "\n".join(_c_array(LUT_NAMES[a], t, _DOCS[a]) for a, t in LUTS.items()))
 
 

@@ -8,15 +8,13 @@
 #include "rnnskip_kernels.h"
 #include "arm_nnsupportfunctions.h"
 
-void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc,
-                            int32_t rows, int32_t cols)
+void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc, int32_t rows, int32_t cols)
 {
     /* lhs = x as one row of `cols`; rhs = w, `rows` rows of `cols`; dst += lhs * rhs^T */
     (void)arm_nn_mat_mult_nt_t_s8_s32(x, w, acc, 1, cols, rows, 0, 1);
 }
 
-void rnnskip_mat_vec_acc_s8_naive(const int8_t *w, const int8_t *x, int32_t *acc,
-                                  int32_t rows, int32_t cols)
+void rnnskip_mat_vec_acc_s8_naive(const int8_t *w, const int8_t *x, int32_t *acc, int32_t rows, int32_t cols)
 {
     rnnskip_mat_vec_acc_s8(w, x, acc, rows, cols);
 }

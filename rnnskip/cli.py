@@ -5,111 +5,16 @@ written to a temporary sibling and renamed into place only when complete.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 from pathlib import Path
 
 import click
 
+from .cli_support import OneLineCommand, OneLineGroup, guard, note
 from .converter.ir import ModelIR
 from .errors import RnnskipError
 from .outdir import atomic_dir, check_replaceable
 from .quant.model import QModel
-
-
-def _fail(msg: str, code: int = 2):
-    tq = sys.modules.get("tqdm")
-    if tq is not None:   # an interrupted progress bar would otherwise share the error's line
-        for bar in list(getattr(tq.tqdm, "_instances", ())):
-            bar.close()
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(code)
-
-
-class Terminated(BaseException):
-    """SIGTERM (CI timeouts, `kill`): unwinds like Ctrl-C so partial outputs are removed."""
-
-
-@contextlib.contextmanager
-def _terminate_as_exception():
-    """SIGTERM raises Terminated and SIGINT KeyboardInterrupt in this process, deferred
-    until the current Unicorn run has stopped (see unicorn_backend.interrupt_emulation)."""
-    import signal
-    main_pid = os.getpid()
-
-    def on_signal(signum, frame):
-        if os.getpid() != main_pid:   # a forked worker: die as usual, the parent cleans up
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        exc = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-        backend = sys.modules.get("rnnskip.simulator.unicorn_backend")
-        if backend is not None and backend.interrupt_emulation(exc):
-            return
-        raise exc
-    try:
-        old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    except ValueError:                # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-
-class _OneLineErrors:
-    """Click's usage errors as one ``error:`` line (exit 2), like every other error,
-    instead of its three-line usage block."""
-
-    def main(self, *args, standalone_mode=True, **kw):
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kw)
-        try:
-            rv = super().main(*args, standalone_mode=False, **kw)
-        except click.exceptions.Abort:
-            _fail("interrupted", 130)
-        except click.UsageError as e:
-            where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
-            _fail(e.format_message().rstrip(".") + where, e.exit_code)
-        except click.ClickException as e:
-            _fail(e.format_message(), e.exit_code)
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-class OneLineCommand(_OneLineErrors, click.Command):
-    pass
-
-
-class OneLineGroup(_OneLineErrors, click.Group):
-    pass
-
-
-def _guard(fn):
-    """Run a command body; RnnskipError -> one line, unexpected -> one line + how to debug."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*a, **k):
-        try:
-            with _terminate_as_exception():
-                return fn(*a, **k)
-        except RnnskipError as e:
-            _fail(str(e))
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-        except Terminated:
-            _fail("terminated", 143)
-        except BrokenPipeError:  # output piped into `head` and the reader left: stop quietly, like cat
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush must not fail again
-            sys.exit(141)
-        except Exception as e:  # a bug: still one line, traceback on request
-            if os.environ.get("RNNSKIP_DEBUG"):
-                raise
-            _fail(f"internal error: {type(e).__name__}: {e} (set RNNSKIP_DEBUG=1 for the traceback)", 1)
-    return wrapper
 
 
 def _target(name: str, wait_states):
@@ -267,8 +172,8 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         raise RnnskipError(f"{rep['bitexact']['mismatches']} sequences differ from the golden model "
                            f"({rep['bitexact']['first_mismatch']}); this is a bug, please report it")
     if not calib:   # after the run, so that a failure is still one line
-        click.echo(f"note: calibrated on --data {data}, the evaluation data; pass --calib train.npz so the int8 "
-                   f"accuracy is not measured on the calibration data", err=True)
+        note(f"note: calibrated on --data {data}, the evaluation data; pass --calib train.npz so the int8 "
+             f"accuracy is not measured on the calibration data")
     return rep
 
 
@@ -317,7 +222,7 @@ def _apply(opts):
 @click.option("--export", type=click.Path(file_okay=False), default=None, help="Also write a standalone CMake + Makefile firmware project for --board here.")
 @click.option("--delta", type=click.Path(dir_okay=False), default=None, help="Delta-network thresholds (delta.json from 'rnnskip delta-tune'): the firmware reads only the weight columns of inputs/units that changed.")
 @_apply(_skip_opts)
-@_guard
+@guard
 def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, data, calib, calib_max, out,
                 emulate_max, traffic_sample, workers, emulator, bundle, timeout, export, delta, **skip):
     """Convert MODEL (.h5/.keras), build firmware, emulate it on --data and report."""
@@ -353,7 +258,7 @@ main.add_command(delta_train_cmd)
 @click.option("--max-t", type=click.IntRange(min=1), default=64, show_default=True, help="Sequence length the RAM estimate sizes the I/O buffers for.")
 @click.option("--target", "target_names", multiple=True, help="Estimate only for these targets (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the inspection as JSON.")
-@_guard
+@guard
 def inspect_cmd(model, max_t, target_names, as_json):
     """Layers, parameters, MACs per step, int8 flash/RAM per target, and whether MODEL converts
     (exit status 0) or what blocks it (exit status 1, also when it fits none of the --target
@@ -369,7 +274,7 @@ def inspect_cmd(model, max_t, target_names, as_json):
 @main.command("import")
 @click.argument("model", type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Work folder to create (model.ir.pkl).")
-@_guard
+@guard
 def import_cmd(model, out):
     """Read MODEL into the IR (work folder: model.ir.pkl) and print its layers."""
     from . import pipeline as P
@@ -389,7 +294,7 @@ def import_cmd(model, out):
 @click.argument("work", type=click.Path(file_okay=False))
 @click.option("--calib", type=click.Path(dir_okay=False), required=True, help="Calibration data (.npz).")
 @click.option("--calib-max", default=1000, show_default=True, help="At most this many calibration sequences.")
-@_guard
+@guard
 def quantize_cmd(work, calib, calib_max):
     """Calibrate and quantise the imported model (writes model.q.pkl)."""
     from . import pipeline as P
@@ -405,7 +310,7 @@ def quantize_cmd(work, calib, calib_max):
 @click.argument("work", type=click.Path(file_okay=False))
 @click.option("--max-t", type=click.IntRange(min=1), default=256, show_default=True, help="Longest sequence the I/O buffers hold.")
 @click.option("--kernels", default="portable", show_default=True, help="Kernel provider: portable, cmsis-nn (needs CMSIS_NN_PATH) or naive (baseline loops).")
-@_guard
+@guard
 def generate_cmd(work, max_t, kernels):
     """Render the C sources into WORK/src (flash these with your own project)."""
     from . import pipeline as P
@@ -422,7 +327,7 @@ def generate_cmd(work, max_t, kernels):
 @main.command("build")
 @click.argument("work", type=click.Path(file_okay=False))
 @_apply(_common)
-@_guard
+@guard
 def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
     """Compile WORK/src for the target (WORK/firmware) and for this machine (WORK/host)."""
     from . import pipeline as P
@@ -453,7 +358,7 @@ def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
 @click.option("--board", "board_name", default=None, help="qemu/renode: the board to boot (default: the one 'build' used).")
 @click.option("--bundle", type=click.IntRange(min=1), default=16, show_default=True, help="qemu/renode: test sequences linked into the image.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True, help="qemu/renode: seconds to wait for the summary line.")
-@_guard
+@guard
 def emulate_cmd(work, data, emulate_max, traffic_sample, workers, emulator, board_name, bundle, timeout):
     """Run float, golden, host build and emulated firmware on --data (writes evaluation.pkl)."""
     from . import pipeline as P
@@ -511,7 +416,7 @@ def _io_max_t(work: Path) -> int:
 
 @main.command("report")
 @click.argument("work", type=click.Path(file_okay=False))
-@_guard
+@guard
 def report_cmd(work):
     """Write WORK/report.json from the last 'emulate' run and print the table."""
     from . import pipeline as P
@@ -538,7 +443,7 @@ def report_cmd(work):
 
 
 @main.command("targets")
-@_guard
+@guard
 def targets_cmd():
     """List the Cortex-M targets: memory, clock, features, emulator, and the cycle model's
     table and source (an indented line under each target)."""
@@ -554,7 +459,7 @@ def targets_cmd():
 
 
 @main.command("boards")
-@_guard
+@guard
 def boards_cmd():
     """List the boards (--board): part, core, memory map, UART, QEMU machine, Renode platform."""
     from .boards import describe
@@ -575,7 +480,7 @@ def boards_cmd():
 @click.option("--calibrate-on", type=click.Choice(["int8", "float"]), default="int8", show_default=True, help="Model the decision threshold is calibrated on.")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Quantisation calibration data for the int8 model (default: --train); pass the --calib you will give rnnskip-convert.")
 @click.option("--margin-se", type=float, default=0.0, show_default=True, help="Meet --max-loss with this many standard errors of the validation loss to spare (the loss on a small --val is noisy; 1-2 guards against picking a lucky point).")
-@_guard
+@guard
 def train_predictor_cmd(model, train, val, max_loss, out, ptype, rounds, size_ratio, measure, calibrate_on, calib,
                         margin_se):
     """Train a time-step skip predictor for MODEL (frozen) within an accuracy budget (issue 4).

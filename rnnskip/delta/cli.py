@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..cli_support import guard
 from ..errors import RnnskipError
 from .spec import DeltaSpec
 from .tune import GRID
@@ -122,11 +123,10 @@ def _grid(s):
 @click.option("--reference", type=click.Choice(["float", "int8"]), default="float", show_default=True, help="Budget relative to the dense float model or the dense int8 model.")
 @click.option("--grid", default=None, help=f"Comma-separated threshold values to try (int8 steps; default {','.join(map(str, GRID))}).")
 @click.option("--margin-se", type=float, default=0.0, show_default=True, help="Meet --max-loss with this many standard errors of the validation loss to spare.")
+@guard
 def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid, margin_se):
     """Choose delta thresholds for MODEL without retraining (writes delta.json)."""
-    from ..cli import _guard
-    _guard(lambda: run_delta_tune(model, val, max_loss, out, calib, calib_max, reference, _grid(grid),
-                                  margin_se=margin_se))()
+    run_delta_tune(model, val, max_loss, out, calib, calib_max, reference, _grid(grid), margin_se=margin_se)
 
 
 @click.command("delta-train")
@@ -143,13 +143,10 @@ def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid,
 @click.option("--noise", default=0.25, show_default=True, type=float, help="Threshold noise in training: std as a fraction of theta.")
 @click.option("--lr", default=5e-4, show_default=True, help="Adam learning rate.")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Calibration data for the int8 grid (default: --train).")
+@guard
 def delta_train_cmd(model, train_path, val, out, theta_x, theta_h, delta_path, epochs, patience, l1, noise, lr, calib):
     """Delta-aware fine-tuning of MODEL (this retrains; writes a normal Keras model OUT and, next to it,
     OUT.delta.json with the thresholds it was trained for)."""
-    from ..cli import _guard
-
-    def body():
-        from .train import run_delta_train
-        run_delta_train(model, train_path, val, out, theta_x=theta_x, theta_h=theta_h, delta_path=delta_path,
-                        epochs=epochs, patience=patience, l1=l1, noise=noise, lr=lr, calib=calib, log=click.echo)
-    _guard(body)()
+    from .train import run_delta_train
+    run_delta_train(model, train_path, val, out, theta_x=theta_x, theta_h=theta_h, delta_path=delta_path,
+                    epochs=epochs, patience=patience, l1=l1, noise=noise, lr=lr, calib=calib, log=click.echo)

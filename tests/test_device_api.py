@@ -92,7 +92,7 @@ def test_host_helpers_match_golden(model):
 def test_firmware_helpers_match_golden(model):
     from rnnskip import targets
     from rnnskip.simulator import UnicornEmulator
-    from rnnskip.simulator.runtime import keep_flags
+    from rnnskip.build import keep_flags
     qm, d = model
     t = targets.load("cortex-m4")
     fw = P.build_target(d / "src", d / "fw", t, "dsp", extra_cflags=keep_flags(HELPERS))

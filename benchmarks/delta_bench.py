@@ -52,15 +52,15 @@ def _convert(model, data, calib, out, delta_json, emulate_max, workers=2):
 
 def _golden_eval(model, data, calib, delta_json=None):
     """Accuracies and MACs from the golden models only (no emulation): float, dense int8, delta int8."""
-    from rnnskip import pipeline as P
+    from rnnskip import pipeline
     from rnnskip.datasets import load_npz
     from rnnskip.delta.spec import DeltaSpec
     from rnnskip.quant.delta_golden import DeltaGoldenModel, effective_macs
     from rnnskip.quant.golden import GoldenModel, predict_classes
-    ir = P.import_model(model)
+    ir = pipeline.import_model(model)
     ds, cal = load_npz(str(data), ir), load_npz(str(calib), ir)
-    qm, _ = P.quantize_model(ir, cal, 1000, progress=False)
-    probs = P.float_model(ir).predict(ds.x, ds.lengths)
+    qm, _ = pipeline.quantize_model(ir, cal, 1000, progress=False)
+    probs = pipeline.float_model(ir).predict(ds.x, ds.lengths)
     fp = np.argmax(probs, 1) if probs.shape[1] > 1 else (probs[:, 0] > 0.5).astype(int)
     out, _ = GoldenModel(qm).run(ds.x, ds.lengths)
     r = {"n": len(ds), "float": float(np.mean(fp == ds.y)),
@@ -116,14 +116,14 @@ def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
     on the first k sequences of ``data`` (emulated function profile). The delta cells are
     inlined into rnnskip_step, so 'step code' is the delta cells plus the step's bookkeeping."""
     from rnnskip import outputs as O
-    from rnnskip import pipeline as P
+    from rnnskip import pipeline
     from rnnskip import targets
     from rnnskip.datasets import load_npz
-    from rnnskip.emulate import profile_functions
+    from rnnskip.emulators.unicorn import profile_functions
     from rnnskip.quant.delta_golden import DeltaGoldenModel, effective_macs
     from rnnskip.quant.golden import GoldenModel
-    qm = P.load_pickle(conv_dir / "model.q.pkl", "quantize")
-    ir = P.load_pickle(conv_dir / "model.ir.pkl", "import")
+    qm = pipeline.load_pickle(conv_dir / "model.q.pkl", "quantize")
+    ir = pipeline.load_pickle(conv_dir / "model.ir.pkl", "import")
     ds = load_npz(str(data), ir)
     ds = ds.subset(np.arange(min(k, len(ds))))
     g = GoldenModel(qm)
@@ -153,17 +153,18 @@ def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
 def step_sweep(model, data, calib, thetas, k=12) -> dict:
     """Cycles per inference of the firmware at uniform thresholds (first k sequences),
     with the dense firmware and theta = 0 with / without the dense fallback."""
-    from rnnskip import pipeline as P
+    from rnnskip import pipeline
     from rnnskip import targets
     from rnnskip.datasets import load_npz
     from rnnskip.delta.spec import DeltaSpec
-    from rnnskip.emulate import STAT_FIELDS
+    from rnnskip.emulators.base import STAT_FIELDS
+    from rnnskip.emulators.unicorn import Unicorn
     from rnnskip.generate import generate
     from rnnskip.quant.delta_golden import DeltaGoldenModel, densities, effective_macs
-    ir = P.import_model(model)
+    ir = pipeline.import_model(model)
     ds, cal = load_npz(str(data), ir), load_npz(str(calib), ir)
     ds = ds.subset(np.arange(min(k, len(ds))))
-    qm, _ = P.quantize_model(ir, cal, 1000, progress=False)
+    qm, _ = pipeline.quantize_model(ir, cal, 1000, progress=False)
     t = targets.load("cortex-m4")
     root = Path(bench_out("delta")) / "step_sweep"
     rows = []
@@ -174,8 +175,9 @@ def step_sweep(model, data, calib, thetas, k=12) -> dict:
                                                       dense_fallback=fb)
         d = root / name.replace(" ", "_").replace("/", "-")
         generate(qm, d / "src", max_t=int(ds.x.shape[1]))
-        fw = P.build_target(d / "src", d / "fw", t, "dsp")
-        ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=2, workers=2, progress=False)
+        fw = pipeline.build_target(d / "src", d / "fw", t, "dsp")
+        ev = pipeline.evaluate(ir, qm, ds, firmware=fw,
+                               emulator=Unicorn(t, traffic_sample=2, workers=2, progress=False))
         cyc = ev.emu.stats[:, STAT_FIELDS.index("cycles")]
         fl = ev.emu.stats[ev.emu.traffic_measured, STAT_FIELDS.index("flash_read_bytes")]
         r = {"case": name, "cycles_per_inference": float(cyc.mean()), "flash_read_bytes": float(fl.mean()),

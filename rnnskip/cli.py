@@ -60,13 +60,12 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     board_name: build for that board's memory map; emulator "qemu"/"renode" boots the
     board image with ``bundle`` test sequences linked in (see rnnskip.emulators)."""
     from . import pipeline as P
-    from .emulators import check_emulator
+    from .emulators import choose
     from .report import build_report, table, write_plots, write_report
     P.check_kernels(kernels)
     board, target = _board_target(target_name, board_name, wait_states)
-    if check_emulator(emulator, installed=False) != "unicorn" and board is None:
-        raise RnnskipError(f"--emulator {emulator} boots a whole board image: pass --board (see 'rnnskip boards')")
-    check_emulator(emulator)
+    emu = choose(emulator, target, board, wait_states, traffic_sample=traffic_sample, workers=workers,
+                 progress=progress, timeout=timeout)
     if export and board is None:
         raise RnnskipError("--export needs --board: the project is for one board (memory map, startup, UART); "
                            "see 'rnnskip boards'")
@@ -105,43 +104,21 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         from .generate import generate
         generate(qm, src, max_t=int(ds.x.shape[1]), kernels=kernels)
         so = P.build_host(src, tmp / "host") if host else None
-        info = None
-        if emulator == "unicorn":
-            fw = P.build_target(src, tmp / "firmware", target, variant)
-            ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, target=target, emulate_max=emulate_max,
-                            traffic_sample=traffic_sample, workers=workers, progress=progress)
-        else:
-            from .emulators import evaluate_on_board
-            ev, fw, info = evaluate_on_board(ir, qm, ds, src, tmp / "firmware", board, variant, emulator,
-                                             max_n=emulate_max or bundle, timeout=timeout, host_so=so,
-                                             wait_states=wait_states, progress=progress)
+        n = emulate_max if emu.board is None else (emulate_max or bundle)   # a board image holds its sequences
+        fw = P.build_firmware(src, tmp / "firmware", emu, variant, qm, ds, n, int(ds.x.shape[1]), ir.name)
+        ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, emulator=emu, emulate_max=n)
         rep = build_report(ir, qm, ev, target, kernels, variant, firmware=fw)
-        if info is not None:
-            from .emulators import report_emulation
-            report_emulation(rep, info)
-        # the reference without predictor / thresholds on the same sequences: under Unicorn, or,
-        # for a core Unicorn lacks (cortex-m55), as a second board image on the board emulator
-        board_ref = ev.emu is not None and emulator == "qemu" and not target.unicorn_cpu
-
-        def reference(qm_ref, name, build):
-            if ev.emu is None or (emulator != "unicorn" and not target.unicorn_cpu and not board_ref):
-                return None, None   # Renode counts whole runs only: nothing per sequence to compare
-            if board_ref:
-                from .emulators import reference_on_board
-                return reference_on_board(ir, qm_ref, ds, tmp / name, board, variant, kernels, emulator,
-                                          int(ev.device_checked), timeout, wait_states)
-            return build(qm_ref, tmp, target, variant, kernels, int(ds.x.shape[1])), None
+        k = int(ev.device_checked)
         if sk:
-            from .skip.convert import dense_firmware
             from .skip.evaluate import with_predictor
-            dfw, demu = reference(with_predictor(qm, None), "dense", dense_firmware)
-            rep["skip"] = sk.section(ir, qm, ds, ev, tmp, dense_fw=dfw, target=target, traffic_sample=traffic_sample,
-                                     workers=workers, progress=progress, model_path=str(model), dense_emu=demu)
+            ref = P.dense_reference(with_predictor(qm, None), tmp / "dense", emu, ds, k, kernels, variant, ir.name)
+            rep["skip"] = sk.section(ir, qm, ds, ev, tmp, target=target, model_path=str(model),
+                                     dense_fw=ref.firmware if ref else None, dense_emu=ref.result if ref else None)
         if dl:
-            from .delta.report import dense_firmware as delta_dense_firmware, without_delta
-            dfw, demu = reference(without_delta(qm), "dense-ref-delta", delta_dense_firmware)
-            rep["delta"] = dl.section(ir, qm, ds, ev, tmp, fw=fw, dense_fw=dfw, target=target, traffic_sample=traffic_sample,
-                                       workers=workers, progress=progress, dense_emu=demu)
+            from .delta.report import without_delta
+            ref = P.dense_reference(without_delta(qm), tmp / "dense-ref-delta", emu, ds, k, kernels, variant, ir.name)
+            rep["delta"] = dl.section(ir, qm, ds, ev, tmp, fw=fw, target=target,
+                                      dense_fw=ref.firmware if ref else None, dense_emu=ref.result if ref else None)
         if sk and dl:   # each section measures its own method against the model with the other one still on
             rep["skip"]["baseline"] = "this model without the skip predictor, delta thresholds on"
             rep["delta"]["baseline"] = "this model without delta thresholds, skip predictor on"
@@ -363,7 +340,7 @@ def emulate_cmd(work, data, emulate_max, traffic_sample, workers, emulator, boar
     """Run float, golden, host build and emulated firmware on --data (writes evaluation.pkl)."""
     from . import pipeline as P
     from .build import Firmware
-    from .emulators import check_emulator
+    from .emulators import choose
     w = Path(work)
     P.check_fresh(w, "emulate")
     ir = P.load_pickle(w / "model.ir.pkl", "import", ModelIR)
@@ -371,40 +348,37 @@ def emulate_cmd(work, data, emulate_max, traffic_sample, workers, emulator, boar
     b = P.load_pickle(w / "build.pkl", "build", dict)
     if not {"target", "variant", "wait_states", "flash_bytes", "ram_bytes"} <= set(b):
         raise RnnskipError(f"{w / 'build.pkl'} is not a file written by rnnskip's 'build' stage; run that stage again")
-    if check_emulator(emulator, installed=False) != "unicorn":
-        from .emulators import evaluate_on_board
+    if emulator == "unicorn":   # the firmware 'build' compiled; --board is for the board emulators
+        board, target = None, _board_target(b["target"], b.get("board"), b["wait_states"])[1]
+    else:
         board, target = _board_target(None, board_name or b.get("board"), b["wait_states"])
-        if board is None:
-            raise RnnskipError(f"--emulator {emulator} boots a whole board image: pass --board (see 'rnnskip boards')")
-        check_emulator(emulator)
-        ds = _load_data(data, ir)
-        ev, fw, info = evaluate_on_board(ir, qm, ds, w / "src", w / f"board-{board.name}", board, b["variant"],
-                                         emulator, max_n=emulate_max or bundle, timeout=timeout,
-                                         host_so=w / "host" / "librnnskip_model.so", wait_states=b["wait_states"])
-        b = dict(b, target=target.name, board=board.name, flash_bytes=fw.flash_bytes, ram_bytes=fw.ram_bytes,
-                 elf=str(fw.elf), info=info)
-        P.save_pickle({"ev": ev, "build": b}, w / "evaluation.pkl")
-        P.stage_done(w, "emulate")
-        click.echo(f"{emulator} {board.name}: {ev.device_checked} sequences, {ev.host_mismatches + ev.device_mismatches} "
-                   f"mismatches; {info['device_summary'].get('result', '?')} ({info.get('instruction_counts')})")
-        if ev.host_mismatches + ev.device_mismatches:
-            raise RnnskipError(f"{ev.host_mismatches + ev.device_mismatches} sequences differ from the golden model "
-                               f"({ev.first_mismatch})")
-        return
-    _, target = _board_target(b["target"], b.get("board"), b["wait_states"])
-    fw = Firmware(elf=w / "firmware" / "firmware.elf", map=w / "firmware" / "firmware.map",
-                  variant=b["variant"], flash_bytes=b["flash_bytes"], ram_bytes=b["ram_bytes"])
+    emu = choose(emulator, target, board, b["wait_states"], traffic_sample=traffic_sample, workers=workers,
+                 timeout=timeout)
     ds = _load_data(data, ir)
-    if ds.x.shape[1] > _io_max_t(w):
-        raise RnnskipError(f"--data has sequences of {ds.x.shape[1]} steps but the firmware holds {_io_max_t(w)}; "
+    max_t = _io_max_t(w)
+    if ds.x.shape[1] > max_t:
+        raise RnnskipError(f"--data has sequences of {ds.x.shape[1]} steps but the firmware holds {max_t}; "
                            f"regenerate with 'rnnskip generate {work} --max-t {ds.x.shape[1]}'")
-    ev = P.evaluate(ir, qm, ds, host_so=w / "host" / "librnnskip_model.so", firmware=fw, target=target,
-                    emulate_max=emulate_max, traffic_sample=traffic_sample, workers=workers)
+    if emu.board is None:
+        fw = Firmware(elf=w / "firmware" / "firmware.elf", map=w / "firmware" / "firmware.map",
+                      variant=b["variant"], flash_bytes=b["flash_bytes"], ram_bytes=b["ram_bytes"])
+        n = emulate_max
+    else:
+        n = emulate_max or bundle
+        fw = P.build_firmware(w / "src", w / f"board-{emu.board.name}", emu, b["variant"], qm, ds, n, max_t, ir.name)
+    ev = P.evaluate(ir, qm, ds, host_so=w / "host" / "librnnskip_model.so", firmware=fw, emulator=emu, emulate_max=n)
+    b = dict(b, target=emu.target.name, board=emu.board.name if emu.board else b.get("board"),
+             flash_bytes=fw.flash_bytes, ram_bytes=fw.ram_bytes, elf=str(fw.elf))
     P.save_pickle({"ev": ev, "build": b}, w / "evaluation.pkl")
     P.stage_done(w, "emulate")
-    click.echo(f"emulated {ev.device_checked} sequences; {ev.host_mismatches + ev.device_mismatches} mismatches")
-    if ev.host_mismatches + ev.device_mismatches:   # the contract is bit-exactness, as in rnnskip-convert
-        raise RnnskipError(f"{ev.host_mismatches + ev.device_mismatches} sequences differ from the golden model "
+    run = ev.emu.board_run
+    if run is not None:
+        click.echo(f"{emulator} {emu.board.name}: {ev.device_checked} sequences, {ev.mismatches} "
+                   f"mismatches; {run['device_summary'].get('result', '?')} ({run.get('instruction_counts')})")
+    else:
+        click.echo(f"emulated {ev.device_checked} sequences; {ev.mismatches} mismatches")
+    if ev.mismatches:   # the contract is bit-exactness, as in rnnskip-convert
+        raise RnnskipError(f"{ev.mismatches} sequences differ from the golden model "
                            f"({ev.first_mismatch}); this is a bug: please report it with the work folder")
 
 
@@ -435,9 +409,6 @@ def report_cmd(work):
     fw = Firmware(elf=elf, map=elf.with_suffix(".map"),
                   variant=b["variant"], flash_bytes=b["flash_bytes"], ram_bytes=b["ram_bytes"])
     rep = build_report(ir, qm, e["ev"], target, b["kernels"], b["variant"], firmware=fw)
-    if b.get("info"):
-        from .emulators import report_emulation
-        report_emulation(rep, b["info"])
     write_report(rep, w / "report.json")
     click.echo(table(rep))
 

@@ -10,18 +10,16 @@ from typing import Optional
 
 import numpy as np
 
-from . import outputs as O
-from . import targets as targets_mod
+from . import outputs
 from .build import Firmware, build_host, build_target
 from .converter.ir import ModelIR
-from .datasets import Dataset, load_npz
-from .emulate import STAT_FIELDS, EmulationResult, emulate_dataset
+from .datasets import Dataset
+from .emulators.base import EmulationResult, Sequences
 from .errors import RnnskipError
 from .generate import KERNEL_PROVIDERS, generate
 from .host import HostModel
-from .quant.calibrate import Ranges, calibrate
+from .quant.calibrate import calibrate
 from .quant.delta_golden import golden_for
-from .quant.golden import GoldenModel, predict_classes
 from .quant.model import QModel
 from .quant.quantize import quantize
 
@@ -43,12 +41,31 @@ def quantize_model(ir: ModelIR, calib: Dataset, max_sequences: int = 1000, progr
     return quantize(ir, ranges), ranges
 
 
-def out_len(qm: QModel) -> int:
-    return qm.head[-1].rows if qm.head else qm.layers[-1].up
-
-
-def step_len(qm: QModel) -> int:
+def _step_len(qm: QModel) -> int:
     return 1 if qm.token_input else qm.features_p
+
+
+def device_sequences(qm: QModel, ds: Dataset, n: Optional[int] = None) -> Sequences:
+    """The first ``n`` sequences of ``ds`` (all: None) as the firmware reads them."""
+    g = golden_for(qm)
+    m = len(ds) if n is None else min(int(n), len(ds))
+    return Sequences(x=g.device_inputs(ds.x[:m]), lengths=np.asarray(ds.lengths[:m]),
+                     valid=None if qm.token_input else g.valid_steps(ds.x[:m]),
+                     out_len=outputs.io_out_len(qm, ds.x.shape[1]), macs_per_step=outputs.macs_budget(qm))
+
+
+def build_firmware(src: Path, out: Path, emulator, variant: str, qm: QModel, ds: Dataset, n: Optional[int],
+                   max_t: int, model_name: str = "model") -> Firmware:
+    """The image ``emulator`` runs, compiled from the sources in ``src`` into ``out``: the
+    emulation image (rnnskip.build), or for a board emulator the board image with the first
+    ``n`` sequences of ``ds`` and their golden results linked in (rnnskip.boards.firmware)."""
+    if emulator.board is None:
+        return build_target(src, out, emulator.target, variant)
+    from .boards.firmware import build_board_firmware, make_bundle
+    from .targets.fit import check_fits
+    bundle = make_bundle(qm, ds.x, ds.lengths, n)
+    check_fits(qm, max_t, emulator.target, where=f"board {emulator.board.name}", bundled_bytes=bundle.flash_bytes())
+    return build_board_firmware(src, out, emulator.board, bundle, variant, model_name, emulator.wait_states)
 
 
 @dataclass
@@ -66,69 +83,82 @@ class Evaluation:
     emu: Optional[EmulationResult] = None
     golden_steps: Optional[np.ndarray] = None
     timings: dict = field(default_factory=dict)
-    error: Optional[dict] = None   # regression (float y): errors in the output's units (issue 7)
+    error: Optional[dict] = None   # regression (float y): errors in the output's units
+
+    @property
+    def mismatches(self) -> int:
+        return self.host_mismatches + self.device_mismatches
 
 
-def _accuracy(pred: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(pred == y)) if len(y) else float("nan")
-
-
-def evaluate(ir: ModelIR, qm: QModel, ds: Dataset, host_so: Optional[Path] = None,
-             firmware: Optional[Firmware] = None, target=None, emulate_max: Optional[int] = None,
-             traffic_sample: int = 16, workers: int = 2, progress: bool = True) -> Evaluation:
-    """Float, golden, host and emulated runs over ``ds``, compared bit for bit."""
+def evaluate(ir: ModelIR, qm: QModel, ds: Dataset, host_so: Optional[Path] = None, firmware: Optional[Firmware] = None,
+             emulator=None, emulate_max: Optional[int] = None) -> Evaluation:
+    """Float, golden, host build and ``firmware`` on ``emulator`` over ``ds`` (the emulator:
+    its first ``emulate_max``), each output and step flag compared with the golden model."""
     t0 = time.time()
     probs = float_model(ir).predict(ds.x, ds.lengths)
     t1 = time.time()
-    g = golden_for(qm)  # GoldenModel, or DeltaGoldenModel when qm.delta is set (issue 5)
+    g = golden_for(qm)  # GoldenModel, or DeltaGoldenModel when qm.delta is set
     g_out, g_flags = g.run(ds.x, ds.lengths)
-    float_acc, golden_acc, error = O.score(ir, qm, ds, probs, g_out)  # accuracy, or regression error
+    float_acc, golden_acc, error = outputs.score(ir, qm, ds, probs, g_out)  # accuracy, or regression error
     ev = Evaluation(n=len(ds), float_acc=float_acc, golden_acc=golden_acc,
                     golden_steps=g_flags.sum(axis=1), error=error)
     t2 = time.time()
     ev.timings.update(float_s=t1 - t0, golden_s=t2 - t1)
-    dev_x = g.device_inputs(ds.x)
-    valid = None if qm.token_input else g.valid_steps(ds.x)
     if host_so is not None:
-        hm = HostModel(host_so, qm.token_input, step_len(qm), O.io_out_len(qm, ds.x.shape[1]))
+        dev_x = g.device_inputs(ds.x)
+        valid = None if qm.token_input else g.valid_steps(ds.x)
+        hm = HostModel(host_so, qm.token_input, _step_len(qm), outputs.io_out_len(qm, ds.x.shape[1]))
         for n in range(len(ds)):
             L = int(ds.lengths[n])
             o, f = hm.run(dev_x[n], L, None if valid is None else valid[n])
-            o, gn = O.rows(qm, o, L), O.golden_rows(qm, g_out, n, L)  # per-step models: [L, out]
+            o, gn = outputs.rows(qm, o, L), outputs.golden_rows(qm, g_out, n, L)  # per-step models: [L, out]
             ev.host_checked += 1
             if not (np.array_equal(o, gn) and np.array_equal(f, g_flags[n, :L])):
                 ev.host_mismatches += 1
                 ev.first_mismatch = ev.first_mismatch or f"host, sequence {n}: {o.tolist()} != golden {gn.tolist()}"
         ev.timings["host_s"] = time.time() - t2
-    if firmware is not None:
+    if firmware is not None and emulator is not None:
         t3 = time.time()
-        m = len(ds) if emulate_max is None else min(emulate_max, len(ds))
-        emu = emulate_dataset(firmware.elf, target, dev_x[:m], ds.lengths[:m],
-                              None if valid is None else valid[:m], qm.token_input, step_len(qm),
-                              O.io_out_len(qm, ds.x.shape[1]), O.macs_budget(qm), traffic_sample=traffic_sample,
-                              workers=workers, progress=progress)
-        ev.emu = emu
-        ev.device_checked = m
-        d_out = [O.rows(qm, emu.out[n], int(ds.lengths[n])) for n in range(m)]
-        ev.device_acc = O.device_accuracy(qm, ds, d_out, m)
+        emu = emulator.run(firmware, device_sequences(qm, ds, emulate_max))
+        m = len(emu.steps_run)
+        ev.emu, ev.device_checked = emu, m
+        if emu.disagreement:
+            ev.first_mismatch = emu.disagreement
+        d_out = [outputs.rows(qm, emu.out[n], int(ds.lengths[n])) for n in range(m)]
+        ev.device_acc = outputs.device_accuracy(qm, ds, d_out, m)
         for n in range(m):
             L = int(ds.lengths[n])
-            gn = O.golden_rows(qm, g_out, n, L)
+            gn = outputs.golden_rows(qm, g_out, n, L)
             if not (np.array_equal(d_out[n], gn) and np.array_equal(emu.flags[n], g_flags[n, :L])):
                 ev.device_mismatches += 1
-                ev.first_mismatch = ev.first_mismatch or f"device, sequence {n}: {d_out[n].tolist()} != golden {gn.tolist()}"
+                ev.first_mismatch = ev.first_mismatch or (f"{emulator.label}, sequence {n}: {d_out[n].tolist()} "
+                                                          f"!= golden {gn.tolist()}")
+        if emu.disagreement:
+            ev.device_mismatches = max(ev.device_mismatches, 1)
         ev.timings["emulate_s"] = time.time() - t3
     return ev
 
 
-def cycles_per_step(emu: EmulationResult) -> tuple:
-    """Least-squares fit cycles = a + b * steps_run over the emulated sequences -> (a, b)."""
-    steps = emu.steps_run.astype(float)
-    cyc = emu.stats[:, STAT_FIELDS.index("cycles")]
-    if len(np.unique(steps)) < 2:
-        return float("nan"), float("nan")
-    b, a = np.polyfit(steps, cyc, 1)
-    return float(a), float(b)
+@dataclass
+class Reference:
+    """The dense reference of a skip or delta model: its firmware and what the emulator measured."""
+    firmware: Firmware
+    result: EmulationResult
+
+
+def dense_reference(qm_dense: QModel, work: Path, emulator, ds: Dataset, n: int, kernels: str, variant: str,
+                    model_name: str = "model") -> Optional[Reference]:
+    """``qm_dense`` (the model without its predictor or delta thresholds) generated into
+    ``work/src``, built as the same kind of image into ``work/firmware`` and run on the same
+    ``emulator`` on the first ``n`` sequences of ``ds``, so the skip and delta sections
+    compare like with like. None when the emulator counts nothing per sequence."""
+    if not emulator.counts_each_sequence:
+        return None
+    work = Path(work)
+    max_t = int(ds.x.shape[1])
+    generate(qm_dense, work / "src", max_t=max_t, kernels=kernels)
+    fw = build_firmware(work / "src", work / "firmware", emulator, variant, qm_dense, ds, n, max_t, model_name)
+    return Reference(firmware=fw, result=emulator.run(fw, device_sequences(qm_dense, ds, n)))
 
 
 def save_pickle(obj, path: Path) -> None:

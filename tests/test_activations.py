@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from random_models import random_data, random_ir
-from rnnskip import pipeline as P
+from rnnskip import pipeline
 from rnnskip.datasets import Dataset
+from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.generate import generate, kernel_dir
 from rnnskip.quant import act as A
 from rnnskip.quant.calibrate import calibrate
@@ -99,9 +100,9 @@ def test_cells_host_bitexact_every_activation(cfg, combos, tmp_path):
         ir, qm, x, L = _model(cfg, a, ra)
         assert qm.layers[0].activation == a
         generate(qm, tmp_path / f"src{j}", max_t=x.shape[1])
-        so = P.build_host(tmp_path / f"src{j}", tmp_path / f"host{j}")
+        so = pipeline.build_host(tmp_path / f"src{j}", tmp_path / f"host{j}")
         ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
-        ev = P.evaluate(ir, qm, ds, host_so=so, progress=False)
+        ev = pipeline.evaluate(ir, qm, ds, host_so=so)
         assert ev.host_mismatches == 0, (a, ra, ev.first_mismatch)
         g, _ = GoldenModel(qm).run(x, L)
         assert len({tuple(r) for r in g.tolist()}) > 1
@@ -115,9 +116,10 @@ def test_cells_firmware_bitexact(variant, tmp_path):
     for cfg, (a, ra) in (("feat-lstm", ("relu", "hard_sigmoid")), ("tok-gru-v1", ("linear", "hard_sigmoid_k3"))):
         ir, qm, x, L = _model(cfg, a, ra)
         generate(qm, tmp_path / cfg / "src", max_t=x.shape[1])
-        fw = P.build_target(tmp_path / cfg / "src", tmp_path / cfg / "fw", t, variant)
+        fw = pipeline.build_target(tmp_path / cfg / "src", tmp_path / cfg / "fw", t, variant)
         ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
-        ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+        ev = pipeline.evaluate(ir, qm, ds, firmware=fw,
+                               emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
         assert ev.device_checked == len(x) and ev.device_mismatches == 0, ev.first_mismatch
 
 

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 
 from random_models import generated_mixed, random_data
-from rnnskip import boards
+from rnnskip import boards, pipeline
 from rnnskip.boards.firmware import build_board_firmware, make_bundle
+from rnnskip.datasets import Dataset
 from rnnskip.emulators import qemu as Q
+from rnnskip.emulators.base import STAT_FIELDS
+from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.errors import RnnskipError
 from rnnskip.generate import generate
 from rnnskip.quant.calibrate import calibrate
@@ -54,16 +57,21 @@ def test_board_boots_bitexact_and_matches_unicorn(model, name, tmp_path):
         assert s["flags"] == "".join(str(int(f)) for f in bundle.flags[i, :T])
         assert s["match"]
     assert run.icounts and all(n > 1000 for n in run.icounts), run.icount_note
+    # the same image's rnnskip_io_run under Unicorn, as the board emulators re-run it
+    unicorn = Unicorn(boards.board_target(b), traffic_sample=0, workers=1, progress=False)
+    qm = model["qm"]
+    seqs = pipeline.device_sequences(qm, Dataset(x=model["x"], y=np.zeros(len(model["x"]), np.int64),
+                                                 lengths=model["L"]), bundle.n)
     if name == "mps3-an547":
         with pytest.raises(EmulationError, match="no Armv8.1-M core"):
-            Q.unicorn_cross_check(fw.elf, b, bundle)
+            unicorn.run(fw, seqs)
         return
-    uni, stack = Q.unicorn_cross_check(fw.elf, b, bundle)
-    assert [u["out"][:model["qm"].output_dim] for u in uni] == [s["out"] for s in run.sequences]
-    assert [u["flags"] for u in uni] == [s["flags"] for s in run.sequences]
+    uni = unicorn.run(fw, seqs)
+    assert uni.out[:, :qm.output_dim].tolist() == [s["out"] for s in run.sequences]
+    assert ["".join(map(str, f)) for f in uni.flags] == [s["flags"] for s in run.sequences]
     # the TCG plugin's counts equal Unicorn's, instruction for instruction
-    assert [u["instructions"] for u in uni] == run.icounts
-    assert all(u["cycles"] > 0 for u in uni) and stack > 0
+    assert uni.stats[:, STAT_FIELDS.index("instructions")].tolist() == run.icounts
+    assert (uni.stats[:, STAT_FIELDS.index("cycles")] > 0).all() and uni.stack_bytes > 0
 
 
 def test_olimex_falls_back_to_netduinoplus2(model, tmp_path):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from random_models import random_data, random_ir
-from rnnskip import pipeline as P
+from rnnskip import pipeline
 from rnnskip.datasets import Dataset
+from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.generate import generate
 from rnnskip.quant.calibrate import calibrate
 from rnnskip.quant.golden import GoldenModel
@@ -96,9 +97,9 @@ def test_golden_skips_some_steps_and_keeps_state(built):
 
 def test_host_build_bitexact_with_predictor(built):
     ir, qm, x, L, d = built
-    so = P.build_host(d / "src", d / "host")
+    so = pipeline.build_host(d / "src", d / "host")
     ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
-    ev = P.evaluate(ir, qm, ds, host_so=so, progress=False)
+    ev = pipeline.evaluate(ir, qm, ds, host_so=so)
     assert ev.host_checked == len(x)
     assert ev.host_mismatches == 0, ev.first_mismatch   # outputs and per-step flags (skip decisions)
 
@@ -108,9 +109,9 @@ def test_firmware_bitexact_with_predictor(built):
     from rnnskip import targets
     ir, qm, x, L, d = built
     t = targets.load("cortex-m4")
-    fw = P.build_target(d / "src", d / "fw", t, "dsp")
+    fw = pipeline.build_target(d / "src", d / "fw", t, "dsp")
     ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
-    ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+    ev = pipeline.evaluate(ir, qm, ds, firmware=fw, emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
     assert ev.device_checked == len(x)
     assert ev.device_mismatches == 0, ev.first_mismatch
 

@@ -241,7 +241,7 @@ def test_macs_accounting():
 
 def test_report_section_feature_model(tmp_path):
     """The skip section and its plots for a feature model (no vocabulary: skipped-steps raster)."""
-    from rnnskip import pipeline as P
+    from rnnskip import pipeline
     from rnnskip.skip.convert import SkipSetup, table_rows
     ir, ds = _labelled("feat-dense-gru", n=160, T=10)
     tr, va = ds.subset(slice(0, 100)), ds.subset(slice(100, None))
@@ -255,7 +255,7 @@ def test_report_section_feature_model(tmp_path):
     s = SkipSetup(fp=fp, meta=meta, predictor_dir=str(tmp_path))
     qp = s.attach(ir, qm, tmp_path, progress=False)
     assert qp.macs > 0 and qm.predictor is qp
-    ev = P.evaluate(ir, qm, va, progress=False)
+    ev = pipeline.evaluate(ir, qm, va)
     sec = s.section(ir, qm, va, ev, tmp_path)
     assert sec["plots"] == ["skip_pareto.png", "skipped_steps.png"]
     assert 0 <= sec["skip_rate"] <= 1 and sec["predictor"]["type"] == "logistic"

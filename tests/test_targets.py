@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from random_models import generated_mixed, random_data, random_ir
-from rnnskip import pipeline as P
+from rnnskip import pipeline
 from rnnskip import targets
 from rnnskip.datasets import Dataset
+from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.errors import RnnskipError
 from rnnskip.quant.calibrate import calibrate
 from rnnskip.quant.quantize import quantize
@@ -132,7 +133,7 @@ def _firmware(demo, name, variant):
     key = (name, variant)
     if key not in demo["fw"]:
         t = targets.load(name)
-        demo["fw"][key] = P.build_target(demo["dir"] / "src", demo["dir"] / f"{name}-{variant}", t, variant)
+        demo["fw"][key] = pipeline.build_target(demo["dir"] / "src", demo["dir"] / f"{name}-{variant}", t, variant)
     return demo["fw"][key]
 
 
@@ -140,8 +141,8 @@ def _evaluate(demo, name, variant, n=None):
     t = targets.load(name)
     x, L = demo["x"][:n], demo["L"][:n]
     ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
-    return P.evaluate(demo["ir"], demo["qm"], ds, firmware=_firmware(demo, name, variant), target=t,
-                      traffic_sample=1, workers=1, progress=False)
+    return pipeline.evaluate(demo["ir"], demo["qm"], ds, firmware=_firmware(demo, name, variant),
+                             emulator=Unicorn(t, traffic_sample=1, workers=1, progress=False))
 
 
 @needs_arm

@@ -39,12 +39,10 @@ class DeltaSetup:
                        f"{f' (--calib {cal})' if cal else ''}, or re-run 'rnnskip delta-tune' with this --calib",
                        err=True)
 
-    def section(self, ir, qm, ds, ev, out_dir, fw=None, dense_fw=None, target=None, traffic_sample=16, workers=2,
-                progress=True, dense_emu=None) -> dict:
+    def section(self, ir, qm, ds, ev, out_dir, fw=None, dense_fw=None, target=None, dense_emu=None) -> dict:
         from .report import section
         sec = section(ir, qm, ds, ev, out_dir, float_acc=getattr(ev, "float_acc", None), dense_fw=dense_fw,
-                      target=target, traffic_sample=traffic_sample, workers=workers, progress=progress,
-                      dense_emu=dense_emu)
+                      target=target, dense_emu=dense_emu)
         sec["thresholds_file"] = self.path
         if self.spec.grid:
             from .spec import grid_of

@@ -100,13 +100,12 @@ class SkipSetup:
         return qm.predictor
 
     # ---- report ----------------------------------------------------------------
-    def section(self, ir, qm, ds, ev, out_dir: Path, dense_fw=None, target=None, emulate_max=None,
-                traffic_sample=16, workers=2, progress=True, model_path: Optional[str] = None,
+    def section(self, ir, qm, ds, ev, out_dir: Path, dense_fw=None, target=None, model_path: Optional[str] = None,
                 dense_emu=None) -> dict:
         """The report's ``skip`` section (and its plots, written into ``out_dir``). The dense
-        reference: ``dense_fw`` emulated here under Unicorn, or ``dense_emu``, its result
-        from a board emulator (cores Unicorn lacks)."""
-        from ..emulate import STAT_FIELDS
+        reference: ``dense_fw``, the model without its predictor, and ``dense_emu``, what the
+        emulator of ``ev`` measured running it on the same sequences (pipeline.dense_reference)."""
+        from ..emulators.base import STAT_FIELDS
         qp = qm.predictor
         t0 = time.time()
         dense = golden_run(qm, ds.x, ds.lengths, qp=None)
@@ -148,11 +147,10 @@ class SkipSetup:
                        "accuracy": {"dense_float": fm_.accuracy(y), "skip_float": orc.accuracy(y)}},
             "n": int(len(y)),
         }
-        if ev.emu is not None and dense_fw is not None:
-            from ..emulate import emulate_reference, no_cycles_note, stat_mean as _mean
+        if ev.emu is not None and dense_emu is not None:
+            from ..report import no_cycles_note, stat_mean as _mean
             k = int(ev.device_checked)
-            demu = dense_emu if dense_emu is not None else emulate_reference(
-                dense_fw, target, qm, ds, k, traffic_sample=traffic_sample, workers=workers, progress=progress)
+            demu = dense_emu
             ci, fi = STAT_FIELDS.index("cycles"), STAT_FIELDS.index("flash_read_bytes")
             ii = STAT_FIELDS.index("instructions")
             sec["instructions_per_inference"] = {"dense": _mean(demu.stats[:, ii]), "skip": _mean(ev.emu.stats[:, ii])}
@@ -298,16 +296,6 @@ def table_rows(sec: dict) -> list:
     if f.get("dense") and f.get("skip") is not None:
         rows.append(("flash read B / inf", f"{f['dense']:,.0f} -> {f['skip']:,.0f}"))
     return rows
-
-
-def dense_firmware(qm, work: Path, target, variant: str, kernels: str, max_t: int):
-    """Build the same model without its predictor (the dense reference for cycles and traffic)."""
-    from ..build import build_target
-    from ..generate import generate
-    from .evaluate import with_predictor
-    d = Path(work) / "dense"
-    generate(with_predictor(qm, None), d / "src", max_t=max_t, kernels=kernels)
-    return build_target(d / "src", d / "firmware", target, variant)
 
 
 def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2, size_ratio=None,

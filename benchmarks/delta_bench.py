@@ -21,7 +21,7 @@ import numpy as np
 
 from rnnskip.errors import RnnskipError
 
-from .common import bench_out, read_json, shared_data, write_json
+from .common import bench_out, convert, read_json, shared_data, write_json
 
 MAX_LOSS = 1.0            # accuracy points below the dense float model, on validation
 TRAIN_THETA = (16, 40)    # delta-train thresholds (input, hidden; int8 steps)
@@ -42,10 +42,9 @@ def _tune(model, val, calib, out_json, max_loss=MAX_LOSS, grid=None):
 
 
 def _convert(model, data, calib, out, delta_json, emulate_max, workers=2):
-    from rnnskip.cli import run_convert
     t0 = time.time()
-    rep = run_convert(model, "cortex-m4", data, out, calib=calib, emulate_max=emulate_max, traffic_sample=8,
-                      workers=workers, progress=False, delta=delta_json)
+    rep = convert(model, "cortex-m4", data, out, calib=calib, emulate_max=emulate_max, traffic_sample=8,
+                  workers=workers, progress=False, delta=delta_json)
     rep["wall_s"] = time.time() - t0
     return rep
 

@@ -10,9 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from rnnskip.cli import run_convert
-
-from .common import bench_out, read_json, shared_data
+from .common import bench_out, convert, read_json, shared_data
 from .sst2_model import load_benchmark, train_sst2
 
 #: emulated sequences for the slower comparison variants (the DSP path runs all of dev)
@@ -31,8 +29,8 @@ def run(quick: bool = False) -> dict:
         variants.append(("cmsis-nn", "cmsis-nn", "dsp", None, SUBSET))
     for name, kernels, v, ws, n in variants:
         t0 = time.time()
-        rep = run_convert(p["model"], "cortex-m4", p["dev"], out / f"m4-{name}", kernels=kernels, variant=v,
-                          calib=p["train"], emulate_max=(50 if quick else n), wait_states=ws)
+        rep = convert(p["model"], "cortex-m4", p["dev"], out / f"m4-{name}", kernels=kernels, variant=v,
+                      calib=p["train"], emulate_max=(50 if quick else n), wait_states=ws)
         rep["wall_s"] = time.time() - t0
         res["runs"][name] = rep
     try:

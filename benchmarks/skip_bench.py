@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import bench_out, config_hash, read_json, shared_data, write_json
+from .common import bench_out, config_hash, convert, read_json, shared_data, write_json
 
 TYPES = ("mlp", "logistic", "tree", "forest")
 CODE_VERSION = 2   # 2: calibration and oracle grids run to 99% (were capped at 70% / the 0.9 quantile)
@@ -106,7 +106,6 @@ def model_meta(model_path: str) -> dict:
 
 def _bench_set(name: str, quick: bool, log=print) -> dict:
     from rnnskip import pipeline as P
-    from rnnskip.cli import run_convert
     from rnnskip.datasets import Vocab, load_npz
     from rnnskip.skip import features as F
     from rnnskip.skip.baselines import concat_mask, evaluate_mask, stopword_mask
@@ -194,8 +193,8 @@ def _bench_set(name: str, quick: bool, log=print) -> dict:
         if quick:
             n_emu, data = 30, d["test_emulate"] if name == "sst2" else d["test_small"]
         t1 = time.time()
-        rep = run_convert(d["model"], "cortex-m4", data, str(out / f"m4-{t}"), calib=d["calib"], emulate_max=n_emu,
-                          traffic_sample=16, skip={"predictor": str(folders[t])}, progress=False)
+        rep = convert(d["model"], "cortex-m4", data, str(out / f"m4-{t}"), calib=d["calib"], emulate_max=n_emu,
+                      traffic_sample=16, skip={"predictor": str(folders[t])}, progress=False)
         s = rep["skip"]
         res["devices"][t] = {"n_data": rep["accuracy"]["n"], "n_emulated": rep["accuracy"]["n_device"],
                              "bitexact": rep["bitexact"], "accuracy": rep["accuracy"], "skip": s,

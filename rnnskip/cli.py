@@ -1,7 +1,9 @@
 """Command line: ``rnnskip-convert`` (everything in one go) and the ``rnnskip`` group of stages.
 
-Every user error is one line on stderr and exit status 2; output folders are
-written to a temporary sibling and renamed into place only when complete.
+Each command parses its options, calls one function of rnnskip.pipeline (or of the
+skip and delta packages) and prints what it returns. Every user error is one line on
+stderr and exit status 2 (rnnskip.cli_support); output folders are written to a
+temporary sibling and renamed into place only when complete.
 """
 from __future__ import annotations
 
@@ -11,147 +13,6 @@ from pathlib import Path
 import click
 
 from .cli_support import OneLineCommand, OneLineGroup, guard, note
-from .converter.ir import ModelIR
-from .errors import RnnskipError
-from .outdir import atomic_dir, check_replaceable
-from .quant.model import QModel
-
-
-def _target(name: str, wait_states):
-    from . import targets
-    t = targets.load(name)
-    return t if wait_states is None else t.with_wait_states(wait_states)
-
-
-def _board_target(target_name, board_name, wait_states):
-    """(board or None, target): --board binds the target's core to the board's memory map."""
-    from .boards import resolve
-    return resolve(target_name, board_name, wait_states)
-
-
-def _variant(target, variant, kernels="portable"):
-    if kernels == "naive":  # the baseline is plain C throughout
-        return "plain"
-    return variant or ("dsp" if target.dsp else "plain")
-
-
-def _build_record(target, board, variant, wait_states, kernels, fw) -> dict:
-    """WORK/build.pkl: what 'build' (or rnnskip-convert) compiled, read by 'emulate' and 'report'."""
-    return {"target": target.name, "board": board.name if board else None, "variant": variant,
-            "wait_states": wait_states, "kernels": kernels, "flash_bytes": fw.flash_bytes, "ram_bytes": fw.ram_bytes}
-
-
-def _load_data(path, ir, what="--data"):
-    from .datasets import load_npz
-    if path is None:
-        raise RnnskipError(f"{what} is required: an .npz with x, y and optional lengths")
-    return load_npz(str(path), ir)
-
-
-def run_convert(model, target_name, data, out, kernels="portable", variant=None, calib=None,
-                calib_max=1000, emulate_max=None, traffic_sample=16, wait_states=None, workers=2,
-                host=True, progress=True, board_name=None, emulator="unicorn", bundle=16, timeout=120.0,
-                export=None, skip=None, delta=None):
-    """The whole flow; returns the report dict. Used by rnnskip-convert and the demo.
-
-    skip: time-step skipping options (keys predictor, skip, train, val, max_loss, ptype, margin_se;
-    see rnnskip.skip.convert.SkipSetup.prepare), None for a dense model.
-
-    board_name: build for that board's memory map; emulator "qemu"/"renode" boots the
-    board image with ``bundle`` test sequences linked in (see rnnskip.emulators)."""
-    from . import pipeline as P
-    from .emulators import choose
-    from .report import build_report, table, write_plots, write_report
-    P.check_kernels(kernels)
-    board, target = _board_target(target_name, board_name, wait_states)
-    emu = choose(emulator, target, board, wait_states, traffic_sample=traffic_sample, workers=workers,
-                 progress=progress, timeout=timeout)
-    if export and board is None:
-        raise RnnskipError("--export needs --board: the project is for one board (memory map, startup, UART); "
-                           "see 'rnnskip boards'")
-    variant = _variant(target, variant, kernels)
-    if export:   # refused now rather than after the whole conversion
-        from .boards.export import EXPORT_MARKER, EXPORT_REGENERATED
-        check_replaceable(export, EXPORT_MARKER, "--export", [model, data, calib, out], EXPORT_REGENERATED)
-    ir = P.import_model(model)
-    if ir.per_step and (skip or delta or board is not None):
-        # these paths read one output row per sequence; refuse rather than report wrong numbers
-        what = "--predictor/--skip" if skip else ("--delta" if delta else "--board")
-        raise RnnskipError(f"{what} does not support models with an output per time step (return_sequences=True "
-                           f"at the output) yet; convert without {what.split('/')[0]}")
-    ds = _load_data(data, ir)
-    cal = _load_data(calib, ir, "--calib") if calib else ds
-    sk = None
-    if skip:  # time-step skipping (issue 4): options and predictor folder checked before anything is written
-        from .skip.convert import SkipSetup
-        sk = SkipSetup.prepare(ir, log=click.echo, **skip)
-    dl = None
-    if delta:  # delta network (issue 5): the thresholds file is checked before anything is written
-        from .delta.cli import DeltaSetup
-        dl = DeltaSetup.prepare(ir, delta)
-    inputs = [model, data, calib, delta] + ([skip.get("predictor"), skip.get("train"), skip.get("val")] if skip else [])
-    with atomic_dir(out, "report.json", inputs=inputs) as tmp:
-        qm, ranges = P.quantize_model(ir, cal, calib_max, progress)
-        qm.calibration = {"source": str(calib) if calib else f"{data} (the evaluation data; pass --calib to separate)",
-                          "sequences": ranges.sequences}
-        if sk:
-            sk.attach(ir, qm, tmp, progress)
-        if dl:
-            dl.attach(qm)
-        from .targets.fit import check_fits
-        check_fits(qm, int(ds.x.shape[1]), target)   # refuse before compiling
-        src = tmp / "src"
-        from .generate import generate
-        generate(qm, src, max_t=int(ds.x.shape[1]), kernels=kernels)
-        so = P.build_host(src, tmp / "host") if host else None
-        n = emulate_max if emu.board is None else (emulate_max or bundle)   # a board image holds its sequences
-        fw = P.build_firmware(src, tmp / "firmware", emu, variant, qm, ds, n, int(ds.x.shape[1]), ir.name)
-        ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, emulator=emu, emulate_max=n)
-        rep = build_report(ir, qm, ev, target, kernels, variant, firmware=fw)
-        k = int(ev.device_checked)
-        if sk:
-            from .skip.evaluate import with_predictor
-            ref = P.dense_reference(with_predictor(qm, None), tmp / "dense", emu, ds, k, kernels, variant, ir.name)
-            rep["skip"] = sk.section(ir, qm, ds, ev, tmp, target=target, model_path=str(model),
-                                     dense_fw=ref.firmware if ref else None, dense_emu=ref.result if ref else None)
-        if dl:
-            from .delta.report import without_delta
-            ref = P.dense_reference(without_delta(qm), tmp / "dense-ref-delta", emu, ds, k, kernels, variant, ir.name)
-            rep["delta"] = dl.section(ir, qm, ds, ev, tmp, fw=fw, target=target,
-                                      dense_fw=ref.firmware if ref else None, dense_emu=ref.result if ref else None)
-        if sk and dl:   # each section measures its own method against the model with the other one still on
-            rep["skip"]["baseline"] = "this model without the skip predictor, delta thresholds on"
-            rep["delta"]["baseline"] = "this model without delta thresholds, skip predictor on"
-        write_report(rep, tmp / "report.json")
-        write_plots(ev, tmp, f"{ir.name} on {target.name} ({kernels}, {variant})")
-        P.save_pickle(ir, tmp / "model.ir.pkl")
-        P.save_pickle(qm, tmp / "model.q.pkl")
-        P.save_pickle(_build_record(target, board, variant, wait_states, kernels, fw), tmp / "build.pkl")
-        for stage in ("import", "quantize", "generate", "build"):   # the stage commands can carry on from here
-            P.stage_done(tmp, stage)
-    if export:
-        from .boards.export import export_project
-        from .boards.firmware import make_bundle
-        bd = make_bundle(qm, ds.x, ds.lengths, emulate_max or bundle)
-        from .targets.fit import check_fits
-        check_fits(qm, int(ds.x.shape[1]), target, where=f"board {board.name}", bundled_bytes=bd.flash_bytes())
-        export_project(Path(out) / "src", export, board, bd, variant, kernels, ir.name, wait_states)
-        click.echo(f"wrote the {board.name} firmware project to {export} (cmake with cmake/arm-none-eabi.cmake, or make)")
-    click.echo(table(rep))
-    from .delta.report import table_rows as delta_rows
-    from .skip.convert import table_rows as skip_rows
-    for key, rows_of in (("skip", skip_rows), ("delta", delta_rows)):
-        if key in rep:
-            base = [(f"{key} baseline", rep[key]["baseline"])] if "baseline" in rep[key] else []
-            click.echo("\n".join(f"  {k:<21} {v}" for k, v in base + rows_of(rep[key])))
-    click.echo(f"wrote {Path(out) / 'report.json'}")
-    if rep["bitexact"]["mismatches"]:
-        raise RnnskipError(f"{rep['bitexact']['mismatches']} sequences differ from the golden model "
-                           f"({rep['bitexact']['first_mismatch']}); this is a bug, please report it")
-    if not calib:   # after the run, so that a failure is still one line
-        note(f"note: calibrated on --data {data}, the evaluation data; pass --calib train.npz so the int8 "
-             f"accuracy is not measured on the calibration data")
-    return rep
 
 
 _common = [
@@ -163,7 +24,7 @@ _common = [
 ]
 
 
-#: time-step skipping (issue 4) options of rnnskip-convert
+#: time-step skipping options of rnnskip-convert
 _skip_opts = [
     click.option("--predictor", type=click.Path(file_okay=False), default=None, help="Skip predictor folder from 'rnnskip train-predictor': the firmware skips the steps it rejects."),
     click.option("--skip", type=click.Choice(["auto", "off"]), default=None, help="auto: train a skip predictor now (needs --train, --val, --max-loss) and convert with it; off: no skipping (the default)."),
@@ -203,11 +64,22 @@ def _apply(opts):
 def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, data, calib, calib_max, out,
                 emulate_max, traffic_sample, workers, emulator, bundle, timeout, export, delta, **skip):
     """Convert MODEL (.h5/.keras), build firmware, emulate it on --data and report."""
+    from .pipeline.convert import run_convert
     skip = skip if (skip.get("predictor") or skip.get("skip") or skip.get("train") or skip.get("val")
                     or skip.get("max_loss") is not None or skip.get("margin_se") is not None) else None
-    run_convert(model, target_name, data, out, kernels, variant, calib, calib_max, emulate_max,
-                traffic_sample, wait_states, workers, board_name=board_name, emulator=emulator,
-                bundle=bundle, timeout=timeout, export=export, skip=skip, delta=delta)
+    conv = run_convert(model, target_name, data, out, kernels, variant, calib, calib_max, emulate_max,
+                       traffic_sample, wait_states, workers, board_name=board_name, emulator=emulator,
+                       bundle=bundle, timeout=timeout, export=export, skip=skip, delta=delta, log=click.echo,
+                       note=note)
+    if conv.export:
+        click.echo(f"wrote the {conv.board} firmware project to {conv.export} (cmake with cmake/arm-none-eabi.cmake, "
+                   f"or make)")
+    click.echo(conv.summary())
+    click.echo(f"wrote {conv.out / 'report.json'}")
+    conv.check()
+    if not calib:   # after the run, so that a failure is still one line
+        note(f"note: calibrated on --data {data}, the evaluation data; pass --calib train.npz so the int8 "
+             f"accuracy is not measured on the calibration data")
 
 
 def convert_main():
@@ -225,7 +97,7 @@ def main():
 
 
 main.add_command(convert_cmd)
-from .delta.cli import delta_train_cmd, delta_tune_cmd  # noqa: E402  (delta networks, issue 5)
+from .delta.cli import delta_train_cmd, delta_tune_cmd  # noqa: E402  (delta networks)
 main.add_command(delta_tune_cmd)
 main.add_command(delta_train_cmd)
 
@@ -254,11 +126,8 @@ def inspect_cmd(model, max_t, target_names, as_json):
 @guard
 def import_cmd(model, out):
     """Read MODEL into the IR (work folder: model.ir.pkl) and print its layers."""
-    from . import pipeline as P
-    ir = P.import_model(model)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    P.save_pickle(ir, Path(out) / "model.ir.pkl")
-    P.stage_done(out, "import")
+    from .pipeline.commands import import_command
+    ir = import_command(model, out)
     click.echo(f"{ir.name}: {'tokens' if ir.is_token_model else 'features'} -> "
                + " -> ".join(f"{l.kind.upper()}({l.units})" for l in ir.rnn_layers)
                + "".join(f" -> Dense({d.out_dim}, {d.activation})" for d in ir.head)
@@ -274,12 +143,8 @@ def import_cmd(model, out):
 @guard
 def quantize_cmd(work, calib, calib_max):
     """Calibrate and quantise the imported model (writes model.q.pkl)."""
-    from . import pipeline as P
-    ir = P.load_pickle(Path(work) / "model.ir.pkl", "import", ModelIR)
-    qm, ranges = P.quantize_model(ir, _load_data(calib, ir, "--calib"), calib_max)
-    qm.calibration = {"source": str(calib), "sequences": ranges.sequences}
-    P.save_pickle(qm, Path(work) / "model.q.pkl")
-    P.stage_done(work, "quantize")
+    from .pipeline.commands import quantize_command
+    qm, ranges = quantize_command(work, calib, calib_max)
     click.echo(f"quantised on {ranges.sequences} sequences; int8 weights {qm.flash_weight_bytes():,} bytes")
 
 
@@ -290,14 +155,8 @@ def quantize_cmd(work, calib, calib_max):
 @guard
 def generate_cmd(work, max_t, kernels):
     """Render the C sources into WORK/src (flash these with your own project)."""
-    from . import pipeline as P
-    from .generate import generate
-    P.check_kernels(kernels)
-    P.check_fresh(work, "generate")
-    qm = P.load_pickle(Path(work) / "model.q.pkl", "quantize", QModel)
-    with atomic_dir(Path(work) / "src", "rnnskip_model.h", what="WORK/src") as tmp:
-        files = generate(qm, tmp, max_t=max_t, kernels=kernels)
-    P.stage_done(work, "generate")
+    from .pipeline.commands import generate_command
+    files = generate_command(work, max_t, kernels)
     click.echo(f"wrote {len(files)} files to {Path(work) / 'src'}")
 
 
@@ -307,22 +166,9 @@ def generate_cmd(work, max_t, kernels):
 @guard
 def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
     """Compile WORK/src for the target (WORK/firmware) and for this machine (WORK/host)."""
-    from . import pipeline as P
-    P.check_kernels(kernels)
-    board, target = _board_target(target_name, board_name, wait_states)
-    src = Path(work) / "src"
-    if not src.is_dir():
-        raise RnnskipError(f"{src} not found; run 'rnnskip generate {work}' first")
-    P.check_fresh(work, "build")
-    variant = _variant(target, variant, kernels)
-    from .targets.fit import check_fits
-    check_fits(P.load_pickle(Path(work) / "model.q.pkl", "quantize", QModel), _io_max_t(Path(work)), target)
-    with atomic_dir(Path(work) / "firmware", "firmware.elf", what="WORK/firmware") as tmp:
-        fw = P.build_target(src, tmp, target, variant)
-    P.build_host(src, Path(work) / "host")
-    P.save_pickle(_build_record(target, board, variant, wait_states, kernels, fw), Path(work) / "build.pkl")
-    P.stage_done(work, "build")
-    click.echo(f"firmware: {fw.flash_bytes:,} bytes flash, {fw.ram_bytes:,} bytes RAM ({target.name}, {variant})")
+    from .pipeline.commands import build_command
+    fw, target = build_command(work, target_name, board_name, kernels, variant, wait_states)
+    click.echo(f"firmware: {fw.flash_bytes:,} bytes flash, {fw.ram_bytes:,} bytes RAM ({target.name}, {fw.variant})")
 
 
 @main.command("emulate")
@@ -338,54 +184,15 @@ def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
 @guard
 def emulate_cmd(work, data, emulate_max, traffic_sample, workers, emulator, board_name, bundle, timeout):
     """Run float, golden, host build and emulated firmware on --data (writes evaluation.pkl)."""
-    from . import pipeline as P
-    from .build import Firmware
-    from .emulators import choose
-    w = Path(work)
-    P.check_fresh(w, "emulate")
-    ir = P.load_pickle(w / "model.ir.pkl", "import", ModelIR)
-    qm = P.load_pickle(w / "model.q.pkl", "quantize", QModel)
-    b = P.load_pickle(w / "build.pkl", "build", dict)
-    if not {"target", "variant", "wait_states", "flash_bytes", "ram_bytes"} <= set(b):
-        raise RnnskipError(f"{w / 'build.pkl'} is not a file written by rnnskip's 'build' stage; run that stage again")
-    if emulator == "unicorn":   # the firmware 'build' compiled; --board is for the board emulators
-        board, target = None, _board_target(b["target"], b.get("board"), b["wait_states"])[1]
-    else:
-        board, target = _board_target(None, board_name or b.get("board"), b["wait_states"])
-    emu = choose(emulator, target, board, b["wait_states"], traffic_sample=traffic_sample, workers=workers,
-                 timeout=timeout)
-    ds = _load_data(data, ir)
-    max_t = _io_max_t(w)
-    if ds.x.shape[1] > max_t:
-        raise RnnskipError(f"--data has sequences of {ds.x.shape[1]} steps but the firmware holds {max_t}; "
-                           f"regenerate with 'rnnskip generate {work} --max-t {ds.x.shape[1]}'")
-    if emu.board is None:
-        fw = Firmware(elf=w / "firmware" / "firmware.elf", map=w / "firmware" / "firmware.map",
-                      variant=b["variant"], flash_bytes=b["flash_bytes"], ram_bytes=b["ram_bytes"])
-        n = emulate_max
-    else:
-        n = emulate_max or bundle
-        fw = P.build_firmware(w / "src", w / f"board-{emu.board.name}", emu, b["variant"], qm, ds, n, max_t, ir.name)
-    ev = P.evaluate(ir, qm, ds, host_so=w / "host" / "librnnskip_model.so", firmware=fw, emulator=emu, emulate_max=n)
-    b = dict(b, target=emu.target.name, board=emu.board.name if emu.board else b.get("board"),
-             flash_bytes=fw.flash_bytes, ram_bytes=fw.ram_bytes, elf=str(fw.elf))
-    P.save_pickle({"ev": ev, "build": b}, w / "evaluation.pkl")
-    P.stage_done(w, "emulate")
-    run = ev.emu.board_run
+    from .pipeline.commands import emulate_command
+    res = emulate_command(work, data, emulator, board_name, emulate_max, bundle, timeout, traffic_sample, workers)
+    ev, run = res.evaluation, res.evaluation.emu.board_run
     if run is not None:
-        click.echo(f"{emulator} {emu.board.name}: {ev.device_checked} sequences, {ev.mismatches} "
-                   f"mismatches; {run['device_summary'].get('result', '?')} ({run.get('instruction_counts')})")
+        click.echo(f"{res.emulator.label}: {ev.device_checked} sequences, {ev.mismatches} mismatches; "
+                   f"{run['device_summary'].get('result', '?')} ({run.get('instruction_counts')})")
     else:
         click.echo(f"emulated {ev.device_checked} sequences; {ev.mismatches} mismatches")
-    if ev.mismatches:   # the contract is bit-exactness, as in rnnskip-convert
-        raise RnnskipError(f"{ev.mismatches} sequences differ from the golden model "
-                           f"({ev.first_mismatch}); this is a bug: please report it with the work folder")
-
-
-def _io_max_t(work: Path) -> int:
-    import re
-    m = re.search(r"#define RNNSKIP_MAX_T (\d+)", (work / "src" / "rnnskip_io.c").read_text())
-    return int(m.group(1))
+    res.check()
 
 
 @main.command("report")
@@ -393,24 +200,9 @@ def _io_max_t(work: Path) -> int:
 @guard
 def report_cmd(work):
     """Write WORK/report.json from the last 'emulate' run and print the table."""
-    from . import pipeline as P
-    from .build import Firmware
-    from .report import build_report, table, write_report
-    w = Path(work)
-    P.check_fresh(w, "report")
-    ir = P.load_pickle(w / "model.ir.pkl", "import", ModelIR)
-    qm = P.load_pickle(w / "model.q.pkl", "quantize", QModel)
-    e = P.load_pickle(w / "evaluation.pkl", "emulate", dict)
-    if not {"ev", "build"} <= set(e):
-        raise RnnskipError(f"{w / 'evaluation.pkl'} is not a file written by rnnskip's 'emulate' stage; run that stage again")
-    b = e["build"]
-    _, target = _board_target(b["target"], b.get("board"), b["wait_states"])
-    elf = Path(b.get("elf") or w / "firmware" / "firmware.elf")
-    fw = Firmware(elf=elf, map=elf.with_suffix(".map"),
-                  variant=b["variant"], flash_bytes=b["flash_bytes"], ram_bytes=b["ram_bytes"])
-    rep = build_report(ir, qm, e["ev"], target, b["kernels"], b["variant"], firmware=fw)
-    write_report(rep, w / "report.json")
-    click.echo(table(rep))
+    from .pipeline.commands import report_command
+    from .report import table
+    click.echo(table(report_command(work)))
 
 
 @main.command("targets")
@@ -454,7 +246,7 @@ def boards_cmd():
 @guard
 def train_predictor_cmd(model, train, val, max_loss, out, ptype, rounds, size_ratio, measure, calibrate_on, calib,
                         margin_se):
-    """Train a time-step skip predictor for MODEL (frozen) within an accuracy budget (issue 4).
+    """Train a time-step skip predictor for MODEL (frozen) within an accuracy budget.
 
     The skip-predictor method is the subject of Arm's US patent 11,663,814 B2
     ("Skip predictor for pre-trained recurrent neural networks"); take advice before commercial use."""

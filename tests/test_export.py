@@ -93,11 +93,11 @@ def test_cmsis_nn_project_asks_for_cmsis_nn_path(model, tmp_path):
 @needs_arm
 def test_cli_export(model, tmp_path, monkeypatch):
     from click.testing import CliRunner
-    from rnnskip import pipeline
     from rnnskip.cli import main
+    from rnnskip.pipeline import stages
     from rnnskip.datasets import Dataset, save_npz
     ir, qm, x, L, d = model
-    monkeypatch.setattr(pipeline, "import_model", lambda path: ir)
+    monkeypatch.setattr(stages, "import_model", lambda path: ir)
     save_npz(str(tmp_path / "d.npz"), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))
     r = CliRunner().invoke(main, ["convert", "model.h5", "--target", "cortex-m4", "--board", "stm32f407",
                                   "--export", str(tmp_path / "fw"), "--data", str(tmp_path / "d.npz"),

@@ -111,11 +111,11 @@ def test_cli_convert_and_emulate_with_qemu(model, tmp_path, monkeypatch):
     """rnnskip-convert --board netduinoplus2 --emulator qemu, then the emulate stage on its work folder."""
     import json
     from click.testing import CliRunner
-    from rnnskip import pipeline
     from rnnskip.cli import main
+    from rnnskip.pipeline import stages
     from rnnskip.datasets import Dataset, save_npz
     ir, x, L = model["ir"], model["x"], model["L"]
-    monkeypatch.setattr(pipeline, "import_model", lambda path: ir)      # no Keras needed here
+    monkeypatch.setattr(stages, "import_model", lambda path: ir)      # no Keras needed here
     save_npz(str(tmp_path / "d.npz"), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))
     out = tmp_path / "out"
     r = CliRunner().invoke(main, ["convert", "model.h5", "--board", "netduinoplus2", "--emulator", "qemu",

@@ -111,12 +111,12 @@ def test_cli_renode_with_a_stand_in_runner(tmp_path, monkeypatch):
     import json
     from click.testing import CliRunner
     from random_models import mixed_ir, random_data
-    from rnnskip import pipeline
     from rnnskip.cli import main
+    from rnnskip.pipeline import stages
     from rnnskip.datasets import Dataset, save_npz
     ir = mixed_ir()
     x, L = random_data(ir, n=3, T=9, seed=4)
-    monkeypatch.setattr(pipeline, "import_model", lambda path: ir)
+    monkeypatch.setattr(stages, "import_model", lambda path: ir)
     save_npz(str(tmp_path / "d.npz"), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))
     args = ["convert", "model.h5", "--board", "mps2-an386", "--data", str(tmp_path / "d.npz"), "--bundle", "3"]
     monkeypatch.setattr(R, "RENODE_TEST", "renode-test-not-installed")

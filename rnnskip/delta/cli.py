@@ -1,5 +1,5 @@
-"""Command-line pieces of delta mode: ``rnnskip delta-tune``, ``rnnskip delta-train``
-and the ``--delta`` option of ``rnnskip-convert`` (wired in rnnskip/cli.py)."""
+"""The delta-network commands ``rnnskip delta-tune`` and ``rnnskip delta-train`` (registered
+in rnnskip/cli.py); ``rnnskip-convert --delta`` is rnnskip/delta/convert.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,55 +8,13 @@ import click
 
 from ..cli_support import guard
 from ..errors import RnnskipError
-from .spec import DeltaSpec
 from .tune import GRID
-
-
-class DeltaSetup:
-    """``rnnskip-convert --delta delta.json``: checked before anything is written,
-    attached after quantisation, reported after emulation."""
-
-    def __init__(self, spec: DeltaSpec, path: str):
-        self.spec, self.path = spec, path
-        self.grid_mismatch = None   # set by attach(): what differs from the grid the thresholds were made on
-
-    @classmethod
-    def prepare(cls, ir, path) -> "DeltaSetup":
-        spec = DeltaSpec.load(path)
-        spec.check_model(ir, where=f"--delta {path}")
-        return cls(spec, str(path))
-
-    def attach(self, qm) -> None:
-        """Thresholds onto the quantised model; a warning line when its int8 grid is not the one
-        the thresholds were chosen on (other calibration data: the same steps mean other values)."""
-        from .spec import grid_mismatch
-        qm.delta = self.spec
-        self.grid_mismatch = grid_mismatch(self.spec.grid, qm)
-        if self.grid_mismatch:
-            cal = self.spec.tuning.get("calibration")
-            click.echo(f"warning: --delta {self.path}: its thresholds are int8 steps of another grid "
-                       f"({self.grid_mismatch}): pass the --calib it was made with"
-                       f"{f' (--calib {cal})' if cal else ''}, or re-run 'rnnskip delta-tune' with this --calib",
-                       err=True)
-
-    def section(self, ir, qm, ds, ev, out_dir, fw=None, dense_fw=None, target=None, dense_emu=None) -> dict:
-        from .report import section
-        sec = section(ir, qm, ds, ev, out_dir, float_acc=getattr(ev, "float_acc", None), dense_fw=dense_fw,
-                      target=target, dense_emu=dense_emu)
-        sec["thresholds_file"] = self.path
-        if self.spec.grid:
-            from .spec import grid_of
-            sec["int8_grid"] = {"tuned": self.spec.grid, "deployed": grid_of(qm),
-                                "same": self.grid_mismatch is None}
-        if fw is not None and "firmware_flash_bytes" in sec:
-            sec["firmware_flash_bytes"]["delta"] = int(fw.flash_bytes)
-        return sec
 
 
 def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, reference="float", grid=None,
                    log=click.echo, progress=True, margin_se=0.0) -> dict:
     """Tune thresholds on --val and write delta.json (+ delta_pareto.png next to it)."""
-    from .. import pipeline as P
+    from .. import pipeline
     from ..datasets import load_npz
     from .tune import GRID, plot_pareto, tune
     out = Path(out)
@@ -64,14 +22,14 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, refere
         raise RnnskipError(f"--out {out}: the thresholds file must end in .json")
     if not (margin_se >= 0):
         raise RnnskipError(f"--margin-se {margin_se} must be >= 0 (standard errors, e.g. 1)")
-    ir = P.import_model(model)
+    ir = pipeline.import_model(model)
     from .spec import check_supported, grid_of
     check_supported(ir.rnn_layers)
     if val is None:
         raise RnnskipError("--val is required: validation data (.npz) to measure accuracy on")
     va = load_npz(str(val), ir)
     cal = load_npz(str(calib), ir) if calib else va
-    qm, _ = P.quantize_model(ir, cal, calib_max, progress=False)
+    qm, _ = pipeline.quantize_model(ir, cal, calib_max, progress=False)
     grid = list(GRID if grid is None else grid)
     log(f"delta-tune: {ir.name}, {len(va)} validation sequences, thresholds from {grid} int8 steps, "
         f"budget {max_loss} points below the {reference} model; int8 grid calibrated on {calib or val}"

@@ -1,8 +1,7 @@
-"""The convert flow, one stage per function: import -> quantize -> generate ->
-build -> evaluate (float, golden, host, emulator) -> report. Data flows one way."""
+"""The stages on in-memory objects: import -> quantize -> (generate) -> build ->
+evaluate (float, golden, host, emulator) -> dense reference. Data flows one way."""
 from __future__ import annotations
 
-import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,28 +9,35 @@ from typing import Optional
 
 import numpy as np
 
-from . import outputs
-from .build import Firmware, build_host, build_target
-from .converter.ir import ModelIR
-from .datasets import Dataset
-from .emulators.base import EmulationResult, Sequences
-from .errors import RnnskipError
-from .generate import KERNEL_PROVIDERS, generate
-from .host import HostModel
-from .quant.calibrate import calibrate
-from .quant.delta_golden import golden_for
-from .quant.model import QModel
-from .quant.quantize import quantize
+from .. import outputs
+from ..build import Firmware, build_host, build_target
+from ..converter.ir import ModelIR
+from ..datasets import Dataset
+from ..emulators.base import EmulationResult, Sequences
+from ..errors import RnnskipError
+from ..generate import KERNEL_PROVIDERS, generate
+from ..host import HostModel
+from ..quant.calibrate import calibrate
+from ..quant.delta_golden import golden_for
+from ..quant.model import QModel
+from ..quant.quantize import quantize
 
 
 def import_model(path) -> ModelIR:
-    from .converter.keras_import import load_model_file
+    from ..converter.keras_import import load_model_file
     return load_model_file(str(path))
 
 
 def float_model(ir: ModelIR):
-    from .reference import FloatModel
+    from ..reference import FloatModel
     return FloatModel(ir)
+
+
+def load_data(path, ir: ModelIR, what: str = "--data") -> Dataset:
+    from ..datasets import load_npz
+    if path is None:
+        raise RnnskipError(f"{what} is required: an .npz with x, y and optional lengths")
+    return load_npz(str(path), ir)
 
 
 def quantize_model(ir: ModelIR, calib: Dataset, max_sequences: int = 1000, progress: bool = True):
@@ -39,6 +45,18 @@ def quantize_model(ir: ModelIR, calib: Dataset, max_sequences: int = 1000, progr
     ds = calib.sample(max_sequences, seed=0) if len(calib) > max_sequences else calib
     ranges = calibrate(ir, float_model(ir), ds.x, ds.lengths, progress=progress)
     return quantize(ir, ranges), ranges
+
+
+def check_kernels(kernels: str) -> None:
+    if kernels not in KERNEL_PROVIDERS:
+        raise RnnskipError(f"unknown --kernels '{kernels}'; choose one of {', '.join(KERNEL_PROVIDERS)}")
+
+
+def kernel_variant(target, variant: Optional[str], kernels: str = "portable") -> str:
+    """The portable kernels' path: ``variant``, else DSP where the core has it."""
+    if kernels == "naive":  # the baseline is plain C throughout
+        return "plain"
+    return variant or ("dsp" if target.dsp else "plain")
 
 
 def _step_len(qm: QModel) -> int:
@@ -61,8 +79,8 @@ def build_firmware(src: Path, out: Path, emulator, variant: str, qm: QModel, ds:
     ``n`` sequences of ``ds`` and their golden results linked in (rnnskip.boards.firmware)."""
     if emulator.board is None:
         return build_target(src, out, emulator.target, variant)
-    from .boards.firmware import build_board_firmware, make_bundle
-    from .targets.fit import check_fits
+    from ..boards.firmware import build_board_firmware, make_bundle
+    from ..targets.fit import check_fits
     bundle = make_bundle(qm, ds.x, ds.lengths, n)
     check_fits(qm, max_t, emulator.target, where=f"board {emulator.board.name}", bundled_bytes=bundle.flash_bytes())
     return build_board_firmware(src, out, emulator.board, bundle, variant, model_name, emulator.wait_states)
@@ -159,80 +177,3 @@ def dense_reference(qm_dense: QModel, work: Path, emulator, ds: Dataset, n: int,
     generate(qm_dense, work / "src", max_t=max_t, kernels=kernels)
     fw = build_firmware(work / "src", work / "firmware", emulator, variant, qm_dense, ds, n, max_t, model_name)
     return Reference(firmware=fw, result=emulator.run(fw, device_sequences(qm_dense, ds, n)))
-
-
-def save_pickle(obj, path: Path) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f)
-
-
-#: what each stage's output was made from (the stage commands of ``rnnskip``)
-STAGE_READS = {"import": (), "quantize": ("import",), "generate": ("quantize",), "build": ("quantize", "generate"),
-               "emulate": ("import", "quantize", "build"), "report": ("import", "quantize", "emulate")}
-_STAGE_OUTPUT = {"import": "model.ir.pkl", "quantize": "model.q.pkl", "generate": "src/", "build": "firmware/",
-                 "emulate": "evaluation.pkl"}
-
-
-def _manifest_path(work) -> Path:
-    return Path(work) / "stages.json"
-
-
-def _manifest(work) -> dict:
-    import json
-    try:
-        m = json.loads(_manifest_path(work).read_text())
-        return m if isinstance(m, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def check_fresh(work, stage: str) -> None:
-    """Refuse to run ``stage`` on outputs of earlier stages that no longer match each
-    other (say 'quantize' ran again after 'build': the firmware holds the old weights)."""
-    m = _manifest(work)
-    todo, seen = list(STAGE_READS[stage]), set()
-    while todo:
-        s = todo.pop()
-        if s in seen:
-            continue
-        seen.add(s)
-        todo += STAGE_READS[s]
-        rec = m.get(s)
-        if not isinstance(rec, dict):
-            continue                      # made before stages.json existed: nothing to compare
-        for d, run in (rec.get("read") or {}).items():
-            now = (m.get(d) or {}).get("run")
-            if run and now and run != now:
-                raise RnnskipError(f"{Path(work) / _STAGE_OUTPUT[s]} was made from an earlier '{d}' run; run "
-                                   f"'rnnskip {s} {work}' (and the stages after it) again")
-
-
-def stage_done(work, stage: str) -> None:
-    """Record that ``stage`` wrote its output, from the current outputs of the stages it read."""
-    import json
-    import uuid
-    m = _manifest(work)
-    m[stage] = {"run": uuid.uuid4().hex[:12],
-                "read": {d: (m.get(d) or {}).get("run") for d in STAGE_READS[stage]}}
-    tmp = _manifest_path(work).with_suffix(".json.partial")
-    tmp.write_text(json.dumps(m, indent=1))
-    tmp.replace(_manifest_path(work))
-
-
-def load_pickle(path: Path, what: str, kind=None):
-    """A stage's pickle; ``kind``: the type it must hold (a foreign pickle is refused)."""
-    try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f)
-    except FileNotFoundError:
-        raise RnnskipError(f"{path} not found; run the '{what}' stage first")
-    except Exception:
-        raise RnnskipError(f"{path} is not a file written by rnnskip's '{what}' stage; run that stage again")
-    if kind is not None and not isinstance(obj, kind):
-        raise RnnskipError(f"{path} is not a file written by rnnskip's '{what}' stage; run that stage again")
-    return obj
-
-
-def check_kernels(kernels: str) -> None:
-    if kernels not in KERNEL_PROVIDERS:
-        raise RnnskipError(f"unknown --kernels '{kernels}'; choose one of {', '.join(KERNEL_PROVIDERS)}")

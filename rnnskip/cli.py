@@ -54,7 +54,7 @@ def _apply(opts):
 @click.option("--emulate-max", type=click.IntRange(min=1), default=None, help="Emulate only the first N sequences (default: all).")
 @click.option("--traffic-sample", default=16, show_default=True, help="Sequences whose memory traffic is counted exactly.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Emulator processes.")
-@click.option("--emulator", default="unicorn", show_default=True, help="unicorn (one function, cycle model), qemu or renode (boot the --board image).")
+@click.option("--emulator", default=None, help="unicorn (one function, cycle model; the default), qemu or renode (boot the --board image); a core Unicorn lacks (cortex-m55) runs on qemu, by default on the board its target names.")
 @click.option("--bundle", type=click.IntRange(min=1), default=16, show_default=True, help="qemu/renode: test sequences linked into the board image (--emulate-max overrides).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True, help="qemu/renode: seconds to wait for the firmware's summary line.")
 @click.option("--export", type=click.Path(file_okay=False), default=None, help="Also write a standalone CMake + Makefile firmware project for --board here.")
@@ -177,7 +177,7 @@ def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
 @click.option("--emulate-max", type=click.IntRange(min=1), default=None, help="Emulate only the first N sequences (default: all).")
 @click.option("--traffic-sample", default=16, show_default=True, help="Sequences whose memory traffic is counted exactly.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Parallel emulator processes.")
-@click.option("--emulator", default="unicorn", show_default=True, help="unicorn, qemu or renode (qemu/renode boot the board image).")
+@click.option("--emulator", default=None, help="unicorn (the default), qemu or renode (qemu/renode boot the board image); a core Unicorn lacks (cortex-m55) runs on qemu.")
 @click.option("--board", "board_name", default=None, help="qemu/renode: the board to boot (default: the one 'build' used).")
 @click.option("--bundle", type=click.IntRange(min=1), default=16, show_default=True, help="qemu/renode: test sequences linked into the image.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True, help="qemu/renode: seconds to wait for the summary line.")
@@ -185,7 +185,8 @@ def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
 def emulate_cmd(work, data, emulate_max, traffic_sample, workers, emulator, board_name, bundle, timeout):
     """Run float, golden, host build and emulated firmware on --data (writes evaluation.pkl)."""
     from .pipeline.commands import emulate_command
-    res = emulate_command(work, data, emulator, board_name, emulate_max, bundle, timeout, traffic_sample, workers)
+    res = emulate_command(work, data, emulator, board_name, emulate_max, bundle, timeout, traffic_sample, workers,
+                          note=note)
     ev, run = res.evaluation, res.evaluation.emu.board_run
     if run is not None:
         click.echo(f"{res.emulator.label}: {ev.device_checked} sequences, {ev.mismatches} mismatches; "

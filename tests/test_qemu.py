@@ -11,7 +11,7 @@ import pytest
 from random_models import generated_mixed, random_data
 from rnnskip import boards, pipeline
 from rnnskip.boards.firmware import build_board_firmware, make_bundle
-from rnnskip.datasets import Dataset
+from rnnskip.datasets import Dataset, save_npz
 from rnnskip.emulators import qemu as Q
 from rnnskip.emulators.base import STAT_FIELDS
 from rnnskip.emulators.unicorn import Unicorn
@@ -113,7 +113,6 @@ def test_cli_convert_and_emulate_with_qemu(model, tmp_path, monkeypatch):
     from click.testing import CliRunner
     from rnnskip.cli import main
     from rnnskip.pipeline import stages
-    from rnnskip.datasets import Dataset, save_npz
     ir, x, L = model["ir"], model["x"], model["L"]
     monkeypatch.setattr(stages, "import_model", lambda path: ir)      # no Keras needed here
     save_npz(str(tmp_path / "d.npz"), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))
@@ -144,6 +143,55 @@ def test_cli_convert_and_emulate_with_qemu(model, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["convert", "model.h5", "--emulator", "qemu", "--data", str(tmp_path / "d.npz"),
                                   "--out", str(tmp_path / "o2")])
     assert r.exit_code == 2 and "--emulator qemu boots a whole board image: pass --board" in r.output
+
+
+def test_cortex_m55_runs_on_qemu_by_default(model, tmp_path, monkeypatch):
+    """A core Unicorn lacks: without --board and --emulator, rnnskip-convert and the emulate
+    stage boot the board its target names under QEMU and say so in one line first;
+    --emulator unicorn, or QEMU missing, is refused before calibration with nothing written."""
+    import json
+    import pickle
+    from click.testing import CliRunner
+    from rnnskip.cli import main
+    from rnnskip.pipeline import stages
+    ir, x, L = model["ir"], model["x"], model["L"]
+    monkeypatch.setattr(stages, "import_model", lambda path: ir)      # no Keras needed here
+    data = tmp_path / "d.npz"
+    save_npz(str(data), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))
+    note = ("note: Unicorn has no cortex-m55 core: emulating board mps3-an547 under QEMU "
+            "(--board mps3-an547 --emulator qemu)")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["convert", "model.h5", "--target", "cortex-m55", "--data", str(data),
+                                  "--calib", str(data), "--out", str(out), "--bundle", "3"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.startswith(note + "\n") and r.stderr.count("note:") == 1, r.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["target"] == "cortex-m55" and rep["bitexact"]["device_checked"] == 3
+    assert rep["bitexact"]["mismatches"] == 0
+    e = rep["emulation"]
+    assert e["emulator"] == "qemu" and e["board"]["board"] == "mps3-an547"
+    assert e["cycles_from"].startswith("not modelled: target cortex-m55 cannot run under Unicorn")
+    assert pickle.loads((out / "build.pkl").read_bytes())["board"] == "mps3-an547"
+    # the emulate stage on that folder: QEMU again, on the board 'convert' recorded
+    r = CliRunner().invoke(main, ["emulate", str(out), "--data", str(data), "--bundle", "2"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.startswith("note: Unicorn has no cortex-m55 core: emulating board mps3-an547 under QEMU "
+                               "(--emulator qemu)\n")
+    assert "qemu mps3-an547: 2 sequences, 0 mismatches; PASS" in r.stdout
+    # Unicorn asked for by name: one line before any work
+    r = CliRunner().invoke(main, ["convert", "model.h5", "--target", "cortex-m55", "--emulator", "unicorn",
+                                  "--data", str(data), "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and r.stdout == "" and "calibrate" not in r.stderr
+    assert r.stderr.startswith("error: target cortex-m55 cannot run under Unicorn: Unicorn 2.1.4 has no Armv8.1-M core")
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o2").exists()
+    # no QEMU: the default is refused as early
+    monkeypatch.setattr(Q, "QEMU", "qemu-system-arm-not-installed")
+    r = CliRunner().invoke(main, ["convert", "model.h5", "--target", "cortex-m55", "--data", str(data),
+                                  "--out", str(tmp_path / "o3")])
+    assert r.exit_code == 2 and "calibrate" not in r.stderr and not (tmp_path / "o3").exists()
+    assert r.stderr.strip().splitlines() == ["error: qemu-system-arm-not-installed not found on PATH; run 'make setup' "
+                                             "(installs Debian's qemu-system-arm) or 'sudo apt-get install "
+                                             "qemu-system-arm'"]
 
 
 def test_helium_kernels_bitexact_on_a_wide_model(tmp_path):

@@ -84,14 +84,15 @@ class Emulation:
                                f"this is a bug: please report it with the work folder")
 
 
-def emulate_command(work, data, emulator: str = "unicorn", board_name: Optional[str] = None,
+def emulate_command(work, data, emulator: Optional[str] = None, board_name: Optional[str] = None,
                     emulate_max: Optional[int] = None, bundle: int = 16, timeout: float = 120.0,
-                    traffic_sample: int = 16, workers: int = 2) -> Emulation:
+                    traffic_sample: int = 16, workers: int = 2, note=None) -> Emulation:
     """Float, golden, host build and emulated firmware on ``data`` (WORK/evaluation.pkl).
 
     Unicorn runs WORK/firmware; QEMU and Renode boot a board image built here from WORK/src
     (``board_name``, else the board 'build' used) with the first ``emulate_max`` or
-    ``bundle`` sequences linked in."""
+    ``bundle`` sequences linked in. ``emulator`` None: Unicorn where it has the core,
+    else QEMU; ``note`` gets the line saying so before the run."""
     from .. import emulators
     w = Path(work)
     workdir.check_fresh(w, "emulate")
@@ -99,14 +100,16 @@ def emulate_command(work, data, emulator: str = "unicorn", board_name: Optional[
     qm = workdir.load_pickle(w / "model.q.pkl", "quantize", QModel)
     rec = workdir.load_build_record(w)
     built_board, built_target = boards.resolve(rec["target"], rec["board"], rec["wait_states"])
-    if emulator == "unicorn":
+    if emulator == "unicorn" or (emulator is None and built_target.unicorn_cpu):
         board, target = None, built_target   # the firmware 'build' compiled; --board is for the board emulators
     elif board_name:
         board, target = boards.resolve(None, board_name, rec["wait_states"])
     else:
         board, target = built_board, built_target
-    emu = emulators.choose(emulator, target, board, rec["wait_states"], traffic_sample=traffic_sample,
-                           workers=workers, progress=True, timeout=timeout)
+    emu, why = emulators.choose(emulator, target, board, rec["wait_states"], traffic_sample=traffic_sample,
+                                workers=workers, progress=True, timeout=timeout)
+    if why and note is not None:
+        note(why)
     ds = stages.load_data(data, ir)
     if ds.x.shape[1] > rec["max_t"]:
         raise RnnskipError(f"--data has sequences of {ds.x.shape[1]} steps but the firmware holds {rec['max_t']}; "

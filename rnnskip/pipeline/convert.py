@@ -47,31 +47,36 @@ class Conversion:
 
 def run_convert(model, target_name, data, out, kernels="portable", variant=None, calib=None,
                 calib_max=1000, emulate_max=None, traffic_sample=16, wait_states=None, workers=2,
-                host=True, progress=True, board_name=None, emulator="unicorn", bundle=16, timeout=120.0,
+                host=True, progress=True, board_name=None, emulator=None, bundle=16, timeout=120.0,
                 export=None, skip=None, delta=None, log: Callable[[str], None] = _quiet,
                 note: Callable[[str], None] = _quiet) -> Conversion:
     """Import, quantize, generate, build, emulate and report MODEL into ``out`` (replaced
     only when complete). Used by rnnskip-convert, the demo and the benchmarks.
 
-    emulator: "unicorn", "qemu" or "renode" (rnnskip.emulators).
+    emulator: "unicorn", "qemu" or "renode"; None picks Unicorn where it has the core, else
+    QEMU on ``board_name`` or the core's default board (rnnskip.emulators.choose).
     board_name: build for that board's memory map; QEMU and Renode boot the board image with
     ``bundle`` test sequences (``emulate_max`` if given) linked in.
     skip: time-step skipping options (keys predictor, skip, train, val, max_loss, ptype, margin_se;
     see rnnskip.skip.convert.SkipSetup.prepare), None for a dense model.
     delta: a delta-network thresholds file (delta.json), None for a dense model.
-    log: progress lines (predictor training); note: one-line remarks for stderr (a delta grid
-    that differs).
+    log: progress lines (predictor training); note: one-line remarks for stderr (the emulator
+    picked for a core Unicorn lacks, a delta grid that differs).
     The caller checks bit-exactness with :meth:`Conversion.check` after showing the report."""
     from ..generate import generate
     from ..report import build_report, write_plots, write_report
     from ..targets.fit import check_fits
     stages.check_kernels(kernels)
     board, target = boards.resolve(target_name, board_name, wait_states)
-    emu = emulators.choose(emulator, target, board, wait_states, traffic_sample=traffic_sample, workers=workers,
-                           progress=progress, timeout=timeout)
+    emu, why = emulators.choose(emulator, target, board, wait_states, traffic_sample=traffic_sample,
+                                workers=workers, progress=progress, timeout=timeout)
     if export and board is None:
         raise RnnskipError("--export needs --board: the project is for one board (memory map, startup, UART); "
                            "see 'rnnskip boards'")
+    if why:
+        note(why)
+    board_picked = board is None and emu.board is not None
+    board, target = (emu.board or board), emu.target
     variant = stages.kernel_variant(target, variant, kernels)
     if export:   # refused now rather than after the whole conversion
         from ..boards.export import EXPORT_MARKER, EXPORT_REGENERATED
@@ -79,6 +84,9 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     ir = stages.import_model(model)
     if ir.per_step and (skip or delta or board is not None):
         # these paths read one output row per sequence; refuse rather than report wrong numbers
+        if board_picked:
+            raise RnnskipError(f"{target.name} runs as a board image under QEMU, which does not support models "
+                               f"with an output per time step (return_sequences=True at the output) yet")
         what = "--predictor/--skip" if skip else ("--delta" if delta else "--board")
         raise RnnskipError(f"{what} does not support models with an output per time step (return_sequences=True "
                            f"at the output) yet; convert without {what.split('/')[0]}")

@@ -1,4 +1,4 @@
-"""Issue #5 benchmark: delta networks (Neil et al., ICML 2017) on cortex-m4.
+"""Delta-network benchmark: delta networks (Neil et al., ICML 2017) on cortex-m4.
 
 * Kernel: cycles of the gather + column-sparse mat-vec against the fraction of
   transmitting columns, next to the dense paired mat-vec on the same matrix.
@@ -114,7 +114,7 @@ def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
     """Cycles per step by part, delta firmware vs the dense firmware of the same model,
     on the first k sequences of ``data`` (emulated function profile). The delta cells are
     inlined into rnnskip_step, so 'step code' is the delta cells plus the step's bookkeeping."""
-    from rnnskip import outputs as O
+    from rnnskip import outputs
     from rnnskip import pipeline
     from rnnskip import targets
     from rnnskip.datasets import load_npz
@@ -135,7 +135,7 @@ def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
            "macs_delta": float(m["effective"].sum())}
     for name, elf in (("delta", conv_dir / "firmware" / "firmware.elf"),
                       ("dense", conv_dir / "dense-ref-delta" / "firmware" / "firmware.elf")):
-        prof = profile_functions(elf, t, dev_x, ds.lengths, valid, O.macs_budget(qm))
+        prof = profile_functions(elf, t, dev_x, ds.lengths, valid, outputs.macs_budget(qm))
         parts, rest = {}, dict(prof)
         for label, funcs in PARTS:
             v = sum(rest.pop(f, 0) for f in funcs)
@@ -418,7 +418,7 @@ def _bound_text(bd: dict) -> str:
 
 
 def markdown(res: dict) -> str:
-    L = ["## Delta networks on cortex-m4 (issue #5)", "",
+    L = ["## Delta networks on cortex-m4", "",
          "Method (Neil et al., ICML 2017; `docs/delta.md`): every input and hidden element keeps its last "
          "transmitted int8 value and transmits only when it moved by more than a threshold (whole int8 steps); the "
          "gate sums are running sums updated with the weight columns of the transmitting elements only. Run-time "
@@ -516,7 +516,7 @@ def markdown(res: dict) -> str:
                   f"{100 * k['full_density_overhead_fallback']:+.1f}%.", ""]
     if f:
         rt, t = f["runtime"], f["trained"]
-        L += ["### Against the issue's targets", "",
+        L += ["### Against the goals", "",
               f"- FSDD run-time delta: {_x(rt['mac_reduction_x'])} fewer effective MACs at "
               f"{100 * (rt['accuracy']['float'] - rt['accuracy']['delta_int8']):.2f} points below the dense float model "
               f"(target >= 3x at <= 1 point).",

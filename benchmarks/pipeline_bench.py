@@ -1,4 +1,4 @@
-"""Issue #3 benchmark: the SST-2 LSTM through the int8 pipeline on cortex-m4.
+"""Int8 pipeline benchmark: the SST-2 LSTM through the int8 pipeline on cortex-m4.
 
 Kernel variants on the same model and cycle model: portable DSP path, portable
 plain C, a naive-C mat-vec baseline, CMSIS-NN (when CMSIS_NN_PATH is set); the
@@ -49,7 +49,7 @@ def markdown(res: dict) -> str:
     runs = res["runs"]
     d = runs["dsp"]
     m, a, e, fp = d["model"], d["accuracy"], d["emulation"], d["footprint"]
-    L = ["## Int8 pipeline: SST-2 LSTM on cortex-m4 (issue #3)", "",
+    L = ["## Int8 pipeline: SST-2 LSTM on cortex-m4", "",
          f"Model: Embedding({m['params'] - 0:,} params total) -> LSTM({m['layers'][0]['units']}) -> Dense, "
          f"{m['macs_per_step']:,} MAC per step, {m['timesteps_mean']:.1f} steps per sentence on average "
          f"(SST-2 dev, {a['n']} sentences). Trained by `benchmarks/sst2_model.py` "

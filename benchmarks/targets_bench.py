@@ -1,4 +1,4 @@
-"""Issue #6 benchmark: the SST-2 LSTM on every Cortex-M target - cycles, flash and RAM,
+"""Targets benchmark: the SST-2 LSTM on every Cortex-M target - cycles, flash and RAM,
 dense and with time-step skipping.
 
 One quantisation (the same as the pipeline benchmark's: calibration on the SST-2
@@ -152,7 +152,7 @@ def _f(v, d=0):
 
 def markdown(res: dict) -> str:
     m = res["meta"]
-    L = ["## Every Cortex-M target: SST-2 LSTM cycles, flash and RAM (issue #6)", "",
+    L = ["## Every Cortex-M target: SST-2 LSTM cycles, flash and RAM", "",
          f"The SST-2 model of the pipeline section ({m['macs_per_step']:,} MAC per LSTM step, "
          f"{m['weights_bytes']:,} bytes of int8 weights + embedding, sequences of up to {m['max_t']} steps), "
          f"portable kernels, the first {m['sequences']} dev sentences per target. Cycles: Unicorn + the core's "

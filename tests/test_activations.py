@@ -1,4 +1,4 @@
-"""Issue 7: integer activations beyond sigmoid/tanh -- error bounds against float,
+"""Integer activations beyond sigmoid/tanh -- error bounds against float,
 the C kernels equal to the golden model (exhaustively for the activations, on random
 models for the cells), and the generated tables up to date."""
 from __future__ import annotations
@@ -15,14 +15,14 @@ from rnnskip import pipeline
 from rnnskip.datasets import Dataset
 from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.generate import generate, kernel_dir
-from rnnskip.quant import act as A
+from rnnskip.quant import act
 from rnnskip.quant.calibrate import calibrate
 from rnnskip.quant.golden import GoldenModel
 from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel, activation
 
 HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
-ALL = sorted(A.ACT_IDS)
+ALL = sorted(act.ACT_IDS)
 X = np.arange(-32768, 32768, dtype=np.int64)      # every int16 Q3.12 input
 
 # measured max |int - float| over every Q3.12 input in [-8, 8) (output units), with margin
@@ -31,20 +31,20 @@ BOUNDS = {"sigmoid": 1e-4, "tanh": 5e-4, "hard_sigmoid": 5e-5, "hard_sigmoid_k3"
 
 
 def test_committed_tables_match_generator():
-    assert A.LUTS_C.read_text() == A.render_luts(), "run: python -m rnnskip.quant.act"
+    assert act.LUTS_C.read_text() == act.render_luts(), "run: python -m rnnskip.quant.act"
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_activation_error_bounded(name):
-    got = A.act_q(name, X) / 2.0 ** A.out_q(name)
+    got = act.act_q(name, X) / 2.0 ** act.out_q(name)
     err = np.abs(got - activation(name)(X / 4096.0)).max()
     assert err <= BOUNDS[name], (name, err)
 
 
 def test_hard_sigmoid_generations_differ_where_keras_does():
     x = np.array([-3 * 4096, -2 * 4096, 0, 2 * 4096, 3 * 4096])
-    k2 = A.act_q("hard_sigmoid", x) / 32768.0
-    k3 = A.act_q("hard_sigmoid_k3", x) / 32768.0
+    k2 = act.act_q("hard_sigmoid", x) / 32768.0
+    k3 = act.act_q("hard_sigmoid_k3", x) / 32768.0
     np.testing.assert_allclose(k2, [0.0, 0.1, 0.5, 0.9, 1.0], atol=5e-5)
     np.testing.assert_allclose(k3, [0.0, 1 / 6, 0.5, 5 / 6, 1.0], atol=5e-5)
 
@@ -70,8 +70,8 @@ def act_lib(tmp_path_factory):
 @pytest.mark.parametrize("name", ALL)
 def test_c_activation_equals_golden_everywhere(act_lib, name):
     out = np.zeros(65536, np.int32)
-    act_lib.act_all(ctypes.c_int32(A.ACT_IDS[name]), out.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)))
-    np.testing.assert_array_equal(out, A.act_q(name, X))
+    act_lib.act_all(ctypes.c_int32(act.ACT_IDS[name]), out.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)))
+    np.testing.assert_array_equal(out, act.act_q(name, X))
 
 
 COMBOS = [("relu", "sigmoid"), ("linear", "hard_sigmoid"), ("softsign", "hard_sigmoid_k3"),

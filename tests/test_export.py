@@ -68,8 +68,8 @@ def test_clean_copy_builds_with_cmake_and_make_and_boots(project, tmp_path):
     assert (a / "build/firmware.bin").read_bytes() == (b / "build/firmware.bin").read_bytes()
     if not HAVE["qemu-system-arm"]:
         pytest.skip("qemu-system-arm not installed")
-    from rnnskip.emulators import qemu as Q
-    run = Q.run_firmware(b / "build" / "firmware.elf", boards.load("stm32f407"), timeout=60, icount=False)
+    from rnnskip.emulators import qemu
+    run = qemu.run_firmware(b / "build" / "firmware.elf", boards.load("stm32f407"), timeout=60, icount=False)
     assert run.machine == "netduinoplus2"
     assert run.lines[-1] == ("rnnskip summary: board=stm32f407 target=cortex-m4 sequences=4 match=4 "
                              "mismatch=0 cycles=- result=PASS")

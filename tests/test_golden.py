@@ -64,11 +64,11 @@ def test_firmware_bitexact(built, variant):
     assert ev.device_mismatches == 0, ev.first_mismatch
     assert (ev.emu.stats[:, 1] > 0).all()  # cycles counted for every sequence
     # the function profile accounts for every emulated cycle, and the step runs its kernels
-    from rnnskip import outputs as O
+    from rnnskip import outputs
     from rnnskip.emulators.unicorn import profile_functions
     g = GoldenModel(qm)
     prof = profile_functions(fw.elf, t, g.device_inputs(x), L, None if qm.token_input else g.valid_steps(x),
-                             O.macs_budget(qm))
+                             outputs.macs_budget(qm))
     assert sum(prof.values()) == ev.emu.stats[:, 1].sum()
     assert any(("mat_vec" in k or "dsp_core" in k) and prof[k] > 0 for k in prof), prof
 

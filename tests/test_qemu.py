@@ -12,7 +12,7 @@ from random_models import generated_mixed, random_data
 from rnnskip import boards, pipeline
 from rnnskip.boards.firmware import build_board_firmware, make_bundle
 from rnnskip.datasets import Dataset, save_npz
-from rnnskip.emulators import qemu as Q
+from rnnskip.emulators import qemu
 from rnnskip.emulators.base import STAT_FIELDS
 from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.errors import RnnskipError
@@ -46,7 +46,7 @@ def _build(model, name, **kw):
 @pytest.mark.parametrize("name", QEMU_BOARDS)
 def test_board_boots_bitexact_and_matches_unicorn(model, name, tmp_path):
     b, fw = _build(model, name)
-    run = Q.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path)
+    run = qemu.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path)
     bundle = model["bundle"]
     assert run.start["board"] == name and run.start["sequences"] == str(bundle.n)
     assert run.summary["result"] == "PASS" and run.summary["mismatch"] == "0", run.lines[-1]
@@ -76,18 +76,18 @@ def test_board_boots_bitexact_and_matches_unicorn(model, name, tmp_path):
 
 def test_olimex_falls_back_to_netduinoplus2(model, tmp_path):
     b, fw = _build(model, "olimex-stm32-h405")
-    m, note = Q.machine_for(b)
-    if "olimex-stm32-h405" in Q.machines():
+    m, note = qemu.machine_for(b)
+    if "olimex-stm32-h405" in qemu.machines():
         assert m == "olimex-stm32-h405"
     else:
         assert m == "netduinoplus2" and "8.1" in note
-    assert Q.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path, icount=False).passed
+    assert qemu.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path, icount=False).passed
 
 
 def test_hang_is_a_one_line_timeout(model, tmp_path):
     b, fw = _build(model, "mps2-an386", extra_cflags=("-DRNNSKIP_BOARD_HANG_TEST",))
     with pytest.raises(EmulationError) as e:
-        Q.run_firmware(fw.elf, b, timeout=2, icount=False, workdir=tmp_path)
+        qemu.run_firmware(fw.elf, b, timeout=2, icount=False, workdir=tmp_path)
     msg = str(e.value)
     assert "printed no summary line within 2 s (hung?)" in msg and "rnnskip start:" in msg and "\n" not in msg
 
@@ -96,15 +96,15 @@ def test_fault_is_reported(model, tmp_path):
     b, fw = _build(model, "stm32f407", extra_cflags=("-DRNNSKIP_BOARD_FAULT_TEST=2",))
     with pytest.raises(EmulationError, match=r"firmware faulted on QEMU netduinoplus2 \(board stm32f407\) "
                                              r"while running sequence 2: FAULT: HardFault pc=0x"):
-        Q.run_firmware(fw.elf, b, timeout=30, icount=False, workdir=tmp_path)
+        qemu.run_firmware(fw.elf, b, timeout=30, icount=False, workdir=tmp_path)
 
 
 def test_board_without_qemu_machine_and_missing_qemu(monkeypatch):
     with pytest.raises(RnnskipError, match="board stm32g0b1 .* has no QEMU machine; QEMU can run: .*mps2-an386"):
-        Q.machine_for(boards.load("stm32g0b1"))
-    monkeypatch.setattr(Q, "QEMU", "qemu-system-arm-not-installed")
+        qemu.machine_for(boards.load("stm32g0b1"))
+    monkeypatch.setattr(qemu, "QEMU", "qemu-system-arm-not-installed")
     with pytest.raises(RnnskipError, match="qemu-system-arm-not-installed not found on PATH; run 'make setup'"):
-        Q.run_firmware("fw.elf", boards.load("mps2-an386"))
+        qemu.run_firmware("fw.elf", boards.load("mps2-an386"))
 
 
 def test_cli_convert_and_emulate_with_qemu(model, tmp_path, monkeypatch):
@@ -185,7 +185,7 @@ def test_cortex_m55_runs_on_qemu_by_default(model, tmp_path, monkeypatch):
     assert r.stderr.startswith("error: target cortex-m55 cannot run under Unicorn: Unicorn 2.1.4 has no Armv8.1-M core")
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o2").exists()
     # no QEMU: the default is refused as early
-    monkeypatch.setattr(Q, "QEMU", "qemu-system-arm-not-installed")
+    monkeypatch.setattr(qemu, "QEMU", "qemu-system-arm-not-installed")
     r = CliRunner().invoke(main, ["convert", "model.h5", "--target", "cortex-m55", "--data", str(data),
                                   "--out", str(tmp_path / "o3")])
     assert r.exit_code == 2 and "calibrate" not in r.stderr and not (tmp_path / "o3").exists()
@@ -210,7 +210,7 @@ def test_helium_kernels_bitexact_on_a_wide_model(tmp_path):
                          capture_output=True, text=True).stdout
     paired = dis[dis.index("<rnnskip_mat_vec_paired_s8>:"):]
     assert "vmlava.s16" in paired[:paired.index("\n\n")]          # the Helium paired kernel is linked in
-    run = Q.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path, icount=False)
+    run = qemu.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path, icount=False)
     assert run.passed and run.summary["match"] == "3", run.lines[-1]
 
 
@@ -235,6 +235,6 @@ def test_delta_model_board_image_bitexact(name, tmp_path):
     b = boards.load(name)
     variant = "dsp" if boards.board_target(b).dsp else "plain"
     fw = build_board_firmware(tmp_path / "src", tmp_path / name, b, bundle, variant, "delta")
-    run = Q.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path)
+    run = qemu.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path)
     assert run.summary["result"] == "PASS" and run.summary["mismatch"] == "0", run.lines[-1]
     assert [s["out"] for s in run.sequences] == bundle.out.tolist()

@@ -1,4 +1,4 @@
-"""Skip predictor on the device (issue 4): int8 predictor golden vs host build vs
+"""Skip predictor on the device: int8 predictor golden vs host build vs
 emulated firmware, bit for bit, skip decisions included, on random models."""
 from __future__ import annotations
 

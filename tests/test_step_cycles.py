@@ -1,4 +1,4 @@
-"""The dense LSTM step's modeled cost on cortex-m4: the issue-3 targets, measured.
+"""The dense LSTM step's modeled cost on cortex-m4: the pipeline benchmark's targets, measured.
 
 An SST-2-shaped model (Embedding 32 -> LSTM 64 -> Dense) with random weights;
 cycles per step = least-squares slope of emulated cycles against executed steps.

@@ -1,4 +1,4 @@
-"""The issue-7 model corpus: tiny recurrent models as people publish them, written by
+"""The model corpus: tiny recurrent models as people publish them, written by
 every Keras generation, each converted end to end or refused with its one-line reason.
 
 Generations (``Case.gens``):

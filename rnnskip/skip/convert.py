@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import RnnskipError
 from . import PATENT_NOTICE
-from . import features as F
+from . import features
 from . import plots
 from .evaluate import golden_run, macs
 
@@ -65,7 +65,7 @@ class SkipSetup:
             raise RnnskipError(f"unknown --type '{ptype}'; choose one of {', '.join(TYPES)}")
         s = cls(predictor_dir=predictor, auto=skip == "auto", train_path=train, val_path=val, max_loss=max_loss,
                 type=ptype or "mlp", rounds=rounds, margin_se=0.0 if margin_se is None else margin_se, log=log)
-        F.check_classifier(ir)
+        features.check_classifier(ir)
         if s.auto:
             missing = [n for n, v in (("--train", train), ("--val", val), ("--max-loss", max_loss)) if v is None]
             if missing:
@@ -118,9 +118,9 @@ class SkipSetup:
         else:
             g = golden_run(qm, ds.x, ds.lengths, qp=qp)
             skip = {"run_steps": g["run_steps"], "skip_rate": g["skip_rate"], "acc": float(np.mean(g["pred"] == y))}
-        fm_ = F.run(_fm(ir), ds.x, ds.lengths)
+        fm_ = features.run(_fm(ir), ds.x, ds.lengths)
         o = self.meta.get("oracle", {})
-        orc = F.run(_fm(ir), ds.x, ds.lengths, decide=F.oracle_rule(float(o.get("threshold", 0.0))),
+        orc = features.run(_fm(ir), ds.x, ds.lengths, decide=features.oracle_rule(float(o.get("threshold", 0.0))),
                     measure=o.get("measure", "l2"), include_cell=bool(o.get("include_cell", False)))
         fmacs = macs(ir, orc.valid.sum(axis=1), orc.ran.sum(axis=1), 0)
         m = macs(ir, dense["valid_steps"], skip["run_steps"], qp.macs)
@@ -184,7 +184,7 @@ class SkipSetup:
             sub = np.sort(np.random.default_rng(0).choice(len(ds), plot_max, replace=False))
             ds = ds.subset(sub)
             dense = {k: (v[sub] if isinstance(v, np.ndarray) and len(v) == len(full) else v) for k, v in dense.items()}
-            fm_run = F.run(_fm(ir), ds.x, ds.lengths)
+            fm_run = features.run(_fm(ir), ds.x, ds.lengths)
         y = np.asarray(ds.y)
         fm = _fm(ir)
         names = []
@@ -194,7 +194,7 @@ class SkipSetup:
         ths = sorted({float(p["threshold"]) for p in o.get("val", {}).get("points", [])})
         oc = {"label": "oracle (float)", "skip": [], "acc": []}
         for th in ths:   # every sweep point (<= 16): the grid runs to 99% skipping
-            r = F.run(fm, ds.x, ds.lengths, decide=F.oracle_rule(th), measure=o.get("measure", "l2"),
+            r = features.run(fm, ds.x, ds.lengths, decide=features.oracle_rule(th), measure=o.get("measure", "l2"),
                       include_cell=bool(o.get("include_cell", False)))
             oc["skip"].append(r.skip_rate)
             oc["acc"].append(r.accuracy(y))
@@ -318,7 +318,7 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     inputs = (model, train, val, calib)
     check_replaceable(out, "predictor.json", inputs=inputs)   # before the training, not after it
     ir = import_model(model)
-    F.check_classifier(ir)
+    features.check_classifier(ir)
     tr = load_npz(str(train), ir)
     va = load_npz(str(val), ir)
     qm = None

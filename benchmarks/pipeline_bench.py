@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from .common import bench_out, convert, read_json, shared_data
+from .common import bench_out, convert, shared_data
 from .sst2_model import load_benchmark, train_sst2
 
 #: emulated sequences for the slower comparison variants (the DSP path runs all of dev)

@@ -3,7 +3,6 @@ linked in) booted whole, its UART lines turned into an EmulationResult, and the 
 ELF re-run under Unicorn for identical outputs, instruction counts and modelled cycles."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 

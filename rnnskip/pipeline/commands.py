@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .. import boards
-from ..build import Firmware
+from ..build import Firmware, build_host, build_target
 from ..converter.ir import ModelIR
 from ..errors import RnnskipError
 from ..outdir import atomic_dir
@@ -62,8 +62,8 @@ def build_command(work, target_name=None, board_name=None, kernels: str = "porta
     max_t = workdir.generated_max_t(work)
     check_fits(workdir.load_pickle(Path(work) / "model.q.pkl", "quantize", QModel), max_t, target)
     with atomic_dir(Path(work) / "firmware", "firmware.elf", what="WORK/firmware") as tmp:
-        fw = stages.build_target(src, tmp, target, variant)
-    stages.build_host(src, Path(work) / "host")
+        fw = build_target(src, tmp, target, variant)
+    build_host(src, Path(work) / "host")
     workdir.save_pickle(workdir.build_record(target, board, variant, wait_states, kernels, fw, max_t),
                         Path(work) / "build.pkl")
     workdir.stage_done(work, "build")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .. import boards, emulators
+from ..build import build_host
 from ..errors import RnnskipError
 from ..outdir import atomic_dir, check_replaceable
 from . import stages, workdir
@@ -113,7 +114,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         check_fits(qm, max_t, target)   # refuse before compiling
         src = tmp / "src"
         generate(qm, src, max_t=max_t, kernels=kernels)
-        so = stages.build_host(src, tmp / "host") if host else None
+        so = build_host(src, tmp / "host") if host else None
         n = emulate_max if emu.board is None else (emulate_max or bundle)   # a board image holds its sequences
         fw = stages.build_firmware(src, tmp / "firmware", emu, variant, qm, ds, n, max_t, ir.name)
         ev = stages.evaluate(ir, qm, ds, host_so=so, firmware=fw, emulator=emu, emulate_max=n)

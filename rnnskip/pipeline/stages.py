@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 
 from .. import outputs
-from ..build import Firmware, build_host, build_target
+from ..build import Firmware, build_target
 from ..converter.ir import ModelIR
 from ..datasets import Dataset
 from ..emulators.base import EmulationResult, Sequences

@@ -33,6 +33,17 @@ def shared_data(sub: str | None = None, required: bool = True) -> str | None:
     return path
 
 
+def convert(*args, **kw) -> dict:
+    """rnnskip-convert from Python (rnnskip.pipeline.convert.run_convert, same arguments): prints
+    the table as the command does and fails on any mismatch with the golden model; the report."""
+    import sys
+    from rnnskip.pipeline.convert import run_convert
+    conv = run_convert(*args, log=print, note=lambda s: print(s, file=sys.stderr), **kw)
+    print(conv.summary())
+    conv.check()
+    return conv.report
+
+
 def bench_out(sub: str | None = None) -> str:
     """``bench_out/`` under the repo root (created), optionally a sub-folder."""
     path = os.path.join(repo_root(), "bench_out", *( [sub] if sub else []))

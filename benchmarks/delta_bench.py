@@ -1,4 +1,4 @@
-"""Issue #5 benchmark: delta networks (Neil et al., ICML 2017) on cortex-m4.
+"""Delta-network benchmark: delta networks (Neil et al., ICML 2017) on cortex-m4.
 
 * Kernel: cycles of the gather + column-sparse mat-vec against the fraction of
   transmitting columns, next to the dense paired mat-vec on the same matrix.
@@ -21,7 +21,7 @@ import numpy as np
 
 from rnnskip.errors import RnnskipError
 
-from .common import bench_out, read_json, shared_data, write_json
+from .common import bench_out, convert, read_json, shared_data, write_json
 
 MAX_LOSS = 1.0            # accuracy points below the dense float model, on validation
 TRAIN_THETA = (16, 40)    # delta-train thresholds (input, hidden; int8 steps)
@@ -42,25 +42,24 @@ def _tune(model, val, calib, out_json, max_loss=MAX_LOSS, grid=None):
 
 
 def _convert(model, data, calib, out, delta_json, emulate_max, workers=2):
-    from rnnskip.cli import run_convert
     t0 = time.time()
-    rep = run_convert(model, "cortex-m4", data, out, calib=calib, emulate_max=emulate_max, traffic_sample=8,
-                      workers=workers, progress=False, delta=delta_json)
+    rep = convert(model, "cortex-m4", data, out, calib=calib, emulate_max=emulate_max, traffic_sample=8,
+                  workers=workers, progress=False, delta=delta_json)
     rep["wall_s"] = time.time() - t0
     return rep
 
 
 def _golden_eval(model, data, calib, delta_json=None):
     """Accuracies and MACs from the golden models only (no emulation): float, dense int8, delta int8."""
-    from rnnskip import pipeline as P
+    from rnnskip import pipeline
     from rnnskip.datasets import load_npz
     from rnnskip.delta.spec import DeltaSpec
     from rnnskip.delta.golden import effective_macs, run_stats, with_delta
     from rnnskip.quant.golden import GoldenModel, predict_classes
-    ir = P.import_model(model)
+    ir = pipeline.import_model(model)
     ds, cal = load_npz(str(data), ir), load_npz(str(calib), ir)
-    qm, _ = P.quantize_model(ir, cal, 1000, progress=False)
-    probs = P.float_model(ir).predict(ds.x, ds.lengths)
+    qm, _ = pipeline.quantize_model(ir, cal, 1000, progress=False)
+    probs = pipeline.float_model(ir).predict(ds.x, ds.lengths)
     fp = np.argmax(probs, 1) if probs.shape[1] > 1 else (probs[:, 0] > 0.5).astype(int)
     out, _ = GoldenModel(qm).run(ds.x, ds.lengths)
     r = {"n": len(ds), "float": float(np.mean(fp == ds.y)),
@@ -112,15 +111,15 @@ def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
     """Cycles per step by part, delta firmware vs the dense firmware of the same model,
     on the first k sequences of ``data`` (emulated function profile). The cell kernels are
     inlined into rnnskip_step, so 'step code' is the cells plus the step's bookkeeping."""
-    from rnnskip import outputs as O
-    from rnnskip import pipeline as P
+    from rnnskip import outputs
+    from rnnskip import pipeline
     from rnnskip import targets
     from rnnskip.datasets import load_npz
-    from rnnskip.emulate import profile_functions
+    from rnnskip.emulators.unicorn import profile_functions
     from rnnskip.delta.golden import effective_macs, run_stats
     from rnnskip.quant.golden import GoldenModel
-    qm = P.load_pickle(conv_dir / "model.q.pkl", "quantize")
-    ir = P.load_pickle(conv_dir / "model.ir.pkl", "import")
+    qm = pipeline.load_pickle(conv_dir / "model.q.pkl", "quantize")
+    ir = pipeline.load_pickle(conv_dir / "model.ir.pkl", "import")
     ds = load_npz(str(data), ir)
     ds = ds.subset(np.arange(min(k, len(ds))))
     g = GoldenModel(qm)
@@ -133,7 +132,7 @@ def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
            "macs_delta": float(m["effective"].sum())}
     for name, elf in (("delta", conv_dir / "firmware" / "firmware.elf"),
                       ("dense", conv_dir / "dense-ref-delta" / "firmware" / "firmware.elf")):
-        prof = profile_functions(elf, t, dev_x, ds.lengths, valid, O.macs_budget(qm))
+        prof = profile_functions(elf, t, dev_x, ds.lengths, valid, outputs.macs_budget(qm))
         parts, rest = {}, dict(prof)
         for label, funcs in PARTS:
             v = sum(rest.pop(f, 0) for f in funcs)
@@ -150,17 +149,18 @@ def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
 def step_sweep(model, data, calib, thetas, k=12) -> dict:
     """Cycles per inference of the firmware at uniform thresholds (first k sequences),
     with the dense firmware and theta = 0 with / without the dense fallback."""
-    from rnnskip import pipeline as P
+    from rnnskip import pipeline
     from rnnskip import targets
     from rnnskip.datasets import load_npz
     from rnnskip.delta.spec import DeltaSpec
-    from rnnskip.emulate import STAT_FIELDS
+    from rnnskip.emulators.base import STAT_FIELDS
+    from rnnskip.emulators.unicorn import Unicorn
     from rnnskip.generate import generate
     from rnnskip.delta.golden import densities, effective_macs, run_stats, with_delta
-    ir = P.import_model(model)
+    ir = pipeline.import_model(model)
     ds, cal = load_npz(str(data), ir), load_npz(str(calib), ir)
     ds = ds.subset(np.arange(min(k, len(ds))))
-    qm0, _ = P.quantize_model(ir, cal, 1000, progress=False)
+    qm0, _ = pipeline.quantize_model(ir, cal, 1000, progress=False)
     t = targets.load("cortex-m4")
     root = Path(bench_out("delta")) / "step_sweep"
     rows = []
@@ -171,8 +171,9 @@ def step_sweep(model, data, calib, thetas, k=12) -> dict:
                                                                 dense_fallback=fb))
         d = root / name.replace(" ", "_").replace("/", "-")
         generate(qm, d / "src", max_t=int(ds.x.shape[1]))
-        fw = P.build_target(d / "src", d / "fw", t, "dsp")
-        ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=2, workers=2, progress=False)
+        fw = pipeline.build_target(d / "src", d / "fw", t, "dsp")
+        ev = pipeline.evaluate(ir, qm, ds, firmware=fw,
+                               emulator=Unicorn(t, traffic_sample=2, workers=2, progress=False))
         cyc = ev.emu.stats[:, STAT_FIELDS.index("cycles")]
         fl = ev.emu.stats[ev.emu.traffic_measured, STAT_FIELDS.index("flash_read_bytes")]
         r = {"case": name, "cycles_per_inference": float(cyc.mean()), "flash_read_bytes": float(fl.mean()),
@@ -413,7 +414,7 @@ def _bound_text(bd: dict) -> str:
 
 
 def markdown(res: dict) -> str:
-    L = ["## Delta networks on cortex-m4 (issue #5)", "",
+    L = ["## Delta networks on cortex-m4", "",
          "Method (Neil et al., ICML 2017; `docs/delta.md`): every input and hidden element keeps its last "
          "transmitted int8 value and transmits only when it moved by more than a threshold (whole int8 steps); the "
          "gate sums are running sums updated with the weight columns of the transmitting elements only. Run-time "
@@ -511,7 +512,7 @@ def markdown(res: dict) -> str:
                   f"{100 * k['full_density_overhead_fallback']:+.1f}%.", ""]
     if f:
         rt, t = f["runtime"], f["trained"]
-        L += ["### Against the issue's targets", "",
+        L += ["### Against the goals", "",
               f"- FSDD run-time delta: {_x(rt['mac_reduction_x'])} fewer effective MACs at "
               f"{100 * (rt['accuracy']['float'] - rt['accuracy']['delta_int8']):.2f} points below the dense float model "
               f"(target >= 3x at <= 1 point).",

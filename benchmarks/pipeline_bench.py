@@ -1,4 +1,4 @@
-"""Issue #3 benchmark: the SST-2 LSTM through the int8 pipeline on cortex-m4.
+"""Int8 pipeline benchmark: the SST-2 LSTM through the int8 pipeline on cortex-m4.
 
 Kernel variants on the same model and cycle model: portable DSP path, portable
 plain C, a naive-C mat-vec baseline, CMSIS-NN (when CMSIS_NN_PATH is set); the
@@ -10,9 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from rnnskip.cli import run_convert
-
-from .common import bench_out, read_json, shared_data
+from .common import bench_out, convert, shared_data
 from .sst2_model import load_benchmark, train_sst2
 
 #: emulated sequences for the slower comparison variants (the DSP path runs all of dev)
@@ -31,8 +29,8 @@ def run(quick: bool = False) -> dict:
         variants.append(("cmsis-nn", "cmsis-nn", "dsp", None, SUBSET))
     for name, kernels, v, ws, n in variants:
         t0 = time.time()
-        rep = run_convert(p["model"], "cortex-m4", p["dev"], out / f"m4-{name}", kernels=kernels, variant=v,
-                          calib=p["train"], emulate_max=(50 if quick else n), wait_states=ws)
+        rep = convert(p["model"], "cortex-m4", p["dev"], out / f"m4-{name}", kernels=kernels, variant=v,
+                      calib=p["train"], emulate_max=(50 if quick else n), wait_states=ws)
         rep["wall_s"] = time.time() - t0
         res["runs"][name] = rep
     try:
@@ -51,7 +49,7 @@ def markdown(res: dict) -> str:
     runs = res["runs"]
     d = runs["dsp"]
     m, a, e, fp = d["model"], d["accuracy"], d["emulation"], d["footprint"]
-    L = ["## Int8 pipeline: SST-2 LSTM on cortex-m4 (issue #3)", "",
+    L = ["## Int8 pipeline: SST-2 LSTM on cortex-m4", "",
          f"Model: Embedding({m['params'] - 0:,} params total) -> LSTM({m['layers'][0]['units']}) -> Dense, "
          f"{m['macs_per_step']:,} MAC per step, {m['timesteps_mean']:.1f} steps per sentence on average "
          f"(SST-2 dev, {a['n']} sentences). Trained by `benchmarks/sst2_model.py` "

@@ -1,4 +1,4 @@
-"""Issue #4 benchmark: time-step skipping without retraining on SST-2 and IMDB.
+"""Skipping benchmark: time-step skipping without retraining on SST-2 and IMDB.
 
 For each data set: the paper-style table (dense, stop words, Concat(n), the float
 oracle at its validation threshold, each predictor type, and the MLP trained on
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import bench_out, config_hash, read_json, shared_data, write_json
+from .common import bench_out, config_hash, convert, read_json, shared_data, write_json
 
 TYPES = ("mlp", "logistic", "tree", "forest")
 CODE_VERSION = 2   # 2: calibration and oracle grids run to 99% (were capped at 70% / the 0.9 quantile)
@@ -105,10 +105,9 @@ def model_meta(model_path: str) -> dict:
 
 
 def _bench_set(name: str, quick: bool, log=print) -> dict:
-    from rnnskip import pipeline as P
-    from rnnskip.cli import run_convert
+    from rnnskip import pipeline
     from rnnskip.datasets import Vocab, load_npz
-    from rnnskip.skip import features as F
+    from rnnskip.skip import features
     from rnnskip.skip.baselines import concat_mask, evaluate_mask, stopword_mask
     from rnnskip.skip.evaluate import golden_run, macs
     from rnnskip.skip.folder import load as load_folder
@@ -116,9 +115,9 @@ def _bench_set(name: str, quick: bool, log=print) -> dict:
     cfg = SETS[name]
     out = Path(bench_out(f"skip/{name}"))
     d = _sst2(out) if name == "sst2" else _imdb(out)
-    ir = P.import_model(d["model"])
-    fm = P.float_model(ir)
-    qm, _ = P.quantize_model(ir, load_npz(d["calib"], ir), 1000, progress=False)
+    ir = pipeline.import_model(d["model"])
+    fm = pipeline.float_model(ir)
+    qm, _ = pipeline.quantize_model(ir, load_npz(d["calib"], ir), 1000, progress=False)
     test = load_npz(d["test"], ir)
     if quick and len(test) > 2000:
         test = test.sample(2000, seed=0)
@@ -127,7 +126,7 @@ def _bench_set(name: str, quick: bool, log=print) -> dict:
            "mean_length": float(test.lengths.mean()), "rows": [], "devices": {}, "rounds": {},
            "model_meta": model_meta(d["model"])}
     t0 = time.time()
-    dense_f = F.run(fm, test.x, test.lengths)
+    dense_f = features.run(fm, test.x, test.lengths)
     dense_g = golden_run(qm, test.x, test.lengths)
     acc_f, acc_g = dense_f.accuracy(y), float(np.mean(dense_g["pred"] == y))
     valid = dense_g["valid_steps"]
@@ -157,7 +156,7 @@ def _bench_set(name: str, quick: bool, log=print) -> dict:
     metas = {t: load_folder(f, ir)[1] for t, f in folders.items()}
     # the oracle (float) at its validation threshold
     o = metas[types[0]]["oracle"]
-    orc = F.run(fm, test.x, test.lengths, decide=F.oracle_rule(o["threshold"]), measure=o["measure"],
+    orc = features.run(fm, test.x, test.lengths, decide=features.oracle_rule(o["threshold"]), measure=o["measure"],
                 include_cell=o["include_cell"])
     row(f"oracle ({o['measure']}{'+cell' if o['include_cell'] else ''}, float)", "oracle", orc.skip_rate,
         orc.accuracy(y), None, orc.ran.sum(axis=1), val_skip_rate=o["val"]["chosen"]["skip_rate"])
@@ -166,7 +165,7 @@ def _bench_set(name: str, quick: bool, log=print) -> dict:
         p, meta = load_folder(folders[t], ir)
         qp = quantize_predictor(p, qm)
         g = golden_run(qm, test.x, test.lengths, qp=qp)
-        fr = F.run(fm, test.x, test.lengths, decide=F.predictor_rule(p))
+        fr = features.run(fm, test.x, test.lengths, decide=features.predictor_rule(p))
         row(f"{t} predictor", "predictor", g["skip_rate"], fr.accuracy(y), float(np.mean(g["pred"] == y)),
             g["run_steps"], qp.macs, type=t, params=meta["params"], params_ratio=meta["params_ratio"],
             val_skip_rate=meta["val"]["skip_rate"], val_loss_points=meta["val"]["loss_points"],
@@ -194,8 +193,8 @@ def _bench_set(name: str, quick: bool, log=print) -> dict:
         if quick:
             n_emu, data = 30, d["test_emulate"] if name == "sst2" else d["test_small"]
         t1 = time.time()
-        rep = run_convert(d["model"], "cortex-m4", data, str(out / f"m4-{t}"), calib=d["calib"], emulate_max=n_emu,
-                          traffic_sample=16, skip={"predictor": str(folders[t])}, progress=False)
+        rep = convert(d["model"], "cortex-m4", data, str(out / f"m4-{t}"), calib=d["calib"], emulate_max=n_emu,
+                      traffic_sample=16, skip={"predictor": str(folders[t])}, progress=False)
         s = rep["skip"]
         res["devices"][t] = {"n_data": rep["accuracy"]["n"], "n_emulated": rep["accuracy"]["n_device"],
                              "bitexact": rep["bitexact"], "accuracy": rep["accuracy"], "skip": s,
@@ -213,20 +212,20 @@ def oracle_test_curve(name: str, scales=ORACLE_SCALES) -> list:
     """Diagnostic, not an operating point: the float oracle on the *test* set at fractions
     of the threshold it chose on validation, to show what skip rate the model allows at all
     within the budget on test data. Losses in points against the dense float model."""
-    from rnnskip import pipeline as P
+    from rnnskip import pipeline
     from rnnskip.datasets import load_npz
-    from rnnskip.skip import features as F
+    from rnnskip.skip import features
     from rnnskip.skip.folder import load as load_folder
     out = Path(bench_out(f"skip/{name}"))
     d = _sst2(out) if name == "sst2" else _imdb(out)
-    ir = P.import_model(d["model"])
-    fm = P.float_model(ir)
+    ir = pipeline.import_model(d["model"])
+    fm = pipeline.float_model(ir)
     test = load_npz(d["test"], ir)
     o = load_folder(out / f"pred-{TYPES[0]}", ir)[1]["oracle"]
-    acc0 = F.run(fm, test.x, test.lengths).accuracy(test.y)
+    acc0 = features.run(fm, test.x, test.lengths).accuracy(test.y)
     pts = []
     for sc in scales:
-        r = F.run(fm, test.x, test.lengths, decide=F.oracle_rule(o["threshold"] * sc), measure=o["measure"],
+        r = features.run(fm, test.x, test.lengths, decide=features.oracle_rule(o["threshold"] * sc), measure=o["measure"],
                   include_cell=o["include_cell"])
         pts.append({"scale": sc, "skip_rate": r.skip_rate, "loss_points_float": 100.0 * (acc0 - r.accuracy(test.y))})
     return pts
@@ -292,7 +291,7 @@ def _set_md(r: dict) -> list:
     dv = r["devices"][r["primary"]]["skip"]
     cc, mc = dv.get("cycle_reduction"), dv.get("emulated", {}).get("mac_reduction")
     ok_mac = pr["mac_reduction"] >= cfg["target_mac_cut"] and pr["loss_points_int8"] <= r["max_loss"]
-    L += ["", f"Targets (issue 4), primary predictor = {r['primary']} (largest validation skip rate): "
+    L += ["", f"Goals, primary predictor = {r['primary']} (largest validation skip rate): "
               f"effective MAC cut {_p(pr['mac_reduction'])} at {_pt(pr['loss_points_int8'])} points int8 loss "
               f"(target >= {cfg['target_mac_cut']:.0%} at <= {r['max_loss']}): **{'met' if ok_mac else 'not met'}**; "
               f"cycle cut {_p(cc)} vs {0.8 * mc:.1%} needed (0.8 x MAC cut on the emulated sequences): "
@@ -319,7 +318,7 @@ def _set_md(r: dict) -> list:
 
 
 def markdown(res: dict) -> str:
-    L = ["## Time-step skipping without retraining (issue 4)", "",
+    L = ["## Time-step skipping without retraining", "",
          "A tiny int8 predictor in front of the frozen LSTM decides before each step, from the embedded input and the "
          "hidden state reached, whether to skip the step (state kept). Losses are accuracy points against the dense "
          "int8 model on the same test set; effective MACs count the steps run, the predictor on every step, and the "

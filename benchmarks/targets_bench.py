@@ -1,4 +1,4 @@
-"""Issue #6 benchmark: the SST-2 LSTM on every Cortex-M target - cycles, flash and RAM,
+"""Targets benchmark: the SST-2 LSTM on every Cortex-M target - cycles, flash and RAM,
 dense and with time-step skipping.
 
 One quantisation (the same as the pipeline benchmark's: calibration on the SST-2
@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from rnnskip import boards, targets
-from rnnskip import pipeline as P
+from rnnskip import pipeline
 from rnnskip.datasets import Dataset, load_npz
+from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.errors import RnnskipError
 from rnnskip.generate import generate
 from rnnskip.report import build_report
@@ -76,22 +77,25 @@ def _measure(ir, qm, ds, src, work: Path, name: str, kernels: str = "portable") 
     except RnnskipError as e:
         row["refused"] = str(e)
         return row
-    fw = P.build_target(src, work / name, t, variant)
+    fw = pipeline.build_target(src, work / name, t, variant)
     row.update(flash_bytes=fw.flash_bytes, ram_bytes=fw.ram_bytes, flash_capacity=t.flash_size,
                ram_capacity=t.ram_size)
     t0 = time.time()
     if t.unicorn_cpu:
-        ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=2, workers=2, progress=False)
+        ev = pipeline.evaluate(ir, qm, ds, firmware=fw,
+                               emulator=Unicorn(t, traffic_sample=2, workers=2, progress=False))
         rep = build_report(ir, qm, ev, t, kernels, variant, firmware=fw)
         e = rep["emulation"]
         row.update(emulator="unicorn", cycles=e["cycles_per_inference"], cycles_per_step=e["cycles_per_step"],
                    step_macs_per_cycle=e["step_macs_per_cycle"], instructions=e["instructions_per_inference"],
                    latency_ms=e["latency_ms_per_inference"], stack_bytes=rep["footprint"]["stack_bytes"])
     else:
-        from rnnskip.emulators import evaluate_on_board
-        b = boards.load(M55_BOARD)
-        ev, bfw, info = evaluate_on_board(ir, qm, ds, src, work / f"{name}-{b.name}", b, variant, "qemu",
-                                          max_n=len(ds), timeout=600)
+        from rnnskip.emulators.qemu import Qemu
+        emu = Qemu(boards.load(M55_BOARD), timeout=600)
+        bfw = pipeline.build_firmware(src, work / f"{name}-{emu.board.name}", emu, variant, qm, ds, len(ds),
+                                      int(ds.x.shape[1]), ir.name)
+        ev = pipeline.evaluate(ir, qm, ds, firmware=bfw, emulator=emu)
+        info = ev.emu.board_run
         ins = ev.emu.stats[:, 0]
         row.update(emulator=f"qemu {info.get('qemu_machine')}", instructions=float(np.mean(ins)),
                    cycles=None, cycles_per_step=None, step_macs_per_cycle=None, latency_ms=None, stack_bytes=None,
@@ -106,10 +110,10 @@ def run(quick: bool = False) -> dict:
     out = Path(bench_out("targets"))
     train_sst2(shared_data(), bench_out("sst2"))
     p, calib, dev, meta = load_benchmark(bench_out("sst2"))
-    ir = P.import_model(p["model"])
+    ir = pipeline.import_model(p["model"])
     ds = _subset(load_npz(p["dev"], ir), 24 if quick else 200)
     cal = load_npz(p["train"], ir)
-    qm, _ = P.quantize_model(ir, cal, 1000, progress=False)
+    qm, _ = pipeline.quantize_model(ir, cal, 1000, progress=False)
     max_t = int(ds.x.shape[1])
     names = [n for n in ("cortex-m0", "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33",
                          "cortex-m55") if n in targets.available()]
@@ -148,7 +152,7 @@ def _f(v, d=0):
 
 def markdown(res: dict) -> str:
     m = res["meta"]
-    L = ["## Every Cortex-M target: SST-2 LSTM cycles, flash and RAM (issue #6)", "",
+    L = ["## Every Cortex-M target: SST-2 LSTM cycles, flash and RAM", "",
          f"The SST-2 model of the pipeline section ({m['macs_per_step']:,} MAC per LSTM step, "
          f"{m['weights_bytes']:,} bytes of int8 weights + embedding, sequences of up to {m['max_t']} steps), "
          f"portable kernels, the first {m['sequences']} dev sentences per target. Cycles: Unicorn + the core's "

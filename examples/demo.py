@@ -58,13 +58,16 @@ def main(argv=None):
     out = Path(args.out)
     t0 = time.time()
     model = train(out / "model")
-    from rnnskip.cli import run_convert
     from rnnskip.errors import RnnskipError
+    from rnnskip.pipeline.convert import run_convert
     print(f"\nrnnskip-convert {model} --target {args.target} --data {out / 'model/test.npz'} "
           f"--calib {out / 'model/train.npz'} --out {out / args.target}")
     try:
-        run_convert(model, args.target, out / "model" / "test.npz", out / args.target,
-                    calib=out / "model" / "train.npz")
+        conv = run_convert(model, args.target, out / "model" / "test.npz", out / args.target,
+                           calib=out / "model" / "train.npz", log=print, note=lambda s: print(s, file=sys.stderr))
+        print(conv.summary())
+        print(f"wrote {conv.out / 'report.json'}")
+        conv.check()
     except RnnskipError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,275 +1,18 @@
 """Command line: ``rnnskip-convert`` (everything in one go) and the ``rnnskip`` group of stages.
 
-Every user error is one line on stderr and exit status 2; output folders are
-written to a temporary sibling and renamed into place only when complete.
+Each command parses its options, calls one function of rnnskip.pipeline (or of the
+skip and delta packages) and prints what it returns. Every user error is one line on
+stderr and exit status 2 (rnnskip.cli_support); output folders are written to a
+temporary sibling and renamed into place only when complete.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 from pathlib import Path
 
 import click
 
-from .converter.ir import ModelIR
-from .errors import RnnskipError
-from .outdir import atomic_dir, check_replaceable
-from .quant.model import QModel
-
-
-def _fail(msg: str, code: int = 2):
-    tq = sys.modules.get("tqdm")
-    if tq is not None:   # an interrupted progress bar would otherwise share the error's line
-        for bar in list(getattr(tq.tqdm, "_instances", ())):
-            bar.close()
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(code)
-
-
-class Terminated(BaseException):
-    """SIGTERM (CI timeouts, `kill`): unwinds like Ctrl-C so partial outputs are removed."""
-
-
-@contextlib.contextmanager
-def _terminate_as_exception():
-    """SIGTERM raises Terminated and SIGINT KeyboardInterrupt in this process, deferred
-    until the current Unicorn run has stopped (see unicorn_backend.interrupt_emulation)."""
-    import signal
-    main_pid = os.getpid()
-
-    def on_signal(signum, frame):
-        if os.getpid() != main_pid:   # a forked worker: die as usual, the parent cleans up
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        exc = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-        backend = sys.modules.get("rnnskip.simulator.unicorn_backend")
-        if backend is not None and backend.interrupt_emulation(exc):
-            return
-        raise exc
-    try:
-        old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    except ValueError:                # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-
-class _OneLineErrors:
-    """Click's usage errors as one ``error:`` line (exit 2), like every other error,
-    instead of its three-line usage block."""
-
-    def main(self, *args, standalone_mode=True, **kw):
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kw)
-        try:
-            rv = super().main(*args, standalone_mode=False, **kw)
-        except click.exceptions.Abort:
-            _fail("interrupted", 130)
-        except click.UsageError as e:
-            where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
-            _fail(e.format_message().rstrip(".") + where, e.exit_code)
-        except click.ClickException as e:
-            _fail(e.format_message(), e.exit_code)
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-class OneLineCommand(_OneLineErrors, click.Command):
-    pass
-
-
-class OneLineGroup(_OneLineErrors, click.Group):
-    pass
-
-
-def _guard(fn):
-    """Run a command body; RnnskipError -> one line, unexpected -> one line + how to debug."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*a, **k):
-        try:
-            with _terminate_as_exception():
-                return fn(*a, **k)
-        except RnnskipError as e:
-            _fail(str(e))
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-        except Terminated:
-            _fail("terminated", 143)
-        except BrokenPipeError:  # output piped into `head` and the reader left: stop quietly, like cat
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush must not fail again
-            sys.exit(141)
-        except Exception as e:  # a bug: still one line, traceback on request
-            if os.environ.get("RNNSKIP_DEBUG"):
-                raise
-            _fail(f"internal error: {type(e).__name__}: {e} (set RNNSKIP_DEBUG=1 for the traceback)", 1)
-    return wrapper
-
-
-def _target(name: str, wait_states):
-    from . import targets
-    t = targets.load(name)
-    return t if wait_states is None else t.with_wait_states(wait_states)
-
-
-def _board_target(target_name, board_name, wait_states):
-    """(board or None, target): --board binds the target's core to the board's memory map."""
-    from .boards import resolve
-    return resolve(target_name, board_name, wait_states)
-
-
-def _variant(target, variant, kernels="portable"):
-    if kernels == "naive":  # the baseline is plain C throughout
-        return "plain"
-    return variant or ("dsp" if target.dsp else "plain")
-
-
-def _build_record(target, board, variant, wait_states, kernels, fw) -> dict:
-    """WORK/build.pkl: what 'build' (or rnnskip-convert) compiled, read by 'emulate' and 'report'."""
-    return {"target": target.name, "board": board.name if board else None, "variant": variant,
-            "wait_states": wait_states, "kernels": kernels, "flash_bytes": fw.flash_bytes, "ram_bytes": fw.ram_bytes}
-
-
-def _load_data(path, ir, what="--data"):
-    from .datasets import load_npz
-    if path is None:
-        raise RnnskipError(f"{what} is required: an .npz with x, y and optional lengths")
-    return load_npz(str(path), ir)
-
-
-def run_convert(model, target_name, data, out, kernels="portable", variant=None, calib=None,
-                calib_max=1000, emulate_max=None, traffic_sample=16, wait_states=None, workers=2,
-                host=True, progress=True, board_name=None, emulator="unicorn", bundle=16, timeout=120.0,
-                export=None, skip=None, delta=None):
-    """The whole flow; returns the report dict. Used by rnnskip-convert and the demo.
-
-    skip: time-step skipping options (keys predictor, skip, train, val, max_loss, ptype, margin_se;
-    see rnnskip.skip.convert.SkipSetup.prepare), None for a dense model.
-
-    board_name: build for that board's memory map; emulator "qemu"/"renode" boots the
-    board image with ``bundle`` test sequences linked in (see rnnskip.emulators)."""
-    from . import pipeline as P
-    from .emulators import check_emulator
-    from .report import build_report, table, write_plots, write_report
-    P.check_kernels(kernels)
-    board, target = _board_target(target_name, board_name, wait_states)
-    if check_emulator(emulator, installed=False) != "unicorn" and board is None:
-        raise RnnskipError(f"--emulator {emulator} boots a whole board image: pass --board (see 'rnnskip boards')")
-    check_emulator(emulator)
-    if export and board is None:
-        raise RnnskipError("--export needs --board: the project is for one board (memory map, startup, UART); "
-                           "see 'rnnskip boards'")
-    variant = _variant(target, variant, kernels)
-    if export:   # refused now rather than after the whole conversion
-        from .boards.export import EXPORT_MARKER, EXPORT_REGENERATED
-        check_replaceable(export, EXPORT_MARKER, "--export", [model, data, calib, out], EXPORT_REGENERATED)
-    ir = P.import_model(model)
-    if ir.per_step and (skip or delta or board is not None):
-        # these paths read one output row per sequence; refuse rather than report wrong numbers
-        what = "--predictor/--skip" if skip else ("--delta" if delta else "--board")
-        raise RnnskipError(f"{what} does not support models with an output per time step (return_sequences=True "
-                           f"at the output) yet; convert without {what.split('/')[0]}")
-    ds = _load_data(data, ir)
-    cal = _load_data(calib, ir, "--calib") if calib else ds
-    sk = None
-    if skip:  # time-step skipping (issue 4): options and predictor folder checked before anything is written
-        from .skip.convert import SkipSetup
-        sk = SkipSetup.prepare(ir, log=click.echo, **skip)
-    dl = None
-    if delta:  # delta network (issue 5): the thresholds file is checked before anything is written
-        from .delta.cli import DeltaSetup
-        dl = DeltaSetup.prepare(ir, delta)
-    inputs = [model, data, calib, delta] + ([skip.get("predictor"), skip.get("train"), skip.get("val")] if skip else [])
-    with atomic_dir(out, "report.json", inputs=inputs) as tmp:
-        qm, ranges = P.quantize_model(ir, cal, calib_max, progress)
-        qm.calibration = {"source": str(calib) if calib else f"{data} (the evaluation data; pass --calib to separate)",
-                          "sequences": ranges.sequences}
-        if sk:
-            sk.attach(ir, qm, tmp, progress)
-        if dl:
-            dl.attach(qm)
-        from .targets.fit import check_fits
-        check_fits(qm, int(ds.x.shape[1]), target)   # refuse before compiling
-        src = tmp / "src"
-        from .generate import generate
-        generate(qm, src, max_t=int(ds.x.shape[1]), kernels=kernels)
-        so = P.build_host(src, tmp / "host") if host else None
-        info = None
-        if emulator == "unicorn":
-            fw = P.build_target(src, tmp / "firmware", target, variant)
-            ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, target=target, emulate_max=emulate_max,
-                            traffic_sample=traffic_sample, workers=workers, progress=progress)
-        else:
-            from .emulators import evaluate_on_board
-            ev, fw, info = evaluate_on_board(ir, qm, ds, src, tmp / "firmware", board, variant, emulator,
-                                             max_n=emulate_max or bundle, timeout=timeout, host_so=so,
-                                             wait_states=wait_states, progress=progress)
-        rep = build_report(ir, qm, ev, target, kernels, variant, firmware=fw)
-        if info is not None:
-            from .emulators import report_emulation
-            report_emulation(rep, info)
-        # the reference without predictor / thresholds on the same sequences: under Unicorn, or,
-        # for a core Unicorn lacks (cortex-m55), as a second board image on the board emulator
-        board_ref = ev.emu is not None and emulator == "qemu" and not target.unicorn_cpu
-
-        def reference(qm_ref, name, build):
-            if ev.emu is None or (emulator != "unicorn" and not target.unicorn_cpu and not board_ref):
-                return None, None   # Renode counts whole runs only: nothing per sequence to compare
-            if board_ref:
-                from .emulators import reference_on_board
-                return reference_on_board(ir, qm_ref, ds, tmp / name, board, variant, kernels, emulator,
-                                          int(ev.device_checked), timeout, wait_states)
-            return build(qm_ref, tmp, target, variant, kernels, int(ds.x.shape[1])), None
-        if sk:
-            from .skip.convert import dense_firmware
-            from .skip.evaluate import with_predictor
-            dfw, demu = reference(with_predictor(qm, None), "dense", dense_firmware)
-            rep["skip"] = sk.section(ir, qm, ds, ev, tmp, dense_fw=dfw, target=target, traffic_sample=traffic_sample,
-                                     workers=workers, progress=progress, model_path=str(model), dense_emu=demu)
-        if dl:
-            from .delta.report import dense_firmware as delta_dense_firmware, without_delta
-            dfw, demu = reference(without_delta(qm), "dense-ref-delta", delta_dense_firmware)
-            rep["delta"] = dl.section(ir, qm, ds, ev, tmp, fw=fw, dense_fw=dfw, target=target, traffic_sample=traffic_sample,
-                                       workers=workers, progress=progress, dense_emu=demu)
-        if sk and dl:   # each section measures its own method against the model with the other one still on
-            rep["skip"]["baseline"] = "this model without the skip predictor, delta thresholds on"
-            rep["delta"]["baseline"] = "this model without delta thresholds, skip predictor on"
-        write_report(rep, tmp / "report.json")
-        write_plots(ev, tmp, f"{ir.name} on {target.name} ({kernels}, {variant})")
-        P.save_pickle(ir, tmp / "model.ir.pkl")
-        P.save_pickle(qm, tmp / "model.q.pkl")
-        P.save_pickle(_build_record(target, board, variant, wait_states, kernels, fw), tmp / "build.pkl")
-        for stage in ("import", "quantize", "generate", "build"):   # the stage commands can carry on from here
-            P.stage_done(tmp, stage)
-    if export:
-        from .boards.export import export_project
-        from .boards.firmware import make_bundle
-        bd = make_bundle(qm, ds.x, ds.lengths, emulate_max or bundle)
-        from .targets.fit import check_fits
-        check_fits(qm, int(ds.x.shape[1]), target, where=f"board {board.name}", bundled_bytes=bd.flash_bytes())
-        export_project(Path(out) / "src", export, board, bd, variant, kernels, ir.name, wait_states)
-        click.echo(f"wrote the {board.name} firmware project to {export} (cmake with cmake/arm-none-eabi.cmake, or make)")
-    click.echo(table(rep))
-    from .delta.report import table_rows as delta_rows
-    from .skip.convert import table_rows as skip_rows
-    for key, rows_of in (("skip", skip_rows), ("delta", delta_rows)):
-        if key in rep:
-            base = [(f"{key} baseline", rep[key]["baseline"])] if "baseline" in rep[key] else []
-            click.echo("\n".join(f"  {k:<21} {v}" for k, v in base + rows_of(rep[key])))
-    click.echo(f"wrote {Path(out) / 'report.json'}")
-    if rep["bitexact"]["mismatches"]:
-        raise RnnskipError(f"{rep['bitexact']['mismatches']} sequences differ from the golden model "
-                           f"({rep['bitexact']['first_mismatch']}); this is a bug, please report it")
-    if not calib:   # after the run, so that a failure is still one line
-        click.echo(f"note: calibrated on --data {data}, the evaluation data; pass --calib train.npz so the int8 "
-                   f"accuracy is not measured on the calibration data", err=True)
-    return rep
+from .cli_support import OneLineCommand, OneLineGroup, guard, note
 
 
 _common = [
@@ -281,7 +24,7 @@ _common = [
 ]
 
 
-#: time-step skipping (issue 4) options of rnnskip-convert
+#: time-step skipping options of rnnskip-convert
 _skip_opts = [
     click.option("--predictor", type=click.Path(file_okay=False), default=None, help="Skip predictor folder from 'rnnskip train-predictor': the firmware skips the steps it rejects."),
     click.option("--skip", type=click.Choice(["auto", "off"]), default=None, help="auto: train a skip predictor now (needs --train, --val, --max-loss) and convert with it; off: no skipping (the default)."),
@@ -311,21 +54,32 @@ def _apply(opts):
 @click.option("--emulate-max", type=click.IntRange(min=1), default=None, help="Emulate only the first N sequences (default: all).")
 @click.option("--traffic-sample", default=16, show_default=True, help="Sequences whose memory traffic is counted exactly.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Emulator processes.")
-@click.option("--emulator", default="unicorn", show_default=True, help="unicorn (one function, cycle model), qemu or renode (boot the --board image).")
+@click.option("--emulator", default=None, help="unicorn (one function, cycle model; the default), qemu or renode (boot the --board image); a core Unicorn lacks (cortex-m55) runs on qemu, by default on the board its target names.")
 @click.option("--bundle", type=click.IntRange(min=1), default=16, show_default=True, help="qemu/renode: test sequences linked into the board image (--emulate-max overrides).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True, help="qemu/renode: seconds to wait for the firmware's summary line.")
 @click.option("--export", type=click.Path(file_okay=False), default=None, help="Also write a standalone CMake + Makefile firmware project for --board here.")
 @click.option("--delta", type=click.Path(dir_okay=False), default=None, help="Delta-network thresholds (delta.json from 'rnnskip delta-tune'): the firmware reads only the weight columns of inputs/units that changed.")
 @_apply(_skip_opts)
-@_guard
+@guard
 def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, data, calib, calib_max, out,
                 emulate_max, traffic_sample, workers, emulator, bundle, timeout, export, delta, **skip):
     """Convert MODEL (.h5/.keras), build firmware, emulate it on --data and report."""
+    from .pipeline.convert import run_convert
     skip = skip if (skip.get("predictor") or skip.get("skip") or skip.get("train") or skip.get("val")
                     or skip.get("max_loss") is not None or skip.get("margin_se") is not None) else None
-    run_convert(model, target_name, data, out, kernels, variant, calib, calib_max, emulate_max,
-                traffic_sample, wait_states, workers, board_name=board_name, emulator=emulator,
-                bundle=bundle, timeout=timeout, export=export, skip=skip, delta=delta)
+    conv = run_convert(model, target_name, data, out, kernels, variant, calib, calib_max, emulate_max,
+                       traffic_sample, wait_states, workers, board_name=board_name, emulator=emulator,
+                       bundle=bundle, timeout=timeout, export=export, skip=skip, delta=delta, log=click.echo,
+                       note=note)
+    if conv.export:
+        click.echo(f"wrote the {conv.board} firmware project to {conv.export} (cmake with cmake/arm-none-eabi.cmake, "
+                   f"or make)")
+    click.echo(conv.summary())
+    click.echo(f"wrote {conv.out / 'report.json'}")
+    conv.check()
+    if not calib:   # after the run, so that a failure is still one line
+        note(f"note: calibrated on --data {data}, the evaluation data; pass --calib train.npz so the int8 "
+             f"accuracy is not measured on the calibration data")
 
 
 def convert_main():
@@ -343,7 +97,7 @@ def main():
 
 
 main.add_command(convert_cmd)
-from .delta.cli import delta_train_cmd, delta_tune_cmd  # noqa: E402  (delta networks, issue 5)
+from .delta.cli import delta_train_cmd, delta_tune_cmd  # noqa: E402  (delta networks)
 main.add_command(delta_tune_cmd)
 main.add_command(delta_train_cmd)
 
@@ -353,7 +107,7 @@ main.add_command(delta_train_cmd)
 @click.option("--max-t", type=click.IntRange(min=1), default=64, show_default=True, help="Sequence length the RAM estimate sizes the I/O buffers for.")
 @click.option("--target", "target_names", multiple=True, help="Estimate only for these targets (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the inspection as JSON.")
-@_guard
+@guard
 def inspect_cmd(model, max_t, target_names, as_json):
     """Layers, parameters, MACs per step, int8 flash/RAM per target, and whether MODEL converts
     (exit status 0) or what blocks it (exit status 1, also when it fits none of the --target
@@ -369,14 +123,11 @@ def inspect_cmd(model, max_t, target_names, as_json):
 @main.command("import")
 @click.argument("model", type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Work folder to create (model.ir.pkl).")
-@_guard
+@guard
 def import_cmd(model, out):
     """Read MODEL into the IR (work folder: model.ir.pkl) and print its layers."""
-    from . import pipeline as P
-    ir = P.import_model(model)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    P.save_pickle(ir, Path(out) / "model.ir.pkl")
-    P.stage_done(out, "import")
+    from .pipeline.commands import import_command
+    ir = import_command(model, out)
     click.echo(f"{ir.name}: {'tokens' if ir.is_token_model else 'features'} -> "
                + " -> ".join(f"{l.kind.upper()}({l.units})" for l in ir.rnn_layers)
                + "".join(f" -> Dense({d.out_dim}, {d.activation})" for d in ir.head)
@@ -389,15 +140,11 @@ def import_cmd(model, out):
 @click.argument("work", type=click.Path(file_okay=False))
 @click.option("--calib", type=click.Path(dir_okay=False), required=True, help="Calibration data (.npz).")
 @click.option("--calib-max", default=1000, show_default=True, help="At most this many calibration sequences.")
-@_guard
+@guard
 def quantize_cmd(work, calib, calib_max):
     """Calibrate and quantise the imported model (writes model.q.pkl)."""
-    from . import pipeline as P
-    ir = P.load_pickle(Path(work) / "model.ir.pkl", "import", ModelIR)
-    qm, ranges = P.quantize_model(ir, _load_data(calib, ir, "--calib"), calib_max)
-    qm.calibration = {"source": str(calib), "sequences": ranges.sequences}
-    P.save_pickle(qm, Path(work) / "model.q.pkl")
-    P.stage_done(work, "quantize")
+    from .pipeline.commands import quantize_command
+    qm, ranges = quantize_command(work, calib, calib_max)
     click.echo(f"quantised on {ranges.sequences} sequences; int8 weights {qm.flash_weight_bytes():,} bytes")
 
 
@@ -405,42 +152,23 @@ def quantize_cmd(work, calib, calib_max):
 @click.argument("work", type=click.Path(file_okay=False))
 @click.option("--max-t", type=click.IntRange(min=1), default=256, show_default=True, help="Longest sequence the I/O buffers hold.")
 @click.option("--kernels", default="portable", show_default=True, help="Kernel provider: portable, cmsis-nn (needs CMSIS_NN_PATH) or naive (baseline loops).")
-@_guard
+@guard
 def generate_cmd(work, max_t, kernels):
     """Render the C sources into WORK/src (flash these with your own project)."""
-    from . import pipeline as P
-    from .generate import generate
-    P.check_kernels(kernels)
-    P.check_fresh(work, "generate")
-    qm = P.load_pickle(Path(work) / "model.q.pkl", "quantize", QModel)
-    with atomic_dir(Path(work) / "src", "rnnskip_model.h", what="WORK/src") as tmp:
-        files = generate(qm, tmp, max_t=max_t, kernels=kernels)
-    P.stage_done(work, "generate")
+    from .pipeline.commands import generate_command
+    files = generate_command(work, max_t, kernels)
     click.echo(f"wrote {len(files)} files to {Path(work) / 'src'}")
 
 
 @main.command("build")
 @click.argument("work", type=click.Path(file_okay=False))
 @_apply(_common)
-@_guard
+@guard
 def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
     """Compile WORK/src for the target (WORK/firmware) and for this machine (WORK/host)."""
-    from . import pipeline as P
-    P.check_kernels(kernels)
-    board, target = _board_target(target_name, board_name, wait_states)
-    src = Path(work) / "src"
-    if not src.is_dir():
-        raise RnnskipError(f"{src} not found; run 'rnnskip generate {work}' first")
-    P.check_fresh(work, "build")
-    variant = _variant(target, variant, kernels)
-    from .targets.fit import check_fits
-    check_fits(P.load_pickle(Path(work) / "model.q.pkl", "quantize", QModel), _io_max_t(Path(work)), target)
-    with atomic_dir(Path(work) / "firmware", "firmware.elf", what="WORK/firmware") as tmp:
-        fw = P.build_target(src, tmp, target, variant)
-    P.build_host(src, Path(work) / "host")
-    P.save_pickle(_build_record(target, board, variant, wait_states, kernels, fw), Path(work) / "build.pkl")
-    P.stage_done(work, "build")
-    click.echo(f"firmware: {fw.flash_bytes:,} bytes flash, {fw.ram_bytes:,} bytes RAM ({target.name}, {variant})")
+    from .pipeline.commands import build_command
+    fw, target = build_command(work, target_name, board_name, kernels, variant, wait_states)
+    click.echo(f"firmware: {fw.flash_bytes:,} bytes flash, {fw.ram_bytes:,} bytes RAM ({target.name}, {fw.variant})")
 
 
 @main.command("emulate")
@@ -449,96 +177,37 @@ def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
 @click.option("--emulate-max", type=click.IntRange(min=1), default=None, help="Emulate only the first N sequences (default: all).")
 @click.option("--traffic-sample", default=16, show_default=True, help="Sequences whose memory traffic is counted exactly.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Parallel emulator processes.")
-@click.option("--emulator", default="unicorn", show_default=True, help="unicorn, qemu or renode (qemu/renode boot the board image).")
+@click.option("--emulator", default=None, help="unicorn (the default), qemu or renode (qemu/renode boot the board image); a core Unicorn lacks (cortex-m55) runs on qemu.")
 @click.option("--board", "board_name", default=None, help="qemu/renode: the board to boot (default: the one 'build' used).")
 @click.option("--bundle", type=click.IntRange(min=1), default=16, show_default=True, help="qemu/renode: test sequences linked into the image.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True, help="qemu/renode: seconds to wait for the summary line.")
-@_guard
+@guard
 def emulate_cmd(work, data, emulate_max, traffic_sample, workers, emulator, board_name, bundle, timeout):
     """Run float, golden, host build and emulated firmware on --data (writes evaluation.pkl)."""
-    from . import pipeline as P
-    from .build import Firmware
-    from .emulators import check_emulator
-    w = Path(work)
-    P.check_fresh(w, "emulate")
-    ir = P.load_pickle(w / "model.ir.pkl", "import", ModelIR)
-    qm = P.load_pickle(w / "model.q.pkl", "quantize", QModel)
-    b = P.load_pickle(w / "build.pkl", "build", dict)
-    if not {"target", "variant", "wait_states", "flash_bytes", "ram_bytes"} <= set(b):
-        raise RnnskipError(f"{w / 'build.pkl'} is not a file written by rnnskip's 'build' stage; run that stage again")
-    if check_emulator(emulator, installed=False) != "unicorn":
-        from .emulators import evaluate_on_board
-        board, target = _board_target(None, board_name or b.get("board"), b["wait_states"])
-        if board is None:
-            raise RnnskipError(f"--emulator {emulator} boots a whole board image: pass --board (see 'rnnskip boards')")
-        check_emulator(emulator)
-        ds = _load_data(data, ir)
-        ev, fw, info = evaluate_on_board(ir, qm, ds, w / "src", w / f"board-{board.name}", board, b["variant"],
-                                         emulator, max_n=emulate_max or bundle, timeout=timeout,
-                                         host_so=w / "host" / "librnnskip_model.so", wait_states=b["wait_states"])
-        b = dict(b, target=target.name, board=board.name, flash_bytes=fw.flash_bytes, ram_bytes=fw.ram_bytes,
-                 elf=str(fw.elf), info=info)
-        P.save_pickle({"ev": ev, "build": b}, w / "evaluation.pkl")
-        P.stage_done(w, "emulate")
-        click.echo(f"{emulator} {board.name}: {ev.device_checked} sequences, {ev.host_mismatches + ev.device_mismatches} "
-                   f"mismatches; {info['device_summary'].get('result', '?')} ({info.get('instruction_counts')})")
-        if ev.host_mismatches + ev.device_mismatches:
-            raise RnnskipError(f"{ev.host_mismatches + ev.device_mismatches} sequences differ from the golden model "
-                               f"({ev.first_mismatch})")
-        return
-    _, target = _board_target(b["target"], b.get("board"), b["wait_states"])
-    fw = Firmware(elf=w / "firmware" / "firmware.elf", map=w / "firmware" / "firmware.map",
-                  variant=b["variant"], flash_bytes=b["flash_bytes"], ram_bytes=b["ram_bytes"])
-    ds = _load_data(data, ir)
-    if ds.x.shape[1] > _io_max_t(w):
-        raise RnnskipError(f"--data has sequences of {ds.x.shape[1]} steps but the firmware holds {_io_max_t(w)}; "
-                           f"regenerate with 'rnnskip generate {work} --max-t {ds.x.shape[1]}'")
-    ev = P.evaluate(ir, qm, ds, host_so=w / "host" / "librnnskip_model.so", firmware=fw, target=target,
-                    emulate_max=emulate_max, traffic_sample=traffic_sample, workers=workers)
-    P.save_pickle({"ev": ev, "build": b}, w / "evaluation.pkl")
-    P.stage_done(w, "emulate")
-    click.echo(f"emulated {ev.device_checked} sequences; {ev.host_mismatches + ev.device_mismatches} mismatches")
-    if ev.host_mismatches + ev.device_mismatches:   # the contract is bit-exactness, as in rnnskip-convert
-        raise RnnskipError(f"{ev.host_mismatches + ev.device_mismatches} sequences differ from the golden model "
-                           f"({ev.first_mismatch}); this is a bug: please report it with the work folder")
-
-
-def _io_max_t(work: Path) -> int:
-    import re
-    m = re.search(r"#define RNNSKIP_MAX_T (\d+)", (work / "src" / "rnnskip_io.c").read_text())
-    return int(m.group(1))
+    from .pipeline.commands import emulate_command
+    res = emulate_command(work, data, emulator, board_name, emulate_max, bundle, timeout, traffic_sample, workers,
+                          note=note)
+    ev, run = res.evaluation, res.evaluation.emu.board_run
+    if run is not None:
+        click.echo(f"{res.emulator.label}: {ev.device_checked} sequences, {ev.mismatches} mismatches; "
+                   f"{run['device_summary'].get('result', '?')} ({run.get('instruction_counts')})")
+    else:
+        click.echo(f"emulated {ev.device_checked} sequences; {ev.mismatches} mismatches")
+    res.check()
 
 
 @main.command("report")
 @click.argument("work", type=click.Path(file_okay=False))
-@_guard
+@guard
 def report_cmd(work):
     """Write WORK/report.json from the last 'emulate' run and print the table."""
-    from . import pipeline as P
-    from .build import Firmware
-    from .report import build_report, table, write_report
-    w = Path(work)
-    P.check_fresh(w, "report")
-    ir = P.load_pickle(w / "model.ir.pkl", "import", ModelIR)
-    qm = P.load_pickle(w / "model.q.pkl", "quantize", QModel)
-    e = P.load_pickle(w / "evaluation.pkl", "emulate", dict)
-    if not {"ev", "build"} <= set(e):
-        raise RnnskipError(f"{w / 'evaluation.pkl'} is not a file written by rnnskip's 'emulate' stage; run that stage again")
-    b = e["build"]
-    _, target = _board_target(b["target"], b.get("board"), b["wait_states"])
-    elf = Path(b.get("elf") or w / "firmware" / "firmware.elf")
-    fw = Firmware(elf=elf, map=elf.with_suffix(".map"),
-                  variant=b["variant"], flash_bytes=b["flash_bytes"], ram_bytes=b["ram_bytes"])
-    rep = build_report(ir, qm, e["ev"], target, b["kernels"], b["variant"], firmware=fw)
-    if b.get("info"):
-        from .emulators import report_emulation
-        report_emulation(rep, b["info"])
-    write_report(rep, w / "report.json")
-    click.echo(table(rep))
+    from .pipeline.commands import report_command
+    from .report import table
+    click.echo(table(report_command(work)))
 
 
 @main.command("targets")
-@_guard
+@guard
 def targets_cmd():
     """List the Cortex-M targets: memory, clock, features, emulator, and the cycle model's
     table and source (an indented line under each target)."""
@@ -554,7 +223,7 @@ def targets_cmd():
 
 
 @main.command("boards")
-@_guard
+@guard
 def boards_cmd():
     """List the boards (--board): part, core, memory map, UART, QEMU machine, Renode platform."""
     from .boards import describe
@@ -575,10 +244,10 @@ def boards_cmd():
 @click.option("--calibrate-on", type=click.Choice(["int8", "float"]), default="int8", show_default=True, help="Model the decision threshold is calibrated on.")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Quantisation calibration data for the int8 model (default: --train); pass the --calib you will give rnnskip-convert.")
 @click.option("--margin-se", type=float, default=0.0, show_default=True, help="Meet --max-loss with this many standard errors of the validation loss to spare (the loss on a small --val is noisy; 1-2 guards against picking a lucky point).")
-@_guard
+@guard
 def train_predictor_cmd(model, train, val, max_loss, out, ptype, rounds, size_ratio, measure, calibrate_on, calib,
                         margin_se):
-    """Train a time-step skip predictor for MODEL (frozen) within an accuracy budget (issue 4).
+    """Train a time-step skip predictor for MODEL (frozen) within an accuracy budget.
 
     The skip-predictor method is the subject of Arm's US patent 11,663,814 B2
     ("Skip predictor for pre-trained recurrent neural networks"); take advice before commercial use."""

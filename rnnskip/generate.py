@@ -17,7 +17,7 @@ import jinja2
 import numpy as np
 
 from . import __version__
-from .cells import CELL_DIR, CELLS
+from .cells import CELL_DIR, CELLS, cell_of
 from .cells.base import interleaved_mults, plane_shift
 from .errors import RnnskipError
 from .quant.act import ACT_IDS
@@ -38,7 +38,7 @@ def templates_env() -> jinja2.Environment:
     root = resources.files("rnnskip") / "firmware_templates"
     env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(root), str(CELL_DIR)]), trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-    env.globals.update(act=act_enum, shift=plane_shift)
+    env.globals.update(act=act_enum, shift=plane_shift, cell=cell_of)
     return env
 
 
@@ -115,6 +115,14 @@ def _feature_literals(qm: QModel) -> Dict:
             "mask_value_f": _f32_literal(qm.mask_value) if qm.mask_value is not None else None}
 
 
+def tables_used(qm: QModel) -> list:
+    """The activation tables the generated C of ``qm`` reads (the linker keeps only these)."""
+    from .quant.act import LUTS
+    acts = [a for l in qm.layers for a in cell_of(l.kind).activations(l)]
+    acts += [d.activation for d in ([qm.input_dense] if qm.input_dense is not None else []) + list(qm.head[:-1])]
+    return [a for a in LUTS if a in acts]
+
+
 def _macro(env, template: str, name: str):
     return getattr(env.get_template(template).module, name, None)
 
@@ -133,7 +141,7 @@ def _code(env, qm: QModel):
                 hooks[h].append(str(mac(qm, ctx)).rstrip())
     layers = []
     for i, l in enumerate(qm.layers):
-        cell = l.cell
+        cell = cell_of(l.kind)
         acc, code = "s->acc", None
         for m, ctx in ctxs:
             ptr = m.c_accumulators(qm, i)
@@ -153,7 +161,7 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
     env = env or templates_env()
     head_rows = [d.rows for d in qm.head]
     hooks, layer_code = _code(env, qm)
-    headers = ["rnnskip_kernels.h"] + sorted({l.cell.c_header for l in qm.layers})
+    headers = sorted({cell_of(l.kind).c_header for l in qm.layers})
     if any(m.key == "delta" for m in qm.methods):
         headers.append("rnnskip_delta_kernels.h")
     return {

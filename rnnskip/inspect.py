@@ -22,6 +22,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from .cells import cell_of
 from .converter import keras_import as K
 from .converter import support
 from .errors import RnnskipError
@@ -205,7 +206,7 @@ def _layer_problems(entry: dict, version: str) -> List[str]:
 
 def _placeholder_ranges(ir):
     from .quant.calibrate import Ranges
-    return Ranges(features=1.0, input_dense=1.0, states=[{k: 1.0 for k in l.cell.float_state} for l in ir.rnn_layers],
+    return Ranges(features=1.0, input_dense=1.0, states=[{k: 1.0 for k in cell_of(l.kind).float_state} for l in ir.rnn_layers],
                   head=[1.0] * len(ir.head), sequences=0)
 
 

@@ -27,6 +27,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from rnnskip.cells import cell_of
 from rnnskip.cells.base import NUMPY_OPS
 from rnnskip.converter.ir import EmbeddingInput, ModelIR, RNNLayer
 from rnnskip.converter.support import FLOAT_ACTIVATIONS
@@ -87,7 +88,7 @@ class _RNN:
     """One recurrent layer: its cell kind's float step (``rnnskip/cells/``) on float64 weights."""
 
     def __init__(self, r: RNNLayer):
-        self.cell = r.cell
+        self.cell = cell_of(r.kind)
         self.units = r.units
         self.w = {k: np.asarray(getattr(r, k), np.float64) for k in ("kernel", "recurrent_kernel", "bias")}
         self.acts = (activation(r.activation),

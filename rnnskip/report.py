@@ -1,21 +1,48 @@
-"""report.json (the keys benchmark tooling reads) and the terminal table."""
+"""report.json (the keys benchmark tooling reads), its text and the terminal table."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
-from .emulate import STAT_FIELDS
+from .emulators.base import STAT_FIELDS
 
 
 def _mean(a) -> float:
     return float(np.mean(a)) if len(a) else float("nan")
 
 
+def stat_mean(column) -> Optional[float]:
+    """Mean of one STAT_FIELDS column; None when the emulator did not measure it (NaN),
+    e.g. cycles from a board emulator on a core Unicorn lacks."""
+    v = np.asarray(column, float)
+    return None if len(v) == 0 or np.isnan(v).any() else float(v.mean())
+
+
+def no_cycles_note(target, instructions: bool, other: str) -> str:
+    """Why a comparison of the model with and without ``other`` (skip, delta) has no cycles,
+    from what was measured."""
+    name = target.name if target is not None else "this core"
+    why = (f"{name} has no cycle model (Unicorn has no core for it)" if target is not None and not target.unicorn_cpu
+           else "the Unicorn re-run of the board image (which models cycles) did not complete")
+    return why + (f"; dense and {other} compared by the board emulator's instruction counts" if instructions
+                  else "; the emulator gave no per-sequence instruction counts either")
+
+
+def cycles_per_step(emu) -> tuple:
+    """Least-squares fit cycles = a + b * steps_run over the emulated sequences -> (a, b)."""
+    steps = emu.steps_run.astype(float)
+    cyc = emu.stats[:, STAT_FIELDS.index("cycles")]
+    if len(np.unique(steps)) < 2:
+        return float("nan"), float("nan")
+    b, a = np.polyfit(steps, cyc, 1)
+    return float(a), float(b)
+
+
 def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) -> dict:
     """Assemble report.json from an :class:`pipeline.Evaluation` (calibration provenance from
     ``qm.calibration``, set where the model was quantised)."""
-    from .pipeline import cycles_per_step
     macs_step = ir.macs_per_step()
     cal = getattr(qm, "calibration", None) or {}   # pickles from before the field: no provenance
     rep = {
@@ -50,7 +77,7 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
         },
         "timings_s": {k: round(v, 3) for k, v in ev.timings.items()},
     }
-    if getattr(ev, "error", None) is not None:  # regression (issue 7): errors in the output's units
+    if getattr(ev, "error", None) is not None:  # regression: errors in the output's units
         rep["accuracy"] = None
         rep["error"] = dict(ev.error, n=ev.n)
     if getattr(ir, "per_step", False):
@@ -85,12 +112,26 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
                              f"operands and registers) on {int(tr.sum())} of {len(tr)} sequences; instructions and "
                              f"cycles on all of them"),
         }
+        if emu.board_run is not None:
+            _board_emulation(rep["emulation"], emu.board_run)
     if firmware is not None:
         rep["footprint"] = {"flash_bytes": firmware.flash_bytes, "ram_bytes": firmware.ram_bytes,
                             "stack_bytes": ev.emu.stack_bytes if ev.emu is not None else None,
                             "weights_bytes": qm.flash_weight_bytes(),
                             "flash_capacity": target.flash_size, "ram_capacity": target.ram_size}
     return rep
+
+
+def _board_emulation(e: dict, info: dict) -> None:
+    """Mark the emulation section of a board run with what ran where."""
+    e["emulator"] = info["emulator"]
+    cc = info.get("unicorn_cross_check", {})
+    e["cycles_from"] = ("Unicorn cycle model on the same ELF" if "skipped" not in cc
+                        else f"not modelled: {cc['skipped']}")
+    e["board"] = info
+    if not e.get("traffic_sampled_sequences"):   # board runs: QEMU/Renode do not count loads and stores
+        e["traffic_note"] = (f"memory traffic is not measured on {info['emulator']} board runs; the Unicorn "
+                             f"backend counts it (--emulator unicorn)")
 
 
 def write_report(rep: dict, path: Path) -> None:
@@ -152,7 +193,6 @@ def write_plots(ev, out_dir: Path, title: str = "") -> list:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from .pipeline import cycles_per_step
     emu = ev.emu
     steps, cyc = emu.steps_run, emu.stats[:, STAT_FIELDS.index("cycles")]
     a, b = cycles_per_step(emu)

@@ -1,4 +1,4 @@
-"""Issue 7: integer activations beyond sigmoid/tanh -- error bounds against float,
+"""Integer activations beyond sigmoid/tanh -- error bounds against float,
 the C kernels equal to the golden model (exhaustively for the activations, on random
 models for the cells), and the generated tables up to date."""
 from __future__ import annotations
@@ -11,17 +11,18 @@ import numpy as np
 import pytest
 
 from random_models import random_data, random_ir
-from rnnskip import pipeline as P
+from rnnskip import pipeline
 from rnnskip.datasets import Dataset
+from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.generate import generate, kernel_dir
-from rnnskip.quant import act as A
+from rnnskip.quant import act
 from rnnskip.quant.calibrate import calibrate
 from rnnskip.quant.golden import GoldenModel
 from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel, activation
 
 HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
-ALL = sorted(A.ACT_IDS)
+ALL = sorted(act.ACT_IDS)
 X = np.arange(-32768, 32768, dtype=np.int64)      # every int16 Q3.12 input
 
 # measured max |int - float| over every Q3.12 input in [-8, 8) (output units), with margin
@@ -30,20 +31,20 @@ BOUNDS = {"sigmoid": 1e-4, "tanh": 5e-4, "hard_sigmoid": 5e-5, "hard_sigmoid_k3"
 
 
 def test_committed_tables_match_generator():
-    assert A.LUTS_C.read_text() == A.render_luts(), "run: python -m rnnskip.quant.act"
+    assert act.LUTS_C.read_text() == act.render_luts(), "run: python -m rnnskip.quant.act"
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_activation_error_bounded(name):
-    got = A.act_q(name, X) / 2.0 ** A.out_q(name)
+    got = act.act_q(name, X) / 2.0 ** act.out_q(name)
     err = np.abs(got - activation(name)(X / 4096.0)).max()
     assert err <= BOUNDS[name], (name, err)
 
 
 def test_hard_sigmoid_generations_differ_where_keras_does():
     x = np.array([-3 * 4096, -2 * 4096, 0, 2 * 4096, 3 * 4096])
-    k2 = A.act_q("hard_sigmoid", x) / 32768.0
-    k3 = A.act_q("hard_sigmoid_k3", x) / 32768.0
+    k2 = act.act_q("hard_sigmoid", x) / 32768.0
+    k3 = act.act_q("hard_sigmoid_k3", x) / 32768.0
     np.testing.assert_allclose(k2, [0.0, 0.1, 0.5, 0.9, 1.0], atol=5e-5)
     np.testing.assert_allclose(k3, [0.0, 1 / 6, 0.5, 5 / 6, 1.0], atol=5e-5)
 
@@ -68,8 +69,8 @@ def act_lib(tmp_path_factory):
 @pytest.mark.parametrize("name", ALL)
 def test_c_activation_equals_golden_everywhere(act_lib, name):
     out = np.zeros(65536, np.int32)
-    act_lib.act_all(ctypes.c_int32(A.ACT_IDS[name]), out.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)))
-    np.testing.assert_array_equal(out, A.act_q(name, X))
+    act_lib.act_all(ctypes.c_int32(act.ACT_IDS[name]), out.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)))
+    np.testing.assert_array_equal(out, act.act_q(name, X))
 
 
 COMBOS = [("relu", "sigmoid"), ("linear", "hard_sigmoid"), ("softsign", "hard_sigmoid_k3"),
@@ -98,9 +99,9 @@ def test_cells_host_bitexact_every_activation(cfg, combos, tmp_path):
         ir, qm, x, L = _model(cfg, a, ra)
         assert qm.layers[0].activation == a
         generate(qm, tmp_path / f"src{j}", max_t=x.shape[1])
-        so = P.build_host(tmp_path / f"src{j}", tmp_path / f"host{j}")
+        so = pipeline.build_host(tmp_path / f"src{j}", tmp_path / f"host{j}")
         ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
-        ev = P.evaluate(ir, qm, ds, host_so=so, progress=False)
+        ev = pipeline.evaluate(ir, qm, ds, host_so=so)
         assert ev.host_mismatches == 0, (a, ra, ev.first_mismatch)
         g, _ = GoldenModel(qm).run(x, L)
         assert len({tuple(r) for r in g.tolist()}) > 1
@@ -114,9 +115,10 @@ def test_cells_firmware_bitexact(variant, tmp_path):
     for cfg, (a, ra) in (("feat-lstm", ("relu", "hard_sigmoid")), ("tok-gru-v1", ("linear", "hard_sigmoid_k3"))):
         ir, qm, x, L = _model(cfg, a, ra)
         generate(qm, tmp_path / cfg / "src", max_t=x.shape[1])
-        fw = P.build_target(tmp_path / cfg / "src", tmp_path / cfg / "fw", t, variant)
+        fw = pipeline.build_target(tmp_path / cfg / "src", tmp_path / cfg / "fw", t, variant)
         ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
-        ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+        ev = pipeline.evaluate(ir, qm, ds, firmware=fw,
+                               emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
         assert ev.device_checked == len(x) and ev.device_mismatches == 0, ev.first_mismatch
 
 
@@ -126,7 +128,8 @@ def test_firmware_links_only_the_tables_it_reads(tmp_path):
     flash estimate counts exactly those."""
     from elftools.elf.elffile import ELFFile
     from rnnskip import targets
-    from rnnskip.quant.act import LUT_NAMES, tables_used
+    from rnnskip.generate import tables_used
+    from rnnskip.quant.act import LUT_NAMES
     t = targets.load("cortex-m4")
     for cfg, acts in (("feat-lstm", None), ("feat-lstm", ("relu", "hard_sigmoid")), ("tok-gru-v1", ("softsign", "sigmoid"))):
         if acts is None:
@@ -137,7 +140,7 @@ def test_firmware_links_only_the_tables_it_reads(tmp_path):
             ir, qm, x, L = _model(cfg, *acts)
         d = tmp_path / f"{cfg}-{acts}".replace(" ", "").replace("'", "").replace(",", "_")
         generate(qm, d / "src", max_t=5)
-        fw = P.build_target(d / "src", d / "fw", t, "dsp")
+        fw = pipeline.build_target(d / "src", d / "fw", t, "dsp")
         with open(fw.elf, "rb") as f:
             names = {s.name for s in ELFFile(f).get_section_by_name(".symtab").iter_symbols()}
         linked = [a for a, n in LUT_NAMES.items() if n in names]
@@ -159,8 +162,8 @@ def test_delta_runs_the_layer_activations(cfg, tmp_path):
         np.testing.assert_array_equal(zero, dense, err_msg=f"{a}/{ra}")
         qd = with_delta(qm, DeltaSpec([2] * len(qm.layers), [1] * len(qm.layers), dense_fallback=0.0))
         generate(qd, tmp_path / f"src{j}", max_t=x.shape[1])
-        so = P.build_host(tmp_path / f"src{j}", tmp_path / f"host{j}")
-        ev = P.evaluate(ir, qd, Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L), host_so=so, progress=False)
+        so = pipeline.build_host(tmp_path / f"src{j}", tmp_path / f"host{j}")
+        ev = pipeline.evaluate(ir, qd, Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L), host_so=so)
         assert ev.host_mismatches == 0, (a, ra, ev.first_mismatch)
 
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from random_models import random_data, random_ir
-from rnnskip import pipeline as P
+from rnnskip import pipeline
 from rnnskip.datasets import Dataset
 from rnnskip.delta.spec import DeltaSpec
+from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.generate import generate
 from rnnskip.quant.calibrate import calibrate
 from rnnskip.delta.golden import run_stats, with_delta
@@ -46,8 +47,8 @@ def built(request, tmp_path_factory):
 
 def test_host_bitexact(built):
     cfg, ir, qm, ds, d = built
-    so = P.build_host(d / "src", d / "host")
-    ev = P.evaluate(ir, qm, ds, host_so=so, progress=False)
+    so = pipeline.build_host(d / "src", d / "host")
+    ev = pipeline.evaluate(ir, qm, ds, host_so=so)
     assert ev.host_checked == len(ds) and ev.host_mismatches == 0, ev.first_mismatch
     # thresholds really changed the result and really skipped columns
     dense, _ = GoldenModel(qm, methods=[]).run(ds.x, ds.lengths)
@@ -63,8 +64,8 @@ def test_firmware_bitexact(built, variant):
     from rnnskip import targets
     cfg, ir, qm, ds, d = built
     t = targets.load("cortex-m4")
-    fw = P.build_target(d / "src", d / f"fw-{variant}", t, variant)
-    ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=1, workers=1, progress=False)
+    fw = pipeline.build_target(d / "src", d / f"fw-{variant}", t, variant)
+    ev = pipeline.evaluate(ir, qm, ds, firmware=fw, emulator=Unicorn(t, traffic_sample=1, workers=1, progress=False))
     assert ev.device_checked == len(ds) and ev.device_mismatches == 0, ev.first_mismatch
 
 
@@ -74,8 +75,8 @@ def test_theta0_device_equals_dense_golden(tmp_path):
     ir, qm, ds = _setup("feat-lstm-lstm", (0, 0), seed=2, fallback=0.6)
     generate(qm, tmp_path / "src", max_t=ds.x.shape[1])
     t = targets.load("cortex-m4")
-    fw = P.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
-    ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+    fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    ev = pipeline.evaluate(ir, qm, ds, firmware=fw, emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
     assert ev.device_mismatches == 0, ev.first_mismatch
     dense, _ = GoldenModel(qm, methods=[]).run(ds.x, ds.lengths)
     np.testing.assert_array_equal(ev.emu.out[:, : qm.output_dim], dense)
@@ -97,9 +98,10 @@ def test_delta_with_skip_predictor(cfg, ptype, tmp_path):
     assert (st["steps"] == flags.sum(1)).all()
     generate(qm, tmp_path / "src", max_t=x.shape[1])
     t = targets.load("cortex-m4")
-    so = P.build_host(tmp_path / "src", tmp_path / "host")
-    fw = P.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
-    ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+    so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
+    fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    ev = pipeline.evaluate(ir, qm, ds, host_so=so, firmware=fw,
+                           emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
     assert ev.host_mismatches == 0 and ev.device_mismatches == 0, ev.first_mismatch
 
 
@@ -123,9 +125,10 @@ def test_dense_fallback_mixed_steps(cfg, tmp_path):
     generate(qm, tmp_path / "src", max_t=ds.x.shape[1])
     assert "rnnskip_delta_mat_vec_s8" in (tmp_path / "src" / "rnnskip_model.c").read_text()
     t = targets.load("cortex-m4")
-    so = P.build_host(tmp_path / "src", tmp_path / "host")
-    fw = P.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
-    ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+    so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
+    fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    ev = pipeline.evaluate(ir, qm, ds, host_so=so, firmware=fw,
+                           emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
     assert ev.host_mismatches == 0 and ev.device_mismatches == 0, ev.first_mismatch
 
 
@@ -145,6 +148,6 @@ def test_more_than_256_transmitting_columns(tmp_path):
     assert widest > 256, widest
     generate(qm, tmp_path / "src", max_t=ds.x.shape[1])
     t = targets.load("cortex-m4")
-    fw = P.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
-    ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+    fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    ev = pipeline.evaluate(ir, qm, ds, firmware=fw, emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
     assert ev.device_checked == len(ds) and ev.device_mismatches == 0, ev.first_mismatch

@@ -12,6 +12,7 @@ from rnnskip.delta.floatdelta import FloatDeltaModel
 from rnnskip.delta.spec import DeltaSpec, model_signature
 from rnnskip.errors import RnnskipError
 from rnnskip.quant.calibrate import calibrate
+from rnnskip.cells import cell_of
 from rnnskip.delta.golden import delta_layout, densities, effective_macs, run_stats, with_delta
 from rnnskip.quant.golden import GoldenModel
 from rnnskip.quant.quantize import quantize
@@ -160,7 +161,7 @@ def test_delta_train_cell_is_the_cells_float_step(cfg, acts):
     l.activation = acts[0]
     if acts[1]:
         l.recurrent_activation = acts[1]
-    cell = l.cell
+    cell = cell_of(l.kind)
     rng = np.random.default_rng(0)
     x = rng.normal(0, 1, (5, l.input_dim))
     state = tuple(rng.normal(0, 0.5, (5, l.units)) for _ in cell.float_state)

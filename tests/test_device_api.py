@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from random_models import random_data, random_ir
-from rnnskip import pipeline as P
+from rnnskip import pipeline
 from rnnskip.generate import generate
 from rnnskip.outputs import _classes
 from rnnskip.quant.calibrate import calibrate
@@ -71,7 +71,7 @@ def _logits(qm, rng):
 
 def test_host_helpers_match_golden(model):
     qm, d = model
-    so = ctypes.CDLL(str(P.build_host(d / "src", d / "host")))
+    so = ctypes.CDLL(str(pipeline.build_host(d / "src", d / "host")))
     rng = np.random.default_rng(0)
     rows, logits = _feature_rows(qm, qm.mask_value, rng), _logits(qm, rng)
     q_ref, valid_ref, cls_ref = _expected(qm, rows, logits)
@@ -92,10 +92,10 @@ def test_host_helpers_match_golden(model):
 def test_firmware_helpers_match_golden(model):
     from rnnskip import targets
     from rnnskip.simulator import UnicornEmulator
-    from rnnskip.simulator.runtime import keep_flags
+    from rnnskip.build import keep_flags
     qm, d = model
     t = targets.load("cortex-m4")
-    fw = P.build_target(d / "src", d / "fw", t, "dsp", extra_cflags=keep_flags(HELPERS))
+    fw = pipeline.build_target(d / "src", d / "fw", t, "dsp", extra_cflags=keep_flags(HELPERS))
     emu = UnicornEmulator(fw.elf, t)
     buf, size = emu.symbol("rnnskip_io_x")                    # scratch: floats in, int8 out
     F, Fp = qm.features, qm.features_p

@@ -68,8 +68,8 @@ def test_clean_copy_builds_with_cmake_and_make_and_boots(project, tmp_path):
     assert (a / "build/firmware.bin").read_bytes() == (b / "build/firmware.bin").read_bytes()
     if not HAVE["qemu-system-arm"]:
         pytest.skip("qemu-system-arm not installed")
-    from rnnskip.emulators import qemu as Q
-    run = Q.run_firmware(b / "build" / "firmware.elf", boards.load("stm32f407"), timeout=60, icount=False)
+    from rnnskip.emulators import qemu
+    run = qemu.run_firmware(b / "build" / "firmware.elf", boards.load("stm32f407"), timeout=60, icount=False)
     assert run.machine == "netduinoplus2"
     assert run.lines[-1] == ("rnnskip summary: board=stm32f407 target=cortex-m4 sequences=4 match=4 "
                              "mismatch=0 cycles=- result=PASS")
@@ -93,11 +93,11 @@ def test_cmsis_nn_project_asks_for_cmsis_nn_path(model, tmp_path):
 @needs_arm
 def test_cli_export(model, tmp_path, monkeypatch):
     from click.testing import CliRunner
-    from rnnskip import pipeline
     from rnnskip.cli import main
+    from rnnskip.pipeline import stages
     from rnnskip.datasets import Dataset, save_npz
     ir, qm, x, L, d = model
-    monkeypatch.setattr(pipeline, "import_model", lambda path: ir)
+    monkeypatch.setattr(stages, "import_model", lambda path: ir)
     save_npz(str(tmp_path / "d.npz"), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))
     r = CliRunner().invoke(main, ["convert", "model.h5", "--target", "cortex-m4", "--board", "stm32f407",
                                   "--export", str(tmp_path / "fw"), "--data", str(tmp_path / "d.npz"),

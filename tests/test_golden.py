@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from random_models import CONFIGS, random_data, random_ir
-from rnnskip import pipeline as P
+from rnnskip import pipeline
+from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.generate import generate
 from rnnskip.quant import fixedpoint as fp
 from rnnskip.quant.calibrate import calibrate
@@ -37,11 +38,11 @@ def built(request, tmp_path_factory):
 
 def test_host_build_bitexact(built):
     cfg, ir, qm, x, L, d = built
-    so = P.build_host(d / "src", d / "host")
+    so = pipeline.build_host(d / "src", d / "host")
     g_out, g_flags = GoldenModel(qm).run(x, L)
     from rnnskip.datasets import Dataset
     ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
-    ev = P.evaluate(ir, qm, ds, host_so=so, progress=False)
+    ev = pipeline.evaluate(ir, qm, ds, host_so=so)
     assert ev.host_checked == len(x)
     assert ev.host_mismatches == 0, ev.first_mismatch
     # the golden model is not trivially constant: outputs differ across sequences
@@ -55,18 +56,18 @@ def test_firmware_bitexact(built, variant):
     from rnnskip.datasets import Dataset
     cfg, ir, qm, x, L, d = built
     t = targets.load("cortex-m4")
-    fw = P.build_target(d / "src", d / f"fw-{variant}", t, variant)
+    fw = pipeline.build_target(d / "src", d / f"fw-{variant}", t, variant)
     ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
-    ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=2, workers=1, progress=False)
+    ev = pipeline.evaluate(ir, qm, ds, firmware=fw, emulator=Unicorn(t, traffic_sample=2, workers=1, progress=False))
     assert ev.device_checked == len(x)
     assert ev.device_mismatches == 0, ev.first_mismatch
     assert (ev.emu.stats[:, 1] > 0).all()  # cycles counted for every sequence
     # the function profile accounts for every emulated cycle, and the step runs its kernels
-    from rnnskip import outputs as O
-    from rnnskip.emulate import profile_functions
+    from rnnskip import outputs
+    from rnnskip.emulators.unicorn import profile_functions
     g = GoldenModel(qm)
     prof = profile_functions(fw.elf, t, g.device_inputs(x), L, None if qm.token_input else g.valid_steps(x),
-                             O.macs_budget(qm))
+                             outputs.macs_budget(qm))
     assert sum(prof.values()) == ev.emu.stats[:, 1].sum()
     assert any(("mat_vec" in k or "dsp_core" in k) and prof[k] > 0 for k in prof), prof
 
@@ -117,10 +118,11 @@ def test_other_kernel_providers_bitexact(kernels, tmp_path):
     ir, qm, x, L = _quantized("tok-gru-v1")
     generate(qm, tmp_path / "src", max_t=x.shape[1], kernels=kernels)
     t = targets.load("cortex-m4")
-    so = P.build_host(tmp_path / "src", tmp_path / "host")
-    fw = P.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
+    fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
     ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
-    ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+    ev = pipeline.evaluate(ir, qm, ds, host_so=so, firmware=fw,
+                           emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
     assert ev.host_mismatches == 0 and ev.device_mismatches == 0, ev.first_mismatch
     assert ev.device_checked == len(x)
 

@@ -96,15 +96,16 @@ def m4(tmp_path_factory):
     pytest.importorskip("unicorn")
     sim = pytest.importorskip("rnnskip.simulator", reason="rnnskip.simulator (the cycle model) not available")
     from rnnskip import targets
+    from rnnskip.build import build_firmware
     target = targets.load("cortex-m4")
     d = tmp_path_factory.mktemp("kernels_m4")
     (d / "tk_harness.c").write_text(HARNESS)
     elfs = {}
     for variant, extra in (("dsp", []), ("plain", ["-DRNNSKIP_NO_DSP"])):
         out = d / variant
-        elfs[variant] = sim.build_firmware(target, [d / "tk_harness.c", SRC], out, name=f"tk_{variant}",
-                                       extra_cflags=["-Wall", "-Wextra", "-Werror", *extra],
-                                       include_dirs=[KDIR], keep=KEEP)
+        elfs[variant] = build_firmware(target, [d / "tk_harness.c", SRC], out, name=f"tk_{variant}",
+                                   extra_cflags=["-Wall", "-Wextra", "-Werror", *extra],
+                                   include_dirs=[KDIR], keep=KEEP)
     return sim.UnicornEmulator, target, elfs
 
 

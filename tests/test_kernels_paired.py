@@ -175,14 +175,15 @@ def m4(tmp_path_factory):
     pytest.importorskip("unicorn")
     sim = pytest.importorskip("rnnskip.simulator", reason="rnnskip.simulator (the cycle model) not available")
     from rnnskip import targets
+    from rnnskip.build import build_firmware
     target = targets.load("cortex-m4")
     d = tmp_path_factory.mktemp("kernels_paired_m4")
     (d / "tk_harness.c").write_text(HARNESS)
     elfs = {}
     for variant, extra in (("dsp", []), ("plain", ["-DRNNSKIP_NO_DSP"])):
-        elfs[variant] = sim.build_firmware(target, [d / "tk_harness.c", SRC], d / variant, name=f"tkp_{variant}",
-                                           extra_cflags=["-Wall", "-Wextra", "-Werror", *extra],
-                                           include_dirs=[KDIR], keep=KEEP)
+        elfs[variant] = build_firmware(target, [d / "tk_harness.c", SRC], d / variant, name=f"tkp_{variant}",
+                                       extra_cflags=["-Wall", "-Wextra", "-Werror", *extra],
+                                       include_dirs=[KDIR], keep=KEEP)
     return sim.UnicornEmulator, target, elfs
 
 
@@ -211,11 +212,11 @@ def test_m4_bit_exact(m4, variant):
                                      ["-DRNNSKIP_PAIRED_XCHUNK=512", "-DRNNSKIP_PAIRED_USTEPS=16"]])
 def test_m4_build_variants_bit_exact(m4, tmp_path, defines):
     Emu, target, _ = m4
-    from rnnskip import simulator as sim
+    from rnnskip.build import build_firmware
     (tmp_path / "tk_harness.c").write_text(HARNESS)
-    elf = sim.build_firmware(target, [tmp_path / "tk_harness.c", SRC], tmp_path, name="tkp_var",
-                             extra_cflags=["-Wall", "-Wextra", "-Werror", *defines],
-                             include_dirs=[KDIR], keep=KEEP)
+    elf = build_firmware(target, [tmp_path / "tk_harness.c", SRC], tmp_path, name="tkp_var",
+                         extra_cflags=["-Wall", "-Wextra", "-Werror", *defines],
+                         include_dirs=[KDIR], keep=KEEP)
     emu = Emu(elf, target)
     for name, w, x, b in _cases([4, 8, 12, 16, 36], [4, 8, 28, 36, 96, 516, 1100], big_limit=36 * 100):
         out, _ = _run(emu, w, x, b)

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 
 from random_models import generated_mixed, random_data
-from rnnskip import boards
+from rnnskip import boards, pipeline
 from rnnskip.boards.firmware import build_board_firmware, make_bundle
-from rnnskip.emulators import qemu as Q
+from rnnskip.datasets import Dataset, save_npz
+from rnnskip.emulators import qemu
+from rnnskip.emulators.base import STAT_FIELDS
+from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.errors import RnnskipError
 from rnnskip.generate import generate
 from rnnskip.quant.calibrate import calibrate
@@ -43,7 +46,7 @@ def _build(model, name, **kw):
 @pytest.mark.parametrize("name", QEMU_BOARDS)
 def test_board_boots_bitexact_and_matches_unicorn(model, name, tmp_path):
     b, fw = _build(model, name)
-    run = Q.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path)
+    run = qemu.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path)
     bundle = model["bundle"]
     assert run.start["board"] == name and run.start["sequences"] == str(bundle.n)
     assert run.summary["result"] == "PASS" and run.summary["mismatch"] == "0", run.lines[-1]
@@ -54,32 +57,37 @@ def test_board_boots_bitexact_and_matches_unicorn(model, name, tmp_path):
         assert s["flags"] == "".join(str(int(f)) for f in bundle.flags[i, :T])
         assert s["match"]
     assert run.icounts and all(n > 1000 for n in run.icounts), run.icount_note
+    # the same image's rnnskip_io_run under Unicorn, as the board emulators re-run it
+    unicorn = Unicorn(boards.board_target(b), traffic_sample=0, workers=1, progress=False)
+    qm = model["qm"]
+    seqs = pipeline.device_sequences(qm, Dataset(x=model["x"], y=np.zeros(len(model["x"]), np.int64),
+                                                 lengths=model["L"]), bundle.n)
     if name == "mps3-an547":
         with pytest.raises(EmulationError, match="no Armv8.1-M core"):
-            Q.unicorn_cross_check(fw.elf, b, bundle)
+            unicorn.run(fw, seqs)
         return
-    uni, stack = Q.unicorn_cross_check(fw.elf, b, bundle)
-    assert [u["out"][:model["qm"].output_dim] for u in uni] == [s["out"] for s in run.sequences]
-    assert [u["flags"] for u in uni] == [s["flags"] for s in run.sequences]
+    uni = unicorn.run(fw, seqs)
+    assert uni.out[:, :qm.output_dim].tolist() == [s["out"] for s in run.sequences]
+    assert ["".join(map(str, f)) for f in uni.flags] == [s["flags"] for s in run.sequences]
     # the TCG plugin's counts equal Unicorn's, instruction for instruction
-    assert [u["instructions"] for u in uni] == run.icounts
-    assert all(u["cycles"] > 0 for u in uni) and stack > 0
+    assert uni.stats[:, STAT_FIELDS.index("instructions")].tolist() == run.icounts
+    assert (uni.stats[:, STAT_FIELDS.index("cycles")] > 0).all() and uni.stack_bytes > 0
 
 
 def test_olimex_falls_back_to_netduinoplus2(model, tmp_path):
     b, fw = _build(model, "olimex-stm32-h405")
-    m, note = Q.machine_for(b)
-    if "olimex-stm32-h405" in Q.machines():
+    m, note = qemu.machine_for(b)
+    if "olimex-stm32-h405" in qemu.machines():
         assert m == "olimex-stm32-h405"
     else:
         assert m == "netduinoplus2" and "8.1" in note
-    assert Q.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path, icount=False).passed
+    assert qemu.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path, icount=False).passed
 
 
 def test_hang_is_a_one_line_timeout(model, tmp_path):
     b, fw = _build(model, "mps2-an386", extra_cflags=("-DRNNSKIP_BOARD_HANG_TEST",))
     with pytest.raises(EmulationError) as e:
-        Q.run_firmware(fw.elf, b, timeout=2, icount=False, workdir=tmp_path)
+        qemu.run_firmware(fw.elf, b, timeout=2, icount=False, workdir=tmp_path)
     msg = str(e.value)
     assert "printed no summary line within 2 s (hung?)" in msg and "rnnskip start:" in msg and "\n" not in msg
 
@@ -88,26 +96,25 @@ def test_fault_is_reported(model, tmp_path):
     b, fw = _build(model, "stm32f407", extra_cflags=("-DRNNSKIP_BOARD_FAULT_TEST=2",))
     with pytest.raises(EmulationError, match=r"firmware faulted on QEMU netduinoplus2 \(board stm32f407\) "
                                              r"while running sequence 2: FAULT: HardFault pc=0x"):
-        Q.run_firmware(fw.elf, b, timeout=30, icount=False, workdir=tmp_path)
+        qemu.run_firmware(fw.elf, b, timeout=30, icount=False, workdir=tmp_path)
 
 
 def test_board_without_qemu_machine_and_missing_qemu(monkeypatch):
     with pytest.raises(RnnskipError, match="board stm32g0b1 .* has no QEMU machine; QEMU can run: .*mps2-an386"):
-        Q.machine_for(boards.load("stm32g0b1"))
-    monkeypatch.setattr(Q, "QEMU", "qemu-system-arm-not-installed")
+        qemu.machine_for(boards.load("stm32g0b1"))
+    monkeypatch.setattr(qemu, "QEMU", "qemu-system-arm-not-installed")
     with pytest.raises(RnnskipError, match="qemu-system-arm-not-installed not found on PATH; run 'make setup'"):
-        Q.run_firmware("fw.elf", boards.load("mps2-an386"))
+        qemu.run_firmware("fw.elf", boards.load("mps2-an386"))
 
 
 def test_cli_convert_and_emulate_with_qemu(model, tmp_path, monkeypatch):
     """rnnskip-convert --board netduinoplus2 --emulator qemu, then the emulate stage on its work folder."""
     import json
     from click.testing import CliRunner
-    from rnnskip import pipeline
     from rnnskip.cli import main
-    from rnnskip.datasets import Dataset, save_npz
+    from rnnskip.pipeline import stages
     ir, x, L = model["ir"], model["x"], model["L"]
-    monkeypatch.setattr(pipeline, "import_model", lambda path: ir)      # no Keras needed here
+    monkeypatch.setattr(stages, "import_model", lambda path: ir)      # no Keras needed here
     save_npz(str(tmp_path / "d.npz"), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))
     out = tmp_path / "out"
     r = CliRunner().invoke(main, ["convert", "model.h5", "--board", "netduinoplus2", "--emulator", "qemu",
@@ -138,6 +145,55 @@ def test_cli_convert_and_emulate_with_qemu(model, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "--emulator qemu boots a whole board image: pass --board" in r.output
 
 
+def test_cortex_m55_runs_on_qemu_by_default(model, tmp_path, monkeypatch):
+    """A core Unicorn lacks: without --board and --emulator, rnnskip-convert and the emulate
+    stage boot the board its target names under QEMU and say so in one line first;
+    --emulator unicorn, or QEMU missing, is refused before calibration with nothing written."""
+    import json
+    import pickle
+    from click.testing import CliRunner
+    from rnnskip.cli import main
+    from rnnskip.pipeline import stages
+    ir, x, L = model["ir"], model["x"], model["L"]
+    monkeypatch.setattr(stages, "import_model", lambda path: ir)      # no Keras needed here
+    data = tmp_path / "d.npz"
+    save_npz(str(data), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))
+    note = ("note: Unicorn has no cortex-m55 core: emulating board mps3-an547 under QEMU "
+            "(--board mps3-an547 --emulator qemu)")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["convert", "model.h5", "--target", "cortex-m55", "--data", str(data),
+                                  "--calib", str(data), "--out", str(out), "--bundle", "3"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.startswith(note + "\n") and r.stderr.count("note:") == 1, r.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["target"] == "cortex-m55" and rep["bitexact"]["device_checked"] == 3
+    assert rep["bitexact"]["mismatches"] == 0
+    e = rep["emulation"]
+    assert e["emulator"] == "qemu" and e["board"]["board"] == "mps3-an547"
+    assert e["cycles_from"].startswith("not modelled: target cortex-m55 cannot run under Unicorn")
+    assert pickle.loads((out / "build.pkl").read_bytes())["board"] == "mps3-an547"
+    # the emulate stage on that folder: QEMU again, on the board 'convert' recorded
+    r = CliRunner().invoke(main, ["emulate", str(out), "--data", str(data), "--bundle", "2"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.startswith("note: Unicorn has no cortex-m55 core: emulating board mps3-an547 under QEMU "
+                               "(--emulator qemu)\n")
+    assert "qemu mps3-an547: 2 sequences, 0 mismatches; PASS" in r.stdout
+    # Unicorn asked for by name: one line before any work
+    r = CliRunner().invoke(main, ["convert", "model.h5", "--target", "cortex-m55", "--emulator", "unicorn",
+                                  "--data", str(data), "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and r.stdout == "" and "calibrate" not in r.stderr
+    assert r.stderr.startswith("error: target cortex-m55 cannot run under Unicorn: Unicorn 2.1.4 has no Armv8.1-M core")
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o2").exists()
+    # no QEMU: the default is refused as early
+    monkeypatch.setattr(qemu, "QEMU", "qemu-system-arm-not-installed")
+    r = CliRunner().invoke(main, ["convert", "model.h5", "--target", "cortex-m55", "--data", str(data),
+                                  "--out", str(tmp_path / "o3")])
+    assert r.exit_code == 2 and "calibrate" not in r.stderr and not (tmp_path / "o3").exists()
+    assert r.stderr.strip().splitlines() == ["error: qemu-system-arm-not-installed not found on PATH; run 'make setup' "
+                                             "(installs Debian's qemu-system-arm) or 'sudo apt-get install "
+                                             "qemu-system-arm'"]
+
+
 def test_helium_kernels_bitexact_on_a_wide_model(tmp_path):
     """cortex-m55 Helium mat-vecs (row-major and paired) on 608 x 552 matrices: the column
     chunking (> 512 columns) and the predicated tails, bit-exact with the golden model."""
@@ -154,7 +210,7 @@ def test_helium_kernels_bitexact_on_a_wide_model(tmp_path):
                          capture_output=True, text=True).stdout
     paired = dis[dis.index("<rnnskip_mat_vec_paired_s8>:"):]
     assert "vmlava.s16" in paired[:paired.index("\n\n")]          # the Helium paired kernel is linked in
-    run = Q.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path, icount=False)
+    run = qemu.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path, icount=False)
     assert run.passed and run.summary["match"] == "3", run.lines[-1]
 
 
@@ -179,6 +235,6 @@ def test_delta_model_board_image_bitexact(name, tmp_path):
     b = boards.load(name)
     variant = "dsp" if boards.board_target(b).dsp else "plain"
     fw = build_board_firmware(tmp_path / "src", tmp_path / name, b, bundle, variant, "delta")
-    run = Q.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path)
+    run = qemu.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path)
     assert run.summary["result"] == "PASS" and run.summary["mismatch"] == "0", run.lines[-1]
     assert [s["out"] for s in run.sequences] == bundle.out.tolist()

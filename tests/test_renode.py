@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rnnskip import boards
-from rnnskip.emulators import renode as R
+from rnnskip.emulators import renode
 from rnnskip.errors import RnnskipError
 
 ROBOT_SECTIONS = ("*** Settings ***", "*** Variables ***", "*** Keywords ***", "*** Test Cases ***")
@@ -50,7 +50,7 @@ def _repl_blocks(text):
 @pytest.mark.parametrize("name", boards.available())
 def test_files_for_every_board(name, tmp_path):
     b = boards.load(name)
-    paths = R.write_files(tmp_path, b, model_name="demo")
+    paths = renode.write_files(tmp_path, b, model_name="demo")
     robot = paths["robot"].read_text()
     sec = _robot_sections(robot)
     assert set(ROBOT_SECTIONS) <= set(sec)
@@ -85,9 +85,9 @@ def test_files_for_every_board(name, tmp_path):
 
 
 def test_not_installed_is_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(R, "RENODE_TEST", "renode-test-not-installed")
+    monkeypatch.setattr(renode, "RENODE_TEST", "renode-test-not-installed")
     with pytest.raises(RnnskipError) as e:
-        R.run_firmware(tmp_path / "firmware.elf", boards.load("mps2-an386"), tmp_path)
+        renode.run_firmware(tmp_path / "firmware.elf", boards.load("mps2-an386"), tmp_path)
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("renode-test-not-installed not found on PATH: Renode is not installed")
     assert "github.com/renode/renode/releases" in msg and str(tmp_path / "renode") in msg
@@ -111,15 +111,15 @@ def test_cli_renode_with_a_stand_in_runner(tmp_path, monkeypatch):
     import json
     from click.testing import CliRunner
     from random_models import mixed_ir, random_data
-    from rnnskip import pipeline
     from rnnskip.cli import main
+    from rnnskip.pipeline import stages
     from rnnskip.datasets import Dataset, save_npz
     ir = mixed_ir()
     x, L = random_data(ir, n=3, T=9, seed=4)
-    monkeypatch.setattr(pipeline, "import_model", lambda path: ir)
+    monkeypatch.setattr(stages, "import_model", lambda path: ir)
     save_npz(str(tmp_path / "d.npz"), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))
     args = ["convert", "model.h5", "--board", "mps2-an386", "--data", str(tmp_path / "d.npz"), "--bundle", "3"]
-    monkeypatch.setattr(R, "RENODE_TEST", "renode-test-not-installed")
+    monkeypatch.setattr(renode, "RENODE_TEST", "renode-test-not-installed")
     r = CliRunner().invoke(main, args + ["--emulator", "renode", "--out", str(tmp_path / "o1")])
     # refused before any work, pointing at --export rather than at a folder the failed run removes
     assert r.exit_code == 2 and "Renode is not installed" in r.output and "--export DIR" in r.output
@@ -130,14 +130,14 @@ def test_cli_renode_with_a_stand_in_runner(tmp_path, monkeypatch):
         pytest.skip("qemu-system-arm needed for the transcript")
     r = CliRunner().invoke(main, args + ["--emulator", "qemu", "--out", str(tmp_path / "q")])
     assert r.exit_code == 0, r.output
-    from rnnskip.emulators import qemu as Q
-    run = Q.run_firmware(tmp_path / "q" / "firmware" / "firmware.elf", boards.load("mps2-an386"), icount=False)
+    from rnnskip.emulators import qemu
+    run = qemu.run_firmware(tmp_path / "q" / "firmware" / "firmware.elf", boards.load("mps2-an386"), icount=False)
     (tmp_path / "uart.txt").write_text("\n".join(run.lines) + "\n")
     fake = tmp_path / "bin" / "renode-test"
     fake.parent.mkdir()
     fake.write_text(FAKE.format(python=sys.executable, transcript=str(tmp_path / "uart.txt")))
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setattr(R, "RENODE_TEST", str(fake))
+    monkeypatch.setattr(renode, "RENODE_TEST", str(fake))
     r = CliRunner().invoke(main, args + ["--emulator", "renode", "--out", str(tmp_path / "o2")])
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "o2" / "report.json").read_text())

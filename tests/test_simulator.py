@@ -12,7 +12,7 @@ import pytest
 from rnnskip.errors import RnnskipError
 from rnnskip.targets import load
 from rnnskip.simulator import CallStats, EmulationError, UnicornEmulator
-from rnnskip.simulator.runtime import build_firmware, cflags, ldflags, render_runtime
+from rnnskip.build import build_firmware, cflags, ldflags, render_runtime
 
 FIX = Path(__file__).parent / "fixtures" / "sim"
 

@@ -1,4 +1,4 @@
-"""Skip predictor on the device (issue 4): int8 predictor golden vs host build vs
+"""Skip predictor on the device: int8 predictor golden vs host build vs
 emulated firmware, bit for bit, skip decisions included, on random models."""
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from random_models import random_data, random_ir
-from rnnskip import pipeline as P
+from rnnskip import pipeline
 from rnnskip.datasets import Dataset
+from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.generate import generate
 from rnnskip.quant.calibrate import calibrate
 from rnnskip.quant.golden import GoldenModel
@@ -93,9 +94,9 @@ def test_golden_skips_some_steps_and_keeps_state(built):
 
 def test_host_build_bitexact_with_predictor(built):
     ir, qm, x, L, d = built
-    so = P.build_host(d / "src", d / "host")
+    so = pipeline.build_host(d / "src", d / "host")
     ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
-    ev = P.evaluate(ir, qm, ds, host_so=so, progress=False)
+    ev = pipeline.evaluate(ir, qm, ds, host_so=so)
     assert ev.host_checked == len(x)
     assert ev.host_mismatches == 0, ev.first_mismatch   # outputs and per-step flags (skip decisions)
 
@@ -105,9 +106,9 @@ def test_firmware_bitexact_with_predictor(built):
     from rnnskip import targets
     ir, qm, x, L, d = built
     t = targets.load("cortex-m4")
-    fw = P.build_target(d / "src", d / "fw", t, "dsp")
+    fw = pipeline.build_target(d / "src", d / "fw", t, "dsp")
     ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
-    ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+    ev = pipeline.evaluate(ir, qm, ds, firmware=fw, emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
     assert ev.device_checked == len(x)
     assert ev.device_mismatches == 0, ev.first_mismatch
 

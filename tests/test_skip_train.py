@@ -1,4 +1,4 @@
-"""Skipping on the float side (issue 4): oracle, baselines, predictor training and
+"""Skipping on the float side: oracle, baselines, predictor training and
 calibration, the predictor folder, and the one-line errors for bad input."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rnnskip.quant.calibrate import calibrate
 from rnnskip.quant.golden import GoldenModel
 from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel
-from rnnskip.skip import baselines, features as F, folder, oracle as O
+from rnnskip.skip import baselines, features, folder, oracle
 from rnnskip.skip.evaluate import golden_run, macs
 from rnnskip.skip.predictor import FloatPredictor, default_size, fit, rnn_params
 from rnnskip.skip.qpredictor import quantize_predictor
@@ -23,7 +23,7 @@ def _labelled(cfg="tok-lstm-softmax", n=200, T=12, seed=0, units=(9, 6)):
     """Random model + data labelled with the dense float model's own predictions."""
     ir = random_ir(cfg, seed=seed, units=units)
     x, L = random_data(ir, n=n, T=T, seed=seed + 1)
-    y = F.classes(FloatModel(ir).predict(x, L))
+    y = features.classes(FloatModel(ir).predict(x, L))
     return ir, Dataset(x=x, y=y, lengths=L)
 
 
@@ -32,7 +32,7 @@ def _labelled(cfg="tok-lstm-softmax", n=200, T=12, seed=0, units=(9, 6)):
 def test_oracle_threshold_zero_equals_dense(cfg, measure):
     ir, ds = _labelled(cfg, n=40)
     fm = FloatModel(ir)
-    r = F.run(fm, ds.x, ds.lengths, decide=F.oracle_rule(0.0), measure=measure, include_cell=True)
+    r = features.run(fm, ds.x, ds.lengths, decide=features.oracle_rule(0.0), measure=measure, include_cell=True)
     assert np.array_equal(r.ran, r.valid) and r.skip_rate == 0.0
     assert np.array_equal(r.out, fm.predict(ds.x, ds.lengths))    # exactly the dense model
 
@@ -40,13 +40,13 @@ def test_oracle_threshold_zero_equals_dense(cfg, measure):
 def test_oracle_skips_on_reached_state_and_sweep_respects_budget():
     ir, ds = _labelled(n=150)
     fm = FloatModel(ir)
-    dense = F.run(fm, ds.x, ds.lengths, collect=True)
+    dense = features.run(fm, ds.x, ds.lengths, collect=True)
     th = float(np.quantile(dense.change, 0.5))
-    r = F.run(fm, ds.x, ds.lengths, decide=F.oracle_rule(th), collect=True)
+    r = features.run(fm, ds.x, ds.lengths, decide=features.oracle_rule(th), collect=True)
     assert 0.2 < r.skip_rate < 0.8
     # the decision uses the change measured from the state actually reached
     assert np.array_equal(r.skipped, r.change < th)
-    sw = O.sweep(fm, ds.x, ds.lengths, ds.y, max_loss=2.0, dense=dense)
+    sw = oracle.sweep(fm, ds.x, ds.lengths, ds.y, max_loss=2.0, dense=dense)
     assert sw.chosen.loss <= 2.0 + 1e-9
     assert sw.chosen.skip_rate == max(p.skip_rate for p in sw.points if p.loss <= 2.0 + 1e-9)
 
@@ -55,39 +55,39 @@ def test_paired_loss_and_standard_error_by_hand():
     # 10 sequences: the reference gets 8 right; skipping loses two of them and gains one
     ref = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], bool)
     new = np.array([0, 0, 1, 1, 1, 1, 1, 1, 1, 0], bool)
-    loss, se = O.paired_loss(ref, new)
+    loss, se = oracle.paired_loss(ref, new)
     # differences: 1, 1, 0 x6, -1, 0 -> mean 0.1; sample variance (3 - 10 * 0.01) / 9
     assert loss == pytest.approx(10.0)
     assert se == pytest.approx(100 * np.sqrt((3 - 0.1) / 9 / 10))
-    assert O.paired_loss(ref, ref) == (0.0, 0.0)
-    p = O.point(0.5, 0.25, ref, new)
+    assert oracle.paired_loss(ref, ref) == (0.0, 0.0)
+    p = oracle.point(0.5, 0.25, ref, new)
     assert (p.accuracy, p.loss, p.skip_rate) == (pytest.approx(0.7), pytest.approx(10.0), 0.25)
     assert p.as_dict()["loss_se_points"] == pytest.approx(se)
 
 
 def test_margin_picks_the_point_whose_bound_fits():
-    pts = [O.Point(0.0, 0.0, 0.9, 0.0, 0.0), O.Point(1.0, 0.3, 0.9, 0.2, 0.1),
-           O.Point(2.0, 0.5, 0.9, 0.4, 0.3), O.Point(3.0, 0.7, 0.9, 0.9, 0.3)]
-    assert O.best_within(pts, 0.5).threshold == 2.0                  # 0.4 <= 0.5
-    assert O.best_within(pts, 0.5, margin_se=1.0).threshold == 1.0   # 0.4 + 0.3 > 0.5, 0.2 + 0.1 fits
-    assert O.best_within(pts, 0.5, margin_se=4.0).threshold == 0.0
-    nan = [O.Point(0.0, 0.0, 0.9, 0.0), O.Point(1.0, 0.4, 0.9, 0.3)]  # no standard error known: loss alone
-    assert O.best_within(nan, 0.5, margin_se=2.0).threshold == 1.0
+    pts = [oracle.Point(0.0, 0.0, 0.9, 0.0, 0.0), oracle.Point(1.0, 0.3, 0.9, 0.2, 0.1),
+           oracle.Point(2.0, 0.5, 0.9, 0.4, 0.3), oracle.Point(3.0, 0.7, 0.9, 0.9, 0.3)]
+    assert oracle.best_within(pts, 0.5).threshold == 2.0                  # 0.4 <= 0.5
+    assert oracle.best_within(pts, 0.5, margin_se=1.0).threshold == 1.0   # 0.4 + 0.3 > 0.5, 0.2 + 0.1 fits
+    assert oracle.best_within(pts, 0.5, margin_se=4.0).threshold == 0.0
+    nan = [oracle.Point(0.0, 0.0, 0.9, 0.0), oracle.Point(1.0, 0.4, 0.9, 0.3)]  # no standard error known: loss alone
+    assert oracle.best_within(nan, 0.5, margin_se=2.0).threshold == 1.0
 
 
 def test_sweep_with_margin_is_more_conservative():
     ir, ds = _labelled(n=150)
     fm = FloatModel(ir)
-    dense = F.run(fm, ds.x, ds.lengths, collect=True)
-    plain = O.sweep(fm, ds.x, ds.lengths, ds.y, max_loss=3.0, dense=dense)
-    safe = O.sweep(fm, ds.x, ds.lengths, ds.y, max_loss=3.0, dense=dense, margin_se=2.0)
+    dense = features.run(fm, ds.x, ds.lengths, collect=True)
+    plain = oracle.sweep(fm, ds.x, ds.lengths, ds.y, max_loss=3.0, dense=dense)
+    safe = oracle.sweep(fm, ds.x, ds.lengths, ds.y, max_loss=3.0, dense=dense, margin_se=2.0)
     c = safe.chosen
     assert c.loss + 2.0 * c.loss_se <= 3.0 + 1e-9
     assert c.skip_rate <= plain.chosen.skip_rate
     # every point's standard error is the paired one against the dense predictions
     for p in plain.points:
-        r = F.run(fm, ds.x, ds.lengths, decide=F.oracle_rule(p.threshold))
-        assert p.loss_se == pytest.approx(O.paired_loss(dense.pred == ds.y, r.pred == ds.y)[1])
+        r = features.run(fm, ds.x, ds.lengths, decide=features.oracle_rule(p.threshold))
+        assert p.loss_se == pytest.approx(oracle.paired_loss(dense.pred == ds.y, r.pred == ds.y)[1])
 
 
 def test_baselines_masks():
@@ -187,8 +187,8 @@ def test_impossible_budget_says_best_achievable():
     fm = FloatModel(ir)
     ids = np.arange(1, 50, dtype=np.int32)[:, None]
     L = np.ones(len(ids), np.int32)
-    pred = F.classes(fm.predict(ids, L))
-    zero = F.classes(fm.readout(fm.initial_state(1)))[0]
+    pred = features.classes(fm.predict(ids, L))
+    zero = features.classes(fm.readout(fm.initial_state(1)))[0]
     keep = pred != zero
     assert keep.sum() >= 5
     ds = Dataset(x=ids[keep], y=pred[keep], lengths=L[keep])
@@ -241,7 +241,7 @@ def test_macs_accounting():
 
 def test_report_section_feature_model(tmp_path):
     """The skip section and its plots for a feature model (no vocabulary: skipped-steps raster)."""
-    from rnnskip import pipeline as P
+    from rnnskip import pipeline
     from rnnskip.skip.convert import SkipSetup, table_rows
     ir, ds = _labelled("feat-dense-gru", n=160, T=10)
     tr, va = ds.subset(slice(0, 100)), ds.subset(slice(100, None))
@@ -255,7 +255,7 @@ def test_report_section_feature_model(tmp_path):
     s = SkipSetup(fp=fp, meta=meta, predictor_dir=str(tmp_path))
     qp = s.attach(ir, qm, tmp_path, progress=False)
     assert qp.macs > 0 and qm.methods == [qp]
-    ev = P.evaluate(ir, qm, va, progress=False)
+    ev = pipeline.evaluate(ir, qm, va)
     sec = s.section(ir, qm, va, ev, tmp_path)
     assert sec["plots"] == ["skip_pareto.png", "skipped_steps.png"]
     assert 0 <= sec["skip_rate"] <= 1 and sec["predictor"]["type"] == "logistic"
@@ -268,8 +268,8 @@ def test_oracle_sweep_follows_a_generous_budget_past_ninety_percent():
     # (the old grid stopped at the 0.9 quantile of the change)
     ir, ds = _labelled(n=150)
     fm = FloatModel(ir)
-    dense = F.run(fm, ds.x, ds.lengths, collect=True)
-    sw = O.sweep(fm, ds.x, ds.lengths, ds.y, max_loss=100.0, dense=dense)
+    dense = features.run(fm, ds.x, ds.lengths, collect=True)
+    sw = oracle.sweep(fm, ds.x, ds.lengths, ds.y, max_loss=100.0, dense=dense)
     assert sw.chosen.threshold == pytest.approx(float(np.quantile(dense.change, 0.99)))
     assert sw.chosen.skip_rate > 0.9
 
@@ -283,7 +283,7 @@ def test_predictor_calibration_reaches_high_skip_rates(trained):
     qm = quantize(ir, calibrate(ir, fm, tr.x, tr.lengths, progress=False))
     dense = golden_run(qm, va.x, va.lengths)
     p = res.predictor
-    scores = p.score(F.run(fm, va.x, va.lengths, collect=True).feats)
+    scores = p.score(features.run(fm, va.x, va.lengths, collect=True).feats)
     sw = _predictor_points(p, va, qm, dense["pred"] == va.y, "int8", fm, scores, 100.0, None)
     assert min(pt.threshold for pt in sw.points) <= float(np.quantile(scores, 0.01)) + 1e-12  # tried 99%
     assert sw.chosen.skip_rate == max(pt.skip_rate for pt in sw.points) > 0.85

@@ -1,4 +1,4 @@
-"""The dense LSTM step's modeled cost on cortex-m4: the issue-3 targets, measured.
+"""The dense LSTM step's modeled cost on cortex-m4: the pipeline benchmark's targets, measured.
 
 An SST-2-shaped model (Embedding 32 -> LSTM 64 -> Dense) with random weights;
 cycles per step = least-squares slope of emulated cycles against executed steps.
@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 
 from random_models import random_data, random_ir
-from rnnskip import pipeline as P
+from rnnskip import pipeline
 from rnnskip import targets
 from rnnskip.datasets import Dataset
+from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.generate import generate
 from rnnskip.quant.calibrate import calibrate
 from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel
+from rnnskip.report import cycles_per_step
 
 pytestmark = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None,
                                 reason="arm-none-eabi-gcc not installed (run 'make setup')")
@@ -34,10 +36,11 @@ def step_cycles(tmp_path_factory):
     for kernels, variant in (("portable", "dsp"), ("naive", "plain")):
         d = tmp_path_factory.mktemp(kernels)
         generate(qm, d / "src", max_t=x.shape[1], kernels=kernels)
-        fw = P.build_target(d / "src", d / "fw", t, variant)
-        ev = P.evaluate(ir, qm, ds, firmware=fw, target=t, traffic_sample=0, workers=1, progress=False)
+        fw = pipeline.build_target(d / "src", d / "fw", t, variant)
+        ev = pipeline.evaluate(ir, qm, ds, firmware=fw,
+                               emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
         assert ev.device_mismatches == 0, ev.first_mismatch
-        res[kernels] = P.cycles_per_step(ev.emu)[1]
+        res[kernels] = cycles_per_step(ev.emu)[1]
     return ir.macs_per_step(), res
 
 

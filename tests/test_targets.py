@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 
 from random_models import generated_mixed, random_data, random_ir
-from rnnskip import pipeline as P
+from rnnskip import pipeline
 from rnnskip import targets
 from rnnskip.datasets import Dataset
+from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.errors import RnnskipError
 from rnnskip.quant.calibrate import calibrate
 from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel
-from rnnskip.simulator import cycles as C
+from rnnskip.simulator import cycles
 from rnnskip.simulator.decode import Decoder
 from rnnskip.targets.fit import check_fits, estimate
 
@@ -37,7 +38,7 @@ def test_every_target_file_loads():
         if name == "cortex-m55":
             assert t.mve and not t.unicorn_cpu and "MVE" in t.raw["unicorn_missing"]
         else:
-            table = C.get_table(t.cycle_table)
+            table = cycles.get_table(t.cycle_table)
             assert table.name == name and ("TRM" in table.source or "Technical Reference" in t.cycle_source)
     assert not targets.load("cortex-m0plus").dsp and not targets.load("cortex-m3").dsp
     assert targets.load("cortex-m33").dsp and targets.load("cortex-m7").fpu
@@ -61,29 +62,29 @@ def _region(addr):
 
 
 def _cost(table, hexbytes, taken=False):
-    return C.block_cost(Decoder(_region).decode(bytes.fromhex(hexbytes), 0x08000000), table, taken)
+    return cycles.block_cost(Decoder(_region).decode(bytes.fromhex(hexbytes), 0x08000000), table, taken)
 
 
 def test_armv6m_tables_follow_their_trms():
-    m0p, m0 = C.get_table("cortex-m0plus"), C.get_table("cortex-m0")
+    m0p, m0 = cycles.get_table("cortex-m0plus"), cycles.get_table("cortex-m0")
     bl = "00f000f8"                       # bl (next instruction)
     assert _cost(m0p, bl, taken=True) == 3 and _cost(m0, bl, taken=True) == 4     # Table 3-1: BL 3 / 4
     pop_pc = "f0bd"                       # pop {r4-r7, pc}: N = 5 words
     assert _cost(m0p, pop_pc, taken=True) == 3 + 5 and _cost(m0, pop_pc, taken=True) == 4 + 5
     assert _cost(m0p, "7047", taken=True) == 2 and _cost(m0, "7047", taken=True) == 3  # bx lr
     # no LDR->LDR pipelining on Armv6-M: two loads are 2 + 2
-    assert _cost(m0p, "08681168") == 4 and _cost(C.CORTEX_M4, "08681168") == 3
+    assert _cost(m0p, "08681168") == 4 and _cost(cycles.CORTEX_M4, "08681168") == 3
 
 
 def test_m3_multiplies_are_slower_than_m4():
     smull = "81fb0201"                    # smull r0, r1, r1, r2
     mla = "01fb0230"                      # mla r0, r1, r2, r3
-    assert _cost(C.get_table("cortex-m3"), smull) == 5 and _cost(C.CORTEX_M4, smull) == 1
-    assert _cost(C.get_table("cortex-m3"), mla) == 2
+    assert _cost(cycles.get_table("cortex-m3"), smull) == 5 and _cost(cycles.CORTEX_M4, smull) == 1
+    assert _cost(cycles.get_table("cortex-m3"), mla) == 2
 
 
 def test_m7_dual_issue_and_load_use():
-    m7 = C.get_table("cortex-m7")
+    m7 = cycles.get_table("cortex-m7")
     assert m7.dual_issue and m7.load_use_penalty == 1
     # add r0, r1, r2 ; add r3, r4, r5  -> independent: one cycle
     assert _cost(m7, "881804eb0503") == 1
@@ -132,7 +133,7 @@ def _firmware(demo, name, variant):
     key = (name, variant)
     if key not in demo["fw"]:
         t = targets.load(name)
-        demo["fw"][key] = P.build_target(demo["dir"] / "src", demo["dir"] / f"{name}-{variant}", t, variant)
+        demo["fw"][key] = pipeline.build_target(demo["dir"] / "src", demo["dir"] / f"{name}-{variant}", t, variant)
     return demo["fw"][key]
 
 
@@ -140,8 +141,8 @@ def _evaluate(demo, name, variant, n=None):
     t = targets.load(name)
     x, L = demo["x"][:n], demo["L"][:n]
     ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
-    return P.evaluate(demo["ir"], demo["qm"], ds, firmware=_firmware(demo, name, variant), target=t,
-                      traffic_sample=1, workers=1, progress=False)
+    return pipeline.evaluate(demo["ir"], demo["qm"], ds, firmware=_firmware(demo, name, variant),
+                             emulator=Unicorn(t, traffic_sample=1, workers=1, progress=False))
 
 
 @needs_arm

@@ -1,4 +1,4 @@
-"""The issue-7 model corpus: tiny recurrent models as people publish them, written by
+"""The model corpus: tiny recurrent models as people publish them, written by
 every Keras generation, each converted end to end or refused with its one-line reason.
 
 Generations (``Case.gens``):
@@ -444,7 +444,8 @@ def _key(qm, zf: ZooFile) -> str:
 def run_corpus(files: List[ZooFile], workdir, target_name: str = "cortex-m4", firmware: bool = True,
                threads: int = 2) -> List[Result]:
     """Convert every file (or check its refusal); golden = host = firmware."""
-    from rnnskip import pipeline as P
+    from rnnskip import pipeline
+    from rnnskip.emulators.unicorn import Unicorn
     from rnnskip import targets
     from rnnskip.converter.keras_import import load_model_file
     from rnnskip.datasets import Dataset
@@ -487,8 +488,8 @@ def run_corpus(files: List[ZooFile], workdir, target_name: str = "cortex-m4", fi
         r, _ir, qm = item
         src = workdir / r.file.id / "src"
         generate(qm, src, max_t=T)
-        so = P.build_host(src, src.parent / "host")
-        fw = P.build_target(src, src.parent / "fw", target, "dsp") if firmware else None
+        so = pipeline.build_host(src, src.parent / "host")
+        fw = pipeline.build_target(src, src.parent / "fw", target, "dsp") if firmware else None
         return r.build, (so, fw)
 
     with ThreadPoolExecutor(max_workers=threads) as ex:
@@ -505,8 +506,8 @@ def run_corpus(files: List[ZooFile], workdir, target_name: str = "cortex-m4", fi
         zf = r.file
         lengths = np.full(len(zf.X), zf.X.shape[1], np.int32)
         ds = Dataset(x=zf.X, y=zf.labels, lengths=lengths)
-        ev = P.evaluate(ir, qm, ds, host_so=so, firmware=fw, target=target, traffic_sample=0, workers=1,
-                        progress=False)
+        ev = pipeline.evaluate(ir, qm, ds, host_so=so, firmware=fw,
+                               emulator=Unicorn(target, traffic_sample=0, workers=1, progress=False))
         r.host_mismatches, r.device_mismatches, r.device_checked = (ev.host_mismatches, ev.device_mismatches,
                                                                       ev.device_checked)
         r.int8_error = ev.error if ev.error is not None else {"float_acc": ev.float_acc, "int8_acc": ev.golden_acc}

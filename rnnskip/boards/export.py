@@ -25,17 +25,16 @@ EXPORT_REGENERATED = ("build/", "renode/")
 
 
 def _export_ldflags():
-    from ..simulator import runtime
+    from ..build import LINK_FLAGS
     # --no-warn-rwx-segments needs binutils >= 2.39: leave it out of projects users build
-    return [f for f in runtime.LINK_FLAGS if "no-warn-rwx-segments" not in f]
+    return [f for f in LINK_FLAGS if "no-warn-rwx-segments" not in f]
 
 
 def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "dsp",
                    kernels: str = "portable", model_name: str = "model",
                    wait_states: Optional[int] = None) -> Path:
     """Write the project for ``board`` into ``dest`` (replaced only once complete)."""
-    from ..build import CMSIS_NN_SOURCES
-    from ..simulator import runtime
+    from ..build import CMSIS_NN_SOURCES, cflags as target_cflags
     src_dir, dest = Path(src_dir), Path(dest)
     t = board_target(board, wait_states)
     from ..outdir import atomic_dir
@@ -47,7 +46,7 @@ def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "
         for h in list(src_dir.glob("*.h")) + list((src_dir / "kernels").glob("*.h")):
             shutil.copy(h, tmp / "src" / h.relative_to(src_dir))
         render_board_sources(tmp / "board", board, bundle, model_name, t)
-        cflags = runtime.cflags(t) + (["-DRNNSKIP_NO_DSP"] if variant == "plain" else [])
+        cflags = target_cflags(t) + (["-DRNNSKIP_NO_DSP"] if variant == "plain" else [])
         idx = int(board.qemu.get("serial_index", 0)) if board.qemu else 0
         ctx = {"version": __version__, "board": board, "target": t, "uart": board.uart, "kernels": kernels,
                "variant": variant, "model_name": model_name, "n": bundle.n, "cflags": cflags,

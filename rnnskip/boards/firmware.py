@@ -130,8 +130,7 @@ def build_board_firmware(src_dir, out_dir, board: Board, bundle: Bundle, variant
                          model_name: str = "model", wait_states: Optional[int] = None,
                          cc: str = "arm-none-eabi-gcc", extra_cflags=()):
     """Compile the model in ``src_dir`` with the board runtime into ``out_dir/firmware.elf``."""
-    from ..build import Firmware, _provider_flags, section_sizes
-    from ..simulator import runtime
+    from ..build import Firmware, _provider_flags, cflags, ldflags, section_sizes
     if shutil.which(cc) is None:
         raise RnnskipError(f"{cc} not found; run 'make setup' (installs gcc-arm-none-eabi) or put it on PATH")
     if variant not in ("dsp", "plain"):
@@ -144,10 +143,10 @@ def build_board_firmware(src_dir, out_dir, board: Board, bundle: Bundle, variant
     csrc = [f for f in files if f.suffix == ".c"]
     extra, inc = _provider_flags(src_dir)
     elf, mapf = out / "firmware.elf", out / "firmware.map"
-    cmd = [cc, *runtime.cflags(t), *(["-DRNNSKIP_NO_DSP"] if variant == "plain" else []), *extra_cflags,
+    cmd = [cc, *cflags(t), *(["-DRNNSKIP_NO_DSP"] if variant == "plain" else []), *extra_cflags,
            "-I", str(src_dir), "-I", str(src_dir / "kernels"), "-I", str(bdir), *inc,
            f"-Wl,-Map={mapf}", "-o", str(elf),
-           *[str(f) for f in model_sources(src_dir) + csrc + list(extra)], *runtime.ldflags(t, ld)]
+           *[str(f) for f in model_sources(src_dir) + csrc + list(extra)], *ldflags(t, ld)]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]

@@ -83,11 +83,6 @@ class RNNLayer:
     name: str = "rnn"
 
     @property
-    def cell(self):
-        from ..cells import cell_of
-        return cell_of(self.kind)
-
-    @property
     def input_dim(self) -> int:
         return int(self.kernel.shape[0])
 

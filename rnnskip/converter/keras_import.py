@@ -117,7 +117,10 @@ def parse_model_file(path) -> ModelIR:
 
 def check_supported(ir: ModelIR) -> None:
     """Refuse IR features that later stages don't implement yet, and unusable weights."""
-    support.check_activations(ir)
+    for r in ir.rnn_layers:
+        msg = cells.cell_of(r.kind).activation_refusal(r)
+        if msg:
+            raise RnnskipError(msg)
     support.check_finite(ir)
 
 
@@ -718,10 +721,10 @@ def _build_ir(config: dict, weights, path: str) -> ModelIR:
                     "layer: rnnskip converts 1 or 2 stacked recurrent layers")
             if rnns and not rnns[-1].return_sequences:
                 raise RnnskipError(
-                    f"layer '{rnns[-1].name}' ({rnns[-1].cell.label}) feeds '{name}' "
+                    f"layer '{rnns[-1].name}' ({cells.cell_of(rnns[-1].kind).label}) feeds '{name}' "
                     "but has return_sequences=False: the model config is inconsistent")
             rnns.append(_rnn_from(entry, weights, notes))
-            pending_bn = _fold_bn(pending_bn, rnns[-1].cell.fold_input_affine, rnns[-1], name, notes)
+            pending_bn = _fold_bn(pending_bn, cells.cell_of(rnns[-1].kind).fold_input_affine, rnns[-1], name, notes)
             last = rnns[-1]
             seen_weighted = True
             continue
@@ -824,7 +827,7 @@ def _build_ir(config: dict, weights, path: str) -> ModelIR:
     for r in rnns:
         if r.input_dim != width:
             raise RnnskipError(
-                f"layer '{r.name}' ({r.cell.label}) expects {r.input_dim} inputs but "
+                f"layer '{r.name}' ({cells.cell_of(r.kind).label}) expects {r.input_dim} inputs but "
                 f"gets {width}: the file is inconsistent")
         width = r.units
     for d in head:

@@ -15,7 +15,7 @@ leaves a note.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import numpy as np
 
@@ -130,11 +130,6 @@ def resolve_generation(ir) -> None:
                         f"(keras_version {ir.keras_version})")
 
 
-def rnn_activation_refusal(layer) -> Optional[str]:
-    """One line if a recurrent layer uses an activation rnnskip does not implement."""
-    return layer.cell.activation_refusal(layer)
-
-
 def check_finite(ir) -> None:
     """Refuse NaN or infinite weights (a diverged training run): int8 has no such values."""
     from .ir import EmbeddingInput
@@ -152,13 +147,6 @@ def check_finite(ir) -> None:
         if bad.any():
             raise RnnskipError(f"layer '{name}' has {int(bad.sum())} NaN or infinite weights (did training diverge?); "
                                f"re-train or restore a good checkpoint")
-
-
-def check_activations(ir) -> None:
-    for r in ir.rnn_layers:
-        msg = rnn_activation_refusal(r)
-        if msg:
-            raise RnnskipError(msg)
 
 
 # --------------------------------------------------------------------------

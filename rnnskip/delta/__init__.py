@@ -14,4 +14,7 @@ Modules:
     tune       threshold sweep on validation data, Pareto set, budget pick
     train      delta-aware fine-tuning with tf_keras (retrains; writes a normal Keras model)
     report     report.json ``delta`` section and plots
+    convert    --delta inside rnnskip-convert (DeltaSetup)
+    cli        the delta-tune and delta-train commands
+    kbench     cycle measurements of the delta kernels
 """

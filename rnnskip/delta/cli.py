@@ -1,64 +1,20 @@
-"""Command-line pieces of delta mode: ``rnnskip delta-tune``, ``rnnskip delta-train``
-and the ``--delta`` option of ``rnnskip-convert`` (wired in rnnskip/cli.py)."""
+"""The delta-network commands ``rnnskip delta-tune`` and ``rnnskip delta-train`` (registered
+in rnnskip/cli.py); ``rnnskip-convert --delta`` is rnnskip/delta/convert.py."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
+from ..cli_support import guard
 from ..errors import RnnskipError
-from .spec import DeltaSpec
 from .tune import GRID
-
-
-class DeltaSetup:
-    """``rnnskip-convert --delta delta.json``: checked before anything is written,
-    attached after quantisation, reported after emulation."""
-
-    def __init__(self, spec: DeltaSpec, path: str):
-        self.spec, self.path = spec, path
-        self.grid_mismatch = None   # set by attach(): what differs from the grid the thresholds were made on
-
-    @classmethod
-    def prepare(cls, ir, path) -> "DeltaSetup":
-        spec = DeltaSpec.load(path)
-        spec.check_model(ir, where=f"--delta {path}")
-        return cls(spec, str(path))
-
-    def attach(self, qm) -> None:
-        """Thresholds onto the quantised model; a warning line when its int8 grid is not the one
-        the thresholds were chosen on (other calibration data: the same steps mean other values)."""
-        from .spec import grid_mismatch
-        from .golden import with_delta
-        qm.methods = with_delta(qm, self.spec).methods
-        self.grid_mismatch = grid_mismatch(self.spec.grid, qm)
-        if self.grid_mismatch:
-            cal = self.spec.tuning.get("calibration")
-            click.echo(f"warning: --delta {self.path}: its thresholds are int8 steps of another grid "
-                       f"({self.grid_mismatch}): pass the --calib it was made with"
-                       f"{f' (--calib {cal})' if cal else ''}, or re-run 'rnnskip delta-tune' with this --calib",
-                       err=True)
-
-    def section(self, ir, qm, ds, ev, out_dir, fw=None, dense_fw=None, target=None, traffic_sample=16, workers=2,
-                progress=True, dense_emu=None) -> dict:
-        from .report import section
-        sec = section(ir, qm, ds, ev, out_dir, float_acc=getattr(ev, "float_acc", None), dense_fw=dense_fw,
-                      target=target, traffic_sample=traffic_sample, workers=workers, progress=progress,
-                      dense_emu=dense_emu)
-        sec["thresholds_file"] = self.path
-        if self.spec.grid:
-            from .spec import grid_of
-            sec["int8_grid"] = {"tuned": self.spec.grid, "deployed": grid_of(qm),
-                                "same": self.grid_mismatch is None}
-        if fw is not None and "firmware_flash_bytes" in sec:
-            sec["firmware_flash_bytes"]["delta"] = int(fw.flash_bytes)
-        return sec
 
 
 def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, reference="float", grid=None,
                    log=click.echo, progress=True, margin_se=0.0) -> dict:
     """Tune thresholds on --val and write delta.json (+ delta_pareto.png next to it)."""
-    from .. import pipeline as P
+    from .. import pipeline
     from ..datasets import load_npz
     from .tune import GRID, plot_pareto, tune
     out = Path(out)
@@ -66,14 +22,14 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, refere
         raise RnnskipError(f"--out {out}: the thresholds file must end in .json")
     if not (margin_se >= 0):
         raise RnnskipError(f"--margin-se {margin_se} must be >= 0 (standard errors, e.g. 1)")
-    ir = P.import_model(model)
+    ir = pipeline.import_model(model)
     from .spec import check_supported, grid_of
     check_supported(ir.rnn_layers)
     if val is None:
         raise RnnskipError("--val is required: validation data (.npz) to measure accuracy on")
     va = load_npz(str(val), ir)
     cal = load_npz(str(calib), ir) if calib else va
-    qm, _ = P.quantize_model(ir, cal, calib_max, progress=False)
+    qm, _ = pipeline.quantize_model(ir, cal, calib_max, progress=False)
     grid = list(GRID if grid is None else grid)
     log(f"delta-tune: {ir.name}, {len(va)} validation sequences, thresholds from {grid} int8 steps, "
         f"budget {max_loss} points below the {reference} model; int8 grid calibrated on {calib or val}"
@@ -123,11 +79,10 @@ def _grid(s):
 @click.option("--reference", type=click.Choice(["float", "int8"]), default="float", show_default=True, help="Budget relative to the dense float model or the dense int8 model.")
 @click.option("--grid", default=None, help=f"Comma-separated threshold values to try (int8 steps; default {','.join(map(str, GRID))}).")
 @click.option("--margin-se", type=float, default=0.0, show_default=True, help="Meet --max-loss with this many standard errors of the validation loss to spare.")
+@guard
 def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid, margin_se):
     """Choose delta thresholds for MODEL without retraining (writes delta.json)."""
-    from ..cli import _guard
-    _guard(lambda: run_delta_tune(model, val, max_loss, out, calib, calib_max, reference, _grid(grid),
-                                  margin_se=margin_se))()
+    run_delta_tune(model, val, max_loss, out, calib, calib_max, reference, _grid(grid), margin_se=margin_se)
 
 
 @click.command("delta-train")
@@ -144,13 +99,10 @@ def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid,
 @click.option("--noise", default=0.25, show_default=True, type=float, help="Threshold noise in training: std as a fraction of theta.")
 @click.option("--lr", default=5e-4, show_default=True, help="Adam learning rate.")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Calibration data for the int8 grid (default: --train).")
+@guard
 def delta_train_cmd(model, train_path, val, out, theta_x, theta_h, delta_path, epochs, patience, l1, noise, lr, calib):
     """Delta-aware fine-tuning of MODEL (this retrains; writes a normal Keras model OUT and, next to it,
     OUT.delta.json with the thresholds it was trained for)."""
-    from ..cli import _guard
-
-    def body():
-        from .train import run_delta_train
-        run_delta_train(model, train_path, val, out, theta_x=theta_x, theta_h=theta_h, delta_path=delta_path,
-                        epochs=epochs, patience=patience, l1=l1, noise=noise, lr=lr, calib=calib, log=click.echo)
-    _guard(body)()
+    from .train import run_delta_train
+    run_delta_train(model, train_path, val, out, theta_x=theta_x, theta_h=theta_h, delta_path=delta_path,
+                    epochs=epochs, patience=patience, l1=l1, noise=noise, lr=lr, calib=calib, log=click.echo)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..quant.layout import pack_paired
-from .golden import delta_layout
+from .layout import delta_layout
 from .spec import check_supported
 
 

@@ -43,7 +43,7 @@ class FloatDeltaModel:
         mh = np.abs(dh) > th_
         xl = np.where(mx, x, s["xl"])
         hl = np.where(mh, s["state"][0], s["hl"])
-        M = L.cell.float_pre(NUMPY_OPS, L.w, xl, hl)
+        M = L.cell.float_pre(NUMPY_OPS, L.w, xl, hl)     # L: reference._RNN, its cell class
         return {"state": L.cell.float_cell(L.acts, s["state"], M), "xl": xl, "hl": hl,
                 "tx": s["tx"] + mx.sum(1), "th": s["th"] + mh.sum(1)}
 

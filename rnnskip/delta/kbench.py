@@ -30,16 +30,17 @@ KEEP = ["rnnskip_delta_gather_s8", "rnnskip_delta_mat_vec_s8", "rnnskip_mat_vec_
 
 def build(out_dir, variant: str = "dsp", target_name: str = "cortex-m4"):
     """-> (emulator, target) for the kernel harness (DSP asm or plain C)."""
-    from .. import simulator as sim
     from .. import targets
+    from ..build import build_firmware
+    from ..simulator import UnicornEmulator
     t = targets.load(target_name)
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     (d / "dk.c").write_text(HARNESS)
     extra = ["-Wall", "-Wextra", "-Werror"] + (["-DRNNSKIP_NO_DSP"] if variant == "plain" else [])
-    elf = sim.build_firmware(t, [d / "dk.c", KDIR / "rnnskip_delta_s8.c", KDIR / "rnnskip_mat_vec_paired_s8.c"],
-                             d / variant, name=f"dk_{variant}", extra_cflags=extra, include_dirs=[KDIR], keep=KEEP)
-    return sim.UnicornEmulator(elf, t), t
+    elf = build_firmware(t, [d / "dk.c", KDIR / "rnnskip_delta_s8.c", KDIR / "rnnskip_mat_vec_paired_s8.c"],
+                         d / variant, name=f"dk_{variant}", extra_cflags=extra, include_dirs=[KDIR], keep=KEEP)
+    return UnicornEmulator(elf, t), t
 
 
 def delta_step(emu, w, v, last, theta, acc0):

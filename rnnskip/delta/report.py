@@ -1,4 +1,4 @@
-"""report.json ``delta`` section, its terminal lines and plots (issue 5, part 6)."""
+"""report.json ``delta`` section, its terminal lines and plots."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,21 +23,11 @@ def _acc(qm, out, y):
     return float(np.mean(predict_classes(out, qm.output_activation) == np.asarray(y))) if len(y) else float("nan")
 
 
-def dense_firmware(qm, work: Path, target, variant: str, kernels: str, max_t: int):
-    """Build the same model without delta thresholds (reference for cycles and traffic)."""
-    from ..build import build_target
-    from ..generate import generate
-    d = Path(work) / "dense-ref-delta"
-    generate(without_delta(qm), d / "src", max_t=max_t, kernels=kernels)
-    return build_target(d / "src", d / "firmware", target, variant)
-
-
 def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None, dense_fw=None, target=None,
-            traffic_sample: int = 16, workers: int = 2, progress: bool = True, plots: bool = True,
-            dense_emu=None) -> dict:
+            plots: bool = True, dense_emu=None) -> dict:
     """The ``delta`` section: golden statistics on all of ``ds``; cycles and flash traffic of the
-    delta firmware (``ev.emu``) against the dense firmware (``dense_fw``, emulated here under
-    Unicorn, or ``dense_emu``: its result from a board emulator) on the same emulated sequences."""
+    delta firmware (``ev.emu``) against the dense firmware (``dense_fw``; ``dense_emu``: what the
+    same emulator measured running it on the same sequences, pipeline.dense_reference)."""
     spec = spec_of(qm)
     layouts = [delta_layout(l) for l in qm.layers]
     out, flags, st = run_stats(qm, ds.x, ds.lengths)
@@ -64,11 +54,11 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None, de
         t = spec.tuning
         sec["tuning"] = {k: t.get(k) for k in ("method", "validation_sequences", "max_loss_points", "reference",
                                                "reference_accuracy", "accuracy_delta_int8", "mac_reduction")}
-    if ev is not None and ev.emu is not None and dense_fw is not None:
-        from ..emulate import STAT_FIELDS, emulate_reference, no_cycles_note, stat_mean as _mean
+    if ev is not None and ev.emu is not None and dense_emu is not None:
+        from ..emulators.base import STAT_FIELDS
+        from ..report import no_cycles_note, stat_mean as _mean
         k = int(ev.device_checked)
-        demu = dense_emu if dense_emu is not None else emulate_reference(
-            dense_fw, target, qm, ds, k, traffic_sample=traffic_sample, workers=workers, progress=progress)
+        demu = dense_emu
         ci, fi = STAT_FIELDS.index("cycles"), STAT_FIELDS.index("flash_read_bytes")
         ii = STAT_FIELDS.index("instructions")
         sec["instructions_per_inference"] = {"dense": _mean(demu.stats[:, ii]), "delta": _mean(ev.emu.stats[:, ii])}

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from ..cells import cell_of
 from ..converter.ir import weights_fingerprint
 from ..errors import RnnskipError
 
@@ -60,7 +61,7 @@ def grid_mismatch(recorded: list, qm, rtol: float = 1e-6) -> Optional[str]:
 def check_supported(layers) -> None:
     """Refuse layers whose cell cannot keep running sums (IR or quantised layers)."""
     for l in layers:
-        msg = l.cell.delta_refusal(l)
+        msg = cell_of(l.kind).delta_refusal(l)
         if msg:
             raise RnnskipError(msg)
 

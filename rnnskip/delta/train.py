@@ -177,6 +177,7 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25):
 def export_keras(ir, cells, pre, head, path) -> None:
     """Write a normal tf_keras model (Keras layers, no custom cells) with the trained weights."""
     tf, keras = _keras()
+    from ..cells import cell_of
     from ..converter.ir import EmbeddingInput
     m = keras.Sequential(name=ir.name)
     if isinstance(ir.input, EmbeddingInput):
@@ -189,7 +190,7 @@ def export_keras(ir, cells, pre, head, path) -> None:
         if ir.input.dense is not None:
             m.add(keras.layers.Dense(ir.input.dense.out_dim, activation=ir.input.dense.activation))
     for i, l in enumerate(ir.rnn_layers):
-        m.add(l.cell.to_keras(keras, l, return_sequences=i < len(ir.rnn_layers) - 1))
+        m.add(cell_of(l.kind).to_keras(keras, l, return_sequences=i < len(ir.rnn_layers) - 1))
     for d in ir.head:
         m.add(keras.layers.Dense(d.out_dim, activation=d.activation))
     ws = [layer.get_weights() for layer, _ in pre]

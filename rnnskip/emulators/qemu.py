@@ -15,7 +15,7 @@ compiler (``rnnskip_qemu_icount.c``; Debian's QEMU 7.2 supports plugins but ship
 neither the plugin header nor the example plugins such as libinsn.so). QEMU
 does not model cycles: DWT CYCCNT reads 0 (the firmware prints ``cycles=-``)
 and SysTick follows the host clock, so cycle counts come from the Unicorn cycle
-model on the same ELF (:func:`unicorn_cross_check`), where the core allows.
+model on the same ELF (:class:`Qemu`, via rnnskip.emulators.board), where the core allows.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..errors import RnnskipError
 from ..simulator.unicorn_backend import EmulationError
+from .board import BoardEmulator
 
 QEMU = "qemu-system-arm"
 PLUGIN_SRC = Path(__file__).resolve().parent / "rnnskip_qemu_icount.c"
@@ -64,7 +65,7 @@ def qemu_binary() -> Optional[str]:
     return shutil.which(QEMU)
 
 
-def _require_qemu() -> str:
+def require_qemu() -> str:
     q = qemu_binary()
     if q is None:
         raise RnnskipError(f"{QEMU} not found on PATH; run 'make setup' (installs Debian's qemu-system-arm) "
@@ -79,13 +80,13 @@ def machines() -> set:
     """Machine names this qemu-system-arm knows."""
     global _MACHINES
     if _MACHINES is None:
-        p = subprocess.run([_require_qemu(), "-M", "help"], capture_output=True, text=True)
+        p = subprocess.run([require_qemu(), "-M", "help"], capture_output=True, text=True)
         _MACHINES = {ln.split()[0] for ln in p.stdout.splitlines()[1:] if ln.strip()}
     return _MACHINES
 
 
 def qemu_version() -> str:
-    p = subprocess.run([_require_qemu(), "--version"], capture_output=True, text=True)
+    p = subprocess.run([require_qemu(), "--version"], capture_output=True, text=True)
     m = re.search(r"version (\S+)", p.stdout)
     return m.group(1) if m else "unknown"
 
@@ -93,8 +94,8 @@ def qemu_version() -> str:
 def machine_for(board) -> Tuple[str, str]:
     """(QEMU machine, note) for ``board``; one-line error when QEMU cannot run it."""
     if not board.qemu:
-        from .. import boards as B
-        ok = [n for n in B.available() if B.load(n).qemu]
+        from .. import boards
+        ok = [n for n in boards.available() if boards.load(n).qemu]
         raise RnnskipError(f"board {board.name} ({board.part}) has no QEMU machine; QEMU can run: {', '.join(ok)}")
     m = board.qemu["machine"]
     have = machines()
@@ -200,7 +201,7 @@ def run_firmware(elf, board, timeout: float = 60.0, icount: bool = True, workdir
     Raises EmulationError (one line) if QEMU fails to start, the firmware faults,
     or no summary line arrives within ``timeout`` seconds.
     """
-    q = _require_qemu()
+    q = require_qemu()
     machine, note = machine_for(board)
     idx = int(board.qemu.get("serial_index", 0))
     cmd = [q, "-M", machine, "-nographic", "-monitor", "none", "-no-reboot"]
@@ -286,33 +287,19 @@ def run_firmware(elf, board, timeout: float = 60.0, icount: bool = True, workdir
                    icounts=icounts, icount_note=icount_note, wall_s=wall, command=cmd)
 
 
-# ---------------------------------------------------------------- cross-check
-def unicorn_cross_check(elf, board, bundle, wait_states: Optional[int] = None):
-    """Run the same ELF's ``rnnskip_io_run`` under Unicorn on every bundled sequence.
+# ---------------------------------------------------------------- the emulator interface
+class Qemu(BoardEmulator):
+    """Board images on their QEMU machine (rnnskip.emulators.base.Emulator); instruction
+    counts per sequence from the TCG plugin, cycles from the Unicorn re-run."""
+    name = "qemu"
+    counts_each_sequence = True   # the TCG plugin counts each rnnskip_io_run call
 
-    Returns ``(results, stack_bytes)``: one dict (out, flags, steps, instructions,
-    cycles) per sequence; raises EmulationError when Unicorn cannot run the core
-    (cortex-m55).
-    """
-    import numpy as np
-    from ..boards import board_target
-    from ..simulator import UnicornEmulator
-    t = board_target(board, wait_states)
-    emu = UnicornEmulator(elf, t, max_instructions=200_000_000)
-    out_dim = bundle.out.shape[1]
-    res = []
-    for i in range(bundle.n):
-        T = int(bundle.lengths[i])
-        x = np.ascontiguousarray(bundle.x[i, :T])
-        x = x.astype("<i4" if bundle.token_input else np.int8)
-        emu.write("rnnskip_io_x", x.tobytes())
-        emu.write("rnnskip_io_T", T.to_bytes(4, "little", signed=True))
-        if bundle.valid is not None:
-            emu.write("rnnskip_io_valid", np.ascontiguousarray(bundle.valid[i, :T], np.uint8).tobytes())
-        emu.write("rnnskip_io_use_valid", (1 if bundle.valid is not None else 0).to_bytes(4, "little"))
-        st = emu.call("rnnskip_io_run", context=f"sequence {i}")
-        out = np.frombuffer(emu.read("rnnskip_io_out", 2 * out_dim), dtype="<i2").astype(np.int64)
-        flags = np.frombuffer(emu.read("rnnskip_io_flags", T), dtype=np.uint8).copy()
-        res.append({"out": out.tolist(), "flags": "".join("1" if f else "0" for f in flags),
-                    "steps": st.return_signed, "instructions": st.instructions, "cycles": st.cycles})
-    return res, emu.stack_high_water()
+    def boot(self, elf, workdir):
+        run = run_firmware(elf, self.board, timeout=self.timeout, workdir=workdir)
+        info = {"qemu_machine": run.machine, "qemu_version": qemu_version(), "wall_s": round(run.wall_s, 3),
+                "instruction_counts": "QEMU TCG plugin (exact, per rnnskip_io_run call)" if run.icounts
+                else f"not available: {run.icount_note}",
+                "device_summary": run.summary}
+        if run.icount_note and run.icounts:
+            info["note"] = run.icount_note
+        return run.sequences, run.icounts, info

@@ -33,6 +33,7 @@ from typing import Dict, List, Optional
 from .. import __version__
 from ..errors import RnnskipError
 from ..simulator.unicorn_backend import EmulationError
+from .board import BoardEmulator
 
 RENODE_TEST = "renode-test"
 INSTALL_HINT = ("install it from https://github.com/renode/renode/releases (Linux: the renode_*_amd64.deb or the "
@@ -159,3 +160,21 @@ def run_firmware(elf, board, out_dir, timeout: float = 120.0, model_name: str = 
     m = re.search(r"rnnskip-renode-instructions:\s*(\d+)", text)
     return RenodeRun(version=renode_version(), lines=lines, sequences=seqs, summary=summary,
                      total_instructions=int(m.group(1)) if m else None, wall_s=wall)
+
+
+class Renode(BoardEmulator):
+    """Board images under Renode's renode-test (rnnskip.emulators.base.Emulator). Renode counts
+    instructions for the whole run only: per-sequence counts and cycles come from the Unicorn
+    re-run, where Unicorn has the core."""
+    name = "renode"
+
+    @property
+    def counts_each_sequence(self) -> bool:
+        return bool(self.target.unicorn_cpu)
+
+    def boot(self, elf, workdir):
+        run = run_firmware(elf, self.board, workdir, timeout=self.timeout)
+        info = {"renode_version": run.version, "wall_s": round(run.wall_s, 3), "device_summary": run.summary,
+                "instruction_counts": (f"Renode ExecutedInstructions, whole run: {run.total_instructions}"
+                                       if run.total_instructions is not None else "not available")}
+        return run.sequences, None, info

@@ -1,6 +1,6 @@
 /*
  * rnnskip delta-network kernels (rnnskip_delta_s8.c): the column-sparse half
- * of a delta step. Specification: rnnskip/quant/delta_golden.py.
+ * of a delta step. Specification: rnnskip/delta/golden.py.
  *
  * A delta step of one layer is
  *     n = rnnskip_delta_gather_s8(x, last, ..., list, 0);          (input part, theta_x)

@@ -1,7 +1,7 @@
 /*
  * Delta-network kernels: gather of transmitting columns and the column-sparse
  * mat-vec. See rnnskip_delta_kernels.h for the contract and the weight layout
- * (rnnskip/delta/codegen.py writes it), rnnskip/quant/delta_golden.py for the
+ * (rnnskip/delta/codegen.py writes it), rnnskip/delta/golden.py for the
  * specification.
  */
 #include "rnnskip_kernels.h"

@@ -65,13 +65,6 @@ def act_q(name: str, x):
     return fp._lut_eval(x, LUTS[name])
 
 
-def tables_used(qm) -> list:
-    """The activation tables the generated C of ``qm`` reads (the linker keeps only these)."""
-    acts = [a for l in qm.layers for a in l.cell.activations(l)]
-    acts += [d.activation for d in ([qm.input_dense] if qm.input_dense is not None else []) + list(qm.head[:-1])]
-    return [a for a in LUTS if a in acts]
-
-
 def _c_array(name: str, values, doc: str) -> str:
     rows = [", ".join(f"{int(v)}" for v in values[i:i + 12]) for i in range(0, len(values), 12)]
     body = ",\n    ".join(rows)

@@ -7,6 +7,7 @@ from typing import List
 import numpy as np
 from tqdm import tqdm
 
+from ..cells import cell_of
 from ..converter.ir import DenseLayer, FeatureInput, ModelIR
 from ..errors import RnnskipError
 
@@ -58,7 +59,8 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
     """
     if len(x) == 0:
         raise RnnskipError("calibration data is empty; pass --data (or --calib) with at least one sequence")
-    r = Ranges(states=[{k: 0.0 for k in l.cell.float_state} for l in ir.rnn_layers], head=[0.0] * len(ir.head))
+    r = Ranges(states=[{k: 0.0 for k in cell_of(l.kind).float_state} for l in ir.rnn_layers],
+               head=[0.0] * len(ir.head))
     it = tqdm(range(len(x)), desc="calibrate", unit="seq", disable=not progress, leave=False)
     for n in it:
         seq = x[n][: int(lengths[n])]

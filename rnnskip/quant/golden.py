@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..cells import cell_of
 from ..cells.base import matvec
 from . import fixedpoint as fp
 from .act import LUTS
@@ -92,7 +93,7 @@ class GoldenModel:
 
     # -- recurrent step ------------------------------------------------------
     def initial_state(self, n: int) -> List[dict]:
-        state = [l.cell.golden_zero_state(l, n) for l in self.qm.layers]
+        state = [cell_of(l.kind).golden_zero_state(l, n) for l in self.qm.layers]
         for m in self.methods:
             m.golden_init(self, state, n)
         return state
@@ -106,10 +107,8 @@ class GoldenModel:
             acc = m.golden_accumulate(self, i, s, x, new)
             if acc is not None:
                 break
-        if acc is None:
-            new.update(l.cell.golden_step(l, s, x))
-        else:
-            new.update(l.cell.golden_cell(l, s, acc))
+        cell = cell_of(l.kind)
+        new.update(cell.golden_step(l, s, x) if acc is None else cell.golden_cell(l, s, acc))
         return new
 
     def step(self, state: List[dict], xin: np.ndarray, run: Optional[np.ndarray] = None) -> List[dict]:

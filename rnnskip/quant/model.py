@@ -97,11 +97,6 @@ class QRNN:
     name: str = "rnn"
 
     @property
-    def cell(self):
-        from ..cells import cell_of
-        return cell_of(self.kind)
-
-    @property
     def acc_rows(self) -> int:
         return int(max(b.row0 + b.rows for b in self.blocks))
 

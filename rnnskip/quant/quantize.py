@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..cells import cell_of
 from ..cells.base import q8, q32, scale_of
 from ..converter.ir import EmbeddingInput, FeatureInput, ModelIR
 from ..errors import RnnskipError
@@ -62,7 +63,7 @@ def quantize_dense(d, in_scale: float, in_p: int, out_max: float, final: bool) -
 
 def quantize_rnn(layer, x_scale: float, in_p: int, ranges: dict):
     """One recurrent layer, by its cell kind (``rnnskip/cells/``); ``ranges``: its calibrated state ranges."""
-    cell = layer.cell
+    cell = cell_of(layer.kind)
     msg = cell.activation_refusal(layer)
     if msg:
         raise RnnskipError(msg)

@@ -8,12 +8,10 @@
     stats = emu.call("func", args=(), context="sequence 17", mode="blocks" | "exact")
     emu.stack_high_water() -> int;  emu.reset();  emu.merge_profile(other.profile)
 
-Firmware is built with the runtime in :mod:`rnnskip.simulator.runtime`
+Firmware is built with the runtime and flags of :mod:`rnnskip.build`
 (``render_runtime``, ``cflags``, ``ldflags``, ``build_firmware``); the cycle
 model lives in :mod:`rnnskip.simulator.cycles`.
 """
 from .unicorn_backend import CallStats, EmulationError, UnicornEmulator
-from .runtime import build_firmware, cflags, ldflags, render_runtime
 
-__all__ = ["UnicornEmulator", "CallStats", "EmulationError",
-           "render_runtime", "cflags", "ldflags", "build_firmware"]
+__all__ = ["UnicornEmulator", "CallStats", "EmulationError"]

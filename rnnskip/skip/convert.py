@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import RnnskipError
 from . import PATENT_NOTICE
-from . import features as F
+from . import features
 from . import plots
 from .evaluate import golden_run, macs, predictor_of, with_predictor
 
@@ -65,7 +65,7 @@ class SkipSetup:
             raise RnnskipError(f"unknown --type '{ptype}'; choose one of {', '.join(TYPES)}")
         s = cls(predictor_dir=predictor, auto=skip == "auto", train_path=train, val_path=val, max_loss=max_loss,
                 type=ptype or "mlp", rounds=rounds, margin_se=0.0 if margin_se is None else margin_se, log=log)
-        F.check_classifier(ir)
+        features.check_classifier(ir)
         if s.auto:
             missing = [n for n, v in (("--train", train), ("--val", val), ("--max-loss", max_loss)) if v is None]
             if missing:
@@ -101,13 +101,12 @@ class SkipSetup:
         return qp
 
     # ---- report ----------------------------------------------------------------
-    def section(self, ir, qm, ds, ev, out_dir: Path, dense_fw=None, target=None, emulate_max=None,
-                traffic_sample=16, workers=2, progress=True, model_path: Optional[str] = None,
+    def section(self, ir, qm, ds, ev, out_dir: Path, dense_fw=None, target=None, model_path: Optional[str] = None,
                 dense_emu=None) -> dict:
         """The report's ``skip`` section (and its plots, written into ``out_dir``). The dense
-        reference: ``dense_fw`` emulated here under Unicorn, or ``dense_emu``, its result
-        from a board emulator (cores Unicorn lacks)."""
-        from ..emulate import STAT_FIELDS
+        reference: ``dense_fw``, the model without its predictor, and ``dense_emu``, what the
+        emulator of ``ev`` measured running it on the same sequences (pipeline.dense_reference)."""
+        from ..emulators.base import STAT_FIELDS
         qp = predictor_of(qm)
         t0 = time.time()
         dense = golden_run(qm, ds.x, ds.lengths, qp=None)
@@ -120,9 +119,9 @@ class SkipSetup:
         else:
             g = golden_run(qm, ds.x, ds.lengths, qp=qp)
             skip = {"run_steps": g["run_steps"], "skip_rate": g["skip_rate"], "acc": float(np.mean(g["pred"] == y))}
-        fm_ = F.run(_fm(ir), ds.x, ds.lengths)
+        fm_ = features.run(_fm(ir), ds.x, ds.lengths)
         o = self.meta.get("oracle", {})
-        orc = F.run(_fm(ir), ds.x, ds.lengths, decide=F.oracle_rule(float(o.get("threshold", 0.0))),
+        orc = features.run(_fm(ir), ds.x, ds.lengths, decide=features.oracle_rule(float(o.get("threshold", 0.0))),
                     measure=o.get("measure", "l2"), include_cell=bool(o.get("include_cell", False)))
         fmacs = macs(ir, orc.valid.sum(axis=1), orc.ran.sum(axis=1), 0)
         m = macs(ir, dense["valid_steps"], skip["run_steps"], qp.macs)
@@ -149,11 +148,10 @@ class SkipSetup:
                        "accuracy": {"dense_float": fm_.accuracy(y), "skip_float": orc.accuracy(y)}},
             "n": int(len(y)),
         }
-        if ev.emu is not None and dense_fw is not None:
-            from ..emulate import emulate_reference, no_cycles_note, stat_mean as _mean
+        if ev.emu is not None and dense_emu is not None:
+            from ..report import no_cycles_note, stat_mean as _mean
             k = int(ev.device_checked)
-            demu = dense_emu if dense_emu is not None else emulate_reference(
-                dense_fw, target, qm, ds, k, traffic_sample=traffic_sample, workers=workers, progress=progress)
+            demu = dense_emu
             ci, fi = STAT_FIELDS.index("cycles"), STAT_FIELDS.index("flash_read_bytes")
             ii = STAT_FIELDS.index("instructions")
             sec["instructions_per_inference"] = {"dense": _mean(demu.stats[:, ii]), "skip": _mean(ev.emu.stats[:, ii])}
@@ -187,7 +185,7 @@ class SkipSetup:
             sub = np.sort(np.random.default_rng(0).choice(len(ds), plot_max, replace=False))
             ds = ds.subset(sub)
             dense = {k: (v[sub] if isinstance(v, np.ndarray) and len(v) == len(full) else v) for k, v in dense.items()}
-            fm_run = F.run(_fm(ir), ds.x, ds.lengths)
+            fm_run = features.run(_fm(ir), ds.x, ds.lengths)
         y = np.asarray(ds.y)
         fm = _fm(ir)
         names = []
@@ -197,7 +195,7 @@ class SkipSetup:
         ths = sorted({float(p["threshold"]) for p in o.get("val", {}).get("points", [])})
         oc = {"label": "oracle (float)", "skip": [], "acc": []}
         for th in ths:   # every sweep point (<= 16): the grid runs to 99% skipping
-            r = F.run(fm, ds.x, ds.lengths, decide=F.oracle_rule(th), measure=o.get("measure", "l2"),
+            r = features.run(fm, ds.x, ds.lengths, decide=features.oracle_rule(th), measure=o.get("measure", "l2"),
                       include_cell=bool(o.get("include_cell", False)))
             oc["skip"].append(r.skip_rate)
             oc["acc"].append(r.accuracy(y))
@@ -301,16 +299,6 @@ def table_rows(sec: dict) -> list:
     return rows
 
 
-def dense_firmware(qm, work: Path, target, variant: str, kernels: str, max_t: int):
-    """Build the same model without its predictor (the dense reference for cycles and traffic)."""
-    from ..build import build_target
-    from ..generate import generate
-    from .evaluate import with_predictor
-    d = Path(work) / "dense"
-    generate(with_predictor(qm, None), d / "src", max_t=max_t, kernels=kernels)
-    return build_target(d / "src", d / "firmware", target, variant)
-
-
 def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2, size_ratio=None,
                         measure="auto", calibrate_on="int8", seed=0, calib=None, margin_se=0.0, log=print) -> dict:
     """``rnnskip train-predictor``: train, calibrate and write the predictor folder (atomically)."""
@@ -331,7 +319,7 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     inputs = (model, train, val, calib)
     check_replaceable(out, "predictor.json", inputs=inputs)   # before the training, not after it
     ir = import_model(model)
-    F.check_classifier(ir)
+    features.check_classifier(ir)
     tr = load_npz(str(train), ir)
     va = load_npz(str(val), ir)
     qm = None

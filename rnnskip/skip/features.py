@@ -54,7 +54,8 @@ def check_classifier(ir) -> None:
 
 def has_cell_state(ir) -> bool:
     """Does a layer's cell keep state besides h (an LSTM's c)? Then the oracle may measure its change too."""
-    return any(len(l.cell.float_state) > 1 for l in ir.rnn_layers)
+    from ..cells import cell_of
+    return any(len(cell_of(l.kind).float_state) > 1 for l in ir.rnn_layers)
 
 
 def _hcat(state, include_cell: bool) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..cells import cell_of
 from ..errors import RnnskipError
 
 #: default allowance for code, vector table, startup and libgcc helpers
@@ -42,7 +43,7 @@ def state_bytes(qm) -> int:
     if qm.input_dense is not None:
         n += 4 * qm.input_dense.rows
     for i, l in enumerate(qm.layers):
-        n += _a4(l.xh_len) + sum(_a4(_CBYTES[ctype] * k) for ctype, _, k, _ in l.cell.c_state(l, i))
+        n += _a4(l.xh_len) + sum(_a4(_CBYTES[ctype] * k) for ctype, _, k, _ in cell_of(l.kind).c_state(l, i))
     n += 4 * max(l.acc_rows for l in qm.layers)                   # acc
     if qm.head:
         hs = max(d.rows for d in qm.head)
@@ -61,7 +62,8 @@ def io_bytes(qm, max_t: int) -> int:
 
 def estimate(qm, max_t: int, target, bundled_bytes: int = 0) -> SizeEstimate:
     code = int(target.raw.get("fit", {}).get("code_bytes", DEFAULT_CODE_BYTES))
-    from ..quant.act import LUT_BYTES, tables_used
+    from ..generate import tables_used
+    from ..quant.act import LUT_BYTES
     w = qm.flash_weight_bytes() + sum(m.flash_bytes(qm) for m in qm.methods)
     luts = LUT_BYTES * len(tables_used(qm))
     st = state_bytes(qm)

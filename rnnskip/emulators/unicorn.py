@@ -1,43 +1,32 @@
-"""Run the firmware over a dataset in the emulator, in parallel worker processes."""
+"""Unicorn: the firmware's ``rnnskip_io_run`` called once per sequence inside an emulated
+core (rnnskip.simulator), with the cycle model and memory traffic; parallel worker processes."""
 from __future__ import annotations
 
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
 from tqdm import tqdm
 
-STAT_FIELDS = ("instructions", "cycles", "flash_read_bytes", "sram_read_bytes", "sram_write_bytes")
+from .base import STAT_FIELDS, EmulationResult, Sequences
 
 
-def no_cycles_note(target, instructions: bool, other: str) -> str:
-    """Why a comparison has no cycles, from what was measured (report text)."""
-    name = target.name if target is not None else "this core"
-    why = (f"{name} has no cycle model (Unicorn has no core for it)" if target is not None and not target.unicorn_cpu
-           else "the Unicorn re-run of the board image (which models cycles) did not complete")
-    return why + (f"; dense and {other} compared by the board emulator's instruction counts" if instructions
-                  else "; the emulator gave no per-sequence instruction counts either")
+class Unicorn:
+    """The emulation image (rnnskip.build.build_target) under Unicorn; the first
+    ``traffic_sample`` sequences count memory traffic exactly."""
+    name = "unicorn"
+    label = "device"
+    board = None
+    counts_each_sequence = True
 
+    def __init__(self, target, traffic_sample: int = 16, workers: int = 2, progress: bool = True):
+        self.target, self.traffic_sample, self.workers, self.progress = target, traffic_sample, workers, progress
 
-def stat_mean(column) -> Optional[float]:
-    """Mean of one STAT_FIELDS column; None when the emulator did not measure it (NaN),
-    e.g. cycles from a board emulator on a core Unicorn lacks."""
-    v = np.asarray(column, float)
-    return None if len(v) == 0 or np.isnan(v).any() else float(v.mean())
-
-
-@dataclass
-class EmulationResult:
-    """Per-sequence outputs and counters; traffic only where ``traffic_measured``."""
-    out: np.ndarray          # int16 [N, out_len]
-    flags: List[np.ndarray]  # uint8 [T_n] per sequence
-    steps_run: np.ndarray    # [N]
-    stats: np.ndarray        # float [N, len(STAT_FIELDS)]
-    traffic_measured: np.ndarray  # bool [N]: exact traffic counted for this sequence
-    stack_bytes: int
+    def run(self, firmware, sequences: Sequences) -> EmulationResult:
+        return emulate_dataset(firmware.elf, self.target, sequences, traffic_sample=self.traffic_sample,
+                               workers=self.workers, progress=self.progress)
 
 
 def _max_instructions(macs_per_step: int, T: int) -> int:
@@ -63,7 +52,7 @@ def profile_functions(elf: Path, target, dev_x: np.ndarray, lengths: np.ndarray,
     dev_x: device inputs [N, T, ...] (GoldenModel.device_inputs); valid: uint8 [N, T] or
     None. See UnicornEmulator.function_cycles for what is credited where.
     """
-    from .simulator import UnicornEmulator
+    from ..simulator import UnicornEmulator
     emu = UnicornEmulator(Path(elf), target)
     total: Dict[str, float] = {}
     for n in range(len(dev_x)):
@@ -74,8 +63,8 @@ def profile_functions(elf: Path, target, dev_x: np.ndarray, lengths: np.ndarray,
     return total
 
 
-def _worker(elf, target, token_input, step_len, out_len, macs_per_step, jobs):
-    from .simulator import UnicornEmulator
+def _worker(elf, target, out_len, macs_per_step, jobs):
+    from ..simulator import UnicornEmulator
     emu = UnicornEmulator(Path(elf), target)
     res = []
     for n, x, T, valid, exact in jobs:
@@ -94,17 +83,16 @@ def _mp_context():
     return mp.get_context("spawn" if "tensorflow" in sys.modules else "fork")
 
 
-def emulate_dataset(elf: Path, target, dev_x: np.ndarray, lengths: np.ndarray, valid: Optional[np.ndarray],
-                    token_input: bool, step_len: int, out_len: int, macs_per_step: int,
-                    traffic_sample: int = 16, workers: int = 2, chunk: int = 16,
-                    progress: bool = True) -> EmulationResult:
+def emulate_dataset(elf: Path, target, sequences: Sequences, traffic_sample: int = 16, workers: int = 2,
+                    chunk: int = 16, progress: bool = True) -> EmulationResult:
     """Emulate every sequence; the first ``traffic_sample`` count memory traffic exactly."""
-    N = len(dev_x)
-    jobs = [(n, dev_x[n], int(lengths[n]), None if valid is None else valid[n], n < traffic_sample)
+    N = len(sequences)
+    valid = sequences.valid
+    jobs = [(n, sequences.x[n], int(sequences.lengths[n]), None if valid is None else valid[n], n < traffic_sample)
             for n in range(N)]
     chunks = [jobs[i:i + chunk] for i in range(0, N, chunk)]
-    out = np.zeros((N, out_len), np.int64)
-    flags: List[np.ndarray] = [None] * N
+    out = np.zeros((N, sequences.out_len), np.int64)
+    flags: List[Optional[np.ndarray]] = [None] * N
     steps = np.zeros(N, np.int64)
     stats = np.zeros((N, len(STAT_FIELDS)))
     exact = np.zeros(N, bool)
@@ -119,7 +107,7 @@ def emulate_dataset(elf: Path, target, dev_x: np.ndarray, lengths: np.ndarray, v
             out[n], flags[n], steps[n], stats[n], exact[n] = o, f, s, st, ex
         bar.update(len(rows))
 
-    args = (str(elf), target, token_input, step_len, out_len, macs_per_step)
+    args = (str(elf), target, sequences.out_len, sequences.macs_per_step)
     if workers <= 1 or len(chunks) <= 1:
         for c in chunks:
             take(_worker(*args, c))
@@ -131,18 +119,3 @@ def emulate_dataset(elf: Path, target, dev_x: np.ndarray, lengths: np.ndarray, v
     bar.close()
     return EmulationResult(out=out, flags=flags, steps_run=steps, stats=stats,
                            traffic_measured=exact, stack_bytes=stack)
-
-
-def emulate_reference(fw, target, qm, ds, k: int, traffic_sample: int = 16, workers: int = 2,
-                      progress: bool = True) -> "EmulationResult":
-    """The reference firmware ``fw`` (the model without its predictor or delta thresholds)
-    under Unicorn on the first ``k`` sequences of ``ds``, fed exactly as the model's own
-    firmware was (so the skip and delta sections compare like with like)."""
-    from .pipeline import out_len, step_len
-    from .quant.golden import GoldenModel
-    g = GoldenModel(qm)
-    dev_x = g.device_inputs(ds.x)
-    valid = None if qm.token_input else g.valid_steps(ds.x)[:k]
-    return emulate_dataset(fw.elf, target, dev_x[:k], ds.lengths[:k], valid, qm.token_input, step_len(qm),
-                           out_len(qm), qm.recurrent_macs_per_step(), traffic_sample=traffic_sample,
-                           workers=workers, progress=progress)

@@ -1,0 +1,152 @@
+"""The ``rnnskip`` stage commands, each reading and writing a work folder:
+import -> quantize -> generate -> build -> emulate -> report. They return what
+they made; the command line prints it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+from .. import boards
+from ..build import Firmware, build_host, build_target
+from ..converter.ir import ModelIR
+from ..errors import RnnskipError
+from ..outdir import atomic_dir
+from ..quant.model import QModel
+from . import stages, workdir
+
+
+def import_command(model, out) -> ModelIR:
+    """Read MODEL into WORK/model.ir.pkl."""
+    ir = stages.import_model(model)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    workdir.save_pickle(ir, Path(out) / "model.ir.pkl")
+    workdir.stage_done(out, "import")
+    return ir
+
+
+def quantize_command(work, calib, calib_max: int = 1000):
+    """Calibrate and quantise WORK's model into WORK/model.q.pkl; returns (QModel, Ranges)."""
+    ir = workdir.load_pickle(Path(work) / "model.ir.pkl", "import", ModelIR)
+    qm, ranges = stages.quantize_model(ir, stages.load_data(calib, ir, "--calib"), calib_max)
+    qm.calibration = {"source": str(calib), "sequences": ranges.sequences}
+    workdir.save_pickle(qm, Path(work) / "model.q.pkl")
+    workdir.stage_done(work, "quantize")
+    return qm, ranges
+
+
+def generate_command(work, max_t: int, kernels: str = "portable") -> List[Path]:
+    """Render the C sources into WORK/src; returns the files written."""
+    from ..generate import generate
+    stages.check_kernels(kernels)
+    workdir.check_fresh(work, "generate")
+    qm = workdir.load_pickle(Path(work) / "model.q.pkl", "quantize", QModel)
+    with atomic_dir(Path(work) / "src", "rnnskip_model.h", what="WORK/src") as tmp:
+        files = generate(qm, tmp, max_t=max_t, kernels=kernels)
+    workdir.stage_done(work, "generate", max_t=int(max_t))
+    return files
+
+
+def build_command(work, target_name=None, board_name=None, kernels: str = "portable", variant=None,
+                  wait_states=None):
+    """Compile WORK/src for the target (WORK/firmware) and this machine (WORK/host);
+    returns (Firmware, target)."""
+    from ..targets.fit import check_fits
+    stages.check_kernels(kernels)
+    board, target = boards.resolve(target_name, board_name, wait_states)
+    src = Path(work) / "src"
+    if not src.is_dir():
+        raise RnnskipError(f"{src} not found; run 'rnnskip generate {work}' first")
+    workdir.check_fresh(work, "build")
+    variant = stages.kernel_variant(target, variant, kernels)
+    max_t = workdir.generated_max_t(work)
+    check_fits(workdir.load_pickle(Path(work) / "model.q.pkl", "quantize", QModel), max_t, target)
+    with atomic_dir(Path(work) / "firmware", "firmware.elf", what="WORK/firmware") as tmp:
+        fw = build_target(src, tmp, target, variant)
+    build_host(src, Path(work) / "host")
+    workdir.save_pickle(workdir.build_record(target, board, variant, wait_states, kernels, fw, max_t),
+                        Path(work) / "build.pkl")
+    workdir.stage_done(work, "build")
+    return fw, target
+
+
+@dataclass
+class Emulation:
+    """What 'emulate' measured, and on what."""
+    evaluation: stages.Evaluation
+    emulator: object
+
+    def check(self) -> None:
+        """One line when any output differs from the golden model (the contract is bit-exactness)."""
+        ev = self.evaluation
+        if ev.mismatches:
+            raise RnnskipError(f"{ev.mismatches} sequences differ from the golden model ({ev.first_mismatch}); "
+                               f"this is a bug: please report it with the work folder")
+
+
+def emulate_command(work, data, emulator: Optional[str] = None, board_name: Optional[str] = None,
+                    emulate_max: Optional[int] = None, bundle: int = 16, timeout: float = 120.0,
+                    traffic_sample: int = 16, workers: int = 2, note=None) -> Emulation:
+    """Float, golden, host build and emulated firmware on ``data`` (WORK/evaluation.pkl).
+
+    Unicorn runs WORK/firmware; QEMU and Renode boot a board image built here from WORK/src
+    (``board_name``, else the board 'build' used) with the first ``emulate_max`` or
+    ``bundle`` sequences linked in. ``emulator`` None: Unicorn where it has the core,
+    else QEMU; ``note`` gets the line saying so before the run."""
+    from .. import emulators
+    w = Path(work)
+    workdir.check_fresh(w, "emulate")
+    ir = workdir.load_pickle(w / "model.ir.pkl", "import", ModelIR)
+    qm = workdir.load_pickle(w / "model.q.pkl", "quantize", QModel)
+    rec = workdir.load_build_record(w)
+    built_board, built_target = boards.resolve(rec["target"], rec["board"], rec["wait_states"])
+    if emulator == "unicorn" or (emulator is None and built_target.unicorn_cpu):
+        board, target = None, built_target   # the firmware 'build' compiled; --board is for the board emulators
+    elif board_name:
+        board, target = boards.resolve(None, board_name, rec["wait_states"])
+    else:
+        board, target = built_board, built_target
+    emu, why = emulators.choose(emulator, target, board, rec["wait_states"], traffic_sample=traffic_sample,
+                                workers=workers, progress=True, timeout=timeout)
+    if why and note is not None:
+        note(why)
+    ds = stages.load_data(data, ir)
+    if ds.x.shape[1] > rec["max_t"]:
+        raise RnnskipError(f"--data has sequences of {ds.x.shape[1]} steps but the firmware holds {rec['max_t']}; "
+                           f"regenerate with 'rnnskip generate {work} --max-t {ds.x.shape[1]}'")
+    if emu.board is None:
+        fw = Firmware(elf=w / "firmware" / "firmware.elf", map=w / "firmware" / "firmware.map",
+                      variant=rec["variant"], flash_bytes=rec["flash_bytes"], ram_bytes=rec["ram_bytes"])
+        n = emulate_max
+    else:
+        n = emulate_max or bundle
+        fw = stages.build_firmware(w / "src", w / f"board-{emu.board.name}", emu, rec["variant"], qm, ds, n,
+                                   rec["max_t"], ir.name)
+    ev = stages.evaluate(ir, qm, ds, host_so=w / "host" / "librnnskip_model.so", firmware=fw, emulator=emu,
+                         emulate_max=n)
+    ran = dict(rec, target=emu.target.name, board=emu.board.name if emu.board else rec["board"],
+               flash_bytes=fw.flash_bytes, ram_bytes=fw.ram_bytes, elf=str(fw.elf))
+    workdir.save_pickle({"ev": ev, "build": ran}, w / "evaluation.pkl")
+    workdir.stage_done(w, "emulate")
+    return Emulation(evaluation=ev, emulator=emu)
+
+
+def report_command(work) -> dict:
+    """WORK/report.json from the last 'emulate' run; returns the report."""
+    from ..report import build_report, write_report
+    w = Path(work)
+    workdir.check_fresh(w, "report")
+    ir = workdir.load_pickle(w / "model.ir.pkl", "import", ModelIR)
+    qm = workdir.load_pickle(w / "model.q.pkl", "quantize", QModel)
+    e = workdir.load_pickle(w / "evaluation.pkl", "emulate", dict)
+    if not {"ev", "build"} <= set(e):
+        raise RnnskipError(f"{w / 'evaluation.pkl'} is not a file written by rnnskip's 'emulate' stage; "
+                           f"run that stage again")
+    b = e["build"]
+    _, target = boards.resolve(b["target"], b["board"], b["wait_states"])
+    elf = Path(b["elf"])
+    fw = Firmware(elf=elf, map=elf.with_suffix(".map"), variant=b["variant"], flash_bytes=b["flash_bytes"],
+                  ram_bytes=b["ram_bytes"])
+    rep = build_report(ir, qm, e["ev"], target, b["kernels"], b["variant"], firmware=fw)
+    write_report(rep, w / "report.json")
+    return rep

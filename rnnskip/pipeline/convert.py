@@ -1,0 +1,151 @@
+"""``rnnskip-convert``: the whole flow in one go, into one output folder that is
+also a complete work folder for the stage commands."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from .. import boards, emulators
+from ..build import build_host
+from ..errors import RnnskipError
+from ..outdir import atomic_dir, check_replaceable
+from . import stages, workdir
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+@dataclass
+class Conversion:
+    """What rnnskip-convert made: the report, its folder and, with --export, the firmware project."""
+    report: dict
+    out: Path
+    board: Optional[str] = None
+    export: Optional[str] = None
+
+    def summary(self) -> str:
+        """The terminal table, with the skip and delta sections' lines under it."""
+        from ..delta.report import table_rows as delta_rows
+        from ..report import table
+        from ..skip.convert import table_rows as skip_rows
+        text = [table(self.report)]
+        for key, rows_of in (("skip", skip_rows), ("delta", delta_rows)):
+            if key in self.report:
+                sec = self.report[key]
+                base = [(f"{key} baseline", sec["baseline"])] if "baseline" in sec else []
+                text.append("\n".join(f"  {k:<21} {v}" for k, v in base + rows_of(sec)))
+        return "\n".join(text)
+
+    def check(self) -> None:
+        """One line when any output differs from the golden model (the contract is bit-exactness)."""
+        b = self.report["bitexact"]
+        if b["mismatches"]:
+            raise RnnskipError(f"{b['mismatches']} sequences differ from the golden model ({b['first_mismatch']}); "
+                               f"this is a bug, please report it")
+
+
+def run_convert(model, target_name, data, out, kernels="portable", variant=None, calib=None,
+                calib_max=1000, emulate_max=None, traffic_sample=16, wait_states=None, workers=2,
+                host=True, progress=True, board_name=None, emulator=None, bundle=16, timeout=120.0,
+                export=None, skip=None, delta=None, log: Callable[[str], None] = _quiet,
+                note: Callable[[str], None] = _quiet) -> Conversion:
+    """Import, quantize, generate, build, emulate and report MODEL into ``out`` (replaced
+    only when complete). Used by rnnskip-convert, the demo and the benchmarks.
+
+    emulator: "unicorn", "qemu" or "renode"; None picks Unicorn where it has the core, else
+    QEMU on ``board_name`` or the core's default board (rnnskip.emulators.choose).
+    board_name: build for that board's memory map; QEMU and Renode boot the board image with
+    ``bundle`` test sequences (``emulate_max`` if given) linked in.
+    skip: time-step skipping options (keys predictor, skip, train, val, max_loss, ptype, margin_se;
+    see rnnskip.skip.convert.SkipSetup.prepare), None for a dense model.
+    delta: a delta-network thresholds file (delta.json), None for a dense model.
+    log: progress lines (predictor training); note: one-line remarks for stderr (the emulator
+    picked for a core Unicorn lacks, a delta grid that differs).
+    The caller checks bit-exactness with :meth:`Conversion.check` after showing the report."""
+    from ..generate import generate
+    from ..report import build_report, write_plots, write_report
+    from ..targets.fit import check_fits
+    stages.check_kernels(kernels)
+    board, target = boards.resolve(target_name, board_name, wait_states)
+    emu, why = emulators.choose(emulator, target, board, wait_states, traffic_sample=traffic_sample,
+                                workers=workers, progress=progress, timeout=timeout)
+    if export and board is None:
+        raise RnnskipError("--export needs --board: the project is for one board (memory map, startup, UART); "
+                           "see 'rnnskip boards'")
+    if why:
+        note(why)
+    board_picked = board is None and emu.board is not None
+    board, target = (emu.board or board), emu.target
+    variant = stages.kernel_variant(target, variant, kernels)
+    if export:   # refused now rather than after the whole conversion
+        from ..boards.export import EXPORT_MARKER, EXPORT_REGENERATED
+        check_replaceable(export, EXPORT_MARKER, "--export", [model, data, calib, out], EXPORT_REGENERATED)
+    ir = stages.import_model(model)
+    if ir.per_step and (skip or delta or board is not None):
+        # these paths read one output row per sequence; refuse rather than report wrong numbers
+        if board_picked:
+            raise RnnskipError(f"{target.name} runs as a board image under QEMU, which does not support models "
+                               f"with an output per time step (return_sequences=True at the output) yet")
+        what = "--predictor/--skip" if skip else ("--delta" if delta else "--board")
+        raise RnnskipError(f"{what} does not support models with an output per time step (return_sequences=True "
+                           f"at the output) yet; convert without {what.split('/')[0]}")
+    ds = stages.load_data(data, ir)
+    cal = stages.load_data(calib, ir, "--calib") if calib else ds
+    sk = None
+    if skip:  # time-step skipping: options and predictor folder checked before anything is written
+        from ..skip.convert import SkipSetup
+        sk = SkipSetup.prepare(ir, log=log, **skip)
+    dl = None
+    if delta:  # delta network: the thresholds file is checked before anything is written
+        from ..delta.convert import DeltaSetup
+        dl = DeltaSetup.prepare(ir, delta)
+    inputs = [model, data, calib, delta] + ([skip.get("predictor"), skip.get("train"), skip.get("val")] if skip else [])
+    with atomic_dir(out, "report.json", inputs=inputs) as tmp:
+        qm, ranges = stages.quantize_model(ir, cal, calib_max, progress)
+        qm.calibration = {"source": str(calib) if calib else f"{data} (the evaluation data; pass --calib to separate)",
+                          "sequences": ranges.sequences}
+        if sk:
+            sk.attach(ir, qm, tmp, progress)
+        if dl:
+            dl.attach(qm, note)
+        max_t = int(ds.x.shape[1])
+        check_fits(qm, max_t, target)   # refuse before compiling
+        src = tmp / "src"
+        generate(qm, src, max_t=max_t, kernels=kernels)
+        so = build_host(src, tmp / "host") if host else None
+        n = emulate_max if emu.board is None else (emulate_max or bundle)   # a board image holds its sequences
+        fw = stages.build_firmware(src, tmp / "firmware", emu, variant, qm, ds, n, max_t, ir.name)
+        ev = stages.evaluate(ir, qm, ds, host_so=so, firmware=fw, emulator=emu, emulate_max=n)
+        rep = build_report(ir, qm, ev, target, kernels, variant, firmware=fw)
+        k = int(ev.device_checked)
+        if sk:
+            from ..skip.evaluate import with_predictor
+            ref = stages.dense_reference(with_predictor(qm, None), tmp / "dense", emu, ds, k, kernels, variant, ir.name)
+            rep["skip"] = sk.section(ir, qm, ds, ev, tmp, target=target, model_path=str(model),
+                                     dense_fw=ref.firmware if ref else None, dense_emu=ref.result if ref else None)
+        if dl:
+            from ..delta.report import without_delta
+            ref = stages.dense_reference(without_delta(qm), tmp / "dense-ref-delta", emu, ds, k, kernels, variant,
+                                         ir.name)
+            rep["delta"] = dl.section(ir, qm, ds, ev, tmp, fw=fw, target=target,
+                                      dense_fw=ref.firmware if ref else None, dense_emu=ref.result if ref else None)
+        if sk and dl:   # each section measures its own method against the model with the other one still on
+            rep["skip"]["baseline"] = "this model without the skip predictor, delta thresholds on"
+            rep["delta"]["baseline"] = "this model without delta thresholds, skip predictor on"
+        write_report(rep, tmp / "report.json")
+        write_plots(ev, tmp, f"{ir.name} on {target.name} ({kernels}, {variant})")
+        workdir.save_pickle(ir, tmp / "model.ir.pkl")
+        workdir.save_pickle(qm, tmp / "model.q.pkl")
+        workdir.save_pickle(workdir.build_record(target, board, variant, wait_states, kernels, fw, max_t),
+                            tmp / "build.pkl")
+        for stage in ("import", "quantize", "generate", "build"):   # the stage commands can carry on from here
+            workdir.stage_done(tmp, stage, **({"max_t": max_t} if stage == "generate" else {}))
+    if export:
+        from ..boards.export import export_project
+        from ..boards.firmware import make_bundle
+        bd = make_bundle(qm, ds.x, ds.lengths, emulate_max or bundle)
+        check_fits(qm, max_t, target, where=f"board {board.name}", bundled_bytes=bd.flash_bytes())
+        export_project(Path(out) / "src", export, board, bd, variant, kernels, ir.name, wait_states)
+    return Conversion(report=rep, out=Path(out), board=board.name if board else None, export=export)

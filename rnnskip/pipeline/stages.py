@@ -1,0 +1,179 @@
+"""The stages on in-memory objects: import -> quantize -> (generate) -> build ->
+evaluate (float, golden, host, emulator) -> dense reference. Data flows one way."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .. import outputs
+from ..build import Firmware, build_target
+from ..converter.ir import ModelIR
+from ..datasets import Dataset
+from ..emulators.base import EmulationResult, Sequences
+from ..errors import RnnskipError
+from ..generate import KERNEL_PROVIDERS, generate
+from ..host import HostModel
+from ..quant.calibrate import calibrate
+from ..quant.golden import GoldenModel
+from ..quant.model import QModel
+from ..quant.quantize import quantize
+
+
+def import_model(path) -> ModelIR:
+    from ..converter.keras_import import load_model_file
+    return load_model_file(str(path))
+
+
+def float_model(ir: ModelIR):
+    from ..reference import FloatModel
+    return FloatModel(ir)
+
+
+def load_data(path, ir: ModelIR, what: str = "--data") -> Dataset:
+    from ..datasets import load_npz
+    if path is None:
+        raise RnnskipError(f"{what} is required: an .npz with x, y and optional lengths")
+    return load_npz(str(path), ir)
+
+
+def quantize_model(ir: ModelIR, calib: Dataset, max_sequences: int = 1000, progress: bool = True):
+    """Calibrate on (a sample of) ``calib`` and quantise. Returns (QModel, Ranges)."""
+    ds = calib.sample(max_sequences, seed=0) if len(calib) > max_sequences else calib
+    ranges = calibrate(ir, float_model(ir), ds.x, ds.lengths, progress=progress)
+    return quantize(ir, ranges), ranges
+
+
+def check_kernels(kernels: str) -> None:
+    if kernels not in KERNEL_PROVIDERS:
+        raise RnnskipError(f"unknown --kernels '{kernels}'; choose one of {', '.join(KERNEL_PROVIDERS)}")
+
+
+def kernel_variant(target, variant: Optional[str], kernels: str = "portable") -> str:
+    """The portable kernels' path: ``variant``, else DSP where the core has it."""
+    if kernels == "naive":  # the baseline is plain C throughout
+        return "plain"
+    return variant or ("dsp" if target.dsp else "plain")
+
+
+def _step_len(qm: QModel) -> int:
+    return 1 if qm.token_input else qm.features_p
+
+
+def device_sequences(qm: QModel, ds: Dataset, n: Optional[int] = None) -> Sequences:
+    """The first ``n`` sequences of ``ds`` (all: None) as the firmware reads them."""
+    g = GoldenModel(qm)
+    m = len(ds) if n is None else min(int(n), len(ds))
+    return Sequences(x=g.device_inputs(ds.x[:m]), lengths=np.asarray(ds.lengths[:m]),
+                     valid=None if qm.token_input else g.valid_steps(ds.x[:m]),
+                     out_len=outputs.io_out_len(qm, ds.x.shape[1]), macs_per_step=outputs.macs_budget(qm))
+
+
+def build_firmware(src: Path, out: Path, emulator, variant: str, qm: QModel, ds: Dataset, n: Optional[int],
+                   max_t: int, model_name: str = "model") -> Firmware:
+    """The image ``emulator`` runs, compiled from the sources in ``src`` into ``out``: the
+    emulation image (rnnskip.build), or for a board emulator the board image with the first
+    ``n`` sequences of ``ds`` and their golden results linked in (rnnskip.boards.firmware)."""
+    if emulator.board is None:
+        return build_target(src, out, emulator.target, variant)
+    from ..boards.firmware import build_board_firmware, make_bundle
+    from ..targets.fit import check_fits
+    bundle = make_bundle(qm, ds.x, ds.lengths, n)
+    check_fits(qm, max_t, emulator.target, where=f"board {emulator.board.name}", bundled_bytes=bundle.flash_bytes())
+    return build_board_firmware(src, out, emulator.board, bundle, variant, model_name, emulator.wait_states)
+
+
+@dataclass
+class Evaluation:
+    """Everything measured on one dataset; ``report.build_report`` turns it into JSON."""
+    n: int
+    float_acc: float
+    golden_acc: float
+    host_mismatches: int = 0
+    host_checked: int = 0
+    device_acc: Optional[float] = None
+    device_checked: int = 0
+    device_mismatches: int = 0
+    first_mismatch: str = ""
+    emu: Optional[EmulationResult] = None
+    golden_steps: Optional[np.ndarray] = None
+    timings: dict = field(default_factory=dict)
+    error: Optional[dict] = None   # regression (float y): errors in the output's units
+
+    @property
+    def mismatches(self) -> int:
+        return self.host_mismatches + self.device_mismatches
+
+
+def evaluate(ir: ModelIR, qm: QModel, ds: Dataset, host_so: Optional[Path] = None, firmware: Optional[Firmware] = None,
+             emulator=None, emulate_max: Optional[int] = None) -> Evaluation:
+    """Float, golden, host build and ``firmware`` on ``emulator`` over ``ds`` (the emulator:
+    its first ``emulate_max``), each output and step flag compared with the golden model."""
+    t0 = time.time()
+    probs = float_model(ir).predict(ds.x, ds.lengths)
+    t1 = time.time()
+    g = GoldenModel(qm)  # with the model's step methods (skip predictor, delta thresholds)
+    g_out, g_flags = g.run(ds.x, ds.lengths)
+    float_acc, golden_acc, error = outputs.score(ir, qm, ds, probs, g_out)  # accuracy, or regression error
+    ev = Evaluation(n=len(ds), float_acc=float_acc, golden_acc=golden_acc,
+                    golden_steps=g_flags.sum(axis=1), error=error)
+    t2 = time.time()
+    ev.timings.update(float_s=t1 - t0, golden_s=t2 - t1)
+    if host_so is not None:
+        dev_x = g.device_inputs(ds.x)
+        valid = None if qm.token_input else g.valid_steps(ds.x)
+        hm = HostModel(host_so, qm.token_input, _step_len(qm), outputs.io_out_len(qm, ds.x.shape[1]))
+        for n in range(len(ds)):
+            L = int(ds.lengths[n])
+            o, f = hm.run(dev_x[n], L, None if valid is None else valid[n])
+            o, gn = outputs.rows(qm, o, L), outputs.golden_rows(qm, g_out, n, L)  # per-step models: [L, out]
+            ev.host_checked += 1
+            if not (np.array_equal(o, gn) and np.array_equal(f, g_flags[n, :L])):
+                ev.host_mismatches += 1
+                ev.first_mismatch = ev.first_mismatch or f"host, sequence {n}: {o.tolist()} != golden {gn.tolist()}"
+        ev.timings["host_s"] = time.time() - t2
+    if firmware is not None and emulator is not None:
+        t3 = time.time()
+        emu = emulator.run(firmware, device_sequences(qm, ds, emulate_max))
+        m = len(emu.steps_run)
+        ev.emu, ev.device_checked = emu, m
+        if emu.disagreement:
+            ev.first_mismatch = emu.disagreement
+        d_out = [outputs.rows(qm, emu.out[n], int(ds.lengths[n])) for n in range(m)]
+        ev.device_acc = outputs.device_accuracy(qm, ds, d_out, m)
+        for n in range(m):
+            L = int(ds.lengths[n])
+            gn = outputs.golden_rows(qm, g_out, n, L)
+            if not (np.array_equal(d_out[n], gn) and np.array_equal(emu.flags[n], g_flags[n, :L])):
+                ev.device_mismatches += 1
+                ev.first_mismatch = ev.first_mismatch or (f"{emulator.label}, sequence {n}: {d_out[n].tolist()} "
+                                                          f"!= golden {gn.tolist()}")
+        if emu.disagreement:
+            ev.device_mismatches = max(ev.device_mismatches, 1)
+        ev.timings["emulate_s"] = time.time() - t3
+    return ev
+
+
+@dataclass
+class Reference:
+    """The dense reference of a skip or delta model: its firmware and what the emulator measured."""
+    firmware: Firmware
+    result: EmulationResult
+
+
+def dense_reference(qm_dense: QModel, work: Path, emulator, ds: Dataset, n: int, kernels: str, variant: str,
+                    model_name: str = "model") -> Optional[Reference]:
+    """``qm_dense`` (the model without its predictor or delta thresholds) generated into
+    ``work/src``, built as the same kind of image into ``work/firmware`` and run on the same
+    ``emulator`` on the first ``n`` sequences of ``ds``, so the skip and delta sections
+    compare like with like. None when the emulator counts nothing per sequence."""
+    if not emulator.counts_each_sequence:
+        return None
+    work = Path(work)
+    max_t = int(ds.x.shape[1])
+    generate(qm_dense, work / "src", max_t=max_t, kernels=kernels)
+    fw = build_firmware(work / "src", work / "firmware", emulator, variant, qm_dense, ds, n, max_t, model_name)
+    return Reference(firmware=fw, result=emulator.run(fw, device_sequences(qm_dense, ds, n)))

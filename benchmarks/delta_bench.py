@@ -75,17 +75,25 @@ def _golden_eval(model, data, calib, delta_json=None):
 
 
 def _summarise(rep: dict) -> dict:
+    """The numbers this benchmark tabulates, from a report's ``delta`` section."""
     d = rep["delta"]
+    e = d.get("emulated") or {}
+    red = e.get("reduction") or {}
+
+    def x(r):
+        return r["x_fewer"] if r else None
     return {"accuracy": d["accuracy"], "n": d["n"], "thresholds": d["thresholds"], "density": d["density"],
-            "macs_per_inference": d["macs_per_inference"], "mac_reduction_x": d["mac_reduction_x"],
-            "cycles_per_inference": d["cycles_per_inference"], "cycle_reduction_x": d.get("cycle_reduction_x"),
-            "mac_reduction_x_emulated": d.get("mac_reduction_x_emulated"),
-            "cycle_vs_mac_reduction": d.get("cycle_vs_mac_reduction"),
-            "flash_read_bytes_per_inference": d["flash_read_bytes_per_inference"],
-            "flash_read_reduction_x": d.get("flash_read_reduction_x"),
-            "sequences_emulated": d.get("sequences_emulated"),
+            "macs_per_inference": {"dense": d["macs_per_inference"]["dense"],
+                                   "effective": d["macs_per_inference"]["delta"]},
+            "mac_reduction_x": x(d["mac_reduction"]),
+            "cycles_per_inference": e.get("cycles_per_inference"), "cycle_reduction_x": x(red.get("cycles")),
+            "mac_reduction_x_emulated": x(e.get("mac_reduction")),
+            "cycle_vs_mac_reduction": (e.get("cycles_vs_macs") or {}).get("x_fewer"),
+            "flash_read_bytes_per_inference": e.get("flash_read_bytes_per_inference"),
+            "flash_read_reduction_x": x(red.get("flash_read_bytes")),
+            "sequences_emulated": e.get("sequences"),
             "bitexact_mismatches": rep["bitexact"]["mismatches"], "bitexact_checked": rep["bitexact"]["checked"],
-            "firmware_flash_bytes": d.get("firmware_flash_bytes"), "wall_s": rep.get("wall_s")}
+            "firmware_flash_bytes": e.get("firmware_flash_bytes"), "wall_s": rep.get("wall_s")}
 
 
 # ---------------------------------------------------------------- kernel sweep
@@ -131,7 +139,7 @@ def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
     out = {"sequences": len(ds), "steps": steps, "macs_dense": float(m["dense"].sum()),
            "macs_delta": float(m["effective"].sum())}
     for name, elf in (("delta", conv_dir / "firmware" / "firmware.elf"),
-                      ("dense", conv_dir / "dense-ref-delta" / "firmware" / "firmware.elf")):
+                      ("dense", conv_dir / "without-delta" / "firmware" / "firmware.elf")):
         prof = profile_functions(elf, t, dev_x, ds.lengths, valid, outputs.macs_budget(qm))
         parts, rest = {}, dict(prof)
         for label, funcs in PARTS:

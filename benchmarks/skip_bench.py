@@ -199,10 +199,19 @@ def _bench_set(name: str, quick: bool, log=print) -> dict:
         res["devices"][t] = {"n_data": rep["accuracy"]["n"], "n_emulated": rep["accuracy"]["n_device"],
                              "bitexact": rep["bitexact"], "accuracy": rep["accuracy"], "skip": s,
                              "footprint": rep.get("footprint"), "wall_s": round(time.time() - t1, 1)}
+        c = s["emulated"]["cycles_per_inference"]
         log(f"[skip:{name}] {t}: emulated {rep['accuracy']['n_device']} sequences, cycles "
-            f"{s['cycles_per_inference']['dense']:,.0f} -> {s['cycles_per_inference']['skip']:,.0f}")
+            f"{c['dense']:,.0f} -> {c['skip']:,.0f}")
     res["seconds"] = round(time.time() - t0, 1)
     return res
+
+
+def _cut(sec: dict, what: str):
+    """The cut (1 - skip / dense) of the skip section's emulated ``cycles``, or of the MACs on the
+    emulated sequences (``macs``); None when not emulated."""
+    e = sec.get("emulated") or {}
+    r = e.get("mac_reduction") if what == "macs" else (e.get("reduction") or {}).get(what)
+    return r["cut"] if r else None
 
 
 ORACLE_SCALES = (0.4, 0.55, 0.7, 0.85, 1.0)
@@ -278,9 +287,9 @@ def _set_md(r: dict) -> list:
           "|---|---|---|---|---|---|---|---|"]
     for t in [t for t in TYPES if t in r["devices"]]:
         dv = r["devices"][t]
-        s = dv["skip"]
-        c, f, e = s["cycles_per_inference"], s["flash_read_bytes_per_inference"], s.get("emulated", {})
-        cc, mc = s.get("cycle_reduction"), e.get("mac_reduction")
+        e = dv["skip"].get("emulated") or {}
+        c, f = e["cycles_per_inference"], e["flash_read_bytes_per_inference"]
+        cc, mc = _cut(dv["skip"], "cycles"), _cut(dv["skip"], "macs")
         ratio = f"{cc / mc:.2f}" if cc is not None and mc else "-"
         L.append(f"| {t}{' (primary)' if t == r['primary'] else ''} | {dv['n_emulated']} | "
                  f"{dv['bitexact']['mismatches']} mismatches / {dv['bitexact']['checked']} | "
@@ -289,14 +298,15 @@ def _set_md(r: dict) -> list:
     pr = next(x for x in r["rows"] if x.get("type") == r["primary"] and x["kind"] == "predictor")
     orc = next(x for x in r["rows"] if x["kind"] == "oracle")
     dv = r["devices"][r["primary"]]["skip"]
-    cc, mc = dv.get("cycle_reduction"), dv.get("emulated", {}).get("mac_reduction")
+    cc, mc = _cut(dv, "cycles"), _cut(dv, "macs")
+    fl = dv["emulated"]["flash_read_bytes_per_inference"]
     ok_mac = pr["mac_reduction"] >= cfg["target_mac_cut"] and pr["loss_points_int8"] <= r["max_loss"]
     L += ["", f"Goals, primary predictor = {r['primary']} (largest validation skip rate): "
               f"effective MAC cut {_p(pr['mac_reduction'])} at {_pt(pr['loss_points_int8'])} points int8 loss "
               f"(target >= {cfg['target_mac_cut']:.0%} at <= {r['max_loss']}): **{'met' if ok_mac else 'not met'}**; "
               f"cycle cut {_p(cc)} vs {0.8 * mc:.1%} needed (0.8 x MAC cut on the emulated sequences): "
               f"**{'met' if cc is not None and mc and cc >= 0.8 * mc else 'not met'}**; flash read traffic "
-              f"{'falls' if dv['flash_read_bytes_per_inference']['skip'] < dv['flash_read_bytes_per_inference']['dense'] else 'does not fall'}. "
+              f"{'falls' if fl['skip'] < fl['dense'] else 'does not fall'}. "
               f"Oracle skip rate on test {_p(orc['skip_rate'])} at its validation threshold "
               f"(validation {_p(orc.get('val_skip_rate'))}; the paper's ideal predictor: {cfg['paper_oracle']:.0%} without loss)."
               + (f" The thresholds were calibrated on the validation set, where the primary predictor stayed within budget "
@@ -342,12 +352,12 @@ def summary(res: dict) -> list:
         model = (f" (model `{mm['module']}` v{mm['code_version']}, float test accuracy "
                  f"{_a(mm['float_test_accuracy'])})") if mm.get("module") else ""
         out.append(f"- Skip predictor ({r['primary']}), {r['title']}{model}: {_p(pr['skip_rate'])} of steps skipped, "
-                   f"effective MACs -{_p(pr['mac_reduction'])}, emulated cycles -{_p(dv.get('cycle_reduction'))}, "
+                   f"effective MACs -{_p(pr['mac_reduction'])}, emulated cycles -{_p(_cut(dv, 'cycles'))}, "
                    f"int8 accuracy loss {_pt(pr['loss_points_int8'])} points.")
         for x in r["rows"]:
             if x["kind"] in ("dense", "predictor-r0"):
                 continue
-            cyc = r["devices"].get(x.get("type"), {}).get("skip", {}).get("cycle_reduction") if x["kind"] == "predictor" else None
+            cyc = _cut(r["devices"].get(x.get("type"), {}).get("skip", {}), "cycles") if x["kind"] == "predictor" else None
             loss = _pt(x["loss_points_int8"]) if x["loss_points_int8"] is not None else f"{_pt(x['loss_points_float'])} (float)"
             tab.append(f"| {r['title']} | {x['method']} | {_p(x['skip_rate'])} | {loss} | "
                        f"{_p(x['mac_reduction'])} | {_p(cyc)} |")

@@ -30,6 +30,81 @@ def no_cycles_note(target, instructions: bool, other: str) -> str:
                   else "; the emulator gave no per-sequence instruction counts either")
 
 
+def reduction(dense, other) -> Optional[dict]:
+    """What ``other`` saves against ``dense`` (per inference), one convention for every count:
+    ``x_fewer`` = dense / other and ``cut`` = 1 - other / dense. None when either is unknown."""
+    if dense is None or other is None or not dense:
+        return None
+    return {"x_fewer": float(dense / other) if other else None, "cut": float(1.0 - other / dense)}
+
+
+def relative(a: Optional[dict], b: Optional[dict]) -> Optional[dict]:
+    """One reduction against another (how much of a MAC reduction became a cycle reduction):
+    the ratio of their ``x_fewer`` and of their ``cut``."""
+    if not a or not b:
+        return None
+    return {"x_fewer": a["x_fewer"] / b["x_fewer"] if a["x_fewer"] and b["x_fewer"] else None,
+            "cut": a["cut"] / b["cut"] if b["cut"] else None}
+
+
+def compare_with_dense(ref, ev, firmware, key: str, target, dense_golden_out, output_dim: int) -> Optional[dict]:
+    """The model with step method ``key`` (emulated in ``ev``) against its dense reference ``ref``
+    (pipeline.dense_reference: the same model without the method, built the same way, run on the
+    same emulator and sequences). None when there is nothing per sequence to compare."""
+    if ref is None or ev.emu is None:
+        return None
+    d, m = ref.result, ev.emu
+    col = {f: i for i, f in enumerate(STAT_FIELDS)}
+    k = int(ev.device_checked)
+    ins = {"dense": stat_mean(d.stats[:, col["instructions"]]), key: stat_mean(m.stats[:, col["instructions"]])}
+    cyc = {"dense": stat_mean(d.stats[:, col["cycles"]]), key: stat_mean(m.stats[:, col["cycles"]])}
+    tr_d, tr_m = d.traffic_measured, m.traffic_measured
+    fl = {"dense": float(d.stats[tr_d, col["flash_read_bytes"]].mean()) if tr_d.any() else None,
+          key: float(m.stats[tr_m, col["flash_read_bytes"]].mean()) if tr_m.any() else None}
+    out = {"sequences": k, "traffic_sampled": int(tr_m.sum()),
+           "instructions_per_inference": ins, "cycles_per_inference": cyc, "flash_read_bytes_per_inference": fl,
+           "firmware_flash_bytes": {"dense": int(ref.firmware.flash_bytes),
+                                    key: int(firmware.flash_bytes) if firmware is not None else None},
+           "reduction": {"instructions": reduction(ins["dense"], ins[key]),
+                         "cycles": reduction(cyc["dense"], cyc[key]),
+                         "flash_read_bytes": reduction(fl["dense"], fl[key])},
+           "dense_device_matches_golden": bool(np.array_equal(d.out[:, :output_dim], dense_golden_out[:k]))}
+    if cyc["dense"] is None or cyc[key] is None:   # a core Unicorn lacks (cortex-m55): instruction counts at most
+        out["cycles_per_inference"] = {"dense": None, key: None}
+        out["cycles_note"] = no_cycles_note(target, bool(ins["dense"] and ins[key]), key)
+    return out
+
+
+def _n(v) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def _red(r: Optional[dict]) -> str:
+    if not r:
+        return ""
+    x = f", {r['x_fewer']:.2f}x fewer" if r.get("x_fewer") else ""
+    return f" ({-r['cut']:+.1%}{x})"
+
+
+def comparison_rows(sec: dict, key: str) -> list:
+    """Terminal lines of a step method's section: MACs, and what the emulator measured against
+    the dense reference (cycles, or instructions where the core has no cycle model; flash reads)."""
+    m = sec["macs_per_inference"]
+    rows = [(f"{key} MAC / inference", f"{_n(m['dense'])} -> {_n(m[key])}{_red(sec.get('mac_reduction'))}")]
+    e = sec.get("emulated")
+    if not e:
+        return rows
+    c, i, f = e["cycles_per_inference"], e["instructions_per_inference"], e["flash_read_bytes_per_inference"]
+    if c["dense"] is not None:
+        rows.append((f"{key} cycles / inf", f"{_n(c['dense'])} -> {_n(c[key])}{_red(e['reduction']['cycles'])}"))
+    elif i["dense"] is not None:
+        rows.append((f"{key} instr. / inf", f"{_n(i['dense'])} -> {_n(i[key])}"
+                                            f"{_red(e['reduction']['instructions'])}; no cycle model"))
+    if f["dense"] is not None and f[key] is not None:
+        rows.append((f"{key} flash read B", f"{_n(f['dense'])} -> {_n(f[key])}{_red(e['reduction']['flash_read_bytes'])}"))
+    return rows
+
+
 def cycles_per_step(emu) -> tuple:
     """Least-squares fit cycles = a + b * steps_run over the emulated sequences -> (a, b)."""
     steps = emu.steps_run.astype(float)

@@ -15,7 +15,8 @@ changes and the flow never asks which method it holds.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from pathlib import Path
+from typing import Callable, List, Optional
 
 import numpy as np
 
@@ -78,6 +79,40 @@ class StepMethod:
         return 0
 
 
+class MethodSetup:
+    """A step method as rnnskip-convert runs it. Its options are checked before anything is
+    written (:meth:`prepare`), it is attached to the quantised model (:meth:`attach`), and
+    after the emulation its report section measures the model against the same model
+    without it (:meth:`section`, given the flow's comparison of the two firmware images)."""
+    #: the option, the step method's key and the report section ("skip", "delta")
+    key = ""
+    #: what the baseline line calls it ("the skip predictor", "delta thresholds")
+    what = ""
+
+    #: files the method reads (rnnskip-convert never replaces a folder holding them)
+    inputs: list = []
+
+    @classmethod
+    def prepare(cls, ir, options, log: Callable[[str], None]) -> Optional["MethodSetup"]:
+        """The setup for ``options`` (what the command line gave for :attr:`key`); None when the
+        method is off. One-line RnnskipError for bad options, before any work."""
+        raise NotImplementedError
+
+    def attach(self, ir, qm, work: Path, progress: bool, note: Callable[[str], None]) -> None:
+        """Add the step method to ``qm.methods`` (``work``: the output folder being written)."""
+        raise NotImplementedError
+
+    def section(self, ir, qm, ds, ev, work: Path, comparison: Optional[dict], model_path: str) -> dict:
+        """The report section; ``comparison``: :func:`rnnskip.report.compare_with_dense` of the
+        emulated firmware against the model without this method (None when not emulated)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def table_rows(sec: dict) -> list:
+        """(label, value) lines of the section for the terminal table."""
+        return []
+
+
 def without(methods: list, key: str) -> list:
     """``methods`` without the one named ``key`` (the reference a method is measured against)."""
     return [m for m in methods if m.key != key]
@@ -85,3 +120,11 @@ def without(methods: list, key: str) -> list:
 
 def find(methods: list, key: str) -> Optional[StepMethod]:
     return next((m for m in methods if m.key == key), None)
+
+
+def model_without(qm, key: str):
+    """Shallow copy of the quantised model ``qm`` without its step method ``key`` (the others kept)."""
+    import copy
+    q = copy.copy(qm)
+    q.methods = without(qm.methods, key)
+    return q

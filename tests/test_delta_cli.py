@@ -13,8 +13,11 @@ import pytest
 from test_cli import cli, one_line_error
 
 HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
-DELTA_KEYS = {"thresholds", "density", "macs_per_inference", "accuracy", "cycles_per_inference",
-              "flash_read_bytes_per_inference"}
+DELTA_KEYS = {"thresholds", "density", "macs_per_inference", "mac_reduction", "accuracy", "emulated"}
+#: what every step method's section says of the two firmware images (rnnskip.report.compare_with_dense)
+EMULATED_KEYS = {"sequences", "traffic_sampled", "instructions_per_inference", "cycles_per_inference",
+                 "flash_read_bytes_per_inference", "firmware_flash_bytes", "reduction", "mac_reduction",
+                 "cycles_vs_macs", "dense_device_matches_golden"}
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +93,16 @@ def test_convert_with_delta_report(gru):
     assert DELTA_KEYS <= set(sec)
     assert sec["thresholds"][0]["input"] == 2 and sec["thresholds"][0]["hidden"] == 2
     assert 0 < sec["density"]["hidden"] < 1 and set(sec["accuracy"]) >= {"dense_int8", "delta_int8"}
-    assert sec["macs_per_inference"]["effective"] < sec["macs_per_inference"]["dense"]
-    assert sec["cycles_per_inference"]["dense"] > 0 and sec["cycles_per_inference"]["delta"] > 0
-    assert sec["flash_read_bytes_per_inference"]["delta"] < sec["flash_read_bytes_per_inference"]["dense"]
-    assert sec["dense_device_matches_golden"]
+    assert sec["macs_per_inference"]["delta"] < sec["macs_per_inference"]["dense"]
+    e = sec["emulated"]
+    assert EMULATED_KEYS <= set(e)
+    assert e["cycles_per_inference"]["dense"] > 0 and e["cycles_per_inference"]["delta"] > 0
+    assert e["flash_read_bytes_per_inference"]["delta"] < e["flash_read_bytes_per_inference"]["dense"]
+    assert e["dense_device_matches_golden"]
+    # one convention: x fewer and cut from the same two numbers
+    c, r = e["cycles_per_inference"], e["reduction"]["cycles"]
+    assert r["x_fewer"] == pytest.approx(c["dense"] / c["delta"]) and r["cut"] == pytest.approx(1 - c["delta"] / c["dense"])
+    assert e["cycles_vs_macs"]["x_fewer"] == pytest.approx(r["x_fewer"] / e["mac_reduction"]["x_fewer"])
     for png in sec["plots"]:
         assert (out / png).stat().st_size > 1000
     assert "delta MAC / inference" in p.stdout
@@ -221,9 +230,10 @@ def test_convert_with_delta_on_cortex_m55_qemu(gru):
             "--board", "mps3-an547", "--emulator", "qemu", "--emulate-max", "6")
     assert p.returncode == 0, p.stderr
     sec = json.loads((out / "report.json").read_text())["delta"]
-    assert sec["cycles_per_inference"] == {"dense": None, "delta": None} and "no cycle model" in sec["cycles_note"]
-    ins = sec["instructions_per_inference"]
-    assert ins["dense"] > 0 and ins["delta"] > 0 and sec["sequences_emulated"] == 6
-    assert sec["instruction_reduction_x"] == pytest.approx(ins["dense"] / ins["delta"])
-    assert sec["dense_device_matches_golden"]
+    e = sec["emulated"]
+    assert e["cycles_per_inference"] == {"dense": None, "delta": None} and "no cycle model" in e["cycles_note"]
+    ins = e["instructions_per_inference"]
+    assert ins["dense"] > 0 and ins["delta"] > 0 and e["sequences"] == 6
+    assert e["reduction"]["instructions"]["x_fewer"] == pytest.approx(ins["dense"] / ins["delta"])
+    assert e["reduction"]["cycles"] is None and e["dense_device_matches_golden"]
     assert "delta instr. / inf" in p.stdout

@@ -15,8 +15,8 @@ from rnnskip.datasets import Dataset, save_npz
 HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
 pytestmark = pytest.mark.keras
 
-SKIP_KEYS = {"method", "predictor", "skip_rate", "oracle_skip_rate", "macs_per_inference", "accuracy",
-             "cycles_per_inference", "flash_read_bytes_per_inference", "oracle"}
+SKIP_KEYS = {"method", "predictor", "skip_rate", "oracle_skip_rate", "macs_per_inference", "mac_reduction",
+             "accuracy", "emulated", "oracle"}
 
 
 def _one_error(output: str) -> str:
@@ -78,13 +78,16 @@ def test_convert_with_predictor_report(setup):
     sk = rep["skip"]
     assert SKIP_KEYS <= set(sk)
     assert set(sk["predictor"]) >= {"type", "params", "params_ratio"}
-    assert set(sk["macs_per_inference"]) == {"dense", "effective", "predictor"}
+    assert set(sk["macs_per_inference"]) == {"dense", "skip", "predictor"}
     assert set(sk["accuracy"]) == {"dense_int8", "skip_int8"}
-    assert sk["cycles_per_inference"]["dense"] > 0 and sk["cycles_per_inference"]["skip"] > 0
-    assert sk["flash_read_bytes_per_inference"]["dense"] > 0
+    e = sk["emulated"]
+    assert e["cycles_per_inference"]["dense"] > 0 and e["cycles_per_inference"]["skip"] > 0
+    assert e["flash_read_bytes_per_inference"]["dense"] > 0
     assert set(sk["oracle"]["accuracy"]) == {"dense_float", "skip_float"}
-    assert sk["emulated"]["dense_firmware_matches_dense_golden"]
-    assert sk["macs_per_inference"]["effective"] <= sk["macs_per_inference"]["dense"] + sk["macs_per_inference"]["predictor"]
+    assert e["dense_device_matches_golden"]
+    assert sk["macs_per_inference"]["skip"] <= sk["macs_per_inference"]["dense"] + sk["macs_per_inference"]["predictor"]
+    m = sk["macs_per_inference"]
+    assert sk["mac_reduction"]["cut"] == pytest.approx(1 - m["skip"] / m["dense"])
     for p in sk["plots"]:
         assert (out / p).is_file()
     assert "steps skipped" in res.output
@@ -186,8 +189,9 @@ def test_convert_with_predictor_on_cortex_m55_qemu(setup):
                                            "--emulator", "qemu", "--emulate-max", "6"])
     assert res.exit_code == 0, res.output
     sk = json.loads((out / "report.json").read_text())["skip"]
-    assert sk["cycles_per_inference"] == {"dense": None, "skip": None} and "no cycle model" in sk["cycles_note"]
-    ins = sk["instructions_per_inference"]
-    assert ins["dense"] > ins["skip"] > 0 and sk["emulated"]["sequences"] == 6
-    assert sk["emulated"]["dense_firmware_matches_dense_golden"]
-    assert "instructions / inf" in res.output
+    e = sk["emulated"]
+    assert e["cycles_per_inference"] == {"dense": None, "skip": None} and "no cycle model" in e["cycles_note"]
+    ins = e["instructions_per_inference"]
+    assert ins["dense"] > ins["skip"] > 0 and e["sequences"] == 6
+    assert e["dense_device_matches_golden"]
+    assert "skip instr. / inf" in res.output and "no cycle model" in res.output

@@ -259,7 +259,7 @@ def test_report_section_feature_model(tmp_path):
     sec = s.section(ir, qm, va, ev, tmp_path)
     assert sec["plots"] == ["skip_pareto.png", "skipped_steps.png"]
     assert 0 <= sec["skip_rate"] <= 1 and sec["predictor"]["type"] == "logistic"
-    assert sec["macs_per_inference"]["predictor"] > 0 and sec["cycles_per_inference"] == {"dense": None, "skip": None}
+    assert sec["macs_per_inference"]["predictor"] > 0 and "emulated" not in sec   # nothing emulated: no comparison
     assert any(k == "steps skipped" for k, _ in table_rows(sec))
 
 

@@ -6,26 +6,36 @@ written, attaches the thresholds to the quantised model and adds the report's
 """
 from __future__ import annotations
 
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Optional
 
+from ..stepmethod import MethodSetup
 from .spec import DeltaSpec
 
 
-class DeltaSetup:
+class DeltaSetup(MethodSetup):
     """``rnnskip-convert --delta delta.json``: checked before anything is written,
     attached after quantisation, reported after emulation."""
+    key = "delta"
+    what = "delta thresholds"
 
     def __init__(self, spec: DeltaSpec, path: str):
         self.spec, self.path = spec, path
         self.grid_mismatch = None   # set by attach(): what differs from the grid the thresholds were made on
 
+    @property
+    def inputs(self) -> list:
+        return [self.path]
+
     @classmethod
-    def prepare(cls, ir, path) -> "DeltaSetup":
+    def prepare(cls, ir, path, log=None) -> Optional["DeltaSetup"]:
+        if path is None:
+            return None
         spec = DeltaSpec.load(path)
         spec.check_model(ir, where=f"--delta {path}")
         return cls(spec, str(path))
 
-    def attach(self, qm, warn: Callable[[str], None]) -> None:
+    def attach(self, ir, qm, work: Path, progress: bool, warn: Callable[[str], None]) -> None:
         """Thresholds onto the quantised model; a ``warn`` line when its int8 grid is not the one
         the thresholds were chosen on (other calibration data: the same steps mean other values)."""
         from .spec import grid_mismatch
@@ -38,15 +48,17 @@ class DeltaSetup:
                  f"({self.grid_mismatch}): pass the --calib it was made with"
                  f"{f' (--calib {cal})' if cal else ''}, or re-run 'rnnskip delta-tune' with this --calib")
 
-    def section(self, ir, qm, ds, ev, out_dir, fw=None, dense_fw=None, target=None, dense_emu=None) -> dict:
+    def section(self, ir, qm, ds, ev, out_dir, comparison=None, model_path=None) -> dict:
         from .report import section
-        sec = section(ir, qm, ds, ev, out_dir, float_acc=getattr(ev, "float_acc", None), dense_fw=dense_fw,
-                      target=target, dense_emu=dense_emu)
+        sec = section(ir, qm, ds, ev, out_dir, float_acc=ev.float_acc, comparison=comparison)
         sec["thresholds_file"] = self.path
         if self.spec.grid:
             from .spec import grid_of
             sec["int8_grid"] = {"tuned": self.spec.grid, "deployed": grid_of(qm),
                                 "same": self.grid_mismatch is None}
-        if fw is not None and "firmware_flash_bytes" in sec:
-            sec["firmware_flash_bytes"]["delta"] = int(fw.flash_bytes)
         return sec
+
+    @staticmethod
+    def table_rows(sec: dict) -> list:
+        from .report import table_rows
+        return table_rows(sec)

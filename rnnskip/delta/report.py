@@ -23,11 +23,11 @@ def _acc(qm, out, y):
     return float(np.mean(predict_classes(out, qm.output_activation) == np.asarray(y))) if len(y) else float("nan")
 
 
-def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None, dense_fw=None, target=None,
-            plots: bool = True, dense_emu=None) -> dict:
-    """The ``delta`` section: golden statistics on all of ``ds``; cycles and flash traffic of the
-    delta firmware (``ev.emu``) against the dense firmware (``dense_fw``; ``dense_emu``: what the
-    same emulator measured running it on the same sequences, pipeline.dense_reference)."""
+def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None, comparison: Optional[dict] = None,
+            plots: bool = True) -> dict:
+    """The ``delta`` section: golden statistics on all of ``ds``; ``comparison``: the emulated
+    delta firmware against the same model without thresholds (report.compare_with_dense)."""
+    from ..report import reduction, relative
     spec = spec_of(qm)
     layouts = [delta_layout(l) for l in qm.layers]
     out, flags, st = run_stats(qm, ds.x, ds.lengths)
@@ -42,49 +42,22 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None, de
                         "input_real": float(a * l.x_scale), "hidden_real": float(b * l.h_scale)}
                        for l, a, b in zip(qm.layers, spec.theta_x, spec.theta_h)],
         "density": dens,
-        "macs_per_inference": {"dense": float(m["dense"].mean()), "effective": float(m["effective"].mean())},
-        "mac_reduction_x": float(m["dense"].sum() / max(m["effective"].sum(), 1)),
+        "macs_per_inference": {"dense": float(m["dense"].mean()), "delta": float(m["effective"].mean())},
+        "mac_reduction": reduction(float(m["dense"].mean()), float(m["effective"].mean())),
         "accuracy": {"float": float_acc, "dense_int8": _acc(qm, dense_out, ds.y), "delta_int8": _acc(qm, out, ds.y)},
         "weight_bytes_read_per_inference": {"dense": float(np.mean(wb_dense)), "delta": float(np.mean(wb))},
-        "cycles_per_inference": {"dense": None, "delta": None},
-        "flash_read_bytes_per_inference": {"dense": None, "delta": None},
         "n": int(len(ds)),
     }
     if spec.tuning:
         t = spec.tuning
         sec["tuning"] = {k: t.get(k) for k in ("method", "validation_sequences", "max_loss_points", "reference",
                                                "reference_accuracy", "accuracy_delta_int8", "mac_reduction")}
-    if ev is not None and ev.emu is not None and dense_emu is not None:
-        from ..emulators.base import STAT_FIELDS
-        from ..report import no_cycles_note, stat_mean as _mean
-        k = int(ev.device_checked)
-        demu = dense_emu
-        ci, fi = STAT_FIELDS.index("cycles"), STAT_FIELDS.index("flash_read_bytes")
-        ii = STAT_FIELDS.index("instructions")
-        sec["instructions_per_inference"] = {"dense": _mean(demu.stats[:, ii]), "delta": _mean(ev.emu.stats[:, ii])}
-        dcyc, ccyc = _mean(demu.stats[:, ci]), _mean(ev.emu.stats[:, ci])
-        if dcyc is None or ccyc is None:   # a core Unicorn does not run (cortex-m55): instruction counts at most
-            dcyc = ccyc = None
-            ins = sec["instructions_per_inference"]
-            sec["cycles_note"] = no_cycles_note(target, bool(ins["dense"] and ins["delta"]), "delta")
-        trd, trc = demu.traffic_measured, ev.emu.traffic_measured
-        dfl = float(demu.stats[trd, fi].mean()) if trd.any() else None
-        cfl = float(ev.emu.stats[trc, fi].mean()) if trc.any() else None
+    if comparison is not None:
+        k = comparison["sequences"]
         mk = effective_macs(qm, {kk: v[:k] for kk, v in st.items()}, layouts)
-        mred = float(mk["dense"].sum() / max(mk["effective"].sum(), 1))
-        cred = dcyc / ccyc if ccyc else None
-        ins = sec["instructions_per_inference"]
-        sec["instruction_reduction_x"] = (ins["dense"] / ins["delta"]) if ins["dense"] and ins["delta"] else None
-        sec["cycles_per_inference"] = {"dense": dcyc, "delta": ccyc}
-        sec["cycle_reduction_x"] = cred
-        sec["mac_reduction_x_emulated"] = mred
-        sec["cycle_vs_mac_reduction"] = (cred / mred) if cred and mred else None
-        sec["flash_read_bytes_per_inference"] = {"dense": dfl, "delta": cfl}
-        sec["flash_read_reduction_x"] = (dfl / cfl) if dfl and cfl else None
-        sec["sequences_emulated"] = k
-        sec["traffic_sampled_sequences"] = int(trc.sum())
-        sec["dense_device_matches_golden"] = bool(np.array_equal(demu.out[:, : qm.output_dim], dense_out[:k]))
-        sec["firmware_flash_bytes"] = {"dense": int(dense_fw.flash_bytes), "delta": None}
+        e = dict(comparison, mac_reduction=reduction(float(mk["dense"].mean()), float(mk["effective"].mean())))
+        e["cycles_vs_macs"] = relative(e["reduction"]["cycles"], e["mac_reduction"])
+        sec["emulated"] = e
     if plots:
         sec["plots"] = write_plots(qm, ds, out_dir, spec)
     return sec
@@ -92,28 +65,13 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None, de
 
 def table_rows(sec: dict):
     """(label, value) lines for the terminal table."""
-    f = lambda v, d=3: "-" if v is None else (f"{v:,.{d}f}" if isinstance(v, float) and abs(v) < 10 else
-                                                (f"{v:,.0f}" if isinstance(v, (int, float)) else str(v)))
+    from ..report import comparison_rows
     th = ", ".join(f"{t['layer']} x{t['input']}/h{t['hidden']}" for t in sec["thresholds"])
-    rows = [("delta thresholds", th),
+    a = sec["accuracy"]
+    acc = "-" if a["delta_int8"] is None else f"{a['delta_int8']:.4f} (dense {a['dense_int8']:.4f})"
+    return [("delta thresholds", th),
             ("delta density in/hid", f"{sec['density']['input']:.3f} / {sec['density']['hidden']:.3f}"),
-            ("delta MAC / inference", f"{f(sec['macs_per_inference']['effective'])} (dense "
-                                     f"{f(sec['macs_per_inference']['dense'])}, {sec['mac_reduction_x']:.2f}x fewer)"),
-            ("delta accuracy int8", f"{f(sec['accuracy']['delta_int8'])} (dense {f(sec['accuracy']['dense_int8'])})")]
-    c = sec["cycles_per_inference"]
-    if c["delta"]:
-        rows.append(("delta cycles / inf", f"{f(c['delta'])} (dense {f(c['dense'])}, {sec['cycle_reduction_x']:.2f}x fewer; "
-                                           f"{sec['cycle_vs_mac_reduction']:.2f} x the MAC reduction)"))
-    elif sec.get("instruction_reduction_x") is not None:
-        i = sec["instructions_per_inference"]
-        rows.append(("delta instr. / inf", f"{f(i['delta'])} (dense {f(i['dense'])}, "
-                                           f"{sec['instruction_reduction_x']:.2f}x fewer; no cycle model)"))
-    if c["delta"]:
-        fl = sec["flash_read_bytes_per_inference"]
-        if fl["delta"]:
-            rows.append(("delta flash read B", f"{f(fl['delta'])} (dense {f(fl['dense'])}, "
-                                               f"{sec['flash_read_reduction_x']:.2f}x less)"))
-    return rows
+            ("delta accuracy int8", acc)] + comparison_rows(sec, "delta")
 
 
 def write_plots(qm, ds, out_dir: Path, spec, n_seq: int = 4) -> list:

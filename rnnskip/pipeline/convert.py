@@ -17,6 +17,13 @@ def _quiet(msg: str) -> None:
     pass
 
 
+def method_setups():
+    """The step methods rnnskip-convert offers, by option (rnnskip.stepmethod.MethodSetup)."""
+    from ..delta.convert import DeltaSetup
+    from ..skip.convert import SkipSetup
+    return (SkipSetup, DeltaSetup)
+
+
 @dataclass
 class Conversion:
     """What rnnskip-convert made: the report, its folder and, with --export, the firmware project."""
@@ -26,16 +33,14 @@ class Conversion:
     export: Optional[str] = None
 
     def summary(self) -> str:
-        """The terminal table, with the skip and delta sections' lines under it."""
-        from ..delta.report import table_rows as delta_rows
+        """The terminal table, with the step methods' section lines under it."""
         from ..report import table
-        from ..skip.convert import table_rows as skip_rows
         text = [table(self.report)]
-        for key, rows_of in (("skip", skip_rows), ("delta", delta_rows)):
-            if key in self.report:
-                sec = self.report[key]
-                base = [(f"{key} baseline", sec["baseline"])] if "baseline" in sec else []
-                text.append("\n".join(f"  {k:<21} {v}" for k, v in base + rows_of(sec)))
+        for setup in method_setups():
+            if setup.key in self.report:
+                sec = self.report[setup.key]
+                base = [(f"{setup.key} baseline", sec["baseline"])] if "baseline" in sec else []
+                text.append("\n".join(f"  {k:<21} {v}" for k, v in base + setup.table_rows(sec)))
         return "\n".join(text)
 
     def check(self) -> None:
@@ -93,23 +98,16 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
                            f"at the output) yet; convert without {what.split('/')[0]}")
     ds = stages.load_data(data, ir)
     cal = stages.load_data(calib, ir, "--calib") if calib else ds
-    sk = None
-    if skip:  # time-step skipping: options and predictor folder checked before anything is written
-        from ..skip.convert import SkipSetup
-        sk = SkipSetup.prepare(ir, log=log, **skip)
-    dl = None
-    if delta:  # delta network: the thresholds file is checked before anything is written
-        from ..delta.convert import DeltaSetup
-        dl = DeltaSetup.prepare(ir, delta)
-    inputs = [model, data, calib, delta] + ([skip.get("predictor"), skip.get("train"), skip.get("val")] if skip else [])
+    # step methods: options, predictor folders and thresholds files checked before anything is written
+    options = {"skip": skip, "delta": delta}
+    setups = [s for s in (setup.prepare(ir, options[setup.key], log) for setup in method_setups()) if s]
+    inputs = [model, data, calib] + [p for s in setups for p in s.inputs]
     with atomic_dir(out, "report.json", inputs=inputs) as tmp:
         qm, ranges = stages.quantize_model(ir, cal, calib_max, progress)
         qm.calibration = {"source": str(calib) if calib else f"{data} (the evaluation data; pass --calib to separate)",
                           "sequences": ranges.sequences}
-        if sk:
-            sk.attach(ir, qm, tmp, progress)
-        if dl:
-            dl.attach(qm, note)
+        for s in setups:
+            s.attach(ir, qm, tmp, progress, note)
         max_t = int(ds.x.shape[1])
         check_fits(qm, max_t, target)   # refuse before compiling
         src = tmp / "src"
@@ -119,21 +117,12 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         fw = stages.build_firmware(src, tmp / "firmware", emu, variant, qm, ds, n, max_t, ir.name)
         ev = stages.evaluate(ir, qm, ds, host_so=so, firmware=fw, emulator=emu, emulate_max=n)
         rep = build_report(ir, qm, ev, target, kernels, variant, firmware=fw)
-        k = int(ev.device_checked)
-        if sk:
-            from ..skip.evaluate import with_predictor
-            ref = stages.dense_reference(with_predictor(qm, None), tmp / "dense", emu, ds, k, kernels, variant, ir.name)
-            rep["skip"] = sk.section(ir, qm, ds, ev, tmp, target=target, model_path=str(model),
-                                     dense_fw=ref.firmware if ref else None, dense_emu=ref.result if ref else None)
-        if dl:
-            from ..delta.report import without_delta
-            ref = stages.dense_reference(without_delta(qm), tmp / "dense-ref-delta", emu, ds, k, kernels, variant,
-                                         ir.name)
-            rep["delta"] = dl.section(ir, qm, ds, ev, tmp, fw=fw, target=target,
-                                      dense_fw=ref.firmware if ref else None, dense_emu=ref.result if ref else None)
-        if sk and dl:   # each section measures its own method against the model with the other one still on
-            rep["skip"]["baseline"] = "this model without the skip predictor, delta thresholds on"
-            rep["delta"]["baseline"] = "this model without delta thresholds, skip predictor on"
+        for s in setups:   # each method against the same model without it (the others still on)
+            rep[s.key] = s.section(ir, qm, ds, ev, tmp, stages.compare_without(qm, s.key, ir, ds, ev, fw, emu, tmp,
+                                                                               kernels, variant, target), str(model))
+            if len(setups) > 1:
+                others = ", ".join(f"{o.what} on" for o in setups if o is not s)
+                rep[s.key]["baseline"] = f"this model without {s.what}, {others}"
         write_report(rep, tmp / "report.json")
         write_plots(ev, tmp, f"{ir.name} on {target.name} ({kernels}, {variant})")
         workdir.save_pickle(ir, tmp / "model.ir.pkl")

@@ -164,6 +164,24 @@ class Reference:
     result: EmulationResult
 
 
+def compare_without(qm: QModel, key: str, ir, ds: Dataset, ev, firmware, emulator, work: Path, kernels: str,
+                    variant: str, target) -> Optional[dict]:
+    """The emulated ``firmware`` of ``qm`` against the same model without its step method ``key``
+    (built and run by :func:`dense_reference` into ``work/without-<key>``), on the sequences ``ev``
+    emulated: rnnskip.report.compare_with_dense. None when nothing was emulated per sequence."""
+    from ..report import compare_with_dense
+    from ..stepmethod import model_without
+    if ev.emu is None:
+        return None
+    k = int(ev.device_checked)
+    q_ref = model_without(qm, key)
+    ref = dense_reference(q_ref, Path(work) / f"without-{key}", emulator, ds, k, kernels, variant, ir.name)
+    if ref is None:
+        return None
+    ref_golden, _ = GoldenModel(q_ref).run(ds.x[:k], ds.lengths[:k])
+    return compare_with_dense(ref, ev, firmware, key, target, ref_golden, qm.output_dim)
+
+
 def dense_reference(qm_dense: QModel, work: Path, emulator, ds: Dataset, n: int, kernels: str, variant: str,
                     model_name: str = "model") -> Optional[Reference]:
     """``qm_dense`` (the model without its predictor or delta thresholds) generated into

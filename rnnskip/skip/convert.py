@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import RnnskipError
+from ..stepmethod import MethodSetup
 from . import PATENT_NOTICE
 from . import features
 from . import plots
@@ -27,7 +28,11 @@ METHOD = ("skip predictor without retraining (Arm Research, SenSys-ML 2019): a t
 
 
 @dataclass
-class SkipSetup:
+class SkipSetup(MethodSetup):
+    """``--predictor DIR`` or ``--skip auto`` (train a predictor, then convert with it)."""
+    key = "skip"
+    what = "the skip predictor"
+
     predictor_dir: Optional[str] = None
     auto: bool = False
     train_path: Optional[str] = None
@@ -43,11 +48,21 @@ class SkipSetup:
     train_ds: object = None
     val_ds: object = None
 
+    @property
+    def inputs(self) -> list:
+        return [self.predictor_dir, self.train_path, self.val_path]
+
     @classmethod
-    def prepare(cls, ir, predictor: Optional[str] = None, skip: Optional[str] = None, train: Optional[str] = None,
-                val: Optional[str] = None, max_loss: Optional[float] = None, ptype: Optional[str] = None,
-                rounds: int = 2, margin_se: Optional[float] = None, log=print) -> Optional["SkipSetup"]:
-        """Validate the skipping options (before anything is written); None when skipping is off."""
+    def prepare(cls, ir, options: Optional[dict], log=print) -> Optional["SkipSetup"]:
+        """Validate the skipping options (keys predictor, skip, train, val, max_loss, ptype, rounds,
+        margin_se) before anything is written; None when skipping is off."""
+        return cls.from_options(ir, log=log, **(options or {}))
+
+    @classmethod
+    def from_options(cls, ir, predictor: Optional[str] = None, skip: Optional[str] = None,
+                     train: Optional[str] = None, val: Optional[str] = None, max_loss: Optional[float] = None,
+                     ptype: Optional[str] = None, rounds: int = 2, margin_se: Optional[float] = None,
+                     log=print) -> Optional["SkipSetup"]:
         from ..datasets import load_npz
         from .predictor import TYPES
         if predictor is None and skip in (None, "off", "none"):
@@ -84,7 +99,7 @@ class SkipSetup:
         return TrainConfig(type=self.type, max_loss=float(self.max_loss), rounds=self.rounds,
                            margin_se=float(self.margin_se))
 
-    def attach(self, ir, qm, work: Path, progress: bool = True):
+    def attach(self, ir, qm, work: Path, progress: bool = True, note=None):
         """Train (``--skip auto``: into ``work/predictor``) or take the loaded predictor; attach it to ``qm``."""
         from .qpredictor import quantize_predictor
         if self.auto:
@@ -101,12 +116,11 @@ class SkipSetup:
         return qp
 
     # ---- report ----------------------------------------------------------------
-    def section(self, ir, qm, ds, ev, out_dir: Path, dense_fw=None, target=None, model_path: Optional[str] = None,
-                dense_emu=None) -> dict:
-        """The report's ``skip`` section (and its plots, written into ``out_dir``). The dense
-        reference: ``dense_fw``, the model without its predictor, and ``dense_emu``, what the
-        emulator of ``ev`` measured running it on the same sequences (pipeline.dense_reference)."""
-        from ..emulators.base import STAT_FIELDS
+    def section(self, ir, qm, ds, ev, out_dir: Path, comparison: Optional[dict] = None,
+                model_path: Optional[str] = None) -> dict:
+        """The report's ``skip`` section (and its plots, written into ``out_dir``); ``comparison``:
+        the emulated firmware against the model without its predictor (report.compare_with_dense)."""
+        from ..report import reduction, relative
         qp = predictor_of(qm)
         t0 = time.time()
         dense = golden_run(qm, ds.x, ds.lengths, qp=None)
@@ -122,7 +136,7 @@ class SkipSetup:
         fm_ = features.run(_fm(ir), ds.x, ds.lengths)
         o = self.meta.get("oracle", {})
         orc = features.run(_fm(ir), ds.x, ds.lengths, decide=features.oracle_rule(float(o.get("threshold", 0.0))),
-                    measure=o.get("measure", "l2"), include_cell=bool(o.get("include_cell", False)))
+                           measure=o.get("measure", "l2"), include_cell=bool(o.get("include_cell", False)))
         fmacs = macs(ir, orc.valid.sum(axis=1), orc.ran.sum(axis=1), 0)
         m = macs(ir, dense["valid_steps"], skip["run_steps"], qp.macs)
         sec = {
@@ -136,47 +150,29 @@ class SkipSetup:
                           "folder": self.predictor_dir},
             "skip_rate": skip["skip_rate"],
             "oracle_skip_rate": orc.skip_rate,
-            "macs_per_inference": {"dense": m["dense"], "effective": m["effective"], "predictor": m["predictor"]},
-            "mac_reduction": m["reduction"],
+            "macs_per_inference": {"dense": m["dense"], "skip": m["effective"], "predictor": m["predictor"]},
+            "mac_reduction": reduction(m["dense"], m["effective"]),
             "accuracy": {"dense_int8": float(np.mean(dense["pred"] == y)), "skip_int8": skip["acc"]},
-            "cycles_per_inference": {"dense": None, "skip": None},
-            "flash_read_bytes_per_inference": {"dense": None, "skip": None},
             "oracle": {"measure": o.get("measure"), "include_cell": o.get("include_cell"),
                        "threshold": o.get("threshold"), "skip_rate": orc.skip_rate,
-                       "macs_per_inference": {"dense": fmacs["dense"], "effective": fmacs["effective"], "predictor": 0.0},
-                       "mac_reduction": fmacs["reduction"],
+                       "macs_per_inference": {"dense": fmacs["dense"], "skip": fmacs["effective"]},
+                       "mac_reduction": reduction(fmacs["dense"], fmacs["effective"]),
                        "accuracy": {"dense_float": fm_.accuracy(y), "skip_float": orc.accuracy(y)}},
             "n": int(len(y)),
         }
-        if ev.emu is not None and dense_emu is not None:
-            from ..report import no_cycles_note, stat_mean as _mean
-            k = int(ev.device_checked)
-            demu = dense_emu
-            ci, fi = STAT_FIELDS.index("cycles"), STAT_FIELDS.index("flash_read_bytes")
-            ii = STAT_FIELDS.index("instructions")
-            sec["instructions_per_inference"] = {"dense": _mean(demu.stats[:, ii]), "skip": _mean(ev.emu.stats[:, ii])}
-            dcyc, scyc = _mean(demu.stats[:, ci]), _mean(ev.emu.stats[:, ci])
-            if dcyc is None or scyc is None:   # a core Unicorn does not run (cortex-m55): instruction counts at most
-                dcyc = scyc = None
-                ins = sec["instructions_per_inference"]
-                sec["cycles_note"] = no_cycles_note(target, bool(ins["dense"] and ins["skip"]), "skip")
-            tr_d, tr_s = demu.traffic_measured, ev.emu.traffic_measured
-            dfl = float(demu.stats[tr_d, fi].mean()) if tr_d.any() else None
-            sfl = float(ev.emu.stats[tr_s, fi].mean()) if tr_s.any() else None
-            dense_dev_out = demu.out[:, : qm.output_dim]
-            agree = bool(np.array_equal(dense_dev_out, dense["out"][:k]))
+        if comparison is not None:
+            k = comparison["sequences"]
             mk = macs(ir, dense["valid_steps"][:k], skip["run_steps"][:k], qp.macs)
-            sec["cycles_per_inference"] = {"dense": dcyc, "skip": scyc}
-            sec["cycle_reduction"] = 1.0 - scyc / dcyc if dcyc else None
-            ins = sec["instructions_per_inference"]
-            sec["instruction_reduction"] = 1.0 - ins["skip"] / ins["dense"] if ins["dense"] and ins["skip"] else None
-            sec["flash_read_bytes_per_inference"] = {"dense": dfl, "skip": sfl}
-            sec["emulated"] = {"sequences": k, "traffic_sampled": int(tr_s.sum()), "mac_reduction": mk["reduction"],
-                               "dense_firmware_matches_dense_golden": agree,
-                               "flash_bytes": {"dense": dense_fw.flash_bytes}}
+            e = dict(comparison, mac_reduction=reduction(mk["dense"], mk["effective"]))
+            e["cycles_vs_macs"] = relative(e["reduction"]["cycles"], e["mac_reduction"])
+            sec["emulated"] = e
         sec["plots"] = self._plots(ir, qm, ds, skip, dense, fm_, out_dir, model_path)
         sec["seconds"] = round(time.time() - t0, 1)
         return sec
+
+    @staticmethod
+    def table_rows(sec: dict) -> list:
+        return table_rows(sec)
 
     def _plots(self, ir, qm, ds, skip, dense, fm_run, out_dir: Path, model_path, plot_max: int = 2000) -> list:
         out_dir = Path(out_dir)
@@ -280,23 +276,12 @@ def baseline_points(fm, ds, vocab, dense_acc: float, golden_qm=None, concat_ns=N
 
 def table_rows(sec: dict) -> list:
     """Lines for the terminal table."""
+    from ..report import comparison_rows
     p, a = sec["predictor"], sec["accuracy"]
-    rows = [("skip predictor", f"{p['type']}, {p['params']:,} params ({p['params_ratio']:.1%} of the RNN)"),
+    return [("skip predictor", f"{p['type']}, {p['params']:,} params ({p['params_ratio']:.1%} of the RNN)"),
             ("steps skipped", f"{sec['skip_rate']:.1%} (oracle {sec['oracle_skip_rate']:.1%})"),
-            ("accuracy dense / skip", f"{a['dense_int8']:.4f} / {a['skip_int8']:.4f} (int8)"),
-            ("MAC / inference", f"{sec['macs_per_inference']['dense']:,.0f} -> {sec['macs_per_inference']['effective']:,.0f} "
-                                f"({-sec['mac_reduction']:+.1%})")]
-    c = sec["cycles_per_inference"]
-    if c.get("dense") and c.get("skip") is not None and sec.get("cycle_reduction") is not None:
-        rows.append(("cycles / inference", f"{c['dense']:,.0f} -> {c['skip']:,.0f} ({-sec['cycle_reduction']:+.1%})"))
-    elif sec.get("instruction_reduction") is not None:
-        i = sec["instructions_per_inference"]
-        rows.append(("instructions / inf", f"{i['dense']:,.0f} -> {i['skip']:,.0f} ({-sec['instruction_reduction']:+.1%}; "
-                                           f"no cycle model)"))
-    f = sec["flash_read_bytes_per_inference"]
-    if f.get("dense") and f.get("skip") is not None:
-        rows.append(("flash read B / inf", f"{f['dense']:,.0f} -> {f['skip']:,.0f}"))
-    return rows
+            ("accuracy dense / skip", f"{a['dense_int8']:.4f} / {a['skip_int8']:.4f} (int8)")] + \
+        comparison_rows(sec, "skip")
 
 
 def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2, size_ratio=None,

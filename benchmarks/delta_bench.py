@@ -120,14 +120,13 @@ def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
     on the first k sequences of ``data`` (emulated function profile). The cell kernels are
     inlined into rnnskip_step, so 'step code' is the cells plus the step's bookkeeping."""
     from rnnskip import outputs
-    from rnnskip import pipeline
     from rnnskip import targets
     from rnnskip.datasets import load_npz
     from rnnskip.emulators.unicorn import profile_functions
     from rnnskip.delta.golden import effective_macs, run_stats
     from rnnskip.quant.golden import GoldenModel
-    qm = pipeline.load_pickle(conv_dir / "model.q.pkl", "quantize")
-    ir = pipeline.load_pickle(conv_dir / "model.ir.pkl", "import")
+    from rnnskip.pipeline import workdir
+    qm, ir = workdir.load_model(conv_dir), workdir.load_ir(conv_dir)
     ds = load_npz(str(data), ir)
     ds = ds.subset(np.arange(min(k, len(ds))))
     g = GoldenModel(qm)

@@ -122,10 +122,10 @@ def inspect_cmd(model, max_t, target_names, as_json):
 
 @main.command("import")
 @click.argument("model", type=click.Path())
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Work folder to create (model.ir.pkl).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Work folder to create (model.ir.json).")
 @guard
 def import_cmd(model, out):
-    """Read MODEL into the IR (work folder: model.ir.pkl) and print its layers."""
+    """Read MODEL into the IR (work folder: model.ir.json + .npz) and print its layers."""
     from .pipeline.commands import import_command
     ir = import_command(model, out)
     click.echo(f"{ir.name}: {'tokens' if ir.is_token_model else 'features'} -> "
@@ -142,7 +142,7 @@ def import_cmd(model, out):
 @click.option("--calib-max", default=1000, show_default=True, help="At most this many calibration sequences.")
 @guard
 def quantize_cmd(work, calib, calib_max):
-    """Calibrate and quantise the imported model (writes model.q.pkl)."""
+    """Calibrate and quantise the imported model (writes model.q.json + .npz)."""
     from .pipeline.commands import quantize_command
     qm, ranges = quantize_command(work, calib, calib_max)
     click.echo(f"quantised on {ranges.sequences} sequences; int8 weights {qm.flash_weight_bytes():,} bytes")
@@ -183,7 +183,7 @@ def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True, help="qemu/renode: seconds to wait for the summary line.")
 @guard
 def emulate_cmd(work, data, emulate_max, traffic_sample, workers, emulator, board_name, bundle, timeout):
-    """Run float, golden, host build and emulated firmware on --data (writes evaluation.pkl)."""
+    """Run float, golden, host build and emulated firmware on --data (writes evaluation.json + .npz)."""
     from .pipeline.commands import emulate_command
     res = emulate_command(work, data, emulator, board_name, emulate_max, bundle, timeout, traffic_sample, workers,
                           note=note)

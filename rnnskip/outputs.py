@@ -21,7 +21,7 @@ from .errors import RnnskipError
 
 
 def per_step(qm_or_ir) -> bool:
-    return bool(getattr(qm_or_ir, "per_step", False))
+    return bool(qm_or_ir.per_step)
 
 
 def row_len(qm) -> int:

@@ -119,7 +119,7 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
     """Assemble report.json from an :class:`pipeline.Evaluation` (calibration provenance from
     ``qm.calibration``, set where the model was quantised)."""
     macs_step = ir.macs_per_step()
-    cal = getattr(qm, "calibration", None) or {}   # pickles from before the field: no provenance
+    cal = qm.calibration
     rep = {
         "target": target.name,
         "kernels": kernels,
@@ -152,10 +152,10 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
         },
         "timings_s": {k: round(v, 3) for k, v in ev.timings.items()},
     }
-    if getattr(ev, "error", None) is not None:  # regression: errors in the output's units
+    if ev.error is not None:  # regression: errors in the output's units
         rep["accuracy"] = None
         rep["error"] = dict(ev.error, n=ev.n)
-    if getattr(ir, "per_step", False):
+    if ir.per_step:
         rep["model"]["per_step_outputs"] = True
     if ev.emu is not None:
         emu = ev.emu

@@ -98,21 +98,28 @@ def test_stage_commands(model_and_data):
     one_line_error(cli("rnnskip", "generate", w), "WORK/src", "holds files rnnskip did not write (my_main.c)")
     assert (w / "src" / "my_main.c").read_text().startswith("int main")
     (w / "src" / "my_main.c").unlink()
-    # a stage run again makes the later stages' outputs stale: refused, not silently mixed
-    assert cli("rnnskip", "quantize", w, "--calib", data).returncode == 0
+    # a stage run again with another result makes the later stages' outputs stale: refused, not silently mixed
+    assert cli("rnnskip", "quantize", w, "--calib", data, "--calib-max", "2").returncode == 0
     one_line_error(cli("rnnskip", "emulate", w, "--data", data), "made from an earlier 'quantize' run")
     one_line_error(cli("rnnskip", "report", w), "made from an earlier 'quantize' run")
     for args in (("generate", w), ("build", w, "--target", "cortex-m4"), ("emulate", w, "--data", data),
                  ("report", w)):
         p = cli("rnnskip", *args)
         assert p.returncode == 0, (args, p.stderr)
+    # the same output again changes nothing (content hashes, not run ids): the later stages stay valid
     assert cli("rnnskip", "import", model, "--out", w).returncode == 0
-    one_line_error(cli("rnnskip", "generate", w), "made from an earlier 'import' run", "rnnskip quantize")
-    # a foreign pickle where a stage's output belongs
-    import pickle
+    assert cli("rnnskip", "report", w).returncode == 0
+    # stage outputs are plain data (JSON + .npz), never pickles; a foreign file where a stage's output belongs
     assert cli("rnnskip", "quantize", w, "--calib", data).returncode == 0
-    (w / "model.q.pkl").write_bytes(pickle.dumps({"not": "a model"}))
-    one_line_error(cli("rnnskip", "generate", w), "model.q.pkl is not a file written by rnnskip's 'quantize' stage")
+    assert not list(w.rglob("*.pkl")) and (w / "model.q.npz").is_file()
+    q = json.loads((w / "model.q.json").read_text())
+    assert q["format"] == "rnnskip-stage-1" and q["data"]["__type__"] == "QModel"
+    # a stage output edited by hand no longer matches the hash 'quantize' recorded
+    q["data"]["output_scale"] *= 2
+    (w / "model.q.json").write_text(json.dumps(q))
+    one_line_error(cli("rnnskip", "generate", w), "model.q.json changed since 'rnnskip quantize' wrote it")
+    (w / "model.q.json").write_text(json.dumps({"not": "a model"}))
+    one_line_error(cli("rnnskip", "generate", w), "model.q.json is not a file written by rnnskip's 'quantize' stage")
 
 
 def test_missing_model_file(model_and_data, tmp_path):
@@ -157,7 +164,7 @@ def test_unknown_target_and_kernels(model_and_data, tmp_path):
 
 
 def test_stage_out_of_order(tmp_path):
-    one_line_error(cli("rnnskip", "quantize", tmp_path, "--calib", tmp_path / "x.npz"), "model.ir.pkl", "import")
+    one_line_error(cli("rnnskip", "quantize", tmp_path, "--calib", tmp_path / "x.npz"), "model.ir.json", "import")
 
 
 def test_per_step_model_refused_where_unsupported(tmp_path):

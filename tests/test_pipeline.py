@@ -4,7 +4,6 @@ record gets one line saying which stage to run again."""
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
 
 import numpy as np
@@ -46,7 +45,7 @@ def test_build_records_max_t_and_emulate_checks_it(work, tmp_path):
     assert json.loads((work / "stages.json").read_text())["generate"]["max_t"] == 7
     r = _invoke("build", work, "--target", "cortex-m4")
     assert r.exit_code == 0, r.output
-    assert pickle.loads((work / "build.pkl").read_bytes())["max_t"] == 7
+    assert json.loads((work / "build.json").read_text())["max_t"] == 7
     # the record is what counts, not the generated C: its RNNSKIP_MAX_T line is not read back
     io_c = work / "src" / "rnnskip_io.c"
     assert "#define RNNSKIP_MAX_T 7\n" in io_c.read_text()

@@ -150,7 +150,6 @@ def test_cortex_m55_runs_on_qemu_by_default(model, tmp_path, monkeypatch):
     stage boot the board its target names under QEMU and say so in one line first;
     --emulator unicorn, or QEMU missing, is refused before calibration with nothing written."""
     import json
-    import pickle
     from click.testing import CliRunner
     from rnnskip.cli import main
     from rnnskip.pipeline import stages
@@ -171,7 +170,7 @@ def test_cortex_m55_runs_on_qemu_by_default(model, tmp_path, monkeypatch):
     e = rep["emulation"]
     assert e["emulator"] == "qemu" and e["board"]["board"] == "mps3-an547"
     assert e["cycles_from"].startswith("not modelled: target cortex-m55 cannot run under Unicorn")
-    assert pickle.loads((out / "build.pkl").read_bytes())["board"] == "mps3-an547"
+    assert json.loads((out / "build.json").read_text())["board"] == "mps3-an547"
     # the emulate stage on that folder: QEMU again, on the board 'convert' recorded
     r = CliRunner().invoke(main, ["emulate", str(out), "--data", str(data), "--bundle", "2"])
     assert r.exit_code == 0, r.output

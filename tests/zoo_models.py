@@ -434,8 +434,8 @@ class Result:
 
 
 def _key(qm, zf: ZooFile) -> str:
-    import pickle
-    h = hashlib.sha1(pickle.dumps(qm, protocol=4))
+    from rnnskip.stagefile import content_hash
+    h = hashlib.sha1(content_hash(qm).encode())
     h.update(np.ascontiguousarray(zf.X).tobytes())
     h.update(np.ascontiguousarray(zf.labels).tobytes())
     return h.hexdigest()[:12]

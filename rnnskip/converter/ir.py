@@ -11,7 +11,10 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..stagefile import stage_data
 
+
+@stage_data
 @dataclass
 class EmbeddingInput:
     """Token ids -> vectors. ``table`` is ``[vocab, dim]`` float32."""
@@ -28,6 +31,7 @@ class EmbeddingInput:
         return int(self.table.shape[1])
 
 
+@stage_data
 @dataclass
 class DenseLayer:
     """y = act(x @ kernel + bias); ``kernel`` ``[in, out]``, ``bias`` ``[out]``."""
@@ -45,6 +49,7 @@ class DenseLayer:
         return int(self.kernel.shape[1])
 
 
+@stage_data
 @dataclass
 class FeatureInput:
     """Float features ``[T, features]`` per sequence, optionally through a
@@ -62,6 +67,7 @@ class FeatureInput:
         return self.dense.out_dim if self.dense is not None else self.features
 
 
+@stage_data
 @dataclass
 class RNNLayer:
     """One recurrent layer, its cell kind's weights in Keras layout (see ``rnnskip/cells/``).
@@ -87,6 +93,7 @@ class RNNLayer:
         return int(self.kernel.shape[0])
 
 
+@stage_data
 @dataclass
 class ModelIR:
     """input -> rnn_layers -> head (Dense stack, last may be softmax/sigmoid)."""

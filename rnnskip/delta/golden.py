@@ -21,11 +21,13 @@ The layout comes from the layer's blocks (``layout.py``).
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import List, Optional
 
 import numpy as np
 
 from ..errors import RnnskipError
+from ..stagefile import stage_data
 from ..stepmethod import StepMethod, without
 from .layout import DeltaLayout, delta_layout
 from .spec import DeltaSpec, check_supported
@@ -36,6 +38,8 @@ def theta_columns(l, theta_x: int, theta_h: int) -> np.ndarray:
     return np.concatenate([np.full(l.in_p, theta_x, np.int64), np.full(l.up, theta_h, np.int64)])
 
 
+@stage_data
+@dataclass
 class DeltaMethod(StepMethod):
     """Delta thresholds on a quantised model (one input and one hidden threshold per layer).
 
@@ -48,8 +52,7 @@ class DeltaMethod(StepMethod):
     macs_note = "dense MACs of the executed steps; the delta section has the effective MACs"
     template = "model/delta.c.j2"
 
-    def __init__(self, spec: DeltaSpec):
-        self.spec = spec
+    spec: DeltaSpec
 
     # ---- golden model -----------------------------------------------------------------
     def golden_prepare(self, golden) -> None:

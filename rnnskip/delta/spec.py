@@ -31,6 +31,7 @@ from typing import List, Optional, Sequence
 from ..cells import cell_of
 from ..converter.ir import weights_fingerprint
 from ..errors import RnnskipError
+from ..stagefile import stage_data
 
 FORMAT = "rnnskip-delta-1"
 #: |delta| of two int8 values is at most 255; a threshold >= this never transmits.
@@ -78,6 +79,7 @@ def _theta(v, where: str) -> int:
     return min(int(v), THETA_MAX)
 
 
+@stage_data
 @dataclass
 class DeltaSpec:
     """Per-layer thresholds on the int8 grid. ``theta_x[i]`` / ``theta_h[i]`` for layer i."""

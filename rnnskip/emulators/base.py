@@ -14,6 +14,8 @@ from typing import List, Optional, Protocol
 
 import numpy as np
 
+from ..stagefile import stage_data
+
 #: the counters of EmulationResult.stats, one column each (NaN: not measured)
 STAT_FIELDS = ("instructions", "cycles", "flash_read_bytes", "sram_read_bytes", "sram_write_bytes")
 
@@ -31,6 +33,7 @@ class Sequences:
         return int(len(self.lengths))
 
 
+@stage_data
 @dataclass
 class EmulationResult:
     """Per-sequence outputs and counters; traffic only where ``traffic_measured``."""

@@ -3,8 +3,8 @@ emulate -> report. Data flows one way.
 
 * :mod:`.stages`: each stage as a function on in-memory objects (import_model,
   quantize_model, build_firmware, evaluate, dense_reference), re-exported here;
-* :mod:`.workdir`: the work folder the stage commands share (pickles, build record,
-  stages.json);
+* :mod:`.workdir`: the work folder the stage commands share (plain-data stage files,
+  the build record, stages.json with content hashes);
 * :mod:`.commands`: the bodies of the ``rnnskip`` stage commands (import, quantize,
   generate, build, emulate, report);
 * :mod:`.convert`: ``run_convert``, the whole flow of ``rnnskip-convert``.
@@ -14,8 +14,7 @@ The command line (rnnskip.cli) only parses options, calls one of these and print
 from ..build import build_host, build_target
 from .stages import (Evaluation, Reference, build_firmware, check_kernels, dense_reference, device_sequences,
                      evaluate, float_model, import_model, kernel_variant, load_data, quantize_model)
-from .workdir import check_fresh, load_pickle, save_pickle, stage_done
 
-__all__ = ["Evaluation", "Reference", "build_firmware", "build_host", "build_target", "check_fresh", "check_kernels",
+__all__ = ["Evaluation", "Reference", "build_firmware", "build_host", "build_target", "check_kernels",
            "dense_reference", "device_sequences", "evaluate", "float_model", "import_model", "kernel_variant",
-           "load_data", "load_pickle", "quantize_model", "save_pickle", "stage_done"]
+           "load_data", "quantize_model"]

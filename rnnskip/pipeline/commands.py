@@ -12,26 +12,23 @@ from ..build import Firmware, build_host, build_target
 from ..converter.ir import ModelIR
 from ..errors import RnnskipError
 from ..outdir import atomic_dir
-from ..quant.model import QModel
 from . import stages, workdir
 
 
 def import_command(model, out) -> ModelIR:
-    """Read MODEL into WORK/model.ir.pkl."""
+    """Read MODEL into WORK/model.ir.json (+ .npz)."""
     ir = stages.import_model(model)
     Path(out).mkdir(parents=True, exist_ok=True)
-    workdir.save_pickle(ir, Path(out) / "model.ir.pkl")
-    workdir.stage_done(out, "import")
+    workdir.save_ir(out, ir)
     return ir
 
 
 def quantize_command(work, calib, calib_max: int = 1000):
-    """Calibrate and quantise WORK's model into WORK/model.q.pkl; returns (QModel, Ranges)."""
-    ir = workdir.load_pickle(Path(work) / "model.ir.pkl", "import", ModelIR)
+    """Calibrate and quantise WORK's model into WORK/model.q.json (+ .npz); returns (QModel, Ranges)."""
+    ir = workdir.load_ir(work)
     qm, ranges = stages.quantize_model(ir, stages.load_data(calib, ir, "--calib"), calib_max)
     qm.calibration = {"source": str(calib), "sequences": ranges.sequences}
-    workdir.save_pickle(qm, Path(work) / "model.q.pkl")
-    workdir.stage_done(work, "quantize")
+    workdir.save_model(work, qm)
     return qm, ranges
 
 
@@ -40,10 +37,10 @@ def generate_command(work, max_t: int, kernels: str = "portable") -> List[Path]:
     from ..generate import generate
     stages.check_kernels(kernels)
     workdir.check_fresh(work, "generate")
-    qm = workdir.load_pickle(Path(work) / "model.q.pkl", "quantize", QModel)
+    qm = workdir.load_model(work)
     with atomic_dir(Path(work) / "src", "rnnskip_model.h", what="WORK/src") as tmp:
         files = generate(qm, tmp, max_t=max_t, kernels=kernels)
-    workdir.stage_done(work, "generate", max_t=int(max_t))
+    workdir.generated(work, max_t)
     return files
 
 
@@ -60,13 +57,11 @@ def build_command(work, target_name=None, board_name=None, kernels: str = "porta
     workdir.check_fresh(work, "build")
     variant = stages.kernel_variant(target, variant, kernels)
     max_t = workdir.generated_max_t(work)
-    check_fits(workdir.load_pickle(Path(work) / "model.q.pkl", "quantize", QModel), max_t, target)
+    check_fits(workdir.load_model(work), max_t, target)
     with atomic_dir(Path(work) / "firmware", "firmware.elf", what="WORK/firmware") as tmp:
         fw = build_target(src, tmp, target, variant)
     build_host(src, Path(work) / "host")
-    workdir.save_pickle(workdir.build_record(target, board, variant, wait_states, kernels, fw, max_t),
-                        Path(work) / "build.pkl")
-    workdir.stage_done(work, "build")
+    workdir.save_build(work, workdir.build_record(target, board, variant, wait_states, kernels, fw, max_t))
     return fw, target
 
 
@@ -87,7 +82,7 @@ class Emulation:
 def emulate_command(work, data, emulator: Optional[str] = None, board_name: Optional[str] = None,
                     emulate_max: Optional[int] = None, bundle: int = 16, timeout: float = 120.0,
                     traffic_sample: int = 16, workers: int = 2, note=None) -> Emulation:
-    """Float, golden, host build and emulated firmware on ``data`` (WORK/evaluation.pkl).
+    """Float, golden, host build and emulated firmware on ``data`` (WORK/evaluation.json + .npz).
 
     Unicorn runs WORK/firmware; QEMU and Renode boot a board image built here from WORK/src
     (``board_name``, else the board 'build' used) with the first ``emulate_max`` or
@@ -96,8 +91,8 @@ def emulate_command(work, data, emulator: Optional[str] = None, board_name: Opti
     from .. import emulators
     w = Path(work)
     workdir.check_fresh(w, "emulate")
-    ir = workdir.load_pickle(w / "model.ir.pkl", "import", ModelIR)
-    qm = workdir.load_pickle(w / "model.q.pkl", "quantize", QModel)
+    ir = workdir.load_ir(w)
+    qm = workdir.load_model(w)
     rec = workdir.load_build_record(w)
     built_board, built_target = boards.resolve(rec["target"], rec["board"], rec["wait_states"])
     if emulator == "unicorn" or (emulator is None and built_target.unicorn_cpu):
@@ -126,8 +121,7 @@ def emulate_command(work, data, emulator: Optional[str] = None, board_name: Opti
                          emulate_max=n)
     ran = dict(rec, target=emu.target.name, board=emu.board.name if emu.board else rec["board"],
                flash_bytes=fw.flash_bytes, ram_bytes=fw.ram_bytes, elf=str(fw.elf))
-    workdir.save_pickle({"ev": ev, "build": ran}, w / "evaluation.pkl")
-    workdir.stage_done(w, "emulate")
+    workdir.save_evaluation(w, ev, ran)
     return Emulation(evaluation=ev, emulator=emu)
 
 
@@ -136,17 +130,13 @@ def report_command(work) -> dict:
     from ..report import build_report, write_report
     w = Path(work)
     workdir.check_fresh(w, "report")
-    ir = workdir.load_pickle(w / "model.ir.pkl", "import", ModelIR)
-    qm = workdir.load_pickle(w / "model.q.pkl", "quantize", QModel)
-    e = workdir.load_pickle(w / "evaluation.pkl", "emulate", dict)
-    if not {"ev", "build"} <= set(e):
-        raise RnnskipError(f"{w / 'evaluation.pkl'} is not a file written by rnnskip's 'emulate' stage; "
-                           f"run that stage again")
-    b = e["build"]
+    ir = workdir.load_ir(w)
+    qm = workdir.load_model(w)
+    ev, b = workdir.load_evaluation(w)
     _, target = boards.resolve(b["target"], b["board"], b["wait_states"])
     elf = Path(b["elf"])
     fw = Firmware(elf=elf, map=elf.with_suffix(".map"), variant=b["variant"], flash_bytes=b["flash_bytes"],
                   ram_bytes=b["ram_bytes"])
-    rep = build_report(ir, qm, e["ev"], target, b["kernels"], b["variant"], firmware=fw)
+    rep = build_report(ir, qm, ev, target, b["kernels"], b["variant"], firmware=fw)
     write_report(rep, w / "report.json")
     return rep

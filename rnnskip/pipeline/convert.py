@@ -125,12 +125,11 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
                 rep[s.key]["baseline"] = f"this model without {s.what}, {others}"
         write_report(rep, tmp / "report.json")
         write_plots(ev, tmp, f"{ir.name} on {target.name} ({kernels}, {variant})")
-        workdir.save_pickle(ir, tmp / "model.ir.pkl")
-        workdir.save_pickle(qm, tmp / "model.q.pkl")
-        workdir.save_pickle(workdir.build_record(target, board, variant, wait_states, kernels, fw, max_t),
-                            tmp / "build.pkl")
-        for stage in ("import", "quantize", "generate", "build"):   # the stage commands can carry on from here
-            workdir.stage_done(tmp, stage, **({"max_t": max_t} if stage == "generate" else {}))
+        # a complete work folder: the stage commands can carry on from here
+        workdir.save_ir(tmp, ir)
+        workdir.save_model(tmp, qm)
+        workdir.generated(tmp, max_t)
+        workdir.save_build(tmp, workdir.build_record(target, board, variant, wait_states, kernels, fw, max_t))
     if export:
         from ..boards.export import export_project
         from ..boards.firmware import make_bundle

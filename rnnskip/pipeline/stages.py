@@ -21,6 +21,7 @@ from ..quant.calibrate import calibrate
 from ..quant.golden import GoldenModel
 from ..quant.model import QModel
 from ..quant.quantize import quantize
+from ..stagefile import stage_data
 
 
 def import_model(path) -> ModelIR:
@@ -86,6 +87,7 @@ def build_firmware(src: Path, out: Path, emulator, variant: str, qm: QModel, ds:
     return build_board_firmware(src, out, emulator.board, bundle, variant, model_name, emulator.wait_states)
 
 
+@stage_data
 @dataclass
 class Evaluation:
     """Everything measured on one dataset; ``report.build_report`` turns it into JSON."""

@@ -1,58 +1,130 @@
-"""The work folder the stage commands share: each stage's pickle, the build record, and
-stages.json, which says what each stage's output was made from."""
+"""The work folder the stage commands share.
+
+Each stage writes plain data (``rnnskip/stagefile.py``: JSON + ``.npz``, or a folder of
+sources / the firmware) and records in ``stages.json`` the content hash of what it wrote and
+the hashes of the outputs it read. A stage refuses inputs that no longer match each other
+(``quantize`` ran again after ``build``: the firmware holds the old weights) or that changed
+on disk since their stage wrote them.
+
+    WORK/model.ir.json + .npz      import      the IR (rnnskip.converter.ir.ModelIR)
+    WORK/model.q.json + .npz       quantize    the int8 model (rnnskip.quant.model.QModel)
+    WORK/src/                      generate    the C sources
+    WORK/firmware/, build.json     build       the firmware and what it was built for
+    WORK/evaluation.json + .npz    emulate     what was measured (pipeline.stages.Evaluation)
+    WORK/stages.json                           hashes: what each output was made from
+"""
 from __future__ import annotations
 
+import hashlib
 import json
-import pickle
-import uuid
 from pathlib import Path
+from typing import Optional, Tuple
 
+from .. import stagefile
+from ..converter.ir import ModelIR
 from ..errors import RnnskipError
+from ..quant.model import QModel
 
 #: what each stage's output was made from (the stage commands of ``rnnskip``)
 STAGE_READS = {"import": (), "quantize": ("import",), "generate": ("quantize",), "build": ("quantize", "generate"),
                "emulate": ("import", "quantize", "build"), "report": ("import", "quantize", "emulate")}
-_STAGE_OUTPUT = {"import": "model.ir.pkl", "quantize": "model.q.pkl", "generate": "src/", "build": "firmware/",
-                 "emulate": "evaluation.pkl"}
+#: each stage's output, as the messages name it
+STAGE_OUTPUT = {"import": "model.ir.json", "quantize": "model.q.json", "generate": "src/", "build": "firmware/",
+                "emulate": "evaluation.json"}
+_STEMS = {"import": "model.ir", "quantize": "model.q", "emulate": "evaluation"}
 
-#: keys of WORK/build.pkl (build_record)
+#: keys of WORK/build.json (build_record)
 BUILD_KEYS = {"target", "board", "variant", "wait_states", "kernels", "flash_bytes", "ram_bytes", "max_t"}
 
 
-def save_pickle(obj, path: Path) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f)
+# ---- the stage files --------------------------------------------------------------------
+
+def _save(obj, work, stage: str) -> str:
+    return stagefile.save(obj, Path(work) / _STEMS[stage], stage)
 
 
-def load_pickle(path: Path, what: str, kind=None):
-    """A stage's pickle; ``kind``: the type it must hold (a foreign pickle is refused)."""
-    try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f)
-    except FileNotFoundError:
-        raise RnnskipError(f"{path} not found; run the '{what}' stage first")
-    except Exception:
-        raise RnnskipError(f"{path} is not a file written by rnnskip's '{what}' stage; run that stage again")
-    if kind is not None and not isinstance(obj, kind):
-        raise RnnskipError(f"{path} is not a file written by rnnskip's '{what}' stage; run that stage again")
+def _load(work, stage: str, cls):
+    obj, digest = stagefile.load(Path(work) / _STEMS[stage], stage, cls, stage)
+    recorded = (_manifest(work).get(stage) or {}).get("sha256")
+    if recorded and recorded != digest:
+        raise RnnskipError(f"{Path(work) / STAGE_OUTPUT[stage]} changed since 'rnnskip {stage}' wrote it; run that "
+                           f"stage (and the stages after it) again")
     return obj
 
 
+def save_ir(work, ir: ModelIR) -> None:
+    stage_done(work, "import", _save(ir, work, "import"))
+
+
+def load_ir(work) -> ModelIR:
+    return _load(work, "import", ModelIR)
+
+
+def save_model(work, qm: QModel) -> None:
+    stage_done(work, "quantize", _save(qm, work, "quantize"))
+
+
+def load_model(work) -> QModel:
+    return _load(work, "quantize", QModel)
+
+
+def save_evaluation(work, evaluation, ran: dict) -> None:
+    """What 'emulate' measured, and on which firmware (``ran``: the build record of the image it ran)."""
+    stage_done(work, "emulate", _save({"evaluation": evaluation, "build": ran}, work, "emulate"))
+
+
+def load_evaluation(work) -> Tuple[object, dict]:
+    from .stages import Evaluation
+    e = _load(work, "emulate", dict)
+    if not isinstance(e.get("evaluation"), Evaluation) or not BUILD_KEYS <= set(e.get("build") or {}):
+        raise RnnskipError(f"{Path(work) / STAGE_OUTPUT['emulate']} is not a file written by rnnskip's 'emulate' "
+                           f"stage; run that stage again")
+    return e["evaluation"], e["build"]
+
+
 def build_record(target, board, variant: str, wait_states, kernels: str, fw, max_t: int) -> dict:
-    """WORK/build.pkl: what 'build' (or rnnskip-convert) compiled, read by 'emulate' and 'report'.
+    """WORK/build.json: what 'build' (or rnnskip-convert) compiled, read by 'emulate' and 'report'.
     max_t: the longest sequence the firmware's I/O buffers hold."""
     return {"target": target.name, "board": board.name if board else None, "variant": variant,
             "wait_states": wait_states, "kernels": kernels, "flash_bytes": fw.flash_bytes, "ram_bytes": fw.ram_bytes,
             "max_t": int(max_t)}
 
 
+def save_build(work, record: dict) -> None:
+    """The build record, and the build stage done (its hash covers the firmware and the record)."""
+    (Path(work) / "build.json").write_text(json.dumps(record, indent=1))
+    stage_done(work, "build", tree_hash(Path(work) / "firmware", Path(work) / "build.json"))
+
+
 def load_build_record(work) -> dict:
-    path = Path(work) / "build.pkl"
-    rec = load_pickle(path, "build", dict)
-    if not BUILD_KEYS <= set(rec):
+    path = Path(work) / "build.json"
+    try:
+        rec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RnnskipError(f"{path} not found; run the 'build' stage first") from None
+    except (OSError, ValueError):
+        rec = None
+    if not isinstance(rec, dict) or not BUILD_KEYS <= set(rec):
         raise RnnskipError(f"{path} is not a file written by rnnskip's 'build' stage; run that stage again")
+    recorded = (_manifest(work).get("build") or {}).get("sha256")
+    if recorded and recorded != tree_hash(Path(work) / "firmware", path):
+        raise RnnskipError(f"{Path(work) / 'firmware'} changed since 'rnnskip build' wrote it; run that stage "
+                           f"(and the stages after it) again")
     return rec
 
+
+def tree_hash(*paths: Path) -> str:
+    """Content hash of files and folders (names relative to each, and bytes)."""
+    h = hashlib.sha256()
+    for p in paths:
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode() + b"\0")
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+# ---- stages.json ------------------------------------------------------------------------
 
 def _manifest_path(work) -> Path:
     return Path(work) / "stages.json"
@@ -79,29 +151,37 @@ def check_fresh(work, stage: str) -> None:
         todo += STAGE_READS[s]
         rec = m.get(s)
         if not isinstance(rec, dict):
-            continue                      # made before stages.json existed: nothing to compare
-        for d, run in (rec.get("read") or {}).items():
-            now = (m.get(d) or {}).get("run")
-            if run and now and run != now:
-                raise RnnskipError(f"{Path(work) / _STAGE_OUTPUT[s]} was made from an earlier '{d}' run; run "
+            continue
+        for d, made_from in (rec.get("read") or {}).items():
+            now = (m.get(d) or {}).get("sha256")
+            if made_from and now and made_from != now:
+                raise RnnskipError(f"{Path(work) / STAGE_OUTPUT[s]} was made from an earlier '{d}' run; run "
                                    f"'rnnskip {s} {work}' (and the stages after it) again")
 
 
-def stage_done(work, stage: str, **made) -> None:
-    """Record that ``stage`` wrote its output, from the current outputs of the stages it read;
-    ``made``: what later stages need to know about that output (generate: max_t)."""
+def stage_done(work, stage: str, digest: Optional[str] = None, **made) -> None:
+    """Record that ``stage`` wrote an output with content hash ``digest``, from the current
+    outputs of the stages it read; ``made``: what later stages need to know (generate: max_t)."""
     m = _manifest(work)
-    m[stage] = {"run": uuid.uuid4().hex[:12],
-                "read": {d: (m.get(d) or {}).get("run") for d in STAGE_READS[stage]}, **made}
+    m[stage] = {"sha256": digest, "read": {d: (m.get(d) or {}).get("sha256") for d in STAGE_READS[stage]}, **made}
     tmp = _manifest_path(work).with_suffix(".json.partial")
     tmp.write_text(json.dumps(m, indent=1))
     tmp.replace(_manifest_path(work))
 
 
+def generated(work, max_t: int) -> None:
+    """'generate' wrote WORK/src for sequences of up to ``max_t`` steps."""
+    stage_done(work, "generate", tree_hash(Path(work) / "src"), max_t=int(max_t))
+
+
 def generated_max_t(work) -> int:
     """The longest sequence WORK/src's I/O buffers hold, as 'generate' recorded it."""
-    max_t = (_manifest(work).get("generate") or {}).get("max_t")
+    rec = _manifest(work).get("generate") or {}
+    max_t = rec.get("max_t")
     if not isinstance(max_t, int):
         raise RnnskipError(f"{Path(work) / 'src'} has no recorded --max-t (generated by an older rnnskip); "
                            f"run 'rnnskip generate {work}' again")
+    if rec.get("sha256") and rec["sha256"] != tree_hash(Path(work) / "src"):
+        raise RnnskipError(f"{Path(work) / 'src'} changed since 'rnnskip generate' wrote it; run that stage "
+                           f"(and the stages after it) again")
     return max_t

@@ -12,11 +12,14 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..stagefile import stage_data
+
 
 def pad4(n: int) -> int:
     return (int(n) + 3) // 4 * 4
 
 
+@stage_data
 @dataclass
 class QMat:
     """One int8 mat-vec with its own accumulator set.
@@ -45,6 +48,7 @@ class QMat:
         return int(self.w.shape[1])
 
 
+@stage_data
 @dataclass
 class QDense:
     """int8 in (scale in_scale) -> int8 out (scale out_scale), or int16 logits if final.
@@ -71,6 +75,7 @@ class QDense:
         return self.mat.cols
 
 
+@stage_data
 @dataclass
 class QRNN:
     """One int8 recurrent layer; units padded to ``up`` (multiple of 4).
@@ -112,6 +117,7 @@ class QRNN:
         return next(b for b in self.blocks if b.name == name)
 
 
+@stage_data
 @dataclass
 class QModel:
     """Int8 model: input stage, recurrent layers, Dense head."""

@@ -36,10 +36,12 @@ from ..quant.golden import dense as golden_dense
 from ..quant.model import QDense, QMat, QModel, pad4
 from ..stepmethod import StepMethod
 from .predictor import FloatPredictor
+from ..stagefile import stage_data
 
 LEAF_ONE = 32767
 
 
+@stage_data
 @dataclass
 class QPredictor(StepMethod):
     """The int8 skip predictor, a step method: before each step it decides, on the state

@@ -23,21 +23,18 @@ from rnnskip.converter.keras_layers import (ACTIVATION, BATCHNORM, DENSE, EMBEDD
                                             unsupported)
 from rnnskip.errors import RnnskipError
 
-#: nodes that compute nothing: a fold may reach across them
-_IDENTITY = (INPUT, NOOP)
+#: nodes that compute nothing (so are no layer of the model to assemble)
+_NOTHING = (INPUT, NOOP)
 
 
 def _is_identity(node: Node) -> bool:
-    return node.kind in _IDENTITY or (node.kind == ACTIVATION and node.value == "linear")
+    """Nothing between two layers: a fold may reach across it."""
+    return node.kind in _NOTHING or (node.kind == ACTIVATION and node.value == "linear")
 
 
-def _previous(nodes: List[Node], skip_linear_activations: bool) -> Optional[Node]:
-    """The last node of ``nodes`` that computes something."""
-    for node in reversed(nodes):
-        if node.kind in _IDENTITY or (skip_linear_activations and _is_identity(node)):
-            continue
-        return node
-    return None
+def _previous(nodes: List[Node]) -> Optional[Node]:
+    """The last node of ``nodes`` that is not the identity."""
+    return next((node for node in reversed(nodes) if not _is_identity(node)), None)
 
 
 def _is_linear_dense(node: Optional[Node]) -> bool:
@@ -72,7 +69,7 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
                 pending.value = Affine(first.scale * affine.scale, first.shift * affine.scale + affine.shift)
                 _folded(node, pending)
                 continue
-            before = _previous(out, skip_linear_activations=True)
+            before = _previous(out)
             if _is_linear_dense(before):
                 support.fold_after(before.value, affine.scale, affine.shift)
                 _folded(node, before)
@@ -85,7 +82,7 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
                 fold = support.fold_before_dense if node.kind == DENSE else node.value.cell.fold_input_affine
                 fold(node.value, pending.value.scale, pending.value.shift)
                 out.remove(pending)
-                _folded(pending, node, note_on=node)
+                _folded(pending, node, note_on=node)   # noted where the layer it went into is
                 pending = None
             elif not _is_identity(node):
                 pending = None   # blocked: stays in the chain, refused later
@@ -115,7 +112,7 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
             out.append(node)
             continue
         act = node.value
-        before = _previous(out, skip_linear_activations=False)
+        before = _previous(out)
         if _is_linear_dense(before) and (act != "softmax" or seen_recurrent):
             before.value.activation = act
             node.status = f"folded into '{before.name}'"
@@ -161,7 +158,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
 
     for node in nodes:
         name, layer = node.name, node.layer
-        if node.kind in _IDENTITY:
+        if node.kind in _NOTHING:
             continue
         if node.kind == BATCHNORM:   # one the fold pass could not place
             unfolded_bn = unfolded_bn or node

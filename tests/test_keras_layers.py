@@ -317,3 +317,70 @@ def test_inspect_gives_the_importers_refusal_zoo(refused_corpus):
         error = _agree(f.path)
         for word in f.case.refused:
             assert word in error, (f.id, error)
+
+
+# --------------------------------------------------------------------------
+# describe_model_file: every layer's row
+
+def _old_h5(path, layers):
+    """A Keras 2.2-era Sequential .h5: ``layers`` = [(class, config, {role: array})]."""
+    import json
+    import h5py
+    entries = []
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = b"2.2.4"
+        mw = f.create_group("model_weights")
+        for i, (cls, cfg, arrays) in enumerate(layers):
+            cfg = dict(cfg, **({"batch_input_shape": [None, None, F]} if i == 0 else {}))
+            entries.append({"class_name": cls, "config": cfg})
+            g = mw.create_group(cfg["name"])
+            names = [f"{cfg['name']}/{role}:0" for role in arrays]
+            g.attrs["weight_names"] = [n.encode() for n in names]
+            for n, a in zip(names, arrays.values()):
+                g[n] = a
+        f.attrs["model_config"] = json.dumps(
+            {"class_name": "Sequential", "config": {"name": "sequential_1", "layers": entries}}).encode()
+    return path
+
+
+def test_describe_rows(tmp_path):
+    store = weights().arrays
+    path = _old_h5(tmp_path / "m.h5", [
+        ("Masking", {"name": "masking", "mask_value": 0.0}, {}),
+        ("BatchNormalization", {"name": "bn_in", "axis": -1}, store["bn_in"]),
+        ("LSTM", {"name": "lstm", "units": U, "recurrent_dropout": 0.2}, store["lstm"]),
+        ("Dropout", {"name": "dropout", "rate": 0.5}, {}),
+        ("Dense", {"name": "dense", "units": D, "activation": "linear"}, store["dense"]),
+        ("Activation", {"name": "act", "activation": "softmax"}, {})])
+    desc = describe_model_file(path)
+    assert (desc.format, desc.keras_version, desc.model_name, desc.error) == ("h5", "2.2.4", "sequential_1", "")
+    rows = [(r.name, r.cls, r.params, r.options, r.status) for r in desc.layers]
+    assert rows == [
+        ("masking", "Masking", 0, "mask_value=0.0", "converted (masking)"),
+        ("bn_in", "BatchNormalization", 4 * F, "", "folded into 'lstm'"),
+        ("lstm", "LSTM", (F + U + 1) * 4 * U, "units=4", "converted"),
+        ("dropout", "Dropout", 0, "rate=0.5", "dropped (inference no-op)"),
+        ("dense", "Dense", (U + 1) * D, "units=5, activation=linear", "converted"),
+        ("act", "Activation", 0, "activation=softmax", "folded into 'dense'")]
+    assert load_model_file(path).notes == [
+        "recurrent_dropout=0.2 of 'lstm' ignored (inference no-op)", "folded BatchNormalization 'bn_in' into 'lstm'",
+        "dropped Dropout 'dropout' (inference no-op)", "folded Activation 'act' (softmax) into 'dense'"]
+
+
+def test_describe_a_refused_model(tmp_path):
+    store = weights().arrays
+    path = _old_h5(tmp_path / "m.h5", [
+        ("LSTM", {"name": "lstm", "units": U, "stateful": True}, store["lstm"]),
+        ("Dropout", {"name": "dropout", "rate": 0.5}, {}),
+        ("Dense", {"name": "dense", "units": D, "activation": "selu"}, store["dense"])])
+    desc = describe_model_file(path)
+    stateful = ("layer 'lstm' (LSTM) has stateful=True, which is not supported: rnnskip converts stateless RNNs "
+                "(re-save with stateful=False)")
+    selu = ("layer 'dense' (Dense) uses activation='selu': rnnskip supports Dense activations linear, relu, tanh, "
+            "sigmoid, hard_sigmoid, softsign, softmax (last layer)")
+    assert desc.error == stateful
+    assert [(r.status, r.refusals) for r in desc.layers] == [
+        (f"refused: {stateful}", [stateful]), ("dropped (inference no-op)", []), (f"refused: {selu}", [selu])]
+    ins = inspect_file(path)
+    assert ins.blockers == [stateful, selu] and not ins.converts
+    assert ins.params == (F + U + 1) * 4 * U + (U + 1) * D

@@ -153,7 +153,7 @@ class MaskingHandler(LayerHandler):
     classes = ("Masking",)
 
     def options(self, layer):
-        return f"mask_value={float(layer.config.get('mask_value', 0.0))}"
+        return f"mask_value={layer.config.get('mask_value', 0.0)}"
 
     def build(self, layer, weights):
         return Node(layer, MASKING, float(layer.config.get("mask_value", 0.0)), status="converted (masking)")

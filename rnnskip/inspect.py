@@ -137,7 +137,7 @@ def format_text(ins: Inspection) -> str:
     raw = sum(l.params for l in ins.layers)
     lines.append(f"  parameters {ins.params:,}" + (f" after folding ({raw:,} in the file)" if raw != ins.params else "")
                  + (f", {ins.macs_per_step:,} MAC per time step" if ins.macs_per_step is not None else "")
-                 + (f" (head included: one output per step)" if ins.per_step_outputs else
+                 + (" (head included: one output per step)" if ins.per_step_outputs else
                     (f" + {ins.head_macs:,} MAC head" if ins.head_macs else "")))
     for n in ins.notes:
         lines.append(f"  note: {n}")

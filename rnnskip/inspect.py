@@ -4,8 +4,9 @@ before any work (no calibration data, no compiler).
 The verdict is the converter's own: the file is imported exactly as ``rnnskip-convert``
 imports it and quantised with placeholder ranges (ranges change scales, never
 whether a model quantises), so "converts" here means the conversion gets past
-every model check. Besides the first blocking reason, every layer is checked on its
-own so all blockers are listed at once.
+every model check. The layers, their options and what became of each come from the
+importer's own steps (``describe_model_file``); besides the first blocking reason, every
+layer's own refusals are listed, so all blockers show at once.
 
 Sizes: parameters and MACs per time step from the weights; int8 flash (weights,
 tables, the target's code allowance) and RAM (state, I/O buffers for ``max_t``
@@ -13,18 +14,13 @@ steps, stack) from ``rnnskip.targets.fit.estimate`` for every target.
 """
 from __future__ import annotations
 
-import io
-import json
 import os
-import zipfile
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
-
-import numpy as np
+from typing import List, Optional
 
 from .cells import cell_of
-from .converter import keras_import as K
-from .converter import support
+from .converter.keras_import import describe_model_file, load_model_file
+from .converter.support import generation
 from .errors import RnnskipError
 
 
@@ -34,7 +30,7 @@ class LayerInfo:
     cls: str
     params: int
     config: str = ""     # the options that matter to rnnskip, e.g. "units=32, activation=relu"
-    status: str = ""     # converted | dropped | folded | refused: reason
+    status: str = ""     # input | converted | dropped ... | folded into 'x' | refused: reason
 
 
 @dataclass
@@ -60,148 +56,6 @@ class Inspection:
 
 
 # --------------------------------------------------------------------------
-# raw file contents (config, version, weight shapes per layer)
-
-def _raw(path: str):
-    """(format, config, keras_version, {layer name: [(role, shape)]})."""
-    import h5py
-    p = os.fspath(path)
-    K.parse_model_file  # noqa: B018 - same entry checks as the importer below
-    if not os.path.isfile(p):
-        raise RnnskipError(f"model file not found: {p}")
-    with open(p, "rb") as fh:
-        head = fh.read(8)
-    if head.startswith(K._ZIP_MAGIC):
-        with zipfile.ZipFile(p) as z:
-            names = set(z.namelist())
-            if "config.json" not in names or "model.weights.h5" not in names:
-                raise RnnskipError(f"{p} is not a Keras .keras model (config.json or model.weights.h5 missing)")
-            config = json.loads(z.read("config.json").decode("utf-8"))
-            version = ""
-            if "metadata.json" in names:
-                version = str(json.loads(z.read("metadata.json").decode("utf-8")).get("keras_version", ""))
-            blob = io.BytesIO(z.read("model.weights.h5"))
-        with h5py.File(blob, "r") as f:
-            store = K._KerasV3Weights(f, config)
-            shapes = _shapes(config, store)
-        return "keras", config, version, shapes
-    if not K._is_hdf5(p, head):
-        raise RnnskipError(f"{p} is not a Keras model file: expected an HDF5 (.h5) file or a .keras zip archive")
-    with h5py.File(p, "r") as f:
-        if "model_config" not in f.attrs or "model_weights" not in f:
-            raise RnnskipError(f"{p} is an HDF5 file without a Keras model config and weights")
-        config = json.loads(K._attr_str(f.attrs["model_config"]))
-        version = K._attr_str(f.attrs.get("keras_version", ""))
-        shapes = _shapes(config, K._H5LegacyWeights(f["model_weights"]))
-    return "h5", config, version, shapes
-
-
-def _shapes(config: dict, store) -> Dict[str, list]:
-    out = {}
-    for entry in K._layer_list(config.get("config", {})):
-        name = K._layer_name(entry)
-        try:
-            out[name] = [(r, tuple(np.shape(a))) for r, a in store.get(name, entry)]
-        except Exception:  # a damaged group: no shapes
-            out[name] = []
-    return out
-
-
-# --------------------------------------------------------------------------
-# per-layer view
-
-def _layer_config(entry: dict) -> str:
-    cls = K._class_name(entry)
-    cfg = entry.get("config", {}) or {}
-    if cls == "TimeDistributed":
-        cfg = (cfg.get("layer") or {}).get("config", {}) or {}
-    if cls == "RNN" and isinstance(cfg.get("cell"), dict):
-        cfg = dict(cfg, **(cfg["cell"].get("config", {}) or {}))
-    parts = []
-    for k in ("units", "output_dim", "input_dim", "rate", "mask_value", "mask_zero"):
-        if k in cfg and cfg[k] not in (None, False):
-            parts.append(f"{k}={cfg[k]}")
-    for k in ("activation", "recurrent_activation"):
-        if k in cfg:
-            parts.append(f"{k}={K._activation(cfg[k], '')}")
-    for k in ("return_sequences", "stateful", "go_backwards"):
-        if cfg.get(k):
-            parts.append(f"{k}=True")
-    if "reset_after" in cfg:
-        parts.append(f"reset_after={cfg['reset_after']}")
-    if cfg.get("use_bias") is False:
-        parts.append("use_bias=False")
-    return ", ".join(parts)
-
-
-def _display(entry: dict) -> str:
-    cls = K._display_class(entry)
-    if cls == "TimeDistributed":
-        inner = (entry.get("config", {}) or {}).get("layer") or {}
-        return f"TimeDistributed({K._display_class(inner)})"
-    return cls
-
-
-def _status(entry: dict, ir, names_kept: set) -> str:
-    cls = K._class_name(entry)
-    name = K._layer_name(entry)
-    if cls == "InputLayer":
-        return "input"
-    if cls in K._NOOP_LAYERS:
-        return "dropped (inference no-op)"
-    if ir is not None:
-        for n in ir.notes:  # "folded <cls> '<name>' into '<target>'", "dropped <cls> '<name>' (...)"
-            quoted = n.split("'")[1::2]
-            if quoted and quoted[0] == name and n.startswith(("folded", "dropped")):
-                return n.split(" (")[0] if n.startswith("dropped") else "folded into " + f"'{quoted[-1]}'"
-        if name in names_kept:
-            return "converted"
-        if cls == "Masking":
-            return "converted (masking)"
-    return ""
-
-
-def _layer_problems(entry: dict, version: str) -> List[str]:
-    """Reasons one layer alone cannot convert (independent of the others)."""
-    cls = K._class_name(entry)
-    name = K._layer_name(entry)
-    cfg = entry.get("config", {}) or {}
-    if cls in K._MASK_OPS:
-        return []
-    if not K._known_class(entry) and cls not in K._MODEL_CLASSES:
-        return [str(K._unsupported(entry))]
-    out = []
-    if K._is_rnn(entry):
-        c = dict(cfg)
-        if cls == "RNN" and isinstance(cfg.get("cell"), dict):
-            c.update(cfg["cell"].get("config", {}) or {})
-        for flag in ("stateful", "go_backwards", "time_major", "return_state"):
-            if c.get(flag):
-                out.append(f"layer '{name}' ({K._display_class(entry)}) has {flag}=True, which is not supported")
-        for k, default, ok, text in (
-                ("activation", "tanh", support.RNN_ACTIVATIONS, support.RNN_ACTIVATIONS_TEXT),
-                ("recurrent_activation", "sigmoid", support.RNN_RECURRENT_ACTIVATIONS,
-                 support.RNN_RECURRENT_ACTIVATIONS_TEXT)):
-            act = K._activation(c.get(k, default), name)
-            if act not in ok:
-                out.append(f"layer '{name}' ({K._display_class(entry)}) uses {k}='{act}': rnnskip "
-                           f"supports {k} {text} in LSTM/GRU layers")
-    dcfg = None
-    if cls == "Dense":
-        dcfg = cfg
-    elif cls == "TimeDistributed":
-        inner = cfg.get("layer") or {}
-        if K._class_name(inner) == "Dense":
-            dcfg = inner.get("config", {}) or {}
-    if dcfg is not None or cls == "Activation":
-        act = K._activation((dcfg or cfg).get("activation", "linear"), name)
-        if act not in K.SUPPORTED_DENSE_ACTIVATIONS:
-            out.append(f"layer '{name}' ({K._display_class(entry)}) uses activation='{act}': rnnskip "
-                       f"supports {support.DENSE_ACTIVATIONS_TEXT}")
-    return out
-
-
-# --------------------------------------------------------------------------
 # the inspection
 
 def _placeholder_ranges(ir):
@@ -216,59 +70,27 @@ def inspect_file(path, max_t: Optional[int] = None, target_names: Optional[List[
     if not os.path.exists(ins.path):
         raise RnnskipError(f"model file not found: {ins.path}")
     try:
-        fmt, config, version, shapes = _raw(ins.path)
-    except RnnskipError as e:
+        desc = describe_model_file(ins.path)
+    except RnnskipError as e:   # not a model file rnnskip can read
         ins.blockers.append(str(e))
         return ins
-    except Exception as e:  # unreadable: the importer says why
-        try:
-            K.parse_model_file(ins.path)
-        except RnnskipError as e2:
-            ins.blockers.append(str(e2))
-        else:
-            ins.blockers.append(f"cannot read {ins.path}: {type(e).__name__}")
-        return ins
-    ins.format, ins.keras_version = fmt, version
-    ins.generation = support.generation(version)
-    cfg = config.get("config", {}) if isinstance(config, dict) else {}
-    ins.model = str(cfg.get("name", "model")) if isinstance(cfg, dict) else "model"
+    ins.format, ins.keras_version, ins.model = desc.format, desc.keras_version, desc.model_name
+    ins.generation = generation(desc.keras_version)
 
     # the converter's verdict
     ir = qm = None
     try:
-        ir = K.load_model_file(ins.path)
+        ir = load_model_file(ins.path)
         from .quant.quantize import quantize
         qm = quantize(ir, _placeholder_ranges(ir))
     except RnnskipError as e:
         ins.blockers.append(str(e))
     ins.converts = qm is not None
 
-    try:
-        chain, _ = K._linear_chain(config)
-    except RnnskipError:
-        chain = K._layer_list(cfg)
-    kept = set()
-    if ir is not None:
-        kept = {r.name for r in ir.rnn_layers} | {d.name for d in ir.head}
-        kept |= {getattr(ir.input, "name", "")} if ir.is_token_model else set()
-        if getattr(ir.input, "dense", None) is not None:
-            kept.add(ir.input.dense.name)
-    for entry in chain:
-        if K._class_name(entry) in K._MASK_OPS:
-            continue
-        name = K._layer_name(entry)
-        problems = _layer_problems(entry, version)
-        status = _status(entry, ir, kept)
-        if not problems and not ins.converts and ins.blockers and f"layer '{name}'" in ins.blockers[0]:
-            status = "refused: " + ins.blockers[0]
-        if problems:
-            status = "refused: " + problems[0]
-            for pr in problems:
-                if not any(pr.split(":")[0] in b for b in ins.blockers):
-                    ins.blockers.append(pr)
-        ins.layers.append(LayerInfo(name=name, cls=_display(entry),
-                                    params=int(sum(int(np.prod(s)) for _, s in shapes.get(name, []))),
-                                    config=_layer_config(entry), status=status))
+    for layer in desc.layers:
+        ins.layers.append(LayerInfo(name=layer.name, cls=layer.cls, params=layer.params, config=layer.options,
+                                    status=layer.status))
+        ins.blockers += [r for r in layer.refusals if r not in ins.blockers]
     ins.params = sum(l.params for l in ins.layers)
     if ins.blockers and ins.converts:  # a per-layer problem the converter does not see: trust the converter
         ins.blockers = []
@@ -316,7 +138,7 @@ def format_text(ins: Inspection) -> str:
     raw = sum(l.params for l in ins.layers)
     lines.append(f"  parameters {ins.params:,}" + (f" after folding ({raw:,} in the file)" if raw != ins.params else "")
                  + (f", {ins.macs_per_step:,} MAC per time step" if ins.macs_per_step is not None else "")
-                 + (f" (head included: one output per step)" if ins.per_step_outputs else
+                 + (" (head included: one output per step)" if ins.per_step_outputs else
                     (f" + {ins.head_macs:,} MAC head" if ins.head_macs else "")))
     for n in ins.notes:
         lines.append(f"  note: {n}")

@@ -1,4 +1,4 @@
-"""Issue 7: ``rnnskip inspect`` (API and CLI), regression and per-step outputs through
+"""``rnnskip inspect`` (API and CLI), regression and per-step outputs through
 ``rnnskip-convert`` (report ``error``, float / per-step ``y``), on Keras-2.2-style files
 written with h5py (no TensorFlow needed)."""
 from __future__ import annotations

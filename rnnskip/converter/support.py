@@ -21,6 +21,15 @@ import numpy as np
 
 from rnnskip.errors import RnnskipError
 
+
+class LayerError(RnnskipError):
+    """A refusal about one layer of the model; ``layer`` is its name, so ``rnnskip inspect``
+    shows the reason on that layer's row."""
+
+    def __init__(self, message: str, layer: str):
+        super().__init__(message)
+        self.layer = layer
+
 # --------------------------------------------------------------------------
 # activations
 
@@ -133,20 +142,22 @@ def resolve_generation(ir) -> None:
 def check_finite(ir) -> None:
     """Refuse NaN or infinite weights (a diverged training run): int8 has no such values."""
     from .ir import EmbeddingInput
-    arrays = []
+    arrays = []   # (name in the message, layer name, weights)
     if isinstance(ir.input, EmbeddingInput):
-        arrays.append(("embedding", ir.input.table))
+        arrays.append(("embedding", ir.input.name, ir.input.table))
     elif ir.input.dense is not None:
-        arrays += [("input dense", ir.input.dense.kernel), ("input dense", ir.input.dense.bias)]
+        d = ir.input.dense
+        arrays += [("input dense", d.name, d.kernel), ("input dense", d.name, d.bias)]
     for r in ir.rnn_layers:
-        arrays += [(r.name, r.kernel), (r.name, r.recurrent_kernel), (r.name, r.bias)]
+        arrays += [(r.name, r.name, r.kernel), (r.name, r.name, r.recurrent_kernel), (r.name, r.name, r.bias)]
     for i, d in enumerate(ir.head):
-        arrays += [(getattr(d, "name", f"dense {i}"), d.kernel), (getattr(d, "name", f"dense {i}"), d.bias)]
-    for name, a in arrays:
+        name = getattr(d, "name", f"dense {i}")
+        arrays += [(name, name, d.kernel), (name, name, d.bias)]
+    for said, name, a in arrays:
         bad = ~np.isfinite(np.asarray(a, np.float64))
         if bad.any():
-            raise RnnskipError(f"layer '{name}' has {int(bad.sum())} NaN or infinite weights (did training diverge?); "
-                               f"re-train or restore a good checkpoint")
+            raise LayerError(f"layer '{said}' has {int(bad.sum())} NaN or infinite weights (did training diverge?); "
+                             f"re-train or restore a good checkpoint", name)
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,207 @@
+"""The layers of a Keras model config, and the chain from its input to its output.
+
+A model config (``model_config`` of an ``.h5``, ``config.json`` of a ``.keras``) lists
+layer entries ``{"class_name", "config", ...}``. :class:`KerasLayer` is one entry as the
+importer reads it; :func:`linear_chain` orders a Sequential or single-path Functional
+model's layers from input to output and refuses anything else (several inputs or
+outputs, shared layers, branches).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
+
+from rnnskip.converter.support import LayerError
+from rnnskip.errors import RnnskipError
+
+#: Keras 3 functional models record the mask computation of Masking as op nodes
+#: (NotEqual -> Any) that feed layers only through their ``mask`` kwarg: not layers.
+MASK_OPS = frozenset({"NotEqual", "Any", "All", "Equal", "Cast", "LogicalNot", "LogicalAnd", "LogicalOr"})
+#: classes of a whole model (the file's top level; nested inside a model: refused)
+MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
+
+
+@dataclass(frozen=True)
+class KerasLayer:
+    """One layer entry of a model config."""
+    entry: dict
+
+    @property
+    def class_name(self) -> str:
+        """As stored: ``LSTM``, ``Custom>TimesTwo``."""
+        return str(self.entry.get("class_name", "?"))
+
+    @property
+    def display(self) -> str:
+        """The class as users wrote it (without a ``Custom>`` registration prefix)."""
+        return self.class_name.split(">")[-1]
+
+    @property
+    def name(self) -> str:
+        cfg = self.entry.get("config", {})
+        if isinstance(cfg, dict) and "name" in cfg:
+            return str(cfg["name"])
+        return str(self.entry.get("name", "?"))
+
+    @property
+    def config(self) -> dict:
+        cfg = self.entry.get("config", {})
+        return cfg if isinstance(cfg, dict) else {}
+
+    @property
+    def is_custom(self) -> bool:
+        """A layer class of the user's own code, not Keras'."""
+        if ">" in self.class_name:
+            return True
+        module = self.entry.get("module")
+        if isinstance(module, str) and module and module.split(".")[0] not in ("keras", "tf_keras", "tensorflow"):
+            return True
+        registered = self.entry.get("registered_name")
+        return isinstance(registered, str) and registered.startswith("Custom>")
+
+    @property
+    def declared_shape(self) -> Optional[list]:
+        """The input shape the layer declares (an InputLayer, or the first layer of an old file)."""
+        for key in ("batch_shape", "batch_input_shape"):
+            if self.config.get(key) is not None:
+                return list(self.config[key])
+        return None
+
+    def inner(self, key: str) -> Optional["KerasLayer"]:
+        """A wrapped layer or cell (``TimeDistributed``'s ``layer``, ``RNN``'s ``cell``), if any."""
+        sub = self.config.get(key)
+        return KerasLayer(sub) if isinstance(sub, dict) else None
+
+
+def model_layers(config: dict) -> List[KerasLayer]:
+    """Every layer entry of a model config, in file order."""
+    cfg = config.get("config", {}) if isinstance(config, dict) else {}
+    if isinstance(cfg, list):  # very old Keras 2 Sequential: the layer list itself
+        return [KerasLayer(e) for e in cfg]
+    return [KerasLayer(e) for e in (cfg.get("layers", []) if isinstance(cfg, dict) else [])]
+
+
+def model_name(config: dict) -> str:
+    cfg = config.get("config", {}) if isinstance(config, dict) else {}
+    return str(cfg.get("name", "model")) if isinstance(cfg, dict) else "model"
+
+
+def activation_name(value) -> str:
+    """An activation as a config stores it (a name, ``keras.activations.relu``, or a
+    serialised function object) -> its name."""
+    if value is None:
+        return "linear"
+    if isinstance(value, dict):
+        value = value.get("config", value.get("class_name", "?"))
+        if isinstance(value, dict):
+            value = value.get("name", "?")
+    value = str(value)
+    if value.startswith("keras.activations."):
+        value = value.rsplit(".", 1)[-1]
+    return value
+
+
+# --------------------------------------------------------------------------
+# the chain
+
+def linear_chain(config: dict, unknown_refusal: Callable[[KerasLayer], Optional[str]],
+                 summary: str) -> Tuple[List[KerasLayer], str]:
+    """The model's layers from input to output, and the model name.
+
+    ``unknown_refusal(layer)``: the refusal of a layer class the importer does not read
+    (None for the ones it reads); a branch through such a layer is refused with that
+    reason rather than as a branch. ``summary``: what rnnskip converts (for messages).
+    """
+    cls = str(config.get("class_name", "?")) if isinstance(config, dict) else "?"
+    name = model_name(config)
+    if cls not in MODEL_CLASSES:
+        raise RnnskipError(f"the file holds a '{cls}' object, not a Keras Sequential or Functional model: {summary}")
+    layers = model_layers(config)
+    if cls == "Sequential":
+        return layers, name
+
+    cfg = config.get("config", {})
+    by_name = {str(layer.entry.get("name", layer.name)): layer for layer in layers}
+    inputs = _tensor_refs(cfg.get("input_layers", []))
+    outputs = _tensor_refs(cfg.get("output_layers", []))
+    if len(inputs) != 1:
+        raise RnnskipError(f"model '{name}' has {len(inputs)} inputs: rnnskip converts single-input models")
+    if len(outputs) != 1:
+        raise RnnskipError(f"model '{name}' has {len(outputs)} outputs: rnnskip converts single-output models")
+    chain: List[KerasLayer] = []
+    current = outputs[0]
+    seen = set()
+    while True:
+        if current not in by_name or current in seen:
+            raise RnnskipError(f"model config is inconsistent: layer '{current}' not found")
+        seen.add(current)
+        layer = by_name[current]
+        chain.append(layer)
+        if current == inputs[0]:
+            break
+        nodes = layer.entry.get("inbound_nodes", [])
+        if len(nodes) != 1:
+            if len(nodes) > 1:
+                raise LayerError(f"layer '{current}' ({layer.display}) is used {len(nodes)} times (shared layer): "
+                                 "rnnskip converts a single chain of layers", layer.name)
+            raise LayerError(f"layer '{current}' ({layer.display}) has no input: "
+                             "rnnskip converts a single chain of layers", layer.name)
+        sources = _node_inputs(nodes[0])
+        if len(sources) != 1:
+            refusal = unknown_refusal(layer)
+            raise LayerError(refusal or f"layer '{current}' ({layer.display}) takes {len(sources)} inputs: "
+                             "rnnskip converts a single chain of layers", layer.name)
+        current = sources[0]
+    chain.reverse()
+    on_chain = {id(layer.entry) for layer in chain}
+    for layer in layers:
+        if id(layer.entry) in on_chain or layer.class_name in MASK_OPS or layer.class_name == "InputLayer":
+            continue
+        raise LayerError(unknown_refusal(layer) or f"layer '{layer.name}' ({layer.display}) is not on the path from "
+                         "input to output: rnnskip converts a single chain of layers", layer.name)
+    return chain, name
+
+
+def _tensor_refs(spec) -> List[str]:
+    """Layer names referenced by ``input_layers``/``output_layers``."""
+    if not spec:
+        return []
+    if isinstance(spec, list) and spec and isinstance(spec[0], str):
+        return [spec[0]]
+    out = []
+    for s in spec:
+        if isinstance(s, list) and s and isinstance(s[0], str):
+            out.append(s[0])
+        elif isinstance(s, dict):
+            out.extend(_tensor_refs_k3(s))
+        else:
+            out.extend(_tensor_refs(s))
+    return out
+
+
+def _tensor_refs_k3(obj) -> List[str]:
+    """Layer names of ``__keras_tensor__`` objects (recursively) in ``obj``."""
+    out = []
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            history = obj.get("config", {}).get("keras_history")
+            if history:
+                out.append(str(history[0]))
+        else:
+            for v in obj.values():
+                out.extend(_tensor_refs_k3(v))
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            out.extend(_tensor_refs_k3(v))
+    return out
+
+
+def _node_inputs(node) -> List[str]:
+    """Names of the layers feeding one inbound node (data inputs only, not the ``mask`` kwarg)."""
+    if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
+        return _tensor_refs_k3(node.get("args", []))
+    out = []
+    for t in node:  # Keras 2: [[name, node_idx, tensor_idx, kwargs], ...]
+        if isinstance(t, (list, tuple)) and t and isinstance(t[0], str):
+            out.append(t[0])
+    return out

@@ -1,0 +1,451 @@
+"""One handler per Keras layer class, registered in :data:`HANDLERS` by class name.
+
+A handler knows everything about its class that does not depend on the layers around
+it: the layer's own refusals (one line each), the options that matter to rnnskip (what
+``rnnskip inspect`` shows) and how to read the layer into a :class:`Node` (its IR piece,
+weights resolved by role). Where the layer may sit in the model, and what folds into
+what, is the business of the passes in ``keras_passes.py``.
+
+The recurrent handlers come from the cell registry (``rnnskip/cells/``): each cell kind
+lists the Keras classes read as it, and owns its options, weight layouts and
+activation refusals; nothing here depends on a particular cell kind.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from rnnskip import cells
+from rnnskip.converter import support
+from rnnskip.converter.ir import DenseLayer, EmbeddingInput, RNNLayer
+from rnnskip.converter.keras_graph import MODEL_CLASSES, KerasLayer, activation_name
+from rnnskip.errors import RnnskipError
+
+SUPPORTED_SUMMARY = (f"rnnskip converts Embedding/Dense input, 1-2 recurrent layers ({cells.labels()}) "
+                     "and a Dense head")
+
+# Node kinds: what the passes see of a layer.
+INPUT = "input"            # InputLayer: nothing to compute
+NOOP = "noop"              # the identity at inference time (Dropout, GaussianNoise, ...)
+EMBEDDING = "embedding"    # value: EmbeddingInput
+MASKING = "masking"        # value: the mask value (float)
+DENSE = "dense"            # value: DenseLayer
+RECURRENT = "recurrent"    # value: RNNLayer
+BATCHNORM = "batchnorm"    # value: Affine
+ACTIVATION = "activation"  # value: the activation name
+
+
+@dataclass
+class Affine:
+    """Inference BatchNormalization: ``y = scale * x + shift`` per feature."""
+    scale: np.ndarray
+    shift: np.ndarray
+
+
+@dataclass
+class Node:
+    """One layer of the chain as its handler read it."""
+    layer: KerasLayer
+    kind: str
+    value: object = None
+    time_distributed: bool = False    # TimeDistributed(Dense): needs a sequence (one vector per step)
+    notes: List[str] = field(default_factory=list)   # for ModelIR.notes, in chain order
+    status: str = ""                  # what rnnskip did with it (rnnskip inspect), set by the passes
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+
+class LayerHandler:
+    """How rnnskip reads the Keras layer classes in ``classes``."""
+
+    classes: Tuple[str, ...] = ()
+    #: what rnnskip does with such a layer whatever else the model holds ("" if that depends)
+    fixed_status = ""
+
+    def refusals(self, layer: KerasLayer) -> List[str]:
+        """Why the layer cannot be read, from its config alone."""
+        return []
+
+    def kernel_refusals(self, layer: KerasLayer) -> List[str]:
+        """What of the layer the int8 kernels do not implement (a recurrent layer's activations).
+        The importer checks these on the IR once the chain is read (``check_supported``), and
+        ``parse_model_file`` not at all."""
+        return []
+
+    def options(self, layer: KerasLayer) -> str:
+        """The options that matter to rnnskip, e.g. ``units=32, activation=relu``."""
+        return ""
+
+    def title(self, layer: KerasLayer) -> str:
+        """The class as ``rnnskip inspect`` shows it."""
+        return layer.display
+
+    def build(self, layer: KerasLayer, weights) -> Node:
+        """The layer's node (weights from the file's :class:`~rnnskip.converter.keras_files.WeightStore`)."""
+        raise NotImplementedError
+
+
+def _f32(a) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+
+
+def _join(parts: List[str]) -> str:
+    return ", ".join(parts)
+
+
+def unsupported(layer: KerasLayer, extra: str = "") -> str:
+    """The refusal of a layer rnnskip does not convert (``extra``: where, if it is the position)."""
+    kind = f"{layer.display}, a custom layer" if layer.is_custom else layer.display
+    return f"layer '{layer.name}' ({kind}) is not supported{extra}: {SUPPORTED_SUMMARY}"
+
+
+# --------------------------------------------------------------------------
+# layers without computation
+
+class InputLayerHandler(LayerHandler):
+    classes = ("InputLayer",)
+    fixed_status = "input"
+
+    def build(self, layer, weights):
+        return Node(layer, INPUT, status=self.fixed_status)
+
+
+class NoopHandler(LayerHandler):
+    """Layers that are the identity at inference time: dropped, with a note."""
+    classes = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+               "ActivityRegularization")
+    fixed_status = "dropped (inference no-op)"
+
+    def options(self, layer):
+        rate = layer.config.get("rate")
+        return f"rate={rate}" if rate else ""
+
+    def build(self, layer, weights):
+        return Node(layer, NOOP, notes=[f"dropped {layer.class_name} '{layer.name}' (inference no-op)"],
+                    status=self.fixed_status)
+
+
+# --------------------------------------------------------------------------
+# input
+
+class EmbeddingHandler(LayerHandler):
+    classes = ("Embedding",)
+
+    def options(self, layer):
+        cfg = layer.config
+        parts = [f"{k}={cfg[k]}" for k in ("output_dim", "input_dim") if cfg.get(k) is not None]
+        return _join(parts + (["mask_zero=True"] if cfg.get("mask_zero") else []))
+
+    def build(self, layer, weights):
+        table = _f32(weights.by_role(layer, ["embeddings"])["embeddings"])
+        if table.ndim != 2:
+            raise RnnskipError(f"layer '{layer.name}' (Embedding): table is {table.ndim}-D")
+        return Node(layer, EMBEDDING, EmbeddingInput(table=table, mask_zero=bool(layer.config.get("mask_zero", False)),
+                                                      name=layer.name), status="converted")
+
+
+class MaskingHandler(LayerHandler):
+    classes = ("Masking",)
+
+    def options(self, layer):
+        return f"mask_value={layer.config.get('mask_value', 0.0)}"
+
+    def build(self, layer, weights):
+        return Node(layer, MASKING, float(layer.config.get("mask_value", 0.0)), status="converted (masking)")
+
+
+# --------------------------------------------------------------------------
+# Dense, TimeDistributed(Dense), Activation, BatchNormalization
+
+def _dense_activation_refusals(name: str, cfg: dict) -> List[str]:
+    act = activation_name(cfg.get("activation", "linear"))
+    if act not in support.DENSE_ACTIVATIONS:
+        return [f"layer '{name}' (Dense) uses activation='{act}': rnnskip supports "
+                f"Dense activations {support.DENSE_ACTIVATIONS_TEXT}"]
+    return []
+
+
+def _dense_options(cfg: dict) -> str:
+    parts = [f"units={cfg['units']}"] if cfg.get("units") else []
+    if "activation" in cfg:
+        parts.append(f"activation={activation_name(cfg['activation'])}")
+    if cfg.get("use_bias") is False:
+        parts.append("use_bias=False")
+    return _join(parts)
+
+
+def _dense_layer(layer: KerasLayer, cfg: dict, weights) -> DenseLayer:
+    """A Dense from its config ``cfg`` and the weights stored under ``layer``."""
+    name = layer.name
+    use_bias = bool(cfg.get("use_bias", True))
+    w = weights.by_role(layer, ["kernel", "bias"] if use_bias else ["kernel"])
+    kernel = _f32(w["kernel"])
+    if kernel.ndim != 2:
+        raise RnnskipError(f"layer '{name}' (Dense) has a {kernel.ndim}-D kernel: rnnskip supports "
+                           "plain 2-D Dense kernels")
+    units = int(cfg.get("units", kernel.shape[1]))
+    bias = _f32(w["bias"]) if use_bias else np.zeros(kernel.shape[1], np.float32)
+    if kernel.shape[1] != units or bias.shape != (units,):
+        raise RnnskipError(f"layer '{name}' (Dense): weight shapes {kernel.shape}/{bias.shape} don't "
+                           f"match units={units}: the file is inconsistent")
+    return DenseLayer(kernel=kernel, bias=bias, activation=activation_name(cfg.get("activation", "linear")),
+                      name=name)
+
+
+class DenseHandler(LayerHandler):
+    classes = ("Dense",)
+
+    def refusals(self, layer):
+        return _dense_activation_refusals(layer.name, layer.config)
+
+    def options(self, layer):
+        return _dense_options(layer.config)
+
+    def build(self, layer, weights):
+        return Node(layer, DENSE, _dense_layer(layer, layer.config, weights), status="converted")
+
+
+class TimeDistributedHandler(LayerHandler):
+    """``TimeDistributed(Dense)``: the Dense on every step (its weights are stored under the wrapper)."""
+    classes = ("TimeDistributed",)
+
+    @staticmethod
+    def _inner_config(layer) -> dict:
+        inner = layer.inner("layer")
+        return inner.config if inner is not None else {}
+
+    def refusals(self, layer):
+        inner = layer.inner("layer")
+        if inner is None or inner.class_name != "Dense":
+            return [f"layer '{layer.name}' (TimeDistributed of {inner.display if inner else '?'}) is not supported: "
+                    "rnnskip supports TimeDistributed(Dense) before the first RNN layer"]
+        return _dense_activation_refusals(layer.name, inner.config)
+
+    def options(self, layer):
+        return _dense_options(self._inner_config(layer))
+
+    def title(self, layer):
+        inner = layer.inner("layer")
+        return f"TimeDistributed({inner.display if inner else '?'})"
+
+    def build(self, layer, weights):
+        return Node(layer, DENSE, _dense_layer(layer, self._inner_config(layer), weights), time_distributed=True,
+                    status="converted")
+
+
+class ActivationHandler(LayerHandler):
+    """An Activation layer; the activation pass folds it into the Dense before it."""
+    classes = ("Activation",)
+
+    def refusals(self, layer):
+        act = activation_name(layer.config.get("activation", "linear"))
+        if act not in support.DENSE_ACTIVATIONS:
+            return [f"layer '{layer.name}' (Activation) uses activation='{act}': rnnskip supports "
+                    f"{support.DENSE_ACTIVATIONS_TEXT} as an Activation after a linear Dense"]
+        return []
+
+    def options(self, layer):
+        return f"activation={activation_name(layer.config.get('activation', 'linear'))}"
+
+    def build(self, layer, weights):
+        return Node(layer, ACTIVATION, activation_name(layer.config.get("activation", "linear")))
+
+
+def batchnorm_axis_refusal(layer: KerasLayer) -> str:
+    return (f"layer '{layer.name}' (BatchNormalization) normalises axis {layer.config.get('axis')}: "
+            "rnnskip folds BatchNormalization over the last (feature) axis into the "
+            "adjacent Dense or recurrent layer")
+
+
+class BatchNormalizationHandler(LayerHandler):
+    """Inference BatchNormalization as an affine map; the batch-normalisation pass folds it
+    into the adjacent Dense or recurrent layer."""
+    classes = ("BatchNormalization",)
+
+    def refusals(self, layer):
+        # the feature axis is the last one: 2 on sequences, 1 after a recurrent layer's last
+        # output; the pass checks which applies where the layer sits
+        if not any(support.batchnorm_axis_ok(layer.config, rank) for rank in (2, 3)):
+            return [batchnorm_axis_refusal(layer)]
+        return []
+
+    def build(self, layer, weights):
+        w = weights.by_role(layer, support.batchnorm_roles(layer.config))
+        scale, shift = support.batchnorm_affine(layer.config, w)
+        return Node(layer, BATCHNORM, Affine(scale, shift))
+
+
+# --------------------------------------------------------------------------
+# recurrent layers
+
+_FLAG_HINTS = (("stateful", "stateless RNNs (re-save with stateful=False)"),
+               ("go_backwards", "forward RNNs (go_backwards=False)"),
+               ("time_major", "batch-major input (time_major=False)"),
+               ("return_state", "RNNs that return only their output (return_state=False)"))
+
+
+class RecurrentHandler(LayerHandler):
+    """A recurrent layer class read as a cell kind of ``rnnskip/cells/`` (``cell``), or
+    ``RNN(cell=...)`` (``cell`` None: the wrapped cell class says which)."""
+
+    def __init__(self, class_name: str, cell=None):
+        self.classes = (class_name,)
+        self.cell = cell
+        # CuDNN layers store CuDNN's weight layout (Keras converts it when loading)
+        self.cudnn = class_name.startswith("CuDNN")
+
+    def cell_of(self, layer: KerasLayer):
+        if self.cell is not None:
+            return self.cell
+        inner = layer.inner("cell")
+        return cells.keras_cell(inner.class_name) if inner is not None else None
+
+    def merged_config(self, layer: KerasLayer) -> dict:
+        """The layer's config with an ``RNN`` wrapper's cell options merged in."""
+        cfg = dict(layer.config)
+        inner = layer.inner("cell") if self.cell is None else None
+        if inner is not None:
+            cfg.update({k: v for k, v in inner.config.items() if k not in ("name", "trainable", "dtype")})
+        return cfg
+
+    def refusals(self, layer):
+        out = []
+        if self.cell_of(layer) is None:
+            inner = layer.inner("cell")
+            inner_cls = inner.display if inner is not None else "?"
+            all_cells = " or ".join(c for kind in cells.CELLS.values() for c in kind.keras_cell_classes)
+            out.append(f"layer '{layer.name}' (RNN with cell {inner_cls}) is not supported: rnnskip converts RNN "
+                       f"layers with a {all_cells}")
+        cfg = self.merged_config(layer)
+        for flag, hint in _FLAG_HINTS:
+            if cfg.get(flag):
+                out.append(f"layer '{layer.name}' ({layer.display}) has {flag}=True, which is not supported: "
+                           f"rnnskip converts {hint}")
+        return out
+
+    def _activations(self, cell, cfg: dict) -> Tuple[str, Optional[str]]:
+        act = activation_name(cfg.get("activation", "tanh"))
+        return act, activation_name(cfg.get("recurrent_activation", "sigmoid")) if cell.gated else None
+
+    def kernel_refusals(self, layer):
+        cell = self.cell_of(layer)
+        if cell is None:
+            return []
+        act, recurrent_act = self._activations(cell, self.merged_config(layer))
+        msg = cell.activation_refusal(SimpleNamespace(name=layer.name, activation=act,
+                                                      recurrent_activation=recurrent_act))
+        return [msg] if msg else []
+
+    def options(self, layer):
+        cfg = self.merged_config(layer)
+        parts = [f"units={cfg['units']}"] if cfg.get("units") else []
+        for key in ("activation", "recurrent_activation"):
+            if key in cfg:
+                parts.append(f"{key}={activation_name(cfg[key])}")
+        parts += [f"{flag}=True" for flag in ("return_sequences", "stateful", "go_backwards") if cfg.get(flag)]
+        cell = self.cell_of(layer)
+        if cell is not None:  # the cell's own options, where the config states them
+            parts += [f"{k}={cfg[k]}" for k in cell.keras_options(cfg, None) if k in cfg]
+        if cfg.get("use_bias") is False:
+            parts.append("use_bias=False")
+        return _join(parts)
+
+    def build(self, layer, weights):
+        name, cls = layer.name, layer.display
+        cell = self.cell_of(layer)
+        cfg = self.merged_config(layer)
+        notes = [f"{k}={cfg[k]} of '{name}' ignored (inference no-op)" for k in ("dropout", "recurrent_dropout")
+                 if cfg.get(k)]
+        units = int(cfg["units"])
+        use_bias = bool(cfg.get("use_bias", True))
+        w = weights.by_role(layer, ["kernel", "recurrent_kernel"] + (["bias"] if use_bias else []))
+        if self.cudnn:
+            w["kernel"], w["recurrent_kernel"], w["bias"] = cell.from_cudnn(w["kernel"], w["recurrent_kernel"],
+                                                                            w["bias"])
+            notes.append(f"{cls} '{name}' read as {cell.label} (Keras' CuDNN weight conversion)")
+        kernel = _f32(w["kernel"])
+        recurrent_kernel = _f32(w["recurrent_kernel"])
+        options = cell.keras_options(cfg, _f32(w["bias"]) if use_bias else None)
+        want_bias = cell.bias_shape(units, options)
+        bias = _f32(w["bias"]) if use_bias else np.zeros(want_bias, np.float32)
+        gates = cell.gates
+        if (kernel.ndim != 2 or kernel.shape[1] != gates * units or recurrent_kernel.shape != (units, gates * units)
+                or bias.shape != want_bias):
+            raise RnnskipError(
+                f"layer '{name}' ({cls}): weight shapes kernel {kernel.shape}, recurrent "
+                f"{recurrent_kernel.shape}, bias {bias.shape} don't match units={units}: the file is "
+                "inconsistent or a variant rnnskip does not support")
+        act, recurrent_act = self._activations(cell, cfg)
+        rnn = RNNLayer(kind=cell.kind, units=units, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias,
+                       activation=act, recurrent_activation=recurrent_act,
+                       return_sequences=bool(cfg.get("return_sequences", False)), options=options, name=name)
+        return Node(layer, RECURRENT, rnn, notes=notes, status="converted")
+
+
+# --------------------------------------------------------------------------
+# everything else
+
+def _generic_options(cfg: dict) -> str:
+    """The usual options of a layer rnnskip has no handler for (shown, not used)."""
+    parts = [f"{k}={cfg[k]}" for k in ("units", "output_dim", "input_dim", "rate")
+             if k in cfg and cfg[k] is not None and cfg[k] is not False]
+    parts += [f"{k}={activation_name(cfg[k])}" for k in ("activation", "recurrent_activation") if k in cfg]
+    return _join(parts)
+
+
+class UnsupportedHandler(LayerHandler):
+    """Any class without a handler: refused."""
+
+    def refusals(self, layer):
+        if layer.class_name in MODEL_CLASSES:
+            return [f"layer '{layer.name}' ({layer.class_name}) is a nested model: rnnskip converts a flat "
+                    "chain of layers (rebuild the model without nesting)"]
+        return [unsupported(layer)]
+
+    def options(self, layer):
+        return _generic_options(layer.config)
+
+    def build(self, layer, weights):
+        raise RnnskipError(self.refusals(layer)[0])
+
+
+#: Keras class name -> its handler
+HANDLERS: Dict[str, LayerHandler] = {}
+UNSUPPORTED = UnsupportedHandler()
+
+
+def _register(handler: LayerHandler) -> None:
+    for cls in handler.classes:
+        if cls in HANDLERS:
+            raise ValueError(f"two handlers for the Keras class {cls}")
+        HANDLERS[cls] = handler
+
+
+for _handler in (InputLayerHandler(), NoopHandler(), EmbeddingHandler(), MaskingHandler(), DenseHandler(),
+                 TimeDistributedHandler(), ActivationHandler(), BatchNormalizationHandler(),
+                 RecurrentHandler("RNN")):
+    _register(_handler)
+for _cell in cells.CELLS.values():
+    for _cls in _cell.keras_classes:
+        _register(RecurrentHandler(_cls, _cell))
+
+
+def handler_for(layer: KerasLayer) -> LayerHandler:
+    """The layer's handler (:data:`UNSUPPORTED` for a class rnnskip does not read)."""
+    return HANDLERS.get(layer.class_name, UNSUPPORTED)
+
+
+def unknown_refusal(layer: KerasLayer) -> Optional[str]:
+    """The refusal of a layer whose class has no handler, None if it has one."""
+    return None if layer.class_name in HANDLERS else UNSUPPORTED.refusals(layer)[0]
+
+
+def layer_refusals(layer: KerasLayer) -> List[str]:
+    """Every refusal of the layer on its own."""
+    handler = handler_for(layer)
+    return handler.refusals(layer) + handler.kernel_refusals(layer)

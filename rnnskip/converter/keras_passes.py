@@ -1,0 +1,256 @@
+"""The passes from the handlers' nodes (one per layer of the chain, ``keras_layers.py``)
+to the :class:`~rnnskip.converter.ir.ModelIR`:
+
+1. :func:`fold_batchnorm`: every BatchNormalization into the linear Dense right before
+   it, else into the input of the next Dense or recurrent layer (BN after BN: one map);
+2. :func:`fold_activations`: every Activation into the linear Dense right before it, or
+   dropped when linear;
+3. :func:`assemble`: the chain grammar, stated once, and the IR.
+
+Each pass refuses, with a one-line :class:`~rnnskip.converter.support.LayerError`,
+what it cannot place, and leaves every layer a status (``rnnskip inspect``) and its
+notes (``ModelIR.notes``, in chain order).
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from rnnskip import cells
+from rnnskip.converter import support
+from rnnskip.converter.support import LayerError
+from rnnskip.converter.ir import DenseLayer, FeatureInput, ModelIR, RNNLayer
+from rnnskip.converter.keras_layers import (ACTIVATION, BATCHNORM, DENSE, EMBEDDING, INPUT, MASKING, NOOP,
+                                            RECURRENT, SUPPORTED_SUMMARY, Affine, Node, batchnorm_axis_refusal,
+                                            unsupported)
+from rnnskip.errors import RnnskipError
+
+#: nodes that compute nothing (so are no layer of the model to assemble)
+_NOTHING = (INPUT, NOOP)
+
+
+def _is_identity(node: Node) -> bool:
+    """Nothing between two layers: a fold may reach across it."""
+    return node.kind in _NOTHING or (node.kind == ACTIVATION and node.value == "linear")
+
+
+def _previous(nodes: List[Node]) -> Optional[Node]:
+    """The last node of ``nodes`` that is not the identity."""
+    return next((node for node in reversed(nodes) if not _is_identity(node)), None)
+
+
+def _is_linear_dense(node: Optional[Node]) -> bool:
+    return node is not None and node.kind == DENSE and node.value.activation == "linear"
+
+
+# --------------------------------------------------------------------------
+# 1. BatchNormalization
+
+def fold_batchnorm(nodes: List[Node]) -> List[Node]:
+    """Fold every BatchNormalization into an adjacent layer; returns the nodes left.
+
+    After a linear Dense (nothing but no-ops and linear Activations between): into its
+    kernel and bias. Otherwise into the input of the next Dense or recurrent layer, if only
+    no-ops, linear Activations and further BatchNormalizations (combined with it) lie
+    between. A BatchNormalization that fits neither stays in the chain: the next passes
+    refuse it, or what stands in its way.
+    """
+    out: List[Node] = []
+    pending: Optional[Node] = None   # folds into the next Dense / recurrent layer
+    last_recurrent: Optional[RNNLayer] = None
+    for node in nodes:
+        if node.kind == BATCHNORM:
+            # the feature axis: the last of [batch, time, features], or of [batch, units]
+            # after a recurrent layer that returns only its last output
+            rank = 3 if last_recurrent is None or last_recurrent.return_sequences else 2
+            if not support.batchnorm_axis_ok(node.layer.config, rank):
+                raise LayerError(batchnorm_axis_refusal(node.layer), node.name)
+            affine: Affine = node.value
+            if pending is not None:  # BN after BN: one affine map
+                first: Affine = pending.value
+                pending.value = Affine(first.scale * affine.scale, first.shift * affine.scale + affine.shift)
+                _folded(node, pending)
+                continue
+            before = _previous(out)
+            if _is_linear_dense(before):
+                support.fold_after(before.value, affine.scale, affine.shift)
+                _folded(node, before)
+                continue
+            pending = node
+            out.append(node)
+            continue
+        if pending is not None:
+            if node.kind in (DENSE, RECURRENT):
+                fold = support.fold_before_dense if node.kind == DENSE else cells.cell_of(node.value.kind).fold_input_affine
+                fold(node.value, pending.value.scale, pending.value.shift)
+                out.remove(pending)
+                _folded(pending, node, note_on=node)   # noted where the layer it went into is
+                pending = None
+            elif not _is_identity(node):
+                pending = None   # blocked: stays in the chain, refused later
+        if node.kind == RECURRENT:
+            last_recurrent = node.value
+        out.append(node)
+    return out
+
+
+def _folded(bn: Node, into: Node, note_on: Optional[Node] = None) -> None:
+    """Record ``bn`` folded into ``into``; the note goes with ``note_on`` (default: ``bn``)."""
+    bn.status = f"folded into '{into.name}'"
+    (note_on or bn).notes.append(f"folded BatchNormalization '{bn.name}' into '{into.name}'")
+
+
+# --------------------------------------------------------------------------
+# 2. Activation
+
+def fold_activations(nodes: List[Node]) -> List[Node]:
+    """Fold every Activation into the linear Dense right before it (softmax not into the
+    Dense before the recurrent layers), drop the linear ones elsewhere, refuse the rest."""
+    out: List[Node] = []
+    seen_recurrent = False
+    for node in nodes:
+        seen_recurrent = seen_recurrent or node.kind == RECURRENT
+        if node.kind != ACTIVATION:
+            out.append(node)
+            continue
+        act = node.value
+        before = _previous(out)
+        if _is_linear_dense(before) and (act != "softmax" or seen_recurrent):
+            before.value.activation = act
+            node.status = f"folded into '{before.name}'"
+            node.notes.append(f"folded Activation '{node.name}' ({act}) into '{before.name}'")
+        elif act == "linear":
+            node.status = "dropped (linear)"
+            node.notes.append(f"dropped Activation '{node.name}' (linear)")
+        else:
+            raise LayerError(f"layer '{node.name}' (Activation '{act}') is supported only directly after "
+                             "a linear Dense (it is folded into it)", node.name)
+    return out
+
+
+# --------------------------------------------------------------------------
+# 3. the chain
+
+def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) -> ModelIR:
+    """The IR of a chain of nodes, once BatchNormalization and Activation layers are folded.
+
+    The grammar (no-ops and InputLayer anywhere)::
+
+        model  := front recurrent [recurrent] head
+        front  := Embedding                        token ids
+                | [Masking] [Dense]                float features, at most one per-step Dense
+        head   := Dense*                           softmax only on the last
+
+    and: an Embedding or Masking comes first; a second recurrent layer needs the first to
+    return sequences; a Dense head on a recurrent layer that returns sequences runs on
+    every step (one output per step, as with ``return_sequences=True`` at the output); the
+    per-step Dense is not softmax; every layer's input width is the width before it; the
+    declared input shape, if any, is ``[batch, time, features]`` or token ids.
+    ``notes``: what the handlers and folds noted, in chain order.
+    """
+    embedding = None
+    input_dense: Optional[DenseLayer] = None
+    mask_value: Optional[float] = None
+    rnns: List[RNNLayer] = []
+    head: List[DenseLayer] = []
+    seen_input_transform = False   # an Embedding, Dense or BatchNormalization on the raw input
+    unfolded_bn: Optional[Node] = None
+    per_step = False               # one output per time step
+    shape = next((n.layer.declared_shape for n in nodes if n.layer.declared_shape is not None), None)
+
+    for node in nodes:
+        name, layer = node.name, node.layer
+        if node.kind in _NOTHING:
+            continue
+        if node.kind == BATCHNORM:   # one the fold pass could not place
+            unfolded_bn = unfolded_bn or node
+            seen_input_transform = True
+            continue
+        if node.kind == EMBEDDING:
+            if seen_input_transform or mask_value is not None:
+                raise LayerError(f"layer '{name}' (Embedding) is not the first layer: rnnskip supports an "
+                                 "Embedding only directly on the token-id input", name)
+            embedding = node.value
+            seen_input_transform = True
+            continue
+        if node.kind == MASKING:
+            if seen_input_transform:
+                raise LayerError(f"layer '{name}' (Masking) is not on the raw input: rnnskip supports Masking "
+                                 "only directly after the input", name)
+            mask_value = node.value
+            continue
+        if node.kind == RECURRENT:
+            if head:
+                raise LayerError(unsupported(layer, " after the Dense head"), name)
+            if len(rnns) == 2:
+                raise LayerError(f"layer '{name}' ({layer.display}) is a 3rd recurrent layer: rnnskip converts "
+                                 "1 or 2 stacked recurrent layers", name)
+            if rnns and not rnns[-1].return_sequences:
+                raise LayerError(f"layer '{rnns[-1].name}' ({cells.cell_of(rnns[-1].kind).label}) feeds '{name}' but has "
+                                 "return_sequences=False: the model config is inconsistent", rnns[-1].name)
+            rnns.append(node.value)
+            seen_input_transform = True
+            continue
+        if node.kind == DENSE:
+            cls = layer.display
+            dense: DenseLayer = node.value
+            if not rnns:
+                if embedding is not None:
+                    raise LayerError(f"layer '{name}' ({cls}) between the Embedding and the RNN is not supported: "
+                                     "rnnskip supports a per-step Dense only on float-feature input", name)
+                if input_dense is not None:
+                    raise LayerError(f"layer '{name}' ({cls}) is a 2nd per-step Dense before the RNN: rnnskip "
+                                     "supports at most one", name)
+                if dense.activation == "softmax":
+                    raise LayerError(f"layer '{name}' ({cls}) before the RNN uses softmax: rnnskip supports "
+                                     "linear/relu/tanh/sigmoid there", name)
+                input_dense = dense
+                seen_input_transform = True
+                continue
+            if node.time_distributed and not rnns[-1].return_sequences:
+                raise LayerError(f"layer '{name}' ({cls}) follows '{rnns[-1].name}', which has "
+                                 "return_sequences=False: the model config is inconsistent", name)
+            if rnns[-1].return_sequences:
+                per_step = True   # a Dense head on every step's output (sequence labelling)
+            if head and head[-1].activation == "softmax":
+                raise LayerError(f"layer '{name}' (Dense) follows softmax layer '{head[-1].name}': rnnskip "
+                                 "supports softmax only on the last layer", name)
+            head.append(dense)
+            continue
+        raise LayerError(unsupported(layer), name)   # not reached: the passes place or refuse the rest
+
+    if not rnns:
+        raise RnnskipError(f"model '{model_name}' has no recurrent layer: {SUPPORTED_SUMMARY}")
+    if unfolded_bn is not None:
+        raise LayerError(f"layer '{unfolded_bn.name}' (BatchNormalization) has no linear Dense before it and no "
+                         "Dense after it: rnnskip folds BatchNormalization into an adjacent Dense or recurrent "
+                         "layer", unfolded_bn.name)
+    if rnns[-1].return_sequences:
+        per_step = True   # return_sequences=True at the output: one output per step
+    notes = list(notes)
+    if embedding is not None:
+        inp = embedding
+    else:
+        features = input_dense.in_dim if input_dense is not None else rnns[0].input_dim
+        if shape and len(shape) == 3 and shape[2] is not None and int(shape[2]) != features:
+            raise RnnskipError(f"model input has {shape[2]} features but the first layer expects {features}: "
+                               "the file is inconsistent")
+        if shape and len(shape) != 3:
+            raise RnnskipError(f"model input has shape {shape}: rnnskip expects [batch, time, features] floats "
+                               "or [batch, time] token ids")
+        inp = FeatureInput(features=int(features), dense=input_dense, mask_value=mask_value)
+    if shape and len(shape) >= 2 and shape[1] is not None:
+        notes.append(f"input declares a fixed length of {shape[1]} steps; rnnskip accepts any length")
+
+    width = inp.dim
+    for r in rnns:
+        if r.input_dim != width:
+            raise LayerError(f"layer '{r.name}' ({cells.cell_of(r.kind).label}) expects {r.input_dim} inputs but gets {width}: "
+                             "the file is inconsistent", r.name)
+        width = r.units
+    for d in head:
+        if d.in_dim != width:
+            raise LayerError(f"layer '{d.name}' (Dense) expects {d.in_dim} inputs but gets {width}: "
+                             "the file is inconsistent", d.name)
+        width = d.out_dim
+    return ModelIR(input=inp, rnn_layers=rnns, head=head, name=model_name, source=path, notes=notes,
+                   per_step=per_step)

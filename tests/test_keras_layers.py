@@ -1,0 +1,386 @@
+"""The importer's structure: one handler per Keras layer class, the fold passes on small
+hand-made chains, and ``rnnskip inspect`` giving the importer's own refusal for every
+refused layer of the corpus."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnskip import cells
+from rnnskip.converter import keras_layers
+from rnnskip.converter.ir import DenseLayer
+from rnnskip.converter.keras_files import WeightStore
+from rnnskip.converter.keras_graph import KerasLayer
+from rnnskip.converter.keras_import import describe_model_file, load_model_file
+from rnnskip.converter.keras_layers import HANDLERS, RecurrentHandler, handler_for, layer_refusals
+from rnnskip.converter.keras_passes import assemble, fold_activations, fold_batchnorm
+from rnnskip.converter.support import LayerError
+from rnnskip.errors import RnnskipError
+from rnnskip.inspect import inspect_file
+
+try:
+    from . import keras_models as km
+    from . import zoo_models as zoo_cases
+except ImportError:
+    import keras_models as km
+    import zoo_models as zoo_cases
+
+ROOT = Path(__file__).resolve().parent.parent
+CONVERTER = ROOT / "rnnskip" / "converter"
+
+
+# --------------------------------------------------------------------------
+# the handler table
+
+def _matrix_classes():
+    """(classes of the support matrix's converting rows, classes only ever refused there)."""
+    converts, refused = set(), set()
+    for line in (ROOT / "docs" / "support_matrix.md").read_text().splitlines():
+        cols = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cols) < 3 or not any(("✓" in c or "✗" in c) for c in cols[2:]):
+            continue
+        label = {"Dense head": "Dense", "no-ops / BatchNormalization": "BatchNormalization", "any": ""}.get(
+            cols[0], cols[0])
+        names = set(re.findall(r"[A-Za-z0-9]+", label))
+        (converts if any("✓" in c for c in cols[2:]) else refused).update(names)
+    return converts, refused - converts
+
+
+def test_every_class_of_the_support_matrix_has_one_handler():
+    converts, refused = _matrix_classes()
+    assert {"LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "Dense", "TimeDistributed",
+            "BatchNormalization"} <= converts
+    readme = {"Embedding", "Masking", "Dropout", "SpatialDropout1D", "GaussianNoise", "Activation", "RNN",
+              "InputLayer"}
+    for cls in converts | readme:
+        assert cls in HANDLERS, cls
+        assert cls in HANDLERS[cls].classes
+    # the matrix's classes without a handler are refused because of that (Bidirectional, Conv1D)
+    unhandled = {cls for cls in converts | refused if cls not in HANDLERS}
+    assert unhandled == {"Bidirectional", "Conv1D"} and unhandled <= refused
+    for cls in unhandled:
+        layer = KerasLayer({"class_name": cls, "config": {"name": "x"}})
+        assert handler_for(layer) is keras_layers.UNSUPPORTED
+        assert layer_refusals(layer) == [f"layer 'x' ({cls}) is not supported: {keras_layers.SUPPORTED_SUMMARY}"]
+
+
+def test_handlers_claim_disjoint_classes():
+    handlers = {id(h): h for h in HANDLERS.values()}.values()
+    claimed = [cls for h in handlers for cls in h.classes]
+    assert len(claimed) == len(set(claimed)) == len(HANDLERS)
+    assert all(HANDLERS[cls] is h for h in handlers for cls in h.classes)
+
+
+def test_recurrent_handlers_come_from_the_cells():
+    for cell in cells.CELLS.values():
+        for cls in cell.keras_classes:
+            h = HANDLERS[cls]
+            assert isinstance(h, RecurrentHandler) and h.cell is cell
+        for cell_cls in cell.keras_cell_classes:
+            rnn = KerasLayer({"class_name": "RNN", "config": {"name": "r", "cell": {"class_name": cell_cls,
+                                                                                      "config": {"units": 3}}}})
+            assert HANDLERS["RNN"].cell_of(rnn) is cell
+    keras_classes = {cls for cell in cells.CELLS.values() for cls in cell.keras_classes}
+    recurrent = {cls for cls, h in HANDLERS.items() if isinstance(h, RecurrentHandler)}
+    assert recurrent == keras_classes | {"RNN"}
+
+
+def _code_strings(path: Path):
+    """The string constants of a module's code (docstrings aside)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node.value
+
+
+def test_importer_never_names_a_cell_kind():
+    """Recurrent specifics belong to rnnskip/cells: the importer names no cell kind or class."""
+    names = set()
+    for cell in cells.CELLS.values():
+        names |= {cell.kind, cell.label, *cell.keras_classes, *cell.keras_cell_classes}
+    for path in CONVERTER.glob("keras_*.py"):
+        for s in _code_strings(path):
+            words = set(re.findall(r"[A-Za-z_]+", s))
+            assert not words & names, (path.name, s)
+
+
+def test_inspect_uses_only_public_importer_names():
+    tree = ast.parse((ROOT / "rnnskip" / "inspect.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and "converter" in node.module:
+            assert all(not a.name.startswith("_") for a in node.names), ast.dump(node)
+        if isinstance(node, ast.Attribute):
+            assert not node.attr.startswith("_") or node.attr.startswith("__"), node.attr
+
+
+# --------------------------------------------------------------------------
+# the passes on hand-made chains
+
+class ArrayWeights(WeightStore):
+    """Weights from a dict: layer name -> {role: array}."""
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def datasets(self, layer):
+        return list(self.arrays.get(layer.name, {}).items())
+
+
+def layer(cls, name, **cfg):
+    return KerasLayer({"class_name": cls, "config": dict(name=name, **cfg)})
+
+
+RNG = np.random.default_rng(3)
+F, U, D = 3, 4, 5
+
+
+def weights():
+    n = lambda *shape: RNG.normal(0, 0.5, shape).astype(np.float32)  # noqa: E731
+    bn = lambda k: {"gamma": n(k) + 1, "beta": n(k), "moving_mean": n(k),  # noqa: E731
+                    "moving_variance": np.abs(n(k)) + 0.5}
+    return ArrayWeights({
+        "lstm": {"kernel": n(F, 4 * U), "recurrent_kernel": n(U, 4 * U), "bias": n(4 * U)},
+        "dense": {"kernel": n(U, D), "bias": n(D)}, "dense_in": {"kernel": n(F, F), "bias": n(F)},
+        "out": {"kernel": n(D, 2), "bias": n(2)},
+        "bn": bn(D), "bn_in": bn(F), "bn_in2": bn(F)})
+
+
+LSTM = layer("LSTM", "lstm", units=U)
+DENSE = layer("Dense", "dense", units=D, activation="linear")
+OUT = layer("Dense", "out", units=2, activation="linear")
+
+
+def read(layers, store):
+    return [handler_for(l).build(l, store) for l in layers]
+
+
+def bn_map(store, name, x):
+    w = store.arrays[name]
+    return (x - w["moving_mean"]) / np.sqrt(w["moving_variance"] + 1e-3) * w["gamma"] + w["beta"]
+
+
+def test_batchnorm_after_a_linear_dense_folds_into_it():
+    store = weights()
+    nodes = read([LSTM, DENSE, layer("BatchNormalization", "bn"), OUT], store)
+    left = fold_batchnorm(nodes)
+    assert [n.name for n in left] == ["lstm", "dense", "out"]
+    assert nodes[2].status == "folded into 'dense'"
+    assert nodes[2].notes == ["folded BatchNormalization 'bn' into 'dense'"]
+    h = RNG.normal(size=(7, U))
+    w = store.arrays["dense"]
+    folded: DenseLayer = nodes[1].value
+    np.testing.assert_allclose(h @ folded.kernel + folded.bias, bn_map(store, "bn", h @ w["kernel"] + w["bias"]),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_before_a_recurrent_layer_folds_into_its_input():
+    store = weights()
+    nodes = read([layer("BatchNormalization", "bn_in"), layer("BatchNormalization", "bn_in2"), LSTM, DENSE],
+                 store)
+    left = fold_batchnorm(nodes)
+    assert [n.name for n in left] == ["lstm", "dense"]
+    assert nodes[1].status == "folded into 'bn_in'" and nodes[0].status == "folded into 'lstm'"
+    # BN after BN first becomes one map, then goes into the recurrent layer's input weights
+    assert nodes[1].notes == ["folded BatchNormalization 'bn_in2' into 'bn_in'"]
+    assert nodes[2].notes == ["folded BatchNormalization 'bn_in' into 'lstm'"]
+    x = RNG.normal(size=(7, F))
+    w = store.arrays["lstm"]
+    rnn = nodes[2].value
+    want = bn_map(store, "bn_in2", bn_map(store, "bn_in", x)) @ w["kernel"] + w["bias"]
+    np.testing.assert_allclose(x @ rnn.kernel + rnn.bias, want, rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_after_an_activation_goes_into_the_next_dense():
+    """Dense -> Activation(relu) -> BN -> Dense: the BN acts after the relu, so it cannot go
+    into the first Dense; it goes into the second one's input."""
+    store = weights()
+    nodes = read([LSTM, DENSE, layer("Activation", "act", activation="relu"), layer("BatchNormalization", "bn"),
+                  OUT], store)
+    left = fold_activations(fold_batchnorm(nodes))
+    assert [n.name for n in left] == ["lstm", "dense", "out"]
+    assert nodes[2].status == "folded into 'dense'" and nodes[3].status == "folded into 'out'"
+    h = RNG.normal(size=(7, U))
+    w, o = store.arrays["dense"], store.arrays["out"]
+    want = bn_map(store, "bn", np.maximum(h @ w["kernel"] + w["bias"], 0)) @ o["kernel"] + o["bias"]
+    first, second = nodes[1].value, nodes[4].value
+    got = np.maximum(h @ first.kernel + first.bias, 0) @ second.kernel + second.bias
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_dense_then_softmax_activation_folds():
+    store = weights()
+    nodes = read([LSTM, DENSE, layer("Activation", "act", activation="softmax")], store)
+    left = fold_activations(fold_batchnorm(nodes))
+    assert [n.name for n in left] == ["lstm", "dense"]
+    assert nodes[1].value.activation == "softmax"
+    assert nodes[2].status == "folded into 'dense'"
+    assert nodes[2].notes == ["folded Activation 'act' (softmax) into 'dense'"]
+    ir = assemble(left, "m", "m.h5", [n for node in nodes for n in node.notes])
+    assert [d.activation for d in ir.head] == ["softmax"]
+    assert ir.notes == ["folded Activation 'act' (softmax) into 'dense'"]
+
+
+def test_linear_activation_after_a_recurrent_layer_is_dropped():
+    nodes = read([LSTM, layer("Activation", "act", activation="linear"), DENSE], weights())
+    assert [n.name for n in fold_activations(nodes)] == ["lstm", "dense"]
+    assert nodes[1].status == "dropped (linear)" and nodes[1].notes == ["dropped Activation 'act' (linear)"]
+
+
+def test_relu_activation_after_a_recurrent_layer_is_refused():
+    nodes = read([LSTM, layer("Activation", "act_relu", activation="relu"), DENSE], weights())
+    with pytest.raises(LayerError) as ei:
+        fold_activations(fold_batchnorm(nodes))
+    assert str(ei.value) == ("layer 'act_relu' (Activation 'relu') is supported only directly after a linear "
+                             "Dense (it is folded into it)")
+    assert ei.value.layer == "act_relu"
+
+
+def test_softmax_does_not_fold_into_the_per_step_dense():
+    nodes = read([layer("Dense", "dense_in", units=F), layer("Activation", "act", activation="softmax"), LSTM],
+                 weights())
+    with pytest.raises(LayerError, match=r"'act' \(Activation 'softmax'\) is supported only directly after"):
+        fold_activations(nodes)
+
+
+def test_batchnorm_with_nothing_to_fold_into_is_refused_by_the_grammar():
+    store = weights()
+    nodes = read([LSTM, layer("Dense", "dense", units=D, activation="relu"), layer("BatchNormalization", "bn")],
+                 store)
+    left = fold_activations(fold_batchnorm(nodes))
+    assert [n.name for n in left] == ["lstm", "dense", "bn"]
+    with pytest.raises(LayerError) as ei:
+        assemble(left, "m", "m.h5", [])
+    assert str(ei.value) == ("layer 'bn' (BatchNormalization) has no linear Dense before it and no Dense after it: "
+                             "rnnskip folds BatchNormalization into an adjacent Dense or recurrent layer")
+    assert ei.value.layer == "bn"
+
+
+def test_batchnorm_on_the_time_axis_is_refused_by_the_fold():
+    store = weights()
+    bn_time = layer("BatchNormalization", "bn_in", axis=[1])
+    assert layer_refusals(bn_time) == []   # axis 1 is the feature axis after a recurrent layer's last output
+    with pytest.raises(LayerError, match=r"'bn_in' \(BatchNormalization\) normalises axis \[1\]"):
+        fold_batchnorm(read([bn_time, LSTM, DENSE], store))
+
+
+# --------------------------------------------------------------------------
+# the corpus: inspect shows the importer's refusal on the refused layer
+
+def _agree(path):
+    with pytest.raises(RnnskipError) as ei:
+        load_model_file(path)
+    error = str(ei.value)
+    desc = describe_model_file(path)
+    ins = inspect_file(path, target_names=["cortex-m4"])
+    assert desc.error == error and ins.blockers[0] == error and not ins.converts
+    refused = getattr(ei.value, "layer", None)
+    if refused is not None:
+        row = next(row for row in desc.layers if row.name == refused)
+        assert row.status == f"refused: {error}"
+        assert {l.name: l.status for l in ins.layers}[refused] == row.status
+        if row.refusals:   # a refusal of the layer on its own: the very line the importer raised
+            assert row.refusals[0] == error
+    for row in desc.layers:   # every layer's own refusals are among inspect's blockers
+        assert set(row.refusals) <= set(ins.blockers)
+    return error
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("name", list(km.REFUSED))
+def test_inspect_gives_the_importers_refusal_keras_models(zoo, name):
+    for path in zoo.refused[name].values():
+        error = _agree(path)
+        for word in km.REFUSED[name][1]:
+            assert word in error
+
+
+@pytest.fixture(scope="module")
+def refused_corpus(tmp_path_factory):
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf_keras")
+    pytest.importorskip("keras")
+    names = {c.name for c in zoo_cases.CASES if c.refused}
+    return zoo_cases.build_corpus(tmp_path_factory.mktemp("refused"), names=names)
+
+
+@pytest.mark.keras
+def test_inspect_gives_the_importers_refusal_zoo(refused_corpus):
+    assert len(refused_corpus) >= 15
+    for f in refused_corpus:
+        error = _agree(f.path)
+        for word in f.case.refused:
+            assert word in error, (f.id, error)
+
+
+# --------------------------------------------------------------------------
+# describe_model_file: every layer's row
+
+def _old_h5(path, layers):
+    """A Keras 2.2-era Sequential .h5: ``layers`` = [(class, config, {role: array})]."""
+    import json
+    import h5py
+    entries = []
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = b"2.2.4"
+        mw = f.create_group("model_weights")
+        for i, (cls, cfg, arrays) in enumerate(layers):
+            cfg = dict(cfg, **({"batch_input_shape": [None, None, F]} if i == 0 else {}))
+            entries.append({"class_name": cls, "config": cfg})
+            g = mw.create_group(cfg["name"])
+            names = [f"{cfg['name']}/{role}:0" for role in arrays]
+            g.attrs["weight_names"] = [n.encode() for n in names]
+            for n, a in zip(names, arrays.values()):
+                g[n] = a
+        f.attrs["model_config"] = json.dumps(
+            {"class_name": "Sequential", "config": {"name": "sequential_1", "layers": entries}}).encode()
+    return path
+
+
+def test_describe_rows(tmp_path):
+    store = weights().arrays
+    path = _old_h5(tmp_path / "m.h5", [
+        ("Masking", {"name": "masking", "mask_value": 0.0}, {}),
+        ("BatchNormalization", {"name": "bn_in", "axis": -1}, store["bn_in"]),
+        ("LSTM", {"name": "lstm", "units": U, "recurrent_dropout": 0.2}, store["lstm"]),
+        ("Dropout", {"name": "dropout", "rate": 0.5}, {}),
+        ("Dense", {"name": "dense", "units": D, "activation": "linear"}, store["dense"]),
+        ("Activation", {"name": "act", "activation": "softmax"}, {})])
+    desc = describe_model_file(path)
+    assert (desc.format, desc.keras_version, desc.model_name, desc.error) == ("h5", "2.2.4", "sequential_1", "")
+    rows = [(r.name, r.cls, r.params, r.options, r.status) for r in desc.layers]
+    assert rows == [
+        ("masking", "Masking", 0, "mask_value=0.0", "converted (masking)"),
+        ("bn_in", "BatchNormalization", 4 * F, "", "folded into 'lstm'"),
+        ("lstm", "LSTM", (F + U + 1) * 4 * U, "units=4", "converted"),
+        ("dropout", "Dropout", 0, "rate=0.5", "dropped (inference no-op)"),
+        ("dense", "Dense", (U + 1) * D, "units=5, activation=linear", "converted"),
+        ("act", "Activation", 0, "activation=softmax", "folded into 'dense'")]
+    assert load_model_file(path).notes == [
+        "recurrent_dropout=0.2 of 'lstm' ignored (inference no-op)", "folded BatchNormalization 'bn_in' into 'lstm'",
+        "dropped Dropout 'dropout' (inference no-op)", "folded Activation 'act' (softmax) into 'dense'"]
+
+
+def test_describe_a_refused_model(tmp_path):
+    store = weights().arrays
+    path = _old_h5(tmp_path / "m.h5", [
+        ("LSTM", {"name": "lstm", "units": U, "stateful": True}, store["lstm"]),
+        ("Dropout", {"name": "dropout", "rate": 0.5}, {}),
+        ("Dense", {"name": "dense", "units": D, "activation": "selu"}, store["dense"])])
+    desc = describe_model_file(path)
+    stateful = ("layer 'lstm' (LSTM) has stateful=True, which is not supported: rnnskip converts stateless RNNs "
+                "(re-save with stateful=False)")
+    selu = ("layer 'dense' (Dense) uses activation='selu': rnnskip supports Dense activations linear, relu, tanh, "
+            "sigmoid, hard_sigmoid, softsign, softmax (last layer)")
+    assert desc.error == stateful
+    assert [(r.status, r.refusals) for r in desc.layers] == [
+        (f"refused: {stateful}", [stateful]), ("dropped (inference no-op)", []), (f"refused: {selu}", [selu])]
+    ins = inspect_file(path)
+    assert ins.blockers == [stateful, selu] and not ins.converts
+    assert ins.params == (F + U + 1) * 4 * U + (U + 1) * D

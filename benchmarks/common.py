@@ -37,6 +37,7 @@ def convert(*args, **kw) -> dict:
     """rnnskip-convert from Python (rnnskip.pipeline.convert.run_convert, same arguments): prints
     the table as the command does and fails on any mismatch with the golden model; the report."""
     import sys
+
     from rnnskip.pipeline.convert import run_convert
     conv = run_convert(*args, log=print, note=lambda s: print(s, file=sys.stderr), **kw)
     print(conv.summary())

@@ -53,8 +53,8 @@ def _golden_eval(model, data, calib, delta_json=None):
     """Accuracies and MACs from the golden models only (no emulation): float, dense int8, delta int8."""
     from rnnskip import pipeline
     from rnnskip.datasets import load_npz
-    from rnnskip.delta.spec import DeltaSpec
     from rnnskip.delta.golden import effective_macs, run_stats, with_delta
+    from rnnskip.delta.spec import DeltaSpec
     from rnnskip.quant.golden import GoldenModel, predict_classes
     ir = pipeline.import_model(model)
     ds, cal = load_npz(str(data), ir), load_npz(str(calib), ir)
@@ -119,13 +119,12 @@ def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
     """Cycles per step by part, delta firmware vs the dense firmware of the same model,
     on the first k sequences of ``data`` (emulated function profile). The cell kernels are
     inlined into rnnskip_step, so 'step code' is the cells plus the step's bookkeeping."""
-    from rnnskip import outputs
-    from rnnskip import targets
+    from rnnskip import outputs, targets
     from rnnskip.datasets import load_npz
-    from rnnskip.emulators.unicorn import profile_functions
     from rnnskip.delta.golden import effective_macs, run_stats
-    from rnnskip.quant.golden import GoldenModel
+    from rnnskip.emulators.unicorn import profile_functions
     from rnnskip.pipeline import workdir
+    from rnnskip.quant.golden import GoldenModel
     qm, ir = workdir.load_model(conv_dir), workdir.load_ir(conv_dir)
     ds = load_npz(str(data), ir)
     ds = ds.subset(np.arange(min(k, len(ds))))
@@ -156,14 +155,13 @@ def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
 def step_sweep(model, data, calib, thetas, k=12) -> dict:
     """Cycles per inference of the firmware at uniform thresholds (first k sequences),
     with the dense firmware and theta = 0 with / without the dense fallback."""
-    from rnnskip import pipeline
-    from rnnskip import targets
+    from rnnskip import pipeline, targets
     from rnnskip.datasets import load_npz
+    from rnnskip.delta.golden import densities, effective_macs, run_stats, with_delta
     from rnnskip.delta.spec import DeltaSpec
     from rnnskip.emulators.base import STAT_FIELDS
     from rnnskip.emulators.unicorn import Unicorn
     from rnnskip.generate import generate
-    from rnnskip.delta.golden import densities, effective_macs, run_stats, with_delta
     ir = pipeline.import_model(model)
     ds, cal = load_npz(str(data), ir), load_npz(str(calib), ir)
     ds = ds.subset(np.arange(min(k, len(ds))))
@@ -245,7 +243,8 @@ def fsdd_official(quick: bool) -> dict:
 
 
 def fsdd_loso(quick: bool) -> dict:
-    from .fsdd import SPEAKERS, train as train_fsdd
+    from .fsdd import SPEAKERS
+    from .fsdd import train as train_fsdd
     out = {}
     for spk in (SPEAKERS[:1] if quick else SPEAKERS):
         r = train_fsdd(f"loso:{spk}")
@@ -301,6 +300,7 @@ def japanese_vowels(quick: bool) -> dict:
 # ---------------------------------------------------------------- SST-2
 def sst2(quick: bool) -> dict:
     from rnnskip.datasets import Vocab, load_sst2, save_npz
+
     from .sst2_model import DEFAULT_CONFIG, _sst2_dir, train_sst2
     base = Path(bench_out("sst2"))
     paths = train_sst2(shared_data(), str(base), verbose=0)

@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from rnnskip.datasets import load_imdb, load_npz, save_npz
+from rnnskip.datasets import load_imdb, save_npz
 
 from .common import bench_out, config_hash, fmt_seconds, read_json, shared_data, versions, write_json
 from .sst2_model import _bucketed_sequence

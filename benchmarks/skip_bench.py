@@ -17,7 +17,6 @@ Data (chosen before looking at test results):
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ SETS = {
 
 def _sst2(out: Path) -> dict:
     from rnnskip.datasets import Vocab, load_sst2, save_npz
+
     from .sst2_model import DEFAULT_CONFIG, train_sst2
     p = train_sst2(shared_data(), bench_out("sst2"))
     d = {"model": p["model"], "vocab": p["vocab"], "calib": p["train"], "test": p["dev"], "test_emulate": p["dev"],
@@ -59,6 +59,7 @@ def _sst2(out: Path) -> dict:
 
 def _imdb(out: Path) -> dict:
     from rnnskip.datasets import load_npz, save_npz
+
     from .imdb_model import train_imdb
     p = train_imdb(shared_data(), bench_out("imdb"))
     d = {"model": p["model"], "vocab": p["vocab"], "calib": p["train"], "test": p["test"],

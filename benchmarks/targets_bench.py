@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnskip import boards, targets
-from rnnskip import pipeline
+from rnnskip import boards, pipeline, targets
 from rnnskip.datasets import Dataset, load_npz
 from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.errors import RnnskipError

@@ -82,7 +82,6 @@ def _edit_layer_configs(cfg, fn):
 def rebuild(model, variant: str, T):
     """A copy of ``model`` with batch 1, time ``T`` (None = dynamic) and the
     variant's RNN / masking settings, carrying the same weights."""
-    import tf_keras as tfk
 
     cfg = model.get_config()
     unroll = variant == "unrolled-masked"

@@ -18,6 +18,7 @@ def train(out: Path, seed: int = 0):
     import warnings
     warnings.filterwarnings("ignore")
     import numpy as np
+
     from rnnskip.datasets import load_aeon, save_npz
     from rnnskip.tfquiet import quiet_stderr
     with quiet_stderr():   # TensorFlow's C++ start-up lines go straight to stderr

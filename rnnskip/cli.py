@@ -14,7 +14,6 @@ import click
 
 from .cli_support import OneLineCommand, OneLineGroup, guard, note
 
-
 _common = [
     click.option("--target", "target_name", default=None, help="Cortex-M target (see 'rnnskip targets'; default: the board's core, else cortex-m4)."),
     click.option("--board", "board_name", default=None, help="Board: the target's core on a real part's memory map (see 'rnnskip boards')."),
@@ -98,6 +97,7 @@ def main():
 
 main.add_command(convert_cmd)
 from .delta.cli import delta_train_cmd, delta_tune_cmd  # noqa: E402  (delta networks)
+
 main.add_command(delta_tune_cmd)
 main.add_command(delta_train_cmd)
 
@@ -113,6 +113,7 @@ def inspect_cmd(model, max_t, target_names, as_json):
     (exit status 0) or what blocks it (exit status 1, also when it fits none of the --target
     cores asked for), without calibration data or a compiler."""
     import json as _json
+
     from .inspect import format_text, inspect_file
     ins = inspect_file(model, max_t=max_t, target_names=list(target_names) or None)
     click.echo(_json.dumps(ins.to_dict(), indent=2) if as_json else format_text(ins))

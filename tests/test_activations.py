@@ -9,8 +9,8 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from random_models import random_data, random_ir
+
 from rnnskip import pipeline
 from rnnskip.datasets import Dataset
 from rnnskip.emulators.unicorn import Unicorn
@@ -127,6 +127,7 @@ def test_firmware_links_only_the_tables_it_reads(tmp_path):
     """Every table is compiled; the linker keeps the ones the model's kernels read, and the
     flash estimate counts exactly those."""
     from elftools.elf.elffile import ELFFile
+
     from rnnskip import targets
     from rnnskip.generate import tables_used
     from rnnskip.quant.act import LUT_NAMES

@@ -5,8 +5,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from random_models import generated_mixed
+
 from rnnskip import boards, targets
 from rnnskip.boards.firmware import build_board_firmware, make_bundle
 from rnnskip.errors import RnnskipError
@@ -51,6 +51,7 @@ def test_resolve_target_and_board():
 
 def test_cli_lists_boards():
     from click.testing import CliRunner
+
     from rnnskip.cli import main
     r = CliRunner().invoke(main, ["boards"])
     assert r.exit_code == 0, r.output
@@ -77,8 +78,9 @@ def test_board_firmware_builds(model, name):
     check_fits(qm, x.shape[1], t, where=f"board {name}", bundled_bytes=bundle.flash_bytes())
     fw = build_board_firmware(d / "src", d / name, b, bundle, "dsp" if t.dsp else "plain", "mixed")
     assert 0 < fw.flash_bytes < b.flash_size and 0 < fw.ram_bytes < b.ram_size
-    from rnnskip.build import section_sizes
     from elftools.elf.elffile import ELFFile
+
+    from rnnskip.build import section_sizes
     with open(fw.elf, "rb") as f:
         e = ELFFile(f)
         vec = e.get_section_by_name(".isr_vector")

@@ -279,10 +279,11 @@ def test_sigterm_removes_the_partial_folder(model_and_data, tmp_path):
 
 def test_nan_weights_and_far_off_data_refused(tmp_path):
     from random_models import random_data, random_ir
+
     from rnnskip.converter.keras_import import check_supported
+    from rnnskip.datasets import Dataset
     from rnnskip.errors import RnnskipError
     from rnnskip.pipeline import quantize_model
-    from rnnskip.datasets import Dataset
     ir = random_ir("feat-lstm-lstm", seed=3)
     ir.rnn_layers[1].recurrent_kernel[0, 2] = np.nan
     with pytest.raises(RnnskipError, match="layer '.*' has 1 NaN or infinite weights"):

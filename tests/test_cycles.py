@@ -9,7 +9,7 @@ import pytest
 
 from rnnskip.errors import RnnskipError
 from rnnskip.simulator import cycles as C
-from rnnskip.simulator.decode import FLASH, SRAM, OTHER, Decoder
+from rnnskip.simulator.decode import FLASH, OTHER, SRAM, Decoder
 
 T = C.CORTEX_M4
 

@@ -5,8 +5,17 @@ import numpy as np
 import pytest
 
 from rnnskip.converter.ir import DenseLayer, EmbeddingInput, FeatureInput, ModelIR, RNNLayer
-from rnnskip.datasets import (Dataset, Vocab, infer_lengths, load_aeon, load_imdb, load_npz,
-                              load_sst2, load_stopwords, save_npz)
+from rnnskip.datasets import (
+    Dataset,
+    Vocab,
+    infer_lengths,
+    load_aeon,
+    load_imdb,
+    load_npz,
+    load_sst2,
+    load_stopwords,
+    save_npz,
+)
 from rnnskip.errors import RnnskipError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

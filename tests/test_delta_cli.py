@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_cli import cli, one_line_error
 
 HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
@@ -203,6 +202,7 @@ def test_delta_train_writes_normal_keras_model(gru):
     ir2 = import_model(out)                              # a plain Masking -> GRU -> Dense model
     assert [l.kind for l in ir2.rnn_layers] == ["gru"] and ir2.rnn_layers[0].options["reset_after"]
     import tf_keras as keras
+
     from rnnskip.datasets import load_npz
     va = load_npz(str(val), ir2)
     k = keras.models.load_model(out, compile=False).predict(va.x, verbose=0)

@@ -7,15 +7,15 @@ import shutil
 
 import numpy as np
 import pytest
-
 from random_models import random_data, random_ir
+
 from rnnskip import pipeline
 from rnnskip.datasets import Dataset
+from rnnskip.delta.golden import run_stats, with_delta
 from rnnskip.delta.spec import DeltaSpec
 from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.generate import generate
 from rnnskip.quant.calibrate import calibrate
-from rnnskip.delta.golden import run_stats, with_delta
 from rnnskip.quant.golden import GoldenModel
 from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel
@@ -87,8 +87,9 @@ def test_theta0_device_equals_dense_golden(tmp_path):
 def test_delta_with_skip_predictor(cfg, ptype, tmp_path):
     """--delta with --predictor: the predictor decides first (a skipped step changes no
     delta state), a run step is delta-sparse; golden, host and firmware agree."""
-    from rnnskip import targets
     from test_skip_device import _setup as skip_setup
+
+    from rnnskip import targets
     ir, qm, x, L = skip_setup(cfg, ptype)
     qm = with_delta(qm, DeltaSpec([2] * len(qm.layers), [2] * len(qm.layers)))
     ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)

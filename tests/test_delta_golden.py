@@ -6,14 +6,14 @@ import json
 
 import numpy as np
 import pytest
-
 from random_models import CONFIGS, random_data, random_ir
+
+from rnnskip.cells import cell_of
 from rnnskip.delta.floatdelta import FloatDeltaModel
+from rnnskip.delta.golden import delta_layout, densities, effective_macs, run_stats, with_delta
 from rnnskip.delta.spec import DeltaSpec, model_signature
 from rnnskip.errors import RnnskipError
 from rnnskip.quant.calibrate import calibrate
-from rnnskip.cells import cell_of
-from rnnskip.delta.golden import delta_layout, densities, effective_macs, run_stats, with_delta
 from rnnskip.quant.golden import GoldenModel
 from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel

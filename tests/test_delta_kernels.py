@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from kernel_build import host_kernel_lib
 
 from rnnskip.delta.codegen import list_words, pack_columns

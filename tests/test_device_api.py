@@ -9,8 +9,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from random_models import random_data, random_ir
+
 from rnnskip import pipeline
 from rnnskip.generate import generate
 from rnnskip.outputs import _classes
@@ -91,8 +91,8 @@ def test_host_helpers_match_golden(model):
 @pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
 def test_firmware_helpers_match_golden(model):
     from rnnskip import targets
-    from rnnskip.simulator import UnicornEmulator
     from rnnskip.build import keep_flags
+    from rnnskip.simulator import UnicornEmulator
     qm, d = model
     t = targets.load("cortex-m4")
     fw = pipeline.build_target(d / "src", d / "fw", t, "dsp", extra_cflags=keep_flags(HELPERS))

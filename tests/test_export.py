@@ -3,15 +3,14 @@ arm-none-eabi toolchain file) and with make, and its image boots on QEMU netduin
 from __future__ import annotations
 
 import json
-
 import os
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
-
 from random_models import generated_mixed
+
 from rnnskip import boards
 from rnnskip.boards.export import export_project
 from rnnskip.boards.firmware import make_bundle
@@ -93,9 +92,10 @@ def test_cmsis_nn_project_asks_for_cmsis_nn_path(model, tmp_path):
 @needs_arm
 def test_cli_export(model, tmp_path, monkeypatch):
     from click.testing import CliRunner
+
     from rnnskip.cli import main
-    from rnnskip.pipeline import stages
     from rnnskip.datasets import Dataset, save_npz
+    from rnnskip.pipeline import stages
     ir, qm, x, L, d = model
     monkeypatch.setattr(stages, "import_model", lambda path: ir)
     save_npz(str(tmp_path / "d.npz"), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))

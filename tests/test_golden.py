@@ -6,8 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from random_models import CONFIGS, random_data, random_ir
+
 from rnnskip import pipeline
 from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.generate import generate
@@ -111,6 +111,7 @@ def test_requantize_is_smmulr():
 def test_other_kernel_providers_bitexact(kernels, tmp_path):
     """naive (baseline loops) and cmsis-nn (Arm's arm_nn_mat_mult_nt_t_s8_s32) give the golden bits."""
     import os
+
     from rnnskip import targets
     from rnnskip.datasets import Dataset
     if kernels == "cmsis-nn" and not os.environ.get("CMSIS_NN_PATH"):

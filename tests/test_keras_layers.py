@@ -325,6 +325,7 @@ def test_inspect_gives_the_importers_refusal_zoo(refused_corpus):
 def _old_h5(path, layers):
     """A Keras 2.2-era Sequential .h5: ``layers`` = [(class, config, {role: array})]."""
     import json
+
     import h5py
     entries = []
     with h5py.File(path, "w") as f:

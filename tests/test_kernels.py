@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from kernel_build import host_kernel_lib
 
 KDIR = Path(__file__).resolve().parent.parent / "rnnskip" / "kernels"

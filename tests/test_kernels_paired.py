@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from kernel_build import host_kernel_lib
 
 from rnnskip.quant.layout import pack_paired, unpack_paired

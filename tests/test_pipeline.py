@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from random_models import mixed_ir, random_data
+
 from rnnskip.cli import main
 from rnnskip.datasets import Dataset, save_npz
 

@@ -7,8 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from random_models import generated_mixed, random_data
+
 from rnnskip import boards, pipeline
 from rnnskip.boards.firmware import build_board_firmware, make_bundle
 from rnnskip.datasets import Dataset, save_npz
@@ -110,7 +110,9 @@ def test_board_without_qemu_machine_and_missing_qemu(monkeypatch):
 def test_cli_convert_and_emulate_with_qemu(model, tmp_path, monkeypatch):
     """rnnskip-convert --board netduinoplus2 --emulator qemu, then the emulate stage on its work folder."""
     import json
+
     from click.testing import CliRunner
+
     from rnnskip.cli import main
     from rnnskip.pipeline import stages
     ir, x, L = model["ir"], model["x"], model["L"]
@@ -150,7 +152,9 @@ def test_cortex_m55_runs_on_qemu_by_default(model, tmp_path, monkeypatch):
     stage boot the board its target names under QEMU and say so in one line first;
     --emulator unicorn, or QEMU missing, is refused before calibration with nothing written."""
     import json
+
     from click.testing import CliRunner
+
     from rnnskip.cli import main
     from rnnskip.pipeline import stages
     ir, x, L = model["ir"], model["x"], model["L"]
@@ -217,10 +221,11 @@ def test_helium_kernels_bitexact_on_a_wide_model(tmp_path):
 def test_delta_model_board_image_bitexact(name, tmp_path):
     """A delta model's board image is checked against the delta golden model (the bundle's
     expected outputs once came from the dense one, so every sequence 'differed')."""
-    from rnnskip.delta.spec import DeltaSpec
-    from rnnskip.delta.golden import with_delta
-    from rnnskip.quant.golden import GoldenModel
     from random_models import random_ir
+
+    from rnnskip.delta.golden import with_delta
+    from rnnskip.delta.spec import DeltaSpec
+    from rnnskip.quant.golden import GoldenModel
     ir = random_ir("feat-dense-gru", seed=0)
     x, L = random_data(ir, n=4, T=14, seed=1)
     qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))

@@ -109,11 +109,13 @@ print("Tests finished successfully :)")
 def test_cli_renode_with_a_stand_in_runner(tmp_path, monkeypatch):
     """--emulator renode end to end; the UART transcript comes from the real image under QEMU."""
     import json
+
     from click.testing import CliRunner
     from random_models import mixed_ir, random_data
+
     from rnnskip.cli import main
-    from rnnskip.pipeline import stages
     from rnnskip.datasets import Dataset, save_npz
+    from rnnskip.pipeline import stages
     ir = mixed_ir()
     x, L = random_data(ir, n=3, T=9, seed=4)
     monkeypatch.setattr(stages, "import_model", lambda path: ir)
@@ -150,6 +152,7 @@ def test_cli_renode_with_a_stand_in_runner(tmp_path, monkeypatch):
 
 def test_export_carries_the_renode_suite(tmp_path):
     from random_models import generated_mixed
+
     from rnnskip.boards.export import export_project
     from rnnskip.boards.firmware import make_bundle
     _, qm, x, L = generated_mixed(tmp_path, n=2, seed=5, T=5)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from rnnskip.errors import RnnskipError
-from rnnskip.targets import load
-from rnnskip.simulator import CallStats, EmulationError, UnicornEmulator
 from rnnskip.build import build_firmware, cflags, ldflags, render_runtime
+from rnnskip.errors import RnnskipError
+from rnnskip.simulator import CallStats, EmulationError, UnicornEmulator
+from rnnskip.targets import load
 
 FIX = Path(__file__).parent / "fixtures" / "sim"
 
@@ -280,6 +280,7 @@ def test_signal_during_emulation_stops_it_cleanly(m4, c_elf, mode, capfd):
     after emu_start returns (raised inside a hook it would be printed and ignored by ctypes)."""
     import signal
     import time
+
     from rnnskip.simulator.unicorn_backend import interrupt_emulation
     emu = UnicornEmulator(c_elf, m4, max_instructions=10 ** 12)
     old = signal.signal(signal.SIGALRM, lambda *_: interrupt_emulation(KeyboardInterrupt()) or None)

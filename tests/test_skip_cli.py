@@ -29,6 +29,7 @@ def _one_error(output: str) -> str:
 def setup(tmp_path_factory):
     pytest.importorskip("tf_keras")
     import keras_models
+
     from rnnskip.pipeline import import_model
     from rnnskip.reference import FloatModel
     from rnnskip.skip.features import classes

@@ -6,8 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from random_models import random_data, random_ir
+
 from rnnskip import pipeline
 from rnnskip.datasets import Dataset
 from rnnskip.emulators.unicorn import Unicorn

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from random_models import random_data, random_ir
+
 from rnnskip.datasets import Dataset
 from rnnskip.errors import RnnskipError
 from rnnskip.quant.calibrate import calibrate
-from rnnskip.quant.golden import GoldenModel
 from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel
 from rnnskip.skip import baselines, features, folder, oracle
 from rnnskip.skip.evaluate import golden_run, macs
-from rnnskip.skip.predictor import FloatPredictor, default_size, fit, rnn_params
+from rnnskip.skip.predictor import default_size, rnn_params
 from rnnskip.skip.qpredictor import quantize_predictor
 from rnnskip.skip.train import TrainConfig, train
 
@@ -249,7 +248,7 @@ def test_report_section_feature_model(tmp_path):
                                         calibrate_on="float", size_ratio=0.5), log=None)
     meta = folder.save(tmp_path, res, ir, "m.h5", "t.npz", "v.npz")
     qm = quantize(ir, calibrate(ir, FloatModel(ir), tr.x, tr.lengths, progress=False))
-    from test_skip_device import random_predictor   # a logistic predictor (MACs on the device) without Keras
+    from test_skip_device import random_predictor  # a logistic predictor (MACs on the device) without Keras
     fp = random_predictor("logistic", qm.in_dim, [l.units for l in qm.layers], seed=3)
     fp.threshold = float(np.median(fp.score(res.dense_train.feats)))
     s = SkipSetup(fp=fp, meta=meta, predictor_dir=str(tmp_path))

@@ -9,10 +9,9 @@ import shutil
 
 import numpy as np
 import pytest
-
 from random_models import random_data, random_ir
-from rnnskip import pipeline
-from rnnskip import targets
+
+from rnnskip import pipeline, targets
 from rnnskip.datasets import Dataset
 from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.generate import generate

@@ -7,10 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
-
 from random_models import generated_mixed, random_data, random_ir
-from rnnskip import pipeline
-from rnnskip import targets
+
+from rnnskip import pipeline, targets
 from rnnskip.datasets import Dataset
 from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.errors import RnnskipError
@@ -46,6 +45,7 @@ def test_every_target_file_loads():
 
 def test_cli_lists_targets():
     from click.testing import CliRunner
+
     from rnnskip.cli import main
     r = CliRunner().invoke(main, ["targets"])
     assert r.exit_code == 0, r.output

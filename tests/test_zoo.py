@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 
-import numpy as np
 import pytest
 
 try:
@@ -89,8 +88,9 @@ def test_int8_error_is_bounded(corpus):
 
 def test_hard_sigmoid_follows_the_generation(tmp_path):
     """The same GRU file content read as Keras 2 and as Keras 3: different semantics."""
-    from rnnskip.converter.keras_import import load_model_file
     import h5py
+
+    from rnnskip.converter.keras_import import load_model_file
     pytest.importorskip("tf_keras")
     files = Z.build_corpus(tmp_path, gens=("k2",), names={"gru_v1_hard_sigmoid"})
     f = next(z for z in files if z.case.name == "gru_v1_hard_sigmoid" and z.fmt == "h5")

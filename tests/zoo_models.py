@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -444,11 +443,10 @@ def _key(qm, zf: ZooFile) -> str:
 def run_corpus(files: List[ZooFile], workdir, target_name: str = "cortex-m4", firmware: bool = True,
                threads: int = 2) -> List[Result]:
     """Convert every file (or check its refusal); golden = host = firmware."""
-    from rnnskip import pipeline
-    from rnnskip.emulators.unicorn import Unicorn
-    from rnnskip import targets
+    from rnnskip import pipeline, targets
     from rnnskip.converter.keras_import import load_model_file
     from rnnskip.datasets import Dataset
+    from rnnskip.emulators.unicorn import Unicorn
     from rnnskip.errors import RnnskipError
     from rnnskip.generate import generate
     from rnnskip.inspect import inspect_file

@@ -17,10 +17,11 @@ One TOML file per board in this package (``rnnskip boards`` lists them)::
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Dict, List, Optional
+
+import tomllib
 
 from ..errors import RnnskipError
 

@@ -34,7 +34,8 @@ def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "
                    kernels: str = "portable", model_name: str = "model",
                    wait_states: Optional[int] = None) -> Path:
     """Write the project for ``board`` into ``dest`` (replaced only once complete)."""
-    from ..build import CMSIS_NN_SOURCES, cflags as target_cflags
+    from ..build import CMSIS_NN_SOURCES
+    from ..build import cflags as target_cflags
     src_dir, dest = Path(src_dir), Path(dest)
     t = board_target(board, wait_states)
     from ..outdir import atomic_dir

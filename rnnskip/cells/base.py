@@ -29,7 +29,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ..quant import fixedpoint as fp
-from ..quant.model import QMat, QRNN, pad4
+from ..quant.model import QRNN, QMat, pad4
 
 # --------------------------------------------------------------------------
 # float arithmetic on numpy or TensorFlow tensors

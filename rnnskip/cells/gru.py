@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..quant.act import act_q, out_q
 from ..quant import fixedpoint as fp
+from ..quant.act import act_q, out_q
 from .base import Cell, fused_block, matvec, pad4, planes16, pre16, scale_of, single_block
 
 

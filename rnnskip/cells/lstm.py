@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..quant.act import LUTS, act_q, out_q
 from ..quant import fixedpoint as fp
+from ..quant.act import LUTS, act_q, out_q
 from .base import Cell, cell_shift_for, fused_block, pad4, planes16, scale_of
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..quant.act import LUTS
 from ..quant import fixedpoint as fp
+from ..quant.act import LUTS
 from .base import Cell, fused_block, pad4, planes16, scale_of
 
 

@@ -38,8 +38,8 @@ from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 
-from rnnskip.errors import RnnskipError
 from rnnskip.converter.keras_graph import MASK_OPS, KerasLayer, model_layers
+from rnnskip.errors import RnnskipError
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"

@@ -26,8 +26,7 @@ from rnnskip.converter import support
 from rnnskip.converter.ir import ModelIR
 from rnnskip.converter.keras_files import READ_ERRORS, ModelFile, open_model_file, read_errors
 from rnnskip.converter.keras_graph import MASK_OPS, KerasLayer, linear_chain, model_layers, model_name
-from rnnskip.converter.keras_layers import (SUPPORTED_SUMMARY, Node, handler_for, layer_refusals,
-                                            unknown_refusal)
+from rnnskip.converter.keras_layers import SUPPORTED_SUMMARY, Node, handler_for, layer_refusals, unknown_refusal
 from rnnskip.converter.keras_passes import assemble, fold_activations, fold_batchnorm
 from rnnskip.converter.support import LayerError
 from rnnskip.errors import RnnskipError

@@ -17,11 +17,23 @@ from typing import List, Optional
 
 from rnnskip import cells
 from rnnskip.converter import support
-from rnnskip.converter.support import LayerError
 from rnnskip.converter.ir import DenseLayer, FeatureInput, ModelIR, RNNLayer
-from rnnskip.converter.keras_layers import (ACTIVATION, BATCHNORM, DENSE, EMBEDDING, INPUT, MASKING, NOOP,
-                                            RECURRENT, SUPPORTED_SUMMARY, Affine, Node, batchnorm_axis_refusal,
-                                            unsupported)
+from rnnskip.converter.keras_layers import (
+    ACTIVATION,
+    BATCHNORM,
+    DENSE,
+    EMBEDDING,
+    INPUT,
+    MASKING,
+    NOOP,
+    RECURRENT,
+    SUPPORTED_SUMMARY,
+    Affine,
+    Node,
+    batchnorm_axis_refusal,
+    unsupported,
+)
+from rnnskip.converter.support import LayerError
 from rnnskip.errors import RnnskipError
 
 #: nodes that compute nothing (so are no layer of the model to assemble)

@@ -38,8 +38,8 @@ class DeltaSetup(MethodSetup):
     def attach(self, ir, qm, work: Path, progress: bool, warn: Callable[[str], None]) -> None:
         """Thresholds onto the quantised model; a ``warn`` line when its int8 grid is not the one
         the thresholds were chosen on (other calibration data: the same steps mean other values)."""
-        from .spec import grid_mismatch
         from .golden import with_delta
+        from .spec import grid_mismatch
         qm.methods = with_delta(qm, self.spec).methods
         self.grid_mismatch = grid_mismatch(self.spec.grid, qm)
         if self.grid_mismatch:

@@ -20,8 +20,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import RnnskipError
-from ..stats import paired_loss, within_budget
 from ..quant.golden import GoldenModel, predict_classes
+from ..stats import paired_loss, within_budget
 from .golden import delta_layout, densities, effective_macs, run_stats, with_delta
 from .spec import DeltaSpec, check_supported
 

@@ -12,8 +12,20 @@ emulate -> report. Data flows one way.
 The command line (rnnskip.cli) only parses options, calls one of these and prints.
 """
 from ..build import build_host, build_target
-from .stages import (Evaluation, Reference, build_firmware, check_kernels, dense_reference, device_sequences,
-                     evaluate, float_model, import_model, kernel_variant, load_data, quantize_model)
+from .stages import (
+                     Evaluation,
+                     Reference,
+                     build_firmware,
+                     check_kernels,
+                     dense_reference,
+                     device_sequences,
+                     evaluate,
+                     float_model,
+                     import_model,
+                     kernel_variant,
+                     load_data,
+                     quantize_model,
+)
 
 __all__ = ["Evaluation", "Reference", "build_firmware", "build_host", "build_target", "check_kernels",
            "dense_reference", "device_sequences", "evaluate", "float_model", "import_model", "kernel_variant",

@@ -7,7 +7,6 @@ most-significant-word multiply (Arm SMMULR), one instruction on Armv7E-M.
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1

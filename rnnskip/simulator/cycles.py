@@ -113,7 +113,7 @@ Other cores (each table's ``source`` names its document; details at the table):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Container, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Container, Dict, Mapping, Optional, Sequence, Tuple
 
 from ..errors import RnnskipError
 

@@ -45,18 +45,18 @@ from __future__ import annotations
 
 import bisect
 import ctypes
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import unicorn
-from unicorn import arm_const as UA
-from elftools.elf.elffile import ELFFile
 from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+from unicorn import arm_const as UA
 
 from ..errors import RnnskipError
 from . import cycles as _cycles
-from .decode import FLASH, SRAM, OTHER, Decoder, MemOp
+from .decode import FLASH, OTHER, SRAM, Decoder
 
 MAGIC_BASE = 0x1FFF0000          # unused in the Code region on every target we model
 MAGIC_SIZE = 0x1000

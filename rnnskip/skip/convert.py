@@ -18,9 +18,7 @@ import numpy as np
 
 from ..errors import RnnskipError
 from ..stepmethod import MethodSetup
-from . import PATENT_NOTICE
-from . import features
-from . import plots
+from . import PATENT_NOTICE, features, plots
 from .evaluate import golden_run, macs, predictor_of, with_predictor
 
 METHOD = ("skip predictor without retraining (Arm Research, SenSys-ML 2019): a tiny int8 predictor evaluates "
@@ -287,12 +285,13 @@ def table_rows(sec: dict) -> list:
 def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2, size_ratio=None,
                         measure="auto", calibrate_on="int8", seed=0, calib=None, margin_se=0.0, log=print) -> dict:
     """``rnnskip train-predictor``: train, calibrate and write the predictor folder (atomically)."""
-    from ..outdir import atomic_dir, check_replaceable
     from ..datasets import load_npz
+    from ..outdir import atomic_dir, check_replaceable
     from ..pipeline import import_model
     from . import folder
     from .predictor import DEFAULT_BUDGET, TYPES
-    from .train import TrainConfig, train as train_fn
+    from .train import TrainConfig
+    from .train import train as train_fn
     if ptype not in TYPES:
         raise RnnskipError(f"unknown --type '{ptype}'; choose one of {', '.join(TYPES)}")
     if max_loss is None:

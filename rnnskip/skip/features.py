@@ -10,7 +10,7 @@ step would produce, measures the change from the state actually reached, asks a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 import numpy as np
 

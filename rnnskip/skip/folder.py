@@ -11,8 +11,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import RnnskipError
-from . import PATENT_NOTICE
-from . import plots
+from . import PATENT_NOTICE, plots
 from .predictor import FloatPredictor
 
 FORMAT = "rnnskip-skip-predictor-1"

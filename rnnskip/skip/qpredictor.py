@@ -34,9 +34,9 @@ from ..errors import RnnskipError
 from ..quant import fixedpoint as fp
 from ..quant.golden import dense as golden_dense
 from ..quant.model import QDense, QMat, QModel, pad4
+from ..stagefile import stage_data
 from ..stepmethod import StepMethod
 from .predictor import FloatPredictor
-from ..stagefile import stage_data
 
 LEAF_ONE = 32767
 

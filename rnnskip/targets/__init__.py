@@ -1,10 +1,11 @@
 """Declarative target descriptions: one TOML file per Cortex-M core."""
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import List
+
+import tomllib
 
 from ..errors import RnnskipError
 

@@ -5,7 +5,7 @@ STAMP   := .venv/.rnnskip-installed
 APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm cmake make gcc
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup toolchain demo test bench clean
+.PHONY: setup toolchain demo lint test bench clean
 
 setup: toolchain $(STAMP)
 
@@ -24,11 +24,15 @@ toolchain:
 $(STAMP): setup.cfg pyproject.toml
 	@[ -x $(PY) ] || python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[keras,train,bench,test]'
+	$(PIP) install -q -e '.[keras,train,bench,test,lint]'
 	@touch $(STAMP)
 
 demo: setup
 	$(PY) examples/demo.py --out build/demo
+
+# ruff on the Python; clang-format on the kernels, the cell kernels and the C the generator writes
+lint: setup
+	$(PY) tools/lint.py
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -34,11 +34,28 @@ def act_enum(name: str) -> str:
     return f"RNNSKIP_ACT_{name.upper()}"
 
 
+#: the column limit of the generated C (.clang-format's)
+C_COLUMNS = 120
+
+
+def c_call(fn: str, *args, indent: int = 4, end: str = ";") -> str:
+    """One C call laid out as clang-format lays it out with the project's style: on one line
+    when it fits in C_COLUMNS, else one argument per line aligned after the parenthesis."""
+    args = [str(a) for a in args]
+    pad = " " * indent
+    one = f"{pad}{fn}({', '.join(args)}){end}"
+    if len(one) <= C_COLUMNS:
+        return one
+    sep = ",\n" + " " * (indent + len(fn) + 1)
+    return f"{pad}{fn}({sep.join(args)}){end}"
+
+
 def templates_env() -> jinja2.Environment:
     root = resources.files("rnnskip") / "firmware_templates"
     env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(root), str(CELL_DIR)]), trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-    env.globals.update(act=act_enum, shift=plane_shift, cell=cell_of)
+    env.globals.update(act=act_enum, shift=plane_shift, cell=cell_of, call=c_call)
+    env.filters["rstrip"] = lambda s: str(s).rstrip()   # a macro's C without its last newline
     return env
 
 

@@ -73,8 +73,10 @@ class LSTM(Cell):
         U = layer.units
         cell_shift = cell_shift_for(ranges.get("c", 0.0))
         h_scale = scale_of(ranges["h"])
-        gates = fused_block("gates", np.asarray(layer.kernel, np.float64), np.asarray(layer.recurrent_kernel, np.float64),
-                            np.asarray(layer.bias, np.float64), x_scale, h_scale, range(4), U, pad4(U), in_p, row0=0)
+        kernel = np.asarray(layer.kernel, np.float64)
+        recurrent = np.asarray(layer.recurrent_kernel, np.float64)
+        gates = fused_block("gates", kernel, recurrent, np.asarray(layer.bias, np.float64), x_scale, h_scale,
+                            range(4), U, pad4(U), in_p, row0=0)
         # h8 is requantised from o * act(c): Q0.15 for table activations, the cell's format otherwise
         h_q = fp.Q15 if layer.activation in LUTS else cell_shift
         return cls.new_qrnn(layer, x_scale, in_p, ranges, [gates], h_q, {"cell_shift": cell_shift})

@@ -1,0 +1,88 @@
+"""The C the generator writes follows the project's C style (.clang-format), for every
+template path: token and feature inputs, each cell kind and GRU variant, input Dense and
+Dense head activations, per-step outputs, skip predictors (network and trees), delta
+networks, every kernel provider. Run by `make lint` before the tests."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from random_models import CONFIGS, random_data, random_ir
+from rnnskip.delta.golden import with_delta
+from rnnskip.delta.spec import DeltaSpec
+from rnnskip.generate import generate
+from rnnskip.quant.calibrate import calibrate
+from rnnskip.quant.quantize import quantize
+from rnnskip.reference import FloatModel
+
+ROOT = Path(__file__).resolve().parent.parent
+CLANG_FORMAT = shutil.which("clang-format", path=str(Path(__import__("sys").executable).parent)) or \
+    shutil.which("clang-format")
+pytestmark = pytest.mark.skipif(CLANG_FORMAT is None, reason="clang-format not installed (make setup installs it)")
+
+
+def _qm(cfg, seed=0):
+    ir = random_ir(cfg, seed=seed)
+    x, lengths = random_data(ir, n=6, T=5, seed=seed + 1)
+    return quantize(ir, calibrate(ir, FloatModel(ir), x, lengths, progress=False))
+
+
+def _models():
+    for cfg in sorted(CONFIGS):
+        yield cfg, _qm(cfg), "portable"
+    yield "naive", _qm("feat-lstm-gru"), "naive"
+    yield "cmsis-nn", _qm("tok-gru-v1"), "cmsis-nn"
+    qm = _qm("feat-lstm-gru")
+    yield "delta", with_delta(qm, DeltaSpec([2, 3], [1, 4])), "portable"
+    yield "delta-rnn", with_delta(_qm("feat-mask-rnn-lstm"), DeltaSpec([2, 3], [1, 4], dense_fallback=0.0)), "portable"
+    from test_skip_device import random_predictor
+    from rnnskip.skip.qpredictor import quantize_predictor
+    for ptype in ("mlp", "forest"):
+        q = _qm("feat-lstm-lstm")
+        q.methods = [quantize_predictor(random_predictor(ptype, q.in_dim, [l.units for l in q.layers], seed=3), q)]
+        yield f"skip-{ptype}", q, "portable"
+
+
+def _check(files):
+    p = subprocess.run([CLANG_FORMAT, f"--style=file:{ROOT / '.clang-format'}", "--dry-run", "--Werror"]
+                       + [str(f) for f in files], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[:3000]
+
+
+def test_generated_sources_follow_the_c_style(tmp_path):
+    files = []
+    for name, qm, kernels in _models():
+        out = tmp_path / name
+        generate(qm, out, max_t=7, kernels=kernels)
+        files += [f for f in out.iterdir() if f.suffix in (".c", ".h")]
+    _check(files)
+
+
+def test_board_and_runtime_sources_follow_the_c_style(tmp_path):
+    """The board image's main, UART driver and bundled data, and the bare-metal startup, for every
+    board (each UART kind) and target."""
+    from rnnskip import boards, targets
+    from rnnskip.boards.firmware import make_bundle, render_board_sources
+    from rnnskip.build import render_runtime
+    ir = random_ir("feat-mask-gru")
+    x, lengths = random_data(ir, n=3, T=5, seed=1)
+    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, lengths, progress=False))
+    bundle = make_bundle(qm, x, lengths, 3)
+    files = []
+    for name in boards.available():
+        out = tmp_path / name
+        render_board_sources(out, boards.load(name), bundle)
+        files += [f for f in out.rglob("*") if f.suffix in (".c", ".h")]
+    for name in targets.available():
+        files += [f for f in render_runtime(targets.load(name), tmp_path / f"rt-{name}") if f.suffix == ".c"]
+    _check(files)
+
+
+def test_kernels_follow_the_c_style():
+    files = sorted((ROOT / "rnnskip" / "kernels").rglob("*.[ch]")) + sorted((ROOT / "rnnskip" / "cells").glob("*.h"))
+    assert len(files) > 10
+    _check(files)

@@ -19,7 +19,7 @@ SUBSET = 200
 
 def run(quick: bool = False) -> dict:
     out = Path(bench_out("sst2"))
-    paths = train_sst2(shared_data(), str(out))
+    train_sst2(shared_data(), str(out))   # trains once, or reuses the model in out
     p, calib, dev, meta = load_benchmark(str(out))
     res = {"meta": meta, "runs": {}}
     # (name, kernels, variant, flash wait states, emulated sentences: None = all of dev)

@@ -236,7 +236,7 @@ def _task_rows(rep: dict) -> list:
 
 def table(rep: dict) -> str:
     """Readable summary for the terminal."""
-    m, a, b = rep["model"], rep["accuracy"], rep["bitexact"]
+    m, b = rep["model"], rep["bitexact"]
     rows = [("target", f"{rep['target']} ({rep['kernels']}, {rep['variant']})"),
             ("model", f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units, "
                       f"{_fmt(m['params'])} params, {_fmt(m['macs_per_step'])} MAC/step"),

@@ -37,7 +37,6 @@ def model_and_data(k2_zoo, tmp_path_factory):
     from rnnskip.datasets import Dataset, save_npz
     e = k2_zoo.models["emb_lstm_softmax"]
     d = tmp_path_factory.mktemp("cli")
-    rng = np.random.default_rng(0)
     x = np.asarray(e.X, np.int32)
     lengths = np.maximum((x != 0).cumsum(1).argmax(1) + 1, 1).astype(np.int32)
     y = np.argmax(e.y, 1)

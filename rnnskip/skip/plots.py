@@ -90,8 +90,7 @@ def skipped_words(rows: List[Sequence[tuple]], path: Path, title: str) -> Path:
         x = 0.01
         y = 1 - (0.45 + 0.25 * i) / fig_h
         for w, ran in line:
-            t = fig.text(x, y, w, fontsize=9, family="monospace", va="top",
-                         color="black" if ran else "#b0b0b0")
+            fig.text(x, y, w, fontsize=9, family="monospace", va="top", color="black" if ran else "#b0b0b0")
             if not ran:
                 fig.text(x, y - 0.06 / fig_h, "\u2014" * max(1, len(w) // 2 + 1), fontsize=9, family="monospace",
                          va="top", color="#b0b0b0")

@@ -16,8 +16,9 @@ The paper's recipe (Neil et al. 2017, section 4), in tf_keras:
   sum |delta h| per executed step).
 
 The result is written as a *normal* Keras model (Embedding/Masking, Dense, the recurrent
-layers with their activations and options, Dense head, rebuilt from the IR) with the fine-tuned weights, so rnnskip-convert
-and any Keras code read it as usual; thresholds are then chosen with delta-tune.
+layers with their activations and options, Dense head, rebuilt from the IR) with the
+fine-tuned weights, so rnnskip-convert and any Keras code read it as usual; thresholds
+are then chosen with delta-tune.
 """
 from __future__ import annotations
 

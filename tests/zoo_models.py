@@ -202,10 +202,10 @@ FORMATS = {"k2": ("h5", "keras"), "k3": ("keras", "h5"), "legacy": ("h5",)}
 
 def keras_module(gen: str):
     if gen == "k3":
-        import keras as k
+        import keras
     else:
-        import tf_keras as k
-    return k
+        import tf_keras as keras
+    return keras
 
 
 def _build(k, case: Case):

@@ -97,7 +97,7 @@ def test_it_block_predicated_loads():
     assert cycles.block_cost(ins, T, False, it_passed={0x080000da}) == 13
     assert cycles.block_cost(ins, T, True, it_passed={0x080000da}) == 14
     assert cycles.block_cost(ins, T, True, it_passed={0x080000da}, wait_states=3,
-                        flash_data_accesses=1) == 14 + 3 * (9 + 1)
+                             flash_data_accesses=1) == 14 + 3 * (9 + 1)
     # effective-address descriptors
     ldr, ldrb = ins[0].mem, ins[1].mem
     assert (ldr.disp, ldr.nbytes, ldr.region) == (0, 4, None)        # post-indexed: EA = base

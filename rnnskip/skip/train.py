@@ -149,10 +149,10 @@ def _predictor_points(p: FloatPredictor, val, qm, dense_correct: np.ndarray, cal
             pred, sr = r.pred, r.skip_rate
         return oracle.point(a, sr, dense_correct, pred == val.y)
 
-    sw = oracle.search(evaluate, [-t for t in candidate_thresholds(scores)], max_loss, refine=4, dense_accuracy=float(np.mean(dense_correct)),
-                  margin_se=margin_se,
-                  progress=lambda pt: _say(log, f"    threshold {-pt.threshold:+.4f}: skip {pt.skip_rate:6.1%}, "
-                                                f"loss {pt.loss:+.2f} ± {pt.loss_se:.2f} pt"))
+    sw = oracle.search(evaluate, [-t for t in candidate_thresholds(scores)], max_loss, refine=4,
+                       dense_accuracy=float(np.mean(dense_correct)), margin_se=margin_se,
+                       progress=lambda pt: _say(log, f"    threshold {-pt.threshold:+.4f}: skip {pt.skip_rate:6.1%}, "
+                                                     f"loss {pt.loss:+.2f} ± {pt.loss_se:.2f} pt"))
     for pt in sw.points:   # back to thresholds
         pt.threshold = -pt.threshold
     sw.points.sort(key=lambda pt: -pt.threshold)
@@ -172,7 +172,8 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     _check_data("--train", train_ds, fm)
     _check_data("--val", val_ds, fm)
     rng = np.random.default_rng(cfg.seed)
-    tr = train_ds.sample(cfg.max_train_sequences, seed=cfg.seed) if len(train_ds) > cfg.max_train_sequences else train_ds
+    tr = (train_ds.sample(cfg.max_train_sequences, seed=cfg.seed) if len(train_ds) > cfg.max_train_sequences
+          else train_ds)
     val = val_ds.sample(cfg.max_val_sequences, seed=cfg.seed) if len(val_ds) > cfg.max_val_sequences else val_ds
     in_dim, units = features.layout(ir)
     nsteps = int((fm.valid_steps(tr.x) & (np.arange(tr.x.shape[1])[None, :] < tr.lengths[:, None])).sum())
@@ -182,25 +183,30 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     _say(log, f"[skip] change statistics on {len(tr)} training sequences ({nsteps} steps)")
     ktr = _fingerprint(ir, tr.x, tr.lengths, np.asarray([keep, cfg.seed]))
     kval = _fingerprint(ir, val.x, val.lengths, val.y)
-    dense_tr = _memo(("dense", ktr, False), lambda: features.run(fm, tr.x, tr.lengths, collect=True, keep_prob=keep,
-                                                          seed=cfg.seed))
+    dense_tr = _memo(("dense", ktr, False),
+                     lambda: features.run(fm, tr.x, tr.lengths, collect=True, keep_prob=keep, seed=cfg.seed))
     if len(dense_tr.feats) == 0 or not (np.ptp(dense_tr.feats, axis=0) > 0).any():
         raise RnnskipError("--train data is constant: every step gives the predictor the same input; "
                            "pass representative sequences")
     stats = {"h": features.change_stats(dense_tr)}
     if features.has_cell_state(ir):
-        dense_tr_c = _memo(("dense", ktr, True), lambda: features.run(fm, tr.x, tr.lengths, collect=True, include_cell=True,
-                                                               keep_prob=keep, seed=cfg.seed))
+        dense_tr_c = _memo(("dense", ktr, True),
+                           lambda: features.run(fm, tr.x, tr.lengths, collect=True, include_cell=True,
+                                                keep_prob=keep, seed=cfg.seed))
         stats["h+cell"] = features.change_stats(dense_tr_c)
         dense_tr.extra["cell_change"], dense_tr.extra["cell_cosine"] = dense_tr_c.change, dense_tr_c.cosine
 
     # 2. oracle sweep on validation (every change measure asked for; the best one is kept)
     has_cell = features.has_cell_state(ir)
     measures = list(features.MEASURES) if cfg.measure == "auto" else [cfg.measure]
-    cells = ([False, True] if has_cell else [False]) if cfg.include_cell is None else [bool(cfg.include_cell) and has_cell]
+    if cfg.include_cell is None:
+        cells = [False, True] if has_cell else [False]
+    else:
+        cells = [bool(cfg.include_cell) and has_cell]
     variants = {}
     for cell in cells:
-        dense_val = _memo(("dval", kval, cell), lambda: features.run(fm, val.x, val.lengths, collect=True, include_cell=cell))
+        dense_val = _memo(("dval", kval, cell),
+                          lambda: features.run(fm, val.x, val.lengths, collect=True, include_cell=cell))
         dense_acc_f = dense_val.accuracy(val.y)
         for meas in measures:
             _say(log, f"[skip] oracle sweep on {len(val)} validation sequences: {meas} change"
@@ -268,7 +274,7 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
             break
         # relabel: states the predictor itself reaches, labelled by the oracle rule
         rr = features.run(fm, tr.x, tr.lengths, decide=features.predictor_rule(p), collect=True, measure=cfg.measure,
-                   include_cell=cfg.include_cell, keep_prob=keep, seed=cfg.seed + 10 + rnd)
+                          include_cell=cfg.include_cell, keep_prob=keep, seed=cfg.seed + 10 + rnd)
         ch_ = rr.change if cfg.measure == "l2" else rr.cosine
         Xn, yn = rr.feats, (ch_ < theta).astype(np.int64)
         Xl = np.concatenate([Xl, Xn])

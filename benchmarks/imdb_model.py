@@ -121,7 +121,8 @@ def train_imdb(data_root: str, out_dir: str, seed: int = 0, config: dict | None 
             meta = {}
         if meta.get("config_hash") == h:
             if verbose:
-                print(f"[imdb] reusing {out_dir} (config {h}; test accuracy {meta.get('test_accuracy'):.4f})", flush=True)
+                print(f"[imdb] reusing {out_dir} (config {h}; test accuracy {meta.get('test_accuracy'):.4f})",
+                      flush=True)
             return paths
 
     train_ds, vocab = load_imdb(d, "train", max_words=cfg["max_words"], max_len=cfg["max_len"],

@@ -65,11 +65,13 @@ def markdown(res: dict) -> str:
         L.append(f"| TFLite int8 (ai-edge-litert) | not measured: {t.get('error', '?')} | |")
     L += ["", f"Bit-exact: {d['bitexact']['mismatches']} mismatches between golden, host build and emulated "
               f"firmware over {d['bitexact']['checked']} sentences. Emulating all {e['sequences']} dev sentences "
-              f"with cycle counting took {d['timings_s'].get('emulate_s', float('nan')):.0f} s on this 2-core machine.", ""]
+              f"with cycle counting took {d['timings_s'].get('emulate_s', float('nan')):.0f} s "
+              "on this 2-core machine.", ""]
     if "notes" in t:
         L += [f"TFLite peer: {t['notes']}", ""]
-    L += ["| kernels (cortex-m4 cycle model) | flash wait states | sequences | cycles / step | MAC / cycle (step) "
-          "| cycles / inference | flash read B / inf | SRAM read B / inf | SRAM write B / inf | flash B | RAM B | stack B |",
+    L += ["| kernels (cortex-m4 cycle model) | flash wait states | sequences | cycles / step | MAC / cycle (step) | "
+          "cycles / inference | flash read B / inf | SRAM read B / inf | SRAM write B / inf | flash B | RAM B | "
+          "stack B |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         e, fp = r["emulation"], r["footprint"]

@@ -106,7 +106,8 @@ def rebuild(model, variant: str, T):
         # Masking has no weights: in a Sequential it can simply be dropped
         layers = cfg.get("layers") if isinstance(cfg, dict) else None
         if model.__class__.__name__ != "Sequential" or not isinstance(layers, list):
-            raise ValueError("a Masking layer can only be removed from a Sequential model; the fused path needs no masking")
+            raise ValueError("a Masking layer can only be removed from a Sequential model; "
+                             "the fused path needs no masking")
         cfg["layers"] = [l for l in layers if l.get("class_name") != "Masking"]
         if cfg["layers"] and cfg["layers"][0].get("class_name") != "InputLayer":
             first = cfg["layers"][0]["config"]
@@ -331,7 +332,8 @@ def main(argv=None) -> int:
         print(json.dumps(info), flush=True)
         return 0
     ap = argparse.ArgumentParser(description="TFLite int8 peer accuracy of the SST-2 benchmark model")
-    ap.add_argument("--model-dir", default=None, help="folder from benchmarks.sst2_model (default bench_out/sst2; trained if missing)")
+    ap.add_argument("--model-dir", default=None,
+                    help="folder from benchmarks.sst2_model (default bench_out/sst2; trained if missing)")
     ap.add_argument("--json", default=None, help="write the result here")
     a = ap.parse_args(argv)
     from .common import bench_out, shared_data, write_json
@@ -345,7 +347,8 @@ def main(argv=None) -> int:
     print(json.dumps({k: v for k, v in res.items() if k != "variants"}, indent=2))
     for k, r in res["variants"].items():
         print(f"  {k}: " + (r["error"] if "error" in r else
-                            f"accuracy {r['accuracy']:.4f} on {r['n']}, {r['model_bytes']} bytes, ops {', '.join(r['ops'])}"))
+                            f"accuracy {r['accuracy']:.4f} on {r['n']}, {r['model_bytes']} bytes, "
+                            f"ops {', '.join(r['ops'])}"))
     if a.json:
         write_json(a.json, res)
     return 0

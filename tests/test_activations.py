@@ -132,7 +132,8 @@ def test_firmware_links_only_the_tables_it_reads(tmp_path):
     from rnnskip.generate import tables_used
     from rnnskip.quant.act import LUT_NAMES
     t = targets.load("cortex-m4")
-    for cfg, acts in (("feat-lstm", None), ("feat-lstm", ("relu", "hard_sigmoid")), ("tok-gru-v1", ("softsign", "sigmoid"))):
+    for cfg, acts in (("feat-lstm", None), ("feat-lstm", ("relu", "hard_sigmoid")),
+                      ("tok-gru-v1", ("softsign", "sigmoid"))):
         if acts is None:
             ir = random_ir(cfg)
             x, L = random_data(ir, n=4, T=5)

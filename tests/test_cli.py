@@ -250,7 +250,8 @@ def test_usage_errors_are_one_line(model_and_data, tmp_path):
     one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", tmp_path / "o", "--workers", "0"),
                    "'--workers'")
     one_line_error(cli("rnnskip-convert", model, "--data", data), "Missing option '--out'")
-    one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", tmp_path / "o", "--bundle", "0"), "'--bundle'")
+    one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", tmp_path / "o", "--bundle", "0"),
+                   "'--bundle'")
     one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", tmp_path / "o", "--timeout", "-1"),
                    "'--timeout'")
     assert not (tmp_path / "o").exists()

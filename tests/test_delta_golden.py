@@ -147,7 +147,8 @@ def test_int8_grid_roundtrip_mismatch_and_bad_values(tmp_path):
                                  "int8_grid": bad})
 
 
-@pytest.mark.parametrize("cfg,acts", [("feat-lstm", ("relu", "hard_sigmoid")), ("feat-dense-gru", ("softsign", "sigmoid")),
+@pytest.mark.parametrize("cfg,acts", [("feat-lstm", ("relu", "hard_sigmoid")),
+                                      ("feat-dense-gru", ("softsign", "sigmoid")),
                                       ("feat-rnn", ("tanh", None)), ("tok-rnn-relu", ("relu", None))])
 def test_delta_train_cell_is_the_cells_float_step(cfg, acts):
     """delta-train's Keras cell runs each cell kind's own float arithmetic (through TensorFlow):
@@ -169,7 +170,8 @@ def test_delta_train_cell_is_the_cells_float_step(cfg, acts):
     want = cell.float_cell((activation(l.activation), activation(acts[1]) if acts[1] else None), state,
                            cell.float_pre(NUMPY_OPS, w, x, state[0]))
     tw = {k: tf.constant(v) for k, v in w.items()}
-    got = cell.float_cell((_tf_activation(tf, l.activation), _tf_activation(tf, acts[1])), tuple(map(tf.constant, state)),
+    got = cell.float_cell((_tf_activation(tf, l.activation), _tf_activation(tf, acts[1])),
+                          tuple(map(tf.constant, state)),
                           cell.float_pre(tf_ops(), tw, tf.constant(x), tf.constant(state[0])))
     for a, b in zip(want, got):
         np.testing.assert_allclose(np.asarray(b), a, atol=1e-12)

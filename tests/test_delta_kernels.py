@@ -169,7 +169,8 @@ def test_m4_cycles_scale_with_density(m4):
     for p in res["points"]:
         print(f"density {p['density']:.2f}: {p['columns']} columns, gather {p['gather_cycles']} cycles, "
               f"mat-vec {p['matvec_cycles']} cycles ({p['macs'] / max(p['matvec_cycles'], 1):.3f} MAC/cycle)")
-    print(f"dense paired mat-vec: {res['dense_matvec_cycles']} cycles ({rows * cols / res['dense_matvec_cycles']:.3f} MAC/cycle)")
+    print(f"dense paired mat-vec: {res['dense_matvec_cycles']} cycles "
+          f"({rows * cols / res['dense_matvec_cycles']:.3f} MAC/cycle)")
     n = np.array([p["columns"] for p in res["points"]], float)
     c = np.array([p["matvec_cycles"] for p in res["points"]], float)
     b, a = np.polyfit(n[1:], c[1:], 1)

@@ -44,7 +44,8 @@ def test_project_layout(project):
     names = {str(p.relative_to(project)) for p in project.rglob("*") if p.is_file()}
     assert {"CMakeLists.txt", "cmake/arm-none-eabi.cmake", "Makefile", "README.md", "board/link.ld",
             "board/startup.c", "board/rnnskip_uart.c", "board/rnnskip_board_main.c", "board/rnnskip_board_data.c",
-            "src/rnnskip_model.c", "src/rnnskip_weights.c", "src/rnnskip_io.c", "src/kernels/rnnskip_kernels.h"} <= names
+            "src/rnnskip_model.c", "src/rnnskip_weights.c", "src/rnnskip_io.c",
+            "src/kernels/rnnskip_kernels.h"} <= names
     assert "src/main.c" not in names                      # the emulation main is replaced by the board's
     mk = (project / "Makefile").read_text()
     assert "-mcpu=cortex-m4" in mk and "\t$(CC) $(CFLAGS)" in mk and "qemu-system-arm -M netduinoplus2" in mk

@@ -101,7 +101,8 @@ def test_requantize_matches_float_rounding():
 def test_requantize_is_smmulr():
     # SMMULR: (a*b + 0x80000000) >> 32, exact on the extremes
     assert fp.requantize(np.array([2**31 - 1, -2**31, 12345]), 2**31 - 1, 0).tolist() == \
-        [(((2**31 - 1) * (2**31 - 1)) + 2**31) >> 32, ((-2**31 * (2**31 - 1)) + 2**31) >> 32, (12345 * (2**31 - 1) + 2**31) >> 32]
+        [(((2**31 - 1) * (2**31 - 1)) + 2**31) >> 32, ((-2**31 * (2**31 - 1)) + 2**31) >> 32,
+         (12345 * (2**31 - 1) + 2**31) >> 32]
     m, ls = fp.quantize_multipliers([0.25, 1.5, 0.0])
     assert ls == 2 and m[2] == 0 and m.max() < 2**31
 
@@ -135,7 +136,7 @@ def test_matvec_exact_on_every_path():
     rng = np.random.default_rng(0)
     cases = [
         (rng.integers(-127, 128, (64, 96)), rng.integers(-128, 128, (50, 96))),        # float32
-        (np.full((8, 1032), -127), np.full((3, 1032), -128)),                          # 127 * 128 * 1032 = 16,776,192 < 2^24: float32
+        (np.full((8, 1032), -127), np.full((3, 1032), -128)),                          # 127*128*1032 < 2^24: float32
         (np.full((8, 1040), 127), np.full((3, 1040), -128)),                           # above 2^24: float64
         (rng.integers(-32768, 32768, (16, 700)), rng.integers(-32768, 32768, (4, 700))),
         (np.full((2, 3), 1 << 30), np.full((2, 3), 1 << 30)),                           # above 2^53: int64

@@ -65,7 +65,8 @@ def test_files_for_every_board(name, tmp_path):
     resc = paths["resc"].read_text()
     assert resc.startswith(":name: rnnskip on " + name)
     for needle in ("mach create $name", "machine LoadPlatformDescription @", "sysbus LoadELF $elf",
-                   f"cpu VectorTableOffset {b.flash_origin:#010X}".replace("0X", "0x"), f"showAnalyzer {b.renode['uart']}"):
+                   f"cpu VectorTableOffset {b.flash_origin:#010X}".replace("0X", "0x"),
+                   f"showAnalyzer {b.renode['uart']}"):
         assert needle in resc, needle
     if b.renode.get("platform"):                         # Renode's own platform, no .repl written
         assert "repl" not in paths and f"@{b.renode['platform']}" in resc

@@ -1,4 +1,4 @@
-"""The IMDB benchmark model: an LSTM sentiment classifier for a Cortex-M4 (issue 4).
+"""The IMDB benchmark model: an LSTM sentiment classifier for a Cortex-M4 (time-step skipping).
 
 Trained with **tf_keras** and saved as a Keras-2 ``.h5``, like the SST-2 model.
 Sized for 1 MB flash / 128 KB RAM: a 10000-word (+pad, OOV) vocabulary, a

@@ -1,4 +1,4 @@
-"""Skipping from the command line (issue 4): train-predictor, rnnskip-convert --predictor
+"""Time-step skipping from the command line: train-predictor, rnnskip-convert --predictor
 and --skip auto, the report's skip section, and one-line errors with nothing written."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 7: the model corpus of tests/zoo_models.py -- every Keras generation's files
+"""The model corpus of tests/zoo_models.py -- every Keras generation's files
 convert bit-exact (float reference = Keras to 1e-5; golden = host build = emulated
 Cortex-M4 firmware) or are refused with their one-line reason; ``rnnskip inspect``
 agrees on every file; docs/support_matrix.md is generated from these results.
@@ -30,13 +30,13 @@ def corpus(tmp_path_factory):
     pytest.importorskip("keras")
     if not HAVE_ARM:
         pytest.skip("arm-none-eabi-gcc not installed (run 'make setup')")
-    d = tmp_path_factory.mktemp("zoo7")
+    d = tmp_path_factory.mktemp("corpus")
     files = zoo_models.build_corpus(d / "models")
     results = zoo_models.run_corpus(files, d / "work")
     return {r.file.id: r for r in results}
 
 
-def test_corpus_covers_the_issue(corpus):
+def test_corpus_covers_every_generation_format_and_version(corpus):
     assert sorted(corpus) == sorted(IDS)
     ok = [r for r in corpus.values() if r.status == "bit-exact"]
     assert len(corpus) >= 30 and len(ok) >= 30

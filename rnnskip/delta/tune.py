@@ -1,4 +1,4 @@
-"""Threshold tuning without retraining (issue 5, part 2).
+"""Delta networks: threshold tuning without retraining.
 
 Every candidate (theta_x, theta_h per layer, whole int8 steps) is run through the
 integer delta golden model on validation data - the same arithmetic as the

@@ -4,6 +4,9 @@
 every supported configuration, built once per Keras generation and saved in
 both of its file formats, with Keras' own predictions (see keras_models.py).
 ``zoo`` runs a test once per generation.
+
+Markers and plain helpers the test modules import (``needs_arm``, ``quantized``,
+``dataset`` ...) are in helpers.py.
 """
 import pytest
 

@@ -4,18 +4,17 @@ and plain C); cycles scale with the number of transmitting columns."""
 from __future__ import annotations
 
 import ctypes
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import HAVE_ARM
 from kernel_build import host_kernel_lib
 
 from rnnskip.delta.codegen import list_words, pack_columns
 
 KDIR = Path(__file__).resolve().parent.parent / "rnnskip" / "kernels"
 SRC = KDIR / "rnnskip_delta_s8.c"
-ARM_CC = "arm-none-eabi-gcc"
 
 
 def ref_gather(v, last, theta):
@@ -138,8 +137,8 @@ def test_pad_pair_then_second_part(host_lib):
 # ------------------------------------------------------------------ Cortex-M4
 @pytest.fixture(scope="module")
 def m4(tmp_path_factory):
-    if shutil.which(ARM_CC) is None:
-        pytest.skip(f"{ARM_CC} not found (run `make setup`)")
+    if not HAVE_ARM:
+        pytest.skip("arm-none-eabi-gcc not found (run `make setup`)")
     pytest.importorskip("unicorn")
     from rnnskip.delta import kbench
     d = tmp_path_factory.mktemp("delta_m4")

@@ -9,16 +9,15 @@ Regenerate the matrix with ``RNNSKIP_WRITE_SUPPORT_MATRIX=1 pytest tests/test_zo
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
+from helpers import HAVE_ARM
 
 try:
     from . import zoo_models
 except ImportError:
     import zoo_models
 
-HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
 IDS = [f"{c.name}-{g}-{fmt}" for c in zoo_models.CASES for g in c.gens for fmt in zoo_models.FORMATS[g]]
 pytestmark = pytest.mark.keras
 

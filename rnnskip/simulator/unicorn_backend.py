@@ -331,7 +331,6 @@ class UnicornEmulator:
         uc.hook_add(unicorn.UC_HOOK_MEM_INVALID, self._on_invalid)
         uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
         # IT-predicated instructions whose pass matters: one hook per address.
-        self._pred_delta: Dict[int, int] = {}
         pred = []
         for a, ins in self.insns.items():
             if ins.predicated and (ins.mem is not None or self._pass_delta_of(ins)):

@@ -14,7 +14,7 @@ def _plt():
     return plt
 
 
-def change_distributions(series: Dict[str, np.ndarray], path: Path, title: str = "") -> Path:
+def change_distributions(series: Dict[str, np.ndarray], path: Path) -> Path:
     """Histograms of the per-step state change: one panel per measure (``name -> values``)."""
     plt = _plt()
     names = list(series)
@@ -35,7 +35,7 @@ def change_distributions(series: Dict[str, np.ndarray], path: Path, title: str =
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("change per step")
         ax.set_ylabel("steps")
-    fig.suptitle(title or "state change per step (dense float model); dashed: median, dotted: quartiles", fontsize=9)
+    fig.suptitle("state change per step (dense float model); dashed: median, dotted: quartiles", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

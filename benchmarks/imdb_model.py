@@ -60,9 +60,6 @@ DEFAULT_CONFIG = dict(
     skip_train_rows=6000,  # training reviews the skip predictor learns from
 )
 
-OUTPUTS = ("model.h5", "model.vocab.json", "train.npz", "val.npz", "test.npz", "skip_train.npz", "meta.json")
-
-
 def _paths(out_dir: str) -> dict:
     names = {"model": "model.h5", "vocab": "model.vocab.json", "train": "train.npz", "val": "val.npz",
              "test": "test.npz", "skip_train": "skip_train.npz", "meta": "meta.json"}

@@ -265,8 +265,7 @@ _NOTES = {
 
 
 def tflite_int8_accuracy(model_h5: str, calib: Dataset, test: Dataset,
-                         variants=VARIANTS, n_calib: int = 500, workdir: str | None = None,
-                         with_float: bool = True) -> dict:
+                         variants=VARIANTS, n_calib: int = 500, workdir: str | None = None) -> dict:
     """TFLite full-integer int8 accuracy of ``model_h5`` on ``test``.
 
     Tries ``variants`` in order (see the module doc); the first that converts
@@ -313,8 +312,7 @@ def tflite_int8_accuracy(model_h5: str, calib: Dataset, test: Dataset,
         if failed:
             notes += f". Failed -- {failed}"
         res.update(accuracy=h["accuracy"], model_bytes=h["model_bytes"], notes=notes)
-    if with_float:
-        res["float_accuracy"] = keras_float_accuracy(model_h5, test)
+    res["float_accuracy"] = keras_float_accuracy(model_h5, test)
     if own_tmp:
         res["workdir"] = workdir
     return res

@@ -8,12 +8,8 @@ both of its file formats, with Keras' own predictions (see keras_models.py).
 Markers and plain helpers the test modules import (``needs_arm``, ``quantized``,
 ``dataset`` ...) are in helpers.py.
 """
+import keras_models
 import pytest
-
-try:
-    from . import keras_models  # tests/ as a package
-except ImportError:  # tests/ on sys.path (rootdir conftest)
-    import keras_models
 
 
 def pytest_configure(config):

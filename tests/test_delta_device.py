@@ -78,10 +78,10 @@ def test_theta0_device_equals_dense_golden(tmp_path):
 def test_delta_with_skip_predictor(cfg, ptype, tmp_path):
     """--delta with --predictor: the predictor decides first (a skipped step changes no
     delta state), a run step is delta-sparse; golden, host and firmware agree."""
-    from test_skip_device import _setup as skip_setup
+    from test_skip_device import quantized_with_predictor
 
     from rnnskip import targets
-    ir, qm, x, L = skip_setup(cfg, ptype)
+    ir, qm, x, L = quantized_with_predictor(cfg, ptype)
     qm = with_delta(qm, DeltaSpec([2] * len(qm.layers), [2] * len(qm.layers)))
     ds = dataset(x, L)
     out, flags, st = run_stats(qm, x, L)

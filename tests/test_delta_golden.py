@@ -73,7 +73,7 @@ def test_float_delta_theta0_equals_reference(cfg):
     n = len(ir.rnn_layers)
     y, st = FloatDeltaModel(ir, [0.0] * n, [0.0] * n).run(x, L)
     np.testing.assert_allclose(y, FloatModel(ir).predict(x, L), atol=1e-9)
-    y2, st2 = FloatDeltaModel(ir, [0.2] * n, [0.2] * n).run(x, L)
+    _, st2 = FloatDeltaModel(ir, [0.2] * n, [0.2] * n).run(x, L)
     assert st2["tx_h"].sum() < st["tx_h"].sum()
 
 

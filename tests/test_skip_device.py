@@ -37,9 +37,10 @@ def random_predictor(ptype: str, in_dim: int, units, seed: int = 0) -> FloatPred
     return p
 
 
-def _setup(cfg, ptype, seed=0, n=12, T=10):
-    ir, qm, x, L = quantized(cfg, seed=seed, n=n, T=T)
-    p = random_predictor(ptype, qm.in_dim, [l.units for l in qm.layers], seed=seed + 2)
+def quantized_with_predictor(cfg, ptype):
+    """quantized(cfg) with a random int8 predictor of ``ptype`` attached."""
+    ir, qm, x, L = quantized(cfg)
+    p = random_predictor(ptype, qm.in_dim, [l.units for l in qm.layers], seed=2)
     qp = quantize_predictor(p, qm)
     # threshold at the median integer score over dense-run features: some steps skip, some run
     g = GoldenModel(qm)
@@ -64,7 +65,7 @@ CASES = [("tok-lstm-softmax", "mlp"), ("tok-gru-sigmoid", "logistic"), ("tok-gru
 @pytest.fixture(scope="module", params=CASES, ids=["-".join(c) for c in CASES])
 def built(request, tmp_path_factory):
     cfg, ptype = request.param
-    ir, qm, x, L = _setup(cfg, ptype)
+    ir, qm, x, L = quantized_with_predictor(cfg, ptype)
     d = tmp_path_factory.mktemp(f"{cfg}-{ptype}")
     generate(qm, d / "src", max_t=x.shape[1])
     return ir, qm, x, L, d

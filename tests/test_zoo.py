@@ -11,12 +11,8 @@ from __future__ import annotations
 import os
 
 import pytest
+import zoo_models
 from helpers import HAVE_ARM
-
-try:
-    from . import zoo_models
-except ImportError:
-    import zoo_models
 
 IDS = [f"{c.name}-{g}-{fmt}" for c in zoo_models.CASES for g in c.gens for fmt in zoo_models.FORMATS[g]]
 pytestmark = pytest.mark.keras

@@ -1,11 +1,9 @@
-"""Helpers shared by the benchmarks: where things are, timing, config hashes."""
+"""Helpers shared by the benchmarks: where things are, config hashes, versions, durations, JSON files."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import time
-from contextlib import contextmanager
 
 from rnnskip.errors import RnnskipError
 
@@ -58,23 +56,6 @@ def config_hash(cfg: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-class Timer:
-    """``with Timer() as t: ...; t.seconds`` (wall clock, perf_counter)."""
-
-    def __init__(self, label: str | None = None, verbose: bool = False):
-        self.label, self.verbose, self.seconds = label, verbose, 0.0
-
-    def __enter__(self):
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self._t0
-        if self.verbose:
-            print(f"[{self.label or 'timer'}] {fmt_seconds(self.seconds)}", flush=True)
-        return False
-
-
 def versions() -> dict:
     """Versions of what decides the numbers: Python, the training and emulation packages, the
     Arm compiler. Model trainers store it in their meta.json; run_all prints it under each section."""
@@ -93,13 +74,6 @@ def versions() -> dict:
     except (OSError, subprocess.CalledProcessError):
         pass
     return v
-
-
-@contextmanager
-def timed(label: str):
-    """Print how long the block took: ``with timed("train"): ...``."""
-    with Timer(label, verbose=True) as t:
-        yield t
 
 
 def fmt_seconds(s: float) -> str:

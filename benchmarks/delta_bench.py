@@ -103,8 +103,9 @@ def kernel_sweep() -> dict:
     res = kbench.density_sweep(emu, rows=384, cols=168,
                                densities=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0))
     full = res["points"][-1]
-    res["full_density_overhead_sparse"] = (full["gather_cycles"] + full["matvec_cycles"]) / res["dense_matvec_cycles"] - 1
-    res["full_density_overhead_fallback"] = (full["gather_cycles"] + res["dense_matvec_cycles"]) / res["dense_matvec_cycles"] - 1
+    dense = res["dense_matvec_cycles"]
+    res["full_density_overhead_sparse"] = (full["gather_cycles"] + full["matvec_cycles"]) / dense - 1
+    res["full_density_overhead_fallback"] = (full["gather_cycles"] + dense) / dense - 1
     return res
 
 
@@ -314,8 +315,8 @@ def sst2(quick: bool) -> dict:
     _log("SST-2: run-time delta")
     dj = Path(bench_out("delta")) / "sst2_delta_runtime.json"
     _tune(paths["model"], val, paths["train"], dj)
-    res = _summarise(_convert(paths["model"], paths["dev"], paths["train"], Path(bench_out("delta")) / "sst2-m4-runtime",
-                              dj, 60 if quick else 300))
+    res = _summarise(_convert(paths["model"], paths["dev"], paths["train"],
+                              Path(bench_out("delta")) / "sst2-m4-runtime", dj, 60 if quick else 300))
     res["tuning"] = read_json(str(dj))["tuning"]
     return res
 
@@ -356,13 +357,15 @@ def _row(name, r, float_acc):
     cvm = r.get("cycle_vs_mac_reduction")
     cvm = "-" if cvm is None else f"{cvm:.2f}"
     return (f"| {name} | {th} | {_p(a['delta_int8'])} | {lo} | "
-            f"{r['density']['input']:.3f} / {r['density']['hidden']:.3f} | {_n(r['macs_per_inference']['effective'])} | "
+            f"{r['density']['input']:.3f} / {r['density']['hidden']:.3f} | "
+            f"{_n(r['macs_per_inference']['effective'])} | "
             f"{_x(r['mac_reduction_x'])} | {_n(c['delta'])} | {_x(r.get('cycle_reduction_x'))} | {cvm} | "
             f"{_n(f['delta'])} | {_x(r.get('flash_read_reduction_x'))} |")
 
 
 HEAD = ("| model | thresholds (int8 steps) | accuracy % | loss vs dense float (pt) | density in / hid | MAC / inf | "
-        "MAC reduction | cycles / inf | cycle reduction | cycle red. / MAC red. | flash read B / inf | flash read reduction |",
+        "MAC reduction | cycles / inf | cycle reduction | cycle red. / MAC red. | flash read B / inf | "
+        "flash read reduction |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
@@ -381,17 +384,18 @@ def _breakdown_md(bd: dict) -> list:
     seen = set(rt["dense"]["per_step"]) | set(rt["delta"]["per_step"]) | set(tr["delta"]["per_step"])
     order = [lab for lab, _ in PARTS] + ["step code (inlined cells)", "other (head, I/O, branches)"]
     labels = [lab for lab in order if lab in seen] + sorted(seen - set(order))
-    L = [f"Where the cycles go (emulated function profile, cycles per step, first {rt['sequences']} test recordings; "
-         "the cell kernels are inlined into the step function):", "",
+    L = [f"Where the cycles go (emulated function profile, cycles per step, first {rt['sequences']} test "
+         "recordings; the cell kernels are inlined into the step function):", "",
          "| part | dense | run-time delta | delta-trained |", "|---|---|---|---|"]
+    columns = (rt["dense"], rt["delta"], tr["delta"])
     for lab in labels:
-        L.append(f"| {lab} | " + " | ".join(_n(c["per_step"].get(lab, 0)) for c in (rt["dense"], rt["delta"], tr["delta"]))
-                 + " |")
-    L.append("| total | " + " | ".join(_n(c["cycles_per_step"]) for c in (rt["dense"], rt["delta"], tr["delta"])) + " |")
+        L.append(f"| {lab} | " + " | ".join(_n(c["per_step"].get(lab, 0)) for c in columns) + " |")
+    L.append("| total | " + " | ".join(_n(c["cycles_per_step"]) for c in columns) + " |")
     mv = lambda c, macs: macs / c["steps"] / max(c["delta"]["per_step"].get("column-sparse mat-vec", 0), 1)
     L += ["", f"MAC / cycle of the mat-vec: dense {_dense_mac_per_cycle(rt):.2f}, "
-              f"column-sparse {mv(rt, rt['macs_delta']):.2f} (run-time) and {mv(tr, tr['macs_delta']):.2f} (trained) - "
-              "the sparse kernel re-reads the transmit list for every 4 rows and pays a fixed cost per 4 rows per call.", ""]
+              f"column-sparse {mv(rt, rt['macs_delta']):.2f} (run-time) and {mv(tr, tr['macs_delta']):.2f} "
+              "(trained) - the sparse kernel re-reads the transmit list for every 4 rows and pays a fixed cost "
+              "per 4 rows per call.", ""]
     return L
 
 
@@ -405,9 +409,11 @@ def _bound_text(bd: dict) -> str:
         budget = c["dense"]["cycles_per_step"] / (0.7 * red)
         fixed = c["delta"]["cycles_per_step"] - c["delta"]["per_step"].get("column-sparse mat-vec", 0)
         macs = c["macs_delta"] / c["steps"]
-        need = "impossible (the rest alone exceeds it)" if budget <= fixed else f"{macs / (budget - fixed):.2f} MAC/cycle"
+        need = ("impossible (the rest alone exceeds it)" if budget <= fixed
+                else f"{macs / (budget - fixed):.2f} MAC/cycle")
         out.append(f"{name}: 0.7 x {red:.2f}x needs <= {budget:,.0f} cycles per step; everything but the sparse "
-                   f"mat-vec (cells, gather, head) takes {fixed:,.0f}, so its {macs:,.0f} MACs would have to run at {need}")
+                   f"mat-vec (cells, gather, head) takes {fixed:,.0f}, so its {macs:,.0f} MACs would have to run "
+                   f"at {need}")
         # cycle reduction / MAC reduction if the sparse mat-vec ran at e MAC/cycle, all else as measured
         ceil[name] = [c["dense"]["cycles_per_step"] / (fixed + macs / e) / red for e in (e_dense, 2.0)]
     rt, tr = ceil["run-time"], ceil["delta-trained"]
@@ -428,11 +434,11 @@ def markdown(res: dict) -> str:
          "delta = thresholds chosen on validation data for the unchanged network (`rnnskip delta-tune`, budget "
          f"{MAX_LOSS} point below the dense float model on validation); delta-trained = `rnnskip delta-train` "
          "(delta forward pass, straight-through gradients, int8-grid rounding, threshold noise, L1 on the deltas), "
-         "deployed at the thresholds it was trained for. Accuracy on the test split from the int8 golden model (= host build = emulated "
-         "firmware, bit-exact); cycles and flash reads from the emulated firmware (cortex-m4 cycle model, 0 wait "
-         "states) on the first emulated sequences of the test split, against the dense firmware on the same ones. "
-         "MACs count the recurrent mat-vecs (+ the head once), real shapes; a delta MAC is one weight column entry "
-         "of a transmitting element.", ""]
+         "deployed at the thresholds it was trained for. Accuracy on the test split from the int8 golden model "
+         "(= host build = emulated firmware, bit-exact); cycles and flash reads from the emulated firmware "
+         "(cortex-m4 cycle model, 0 wait states) on the first emulated sequences of the test split, against the "
+         "dense firmware on the same ones. MACs count the recurrent mat-vecs (+ the head once), real shapes; a "
+         "delta MAC is one weight column entry of a transmitting element.", ""]
     f = res.get("fsdd", {})
     if f:
         m = f["meta"]
@@ -445,15 +451,16 @@ def markdown(res: dict) -> str:
         t = f["trained"]
         L.append(_row("delta-trained", t, fl))
         tt = f.get("trained_tuned")
-        tt_txt = "" if not tt else (f" Re-tuning the delta-trained model's thresholds on validation (budget {MAX_LOSS} pt) "
-                                    f"picks x{tt['thresholds'][0][0]}/h{tt['thresholds'][1][0]}: "
+        tt_txt = "" if not tt else (" Re-tuning the delta-trained model's thresholds on validation "
+                                    f"(budget {MAX_LOSS} pt) picks "
+                                    f"x{tt['thresholds'][0][0]}/h{tt['thresholds'][1][0]}: "
                                     f"{_p(tt['delta_int8'])}% on test at {_x(tt['mac_reduction_x'])} fewer MACs "
                                     "(the 300-recording validation set is small, so the cheapest point within budget "
                                     "there overfits it; the table row uses the training thresholds, fixed before "
                                     "looking at test).")
         sd = f.get("train_seeds") or []
-        sd_txt = "; ".join(f"seed {r['seed']}: validation {_p(r['val']['delta_int8'])}%, test {_p(r['test']['delta_int8'])}% "
-                           f"at {_x(r['test']['mac_reduction_x'])}" for r in sd)
+        sd_txt = "; ".join(f"seed {r['seed']}: validation {_p(r['val']['delta_int8'])}%, "
+                           f"test {_p(r['test']['delta_int8'])}% at {_x(r['test']['mac_reduction_x'])}" for r in sd)
         L += ["", f"Delta-trained: fine-tuned from the dense model at thresholds x{TRAIN_THETA[0]}/h{TRAIN_THETA[1]} "
                   f"({TRAIN_CFG}) and deployed at them, {len(sd)} seeds ({sd_txt}); the row is seed "
                   f"{f.get('train_selected_seed')}, the best on validation. Its own float accuracy without delta "
@@ -465,13 +472,15 @@ def markdown(res: dict) -> str:
         sw = f.get("sweep")
         if sw:
             L += [f"Firmware threshold sweep (run-time model, first {sw['sequences']} test recordings):", "",
-                  "| case | density in / hid | MAC reduction | cycles / inf | cycle reduction | flash read B / inf | flash B |",
+                  "| case | density in / hid | MAC reduction | cycles / inf | cycle reduction | flash read B / inf | "
+                  "flash B |",
                   "|---|---|---|---|---|---|---|"]
             for r in sw["rows"]:
                 d = r.get("density")
                 ds_ = "-" if d is None else f"{d['input']:.3f} / {d['hidden']:.3f}"
                 L.append(f"| {r['case']} | {ds_} | "
-                         f"{_x(r.get('mac_reduction_x'))} | {_n(r['cycles_per_inference'])} | {_x(r['cycle_reduction_x'])} | "
+                         f"{_x(r.get('mac_reduction_x'))} | {_n(r['cycles_per_inference'])} | "
+                         f"{_x(r['cycle_reduction_x'])} | "
                          f"{_n(r['flash_read_bytes'])} | {_n(r['flash_bytes'])} |")
             L.append("")
         bd = f.get("breakdown")
@@ -479,8 +488,10 @@ def markdown(res: dict) -> str:
             L += _breakdown_md(bd)
     lo = res.get("fsdd_loso")
     if lo:
-        L += ["### FSDD, leave one speaker out (all 500 recordings of the speaker are the test set; golden int8 model)", "",
-              "| held-out speaker | dense float % | dense int8 % | run-time delta % (MAC red.) | delta-trained % (MAC red.) |",
+        L += ["### FSDD, leave one speaker out (all 500 recordings of the speaker are the test set; "
+              "golden int8 model)", "",
+              "| held-out speaker | dense float % | dense int8 % | run-time delta % (MAC red.) | "
+              "delta-trained % (MAC red.) |",
               "|---|---|---|---|---|"]
         accs = []
         for spk, r in lo.items():
@@ -492,7 +503,8 @@ def markdown(res: dict) -> str:
         a = np.array(accs)
         L += [f"| mean | {_p(a[:, 0].mean())} | {_p(a[:, 1].mean())} | {_p(a[:, 2].mean())} ({_x(a[:, 3].mean())}) | "
               f"{_p(a[:, 4].mean())} ({_x(a[:, 5].mean())}) |", ""]
-    for key, title in (("japanese_vowels", "JapaneseVowels (aeon bundled; Masking -> GRU(64) -> Dense(9)), run-time delta"),
+    for key, title in (("japanese_vowels",
+                        "JapaneseVowels (aeon bundled; Masking -> GRU(64) -> Dense(9)), run-time delta"),
                        ("sst2", "SST-2 LSTM (the pipeline benchmark's model, dev set), run-time delta")):
         r = res.get(key)
         if not r:
@@ -501,33 +513,38 @@ def markdown(res: dict) -> str:
             L += [f"### {title}", "", f"not measured: {r['error']}", ""]
             continue
         fl = r["accuracy"]["float"]
-        L += [f"### {title}", "", f"Dense float accuracy {100 * fl:.2f}% on {r['n']}; emulated {r['sequences_emulated']}.",
-              "", *HEAD, _dense_row(r, fl), _row("run-time delta", r, fl), ""]
+        L += [f"### {title}", "",
+              f"Dense float accuracy {100 * fl:.2f}% on {r['n']}; emulated {r['sequences_emulated']}.", "",
+              *HEAD, _dense_row(r, fl), _row("run-time delta", r, fl), ""]
     k = res.get("kernel")
     if k:
         L += [f"### Kernel: gather + column-sparse mat-vec vs density ({k['rows']} rows x {k['cols']} columns, "
               "the FSDD GRU's input+hidden columns x 3 gates)", "",
-              "| transmitting columns | density | gather cycles | mat-vec cycles | MAC / cycle |", "|---|---|---|---|---|"]
+              "| transmitting columns | density | gather cycles | mat-vec cycles | MAC / cycle |",
+              "|---|---|---|---|---|"]
         for p in k["points"]:
             L.append(f"| {p['columns']} | {p['density']:.2f} | {p['gather_cycles']:,} | {p['matvec_cycles']:,} | "
                      f"{p['macs'] / max(p['matvec_cycles'], 1):.3f} |")
         L += ["", f"Dense paired mat-vec on the same matrix: {k['dense_matvec_cycles']:,} cycles "
                   f"({k['rows'] * k['cols'] / k['dense_matvec_cycles']:.3f} MAC/cycle). At full density the "
-                  f"column-sparse path costs {100 * k['full_density_overhead_sparse']:+.0f}% against it; the generated "
-                  f"code switches to the dense kernel on the last transmitted values above 60% density "
+                  f"column-sparse path costs {100 * k['full_density_overhead_sparse']:+.0f}% against it; the "
+                  "generated code switches to the dense kernel on the last transmitted values above 60% density "
                   f"(bit-identical), so full density costs the gather on top: "
                   f"{100 * k['full_density_overhead_fallback']:+.1f}%.", ""]
     if f:
         rt, t = f["runtime"], f["trained"]
+        ratio_met = min(rt.get("cycle_vs_mac_reduction") or 0, t.get("cycle_vs_mac_reduction") or 0) >= 0.7
         L += ["### Against the goals", "",
               f"- FSDD run-time delta: {_x(rt['mac_reduction_x'])} fewer effective MACs at "
-              f"{100 * (rt['accuracy']['float'] - rt['accuracy']['delta_int8']):.2f} points below the dense float model "
-              f"(target >= 3x at <= 1 point).",
+              f"{100 * (rt['accuracy']['float'] - rt['accuracy']['delta_int8']):.2f} points below the dense float "
+              "model (target >= 3x at <= 1 point).",
               f"- FSDD delta-trained: {_x(t['mac_reduction_x'])} at "
-              f"{100 * (rt['accuracy']['float'] - t['accuracy']['delta_int8']):.2f} points (target >= 8x at <= 1 point).",
-              f"- Emulated cycle reduction / MAC reduction on cortex-m4: run-time {rt.get('cycle_vs_mac_reduction', 0):.2f}, "
+              f"{100 * (rt['accuracy']['float'] - t['accuracy']['delta_int8']):.2f} points "
+              "(target >= 8x at <= 1 point).",
+              "- Emulated cycle reduction / MAC reduction on cortex-m4: "
+              f"run-time {rt.get('cycle_vs_mac_reduction', 0):.2f}, "
               f"delta-trained {t.get('cycle_vs_mac_reduction', 0):.2f} (target >= 0.7: "
-              f"{'met' if min(rt.get('cycle_vs_mac_reduction') or 0, t.get('cycle_vs_mac_reduction') or 0) >= 0.7 else 'not met'})"
+              f"{'met' if ratio_met else 'not met'})"
               + (_bound_text(f["breakdown"]) if f.get("breakdown") else "."),
               f"- Flash read traffic: {_x(rt.get('flash_read_reduction_x'))} (run-time) and "
               f"{_x(t.get('flash_read_reduction_x'))} (delta-trained) less than the dense firmware.", ""]
@@ -542,13 +559,16 @@ def summary(res: dict):
     fl = rt["accuracy"]["float"]
     out = [f"- Delta networks, FSDD GRU(128) on cortex-m4: run-time thresholds {_x(rt['mac_reduction_x'])} fewer "
            f"MACs at {100 * (fl - rt['accuracy']['delta_int8']):+.2f} pt, delta-trained {_x(tr['mac_reduction_x'])} "
-           f"at {100 * (fl - tr['accuracy']['delta_int8']):+.2f} pt; emulated cycles {_x(rt.get('cycle_reduction_x'))} / "
-           f"{_x(tr.get('cycle_reduction_x'))} fewer, flash reads {_x(rt.get('flash_read_reduction_x'))} / "
-           f"{_x(tr.get('flash_read_reduction_x'))} less (details in BENCHMARKS.md).", "",
+           f"at {100 * (fl - tr['accuracy']['delta_int8']):+.2f} pt; "
+           f"emulated cycles {_x(rt.get('cycle_reduction_x'))} / {_x(tr.get('cycle_reduction_x'))} fewer, "
+           f"flash reads {_x(rt.get('flash_read_reduction_x'))} / {_x(tr.get('flash_read_reduction_x'))} less "
+           "(details in BENCHMARKS.md).", "",
            "| FSDD GRU(128), cortex-m4 | accuracy % | loss vs dense float (pt) | MAC reduction | cycle reduction | "
            "flash read reduction |", "|---|---|---|---|---|---|",
-           f"| dense int8 | {_p(rt['accuracy']['dense_int8'])} | {100 * (fl - rt['accuracy']['dense_int8']):+.2f} | 1x | 1x | 1x |"]
+           f"| dense int8 | {_p(rt['accuracy']['dense_int8'])} | {100 * (fl - rt['accuracy']['dense_int8']):+.2f} | "
+           "1x | 1x | 1x |"]
     for name, r in (("run-time delta", rt), ("delta-trained", tr)):
         out.append(f"| {name} | {_p(r['accuracy']['delta_int8'])} | {100 * (fl - r['accuracy']['delta_int8']):+.2f} | "
-                   f"{_x(r['mac_reduction_x'])} | {_x(r.get('cycle_reduction_x'))} | {_x(r.get('flash_read_reduction_x'))} |")
+                   f"{_x(r['mac_reduction_x'])} | {_x(r.get('cycle_reduction_x'))} | "
+                   f"{_x(r.get('flash_read_reduction_x'))} |")
     return out + [""]

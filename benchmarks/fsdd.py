@@ -175,7 +175,8 @@ def train(split_name: str = "official", config: dict | None = None, verbose: int
     m.save(paths["model"])
     meta = {"config": cfg, "config_hash": h, "split": split_name, "test_accuracy": float(acc),
             "val_accuracy": float(max(hist.history["val_accuracy"])), "epochs_run": len(hist.history["loss"]),
-            "train_seconds": round(time.time() - t0, 1), "versions": versions(), "n_train": len(tr), "n_val": len(va), "n_test": len(te),
+            "train_seconds": round(time.time() - t0, 1), "versions": versions(),
+            "n_train": len(tr), "n_val": len(va), "n_test": len(te),
             "features": f"{N_MELS} log-mel, {WIN}/{HOP} samples at {SR} Hz, <= {T_MAX} frames"}
     write_json(paths["meta"], meta)
     return {"paths": paths, "meta": meta, "dir": out}

@@ -1,4 +1,4 @@
-"""The IMDB benchmark model: an LSTM sentiment classifier for a Cortex-M4 (issue 4).
+"""The IMDB benchmark model: an LSTM sentiment classifier for a Cortex-M4 (time-step skipping).
 
 Trained with **tf_keras** and saved as a Keras-2 ``.h5``, like the SST-2 model.
 Sized for 1 MB flash / 128 KB RAM: a 10000-word (+pad, OOV) vocabulary, a
@@ -60,9 +60,6 @@ DEFAULT_CONFIG = dict(
     skip_train_rows=6000,  # training reviews the skip predictor learns from
 )
 
-OUTPUTS = ("model.h5", "model.vocab.json", "train.npz", "val.npz", "test.npz", "skip_train.npz", "meta.json")
-
-
 def _paths(out_dir: str) -> dict:
     names = {"model": "model.h5", "vocab": "model.vocab.json", "train": "train.npz", "val": "val.npz",
              "test": "test.npz", "skip_train": "skip_train.npz", "meta": "meta.json"}
@@ -121,7 +118,8 @@ def train_imdb(data_root: str, out_dir: str, seed: int = 0, config: dict | None 
             meta = {}
         if meta.get("config_hash") == h:
             if verbose:
-                print(f"[imdb] reusing {out_dir} (config {h}; test accuracy {meta.get('test_accuracy'):.4f})", flush=True)
+                print(f"[imdb] reusing {out_dir} (config {h}; test accuracy {meta.get('test_accuracy'):.4f})",
+                      flush=True)
             return paths
 
     train_ds, vocab = load_imdb(d, "train", max_words=cfg["max_words"], max_len=cfg["max_len"],

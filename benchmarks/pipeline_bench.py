@@ -19,7 +19,7 @@ SUBSET = 200
 
 def run(quick: bool = False) -> dict:
     out = Path(bench_out("sst2"))
-    paths = train_sst2(shared_data(), str(out))
+    train_sst2(shared_data(), str(out))   # trains once, or reuses the model in out
     p, calib, dev, meta = load_benchmark(str(out))
     res = {"meta": meta, "runs": {}}
     # (name, kernels, variant, flash wait states, emulated sentences: None = all of dev)
@@ -65,11 +65,13 @@ def markdown(res: dict) -> str:
         L.append(f"| TFLite int8 (ai-edge-litert) | not measured: {t.get('error', '?')} | |")
     L += ["", f"Bit-exact: {d['bitexact']['mismatches']} mismatches between golden, host build and emulated "
               f"firmware over {d['bitexact']['checked']} sentences. Emulating all {e['sequences']} dev sentences "
-              f"with cycle counting took {d['timings_s'].get('emulate_s', float('nan')):.0f} s on this 2-core machine.", ""]
+              f"with cycle counting took {d['timings_s'].get('emulate_s', float('nan')):.0f} s "
+              "on this 2-core machine.", ""]
     if "notes" in t:
         L += [f"TFLite peer: {t['notes']}", ""]
-    L += ["| kernels (cortex-m4 cycle model) | flash wait states | sequences | cycles / step | MAC / cycle (step) "
-          "| cycles / inference | flash read B / inf | SRAM read B / inf | SRAM write B / inf | flash B | RAM B | stack B |",
+    L += ["| kernels (cortex-m4 cycle model) | flash wait states | sequences | cycles / step | MAC / cycle (step) | "
+          "cycles / inference | flash read B / inf | SRAM read B / inf | SRAM write B / inf | flash B | RAM B | "
+          "stack B |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         e, fp = r["emulation"], r["footprint"]

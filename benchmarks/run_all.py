@@ -39,7 +39,8 @@ def main(argv=None) -> int:
             res = json.loads(js.read_text())
             info = md.read_text().rstrip().splitlines()[-1] if md.is_file() else ""
             md.write_text(mod.markdown(res) + "\n\n" + info + "\n")
-            (sec_dir / f"{name}.summary.json").write_text(json.dumps(mod.summary(res) if hasattr(mod, "summary") else []))
+            lines = mod.summary(res) if hasattr(mod, "summary") else []
+            (sec_dir / f"{name}.summary.json").write_text(json.dumps(lines))
             print(f"re-rendered {name} from {js}")
     try:
         for name, mod in SECTIONS:

@@ -36,9 +36,6 @@ DEFAULT_CONFIG = dict(
     calib_rows=2000,
 )
 
-OUTPUTS = ("model.h5", "model.vocab.json", "train.npz", "dev.npz", "meta.json")
-
-
 def _paths(out_dir: str) -> dict:
     return {
         "model": os.path.join(out_dir, "model.h5"),

@@ -62,7 +62,8 @@ def predictor_dir(p: dict, quick: bool, log=print):
         np.savez(out / f"{name}.npz", **{k: (v if k == "class_names" else v[sl]) for k, v in d.items()})
     dest = out / "sst2-predictor"
     run_train_predictor(p["model"], out / "skip_train.npz", out / "skip_val.npz", PREDICTOR_LOSS, dest, log=log)
-    return dest, f"trained here on {cut:,} SST-2 training rows, {n - cut:,} for validation, {PREDICTOR_LOSS} point budget"
+    return dest, (f"trained here on {cut:,} SST-2 training rows, {n - cut:,} for validation, "
+                  f"{PREDICTOR_LOSS} point budget")
 
 
 def _measure(ir, qm, ds, src, work: Path, name: str, kernels: str = "portable") -> dict:
@@ -134,8 +135,9 @@ def run(quick: bool = False) -> dict:
     qs = with_predictor(qm, quantize_predictor(fp, qm))
     v = pmeta.get("val", {})
     res["skip_note"] = (f"predictor `{pdir.relative_to(Path(bench_out()))}` ({how}): {pmeta.get('description', '')}, "
-                        f"{pmeta.get('params', 0):,} params; on its validation rows {v.get('skip_rate', float('nan')):.1%} "
-                        f"of steps skipped at {v.get('loss_points', float('nan')):+.2f} accuracy points")
+                        f"{pmeta.get('params', 0):,} params; on its validation rows "
+                        f"{v.get('skip_rate', float('nan')):.1%} of steps skipped at "
+                        f"{v.get('loss_points', float('nan')):+.2f} accuracy points")
     generate(qs, out / "skip" / "src", max_t=max_t)
     for n in names:
         print(f"  skip {n}", flush=True)
@@ -181,14 +183,16 @@ def markdown(res: dict) -> str:
                 L.append(f"| {n} | does not fit | | | | | | | |")
                 continue
             cyc = f"{d['cycles'] / r['cycles']:.2f}x fewer" if r.get("cycles") and d.get("cycles") else "-"
-            ins = f"{d['instructions'] / r['instructions']:.2f}x fewer" if r.get("instructions") and d.get("instructions") else "-"
-            L.append(f"| {n} | {r['golden_steps']:.1f} ({d.get('golden_steps', float('nan')):.1f}) | {_f(r['cycles'])} | "
-                     f"{cyc} | {_f(r['instructions'])} | {ins} | {_f(r['flash_bytes'])} | "
-                     f"{d.get('accuracy', float('nan')):.3f} -> {r['accuracy']:.3f} | {r['mismatches']} / {r['sequences']} |")
-        L += ["", "Steps run: steps the firmware executed per sentence (the golden model's count, equal on the device); "
-                  "the skipped steps cost only the predictor. Accuracy is on the same dev sentences; the predictor's "
-                  "loss budget was set on its own validation rows, so the loss here can differ. Mismatches compare "
-                  "outputs and per-step flags (which steps ran) with the golden model."]
+            ins = (f"{d['instructions'] / r['instructions']:.2f}x fewer"
+                   if r.get("instructions") and d.get("instructions") else "-")
+            L.append(f"| {n} | {r['golden_steps']:.1f} ({d.get('golden_steps', float('nan')):.1f}) | "
+                     f"{_f(r['cycles'])} | {cyc} | {_f(r['instructions'])} | {ins} | {_f(r['flash_bytes'])} | "
+                     f"{d.get('accuracy', float('nan')):.3f} -> {r['accuracy']:.3f} | "
+                     f"{r['mismatches']} / {r['sequences']} |")
+        L += ["", "Steps run: steps the firmware executed per sentence (the golden model's count, equal on the "
+                  "device); the skipped steps cost only the predictor. Accuracy is on the same dev sentences; the "
+                  "predictor's loss budget was set on its own validation rows, so the loss here can differ. "
+                  "Mismatches compare outputs and per-step flags (which steps ran) with the golden model."]
     else:
         L.append(f"With time-step skipping: not measured ({res['skip_note']}).")
     L += ["", "Notes: cortex-m0 (nRF51822, 256 KiB flash) is refused before compiling: the SST-2 embedding alone "

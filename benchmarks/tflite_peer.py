@@ -106,7 +106,8 @@ def rebuild(model, variant: str, T):
         # Masking has no weights: in a Sequential it can simply be dropped
         layers = cfg.get("layers") if isinstance(cfg, dict) else None
         if model.__class__.__name__ != "Sequential" or not isinstance(layers, list):
-            raise ValueError("a Masking layer can only be removed from a Sequential model; the fused path needs no masking")
+            raise ValueError("a Masking layer can only be removed from a Sequential model; "
+                             "the fused path needs no masking")
         cfg["layers"] = [l for l in layers if l.get("class_name") != "Masking"]
         if cfg["layers"] and cfg["layers"][0].get("class_name") != "InputLayer":
             first = cfg["layers"][0]["config"]
@@ -264,8 +265,7 @@ _NOTES = {
 
 
 def tflite_int8_accuracy(model_h5: str, calib: Dataset, test: Dataset,
-                         variants=VARIANTS, n_calib: int = 500, workdir: str | None = None,
-                         with_float: bool = True) -> dict:
+                         variants=VARIANTS, n_calib: int = 500, workdir: str | None = None) -> dict:
     """TFLite full-integer int8 accuracy of ``model_h5`` on ``test``.
 
     Tries ``variants`` in order (see the module doc); the first that converts
@@ -312,8 +312,7 @@ def tflite_int8_accuracy(model_h5: str, calib: Dataset, test: Dataset,
         if failed:
             notes += f". Failed -- {failed}"
         res.update(accuracy=h["accuracy"], model_bytes=h["model_bytes"], notes=notes)
-    if with_float:
-        res["float_accuracy"] = keras_float_accuracy(model_h5, test)
+    res["float_accuracy"] = keras_float_accuracy(model_h5, test)
     if own_tmp:
         res["workdir"] = workdir
     return res
@@ -331,7 +330,8 @@ def main(argv=None) -> int:
         print(json.dumps(info), flush=True)
         return 0
     ap = argparse.ArgumentParser(description="TFLite int8 peer accuracy of the SST-2 benchmark model")
-    ap.add_argument("--model-dir", default=None, help="folder from benchmarks.sst2_model (default bench_out/sst2; trained if missing)")
+    ap.add_argument("--model-dir", default=None,
+                    help="folder from benchmarks.sst2_model (default bench_out/sst2; trained if missing)")
     ap.add_argument("--json", default=None, help="write the result here")
     a = ap.parse_args(argv)
     from .common import bench_out, shared_data, write_json
@@ -345,7 +345,8 @@ def main(argv=None) -> int:
     print(json.dumps({k: v for k, v in res.items() if k != "variants"}, indent=2))
     for k, r in res["variants"].items():
         print(f"  {k}: " + (r["error"] if "error" in r else
-                            f"accuracy {r['accuracy']:.4f} on {r['n']}, {r['model_bytes']} bytes, ops {', '.join(r['ops'])}"))
+                            f"accuracy {r['accuracy']:.4f} on {r['n']}, {r['model_bytes']} bytes, "
+                            f"ops {', '.join(r['ops'])}"))
     if a.json:
         write_json(a.json, res)
     return 0

@@ -78,8 +78,8 @@ def main(argv=None):
           f"--out {out / 'delta.json'}\n"
           f"  rnnskip-convert {model} --delta {out / 'delta.json'} --data {m / 'test.npz'} --calib {m / 'train.npz'} "
           f"--out {out / 'm4-delta'}\n"
-          f"  rnnskip train-predictor {model} --train {m / 'train.npz'} --val {m / 'val.npz'} --calib {m / 'train.npz'} "
-          f"--max-loss 1.0 --out {out / 'predictor'}")
+          f"  rnnskip train-predictor {model} --train {m / 'train.npz'} --val {m / 'val.npz'} "
+          f"--calib {m / 'train.npz'} --max-loss 1.0 --out {out / 'predictor'}")
     return 0
 
 

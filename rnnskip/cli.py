@@ -15,23 +15,37 @@ import click
 from .cli_support import OneLineCommand, OneLineGroup, guard, note
 
 _common = [
-    click.option("--target", "target_name", default=None, help="Cortex-M target (see 'rnnskip targets'; default: the board's core, else cortex-m4)."),
-    click.option("--board", "board_name", default=None, help="Board: the target's core on a real part's memory map (see 'rnnskip boards')."),
-    click.option("--kernels", default="portable", show_default=True, help="Kernel provider: portable, cmsis-nn (needs CMSIS_NN_PATH) or naive (baseline loops)."),
-    click.option("--variant", type=click.Choice(["dsp", "plain"]), default=None, help="Portable kernels: DSP path or plain C (default: dsp where the core has it)."),
-    click.option("--flash-wait-states", "wait_states", type=click.IntRange(0, 15), default=None, help="Override the target's flash wait states in the cycle model."),
+    click.option("--target", "target_name", default=None,
+                 help="Cortex-M target (see 'rnnskip targets'; default: the board's core, else cortex-m4)."),
+    click.option("--board", "board_name", default=None,
+                 help="Board: the target's core on a real part's memory map (see 'rnnskip boards')."),
+    click.option("--kernels", default="portable", show_default=True,
+                 help="Kernel provider: portable, cmsis-nn (needs CMSIS_NN_PATH) or naive (baseline loops)."),
+    click.option("--variant", type=click.Choice(["dsp", "plain"]), default=None,
+                 help="Portable kernels: DSP path or plain C (default: dsp where the core has it)."),
+    click.option("--flash-wait-states", "wait_states", type=click.IntRange(0, 15), default=None,
+                 help="Override the target's flash wait states in the cycle model."),
 ]
 
 
 #: time-step skipping options of rnnskip-convert
 _skip_opts = [
-    click.option("--predictor", type=click.Path(file_okay=False), default=None, help="Skip predictor folder from 'rnnskip train-predictor': the firmware skips the steps it rejects."),
-    click.option("--skip", type=click.Choice(["auto", "off"]), default=None, help="auto: train a skip predictor now (needs --train, --val, --max-loss) and convert with it; off: no skipping (the default)."),
-    click.option("--train", type=click.Path(dir_okay=False), default=None, help="--skip auto: training data (.npz) for the predictor."),
-    click.option("--val", type=click.Path(dir_okay=False), default=None, help="--skip auto: validation data (.npz) for its thresholds."),
+    click.option("--predictor", type=click.Path(file_okay=False), default=None,
+                 help="Skip predictor folder from 'rnnskip train-predictor': "
+                      "the firmware skips the steps it rejects."),
+    click.option("--skip", type=click.Choice(["auto", "off"]), default=None,
+                 help="auto: train a skip predictor now (needs --train, --val, --max-loss) and convert with it; "
+                      "off: no skipping (the default)."),
+    click.option("--train", type=click.Path(dir_okay=False), default=None,
+                 help="--skip auto: training data (.npz) for the predictor."),
+    click.option("--val", type=click.Path(dir_okay=False), default=None,
+                 help="--skip auto: validation data (.npz) for its thresholds."),
     click.option("--max-loss", type=float, default=None, help="--skip auto: accuracy loss budget in points on --val."),
-    click.option("--predictor-type", "ptype", type=click.Choice(["mlp", "logistic", "tree", "forest"]), default=None, help="--skip auto: predictor type (default mlp)."),
-    click.option("--margin-se", type=float, default=None, help="--skip auto: meet --max-loss with this many standard errors of the validation loss to spare (default 0)."),
+    click.option("--predictor-type", "ptype", type=click.Choice(["mlp", "logistic", "tree", "forest"]), default=None,
+                 help="--skip auto: predictor type (default mlp)."),
+    click.option("--margin-se", type=float, default=None,
+                 help="--skip auto: meet --max-loss with this many standard errors of the validation loss "
+                      "to spare (default 0)."),
 ]
 
 
@@ -46,18 +60,29 @@ def _apply(opts):
 @click.command("convert", cls=OneLineCommand)
 @click.argument("model", type=click.Path())
 @_apply(_common)
-@click.option("--data", type=click.Path(dir_okay=False), required=True, help="Evaluation data (.npz: x, y, optional lengths).")
-@click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Calibration data (.npz); default: --data.")
+@click.option("--data", type=click.Path(dir_okay=False), required=True,
+              help="Evaluation data (.npz: x, y, optional lengths).")
+@click.option("--calib", type=click.Path(dir_okay=False), default=None,
+              help="Calibration data (.npz); default: --data.")
 @click.option("--calib-max", default=1000, show_default=True, help="At most this many calibration sequences.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder (replaced when complete).")
-@click.option("--emulate-max", type=click.IntRange(min=1), default=None, help="Emulate only the first N sequences (default: all).")
-@click.option("--traffic-sample", default=16, show_default=True, help="Sequences whose memory traffic is counted exactly.")
+@click.option("--emulate-max", type=click.IntRange(min=1), default=None,
+              help="Emulate only the first N sequences (default: all).")
+@click.option("--traffic-sample", default=16, show_default=True,
+              help="Sequences whose memory traffic is counted exactly.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Emulator processes.")
-@click.option("--emulator", default=None, help="unicorn (one function, cycle model; the default), qemu or renode (boot the --board image); a core Unicorn lacks (cortex-m55) runs on qemu, by default on the board its target names.")
-@click.option("--bundle", type=click.IntRange(min=1), default=16, show_default=True, help="qemu/renode: test sequences linked into the board image (--emulate-max overrides).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True, help="qemu/renode: seconds to wait for the firmware's summary line.")
-@click.option("--export", type=click.Path(file_okay=False), default=None, help="Also write a standalone CMake + Makefile firmware project for --board here.")
-@click.option("--delta", type=click.Path(dir_okay=False), default=None, help="Delta-network thresholds (delta.json from 'rnnskip delta-tune'): the firmware reads only the weight columns of inputs/units that changed.")
+@click.option("--emulator", default=None,
+              help="unicorn (one function, cycle model; the default), qemu or renode (boot the --board image); "
+                   "a core Unicorn lacks (cortex-m55) runs on qemu, by default on the board its target names.")
+@click.option("--bundle", type=click.IntRange(min=1), default=16, show_default=True,
+              help="qemu/renode: test sequences linked into the board image (--emulate-max overrides).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+              help="qemu/renode: seconds to wait for the firmware's summary line.")
+@click.option("--export", type=click.Path(file_okay=False), default=None,
+              help="Also write a standalone CMake + Makefile firmware project for --board here.")
+@click.option("--delta", type=click.Path(dir_okay=False), default=None,
+              help="Delta-network thresholds (delta.json from 'rnnskip delta-tune'): "
+                   "the firmware reads only the weight columns of inputs/units that changed.")
 @_apply(_skip_opts)
 @guard
 def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, data, calib, calib_max, out,
@@ -104,7 +129,8 @@ main.add_command(delta_train_cmd)
 
 @main.command("inspect")
 @click.argument("model", type=click.Path())
-@click.option("--max-t", type=click.IntRange(min=1), default=64, show_default=True, help="Sequence length the RAM estimate sizes the I/O buffers for.")
+@click.option("--max-t", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Sequence length the RAM estimate sizes the I/O buffers for.")
 @click.option("--target", "target_names", multiple=True, help="Estimate only for these targets (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the inspection as JSON.")
 @guard
@@ -151,8 +177,10 @@ def quantize_cmd(work, calib, calib_max):
 
 @main.command("generate")
 @click.argument("work", type=click.Path(file_okay=False))
-@click.option("--max-t", type=click.IntRange(min=1), default=256, show_default=True, help="Longest sequence the I/O buffers hold.")
-@click.option("--kernels", default="portable", show_default=True, help="Kernel provider: portable, cmsis-nn (needs CMSIS_NN_PATH) or naive (baseline loops).")
+@click.option("--max-t", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Longest sequence the I/O buffers hold.")
+@click.option("--kernels", default="portable", show_default=True,
+              help="Kernel provider: portable, cmsis-nn (needs CMSIS_NN_PATH) or naive (baseline loops).")
 @guard
 def generate_cmd(work, max_t, kernels):
     """Render the C sources into WORK/src (flash these with your own project)."""
@@ -174,14 +202,23 @@ def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
 
 @main.command("emulate")
 @click.argument("work", type=click.Path(file_okay=False))
-@click.option("--data", type=click.Path(dir_okay=False), required=True, help="Evaluation data (.npz: x, y, optional lengths).")
-@click.option("--emulate-max", type=click.IntRange(min=1), default=None, help="Emulate only the first N sequences (default: all).")
-@click.option("--traffic-sample", default=16, show_default=True, help="Sequences whose memory traffic is counted exactly.")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Parallel emulator processes.")
-@click.option("--emulator", default=None, help="unicorn (the default), qemu or renode (qemu/renode boot the board image); a core Unicorn lacks (cortex-m55) runs on qemu.")
-@click.option("--board", "board_name", default=None, help="qemu/renode: the board to boot (default: the one 'build' used).")
-@click.option("--bundle", type=click.IntRange(min=1), default=16, show_default=True, help="qemu/renode: test sequences linked into the image.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True, help="qemu/renode: seconds to wait for the summary line.")
+@click.option("--data", type=click.Path(dir_okay=False), required=True,
+              help="Evaluation data (.npz: x, y, optional lengths).")
+@click.option("--emulate-max", type=click.IntRange(min=1), default=None,
+              help="Emulate only the first N sequences (default: all).")
+@click.option("--traffic-sample", default=16, show_default=True,
+              help="Sequences whose memory traffic is counted exactly.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Parallel emulator processes.")
+@click.option("--emulator", default=None,
+              help="unicorn (the default), qemu or renode (qemu/renode boot the board image); "
+                   "a core Unicorn lacks (cortex-m55) runs on qemu.")
+@click.option("--board", "board_name", default=None,
+              help="qemu/renode: the board to boot (default: the one 'build' used).")
+@click.option("--bundle", type=click.IntRange(min=1), default=16, show_default=True,
+              help="qemu/renode: test sequences linked into the image.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+              help="qemu/renode: seconds to wait for the summary line.")
 @guard
 def emulate_cmd(work, data, emulate_max, traffic_sample, workers, emulator, board_name, bundle, timeout):
     """Run float, golden, host build and emulated firmware on --data (writes evaluation.json + .npz)."""
@@ -234,17 +271,30 @@ def boards_cmd():
 
 @main.command("train-predictor")
 @click.argument("model", type=click.Path())
-@click.option("--train", type=click.Path(dir_okay=False), required=True, help="Training data (.npz: x, y, optional lengths).")
-@click.option("--val", type=click.Path(dir_okay=False), required=True, help="Validation data (.npz) for the oracle and decision thresholds.")
+@click.option("--train", type=click.Path(dir_okay=False), required=True,
+              help="Training data (.npz: x, y, optional lengths).")
+@click.option("--val", type=click.Path(dir_okay=False), required=True,
+              help="Validation data (.npz) for the oracle and decision thresholds.")
 @click.option("--max-loss", type=float, required=True, help="Accuracy loss budget in points on --val (e.g. 0.3).")
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Predictor folder (replaced when complete).")
-@click.option("--type", "ptype", type=click.Choice(["mlp", "logistic", "tree", "forest"]), default="mlp", show_default=True, help="Predictor type.")
-@click.option("--rounds", type=click.IntRange(min=0), default=2, show_default=True, help="Relabel rounds on the predictor's own states (0: oracle labels only).")
-@click.option("--size-ratio", type=click.FloatRange(min=0, min_open=True), default=None, help="Predictor size budget as a fraction of the recurrent layers' parameters, embedding and head excluded (default 0.03).")
-@click.option("--measure", type=click.Choice(["auto", "l2", "cosine"]), default="auto", show_default=True, help="State-change measure of the oracle.")
-@click.option("--calibrate-on", type=click.Choice(["int8", "float"]), default="int8", show_default=True, help="Model the decision threshold is calibrated on.")
-@click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Quantisation calibration data for the int8 model (default: --train); pass the --calib you will give rnnskip-convert.")
-@click.option("--margin-se", type=float, default=0.0, show_default=True, help="Meet --max-loss with this many standard errors of the validation loss to spare (the loss on a small --val is noisy; 1-2 guards against picking a lucky point).")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Predictor folder (replaced when complete).")
+@click.option("--type", "ptype", type=click.Choice(["mlp", "logistic", "tree", "forest"]), default="mlp",
+              show_default=True, help="Predictor type.")
+@click.option("--rounds", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Relabel rounds on the predictor's own states (0: oracle labels only).")
+@click.option("--size-ratio", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Predictor size budget as a fraction of the recurrent layers' parameters, "
+                   "embedding and head excluded (default 0.03).")
+@click.option("--measure", type=click.Choice(["auto", "l2", "cosine"]), default="auto", show_default=True,
+              help="State-change measure of the oracle.")
+@click.option("--calibrate-on", type=click.Choice(["int8", "float"]), default="int8", show_default=True,
+              help="Model the decision threshold is calibrated on.")
+@click.option("--calib", type=click.Path(dir_okay=False), default=None,
+              help="Quantisation calibration data for the int8 model (default: --train); "
+                   "pass the --calib you will give rnnskip-convert.")
+@click.option("--margin-se", type=float, default=0.0, show_default=True,
+              help="Meet --max-loss with this many standard errors of the validation loss to spare "
+                   "(the loss on a small --val is noisy; 1-2 guards against picking a lucky point).")
 @guard
 def train_predictor_cmd(model, train, val, max_loss, out, ptype, rounds, size_ratio, measure, calibrate_on, calib,
                         margin_se):

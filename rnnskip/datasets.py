@@ -135,9 +135,11 @@ def load_npz(path: str, ir=None) -> Dataset:
     try:
         npz = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise RnnskipError(f"{path} is not a readable .npz file ({type(e).__name__}); save one with numpy.savez(path, x=..., y=..., lengths=...)") from None
+        raise RnnskipError(f"{path} is not a readable .npz file ({type(e).__name__}); "
+                           "save one with numpy.savez(path, x=..., y=..., lengths=...)") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise RnnskipError(f"{path} is a single .npy array, not an .npz; save one with numpy.savez(path, x=..., y=..., lengths=...)")
+        raise RnnskipError(f"{path} is a single .npy array, not an .npz; "
+                           "save one with numpy.savez(path, x=..., y=..., lengths=...)")
 
     def get(key):
         try:
@@ -167,7 +169,8 @@ def load_npz(path: str, ir=None) -> Dataset:
             f"or float features [N, T, F]")
     N, T = int(x.shape[0]), int(x.shape[1])
     if N == 0 or T == 0:
-        raise RnnskipError(f"x in {name} is empty (shape {tuple(x.shape)}); it needs at least one sequence of at least one step")
+        raise RnnskipError(f"x in {name} is empty (shape {tuple(x.shape)}); "
+                           "it needs at least one sequence of at least one step")
 
     if ir is not None:
         if ir.is_token_model and kind != "tokens":
@@ -184,12 +187,14 @@ def load_npz(path: str, ir=None) -> Dataset:
         xmin, xmax = int(x.min()), int(x.max())
         if xmin < 0:
             r = int(np.argwhere(x < 0)[0][0])
-            raise RnnskipError(f"x in {name} has a negative token id {xmin} (row {r}); ids must be 0 (padding) .. vocab-1")
+            raise RnnskipError(f"x in {name} has a negative token id {xmin} (row {r}); "
+                               "ids must be 0 (padding) .. vocab-1")
         if ir is not None and xmax >= ir.input.vocab:
             r = int(np.argwhere(x >= ir.input.vocab)[0][0])
             raise RnnskipError(
                 f"token id {xmax} in x of {name} (row {r}) is out of range for the model's vocabulary of "
-                f"{ir.input.vocab} ids (valid 0..{ir.input.vocab - 1}); encode the text with the model's own vocabulary")
+                f"{ir.input.vocab} ids (valid 0..{ir.input.vocab - 1}); "
+                "encode the text with the model's own vocabulary")
         if xmax > np.iinfo(np.int32).max:
             raise RnnskipError(f"token id {xmax} in x of {name} does not fit in int32")
         x = x.astype(np.int32)
@@ -197,7 +202,8 @@ def load_npz(path: str, ir=None) -> Dataset:
         if not np.all(np.isfinite(x)):
             r, t = (int(v) for v in np.argwhere(~np.isfinite(x))[0][:2])
             raise RnnskipError(
-                f"x in {name} contains NaN or inf values (first at row {r}, step {t}); clean or impute them before converting")
+                f"x in {name} contains NaN or inf values (first at row {r}, step {t}); "
+                "clean or impute them before converting")
         if ir is not None and x.shape[2] != ir.input.features:
             raise RnnskipError(
                 f"x in {name} has {x.shape[2]} features per step but the model expects {ir.input.features}")
@@ -226,7 +232,8 @@ def load_npz(path: str, ir=None) -> Dataset:
     if classify or (classify is None and np.issubdtype(y.dtype, np.integer)):
         if np.issubdtype(y.dtype, np.floating):
             if not np.all(y == np.round(y)):
-                raise RnnskipError(f"y in {name} has non-integer values but the model is a classifier; expected class indices")
+                raise RnnskipError(f"y in {name} has non-integer values but the model is a classifier; "
+                                   "expected class indices")
         y = y.astype(np.int64)
         if classify:
             n_cls = 2 if ir.output_dim == 1 else ir.output_dim
@@ -235,23 +242,27 @@ def load_npz(path: str, ir=None) -> Dataset:
                 r = int(np.argwhere(bad)[0][0])
                 what = ("a single sigmoid unit, so labels must be 0 or 1" if ir.output_dim == 1
                         else f"{n_cls} classes, so labels must be 0..{n_cls - 1}")
-                raise RnnskipError(f"label {int(y[bad][0])} in y of {name} (row {r}) is out of range: the model has {what}")
+                raise RnnskipError(f"label {int(y[bad][0])} in y of {name} (row {r}) is out of range: "
+                                   f"the model has {what}")
     else:
         y = y.astype(np.float32)
 
     # ---- lengths
     if lengths is not None:
         if lengths.ndim != 1 or lengths.shape[0] != N:
-            raise RnnskipError(f"lengths in {name} has shape {tuple(lengths.shape)}; expected [{N}], one length per sequence")
+            raise RnnskipError(f"lengths in {name} has shape {tuple(lengths.shape)}; "
+                               f"expected [{N}], one length per sequence")
         if not np.issubdtype(lengths.dtype, np.integer):
-            if np.issubdtype(lengths.dtype, np.floating) and np.all(np.isfinite(lengths)) and np.all(lengths == np.round(lengths)):
+            if (np.issubdtype(lengths.dtype, np.floating) and np.all(np.isfinite(lengths))
+                    and np.all(lengths == np.round(lengths))):
                 lengths = lengths.astype(np.int64)
             else:
                 raise RnnskipError(f"lengths in {name} has dtype {lengths.dtype}; expected integers")
         bad = (lengths < 1) | (lengths > T)
         if bad.any():
             r = int(np.argwhere(bad)[0][0])
-            raise RnnskipError(f"lengths in {name} must be in 1..{T} (the padded length T); row {r} has {int(lengths[r])}")
+            raise RnnskipError(f"lengths in {name} must be in 1..{T} (the padded length T); "
+                               f"row {r} has {int(lengths[r])}")
         lengths = lengths.astype(np.int32)
     else:
         if kind == "tokens":
@@ -263,8 +274,8 @@ def load_npz(path: str, ir=None) -> Dataset:
             lengths = infer_lengths(x)
             if (lengths == 0).any():
                 r = int(np.argwhere(lengths == 0)[0][0])
-                raise RnnskipError(f"row {r} of x in {name} is all padding (id 0); every sequence needs at least one token, "
-                                   f"or give lengths explicitly")
+                raise RnnskipError(f"row {r} of x in {name} is all padding (id 0); "
+                                   "every sequence needs at least one token, or give lengths explicitly")
         else:
             lengths = infer_lengths(x)
 
@@ -407,7 +418,8 @@ class Vocab:
     @classmethod
     def load(cls, path: str) -> "Vocab":
         if not os.path.isfile(path):
-            raise RnnskipError(f"vocabulary file {path} does not exist; it is saved next to the model as <model>.vocab.json")
+            raise RnnskipError(f"vocabulary file {path} does not exist; "
+                               "it is saved next to the model as <model>.vocab.json")
         try:
             with open(path, encoding="utf-8") as f:
                 d = json.load(f)
@@ -419,7 +431,8 @@ class Vocab:
         if not isinstance(words, list) or len(words) < 2 or words[0] != "<pad>" or words[1] != "<oov>":
             raise RnnskipError(f"vocabulary {path} is malformed: \"words\" must start with \"<pad>\", \"<oov>\"")
         if d.get("tokenizer") not in TOKENIZERS:
-            raise RnnskipError(f"vocabulary {path} names unknown tokenizer {d.get('tokenizer')!r}; known: {', '.join(sorted(TOKENIZERS))}")
+            raise RnnskipError(f"vocabulary {path} names unknown tokenizer {d.get('tokenizer')!r}; "
+                               f"known: {', '.join(sorted(TOKENIZERS))}")
         return cls(words[2:], tokenizer=d["tokenizer"], lower=bool(d.get("lower", True)))
 
     def __eq__(self, other) -> bool:
@@ -455,7 +468,8 @@ def _read_tsv(path: str, text_col: str, label_col: str = "label") -> Tuple[List[
             try:
                 header = next(r)
             except StopIteration:
-                raise RnnskipError(f"{path} is empty; expected a header row with columns {text_col}, {label_col}") from None
+                raise RnnskipError(f"{path} is empty; "
+                                   f"expected a header row with columns {text_col}, {label_col}") from None
             if text_col not in header or label_col not in header:
                 raise RnnskipError(f"{path} has columns {', '.join(header)}; expected {text_col} and {label_col}")
             ti, li = header.index(text_col), header.index(label_col)
@@ -463,7 +477,8 @@ def _read_tsv(path: str, text_col: str, label_col: str = "label") -> Tuple[List[
                 if not row:
                     continue
                 if len(row) != len(header):
-                    raise RnnskipError(f"{path} line {lineno} has {len(row)} tab-separated fields; the header has {len(header)}")
+                    raise RnnskipError(f"{path} line {lineno} has {len(row)} tab-separated fields; "
+                                       f"the header has {len(header)}")
                 try:
                     labels.append(int(row[li]))
                 except ValueError:
@@ -520,7 +535,8 @@ def _aeon_data_dir() -> str:
     try:
         import aeon.datasets
     except ImportError:
-        raise RnnskipError("aeon is not installed; install it with pip install 'rnnskip[train]' (or pip install aeon)") from None
+        raise RnnskipError("aeon is not installed; "
+                           "install it with pip install 'rnnskip[train]' (or pip install aeon)") from None
     return os.path.join(os.path.dirname(aeon.datasets.__file__), "data")
 
 
@@ -573,7 +589,8 @@ def load_aeon(name: str, split: str, pad_to: Optional[int] = None,
         if extract_path is None:
             raise RnnskipError(f"'{name}' is not a classification set bundled with aeon; bundled: "
                                f"{', '.join(aeon_bundled_classification())}")
-        raise RnnskipError(f"{paths[s]} does not exist; expected {name}/{name}_TRAIN.ts and {name}_TEST.ts under {extract_path}")
+        raise RnnskipError(f"{paths[s]} does not exist; "
+                           f"expected {name}/{name}_TRAIN.ts and {name}_TEST.ts under {extract_path}")
     X, y, meta = _read_ts(paths[s])
     class_names = [str(c) for c in (meta.get("class_values") or sorted(set(map(str, y))))]
     lookup = {c: i for i, c in enumerate(class_names)}

@@ -1,4 +1,4 @@
-"""What a model's outputs mean, for evaluation and reports (issue 7).
+"""What a model's outputs mean, for evaluation and reports.
 
 * **classification** (integer labels): softmax / sigmoid heads, or a linear head with
   integer ``y``; accuracy from argmax (or logit > 0 for one unit), as before;

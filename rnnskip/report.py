@@ -101,7 +101,8 @@ def comparison_rows(sec: dict, key: str) -> list:
         rows.append((f"{key} instr. / inf", f"{_n(i['dense'])} -> {_n(i[key])}"
                                             f"{_red(e['reduction']['instructions'])}; no cycle model"))
     if f["dense"] is not None and f[key] is not None:
-        rows.append((f"{key} flash read B", f"{_n(f['dense'])} -> {_n(f[key])}{_red(e['reduction']['flash_read_bytes'])}"))
+        rows.append((f"{key} flash read B", f"{_n(f['dense'])} -> {_n(f[key])}"
+                                            f"{_red(e['reduction']['flash_read_bytes'])}"))
     return rows
 
 
@@ -236,7 +237,7 @@ def _task_rows(rep: dict) -> list:
 
 def table(rep: dict) -> str:
     """Readable summary for the terminal."""
-    m, a, b = rep["model"], rep["accuracy"], rep["bitexact"]
+    m, b = rep["model"], rep["bitexact"]
     rows = [("target", f"{rep['target']} ({rep['kernels']}, {rep['variant']})"),
             ("model", f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units, "
                       f"{_fmt(m['params'])} params, {_fmt(m['macs_per_step'])} MAC/step"),
@@ -253,10 +254,12 @@ def table(rep: dict) -> str:
                   + ("  (dense MACs; the delta rows count the effective ones)" if "delta" in rep else "")),
                  ("latency @ clock", _fmt(e["latency_ms_per_inference"], " ms")),
                  ("flash read B / inf", traffic),
-                 ("SRAM read / write B", f"{_fmt(e['sram_read_bytes_per_inference'])} / {_fmt(e['sram_write_bytes_per_inference'])}")]
+                 ("SRAM read / write B", f"{_fmt(e['sram_read_bytes_per_inference'])} / "
+                                         f"{_fmt(e['sram_write_bytes_per_inference'])}")]
     f = rep.get("footprint")
     if f:
-        rows += [("flash / RAM / stack", f"{_fmt(f['flash_bytes'])} / {_fmt(f['ram_bytes'])} / {_fmt(f['stack_bytes'])} bytes")]
+        rows += [("flash / RAM / stack",
+                  f"{_fmt(f['flash_bytes'])} / {_fmt(f['ram_bytes'])} / {_fmt(f['stack_bytes'])} bytes")]
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
 

@@ -4,13 +4,12 @@
 every supported configuration, built once per Keras generation and saved in
 both of its file formats, with Keras' own predictions (see keras_models.py).
 ``zoo`` runs a test once per generation.
-"""
-import pytest
 
-try:
-    from . import keras_models  # tests/ as a package
-except ImportError:  # tests/ on sys.path (rootdir conftest)
-    import keras_models
+Markers and plain helpers the test modules import (``needs_arm``, ``quantized``,
+``dataset`` ...) are in helpers.py.
+"""
+import keras_models
+import pytest
 
 
 def pytest_configure(config):

@@ -34,12 +34,12 @@ FORMATS = {"k2": ("h5", "keras"), "k3": ("keras", "h5")}
 
 def keras_module(gen: str):
     if gen == "k2":
-        import tf_keras as k
+        import tf_keras as keras
     elif gen == "k3":
-        import keras as k
+        import keras
     else:
         raise ValueError(gen)
-    return k
+    return keras
 
 
 @dataclass

@@ -4,24 +4,20 @@ models for the cells), and the generated tables up to date."""
 from __future__ import annotations
 
 import ctypes
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
+from helpers import dataset, needs_arm, quantize_on, quantized
 from random_models import random_data, random_ir
 
 from rnnskip import pipeline
-from rnnskip.datasets import Dataset
 from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.generate import generate, kernel_dir
 from rnnskip.quant import act
-from rnnskip.quant.calibrate import calibrate
 from rnnskip.quant.golden import GoldenModel
-from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel, activation
 
-HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
 ALL = sorted(act.ACT_IDS)
 X = np.arange(-32768, 32768, dtype=np.int64)      # every int16 Q3.12 input
 
@@ -86,8 +82,7 @@ def _model(cfg, a, ra, dense_act="softsign"):
     for d in ir.head[:-1]:
         d.activation = "hard_sigmoid"
     x, L = random_data(ir, n=8, T=9)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
-    return ir, qm, x, L
+    return ir, quantize_on(ir, x, L), x, L
 
 
 @pytest.mark.parametrize("cfg,combos", [("feat-lstm-lstm", (0, 1, 2)), ("tok-gru-sigmoid", (3, 4, 5)),
@@ -100,14 +95,14 @@ def test_cells_host_bitexact_every_activation(cfg, combos, tmp_path):
         assert qm.layers[0].activation == a
         generate(qm, tmp_path / f"src{j}", max_t=x.shape[1])
         so = pipeline.build_host(tmp_path / f"src{j}", tmp_path / f"host{j}")
-        ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+        ds = dataset(x, L)
         ev = pipeline.evaluate(ir, qm, ds, host_so=so)
         assert ev.host_mismatches == 0, (a, ra, ev.first_mismatch)
         g, _ = GoldenModel(qm).run(x, L)
         assert len({tuple(r) for r in g.tolist()}) > 1
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 @pytest.mark.parametrize("variant", ["dsp", "plain"])
 def test_cells_firmware_bitexact(variant, tmp_path):
     from rnnskip import targets
@@ -116,13 +111,13 @@ def test_cells_firmware_bitexact(variant, tmp_path):
         ir, qm, x, L = _model(cfg, a, ra)
         generate(qm, tmp_path / cfg / "src", max_t=x.shape[1])
         fw = pipeline.build_target(tmp_path / cfg / "src", tmp_path / cfg / "fw", t, variant)
-        ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+        ds = dataset(x, L)
         ev = pipeline.evaluate(ir, qm, ds, firmware=fw,
                                emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
         assert ev.device_checked == len(x) and ev.device_mismatches == 0, ev.first_mismatch
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 def test_firmware_links_only_the_tables_it_reads(tmp_path):
     """Every table is compiled; the linker keeps the ones the model's kernels read, and the
     flash estimate counts exactly those."""
@@ -132,11 +127,10 @@ def test_firmware_links_only_the_tables_it_reads(tmp_path):
     from rnnskip.generate import tables_used
     from rnnskip.quant.act import LUT_NAMES
     t = targets.load("cortex-m4")
-    for cfg, acts in (("feat-lstm", None), ("feat-lstm", ("relu", "hard_sigmoid")), ("tok-gru-v1", ("softsign", "sigmoid"))):
+    for cfg, acts in (("feat-lstm", None), ("feat-lstm", ("relu", "hard_sigmoid")),
+                      ("tok-gru-v1", ("softsign", "sigmoid"))):
         if acts is None:
-            ir = random_ir(cfg)
-            x, L = random_data(ir, n=4, T=5)
-            qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+            ir, qm, x, L = quantized(cfg, n=4, T=5)
         else:
             ir, qm, x, L = _model(cfg, *acts)
         d = tmp_path / f"{cfg}-{acts}".replace(" ", "").replace("'", "").replace(",", "_")
@@ -164,7 +158,7 @@ def test_delta_runs_the_layer_activations(cfg, tmp_path):
         qd = with_delta(qm, DeltaSpec([2] * len(qm.layers), [1] * len(qm.layers), dense_fallback=0.0))
         generate(qd, tmp_path / f"src{j}", max_t=x.shape[1])
         so = pipeline.build_host(tmp_path / f"src{j}", tmp_path / f"host{j}")
-        ev = pipeline.evaluate(ir, qd, Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L), host_so=so)
+        ev = pipeline.evaluate(ir, qd, dataset(x, L), host_so=so)
         assert ev.host_mismatches == 0, (a, ra, ev.first_mismatch)
 
 
@@ -187,6 +181,6 @@ def test_unbounded_gates_refused_in_one_line(ract):
     ir.rnn_layers[0].recurrent_activation = ract
     x, L = random_data(ir, n=4, T=5)
     with pytest.raises(RnnskipError) as ei:
-        quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+        quantize_on(ir, x, L)
     msg = str(ei.value)
     assert "\n" not in msg and f"recurrent_activation='{ract}'" in msg and "lstm_0" in msg

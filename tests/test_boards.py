@@ -1,19 +1,15 @@
 """Board files, board firmware builds (every board) and the CLI's --board plumbing."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
+from helpers import needs_arm
 from random_models import generated_mixed
 
 from rnnskip import boards, targets
 from rnnskip.boards.firmware import build_board_firmware, make_bundle
 from rnnskip.errors import RnnskipError
 from rnnskip.targets.fit import check_fits
-
-HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
-needs_arm = pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
 
 REQUIRED = {"stm32f405", "stm32f407", "netduinoplus2", "olimex-stm32-h405", "mps2-an386", "mps2-an500",
             "mps2-an505", "mps3-an547", "stm32g0b1", "microbit"}

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import dataset, needs_arm
 
-HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
 REPORT_KEYS = {
     "target": None, "kernels": None,
     "model": {"type", "layers", "params", "macs_per_step", "timesteps_mean"},
@@ -37,7 +36,6 @@ def model_and_data(k2_zoo, tmp_path_factory):
     from rnnskip.datasets import Dataset, save_npz
     e = k2_zoo.models["emb_lstm_softmax"]
     d = tmp_path_factory.mktemp("cli")
-    rng = np.random.default_rng(0)
     x = np.asarray(e.X, np.int32)
     lengths = np.maximum((x != 0).cumsum(1).argmax(1) + 1, 1).astype(np.int32)
     y = np.argmax(e.y, 1)
@@ -55,7 +53,7 @@ def one_line_error(p, *needles):
     return lines[0]
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 def test_convert_end_to_end(model_and_data):
     model, data, d = model_and_data
     out = d / "m4"
@@ -79,7 +77,7 @@ def test_convert_end_to_end(model_and_data):
     assert not list(d.glob(".m4.partial-*"))
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 def test_stage_commands(model_and_data):
     model, data, d = model_and_data
     w = d / "work"
@@ -147,10 +145,9 @@ def test_not_a_keras_file(model_and_data, tmp_path):
 
 
 def test_wrong_data_shape(model_and_data, tmp_path):
-    from rnnskip.datasets import Dataset, save_npz
+    from rnnskip.datasets import save_npz
     model, _, _ = model_and_data
-    save_npz(str(tmp_path / "f.npz"), Dataset(x=np.zeros((3, 5, 2), np.float32), y=np.zeros(3, np.int64),
-                                              lengths=np.full(3, 5, np.int32)))
+    save_npz(str(tmp_path / "f.npz"), dataset(np.zeros((3, 5, 2), np.float32), np.full(3, 5, np.int32)))
     one_line_error(cli("rnnskip-convert", model, "--data", tmp_path / "f.npz", "--out", tmp_path / "o"))
     assert not (tmp_path / "o").exists()
 
@@ -251,7 +248,8 @@ def test_usage_errors_are_one_line(model_and_data, tmp_path):
     one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", tmp_path / "o", "--workers", "0"),
                    "'--workers'")
     one_line_error(cli("rnnskip-convert", model, "--data", data), "Missing option '--out'")
-    one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", tmp_path / "o", "--bundle", "0"), "'--bundle'")
+    one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", tmp_path / "o", "--bundle", "0"),
+                   "'--bundle'")
     one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", tmp_path / "o", "--timeout", "-1"),
                    "'--timeout'")
     assert not (tmp_path / "o").exists()
@@ -259,7 +257,7 @@ def test_usage_errors_are_one_line(model_and_data, tmp_path):
     assert p.returncode == 0 and "Usage:" in p.stdout
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 def test_sigterm_removes_the_partial_folder(model_and_data, tmp_path):
     import signal
     import time
@@ -281,7 +279,6 @@ def test_nan_weights_and_far_off_data_refused(tmp_path):
     from random_models import random_data, random_ir
 
     from rnnskip.converter.keras_import import check_supported
-    from rnnskip.datasets import Dataset
     from rnnskip.errors import RnnskipError
     from rnnskip.pipeline import quantize_model
     ir = random_ir("feat-lstm-lstm", seed=3)
@@ -291,7 +288,7 @@ def test_nan_weights_and_far_off_data_refused(tmp_path):
     ir = random_ir("feat-lstm-lstm", seed=3)
     x, L = random_data(ir, n=8, T=6, seed=1)
     with pytest.raises(RnnskipError, match="cannot quantise: requantisation scale .* too large.*preprocessed"):
-        quantize_model(ir, Dataset(x=x * 1e30, y=np.zeros(8, np.int64), lengths=L), progress=False)
+        quantize_model(ir, dataset(x * 1e30, L), progress=False)
 
 
 def test_json_outputs_are_strict(tmp_path):

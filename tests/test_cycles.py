@@ -8,10 +8,10 @@ pipelining examples.
 import pytest
 
 from rnnskip.errors import RnnskipError
-from rnnskip.simulator import cycles as C
+from rnnskip.simulator import cycles
 from rnnskip.simulator.decode import FLASH, OTHER, SRAM, Decoder
 
-T = C.CORTEX_M4
+T = cycles.CORTEX_M4
 
 
 def region(addr):
@@ -27,21 +27,21 @@ def dec(hexbytes, address=0x08000000):
 
 
 def cost(hexbytes, next_taken=False, **kw):
-    return C.block_cost(dec(hexbytes), T, next_taken, **kw)
+    return cycles.block_cost(dec(hexbytes), T, next_taken, **kw)
 
 
 # ---- table ------------------------------------------------------------------
 def test_table_lookup():
-    assert C.get_table("cortex-m4") is C.CORTEX_M4
+    assert cycles.get_table("cortex-m4") is cycles.CORTEX_M4
     with pytest.raises(RnnskipError, match="no cycle table 'cortex-m99'"):
-        C.get_table("cortex-m99")
+        cycles.get_table("cortex-m99")
     assert T.refill == {"direct": 1, "register": 2, "load": 3}
     assert T.costs["div"] == (12, 0) and T.costs["fp_div"] == (14, 0)
     assert "Table 3-1" in T.source
 
 
 # ---- 3.3.2 load/store pipelining, the TRM's own examples -------------------
-@pytest.mark.parametrize("hexbytes,text,cycles", [
+@pytest.mark.parametrize("hexbytes,text,want", [
     ("485911685a68", "LDR R0,[R1,R5]; LDR R1,[R2]; LDR R2,[R3,#4]", 4),   # TRM: "four cycles total"
     ("08681168", "LDR R0,[R1]; LDR R1,[R2]", 3),                         # TRM: "three cycles total"
     ("88585861", "LDR R0,[R1,R2]; STR R0,[R3,#20]", 3),                  # TRM: "three cycles total"
@@ -49,18 +49,18 @@ def test_table_lookup():
     ("08680268", "LDR R0,[R1]; LDR R2,[R0]  (dependent address)", 4),
     ("88502368", "STR R0,[R1,R2]; LDR R3,[R4]  (nothing after a store)", 4),
 ])
-def test_trm_pipelining_examples(hexbytes, text, cycles):
-    assert cost(hexbytes) == cycles, text
+def test_trm_pipelining_examples(hexbytes, text, want):
+    assert cost(hexbytes) == want, text
 
 
 def test_single_costs():
     ins = dec("f0b5f0bd")                           # push {r4-r7,lr}; pop {r4-r7,pc}
-    assert [C.insn_cost(i, T) for i in ins] == [(6, 0), (6, 3)]
+    assert [cycles.insn_cost(i, T) for i in ins] == [(6, 0), (6, 3)]
     assert cost("f0b5f0bd", next_taken=True) == 6 + 9
     seq = dec("d2e9000190ed000b2ded048a80ee810a00ee810ab1fbf2f021fb0230")
     names = [i.name for i in seq]
     assert names == ["LDRD", "VLDR", "VPUSH", "VDIV", "VMLA", "UDIV", "SMLAD"]
-    assert [C.insn_cost(i, T)[0] for i in seq] == [3, 3, 5, 14, 3, 12, 1]
+    assert [cycles.insn_cost(i, T)[0] for i in seq] == [3, 3, 5, 14, 3, 12, 1]
     # memory descriptors
     assert (seq[0].mem.nbytes, seq[0].mem.accesses, seq[0].mem.is_load) == (8, 2, True)
     assert (seq[1].mem.nbytes, seq[1].mem.accesses) == (8, 2)
@@ -80,7 +80,7 @@ def test_branches_and_it():
     assert tbb.branch == "load" and tbb.mem.nbytes == 1 and tbb.mem.region == FLASH
     assert cost("dfe800f0", next_taken=True) == 5                 # 2+P(3)
     b = dec("fee7")[0]                                            # b .
-    assert C.insn_cost(b, T) == (1, 1)
+    assert cycles.insn_cost(b, T) == (1, 1)
 
 
 def test_it_block_predicated_loads():
@@ -90,14 +90,14 @@ def test_it_block_predicated_loads():
     assert len(ins) == 11
     pred = [i.address for i in ins if i.predicated]
     assert pred == [0x080000d8, 0x080000da]
-    bc = C.analyse_block(ins, T)
+    bc = cycles.analyse_block(ins, T)
     assert bc.cost == 12 and bc.taken_extra == 1 and bc.pass_delta == {0x080000d8: 1, 0x080000da: 1}
     assert bc.fetch_words == 9
     # ldrgt fails, ldrle passes: 13 / 14 taken; with 3 wait states and one flash data access
-    assert C.block_cost(ins, T, False, it_passed={0x080000da}) == 13
-    assert C.block_cost(ins, T, True, it_passed={0x080000da}) == 14
-    assert C.block_cost(ins, T, True, it_passed={0x080000da}, wait_states=3,
-                        flash_data_accesses=1) == 14 + 3 * (9 + 1)
+    assert cycles.block_cost(ins, T, False, it_passed={0x080000da}) == 13
+    assert cycles.block_cost(ins, T, True, it_passed={0x080000da}) == 14
+    assert cycles.block_cost(ins, T, True, it_passed={0x080000da}, wait_states=3,
+                             flash_data_accesses=1) == 14 + 3 * (9 + 1)
     # effective-address descriptors
     ldr, ldrb = ins[0].mem, ins[1].mem
     assert (ldr.disp, ldr.nbytes, ldr.region) == (0, 4, None)        # post-indexed: EA = base
@@ -108,12 +108,12 @@ def test_it_block_predicated_loads():
 def test_literal_and_fetch_words():
     lit = dec("0f49")[0]                  # ldr r1, [pc, #60] at 0x080000ba
     assert lit.literal and lit.mem.region == FLASH
-    assert C.fetch_words(0, 2) == 1
-    assert C.fetch_words(2, 4) == 2
-    assert C.fetch_words(0, 8) == 2
-    assert C.fetch_words(6, 4) == 2
-    assert C.fetch_words(10, 32) == 9
-    assert C.fetch_words(0, 0) == 0
+    assert cycles.fetch_words(0, 2) == 1
+    assert cycles.fetch_words(2, 4) == 2
+    assert cycles.fetch_words(0, 8) == 2
+    assert cycles.fetch_words(6, 4) == 2
+    assert cycles.fetch_words(10, 32) == 9
+    assert cycles.fetch_words(0, 0) == 0
 
 
 def test_table_is_data():
@@ -121,5 +121,5 @@ def test_table_is_data():
     import dataclasses
     slow = dataclasses.replace(T, name="test", costs={**T.costs, "load": (3, 0)},
                                refill={"direct": 2, "register": 2, "load": 2}, load_pipelining=False)
-    assert C.block_cost(dec("08681168"), slow, False) == 6
-    assert C.block_cost(dec("f0b5f0bd"), slow, True) == 6 + 6 + 2
+    assert cycles.block_cost(dec("08681168"), slow, False) == 6
+    assert cycles.block_cost(dec("f0b5f0bd"), slow, True) == 6 + 6 + 2

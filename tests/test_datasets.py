@@ -115,7 +115,8 @@ def test_missing_key(tmp_path):
 
 def test_bad_x_shape_dtype(tmp_path):
     msg = _err(_write(tmp_path, x=np.ones((2, 3)), y=[0, 1]))  # 2-D float
-    assert "x in data.npz has shape (2, 3) and dtype float64; expected integer token ids [N, T] or float features [N, T, F]" == msg
+    assert msg == ("x in data.npz has shape (2, 3) and dtype float64; "
+                   "expected integer token ids [N, T] or float features [N, T, F]")
     assert "expected integer token ids" in _err(_write(tmp_path, x=np.ones((2, 3, 4), np.int32), y=[0, 1]))
     assert "expected integer token ids" in _err(_write(tmp_path, x=np.ones(3, np.int32), y=[0, 1, 0]))
 
@@ -239,8 +240,10 @@ def test_stopwords():
 
 # ---------------------------------------------------------------- real data
 
-needs_sst2 = pytest.mark.skipif(not os.path.isdir(SST2), reason=f"SST-2 data not found at {SST2} (../shared/data absent)")
-needs_imdb = pytest.mark.skipif(not os.path.isdir(IMDB), reason=f"IMDB data not found at {IMDB} (../shared/data absent)")
+needs_sst2 = pytest.mark.skipif(not os.path.isdir(SST2),
+                                reason=f"SST-2 data not found at {SST2} (../shared/data absent)")
+needs_imdb = pytest.mark.skipif(not os.path.isdir(IMDB),
+                                reason=f"IMDB data not found at {IMDB} (../shared/data absent)")
 
 
 @needs_sst2

@@ -4,14 +4,13 @@ normal Keras model; one clear line for each bad input."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import needs_arm, needs_arm_and_qemu
 from test_cli import cli, one_line_error
 
-HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
 DELTA_KEYS = {"thresholds", "density", "macs_per_inference", "mac_reduction", "accuracy", "emulated"}
 #: what every step method's section says of the two firmware images (rnnskip.report.compare_with_dense)
 EMULATED_KEYS = {"sequences", "traffic_sampled", "instructions_per_inference", "cycles_per_inference",
@@ -74,7 +73,7 @@ def test_tune_margin_is_conservative_and_paired(gru):
         assert p.loss_se == pytest.approx(paired_loss(base.correct, p.correct)[1])
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 def test_convert_with_delta_report(gru):
     model, val, d, ir = gru
     if not (d / "delta.json").exists():
@@ -100,7 +99,8 @@ def test_convert_with_delta_report(gru):
     assert e["dense_device_matches_golden"]
     # one convention: x fewer and cut from the same two numbers
     c, r = e["cycles_per_inference"], e["reduction"]["cycles"]
-    assert r["x_fewer"] == pytest.approx(c["dense"] / c["delta"]) and r["cut"] == pytest.approx(1 - c["delta"] / c["dense"])
+    assert r["x_fewer"] == pytest.approx(c["dense"] / c["delta"])
+    assert r["cut"] == pytest.approx(1 - c["delta"] / c["dense"])
     assert e["cycles_vs_macs"]["x_fewer"] == pytest.approx(r["x_fewer"] / e["mac_reduction"]["x_fewer"])
     for png in sec["plots"]:
         assert (out / png).stat().st_size > 1000
@@ -109,7 +109,7 @@ def test_convert_with_delta_report(gru):
     assert "effective MACs" in rep["emulation"]["macs_note"] and "(dense MACs; the delta rows" in p.stdout
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 def test_convert_on_another_grid_warns(gru):
     """Thresholds are int8 steps: converting with other calibration data than delta-tune's
     puts them on another grid; the conversion says so in one line and in the report."""
@@ -217,8 +217,7 @@ def test_delta_train_writes_normal_keras_model(gru):
     assert grid_mismatch(spec.grid, quantize_model(ir, va, progress=False)[0]) is not None   # not the original's
 
 
-@pytest.mark.skipif(not HAVE_ARM or shutil.which("qemu-system-arm") is None,
-                    reason="needs arm-none-eabi-gcc and qemu-system-arm (run 'make setup')")
+@needs_arm_and_qemu
 def test_convert_with_delta_on_cortex_m55_qemu(gru):
     # Unicorn has no cortex-m55: the dense reference boots as a second board image and the
     # two are compared by QEMU's instruction counts (this once failed with 'cannot run under Unicorn')

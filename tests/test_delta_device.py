@@ -3,24 +3,17 @@ emulated firmware, DSP and plain paths) bit for bit with thresholds > 0, and the
 delta C with theta = 0 equal to the dense golden model."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
-from random_models import random_data, random_ir
+from helpers import dataset, needs_arm, quantized
 
 from rnnskip import pipeline
-from rnnskip.datasets import Dataset
 from rnnskip.delta.golden import run_stats, with_delta
 from rnnskip.delta.spec import DeltaSpec
 from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.generate import generate
-from rnnskip.quant.calibrate import calibrate
 from rnnskip.quant.golden import GoldenModel
-from rnnskip.quant.quantize import quantize
-from rnnskip.reference import FloatModel
 
-HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
 CFGS = ["feat-dense-gru", "feat-lstm-lstm", "tok-gru-sigmoid", "tok-lstm-softmax", "feat-mask-gru", "feat-lstm-gru",
         "feat-rnn", "tok-rnn-relu", "feat-mask-rnn-lstm"]
 
@@ -29,12 +22,10 @@ def _setup(cfg, thetas, seed=0, n=10, T=14, fallback=0.0, **shape):
     """fallback 0: every step uses the column-sparse kernel (the default 0.6 would send
     most steps of these small random models to the dense fallback). ``shape``: random_ir's
     units / features."""
-    ir = random_ir(cfg, seed=seed, **shape)
-    x, L = random_data(ir, n=n, T=T, seed=seed + 1)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    ir, qm, x, L = quantized(cfg, seed=seed, n=n, T=T, **shape)
     k = len(qm.layers)
     qm = with_delta(qm, DeltaSpec([thetas[0]] * k, [thetas[1]] * k, dense_fallback=fallback))
-    return ir, qm, Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+    return ir, qm, dataset(x, L)
 
 
 @pytest.fixture(scope="module", params=CFGS)
@@ -58,7 +49,7 @@ def test_host_bitexact(built):
     assert 0 < (st["tx_x"].sum() + st["tx_h"].sum()) < tot
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 @pytest.mark.parametrize("variant", ["dsp", "plain"])
 def test_firmware_bitexact(built, variant):
     from rnnskip import targets
@@ -69,7 +60,7 @@ def test_firmware_bitexact(built, variant):
     assert ev.device_checked == len(ds) and ev.device_mismatches == 0, ev.first_mismatch
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 def test_theta0_device_equals_dense_golden(tmp_path):
     from rnnskip import targets
     ir, qm, ds = _setup("feat-lstm-lstm", (0, 0), seed=2, fallback=0.6)
@@ -82,17 +73,17 @@ def test_theta0_device_equals_dense_golden(tmp_path):
     np.testing.assert_array_equal(ev.emu.out[:, : qm.output_dim], dense)
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 @pytest.mark.parametrize("cfg,ptype", [("feat-dense-gru", "mlp"), ("feat-lstm-lstm", "forest")])
 def test_delta_with_skip_predictor(cfg, ptype, tmp_path):
     """--delta with --predictor: the predictor decides first (a skipped step changes no
     delta state), a run step is delta-sparse; golden, host and firmware agree."""
-    from test_skip_device import _setup as skip_setup
+    from test_skip_device import quantized_with_predictor
 
     from rnnskip import targets
-    ir, qm, x, L = skip_setup(cfg, ptype)
+    ir, qm, x, L = quantized_with_predictor(cfg, ptype)
     qm = with_delta(qm, DeltaSpec([2] * len(qm.layers), [2] * len(qm.layers)))
-    ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+    ds = dataset(x, L)
     out, flags, st = run_stats(qm, x, L)
     valid = GoldenModel(qm).valid_steps(x) & (np.arange(x.shape[1])[None, :] < L[:, None])
     assert 0 < flags.sum() < valid.sum()                     # the predictor skipped some valid steps
@@ -106,7 +97,7 @@ def test_delta_with_skip_predictor(cfg, ptype, tmp_path):
     assert ev.host_mismatches == 0 and ev.device_mismatches == 0, ev.first_mismatch
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 @pytest.mark.parametrize("cfg", ["feat-dense-gru", "feat-lstm-lstm"])
 def test_dense_fallback_mixed_steps(cfg, tmp_path):
     """With the dense fallback some steps run the dense kernel on the last transmitted
@@ -133,7 +124,7 @@ def test_dense_fallback_mixed_steps(cfg, tmp_path):
     assert ev.host_mismatches == 0 and ev.device_mismatches == 0, ev.first_mismatch
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 def test_more_than_256_transmitting_columns(tmp_path):
     """A layer with 352 columns (150 inputs + 200 units, padded) at theta 0 and no fallback:
     the first steps transmit more than 256 columns, so the DSP mat-vec runs in several chunks

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import quantize_on, quantized
 from random_models import CONFIGS, random_data, random_ir
 
 from rnnskip.cells import cell_of
@@ -13,25 +14,16 @@ from rnnskip.delta.floatdelta import FloatDeltaModel
 from rnnskip.delta.golden import delta_layout, densities, effective_macs, run_stats, with_delta
 from rnnskip.delta.spec import DeltaSpec, model_signature
 from rnnskip.errors import RnnskipError
-from rnnskip.quant.calibrate import calibrate
 from rnnskip.quant.golden import GoldenModel
-from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel
 
 DELTA_CFGS = sorted(c for c, v in CONFIGS.items() if v[2] or "gru" not in v[1])  # reset_after=False refused
 V1_CFGS = sorted(c for c, v in CONFIGS.items() if not v[2] and "gru" in v[1])
 
 
-def _q(cfg, seed=0, n=24, T=11):
-    ir = random_ir(cfg, seed=seed)
-    x, L = random_data(ir, n=n, T=T, seed=seed + 1)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
-    return ir, qm, x, L
-
-
 @pytest.mark.parametrize("cfg", DELTA_CFGS)
 def test_theta0_bitexact_with_dense_golden(cfg):
-    ir, qm, x, L = _q(cfg)
+    ir, qm, x, L = quantized(cfg, n=24, T=11)
     out, flags = GoldenModel(qm).run(x, L)
     d_out, d_flags, st = run_stats(with_delta(qm, DeltaSpec.uniform(len(qm.layers))), x, L)
     np.testing.assert_array_equal(d_out, out)
@@ -45,7 +37,7 @@ def test_theta0_bitexact_with_dense_golden(cfg):
 
 @pytest.mark.parametrize("cfg", ["feat-lstm-lstm", "feat-dense-gru", "tok-gru-sigmoid"])
 def test_thresholds_cut_work_monotonically(cfg):
-    ir, qm, x, L = _q(cfg)
+    ir, qm, x, L = quantized(cfg, n=24, T=11)
     prev = None
     for th in (0, 2, 6, 20, 255):
         _, _, st = run_stats(with_delta(qm, DeltaSpec.uniform(len(qm.layers), th, th)), x, L)
@@ -59,7 +51,7 @@ def test_thresholds_cut_work_monotonically(cfg):
 
 
 def test_running_sums_equal_bias_plus_w_last():
-    ir, qm, x, L = _q("feat-dense-gru")
+    ir, qm, x, L = quantized("feat-dense-gru", n=24, T=11)
     dg = GoldenModel(with_delta(qm, DeltaSpec([3], [2])))
     dev = dg.device_inputs(x)
     st = dg.initial_state(len(x))
@@ -81,13 +73,13 @@ def test_float_delta_theta0_equals_reference(cfg):
     n = len(ir.rnn_layers)
     y, st = FloatDeltaModel(ir, [0.0] * n, [0.0] * n).run(x, L)
     np.testing.assert_allclose(y, FloatModel(ir).predict(x, L), atol=1e-9)
-    y2, st2 = FloatDeltaModel(ir, [0.2] * n, [0.2] * n).run(x, L)
+    _, st2 = FloatDeltaModel(ir, [0.2] * n, [0.2] * n).run(x, L)
     assert st2["tx_h"].sum() < st["tx_h"].sum()
 
 
 @pytest.mark.parametrize("cfg", V1_CFGS)
 def test_gru_reset_after_false_refused(cfg):
-    ir, qm, x, L = _q(cfg)
+    ir, qm, x, L = quantized(cfg, n=24, T=11)
     with pytest.raises(RnnskipError, match="reset_after=False: delta mode needs reset_after=True"):
         GoldenModel(with_delta(qm, DeltaSpec.uniform(len(qm.layers))))
     with pytest.raises(RnnskipError, match="reset_after=True"):
@@ -131,10 +123,8 @@ def test_int8_grid_roundtrip_mismatch_and_bad_values(tmp_path):
     """delta.json records the int8 grid its thresholds were chosen on; another grid is detected,
     a malformed record is one line."""
     from rnnskip.delta.spec import grid_mismatch, grid_of
-    ir = random_ir("feat-dense-gru", seed=0)
-    x, L = random_data(ir, n=8, T=10, seed=1)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
-    qm2 = quantize(ir, calibrate(ir, FloatModel(ir), 3 * x, L, progress=False))   # other calibration data
+    ir, qm, x, L = quantized("feat-dense-gru", n=8, T=10)
+    qm2 = quantize_on(ir, 3 * x, L)   # other calibration data
     s = DeltaSpec([3], [4], grid=grid_of(qm))
     s.save(tmp_path / "d.json", ir)
     back = DeltaSpec.load(tmp_path / "d.json")
@@ -147,7 +137,8 @@ def test_int8_grid_roundtrip_mismatch_and_bad_values(tmp_path):
                                  "int8_grid": bad})
 
 
-@pytest.mark.parametrize("cfg,acts", [("feat-lstm", ("relu", "hard_sigmoid")), ("feat-dense-gru", ("softsign", "sigmoid")),
+@pytest.mark.parametrize("cfg,acts", [("feat-lstm", ("relu", "hard_sigmoid")),
+                                      ("feat-dense-gru", ("softsign", "sigmoid")),
                                       ("feat-rnn", ("tanh", None)), ("tok-rnn-relu", ("relu", None))])
 def test_delta_train_cell_is_the_cells_float_step(cfg, acts):
     """delta-train's Keras cell runs each cell kind's own float arithmetic (through TensorFlow):
@@ -169,7 +160,8 @@ def test_delta_train_cell_is_the_cells_float_step(cfg, acts):
     want = cell.float_cell((activation(l.activation), activation(acts[1]) if acts[1] else None), state,
                            cell.float_pre(NUMPY_OPS, w, x, state[0]))
     tw = {k: tf.constant(v) for k, v in w.items()}
-    got = cell.float_cell((_tf_activation(tf, l.activation), _tf_activation(tf, acts[1])), tuple(map(tf.constant, state)),
+    got = cell.float_cell((_tf_activation(tf, l.activation), _tf_activation(tf, acts[1])),
+                          tuple(map(tf.constant, state)),
                           cell.float_pre(tf_ops(), tw, tf.constant(x), tf.constant(state[0])))
     for a, b in zip(want, got):
         np.testing.assert_allclose(np.asarray(b), a, atol=1e-12)
@@ -187,7 +179,7 @@ def test_delta_train_exports_the_layer_options(cfg, acts, tmp_path):
         if acts[1]:
             l.recurrent_activation = acts[1]
     x, L = random_data(ir, n=6, T=7, seed=3)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    qm = quantize_on(ir, x, L)
     _, cells, pre, head = build_delta_model(ir, qm, [0], [0], l1=0.0, noise=0.0)
     export_keras(ir, cells, pre, head, tmp_path / "m.h5")
     back = import_model(tmp_path / "m.h5")

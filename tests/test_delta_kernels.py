@@ -4,18 +4,17 @@ and plain C); cycles scale with the number of transmitting columns."""
 from __future__ import annotations
 
 import ctypes
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import HAVE_ARM
 from kernel_build import host_kernel_lib
 
 from rnnskip.delta.codegen import list_words, pack_columns
 
 KDIR = Path(__file__).resolve().parent.parent / "rnnskip" / "kernels"
 SRC = KDIR / "rnnskip_delta_s8.c"
-ARM_CC = "arm-none-eabi-gcc"
 
 
 def ref_gather(v, last, theta):
@@ -138,8 +137,8 @@ def test_pad_pair_then_second_part(host_lib):
 # ------------------------------------------------------------------ Cortex-M4
 @pytest.fixture(scope="module")
 def m4(tmp_path_factory):
-    if shutil.which(ARM_CC) is None:
-        pytest.skip(f"{ARM_CC} not found (run `make setup`)")
+    if not HAVE_ARM:
+        pytest.skip("arm-none-eabi-gcc not found (run `make setup`)")
     pytest.importorskip("unicorn")
     from rnnskip.delta import kbench
     d = tmp_path_factory.mktemp("delta_m4")
@@ -169,7 +168,8 @@ def test_m4_cycles_scale_with_density(m4):
     for p in res["points"]:
         print(f"density {p['density']:.2f}: {p['columns']} columns, gather {p['gather_cycles']} cycles, "
               f"mat-vec {p['matvec_cycles']} cycles ({p['macs'] / max(p['matvec_cycles'], 1):.3f} MAC/cycle)")
-    print(f"dense paired mat-vec: {res['dense_matvec_cycles']} cycles ({rows * cols / res['dense_matvec_cycles']:.3f} MAC/cycle)")
+    print(f"dense paired mat-vec: {res['dense_matvec_cycles']} cycles "
+          f"({rows * cols / res['dense_matvec_cycles']:.3f} MAC/cycle)")
     n = np.array([p["columns"] for p in res["points"]], float)
     c = np.array([p["matvec_cycles"] for p in res["points"]], float)
     b, a = np.polyfit(n[1:], c[1:], 1)

@@ -5,21 +5,16 @@ emulated Cortex-M4 firmware, ties, clamping and NaN included."""
 from __future__ import annotations
 
 import ctypes
-import shutil
 
 import numpy as np
 import pytest
-from random_models import random_data, random_ir
+from helpers import needs_arm, quantized
 
 from rnnskip import pipeline
 from rnnskip.generate import generate
 from rnnskip.outputs import _classes
-from rnnskip.quant.calibrate import calibrate
 from rnnskip.quant.golden import GoldenModel, feature_inv_scale
-from rnnskip.quant.quantize import quantize
-from rnnskip.reference import FloatModel
 
-HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
 HELPERS = ("rnnskip_quantize_features", "rnnskip_step_valid", "rnnskip_class")
 
 
@@ -47,9 +42,7 @@ def _feature_rows(qm, mask_value, rng):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    ir = random_ir("feat-mask-gru", seed=4)
-    x, L = random_data(ir, n=8, T=10, seed=5)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    ir, qm, x, L = quantized("feat-mask-gru", seed=4, n=8, T=10)
     assert qm.mask_value is not None and qm.output_dim > 1
     d = tmp_path_factory.mktemp("device_api")
     generate(qm, d / "src", max_t=16)
@@ -88,7 +81,7 @@ def test_host_helpers_match_golden(model):
     np.testing.assert_array_equal(cls, cls_ref)
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 def test_firmware_helpers_match_golden(model):
     from rnnskip import targets
     from rnnskip.build import keep_flags

@@ -2,35 +2,22 @@
 on random models of every supported configuration; plus the fixed-point primitives."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
-from random_models import CONFIGS, random_data, random_ir
+from helpers import dataset, needs_arm, quantized
+from random_models import CONFIGS
 
 from rnnskip import pipeline
 from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.generate import generate
 from rnnskip.quant import fixedpoint as fp
-from rnnskip.quant.calibrate import calibrate
 from rnnskip.quant.golden import GoldenModel
-from rnnskip.quant.quantize import quantize
-from rnnskip.reference import FloatModel
-
-HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
-
-
-def _quantized(cfg, seed=0):
-    ir = random_ir(cfg, seed=seed)
-    x, L = random_data(ir, n=10, T=9, seed=seed + 1)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
-    return ir, qm, x, L
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
 def built(request, tmp_path_factory):
     cfg = request.param
-    ir, qm, x, L = _quantized(cfg)
+    ir, qm, x, L = quantized(cfg, n=10, T=9)
     d = tmp_path_factory.mktemp(cfg)
     generate(qm, d / "src", max_t=x.shape[1])
     return cfg, ir, qm, x, L, d
@@ -40,8 +27,7 @@ def test_host_build_bitexact(built):
     cfg, ir, qm, x, L, d = built
     so = pipeline.build_host(d / "src", d / "host")
     g_out, g_flags = GoldenModel(qm).run(x, L)
-    from rnnskip.datasets import Dataset
-    ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+    ds = dataset(x, L)
     ev = pipeline.evaluate(ir, qm, ds, host_so=so)
     assert ev.host_checked == len(x)
     assert ev.host_mismatches == 0, ev.first_mismatch
@@ -49,15 +35,14 @@ def test_host_build_bitexact(built):
     assert len({tuple(r) for r in g_out.tolist()}) > 1
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 @pytest.mark.parametrize("variant", ["dsp", "plain"])
 def test_firmware_bitexact(built, variant):
     from rnnskip import targets
-    from rnnskip.datasets import Dataset
     cfg, ir, qm, x, L, d = built
     t = targets.load("cortex-m4")
     fw = pipeline.build_target(d / "src", d / f"fw-{variant}", t, variant)
-    ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+    ds = dataset(x, L)
     ev = pipeline.evaluate(ir, qm, ds, firmware=fw, emulator=Unicorn(t, traffic_sample=2, workers=1, progress=False))
     assert ev.device_checked == len(x)
     assert ev.device_mismatches == 0, ev.first_mismatch
@@ -73,7 +58,7 @@ def test_firmware_bitexact(built, variant):
 
 
 def test_zero_length_masked_sequences_keep_initial_state():
-    ir, qm, x, L = _quantized("tok-lstm-softmax")
+    ir, qm, x, L = quantized("tok-lstm-softmax", n=10, T=9)
     x = np.zeros_like(x)  # every step is padding
     out, flags = GoldenModel(qm).run(x, L)
     assert flags.sum() == 0
@@ -101,27 +86,27 @@ def test_requantize_matches_float_rounding():
 def test_requantize_is_smmulr():
     # SMMULR: (a*b + 0x80000000) >> 32, exact on the extremes
     assert fp.requantize(np.array([2**31 - 1, -2**31, 12345]), 2**31 - 1, 0).tolist() == \
-        [(((2**31 - 1) * (2**31 - 1)) + 2**31) >> 32, ((-2**31 * (2**31 - 1)) + 2**31) >> 32, (12345 * (2**31 - 1) + 2**31) >> 32]
+        [(((2**31 - 1) * (2**31 - 1)) + 2**31) >> 32, ((-2**31 * (2**31 - 1)) + 2**31) >> 32,
+         (12345 * (2**31 - 1) + 2**31) >> 32]
     m, ls = fp.quantize_multipliers([0.25, 1.5, 0.0])
     assert ls == 2 and m[2] == 0 and m.max() < 2**31
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 @pytest.mark.parametrize("kernels", ["naive", "cmsis-nn"])
 def test_other_kernel_providers_bitexact(kernels, tmp_path):
     """naive (baseline loops) and cmsis-nn (Arm's arm_nn_mat_mult_nt_t_s8_s32) give the golden bits."""
     import os
 
     from rnnskip import targets
-    from rnnskip.datasets import Dataset
     if kernels == "cmsis-nn" and not os.environ.get("CMSIS_NN_PATH"):
         pytest.skip("CMSIS_NN_PATH not set: no CMSIS-NN checkout to compare against (no registry ships it)")
-    ir, qm, x, L = _quantized("tok-gru-v1")
+    ir, qm, x, L = quantized("tok-gru-v1", n=10, T=9)
     generate(qm, tmp_path / "src", max_t=x.shape[1], kernels=kernels)
     t = targets.load("cortex-m4")
     so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
     fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
-    ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+    ds = dataset(x, L)
     ev = pipeline.evaluate(ir, qm, ds, host_so=so, firmware=fw,
                            emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
     assert ev.host_mismatches == 0 and ev.device_mismatches == 0, ev.first_mismatch
@@ -135,7 +120,7 @@ def test_matvec_exact_on_every_path():
     rng = np.random.default_rng(0)
     cases = [
         (rng.integers(-127, 128, (64, 96)), rng.integers(-128, 128, (50, 96))),        # float32
-        (np.full((8, 1032), -127), np.full((3, 1032), -128)),                          # 127 * 128 * 1032 = 16,776,192 < 2^24: float32
+        (np.full((8, 1032), -127), np.full((3, 1032), -128)),                          # 127*128*1032 < 2^24: float32
         (np.full((8, 1040), 127), np.full((3, 1040), -128)),                           # above 2^24: float64
         (rng.integers(-32768, 32768, (16, 700)), rng.integers(-32768, 32768, (4, 700))),
         (np.full((2, 3), 1 << 30), np.full((2, 3), 1 << 30)),                           # above 2^53: int64

@@ -3,17 +3,13 @@ import json
 import zipfile
 
 import h5py
+import keras_models as km
 import numpy as np
 import pytest
 
 from rnnskip.converter.ir import EmbeddingInput, FeatureInput
 from rnnskip.converter.keras_import import load_model_file, parse_model_file
 from rnnskip.errors import RnnskipError
-
-try:
-    from . import keras_models as km
-except ImportError:
-    import keras_models as km
 
 
 def _err(path) -> str:

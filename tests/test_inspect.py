@@ -4,7 +4,6 @@ written with h5py (no TensorFlow needed)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import needs_arm
 
 from rnnskip.converter.keras_import import load_model_file
 from rnnskip.datasets import Dataset, load_npz, save_npz
@@ -19,7 +19,6 @@ from rnnskip.errors import RnnskipError
 from rnnskip.inspect import format_text, inspect_file
 from rnnskip.reference import FloatModel
 
-HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
 F, T, N = 3, 6, 8
 
 
@@ -158,7 +157,7 @@ def test_load_npz_target_shapes(files, tmp_path):
         load_npz(str(_data(tmp_path / "e.npz", seq, np.full((N, T), 5, np.int64))), seq)
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 def test_convert_regression_and_per_step(files, tmp_path):
     reg = load_model_file(files["regression"])
     x = np.random.default_rng(1).normal(0, 1, (N, T, F)).astype(np.float32)

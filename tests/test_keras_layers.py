@@ -7,8 +7,10 @@ import ast
 import re
 from pathlib import Path
 
+import keras_models as km
 import numpy as np
 import pytest
+import zoo_models as zoo_cases
 
 from rnnskip import cells
 from rnnskip.converter import keras_layers
@@ -21,13 +23,6 @@ from rnnskip.converter.keras_passes import assemble, fold_activations, fold_batc
 from rnnskip.converter.support import LayerError
 from rnnskip.errors import RnnskipError
 from rnnskip.inspect import inspect_file
-
-try:
-    from . import keras_models as km
-    from . import zoo_models as zoo_cases
-except ImportError:
-    import keras_models as km
-    import zoo_models as zoo_cases
 
 ROOT = Path(__file__).resolve().parent.parent
 CONVERTER = ROOT / "rnnskip" / "converter"

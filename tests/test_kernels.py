@@ -13,16 +13,15 @@
 from __future__ import annotations
 
 import ctypes
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import HAVE_ARM
 from kernel_build import host_kernel_lib
 
 KDIR = Path(__file__).resolve().parent.parent / "rnnskip" / "kernels"
 SRC = KDIR / "rnnskip_mat_vec_s8.c"
-ARM_CC = "arm-none-eabi-gcc"
 
 # Shapes: rows and cols multiples of 4. cols covers every residue mod 32 (the
 # DSP loop is 32 columns, entered part-way), and > 256 (the x-chunk size).
@@ -90,8 +89,8 @@ KEEP = [*KERNELS, "tk_w", "tk_x", "tk_acc"]
 
 @pytest.fixture(scope="module")
 def m4(tmp_path_factory):
-    if shutil.which(ARM_CC) is None:
-        pytest.skip(f"{ARM_CC} not found (run `make setup`)")
+    if not HAVE_ARM:
+        pytest.skip("arm-none-eabi-gcc not found (run `make setup`)")
     pytest.importorskip("unicorn")
     sim = pytest.importorskip("rnnskip.simulator", reason="rnnskip.simulator (the cycle model) not available")
     from rnnskip import targets

@@ -20,18 +20,17 @@
 from __future__ import annotations
 
 import ctypes
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import HAVE_ARM
 from kernel_build import host_kernel_lib
 
 from rnnskip.quant.layout import pack_paired, unpack_paired
 
 KDIR = Path(__file__).resolve().parent.parent / "rnnskip" / "kernels"
 SRC = KDIR / "rnnskip_mat_vec_paired_s8.c"
-ARM_CC = "arm-none-eabi-gcc"
 KERNEL = "rnnskip_mat_vec_paired_s8"
 
 
@@ -169,8 +168,8 @@ M4_COLS = [4, 8, 12, 16, 20, 24, 28, 32, 36, 44, 96, 100, 260, 516, 1100]
 
 @pytest.fixture(scope="module")
 def m4(tmp_path_factory):
-    if shutil.which(ARM_CC) is None:
-        pytest.skip(f"{ARM_CC} not found (run `make setup`)")
+    if not HAVE_ARM:
+        pytest.skip("arm-none-eabi-gcc not found (run `make setup`)")
     pytest.importorskip("unicorn")
     sim = pytest.importorskip("rnnskip.simulator", reason="rnnskip.simulator (the cycle model) not available")
     from rnnskip import targets

@@ -4,18 +4,14 @@ record gets one line saying which stage to run again."""
 from __future__ import annotations
 
 import json
-import shutil
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import dataset, needs_arm
 from random_models import mixed_ir, random_data
 
 from rnnskip.cli import main
-from rnnskip.datasets import Dataset, save_npz
-
-needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None,
-                               reason="arm-none-eabi-gcc not installed (run 'make setup')")
+from rnnskip.datasets import save_npz
 
 
 def _invoke(*args):
@@ -30,7 +26,7 @@ def work(tmp_path, monkeypatch):
     monkeypatch.setattr(stages, "import_model", lambda path: ir)      # no Keras needed here
     for name, T in (("d6", 6), ("d9", 9)):
         x, L = random_data(ir, n=4, T=T, seed=T)
-        save_npz(str(tmp_path / f"{name}.npz"), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))
+        save_npz(str(tmp_path / f"{name}.npz"), dataset(x, L))
     w = tmp_path / "w"
     assert _invoke("import", "model.h5", "--out", w).exit_code == 0
     r = _invoke("quantize", w, "--calib", tmp_path / "d9.npz")

@@ -3,27 +3,22 @@ over the UART, agree with Unicorn on outputs and instruction counts, and fail in
 one clear line when they hang or fault."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
-from random_models import generated_mixed, random_data
+from helpers import dataset, needs_arm_and_qemu, quantized
+from random_models import generated_mixed
 
 from rnnskip import boards, pipeline
 from rnnskip.boards.firmware import build_board_firmware, make_bundle
-from rnnskip.datasets import Dataset, save_npz
+from rnnskip.datasets import save_npz
 from rnnskip.emulators import qemu
 from rnnskip.emulators.base import STAT_FIELDS
 from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.errors import RnnskipError
 from rnnskip.generate import generate
-from rnnskip.quant.calibrate import calibrate
-from rnnskip.quant.quantize import quantize
-from rnnskip.reference import FloatModel
 from rnnskip.simulator.unicorn_backend import EmulationError
 
-pytestmark = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
-                                reason="needs arm-none-eabi-gcc and qemu-system-arm (run 'make setup')")
+pytestmark = needs_arm_and_qemu
 
 # one board per core QEMU can boot
 QEMU_BOARDS = ["stm32f407", "mps2-an386", "mps2-an500", "mps2-an505", "mps3-an547", "microbit"]
@@ -60,8 +55,7 @@ def test_board_boots_bitexact_and_matches_unicorn(model, name, tmp_path):
     # the same image's rnnskip_io_run under Unicorn, as the board emulators re-run it
     unicorn = Unicorn(boards.board_target(b), traffic_sample=0, workers=1, progress=False)
     qm = model["qm"]
-    seqs = pipeline.device_sequences(qm, Dataset(x=model["x"], y=np.zeros(len(model["x"]), np.int64),
-                                                 lengths=model["L"]), bundle.n)
+    seqs = pipeline.device_sequences(qm, dataset(model["x"], model["L"]), bundle.n)
     if name == "mps3-an547":
         with pytest.raises(EmulationError, match="no Armv8.1-M core"):
             unicorn.run(fw, seqs)
@@ -117,7 +111,7 @@ def test_cli_convert_and_emulate_with_qemu(model, tmp_path, monkeypatch):
     from rnnskip.pipeline import stages
     ir, x, L = model["ir"], model["x"], model["L"]
     monkeypatch.setattr(stages, "import_model", lambda path: ir)      # no Keras needed here
-    save_npz(str(tmp_path / "d.npz"), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))
+    save_npz(str(tmp_path / "d.npz"), dataset(x, L))
     out = tmp_path / "out"
     r = CliRunner().invoke(main, ["convert", "model.h5", "--board", "netduinoplus2", "--emulator", "qemu",
                                   "--data", str(tmp_path / "d.npz"), "--out", str(out), "--bundle", "3"])
@@ -160,7 +154,7 @@ def test_cortex_m55_runs_on_qemu_by_default(model, tmp_path, monkeypatch):
     ir, x, L = model["ir"], model["x"], model["L"]
     monkeypatch.setattr(stages, "import_model", lambda path: ir)      # no Keras needed here
     data = tmp_path / "d.npz"
-    save_npz(str(data), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))
+    save_npz(str(data), dataset(x, L))
     note = ("note: Unicorn has no cortex-m55 core: emulating board mps3-an547 under QEMU "
             "(--board mps3-an547 --emulator qemu)")
     out = tmp_path / "out"
@@ -200,10 +194,7 @@ def test_cortex_m55_runs_on_qemu_by_default(model, tmp_path, monkeypatch):
 def test_helium_kernels_bitexact_on_a_wide_model(tmp_path):
     """cortex-m55 Helium mat-vecs (row-major and paired) on 608 x 552 matrices: the column
     chunking (> 512 columns) and the predicated tails, bit-exact with the golden model."""
-    from random_models import random_ir
-    ir = random_ir("feat-lstm", seed=7, units=(150, 6), features=400)
-    x, L = random_data(ir, n=3, T=4, seed=8)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    ir, qm, x, L = quantized("feat-lstm", seed=7, n=3, T=4, units=(150, 6), features=400)
     assert max(m.cols for m in qm.all_mats()) > 512
     generate(qm, tmp_path / "src", max_t=x.shape[1])
     b = boards.load("mps3-an547")
@@ -221,14 +212,10 @@ def test_helium_kernels_bitexact_on_a_wide_model(tmp_path):
 def test_delta_model_board_image_bitexact(name, tmp_path):
     """A delta model's board image is checked against the delta golden model (the bundle's
     expected outputs once came from the dense one, so every sequence 'differed')."""
-    from random_models import random_ir
-
     from rnnskip.delta.golden import with_delta
     from rnnskip.delta.spec import DeltaSpec
     from rnnskip.quant.golden import GoldenModel
-    ir = random_ir("feat-dense-gru", seed=0)
-    x, L = random_data(ir, n=4, T=14, seed=1)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    ir, qm, x, L = quantized("feat-dense-gru", n=4, T=14)
     qm = with_delta(qm, DeltaSpec([3], [2], dense_fallback=0.0))
     bundle = make_bundle(qm, x, L, 4)
     want, _ = GoldenModel(qm).run(x, L)

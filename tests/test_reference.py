@@ -1,6 +1,7 @@
 """Float reference: equals Keras predict; the step API is self-consistent."""
 import copy
 
+import keras_models as km
 import numpy as np
 import pytest
 
@@ -8,12 +9,6 @@ from rnnskip.converter.ir import DenseLayer, EmbeddingInput, FeatureInput, Model
 from rnnskip.converter.keras_import import load_model_file
 from rnnskip.errors import RnnskipError
 from rnnskip.reference import FloatModel, sigmoid
-
-try:
-    from . import keras_models as km
-except ImportError:
-    import keras_models as km
-
 
 # --------------------------------------------------------------------------
 # against Keras, both generations and both file formats of each

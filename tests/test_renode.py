@@ -4,12 +4,11 @@ the one-line message when Renode is not installed, and the result parsing
 from __future__ import annotations
 
 import re
-import shutil
 import stat
 import sys
 
-import numpy as np
 import pytest
+from helpers import HAVE_QEMU, dataset, needs_arm
 
 from rnnskip import boards
 from rnnskip.emulators import renode
@@ -65,7 +64,8 @@ def test_files_for_every_board(name, tmp_path):
     resc = paths["resc"].read_text()
     assert resc.startswith(":name: rnnskip on " + name)
     for needle in ("mach create $name", "machine LoadPlatformDescription @", "sysbus LoadELF $elf",
-                   f"cpu VectorTableOffset {b.flash_origin:#010X}".replace("0X", "0x"), f"showAnalyzer {b.renode['uart']}"):
+                   f"cpu VectorTableOffset {b.flash_origin:#010X}".replace("0X", "0x"),
+                   f"showAnalyzer {b.renode['uart']}"):
         assert needle in resc, needle
     if b.renode.get("platform"):                         # Renode's own platform, no .repl written
         assert "repl" not in paths and f"@{b.renode['platform']}" in resc
@@ -105,7 +105,7 @@ print("Tests finished successfully :)")
 """
 
 
-@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc not installed")
+@needs_arm
 def test_cli_renode_with_a_stand_in_runner(tmp_path, monkeypatch):
     """--emulator renode end to end; the UART transcript comes from the real image under QEMU."""
     import json
@@ -114,12 +114,12 @@ def test_cli_renode_with_a_stand_in_runner(tmp_path, monkeypatch):
     from random_models import mixed_ir, random_data
 
     from rnnskip.cli import main
-    from rnnskip.datasets import Dataset, save_npz
+    from rnnskip.datasets import save_npz
     from rnnskip.pipeline import stages
     ir = mixed_ir()
     x, L = random_data(ir, n=3, T=9, seed=4)
     monkeypatch.setattr(stages, "import_model", lambda path: ir)
-    save_npz(str(tmp_path / "d.npz"), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))
+    save_npz(str(tmp_path / "d.npz"), dataset(x, L))
     args = ["convert", "model.h5", "--board", "mps2-an386", "--data", str(tmp_path / "d.npz"), "--bundle", "3"]
     monkeypatch.setattr(renode, "RENODE_TEST", "renode-test-not-installed")
     r = CliRunner().invoke(main, args + ["--emulator", "renode", "--out", str(tmp_path / "o1")])
@@ -128,7 +128,7 @@ def test_cli_renode_with_a_stand_in_runner(tmp_path, monkeypatch):
     assert "run without --emulator renode" in r.output
     assert "calibrate" not in r.output and not (tmp_path / "o1").exists()
     assert not list(tmp_path.glob(".o1.partial-*"))
-    if shutil.which("qemu-system-arm") is None:
+    if not HAVE_QEMU:
         pytest.skip("qemu-system-arm needed for the transcript")
     r = CliRunner().invoke(main, args + ["--emulator", "qemu", "--out", str(tmp_path / "q")])
     assert r.exit_code == 0, r.output

@@ -4,10 +4,10 @@ Expected numbers come from the hand counts written line by line in
 tests/fixtures/sim/kernels.s (cycle model: rnnskip/simulator/cycles.py).
 """
 import random
-import shutil
 from pathlib import Path
 
 import pytest
+from helpers import needs_arm
 
 from rnnskip.build import build_firmware, cflags, ldflags, render_runtime
 from rnnskip.errors import RnnskipError
@@ -16,8 +16,7 @@ from rnnskip.targets import load
 
 FIX = Path(__file__).parent / "fixtures" / "sim"
 
-pytestmark = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None,
-                                reason="arm-none-eabi-gcc not on PATH (make setup installs it)")
+pytestmark = needs_arm
 
 ASM_KEEP = ["loop_mix", "misc", "sw", "page_split", "ftable", "sbuf", "sout", "fconst"]
 C_KEEP = ["dot_s8", "matvec_s8", "fsum_q", "stack_user", "recurse", "crash", "spin",

@@ -1,18 +1,17 @@
-"""Skipping from the command line (issue 4): train-predictor, rnnskip-convert --predictor
+"""Time-step skipping from the command line: train-predictor, rnnskip-convert --predictor
 and --skip auto, the report's skip section, and one-line errors with nothing written."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import needs_arm, needs_arm_and_qemu
 
 from rnnskip.cli import convert_cmd, main
 from rnnskip.datasets import Dataset, save_npz
 
-HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
 pytestmark = pytest.mark.keras
 
 SKIP_KEYS = {"method", "predictor", "skip_rate", "oracle_skip_rate", "macs_per_inference", "mac_reduction",
@@ -66,7 +65,7 @@ def test_train_predictor_writes_folder(setup):
     assert (d / "pred" / "predictor.npz").is_file() and (d / "pred" / "pareto_val.png").is_file()
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 def test_convert_with_predictor_report(setup):
     d, model, other, paths = setup
     out = d / "conv"
@@ -94,7 +93,7 @@ def test_convert_with_predictor_report(setup):
     assert "steps skipped" in res.output
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 def test_convert_with_predictor_and_delta_names_baselines(setup):
     """--predictor with --delta: each section measures its method against the model with the other
     still on, and says so; a change that costs cycles prints as +x%, not --x%."""
@@ -113,7 +112,7 @@ def test_convert_with_predictor_and_delta_names_baselines(setup):
     assert "skip baseline" in res.output and "delta baseline" in res.output and "(--" not in res.output
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 def test_convert_skip_auto(setup):
     d, model, other, paths = setup
     out = d / "auto"
@@ -178,8 +177,7 @@ def test_train_predictor_impossible_budget_and_bad_data(setup, tmp_path):
     assert res.exit_code == 2 and "constant" in _one_error(res.output) and not out.exists()
 
 
-@pytest.mark.skipif(not HAVE_ARM or shutil.which("qemu-system-arm") is None,
-                    reason="needs arm-none-eabi-gcc and qemu-system-arm (run 'make setup')")
+@needs_arm_and_qemu
 def test_convert_with_predictor_on_cortex_m55_qemu(setup):
     # Unicorn has no cortex-m55: the dense reference boots as a second board image and the
     # two are compared by QEMU's instruction counts (this once failed with 'cannot run under Unicorn')

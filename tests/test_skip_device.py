@@ -2,24 +2,16 @@
 emulated firmware, bit for bit, skip decisions included, on random models."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
-from random_models import random_data, random_ir
+from helpers import dataset, needs_arm, quantized
 
 from rnnskip import pipeline
-from rnnskip.datasets import Dataset
 from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.generate import generate
-from rnnskip.quant.calibrate import calibrate
 from rnnskip.quant.golden import GoldenModel
-from rnnskip.quant.quantize import quantize
-from rnnskip.reference import FloatModel
 from rnnskip.skip.predictor import FloatPredictor
 from rnnskip.skip.qpredictor import quantize_predictor
-
-HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
 
 
 def random_predictor(ptype: str, in_dim: int, units, seed: int = 0) -> FloatPredictor:
@@ -45,11 +37,10 @@ def random_predictor(ptype: str, in_dim: int, units, seed: int = 0) -> FloatPred
     return p
 
 
-def _setup(cfg, ptype, seed=0, n=12, T=10):
-    ir = random_ir(cfg, seed=seed)
-    x, L = random_data(ir, n=n, T=T, seed=seed + 1)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
-    p = random_predictor(ptype, qm.in_dim, [l.units for l in qm.layers], seed=seed + 2)
+def quantized_with_predictor(cfg, ptype):
+    """quantized(cfg) with a random int8 predictor of ``ptype`` attached."""
+    ir, qm, x, L = quantized(cfg)
+    p = random_predictor(ptype, qm.in_dim, [l.units for l in qm.layers], seed=2)
     qp = quantize_predictor(p, qm)
     # threshold at the median integer score over dense-run features: some steps skip, some run
     g = GoldenModel(qm)
@@ -74,7 +65,7 @@ CASES = [("tok-lstm-softmax", "mlp"), ("tok-gru-sigmoid", "logistic"), ("tok-gru
 @pytest.fixture(scope="module", params=CASES, ids=["-".join(c) for c in CASES])
 def built(request, tmp_path_factory):
     cfg, ptype = request.param
-    ir, qm, x, L = _setup(cfg, ptype)
+    ir, qm, x, L = quantized_with_predictor(cfg, ptype)
     d = tmp_path_factory.mktemp(f"{cfg}-{ptype}")
     generate(qm, d / "src", max_t=x.shape[1])
     return ir, qm, x, L, d
@@ -95,19 +86,19 @@ def test_golden_skips_some_steps_and_keeps_state(built):
 def test_host_build_bitexact_with_predictor(built):
     ir, qm, x, L, d = built
     so = pipeline.build_host(d / "src", d / "host")
-    ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+    ds = dataset(x, L)
     ev = pipeline.evaluate(ir, qm, ds, host_so=so)
     assert ev.host_checked == len(x)
     assert ev.host_mismatches == 0, ev.first_mismatch   # outputs and per-step flags (skip decisions)
 
 
-@pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+@needs_arm
 def test_firmware_bitexact_with_predictor(built):
     from rnnskip import targets
     ir, qm, x, L, d = built
     t = targets.load("cortex-m4")
     fw = pipeline.build_target(d / "src", d / "fw", t, "dsp")
-    ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+    ds = dataset(x, L)
     ev = pipeline.evaluate(ir, qm, ds, firmware=fw, emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
     assert ev.device_checked == len(x)
     assert ev.device_mismatches == 0, ev.first_mismatch
@@ -115,9 +106,7 @@ def test_firmware_bitexact_with_predictor(built):
 
 def test_float_and_int8_predictor_agree_mostly():
     """The int8 predictor's decisions follow the float predictor's on the same features."""
-    ir = random_ir("tok-lstm-softmax", seed=3)
-    x, L = random_data(ir, n=40, T=10, seed=4)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
+    ir, qm, x, L = quantized("tok-lstm-softmax", seed=3, n=40, T=10)
     for ptype in ("mlp", "logistic", "tree"):
         p = random_predictor(ptype, qm.in_dim, [qm.layers[0].units], seed=5)
         rng = np.random.default_rng(0)

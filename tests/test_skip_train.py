@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import dataset, quantize_on
 from random_models import random_data, random_ir
 
 from rnnskip.datasets import Dataset
 from rnnskip.errors import RnnskipError
-from rnnskip.quant.calibrate import calibrate
-from rnnskip.quant.quantize import quantize
 from rnnskip.reference import FloatModel
 from rnnskip.skip import baselines, features, folder, oracle
 from rnnskip.skip.evaluate import golden_run, macs
@@ -132,7 +131,7 @@ def test_train_calibrates_within_budget(trained):
     assert [r["round"] for r in res.rounds] == [0, 1] and sum(r["chosen"] for r in res.rounds) == 1
     assert p.params() <= res.budget_params
     # the chosen point is reproduced by the int8 golden model with the quantised predictor
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), tr.x, tr.lengths, progress=False))
+    qm = quantize_on(ir, tr.x, tr.lengths)
     g = golden_run(qm, va.x, va.lengths, qp=quantize_predictor(p, qm))
     assert g["skip_rate"] == pytest.approx(ch.skip_rate)
 
@@ -216,7 +215,7 @@ def test_negative_budget_and_empty_or_constant_data():
     empty = ds.subset(slice(0, 0))
     with pytest.raises(RnnskipError, match="--val data is empty"):
         train(ir, ds, empty, TrainConfig(type="tree"), log=None)
-    const = Dataset(x=np.full((30, 4), 7, np.int32), y=np.zeros(30, np.int64), lengths=np.ones(30, np.int32))
+    const = dataset(np.full((30, 4), 7, np.int32), np.ones(30, np.int32))
     with pytest.raises(RnnskipError, match="constant"):
         train(ir, const, ds, TrainConfig(type="tree"), log=None)
 
@@ -224,7 +223,7 @@ def test_negative_budget_and_empty_or_constant_data():
 def test_regression_model_refused():
     ir = random_ir("tok-lstm-nohead")
     x, L = random_data(ir, n=10)
-    ds = Dataset(x=x, y=np.zeros(10, np.int64), lengths=L)
+    ds = dataset(x, L)
     with pytest.raises(RnnskipError, match="must be a classifier"):
         train(ir, ds, ds, TrainConfig(type="tree"), log=None)
 
@@ -247,7 +246,7 @@ def test_report_section_feature_model(tmp_path):
     res = train(ir, tr, va, TrainConfig(type="tree", max_loss=30.0, rounds=0, measure="l2",
                                         calibrate_on="float", size_ratio=0.5), log=None)
     meta = folder.save(tmp_path, res, ir, "m.h5", "t.npz", "v.npz")
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), tr.x, tr.lengths, progress=False))
+    qm = quantize_on(ir, tr.x, tr.lengths)
     from test_skip_device import random_predictor  # a logistic predictor (MACs on the device) without Keras
     fp = random_predictor("logistic", qm.in_dim, [l.units for l in qm.layers], seed=3)
     fp.threshold = float(np.median(fp.score(res.dense_train.feats)))
@@ -279,7 +278,7 @@ def test_predictor_calibration_reaches_high_skip_rates(trained):
     from rnnskip.skip.train import _predictor_points
     ir, tr, va, res, out, meta = trained
     fm = FloatModel(ir)
-    qm = quantize(ir, calibrate(ir, fm, tr.x, tr.lengths, progress=False))
+    qm = quantize_on(ir, tr.x, tr.lengths)
     dense = golden_run(qm, va.x, va.lengths)
     p = res.predictor
     scores = p.score(features.run(fm, va.x, va.lengths, collect=True).feats)

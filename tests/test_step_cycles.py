@@ -5,31 +5,21 @@ cycles per step = least-squares slope of emulated cycles against executed steps.
 """
 from __future__ import annotations
 
-import shutil
-
-import numpy as np
 import pytest
-from random_models import random_data, random_ir
+from helpers import dataset, needs_arm, quantized
 
 from rnnskip import pipeline, targets
-from rnnskip.datasets import Dataset
 from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.generate import generate
-from rnnskip.quant.calibrate import calibrate
-from rnnskip.quant.quantize import quantize
-from rnnskip.reference import FloatModel
 from rnnskip.report import cycles_per_step
 
-pytestmark = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None,
-                                reason="arm-none-eabi-gcc not installed (run 'make setup')")
+pytestmark = needs_arm
 
 
 @pytest.fixture(scope="module")
 def step_cycles(tmp_path_factory):
-    ir = random_ir("tok-lstm-softmax", units=(64,), dim=32, vocab=100)
-    x, L = random_data(ir, n=10, T=24, seed=3)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
-    ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+    ir, qm, x, L = quantized("tok-lstm-softmax", n=10, T=24, data_seed=3, units=(64,), dim=32, vocab=100)
+    ds = dataset(x, L)
     t = targets.load("cortex-m4")
     res = {}
     for kernels, variant in (("portable", "dsp"), ("naive", "plain")):

@@ -3,25 +3,16 @@ built and emulated under Unicorn bit-exact with the golden model (cortex-m55, wh
 Unicorn cannot run, is built here and emulated under QEMU in tests/test_qemu.py)."""
 from __future__ import annotations
 
-import shutil
-
-import numpy as np
 import pytest
-from random_models import generated_mixed, random_data, random_ir
+from helpers import dataset, needs_arm, quantized
+from random_models import generated_mixed
 
 from rnnskip import pipeline, targets
-from rnnskip.datasets import Dataset
 from rnnskip.emulators.unicorn import Unicorn
 from rnnskip.errors import RnnskipError
-from rnnskip.quant.calibrate import calibrate
-from rnnskip.quant.quantize import quantize
-from rnnskip.reference import FloatModel
 from rnnskip.simulator import cycles
 from rnnskip.simulator.decode import Decoder
 from rnnskip.targets.fit import check_fits, estimate
-
-HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
-needs_arm = pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
 
 ALL = ["cortex-m0", "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55"]
 UNICORN = [t for t in ALL if t != "cortex-m55"]
@@ -101,24 +92,18 @@ def test_m7_dual_issue_and_load_use():
 
 
 # ---- fit check --------------------------------------------------------------
-def _qm(cfg="tok-lstm-softmax", units=(9, 6), vocab=50, seed=0):
-    ir = random_ir(cfg, seed=seed, units=units, vocab=vocab)
-    x, L = random_data(ir, n=8, T=9, seed=seed + 1)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False))
-    return ir, qm, x, L
-
-
 def test_model_too_big_is_refused_with_both_sizes():
-    ir, qm, x, L = _qm(vocab=300_000)     # a 300k x 8 embedding: ~2.3 MiB of flash
+    ir, qm, x, L = quantized("tok-lstm-softmax", n=8, T=9, vocab=300_000)   # a 300k x 8 embedding: ~2.3 MiB of flash
     t = targets.load("cortex-m0plus")
     with pytest.raises(RnnskipError) as e:
         check_fits(qm, 9, t)
     msg = str(e.value)
     assert "flash" in msg and f"{t.flash_size:,}" in msg and f"{estimate(qm, 9, t).flash:,}" in msg
+    small = quantized("tok-lstm-softmax", n=8, T=9)[1]
     t0 = targets.load("cortex-m0")         # 16 KiB RAM: 3000-step token buffers do not fit
     with pytest.raises(RnnskipError, match=r"RAM .*16,384 bytes"):
-        check_fits(_qm()[1], 3000, t0)
-    assert check_fits(_qm()[1], 9, t0).ram <= t0.ram_size
+        check_fits(small, 3000, t0)
+    assert check_fits(small, 9, t0).ram <= t0.ram_size
 
 
 # ---- every target: build + emulate bit-exact ----------------------------------
@@ -140,7 +125,7 @@ def _firmware(demo, name, variant):
 def _evaluate(demo, name, variant, n=None):
     t = targets.load(name)
     x, L = demo["x"][:n], demo["L"][:n]
-    ds = Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L)
+    ds = dataset(x, L)
     return pipeline.evaluate(demo["ir"], demo["qm"], ds, firmware=_firmware(demo, name, variant),
                              emulator=Unicorn(t, traffic_sample=1, workers=1, progress=False))
 

@@ -1,4 +1,4 @@
-"""Issue 7: the model corpus of tests/zoo_models.py -- every Keras generation's files
+"""The model corpus of tests/zoo_models.py -- every Keras generation's files
 convert bit-exact (float reference = Keras to 1e-5; golden = host build = emulated
 Cortex-M4 firmware) or are refused with their one-line reason; ``rnnskip inspect``
 agrees on every file; docs/support_matrix.md is generated from these results.
@@ -9,17 +9,12 @@ Regenerate the matrix with ``RNNSKIP_WRITE_SUPPORT_MATRIX=1 pytest tests/test_zo
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
+import zoo_models
+from helpers import HAVE_ARM
 
-try:
-    from . import zoo_models as Z
-except ImportError:
-    import zoo_models as Z
-
-HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
-IDS = [f"{c.name}-{g}-{fmt}" for c in Z.CASES for g in c.gens for fmt in Z.FORMATS[g]]
+IDS = [f"{c.name}-{g}-{fmt}" for c in zoo_models.CASES for g in c.gens for fmt in zoo_models.FORMATS[g]]
 pytestmark = pytest.mark.keras
 
 
@@ -30,13 +25,13 @@ def corpus(tmp_path_factory):
     pytest.importorskip("keras")
     if not HAVE_ARM:
         pytest.skip("arm-none-eabi-gcc not installed (run 'make setup')")
-    d = tmp_path_factory.mktemp("zoo7")
-    files = Z.build_corpus(d / "models")
-    results = Z.run_corpus(files, d / "work")
+    d = tmp_path_factory.mktemp("corpus")
+    files = zoo_models.build_corpus(d / "models")
+    results = zoo_models.run_corpus(files, d / "work")
     return {r.file.id: r for r in results}
 
 
-def test_corpus_covers_the_issue(corpus):
+def test_corpus_covers_every_generation_format_and_version(corpus):
     assert sorted(corpus) == sorted(IDS)
     ok = [r for r in corpus.values() if r.status == "bit-exact"]
     assert len(corpus) >= 30 and len(ok) >= 30
@@ -61,7 +56,7 @@ def test_file_converts_bitexact_or_is_refused(corpus, fid):
     assert r.status == "bit-exact", r.reason
     assert r.float_err <= 1e-5, f"float reference vs Keras: {r.float_err}"
     assert r.host_mismatches == 0 and r.device_mismatches == 0
-    assert r.device_checked == Z.N
+    assert r.device_checked == zoo_models.N
 
 
 @pytest.mark.parametrize("fid", IDS)
@@ -92,7 +87,7 @@ def test_hard_sigmoid_follows_the_generation(tmp_path):
 
     from rnnskip.converter.keras_import import load_model_file
     pytest.importorskip("tf_keras")
-    files = Z.build_corpus(tmp_path, gens=("k2",), names={"gru_v1_hard_sigmoid"})
+    files = zoo_models.build_corpus(tmp_path, gens=("k2",), names={"gru_v1_hard_sigmoid"})
     f = next(z for z in files if z.case.name == "gru_v1_hard_sigmoid" and z.fmt == "h5")
     ir2 = load_model_file(f.path)
     assert ir2.rnn_layers[0].recurrent_activation == "hard_sigmoid"
@@ -104,9 +99,9 @@ def test_hard_sigmoid_follows_the_generation(tmp_path):
 
 
 def test_support_matrix_is_generated_from_the_corpus(corpus):
-    text = Z.render_matrix([corpus[i] for i in IDS])
+    text = zoo_models.render_matrix([corpus[i] for i in IDS])
     if os.environ.get("RNNSKIP_WRITE_SUPPORT_MATRIX"):
-        Z.MATRIX_PATH.write_text(text)
-    assert Z.MATRIX_PATH.is_file(), "run tools/support_matrix.py"
-    assert Z.MATRIX_PATH.read_text() == text, \
+        zoo_models.MATRIX_PATH.write_text(text)
+    assert zoo_models.MATRIX_PATH.is_file(), "run tools/support_matrix.py"
+    assert zoo_models.MATRIX_PATH.read_text() == text, \
         "docs/support_matrix.md is out of date: run .venv/bin/python tools/support_matrix.py"

@@ -143,7 +143,8 @@ CASES: List[Case] = [
          lambda k: [_L(k).GRU(4, reset_after=True, name="cu_dnngru_1"),
                     _L(k).Dense(3, activation="softmax", name="dense_1")],
          gens=("legacy",), version="2.2.4", cudnn={"cu_dnngru_1": "CuDNNGRU"}),
-    Case("k22tf_td_per_step", "TimeDistributed(Dense)", "tf.keras 1.x: TD(Dense relu) -> LSTM(return_sequences) -> TD(Dense softmax)",
+    Case("k22tf_td_per_step", "TimeDistributed(Dense)",
+         "tf.keras 1.x: TD(Dense relu) -> LSTM(return_sequences) -> TD(Dense softmax)",
          lambda k: [_L(k).TimeDistributed(_L(k).Dense(4, activation="relu"), name="time_distributed"),
                     _L(k).LSTM(5, return_sequences=True, name="lstm"),
                     _L(k).TimeDistributed(_L(k).Dense(3, activation="softmax"), name="time_distributed_1")],
@@ -202,10 +203,10 @@ FORMATS = {"k2": ("h5", "keras"), "k3": ("keras", "h5"), "legacy": ("h5",)}
 
 def keras_module(gen: str):
     if gen == "k3":
-        import keras as k
+        import keras
     else:
-        import tf_keras as k
-    return k
+        import tf_keras as keras
+    return keras
 
 
 def _build(k, case: Case):

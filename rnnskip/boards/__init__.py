@@ -150,5 +150,6 @@ def describe() -> List[str]:
         lines.append(f"{b.name:<18} {b.target:<14} {b.part:<14} flash {b.flash_size // 1024:>5} KiB @ "
                      f"{b.flash_origin:#010x}  RAM {b.ram_size // 1024:>5} KiB @ {b.ram_origin:#010x}  "
                      f"UART {b.uart['label']}")
-        lines.append(f"{'':<18} qemu: {q};  renode: {rn}" + (f";  aliases: {', '.join(b.aliases)}" if b.aliases else ""))
+        aliases = f";  aliases: {', '.join(b.aliases)}" if b.aliases else ""
+        lines.append(f"{'':<18} qemu: {q};  renode: {rn}{aliases}")
     return lines

@@ -59,7 +59,8 @@ def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "
         write_files(tmp / "renode", board, elf="../build/firmware.elf", model_name=model_name)
         env = _env()
         (tmp / "cmake").mkdir()
-        for tpl, name in (("CMakeLists.txt.j2", "CMakeLists.txt"), ("arm-none-eabi.cmake.j2", "cmake/arm-none-eabi.cmake"),
+        for tpl, name in (("CMakeLists.txt.j2", "CMakeLists.txt"),
+                          ("arm-none-eabi.cmake.j2", "cmake/arm-none-eabi.cmake"),
                           ("Makefile.j2", "Makefile"), ("README.md.j2", "README.md")):
             (tmp / name).write_text(env.get_template(f"board/export/{tpl}").render(**ctx))
         import json

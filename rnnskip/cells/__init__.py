@@ -49,10 +49,6 @@ def keras_cell(class_name: str) -> Optional[Type[Cell]]:
     return None
 
 
-def keras_layer_classes() -> list:
-    return [k for c in CELLS.values() for k in c.keras_classes]
-
-
 def labels() -> str:
     """'LSTM, GRU, SimpleRNN' (for messages)."""
     return ", ".join(c.label for c in CELLS.values())

@@ -92,7 +92,8 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
             continue
         if pending is not None:
             if node.kind in (DENSE, RECURRENT):
-                fold = support.fold_before_dense if node.kind == DENSE else cells.cell_of(node.value.kind).fold_input_affine
+                fold = (support.fold_before_dense if node.kind == DENSE
+                        else cells.cell_of(node.value.kind).fold_input_affine)
                 fold(node.value, pending.value.scale, pending.value.shift)
                 out.remove(pending)
                 _folded(pending, node, note_on=node)   # noted where the layer it went into is
@@ -197,8 +198,8 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                 raise LayerError(f"layer '{name}' ({layer.display}) is a 3rd recurrent layer: rnnskip converts "
                                  "1 or 2 stacked recurrent layers", name)
             if rnns and not rnns[-1].return_sequences:
-                raise LayerError(f"layer '{rnns[-1].name}' ({cells.cell_of(rnns[-1].kind).label}) feeds '{name}' but has "
-                                 "return_sequences=False: the model config is inconsistent", rnns[-1].name)
+                raise LayerError(f"layer '{rnns[-1].name}' ({cells.cell_of(rnns[-1].kind).label}) feeds '{name}' "
+                                 "but has return_sequences=False: the model config is inconsistent", rnns[-1].name)
             rnns.append(node.value)
             seen_input_transform = True
             continue
@@ -256,8 +257,8 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     width = inp.dim
     for r in rnns:
         if r.input_dim != width:
-            raise LayerError(f"layer '{r.name}' ({cells.cell_of(r.kind).label}) expects {r.input_dim} inputs but gets {width}: "
-                             "the file is inconsistent", r.name)
+            raise LayerError(f"layer '{r.name}' ({cells.cell_of(r.kind).label}) expects {r.input_dim} inputs "
+                             f"but gets {width}: the file is inconsistent", r.name)
         width = r.units
     for d in head:
         if d.in_dim != width:

@@ -71,14 +71,22 @@ def _grid(s):
 
 @click.command("delta-tune")
 @click.argument("model", type=click.Path())
-@click.option("--val", type=click.Path(dir_okay=False), required=True, help="Validation data (.npz) the thresholds are chosen on.")
-@click.option("--max-loss", type=float, default=1.0, show_default=True, help="Accuracy budget: points below the reference.")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Thresholds file to write (delta.json; the Pareto plot goes next to it as <stem>_pareto.png).")
-@click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Calibration data for quantisation (default: --val); use the same as rnnskip-convert.")
-@click.option("--calib-max", default=1000, show_default=True, help="At most this many calibration sequences (as rnnskip-convert).")
-@click.option("--reference", type=click.Choice(["float", "int8"]), default="float", show_default=True, help="Budget relative to the dense float model or the dense int8 model.")
-@click.option("--grid", default=None, help=f"Comma-separated threshold values to try (int8 steps; default {','.join(map(str, GRID))}).")
-@click.option("--margin-se", type=float, default=0.0, show_default=True, help="Meet --max-loss with this many standard errors of the validation loss to spare.")
+@click.option("--val", type=click.Path(dir_okay=False), required=True,
+              help="Validation data (.npz) the thresholds are chosen on.")
+@click.option("--max-loss", type=float, default=1.0, show_default=True,
+              help="Accuracy budget: points below the reference.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
+              help="Thresholds file to write (delta.json; the Pareto plot goes next to it as <stem>_pareto.png).")
+@click.option("--calib", type=click.Path(dir_okay=False), default=None,
+              help="Calibration data for quantisation (default: --val); use the same as rnnskip-convert.")
+@click.option("--calib-max", default=1000, show_default=True,
+              help="At most this many calibration sequences (as rnnskip-convert).")
+@click.option("--reference", type=click.Choice(["float", "int8"]), default="float", show_default=True,
+              help="Budget relative to the dense float model or the dense int8 model.")
+@click.option("--grid", default=None,
+              help=f"Comma-separated threshold values to try (int8 steps; default {','.join(map(str, GRID))}).")
+@click.option("--margin-se", type=float, default=0.0, show_default=True,
+              help="Meet --max-loss with this many standard errors of the validation loss to spare.")
 @guard
 def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid, margin_se):
     """Choose delta thresholds for MODEL without retraining (writes delta.json)."""
@@ -88,17 +96,23 @@ def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid,
 @click.command("delta-train")
 @click.argument("model", type=click.Path())
 @click.option("--train", "train_path", type=click.Path(dir_okay=False), required=True, help="Training data (.npz).")
-@click.option("--val", type=click.Path(dir_okay=False), required=True, help="Validation data (.npz) for early stopping.")
+@click.option("--val", type=click.Path(dir_okay=False), required=True,
+              help="Validation data (.npz) for early stopping.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Fine-tuned Keras model to write (.h5).")
 @click.option("--theta-x", type=float, default=None, help="Input threshold in int8 steps (default: from --delta or 8).")
-@click.option("--theta-h", type=float, default=None, help="Hidden threshold in int8 steps (default: from --delta or 8).")
-@click.option("--delta", "delta_path", type=click.Path(dir_okay=False), default=None, help="Start from these thresholds (delta.json).")
+@click.option("--theta-h", type=float, default=None,
+              help="Hidden threshold in int8 steps (default: from --delta or 8).")
+@click.option("--delta", "delta_path", type=click.Path(dir_okay=False), default=None,
+              help="Start from these thresholds (delta.json).")
 @click.option("--epochs", default=40, show_default=True, help="At most this many epochs (early stopping on --val).")
 @click.option("--patience", default=8, show_default=True, help="Early-stopping patience (epochs).")
-@click.option("--l1", default=0.02, show_default=True, type=float, help="L1 penalty: weight of sum |transmitted hidden delta| per step.")
-@click.option("--noise", default=0.25, show_default=True, type=float, help="Threshold noise in training: std as a fraction of theta.")
+@click.option("--l1", default=0.02, show_default=True, type=float,
+              help="L1 penalty: weight of sum |transmitted hidden delta| per step.")
+@click.option("--noise", default=0.25, show_default=True, type=float,
+              help="Threshold noise in training: std as a fraction of theta.")
 @click.option("--lr", default=5e-4, show_default=True, help="Adam learning rate.")
-@click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Calibration data for the int8 grid (default: --train).")
+@click.option("--calib", type=click.Path(dir_okay=False), default=None,
+              help="Calibration data for the int8 grid (default: --train).")
 @guard
 def delta_train_cmd(model, train_path, val, out, theta_x, theta_h, delta_path, epochs, patience, l1, noise, lr, calib):
     """Delta-aware fine-tuning of MODEL (this retrains; writes a normal Keras model OUT and, next to it,

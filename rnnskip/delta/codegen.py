@@ -23,13 +23,6 @@ def list_words(max_cols: int) -> int:
     return 3 * ((int(max_cols) + 2) // 2)
 
 
-#: Dense fallback: when more than this fraction of a layer's columns transmit, the step
-#: recomputes M = bias + W @ last with the dense mat-vec (bit-identical: M always equals
-#: that) instead of the column-sparse kernel, which costs ~1.5x more per MAC on the M4.
-#: Needs the row-major weights in flash too; DeltaSpec.dense_fallback = 0 turns it off.
-DENSE_FALLBACK = 0.6
-
-
 def _layer(l, D):
     """Column-major weights and the sparse calls of one layer.
 

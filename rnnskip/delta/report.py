@@ -23,8 +23,8 @@ def _acc(qm, out, y):
     return float(np.mean(predict_classes(out, qm.output_activation) == np.asarray(y))) if len(y) else float("nan")
 
 
-def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None, comparison: Optional[dict] = None,
-            plots: bool = True) -> dict:
+def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None,
+            comparison: Optional[dict] = None) -> dict:
     """The ``delta`` section: golden statistics on all of ``ds``; ``comparison``: the emulated
     delta firmware against the same model without thresholds (report.compare_with_dense)."""
     from ..report import reduction, relative
@@ -58,8 +58,7 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None, co
         e = dict(comparison, mac_reduction=reduction(float(mk["dense"].mean()), float(mk["effective"].mean())))
         e["cycles_vs_macs"] = relative(e["reduction"]["cycles"], e["mac_reduction"])
         sec["emulated"] = e
-    if plots:
-        sec["plots"] = write_plots(qm, ds, out_dir, spec)
+    sec["plots"] = write_plots(qm, ds, out_dir, spec)
     return sec
 
 

@@ -26,7 +26,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 from ..cells import cell_of
 from ..converter.ir import weights_fingerprint
@@ -36,6 +36,11 @@ from ..stagefile import stage_data
 FORMAT = "rnnskip-delta-1"
 #: |delta| of two int8 values is at most 255; a threshold >= this never transmits.
 THETA_MAX = 255
+#: Dense fallback: when more than this fraction of a layer's columns transmit, the step
+#: recomputes M = bias + W @ last with the dense mat-vec (bit-identical: M always equals
+#: that) instead of the column-sparse kernel, which costs ~1.5x more per MAC on the M4.
+#: Needs the row-major weights in flash too; DeltaSpec.dense_fallback = 0 turns it off.
+DENSE_FALLBACK = 0.6
 
 
 def model_signature(ir) -> dict:
@@ -89,7 +94,7 @@ class DeltaSpec:
     tuning: dict = field(default_factory=dict)
     #: fraction of a layer's columns above which a step uses the dense kernel on the last
     #: transmitted values (same M, bit for bit); 0 = never (no row-major weights in flash)
-    dense_fallback: float = 0.6
+    dense_fallback: float = DENSE_FALLBACK
     #: grid_of() the quantised model the thresholds were chosen on ([] = not recorded)
     grid: list = field(default_factory=list)
 
@@ -138,7 +143,7 @@ class DeltaSpec:
             th.append(_theta(t["hidden"], f"{where}: layer {i} hidden"))
         if not tx:
             raise RnnskipError(f"{where}: the thresholds list is empty")
-        fb = d.get("dense_fallback", 0.6)
+        fb = d.get("dense_fallback", DENSE_FALLBACK)
         if isinstance(fb, bool) or not isinstance(fb, (int, float)) or not (0 <= fb <= 1):
             raise RnnskipError(f"{where}: dense_fallback must be a fraction in [0, 1] (0 = off), not {fb!r}")
         grid = d.get("int8_grid") or []
@@ -177,16 +182,3 @@ class DeltaSpec:
         if sig.get("weights_sha256") and sig["weights_sha256"] != want["weights_sha256"]:
             raise RnnskipError(f"{where} was tuned for a model with other weights (same layer sizes); "
                                f"run 'rnnskip delta-tune' on this model")
-
-
-def as_spec(obj, n_layers: Optional[int] = None) -> DeltaSpec:
-    """DeltaSpec, dict (delta.json content), path, or (theta_x, theta_h) pair of ints."""
-    if isinstance(obj, DeltaSpec):
-        return obj
-    if isinstance(obj, dict):
-        return DeltaSpec.from_json(obj)
-    if isinstance(obj, (str, Path)):
-        return DeltaSpec.load(obj)
-    if isinstance(obj, Sequence) and len(obj) == 2 and n_layers is not None:
-        return DeltaSpec([obj[0]] * n_layers, [obj[1]] * n_layers)
-    raise RnnskipError(f"cannot read delta thresholds from {type(obj).__name__}")

@@ -16,8 +16,9 @@ The paper's recipe (Neil et al. 2017, section 4), in tf_keras:
   sum |delta h| per executed step).
 
 The result is written as a *normal* Keras model (Embedding/Masking, Dense, the recurrent
-layers with their activations and options, Dense head, rebuilt from the IR) with the fine-tuned weights, so rnnskip-convert
-and any Keras code read it as usual; thresholds are then chosen with delta-tune.
+layers with their activations and options, Dense head, rebuilt from the IR) with the
+fine-tuned weights, so rnnskip-convert and any Keras code read it as usual; thresholds
+are then chosen with delta-tune.
 """
 from __future__ import annotations
 
@@ -210,7 +211,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
                     l1=0.02, lr=5e-4, calib=None, batch_size=32, noise=0.25, patience=8, seed=0,
                     log=print, verbose=0) -> dict:
     """``rnnskip delta-train``: fine-tune MODEL with the delta forward pass, write OUT (.h5)."""
-    from .. import pipeline as P
+    from .. import pipeline
     from ..datasets import load_npz
     out = Path(out)
     if out.suffix.lower() != ".h5":
@@ -218,7 +219,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     if out.exists() and Path(model).exists() and out.resolve() == Path(model).resolve():
         raise RnnskipError(f"--out {out} is the model being fine-tuned; write the delta-trained model to a new file "
                            f"(the original stays the run-time baseline)")
-    ir = P.import_model(model)
+    ir = pipeline.import_model(model)
     check_supported(ir.rnn_layers)
     k3 = [l.name for l in ir.rnn_layers if "hard_sigmoid_k3" in (l.activation, l.recurrent_activation)]
     if k3:
@@ -243,7 +244,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     checked = DeltaSpec(tx, th)          # one-line errors for negative / fractional values
     tx, th = checked.theta_x, checked.theta_h
     cal = load_npz(str(calib), ir) if calib else tr
-    qm, _ = P.quantize_model(ir, cal, 1000, progress=False)   # the int8 grid the network is trained for
+    qm, _ = pipeline.quantize_model(ir, cal, 1000, progress=False)   # the int8 grid the network is trained for
     tf, keras = _keras()
     keras.utils.set_random_seed(seed)
     l1 = 0.02 if l1 is None else float(l1)
@@ -274,9 +275,9 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     spec = DeltaSpec(tx, th, tuning={"method": "delta-aware fine-tuning (delta-train) at these thresholds",
                                      "validation_accuracy_float_delta": float(h["val_accuracy"][best]),
                                      "calibration": str(calib) if calib else str(train)})
-    out_ir = P.import_model(out)
+    out_ir = pipeline.import_model(out)
     # the grid rnnskip-convert gives the new weights on the same calibration data
-    spec.grid = grid_of(P.quantize_model(out_ir, cal, 1000, progress=False)[0])
+    spec.grid = grid_of(pipeline.quantize_model(out_ir, cal, 1000, progress=False)[0])
     spec.save(out.with_suffix(".delta.json"), out_ir)
     info = {"thresholds": {"input": tx, "hidden": th}, "l1": l1, "noise": noise, "lr": lr,
             "epochs_run": len(h["loss"]), "best_epoch": best + 1, "val_accuracy_before": float(acc0),

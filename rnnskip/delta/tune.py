@@ -1,4 +1,4 @@
-"""Threshold tuning without retraining (issue 5, part 2).
+"""Delta networks: threshold tuning without retraining.
 
 Every candidate (theta_x, theta_h per layer, whole int8 steps) is run through the
 integer delta golden model on validation data - the same arithmetic as the
@@ -179,7 +179,7 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
                          f"{p.macs:,.0f} MAC/inference")
         return cache[k]
 
-    base = ev((0,) * L, (0,) * L)
+    ev((0,) * L, (0,) * L)                   # theta 0 (the dense model) is always among the points
     # dense cost: every column of every executed step
     steps = GoldenModel(qm).valid_steps(val.x) & (np.arange(val.x.shape[1])[None, :] < val.lengths[:, None])
     st_dense = {"steps": steps.sum(1), "tx_x": np.zeros((len(val), L)), "tx_h": np.zeros((len(val), L))}

@@ -199,7 +199,8 @@ CORTEX_M4 = CycleTable(
         "alu":           (1, 0),   # Table 3-1: MOV/ADD/SUB/logical/shift/compare/extend/bitfield/REV/CLZ/SSAT: 1
         "mul":           (1, 0),   # Table 3-1: MUL/MLA/MLS/SMULL/UMULL/SMLAL/UMLAL 1; DSP rows (SMLAD, SMLABB ...) 1
         "div":           (12, 0),  # Table 3-1: SDIV/UDIV "2 to 12"; worst case used
-        "load":          (2, 0),   # Table 3-1: LDR/LDRH/LDRB/LDRSH/LDRSB/LDRT/LDREX 2 (3.3.2 pipelining applied separately)
+        "load":          (2, 0),   # Table 3-1: LDR/LDRH/LDRB/LDRSH/LDRSB/LDRT/LDREX 2
+                                   # (3.3.2 pipelining applied separately)
         "store":         (1, 0),   # 3.3.2: "STR Rx,[Ry,#imm] is always one cycle" (write buffer)
         "store_reg":     (2, 0),   # Table 3-1: STR/STRH/STRB 2 (register offset; pipelinable after LDR)
         "store_excl":    (2, 0),   # Table 3-1: STREX 2

@@ -206,7 +206,8 @@ class UnicornEmulator:
                         exec_idx.add(idx)
                 symtab = elf.get_section_by_name(".symtab")
                 if symtab is None:
-                    raise EmulationError(f"{self.elf_path.name} has no symbol table; do not strip firmware for emulation")
+                    raise EmulationError(f"{self.elf_path.name} has no symbol table; "
+                                         "do not strip firmware for emulation")
                 self._syms: Dict[str, Tuple[int, int]] = {}
                 self._funcs: List[Tuple[int, int, str]] = []
                 self._mapping: List[Tuple[int, str]] = []
@@ -330,7 +331,6 @@ class UnicornEmulator:
         uc.hook_add(unicorn.UC_HOOK_MEM_INVALID, self._on_invalid)
         uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
         # IT-predicated instructions whose pass matters: one hook per address.
-        self._pred_delta: Dict[int, int] = {}
         pred = []
         for a, ins in self.insns.items():
             if ins.predicated and (ins.mem is not None or self._pass_delta_of(ins)):
@@ -617,8 +617,10 @@ class UnicornEmulator:
         instruction fetch) times its executions, credited to the function symbol that
         contains the block. What the cycle model adds per *event* (taken-branch
         refills, IT-block instructions whose condition passes, data wait states, fetch
-        words shared across blocks, pairing across a fall-through block split) is not tied to one block: it is reported under
-        ``"(branches, wait states)"``, so the values sum to ``stats.cycles``. Inlined code counts for the function it was inlined into.
+        words shared across blocks, pairing across a fall-through block split) is not
+        tied to one block: it is reported under ``"(branches, wait states)"``, so the
+        values sum to ``stats.cycles``. Inlined code counts for the function it was
+        inlined into.
         """
         out: Dict[str, int] = {}
         fa, funcs = self._func_addrs, self._funcs

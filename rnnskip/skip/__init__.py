@@ -1,4 +1,4 @@
-"""Time-step skipping without retraining (issue 4).
+"""Time-step skipping without retraining.
 
 A tiny predictor placed in front of a frozen RNN looks at the step's input
 vector ``v_t`` (the embedded token / input features entering the first RNN

@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 
 from ..datasets import Vocab, load_stopwords
-from . import features as F
+from . import features
 
 
 def stopword_mask(x: np.ndarray, vocab: Vocab, stopwords: Optional[frozenset] = None) -> np.ndarray:
@@ -31,7 +31,7 @@ def concat_mask(lengths: np.ndarray, T: int, n: int) -> np.ndarray:
 
 def evaluate_mask(fm, x, lengths, y, mask, dense_acc: float, name: str, golden=None) -> dict:
     """Float (and, with ``golden``, int8) skip rate / accuracy of skipping where ``mask``."""
-    r = F.run(fm, x, lengths, decide=F.mask_rule(mask))
+    r = features.run(fm, x, lengths, decide=features.mask_rule(mask))
     d = {"name": name, "skip_rate": r.skip_rate, "accuracy_float": r.accuracy(y),
          "loss_points_float": 100.0 * (dense_acc - r.accuracy(y))}
     if golden is not None:

@@ -69,9 +69,11 @@ class SkipSetup(MethodSetup):
                                    "(train a predictor) or --predictor DIR")
             return None
         if predictor is not None and skip in ("off", "none"):
-            raise RnnskipError(f"--skip {skip} turns skipping off but --predictor {predictor} turns it on; drop one of them")
+            raise RnnskipError(f"--skip {skip} turns skipping off but --predictor {predictor} turns it on; "
+                               "drop one of them")
         if predictor is not None and skip is not None:
-            raise RnnskipError("pass either --predictor DIR (a trained predictor) or --skip auto (train one now), not both")
+            raise RnnskipError("pass either --predictor DIR (a trained predictor) or --skip auto (train one now), "
+                               "not both")
         if skip not in (None, "auto", "off", "none"):
             raise RnnskipError(f"--skip '{skip}' is unknown; use --skip auto (or --predictor DIR)")
         if ptype is not None and ptype not in TYPES:
@@ -123,7 +125,8 @@ class SkipSetup(MethodSetup):
         t0 = time.time()
         dense = golden_run(qm, ds.x, ds.lengths, qp=None)
         y = np.asarray(ds.y)
-        if ev.golden_steps is not None and ev.n == len(y):   # the evaluation already ran the golden model with the predictor
+        # the evaluation already ran the golden model with the predictor
+        if ev.golden_steps is not None and ev.n == len(y):
             run_steps = np.asarray(ev.golden_steps)
             v = int(dense["valid_steps"].sum())
             skip = {"run_steps": run_steps, "skip_rate": float(1.0 - run_steps.sum() / v) if v else 0.0,
@@ -199,7 +202,8 @@ class SkipSetup(MethodSetup):
             r = golden_run(qm, ds.x, ds.lengths, qp=predictor_of(qm).with_threshold(th))
             pc["skip"].append(r["skip_rate"])
             pc["acc"].append(float(np.mean(r["pred"] == y)))
-        pts = [{"label": "predictor, chosen (int8)", "skip": chosen["skip_rate"], "acc": float(np.mean(chosen["pred"] == y))}]
+        pts = [{"label": "predictor, chosen (int8)", "skip": chosen["skip_rate"],
+                "acc": float(np.mean(chosen["pred"] == y))}]
         vocab = find_vocab(model_path) if qm.token_input else None
         if vocab is not None and vocab.size != qm.embedding.shape[0]:
             vocab = None   # a vocabulary file of another model

@@ -30,7 +30,6 @@ class Run:
     change: Optional[np.ndarray] = None   # float32 [M]
     cosine: Optional[np.ndarray] = None   # float32 [M]
     skipped: Optional[np.ndarray] = None  # bool [M]
-    steps_pos: Optional[np.ndarray] = None  # int [M, 2]: (sequence, t) of each collected step
     extra: dict = field(default_factory=dict)
 
     @property
@@ -97,7 +96,7 @@ def run(fm, x: np.ndarray, lengths: np.ndarray, decide: Optional[Callable] = Non
     outs = None
     ran = np.zeros((N, T), bool)
     valid_all = np.zeros((N, T), bool)
-    rec = {"feats": [], "change": [], "cosine": [], "skipped": [], "pos": []}
+    rec = {"feats": [], "change": [], "cosine": [], "skipped": []}
     for b0 in range(0, N, batch):
         rows = np.arange(b0, min(N, b0 + batch))
         xb = x[rows]
@@ -125,7 +124,6 @@ def run(fm, x: np.ndarray, lengths: np.ndarray, decide: Optional[Callable] = Non
                 rec["change"].append(l2[keep].astype(np.float32))
                 rec["cosine"].append(cos[keep].astype(np.float32))
                 rec["skipped"].append(skip[keep])
-                rec["pos"].append(np.stack([rows[keep], np.full(int(keep.sum()), t)], axis=1))
         y = fm.readout(state)
         if outs is None:
             outs = np.zeros((N, y.shape[1]))
@@ -138,7 +136,6 @@ def run(fm, x: np.ndarray, lengths: np.ndarray, decide: Optional[Callable] = Non
         out.change = np.concatenate(rec["change"]) if rec["change"] else np.zeros(0, np.float32)
         out.cosine = np.concatenate(rec["cosine"]) if rec["cosine"] else np.zeros(0, np.float32)
         out.skipped = np.concatenate(rec["skipped"]) if rec["skipped"] else np.zeros(0, bool)
-        out.steps_pos = np.concatenate(rec["pos"]) if rec["pos"] else np.zeros((0, 2), np.int64)
     return out
 
 

@@ -18,7 +18,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from ..stats import paired_loss, within_budget
-from . import features as F
+from . import features
 
 
 @dataclass
@@ -93,7 +93,7 @@ def search(evaluate: Callable[[float], Point], candidates: List[float], max_loss
 def oracle_point(fm, x, lengths, y, threshold: float, dense_correct: np.ndarray, measure: str = "l2",
                  include_cell: bool = False) -> Point:
     """The float oracle at ``threshold``; loss paired against ``dense_correct`` (bool ``[N]``)."""
-    r = F.run(fm, x, lengths, decide=F.oracle_rule(threshold), measure=measure, include_cell=include_cell)
+    r = features.run(fm, x, lengths, decide=features.oracle_rule(threshold), measure=measure, include_cell=include_cell)
     return point(threshold, r.skip_rate, dense_correct, r.pred == np.asarray(y))
 
 
@@ -103,11 +103,11 @@ ORACLE_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 def sweep(fm, x, lengths, y, max_loss: float, measure: str = "l2", include_cell: bool = False,
-          quantiles=None, dense: Optional[F.Run] = None, progress=None, margin_se: float = 0.0) -> Sweep:
+          quantiles=None, dense: Optional[features.Run] = None, progress=None, margin_se: float = 0.0) -> Sweep:
     """Oracle threshold sweep on (x, lengths, y). Candidate thresholds: quantiles of
     the dense per-step change (the first is 0: no skipping)."""
     if dense is None or dense.change is None:
-        dense = F.run(fm, x, lengths, collect=True, include_cell=include_cell)
+        dense = features.run(fm, x, lengths, collect=True, include_cell=include_cell)
     dense_acc = dense.accuracy(y)
     ch = dense.change if measure == "l2" else dense.cosine
     if quantiles is None:

@@ -14,7 +14,7 @@ def _plt():
     return plt
 
 
-def change_distributions(series: Dict[str, np.ndarray], path: Path, title: str = "") -> Path:
+def change_distributions(series: Dict[str, np.ndarray], path: Path) -> Path:
     """Histograms of the per-step state change: one panel per measure (``name -> values``)."""
     plt = _plt()
     names = list(series)
@@ -35,7 +35,7 @@ def change_distributions(series: Dict[str, np.ndarray], path: Path, title: str =
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("change per step")
         ax.set_ylabel("steps")
-    fig.suptitle(title or "state change per step (dense float model); dashed: median, dotted: quartiles", fontsize=9)
+    fig.suptitle("state change per step (dense float model); dashed: median, dotted: quartiles", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -90,8 +90,7 @@ def skipped_words(rows: List[Sequence[tuple]], path: Path, title: str) -> Path:
         x = 0.01
         y = 1 - (0.45 + 0.25 * i) / fig_h
         for w, ran in line:
-            t = fig.text(x, y, w, fontsize=9, family="monospace", va="top",
-                         color="black" if ran else "#b0b0b0")
+            fig.text(x, y, w, fontsize=9, family="monospace", va="top", color="black" if ran else "#b0b0b0")
             if not ran:
                 fig.text(x, y - 0.06 / fig_h, "\u2014" * max(1, len(w) // 2 + 1), fontsize=9, family="monospace",
                          va="top", color="#b0b0b0")

@@ -118,9 +118,10 @@ class QPredictor(StepMethod):
         a = []
         for j, d in enumerate(self.hidden):
             m = d.mat
-            a += [(f"rnnskip_p{j}_w", m.w, np.int8, f"skip predictor hidden layer {j}: weights [{m.rows}][{m.cols}], row-major"),
-                  (f"rnnskip_p{j}_b", m.bias, np.int32, f"skip predictor hidden layer {j}: bias on the accumulator scale"),
-                  (f"rnnskip_p{j}_m", m.mult, np.int32, f"skip predictor hidden layer {j}: requantisation multipliers (left shift {m.ls})")]
+            doc = f"skip predictor hidden layer {j}"
+            a += [(f"rnnskip_p{j}_w", m.w, np.int8, f"{doc}: weights [{m.rows}][{m.cols}], row-major"),
+                  (f"rnnskip_p{j}_b", m.bias, np.int32, f"{doc}: bias on the accumulator scale"),
+                  (f"rnnskip_p{j}_m", m.mult, np.int32, f"{doc}: requantisation multipliers (left shift {m.ls})")]
         if not self.is_tree:
             a.append(("rnnskip_p_out_w", self.out_w, np.int8, "skip predictor score weights"))
         return a

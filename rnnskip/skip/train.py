@@ -19,8 +19,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from ..errors import RnnskipError
-from . import features as F
-from . import oracle as O
+from . import features, oracle
 from .predictor import DEFAULT_BUDGET, FloatPredictor, default_size, fit, rnn_params
 
 
@@ -57,16 +56,16 @@ class TrainConfig:
 class TrainResult:
     predictor: FloatPredictor
     config: TrainConfig
-    oracle: O.Sweep
-    calibration: O.Sweep             # predictor operating points on validation (chosen round)
+    oracle: oracle.Sweep
+    calibration: oracle.Sweep        # predictor operating points on validation (chosen round)
     rounds: List[dict] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
-    dense_train: Optional[F.Run] = None
+    dense_train: Optional[features.Run] = None
     budget_params: int = 0
     rnn_params: int = 0
     labels: dict = field(default_factory=dict)
     oracle_variants: dict = field(default_factory=dict)
-    dense_val: Optional[F.Run] = None
+    dense_val: Optional[features.Run] = None
     seconds: float = 0.0
 
 
@@ -133,27 +132,27 @@ def candidate_thresholds(scores: np.ndarray, fracs=CALIBRATION_FRACS) -> list:
 
 
 def _predictor_points(p: FloatPredictor, val, qm, dense_correct: np.ndarray, calibrate_on: str, fm,
-                      scores: np.ndarray, max_loss: float, log, margin_se: float = 0.0) -> O.Sweep:
+                      scores: np.ndarray, max_loss: float, log, margin_se: float = 0.0) -> oracle.Sweep:
     """Calibrate p's decision threshold on val; losses are paired against
     ``dense_correct`` (bool [N]). Search variable a = -threshold (larger = more skipping)."""
     from .evaluate import golden_run
     from .qpredictor import quantize_predictor
     qp = quantize_predictor(p, qm) if calibrate_on == "int8" else None
 
-    def evaluate(a: float) -> O.Point:
+    def evaluate(a: float) -> oracle.Point:
         thr = -a
         if calibrate_on == "int8":
             r = golden_run(qm, val.x, val.lengths, qp=qp.with_threshold(thr))
             pred, sr = r["pred"], r["skip_rate"]
         else:
-            r = F.run(fm, val.x, val.lengths, decide=F.predictor_rule(p, thr))
+            r = features.run(fm, val.x, val.lengths, decide=features.predictor_rule(p, thr))
             pred, sr = r.pred, r.skip_rate
-        return O.point(a, sr, dense_correct, pred == val.y)
+        return oracle.point(a, sr, dense_correct, pred == val.y)
 
-    sw = O.search(evaluate, [-t for t in candidate_thresholds(scores)], max_loss, refine=4, dense_accuracy=float(np.mean(dense_correct)),
-                  margin_se=margin_se,
-                  progress=lambda pt: _say(log, f"    threshold {-pt.threshold:+.4f}: skip {pt.skip_rate:6.1%}, "
-                                                f"loss {pt.loss:+.2f} ± {pt.loss_se:.2f} pt"))
+    sw = oracle.search(evaluate, [-t for t in candidate_thresholds(scores)], max_loss, refine=4,
+                       dense_accuracy=float(np.mean(dense_correct)), margin_se=margin_se,
+                       progress=lambda pt: _say(log, f"    threshold {-pt.threshold:+.4f}: skip {pt.skip_rate:6.1%}, "
+                                                     f"loss {pt.loss:+.2f} ± {pt.loss_se:.2f} pt"))
     for pt in sw.points:   # back to thresholds
         pt.threshold = -pt.threshold
     sw.points.sort(key=lambda pt: -pt.threshold)
@@ -168,14 +167,15 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     t_start = time.time()
     cfg = replace(cfg)
     cfg.check()
-    F.check_classifier(ir)
+    features.check_classifier(ir)
     fm = FloatModel(ir)
     _check_data("--train", train_ds, fm)
     _check_data("--val", val_ds, fm)
     rng = np.random.default_rng(cfg.seed)
-    tr = train_ds.sample(cfg.max_train_sequences, seed=cfg.seed) if len(train_ds) > cfg.max_train_sequences else train_ds
+    tr = (train_ds.sample(cfg.max_train_sequences, seed=cfg.seed) if len(train_ds) > cfg.max_train_sequences
+          else train_ds)
     val = val_ds.sample(cfg.max_val_sequences, seed=cfg.seed) if len(val_ds) > cfg.max_val_sequences else val_ds
-    in_dim, units = F.layout(ir)
+    in_dim, units = features.layout(ir)
     nsteps = int((fm.valid_steps(tr.x) & (np.arange(tr.x.shape[1])[None, :] < tr.lengths[:, None])).sum())
     keep = min(1.0, cfg.max_train_steps / max(nsteps, 1))
 
@@ -183,30 +183,35 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     _say(log, f"[skip] change statistics on {len(tr)} training sequences ({nsteps} steps)")
     ktr = _fingerprint(ir, tr.x, tr.lengths, np.asarray([keep, cfg.seed]))
     kval = _fingerprint(ir, val.x, val.lengths, val.y)
-    dense_tr = _memo(("dense", ktr, False), lambda: F.run(fm, tr.x, tr.lengths, collect=True, keep_prob=keep,
-                                                          seed=cfg.seed))
+    dense_tr = _memo(("dense", ktr, False),
+                     lambda: features.run(fm, tr.x, tr.lengths, collect=True, keep_prob=keep, seed=cfg.seed))
     if len(dense_tr.feats) == 0 or not (np.ptp(dense_tr.feats, axis=0) > 0).any():
         raise RnnskipError("--train data is constant: every step gives the predictor the same input; "
                            "pass representative sequences")
-    stats = {"h": F.change_stats(dense_tr)}
-    if F.has_cell_state(ir):
-        dense_tr_c = _memo(("dense", ktr, True), lambda: F.run(fm, tr.x, tr.lengths, collect=True, include_cell=True,
-                                                               keep_prob=keep, seed=cfg.seed))
-        stats["h+cell"] = F.change_stats(dense_tr_c)
+    stats = {"h": features.change_stats(dense_tr)}
+    if features.has_cell_state(ir):
+        dense_tr_c = _memo(("dense", ktr, True),
+                           lambda: features.run(fm, tr.x, tr.lengths, collect=True, include_cell=True,
+                                                keep_prob=keep, seed=cfg.seed))
+        stats["h+cell"] = features.change_stats(dense_tr_c)
         dense_tr.extra["cell_change"], dense_tr.extra["cell_cosine"] = dense_tr_c.change, dense_tr_c.cosine
 
     # 2. oracle sweep on validation (every change measure asked for; the best one is kept)
-    has_cell = F.has_cell_state(ir)
-    measures = list(F.MEASURES) if cfg.measure == "auto" else [cfg.measure]
-    cells = ([False, True] if has_cell else [False]) if cfg.include_cell is None else [bool(cfg.include_cell) and has_cell]
+    has_cell = features.has_cell_state(ir)
+    measures = list(features.MEASURES) if cfg.measure == "auto" else [cfg.measure]
+    if cfg.include_cell is None:
+        cells = [False, True] if has_cell else [False]
+    else:
+        cells = [bool(cfg.include_cell) and has_cell]
     variants = {}
     for cell in cells:
-        dense_val = _memo(("dval", kval, cell), lambda: F.run(fm, val.x, val.lengths, collect=True, include_cell=cell))
+        dense_val = _memo(("dval", kval, cell),
+                          lambda: features.run(fm, val.x, val.lengths, collect=True, include_cell=cell))
         dense_acc_f = dense_val.accuracy(val.y)
         for meas in measures:
             _say(log, f"[skip] oracle sweep on {len(val)} validation sequences: {meas} change"
                       f"{' (h and cell)' if cell else ''}; dense float accuracy {dense_acc_f:.4f}")
-            sw = _memo(("sweep", kval, cfg.max_loss, cfg.margin_se, meas, cell), lambda: O.sweep(
+            sw = _memo(("sweep", kval, cfg.max_loss, cfg.margin_se, meas, cell), lambda: oracle.sweep(
                 fm, val.x, val.lengths, val.y, cfg.max_loss, meas, cell, dense=dense_val, margin_se=cfg.margin_se,
                 progress=lambda pt: _say(log, f"    change < {pt.threshold:.4g}: skip {pt.skip_rate:6.1%}, "
                                               f"loss {pt.loss:+.2f} ± {pt.loss_se:.2f} pt")))
@@ -227,8 +232,8 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
               f"{osw.chosen.skip_rate:.1%} at {osw.chosen.loss:+.2f} ± {osw.chosen.loss_se:.2f} pt")
 
     # 3. oracle labels on the training data (states reached under oracle skipping)
-    orun = _memo(("orun", ktr, theta, cfg.measure, cfg.include_cell), lambda: F.run(
-        fm, tr.x, tr.lengths, decide=F.oracle_rule(theta), collect=True, measure=cfg.measure,
+    orun = _memo(("orun", ktr, theta, cfg.measure, cfg.include_cell), lambda: features.run(
+        fm, tr.x, tr.lengths, decide=features.oracle_rule(theta), collect=True, measure=cfg.measure,
         include_cell=cfg.include_cell, keep_prob=keep, seed=cfg.seed + 1))
     Xl, yl = orun.feats, orun.skipped.astype(np.int64)
     if yl.min() == yl.max():
@@ -268,8 +273,8 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
         if rnd == cfg.rounds:
             break
         # relabel: states the predictor itself reaches, labelled by the oracle rule
-        rr = F.run(fm, tr.x, tr.lengths, decide=F.predictor_rule(p), collect=True, measure=cfg.measure,
-                   include_cell=cfg.include_cell, keep_prob=keep, seed=cfg.seed + 10 + rnd)
+        rr = features.run(fm, tr.x, tr.lengths, decide=features.predictor_rule(p), collect=True, measure=cfg.measure,
+                          include_cell=cfg.include_cell, keep_prob=keep, seed=cfg.seed + 10 + rnd)
         ch_ = rr.change if cfg.measure == "l2" else rr.cosine
         Xn, yn = rr.feats, (ch_ < theta).astype(np.int64)
         Xl = np.concatenate([Xl, Xn])

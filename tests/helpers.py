@@ -1,0 +1,43 @@
+"""Helpers the tests share: markers for the tools a test needs, a quantised random model,
+and a data set for evaluations whose labels do not matter."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from random_models import random_data, random_ir
+
+from rnnskip.datasets import Dataset
+
+HAVE_ARM = shutil.which("arm-none-eabi-gcc") is not None
+HAVE_QEMU = shutil.which("qemu-system-arm") is not None
+
+#: the test builds Cortex-M firmware
+needs_arm = pytest.mark.skipif(not HAVE_ARM, reason="arm-none-eabi-gcc not installed (run 'make setup')")
+#: the test builds Cortex-M firmware and boots it under QEMU
+needs_arm_and_qemu = pytest.mark.skipif(not (HAVE_ARM and HAVE_QEMU),
+                                        reason="needs arm-none-eabi-gcc and qemu-system-arm (run 'make setup')")
+
+
+def quantize_on(ir, x, lengths):
+    """``ir`` calibrated on the sequences (x, lengths) and quantised: its QModel."""
+    from rnnskip.quant.calibrate import calibrate
+    from rnnskip.quant.quantize import quantize
+    from rnnskip.reference import FloatModel
+    return quantize(ir, calibrate(ir, FloatModel(ir), x, lengths, progress=False))
+
+
+def quantized(cfg: str, seed: int = 0, n: int = 12, T: int = 10, data_seed: int | None = None, **shape):
+    """The random model ``cfg`` of random_models.CONFIGS (weights from ``seed``; ``shape``:
+    random_ir's units, dim, vocab, features) quantised on ``n`` random sequences of up to
+    ``T`` steps drawn from ``data_seed`` (default ``seed + 1``). Returns (ir, qm, x, lengths)."""
+    ir = random_ir(cfg, seed=seed, **shape)
+    x, lengths = random_data(ir, n=n, T=T, seed=seed + 1 if data_seed is None else data_seed)
+    return ir, quantize_on(ir, x, lengths), x, lengths
+
+
+def dataset(x, lengths, y=None) -> Dataset:
+    """(x, lengths) as a Dataset; labels ``y``, or zeros where they do not matter
+    (bit-exactness, cycles)."""
+    return Dataset(x=x, y=np.zeros(len(x), np.int64) if y is None else y, lengths=lengths)

@@ -6,29 +6,25 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-
+from helpers import quantize_on, quantized
 from random_models import CONFIGS, random_data, random_ir
+
 from rnnskip.delta.golden import with_delta
 from rnnskip.delta.spec import DeltaSpec
 from rnnskip.generate import generate
-from rnnskip.quant.calibrate import calibrate
-from rnnskip.quant.quantize import quantize
-from rnnskip.reference import FloatModel
 
 ROOT = Path(__file__).resolve().parent.parent
-CLANG_FORMAT = shutil.which("clang-format", path=str(Path(__import__("sys").executable).parent)) or \
-    shutil.which("clang-format")
+# the one the lint extra installs next to this interpreter first, so the pinned version decides
+CLANG_FORMAT = shutil.which("clang-format", path=str(Path(sys.executable).parent)) or shutil.which("clang-format")
 pytestmark = pytest.mark.skipif(CLANG_FORMAT is None, reason="clang-format not installed (make setup installs it)")
 
 
-def _qm(cfg, seed=0):
-    ir = random_ir(cfg, seed=seed)
-    x, lengths = random_data(ir, n=6, T=5, seed=seed + 1)
-    return quantize(ir, calibrate(ir, FloatModel(ir), x, lengths, progress=False))
+def _qm(cfg):
+    return quantized(cfg, n=6, T=5)[1]
 
 
 def _models():
@@ -40,6 +36,7 @@ def _models():
     yield "delta", with_delta(qm, DeltaSpec([2, 3], [1, 4])), "portable"
     yield "delta-rnn", with_delta(_qm("feat-mask-rnn-lstm"), DeltaSpec([2, 3], [1, 4], dense_fallback=0.0)), "portable"
     from test_skip_device import random_predictor
+
     from rnnskip.skip.qpredictor import quantize_predictor
     for ptype in ("mlp", "forest"):
         q = _qm("feat-lstm-lstm")
@@ -70,7 +67,7 @@ def test_board_and_runtime_sources_follow_the_c_style(tmp_path):
     from rnnskip.build import render_runtime
     ir = random_ir("feat-mask-gru")
     x, lengths = random_data(ir, n=3, T=5, seed=1)
-    qm = quantize(ir, calibrate(ir, FloatModel(ir), x, lengths, progress=False))
+    qm = quantize_on(ir, x, lengths)
     bundle = make_bundle(qm, x, lengths, 3)
     files = []
     for name in boards.available():

@@ -98,9 +98,9 @@ def _summarise(rep: dict) -> dict:
 
 # ---------------------------------------------------------------- kernel sweep
 def kernel_sweep() -> dict:
-    from rnnskip.delta import kbench
-    emu, _ = kbench.build(Path(bench_out("delta")) / "kbench", "dsp")
-    res = kbench.density_sweep(emu, rows=384, cols=168,
+    from rnnskip.delta import kernel_cycles
+    emu, _ = kernel_cycles.build(Path(bench_out("delta")) / "kbench", "dsp")
+    res = kernel_cycles.density_sweep(emu, rows=384, cols=168,
                                densities=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0))
     full = res["points"][-1]
     dense = res["dense_matvec_cycles"]

@@ -140,14 +140,14 @@ def m4(tmp_path_factory):
     if not HAVE_ARM:
         pytest.skip("arm-none-eabi-gcc not found (run `make setup`)")
     pytest.importorskip("unicorn")
-    from rnnskip.delta import kbench
+    from rnnskip.delta import kernel_cycles
     d = tmp_path_factory.mktemp("delta_m4")
-    return {v: kbench.build(d, v)[0] for v in ("dsp", "plain")}
+    return {v: kernel_cycles.build(d, v)[0] for v in ("dsp", "plain")}
 
 
 @pytest.mark.parametrize("variant", ["dsp", "plain"])
 def test_m4_bit_exact(m4, variant):
-    from rnnskip.delta.kbench import delta_step
+    from rnnskip.delta.kernel_cycles import delta_step
     emu = m4[variant]
     rng = np.random.default_rng(1)
     for name, w, v, last, theta in _cases():
@@ -162,7 +162,7 @@ def test_m4_bit_exact(m4, variant):
 def test_m4_cycles_scale_with_density(m4):
     """DSP path: cycles = fixed + per-column cost (affine in the transmitting columns),
     >= 0.5 MAC/cycle at full density (printed next to the dense paired mat-vec)."""
-    from rnnskip.delta.kbench import density_sweep
+    from rnnskip.delta.kernel_cycles import density_sweep
     rows, cols = 384, 168
     res = density_sweep(m4["dsp"], rows, cols)
     for p in res["points"]:

@@ -44,7 +44,7 @@ def _tune(model, val, calib, out_json, max_loss=MAX_LOSS, grid=None):
 def _convert(model, data, calib, out, delta_json, emulate_max, workers=2):
     t0 = time.time()
     rep = convert(model, "cortex-m4", data, out, calib=calib, emulate_max=emulate_max, traffic_sample=8,
-                  workers=workers, progress=False, delta=delta_json)
+                  workers=workers, progress=False, methods={"delta": delta_json})
     rep["wall_s"] = time.time() - t0
     return rep
 

@@ -196,7 +196,7 @@ def _bench_set(name: str, quick: bool, log=print) -> dict:
             n_emu, data = 30, d["test_emulate"] if name == "sst2" else d["test_small"]
         t1 = time.time()
         rep = convert(d["model"], "cortex-m4", data, str(out / f"m4-{t}"), calib=d["calib"], emulate_max=n_emu,
-                      traffic_sample=16, skip={"predictor": str(folders[t])}, progress=False)
+                      traffic_sample=16, methods={"skip": {"predictor": str(folders[t])}}, progress=False)
         s = rep["skip"]
         res["devices"][t] = {"n_data": rep["accuracy"]["n"], "n_emulated": rep["accuracy"]["n_device"],
                              "bitexact": rep["bitexact"], "accuracy": rep["accuracy"], "skip": s,

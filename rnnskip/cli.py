@@ -93,8 +93,8 @@ def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, d
                     or skip.get("max_loss") is not None or skip.get("margin_se") is not None) else None
     conv = run_convert(model, target_name, data, out, kernels, variant, calib, calib_max, emulate_max,
                        traffic_sample, wait_states, workers, board_name=board_name, emulator=emulator,
-                       bundle=bundle, timeout=timeout, export=export, skip=skip, delta=delta, log=click.echo,
-                       note=note)
+                       bundle=bundle, timeout=timeout, export=export, methods={"skip": skip, "delta": delta},
+                       log=click.echo, note=note)
     if conv.export:
         click.echo(f"wrote the {conv.board} firmware project to {conv.export} (cmake with cmake/arm-none-eabi.cmake, "
                    f"or make)")

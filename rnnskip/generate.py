@@ -179,8 +179,7 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
     head_rows = [d.rows for d in qm.head]
     hooks, layer_code = _code(env, qm)
     headers = sorted({cell_of(l.kind).c_header for l in qm.layers})
-    if any(m.key == "delta" for m in qm.methods):
-        headers.append("rnnskip_delta_kernels.h")
+    headers += [h for m in qm.methods for h in m.c_headers if h not in headers]
     return {
         "qm": qm, "version": __version__, "max_t": int(max_t), "hooks": hooks, "layer_code": layer_code,
         "headers": headers, "kernels": kernels, "layout": layout, "matvec_fn": matvec_fn,

@@ -251,7 +251,7 @@ def table(rep: dict) -> str:
         rows += [("cycles / inference", _fmt(e["cycles_per_inference"]) + f"  ({e['sequences']} sequences emulated)"),
                  ("cycles / step", _fmt(e["cycles_per_step"])),
                  ("MAC / cycle (step)", _fmt(e["step_macs_per_cycle"])
-                  + ("  (dense MACs; the delta rows count the effective ones)" if "delta" in rep else "")),
+                  + (f"  ({e['macs_note']})" if e.get("macs_note") else "")),
                  ("latency @ clock", _fmt(e["latency_ms_per_inference"], " ms")),
                  ("flash read B / inf", traffic),
                  ("SRAM read / write B", f"{_fmt(e['sram_read_bytes_per_inference'])} / "

@@ -2,7 +2,8 @@
 (the arrays it refers to), readable without rnnskip and never executed when read.
 
 Only dataclasses registered with :func:`stage_data` are written: each becomes a JSON object
-with its class name under ``"__type__"`` and its fields; a numpy array becomes
+with its module and class name under ``"__type__"`` (``rnnskip.quant.model.QModel``) and its
+fields; a numpy array becomes
 ``{"__array__": key}`` into the ``.npz``. Lists, dicts with string keys, strings, numbers,
 booleans and None are written as they are.
 
@@ -13,6 +14,7 @@ it was made from are still the ones on disk.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from dataclasses import fields, is_dataclass
 from pathlib import Path
@@ -22,21 +24,39 @@ import numpy as np
 
 from .errors import RnnskipError
 
-FORMAT = "rnnskip-stage-1"
+FORMAT = "rnnskip-stage-2"
+#: "module.Class" -> class, filled as the modules defining stage data are imported
 _TYPES: Dict[str, Type] = {}
+
+
+def _type_name(cls) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def stage_data(cls):
     """Class decorator: ``cls`` (a dataclass) may be written into stage files."""
     if not is_dataclass(cls):
         raise TypeError(f"{cls.__name__} is not a dataclass")
-    _TYPES[cls.__name__] = cls
+    _TYPES[_type_name(cls)] = cls
+    return cls
+
+
+def _registered(name: str) -> Type:
+    """The stage-data class ``name`` ("module.Class"); its module is imported first when it is one
+    of rnnskip's own and not loaded yet (a step method the reading command never imported)."""
+    if name not in _TYPES:
+        module = name.rpartition(".")[0]
+        if module.split(".")[0] == __name__.split(".")[0]:
+            importlib.import_module(module)
+    cls = _TYPES.get(name)
+    if cls is None:
+        raise KeyError(f"unknown type {name}")
     return cls
 
 
 def _encode(obj, arrays: Dict[str, np.ndarray]):
     if is_dataclass(obj) and not isinstance(obj, type):
-        name = type(obj).__name__
+        name = _type_name(type(obj))
         if _TYPES.get(name) is not type(obj):
             raise TypeError(f"{name} is not registered as stage data")
         return {"__type__": name, **{f.name: _encode(getattr(obj, f.name), arrays) for f in fields(obj)}}
@@ -64,9 +84,7 @@ def _decode(v, arrays):
         if "__array__" in v:
             return arrays[v["__array__"]]
         if "__type__" in v:
-            cls = _TYPES.get(v["__type__"])
-            if cls is None:
-                raise KeyError(f"unknown type {v['__type__']}")
+            cls = _registered(v["__type__"])
             return cls(**{k: _decode(x, arrays) for k, x in v.items() if k != "__type__"})
         return {k: _decode(x, arrays) for k, x in v.items()}
     if isinstance(v, list):

@@ -46,6 +46,8 @@ class StepMethod:
         return None
 
     # ---- C ----------------------------------------------------------------------------
+    #: kernel headers (in rnnskip/kernels/) the generated model includes for it
+    c_headers = ()
     #: Jinja2 macros (in firmware_templates/model/) the generated step calls: ``state()``
     #: (rnnskip_state_t members), ``definitions()`` (functions before rnnskip_init),
     #: ``init()``, ``before_layers()`` (in rnnskip_step, after the input stage) and
@@ -84,8 +86,10 @@ class MethodSetup:
     written (:meth:`prepare`), it is attached to the quantised model (:meth:`attach`), and
     after the emulation its report section measures the model against the same model
     without it (:meth:`section`, given the flow's comparison of the two firmware images)."""
-    #: the option, the step method's key and the report section ("skip", "delta")
+    #: the step method's key, the report section and the key of its options in run_convert(methods=...)
     key = ""
+    #: the command-line option(s) that turn it on, for messages ("--delta")
+    option = ""
     #: what the baseline line calls it ("the skip predictor", "delta thresholds")
     what = ""
 

@@ -111,7 +111,7 @@ def test_stage_commands(model_and_data):
     assert cli("rnnskip", "quantize", w, "--calib", data).returncode == 0
     assert not list(w.rglob("*.pkl")) and (w / "model.q.npz").is_file()
     q = json.loads((w / "model.q.json").read_text())
-    assert q["format"] == "rnnskip-stage-1" and q["data"]["__type__"] == "QModel"
+    assert q["format"] == "rnnskip-stage-2" and q["data"]["__type__"] == "rnnskip.quant.model.QModel"
     # a stage output edited by hand no longer matches the hash 'quantize' recorded
     q["data"]["output_scale"] *= 2
     (w / "model.q.json").write_text(json.dumps(q))

@@ -28,6 +28,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from ..errors import RnnskipError
 from ..quant import fixedpoint as fp
 from ..quant.model import QRNN, QMat, pad4
 
@@ -174,8 +175,10 @@ class Cell:
 
     @classmethod
     def to_keras(cls, keras, layer, return_sequences: bool, name: Optional[str] = None):
-        """A Keras layer with this layer's options (weights are set by the caller)."""
-        raise NotImplementedError
+        """A Keras layer with this layer's options (weights are set by the caller): what delta-train
+        fine-tunes and exports. A cell without it cannot be delta-trained."""
+        raise RnnskipError(f"delta-train cannot rebuild {cls.label} layers as Keras layers yet; "
+                           f"use run-time thresholds (rnnskip delta-tune) for this model")
 
     @classmethod
     def fold_input_affine(cls, layer, a: np.ndarray, c: np.ndarray) -> None:

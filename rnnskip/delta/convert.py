@@ -17,6 +17,7 @@ class DeltaSetup(MethodSetup):
     """``rnnskip-convert --delta delta.json``: checked before anything is written,
     attached after quantisation, reported after emulation."""
     key = "delta"
+    option = "--delta"
     what = "delta thresholds"
 
     def __init__(self, spec: DeltaSpec, path: str):

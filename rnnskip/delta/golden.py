@@ -51,6 +51,7 @@ class DeltaMethod(StepMethod):
     label = "delta"
     macs_note = "dense MACs of the executed steps; the delta section has the effective MACs"
     template = "model/delta.c.j2"
+    c_headers = ("rnnskip_delta_kernels.h",)
 
     spec: DeltaSpec
 

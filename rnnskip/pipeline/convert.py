@@ -54,7 +54,7 @@ class Conversion:
 def run_convert(model, target_name, data, out, kernels="portable", variant=None, calib=None,
                 calib_max=1000, emulate_max=None, traffic_sample=16, wait_states=None, workers=2,
                 host=True, progress=True, board_name=None, emulator=None, bundle=16, timeout=120.0,
-                export=None, skip=None, delta=None, log: Callable[[str], None] = _quiet,
+                export=None, methods: Optional[dict] = None, log: Callable[[str], None] = _quiet,
                 note: Callable[[str], None] = _quiet) -> Conversion:
     """Import, quantize, generate, build, emulate and report MODEL into ``out`` (replaced
     only when complete). Used by rnnskip-convert, the demo and the benchmarks.
@@ -63,9 +63,9 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     QEMU on ``board_name`` or the core's default board (rnnskip.emulators.choose).
     board_name: build for that board's memory map; QEMU and Renode boot the board image with
     ``bundle`` test sequences (``emulate_max`` if given) linked in.
-    skip: time-step skipping options (keys predictor, skip, train, val, max_loss, ptype, margin_se;
-    see rnnskip.skip.convert.SkipSetup.prepare), None for a dense model.
-    delta: a delta-network thresholds file (delta.json), None for a dense model.
+    methods: the step methods' options by key (None or missing: off): ``"skip"`` time-step
+    skipping options (keys predictor, skip, train, val, max_loss, ptype, margin_se; see
+    rnnskip.skip.convert.SkipSetup.prepare), ``"delta"`` a thresholds file (delta.json).
     log: progress lines (predictor training); note: one-line remarks for stderr (the emulator
     picked for a core Unicorn lacks, a delta grid that differs).
     The caller checks bit-exactness with :meth:`Conversion.check` after showing the report."""
@@ -88,19 +88,22 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         from ..boards.export import EXPORT_MARKER, EXPORT_REGENERATED
         check_replaceable(export, EXPORT_MARKER, "--export", [model, data, calib, out], EXPORT_REGENERATED)
     ir = stages.import_model(model)
-    if ir.per_step and (skip or delta or board is not None):
+    methods = {k: v for k, v in (methods or {}).items() if v}
+    unknown = set(methods) - {s.key for s in method_setups()}
+    if unknown:
+        raise ValueError(f"run_convert: no step method {', '.join(sorted(unknown))}")
+    if ir.per_step and (methods or board is not None):
         # these paths read one output row per sequence; refuse rather than report wrong numbers
         if board_picked:
             raise RnnskipError(f"{target.name} runs as a board image under QEMU, which does not support models "
                                f"with an output per time step (return_sequences=True at the output) yet")
-        what = "--predictor/--skip" if skip else ("--delta" if delta else "--board")
+        what = next((s.option for s in method_setups() if s.key in methods), "--board")
         raise RnnskipError(f"{what} does not support models with an output per time step (return_sequences=True "
                            f"at the output) yet; convert without {what.split('/')[0]}")
     ds = stages.load_data(data, ir)
     cal = stages.load_data(calib, ir, "--calib") if calib else ds
     # step methods: options, predictor folders and thresholds files checked before anything is written
-    options = {"skip": skip, "delta": delta}
-    setups = [s for s in (setup.prepare(ir, options[setup.key], log) for setup in method_setups()) if s]
+    setups = [s for s in (setup.prepare(ir, methods.get(setup.key), log) for setup in method_setups()) if s]
     inputs = [model, data, calib] + [p for s in setups for p in s.inputs]
     with atomic_dir(out, "report.json", inputs=inputs) as tmp:
         qm, ranges = stages.quantize_model(ir, cal, calib_max, progress)

@@ -29,6 +29,7 @@ METHOD = ("skip predictor without retraining (Arm Research, SenSys-ML 2019): a t
 class SkipSetup(MethodSetup):
     """``--predictor DIR`` or ``--skip auto`` (train a predictor, then convert with it)."""
     key = "skip"
+    option = "--predictor/--skip"
     what = "the skip predictor"
 
     predictor_dir: Optional[str] = None

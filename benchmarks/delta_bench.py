@@ -105,7 +105,6 @@ def kernel_sweep() -> dict:
     full = res["points"][-1]
     dense = res["dense_matvec_cycles"]
     res["full_density_overhead_sparse"] = (full["gather_cycles"] + full["matvec_cycles"]) / dense - 1
-    res["full_density_overhead_fallback"] = (full["gather_cycles"] + dense) / dense - 1
     return res
 
 
@@ -155,7 +154,7 @@ def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
 # ---------------------------------------------------------------- firmware threshold sweep
 def step_sweep(model, data, calib, thetas, k=12) -> dict:
     """Cycles per inference of the firmware at uniform thresholds (first k sequences),
-    with the dense firmware and theta = 0 with / without the dense fallback."""
+    with the dense firmware."""
     from rnnskip import pipeline, targets
     from rnnskip.datasets import load_npz
     from rnnskip.delta.golden import densities, effective_macs, run_stats, with_delta
@@ -170,11 +169,9 @@ def step_sweep(model, data, calib, thetas, k=12) -> dict:
     t = targets.load("cortex-m4")
     root = Path(bench_out("delta")) / "step_sweep"
     rows = []
-    cases = [("dense", None, None)] + [(f"theta {a}/{b}" + (" no fallback" if fb == 0 else ""), (a, b), fb)
-                                       for a, b, fb in thetas]
-    for name, th, fb in cases:
-        qm = with_delta(qm0, None if th is None else DeltaSpec([th[0]] * len(qm0.layers), [th[1]] * len(qm0.layers),
-                                                                dense_fallback=fb))
+    cases = [("dense", None)] + [(f"theta {a}/{b}", (a, b)) for a, b in thetas]
+    for name, th in cases:
+        qm = with_delta(qm0, None if th is None else DeltaSpec([th[0]] * len(qm0.layers), [th[1]] * len(qm0.layers)))
         d = root / name.replace(" ", "_").replace("/", "-")
         generate(qm, d / "src", max_t=int(ds.x.shape[1]))
         fw = pipeline.build_target(d / "src", d / "fw", t, "dsp")
@@ -238,8 +235,7 @@ def fsdd_official(quick: bool) -> dict:
     res["trained_tuned"] = _golden_eval(str(trained), p["test"], p["train"], base / "delta_trained_tuned.json")
     _log("FSDD official: firmware threshold sweep")
     res["sweep"] = step_sweep(p["model"], p["test"], p["train"],
-                              [(0, 0, 0.0), (0, 0, 0.6), (4, 4, 0.6), (8, 8, 0.6), (16, 16, 0.6), (16, 24, 0.6),
-                               (32, 32, 0.6), (64, 64, 0.6)], k=6 if quick else 12)
+                              [(0, 0), (4, 4), (8, 8), (16, 16), (16, 24), (32, 32), (64, 64)], k=6 if quick else 12)
     return res
 
 
@@ -527,10 +523,9 @@ def markdown(res: dict) -> str:
                      f"{p['macs'] / max(p['matvec_cycles'], 1):.3f} |")
         L += ["", f"Dense paired mat-vec on the same matrix: {k['dense_matvec_cycles']:,} cycles "
                   f"({k['rows'] * k['cols'] / k['dense_matvec_cycles']:.3f} MAC/cycle). At full density the "
-                  f"column-sparse path costs {100 * k['full_density_overhead_sparse']:+.0f}% against it; the "
-                  "generated code switches to the dense kernel on the last transmitted values above 60% density "
-                  f"(bit-identical), so full density costs the gather on top: "
-                  f"{100 * k['full_density_overhead_fallback']:+.1f}%.", ""]
+                  f"column-sparse path costs {100 * k['full_density_overhead_sparse']:+.0f}% against it "
+                  "(a delta model keeps one copy of the weights, column-major, so there is no dense fallback).",
+                  ""]
     if f:
         rt, t = f["runtime"], f["trained"]
         ratio_met = min(rt.get("cycle_vs_mac_reduction") or 0, t.get("cycle_vs_mac_reduction") or 0) >= 0.7

@@ -104,8 +104,10 @@ def _arrays(qm: QModel, layout: str) -> List[dict]:
     for p, d in dense:  # Dense layers always row-major int8 (rnnskip_fully_connected_s8)
         a += _mat_arrays(f"rnnskip_{p}", d.mat, d.name, "rowmajor")
     for i, l in enumerate(qm.layers):
-        for b in l.blocks:
-            a += _mat_arrays(f"rnnskip_l{i}_{b.name}", b, f"{l.name} {b.name}", layout, mults=False)
+        # a step method that fills the accumulators itself keeps its own copy of the weights
+        if not any(m.c_accumulators(qm, i) is not None for m in qm.methods):
+            for b in l.blocks:
+                a += _mat_arrays(f"rnnskip_l{i}_{b.name}", b, f"{l.name} {b.name}", layout, mults=False)
         a.append(_c_array(f"rnnskip_l{i}_mi", interleaved_mults(l), np.int32,
                           f"{l.name}: requantisation multipliers of its {l.planes} accumulator planes, "
                           f"interleaved per unit"))

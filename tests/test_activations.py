@@ -155,7 +155,7 @@ def test_delta_runs_the_layer_activations(cfg, tmp_path):
         dense, _ = GoldenModel(qm).run(x, L)
         zero, _ = GoldenModel(with_delta(qm, DeltaSpec.uniform(len(qm.layers)))).run(x, L)
         np.testing.assert_array_equal(zero, dense, err_msg=f"{a}/{ra}")
-        qd = with_delta(qm, DeltaSpec([2] * len(qm.layers), [1] * len(qm.layers), dense_fallback=0.0))
+        qd = with_delta(qm, DeltaSpec([2] * len(qm.layers), [1] * len(qm.layers)))
         generate(qd, tmp_path / f"src{j}", max_t=x.shape[1])
         so = pipeline.build_host(tmp_path / f"src{j}", tmp_path / f"host{j}")
         ev = pipeline.evaluate(ir, qd, dataset(x, L), host_so=so)

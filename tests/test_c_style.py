@@ -34,7 +34,7 @@ def _models():
     yield "cmsis-nn", _qm("tok-gru-v1"), "cmsis-nn"
     qm = _qm("feat-lstm-gru")
     yield "delta", with_delta(qm, DeltaSpec([2, 3], [1, 4])), "portable"
-    yield "delta-rnn", with_delta(_qm("feat-mask-rnn-lstm"), DeltaSpec([2, 3], [1, 4], dense_fallback=0.0)), "portable"
+    yield "delta-rnn", with_delta(_qm("feat-mask-rnn-lstm"), DeltaSpec([2, 3], [1, 4])), "portable"
     from test_skip_device import random_predictor
 
     from rnnskip.skip.qpredictor import quantize_predictor

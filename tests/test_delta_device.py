@@ -18,13 +18,11 @@ CFGS = ["feat-dense-gru", "feat-lstm-lstm", "tok-gru-sigmoid", "tok-lstm-softmax
         "feat-rnn", "tok-rnn-relu", "feat-mask-rnn-lstm"]
 
 
-def _setup(cfg, thetas, seed=0, n=10, T=14, fallback=0.0, **shape):
-    """fallback 0: every step uses the column-sparse kernel (the default 0.6 would send
-    most steps of these small random models to the dense fallback). ``shape``: random_ir's
-    units / features."""
+def _setup(cfg, thetas, seed=0, n=10, T=14, **shape):
+    """``shape``: random_ir's units / features."""
     ir, qm, x, L = quantized(cfg, seed=seed, n=n, T=T, **shape)
     k = len(qm.layers)
-    qm = with_delta(qm, DeltaSpec([thetas[0]] * k, [thetas[1]] * k, dense_fallback=fallback))
+    qm = with_delta(qm, DeltaSpec([thetas[0]] * k, [thetas[1]] * k))
     return ir, qm, dataset(x, L)
 
 
@@ -63,7 +61,7 @@ def test_firmware_bitexact(built, variant):
 @needs_arm
 def test_theta0_device_equals_dense_golden(tmp_path):
     from rnnskip import targets
-    ir, qm, ds = _setup("feat-lstm-lstm", (0, 0), seed=2, fallback=0.6)
+    ir, qm, ds = _setup("feat-lstm-lstm", (0, 0), seed=2)
     generate(qm, tmp_path / "src", max_t=ds.x.shape[1])
     t = targets.load("cortex-m4")
     fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
@@ -98,35 +96,8 @@ def test_delta_with_skip_predictor(cfg, ptype, tmp_path):
 
 
 @needs_arm
-@pytest.mark.parametrize("cfg", ["feat-dense-gru", "feat-lstm-lstm"])
-def test_dense_fallback_mixed_steps(cfg, tmp_path):
-    """With the dense fallback some steps run the dense kernel on the last transmitted
-    values and others the column-sparse one; the result is the same bits either way."""
-    from rnnskip import targets
-    ir, qm, ds = _setup(cfg, (4, 4), seed=1, T=16, fallback=0.5)
-    dg = GoldenModel(qm)
-    dev = dg.device_inputs(ds.x)
-    st = dg.initial_state(len(ds))
-    fracs = []
-    for t in range(ds.x.shape[1]):
-        before = st[0]["tx_x"][:, 0] + st[0]["tx_h"][:, 0]
-        st = dg.step(st, dev[:, t])
-        fracs.append((st[0]["tx_x"][:, 0] + st[0]["tx_h"][:, 0] - before) / qm.layers[0].xh_len)
-    fracs = np.concatenate(fracs)
-    assert (fracs > 0.5).any() and (fracs <= 0.5).any()         # both paths are exercised
-    generate(qm, tmp_path / "src", max_t=ds.x.shape[1])
-    assert "rnnskip_delta_mat_vec_s8" in (tmp_path / "src" / "rnnskip_model.c").read_text()
-    t = targets.load("cortex-m4")
-    so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
-    fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
-    ev = pipeline.evaluate(ir, qm, ds, host_so=so, firmware=fw,
-                           emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
-    assert ev.host_mismatches == 0 and ev.device_mismatches == 0, ev.first_mismatch
-
-
-@needs_arm
 def test_more_than_256_transmitting_columns(tmp_path):
-    """A layer with 352 columns (150 inputs + 200 units, padded) at theta 0 and no fallback:
+    """A layer with 352 columns (150 inputs + 200 units, padded) at theta 0:
     the first steps transmit more than 256 columns, so the DSP mat-vec runs in several chunks
     (the bound that keeps (A - B) >> 8 exact); a stacked LSTM -> GRU, firmware bit-exact."""
     from rnnskip import targets
@@ -143,3 +114,31 @@ def test_more_than_256_transmitting_columns(tmp_path):
     fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
     ev = pipeline.evaluate(ir, qm, ds, firmware=fw, emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
     assert ev.device_checked == len(ds) and ev.device_mismatches == 0, ev.first_mismatch
+
+
+def test_one_copy_of_the_weights(built, tmp_path):
+    """A delta model's C holds its recurrent weights once (column-major): no row-major
+    block arrays, and the weights file is no larger than the dense model's plus the
+    running sums' start values."""
+    cfg, ir, qm, ds, d = built
+    delta_src = (d / "src" / "rnnskip_weights.c").read_text()
+    generate(with_delta(qm, None), tmp_path / "dense", max_t=ds.x.shape[1])
+    dense_src = (tmp_path / "dense" / "rnnskip_weights.c").read_text()
+    for i, l in enumerate(qm.layers):
+        for b in l.blocks:
+            assert f"rnnskip_l{i}_{b.name}_w[" in dense_src
+            assert f"rnnskip_l{i}_{b.name}_w[" not in delta_src and f"rnnskip_l{i}_{b.name}_b[" not in delta_src
+        assert f"rnnskip_l{i}_d_w[" in delta_src
+
+
+@needs_arm
+def test_delta_flash_within_10_percent_of_dense(tmp_path):
+    """GRU(96) on 40 features: the delta image's flash is within 10% of the dense image's."""
+    from rnnskip import targets
+    ir, qm, ds = _setup("feat-dense-gru", (3, 2), seed=4, n=2, T=4, units=(96,), dim=40, features=40)
+    t = targets.load("cortex-m4")
+    flash = {}
+    for name, q in (("dense", with_delta(qm, None)), ("delta", qm)):
+        generate(q, tmp_path / name / "src", max_t=ds.x.shape[1])
+        flash[name] = pipeline.build_target(tmp_path / name / "src", tmp_path / name / "fw", t, "dsp").flash_bytes
+    assert flash["delta"] <= 1.1 * flash["dense"], flash

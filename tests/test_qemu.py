@@ -216,7 +216,7 @@ def test_delta_model_board_image_bitexact(name, tmp_path):
     from rnnskip.delta.spec import DeltaSpec
     from rnnskip.quant.golden import GoldenModel
     ir, qm, x, L = quantized("feat-dense-gru", n=4, T=14)
-    qm = with_delta(qm, DeltaSpec([3], [2], dense_fallback=0.0))
+    qm = with_delta(qm, DeltaSpec([3], [2]))
     bundle = make_bundle(qm, x, L, 4)
     want, _ = GoldenModel(qm).run(x, L)
     dense, _ = GoldenModel(qm, methods=[]).run(x, L)

@@ -53,12 +53,11 @@ def _layer(l, D):
 
 def delta_context(qm, spec):
     """Template context for delta mode: {"layers": [...], "list_words": int, "arrays":
-    [(name, values, dtype, doc)], "dense_fallback": fraction}. Per layer ``merged``,
-    ``col_bytes`` (int8 rows per stored column), ``m_rows``, thresholds, ``fallback_n``
-    (transmitting columns above which the dense kernels run on ``last``; None: never)
-    and ``calls`` (see :func:`_layer`)."""
+    [(name, values, dtype, doc)]}. Per layer ``merged``, ``col_bytes`` (int8 rows per
+    stored column), ``m_rows``, thresholds and ``calls`` (see :func:`_layer`). The
+    column-major weights are the only copy: the dense row-major ones are not referenced
+    (the linker drops them)."""
     check_supported(qm.layers)
-    fb = spec.dense_fallback
     layers, arrays, list_len = [], [], 0
     for i, (l, tx, th) in enumerate(zip(qm.layers, spec.theta_x, spec.theta_h)):
         D = delta_layout(l)
@@ -70,8 +69,6 @@ def delta_context(qm, spec):
                        + "column-major, row pairs packed as int16 256*w[2p+1]+w[2p]"))
         list_len = max(list_len, list_words(w.shape[1]) + (0 if merged else 3))   # + a mid-list pair padding
         arrays.append((f"{p}_m0", D.m0, np.int32, f"{l.name} delta: running sums at sequence start (the biases)"))
-        cols = l.in_p + l.up
         layers.append({"merged": merged, "col_bytes": int(w.shape[0]), "m_rows": D.m_rows, "theta_x": int(tx),
-                       "theta_h": int(th), "calls": calls,
-                       "fallback_n": int(fb * cols) if fb and fb > 0 else None})
-    return {"layers": layers, "list_words": list_len, "arrays": arrays, "dense_fallback": fb}
+                       "theta_h": int(th), "calls": calls})
+    return {"layers": layers, "list_words": list_len, "arrays": arrays}

@@ -36,11 +36,6 @@ from ..stagefile import stage_data
 FORMAT = "rnnskip-delta-1"
 #: |delta| of two int8 values is at most 255; a threshold >= this never transmits.
 THETA_MAX = 255
-#: Dense fallback: when more than this fraction of a layer's columns transmit, the step
-#: recomputes M = bias + W @ last with the dense mat-vec (bit-identical: M always equals
-#: that) instead of the column-sparse kernel, which costs ~1.5x more per MAC on the M4.
-#: Needs the row-major weights in flash too; DeltaSpec.dense_fallback = 0 turns it off.
-DENSE_FALLBACK = 0.6
 
 
 def model_signature(ir) -> dict:
@@ -92,9 +87,6 @@ class DeltaSpec:
     theta_h: List[int]
     model: dict = field(default_factory=dict)
     tuning: dict = field(default_factory=dict)
-    #: fraction of a layer's columns above which a step uses the dense kernel on the last
-    #: transmitted values (same M, bit for bit); 0 = never (no row-major weights in flash)
-    dense_fallback: float = DENSE_FALLBACK
     #: grid_of() the quantised model the thresholds were chosen on ([] = not recorded)
     grid: list = field(default_factory=list)
 
@@ -122,7 +114,6 @@ class DeltaSpec:
                 "model": model_signature(ir) if ir is not None else self.model,
                 "thresholds": [{"layer": n, "input": a, "hidden": b}
                                for n, a, b in zip(names, self.theta_x, self.theta_h)],
-                "dense_fallback": self.dense_fallback,
                 **({"int8_grid": self.grid} if self.grid else {}),
                 "tuning": self.tuning}
 
@@ -143,17 +134,13 @@ class DeltaSpec:
             th.append(_theta(t["hidden"], f"{where}: layer {i} hidden"))
         if not tx:
             raise RnnskipError(f"{where}: the thresholds list is empty")
-        fb = d.get("dense_fallback", DENSE_FALLBACK)
-        if isinstance(fb, bool) or not isinstance(fb, (int, float)) or not (0 <= fb <= 1):
-            raise RnnskipError(f"{where}: dense_fallback must be a fraction in [0, 1] (0 = off), not {fb!r}")
         grid = d.get("int8_grid") or []
         if not isinstance(grid, list) or not all(
                 isinstance(g, dict) and all(isinstance(g.get(k), (int, float)) and not isinstance(g.get(k), bool)
                                             and g[k] > 0 for k in ("input_scale", "hidden_scale")) for g in grid):
             raise RnnskipError(f"{where}: int8_grid must list one {{input_scale, hidden_scale}} (> 0) per layer; "
                                f"write the file with 'rnnskip delta-tune'")
-        return cls(tx, th, model=d.get("model") or {}, tuning=d.get("tuning") or {}, dense_fallback=float(fb),
-                   grid=grid)
+        return cls(tx, th, model=d.get("model") or {}, tuning=d.get("tuning") or {}, grid=grid)
 
     @classmethod
     def load(cls, path) -> "DeltaSpec":

@@ -24,7 +24,7 @@ from .quant.act import ACT_IDS
 from .quant.model import QModel
 
 KERNEL_PROVIDERS = ("portable", "naive", "cmsis-nn")
-_CTYPES = {np.int8: "int8_t", np.int16: "int16_t", np.int32: "int32_t"}
+_CTYPES = {np.int8: "int8_t", np.int16: "int16_t", np.int32: "int32_t", np.uint32: "uint32_t"}
 
 
 def act_enum(name: str) -> str:
@@ -171,7 +171,16 @@ def _code(env, qm: QModel):
             own = _macro(env, cell.template, "accumulate")
             code = str(own(l, i, acc)) if own is not None else \
                 str(_macro(env, "model/blocks.c.j2", "mat_vecs")(l, i, f"s->xh{i}", acc))
-        layers.append(code.rstrip() + "\n" + str(_macro(env, cell.template, "cell")(l, i, acc)).rstrip())
+        cell_code = ""
+        for m, ctx in ctxs:
+            mac = _macro(env, m.template, "cell")
+            if mac is not None:
+                cell_code = str(mac(qm, ctx, l, i, acc, _macro(env, cell.template, "unit"))).strip("\n")
+                if cell_code.strip():
+                    break
+        if not cell_code.strip():
+            cell_code = str(_macro(env, cell.template, "cell")(l, i, acc))
+        layers.append(code.rstrip() + "\n" + cell_code.rstrip())
     return hooks, layers
 
 

@@ -45,13 +45,23 @@ class StepMethod:
         (putting the method's own new state into ``new``), or None: the cell's dense mat-vecs."""
         return None
 
+    def golden_cell(self, golden, i: int, s: dict, acc: np.ndarray, new: dict) -> Optional[dict]:
+        """Layer ``i``'s new cell state from its accumulators ``acc`` (putting the method's own
+        new state into ``new``), or None: the cell's own step on every unit."""
+        return None
+
     # ---- C ----------------------------------------------------------------------------
+    #: the method's C functions by part of a step, for the report's cycle profile
+    #: ({"gather": ("rnnskip_delta_gather_s8", ...)}; what is inlined into rnnskip_step is not here)
+    c_parts: dict = {}
     #: kernel headers (in rnnskip/kernels/) the generated model includes for it
     c_headers = ()
     #: Jinja2 macros (in firmware_templates/model/) the generated step calls: ``state()``
     #: (rnnskip_state_t members), ``definitions()`` (functions before rnnskip_init),
-    #: ``init()``, ``before_layers()`` (in rnnskip_step, after the input stage) and
+    #: ``init()``, ``before_layers()`` (in rnnskip_step, after the input stage),
     #: ``accumulate(l, i)`` (a layer's accumulators; returns nothing to keep the cell's own)
+    #: and ``cell(l, i, acc, unit)`` (the layer's cell; ``unit`` is the cell template's macro
+    #: for one unit; returns nothing to keep the cell's own call)
     template = ""
 
     def c_context(self, qm) -> dict:

@@ -46,13 +46,49 @@ def test_delta_tune_writes_thresholds(gru):
     assert js["format"] == "rnnskip-delta-1" and len(js["thresholds"]) == 1
     t = js["tuning"]
     assert t["accuracy_delta_int8"] >= t["reference_accuracy"] - 0.05 - 1e-9
-    assert t["pareto"] and t["evaluated"] == 16
+    from rnnskip.delta.tune import CELL_GRID
+    assert t["pareto"] and t["evaluated"] == 16 + len(CELL_GRID)      # the grid, then the cell thresholds
     assert (d / "delta_pareto.png").stat().st_size > 1000
     assert "chosen:" in p.stdout and " ± " in p.stdout
     assert t["loss_points"] == pytest.approx(100 * (t["reference_accuracy"] - t["accuracy_delta_int8"]))
     assert t["loss_se_points"] is not None and t["loss_se_points"] >= 0
     g = js["int8_grid"][0]   # the grid the thresholds were chosen on (calibrated on --val here)
     assert g["layer"] == ir.rnn_layers[0].name and g["input_scale"] > 0 and g["hidden_scale"] > 0
+
+
+def test_tune_picks_the_largest_cell_threshold_in_budget(gru):
+    """Cell thresholds are tried at the chosen input/hidden thresholds; the largest within
+    the budget that adds no MACs is kept; with an empty cell grid none is."""
+    model, val, d, ir = gru
+    from rnnskip.datasets import load_npz
+    from rnnskip.delta.tune import tune
+    from rnnskip.pipeline import quantize_model
+    va = load_npz(str(val), ir)
+    qm, _ = quantize_model(ir, va, progress=False)
+    none = tune(ir, qm, va, max_loss=5.0, grid=(0, 2, 8, 32), reference="int8", cell_grid=())
+    assert none.chosen.theta_m == (None,) and none.spec(ir).theta_m == [None]
+    res = tune(ir, qm, va, max_loss=5.0, grid=(0, 2, 8, 32), reference="int8", cell_grid=(64, 512, 4096, 65536))
+    base = none.chosen
+    tried = [p for p in res.points if p.theta_m != (None,)]
+    assert sorted(p.theta_m[0] for p in tried) == [64, 512, 4096, 65536]
+    assert all(p.theta_x == base.theta_x and p.theta_h == base.theta_h for p in tried)
+    fit = [p for p in tried if p.loss <= 5.0 and p.macs <= base.macs]
+    c = res.chosen
+    if fit:
+        assert c.theta_m[0] == max(p.theta_m[0] for p in fit) and c.density_cells < 1.0
+        assert res.spec(ir).theta_m == [c.theta_m[0]]
+    else:
+        assert c is not None and c.theta_m == (None,)
+    # the budget-breaking extreme: 65536 freezes every unit after the first step
+    extreme = next(p for p in tried if p.theta_m == (65536,))
+    assert extreme.density_cells < base.density_cells
+    p = cli("rnnskip", "delta-tune", model, "--val", val, "--max-loss", "5", "--out", d / "nocell.json",
+            "--grid", "0,2,8", "--cell-grid", "")
+    assert p.returncode == 0, p.stderr
+    assert "cell" not in json.loads((d / "nocell.json").read_text())["thresholds"][0]
+    p = cli("rnnskip", "delta-tune", model, "--val", val, "--out", d / "bad.json", "--cell-grid", "64,x")
+    assert p.returncode != 0 and "--cell-grid '64,x' must be comma-separated whole numbers" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
 
 
 def test_tune_margin_is_conservative_and_paired(gru):
@@ -107,6 +143,12 @@ def test_convert_with_delta_report(gru):
     assert "delta MAC / inference" in p.stdout
     assert sec["int8_grid"]["same"] and "warning" not in p.stderr   # calibrated on the same data as delta-tune
     assert "effective MACs" in rep["emulation"]["macs_note"]
+    prof = e["cycles_per_step_by_part"]            # the emulated function profile, a few sequences
+    assert prof["sequences"] == min(4, e["sequences"])
+    assert {"column-sparse mat-vec", "gather", "step code (cells, inlined)"} <= set(prof["delta"])
+    assert "dense mat-vec" in prof["dense"] and "gather" not in prof["dense"]
+    assert all(v > 0 for row in (prof["dense"], prof["delta"]) for v in row.values())
+    assert "cycles/step delta" in p.stdout and "column-sparse mat-vec" in p.stdout
     assert "MAC / cycle (step)" in p.stdout and f"({rep['emulation']['macs_note']})" in p.stdout
 
 

@@ -18,11 +18,11 @@ CFGS = ["feat-dense-gru", "feat-lstm-lstm", "tok-gru-sigmoid", "tok-lstm-softmax
         "feat-rnn", "tok-rnn-relu", "feat-mask-rnn-lstm"]
 
 
-def _setup(cfg, thetas, seed=0, n=10, T=14, **shape):
+def _setup(cfg, thetas, seed=0, n=10, T=14, theta_m=None, **shape):
     """``shape``: random_ir's units / features."""
     ir, qm, x, L = quantized(cfg, seed=seed, n=n, T=T, **shape)
     k = len(qm.layers)
-    qm = with_delta(qm, DeltaSpec([thetas[0]] * k, [thetas[1]] * k))
+    qm = with_delta(qm, DeltaSpec([thetas[0]] * k, [thetas[1]] * k, theta_m=[theta_m] * k))
     return ir, qm, dataset(x, L)
 
 
@@ -142,3 +142,52 @@ def test_delta_flash_within_10_percent_of_dense(tmp_path):
         generate(q, tmp_path / name / "src", max_t=ds.x.shape[1])
         flash[name] = pipeline.build_target(tmp_path / name / "src", tmp_path / name / "fw", t, "dsp").flash_bytes
     assert flash["delta"] <= 1.1 * flash["dense"], flash
+
+
+@pytest.fixture(scope="module", params=CFGS)
+def built_cells(request, tmp_path_factory):
+    """Cell threshold 3000 (pre-activation steps): these random models' sums move a lot
+    every step, so it takes that much to leave units out."""
+    ir, qm, ds = _setup(request.param, (3, 2), theta_m=3000)
+    d = tmp_path_factory.mktemp(f"delta-cells-{request.param}")
+    generate(qm, d / "src", max_t=ds.x.shape[1])
+    return request.param, ir, qm, ds, d
+
+
+@needs_arm
+@pytest.mark.parametrize("variant", ["dsp", "plain"])
+def test_cell_threshold_bitexact(built_cells, variant):
+    """Golden = host = firmware with a cell threshold that leaves units out (LSTM, GRU,
+    SimpleRNN, stacks), and the outputs differ from the delta model without it."""
+    from rnnskip import targets
+    cfg, ir, qm, ds, d = built_cells
+    out, _, st = run_stats(qm, ds.x, ds.lengths)
+    _, _, st_all = run_stats(with_delta(qm, DeltaSpec(qm.methods[0].spec.theta_x, qm.methods[0].spec.theta_h)),
+                             ds.x, ds.lengths)
+    assert 0 < st["cells"].sum() < st_all["cells"].sum()
+    t = targets.load("cortex-m4")
+    so = pipeline.build_host(d / "src", d / f"host-{variant}") if variant == "dsp" else None
+    fw = pipeline.build_target(d / "src", d / f"fw-{variant}", t, variant)
+    ev = pipeline.evaluate(ir, qm, ds, host_so=so, firmware=fw,
+                           emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
+    assert ev.device_checked == len(ds) and ev.device_mismatches == 0, ev.first_mismatch
+    if so is not None:
+        assert ev.host_checked == len(ds) and ev.host_mismatches == 0, ev.first_mismatch
+    np.testing.assert_array_equal(ev.emu.out[:, : qm.output_dim], out)
+
+
+@needs_arm
+@pytest.mark.parametrize("cfg", ["feat-dense-gru", "feat-lstm-lstm", "feat-rnn"])
+def test_cell_threshold_0_firmware_is_the_delta_model(cfg, tmp_path):
+    """theta_m = 0 runs the cell check on the device and evaluates every unit: the firmware's
+    outputs equal the golden delta model without a cell threshold."""
+    from rnnskip import targets
+    ir, qm, ds = _setup(cfg, (3, 2), theta_m=0)
+    generate(qm, tmp_path / "src", max_t=ds.x.shape[1])
+    assert "rnnskip_delta_unit_moved" in (tmp_path / "src" / "rnnskip_model.c").read_text()
+    t = targets.load("cortex-m4")
+    fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    ev = pipeline.evaluate(ir, qm, ds, firmware=fw, emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
+    plain = with_delta(qm, DeltaSpec(qm.methods[0].spec.theta_x, qm.methods[0].spec.theta_h))
+    want, _, _ = run_stats(plain, ds.x, ds.lengths)
+    np.testing.assert_array_equal(ev.emu.out[:, : qm.output_dim], want)

@@ -271,10 +271,6 @@ class Cell:
         """The new state from the accumulators (rows in plane order)."""
         raise NotImplementedError
 
-    @classmethod
-    def golden_step(cls, l, s: dict, x: np.ndarray) -> dict:
-        return cls.golden_cell(l, s, cls.golden_accumulate(l, s, x))
-
     # ---- C ----------------------------------------------------------------------
     @classmethod
     def c_state(cls, l, i: int) -> List[tuple]:

@@ -26,7 +26,9 @@ RNNSKIP_INLINE int32_t rnnskip_cell_to_q12(int32_t c, int32_t cell_shift)
     return c;
 }
 
-RNNSKIP_INLINE void rnnskip_lstm_cell_s16(const int32_t *acc,
+/* One unit: acc and mi point at unit j's first gate row and multipliers (gates n rows apart),
+ * c and h at its state. The delta step's cell sparsity calls it for the units that moved. */
+RNNSKIP_INLINE void rnnskip_lstm_unit_s16(const int32_t *acc,
                                           const int32_t *mi,
                                           int32_t n,
                                           int32_t ls,
@@ -41,16 +43,30 @@ RNNSKIP_INLINE void rnnskip_lstm_cell_s16(const int32_t *acc,
     const int32_t qr = rnnskip_act_out_q(ract);
     const int32_t ig_shift = qr + rnnskip_act_out_q(act) - cell_shift;
     const int16_t *la = rnnskip_act_lut(act);
-    for (int32_t j = 0; j < n; j++, acc++, mi += 4) {
-        const int32_t i = rnnskip_act_q(ract, rnnskip_pre16(acc[0], mi[0], ls));
-        const int32_t f = rnnskip_act_q(ract, rnnskip_pre16(acc[n], mi[1], ls));
-        const int32_t g = rnnskip_act_q(act, rnnskip_pre16(acc[2 * n], mi[2], ls));
-        const int32_t o = rnnskip_act_q(ract, rnnskip_pre16(acc[3 * n], mi[3], ls));
-        const int32_t cn = rnnskip_sat16(rnnskip_round_shift(f * c[j], qr) + rnnskip_round_shift(i * g, ig_shift));
-        c[j] = (int16_t)cn;
-        const int32_t t = la ? rnnskip_lut_q15(la, rnnskip_cell_to_q12(cn, cell_shift)) : rnnskip_act_q(act, cn);
-        h[j] = (int8_t)rnnskip_sat8(rnnskip_requantize(rnnskip_round_shift(o * t, qr), h_mult, h_ls));
-    }
+    const int32_t i = rnnskip_act_q(ract, rnnskip_pre16(acc[0], mi[0], ls));
+    const int32_t f = rnnskip_act_q(ract, rnnskip_pre16(acc[n], mi[1], ls));
+    const int32_t g = rnnskip_act_q(act, rnnskip_pre16(acc[2 * n], mi[2], ls));
+    const int32_t o = rnnskip_act_q(ract, rnnskip_pre16(acc[3 * n], mi[3], ls));
+    const int32_t cn = rnnskip_sat16(rnnskip_round_shift(f * *c, qr) + rnnskip_round_shift(i * g, ig_shift));
+    *c = (int16_t)cn;
+    const int32_t t = la ? rnnskip_lut_q15(la, rnnskip_cell_to_q12(cn, cell_shift)) : rnnskip_act_q(act, cn);
+    *h = (int8_t)rnnskip_sat8(rnnskip_requantize(rnnskip_round_shift(o * t, qr), h_mult, h_ls));
+}
+
+RNNSKIP_INLINE void rnnskip_lstm_cell_s16(const int32_t *acc,
+                                          const int32_t *mi,
+                                          int32_t n,
+                                          int32_t ls,
+                                          int16_t *c,
+                                          int8_t *h,
+                                          int32_t cell_shift,
+                                          int32_t h_mult,
+                                          int32_t h_ls,
+                                          int32_t act,
+                                          int32_t ract)
+{
+    for (int32_t j = 0; j < n; j++, acc++, mi += 4, c++, h++)
+        rnnskip_lstm_unit_s16(acc, mi, n, ls, c, h, cell_shift, h_mult, h_ls, act, ract);
 }
 
 #endif

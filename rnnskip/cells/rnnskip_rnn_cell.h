@@ -14,6 +14,24 @@
 
 #include "rnnskip_kernels.h"
 
+/* One unit: acc and m point at unit j's row and multiplier, h at its state. The delta step's
+ * cell sparsity calls it for the units that moved. */
+RNNSKIP_INLINE void rnnskip_rnn_unit_s16(const int32_t *acc,
+                                         const int32_t *m,
+                                         int32_t ls,
+                                         int8_t *h,
+                                         int32_t h_mult,
+                                         int32_t h_ls,
+                                         int32_t act)
+{
+    const int16_t *lut = rnnskip_act_lut(act);
+    int32_t v = rnnskip_pre16(*acc, *m, ls);
+    if (lut) v = rnnskip_requantize(rnnskip_lut_q15(lut, v), h_mult, h_ls);
+    v = rnnskip_sat8(v);
+    if (act == RNNSKIP_ACT_RELU && v < 0) v = 0;
+    *h = (int8_t)v;
+}
+
 RNNSKIP_INLINE void rnnskip_rnn_cell_s16(const int32_t *acc,
                                          const int32_t *m,
                                          int32_t n,
@@ -23,14 +41,7 @@ RNNSKIP_INLINE void rnnskip_rnn_cell_s16(const int32_t *acc,
                                          int32_t h_ls,
                                          int32_t act)
 {
-    const int16_t *lut = rnnskip_act_lut(act);
-    for (int32_t j = 0; j < n; j++) {
-        int32_t v = rnnskip_pre16(acc[j], m[j], ls);
-        if (lut) v = rnnskip_requantize(rnnskip_lut_q15(lut, v), h_mult, h_ls);
-        v = rnnskip_sat8(v);
-        if (act == RNNSKIP_ACT_RELU && v < 0) v = 0;
-        h[j] = (int8_t)v;
-    }
+    for (int32_t j = 0; j < n; j++, acc++, m++, h++) rnnskip_rnn_unit_s16(acc, m, ls, h, h_mult, h_ls, act);
 }
 
 #endif

@@ -8,15 +8,15 @@ import click
 
 from ..cli_support import guard
 from ..errors import RnnskipError
-from .tune import GRID
+from .tune import CELL_GRID, GRID
 
 
 def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, reference="float", grid=None,
-                   log=click.echo, progress=True, margin_se=0.0) -> dict:
+                   log=click.echo, progress=True, margin_se=0.0, cell_grid=None) -> dict:
     """Tune thresholds on --val and write delta.json (+ delta_pareto.png next to it)."""
     from .. import pipeline
     from ..datasets import load_npz
-    from .tune import GRID, plot_pareto, tune
+    from .tune import CELL_GRID, GRID, plot_pareto, tune
     out = Path(out)
     if out.suffix.lower() != ".json":
         raise RnnskipError(f"--out {out}: the thresholds file must end in .json")
@@ -31,11 +31,12 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, refere
     cal = load_npz(str(calib), ir) if calib else va
     qm, _ = pipeline.quantize_model(ir, cal, calib_max, progress=False)
     grid = list(GRID if grid is None else grid)
+    cell_grid = list(CELL_GRID if cell_grid is None else cell_grid)
     log(f"delta-tune: {ir.name}, {len(va)} validation sequences, thresholds from {grid} int8 steps, "
         f"budget {max_loss} points below the {reference} model; int8 grid calibrated on {calib or val}"
         f"{'' if calib else ' (--val; pass --calib train.npz to calibrate on training data)'}: "
         f"give rnnskip-convert the same --calib")
-    res = tune(ir, qm, va, max_loss=max_loss, reference=reference, grid=grid, margin_se=margin_se,
+    res = tune(ir, qm, va, max_loss=max_loss, reference=reference, grid=grid, margin_se=margin_se, cell_grid=cell_grid,
                progress=(lambda s: log("  " + s)) if progress else None)
     spec = res.spec(ir)
     spec.grid = grid_of(qm)
@@ -48,24 +49,27 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, refere
     plot_pareto(res, plot, f"{ir.name}: delta thresholds on {len(va)} validation sequences")
     tmp.replace(out)
     c = res.chosen
-    log(f"chosen: input {list(c.theta_x)}, hidden {list(c.theta_h)} (int8 steps): accuracy {c.accuracy:.4f} "
+    cell = "" if c.theta_m == (None,) * len(c.theta_m) else f", cell {list(c.theta_m)} (pre-activation steps)"
+    log(f"chosen: input {list(c.theta_x)}, hidden {list(c.theta_h)} (int8 steps){cell}: accuracy {c.accuracy:.4f} "
         f"(dense int8 {res.accuracy['dense_int8']:.4f}, float {res.accuracy['float']:.4f}; "
         f"loss {c.loss:+.2f} ± {c.loss_se:.2f} points), "
         f"{res.dense_macs / max(c.macs, 1):.2f}x fewer MACs, density input {c.density_input:.3f} "
-        f"hidden {c.density_hidden:.3f}")
+        f"hidden {c.density_hidden:.3f} cells {c.density_cells:.3f}")
     log(f"wrote {out} and {plot} ({len(res.pareto)} Pareto points of {len(res.points)} evaluated)")
     return spec.to_json(ir)
 
 
-def _grid(s):
+def _grid(s, opt="--grid", example="0,1,2,4,8"):
     if s is None:
         return None
     try:
         g = [int(v) for v in s.split(",") if v.strip()]
     except ValueError:
-        raise RnnskipError(f"--grid '{s}' must be comma-separated whole numbers, e.g. 0,1,2,4,8")
+        raise RnnskipError(f"{opt} '{s}' must be comma-separated whole numbers, e.g. {example}")
+    if opt == "--cell-grid" and s.strip() == "":
+        return []
     if not g or min(g) < 0:
-        raise RnnskipError(f"--grid '{s}': thresholds are whole numbers >= 0")
+        raise RnnskipError(f"{opt} '{s}': thresholds are whole numbers >= 0")
     return g
 
 
@@ -87,10 +91,14 @@ def _grid(s):
               help=f"Comma-separated threshold values to try (int8 steps; default {','.join(map(str, GRID))}).")
 @click.option("--margin-se", type=float, default=0.0, show_default=True,
               help="Meet --max-loss with this many standard errors of the validation loss to spare.")
+@click.option("--cell-grid", default=None,
+              help=f"Comma-separated cell thresholds to try at the chosen thresholds (pre-activation steps of 1/4096; "
+                   f"default {','.join(map(str, CELL_GRID))}; '' for none).")
 @guard
-def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid, margin_se):
+def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid, margin_se, cell_grid):
     """Choose delta thresholds for MODEL without retraining (writes delta.json)."""
-    run_delta_tune(model, val, max_loss, out, calib, calib_max, reference, _grid(grid), margin_se=margin_se)
+    run_delta_tune(model, val, max_loss, out, calib, calib_max, reference, _grid(grid), margin_se=margin_se,
+                   cell_grid=_grid(cell_grid, "--cell-grid", "64,256,1024"))
 
 
 @click.command("delta-train")
@@ -102,6 +110,8 @@ def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid,
 @click.option("--theta-x", type=float, default=None, help="Input threshold in int8 steps (default: from --delta or 8).")
 @click.option("--theta-h", type=float, default=None,
               help="Hidden threshold in int8 steps (default: from --delta or 8).")
+@click.option("--theta-m", type=float, default=None,
+              help="Cell threshold in pre-activation steps of 1/4096 (default: from --delta, else none).")
 @click.option("--delta", "delta_path", type=click.Path(dir_okay=False), default=None,
               help="Start from these thresholds (delta.json).")
 @click.option("--epochs", default=40, show_default=True, help="At most this many epochs (early stopping on --val).")
@@ -114,9 +124,11 @@ def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid,
 @click.option("--calib", type=click.Path(dir_okay=False), default=None,
               help="Calibration data for the int8 grid (default: --train).")
 @guard
-def delta_train_cmd(model, train_path, val, out, theta_x, theta_h, delta_path, epochs, patience, l1, noise, lr, calib):
+def delta_train_cmd(model, train_path, val, out, theta_x, theta_h, theta_m, delta_path, epochs, patience, l1, noise,
+                    lr, calib):
     """Delta-aware fine-tuning of MODEL (this retrains; writes a normal Keras model OUT and, next to it,
     OUT.delta.json with the thresholds it was trained for)."""
     from .train import run_delta_train
-    run_delta_train(model, train_path, val, out, theta_x=theta_x, theta_h=theta_h, delta_path=delta_path,
+    run_delta_train(model, train_path, val, out, theta_x=theta_x, theta_h=theta_h, theta_m=theta_m,
+                    delta_path=delta_path,
                     epochs=epochs, patience=patience, l1=l1, noise=noise, lr=lr, calib=calib, log=click.echo)

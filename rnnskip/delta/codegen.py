@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..quant.layout import pack_paired
+from .golden import cell_limits
 from .layout import delta_layout
 from .spec import check_supported
 
@@ -54,12 +55,13 @@ def _layer(l, D):
 def delta_context(qm, spec):
     """Template context for delta mode: {"layers": [...], "list_words": int, "arrays":
     [(name, values, dtype, doc)]}. Per layer ``merged``, ``col_bytes`` (int8 rows per
-    stored column), ``m_rows``, thresholds and ``calls`` (see :func:`_layer`). The
+    stored column), ``m_rows``, thresholds (``theta_m`` None: no cell threshold),
+    ``planes`` (running sums per unit) and ``calls`` (see :func:`_layer`). The
     column-major weights are the only copy: the dense row-major ones are not referenced
     (the linker drops them)."""
     check_supported(qm.layers)
     layers, arrays, list_len = [], [], 0
-    for i, (l, tx, th) in enumerate(zip(qm.layers, spec.theta_x, spec.theta_h)):
+    for i, (l, tx, th, tm) in enumerate(zip(qm.layers, spec.theta_x, spec.theta_h, spec.theta_m)):
         D = delta_layout(l)
         w, calls, merged = _layer(l, D)
         p = f"rnnskip_l{i}_d"
@@ -69,6 +71,9 @@ def delta_context(qm, spec):
                        + "column-major, row pairs packed as int16 256*w[2p+1]+w[2p]"))
         list_len = max(list_len, list_words(w.shape[1]) + (0 if merged else 3))   # + a mid-list pair padding
         arrays.append((f"{p}_m0", D.m0, np.int32, f"{l.name} delta: running sums at sequence start (the biases)"))
+        if tm is not None:
+            arrays.append((f"{p}_lim", cell_limits(l, tm), np.uint32,
+                           f"{l.name} delta: cell threshold {tm} as 2T-1 per running sum (|M - Ml| >= T: evaluate)"))
         layers.append({"merged": merged, "col_bytes": int(w.shape[0]), "m_rows": D.m_rows, "theta_x": int(tx),
-                       "theta_h": int(th), "calls": calls})
+                       "theta_h": int(th), "calls": calls, "theta_m": tm, "planes": D.m_rows // l.up})
     return {"layers": layers, "list_words": list_len, "arrays": arrays}

@@ -11,6 +11,11 @@ needs ``reset_after=True``, so its recurrent sum stays separate). ``M`` is compu
 the cell's pre-activations of ``(x̂, ĥ)``, which equals the running sum up to float
 rounding.
 
+Cell sparsity (``theta_m``, real pre-activation units: an integer cell threshold times
+2^-12 for Q3.12 pre-activations): a unit none of whose pre-activations moved by
+``theta_m`` or more since its last evaluation keeps its state; every unit is evaluated
+at the first step. None: every unit, every step.
+
 Thresholds here are in real units (an int8 threshold times that tensor's
 quantisation scale). With zero thresholds the result equals
 :class:`rnnskip.reference.FloatModel` (to float rounding).
@@ -29,14 +34,16 @@ from .spec import check_supported
 class FloatDeltaModel:
     """Batched float delta network. ``theta_x`` / ``theta_h``: one real threshold per layer."""
 
-    def __init__(self, ir, theta_x: Sequence[float], theta_h: Sequence[float]):
+    def __init__(self, ir, theta_x: Sequence[float], theta_h: Sequence[float],
+                 theta_m: Optional[Sequence[Optional[float]]] = None):
         check_supported(ir.rnn_layers)
         self.fm = FloatModel(ir)
         self.ir = ir
         self.theta_x = [float(t) for t in theta_x]
         self.theta_h = [float(t) for t in theta_h]
+        self.theta_m = [None if t is None else float(t) for t in (theta_m or [None] * len(self.theta_x))]
 
-    def _layer(self, L, s, x, tx_, th_):
+    def _layer(self, L, s, x, tx_, th_, tm_):
         dx = x - s["xl"]
         mx = np.abs(dx) > tx_
         dh = s["state"][0] - s["hl"]
@@ -44,7 +51,14 @@ class FloatDeltaModel:
         xl = np.where(mx, x, s["xl"])
         hl = np.where(mh, s["state"][0], s["hl"])
         M = L.cell.float_pre(NUMPY_OPS, L.w, xl, hl)     # L: reference._RNN, its cell class
-        return {"state": L.cell.float_cell(L.acts, s["state"], M), "xl": xl, "hl": hl,
+        state = L.cell.float_cell(L.acts, s["state"], M)
+        Ml, cells = s["Ml"], s["cells"] + L.units
+        if tm_ is not None:
+            moved = (np.abs(M - Ml) >= tm_).reshape(len(M), -1, L.units).any(axis=1)
+            state = tuple(np.where(moved, v, old) for v, old in zip(state, s["state"]))
+            Ml = np.where(np.tile(moved, (1, M.shape[1] // L.units)), M, Ml)
+            cells = s["cells"] + moved.sum(1)
+        return {"state": state, "xl": xl, "hl": hl, "Ml": Ml, "cells": cells,
                 "tx": s["tx"] + mx.sum(1), "th": s["th"] + mh.sum(1)}
 
     def run(self, X, lengths: Optional[Sequence[int]] = None):
@@ -56,13 +70,15 @@ class FloatDeltaModel:
         if lengths is not None:
             ok = ok & (np.arange(T)[None, :] < np.asarray(lengths).reshape(-1)[:, None])
         st = [{"state": L.zero_state(N), "xl": np.zeros((N, L.w["kernel"].shape[0])), "hl": np.zeros((N, L.units)),
-               "tx": np.zeros(N), "th": np.zeros(N)} for L in self.fm.layers]
+               "Ml": np.full_like(L.cell.float_pre(NUMPY_OPS, L.w, np.zeros((N, L.w["kernel"].shape[0])),
+                                                   np.zeros((N, L.units))), np.inf),   # inf: evaluate at first
+               "tx": np.zeros(N), "th": np.zeros(N), "cells": np.zeros(N)} for L in self.fm.layers]
         for t in range(T):
             x = V[:, t]
             m = ok[:, t]
             new = []
-            for L, s, a, b in zip(self.fm.layers, st, self.theta_x, self.theta_h):
-                ns = self._layer(L, s, x, a, b)
+            for L, s, a, b, c in zip(self.fm.layers, st, self.theta_x, self.theta_h, self.theta_m):
+                ns = self._layer(L, s, x, a, b, c)
                 keep = lambda v, old: np.where(m.reshape((-1,) + (1,) * (v.ndim - 1)), v, old)
                 ns = {k: (tuple(keep(a_, b_) for a_, b_ in zip(v, s[k])) if k == "state" else keep(v, s[k]))
                       for k, v in ns.items()}
@@ -70,5 +86,5 @@ class FloatDeltaModel:
                 x = ns["state"][0]
             st = new
         stats = {"tx_x": np.stack([s["tx"] for s in st], 1), "tx_h": np.stack([s["th"] for s in st], 1),
-                 "steps": ok.sum(1)}
+                 "cells": np.stack([s["cells"] for s in st], 1), "steps": ok.sum(1)}
         return self.fm.readout([s["state"] for s in st]), stats

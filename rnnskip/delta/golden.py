@@ -16,6 +16,22 @@ Recurrent Network Computation", ICML 2017):
 By construction ``M == bias + W @ last`` at every step (exact integers), so with
 theta = 0 (``last == xh``) the model is bit-exact with the dense golden model.
 
+Cell sparsity (a layer with a cell threshold ``theta_m``, beyond the paper): each
+layer also keeps ``Ml``, its running sums at each unit's last evaluation. Unit j is
+evaluated when one of its rows ``r`` (plane p: ``r = p * up + j``) moved by at least
+``T_r`` accumulator steps, ``T_r = ceil(theta_m * 2^32 / (mult_r * 2^ls_r))`` (theta_m
+in steps of the row's int16 pre-activation; at most 2^30), exactly as the C computes it::
+
+    lim_r = 2 T_r - 1 (0 when T_r = 0: always evaluated)
+    moved_r = uint32(M_r - Ml_r + (lim_r >> 1)) >= lim_r          (wrapping int32 arithmetic)
+
+An evaluated unit runs the cell as the dense model does and sets ``Ml`` of its rows to
+``M``; the others keep their whole state (gates, cell state, output). ``Ml`` starts at
+``M0 + 2^31`` (wrapped), so every unit is evaluated at the first step. ``theta_m = 0``
+evaluates every unit: the model is the delta model without a cell threshold, bit for
+bit (a quiet unit cannot simply be "unchanged": an LSTM's or GRU's state keeps moving
+towards its fixed point under constant sums, so only a positive threshold skips work).
+
 The layout comes from the layer's blocks (``layout.py``).
 """
 from __future__ import annotations
@@ -26,11 +42,39 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..cells import cell_of
 from ..errors import RnnskipError
+from ..quant.fixedpoint import wrap32
 from ..stagefile import stage_data
 from ..stepmethod import StepMethod, without
 from .layout import DeltaLayout, delta_layout
 from .spec import DeltaSpec, check_supported
+
+LIM_MAX_T = 1 << 30
+
+
+def cell_limits(l, theta_m: int) -> np.ndarray:
+    """``lim`` per accumulator row of layer ``l`` (int64 holding uint32 values): ``2 T - 1``
+    with ``T = ceil(theta_m * 2^32 / (mult * 2^ls))`` capped at 2^30; 0 everywhere for theta_m 0."""
+    mult = np.zeros(l.acc_rows, np.int64)
+    ls = np.zeros(l.acc_rows, np.int64)
+    for b in l.blocks:
+        mult[b.row0:b.row0 + b.rows] = b.mult
+        ls[b.row0:b.row0 + b.rows] = b.ls
+    if theta_m <= 0:
+        return np.zeros(l.acc_rows, np.int64)
+    num = int(theta_m) << 32
+    den = mult << ls
+    T = np.full(l.acc_rows, LIM_MAX_T, np.int64)
+    pos = den > 0
+    T[pos] = np.minimum(-(-num // den[pos]), LIM_MAX_T)
+    return 2 * T - 1
+
+
+def units_moved(l, M: np.ndarray, Ml: np.ndarray, lim: np.ndarray) -> np.ndarray:
+    """bool ``[N, up]``: units with a row whose running sum moved past its limit."""
+    d = (M - Ml + (lim >> 1)[None, :]) & 0xFFFFFFFF
+    return (d >= lim[None, :]).reshape(len(M), -1, l.up).any(axis=1)
 
 
 def theta_columns(l, theta_x: int, theta_h: int) -> np.ndarray:
@@ -45,13 +89,18 @@ class DeltaMethod(StepMethod):
 
     Extra golden state per layer: ``last`` int8 ``[N, in_p + up]``, ``M`` int32
     ``[N, acc_rows]``, and counters ``tx_x`` / ``tx_h`` ``[N, 1]`` (input / hidden
-    columns transmitted since the start). Steps that do not run keep all of it.
+    columns transmitted since the start), ``cells`` ``[N, 1]`` (unit evaluations, real
+    units only); with a cell threshold ``Ml`` ``[N, acc_rows]``. Steps that do not run
+    keep all of it.
     """
     key = "delta"
     label = "delta"
     macs_note = "dense MACs of the executed steps; the delta section has the effective MACs"
     template = "model/delta.c.j2"
     c_headers = ("rnnskip_delta_kernels.h",)
+    c_parts = {"column-sparse mat-vec": ("rnnskip_dv_dsp_core", "rnnskip_delta_mat_vec_s8",
+                                         "rnnskip_delta_pad_pair_s8"),
+               "gather": ("rnnskip_dg_core", "rnnskip_delta_gather_s8")}
 
     spec: DeltaSpec
 
@@ -69,6 +118,7 @@ class DeltaMethod(StepMethod):
         def ft(w):
             return np.ascontiguousarray(w.T, np.float32 if w.shape[1] <= 518 else np.float64)
         self._wf = [(ft(D.wx), ft(D.wh)) for D in self.layouts]
+        self._lim = [None if tm is None else cell_limits(l, tm) for l, tm in zip(qm.layers, self.spec.theta_m)]
 
     def golden_init(self, golden, state, n) -> None:
         for l, s, D in zip(golden.qm.layers, state, self.layouts):
@@ -76,6 +126,10 @@ class DeltaMethod(StepMethod):
             s["M"] = np.repeat(D.m0[None, :], n, axis=0)
             s["tx_x"] = np.zeros((n, 1), np.int64)
             s["tx_h"] = np.zeros((n, 1), np.int64)
+            s["cells"] = np.zeros((n, 1), np.int64)
+        for s, D, lim in zip(state, self.layouts, self._lim):
+            if lim is not None:     # + 2^31: every unit is evaluated at the first step
+                s["Ml"] = np.repeat(wrap32(D.m0 + (1 << 31))[None, :], n, axis=0)
 
     def golden_accumulate(self, golden, i, s, x, new):
         """Gather the transmitting columns and update the running sums."""
@@ -92,6 +146,20 @@ class DeltaMethod(StepMethod):
         new.update(last=np.where(tx, v, s["last"]), M=M, tx_x=s["tx_x"] + tx[:, :P].sum(1, keepdims=True),
                    tx_h=s["tx_h"] + tx[:, P:].sum(1, keepdims=True))
         return M
+
+    def golden_cell(self, golden, i, s, acc, new):
+        """The cell on the running sums; with a cell threshold only on the units that moved."""
+        l = golden.qm.layers[i]
+        cell = cell_of(l.kind)
+        out = cell.golden_cell(l, s, acc)
+        lim = self._lim[i]
+        if lim is None:
+            new["cells"] = s["cells"] + l.units
+            return out
+        moved = units_moved(l, acc, s["Ml"], lim)
+        rows = np.tile(moved, (1, l.acc_rows // l.up))
+        new.update(Ml=np.where(rows, acc, s["Ml"]), cells=s["cells"] + moved[:, :l.units].sum(1, keepdims=True))
+        return {k: np.where(moved, v, s[k]) for k, v in out.items()}
 
     # ---- C ----------------------------------------------------------------------------
     def c_context(self, qm) -> dict:
@@ -131,7 +199,8 @@ def run_stats(qm, x: np.ndarray, lengths: np.ndarray, trace: bool = False):
     """The golden model of ``qm`` (with its delta thresholds) over ``x``, with statistics.
 
     Returns (logits, flags, stats) with stats: ``tx_x``/``tx_h`` int ``[N, layers]``
-    (transmitted input / hidden columns over the sequence), ``steps`` ``[N]``, and with
+    (transmitted input / hidden columns over the sequence), ``cells`` ``[N, layers]``
+    (unit evaluations), ``steps`` ``[N]``, and with
     ``trace`` ``density_t`` float ``[N, T]`` (transmitted fraction of all real input +
     hidden elements at each step; NaN where the step did not run).
     """
@@ -152,6 +221,7 @@ def run_stats(qm, x: np.ndarray, lengths: np.ndarray, trace: bool = False):
     st = g.final_state
     stats = {"tx_x": np.stack([s["tx_x"][:, 0] for s in st], 1),
              "tx_h": np.stack([s["tx_h"][:, 0] for s in st], 1),
+             "cells": np.stack([s["cells"][:, 0] for s in st], 1),
              "steps": flags.sum(1)}
     if trace:
         stats["density_t"] = dens
@@ -177,9 +247,11 @@ def effective_macs(qm, stats: dict, layouts: Optional[List[DeltaLayout]] = None)
 
 
 def densities(qm, stats: dict) -> dict:
-    """Mean fraction of real input / hidden elements transmitting per executed step (over all layers)."""
+    """Mean fraction of real input / hidden elements transmitting, and of units evaluated
+    (``cells``), per executed step (over all layers)."""
     steps = np.maximum(stats["steps"].sum(), 1)
     xin = sum(l.in_dim for l in qm.layers)
     hid = sum(l.units for l in qm.layers)
     return {"input": float(stats["tx_x"].sum() / (steps * xin)),
-            "hidden": float(stats["tx_h"].sum() / (steps * hid))}
+            "hidden": float(stats["tx_h"].sum() / (steps * hid)),
+            "cells": float(stats["cells"].sum() / (steps * hid))}

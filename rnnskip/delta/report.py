@@ -39,8 +39,8 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None,
     sec = {
         "method": METHOD,
         "thresholds": [{"layer": l.name, "input": int(a), "hidden": int(b),
-                        "input_real": float(a * l.x_scale), "hidden_real": float(b * l.h_scale)}
-                       for l, a, b in zip(qm.layers, spec.theta_x, spec.theta_h)],
+                        "input_real": float(a * l.x_scale), "hidden_real": float(b * l.h_scale), "cell": c}
+                       for l, a, b, c in zip(qm.layers, spec.theta_x, spec.theta_h, spec.theta_m)],
         "density": dens,
         "macs_per_inference": {"dense": float(m["dense"].mean()), "delta": float(m["effective"].mean())},
         "mac_reduction": reduction(float(m["dense"].mean()), float(m["effective"].mean())),
@@ -65,12 +65,23 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None,
 def table_rows(sec: dict):
     """(label, value) lines for the terminal table."""
     from ..report import comparison_rows
-    th = ", ".join(f"{t['layer']} x{t['input']}/h{t['hidden']}" for t in sec["thresholds"])
+    th = ", ".join(f"{t['layer']} x{t['input']}/h{t['hidden']}"
+                   + (f"/m{t['cell']}" if t.get("cell") is not None else "") for t in sec["thresholds"])
+    d = sec["density"]
     a = sec["accuracy"]
     acc = "-" if a["delta_int8"] is None else f"{a['delta_int8']:.4f} (dense {a['dense_int8']:.4f})"
     return [("delta thresholds", th),
-            ("delta density in/hid", f"{sec['density']['input']:.3f} / {sec['density']['hidden']:.3f}"),
-            ("delta accuracy int8", acc)] + comparison_rows(sec, "delta")
+            ("delta density in/hid/cell", f"{d['input']:.3f} / {d['hidden']:.3f} / {d['cells']:.3f}"),
+            ("delta accuracy int8", acc)] + comparison_rows(sec, "delta") + profile_rows(sec.get("emulated") or {})
+
+
+def profile_rows(e: dict) -> list:
+    """The per-part cycle profile, one line per firmware."""
+    prof = e.get("cycles_per_step_by_part")
+    if not prof:
+        return []
+    return [(f"cycles/step {name}", ", ".join(f"{part} {v:,.0f}" for part, v in prof[name].items()))
+            for name in ("dense", "delta")]
 
 
 def write_plots(qm, ds, out_dir: Path, spec, n_seq: int = 4) -> list:

@@ -36,6 +36,8 @@ from ..stagefile import stage_data
 FORMAT = "rnnskip-delta-1"
 #: |delta| of two int8 values is at most 255; a threshold >= this never transmits.
 THETA_MAX = 255
+#: cell thresholds are capped here: int16 pre-activations move by at most 65535 steps
+THETA_M_MAX = 65536
 
 
 def model_signature(ir) -> dict:
@@ -79,22 +81,44 @@ def _theta(v, where: str) -> int:
     return min(int(v), THETA_MAX)
 
 
+def _theta_cell(v, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or float(v) != int(v):
+        raise RnnskipError(f"{where}: cell threshold {v!r} must be a whole number >= 0 of pre-activation steps "
+                           f"(1/4096 for Q3.12; 0: check but evaluate every unit)")
+    return min(int(v), THETA_M_MAX)
+
+
 @stage_data
 @dataclass
 class DeltaSpec:
-    """Per-layer thresholds on the int8 grid. ``theta_x[i]`` / ``theta_h[i]`` for layer i."""
+    """Per-layer thresholds on the int8 grid. ``theta_x[i]`` / ``theta_h[i]`` for layer i.
+
+    ``theta_m[i]``: the cell threshold of layer i, in steps of the gate pre-activations'
+    int16 format (Q3.12 for table activations: 1/4096): a unit none of whose running
+    sums moved by that much since its last evaluation keeps its state (None: no cell
+    threshold, every unit evaluated at every step; 0: the check runs and every unit is
+    still evaluated)."""
     theta_x: List[int]
     theta_h: List[int]
     model: dict = field(default_factory=dict)
     tuning: dict = field(default_factory=dict)
     #: grid_of() the quantised model the thresholds were chosen on ([] = not recorded)
     grid: list = field(default_factory=list)
+    theta_m: Optional[List[Optional[int]]] = None
 
     def __post_init__(self):
         if len(self.theta_x) != len(self.theta_h):
             raise RnnskipError("delta thresholds: need one input and one hidden threshold per layer")
         self.theta_x = [_theta(v, f"layer {i} input") for i, v in enumerate(self.theta_x)]
         self.theta_h = [_theta(v, f"layer {i} hidden") for i, v in enumerate(self.theta_h)]
+        tm = self.theta_m if self.theta_m is not None else [None] * len(self.theta_x)
+        if len(tm) != len(self.theta_x):
+            raise RnnskipError("delta thresholds: need one cell threshold (or none) per layer")
+        self.theta_m = [None if v is None else _theta_cell(v, f"layer {i} cell") for i, v in enumerate(tm)]
+
+    @property
+    def cell_sparse(self) -> bool:
+        return any(t is not None for t in self.theta_m)
 
     @property
     def layers(self) -> int:
@@ -105,15 +129,16 @@ class DeltaSpec:
         return cls([theta_x] * n_layers, [theta_h] * n_layers, model=model_signature(ir) if ir is not None else {})
 
     def label(self) -> str:
-        return " ".join(f"x{a}/h{b}" for a, b in zip(self.theta_x, self.theta_h))
+        return " ".join(f"x{a}/h{b}" + (f"/m{m}" if m is not None else "")
+                        for a, b, m in zip(self.theta_x, self.theta_h, self.theta_m))
 
     # -- files ----------------------------------------------------------------
     def to_json(self, ir=None) -> dict:
         names = [l.name for l in ir.rnn_layers] if ir is not None else [f"layer{i}" for i in range(self.layers)]
         return {"format": FORMAT,
                 "model": model_signature(ir) if ir is not None else self.model,
-                "thresholds": [{"layer": n, "input": a, "hidden": b}
-                               for n, a, b in zip(names, self.theta_x, self.theta_h)],
+                "thresholds": [{"layer": n, "input": a, "hidden": b, **({"cell": m} if m is not None else {})}
+                               for n, a, b, m in zip(names, self.theta_x, self.theta_h, self.theta_m)],
                 **({"int8_grid": self.grid} if self.grid else {}),
                 "tuning": self.tuning}
 
@@ -126,12 +151,13 @@ class DeltaSpec:
         if not isinstance(d, dict) or d.get("format") != FORMAT or not isinstance(d.get("thresholds"), list):
             raise RnnskipError(f"{where} is not an rnnskip delta file (format '{FORMAT}' with a 'thresholds' list); "
                                f"write one with 'rnnskip delta-tune'")
-        tx, th = [], []
+        tx, th, tm = [], [], []
         for i, t in enumerate(d["thresholds"]):
             if not isinstance(t, dict) or "input" not in t or "hidden" not in t:
                 raise RnnskipError(f"{where}: thresholds[{i}] needs 'input' and 'hidden'")
             tx.append(_theta(t["input"], f"{where}: layer {i} input"))
             th.append(_theta(t["hidden"], f"{where}: layer {i} hidden"))
+            tm.append(_theta_cell(t["cell"], f"{where}: layer {i} cell") if t.get("cell") is not None else None)
         if not tx:
             raise RnnskipError(f"{where}: the thresholds list is empty")
         grid = d.get("int8_grid") or []
@@ -140,7 +166,8 @@ class DeltaSpec:
                                             and g[k] > 0 for k in ("input_scale", "hidden_scale")) for g in grid):
             raise RnnskipError(f"{where}: int8_grid must list one {{input_scale, hidden_scale}} (> 0) per layer; "
                                f"write the file with 'rnnskip delta-tune'")
-        return cls(tx, th, model=d.get("model") or {}, tuning=d.get("tuning") or {}, grid=grid)
+        return cls(tx, th, model=d.get("model") or {}, tuning=d.get("tuning") or {}, grid=grid,
+                   theta_m=tm)
 
     @classmethod
     def load(cls, path) -> "DeltaSpec":

@@ -13,7 +13,10 @@ The paper's recipe (Neil et al. 2017, section 4), in tf_keras:
   model's input and hidden scales), also straight-through;
 * Gaussian noise on the thresholds during training (std ``noise`` x theta);
 * an L1 penalty on the transmitted hidden deltas (``l1`` x mean over sequences of
-  sum |delta h| per executed step).
+  sum |delta h| per executed step);
+* with a cell threshold (``theta_m``, pre-activation steps of 2^-12), the cell runs only
+  for the units one of whose pre-activations moved by that much since their last
+  evaluation; the others keep their state (the gradient flows through the kept state).
 
 The result is written as a *normal* Keras model (Embedding/Masking, Dense, the recurrent
 layers with their activations and options, Dense head, rebuilt from the IR) with the
@@ -62,21 +65,28 @@ def _cell_class():
     class DeltaRNNCell(keras.layers.Layer):
         """One delta step of a recurrent layer, the cell kind's own float arithmetic
         (``rnnskip/cells/``) on x̂ / ĥ; states [cell state..., x̂, ĥ, sum|Δh|,
-        transmitted x, transmitted h, steps]."""
+        transmitted x, transmitted h, steps, pre-activations at each unit's last
+        evaluation, unit evaluations]."""
 
         def __init__(self, kind, units, in_dim, theta_x, theta_h, sx, sh, noise=0.25, activation="tanh",
-                     recurrent_activation="sigmoid", bias_shape=None, **kw):
+                     recurrent_activation="sigmoid", bias_shape=None, theta_m=None, **kw):
             super().__init__(**kw)
             self.kind, self.units, self.in_dim = kind, int(units), int(in_dim)
             self.cell = cell_of(kind)
             self.theta_x, self.theta_h = float(theta_x), float(theta_h)   # real units
+            self.theta_m = None if theta_m is None else float(theta_m)
             self.sx, self.sh, self.noise = float(sx), float(sh), float(noise)
             self.activation, self.recurrent_activation = activation, recurrent_activation
             self.bias_shape = tuple(bias_shape) if bias_shape is not None else (self.cell.gates * self.units,)
             self.acts = (_tf_activation(tf, activation), _tf_activation(tf, recurrent_activation))
             U = self.units
             self.n_state = len(self.cell.float_state)
-            self.state_size = [U] * self.n_state + [self.in_dim, U, 1, 1, 1, 1]
+            zw = {"kernel": np.zeros((self.in_dim, self.cell.gates * U)),
+                  "recurrent_kernel": np.zeros((U, self.cell.gates * U)), "bias": np.zeros(self.bias_shape)}
+            from ..cells.base import NUMPY_OPS
+            self.pre_width = int(self.cell.float_pre(NUMPY_OPS, zw, np.zeros((1, self.in_dim)),
+                                                     np.zeros((1, U))).shape[-1])
+            self.state_size = [U] * self.n_state + [self.in_dim, U, 1, 1, 1, 1, self.pre_width, 1]
             self.output_size = U
 
         def build(self, input_shape):
@@ -93,7 +103,7 @@ def _cell_class():
 
         def call(self, x, states, training=None):
             cell_state = tuple(states[:self.n_state])
-            xh, hh, l1, nx, nh, ns = states[self.n_state:]
+            xh, hh, l1, nx, nh, ns, Ml, nc = states[self.n_state:]
             h = cell_state[0]
             xq = fake_quant(x, self.sx)
             hq = fake_quant(h, self.sh)
@@ -107,22 +117,35 @@ def _cell_class():
             l1 = l1 + tf.reduce_sum(tf.abs(tf.where(mh, dh, 0.0)), axis=1, keepdims=True)
             nx = nx + tf.reduce_sum(tf.cast(mx, x.dtype), axis=1, keepdims=True)
             nh = nh + tf.reduce_sum(tf.cast(mh, x.dtype), axis=1, keepdims=True)
-            ns = ns + 1.0
             w = {"kernel": self.kernel, "recurrent_kernel": self.recurrent_kernel, "bias": self.bias}
-            new = self.cell.float_cell(self.acts, cell_state, self.cell.float_pre(ops, w, xs, hs))
-            return new[0], list(new) + [xh_new, hh_new, l1, nx, nh, ns]
+            M = self.cell.float_pre(ops, w, xs, hs)
+            new = self.cell.float_cell(self.acts, cell_state, M)
+            U = self.units
+            if self.theta_m is None:
+                moved = tf.ones_like(new[0], dtype=tf.bool)
+            else:
+                far = tf.abs(M - Ml) >= self._theta(self.theta_m, training)
+                moved = tf.reduce_any(tf.reshape(far, [-1, self.pre_width // U, U]), axis=1) | (ns < 0.5)
+                new = tuple(tf.where(moved, a, b) for a, b in zip(new, cell_state))
+            Ml = tf.stop_gradient(tf.where(tf.tile(moved, [1, self.pre_width // U]), M, Ml))
+            nc = nc + tf.reduce_sum(tf.cast(moved, x.dtype), axis=1, keepdims=True)
+            ns = ns + 1.0
+            return new[0], list(new) + [xh_new, hh_new, l1, nx, nh, ns, Ml, nc]
 
         def get_config(self):
             return dict(super().get_config(), kind=self.kind, units=self.units, in_dim=self.in_dim,
-                        theta_x=self.theta_x, theta_h=self.theta_h, sx=self.sx, sh=self.sh, noise=self.noise,
+                        theta_x=self.theta_x, theta_h=self.theta_h, theta_m=self.theta_m, sx=self.sx, sh=self.sh,
+                        noise=self.noise,
                         activation=self.activation, recurrent_activation=self.recurrent_activation,
                         bias_shape=list(self.bias_shape))
 
     return DeltaRNNCell
 
 
-def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25):
-    """tf_keras model of ``ir`` with delta cells (weights copied from the IR); thresholds in int8 steps."""
+def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, theta_m=None):
+    """tf_keras model of ``ir`` with delta cells (weights copied from the IR); thresholds in int8
+    steps, cell thresholds (``theta_m``, None: none) in pre-activation steps of 2^-12."""
+    theta_m = theta_m or [None] * len(ir.rnn_layers)
     tf, keras = _keras()
     Cell = _cell_class()
     from ..converter.ir import EmbeddingInput
@@ -147,14 +170,14 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25):
         cell = Cell(l.kind, l.units, l.input_dim, theta_x[i] * ql.x_scale, theta_h[i] * ql.h_scale,
                     ql.x_scale, ql.h_scale, noise, activation=l.activation,
                     recurrent_activation=l.recurrent_activation, bias_shape=np.shape(l.bias),
-                    name=f"delta_{l.kind}_{i}")
+                    theta_m=None if theta_m[i] is None else theta_m[i] / 4096.0, name=f"delta_{l.kind}_{i}")
         last = i == len(ir.rnn_layers) - 1
         rnn = keras.layers.RNN(cell, return_sequences=not last, return_state=True, name=f"rnn_{i}")
         res = rnn(y)
         y, st = res[0], res[1:]
-        l1_, nx, nh, ns = st[-4:]
+        l1_, nx, nh, ns, _, nc = st[-6:]
         penalties.append(tf.reduce_mean(l1_ / tf.maximum(ns, 1.0)))
-        cells.append((cell, l, nx, nh, ns))
+        cells.append((cell, l, nx, nh, ns, nc))
     head = []
     for j, d in enumerate(ir.head):
         dl = keras.layers.Dense(d.out_dim, activation=d.activation, name=f"head_{j}")
@@ -169,9 +192,12 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25):
     if l1 > 0:
         model.add_loss(l1 * tf.add_n(penalties))
     # transmitted fraction, for logging
-    tx = tf.add_n([tf.reduce_mean(nx + nh) for _, _, nx, nh, _ in cells])
-    tot = tf.add_n([tf.reduce_mean(ns) * (l.input_dim + l.units) for _, l, _, _, ns in cells])
+    tx = tf.add_n([tf.reduce_mean(nx + nh) for _, _, nx, nh, _, _ in cells])
+    tot = tf.add_n([tf.reduce_mean(ns) * (l.input_dim + l.units) for _, l, _, _, ns, _ in cells])
     model.add_metric(tx / tot, name="density")
+    ev = tf.add_n([tf.reduce_mean(nc) for *_, nc in cells])
+    units = tf.add_n([tf.reduce_mean(ns) * l.units for _, l, _, _, ns, _ in cells])
+    model.add_metric(ev / units, name="cells")
     return model, cells, pre, head
 
 
@@ -207,7 +233,7 @@ def export_keras(ir, cells, pre, head, path) -> None:
         m.save(str(path))
 
 
-def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_path=None, epochs=40,
+def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_path=None, epochs=40, theta_m=None,
                     l1=0.02, lr=5e-4, calib=None, batch_size=32, noise=0.25, patience=8, seed=0,
                     log=print, verbose=0) -> dict:
     """``rnnskip delta-train``: fine-tune MODEL with the delta forward pass, write OUT (.h5)."""
@@ -234,15 +260,17 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     if delta_path:
         s = DeltaSpec.load(delta_path)
         s.check_model(ir, where=f"--delta {delta_path}")
-        tx, th = list(s.theta_x), list(s.theta_h)
+        tx, th, tm = list(s.theta_x), list(s.theta_h), list(s.theta_m)
     else:
-        tx, th = [8] * L, [8] * L
+        tx, th, tm = [8] * L, [8] * L, [None] * L
     if theta_x is not None:
         tx = list(theta_x) if isinstance(theta_x, (list, tuple)) else [theta_x] * L
     if theta_h is not None:
         th = list(theta_h) if isinstance(theta_h, (list, tuple)) else [theta_h] * L
-    checked = DeltaSpec(tx, th)          # one-line errors for negative / fractional values
-    tx, th = checked.theta_x, checked.theta_h
+    if theta_m is not None:
+        tm = list(theta_m) if isinstance(theta_m, (list, tuple)) else [theta_m] * L
+    checked = DeltaSpec(tx, th, theta_m=tm)          # one-line errors for negative / fractional values
+    tx, th, tm = checked.theta_x, checked.theta_h, checked.theta_m
     cal = load_npz(str(calib), ir) if calib else tr
     qm, _ = pipeline.quantize_model(ir, cal, 1000, progress=False)   # the int8 grid the network is trained for
     tf, keras = _keras()
@@ -250,14 +278,15 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     l1 = 0.02 if l1 is None else float(l1)
     if l1 < 0 or noise < 0 or lr <= 0 or epochs < 1:
         raise RnnskipError("delta-train: --l1 and --noise must be >= 0, --lr > 0, --epochs >= 1")
-    m, cells, pre, head = build_delta_model(ir, qm, tx, th, l1, noise)
+    m, cells, pre, head = build_delta_model(ir, qm, tx, th, l1, noise, theta_m=tm)
     sparse = ir.output_dim > 1
     loss = "sparse_categorical_crossentropy" if sparse else "binary_crossentropy"
     m.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
     from ..tfquiet import quiet_stderr
     with quiet_stderr():   # TF's C++ chatter at the first ops; Keras' progress goes to stdout
         _, acc0, *_ = m.evaluate(va.x, va.y, verbose=0, batch_size=64)
-    log(f"delta-train: {ir.name}, thresholds input {tx} hidden {th} (int8 steps), L1 {l1}, noise {noise}; "
+    cell = f", cell {tm} (pre-activation steps)" if checked.cell_sparse else ""
+    log(f"delta-train: {ir.name}, thresholds input {tx} hidden {th} (int8 steps){cell}, L1 {l1}, noise {noise}; "
         f"delta validation accuracy before fine-tuning {acc0:.4f}")
     with quiet_stderr():
         hist = m.fit(tr.x, tr.y, validation_data=(va.x, va.y), epochs=epochs, batch_size=batch_size,
@@ -266,23 +295,25 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     h = hist.history
     best = int(np.argmax(h["val_accuracy"]))
     log(f"epochs {len(h['loss'])}, best {best + 1}: validation accuracy {h['val_accuracy'][best]:.4f}, "
-        f"training density {h.get('density', [float('nan')])[best]:.3f}")
+        f"training density {h.get('density', [float('nan')])[best]:.3f}, "
+        f"cells {h.get('cells', [float('nan')])[best]:.3f}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.partial.h5")
     export_keras(ir, cells, pre, head, tmp)
     tmp.replace(out)
     # the thresholds it was trained for, as a ready delta.json for the new model
-    spec = DeltaSpec(tx, th, tuning={"method": "delta-aware fine-tuning (delta-train) at these thresholds",
+    spec = DeltaSpec(tx, th, theta_m=tm, tuning={"method": "delta-aware fine-tuning (delta-train) at these thresholds",
                                      "validation_accuracy_float_delta": float(h["val_accuracy"][best]),
                                      "calibration": str(calib) if calib else str(train)})
     out_ir = pipeline.import_model(out)
     # the grid rnnskip-convert gives the new weights on the same calibration data
     spec.grid = grid_of(pipeline.quantize_model(out_ir, cal, 1000, progress=False)[0])
     spec.save(out.with_suffix(".delta.json"), out_ir)
-    info = {"thresholds": {"input": tx, "hidden": th}, "l1": l1, "noise": noise, "lr": lr,
+    info = {"thresholds": {"input": tx, "hidden": th, "cell": tm}, "l1": l1, "noise": noise, "lr": lr,
             "epochs_run": len(h["loss"]), "best_epoch": best + 1, "val_accuracy_before": float(acc0),
             "val_accuracy": float(h["val_accuracy"][best]),
-            "train_density": float(h["density"][best]) if "density" in h else None}
+            "train_density": float(h["density"][best]) if "density" in h else None,
+            "train_cells": float(h["cells"][best]) if "cells" in h else None}
     log(f"wrote {out} (a normal Keras model) and {out.with_suffix('.delta.json')} (the thresholds it was trained "
         f"for; 'rnnskip delta-tune' can choose others)")
     return info

@@ -10,6 +10,12 @@ cheapest point within ``max_loss`` points of the reference accuracy are returned
 Each point's loss carries its paired standard error against the reference
 model's per-sequence outcomes; ``margin_se = k`` asks for ``loss + k * se``
 within the budget.
+
+Then the cell threshold (``cell_grid``, pre-activation steps): at the chosen input and
+hidden thresholds, every cell threshold is evaluated and the largest one that stays
+within the budget without adding MACs is kept (a unit evaluation costs about as many
+cycles on the M4 as a few dozen MACs of the column-sparse mat-vec, so fewer
+evaluations at no more MACs is always cheaper); none fits: no cell threshold.
 """
 from __future__ import annotations
 
@@ -27,6 +33,8 @@ from .spec import DeltaSpec, check_supported
 
 #: default threshold values tried (int8 steps)
 GRID = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+#: default cell thresholds tried (steps of the Q3.12 pre-activations: 1/4096)
+CELL_GRID = (16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
 @dataclass
@@ -38,17 +46,21 @@ class Point:
     weight_bytes: float         # recurrent weight bytes the column-sparse kernel reads per inference
     density_input: float
     density_hidden: float
+    theta_m: Tuple[Optional[int], ...] = ()
+    density_cells: float = 1.0
     pareto: bool = False
     correct: Optional[np.ndarray] = field(default=None, repr=False)   # bool [N] per validation sequence
     loss: float = float("nan")       # reference accuracy minus this accuracy, points
     loss_se: float = float("nan")    # its paired standard error, points
 
     def as_dict(self) -> dict:
-        return {"theta_x": list(self.theta_x), "theta_h": list(self.theta_h), "accuracy": self.accuracy,
+        return {"theta_x": list(self.theta_x), "theta_h": list(self.theta_h), "theta_m": list(self.theta_m),
+                "accuracy": self.accuracy,
                 "loss_points": None if np.isnan(self.loss) else self.loss,
                 "loss_se_points": None if np.isnan(self.loss_se) else self.loss_se,
                 "macs_per_inference": self.macs, "weight_bytes_per_inference": self.weight_bytes,
-                "density": {"input": self.density_input, "hidden": self.density_hidden}, "pareto": self.pareto}
+                "density": {"input": self.density_input, "hidden": self.density_hidden, "cells": self.density_cells},
+                "pareto": self.pareto}
 
 
 @dataclass
@@ -70,7 +82,7 @@ class TuneResult:
         return sorted([p for p in self.points if p.pareto], key=lambda p: p.macs)
 
     def spec(self, ir) -> DeltaSpec:
-        s = DeltaSpec(list(self.chosen.theta_x), list(self.chosen.theta_h))
+        s = DeltaSpec(list(self.chosen.theta_x), list(self.chosen.theta_h), theta_m=list(self.chosen.theta_m) or None)
         s.tuning = self.summary()
         s.model = {}
         return s
@@ -86,7 +98,8 @@ class TuneResult:
                 "macs_per_inference": {"dense": self.dense_macs, "effective": c.macs},
                 "mac_reduction": self.dense_macs / max(c.macs, 1.0),
                 "weight_bytes_per_inference": {"dense": self.dense_weight_bytes, "delta": c.weight_bytes},
-                "density": {"input": c.density_input, "hidden": c.density_hidden},
+                "density": {"input": c.density_input, "hidden": c.density_hidden, "cells": c.density_cells},
+                "theta_m": list(c.theta_m),
                 "pareto": [p.as_dict() for p in self.pareto],
                 "evaluated": len(self.points), **self.extra}
 
@@ -107,32 +120,37 @@ def _acc(qm, out, y) -> float:
     return float(np.mean(predict_classes(out, qm.output_activation) == y)) if len(y) else float("nan")
 
 
-def evaluate_point(qm, x, lengths, y, theta_x, theta_h, layouts=None) -> Point:
+def evaluate_point(qm, x, lengths, y, theta_x, theta_h, layouts=None, theta_m=None) -> Point:
     layouts = layouts or [delta_layout(l) for l in qm.layers]
-    out, _, st = run_stats(with_delta(qm, DeltaSpec(list(theta_x), list(theta_h))), x, lengths)
+    tm = tuple(theta_m) if theta_m is not None else (None,) * len(theta_x)
+    out, _, st = run_stats(with_delta(qm, DeltaSpec(list(theta_x), list(theta_h), theta_m=list(tm))), x, lengths)
     m = effective_macs(qm, st, layouts)
     wbytes = sum(st["tx_x"][:, i] * D.rows_x + st["tx_h"][:, i] * D.rows_h for i, D in enumerate(layouts))
     d = densities(qm, st)
     correct = predict_classes(out, qm.output_activation) == y
     return Point(tuple(int(t) for t in theta_x), tuple(int(t) for t in theta_h), _acc(qm, out, y),
-                 float(m["effective"].mean()), float(np.mean(wbytes)), d["input"], d["hidden"], correct=correct)
+                 float(m["effective"].mean()), float(np.mean(wbytes)), d["input"], d["hidden"], theta_m=tm,
+                 density_cells=d["cells"], correct=correct)
 
 
 def mark_pareto(points: Sequence[Point]) -> None:
-    """Pareto set: no other point has >= accuracy and <= MACs with one strictly better."""
+    """Pareto set: no other point has >= accuracy, <= MACs and <= cell evaluations with one strictly better."""
     for p in points:
-        p.pareto = not any((q.accuracy >= p.accuracy and q.macs <= p.macs) and
-                           (q.accuracy > p.accuracy or q.macs < p.macs) for q in points)
+        p.pareto = not any((q.accuracy >= p.accuracy and q.macs <= p.macs and q.density_cells <= p.density_cells) and
+                           (q.accuracy > p.accuracy or q.macs < p.macs or q.density_cells < p.density_cells)
+                           for q in points)
 
 
 def tune(ir, qm, val, max_loss: float = 1.0, reference: str = "float", grid: Sequence[int] = GRID,
          float_accuracy: Optional[float] = None, progress: Optional[Callable[[str], None]] = None,
-         max_evals: int = 400, margin_se: float = 0.0) -> TuneResult:
+         max_evals: int = 400, margin_se: float = 0.0, cell_grid: Sequence[int] = CELL_GRID) -> TuneResult:
     with single_blas_thread():
-        return _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_evals, margin_se)
+        return _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_evals, margin_se,
+                     cell_grid)
 
 
-def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_evals, margin_se=0.0) -> TuneResult:
+def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_evals, margin_se=0.0,
+          cell_grid=CELL_GRID) -> TuneResult:
     """Sweep thresholds on ``val`` (a Dataset) and pick the cheapest point within ``max_loss`` points
     (``loss + margin_se * its standard error``, when ``margin_se`` > 0).
 
@@ -169,14 +187,16 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
     L = len(qm.layers)
     cache: Dict[Tuple, Point] = {}
 
-    def ev(tx, th) -> Point:
-        k = (tuple(tx), tuple(th))
+    def ev(tx, th, tm=None) -> Point:
+        tm = tuple(tm) if tm is not None else (None,) * L
+        k = (tuple(tx), tuple(th), tm)
         if k not in cache:
-            cache[k] = evaluate_point(qm, val.x, val.lengths, val.y, tx, th, layouts)
+            cache[k] = evaluate_point(qm, val.x, val.lengths, val.y, tx, th, layouts, tm)
             if progress:
                 p = cache[k]
-                progress(f"theta x={list(tx)} h={list(th)}: accuracy {p.accuracy:.4f}, "
-                         f"{p.macs:,.0f} MAC/inference")
+                cell = "" if tm == (None,) * L else f" m={list(tm)}"
+                progress(f"theta x={list(tx)} h={list(th)}{cell}: accuracy {p.accuracy:.4f}, "
+                         f"{p.macs:,.0f} MAC/inference" + (f", cells {p.density_cells:.3f}" if cell else ""))
         return cache[k]
 
     ev((0,) * L, (0,) * L)                   # theta 0 (the dense model) is always among the points
@@ -215,13 +235,23 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
             if best is None:
                 break
             cur = best
+    def scored(points):
+        for p in points:
+            p.loss = 100.0 * (ref - p.accuracy)
+            if ref_correct is not None:   # paired with the reference's own outcomes
+                p.loss_se = paired_loss(ref_correct, p.correct)[1]
+        return [p for p in points if within_budget(p.loss, p.loss_se, max_loss, margin_se)]
+
+    ok = scored(list(cache.values()))
+    if ok:
+        chosen = min(ok, key=lambda p: (p.macs, -p.accuracy))
+        cells = [ev(chosen.theta_x, chosen.theta_h, (int(c),) * L) for c in sorted({int(c) for c in cell_grid})]
+        fit = [p for p in scored(cells) if p.macs <= chosen.macs]
+        if fit:
+            chosen = max(fit, key=lambda p: (p.theta_m[0], p.accuracy))
     points = list(cache.values())
     mark_pareto(points)
-    for p in points:
-        p.loss = 100.0 * (ref - p.accuracy)
-        if ref_correct is not None:   # paired with the reference's own outcomes
-            p.loss_se = paired_loss(ref_correct, p.correct)[1]
-    ok = [p for p in points if within_budget(p.loss, p.loss_se, max_loss, margin_se)]
+    scored(points)
     if not ok:
         best = max(points, key=lambda p: p.accuracy)
         raise RnnskipError(
@@ -230,11 +260,10 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
             f"h={list(best.theta_h)}; the dense int8 model scores {acc_int8:.4f})"
             + (f" with --margin-se {margin_se:g} standard errors to spare" if margin_se > 0 else "")
             + "; raise --max-loss")
-    chosen = min(ok, key=lambda p: (p.macs, -p.accuracy))
     return TuneResult(points=points, chosen=chosen, reference=reference, reference_accuracy=ref,
                       accuracy={"float": float_accuracy, "dense_int8": acc_int8}, dense_macs=dense_macs,
                       dense_weight_bytes=dense_wbytes, max_loss=max_loss, n=len(val), margin_se=margin_se,
-                      extra={"grid": grid})
+                      extra={"grid": grid, "cell_grid": sorted({int(c) for c in cell_grid})})
 
 
 def plot_pareto(res: TuneResult, path, title: str = "") -> None:

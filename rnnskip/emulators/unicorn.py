@@ -28,6 +28,11 @@ class Unicorn:
         return emulate_dataset(firmware.elf, self.target, sequences, traffic_sample=self.traffic_sample,
                                workers=self.workers, progress=self.progress)
 
+    def profile(self, firmware, sequences: Sequences) -> Dict[str, float]:
+        """Modeled cycles by function symbol over ``sequences`` (:func:`profile_functions`)."""
+        return profile_functions(firmware.elf, self.target, sequences.x, sequences.lengths, sequences.valid,
+                                 sequences.macs_per_step)
+
 
 def _max_instructions(macs_per_step: int, T: int) -> int:
     # generous: a plain-C int8 MAC takes < 8 instructions; cells and head are small

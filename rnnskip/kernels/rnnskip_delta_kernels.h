@@ -72,6 +72,30 @@ int32_t rnnskip_delta_pad_pair_s8(int32_t *list, int32_t count);
  */
 void rnnskip_delta_mat_vec_s8(const int16_t *w, int32_t *list, int32_t count, int32_t *acc, int32_t rows);
 
+/*
+ * Cell sparsity: 1 when a unit must be evaluated, i.e. one of its rows r = p * stride
+ * (p < planes) has uint32(M[r] - Ml[r] + (lim[r] >> 1)) >= lim[r], which is
+ * |M[r] - Ml[r]| >= T for lim = 2T - 1 (lim 0: always). Specification:
+ * rnnskip/delta/golden.py (units_moved). The C keeps Mb = Ml - (lim >> 1) instead of
+ * Ml (the same test in wrapping uint32 arithmetic, one add fewer per row); an evaluated
+ * unit sets Mb = M - (lim >> 1) for its rows. M, Mb and lim point at the unit's first
+ * row. No early exit and unrolled: straight-line loads (pipelined back to back on the M4)
+ * and compares are cheaper than a branch per plane.
+ */
+RNNSKIP_INLINE int32_t
+rnnskip_delta_unit_moved(const int32_t *M, int32_t *Mb, const uint32_t *lim, int32_t stride, int32_t planes)
+{
+    uint32_t moved = 0;
+#pragma GCC unroll 4
+    for (int32_t p = 0; p < planes; p++) moved |= (uint32_t)M[p * stride] - (uint32_t)Mb[p * stride] >= lim[p * stride];
+    if (moved) {
+#pragma GCC unroll 4
+        for (int32_t p = 0; p < planes; p++)
+            Mb[p * stride] = (int32_t)((uint32_t)M[p * stride] - (lim[p * stride] >> 1));
+    }
+    return (int32_t)moved;
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -22,6 +22,7 @@ from ..quant.golden import GoldenModel
 from ..quant.model import QModel
 from ..quant.quantize import quantize
 from ..stagefile import stage_data
+from ..stepmethod import model_without
 
 
 def import_model(path) -> ModelIR:
@@ -172,7 +173,6 @@ def compare_without(qm: QModel, key: str, ir, ds: Dataset, ev, firmware, emulato
     (built and run by :func:`dense_reference` into ``work/without-<key>``), on the sequences ``ev``
     emulated: rnnskip.report.compare_with_dense. None when nothing was emulated per sequence."""
     from ..report import compare_with_dense
-    from ..stepmethod import model_without
     if ev.emu is None:
         return None
     k = int(ev.device_checked)
@@ -181,7 +181,43 @@ def compare_without(qm: QModel, key: str, ir, ds: Dataset, ev, firmware, emulato
     if ref is None:
         return None
     ref_golden, _ = GoldenModel(q_ref).run(ds.x[:k], ds.lengths[:k])
-    return compare_with_dense(ref, ev, firmware, key, target, ref_golden, qm.output_dim)
+    out = compare_with_dense(ref, ev, firmware, key, target, ref_golden, qm.output_dim)
+    if out is not None and hasattr(emulator, "profile") and emulator.board is None \
+            and out["cycles_per_inference"].get(key):
+        out["cycles_per_step_by_part"] = cycle_profile(qm, key, emulator, firmware, ref.firmware, ds, PROFILE_SEQUENCES)
+    return out
+
+
+#: sequences the per-part cycle profile of a step method's report section runs
+PROFILE_SEQUENCES = 4
+#: kernel functions of the dense step, by part
+DENSE_PARTS = {"dense mat-vec": ("rnnskip_mvp_dsp_core", "rnnskip_mat_vec_paired_s8", "rnnskip_mv4_dsp_core",
+                                 "rnnskip_mat_vec_acc_s8", "rnnskip_mat_vec_s8")}
+
+
+def cycle_profile(qm: QModel, key: str, emulator, firmware, ref_firmware, ds: Dataset, n: int) -> dict:
+    """Modeled cycles per executed step by part ({"dense": {...}, key: {...}}) on the first ``n``
+    sequences: the kernels by name (the step method's ``c_parts`` and the dense mat-vecs), the
+    step function with what is inlined into it (the cells), and the rest (head, I/O)."""
+    seqs = device_sequences(qm, ds, n)
+    parts = dict(DENSE_PARTS)
+    for m in qm.methods:
+        parts.update(m.c_parts)
+    out = {"sequences": len(seqs)}
+    for name, fw, q in (("dense", ref_firmware, model_without(qm, key)), (key, firmware, qm)):
+        prof = dict(emulator.profile(fw, seqs))
+        g = GoldenModel(q)
+        _, flags = g.run(ds.x[:len(seqs)], ds.lengths[:len(seqs)])
+        steps = max(int(flags.sum()), 1)
+        row = {}
+        for label, funcs in parts.items():
+            v = sum(prof.pop(f, 0) for f in funcs)
+            if v:
+                row[label] = v / steps
+        row["step code (cells, inlined)"] = sum(prof.pop(f) for f in list(prof) if f.startswith("rnnskip_step")) / steps
+        row["other (head, I/O)"] = sum(prof.values()) / steps
+        out[name] = row
+    return out
 
 
 def dense_reference(qm_dense: QModel, work: Path, emulator, ds: Dataset, n: int, kernels: str, variant: str,

@@ -108,7 +108,14 @@ class GoldenModel:
             if acc is not None:
                 break
         cell = cell_of(l.kind)
-        new.update(cell.golden_step(l, s, x) if acc is None else cell.golden_cell(l, s, acc))
+        if acc is None:
+            acc = cell.golden_accumulate(l, s, x)
+        out = None
+        for m in self.methods:
+            out = m.golden_cell(self, i, s, acc, new)
+            if out is not None:
+                break
+        new.update(cell.golden_cell(l, s, acc) if out is None else out)
         return new
 
     def step(self, state: List[dict], xin: np.ndarray, run: Optional[np.ndarray] = None) -> List[dict]:

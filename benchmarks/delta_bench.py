@@ -27,17 +27,20 @@ MAX_LOSS = 1.0            # accuracy points below the dense float model, on vali
 TRAIN_THETA = (16, 40)    # delta-train thresholds (input, hidden; int8 steps)
 TRAIN_CFG = dict(l1=0.02, lr=5e-4, noise=0.25, epochs=40, patience=8)
 TRAIN_SEEDS = (0, 1, 2)   # official split: the seed with the best validation accuracy is deployed
+TRAIN_CELL = 2048         # cell threshold in the loop of the second fine-tuning (pre-activation steps of 1/4096)
+TRAIN_CELL_CFG = dict(l1=0.02, lr=5e-4, noise=0.25, epochs=12, patience=4)
 
 
 def _log(msg):
     print(f"[delta] {msg}", flush=True)
 
 
-def _tune(model, val, calib, out_json, max_loss=MAX_LOSS, grid=None):
+def _tune(model, val, calib, out_json, max_loss=MAX_LOSS, grid=None, cell_grid=()):
+    """delta-tune on validation; ``cell_grid`` () tries no cell threshold (None: delta-tune's default grid)."""
     from rnnskip.delta.cli import run_delta_tune
     if not Path(out_json).is_file() or Path(out_json).stat().st_mtime < Path(model).stat().st_mtime:
         run_delta_tune(model, val, max_loss, out_json, calib=calib, log=lambda s: None, progress=False,
-                       grid=grid)
+                       grid=grid, cell_grid=cell_grid)
     return json.loads(Path(out_json).read_text())
 
 
@@ -93,7 +96,8 @@ def _summarise(rep: dict) -> dict:
             "flash_read_reduction_x": x(red.get("flash_read_bytes")),
             "sequences_emulated": e.get("sequences"),
             "bitexact_mismatches": rep["bitexact"]["mismatches"], "bitexact_checked": rep["bitexact"]["checked"],
-            "firmware_flash_bytes": e.get("firmware_flash_bytes"), "wall_s": rep.get("wall_s")}
+            "firmware_flash_bytes": e.get("firmware_flash_bytes"), "wall_s": rep.get("wall_s"),
+            "cycles_per_step_by_part": e.get("cycles_per_step_by_part")}
 
 
 # ---------------------------------------------------------------- kernel sweep
@@ -227,6 +231,16 @@ def fsdd_official(quick: bool) -> dict:
     res["trained"] = _summarise(_convert(str(trained), p["test"], p["train"], base / "m4-trained",
                                          trained.with_suffix(".delta.json"), k))
     res["trained"]["float_trained"] = best["test"]["float"]
+    _log("FSDD official: fine-tuning with the cell threshold in the loop")
+    cell = base / "model_delta_trained_cell.h5"
+    if not cell.is_file():
+        res["train_cell_info"] = run_delta_train(str(trained), p["train"], p["val"], cell,
+                                                 delta_path=str(trained.with_suffix(".delta.json")),
+                                                 theta_m=TRAIN_CELL, seed=best["seed"], log=_log, **TRAIN_CELL_CFG)
+    # thresholds of all three kinds chosen on validation for it (delta-tune's grids, same budget)
+    _tune(str(cell), p["val"], p["train"], base / "delta_trained_cell.json", cell_grid=None)
+    res["trained_cell"] = _summarise(_convert(str(cell), p["test"], p["train"], base / "m4-trained-cell",
+                                              base / "delta_trained_cell.json", k))
     _log("FSDD official: cycles per step by part")
     res["breakdown"] = {"runtime": cycle_breakdown(base / "m4-runtime", p["test"], 6 if quick else 20),
                         "trained": cycle_breakdown(base / "m4-trained", p["test"], 6 if quick else 20)}
@@ -347,19 +361,21 @@ def _n(v):
 def _row(name, r, float_acc):
     a = r["accuracy"]
     loss = None if float_acc is None else 100 * (float_acc - a["delta_int8"])
-    th = ", ".join(f"x{t['input']}/h{t['hidden']}" for t in r["thresholds"])
+    th = ", ".join(f"x{t['input']}/h{t['hidden']}" + (f"/m{t['cell']}" if t.get("cell") is not None else "")
+                   for t in r["thresholds"])
     c, f = r["cycles_per_inference"], r["flash_read_bytes_per_inference"]
     lo = "-" if loss is None else f"{loss:+.2f}"
     cvm = r.get("cycle_vs_mac_reduction")
     cvm = "-" if cvm is None else f"{cvm:.2f}"
     return (f"| {name} | {th} | {_p(a['delta_int8'])} | {lo} | "
-            f"{r['density']['input']:.3f} / {r['density']['hidden']:.3f} | "
+            f"{r['density']['input']:.3f} / {r['density']['hidden']:.3f} / {r['density'].get('cells', 1.0):.3f} | "
             f"{_n(r['macs_per_inference']['effective'])} | "
             f"{_x(r['mac_reduction_x'])} | {_n(c['delta'])} | {_x(r.get('cycle_reduction_x'))} | {cvm} | "
             f"{_n(f['delta'])} | {_x(r.get('flash_read_reduction_x'))} |")
 
 
-HEAD = ("| model | thresholds (int8 steps) | accuracy % | loss vs dense float (pt) | density in / hid | MAC / inf | "
+HEAD = ("| model | thresholds (int8 steps; m: cell) | accuracy % | loss vs dense float (pt) | "
+        "density in / hid / cells | MAC / inf | "
         "MAC reduction | cycles / inf | cycle reduction | cycle red. / MAC red. | flash read B / inf | "
         "flash read reduction |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -367,7 +383,7 @@ HEAD = ("| model | thresholds (int8 steps) | accuracy % | loss vs dense float (p
 
 def _dense_row(r, float_acc):
     a, c, f = r["accuracy"], r["cycles_per_inference"], r["flash_read_bytes_per_inference"]
-    return (f"| dense int8 | - | {_p(a['dense_int8'])} | {100 * (float_acc - a['dense_int8']):+.2f} | 1 / 1 | "
+    return (f"| dense int8 | - | {_p(a['dense_int8'])} | {100 * (float_acc - a['dense_int8']):+.2f} | 1 / 1 / 1 | "
             f"{_n(r['macs_per_inference']['dense'])} | 1x | {_n(c['dense'])} | 1x | - | {_n(f['dense'])} | 1x |")
 
 
@@ -393,6 +409,24 @@ def _breakdown_md(bd: dict) -> list:
               "(trained) - the sparse kernel re-reads the transmit list for every 4 rows and pays a fixed cost "
               "per 4 rows per call.", ""]
     return L
+
+
+def _report_profile_md(rows) -> list:
+    """The reports' own per-part profile (emulated.cycles_per_step_by_part), one column per row."""
+    rows = [(n, r["cycles_per_step_by_part"]) for n, r in rows if r and r.get("cycles_per_step_by_part")]
+    if not rows:
+        return []
+    dense = rows[0][1]["dense"]
+    cols = [("dense", dense)] + [(n, p["delta"]) for n, p in rows]
+    labels = list(dict.fromkeys(k for _, c in cols for k in c))
+    L = [f"Cycles per step by part, from each conversion's report (`delta.emulated.cycles_per_step_by_part`, "
+         f"first {rows[0][1]['sequences']} test recordings; the cells and the cell checks are inlined into the "
+         "step function):", "", "| part | " + " | ".join(n for n, _ in cols) + " |",
+         "|---|" + "---|" * len(cols)]
+    for lab in labels:
+        L.append(f"| {lab} | " + " | ".join(_n(c.get(lab, 0)) for _, c in cols) + " |")
+    L.append("| total | " + " | ".join(_n(sum(c.values())) for _, c in cols) + " |")
+    return L + [""]
 
 
 def _bound_text(bd: dict) -> str:
@@ -446,6 +480,9 @@ def markdown(res: dict) -> str:
               _row("run-time delta", f["runtime"], fl)]
         t = f["trained"]
         L.append(_row("delta-trained", t, fl))
+        tc = f.get("trained_cell")
+        if tc:
+            L.append(_row("delta-trained + cell threshold", tc, fl))
         tt = f.get("trained_tuned")
         tt_txt = "" if not tt else (" Re-tuning the delta-trained model's thresholds on validation "
                                     f"(budget {MAX_LOSS} pt) picks "
@@ -482,6 +519,8 @@ def markdown(res: dict) -> str:
         bd = f.get("breakdown")
         if bd:
             L += _breakdown_md(bd)
+        L += _report_profile_md([("run-time delta", f["runtime"]), ("delta-trained", t),
+                                 ("delta-trained + cell threshold", tc)])
     lo = res.get("fsdd_loso")
     if lo:
         L += ["### FSDD, leave one speaker out (all 500 recordings of the speaker are the test set; "

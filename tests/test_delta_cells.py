@@ -10,7 +10,8 @@ from helpers import quantized
 from test_delta_golden import DELTA_CFGS
 
 from rnnskip.cells import cell_of
-from rnnskip.delta.golden import cell_limits, run_stats, units_moved, with_delta
+from rnnskip.delta.cellrule import cell_limits, units_moved
+from rnnskip.delta.golden import run_stats, with_delta
 from rnnskip.delta.spec import DeltaSpec
 from rnnskip.errors import RnnskipError
 from rnnskip.quant.golden import GoldenModel

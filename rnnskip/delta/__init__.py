@@ -6,9 +6,10 @@ pre-activation sums are kept as running sums ``M += W[:, k] * delta_k`` over the
 transmitting columns ``k`` only.
 
 Modules:
-    spec           DeltaSpec: per-layer thresholds (int8 grid), delta.json read/write/checks
+    spec           DeltaSpec: per-layer thresholds (int8 grid, cell), delta.json read/write/checks
     golden         DeltaMethod: the integer delta network (the specification of the C code), a
                    step method of the golden model; layouts, statistics, effective MACs
+    cellrule       the cell threshold: per-row limits, which units moved (beyond the paper)
     floatdelta     float64 delta network on a ModelIR (the paper's formulation)
     codegen        C generation context: column-major paired weights, the sparse calls
     tune           threshold sweep on validation data, Pareto set, budget pick

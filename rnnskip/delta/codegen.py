@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..quant.layout import pack_paired
-from .golden import cell_limits
+from .cellrule import cell_limits
 from .layout import delta_layout
 from .spec import check_supported
 

@@ -47,34 +47,9 @@ from ..errors import RnnskipError
 from ..quant.fixedpoint import wrap32
 from ..stagefile import stage_data
 from ..stepmethod import StepMethod, without
+from .cellrule import cell_limits, units_moved
 from .layout import DeltaLayout, delta_layout
 from .spec import DeltaSpec, check_supported
-
-LIM_MAX_T = 1 << 30
-
-
-def cell_limits(l, theta_m: int) -> np.ndarray:
-    """``lim`` per accumulator row of layer ``l`` (int64 holding uint32 values): ``2 T - 1``
-    with ``T = ceil(theta_m * 2^32 / (mult * 2^ls))`` capped at 2^30; 0 everywhere for theta_m 0."""
-    mult = np.zeros(l.acc_rows, np.int64)
-    ls = np.zeros(l.acc_rows, np.int64)
-    for b in l.blocks:
-        mult[b.row0:b.row0 + b.rows] = b.mult
-        ls[b.row0:b.row0 + b.rows] = b.ls
-    if theta_m <= 0:
-        return np.zeros(l.acc_rows, np.int64)
-    num = int(theta_m) << 32
-    den = mult << ls
-    T = np.full(l.acc_rows, LIM_MAX_T, np.int64)
-    pos = den > 0
-    T[pos] = np.minimum(-(-num // den[pos]), LIM_MAX_T)
-    return 2 * T - 1
-
-
-def units_moved(l, M: np.ndarray, Ml: np.ndarray, lim: np.ndarray) -> np.ndarray:
-    """bool ``[N, up]``: units with a row whose running sum moved past its limit."""
-    d = (M - Ml + (lim >> 1)[None, :]) & 0xFFFFFFFF
-    return (d >= lim[None, :]).reshape(len(M), -1, l.up).any(axis=1)
 
 
 def theta_columns(l, theta_x: int, theta_h: int) -> np.ndarray:

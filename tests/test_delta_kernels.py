@@ -52,7 +52,7 @@ def _cases():
         out.append((f"{rows}x{n}@{dens}", w, v, last, int(rng.integers(0, 4))))
     # extremes: |delta| = 255, |w| = 127, > 256 columns (the DSP kernel's chunks)
     for wv in (127, -127):
-        for r, n in [(4, 300), (8, 520)]:
+        for r, n in [(4, 300), (8, 520), (24, 300), (36, 520)]:
             w = np.full((r, n), wv, np.int8)
             out.append((f"ext{wv}_{r}x{n}", w, np.full(n, 127, np.int8), np.full(n, -128, np.int8), 0))
             out.append((f"ext{wv}_{r}x{n}n", w, np.full(n, -128, np.int8), np.full(n, 127, np.int8), 0))

@@ -176,3 +176,26 @@ def test_m4_cycles_scale_with_density(m4):
     assert np.abs(a + b * n[1:] - c[1:]).max() < 0.03 * c[-1], res      # affine in the column count
     assert b / rows < 1.9, b                                          # < 1.9 cycles per MAC
     assert cols * rows / c[-1] >= 0.5, res                              # >= 0.5 MAC/cycle at full density
+
+
+@pytest.mark.parametrize("variant", ["dsp", "plain"])
+def test_m4_counts_and_row_splits(m4, variant):
+    """The DSP loops' edges: 1 to 3 columns (only the peeled pair), column counts around the
+    unrolled loop's length and the 256-column chunks, rows done by 6-row blocks only, with
+    4 or 8 rows left for the 4-row loop, or by the 4-row loop only."""
+    from rnnskip.delta.kernel_cycles import delta_step
+    emu = m4[variant]
+    rng = np.random.default_rng(7)
+    for rows in (4, 8, 12, 16, 20, 24, 28, 36):
+        for cnt in (1, 2, 3, 31, 32, 33, 34, 35, 36, 65, 66, 257, 258):
+            n = (cnt + 3) // 4 * 4
+            w = rng.integers(-127, 128, (rows, n), dtype=np.int8)
+            last = rng.integers(-100, 100, n, dtype=np.int8)
+            v = last.copy()
+            v[:cnt] = (last[:cnt].astype(np.int16) + rng.choice([-9, 9], cnt)).astype(np.int8)
+            acc0 = rng.integers(-(1 << 30), 1 << 30, rows).astype(np.int32)
+            acc, _, c, _, _ = delta_step(emu, w, v, last, 2, acc0)
+            assert c == cnt
+            d = v.astype(np.int64) - last
+            np.testing.assert_array_equal(acc, ref_matvec(w, np.arange(cnt), d[:cnt], acc0),
+                                          err_msg=f"{variant} rows {rows} count {cnt}")

@@ -297,19 +297,22 @@ rnnskip_dv_dsp_core(const struct rnnskip_dv_args *a)
 
 /*
  * 6-row core. Rows [0, 4 nb) go 4 per block (one word per column), rows [4 nb, 6 nb)
- * 2 per block (one halfword per column): block b is rows 4b..4b+3 and 4nb+2b, 4nb+2b+1,
- * so every load is aligned. Registers in the column loop:
+ * 2 per block (one halfword per column), the latter walked downwards: block b is rows
+ * 4b..4b+3 and 6nb-2-2b, 6nb-1-2b, so every load is aligned and the blocks are done when
+ * the word pointer passes the halfword pointer. Registers in the column loop:
  *   r0  -> list entry (post-incremented by 12)
- *   r1  w + 4b (word rows), r2  w + 4nb + 2b (halfword rows)
+ *   r1  w + 4b (word rows), r2  w + 6nb - 2 - 2b (halfword rows)
  *   r3, r12  byte offsets of the two columns, then their halfwords; lr D = (d_j, d_j+1)
  *   r10, r11 the two columns' words
  *   r4/r5 B/A of rows 4b, 4b+1; r6/r7 of 4b+2, 4b+3; r8/r9 of the halfword rows
- * Stack locals: 0 list start, 4 list end, 8 acc - 4 w (so acc of a row = that + 4 * its
- * weight pointer), 12 end of the word rows (w + 4 nb), 16 loop entry (| 1).
+ * The first pair of every block is peeled (A starts from B's initial value, the acc of
+ * the even row, without register moves); the others run in a USTEPS-step unrolled loop
+ * entered part-way. Stack locals: 0 list start, 4 list end, 8 acc - 4 w (the acc of a
+ * row is that + 4 * its weight pointer), 16 loop entry (| 1).
  */
 #define RNNSKIP_DV6_USTEPS 16
 #define RNNSKIP_DV6_STEP_BYTES 76
-#define RNNSKIP_DV6_STEP                                                             \
+#define RNNSKIP_DV6_STEP_(a0, a1, a2)                                                \
     "ldr.w  r3, [r0], #12\n\t"          /* offset of column j; next pair      */     \
     "ldr.w  r12, [r0, #-8]\n\t"         /* offset of column j+1               */     \
     "ldr.w  lr, [r0, #-4]\n\t"          /* D = (d_j, d_j+1)                   */     \
@@ -318,17 +321,19 @@ rnnskip_dv_dsp_core(const struct rnnskip_dv_args *a)
     "ldrh.w r3, [r2, r3]\n\t"           /* halfword rows of column j          */     \
     "ldrh.w r12, [r2, r12]\n\t"         /* ... of column j+1                  */     \
     "pkhbt  r3, r3, r12, lsl #16\n\t"                                                \
-    "smlad  r9, r3, lr, r9\n\t"                                                      \
+    "smlad  r9, r3, lr, " a2 "\n\t"                                                  \
     "sxtb16 r3, r3\n\t"                                                              \
     "smlad  r8, r3, lr, r8\n\t"                                                      \
     "pkhbt  r12, r10, r11, lsl #16\n\t" /* (v1[p], v2[p])                     */     \
     "pkhtb  r11, r11, r10, asr #16\n\t" /* (v1[p+1], v2[p+1])                 */     \
-    "smlad  r5, r12, lr, r5\n\t"                                                     \
+    "smlad  r5, r12, lr, " a0 "\n\t"                                                 \
     "sxtb16 r12, r12\n\t"                                                            \
     "smlad  r4, r12, lr, r4\n\t"                                                     \
-    "smlad  r7, r11, lr, r7\n\t"                                                     \
+    "smlad  r7, r11, lr, " a1 "\n\t"                                                 \
     "sxtb16 r11, r11\n\t"                                                            \
     "smlad  r6, r11, lr, r6\n\t"
+#define RNNSKIP_DV6_STEP RNNSKIP_DV6_STEP_("r5", "r7", "r9")
+#define RNNSKIP_DV6_PEEL RNNSKIP_DV6_STEP_("r4", "r6", "r8")
 
 /* rnnskip_dv_args.n = nb, the number of 6-row blocks (> 0, even). */
 __attribute__((naked, noinline)) RNNSKIP_NOIPA static void
@@ -349,20 +354,23 @@ rnnskip_dv6_dsp_core(const struct rnnskip_dv_args *a)
         "str    r5, [sp, #4]\n\t"           /* list end */
         "sub    r12, r12, r1, lsl #2\n\t"
         "str    r12, [sp, #8]\n\t"          /* acc - 4 w */
-        "add    r2, r1, r4, lsl #2\n\t"     /* halfword rows start where the word rows end */
-        "str    r2, [sp, #12]\n\t"
-        "rsb    r5, r3, #0\n\t"             /* entry = loop + ((-npairs) & (USTEPS - 1)) * STEP */
+        "add    r2, r4, r4, lsl #1\n\t"
+        "add    r2, r1, r2, lsl #1\n\t"
+        "sub    r2, r2, #2\n\t"             /* w + 6 nb - 2: last halfword rows */
+        "rsb    r5, r3, #1\n\t"             /* entry = loop + ((1 - npairs) & (USTEPS - 1)) * STEP, */
         "and    r5, r5, #" RNNSKIP_STR(RNNSKIP_DV6_USTEPS - 1) "\n\t"
+        "cmp    r3, #1\n\t"                 /* or the loop end when the peeled pair is the only one */
+        "it     eq\n\t"
+        "moveq  r5, #" RNNSKIP_STR(RNNSKIP_DV6_USTEPS) "\n\t"
         "mov    r6, #" RNNSKIP_STR(RNNSKIP_DV6_STEP_BYTES) "\n\t"
         "adr.w  r7, 2f\n\t"
         "mla    r5, r5, r6, r7\n\t"
         "orr    r5, r5, #1\n\t"
         "str    r5, [sp, #16]\n\t"
-        "add    r10, r12, r1, lsl #2\n\t"   /* acc of the word rows */
-        "add    r11, r12, r2, lsl #2\n\t"   /* acc of the halfword rows */
-        "ldr    r4, [r10, #0]\n\t"
-        "ldr    r6, [r10, #8]\n\t"
-        "ldr    r8, [r11, #0]\n\t"
+        "add    r10, r12, r1, lsl #2\n\t"
+        "add    r11, r12, r2, lsl #2\n\t"
+        "sub    r10, r10, #16\n\t"          /* as the loop leaves them for the next block */
+        "add    r11, r11, #8\n\t"
         "b      3f\n\t"
         ".p2align 2\n\t"
         "2:\n\t"
@@ -379,37 +387,37 @@ rnnskip_dv6_dsp_core(const struct rnnskip_dv_args *a)
         ".error \"rnnskip: delta 6-row loop is not USTEPS * STEP_BYTES long\"\n\t"
         ".endif\n\t"
         "ldr    r3, [sp, #4]\n\t"
+        "ldr    r10, [sp, #8]\n\t"
         "cmp    r0, r3\n\t"
         "bne    2b\n\t"
-        "ldr    r10, [sp, #8]\n\t"
-        "add    r11, r10, r2, lsl #2\n\t"
-        "add    r10, r10, r1, lsl #2\n\t"
+        "add    r11, r10, r2, lsl #2\n\t"   /* acc of the halfword rows */
+        "add    r10, r10, r1, lsl #2\n\t"   /* acc of the word rows */
         "ldr    r3, [r10, #4]\n\t"
         "ldr    r12, [r10, #12]\n\t"
         "ldr    lr, [r11, #4]\n\t"
-        "ldr    r0, [sp, #12]\n\t"
         "sub    r5, r5, r4\n\t"             /* A - B = 256 * (odd row terms) */
         "sub    r7, r7, r6\n\t"
         "sub    r9, r9, r8\n\t"
         "add    r5, r3, r5, asr #8\n\t"
         "add    r7, r12, r7, asr #8\n\t"
         "add    r9, lr, r9, asr #8\n\t"
-        "stmia  r10, {r4-r7}\n\t"
-        "strd   r8, r9, [r11]\n\t"
+        "str    r4, [r10, #0]\n\t"          /* single stores: 1 cycle each, an stm 1 + N */
+        "str    r5, [r10, #4]\n\t"
+        "str    r6, [r10, #8]\n\t"
+        "str    r7, [r10, #12]\n\t"
+        "str    r8, [r11, #0]\n\t"
+        "str    r9, [r11, #4]\n\t"
         "adds   r1, r1, #4\n\t"
-        "adds   r2, r2, #2\n\t"
-        "cmp    r1, r0\n\t"
-        "beq    9f\n\t"
-        "ldr    r4, [r10, #16]\n\t"         /* next block: B = A = acc of its even rows */
-        "ldr    r6, [r10, #24]\n\t"
-        "ldr    r8, [r11, #8]\n\t"
-        "3:\n\t"
+        "subs   r2, r2, #2\n\t"
+        "cmp    r1, r2\n\t"
+        "bhi    9f\n\t"
+        "3:\n\t"                            /* next block: B = acc of its even rows, first pair */
         "ldr    r0, [sp, #0]\n\t"
-        "ldr    r3, [sp, #16]\n\t"
-        "mov    r5, r4\n\t"
-        "mov    r7, r6\n\t"
-        "mov    r9, r8\n\t"
-        "bx     r3\n\t"
+        "ldr    r4, [r10, #16]\n\t"
+        "ldr    r6, [r10, #24]\n\t"
+        "ldr    r8, [r11, #-8]\n\t"
+        RNNSKIP_DV6_PEEL
+        "ldr    pc, [sp, #16]\n\t"
         "9:\n\t"
         "add    sp, sp, #24\n\t"
         "pop    {r4-r11, pc}\n\t");

@@ -199,3 +199,16 @@ def test_m4_counts_and_row_splits(m4, variant):
             d = v.astype(np.int64) - last
             np.testing.assert_array_equal(acc, ref_matvec(w, np.arange(cnt), d[:cnt], acc0),
                                           err_msg=f"{variant} rows {rows} count {cnt}")
+
+
+def test_m4_mac_per_cycle(m4):
+    """DSP path, 384 x 168 (benchmarks/delta_bench.py's kernel sweep): modeled MAC/cycle of
+    the column-sparse mat-vec at what the 6-row kernel reaches, minus ~0.01. Per pair of
+    columns and 6 rows 20 cycles (0.6 MAC/cycle), ~36 cycles per 6 rows per call; see
+    rnnskip_delta_kernels.h for the accounting. The 4-row kernel it replaced: 0.364, 0.422,
+    0.493, 0.515, 0.543."""
+    from rnnskip.delta.kernel_cycles import density_sweep
+    floor = {0.05: 0.40, 0.1: 0.46, 0.2: 0.53, 0.4: 0.54, 1.0: 0.57}
+    res = density_sweep(m4["dsp"], 384, 168, densities=tuple(floor))
+    got = {d: p["macs"] / p["matvec_cycles"] for d, p in zip(floor, res["points"])}
+    assert all(got[d] >= floor[d] for d in floor), got

@@ -209,7 +209,10 @@ struct rnnskip_dv_args {
 
 
 /*
- * Registers in the column loop (one step = one pair of columns, 4 rows):
+ * Two cores (cycle accounting in rnnskip_delta_kernels.h): the 6-row one for the rows
+ * up to the last multiple of 12, this 4-row one for the 0, 4 or 8 rows after them.
+ *
+ * 4-row core. Registers in the column loop (one step = one pair of columns, 4 rows):
  *   r0  -> list entry (post-incremented by 12)    r11 list end
  *   r1  -> weights of this block of 4 rows (w + 2 * (row / 2) bytes... = w + row)
  *   r2, r3  byte offsets of the two columns        r12 D = (d_j, d_j+1)

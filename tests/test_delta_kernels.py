@@ -52,7 +52,7 @@ def _cases():
         out.append((f"{rows}x{n}@{dens}", w, v, last, int(rng.integers(0, 4))))
     # extremes: |delta| = 255, |w| = 127, > 256 columns (the DSP kernel's chunks)
     for wv in (127, -127):
-        for r, n in [(4, 300), (8, 520)]:
+        for r, n in [(4, 300), (8, 520), (24, 300), (36, 520)]:
             w = np.full((r, n), wv, np.int8)
             out.append((f"ext{wv}_{r}x{n}", w, np.full(n, 127, np.int8), np.full(n, -128, np.int8), 0))
             out.append((f"ext{wv}_{r}x{n}n", w, np.full(n, -128, np.int8), np.full(n, 127, np.int8), 0))
@@ -176,3 +176,39 @@ def test_m4_cycles_scale_with_density(m4):
     assert np.abs(a + b * n[1:] - c[1:]).max() < 0.03 * c[-1], res      # affine in the column count
     assert b / rows < 1.9, b                                          # < 1.9 cycles per MAC
     assert cols * rows / c[-1] >= 0.5, res                              # >= 0.5 MAC/cycle at full density
+
+
+@pytest.mark.parametrize("variant", ["dsp", "plain"])
+def test_m4_counts_and_row_splits(m4, variant):
+    """The DSP loops' edges: 1 to 3 columns (only the peeled pair), column counts around the
+    unrolled loop's length and the 256-column chunks, rows done by 6-row blocks only, with
+    4 or 8 rows left for the 4-row loop, or by the 4-row loop only."""
+    from rnnskip.delta.kernel_cycles import delta_step
+    emu = m4[variant]
+    rng = np.random.default_rng(7)
+    for rows in (4, 8, 12, 16, 20, 24, 28, 36):
+        for cnt in (1, 2, 3, 31, 32, 33, 34, 35, 36, 65, 66, 257, 258):
+            n = (cnt + 3) // 4 * 4
+            w = rng.integers(-127, 128, (rows, n), dtype=np.int8)
+            last = rng.integers(-100, 100, n, dtype=np.int8)
+            v = last.copy()
+            v[:cnt] = (last[:cnt].astype(np.int16) + rng.choice([-9, 9], cnt)).astype(np.int8)
+            acc0 = rng.integers(-(1 << 30), 1 << 30, rows).astype(np.int32)
+            acc, _, c, _, _ = delta_step(emu, w, v, last, 2, acc0)
+            assert c == cnt
+            d = v.astype(np.int64) - last
+            np.testing.assert_array_equal(acc, ref_matvec(w, np.arange(cnt), d[:cnt], acc0),
+                                          err_msg=f"{variant} rows {rows} count {cnt}")
+
+
+def test_m4_mac_per_cycle(m4):
+    """DSP path, 384 x 168 (benchmarks/delta_bench.py's kernel sweep): modeled MAC/cycle of
+    the column-sparse mat-vec at what the 6-row kernel reaches, minus ~0.01. Per pair of
+    columns and 6 rows 20 cycles (0.6 MAC/cycle), ~36 cycles per 6 rows per call; see
+    rnnskip_delta_kernels.h for the accounting. The 4-row kernel it replaced: 0.364, 0.422,
+    0.493, 0.515, 0.543."""
+    from rnnskip.delta.kernel_cycles import density_sweep
+    floor = {0.05: 0.40, 0.1: 0.46, 0.2: 0.53, 0.4: 0.54, 1.0: 0.57}
+    res = density_sweep(m4["dsp"], 384, 168, densities=tuple(floor))
+    got = {d: p["macs"] / p["matvec_cycles"] for d, p in zip(floor, res["points"])}
+    assert all(got[d] >= floor[d] for d in floor), got

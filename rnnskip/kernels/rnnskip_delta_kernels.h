@@ -62,13 +62,40 @@ int32_t rnnskip_delta_pad_pair_s8(int32_t *list, int32_t count);
  * the kernel writes one padding entry (delta 0) after the last one, so the
  * list must have room for it. w, list and acc must not overlap.
  *
- * DSP path (Thumb-2 asm, Cortex-M4/M7/M33...): 4 output rows per pass over the
- * list; per pair of columns one SMLAD pair on the paired int16 weights
- * (A = 256*row(2p+1) + row(2p)) and one on their sign-extended low bytes
- * (B = row(2p)), so row(2p+1) = (A - B) >> 8, exact for <= 256 columns per
- * pass (longer lists run in chunks). One pair of columns x 4 rows (8 MACs) is
- * 5 loads + 8 single-cycle instructions, ~14 cycles; ~30 cycles per 4 rows
- * per pass. Plain C elsewhere.
+ * DSP path (Thumb-2 asm, Cortex-M4/M7/M33...): per pair of columns and row
+ * pair one SMLAD on the paired int16 weights (A = 256*row(2p+1) + row(2p)) and
+ * one on their sign-extended low bytes (B = row(2p)), so row(2p+1) =
+ * (A - B) >> 8, exact for <= 256 columns per pass (longer lists run in
+ * chunks). 6 rows per pass over the list: 4 from a word of each column, 2 from
+ * a halfword of each column taken from the last third of the rows, so every
+ * load is aligned; the rows % 12 left over (0, 4 or 8) and matrices of fewer
+ * than 12 rows go 4 per pass. Plain C elsewhere.
+ *
+ * Cortex-M4 model (rnnskip/simulator/cycles.py: LDR 2 cycles, 1 right after a
+ * single LDR whose result it does not use as an address; STR 1; LDM/STM 1 + N;
+ * other instructions 1; taken branch +1, BX +2, load to PC +3). One pair of
+ * columns x 6 rows (12 MACs): 3 list + 4 weight loads back to back (8 cycles),
+ * 3 PKHBT/PKHTB (the two columns' lanes into one register), 3 SXTB16, 6 SMLAD:
+ * 20 cycles, 0.6 MAC/cycle. Per 6 rows per pass ~36 cycles: acc 6 loads, 6
+ * fix-ups, 6 stores; loop end test 5, jump into the unrolled loop 5, pointers
+ * and block test 6. 384 x 168 at 5/10/20/40/100 % of the columns: 0.41/0.47/
+ * 0.54/0.55/0.58 MAC/cycle (4 rows per pass, as before: 0.36/0.42/0.49/0.52/0.54).
+ *
+ * Why not 0.7 at <= 20 %: the dense paired kernel (0.82) stores two columns per
+ * lane; here the two columns of a pair are chosen at run time, so one pair x 4
+ * rows takes >= 2 weight loads + 8 ALU instructions (2 PKH, 2 SXTB16, 4 SMLAD),
+ * 10 cycles for 8 MACs, plus 3 list loads and a load-chain start (4 cycles) per
+ * pair per pass. R rows per pass: 8 / (10 + 16 / R) = 0.57 (R 4), 0.6 (6), 0.67
+ * (8), 0.71 (12), before the acc traffic and loop control (~6 cycles per row).
+ * At 20 % (34 columns) 0.7 allows 48.6 cycles per row; the pair steps alone take
+ * 56.7 at R = 6 and would still take 48.2 at R = 12. R is capped by registers:
+ * A and B need 2 per row pair, so R = 8 needs 8 accumulators + list pointer + 2
+ * weight bases + 6 step temporaries (2 offsets, D, 2 words, 1 for the PKH) = 17
+ * of the 14 (a pointer add per column instead of the second base: 2 cycles more
+ * per pair and still 16; column pointers kept in the list and advanced in place
+ * per block: 2 stores per pair and no PKH temporary, 29 cycles per 16 MACs). 3 list words per pair is the fewest loads: packing
+ * two offsets into one word costs 2 ALU to save 1 load, an LDM costs 1 + N and
+ * breaks the LDR chain (so does LDRD, 3 cycles).
  */
 void rnnskip_delta_mat_vec_s8(const int16_t *w, int32_t *list, int32_t count, int32_t *acc, int32_t rows);
 

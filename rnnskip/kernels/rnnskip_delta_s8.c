@@ -199,7 +199,7 @@ struct rnnskip_dv_args {
     const int32_t *list;   /* 4:  first pair of this chunk            */
     int32_t npairs;        /* 8:  1..RNNSKIP_DV_CHUNK                 */
     int32_t *acc;          /* 12: acc[0..rows)                        */
-    int32_t rows;          /* 16: multiple of 4, > 0                  */
+    int32_t n;             /* 16: rows (4-row core, multiple of 4) or 6-row blocks */
 };
 
 #define RNNSKIP_STR_(x) #x
@@ -209,7 +209,10 @@ struct rnnskip_dv_args {
 
 
 /*
- * Registers in the column loop (one step = one pair of columns, 4 rows):
+ * Two cores (cycle accounting in rnnskip_delta_kernels.h): the 6-row one for the rows
+ * up to the last multiple of 12, this 4-row one for the 0, 4 or 8 rows after them.
+ *
+ * 4-row core. Registers in the column loop (one step = one pair of columns, 4 rows):
  *   r0  -> list entry (post-incremented by 12)    r11 list end
  *   r1  -> weights of this block of 4 rows (w + 2 * (row / 2) bytes... = w + row)
  *   r2, r3  byte offsets of the two columns        r12 D = (d_j, d_j+1)
@@ -294,6 +297,135 @@ rnnskip_dv_dsp_core(const struct rnnskip_dv_args *a)
         "pop    {r4-r11, pc}\n\t");
 }
 
+
+/*
+ * 6-row core. Rows [0, 4 nb) go 4 per block (one word per column), rows [4 nb, 6 nb)
+ * 2 per block (one halfword per column), the latter walked downwards: block b is rows
+ * 4b..4b+3 and 6nb-2-2b, 6nb-1-2b, so every load is aligned and the blocks are done when
+ * the word pointer passes the halfword pointer. Registers in the column loop:
+ *   r0  -> list entry (post-incremented by 12)
+ *   r1  w + 4b (word rows), r2  w + 6nb - 2 - 2b (halfword rows)
+ *   r3, r12  byte offsets of the two columns, then their halfwords; lr D = (d_j, d_j+1)
+ *   r10, r11 the two columns' words
+ *   r4/r5 B/A of rows 4b, 4b+1; r6/r7 of 4b+2, 4b+3; r8/r9 of the halfword rows
+ * The first pair of every block is peeled (A starts from B's initial value, the acc of
+ * the even row, without register moves); the others run in a USTEPS-step unrolled loop
+ * entered part-way. Stack locals: 0 list start, 4 list end, 8 acc - 4 w (the acc of a
+ * row is that + 4 * its weight pointer), 16 loop entry (| 1).
+ */
+#define RNNSKIP_DV6_USTEPS 16
+#define RNNSKIP_DV6_STEP_BYTES 76
+#define RNNSKIP_DV6_STEP_(a0, a1, a2)                                                \
+    "ldr.w  r3, [r0], #12\n\t"          /* offset of column j; next pair      */     \
+    "ldr.w  r12, [r0, #-8]\n\t"         /* offset of column j+1               */     \
+    "ldr.w  lr, [r0, #-4]\n\t"          /* D = (d_j, d_j+1)                   */     \
+    "ldr.w  r10, [r1, r3]\n\t"          /* word rows of column j              */     \
+    "ldr.w  r11, [r1, r12]\n\t"         /* ... of column j+1                  */     \
+    "ldrh.w r3, [r2, r3]\n\t"           /* halfword rows of column j          */     \
+    "ldrh.w r12, [r2, r12]\n\t"         /* ... of column j+1                  */     \
+    "pkhbt  r3, r3, r12, lsl #16\n\t"                                                \
+    "smlad  r9, r3, lr, " a2 "\n\t"                                                  \
+    "sxtb16 r3, r3\n\t"                                                              \
+    "smlad  r8, r3, lr, r8\n\t"                                                      \
+    "pkhbt  r12, r10, r11, lsl #16\n\t" /* (v1[p], v2[p])                     */     \
+    "pkhtb  r11, r11, r10, asr #16\n\t" /* (v1[p+1], v2[p+1])                 */     \
+    "smlad  r5, r12, lr, " a0 "\n\t"                                                 \
+    "sxtb16 r12, r12\n\t"                                                            \
+    "smlad  r4, r12, lr, r4\n\t"                                                     \
+    "smlad  r7, r11, lr, " a1 "\n\t"                                                 \
+    "sxtb16 r11, r11\n\t"                                                            \
+    "smlad  r6, r11, lr, r6\n\t"
+#define RNNSKIP_DV6_STEP RNNSKIP_DV6_STEP_("r5", "r7", "r9")
+#define RNNSKIP_DV6_PEEL RNNSKIP_DV6_STEP_("r4", "r6", "r8")
+
+/* rnnskip_dv_args.n = nb, the number of 6-row blocks (> 0, even). */
+__attribute__((naked, noinline)) RNNSKIP_NOIPA static void
+rnnskip_dv6_dsp_core(const struct rnnskip_dv_args *a)
+{
+    (void)a;
+    __asm__ volatile(
+        "push   {r4-r11, lr}\n\t"
+        "sub    sp, sp, #24\n\t"
+        "ldr    r1, [r0, #0]\n\t"           /* w */
+        "ldr    r2, [r0, #4]\n\t"           /* list */
+        "ldr    r3, [r0, #8]\n\t"           /* npairs */
+        "ldr    r12, [r0, #12]\n\t"         /* acc */
+        "ldr    r4, [r0, #16]\n\t"          /* nb */
+        "str    r2, [sp, #0]\n\t"
+        "add    r5, r3, r3, lsl #1\n\t"
+        "add    r5, r2, r5, lsl #2\n\t"
+        "str    r5, [sp, #4]\n\t"           /* list end */
+        "sub    r12, r12, r1, lsl #2\n\t"
+        "str    r12, [sp, #8]\n\t"          /* acc - 4 w */
+        "add    r2, r4, r4, lsl #1\n\t"
+        "add    r2, r1, r2, lsl #1\n\t"
+        "sub    r2, r2, #2\n\t"             /* w + 6 nb - 2: last halfword rows */
+        "rsb    r5, r3, #1\n\t"             /* entry = loop + ((1 - npairs) & (USTEPS - 1)) * STEP, */
+        "and    r5, r5, #" RNNSKIP_STR(RNNSKIP_DV6_USTEPS - 1) "\n\t"
+        "cmp    r3, #1\n\t"                 /* or the loop end when the peeled pair is the only one */
+        "it     eq\n\t"
+        "moveq  r5, #" RNNSKIP_STR(RNNSKIP_DV6_USTEPS) "\n\t"
+        "mov    r6, #" RNNSKIP_STR(RNNSKIP_DV6_STEP_BYTES) "\n\t"
+        "adr.w  r7, 2f\n\t"
+        "mla    r5, r5, r6, r7\n\t"
+        "orr    r5, r5, #1\n\t"
+        "str    r5, [sp, #16]\n\t"
+        "add    r10, r12, r1, lsl #2\n\t"
+        "add    r11, r12, r2, lsl #2\n\t"
+        "sub    r10, r10, #16\n\t"          /* as the loop leaves them for the next block */
+        "add    r11, r11, #8\n\t"
+        "b      3f\n\t"
+        ".p2align 2\n\t"
+        "2:\n\t"
+        RNNSKIP_DV6_STEP
+        "21:\n\t"
+        ".rept " RNNSKIP_STR(RNNSKIP_DV6_USTEPS) " - 1\n\t"
+        RNNSKIP_DV6_STEP
+        ".endr\n\t"
+        "22:\n\t"
+        ".if (21b - 2b) != " RNNSKIP_STR(RNNSKIP_DV6_STEP_BYTES) "\n\t"
+        ".error \"rnnskip: delta 6-row step is not RNNSKIP_DV6_STEP_BYTES long\"\n\t"
+        ".endif\n\t"
+        ".if (22b - 2b) != " RNNSKIP_STR(RNNSKIP_DV6_USTEPS) " * " RNNSKIP_STR(RNNSKIP_DV6_STEP_BYTES) "\n\t"
+        ".error \"rnnskip: delta 6-row loop is not USTEPS * STEP_BYTES long\"\n\t"
+        ".endif\n\t"
+        "ldr    r3, [sp, #4]\n\t"
+        "ldr    r10, [sp, #8]\n\t"
+        "cmp    r0, r3\n\t"
+        "bne    2b\n\t"
+        "add    r11, r10, r2, lsl #2\n\t"   /* acc of the halfword rows */
+        "add    r10, r10, r1, lsl #2\n\t"   /* acc of the word rows */
+        "ldr    r3, [r10, #4]\n\t"
+        "ldr    r12, [r10, #12]\n\t"
+        "ldr    lr, [r11, #4]\n\t"
+        "sub    r5, r5, r4\n\t"             /* A - B = 256 * (odd row terms) */
+        "sub    r7, r7, r6\n\t"
+        "sub    r9, r9, r8\n\t"
+        "add    r5, r3, r5, asr #8\n\t"
+        "add    r7, r12, r7, asr #8\n\t"
+        "add    r9, lr, r9, asr #8\n\t"
+        "str    r4, [r10, #0]\n\t"          /* single stores: 1 cycle each, an stm 1 + N */
+        "str    r5, [r10, #4]\n\t"
+        "str    r6, [r10, #8]\n\t"
+        "str    r7, [r10, #12]\n\t"
+        "str    r8, [r11, #0]\n\t"
+        "str    r9, [r11, #4]\n\t"
+        "adds   r1, r1, #4\n\t"
+        "subs   r2, r2, #2\n\t"
+        "cmp    r1, r2\n\t"
+        "bhi    9f\n\t"
+        "3:\n\t"                            /* next block: B = acc of its even rows, first pair */
+        "ldr    r0, [sp, #0]\n\t"
+        "ldr    r4, [r10, #16]\n\t"
+        "ldr    r6, [r10, #24]\n\t"
+        "ldr    r8, [r11, #-8]\n\t"
+        RNNSKIP_DV6_PEEL
+        "ldr    pc, [sp, #16]\n\t"
+        "9:\n\t"
+        "add    sp, sp, #24\n\t"
+        "pop    {r4-r11, pc}\n\t");
+}
+
 void rnnskip_delta_mat_vec_s8(const int16_t *w, int32_t *list, int32_t count, int32_t *acc, int32_t rows)
 {
     struct rnnskip_dv_args a;
@@ -301,13 +433,23 @@ void rnnskip_delta_mat_vec_s8(const int16_t *w, int32_t *list, int32_t count, in
         return;
     rnnskip_delta_pad_pair_s8(list, count);
     const int32_t npairs = (count + 1) >> 1;
-    a.w = w;
-    a.acc = acc;
-    a.rows = rows;
+    const int32_t nb = 2 * (rows / 12);   /* 6-row blocks; the other rows (0, 4 or 8) 4 at a time */
+    const int32_t done = 6 * nb;
     for (int32_t p0 = 0; p0 < npairs; p0 += RNNSKIP_DV_CHUNK) {
         a.list = list + 3 * p0;
         a.npairs = npairs - p0 < RNNSKIP_DV_CHUNK ? npairs - p0 : RNNSKIP_DV_CHUNK;
-        rnnskip_dv_dsp_core(&a);
+        if (nb > 0) {
+            a.w = w;
+            a.acc = acc;
+            a.n = nb;
+            rnnskip_dv6_dsp_core(&a);
+        }
+        if (rows > done) {
+            a.w = (const int16_t *)(const void *)((const int8_t *)(const void *)w + done);
+            a.acc = acc + done;
+            a.n = rows - done;
+            rnnskip_dv_dsp_core(&a);
+        }
     }
 }
 

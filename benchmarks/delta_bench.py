@@ -113,7 +113,8 @@ def kernel_sweep() -> dict:
 
 
 # ---------------------------------------------------------------- where the cycles go
-PARTS = (("column-sparse mat-vec", ("rnnskip_dv_dsp_core", "rnnskip_delta_mat_vec_s8", "rnnskip_delta_pad_pair_s8")),
+PARTS = (("column-sparse mat-vec", ("rnnskip_dv_dsp_core", "rnnskip_dv6_dsp_core", "rnnskip_delta_mat_vec_s8",
+                                    "rnnskip_delta_pad_pair_s8")),
          ("gather", ("rnnskip_dg_core", "rnnskip_delta_gather_s8")),
          ("dense mat-vec", ("rnnskip_mvp_dsp_core", "rnnskip_mat_vec_paired_s8", "rnnskip_mv4_dsp_core",
                             "rnnskip_mat_vec_acc_s8", "rnnskip_mat_vec_s8")))

@@ -51,8 +51,8 @@ class StepMethod:
         return None
 
     # ---- C ----------------------------------------------------------------------------
-    #: the method's C functions by part of a step, for the report's cycle profile
-    #: ({"gather": ("rnnskip_delta_gather_s8", ...)}; what is inlined into rnnskip_step is not here)
+    #: the method's C functions by part of a step, as symbol-name prefixes, for the report's
+    #: cycle profile ({"gather": ("rnnskip_dg", ...)}; what is inlined into rnnskip_step is not here)
     c_parts: dict = {}
     #: kernel headers (in rnnskip/kernels/) the generated model includes for it
     c_headers = ()

@@ -191,3 +191,21 @@ def test_cell_threshold_0_firmware_is_the_delta_model(cfg, tmp_path):
     plain = with_delta(qm, DeltaSpec(qm.methods[0].spec.theta_x, qm.methods[0].spec.theta_h))
     want, _, _ = run_stats(plain, ds.x, ds.lengths)
     np.testing.assert_array_equal(ev.emu.out[:, : qm.output_dim], want)
+
+
+@needs_arm
+def test_profile_parts_claim_every_delta_kernel(tmp_path):
+    """The report's per-part profile names the delta kernels by symbol prefix: every delta
+    kernel function the emulated firmware spends cycles in belongs to one of its parts."""
+    from rnnskip import targets
+    from rnnskip.delta.golden import DeltaMethod
+    from rnnskip.pipeline.stages import device_sequences
+    ir, qm, ds = _setup("feat-lstm-gru", (1, 1), n=3, T=8, units=(40, 24), dim=30)
+    generate(qm, tmp_path / "src", max_t=ds.x.shape[1])
+    t = targets.load("cortex-m4")
+    fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    prof = Unicorn(t, traffic_sample=0, workers=1, progress=False).profile(fw, device_sequences(qm, ds))
+    prefixes = tuple(p for ps in DeltaMethod.c_parts.values() for p in ps)
+    delta_fns = [f for f in prof if f.startswith(("rnnskip_delta", "rnnskip_dv", "rnnskip_dg"))]
+    assert delta_fns and all(f.startswith(prefixes) for f in delta_fns), delta_fns
+    assert any(f.startswith("rnnskip_dv6") for f in delta_fns)      # 6-row passes on 72+ rows

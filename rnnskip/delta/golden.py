@@ -73,9 +73,8 @@ class DeltaMethod(StepMethod):
     macs_note = "dense MACs of the executed steps; the delta section has the effective MACs"
     template = "model/delta.c.j2"
     c_headers = ("rnnskip_delta_kernels.h",)
-    c_parts = {"column-sparse mat-vec": ("rnnskip_dv_dsp_core", "rnnskip_delta_mat_vec_s8",
-                                         "rnnskip_delta_pad_pair_s8"),
-               "gather": ("rnnskip_dg_core", "rnnskip_delta_gather_s8")}
+    c_parts = {"column-sparse mat-vec": ("rnnskip_dv", "rnnskip_delta_mat_vec_s8", "rnnskip_delta_pad_pair_s8"),
+               "gather": ("rnnskip_dg", "rnnskip_delta_gather_s8")}
 
     spec: DeltaSpec
 

@@ -190,14 +190,13 @@ def compare_without(qm: QModel, key: str, ir, ds: Dataset, ev, firmware, emulato
 
 #: sequences the per-part cycle profile of a step method's report section runs
 PROFILE_SEQUENCES = 4
-#: kernel functions of the dense step, by part
-DENSE_PARTS = {"dense mat-vec": ("rnnskip_mvp_dsp_core", "rnnskip_mat_vec_paired_s8", "rnnskip_mv4_dsp_core",
-                                 "rnnskip_mat_vec_acc_s8", "rnnskip_mat_vec_s8")}
+#: kernel functions of the dense step, by part (symbol-name prefixes)
+DENSE_PARTS = {"dense mat-vec": ("rnnskip_mvp", "rnnskip_mv4", "rnnskip_mat_vec")}
 
 
 def cycle_profile(qm: QModel, key: str, emulator, firmware, ref_firmware, ds: Dataset, n: int) -> dict:
     """Modeled cycles per executed step by part ({"dense": {...}, key: {...}}) on the first ``n``
-    sequences: the kernels by name (the step method's ``c_parts`` and the dense mat-vecs), the
+    sequences: the kernels by name prefix (the step method's ``c_parts`` and the dense mat-vecs), the
     step function with what is inlined into it (the cells), and the rest (head, I/O)."""
     seqs = device_sequences(qm, ds, n)
     parts = dict(DENSE_PARTS)
@@ -210,8 +209,8 @@ def cycle_profile(qm: QModel, key: str, emulator, firmware, ref_firmware, ds: Da
         _, flags = g.run(ds.x[:len(seqs)], ds.lengths[:len(seqs)])
         steps = max(int(flags.sum()), 1)
         row = {}
-        for label, funcs in parts.items():
-            v = sum(prof.pop(f, 0) for f in funcs)
+        for label, prefixes in parts.items():
+            v = sum(prof.pop(f) for f in [f for f in prof if f.startswith(prefixes)])
             if v:
                 row[label] = v / steps
         row["step code (cells, inlined)"] = sum(prof.pop(f) for f in list(prof) if f.startswith("rnnskip_step")) / steps

@@ -49,10 +49,11 @@ VOCAB_FORMAT = "rnnskip-vocab-1"
 @dataclass
 class Dataset:
     """``x`` int32 ``[N, T]`` (token ids, 0 = padding) or float32 ``[N, T, F]``;
-    ``y`` labels ``[N]`` (int64 for classes, float32 for regression);
+    ``y`` labels ``[N]`` (int64 for classes, float32 for regression; None: unlabelled, only
+    where a command says it takes that: ``load_npz(..., labels=False)``);
     ``lengths`` int32 ``[N]`` in ``1..T``."""
     x: np.ndarray
-    y: np.ndarray
+    y: Optional[np.ndarray]
     lengths: np.ndarray
     texts: Optional[List[str]] = None
     class_names: Optional[List[str]] = None
@@ -77,7 +78,7 @@ class Dataset:
         """Rows ``idx`` (an index array, slice or boolean mask)."""
         idx = np.arange(len(self))[idx]
         return Dataset(
-            x=self.x[idx], y=self.y[idx], lengths=self.lengths[idx],
+            x=self.x[idx], y=None if self.y is None else self.y[idx], lengths=self.lengths[idx],
             texts=None if self.texts is None else [self.texts[i] for i in idx],
             class_names=self.class_names, notes=list(self.notes))
 
@@ -119,7 +120,7 @@ def _is_classifier(ir) -> bool:
     return ir.output_activation in ("softmax", "sigmoid")
 
 
-def load_npz(path: str, ir=None) -> Dataset:
+def load_npz(path: str, ir=None, labels: bool = True) -> Dataset:
     """Read and validate a user ``.npz`` (``x``, ``y``, optional ``lengths``).
 
     With ``ir`` (a :class:`rnnskip.converter.ir.ModelIR`) the data are also
@@ -149,11 +150,11 @@ def load_npz(path: str, ir=None) -> Dataset:
 
     with npz:
         keys = set(npz.files)
-        for k in ("x", "y"):
+        for k in ("x", "y") if labels else ("x",):
             if k not in keys:
                 raise RnnskipError(f"'{k}' is missing from {name}; {expected}")
         x = get("x")
-        y = get("y")
+        y = get("y") if "y" in keys else None
         lengths = get("lengths") if "lengths" in keys else None
         texts = [str(t) for t in get("texts")] if "texts" in keys else None
         class_names = [str(t) for t in get("class_names")] if "class_names" in keys else None
@@ -209,7 +210,13 @@ def load_npz(path: str, ir=None) -> Dataset:
                 f"x in {name} has {x.shape[2]} features per step but the model expects {ir.input.features}")
         x = x.astype(np.float32)
 
-    # ---- y
+    # ---- y (optional with labels=False: unlabelled data, y None)
+    if y is not None:
+        y = _check_labels(y, ir, name, N, T)
+    return _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir)
+
+
+def _check_labels(y, ir, name, N, T):
     from .outputs import check_targets  # per-step labels [N, T(, K)], several regression outputs [N, K]
     multi = check_targets(y, ir, name, N, T)
     if y.ndim == 2 and y.shape[1] == 1 and not multi:
@@ -246,7 +253,10 @@ def load_npz(path: str, ir=None) -> Dataset:
                                    f"the model has {what}")
     else:
         y = y.astype(np.float32)
+    return y
 
+
+def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir):
     # ---- lengths
     if lengths is not None:
         if lengths.ndim != 1 or lengths.shape[0] != N:

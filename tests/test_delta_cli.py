@@ -38,22 +38,92 @@ def gru(k2_zoo, tmp_path_factory):
 
 
 def test_delta_tune_writes_thresholds(gru):
+    """40 validation sequences (20 select, 20 certify) certify no budget as small as 5 points:
+    delta-tune says so, writes thresholds 0 (the dense model) and records why."""
     model, val, d, ir = gru
     p = cli("rnnskip", "delta-tune", model, "--val", val, "--max-loss", "5", "--out", d / "delta.json",
             "--grid", "0,2,8,32")
     assert p.returncode == 0, p.stderr
     js = json.loads((d / "delta.json").read_text())
     assert js["format"] == "rnnskip-delta-1" and len(js["thresholds"]) == 1
+    assert js["thresholds"][0]["input"] == 0 and js["thresholds"][0]["hidden"] == 0
     t = js["tuning"]
-    assert t["accuracy_delta_int8"] >= t["reference_accuracy"] - 0.05 - 1e-9
-    from rnnskip.delta.tune import CELL_GRID
-    assert t["pareto"] and t["evaluated"] == 16 + len(CELL_GRID)      # the grid, then the cell thresholds
+    c = t["certified"]
+    assert c["certified"] is False and c["max_loss_points"] == 5 and c["confidence"] == 0.9
+    assert c["calibration_n"] == 20 and c["smallest_certifiable"] > 5 and c["data"] == str(val)
+    assert t["selection_sequences"] == 20 and t["calibration_sequences"] == 20
     assert (d / "delta_pareto.png").stat().st_size > 1000
-    assert "chosen:" in p.stdout and " ± " in p.stdout
-    assert t["loss_points"] == pytest.approx(100 * (t["reference_accuracy"] - t["accuracy_delta_int8"]))
-    assert t["loss_se_points"] is not None and t["loss_se_points"] >= 0
+    assert "nothing certified: 20 calibration sequences certify no budget below" in p.stdout
+    warn = [l for l in p.stdout.splitlines() if l.startswith("warning:")]
+    assert len(warn) == 1 and "wrote thresholds 0 (the dense model)" in warn[0]
     g = js["int8_grid"][0]   # the grid the thresholds were chosen on (calibrated on --val here)
     assert g["layer"] == ir.rnn_layers[0].name and g["input_scale"] > 0 and g["hidden_scale"] > 0
+
+
+@pytest.fixture(scope="module")
+def unlabelled(gru):
+    """2,000 sequences like the fixture's, without labels."""
+    model, val, d, ir = gru
+    rng = np.random.default_rng(1)
+    n = 2000
+    x = np.cumsum(rng.normal(0, 0.4, (n, 12, ir.input.features)), axis=1).astype(np.float32)
+    L = rng.integers(6, 13, n).astype(np.int32)
+    x[np.arange(12)[None, :] >= L[:, None]] = ir.input.mask_value
+    np.savez(d / "unlabelled.npz", x=x, lengths=L)
+    return d / "unlabelled.npz"
+
+
+def test_delta_tune_certifies_disagreement_on_unlabelled_data(gru, unlabelled):
+    """--max-disagreement needs no labels: half of 2,000 unlabelled sequences choose the
+    thresholds, the other half certify them; the chosen point's bound is within the budget and
+    its measured disagreement on the calibration rows is below its bound."""
+    model, val, d, ir = gru
+    p = cli("rnnskip", "delta-tune", model, "--val", unlabelled, "--calib", val, "--max-disagreement", "10",
+            "--confidence", "0.8", "--out", d / "dis.json", "--grid", "0,2,8,32", "--cell-grid", "")
+    assert p.returncode == 0, p.stderr
+    js = json.loads((d / "dis.json").read_text())
+    c = js["tuning"]["certified"]
+    assert c["certified"] and c["loss"] == "disagreement" and c["max_disagreement_percent"] == 10
+    assert c["confidence"] == 0.8 and c["calibration_n"] == 1000
+    assert 0 <= c["point_estimate"] <= c["upper_bound"] <= 10
+    th = js["thresholds"][0]
+    assert (th["input"], th["hidden"]) != (0, 0)
+    assert "disagreement with the dense model <= 10 % with 80% confidence on data like" in p.stdout
+    # the path was fixed on the selection half: Pareto thresholds from the dense model down, MACs falling
+    path = js["tuning"]["path"]
+    assert path and all(q["theta_m"] == [None] for q in path)
+    # the certified point, re-measured by hand on the calibration half
+    from rnnskip.certify import split_rows
+    from rnnskip.datasets import load_npz
+    from rnnskip.delta.golden import run_stats, with_delta
+    from rnnskip.delta.spec import DeltaSpec
+    from rnnskip.pipeline import quantize_model
+    from rnnskip.quant.golden import GoldenModel, predict_classes
+    un = load_npz(str(unlabelled), ir, labels=False)
+    cal = un.subset(split_rows(len(un), 0)[1])
+    qm, _ = quantize_model(ir, load_npz(str(val), ir), progress=False)
+    dense = predict_classes(GoldenModel(qm).run(cal.x, cal.lengths)[0], qm.output_activation)
+    out, _, _ = run_stats(with_delta(qm, DeltaSpec.from_json(js)), cal.x, cal.lengths)
+    dis = 100 * np.mean(predict_classes(out, qm.output_activation) != dense)
+    assert dis == pytest.approx(c["point_estimate"])
+    # the conversion's report carries the certificate and says what it promises on which data
+    p = cli("rnnskip-convert", model, "--delta", d / "dis.json", "--data", val, "--out", d / "m4-cert",
+            "--emulate-max", "1", "--traffic-sample", "0", "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    assert json.loads((d / "m4-cert" / "report.json").read_text())["delta"]["certified"] == c
+    assert f"disagreement <= 10% with 80% confidence on data like {unlabelled} (n=1000)" in p.stdout
+
+
+def test_delta_tune_budget_refusals(gru, unlabelled):
+    model, val, d, ir = gru
+    base = ("rnnskip", "delta-tune", model, "--out", d / "never.json")
+    one_line_error(cli(*base, "--val", val, "--confidence", "1.5"), "--confidence 1.5 must be in (0, 1)")
+    one_line_error(cli(*base, "--val", val, "--confidence", "0"), "--confidence 0.0 must be in (0, 1)")
+    one_line_error(cli(*base, "--val", val, "--max-disagreement", "-2"), "--max-disagreement -2.0 must be >= 0")
+    one_line_error(cli(*base, "--val", unlabelled, "--calib", val, "--max-loss", "1"),
+                   "'y' is missing from")
+    one_line_error(cli(*base, "--val", val, "--max-loss", "1", "--max-disagreement", "1"), "give one budget")
+    assert not (d / "never.json").exists()
 
 
 def test_tune_picks_the_largest_cell_threshold_in_budget(gru):
@@ -143,6 +213,7 @@ def test_convert_with_delta_report(gru):
     assert "delta MAC / inference" in p.stdout
     assert sec["int8_grid"]["same"] and "warning" not in p.stderr   # calibrated on the same data as delta-tune
     assert "effective MACs" in rep["emulation"]["macs_note"]
+    assert sec["certified"]["certified"] is False and "delta budget" in p.stdout and "not certified" in p.stdout
     prof = e["cycles_per_step_by_part"]            # the emulated function profile, a few sequences
     assert prof["sequences"] == min(4, e["sequences"])
     assert {"column-sparse mat-vec", "gather", "step code (cells, inlined)"} <= set(prof["delta"])
@@ -211,8 +282,8 @@ def test_tune_budget_errors(gru):
                    "--max-loss")
     one_line_error(cli("rnnskip", "delta-tune", model, "--val", val, "--out", d / "y.json", "--grid", "0,-3"),
                    "--grid")
-    one_line_error(cli("rnnskip", "delta-tune", model, "--val", val, "--out", d / "y.json", "--margin-se", "-1"),
-                   "--margin-se")
+    one_line_error(cli("rnnskip", "delta-tune", model, "--val", val, "--out", d / "y.json", "--margin-se", "1"),
+                   "No such option '--margin-se'")
     one_line_error(cli("rnnskip", "delta-train", model, "--train", val, "--val", val, "--out", model),
                    "is the model being fine-tuned")
     from rnnskip.datasets import load_npz

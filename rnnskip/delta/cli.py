@@ -5,58 +5,79 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import numpy as np
 
 from ..cli_support import guard
 from ..errors import RnnskipError
 from .tune import CELL_GRID, GRID
 
 
-def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, reference="float", grid=None,
-                   log=click.echo, progress=True, margin_se=0.0, cell_grid=None) -> dict:
-    """Tune thresholds on --val and write delta.json (+ delta_pareto.png next to it)."""
+def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=None, log=click.echo, progress=True,
+                   cell_grid=None, confidence=0.9, max_disagreement=None, select=None) -> dict:
+    """Tune thresholds on --val, certify them on rows the search did not see, write delta.json
+    (+ delta_pareto.png next to it)."""
     from .. import pipeline
     from ..datasets import load_npz
-    from .tune import CELL_GRID, GRID, plot_pareto, tune
+    from .tune import CELL_GRID, GRID, certified_tune, plot_pareto
     out = Path(out)
     if out.suffix.lower() != ".json":
         raise RnnskipError(f"--out {out}: the thresholds file must end in .json")
-    if not (margin_se >= 0):
-        raise RnnskipError(f"--margin-se {margin_se} must be >= 0 (standard errors, e.g. 1)")
+    if not (0.0 < confidence < 1.0):
+        raise RnnskipError(f"--confidence {confidence} must be in (0, 1), e.g. 0.9 for 90%")
     ir = pipeline.import_model(model)
     from .spec import check_supported, grid_of
     check_supported(ir.rnn_layers)
     if val is None:
         raise RnnskipError("--val is required: validation data (.npz) to measure accuracy on")
-    va = load_npz(str(val), ir)
+    labels = max_disagreement is None
+    va = load_npz(str(val), ir, labels=labels)
+    sel = load_npz(str(select), ir, labels=labels) if select else None
+    if calib is None and va.y is None:
+        raise RnnskipError("--calib is required with unlabelled --val: the int8 grid is calibrated on it")
     cal = load_npz(str(calib), ir) if calib else va
     qm, _ = pipeline.quantize_model(ir, cal, calib_max, progress=False)
     grid = list(GRID if grid is None else grid)
     cell_grid = list(CELL_GRID if cell_grid is None else cell_grid)
-    log(f"delta-tune: {ir.name}, {len(va)} validation sequences, thresholds from {grid} int8 steps, "
-        f"budget {max_loss} points below the {reference} model; int8 grid calibrated on {calib or val}"
+    budget = (f"disagreement with the dense int8 model <= {max_disagreement}% of sequences" if max_disagreement
+              is not None else f"loss <= {1.0 if max_loss is None else max_loss} points against the dense int8 model")
+    log(f"delta-tune: {ir.name}, {len(va)} validation sequences"
+        + (f" (+ {len(sel)} in --select)" if sel is not None else " (half select the thresholds, half certify)")
+        + f", thresholds from {grid} int8 steps, {budget} at {100 * confidence:g}% confidence; int8 grid "
+        f"calibrated on {calib or val}"
         f"{'' if calib else ' (--val; pass --calib train.npz to calibrate on training data)'}: "
         f"give rnnskip-convert the same --calib")
-    res = tune(ir, qm, va, max_loss=max_loss, reference=reference, grid=grid, margin_se=margin_se, cell_grid=cell_grid,
-               progress=(lambda s: log("  " + s)) if progress else None)
+    res = certified_tune(ir, qm, va, max_loss=max_loss, max_disagreement=max_disagreement, confidence=confidence,
+                         select=sel, grid=grid, cell_grid=cell_grid, data_name=str(val),
+                         progress=(lambda s: log("  " + s)) if progress else None)
     spec = res.spec(ir)
     spec.grid = grid_of(qm)
-    spec.tuning.update({"calibration": str(calib or val),   # the default is --val: the grid convert must match
+    spec.tuning.update({"calibration": str(calib or val),   # the int8 grid: convert must use the same
                         "validation": str(val)})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     spec.save(tmp, ir)
     plot = out.with_name(out.stem + "_pareto.png")
-    plot_pareto(res, plot, f"{ir.name}: delta thresholds on {len(va)} validation sequences")
+    plot_pareto(res, plot, f"{ir.name}: delta thresholds on {res.extra['selection_sequences']} selection sequences")
     tmp.replace(out)
-    c = res.chosen
+    c, cert = res.chosen, res.certificate
     cell = "" if c.theta_m == (None,) * len(c.theta_m) else f", cell {list(c.theta_m)} (pre-activation steps)"
-    log(f"chosen: input {list(c.theta_x)}, hidden {list(c.theta_h)} (int8 steps){cell}: accuracy {c.accuracy:.4f} "
-        f"(dense int8 {res.accuracy['dense_int8']:.4f}, float {res.accuracy['float']:.4f}; "
-        f"loss {c.loss:+.2f} ± {c.loss_se:.2f} points), "
-        f"{res.dense_macs / max(c.macs, 1):.2f}x fewer MACs, density input {c.density_input:.3f} "
-        f"hidden {c.density_hidden:.3f} cells {c.density_cells:.3f}")
-    log(f"wrote {out} and {plot} ({len(res.pareto)} Pareto points of {len(res.points)} evaluated)")
+    log(f"chosen: input {list(c.theta_x)}, hidden {list(c.theta_h)} (int8 steps){cell}: "
+        + cert.line(str(val)) + "; " + _calibration_numbers(res))
+    if cert.chosen is None:
+        log(f"warning: no thresholds certified at this budget; wrote thresholds 0 (the dense model). "
+            f"{res.n} calibration sequences certify budgets of "
+            f"{cert.as_dict()['smallest_certifiable']:.2f} or more: give more (unlabelled data works with "
+            f"--max-disagreement) or a larger budget")
+    log(f"wrote {out} and {plot}")
     return spec.to_json(ir)
+
+
+def _calibration_numbers(res) -> str:
+    c = res.chosen
+    acc = "" if np.isnan(res.accuracy["float"]) else \
+        f"accuracy {c.accuracy:.4f} (dense int8 {res.accuracy['dense_int8']:.4f}) on the calibration rows, "
+    return (f"{acc}{res.dense_macs / max(c.macs, 1):.2f}x fewer MACs, density input {c.density_input:.3f} "
+            f"hidden {c.density_hidden:.3f} cells {c.density_cells:.3f}")
 
 
 def _grid(s, opt="--grid", example="0,1,2,4,8"):
@@ -76,29 +97,35 @@ def _grid(s, opt="--grid", example="0,1,2,4,8"):
 @click.command("delta-tune")
 @click.argument("model", type=click.Path())
 @click.option("--val", type=click.Path(dir_okay=False), required=True,
-              help="Validation data (.npz) the thresholds are chosen on.")
-@click.option("--max-loss", type=float, default=1.0, show_default=True,
-              help="Accuracy budget: points below the reference.")
+              help="Validation data (.npz): half chooses the thresholds, half certifies them (or all of it certifies "
+                   "with --select). Labels (y) are optional with --max-disagreement.")
+@click.option("--max-loss", type=float, default=None,
+              help="Budget: accuracy points below the dense int8 model (default 1.0), certified.")
+@click.option("--max-disagreement", type=float, default=None,
+              help="Budget instead: percent of sequences whose class differs from the dense int8 model's "
+                   "(no labels needed), certified.")
+@click.option("--confidence", type=float, default=0.9, show_default=True,
+              help="Probability, over the draw of the calibration data, that the budget holds on data like it.")
+@click.option("--select", type=click.Path(dir_okay=False), default=None,
+              help="Data (.npz) the thresholds are chosen on, so all of --val certifies them.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True,
               help="Thresholds file to write (delta.json; the Pareto plot goes next to it as <stem>_pareto.png).")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None,
               help="Calibration data for quantisation (default: --val); use the same as rnnskip-convert.")
 @click.option("--calib-max", default=1000, show_default=True,
               help="At most this many calibration sequences (as rnnskip-convert).")
-@click.option("--reference", type=click.Choice(["float", "int8"]), default="float", show_default=True,
-              help="Budget relative to the dense float model or the dense int8 model.")
 @click.option("--grid", default=None,
               help=f"Comma-separated threshold values to try (int8 steps; default {','.join(map(str, GRID))}).")
-@click.option("--margin-se", type=float, default=0.0, show_default=True,
-              help="Meet --max-loss with this many standard errors of the validation loss to spare.")
 @click.option("--cell-grid", default=None,
               help=f"Comma-separated cell thresholds to try at the chosen thresholds (pre-activation steps of 1/4096; "
                    f"default {','.join(map(str, CELL_GRID))}; '' for none).")
 @guard
-def delta_tune_cmd(model, val, max_loss, out, calib, calib_max, reference, grid, margin_se, cell_grid):
-    """Choose delta thresholds for MODEL without retraining (writes delta.json)."""
-    run_delta_tune(model, val, max_loss, out, calib, calib_max, reference, _grid(grid), margin_se=margin_se,
-                   cell_grid=_grid(cell_grid, "--cell-grid", "64,256,1024"))
+def delta_tune_cmd(model, val, max_loss, max_disagreement, confidence, select, out, calib, calib_max, grid,
+                   cell_grid):
+    """Choose delta thresholds for MODEL without retraining, certified on held-out rows (writes delta.json)."""
+    run_delta_tune(model, val, max_loss, out, calib, calib_max, _grid(grid),
+                   cell_grid=_grid(cell_grid, "--cell-grid", "64,256,1024"), confidence=confidence,
+                   max_disagreement=max_disagreement, select=select)
 
 
 @click.command("delta-train")

@@ -52,6 +52,8 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None,
         t = spec.tuning
         sec["tuning"] = {k: t.get(k) for k in ("method", "validation_sequences", "max_loss_points", "reference",
                                                "reference_accuracy", "accuracy_delta_int8", "mac_reduction")}
+        if t.get("certified"):
+            sec["certified"] = t["certified"]
     if comparison is not None:
         k = comparison["sequences"]
         mk = effective_macs(qm, {kk: v[:k] for kk, v in st.items()}, layouts)
@@ -70,9 +72,24 @@ def table_rows(sec: dict):
     d = sec["density"]
     a = sec["accuracy"]
     acc = "-" if a["delta_int8"] is None else f"{a['delta_int8']:.4f} (dense {a['dense_int8']:.4f})"
-    return [("delta thresholds", th),
+    return [("delta thresholds", th)] + certified_rows(sec.get("certified")) + [
             ("delta density in/hid/cell", f"{d['input']:.3f} / {d['hidden']:.3f} / {d['cells']:.3f}"),
             ("delta accuracy int8", acc)] + comparison_rows(sec, "delta") + profile_rows(sec.get("emulated") or {})
+
+
+def certified_rows(c: Optional[dict]) -> list:
+    """The budget the thresholds file certifies, in one line (none for an uncertified file)."""
+    if not c:
+        return []
+    if not c["certified"]:
+        return [("delta budget", f"not certified ({c['calibration_n']} calibration sequences certify no budget "
+                                 f"below {c['smallest_certifiable']:.2f} {c['units']}): thresholds 0")]
+    if c["loss"] == "paired":
+        what = f"loss <= {c['max_loss_points']:g} pt"
+    else:
+        what = f"disagreement <= {c['max_disagreement_percent']:g}%"
+    return [("delta budget", f"{what} with {100 * c['confidence']:g}% confidence on data like {c.get('data', '?')} "
+                             f"(n={c['calibration_n']})")]
 
 
 def profile_rows(e: dict) -> list:

@@ -76,6 +76,7 @@ class TuneResult:
     n: int
     margin_se: float = 0.0
     extra: dict = field(default_factory=dict)
+    certificate: Optional[object] = None     # rnnskip.certify.Certificate of a certified pick
 
     @property
     def pareto(self) -> List[Point]:
@@ -89,7 +90,10 @@ class TuneResult:
 
     def summary(self) -> dict:
         c = self.chosen
-        return {"method": "run-time sweep on validation data (integer delta golden model), no retraining",
+        method = ("run-time sweep on validation data (integer delta golden model), no retraining"
+                  + ("; certified on calibration rows the sweep did not see (Learn-then-Test, fixed sequence, "
+                     "empirical-Bernstein bound)" if self.certificate is not None else ""))
+        return {"method": method,
                 "validation_sequences": self.n, "max_loss_points": self.max_loss, "margin_se": self.margin_se,
                 "reference": self.reference, "reference_accuracy": self.reference_accuracy,
                 "accuracy_float": self.accuracy["float"], "accuracy_dense_int8": self.accuracy["dense_int8"],
@@ -290,3 +294,117 @@ def plot_pareto(res: TuneResult, path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+# ---- certified budgets -------------------------------------------------------------------
+
+def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreement: Optional[float] = None,
+                   confidence: float = 0.9, select=None, grid: Sequence[int] = GRID,
+                   cell_grid: Sequence[int] = CELL_GRID, progress: Optional[Callable[[str], None]] = None,
+                   max_evals: int = 400, seed: int = 0, data_name: str = "the calibration data") -> TuneResult:
+    """Thresholds whose loss against the dense int8 model is certified within the budget with
+    probability >= ``confidence`` (rnnskip/certify.py: Learn-then-Test, fixed sequence).
+
+    ``max_loss`` (accuracy points, needs labels) or ``max_disagreement`` (percent of sequences
+    whose class differs from the dense int8 model's; labels not needed). The candidate sequence
+    is chosen on selection data (``select``, else half of ``val``): the Pareto thresholds from
+    the dense model down to the cheapest within the budget there, then that point's cell
+    thresholds in rising order; it is tested on the other rows (the calibration data), never
+    the same rows twice. Nothing certified: thresholds 0 (the dense model, loss 0 by
+    construction), with the reason in ``extra["certified"]``."""
+    from ..certify import fixed_sequence, split_rows
+    from ..datasets import Dataset
+    if not (0.0 < confidence < 1.0):
+        raise RnnskipError(f"--confidence {confidence} must be in (0, 1), e.g. 0.9 for 90%")
+    if max_loss is not None and max_disagreement is not None:
+        raise RnnskipError("give one budget: --max-loss (accuracy points, needs labels) or --max-disagreement "
+                           "(percent of sequences whose class differs from the dense model's)")
+    kind = "disagreement" if max_disagreement is not None else "paired"
+    budget = float(max_disagreement if kind == "disagreement" else (1.0 if max_loss is None else max_loss))
+    if not (budget >= 0):
+        opt = "--max-disagreement" if kind == "disagreement" else "--max-loss"
+        raise RnnskipError(f"{opt} {budget} must be >= 0 ({'percent' if kind == 'disagreement' else 'points'})")
+    labelled = val.y is not None and (select is None or select.y is not None)
+    if kind == "paired" and not labelled:
+        raise RnnskipError("--max-loss needs class labels (y) in the validation data; without labels give "
+                           "--max-disagreement D (percent of sequences whose class differs from the dense model's)")
+    if labelled and val.y.dtype.kind == "f":
+        raise RnnskipError("delta-tune needs class labels in the validation data (y), not regression targets")
+    if select is None:
+        if len(val) < 2:
+            raise RnnskipError("validation data needs at least 2 sequences (half select thresholds, half certify)")
+        s_idx, c_idx = split_rows(len(val), seed)
+        S, C = val.subset(s_idx), val.subset(c_idx)
+    else:
+        S, C = select, val
+    act = qm.output_activation
+
+    def dense_pred(d):
+        return predict_classes(GoldenModel(qm).run(d.x, d.lengths)[0], act)
+
+    # labels the search and the loss are measured against: the true ones (paired), or the dense
+    # int8 model's own classes (disagreement: "accuracy" is then agreement with the dense model)
+    def target(d):
+        return Dataset(x=d.x, y=d.y if kind == "paired" else dense_pred(d), lengths=d.lengths)
+    S_t, C_t = target(S), target(C)
+    with single_blas_thread():
+        sel = _tune(ir, qm, S_t, budget, "int8", grid, None, progress, max_evals, 0.0, cell_grid)
+    L = len(qm.layers)
+    base = min((p for p in sel.points if p.theta_m == (None,) * L and p.accuracy >= sel.chosen.accuracy - 1e-12
+                and (p.theta_x, p.theta_h) == (sel.chosen.theta_x, sel.chosen.theta_h)), key=lambda p: p.macs,
+               default=None)
+    stop_macs = base.macs if base is not None else sel.chosen.macs
+    zero = ((0,) * L, (0,) * L)
+    path = sorted([p for p in sel.points if p.pareto and p.theta_m == (None,) * L and p.macs >= stop_macs - 1e-9
+                   and (p.theta_x, p.theta_h) != zero], key=lambda p: -p.macs)
+    if base is not None and base not in path and (base.theta_x, base.theta_h) != zero:
+        path.append(base)
+    cells = sorted([p for p in sel.points if p.theta_m != (None,) * L and
+                    (p.theta_x, p.theta_h) == (sel.chosen.theta_x, sel.chosen.theta_h)], key=lambda p: p.theta_m[0])
+    path += cells
+    layouts = [delta_layout(l) for l in qm.layers]
+    dense_correct = predict_classes(GoldenModel(qm).run(C_t.x, C_t.lengths)[0], act) == C_t.y
+    evaluated: List[Point] = []
+
+    def losses():
+        for p in path:
+            q = evaluate_point(qm, C_t.x, C_t.lengths, C_t.y, p.theta_x, p.theta_h, layouts, p.theta_m)
+            evaluated.append(q)
+            if progress:
+                progress(f"certify x={list(q.theta_x)} h={list(q.theta_h)}"
+                         + ("" if q.theta_m == (None,) * L else f" m={list(q.theta_m)}")
+                         + f" on {len(C_t)} calibration sequences: mean loss {100 * _mean_loss(dense_correct, q):.2f}")
+            yield dense_correct.astype(np.float64) - q.correct.astype(np.float64) if kind == "paired" \
+                else (~q.correct).astype(np.float64)
+
+    cert = fixed_sequence(losses(), budget / 100.0, confidence, kind)
+    chosen = evaluated[cert.chosen] if cert.chosen is not None else \
+        evaluate_point(qm, C_t.x, C_t.lengths, C_t.y, (0,) * L, (0,) * L, layouts)
+    acc_int8 = float(np.mean(dense_correct))
+    float_acc = float("nan")
+    if kind == "paired":
+        from ..reference import FloatModel
+        probs = FloatModel(ir).predict(C.x, C.lengths)
+        fp = (probs[:, 0] > 0.5).astype(np.int64) if probs.shape[1] == 1 else np.argmax(probs, 1)
+        float_acc = float(np.mean(fp == C.y))
+    for p in evaluated + [chosen]:
+        p.loss = 100.0 * (acc_int8 - p.accuracy)
+        p.loss_se = paired_loss(dense_correct, p.correct)[1]
+    steps = GoldenModel(qm).valid_steps(C.x) & (np.arange(C.x.shape[1])[None, :] < C.lengths[:, None])
+    st_dense = {"steps": steps.sum(1), "tx_x": np.zeros((len(C), L)), "tx_h": np.zeros((len(C), L))}
+    dense_macs = float(effective_macs(qm, st_dense, layouts)["dense"].mean())
+    dense_wbytes = float(np.mean(steps.sum(1)) * sum(l.in_p * D.rows_x + l.up * D.rows_h
+                                                     for l, D in zip(qm.layers, layouts)))
+    extra = {"grid": sorted({int(g) for g in grid}), "cell_grid": sorted({int(c) for c in cell_grid}),
+             "certified": cert.as_dict(data_name), "selection_sequences": len(S), "calibration_sequences": len(C),
+             "selection": "--select" if select is not None else f"half of --val (seed {seed})",
+             "path": [{"theta_x": list(p.theta_x), "theta_h": list(p.theta_h), "theta_m": list(p.theta_m)}
+                      for p in path]}
+    return TuneResult(points=sel.points + evaluated, chosen=chosen, reference="int8",
+                      reference_accuracy=acc_int8, accuracy={"float": float_acc, "dense_int8": acc_int8},
+                      dense_macs=dense_macs, dense_weight_bytes=dense_wbytes, max_loss=budget, n=len(C), extra=extra,
+                      certificate=cert)
+
+
+def _mean_loss(dense_correct, q) -> float:
+    return float(np.mean(dense_correct.astype(np.float64) - q.correct.astype(np.float64)))

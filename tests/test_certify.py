@@ -1,0 +1,92 @@
+"""Certified budgets (rnnskip/certify.py): the upper bound and the fixed-sequence pick keep
+their promise on synthetic losses of known mean, over many simulated calibration draws."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rnnskip.certify import (Certificate, eb_upper_bound, fixed_sequence, sequence_loss, smallest_certifiable,
+                             split_rows, upper_bound)
+
+DRAWS = 1000
+DELTA = 0.1
+# the simulation's own error: violations ~ Binomial(DRAWS, <= DELTA); 3 standard deviations
+SLACK = 3 * np.sqrt(DELTA * (1 - DELTA) / DRAWS)
+
+
+def _paired(rng, n, p10, p01):
+    u = rng.random(n)
+    return np.where(u < p10, 1.0, np.where(u < p10 + p01, -1.0, 0.0))
+
+
+@pytest.mark.parametrize("p10,p01,n", [(0.03, 0.025, 4000), (0.06, 0.0, 800), (0.25, 0.2, 300)])
+def test_paired_bound_holds_over_many_draws(p10, p01, n):
+    rng = np.random.default_rng(1)
+    mean = p10 - p01
+    ubs = np.array([upper_bound(_paired(rng, n, p10, p01), DELTA) for _ in range(DRAWS)])
+    assert np.mean(ubs < mean) <= DELTA + SLACK
+    assert np.all(ubs >= -1.0) and np.all(ubs <= 1.0)
+    assert np.mean(ubs) - mean < 0.2        # and it says something
+
+
+@pytest.mark.parametrize("p,n", [(0.01, 2000), (0.2, 300), (0.0, 500)])
+def test_disagreement_bound_holds_over_many_draws(p, n):
+    rng = np.random.default_rng(2)
+    ubs = np.array([upper_bound((rng.random(n) < p).astype(float), DELTA, "disagreement") for _ in range(DRAWS)])
+    assert np.mean(ubs < p) <= DELTA + SLACK
+
+
+def test_the_bound_is_variance_adaptive_and_shrinks_with_n():
+    rng = np.random.default_rng(3)
+    quiet = _paired(rng, 4000, 0.01, 0.01)       # mean 0, few changed outcomes
+    noisy = _paired(rng, 4000, 0.30, 0.30)       # mean 0, many changed outcomes
+    assert upper_bound(quiet, DELTA) < 0.5 * upper_bound(noisy, DELTA)
+    assert smallest_certifiable(10000, DELTA) < smallest_certifiable(1000, DELTA) < smallest_certifiable(100, DELTA)
+    # with no data there is nothing to say; values outside [0, 1] are refused
+    assert eb_upper_bound(np.array([]), DELTA) == 1.0
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        eb_upper_bound(np.array([1.5]), DELTA)
+
+
+def test_fixed_sequence_controls_the_error_of_the_pick():
+    """Candidates of rising true loss; the budget sits between two of them. Over many
+    calibration draws the chosen candidate's true loss exceeds the budget in <= delta of them."""
+    rng = np.random.default_rng(4)
+    true = [(0.0, 0.0), (0.01, 0.005), (0.02, 0.01), (0.03, 0.012), (0.05, 0.015), (0.08, 0.02)]
+    means = [a - b for a, b in true]
+    budget = 0.02                       # candidates 0..2 are within it, 3.. are not
+    bad, chosen = 0, []
+    for _ in range(DRAWS):
+        u = rng.random(3000)
+        losses = [np.where(u < a, 1.0, np.where(u < a + b, -1.0, 0.0)) for a, b in true]
+        c = fixed_sequence(losses, budget, 1 - DELTA)
+        if c.chosen is not None:
+            bad += means[c.chosen] > budget
+            chosen.append(c.chosen)
+    assert bad / DRAWS <= DELTA + SLACK
+    assert np.mean(chosen) >= 1.0         # and it does pick aggressive candidates
+
+
+def test_fixed_sequence_stops_at_the_first_failure_and_reports():
+    ok = np.zeros(5000)
+    worse = np.r_[np.ones(400), np.zeros(4600)]          # 8% loss
+    c = fixed_sequence([ok, ok, worse, ok], 0.01, 0.9)
+    assert isinstance(c, Certificate) and c.chosen == 1 and c.tested == 3
+    d = c.as_dict("val.npz")
+    assert d["max_loss_points"] == 1.0 and d["certified"] and d["calibration_n"] == 5000 and d["data"] == "val.npz"
+    assert 0 < d["upper_bound"] <= 1.0 and d["point_estimate"] == 0.0
+    assert "loss <= 1 pt with 90% confidence on data like val.npz (n=5000" in c.line("val.npz")
+    none = fixed_sequence([worse], 0.01, 0.9)
+    assert none.chosen is None and "nothing certified: 5000 calibration sequences" in none.line("val.npz")
+    with pytest.raises(ValueError, match="confidence"):
+        fixed_sequence([ok], 0.01, 1.0)
+
+
+def test_losses_and_splits():
+    y = np.array([0, 1, 1, 0])
+    dense = np.array([0, 1, 0, 1])
+    pred = np.array([1, 1, 1, 1])
+    assert sequence_loss("paired", dense, pred, y).tolist() == [1, 0, -1, 0]
+    assert sequence_loss("disagreement", dense, pred, None).tolist() == [1, 0, 1, 0]
+    a, b = split_rows(11, seed=0)
+    assert len(a) == 5 and len(b) == 6 and not set(a) & set(b) and sorted(set(a) | set(b)) == list(range(11))

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnnskip.certify import (Certificate, eb_upper_bound, fixed_sequence, sequence_loss, smallest_certifiable,
-                             split_rows, upper_bound)
+from rnnskip.certify import (
+    Certificate,
+    eb_upper_bound,
+    fixed_sequence,
+    sequence_loss,
+    smallest_certifiable,
+    split_rows,
+    upper_bound,
+)
 
 DRAWS = 1000
 DELTA = 0.1

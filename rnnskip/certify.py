@@ -150,3 +150,20 @@ def split_rows(n: int, seed: int = 0) -> tuple:
     perm = np.random.default_rng(seed).permutation(int(n))
     h = int(n) // 2
     return np.sort(perm[:h]), np.sort(perm[h:])
+
+
+def ks_2samp(a: np.ndarray, b: np.ndarray) -> tuple:
+    """Two-sample Kolmogorov-Smirnov test: (statistic, asymptotic p-value) for "a and b come
+    from the same distribution" (Stephens' small-sample correction; ties make it conservative).
+    Used to warn when evaluation data looks unlike the certification rows."""
+    a, b = np.sort(np.asarray(a, np.float64)), np.sort(np.asarray(b, np.float64))
+    n, m = len(a), len(b)
+    if n == 0 or m == 0:
+        return 0.0, 1.0
+    grid = np.concatenate([a, b])
+    d = float(np.max(np.abs(np.searchsorted(a, grid, side="right") / n - np.searchsorted(b, grid, side="right") / m)))
+    ne = n * m / (n + m)
+    lam = (math.sqrt(ne) + 0.12 + 0.11 / math.sqrt(ne)) * d
+    k = np.arange(1, 101)
+    p = float(2.0 * np.sum((-1.0) ** (k - 1) * np.exp(-2.0 * k ** 2 * lam ** 2))) if lam > 0 else 1.0
+    return d, min(max(p, 0.0), 1.0)

@@ -112,8 +112,9 @@ class MethodSetup:
         method is off. One-line RnnskipError for bad options, before any work."""
         raise NotImplementedError
 
-    def attach(self, ir, qm, work: Path, progress: bool, note: Callable[[str], None]) -> None:
-        """Add the step method to ``qm.methods`` (``work``: the output folder being written)."""
+    def attach(self, ir, qm, work: Path, progress: bool, note: Callable[[str], None], data=None) -> None:
+        """Add the step method to ``qm.methods`` (``work``: the output folder being written;
+        ``data``: the evaluation Dataset, for checks against what the method was made on)."""
         raise NotImplementedError
 
     def section(self, ir, qm, ds, ev, work: Path, comparison: Optional[dict], model_path: str) -> dict:

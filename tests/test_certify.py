@@ -9,6 +9,7 @@ from rnnskip.certify import (
     Certificate,
     eb_upper_bound,
     fixed_sequence,
+    ks_2samp,
     sequence_loss,
     smallest_certifiable,
     split_rows,
@@ -97,3 +98,16 @@ def test_losses_and_splits():
     assert sequence_loss("disagreement", dense, pred, None).tolist() == [1, 0, 1, 0]
     a, b = split_rows(11, seed=0)
     assert len(a) == 5 and len(b) == 6 and not set(a) & set(b) and sorted(set(a) | set(b)) == list(range(11))
+
+
+def test_two_sample_test_on_lengths():
+    rng = np.random.default_rng(5)
+    a = rng.integers(5, 20, 400)
+    assert ks_2samp(a, a) == (0.0, 1.0)
+    d, p = ks_2samp(a, rng.integers(5, 20, 300))
+    assert p > 0.01
+    d, p = ks_2samp(a, rng.integers(2, 6, 300))
+    assert d > 0.5 and p < 1e-6
+    # how often it cries wolf on same-distribution samples: about its level or less
+    false = np.mean([ks_2samp(rng.normal(size=200), rng.normal(size=150))[1] < 0.05 for _ in range(400)])
+    assert false <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 400)

@@ -110,8 +110,22 @@ def test_delta_tune_certifies_disagreement_on_unlabelled_data(gru, unlabelled):
     p = cli("rnnskip-convert", model, "--delta", d / "dis.json", "--data", val, "--out", d / "m4-cert",
             "--emulate-max", "1", "--traffic-sample", "0", "--workers", "1")
     assert p.returncode == 0, p.stderr
-    assert json.loads((d / "m4-cert" / "report.json").read_text())["delta"]["certified"] == c
+    cert = json.loads((d / "m4-cert" / "report.json").read_text())["delta"]["certified"]
+    assert cert["data_check"]["like_calibration"] and {k: cert[k] for k in c} == c
     assert f"disagreement <= 10% with 80% confidence on data like {unlabelled} (n=1000)" in p.stdout
+    assert "unlike the rows" not in p.stderr
+    # data of another kind (much shorter sequences): the promise does not carry over, and it says so
+    from rnnskip.datasets import Dataset, save_npz
+    va = load_npz(str(val), ir)
+    short = np.minimum(va.lengths, 3).astype(np.int32)
+    save_npz(str(d / "short.npz"), Dataset(x=va.x, y=va.y, lengths=short))
+    p = cli("rnnskip-convert", model, "--delta", d / "dis.json", "--data", d / "short.npz", "--out", d / "m4-short",
+            "--emulate-max", "1", "--traffic-sample", "0", "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    warn = [l for l in p.stderr.splitlines() if "unlike the rows" in l]
+    assert len(warn) == 1 and "median 3 here" in warn[0] and f"for data like {unlabelled}" in warn[0], p.stderr
+    chk = json.loads((d / "m4-short" / "report.json").read_text())["delta"]["certified"]["data_check"]
+    assert not chk["like_calibration"] and chk["p_value"] < 0.01
 
 
 def test_delta_tune_budget_refusals(gru, unlabelled):

@@ -9,8 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
+
 from ..stepmethod import MethodSetup
 from .spec import DeltaSpec
+
+#: below this p-value the evaluation data counts as unlike the certification rows
+SHIFT_P = 0.01
 
 
 class DeltaSetup(MethodSetup):
@@ -23,6 +28,7 @@ class DeltaSetup(MethodSetup):
     def __init__(self, spec: DeltaSpec, path: str):
         self.spec, self.path = spec, path
         self.grid_mismatch = None   # set by attach(): what differs from the grid the thresholds were made on
+        self.data_check = None      # set by attach(): --data against the certification rows
 
     @property
     def inputs(self) -> list:
@@ -36,9 +42,10 @@ class DeltaSetup(MethodSetup):
         spec.check_model(ir, where=f"--delta {path}")
         return cls(spec, str(path))
 
-    def attach(self, ir, qm, work: Path, progress: bool, warn: Callable[[str], None]) -> None:
+    def attach(self, ir, qm, work: Path, progress: bool, warn: Callable[[str], None], data=None) -> None:
         """Thresholds onto the quantised model; a ``warn`` line when its int8 grid is not the one
-        the thresholds were chosen on (other calibration data: the same steps mean other values)."""
+        the thresholds were chosen on (other calibration data: the same steps mean other values),
+        and one when ``data`` is unlike the rows the thresholds were certified on."""
         from .golden import with_delta
         from .spec import grid_mismatch
         qm.methods = with_delta(qm, self.spec).methods
@@ -48,11 +55,24 @@ class DeltaSetup(MethodSetup):
             warn(f"warning: --delta {self.path}: its thresholds are int8 steps of another grid "
                  f"({self.grid_mismatch}): pass the --calib it was made with"
                  f"{f' (--calib {cal})' if cal else ''}, or re-run 'rnnskip delta-tune' with this --calib")
+        self.data_check = None
+        cert, ref = self.spec.tuning.get("certified"), self.spec.tuning.get("calibration_lengths")
+        if data is not None and cert and cert.get("certified") and ref:
+            from ..certify import ks_2samp
+            stat, p = ks_2samp(np.asarray(ref), np.asarray(data.lengths))
+            self.data_check = {"test": "two-sample Kolmogorov-Smirnov on sequence lengths", "statistic": stat,
+                               "p_value": p, "like_calibration": bool(p >= SHIFT_P)}
+            if p < SHIFT_P:
+                warn(f"warning: --data is unlike the rows --delta {self.path} was certified on (sequence lengths: "
+                     f"median {np.median(data.lengths):g} here, {np.median(ref):g} there; KS p = {p:.2g}): its "
+                     f"budget is promised for data like {cert.get('data', 'those rows')}, not necessarily this data")
 
     def section(self, ir, qm, ds, ev, out_dir, comparison=None, model_path=None) -> dict:
         from .report import section
         sec = section(ir, qm, ds, ev, out_dir, float_acc=ev.float_acc, comparison=comparison)
         sec["thresholds_file"] = self.path
+        if sec.get("certified") and self.data_check is not None:
+            sec["certified"] = dict(sec["certified"], data_check=self.data_check)
         if self.spec.grid:
             from .spec import grid_of
             sec["int8_grid"] = {"tuned": self.spec.grid, "deployed": grid_of(qm),

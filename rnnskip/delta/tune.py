@@ -395,7 +395,11 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     dense_macs = float(effective_macs(qm, st_dense, layouts)["dense"].mean())
     dense_wbytes = float(np.mean(steps.sum(1)) * sum(l.in_p * D.rows_x + l.up * D.rows_h
                                                      for l, D in zip(qm.layers, layouts)))
+    lengths = np.sort(np.asarray(C.lengths))
+    if len(lengths) > 2000:      # kept for rnnskip-convert's check that --data is like these rows
+        lengths = lengths[np.linspace(0, len(lengths) - 1, 2000).round().astype(int)]
     extra = {"grid": sorted({int(g) for g in grid}), "cell_grid": sorted({int(c) for c in cell_grid}),
+             "calibration_lengths": [int(v) for v in lengths],
              "certified": cert.as_dict(data_name), "selection_sequences": len(S), "calibration_sequences": len(C),
              "selection": "--select" if select is not None else f"half of --val (seed {seed})",
              "path": [{"theta_x": list(p.theta_x), "theta_h": list(p.theta_h), "theta_m": list(p.theta_m)}

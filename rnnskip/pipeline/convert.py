@@ -110,7 +110,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         qm.calibration = {"source": str(calib) if calib else f"{data} (the evaluation data; pass --calib to separate)",
                           "sequences": ranges.sequences}
         for s in setups:
-            s.attach(ir, qm, tmp, progress, note)
+            s.attach(ir, qm, tmp, progress, note, data=ds)
         max_t = int(ds.x.shape[1])
         check_fits(qm, max_t, target)   # refuse before compiling
         src = tmp / "src"

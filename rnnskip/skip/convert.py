@@ -100,7 +100,7 @@ class SkipSetup(MethodSetup):
         return TrainConfig(type=self.type, max_loss=float(self.max_loss), rounds=self.rounds,
                            margin_se=float(self.margin_se))
 
-    def attach(self, ir, qm, work: Path, progress: bool = True, note=None):
+    def attach(self, ir, qm, work: Path, progress: bool = True, note=None, data=None):
         """Train (``--skip auto``: into ``work/predictor``) or take the loaded predictor; attach it to ``qm``."""
         from .qpredictor import quantize_predictor
         if self.auto:

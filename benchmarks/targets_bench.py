@@ -61,7 +61,8 @@ def predictor_dir(p: dict, quick: bool, log=print):
     for name, sl in (("skip_train", slice(0, cut)), ("skip_val", slice(cut, n))):
         np.savez(out / f"{name}.npz", **{k: (v if k == "class_names" else v[sl]) for k, v in d.items()})
     dest = out / "sst2-predictor"
-    run_train_predictor(p["model"], out / "skip_train.npz", out / "skip_val.npz", PREDICTOR_LOSS, dest, log=log)
+    run_train_predictor(p["model"], out / "skip_train.npz", out / "skip_val.npz", PREDICTOR_LOSS, dest, log=log,
+                        confidence=None)   # an operating point for the cycle tables, not a promise
     return dest, (f"trained here on {cut:,} SST-2 training rows, {n - cut:,} for validation, "
                   f"{PREDICTOR_LOSS} point budget")
 

@@ -68,9 +68,15 @@ def eb_upper_bound(x: np.ndarray, delta: float) -> float:
 
 
 def upper_bound(loss: np.ndarray, delta: float, kind: str = "paired") -> float:
-    """(1 - delta) upper confidence bound on the mean of a per-sequence ``loss`` of ``kind``."""
+    """(1 - delta) upper confidence bound on the mean of a per-sequence ``loss`` of ``kind``.
+
+    The bound is sequential, so the losses are taken in a seeded random order, not the file's:
+    a file sorted by class or length would make the order informative (and the bound loose or
+    wrong); sorted, then a fixed permutation: i.i.d. rows stay i.i.d., and the result depends
+    only on the losses, not on the file's order."""
     lo, hi = RANGES[kind]
     x = (np.asarray(loss, np.float64) - lo) / (hi - lo)
+    x = np.sort(x)[np.random.default_rng(len(x)).permutation(len(x))]   # the same order for any file order
     return lo + (hi - lo) * eb_upper_bound(x, delta)
 
 
@@ -101,6 +107,7 @@ class Certificate:
     point_estimate: Optional[float]  # its mean loss on the calibration data (fraction)
     tested: int                # candidates walked (the last one failed unless all passed)
     smallest_certifiable: float      # with this many calibration sequences
+    failed_upper_bound: Optional[float] = None   # of the first candidate that failed (None: none failed)
 
     def as_dict(self, data: str = "") -> dict:
         key = "max_loss_points" if self.kind == "paired" else "max_disagreement_percent"
@@ -114,9 +121,13 @@ class Certificate:
 
     def line(self, data: str) -> str:
         if self.chosen is None:
-            return (f"nothing certified: {self.calibration_n} calibration sequences certify no budget below "
-                    f"{100 * self.smallest_certifiable:.2f} {'points' if self.kind == 'paired' else '%'} "
-                    f"at {100 * self.confidence:g}% confidence")
+            unit = "points" if self.kind == "paired" else "%"
+            if self.smallest_certifiable > self.budget or self.failed_upper_bound is None:
+                return (f"nothing certified: {self.calibration_n} calibration sequences certify no budget below "
+                        f"{100 * self.smallest_certifiable:.2f} {unit} at {100 * self.confidence:g}% confidence")
+            return (f"nothing certified: the most conservative candidate's {100 * self.confidence:g}% upper bound "
+                    f"is {100 * self.failed_upper_bound:.2f} {unit}, above the budget of {100 * self.budget:g} "
+                    f"(n={self.calibration_n})")
         what = "loss" if self.kind == "paired" else "disagreement with the dense model"
         unit = "pt" if self.kind == "paired" else "%"
         return (f"{what} <= {100 * self.budget:g} {unit} with {100 * self.confidence:g}% confidence on data like "
@@ -132,17 +143,18 @@ def fixed_sequence(losses: Iterable[np.ndarray], budget: float, confidence: floa
     if not (0.0 < confidence < 1.0):
         raise ValueError("confidence must be in (0, 1)")
     delta = 1.0 - confidence
-    n, chosen, ub_c, pe_c, tested = 0, None, None, None, 0
+    n, chosen, ub_c, pe_c, tested, failed = 0, None, None, None, 0, None
     for j, loss in enumerate(losses):
         n = len(loss)
         tested += 1
         ub = upper_bound(loss, delta, kind)
         if ub > budget:
+            failed = ub
             break
         chosen, ub_c, pe_c = j, ub, float(np.mean(loss))
     return Certificate(kind=kind, budget=float(budget), confidence=float(confidence), calibration_n=int(n),
                        chosen=chosen, upper_bound=ub_c, point_estimate=pe_c, tested=tested,
-                       smallest_certifiable=smallest_certifiable(n, delta, kind))
+                       smallest_certifiable=smallest_certifiable(n, delta, kind), failed_upper_bound=failed)
 
 
 def split_rows(n: int, seed: int = 0) -> tuple:
@@ -167,3 +179,34 @@ def ks_2samp(a: np.ndarray, b: np.ndarray) -> tuple:
     k = np.arange(1, 101)
     p = float(2.0 * np.sum((-1.0) ** (k - 1) * np.exp(-2.0 * k ** 2 * lam ** 2))) if lam > 0 else 1.0
     return d, min(max(p, 0.0), 1.0)
+
+
+#: below this p-value the evaluation data counts as unlike the certification rows
+SHIFT_P = 0.01
+
+
+def data_check(ref_lengths, lengths) -> dict:
+    """--data's sequence lengths against the certification rows' (two-sample KS)."""
+    stat, p = ks_2samp(np.asarray(ref_lengths), np.asarray(lengths))
+    return {"test": "two-sample Kolmogorov-Smirnov on sequence lengths", "statistic": stat, "p_value": p,
+            "like_calibration": bool(p >= SHIFT_P), "median_here": float(np.median(lengths)),
+            "median_calibration": float(np.median(ref_lengths))}
+
+
+def shift_warning(check: dict, option: str, cert: dict) -> str:
+    """The one-line warning for a failed :func:`data_check`."""
+    return (f"warning: --data is unlike the rows {option} was certified on (sequence lengths: median "
+            f"{check['median_here']:g} here, {check['median_calibration']:g} there; KS p = {check['p_value']:.2g}): "
+            f"its budget is promised for data like {cert.get('data', 'those rows')}, not necessarily this data")
+
+
+def budget_text(c: dict, fallback: str) -> str:
+    """The terminal line of a report's ``certified`` dict; ``fallback``: what runs when nothing
+    was certified."""
+    if not c["certified"]:
+        return (f"not certified ({c['calibration_n']} calibration sequences certify no budget below "
+                f"{c['smallest_certifiable']:.2f} {c['units']}): {fallback}")
+    what = (f"loss <= {c['max_loss_points']:g} pt" if c["loss"] == "paired"
+            else f"disagreement <= {c['max_disagreement_percent']:g}%")
+    return (f"{what} with {100 * c['confidence']:g}% confidence on data like {c.get('data', '?')} "
+            f"(n={c['calibration_n']})")

@@ -46,6 +46,12 @@ _skip_opts = [
     click.option("--margin-se", type=float, default=None,
                  help="--skip auto: meet --max-loss with this many standard errors of the validation loss "
                       "to spare (default 0)."),
+    click.option("--confidence", type=float, default=None,
+                 help="--skip auto: certify the budget with this probability on half of --val the training never "
+                      "sees (default 0.9)."),
+    click.option("--max-disagreement", type=float, default=None,
+                 help="--skip auto: budget instead of --max-loss: percent of sequences whose class differs from "
+                      "the dense model's (no labels needed in --val)."),
 ]
 
 
@@ -90,7 +96,8 @@ def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, d
     """Convert MODEL (.h5/.keras), build firmware, emulate it on --data and report."""
     from .pipeline.convert import run_convert
     skip = skip if (skip.get("predictor") or skip.get("skip") or skip.get("train") or skip.get("val")
-                    or skip.get("max_loss") is not None or skip.get("margin_se") is not None) else None
+                    or any(skip.get(k) is not None for k in ("max_loss", "margin_se", "confidence",
+                                                             "max_disagreement"))) else None
     conv = run_convert(model, target_name, data, out, kernels, variant, calib, calib_max, emulate_max,
                        traffic_sample, wait_states, workers, board_name=board_name, emulator=emulator,
                        bundle=bundle, timeout=timeout, export=export, methods={"skip": skip, "delta": delta},
@@ -275,7 +282,14 @@ def boards_cmd():
               help="Training data (.npz: x, y, optional lengths).")
 @click.option("--val", type=click.Path(dir_okay=False), required=True,
               help="Validation data (.npz) for the oracle and decision thresholds.")
-@click.option("--max-loss", type=float, required=True, help="Accuracy loss budget in points on --val (e.g. 0.3).")
+@click.option("--max-loss", type=float, default=None,
+              help="Accuracy loss budget in points against the dense model (e.g. 0.3), certified.")
+@click.option("--max-disagreement", type=float, default=None,
+              help="Budget instead: percent of sequences whose class differs from the dense model's, certified "
+                   "(no labels needed in --val).")
+@click.option("--confidence", type=float, default=0.9, show_default=True,
+              help="Probability, over the draw of the certification half of --val, that the budget holds on "
+                   "data like it.")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Predictor folder (replaced when complete).")
 @click.option("--type", "ptype", type=click.Choice(["mlp", "logistic", "tree", "forest"]), default="mlp",
@@ -296,12 +310,13 @@ def boards_cmd():
               help="Meet --max-loss with this many standard errors of the validation loss to spare "
                    "(the loss on a small --val is noisy; 1-2 guards against picking a lucky point).")
 @guard
-def train_predictor_cmd(model, train, val, max_loss, out, ptype, rounds, size_ratio, measure, calibrate_on, calib,
-                        margin_se):
+def train_predictor_cmd(model, train, val, max_loss, max_disagreement, confidence, out, ptype, rounds, size_ratio,
+                        measure, calibrate_on, calib, margin_se):
     """Train a time-step skip predictor for MODEL (frozen) within an accuracy budget.
 
     The skip-predictor method is the subject of Arm's US patent 11,663,814 B2
     ("Skip predictor for pre-trained recurrent neural networks"); take advice before commercial use."""
     from .skip.convert import run_train_predictor
     run_train_predictor(model, train, val, max_loss, out, ptype=ptype, rounds=rounds, size_ratio=size_ratio,
-                        measure=measure, calibrate_on=calibrate_on, calib=calib, margin_se=margin_se, log=click.echo)
+                        measure=measure, calibrate_on=calibrate_on, calib=calib, margin_se=margin_se, log=click.echo,
+                        confidence=confidence, max_disagreement=max_disagreement)

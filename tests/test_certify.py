@@ -85,7 +85,14 @@ def test_fixed_sequence_stops_at_the_first_failure_and_reports():
     assert 0 < d["upper_bound"] <= 1.0 and d["point_estimate"] == 0.0
     assert "loss <= 1 pt with 90% confidence on data like val.npz (n=5000" in c.line("val.npz")
     none = fixed_sequence([worse], 0.01, 0.9)
-    assert none.chosen is None and "nothing certified: 5000 calibration sequences" in none.line("val.npz")
+    assert none.chosen is None and 8 < 100 * none.failed_upper_bound < 10
+    ub = 100 * none.failed_upper_bound
+    assert f"the most conservative candidate's 90% upper bound is {ub:.2f} points" in none.line("v")
+    assert "above the budget of 1 (n=5000)" in none.line("val.npz")
+    few = fixed_sequence([np.zeros(40)], 0.01, 0.9)      # 40 sequences cannot certify 1 point at all
+    assert few.chosen is None and "40 calibration sequences certify no budget below 15." in few.line("val.npz")
+    # the file's order does not matter: the losses are taken in a seeded random order
+    assert upper_bound(worse, 0.1) == upper_bound(worse[::-1], 0.1) == upper_bound(np.sort(worse), 0.1)
     with pytest.raises(ValueError, match="confidence"):
         fixed_sequence([ok], 0.01, 1.0)
 

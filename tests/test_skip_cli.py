@@ -38,19 +38,20 @@ def setup(tmp_path_factory):
     other = zoo.models["emb_gru_ra_sigmoid"].files["h5"]
     ir = import_model(model)
     rng = np.random.default_rng(0)
-    n, T = 240, 10
+    n, T = 1160, 10
     L = rng.integers(3, T + 1, n).astype(np.int32)
     x = rng.integers(1, ir.input.vocab, (n, T)).astype(np.int32)
     x[np.arange(T)[None, :] >= L[:, None]] = 0
     y = classes(FloatModel(ir).predict(x, L))       # labels = the model's own answers
     paths = {}
-    for name, sl in (("train", slice(0, 160)), ("val", slice(160, 240)), ("test", slice(160, 200))):
+    # 1,000 validation sequences: 500 choose the threshold, 500 certify it
+    for name, sl in (("train", slice(0, 160)), ("val", slice(160, 1160)), ("test", slice(160, 200))):
         paths[name] = str(d / f"{name}.npz")
         save_npz(paths[name], Dataset(x=x[sl], y=y[sl], lengths=L[sl]))
     paths["test01"] = str(d / "test01.npz")   # labels valid for the 1-unit sigmoid model too
     save_npz(paths["test01"], Dataset(x=x[:40], y=y[:40] % 2, lengths=L[:40]))
     res = CliRunner().invoke(main, ["train-predictor", model, "--train", paths["train"], "--val", paths["val"],
-                                    "--max-loss", "30", "--out", str(d / "pred"), "--type", "tree", "--rounds", "1",
+                                    "--max-loss", "60", "--out", str(d / "pred"), "--type", "tree", "--rounds", "1",
                                     "--calib", paths["train"]])
     assert res.exit_code == 0, res.output
     return d, model, other, paths
@@ -63,6 +64,37 @@ def test_train_predictor_writes_folder(setup):
     assert meta["params_ratio"] <= 0.03 + 1e-9
     assert "11,663,814" in meta["notice"]
     assert (d / "pred" / "predictor.npz").is_file() and (d / "pred" / "pareto_val.png").is_file()
+    # the decision threshold is certified on the 500 validation rows the training never saw
+    c = meta["certified"]
+    assert c["certified"] and c["loss"] == "paired" and c["max_loss_points"] == 60 and c["confidence"] == 0.9
+    assert c["calibration_n"] == 500 and c["point_estimate"] <= c["upper_bound"] <= 60
+    assert meta["threshold"] in [p["threshold"] for p in meta["calibration"]["points"]]
+    assert len(meta["calibration_lengths"]) == 500
+
+
+def test_train_predictor_certification_refusals_and_unlabelled(setup, tmp_path):
+    d, model, other, paths = setup
+    r = CliRunner()
+    out = tmp_path / "p"
+    base = ["train-predictor", model, "--train", paths["train"], "--out", str(out), "--type", "tree", "--rounds", "0"]
+    res = r.invoke(main, base + ["--val", paths["val"], "--max-loss", "60", "--confidence", "1.5"])
+    assert res.exit_code == 2 and "--confidence 1.5 must be in (0, 1)" in _one_error(res.output) and not out.exists()
+    res = r.invoke(main, base + ["--val", paths["val"], "--max-loss", "60", "--max-disagreement", "5"])
+    assert res.exit_code == 2 and "give one budget" in _one_error(res.output)
+    # 80 validation sequences (40 certify): too few to certify this predictor, one line, nothing written
+    with np.load(paths["val"]) as v:
+        np.savez(tmp_path / "val80.npz", x=v["x"][:80], y=v["y"][:80], lengths=v["lengths"][:80])
+    res = r.invoke(main, base + ["--val", str(tmp_path / "val80.npz"), "--max-loss", "50"])
+    assert res.exit_code == 2 and "nothing certified" in _one_error(res.output) and not out.exists()
+    # unlabelled --val with --max-disagreement: the dense model's classes are the reference
+    with np.load(paths["val"]) as v:
+        np.savez(tmp_path / "unlabelled.npz", x=v["x"], lengths=v["lengths"])
+    res = r.invoke(main, base + ["--val", str(tmp_path / "unlabelled.npz"), "--max-disagreement", "60"])
+    assert res.exit_code == 0, res.output
+    c = json.loads((out / "predictor.json").read_text())["certified"]
+    assert c["loss"] == "disagreement" and c["certified"] and c["upper_bound"] <= 60
+    res = r.invoke(main, base + ["--val", str(tmp_path / "unlabelled.npz"), "--max-loss", "60"])
+    assert res.exit_code == 2 and "'y' is missing from" in _one_error(res.output)
 
 
 @needs_arm
@@ -78,6 +110,10 @@ def test_convert_with_predictor_report(setup):
     sk = rep["skip"]
     assert SKIP_KEYS <= set(sk)
     assert set(sk["predictor"]) >= {"type", "params", "params_ratio"}
+    # the certificate travels with the folder; --data (the first 40 validation rows) is like the rows
+    c = sk["certified"]
+    assert c["certified"] and c["max_loss_points"] == 60 and c["data_check"]["p_value"] > 0.01
+    assert f"loss <= 60 pt with 90% confidence on data like {paths['val']} (n=500)" in res.output
     assert set(sk["macs_per_inference"]) == {"dense", "skip", "predictor"}
     assert set(sk["accuracy"]) == {"dense_int8", "skip_int8"}
     e = sk["emulated"]
@@ -117,7 +153,7 @@ def test_convert_skip_auto(setup):
     d, model, other, paths = setup
     out = d / "auto"
     res = CliRunner().invoke(convert_cmd, [model, "--skip", "auto", "--train", paths["train"], "--val", paths["val"],
-                                           "--max-loss", "30", "--predictor-type", "tree", "--data", paths["test"],
+                                           "--max-loss", "60", "--predictor-type", "tree", "--data", paths["test"],
                                            "--out", str(out), "--emulate-max", "4", "--traffic-sample", "1",
                                            "--workers", "1"])
     assert res.exit_code == 0, res.output

@@ -9,13 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
-
 from ..stepmethod import MethodSetup
 from .spec import DeltaSpec
-
-#: below this p-value the evaluation data counts as unlike the certification rows
-SHIFT_P = 0.01
 
 
 class DeltaSetup(MethodSetup):
@@ -58,14 +53,10 @@ class DeltaSetup(MethodSetup):
         self.data_check = None
         cert, ref = self.spec.tuning.get("certified"), self.spec.tuning.get("calibration_lengths")
         if data is not None and cert and cert.get("certified") and ref:
-            from ..certify import ks_2samp
-            stat, p = ks_2samp(np.asarray(ref), np.asarray(data.lengths))
-            self.data_check = {"test": "two-sample Kolmogorov-Smirnov on sequence lengths", "statistic": stat,
-                               "p_value": p, "like_calibration": bool(p >= SHIFT_P)}
-            if p < SHIFT_P:
-                warn(f"warning: --data is unlike the rows --delta {self.path} was certified on (sequence lengths: "
-                     f"median {np.median(data.lengths):g} here, {np.median(ref):g} there; KS p = {p:.2g}): its "
-                     f"budget is promised for data like {cert.get('data', 'those rows')}, not necessarily this data")
+            from ..certify import data_check, shift_warning
+            self.data_check = data_check(ref, data.lengths)
+            if not self.data_check["like_calibration"]:
+                warn(shift_warning(self.data_check, f"--delta {self.path}", cert))
 
     def section(self, ir, qm, ds, ev, out_dir, comparison=None, model_path=None) -> dict:
         from .report import section

@@ -79,17 +79,8 @@ def table_rows(sec: dict):
 
 def certified_rows(c: Optional[dict]) -> list:
     """The budget the thresholds file certifies, in one line (none for an uncertified file)."""
-    if not c:
-        return []
-    if not c["certified"]:
-        return [("delta budget", f"not certified ({c['calibration_n']} calibration sequences certify no budget "
-                                 f"below {c['smallest_certifiable']:.2f} {c['units']}): thresholds 0")]
-    if c["loss"] == "paired":
-        what = f"loss <= {c['max_loss_points']:g} pt"
-    else:
-        what = f"disagreement <= {c['max_disagreement_percent']:g}%"
-    return [("delta budget", f"{what} with {100 * c['confidence']:g}% confidence on data like {c.get('data', '?')} "
-                             f"(n={c['calibration_n']})")]
+    from ..certify import budget_text
+    return [("delta budget", budget_text(c, "thresholds 0"))] if c else []
 
 
 def profile_rows(e: dict) -> list:

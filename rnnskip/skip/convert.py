@@ -40,12 +40,15 @@ class SkipSetup(MethodSetup):
     type: str = "mlp"
     rounds: int = 2
     margin_se: float = 0.0
+    confidence: float = 0.9
+    max_disagreement: Optional[float] = None
     log: Callable[[str], None] = print
     # filled in
     fp: object = None
     meta: dict = field(default_factory=dict)
     train_ds: object = None
     val_ds: object = None
+    data_check: Optional[dict] = None   # attach(): --data against the certification rows
 
     @property
     def inputs(self) -> list:
@@ -61,13 +64,14 @@ class SkipSetup(MethodSetup):
     def from_options(cls, ir, predictor: Optional[str] = None, skip: Optional[str] = None,
                      train: Optional[str] = None, val: Optional[str] = None, max_loss: Optional[float] = None,
                      ptype: Optional[str] = None, rounds: int = 2, margin_se: Optional[float] = None,
+                     confidence: Optional[float] = None, max_disagreement: Optional[float] = None,
                      log=print) -> Optional["SkipSetup"]:
         from ..datasets import load_npz
         from .predictor import TYPES
         if predictor is None and skip in (None, "off", "none"):
-            if train or val or max_loss is not None or margin_se is not None:
-                raise RnnskipError("--train/--val/--max-loss/--margin-se configure skipping: add --skip auto "
-                                   "(train a predictor) or --predictor DIR")
+            if train or val or any(v is not None for v in (max_loss, margin_se, confidence, max_disagreement)):
+                raise RnnskipError("--train/--val/--max-loss/--max-disagreement/--confidence/--margin-se configure "
+                                   "skipping: add --skip auto (train a predictor) or --predictor DIR")
             return None
         if predictor is not None and skip in ("off", "none"):
             raise RnnskipError(f"--skip {skip} turns skipping off but --predictor {predictor} turns it on; "
@@ -80,15 +84,17 @@ class SkipSetup(MethodSetup):
         if ptype is not None and ptype not in TYPES:
             raise RnnskipError(f"unknown --type '{ptype}'; choose one of {', '.join(TYPES)}")
         s = cls(predictor_dir=predictor, auto=skip == "auto", train_path=train, val_path=val, max_loss=max_loss,
-                type=ptype or "mlp", rounds=rounds, margin_se=0.0 if margin_se is None else margin_se, log=log)
+                type=ptype or "mlp", rounds=rounds, margin_se=0.0 if margin_se is None else margin_se,
+                confidence=0.9 if confidence is None else confidence, max_disagreement=max_disagreement, log=log)
         features.check_classifier(ir)
         if s.auto:
-            missing = [n for n, v in (("--train", train), ("--val", val), ("--max-loss", max_loss)) if v is None]
+            missing = [n for n, v in (("--train", train), ("--val", val),
+                                      ("--max-loss", max_loss if max_disagreement is None else 0)) if v is None]
             if missing:
                 raise RnnskipError(f"--skip auto trains a predictor and needs {', '.join(missing)}")
             s.config().check()
             s.train_ds = load_npz(str(train), ir)
-            s.val_ds = load_npz(str(val), ir)
+            s.val_ds = load_npz(str(val), ir, labels=max_disagreement is None)
         else:
             from .folder import load
             s.fp, s.meta = load(predictor, ir)
@@ -97,8 +103,9 @@ class SkipSetup(MethodSetup):
     def config(self):
         """The --skip auto training options as a TrainConfig."""
         from .train import TrainConfig
-        return TrainConfig(type=self.type, max_loss=float(self.max_loss), rounds=self.rounds,
-                           margin_se=float(self.margin_se))
+        return TrainConfig(type=self.type, max_loss=float(_budget(self.max_loss, self.max_disagreement)),
+                           rounds=self.rounds, margin_se=float(self.margin_se), confidence=self.confidence,
+                           max_disagreement=self.max_disagreement)
 
     def attach(self, ir, qm, work: Path, progress: bool = True, note=None, data=None):
         """Train (``--skip auto``: into ``work/predictor``) or take the loaded predictor; attach it to ``qm``."""
@@ -114,6 +121,13 @@ class SkipSetup(MethodSetup):
             self.predictor_dir = str(out)
         qp = quantize_predictor(self.fp, qm)
         qm.methods = with_predictor(qm, qp).methods
+        self.data_check = None
+        cert, ref = self.meta.get("certified"), self.meta.get("calibration_lengths")
+        if data is not None and cert and cert.get("certified") and ref:
+            from ..certify import data_check, shift_warning
+            self.data_check = data_check(ref, data.lengths)
+            if not self.data_check["like_calibration"] and note is not None:
+                note(shift_warning(self.data_check, f"the skip predictor {self.predictor_dir}", cert))
         return qp
 
     # ---- report ----------------------------------------------------------------
@@ -162,6 +176,9 @@ class SkipSetup(MethodSetup):
                        "accuracy": {"dense_float": fm_.accuracy(y), "skip_float": orc.accuracy(y)}},
             "n": int(len(y)),
         }
+        if self.meta.get("certified"):
+            sec["certified"] = dict(self.meta["certified"],
+                                    **({"data_check": self.data_check} if self.data_check else {}))
         if comparison is not None:
             k = comparison["sequences"]
             mk = macs(ir, dense["valid_steps"][:k], skip["run_steps"][:k], qp.macs)
@@ -277,18 +294,32 @@ def baseline_points(fm, ds, vocab, dense_acc: float, golden_qm=None, concat_ns=N
     return out
 
 
+def _budget(max_loss, max_disagreement) -> float:
+    """The selection budget in points: --max-loss, or --max-disagreement when only it is given."""
+    if max_loss is not None and max_disagreement is not None:
+        raise RnnskipError("give one budget: --max-loss (accuracy points, needs labels) or --max-disagreement "
+                           "(percent of sequences whose class differs from the dense model's)")
+    if max_loss is None and max_disagreement is None:
+        raise RnnskipError("--max-loss is required: the accuracy budget in points, e.g. 0.3 "
+                           "(or --max-disagreement D, percent of sequences)")
+    return max_loss if max_loss is not None else max_disagreement
+
+
 def table_rows(sec: dict) -> list:
     """Lines for the terminal table."""
+    from ..certify import budget_text
     from ..report import comparison_rows
-    p, a = sec["predictor"], sec["accuracy"]
-    return [("skip predictor", f"{p['type']}, {p['params']:,} params ({p['params_ratio']:.1%} of the RNN)"),
+    p, a, c = sec["predictor"], sec["accuracy"], sec.get("certified")
+    return [("skip predictor", f"{p['type']}, {p['params']:,} params ({p['params_ratio']:.1%} of the RNN)")] + \
+        ([("skip budget", budget_text(c, "the predictor never skips"))] if c else []) + [
             ("steps skipped", f"{sec['skip_rate']:.1%} (oracle {sec['oracle_skip_rate']:.1%})"),
             ("accuracy dense / skip", f"{a['dense_int8']:.4f} / {a['skip_int8']:.4f} (int8)")] + \
         comparison_rows(sec, "skip")
 
 
 def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2, size_ratio=None,
-                        measure="auto", calibrate_on="int8", seed=0, calib=None, margin_se=0.0, log=print) -> dict:
+                        measure="auto", calibrate_on="int8", seed=0, calib=None, margin_se=0.0, log=print,
+                        confidence=0.9, max_disagreement=None) -> dict:
     """``rnnskip train-predictor``: train, calibrate and write the predictor folder (atomically)."""
     from ..datasets import load_npz
     from ..outdir import atomic_dir, check_replaceable
@@ -299,18 +330,17 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     from .train import train as train_fn
     if ptype not in TYPES:
         raise RnnskipError(f"unknown --type '{ptype}'; choose one of {', '.join(TYPES)}")
-    if max_loss is None:
-        raise RnnskipError("--max-loss is required: the accuracy budget in points, e.g. 0.3")
-    cfg = TrainConfig(type=ptype, max_loss=float(max_loss), rounds=int(rounds), measure=measure,
-                      size_ratio=DEFAULT_BUDGET if size_ratio is None else float(size_ratio),
-                      calibrate_on=calibrate_on, margin_se=float(margin_se), seed=seed)
+    cfg = TrainConfig(type=ptype, max_loss=float(_budget(max_loss, max_disagreement)), rounds=int(rounds),
+                      measure=measure, size_ratio=DEFAULT_BUDGET if size_ratio is None else float(size_ratio),
+                      calibrate_on=calibrate_on, margin_se=float(margin_se), seed=seed, confidence=confidence,
+                      max_disagreement=max_disagreement)
     cfg.check()   # before the output folder check and the import, not after the training
     inputs = (model, train, val, calib)
     check_replaceable(out, "predictor.json", inputs=inputs)   # before the training, not after it
     ir = import_model(model)
     features.check_classifier(ir)
     tr = load_npz(str(train), ir)
-    va = load_npz(str(val), ir)
+    va = load_npz(str(val), ir, labels=max_disagreement is None)
     qm = None
     if calibrate_on == "int8":   # the int8 model the decision threshold is calibrated on
         from ..pipeline import quantize_model
@@ -323,5 +353,7 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
         f"{meta['rnn_params']:,}); validation: {v['skip_rate']:.1%} of steps skipped at "
         f"{v['loss_points']:+.2f} ± {v['loss_se_points'] or 0:.2f} points (1 standard error; "
         f"oracle {meta['oracle']['val']['chosen']['skip_rate']:.1%})")
+    if res.certificate is not None:
+        log("certified: " + res.certificate.line(str(val)))
     log(f"wrote {out}")
     return meta

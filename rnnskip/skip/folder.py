@@ -71,6 +71,9 @@ def save(out: Path, res, ir, model_path: str, train_path: str, val_path: str, vo
         "data": {"train": str(train_path), "val": str(val_path)},
         "train_seconds": round(res.seconds, 1), "plots": [],
     }
+    if res.certificate is not None:   # the threshold above is the certified one
+        meta["certified"] = res.certificate.as_dict(str(val_path))
+        meta["calibration_lengths"] = res.calibration_lengths
     with open(out / WEIGHTS, "wb") as f:
         np.savez(f, **p.arrays())
     # plots

@@ -37,6 +37,11 @@ class TrainConfig:
     calibrate_on: str = "int8"       # int8 (golden model) | float
     margin_se: float = 0.0           # budget holds for loss + margin_se * (its standard error) on validation
     seed: int = 0
+    #: certify the decision threshold on half of the validation data the rest of the training never
+    #: sees (rnnskip/certify.py); None: the validation estimate only
+    confidence: Optional[float] = None
+    #: certify the disagreement with the dense model (percent of sequences) instead of the loss
+    max_disagreement: Optional[float] = None
 
     def check(self) -> None:
         """One-line errors for option values no training can use (checked before any work)."""
@@ -50,6 +55,10 @@ class TrainConfig:
             raise RnnskipError(f"--margin-se must be >= 0 standard errors (got {self.margin_se})")
         if self.calibrate_on not in ("int8", "float"):
             raise RnnskipError(f"calibrate_on must be int8 or float (got {self.calibrate_on!r})")
+        if self.confidence is not None and not (0.0 < self.confidence < 1.0):
+            raise RnnskipError(f"--confidence {self.confidence} must be in (0, 1), e.g. 0.9 for 90%")
+        if self.max_disagreement is not None and not (self.max_disagreement >= 0):
+            raise RnnskipError(f"--max-disagreement {self.max_disagreement} must be >= 0 (percent of sequences)")
 
 
 @dataclass
@@ -67,6 +76,8 @@ class TrainResult:
     oracle_variants: dict = field(default_factory=dict)
     dense_val: Optional[features.Run] = None
     seconds: float = 0.0
+    certificate: Optional[object] = None   # rnnskip.certify.Certificate when cfg.confidence is set
+    calibration_lengths: Optional[list] = None   # the certification rows' sequence lengths
 
 
 #: float runs that do not depend on the predictor type (dense statistics, oracle sweeps, oracle
@@ -170,7 +181,17 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     features.check_classifier(ir)
     fm = FloatModel(ir)
     _check_data("--train", train_ds, fm)
+    if val_ds.y is None:   # unlabelled (--max-disagreement): the dense float model's classes stand in
+        from ..datasets import Dataset
+        val_ds = Dataset(x=val_ds.x, y=features.run(fm, val_ds.x, val_ds.lengths).pred, lengths=val_ds.lengths)
     _check_data("--val", val_ds, fm)
+    cert_ds = None
+    if cfg.confidence is not None:   # disjoint rows: the rest of the training never sees them
+        from ..certify import split_rows
+        if len(val_ds) < 2:
+            raise RnnskipError("--val needs at least 2 sequences (half train the threshold, half certify it)")
+        sel, cer = split_rows(len(val_ds), cfg.seed)
+        val_ds, cert_ds = val_ds.subset(sel), val_ds.subset(cer)
     rng = np.random.default_rng(cfg.seed)
     tr = (train_ds.sample(cfg.max_train_sequences, seed=cfg.seed) if len(train_ds) > cfg.max_train_sequences
           else train_ds)
@@ -291,10 +312,52 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
             + _margin_hint(cfg) + "; raise --max-loss or try another --type")
     for r in rounds:
         r["chosen"] = r["round"] == info["round"]
+    cert = _certify(p, cal, cert_ds, qm, fm, cfg, log) if cert_ds is not None else None
     return TrainResult(predictor=p, config=cfg, oracle=osw, calibration=cal, rounds=rounds, stats=stats,
                        dense_train=dense_tr, budget_params=budget, rnn_params=rp, labels=labels,
                        oracle_variants=oracle_variants, dense_val=dense_val,
-                       seconds=time.time() - t_start)
+                       seconds=time.time() - t_start, certificate=cert,
+                       calibration_lengths=None if cert_ds is None else sorted(int(v) for v in cert_ds.lengths))
+
+
+def _certify(p: FloatPredictor, cal: oracle.Sweep, cert_ds, qm, fm, cfg: TrainConfig, log):
+    """Learn-then-Test on the certification rows: the calibration points from the most conservative
+    that skips anything to the chosen one, in that order; p.threshold becomes the last certified
+    (none: one line saying so and how much could be certified). The loss is paired against the
+    dense int8 model (float with ``calibrate_on='float'``), or the disagreement with it."""
+    from ..certify import fixed_sequence
+    from .evaluate import golden_run
+    from .qpredictor import quantize_predictor
+    kind = "disagreement" if cfg.max_disagreement is not None else "paired"
+    budget = (cfg.max_disagreement if kind == "disagreement" else cfg.max_loss) / 100.0
+    chosen = p.threshold
+    path = [pt for pt in sorted(cal.points, key=lambda q: -q.threshold) if pt.skip_rate > 0 and pt.threshold >= chosen]
+    qp = quantize_predictor(p, qm) if cfg.calibrate_on == "int8" else None
+
+    def pred(thr):
+        if qp is not None:
+            q = None if thr is None else qp.with_threshold(thr)
+            return golden_run(qm, cert_ds.x, cert_ds.lengths, qp=q)["pred"]
+        rule = None if thr is None else features.predictor_rule(p, thr)
+        return features.run(fm, cert_ds.x, cert_ds.lengths, decide=rule).pred
+
+    dense = pred(None)
+    y = None if cert_ds.y is None else np.asarray(cert_ds.y)
+
+    def losses():
+        for pt in path:
+            q = pred(pt.threshold)
+            yield (q != dense).astype(np.float64) if kind == "disagreement" else \
+                (dense == y).astype(np.float64) - (q == y).astype(np.float64)
+
+    cert = fixed_sequence(losses(), budget, float(cfg.confidence), kind)
+    if cert.chosen is None:
+        raise RnnskipError(cert.line("--val") + f" ({cfg.type} predictor); give more --val sequences "
+                           "(unlabelled ones work with --max-disagreement) or a larger budget")
+    p.threshold = path[cert.chosen].threshold
+    _say(log, f"[skip] certification on {len(cert_ds)} held-out validation sequences: " + cert.line("--val")
+         + f" at threshold {p.threshold:+.4f}")
+    return cert
 
 
 def _margin_hint(cfg: TrainConfig) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .cli_support import OneLineCommand, OneLineGroup, guard, note
+from .cli_support import OneLineCommand, OneLineGroup, certified_budget, guard, note
 
 _common = [
     click.option("--target", "target_name", default=None,
@@ -284,12 +284,7 @@ def boards_cmd():
               help="Validation data (.npz) for the oracle and decision thresholds.")
 @click.option("--max-loss", type=float, default=None,
               help="Accuracy loss budget in points against the dense model (e.g. 0.3), certified.")
-@click.option("--max-disagreement", type=float, default=None,
-              help="Budget instead: percent of sequences whose class differs from the dense model's, certified "
-                   "(no labels needed in --val).")
-@click.option("--confidence", type=float, default=0.9, show_default=True,
-              help="Probability, over the draw of the certification half of --val, that the budget holds on "
-                   "data like it.")
+@certified_budget
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Predictor folder (replaced when complete).")
 @click.option("--type", "ptype", type=click.Choice(["mlp", "logistic", "tree", "forest"]), default="mlp",

@@ -113,3 +113,14 @@ def guard(fn):
 def note(msg: str) -> None:
     """A one-line remark on stderr (the run goes on)."""
     click.echo(msg, err=True)
+
+
+def certified_budget(fn):
+    """The options every certified tuner takes (delta-tune, train-predictor): --max-disagreement
+    (a budget needing no labels) and --confidence (rnnskip/certify.py)."""
+    fn = click.option("--confidence", type=float, default=0.9, show_default=True,
+                      help="Probability, over the draw of the certification rows, that the budget holds on data "
+                           "like them.")(fn)
+    return click.option("--max-disagreement", type=float, default=None,
+                        help="Budget instead of --max-loss: percent of sequences whose class differs from the dense "
+                             "int8 model's, certified (no labels needed in --val).")(fn)

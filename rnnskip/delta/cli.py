@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..cli_support import guard
+from ..cli_support import certified_budget, guard
 from ..errors import RnnskipError
 from .tune import CELL_GRID, GRID
 
@@ -101,11 +101,7 @@ def _grid(s, opt="--grid", example="0,1,2,4,8"):
                    "with --select). Labels (y) are optional with --max-disagreement.")
 @click.option("--max-loss", type=float, default=None,
               help="Budget: accuracy points below the dense int8 model (default 1.0), certified.")
-@click.option("--max-disagreement", type=float, default=None,
-              help="Budget instead: percent of sequences whose class differs from the dense int8 model's "
-                   "(no labels needed), certified.")
-@click.option("--confidence", type=float, default=0.9, show_default=True,
-              help="Probability, over the draw of the calibration data, that the budget holds on data like it.")
+@certified_budget
 @click.option("--select", type=click.Path(dir_okay=False), default=None,
               help="Data (.npz) the thresholds are chosen on, so all of --val certifies them.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True,

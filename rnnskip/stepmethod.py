@@ -105,6 +105,9 @@ class MethodSetup:
 
     #: files the method reads (rnnskip-convert never replaces a folder holding them)
     inputs: list = []
+    #: why attach() left the model without the method (None: attached); the conversion then
+    #: goes on with the model without it and the report section says why
+    not_attached: Optional[dict] = None
 
     @classmethod
     def prepare(cls, ir, options, log: Callable[[str], None]) -> Optional["MethodSetup"]:
@@ -126,6 +129,10 @@ class MethodSetup:
     def table_rows(sec: dict) -> list:
         """(label, value) lines of the section for the terminal table."""
         return []
+
+    def unattached_section(self) -> dict:
+        """The report section when :meth:`attach` left the method out (``not_attached``)."""
+        return {"attached": False, **self.not_attached}
 
 
 def without(methods: list, key: str) -> list:

@@ -162,6 +162,29 @@ def test_convert_skip_auto(setup):
     assert rep["skip"]["predictor"]["type"] == "tree" and rep["bitexact"]["mismatches"] == 0
 
 
+@needs_arm
+def test_convert_skip_auto_not_certified_converts_dense(setup, tmp_path):
+    """--skip auto with too little validation data to certify the budget: one warning line,
+    the dense model converted, the report's skip section says why - never an uncertified skip."""
+    d, model, other, paths = setup
+    with np.load(paths["val"]) as v:
+        np.savez(tmp_path / "val80.npz", x=v["x"][:80], y=v["y"][:80], lengths=v["lengths"][:80])
+    out = tmp_path / "auto"
+    res = CliRunner().invoke(convert_cmd, [model, "--skip", "auto", "--train", paths["train"], "--val",
+                                           str(tmp_path / "val80.npz"), "--max-loss", "50", "--predictor-type",
+                                           "tree", "--data", paths["test"], "--out", str(out), "--emulate-max", "2",
+                                           "--traffic-sample", "0", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    warn = [l for l in res.output.splitlines() if l.startswith("warning: --skip auto")]
+    assert len(warn) == 1 and "nothing certified" in warn[0] and "converting without skipping" in warn[0]
+    rep = json.loads((out / "report.json").read_text())
+    sk = rep["skip"]
+    assert sk["attached"] is False and sk["certified"]["certified"] is False and sk["certified"]["calibration_n"] == 40
+    assert "not certified, converted without skipping" in sk["why"] and "emulated" not in sk
+    assert not (out / "predictor").exists() and rep["bitexact"]["mismatches"] == 0
+    assert "rnnskip_predict_skip" not in (out / "src" / "rnnskip_model.c").read_text()   # no predictor in the C
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--predictor", "{pred}", "--skip", "auto"], "either --predictor"),
     (["--predictor", "{pred}", "--skip", "off"], "--skip off turns skipping off but --predictor"),

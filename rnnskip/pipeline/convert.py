@@ -40,7 +40,8 @@ class Conversion:
             if setup.key in self.report:
                 sec = self.report[setup.key]
                 base = [(f"{setup.key} baseline", sec["baseline"])] if "baseline" in sec else []
-                text.append("\n".join(f"  {k:<21} {v}" for k, v in base + setup.table_rows(sec)))
+                rows = setup.table_rows(sec) if sec.get("attached", True) else [(setup.key, sec["why"])]
+                text.append("\n".join(f"  {k:<21} {v}" for k, v in base + rows))
         return "\n".join(text)
 
     def check(self) -> None:
@@ -121,10 +122,13 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         ev = stages.evaluate(ir, qm, ds, host_so=so, firmware=fw, emulator=emu, emulate_max=n)
         rep = build_report(ir, qm, ev, target, kernels, variant, firmware=fw)
         for s in setups:   # each method against the same model without it (the others still on)
+            if s.not_attached is not None:
+                rep[s.key] = s.unattached_section()
+                continue
             rep[s.key] = s.section(ir, qm, ds, ev, tmp, stages.compare_without(qm, s.key, ir, ds, ev, fw, emu, tmp,
                                                                                kernels, variant, target), str(model))
-            if len(setups) > 1:
-                others = ", ".join(f"{o.what} on" for o in setups if o is not s)
+            others = ", ".join(f"{o.what} on" for o in setups if o is not s and o.not_attached is None)
+            if others:
                 rep[s.key]["baseline"] = f"this model without {s.what}, {others}"
         write_report(rep, tmp / "report.json")
         write_plots(ev, tmp, f"{ir.name} on {target.name} ({kernels}, {variant})")

@@ -112,8 +112,15 @@ class SkipSetup(MethodSetup):
         from .qpredictor import quantize_predictor
         if self.auto:
             from . import folder
-            from .train import train
-            res = train(ir, self.train_ds, self.val_ds, self.config(), qm=qm, log=self.log if progress else None)
+            from .train import NotCertified, train
+            try:
+                res = train(ir, self.train_ds, self.val_ds, self.config(), qm=qm, log=self.log if progress else None)
+            except NotCertified as e:   # never exceed the budget unannounced: convert the dense model
+                self.not_attached = {"why": f"not certified, converted without skipping: {e}",
+                                     "certified": e.certificate.as_dict(str(self.val_path))}
+                if note is not None:
+                    note(f"warning: --skip auto: {e}; converting without skipping (the dense model)")
+                return None
             out = Path(work) / "predictor"
             out.mkdir(parents=True, exist_ok=True)
             self.meta = folder.save(out, res, ir, "(rnnskip-convert --skip auto)", self.train_path, self.val_path)

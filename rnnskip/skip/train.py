@@ -320,6 +320,14 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
                        calibration_lengths=None if cert_ds is None else sorted(int(v) for v in cert_ds.lengths))
 
 
+class NotCertified(RnnskipError):
+    """No decision threshold could be certified (``certificate`` says how far it got)."""
+
+    def __init__(self, msg: str, certificate):
+        super().__init__(msg)
+        self.certificate = certificate
+
+
 def _certify(p: FloatPredictor, cal: oracle.Sweep, cert_ds, qm, fm, cfg: TrainConfig, log):
     """Learn-then-Test on the certification rows: the calibration points from the most conservative
     that skips anything to the chosen one, in that order; p.threshold becomes the last certified
@@ -352,8 +360,8 @@ def _certify(p: FloatPredictor, cal: oracle.Sweep, cert_ds, qm, fm, cfg: TrainCo
 
     cert = fixed_sequence(losses(), budget, float(cfg.confidence), kind)
     if cert.chosen is None:
-        raise RnnskipError(cert.line("--val") + f" ({cfg.type} predictor); give more --val sequences "
-                           "(unlabelled ones work with --max-disagreement) or a larger budget")
+        raise NotCertified(cert.line("--val") + f" ({cfg.type} predictor); give more --val sequences "
+                           "(unlabelled ones work with --max-disagreement) or a larger budget", cert)
     p.threshold = path[cert.chosen].threshold
     _say(log, f"[skip] certification on {len(cert_ds)} held-out validation sequences: " + cert.line("--val")
          + f" at threshold {p.threshold:+.4f}")

@@ -12,12 +12,15 @@ family-wise error is at most delta, so with probability at least 1 - delta over 
 calibration draw every certified candidate - the chosen one, the last, included - has
 a mean loss within the budget on data exchangeable with the calibration data.
 
-The upper bound is the predictable plug-in empirical-Bernstein bound of Waudby-Smith and
-Ramdas ("Estimating means of bounded random variables by betting", JRSS-B 2023,
-Theorem 2 with the fixed-n choice of lambda): valid for any bounded i.i.d. (or
-exchangeable, in the given order) losses, and variance-adaptive, which matters here:
-the paired loss against the dense model (-1, 0, +1 per sequence) is 0 for almost every
-sequence, and a variance-blind bound (Hoeffding) would need about 25 times more data.
+The upper bounds are exact binomial (Clopper-Pearson) bounds, which do not depend on the
+order of the rows and are tight for the rare events these losses are made of:
+
+* ``disagreement`` (0/1 per sequence): the one-sided Clopper-Pearson upper bound on a
+  Bernoulli mean at level delta;
+* ``paired`` (-1/0/+1): the mean is p_wrong - p_right (the rates of sequences the setting
+  turns wrong and turns right); its bound is the Clopper-Pearson upper bound on p_wrong
+  minus the lower bound on p_right, each at delta/2 (a union bound: both hold together with
+  probability >= 1 - delta).
 
 Losses: ``paired`` - the per-sequence accuracy loss against the dense int8 model,
 ``dense_correct - method_correct`` in {-1, 0, +1}; ``disagreement`` - 1 where the
@@ -31,53 +34,66 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-#: the largest bet (lambda) of the bound; Waudby-Smith and Ramdas suggest 1/2 or 3/4
-LAMBDA_MAX = 0.75
-#: the range of each loss kind, mapped onto [0, 1] for the bound
+#: the range of each loss kind
 RANGES = {"paired": (-1.0, 1.0), "disagreement": (0.0, 1.0)}
 
 
-def eb_upper_bound(x: np.ndarray, delta: float) -> float:
-    """A (1 - delta) upper confidence bound on the mean of ``x`` (values in [0, 1], i.i.d. or
-    exchangeable, used in the given order): the predictable plug-in empirical-Bernstein bound
-    (Waudby-Smith & Ramdas 2023, Thm 2), lambda_i = min(sqrt(2 log(1/delta) / (n var_{i-1})), 3/4).
+def _log_choose(n: int, k: int) -> np.ndarray:
+    """log C(n, j) for j = 0..k (cumulative sums of log((n - i) / (i + 1)))."""
+    i = np.arange(k, dtype=np.float64)
+    return np.concatenate([[0.0], np.cumsum(np.log(n - i) - np.log(i + 1.0))])
 
-    Under a true mean m, prod_i exp(lambda_i (m - x_i) - v_i psi(lambda_i)) is a nonnegative
-    supermartingale (v_i = 4 (x_i - mu_{i-1})^2, psi(l) = (-log(1 - l) - l) / 4), so by Ville's
-    inequality m <= (sum l_i x_i + sum v_i psi(l_i) + log(1/delta)) / sum l_i with
-    probability >= 1 - delta. 1.0 for no data."""
-    x = np.asarray(x, np.float64)
-    n = len(x)
-    if n == 0:
+
+def _binom_cdf(log_choose: np.ndarray, n: int, p: float) -> float:
+    """P(Binomial(n, p) <= k) for k = len(log_choose) - 1, summed in log space."""
+    if p <= 0.0:
         return 1.0
-    if np.any(x < 0) or np.any(x > 1):
-        raise ValueError("eb_upper_bound needs values in [0, 1]")
-    log1d = math.log(1.0 / delta)
-    csum = np.cumsum(x)
-    t = np.arange(1, n + 1)
-    mu = (0.5 + csum) / (t + 1)                       # mu_t, t = 1..n
-    mu_prev = np.concatenate([[0.5], mu[:-1]])         # mu_{t-1}
-    sq = np.cumsum((x - mu) ** 2)
-    var = (0.25 + sq) / (t + 1)                        # sigma^2_t
-    var_prev = np.concatenate([[0.25], var[:-1]])      # sigma^2_{t-1}
-    lam = np.minimum(np.sqrt(2.0 * log1d / (n * var_prev)), LAMBDA_MAX)
-    v = 4.0 * (x - mu_prev) ** 2
-    psi = (-np.log1p(-lam) - lam) / 4.0
-    ub = (np.sum(lam * x) + np.sum(v * psi) + log1d) / np.sum(lam)
-    return float(min(ub, 1.0))
+    if p >= 1.0:
+        return 0.0
+    j = np.arange(len(log_choose), dtype=np.float64)
+    logpmf = log_choose + j * math.log(p) + (n - j) * math.log1p(-p)
+    top = float(np.max(logpmf))
+    return float(min(1.0, math.exp(top) * np.sum(np.exp(logpmf - top))))
+
+
+def cp_upper(k: int, n: int, delta: float) -> float:
+    """One-sided Clopper-Pearson upper bound on a Bernoulli mean from k successes in n:
+    the p with P(Bin(n, p) <= k) = delta, by bisection (1 for k = n or no data)."""
+    if n <= 0 or k >= n:
+        return 1.0
+    lc = _log_choose(n, k)
+    lo, hi = k / n, 1.0
+    for _ in range(60):            # P(Bin(n, p) <= k) falls with p
+        mid = 0.5 * (lo + hi)
+        if _binom_cdf(lc, n, mid) > delta:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def cp_lower(k: int, n: int, delta: float) -> float:
+    """One-sided Clopper-Pearson lower bound: the p with P(Bin(n, p) >= k) = delta (0 for k = 0)."""
+    if n <= 0 or k <= 0:
+        return 0.0
+    return 1.0 - cp_upper(n - k, n, delta)
 
 
 def upper_bound(loss: np.ndarray, delta: float, kind: str = "paired") -> float:
-    """(1 - delta) upper confidence bound on the mean of a per-sequence ``loss`` of ``kind``.
-
-    The bound is sequential, so the losses are taken in a seeded random order, not the file's:
-    a file sorted by class or length would make the order informative (and the bound loose or
-    wrong); sorted, then a fixed permutation: i.i.d. rows stay i.i.d., and the result depends
-    only on the losses, not on the file's order."""
-    lo, hi = RANGES[kind]
-    x = (np.asarray(loss, np.float64) - lo) / (hi - lo)
-    x = np.sort(x)[np.random.default_rng(len(x)).permutation(len(x))]   # the same order for any file order
-    return lo + (hi - lo) * eb_upper_bound(x, delta)
+    """(1 - delta) upper confidence bound on the mean of a per-sequence ``loss`` of ``kind``
+    (values in {0, 1} for disagreement, {-1, 0, 1} for paired); 1 for no data."""
+    loss = np.asarray(loss, np.float64)
+    n = len(loss)
+    if n == 0:
+        return 1.0
+    if kind == "disagreement":
+        if np.any((loss != 0) & (loss != 1)):
+            raise ValueError("a disagreement loss is 0 or 1 per sequence")
+        return cp_upper(int(loss.sum()), n, delta)
+    if np.any((loss != 0) & (loss != 1) & (loss != -1)):
+        raise ValueError("a paired loss is -1, 0 or 1 per sequence")
+    wrong, right = int(np.sum(loss > 0)), int(np.sum(loss < 0))
+    return cp_upper(wrong, n, delta / 2) - cp_lower(right, n, delta / 2)
 
 
 def smallest_certifiable(n: int, delta: float, kind: str = "paired") -> float:
@@ -120,6 +136,8 @@ class Certificate:
                 **({"data": data} if data else {})}
 
     def line(self, data: str) -> str:
+        if self.chosen is None and self.tested == 0:
+            return ("nothing to certify: no setting beyond the dense model fits the budget on the selection rows")
         if self.chosen is None:
             unit = "points" if self.kind == "paired" else "%"
             if self.smallest_certifiable > self.budget or self.failed_upper_bound is None:
@@ -135,15 +153,16 @@ class Certificate:
 
 
 def fixed_sequence(losses: Iterable[np.ndarray], budget: float, confidence: float,
-                   kind: str = "paired") -> Certificate:
+                   kind: str = "paired", n: Optional[int] = None) -> Certificate:
     """Learn-then-Test with fixed-sequence testing over per-sequence ``losses`` of candidates
     ordered from conservative to aggressive (an iterable: a candidate after the first failure
     is never computed): certify while the upper bound is <= ``budget``; the chosen candidate
-    is the last certified one."""
+    is the last certified one. ``n``: the number of calibration rows (for an empty sequence)."""
     if not (0.0 < confidence < 1.0):
         raise ValueError("confidence must be in (0, 1)")
     delta = 1.0 - confidence
-    n, chosen, ub_c, pe_c, tested, failed = 0, None, None, None, 0, None
+    n = 0 if n is None else int(n)   # the calibration rows (given: right even for no candidates)
+    chosen, ub_c, pe_c, tested, failed = None, None, None, 0, None
     for j, loss in enumerate(losses):
         n = len(loss)
         tested += 1

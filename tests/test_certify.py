@@ -1,5 +1,6 @@
-"""Certified budgets (rnnskip/certify.py): the upper bound and the fixed-sequence pick keep
-their promise on synthetic losses of known mean, over many simulated calibration draws."""
+"""Certified budgets (rnnskip/certify.py): the upper bounds are the exact binomial ones, keep
+their promise exactly (worst case over the true rates) and on simulated calibration draws,
+and the fixed-sequence pick keeps it too."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 
 from rnnskip.certify import (
     Certificate,
-    eb_upper_bound,
+    cp_lower,
+    cp_upper,
     fixed_sequence,
     ks_2samp,
     sequence_loss,
@@ -34,7 +36,7 @@ def test_paired_bound_holds_over_many_draws(p10, p01, n):
     ubs = np.array([upper_bound(_paired(rng, n, p10, p01), DELTA) for _ in range(DRAWS)])
     assert np.mean(ubs < mean) <= DELTA + SLACK
     assert np.all(ubs >= -1.0) and np.all(ubs <= 1.0)
-    assert np.mean(ubs) - mean < 0.2        # and it says something
+    assert np.mean(ubs) - mean < 2 * np.sqrt((p10 + p01) * np.log(2 / DELTA) / n) + 3 / n   # and it is tight
 
 
 @pytest.mark.parametrize("p,n", [(0.01, 2000), (0.2, 300), (0.0, 500)])
@@ -44,16 +46,55 @@ def test_disagreement_bound_holds_over_many_draws(p, n):
     assert np.mean(ubs < p) <= DELTA + SLACK
 
 
-def test_the_bound_is_variance_adaptive_and_shrinks_with_n():
-    rng = np.random.default_rng(3)
-    quiet = _paired(rng, 4000, 0.01, 0.01)       # mean 0, few changed outcomes
-    noisy = _paired(rng, 4000, 0.30, 0.30)       # mean 0, many changed outcomes
-    assert upper_bound(quiet, DELTA) < 0.5 * upper_bound(noisy, DELTA)
+def test_clopper_pearson_bounds_are_the_beta_quantiles():
+    stats = pytest.importorskip("scipy.stats")
+    for k, n, d in [(0, 1, 0.1), (0, 100, 0.1), (5, 100, 0.05), (30, 10000, 0.1), (299, 300, 0.1), (7, 20, 0.3)]:
+        assert cp_upper(k, n, d) == pytest.approx(stats.beta.ppf(1 - d, k + 1, n - k), abs=1e-9)
+        assert cp_lower(k, n, d) == pytest.approx(stats.beta.ppf(d, k, n - k + 1) if k else 0.0, abs=1e-9)
+    assert cp_upper(3, 3, 0.1) == 1.0 and cp_lower(0, 3, 0.1) == 0.0 and cp_upper(0, 0, 0.1) == 1.0
+
+
+def _binom_pmf(n, m):
+    from math import comb
+    return np.array([comb(n, k) * m ** k * (1 - m) ** (n - k) for k in range(n + 1)])
+
+
+@pytest.mark.parametrize("n", [20, 50])
+def test_disagreement_bound_exact_worst_case(n):
+    """The exact probability (binomial sum, not a simulation) that the bound falls below the
+    true rate is <= delta at every rate on a fine grid."""
+    ub = np.array([upper_bound(np.r_[np.ones(k), np.zeros(n - k)], DELTA, "disagreement") for k in range(n + 1)])
+    worst = max(float(np.sum(_binom_pmf(n, m)[ub < m])) for m in np.linspace(0.001, 0.999, 400))
+    assert worst <= DELTA + 1e-12
+    assert worst > 0.5 * DELTA         # and not vacuous: the bound is tight at its worst rate
+
+
+def test_paired_bound_exact_worst_case():
+    """Exact over the trinomial (turned wrong, turned right, unchanged) for n = 24."""
+    from math import comb
+    n = 24
+    ub = {(a, b): upper_bound(np.r_[np.ones(a), -np.ones(b), np.zeros(n - a - b)], DELTA)
+          for a in range(n + 1) for b in range(n + 1 - a)}
+    worst = 0.0
+    for pw in np.linspace(0.0, 0.6, 25):
+        for pr in np.linspace(0.0, 0.4, 17):
+            if pw + pr > 1:
+                continue
+            viol = sum(comb(n, a) * comb(n - a, b) * pw ** a * pr ** b * (1 - pw - pr) ** (n - a - b)
+                       for (a, b), u in ub.items() if u < pw - pr)
+            worst = max(worst, viol)
+    assert worst <= DELTA + 1e-12
+
+
+def test_bounds_shrink_with_n_and_refuse_other_values():
     assert smallest_certifiable(10000, DELTA) < smallest_certifiable(1000, DELTA) < smallest_certifiable(100, DELTA)
-    # with no data there is nothing to say; values outside [0, 1] are refused
-    assert eb_upper_bound(np.array([]), DELTA) == 1.0
-    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
-        eb_upper_bound(np.array([1.5]), DELTA)
+    assert smallest_certifiable(300, DELTA, "disagreement") < smallest_certifiable(300, DELTA)
+    # no data: nothing to say; values a loss cannot take are refused
+    assert upper_bound(np.array([]), DELTA) == 1.0
+    with pytest.raises(ValueError, match="-1, 0 or 1"):
+        upper_bound(np.array([0.5]), DELTA)
+    with pytest.raises(ValueError, match="0 or 1"):
+        upper_bound(np.array([-1.0]), DELTA, "disagreement")
 
 
 def test_fixed_sequence_controls_the_error_of_the_pick():
@@ -90,9 +131,10 @@ def test_fixed_sequence_stops_at_the_first_failure_and_reports():
     assert f"the most conservative candidate's 90% upper bound is {ub:.2f} points" in none.line("v")
     assert "above the budget of 1 (n=5000)" in none.line("val.npz")
     few = fixed_sequence([np.zeros(40)], 0.01, 0.9)      # 40 sequences cannot certify 1 point at all
-    assert few.chosen is None and "40 calibration sequences certify no budget below 15." in few.line("val.npz")
-    # the file's order does not matter: the losses are taken in a seeded random order
-    assert upper_bound(worse, 0.1) == upper_bound(worse[::-1], 0.1) == upper_bound(np.sort(worse), 0.1)
+    floor = 100 * smallest_certifiable(40, 0.1)
+    assert few.chosen is None and f"40 calibration sequences certify no budget below {floor:.2f}" in few.line("v")
+    # the bounds count outcomes: the file's order cannot matter
+    assert upper_bound(worse, 0.1) == upper_bound(worse[::-1], 0.1)
     with pytest.raises(ValueError, match="confidence"):
         fixed_sequence([ok], 0.01, 1.0)
 

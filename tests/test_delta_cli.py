@@ -364,3 +364,16 @@ def test_convert_with_delta_on_cortex_m55_qemu(gru):
     assert e["reduction"]["instructions"]["x_fewer"] == pytest.approx(ins["dense"] / ins["delta"])
     assert e["reduction"]["cycles"] is None and e["dense_device_matches_golden"]
     assert "delta instr. / inf" in p.stdout
+
+
+def test_tune_refuses_a_regression_head(k2_zoo, tmp_path):
+    """A budget on class predictions means nothing for a regression head, labelled or not."""
+    e = k2_zoo.models["feat_lstm"]
+    from rnnskip.pipeline import import_model
+    ir = import_model(Path(e.files["h5"]))
+    x = np.random.default_rng(0).normal(0, 1, (30, 6, ir.input.features)).astype(np.float32)
+    np.savez(tmp_path / "u.npz", x=x)
+    p = cli("rnnskip", "delta-tune", e.files["h5"], "--val", tmp_path / "u.npz", "--calib", tmp_path / "u.npz",
+            "--max-disagreement", "5", "--out", tmp_path / "r.json")
+    one_line_error(p, "must be a classifier")
+    assert not (tmp_path / "r.json").exists()

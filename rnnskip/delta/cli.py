@@ -27,6 +27,9 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     ir = pipeline.import_model(model)
     from .spec import check_supported, grid_of
     check_supported(ir.rnn_layers)
+    if ir.output_activation not in ("softmax", "sigmoid"):
+        raise RnnskipError(f"delta-tune certifies a budget on class predictions, so the model must be a classifier "
+                           f"(softmax or sigmoid output); this one ends in '{ir.output_activation}'")
     if val is None:
         raise RnnskipError("--val is required: validation data (.npz) to measure accuracy on")
     labels = max_disagreement is None
@@ -34,7 +37,7 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     sel = load_npz(str(select), ir, labels=labels) if select else None
     if calib is None and va.y is None:
         raise RnnskipError("--calib is required with unlabelled --val: the int8 grid is calibrated on it")
-    cal = load_npz(str(calib), ir) if calib else va
+    cal = load_npz(str(calib), ir, labels=False) if calib else va   # quantisation needs no labels
     qm, _ = pipeline.quantize_model(ir, cal, calib_max, progress=False)
     grid = list(GRID if grid is None else grid)
     cell_grid = list(CELL_GRID if cell_grid is None else cell_grid)
@@ -46,6 +49,9 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
         f"calibrated on {calib or val}"
         f"{'' if calib else ' (--val; pass --calib train.npz to calibrate on training data)'}: "
         f"give rnnskip-convert the same --calib")
+    if calib is None or Path(calib).resolve() == Path(val).resolve():
+        log("note: the int8 grid is calibrated on --val, whose rows also certify the thresholds, so the model "
+            "being certified has seen them (a small effect, outside the guarantee): pass --calib train.npz")
     res = certified_tune(ir, qm, va, max_loss=max_loss, max_disagreement=max_disagreement, confidence=confidence,
                          select=sel, grid=grid, cell_grid=cell_grid, data_name=str(val),
                          progress=(lambda s: log("  " + s)) if progress else None)
@@ -65,9 +71,8 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
         + cert.line(str(val)) + "; " + _calibration_numbers(res))
     if cert.chosen is None:
         log(f"warning: no thresholds certified at this budget; wrote thresholds 0 (the dense model). "
-            f"{res.n} calibration sequences certify budgets of "
-            f"{cert.as_dict()['smallest_certifiable']:.2f} or more: give more (unlabelled data works with "
-            f"--max-disagreement) or a larger budget")
+            f"{res.n} calibration sequences certify budgets of {cert.as_dict()['smallest_certifiable']:.2f} or "
+            f"more: give more (unlabelled data works with --max-disagreement) or a larger budget")
     log(f"wrote {out} and {plot}")
     return spec.to_json(ir)
 

@@ -92,7 +92,7 @@ class TuneResult:
         c = self.chosen
         method = ("run-time sweep on validation data (integer delta golden model), no retraining"
                   + ("; certified on calibration rows the sweep did not see (Learn-then-Test, fixed sequence, "
-                     "empirical-Bernstein bound)" if self.certificate is not None else ""))
+                     "exact binomial bounds)" if self.certificate is not None else ""))
         return {"method": method,
                 "validation_sequences": self.n, "max_loss_points": self.max_loss, "margin_se": self.margin_se,
                 "reference": self.reference, "reference_accuracy": self.reference_accuracy,
@@ -324,6 +324,9 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     if not (budget >= 0):
         opt = "--max-disagreement" if kind == "disagreement" else "--max-loss"
         raise RnnskipError(f"{opt} {budget} must be >= 0 ({'percent' if kind == 'disagreement' else 'points'})")
+    if ir.output_activation not in ("softmax", "sigmoid"):
+        raise RnnskipError(f"delta-tune certifies a budget on class predictions, so the model must be a classifier "
+                           f"(softmax or sigmoid output); this one ends in '{ir.output_activation}'")
     labelled = val.y is not None and (select is None or select.y is not None)
     if kind == "paired" and not labelled:
         raise RnnskipError("--max-loss needs class labels (y) in the validation data; without labels give "
@@ -377,7 +380,7 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
             yield dense_correct.astype(np.float64) - q.correct.astype(np.float64) if kind == "paired" \
                 else (~q.correct).astype(np.float64)
 
-    cert = fixed_sequence(losses(), budget / 100.0, confidence, kind)
+    cert = fixed_sequence(losses(), budget / 100.0, confidence, kind, n=len(C_t))
     chosen = evaluated[cert.chosen] if cert.chosen is not None else \
         evaluate_point(qm, C_t.x, C_t.lengths, C_t.y, (0,) * L, (0,) * L, layouts)
     acc_int8 = float(np.mean(dense_correct))

@@ -357,10 +357,13 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
         meta = folder.save(tmp, res, ir, str(model), str(train), str(val))
     v = meta["val"]
     log(f"{meta['description']}: {meta['params']:,} params ({meta['params_ratio']:.1%} of the RNN's "
-        f"{meta['rnn_params']:,}); validation: {v['skip_rate']:.1%} of steps skipped at "
+        f"{meta['rnn_params']:,}); validation{' (selection half)' if 'rows' in v else ''}: "
+        f"{v['skip_rate']:.1%} of steps skipped at "
         f"{v['loss_points']:+.2f} ± {v['loss_se_points'] or 0:.2f} points (1 standard error; "
         f"oracle {meta['oracle']['val']['chosen']['skip_rate']:.1%})")
     if res.certificate is not None:
-        log("certified: " + res.certificate.line(str(val)))
+        log("certified: " + res.certificate.line(str(val))
+            + (" (a more conservative threshold than the selection's)" if v.get("certified_threshold_differs")
+               else ""))
     log(f"wrote {out}")
     return meta

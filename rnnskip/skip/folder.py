@@ -74,6 +74,11 @@ def save(out: Path, res, ir, model_path: str, train_path: str, val_path: str, vo
     if res.certificate is not None:   # the threshold above is the certified one
         meta["certified"] = res.certificate.as_dict(str(val_path))
         meta["calibration_lengths"] = res.calibration_lengths
+        meta["val"]["rows"] = "the selection half of --val (the certificate is about the other half)"
+        meta["val"]["certified_threshold_differs"] = bool(cal is not None and cal.threshold != p.threshold)
+        if res.config.max_disagreement is not None:   # the budget's real kind (max_loss held D for the search)
+            meta["max_loss_points"] = None
+            meta["max_disagreement_percent"] = res.config.max_disagreement
     with open(out / WEIGHTS, "wb") as f:
         np.savez(f, **p.arrays())
     # plots

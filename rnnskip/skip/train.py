@@ -181,9 +181,11 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     features.check_classifier(ir)
     fm = FloatModel(ir)
     _check_data("--train", train_ds, fm)
-    if val_ds.y is None:   # unlabelled (--max-disagreement): the dense float model's classes stand in
-        from ..datasets import Dataset
+    if cfg.max_disagreement is not None:   # the budget is about agreeing with the dense model, not labels:
+        from ..datasets import Dataset  # its classes are what the selection half is scored against
         val_ds = Dataset(x=val_ds.x, y=features.run(fm, val_ds.x, val_ds.lengths).pred, lengths=val_ds.lengths)
+    elif val_ds.y is None:
+        raise RnnskipError("--max-loss needs class labels (y) in --val; without labels give --max-disagreement")
     _check_data("--val", val_ds, fm)
     cert_ds = None
     if cfg.confidence is not None:   # disjoint rows: the rest of the training never sees them

@@ -377,3 +377,25 @@ def test_tune_refuses_a_regression_head(k2_zoo, tmp_path):
             "--max-disagreement", "5", "--out", tmp_path / "r.json")
     one_line_error(p, "must be a classifier")
     assert not (tmp_path / "r.json").exists()
+
+
+def test_certification_rows_do_not_steer_the_candidates(gru, unlabelled):
+    """Data hygiene: the candidate sequence depends on the selection half only - changing every
+    certification row leaves it as it was (only the certificate changes)."""
+    model, val, d, ir = gru
+    from rnnskip.certify import split_rows
+    from rnnskip.datasets import Dataset, load_npz
+    from rnnskip.delta.tune import certified_tune
+    from rnnskip.pipeline import quantize_model
+    un = load_npz(str(unlabelled), ir, labels=False)
+    qm, _ = quantize_model(ir, load_npz(str(val), ir), progress=False)
+    _, cal_rows = split_rows(len(un), 0)
+    x2 = un.x.copy()
+    rng = np.random.default_rng(7)
+    x2[cal_rows] = np.where(x2[cal_rows] == ir.input.mask_value, x2[cal_rows],
+                            rng.normal(0, 2.0, x2[cal_rows].shape)).astype(np.float32)
+    other = Dataset(x=x2, y=None, lengths=un.lengths)
+    kw = dict(max_disagreement=10.0, confidence=0.8, grid=(0, 2, 8, 32), cell_grid=())
+    a, b = certified_tune(ir, qm, un, **kw), certified_tune(ir, qm, other, **kw)
+    assert a.extra["path"] == b.extra["path"] and a.extra["path"]
+    assert a.certificate.as_dict() != b.certificate.as_dict()

@@ -229,3 +229,16 @@ def budget_text(c: dict, fallback: str) -> str:
             else f"disagreement <= {c['max_disagreement_percent']:g}%")
     return (f"{what} with {100 * c['confidence']:g}% confidence on data like {c.get('data', '?')} "
             f"(n={c['calibration_n']})")
+
+
+def check_against_certificate(meta: dict, data, option: str, warn) -> Optional[dict]:
+    """``data`` (a Dataset) against the certification rows recorded in ``meta`` (``certified``,
+    ``calibration_lengths``): the :func:`data_check` (None when there is no certificate), and a
+    ``warn`` line when the lengths differ."""
+    cert, ref = meta.get("certified"), meta.get("calibration_lengths")
+    if data is None or not cert or not cert.get("certified") or not ref:
+        return None
+    check = data_check(ref, data.lengths)
+    if not check["like_calibration"] and warn is not None:
+        warn(shift_warning(check, option, cert))
+    return check

@@ -50,13 +50,8 @@ class DeltaSetup(MethodSetup):
             warn(f"warning: --delta {self.path}: its thresholds are int8 steps of another grid "
                  f"({self.grid_mismatch}): pass the --calib it was made with"
                  f"{f' (--calib {cal})' if cal else ''}, or re-run 'rnnskip delta-tune' with this --calib")
-        self.data_check = None
-        cert, ref = self.spec.tuning.get("certified"), self.spec.tuning.get("calibration_lengths")
-        if data is not None and cert and cert.get("certified") and ref:
-            from ..certify import data_check, shift_warning
-            self.data_check = data_check(ref, data.lengths)
-            if not self.data_check["like_calibration"]:
-                warn(shift_warning(self.data_check, f"--delta {self.path}", cert))
+        from ..certify import check_against_certificate
+        self.data_check = check_against_certificate(self.spec.tuning, data, f"--delta {self.path}", warn)
 
     def section(self, ir, qm, ds, ev, out_dir, comparison=None, model_path=None) -> dict:
         from .report import section

@@ -205,11 +205,7 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
 
     ev((0,) * L, (0,) * L)                   # theta 0 (the dense model) is always among the points
     # dense cost: every column of every executed step
-    steps = GoldenModel(qm).valid_steps(val.x) & (np.arange(val.x.shape[1])[None, :] < val.lengths[:, None])
-    st_dense = {"steps": steps.sum(1), "tx_x": np.zeros((len(val), L)), "tx_h": np.zeros((len(val), L))}
-    dense_macs = float(effective_macs(qm, st_dense, layouts)["dense"].mean())
-    dense_wbytes = float(np.mean(steps.sum(1)) * sum(l.in_p * D.rows_x + l.up * D.rows_h
-                                                     for l, D in zip(qm.layers, layouts)))
+    dense_macs, dense_wbytes = _dense_cost(qm, val, layouts)
     if L == 1:
         for a, b in itertools.product(grid, grid):
             if len(cache) >= max_evals:
@@ -268,6 +264,16 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
                       accuracy={"float": float_accuracy, "dense_int8": acc_int8}, dense_macs=dense_macs,
                       dense_weight_bytes=dense_wbytes, max_loss=max_loss, n=len(val), margin_se=margin_se,
                       extra={"grid": grid, "cell_grid": sorted({int(c) for c in cell_grid})})
+
+
+def _dense_cost(qm, ds, layouts) -> tuple:
+    """(MACs, recurrent weight bytes read) per inference of the dense model on ``ds``: every
+    column of every executed step."""
+    L = len(qm.layers)
+    steps = (GoldenModel(qm).valid_steps(ds.x) & (np.arange(ds.x.shape[1])[None, :] < ds.lengths[:, None])).sum(1)
+    st = {"steps": steps, "tx_x": np.zeros((len(ds), L)), "tx_h": np.zeros((len(ds), L))}
+    wbytes = sum(l.in_p * D.rows_x + l.up * D.rows_h for l, D in zip(qm.layers, layouts))
+    return float(effective_macs(qm, st, layouts)["dense"].mean()), float(np.mean(steps) * wbytes)
 
 
 def plot_pareto(res: TuneResult, path, title: str = "") -> None:
@@ -347,9 +353,9 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
 
     # labels the search and the loss are measured against: the true ones (paired), or the dense
     # int8 model's own classes (disagreement: "accuracy" is then agreement with the dense model)
-    def target(d):
-        return Dataset(x=d.x, y=d.y if kind == "paired" else dense_pred(d), lengths=d.lengths)
-    S_t, C_t = target(S), target(C)
+    dense_C = dense_pred(C)
+    S_t = S if kind == "paired" else Dataset(x=S.x, y=dense_pred(S), lengths=S.lengths)
+    C_t = Dataset(x=C.x, y=C.y if kind == "paired" else dense_C, lengths=C.lengths)
     with single_blas_thread():
         sel = _tune(ir, qm, S_t, budget, "int8", grid, None, progress, max_evals, 0.0, cell_grid)
     L = len(qm.layers)
@@ -366,19 +372,20 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
                     (p.theta_x, p.theta_h) == (sel.chosen.theta_x, sel.chosen.theta_h)], key=lambda p: p.theta_m[0])
     path += cells
     layouts = [delta_layout(l) for l in qm.layers]
-    dense_correct = predict_classes(GoldenModel(qm).run(C_t.x, C_t.lengths)[0], act) == C_t.y
+    dense_correct = dense_C == C_t.y
     evaluated: List[Point] = []
 
     def losses():
         for p in path:
             q = evaluate_point(qm, C_t.x, C_t.lengths, C_t.y, p.theta_x, p.theta_h, layouts, p.theta_m)
             evaluated.append(q)
+            # paired: dense correct - correct; disagreement (labels = dense classes): not correct
+            loss = (dense_correct if kind == "paired" else 1.0) - q.correct.astype(np.float64)
             if progress:
                 progress(f"certify x={list(q.theta_x)} h={list(q.theta_h)}"
                          + ("" if q.theta_m == (None,) * L else f" m={list(q.theta_m)}")
-                         + f" on {len(C_t)} calibration sequences: mean loss {100 * _mean_loss(dense_correct, q):.2f}")
-            yield dense_correct.astype(np.float64) - q.correct.astype(np.float64) if kind == "paired" \
-                else (~q.correct).astype(np.float64)
+                         + f" on {len(C_t)} calibration sequences: mean loss {100 * float(np.mean(loss)):.2f}")
+            yield loss
 
     cert = fixed_sequence(losses(), budget / 100.0, confidence, kind, n=len(C_t))
     chosen = evaluated[cert.chosen] if cert.chosen is not None else \
@@ -393,11 +400,7 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     for p in evaluated + [chosen]:
         p.loss = 100.0 * (acc_int8 - p.accuracy)
         p.loss_se = paired_loss(dense_correct, p.correct)[1]
-    steps = GoldenModel(qm).valid_steps(C.x) & (np.arange(C.x.shape[1])[None, :] < C.lengths[:, None])
-    st_dense = {"steps": steps.sum(1), "tx_x": np.zeros((len(C), L)), "tx_h": np.zeros((len(C), L))}
-    dense_macs = float(effective_macs(qm, st_dense, layouts)["dense"].mean())
-    dense_wbytes = float(np.mean(steps.sum(1)) * sum(l.in_p * D.rows_x + l.up * D.rows_h
-                                                     for l, D in zip(qm.layers, layouts)))
+    dense_macs, dense_wbytes = _dense_cost(qm, C, layouts)
     lengths = np.sort(np.asarray(C.lengths))
     if len(lengths) > 2000:      # kept for rnnskip-convert's check that --data is like these rows
         lengths = lengths[np.linspace(0, len(lengths) - 1, 2000).round().astype(int)]
@@ -412,6 +415,3 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
                       dense_macs=dense_macs, dense_weight_bytes=dense_wbytes, max_loss=budget, n=len(C), extra=extra,
                       certificate=cert)
 
-
-def _mean_loss(dense_correct, q) -> float:
-    return float(np.mean(dense_correct.astype(np.float64) - q.correct.astype(np.float64)))

@@ -128,13 +128,9 @@ class SkipSetup(MethodSetup):
             self.predictor_dir = str(out)
         qp = quantize_predictor(self.fp, qm)
         qm.methods = with_predictor(qm, qp).methods
-        self.data_check = None
-        cert, ref = self.meta.get("certified"), self.meta.get("calibration_lengths")
-        if data is not None and cert and cert.get("certified") and ref:
-            from ..certify import data_check, shift_warning
-            self.data_check = data_check(ref, data.lengths)
-            if not self.data_check["like_calibration"] and note is not None:
-                note(shift_warning(self.data_check, f"the skip predictor {self.predictor_dir}", cert))
+        from ..certify import check_against_certificate
+        self.data_check = check_against_certificate(self.meta, data, f"the skip predictor {self.predictor_dir}",
+                                                    note)
         return qp
 
     # ---- report ----------------------------------------------------------------

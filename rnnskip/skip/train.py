@@ -335,7 +335,7 @@ def _certify(p: FloatPredictor, cal: oracle.Sweep, cert_ds, qm, fm, cfg: TrainCo
     that skips anything to the chosen one, in that order; p.threshold becomes the last certified
     (none: one line saying so and how much could be certified). The loss is paired against the
     dense int8 model (float with ``calibrate_on='float'``), or the disagreement with it."""
-    from ..certify import fixed_sequence
+    from ..certify import fixed_sequence, sequence_loss
     from .evaluate import golden_run
     from .qpredictor import quantize_predictor
     kind = "disagreement" if cfg.max_disagreement is not None else "paired"
@@ -356,9 +356,7 @@ def _certify(p: FloatPredictor, cal: oracle.Sweep, cert_ds, qm, fm, cfg: TrainCo
 
     def losses():
         for pt in path:
-            q = pred(pt.threshold)
-            yield (q != dense).astype(np.float64) if kind == "disagreement" else \
-                (dense == y).astype(np.float64) - (q == y).astype(np.float64)
+            yield sequence_loss(kind, dense, pred(pt.threshold), y)
 
     cert = fixed_sequence(losses(), budget, float(cfg.confidence), kind)
     if cert.chosen is None:

@@ -75,13 +75,19 @@ def _imdb(out: Path) -> dict:
 
 # ---- predictors (cached) ---------------------------------------------------------------
 
-def _predictor(name: str, d: dict, ptype: str, rounds: int, max_loss: float, out: Path, log) -> Path:
+def _predictor(name: str, d: dict, ptype: str, rounds: int, max_loss, out: Path, log,
+               max_disagreement=None) -> Path:
+    """The predictor folder (trained once per configuration): ``max_loss`` points, or
+    ``max_disagreement`` percent (then ``max_loss`` is None) for the selection on --val."""
     from rnnskip.skip.convert import run_train_predictor
     folder = out / f"pred-{ptype}" if rounds == ROUNDS else out / f"pred-{ptype}-r{rounds}"
+    if max_disagreement is not None:
+        folder = folder.with_name(f"{folder.name}-d{max_disagreement:g}")
     model_record = read_json(os.path.join(os.path.dirname(d["model"]), "meta.json"))
     key = config_hash({"model": os.path.getsize(d["model"]), "meta": model_record.get("config_hash"),
                        "train": os.path.getsize(d["train"]), "val": os.path.getsize(d["val"]), "type": ptype,
-                       "rounds": rounds, "max_loss": max_loss, "code": CODE_VERSION})
+                       "rounds": rounds, "max_loss": max_loss, "code": CODE_VERSION,
+                       **({"max_disagreement": max_disagreement} if max_disagreement is not None else {})})
     kf = folder.with_name(folder.name + ".bench_key.json")   # beside it: the folder is train-predictor's output
     if kf.is_file() and read_json(str(kf)).get("key") == key:
         log(f"[skip:{name}] reusing {folder}")
@@ -90,7 +96,7 @@ def _predictor(name: str, d: dict, ptype: str, rounds: int, max_loss: float, out
     # the paper-style operating point: the validation estimate on all of --val, not certified
     run_train_predictor(d["model"], d["train"], d["val"], max_loss, str(folder), ptype=ptype, rounds=rounds,
                         log=lambda m: log(f"[skip:{name}] {m}") if not m.startswith("    ") else None,
-                        confidence=None)
+                        confidence=None, max_disagreement=max_disagreement)
     write_json(str(kf), {"key": key, "seconds": round(time.time() - t0, 1)})
     return folder
 

@@ -160,3 +160,40 @@ def test_two_sample_test_on_lengths():
     # how often it cries wolf on same-distribution samples: about its level or less
     false = np.mean([ks_2samp(rng.normal(size=200), rng.normal(size=150))[1] < 0.05 for _ in range(400)])
     assert false <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 400)
+
+
+def test_resplit_benchmark_certifies_on_one_half_and_measures_on_the_other():
+    """benchmarks/certify_bench.resplits on synthetic predictions with known flips: a harmless
+    candidate, one that flips 0.1% of the rows to wrong, one that flips 5%; budget 0.5 points.
+    Every split certifies the middle one (its bound on 3,000 rows is < 0.5 pt, the last one's is
+    not); the realized loss and MAC cut are those of the evaluation half at that candidate, the
+    uncertified pick is the last candidate (over budget on every split)."""
+    from types import SimpleNamespace
+
+    from benchmarks.certify_bench import resplits, summarize
+    n = 6000
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, n)
+    dense = y.copy()
+    c1, c2 = dense.copy(), dense.copy()
+    c1[rng.choice(n, 6, replace=False)] ^= 1
+    c2[rng.choice(n, 300, replace=False)] ^= 1
+    valid = np.full(n, 10)
+    run = np.stack([np.full(n, 9), np.full(n, 6), np.full(n, 2)])
+    ir = SimpleNamespace(macs_per_step=lambda: 100, head_macs=lambda: 0)
+    cand = {"pred": np.stack([dense, c1, c2]), "run_steps": run, "path": [3.0, 2.0, 1.0], "qp_macs": 5}
+    rows = resplits("paired", 0.5, dense, y, valid, cand, ir, splits=4)
+    for r in rows:
+        assert r["candidate"] == 1 and r["threshold"] == 2.0 and r["n_calibration"] == r["n_evaluation"] == 3000
+        assert r["upper_bound"] <= 0.5
+        perm = np.random.default_rng(10_000 + r["split"]).permutation(n)
+        ev = perm[3000:]
+        assert r["realized"] == pytest.approx(100 * np.mean((dense[ev] == y[ev]) & (c1[ev] != y[ev])))
+        assert r["mac_cut"] == pytest.approx(1 - (6 * 100 + 10 * 5) / (10 * 100))
+        assert r["uncertified_violation"] and r["uncertified_mac_cut"] == pytest.approx(1 - (2 * 100 + 50) / 1000)
+    s = summarize(rows, 0.5, 3, 0.45)
+    assert s["violations"] == 0 and s["uncertified_violations"] == 4 and s["certified_splits"] == 4
+    assert s["mean_mac_cut"] == pytest.approx(0.35) and s["violations_met"] and not s["mac_cut_met"]
+    # disagreement: the same rows, no labels; 1% budget certifies the middle candidate too
+    rows = resplits("disagreement", 1.0, dense, None, valid, cand, ir, splits=2)
+    assert [r["candidate"] for r in rows] == [1, 1]

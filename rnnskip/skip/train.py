@@ -330,6 +330,14 @@ class NotCertified(RnnskipError):
         self.certificate = certificate
 
 
+def certification_path(points, chosen: float) -> list:
+    """The thresholds Learn-then-Test tries, in its fixed order: the calibration points that skip
+    anything, from the most conservative to the one the selection rows chose. The order depends on
+    the selection rows only, which is what makes testing them in sequence valid."""
+    return [pt.threshold for pt in sorted(points, key=lambda q: -q.threshold) if pt.skip_rate > 0
+            and pt.threshold >= chosen]
+
+
 def _certify(p: FloatPredictor, cal: oracle.Sweep, cert_ds, qm, fm, cfg: TrainConfig, log):
     """Learn-then-Test on the certification rows: the calibration points from the most conservative
     that skips anything to the chosen one, in that order; p.threshold becomes the last certified
@@ -340,8 +348,7 @@ def _certify(p: FloatPredictor, cal: oracle.Sweep, cert_ds, qm, fm, cfg: TrainCo
     from .qpredictor import quantize_predictor
     kind = "disagreement" if cfg.max_disagreement is not None else "paired"
     budget = (cfg.max_disagreement if kind == "disagreement" else cfg.max_loss) / 100.0
-    chosen = p.threshold
-    path = [pt for pt in sorted(cal.points, key=lambda q: -q.threshold) if pt.skip_rate > 0 and pt.threshold >= chosen]
+    path = certification_path(cal.points, p.threshold)
     qp = quantize_predictor(p, qm) if cfg.calibrate_on == "int8" else None
 
     def pred(thr):
@@ -355,14 +362,14 @@ def _certify(p: FloatPredictor, cal: oracle.Sweep, cert_ds, qm, fm, cfg: TrainCo
     y = None if cert_ds.y is None else np.asarray(cert_ds.y)
 
     def losses():
-        for pt in path:
-            yield sequence_loss(kind, dense, pred(pt.threshold), y)
+        for thr in path:
+            yield sequence_loss(kind, dense, pred(thr), y)
 
     cert = fixed_sequence(losses(), budget, float(cfg.confidence), kind)
     if cert.chosen is None:
         raise NotCertified(cert.line("--val") + f" ({cfg.type} predictor); give more --val sequences "
                            "(unlabelled ones work with --max-disagreement) or a larger budget", cert)
-    p.threshold = path[cert.chosen].threshold
+    p.threshold = path[cert.chosen]
     _say(log, f"[skip] certification on {len(cert_ds)} held-out validation sequences: " + cert.line("--val")
          + f" at threshold {p.threshold:+.4f}")
     return cert

@@ -137,6 +137,7 @@ def plot(res: dict, path: Path) -> str:
                 label=f"certified ({100 * res['confidence']:g}% confidence)")
         ax.axhline(b["budget"], color="k", lw=1, ls="--", label="budget")
         ax.set_xlabel("random split")
+        ax.set_xticks(xs[::max(1, len(xs) // 10)])
         ax.set_ylabel("loss (points)" if b["kind"] == "paired" else "disagreement (%)")
         ax.set_title(f"{res['title']}: {b['label']}")
         ax.legend(fontsize=7)
@@ -198,9 +199,9 @@ def markdown(res: dict) -> str:
              f"int8 model minus that of the skipping int8 model (paired, int8 golden = firmware), or the fraction of "
              f"sequences whose class differs from the dense model's. Uncertified = the selection's own threshold, "
              f"the paper-style pick. Dense int8 test accuracy {100 * res['dense_accuracy_int8']:.2f}.", "",
-             "| budget | splits over budget (certified) | target | certified splits | realized loss mean / max "
-             "| mean effective MAC cut | target | splits over budget (uncertified) | uncertified loss mean "
-             "| uncertified MAC cut |",
+             "| budget | splits over budget (certified) | target | certified splits "
+             "| realized loss (pt or %) mean / max | mean effective MAC cut | target "
+             "| splits over budget (uncertified) | uncertified loss mean | uncertified MAC cut |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for b in res["budgets"]:
         s = b["summary"]
@@ -231,8 +232,9 @@ def summary(res: dict) -> list:
     out = []
     for b in res["budgets"]:
         s = b["summary"]
+        what = "loss" if b["kind"] == "paired" else "disagreement with the dense model"
         out.append(f"- Certified skipping, IMDB, {b['label']} at {100 * res['confidence']:g}% confidence: realized "
-                   f"loss over budget in {s['violations']} of {s['splits']} random splits (uncertified pick: "
+                   f"{what} over budget in {s['violations']} of {s['splits']} random splits (uncertified pick: "
                    f"{s['uncertified_violations']}), mean effective MAC cut {100 * s['mean_mac_cut']:.1f}%.")
     return out
 

@@ -1,0 +1,180 @@
+"""Memory-system model (rnnskip/simulator/memory.py): line fills, hits and stalls counted by hand.
+
+Every test uses flash at [0x08000000, 0x08100000) (RP2040-like: 0x10000000) and
+SRAM at 0x20000000; "line n" below is the n-th 16-byte line of flash
+(address 0x08000000 + 16 n) unless a test says otherwise.
+"""
+import pytest
+
+from rnnskip.errors import RnnskipError
+from rnnskip.simulator.memory import MemorySystem, parse
+
+FLASH = (0x08000000, 0x08100000)
+F = 0x08000000
+SRAM = 0x20000000
+SRC = {"source": "test"}
+
+
+def system(ws=5, line=16, prefetch=False, icache=None, dcache=None, flash=FLASH):
+    raw = {"name": "t", "source": "test", "flash": {"line_bytes": line, "wait_states": ws, **SRC},
+           "prefetch": {"enabled": prefetch, **SRC}}
+    if icache:
+        raw["icache"] = dict(icache, line_bytes=line, **SRC)
+    if dcache:
+        raw["dcache"] = dcache if dcache.get("unified") else dict(dcache, line_bytes=line, **SRC)
+        raw["dcache"].update(SRC)
+    return MemorySystem(parse(raw), flash)
+
+
+def totals(m):
+    c = m.counters()
+    return c["flash_line_fills"], c["stall_cycles"], c["cache_hits"], c["cache_misses"]
+
+
+def test_line_buffer_one_fill_serves_four_words():
+    m = system()
+    # line 0: words 0..3 -> 1 fill (5 cycles), the other three words hit the line buffer
+    assert [m.fetch(F + 4 * i) for i in range(4)] == [5, 0, 0, 0]
+    # line 1: fill (5); back to line 0: the buffer holds line 1 now -> fill again (5)
+    assert m.fetch(F + 0x10) == 5 and m.fetch(F + 0x2) == 5
+    # 3 fills, 15 stall cycles (the per-word model charges 6 words x 5 = 30)
+    assert totals(m) == (3, 15, {}, {})
+
+
+def test_data_line_buffer_and_instruction_side_are_separate():
+    m = system()
+    # LDR line 16 (fill 5), LDR again in line 16 (buffer hit 0)
+    assert m.read(F + 0x100) == 5 and m.read(F + 0x104) == 0
+    # LDRD at 0x10C spans lines 16 (buffered) and 17 (fill 5)
+    assert m.read(F + 0x10C, 8) == 5
+    # SRAM: zero wait, no fill
+    assert m.read(SRAM, 4) == 0 and m.read(SRAM + 0x10C, 8) == 0
+    # an instruction fetch of line 16: the instruction line buffer is empty -> fill 5
+    assert m.fetch(F + 0x100) == 5
+    assert totals(m) == (3, 15, {}, {})
+
+
+def test_icache_lru_eviction_fully_associative():
+    m = system(icache={"lines": 2, "ways": 2})
+    a, b, c = F, F + 0x10, F + 0x20
+    seq = [a, a + 4, b, a, c, a, b]
+    got = [m.fetch(x) for x in seq]
+    # a miss; a+4 line-buffer hit (no lookup); b miss; a hit (LRU: b, a); c miss, evicts b
+    # (a, c); a hit (c, a); b miss, evicts c
+    assert got == [5, 0, 5, 0, 5, 0, 5]
+    assert totals(m) == (4, 20, {"icache": 2}, {"icache": 4})
+
+
+def test_icache_set_associative_eviction():
+    m = system(icache={"lines": 4, "ways": 2})     # 2 sets: even lines -> set 0, odd -> set 1
+    l0, l1, l2, l4 = F, F + 0x10, F + 0x20, F + 0x40
+    got = [m.fetch(x) for x in (l0, l2, l4, l0, l1, l4)]
+    # l0, l2 miss (set 0 full); l4 miss, evicts l0; l0 miss, evicts l2; l1 miss (set 1); l4 hit
+    assert got == [5, 5, 5, 5, 5, 0]
+    assert totals(m) == (5, 25, {"icache": 1}, {"icache": 5})
+
+
+def test_dcache_streamed_data_larger_than_the_cache():
+    # the ART's data cache: 8 lines of 16 bytes
+    fits = system(dcache={"lines": 8, "ways": 8})
+    for _ in range(2):
+        for i in range(8):
+            fits.read(F + 0x1000 + 16 * i)
+    # pass 1: 8 misses (8 fills, 40 cycles); pass 2: 8 hits (each read changes line, so each is looked up)
+    assert totals(fits) == (8, 40, {"dcache": 8}, {"dcache": 8})
+    big = system(dcache={"lines": 8, "ways": 8})
+    for _ in range(2):
+        for i in range(9):
+            big.read(F + 0x1000 + 16 * i)
+    # 9 lines through an 8-line LRU cache: every read evicts the line needed next -> 18 misses
+    assert totals(big) == (18, 90, {"dcache": 0}, {"dcache": 18})
+
+
+def test_sequential_prefetch_hides_the_next_line():
+    m = system(prefetch=True)
+    # straight-line code over lines 0..3: line 0 fills (5); lines 1-3 come from the prefetch (0 each)
+    assert m.fetch_range(F, F + 0x40) == 5
+    assert (m.flash_line_fills, m.prefetch_hits) == (4, 3)
+    # branch back to line 0: the prefetch holds line 4 -> fill (5); line 1 prefetched again (0)
+    assert m.fetch(F + 0x6) == 5 and m.fetch(F + 0x10) == 0
+    assert totals(m) == (6, 10, {}, {}) and m.prefetch_hits == 4
+    # data reads never use the instruction prefetch: line 3 then line 4 -> two fills
+    assert m.read(F + 0x30) == 5 and m.read(F + 0x40) == 5
+
+
+def test_loop_in_icache_with_prefetch():
+    m = system(prefetch=True, icache={"lines": 64, "ways": 64})
+    # a loop over 0x08..0x27 (lines 0, 1, 2) run 3 times. Pass 1: line 0 misses (fill, 5),
+    # lines 1 and 2 miss the cache but come from the prefetch (fills, 0 each).
+    # Passes 2 and 3: all three lines hit the cache (6 hits)
+    for _ in range(3):
+        m.fetch_range(F + 0x8, F + 0x28)
+    assert totals(m) == (3, 5, {"icache": 6}, {"icache": 3})
+
+
+def test_fetch_range_equals_word_fetches():
+    spec = dict(prefetch=True, icache={"lines": 4, "ways": 2})
+    a, b = system(**spec), system(**spec)
+    blocks = [(F + 2, F + 0x36), (F + 0x100, F + 0x10A), (F + 0x36, F + 0x52), (F + 2, F + 0x20)]
+    for s, e in blocks:
+        a.fetch_range(s, e)
+        for w in range(s & ~3, e, 4):
+            b.fetch(max(w, s))
+    assert a.counters() == b.counters()
+
+
+def test_zero_wait_sram_and_sram_only_boards():
+    m = system(icache={"lines": 2, "ways": 2}, dcache={"lines": 2, "ways": 2})
+    # SRAM is zero-wait: no fills, no cache lookups
+    assert m.fetch(SRAM) == m.fetch(SRAM + 0x40) == m.read(SRAM + 8, 8) == 0
+    assert totals(m) == (0, 0, {"icache": 0, "dcache": 0}, {"icache": 0, "dcache": 0})
+    # an SRAM-only board (no [flash] table): the code region costs nothing either
+    s = MemorySystem(parse({"name": "sram", "source": "AN386"}), FLASH)
+    assert s.fetch_range(F, F + 0x100) == 0 and s.read(F, 4) == 0
+    assert s.counters()["flash_line_fills"] == 0
+
+
+def test_unified_cache_serves_both_sides():
+    # RP2040-like XIP: 8-byte lines, 56-cycle miss, 2-way, shared by instructions and data
+    x = 0x10000000
+    m = system(ws=56, line=8, icache={"lines": 4, "ways": 2}, dcache={"unified": True},
+               flash=(x, x + 0x200000))
+    # fetch line 0 (miss 56); a data read of line 0 hits the shared cache (0);
+    # a data read of line 1 misses (56); a fetch of line 1 then hits (0)
+    assert [m.fetch(x), m.read(x + 4), m.read(x + 8), m.fetch(x + 8)] == [56, 0, 56, 0]
+    assert totals(m) == (2, 112, {"cache": 2}, {"cache": 2})
+
+
+def test_reset_and_warm_counters():
+    m = system(icache={"lines": 2, "ways": 2})
+    m.fetch(F)
+    m.clear_counters()
+    m.fetch(F + 0x10)
+    assert m.fetch(F) == 0                      # warm: still cached
+    assert totals(m) == (1, 5, {"icache": 1}, {"icache": 1})
+    m.reset()
+    assert m.fetch(F) == 5                      # cold again
+    assert totals(m) == (1, 5, {"icache": 0}, {"icache": 1})
+
+
+@pytest.mark.parametrize("raw, msg", [
+    ({"name": "x"}, "memory_system: every parameter group needs a 'source'"),
+    ({"name": "x", "source": "s", "flash": {"line_bytes": 16, "wait_states": 5}},
+     "memory_system.flash: every parameter group needs a 'source'"),
+    ({"name": "x", "source": "s", "flash": {"line_bytes": 12, "wait_states": 5, **SRC}},
+     "line_bytes must be a power of two"),
+    ({"name": "x", "source": "s", "flash": {"line_bytes": 16, "wait_states": -1, **SRC}},
+     "'wait_states' must be a non-negative integer"),
+    ({"name": "x", "source": "s", "flash": {"line_bytes": 16, "wait_states": 5, **SRC},
+      "icache": {"lines": 64, "line_bytes": 32, "ways": 4, **SRC}}, "differs from the flash line"),
+    ({"name": "x", "source": "s", "flash": {"line_bytes": 16, "wait_states": 5, **SRC},
+      "icache": {"lines": 6, "line_bytes": 16, "ways": 4, **SRC}}, "6 lines do not divide into 4 ways"),
+    ({"name": "x", "source": "s", "flash": {"line_bytes": 16, "wait_states": 5, **SRC},
+      "dcache": {"lines": 8, "line_bytes": 16, "ways": 8, "replacement": "random", **SRC}},
+     "replacement 'random' is not modelled"),
+    ({"name": "x", "source": "s", "icache": {}}, "need a \\[flash\\] table"),
+    ({"name": "x", "source": "s", "speed": 1}, "unknown key\\(s\\) speed"),
+])
+def test_bad_memory_system_tables(raw, msg):
+    with pytest.raises(RnnskipError, match=msg):
+        parse(raw)

@@ -41,7 +41,7 @@ data reads share in the order they are fed.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from ..errors import RnnskipError

@@ -5,6 +5,7 @@ SRAM at 0x20000000; "line n" below is the n-th 16-byte line of flash
 (address 0x08000000 + 16 n) unless a test says otherwise.
 """
 import pytest
+from helpers import needs_arm
 
 from rnnskip.errors import RnnskipError
 from rnnskip.simulator.memory import MemorySystem, parse
@@ -178,3 +179,75 @@ def test_reset_and_warm_counters():
 def test_bad_memory_system_tables(raw, msg):
     with pytest.raises(RnnskipError, match=msg):
         parse(raw)
+
+
+# ----------------------------------------------------------------------------- emulated
+@pytest.fixture(scope="module")
+def memsys_elf(tmp_path_factory):
+    from pathlib import Path
+
+    from rnnskip.build import build_firmware
+    from rnnskip.targets import load
+    fix = Path(__file__).parent / "fixtures" / "sim" / "memsys.s"
+    return build_firmware(load("cortex-m4"), [fix], tmp_path_factory.mktemp("memsys"), keep=["stream_sum"])
+
+
+@needs_arm
+@pytest.mark.parametrize("n", [1, 10, 20])
+def test_emulated_stream_sum_on_stm32f407(memsys_elf, n):
+    """stream_sum(n) (tests/fixtures/sim/memsys.s) on the stm32f407 board's memory system
+    (5 WS, 16-byte lines, prefetch, 64-line I-cache, 8-line D-cache), cold at the call.
+
+    Instruction side: block [0,14) line 0: I-cache miss, no prefetch -> fill, 5 cycles;
+    the loop block [4,14) stays in line 0 (line buffer, 0); the exit block [14,18) reaches
+    line 1: I-cache miss, but the prefetch issued after line 0 holds it -> fill, 0 cycles.
+    Data side: the literal (code line 1) -> D-cache miss, fill, 5; wtable words 0..n-1
+    span ceil(n/4) lines -> one fill (5) per line, the other words hit the line buffer.
+    """
+    from rnnskip import boards
+    from rnnskip.simulator import UnicornEmulator
+    from rnnskip.targets import load
+    lines = -(-n // 4)
+    target = boards.board_target(boards.load("stm32f407"))
+    assert target.memory_system is not None and target.clock_hz == 168_000_000
+    emu = UnicornEmulator(memsys_elf, target)
+    emu.stream = []
+    st = emu.call("stream_sum", (n,))
+    assert st.return_value == n * (n + 1) // 2 and st.mode == "exact"
+    assert st.memory == {"flash_line_fills": 2 + 1 + lines, "stall_cycles": 5 + 5 * (1 + lines),
+                         "prefetch_hits": 1, "cache_hits": {"icache": 0, "dcache": 0},
+                         "cache_misses": {"icache": 2, "dcache": 1 + lines}}
+    # the same firmware on the core-only model: the stalls are the only difference
+    bare = UnicornEmulator(memsys_elf, load("cortex-m4")).call("stream_sum", (n,))
+    assert st.cycles - bare.cycles == st.memory["stall_cycles"]
+    assert st.instructions == bare.instructions
+    # the per-word model at 5 WS charges every fetch word and every flash read
+    word = UnicornEmulator(memsys_elf, load("cortex-m4").with_wait_states(5)).call("stream_sum", (n,), mode="exact")
+    assert word.cycles - bare.cycles == 5 * ((3 * n + 2) + (1 + n))
+    # the totals are the model applied to the recorded stream, fed word by word
+    replay = MemorySystem(target.memory_system, (target.flash_origin, target.flash_origin + target.flash_size))
+    for kind, a, b in emu.stream:
+        if kind == "i":
+            for w in range(a & ~3, b, 4):
+                replay.fetch(max(w, a))
+        else:
+            replay.read(a, b)
+    assert replay.counters() == st.memory
+    assert sum(1 for k, _, _ in emu.stream if k == "d") == 1 + n
+    # a second call starts cold again: the same counts
+    assert emu.call("stream_sum", (n,)).memory == st.memory
+
+
+def test_board_memory_systems_and_the_bare_target():
+    from rnnskip import boards, targets
+    t = boards.board_target(boards.load("stm32f407"))
+    ms = t.memory_system.describe()
+    assert ms["clock_hz"] == 168_000_000 and "RM0090" in ms["source"]
+    p = ms["parameters"]
+    assert p["flash"]["wait_states"] == 5 and p["flash"]["line_bytes"] == 16 and p["prefetch"]["enabled"]
+    assert (p["icache"]["lines"], p["dcache"]["lines"]) == (64, 8)
+    assert all("RM0090" in g["source"] for g in (p["flash"], p["prefetch"], p["icache"], p["dcache"]))
+    # --flash-wait-states keeps the per-word model; the bare target has no memory system
+    assert boards.board_target(boards.load("stm32f407"), 5).memory_system is None
+    assert t.with_wait_states(3).memory_system is None
+    assert targets.load("cortex-m4").memory_system is None

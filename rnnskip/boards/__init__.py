@@ -8,6 +8,8 @@ One TOML file per board in this package (``rnnskip boards`` lists them)::
               baud, clock_hz, init = [[address, mask, value], ...], tx_pin (nrf51)
     [qemu]    machine, serial_index, fallback_machine          (absent: no QEMU machine)
     [renode]  platform (a Renode platform .repl; absent: rnnskip writes one), uart
+    [memory_system]  the flash/cache model the Unicorn cycle count uses with --board
+              (rnnskip.simulator.memory; absent: the core-only model)
 
 ``inherits`` deep-merges another board's file under this one's keys.
 
@@ -116,10 +118,20 @@ def board_target(board: Board, wait_states: Optional[int] = None):
     from .. import targets
     t = targets.load(board.target)
     raw = dict(t.raw, board=board.name)
+    clock = t.clock_hz
+    ms = board.raw.get("memory_system")
+    if ms is not None and wait_states is None:
+        # the board's memory system replaces the per-word wait states; its clock is the one
+        # the wait states hold at, so latency is reported at it
+        raw["memory_system"] = ms
+        clock = int(ms.get("clock_hz", clock))
     t = dataclasses.replace(t, flash_origin=board.flash_origin, flash_size=board.flash_size,
                             ram_origin=board.ram_origin, ram_size=board.ram_size,
-                            stack_size=board.stack_size, raw=raw)
-    return t if wait_states is None else t.with_wait_states(wait_states)
+                            stack_size=board.stack_size, clock_hz=clock, raw=raw)
+    if wait_states is None:
+        t.memory_system        # a bad table fails here, in one line
+        return t
+    return t.with_wait_states(wait_states)
 
 
 def resolve(target_name: Optional[str], board_name: Optional[str], wait_states: Optional[int] = None):

@@ -25,7 +25,8 @@ def test_board_files():
         assert (t.flash_origin, t.flash_size, t.ram_origin, t.ram_size) == \
             (b.flash_origin, b.flash_size, b.ram_origin, b.ram_size)
         assert t.raw["board"] == b.name and t.cycle_table == targets.load(b.target).cycle_table
-        assert b.uart["kind"] in boards.UART_KINDS and b.uart["baud"] == 115200
+        if b.uart is not None:           # uart-less boards serve the Unicorn cycle model only
+            assert b.uart["kind"] in boards.UART_KINDS and b.uart["baud"] == 115200
         assert b.renode.get("uart", "").startswith("sysbus.")
     assert {"cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55"} <= cores
     # inheritance and aliases
@@ -35,6 +36,15 @@ def test_board_files():
     assert boards.load("olimex-stm32-h405").qemu["fallback_machine"] == "netduinoplus2"
     with pytest.raises(RnnskipError, match="unknown board 'nope'; available boards: microbit"):
         boards.load("nope")
+
+
+def test_a_board_without_uart_has_no_image():
+    b = boards.load("pico")
+    assert b.name == "rp2040" and b.uart is None
+    with pytest.raises(RnnskipError, match="board rp2040 has no UART driver in rnnskip, so no board image: "
+                                           "--emulator qemu is not available"):
+        from rnnskip.emulators import choose
+        choose("qemu", boards.board_target(b), b)
 
 
 def test_resolve_target_and_board():

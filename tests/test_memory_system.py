@@ -251,3 +251,42 @@ def test_board_memory_systems_and_the_bare_target():
     assert boards.board_target(boards.load("stm32f407"), 5).memory_system is None
     assert t.with_wait_states(3).memory_system is None
     assert targets.load("cortex-m4").memory_system is None
+
+
+#: per board: (flash line fills, stall cycles, cache hits, cache misses) of BOARD_SEQUENCE
+BOARD_COUNTS = {
+    # 16 B lines, 5 WS, prefetch, 64-line I-cache, 8-line D-cache. Pass 1 over 4 lines: line 0
+    # misses (5), lines 1-3 arrive by prefetch (fills, 0). Data: 1 miss (5), then the line
+    # buffer. Pass 2: 4 I-cache hits.
+    "stm32f407": (5, 10, {"icache": 4, "dcache": 0}, {"icache": 4, "dcache": 1}),
+    # 32 B lines, 7 WS, no prefetch: pass 1 two I-cache misses (14), data 1 miss (7), pass 2 two hits
+    "stm32f746": (3, 21, {"icache": 2, "dcache": 0}, {"icache": 2, "dcache": 1}),
+    # 8 B lines, 56-cycle miss, one unified cache: pass 1 eight misses (448), data 1 miss (56),
+    # pass 2 eight hits
+    "rp2040": (9, 504, {"cache": 8}, {"cache": 9}),
+    # 16 B lines, 2 WS (assumed), I-cache only: pass 1 four misses (8), the data read has no
+    # cache: a fill (2), then the line buffer; pass 2 four hits
+    "nrf52840": (5, 10, {"icache": 4}, {"icache": 4}),
+    # SRAM only: nothing
+    "mps2-an386": (0, 0, {}, {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOARD_COUNTS))
+def test_board_memory_system_hand_counts(name):
+    """BOARD_SEQUENCE on each board's model: 64 bytes of straight-line code, two reads of
+    one word of data 4 KiB further, the same 64 bytes of code again."""
+    from rnnskip import boards
+    t = boards.board_target(boards.load(name))
+    spec = t.memory_system
+    m = MemorySystem(spec, (t.flash_origin, t.flash_origin + t.flash_size))
+    f = t.flash_origin
+    m.fetch_range(f, f + 64)
+    m.read(f + 0x1000, 4)
+    m.read(f + 0x1000, 4)
+    m.fetch_range(f, f + 64)
+    assert totals(m) == BOARD_COUNTS[name]
+    d = spec.describe()
+    assert d["source"] and d["clock_hz"] == t.clock_hz
+    for group in d["parameters"].values():
+        assert group is None or group is True or group["source"]

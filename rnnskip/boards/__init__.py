@@ -6,6 +6,7 @@ One TOML file per board in this package (``rnnskip boards`` lists them)::
     [memory]  flash_origin, flash_size, ram_origin, ram_size, stack_size
     [uart]    kind (stm32-usart-v1 | stm32-usart-v2 | cmsdk-uart | nrf51-uart), base, label,
               baud, clock_hz, init = [[address, mask, value], ...], tx_pin (nrf51)
+              (absent: no board image - the board serves the Unicorn cycle model only)
     [qemu]    machine, serial_index, fallback_machine          (absent: no QEMU machine)
     [renode]  platform (a Renode platform .repl; absent: rnnskip writes one), uart
     [memory_system]  the flash/cache model the Unicorn cycle count uses with --board
@@ -42,7 +43,7 @@ class Board:
     ram_origin: int
     ram_size: int
     stack_size: int
-    uart: Dict
+    uart: Optional[Dict]              # None: no UART driver, no board image (Unicorn only)
     qemu: Optional[Dict]
     renode: Dict
     aliases: List[str] = field(default_factory=list)
@@ -51,6 +52,13 @@ class Board:
     @property
     def qemu_machine(self) -> Optional[str]:
         return self.qemu.get("machine") if self.qemu else None
+
+    def require_uart(self, what: str) -> Dict:
+        """The UART table, or a one-line refusal of ``what`` (a board image needs a UART)."""
+        if self.uart is None:
+            raise RnnskipError(f"board {self.name} has no UART driver in rnnskip, so no board image: "
+                               f"{what} is not available for it (use --emulator unicorn)")
+        return self.uart
 
 
 def _files() -> Dict[str, str]:
@@ -100,8 +108,9 @@ def load(name: str) -> Board:
     real = _resolve(name, files)
     raw = _raw(real, files)
     try:
-        mem, uart = raw["memory"], dict(raw["uart"])
-        if uart.get("kind") not in UART_KINDS:
+        mem = raw["memory"]
+        uart = dict(raw["uart"]) if "uart" in raw else None
+        if uart is not None and uart.get("kind") not in UART_KINDS:
             raise RnnskipError(f"board {real}: uart.kind must be one of {', '.join(UART_KINDS)}")
         return Board(name=raw["name"], description=raw["description"], part=raw["part"],
                      target=raw["target"], clock_hz=int(raw["clock_hz"]),
@@ -161,7 +170,7 @@ def describe() -> List[str]:
         rn = b.renode.get("platform", "generated .repl")
         lines.append(f"{b.name:<18} {b.target:<14} {b.part:<14} flash {b.flash_size // 1024:>5} KiB @ "
                      f"{b.flash_origin:#010x}  RAM {b.ram_size // 1024:>5} KiB @ {b.ram_origin:#010x}  "
-                     f"UART {b.uart['label']}")
+                     f"UART {b.uart['label'] if b.uart else '- (Unicorn cycle model only)'}")
         aliases = f";  aliases: {', '.join(b.aliases)}" if b.aliases else ""
         lines.append(f"{'':<18} qemu: {q};  renode: {rn}{aliases}")
     return lines

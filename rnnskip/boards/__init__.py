@@ -56,8 +56,8 @@ class Board:
     def require_uart(self, what: str) -> Dict:
         """The UART table, or a one-line refusal of ``what`` (a board image needs a UART)."""
         if self.uart is None:
-            raise RnnskipError(f"board {self.name} has no UART driver in rnnskip, so no board image: "
-                               f"{what} is not available for it (use --emulator unicorn)")
+            raise RnnskipError(f"board {self.name} has no UART driver in rnnskip, so no board image "
+                               f"({what}): it serves the Unicorn cycle model only (--emulator unicorn)")
         return self.uart
 
 

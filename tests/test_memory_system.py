@@ -4,6 +4,7 @@ Every test uses flash at [0x08000000, 0x08100000) (RP2040-like: 0x10000000) and
 SRAM at 0x20000000; "line n" below is the n-th 16-byte line of flash
 (address 0x08000000 + 16 n) unless a test says otherwise.
 """
+import numpy as np
 import pytest
 from helpers import needs_arm
 
@@ -290,3 +291,73 @@ def test_board_memory_system_hand_counts(name):
     assert d["source"] and d["clock_hz"] == t.clock_hz
     for group in d["parameters"].values():
         assert group is None or group is True or group["source"]
+
+
+@pytest.fixture(scope="module")
+def small_lstm(tmp_path_factory):
+    from helpers import dataset, quantized
+
+    from rnnskip.generate import generate
+    d = tmp_path_factory.mktemp("memsys-lstm")
+    ir, qm, x, L = quantized("feat-lstm-lstm", seed=0, n=3, T=8)
+    generate(qm, d / "src", max_t=x.shape[1])
+    return ir, qm, dataset(x, L), d
+
+
+def _emulate(small_lstm, target, tag):
+    from rnnskip import pipeline
+    from rnnskip.emulators.unicorn import Unicorn
+    from rnnskip.report import build_report
+    ir, qm, ds, d = small_lstm
+    fw = pipeline.build_target(d / "src", d / f"fw-{tag}", target, "dsp" if target.dsp else "plain")
+    ev = pipeline.evaluate(ir, qm, ds, firmware=fw,
+                           emulator=Unicorn(target, traffic_sample=1, workers=1, progress=False))
+    assert ev.device_mismatches == 0, ev.first_mismatch
+    return ev, build_report(ir, qm, ev, target, "c", "dsp", fw)
+
+
+@needs_arm
+def test_report_memory_system_stm32f407_and_bare_target(small_lstm):
+    """With --board the report names the board's memory system and its per-inference counters,
+    and each sequence's cycles are the core-only cycles plus its stall cycles; the bare target's
+    report names the core-only model and has no counters."""
+    from rnnskip import boards, targets
+    from rnnskip.emulators.base import STAT_FIELDS
+    from rnnskip.report import table
+    ev_b, rep_b = _emulate(small_lstm, targets.load("cortex-m4"), "bare")
+    ev_m, rep_m = _emulate(small_lstm, boards.board_target(boards.load("stm32f407")), "f407")
+    c = {f: i for i, f in enumerate(STAT_FIELDS)}
+    sb, sm = ev_b.emu.stats, ev_m.emu.stats
+    assert (sm[:, c["cycles"]] == sb[:, c["cycles"]] + sm[:, c["stall_cycles"]]).all()
+    assert (sm[:, c["stall_cycles"]] > 0).all() and (sm[:, c["flash_line_fills"]] > 0).all()
+    assert np.isnan(sb[:, c["stall_cycles"]]).all()
+    e = rep_m["emulation"]
+    assert e["memory_system"]["name"].startswith("STM32F405/407") and e["memory_system"]["parameters"]["icache"]
+    mp = e["memory_per_inference"]
+    assert set(mp["cache_hits"]) == set(mp["cache_misses"]) == {"icache", "dcache"}
+    assert mp["stall_cycles"] == pytest.approx(sm[:, c["stall_cycles"]].mean())
+    assert e["cycles_per_inference"] == pytest.approx(rep_b["emulation"]["cycles_per_inference"] + mp["stall_cycles"])
+    assert e["latency_ms_per_inference"] == pytest.approx(e["cycles_per_inference"] / 168e3)
+    b = rep_b["emulation"]
+    assert b["memory_system"]["name"] == "core only: single-cycle memory, 0 flash wait states per word"
+    assert b["memory_per_inference"] is None
+    text = table(rep_m)
+    assert "memory system" in text and "STM32F405/407" in text and "latency @ 168 MHz" in text
+    assert "line fills / stalls" in text
+
+
+@needs_arm
+@pytest.mark.parametrize("name", ["stm32f746", "rp2040", "nrf52840", "mps2-an386"])
+def test_every_board_memory_system_emulates(small_lstm, name):
+    """The other boards' models run the same LSTM bit-exactly; SRAM-only MPS2 adds nothing."""
+    from rnnskip import boards
+    from rnnskip.emulators.base import STAT_FIELDS
+    t = boards.board_target(boards.load(name))
+    ev, rep = _emulate(small_lstm, t, name)
+    mp = rep["emulation"]["memory_per_inference"]
+    s = ev.emu.stats[:, STAT_FIELDS.index("stall_cycles")]
+    if name == "mps2-an386":
+        assert (s == 0).all() and mp["flash_line_fills"] == 0 and mp["cache_hits"] == {}
+    else:
+        assert (s > 0).all() and mp["flash_line_fills"] > 0
+        assert sum(mp["cache_hits"].values()) > 0

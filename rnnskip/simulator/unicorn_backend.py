@@ -111,6 +111,42 @@ class CallStats:
     memory: Optional[dict] = None   # memory-system counters (MemorySystem.counters()); None without one
 
     @property
+    def flash_line_fills(self) -> float:
+        return self._mem("flash_line_fills")
+
+    @property
+    def stall_cycles(self) -> float:
+        return self._mem("stall_cycles")
+
+    @property
+    def icache_hits(self) -> float:
+        return self._cache("cache_hits", "icache")
+
+    @property
+    def icache_misses(self) -> float:
+        return self._cache("cache_misses", "icache")
+
+    @property
+    def dcache_hits(self) -> float:
+        return self._cache("cache_hits", "dcache")
+
+    @property
+    def dcache_misses(self) -> float:
+        return self._cache("cache_misses", "dcache")
+
+    def _mem(self, key: str) -> float:
+        """A memory-system counter; NaN (not measured) without a memory system."""
+        return float("nan") if self.memory is None else float(self.memory[key])
+
+    def _cache(self, kind: str, cache: str) -> float:
+        if self.memory is None:
+            return float("nan")
+        d = self.memory[kind]
+        if cache == "icache" and "cache" in d:      # a unified cache
+            return float(d["cache"])
+        return float(d[cache]) if cache in d else float("nan")
+
+    @property
     def return_signed(self) -> int:
         v = self.return_value
         return v - (1 << 32) if v & 0x80000000 else v

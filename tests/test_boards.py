@@ -64,6 +64,8 @@ def test_cli_lists_boards():
     for n in REQUIRED:
         assert n in r.output
     assert "netduinoplus2" in r.output and "USART2" in r.output
+    assert "cycle model memory: STM32F405/407 embedded flash, 5 WS, ART accelerator on @ 168 MHz" in r.output
+    assert "cycle model memory: core only" in r.output
 
 
 @pytest.fixture(scope="module")

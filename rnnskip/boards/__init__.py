@@ -160,7 +160,7 @@ def resolve(target_name: Optional[str], board_name: Optional[str], wait_states: 
 
 
 def describe() -> List[str]:
-    """One line per board for ``rnnskip boards``."""
+    """Three lines per board for ``rnnskip boards``."""
     lines = []
     for n in available():
         b = load(n)
@@ -173,4 +173,7 @@ def describe() -> List[str]:
                      f"UART {b.uart['label'] if b.uart else '- (Unicorn cycle model only)'}")
         aliases = f";  aliases: {', '.join(b.aliases)}" if b.aliases else ""
         lines.append(f"{'':<18} qemu: {q};  renode: {rn}{aliases}")
+        ms = b.raw.get("memory_system")
+        lines.append(f"{'':<18} cycle model memory: "
+                     + (f"{ms['name']} @ {int(ms.get('clock_hz', 0)) / 1e6:g} MHz" if ms else "core only"))
     return lines

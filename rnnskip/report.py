@@ -69,6 +69,14 @@ def compare_with_dense(ref, ev, firmware, key: str, target, dense_golden_out, ou
                          "cycles": reduction(cyc["dense"], cyc[key]),
                          "flash_read_bytes": reduction(fl["dense"], fl[key])},
            "dense_device_matches_golden": bool(np.array_equal(d.out[:, :output_dim], dense_golden_out[:k]))}
+    spec = target.memory_system if target is not None else None
+    if spec is not None:       # how much of the method's cut reaches the flash (line fills) and its stalls
+        cd, cm = stat_columns(d), stat_columns(m)
+        for f in ("flash_line_fills", "stall_cycles"):
+            v = {"dense": stat_mean(cd[f]), key: stat_mean(cm[f])}
+            out[f"{f}_per_inference"] = v
+            out["reduction"][f] = reduction(v["dense"], v[key])
+        out["memory_system"] = spec.name
     if cyc["dense"] is None or cyc[key] is None:   # a core Unicorn lacks (cortex-m55): instruction counts at most
         out["cycles_per_inference"] = {"dense": None, key: None}
         out["cycles_note"] = no_cycles_note(target, bool(ins["dense"] and ins[key]), key)
@@ -103,6 +111,10 @@ def comparison_rows(sec: dict, key: str) -> list:
     if f["dense"] is not None and f[key] is not None:
         rows.append((f"{key} flash read B", f"{_n(f['dense'])} -> {_n(f[key])}"
                                             f"{_red(e['reduction']['flash_read_bytes'])}"))
+    lf = e.get("flash_line_fills_per_inference")
+    if lf and lf["dense"] is not None and lf[key] is not None:
+        rows.append((f"{key} line fills", f"{_n(lf['dense'])} -> {_n(lf[key])}"
+                                          f"{_red(e['reduction']['flash_line_fills'])}"))
     return rows
 
 

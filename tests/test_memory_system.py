@@ -361,3 +361,37 @@ def test_every_board_memory_system_emulates(small_lstm, name):
     else:
         assert (s > 0).all() and mp["flash_line_fills"] > 0
         assert sum(mp["cache_hits"].values()) > 0
+
+
+@needs_arm
+def test_method_comparison_reports_line_fills(tmp_path):
+    """A delta model against its dense reference on the stm32f407 board: the comparison adds
+    line fills and stall cycles per inference and their reductions. (On this tiny model the
+    delta code's extra instruction lines outweigh the weight columns it skips: no direction
+    is asserted.)"""
+    from helpers import dataset, quantized
+
+    from rnnskip import boards
+    from rnnskip.delta.golden import with_delta
+    from rnnskip.delta.spec import DeltaSpec
+    from rnnskip.emulators.unicorn import Unicorn
+    from rnnskip.generate import generate
+    from rnnskip.pipeline import stages
+    from rnnskip.report import comparison_rows
+    ir, qm, x, L = quantized("feat-lstm-gru", seed=0, n=3, T=10)
+    qm = with_delta(qm, DeltaSpec([3, 3], [2, 2], theta_m=[None, None]))
+    ds = dataset(x, L)
+    t = boards.board_target(boards.load("stm32f407"))
+    emu = Unicorn(t, traffic_sample=1, workers=1, progress=False)
+    generate(qm, tmp_path / "src", max_t=x.shape[1])
+    fw = stages.build_firmware(tmp_path / "src", tmp_path / "fw", emu, "dsp", qm, ds, 3, x.shape[1], ir.name)
+    ev = stages.evaluate(ir, qm, ds, firmware=fw, emulator=emu)
+    assert ev.device_mismatches == 0, ev.first_mismatch
+    out = stages.compare_without(qm, "delta", ir, ds, ev, fw, emu, tmp_path, "portable", "dsp", t)
+    assert out["memory_system"] == t.memory_system.name
+    lf, st = out["flash_line_fills_per_inference"], out["stall_cycles_per_inference"]
+    assert lf["delta"] > 0 and lf["dense"] > 0 and st["delta"] > 0 and st["dense"] > 0
+    assert out["reduction"]["flash_line_fills"]["cut"] == pytest.approx(1 - lf["delta"] / lf["dense"])
+    assert out["reduction"]["stall_cycles"]["cut"] == pytest.approx(1 - st["delta"] / st["dense"])
+    rows = comparison_rows({"macs_per_inference": {"dense": 1, "delta": 1}, "emulated": out}, "delta")
+    assert any(r[0] == "delta line fills" for r in rows)

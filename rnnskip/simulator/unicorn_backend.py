@@ -687,7 +687,8 @@ class UnicornEmulator:
         instruction fetch) times its executions, credited to the function symbol that
         contains the block. What the cycle model adds per *event* (taken-branch
         refills, IT-block instructions whose condition passes, data wait states, fetch
-        words shared across blocks, pairing across a fall-through block split) is not
+        words shared across blocks, pairing across a fall-through block split, a memory
+        system's stalls) is not
         tied to one block: it is reported under ``"(branches, wait states)"``, so the
         values sum to ``stats.cycles``. Inlined code counts for the function it was
         inlined into.

@@ -270,7 +270,7 @@ def targets_cmd():
 @main.command("boards")
 @guard
 def boards_cmd():
-    """List the boards (--board): part, core, memory map, UART, QEMU machine, Renode platform."""
+    """List the boards (--board): part, core, memory map, UART, QEMU machine, Renode platform, memory system."""
     from .boards import describe
     for line in describe():
         click.echo(line)

@@ -69,6 +69,14 @@ def compare_with_dense(ref, ev, firmware, key: str, target, dense_golden_out, ou
                          "cycles": reduction(cyc["dense"], cyc[key]),
                          "flash_read_bytes": reduction(fl["dense"], fl[key])},
            "dense_device_matches_golden": bool(np.array_equal(d.out[:, :output_dim], dense_golden_out[:k]))}
+    spec = target.memory_system if target is not None else None
+    if spec is not None:       # how much of the method's cut reaches the flash (line fills) and its stalls
+        cd, cm = stat_columns(d), stat_columns(m)
+        for f in ("flash_line_fills", "stall_cycles"):
+            v = {"dense": stat_mean(cd[f]), key: stat_mean(cm[f])}
+            out[f"{f}_per_inference"] = v
+            out["reduction"][f] = reduction(v["dense"], v[key])
+        out["memory_system"] = spec.name
     if cyc["dense"] is None or cyc[key] is None:   # a core Unicorn lacks (cortex-m55): instruction counts at most
         out["cycles_per_inference"] = {"dense": None, key: None}
         out["cycles_note"] = no_cycles_note(target, bool(ins["dense"] and ins[key]), key)
@@ -103,7 +111,46 @@ def comparison_rows(sec: dict, key: str) -> list:
     if f["dense"] is not None and f[key] is not None:
         rows.append((f"{key} flash read B", f"{_n(f['dense'])} -> {_n(f[key])}"
                                             f"{_red(e['reduction']['flash_read_bytes'])}"))
+    lf = e.get("flash_line_fills_per_inference")
+    if lf and lf["dense"] is not None and lf[key] is not None:
+        rows.append((f"{key} line fills", f"{_n(lf['dense'])} -> {_n(lf[key])}"
+                                          f"{_red(e['reduction']['flash_line_fills'])}"))
     return rows
+
+
+def stat_columns(emu) -> dict:
+    """STAT_FIELDS name -> column of ``emu.stats``; NaN columns for counters a stage file
+    written before they existed lacks."""
+    n = emu.stats.shape[1]
+    return {f: emu.stats[:, i] if i < n else np.full(len(emu.stats), np.nan) for i, f in enumerate(STAT_FIELDS)}
+
+
+def memory_system_report(target) -> dict:
+    """report.json's ``memory_system``: the board's model, or the core-only model the bare
+    target uses (named as such, so no cycle figure is without its memory model)."""
+    spec = target.memory_system if target is not None else None
+    if spec is not None:
+        return spec.describe()
+    ws = target.flash_wait_states if target is not None else 0
+    return {"name": f"core only: single-cycle memory, {ws} flash wait state{'s' if ws != 1 else ''} per word",
+            "source": "rnnskip/simulator/cycles.py (no line fills, prefetch or caches: --board selects a "
+                      "board's memory system)",
+            "clock_hz": target.clock_hz if target is not None else None,
+            "parameters": {"flash_wait_states_per_word": ws}}
+
+
+def memory_counters(col: dict, target) -> Optional[dict]:
+    """Per-inference memory-system counters (means over the sequences); None without a
+    memory system."""
+    spec = target.memory_system if target is not None else None
+    if spec is None:
+        return None
+    names = (("cache", "icache"),) if spec.unified else tuple(
+        (c, c) for c in ("icache", "dcache") if getattr(spec, c) is not None)
+    return {"flash_line_fills": stat_mean(col["flash_line_fills"]),
+            "stall_cycles": stat_mean(col["stall_cycles"]),
+            "cache_hits": {n: stat_mean(col[f"{f}_hits"]) for n, f in names},
+            "cache_misses": {n: stat_mean(col[f"{f}_misses"]) for n, f in names}}
 
 
 def cycles_per_step(emu) -> tuple:
@@ -160,7 +207,7 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
         rep["model"]["per_step_outputs"] = True
     if ev.emu is not None:
         emu = ev.emu
-        col = {f: emu.stats[:, i] for i, f in enumerate(STAT_FIELDS)}
+        col = stat_columns(emu)
         tr = emu.traffic_measured
         macs = emu.steps_run * macs_step + ir.head_macs()
         a, b = cycles_per_step(emu)
@@ -168,6 +215,8 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
             "emulator": "unicorn",
             "cycle_model": {"table": target.cycle_table, "source": target.cycle_source,
                             "flash_wait_states": target.flash_wait_states, "clock_hz": target.clock_hz},
+            "memory_system": memory_system_report(target),
+            "memory_per_inference": memory_counters(col, target),
             "sequences": int(len(emu.steps_run)),
             "steps_run_mean": _mean(emu.steps_run),
             "instructions_per_inference": _mean(col["instructions"]),
@@ -248,11 +297,20 @@ def table(rep: dict) -> str:
     if e:
         traffic = (_fmt(e["flash_read_bytes_per_inference"]) + f"  (sampled {e['traffic_sampled_sequences']})"
                    if e["traffic_sampled_sequences"] else "-  (not measured on this run)")
+        ms = e.get("memory_system")
+        if ms:
+            rows.append(("memory system", ms["name"]))
+        mp = e.get("memory_per_inference")
+        if mp:
+            caches = ", ".join(f"{n} {_fmt(mp['cache_hits'][n])} hit / {_fmt(mp['cache_misses'][n])} miss"
+                               for n in mp["cache_hits"])
+            rows.append(("line fills / stalls", f"{_fmt(mp['flash_line_fills'])} / {_fmt(mp['stall_cycles'])} cycles"
+                         + (f"  ({caches})" if caches else "")))
         rows += [("cycles / inference", _fmt(e["cycles_per_inference"]) + f"  ({e['sequences']} sequences emulated)"),
                  ("cycles / step", _fmt(e["cycles_per_step"])),
                  ("MAC / cycle (step)", _fmt(e["step_macs_per_cycle"])
                   + (f"  ({e['macs_note']})" if e.get("macs_note") else "")),
-                 ("latency @ clock", _fmt(e["latency_ms_per_inference"], " ms")),
+                 (f"latency @ {e['cycle_model']['clock_hz'] / 1e6:g} MHz", _fmt(e["latency_ms_per_inference"], " ms")),
                  ("flash read B / inf", traffic),
                  ("SRAM read / write B", f"{_fmt(e['sram_read_bytes_per_inference'])} / "
                                          f"{_fmt(e['sram_write_bytes_per_inference'])}")]

@@ -25,8 +25,9 @@ def test_board_files():
         assert (t.flash_origin, t.flash_size, t.ram_origin, t.ram_size) == \
             (b.flash_origin, b.flash_size, b.ram_origin, b.ram_size)
         assert t.raw["board"] == b.name and t.cycle_table == targets.load(b.target).cycle_table
-        assert b.uart["kind"] in boards.UART_KINDS and b.uart["baud"] == 115200
-        assert b.renode.get("uart", "").startswith("sysbus.")
+        if b.uart is not None:           # uart-less boards serve the Unicorn cycle model only
+            assert b.uart["kind"] in boards.UART_KINDS and b.uart["baud"] == 115200
+            assert b.renode.get("uart", "").startswith("sysbus.")
     assert {"cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55"} <= cores
     # inheritance and aliases
     f407 = boards.load("stm32f4-discovery")
@@ -35,6 +36,15 @@ def test_board_files():
     assert boards.load("olimex-stm32-h405").qemu["fallback_machine"] == "netduinoplus2"
     with pytest.raises(RnnskipError, match="unknown board 'nope'; available boards: microbit"):
         boards.load("nope")
+
+
+def test_a_board_without_uart_has_no_image():
+    b = boards.load("pico")
+    assert b.name == "rp2040" and b.uart is None
+    with pytest.raises(RnnskipError, match=r"board rp2040 has no UART driver in rnnskip, so no board image "
+                                           r"\(--emulator qemu\): it serves the Unicorn cycle model only"):
+        from rnnskip.emulators import choose
+        choose("qemu", boards.board_target(b), b)
 
 
 def test_resolve_target_and_board():
@@ -54,6 +64,8 @@ def test_cli_lists_boards():
     for n in REQUIRED:
         assert n in r.output
     assert "netduinoplus2" in r.output and "USART2" in r.output
+    assert "cycle model memory: STM32F405/407 embedded flash, 5 WS, ART accelerator on @ 168 MHz" in r.output
+    assert "cycle model memory: core only" in r.output
 
 
 @pytest.fixture(scope="module")

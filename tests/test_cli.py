@@ -317,3 +317,27 @@ def test_closed_stdout_pipe_is_quiet():
     p = subprocess.run([str(exe), "targets"], stdout=w, stderr=subprocess.PIPE, text=True)
     os.close(w)
     assert p.returncode == 141 and p.stderr == ""
+
+
+@needs_arm
+def test_convert_with_board_uses_its_memory_system(model_and_data):
+    """--board: the board's memory system is the cycle model's default (report.json says which);
+    --flash-wait-states keeps the per-word model."""
+    model, data, d = model_and_data
+    out = d / "f407"
+    p = cli("rnnskip-convert", model, "--board", "stm32f407", "--data", data, "--out", out)
+    assert p.returncode == 0, p.stderr
+    e = json.loads((out / "report.json").read_text())["emulation"]
+    assert e["memory_system"]["name"] == "STM32F405/407 embedded flash, 5 WS, ART accelerator on"
+    assert e["memory_system"]["parameters"]["flash"]["source"].startswith("RM0090")
+    mp = e["memory_per_inference"]
+    assert mp["stall_cycles"] > 0 and mp["flash_line_fills"] > 0 and set(mp["cache_hits"]) == {"icache", "dcache"}
+    assert "memory system" in p.stdout and "latency @ 168 MHz" in p.stdout
+    out5 = d / "f407ws5"
+    p = cli("rnnskip-convert", model, "--board", "stm32f407", "--flash-wait-states", "5", "--data", data,
+            "--out", out5)
+    assert p.returncode == 0, p.stderr
+    e5 = json.loads((out5 / "report.json").read_text())["emulation"]
+    assert e5["memory_system"]["name"] == "core only: single-cycle memory, 5 flash wait states per word"
+    assert e5["memory_per_inference"] is None
+    assert e5["cycles_per_inference"] > e["cycles_per_inference"]

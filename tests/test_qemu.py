@@ -125,6 +125,8 @@ def test_cli_convert_and_emulate_with_qemu(model, tmp_path, monkeypatch):
     cc = e["board"]["unicorn_cross_check"]
     assert cc["outputs_identical"] and cc["instructions_identical"]
     assert e["cycles_per_inference"] > 0 and e["cycles_from"].startswith("Unicorn")
+    # the Unicorn re-run's cycles use the board's memory system, and report its counters
+    assert e["memory_system"]["name"].startswith("STM32F405/407") and e["memory_per_inference"]["stall_cycles"] > 0
     assert "device 3" in r.output and "not measured on this run" in r.output   # what the table says it checked
     assert "not measured on qemu board runs" in e["traffic_note"]
     # the emulate stage on the convert folder (a complete work folder), another board of the same core

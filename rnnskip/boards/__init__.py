@@ -6,8 +6,11 @@ One TOML file per board in this package (``rnnskip boards`` lists them)::
     [memory]  flash_origin, flash_size, ram_origin, ram_size, stack_size
     [uart]    kind (stm32-usart-v1 | stm32-usart-v2 | cmsdk-uart | nrf51-uart), base, label,
               baud, clock_hz, init = [[address, mask, value], ...], tx_pin (nrf51)
+              (absent: no board image - the board serves the Unicorn cycle model only)
     [qemu]    machine, serial_index, fallback_machine          (absent: no QEMU machine)
     [renode]  platform (a Renode platform .repl; absent: rnnskip writes one), uart
+    [memory_system]  the flash/cache model the Unicorn cycle count uses with --board
+              (rnnskip.simulator.memory; absent: the core-only model)
 
 ``inherits`` deep-merges another board's file under this one's keys.
 
@@ -40,7 +43,7 @@ class Board:
     ram_origin: int
     ram_size: int
     stack_size: int
-    uart: Dict
+    uart: Optional[Dict]              # None: no UART driver, no board image (Unicorn only)
     qemu: Optional[Dict]
     renode: Dict
     aliases: List[str] = field(default_factory=list)
@@ -49,6 +52,13 @@ class Board:
     @property
     def qemu_machine(self) -> Optional[str]:
         return self.qemu.get("machine") if self.qemu else None
+
+    def require_uart(self, what: str) -> Dict:
+        """The UART table, or a one-line refusal of ``what`` (a board image needs a UART)."""
+        if self.uart is None:
+            raise RnnskipError(f"board {self.name} has no UART driver in rnnskip, so no board image "
+                               f"({what}): it serves the Unicorn cycle model only (--emulator unicorn)")
+        return self.uart
 
 
 def _files() -> Dict[str, str]:
@@ -98,8 +108,9 @@ def load(name: str) -> Board:
     real = _resolve(name, files)
     raw = _raw(real, files)
     try:
-        mem, uart = raw["memory"], dict(raw["uart"])
-        if uart.get("kind") not in UART_KINDS:
+        mem = raw["memory"]
+        uart = dict(raw["uart"]) if "uart" in raw else None
+        if uart is not None and uart.get("kind") not in UART_KINDS:
             raise RnnskipError(f"board {real}: uart.kind must be one of {', '.join(UART_KINDS)}")
         return Board(name=raw["name"], description=raw["description"], part=raw["part"],
                      target=raw["target"], clock_hz=int(raw["clock_hz"]),
@@ -116,10 +127,20 @@ def board_target(board: Board, wait_states: Optional[int] = None):
     from .. import targets
     t = targets.load(board.target)
     raw = dict(t.raw, board=board.name)
+    clock = t.clock_hz
+    ms = board.raw.get("memory_system")
+    if ms is not None and wait_states is None:
+        # the board's memory system replaces the per-word wait states; its clock is the one
+        # the wait states hold at, so latency is reported at it
+        raw["memory_system"] = ms
+        clock = int(ms.get("clock_hz", clock))
     t = dataclasses.replace(t, flash_origin=board.flash_origin, flash_size=board.flash_size,
                             ram_origin=board.ram_origin, ram_size=board.ram_size,
-                            stack_size=board.stack_size, raw=raw)
-    return t if wait_states is None else t.with_wait_states(wait_states)
+                            stack_size=board.stack_size, clock_hz=clock, raw=raw)
+    if wait_states is None:
+        t.memory_system        # a bad table fails here, in one line
+        return t
+    return t.with_wait_states(wait_states)
 
 
 def resolve(target_name: Optional[str], board_name: Optional[str], wait_states: Optional[int] = None):
@@ -139,7 +160,7 @@ def resolve(target_name: Optional[str], board_name: Optional[str], wait_states: 
 
 
 def describe() -> List[str]:
-    """One line per board for ``rnnskip boards``."""
+    """Three lines per board for ``rnnskip boards``."""
     lines = []
     for n in available():
         b = load(n)
@@ -149,7 +170,10 @@ def describe() -> List[str]:
         rn = b.renode.get("platform", "generated .repl")
         lines.append(f"{b.name:<18} {b.target:<14} {b.part:<14} flash {b.flash_size // 1024:>5} KiB @ "
                      f"{b.flash_origin:#010x}  RAM {b.ram_size // 1024:>5} KiB @ {b.ram_origin:#010x}  "
-                     f"UART {b.uart['label']}")
+                     f"UART {b.uart['label'] if b.uart else '- (Unicorn cycle model only)'}")
         aliases = f";  aliases: {', '.join(b.aliases)}" if b.aliases else ""
         lines.append(f"{'':<18} qemu: {q};  renode: {rn}{aliases}")
+        ms = b.raw.get("memory_system")
+        lines.append(f"{'':<18} cycle model memory: "
+                     + (f"{ms['name']} @ {int(ms.get('clock_hz', 0)) / 1e6:g} MHz" if ms else "core only"))
     return lines

@@ -37,6 +37,7 @@ def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "
     from ..build import CMSIS_NN_SOURCES
     from ..build import cflags as target_cflags
     src_dir, dest = Path(src_dir), Path(dest)
+    board.require_uart("--export")
     t = board_target(board, wait_states)
     from ..outdir import atomic_dir
     with atomic_dir(dest, EXPORT_MARKER, what="--export", regenerated=EXPORT_REGENERATED) as tmp:

@@ -107,7 +107,7 @@ def render_board_sources(out_dir, board: Board, bundle: Bundle, model_name: str 
     out.mkdir(parents=True, exist_ok=True)
     t = target or board_target(board)
     env = _env()
-    ctx = {"version": __version__, "board": board, "target": t, "uart": board.uart,
+    ctx = {"version": __version__, "board": board, "target": t, "uart": board.require_uart("board sources"),
            "model_name": model_name, "dwt": bool(t.raw.get("dwt_cycle_counter", True)),
            "dwt_unlock": t.name == "cortex-m7"}
     ctx.update(_bundle_context(bundle))

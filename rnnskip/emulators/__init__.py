@@ -76,6 +76,7 @@ def choose(name: Optional[str], target, board=None, wait_states: Optional[int] =
         return Unicorn(target, traffic_sample=traffic_sample, workers=workers, progress=progress), note
     if board is None:
         raise RnnskipError(f"--emulator {name} boots a whole board image: pass --board (see 'rnnskip boards')")
+    board.require_uart(f"--emulator {name}")
     check_emulator(name)
     if name == "qemu":
         from .qemu import Qemu

@@ -16,8 +16,10 @@ import numpy as np
 
 from ..stagefile import stage_data
 
-#: the counters of EmulationResult.stats, one column each (NaN: not measured)
-STAT_FIELDS = ("instructions", "cycles", "flash_read_bytes", "sram_read_bytes", "sram_write_bytes")
+#: the counters of EmulationResult.stats, one column each (NaN: not measured). The last six
+#: come from a board's memory system (rnnskip.simulator.memory); a unified cache counts as icache.
+STAT_FIELDS = ("instructions", "cycles", "flash_read_bytes", "sram_read_bytes", "sram_write_bytes",
+               "flash_line_fills", "stall_cycles", "icache_hits", "icache_misses", "dcache_hits", "dcache_misses")
 
 
 @dataclass

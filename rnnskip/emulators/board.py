@@ -61,7 +61,10 @@ class BoardEmulator:
                 "outputs_identical": bool(same_out),
                 "instructions_identical": (list(icounts) == ui) if icounts else None,
                 "instructions_unicorn": ui, "instructions_qemu": list(icounts) if icounts else None}
-            stats[:, STAT_FIELDS.index("cycles")] = uni.stats[:, STAT_FIELDS.index("cycles")]
+            # cycles and the memory system's counters are the Unicorn model's (QEMU/Renode count neither)
+            for f in ("cycles", "flash_line_fills", "stall_cycles", "icache_hits", "icache_misses",
+                      "dcache_hits", "dcache_misses"):
+                stats[:, STAT_FIELDS.index(f)] = uni.stats[:, STAT_FIELDS.index(f)]
             if not icounts:
                 stats[:, STAT_FIELDS.index("instructions")] = ui
             stack = uni.stack_bytes

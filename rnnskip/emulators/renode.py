@@ -101,7 +101,7 @@ def write_files(out_dir, board, elf: str = "firmware.elf", model_name: str = "mo
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t = board_target(board)
-    uart = board.uart
+    uart = board.require_uart("Renode")
     uart_dev = board.renode.get("uart", "sysbus.uart0")
     paths: Dict[str, Path] = {}
     platform = board.renode.get("platform")

@@ -40,6 +40,17 @@ execution in Unicorn 2.1.4.)
 Cycles and instruction counts are identical in both modes. Flash wait states
 are charged per instruction-fetch word (both modes identically) and per flash
 data access (from the exact or estimated traffic).
+
+Memory system
+-------------
+When the target carries a board's memory system (``target.memory_system``,
+:mod:`rnnskip.simulator.memory`), the per-word wait states are off and the
+model is fed instead: each executed block's code bytes (from the block hook)
+and each load's effective address (from the exact-mode code hook, which every
+call then installs: the cache needs addresses, so such calls are always
+``mode="exact"``). The stall cycles it returns are added to the cycles. Every
+call starts from cold caches and empty buffers, so a sequence's count does not
+depend on which sequences ran before it in the same worker process.
 """
 from __future__ import annotations
 
@@ -57,6 +68,7 @@ from unicorn import arm_const as UA
 from ..errors import RnnskipError
 from . import cycles as _cycles
 from .decode import FLASH, OTHER, SRAM, Decoder
+from .memory import MemorySystem
 
 MAGIC_BASE = 0x1FFF0000          # unused in the Code region on every target we model
 MAGIC_SIZE = 0x1000
@@ -96,6 +108,43 @@ class CallStats:
     fetch_words: int = 0            # 32-bit instruction-fetch words (charged ws each)
     other_bytes: int = 0            # accesses outside flash/SRAM (peripherals)
     unprofiled: int = 0             # blocks mode: executed load/stores with unknown region
+    memory: Optional[dict] = None   # memory-system counters (MemorySystem.counters()); None without one
+
+    @property
+    def flash_line_fills(self) -> float:
+        return self._mem("flash_line_fills")
+
+    @property
+    def stall_cycles(self) -> float:
+        return self._mem("stall_cycles")
+
+    @property
+    def icache_hits(self) -> float:
+        return self._cache("cache_hits", "icache")
+
+    @property
+    def icache_misses(self) -> float:
+        return self._cache("cache_misses", "icache")
+
+    @property
+    def dcache_hits(self) -> float:
+        return self._cache("cache_hits", "dcache")
+
+    @property
+    def dcache_misses(self) -> float:
+        return self._cache("cache_misses", "dcache")
+
+    def _mem(self, key: str) -> float:
+        """A memory-system counter; NaN (not measured) without a memory system."""
+        return float("nan") if self.memory is None else float(self.memory[key])
+
+    def _cache(self, kind: str, cache: str) -> float:
+        if self.memory is None:
+            return float("nan")
+        d = self.memory[kind]
+        if cache == "icache" and "cache" in d:      # a unified cache
+            return float(d["cache"])
+        return float(d[cache]) if cache in d else float("nan")
 
     @property
     def return_signed(self) -> int:
@@ -166,6 +215,13 @@ class UnicornEmulator:
         self.table = _cycles.get_table(target.cycle_table)
         self.ws = int(target.flash_wait_states)
         self._flash = (target.flash_origin, target.flash_origin + target.flash_size)
+        spec = target.memory_system
+        self.memory = MemorySystem(spec, self._flash) if spec is not None else None
+        if self.memory is not None:
+            self.ws = 0                   # the memory system charges fills, not words
+        #: a list to record the memory-system input stream into (tests): ("i", start, end) per
+        #: executed block, ("d", address, nbytes) per data access
+        self.stream: Optional[list] = None
         self._ram = (target.ram_origin, target.ram_origin + target.ram_size)
 
         self._read_elf()
@@ -402,12 +458,19 @@ class UnicornEmulator:
         uc = self.uc
         reg_read = _fast_reg_reader(uc)
         emu_stop = uc.emu_stop
+        mem = self.memory
+        fetch_range = mem.fetch_range if mem is not None else None
+        me = self
 
         def on_block(address, size):
             b = blocks.get(address)
             if b is None or b[7] != size:
                 b = new_block(address, size)
             st = state
+            if fetch_range is not None:
+                st[1] += fetch_range(address, address + size)
+                if me.stream is not None:
+                    me.stream.append(("i", address, address + size))
             if st[6]:                       # the previous block moved SP: sample it now
                 sp = reg_read(SP)
                 if sp < st[7]:
@@ -443,6 +506,9 @@ class UnicornEmulator:
         reg_read = _fast_reg_reader(self.uc)
         flo, fhi = self._flash
         rlo, rhi = self._ram
+        mem = self.memory
+        state = self._state
+        me = self
 
         def on_mem(address, size):
             ins = insns.get(address)
@@ -452,12 +518,16 @@ class UnicornEmulator:
             if m is None:
                 return
             r = m.region
-            if r is None:
+            if r is None or (mem is not None and r == FLASH):
                 ea = (m.pc_value if m.base == UA.UC_ARM_REG_PC else reg_read(m.base)) + m.disp
                 if m.index:
                     ea += reg_read(m.index) << m.shift
                 ea &= 0xFFFFFFFF
                 r = 0 if flo <= ea < fhi else (1 if rlo <= ea < rhi else 2)
+                if mem is not None and r == FLASH and m.is_load:
+                    state[1] += mem.read(ea, m.nbytes)
+                    if me.stream is not None:
+                        me.stream.append(("d", ea, m.nbytes))
             c = counts.get(address)
             if c is None:
                 c = counts[address] = [0, 0, 0]
@@ -617,7 +687,8 @@ class UnicornEmulator:
         instruction fetch) times its executions, credited to the function symbol that
         contains the block. What the cycle model adds per *event* (taken-branch
         refills, IT-block instructions whose condition passes, data wait states, fetch
-        words shared across blocks, pairing across a fall-through block split) is not
+        words shared across blocks, pairing across a fall-through block split, a memory
+        system's stalls) is not
         tied to one block: it is reported under ``"(branches, wait states)"``, so the
         values sum to ``stats.cycles``. Inlined code counts for the function it was
         inlined into.
@@ -641,6 +712,9 @@ class UnicornEmulator:
         """Call ``func(*args)`` (AAPCS; str args are symbol addresses) and measure it."""
         if mode not in ("blocks", "exact"):
             raise EmulationError(f"unknown emulation mode '{mode}' (use 'blocks' or 'exact')")
+        if self.memory is not None:
+            mode = "exact"                # the caches need every data address
+            self.memory.reset()
         addr, _ = self.symbol(func)
         uc = self.uc
         vals = [self.symbol(a)[0] if isinstance(a, str) else int(a) & 0xFFFFFFFF for a in args]
@@ -721,6 +795,8 @@ class UnicornEmulator:
         self._account_traffic(stats, exact)
         stats.fetch_words -= st[4]
         stats.cycles += self.ws * stats.flash_reads
+        if self.memory is not None:
+            stats.memory = self.memory.counters()
         if self._stack_end > self._stack_start and (
                 st[7] < self._stack_start or
                 bytes(uc.mem_read(self._stack_start, 4)) != STACK_PAINT):

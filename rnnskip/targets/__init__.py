@@ -32,9 +32,22 @@ class Target:
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     def with_wait_states(self, ws: int) -> "Target":
+        """This core with ``ws`` wait states charged per flash word (the per-word model):
+        a board's memory system, if any, no longer applies."""
         d = dict(self.__dict__)
         d["flash_wait_states"] = int(ws)
+        d["raw"] = {k: v for k, v in self.raw.items() if k != "memory_system"}
         return Target(**d)
+
+    @property
+    def memory_system(self):
+        """The board's memory-system model (:class:`rnnskip.simulator.memory.MemorySystemSpec`),
+        or None: the core-only model (single-cycle memory plus ``flash_wait_states`` per word)."""
+        raw = self.raw.get("memory_system")
+        if raw is None:
+            return None
+        from ..simulator.memory import parse
+        return parse(raw, f"board {self.raw.get('board', self.name)}: memory_system")
 
 
 def available() -> List[str]:

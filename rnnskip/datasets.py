@@ -3,7 +3,11 @@
 A :class:`Dataset` is ``x`` (int32 token ids ``[N, T]`` or float32 features
 ``[N, T, F]``), ``y`` (one label per sequence ``[N]``) and ``lengths``
 (int32 ``[N]``, the true length of each sequence; steps ``>= length`` are
-padding).  Text is post-padded with id 0.
+padding).  The text loaders post-pad with id 0 and give explicit lengths.
+
+Without ``lengths`` in a user's ``.npz`` the model decides, as Keras does
+(:func:`padding_rule`): an ``Embedding(mask_zero=True)`` skips id 0 wherever it
+is; without it (or, for features, without ``Masking``) every step is run.
 
 Sources:
 
@@ -32,7 +36,7 @@ import numpy as np
 from .errors import RnnskipError
 
 __all__ = [
-    "Dataset", "Vocab", "load_npz", "save_npz", "infer_lengths",
+    "Dataset", "Vocab", "load_npz", "save_npz", "infer_lengths", "padding_rule",
     "load_sst2", "load_imdb", "load_aeon", "aeon_bundled_classification",
     "TOKENIZERS", "tokenize", "load_stopwords",
 ]
@@ -48,16 +52,18 @@ VOCAB_FORMAT = "rnnskip-vocab-1"
 
 @dataclass
 class Dataset:
-    """``x`` int32 ``[N, T]`` (token ids, 0 = padding) or float32 ``[N, T, F]``;
-    ``y`` labels ``[N]`` (int64 for classes, float32 for regression; None: unlabelled, only
-    where a command says it takes that: ``load_npz(..., labels=False)``);
-    ``lengths`` int32 ``[N]`` in ``1..T``."""
+    """``x`` int32 ``[N, T]`` (token ids; id 0 is padding only to a ``mask_zero`` Embedding)
+    or float32 ``[N, T, F]``; ``y`` labels ``[N]`` (int64 for classes, float32 for regression;
+    None: unlabelled, only where a command says it takes that: ``load_npz(..., labels=False)``);
+    ``lengths`` int32 ``[N]`` in ``1..T``; ``padding``: which rule gave the steps that run
+    (:func:`padding_rule`; empty when the caller built the lengths)."""
     x: np.ndarray
     y: Optional[np.ndarray]
     lengths: np.ndarray
     texts: Optional[List[str]] = None
     class_names: Optional[List[str]] = None
     notes: List[str] = field(default_factory=list)
+    padding: str = ""
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -80,7 +86,7 @@ class Dataset:
         return Dataset(
             x=self.x[idx], y=None if self.y is None else self.y[idx], lengths=self.lengths[idx],
             texts=None if self.texts is None else [self.texts[i] for i in idx],
-            class_names=self.class_names, notes=list(self.notes))
+            class_names=self.class_names, notes=list(self.notes), padding=self.padding)
 
     def sample(self, n: int, seed: int = 0) -> "Dataset":
         """``n`` random rows (all rows if ``n >= len``), in a reproducible order."""
@@ -90,15 +96,35 @@ class Dataset:
         return self.subset(idx)
 
 
-def infer_lengths(x: np.ndarray) -> np.ndarray:
-    """Lengths from the data itself: token ids -> index of the last non-zero id
-    + 1 (post-padding with 0); float features -> ``T`` for every row."""
-    if x.ndim == 2:
+def infer_lengths(x: np.ndarray, mask_zero: bool) -> np.ndarray:
+    """Lengths from the data itself, as the model runs it.  Token ids under
+    ``mask_zero``: index of the last non-zero id + 1 (trailing id-0 steps are
+    masked anyway; 0 for an all-zero row); otherwise, and for float features
+    (a ``Masking`` layer skips steps wherever they are), ``T`` for every row."""
+    if x.ndim == 2 and mask_zero:
         nz = x != PAD_ID
         T = x.shape[1]
         last = T - np.argmax(nz[:, ::-1], axis=1)
         return np.where(nz.any(axis=1), last, 0).astype(np.int32)
     return np.full(x.shape[0], x.shape[1], dtype=np.int32)
+
+
+PADDING_LENGTHS = "lengths from the data file"
+PADDING_MASK_ZERO = "mask_zero: id-0 steps skipped"
+PADDING_NO_MASK = "no mask: every step run"
+
+
+def padding_rule(ir, has_lengths: bool) -> str:
+    """Which steps of a row run, in a few words (report.json's ``data.padding``):
+    the file's ``lengths``, then the model's own masking, as Keras applies it."""
+    mask = None
+    if ir is not None and ir.is_token_model and getattr(ir.input, "mask_zero", False):
+        mask = PADDING_MASK_ZERO
+    elif ir is not None and not ir.is_token_model and getattr(ir.input, "mask_value", None) is not None:
+        mask = f"Masking: steps with every feature = {ir.input.mask_value:g} skipped"
+    if has_lengths:
+        return PADDING_LENGTHS + (f"; {mask}" if mask else "")
+    return mask or PADDING_NO_MASK
 
 
 def save_npz(path: str, ds: Dataset) -> None:
@@ -189,7 +215,7 @@ def load_npz(path: str, ir=None, labels: bool = True) -> Dataset:
         if xmin < 0:
             r = int(np.argwhere(x < 0)[0][0])
             raise RnnskipError(f"x in {name} has a negative token id {xmin} (row {r}); "
-                               "ids must be 0 (padding) .. vocab-1")
+                               "ids must be 0..vocab-1")
         if ir is not None and xmax >= ir.input.vocab:
             r = int(np.argwhere(x >= ir.input.vocab)[0][0])
             raise RnnskipError(
@@ -258,7 +284,8 @@ def _check_labels(y, ir, name, N, T):
 
 def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir):
     # ---- lengths
-    if lengths is not None:
+    has_lengths = lengths is not None
+    if has_lengths:
         if lengths.ndim != 1 or lengths.shape[0] != N:
             raise RnnskipError(f"lengths in {name} has shape {tuple(lengths.shape)}; "
                                f"expected [{N}], one length per sequence")
@@ -275,37 +302,18 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir):
                                f"row {r} has {int(lengths[r])}")
         lengths = lengths.astype(np.int32)
     else:
-        if kind == "tokens":
-            mask_zero = bool(ir is not None and getattr(ir.input, "mask_zero", False))
-            x, moved = _pre_to_post_padding(x) if mask_zero else (x, 0)
-            if moved:
-                notes.append(f"{moved} pre-padded rows (leading id 0) were moved to post-padding; "
-                             f"equivalent for a mask_zero Embedding")
-            lengths = infer_lengths(x)
-            if (lengths == 0).any():
-                r = int(np.argwhere(lengths == 0)[0][0])
-                raise RnnskipError(f"row {r} of x in {name} is all padding (id 0); "
-                                   "every sequence needs at least one token, or give lengths explicitly")
-        else:
-            lengths = infer_lengths(x)
+        # Keras runs every step of a row unless the model masks it: an Embedding without
+        # mask_zero embeds id 0 like any other id, so trailing zeros are not padding to it.
+        mask_zero = kind == "tokens" and bool(ir is not None and getattr(ir.input, "mask_zero", False))
+        lengths = infer_lengths(x, mask_zero)
+        if (lengths == 0).any():
+            r = int(np.argwhere(lengths == 0)[0][0])
+            raise RnnskipError(f"row {r} of x in {name} is all padding (id 0, which the model's mask_zero "
+                               f"Embedding skips); every sequence needs at least one token, or give lengths "
+                               f"explicitly")
 
-    return Dataset(x=x, y=y, lengths=lengths, texts=texts, class_names=class_names, notes=notes)
-
-
-def _pre_to_post_padding(x: np.ndarray) -> Tuple[np.ndarray, int]:
-    """Rows that start with padding (Keras ``pad_sequences`` defaults to
-    ``padding='pre'``) get their leading zeros moved to the end.  Under
-    ``mask_zero`` Keras skips id-0 steps wherever they are, so this changes
-    nothing about the model's output but lets a length describe the row."""
-    lead = np.argmax(x != PAD_ID, axis=1)
-    rows = np.nonzero((lead > 0) & (x != PAD_ID).any(axis=1))[0]
-    if rows.size == 0:
-        return x, 0
-    x = x.copy()
-    for r in rows:
-        k = int(lead[r])
-        x[r] = np.concatenate([x[r, k:], np.zeros(k, dtype=x.dtype)])
-    return x, int(rows.size)
+    return Dataset(x=x, y=y, lengths=lengths, texts=texts, class_names=class_names, notes=notes,
+                   padding=padding_rule(ir, has_lengths))
 
 
 # --------------------------------------------------------------------------

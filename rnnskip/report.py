@@ -200,6 +200,8 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
         },
         "timings_s": {k: round(v, 3) for k, v in ev.timings.items()},
     }
+    if ev.padding:   # which rule chose the steps that ran, so a disagreement with Keras can be traced
+        rep["data"] = {"padding": ev.padding}
     if ev.error is not None:  # regression: errors in the output's units
         rep["accuracy"] = None
         rep["error"] = dict(ev.error, n=ev.n)
@@ -291,6 +293,7 @@ def table(rep: dict) -> str:
             ("model", f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units, "
                       f"{_fmt(m['params'])} params, {_fmt(m['macs_per_step'])} MAC/step"),
             *_task_rows(rep),
+            *([("padding", rep["data"]["padding"])] if rep.get("data", {}).get("padding") else []),
             ("bit-exact", f"{b['mismatches']} mismatches vs golden: host build {b.get('host_checked', 0)} sequences, "
                           f"device {b.get('device_checked', 0)}")]
     e = rep.get("emulation")

@@ -73,23 +73,54 @@ def test_npz_round_trip_features(tmp_path):
     assert not ds.is_tokens and ds.features == 3
 
 
-def test_lengths_inferred_from_padding(tmp_path):
+def test_lengths_follow_mask_zero(tmp_path):
+    """Under mask_zero trailing id 0 steps are masked: the row ends at its last non-zero id."""
     x = np.array([[3, 0, 4, 0, 0], [1, 1, 1, 1, 1], [2, 0, 0, 0, 0]])  # int64 ok
-    p = _write(tmp_path, x=x, y=[1, 0, 1])
-    ds = load_npz(p)
+    ds = load_npz(_write(tmp_path, x=x, y=[1, 0, 1]), _ir(mask_zero=True))
     np.testing.assert_array_equal(ds.lengths, [3, 5, 1])
-    np.testing.assert_array_equal(infer_lengths(x), [3, 5, 1])
+    np.testing.assert_array_equal(ds.x, x)
+    assert ds.padding == "mask_zero: id-0 steps skipped"
+    np.testing.assert_array_equal(infer_lengths(x, mask_zero=True), [3, 5, 1])
 
 
-def test_pre_padding_moved_for_mask_zero(tmp_path):
-    x = np.array([[0, 0, 3, 4], [5, 6, 0, 0]])
-    ds = load_npz(_write(tmp_path, x=x, y=[1, 0]), _ir(vocab=10, mask_zero=True))
-    np.testing.assert_array_equal(ds.x, [[3, 4, 0, 0], [5, 6, 0, 0]])
-    np.testing.assert_array_equal(ds.lengths, [2, 2])
-    assert ds.notes and "pre-padded" in ds.notes[0]
-    # without masking the leading zeros are real steps
-    ds = load_npz(_write(tmp_path, x=x, y=[1, 0]), _ir(vocab=10, mask_zero=False))
-    np.testing.assert_array_equal(ds.lengths, [4, 2])
+def test_lengths_without_mask_are_the_whole_row(tmp_path):
+    """Without mask_zero Keras embeds id 0 like any id and runs every step (issue 19)."""
+    x = np.array([[3, 0, 4, 0, 0], [0, 0, 0, 0, 0], [2, 0, 0, 0, 0]])   # an all-zero row is a real input
+    ds = load_npz(_write(tmp_path, x=x, y=[1, 0, 1]), _ir(mask_zero=False))
+    np.testing.assert_array_equal(ds.lengths, [5, 5, 5])
+    assert ds.padding == "no mask: every step run"
+    np.testing.assert_array_equal(infer_lengths(x, mask_zero=False), [5, 5, 5])
+    assert load_npz(_write(tmp_path, x=x, y=[1, 0, 1])).padding == "no mask: every step run"   # no model
+
+
+def test_pre_padding_kept_for_mask_zero(tmp_path):
+    """Leading id 0 stays where it is: every stage masks it (rows are not moved, so per-step
+    outputs stay aligned with their labels)."""
+    x = np.array([[0, 0, 3, 4], [5, 6, 0, 0], [0, 7, 0, 0]])
+    ds = load_npz(_write(tmp_path, x=x, y=[1, 0, 1]), _ir(vocab=10, mask_zero=True))
+    np.testing.assert_array_equal(ds.x, x)
+    np.testing.assert_array_equal(ds.lengths, [4, 2, 2])
+    assert ds.notes == []
+    # without masking the zeros are real steps
+    ds = load_npz(_write(tmp_path, x=x, y=[1, 0, 1]), _ir(vocab=10, mask_zero=False))
+    np.testing.assert_array_equal(ds.lengths, [4, 4, 4])
+
+
+def test_padding_rule_with_lengths_and_masking(tmp_path):
+    x = np.array([[3, 0, 4, 0], [5, 6, 0, 0]])
+    ds = load_npz(_write(tmp_path, x=x, y=[1, 0], lengths=[2, 4]), _ir(mask_zero=True))
+    np.testing.assert_array_equal(ds.lengths, [2, 4])
+    assert ds.padding == "lengths from the data file; mask_zero: id-0 steps skipped"
+    assert ds.subset([1]).padding == ds.padding
+    ds = load_npz(_write(tmp_path, x=x, y=[1, 0], lengths=[2, 4]), _ir(mask_zero=False))
+    assert ds.padding == "lengths from the data file"
+    f = np.zeros((2, 3, 3), np.float32)
+    ir = _ir(token=False)
+    ir.input.mask_value = 0.0
+    ds = load_npz(_write(tmp_path, x=f, y=[1, 0]), ir)
+    np.testing.assert_array_equal(ds.lengths, [3, 3])
+    assert ds.padding == "Masking: steps with every feature = 0 skipped"
+    assert load_npz(_write(tmp_path, x=f, y=[1, 0]), _ir(token=False)).padding == "no mask: every step run"
 
 
 def test_missing_file(tmp_path):
@@ -184,7 +215,9 @@ def test_lengths_out_of_range(tmp_path):
 
 def test_all_padding_row(tmp_path):
     p = _write(tmp_path, x=np.array([[1, 2], [0, 0]]), y=[0, 1])
-    assert "row 1 of x in data.npz is all padding" in _err(p)
+    assert _err(p, _ir(mask_zero=True)) == (
+        "row 1 of x in data.npz is all padding (id 0, which the model's mask_zero Embedding skips); "
+        "every sequence needs at least one token, or give lengths explicitly")
 
 
 # ---------------------------------------------------------------- vocab
@@ -254,7 +287,7 @@ def test_sst2_loader():
     assert set(np.unique(tr.y)) == {0, 1} and set(np.unique(dv.y)) == {0, 1}
     assert vocab.size == 8002 and tr.x.shape == (67349, 50) and tr.x.dtype == np.int32
     assert tr.lengths.min() >= 1 and tr.lengths.max() <= 50
-    np.testing.assert_array_equal(infer_lengths(dv.x), dv.lengths)
+    np.testing.assert_array_equal(infer_lengths(dv.x, mask_zero=True), dv.lengths)
     assert len(dv.texts) == 872
 
 

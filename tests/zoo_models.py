@@ -13,8 +13,9 @@ Generations (``Case.gens``):
   weights in CuDNN layout). Their reference outputs come from the same model built in
   tf_keras with the same weights (the semantics of these layers did not change).
 
-:func:`run_corpus` builds every file, then per file: imports it, checks the float
-reference against Keras (1e-5), quantises it, generates C, builds it for this machine
+:func:`run_corpus` builds every file, then per file: imports it, reads its rows as a
+user's ``--data`` (x and y, no lengths: the model's own masking decides which steps run),
+checks the float reference against Keras (1e-5), quantises it, generates C, builds it for this machine
 and for the Cortex-M4 (identical sources are built once) and compares golden, host
 build and emulated firmware bit for bit; refused files must fail with the case's
 words in a one-line error; ``rnnskip inspect`` must agree on every file.
@@ -120,6 +121,13 @@ CASES: List[Case] = [
                     _L(k).Dense(1, activation="sigmoid")]),
     Case("lstm_gru_stack", "LSTM, GRU", "mixed stack: LSTM (return_sequences) then GRU",
          lambda k: [_L(k).LSTM(5, return_sequences=True), _L(k).GRU(4), _L(k).Dense(3, activation="softmax")]),
+    # padding as Keras runs it (issue 19): the data have post-, pre-padded and holed rows and no lengths
+    Case("emb_no_mask_padded", "Embedding", "no mask_zero: post/pre-padded rows, id 0 run as a step (no lengths)",
+         lambda k: [_L(k).Embedding(VOCAB, 5), _L(k).GRU(6), _L(k).Dense(1, activation="sigmoid")], tokens=True),
+    Case("emb_mask_zero_padded", "Embedding", "mask_zero=True: id 0 skipped in post/pre padding and holes "
+         "(no lengths)",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _L(k).LSTM(6), _L(k).Dense(3, activation="softmax")],
+         tokens=True, functional=True),
 
     # ---- standalone Keras 2.0-2.3 and tf.keras 1.x layouts (h5py)
     Case("k20_seq_list_lstm", "LSTM", "Keras 2.0 defaults: recurrent_activation=hard_sigmoid, Sequential as a list",
@@ -441,12 +449,21 @@ def _key(qm, zf: ZooFile) -> str:
     return h.hexdigest()[:12]
 
 
+def _as_user_data(zf: ZooFile, ir, workdir: Path):
+    """``zf``'s rows written as a user's ``.npz`` (x, and y where there are labels; no lengths)
+    and read back the way ``--data`` is."""
+    from rnnskip.datasets import load_npz
+    p = workdir / f"{zf.id}.npz"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(p, x=zf.X, **({} if zf.labels is None else {"y": zf.labels}))
+    return load_npz(str(p), ir, labels=zf.labels is not None)
+
+
 def run_corpus(files: List[ZooFile], workdir, target_name: str = "cortex-m4", firmware: bool = True,
                threads: int = 2) -> List[Result]:
     """Convert every file (or check its refusal); golden = host = firmware."""
     from rnnskip import pipeline, targets
     from rnnskip.converter.keras_import import load_model_file
-    from rnnskip.datasets import Dataset
     from rnnskip.emulators.unicorn import Unicorn
     from rnnskip.errors import RnnskipError
     from rnnskip.generate import generate
@@ -467,15 +484,16 @@ def run_corpus(files: List[ZooFile], workdir, target_name: str = "cortex-m4", fi
         try:
             ir = load_model_file(zf.path)
             fm = FloatModel(ir)
-            y = fm.predict(zf.X)
+            # the data as a user's --data: x and y, no lengths (the model's masking decides)
+            ds = _as_user_data(zf, ir, workdir)
+            y = fm.predict(ds.x, ds.lengths)
             r.float_err = float(np.abs(y - zf.y_keras).max()) if zf.y_keras is not None else float("nan")
-            lengths = np.full(len(zf.X), zf.X.shape[1], np.int32)
-            qm = quantize(ir, calibrate(ir, fm, zf.X, lengths, progress=False))
+            qm = quantize(ir, calibrate(ir, fm, ds.x, ds.lengths, progress=False))
         except RnnskipError as e:
             r.status, r.reason = "refused", str(e)
             continue
         r.build = _key(qm, zf)
-        todo.append((r, ir, qm))
+        todo.append((r, ir, qm, ds))
 
     # Files whose quantised models and data are identical (e.g. the .h5 and .keras of one
     # model) generate identical C: build and run it once, share the result.
@@ -484,7 +502,7 @@ def run_corpus(files: List[ZooFile], workdir, target_name: str = "cortex-m4", fi
         first.setdefault(item[0].build, item)
 
     def build(item):
-        r, _ir, qm = item
+        r, _ir, qm, _ds = item
         src = workdir / r.file.id / "src"
         generate(qm, src, max_t=T)
         so = pipeline.build_host(src, src.parent / "host")
@@ -494,7 +512,7 @@ def run_corpus(files: List[ZooFile], workdir, target_name: str = "cortex-m4", fi
     with ThreadPoolExecutor(max_workers=threads) as ex:
         builds = dict(ex.map(build, first.values()))
 
-    for r, ir, qm in todo:
+    for r, ir, qm, ds in todo:
         lead = first[r.build][0]
         if lead is not r:
             for a in ("status", "reason", "host_mismatches", "device_mismatches", "device_checked", "int8_error"):
@@ -503,8 +521,6 @@ def run_corpus(files: List[ZooFile], workdir, target_name: str = "cortex-m4", fi
             continue
         so, fw = builds[r.build]
         zf = r.file
-        lengths = np.full(len(zf.X), zf.X.shape[1], np.int32)
-        ds = Dataset(x=zf.X, y=zf.labels, lengths=lengths)
         ev = pipeline.evaluate(ir, qm, ds, host_so=so, firmware=fw,
                                emulator=Unicorn(target, traffic_sample=0, workers=1, progress=False))
         r.host_mismatches, r.device_mismatches, r.device_checked = (ev.host_mismatches, ev.device_mismatches,

@@ -105,6 +105,7 @@ class Evaluation:
     golden_steps: Optional[np.ndarray] = None
     timings: dict = field(default_factory=dict)
     error: Optional[dict] = None   # regression (float y): errors in the output's units
+    padding: str = ""              # which steps of a row ran (Dataset.padding: lengths or the model's masking)
 
     @property
     def mismatches(self) -> int:
@@ -122,7 +123,7 @@ def evaluate(ir: ModelIR, qm: QModel, ds: Dataset, host_so: Optional[Path] = Non
     g_out, g_flags = g.run(ds.x, ds.lengths)
     float_acc, golden_acc, error = outputs.score(ir, qm, ds, probs, g_out)  # accuracy, or regression error
     ev = Evaluation(n=len(ds), float_acc=float_acc, golden_acc=golden_acc,
-                    golden_steps=g_flags.sum(axis=1), error=error)
+                    golden_steps=g_flags.sum(axis=1), error=error, padding=ds.padding)
     t2 = time.time()
     ev.timings.update(float_s=t1 - t0, golden_s=t2 - t1)
     if host_so is not None:

@@ -237,8 +237,10 @@ class SkipSetup(MethodSetup):
         # which elements were skipped
         idx = _pick_examples(ds.lengths, 8)
         if vocab is not None:
+            # id 0 is padding only to a mask_zero Embedding; without one it is a step like any word
             rows = [[(vocab.words[int(t)] if int(t) < len(vocab.words) else "?", bool(chosen["flags"][n, j]))
-                     for j, t in enumerate(ds.x[n][: int(ds.lengths[n])]) if int(t) != 0] for n in idx]
+                     for j, t in enumerate(ds.x[n][: int(ds.lengths[n])]) if int(t) != 0 or not qm.mask_zero]
+                    for n in idx]
             names.append(plots.skipped_words(rows, out_dir / "skipped_words.png",
                                              f"{ir.name}: words the int8 predictor skipped").name)
         else:

@@ -154,9 +154,11 @@ def memory_counters(col: dict, target) -> Optional[dict]:
 
 
 def cycles_per_step(emu) -> tuple:
-    """Least-squares fit cycles = a + b * steps_run over the emulated sequences -> (a, b)."""
-    steps = emu.steps_run.astype(float)
-    cyc = emu.stats[:, STAT_FIELDS.index("cycles")]
+    """Least-squares fit cycles = a + b * steps_run over the emulated sequences (and the runs
+    made for the fit only, ``emu.step_fit``) -> (a, b)."""
+    extra = emu.step_fit
+    steps = np.concatenate([emu.steps_run.astype(float), [s for s, _ in extra]])
+    cyc = np.concatenate([emu.stats[:, STAT_FIELDS.index("cycles")], [c for _, c in extra]])
     if len(np.unique(steps)) < 2:
         return float("nan"), float("nan")
     b, a = np.polyfit(steps, cyc, 1)

@@ -9,7 +9,7 @@ the pipeline compares every emulator's outputs with the golden model the same wa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Protocol
 
 import numpy as np
@@ -47,6 +47,9 @@ class EmulationResult:
     stack_bytes: Optional[int]
     board_run: Optional[dict] = None   # board emulators: what ran where (report.json's emulation.board)
     disagreement: str = ""   # board emulators: why the Unicorn re-run of the same image gave other outputs
+    # (steps run, cycles) of extra runs made only to fit cycles per step, when every sequence
+    # ran the same number of steps (a model without masking on rows without lengths)
+    step_fit: List[tuple] = field(default_factory=list)
 
 
 class Emulator(Protocol):

@@ -48,7 +48,7 @@ class BoardEmulator:
             printed = len(s["out"])
         if icounts:
             stats[:, STAT_FIELDS.index("instructions")] = icounts
-        stack, disagreement = None, ""   # stack high water: measured by the Unicorn re-run only
+        stack, disagreement, step_fit = None, "", []   # stack high water: measured by the Unicorn re-run only
         try:
             uni = Unicorn(self.target, traffic_sample=0, workers=1, progress=False).run(firmware, sequences)
         except EmulationError as e:
@@ -67,9 +67,9 @@ class BoardEmulator:
                 stats[:, STAT_FIELDS.index(f)] = uni.stats[:, STAT_FIELDS.index(f)]
             if not icounts:
                 stats[:, STAT_FIELDS.index("instructions")] = ui
-            stack = uni.stack_bytes
+            stack, step_fit = uni.stack_bytes, uni.step_fit
             if not same_out:
                 disagreement = f"{self.name} and Unicorn disagree on the same firmware ({firmware.elf})"
         return EmulationResult(out=out, flags=flags, steps_run=steps, stats=stats,
                                traffic_measured=np.zeros(n, bool), stack_bytes=stack,
-                               board_run=info, disagreement=disagreement)
+                               board_run=info, disagreement=disagreement, step_fit=step_fit)

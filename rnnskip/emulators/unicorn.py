@@ -123,4 +123,14 @@ def emulate_dataset(elf: Path, target, sequences: Sequences, traffic_sample: int
                 take(f.result())
     bar.close()
     return EmulationResult(out=out, flags=flags, steps_run=steps, stats=stats,
-                           traffic_measured=exact, stack_bytes=stack)
+                           traffic_measured=exact, stack_bytes=stack, step_fit=_step_fit(args, jobs, steps))
+
+
+def _step_fit(args, jobs, steps) -> list:
+    """Every sequence ran as many steps: the per-step cost cannot be told from the fixed cost.
+    The first sequence runs once more on its first half, for the fit only."""
+    if len(jobs) == 0 or len(np.unique(steps)) > 1 or steps[0] < 2:
+        return []
+    n, x, T, valid, _ = jobs[0]
+    (row,), _ = _worker(*args, [(n, x, T // 2, None if valid is None else valid[: T // 2], False)])
+    return [(float(row[3]), float(row[4][STAT_FIELDS.index("cycles")]))]

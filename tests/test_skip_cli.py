@@ -195,11 +195,23 @@ def test_convert_skip_auto_not_certified_converts_dense(setup, tmp_path):
      "margin-se must be >= 0"),
     (["--margin-se", "1"], "add --skip auto"),
     (["--predictor", "{nope}"], "does not exist"),
+    (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "1", "--confidence", "1.5"],
+     "--confidence 1.5 must be in (0, 1)"),
+    (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-disagreement", "-2"],
+     "--max-disagreement -2.0 must be >= 0"),
+    (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "1", "--max-disagreement", "1"],
+     "give one budget"),
+    (["--skip", "auto", "--train", "{train}", "--val", "{unlabelled}", "--max-loss", "1"], "'y' is missing from"),
+    (["--confidence", "0.8"], "add --skip auto"),
 ])
 def test_convert_bad_skip_options_write_nothing(setup, args, msg):
     d, model, other, paths = setup
     out = d / "never"
-    fill = {"pred": str(d / "pred"), "train": paths["train"], "val": paths["val"], "nope": str(d / "nope")}
+    unlabelled = d / "unlabelled.npz"
+    with np.load(paths["val"]) as v:
+        np.savez(unlabelled, x=v["x"], lengths=v["lengths"])
+    fill = {"pred": str(d / "pred"), "train": paths["train"], "val": paths["val"], "nope": str(d / "nope"),
+            "unlabelled": str(unlabelled)}
     res = CliRunner().invoke(convert_cmd, [model, "--data", paths["test"], "--out", str(out)]
                              + [a.format(**fill) for a in args])
     assert res.exit_code == 2, res.output

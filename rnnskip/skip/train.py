@@ -45,6 +45,8 @@ class TrainConfig:
 
     def check(self) -> None:
         """One-line errors for option values no training can use (checked before any work)."""
+        if self.max_disagreement is not None and not (self.max_disagreement >= 0):   # first: it sets max_loss
+            raise RnnskipError(f"--max-disagreement {self.max_disagreement} must be >= 0 (percent of sequences)")
         if not (self.max_loss >= 0):   # NaN too
             raise RnnskipError(f"--max-loss must be >= 0 accuracy points (got {self.max_loss})")
         if self.rounds < 0:
@@ -57,8 +59,6 @@ class TrainConfig:
             raise RnnskipError(f"calibrate_on must be int8 or float (got {self.calibrate_on!r})")
         if self.confidence is not None and not (0.0 < self.confidence < 1.0):
             raise RnnskipError(f"--confidence {self.confidence} must be in (0, 1), e.g. 0.9 for 90%")
-        if self.max_disagreement is not None and not (self.max_disagreement >= 0):
-            raise RnnskipError(f"--max-disagreement {self.max_disagreement} must be >= 0 (percent of sequences)")
 
 
 @dataclass

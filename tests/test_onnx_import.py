@@ -1,0 +1,350 @@
+"""ONNX import: PyTorch models exported with torch.onnx.export (and a few graphs written with
+onnx.helper for options PyTorch does not emit) read into the IR. The float reference equals
+onnxruntime to 1e-5, the int8 golden model equals the host C build bit for bit, the
+emulated firmware too (rnnskip-convert end to end), and what is not supported is refused in
+one line naming the node and its op type."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import dataset, needs_arm, quantize_on
+
+from rnnskip import pipeline
+from rnnskip.converter.formats import load_model_file
+from rnnskip.errors import RnnskipError
+from rnnskip.inspect import inspect_file
+from rnnskip.reference import FloatModel
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+helper, TensorProto = onnx.helper, onnx.TensorProto
+nn = torch.nn
+VOCAB, DIM, FEAT, UNITS, T, N = 30, 6, 4, 5, 9, 16
+OPSET = 17
+
+
+class Net(nn.Module):
+    """[embedding | features] -> nn.LSTM/GRU/RNN -> last step -> nn.Linear [-> activation]."""
+
+    def __init__(self, kind, batch_first=True, layers=1, tokens=False, out=3, act=None, nonlinearity="tanh",
+                 read="slice", in_dense=False):
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, DIM) if tokens else None
+        # nn.Linear + ReLU on every step (exported as MatMul + Add + Relu)
+        self.in_dense = nn.Sequential(nn.Linear(FEAT, DIM), nn.ReLU()) if in_dense else None
+        kw = {"nonlinearity": nonlinearity} if kind == "RNN" else {}
+        self.rnn = getattr(nn, kind)(DIM if tokens or in_dense else FEAT, UNITS, num_layers=layers,
+                                     batch_first=batch_first, **kw)
+        self.fc = nn.Linear(UNITS, out) if out else None
+        self.batch_first, self.act, self.read = batch_first, act, read
+
+    def forward(self, x):
+        if self.emb is not None:
+            x = self.emb(x)
+        if self.in_dense is not None:
+            x = self.in_dense(x)
+        y, state = self.rnn(x)
+        if self.read == "state":   # the final hidden state of the last layer (h_n[-1])
+            last = (state[0] if isinstance(state, tuple) else state)[-1]
+        else:
+            last = y[:, -1] if self.batch_first else y[-1]
+        if self.fc is None:
+            return last
+        # read="matmul": the head written as x @ W + b (exported as MatMul + Add, not Gemm)
+        z = last @ self.fc.weight.T + self.fc.bias if self.read == "matmul" else self.fc(last)
+        return {"softmax": lambda v: torch.softmax(v, -1), "sigmoid": torch.sigmoid, "relu": torch.relu,
+                "tanh": torch.tanh, None: lambda v: v}[self.act](z)
+
+
+def export(net, path, tokens, batch_first, opset=OPSET, seed=0):
+    """torch.onnx.export (the TorchScript exporter: the dynamo one needs onnxscript) with dynamic
+    batch and time axes; returns the example input, batch-major, as numpy."""
+    torch.manual_seed(seed)
+    net.eval()
+    shape = (N, T) if batch_first else (T, N)
+    x = torch.randint(0, VOCAB, shape) if tokens else torch.randn(shape + (FEAT,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), str(path), opset_version=opset, dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "d0", 1: "d1"}})
+    return x.numpy()
+
+
+def run_ort(path, x):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def batch_major(x, batch_first):
+    return x if batch_first else np.swapaxes(x, 0, 1)
+
+
+# name -> (kind, batch_first, layers, tokens, out, act, nonlinearity, read, opset[, in_dense])
+CONFIGS = {
+    "lstm-tok-bf-softmax": ("LSTM", True, 1, True, 3, "softmax", "tanh", "slice", 17),
+    "lstm-feat-tf-2l": ("LSTM", False, 2, False, 2, None, "tanh", "slice", 17),
+    "lstm-feat-bf-state-sigmoid": ("LSTM", True, 1, False, 1, "sigmoid", "tanh", "state", 14),
+    "gru-tok-tf-2l-softmax": ("GRU", False, 2, True, 4, "softmax", "tanh", "slice", 17),
+    "gru-feat-bf-regression": ("GRU", True, 1, False, 1, None, "tanh", "slice", 13),
+    "gru-feat-bf-2l-state": ("GRU", True, 2, False, 3, "tanh", "tanh", "state", 17),
+    "rnn-feat-tf-tanh": ("RNN", False, 1, False, 3, "softmax", "tanh", "slice", 17),
+    "rnn-tok-bf-relu-2l": ("RNN", True, 2, True, 2, "relu", "relu", "slice", 17),
+    "lstm-feat-bf-nohead": ("LSTM", True, 1, False, 0, None, "tanh", "slice", 17),
+    "gru-tok-bf-opset11": ("GRU", True, 1, True, 3, "softmax", "tanh", "slice", 11),
+    "lstm-feat-dense-tf-matmul": ("LSTM", False, 1, False, 3, "softmax", "tanh", "matmul", 17, True),
+    "rnn-feat-dense-bf-2l-matmul": ("RNN", True, 2, False, 2, "sigmoid", "tanh", "matmul", 17, True),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def exported(request, tmp_path_factory):
+    kind, bf, layers, tokens, out, act, nl, read, opset, *in_dense = CONFIGS[request.param]
+    torch.manual_seed(1)
+    net = Net(kind, bf, layers, tokens, out, act, nl, read, bool(in_dense))
+    path = tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx"
+    x = export(net, path, tokens, bf, opset)
+    return request.param, path, x, bf, net
+
+
+def test_float_reference_equals_onnxruntime_and_torch(exported):
+    name, path, x, bf, net = exported
+    ir = load_model_file(path)
+    kind, _, layers, tokens, out, act, nl, _, _, *in_dense = CONFIGS[name]
+    assert [r.kind for r in ir.rnn_layers] == [{"LSTM": "lstm", "GRU": "gru", "RNN": "simple_rnn"}[kind]] * layers
+    assert [r.return_sequences for r in ir.rnn_layers] == [True] * (layers - 1) + [False]
+    assert ir.is_token_model == tokens and len(ir.head) == (1 if out else 0)
+    assert ir.output_activation == (act or "linear" if out else "linear")
+    if in_dense:
+        assert ir.input.dense.activation == "relu" and ir.input.dense.kernel.shape == (FEAT, DIM)
+    if kind == "GRU":
+        assert all(r.options == {"reset_after": True} for r in ir.rnn_layers)   # PyTorch: linear_before_reset=1
+    if kind == "RNN":
+        assert {r.activation for r in ir.rnn_layers} == {nl}
+    expected = run_ort(path, x)
+    with torch.no_grad():
+        by_torch = net(torch.from_numpy(x)).numpy()
+    got = FloatModel(ir).predict(batch_major(x, bf))
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-5
+    assert np.abs(got - by_torch).max() <= 1e-5
+
+
+def test_golden_equals_host_build(exported, tmp_path):
+    name, path, x, bf, _ = exported
+    ir = load_model_file(path)
+    xb = batch_major(x, bf)
+    lengths = np.full(len(xb), xb.shape[1], np.int32)   # the graph runs every step
+    qm = quantize_on(ir, xb, lengths)
+    from rnnskip.generate import generate
+    generate(qm, tmp_path / "src", max_t=xb.shape[1])
+    so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
+    ev = pipeline.evaluate(ir, qm, dataset(xb, lengths), host_so=so)
+    assert ev.host_checked == len(xb)
+    assert ev.host_mismatches == 0, ev.first_mismatch
+
+
+# --------------------------------------------------------------------------
+# graphs written with onnx.helper: options PyTorch does not emit
+
+def _rnn_graph(path, op, layout=0, linear_before_reset=None, bias=True, extra_attrs=None, peephole=False,
+               initial_h=None, seed=0):
+    """x [T, N, F] (layout 0) or [N, T, F] (layout 1) -> op -> Y_h squeezed -> Gemm -> y."""
+    rng = np.random.default_rng(seed)
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    H = UNITS
+    inits = [helper.make_tensor("W", TensorProto.FLOAT, (1, G * H, FEAT), rng.normal(0, 0.5, G * H * FEAT)),
+             helper.make_tensor("R", TensorProto.FLOAT, (1, G * H, H), rng.normal(0, 0.5, G * H * H)),
+             helper.make_tensor("fcW", TensorProto.FLOAT, (H, 2), rng.normal(0, 0.5, H * 2)),
+             helper.make_tensor("fcB", TensorProto.FLOAT, (2,), rng.normal(0, 0.5, 2))]
+    ins = ["x", "W", "R"]
+    if bias:
+        inits.append(helper.make_tensor("B", TensorProto.FLOAT, (1, 2 * G * H), rng.normal(0, 0.5, 2 * G * H)))
+        ins.append("B")
+    else:
+        ins.append("")
+    if initial_h is not None or peephole:
+        ins += ["", ""]
+        if initial_h is not None:
+            shape = (1, N, H) if layout == 0 else (N, 1, H)   # onnxruntime wants the batch size itself
+            inits.append(helper.make_tensor("h0", TensorProto.FLOAT, shape, np.full(N * H, initial_h)))
+            ins[5] = "h0"
+    if peephole:
+        ins += ["", "P"]
+        inits.append(helper.make_tensor("P", TensorProto.FLOAT, (1, 3 * H), rng.normal(0, 0.5, 3 * H)))
+    attrs = {"hidden_size": H, **(extra_attrs or {})}
+    if layout:
+        attrs["layout"] = 1
+    if linear_before_reset is not None:
+        attrs["linear_before_reset"] = linear_before_reset
+    axes = helper.make_tensor("ax", TensorProto.INT64, (1,), [1 if layout else 0])
+    nodes = [helper.make_node(op, ins, ["Y", "Y_h"], name="rec", **attrs),
+             helper.make_node("Squeeze", ["Y_h", "ax"], ["h"], name="sq"),
+             helper.make_node("Gemm", ["h", "fcW", "fcB"], ["z"], name="fc"),
+             helper.make_node("Sigmoid", ["z"], ["y"], name="act")]
+    xshape = ["T", "N", FEAT] if layout == 0 else ["N", "T", FEAT]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, xshape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], inits + [axes])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+
+
+@pytest.mark.parametrize("op, layout, lbr, bias", [
+    ("GRU", 0, 0, True), ("GRU", 1, 0, True), ("GRU", 1, 1, True), ("GRU", 0, 1, False),
+    ("LSTM", 1, None, True), ("LSTM", 0, None, False), ("RNN", 1, None, True)])
+def test_handwritten_options_equal_onnxruntime(tmp_path, op, layout, lbr, bias):
+    path = tmp_path / "m.onnx"
+    _rnn_graph(path, op, layout=layout, linear_before_reset=lbr, bias=bias)
+    ir = load_model_file(path)
+    if op == "GRU":
+        assert ir.rnn_layers[0].options == {"reset_after": bool(lbr)}
+        assert ir.rnn_layers[0].bias.shape == ((2, 3 * UNITS) if lbr else (3 * UNITS,))
+    x = np.random.default_rng(3).normal(size=(N, T, FEAT)).astype(np.float32)
+    if layout:
+        # onnxruntime's CPU kernels refuse layout=1: the same weights in layout 0 on the transposed input,
+        # and onnx's own reference evaluator on the layout-1 graph
+        from onnx.reference import ReferenceEvaluator
+        by_onnx = ReferenceEvaluator(str(path)).run(None, {"x": x})[0]
+        _rnn_graph(tmp_path / "twin.onnx", op, layout=0, linear_before_reset=lbr, bias=bias)
+        expected = run_ort(tmp_path / "twin.onnx", np.swapaxes(x, 0, 1))
+        assert np.abs(by_onnx - expected).max() <= 1e-5
+    else:
+        expected = run_ort(path, np.swapaxes(x, 0, 1))
+    assert np.abs(FloatModel(ir).predict(x) - expected).max() <= 1e-5
+
+
+def test_zero_initial_state_constant_is_folded(tmp_path):
+    path = tmp_path / "m.onnx"
+    _rnn_graph(path, "GRU", linear_before_reset=1, initial_h=0.0)
+    x = np.random.default_rng(4).normal(size=(T, N, FEAT)).astype(np.float32)
+    got = FloatModel(load_model_file(path)).predict(np.swapaxes(x, 0, 1))
+    assert np.abs(got - run_ort(path, x)).max() <= 1e-5
+
+
+# --------------------------------------------------------------------------
+# refusals: one line, naming the node and its op type
+
+def refusal(path) -> str:
+    with pytest.raises(RnnskipError) as e:
+        load_model_file(path)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_unsupported_op_refused_in_one_line(tmp_path):
+    class WithNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.GRU(FEAT, UNITS, batch_first=True)
+            self.norm = nn.LayerNorm(UNITS)
+            self.fc = nn.Linear(UNITS, 2)
+
+        def forward(self, x):
+            return self.fc(self.norm(self.rnn(x)[0][:, -1]))
+
+    path = tmp_path / "norm.onnx"
+    export(WithNorm(), path, False, True)
+    msg = refusal(path)
+    assert msg.startswith("node 'norm/LayerNormalization' (LayerNormalization) is not supported: rnnskip converts "
+                          "ONNX graphs of forward LSTM/GRU/RNN operators"), msg
+
+
+def test_bidirectional_refused(tmp_path):
+    class Bi(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(FEAT, UNITS, batch_first=True, bidirectional=True)
+            self.fc = nn.Linear(2 * UNITS, 2)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x)[0][:, -1])
+
+    path = tmp_path / "bi.onnx"
+    export(Bi(), path, False, True)
+    assert refusal(path) == ("node 'rnn/LSTM' (LSTM) has direction=bidirectional: rnnskip converts forward "
+                             "recurrent layers only (bidirectional and reverse are not supported)")
+
+
+@pytest.mark.parametrize("kwargs, want", [
+    ({"op": "LSTM", "peephole": True}, "node 'rec' (LSTM) has peephole weights (input P): rnnskip converts LSTMs "
+                                       "without peepholes"),
+    ({"op": "GRU", "extra_attrs": {"clip": 3.0}}, "node 'rec' (GRU) has clip=3.0: rnnskip converts recurrent "
+                                                  "layers without cell clipping"),
+    ({"op": "RNN", "extra_attrs": {"activations": ["Elu"]}},
+     "node 'rec' (RNN) uses activation Elu: rnnskip supports Tanh, Sigmoid, Relu, Softsign and HardSigmoid "
+     "(alpha 0.2 or 1/6, beta 0.5) in recurrent operators"),
+    ({"op": "GRU", "initial_h": 0.5}, "node 'rec' (GRU) has a non-zero initial_h: rnnskip runs every sequence "
+                                      "from a zero state (leave initial_h out or zero)"),
+    ({"op": "LSTM", "extra_attrs": {"direction": "reverse"}},
+     "node 'rec' (LSTM) has direction=reverse: rnnskip converts forward recurrent layers only (bidirectional "
+     "and reverse are not supported)"),
+])
+def test_recurrent_options_refused(tmp_path, kwargs, want):
+    path = tmp_path / "m.onnx"
+    _rnn_graph(path, **kwargs)
+    assert refusal(path) == want
+
+
+def test_unreadable_onnx_file(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00not a protobuf at all\xff" * 3)
+    assert refusal(bad).startswith(f"cannot read {bad}: not an ONNX model or damaged")
+
+
+# --------------------------------------------------------------------------
+# the command line: inspect, and rnnskip-convert with the emulated firmware
+
+def cli(*args):
+    exe = Path(sys.executable).parent
+    return subprocess.run([str(exe / args[0])] + [str(a) for a in args[1:]], capture_output=True, text=True)
+
+
+def test_inspect_onnx(tmp_path):
+    path = tmp_path / "m.onnx"
+    export(Net("GRU", True, 2, True, 3, "softmax"), path, True, True)
+    ins = inspect_file(path, target_names=["cortex-m4"])
+    assert ins.converts and ins.format == "onnx" and ins.generation.startswith("ONNX opset 17 (pytorch ")
+    rows = {l.name: (l.cls, l.status) for l in ins.layers}
+    assert rows["rnn/GRU"] == ("GRU", "converted") and rows["rnn/GRU_1"] == ("GRU", "converted")
+    assert rows["emb/Gather"] == ("Gather", "converted (embedding)")
+    assert rows["fc/Gemm"] == ("Gemm", "converted") and rows["Softmax"][1] == "folded into 'fc/Gemm' (softmax)"
+    p = cli("rnnskip", "inspect", path)
+    assert p.returncode == 0 and "converts: yes" in p.stdout, p.stderr
+
+
+@needs_arm
+def test_convert_onnx_end_to_end(tmp_path):
+    from rnnskip.datasets import Dataset, save_npz
+    path = tmp_path / "m.onnx"
+    x = export(Net("LSTM", False, 2, True, 3, "softmax"), path, True, False)
+    xb = batch_major(x, False).astype(np.int32)
+    y = np.argmax(run_ort(path, x), 1)
+    save_npz(str(tmp_path / "d.npz"), Dataset(x=xb, y=y, lengths=np.full(len(xb), T, np.int32)))
+    out = tmp_path / "m4"
+    p = cli("rnnskip-convert", path, "--target", "cortex-m4", "--data", tmp_path / "d.npz", "--out", out)
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["checked"] == len(xb)
+    assert rep["accuracy"]["float"] == 1.0   # labels are onnxruntime's own predictions
+    assert rep["emulation"]["cycles_per_inference"] > 0
+
+
+def test_onnx_refusal_through_the_cli(tmp_path):
+    path = tmp_path / "m.onnx"
+    _rnn_graph(path, "GRU", extra_attrs={"direction": "bidirectional"})
+    from rnnskip.datasets import Dataset, save_npz
+    save_npz(str(tmp_path / "d.npz"), Dataset(x=np.zeros((2, 3, FEAT), np.float32), y=np.zeros(2, np.int64),
+                                              lengths=np.full(2, 3, np.int32)))
+    p = cli("rnnskip-convert", path, "--data", tmp_path / "d.npz", "--out", tmp_path / "o")
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == ["error: node 'rec' (GRU) has direction=bidirectional: rnnskip converts "
+                                             "forward recurrent layers only (bidirectional and reverse are not "
+                                             "supported)"]
+    assert not (tmp_path / "o").exists()

@@ -153,8 +153,9 @@ def test_golden_equals_host_build(exported, tmp_path):
 # graphs written with onnx.helper: options PyTorch does not emit
 
 def _rnn_graph(path, op, layout=0, linear_before_reset=None, bias=True, extra_attrs=None, peephole=False,
-               initial_h=None, seed=0):
-    """x [T, N, F] (layout 0) or [N, T, F] (layout 1) -> op -> Y_h squeezed -> Gemm -> y."""
+               initial_h=None, lens=False, seed=0):
+    """x [T, N, F] (layout 0) or [N, T, F] (layout 1) -> op -> Y_h squeezed -> Gemm -> y; ``lens``: a graph
+    input 'lens' [N] as the op's sequence_lens."""
     rng = np.random.default_rng(seed)
     G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
     H = UNITS
@@ -168,14 +169,16 @@ def _rnn_graph(path, op, layout=0, linear_before_reset=None, bias=True, extra_at
         ins.append("B")
     else:
         ins.append("")
+    if lens:
+        ins.append("lens")
     if initial_h is not None or peephole:
-        ins += ["", ""]
+        ins += [""] * (6 - len(ins))
         if initial_h is not None:
             shape = (1, N, H) if layout == 0 else (N, 1, H)   # onnxruntime wants the batch size itself
             inits.append(helper.make_tensor("h0", TensorProto.FLOAT, shape, np.full(N * H, initial_h)))
             ins[5] = "h0"
     if peephole:
-        ins += ["", "P"]
+        ins += ["", "P"][len(ins) - 6:]
         inits.append(helper.make_tensor("P", TensorProto.FLOAT, (1, 3 * H), rng.normal(0, 0.5, 3 * H)))
     attrs = {"hidden_size": H, **(extra_attrs or {})}
     if layout:
@@ -188,7 +191,10 @@ def _rnn_graph(path, op, layout=0, linear_before_reset=None, bias=True, extra_at
              helper.make_node("Gemm", ["h", "fcW", "fcB"], ["z"], name="fc"),
              helper.make_node("Sigmoid", ["z"], ["y"], name="act")]
     xshape = ["T", "N", FEAT] if layout == 0 else ["N", "T", FEAT]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, xshape)],
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, xshape)]
+    if lens:
+        inputs.append(helper.make_tensor_value_info("lens", TensorProto.INT32, ["N"]))
+    g = helper.make_graph(nodes, "g", inputs,
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], inits + [axes])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
     m.ir_version = 8
@@ -217,6 +223,18 @@ def test_handwritten_options_equal_onnxruntime(tmp_path, op, layout, lbr, bias):
     else:
         expected = run_ort(path, np.swapaxes(x, 0, 1))
     assert np.abs(FloatModel(ir).predict(x) - expected).max() <= 1e-5
+
+
+def test_sequence_lens_is_the_data_lengths(tmp_path):
+    path = tmp_path / "m.onnx"
+    _rnn_graph(path, "LSTM", lens=True)
+    ir = load_model_file(path)
+    assert ir.notes[0] == "sequence_lens of 'rec' is each row's length: pass it as lengths in --data"
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(N, T, FEAT)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, N).astype(np.int32)
+    expected = ort.InferenceSession(str(path)).run(None, {"x": np.swapaxes(x, 0, 1), "lens": lengths})[0]
+    assert np.abs(FloatModel(ir).predict(x, lengths) - expected).max() <= 1e-5
 
 
 def test_zero_initial_state_constant_is_folded(tmp_path):

@@ -91,7 +91,7 @@ class _Reader:
     syms: Dict[str, Sym] = field(default_factory=dict)
     roles: Dict[str, str] = field(default_factory=dict)   # input axis label -> "T" | "N"
     embedding: Optional[EmbeddingInput] = None
-    features: Optional[int] = None
+    head_reads: int = -1   # the recurrent layer whose final state the head reads
     input_dense: Optional[DenseLayer] = None
     rnns: List[RNNLayer] = field(default_factory=list)
     rnn_lens: List[Optional[str]] = field(default_factory=list)   # each layer's sequence_lens input
@@ -120,10 +120,6 @@ def _attrs(node) -> dict:
             v = [x.decode() if isinstance(x, bytes) else x for x in v]
         out[a.name] = v
     return out
-
-
-class _Refuse(Exception):
-    """A handler's refusal (the reader adds the node's name and op type)."""
 
 
 class _Ctx:
@@ -170,11 +166,10 @@ def _norm(axis: int, rank: int) -> int:
 
 def _shape_like(ctx: _Ctx) -> List[Sym]:
     """Glue on constants and shape values: constants fold, anything shape-derived stays SHAPE."""
+    if any(s is not None and (_data(s.kind) or s.kind == ZEROS) for s in ctx.ins):
+        ctx.fail(f"on model data is not supported: {SUPPORTED_SUMMARY}")
     if any(s is not None and s.kind == SHAPE for s in ctx.ins):
         return [Sym(SHAPE) for _ in ctx.node.output]
-    if any(s is not None and _data(s.kind) for s in ctx.ins) or any(s is not None and s.kind == ZEROS
-                                                                    for s in ctx.ins):
-        ctx.fail(f"on model data is not supported: {SUPPORTED_SUMMARY}")
     return [Sym(CONST, value=v) for v in _fold(ctx)]
 
 
@@ -293,6 +288,26 @@ def h_identity(ctx: _Ctx):
     return [s], "folded (identity)"
 
 
+def h_dropout(ctx: _Ctx):
+    """Dropout (left in by an exporter that does not drop it): the identity at inference."""
+    training = ctx.inp(2)
+    if training is not None and (training.kind != CONST or np.any(training.value)):
+        ctx.fail("runs in training mode: export the model after model.eval()")
+    ctx.r.notes.append(f"dropped Dropout '{ctx.key}' (inference no-op)")
+    return [ctx.inp(0)], "dropped (inference no-op)"   # its mask output is never read at inference
+
+
+def h_cast(ctx: _Ctx):
+    """Cast of the token ids or lengths (between integer types) passes them on; else shape glue."""
+    s = ctx.inp(0)
+    if s.kind in (IDS, LENS):
+        from onnx import helper
+        if not np.issubdtype(helper.tensor_dtype_to_np_dtype(ctx.attrs["to"]), np.integer):
+            ctx.fail("casts the token ids to a non-integer type: rnnskip reads ids as integers")
+        return [s], "folded (glue)"
+    return _shape_like(ctx), "folded (glue)"
+
+
 def h_generic_shape(ctx: _Ctx):
     """Cast, Reshape, arithmetic ... on constants or shape values only."""
     return _shape_like(ctx), "folded (glue)"
@@ -314,7 +329,9 @@ def h_concat(ctx: _Ctx):
 
 def h_transpose(ctx: _Ctx):
     s = ctx.inp(0)
-    if not _data(s.kind) and s.kind != ZEROS:
+    if s.kind == ZEROS:
+        return [s], "folded (glue)"
+    if not _data(s.kind):
         return _shape_like(ctx), "folded (glue)"
     perm = ctx.attrs.get("perm", list(range(len(s.axes)))[::-1])
     if sorted(perm) != list(range(len(s.axes))):
@@ -323,7 +340,8 @@ def h_transpose(ctx: _Ctx):
 
 
 def _with_axes(s: Sym, axes) -> Sym:
-    return Sym(s.kind, value=s.value, axes=tuple(axes), width=s.width, layer=s.layer, dense=None, padded=s.padded)
+    return Sym(s.kind, value=s.value, axes=tuple(axes), width=s.width, layer=s.layer, dense=None, padded=s.padded,
+               layers=s.layers)
 
 
 def h_squeeze(ctx: _Ctx):
@@ -366,7 +384,8 @@ def h_slice(ctx: _Ctx):
     _, starts, ends, axes, steps = _slice_args(ctx)
     if s.kind == SEQ and len(axes) == 1:
         t = _time_label(ctx, s)
-        if s.axes[axes[0]] == t and starts[0] == -1 and steps[0] == 1 and ends[0] >= 0:
+        # the end must reach past any length (T is dynamic): torch writes INT64_MAX for y[:, -1:]
+        if s.axes[axes[0]] == t and starts[0] == -1 and steps[0] == 1 and ends[0] >= 2 ** 31 - 1:
             out = tuple("1" if ax == t else ax for ax in s.axes)
             return [_last_step(ctx, s, out)], "folded (last step)"
     ctx.fail(f"slices {s.kind} data: rnnskip folds a Slice only where it takes the last time step "
@@ -482,7 +501,7 @@ def h_recurrent(ctx: _Ctx):
     W = np.asarray(ctx.const(1, "W"), np.float64)
     R = np.asarray(ctx.const(2, "R"), np.float64)
     gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
-    if W.ndim != 3 or W.shape[0] != 1 or W.shape[1] != gates * hidden or W.shape[2] != x.width \
+    if W.ndim != 3 or W.shape[0] != 1 or W.shape[1] != gates * hidden or W.shape[2] != (x.width or W.shape[2]) \
             or R.shape != (1, gates * hidden, hidden):
         ctx.fail(f"has W {W.shape}, R {R.shape} for hidden_size={hidden} on {x.width} inputs: the graph is "
                  "inconsistent")
@@ -586,10 +605,12 @@ def _dense_input(ctx: _Ctx, s: Sym) -> str:
 def _add_dense(ctx: _Ctx, s: Sym, kernel: np.ndarray, bias: np.ndarray):
     r = ctx.r
     where = _dense_input(ctx, s)
-    if kernel.shape[0] != s.width:
+    if kernel.shape[0] != s.width and not (s.kind == X and s.width == 0):
         ctx.fail(f"has a [{kernel.shape[0]}, {kernel.shape[1]}] weight on {s.width} inputs: the graph is "
                  "inconsistent")
     d = DenseLayer(kernel=_f32(kernel), bias=_f32(bias), name=ctx.key)
+    if s.kind == STATE:
+        r.head_reads = s.layer
     if where == "input":
         r.input_dense = d
         return [Sym(X, axes=s.axes, width=d.out_dim, dense=d)], "converted (per-step dense)"
@@ -670,13 +691,11 @@ HANDLERS: Dict[str, Callable] = {
     "Relu": h_activation, "Sigmoid": h_activation, "Tanh": h_activation, "Softmax": h_activation,
     "Transpose": h_transpose, "Squeeze": h_squeeze, "Unsqueeze": h_unsqueeze, "Slice": h_slice,
     "Shape": h_shape, "Constant": h_constant, "ConstantOfShape": h_constant_of_shape, "Identity": h_identity,
+    "Dropout": h_dropout,
     # glue on constants and shapes only (refused on model data)
-    "Cast": h_generic_shape, "Concat": h_concat, "Reshape": h_generic_shape, "Sub": h_generic_shape,
+    "Cast": h_cast, "Concat": h_concat, "Reshape": h_generic_shape, "Sub": h_generic_shape,
     "Mul": h_generic_shape, "Div": h_generic_shape,
 }
-#: what rnnskip inspect says of a node whose handler folds it away
-GLUE = {"Transpose", "Squeeze", "Unsqueeze", "Slice", "Shape", "Constant", "ConstantOfShape", "Identity",
-        "Cast", "Concat", "Reshape", "Sub", "Mul", "Div"}
 
 
 def unsupported(key: str, op: str) -> str:
@@ -737,7 +756,7 @@ def _inputs(r: _Reader) -> None:
     if ints and len(dims) == 2:
         r.syms[i.name] = Sym(IDS, axes=("a0", "a1"))
     elif t.elem_type in (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16) and len(dims) == 3:
-        r.features = dims[2]
+        # width 0: a dynamic feature axis, taken from the first layer's weights
         r.syms[i.name] = Sym(X, axes=("a0", "a1", "F"), width=dims[2] or 0)
     else:
         raise RnnskipError(f"{r.path}: input '{i.name}' is rank {len(dims)} ({'integer' if ints else 'float'}): "
@@ -768,7 +787,11 @@ def _run(r: _Reader) -> ModelIR:
         if missing:
             raise RnnskipError(f"{r.path}: node '{key}' ({node.op_type}) reads '{missing[0]}', which no earlier node "
                                "computes: the graph is not sorted or is damaged")
-        outs, status = handler(ctx)
+        try:
+            outs, status = handler(ctx)
+        except (ValueError, IndexError, KeyError, TypeError, AttributeError) as e:   # a malformed node: one line
+            raise RnnskipError(f"{r.path}: node '{key}' ({node.op_type}) cannot be read: "
+                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
         for name, s in zip(node.output, outs):
             if name:
                 r.syms[name] = s
@@ -799,9 +822,9 @@ def _assemble(r: _Reader) -> ModelIR:
                                                          "F"]:
         raise RnnskipError(f"{r.path}: output '{outs[0].name}' has axes {s.axes}: rnnskip expects [batch, outputs]")
     # the head must read the last recurrent layer's state
-    if r.head and not _head_reads_last(r):
-        raise RnnskipError(f"{r.path}: the head does not read the last recurrent layer's state: rnnskip converts "
-                           "a plain chain")
+    if r.head and r.head_reads != last:
+        raise RnnskipError(f"{r.path}: the head reads the state of recurrent layer {r.head_reads + 1} of {last + 1}: "
+                           "rnnskip converts models whose head reads the last recurrent layer")
     if r.embedding is not None:
         inp = r.embedding
     else:
@@ -812,16 +835,6 @@ def _assemble(r: _Reader) -> ModelIR:
         notes.append("ONNX graphs run every step of a row: token id 0 is an ordinary id, not padding")
     return ModelIR(input=inp, rnn_layers=r.rnns, head=r.head, name=_model_name(r.path), source=r.path,
                    notes=notes)
-
-
-def _head_reads_last(r: _Reader) -> bool:
-    last = len(r.rnns) - 1
-    for node in r.graph.node:
-        if node.op_type in ("Gemm", "MatMul") and node.output and node.output[0] in r.syms:
-            s = r.syms.get(node.input[0])
-            if s is not None and s.kind == STATE:
-                return s.layer == last
-    return True
 
 
 # --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``rnnskip inspect model.h5``: what is in a Keras file and whether rnnskip converts it,
+"""``rnnskip inspect model.h5`` (or ``model.onnx``): what is in a model file and whether rnnskip converts it,
 before any work (no calibration data, no compiler).
 
 The verdict is the converter's own: the file is imported exactly as ``rnnskip-convert``

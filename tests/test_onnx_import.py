@@ -6,6 +6,7 @@ one line naming the node and its op type."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -201,48 +202,73 @@ def _rnn_graph(path, op, layout=0, linear_before_reset=None, bias=True, extra_at
     onnx.save(m, str(path))
 
 
-@pytest.mark.parametrize("op, layout, lbr, bias", [
-    ("GRU", 0, 0, True), ("GRU", 1, 0, True), ("GRU", 1, 1, True), ("GRU", 0, 1, False),
-    ("LSTM", 1, None, True), ("LSTM", 0, None, False), ("RNN", 1, None, True)])
-def test_handwritten_options_equal_onnxruntime(tmp_path, op, layout, lbr, bias):
+#: hand-written graphs rnnskip converts: _rnn_graph's arguments
+HANDWRITTEN = [
+    {"op": "GRU", "layout": 0, "linear_before_reset": 0}, {"op": "GRU", "layout": 1, "linear_before_reset": 0},
+    {"op": "GRU", "layout": 1, "linear_before_reset": 1}, {"op": "GRU", "linear_before_reset": 1, "bias": False},
+    {"op": "LSTM", "layout": 1}, {"op": "LSTM", "bias": False}, {"op": "RNN", "layout": 1},
+    {"op": "GRU", "linear_before_reset": 1, "initial_h": 0.0}, {"op": "LSTM", "lens": True},
+]
+
+
+def _handwritten_id(kw) -> str:
+    """The options of a hand-written graph as the matrix names them."""
+    parts = [f"layout={kw.get('layout', 0)}"]
+    if "linear_before_reset" in kw:
+        parts.append(f"linear_before_reset={kw['linear_before_reset']}")
+    if kw.get("bias") is False:
+        parts.append("no B")
+    if kw.get("initial_h") is not None:
+        parts.append("initial_h = zero constant")
+    if kw.get("lens"):
+        parts.append("sequence_lens graph input")
+    return ", ".join(parts)
+
+
+def handwritten_check(tmp_path, kw):
+    """The hand-written graph ``kw`` read by rnnskip: its IR, and the float reference's largest difference
+    from onnxruntime on random input (with random lengths for a sequence_lens graph)."""
     path = tmp_path / "m.onnx"
-    _rnn_graph(path, op, layout=layout, linear_before_reset=lbr, bias=bias)
+    _rnn_graph(path, **kw)
     ir = load_model_file(path)
-    if op == "GRU":
-        assert ir.rnn_layers[0].options == {"reset_after": bool(lbr)}
-        assert ir.rnn_layers[0].bias.shape == ((2, 3 * UNITS) if lbr else (3 * UNITS,))
-    x = np.random.default_rng(3).normal(size=(N, T, FEAT)).astype(np.float32)
-    if layout:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(N, T, FEAT)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, N).astype(np.int32) if kw.get("lens") else None
+    feeds = {"lens": lengths} if lengths is not None else {}
+    if kw.get("layout"):
         # onnxruntime's CPU kernels refuse layout=1: the same weights in layout 0 on the transposed input,
-        # and onnx's own reference evaluator on the layout-1 graph
+        # checked against onnx's own reference evaluator on the layout-1 graph
         from onnx.reference import ReferenceEvaluator
-        by_onnx = ReferenceEvaluator(str(path)).run(None, {"x": x})[0]
-        _rnn_graph(tmp_path / "twin.onnx", op, layout=0, linear_before_reset=lbr, bias=bias)
-        expected = run_ort(tmp_path / "twin.onnx", np.swapaxes(x, 0, 1))
+        by_onnx = ReferenceEvaluator(str(path)).run(None, {"x": x, **feeds})[0]
+        _rnn_graph(tmp_path / "twin.onnx", **dict(kw, layout=0))
+        expected = ort.InferenceSession(str(tmp_path / "twin.onnx")).run(None, {"x": np.swapaxes(x, 0, 1),
+                                                                                  **feeds})[0]
         assert np.abs(by_onnx - expected).max() <= 1e-5
     else:
-        expected = run_ort(path, np.swapaxes(x, 0, 1))
-    assert np.abs(FloatModel(ir).predict(x) - expected).max() <= 1e-5
+        expected = ort.InferenceSession(str(path)).run(None, {"x": np.swapaxes(x, 0, 1), **feeds})[0]
+    return ir, float(np.abs(FloatModel(ir).predict(x, lengths) - expected).max())
 
 
-def test_sequence_lens_is_the_data_lengths(tmp_path):
-    path = tmp_path / "m.onnx"
-    _rnn_graph(path, "LSTM", lens=True)
-    ir = load_model_file(path)
+@pytest.mark.parametrize("kw", HANDWRITTEN, ids=[f"{k['op']} {_handwritten_id(k)}" for k in HANDWRITTEN])
+def test_handwritten_options_equal_onnxruntime(tmp_path, kw):
+    ir, diff = handwritten_check(tmp_path, kw)
+    assert diff <= 1e-5
+    if kw["op"] == "GRU":
+        lbr = kw["linear_before_reset"]
+        assert ir.rnn_layers[0].options == {"reset_after": bool(lbr)}
+        assert ir.rnn_layers[0].bias.shape == ((2, 3 * UNITS) if lbr else (3 * UNITS,))
+
+
+def test_sequence_lens_is_the_data_lengths():
+    ir = load_model_file_of(HANDWRITTEN[-1])
     assert ir.notes[0] == "sequence_lens of 'rec' is each row's length: pass it as lengths in --data"
-    rng = np.random.default_rng(5)
-    x = rng.normal(size=(N, T, FEAT)).astype(np.float32)
-    lengths = rng.integers(1, T + 1, N).astype(np.int32)
-    expected = ort.InferenceSession(str(path)).run(None, {"x": np.swapaxes(x, 0, 1), "lens": lengths})[0]
-    assert np.abs(FloatModel(ir).predict(x, lengths) - expected).max() <= 1e-5
 
 
-def test_zero_initial_state_constant_is_folded(tmp_path):
-    path = tmp_path / "m.onnx"
-    _rnn_graph(path, "GRU", linear_before_reset=1, initial_h=0.0)
-    x = np.random.default_rng(4).normal(size=(T, N, FEAT)).astype(np.float32)
-    got = FloatModel(load_model_file(path)).predict(np.swapaxes(x, 0, 1))
-    assert np.abs(got - run_ort(path, x)).max() <= 1e-5
+def load_model_file_of(kw):
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        _rnn_graph(Path(d) / "m.onnx", **kw)
+        return load_model_file(Path(d) / "m.onnx")
 
 
 # --------------------------------------------------------------------------
@@ -256,17 +282,30 @@ def refusal(path) -> str:
     return msg
 
 
+class WithNorm(nn.Module):
+    """GRU -> LayerNorm -> Linear: LayerNormalization has no handler."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(FEAT, UNITS, batch_first=True)
+        self.norm = nn.LayerNorm(UNITS)
+        self.fc = nn.Linear(UNITS, 2)
+
+    def forward(self, x):
+        return self.fc(self.norm(self.rnn(x)[0][:, -1]))
+
+
+class Bidirectional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(FEAT, UNITS, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * UNITS, 2)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0][:, -1])
+
+
 def test_unsupported_op_refused_in_one_line(tmp_path):
-    class WithNorm(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rnn = nn.GRU(FEAT, UNITS, batch_first=True)
-            self.norm = nn.LayerNorm(UNITS)
-            self.fc = nn.Linear(UNITS, 2)
-
-        def forward(self, x):
-            return self.fc(self.norm(self.rnn(x)[0][:, -1]))
-
     path = tmp_path / "norm.onnx"
     export(WithNorm(), path, False, True)
     msg = refusal(path)
@@ -275,36 +314,32 @@ def test_unsupported_op_refused_in_one_line(tmp_path):
 
 
 def test_bidirectional_refused(tmp_path):
-    class Bi(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rnn = nn.LSTM(FEAT, UNITS, batch_first=True, bidirectional=True)
-            self.fc = nn.Linear(2 * UNITS, 2)
-
-        def forward(self, x):
-            return self.fc(self.rnn(x)[0][:, -1])
-
     path = tmp_path / "bi.onnx"
-    export(Bi(), path, False, True)
+    export(Bidirectional(), path, False, True)
     assert refusal(path) == ("node 'rnn/LSTM' (LSTM) has direction=bidirectional: rnnskip converts forward "
                              "recurrent layers only (bidirectional and reverse are not supported)")
 
 
-@pytest.mark.parametrize("kwargs, want", [
-    ({"op": "LSTM", "peephole": True}, "node 'rec' (LSTM) has peephole weights (input P): rnnskip converts LSTMs "
-                                       "without peepholes"),
-    ({"op": "GRU", "extra_attrs": {"clip": 3.0}}, "node 'rec' (GRU) has clip=3.0: rnnskip converts recurrent "
-                                                  "layers without cell clipping"),
-    ({"op": "RNN", "extra_attrs": {"activations": ["Elu"]}},
+#: hand-written graphs rnnskip refuses: _rnn_graph's arguments, the option as the matrix names it, the reason
+REFUSED_GRAPHS = [
+    ({"op": "LSTM", "peephole": True}, "peepholes (input P)",
+     "node 'rec' (LSTM) has peephole weights (input P): rnnskip converts LSTMs without peepholes"),
+    ({"op": "GRU", "extra_attrs": {"clip": 3.0}}, "clip=3.0",
+     "node 'rec' (GRU) has clip=3.0: rnnskip converts recurrent layers without cell clipping"),
+    ({"op": "RNN", "extra_attrs": {"activations": ["Elu"]}}, "activations=[Elu]",
      "node 'rec' (RNN) uses activation Elu: rnnskip supports Tanh, Sigmoid, Relu, Softsign and HardSigmoid "
      "(alpha 0.2 or 1/6, beta 0.5) in recurrent operators"),
-    ({"op": "GRU", "initial_h": 0.5}, "node 'rec' (GRU) has a non-zero initial_h: rnnskip runs every sequence "
-                                      "from a zero state (leave initial_h out or zero)"),
-    ({"op": "LSTM", "extra_attrs": {"direction": "reverse"}},
+    ({"op": "GRU", "initial_h": 0.5}, "initial_h = 0.5 (a non-zero constant)",
+     "node 'rec' (GRU) has a non-zero initial_h: rnnskip runs every sequence from a zero state (leave initial_h "
+     "out or zero)"),
+    ({"op": "LSTM", "extra_attrs": {"direction": "reverse"}}, "direction=reverse",
      "node 'rec' (LSTM) has direction=reverse: rnnskip converts forward recurrent layers only (bidirectional "
      "and reverse are not supported)"),
-])
-def test_recurrent_options_refused(tmp_path, kwargs, want):
+]
+
+
+@pytest.mark.parametrize("kwargs, option, want", REFUSED_GRAPHS, ids=[r[1] for r in REFUSED_GRAPHS])
+def test_recurrent_options_refused(tmp_path, kwargs, option, want):
     path = tmp_path / "m.onnx"
     _rnn_graph(path, **kwargs)
     assert refusal(path) == want
@@ -366,3 +401,125 @@ def test_onnx_refusal_through_the_cli(tmp_path):
                                              "forward recurrent layers only (bidirectional and reverse are not "
                                              "supported)"]
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------
+# docs/onnx_support.md, generated from the cases above
+
+MATRIX_PATH = Path(__file__).resolve().parent.parent / "docs" / "onnx_support.md"
+
+
+def _torch_option(cfg) -> str:
+    kind, bf, layers, tokens, out, act, nl, read, opset, *in_dense = cfg
+    parts = ["nn.Embedding" if tokens else "float features"]
+    if in_dense:
+        parts.append("per-step nn.Linear+ReLU (MatMul+Add+Relu)")
+    if kind == "RNN":
+        parts.append(f"nonlinearity={nl}")
+    parts.append(f"batch_first={bf}")
+    if layers > 1:
+        parts.append(f"num_layers={layers}")
+    parts.append("h_n[-1]" if read == "state" else "y[:, -1]" if bf else "y[-1]")
+    if out:
+        head = "x @ W.T + b (MatMul+Add)" if read == "matmul" else "nn.Linear (Gemm)"
+        parts.append(f"{head}{' + ' + act if act else ''}")
+    else:
+        parts.append("no head")
+    return ", ".join(parts)
+
+
+def _matrix_rows(tmp_path):
+    """(row, option, column, mark or reason) for every case: converts with the float reference within 1e-5
+    of onnxruntime, or the one-line refusal."""
+    out = []
+
+    def verdict(fn):
+        try:
+            diff = fn()
+        except RnnskipError as e:
+            return str(e)
+        return "✓" if diff <= 1e-5 else f"float reference off by {diff:.2e}"
+
+    for name, cfg in CONFIGS.items():
+        def run(name=name, cfg=cfg):
+            kind, bf, layers, tokens, out_, act, nl, read, opset, *in_dense = cfg
+            torch.manual_seed(1)
+            net = Net(kind, bf, layers, tokens, out_, act, nl, read, bool(in_dense))
+            x = export(net, tmp_path / f"{name}.onnx", tokens, bf, opset)
+            got = FloatModel(load_model_file(tmp_path / f"{name}.onnx")).predict(batch_major(x, bf))
+            return float(np.abs(got - run_ort(tmp_path / f"{name}.onnx", x)).max())
+        out.append((cfg[0], _torch_option(cfg), f"torch.onnx.export, opset {cfg[8]}", verdict(run)))
+    for kw in HANDWRITTEN:
+        out.append((kw["op"], _handwritten_id(kw), "onnx.helper, opset 14",
+                    verdict(lambda kw=kw: handwritten_check(tmp_path, kw)[1])))
+    for kw, option, _ in REFUSED_GRAPHS:
+        def run(kw=kw):
+            load_model_file_of(kw)
+            return 0.0
+        out.append((kw["op"], option, "onnx.helper, opset 14", verdict(run)))
+    for label, option, net in (("LSTM", "bidirectional=True", Bidirectional()),
+                               ("LayerNormalization", "nn.LayerNorm after a GRU", WithNorm())):
+        def run(net=net):
+            export(net, tmp_path / "r.onnx", False, True)
+            load_model_file(tmp_path / "r.onnx")
+            return 0.0
+        out.append((label, option, f"torch.onnx.export, opset {OPSET}", verdict(run)))
+    return out
+
+
+def render_onnx_matrix(rows) -> str:
+    cols = sorted({c for _, _, c, _ in rows}, key=lambda c: (c.startswith("onnx.helper"), c))
+    table, reasons = {}, []
+    for label, option, col, v in rows:
+        if v != "✓":
+            if v not in reasons:
+                reasons.append(v)
+            v = f"✗ [{reasons.index(v) + 1}]"
+        table.setdefault((label, option), {})[col] = v
+    n_ok = sum(v == "✓" for *_, v in rows)
+    out = ["# rnnskip ONNX support",
+           "",
+           "Generated by `tests/test_onnx_import.py` (`test_onnx_support_matrix`); do not edit.",
+           "Regenerate with `.venv/bin/python tools/support_matrix.py` (the Keras matrix is "
+           "[support_matrix.md](support_matrix.md)).",
+           "",
+           f"{len(rows)} ONNX models, built in the tests with PyTorch (`torch.onnx.export`, TorchScript exporter) or "
+           f"written with `onnx.helper` for options PyTorch does not emit: {n_ok} convert with the float reference "
+           f"equal to onnxruntime to 1e-5, {len(rows) - n_ok} are refused with the one-line reason below. "
+           "The int8 golden model equals the host C build bit for bit on every PyTorch-exported one "
+           "(`test_golden_equals_host_build`), and `rnnskip-convert model.onnx --target cortex-m4` runs the "
+           "emulated firmware bit-exact (`test_convert_onnx_end_to_end`).",
+           "",
+           "✓ converts · ✗ [n] refused, reason n below · blank: not tested",
+           "",
+           "| op | model / option | " + " | ".join(cols) + " |",
+           "|---|---|" + "---|" * len(cols)]
+    for (label, option), cells in table.items():
+        out.append(f"| {label} | {option} | " + " | ".join(cells.get(c, "") for c in cols) + " |")
+    out += ["", "Refusal reasons (verbatim):", ""]
+    out += [f"{i + 1}. `{r}`" for i, r in enumerate(reasons)]
+    out += ["",
+            "Read by their own handler (one per ONNX op type, `rnnskip/converter/onnx_import.py`): "
+            "`LSTM`, `GRU`, `RNN` (forward; `layout` 0 and 1; GRU `linear_before_reset` 0 = Keras "
+            "`reset_after=False`, 1 = `reset_after=True`; optional `B`; `sequence_lens` as a graph input = the "
+            "data's lengths; `initial_h`/`initial_c` absent or zero), `Gather` (embedding table, last time step, "
+            "a layer of `h_n`), `Gemm`, `MatMul`+`Add`, `Relu`/`Sigmoid`/`Tanh`/`Softmax` after them, and the glue "
+            "`Transpose`, `Squeeze`, `Unsqueeze`, `Slice` (last step), `Shape`, `Constant`, `ConstantOfShape` (zero "
+            "initial states), `Concat`, `Cast`, `Identity`, `Dropout`. Any other op type is refused with "
+            "`node '<name>' (<op>) is not supported: ...`.",
+            "",
+            "ONNX graphs run every step of a row: token id 0 is an ordinary id (PyTorch's `padding_idx` row is "
+            "zeros, not a mask). Give `lengths` in `--data` (every row's full length, or `sequence_lens`): without "
+            "them rnnskip ends a token row at its last non-zero id.",
+            ""]
+    return "\n".join(out)
+
+
+def test_onnx_support_matrix(tmp_path):
+    text = render_onnx_matrix(_matrix_rows(tmp_path))
+    assert "FAILED" not in text and "float reference off" not in text
+    if os.environ.get("RNNSKIP_WRITE_SUPPORT_MATRIX"):
+        MATRIX_PATH.write_text(text)
+    assert MATRIX_PATH.is_file(), "run tools/support_matrix.py"
+    assert MATRIX_PATH.read_text() == text, \
+        "docs/onnx_support.md is out of date: run .venv/bin/python tools/support_matrix.py"

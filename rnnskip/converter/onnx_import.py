@@ -832,7 +832,8 @@ def _assemble(r: _Reader) -> ModelIR:
         inp = FeatureInput(features=int(features), dense=r.input_dense)
     notes = list(r.notes)
     if r.embedding is not None:
-        notes.append("ONNX graphs run every step of a row: token id 0 is an ordinary id, not padding")
+        notes.append("ONNX graphs run every step of a row (token id 0 is an ordinary id): give lengths in --data, "
+                     "without them a token row ends at its last non-zero id")
     return ModelIR(input=inp, rnn_layers=r.rnns, head=r.head, name=_model_name(r.path), source=r.path,
                    notes=notes)
 

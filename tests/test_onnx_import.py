@@ -392,6 +392,37 @@ def test_convert_onnx_end_to_end(tmp_path):
     assert rep["emulation"]["cycles_per_inference"] > 0
 
 
+@needs_arm
+def test_delta_and_skip_on_an_onnx_model(tmp_path):
+    """delta-tune and --delta, and --skip auto, take an ONNX model as they take a Keras one: the delta
+    network and the skipping firmware are bit-exact with their golden models."""
+    from rnnskip.datasets import Dataset, save_npz
+    path = tmp_path / "g.onnx"
+    torch.manual_seed(0)
+    export(Net("GRU", True, 1, True, 3, "softmax"), path, True, True)
+    x = np.random.default_rng(0).integers(1, VOCAB, (400, T))
+    y = np.argmax(run_ort(path, x), 1)   # labels: the model's own answers
+    L = np.full(len(x), T, np.int32)
+    val, train = tmp_path / "val.npz", tmp_path / "train.npz"
+    save_npz(str(val), Dataset(x=x[:300].astype(np.int32), y=y[:300], lengths=L[:300]))
+    save_npz(str(train), Dataset(x=x[300:].astype(np.int32), y=y[300:], lengths=L[300:]))
+    p = cli("rnnskip", "delta-tune", path, "--val", val, "--calib", train, "--max-loss", "5", "--grid", "0,2,8",
+            "--out", tmp_path / "delta.json")
+    assert p.returncode == 0, p.stderr
+    common = ("--target", "cortex-m4", "--data", val, "--calib", train)
+    p = cli("rnnskip-convert", path, "--delta", tmp_path / "delta.json", *common, "--out", tmp_path / "m4d")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "m4d" / "report.json").read_text())
+    assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["device_checked"] == 300
+    assert rep["delta"]["thresholds_file"] == str(tmp_path / "delta.json")
+    p = cli("rnnskip-convert", path, "--skip", "auto", "--predictor-type", "tree", "--train", train, "--val", val,
+            "--max-loss", "30", *common, "--out", tmp_path / "m4s")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "m4s" / "report.json").read_text())
+    assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["device_checked"] == 300
+    assert rep["skip"]["skip_rate"] > 0
+
+
 def test_onnx_refusal_through_the_cli(tmp_path):
     path = tmp_path / "m.onnx"
     _rnn_graph(path, "GRU", extra_attrs={"direction": "bidirectional"})

@@ -323,6 +323,46 @@ def test_bidirectional_refused(tmp_path):
                              "recurrent layers only (bidirectional and reverse are not supported)")
 
 
+class TwoOutputs(nn.Module):
+    """Returns the prediction and the GRU's final state."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(FEAT, UNITS, batch_first=True)
+        self.fc = nn.Linear(UNITS, 2)
+
+    def forward(self, x):
+        y, h = self.rnn(x)
+        return self.fc(y[:, -1]), h
+
+
+class FirstLayerHead(nn.Module):
+    """A 2-layer LSTM whose head reads the first layer's final state (h_n[0])."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(FEAT, UNITS, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(UNITS, 2)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[1][0][0])
+
+
+def test_graph_structure_refusals(tmp_path):
+    path = tmp_path / "two.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TwoOutputs().eval(), (torch.randn(2, T, FEAT),), str(path), opset_version=OPSET,
+                          dynamo=False, input_names=["x"], output_names=["y", "h"],
+                          dynamic_axes={"x": {0: "n", 1: "t"}})
+    assert refusal(path) == (f"{path} has 2 outputs (y, h): rnnskip converts models with one output (export only "
+                             "the prediction, not the states)")
+    path = tmp_path / "first.onnx"
+    export(FirstLayerHead(), path, False, True)
+    assert refusal(path) == (f"{path}: the head reads the state of recurrent layer 1 of 2: rnnskip converts models "
+                             "whose head reads the last recurrent layer")
+
+
 #: hand-written graphs rnnskip refuses: _rnn_graph's arguments, the option as the matrix names it, the reason
 REFUSED_GRAPHS = [
     ({"op": "LSTM", "peephole": True}, "peepholes (input P)",

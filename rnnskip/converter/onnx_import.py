@@ -589,8 +589,8 @@ def _dense_input(ctx: _Ctx, s: Sym) -> str:
             ctx.fail("reads a head layer other than the last one: rnnskip converts a chain of Dense layers")
         if r.head and r.head[-1].activation == "softmax":
             ctx.fail("follows a Softmax: rnnskip supports softmax only on the last layer")
-        if [ax for ax in s.axes if ax not in ("D", "1")] != [next(ax for ax in s.axes if r.roles.get(ax) == "N"),
-                                                              "F"]:
+        batch = next((ax for ax in s.axes if r.roles.get(ax) == "N"), "?")
+        if [ax for ax in s.axes if ax not in ("D", "1")] != [batch, "F"]:
             ctx.fail(f"reads axes {s.axes}: rnnskip expects [batch, features] here")
         return "head"
     if s.kind == CELL:

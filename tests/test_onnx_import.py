@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -151,6 +152,19 @@ def test_golden_equals_host_build(exported, tmp_path):
     ev = pipeline.evaluate(ir, qm, dataset(xb, lengths), host_so=so)
     assert ev.host_checked == len(xb)
     assert ev.host_mismatches == 0, ev.first_mismatch
+
+
+def test_onnx_importer_never_names_a_cell_kind():
+    """As for Keras: each cell kind owns its ONNX operator's layout (rnnskip/cells/), the importer names none."""
+    from test_keras_layers import _code_strings
+
+    from rnnskip import cells
+    names = set()
+    for cell in cells.CELLS.values():
+        names |= {cell.kind, cell.label, cell.onnx_op, *cell.keras_classes, *cell.keras_cell_classes}
+    path = Path(__file__).resolve().parent.parent / "rnnskip" / "converter" / "onnx_import.py"
+    for s in _code_strings(path):
+        assert not set(re.findall(r"[A-Za-z_]+", s)) & names, s
 
 
 # --------------------------------------------------------------------------
@@ -313,7 +327,7 @@ def test_unsupported_op_refused_in_one_line(tmp_path):
     export(WithNorm(), path, False, True)
     msg = refusal(path)
     assert msg.startswith("node 'norm/LayerNormalization' (LayerNormalization) is not supported: rnnskip converts "
-                          "ONNX graphs of forward LSTM/GRU/RNN operators"), msg
+                          "ONNX graphs of forward GRU/LSTM/RNN operators (1-2 stacked)"), msg
 
 
 def test_bidirectional_refused(tmp_path):
@@ -366,7 +380,7 @@ def test_graph_structure_refusals(tmp_path):
 #: hand-written graphs rnnskip refuses: _rnn_graph's arguments, the option as the matrix names it, the reason
 REFUSED_GRAPHS = [
     ({"op": "LSTM", "peephole": True}, "peepholes (input P)",
-     "node 'rec' (LSTM) has peephole weights (input P): rnnskip converts LSTMs without peepholes"),
+     "node 'rec' (LSTM) has peephole weights (input P): rnnskip converts recurrent operators without peepholes"),
     ({"op": "GRU", "extra_attrs": {"clip": 3.0}}, "clip=3.0",
      "node 'rec' (GRU) has clip=3.0: rnnskip converts recurrent layers without cell clipping"),
     ({"op": "RNN", "extra_attrs": {"activations": ["Elu"]}}, "activations=[Elu]",

@@ -14,10 +14,12 @@ emits (batch_first transposes, the squeezed direction axis, ``Shape``-driven zer
 states, the last step taken by ``Gather``/``Slice``) folds away and whatever does not fit
 is refused where it stands.
 
-Weights are converted to Keras layout (the IR's): ONNX ``W [1, G*H, I]`` in gate order
-i-o-f-c (LSTM) / z-r-h (GRU) -> ``kernel [I, G*H]`` in Keras order i-f-c-o / z-r-h; the bias
-``[Wb | Rb]`` is summed, except for a GRU with ``linear_before_reset=1`` (PyTorch's), which
-is Keras' ``reset_after=True`` and keeps both halves as ``[2, 3H]``.
+Weights are converted to Keras layout (the IR's) with what each cell kind of ``rnnskip/cells/``
+says about its ONNX operator (``onnx_op``, ``onnx_gate_order``, ``onnx_activations``,
+``from_onnx``): ONNX ``W [1, G*H, I]`` in the operator's gate order (LSTM i-o-f-c, GRU z-r-h)
+-> ``kernel [I, G*H]`` in Keras order (i-f-c-o, z-r-h); the bias halves ``[Wb | Rb]`` are
+summed, except for a GRU with ``linear_before_reset=1`` (PyTorch's), which is Keras'
+``reset_after=True`` and keeps both as ``[2, 3H]``. Nothing here names a cell kind.
 """
 from __future__ import annotations
 
@@ -28,25 +30,21 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from rnnskip import cells
 from rnnskip.converter.ir import DenseLayer, EmbeddingInput, FeatureInput, ModelIR, RNNLayer
 from rnnskip.converter.support import LayerError
 from rnnskip.errors import RnnskipError
 
-SUPPORTED_SUMMARY = ("rnnskip converts ONNX graphs of forward LSTM/GRU/RNN operators (1-2 stacked), a Gather "
-                     "embedding or float features (optionally through MatMul+Add), a Gemm or MatMul+Add head "
+#: ONNX recurrent operator -> the cell kind it is read as (each cell knows its ONNX layout, rnnskip/cells/)
+RECURRENT_OPS = {c.onnx_op: c for c in cells.CELLS.values() if c.onnx_op}
+
+SUPPORTED_SUMMARY = (f"rnnskip converts ONNX graphs of forward {'/'.join(RECURRENT_OPS)} operators (1-2 stacked), "
+                     "a Gather embedding or float features (optionally through MatMul+Add), a Gemm or MatMul+Add head "
                      "with Relu/Sigmoid/Tanh/Softmax, and the Transpose/Squeeze/Unsqueeze/Slice/Gather/Shape "
                      "glue torch.onnx.export emits")
 
-#: ONNX gate blocks -> Keras order (indices into the ONNX blocks)
-_LSTM_ORDER = (0, 2, 3, 1)     # ONNX i, o, f, c -> Keras i, f, c, o
-_GRU_ORDER = (0, 1, 2)         # z, r, h in both
-_RNN_ORDER = (0,)
-
 #: ONNX activation names -> canonical IR names (HardSigmoid by its alpha, beta)
 _ACTS = {"Tanh": "tanh", "Sigmoid": "sigmoid", "Relu": "relu", "Softsign": "softsign"}
-#: the recurrent op's default activations: (f, g, h) for LSTM, (f, g) for GRU, (f,) for RNN
-_DEFAULT_ACTS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", "Tanh"), "RNN": ("Tanh",)}
-_KIND = {"LSTM": "lstm", "GRU": "gru", "RNN": "simple_rnn"}
 
 
 # --------------------------------------------------------------------------
@@ -60,7 +58,7 @@ LENS = "lens"       # a sequence_lens input (the data's lengths)
 X = "x"             # per-step vectors entering the first recurrent layer
 SEQ = "seq"         # a recurrent layer's output sequence (Y)
 STATE = "state"     # a recurrent layer's last output (Y_h, or the last step of Y)
-CELL = "cell"       # an LSTM's final cell state (Y_c): no model output rnnskip computes
+CELL = "cell"       # a final cell state (Y_c): no model output rnnskip computes
 VEC = "vec"         # a head Dense's output
 
 
@@ -432,7 +430,7 @@ def h_gather(ctx: _Ctx):
 # handlers: recurrent operators
 
 def _activation_names(ctx: _Ctx) -> List[str]:
-    names = list(ctx.attrs.get("activations", _DEFAULT_ACTS[ctx.op]))
+    names = list(ctx.attrs.get("activations", RECURRENT_OPS[ctx.op].onnx_activations))
     alphas = list(ctx.attrs.get("activation_alpha", []))
     betas = list(ctx.attrs.get("activation_beta", []))
     out, k = [], 0
@@ -464,13 +462,14 @@ def _check_zero_state(ctx: _Ctx, i: int, what: str) -> None:
 
 
 def h_recurrent(ctx: _Ctx):
-    r, a, op = ctx.r, ctx.attrs, ctx.op
+    r, a = ctx.r, ctx.attrs
+    cell = RECURRENT_OPS[ctx.op]
     direction = a.get("direction", "forward")
     if direction != "forward":
         ctx.fail(f"has direction={direction}: rnnskip converts forward recurrent layers only "
                  "(bidirectional and reverse are not supported)")
     if len(ctx.node.input) > 7 and ctx.node.input[7]:
-        ctx.fail("has peephole weights (input P): rnnskip converts LSTMs without peepholes")
+        ctx.fail("has peephole weights (input P): rnnskip converts recurrent operators without peepholes")
     if "clip" in a:
         ctx.fail(f"has clip={a['clip']}: rnnskip converts recurrent layers without cell clipping")
     if a.get("input_forget", 0):
@@ -500,7 +499,7 @@ def h_recurrent(ctx: _Ctx):
     hidden = int(a.get("hidden_size", 0))
     W = np.asarray(ctx.const(1, "W"), np.float64)
     R = np.asarray(ctx.const(2, "R"), np.float64)
-    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    gates = cell.gates
     if W.ndim != 3 or W.shape[0] != 1 or W.shape[1] != gates * hidden or W.shape[2] != (x.width or W.shape[2]) \
             or R.shape != (1, gates * hidden, hidden):
         ctx.fail(f"has W {W.shape}, R {R.shape} for hidden_size={hidden} on {x.width} inputs: the graph is "
@@ -522,46 +521,20 @@ def h_recurrent(ctx: _Ctx):
     elif x.padded:
         ctx.fail("reads an output computed with sequence_lens without sequence_lens itself: not supported")
     _check_zero_state(ctx, 5, "initial_h")
-    if op == "LSTM":
-        _check_zero_state(ctx, 6, "initial_c")
+    _check_zero_state(ctx, 6, "initial_c")
 
-    order = {"LSTM": _LSTM_ORDER, "GRU": _GRU_ORDER, "RNN": _RNN_ORDER}[op]
-
-    def keras(m):   # [G*H, cols] in ONNX gate order -> [cols, G*H] in Keras order
+    def keras(m):   # [G*H, cols] in the operator's gate order -> [cols, G*H] in Keras order
         blocks = np.split(m, gates, axis=0)
-        return np.concatenate([blocks[g] for g in order], axis=0).T
+        return np.concatenate([blocks[g] for g in cell.onnx_gate_order], axis=0).T
 
-    def keras_bias(b):
-        blocks = np.split(b, gates)
-        return np.concatenate([blocks[g] for g in order])
-
-    wb = keras_bias(B[:gates * hidden]) if B is not None else np.zeros(gates * hidden)
-    rb = keras_bias(B[gates * hidden:]) if B is not None else np.zeros(gates * hidden)
-    options = {}
-    acts = _activation_names(ctx)
-    if op == "GRU":
-        reset_after = bool(a.get("linear_before_reset", 0))
-        options = {"reset_after": reset_after}
-        # linear_before_reset=1 applies r to (h R_h + Rb_h): Keras' reset_after=True, both biases kept
-        bias = np.stack([wb, rb]) if reset_after else wb + rb
-    else:
-        bias = wb + rb
-    if op == "LSTM":
-        if len(acts) != 3 or acts[1] != acts[2]:
-            ctx.fail(f"uses activations {ctx.attrs.get('activations')}: rnnskip's LSTM has one activation for "
-                     "the candidate and the cell output (g = h)")
-        activation, recurrent = acts[1], acts[0]
-    elif op == "GRU":
-        if len(acts) != 2:
-            ctx.fail(f"lists {len(acts)} activations: a forward GRU has 2")
-        activation, recurrent = acts[1], acts[0]
-    else:
-        if len(acts) != 1:
-            ctx.fail(f"lists {len(acts)} activations: a forward RNN has 1")
-        activation, recurrent = acts[0], None
-    layer = RNNLayer(kind=_KIND[op], units=hidden, kernel=_f32(keras(W[0])), recurrent_kernel=_f32(keras(R[0])),
-                     bias=_f32(bias), activation=activation, recurrent_activation=recurrent, options=options,
-                     name=ctx.key)
+    B = np.zeros(2 * gates * hidden) if B is None else B
+    b_in, b_rec = keras(B[:gates * hidden, None])[0], keras(B[gates * hidden:, None])[0]
+    fields = cell.from_onnx(a, _activation_names(ctx), b_in, b_rec)
+    if isinstance(fields, str):
+        ctx.fail(fields)
+    layer = RNNLayer(kind=cell.kind, units=hidden, kernel=_f32(keras(W[0])), recurrent_kernel=_f32(keras(R[0])),
+                     bias=_f32(fields["bias"]), activation=fields["activation"],
+                     recurrent_activation=fields["recurrent_activation"], options=fields["options"], name=ctx.key)
     if k:
         r.rnns[-1].return_sequences = True
     r.rnns.append(layer)
@@ -594,7 +567,7 @@ def _dense_input(ctx: _Ctx, s: Sym) -> str:
             ctx.fail(f"reads axes {s.axes}: rnnskip expects [batch, features] here")
         return "head"
     if s.kind == CELL:
-        ctx.fail("reads an LSTM's final cell state (Y_c): rnnskip converts models whose head reads the hidden "
+        ctx.fail("reads a final cell state (Y_c): rnnskip converts models whose head reads the hidden "
                  "state")
     if s.kind == SEQ:
         ctx.fail("runs on every step of a recurrent output: per-step heads are not supported for ONNX models "
@@ -686,7 +659,7 @@ def h_activation(ctx: _Ctx):
 
 #: ONNX op type -> its handler
 HANDLERS: Dict[str, Callable] = {
-    "LSTM": h_recurrent, "GRU": h_recurrent, "RNN": h_recurrent,
+    **{op: h_recurrent for op in RECURRENT_OPS},
     "Gather": h_gather, "Gemm": h_gemm, "MatMul": h_matmul, "Add": h_add,
     "Relu": h_activation, "Sigmoid": h_activation, "Tanh": h_activation, "Softmax": h_activation,
     "Transpose": h_transpose, "Squeeze": h_squeeze, "Unsqueeze": h_unsqueeze, "Slice": h_slice,
@@ -739,7 +712,7 @@ def _inputs(r: _Reader) -> None:
     from onnx import TensorProto
     inits = {i.name for i in r.graph.initializer}
     data = [i for i in r.graph.input if i.name not in inits]
-    lens_names = {n.input[4] for n in r.graph.node if n.op_type in _KIND and len(n.input) > 4 and n.input[4]}
+    lens_names = {n.input[4] for n in r.graph.node if n.op_type in RECURRENT_OPS and len(n.input) > 4 and n.input[4]}
     model_inputs = [i for i in data if i.name not in lens_names]
     if len(model_inputs) != 1:
         raise RnnskipError(f"{r.path} has {len(model_inputs)} model inputs "
@@ -805,7 +778,7 @@ def _assemble(r: _Reader) -> ModelIR:
         raise RnnskipError(f"{r.path} has {len(outs)} outputs ({', '.join(o.name for o in outs)}): rnnskip "
                            "converts models with one output (export only the prediction, not the states)")
     if not r.rnns:
-        raise RnnskipError(f"{r.path} has no LSTM, GRU or RNN node: {SUPPORTED_SUMMARY}")
+        raise RnnskipError(f"{r.path} has no recurrent operator ({', '.join(RECURRENT_OPS)}): {SUPPORTED_SUMMARY}")
     s = r.syms.get(outs[0].name)
     last = len(r.rnns) - 1
     if s is None or s.kind not in (STATE, VEC):

@@ -55,6 +55,8 @@ class Net(nn.Module):
         y, state = self.rnn(x)
         if self.read == "state":   # the final hidden state of the last layer (h_n[-1])
             last = (state[0] if isinstance(state, tuple) else state)[-1]
+        elif self.read == "seq":   # every step: one output per step (nn.Linear on [.., .., H]: MatMul+Add)
+            last = y
         else:
             last = y[:, -1] if self.batch_first else y[-1]
         if self.fc is None:
@@ -104,6 +106,9 @@ CONFIGS = {
     "lstm-tok-tf-2l-state-regression": ("LSTM", False, 2, True, 1, None, "tanh", "state", 13),
     "gru-feat-tf-nohead-opset14": ("GRU", False, 1, False, 0, None, "tanh", "slice", 14),
     "rnn-feat-bf-relu-state": ("RNN", True, 1, False, 4, "softmax", "relu", "state", 11),
+    "gru-tok-bf-perstep-softmax": ("GRU", True, 1, True, 3, "softmax", "tanh", "seq", 17),
+    "lstm-feat-tf-2l-perstep": ("LSTM", False, 2, False, 2, None, "tanh", "seq", 17),
+    "rnn-feat-tf-perstep-nohead": ("RNN", False, 1, False, 0, None, "tanh", "seq", 17),
 }
 
 
@@ -122,7 +127,8 @@ def test_float_reference_equals_onnxruntime_and_torch(exported):
     ir = load_model_file(path)
     kind, _, layers, tokens, out, act, nl, _, _, *in_dense = CONFIGS[name]
     assert [r.kind for r in ir.rnn_layers] == [{"LSTM": "lstm", "GRU": "gru", "RNN": "simple_rnn"}[kind]] * layers
-    assert [r.return_sequences for r in ir.rnn_layers] == [True] * (layers - 1) + [False]
+    per_step = CONFIGS[name][7] == "seq"
+    assert [r.return_sequences for r in ir.rnn_layers] == [True] * (layers - 1) + [per_step]
     assert ir.is_token_model == tokens and len(ir.head) == (1 if out else 0)
     assert ir.output_activation == (act or "linear" if out else "linear")
     if in_dense:
@@ -134,6 +140,9 @@ def test_float_reference_equals_onnxruntime_and_torch(exported):
     expected = run_ort(path, x)
     with torch.no_grad():
         by_torch = net(torch.from_numpy(x)).numpy()
+    assert ir.per_step == per_step
+    if ir.per_step:   # rnnskip's per-step outputs are [batch, time, out]
+        expected, by_torch = batch_major(expected, bf), batch_major(by_torch, bf)
     got = FloatModel(ir).predict(batch_major(x, bf))
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= 1e-5
@@ -149,7 +158,8 @@ def test_golden_equals_host_build(exported, tmp_path):
     from rnnskip.generate import generate
     generate(qm, tmp_path / "src", max_t=xb.shape[1])
     so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
-    ev = pipeline.evaluate(ir, qm, dataset(xb, lengths), host_so=so)
+    y = np.zeros(xb.shape[:2] if ir.per_step else len(xb), np.int64)   # labels do not matter here
+    ev = pipeline.evaluate(ir, qm, dataset(xb, lengths, y), host_so=so)
     assert ev.host_checked == len(xb)
     assert ev.host_mismatches == 0, ev.first_mismatch
 
@@ -507,9 +517,9 @@ def _torch_option(cfg) -> str:
     parts.append(f"batch_first={bf}")
     if layers > 1:
         parts.append(f"num_layers={layers}")
-    parts.append("h_n[-1]" if read == "state" else "y[:, -1]" if bf else "y[-1]")
+    parts.append({"state": "h_n[-1]", "seq": "every step (y)"}.get(read, "y[:, -1]" if bf else "y[-1]"))
     if out:
-        head = "x @ W.T + b (MatMul+Add)" if read == "matmul" else "nn.Linear (Gemm)"
+        head = {"matmul": "x @ W.T + b (MatMul+Add)", "seq": "nn.Linear (MatMul+Add)"}.get(read, "nn.Linear (Gemm)")
         parts.append(f"{head}{' + ' + act if act else ''}")
     else:
         parts.append("no head")
@@ -538,7 +548,8 @@ def _matrix_rows(tmp_path):
             net = Net(kind, bf, layers, tokens, out_, act, nl, read, bool(in_dense))
             x = export(net, tmp_path / "last.onnx", tokens, bf, opset)
             got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(batch_major(x, bf))
-            return float(np.abs(got - run_ort(tmp_path / "last.onnx", x)).max())
+            expected = run_ort(tmp_path / "last.onnx", x)
+            return float(np.abs(got - (batch_major(expected, bf) if read == "seq" else expected)).max())
         out.append((cfg[0], _torch_option(cfg), f"torch.onnx.export, opset {cfg[8]}", verdict(run)))
     for kw in HANDWRITTEN:
         def run(kw=kw):
@@ -599,7 +610,8 @@ def render_onnx_matrix(rows) -> str:
             "`LSTM`, `GRU`, `RNN` (forward; `layout` 0 and 1; GRU `linear_before_reset` 0 = Keras "
             "`reset_after=False`, 1 = `reset_after=True`; optional `B`; `sequence_lens` as a graph input = the "
             "data's lengths; `initial_h`/`initial_c` absent or zero), `Gather` (embedding table, last time step, "
-            "a layer of `h_n`), `Gemm`, `MatMul`+`Add`, `Relu`/`Sigmoid`/`Tanh`/`Softmax` after them, and the glue "
+            "a layer of `h_n`), `Gemm`, `MatMul`+`Add` (also on every step: one output per step, `[batch, time, out]` "
+            "in rnnskip), `Relu`/`Sigmoid`/`Tanh`/`Softmax` after them, and the glue "
             "`Transpose`, `Squeeze`, `Unsqueeze`, `Slice` (last step), `Shape`, `Constant`, `ConstantOfShape` (zero "
             "initial states), `Concat`, `Cast`, `Identity`, `Dropout`. Any other op type is refused with "
             "`node '<name>' (<op>) is not supported: ...`.",

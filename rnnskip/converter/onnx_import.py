@@ -89,7 +89,8 @@ class _Reader:
     syms: Dict[str, Sym] = field(default_factory=dict)
     roles: Dict[str, str] = field(default_factory=dict)   # input axis label -> "T" | "N"
     embedding: Optional[EmbeddingInput] = None
-    head_reads: int = -1   # the recurrent layer whose final state the head reads
+    head_reads: int = -1   # the recurrent layer whose final state (or every step) the head reads
+    per_step: bool = False  # the head runs on every step (one output per step)
     input_dense: Optional[DenseLayer] = None
     rnns: List[RNNLayer] = field(default_factory=list)
     rnn_lens: List[Optional[str]] = field(default_factory=list)   # each layer's sequence_lens input
@@ -552,26 +553,36 @@ def h_recurrent(ctx: _Ctx):
 # --------------------------------------------------------------------------
 # handlers: Dense (Gemm, MatMul + Add) and activations
 
+#: the axes (by role, size-1 axes aside) a head input or the output may have: last step, or every step
+_OUTPUT_ROLES = {False: (["N", "F"],), True: (["N", "T", "F"], ["T", "N", "F"])}
+
+
+def _roles(r: _Reader, s: Sym) -> List[str]:
+    """``s``'s axes by role (N, T, F; "?" for an axis that is none of them), size-1 axes left out."""
+    return [ax if ax == "F" else r.roles.get(ax, "?") for ax in s.axes if ax not in ("D", "1")]
+
+
 def _dense_input(ctx: _Ctx, s: Sym) -> str:
     """Where a Dense on ``s`` goes: "head" or "input" (per step, before the first recurrent layer)."""
     r = ctx.r
     if s.kind == X and r.embedding is None and r.input_dense is None and not r.rnns and s.dense is None:
         return "input"
-    if s.kind in (STATE, VEC):
+    if s.kind == CELL:
+        ctx.fail("reads a final cell state (Y_c): rnnskip converts models whose head reads the hidden "
+                 "state")
+    if s.kind in (STATE, VEC, SEQ):
         if s.kind == VEC and s.dense is not r.head[-1]:
             ctx.fail("reads a head layer other than the last one: rnnskip converts a chain of Dense layers")
         if r.head and r.head[-1].activation == "softmax":
             ctx.fail("follows a Softmax: rnnskip supports softmax only on the last layer")
-        batch = next((ax for ax in s.axes if r.roles.get(ax) == "N"), "?")
-        if [ax for ax in s.axes if ax not in ("D", "1")] != [batch, "F"]:
-            ctx.fail(f"reads axes {s.axes}: rnnskip expects [batch, features] here")
+        if s.kind == SEQ and s.padded:
+            ctx.fail("runs on every step of an output computed with sequence_lens (zero after each row's "
+                     "length): not supported")
+        if _roles(r, s) not in _OUTPUT_ROLES[s.kind == SEQ or r.per_step]:
+            ctx.fail(f"reads axes {s.axes}: rnnskip expects [batch, features] here (or [batch, time, features] "
+                     "on every step)")
+        r.per_step = r.per_step or s.kind == SEQ
         return "head"
-    if s.kind == CELL:
-        ctx.fail("reads a final cell state (Y_c): rnnskip converts models whose head reads the hidden "
-                 "state")
-    if s.kind == SEQ:
-        ctx.fail("runs on every step of a recurrent output: per-step heads are not supported for ONNX models "
-                 "yet (take the last step or the final state)")
     ctx.fail(f"on {s.kind} data is not supported: {SUPPORTED_SUMMARY}")
 
 
@@ -582,7 +593,7 @@ def _add_dense(ctx: _Ctx, s: Sym, kernel: np.ndarray, bias: np.ndarray):
         ctx.fail(f"has a [{kernel.shape[0]}, {kernel.shape[1]}] weight on {s.width} inputs: the graph is "
                  "inconsistent")
     d = DenseLayer(kernel=_f32(kernel), bias=_f32(bias), name=ctx.key)
-    if s.kind == STATE:
+    if s.kind in (STATE, SEQ):
         r.head_reads = s.layer
     if where == "input":
         r.input_dense = d
@@ -781,19 +792,20 @@ def _assemble(r: _Reader) -> ModelIR:
         raise RnnskipError(f"{r.path} has no recurrent operator ({', '.join(RECURRENT_OPS)}): {SUPPORTED_SUMMARY}")
     s = r.syms.get(outs[0].name)
     last = len(r.rnns) - 1
-    if s is None or s.kind not in (STATE, VEC):
-        kind = s.kind if s is not None else "?"
-        hint = " (a per-step output is not supported for ONNX models yet)" if kind == SEQ else ""
-        raise RnnskipError(f"{r.path}: output '{outs[0].name}' is {kind} data{hint}: rnnskip converts models "
-                           "whose output is the last recurrent layer's final state, through an optional Dense head")
-    if s.kind == STATE and (s.layer != last or r.head):
-        raise RnnskipError(f"{r.path}: output '{outs[0].name}' is the state of recurrent layer {s.layer + 1} of "
+    if s is None or s.kind not in (STATE, VEC, SEQ) or (s.kind == SEQ and s.padded):
+        raise RnnskipError(f"{r.path}: output '{outs[0].name}' is {s.kind if s is not None else '?'} data: rnnskip "
+                           "converts models whose output is the last recurrent layer's final state or every step's "
+                           "output, through an optional Dense head")
+    if s.kind in (STATE, SEQ) and (s.layer != last or r.head):
+        raise RnnskipError(f"{r.path}: output '{outs[0].name}' is the output of recurrent layer {s.layer + 1} of "
                            f"{last + 1}: rnnskip converts models whose output reads the last recurrent layer")
     if s.kind == VEC and s.dense is not r.head[-1]:
         raise RnnskipError(f"{r.path}: output '{outs[0].name}' is not the last head layer's output")
-    if [ax for ax in s.axes if ax not in ("D", "1")] != [next((ax for ax in s.axes if r.roles.get(ax) == "N"), "?"),
-                                                         "F"]:
-        raise RnnskipError(f"{r.path}: output '{outs[0].name}' has axes {s.axes}: rnnskip expects [batch, outputs]")
+    per_step = r.per_step or s.kind == SEQ
+    roles = _roles(r, s)
+    if roles not in _OUTPUT_ROLES[per_step]:
+        raise RnnskipError(f"{r.path}: output '{outs[0].name}' has axes {s.axes}: rnnskip expects [batch, outputs]"
+                           " (or [batch, time, outputs] for one output per step)")
     # the head must read the last recurrent layer's state
     if r.head and r.head_reads != last:
         raise RnnskipError(f"{r.path}: the head reads the state of recurrent layer {r.head_reads + 1} of {last + 1}: "
@@ -804,11 +816,16 @@ def _assemble(r: _Reader) -> ModelIR:
         features = r.input_dense.in_dim if r.input_dense is not None else r.rnns[0].input_dim
         inp = FeatureInput(features=int(features), dense=r.input_dense)
     notes = list(r.notes)
+    if per_step:
+        r.rnns[-1].return_sequences = True   # one output per step, as Keras' return_sequences=True at the output
+        if roles[0] == "T":
+            notes.append(f"output '{outs[0].name}' is [time, batch, outputs]; rnnskip's per-step outputs are "
+                         "[batch, time, outputs]")
     if r.embedding is not None:
         notes.append("ONNX graphs run every step of a row (token id 0 is an ordinary id): give lengths in --data, "
                      "without them a token row ends at its last non-zero id")
     return ModelIR(input=inp, rnn_layers=r.rnns, head=r.head, name=_model_name(r.path), source=r.path,
-                   notes=notes)
+                   notes=notes, per_step=per_step)
 
 
 # --------------------------------------------------------------------------

@@ -24,7 +24,7 @@ toolchain:
 $(STAMP): setup.cfg pyproject.toml
 	@[ -x $(PY) ] || python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[keras,train,bench,test,lint]'
+	$(PIP) install -q -e '.[keras,train,bench,onnx,torch,test,lint]'
 	@touch $(STAMP)
 
 demo: setup

@@ -93,7 +93,7 @@ def _apply(opts):
 @guard
 def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, data, calib, calib_max, out,
                 emulate_max, traffic_sample, workers, emulator, bundle, timeout, export, delta, **skip):
-    """Convert MODEL (.h5/.keras), build firmware, emulate it on --data and report."""
+    """Convert MODEL (.h5/.keras, or .onnx), build firmware, emulate it on --data and report."""
     from .pipeline.convert import run_convert
     skip = skip if (skip.get("predictor") or skip.get("skip") or skip.get("train") or skip.get("val")
                     or any(skip.get(k) is not None for k in ("max_loss", "margin_se", "confidence",

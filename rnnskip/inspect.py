@@ -1,4 +1,4 @@
-"""``rnnskip inspect model.h5``: what is in a Keras file and whether rnnskip converts it,
+"""``rnnskip inspect model.h5`` (or ``model.onnx``): what is in a model file and whether rnnskip converts it,
 before any work (no calibration data, no compiler).
 
 The verdict is the converter's own: the file is imported exactly as ``rnnskip-convert``
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
 from .cells import cell_of
-from .converter.keras_import import describe_model_file, load_model_file
+from .converter.formats import describe_model_file, load_model_file
 from .converter.support import generation
 from .errors import RnnskipError
 
@@ -75,7 +75,7 @@ def inspect_file(path, max_t: Optional[int] = None, target_names: Optional[List[
         ins.blockers.append(str(e))
         return ins
     ins.format, ins.keras_version, ins.model = desc.format, desc.keras_version, desc.model_name
-    ins.generation = generation(desc.keras_version)
+    ins.generation = desc.producer or generation(desc.keras_version)
 
     # the converter's verdict
     ir = qm = None

@@ -585,5 +585,7 @@ def render_matrix(results: List[Result]) -> str:
     out += [f"{i + 1}. `{r}`" for i, r in enumerate(reasons)]
     out += ["", "Activation semantics: `hard_sigmoid` is clip(0.2·x + 0.5, 0, 1) in files from Keras 1/2 "
             "(standalone, tf.keras, tf_keras) and clip(x/6 + 0.5, 0, 1) in files from Keras 3 "
-            "(read from `keras_version`).", ""]
+            "(read from `keras_version`).", "",
+            "ONNX models (PyTorch's `torch.onnx.export`): [onnx_support.md](onnx_support.md), generated from "
+            "`tests/test_onnx_import.py`.", ""]
     return "\n".join(out)

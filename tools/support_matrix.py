@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Regenerate docs/support_matrix.md from the model corpus (tests/test_zoo.py).
+"""Regenerate docs/support_matrix.md from the model corpus (tests/test_zoo.py), and
+docs/onnx_support.md from the ONNX import tests (tests/test_onnx_import.py).
 
 The matrix is never typed by hand: this runs the corpus test with
 RNNSKIP_WRITE_SUPPORT_MATRIX=1, which converts every corpus file (or checks its
@@ -22,7 +23,11 @@ def main() -> int:
     rc = subprocess.call(cmd, cwd=ROOT, env=env)
     if rc == 0:
         print(f"wrote {ROOT / 'docs' / 'support_matrix.md'}")
-    return rc
+    onnx_cmd = [sys.executable, "-m", "pytest", "-q", "tests/test_onnx_import.py", "-k", "test_onnx_support_matrix"]
+    rc_onnx = subprocess.call(onnx_cmd, cwd=ROOT, env=env)
+    if rc_onnx == 0:
+        print(f"wrote {ROOT / 'docs' / 'onnx_support.md'}")
+    return rc or rc_onnx
 
 
 if __name__ == "__main__":

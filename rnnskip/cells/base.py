@@ -208,6 +208,24 @@ class Cell:
         """One line if the layer cannot run as a delta network (None: it can)."""
         return None
 
+    # ---- ONNX ----------------------------------------------------------------
+    onnx_op = ""              #: the ONNX operator read as this cell ("": none)
+    #: Keras gate block g is the ONNX operator's block ``onnx_gate_order[g]`` (of W, R and each bias half)
+    onnx_gate_order: Tuple[int, ...] = (0,)
+    onnx_activations: Tuple[str, ...] = ("Tanh",)   #: the operator's default ``activations`` (forward)
+
+    @classmethod
+    def from_onnx(cls, attrs: dict, acts: List[str], b_in: np.ndarray, b_rec: np.ndarray):
+        """The IR fields an ONNX operator gives beyond its kernels: ``bias``, ``activation``,
+        ``recurrent_activation`` and ``options``, from its attributes, its activations (canonical
+        names, the operator's order) and its input and recurrent bias halves (Keras gate order).
+        A string instead is the refusal (after "node 'x' (OP) ")."""
+        if len(acts) != (2 if cls.gated else 1):
+            return f"lists {len(acts)} activations: a forward {cls.onnx_op} has {2 if cls.gated else 1}"
+        # gated operators list the gates' function first (ONNX f), then the candidate's (g)
+        return {"bias": b_in + b_rec, "activation": acts[-1], "recurrent_activation": acts[0] if cls.gated else None,
+                "options": {}}
+
     # ---- float ---------------------------------------------------------------
     @classmethod
     def float_pre(cls, ops, w: dict, x, h):

@@ -80,6 +80,24 @@ class GRU(Cell):
                     f"retrain the GRU with reset_after=True (the Keras 2.x/3.x default)")
         return None
 
+    # ---- ONNX --------------------------------------------------------------------
+    onnx_op = "GRU"
+    onnx_gate_order = (0, 1, 2)      # z, r, h in both
+    onnx_activations = ("Sigmoid", "Tanh")
+
+    @classmethod
+    def from_onnx(cls, attrs, acts, b_in, b_rec):
+        out = super().from_onnx(attrs, acts, b_in, b_rec)
+        if isinstance(out, str):
+            return out
+        # linear_before_reset=1 (PyTorch's) applies r to (h R_h + Rb_h): Keras' reset_after=True, which keeps
+        # both bias halves; 0 applies r before the mat-vec, where the halves add up
+        reset_after = bool(attrs.get("linear_before_reset", 0))
+        out["options"] = {"reset_after": reset_after}
+        if reset_after:
+            out["bias"] = np.stack([b_in, b_rec])
+        return out
+
     # ---- float -------------------------------------------------------------------
     @classmethod
     def float_pre(cls, ops, w, x, h):

@@ -55,6 +55,18 @@ class LSTM(Cell):
                                  recurrent_activation=file_name(layer.recurrent_activation),
                                  return_sequences=return_sequences, name=name)
 
+    # ---- ONNX --------------------------------------------------------------------
+    onnx_op = "LSTM"
+    onnx_gate_order = (0, 2, 3, 1)   # ONNX blocks i, o, f, c -> Keras i, f, c, o
+    onnx_activations = ("Sigmoid", "Tanh", "Tanh")
+
+    @classmethod
+    def from_onnx(cls, attrs, acts, b_in, b_rec):
+        if len(acts) != 3 or acts[1] != acts[2]:
+            return (f"uses activations {attrs.get('activations')}: rnnskip's LSTM has one activation for the "
+                    "candidate and the cell output (g = h)")
+        return {"bias": b_in + b_rec, "activation": acts[1], "recurrent_activation": acts[0], "options": {}}
+
     # ---- float -------------------------------------------------------------------
     @classmethod
     def float_pre(cls, ops, w, x, h):

@@ -33,6 +33,8 @@ class SimpleRNN(Cell):
     template = "simple_rnn.c.j2"
     c_header = "rnnskip_rnn_cell.h"
 
+    onnx_op = "RNN"
+
     @classmethod
     def to_keras(cls, keras, layer, return_sequences, name=None):
         from ..converter.support import file_name

@@ -127,6 +127,7 @@ class ModelDescription:
     model_name: str
     layers: List[LayerDescription] = field(default_factory=list)
     error: str = ""        # what the importer refuses ("" when it reads the model)
+    producer: str = ""     # who wrote a non-Keras file (ONNX: opset and exporter), for inspect
 
 
 def describe_model_file(path) -> ModelDescription:

@@ -26,7 +26,7 @@ from ..stepmethod import model_without
 
 
 def import_model(path) -> ModelIR:
-    from ..converter.keras_import import load_model_file
+    from ..converter.formats import load_model_file  # Keras or ONNX, by the suffix
     return load_model_file(str(path))
 
 

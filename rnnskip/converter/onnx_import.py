@@ -1,0 +1,894 @@
+"""Read an ONNX file (what ``torch.onnx.export`` writes) into the rnnskip IR.
+
+One handler per ONNX op type, registered in :data:`HANDLERS`; an op type without one is
+refused in one line naming the node, its op type and what is supported.
+
+The graph is read by symbolic evaluation in node order (ONNX keeps nodes topologically
+sorted): every tensor becomes a :class:`Sym` saying *what it is* — a constant, a value
+derived only from input shapes, all zeros, the token ids, the per-step vectors entering
+the first recurrent layer, a recurrent layer's output sequence or final state, a head
+vector — and, for data tensors, which axis is which. Axes of the model input are
+labelled ``a0``, ``a1`` until a recurrent op's ``layout`` says which one is time and which
+is batch; ``Transpose``/``Squeeze``/``Unsqueeze`` move labels around, so the glue PyTorch
+emits (batch_first transposes, the squeezed direction axis, ``Shape``-driven zero initial
+states, the last step taken by ``Gather``/``Slice``) folds away and whatever does not fit
+is refused where it stands.
+
+Weights are converted to Keras layout (the IR's) with what each cell kind of ``rnnskip/cells/``
+says about its ONNX operator (``onnx_op``, ``onnx_gate_order``, ``onnx_activations``,
+``from_onnx``): ONNX ``W [1, G*H, I]`` in the operator's gate order (LSTM i-o-f-c, GRU z-r-h)
+-> ``kernel [I, G*H]`` in Keras order (i-f-c-o, z-r-h); the bias halves ``[Wb | Rb]`` are
+summed, except for a GRU with ``linear_before_reset=1`` (PyTorch's), which is Keras'
+``reset_after=True`` and keeps both as ``[2, 3H]``. Nothing here names a cell kind.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from rnnskip import cells
+from rnnskip.converter.ir import DenseLayer, EmbeddingInput, FeatureInput, ModelIR, RNNLayer
+from rnnskip.converter.support import LayerError
+from rnnskip.errors import RnnskipError
+
+#: ONNX recurrent operator -> the cell kind it is read as (each cell knows its ONNX layout, rnnskip/cells/)
+RECURRENT_OPS = {c.onnx_op: c for c in cells.CELLS.values() if c.onnx_op}
+
+SUPPORTED_SUMMARY = (f"rnnskip converts ONNX graphs of forward {'/'.join(RECURRENT_OPS)} operators (1-2 stacked), "
+                     "a Gather embedding or float features (optionally through MatMul+Add), a Gemm or MatMul+Add head "
+                     "with Relu/Sigmoid/Tanh/Softmax, and the Transpose/Squeeze/Unsqueeze/Slice/Gather/Shape "
+                     "glue torch.onnx.export emits")
+
+#: ONNX activation names -> canonical IR names (HardSigmoid by its alpha, beta)
+_ACTS = {"Tanh": "tanh", "Sigmoid": "sigmoid", "Relu": "relu", "Softsign": "softsign"}
+
+
+# --------------------------------------------------------------------------
+# symbolic tensors
+
+CONST = "const"     # value: np.ndarray
+SHAPE = "shape"     # computed from input shapes only (folded away)
+ZEROS = "zeros"     # all zeros of a shape-dependent size (ConstantOfShape(0) and slices of it)
+IDS = "ids"         # the token-id input
+LENS = "lens"       # a sequence_lens input (the data's lengths)
+X = "x"             # per-step vectors entering the first recurrent layer
+SEQ = "seq"         # a recurrent layer's output sequence (Y)
+STATE = "state"     # a recurrent layer's last output (Y_h, or the last step of Y)
+CELL = "cell"       # a final cell state (Y_c): no model output rnnskip computes
+VEC = "vec"         # a head Dense's output
+
+
+@dataclass
+class Sym:
+    kind: str
+    value: Optional[np.ndarray] = None
+    axes: Tuple[str, ...] = ()            # per axis: a0/a1 (input axes), F (features), D (direction), 1 (size 1)
+    width: int = 0                        # size of the F axis
+    layer: int = -1                       # SEQ/STATE/CELL: the recurrent layer's index
+    dense: Optional[DenseLayer] = None    # the Dense whose direct output this is (Add, activations fold in)
+    padded: bool = False                  # SEQ with sequence_lens: zeros after each row's length
+    layers: Tuple[int, ...] = ()          # STATE/CELL stacked per layer (axis L): PyTorch's h_n, c_n
+
+
+def _data(kind):
+    return kind not in (CONST, SHAPE, ZEROS)
+
+
+# --------------------------------------------------------------------------
+# the reader's state
+
+@dataclass
+class _Reader:
+    path: str
+    graph: object
+    opset: int
+    syms: Dict[str, Sym] = field(default_factory=dict)
+    roles: Dict[str, str] = field(default_factory=dict)   # input axis label -> "T" | "N"
+    embedding: Optional[EmbeddingInput] = None
+    head_reads: int = -1   # the recurrent layer whose final state (or every step) the head reads
+    per_step: bool = False  # the head runs on every step (one output per step)
+    input_dense: Optional[DenseLayer] = None
+    rnns: List[RNNLayer] = field(default_factory=list)
+    rnn_lens: List[Optional[str]] = field(default_factory=list)   # each layer's sequence_lens input
+    head: List[DenseLayer] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    status: Dict[str, str] = field(default_factory=dict)   # node key -> what became of it (inspect)
+
+    def sym(self, name: str) -> Optional[Sym]:
+        return self.syms.get(name) if name else None
+
+
+def node_key(node, index: int) -> str:
+    """A node's name as users see it (torch names start with '/'; unnamed nodes by op and position)."""
+    name = node.name.lstrip("/") if node.name else ""
+    return name or f"{node.op_type}_{index}"
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+    out = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        if isinstance(v, bytes):
+            v = v.decode()
+        elif isinstance(v, list):
+            v = [x.decode() if isinstance(x, bytes) else x for x in v]
+        out[a.name] = v
+    return out
+
+
+class _Ctx:
+    """One node as its handler sees it."""
+
+    def __init__(self, reader: _Reader, node, key: str):
+        self.r, self.node, self.key = reader, node, key
+        self.op = node.op_type
+        self.attrs = _attrs(node)
+        self.ins = [reader.sym(n) for n in node.input]
+
+    def fail(self, msg: str):
+        raise LayerError(f"node '{self.key}' ({self.op}) {msg}", self.key)
+
+    def inp(self, i: int) -> Optional[Sym]:
+        return self.ins[i] if i < len(self.ins) else None
+
+    def const(self, i: int, what: str) -> np.ndarray:
+        s = self.inp(i)
+        if s is None or s.kind != CONST:
+            self.fail(f"needs a constant {what}: rnnskip folds only constant {what}s")
+        return s.value
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+def _f32(a) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, np.float32))
+
+
+def _axes_arg(ctx: _Ctx, attr: str = "axes", index: int = 1) -> Optional[List[int]]:
+    """Axes as an attribute (older opsets) or a constant input (newer)."""
+    if attr in ctx.attrs:
+        return [int(a) for a in ctx.attrs[attr]]
+    if ctx.inp(index) is not None:
+        return [int(a) for a in np.asarray(ctx.const(index, attr)).reshape(-1)]
+    return None
+
+
+def _norm(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+def _shape_like(ctx: _Ctx) -> List[Sym]:
+    """Glue on constants and shape values: constants fold, anything shape-derived stays SHAPE."""
+    if any(s is not None and (_data(s.kind) or s.kind == ZEROS) for s in ctx.ins):
+        ctx.fail(f"on model data is not supported: {SUPPORTED_SUMMARY}")
+    if any(s is not None and s.kind == SHAPE for s in ctx.ins):
+        return [Sym(SHAPE) for _ in ctx.node.output]
+    return [Sym(CONST, value=v) for v in _fold(ctx)]
+
+
+def _fold(ctx: _Ctx) -> List[np.ndarray]:
+    """Constant folding of the few ops constants pass through in exported graphs."""
+    vals = [s.value if s is not None else None for s in ctx.ins]
+    op, a = ctx.op, ctx.attrs
+    if op == "Identity":
+        return [vals[0]]
+    if op == "Cast":
+        from onnx import helper
+        return [vals[0].astype(helper.tensor_dtype_to_np_dtype(a["to"]))]
+    if op == "Concat":
+        return [np.concatenate([np.atleast_1d(v) for v in vals], axis=a.get("axis", 0))]
+    if op == "Gather":
+        return [np.take(vals[0], vals[1], axis=a.get("axis", 0))]
+    if op == "Unsqueeze":
+        v = vals[0]
+        axes = sorted(_norm(x, v.ndim + len(_axes_arg(ctx))) for x in _axes_arg(ctx))
+        for x in axes:
+            v = np.expand_dims(v, x)
+        return [v]
+    if op == "Squeeze":
+        axes = _axes_arg(ctx)
+        return [np.squeeze(vals[0], axis=None if axes is None else tuple(axes))]
+    if op == "Transpose":
+        return [np.transpose(vals[0], a.get("perm"))]
+    if op == "Reshape":
+        return [np.reshape(vals[0], [int(x) for x in vals[1]])]
+    if op in ("Add", "Sub", "Mul", "Div"):
+        f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
+        return [f(vals[0], vals[1]).astype(np.result_type(vals[0], vals[1]))]
+    if op == "Slice":
+        data, starts, ends, axes, steps = _slice_args(ctx)
+        idx = [slice(None)] * vals[0].ndim
+        for s, e, ax, st in zip(starts, ends, axes, steps):
+            idx[ax] = slice(s, e, st)
+        return [vals[0][tuple(idx)]]
+    ctx.fail(f"on constants is not folded by rnnskip: {SUPPORTED_SUMMARY}")
+
+
+def _slice_args(ctx: _Ctx):
+    """(data, starts, ends, axes, steps) of a Slice, attribute (opset < 10) or input form."""
+    data = ctx.inp(0)
+    rank = np.ndim(data.value) if data.kind == CONST else len(data.axes)
+    if "starts" in ctx.attrs:
+        starts, ends = list(ctx.attrs["starts"]), list(ctx.attrs["ends"])
+        axes = list(ctx.attrs.get("axes", range(len(starts))))
+        steps = [1] * len(starts)
+    else:
+        starts = [int(v) for v in np.asarray(ctx.const(1, "starts")).reshape(-1)]
+        ends = [int(v) for v in np.asarray(ctx.const(2, "ends")).reshape(-1)]
+        axes = ([int(v) for v in np.asarray(ctx.const(3, "axes")).reshape(-1)] if ctx.inp(3) is not None
+                else list(range(len(starts))))
+        steps = ([int(v) for v in np.asarray(ctx.const(4, "steps")).reshape(-1)] if ctx.inp(4) is not None
+                 else [1] * len(starts))
+    return data, starts, ends, [_norm(int(x), rank) for x in axes], steps
+
+
+def _time_label(ctx: _Ctx, s: Sym) -> str:
+    t = next((ax for ax in s.axes if ctx.r.roles.get(ax) == "T"), None)
+    if t is None:
+        ctx.fail("reads a sequence whose time axis is unknown: rnnskip reads the last step of a recurrent "
+                 "layer's output")
+    return t
+
+
+def _last_step(ctx: _Ctx, s: Sym, axes: Tuple[str, ...]) -> Sym:
+    if s.padded:
+        ctx.fail("takes the last step of a recurrent output computed with sequence_lens (zero after each row's "
+                 "length): read the layer's final state (output Y_h) instead")
+    return Sym(STATE, axes=axes, width=s.width, layer=s.layer)
+
+
+# --------------------------------------------------------------------------
+# handlers: glue
+
+def h_constant(ctx: _Ctx):
+    from onnx import numpy_helper
+    a = ctx.attrs
+    if "value" in a:
+        v = numpy_helper.to_array(a["value"])
+    elif "value_float" in a or "value_int" in a:
+        v = np.asarray(a.get("value_float", a.get("value_int")))
+    elif "value_floats" in a or "value_ints" in a:
+        v = np.asarray(a.get("value_floats", a.get("value_ints")))
+    else:
+        ctx.fail("holds a sparse or string constant: rnnskip folds dense numeric constants")
+    return [Sym(CONST, value=np.asarray(v))], "folded (constant)"
+
+
+def h_shape(ctx: _Ctx):
+    s = ctx.inp(0)
+    if s.kind == CONST:
+        return [Sym(CONST, value=np.asarray(s.value.shape, np.int64))], "folded (glue)"
+    return [Sym(SHAPE)], "folded (glue)"
+
+
+def h_constant_of_shape(ctx: _Ctx):
+    s = ctx.inp(0)
+    from onnx import numpy_helper
+    value = numpy_helper.to_array(ctx.attrs["value"]) if "value" in ctx.attrs else np.zeros(1, np.float32)
+    if s.kind == CONST:
+        return [Sym(CONST, value=np.full([int(v) for v in s.value], value.reshape(-1)[0], value.dtype))], \
+            "folded (glue)"
+    if s.kind == SHAPE:
+        if np.any(value != 0):
+            ctx.fail(f"fills with {value.reshape(-1)[0]}: rnnskip folds shape-driven constants only when they "
+                     "are zero (initial states)")
+        return [Sym(ZEROS)], "folded (zero initial state)"
+    ctx.fail(f"on model data is not supported: {SUPPORTED_SUMMARY}")
+
+
+def h_identity(ctx: _Ctx):
+    s = ctx.inp(0)
+    return [s], "folded (identity)"
+
+
+def h_dropout(ctx: _Ctx):
+    """Dropout (left in by an exporter that does not drop it): the identity at inference."""
+    training = ctx.inp(2)
+    if training is not None and (training.kind != CONST or np.any(training.value)):
+        ctx.fail("runs in training mode: export the model after model.eval()")
+    ctx.r.notes.append(f"dropped Dropout '{ctx.key}' (inference no-op)")
+    return [ctx.inp(0)], "dropped (inference no-op)"   # its mask output is never read at inference
+
+
+def h_cast(ctx: _Ctx):
+    """Cast of the token ids or lengths (between integer types) passes them on; else shape glue."""
+    s = ctx.inp(0)
+    if s.kind in (IDS, LENS):
+        from onnx import helper
+        if not np.issubdtype(helper.tensor_dtype_to_np_dtype(ctx.attrs["to"]), np.integer):
+            ctx.fail("casts the token ids to a non-integer type: rnnskip reads ids as integers")
+        return [s], "folded (glue)"
+    return _shape_like(ctx), "folded (glue)"
+
+
+def h_generic_shape(ctx: _Ctx):
+    """Cast, Reshape, arithmetic ... on constants or shape values only."""
+    return _shape_like(ctx), "folded (glue)"
+
+
+def h_concat(ctx: _Ctx):
+    """Shape glue, or PyTorch's h_n / c_n: every layer's final state stacked on the direction axis."""
+    ins = ctx.ins
+    kinds = {s.kind for s in ins}
+    if len(kinds) == 1 and kinds <= {STATE, CELL}:
+        first = ins[0]
+        axis = _norm(int(ctx.attrs.get("axis", 0)), len(first.axes))
+        if all(s.axes == first.axes and not s.layers for s in ins) and first.axes[axis] == "D":
+            axes = tuple("L" if i == axis else ax for i, ax in enumerate(first.axes))
+            return [Sym(first.kind, axes=axes, width=first.width, layer=-1,
+                        layers=tuple(s.layer for s in ins))], "folded (final states)"
+    return _shape_like(ctx), "folded (glue)"
+
+
+def h_transpose(ctx: _Ctx):
+    s = ctx.inp(0)
+    if s.kind == ZEROS:
+        return [s], "folded (glue)"
+    if not _data(s.kind):
+        return _shape_like(ctx), "folded (glue)"
+    perm = ctx.attrs.get("perm", list(range(len(s.axes)))[::-1])
+    if sorted(perm) != list(range(len(s.axes))):
+        ctx.fail(f"has perm {perm} for a rank-{len(s.axes)} tensor: the graph is inconsistent")
+    return [_with_axes(s, tuple(s.axes[p] for p in perm))], "folded (glue)"
+
+
+def _with_axes(s: Sym, axes) -> Sym:
+    return Sym(s.kind, value=s.value, axes=tuple(axes), width=s.width, layer=s.layer, dense=None, padded=s.padded,
+               layers=s.layers)
+
+
+def h_squeeze(ctx: _Ctx):
+    s = ctx.inp(0)
+    if s.kind == ZEROS:
+        return [s], "folded (glue)"
+    if not _data(s.kind):
+        return _shape_like(ctx), "folded (glue)"
+    axes = _axes_arg(ctx)
+    rank = len(s.axes)
+    drop = ({_norm(a, rank) for a in axes} if axes is not None
+            else {i for i, ax in enumerate(s.axes) if ax in ("D", "1")})
+    for i in drop:
+        if s.axes[i] not in ("D", "1"):
+            ctx.fail(f"squeezes axis {i}, which is not of size 1 for every input: rnnskip folds squeezes of the "
+                     "direction axis and of size-1 axes")
+    return [_with_axes(s, [ax for i, ax in enumerate(s.axes) if i not in drop])], "folded (glue)"
+
+
+def h_unsqueeze(ctx: _Ctx):
+    s = ctx.inp(0)
+    if s.kind == ZEROS:
+        return [s], "folded (glue)"
+    if not _data(s.kind):
+        return _shape_like(ctx), "folded (glue)"
+    axes = _axes_arg(ctx)
+    rank = len(s.axes) + len(axes)
+    out = list(s.axes)
+    for a in sorted(_norm(a, rank) for a in axes):
+        out.insert(a, "1")
+    return [_with_axes(s, out)], "folded (glue)"
+
+
+def h_slice(ctx: _Ctx):
+    s = ctx.inp(0)
+    if s.kind == ZEROS:
+        return [s], "folded (glue)"
+    if not _data(s.kind):
+        return _shape_like(ctx), "folded (glue)"
+    _, starts, ends, axes, steps = _slice_args(ctx)
+    if s.kind == SEQ and len(axes) == 1:
+        t = _time_label(ctx, s)
+        # the end must reach past any length (T is dynamic): torch writes INT64_MAX for y[:, -1:]
+        if s.axes[axes[0]] == t and starts[0] == -1 and steps[0] == 1 and ends[0] >= 2 ** 31 - 1:
+            out = tuple("1" if ax == t else ax for ax in s.axes)
+            return [_last_step(ctx, s, out)], "folded (last step)"
+    ctx.fail(f"slices {s.kind} data: rnnskip folds a Slice only where it takes the last time step "
+             "(starts=-1) of a recurrent layer's output")
+
+
+def h_gather(ctx: _Ctx):
+    data, idx = ctx.inp(0), ctx.inp(1)
+    axis = int(ctx.attrs.get("axis", 0))
+    if data.kind == CONST and idx.kind == IDS:
+        table = np.asarray(data.value)
+        if table.ndim != 2 or axis != 0:
+            ctx.fail(f"looks up ids in a {table.ndim}-D table along axis {axis}: rnnskip supports an embedding "
+                     "as Gather of a 2-D [vocab, dim] table along axis 0")
+        if ctx.r.embedding is not None:
+            ctx.fail("is a second embedding lookup: rnnskip supports one embedding on the token-id input")
+        ctx.r.embedding = EmbeddingInput(table=_f32(table), mask_zero=False, name=ctx.key)
+        return [Sym(X, axes=idx.axes + ("F",), width=int(table.shape[1]))], "converted (embedding)"
+    if data.kind == SEQ and idx.kind == CONST:
+        t = _time_label(ctx, data)
+        ax = _norm(axis, len(data.axes))
+        if data.axes[ax] == t and np.ndim(idx.value) == 0 and int(idx.value) == -1:
+            return [_last_step(ctx, data, tuple(a for a in data.axes if a != t))], "folded (last step)"
+        ctx.fail(f"gathers index {idx.value.tolist()} of axis {ax}: rnnskip folds a Gather of a recurrent "
+                 "output only where it takes the last time step (index -1)")
+    if data.kind in (STATE, CELL) and data.layers and idx.kind == CONST and np.ndim(idx.value) == 0:
+        ax = _norm(axis, len(data.axes))
+        if data.axes[ax] == "L":   # h_n[i]: layer i's final state
+            i = int(idx.value)
+            return [Sym(data.kind, axes=tuple(a for a in data.axes if a != "L"), width=data.width,
+                        layer=data.layers[i])], "folded (final state)"
+    if data.kind in (STATE, CELL) and idx.kind == CONST and np.ndim(idx.value) == 0 and int(idx.value) in (0, -1):
+        ax = _norm(axis, len(data.axes))
+        if data.axes[ax] in ("D", "1"):   # h_n[-1] of one layer: its size-1 direction axis
+            return [Sym(data.kind, axes=tuple(a for i, a in enumerate(data.axes) if i != ax), width=data.width,
+                        layer=data.layer, layers=data.layers)], "folded (final state)"
+    if not _data(data.kind) and not _data(idx.kind):
+        return _shape_like(ctx), "folded (glue)"
+    ctx.fail(f"gathers from {data.kind} data with {idx.kind} indices: rnnskip supports Gather as an embedding "
+             "(a constant table indexed by the token-id input) or as the last step of a recurrent output")
+
+
+# --------------------------------------------------------------------------
+# handlers: recurrent operators
+
+def _activation_names(ctx: _Ctx) -> List[str]:
+    names = list(ctx.attrs.get("activations", RECURRENT_OPS[ctx.op].onnx_activations))
+    alphas = list(ctx.attrs.get("activation_alpha", []))
+    betas = list(ctx.attrs.get("activation_beta", []))
+    out, k = [], 0
+    for n in names:
+        if n in _ACTS:
+            out.append(_ACTS[n])
+            continue
+        if n == "HardSigmoid":
+            # HardSigmoid carries (alpha, beta) in the activation_alpha/beta lists, in order
+            a = alphas[k] if k < len(alphas) else 0.2
+            b = betas[k] if k < len(betas) else 0.5
+            k += 1
+            if np.isclose(a, 0.2) and np.isclose(b, 0.5):
+                out.append("hard_sigmoid")
+                continue
+            if np.isclose(a, 1.0 / 6.0) and np.isclose(b, 0.5):
+                out.append("hard_sigmoid_k3")
+                continue
+        ctx.fail(f"uses activation {n}: rnnskip supports Tanh, Sigmoid, Relu, Softsign and HardSigmoid "
+                 "(alpha 0.2 or 1/6, beta 0.5) in recurrent operators")
+    return out
+
+
+def _check_zero_state(ctx: _Ctx, i: int, what: str) -> None:
+    s = ctx.inp(i)
+    if s is None or s.kind == ZEROS or (s.kind == CONST and not np.any(s.value)):
+        return
+    ctx.fail(f"has a non-zero {what}: rnnskip runs every sequence from a zero state (leave {what} out or zero)")
+
+
+def h_recurrent(ctx: _Ctx):
+    r, a = ctx.r, ctx.attrs
+    cell = RECURRENT_OPS[ctx.op]
+    direction = a.get("direction", "forward")
+    if direction != "forward":
+        ctx.fail(f"has direction={direction}: rnnskip converts forward recurrent layers only "
+                 "(bidirectional and reverse are not supported)")
+    if len(ctx.node.input) > 7 and ctx.node.input[7]:
+        ctx.fail("has peephole weights (input P): rnnskip converts recurrent operators without peepholes")
+    if "clip" in a:
+        ctx.fail(f"has clip={a['clip']}: rnnskip converts recurrent layers without cell clipping")
+    if a.get("input_forget", 0):
+        ctx.fail("has input_forget=1 (coupled input and forget gates): not supported")
+    layout = int(a.get("layout", 0))
+    x = ctx.inp(0)
+    k = len(r.rnns)
+    if x.kind == SEQ:
+        if x.layer != k - 1:
+            ctx.fail(f"reads the output of recurrent layer {x.layer + 1}, not of the one before it: rnnskip "
+                     "converts a plain stack")
+    elif x.kind != X or k:
+        ctx.fail(f"reads {x.kind} data: its input must be the model input (optionally through an embedding or a "
+                 "per-step MatMul+Add) or the previous recurrent layer's output sequence")
+    if k == 2:
+        ctx.fail("is a 3rd recurrent layer: rnnskip converts 1 or 2 stacked recurrent layers")
+    if len(x.axes) != 3 or x.axes[2] != "F":
+        ctx.fail(f"gets a rank-{len(x.axes)} input with axes {x.axes}: the input must be [time, batch, features] "
+                 "(layout=0) or [batch, time, features] (layout=1)")
+    t, n = (x.axes[0], x.axes[1]) if layout == 0 else (x.axes[1], x.axes[0])
+    for label, role in ((t, "T"), (n, "N")):
+        if label in ("D", "1") or r.roles.get(label, role) != role:
+            ctx.fail(f"reads time and batch axes swapped relative to the model input (layout={layout}): the graph "
+                     "transposes its data in a way rnnskip does not follow")
+        r.roles[label] = role
+
+    hidden = int(a.get("hidden_size", 0))
+    W = np.asarray(ctx.const(1, "W"), np.float64)
+    R = np.asarray(ctx.const(2, "R"), np.float64)
+    gates = cell.gates
+    if W.ndim != 3 or W.shape[0] != 1 or W.shape[1] != gates * hidden or W.shape[2] != (x.width or W.shape[2]) \
+            or R.shape != (1, gates * hidden, hidden):
+        ctx.fail(f"has W {W.shape}, R {R.shape} for hidden_size={hidden} on {x.width} inputs: the graph is "
+                 "inconsistent")
+    B = None
+    if ctx.inp(3) is not None:
+        B = np.asarray(ctx.const(3, "B"), np.float64)
+        if B.shape != (1, 2 * gates * hidden):
+            ctx.fail(f"has B {B.shape}, expected (1, {2 * gates * hidden})")
+        B = B[0]
+    lens = ctx.node.input[4] if len(ctx.node.input) > 4 and ctx.node.input[4] else None
+    if lens is not None:
+        ls = ctx.inp(4)
+        if ls.kind != LENS:
+            ctx.fail("has a sequence_lens that is not a graph input: rnnskip takes each row's length from the "
+                     "data (the lengths array of --data)")
+        if k and r.rnn_lens[-1] != lens:
+            ctx.fail("has a sequence_lens different from the layer before it: not supported")
+    elif x.padded:
+        ctx.fail("reads an output computed with sequence_lens without sequence_lens itself: not supported")
+    _check_zero_state(ctx, 5, "initial_h")
+    _check_zero_state(ctx, 6, "initial_c")
+
+    def keras(m):   # [G*H, cols] in the operator's gate order -> [cols, G*H] in Keras order
+        blocks = np.split(m, gates, axis=0)
+        return np.concatenate([blocks[g] for g in cell.onnx_gate_order], axis=0).T
+
+    B = np.zeros(2 * gates * hidden) if B is None else B
+    b_in, b_rec = keras(B[:gates * hidden, None])[0], keras(B[gates * hidden:, None])[0]
+    fields = cell.from_onnx(a, _activation_names(ctx), b_in, b_rec)
+    if isinstance(fields, str):
+        ctx.fail(fields)
+    layer = RNNLayer(kind=cell.kind, units=hidden, kernel=_f32(keras(W[0])), recurrent_kernel=_f32(keras(R[0])),
+                     bias=_f32(fields["bias"]), activation=fields["activation"],
+                     recurrent_activation=fields["recurrent_activation"], options=fields["options"], name=ctx.key)
+    if k:
+        r.rnns[-1].return_sequences = True
+    r.rnns.append(layer)
+    r.rnn_lens.append(lens)
+    if lens is not None and k == 0:
+        r.notes.append(f"sequence_lens of '{ctx.key}' is each row's length: pass it as lengths in --data")
+    y = (t, "D", n, "F") if layout == 0 else (n, t, "D", "F")
+    yh = ("D", n, "F") if layout == 0 else (n, "D", "F")
+    outs = [Sym(SEQ, axes=y, width=hidden, layer=k, padded=lens is not None),
+            Sym(STATE, axes=yh, width=hidden, layer=k),
+            Sym(CELL, axes=yh, width=hidden, layer=k)]
+    return outs[:len(ctx.node.output)], "converted"
+
+
+# --------------------------------------------------------------------------
+# handlers: Dense (Gemm, MatMul + Add) and activations
+
+#: the axes (by role, size-1 axes aside) a head input or the output may have: last step, or every step
+_OUTPUT_ROLES = {False: (["N", "F"],), True: (["N", "T", "F"], ["T", "N", "F"])}
+
+
+def _roles(r: _Reader, s: Sym) -> List[str]:
+    """``s``'s axes by role (N, T, F; "?" for an axis that is none of them), size-1 axes left out."""
+    return [ax if ax == "F" else r.roles.get(ax, "?") for ax in s.axes if ax not in ("D", "1")]
+
+
+def _dense_input(ctx: _Ctx, s: Sym) -> str:
+    """Where a Dense on ``s`` goes: "head" or "input" (per step, before the first recurrent layer)."""
+    r = ctx.r
+    if s.kind == X and r.embedding is None and r.input_dense is None and not r.rnns and s.dense is None:
+        return "input"
+    if s.kind == CELL:
+        ctx.fail("reads a final cell state (Y_c): rnnskip converts models whose head reads the hidden "
+                 "state")
+    if s.kind in (STATE, VEC, SEQ):
+        if s.kind == VEC and s.dense is not r.head[-1]:
+            ctx.fail("reads a head layer other than the last one: rnnskip converts a chain of Dense layers")
+        if r.head and r.head[-1].activation == "softmax":
+            ctx.fail("follows a Softmax: rnnskip supports softmax only on the last layer")
+        if s.kind == SEQ and s.padded:
+            ctx.fail("runs on every step of an output computed with sequence_lens (zero after each row's "
+                     "length): not supported")
+        if _roles(r, s) not in _OUTPUT_ROLES[s.kind == SEQ or r.per_step]:
+            ctx.fail(f"reads axes {s.axes}: rnnskip expects [batch, features] here (or [batch, time, features] "
+                     "on every step)")
+        r.per_step = r.per_step or s.kind == SEQ
+        return "head"
+    ctx.fail(f"on {s.kind} data is not supported: {SUPPORTED_SUMMARY}")
+
+
+def _add_dense(ctx: _Ctx, s: Sym, kernel: np.ndarray, bias: np.ndarray):
+    r = ctx.r
+    where = _dense_input(ctx, s)
+    if kernel.shape[0] != s.width and not (s.kind == X and s.width == 0):
+        ctx.fail(f"has a [{kernel.shape[0]}, {kernel.shape[1]}] weight on {s.width} inputs: the graph is "
+                 "inconsistent")
+    d = DenseLayer(kernel=_f32(kernel), bias=_f32(bias), name=ctx.key)
+    if s.kind in (STATE, SEQ):
+        r.head_reads = s.layer
+    if where == "input":
+        r.input_dense = d
+        return [Sym(X, axes=s.axes, width=d.out_dim, dense=d)], "converted (per-step dense)"
+    r.head.append(d)
+    return [Sym(VEC, axes=s.axes, width=d.out_dim, dense=d)], "converted"
+
+
+def h_gemm(ctx: _Ctx):
+    a = ctx.attrs
+    if a.get("transA", 0):
+        ctx.fail("has transA=1: rnnskip reads Gemm as x @ W + b (transA=0)")
+    s = ctx.inp(0)
+    if not _data(s.kind):
+        return _shape_like(ctx), "folded (glue)"
+    if s.kind == X:
+        ctx.fail("runs on the per-step input: a Gemm has 2-D input; rnnskip converts a head Gemm")
+    B = np.asarray(ctx.const(1, "B"), np.float64)
+    if B.ndim != 2:
+        ctx.fail(f"has a {B.ndim}-D B: the graph is inconsistent")
+    kernel = float(a.get("alpha", 1.0)) * (B.T if a.get("transB", 0) else B)
+    bias = np.zeros(kernel.shape[1])
+    if ctx.inp(2) is not None:
+        C = np.asarray(ctx.const(2, "C"), np.float64)
+        if C.size not in (1, kernel.shape[1]) or (C.ndim == 2 and C.shape[0] != 1):
+            ctx.fail(f"has a bias of shape {C.shape}: rnnskip supports one bias per output")
+        bias = float(a.get("beta", 1.0)) * np.broadcast_to(C.reshape(-1), (kernel.shape[1],))
+    return _add_dense(ctx, s, kernel, bias)
+
+
+def h_matmul(ctx: _Ctx):
+    s, w = ctx.inp(0), ctx.inp(1)
+    if not _data(s.kind) and not _data(w.kind):
+        return _shape_like(ctx), "folded (glue)"
+    if not _data(s.kind) or w.kind != CONST or np.ndim(w.value) != 2:
+        ctx.fail("is not data @ a constant 2-D weight: rnnskip reads MatMul as a Dense layer's kernel")
+    if s.axes[-1] != "F":
+        ctx.fail(f"multiplies axis {s.axes[-1]} of its input: rnnskip expects the features last")
+    return _add_dense(ctx, s, np.asarray(w.value, np.float64), np.zeros(np.shape(w.value)[1]))
+
+
+def h_add(ctx: _Ctx):
+    a, b = ctx.inp(0), ctx.inp(1)
+    if not _data(a.kind) and not _data(b.kind):
+        return _shape_like(ctx), "folded (glue)"
+    s, c = (a, b) if b.kind == CONST else (b, a)
+    if c.kind != CONST or s.dense is None or s.dense.activation != "linear":
+        ctx.fail("is not a constant bias added right after a Gemm/MatMul: rnnskip folds Add only as a Dense "
+                 "layer's bias")
+    d = s.dense
+    v = np.asarray(c.value, np.float64)
+    if v.size not in (1, d.out_dim) or (v.ndim and v.shape[-1] not in (1, d.out_dim)):
+        ctx.fail(f"adds a constant of shape {v.shape} to {d.out_dim} outputs: rnnskip folds one bias per output")
+    d.bias = _f32(np.asarray(d.bias, np.float64) + np.broadcast_to(v.reshape(-1), (d.out_dim,)))
+    return [Sym(s.kind, axes=s.axes, width=s.width, layer=s.layer, dense=d)], f"folded into '{d.name}' (bias)"
+
+
+def h_activation(ctx: _Ctx):
+    s = ctx.inp(0)
+    act = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softmax": "softmax"}[ctx.op]
+    if not _data(s.kind):
+        ctx.fail("on constants is not folded by rnnskip")
+    if s.dense is None or s.dense.activation != "linear":
+        ctx.fail("does not follow a Gemm/MatMul(+Add) directly: rnnskip folds an activation only into the Dense "
+                 "layer before it")
+    if act == "softmax":
+        axis = int(ctx.attrs.get("axis", -1 if ctx.r.opset >= 13 else 1))
+        if _norm(axis, len(s.axes)) != len(s.axes) - 1 or s.kind != VEC:
+            ctx.fail(f"normalises axis {axis}: rnnskip supports softmax over the features of the last layer")
+    s.dense.activation = act
+    return [Sym(s.kind, axes=s.axes, width=s.width, layer=s.layer, dense=s.dense)], \
+        f"folded into '{s.dense.name}' ({act})"
+
+
+#: ONNX op type -> its handler
+HANDLERS: Dict[str, Callable] = {
+    **{op: h_recurrent for op in RECURRENT_OPS},
+    "Gather": h_gather, "Gemm": h_gemm, "MatMul": h_matmul, "Add": h_add,
+    "Relu": h_activation, "Sigmoid": h_activation, "Tanh": h_activation, "Softmax": h_activation,
+    "Transpose": h_transpose, "Squeeze": h_squeeze, "Unsqueeze": h_unsqueeze, "Slice": h_slice,
+    "Shape": h_shape, "Constant": h_constant, "ConstantOfShape": h_constant_of_shape, "Identity": h_identity,
+    "Dropout": h_dropout,
+    # glue on constants and shapes only (refused on model data)
+    "Cast": h_cast, "Concat": h_concat, "Reshape": h_generic_shape, "Sub": h_generic_shape,
+    "Mul": h_generic_shape, "Div": h_generic_shape,
+}
+
+
+def unsupported(key: str, op: str) -> str:
+    return f"node '{key}' ({op}) is not supported: {SUPPORTED_SUMMARY}"
+
+
+# --------------------------------------------------------------------------
+# the file
+
+def _load(path: str):
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise RnnskipError(f"model file not found: {p}")
+    if os.path.isdir(p):
+        raise RnnskipError(f"{p} is a directory, not a model file: rnnskip reads .onnx, Keras .h5 or .keras files")
+    try:
+        import onnx
+    except ImportError:
+        raise RnnskipError(f"reading {p} needs the onnx package: pip install 'rnnskip[onnx]'") from None
+    try:
+        model = onnx.load(p)
+    except Exception as e:   # protobuf's DecodeError and friends: one line
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RnnskipError(f"cannot read {p}: not an ONNX model or damaged ({msg})") from None
+    if not model.graph.node:
+        raise RnnskipError(f"cannot read {p}: the ONNX graph has no nodes")
+    return model
+
+
+def _opset(model) -> int:
+    return max((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def _model_name(path: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", os.path.splitext(os.path.basename(path))[0]) or "model"
+
+
+def _inputs(r: _Reader) -> None:
+    """The graph inputs: one model input (token ids [batch, time] or floats [batch, time, features], in
+    either axis order) and optionally a sequence_lens input."""
+    from onnx import TensorProto
+    inits = {i.name for i in r.graph.initializer}
+    data = [i for i in r.graph.input if i.name not in inits]
+    lens_names = {n.input[4] for n in r.graph.node if n.op_type in RECURRENT_OPS and len(n.input) > 4 and n.input[4]}
+    model_inputs = [i for i in data if i.name not in lens_names]
+    if len(model_inputs) != 1:
+        raise RnnskipError(f"{r.path} has {len(model_inputs)} model inputs "
+                           f"({', '.join(i.name for i in model_inputs)}): rnnskip converts models with one input "
+                           "(token ids or float features), plus optionally sequence_lens")
+    for i in data:
+        if i.name in lens_names:
+            r.syms[i.name] = Sym(LENS)
+    i = model_inputs[0]
+    t = i.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+    ints = t.elem_type in (TensorProto.INT32, TensorProto.INT64, TensorProto.INT16, TensorProto.INT8,
+                           TensorProto.UINT8, TensorProto.UINT16)
+    if ints and len(dims) == 2:
+        r.syms[i.name] = Sym(IDS, axes=("a0", "a1"))
+    elif t.elem_type in (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16) and len(dims) == 3:
+        # width 0: a dynamic feature axis, taken from the first layer's weights
+        r.syms[i.name] = Sym(X, axes=("a0", "a1", "F"), width=dims[2] or 0)
+    else:
+        raise RnnskipError(f"{r.path}: input '{i.name}' is rank {len(dims)} ({'integer' if ints else 'float'}): "
+                           "rnnskip expects token ids [batch, time] (or [time, batch]) or float features "
+                           "[batch, time, features] (or [time, batch, features])")
+
+
+def _read(path) -> Tuple[_Reader, object]:
+    """Run every node's handler; the reader holds the pieces and each node's status."""
+    from onnx import numpy_helper
+    model = _load(path)
+    r = _Reader(path=os.fspath(path), graph=model.graph, opset=_opset(model))
+    for init in model.graph.initializer:
+        r.syms[init.name] = Sym(CONST, value=numpy_helper.to_array(init))
+    return r, model
+
+
+def _run(r: _Reader) -> ModelIR:
+    _inputs(r)
+    for i, node in enumerate(r.graph.node):
+        key = node_key(node, i)
+        handler = HANDLERS.get(node.op_type)
+        if handler is None or node.domain not in ("", "ai.onnx"):
+            raise LayerError(unsupported(key, node.op_type if node.domain in ("", "ai.onnx")
+                                         else f"{node.domain}.{node.op_type}"), key)
+        ctx = _Ctx(r, node, key)
+        missing = [n for n, s in zip(node.input, ctx.ins) if n and s is None]
+        if missing:
+            raise RnnskipError(f"{r.path}: node '{key}' ({node.op_type}) reads '{missing[0]}', which no earlier node "
+                               "computes: the graph is not sorted or is damaged")
+        try:
+            outs, status = handler(ctx)
+        except (ValueError, IndexError, KeyError, TypeError, AttributeError) as e:   # a malformed node: one line
+            raise RnnskipError(f"{r.path}: node '{key}' ({node.op_type}) cannot be read: "
+                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        for name, s in zip(node.output, outs):
+            if name:
+                r.syms[name] = s
+        r.status[key] = status
+    return _assemble(r)
+
+
+def _assemble(r: _Reader) -> ModelIR:
+    outs = list(r.graph.output)
+    if len(outs) != 1:
+        raise RnnskipError(f"{r.path} has {len(outs)} outputs ({', '.join(o.name for o in outs)}): rnnskip "
+                           "converts models with one output (export only the prediction, not the states)")
+    if not r.rnns:
+        raise RnnskipError(f"{r.path} has no recurrent operator ({', '.join(RECURRENT_OPS)}): {SUPPORTED_SUMMARY}")
+    s = r.syms.get(outs[0].name)
+    last = len(r.rnns) - 1
+    if s is None or s.kind not in (STATE, VEC, SEQ) or (s.kind == SEQ and s.padded):
+        raise RnnskipError(f"{r.path}: output '{outs[0].name}' is {s.kind if s is not None else '?'} data: rnnskip "
+                           "converts models whose output is the last recurrent layer's final state or every step's "
+                           "output, through an optional Dense head")
+    if s.kind in (STATE, SEQ) and (s.layer != last or r.head):
+        raise RnnskipError(f"{r.path}: output '{outs[0].name}' is the output of recurrent layer {s.layer + 1} of "
+                           f"{last + 1}: rnnskip converts models whose output reads the last recurrent layer")
+    if s.kind == VEC and s.dense is not r.head[-1]:
+        raise RnnskipError(f"{r.path}: output '{outs[0].name}' is not the last head layer's output")
+    per_step = r.per_step or s.kind == SEQ
+    roles = _roles(r, s)
+    if roles not in _OUTPUT_ROLES[per_step]:
+        raise RnnskipError(f"{r.path}: output '{outs[0].name}' has axes {s.axes}: rnnskip expects [batch, outputs]"
+                           " (or [batch, time, outputs] for one output per step)")
+    # the head must read the last recurrent layer's state
+    if r.head and r.head_reads != last:
+        raise RnnskipError(f"{r.path}: the head reads the state of recurrent layer {r.head_reads + 1} of {last + 1}: "
+                           "rnnskip converts models whose head reads the last recurrent layer")
+    if r.embedding is not None:
+        inp = r.embedding
+    else:
+        features = r.input_dense.in_dim if r.input_dense is not None else r.rnns[0].input_dim
+        inp = FeatureInput(features=int(features), dense=r.input_dense)
+    notes = list(r.notes)
+    if per_step:
+        r.rnns[-1].return_sequences = True   # one output per step, as Keras' return_sequences=True at the output
+        if roles[0] == "T":
+            notes.append(f"output '{outs[0].name}' is [time, batch, outputs]; rnnskip's per-step outputs are "
+                         "[batch, time, outputs]")
+    if r.embedding is not None:
+        notes.append("ONNX graphs run every step of a row (token id 0 is an ordinary id): give lengths in --data, "
+                     "without them a token row ends at its last non-zero id")
+    return ModelIR(input=inp, rnn_layers=r.rnns, head=r.head, name=_model_name(r.path), source=r.path,
+                   notes=notes, per_step=per_step)
+
+
+# --------------------------------------------------------------------------
+# public entry points
+
+def load_onnx_file(path) -> ModelIR:
+    """Parse an ONNX file into a :class:`ModelIR` and check it against the kernels (one-line
+    :class:`RnnskipError` for anything unreadable or unsupported)."""
+    from rnnskip.converter.keras_import import check_supported
+    r, _model = _read(path)
+    ir = _run(r)
+    check_supported(ir)
+    return ir
+
+
+def parse_onnx_file(path) -> ModelIR:
+    r, _model = _read(path)
+    return _run(r)
+
+
+def _node_params(r: _Reader, node) -> int:
+    inits = {i.name: int(np.prod(i.dims)) for i in r.graph.initializer}
+    return sum(inits.get(n, 0) for n in node.input)
+
+
+def _node_options(node) -> str:
+    skip = {"value"}
+    parts = []
+    for k, v in _attrs(node).items():
+        if k in skip:
+            continue
+        parts.append(f"{k}={v}")
+    return ", ".join(parts)
+
+
+def describe_onnx_file(path):
+    """Every node (Constants left out) and what the importer makes of it, for ``rnnskip inspect``."""
+    from rnnskip.converter.keras_import import LayerDescription, ModelDescription, check_supported
+    r, model = _read(path)
+    producer = f"{model.producer_name} {model.producer_version}".strip() or "unknown producer"
+    desc = ModelDescription(r.path, "onnx", "", _model_name(r.path), producer=f"ONNX opset {r.opset} ({producer})")
+    rows = {}
+    for i, node in enumerate(model.graph.node):
+        if node.op_type == "Constant":
+            continue
+        key = node_key(node, i)
+        row = LayerDescription(key, node.op_type, _node_params(r, node), _node_options(node), "")
+        if node.op_type not in HANDLERS:
+            row.refusals.append(unsupported(key, node.op_type))
+        desc.layers.append(row)
+        rows[key] = row
+    try:
+        ir = _run(r)
+        check_supported(ir)
+    except RnnskipError as e:
+        desc.error = str(e)
+        refused = getattr(e, "layer", None)
+        if refused in rows:
+            rows[refused].status = f"refused: {desc.error}"
+    else:
+        for key, row in rows.items():
+            row.status = r.status.get(key, "unused")
+    for row in desc.layers:
+        if row.refusals:
+            row.status = f"refused: {row.refusals[0]}"
+    return desc

@@ -1,0 +1,633 @@
+"""ONNX import: PyTorch models exported with torch.onnx.export (and a few graphs written with
+onnx.helper for options PyTorch does not emit) read into the IR. The float reference equals
+onnxruntime to 1e-5, the int8 golden model equals the host C build bit for bit, the
+emulated firmware too (rnnskip-convert end to end), and what is not supported is refused in
+one line naming the node and its op type."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import dataset, needs_arm, quantize_on
+
+from rnnskip import pipeline
+from rnnskip.converter.formats import load_model_file
+from rnnskip.errors import RnnskipError
+from rnnskip.inspect import inspect_file
+from rnnskip.reference import FloatModel
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+helper, TensorProto = onnx.helper, onnx.TensorProto
+nn = torch.nn
+VOCAB, DIM, FEAT, UNITS, T, N = 30, 6, 4, 5, 9, 16
+OPSET = 17
+
+
+class Net(nn.Module):
+    """[embedding | features] -> nn.LSTM/GRU/RNN -> last step -> nn.Linear [-> activation]."""
+
+    def __init__(self, kind, batch_first=True, layers=1, tokens=False, out=3, act=None, nonlinearity="tanh",
+                 read="slice", in_dense=False):
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, DIM) if tokens else None
+        # nn.Linear + ReLU on every step (exported as MatMul + Add + Relu)
+        self.in_dense = nn.Sequential(nn.Linear(FEAT, DIM), nn.ReLU()) if in_dense else None
+        kw = {"nonlinearity": nonlinearity} if kind == "RNN" else {}
+        self.rnn = getattr(nn, kind)(DIM if tokens or in_dense else FEAT, UNITS, num_layers=layers,
+                                     batch_first=batch_first, **kw)
+        self.fc = nn.Linear(UNITS, out) if out else None
+        self.batch_first, self.act, self.read = batch_first, act, read
+
+    def forward(self, x):
+        if self.emb is not None:
+            x = self.emb(x)
+        if self.in_dense is not None:
+            x = self.in_dense(x)
+        y, state = self.rnn(x)
+        if self.read == "state":   # the final hidden state of the last layer (h_n[-1])
+            last = (state[0] if isinstance(state, tuple) else state)[-1]
+        elif self.read == "seq":   # every step: one output per step (nn.Linear on [.., .., H]: MatMul+Add)
+            last = y
+        else:
+            last = y[:, -1] if self.batch_first else y[-1]
+        if self.fc is None:
+            return last
+        # read="matmul": the head written as x @ W + b (exported as MatMul + Add, not Gemm)
+        z = last @ self.fc.weight.T + self.fc.bias if self.read == "matmul" else self.fc(last)
+        return {"softmax": lambda v: torch.softmax(v, -1), "sigmoid": torch.sigmoid, "relu": torch.relu,
+                "tanh": torch.tanh, None: lambda v: v}[self.act](z)
+
+
+def export(net, path, tokens, batch_first, opset=OPSET, seed=0):
+    """torch.onnx.export (the TorchScript exporter: the dynamo one needs onnxscript) with dynamic
+    batch and time axes; returns the example input, batch-major, as numpy."""
+    torch.manual_seed(seed)
+    net.eval()
+    shape = (N, T) if batch_first else (T, N)
+    x = torch.randint(0, VOCAB, shape) if tokens else torch.randn(shape + (FEAT,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), str(path), opset_version=opset, dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "d0", 1: "d1"}})
+    return x.numpy()
+
+
+def run_ort(path, x):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def batch_major(x, batch_first):
+    return x if batch_first else np.swapaxes(x, 0, 1)
+
+
+# name -> (kind, batch_first, layers, tokens, out, act, nonlinearity, read, opset[, in_dense])
+CONFIGS = {
+    "lstm-tok-bf-softmax": ("LSTM", True, 1, True, 3, "softmax", "tanh", "slice", 17),
+    "lstm-feat-tf-2l": ("LSTM", False, 2, False, 2, None, "tanh", "slice", 17),
+    "lstm-feat-bf-state-sigmoid": ("LSTM", True, 1, False, 1, "sigmoid", "tanh", "state", 14),
+    "gru-tok-tf-2l-softmax": ("GRU", False, 2, True, 4, "softmax", "tanh", "slice", 17),
+    "gru-feat-bf-regression": ("GRU", True, 1, False, 1, None, "tanh", "slice", 13),
+    "gru-feat-bf-2l-state": ("GRU", True, 2, False, 3, "tanh", "tanh", "state", 17),
+    "rnn-feat-tf-tanh": ("RNN", False, 1, False, 3, "softmax", "tanh", "slice", 17),
+    "rnn-tok-bf-relu-2l": ("RNN", True, 2, True, 2, "relu", "relu", "slice", 17),
+    "lstm-feat-bf-nohead": ("LSTM", True, 1, False, 0, None, "tanh", "slice", 17),
+    "gru-tok-bf-opset11": ("GRU", True, 1, True, 3, "softmax", "tanh", "slice", 11),
+    "lstm-feat-dense-tf-matmul": ("LSTM", False, 1, False, 3, "softmax", "tanh", "matmul", 17, True),
+    "rnn-feat-dense-bf-2l-matmul": ("RNN", True, 2, False, 2, "sigmoid", "tanh", "matmul", 17, True),
+    "lstm-tok-tf-2l-state-regression": ("LSTM", False, 2, True, 1, None, "tanh", "state", 13),
+    "gru-feat-tf-nohead-opset14": ("GRU", False, 1, False, 0, None, "tanh", "slice", 14),
+    "rnn-feat-bf-relu-state": ("RNN", True, 1, False, 4, "softmax", "relu", "state", 11),
+    "gru-tok-bf-perstep-softmax": ("GRU", True, 1, True, 3, "softmax", "tanh", "seq", 17),
+    "lstm-feat-tf-2l-perstep": ("LSTM", False, 2, False, 2, None, "tanh", "seq", 17),
+    "rnn-feat-tf-perstep-nohead": ("RNN", False, 1, False, 0, None, "tanh", "seq", 17),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def exported(request, tmp_path_factory):
+    kind, bf, layers, tokens, out, act, nl, read, opset, *in_dense = CONFIGS[request.param]
+    torch.manual_seed(1)
+    net = Net(kind, bf, layers, tokens, out, act, nl, read, bool(in_dense))
+    path = tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx"
+    x = export(net, path, tokens, bf, opset)
+    return request.param, path, x, bf, net
+
+
+def test_float_reference_equals_onnxruntime_and_torch(exported):
+    name, path, x, bf, net = exported
+    ir = load_model_file(path)
+    kind, _, layers, tokens, out, act, nl, _, _, *in_dense = CONFIGS[name]
+    assert [r.kind for r in ir.rnn_layers] == [{"LSTM": "lstm", "GRU": "gru", "RNN": "simple_rnn"}[kind]] * layers
+    per_step = CONFIGS[name][7] == "seq"
+    assert [r.return_sequences for r in ir.rnn_layers] == [True] * (layers - 1) + [per_step]
+    assert ir.is_token_model == tokens and len(ir.head) == (1 if out else 0)
+    assert ir.output_activation == (act or "linear" if out else "linear")
+    if in_dense:
+        assert ir.input.dense.activation == "relu" and ir.input.dense.kernel.shape == (FEAT, DIM)
+    if kind == "GRU":
+        assert all(r.options == {"reset_after": True} for r in ir.rnn_layers)   # PyTorch: linear_before_reset=1
+    if kind == "RNN":
+        assert {r.activation for r in ir.rnn_layers} == {nl}
+    expected = run_ort(path, x)
+    with torch.no_grad():
+        by_torch = net(torch.from_numpy(x)).numpy()
+    assert ir.per_step == per_step
+    if ir.per_step:   # rnnskip's per-step outputs are [batch, time, out]
+        expected, by_torch = batch_major(expected, bf), batch_major(by_torch, bf)
+    got = FloatModel(ir).predict(batch_major(x, bf))
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-5
+    assert np.abs(got - by_torch).max() <= 1e-5
+
+
+def test_golden_equals_host_build(exported, tmp_path):
+    name, path, x, bf, _ = exported
+    ir = load_model_file(path)
+    xb = batch_major(x, bf)
+    lengths = np.full(len(xb), xb.shape[1], np.int32)   # the graph runs every step
+    qm = quantize_on(ir, xb, lengths)
+    from rnnskip.generate import generate
+    generate(qm, tmp_path / "src", max_t=xb.shape[1])
+    so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
+    y = np.zeros(xb.shape[:2] if ir.per_step else len(xb), np.int64)   # labels do not matter here
+    ev = pipeline.evaluate(ir, qm, dataset(xb, lengths, y), host_so=so)
+    assert ev.host_checked == len(xb)
+    assert ev.host_mismatches == 0, ev.first_mismatch
+
+
+def test_onnx_importer_never_names_a_cell_kind():
+    """As for Keras: each cell kind owns its ONNX operator's layout (rnnskip/cells/), the importer names none."""
+    from test_keras_layers import _code_strings
+
+    from rnnskip import cells
+    names = set()
+    for cell in cells.CELLS.values():
+        names |= {cell.kind, cell.label, cell.onnx_op, *cell.keras_classes, *cell.keras_cell_classes}
+    path = Path(__file__).resolve().parent.parent / "rnnskip" / "converter" / "onnx_import.py"
+    for s in _code_strings(path):
+        assert not set(re.findall(r"[A-Za-z_]+", s)) & names, s
+
+
+# --------------------------------------------------------------------------
+# graphs written with onnx.helper: options PyTorch does not emit
+
+def _rnn_graph(path, op, layout=0, linear_before_reset=None, bias=True, extra_attrs=None, peephole=False,
+               initial_h=None, lens=False, seed=0):
+    """x [T, N, F] (layout 0) or [N, T, F] (layout 1) -> op -> Y_h squeezed -> Gemm -> y; ``lens``: a graph
+    input 'lens' [N] as the op's sequence_lens."""
+    rng = np.random.default_rng(seed)
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    H = UNITS
+    inits = [helper.make_tensor("W", TensorProto.FLOAT, (1, G * H, FEAT), rng.normal(0, 0.5, G * H * FEAT)),
+             helper.make_tensor("R", TensorProto.FLOAT, (1, G * H, H), rng.normal(0, 0.5, G * H * H)),
+             helper.make_tensor("fcW", TensorProto.FLOAT, (H, 2), rng.normal(0, 0.5, H * 2)),
+             helper.make_tensor("fcB", TensorProto.FLOAT, (2,), rng.normal(0, 0.5, 2))]
+    ins = ["x", "W", "R"]
+    if bias:
+        inits.append(helper.make_tensor("B", TensorProto.FLOAT, (1, 2 * G * H), rng.normal(0, 0.5, 2 * G * H)))
+        ins.append("B")
+    else:
+        ins.append("")
+    if lens:
+        ins.append("lens")
+    if initial_h is not None or peephole:
+        ins += [""] * (6 - len(ins))
+        if initial_h is not None:
+            shape = (1, N, H) if layout == 0 else (N, 1, H)   # onnxruntime wants the batch size itself
+            inits.append(helper.make_tensor("h0", TensorProto.FLOAT, shape, np.full(N * H, initial_h)))
+            ins[5] = "h0"
+    if peephole:
+        ins += ["", "P"][len(ins) - 6:]
+        inits.append(helper.make_tensor("P", TensorProto.FLOAT, (1, 3 * H), rng.normal(0, 0.5, 3 * H)))
+    attrs = {"hidden_size": H, **(extra_attrs or {})}
+    if layout:
+        attrs["layout"] = 1
+    if linear_before_reset is not None:
+        attrs["linear_before_reset"] = linear_before_reset
+    axes = helper.make_tensor("ax", TensorProto.INT64, (1,), [1 if layout else 0])
+    nodes = [helper.make_node(op, ins, ["Y", "Y_h"], name="rec", **attrs),
+             helper.make_node("Squeeze", ["Y_h", "ax"], ["h"], name="sq"),
+             helper.make_node("Gemm", ["h", "fcW", "fcB"], ["z"], name="fc"),
+             helper.make_node("Sigmoid", ["z"], ["y"], name="act")]
+    xshape = ["T", "N", FEAT] if layout == 0 else ["N", "T", FEAT]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, xshape)]
+    if lens:
+        inputs.append(helper.make_tensor_value_info("lens", TensorProto.INT32, ["N"]))
+    g = helper.make_graph(nodes, "g", inputs,
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], inits + [axes])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+
+
+#: hand-written graphs rnnskip converts: _rnn_graph's arguments
+HANDWRITTEN = [
+    {"op": "GRU", "layout": 0, "linear_before_reset": 0}, {"op": "GRU", "layout": 1, "linear_before_reset": 0},
+    {"op": "GRU", "layout": 1, "linear_before_reset": 1}, {"op": "GRU", "linear_before_reset": 1, "bias": False},
+    {"op": "LSTM", "layout": 1}, {"op": "LSTM", "bias": False}, {"op": "RNN", "layout": 1},
+    {"op": "GRU", "linear_before_reset": 1, "initial_h": 0.0}, {"op": "LSTM", "lens": True},
+]
+
+
+def _handwritten_id(kw) -> str:
+    """The options of a hand-written graph as the matrix names them."""
+    parts = [f"layout={kw.get('layout', 0)}"]
+    if "linear_before_reset" in kw:
+        parts.append(f"linear_before_reset={kw['linear_before_reset']}")
+    if kw.get("bias") is False:
+        parts.append("no B")
+    if kw.get("initial_h") is not None:
+        parts.append("initial_h = zero constant")
+    if kw.get("lens"):
+        parts.append("sequence_lens graph input")
+    return ", ".join(parts)
+
+
+def handwritten_check(tmp_path, kw):
+    """The hand-written graph ``kw`` read by rnnskip: its IR, and the float reference's largest difference
+    from onnxruntime on random input (with random lengths for a sequence_lens graph)."""
+    path = tmp_path / "m.onnx"
+    _rnn_graph(path, **kw)
+    ir = load_model_file(path)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(N, T, FEAT)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, N).astype(np.int32) if kw.get("lens") else None
+    feeds = {"lens": lengths} if lengths is not None else {}
+    if kw.get("layout"):
+        # onnxruntime's CPU kernels refuse layout=1: the same weights in layout 0 on the transposed input,
+        # checked against onnx's own reference evaluator on the layout-1 graph
+        from onnx.reference import ReferenceEvaluator
+        by_onnx = ReferenceEvaluator(str(path)).run(None, {"x": x, **feeds})[0]
+        _rnn_graph(tmp_path / "twin.onnx", **dict(kw, layout=0))
+        expected = ort.InferenceSession(str(tmp_path / "twin.onnx")).run(None, {"x": np.swapaxes(x, 0, 1),
+                                                                                  **feeds})[0]
+        assert np.abs(by_onnx - expected).max() <= 1e-5
+    else:
+        expected = ort.InferenceSession(str(path)).run(None, {"x": np.swapaxes(x, 0, 1), **feeds})[0]
+    return ir, float(np.abs(FloatModel(ir).predict(x, lengths) - expected).max())
+
+
+@pytest.mark.parametrize("kw", HANDWRITTEN, ids=[f"{k['op']} {_handwritten_id(k)}" for k in HANDWRITTEN])
+def test_handwritten_options_equal_onnxruntime(tmp_path, kw):
+    ir, diff = handwritten_check(tmp_path, kw)
+    assert diff <= 1e-5
+    if kw["op"] == "GRU":
+        lbr = kw["linear_before_reset"]
+        assert ir.rnn_layers[0].options == {"reset_after": bool(lbr)}
+        assert ir.rnn_layers[0].bias.shape == ((2, 3 * UNITS) if lbr else (3 * UNITS,))
+
+
+def test_sequence_lens_is_the_data_lengths():
+    ir = load_model_file_of(HANDWRITTEN[-1])
+    assert ir.notes[0] == "sequence_lens of 'rec' is each row's length: pass it as lengths in --data"
+
+
+def load_model_file_of(kw):
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        _rnn_graph(Path(d) / "m.onnx", **kw)
+        return load_model_file(Path(d) / "m.onnx")
+
+
+# --------------------------------------------------------------------------
+# refusals: one line, naming the node and its op type
+
+def refusal(path) -> str:
+    with pytest.raises(RnnskipError) as e:
+        load_model_file(path)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+class WithNorm(nn.Module):
+    """GRU -> LayerNorm -> Linear: LayerNormalization has no handler."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(FEAT, UNITS, batch_first=True)
+        self.norm = nn.LayerNorm(UNITS)
+        self.fc = nn.Linear(UNITS, 2)
+
+    def forward(self, x):
+        return self.fc(self.norm(self.rnn(x)[0][:, -1]))
+
+
+class Bidirectional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(FEAT, UNITS, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * UNITS, 2)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0][:, -1])
+
+
+def test_unsupported_op_refused_in_one_line(tmp_path):
+    path = tmp_path / "norm.onnx"
+    export(WithNorm(), path, False, True)
+    msg = refusal(path)
+    assert msg.startswith("node 'norm/LayerNormalization' (LayerNormalization) is not supported: rnnskip converts "
+                          "ONNX graphs of forward GRU/LSTM/RNN operators (1-2 stacked)"), msg
+
+
+def test_bidirectional_refused(tmp_path):
+    path = tmp_path / "bi.onnx"
+    export(Bidirectional(), path, False, True)
+    assert refusal(path) == ("node 'rnn/LSTM' (LSTM) has direction=bidirectional: rnnskip converts forward "
+                             "recurrent layers only (bidirectional and reverse are not supported)")
+
+
+class TwoOutputs(nn.Module):
+    """Returns the prediction and the GRU's final state."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(FEAT, UNITS, batch_first=True)
+        self.fc = nn.Linear(UNITS, 2)
+
+    def forward(self, x):
+        y, h = self.rnn(x)
+        return self.fc(y[:, -1]), h
+
+
+class FirstLayerHead(nn.Module):
+    """A 2-layer LSTM whose head reads the first layer's final state (h_n[0])."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(FEAT, UNITS, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(UNITS, 2)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[1][0][0])
+
+
+def test_graph_structure_refusals(tmp_path):
+    path = tmp_path / "two.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TwoOutputs().eval(), (torch.randn(2, T, FEAT),), str(path), opset_version=OPSET,
+                          dynamo=False, input_names=["x"], output_names=["y", "h"],
+                          dynamic_axes={"x": {0: "n", 1: "t"}})
+    assert refusal(path) == (f"{path} has 2 outputs (y, h): rnnskip converts models with one output (export only "
+                             "the prediction, not the states)")
+    path = tmp_path / "first.onnx"
+    export(FirstLayerHead(), path, False, True)
+    assert refusal(path) == (f"{path}: the head reads the state of recurrent layer 1 of 2: rnnskip converts models "
+                             "whose head reads the last recurrent layer")
+
+
+#: hand-written graphs rnnskip refuses: _rnn_graph's arguments, the option as the matrix names it, the reason
+REFUSED_GRAPHS = [
+    ({"op": "LSTM", "peephole": True}, "peepholes (input P)",
+     "node 'rec' (LSTM) has peephole weights (input P): rnnskip converts recurrent operators without peepholes"),
+    ({"op": "GRU", "extra_attrs": {"clip": 3.0}}, "clip=3.0",
+     "node 'rec' (GRU) has clip=3.0: rnnskip converts recurrent layers without cell clipping"),
+    ({"op": "RNN", "extra_attrs": {"activations": ["Elu"]}}, "activations=[Elu]",
+     "node 'rec' (RNN) uses activation Elu: rnnskip supports Tanh, Sigmoid, Relu, Softsign and HardSigmoid "
+     "(alpha 0.2 or 1/6, beta 0.5) in recurrent operators"),
+    ({"op": "GRU", "initial_h": 0.5}, "initial_h = 0.5 (a non-zero constant)",
+     "node 'rec' (GRU) has a non-zero initial_h: rnnskip runs every sequence from a zero state (leave initial_h "
+     "out or zero)"),
+    ({"op": "LSTM", "extra_attrs": {"direction": "reverse"}}, "direction=reverse",
+     "node 'rec' (LSTM) has direction=reverse: rnnskip converts forward recurrent layers only (bidirectional "
+     "and reverse are not supported)"),
+]
+
+
+@pytest.mark.parametrize("kwargs, option, want", REFUSED_GRAPHS, ids=[r[1] for r in REFUSED_GRAPHS])
+def test_recurrent_options_refused(tmp_path, kwargs, option, want):
+    path = tmp_path / "m.onnx"
+    _rnn_graph(path, **kwargs)
+    assert refusal(path) == want
+
+
+def test_unreadable_onnx_file(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00not a protobuf at all\xff" * 3)
+    assert refusal(bad).startswith(f"cannot read {bad}: not an ONNX model or damaged")
+
+
+# --------------------------------------------------------------------------
+# the command line: inspect, and rnnskip-convert with the emulated firmware
+
+def cli(*args):
+    exe = Path(sys.executable).parent
+    return subprocess.run([str(exe / args[0])] + [str(a) for a in args[1:]], capture_output=True, text=True)
+
+
+def test_inspect_onnx(tmp_path):
+    path = tmp_path / "m.onnx"
+    export(Net("GRU", True, 2, True, 3, "softmax"), path, True, True)
+    ins = inspect_file(path, target_names=["cortex-m4"])
+    assert ins.converts and ins.format == "onnx" and ins.generation.startswith("ONNX opset 17 (pytorch ")
+    rows = {l.name: (l.cls, l.status) for l in ins.layers}
+    assert rows["rnn/GRU"] == ("GRU", "converted") and rows["rnn/GRU_1"] == ("GRU", "converted")
+    assert rows["emb/Gather"] == ("Gather", "converted (embedding)")
+    assert rows["fc/Gemm"] == ("Gemm", "converted") and rows["Softmax"][1] == "folded into 'fc/Gemm' (softmax)"
+    p = cli("rnnskip", "inspect", path)
+    assert p.returncode == 0 and "converts: yes" in p.stdout, p.stderr
+
+
+@needs_arm
+def test_convert_onnx_end_to_end(tmp_path):
+    from rnnskip.datasets import Dataset, save_npz
+    path = tmp_path / "m.onnx"
+    x = export(Net("LSTM", False, 2, True, 3, "softmax"), path, True, False)
+    xb = batch_major(x, False).astype(np.int32)
+    y = np.argmax(run_ort(path, x), 1)
+    save_npz(str(tmp_path / "d.npz"), Dataset(x=xb, y=y, lengths=np.full(len(xb), T, np.int32)))
+    out = tmp_path / "m4"
+    p = cli("rnnskip-convert", path, "--target", "cortex-m4", "--data", tmp_path / "d.npz", "--out", out)
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["checked"] == len(xb)
+    assert rep["accuracy"]["float"] == 1.0   # labels are onnxruntime's own predictions
+    assert rep["emulation"]["cycles_per_inference"] > 0
+
+
+@needs_arm
+def test_delta_and_skip_on_an_onnx_model(tmp_path):
+    """delta-tune and --delta, and --skip auto, take an ONNX model as they take a Keras one: the delta
+    network and the skipping firmware are bit-exact with their golden models."""
+    from rnnskip.datasets import Dataset, save_npz
+    path = tmp_path / "g.onnx"
+    torch.manual_seed(0)
+    export(Net("GRU", True, 1, True, 3, "softmax"), path, True, True)
+    x = np.random.default_rng(0).integers(1, VOCAB, (400, T))
+    y = np.argmax(run_ort(path, x), 1)   # labels: the model's own answers
+    L = np.full(len(x), T, np.int32)
+    val, train = tmp_path / "val.npz", tmp_path / "train.npz"
+    save_npz(str(val), Dataset(x=x[:300].astype(np.int32), y=y[:300], lengths=L[:300]))
+    save_npz(str(train), Dataset(x=x[300:].astype(np.int32), y=y[300:], lengths=L[300:]))
+    p = cli("rnnskip", "delta-tune", path, "--val", val, "--calib", train, "--max-loss", "5", "--grid", "0,2,8",
+            "--out", tmp_path / "delta.json")
+    assert p.returncode == 0, p.stderr
+    common = ("--target", "cortex-m4", "--data", val, "--calib", train)
+    p = cli("rnnskip-convert", path, "--delta", tmp_path / "delta.json", *common, "--out", tmp_path / "m4d")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "m4d" / "report.json").read_text())
+    assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["device_checked"] == 300
+    assert rep["delta"]["thresholds_file"] == str(tmp_path / "delta.json")
+    p = cli("rnnskip-convert", path, "--skip", "auto", "--predictor-type", "tree", "--train", train, "--val", val,
+            "--max-loss", "30", *common, "--out", tmp_path / "m4s")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "m4s" / "report.json").read_text())
+    assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["device_checked"] == 300
+    assert rep["skip"]["skip_rate"] > 0
+
+
+def test_onnx_refusal_through_the_cli(tmp_path):
+    path = tmp_path / "m.onnx"
+    _rnn_graph(path, "GRU", extra_attrs={"direction": "bidirectional"})
+    from rnnskip.datasets import Dataset, save_npz
+    save_npz(str(tmp_path / "d.npz"), Dataset(x=np.zeros((2, 3, FEAT), np.float32), y=np.zeros(2, np.int64),
+                                              lengths=np.full(2, 3, np.int32)))
+    p = cli("rnnskip-convert", path, "--data", tmp_path / "d.npz", "--out", tmp_path / "o")
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == ["error: node 'rec' (GRU) has direction=bidirectional: rnnskip converts "
+                                             "forward recurrent layers only (bidirectional and reverse are not "
+                                             "supported)"]
+    assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------
+# docs/onnx_support.md, generated from the cases above
+
+MATRIX_PATH = Path(__file__).resolve().parent.parent / "docs" / "onnx_support.md"
+
+
+def _torch_option(cfg) -> str:
+    kind, bf, layers, tokens, out, act, nl, read, opset, *in_dense = cfg
+    parts = ["nn.Embedding" if tokens else "float features"]
+    if in_dense:
+        parts.append("per-step nn.Linear+ReLU (MatMul+Add+Relu)")
+    if kind == "RNN":
+        parts.append(f"nonlinearity={nl}")
+    parts.append(f"batch_first={bf}")
+    if layers > 1:
+        parts.append(f"num_layers={layers}")
+    parts.append({"state": "h_n[-1]", "seq": "every step (y)"}.get(read, "y[:, -1]" if bf else "y[-1]"))
+    if out:
+        head = {"matmul": "x @ W.T + b (MatMul+Add)", "seq": "nn.Linear (MatMul+Add)"}.get(read, "nn.Linear (Gemm)")
+        parts.append(f"{head}{' + ' + act if act else ''}")
+    else:
+        parts.append("no head")
+    return ", ".join(parts)
+
+
+def _matrix_rows(tmp_path):
+    """(row, option, column, mark or reason) for every case: converts with the float reference within 1e-5
+    of onnxruntime, or the one-line refusal."""
+    out = []
+
+    def verdict(fn):
+        try:
+            diff = fn()
+        except RnnskipError as e:
+            ins = inspect_file(tmp_path / "last.onnx", target_names=["cortex-m4"])
+            assert not ins.converts and ins.blockers[0] == str(e)   # inspect: the same verdict
+            return str(e)
+        assert inspect_file(tmp_path / "last.onnx", target_names=["cortex-m4"]).converts
+        return "✓" if diff <= 1e-5 else f"float reference off by {diff:.2e}"
+
+    for name, cfg in CONFIGS.items():
+        def run(name=name, cfg=cfg):
+            kind, bf, layers, tokens, out_, act, nl, read, opset, *in_dense = cfg
+            torch.manual_seed(1)
+            net = Net(kind, bf, layers, tokens, out_, act, nl, read, bool(in_dense))
+            x = export(net, tmp_path / "last.onnx", tokens, bf, opset)
+            got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(batch_major(x, bf))
+            expected = run_ort(tmp_path / "last.onnx", x)
+            return float(np.abs(got - (batch_major(expected, bf) if read == "seq" else expected)).max())
+        out.append((cfg[0], _torch_option(cfg), f"torch.onnx.export, opset {cfg[8]}", verdict(run)))
+    for kw in HANDWRITTEN:
+        def run(kw=kw):
+            diff = handwritten_check(tmp_path, kw)[1]
+            (tmp_path / "m.onnx").replace(tmp_path / "last.onnx")
+            return diff
+        out.append((kw["op"], _handwritten_id(kw), "onnx.helper, opset 14", verdict(run)))
+    for kw, option, _ in REFUSED_GRAPHS:
+        def run(kw=kw):
+            _rnn_graph(tmp_path / "last.onnx", **kw)
+            load_model_file(tmp_path / "last.onnx")
+            return 0.0
+        out.append((kw["op"], option, "onnx.helper, opset 14", verdict(run)))
+    for label, option, net in (("LSTM", "bidirectional=True", Bidirectional()),
+                               ("LayerNormalization", "nn.LayerNorm after a GRU", WithNorm()),
+                               ("GRU", "num_layers=3", Net("GRU", True, 3, False, 2))):
+        def run(net=net):
+            export(net, tmp_path / "last.onnx", False, True)
+            load_model_file(tmp_path / "last.onnx")
+            return 0.0
+        out.append((label, option, f"torch.onnx.export, opset {OPSET}", verdict(run)))
+    return out
+
+
+def render_onnx_matrix(rows) -> str:
+    cols = sorted({c for _, _, c, _ in rows}, key=lambda c: (c.startswith("onnx.helper"), c))
+    table, reasons = {}, []
+    for label, option, col, v in rows:
+        if v != "✓":
+            if v not in reasons:
+                reasons.append(v)
+            v = f"✗ [{reasons.index(v) + 1}]"
+        table.setdefault((label, option), {})[col] = v
+    n_ok = sum(v == "✓" for *_, v in rows)
+    out = ["# rnnskip ONNX support",
+           "",
+           "Generated by `tests/test_onnx_import.py` (`test_onnx_support_matrix`); do not edit.",
+           "Regenerate with `.venv/bin/python tools/support_matrix.py` (the Keras matrix is "
+           "[support_matrix.md](support_matrix.md)).",
+           "",
+           f"{len(rows)} ONNX models, built in the tests with PyTorch (`torch.onnx.export`, TorchScript exporter) or "
+           f"written with `onnx.helper` for options PyTorch does not emit: {n_ok} convert with the float reference "
+           f"equal to onnxruntime to 1e-5, {len(rows) - n_ok} are refused with the one-line reason below. "
+           "The int8 golden model equals the host C build bit for bit on every PyTorch-exported one "
+           "(`test_golden_equals_host_build`), and `rnnskip-convert model.onnx --target cortex-m4` runs the "
+           "emulated firmware bit-exact (`test_convert_onnx_end_to_end`).",
+           "",
+           "✓ converts · ✗ [n] refused, reason n below · blank: not tested",
+           "",
+           "| op | model / option | " + " | ".join(cols) + " |",
+           "|---|---|" + "---|" * len(cols)]
+    for (label, option), cells in table.items():
+        out.append(f"| {label} | {option} | " + " | ".join(cells.get(c, "") for c in cols) + " |")
+    out += ["", "Refusal reasons (verbatim):", ""]
+    out += [f"{i + 1}. `{r}`" for i, r in enumerate(reasons)]
+    out += ["",
+            "Read by their own handler (one per ONNX op type, `rnnskip/converter/onnx_import.py`): "
+            "`LSTM`, `GRU`, `RNN` (forward; `layout` 0 and 1; GRU `linear_before_reset` 0 = Keras "
+            "`reset_after=False`, 1 = `reset_after=True`; optional `B`; `sequence_lens` as a graph input = the "
+            "data's lengths; `initial_h`/`initial_c` absent or zero), `Gather` (embedding table, last time step, "
+            "a layer of `h_n`), `Gemm`, `MatMul`+`Add` (also on every step: one output per step, `[batch, time, out]` "
+            "in rnnskip), `Relu`/`Sigmoid`/`Tanh`/`Softmax` after them, and the glue "
+            "`Transpose`, `Squeeze`, `Unsqueeze`, `Slice` (last step), `Shape`, `Constant`, `ConstantOfShape` (zero "
+            "initial states), `Concat`, `Cast`, `Identity`, `Dropout`. Any other op type is refused with "
+            "`node '<name>' (<op>) is not supported: ...`.",
+            "",
+            "ONNX graphs run every step of a row: token id 0 is an ordinary id (PyTorch's `padding_idx` row is "
+            "zeros, not a mask). Give `lengths` in `--data` (every row's full length, or `sequence_lens`): without "
+            "them rnnskip ends a token row at its last non-zero id.",
+            ""]
+    return "\n".join(out)
+
+
+def test_onnx_support_matrix(tmp_path):
+    text = render_onnx_matrix(_matrix_rows(tmp_path))
+    assert "FAILED" not in text and "float reference off" not in text
+    if os.environ.get("RNNSKIP_WRITE_SUPPORT_MATRIX"):
+        MATRIX_PATH.write_text(text)
+    assert MATRIX_PATH.is_file(), "run tools/support_matrix.py"
+    assert MATRIX_PATH.read_text() == text, \
+        "docs/onnx_support.md is out of date: run .venv/bin/python tools/support_matrix.py"

@@ -617,8 +617,9 @@ def render_onnx_matrix(rows) -> str:
             "`node '<name>' (<op>) is not supported: ...`.",
             "",
             "ONNX graphs run every step of a row: token id 0 is an ordinary id (PyTorch's `padding_idx` row is "
-            "zeros, not a mask). Give `lengths` in `--data` (every row's full length, or `sequence_lens`): without "
-            "them rnnskip ends a token row at its last non-zero id.",
+            "zeros, not a mask), and so does rnnskip on `--data` without `lengths` (a model without a mask runs "
+            "every step). A graph with a `sequence_lens` input stops each row at its length: give those as "
+            "`lengths` in `--data`.",
             ""]
     return "\n".join(out)
 

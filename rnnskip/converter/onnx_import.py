@@ -821,9 +821,6 @@ def _assemble(r: _Reader) -> ModelIR:
         if roles[0] == "T":
             notes.append(f"output '{outs[0].name}' is [time, batch, outputs]; rnnskip's per-step outputs are "
                          "[batch, time, outputs]")
-    if r.embedding is not None:
-        notes.append("ONNX graphs run every step of a row (token id 0 is an ordinary id): give lengths in --data, "
-                     "without them a token row ends at its last non-zero id")
     return ModelIR(input=inp, rnn_layers=r.rnns, head=r.head, name=_model_name(r.path), source=r.path,
                    notes=notes, per_step=per_step)
 

@@ -3,7 +3,8 @@
 One TOML file per board in this package (``rnnskip boards`` lists them)::
 
     name, description, part, target, clock_hz, aliases = [...], inherits = "other-board"
-    [memory]  flash_origin, flash_size, ram_origin, ram_size, stack_size
+    [memory]  flash_origin, flash_size, ram_origin, ram_size, stack_size,
+              dtcm_origin, dtcm_size (a data TCM at the start of RAM: --weights tcm)
     [uart]    kind (stm32-usart-v1 | stm32-usart-v2 | cmsdk-uart | nrf51-uart), base, label,
               baud, clock_hz, init = [[address, mask, value], ...], tx_pin (nrf51)
               (absent: no board image - the board serves the Unicorn cycle model only)
@@ -127,6 +128,9 @@ def board_target(board: Board, wait_states: Optional[int] = None):
     from .. import targets
     t = targets.load(board.target)
     raw = dict(t.raw, board=board.name)
+    mem = board.raw["memory"]
+    if "dtcm_origin" in mem:       # a data TCM (--weights tcm may place the weights there)
+        raw["dtcm"] = {"origin": int(mem["dtcm_origin"]), "size": int(mem["dtcm_size"])}
     clock = t.clock_hz
     ms = board.raw.get("memory_system")
     if ms is not None and wait_states is None:
@@ -143,20 +147,21 @@ def board_target(board: Board, wait_states: Optional[int] = None):
     return t.with_wait_states(wait_states)
 
 
-def resolve(target_name: Optional[str], board_name: Optional[str], wait_states: Optional[int] = None):
-    """(board or None, target) for the CLI's --target/--board pair.
+def resolve(target_name: Optional[str], board_name: Optional[str], wait_states: Optional[int] = None,
+            weights: Optional[str] = None):
+    """(board or None, target) for the CLI's --target/--board pair (and --weights placement).
 
     With a board, the target defaults to the board's core; naming a different
     core is an error (one board, one core)."""
     from .. import targets
     if not board_name:
         t = targets.load(target_name or "cortex-m4")
-        return None, (t if wait_states is None else t.with_wait_states(wait_states))
+        return None, (t if wait_states is None else t.with_wait_states(wait_states)).with_weights(weights)
     b = load(board_name)
     if target_name and target_name != b.target:
         raise RnnskipError(f"board {b.name} has a {b.target} core, not {target_name}; "
                            f"drop --target or pass --target {b.target}")
-    return b, board_target(b, wait_states)
+    return b, board_target(b, wait_states).with_weights(weights)
 
 
 def describe() -> List[str]:

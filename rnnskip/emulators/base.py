@@ -47,6 +47,9 @@ class EmulationResult:
     stack_bytes: Optional[int]
     board_run: Optional[dict] = None   # board emulators: what ran where (report.json's emulation.board)
     disagreement: str = ""   # board emulators: why the Unicorn re-run of the same image gave other outputs
+    #: --weights sram|tcm: the start-up copy, emulated once ({placement, bytes, address, cycles,
+    #: instructions, flash_line_fills, stall_cycles}); None when the weights stay in flash
+    weights_copy: Optional[dict] = None
 
 
 class Emulator(Protocol):

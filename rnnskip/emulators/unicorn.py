@@ -78,7 +78,19 @@ def _worker(elf, target, out_len, macs_per_step, jobs):
         flags = np.frombuffer(emu.read("rnnskip_io_flags", T), dtype=np.uint8).copy()
         res.append((n, out, flags, int(st.return_value),
                     [float(getattr(st, f) or 0) for f in STAT_FIELDS], bool(exact)))
-    return res, emu.stack_high_water()
+    return res, emu.stack_high_water(), weights_copy(emu, target)
+
+
+def weights_copy(emu, target) -> Optional[dict]:
+    """What the start-up copy of the weights cost (--weights sram|tcm), from the emulator; None
+    when the firmware reads its weights in flash."""
+    st = emu.weights_copy
+    if st is None:
+        return None
+    mem = st.memory or {}
+    return {"placement": target.weights, "bytes": int(emu.weights_bytes), "address": int(emu.weights_address),
+            "cycles": int(st.cycles), "instructions": int(st.instructions),
+            "flash_line_fills": mem.get("flash_line_fills"), "stall_cycles": mem.get("stall_cycles")}
 
 
 def _mp_context():
@@ -102,12 +114,14 @@ def emulate_dataset(elf: Path, target, sequences: Sequences, traffic_sample: int
     stats = np.zeros((N, len(STAT_FIELDS)))
     exact = np.zeros(N, bool)
     stack = 0
+    copy = None
     bar = tqdm(total=N, desc="emulate", unit="seq", disable=not progress, leave=False)
 
     def take(result):
-        nonlocal stack
-        rows, hw = result
+        nonlocal stack, copy
+        rows, hw, cp = result
         stack = max(stack, hw)
+        copy = copy or cp
         for n, o, f, s, st, ex in rows:
             out[n], flags[n], steps[n], stats[n], exact[n] = o, f, s, st, ex
         bar.update(len(rows))
@@ -123,4 +137,4 @@ def emulate_dataset(elf: Path, target, sequences: Sequences, traffic_sample: int
                 take(f.result())
     bar.close()
     return EmulationResult(out=out, flags=flags, steps_run=steps, stats=stats,
-                           traffic_measured=exact, stack_bytes=stack)
+                           traffic_measured=exact, stack_bytes=stack, weights_copy=copy)

@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 
 from .emulators.base import STAT_FIELDS
+from .power import energy_report
 
 
 def _mean(a) -> float:
@@ -257,6 +258,9 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
                              f"cycles on all of them"),
         }
         rep["emulation"]["weights"] = weights_report(target, emu, qm)
+        energy = energy_report(target, rep["emulation"]["latency_ms_per_inference"])
+        rep["emulation"]["energy_uj_per_inference"] = energy["uj_per_inference"]
+        rep["emulation"]["energy"] = energy
         if emu.board_run is not None:
             _board_emulation(rep["emulation"], emu.board_run)
     if firmware is not None:
@@ -304,6 +308,16 @@ def _task_rows(rep: dict) -> list:
             ("accuracy int8 device", _fmt(a["int8_device"]) + f"  (n={a['n_device']})")]
 
 
+def _energy_rows(en: Optional[dict]) -> list:
+    if not en:
+        return []
+    if en["uj_per_inference"] is None:
+        return [("energy / inference", "-  (" + en["note"].removeprefix("no energy estimate: ") + ")")]
+    assumed = ", current ASSUMED" if "ASSUMED" in en["source"] else ""
+    return [("energy / inference", f"{en['uj_per_inference']:,.3f} uJ  (estimate from datasheet figures: "
+                                   f"{en['run_current_ma']:g} mA x {en['supply_v']:g} V{assumed})")]
+
+
 def _weights_rows(w: Optional[dict]) -> list:
     if not w or w["placement"] == "flash":
         return []
@@ -338,6 +352,7 @@ def table(rep: dict) -> str:
                  ("MAC / cycle (step)", _fmt(e["step_macs_per_cycle"])
                   + (f"  ({e['macs_note']})" if e.get("macs_note") else "")),
                  (f"latency @ {e['cycle_model']['clock_hz'] / 1e6:g} MHz", _fmt(e["latency_ms_per_inference"], " ms")),
+                 *_energy_rows(e.get("energy")),
                  ("flash read B / inf", traffic),
                  *_weights_rows(e.get("weights")),
                  ("SRAM read / write B", f"{_fmt(e['sram_read_bytes_per_inference'])} / "

@@ -12,6 +12,8 @@ One TOML file per board in this package (``rnnskip boards`` lists them)::
     [renode]  platform (a Renode platform .repl; absent: rnnskip writes one), uart
     [memory_system]  the flash/cache model the Unicorn cycle count uses with --board
               (rnnskip.simulator.memory; absent: the core-only model)
+    [power]   run_current_ma, supply_v, clock_hz, source: datasheet figures for the energy
+              estimate (rnnskip.power), or none = "why not"
 
 ``inherits`` deep-merges another board's file under this one's keys.
 
@@ -131,6 +133,8 @@ def board_target(board: Board, wait_states: Optional[int] = None):
     mem = board.raw["memory"]
     if "dtcm_origin" in mem:       # a data TCM (--weights tcm may place the weights there)
         raw["dtcm"] = {"origin": int(mem["dtcm_origin"]), "size": int(mem["dtcm_size"])}
+    if "power" in board.raw:       # datasheet run current and supply: the energy estimate
+        raw["power"] = board.raw["power"]
     clock = t.clock_hz
     ms = board.raw.get("memory_system")
     if ms is not None and wait_states is None:
@@ -141,6 +145,7 @@ def board_target(board: Board, wait_states: Optional[int] = None):
     t = dataclasses.replace(t, flash_origin=board.flash_origin, flash_size=board.flash_size,
                             ram_origin=board.ram_origin, ram_size=board.ram_size,
                             stack_size=board.stack_size, clock_hz=clock, raw=raw)
+    t.power                    # a bad [power] table fails here, in one line
     if wait_states is None:
         t.memory_system        # a bad table fails here, in one line
         return t

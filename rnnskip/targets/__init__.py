@@ -39,6 +39,16 @@ class Target:
     weights: str = "flash"
 
     @property
+    def power(self):
+        """The board's ``[power]`` figures (:class:`rnnskip.power.PowerSpec`), the reason there are
+        none (a string), or None: no board, or a board file without the table."""
+        raw = self.raw.get("power")
+        if raw is None:
+            return None
+        from ..power import parse
+        return parse(raw, f"board {self.raw.get('board', self.name)}: [power]")
+
+    @property
     def dtcm(self):
         """(origin, size) of the data TCM at the start of RAM, or None (only boards declare one)."""
         d = self.raw.get("dtcm")

@@ -61,7 +61,7 @@ def _measure(ir, qm, ds, src: Path, work: Path, board: str, weights: str) -> dic
 
 
 #: how the tables name the two models (their Keras names are not descriptive: "sequential")
-LABELS = {"sst2-lstm": "SST-2 LSTM(64)", "fsdd-gru": "FSDD GRU"}
+LABELS = {"sst2-lstm": "SST-2 LSTM(64)", "fsdd-gru": "FSDD GRU(128)"}
 
 
 def _model(name: str, ir, qm, ds, out: Path) -> dict:

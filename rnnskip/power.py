@@ -70,7 +70,7 @@ def energy_report(target, latency_ms: Optional[float]) -> dict:
     board = target.raw.get("board") if target is not None else None
     if p is None or isinstance(p, str):
         why = p or (f"board {board} has no [power] table" if board else
-                    "no board: a bare core has no supply current (--board selects a part)")
+                    "no board, and a bare core has no supply current; pass --board for a part's figures")
         return {"uj_per_inference": None, "note": f"no energy estimate: {why}"}
     if p.clock_hz != target.clock_hz:
         return {"uj_per_inference": None,

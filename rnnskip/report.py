@@ -309,7 +309,7 @@ def _task_rows(rep: dict) -> list:
 
 
 def _energy_rows(en: Optional[dict]) -> list:
-    if not en:
+    if not en or en["note"].startswith("no energy estimate: no board"):   # a bare core: nothing to say per run
         return []
     if en["uj_per_inference"] is None:
         return [("energy / inference", "-  (" + en["note"].removeprefix("no energy estimate: ") + ")")]

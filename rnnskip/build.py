@@ -17,6 +17,7 @@ Compiler failures become a one-line :class:`RnnskipError`.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -41,8 +42,10 @@ _RUNTIME_TEMPLATES = Path(__file__).resolve().parent / "firmware_templates" / "r
 
 
 def cflags(target) -> List[str]:
-    """Compiler flags for ``target``: target.cflags + :data:`OPT_CFLAGS`."""
-    return list(target.cflags) + list(OPT_CFLAGS)
+    """Compiler flags for ``target``: target.cflags + :data:`OPT_CFLAGS` (+ the define that
+    puts the weights in RAM sections for --weights sram|tcm)."""
+    ram = getattr(target, "weights", "flash") != "flash"
+    return list(target.cflags) + list(OPT_CFLAGS) + (["-DRNNSKIP_WEIGHTS_IN_RAM"] if ram else [])
 
 
 def ldflags(target, linker_script) -> List[str]:
@@ -56,8 +59,8 @@ def keep_flags(symbols: Iterable[str]) -> List[str]:
 
 
 def _runtime_env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(_RUNTIME_TEMPLATES)),
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(_RUNTIME_TEMPLATES)), trim_blocks=True,
+                              lstrip_blocks=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
 def render_runtime(target, out_dir) -> List[Path]:
@@ -182,15 +185,58 @@ def section_sizes(elf: Path) -> dict:
         return {s.name: s["sh_size"] for s in ELFFile(f).iter_sections() if s["sh_flags"] & 2}  # SHF_ALLOC
 
 
+_DECL = re.compile(r"^extern const (int8_t|int16_t|int32_t|uint32_t) (\w+)\[(\d+)\];$", re.M)
+_CBYTES = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "uint32_t": 4}
+
+
+def weights_bytes(src_dir: Path) -> int:
+    """Bytes of the arrays rnnskip_weights.c defines (each 4-aligned), from its header."""
+    text = (Path(src_dir) / "rnnskip_weights.h").read_text()
+    return sum((_CBYTES[t] * int(n) + 3) // 4 * 4 for t, _, n in _DECL.findall(text))
+
+
+def weights_room(target, data_bss: int) -> int:
+    """Bytes the weights may take in RAM (--weights sram|tcm): the data TCM, or the RAM
+    (after the TCM, which the linker script then leaves aside) minus the stack and the
+    model's .data + .bss (``data_bss``, measured from a flash-placement build)."""
+    d = target.dtcm
+    if target.weights == "tcm":
+        return d[1]
+    ram = target.ram_size - (d[0] + d[1] - target.ram_origin if d else 0)
+    return max(0, ram - target.stack_size - data_bss)
+
+
+def _check_weights_fit(src_dir: Path, out_dir: Path, target, variant: str, cc: str, extra_cflags) -> None:
+    """--weights sram|tcm: refuse in one line, with both sizes, when the weights do not fit the RAM
+    left after the model's state and stack. Measured on a flash-placement build of the same sources
+    (the linker cannot print numbers in its ASSERT message)."""
+    import dataclasses
+    import tempfile
+    need = weights_bytes(src_dir)
+    with tempfile.TemporaryDirectory(prefix="weights-fit-", dir=out_dir) as tmp:
+        fw = build_target(src_dir, tmp, dataclasses.replace(target, weights="flash"), variant, cc, extra_cflags)
+        sizes = section_sizes(fw.elf)
+    room = weights_room(target, sizes.get(".data", 0) + sizes.get(".bss", 0))
+    if need > room:
+        where = "the data TCM" if target.weights == "tcm" else "RAM"
+        on = target.raw.get("board") or target.name
+        raise RnnskipError(f"--weights {target.weights}: the weights need {need:,} bytes but {where} on {on} has "
+                           f"{room:,} bytes left after the model's state and stack; use --weights flash"
+                           + (" or a board with more RAM" if target.weights == "sram" else " or --weights sram"))
+
+
 def build_target(src_dir: Path, out_dir: Path, target, variant: str = "dsp",
                  cc: str = "arm-none-eabi-gcc", extra_cflags: Optional[List[str]] = None) -> Firmware:
-    """Cross-compile the model + runtime for ``target`` into ``out_dir/firmware.elf``."""
+    """Cross-compile the model + runtime for ``target`` into ``out_dir/firmware.elf`` (with
+    --weights sram|tcm, after checking that the weights fit the RAM left for them)."""
     if variant not in VARIANTS:
         raise RnnskipError(f"unknown kernel variant '{variant}'; choose one of {', '.join(VARIANTS)}")
     if shutil.which(cc) is None:
         raise RnnskipError(f"{cc} not found; run 'make setup' (installs gcc-arm-none-eabi) or put it on PATH")
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if getattr(target, "weights", "flash") != "flash":
+        _check_weights_fit(src_dir, out_dir, target, variant, cc, extra_cflags)
     rt = render_runtime(target, out_dir)
     ld = next(p for p in rt if p.suffix == ".ld")
     startup = [p for p in rt if p.suffix == ".c"]
@@ -202,6 +248,7 @@ def build_target(src_dir: Path, out_dir: Path, target, variant: str = "dsp",
         [str(f) for f in _sources(src_dir, with_main=True) + startup + extra] + ldflags(target, ld)
     _run(cmd, f"firmware build for {target.name}")
     sizes = section_sizes(elf)
-    flash = sum(v for k, v in sizes.items() if k in (".isr_vector", ".text", ".rodata", ".data", ".ARM.exidx"))
-    ram = sum(v for k, v in sizes.items() if k in (".data", ".bss"))
+    flash = sum(v for k, v in sizes.items() if k in (".isr_vector", ".text", ".rodata", ".data", ".weights",
+                                                      ".ARM.exidx"))
+    ram = sum(v for k, v in sizes.items() if k in (".data", ".weights", ".bss"))
     return Firmware(elf=elf, map=mapf, variant=variant, flash_bytes=int(flash), ram_bytes=int(ram))

@@ -25,6 +25,9 @@ _common = [
                  help="Portable kernels: DSP path or plain C (default: dsp where the core has it)."),
     click.option("--flash-wait-states", "wait_states", type=click.IntRange(0, 15), default=None,
                  help="Override the target's flash wait states in the cycle model."),
+    click.option("--weights", type=click.Choice(["flash", "sram", "tcm"]), default=None,
+                 help="Where the int8 weights live: flash (read in place; the default), sram or tcm (copied there "
+                      "once at start-up; tcm needs a board with a data TCM, e.g. stm32f746). Unicorn only."),
 ]
 
 
@@ -91,7 +94,7 @@ def _apply(opts):
                    "the firmware reads only the weight columns of inputs/units that changed.")
 @_apply(_skip_opts)
 @guard
-def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, data, calib, calib_max, out,
+def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, weights, data, calib, calib_max, out,
                 emulate_max, traffic_sample, workers, emulator, bundle, timeout, export, delta, **skip):
     """Convert MODEL (.h5/.keras, or .onnx), build firmware, emulate it on --data and report."""
     from .pipeline.convert import run_convert
@@ -101,7 +104,7 @@ def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, d
     conv = run_convert(model, target_name, data, out, kernels, variant, calib, calib_max, emulate_max,
                        traffic_sample, wait_states, workers, board_name=board_name, emulator=emulator,
                        bundle=bundle, timeout=timeout, export=export, methods={"skip": skip, "delta": delta},
-                       log=click.echo, note=note)
+                       log=click.echo, note=note, weights=weights)
     if conv.export:
         click.echo(f"wrote the {conv.board} firmware project to {conv.export} (cmake with cmake/arm-none-eabi.cmake, "
                    f"or make)")
@@ -200,10 +203,10 @@ def generate_cmd(work, max_t, kernels):
 @click.argument("work", type=click.Path(file_okay=False))
 @_apply(_common)
 @guard
-def build_cmd(work, target_name, board_name, kernels, variant, wait_states):
+def build_cmd(work, target_name, board_name, kernels, variant, wait_states, weights):
     """Compile WORK/src for the target (WORK/firmware) and for this machine (WORK/host)."""
     from .pipeline.commands import build_command
-    fw, target = build_command(work, target_name, board_name, kernels, variant, wait_states)
+    fw, target = build_command(work, target_name, board_name, kernels, variant, wait_states, weights)
     click.echo(f"firmware: {fw.flash_bytes:,} bytes flash, {fw.ram_bytes:,} bytes RAM ({target.name}, {fw.variant})")
 
 

@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 
 from .emulators.base import STAT_FIELDS
+from .power import energy_report
 
 
 def _mean(a) -> float:
@@ -153,6 +154,25 @@ def memory_counters(col: dict, target) -> Optional[dict]:
             "cache_misses": {n: stat_mean(col[f"{f}_misses"]) for n, f in names}}
 
 
+def weights_report(target, emu, qm) -> dict:
+    """report.json's ``emulation.weights``: where the weights live and, when the start-up code
+    copies them to RAM (--weights sram|tcm), what that copy cost, once (not per inference)."""
+    copy = getattr(emu, "weights_copy", None)
+    placement = getattr(target, "weights", "flash") if target is not None else "flash"
+    if copy is None:
+        return {"placement": placement, "bytes": qm.flash_weight_bytes() + sum(m.flash_bytes(qm) for m in qm.methods),
+                "copy_cycles": 0, "note": "const in flash, read in place by every inference"}
+    clock = target.clock_hz
+    return {"placement": copy["placement"], "bytes": copy["bytes"], "address": copy["address"],
+            "copy_cycles": copy["cycles"], "copy_instructions": copy["instructions"],
+            "copy_flash_line_fills": copy["flash_line_fills"], "copy_stall_cycles": copy["stall_cycles"],
+            "copy_ms": copy["cycles"] / clock * 1e3,
+            "note": (f"copied from flash to {'the data TCM' if copy['placement'] == 'tcm' else 'SRAM'} once at "
+                     f"start-up (startup.c rnnskip_copy_weights, a word loop, emulated once under the same cycle "
+                     f"and memory model); the copy is not in cycles_per_inference, and every inference reads "
+                     f"the weights from RAM (zero wait states in the memory model)")}
+
+
 def cycles_per_step(emu) -> tuple:
     """Least-squares fit cycles = a + b * steps_run over the emulated sequences (and the runs
     made for the fit only, ``emu.step_fit``) -> (a, b)."""
@@ -241,6 +261,10 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
                              f"operands and registers) on {int(tr.sum())} of {len(tr)} sequences; instructions and "
                              f"cycles on all of them"),
         }
+        rep["emulation"]["weights"] = weights_report(target, emu, qm)
+        energy = energy_report(target, rep["emulation"]["latency_ms_per_inference"])
+        rep["emulation"]["energy_uj_per_inference"] = energy["uj_per_inference"]
+        rep["emulation"]["energy"] = energy
         if emu.board_run is not None:
             _board_emulation(rep["emulation"], emu.board_run)
     if firmware is not None:
@@ -288,6 +312,23 @@ def _task_rows(rep: dict) -> list:
             ("accuracy int8 device", _fmt(a["int8_device"]) + f"  (n={a['n_device']})")]
 
 
+def _energy_rows(en: Optional[dict]) -> list:
+    if not en or en["note"].startswith("no energy estimate: no board"):   # a bare core: nothing to say per run
+        return []
+    if en["uj_per_inference"] is None:
+        return [("energy / inference", "-  (" + en["note"].removeprefix("no energy estimate: ") + ")")]
+    assumed = ", current ASSUMED" if "ASSUMED" in en["source"] else ""
+    return [("energy / inference", f"{en['uj_per_inference']:,.3f} uJ  (estimate from datasheet figures: "
+                                   f"{en['run_current_ma']:g} mA x {en['supply_v']:g} V{assumed})")]
+
+
+def _weights_rows(w: Optional[dict]) -> list:
+    if not w or w["placement"] == "flash":
+        return []
+    return [("weights", f"{w['placement']}: {_fmt(w['bytes'])} B copied once at start-up in "
+                        f"{_fmt(w['copy_cycles'])} cycles ({_fmt(w['copy_ms'], ' ms')}), not per inference")]
+
+
 def table(rep: dict) -> str:
     """Readable summary for the terminal."""
     m, b = rep["model"], rep["bitexact"]
@@ -316,7 +357,9 @@ def table(rep: dict) -> str:
                  ("MAC / cycle (step)", _fmt(e["step_macs_per_cycle"])
                   + (f"  ({e['macs_note']})" if e.get("macs_note") else "")),
                  (f"latency @ {e['cycle_model']['clock_hz'] / 1e6:g} MHz", _fmt(e["latency_ms_per_inference"], " ms")),
+                 *_energy_rows(e.get("energy")),
                  ("flash read B / inf", traffic),
+                 *_weights_rows(e.get("weights")),
                  ("SRAM read / write B", f"{_fmt(e['sram_read_bytes_per_inference'])} / "
                                          f"{_fmt(e['sram_write_bytes_per_inference'])}")]
     f = rep.get("footprint")

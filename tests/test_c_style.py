@@ -61,7 +61,7 @@ def test_generated_sources_follow_the_c_style(tmp_path):
 
 def test_board_and_runtime_sources_follow_the_c_style(tmp_path):
     """The board image's main, UART driver and bundled data, and the bare-metal startup, for every
-    board (each UART kind) and target."""
+    board (each UART kind) and target, and with the weights copied to RAM."""
     from rnnskip import boards, targets
     from rnnskip.boards.firmware import make_bundle, render_board_sources
     from rnnskip.build import render_runtime
@@ -78,6 +78,9 @@ def test_board_and_runtime_sources_follow_the_c_style(tmp_path):
         files += [f for f in out.rglob("*") if f.suffix in (".c", ".h")]
     for name in targets.available():
         files += [f for f in render_runtime(targets.load(name), tmp_path / f"rt-{name}") if f.suffix == ".c"]
+    for w in ("sram", "tcm"):   # the start-up copy of --weights sram|tcm
+        t = boards.resolve(None, "stm32f746", None, w)[1]
+        files += [f for f in render_runtime(t, tmp_path / f"rt-{w}") if f.suffix == ".c"]
     _check(files)
 
 

@@ -341,3 +341,23 @@ def test_convert_with_board_uses_its_memory_system(model_and_data):
     assert e5["memory_system"]["name"] == "core only: single-cycle memory, 5 flash wait states per word"
     assert e5["memory_per_inference"] is None
     assert e5["cycles_per_inference"] > e["cycles_per_inference"]
+
+
+@needs_arm
+def test_convert_weights_sram_on_board(model_and_data):
+    """--weights sram on the stm32f407 board: bit-exact (host build and emulated firmware), the
+    start-up copy reported once in report.json and the table; refused with a board image."""
+    model, data, d = model_and_data
+    out = d / "f407-sram"
+    p = cli("rnnskip-convert", model, "--board", "stm32f407", "--weights", "sram", "--data", data, "--out", out)
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((out / "report.json").read_text())
+    b, w = rep["bitexact"], rep["emulation"]["weights"]
+    assert b["mismatches"] == 0 and b["host_checked"] > 0 and b["device_checked"] > 0
+    assert w["placement"] == "sram" and w["bytes"] > 0 and w["copy_cycles"] > 0
+    assert f"sram: {w['bytes']:,} B copied once at start-up" in p.stdout
+    assert json.loads((out / "build.json").read_text())["weights"] == "sram"
+    p = cli("rnnskip-convert", model, "--board", "stm32f407", "--weights", "sram", "--emulator", "qemu",
+            "--data", data, "--out", d / "f407-sram-qemu")
+    one_line_error(p, "--weights sram is measured with the Unicorn emulator only")
+    assert not (d / "f407-sram-qemu").exists()

@@ -3,7 +3,8 @@
 One TOML file per board in this package (``rnnskip boards`` lists them)::
 
     name, description, part, target, clock_hz, aliases = [...], inherits = "other-board"
-    [memory]  flash_origin, flash_size, ram_origin, ram_size, stack_size
+    [memory]  flash_origin, flash_size, ram_origin, ram_size, stack_size,
+              dtcm_origin, dtcm_size (a data TCM at the start of RAM: --weights tcm)
     [uart]    kind (stm32-usart-v1 | stm32-usart-v2 | cmsdk-uart | nrf51-uart), base, label,
               baud, clock_hz, init = [[address, mask, value], ...], tx_pin (nrf51)
               (absent: no board image - the board serves the Unicorn cycle model only)
@@ -11,6 +12,8 @@ One TOML file per board in this package (``rnnskip boards`` lists them)::
     [renode]  platform (a Renode platform .repl; absent: rnnskip writes one), uart
     [memory_system]  the flash/cache model the Unicorn cycle count uses with --board
               (rnnskip.simulator.memory; absent: the core-only model)
+    [power]   run_current_ma, supply_v, clock_hz, source: datasheet figures for the energy
+              estimate (rnnskip.power), or none = "why not"
 
 ``inherits`` deep-merges another board's file under this one's keys.
 
@@ -127,6 +130,11 @@ def board_target(board: Board, wait_states: Optional[int] = None):
     from .. import targets
     t = targets.load(board.target)
     raw = dict(t.raw, board=board.name)
+    mem = board.raw["memory"]
+    if "dtcm_origin" in mem:       # a data TCM (--weights tcm may place the weights there)
+        raw["dtcm"] = {"origin": int(mem["dtcm_origin"]), "size": int(mem["dtcm_size"])}
+    if "power" in board.raw:       # datasheet run current and supply: the energy estimate
+        raw["power"] = board.raw["power"]
     clock = t.clock_hz
     ms = board.raw.get("memory_system")
     if ms is not None and wait_states is None:
@@ -137,26 +145,28 @@ def board_target(board: Board, wait_states: Optional[int] = None):
     t = dataclasses.replace(t, flash_origin=board.flash_origin, flash_size=board.flash_size,
                             ram_origin=board.ram_origin, ram_size=board.ram_size,
                             stack_size=board.stack_size, clock_hz=clock, raw=raw)
+    t.power                    # a bad [power] table fails here, in one line
     if wait_states is None:
         t.memory_system        # a bad table fails here, in one line
         return t
     return t.with_wait_states(wait_states)
 
 
-def resolve(target_name: Optional[str], board_name: Optional[str], wait_states: Optional[int] = None):
-    """(board or None, target) for the CLI's --target/--board pair.
+def resolve(target_name: Optional[str], board_name: Optional[str], wait_states: Optional[int] = None,
+            weights: Optional[str] = None):
+    """(board or None, target) for the CLI's --target/--board pair (and --weights placement).
 
     With a board, the target defaults to the board's core; naming a different
     core is an error (one board, one core)."""
     from .. import targets
     if not board_name:
         t = targets.load(target_name or "cortex-m4")
-        return None, (t if wait_states is None else t.with_wait_states(wait_states))
+        return None, (t if wait_states is None else t.with_wait_states(wait_states)).with_weights(weights)
     b = load(board_name)
     if target_name and target_name != b.target:
         raise RnnskipError(f"board {b.name} has a {b.target} core, not {target_name}; "
                            f"drop --target or pass --target {b.target}")
-    return b, board_target(b, wait_states)
+    return b, board_target(b, wait_states).with_weights(weights)
 
 
 def describe() -> List[str]:

@@ -50,6 +50,9 @@ class EmulationResult:
     # (steps run, cycles) of extra runs made only to fit cycles per step, when every sequence
     # ran the same number of steps (a model without masking on rows without lengths)
     step_fit: List[tuple] = field(default_factory=list)
+    #: --weights sram|tcm: the start-up copy, emulated once ({placement, bytes, address, cycles,
+    #: instructions, flash_line_fills, stall_cycles}); None when the weights stay in flash
+    weights_copy: Optional[dict] = None
 
 
 class Emulator(Protocol):

@@ -78,7 +78,19 @@ def _worker(elf, target, out_len, macs_per_step, jobs):
         flags = np.frombuffer(emu.read("rnnskip_io_flags", T), dtype=np.uint8).copy()
         res.append((n, out, flags, int(st.return_value),
                     [float(getattr(st, f) or 0) for f in STAT_FIELDS], bool(exact)))
-    return res, emu.stack_high_water()
+    return res, emu.stack_high_water(), weights_copy(emu, target)
+
+
+def weights_copy(emu, target) -> Optional[dict]:
+    """What the start-up copy of the weights cost (--weights sram|tcm), from the emulator; None
+    when the firmware reads its weights in flash."""
+    st = emu.weights_copy
+    if st is None:
+        return None
+    mem = st.memory or {}
+    return {"placement": target.weights, "bytes": int(emu.weights_bytes), "address": int(emu.weights_address),
+            "cycles": int(st.cycles), "instructions": int(st.instructions),
+            "flash_line_fills": mem.get("flash_line_fills"), "stall_cycles": mem.get("stall_cycles")}
 
 
 def _mp_context():
@@ -102,12 +114,14 @@ def emulate_dataset(elf: Path, target, sequences: Sequences, traffic_sample: int
     stats = np.zeros((N, len(STAT_FIELDS)))
     exact = np.zeros(N, bool)
     stack = 0
+    copy = None
     bar = tqdm(total=N, desc="emulate", unit="seq", disable=not progress, leave=False)
 
     def take(result):
-        nonlocal stack
-        rows, hw = result
+        nonlocal stack, copy
+        rows, hw, cp = result
         stack = max(stack, hw)
+        copy = copy or cp
         for n, o, f, s, st, ex in rows:
             out[n], flags[n], steps[n], stats[n], exact[n] = o, f, s, st, ex
         bar.update(len(rows))
@@ -123,7 +137,8 @@ def emulate_dataset(elf: Path, target, sequences: Sequences, traffic_sample: int
                 take(f.result())
     bar.close()
     return EmulationResult(out=out, flags=flags, steps_run=steps, stats=stats,
-                           traffic_measured=exact, stack_bytes=stack, step_fit=_step_fit(args, jobs, steps))
+                           traffic_measured=exact, stack_bytes=stack, weights_copy=copy,
+                           step_fit=_step_fit(args, jobs, steps))
 
 
 def _step_fit(args, jobs, steps) -> list:
@@ -132,5 +147,5 @@ def _step_fit(args, jobs, steps) -> list:
     if len(jobs) == 0 or len(np.unique(steps)) > 1 or steps[0] < 2:
         return []
     n, x, T, valid, _ = jobs[0]
-    (row,), _ = _worker(*args, [(n, x, T // 2, None if valid is None else valid[: T // 2], False)])
+    (row,), _, _ = _worker(*args, [(n, x, T // 2, None if valid is None else valid[: T // 2], False)])
     return [(float(row[3]), float(row[4][STAT_FIELDS.index("cycles")]))]

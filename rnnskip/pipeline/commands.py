@@ -45,12 +45,12 @@ def generate_command(work, max_t: int, kernels: str = "portable") -> List[Path]:
 
 
 def build_command(work, target_name=None, board_name=None, kernels: str = "portable", variant=None,
-                  wait_states=None):
+                  wait_states=None, weights=None):
     """Compile WORK/src for the target (WORK/firmware) and this machine (WORK/host);
     returns (Firmware, target)."""
     from ..targets.fit import check_fits
     stages.check_kernels(kernels)
-    board, target = boards.resolve(target_name, board_name, wait_states)
+    board, target = boards.resolve(target_name, board_name, wait_states, weights)
     src = Path(work) / "src"
     if not src.is_dir():
         raise RnnskipError(f"{src} not found; run 'rnnskip generate {work}' first")
@@ -94,9 +94,11 @@ def emulate_command(work, data, emulator: Optional[str] = None, board_name: Opti
     ir = workdir.load_ir(w)
     qm = workdir.load_model(w)
     rec = workdir.load_build_record(w)
-    built_board, built_target = boards.resolve(rec["target"], rec["board"], rec["wait_states"])
+    built_board, built_target = boards.resolve(rec["target"], rec["board"], rec["wait_states"], rec.get("weights"))
     if emulator == "unicorn" or (emulator is None and built_target.unicorn_cpu):
         board, target = None, built_target   # the firmware 'build' compiled; --board is for the board emulators
+    elif built_target.weights != "flash":
+        raise RnnskipError(stages.weights_unicorn_only(built_target.weights))
     elif board_name:
         board, target = boards.resolve(None, board_name, rec["wait_states"])
     else:
@@ -133,7 +135,7 @@ def report_command(work) -> dict:
     ir = workdir.load_ir(w)
     qm = workdir.load_model(w)
     ev, b = workdir.load_evaluation(w)
-    _, target = boards.resolve(b["target"], b["board"], b["wait_states"])
+    _, target = boards.resolve(b["target"], b["board"], b["wait_states"], b.get("weights"))
     elf = Path(b["elf"])
     fw = Firmware(elf=elf, map=elf.with_suffix(".map"), variant=b["variant"], flash_bytes=b["flash_bytes"],
                   ram_bytes=b["ram_bytes"])

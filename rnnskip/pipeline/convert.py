@@ -56,7 +56,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
                 calib_max=1000, emulate_max=None, traffic_sample=16, wait_states=None, workers=2,
                 host=True, progress=True, board_name=None, emulator=None, bundle=16, timeout=120.0,
                 export=None, methods: Optional[dict] = None, log: Callable[[str], None] = _quiet,
-                note: Callable[[str], None] = _quiet) -> Conversion:
+                note: Callable[[str], None] = _quiet, weights: Optional[str] = None) -> Conversion:
     """Import, quantize, generate, build, emulate and report MODEL into ``out`` (replaced
     only when complete). Used by rnnskip-convert, the demo and the benchmarks.
 
@@ -69,14 +69,19 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     rnnskip.skip.convert.SkipSetup.prepare), ``"delta"`` a thresholds file (delta.json).
     log: progress lines (predictor training); note: one-line remarks for stderr (the emulator
     picked for a core Unicorn lacks, a delta grid that differs).
+    weights: "flash" (None), "sram" or "tcm": where the firmware keeps its weights (Unicorn only).
     The caller checks bit-exactness with :meth:`Conversion.check` after showing the report."""
     from ..generate import generate
     from ..report import build_report, write_plots, write_report
     from ..targets.fit import check_fits
     stages.check_kernels(kernels)
-    board, target = boards.resolve(target_name, board_name, wait_states)
+    board, target = boards.resolve(target_name, board_name, wait_states, weights)
+    if target.weights != "flash" and (emulator in ("qemu", "renode") or export):
+        raise RnnskipError(stages.weights_unicorn_only(target.weights))
     emu, why = emulators.choose(emulator, target, board, wait_states, traffic_sample=traffic_sample,
                                 workers=workers, progress=progress, timeout=timeout)
+    if target.weights != "flash" and (emu.board is not None or export):
+        raise RnnskipError(stages.weights_unicorn_only(target.weights))
     if export and board is None:
         raise RnnskipError("--export needs --board: the project is for one board (memory map, startup, UART); "
                            "see 'rnnskip boards'")

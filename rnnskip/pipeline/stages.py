@@ -54,6 +54,12 @@ def check_kernels(kernels: str) -> None:
         raise RnnskipError(f"unknown --kernels '{kernels}'; choose one of {', '.join(KERNEL_PROVIDERS)}")
 
 
+def weights_unicorn_only(placement: str) -> str:
+    """Why --weights sram|tcm is refused with a board image (QEMU, Renode, --export)."""
+    return (f"--weights {placement} is measured with the Unicorn emulator only (the board images and exported "
+            f"projects keep their weights in flash); drop --emulator/--export or use --weights flash")
+
+
 def kernel_variant(target, variant: Optional[str], kernels: str = "portable") -> str:
     """The portable kernels' path: ``variant``, else DSP where the core has it."""
     if kernels == "naive":  # the baseline is plain C throughout

@@ -33,7 +33,7 @@ STAGE_OUTPUT = {"import": "model.ir.json", "quantize": "model.q.json", "generate
                 "emulate": "evaluation.json"}
 _STEMS = {"import": "model.ir", "quantize": "model.q", "emulate": "evaluation"}
 
-#: keys of WORK/build.json (build_record)
+#: keys of WORK/build.json (build_record); "weights" too, absent (flash) in older ones
 BUILD_KEYS = {"target", "board", "variant", "wait_states", "kernels", "flash_bytes", "ram_bytes", "max_t"}
 
 
@@ -87,7 +87,7 @@ def build_record(target, board, variant: str, wait_states, kernels: str, fw, max
     max_t: the longest sequence the firmware's I/O buffers hold."""
     return {"target": target.name, "board": board.name if board else None, "variant": variant,
             "wait_states": wait_states, "kernels": kernels, "flash_bytes": fw.flash_bytes, "ram_bytes": fw.ram_bytes,
-            "max_t": int(max_t)}
+            "max_t": int(max_t), "weights": target.weights}
 
 
 def save_build(work, record: dict) -> None:

@@ -242,6 +242,23 @@ class UnicornEmulator:
         self._pred_passes: Dict[int, int] = {}
         self._exact_counts: Dict[int, List[int]] = {}
         self._install_hooks()
+        #: --weights sram|tcm: the start-up copy of the weights, run once here (CallStats), else None
+        self.weights_copy: Optional[CallStats] = None
+        self._copy_weights()
+
+    def _copy_weights(self) -> None:
+        """Firmware whose weights run from RAM (--weights sram|tcm) copies them there at start-up
+        (startup.c's rnnskip_copy_weights): run that copy for real, on a zeroed destination, so the
+        weights every inference reads are the ones it copied, and keep what it cost (once, not per
+        inference)."""
+        if "rnnskip_copy_weights" not in self._syms:
+            return
+        lo, hi = self.symbol("_sweights")[0], self.symbol("_eweights")[0]
+        if hi > lo:
+            self.uc.mem_write(lo, bytes(hi - lo))
+        self.weights_copy = self.call("rnnskip_copy_weights", context="start-up copy of the weights", mode="exact")
+        self.weights_bytes = hi - lo
+        self.weights_address = lo
 
     # ------------------------------------------------------------------ ELF
     def _read_elf(self) -> None:
@@ -346,7 +363,8 @@ class UnicornEmulator:
             uc.mem_write(self._stack_start, STACK_PAINT * (n // 4))
 
     def reset(self) -> None:
-        """Restore RAM to the post-reset image (.data copied, .bss zeroed, stack repainted)."""
+        """Restore RAM to the post-reset image (.data copied, .bss zeroed, weights copied to RAM
+        when the firmware places them there, stack repainted)."""
         self._load_image()
         self._min_sp = self._estack
 

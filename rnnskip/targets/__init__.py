@@ -1,13 +1,17 @@
 """Declarative target descriptions: one TOML file per Cortex-M core."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import List
+from typing import List, Optional
 
 import tomllib
 
 from ..errors import RnnskipError
+
+#: --weights: where the int8 weights sit at run time
+WEIGHT_PLACEMENTS = ("flash", "sram", "tcm")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,37 @@ class Target:
     cycle_table: str
     cycle_source: str
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+    #: where the int8 weights live at run time (WEIGHT_PLACEMENTS): flash (const, read in
+    #: place), sram or tcm (copied there from flash by the start-up code)
+    weights: str = "flash"
+
+    @property
+    def power(self):
+        """The board's ``[power]`` figures (:class:`rnnskip.power.PowerSpec`), the reason there are
+        none (a string), or None: no board, or a board file without the table."""
+        raw = self.raw.get("power")
+        if raw is None:
+            return None
+        from ..power import parse
+        return parse(raw, f"board {self.raw.get('board', self.name)}: [power]")
+
+    @property
+    def dtcm(self):
+        """(origin, size) of the data TCM at the start of RAM, or None (only boards declare one)."""
+        d = self.raw.get("dtcm")
+        return (int(d["origin"]), int(d["size"])) if d else None
+
+    def with_weights(self, placement: Optional[str]) -> "Target":
+        """This target with its weights placed in ``placement`` (None: flash); a one-line
+        refusal of an unknown placement, or of tcm on a core/board without a data TCM."""
+        placement = placement or "flash"
+        if placement not in WEIGHT_PLACEMENTS:
+            raise RnnskipError(f"unknown --weights '{placement}'; choose one of {', '.join(WEIGHT_PLACEMENTS)}")
+        if placement == "tcm" and self.dtcm is None:
+            where = f"board {self.raw['board']}" if self.raw.get("board") else f"target {self.name}"
+            raise RnnskipError(f"--weights tcm: {where} has no data TCM rnnskip knows of (the stm32f746 board "
+                               f"has one); use --weights sram")
+        return dataclasses.replace(self, weights=placement)
 
     def with_wait_states(self, ws: int) -> "Target":
         """This core with ``ws`` wait states charged per flash word (the per-word model):

@@ -164,6 +164,28 @@ def test_golden_equals_host_build(exported, tmp_path):
     assert ev.host_mismatches == 0, ev.first_mismatch
 
 
+@needs_arm
+def test_firmware_bit_exact(exported, tmp_path):
+    """Every exported configuration on the emulated Cortex-M4: outputs and step flags equal the
+    golden model's (4 sequences each; the host build checks all of them above)."""
+    from rnnskip import targets
+    from rnnskip.emulators.unicorn import Unicorn
+    from rnnskip.generate import generate
+    name, path, x, bf, _ = exported
+    ir = load_model_file(path)
+    xb = batch_major(x, bf)
+    lengths = np.full(len(xb), xb.shape[1], np.int32)
+    qm = quantize_on(ir, xb, lengths)
+    generate(qm, tmp_path / "src", max_t=xb.shape[1])
+    t = targets.load("cortex-m4")
+    fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    y = np.zeros(xb.shape[:2] if ir.per_step else len(xb), np.int64)
+    ev = pipeline.evaluate(ir, qm, dataset(xb[:4], lengths[:4], y[:4]), firmware=fw,
+                           emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
+    assert ev.device_checked == 4
+    assert ev.device_mismatches == 0, ev.first_mismatch
+
+
 def test_onnx_importer_never_names_a_cell_kind():
     """As for Keras: each cell kind owns its ONNX operator's layout (rnnskip/cells/), the importer names none."""
     from test_keras_layers import _code_strings

@@ -9,7 +9,6 @@ board's memory system (rnnskip.simulator.memory); the first N test sequences per
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from rnnskip.generate import generate
 from rnnskip.report import build_report
 
 from .common import bench_out, shared_data
+from .common import fmt_num as _f
 from .sst2_model import load_benchmark, train_sst2
 
 #: the boards with a memory-system model, and the placements measured on each
@@ -93,12 +93,6 @@ def run(quick: bool = False) -> dict:
     qm, _ = pipeline.quantize_model(ir, load_npz(f["train"], ir), 1000, progress=False)
     res["models"]["fsdd-gru"] = _model("fsdd-gru", ir, qm, _subset(load_npz(f["test"], ir), n), out)
     return res
-
-
-def _f(v, d=0):
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{v:,.{d}f}" if isinstance(v, float) else f"{v:,}"
 
 
 def markdown(res: dict) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 
 from rnnskip.errors import RnnskipError
@@ -96,3 +97,10 @@ def write_json(path: str, obj) -> None:
 def read_json(path: str):
     with open(path) as f:
         return json.load(f)
+
+
+def fmt_num(v, d: int = 0) -> str:
+    """A table cell: thousands separators, ``d`` decimals for floats; '-' for None or NaN."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:,.{d}f}" if isinstance(v, float) else f"{v:,}"

@@ -15,7 +15,6 @@ and cached in ``bench_out/targets/sst2-predictor``.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from rnnskip.report import build_report
 from rnnskip.targets.fit import check_fits
 
 from .common import bench_out, shared_data
+from .common import fmt_num as _f
 from .sst2_model import load_benchmark, train_sst2
 
 #: the M55 boots on this board under QEMU (Unicorn has no Armv8.1-M core)
@@ -144,12 +144,6 @@ def run(quick: bool = False) -> dict:
         print(f"  skip {n}", flush=True)
         res["skip"][n] = _measure(ir, qs, ds, out / "skip" / "src", out / "skip", n)
     return res
-
-
-def _f(v, d=0):
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{v:,.{d}f}" if isinstance(v, float) else f"{v:,}"
 
 
 def markdown(res: dict) -> str:

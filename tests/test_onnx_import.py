@@ -308,6 +308,33 @@ def test_handwritten_options_equal_onnxruntime(tmp_path, kw):
         assert ir.rnn_layers[0].bias.shape == ((2, 3 * UNITS) if lbr else (3 * UNITS,))
 
 
+@needs_arm
+@pytest.mark.parametrize("kw", HANDWRITTEN, ids=[f"{k['op']} {_handwritten_id(k)}" for k in HANDWRITTEN])
+def test_handwritten_graphs_bit_exact(tmp_path, kw):
+    """The hand-written graphs' int8 models: golden = host build on every row, = emulated
+    Cortex-M4 firmware on 4 (ragged lengths for the sequence_lens graph)."""
+    from rnnskip import targets
+    from rnnskip.emulators.unicorn import Unicorn
+    from rnnskip.generate import generate
+    path = tmp_path / "m.onnx"
+    _rnn_graph(path, **kw)
+    ir = load_model_file(path)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(N, T, FEAT)).astype(np.float32)
+    lengths = (rng.integers(1, T + 1, N) if kw.get("lens") else np.full(N, T)).astype(np.int32)
+    qm = quantize_on(ir, x, lengths)
+    generate(qm, tmp_path / "src", max_t=T)
+    y = np.zeros(N, np.int64)
+    ev = pipeline.evaluate(ir, qm, dataset(x, lengths, y), host_so=pipeline.build_host(tmp_path / "src",
+                                                                                    tmp_path / "host"))
+    assert ev.host_checked == N and ev.host_mismatches == 0, ev.first_mismatch
+    t = targets.load("cortex-m4")
+    fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    ev = pipeline.evaluate(ir, qm, dataset(x[:4], lengths[:4], y[:4]), firmware=fw,
+                           emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
+    assert ev.device_checked == 4 and ev.device_mismatches == 0, ev.first_mismatch
+
+
 def test_sequence_lens_is_the_data_lengths():
     ir = load_model_file_of(HANDWRITTEN[-1])
     assert ir.notes[0] == "sequence_lens of 'rec' is each row's length: pass it as lengths in --data"

@@ -6,18 +6,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from helpers import dataset, needs_arm, quantized
+from helpers import needs_arm
 
 from rnnskip.errors import RnnskipError
-
-
-@pytest.fixture(scope="module")
-def small_lstm(tmp_path_factory):
-    from rnnskip.generate import generate
-    d = tmp_path_factory.mktemp("energy-lstm")
-    ir, qm, x, L = quantized("feat-lstm-lstm", seed=0, n=3, T=8)
-    generate(qm, d / "src", max_t=x.shape[1])
-    return ir, qm, dataset(x, L), d
 
 
 def _report(small_lstm, board):

@@ -293,17 +293,6 @@ def test_board_memory_system_hand_counts(name):
         assert group is None or group is True or group["source"]
 
 
-@pytest.fixture(scope="module")
-def small_lstm(tmp_path_factory):
-    from helpers import dataset, quantized
-
-    from rnnskip.generate import generate
-    d = tmp_path_factory.mktemp("memsys-lstm")
-    ir, qm, x, L = quantized("feat-lstm-lstm", seed=0, n=3, T=8)
-    generate(qm, d / "src", max_t=x.shape[1])
-    return ir, qm, dataset(x, L), d
-
-
 def _emulate(small_lstm, target, tag):
     from rnnskip import pipeline
     from rnnskip.emulators.unicorn import Unicorn

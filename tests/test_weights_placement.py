@@ -9,18 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import dataset, needs_arm, quantized
+from helpers import needs_arm, quantized
 
 from rnnskip.errors import RnnskipError
-
-
-@pytest.fixture(scope="module")
-def small_lstm(tmp_path_factory):
-    from rnnskip.generate import generate
-    d = tmp_path_factory.mktemp("weights-lstm")
-    ir, qm, x, L = quantized("feat-lstm-lstm", seed=0, n=3, T=8)
-    generate(qm, d / "src", max_t=x.shape[1])
-    return ir, qm, dataset(x, L), d
 
 
 def _data_reads(emu, qm, ds):

@@ -44,7 +44,7 @@ _RUNTIME_TEMPLATES = Path(__file__).resolve().parent / "firmware_templates" / "r
 def cflags(target) -> List[str]:
     """Compiler flags for ``target``: target.cflags + :data:`OPT_CFLAGS` (+ the define that
     puts the weights in RAM sections for --weights sram|tcm)."""
-    ram = getattr(target, "weights", "flash") != "flash"
+    ram = target.weights != "flash"
     return list(target.cflags) + list(OPT_CFLAGS) + (["-DRNNSKIP_WEIGHTS_IN_RAM"] if ram else [])
 
 
@@ -235,7 +235,7 @@ def build_target(src_dir: Path, out_dir: Path, target, variant: str = "dsp",
         raise RnnskipError(f"{cc} not found; run 'make setup' (installs gcc-arm-none-eabi) or put it on PATH")
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if getattr(target, "weights", "flash") != "flash":
+    if target.weights != "flash":
         _check_weights_fit(src_dir, out_dir, target, variant, cc, extra_cflags)
     rt = render_runtime(target, out_dir)
     ld = next(p for p in rt if p.suffix == ".ld")

@@ -157,8 +157,8 @@ def memory_counters(col: dict, target) -> Optional[dict]:
 def weights_report(target, emu, qm) -> dict:
     """report.json's ``emulation.weights``: where the weights live and, when the start-up code
     copies them to RAM (--weights sram|tcm), what that copy cost, once (not per inference)."""
-    copy = getattr(emu, "weights_copy", None)
-    placement = getattr(target, "weights", "flash") if target is not None else "flash"
+    copy = emu.weights_copy
+    placement = target.weights if target is not None else "flash"
     if copy is None:
         return {"placement": placement, "bytes": qm.flash_weight_bytes() + sum(m.flash_bytes(qm) for m in qm.methods),
                 "copy_cycles": 0, "note": "const in flash, read in place by every inference"}

@@ -24,12 +24,14 @@ CONFIGS = {
     "feat-rnn": ("features", ["simple_rnn"], True, False, [3]),
     "tok-rnn-relu": ("tokens", ["simple_rnn"], True, False, [1]),
     "feat-mask-rnn-lstm": ("features-mask", ["simple_rnn", "lstm"], True, True, [4]),
+    "feat-gru-lstm-rnn": ("features", ["gru", "lstm", "simple_rnn"], True, True, [3]),   # 3-layer mixed stack
+    "tok-lstm-gru-lstm-gru": ("tokens", ["lstm", "gru", "lstm", "gru"], True, False, [2]),   # 4 layers
 }
 #: layer activations other than the cell's default, by config
 ACTIVATIONS = {"tok-rnn-relu": "relu"}
 
 
-def random_ir(config: str, seed: int = 0, units=(9, 6), dim: int = 7, vocab: int = 50,
+def random_ir(config: str, seed: int = 0, units=(9, 6, 7, 5), dim: int = 7, vocab: int = 50,
               features: int = 5) -> ModelIR:
     """A random model; unit counts deliberately not multiples of 4 (exercises padding)."""
     kind_in, kinds, reset_after, in_dense, head = CONFIGS[config]

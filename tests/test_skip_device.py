@@ -59,7 +59,7 @@ def quantized_with_predictor(cfg, ptype):
 CASES = [("tok-lstm-softmax", "mlp"), ("tok-gru-sigmoid", "logistic"), ("tok-gru-v1", "tree"),
          ("feat-dense-gru", "mlp"), ("feat-lstm-lstm", "forest"), ("feat-gru-gru-v1", "mlp"),
          ("feat-lstm-lstm", "logistic"), ("feat-mask-gru", "tree"), ("feat-rnn", "mlp"), ("tok-rnn-relu", "forest"),
-         ("feat-mask-rnn-lstm", "logistic")]
+         ("feat-mask-rnn-lstm", "logistic"), ("feat-gru-lstm-rnn", "mlp"), ("tok-lstm-gru-lstm-gru", "tree")]
 
 
 @pytest.fixture(scope="module", params=CASES, ids=["-".join(c) for c in CASES])

@@ -106,6 +106,21 @@ def test_model_too_big_is_refused_with_both_sizes():
     assert check_fits(small, 9, t0).ram <= t0.ram_size
 
 
+@needs_arm
+def test_deep_stack_fit_estimate_bounds_the_linked_image(tmp_path):
+    """Four stacked layers: the pre-compile estimate counts every layer's state and weights (an upper
+    bound of what the linker places), and it grows with the units of the added layers."""
+    from rnnskip.generate import generate
+    t = targets.load("cortex-m4")
+    ir, qm, x, L = quantized("tok-lstm-gru-lstm-gru", n=4, T=9)
+    generate(qm, tmp_path / "src", max_t=9)
+    fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    est = estimate(qm, 9, t)
+    assert fw.flash_bytes <= est.flash and fw.ram_bytes <= est.ram
+    wider = quantized("tok-lstm-gru-lstm-gru", n=4, T=9, units=(9, 6, 7, 40))[1]
+    assert estimate(wider, 9, t).state > est.state and estimate(wider, 9, t).weights > est.weights
+
+
 # ---- every target: build + emulate bit-exact ----------------------------------
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

@@ -24,7 +24,7 @@ from rnnskip.converter.ir import DenseLayer, EmbeddingInput, RNNLayer
 from rnnskip.converter.keras_graph import MODEL_CLASSES, KerasLayer, activation_name
 from rnnskip.errors import RnnskipError
 
-SUPPORTED_SUMMARY = (f"rnnskip converts Embedding/Dense input, 1-2 recurrent layers ({cells.labels()}) "
+SUPPORTED_SUMMARY = (f"rnnskip converts Embedding/Dense input, stacked recurrent layers ({cells.labels()}) "
                      "and a Dense head")
 
 # Node kinds: what the passes see of a layer.

@@ -194,9 +194,6 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
         if node.kind == RECURRENT:
             if head:
                 raise LayerError(unsupported(layer, " after the Dense head"), name)
-            if len(rnns) == 2:
-                raise LayerError(f"layer '{name}' ({layer.display}) is a 3rd recurrent layer: rnnskip converts "
-                                 "1 or 2 stacked recurrent layers", name)
             if rnns and not rnns[-1].return_sequences:
                 raise LayerError(f"layer '{rnns[-1].name}' ({cells.cell_of(rnns[-1].kind).label}) feeds '{name}' "
                                  "but has return_sequences=False: the model config is inconsistent", rnns[-1].name)

@@ -38,7 +38,8 @@ from rnnskip.errors import RnnskipError
 #: ONNX recurrent operator -> the cell kind it is read as (each cell knows its ONNX layout, rnnskip/cells/)
 RECURRENT_OPS = {c.onnx_op: c for c in cells.CELLS.values() if c.onnx_op}
 
-SUPPORTED_SUMMARY = (f"rnnskip converts ONNX graphs of forward {'/'.join(RECURRENT_OPS)} operators (1-2 stacked), "
+SUPPORTED_SUMMARY = (f"rnnskip converts ONNX graphs of forward {'/'.join(RECURRENT_OPS)} operators "
+                     "(any number stacked), "
                      "a Gather embedding or float features (optionally through MatMul+Add), a Gemm or MatMul+Add head "
                      "with Relu/Sigmoid/Tanh/Softmax, and the Transpose/Squeeze/Unsqueeze/Slice/Gather/Shape "
                      "glue torch.onnx.export emits")
@@ -485,8 +486,6 @@ def h_recurrent(ctx: _Ctx):
     elif x.kind != X or k:
         ctx.fail(f"reads {x.kind} data: its input must be the model input (optionally through an embedding or a "
                  "per-step MatMul+Add) or the previous recurrent layer's output sequence")
-    if k == 2:
-        ctx.fail("is a 3rd recurrent layer: rnnskip converts 1 or 2 stacked recurrent layers")
     if len(x.axes) != 3 or x.axes[2] != "F":
         ctx.fail(f"gets a rank-{len(x.axes)} input with axes {x.axes}: the input must be [time, batch, features] "
                  "(layout=0) or [batch, time, features] (layout=1)")

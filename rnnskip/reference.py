@@ -185,18 +185,42 @@ class FloatModel:
         return out
 
     def valid_steps(self, x_seq) -> np.ndarray:
-        """bool ``[T]`` (or ``[N, T]``): False where Keras masks the step."""
+        """bool ``[T]`` (or ``[N, T]``): False where Keras masks the step (input steps; with a front end
+        all of them, and :meth:`frames_ok` says which of its frames run)."""
         if self.is_token_model:
             ids = self._ids(x_seq)
             if self.mask_zero:
                 return ids != 0
             return np.ones(ids.shape, bool)
         x = self._features(x_seq)
-        if self.front:   # every frame of the front end runs (no masking with a front end)
-            return np.ones(self.inputs(x).shape[:-1], bool)
+        if self.front:   # every input step goes into the front end (no masking with a front end)
+            return np.ones(x.shape[:-1], bool)
         if self.mask_value is not None:
             return np.any(x != self.mask_value, axis=-1)
         return np.ones(x.shape[:-1], bool)
+
+    def frames_ok(self, x_seq, v: np.ndarray) -> np.ndarray:
+        """bool ``[T']`` (or ``[N, T']``) for the vectors ``v = inputs(x_seq)``: the recurrent steps that run
+        (with a front end every frame it emitted, else the valid steps)."""
+        return np.ones(v.shape[:-1], bool) if self.front else self.valid_steps(x_seq)
+
+    def frames(self, X, lengths=None):
+        """(vectors ``[N, T', D]`` entering the first recurrent layer, bool ``[N, T']`` where they run) for
+        sequences ``X`` of ``lengths`` input steps. With a front end, each row's frames are those Keras
+        computes on its first ``length`` steps (zero-padded to the longest row; T' <= T)."""
+        X = np.asarray(X)
+        N, T = X.shape[:2]
+        L = np.full(N, T) if lengths is None else np.asarray(lengths).reshape(-1)
+        if not self.front:
+            return self.inputs(X), self.valid_steps(X) & (np.arange(T)[None, :] < L[:, None])
+        rows = [self.inputs(X[n, : int(L[n])]) for n in range(N)]
+        Tf = max([len(v) for v in rows], default=0)
+        V = np.zeros((N, Tf, int(self.ir.input_dim)))
+        ok = np.zeros((N, Tf), bool)
+        for n, v in enumerate(rows):
+            V[n, : len(v)] = v
+            ok[n, : len(v)] = True
+        return V, ok
 
     # ---- recurrence ----------------------------------------------------
     def initial_state(self, batch: Optional[int] = None) -> State:
@@ -259,7 +283,7 @@ class FloatModel:
         previous state); with a front end, after every frame it emits."""
         x_seq, length = self._cut(x_seq, length)
         v = self.inputs(x_seq)
-        ok = self._limit(self.valid_steps(x_seq), length)
+        ok = self._limit(self.frames_ok(x_seq, v), length)
         T = len(v) if length is None else min(int(length), len(v))
         state = self.initial_state()
         trace = []
@@ -272,7 +296,7 @@ class FloatModel:
     def final_state(self, x_seq, length=None) -> State:
         x_seq, length = self._cut(x_seq, length)
         v = self.inputs(x_seq)
-        ok = self._limit(self.valid_steps(x_seq), length)
+        ok = self._limit(self.frames_ok(x_seq, v), length)
         state = self.initial_state()
         for t in range(len(v)):
             if ok[t]:
@@ -304,7 +328,7 @@ class FloatModel:
         N = X.shape[0]
         V = self.inputs(X)
         T = V.shape[1]
-        ok = self.valid_steps(X)
+        ok = self.frames_ok(X, V)
         if lengths is not None and not self.front:
             lengths = np.asarray(lengths).reshape(-1)
             ok = ok & (np.arange(T)[None, :] < lengths[:, None])

@@ -150,7 +150,7 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
             node.notes.append(f"dropped Activation '{node.name}' (linear)")
         else:
             raise LayerError(f"layer '{node.name}' (Activation '{act}') is supported only directly after "
-                             "a linear Dense (it is folded into it)", node.name)
+                             "a linear Dense or Conv1D (it is folded into it)", node.name)
     return out
 
 
@@ -272,9 +272,9 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     if not rnns:
         raise RnnskipError(f"model '{model_name}' has no recurrent layer: {SUPPORTED_SUMMARY}")
     if unfolded_bn is not None:
-        raise LayerError(f"layer '{unfolded_bn.name}' (BatchNormalization) has no linear Dense before it and no "
-                         "Dense after it: rnnskip folds BatchNormalization into an adjacent Dense or recurrent "
-                         "layer", unfolded_bn.name)
+        raise LayerError(f"layer '{unfolded_bn.name}' (BatchNormalization) has no linear Dense or Conv1D before it "
+                         "and no Dense after it: rnnskip folds BatchNormalization into an adjacent Dense, Conv1D or "
+                         "recurrent layer", unfolded_bn.name)
     if rnns[-1].return_sequences:
         per_step = True   # return_sequences=True at the output: one output per step
     if per_step and front:

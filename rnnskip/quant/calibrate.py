@@ -78,6 +78,7 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
         v = fm.inputs(seq)
         if isinstance(ir.input, FeatureInput) and ir.input.dense is not None and valid.any():
             r.input_dense = max(r.input_dense, float(np.abs(v[valid]).max()))
+        valid = fm.frames_ok(seq, v)
         state = fm.initial_state()
         for t in range(len(v)):
             if not valid[t]:

@@ -191,3 +191,22 @@ def test_streaming_c_equals_whole_window_keras(tmp_path):
             worst = max(worst, float(np.abs(o[: qm.output_dim] * qm.output_scale - y).max()))
             top = max(top, float(np.abs(y).max()))
     assert worst < 0.05 * top, (worst, top)   # int8 error: a few per cent of the outputs' range
+
+
+def test_float_tools_run_on_the_frames():
+    """The float side of skip and delta tuning (skip features, the float delta model) runs on the frames
+    each row's length gives: with nothing skipped and thresholds 0 it is the float reference."""
+    from rnnskip.delta.floatdelta import FloatDeltaModel
+    from rnnskip.reference import FloatModel
+    from rnnskip.skip import features
+    ir = front_ir("feat-lstm-gru")
+    x, L = random_data(ir, n=8, T=22, seed=4)
+    fm = FloatModel(ir)
+    V, ok = fm.frames(x, L)
+    np.testing.assert_array_equal(ok.sum(1), [front_frames(ir.input.front, int(n)) for n in L])
+    want = fm.predict(x, L)
+    np.testing.assert_allclose(features.run(fm, x, L).out, want, atol=1e-12)
+    zeros = [0.0] * len(ir.rnn_layers)
+    out, stats = FloatDeltaModel(ir, zeros, zeros).run(x, L)
+    np.testing.assert_allclose(out, want, atol=1e-9)
+    np.testing.assert_array_equal(stats["steps"], ok.sum(1))

@@ -113,13 +113,13 @@ def test_golden_runs_the_recurrent_layers_once_per_keras_frame():
 # --------------------------------------------------------------------------
 # streaming against whole-window Keras (causal front end)
 
-def _keras_causal_model():
+def _keras_streaming_model(padding: str):
     import tf_keras as keras
     L = keras.layers
     m = keras.Sequential([keras.Input((None, 3)),
-                          L.Conv1D(6, 3, strides=2, padding="causal", activation="relu"),
+                          L.Conv1D(6, 3, strides=2, padding=padding, activation="relu"),
                           L.MaxPooling1D(2),
-                          L.Conv1D(5, 2, padding="causal", dilation_rate=2, activation="tanh"),
+                          L.Conv1D(5, 2, padding=padding, dilation_rate=2, activation="tanh"),
                           L.GRU(6), L.Dense(3)])
     rng = np.random.default_rng(5)
     m.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in m.weights])
@@ -153,15 +153,16 @@ class _Stream:
 
 
 @pytest.mark.keras
-def test_streaming_c_equals_whole_window_keras(tmp_path):
-    """A causal front end (strides, pooling, dilation) streamed by the host build one input frame at a
-    time: after every frame t it has run exactly the frames Keras computes on the whole window x[:t+1],
-    its head output then is the golden model's on that window bit for bit, and within int8 error of
-    Keras' output on that window."""
+@pytest.mark.parametrize("padding", ["causal", "valid"])
+def test_streaming_c_equals_whole_window_keras(padding, tmp_path):
+    """A causal (or valid) front end (strides, pooling, dilation) streamed by the host build one input
+    frame at a time: after every frame t it has run exactly the frames Keras computes on the whole
+    window x[:t+1], its head output then is the golden model's on that window bit for bit, and within
+    int8 error of Keras' output on that window."""
     pytest.importorskip("tf_keras")
     from rnnskip.converter.keras_import import load_model_file
-    m = _keras_causal_model()
-    path = tmp_path / "causal.h5"
+    m = _keras_streaming_model(padding)
+    path = tmp_path / f"{padding}.h5"
     m.save(path)
     ir = load_model_file(str(path))
     rng = np.random.default_rng(6)
@@ -190,6 +191,7 @@ def test_streaming_c_equals_whole_window_keras(tmp_path):
             y = np.asarray(m(window, training=False))[0]
             worst = max(worst, float(np.abs(o[: qm.output_dim] * qm.output_scale - y).max()))
             top = max(top, float(np.abs(y).max()))
+    assert emitted > 0
     assert worst < 0.05 * top, (worst, top)   # int8 error: a few per cent of the outputs' range
 
 

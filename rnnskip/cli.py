@@ -165,7 +165,10 @@ def import_cmd(model, out):
     """Read MODEL into the IR (work folder: model.ir.json + .npz) and print its layers."""
     from .pipeline.commands import import_command
     ir = import_command(model, out)
+    front = [] if ir.is_token_model else ir.input.front
     click.echo(f"{ir.name}: {'tokens' if ir.is_token_model else 'features'} -> "
+               + "".join(f"Conv1D({f.out_dim}, {f.taps}, {f.padding}) -> " if hasattr(f, "kernel")
+                         else f"{f.kind.capitalize()}Pooling1D({f.pool_size}) -> " for f in front)
                + " -> ".join(f"{l.kind.upper()}({l.units})" for l in ir.rnn_layers)
                + "".join(f" -> Dense({d.out_dim}, {d.activation})" for d in ir.head)
                + f"; {ir.params():,} params, {ir.macs_per_step():,} MAC/step")

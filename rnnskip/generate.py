@@ -21,7 +21,7 @@ from .cells import CELL_DIR, CELLS, cell_of
 from .cells.base import interleaved_mults, plane_shift
 from .errors import RnnskipError
 from .quant.act import ACT_IDS
-from .quant.model import QModel
+from .quant.model import QConv, QModel
 
 KERNEL_PROVIDERS = ("portable", "naive", "cmsis-nn")
 _CTYPES = {np.int8: "int8_t", np.int16: "int16_t", np.int32: "int32_t", np.uint32: "uint32_t"}
@@ -100,6 +100,7 @@ def _arrays(qm: QModel, layout: str) -> List[dict]:
         a.append(_c_array("rnnskip_embedding", qm.embedding, np.int8,
                           f"embedding [{qm.embedding.shape[0]}][{qm.in_p}], int8"))
     dense = ([("in", qm.input_dense)] if qm.input_dense is not None else []) + \
+        [(f"f{j}", f.dense) for j, f in enumerate(qm.front) if isinstance(f, QConv)] + \
         [(f"d{j}", d) for j, d in enumerate(qm.head)]
     for p, d in dense:  # Dense layers always row-major int8 (rnnskip_fully_connected_s8)
         a += _mat_arrays(f"rnnskip_{p}", d.mat, d.name, "rowmajor")
@@ -139,6 +140,7 @@ def tables_used(qm: QModel) -> list:
     from .quant.act import LUTS
     acts = [a for l in qm.layers for a in cell_of(l.kind).activations(l)]
     acts += [d.activation for d in ([qm.input_dense] if qm.input_dense is not None else []) + list(qm.head[:-1])]
+    acts += [f.dense.activation for f in qm.front if isinstance(f, QConv)]
     return [a for a in LUTS if a in acts]
 
 
@@ -200,7 +202,15 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
         "head_scratch": max(head_rows) if head_rows else 0,
         **_feature_literals(qm), "output_scale_f": _f32_literal(qm.output_scale),
         "arrays": _arrays(qm, layout),
+        **_front_context(qm),
     }
+
+
+def _front_context(qm: QModel) -> Dict:
+    """Sizes of the streamed front end: the Conv1D accumulators, the layers flushed at the end."""
+    flush = [(i, f) for i, f in enumerate(qm.front) if f.right]
+    return {"front_acc": max([f.cout_p for f in qm.front if isinstance(f, QConv)], default=0),
+            "front_flush": flush, "front_flush_len": max([f.cin_p for _, f in flush], default=0)}
 
 
 MODEL_FILES = ("rnnskip_model.h", "rnnskip_model.c", "rnnskip_weights.h", "rnnskip_weights.c",

@@ -37,6 +37,8 @@ def io_out_len(qm, T: int) -> int:
 def macs_budget(qm) -> int:
     """MACs per executed step for the emulator's instruction budget (per-step heads included)."""
     n = qm.recurrent_macs_per_step()
+    # a front end's convolutions emit at most one frame each per input step
+    n += sum(f.dense.mat.w.size for f in qm.front if hasattr(f, "dense"))
     if per_step(qm):
         n += sum(d.mat.w.size for d in qm.head)
     return int(n)

@@ -29,7 +29,7 @@ import numpy as np
 
 from rnnskip.cells import cell_of
 from rnnskip.cells.base import NUMPY_OPS
-from rnnskip.converter.ir import EmbeddingInput, ModelIR, RNNLayer
+from rnnskip.converter.ir import ConvLayer, EmbeddingInput, ModelIR, RNNLayer
 from rnnskip.converter.support import FLOAT_ACTIVATIONS
 from rnnskip.errors import RnnskipError
 
@@ -102,6 +102,25 @@ class _RNN:
         return self.cell.float_step(NUMPY_OPS, self.w, self.acts, st, x)
 
 
+def front_layer(f, x: np.ndarray) -> np.ndarray:
+    """One front-end layer (Conv1D or pooling) over whole sequences ``[..., T, C]``, as Keras runs it:
+    zero padding (valid: none; causal: window-1 before; same: split as Keras splits it for stride 1)."""
+    x = np.asarray(x, np.float64)
+    pad = [(0, 0)] * x.ndim
+    pad[-2] = (f.left, f.right)
+    xp = np.pad(x, pad)
+    n = 0 if xp.shape[-2] < f.window else (xp.shape[-2] - f.window) // f.strides + 1
+    starts = np.arange(n) * f.strides
+    if isinstance(f, ConvLayer):
+        k = np.asarray(f.kernel, np.float64)
+        y = np.zeros(x.shape[:-2] + (n, f.out_dim)) + np.asarray(f.bias, np.float64)
+        for tap in range(f.taps):
+            y = y + xp[..., starts + tap * f.dilation, :] @ k[tap]
+        return activation(f.activation)(y)
+    win = np.stack([xp[..., starts + i, :] for i in range(f.window)], axis=-1)   # [..., n, C, window]
+    return win.max(axis=-1) if f.kind == "max" else win.mean(axis=-1)
+
+
 class FloatModel:
     """Float64 numpy evaluation of a ModelIR with explicit recurrent state."""
 
@@ -119,6 +138,8 @@ class FloatModel:
             self.in_dense = _Dense(ir.input.dense) if ir.input.dense is not None else None
             self.mask_value = ir.input.mask_value
             self.features = int(ir.input.features)
+        # a Conv1D / pooling front end: the recurrent layers run on its frames, not the input's steps
+        self.front = [] if self.is_token_model else list(ir.input.front)
         self.layers = [_RNN(r) for r in ir.rnn_layers]
         self.head = [_Dense(d) for d in ir.head]
 
@@ -151,19 +172,55 @@ class FloatModel:
         x = self._features(x_seq)
         if self.in_dense is not None:
             x = self.in_dense.act(self.in_dense.pre(x))
+        for f in self.front:
+            x = front_layer(f, x)
         return x
 
+    def front_outputs(self, x_seq) -> list:
+        """Every front-end layer's output over whole sequences ``[..., T', C]`` (calibration)."""
+        x, out = self._features(x_seq), []
+        for f in self.front:
+            x = front_layer(f, x)
+            out.append(x)
+        return out
+
     def valid_steps(self, x_seq) -> np.ndarray:
-        """bool ``[T]`` (or ``[N, T]``): False where Keras masks the step."""
+        """bool ``[T]`` (or ``[N, T]``): False where Keras masks the step (input steps; with a front end
+        all of them, and :meth:`frames_ok` says which of its frames run)."""
         if self.is_token_model:
             ids = self._ids(x_seq)
             if self.mask_zero:
                 return ids != 0
             return np.ones(ids.shape, bool)
         x = self._features(x_seq)
+        if self.front:   # every input step goes into the front end (no masking with a front end)
+            return np.ones(x.shape[:-1], bool)
         if self.mask_value is not None:
             return np.any(x != self.mask_value, axis=-1)
         return np.ones(x.shape[:-1], bool)
+
+    def frames_ok(self, x_seq, v: np.ndarray) -> np.ndarray:
+        """bool ``[T']`` (or ``[N, T']``) for the vectors ``v = inputs(x_seq)``: the recurrent steps that run
+        (with a front end every frame it emitted, else the valid steps)."""
+        return np.ones(v.shape[:-1], bool) if self.front else self.valid_steps(x_seq)
+
+    def frames(self, X, lengths=None):
+        """(vectors ``[N, T', D]`` entering the first recurrent layer, bool ``[N, T']`` where they run) for
+        sequences ``X`` of ``lengths`` input steps. With a front end, each row's frames are those Keras
+        computes on its first ``length`` steps (zero-padded to the longest row; T' <= T)."""
+        X = np.asarray(X)
+        N, T = X.shape[:2]
+        L = np.full(N, T) if lengths is None else np.asarray(lengths).reshape(-1)
+        if not self.front:
+            return self.inputs(X), self.valid_steps(X) & (np.arange(T)[None, :] < L[:, None])
+        rows = [self.inputs(X[n, : int(L[n])]) for n in range(N)]
+        Tf = max([len(v) for v in rows], default=0)
+        V = np.zeros((N, Tf, int(self.ir.input_dim)))
+        ok = np.zeros((N, Tf), bool)
+        for n, v in enumerate(rows):
+            V[n, : len(v)] = v
+            ok[n, : len(v)] = True
+        return V, ok
 
     # ---- recurrence ----------------------------------------------------
     def initial_state(self, batch: Optional[int] = None) -> State:
@@ -214,11 +271,19 @@ class FloatModel:
         valid[int(length):] = False
         return valid
 
+    def _cut(self, x_seq, length):
+        """With a front end, ``length`` counts input steps: the front end runs on those only
+        (its frames are then all used)."""
+        if self.front and length is not None:
+            return np.asarray(x_seq)[: int(length)], None
+        return x_seq, length
+
     def hidden_trace(self, x_seq, length=None) -> List[State]:
         """State after every step ``t < length`` (masked steps repeat the
-        previous state)."""
+        previous state); with a front end, after every frame it emits."""
+        x_seq, length = self._cut(x_seq, length)
         v = self.inputs(x_seq)
-        ok = self._limit(self.valid_steps(x_seq), length)
+        ok = self._limit(self.frames_ok(x_seq, v), length)
         T = len(v) if length is None else min(int(length), len(v))
         state = self.initial_state()
         trace = []
@@ -229,8 +294,9 @@ class FloatModel:
         return trace
 
     def final_state(self, x_seq, length=None) -> State:
+        x_seq, length = self._cut(x_seq, length)
         v = self.inputs(x_seq)
-        ok = self._limit(self.valid_steps(x_seq), length)
+        ok = self._limit(self.frames_ok(x_seq, v), length)
         state = self.initial_state()
         for t in range(len(v)):
             if ok[t]:
@@ -252,15 +318,18 @@ class FloatModel:
             return np.stack([self.run(x, None if lengths is None else lengths[i])
                              for i, x in enumerate(X)])
         X = np.asarray(X)
+        if self.front and lengths is not None and X.ndim == 3 and np.any(np.asarray(lengths) != X.shape[1]):
+            return np.stack([self.run(x, lengths[i]) for i, x in enumerate(X)])   # rows of their own length
         want = 2 if self.is_token_model else 3
         if X.ndim != want:
             raise RnnskipError(
                 f"predict expects {'[N, T] token ids' if self.is_token_model else '[N, T, F] floats'}"
                 f"; got shape {X.shape}")
-        N, T = X.shape[:2]
+        N = X.shape[0]
         V = self.inputs(X)
-        ok = self.valid_steps(X)
-        if lengths is not None:
+        T = V.shape[1]
+        ok = self.frames_ok(X, V)
+        if lengths is not None and not self.front:
             lengths = np.asarray(lengths).reshape(-1)
             ok = ok & (np.arange(T)[None, :] < lengths[:, None])
         state = self.initial_state(N)

@@ -185,6 +185,14 @@ def cycles_per_step(emu) -> tuple:
     return float(a), float(b)
 
 
+def _front_entry(f) -> dict:
+    """One front-end layer in report.json."""
+    if hasattr(f, "kernel"):
+        return {"name": f.name, "kind": "conv1d", "filters": f.out_dim, "kernel_size": f.taps, "strides": f.strides,
+                "dilation": f.dilation, "padding": f.padding, "activation": f.activation}
+    return {"name": f.name, "kind": f"{f.kind}_pool1d", "pool_size": f.pool_size, "strides": f.strides}
+
+
 def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) -> dict:
     """Assemble report.json from an :class:`pipeline.Evaluation` (calibration provenance from
     ``qm.calibration``, set where the model was quantised)."""
@@ -229,6 +237,11 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
         rep["error"] = dict(ev.error, n=ev.n)
     if ir.per_step:
         rep["model"]["per_step_outputs"] = True
+    if not ir.is_token_model and ir.input.front:   # the streamed Conv1D front end (docs/frontends.md)
+        rep["model"]["front_end"] = [_front_entry(f) for f in ir.input.front]
+        rep["model"]["front_macs_per_frame"] = ir.front_macs()
+        rep["model"]["macs_note"] = ("macs_per_step and the emulation's MACs count the recurrent layers and the "
+                                     "head; each Conv1D adds its kernel size in MACs per frame it emits")
     if ev.emu is not None:
         emu = ev.emu
         col = stat_columns(emu)
@@ -333,7 +346,8 @@ def table(rep: dict) -> str:
     """Readable summary for the terminal."""
     m, b = rep["model"], rep["bitexact"]
     rows = [("target", f"{rep['target']} ({rep['kernels']}, {rep['variant']})"),
-            ("model", f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units, "
+            ("model", "".join(f"{f['kind']} -> " for f in m.get("front_end", []))
+                      + f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units, "
                       f"{_fmt(m['params'])} params, {_fmt(m['macs_per_step'])} MAC/step"),
             *_task_rows(rep),
             *([("padding", rep["data"]["padding"])] if rep.get("data", {}).get("padding") else []),

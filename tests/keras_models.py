@@ -148,8 +148,8 @@ def _custom_layer(k):
 REFUSED = {
     "bidirectional": (lambda k: [_L(k).Bidirectional(_L(k).LSTM(4)), _L(k).Dense(2)],
                       ["'bidirectional'", "(Bidirectional)", "not supported"]),
-    "conv1d": (lambda k: [_L(k).Conv1D(4, 3, padding="same"), _L(k).LSTM(4), _L(k).Dense(2)],
-               ["'conv1d'", "(Conv1D)", "not supported"]),
+    "conv1d": (lambda k: [_L(k).Conv1D(4, 3, strides=2, padding="same"), _L(k).LSTM(4), _L(k).Dense(2)],
+               ["'conv1d'", "(Conv1D)", "padding='same'", "strides=2"]),
     "stateful": (lambda k: [_L(k).LSTM(4, stateful=True), _L(k).Dense(2)],
                  ["'lstm'", "(LSTM)", "stateful"]),
     "custom": (lambda k: [_custom_layer(k), _L(k).LSTM(4), _L(k).Dense(2)],

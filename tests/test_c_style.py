@@ -35,6 +35,9 @@ def _models():
     qm = _qm("feat-lstm-gru")
     yield "delta", with_delta(qm, DeltaSpec([2, 3], [1, 4])), "portable"
     yield "delta-rnn", with_delta(_qm("feat-mask-rnn-lstm"), DeltaSpec([2, 3], [1, 4])), "portable"
+    from test_frontend import front_ir  # the streamed Conv1D front end, flush included
+    fir = front_ir("feat-lstm-gru")
+    yield "frontend", quantize_on(fir, *random_data(fir, n=6, T=12, seed=1)), "portable"
     from test_skip_device import random_predictor
 
     from rnnskip.skip.qpredictor import quantize_predictor

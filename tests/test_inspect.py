@@ -64,7 +64,8 @@ def files(tmp_path_factory):
     return {
         "regression": old_h5(d / "reg.h5", [lstm("lstm_1", 5, F), dense("dense_1", 2, 5)]),
         "per_step": old_h5(d / "seq.h5", [lstm("lstm_1", 4, F, return_sequences=True), td]),
-        "blocked": old_h5(d / "bad.h5", [("Conv1D", {"name": "conv1d_1", "filters": 4, "kernel_size": [3]},
+        "blocked": old_h5(d / "bad.h5", [("Conv1D", {"name": "conv1d_1", "filters": 4, "kernel_size": [3],
+                                                     "strides": [2], "padding": "same"},
                                           {"kernel": (3, F, 4), "bias": (4,)}),
                                          lstm("lstm_1", 4, 4, activation="elu"), dense("dense_1", 2, 4)]),
         "dir": d,

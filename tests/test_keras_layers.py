@@ -48,15 +48,15 @@ def _matrix_classes():
 def test_every_class_of_the_support_matrix_has_one_handler():
     converts, refused = _matrix_classes()
     assert {"LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "Dense", "TimeDistributed",
-            "BatchNormalization"} <= converts
+            "BatchNormalization", "Conv1D", "MaxPooling1D", "AveragePooling1D"} <= converts
     readme = {"Embedding", "Masking", "Dropout", "SpatialDropout1D", "GaussianNoise", "Activation", "RNN",
               "InputLayer"}
     for cls in converts | readme:
         assert cls in HANDLERS, cls
         assert cls in HANDLERS[cls].classes
-    # the matrix's classes without a handler are refused because of that (Bidirectional, Conv1D)
+    # the matrix's classes without a handler are refused because of that (Bidirectional, Conv2D, SeparableConv1D)
     unhandled = {cls for cls in converts | refused if cls not in HANDLERS}
-    assert unhandled == {"Bidirectional", "Conv1D"} and unhandled <= refused
+    assert unhandled == {"Bidirectional", "Conv2D", "SeparableConv1D"} and unhandled <= refused
     for cls in unhandled:
         layer = KerasLayer({"class_name": cls, "config": {"name": "x"}})
         assert handler_for(layer) is keras_layers.UNSUPPORTED
@@ -233,7 +233,7 @@ def test_relu_activation_after_a_recurrent_layer_is_refused():
     with pytest.raises(LayerError) as ei:
         fold_activations(fold_batchnorm(nodes))
     assert str(ei.value) == ("layer 'act_relu' (Activation 'relu') is supported only directly after a linear "
-                             "Dense (it is folded into it)")
+                             "Dense or Conv1D (it is folded into it)")
     assert ei.value.layer == "act_relu"
 
 
@@ -252,8 +252,9 @@ def test_batchnorm_with_nothing_to_fold_into_is_refused_by_the_grammar():
     assert [n.name for n in left] == ["lstm", "dense", "bn"]
     with pytest.raises(LayerError) as ei:
         assemble(left, "m", "m.h5", [])
-    assert str(ei.value) == ("layer 'bn' (BatchNormalization) has no linear Dense before it and no Dense after it: "
-                             "rnnskip folds BatchNormalization into an adjacent Dense or recurrent layer")
+    assert str(ei.value) == ("layer 'bn' (BatchNormalization) has no linear Dense or Conv1D before it and no Dense "
+                             "after it: rnnskip folds BatchNormalization into an adjacent Dense, Conv1D or recurrent "
+                             "layer")
     assert ei.value.layer == "bn"
 
 

@@ -59,6 +59,8 @@ class Case:
     functional: bool = False
     mask_value: Optional[float] = None
     fixed_t: bool = False         # Input(shape=(T, F)) instead of (None, F)
+    t: int = T                    # time steps of its test data
+    shape: Optional[tuple] = None   # another input shape (refused cases: e.g. images for a Conv2D)
     refused: Optional[List[str]] = None   # words of the expected one-line refusal
     # legacy files only
     version: str = ""
@@ -195,9 +197,6 @@ CASES: List[Case] = [
     Case("refuse_bidirectional", "Bidirectional", "Bidirectional(LSTM)",
          lambda k: [_L(k).Bidirectional(_L(k).LSTM(4), name="bidi"), _L(k).Dense(2)],
          gens=("k2",), refused=["'bidi'", "(Bidirectional)", "not supported"]),
-    Case("refuse_conv1d", "Conv1D", "Conv1D front end",
-         lambda k: [_L(k).Conv1D(4, 3, padding="same", name="conv"), _L(k).LSTM(4), _L(k).Dense(2)],
-         gens=("k3",), refused=["'conv'", "(Conv1D)", "not supported"]),
     Case("refuse_bn_time_axis", "BatchNormalization", "axis=1 (time axis)",
          lambda k: [_L(k).BatchNormalization(axis=1, name="bn_time"), _L(k).LSTM(4), _L(k).Dense(2)],
          gens=("k2",), fixed_t=True, refused=["'bn_time'", "(BatchNormalization)", "axis"]),
@@ -208,6 +207,90 @@ CASES: List[Case] = [
          lambda k: [_L(k).LSTM(4, name="lstm_1"), _L(k).Dense(2, name="dense_1")],
          gens=("legacy",), version="1.2.2", refused=["Keras 1.2.2", "Keras 2.0 and later"]),
 ]
+
+# ---- Conv1D front ends (issue 20), streamed: the recurrent layers run on the frames the convolutions
+# and poolings emit; longer sequences so strides and pooling leave several frames
+FT = 24
+FRONTEND_CASES: List[Case] = [
+    Case("conv_causal_gru", "Conv1D", "padding=causal, relu -> GRU",
+         lambda k: [_L(k).Conv1D(6, 3, padding="causal", activation="relu"), _L(k).GRU(5),
+                    _L(k).Dense(3, activation="softmax")], t=FT),
+    Case("conv_valid_lstm", "Conv1D", "padding=valid, linear -> LSTM, regression head",
+         lambda k: [_L(k).Conv1D(5, 3), _L(k).LSTM(4), _L(k).Dense(1)], functional=True, t=FT),
+    Case("conv_same_gru", "Conv1D", "padding=same (flushed at the end), kernel 4, tanh -> GRU",
+         lambda k: [_L(k).Conv1D(4, 4, padding="same", activation="tanh"), _L(k).GRU(4),
+                    _L(k).Dense(2, activation="softmax")], t=FT),
+    Case("conv_strided_lstm", "Conv1D", "strides=2, padding=causal, relu -> LSTM",
+         lambda k: [_L(k).Conv1D(6, 4, strides=2, padding="causal", activation="relu"), _L(k).LSTM(5),
+                    _L(k).Dense(3, activation="softmax")], t=FT),
+    Case("conv_dilated_rnn", "Conv1D", "dilation_rate=3, padding=causal, use_bias=False -> SimpleRNN",
+         lambda k: [_L(k).Conv1D(4, 3, padding="causal", dilation_rate=3, use_bias=False), _L(k).SimpleRNN(5),
+                    _L(k).Dense(1, activation="sigmoid")], t=FT),
+    Case("conv_maxpool_gru", "MaxPooling1D", "pool_size=2 after Conv1D(causal, relu) -> GRU",
+         lambda k: [_L(k).Conv1D(6, 3, padding="causal", activation="relu"), _L(k).MaxPooling1D(2), _L(k).GRU(5),
+                    _L(k).Dense(3, activation="softmax")], t=FT),
+    Case("conv_avgpool_lstm", "AveragePooling1D", "pool_size=3, strides=2 after Conv1D(valid, relu) -> LSTM",
+         lambda k: [_L(k).Conv1D(6, 3, activation="relu"), _L(k).AveragePooling1D(3, strides=2), _L(k).LSTM(4),
+                    _L(k).Dense(2, activation="softmax")], functional=True, t=FT),
+    Case("conv_bn_relu_gru", "BatchNormalization", "Conv1D -> BN -> Activation(relu) folded into the Conv1D, Dropout",
+         lambda k: [_L(k).Conv1D(6, 3, padding="causal"), _L(k).BatchNormalization(), _L(k).Activation("relu"),
+                    _L(k).Dropout(0.3), _L(k).GRU(5), _L(k).Dense(3, activation="softmax")], t=FT),
+    Case("crnn_two_convs", "Conv1D", "CRNN: Conv1D(same) -> MaxPool -> Conv1D(causal, dilation 2) -> "
+         "SpatialDropout1D -> MaxPool -> GRU",
+         lambda k: [_L(k).Conv1D(8, 3, padding="same", activation="relu"), _L(k).MaxPooling1D(2),
+                    _L(k).Conv1D(8, 3, padding="causal", dilation_rate=2, activation="relu"),
+                    _L(k).SpatialDropout1D(0.2), _L(k).MaxPooling1D(2), _L(k).GRU(6),
+                    _L(k).Dense(4, activation="softmax")], t=FT),
+    Case("conv_bn_tanh_conv_lstm", "Conv1D", "Conv1D(valid, strides 2) -> BN -> tanh -> Conv1D(valid) -> LSTM",
+         lambda k: [_L(k).Conv1D(6, 5, strides=2), _L(k).BatchNormalization(), _L(k).Activation("tanh"),
+                    _L(k).Conv1D(4, 3), _L(k).LSTM(4), _L(k).Dense(3, activation="softmax")],
+         functional=True, t=FT),
+    Case("conv_relu_bn_lstm", "BatchNormalization", "Conv1D(relu) -> BN folded into the LSTM's input",
+         lambda k: [_L(k).Conv1D(5, 3, padding="causal", activation="relu"), _L(k).BatchNormalization(),
+                    _L(k).LSTM(5), _L(k).Dense(3, activation="softmax")], t=FT),
+    Case("conv_lstm_gru_stack", "Conv1D", "Conv1D(causal) -> LSTM (return_sequences) -> GRU",
+         lambda k: [_L(k).Conv1D(6, 3, padding="causal", activation="relu"), _L(k).LSTM(5, return_sequences=True),
+                    _L(k).GRU(4), _L(k).Dense(2, activation="softmax")], t=FT),
+    Case("pool_first_conv_gru", "MaxPooling1D", "on the raw features, then Conv1D(valid) -> GRU",
+         lambda k: [_L(k).MaxPooling1D(2), _L(k).Conv1D(4, 2), _L(k).GRU(4), _L(k).Dense(2, activation="softmax")],
+         t=FT),
+    Case("conv_same_dilated_avgpool", "AveragePooling1D", "after Conv1D(same, dilation 2, relu) -> GRU regression",
+         lambda k: [_L(k).Conv1D(4, 3, padding="same", dilation_rate=2, activation="relu"),
+                    _L(k).AveragePooling1D(2), _L(k).GRU(4), _L(k).Dense(1)], t=FT),
+    # refused, one line naming the layer
+    Case("refuse_conv_after_rnn", "Conv1D", "after the recurrent layer",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Conv1D(4, 3, name="conv_after"), _L(k).GRU(3),
+                    _L(k).Dense(2)],
+         gens=("k3",), refused=["'conv_after'", "(Conv1D)", "first recurrent layer"]),
+    Case("refuse_conv_elu", "Conv1D", "activation=elu",
+         lambda k: [_L(k).Conv1D(4, 3, activation="elu", name="conv_elu"), _L(k).LSTM(4), _L(k).Dense(2)],
+         gens=("k2",), refused=["'conv_elu'", "(Conv1D)", "activation='elu'"]),
+    Case("refuse_masking_conv", "Conv1D", "Masking into a Conv1D",
+         lambda k: [_L(k).Masking(0.0), _L(k).Conv1D(4, 3, name="conv_masked"), _L(k).LSTM(4), _L(k).Dense(2)],
+         gens=("k3",), refused=["'conv_masked'", "(Conv1D)", "Masking"]),
+    Case("refuse_conv_same_strided", "Conv1D", "padding=same with strides=2",
+         lambda k: [_L(k).Conv1D(4, 3, strides=2, padding="same", name="conv_same_s2"), _L(k).LSTM(4),
+                    _L(k).Dense(2)],
+         gens=("k2",), refused=["'conv_same_s2'", "(Conv1D)", "padding='same'", "strides=2"]),
+    Case("refuse_pool_same", "MaxPooling1D", "padding=same",
+         lambda k: [_L(k).Conv1D(4, 3), _L(k).MaxPooling1D(2, padding="same", name="pool_same"), _L(k).LSTM(4),
+                    _L(k).Dense(2)],
+         gens=("k3",), refused=["'pool_same'", "(MaxPooling1D)", "padding='same'"]),
+    Case("refuse_embedding_conv", "Conv1D", "after an Embedding (token ids)",
+         lambda k: [_L(k).Embedding(VOCAB, 5), _L(k).Conv1D(4, 3, name="conv_tokens"), _L(k).LSTM(4), _L(k).Dense(2)],
+         gens=("k2",), tokens=True, refused=["'conv_tokens'", "(Conv1D)", "Embedding"]),
+    Case("refuse_conv_per_step", "Conv1D", "Conv1D -> LSTM(return_sequences=True) at the output",
+         lambda k: [_L(k).Conv1D(4, 3, padding="causal"), _L(k).LSTM(4, return_sequences=True, name="lstm_seq")],
+         gens=("k3",), refused=["'lstm_seq'", "front end", "return_sequences=False"]),
+    Case("refuse_conv2d", "Conv2D", "Conv2D over [time, features, 1], reshaped into an LSTM",
+         lambda k: [_L(k).Conv2D(4, (3, 1), padding="same", name="conv2d_front"), _L(k).Reshape((-1, 4 * FEATURES)),
+                    _L(k).LSTM(4), _L(k).Dense(2)],
+         gens=("k3",), shape=(None, FEATURES, 1), refused=["'conv2d_front'", "(Conv2D)", "not supported"]),
+    Case("refuse_separable_conv", "SeparableConv1D", "another convolution",
+         lambda k: [_L(k).SeparableConv1D(4, 3, name="sep_conv"), _L(k).LSTM(4), _L(k).Dense(2)],
+         gens=("k2",), refused=["'sep_conv'", "(SeparableConv1D)", "not supported"]),
+]
+CASES += FRONTEND_CASES
 
 GEN_COLUMNS = [("legacy", "h5", "Keras 2.0–2.3 / tf.keras 1.x .h5"), ("k2", "h5", "tf_keras 2 .h5"),
                ("k2", "keras", "tf_keras 2 .keras"), ("k3", "keras", "Keras 3 .keras"), ("k3", "h5", "Keras 3 .h5")]
@@ -226,10 +309,12 @@ def keras_module(gen: str):
 
 
 def _build(k, case: Case):
-    if case.tokens:
+    if case.shape is not None:
+        inp = k.Input(shape=case.shape, dtype="float32")
+    elif case.tokens:
         inp = k.Input(shape=(None,), dtype="int32")
     else:
-        inp = k.Input(shape=(T if case.fixed_t else None, FEATURES), dtype="float32")
+        inp = k.Input(shape=(case.t if case.fixed_t else None, FEATURES), dtype="float32")
     layers = case.layers(k)
     if case.functional or case.gens == ("legacy",) and case.style == "model":
         x = inp
@@ -255,12 +340,12 @@ def _randomize(model, rng):
 
 def _data(case: Case, rng) -> np.ndarray:
     if case.tokens:
-        X = rng.integers(1, VOCAB, size=(N, T))
+        X = rng.integers(1, VOCAB, size=(N, case.t))
         X[0, 5:] = 0
         X[1, :2] = 0
         X[2, [2, 4]] = 0
         return X.astype(np.int32)
-    X = rng.normal(0.0, 1.0, size=(N, T, FEATURES)).astype(np.float32)
+    X = rng.normal(0.0, 1.0, size=(N, case.t, FEATURES)).astype(np.float32)
     if case.mask_value is not None:
         X[0, 4:] = case.mask_value
         X[1, :2] = case.mask_value
@@ -512,7 +597,7 @@ def run_corpus(files: List[ZooFile], workdir, target_name: str = "cortex-m4", fi
     def build(item):
         r, _ir, qm, _ds = item
         src = workdir / r.file.id / "src"
-        generate(qm, src, max_t=T)
+        generate(qm, src, max_t=int(r.file.X.shape[1]))
         so = pipeline.build_host(src, src.parent / "host")
         fw = pipeline.build_target(src, src.parent / "fw", target, "dsp") if firmware else None
         return r.build, (so, fw)

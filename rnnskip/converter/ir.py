@@ -51,9 +51,100 @@ class DenseLayer:
 
 @stage_data
 @dataclass
+class ConvLayer:
+    """Keras ``Conv1D`` (channels last): ``y[j] = act(bias + sum_k x[j*stride - left + k*dilation] @ kernel[k])``.
+
+    ``kernel`` ``[taps, in, out]`` (Keras' layout), ``bias`` ``[out]``; ``padding`` valid |
+    causal | same (zeros). The front end streams it: see docs/frontends.md.
+    """
+    kernel: np.ndarray
+    bias: np.ndarray
+    strides: int = 1
+    dilation: int = 1
+    padding: str = "valid"
+    activation: str = "linear"
+    name: str = "conv1d"
+
+    @property
+    def taps(self) -> int:
+        return int(self.kernel.shape[0])
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.kernel.shape[1])
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.kernel.shape[2])
+
+    @property
+    def window(self) -> int:
+        """Input frames one output frame reads (its receptive field in this layer)."""
+        return self.dilation * (self.taps - 1) + 1
+
+    @property
+    def left(self) -> int:
+        """Zero frames Keras pads before the sequence (``same``: for stride 1, where it does not
+        depend on the length)."""
+        return {"valid": 0, "causal": self.window - 1, "same": (self.window - 1) // 2}[self.padding]
+
+    @property
+    def right(self) -> int:
+        """Zero frames padded after the sequence (``same`` only: pushed by the flush at its end)."""
+        return self.window - 1 - self.left if self.padding == "same" else 0
+
+
+@stage_data
+@dataclass
+class PoolLayer:
+    """Keras ``MaxPooling1D`` / ``AveragePooling1D`` with ``padding='valid'``: one frame per
+    ``strides`` frames, over windows of ``pool_size`` frames."""
+    kind: str            # max | avg
+    pool_size: int
+    strides: int
+    channels: int
+    name: str = "pool"
+
+    @property
+    def window(self) -> int:
+        return int(self.pool_size)
+
+    @property
+    def dilation(self) -> int:
+        return 1
+
+    @property
+    def left(self) -> int:
+        return 0
+
+    @property
+    def right(self) -> int:
+        return 0
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.channels)
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.channels)
+
+
+def front_frames(front: list, t: int) -> int:
+    """Frames the front end emits for ``t`` input frames (Keras' output length)."""
+    for f in front:
+        padded = t + f.left + f.right
+        t = 0 if padded < f.window else (padded - f.window) // f.strides + 1
+    return t
+
+
+@stage_data
+@dataclass
 class FeatureInput:
     """Float features ``[T, features]`` per sequence, optionally through a
-    per-step Dense (``Dense`` on 3-D input or ``TimeDistributed(Dense)``).
+    per-step Dense (``Dense`` on 3-D input or ``TimeDistributed(Dense)``), or through a
+    front end of ``Conv1D`` / pooling layers (``front``, in order; it changes the time axis:
+    the recurrent layers run once per frame it emits).
 
     ``mask_value``: a Keras ``Masking`` layer's value; a step whose features
     all equal it is skipped (state carried over), as Keras does.
@@ -61,9 +152,12 @@ class FeatureInput:
     features: int
     dense: Optional[DenseLayer] = None
     mask_value: Optional[float] = None
+    front: List[object] = field(default_factory=list)   # ConvLayer | PoolLayer
 
     @property
     def dim(self) -> int:
+        if self.front:
+            return self.front[-1].out_dim
         return self.dense.out_dim if self.dense is not None else self.features
 
 
@@ -131,6 +225,8 @@ class ModelIR:
             n += self.input.table.size
         elif self.input.dense is not None:
             n += self.input.dense.kernel.size + self.input.dense.bias.size
+        if not self.is_token_model:
+            n += sum(c.kernel.size + c.bias.size for c in self.input.front if isinstance(c, ConvLayer))
         for r in self.rnn_layers:
             n += r.kernel.size + r.recurrent_kernel.size + r.bias.size
         for d in self.head:
@@ -146,6 +242,12 @@ class ModelIR:
         for r in self.rnn_layers:
             n += r.kernel.size + r.recurrent_kernel.size
         return int(n)
+
+    def front_macs(self) -> int:
+        """Multiply-accumulates of the front end per frame each convolution emits (summed)."""
+        if self.is_token_model:
+            return 0
+        return int(sum(c.kernel.size for c in self.input.front if isinstance(c, ConvLayer)))
 
     def head_macs(self) -> int:
         return int(sum(d.kernel.size for d in self.head))

@@ -20,11 +20,11 @@ import numpy as np
 
 from rnnskip import cells
 from rnnskip.converter import support
-from rnnskip.converter.ir import DenseLayer, EmbeddingInput, RNNLayer
+from rnnskip.converter.ir import ConvLayer, DenseLayer, EmbeddingInput, PoolLayer, RNNLayer
 from rnnskip.converter.keras_graph import MODEL_CLASSES, KerasLayer, activation_name
 from rnnskip.errors import RnnskipError
 
-SUPPORTED_SUMMARY = (f"rnnskip converts Embedding/Dense input, stacked recurrent layers ({cells.labels()}) "
+SUPPORTED_SUMMARY = (f"rnnskip converts Embedding/Dense/Conv1D input, stacked recurrent layers ({cells.labels()}) "
                      "and a Dense head")
 
 # Node kinds: what the passes see of a layer.
@@ -36,6 +36,8 @@ DENSE = "dense"            # value: DenseLayer
 RECURRENT = "recurrent"    # value: RNNLayer
 BATCHNORM = "batchnorm"    # value: Affine
 ACTIVATION = "activation"  # value: the activation name
+CONV = "conv"              # value: ConvLayer (a front-end layer: changes the time axis)
+POOL = "pool"              # value: PoolLayer (a front-end layer)
 
 
 @dataclass
@@ -281,6 +283,114 @@ class BatchNormalizationHandler(LayerHandler):
 
 
 # --------------------------------------------------------------------------
+# the Conv1D front end (streamed: docs/frontends.md)
+
+def _one(v, default: int) -> int:
+    """A Keras 1-D size option: an int or a 1-tuple/list (None: ``default``)."""
+    if v is None:
+        return default
+    if isinstance(v, (list, tuple)):
+        return int(v[0]) if len(v) == 1 else -1
+    return int(v)
+
+
+def _channels_last(layer: KerasLayer) -> List[str]:
+    fmt = layer.config.get("data_format") or "channels_last"
+    if fmt != "channels_last":
+        return [f"layer '{layer.name}' ({layer.display}) has data_format='{fmt}': rnnskip streams "
+                "channels_last ([batch, time, features]) front ends"]
+    return []
+
+
+class Conv1DHandler(LayerHandler):
+    """``Conv1D``: a front-end layer, streamed one input frame at a time."""
+    classes = ("Conv1D", "Convolution1D")
+    PADDINGS = ("valid", "causal", "same")
+
+    def refusals(self, layer):
+        cfg, name, out = layer.config, layer.name, _channels_last(layer)
+        pad = str(cfg.get("padding", "valid")).lower()
+        k, s, d = (_one(cfg.get("kernel_size"), 1), _one(cfg.get("strides"), 1), _one(cfg.get("dilation_rate"), 1))
+        if pad not in self.PADDINGS:
+            out.append(f"layer '{name}' (Conv1D) has padding='{pad}': rnnskip supports valid, causal, same")
+        if min(k, s, d) < 1:
+            out.append(f"layer '{name}' (Conv1D) has kernel_size/strides/dilation_rate {cfg.get('kernel_size')}/"
+                       f"{cfg.get('strides')}/{cfg.get('dilation_rate')}: rnnskip reads one positive size each")
+        if pad == "same" and s > 1:
+            out.append(f"layer '{name}' (Conv1D) has padding='same' with strides={s}: its padding then depends on "
+                       "the sequence length, which a stream does not know in advance; rnnskip streams "
+                       "'same' with strides=1 (or use padding='causal' or 'valid')")
+        if int(cfg.get("groups", 1) or 1) != 1:
+            out.append(f"layer '{name}' (Conv1D) has groups={cfg.get('groups')}: rnnskip supports groups=1")
+        act = activation_name(cfg.get("activation", "linear"))
+        if act not in support.HIDDEN_DENSE_ACTIVATIONS:
+            out.append(f"layer '{name}' (Conv1D) uses activation='{act}': rnnskip supports Conv1D activations "
+                       f"{support.CONV_ACTIVATIONS_TEXT}")
+        return out
+
+    def options(self, layer):
+        cfg = layer.config
+        parts = [f"filters={cfg.get('filters')}", f"kernel_size={_one(cfg.get('kernel_size'), 1)}"]
+        for key in ("strides", "dilation_rate"):
+            if _one(cfg.get(key), 1) != 1:
+                parts.append(f"{key}={_one(cfg.get(key), 1)}")
+        parts.append(f"padding={cfg.get('padding', 'valid')}")
+        parts.append(f"activation={activation_name(cfg.get('activation', 'linear'))}")
+        if cfg.get("use_bias") is False:
+            parts.append("use_bias=False")
+        return _join(parts)
+
+    def build(self, layer, weights):
+        cfg, name = layer.config, layer.name
+        use_bias = bool(cfg.get("use_bias", True))
+        w = weights.by_role(layer, ["kernel", "bias"] if use_bias else ["kernel"])
+        kernel = _f32(w["kernel"])
+        filters = int(cfg.get("filters", kernel.shape[-1]))
+        bias = _f32(w["bias"]) if use_bias else np.zeros(filters, np.float32)
+        if kernel.ndim != 3 or kernel.shape[0] != _one(cfg.get("kernel_size"), 1) or kernel.shape[2] != filters \
+                or bias.shape != (filters,):
+            raise RnnskipError(f"layer '{name}' (Conv1D): weight shapes {kernel.shape}/{bias.shape} don't match "
+                               f"filters={filters}, kernel_size={cfg.get('kernel_size')}: the file is inconsistent")
+        conv = ConvLayer(kernel=kernel, bias=bias, strides=_one(cfg.get("strides"), 1),
+                         dilation=_one(cfg.get("dilation_rate"), 1), padding=str(cfg.get("padding", "valid")).lower(),
+                         activation=activation_name(cfg.get("activation", "linear")), name=name)
+        return Node(layer, CONV, conv, status="converted (streamed front end)")
+
+
+class Pooling1DHandler(LayerHandler):
+    """``MaxPooling1D`` / ``AveragePooling1D``: a front-end layer (``padding='valid'``)."""
+    KINDS = {"MaxPooling1D": "max", "MaxPool1D": "max", "AveragePooling1D": "avg", "AvgPool1D": "avg"}
+    classes = tuple(KINDS)
+
+    @staticmethod
+    def _sizes(cfg: dict) -> Tuple[int, int]:
+        p = _one(cfg.get("pool_size"), 2)
+        return p, _one(cfg.get("strides"), p)
+
+    def refusals(self, layer):
+        cfg, out = layer.config, _channels_last(layer)
+        pad = str(cfg.get("padding", "valid")).lower()
+        if pad != "valid":
+            out.append(f"layer '{layer.name}' ({layer.display}) has padding='{pad}': its padding depends on the "
+                       "sequence length, which a stream does not know in advance; rnnskip streams "
+                       "padding='valid' pooling")
+        if min(self._sizes(cfg)) < 1:
+            out.append(f"layer '{layer.name}' ({layer.display}) has pool_size/strides {cfg.get('pool_size')}/"
+                       f"{cfg.get('strides')}: rnnskip reads one positive size each")
+        return out
+
+    def options(self, layer):
+        p, s = self._sizes(layer.config)
+        return _join([f"pool_size={p}", f"strides={s}", f"padding={layer.config.get('padding', 'valid')}"])
+
+    def build(self, layer, weights):
+        p, s = self._sizes(layer.config)
+        # the channel count is the width before it, filled in by the chain pass
+        return Node(layer, POOL, PoolLayer(kind=self.KINDS[layer.class_name], pool_size=p, strides=s, channels=0,
+                                           name=layer.name), status="converted (streamed front end)")
+
+
+# --------------------------------------------------------------------------
 # recurrent layers
 
 _FLAG_HINTS = (("stateful", "stateless RNNs (re-save with stateful=False)"),
@@ -428,7 +538,7 @@ def _register(handler: LayerHandler) -> None:
 
 for _handler in (InputLayerHandler(), NoopHandler(), EmbeddingHandler(), MaskingHandler(), DenseHandler(),
                  TimeDistributedHandler(), ActivationHandler(), BatchNormalizationHandler(),
-                 RecurrentHandler("RNN")):
+                 Conv1DHandler(), Pooling1DHandler(), RecurrentHandler("RNN")):
     _register(_handler)
 for _cell in cells.CELLS.values():
     for _cls in _cell.keras_classes:

@@ -1,10 +1,10 @@
 """The passes from the handlers' nodes (one per layer of the chain, ``keras_layers.py``)
 to the :class:`~rnnskip.converter.ir.ModelIR`:
 
-1. :func:`fold_batchnorm`: every BatchNormalization into the linear Dense right before
-   it, else into the input of the next Dense or recurrent layer (BN after BN: one map);
-2. :func:`fold_activations`: every Activation into the linear Dense right before it, or
-   dropped when linear;
+1. :func:`fold_batchnorm`: every BatchNormalization into the linear Dense or Conv1D right
+   before it, else into the input of the next Dense or recurrent layer (BN after BN: one map);
+2. :func:`fold_activations`: every Activation into the linear Dense or Conv1D right before
+   it, or dropped when linear;
 3. :func:`assemble`: the chain grammar, stated once, and the IR.
 
 Each pass refuses, with a one-line :class:`~rnnskip.converter.support.LayerError`,
@@ -17,15 +17,17 @@ from typing import List, Optional
 
 from rnnskip import cells
 from rnnskip.converter import support
-from rnnskip.converter.ir import DenseLayer, FeatureInput, ModelIR, RNNLayer
+from rnnskip.converter.ir import ConvLayer, DenseLayer, FeatureInput, ModelIR, PoolLayer, RNNLayer
 from rnnskip.converter.keras_layers import (
     ACTIVATION,
     BATCHNORM,
+    CONV,
     DENSE,
     EMBEDDING,
     INPUT,
     MASKING,
     NOOP,
+    POOL,
     RECURRENT,
     SUPPORTED_SUMMARY,
     Affine,
@@ -52,6 +54,10 @@ def _previous(nodes: List[Node]) -> Optional[Node]:
 
 def _is_linear_dense(node: Optional[Node]) -> bool:
     return node is not None and node.kind == DENSE and node.value.activation == "linear"
+
+
+def _is_linear_conv(node: Optional[Node]) -> bool:
+    return node is not None and node.kind == CONV and node.value.activation == "linear"
 
 
 # --------------------------------------------------------------------------
@@ -85,6 +91,10 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
             before = _previous(out)
             if _is_linear_dense(before):
                 support.fold_after(before.value, affine.scale, affine.shift)
+                _folded(node, before)
+                continue
+            if _is_linear_conv(before):   # per output channel, as after a Dense
+                support.fold_after_conv(before.value, affine.scale, affine.shift)
                 _folded(node, before)
                 continue
             pending = node
@@ -127,7 +137,11 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
             continue
         act = node.value
         before = _previous(out)
-        if _is_linear_dense(before) and (act != "softmax" or seen_recurrent):
+        if _is_linear_conv(before) and act in support.HIDDEN_DENSE_ACTIVATIONS:
+            before.value.activation = act
+            node.status = f"folded into '{before.name}'"
+            node.notes.append(f"folded Activation '{node.name}' ({act}) into '{before.name}'")
+        elif _is_linear_dense(before) and (act != "softmax" or seen_recurrent):
             before.value.activation = act
             node.status = f"folded into '{before.name}'"
             node.notes.append(f"folded Activation '{node.name}' ({act}) into '{before.name}'")
@@ -136,7 +150,7 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
             node.notes.append(f"dropped Activation '{node.name}' (linear)")
         else:
             raise LayerError(f"layer '{node.name}' (Activation '{act}') is supported only directly after "
-                             "a linear Dense (it is folded into it)", node.name)
+                             "a linear Dense or Conv1D (it is folded into it)", node.name)
     return out
 
 
@@ -151,6 +165,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
         model  := front recurrent [recurrent] head
         front  := Embedding                        token ids
                 | [Masking] [Dense]                float features, at most one per-step Dense
+                | (Conv1D | MaxPooling1D | AveragePooling1D)+   a streamed front end
         head   := Dense*                           softmax only on the last
 
     and: an Embedding or Masking comes first; a second recurrent layer needs the first to
@@ -168,6 +183,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     seen_input_transform = False   # an Embedding, Dense or BatchNormalization on the raw input
     unfolded_bn: Optional[Node] = None
     per_step = False               # one output per time step
+    front: List[object] = []       # ConvLayer | PoolLayer, in order
     shape = next((n.layer.declared_shape for n in nodes if n.layer.declared_shape is not None), None)
 
     for node in nodes:
@@ -183,6 +199,28 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                 raise LayerError(f"layer '{name}' (Embedding) is not the first layer: rnnskip supports an "
                                  "Embedding only directly on the token-id input", name)
             embedding = node.value
+            seen_input_transform = True
+            continue
+        if node.kind in (CONV, POOL):
+            cls = layer.display
+            if rnns or head:
+                raise LayerError(f"layer '{name}' ({cls}) comes after the recurrent layer '{rnns[0].name}': rnnskip "
+                                 "streams Conv1D and pooling only between the input and the first recurrent layer",
+                                 name)
+            if embedding is not None:
+                raise LayerError(f"layer '{name}' ({cls}) follows the Embedding: rnnskip streams Conv1D front ends "
+                                 "on float features only", name)
+            if mask_value is not None:
+                raise LayerError(f"layer '{name}' ({cls}) follows a Masking layer: a masked step inside a window "
+                                 "has no streaming meaning; rnnskip converts Conv1D front ends without Masking", name)
+            if input_dense is not None:
+                raise LayerError(f"layer '{name}' ({cls}) follows the per-step Dense '{input_dense.name}': rnnskip "
+                                 "converts a per-step Dense or a Conv1D front end, not both", name)
+            if unfolded_bn is not None:
+                raise LayerError(f"layer '{unfolded_bn.name}' (BatchNormalization) stands before '{name}' ({cls}): "
+                                 "rnnskip folds BatchNormalization into the linear Conv1D or Dense before it, or into "
+                                 "the Dense or recurrent layer right after it", unfolded_bn.name)
+            front.append(node.value)
             seen_input_transform = True
             continue
         if node.kind == MASKING:
@@ -204,6 +242,9 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             cls = layer.display
             dense: DenseLayer = node.value
             if not rnns:
+                if front:
+                    raise LayerError(f"layer '{name}' ({cls}) follows the Conv1D front end: rnnskip converts a "
+                                     "per-step Dense or a Conv1D front end, not both", name)
                 if embedding is not None:
                     raise LayerError(f"layer '{name}' ({cls}) between the Embedding and the RNN is not supported: "
                                      "rnnskip supports a per-step Dense only on float-feature input", name)
@@ -231,23 +272,37 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     if not rnns:
         raise RnnskipError(f"model '{model_name}' has no recurrent layer: {SUPPORTED_SUMMARY}")
     if unfolded_bn is not None:
-        raise LayerError(f"layer '{unfolded_bn.name}' (BatchNormalization) has no linear Dense before it and no "
-                         "Dense after it: rnnskip folds BatchNormalization into an adjacent Dense or recurrent "
-                         "layer", unfolded_bn.name)
+        raise LayerError(f"layer '{unfolded_bn.name}' (BatchNormalization) has no linear Dense or Conv1D before it "
+                         "and no Dense after it: rnnskip folds BatchNormalization into an adjacent Dense, Conv1D or "
+                         "recurrent layer", unfolded_bn.name)
     if rnns[-1].return_sequences:
         per_step = True   # return_sequences=True at the output: one output per step
+    if per_step and front:
+        raise LayerError(f"layer '{rnns[-1].name}' returns one output per frame of the Conv1D front end, whose "
+                         "frames are not the input's steps: rnnskip converts front-end models that return the last "
+                         "state (return_sequences=False at the output)", rnns[-1].name)
     notes = list(notes)
     if embedding is not None:
         inp = embedding
     else:
-        features = input_dense.in_dim if input_dense is not None else rnns[0].input_dim
+        convs = [f for f in front if isinstance(f, ConvLayer)]
+        features = input_dense.in_dim if input_dense is not None else \
+            convs[0].in_dim if convs else rnns[0].input_dim
         if shape and len(shape) == 3 and shape[2] is not None and int(shape[2]) != features:
             raise RnnskipError(f"model input has {shape[2]} features but the first layer expects {features}: "
                                "the file is inconsistent")
         if shape and len(shape) != 3:
             raise RnnskipError(f"model input has shape {shape}: rnnskip expects [batch, time, features] floats "
                                "or [batch, time] token ids")
-        inp = FeatureInput(features=int(features), dense=input_dense, mask_value=mask_value)
+        width = int(features)
+        for f in front:   # the widths through the front end (a pooling layer keeps its input's)
+            if isinstance(f, PoolLayer):
+                f.channels = width
+            elif f.in_dim != width:
+                raise LayerError(f"layer '{f.name}' (Conv1D) expects {f.in_dim} channels but gets {width}: "
+                                 "the file is inconsistent", f.name)
+            width = f.out_dim
+        inp = FeatureInput(features=int(features), dense=input_dense, mask_value=mask_value, front=front)
     if shape and len(shape) >= 2 and shape[1] is not None:
         notes.append(f"input declares a fixed length of {shape[1]} steps; rnnskip accepts any length")
 

@@ -44,6 +44,8 @@ RNN_RECURRENT_ACTIVATIONS = frozenset({"sigmoid", "hard_sigmoid", "hard_sigmoid_
 #: Dense activations between layers (input Dense, hidden head layers)
 HIDDEN_DENSE_ACTIVATIONS = frozenset({"linear", "relu", "tanh", "sigmoid", "hard_sigmoid",
                                       "hard_sigmoid_k3", "softsign"})
+#: Conv1D activations (the front end): what a hidden Dense has
+CONV_ACTIVATIONS_TEXT = "linear, relu, tanh, sigmoid, hard_sigmoid, softsign"
 #: any Dense (the last one may also be softmax; its activation is applied on the host)
 DENSE_ACTIVATIONS = HIDDEN_DENSE_ACTIVATIONS | {"softmax"}
 
@@ -131,6 +133,7 @@ def resolve_generation(ir) -> None:
     dense = list(ir.head)
     if getattr(ir.input, "dense", None) is not None:
         dense.append(ir.input.dense)
+    dense += [f for f in getattr(ir.input, "front", []) if hasattr(f, "activation")]   # Conv1D layers
     for d in dense:
         fix(d, "activation")
     if seen:
@@ -148,6 +151,10 @@ def check_finite(ir) -> None:
     elif ir.input.dense is not None:
         d = ir.input.dense
         arrays += [("input dense", d.name, d.kernel), ("input dense", d.name, d.bias)]
+    else:
+        for c in ir.input.front:
+            if hasattr(c, "kernel"):
+                arrays += [(c.name, c.name, c.kernel), (c.name, c.name, c.bias)]
     for r in ir.rnn_layers:
         arrays += [(r.name, r.name, r.kernel), (r.name, r.name, r.recurrent_kernel), (r.name, r.name, r.bias)]
     for i, d in enumerate(ir.head):
@@ -207,3 +214,9 @@ def fold_before_dense(d, a: np.ndarray, c: np.ndarray) -> None:
     k = np.asarray(d.kernel, np.float64)
     d.bias = np.ascontiguousarray((np.asarray(d.bias, np.float64) + c @ k).astype(np.float32))
     d.kernel = np.ascontiguousarray((k * a[:, None]).astype(np.float32))
+
+
+def fold_after_conv(c, a: np.ndarray, b: np.ndarray) -> None:
+    """BatchNormalization ``a*y + b`` after Conv1D ``c`` (linear): per output channel into its kernel and bias."""
+    c.kernel = np.ascontiguousarray((np.asarray(c.kernel, np.float64) * a[None, None, :]).astype(np.float32))
+    c.bias = np.ascontiguousarray((np.asarray(c.bias, np.float64) * a + b).astype(np.float32))

@@ -64,11 +64,9 @@ class FloatDeltaModel:
     def run(self, X, lengths: Optional[Sequence[int]] = None):
         """``[N, out]`` head output (after its activation) and stats (``tx_x``, ``tx_h`` ``[N, layers]``, ``steps``)."""
         X = np.asarray(X)
-        N, T = X.shape[:2]
-        V = self.fm.inputs(X)
-        ok = self.fm.valid_steps(X)
-        if lengths is not None:
-            ok = ok & (np.arange(T)[None, :] < np.asarray(lengths).reshape(-1)[:, None])
+        N = X.shape[0]
+        V, ok = self.fm.frames(X, lengths)   # with a Conv1D front end: its frames
+        T = V.shape[1]
         st = [{"state": L.zero_state(N), "xl": np.zeros((N, L.w["kernel"].shape[0])), "hl": np.zeros((N, L.units)),
                "Ml": np.full_like(L.cell.float_pre(NUMPY_OPS, L.w, np.zeros((N, L.w["kernel"].shape[0])),
                                                    np.zeros((N, L.units))), np.inf),   # inf: evaluate at first

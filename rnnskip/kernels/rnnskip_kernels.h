@@ -226,6 +226,75 @@ RNNSKIP_INLINE void rnnskip_fully_connected_s8(const int8_t *x,
     }
 }
 
+/* ---- the streamed Conv1D front end (rnnskip_conv1d_s8.c) ------------------
+ * Each front-end layer keeps a ring of its last `window` input frames (frame_len int8 each,
+ * zeros before the first frame, 4-byte aligned, frame_len % 4 == 0).
+ *
+ * rnnskip_ring_push_s8: writes frame at slot *head, advances *head (mod window), so *head is
+ * then the slot of the oldest frame; returns 1 when an output frame is due: *wait counts the
+ * pushes still to come before it (window - 1 - left padding at the start, then stride - 1). */
+int32_t rnnskip_ring_push_s8(int8_t *ring,
+                             int32_t *head,
+                             int32_t *wait,
+                             const int8_t *frame,
+                             int32_t frame_len,
+                             int32_t window,
+                             int32_t stride);
+
+/* acc[o] = bias[o] + sum_k sum_c w[o][k * cin + c] * frame_k[c], o < cout, where frame_k is
+ * the ring's frame k * dilation slots after the oldest (slot head); window = dilation *
+ * (taps - 1) + 1. w int8 row-major [cout][taps * cin], 4-byte aligned; cin % 4 == 0, cout %
+ * 4 == 0. Exact integer arithmetic. DSP path: two output channels per pass, SXTB16 + SMLAD on
+ * words of the frame and the weight rows (as CMSIS-NN's arm_convolve_1_x_n_s8 core); plain C
+ * elsewhere, one channel per pass. Same results. */
+void rnnskip_conv1d_acc_s8(const int8_t *ring,
+                           int32_t head,
+                           int32_t window,
+                           int32_t taps,
+                           int32_t dilation,
+                           int32_t cin,
+                           const int8_t *w,
+                           const int32_t *bias,
+                           int32_t cout,
+                           int32_t *acc);
+
+/* One Conv1D output frame: the accumulators above, then per-channel requantisation and the
+ * activation exactly as rnnskip_fully_connected_s8 (tables: Q3.12 -> Q0.15 -> int8 by out_mult,
+ * out_ls). acc: int32 scratch [cout]. Inlined so only the tables a model uses are linked. */
+RNNSKIP_INLINE void rnnskip_conv1d_s8(const int8_t *ring,
+                                      int32_t head,
+                                      int32_t window,
+                                      int32_t taps,
+                                      int32_t dilation,
+                                      int32_t cin,
+                                      const int8_t *w,
+                                      const int32_t *bias,
+                                      const int32_t *mult,
+                                      int32_t ls,
+                                      int32_t cout,
+                                      int32_t act,
+                                      int32_t out_mult,
+                                      int32_t out_ls,
+                                      int32_t *acc,
+                                      int8_t *out)
+{
+    const int16_t *lut = rnnskip_act_lut(act);
+    rnnskip_conv1d_acc_s8(ring, head, window, taps, dilation, cin, w, bias, cout, acc);
+    for (int32_t r = 0; r < cout; r++) {
+        int32_t v = rnnskip_requantize(acc[r], mult[r], ls);
+        if (lut) v = rnnskip_requantize(rnnskip_lut_q15(lut, rnnskip_sat16(v)), out_mult, out_ls);
+        v = rnnskip_sat8(v);
+        if (act == RNNSKIP_ACT_RELU && v < 0) v = 0;
+        out[r] = (int8_t)v;
+    }
+}
+
+/* Pooling over the whole ring (window frames of ch int8 each; the order of the frames does not
+ * matter): the maximum, or the mean rounded half away from zero ((sum +- window/2) / window, C
+ * division, as CMSIS-NN's arm_avgpool_s8). The output keeps the input's scale. */
+void rnnskip_max_pool1d_s8(const int8_t *ring, int32_t window, int32_t ch, int8_t *out);
+void rnnskip_avg_pool1d_s8(const int8_t *ring, int32_t window, int32_t ch, int8_t *out);
+
 /* Final layer: out = sat16(rq(bias + w @ x)) (int16 logits). */
 void rnnskip_fully_connected_s8_s16(const int8_t *x,
                                     const int8_t *w,

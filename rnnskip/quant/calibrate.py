@@ -17,6 +17,8 @@ class Ranges:
     """Max |value| seen per quantised tensor (float units)."""
     features: float = 0.0
     input_dense: float = 0.0
+    #: per front-end layer (Conv1D, pooling), max |output|
+    front: List[float] = field(default_factory=list)
     #: per recurrent layer, max |value| of each entry of its cell's float state ({"h": .., "c": ..})
     states: List[dict] = field(default_factory=list)
     head: List[float] = field(default_factory=list)
@@ -59,19 +61,26 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
     """
     if len(x) == 0:
         raise RnnskipError("calibration data is empty; pass --data (or --calib) with at least one sequence")
+    front = [] if ir.is_token_model else ir.input.front
     r = Ranges(states=[{k: 0.0 for k in cell_of(l.kind).float_state} for l in ir.rnn_layers],
-               head=[0.0] * len(ir.head))
+               head=[0.0] * len(ir.head), front=[0.0] * len(front))
     it = tqdm(range(len(x)), desc="calibrate", unit="seq", disable=not progress, leave=False)
     for n in it:
         seq = x[n][: int(lengths[n])]
         valid = fm.valid_steps(seq)
-        if isinstance(ir.input, FeatureInput) and valid.any():
+        if front:   # every input step runs; the recurrent layers run on the front end's frames
+            r.features = max(r.features, float(np.abs(seq).max())) if len(seq) else r.features
+            for i, y in enumerate(fm.front_outputs(seq)):
+                if y.size:
+                    r.front[i] = max(r.front[i], float(np.abs(y).max()))
+        elif isinstance(ir.input, FeatureInput) and valid.any():
             r.features = max(r.features, float(np.abs(seq[valid]).max()))
         v = fm.inputs(seq)
         if isinstance(ir.input, FeatureInput) and ir.input.dense is not None and valid.any():
             r.input_dense = max(r.input_dense, float(np.abs(v[valid]).max()))
+        valid = fm.frames_ok(seq, v)
         state = fm.initial_state()
-        for t in range(len(seq)):
+        for t in range(len(v)):
             if not valid[t]:
                 continue
             state = fm.step(state, v[t])

@@ -17,7 +17,7 @@ from ..cells import cell_of
 from ..cells.base import matvec
 from . import fixedpoint as fp
 from .act import LUTS
-from .model import QDense, QMat, QModel
+from .model import QConv, QDense, QMat, QModel
 
 
 def mat(m: QMat, v: np.ndarray) -> np.ndarray:
@@ -38,6 +38,55 @@ def dense(q: QDense, x: np.ndarray, final: bool) -> np.ndarray:
         return fp.sat16(y)
     y = fp.sat8(y)
     return np.maximum(y, 0) if q.activation == "relu" else y
+
+
+def avg_pool(window: np.ndarray) -> np.ndarray:
+    """rnnskip_avg_pool1d_s8: the mean of int8 ``[N, window, C]`` over the window, rounded half away
+    from zero (``(sum +- window/2) / window`` with C's truncating division, as CMSIS-NN's arm_avgpool_s8)."""
+    total = window.sum(axis=1)
+    n = window.shape[1]
+    return np.sign(total) * ((np.abs(total) + n // 2) // n)
+
+
+class FrontEnd:
+    """The streamed front end of :class:`GoldenModel` (``rnnskip_front`` in the C): per layer a ring of
+    its last ``window`` int8 input frames (zeros before the first) and a countdown to the next
+    output frame, per row."""
+
+    def __init__(self, qm: QModel, n: int):
+        self.qm = qm
+        self.rings = [np.zeros((n, f.window, f.cin_p), np.int64) for f in qm.front]
+        # frames to push before the next output: window - 1 - left at the start, then strides - 1
+        self.wait = [np.full(n, f.window - 1 - f.left, np.int64) for f in qm.front]
+
+    def push(self, rows: np.ndarray, frames: np.ndarray, first: int = 0):
+        """Push int8 ``frames`` ``[len(rows), C_p]`` into layer ``first`` for ``rows`` and on through the
+        later layers; returns (the rows that emitted a frame of the last layer, those frames)."""
+        for i in range(first, len(self.qm.front)):
+            f, ring, wait = self.qm.front[i], self.rings[i], self.wait[i]
+            ring[rows] = np.concatenate([ring[rows, 1:], frames[:, None, :]], axis=1)
+            emit = wait[rows] == 0
+            wait[rows] = np.where(emit, f.strides - 1, wait[rows] - 1)
+            rows = rows[emit]
+            if not len(rows):
+                return rows, np.zeros((0, f.cout_p), np.int64)
+            win = ring[rows][:, :: f.dilation]            # the taps, oldest first
+            if isinstance(f, QConv):
+                frames = dense(f.dense, win.reshape(len(rows), -1), final=False)
+            elif f.kind == "max":
+                frames = win.max(axis=1)
+            else:
+                frames = avg_pool(win)
+        return rows, frames
+
+    def flush(self, rows: np.ndarray):
+        """The end of the sequences ``rows``: each ``padding='same'`` layer in order gets its right-hand
+        zero frames (its outputs go on through the later layers); yields (rows, frames) that emerge."""
+        for i, f in enumerate(self.qm.front):
+            for _ in range(f.right):
+                out = self.push(rows, np.zeros((len(rows), f.cin_p), np.int64), first=i)
+                if len(out[0]):
+                    yield out
 
 
 def feature_inv_scale(qm) -> np.float32:
@@ -153,6 +202,8 @@ class GoldenModel:
         by a step method. ``collect(t, state, ran)``, if given, is called after every step.
         """
         x = np.asarray(x)
+        if self.qm.front:
+            return self._run_front(x, lengths, collect)
         N, T = x.shape[:2]
         dev = self.device_inputs(x)
         ran = self.valid_steps(x) & (np.arange(T)[None, :] < np.asarray(lengths)[:, None])
@@ -174,6 +225,44 @@ class GoldenModel:
             out = np.stack(seq, axis=1) if seq else np.zeros((N, 0, self.qm.output_dim), np.int64)
             return out, ran.astype(np.uint8)
         return self.output(state), ran.astype(np.uint8)
+
+    def _run_front(self, x: np.ndarray, lengths: np.ndarray, collect=None):
+        """:meth:`run` of a model with a streamed front end: each input step goes into the front end
+        (every step of the length runs; there is no masking), the recurrent layers run on the frames
+        it emits (after the step methods' skip decision), and at each sequence's end the flush
+        (``padding='same'``). flags[n, t] = 1 where input step t made the recurrent layers run."""
+        N, T = x.shape[:2]
+        lengths = np.asarray(lengths).reshape(-1)
+        dev = self.device_inputs(x)
+        front = FrontEnd(self.qm, N)
+        state = self.initial_state(N)
+        flags = np.zeros((N, T), np.uint8)
+
+        def recurrent(state, rows, frames):
+            xin = np.zeros((N, self.qm.in_p), np.int64)
+            xin[rows] = frames
+            run = np.zeros(N, bool)
+            run[rows] = True
+            for m in self.methods:    # a skip predictor decides on the state reached
+                run &= ~m.golden_skip(self, xin, state)
+            return self._step_rows(state, xin, run), run
+
+        for t in range(T):
+            rows = np.flatnonzero(t < lengths)
+            run = np.zeros(N, bool)
+            if len(rows):
+                rows, frames = front.push(rows, dev[rows, t])
+                if len(rows):
+                    state, run = recurrent(state, rows, frames)
+            flags[:, t] = run
+            if collect is not None:
+                collect(t, state, run)
+            ending = np.flatnonzero(lengths == t + 1)
+            if len(ending):
+                for rows, frames in front.flush(ending):
+                    state, _ = recurrent(state, rows, frames)
+        self.final_state = state
+        return self.output(state), flags
 
     def _step_rows(self, state: List[dict], xin: np.ndarray, run: np.ndarray) -> List[dict]:
         """One step for the rows where ``run``; the others keep their state (as the C does)."""

@@ -77,6 +77,71 @@ class QDense:
 
 @stage_data
 @dataclass
+class QConv:
+    """One int8 Conv1D of the streamed front end (``rnnskip_conv1d_s8``).
+
+    ``dense`` maps the window ``[taps * cin_p]`` (tap k's frame, ``k * dilation`` frames after the
+    oldest frame of the ring, at ``k * cin_p``) to the output frame: weights ``[cout_p, taps * cin_p]``,
+    one scale per output channel (per-channel requantisation), activation as a Dense's.
+    The ring holds the last ``window`` frames (zeros before the first); a frame is emitted after
+    every ``strides``-th push once ``window - 1 - left`` frames have passed; the flush at the end
+    of a sequence pushes ``right`` zero frames (``padding='same'``).
+    """
+    dense: QDense
+    taps: int
+    dilation: int
+    strides: int
+    left: int
+    right: int
+    cin: int
+    cin_p: int
+    name: str = "conv1d"
+
+    @property
+    def window(self) -> int:
+        return self.dilation * (self.taps - 1) + 1
+
+    @property
+    def cout_p(self) -> int:
+        return self.dense.rows
+
+    @property
+    def out_scale(self) -> float:
+        return self.dense.out_scale
+
+
+@stage_data
+@dataclass
+class QPool:
+    """Max or average pooling over ``window`` int8 frames of the front end (``rnnskip_max_pool1d_s8`` /
+    ``rnnskip_avg_pool1d_s8``); the output keeps the input's scale. An average rounds half away
+    from zero, as CMSIS-NN's ``arm_avgpool_s8``."""
+    kind: str
+    window: int
+    strides: int
+    cin: int
+    cin_p: int
+    scale: float
+    name: str = "pool"
+    left: int = 0
+    right: int = 0
+    dilation: int = 1
+
+    @property
+    def taps(self) -> int:
+        return self.window
+
+    @property
+    def cout_p(self) -> int:
+        return self.cin_p
+
+    @property
+    def out_scale(self) -> float:
+        return self.scale
+
+
+@stage_data
+@dataclass
 class QRNN:
     """One int8 recurrent layer; units padded to ``up`` (multiple of 4).
 
@@ -131,6 +196,8 @@ class QModel:
     features_p: int = 0
     input_dense: Optional[QDense] = None
     mask_value: Optional[float] = None
+    #: the streamed Conv1D / pooling front end (QConv | QPool), in order; [] = none
+    front: list = field(default_factory=list)
     layers: List[QRNN] = field(default_factory=list)
     head: List[QDense] = field(default_factory=list)
     output_dim: int = 1
@@ -144,7 +211,8 @@ class QModel:
     calibration: dict = field(default_factory=dict)
 
     def all_mats(self):
-        dense = ([self.input_dense] if self.input_dense else []) + list(self.head)
+        dense = ([self.input_dense] if self.input_dense else []) + [f.dense for f in self.front if isinstance(f, QConv)]
+        dense += list(self.head)
         return [d.mat for d in dense] + [b for l in self.layers for b in l.blocks]
 
     def flash_weight_bytes(self) -> int:

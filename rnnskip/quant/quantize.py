@@ -15,12 +15,12 @@ import numpy as np
 
 from ..cells import cell_of
 from ..cells.base import q8, q32, scale_of
-from ..converter.ir import EmbeddingInput, FeatureInput, ModelIR
+from ..converter.ir import ConvLayer, DenseLayer, EmbeddingInput, FeatureInput, ModelIR
 from ..errors import RnnskipError
 from . import fixedpoint as fp
 from .act import LUTS
 from .calibrate import Ranges
-from .model import QDense, QMat, QModel, pad4
+from .model import QConv, QDense, QMat, QModel, QPool, pad4
 
 
 def _row_scales(w_cols: np.ndarray) -> np.ndarray:
@@ -61,6 +61,28 @@ def quantize_dense(d, in_scale: float, in_p: int, out_max: float, final: bool) -
     return q
 
 
+def quantize_front(front: list, x_scale: float, ranges: list) -> list:
+    """The streamed front end: each Conv1D as a Dense on its window ``[taps * cin_p]`` (per-channel
+    weight scales, int8 out on its calibrated scale), each pooling layer on its input's scale."""
+    out = []
+    for f, rng in zip(front, ranges):
+        cin, cin_p = f.in_dim, pad4(f.in_dim)
+        if isinstance(f, ConvLayer):
+            k = np.zeros((f.taps, cin_p, f.out_dim), np.float64)
+            k[:, :cin] = f.kernel
+            d = DenseLayer(kernel=k.reshape(f.taps * cin_p, f.out_dim), bias=np.asarray(f.bias, np.float64),
+                           activation=f.activation, name=f.name)
+            q = QConv(dense=quantize_dense(d, x_scale, f.taps * cin_p, rng, final=False), taps=f.taps,
+                      dilation=f.dilation, strides=f.strides, left=f.left, right=f.right, cin=cin, cin_p=cin_p,
+                      name=f.name)
+        else:
+            q = QPool(kind=f.kind, window=f.window, strides=f.strides, cin=cin, cin_p=cin_p, scale=x_scale,
+                      name=f.name)
+        out.append(q)
+        x_scale = q.out_scale
+    return out
+
+
 def quantize_rnn(layer, x_scale: float, in_p: int, ranges: dict):
     """One recurrent layer, by its cell kind (``rnnskip/cells/``); ``ranges``: its calibrated state ranges."""
     cell = cell_of(layer.kind)
@@ -97,6 +119,9 @@ def _quantize(ir: ModelIR, ranges: Ranges) -> QModel:
         if inp.dense is not None:
             qm.input_dense = quantize_dense(inp.dense, x_scale, qm.features_p, ranges.input_dense, final=False)
             x_scale = qm.input_dense.out_scale
+        if inp.front:
+            qm.front = quantize_front(inp.front, x_scale, ranges.front)
+            x_scale = qm.front[-1].out_scale
     in_p = qm.in_p
     for layer, rs in zip(ir.rnn_layers, ranges.states):
         q = quantize_rnn(layer, x_scale, in_p, rs)

@@ -100,11 +100,10 @@ def run(fm, x: np.ndarray, lengths: np.ndarray, decide: Optional[Callable] = Non
     for b0 in range(0, N, batch):
         rows = np.arange(b0, min(N, b0 + batch))
         xb = x[rows]
-        V = fm.inputs(xb)
-        ok = fm.valid_steps(xb) & (np.arange(T)[None, :] < lengths[rows][:, None])
-        valid_all[rows] = ok
+        V, ok = fm.frames(xb, lengths[rows])   # with a Conv1D front end: its frames (T' <= T of them)
+        valid_all[rows, : ok.shape[1]] = ok
         state = fm.initial_state(len(rows))
-        for t in range(T):
+        for t in range(ok.shape[1]):
             m = ok[:, t]
             if not m.any():
                 continue

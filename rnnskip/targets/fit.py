@@ -42,6 +42,10 @@ def state_bytes(qm) -> int:
     n = 0
     if qm.input_dense is not None:
         n += 4 * qm.input_dense.rows
+    for f in qm.front:   # a front-end layer: its ring, its output frame, two counters
+        n += _a4(f.window * f.cin_p) + _a4(f.cout_p) + 8
+    convs = [f.cout_p for f in qm.front if hasattr(f, "dense")]
+    n += 4 * max(convs, default=0)                                 # f_acc
     for i, l in enumerate(qm.layers):
         n += _a4(l.xh_len) + sum(_a4(_CBYTES[ctype] * k) for ctype, _, k, _ in cell_of(l.kind).c_state(l, i))
     n += 4 * max(l.acc_rows for l in qm.layers)                   # acc

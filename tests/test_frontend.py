@@ -1,0 +1,214 @@
+"""The streamed Conv1D front end (docs/frontends.md): the C fed one frame at a time equals whole-window
+Keras for causal front ends; the step methods (delta, skip predictor) stay bit-exact golden = host build
+= emulated firmware with a front end; refusals in one line. The Keras corpus (tests/zoo_models.py,
+FRONTEND_CASES) checks float = Keras and golden = host = firmware on every configuration and the
+refusals (a Conv1D after the recurrent layer, Masking into a Conv1D, unsupported activations and
+paddings, other convolutions), one line naming the layer."""
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+import pytest
+from helpers import dataset, needs_arm, quantize_on
+from random_models import random_data, random_ir
+
+from rnnskip import pipeline
+from rnnskip.converter.ir import ConvLayer, FeatureInput, PoolLayer, front_frames
+from rnnskip.generate import generate
+from rnnskip.quant.golden import GoldenModel
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def front_ir(cfg: str, seed: int = 0, features: int = 5):
+    """random_ir(cfg) behind a front end: Conv1D(causal, dilation 2, relu) -> MaxPooling1D(2) ->
+    Conv1D(same, tanh) (flushed at the end of each sequence)."""
+    rng = np.random.default_rng(seed + 10)
+    ir = random_ir(cfg, seed=seed, features=6, dim=6)   # the first recurrent layer reads 6 channels
+    front = [ConvLayer(rng.normal(0, 0.5, (3, features, 7)), rng.normal(0, 0.1, 7), dilation=2, padding="causal",
+                       activation="relu", name="conv_a"),
+             PoolLayer("max", 2, 2, 7, name="pool"),
+             ConvLayer(rng.normal(0, 0.4, (3, 7, 6)), rng.normal(0, 0.1, 6), padding="same", activation="tanh",
+                       name="conv_b")]
+    ir.input = FeatureInput(features=features, front=front)
+    return ir
+
+
+def _with_predictor(qm, x, L, ptype="mlp"):
+    """A random int8 skip predictor, its threshold at the median score of the frames it sees."""
+    from test_skip_device import random_predictor
+
+    from rnnskip.skip.qpredictor import quantize_predictor
+    qp = quantize_predictor(random_predictor(ptype, qm.in_dim, [l.units for l in qm.layers], seed=2), qm)
+    scores = []
+    qp.score_thr = 2 ** 40
+    skip = qp.skip
+    qp.skip = lambda xin, state: (scores.append(qp.score(qp.features(xin, state))), skip(xin, state))[1]
+    qm.methods = [qp]
+    GoldenModel(qm).run(x, L)
+    del qp.skip
+    qp.score_thr = int(np.median(np.concatenate(scores)))
+    return qm
+
+
+def _method(qm, x, L, which):
+    from rnnskip.delta.golden import with_delta
+    from rnnskip.delta.spec import DeltaSpec
+    if "skip" in which:
+        qm = _with_predictor(qm, x, L)
+    if "delta" in which:
+        qm = with_delta(qm, DeltaSpec([2] * len(qm.layers), [2] * len(qm.layers)))
+    return qm
+
+
+@needs_arm
+@pytest.mark.parametrize("cfg,which", [("feat-lstm-lstm", "dense"), ("feat-lstm-gru", "delta"),
+                                       ("feat-gru-gru-v1", "skip"), ("feat-lstm-lstm", "delta+skip")])
+def test_front_end_with_step_methods_bitexact(cfg, which, tmp_path):
+    """Golden = host build (plain C) = emulated Cortex-M4 firmware (DSP path), outputs and per-frame
+    step flags, with delta thresholds and/or a skip predictor on the front end's frames (a skipped
+    frame still went through the rings), the flush of padding='same' included."""
+    from rnnskip import targets
+    from rnnskip.emulators.unicorn import Unicorn
+    ir = front_ir(cfg)
+    x, L = random_data(ir, n=8, T=22, seed=3)
+    qm = _method(quantize_on(ir, x, L), x, L, which)
+    out, flags = GoldenModel(qm).run(x, L)
+    frames = np.array([front_frames(ir.input.front, int(n)) for n in L])
+    if "skip" in which:
+        assert 0 < flags.sum() < frames.sum(), "the predictor should skip some frames, not all"
+    generate(qm, tmp_path / "src", max_t=x.shape[1])
+    t = targets.load("cortex-m4")
+    so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
+    fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    ev = pipeline.evaluate(ir, qm, dataset(x, L), host_so=so, firmware=fw,
+                           emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
+    assert ev.host_mismatches == 0 and ev.device_mismatches == 0, ev.first_mismatch
+    assert ev.device_checked == len(x)
+
+
+def test_golden_runs_the_recurrent_layers_once_per_keras_frame():
+    """The recurrent layers run once per frame Keras' front end computes on each sequence's length,
+    the flush of padding='same' included; the flags mark the input steps that emitted a frame."""
+    ir = front_ir("feat-lstm-lstm")
+    x, L = random_data(ir, n=8, T=22, seed=3)
+    g = GoldenModel(quantize_on(ir, x, L))
+    runs = np.zeros(len(x), np.int64)
+    step_rows = g._step_rows
+
+    def counting(state, xin, run):
+        runs[:] += run
+        return step_rows(state, xin, run)
+
+    g._step_rows = counting
+    _, flags = g.run(x, L)
+    frames = np.array([front_frames(ir.input.front, int(n)) for n in L])
+    np.testing.assert_array_equal(runs, frames)
+    # the last Conv1D pads one frame after the end: its last frame comes from the flush
+    assert (flags.sum(axis=1) == frames - (frames > 0)).all()
+
+
+# --------------------------------------------------------------------------
+# streaming against whole-window Keras (causal front end)
+
+def _keras_streaming_model(padding: str):
+    import tf_keras as keras
+    L = keras.layers
+    m = keras.Sequential([keras.Input((None, 3)),
+                          L.Conv1D(6, 3, strides=2, padding=padding, activation="relu"),
+                          L.MaxPooling1D(2),
+                          L.Conv1D(5, 2, padding=padding, dilation_rate=2, activation="tanh"),
+                          L.GRU(6), L.Dense(3)])
+    rng = np.random.default_rng(5)
+    m.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in m.weights])
+    return m
+
+
+class _Stream:
+    """The generated step API of a host build, driven one frame at a time through ctypes."""
+
+    def __init__(self, so):
+        self.lib = ctypes.CDLL(str(so))
+        self.state = ctypes.create_string_buffer(1 << 16)   # >= sizeof(rnnskip_state_t), statically sized
+        for fn in ("rnnskip_init", "rnnskip_step", "rnnskip_output", "rnnskip_finish"):
+            getattr(self.lib, fn).restype = ctypes.c_int32 if fn == "rnnskip_step" else None
+
+    def run(self, q_frames, out_len):
+        """Feeds the int8 frames one by one; after each, the head's int16 outputs (None if no frame
+        emerged from the front end)."""
+        self.lib.rnnskip_init(self.state)
+        outs = []
+        buf = (ctypes.c_int16 * out_len)()
+        for f in q_frames:
+            frame = np.ascontiguousarray(f, np.int8)
+            ran = self.lib.rnnskip_step(self.state, frame.ctypes.data_as(ctypes.c_void_p), 1)
+            if ran:
+                self.lib.rnnskip_output(self.state, buf)
+                outs.append(np.array(buf, np.int64))
+            else:
+                outs.append(None)
+        return outs
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("padding", ["causal", "valid"])
+def test_streaming_c_equals_whole_window_keras(padding, tmp_path):
+    """A causal (or valid) front end (strides, pooling, dilation) streamed by the host build one input
+    frame at a time: after every frame t it has run exactly the frames Keras computes on the whole
+    window x[:t+1], its head output then is the golden model's on that window bit for bit, and within
+    int8 error of Keras' output on that window."""
+    pytest.importorskip("tf_keras")
+    from rnnskip.converter.keras_import import load_model_file
+    m = _keras_streaming_model(padding)
+    path = tmp_path / f"{padding}.h5"
+    m.save(path)
+    ir = load_model_file(str(path))
+    rng = np.random.default_rng(6)
+    x = rng.normal(0, 1, (4, 26, 3)).astype(np.float32)
+    # calibrated on every prefix: the head's output is read after every frame, not only at the end
+    T = x.shape[1]
+    qm = quantize_on(ir, np.repeat(x, T, axis=0), np.tile(np.arange(1, T + 1, dtype=np.int32), len(x)))
+    generate(qm, tmp_path / "src", max_t=x.shape[1])
+    stream = _Stream(pipeline.build_host(tmp_path / "src", tmp_path / "host"))
+    g = GoldenModel(qm)
+    q = g.device_inputs(x)
+    out_len = qm.head[-1].rows
+    worst, top = 0.0, 0.0
+    for n in range(len(x)):
+        outs = stream.run(q[n], out_len)
+        emitted = 0
+        for t, o in enumerate(outs):
+            window = x[n:n + 1, : t + 1]
+            keras_frames = front_frames(ir.input.front, t + 1)
+            emitted += o is not None
+            assert emitted == keras_frames, (n, t)
+            if o is None:
+                continue
+            gold, _ = GoldenModel(qm).run(window, np.array([t + 1]))
+            np.testing.assert_array_equal(o[: qm.output_dim], gold[0])
+            y = np.asarray(m(window, training=False))[0]
+            worst = max(worst, float(np.abs(o[: qm.output_dim] * qm.output_scale - y).max()))
+            top = max(top, float(np.abs(y).max()))
+    assert emitted > 0
+    assert worst < 0.05 * top, (worst, top)   # int8 error: a few per cent of the outputs' range
+
+
+def test_float_tools_run_on_the_frames():
+    """The float side of skip and delta tuning (skip features, the float delta model) runs on the frames
+    each row's length gives: with nothing skipped and thresholds 0 it is the float reference."""
+    from rnnskip.delta.floatdelta import FloatDeltaModel
+    from rnnskip.reference import FloatModel
+    from rnnskip.skip import features
+    ir = front_ir("feat-lstm-gru")
+    x, L = random_data(ir, n=8, T=22, seed=4)
+    fm = FloatModel(ir)
+    V, ok = fm.frames(x, L)
+    np.testing.assert_array_equal(ok.sum(1), [front_frames(ir.input.front, int(n)) for n in L])
+    want = fm.predict(x, L)
+    np.testing.assert_allclose(features.run(fm, x, L).out, want, atol=1e-12)
+    zeros = [0.0] * len(ir.rnn_layers)
+    out, stats = FloatDeltaModel(ir, zeros, zeros).run(x, L)
+    np.testing.assert_allclose(out, want, atol=1e-9)
+    np.testing.assert_array_equal(stats["steps"], ok.sum(1))

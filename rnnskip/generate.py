@@ -117,6 +117,14 @@ def _arrays(qm: QModel, layout: str) -> List[dict]:
     return a
 
 
+def weights_bytes(qm: QModel, kernels: str = "portable") -> int:
+    """Bytes of the model's constant arrays as :func:`generate` writes them (weights, biases,
+    multipliers, the step methods' arrays; not the activation tables): one copy of the weights,
+    whichever layout holds it. What the fit check counts and what the report calls the weights."""
+    size = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "uint32_t": 4}
+    return int(sum(a["size"] * size[a["ctype"]] for a in _arrays(qm, PROVIDERS[kernels][0])))
+
+
 def _f32_literal(v) -> str:
     """A C float literal that reads back as exactly float32(v)."""
     f = np.float32(v)

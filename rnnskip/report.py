@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 
 from .emulators.base import STAT_FIELDS
+from .generate import weights_bytes
 from .power import energy_report
 
 
@@ -160,7 +161,7 @@ def weights_report(target, emu, qm) -> dict:
     copy = emu.weights_copy
     placement = target.weights if target is not None else "flash"
     if copy is None:
-        return {"placement": placement, "bytes": qm.flash_weight_bytes() + sum(m.flash_bytes(qm) for m in qm.methods),
+        return {"placement": placement, "bytes": weights_bytes(qm),
                 "copy_cycles": 0, "note": "const in flash, read in place by every inference"}
     clock = target.clock_hz
     return {"placement": copy["placement"], "bytes": copy["bytes"], "address": copy["address"],

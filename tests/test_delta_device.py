@@ -145,6 +145,28 @@ def test_delta_flash_within_10_percent_of_dense(tmp_path):
     assert flash["delta"] <= 1.1 * flash["dense"], flash
 
 
+@needs_arm
+def test_delta_weights_counted_once(tmp_path):
+    """The weights the report (flash placement) and the fit check count for a delta model are
+    the one copy its C holds: the bytes --weights sram copies, and no more than the dense model's."""
+    from rnnskip import boards
+    from rnnskip.generate import weights_bytes
+    from rnnskip.report import build_report
+    from rnnskip.targets.fit import estimate
+    ir, qm, ds = _setup("feat-lstm-gru", (3, 2), seed=1, n=2, T=5)
+    generate(qm, tmp_path / "src", max_t=ds.x.shape[1])
+    got = {}
+    for w in ("flash", "sram"):
+        _, t = boards.resolve(None, "stm32f407", None, w)
+        fw = pipeline.build_target(tmp_path / "src", tmp_path / w, t, "dsp")
+        emu = Unicorn(t, traffic_sample=2, workers=1, progress=False)
+        ev = pipeline.evaluate(ir, qm, ds, firmware=fw, emulator=emu)
+        assert ev.device_mismatches == 0, ev.first_mismatch
+        got[w] = build_report(ir, qm, ev, t, "portable", "dsp", fw)["emulation"]["weights"]["bytes"]
+    assert got["flash"] == got["sram"] == weights_bytes(qm) == estimate(qm, 5, t).weights
+    assert weights_bytes(qm) <= 1.1 * weights_bytes(with_delta(qm, None))
+
+
 @pytest.fixture(scope="module", params=CFGS)
 def built_cells(request, tmp_path_factory):
     """Cell threshold 3000 (pre-activation steps): these random models' sums move a lot

@@ -66,9 +66,9 @@ def io_bytes(qm, max_t: int) -> int:
 
 def estimate(qm, max_t: int, target, bundled_bytes: int = 0) -> SizeEstimate:
     code = int(target.raw.get("fit", {}).get("code_bytes", DEFAULT_CODE_BYTES))
-    from ..generate import tables_used
+    from ..generate import tables_used, weights_bytes
     from ..quant.act import LUT_BYTES
-    w = qm.flash_weight_bytes() + sum(m.flash_bytes(qm) for m in qm.methods)
+    w = weights_bytes(qm)
     luts = LUT_BYTES * len(tables_used(qm))
     st = state_bytes(qm)
     io = io_bytes(qm, max_t)          # includes the static state rnnskip_io.c keeps

@@ -219,10 +219,9 @@ def fsdd_official(quick: bool) -> dict:
     res = {"meta": r["meta"]}
     k = 24 if quick else 100
     _log("FSDD official: run-time delta (tune on validation, convert test)")
-    _tune(p["model"], p["val"], p["train"], base / "delta_runtime.json")
-    res["runtime"] = _summarise(_convert(p["model"], p["test"], p["train"], base / "m4-runtime",
-                                         base / "delta_runtime.json", k))
-    res["runtime"]["tuning"] = read_json(str(base / "delta_runtime.json"))["tuning"]
+    dj = fsdd_thresholds(r)
+    res["runtime"] = _summarise(_convert(p["model"], p["test"], p["train"], base / "m4-runtime", dj, k))
+    res["runtime"]["tuning"] = read_json(str(dj))["tuning"]
     _log("FSDD official: delta-aware fine-tuning")
     from rnnskip.delta.train import run_delta_train
     seeds = []
@@ -276,8 +275,7 @@ def fsdd_loso(quick: bool) -> dict:
         r = train_fsdd(f"loso:{spk}")
         p, base = r["paths"], Path(r["dir"])
         _log(f"FSDD leave-one-speaker-out: {spk}")
-        _tune(p["model"], p["val"], p["train"], base / "delta_runtime.json")
-        rt = _golden_eval(p["model"], p["test"], p["train"], base / "delta_runtime.json")
+        rt = _golden_eval(p["model"], p["test"], p["train"], fsdd_thresholds(r))
         trained = base / "model_delta_trained.h5"
         if not trained.is_file():
             from rnnskip.delta.train import run_delta_train
@@ -323,13 +321,22 @@ def japanese_vowels(quick: bool) -> dict:
     return res
 
 
-# ---------------------------------------------------------------- SST-2
-def sst2(quick: bool) -> dict:
+# ---------------------------------------------------------------- run-time thresholds (shared)
+def fsdd_thresholds(r: dict) -> Path:
+    """The run-time delta thresholds of the FSDD model ``r`` (fsdd.train's result), tuned once on
+    its validation split (<model dir>/delta_runtime.json); also read by the boards section."""
+    p, dj = r["paths"], Path(r["dir"]) / "delta_runtime.json"
+    _tune(p["model"], p["val"], p["train"], dj)
+    return dj
+
+
+def sst2_thresholds() -> tuple:
+    """(the SST-2 model's paths, its run-time delta thresholds tuned once on the model's own
+    held-out validation rows: bench_out/delta/sst2_delta_runtime.json); also read by the boards section."""
     from rnnskip.datasets import Vocab, load_sst2, save_npz
 
     from .sst2_model import DEFAULT_CONFIG, _sst2_dir, train_sst2
-    base = Path(bench_out("sst2"))
-    paths = train_sst2(shared_data(), str(base), verbose=0)
+    paths = train_sst2(shared_data(), bench_out("sst2"), verbose=0)
     val = Path(bench_out("delta")) / "sst2_val.npz"
     if not val.is_file():   # the model's own held-out validation rows (same seed and fraction as training)
         vocab = Vocab.load(paths["vocab"])
@@ -337,9 +344,15 @@ def sst2(quick: bool) -> dict:
         perm = np.random.default_rng(0).permutation(len(tr))
         n_val = int(round(DEFAULT_CONFIG["val_fraction"] * len(tr)))
         save_npz(str(val), tr.subset(np.sort(perm[:n_val])).sample(1500, seed=1))
-    _log("SST-2: run-time delta")
     dj = Path(bench_out("delta")) / "sst2_delta_runtime.json"
     _tune(paths["model"], val, paths["train"], dj)
+    return paths, dj
+
+
+# ---------------------------------------------------------------- SST-2
+def sst2(quick: bool) -> dict:
+    _log("SST-2: run-time delta")
+    paths, dj = sst2_thresholds()
     res = _summarise(_convert(paths["model"], paths["dev"], paths["train"],
                               Path(bench_out("delta")) / "sst2-m4-runtime", dj, 60 if quick else 300))
     res["tuning"] = read_json(str(dj))["tuning"]

@@ -101,6 +101,27 @@ def _predictor(name: str, d: dict, ptype: str, rounds: int, max_loss, out: Path,
     return folder
 
 
+def train_predictor(name: str, d: dict, max_loss: float, out: Path, quick: bool, log=print) -> Path:
+    """The first predictor type this section trains (the quick run's rounds when ``quick``), by the
+    same cached path, so a section that needs it first and this one share one training; ``d``:
+    paths of model, train and val."""
+    return _predictor(name, d, TYPES[0], 1 if quick else ROUNDS, max_loss, out, log)
+
+
+def sst2_predictor(quick: bool, log=print) -> tuple:
+    """(folder, how it was chosen) of the SST-2 predictor other sections attach: this section's
+    primary predictor once a full run copied it to bench_out/sst2/predictor, else
+    :func:`train_predictor` at this section's SST-2 budget."""
+    primary = Path(bench_out("sst2")) / "predictor"
+    if (primary / "predictor.json").is_file():
+        return primary, "the skip section's primary predictor (bench_out/sst2/predictor)"
+    out = Path(bench_out("skip/sst2"))
+    folder = train_predictor("sst2", _sst2(out), SETS["sst2"]["max_loss"], out, quick, log)
+    return folder, (f"the skip section's {TYPES[0]} predictor ({1 if quick else ROUNDS} relabel round"
+                    f"{'s' if not quick and ROUNDS != 1 else ''}, {SETS['sst2']['max_loss']} point budget on its "
+                    "validation rows; a full skip run replaces it by its primary predictor)")
+
+
 # ---- one data set -----------------------------------------------------------------------
 
 def model_meta(model_path: str) -> dict:

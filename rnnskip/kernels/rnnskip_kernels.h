@@ -196,11 +196,32 @@ RNNSKIP_INLINE int32_t rnnskip_pre16(int32_t acc, int32_t m, int32_t ls)
     return rnnskip_sat16(rnnskip_requantize(acc, m, ls));
 }
 
+/* out[r] = act(rq(acc[r])) as int8, r < rows, for any activation: for tables the requantised
+ * value is Q3.12, the table gives Q0.15 and (out_mult, out_ls) map it to int8; linear/relu
+ * requantise straight to int8. Shared by the Dense and Conv1D layers. */
+RNNSKIP_INLINE void rnnskip_requantize_act_s8(const int32_t *acc,
+                                              const int32_t *mult,
+                                              int32_t ls,
+                                              int32_t rows,
+                                              int32_t act,
+                                              int32_t out_mult,
+                                              int32_t out_ls,
+                                              int8_t *out)
+{
+    const int16_t *lut = rnnskip_act_lut(act);
+    for (int32_t r = 0; r < rows; r++) {
+        int32_t v = rnnskip_requantize(acc[r], mult[r], ls);
+        if (lut) v = rnnskip_requantize(rnnskip_lut_q15(lut, rnnskip_sat16(v)), out_mult, out_ls);
+        v = rnnskip_sat8(v);
+        if (act == RNNSKIP_ACT_RELU && v < 0) v = 0;
+        out[r] = (int8_t)v;
+    }
+}
+
 /* ---- fully connected --------------------------------------------------------
- * out = act(rq(bias + w @ x)) as int8, any activation: for tables the requantised value is
- * Q3.12, the table gives Q0.15 and (out_mult, out_ls) map it to int8; linear/relu
- * requantise straight to int8. w int8 row-major; acc: int32 scratch [rows]; rows, cols
- * multiples of 4. Inlined so only the tables a model uses are linked. */
+ * out = act(rq(bias + w @ x)) as int8 (rnnskip_requantize_act_s8). w int8 row-major; acc:
+ * int32 scratch [rows]; rows, cols multiples of 4. Inlined so only the tables a model uses
+ * are linked. */
 RNNSKIP_INLINE void rnnskip_fully_connected_s8(const int8_t *x,
                                                const int8_t *w,
                                                const int32_t *bias,
@@ -214,16 +235,9 @@ RNNSKIP_INLINE void rnnskip_fully_connected_s8(const int8_t *x,
                                                int32_t *acc,
                                                int8_t *out)
 {
-    const int16_t *lut = rnnskip_act_lut(act);
     for (int32_t r = 0; r < rows; r++) acc[r] = bias[r];
     rnnskip_mat_vec_acc_s8(w, x, acc, rows, cols);
-    for (int32_t r = 0; r < rows; r++) {
-        int32_t v = rnnskip_requantize(acc[r], mult[r], ls);
-        if (lut) v = rnnskip_requantize(rnnskip_lut_q15(lut, rnnskip_sat16(v)), out_mult, out_ls);
-        v = rnnskip_sat8(v);
-        if (act == RNNSKIP_ACT_RELU && v < 0) v = 0;
-        out[r] = (int8_t)v;
-    }
+    rnnskip_requantize_act_s8(acc, mult, ls, rows, act, out_mult, out_ls, out);
 }
 
 /* ---- the streamed Conv1D front end (rnnskip_conv1d_s8.c) ------------------
@@ -278,15 +292,8 @@ RNNSKIP_INLINE void rnnskip_conv1d_s8(const int8_t *ring,
                                       int32_t *acc,
                                       int8_t *out)
 {
-    const int16_t *lut = rnnskip_act_lut(act);
     rnnskip_conv1d_acc_s8(ring, head, window, taps, dilation, cin, w, bias, cout, acc);
-    for (int32_t r = 0; r < cout; r++) {
-        int32_t v = rnnskip_requantize(acc[r], mult[r], ls);
-        if (lut) v = rnnskip_requantize(rnnskip_lut_q15(lut, rnnskip_sat16(v)), out_mult, out_ls);
-        v = rnnskip_sat8(v);
-        if (act == RNNSKIP_ACT_RELU && v < 0) v = 0;
-        out[r] = (int8_t)v;
-    }
+    rnnskip_requantize_act_s8(acc, mult, ls, cout, act, out_mult, out_ls, out);
 }
 
 /* Pooling over the whole ring (window frames of ch int8 each; the order of the frames does not

@@ -167,6 +167,36 @@ def test_delta_weights_counted_once(tmp_path):
     assert weights_bytes(qm) <= 1.1 * weights_bytes(with_delta(qm, None))
 
 
+def test_column_rows_odd_number_of_lines():
+    """Columns of 8+ 32-byte lines are stored as an odd number of lines; shorter ones as they are."""
+    from rnnskip.delta.codegen import column_rows
+    assert [column_rows(r) for r in (36, 224, 256, 260, 288, 384, 800)] == [36, 224, 288, 288, 288, 416, 800]
+
+
+@needs_arm
+def test_padded_columns_bitexact_and_fewer_d_cache_misses(tmp_path, monkeypatch):
+    """LSTM(64) on 32 features: 256-byte columns are stored as 288 bytes. Bit-exact on the STM32F746
+    (its 4-way 4 KiB D-cache), and the padded layout fills fewer flash lines than 256-byte columns."""
+    from rnnskip import boards
+    from rnnskip.delta import codegen
+    from rnnskip.report import stat_columns
+    ir, qm, ds = _setup("feat-lstm", (2, 2), seed=5, n=2, T=12, units=(64,), features=32)
+    _, t = boards.resolve(None, "stm32f746", None, "flash")
+    fills = {}
+    for name in ("padded", "power-of-two"):
+        if name == "power-of-two":
+            monkeypatch.setattr(codegen, "column_rows", lambda rows: rows)
+        generate(qm, tmp_path / name / "src", max_t=ds.x.shape[1])
+        src = (tmp_path / name / "src" / "rnnskip_weights.c").read_text()
+        assert f"rnnskip_l0_d_w[{(288 if name == 'padded' else 256) // 2 * 96}]" in src
+        fw = pipeline.build_target(tmp_path / name / "src", tmp_path / name / "fw", t, "dsp")
+        ev = pipeline.evaluate(ir, qm, ds, firmware=fw, emulator=Unicorn(t, traffic_sample=1, workers=1,
+                                                                          progress=False))
+        assert ev.device_checked == 2 and ev.device_mismatches == 0, ev.first_mismatch
+        fills[name] = stat_columns(ev.emu)["flash_line_fills"].sum()
+    assert fills["padded"] < fills["power-of-two"], fills
+
+
 @pytest.fixture(scope="module", params=CFGS)
 def built_cells(request, tmp_path_factory):
     """Cell threshold 3000 (pre-activation steps): these random models' sums move a lot

@@ -19,6 +19,23 @@ def pack_columns(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pack_paired(np.asarray(w, np.int8)).T, dtype="<i2")
 
 
+#: data-cache line the column stride is laid out for (the Cortex-M7's L1 line; twice the STM32F4 ART's)
+CACHE_LINE = 32
+
+
+def column_rows(rows: int) -> int:
+    """Stored bytes per column for ``rows`` int8 rows: columns of 8 or more cache lines are padded
+    to an odd number of lines (at most 1/8 more flash). A transmit list walks one line of every
+    transmitting column per row pass; with a power-of-two column stride those lines fall into a few
+    sets of a set-associative data cache and evict each other (the STM32F746's 4 KiB 4-way D-cache:
+    256-byte columns use 4 of its 32 sets), with an odd number of lines they spread over all sets.
+    The padding rows are never read."""
+    n = -(-int(rows) // CACHE_LINE)
+    if n < 8:
+        return int(rows)
+    return (n + (n % 2 == 0)) * CACHE_LINE
+
+
 def list_words(max_cols: int) -> int:
     """int32 words a transmit list needs for ``max_cols`` columns (+ the padding entry)."""
     return 3 * ((int(max_cols) + 2) // 2)
@@ -64,6 +81,7 @@ def delta_context(qm, spec):
     for i, (l, tx, th, tm) in enumerate(zip(qm.layers, spec.theta_x, spec.theta_h, spec.theta_m)):
         D = delta_layout(l)
         w, calls, merged = _layer(l, D)
+        w = np.pad(w, ((0, column_rows(w.shape[0]) - w.shape[0]), (0, 0)))
         p = f"rnnskip_l{i}_d"
         arrays.append((f"{p}_w", pack_columns(w), np.int16,
                        f"{l.name} delta: {l.in_p} input then {l.up} hidden columns of {w.shape[0]} rows, "

@@ -102,9 +102,10 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
             continue
         if pending is not None:
             if node.kind in (DENSE, RECURRENT):
-                fold = (support.fold_before_dense if node.kind == DENSE
-                        else cells.cell_of(node.value.kind).fold_input_affine)
-                fold(node.value, pending.value.scale, pending.value.shift)
+                for into in ([node.value] if node.kind == DENSE else node.value.directions()):
+                    fold = (support.fold_before_dense if node.kind == DENSE
+                            else cells.cell_of(into.kind).fold_input_affine)
+                    fold(into, pending.value.scale, pending.value.shift)
                 out.remove(pending)
                 _folded(pending, node, note_on=node)   # noted where the layer it went into is
                 pending = None
@@ -235,6 +236,14 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             if rnns and not rnns[-1].return_sequences:
                 raise LayerError(f"layer '{rnns[-1].name}' ({cells.cell_of(rnns[-1].kind).label}) feeds '{name}' "
                                  "but has return_sequences=False: the model config is inconsistent", rnns[-1].name)
+            if node.value.backward is not None:
+                if front:
+                    raise LayerError(f"layer '{name}' (Bidirectional) follows a Conv1D front end: rnnskip converts "
+                                     "Bidirectional layers without a front end", name)
+                if any(r.backward is not None for r in rnns):
+                    first = next(r.name for r in rnns if r.backward is not None)
+                    raise LayerError(f"layer '{name}' (Bidirectional) is the 2nd Bidirectional layer (after "
+                                     f"'{first}'): rnnskip converts one Bidirectional layer per model", name)
             rnns.append(node.value)
             seen_input_transform = True
             continue
@@ -277,6 +286,11 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                          "recurrent layer", unfolded_bn.name)
     if rnns[-1].return_sequences:
         per_step = True   # return_sequences=True at the output: one output per step
+    bidi = next((r for r in rnns if r.backward is not None), None)
+    if per_step and bidi is not None:
+        raise LayerError(f"layer '{bidi.name}' (Bidirectional) is in a model that returns one output per step, but "
+                         "its backward direction runs only at the end of the window: rnnskip converts Bidirectional "
+                         "models that return one output per sequence", bidi.name)
     if per_step and front:
         raise LayerError(f"layer '{rnns[-1].name}' returns one output per frame of the Conv1D front end, whose "
                          "frames are not the input's steps: rnnskip converts front-end models that return the last "
@@ -311,7 +325,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
         if r.input_dim != width:
             raise LayerError(f"layer '{r.name}' ({cells.cell_of(r.kind).label}) expects {r.input_dim} inputs "
                              f"but gets {width}: the file is inconsistent", r.name)
-        width = r.units
+        width = r.out_dim
     for d in head:
         if d.in_dim != width:
             raise LayerError(f"layer '{d.name}' (Dense) expects {d.in_dim} inputs but gets {width}: "

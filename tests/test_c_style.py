@@ -38,7 +38,7 @@ def _models():
     from test_frontend import front_ir  # the streamed Conv1D front end, flush included
     fir = front_ir("feat-lstm-gru")
     yield "frontend", quantize_on(fir, *random_data(fir, n=6, T=12, seed=1)), "portable"
-    from random_models import bidi_ir   # Bidirectional: into a later layer (delta), and last before the head
+    from random_models import bidi_ir  # Bidirectional: into a later layer; last before the head (and with delta)
     for name, (cfg, index, merge_mode) in {"bidi-concat": ("feat-lstm-gru", 0, "concat"),
                                            "bidi-mul-last": ("feat-mask-rnn-lstm", 1, "mul")}.items():
         bir = bidi_ir(cfg, index, merge_mode)

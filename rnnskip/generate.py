@@ -213,9 +213,12 @@ def _bidi_context(qm: QModel) -> Dict:
     that run per step, and the bytes of its forward output that start its merged output."""
     b = qm.bidi
     if b is None:
-        return {"bidi": None, "bidi_later": False, "streamed": len(qm.layers), "bidi_fwd_len": 0}
+        return {"bidi": None, "bidi_later": False, "bidi_seq": False, "streamed": len(qm.layers), "bidi_fwd_len": 0}
     fl = qm.layers[b]
-    return {"bidi": b, "bidi_later": b + 2 < len(qm.layers), "streamed": b + 1,
+    later = b + 2 < len(qm.layers)
+    return {"bidi": b, "bidi_later": later, "streamed": b + 1,
+            "bidi_seq": later or qm.per_step,   # its merged output kept per step
+            "bidi_step_len": qm.layers[-1].up if later else fl.merge_p,   # what rnnskip_output_step reads
             "bidi_fwd_len": fl.units if fl.merge_mode == "concat" else fl.up}
 
 

@@ -263,11 +263,14 @@ class FloatModel:
     def last_h(state: State) -> np.ndarray:
         return state[-1][0]
 
-    def windows(self, V: np.ndarray, ok: np.ndarray, track: Optional[List[dict]] = None) -> np.ndarray:
+    def windows(self, V: np.ndarray, ok: np.ndarray, track: Optional[List[dict]] = None,
+                sequence: bool = False) -> np.ndarray:
         """The head's input ``[N, D]`` for whole windows ``V`` ``[N, T, D]`` whose steps ``ok`` run, layer by layer
         as Keras runs them: a Bidirectional layer's backward direction over the valid steps in reverse, its outputs
-        re-aligned to time order and merged. ``track``: per direction of every layer in order (a Bidirectional's
-        forward then backward) a dict of max |state| over the steps that ran, updated in place."""
+        re-aligned to time order and merged (zeros at the steps that did not run, as Keras writes them).
+        ``sequence``: the last layer's outputs at every step ``[N, T, D]`` instead. ``track``: per direction of
+        every layer in order (a Bidirectional's forward then backward) a dict of max |state| over the steps that
+        ran, updated in place."""
         ok = np.asarray(ok, bool)
         N, T = ok.shape
         x_seq, flat, final = np.asarray(V, np.float64), 0, None
@@ -288,8 +291,9 @@ class FloatModel:
             if r.backward is None:
                 final, x_seq = outs[0]
             else:
-                final, x_seq = merge(r.merge_mode, outs[0][0], outs[1][0]), merge(r.merge_mode, outs[0][1], outs[1][1])
-        return final
+                final = merge(r.merge_mode, outs[0][0], outs[1][0])
+                x_seq = np.where(ok[..., None], merge(r.merge_mode, outs[0][1], outs[1][1]), 0.0)
+        return x_seq if sequence else final
 
     def head_out(self, x: np.ndarray) -> np.ndarray:
         """The head on its input ``x`` (after the final activation)."""
@@ -385,8 +389,8 @@ class FloatModel:
         if lengths is not None and not self.front:
             lengths = np.asarray(lengths).reshape(-1)
             ok = ok & (np.arange(T)[None, :] < lengths[:, None])
-        if self.bidi is not None:   # whole windows (the per-step output is refused with a Bidirectional layer)
-            return self.head_out(self.windows(V, ok))
+        if self.bidi is not None:   # whole windows
+            return self.head_out(self.windows(V, ok, sequence=self.ir.per_step))
         state = self.initial_state(N)
         seq = [] if self.ir.per_step else None
         for t in range(T):

@@ -116,10 +116,14 @@ def generated_mixed(d, n: int, seed: int, T: int = 9):
     return ir, qm, x, L
 
 
-def bidi_ir(config: str, index: int = 0, merge: str = "concat", seed: int = 0, **shape) -> ModelIR:
+def bidi_ir(config: str, index: int = 0, merge: str = "concat", seed: int = 0, per_step: bool = False,
+            **shape) -> ModelIR:
     """random_ir(config) with recurrent layer ``index`` made Bidirectional (a backward direction with its own
-    random weights, ``merge`` its merge_mode); with concat the layer after it reads both directions' units."""
+    random weights, ``merge`` its merge_mode); with concat the layer after it reads both directions' units.
+    ``per_step``: the last recurrent layer returns sequences and the head runs on every step."""
     ir = random_ir(config, seed=seed, **shape)
+    if per_step:
+        ir.rnn_layers[-1].return_sequences, ir.per_step = True, True
     rng = np.random.default_rng(seed + 100)
     r = ir.rnn_layers[index]
     r.backward = RNNLayer(kind=r.kind, units=r.units, kernel=rng.normal(0, 0.5, r.kernel.shape),

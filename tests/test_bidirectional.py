@@ -16,11 +16,13 @@ from rnnskip.generate import generate
 from rnnskip.quant.golden import GoldenModel
 from rnnskip.reference import FloatModel, merge
 
-# (random_models config, index of the Bidirectional layer, merge_mode)
-MODELS = [("feat-lstm-gru", 0, "concat"),              # into a GRU (return_sequences), input Dense
-          ("tok-lstm-gru-lstm-gru", 1, "mul"),         # in the middle of a 4-layer stack, Embedding(mask_zero)
-          ("feat-mask-rnn-lstm", 1, "sum"),            # the last recurrent layer, then the head; Masking
-          ("feat-gru-gru-v1", 0, "ave")]               # GRU reset_after=False (no delta: dense only)
+# (random_models config, index of the Bidirectional layer, merge_mode, one output per step)
+MODELS = [("feat-lstm-gru", 0, "concat", False),          # into a GRU (return_sequences), input Dense
+          ("tok-lstm-gru-lstm-gru", 1, "mul", False),     # in the middle of a 4-layer stack, Embedding(mask_zero)
+          ("feat-mask-rnn-lstm", 1, "sum", False),        # the last recurrent layer, then the head; Masking
+          ("feat-gru-gru-v1", 0, "ave", False),           # GRU reset_after=False (no delta: dense only)
+          ("feat-mask-gru", 0, "sum", True),              # per-step head on it (zeros at masked steps)
+          ("tok-lstm-gru-lstm-gru", 2, "concat", True)]   # per-step head after a later layer
 
 
 def _delta(qm, theta: int):
@@ -30,14 +32,15 @@ def _delta(qm, theta: int):
 
 
 @needs_arm
-@pytest.mark.parametrize("cfg,index,merge_mode", MODELS)
-def test_bidirectional_bitexact_dense_and_delta(cfg, index, merge_mode, tmp_path):
-    """Golden = host build = emulated Cortex-M4 firmware, outputs and step flags, dense and with delta
-    thresholds on every layer, both directions of the Bidirectional one included."""
+@pytest.mark.parametrize("cfg,index,merge_mode,per_step", MODELS)
+def test_bidirectional_bitexact_dense_and_delta(cfg, index, merge_mode, per_step, tmp_path):
+    """Golden = host build = emulated Cortex-M4 firmware, outputs (per step too) and step flags, dense and with
+    delta thresholds on every layer, both directions of the Bidirectional one included."""
     from rnnskip import targets
     from rnnskip.emulators.unicorn import Unicorn
-    ir = bidi_ir(cfg, index, merge_mode)
+    ir = bidi_ir(cfg, index, merge_mode, per_step=per_step)
     x, L = random_data(ir, n=8, T=11, seed=3)
+    y = np.zeros(x.shape[:2] if per_step else len(x), np.int64)
     dense = quantize_on(ir, x, L)
     variants = [("dense", dense)]
     if cfg != "feat-gru-gru-v1":   # GRU reset_after=False takes no delta thresholds
@@ -50,7 +53,7 @@ def test_bidirectional_bitexact_dense_and_delta(cfg, index, merge_mode, tmp_path
         generate(qm, src, max_t=x.shape[1])
         so = pipeline.build_host(src, src.parent / "host")
         fw = pipeline.build_target(src, src.parent / "fw", t, "dsp")
-        ev = pipeline.evaluate(ir, qm, dataset(x, L), host_so=so, firmware=fw,
+        ev = pipeline.evaluate(ir, qm, dataset(x, L, y), host_so=so, firmware=fw,
                                emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
         assert ev.host_mismatches == 0 and ev.device_mismatches == 0, (name, ev.first_mismatch)
         assert ev.device_checked == len(x)
@@ -111,12 +114,12 @@ def test_skip_predictor_is_refused_in_one_line():
 def test_fit_estimate_counts_the_window_buffer():
     from rnnskip.quant.model import pad4
     from rnnskip.targets.fit import state_bytes
-    for cfg, index, merge_mode in MODELS:
-        ir = bidi_ir(cfg, index, merge_mode)
+    for cfg, index, merge_mode, per_step in MODELS:
+        ir = bidi_ir(cfg, index, merge_mode, per_step=per_step)
         x, L = random_data(ir, n=4, T=6)
         qm = quantize_on(ir, x, L)
         fl = qm.layers[qm.bidi]
         later = qm.bidi + 2 < len(qm.layers)
-        per_step = fl.in_p + (fl.merge_p if later else 0)
-        assert state_bytes(qm, 100) - state_bytes(qm, 50) == 50 * per_step, cfg
+        step = fl.in_p + (fl.merge_p if later or per_step else 0) + (qm.layers[-1].up if later and per_step else 0)
+        assert state_bytes(qm, 100) - state_bytes(qm, 50) == 50 * step, cfg
         assert fl.merge_p == (pad4(2 * fl.units) if merge_mode == "concat" else fl.up)

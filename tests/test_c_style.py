@@ -43,6 +43,10 @@ def _models():
                                            "bidi-mul-last": ("feat-mask-rnn-lstm", 1, "mul")}.items():
         bir = bidi_ir(cfg, index, merge_mode)
         yield name, quantize_on(bir, *random_data(bir, n=6, T=7, seed=1)), "portable"
+    for name, (cfg, index, merge_mode) in {"bidi-per-step-last": ("feat-mask-gru", 0, "ave"),
+                                           "bidi-per-step-later": ("feat-lstm-gru", 0, "concat")}.items():
+        pir = bidi_ir(cfg, index, merge_mode, per_step=True)
+        yield name, quantize_on(pir, *random_data(pir, n=6, T=7, seed=1)), "portable"
     bq = quantize_on(bir, *random_data(bir, n=6, T=7, seed=1))
     yield "bidi-delta", with_delta(bq, DeltaSpec([2] * 3, [1] * 3)), "portable"
     from test_skip_device import random_predictor

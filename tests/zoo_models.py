@@ -321,10 +321,14 @@ BIDI_CASES: List[Case] = [
          lambda k: [_bi(k, _L(k).LSTM(4), backward_layer=_L(k).LSTM(4, go_backwards=True, activation="relu"),
                         name="bidi_bw"), _L(k).Dense(2)],
          gens=("k3",), refused=["'bidi_bw'", "(Bidirectional)", "backward_layer", "activation"]),
-    Case("refuse_bidi_per_step", "Bidirectional", "return_sequences=True at the output (per-step head)",
-         lambda k: [_bi(k, _L(k).LSTM(4, return_sequences=True), name="bidi_seq"),
-                    _L(k).TimeDistributed(_L(k).Dense(2))],
-         gens=("k2",), refused=["'bidi_seq'", "Bidirectional", "one output per sequence"]),
+    Case("bidi_per_step_head", "Bidirectional", "LSTM return_sequences=True, merge_mode=ave, "
+         "TimeDistributed(Dense softmax) per step, Masking",
+         lambda k: [_L(k).Masking(0.0), _bi(k, _L(k).LSTM(4, return_sequences=True), merge_mode="ave"),
+                    _L(k).TimeDistributed(_L(k).Dense(3, activation="softmax"))], mask_value=0.0),
+    Case("bidi_seq_gru_per_step", "Bidirectional", "GRU return_sequences=True (concat) into a "
+         "GRU(return_sequences=True), per-step regression, Embedding(mask_zero=True)",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _bi(k, _L(k).GRU(4, return_sequences=True)),
+                    _L(k).GRU(3, return_sequences=True), _L(k).Dense(2)], tokens=True, functional=True),
     Case("refuse_bidi_elu", "Bidirectional", "SimpleRNN activation=elu (the wrapped layer's refusal)",
          lambda k: [_bi(k, _L(k).SimpleRNN(4, activation="elu"), name="bidi_elu"), _L(k).Dense(2)],
          gens=("k3",), refused=["'bidi_elu'", "activation='elu'"]),

@@ -24,8 +24,8 @@ from rnnskip.converter.ir import ConvLayer, DenseLayer, EmbeddingInput, PoolLaye
 from rnnskip.converter.keras_graph import MODEL_CLASSES, KerasLayer, activation_name
 from rnnskip.errors import RnnskipError
 
-SUPPORTED_SUMMARY = (f"rnnskip converts Embedding/Dense/Conv1D input, stacked recurrent layers ({cells.labels()}) "
-                     "and a Dense head")
+SUPPORTED_SUMMARY = (f"rnnskip converts Embedding/Dense/Conv1D input, stacked recurrent layers ({cells.labels()}; "
+                     "one may be Bidirectional) and a Dense head")
 
 # Node kinds: what the passes see of a layer.
 INPUT = "input"            # InputLayer: nothing to compute

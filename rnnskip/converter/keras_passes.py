@@ -286,11 +286,6 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                          "recurrent layer", unfolded_bn.name)
     if rnns[-1].return_sequences:
         per_step = True   # return_sequences=True at the output: one output per step
-    bidi = next((r for r in rnns if r.backward is not None), None)
-    if per_step and bidi is not None:
-        raise LayerError(f"layer '{bidi.name}' (Bidirectional) is in a model that returns one output per step, but "
-                         "its backward direction runs only at the end of the window: rnnskip converts Bidirectional "
-                         "models that return one output per sequence", bidi.name)
     if per_step and front:
         raise LayerError(f"layer '{rnns[-1].name}' returns one output per frame of the Conv1D front end, whose "
                          "frames are not the input's steps: rnnskip converts front-end models that return the last "

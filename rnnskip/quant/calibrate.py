@@ -111,6 +111,6 @@ def _calibrate_windows(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, r: R
         if r.features == 0.0:
             raise RnnskipError("calibration data is constant zero; rnnskip needs representative inputs to set int8 "
                                "ranges")
-    _head_ranges(ir, r, fm.windows(V, ok, track=r.states))
+    _head_ranges(ir, r, fm.windows(V, ok, track=r.states, sequence=ir.per_step))
     r.sequences = len(x)
     return r

@@ -208,6 +208,10 @@ class GoldenModel:
         last = self.qm.layers[-1]
         y = merge(self.qm.layers[-2], state[-2]["h8"], state[-1]["h8"]) if last.direction == "backward" \
             else state[-1]["h8"]
+        return self.head(y)
+
+    def head(self, y: np.ndarray) -> np.ndarray:
+        """The head on the last layer's int8 output ``y`` ``[N, width]``: int16 logits ``[N, output_dim]``."""
         for i, d in enumerate(self.qm.head):
             y = dense(d, y, final=(i == len(self.qm.head) - 1))
         return y[:, : self.qm.output_dim]
@@ -315,16 +319,24 @@ class GoldenModel:
             ran[:, t] = run
             if collect is not None:
                 collect(t, state, run)
-        ys = np.zeros((N, T, fl.merge_p), np.int64)
+        ys = np.zeros((N, T, fl.merge_p), np.int64)   # the merged outputs (zero where the step did not run)
         for t in range(T - 1, -1, -1):              # rnnskip_finish: the backward direction, the steps in reverse
             if ran[:, t].any():
                 state = self._step_rows(state, xs[:, t], ran[:, t], b + 1, b + 2)
-                ys[:, t] = merge(fl, hs[:, t], state[b + 1]["h8"])
+                ys[ran[:, t], t] = merge(fl, hs[:, t], state[b + 1]["h8"])[ran[:, t]]
+        seq = []   # per-step models: the head after each step (rnnskip_output_step)
         if b + 2 < len(qm.layers):                  # then the later layers on the merged outputs, in time order
             for t in range(T):
                 if ran[:, t].any():
                     state = self._step_rows(state, ys[:, t], ran[:, t], b + 2, len(qm.layers))
+                if qm.per_step:   # a step that did not run repeats the output before it
+                    seq.append(self.head(state[-1]["h8"]))
+        elif qm.per_step:   # Keras' Bidirectional outputs zeros at the steps that did not run
+            seq = [self.head(ys[:, t]) for t in range(T)]
         self.final_state = state
+        if qm.per_step:
+            out = np.stack(seq, axis=1) if seq else np.zeros((N, 0, qm.output_dim), np.int64)
+            return out, ran.astype(np.uint8)
         return self.output(state), ran.astype(np.uint8)
 
     def _step_rows(self, state: List[dict], xin: np.ndarray, run: np.ndarray, lo: int = 0,

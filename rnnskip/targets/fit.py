@@ -38,14 +38,17 @@ _CBYTES = {"int8_t": 1, "int16_t": 2, "int32_t": 4}
 
 
 def bidi_bytes(qm, max_t: int) -> int:
-    """A Bidirectional layer's window buffer for ``max_t`` steps (``bidi_x``, and ``bidi_y`` when layers follow it,
-    else ``bidi_out``) and its step count; 0 without one."""
+    """A Bidirectional layer's window buffer for ``max_t`` steps (``bidi_x``; ``bidi_y`` when layers follow it or the
+    model outputs per step; ``bidi_h`` when both; ``bidi_out`` when it is the last) and its step count; 0 without
+    one."""
     b = qm.bidi
     if b is None:
         return 0
     fl = qm.layers[b]
     later = b + 2 < len(qm.layers)
-    return _a4(max_t * fl.in_p) + (_a4(max_t * fl.merge_p) if later else _a4(fl.merge_p)) + 4
+    n = _a4(max_t * fl.in_p) + (_a4(max_t * fl.merge_p) if later or qm.per_step else 0)
+    n += _a4(max_t * qm.layers[-1].up) if later and qm.per_step else 0    # bidi_h
+    return n + (0 if later else _a4(fl.merge_p)) + 4
 
 
 def state_bytes(qm, max_t: int = 0) -> int:

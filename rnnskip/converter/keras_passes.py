@@ -163,14 +163,15 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
 
     The grammar (no-ops and InputLayer anywhere)::
 
-        model  := front recurrent [recurrent] head
+        model  := front recurrent+ head
         front  := Embedding                        token ids
                 | [Masking] [Dense]                float features, at most one per-step Dense
                 | (Conv1D | MaxPooling1D | AveragePooling1D)+   a streamed front end
+        recurrent := LSTM | GRU | SimpleRNN | RNN(cell) | Bidirectional(one of them)   at most one Bidirectional
         head   := Dense*                           softmax only on the last
 
-    and: an Embedding or Masking comes first; a second recurrent layer needs the first to
-    return sequences; a Dense head on a recurrent layer that returns sequences runs on
+    and: an Embedding or Masking comes first; a recurrent layer after another needs that one to
+    return sequences; no Bidirectional layer with a front end; a Dense head on a recurrent layer that returns sequences runs on
     every step (one output per step, as with ``return_sequences=True`` at the output); the
     per-step Dense is not softmax; every layer's input width is the width before it; the
     declared input shape, if any, is ``[batch, time, features]`` or token ids.

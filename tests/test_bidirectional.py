@@ -109,6 +109,11 @@ def test_skip_predictor_is_refused_in_one_line():
     assert "\n" not in msg and "'lstm_0' is Bidirectional" in msg and "--delta" in msg
     with pytest.raises(RnnskipError, match="'lstm_0' is Bidirectional"):
         FloatModel(ir).step(FloatModel(ir).initial_state(), np.zeros(ir.input_dim))
+    from rnnskip.skip.convert import SkipSetup  # --predictor / --skip auto: before any file is read
+    for options in ({"predictor": "no_such_dir"}, {"skip": "auto"}):
+        with pytest.raises(RnnskipError) as e:
+            SkipSetup.from_options(ir, log=lambda *_: None, **options)
+        assert str(e.value) == msg
 
 
 def test_fit_estimate_counts_the_window_buffer():

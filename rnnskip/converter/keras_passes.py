@@ -171,10 +171,11 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
         head   := Dense*                           softmax only on the last
 
     and: an Embedding or Masking comes first; a recurrent layer after another needs that one to
-    return sequences; no Bidirectional layer with a front end; a Dense head on a recurrent layer that returns sequences runs on
-    every step (one output per step, as with ``return_sequences=True`` at the output); the
-    per-step Dense is not softmax; every layer's input width is the width before it; the
-    declared input shape, if any, is ``[batch, time, features]`` or token ids.
+    return sequences; no Bidirectional layer with a front end; a Dense head on a recurrent layer
+    that returns sequences runs on every step (one output per step, as with
+    ``return_sequences=True`` at the output); the per-step Dense is not softmax; every layer's
+    input width is the width before it; the declared input shape, if any, is
+    ``[batch, time, features]`` or token ids.
     ``notes``: what the handlers and folds noted, in chain order.
     """
     embedding = None

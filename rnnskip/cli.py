@@ -169,7 +169,8 @@ def import_cmd(model, out):
     click.echo(f"{ir.name}: {'tokens' if ir.is_token_model else 'features'} -> "
                + "".join(f"Conv1D({f.out_dim}, {f.taps}, {f.padding}) -> " if hasattr(f, "kernel")
                          else f"{f.kind.capitalize()}Pooling1D({f.pool_size}) -> " for f in front)
-               + " -> ".join(f"{l.kind.upper()}({l.units})" for l in ir.rnn_layers)
+               + " -> ".join(f"Bidirectional({l.kind.upper()}({l.units}), {l.merge_mode})" if l.backward is not None
+                             else f"{l.kind.upper()}({l.units})" for l in ir.rnn_layers)
                + "".join(f" -> Dense({d.out_dim}, {d.activation})" for d in ir.head)
                + f"; {ir.params():,} params, {ir.macs_per_step():,} MAC/step")
     for n in ir.notes:

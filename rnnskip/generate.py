@@ -206,12 +206,28 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
         "headers": headers, "kernels": kernels, "layout": layout, "matvec_fn": matvec_fn,
         "wtype": "int16_t" if layout == "paired" else "int8_t",
         "acc_rows": max(l.acc_rows for l in qm.layers),
-        "out_len": qm.head[-1].rows if qm.head else qm.layers[-1].up,
+        "out_len": qm.head[-1].rows if qm.head else qm.layers[-1].merge_p if qm.layers[-1].direction else
+        qm.layers[-1].up,
+        **_bidi_context(qm),
         "head_scratch": max(head_rows) if head_rows else 0,
         **_feature_literals(qm), "output_scale_f": _f32_literal(qm.output_scale),
         "arrays": _arrays(qm, layout),
         **_front_context(qm),
     }
+
+
+def _bidi_context(qm: QModel) -> Dict:
+    """A Bidirectional layer: its forward direction's index (None: none), whether layers follow it, the layers
+    that run per step, and the bytes of its forward output that start its merged output."""
+    b = qm.bidi
+    if b is None:
+        return {"bidi": None, "bidi_later": False, "bidi_seq": False, "streamed": len(qm.layers), "bidi_fwd_len": 0}
+    fl = qm.layers[b]
+    later = b + 2 < len(qm.layers)
+    return {"bidi": b, "bidi_later": later, "streamed": b + 1,
+            "bidi_seq": later or qm.per_step,   # its merged output kept per step
+            "bidi_step_len": qm.layers[-1].up if later else fl.merge_p,   # what rnnskip_output_step reads
+            "bidi_fwd_len": fl.units if fl.merge_mode == "concat" else fl.up}
 
 
 def _front_context(qm: QModel) -> Dict:

@@ -60,7 +60,7 @@ class Inspection:
 
 def _placeholder_ranges(ir):
     from .quant.calibrate import Ranges
-    states = [{k: 1.0 for k in cell_of(l.kind).float_state} for l in ir.rnn_layers]
+    states = [{k: 1.0 for k in cell_of(d.kind).float_state} for l in ir.rnn_layers for d in l.directions()]
     front = [] if ir.is_token_model else ir.input.front
     return Ranges(features=1.0, input_dense=1.0, states=states, head=[1.0] * len(ir.head), sequences=0,
                   front=[1.0] * len(front))

@@ -26,7 +26,8 @@ def per_step(qm_or_ir) -> bool:
 
 def row_len(qm) -> int:
     """int16 values per output row on the device (padded)."""
-    return qm.head[-1].rows if qm.head else qm.layers[-1].up
+    last = qm.layers[-1]   # a Bidirectional layer's backward direction: its merged output
+    return qm.head[-1].rows if qm.head else last.merge_p if last.direction else last.up
 
 
 def io_out_len(qm, T: int) -> int:

@@ -121,6 +121,13 @@ def front_layer(f, x: np.ndarray) -> np.ndarray:
     return win.max(axis=-1) if f.kind == "max" else win.mean(axis=-1)
 
 
+def merge(mode: str, f: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Keras ``Bidirectional``'s merge of the forward and backward outputs."""
+    if mode == "concat":
+        return np.concatenate([f, b], axis=-1)
+    return {"sum": f + b, "ave": (f + b) / 2, "mul": f * b}[mode]
+
+
 class FloatModel:
     """Float64 numpy evaluation of a ModelIR with explicit recurrent state."""
 
@@ -142,6 +149,9 @@ class FloatModel:
         self.front = [] if self.is_token_model else list(ir.input.front)
         self.layers = [_RNN(r) for r in ir.rnn_layers]
         self.head = [_Dense(d) for d in ir.head]
+        # a Bidirectional layer: its backward direction runs over whole windows (``windows``)
+        self.bidi = ir.bidirectional
+        self.backward = {i: _RNN(r.backward) for i, r in enumerate(ir.rnn_layers) if r.backward is not None}
 
     # ---- per-step input -------------------------------------------------
     def _ids(self, x):
@@ -232,8 +242,15 @@ class FloatModel:
         """One step of RNN layer ``index`` alone (input ``x``)."""
         return self.layers[index].step(layer_state, np.asarray(x, np.float64))
 
+    def _no_bidi(self):
+        if self.bidi is not None:
+            raise RnnskipError(f"layer '{self.ir.rnn_layers[self.bidi].name}' is Bidirectional: its backward direction "
+                               "runs over whole windows, so the step-by-step float model does not apply "
+                               "(docs/bidirectional.md)")
+
     def step(self, state: State, v_t) -> State:
         """One time step through all RNN layers; returns a new state list."""
+        self._no_bidi()
         x = np.asarray(v_t, np.float64)
         new = []
         for layer, st in zip(self.layers, state):
@@ -245,6 +262,46 @@ class FloatModel:
     @staticmethod
     def last_h(state: State) -> np.ndarray:
         return state[-1][0]
+
+    def windows(self, V: np.ndarray, ok: np.ndarray, track: Optional[List[dict]] = None,
+                sequence: bool = False) -> np.ndarray:
+        """The head's input ``[N, D]`` for whole windows ``V`` ``[N, T, D]`` whose steps ``ok`` run, layer by layer
+        as Keras runs them: a Bidirectional layer's backward direction over the valid steps in reverse, its outputs
+        re-aligned to time order and merged (zeros at the steps that did not run, as Keras writes them).
+        ``sequence``: the last layer's outputs at every step ``[N, T, D]`` instead. ``track``: per direction of
+        every layer in order (a Bidirectional's forward then backward) a dict of max |state| over the steps that
+        ran, updated in place."""
+        ok = np.asarray(ok, bool)
+        N, T = ok.shape
+        x_seq, flat, final = np.asarray(V, np.float64), 0, None
+        for i, (r, layer) in enumerate(zip(self.ir.rnn_layers, self.layers)):
+            outs = []
+            for lay, steps in [(layer, range(T))] + ([(self.backward[i], range(T - 1, -1, -1))] if i in self.backward
+                                                     else []):
+                st, hs = lay.zero_state(N), np.zeros((N, T, lay.units))
+                for t in steps:
+                    m = ok[:, t]
+                    st = tuple(np.where(m[:, None], a, b) for a, b in zip(lay.step(st, x_seq[:, t]), st))
+                    if track is not None and m.any():
+                        for k, part in zip(track[flat], st):
+                            track[flat][k] = max(track[flat][k], float(np.abs(part[m]).max()))
+                    hs[:, t] = st[0]
+                flat += 1
+                outs.append((st[0], hs))
+            if r.backward is None:
+                final, x_seq = outs[0]
+            else:
+                final = merge(r.merge_mode, outs[0][0], outs[1][0])
+                x_seq = np.where(ok[..., None], merge(r.merge_mode, outs[0][1], outs[1][1]), 0.0)
+        return x_seq if sequence else final
+
+    def head_out(self, x: np.ndarray) -> np.ndarray:
+        """The head on its input ``x`` (after the final activation)."""
+        if not self.head:
+            return x
+        for d in self.head[:-1]:
+            x = d.act(d.pre(x))
+        return self.head[-1].act(self.head[-1].pre(x))
 
     # ---- head ----------------------------------------------------------
     def logits(self, state: State) -> np.ndarray:
@@ -307,7 +364,7 @@ class FloatModel:
         """Model output for one sequence (``[out]``); steps at and after
         ``length`` are ignored, masked steps carry the state unchanged.
         Per-step models (``ir.per_step``) give ``[T, out]``."""
-        if self.ir.per_step:
+        if self.ir.per_step or self.bidi is not None:
             return self.predict(np.asarray(x_seq)[None], None if length is None else [length])[0]
         return self.readout(self.final_state(x_seq, length))
 
@@ -332,6 +389,8 @@ class FloatModel:
         if lengths is not None and not self.front:
             lengths = np.asarray(lengths).reshape(-1)
             ok = ok & (np.arange(T)[None, :] < lengths[:, None])
+        if self.bidi is not None:   # whole windows
+            return self.head_out(self.windows(V, ok, sequence=self.ir.per_step))
         state = self.initial_state(N)
         seq = [] if self.ir.per_step else None
         for t in range(T):

@@ -205,7 +205,8 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
         "variant": variant,
         "model": {
             "type": "+".join(l.kind for l in ir.rnn_layers),
-            "layers": [{"name": l.name, "kind": l.kind, "units": l.units, "input_dim": l.input_dim}
+            "layers": [{"name": l.name, "kind": l.kind, "units": l.units, "input_dim": l.input_dim,
+                        **({"bidirectional": l.merge_mode} if l.backward is not None else {})}
                        for l in ir.rnn_layers],
             "input": "tokens" if ir.is_token_model else "features",
             "params": ir.params(),

@@ -38,6 +38,17 @@ def _models():
     from test_frontend import front_ir  # the streamed Conv1D front end, flush included
     fir = front_ir("feat-lstm-gru")
     yield "frontend", quantize_on(fir, *random_data(fir, n=6, T=12, seed=1)), "portable"
+    from random_models import bidi_ir  # Bidirectional: into a later layer; last before the head (and with delta)
+    for name, (cfg, index, merge_mode) in {"bidi-concat": ("feat-lstm-gru", 0, "concat"),
+                                           "bidi-mul-last": ("feat-mask-rnn-lstm", 1, "mul")}.items():
+        bir = bidi_ir(cfg, index, merge_mode)
+        yield name, quantize_on(bir, *random_data(bir, n=6, T=7, seed=1)), "portable"
+    for name, (cfg, index, merge_mode) in {"bidi-per-step-last": ("feat-mask-gru", 0, "ave"),
+                                           "bidi-per-step-later": ("feat-lstm-gru", 0, "concat")}.items():
+        pir = bidi_ir(cfg, index, merge_mode, per_step=True)
+        yield name, quantize_on(pir, *random_data(pir, n=6, T=7, seed=1)), "portable"
+    bq = quantize_on(bir, *random_data(bir, n=6, T=7, seed=1))
+    yield "bidi-delta", with_delta(bq, DeltaSpec([2] * 3, [1] * 3)), "portable"
     from test_skip_device import random_predictor
 
     from rnnskip.skip.qpredictor import quantize_predictor

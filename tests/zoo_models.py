@@ -194,9 +194,6 @@ CASES: List[Case] = [
     Case("refuse_elu_rnn", "SimpleRNN", "activation=elu",
          lambda k: [_L(k).SimpleRNN(4, activation="elu", name="rnn_elu"), _L(k).Dense(2)],
          gens=("k3",), refused=["'rnn_elu'", "(SimpleRNN)", "activation='elu'"]),
-    Case("refuse_bidirectional", "Bidirectional", "Bidirectional(LSTM)",
-         lambda k: [_L(k).Bidirectional(_L(k).LSTM(4), name="bidi"), _L(k).Dense(2)],
-         gens=("k2",), refused=["'bidi'", "(Bidirectional)", "not supported"]),
     Case("refuse_bn_time_axis", "BatchNormalization", "axis=1 (time axis)",
          lambda k: [_L(k).BatchNormalization(axis=1, name="bn_time"), _L(k).LSTM(4), _L(k).Dense(2)],
          gens=("k2",), fixed_t=True, refused=["'bn_time'", "(BatchNormalization)", "axis"]),
@@ -291,6 +288,61 @@ FRONTEND_CASES: List[Case] = [
          gens=("k2",), refused=["'sep_conv'", "(SeparableConv1D)", "not supported"]),
 ]
 CASES += FRONTEND_CASES
+
+
+def _bi(k, inner, **kw):
+    return _L(k).Bidirectional(inner, **kw)
+
+
+# Bidirectional (issue 20 item 3): the forward direction streams, the backward one runs over the buffered window
+# at the end (docs/bidirectional.md); masked rows are post-, pre-padded and holed as above
+BIDI_CASES: List[Case] = [
+    Case("bidi_lstm_concat", "Bidirectional", "LSTM, merge_mode=concat, softmax head",
+         lambda k: [_bi(k, _L(k).LSTM(5)), _L(k).Dense(3, activation="softmax")]),
+    Case("bidi_gru_sum_masking", "Bidirectional", "GRU, merge_mode=sum, Masking (post/pre-padded, holed rows)",
+         lambda k: [_L(k).Masking(0.0), _bi(k, _L(k).GRU(4), merge_mode="sum"), _L(k).Dense(2)],
+         functional=True, mask_value=0.0),
+    Case("bidi_lstm_ave_tokens", "Bidirectional", "LSTM, merge_mode=ave, Embedding(mask_zero=True)",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _bi(k, _L(k).LSTM(4), merge_mode="ave"),
+                    _L(k).Dense(1, activation="sigmoid")], tokens=True),
+    Case("bidi_gru_mul", "Bidirectional", "GRU(reset_after=False), merge_mode=mul",
+         lambda k: [_bi(k, _L(k).GRU(5, reset_after=False), merge_mode="mul"), _L(k).Dense(3, activation="softmax")],
+         functional=True),
+    Case("bidi_seq_into_lstm", "Bidirectional", "GRU return_sequences=True (concat) feeding an LSTM, Masking",
+         lambda k: [_L(k).Masking(0.0), _bi(k, _L(k).GRU(4, return_sequences=True)), _L(k).LSTM(5),
+                    _L(k).Dense(2, activation="softmax")], mask_value=0.0),
+    Case("bidi_stack_middle", "Bidirectional", "stack: LSTM -> Bidirectional(LSTM, sum, return_sequences) -> GRU, "
+         "Embedding(mask_zero=True)",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _L(k).LSTM(5, return_sequences=True),
+                    _bi(k, _L(k).LSTM(4, return_sequences=True), merge_mode="sum"), _L(k).GRU(4),
+                    _L(k).Dense(3, activation="softmax")], tokens=True, functional=True),
+    Case("bidi_rnn_mul_seq", "Bidirectional", "SimpleRNN, merge_mode=mul, return_sequences=True into a SimpleRNN",
+         lambda k: [_bi(k, _L(k).SimpleRNN(4, return_sequences=True), merge_mode="mul"), _L(k).SimpleRNN(3),
+                    _L(k).Dense(1)]),
+    Case("refuse_bidi_merge_none", "Bidirectional", "merge_mode=None",
+         lambda k: [_bi(k, _L(k).LSTM(4), merge_mode=None, name="bidi_none")],
+         gens=("k3",), refused=["'bidi_none'", "(Bidirectional)", "merge_mode=None"]),
+    Case("refuse_bidi_backward_layer", "Bidirectional", "backward_layer with other options",
+         lambda k: [_bi(k, _L(k).LSTM(4), backward_layer=_L(k).LSTM(4, go_backwards=True, activation="relu"),
+                        name="bidi_bw"), _L(k).Dense(2)],
+         gens=("k3",), refused=["'bidi_bw'", "(Bidirectional)", "backward_layer", "activation"]),
+    Case("bidi_per_step_head", "Bidirectional", "LSTM return_sequences=True, merge_mode=ave, "
+         "TimeDistributed(Dense softmax) per step, Masking",
+         lambda k: [_L(k).Masking(0.0), _bi(k, _L(k).LSTM(4, return_sequences=True), merge_mode="ave"),
+                    _L(k).TimeDistributed(_L(k).Dense(3, activation="softmax"))], mask_value=0.0),
+    Case("bidi_seq_gru_per_step", "Bidirectional", "GRU return_sequences=True (concat) into a "
+         "GRU(return_sequences=True), per-step regression, Embedding(mask_zero=True)",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _bi(k, _L(k).GRU(4, return_sequences=True)),
+                    _L(k).GRU(3, return_sequences=True), _L(k).Dense(2)], tokens=True, functional=True),
+    Case("refuse_bidi_elu", "Bidirectional", "SimpleRNN activation=elu (the wrapped layer's refusal)",
+         lambda k: [_bi(k, _L(k).SimpleRNN(4, activation="elu"), name="bidi_elu"), _L(k).Dense(2)],
+         gens=("k3",), refused=["'bidi_elu'", "activation='elu'"]),
+    Case("refuse_bidi_twice", "Bidirectional", "two Bidirectional layers",
+         lambda k: [_bi(k, _L(k).GRU(4, return_sequences=True)), _bi(k, _L(k).GRU(4), name="bidi_2nd"),
+                    _L(k).Dense(2)],
+         gens=("k2",), refused=["'bidi_2nd'", "(Bidirectional)", "one Bidirectional layer"]),
+]
+CASES += BIDI_CASES
 
 GEN_COLUMNS = [("legacy", "h5", "Keras 2.0–2.3 / tf.keras 1.x .h5"), ("k2", "h5", "tf_keras 2 .h5"),
                ("k2", "keras", "tf_keras 2 .keras"), ("k3", "keras", "Keras 3 .keras"), ("k3", "h5", "Keras 3 .h5")]

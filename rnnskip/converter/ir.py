@@ -181,10 +181,23 @@ class RNNLayer:
     return_sequences: bool = False
     options: dict = field(default_factory=dict)
     name: str = "rnn"
+    #: Keras ``Bidirectional``: the backward direction (same kind and options, its own weights; it
+    #: runs the valid steps in reverse) and how the two outputs merge (concat | sum | ave | mul)
+    backward: Optional["RNNLayer"] = None
+    merge_mode: str = ""
 
     @property
     def input_dim(self) -> int:
         return int(self.kernel.shape[0])
+
+    @property
+    def out_dim(self) -> int:
+        """Width of the layer's output (a Bidirectional concat: both directions side by side)."""
+        return 2 * self.units if self.backward is not None and self.merge_mode == "concat" else int(self.units)
+
+    def directions(self) -> list:
+        """The layer's recurrent weights sets: itself, then its backward direction if any."""
+        return [self] if self.backward is None else [self, self.backward]
 
 
 @stage_data
@@ -207,13 +220,18 @@ class ModelIR:
         return isinstance(self.input, EmbeddingInput)
 
     @property
+    def bidirectional(self) -> Optional[int]:
+        """The index of the Bidirectional recurrent layer (None without one)."""
+        return next((i for i, r in enumerate(self.rnn_layers) if r.backward is not None), None)
+
+    @property
     def input_dim(self) -> int:
         """Width of the per-step vector entering the first RNN layer."""
         return self.input.dim
 
     @property
     def output_dim(self) -> int:
-        return self.head[-1].out_dim if self.head else self.rnn_layers[-1].units
+        return self.head[-1].out_dim if self.head else self.rnn_layers[-1].out_dim
 
     @property
     def output_activation(self) -> str:
@@ -227,7 +245,7 @@ class ModelIR:
             n += self.input.dense.kernel.size + self.input.dense.bias.size
         if not self.is_token_model:
             n += sum(c.kernel.size + c.bias.size for c in self.input.front if isinstance(c, ConvLayer))
-        for r in self.rnn_layers:
+        for r in (d for l in self.rnn_layers for d in l.directions()):
             n += r.kernel.size + r.recurrent_kernel.size + r.bias.size
         for d in self.head:
             n += d.kernel.size + d.bias.size
@@ -239,7 +257,7 @@ class ModelIR:
         n = 0
         if isinstance(self.input, FeatureInput) and self.input.dense is not None:
             n += self.input.dense.kernel.size
-        for r in self.rnn_layers:
+        for r in (d for l in self.rnn_layers for d in l.directions()):
             n += r.kernel.size + r.recurrent_kernel.size
         return int(n)
 
@@ -258,7 +276,7 @@ def weights_fingerprint(ir: "ModelIR") -> str:
     (not the file), so files made for one model are not used with another of the same shape."""
     import hashlib
     h = hashlib.sha256()
-    for l in ir.rnn_layers:
+    for l in (d for r in ir.rnn_layers for d in r.directions()):
         for a in (l.kernel, l.recurrent_kernel, l.bias):
             h.update(np.ascontiguousarray(np.asarray(a, np.float32)).tobytes())
     return h.hexdigest()

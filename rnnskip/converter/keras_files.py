@@ -196,6 +196,14 @@ class WeightStore:
         """The shapes of the layer's stored arrays (without reading them)."""
         return [tuple(ds.shape) for _, ds in self.datasets(layer)]
 
+    def direction(self, layer: KerasLayer, which: str) -> "WeightStore":
+        """A ``Bidirectional`` wrapper's ``forward`` or ``backward`` layer's weights, as a store
+        whose ``datasets`` are that direction's only."""
+        return _Arrays(self._direction(layer, which), self.positional)
+
+    def _direction(self, layer: KerasLayer, which: str) -> list:
+        raise NotImplementedError
+
     def by_role(self, layer: KerasLayer, roles: List[str]) -> Dict[str, np.ndarray]:
         """The layer's arrays as ``roles`` (by name, else by position); one-line refusal
         when they are missing or their number differs."""
@@ -215,6 +223,16 @@ class WeightStore:
                 f"layer '{layer.name}' ({layer.class_name}) stores {len(got)} weight arrays, expected "
                 f"{len(roles)} ({', '.join(roles)}): unsupported layer variant (quantized or custom?)")
         return {r: arr for r, (_, arr) in zip(roles, got)}
+
+
+class _Arrays(WeightStore):
+    """A fixed list of ``(role, dataset)``, whatever layer is asked for."""
+
+    def __init__(self, arrays: list, positional: bool):
+        self.arrays, self.positional = arrays, positional
+
+    def datasets(self, layer):
+        return self.arrays
 
 
 def _basename_role(name: str) -> str:
@@ -238,6 +256,15 @@ class _H5LegacyWeights(WeightStore):
             names = []
             lg.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
         return [(_basename_role(n), lg[n]) for n in names]
+
+    def _direction(self, layer, which):
+        # weight names like 'bidi/forward_lstm/lstm_cell/kernel:0' (both generations)
+        if layer.name not in self.group or "weight_names" not in self.group[layer.name].attrs:
+            return []
+        lg = self.group[layer.name]
+        names = [_attr_str(n) for n in lg.attrs["weight_names"]]
+        return [(_basename_role(n), lg[n]) for n in names
+                if any(part.startswith(f"{which}_") for part in n.split("/"))]
 
 
 def _snake(name: str) -> str:
@@ -294,6 +321,13 @@ class _KerasV3Weights(WeightStore):
         out: list = []
         if g is not None:
             self._collect(g, out)
+        return out
+
+    def _direction(self, layer, which):
+        g = self._group_for(layer.name)
+        out: list = []
+        if g is not None and f"{which}_layer" in g:
+            self._collect(g[f"{which}_layer"], out)
         return out
 
     def _collect(self, g, out):

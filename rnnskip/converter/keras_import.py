@@ -59,7 +59,8 @@ def parse_model_file(path) -> ModelIR:
 
 def check_supported(ir: ModelIR) -> None:
     """Refuse IR features that later stages don't implement yet, and unusable weights."""
-    for r in ir.rnn_layers:   # each recurrent layer's activations, as its cell's int8 kernel implements them
+    # each recurrent layer's activations (both directions of a Bidirectional), as its cell's int8 kernel implements them
+    for r in (d for l in ir.rnn_layers for d in l.directions()):
         msg = cells.cell_of(r.kind).activation_refusal(r)
         if msg:
             raise LayerError(msg, r.name)

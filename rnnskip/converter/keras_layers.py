@@ -24,8 +24,8 @@ from rnnskip.converter.ir import ConvLayer, DenseLayer, EmbeddingInput, PoolLaye
 from rnnskip.converter.keras_graph import MODEL_CLASSES, KerasLayer, activation_name
 from rnnskip.errors import RnnskipError
 
-SUPPORTED_SUMMARY = (f"rnnskip converts Embedding/Dense/Conv1D input, stacked recurrent layers ({cells.labels()}) "
-                     "and a Dense head")
+SUPPORTED_SUMMARY = (f"rnnskip converts Embedding/Dense/Conv1D input, stacked recurrent layers ({cells.labels()}; "
+                     "one may be Bidirectional) and a Dense head")
 
 # Node kinds: what the passes see of a layer.
 INPUT = "input"            # InputLayer: nothing to compute
@@ -497,6 +497,68 @@ class RecurrentHandler(LayerHandler):
         return Node(layer, RECURRENT, rnn, notes=notes, status="converted")
 
 
+MERGE_MODES = ("concat", "sum", "ave", "mul")
+#: config keys a Bidirectional's backward layer may differ in from its forward layer
+_DIRECTION_KEYS = ("name", "go_backwards", "trainable", "dtype", "seed")
+_TRAINING_SUFFIXES = ("_initializer", "_regularizer", "_constraint")   # training only
+
+
+class BidirectionalHandler(LayerHandler):
+    """``Bidirectional`` around a recurrent layer: the forward direction streams step by step, the
+    backward one runs over the buffered window at the end (docs/bidirectional.md)."""
+    classes = ("Bidirectional",)
+
+    @staticmethod
+    def _inner(layer: KerasLayer):
+        inner = layer.inner("layer")
+        handler = HANDLERS.get(inner.class_name) if inner is not None else None
+        return inner, handler if isinstance(handler, RecurrentHandler) else None
+
+    def refusals(self, layer):
+        name, cfg = layer.name, layer.config
+        inner, handler = self._inner(layer)
+        if handler is None:
+            return [f"layer '{name}' (Bidirectional of {inner.display if inner else '?'}) is not supported: rnnskip "
+                    f"converts Bidirectional around a recurrent layer ({cells.labels()})"]
+        out = []
+        merge = cfg.get("merge_mode", "concat")
+        if merge not in MERGE_MODES:
+            out.append(f"layer '{name}' (Bidirectional) has merge_mode={merge!r}: rnnskip supports merge_mode "
+                       f"{', '.join(MERGE_MODES)} (one output per step or sequence)")
+        backward = layer.inner("backward_layer")
+        if backward is not None:
+            differ = sorted(k for k in set(inner.config) | set(backward.config) if k not in _DIRECTION_KEYS
+                            and not k.endswith(_TRAINING_SUFFIXES) and inner.config.get(k) != backward.config.get(k))
+            if backward.class_name != inner.class_name or differ:
+                what = f"class {backward.display}" if backward.class_name != inner.class_name else ", ".join(differ)
+                out.append(f"layer '{name}' (Bidirectional) has a backward_layer that differs from its forward layer "
+                           f"({what}): rnnskip converts a backward layer of the same class and options")
+        if inner.config.get("go_backwards"):
+            out.append(f"layer '{name}' (Bidirectional) wraps a layer with go_backwards=True: rnnskip converts "
+                       "Bidirectional around a forward layer")
+        out += [m.replace(f"layer '{inner.name}'", f"layer '{name}'")
+                for m in handler.refusals(inner) + handler.kernel_refusals(inner)]
+        return out
+
+    def options(self, layer):
+        inner, handler = self._inner(layer)
+        head = f"merge_mode={layer.config.get('merge_mode', 'concat')}"
+        return _join([head, handler.options(inner)]) if handler is not None else head
+
+    def title(self, layer):
+        inner = layer.inner("layer")
+        return f"Bidirectional({inner.display if inner else '?'})"
+
+    def build(self, layer, weights):
+        inner, handler = self._inner(layer)
+        nodes = [handler.build(inner, weights.direction(layer, which)) for which in ("forward", "backward")]
+        forward, backward = (n.value for n in nodes)
+        forward.name, backward.name = layer.name, f"{layer.name}_backward"
+        forward.backward, forward.merge_mode = backward, layer.config.get("merge_mode", "concat")
+        notes = [note.replace(f"'{inner.name}'", f"'{layer.name}'") for note in nodes[0].notes]
+        return Node(layer, RECURRENT, forward, notes=notes, status="converted (bidirectional)")
+
+
 # --------------------------------------------------------------------------
 # everything else
 
@@ -538,7 +600,7 @@ def _register(handler: LayerHandler) -> None:
 
 for _handler in (InputLayerHandler(), NoopHandler(), EmbeddingHandler(), MaskingHandler(), DenseHandler(),
                  TimeDistributedHandler(), ActivationHandler(), BatchNormalizationHandler(),
-                 Conv1DHandler(), Pooling1DHandler(), RecurrentHandler("RNN")):
+                 Conv1DHandler(), Pooling1DHandler(), RecurrentHandler("RNN"), BidirectionalHandler()):
     _register(_handler)
 for _cell in cells.CELLS.values():
     for _cls in _cell.keras_classes:

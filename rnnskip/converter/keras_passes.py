@@ -102,9 +102,10 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
             continue
         if pending is not None:
             if node.kind in (DENSE, RECURRENT):
-                fold = (support.fold_before_dense if node.kind == DENSE
-                        else cells.cell_of(node.value.kind).fold_input_affine)
-                fold(node.value, pending.value.scale, pending.value.shift)
+                for into in ([node.value] if node.kind == DENSE else node.value.directions()):
+                    fold = (support.fold_before_dense if node.kind == DENSE
+                            else cells.cell_of(into.kind).fold_input_affine)
+                    fold(into, pending.value.scale, pending.value.shift)
                 out.remove(pending)
                 _folded(pending, node, note_on=node)   # noted where the layer it went into is
                 pending = None
@@ -162,17 +163,19 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
 
     The grammar (no-ops and InputLayer anywhere)::
 
-        model  := front recurrent [recurrent] head
+        model  := front recurrent+ head
         front  := Embedding                        token ids
                 | [Masking] [Dense]                float features, at most one per-step Dense
                 | (Conv1D | MaxPooling1D | AveragePooling1D)+   a streamed front end
+        recurrent := LSTM | GRU | SimpleRNN | RNN(cell) | Bidirectional(one of them)   at most one Bidirectional
         head   := Dense*                           softmax only on the last
 
-    and: an Embedding or Masking comes first; a second recurrent layer needs the first to
-    return sequences; a Dense head on a recurrent layer that returns sequences runs on
-    every step (one output per step, as with ``return_sequences=True`` at the output); the
-    per-step Dense is not softmax; every layer's input width is the width before it; the
-    declared input shape, if any, is ``[batch, time, features]`` or token ids.
+    and: an Embedding or Masking comes first; a recurrent layer after another needs that one to
+    return sequences; no Bidirectional layer with a front end; a Dense head on a recurrent layer
+    that returns sequences runs on every step (one output per step, as with
+    ``return_sequences=True`` at the output); the per-step Dense is not softmax; every layer's
+    input width is the width before it; the declared input shape, if any, is
+    ``[batch, time, features]`` or token ids.
     ``notes``: what the handlers and folds noted, in chain order.
     """
     embedding = None
@@ -235,6 +238,14 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             if rnns and not rnns[-1].return_sequences:
                 raise LayerError(f"layer '{rnns[-1].name}' ({cells.cell_of(rnns[-1].kind).label}) feeds '{name}' "
                                  "but has return_sequences=False: the model config is inconsistent", rnns[-1].name)
+            if node.value.backward is not None:
+                if front:
+                    raise LayerError(f"layer '{name}' (Bidirectional) follows a Conv1D front end: rnnskip converts "
+                                     "Bidirectional layers without a front end", name)
+                if any(r.backward is not None for r in rnns):
+                    first = next(r.name for r in rnns if r.backward is not None)
+                    raise LayerError(f"layer '{name}' (Bidirectional) is the 2nd Bidirectional layer (after "
+                                     f"'{first}'): rnnskip converts one Bidirectional layer per model", name)
             rnns.append(node.value)
             seen_input_transform = True
             continue
@@ -311,7 +322,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
         if r.input_dim != width:
             raise LayerError(f"layer '{r.name}' ({cells.cell_of(r.kind).label}) expects {r.input_dim} inputs "
                              f"but gets {width}: the file is inconsistent", r.name)
-        width = r.units
+        width = r.out_dim
     for d in head:
         if d.in_dim != width:
             raise LayerError(f"layer '{d.name}' (Dense) expects {d.in_dim} inputs but gets {width}: "

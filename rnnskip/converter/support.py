@@ -155,8 +155,9 @@ def check_finite(ir) -> None:
         for c in ir.input.front:
             if hasattr(c, "kernel"):
                 arrays += [(c.name, c.name, c.kernel), (c.name, c.name, c.bias)]
-    for r in ir.rnn_layers:
-        arrays += [(r.name, r.name, r.kernel), (r.name, r.name, r.recurrent_kernel), (r.name, r.name, r.bias)]
+    for l in ir.rnn_layers:
+        for r in l.directions():
+            arrays += [(r.name, l.name, r.kernel), (r.name, l.name, r.recurrent_kernel), (r.name, l.name, r.bias)]
     for i, d in enumerate(ir.head):
         name = getattr(d, "name", f"dense {i}")
         arrays += [(name, name, d.kernel), (name, name, d.bias)]

@@ -38,6 +38,7 @@ class FloatDeltaModel:
                  theta_m: Optional[Sequence[Optional[float]]] = None):
         check_supported(ir.rnn_layers)
         self.fm = FloatModel(ir)
+        self.fm._no_bidi()   # the float delta model runs step by step
         self.ir = ir
         self.theta_x = [float(t) for t in theta_x]
         self.theta_h = [float(t) for t in theta_h]

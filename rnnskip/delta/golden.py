@@ -211,7 +211,9 @@ def effective_macs(qm, stats: dict, layouts: Optional[List[DeltaLayout]] = None)
     in_dense = 0
     if qm.input_dense is not None:
         in_dense = int(qm.input_dense.out_dim * qm.features)
-    dims = [qm.layers[-1].units] + [d.out_dim for d in qm.head]
+    last = qm.layers[-1]   # a Bidirectional layer's backward direction: the head reads the merged output
+    concat = last.direction == "backward" and qm.layers[-2].merge_mode == "concat"
+    dims = [last.units * (2 if concat else 1)] + [d.out_dim for d in qm.head]
     head = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
     dense = head + steps * (in_dense + sum(l.in_dim * D.macs_x + l.units * D.macs_h
                                            for l, D in zip(qm.layers, layouts)))

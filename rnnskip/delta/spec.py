@@ -43,7 +43,7 @@ THETA_M_MAX = 65536
 def model_signature(ir) -> dict:
     return {"name": ir.name,
             "layers": [{"kind": l.kind, "units": int(l.units), "input_dim": int(l.input_dim)}
-                       for l in ir.rnn_layers],
+                       for r in ir.rnn_layers for l in r.directions()],
             "weights_sha256": weights_fingerprint(ir)}
 
 
@@ -182,10 +182,12 @@ class DeltaSpec:
 
     def check_model(self, ir, where: str = "delta thresholds") -> None:
         """Refuse thresholds written for another model (one line)."""
-        check_supported(ir.rnn_layers)
-        if self.layers != len(ir.rnn_layers):
+        layers = [d for l in ir.rnn_layers for d in l.directions()]   # a Bidirectional layer: both directions
+        check_supported(layers)
+        if self.layers != len(layers):
             raise RnnskipError(f"{where} has thresholds for {self.layers} recurrent layer(s) but model '{ir.name}' "
-                               f"has {len(ir.rnn_layers)}; run 'rnnskip delta-tune' on this model")
+                               f"has {len(layers)} (a Bidirectional layer counts its two directions); run "
+                               "'rnnskip delta-tune' on this model")
         sig = self.model or {}
         want = model_signature(ir)
         if sig.get("layers") and sig["layers"] != want["layers"]:

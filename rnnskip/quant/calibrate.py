@@ -62,8 +62,11 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
     if len(x) == 0:
         raise RnnskipError("calibration data is empty; pass --data (or --calib) with at least one sequence")
     front = [] if ir.is_token_model else ir.input.front
-    r = Ranges(states=[{k: 0.0 for k in cell_of(l.kind).float_state} for l in ir.rnn_layers],
+    # one entry per direction: a Bidirectional layer's forward, then its backward
+    r = Ranges(states=[{k: 0.0 for k in cell_of(d.kind).float_state} for l in ir.rnn_layers for d in l.directions()],
                head=[0.0] * len(ir.head), front=[0.0] * len(front))
+    if ir.bidirectional is not None:
+        return _calibrate_windows(ir, fm, x, lengths, r)
     it = tqdm(range(len(x)), desc="calibrate", unit="seq", disable=not progress, leave=False)
     for n in it:
         seq = x[n][: int(lengths[n])]
@@ -93,4 +96,21 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
     r.sequences = len(x)
     if isinstance(ir.input, FeatureInput) and r.features == 0.0:
         raise RnnskipError("calibration data is constant zero; rnnskip needs representative inputs to set int8 ranges")
+    return r
+
+
+def _calibrate_windows(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, r: Ranges) -> Ranges:
+    """:func:`calibrate` of a model with a Bidirectional layer: whole windows (``FloatModel.windows``)."""
+    V, ok = fm.frames(x, lengths)
+    if isinstance(ir.input, FeatureInput):
+        X = np.asarray(x, np.float64)
+        if ok.any():
+            r.features = float(np.abs(X[ok]).max())
+            if ir.input.dense is not None:
+                r.input_dense = float(np.abs(V[ok]).max())
+        if r.features == 0.0:
+            raise RnnskipError("calibration data is constant zero; rnnskip needs representative inputs to set int8 "
+                               "ranges")
+    _head_ranges(ir, r, fm.windows(V, ok, track=r.states, sequence=ir.per_step))
+    r.sequences = len(x)
     return r

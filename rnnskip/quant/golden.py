@@ -48,6 +48,20 @@ def avg_pool(window: np.ndarray) -> np.ndarray:
     return np.sign(total) * ((np.abs(total) + n // 2) // n)
 
 
+def merge(l, f: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """rnnskip_merge_*_s8: a Bidirectional layer's int8 outputs ``f``, ``b`` ``[N, up]`` (one scale s) merged as
+    its ``merge_mode`` says (scales in ``quantize.merge_scale``): concat ``[f | b]`` (real units side by side, padded
+    to ``merge_p``); sum and ave ``(f + b) / 2`` (scale 2s and s); mul ``f * b / 127`` (scale 127 s^2, saturated); both
+    divisions round half away from zero (C's truncating division on ``|v| + d/2``)."""
+    if l.merge_mode == "concat":
+        out = np.zeros((len(f), l.merge_p), np.int64)
+        out[:, : l.units] = f[:, : l.units]
+        out[:, l.units: 2 * l.units] = b[:, : l.units]
+        return out
+    v, d = (f * b, 127) if l.merge_mode == "mul" else (f + b, 2)
+    return fp.sat8(np.sign(v) * ((np.abs(v) + d // 2) // d))   # only -128 * -128 / 127 saturates
+
+
 class FrontEnd:
     """The streamed front end of :class:`GoldenModel` (``rnnskip_front`` in the C): per layer a ring of
     its last ``window`` int8 input frames (zeros before the first) and a countdown to the next
@@ -173,18 +187,31 @@ class GoldenModel:
         x = self.step_input(xin)
         return self._step_rows(state, x, np.ones(len(x), bool) if run is None else np.asarray(run, bool))
 
-    def _layers(self, state: List[dict], x: np.ndarray) -> List[dict]:
-        """Every layer, every row; ``x``: :meth:`step_input`."""
-        new = []
-        for i, s in enumerate(state):
-            ns = self.layer_step(i, s, x)
-            new.append({**s, **ns})
+    def _layers(self, state: List[dict], x: np.ndarray, lo: int = 0, hi: Optional[int] = None) -> List[dict]:
+        """Layers ``lo .. hi - 1`` (default: every one; with a Bidirectional layer those up to its forward
+        direction), every row; ``x``: layer ``lo``'s input (:meth:`step_input` for layer 0)."""
+        hi = self._streamed() if hi is None else hi
+        new = list(state)
+        for i in range(lo, hi):
+            ns = self.layer_step(i, state[i], x)
+            new[i] = {**state[i], **ns}
             x = ns["h8"]
         return new
 
+    def _streamed(self) -> int:
+        """The layers that run as steps arrive: all, or those up to a Bidirectional's forward direction."""
+        b = self.qm.bidi
+        return len(self.qm.layers) if b is None else b + 1
+
     def output(self, state: List[dict]) -> np.ndarray:
         """int16 logits ``[N, output_dim]`` (int8 h of the last layer when there is no head)."""
-        y = state[-1]["h8"]
+        last = self.qm.layers[-1]
+        y = merge(self.qm.layers[-2], state[-2]["h8"], state[-1]["h8"]) if last.direction == "backward" \
+            else state[-1]["h8"]
+        return self.head(y)
+
+    def head(self, y: np.ndarray) -> np.ndarray:
+        """The head on the last layer's int8 output ``y`` ``[N, width]``: int16 logits ``[N, output_dim]``."""
         for i, d in enumerate(self.qm.head):
             y = dense(d, y, final=(i == len(self.qm.head) - 1))
         return y[:, : self.qm.output_dim]
@@ -204,6 +231,8 @@ class GoldenModel:
         x = np.asarray(x)
         if self.qm.front:
             return self._run_front(x, lengths, collect)
+        if self.qm.bidi is not None:
+            return self._run_bidi(x, lengths, collect)
         N, T = x.shape[:2]
         dev = self.device_inputs(x)
         ran = self.valid_steps(x) & (np.arange(T)[None, :] < np.asarray(lengths)[:, None])
@@ -264,14 +293,62 @@ class GoldenModel:
         self.final_state = state
         return self.output(state), flags
 
-    def _step_rows(self, state: List[dict], xin: np.ndarray, run: np.ndarray) -> List[dict]:
-        """One step for the rows where ``run``; the others keep their state (as the C does)."""
+    def _run_bidi(self, x: np.ndarray, lengths: np.ndarray, collect=None):
+        """:meth:`run` of a model with a Bidirectional layer (``rnnskip_step`` and ``rnnskip_finish``): the layers
+        up to its forward direction run step by step, the forward direction's inputs (and, when it returns
+        sequences, its outputs) are buffered per step that ran; at the end the backward direction runs over the
+        buffered steps in reverse, each merged with the forward output of its step, and the later layers run
+        over the merged outputs in time order."""
+        qm = self.qm
+        b, fl = qm.bidi, qm.layers[qm.bidi]
+        N, T = x.shape[:2]
+        dev = self.device_inputs(x)
+        ran = self.valid_steps(x) & (np.arange(T)[None, :] < np.asarray(lengths)[:, None])
+        state = self.initial_state(N)
+        xs = np.zeros((N, T, fl.in_p), np.int64)    # the forward direction's input at each step
+        hs = np.zeros((N, T, fl.up), np.int64)      # its output
+        for t in range(T):
+            run = ran[:, t]
+            if run.any():
+                xin = self.step_input(dev[:, t])
+                for m in self.methods:
+                    run &= ~m.golden_skip(self, xin, state)
+                state = self._step_rows(state, xin, run)
+                xs[:, t] = xin if b == 0 else state[b - 1]["h8"]
+                hs[:, t] = state[b]["h8"]
+            ran[:, t] = run
+            if collect is not None:
+                collect(t, state, run)
+        ys = np.zeros((N, T, fl.merge_p), np.int64)   # the merged outputs (zero where the step did not run)
+        for t in range(T - 1, -1, -1):              # rnnskip_finish: the backward direction, the steps in reverse
+            if ran[:, t].any():
+                state = self._step_rows(state, xs[:, t], ran[:, t], b + 1, b + 2)
+                ys[ran[:, t], t] = merge(fl, hs[:, t], state[b + 1]["h8"])[ran[:, t]]
+        seq = []   # per-step models: the head after each step (rnnskip_output_step)
+        if b + 2 < len(qm.layers):                  # then the later layers on the merged outputs, in time order
+            for t in range(T):
+                if ran[:, t].any():
+                    state = self._step_rows(state, ys[:, t], ran[:, t], b + 2, len(qm.layers))
+                if qm.per_step:   # a step that did not run repeats the output before it
+                    seq.append(self.head(state[-1]["h8"]))
+        elif qm.per_step:   # Keras' Bidirectional outputs zeros at the steps that did not run
+            seq = [self.head(ys[:, t]) for t in range(T)]
+        self.final_state = state
+        if qm.per_step:
+            out = np.stack(seq, axis=1) if seq else np.zeros((N, 0, qm.output_dim), np.int64)
+            return out, ran.astype(np.uint8)
+        return self.output(state), ran.astype(np.uint8)
+
+    def _step_rows(self, state: List[dict], xin: np.ndarray, run: np.ndarray, lo: int = 0,
+                   hi: Optional[int] = None) -> List[dict]:
+        """One step (of layers ``lo .. hi - 1``) for the rows where ``run``; the others keep their state
+        (as the C does)."""
         if run.all():
-            return self._layers(state, xin)
+            return self._layers(state, xin, lo, hi)
         idx = np.flatnonzero(run)
         if not len(idx):
             return state
-        sub = self._layers([{k: v[idx] for k, v in s.items()} for s in state], xin[idx])
+        sub = self._layers([{k: v[idx] for k, v in s.items()} for s in state], xin[idx], lo, hi)
         out = []
         for s, ns in zip(state, sub):
             s = {k: v.copy() for k, v in s.items()}

@@ -165,6 +165,15 @@ class QRNN:
     recurrent_activation: Optional[str] = "sigmoid"
     options: dict = field(default_factory=dict)
     name: str = "rnn"
+    #: a Keras Bidirectional layer's two directions, next to each other in ``QModel.layers``: "forward"
+    #: (``merge_mode`` set: how the two int8 outputs merge) then "backward"; "" for any other layer
+    direction: str = ""
+    merge_mode: str = ""
+
+    @property
+    def merge_p(self) -> int:
+        """Padded width of a Bidirectional layer's merged output (concat: both directions' units)."""
+        return pad4(2 * self.units) if self.merge_mode == "concat" else self.up
 
     @property
     def acc_rows(self) -> int:
@@ -209,6 +218,11 @@ class QModel:
     methods: list = field(default_factory=list)
     #: where the calibration data came from: {"source": path or note, "sequences": n} (for report.json)
     calibration: dict = field(default_factory=dict)
+
+    @property
+    def bidi(self) -> Optional[int]:
+        """The index in ``layers`` of a Bidirectional layer's forward direction (its backward one is next)."""
+        return next((i for i, l in enumerate(self.layers) if l.direction == "forward"), None)
 
     def all_mats(self):
         dense = ([self.input_dense] if self.input_dense else []) + [f.dense for f in self.front if isinstance(f, QConv)]

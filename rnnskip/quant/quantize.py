@@ -83,6 +83,13 @@ def quantize_front(front: list, x_scale: float, ranges: list) -> list:
     return out
 
 
+def merge_scale(l) -> float:
+    """The scale of a Bidirectional layer's merged int8 output (``golden.merge``): concat and ave keep the
+    directions' scale, sum halves its values (scale 2s), mul divides the product by 127 (scale 127 s^2)."""
+    s = l.h_scale
+    return {"concat": s, "ave": s, "sum": 2 * s, "mul": 127 * s * s}[l.merge_mode]
+
+
 def quantize_rnn(layer, x_scale: float, in_p: int, ranges: dict):
     """One recurrent layer, by its cell kind (``rnnskip/cells/``); ``ranges``: its calibrated state ranges."""
     cell = cell_of(layer.kind)
@@ -123,10 +130,21 @@ def _quantize(ir: ModelIR, ranges: Ranges) -> QModel:
             qm.front = quantize_front(inp.front, x_scale, ranges.front)
             x_scale = qm.front[-1].out_scale
     in_p = qm.in_p
-    for layer, rs in zip(ir.rnn_layers, ranges.states):
-        q = quantize_rnn(layer, x_scale, in_p, rs)
-        qm.layers.append(q)
-        x_scale, in_p = q.h_scale, q.up
+    states = iter(ranges.states)   # one per direction
+    for layer in ir.rnn_layers:
+        if layer.backward is None:
+            q = quantize_rnn(layer, x_scale, in_p, next(states))
+            qm.layers.append(q)
+            x_scale, in_p = q.h_scale, q.up
+            continue
+        # Bidirectional: both directions on one int8 output scale, so the merge is integer arithmetic
+        rf, rb = next(states), next(states)
+        h = max(rf["h"], rb["h"])
+        qf = quantize_rnn(layer, x_scale, in_p, {**rf, "h": h})
+        qb = quantize_rnn(layer.backward, x_scale, in_p, {**rb, "h": h})
+        qf.direction, qf.merge_mode, qb.direction = "forward", layer.merge_mode, "backward"
+        qm.layers += [qf, qb]
+        x_scale, in_p = merge_scale(qf), qf.merge_p
     for i, d in enumerate(ir.head):
         final = i == len(ir.head) - 1
         q = quantize_dense(d, x_scale, in_p, ranges.head[i], final=final)
@@ -135,5 +153,5 @@ def _quantize(ir: ModelIR, ranges: Ranges) -> QModel:
     qm.output_dim = ir.output_dim
     qm.output_activation = ir.output_activation
     qm.per_step = bool(ir.per_step)
-    qm.output_scale = x_scale if ir.head else qm.layers[-1].h_scale
+    qm.output_scale = x_scale
     return qm

@@ -81,6 +81,9 @@ class SkipSetup(MethodSetup):
                                "not both")
         if skip not in (None, "auto", "off", "none"):
             raise RnnskipError(f"--skip '{skip}' is unknown; use --skip auto (or --predictor DIR)")
+        if ir.bidirectional is not None:
+            from .qpredictor import bidirectional_refusal
+            raise RnnskipError(bidirectional_refusal(ir.rnn_layers[ir.bidirectional].name))
         if ptype is not None and ptype not in TYPES:
             raise RnnskipError(f"unknown --type '{ptype}'; choose one of {', '.join(TYPES)}")
         s = cls(predictor_dir=predictor, auto=skip == "auto", train_path=train, val_path=val, max_loss=max_loss,
@@ -346,6 +349,9 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     inputs = (model, train, val, calib)
     check_replaceable(out, "predictor.json", inputs=inputs)   # before the training, not after it
     ir = import_model(model)
+    if ir.bidirectional is not None:
+        from .qpredictor import bidirectional_refusal
+        raise RnnskipError(bidirectional_refusal(ir.rnn_layers[ir.bidirectional].name))
     features.check_classifier(ir)
     tr = load_npz(str(train), ir)
     va = load_npz(str(val), ir, labels=max_disagreement is None)

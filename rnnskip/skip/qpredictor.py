@@ -149,8 +149,17 @@ def _score_thr(q: QPredictor, threshold: float) -> int:
     return int(min(max(v, fp.INT32_MIN), fp.INT32_MAX))
 
 
+def bidirectional_refusal(name: str) -> str:
+    """Why a model with a Bidirectional layer takes no skip predictor (docs/bidirectional.md)."""
+    return (f"layer '{name}' is Bidirectional: rnnskip does not skip steps of Bidirectional models (its backward "
+            "direction and the layers after it run over the whole window at the end, so a skipped step would save "
+            "only its forward direction); use delta thresholds (--delta) instead")
+
+
 def check_compatible(p: FloatPredictor, qm: QModel, where: str = "the predictor") -> None:
     """One-line error when a predictor was trained for another model's shapes."""
+    if qm.bidi is not None:
+        raise RnnskipError(bidirectional_refusal(qm.layers[qm.bidi].name))
     units = [l.units for l in qm.layers]
     if p.in_dim != qm.in_dim or list(p.units) != units:
         raise RnnskipError(

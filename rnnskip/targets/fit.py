@@ -37,9 +37,24 @@ class SizeEstimate:
 _CBYTES = {"int8_t": 1, "int16_t": 2, "int32_t": 4}
 
 
-def state_bytes(qm) -> int:
-    """sizeof(rnnskip_state_t) as the template lays it out (upper bound: every member 4-aligned)."""
-    n = 0
+def bidi_bytes(qm, max_t: int) -> int:
+    """A Bidirectional layer's window buffer for ``max_t`` steps (``bidi_x``; ``bidi_y`` when layers follow it or the
+    model outputs per step; ``bidi_h`` when both; ``bidi_out`` when it is the last) and its step count; 0 without
+    one."""
+    b = qm.bidi
+    if b is None:
+        return 0
+    fl = qm.layers[b]
+    later = b + 2 < len(qm.layers)
+    n = _a4(max_t * fl.in_p) + (_a4(max_t * fl.merge_p) if later or qm.per_step else 0)
+    n += _a4(max_t * qm.layers[-1].up) if later and qm.per_step else 0    # bidi_h
+    return n + (0 if later else _a4(fl.merge_p)) + 4
+
+
+def state_bytes(qm, max_t: int = 0) -> int:
+    """sizeof(rnnskip_state_t) as the template lays it out (upper bound: every member 4-aligned), with a
+    Bidirectional layer's buffer for windows of ``max_t`` steps."""
+    n = bidi_bytes(qm, max_t)
     if qm.input_dense is not None:
         n += 4 * qm.input_dense.rows
     for f in qm.front:   # a front-end layer: its ring, its output frame, two counters
@@ -60,8 +75,10 @@ def io_bytes(qm, max_t: int) -> int:
     """The rnnskip_io.c buffers for sequences of up to ``max_t`` steps."""
     step = 1 if qm.token_input else qm.features_p
     per = 4 if qm.token_input else 1
-    out_len = (qm.head[-1].rows if qm.head else qm.layers[-1].up) * (max_t if qm.per_step else 1)
-    return _a4(max_t * step * per) + 2 * _a4(max_t) + _a4(2 * out_len) + 8 + state_bytes(qm)
+    last = qm.layers[-1]
+    out_len = (qm.head[-1].rows if qm.head else last.merge_p if last.direction else last.up) * \
+        (max_t if qm.per_step else 1)
+    return _a4(max_t * step * per) + 2 * _a4(max_t) + _a4(2 * out_len) + 8 + state_bytes(qm, max_t)
 
 
 def estimate(qm, max_t: int, target, bundled_bytes: int = 0) -> SizeEstimate:
@@ -70,7 +87,7 @@ def estimate(qm, max_t: int, target, bundled_bytes: int = 0) -> SizeEstimate:
     from ..quant.act import LUT_BYTES
     w = weights_bytes(qm)
     luts = LUT_BYTES * len(tables_used(qm))
-    st = state_bytes(qm)
+    st = state_bytes(qm, max_t)
     io = io_bytes(qm, max_t)          # includes the static state rnnskip_io.c keeps
     return SizeEstimate(flash=w + luts + code + int(bundled_bytes), ram=io + target.stack_size,
                         weights=w, state=st, io=io, stack=target.stack_size, code=code,

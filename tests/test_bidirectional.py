@@ -1,0 +1,130 @@
+"""Bidirectional recurrent layers (docs/bidirectional.md): the forward direction streams step by step, the
+backward one runs over the buffered window in rnnskip_finish. The Keras corpus (tests/zoo_models.py,
+BIDI_CASES) checks float = Keras and golden = host = firmware on every configuration and the refusals;
+here: delta thresholds on both directions golden = host = firmware, the valid steps in reverse, the skip
+predictor's refusal, the window buffer in the fit estimate."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import dataset, needs_arm, quantize_on
+from random_models import bidi_ir, random_data
+
+from rnnskip import pipeline
+from rnnskip.errors import RnnskipError
+from rnnskip.generate import generate
+from rnnskip.quant.golden import GoldenModel
+from rnnskip.reference import FloatModel, merge
+
+# (random_models config, index of the Bidirectional layer, merge_mode, one output per step)
+MODELS = [("feat-lstm-gru", 0, "concat", False),          # into a GRU (return_sequences), input Dense
+          ("tok-lstm-gru-lstm-gru", 1, "mul", False),     # in the middle of a 4-layer stack, Embedding(mask_zero)
+          ("feat-mask-rnn-lstm", 1, "sum", False),        # the last recurrent layer, then the head; Masking
+          ("feat-gru-gru-v1", 0, "ave", False),           # GRU reset_after=False (no delta: dense only)
+          ("feat-mask-gru", 0, "sum", True),              # per-step head on it (zeros at masked steps)
+          ("tok-lstm-gru-lstm-gru", 2, "concat", True)]   # per-step head after a later layer
+
+
+def _delta(qm, theta: int):
+    from rnnskip.delta.golden import with_delta
+    from rnnskip.delta.spec import DeltaSpec
+    return with_delta(qm, DeltaSpec([theta] * len(qm.layers), [theta] * len(qm.layers)))
+
+
+@needs_arm
+@pytest.mark.parametrize("cfg,index,merge_mode,per_step", MODELS)
+def test_bidirectional_bitexact_dense_and_delta(cfg, index, merge_mode, per_step, tmp_path):
+    """Golden = host build = emulated Cortex-M4 firmware, outputs (per step too) and step flags, dense and with
+    delta thresholds on every layer, both directions of the Bidirectional one included."""
+    from rnnskip import targets
+    from rnnskip.emulators.unicorn import Unicorn
+    ir = bidi_ir(cfg, index, merge_mode, per_step=per_step)
+    x, L = random_data(ir, n=8, T=11, seed=3)
+    y = np.zeros(x.shape[:2] if per_step else len(x), np.int64)
+    dense = quantize_on(ir, x, L)
+    variants = [("dense", dense)]
+    if cfg != "feat-gru-gru-v1":   # GRU reset_after=False takes no delta thresholds
+        variants.append(("delta", _delta(dense, 2)))
+        # theta 0: the running sums equal the dense accumulators, bit for bit
+        np.testing.assert_array_equal(GoldenModel(_delta(dense, 0)).run(x, L)[0], GoldenModel(dense).run(x, L)[0])
+    t = targets.load("cortex-m4")
+    for name, qm in variants:
+        src = tmp_path / name / "src"
+        generate(qm, src, max_t=x.shape[1])
+        so = pipeline.build_host(src, src.parent / "host")
+        fw = pipeline.build_target(src, src.parent / "fw", t, "dsp")
+        ev = pipeline.evaluate(ir, qm, dataset(x, L, y), host_so=so, firmware=fw,
+                               emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
+        assert ev.host_mismatches == 0 and ev.device_mismatches == 0, (name, ev.first_mismatch)
+        assert ev.device_checked == len(x)
+
+
+def test_backward_direction_runs_the_valid_steps_in_reverse():
+    """The float model's backward direction: the valid steps of each row (masked ones and those past its length
+    left out, wherever they are), last to first, from a zero state; merged with the forward state."""
+    ir = bidi_ir("feat-mask-gru", 0, "concat")
+    fm = FloatModel(ir)
+    x, L = random_data(ir, n=6, T=9, seed=4)
+    V, ok = fm.frames(x, L)
+    want = []
+    for n in range(len(x)):
+        steps = np.flatnonzero(ok[n])
+        f, b = fm.layers[0].zero_state(None), fm.backward[0].zero_state(None)
+        for t in steps:
+            f = fm.layers[0].step(f, V[n, t])
+        for t in steps[::-1]:
+            b = fm.backward[0].step(b, V[n, t])
+        want.append(fm.head_out(merge("concat", f[0], b[0])))
+    np.testing.assert_allclose(fm.predict(x, L), np.stack(want), atol=1e-12)
+
+
+def test_golden_buffers_only_the_steps_that_ran():
+    """The backward direction and the later layers run once per step that ran forward (the C's buffer)."""
+    ir = bidi_ir("tok-lstm-gru-lstm-gru", 1, "concat")
+    x, L = random_data(ir, n=6, T=9, seed=5)
+    g = GoldenModel(quantize_on(ir, x, L))
+    runs = {}
+    layer_step = g.layer_step
+
+    def counting(i, s, xin):
+        runs[i] = runs.get(i, 0) + len(xin)
+        return layer_step(i, s, xin)
+
+    g.layer_step = counting
+    _, flags = g.run(x, L)
+    steps = int(flags.sum())
+    assert runs == {i: steps for i in range(5)}   # 4 layers, the Bidirectional one with two directions
+
+
+def test_skip_predictor_is_refused_in_one_line():
+    from test_skip_device import random_predictor
+
+    from rnnskip.skip.qpredictor import quantize_predictor
+    ir = bidi_ir("feat-lstm-gru", 0, "sum")
+    x, L = random_data(ir, n=4, T=6)
+    qm = quantize_on(ir, x, L)
+    with pytest.raises(RnnskipError) as e:
+        quantize_predictor(random_predictor("mlp", qm.in_dim, [l.units for l in qm.layers], seed=2), qm)
+    msg = str(e.value)
+    assert "\n" not in msg and "'lstm_0' is Bidirectional" in msg and "--delta" in msg
+    with pytest.raises(RnnskipError, match="'lstm_0' is Bidirectional"):
+        FloatModel(ir).step(FloatModel(ir).initial_state(), np.zeros(ir.input_dim))
+    from rnnskip.skip.convert import SkipSetup  # --predictor / --skip auto: before any file is read
+    for options in ({"predictor": "no_such_dir"}, {"skip": "auto"}):
+        with pytest.raises(RnnskipError) as e:
+            SkipSetup.from_options(ir, log=lambda *_: None, **options)
+        assert str(e.value) == msg
+
+
+def test_fit_estimate_counts_the_window_buffer():
+    from rnnskip.quant.model import pad4
+    from rnnskip.targets.fit import state_bytes
+    for cfg, index, merge_mode, per_step in MODELS:
+        ir = bidi_ir(cfg, index, merge_mode, per_step=per_step)
+        x, L = random_data(ir, n=4, T=6)
+        qm = quantize_on(ir, x, L)
+        fl = qm.layers[qm.bidi]
+        later = qm.bidi + 2 < len(qm.layers)
+        step = fl.in_p + (fl.merge_p if later or per_step else 0) + (qm.layers[-1].up if later and per_step else 0)
+        assert state_bytes(qm, 100) - state_bytes(qm, 50) == 50 * step, cfg
+        assert fl.merge_p == (pad4(2 * fl.units) if merge_mode == "concat" else fl.up)

@@ -54,9 +54,9 @@ def test_every_class_of_the_support_matrix_has_one_handler():
     for cls in converts | readme:
         assert cls in HANDLERS, cls
         assert cls in HANDLERS[cls].classes
-    # the matrix's classes without a handler are refused because of that (Bidirectional, SeparableConv1D)
+    # the matrix's classes without a handler are refused because of that (Bidirectional, Conv2D, SeparableConv1D)
     unhandled = {cls for cls in converts | refused if cls not in HANDLERS}
-    assert unhandled == {"Bidirectional", "SeparableConv1D"} and unhandled <= refused
+    assert unhandled == {"Bidirectional", "Conv2D", "SeparableConv1D"} and unhandled <= refused
     for cls in unhandled:
         layer = KerasLayer({"class_name": cls, "config": {"name": "x"}})
         assert handler_for(layer) is keras_layers.UNSUPPORTED

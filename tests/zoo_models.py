@@ -60,6 +60,7 @@ class Case:
     mask_value: Optional[float] = None
     fixed_t: bool = False         # Input(shape=(T, F)) instead of (None, F)
     t: int = T                    # time steps of its test data
+    shape: Optional[tuple] = None   # another input shape (refused cases: e.g. images for a Conv2D)
     refused: Optional[List[str]] = None   # words of the expected one-line refusal
     # legacy files only
     version: str = ""
@@ -281,6 +282,10 @@ FRONTEND_CASES: List[Case] = [
     Case("refuse_conv_per_step", "Conv1D", "Conv1D -> LSTM(return_sequences=True) at the output",
          lambda k: [_L(k).Conv1D(4, 3, padding="causal"), _L(k).LSTM(4, return_sequences=True, name="lstm_seq")],
          gens=("k3",), refused=["'lstm_seq'", "front end", "return_sequences=False"]),
+    Case("refuse_conv2d", "Conv2D", "Conv2D over [time, features, 1], reshaped into an LSTM",
+         lambda k: [_L(k).Conv2D(4, (3, 1), padding="same", name="conv2d_front"), _L(k).Reshape((-1, 4 * FEATURES)),
+                    _L(k).LSTM(4), _L(k).Dense(2)],
+         gens=("k3",), shape=(None, FEATURES, 1), refused=["'conv2d_front'", "(Conv2D)", "not supported"]),
     Case("refuse_separable_conv", "SeparableConv1D", "another convolution",
          lambda k: [_L(k).SeparableConv1D(4, 3, name="sep_conv"), _L(k).LSTM(4), _L(k).Dense(2)],
          gens=("k2",), refused=["'sep_conv'", "(SeparableConv1D)", "not supported"]),
@@ -304,7 +309,9 @@ def keras_module(gen: str):
 
 
 def _build(k, case: Case):
-    if case.tokens:
+    if case.shape is not None:
+        inp = k.Input(shape=case.shape, dtype="float32")
+    elif case.tokens:
         inp = k.Input(shape=(None,), dtype="int32")
     else:
         inp = k.Input(shape=(case.t if case.fixed_t else None, FEATURES), dtype="float32")

@@ -308,9 +308,10 @@ def _plot(res: dict, path: str) -> str | None:
     models = [r for r in res["models"].values() if "latency" in r]
     fig, axes = plt.subplots(len(models), 1, figsize=(9, 3.2 * len(models)), squeeze=False)
     for ax, r in zip(axes[:, 0], models):
-        for label, lat in r["latency"].items():
-            ax.plot(np.arange(1, len(lat["trace"]) + 1), lat["trace"], drawstyle="steps-mid", lw=1, label=label)
-        ax.set_title(f"{r['title']}: cycles per rnnskip_step call, first test window ({TARGET} model)")
+        for (label, lat), mk in zip(r["latency"].items(), "o^s"):
+            ax.plot(np.arange(1, len(lat["trace"]) + 1), lat["trace"], mk, ms=3.5, mfc="none", label=label)
+        ax.set_title(f"{r['title']}: cycles per rnnskip_step call, first test window ({res['target']} model)",
+                     fontsize=9)
         ax.set_xlabel("input frame")
         ax.set_ylabel("cycles")
         ax.legend()

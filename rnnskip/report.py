@@ -346,7 +346,8 @@ def table(rep: dict) -> str:
     """Readable summary for the terminal."""
     m, b = rep["model"], rep["bitexact"]
     rows = [("target", f"{rep['target']} ({rep['kernels']}, {rep['variant']})"),
-            ("model", f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units, "
+            ("model", "".join(f"{f['kind']} -> " for f in m.get("front_end", []))
+                      + f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units, "
                       f"{_fmt(m['params'])} params, {_fmt(m['macs_per_step'])} MAC/step"),
             *_task_rows(rep),
             *([("padding", rep["data"]["padding"])] if rep.get("data", {}).get("padding") else []),

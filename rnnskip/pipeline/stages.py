@@ -198,7 +198,9 @@ def compare_without(qm: QModel, key: str, ir, ds: Dataset, ev, firmware, emulato
 #: sequences the per-part cycle profile of a step method's report section runs
 PROFILE_SEQUENCES = 4
 #: kernel functions of the dense step, by part (symbol-name prefixes)
-DENSE_PARTS = {"dense mat-vec": ("rnnskip_mvp", "rnnskip_mv4", "rnnskip_mat_vec")}
+DENSE_PARTS = {"dense mat-vec": ("rnnskip_mvp", "rnnskip_mv4", "rnnskip_mat_vec"),
+               # a Conv1D front end's kernels (they run per input frame, counted here per executed step)
+               "front end": ("rnnskip_conv1d", "rnnskip_ring_push", "rnnskip_max_pool1d", "rnnskip_avg_pool1d")}
 
 
 def cycle_profile(qm: QModel, key: str, emulator, firmware, ref_firmware, ds: Dataset, n: int) -> dict:

@@ -287,14 +287,17 @@ def baseline_points(fm, ds, vocab, dense_acc: float, golden_qm=None, concat_ns=N
     """Stop words (token models with a vocabulary) and Concat(n) for a few n."""
     from .baselines import concat_mask, evaluate_mask, stopword_mask
     out = []
+    lengths = ds.lengths
+    if fm.front:   # the steps are the frames the Conv1D front end emits on each row's length
+        lengths = fm.frames(ds.x, ds.lengths)[1].sum(axis=1)
     if vocab is not None:
         out.append(evaluate_mask(fm, ds.x, ds.lengths, ds.y, stopword_mask(ds.x, vocab), dense_acc, "stop words",
                                  golden=golden_qm))
     if concat_ns is None:
-        mean_len = float(np.mean(ds.lengths))
+        mean_len = float(np.mean(lengths))
         concat_ns = sorted({max(1, int(round(mean_len * f))) for f in (0.1, 0.2, 0.3)})
     for n in concat_ns:
-        out.append(evaluate_mask(fm, ds.x, ds.lengths, ds.y, concat_mask(ds.lengths, ds.x.shape[1], n), dense_acc,
+        out.append(evaluate_mask(fm, ds.x, ds.lengths, ds.y, concat_mask(lengths, ds.x.shape[1], n), dense_acc,
                                  f"Concat({n})", golden=golden_qm))
     return out
 

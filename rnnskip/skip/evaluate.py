@@ -6,6 +6,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import RnnskipError
 from ..quant.golden import GoldenModel, predict_classes
 from ..quant.model import QModel
 from ..stepmethod import find, without
@@ -30,7 +31,13 @@ def golden_run(qm: QModel, x, lengths, qp=None, skip_mask: Optional[np.ndarray] 
     if skip_mask is None:
         g = GoldenModel(with_predictor(qm, qp))
         out, flags = g.run(x, lengths)
-        valid = GoldenModel(with_predictor(qm, None)).valid_steps(x) & (np.arange(T)[None, :] < lengths[:, None])
+        if qm.front:   # the steps that could be skipped are the frames the front end emits (the dense run's)
+            valid = GoldenModel(with_predictor(qm, None)).run(x, lengths)[1].astype(bool)
+        else:
+            valid = GoldenModel(with_predictor(qm, None)).valid_steps(x) & (np.arange(T)[None, :] < lengths[:, None])
+    elif qm.front:
+        raise RnnskipError(f"model '{qm.name}' has a Conv1D front end: a skip mask over its input steps does not say "
+                           "which of its frames to skip; evaluate masks on the float model (features.run)")
     else:
         g = GoldenModel(with_predictor(qm, None))
         dev = g.device_inputs(x)

@@ -224,10 +224,17 @@ def _golden_acc(model: str, test: str, calib: str) -> dict:
     ds, cal = load_npz(test, ir), load_npz(calib, ir)
     qm, _ = pipeline.quantize_model(ir, cal, 1000, progress=False)
     probs = pipeline.float_model(ir).predict(ds.x, ds.lengths)
-    out, _ = GoldenModel(qm).run(ds.x, ds.lengths)
+    g = GoldenModel(qm)
+    out, _ = g.run(ds.x, ds.lengths)
     pf, pq = np.argmax(probs, 1), predict_classes(out, qm.output_activation)
+    # where they disagree: how sure the float model was, and how many int8 levels the row's input reaches
+    # (the device quantises every feature with one scale, set by the calibration data's largest |x|)
+    peak = np.abs(g.device_inputs(ds.x).astype(np.int32)).max(axis=(1, 2))
+    rows = [{"row": int(i), "label": int(ds.y[i]), "float_class": int(pf[i]), "int8_class": int(pq[i]),
+             "float_prob": float(probs[i, pf[i]]), "input_peak_levels": int(peak[i])}
+            for i in np.flatnonzero(pf != pq)]
     return {"n": len(ds), "float": float(np.mean(pf == ds.y)), "int8": float(np.mean(pq == ds.y)),
-            "disagree": int(np.sum(pf != pq))}
+            "disagree": len(rows), "disagree_rows": rows, "input_peak_levels_median": float(np.median(peak))}
 
 
 def _row(rep: dict, method: str | None) -> dict:
@@ -349,6 +356,17 @@ def _ws(res: dict) -> str:
     return "/".join(str(w) for w in sorted(ws, key=str))
 
 
+def _disagree_text(g: dict) -> str:
+    rows = g.get("disagree_rows") or []
+    if not rows:
+        return ""
+    each = "; ".join(f"test row {r['row']}: label {r['label']}, float class {r['float_class']} at probability "
+                     f"{r['float_prob']:.3f}, int8 class {r['int8_class']}, its int8 input peaks at "
+                     f"{r['input_peak_levels']} of {np.iinfo(np.int8).max} levels" for r in rows)
+    return (f" ({each}; median peak over the test rows {g['input_peak_levels_median']:.0f} levels - the input "
+            "has one int8 scale, set by the largest |x| in the calibration data)")
+
+
 def _front_text(m: dict) -> str:
     parts = []
     for f in m.get("front_end") or []:
@@ -426,7 +444,7 @@ def markdown(res: dict) -> str:
                   f"issue's target is within {res['target_gap']:g} point: "
                   f"{'met' if 100 * abs(gold['int8'] - gold['float']) <= res['target_gap'] else 'not met'}); "
                   f"int8 and float predict different classes on {gold['disagree']} "
-                  f"row{'' if gold['disagree'] == 1 else 's'}. "
+                  f"row{'' if gold['disagree'] == 1 else 's'}{_disagree_text(gold)}. "
                   f"Run-time delta: {_x(d.get('mac_reduction_x'))} fewer MACs, {_x(d.get('cycle_reduction_x'))} "
                   f"fewer emulated cycles than the dense firmware; skip predictor ({s['predictor_params']:,} "
                   f"parameters, {s['predictor_macs_per_step']:,} MAC per step): {_x(s.get('mac_reduction_x'))} fewer "

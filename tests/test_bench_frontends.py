@@ -53,6 +53,14 @@ def test_markdown_has_a_row_per_model_and_firmware():
     assert "frontends_latency.png" in md
 
 
+def test_disagreeing_rows_are_described():
+    g = {"disagree_rows": [{"row": 3, "label": 1, "float_class": 1, "int8_class": 0, "float_prob": 0.75,
+                            "input_peak_levels": 9}], "input_peak_levels_median": 20.0}
+    t = frontend_bench._disagree_text(g)
+    assert "test row 3" in t and "0.750" in t and "9 of 127 levels" in t and "median peak" in t
+    assert frontend_bench._disagree_text({"disagree_rows": []}) == ""
+
+
 def test_summary_one_line_per_model():
     lines = frontend_bench.summary(RES)
     assert len(lines) == 2 and all(l.startswith("- ") for l in lines)

@@ -1,0 +1,67 @@
+"""The frontends benchmark section's bookkeeping: registered in run_all, and its markdown and
+README summary render from a results dict of the shape run() returns (no training, no emulation)."""
+from benchmarks import frontend_bench, run_all
+
+
+def _lat(step):
+    return {"sequences": 2, "frames": 8, "step_mean": float(step), "step_max": 2.0 * step, "step_min": 10.0,
+            "step_mean_ran": 1.5 * step, "step_mean_not_ran": 0.5 * step, "ran_fraction": 0.5,
+            "flags_match_golden": True, "init": 30.0, "finish": 40.0, "output": 50.0,
+            "per_window": 8.0 * step + 120, "mismatches": 0, "trace": [step] * 4}
+
+
+def _row(acc, cycles, **extra):
+    return {"accuracy_float": 0.9, "accuracy_int8": acc, "n": 40, "n_emulated": 4, "cycles_per_inference": cycles,
+            "macs_per_inference": 1000.0, "flash_bytes": 20000, "ram_bytes": 3000, "stack_bytes": 200,
+            "weights_bytes": 9000, "wall_s": 5.0, "flash_wait_states": 0,
+            "bitexact": {"checked": 40, "mismatches": 0, "host_checked": 40, "device_checked": 4}, **extra}
+
+
+def _model(title):
+    return {"name": "m", "title": title, "quick": True, "seconds": 60.0,
+            "meta": {"params": 1234, "features": "6 channels", "n_train": 28, "n_val": 12, "epochs_run": 30,
+                     "epoch_kept": 5, "train_seconds": 12.0},
+            "golden": {"n": 40, "float": 0.9, "int8": 0.9, "disagree": 0},
+            "model": {"front_end": [{"kind": "conv1d", "filters": 16, "kernel_size": 5, "strides": 1, "dilation": 1,
+                                     "padding": "causal", "activation": "relu"},
+                                    {"kind": "max_pool1d", "pool_size": 2, "strides": 2}],
+                      "front_macs_per_frame": 480, "macs_per_step": 6144, "head_macs": 128, "params": 1234,
+                      "type": "lstm", "layers": [{"kind": "lstm", "units": 32}]},
+            "dense": _row(0.9, 5000.0),
+            "delta": _row(0.875, 4000.0, thresholds=[{"input": 4, "hidden": 8}], mac_reduction_x=2.0,
+                          cycle_reduction_x=1.25),
+            "skip": _row(0.9, 4500.0, skip_rate=0.2, predictor_params=300, predictor_macs_per_step=256,
+                         mac_reduction_x=1.2, cycle_reduction_x=1.1),
+            "latency": {"dense": _lat(100), "delta": _lat(80), "skip": _lat(90)}}
+
+
+RES = {"quick": True, "target": "cortex-m4", "max_loss": 1.0, "target_gap": 1.0, "plot": "/x/frontends_latency.png",
+       "models": {"a": _model("CRNN on FSDD"), "b": _model("CNN-LSTM on BasicMotions")}}
+
+
+def test_registered_in_run_all():
+    assert ("frontends", frontend_bench) in run_all.SECTIONS
+
+
+def test_markdown_has_a_row_per_model_and_firmware():
+    md = frontend_bench.markdown(RES)
+    rows = [l for l in md.splitlines() if l.startswith("| CRNN") or l.startswith("| CNN-LSTM")]
+    assert len(rows) == 6
+    assert all(len(r.split("|")) == len(frontend_bench.HEAD[0].split("|")) for r in rows)
+    assert "| CNN-LSTM on BasicMotions | run-time delta |" in md and "x4/h8" in md and "-2.50" in md
+    assert "Conv1D(16, 5, strides 1, dilation 1, causal, relu) -> MaxPooling1D(2, strides 2) -> LSTM(32) -> Dense" in md
+    assert "frontends_latency.png" in md
+
+
+def test_disagreeing_rows_are_described():
+    g = {"disagree_rows": [{"row": 3, "label": 1, "float_class": 1, "int8_class": 0, "float_prob": 0.75,
+                            "input_peak_levels": 9}], "input_peak_levels_median": 20.0}
+    t = frontend_bench._disagree_text(g)
+    assert "test row 3" in t and "0.750" in t and "9 of 127 levels" in t and "median peak" in t
+    assert frontend_bench._disagree_text({"disagree_rows": []}) == ""
+
+
+def test_summary_one_line_per_model():
+    lines = frontend_bench.summary(RES)
+    assert len(lines) == 2 and all(l.startswith("- ") for l in lines)
+    assert "+0.00 pt" in lines[0]

@@ -212,3 +212,19 @@ def test_float_tools_run_on_the_frames():
     out, stats = FloatDeltaModel(ir, zeros, zeros).run(x, L)
     np.testing.assert_allclose(out, want, atol=1e-9)
     np.testing.assert_array_equal(stats["steps"], ok.sum(1))
+
+
+def test_delta_train_refuses_a_front_end_in_one_line(tmp_path):
+    """delta-train rebuilds a plain recurrent Keras model: a Conv1D front end is refused before any
+    data is read, naming the layer and the alternative."""
+    pytest.importorskip("tf_keras")
+    from rnnskip.delta.train import run_delta_train
+    from rnnskip.errors import RnnskipError
+    m = _keras_streaming_model("causal")
+    m.save(tmp_path / "crnn.h5")
+    with pytest.raises(RnnskipError) as e:
+        run_delta_train(str(tmp_path / "crnn.h5"), tmp_path / "absent_train.npz", tmp_path / "absent_val.npz",
+                        tmp_path / "out.h5")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("layer 'conv1d") and "starts a Conv1D front end" in msg
+    assert msg.endswith("use delta-tune (no retraining) on this model") and not (tmp_path / "out.h5").exists()

@@ -99,6 +99,16 @@ def read_json(path: str):
         return json.load(f)
 
 
+def fmt_pct(v, d: int = 2) -> str:
+    """A fraction as a percentage cell (no % sign); '-' for None."""
+    return "-" if v is None else f"{100 * v:.{d}f}"
+
+
+def fmt_x(v, d: int = 2) -> str:
+    """A ratio cell, '3.21x'; '-' for None."""
+    return "-" if v is None else f"{v:.{d}f}x"
+
+
 def fmt_num(v, d: int = 0) -> str:
     """A table cell: thousands separators, ``d`` decimals for floats; '-' for None or NaN."""
     if v is None or (isinstance(v, float) and math.isnan(v)):

@@ -22,6 +22,9 @@ import numpy as np
 from rnnskip.errors import RnnskipError
 
 from .common import bench_out, convert, read_json, shared_data, write_json
+from .common import fmt_num as _n
+from .common import fmt_pct as _p
+from .common import fmt_x as _x
 
 MAX_LOSS = 1.0            # accuracy points below the dense float model, on validation
 TRAIN_THETA = (16, 40)    # delta-train thresholds (input, hidden; int8 steps)
@@ -374,18 +377,6 @@ def run(quick: bool = False) -> dict:
 
 
 # ---------------------------------------------------------------- markdown
-def _p(v, d=2):
-    return "-" if v is None else f"{100 * v:.{d}f}"
-
-
-def _x(v, d=2):
-    return "-" if v is None else f"{v:.{d}f}x"
-
-
-def _n(v):
-    return "-" if v is None else f"{v:,.0f}"
-
-
 def _row(name, r, float_acc):
     a = r["accuracy"]
     loss = None if float_acc is None else 100 * (float_acc - a["delta_int8"])

@@ -31,6 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from .common import bench_out, config_hash, convert, read_json, shared_data, versions, write_json
+from .common import fmt_num as _n
+from .common import fmt_pct as _p
+from .common import fmt_x as _x
 
 CODE_VERSION = 1
 MAX_LOSS = 1.0            # points below the dense float model on validation (delta-tune, predictor)
@@ -342,18 +345,6 @@ def run(quick: bool = False) -> dict:
 
 
 # ---------------------------------------------------------------- markdown
-def _p(v, d=2):
-    return "-" if v is None else f"{100 * v:.{d}f}"
-
-
-def _n(v):
-    return "-" if v is None else f"{v:,.0f}"
-
-
-def _x(v):
-    return "-" if v is None else f"{v:.2f}x"
-
-
 def _ws(res: dict) -> str:
     ws = {r["dense"].get("flash_wait_states") for r in res["models"].values()}
     return "/".join(str(w) for w in sorted(ws, key=str))

@@ -21,6 +21,8 @@ import numpy as np
 
 from rnnskip.errors import RnnskipError
 
+from .ir import ConvLayer
+
 
 class LayerError(RnnskipError):
     """A refusal about one layer of the model; ``layer`` is its name, so ``rnnskip inspect``
@@ -131,9 +133,10 @@ def resolve_generation(ir) -> None:
         fix(r, "activation")
         fix(r, "recurrent_activation")
     dense = list(ir.head)
-    if getattr(ir.input, "dense", None) is not None:
-        dense.append(ir.input.dense)
-    dense += [f for f in getattr(ir.input, "front", []) if hasattr(f, "activation")]   # Conv1D layers
+    if not ir.is_token_model:
+        if ir.input.dense is not None:
+            dense.append(ir.input.dense)
+        dense += [f for f in ir.input.front if isinstance(f, ConvLayer)]
     for d in dense:
         fix(d, "activation")
     if seen:

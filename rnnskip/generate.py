@@ -139,7 +139,7 @@ def _feature_literals(qm: QModel) -> Dict:
     if qm.token_input:
         return {}
     from .quant.golden import feature_inv_scale
-    return {"feature_inv_scale": _f32_literal(feature_inv_scale(qm)),
+    return {"feature_inv_scale": [_f32_literal(v) for v in feature_inv_scale(qm)],
             "mask_value_f": _f32_literal(qm.mask_value) if qm.mask_value is not None else None}
 
 

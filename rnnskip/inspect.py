@@ -59,10 +59,13 @@ class Inspection:
 # the inspection
 
 def _placeholder_ranges(ir):
+    import numpy as np
+
     from .quant.calibrate import Ranges
     states = [{k: 1.0 for k in cell_of(d.kind).float_state} for l in ir.rnn_layers for d in l.directions()]
     front = [] if ir.is_token_model else ir.input.front
-    return Ranges(features=1.0, input_dense=1.0, states=states, head=[1.0] * len(ir.head), sequences=0,
+    features = np.ones(0 if ir.is_token_model else ir.input.features)
+    return Ranges(features=features, input_dense=1.0, states=states, head=[1.0] * len(ir.head), sequences=0,
                   front=[1.0] * len(front))
 
 

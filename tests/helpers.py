@@ -28,12 +28,14 @@ def quantize_on(ir, x, lengths):
     return quantize(ir, calibrate(ir, FloatModel(ir), x, lengths, progress=False))
 
 
-def quantized(cfg: str, seed: int = 0, n: int = 12, T: int = 10, data_seed: int | None = None, **shape):
+def quantized(cfg: str, seed: int = 0, n: int = 12, T: int = 10, data_seed: int | None = None,
+              spread: bool = False, **shape):
     """The random model ``cfg`` of random_models.CONFIGS (weights from ``seed``; ``shape``:
     random_ir's units, dim, vocab, features) quantised on ``n`` random sequences of up to
-    ``T`` steps drawn from ``data_seed`` (default ``seed + 1``). Returns (ir, qm, x, lengths)."""
+    ``T`` steps drawn from ``data_seed`` (default ``seed + 1``; ``spread``: random_data's).
+    Returns (ir, qm, x, lengths)."""
     ir = random_ir(cfg, seed=seed, **shape)
-    x, lengths = random_data(ir, n=n, T=T, seed=seed + 1 if data_seed is None else data_seed)
+    x, lengths = random_data(ir, n=n, T=T, seed=seed + 1 if data_seed is None else data_seed, spread=spread)
     return ir, quantize_on(ir, x, lengths), x, lengths
 
 

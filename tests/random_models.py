@@ -69,8 +69,9 @@ def random_ir(config: str, seed: int = 0, units=(9, 6, 7, 5), dim: int = 7, voca
     return ModelIR(input=inp, rnn_layers=layers, head=dl, name=config)
 
 
-def random_data(ir: ModelIR, n: int = 12, T: int = 10, seed: int = 1):
-    """(x, lengths): ids with zero padding, or features with some all-zero (masked) steps."""
+def random_data(ir: ModelIR, n: int = 12, T: int = 10, seed: int = 1, spread: bool = False):
+    """(x, lengths): ids with zero padding, or features with some all-zero (masked) steps; ``spread``:
+    features on ranges from 1/4 to 4 (sensors in their own units: per-feature input scales differ)."""
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, T + 1, n).astype(np.int32)
     if ir.is_token_model:
@@ -78,7 +79,10 @@ def random_data(ir: ModelIR, n: int = 12, T: int = 10, seed: int = 1):
         x[np.arange(T)[None, :] >= lengths[:, None]] = 0
         x[rng.random((n, T)) < 0.1] = 0  # interior padding tokens are masked too
     else:
-        x = rng.normal(0, 1.0, (n, T, ir.input.features)).astype(np.float32)
+        x = rng.normal(0, 1.0, (n, T, ir.input.features))
+        if spread:
+            x = x * np.geomspace(0.25, 4.0, ir.input.features)
+        x = x.astype(np.float32)
         x[rng.random((n, T)) < 0.15] = 0.0
     return x, lengths
 

@@ -21,7 +21,9 @@ def _model(title):
     return {"name": "m", "title": title, "quick": True, "seconds": 60.0,
             "meta": {"params": 1234, "features": "6 channels", "n_train": 28, "n_val": 12, "epochs_run": 30,
                      "epoch_kept": 5, "train_seconds": 12.0},
-            "golden": {"n": 40, "float": 0.9, "int8": 0.9, "disagree": 0},
+            "golden": {"n": 40, "float": 0.9, "int8": 0.9, "disagree": 0, "int8_shared_input_scale": 0.875,
+                       "noise": {"draws": 20, "rows_flipping": 1, "accuracy_mean": 0.89, "accuracy_min": 0.875,
+                                 "accuracy_max": 0.9}},
             "model": {"front_end": [{"kind": "conv1d", "filters": 16, "kernel_size": 5, "strides": 1, "dilation": 1,
                                      "padding": "causal", "activation": "relu"},
                                     {"kind": "max_pool1d", "pool_size": 2, "strides": 2}],
@@ -51,13 +53,17 @@ def test_markdown_has_a_row_per_model_and_firmware():
     assert "| CNN-LSTM on BasicMotions | run-time delta |" in md and "x4/h8" in md and "-2.50" in md
     assert "Conv1D(16, 5, strides 1, dilation 1, causal, relu) -> MaxPooling1D(2, strides 2) -> LSTM(32) -> Dense" in md
     assert "frontends_latency.png" in md
+    assert ("1 test row changes class in at least one draw, accuracy 87.50-90.00% (mean 89.00%). With one shared "
+            "input scale instead of one per feature, int8 87.50%.") in md
 
 
 def test_disagreeing_rows_are_described():
     g = {"disagree_rows": [{"row": 3, "label": 1, "float_class": 1, "int8_class": 0, "float_prob": 0.75,
-                            "input_peak_levels": 9}], "input_peak_levels_median": 20.0}
+                            "input_peak_levels": 9, "float_flips_under_noise": 7}], "input_peak_levels_median": 20.0,
+         "noise": {"draws": 20}}
     t = frontend_bench._disagree_text(g)
-    assert "test row 3" in t and "0.750" in t and "9 of 127 levels" in t and "median peak" in t
+    assert "test row 3" in t and "0.750" in t and "9 of 127 levels" in t and "median input peak" in t
+    assert "changes its class in 7 of 20 noise draws" in t
     assert frontend_bench._disagree_text({"disagree_rows": []}) == ""
 
 

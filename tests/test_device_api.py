@@ -18,10 +18,9 @@ from rnnskip.quant.golden import GoldenModel, feature_inv_scale
 HELPERS = ("rnnskip_quantize_features", "rnnskip_step_valid", "rnnskip_class")
 
 
-def _feature_rows(qm, mask_value, rng):
-    """Float32 feature rows that probe the rounding: random values, exact .5 ties of the
-    float32 product (even and odd), the clamp, +-0, NaN, and a masked row."""
-    F, inv = qm.features, feature_inv_scale(qm)
+def _feature_column(inv, rng):
+    """Float32 values of one feature (int8 factor ``inv``) that probe the rounding: random values,
+    exact .5 ties of the float32 product (even and odd), the clamp, +-0, NaN."""
     vals = [rng.normal(0, 60, 400).astype(np.float32) / inv]
     ties = []
     for k in range(-130, 130):                         # x with float32(x) * inv == k + 0.5 exactly
@@ -32,9 +31,16 @@ def _feature_rows(qm, mask_value, rng):
     assert len(ties) > 20                              # the product does land on ties
     vals += [np.asarray(ties, np.float32),
              np.float32([127 / inv, -127 / inv, 126.5 / inv, 1e30, -1e30, 0.0, -0.0, np.nan, 1e-40])]
-    v = np.concatenate(vals)
-    v = np.concatenate([v, np.zeros((-len(v)) % F, np.float32)]).reshape(-1, F)
-    masked = np.full((1, F), mask_value, np.float32)
+    return np.concatenate(vals)
+
+
+def _feature_rows(qm, mask_value, rng):
+    """Rows of probing values, each feature's column on its own factor, then a masked row and one
+    that differs from it in the last feature only."""
+    cols = [_feature_column(inv, rng) for inv in feature_inv_scale(qm)]
+    n = max(len(c) for c in cols)
+    v = np.stack([np.concatenate([c, np.zeros(n - len(c), np.float32)]) for c in cols], axis=1)
+    masked = np.full((1, qm.features), mask_value, np.float32)
     nearly = masked.copy()
     nearly[0, -1] = np.nextafter(np.float32(mask_value), np.float32(np.inf))
     return np.concatenate([v, masked, nearly])
@@ -111,6 +117,10 @@ def test_header_documents_the_input_and_output(model):
     qm, d = model
     h = (d / "src" / "rnnskip_model.h").read_text()
     inv = feature_inv_scale(qm)
-    lit = h.split("#define RNNSKIP_FEATURE_INV_SCALE ", 1)[1].split()[0]
-    assert lit.endswith("f") and np.float32(float(lit[:-1])) == inv       # exactly the golden model's factor
+    c = (d / "src" / "rnnskip_model.c").read_text()
+    assert "extern const float rnnskip_feature_inv_scale[RNNSKIP_FEATURES];" in h
+    body = c.split("const float rnnskip_feature_inv_scale[RNNSKIP_FEATURES] = {", 1)[1].split("};", 1)[0]
+    lits = [t.strip() for t in body.split(",")]
+    assert all(t.endswith("f") for t in lits)
+    assert np.array_equal(np.float32([float(t[:-1]) for t in lits]), inv)   # exactly the golden model's factors
     assert "#define RNNSKIP_MASK_VALUE" in h and "int32_t rnnskip_class(const int16_t *out);" in h

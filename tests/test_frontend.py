@@ -73,7 +73,7 @@ def test_front_end_with_step_methods_bitexact(cfg, which, tmp_path):
     from rnnskip import targets
     from rnnskip.emulators.unicorn import Unicorn
     ir = front_ir(cfg)
-    x, L = random_data(ir, n=8, T=22, seed=3)
+    x, L = random_data(ir, n=8, T=22, seed=3, spread=True)   # one input scale per feature, folded into the conv
     qm = _method(quantize_on(ir, x, L), x, L, which)
     out, flags = GoldenModel(qm).run(x, L)
     frames = np.array([front_frames(ir.input.front, int(n)) for n in L])

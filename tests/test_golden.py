@@ -17,7 +17,7 @@ from rnnskip.quant.golden import GoldenModel
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
 def built(request, tmp_path_factory):
     cfg = request.param
-    ir, qm, x, L = quantized(cfg, n=10, T=9)
+    ir, qm, x, L = quantized(cfg, n=10, T=9, spread=True)   # features of different ranges: per-feature scales
     d = tmp_path_factory.mktemp(cfg)
     generate(qm, d / "src", max_t=x.shape[1])
     return cfg, ir, qm, x, L, d

@@ -15,7 +15,8 @@ from ..errors import RnnskipError
 @dataclass
 class Ranges:
     """Max |value| seen per quantised tensor (float units)."""
-    features: float = 0.0
+    #: per input feature, max |x| over the steps the model reads (feature models)
+    features: np.ndarray = field(default_factory=lambda: np.zeros(0))
     input_dense: float = 0.0
     #: per front-end layer (Conv1D, pooling), max |output|
     front: List[float] = field(default_factory=list)
@@ -54,6 +55,12 @@ def _head_ranges(ir: ModelIR, r: Ranges, h) -> None:
         r.head[i] = max(r.head[i], float(np.abs(y).max()))
 
 
+def _feature_max(m: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """``m`` raised to each feature's max |x| over ``steps`` ``[n, F]``."""
+    steps = np.asarray(steps, np.float64)
+    return np.maximum(m, np.abs(steps).max(axis=0)) if len(steps) else m
+
+
 def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: bool = True) -> Ranges:
     """Run ``fm`` (a reference.FloatModel of ``ir``) over ``x`` and record ranges.
 
@@ -64,7 +71,8 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
     front = [] if ir.is_token_model else ir.input.front
     # one entry per direction: a Bidirectional layer's forward, then its backward
     r = Ranges(states=[{k: 0.0 for k in cell_of(d.kind).float_state} for l in ir.rnn_layers for d in l.directions()],
-               head=[0.0] * len(ir.head), front=[0.0] * len(front))
+               head=[0.0] * len(ir.head), front=[0.0] * len(front),
+               features=np.zeros(0 if ir.is_token_model else ir.input.features))
     if ir.bidirectional is not None:
         return _calibrate_windows(ir, fm, x, lengths, r)
     it = tqdm(range(len(x)), desc="calibrate", unit="seq", disable=not progress, leave=False)
@@ -72,12 +80,12 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
         seq = x[n][: int(lengths[n])]
         valid = fm.valid_steps(seq)
         if front:   # every input step runs; the recurrent layers run on the front end's frames
-            r.features = max(r.features, float(np.abs(seq).max())) if len(seq) else r.features
+            r.features = _feature_max(r.features, seq)
             for i, y in enumerate(fm.front_outputs(seq)):
                 if y.size:
                     r.front[i] = max(r.front[i], float(np.abs(y).max()))
         elif isinstance(ir.input, FeatureInput) and valid.any():
-            r.features = max(r.features, float(np.abs(seq[valid]).max()))
+            r.features = _feature_max(r.features, seq[valid])
         v = fm.inputs(seq)
         if isinstance(ir.input, FeatureInput) and ir.input.dense is not None and valid.any():
             r.input_dense = max(r.input_dense, float(np.abs(v[valid]).max()))
@@ -94,7 +102,7 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
                 _head_ranges(ir, r, state[-1][0])
         _head_ranges(ir, r, state[-1][0])
     r.sequences = len(x)
-    if isinstance(ir.input, FeatureInput) and r.features == 0.0:
+    if isinstance(ir.input, FeatureInput) and not r.features.any():
         raise RnnskipError("calibration data is constant zero; rnnskip needs representative inputs to set int8 ranges")
     return r
 
@@ -105,10 +113,10 @@ def _calibrate_windows(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, r: R
     if isinstance(ir.input, FeatureInput):
         X = np.asarray(x, np.float64)
         if ok.any():
-            r.features = float(np.abs(X[ok]).max())
+            r.features = _feature_max(r.features, X[ok])
             if ir.input.dense is not None:
                 r.input_dense = float(np.abs(V[ok]).max())
-        if r.features == 0.0:
+        if not r.features.any():
             raise RnnskipError("calibration data is constant zero; rnnskip needs representative inputs to set int8 "
                                "ranges")
     _head_ranges(ir, r, fm.windows(V, ok, track=r.states, sequence=ir.per_step))

@@ -103,9 +103,9 @@ class FrontEnd:
                     yield out
 
 
-def feature_inv_scale(qm) -> np.float32:
-    """The float32 factor the device multiplies float features by (``RNNSKIP_FEATURE_INV_SCALE``)."""
-    return np.float32(1.0 / qm.feature_scale)
+def feature_inv_scale(qm) -> np.ndarray:
+    """The float32 factor the device multiplies each float feature by (``rnnskip_feature_inv_scale``)."""
+    return (1.0 / np.asarray(qm.feature_scales, np.float64)).astype(np.float32)
 
 
 class GoldenModel:
@@ -126,7 +126,7 @@ class GoldenModel:
     # -- inputs --------------------------------------------------------------
     def quantize_features(self, x: np.ndarray) -> np.ndarray:
         """Float features ``[..., F]`` -> int8 ``[..., F_p]``: ``clip(rint(float32(x) * inv), -127, 127)``
-        with one float32 multiply by :func:`feature_inv_scale`, ties to even, NaN -> 0; the generated
+        with one float32 multiply by each feature's :func:`feature_inv_scale`, ties to even, NaN -> 0; the generated
         ``rnnskip_quantize_features()`` does the same on the device."""
         qm = self.qm
         v = np.asarray(x, np.float32) * feature_inv_scale(qm)

@@ -200,7 +200,8 @@ class QModel:
     in_p: int                      # padded width
     embedding: Optional[np.ndarray] = None   # int8 [vocab, in_p] (token models)
     mask_zero: bool = False
-    feature_scale: float = 1.0     # float features -> int8 (feature models)
+    #: float features -> int8 (feature models): the scale of each feature (quantize.feature_scales)
+    feature_scales: Optional[np.ndarray] = None
     features: int = 0
     features_p: int = 0
     input_dense: Optional[QDense] = None

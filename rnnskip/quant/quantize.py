@@ -4,6 +4,8 @@ Scheme (TFLite int8 LSTM-like, all symmetric, zero points 0):
 - weights int8 per output row, scale max|w_row|/127; a gate's input and
   recurrent weights share one per-row accumulator scale (one mat-vec on [x | h]);
 - activations between layers int8, scale max|a|/127 from calibration;
+- float input features int8 with one scale per feature when the first layer is a Dense or a Conv1D
+  (:func:`feature_scales`: the scales fold into that layer's per-row weight scales), else one scale;
 - gate pre-activations int16 Q3.12, gate outputs int16 Q0.15 (LUT sigmoid/tanh);
 - biases int32 on the accumulator scale; requantisation by (mult, shift) pairs;
 - each recurrent layer by its cell kind (``rnnskip/cells/``: an LSTM's cell state,
@@ -61,15 +63,49 @@ def quantize_dense(d, in_scale: float, in_p: int, out_max: float, final: bool) -
     return q
 
 
-def quantize_front(front: list, x_scale: float, ranges: list) -> list:
+def feature_scales(inp: FeatureInput, maxabs, per_feature: bool = True) -> np.ndarray:
+    """The int8 scale of each input feature from its calibrated max |x|.
+
+    One scale per feature where the first layer is a Dense or a Conv1D: each feature's scale is folded
+    into that layer's weights (:func:`fold_input_scales`), whose per-row scales absorb it, so a feature
+    with a small range is not quantised on the scale of the largest one (an IMU's accelerometer next to
+    its gyroscope). A recurrent first layer keeps one scale: its input deltas and the skip predictor
+    compare int8 input changes across features. A feature never seen non-zero gets the shared scale.
+    ``per_feature=False``: one scale for every model (the comparison the benchmarks draw)."""
+    m = np.broadcast_to(np.asarray(maxabs, np.float64), (inp.features,))
+    shared = scale_of(m.max())
+    if not (per_feature and per_feature_input(inp)):
+        return np.full(inp.features, shared)
+    return np.where(m > 0, m / 127.0, shared)
+
+
+def per_feature_input(inp: FeatureInput) -> bool:
+    """Whether the first layer folds one input scale per feature (a Dense or a Conv1D)."""
+    first = inp.dense if inp.dense is not None else (inp.front[0] if inp.front else None)
+    return isinstance(first, (DenseLayer, ConvLayer))
+
+
+def fold_input_scales(kernel: np.ndarray, scales: np.ndarray, axis: int) -> np.ndarray:
+    """``kernel`` with its input axis multiplied by the input's per-feature scales, so it reads int8
+    inputs of unit scale: ``sum_f w[f] x[f] = sum_f (w[f] s[f]) (x[f] / s[f])``."""
+    shape = [1] * kernel.ndim
+    shape[axis] = len(scales)
+    return kernel * scales.reshape(shape)
+
+
+def quantize_front(front: list, x_scale, ranges: list) -> list:
     """The streamed front end: each Conv1D as a Dense on its window ``[taps * cin_p]`` (per-channel
-    weight scales, int8 out on its calibrated scale), each pooling layer on its input's scale."""
+    weight scales, int8 out on its calibrated scale), each pooling layer on its input's scale.
+    ``x_scale``: the input's scale, or one per input feature (folded into the first Conv1D)."""
     out = []
     for f, rng in zip(front, ranges):
         cin, cin_p = f.in_dim, pad4(f.in_dim)
         if isinstance(f, ConvLayer):
             k = np.zeros((f.taps, cin_p, f.out_dim), np.float64)
-            k[:, :cin] = f.kernel
+            if np.ndim(x_scale):
+                k[:, :cin], x_scale = fold_input_scales(f.kernel, x_scale, axis=1), 1.0
+            else:
+                k[:, :cin] = f.kernel
             d = DenseLayer(kernel=k.reshape(f.taps * cin_p, f.out_dim), bias=np.asarray(f.bias, np.float64),
                            activation=f.activation, name=f.name)
             q = QConv(dense=quantize_dense(d, x_scale, f.taps * cin_p, rng, final=False), taps=f.taps,
@@ -99,17 +135,18 @@ def quantize_rnn(layer, x_scale: float, in_p: int, ranges: dict):
     return cell.quantize(layer, x_scale, in_p, ranges)
 
 
-def quantize(ir: ModelIR, ranges: Ranges) -> QModel:
-    """Quantise ``ir`` with the activation ranges from :func:`calibrate`."""
+def quantize(ir: ModelIR, ranges: Ranges, per_feature_inputs: bool = True) -> QModel:
+    """Quantise ``ir`` with the activation ranges from :func:`calibrate` (``per_feature_inputs``:
+    :func:`feature_scales`)."""
     try:
-        return _quantize(ir, ranges)
+        return _quantize(ir, ranges, per_feature_inputs)
     except fp.ScaleError as e:
         raise RnnskipError(f"cannot quantise: {e}, so the calibration data's values are far outside what the "
                            f"weights expect; pass data preprocessed (scaled, normalised) as it was for "
                            f"training") from None
 
 
-def _quantize(ir: ModelIR, ranges: Ranges) -> QModel:
+def _quantize(ir: ModelIR, ranges: Ranges, per_feature_inputs: bool) -> QModel:
     qm = QModel(token_input=ir.is_token_model, in_dim=ir.input_dim, in_p=pad4(ir.input_dim),
                 name=ir.name)
     if isinstance(ir.input, EmbeddingInput):
@@ -120,11 +157,16 @@ def _quantize(ir: ModelIR, ranges: Ranges) -> QModel:
     else:
         inp: FeatureInput = ir.input
         qm.features, qm.features_p = inp.features, pad4(inp.features)
-        qm.feature_scale = scale_of(ranges.features)
+        qm.feature_scales = feature_scales(inp, ranges.features, per_feature_inputs)
         qm.mask_value = inp.mask_value
-        x_scale = qm.feature_scale
+        folds = per_feature_inputs and per_feature_input(inp)
+        x_scale = qm.feature_scales if folds else float(qm.feature_scales[0])
         if inp.dense is not None:
-            qm.input_dense = quantize_dense(inp.dense, x_scale, qm.features_p, ranges.input_dense, final=False)
+            d = inp.dense
+            if np.ndim(x_scale):
+                d, x_scale = DenseLayer(kernel=fold_input_scales(d.kernel, x_scale, axis=0), bias=d.bias,
+                                        activation=d.activation, name=d.name), 1.0
+            qm.input_dense = quantize_dense(d, x_scale, qm.features_p, ranges.input_dense, final=False)
             x_scale = qm.input_dense.out_scale
         if inp.front:
             qm.front = quantize_front(inp.front, x_scale, ranges.front)

@@ -413,8 +413,9 @@ def _disagree_text(g: dict) -> str:
 
 def _noise_text(g: dict) -> str:
     nz = g["noise"]
+    rows = "row changes" if nz["rows_flipping"] == 1 else "rows change"
     return (f"The float model itself under uniform input noise of +-half an int8 step ({nz['draws']} draws): "
-            f"{nz['rows_flipping']} test {'row changes' if nz['rows_flipping'] == 1 else 'rows change'} class in at least one "
+            f"{nz['rows_flipping']} test {rows} class in at least one "
             f"draw, accuracy {_p(nz['accuracy_min'])}-{_p(nz['accuracy_max'])}% (mean {_p(nz['accuracy_mean'])}%). "
             f"With one shared input scale instead of one per feature, int8 {_p(g['int8_shared_input_scale'])}%.")
 

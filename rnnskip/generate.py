@@ -81,11 +81,23 @@ PROVIDERS = {
 }
 
 
-def _mat_arrays(prefix: str, m, what: str, layout: str, mults: bool = True) -> List[dict]:
+def tap_major(w: np.ndarray, taps: int) -> np.ndarray:
+    """A Conv1D's weights ``[cout_p, taps * cin_p]`` (the golden model's Dense on the window) as
+    ``rnnskip_conv1d_acc_s8`` reads them: ``[taps, cout_p, cin_p]``, each tap's row-major matrix
+    contiguous for ``rnnskip_mat_vec_acc_s8``. The same bytes, reordered: no padding."""
+    rows, cols = w.shape
+    return np.asarray(w).reshape(rows, taps, cols // taps).transpose(1, 0, 2)
+
+
+def _mat_arrays(prefix: str, m, what: str, layout: str, mults: bool = True, taps: int = 1) -> List[dict]:
     if layout == "paired":
         from .quant.layout import pack_paired
         w = _c_array(f"{prefix}_w", pack_paired(m.w), np.int16,
                      f"{what}: weights [{m.rows}][{m.cols}], row pairs packed as int16 256*w[2p+1]+w[2p]")
+    elif layout == "tapmajor":
+        w = _c_array(f"{prefix}_w", tap_major(m.w, taps), np.int8,
+                     f"{what}: weights [{taps}][{m.rows}][{m.cols // taps}], tap-major: per tap a row-major "
+                     f"[cout][cin] matrix")
     else:
         w = _c_array(f"{prefix}_w", m.w, np.int8, f"{what}: weights [{m.rows}][{m.cols}], row-major")
     out = [w, _c_array(f"{prefix}_b", m.bias, np.int32, f"{what}: bias on the accumulator scale")]
@@ -99,11 +111,12 @@ def _arrays(qm: QModel, layout: str) -> List[dict]:
     if qm.token_input:
         a.append(_c_array("rnnskip_embedding", qm.embedding, np.int8,
                           f"embedding [{qm.embedding.shape[0]}][{qm.in_p}], int8"))
-    dense = ([("in", qm.input_dense)] if qm.input_dense is not None else []) + \
-        [(f"f{j}", f.dense) for j, f in enumerate(qm.front) if isinstance(f, QConv)] + \
-        [(f"d{j}", d) for j, d in enumerate(qm.head)]
-    for p, d in dense:  # Dense layers always row-major int8 (rnnskip_fully_connected_s8)
-        a += _mat_arrays(f"rnnskip_{p}", d.mat, d.name, "rowmajor")
+    # Dense layers always row-major int8 (rnnskip_fully_connected_s8), Conv1D tap-major (rnnskip_conv1d_s8)
+    dense = ([("in", qm.input_dense, 0)] if qm.input_dense is not None else []) + \
+        [(f"f{j}", f.dense, f.taps) for j, f in enumerate(qm.front) if isinstance(f, QConv)] + \
+        [(f"d{j}", d, 0) for j, d in enumerate(qm.head)]
+    for p, d, taps in dense:
+        a += _mat_arrays(f"rnnskip_{p}", d.mat, d.name, "tapmajor" if taps else "rowmajor", taps=taps or 1)
     for i, l in enumerate(qm.layers):
         # a step method that fills the accumulators itself keeps its own copy of the weights
         if not any(m.c_accumulators(qm, i) is not None for m in qm.methods):

@@ -89,6 +89,24 @@ def test_front_end_with_step_methods_bitexact(cfg, which, tmp_path):
     assert ev.device_checked == len(x)
 
 
+def test_conv_weights_are_written_tap_major():
+    """The C's Conv1D weights are the golden model's [cout_p, taps * cin_p] reordered to
+    [taps][cout_p][cin_p] (one row-major mat-vec per tap): the same bytes, the same sums."""
+    from rnnskip.generate import _arrays, tap_major
+    ir = front_ir("feat-lstm-lstm")
+    qm = quantize_on(ir, *random_data(ir, n=6, T=12, seed=1))
+    rng = np.random.default_rng(4)
+    arrays = {a["name"]: a for a in _arrays(qm, "paired")}
+    for j, f in enumerate(qm.front):
+        if not hasattr(f, "dense"):
+            continue
+        w = np.asarray(f.dense.mat.w, np.int64)
+        t = tap_major(w, f.taps)
+        assert t.shape == (f.taps, f.cout_p, f.cin_p) and arrays[f"rnnskip_f{j}_w"]["size"] == w.size
+        win = rng.integers(-128, 128, (f.taps, f.cin_p))
+        np.testing.assert_array_equal(sum(t[k] @ win[k] for k in range(f.taps)), w @ win.reshape(-1))
+
+
 def test_golden_runs_the_recurrent_layers_once_per_keras_frame():
     """The recurrent layers run once per frame Keras' front end computes on each sequence's length,
     the flush of padding='same' included; the flags mark the input steps that emitted a frame."""

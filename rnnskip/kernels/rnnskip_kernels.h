@@ -255,12 +255,12 @@ int32_t rnnskip_ring_push_s8(int8_t *ring,
                              int32_t window,
                              int32_t stride);
 
-/* acc[o] = bias[o] + sum_k sum_c w[o][k * cin + c] * frame_k[c], o < cout, where frame_k is
- * the ring's frame k * dilation slots after the oldest (slot head); window = dilation *
- * (taps - 1) + 1. w int8 row-major [cout][taps * cin], 4-byte aligned; cin % 4 == 0, cout %
- * 4 == 0. Exact integer arithmetic. DSP path: two output channels per pass, SXTB16 + SMLAD on
- * words of the frame and the weight rows (as CMSIS-NN's arm_convolve_1_x_n_s8 core); plain C
- * elsewhere, one channel per pass. Same results. */
+/* acc[o] = bias[o] + sum_k sum_c w[k][o][c] * frame_k[c], o < cout, where frame_k is the
+ * ring's frame k * dilation slots after the oldest (slot head); window = dilation * (taps - 1)
+ * + 1. w int8 tap-major [taps][cout][cin] (the generator transposes the golden model's
+ * [cout][taps * cin]), 4-byte aligned; cin % 4 == 0, cout % 4 == 0. Exact integer arithmetic:
+ * one rnnskip_mat_vec_acc_s8 per tap (its DSP, Helium or plain-C path; its stack), tap k's
+ * [cout][cin] matrix times frame_k. */
 void rnnskip_conv1d_acc_s8(const int8_t *ring,
                            int32_t head,
                            int32_t window,

@@ -7,9 +7,12 @@ copied to SRAM (--weights sram).
 
 The models are the pipeline section's SST-2 LSTM (calibrated on its training rows) and the delta
 section's FSDD GRU (official split, calibrated on its training split); Unicorn with the board's
-memory system (rnnskip.simulator.memory); the first N test sequences per board. Dense rows are
-built here; a method row is rnnskip-convert with ``--board`` and the method (its report's
-comparison with the same model without it, on the same emulated sequences). The predictors and
+memory system (rnnskip.simulator.memory); the first N test sequences per board. A method row is
+rnnskip-convert with ``--board`` and the method (its report's comparison with the same model
+without it, on the same emulated sequences); the dense row is the dense reference the board's first
+method conversion built and emulated for that comparison (its report's ``emulated.dense_reference``),
+so the dense firmware is emulated once per method, not once more here (only where every method
+conversion is refused is the dense firmware built, and emulated if it fits, on its own). The predictors and
 thresholds are the skip and delta sections' own (skip_bench.sst2_predictor / train_predictor,
 delta_bench.sst2_thresholds / fsdd_thresholds), made here once when those sections have not run.
 """
@@ -42,12 +45,49 @@ def _subset(ds: Dataset, n: int) -> Dataset:
     return Dataset(x=ds.x[:n], y=ds.y[:n], lengths=ds.lengths[:n])
 
 
+def _head(board: str, weights: str) -> dict:
+    """A dense row's board columns (from the board file, so a refused row has them too)."""
+    _, t = boards.resolve(None, board, None, weights)
+    return {"board": board, "weights": weights, "core": t.name, "clock_hz": t.clock_hz,
+            "memory_system": t.memory_system.name, "method": "dense"}
+
+
+def _figures(e: dict) -> dict:
+    """A row's per-inference figures from a report's emulation summary (``emulation``, or a method
+    section's ``emulated.dense_reference``: rnnskip.report.emulation_summary)."""
+    mp = e["memory_per_inference"]
+    return dict(cycles=e["cycles_per_inference"], latency_ms=e["latency_ms_per_inference"],
+                energy_uj=e["energy_uj_per_inference"], energy_note=e["energy"]["note"],
+                energy_source=e["energy"].get("source"), line_fills=mp["flash_line_fills"],
+                stall_cycles=mp["stall_cycles"], copy_cycles=e["weights"]["copy_cycles"])
+
+
+def _dense_figures(ref: dict) -> dict:
+    """The dense row's figures from a method conversion's ``emulated.dense_reference``."""
+    return dict(_figures(ref), weights_bytes=ref["weights"]["bytes"], flash_bytes=ref["footprint"]["flash_bytes"],
+                ram_bytes=ref["footprint"]["ram_bytes"], sequences=int(ref["sequences"]),
+                mismatches=int(ref["device_mismatches"]))
+
+
+def _dense_row(board: str, weights: str, refs: dict) -> dict:
+    """The dense row from the first method conversion's dense reference (``refs``: method key ->
+    its report's ``emulated.dense_reference``, in the order they ran); ``reference_of`` names it."""
+    key, ref = next(iter(refs.items()))
+    return dict(_head(board, weights), **_dense_figures(ref), reference_of=key, emulate_s=ref["emulate_s"])
+
+
+def _refs_agree(refs: dict):
+    """Whether the methods' dense references give the same dense row (None: fewer than two)."""
+    rows = [_dense_figures(r) for r in refs.values()]
+    return all(r == rows[0] for r in rows[1:]) if len(rows) > 1 else None
+
+
 def _measure(ir, qm, ds, src: Path, work: Path, board: str, weights: str) -> dict:
-    """Build for ``board`` with the weights in ``weights``, emulate; a row (or why it was refused)."""
+    """Build for ``board`` with the weights in ``weights``, emulate; a row (or why it was refused).
+    Only where no method conversion gave a dense reference (every one refused, or no methods)."""
     _, t = boards.resolve(None, board, None, weights)
     variant = "dsp" if t.dsp else "plain"
-    row = {"board": board, "weights": weights, "core": t.name, "clock_hz": t.clock_hz,
-           "memory_system": t.memory_system.name, "method": "dense"}
+    row = _head(board, weights)
     try:
         fw = pipeline.build_target(src, work / f"{board}-{weights}", t, variant)
     except RnnskipError as e:    # --weights sram where they do not fit: the one-line refusal
@@ -56,12 +96,7 @@ def _measure(ir, qm, ds, src: Path, work: Path, board: str, weights: str) -> dic
     t0 = time.time()
     ev = pipeline.evaluate(ir, qm, ds, firmware=fw, emulator=Unicorn(t, traffic_sample=2, workers=2, progress=False))
     e = build_report(ir, qm, ev, t, "portable", variant, firmware=fw)["emulation"]
-    mp = e["memory_per_inference"]
-    row.update(cycles=e["cycles_per_inference"], latency_ms=e["latency_ms_per_inference"],
-               energy_uj=e["energy_uj_per_inference"], energy_note=e["energy"]["note"],
-               energy_source=e["energy"].get("source"), line_fills=mp["flash_line_fills"],
-               stall_cycles=mp["stall_cycles"], copy_cycles=e["weights"]["copy_cycles"],
-               weights_bytes=e["weights"]["bytes"], flash_bytes=fw.flash_bytes, ram_bytes=fw.ram_bytes,
+    row.update(_figures(e), weights_bytes=e["weights"]["bytes"], flash_bytes=fw.flash_bytes, ram_bytes=fw.ram_bytes,
                sequences=int(ev.device_checked), mismatches=int(ev.device_mismatches),
                emulate_s=round(time.time() - t0, 1))
     return row
@@ -82,9 +117,10 @@ def _first(src: str, n: int, dst: Path) -> str:
 
 
 def _method_row(model: str, data: str, calib: str, work: Path, board: str, weights: str, key: str,
-                options) -> dict:
+                options) -> tuple:
     """rnnskip-convert on ``board`` with step method ``key``: the method's row from its report
-    (the emulation and the comparison with the same model without the method), or the refusal."""
+    (the emulation and the comparison with the same model without the method) and that dense
+    reference's emulation summary (``emulated.dense_reference``), or the refusal and None."""
     row = {"board": board, "weights": weights, "method": key}
     t0 = time.time()
     try:
@@ -94,15 +130,11 @@ def _method_row(model: str, data: str, calib: str, work: Path, board: str, weigh
         if weights == "flash":
             raise
         row["refused"] = str(e)    # --weights sram where they do not fit: the one-line refusal
-        return row
+        return row, None
     rep = conv.report
     e, sec = rep["emulation"], rep[key]
     c, red = sec["emulated"], sec["emulated"]["reduction"]
-    row.update(core=rep["target"], clock_hz=e["cycle_model"]["clock_hz"], cycles=e["cycles_per_inference"],
-               latency_ms=e["latency_ms_per_inference"], energy_uj=e["energy_uj_per_inference"],
-               energy_note=e["energy"]["note"], energy_source=e["energy"].get("source"),
-               line_fills=e["memory_per_inference"]["flash_line_fills"],
-               stall_cycles=e["memory_per_inference"]["stall_cycles"], copy_cycles=e["weights"]["copy_cycles"],
+    row.update(core=rep["target"], clock_hz=e["cycle_model"]["clock_hz"], **_figures(e),
                dense_cycles=c["cycles_per_inference"]["dense"],
                mac_cut=c["mac_reduction"]["cut"], latency_cut=red["cycles"]["cut"],
                line_fill_cut=(red.get("flash_line_fills") or {}).get("cut"),
@@ -113,11 +145,30 @@ def _method_row(model: str, data: str, calib: str, work: Path, board: str, weigh
         row["skip_rate"] = sec["skip_rate"]
     else:
         row["thresholds"] = [f"x{t['input']}/h{t['hidden']}" for t in sec["thresholds"]]
-    return row
+    return row, c.get("dense_reference")
+
+
+def _board_rows(board: str, weights: str, methods: dict, method_row, measure) -> tuple:
+    """One board and placement: the dense row, then each method's row (``methods``: key -> options;
+    ``method_row(key, options)`` -> (row, dense reference or None when refused)). The dense row is
+    the first method conversion's dense reference; ``measure()`` (the dense firmware on its own)
+    only when no method conversion gave one. Returns (rows, whether the references agree or None)."""
+    done, refs = [], {}
+    for key, options in methods.items():
+        row, ref = method_row(key, options)
+        done.append(row)
+        if ref is not None:
+            refs[key] = ref
+    if not refs:
+        return [measure()] + done, None
+    return [_dense_row(board, weights, refs)] + done, _refs_agree(refs)
 
 
 def _model(name: str, p: dict, test: str, n: int, methods: dict, out: Path) -> dict:
-    """Dense, then each method in ``methods`` (key -> (options, how it was made)), on every board."""
+    """Each method in ``methods`` (key -> (options, how it was made)) on every board, and the dense
+    row from the first method conversion's dense reference (emulated once per board, not again
+    here); ``dense_references_agree``: whether the methods' dense references gave the same dense
+    rows (None: fewer than two references on every board)."""
     ir = pipeline.import_model(p["model"])
     qm, _ = pipeline.quantize_model(ir, load_npz(p["train"], ir), 1000, progress=False)
     ds = _subset(load_npz(test, ir), n)
@@ -125,18 +176,26 @@ def _model(name: str, p: dict, test: str, n: int, methods: dict, out: Path) -> d
     src = out / name / "src"
     generate(qm, src, max_t=max_t)
     data = _first(test, n, out / name / "test_first.npz")
-    rows = []
+    rows, agree = [], []
     for board, placements in BOARDS:
         for w in placements:
-            print(f"  {name} {board} --weights {w} dense", flush=True)
-            rows.append(_measure(ir, qm, ds, src, out / name, board, w))
-            for key, (options, _) in methods.items():
+            def method_row(key, options, board=board, w=w):
                 print(f"  {name} {board} --weights {w} {key}", flush=True)
-                rows.append(_method_row(p["model"], data, p["train"], out / name, board, w, key, options))
+                return _method_row(p["model"], data, p["train"], out / name, board, w, key, options)
+
+            def measure(board=board, w=w):
+                print(f"  {name} {board} --weights {w} dense (no method conversion ran)", flush=True)
+                return _measure(ir, qm, ds, src, out / name, board, w)
+
+            r, a = _board_rows(board, w, {k: o for k, (o, _) in methods.items()}, method_row, measure)
+            rows += r
+            agree.append(a)
+    agree = [a for a in agree if a is not None]
     return {"model": LABELS[name], "macs_per_step": int(qm.recurrent_macs_per_step()),
             "weights_bytes": int(qm.flash_weight_bytes()), "sequences": len(ds), "max_t": max_t,
             "steps_mean": float(np.mean(ds.lengths)), "rows": rows,
-            "methods": {k: how for k, (_, how) in methods.items()}}
+            "methods": {k: how for k, (_, how) in methods.items()},
+            "dense_references_agree": all(agree) if agree else None}
 
 
 def _trained_in(folder: Path):
@@ -234,17 +293,27 @@ def _uj(r: dict) -> str:
 
 
 def _checks(m: dict) -> list:
-    """Sentences computed from the rows: the dense reference of each method conversion against the
-    dense row, and the boards where a method is slower than dense."""
+    """Sentences computed from the rows: where the dense rows come from, the dense reference of each
+    method conversion against the dense row (and whether the methods' references agree), and the
+    boards where a method is slower than dense."""
     dense = {(r["board"], r["weights"]): r for r in m["rows"] if r["method"] == "dense" and "refused" not in r}
     done = [r for r in m["rows"] if r["method"] != "dense" and "refused" not in r]
     diffs = [abs(r["dense_cycles"] / dense[(r["board"], r["weights"])]["cycles"] - 1)
              for r in done if (r["board"], r["weights"]) in dense]
     out = []
     if diffs:
-        out.append(f"The method conversions' own dense references (built and emulated by rnnskip-convert) are within "
-                   f"{100 * max(diffs):.2f}% of the dense rows' cycles; their dense firmware matched the golden "
-                   f"model on {sum(bool(r['dense_matches_golden']) for r in done)} of {len(done)} conversions.")
+        ref = sum(bool(r.get("reference_of")) for r in dense.values())
+        agree = m.get("dense_references_agree")
+        out.append(f"Dense rows: {ref} of {len(dense)} are the dense reference that board's first method conversion "
+                   f"built and emulated (its report's `emulated.dense_reference`)"
+                   + (", the rest a dense emulation of their own" if ref < len(dense) else "")
+                   + f". The method conversions' own dense references (built and emulated by rnnskip-convert) "
+                   f"are within {100 * max(diffs):.2f}% of the dense rows' cycles"
+                   + ({True: " and agree with each other in every dense-row figure",
+                       False: " but DISAGREE with each other in some dense-row figure (boards.json: "
+                              "`dense_references_agree`)"}.get(agree, ""))
+                   + f"; their dense firmware matched the golden model on "
+                   f"{sum(bool(r['dense_matches_golden']) for r in done)} of {len(done)} conversions.")
     slow = [f"{r['method']} on {r['board']} ({r['weights']}, {_pct(r['latency_cut'])})"
             for r in done if r["latency_cut"] is not None and r["latency_cut"] < 0]
     if slow:

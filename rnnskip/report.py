@@ -49,13 +49,16 @@ def relative(a: Optional[dict], b: Optional[dict]) -> Optional[dict]:
             "cut": a["cut"] / b["cut"] if b["cut"] else None}
 
 
-def compare_with_dense(ref, ev, firmware, key: str, target, dense_golden_out, output_dim: int) -> Optional[dict]:
+def compare_with_dense(ref, ev, firmware, key: str, target, dense_golden_out, ir) -> Optional[dict]:
     """The model with step method ``key`` (emulated in ``ev``) against its dense reference ``ref``
     (pipeline.dense_reference: the same model without the method, built the same way, run on the
-    same emulator and sequences). None when there is nothing per sequence to compare."""
+    same emulator and sequences); ``dense_reference``: that reference's own emulation summary
+    (:func:`emulation_summary`, as a conversion without the method reports it) and footprint.
+    None when there is nothing per sequence to compare."""
     if ref is None or ev.emu is None:
         return None
     d, m = ref.result, ev.emu
+    output_dim = ref.qm.output_dim
     col = {f: i for i, f in enumerate(STAT_FIELDS)}
     k = int(ev.device_checked)
     ins = {"dense": stat_mean(d.stats[:, col["instructions"]]), key: stat_mean(m.stats[:, col["instructions"]])}
@@ -82,6 +85,11 @@ def compare_with_dense(ref, ev, firmware, key: str, target, dense_golden_out, ou
     if cyc["dense"] is None or cyc[key] is None:   # a core Unicorn lacks (cortex-m55): instruction counts at most
         out["cycles_per_inference"] = {"dense": None, key: None}
         out["cycles_note"] = no_cycles_note(target, bool(ins["dense"] and ins[key]), key)
+    wrong = sum(not np.array_equal(d.out[i, :output_dim], dense_golden_out[i]) for i in range(k))
+    out["dense_reference"] = dict(
+        emulation_summary(d, target, ref.qm, ir.macs_per_step(), ir.head_macs()),
+        footprint=footprint(ref.firmware, ref.qm, target, d),
+        device_mismatches=max(int(wrong), 1 if d.disagreement else 0), emulate_s=round(ref.seconds, 1))
     return out
 
 
@@ -245,49 +253,60 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
         rep["model"]["macs_note"] = ("macs_per_step and the emulation's MACs count the recurrent layers and the "
                                      "head; each Conv1D adds its kernel size in MACs per frame it emits")
     if ev.emu is not None:
-        emu = ev.emu
-        col = stat_columns(emu)
-        tr = emu.traffic_measured
-        macs = emu.steps_run * macs_step + ir.head_macs()
-        a, b = cycles_per_step(emu)
-        rep["emulation"] = {
-            "emulator": "unicorn",
-            "cycle_model": {"table": target.cycle_table, "source": target.cycle_source,
-                            "flash_wait_states": target.flash_wait_states, "clock_hz": target.clock_hz},
-            "memory_system": memory_system_report(target),
-            "memory_per_inference": memory_counters(col, target),
-            "sequences": int(len(emu.steps_run)),
-            "steps_run_mean": _mean(emu.steps_run),
-            "instructions_per_inference": _mean(col["instructions"]),
-            "cycles_per_inference": _mean(col["cycles"]),
-            "macs_per_inference": _mean(macs),
-            "macs_per_cycle": float(macs.sum() / max(col["cycles"].sum(), 1.0)),
-            "cycles_per_step": b,
-            "cycles_fixed": a,
-            "step_macs_per_cycle": float(macs_step / b) if b and b > 0 else None,
-            "latency_ms_per_inference": _mean(col["cycles"]) / target.clock_hz * 1e3,
-            "flash_read_bytes_per_inference": _mean(col["flash_read_bytes"][tr]),
-            "sram_read_bytes_per_inference": _mean(col["sram_read_bytes"][tr]),
-            "sram_write_bytes_per_inference": _mean(col["sram_write_bytes"][tr]),
-            "traffic_sampled_sequences": int(tr.sum()),
-            **({"macs_note": "; ".join(m.macs_note for m in qm.methods if m.macs_note)}
-               if any(m.macs_note for m in qm.methods) else {}),
-            "traffic_note": (f"memory traffic counted exactly (each executed load/store's address from its decoded "
-                             f"operands and registers) on {int(tr.sum())} of {len(tr)} sequences; instructions and "
-                             f"cycles on all of them"),
-        }
-        rep["emulation"]["weights"] = weights_report(target, emu, qm)
-        energy = energy_report(target, rep["emulation"]["latency_ms_per_inference"])
-        rep["emulation"]["energy_uj_per_inference"] = energy["uj_per_inference"]
-        rep["emulation"]["energy"] = energy
-        if emu.board_run is not None:
-            _board_emulation(rep["emulation"], emu.board_run)
+        rep["emulation"] = emulation_summary(ev.emu, target, qm, macs_step, ir.head_macs())
     if firmware is not None:
-        rep["footprint"] = {"flash_bytes": firmware.flash_bytes, "ram_bytes": firmware.ram_bytes,
-                            "stack_bytes": ev.emu.stack_bytes if ev.emu is not None else None,
-                            "weights_bytes": qm.flash_weight_bytes(),
-                            "flash_capacity": target.flash_size, "ram_capacity": target.ram_size}
+        rep["footprint"] = footprint(firmware, qm, target, ev.emu)
     return rep
+
+
+def emulation_summary(emu, target, qm, macs_step: int, head_macs: int) -> dict:
+    """report.json's ``emulation`` from what the emulator measured (``emu``, an EmulationResult of
+    ``qm``'s firmware on ``target``); also each step method's ``emulated.dense_reference``."""
+    col = stat_columns(emu)
+    tr = emu.traffic_measured
+    macs = emu.steps_run * macs_step + head_macs
+    a, b = cycles_per_step(emu)
+    e = {
+        "emulator": "unicorn",
+        "cycle_model": {"table": target.cycle_table, "source": target.cycle_source,
+                        "flash_wait_states": target.flash_wait_states, "clock_hz": target.clock_hz},
+        "memory_system": memory_system_report(target),
+        "memory_per_inference": memory_counters(col, target),
+        "sequences": int(len(emu.steps_run)),
+        "steps_run_mean": _mean(emu.steps_run),
+        "instructions_per_inference": _mean(col["instructions"]),
+        "cycles_per_inference": _mean(col["cycles"]),
+        "macs_per_inference": _mean(macs),
+        "macs_per_cycle": float(macs.sum() / max(col["cycles"].sum(), 1.0)),
+        "cycles_per_step": b,
+        "cycles_fixed": a,
+        "step_macs_per_cycle": float(macs_step / b) if b and b > 0 else None,
+        "latency_ms_per_inference": _mean(col["cycles"]) / target.clock_hz * 1e3,
+        "flash_read_bytes_per_inference": _mean(col["flash_read_bytes"][tr]),
+        "sram_read_bytes_per_inference": _mean(col["sram_read_bytes"][tr]),
+        "sram_write_bytes_per_inference": _mean(col["sram_write_bytes"][tr]),
+        "traffic_sampled_sequences": int(tr.sum()),
+        **({"macs_note": "; ".join(m.macs_note for m in qm.methods if m.macs_note)}
+           if any(m.macs_note for m in qm.methods) else {}),
+        "traffic_note": (f"memory traffic counted exactly (each executed load/store's address from its decoded "
+                         f"operands and registers) on {int(tr.sum())} of {len(tr)} sequences; instructions and "
+                         f"cycles on all of them"),
+    }
+    e["weights"] = weights_report(target, emu, qm)
+    energy = energy_report(target, e["latency_ms_per_inference"])
+    e["energy_uj_per_inference"] = energy["uj_per_inference"]
+    e["energy"] = energy
+    if emu.board_run is not None:
+        _board_emulation(e, emu.board_run)
+    return e
+
+
+def footprint(firmware, qm, target, emu=None) -> dict:
+    """report.json's ``footprint``: the firmware image's flash and RAM (and the stack ``emu`` measured)."""
+    return {"flash_bytes": firmware.flash_bytes, "ram_bytes": firmware.ram_bytes,
+            "stack_bytes": emu.stack_bytes if emu is not None else None,
+            "weights_bytes": qm.flash_weight_bytes(),
+            "flash_capacity": target.flash_size, "ram_capacity": target.ram_size}
 
 
 def _board_emulation(e: dict, info: dict) -> None:

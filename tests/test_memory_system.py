@@ -384,3 +384,49 @@ def test_method_comparison_reports_line_fills(tmp_path):
     assert out["reduction"]["stall_cycles"]["cut"] == pytest.approx(1 - st["delta"] / st["dense"])
     rows = comparison_rows({"macs_per_inference": {"dense": 1, "delta": 1}, "emulated": out}, "delta")
     assert any(r[0] == "delta line fills" for r in rows)
+
+
+@needs_arm
+@pytest.mark.parametrize("weights", ["flash", "sram"])
+def test_method_dense_reference_equals_a_dense_conversion(tmp_path, weights):
+    """A step method's ``emulated.dense_reference`` (the dense firmware it emulated to measure its
+    cut) is what a conversion of the dense model reports on the same board and sequences: the
+    whole emulation summary (cycles, latency, energy, line fills, stalls, caches, the weights copy)
+    and the footprint -- what the boards benchmark's dense rows are built from."""
+    from helpers import dataset, quantized
+
+    from benchmarks import boards_bench
+    from rnnskip import boards
+    from rnnskip.delta.golden import with_delta
+    from rnnskip.delta.spec import DeltaSpec
+    from rnnskip.emulators.unicorn import Unicorn
+    from rnnskip.generate import generate
+    from rnnskip.pipeline import stages
+    from rnnskip.report import build_report
+    ir, dense, x, L = quantized("feat-lstm-gru", seed=0, n=3, T=10)
+    qm = with_delta(dense, DeltaSpec([3, 3], [2, 2], theta_m=[None, None]))
+    ds = dataset(x, L)
+    _, t = boards.resolve(None, "stm32f407", None, weights)
+    emu = Unicorn(t, traffic_sample=1, workers=1, progress=False)
+    reps = {}
+    for name, q in (("dense", dense), ("delta", qm)):   # as rnnskip-convert builds, runs and reports each
+        generate(q, tmp_path / name / "src", max_t=x.shape[1], kernels="portable")
+        fw = stages.build_firmware(tmp_path / name / "src", tmp_path / name / "fw", emu, "dsp", q, ds, None,
+                                   x.shape[1], ir.name)
+        ev = stages.evaluate(ir, q, ds, firmware=fw, emulator=emu)
+        assert ev.device_mismatches == 0, ev.first_mismatch
+        reps[name] = build_report(ir, q, ev, t, "portable", "dsp", firmware=fw)
+        if name == "delta":
+            reps[name]["delta"] = stages.compare_without(q, "delta", ir, ds, ev, fw, emu, tmp_path / name,
+                                                         "portable", "dsp", t)
+    ref, e = dict(reps["delta"]["delta"]["dense_reference"]), reps["dense"]["emulation"]
+    assert ref.pop("device_mismatches") == 0 and ref.pop("emulate_s") >= 0
+    assert ref.pop("footprint") == reps["dense"]["footprint"]
+    assert ref == e
+    assert e["memory_per_inference"]["flash_line_fills"] > 0 and e["energy_uj_per_inference"] > 0
+    assert (e["weights"]["copy_cycles"] > 0) == (weights == "sram")
+    assert reps["delta"]["delta"]["cycles_per_inference"]["dense"] == e["cycles_per_inference"]
+    row = boards_bench._dense_figures(reps["delta"]["delta"]["dense_reference"])   # the bench reads these keys
+    assert row["cycles"] == e["cycles_per_inference"] and row["weights_bytes"] == e["weights"]["bytes"]
+    assert row["line_fills"] == e["memory_per_inference"]["flash_line_fills"]
+    assert row["flash_bytes"] == reps["dense"]["footprint"]["flash_bytes"]

@@ -169,9 +169,12 @@ def evaluate(ir: ModelIR, qm: QModel, ds: Dataset, host_so: Optional[Path] = Non
 
 @dataclass
 class Reference:
-    """The dense reference of a skip or delta model: its firmware and what the emulator measured."""
+    """The dense reference of a skip or delta model: the model, its firmware, what the emulator
+    measured and how long the emulation took (seconds)."""
+    qm: QModel
     firmware: Firmware
     result: EmulationResult
+    seconds: float = 0.0
 
 
 def compare_without(qm: QModel, key: str, ir, ds: Dataset, ev, firmware, emulator, work: Path, kernels: str,
@@ -188,7 +191,7 @@ def compare_without(qm: QModel, key: str, ir, ds: Dataset, ev, firmware, emulato
     if ref is None:
         return None
     ref_golden, _ = GoldenModel(q_ref).run(ds.x[:k], ds.lengths[:k])
-    out = compare_with_dense(ref, ev, firmware, key, target, ref_golden, qm.output_dim)
+    out = compare_with_dense(ref, ev, firmware, key, target, ref_golden, ir)
     if out is not None and hasattr(emulator, "profile") and emulator.board is None \
             and out["cycles_per_inference"].get(key):
         out["cycles_per_step_by_part"] = cycle_profile(qm, key, emulator, firmware, ref.firmware, ds, PROFILE_SEQUENCES)
@@ -240,4 +243,6 @@ def dense_reference(qm_dense: QModel, work: Path, emulator, ds: Dataset, n: int,
     max_t = int(ds.x.shape[1])
     generate(qm_dense, work / "src", max_t=max_t, kernels=kernels)
     fw = build_firmware(work / "src", work / "firmware", emulator, variant, qm_dense, ds, n, max_t, model_name)
-    return Reference(firmware=fw, result=emulator.run(fw, device_sequences(qm_dense, ds, n)))
+    t0 = time.time()
+    res = emulator.run(fw, device_sequences(qm_dense, ds, n))
+    return Reference(qm=qm_dense, firmware=fw, result=res, seconds=time.time() - t0)

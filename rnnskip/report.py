@@ -237,6 +237,7 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
             "weights": "int8 symmetric per output row", "activations": "int8 symmetric per tensor",
             "gates": "int16 Q3.12 in, Q0.15 out (257-point LUT)", "accumulators": "int32",
             "layers": [{"name": l.name, "kind": l.kind, **l.options} for l in qm.layers],
+            **({} if qm.token_input else {"input": input_scales_report(qm)}),
         },
         "timings_s": {k: round(v, 3) for k, v in ev.timings.items()},
     }
@@ -257,6 +258,16 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
     if firmware is not None:
         rep["footprint"] = footprint(firmware, qm, target, ev.emu)
     return rep
+
+
+def input_scales_report(qm) -> dict:
+    """How float features become int8 (``quantize.feature_scales``): one scale per feature or one for all,
+    and the scales (float units of one int8 step; the device multiplies by their float32 inverses)."""
+    sc = np.asarray(qm.feature_scales, np.float64)
+    per = bool(np.ptp(sc) > 0)
+    return {"scheme": ("int8 symmetric, one scale per feature (folded into the first layer's weights)" if per
+                       else "int8 symmetric, one scale for all features"),
+            "scales": [float(v) for v in sc] if per else float(sc[0])}
 
 
 def emulation_summary(emu, target, qm, macs_step: int, head_macs: int) -> dict:

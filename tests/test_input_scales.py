@@ -67,3 +67,14 @@ def test_a_small_feature_keeps_its_resolution():
         shared = GoldenModel(quantize(ir, calibrate(ir, FloatModel(ir), x, L, progress=False),
                                       per_feature_inputs=False))
         assert not shared.quantize_features(x)[..., 1].any()   # one scale: the small feature is lost
+
+
+def test_report_names_the_input_scheme():
+    from rnnskip.report import input_scales_report
+    _, qm, x, L = quantized("feat-dense-gru", seed=3, spread=True)
+    r = input_scales_report(qm)
+    assert r["scheme"] == "int8 symmetric, one scale per feature (folded into the first layer's weights)"
+    assert r["scales"] == [float(v) for v in _calibrated_max(x, L) / 127.0]
+    _, qm, x, L = quantized("feat-lstm", seed=3, spread=True)
+    assert input_scales_report(qm) == {"scheme": "int8 symmetric, one scale for all features",
+                                       "scales": _calibrated_max(x, L).max() / 127.0}

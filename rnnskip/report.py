@@ -263,11 +263,9 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
 def input_scales_report(qm) -> dict:
     """How float features become int8 (``quantize.feature_scales``): one scale per feature or one for all,
     and the scales (float units of one int8 step; the device multiplies by their float32 inverses)."""
-    sc = np.asarray(qm.feature_scales, np.float64)
-    per = bool(np.ptp(sc) > 0)
-    return {"scheme": ("int8 symmetric, one scale per feature (folded into the first layer's weights)" if per
-                       else "int8 symmetric, one scale for all features"),
-            "scales": [float(v) for v in sc] if per else float(sc[0])}
+    return {"scheme": ("int8 symmetric, one scale per feature (folded into the first layer's weights)"
+                       if qm.per_feature_inputs else "int8 symmetric, one scale for all features"),
+            "scales": [float(v) for v in qm.feature_scales]}
 
 
 def emulation_summary(emu, target, qm, macs_step: int, head_macs: int) -> dict:

@@ -76,5 +76,15 @@ def test_report_names_the_input_scheme():
     assert r["scheme"] == "int8 symmetric, one scale per feature (folded into the first layer's weights)"
     assert r["scales"] == [float(v) for v in _calibrated_max(x, L) / 127.0]
     _, qm, x, L = quantized("feat-lstm", seed=3, spread=True)
+    m = _calibrated_max(x, L)
     assert input_scales_report(qm) == {"scheme": "int8 symmetric, one scale for all features",
-                                       "scales": _calibrated_max(x, L).max() / 127.0}
+                                       "scales": [m.max() / 127.0] * len(m)}
+
+
+def test_a_feature_of_tiny_range_gets_a_finite_factor():
+    """A feature whose calibrated range is below float32's reach (1e-38) must not make 1/scale infinite."""
+    ir, _, x, L = quantized("feat-dense-gru", seed=3, spread=True)
+    x = x.copy()
+    x[..., 0] = np.where(x[..., 0] != 0, 1e-38, 0.0)
+    qm = quantize_on(ir, x, L)
+    assert np.isfinite(feature_inv_scale(qm)).all() and qm.per_feature_inputs

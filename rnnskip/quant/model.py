@@ -202,6 +202,8 @@ class QModel:
     mask_zero: bool = False
     #: float features -> int8 (feature models): the scale of each feature (quantize.feature_scales)
     feature_scales: Optional[np.ndarray] = None
+    #: whether those scales are one per feature, folded into the first layer's weights
+    per_feature_inputs: bool = False
     features: int = 0
     features_p: int = 0
     input_dense: Optional[QDense] = None

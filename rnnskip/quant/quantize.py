@@ -69,14 +69,15 @@ def feature_scales(inp: FeatureInput, maxabs, per_feature: bool = True) -> np.nd
     One scale per feature where the first layer is a Dense or a Conv1D: each feature's scale is folded
     into that layer's weights (:func:`fold_input_scales`), whose per-row scales absorb it, so a feature
     with a small range is not quantised on the scale of the largest one (an IMU's accelerometer next to
-    its gyroscope). A recurrent first layer keeps one scale: its input deltas and the skip predictor
-    compare int8 input changes across features. A feature never seen non-zero gets the shared scale.
+    its gyroscope). A recurrent first layer keeps one scale: a delta model's input threshold is one
+    number of int8 steps for every feature of the layer's input. A feature never seen non-zero gets the
+    shared scale. No headroom: a value beyond its feature's calibrated range clamps at +-127.
     ``per_feature=False``: one scale for every model (the comparison the benchmarks draw)."""
     m = np.broadcast_to(np.asarray(maxabs, np.float64), (inp.features,))
     shared = scale_of(m.max())
     if not (per_feature and per_feature_input(inp)):
         return np.full(inp.features, shared)
-    return np.where(m > 0, m / 127.0, shared)
+    return np.where(m > 0, np.maximum(m, 1e-8) / 127.0, shared)   # scale_of's floor: 1/s stays finite
 
 
 def per_feature_input(inp: FeatureInput) -> bool:
@@ -159,8 +160,8 @@ def _quantize(ir: ModelIR, ranges: Ranges, per_feature_inputs: bool) -> QModel:
         qm.features, qm.features_p = inp.features, pad4(inp.features)
         qm.feature_scales = feature_scales(inp, ranges.features, per_feature_inputs)
         qm.mask_value = inp.mask_value
-        folds = per_feature_inputs and per_feature_input(inp)
-        x_scale = qm.feature_scales if folds else float(qm.feature_scales[0])
+        qm.per_feature_inputs = per_feature_inputs and per_feature_input(inp)
+        x_scale = qm.feature_scales if qm.per_feature_inputs else float(qm.feature_scales[0])
         if inp.dense is not None:
             d = inp.dense
             if np.ndim(x_scale):

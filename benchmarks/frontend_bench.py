@@ -1,4 +1,4 @@
-"""Conv1D front ends benchmark (issue 20 item 6): a CRNN and a CNN-LSTM, streamed on cortex-m4.
+"""Conv1D front ends benchmark (issue 20 item 6): a CRNN and two CNN-LSTMs, streamed on cortex-m4.
 
 * CRNN on FSDD (``../shared/data/fsdd``): the 40 log-mel features and the official split of
   ``benchmarks/fsdd.py`` (validation = every 10th take of the training part), as fixed 1 s windows
@@ -14,7 +14,7 @@
   as Keras runs it); validation = 5 utterances per speaker from the training split; the same layers,
   Dense(9). Its 370 test rows make it the larger of the two CNN-LSTM test sets.
 
-Both trained with tf_keras (fixed seed, early stopping on validation loss), converted with the
+All trained with tf_keras (fixed seed, early stopping on validation loss), converted with the
 product's own flow (``common.convert`` = rnnskip-convert): dense int8, run-time delta (thresholds
 from delta-tune's sweep on validation, as ``delta_bench._tune``) and the skip predictor
 (``train-predictor`` on the training split, operating point on validation, as the skip bench).
@@ -465,7 +465,8 @@ def _table_row(r: dict, label: str) -> str:
 
 def markdown(res: dict) -> str:
     L = [f"## Conv1D front ends, streamed: CRNN and CNN-LSTM on {res['target']}", "",
-         "`benchmarks/frontend_bench.py` (docs/frontends.md). Two models trained here with tf_keras (fixed seed, "
+         f"`benchmarks/frontend_bench.py` (docs/frontends.md). {len(res['models'])} models trained here with tf_keras "
+         "(fixed seed, "
          "early stopping on validation loss) and converted with the product's flow (rnnskip-convert): dense int8, "
          "run-time delta (thresholds from delta-tune's sweep on validation, the cheapest point within "
          f"{res['max_loss']:g} point of the dense float model there) and the MLP skip predictor (train-predictor, "

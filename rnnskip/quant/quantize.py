@@ -5,13 +5,15 @@ Scheme (TFLite int8 LSTM-like, all symmetric, zero points 0):
   recurrent weights share one per-row accumulator scale (one mat-vec on [x | h]);
 - activations between layers int8, scale max|a|/127 from calibration;
 - float input features int8 with one scale per feature when the first layer is a Dense or a Conv1D
-  (:func:`feature_scales`: the scales fold into that layer's per-row weight scales), else one scale;
+  (:func:`feature_scales`, folded into that layer's per-row weight scales), else one scale;
 - gate pre-activations int16 Q3.12, gate outputs int16 Q0.15 (LUT sigmoid/tanh);
 - biases int32 on the accumulator scale; requantisation by (mult, shift) pairs;
 - each recurrent layer by its cell kind (``rnnskip/cells/``: an LSTM's cell state,
   a GRU's Q0.15 hidden state).
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -63,20 +65,20 @@ def quantize_dense(d, in_scale: float, in_p: int, out_max: float, final: bool) -
     return q
 
 
-def feature_scales(inp: FeatureInput, maxabs, per_feature: bool = True) -> np.ndarray:
-    """The int8 scale of each input feature from its calibrated max |x|.
+def feature_scales(maxabs: np.ndarray, per_feature: bool) -> np.ndarray:
+    """The int8 scale of each input feature from its calibrated max |x| (``maxabs`` ``[F]``).
 
-    One scale per feature where the first layer is a Dense or a Conv1D: each feature's scale is folded
-    into that layer's weights (:func:`fold_input_scales`), whose per-row scales absorb it, so a feature
-    with a small range is not quantised on the scale of the largest one (an IMU's accelerometer next to
-    its gyroscope). A recurrent first layer keeps one scale: a delta model's input threshold is one
-    number of int8 steps for every feature of the layer's input. A feature never seen non-zero gets the
-    shared scale. No headroom: a value beyond its feature's calibrated range clamps at +-127.
-    ``per_feature=False``: one scale for every model (the comparison the benchmarks draw)."""
-    m = np.broadcast_to(np.asarray(maxabs, np.float64), (inp.features,))
+    ``per_feature`` (:func:`per_feature_input`, where the first layer is a Dense or a Conv1D): each
+    feature's own scale, folded into that layer's weights (:func:`fold_first_layer`), whose per-row
+    scales absorb it, so a feature with a small range is not quantised on the scale of the largest one
+    (an IMU's accelerometer next to its gyroscope). A recurrent first layer keeps one scale: a delta
+    model's input threshold is one number of int8 steps for every feature of the layer's input. A
+    feature never seen non-zero gets the shared scale. No headroom: a value beyond its feature's
+    calibrated range clamps at +-127."""
+    m = np.asarray(maxabs, np.float64)
     shared = scale_of(m.max())
-    if not (per_feature and per_feature_input(inp)):
-        return np.full(inp.features, shared)
+    if not per_feature:
+        return np.full(len(m), shared)
     return np.where(m > 0, np.maximum(m, 1e-8) / 127.0, shared)   # scale_of's floor: 1/s stays finite
 
 
@@ -86,27 +88,24 @@ def per_feature_input(inp: FeatureInput) -> bool:
     return isinstance(first, (DenseLayer, ConvLayer))
 
 
-def fold_input_scales(kernel: np.ndarray, scales: np.ndarray, axis: int) -> np.ndarray:
-    """``kernel`` with its input axis multiplied by the input's per-feature scales, so it reads int8
-    inputs of unit scale: ``sum_f w[f] x[f] = sum_f (w[f] s[f]) (x[f] / s[f])``."""
-    shape = [1] * kernel.ndim
-    shape[axis] = len(scales)
-    return kernel * scales.reshape(shape)
+def fold_first_layer(inp: FeatureInput, scales: np.ndarray) -> FeatureInput:
+    """``inp`` with its first layer's (Dense or Conv1D) input axis multiplied by the per-feature
+    ``scales``, so it reads int8 inputs of unit scale: ``sum_f w[f] x[f] = sum_f (w[f] s[f]) (x[f] / s[f])``."""
+    if inp.dense is not None:   # kernel [in, out]
+        return replace(inp, dense=replace(inp.dense, kernel=inp.dense.kernel * scales[:, None]))
+    conv = inp.front[0]         # kernel [taps, in, out]
+    return replace(inp, front=[replace(conv, kernel=conv.kernel * scales[None, :, None])] + inp.front[1:])
 
 
-def quantize_front(front: list, x_scale, ranges: list) -> list:
+def quantize_front(front: list, x_scale: float, ranges: list) -> list:
     """The streamed front end: each Conv1D as a Dense on its window ``[taps * cin_p]`` (per-channel
-    weight scales, int8 out on its calibrated scale), each pooling layer on its input's scale.
-    ``x_scale``: the input's scale, or one per input feature (folded into the first Conv1D)."""
+    weight scales, int8 out on its calibrated scale), each pooling layer on its input's scale."""
     out = []
     for f, rng in zip(front, ranges):
         cin, cin_p = f.in_dim, pad4(f.in_dim)
         if isinstance(f, ConvLayer):
             k = np.zeros((f.taps, cin_p, f.out_dim), np.float64)
-            if np.ndim(x_scale):
-                k[:, :cin], x_scale = fold_input_scales(f.kernel, x_scale, axis=1), 1.0
-            else:
-                k[:, :cin] = f.kernel
+            k[:, :cin] = f.kernel
             d = DenseLayer(kernel=k.reshape(f.taps * cin_p, f.out_dim), bias=np.asarray(f.bias, np.float64),
                            activation=f.activation, name=f.name)
             q = QConv(dense=quantize_dense(d, x_scale, f.taps * cin_p, rng, final=False), taps=f.taps,
@@ -158,16 +157,16 @@ def _quantize(ir: ModelIR, ranges: Ranges, per_feature_inputs: bool) -> QModel:
     else:
         inp: FeatureInput = ir.input
         qm.features, qm.features_p = inp.features, pad4(inp.features)
-        qm.feature_scales = feature_scales(inp, ranges.features, per_feature_inputs)
         qm.mask_value = inp.mask_value
         qm.per_feature_inputs = per_feature_inputs and per_feature_input(inp)
-        x_scale = qm.feature_scales if qm.per_feature_inputs else float(qm.feature_scales[0])
+        maxabs = np.broadcast_to(np.asarray(ranges.features, np.float64), (inp.features,))
+        qm.feature_scales = feature_scales(maxabs, qm.per_feature_inputs)
+        if qm.per_feature_inputs:   # the first layer reads int8 features of unit scale
+            inp, x_scale = fold_first_layer(inp, qm.feature_scales), 1.0
+        else:
+            x_scale = float(qm.feature_scales[0])
         if inp.dense is not None:
-            d = inp.dense
-            if np.ndim(x_scale):
-                d, x_scale = DenseLayer(kernel=fold_input_scales(d.kernel, x_scale, axis=0), bias=d.bias,
-                                        activation=d.activation, name=d.name), 1.0
-            qm.input_dense = quantize_dense(d, x_scale, qm.features_p, ranges.input_dense, final=False)
+            qm.input_dense = quantize_dense(inp.dense, x_scale, qm.features_p, ranges.input_dense, final=False)
             x_scale = qm.input_dense.out_scale
         if inp.front:
             qm.front = quantize_front(inp.front, x_scale, ranges.front)

@@ -130,11 +130,16 @@ def kernel_sweep() -> dict:
 
 
 # ---------------------------------------------------------------- where the cycles go
-PARTS = (("column-sparse mat-vec", ("rnnskip_dv_dsp_core", "rnnskip_dv6_dsp_core", "rnnskip_delta_mat_vec_s8",
-                                    "rnnskip_delta_pad_pair_s8")),
-         ("gather", ("rnnskip_dg_core", "rnnskip_delta_gather_s8")),
-         ("dense mat-vec", ("rnnskip_mvp_dsp_core", "rnnskip_mat_vec_paired_s8", "rnnskip_mv4_dsp_core",
-                            "rnnskip_mat_vec_acc_s8", "rnnskip_mat_vec_s8")))
+def _parts() -> dict:
+    """The conversions' own per-part profile parts (rnnskip.pipeline.stages.kernel_parts)."""
+    from rnnskip.delta.golden import DeltaMethod
+    from rnnskip.pipeline.stages import kernel_parts
+    return kernel_parts("portable", (DeltaMethod,))
+
+
+#: the step code and the rest, as labelled now and in results saved before the parts were shared
+TAIL_LABELS = ("step code (cells, inlined)", "step code (inlined cells)", "other (head, I/O)",
+               "other (head, I/O, branches)")
 
 
 def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
@@ -146,8 +151,10 @@ def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
     from rnnskip.delta.golden import effective_macs, run_stats
     from rnnskip.emulators.unicorn import profile_functions
     from rnnskip.pipeline import workdir
+    from rnnskip.pipeline.stages import parts_per_step
     from rnnskip.quant.golden import GoldenModel
     qm, ir = workdir.load_model(conv_dir), workdir.load_ir(conv_dir)
+    parts = _parts()
     ds = load_npz(str(data), ir)
     ds = ds.subset(np.arange(min(k, len(ds))))
     g = GoldenModel(qm)
@@ -161,15 +168,7 @@ def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
     for name, elf in (("delta", conv_dir / "firmware" / "firmware.elf"),
                       ("dense", conv_dir / "without-delta" / "firmware" / "firmware.elf")):
         prof = profile_functions(elf, t, dev_x, ds.lengths, valid, outputs.macs_budget(qm))
-        parts, rest = {}, dict(prof)
-        for label, funcs in PARTS:
-            v = sum(rest.pop(f, 0) for f in funcs)
-            if v:
-                parts[label] = v / steps
-        step = sum(rest.pop(f, 0) for f in list(rest) if f.startswith("rnnskip_step"))
-        parts["step code (inlined cells)"] = step / steps
-        parts["other (head, I/O, branches)"] = sum(rest.values()) / steps
-        out[name] = {"per_step": parts, "cycles_per_step": sum(prof.values()) / steps}
+        out[name] = {"per_step": parts_per_step(prof, parts, steps), "cycles_per_step": sum(prof.values()) / steps}
     return out
 
 
@@ -413,7 +412,7 @@ def _dense_mac_per_cycle(c: dict) -> float:
 def _breakdown_md(bd: dict) -> list:
     rt, tr = bd["runtime"], bd["trained"]
     seen = set(rt["dense"]["per_step"]) | set(rt["delta"]["per_step"]) | set(tr["delta"]["per_step"])
-    order = [lab for lab, _ in PARTS] + ["step code (inlined cells)", "other (head, I/O, branches)"]
+    order = list(_parts()) + list(TAIL_LABELS)
     labels = [lab for lab in order if lab in seen] + sorted(seen - set(order))
     L = [f"Where the cycles go (emulated function profile, cycles per step, first {rt['sequences']} test "
          "recordings; the cell kernels are inlined into the step function):", "",

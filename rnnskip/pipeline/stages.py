@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -194,40 +194,67 @@ def compare_without(qm: QModel, key: str, ir, ds: Dataset, ev, firmware, emulato
     out = compare_with_dense(ref, ev, firmware, key, target, ref_golden, ir)
     if out is not None and hasattr(emulator, "profile") and emulator.board is None \
             and out["cycles_per_inference"].get(key):
-        out["cycles_per_step_by_part"] = cycle_profile(qm, key, emulator, firmware, ref.firmware, ds, PROFILE_SEQUENCES)
+        out["cycles_per_step_by_part"] = cycle_profile(qm, key, emulator, firmware, ref.firmware, ds,
+                                                       PROFILE_SEQUENCES, kernels)
     return out
 
 
 #: sequences the per-part cycle profile of a step method's report section runs
 PROFILE_SEQUENCES = 4
-#: kernel functions of the dense step, by part (symbol-name prefixes)
-DENSE_PARTS = {"dense mat-vec": ("rnnskip_mvp", "rnnskip_mv4", "rnnskip_mat_vec"),
-               # a Conv1D front end's kernels (they run per input frame, counted here per executed step)
-               "front end": ("rnnskip_conv1d", "rnnskip_ring_push", "rnnskip_max_pool1d", "rnnskip_avg_pool1d")}
+#: the recurrent layers' mat-vec function per kernel provider (symbol-name prefixes)
+RECURRENT_MATVEC = {"portable": ("rnnskip_mvp", "rnnskip_mat_vec_paired"),
+                    "naive": ("rnnskip_mat_vec_acc_s8_naive",),
+                    # CMSIS-NN's one row-major function serves the recurrent and the Dense/Conv1D layers
+                    "cmsis-nn": ("rnnskip_mat_vec_acc", "arm_")}
+#: the row-major mat-vec a Conv1D front end calls once per tap and a Dense layer once per call
+ROW_MAJOR_MATVEC = ("rnnskip_mat_vec_acc", "rnnskip_mv4")
+#: a Conv1D front end's own code (its mat-vecs are under the row-major mat-vec)
+FRONT_END = ("rnnskip_conv1d", "rnnskip_ring_push", "rnnskip_max_pool1d", "rnnskip_avg_pool1d")
 
 
-def cycle_profile(qm: QModel, key: str, emulator, firmware, ref_firmware, ds: Dataset, n: int) -> dict:
-    """Modeled cycles per executed step by part ({"dense": {...}, key: {...}}) on the first ``n``
-    sequences: the kernels by name prefix (the step method's ``c_parts`` and the dense mat-vecs), the
-    step function with what is inlined into it (the cells), and the rest (head, I/O)."""
-    seqs = device_sequences(qm, ds, n)
-    parts = dict(DENSE_PARTS)
-    for m in qm.methods:
+def kernel_parts(kernels: str, methods=()) -> Dict[str, Tuple[str, ...]]:
+    """The per-part profile's parts, in the order they claim functions: the step methods' own
+    kernels (``c_parts``), the recurrent mat-vec, the row-major mat-vec (a shared function: the
+    profile is by function, so the Conv1D taps and the Dense layers are one part), the front end's
+    own code and the requantisation of the Conv1D and Dense outputs."""
+    parts: Dict[str, Tuple[str, ...]] = {}
+    for m in methods:
         parts.update(m.c_parts)
+    if kernels == "cmsis-nn":
+        parts["dense mat-vec (recurrent, Conv1D taps, Dense layers)"] = RECURRENT_MATVEC[kernels]
+    else:
+        parts["dense mat-vec"] = RECURRENT_MATVEC[kernels]
+        parts["row-major mat-vec (Conv1D taps, Dense layers)"] = ROW_MAJOR_MATVEC
+    parts["front end (conv, rings, pooling)"] = FRONT_END
+    parts["requantisation (Conv1D, Dense)"] = ("rnnskip_requantize",)
+    return parts
+
+
+def parts_per_step(prof: Dict[str, float], parts: Dict[str, Tuple[str, ...]], steps: int) -> Dict[str, float]:
+    """A function profile (cycles by symbol) as cycles per executed step by part: each function
+    counted once, under the first part whose prefixes it matches; the step function with what is
+    inlined into it (the cells); the rest. Parts with no cycles are left out."""
+    prof, row = dict(prof), {}
+    steps = max(int(steps), 1)
+    for label, prefixes in parts.items():
+        v = sum(prof.pop(f) for f in [f for f in prof if f.startswith(prefixes)])
+        if v:
+            row[label] = v / steps
+    row["step code (cells, inlined)"] = sum(prof.pop(f) for f in list(prof) if f.startswith("rnnskip_step")) / steps
+    row["other (head, I/O)"] = sum(prof.values()) / steps
+    return row
+
+
+def cycle_profile(qm: QModel, key: str, emulator, firmware, ref_firmware, ds: Dataset, n: int,
+                  kernels: str = "portable") -> dict:
+    """Modeled cycles per executed step by part ({"dense": {...}, key: {...}}) on the first ``n``
+    sequences (:func:`kernel_parts`, :func:`parts_per_step`)."""
+    seqs = device_sequences(qm, ds, n)
+    parts = kernel_parts(kernels, qm.methods)
     out = {"sequences": len(seqs)}
     for name, fw, q in (("dense", ref_firmware, model_without(qm, key)), (key, firmware, qm)):
-        prof = dict(emulator.profile(fw, seqs))
-        g = GoldenModel(q)
-        _, flags = g.run(ds.x[:len(seqs)], ds.lengths[:len(seqs)])
-        steps = max(int(flags.sum()), 1)
-        row = {}
-        for label, prefixes in parts.items():
-            v = sum(prof.pop(f) for f in [f for f in prof if f.startswith(prefixes)])
-            if v:
-                row[label] = v / steps
-        row["step code (cells, inlined)"] = sum(prof.pop(f) for f in list(prof) if f.startswith("rnnskip_step")) / steps
-        row["other (head, I/O)"] = sum(prof.values()) / steps
-        out[name] = row
+        _, flags = GoldenModel(q).run(ds.x[:len(seqs)], ds.lengths[:len(seqs)])
+        out[name] = parts_per_step(emulator.profile(fw, seqs), parts, int(flags.sum()))
     return out
 
 

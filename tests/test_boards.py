@@ -108,3 +108,88 @@ def test_fit_check_names_the_board(model):
     b = boards.load("stm32l073")           # 20 KiB of RAM
     with pytest.raises(RnnskipError, match=r"board stm32l073: needs about [\d,]+ bytes of RAM .* has 20,480 bytes"):
         check_fits(qm, 4000, boards.board_target(b), where=f"board {b.name}")
+
+
+# ---- the board image sets the memory system its cycle model assumes ----------------------
+PERIPH_PAGES = (0x40000000, 0x40023000, 0x4001E000, 0xE000E000)
+RETURN = 0x1FFF0000                     # a "b ." page in the Code region the function returns to
+
+
+def _memory_init_writes(elf: str, board, reset=None, ccsidr: int = 0):
+    """Run the image's rnnskip_board_memory_init alone under Unicorn (its code and data loaded,
+    the peripheral and system-control pages as plain memory holding ``reset`` values) and
+    return the word writes it makes, in order: [(address, value)]."""
+    import unicorn
+    import unicorn.arm_const as UA
+    from elftools.elf.elffile import ELFFile
+    t = boards.board_target(board)
+    uc = unicorn.Uc(unicorn.UC_ARCH_ARM, unicorn.UC_MODE_THUMB | unicorn.UC_MODE_MCLASS)
+    uc.ctl_set_cpu_model(getattr(UA, t.unicorn_cpu))
+    uc.mem_map(board.flash_origin, board.flash_size)
+    uc.mem_map(board.ram_origin, board.ram_size)
+    for page in PERIPH_PAGES + (RETURN,):
+        uc.mem_map(page, 0x1000)
+    uc.mem_write(RETURN, b"\xfe\xe7" * 8)
+    with open(elf, "rb") as f:
+        e = ELFFile(f)
+        for seg in e.iter_segments():
+            if seg["p_type"] == "PT_LOAD" and seg["p_filesz"]:
+                uc.mem_write(seg["p_paddr"], seg.data())
+        sym = {s.name: s["st_value"] for s in e.get_section_by_name(".symtab").iter_symbols()}
+    for addr, val in {**(reset or {}), 0xE000ED80: ccsidr}.items():
+        uc.mem_write(addr, int(val).to_bytes(4, "little"))
+    writes = []
+    uc.hook_add(unicorn.UC_HOOK_MEM_WRITE, lambda _u, _a, addr, size, value, _d: writes.append((addr, value)),
+                begin=0x40000000, end=0xE00FFFFF)
+    uc.reg_write(UA.UC_ARM_REG_SP, board.ram_origin + board.ram_size)
+    uc.reg_write(UA.UC_ARM_REG_LR, RETURN | 1)
+    uc.emu_start(sym["rnnskip_board_memory_init"] | 1, RETURN, count=100_000)
+    return writes
+
+
+@needs_arm
+@pytest.mark.parametrize("name", ["stm32f407", "stm32f746", "nrf52840"])
+def test_board_image_sets_the_modelled_memory_system(model, name):
+    """The board image, before it runs the model, writes the registers its [startup] table names
+    (read-modify-write of the reset values) and, on the Cortex-M7, invalidates and enables the L1
+    caches (every set and way of the D-cache the CCSIDR describes): the flash wait states,
+    prefetch and caches its cycle model assumes, checked against the board's [memory_system]."""
+    ir, qm, x, L, d = model
+    b = boards.load(name)
+    t = boards.board_target(b)
+    fw = build_board_firmware(d / "src", d / f"mem-{name}", b, make_bundle(qm, x, L, 2),
+                              "dsp" if t.dsp else "plain", "mixed")
+    ms = t.memory_system
+    reset = {0x40023C00: 0x0000F000} if name.startswith("stm32") else {}   # a reserved bit kept set
+    ways, sets = 4, 32                          # the STM32F746's 4 KiB 4-way D-cache of 32-byte lines
+    w = _memory_init_writes(str(fw.elf), b, reset, ccsidr=((sets - 1) << 13) | ((ways - 1) << 3) | 1)
+    regs = dict(w)
+    if name == "stm32f407":
+        acr = regs[0x40023C00]
+        assert acr == 0x0000F705 and len(w) == 1
+        assert (acr & 7) == ms.wait_states and bool(acr >> 8 & 1) == ms.prefetch
+        assert bool(acr >> 9 & 1) == (ms.icache is not None) and bool(acr >> 10 & 1) == (ms.dcache is not None)
+    elif name == "stm32f746":
+        assert w[0] == (0x40023C00, 0x0000F007) and (w[0][1] & 0xF) == ms.wait_states
+        assert not ms.prefetch and not (w[0][1] >> 8 & 3)      # no prefetch or ART on the AXI path
+        assert ms.icache.ways == 2 and ms.dcache.ways == ways and ms.dcache.lines == ways * sets
+        dcisw = [(s << 5) | (wy << 30) for s in range(sets - 1, -1, -1) for wy in range(ways - 1, -1, -1)]
+        assert w[1:] == [(0xE000EF50, 0), (0xE000ED14, 1 << 17), (0xE000ED84, 0)] + \
+            [(0xE000EF60, v) for v in dcisw] + [(0xE000ED14, (1 << 17) | (1 << 16))]
+    else:
+        assert w == [(0x4001E540, 1), (0x40000578, 1)] and ms.icache is not None
+
+
+def test_startup_table_errors_are_one_line():
+    """A malformed [startup] table is refused in one line naming the board file and the problem."""
+    from rnnskip.boards import _startup
+    raw = {"target": "cortex-m4"}
+    with pytest.raises(RnnskipError, match=r"^board file x.toml \[startup\]: init entry \[1, 2, 3\] must be "):
+        _startup("x", dict(raw, startup={"init": [[1, 2, 3]], "source": "RM"}))
+    with pytest.raises(RnnskipError, match="'source' must name the manual sections"):
+        _startup("x", dict(raw, startup={"init": []}))
+    with pytest.raises(RnnskipError, match="l1_caches needs a cortex-m7 target, not cortex-m4"):
+        _startup("x", dict(raw, startup={"l1_caches": True, "source": "RM"}))
+    with pytest.raises(RnnskipError, match="unknown key 'clock'"):
+        _startup("x", dict(raw, startup={"clock": 1, "source": "RM"}))
+    assert _startup("x", raw) is None

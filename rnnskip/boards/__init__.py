@@ -14,6 +14,9 @@ One TOML file per board in this package (``rnnskip boards`` lists them)::
               (rnnskip.simulator.memory; absent: the core-only model)
     [power]   run_current_ma, supply_v, clock_hz, source: datasheet figures for the energy
               estimate (rnnskip.power), or none = "why not"
+    [startup] init = [[address, mask, value], ...], l1_caches (Cortex-M7), source: what the
+              board image sets before it runs the model, so the part runs with the flash wait
+              states and caches its [memory_system] describes (at the reset clock)
 
 ``inherits`` deep-merges another board's file under this one's keys.
 
@@ -50,6 +53,7 @@ class Board:
     qemu: Optional[Dict]
     renode: Dict
     aliases: List[str] = field(default_factory=list)
+    startup: Optional[Dict] = None    # [startup]: register writes and caches the board image sets
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -120,9 +124,36 @@ def load(name: str) -> Board:
                      flash_origin=int(mem["flash_origin"]), flash_size=int(mem["flash_size"]),
                      ram_origin=int(mem["ram_origin"]), ram_size=int(mem["ram_size"]),
                      stack_size=int(mem["stack_size"]), uart=uart, qemu=raw.get("qemu"),
-                     renode=dict(raw.get("renode", {})), aliases=list(raw.get("aliases", [])), raw=raw)
+                     renode=dict(raw.get("renode", {})), aliases=list(raw.get("aliases", [])),
+                     startup=_startup(real, raw), raw=raw)
     except KeyError as e:
         raise RnnskipError(f"board file {real}.toml is missing key {e}") from None
+
+
+def _startup(name: str, raw: dict) -> Optional[Dict]:
+    """The validated ``[startup]`` table (None when absent): each init entry three 32-bit
+    integers whose value sets no bit outside its mask; the L1-cache enable on a Cortex-M7 only."""
+    st = raw.get("startup")
+    if st is None:
+        return None
+    where = f"board file {name}.toml [startup]"
+    unknown = set(st) - {"init", "l1_caches", "source"}
+    if unknown:
+        raise RnnskipError(f"{where}: unknown key '{sorted(unknown)[0]}' (keys: init, l1_caches, source)")
+    if not isinstance(st.get("source"), str) or not st["source"].strip():
+        raise RnnskipError(f"{where}: 'source' must name the manual sections the writes come from")
+    init = st.get("init", [])
+    for e in init:
+        ok = isinstance(e, list) and len(e) == 3 and all(isinstance(v, int) and 0 <= v < 2 ** 32 for v in e)
+        if not ok or e[2] & ~e[1]:
+            raise RnnskipError(f"{where}: init entry {e!r} must be [address, mask, value], 32-bit integers "
+                               "with no value bit outside the mask")
+    l1 = st.get("l1_caches", False)
+    if not isinstance(l1, bool):
+        raise RnnskipError(f"{where}: l1_caches must be true or false")
+    if l1 and raw["target"] != "cortex-m7":
+        raise RnnskipError(f"{where}: l1_caches needs a cortex-m7 target, not {raw['target']}")
+    return {"init": [tuple(e) for e in init], "l1_caches": l1, "source": st["source"]}
 
 
 def board_target(board: Board, wait_states: Optional[int] = None):

@@ -217,14 +217,26 @@ def step_sweep(model, data, calib, thetas, k=12) -> dict:
 def fsdd_official(quick: bool) -> dict:
     from .fsdd import train as train_fsdd
     r = train_fsdd("official")
+    res = delta_ladder(r, quick, "FSDD official")
+    p = r["paths"]
+    _log("FSDD official: firmware threshold sweep")
+    res["sweep"] = step_sweep(p["model"], p["test"], p["train"],
+                              [(0, 0), (4, 4), (8, 8), (16, 16), (16, 24), (32, 32), (64, 64)], k=6 if quick else 12)
+    return res
+
+
+def delta_ladder(r: dict, quick: bool, name: str) -> dict:
+    """Dense vs run-time delta vs delta-trained vs delta-trained with the cell threshold on the
+    FSDD model ``r`` (fsdd.train's result), each converted and emulated on the test split, with
+    the cycles per step by part; also read by the LSTM section."""
     p, base = r["paths"], Path(r["dir"])
     res = {"meta": r["meta"]}
     k = 24 if quick else 100
-    _log("FSDD official: run-time delta (tune on validation, convert test)")
+    _log(f"{name}: run-time delta (tune on validation, convert test)")
     dj = fsdd_thresholds(r)
     res["runtime"] = _summarise(_convert(p["model"], p["test"], p["train"], base / "m4-runtime", dj, k))
     res["runtime"]["tuning"] = read_json(str(dj))["tuning"]
-    _log("FSDD official: delta-aware fine-tuning")
+    _log(f"{name}: delta-aware fine-tuning")
     from rnnskip.delta.train import run_delta_train
     seeds = []
     for seed in TRAIN_SEEDS:
@@ -247,7 +259,7 @@ def fsdd_official(quick: bool) -> dict:
     res["trained"] = _summarise(_convert(str(trained), p["test"], p["train"], base / "m4-trained",
                                          trained.with_suffix(".delta.json"), k))
     res["trained"]["float_trained"] = best["test"]["float"]
-    _log("FSDD official: fine-tuning with the cell threshold in the loop")
+    _log(f"{name}: fine-tuning with the cell threshold in the loop")
     cell = base / "model_delta_trained_cell.h5"
     if not cell.is_file():
         res["train_cell_info"] = run_delta_train(str(trained), p["train"], p["val"], cell,
@@ -257,15 +269,12 @@ def fsdd_official(quick: bool) -> dict:
     _tune(str(cell), p["val"], p["train"], base / "delta_trained_cell.json", cell_grid=None)
     res["trained_cell"] = _summarise(_convert(str(cell), p["test"], p["train"], base / "m4-trained-cell",
                                               base / "delta_trained_cell.json", k))
-    _log("FSDD official: cycles per step by part")
+    _log(f"{name}: cycles per step by part")
     res["breakdown"] = {"runtime": cycle_breakdown(base / "m4-runtime", p["test"], 6 if quick else 20),
                         "trained": cycle_breakdown(base / "m4-trained", p["test"], 6 if quick else 20)}
     # ... and with thresholds re-tuned on validation (golden only)
     _tune(str(trained), p["val"], p["train"], base / "delta_trained_tuned.json")
     res["trained_tuned"] = _golden_eval(str(trained), p["test"], p["train"], base / "delta_trained_tuned.json")
-    _log("FSDD official: firmware threshold sweep")
-    res["sweep"] = step_sweep(p["model"], p["test"], p["train"],
-                              [(0, 0), (4, 4), (8, 8), (16, 16), (16, 24), (32, 32), (64, 64)], k=6 if quick else 12)
     return res
 
 
@@ -473,6 +482,63 @@ def _bound_text(bd: dict) -> str:
             "cells as well as a faster sparse kernel")
 
 
+def ladder_md(f: dict, heading: str) -> list:
+    """The markdown of :func:`delta_ladder`'s result ``f``: the table, the seeds, the threshold
+    sweep when there is one, and the cycles per step by part."""
+    m = f["meta"]
+    fl = f["runtime"]["accuracy"]["float"]
+    cell = m["config"].get("cell", "gru").upper()
+    L = [f"{heading} (take 0-4 test: {m['n_test']} recordings; {m['n_train']} train, "
+         f"{m['n_val']} validation)", "",
+         f"{m['features']}; Masking -> {cell}({m['config']['units']}) -> Dense(10); dense float test accuracy "
+         f"{100 * fl:.2f}%.", "", *HEAD, _dense_row(f["runtime"], fl),
+         _row("run-time delta", f["runtime"], fl)]
+    t = f["trained"]
+    L.append(_row("delta-trained", t, fl))
+    tc = f.get("trained_cell")
+    if tc:
+        L.append(_row("delta-trained + cell threshold", tc, fl))
+    tt = f.get("trained_tuned")
+    tt_txt = "" if not tt else (" Re-tuning the delta-trained model's thresholds on validation "
+                                f"(budget {MAX_LOSS} pt) picks "
+                                f"x{tt['thresholds'][0][0]}/h{tt['thresholds'][1][0]}: "
+                                f"{_p(tt['delta_int8'])}% on test at {_x(tt['mac_reduction_x'])} fewer MACs "
+                                "(the 300-recording validation set is small, so the cheapest point within budget "
+                                "there overfits it; the table row uses the training thresholds, fixed before "
+                                "looking at test).")
+    sd = f.get("train_seeds") or []
+    sd_txt = "; ".join(f"seed {r['seed']}: validation {_p(r['val']['delta_int8'])}%, "
+                       f"test {_p(r['test']['delta_int8'])}% at {_x(r['test']['mac_reduction_x'])}" for r in sd)
+    L += ["", f"Delta-trained: fine-tuned from the dense model at thresholds x{TRAIN_THETA[0]}/h{TRAIN_THETA[1]} "
+              f"({TRAIN_CFG}) and deployed at them, {len(sd)} seeds ({sd_txt}); the row is seed "
+              f"{f.get('train_selected_seed')}, the best on validation. Its own float accuracy without delta "
+              f"{100 * t['float_trained']:.2f}%. Loss is against the original dense float model.{tt_txt} "
+              f"Emulated: {f['runtime']['sequences_emulated']} test recordings per "
+              f"row (MAC reduction on those: run-time {_x(f['runtime']['mac_reduction_x_emulated'])}, trained "
+              f"{_x(t['mac_reduction_x_emulated'])}); host build bit-exact on all "
+              f"{f['runtime']['bitexact_checked']}.", ""]
+    sw = f.get("sweep")
+    if sw:
+        L += [f"Firmware threshold sweep (run-time model, first {sw['sequences']} test recordings):", "",
+              "| case | density in / hid | MAC reduction | cycles / inf | cycle reduction | flash read B / inf | "
+              "flash B |",
+              "|---|---|---|---|---|---|---|"]
+        for r in sw["rows"]:
+            d = r.get("density")
+            ds_ = "-" if d is None else f"{d['input']:.3f} / {d['hidden']:.3f}"
+            L.append(f"| {r['case']} | {ds_} | "
+                     f"{_x(r.get('mac_reduction_x'))} | {_n(r['cycles_per_inference'])} | "
+                     f"{_x(r['cycle_reduction_x'])} | "
+                     f"{_n(r['flash_read_bytes'])} | {_n(r['flash_bytes'])} |")
+        L.append("")
+    bd = f.get("breakdown")
+    if bd:
+        L += _breakdown_md(bd)
+    L += _report_profile_md([("run-time delta", f["runtime"]), ("delta-trained", t),
+                             ("delta-trained + cell threshold", tc)])
+    return L
+
+
 def markdown(res: dict) -> str:
     L = ["## Delta networks on cortex-m4", "",
          "Method (Neil et al., ICML 2017; `docs/delta.md`): every input and hidden element keeps its last "
@@ -488,56 +554,7 @@ def markdown(res: dict) -> str:
          "delta MAC is one weight column entry of a transmitting element.", ""]
     f = res.get("fsdd", {})
     if f:
-        m = f["meta"]
-        fl = f["runtime"]["accuracy"]["float"]
-        L += [f"### FSDD, official split (take 0-4 test: {m['n_test']} recordings; {m['n_train']} train, "
-              f"{m['n_val']} validation)", "",
-              f"{m['features']}; Masking -> GRU({m['config']['units']}) -> Dense(10); dense float test accuracy "
-              f"{100 * fl:.2f}%.", "", *HEAD, _dense_row(f["runtime"], fl),
-              _row("run-time delta", f["runtime"], fl)]
-        t = f["trained"]
-        L.append(_row("delta-trained", t, fl))
-        tc = f.get("trained_cell")
-        if tc:
-            L.append(_row("delta-trained + cell threshold", tc, fl))
-        tt = f.get("trained_tuned")
-        tt_txt = "" if not tt else (" Re-tuning the delta-trained model's thresholds on validation "
-                                    f"(budget {MAX_LOSS} pt) picks "
-                                    f"x{tt['thresholds'][0][0]}/h{tt['thresholds'][1][0]}: "
-                                    f"{_p(tt['delta_int8'])}% on test at {_x(tt['mac_reduction_x'])} fewer MACs "
-                                    "(the 300-recording validation set is small, so the cheapest point within budget "
-                                    "there overfits it; the table row uses the training thresholds, fixed before "
-                                    "looking at test).")
-        sd = f.get("train_seeds") or []
-        sd_txt = "; ".join(f"seed {r['seed']}: validation {_p(r['val']['delta_int8'])}%, "
-                           f"test {_p(r['test']['delta_int8'])}% at {_x(r['test']['mac_reduction_x'])}" for r in sd)
-        L += ["", f"Delta-trained: fine-tuned from the dense model at thresholds x{TRAIN_THETA[0]}/h{TRAIN_THETA[1]} "
-                  f"({TRAIN_CFG}) and deployed at them, {len(sd)} seeds ({sd_txt}); the row is seed "
-                  f"{f.get('train_selected_seed')}, the best on validation. Its own float accuracy without delta "
-                  f"{100 * t['float_trained']:.2f}%. Loss is against the original dense float model.{tt_txt} "
-                  f"Emulated: {f['runtime']['sequences_emulated']} test recordings per "
-                  f"row (MAC reduction on those: run-time {_x(f['runtime']['mac_reduction_x_emulated'])}, trained "
-                  f"{_x(t['mac_reduction_x_emulated'])}); host build bit-exact on all "
-                  f"{f['runtime']['bitexact_checked']}.", ""]
-        sw = f.get("sweep")
-        if sw:
-            L += [f"Firmware threshold sweep (run-time model, first {sw['sequences']} test recordings):", "",
-                  "| case | density in / hid | MAC reduction | cycles / inf | cycle reduction | flash read B / inf | "
-                  "flash B |",
-                  "|---|---|---|---|---|---|---|"]
-            for r in sw["rows"]:
-                d = r.get("density")
-                ds_ = "-" if d is None else f"{d['input']:.3f} / {d['hidden']:.3f}"
-                L.append(f"| {r['case']} | {ds_} | "
-                         f"{_x(r.get('mac_reduction_x'))} | {_n(r['cycles_per_inference'])} | "
-                         f"{_x(r['cycle_reduction_x'])} | "
-                         f"{_n(r['flash_read_bytes'])} | {_n(r['flash_bytes'])} |")
-            L.append("")
-        bd = f.get("breakdown")
-        if bd:
-            L += _breakdown_md(bd)
-        L += _report_profile_md([("run-time delta", f["runtime"]), ("delta-trained", t),
-                                 ("delta-trained + cell threshold", tc)])
+        L += ladder_md(f, "### FSDD, official split")
     lo = res.get("fsdd_loso")
     if lo:
         L += ["### FSDD, leave one speaker out (all 500 recordings of the speaker are the test set; "

@@ -135,20 +135,25 @@ def split(feat: dict, name: str = "official"):
 DEFAULT_CONFIG = dict(units=128, epochs=40, batch_size=32, learning_rate=2e-3, patience=6, seed=0)
 
 
-def build_model(units: int, keras=None):
+def build_model(units: int, keras=None, cell: str = "gru"):
     if keras is None:
         import tf_keras as keras
+    rnn = keras.layers.GRU(units, reset_after=True) if cell == "gru" else keras.layers.LSTM(units)
     return keras.Sequential([
         keras.layers.Masking(mask_value=0.0, input_shape=(None, N_MELS)),
-        keras.layers.GRU(units, reset_after=True),
+        rnn,
         keras.layers.Dense(10, activation="softmax"),
     ])
 
 
 def train(split_name: str = "official", config: dict | None = None, verbose: int = 0, force: bool = False) -> dict:
-    """Train (or reuse) the dense float GRU for ``split_name``; writes model.h5, train/val/test.npz, meta.json."""
-    cfg = dict(DEFAULT_CONFIG, **(config or {}))
-    out = os.path.join(bench_out("fsdd"), split_name.replace(":", "-") + f"-gru{cfg['units']}")
+    """Train (or reuse) the dense float GRU (``config`` {"cell": "lstm"}: an LSTM) for ``split_name``;
+    writes model.h5, train/val/test.npz, meta.json."""
+    cfg = dict(DEFAULT_CONFIG, **(config or {}))    # no "cell" key for the GRU: its cache key stays
+    cell = cfg.get("cell", "gru")
+    if cell not in ("gru", "lstm"):
+        raise ValueError(f"FSDD model cell must be gru or lstm, not {cell!r}")
+    out = os.path.join(bench_out("fsdd"), split_name.replace(":", "-") + f"-{cell}{cfg['units']}")
     os.makedirs(out, exist_ok=True)
     paths = {k: os.path.join(out, f"{k}.npz") for k in ("train", "val", "test")}
     paths["model"] = os.path.join(out, "model.h5")
@@ -164,7 +169,7 @@ def train(split_name: str = "official", config: dict | None = None, verbose: int
     for k, d in (("train", tr), ("val", va), ("test", te)):
         save_npz(paths[k], d)
     keras.utils.set_random_seed(cfg["seed"])
-    m = build_model(cfg["units"], keras)
+    m = build_model(cfg["units"], keras, cell)
     m.compile(optimizer=keras.optimizers.Adam(cfg["learning_rate"]), loss="sparse_categorical_crossentropy",
               metrics=["accuracy"])
     t0 = time.time()

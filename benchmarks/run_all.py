@@ -15,12 +15,21 @@ from pathlib import Path
 
 from rnnskip.errors import RnnskipError
 
-from . import boards_bench, certify_bench, delta_bench, frontend_bench, pipeline_bench, skip_bench, targets_bench
+from . import (
+    boards_bench,
+    certify_bench,
+    delta_bench,
+    delta_lstm_bench,
+    frontend_bench,
+    pipeline_bench,
+    skip_bench,
+    targets_bench,
+)
 from .common import bench_out, repo_root, versions
 
 SECTIONS = [("pipeline", pipeline_bench), ("targets", targets_bench), ("boards", boards_bench),
             ("skip", skip_bench), ("certify", certify_bench), ("delta", delta_bench),
-            ("frontends", frontend_bench)]
+            ("delta-lstm", delta_lstm_bench), ("frontends", frontend_bench)]
 
 
 def main(argv=None) -> int:

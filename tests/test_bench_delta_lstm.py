@@ -1,0 +1,53 @@
+"""The delta-lstm benchmark section's bookkeeping: registered in run_all, the FSDD model's cell
+option (the GRU's cache key unchanged), and its markdown from a saved-result-shaped fixture."""
+import pytest
+
+from benchmarks import delta_bench, delta_lstm_bench, fsdd, run_all
+from benchmarks.common import config_hash
+
+
+def test_registered_after_the_delta_section():
+    names = [n for n, _ in run_all.SECTIONS]
+    assert names.index("delta-lstm") == names.index("delta") + 1
+    assert dict(run_all.SECTIONS)["delta-lstm"] is delta_lstm_bench
+
+
+def test_fsdd_cell_option_keeps_the_gru_cache_key():
+    """The GRU's config has no 'cell' key, so its cached model stays valid; the LSTM's differs."""
+    gru = dict(fsdd.DEFAULT_CONFIG)
+    assert "cell" not in gru
+    assert config_hash({"cfg": gru}) != config_hash({"cfg": dict(gru, **delta_lstm_bench.CONFIG)})
+
+
+def test_build_model_cell():
+    keras = pytest.importorskip("tf_keras")
+    m = fsdd.build_model(8, keras, "lstm")
+    assert type(m.layers[1]).__name__ == "LSTM" and m.layers[1].units == 8
+    assert type(fsdd.build_model(8, keras).layers[1]).__name__ == "GRU"
+
+
+def _row(acc, macs, cyc, th=(12, 32), cell=None):
+    t = [{"layer": "lstm", "input": th[0], "hidden": th[1], "cell": cell}]
+    return {"accuracy": {"float": 0.98, "dense_int8": 0.97, "delta_int8": acc}, "n": 300, "thresholds": t,
+            "density": {"input": 0.2, "hidden": 0.1, "cells": 1.0},
+            "macs_per_inference": {"dense": 1000, "effective": macs},
+            "mac_reduction_x": 1000 / macs, "cycles_per_inference": {"dense": 4000, "delta": cyc},
+            "cycle_reduction_x": 4000 / cyc, "mac_reduction_x_emulated": 1000 / macs,
+            "cycle_vs_mac_reduction": (4000 / cyc) / (1000 / macs),
+            "flash_read_bytes_per_inference": {"dense": 900, "delta": 300}, "flash_read_reduction_x": 3.0,
+            "sequences_emulated": 100, "bitexact_mismatches": 0, "bitexact_checked": 300,
+            "firmware_flash_bytes": {"dense": 10, "delta": 10}, "cycles_per_step_by_part": None}
+
+
+def test_markdown_and_summary():
+    f = {"meta": {"n_test": 300, "n_train": 2400, "n_val": 300, "features": "40 log-mel",
+                  "config": {"units": 128, "cell": "lstm"}},
+         "runtime": _row(0.97, 200, 1600), "trained": dict(_row(0.98, 125, 1000, (16, 40)), float_trained=0.975),
+         "trained_cell": _row(0.96, 100, 800, (32, 32), 2048), "train_seeds": [], "train_selected_seed": 0}
+    md = delta_lstm_bench.markdown({"fsdd_lstm": f})
+    assert "Masking -> LSTM(128) -> Dense(10)" in md and "### FSDD LSTM(128), official split" in md
+    assert "| run-time delta | x12/h32 | 97.00 | +1.00 |" in md
+    assert f"x{delta_bench.TRAIN_THETA[0]}/h{delta_bench.TRAIN_THETA[1]}" in md
+    s = delta_lstm_bench.summary({"fsdd_lstm": f})[0]
+    assert "run-time delta 5.00x fewer MACs, 2.50x fewer cycles at +1.00 pt" in s
+    assert "delta-trained + cell threshold 10.00x fewer MACs, 5.00x fewer cycles at +2.00 pt" in s

@@ -54,6 +54,9 @@ class StepMethod:
     #: the method's C functions by part of a step, as symbol-name prefixes, for the report's
     #: cycle profile ({"gather": ("rnnskip_dg", ...)}; what is inlined into rnnskip_step is not here)
     c_parts: dict = {}
+    #: what the method computes with the shared row-major mat-vec (rnnskip_mat_vec_acc_s8), named
+    #: in that part's label since a profile by function cannot split it from the Dense layers'
+    c_row_major_users = ()
     #: kernel headers (in rnnskip/kernels/) the generated model includes for it
     c_headers = ()
     #: Jinja2 macros (in firmware_templates/model/) the generated step calls: ``state()``

@@ -176,8 +176,23 @@ def test_board_image_sets_the_modelled_memory_system(model, name):
         dcisw = [(s << 5) | (wy << 30) for s in range(sets - 1, -1, -1) for wy in range(ways - 1, -1, -1)]
         assert w[1:] == [(0xE000EF50, 0), (0xE000ED14, 1 << 17), (0xE000ED84, 0)] + \
             [(0xE000EF60, v) for v in dcisw] + [(0xE000ED14, (1 << 17) | (1 << 16))]
+        # caches a boot loader already enabled are left alone (CMSIS-Core's early returns)
+        on = _memory_init_writes(str(fw.elf), b, {**reset, 0xE000ED14: (1 << 17) | (1 << 16)}, ccsidr=1)
+        assert on == [(0x40023C00, 0x0000F007)]
     else:
         assert w == [(0x4001E540, 1), (0x40000578, 1)] and ms.icache is not None
+    assert _first_call(fw.elf, "main") == "rnnskip_board_memory_init"   # before the UART and the model
+
+
+def _first_call(elf, func: str) -> str:
+    """The function the first BL in ``func`` calls (arm-none-eabi-objdump's disassembly)."""
+    import re
+    import subprocess
+    out = subprocess.run(["arm-none-eabi-objdump", "-d", f"--disassemble={func}", str(elf)], capture_output=True,
+                         text=True, check=True).stdout
+    m = re.search(r"\sbl\s+[0-9a-f]+ <([^>+]+)>", out)
+    assert m, out[-2000:]
+    return m.group(1)
 
 
 def test_startup_table_errors_are_one_line():

@@ -208,39 +208,45 @@ RECURRENT_MATVEC = {"portable": ("rnnskip_mvp", "rnnskip_mat_vec_paired"),
                     "cmsis-nn": ("rnnskip_mat_vec_acc", "arm_")}
 #: the row-major mat-vec a Conv1D front end calls once per tap and a Dense layer once per call
 ROW_MAJOR_MATVEC = ("rnnskip_mat_vec_acc", "rnnskip_mv4")
-#: a Conv1D front end's own code (its mat-vecs are under the row-major mat-vec)
-FRONT_END = ("rnnskip_conv1d", "rnnskip_ring_push", "rnnskip_max_pool1d", "rnnskip_avg_pool1d")
+#: a Conv1D front end's own code (its mat-vecs are under the row-major mat-vec): the kernels and
+#: rnnskip_front, the model's per-frame driver (the conv requantisation is inlined into it)
+FRONT_END = ("rnnskip_front", "rnnskip_conv1d", "rnnskip_ring_push", "rnnskip_max_pool1d", "rnnskip_avg_pool1d")
+#: the step functions the cells are inlined into: rnnskip_step, or with a front end
+#: rnnskip_recurrent (the layers, once per emitted frame), and a Bidirectional layer's backward pass
+STEP_CODE = ("rnnskip_step", "rnnskip_recurrent", "rnnskip_bidi")
 
 
 def kernel_parts(kernels: str, methods=()) -> Dict[str, Tuple[str, ...]]:
     """The per-part profile's parts, in the order they claim functions: the step methods' own
     kernels (``c_parts``), the recurrent mat-vec, the row-major mat-vec (a shared function: the
-    profile is by function, so the Conv1D taps and the Dense layers are one part), the front end's
-    own code and the requantisation of the Conv1D and Dense outputs."""
+    profile is by function, so its callers - Conv1D taps, Dense layers and any method's
+    ``c_row_major_users``, e.g. the skip predictor's MLP - are one part) and the front end's own
+    code. Requantisation is always inlined into its callers and counts with them."""
     parts: Dict[str, Tuple[str, ...]] = {}
+    users = ["Conv1D taps", "Dense layers"]
     for m in methods:
         parts.update(m.c_parts)
+        users += list(getattr(m, "c_row_major_users", ()))
     if kernels == "cmsis-nn":
-        parts["dense mat-vec (recurrent, Conv1D taps, Dense layers)"] = RECURRENT_MATVEC[kernels]
+        parts[f"dense mat-vec (recurrent, {', '.join(users)})"] = RECURRENT_MATVEC[kernels]
     else:
         parts["dense mat-vec"] = RECURRENT_MATVEC[kernels]
-        parts["row-major mat-vec (Conv1D taps, Dense layers)"] = ROW_MAJOR_MATVEC
+        parts[f"row-major mat-vec ({', '.join(users)})"] = ROW_MAJOR_MATVEC
     parts["front end (conv, rings, pooling)"] = FRONT_END
-    parts["requantisation (Conv1D, Dense)"] = ("rnnskip_requantize",)
     return parts
 
 
 def parts_per_step(prof: Dict[str, float], parts: Dict[str, Tuple[str, ...]], steps: int) -> Dict[str, float]:
     """A function profile (cycles by symbol) as cycles per executed step by part: each function
-    counted once, under the first part whose prefixes it matches; the step function with what is
-    inlined into it (the cells); the rest. Parts with no cycles are left out."""
+    counted once, under the first part whose prefixes it matches; the step functions with what is
+    inlined into them (the cells, :data:`STEP_CODE`); the rest. Parts with no cycles are left out."""
     prof, row = dict(prof), {}
     steps = max(int(steps), 1)
     for label, prefixes in parts.items():
         v = sum(prof.pop(f) for f in [f for f in prof if f.startswith(prefixes)])
         if v:
             row[label] = v / steps
-    row["step code (cells, inlined)"] = sum(prof.pop(f) for f in list(prof) if f.startswith("rnnskip_step")) / steps
+    row["step code (cells, inlined)"] = sum(prof.pop(f) for f in list(prof) if f.startswith(STEP_CODE)) / steps
     row["other (head, I/O)"] = sum(prof.values()) / steps
     return row
 

@@ -49,6 +49,7 @@ class QPredictor(StepMethod):
     key = "skip"
     label = "skip"
     template = "model/skip.c.j2"
+    c_row_major_users = ("skip predictor",)   # its MLP layers are rnnskip_fully_connected_s8 calls
 
     type: str
     in_p: int

@@ -418,7 +418,7 @@ def _dense_mac_per_cycle(c: dict) -> float:
     return c["macs_dense"] / c["steps"] / c["dense"]["per_step"]["dense mat-vec"]
 
 
-def _breakdown_md(bd: dict) -> list:
+def _breakdown_md(bd: dict, sweep_where: str = "below") -> list:
     rt, tr = bd["runtime"], bd["trained"]
     seen = set(rt["dense"]["per_step"]) | set(rt["delta"]["per_step"]) | set(tr["delta"]["per_step"])
     order = list(_parts()) + list(TAIL_LABELS)
@@ -433,7 +433,8 @@ def _breakdown_md(bd: dict) -> list:
     mv = lambda c, macs: macs / c["steps"] / max(c["delta"]["per_step"].get("column-sparse mat-vec", 0), 1)
     L += ["", f"MAC / cycle of the mat-vec: dense {_dense_mac_per_cycle(rt):.2f}, "
               f"column-sparse {mv(rt, rt['macs_delta']):.2f} (run-time) and {mv(tr, tr['macs_delta']):.2f} "
-              "(trained); the kernel sweep below gives the column-sparse kernel's MAC / cycle against density.", ""]
+              f"(trained); the kernel sweep {sweep_where} gives the column-sparse kernel's MAC / cycle against "
+              "density.", ""]
     return L
 
 
@@ -482,7 +483,7 @@ def _bound_text(bd: dict) -> str:
             "cells as well as a faster sparse kernel")
 
 
-def ladder_md(f: dict, heading: str) -> list:
+def ladder_md(f: dict, heading: str, sweep_where: str = "below") -> list:
     """The markdown of :func:`delta_ladder`'s result ``f``: the table, the seeds, the threshold
     sweep when there is one, and the cycles per step by part."""
     m = f["meta"]
@@ -533,7 +534,7 @@ def ladder_md(f: dict, heading: str) -> list:
         L.append("")
     bd = f.get("breakdown")
     if bd:
-        L += _breakdown_md(bd)
+        L += _breakdown_md(bd, sweep_where)
     L += _report_profile_md([("run-time delta", f["runtime"]), ("delta-trained", t),
                              ("delta-trained + cell threshold", tc)])
     return L

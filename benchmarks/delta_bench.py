@@ -32,6 +32,9 @@ TRAIN_CFG = dict(l1=0.02, lr=5e-4, noise=0.25, epochs=40, patience=8)
 TRAIN_SEEDS = (0, 1, 2)   # official split: the seed with the best validation accuracy is deployed
 TRAIN_CELL = 2048         # cell threshold in the loop of the second fine-tuning (pre-activation steps of 1/4096)
 TRAIN_CELL_CFG = dict(l1=0.02, lr=5e-4, noise=0.25, epochs=12, patience=4)
+#: what the FSDD rows say about re-tuning a delta-trained model on its 300 validation recordings
+FSDD_TUNED_NOTE = ("the 300-recording validation set is small, so the cheapest point within budget there "
+                   "overfits it; ")
 
 
 def _log(msg):
@@ -225,16 +228,21 @@ def fsdd_official(quick: bool) -> dict:
     return res
 
 
-def delta_ladder(r: dict, quick: bool, name: str) -> dict:
+def delta_ladder(r: dict, quick: bool, name: str, runtime_json=None, train_theta=TRAIN_THETA,
+                 emulate=(24, 100)) -> dict:
     """Dense vs run-time delta vs delta-trained vs delta-trained with the cell threshold on the
-    FSDD model ``r`` (fsdd.train's result), each converted and emulated on the test split, with
-    the cycles per step by part; also read by the LSTM section."""
+    model ``r`` (fsdd.train's result, or the same keys: paths model/train/val/test and an optional
+    calib, the calibration rows when they are not the training rows; dir; meta), each converted
+    and emulated on the test split (``emulate`` sequences, quick / full), with the cycles per step
+    by part; also read by the LSTM section. ``runtime_json``: the run-time thresholds (None: tuned
+    on validation here); ``train_theta``: delta-train's input / hidden thresholds."""
     p, base = r["paths"], Path(r["dir"])
-    res = {"meta": r["meta"]}
-    k = 24 if quick else 100
+    cal = p.get("calib", p["train"])
+    res = {"meta": r["meta"], "train_theta": list(train_theta)}
+    k = emulate[0] if quick else emulate[1]
     _log(f"{name}: run-time delta (tune on validation, convert test)")
-    dj = fsdd_thresholds(r)
-    res["runtime"] = _summarise(_convert(p["model"], p["test"], p["train"], base / "m4-runtime", dj, k))
+    dj = runtime_json or fsdd_thresholds(r)
+    res["runtime"] = _summarise(_convert(p["model"], p["test"], cal, base / "m4-runtime", dj, k))
     res["runtime"]["tuning"] = read_json(str(dj))["tuning"]
     _log(f"{name}: delta-aware fine-tuning")
     from rnnskip.delta.train import run_delta_train
@@ -243,20 +251,20 @@ def delta_ladder(r: dict, quick: bool, name: str) -> dict:
         m = base / f"model_delta_trained_s{seed}.h5"
         info_p = base / f"delta_train_info_s{seed}.json"
         if not m.is_file() or not info_p.is_file():
-            info = run_delta_train(p["model"], p["train"], p["val"], m, theta_x=TRAIN_THETA[0], theta_h=TRAIN_THETA[1],
+            info = run_delta_train(p["model"], p["train"], p["val"], m, theta_x=train_theta[0], theta_h=train_theta[1],
                                    seed=seed, log=_log, **TRAIN_CFG)
             write_json(str(info_p), info)
         dj = m.with_suffix(".delta.json")
         seeds.append({"seed": seed, "model": str(m), "info": read_json(str(info_p)),
-                      "val": _golden_eval(str(m), p["val"], p["train"], dj),
-                      "test": _golden_eval(str(m), p["test"], p["train"], dj)})
+                      "val": _golden_eval(str(m), p["val"], cal, dj),
+                      "test": _golden_eval(str(m), p["test"], cal, dj)})
     # model selection on validation only: best delta int8 accuracy, then the larger MAC reduction
     best = max(seeds, key=lambda r: (r["val"]["delta_int8"], r["val"]["mac_reduction_x"]))
     res["train_seeds"] = seeds
     res["train_selected_seed"] = best["seed"]
     trained = Path(best["model"])
     # deployed at the thresholds it was trained for (written by delta-train next to the model) ...
-    res["trained"] = _summarise(_convert(str(trained), p["test"], p["train"], base / "m4-trained",
+    res["trained"] = _summarise(_convert(str(trained), p["test"], cal, base / "m4-trained",
                                          trained.with_suffix(".delta.json"), k))
     res["trained"]["float_trained"] = best["test"]["float"]
     _log(f"{name}: fine-tuning with the cell threshold in the loop")
@@ -266,15 +274,15 @@ def delta_ladder(r: dict, quick: bool, name: str) -> dict:
                                                  delta_path=str(trained.with_suffix(".delta.json")),
                                                  theta_m=TRAIN_CELL, seed=best["seed"], log=_log, **TRAIN_CELL_CFG)
     # thresholds of all three kinds chosen on validation for it (delta-tune's grids, same budget)
-    _tune(str(cell), p["val"], p["train"], base / "delta_trained_cell.json", cell_grid=None)
-    res["trained_cell"] = _summarise(_convert(str(cell), p["test"], p["train"], base / "m4-trained-cell",
+    _tune(str(cell), p["val"], cal, base / "delta_trained_cell.json", cell_grid=None)
+    res["trained_cell"] = _summarise(_convert(str(cell), p["test"], cal, base / "m4-trained-cell",
                                               base / "delta_trained_cell.json", k))
     _log(f"{name}: cycles per step by part")
     res["breakdown"] = {"runtime": cycle_breakdown(base / "m4-runtime", p["test"], 6 if quick else 20),
                         "trained": cycle_breakdown(base / "m4-trained", p["test"], 6 if quick else 20)}
     # ... and with thresholds re-tuned on validation (golden only)
-    _tune(str(trained), p["val"], p["train"], base / "delta_trained_tuned.json")
-    res["trained_tuned"] = _golden_eval(str(trained), p["test"], p["train"], base / "delta_trained_tuned.json")
+    _tune(str(trained), p["val"], cal, base / "delta_trained_tuned.json")
+    res["trained_tuned"] = _golden_eval(str(trained), p["test"], cal, base / "delta_trained_tuned.json")
     return res
 
 
@@ -418,13 +426,13 @@ def _dense_mac_per_cycle(c: dict) -> float:
     return c["macs_dense"] / c["steps"] / c["dense"]["per_step"]["dense mat-vec"]
 
 
-def _breakdown_md(bd: dict, sweep_where: str = "below") -> list:
+def _breakdown_md(bd: dict, sweep_where: str = "below", unit: str = "recording") -> list:
     rt, tr = bd["runtime"], bd["trained"]
     seen = set(rt["dense"]["per_step"]) | set(rt["delta"]["per_step"]) | set(tr["delta"]["per_step"])
     order = list(_parts()) + list(TAIL_LABELS)
     labels = [lab for lab in order if lab in seen] + sorted(seen - set(order))
     L = [f"Where the cycles go (emulated function profile, cycles per step, first {rt['sequences']} test "
-         "recordings; the cell kernels are inlined into the step function):", "",
+         f"{unit}s; the cell kernels are inlined into the step function):", "",
          "| part | dense | run-time delta | delta-trained |", "|---|---|---|---|"]
     columns = (rt["dense"], rt["delta"], tr["delta"])
     for lab in labels:
@@ -438,7 +446,7 @@ def _breakdown_md(bd: dict, sweep_where: str = "below") -> list:
     return L
 
 
-def _report_profile_md(rows) -> list:
+def _report_profile_md(rows, unit: str = "recording") -> list:
     """The reports' own per-part profile (emulated.cycles_per_step_by_part), one column per row."""
     rows = [(n, r["cycles_per_step_by_part"]) for n, r in rows if r and r.get("cycles_per_step_by_part")]
     if not rows:
@@ -447,7 +455,7 @@ def _report_profile_md(rows) -> list:
     cols = [("dense", dense)] + [(n, p["delta"]) for n, p in rows]
     labels = list(dict.fromkeys(k for _, c in cols for k in c))
     L = [f"Cycles per step by part, from each conversion's report (`delta.emulated.cycles_per_step_by_part`, "
-         f"first {rows[0][1]['sequences']} test recordings; the cells and the cell checks are inlined into the "
+         f"first {rows[0][1]['sequences']} test {unit}s; the cells and the cell checks are inlined into the "
          "step function):", "", "| part | " + " | ".join(n for n, _ in cols) + " |",
          "|---|" + "---|" * len(cols)]
     for lab in labels:
@@ -489,9 +497,11 @@ def ladder_md(f: dict, heading: str, sweep_where: str = "below") -> list:
     m = f["meta"]
     fl = f["runtime"]["accuracy"]["float"]
     cell = m["config"].get("cell", "gru").upper()
-    L = [f"{heading} (take 0-4 test: {m['n_test']} recordings; {m['n_train']} train, "
-         f"{m['n_val']} validation)", "",
-         f"{m['features']}; Masking -> {cell}({m['config']['units']}) -> Dense(10); dense float test accuracy "
+    split = m.get("split_text") or (f"take 0-4 test: {m['n_test']} recordings; {m['n_train']} train, "
+                                    f"{m['n_val']} validation")
+    arch = m.get("arch") or f"Masking -> {cell}({m['config']['units']}) -> Dense(10)"
+    L = [f"{heading} ({split})", "",
+         f"{m['features']}; {arch}; dense float test accuracy "
          f"{100 * fl:.2f}%.", "", *HEAD, _dense_row(f["runtime"], fl),
          _row("run-time delta", f["runtime"], fl)]
     t = f["trained"]
@@ -504,17 +514,18 @@ def ladder_md(f: dict, heading: str, sweep_where: str = "below") -> list:
                                 f"(budget {MAX_LOSS} pt) picks "
                                 f"x{tt['thresholds'][0][0]}/h{tt['thresholds'][1][0]}: "
                                 f"{_p(tt['delta_int8'])}% on test at {_x(tt['mac_reduction_x'])} fewer MACs "
-                                "(the 300-recording validation set is small, so the cheapest point within budget "
-                                "there overfits it; the table row uses the training thresholds, fixed before "
-                                "looking at test).")
+                                f"({m.get('tuned_note', FSDD_TUNED_NOTE)}the table row uses the training thresholds, "
+                                "fixed before looking at test).")
     sd = f.get("train_seeds") or []
     sd_txt = "; ".join(f"seed {r['seed']}: validation {_p(r['val']['delta_int8'])}%, "
                        f"test {_p(r['test']['delta_int8'])}% at {_x(r['test']['mac_reduction_x'])}" for r in sd)
-    L += ["", f"Delta-trained: fine-tuned from the dense model at thresholds x{TRAIN_THETA[0]}/h{TRAIN_THETA[1]} "
+    tx, th = f.get("train_theta", TRAIN_THETA)
+    unit = m.get("unit", "recording")
+    L += ["", f"Delta-trained: fine-tuned from the dense model at thresholds x{tx}/h{th} "
               f"({TRAIN_CFG}) and deployed at them, {len(sd)} seeds ({sd_txt}); the row is seed "
               f"{f.get('train_selected_seed')}, the best on validation. Its own float accuracy without delta "
               f"{100 * t['float_trained']:.2f}%. Loss is against the original dense float model.{tt_txt} "
-              f"Emulated: {f['runtime']['sequences_emulated']} test recordings per "
+              f"Emulated: {f['runtime']['sequences_emulated']} test {unit}s per "
               f"row (MAC reduction on those: run-time {_x(f['runtime']['mac_reduction_x_emulated'])}, trained "
               f"{_x(t['mac_reduction_x_emulated'])}); host build bit-exact on all "
               f"{f['runtime']['bitexact_checked']}.", ""]
@@ -534,9 +545,9 @@ def ladder_md(f: dict, heading: str, sweep_where: str = "below") -> list:
         L.append("")
     bd = f.get("breakdown")
     if bd:
-        L += _breakdown_md(bd, sweep_where)
+        L += _breakdown_md(bd, sweep_where, unit)
     L += _report_profile_md([("run-time delta", f["runtime"]), ("delta-trained", t),
-                             ("delta-trained + cell threshold", tc)])
+                             ("delta-trained + cell threshold", tc)], unit)
     return L
 
 

@@ -51,3 +51,25 @@ def test_markdown_and_summary():
     s = delta_lstm_bench.summary({"fsdd_lstm": f})[0]
     assert "run-time delta 5.00x fewer MACs, 2.50x fewer cycles, accuracy -1.00 pt against the dense float" in s
     assert "delta-trained + cell threshold 10.00x fewer MACs, 5.00x fewer cycles, accuracy -2.00 pt" in s
+
+
+def test_sst2_rows_render_with_their_own_split_and_units():
+    f = {"meta": {"n_test": 300, "n_train": 2400, "n_val": 300, "features": "40 log-mel",
+                  "config": {"units": 128, "cell": "lstm"}},
+         "runtime": _row(0.97, 200, 1600), "trained": dict(_row(0.98, 125, 1000, (16, 40)), float_trained=0.975),
+         "train_seeds": [], "train_selected_seed": 0}
+    s2 = {"meta": {"n_test": 872, "n_train": 63_957, "n_val": 1500, "features": "word ids",
+                   "config": {"units": 64, "cell": "lstm"}, "arch": "Embedding(mask_zero) -> LSTM(64) -> Dense(1)",
+                   "unit": "sentence", "tuned_note": "", "split_text": "dev set as test: 872 sentences"},
+          "runtime": _row(0.81, 300, 2000), "trained": dict(_row(0.80, 200, 1500, (12, 12)), float_trained=0.8),
+          "train_theta": [12, 12], "train_seeds": [], "train_selected_seed": 0,
+          "trained_tuned": {"thresholds": [[16], [16]], "delta_int8": 0.79, "mac_reduction_x": 6.0}}
+    md = delta_lstm_bench.markdown({"fsdd_lstm": f, "sst2": s2})
+    sst = md[md.index("### SST-2 LSTM(64)"):]
+    assert sst.startswith("### SST-2 LSTM(64) (dev set as test: 872 sentences)")
+    assert "Embedding(mask_zero) -> LSTM(64) -> Dense(1)" in sst and "at thresholds x12/h12" in sst
+    assert "test sentences per row" in sst and "300-recording" not in sst
+    assert "(the table row uses the training thresholds, fixed before looking at test)" in sst
+    assert len(delta_lstm_bench.summary({"fsdd_lstm": f, "sst2": s2})) == 4
+    md = delta_lstm_bench.markdown({"fsdd_lstm": f, "sst2": {"error": "no SST-2 data folder"}})
+    assert "SST-2: not measured (no SST-2 data folder)." in md

@@ -73,3 +73,12 @@ def test_sst2_rows_render_with_their_own_split_and_units():
     assert len(delta_lstm_bench.summary({"fsdd_lstm": f, "sst2": s2})) == 4
     md = delta_lstm_bench.markdown({"fsdd_lstm": f, "sst2": {"error": "no SST-2 data folder"}})
     assert "SST-2: not measured (no SST-2 data folder)." in md
+
+
+def test_a_result_without_sst2_says_so():
+    f = {"meta": {"n_test": 300, "n_train": 2400, "n_val": 300, "features": "40 log-mel",
+                  "config": {"units": 128, "cell": "lstm"}},
+         "runtime": _row(0.97, 200, 1600), "trained": dict(_row(0.98, 125, 1000, (16, 40)), float_trained=0.975),
+         "train_seeds": [], "train_selected_seed": 0}
+    md = delta_lstm_bench.markdown({"fsdd_lstm": f})
+    assert md.rstrip().endswith("SST-2 LSTM: not in this run (its results predate the SST-2 rows of this section).")

@@ -317,6 +317,7 @@ def test_delta_train_cli_keeps_stderr_clean(gru):
     assert p.returncode == 0, p.stderr
     assert p.stderr.strip() == "", p.stderr
     assert (d / "quiet.h5").is_file()
+    assert "\nepoch 1/1: loss " in p.stdout                  # progress on stdout, one line per epoch
 
 
 def test_delta_train_writes_normal_keras_model(gru):
@@ -325,8 +326,12 @@ def test_delta_train_writes_normal_keras_model(gru):
     from rnnskip.pipeline import import_model
     from rnnskip.reference import FloatModel
     out = d / "delta_trained.h5"
-    info = run_delta_train(model, val, val, out, theta_x=2, theta_h=2, epochs=2, batch_size=8, log=lambda s: None)
+    lines = []
+    info = run_delta_train(model, val, val, out, theta_x=2, theta_h=2, epochs=2, batch_size=8, log=lines.append)
     assert info["epochs_run"] >= 1 and 0 <= info["val_accuracy"] <= 1
+    epochs = [ln for ln in lines if ln.startswith("epoch ")]     # progress: one line per epoch run
+    assert [ln.split(":")[0] for ln in epochs] == [f"epoch {i}/2" for i in range(1, info["epochs_run"] + 1)]
+    assert all(", validation accuracy " in ln and ", training density " in ln for ln in epochs)
     ir2 = import_model(out)                              # a plain Masking -> GRU -> Dense model
     assert [l.kind for l in ir2.rnn_layers] == ["gru"] and ir2.rnn_layers[0].options["reset_after"]
     import tf_keras as keras

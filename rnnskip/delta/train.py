@@ -25,6 +25,7 @@ are then chosen with delta-tune.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -294,10 +295,18 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     cell = f", cell {tm} (pre-activation steps)" if checked.cell_sparse else ""
     log(f"delta-train: {ir.name}, thresholds input {tx} hidden {th} (int8 steps){cell}, L1 {l1}, noise {noise}; "
         f"delta validation accuracy before fine-tuning {acc0:.4f}")
+    t0 = time.time()
+
+    def epoch_done(epoch, logs):   # one line per epoch: a long fine-tuning shows where it is
+        logs = logs or {}
+        log(f"epoch {epoch + 1}/{epochs}: loss {logs.get('loss', float('nan')):.4f}, validation accuracy "
+            f"{logs.get('val_accuracy', float('nan')):.4f}, training density {logs.get('density', float('nan')):.3f}, "
+            f"{time.time() - t0:.0f} s")
     with quiet_stderr():
         hist = m.fit(tr.x, tr.y, validation_data=(va.x, va.y), epochs=epochs, batch_size=batch_size,
                      verbose=verbose, callbacks=[keras.callbacks.EarlyStopping(
-                         monitor="val_accuracy", patience=patience, restore_best_weights=True, mode="max")])
+                         monitor="val_accuracy", patience=patience, restore_best_weights=True, mode="max"),
+                         keras.callbacks.LambdaCallback(on_epoch_end=epoch_done)])
     h = hist.history
     best = int(np.argmax(h["val_accuracy"]))
     log(f"epochs {len(h['loss'])}, best {best + 1}: validation accuracy {h['val_accuracy'][best]:.4f}, "

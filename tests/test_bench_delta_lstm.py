@@ -39,11 +39,16 @@ def _row(acc, macs, cyc, th=(12, 32), cell=None):
             "firmware_flash_bytes": {"dense": 10, "delta": 10}, "cycles_per_step_by_part": None}
 
 
+def _fsdd(**more):
+    """A saved-result-shaped FSDD LSTM ladder (run-time and delta-trained rows)."""
+    return {"meta": {"n_test": 300, "n_train": 2400, "n_val": 300, "features": "40 log-mel",
+                     "config": {"units": 128, "cell": "lstm"}},
+            "runtime": _row(0.97, 200, 1600), "trained": dict(_row(0.98, 125, 1000, (16, 40)), float_trained=0.975),
+            "train_seeds": [], "train_selected_seed": 0, **more}
+
+
 def test_markdown_and_summary():
-    f = {"meta": {"n_test": 300, "n_train": 2400, "n_val": 300, "features": "40 log-mel",
-                  "config": {"units": 128, "cell": "lstm"}},
-         "runtime": _row(0.97, 200, 1600), "trained": dict(_row(0.98, 125, 1000, (16, 40)), float_trained=0.975),
-         "trained_cell": _row(0.96, 100, 800, (32, 32), 2048), "train_seeds": [], "train_selected_seed": 0}
+    f = _fsdd(trained_cell=_row(0.96, 100, 800, (32, 32), 2048))
     md = delta_lstm_bench.markdown({"fsdd_lstm": f})
     assert "Masking -> LSTM(128) -> Dense(10)" in md and "### FSDD LSTM(128), official split" in md
     assert "| run-time delta | x12/h32 | 97.00 | +1.00 |" in md
@@ -54,10 +59,7 @@ def test_markdown_and_summary():
 
 
 def test_sst2_rows_render_with_their_own_split_and_units():
-    f = {"meta": {"n_test": 300, "n_train": 2400, "n_val": 300, "features": "40 log-mel",
-                  "config": {"units": 128, "cell": "lstm"}},
-         "runtime": _row(0.97, 200, 1600), "trained": dict(_row(0.98, 125, 1000, (16, 40)), float_trained=0.975),
-         "train_seeds": [], "train_selected_seed": 0}
+    f = _fsdd()
     s2 = {"meta": {"n_test": 872, "n_train": 63_957, "n_val": 1500, "features": "word ids",
                    "config": {"units": 64, "cell": "lstm"}, "arch": "Embedding(mask_zero) -> LSTM(64) -> Dense(1)",
                    "unit": "sentence", "tuned_note": "", "split_text": "dev set as test: 872 sentences"},
@@ -76,9 +78,6 @@ def test_sst2_rows_render_with_their_own_split_and_units():
 
 
 def test_a_result_without_sst2_says_so():
-    f = {"meta": {"n_test": 300, "n_train": 2400, "n_val": 300, "features": "40 log-mel",
-                  "config": {"units": 128, "cell": "lstm"}},
-         "runtime": _row(0.97, 200, 1600), "trained": dict(_row(0.98, 125, 1000, (16, 40)), float_trained=0.975),
-         "train_seeds": [], "train_selected_seed": 0}
+    f = _fsdd()
     md = delta_lstm_bench.markdown({"fsdd_lstm": f})
     assert md.rstrip().endswith("SST-2 LSTM: not in this run (its results predate the SST-2 rows of this section).")

@@ -352,17 +352,13 @@ def fsdd_thresholds(r: dict) -> Path:
 def sst2_thresholds() -> tuple:
     """(the SST-2 model's paths, its run-time delta thresholds tuned once on the model's own
     held-out validation rows: bench_out/delta/sst2_delta_runtime.json); also read by the boards section."""
-    from rnnskip.datasets import Vocab, load_sst2, save_npz
+    from rnnskip.datasets import save_npz
 
-    from .sst2_model import DEFAULT_CONFIG, _sst2_dir, train_sst2
+    from .sst2_model import model_train_split, train_sst2
     paths = train_sst2(shared_data(), bench_out("sst2"), verbose=0)
     val = Path(bench_out("delta")) / "sst2_val.npz"
     if not val.is_file():   # the model's own held-out validation rows (same seed and fraction as training)
-        vocab = Vocab.load(paths["vocab"])
-        tr, _ = load_sst2(_sst2_dir(shared_data()), "train", vocab=vocab, max_len=DEFAULT_CONFIG["max_len"])
-        perm = np.random.default_rng(0).permutation(len(tr))
-        n_val = int(round(DEFAULT_CONFIG["val_fraction"] * len(tr)))
-        save_npz(str(val), tr.subset(np.sort(perm[:n_val])).sample(1500, seed=1))
+        save_npz(str(val), model_train_split(paths, shared_data())[1].sample(1500, seed=1))
     dj = Path(bench_out("delta")) / "sst2_delta_runtime.json"
     _tune(paths["model"], val, paths["train"], dj)
     return paths, dj

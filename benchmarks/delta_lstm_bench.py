@@ -37,18 +37,15 @@ def sst2_ladder(quick: bool) -> dict:
     """The ladder on the SST-2 LSTM: test = the dev set (872), validation = the delta section's
     1,500 rows of the model's own held-out train part, delta-train on the rows the model was fitted
     on (the same seed and fraction as its training), calibration = the pipeline's 2,000 rows."""
-    from rnnskip.datasets import Vocab, load_sst2, save_npz
+    from rnnskip.datasets import save_npz
 
-    from .sst2_model import DEFAULT_CONFIG, _sst2_dir
+    from .sst2_model import DEFAULT_CONFIG, model_train_split
     paths, dj = delta_bench.sst2_thresholds()
     base = Path(bench_out("delta")) / "sst2-ladder"
     base.mkdir(parents=True, exist_ok=True)
     fit = base / "fit.npz"
     if not fit.is_file():
-        tr, _ = load_sst2(_sst2_dir(shared_data()), "train", vocab=Vocab.load(paths["vocab"]),
-                          max_len=DEFAULT_CONFIG["max_len"])
-        perm = np.random.default_rng(0).permutation(len(tr))
-        save_npz(str(fit), tr.subset(np.sort(perm[int(round(DEFAULT_CONFIG["val_fraction"] * len(tr))):])))
+        save_npz(str(fit), model_train_split(paths, shared_data())[0])
     n_fit = int(np.load(fit)["y"].shape[0])
     n_dev = int(np.load(paths["dev"])["y"].shape[0])
     th = read_json(str(dj))["thresholds"][0]

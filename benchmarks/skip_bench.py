@@ -40,18 +40,14 @@ SETS = {
 # ---- data -------------------------------------------------------------------------
 
 def _sst2(out: Path) -> dict:
-    from rnnskip.datasets import Vocab, load_sst2, save_npz
+    from rnnskip.datasets import save_npz
 
-    from .sst2_model import DEFAULT_CONFIG, train_sst2
+    from .sst2_model import model_train_split, train_sst2
     p = train_sst2(shared_data(), bench_out("sst2"))
     d = {"model": p["model"], "vocab": p["vocab"], "calib": p["train"], "test": p["dev"], "test_emulate": p["dev"],
          "train": str(out / "skip_train.npz"), "val": str(out / "skip_val.npz")}
     if not (os.path.exists(d["train"]) and os.path.exists(d["val"])):
-        vocab = Vocab.load(p["vocab"])
-        tr, _ = load_sst2(os.path.join(shared_data(), "sst2"), "train", vocab=vocab, max_len=DEFAULT_CONFIG["max_len"])
-        perm = np.random.default_rng(0).permutation(len(tr))          # the split sst2_model.py used
-        n_val = int(round(DEFAULT_CONFIG["val_fraction"] * len(tr)))
-        val, fit = tr.subset(np.sort(perm[:n_val])), tr.subset(perm[n_val:])
+        fit, val = model_train_split(p, shared_data())          # the split sst2_model.py used
         save_npz(d["val"], val.subset(val.lengths >= 6))
         save_npz(d["train"], fit.sample(20000, seed=0))
     return d

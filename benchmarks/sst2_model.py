@@ -50,6 +50,23 @@ def _data_fingerprint(sst2_dir: str) -> dict:
     return {f: os.path.getsize(os.path.join(sst2_dir, f)) for f in ("train.tsv", "dev.tsv")}
 
 
+def held_out_split(train_ds, val_fraction: float, seed: int = 0):
+    """(fit, val) of the SST-2 train rows: the split train_sst2 fits and early-stops on (``seed``'s
+    permutation; validation rows sorted, fit rows in the permutation's order)."""
+    perm = np.random.default_rng(seed).permutation(len(train_ds))
+    n_val = int(round(val_fraction * len(train_ds)))
+    return train_ds.subset(perm[n_val:]), train_ds.subset(np.sort(perm[:n_val]))
+
+
+def model_train_split(paths: dict, data_root: str, seed: int = 0):
+    """(fit, val) as train_sst2 made them for the model at ``paths`` (its vocabulary and max_len):
+    what the benchmarks that need its training or held-out rows read."""
+    from rnnskip.datasets import Vocab
+    tr, _ = load_sst2(_sst2_dir(data_root), "train", vocab=Vocab.load(paths["vocab"]),
+                      max_len=DEFAULT_CONFIG["max_len"])
+    return held_out_split(tr, DEFAULT_CONFIG["val_fraction"], seed)
+
+
 def _sst2_dir(data_root: str) -> str:
     for d in (data_root, os.path.join(data_root, "sst2")):
         if os.path.isfile(os.path.join(d, "train.tsv")):
@@ -136,11 +153,7 @@ def train_sst2(data_root: str, out_dir: str, seed: int = 0, config: dict | None 
     os.makedirs(out_dir, exist_ok=True)
 
     # hold out a validation part of train for early stopping
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(train_ds))
-    n_val = int(round(cfg["val_fraction"] * len(train_ds)))
-    val_idx, fit_idx = np.sort(perm[:n_val]), perm[n_val:]
-    fit, val = train_ds.subset(fit_idx), train_ds.subset(val_idx)
+    fit, val = held_out_split(train_ds, cfg["val_fraction"], seed)
 
     model = build_model(tfk, vocab.size, cfg, input_length=None)
     model.compile(optimizer=tfk.optimizers.Adam(cfg["learning_rate"]),

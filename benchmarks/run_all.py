@@ -1,13 +1,16 @@
 """make bench: run the benchmarks and regenerate BENCHMARKS.md (never edit it by hand).
 
 Each section's markdown and README summary lines are kept in bench_out/sections/, so
-``--only NAME`` reruns one section and BENCHMARKS.md is reassembled from all of them.
+``--only NAME`` reruns one section and BENCHMARKS.md is reassembled from all of them. A section
+with no saved results there (a fresh clone: bench_out/ is not in git) keeps its current text,
+found between the ``<!-- section: NAME -->`` lines of BENCHMARKS.md and README.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -26,6 +29,13 @@ from . import (
     targets_bench,
 )
 from .common import bench_out, repo_root, versions
+
+#: the line before each section in BENCHMARKS.md and before its lines in README.md's bench block
+MARK = "<!-- section: {} -->"
+MARK_RE = re.compile(r"<!-- section: ([a-z0-9-]+) -->")
+#: a section's last line: ``_<date time>, <machine>, <seconds> s[, --quick][; provenance]_``
+FOOTER = re.compile(r"^_\d{4}-\d{2}-\d{2} \d{2}:\d{2}, [^,]+, \d+ s.*_$")
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 SECTIONS = [("pipeline", pipeline_bench), ("targets", targets_bench), ("boards", boards_bench),
             ("skip", skip_bench), ("certify", certify_bench), ("delta", delta_bench),
@@ -68,21 +78,67 @@ def main(argv=None) -> int:
     except RnnskipError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    old_md, old_sm = recover_sections()
     parts, summary = [], []
     for name, _ in SECTIONS:
         md, sm = sec_dir / f"{name}.md", sec_dir / f"{name}.summary.json"
-        if md.is_file():
-            parts.append(md.read_text())
-        if sm.is_file():
-            summary += json.loads(sm.read_text())
+        text = md.read_text() if md.is_file() else old_md.get(name)
+        lines = json.loads(sm.read_text()) if sm.is_file() else old_sm.get(name, [])
+        if not md.is_file():
+            print(f"{name}: no saved results in {sec_dir}; " +
+                  ("kept its text from BENCHMARKS.md and README.md" if text else "left out (none in BENCHMARKS.md)"))
+        if text:
+            parts.append(f"{MARK.format(name)}\n{text.rstrip()}\n")
+        if lines:
+            summary += [MARK.format(name)] + lines
     head = ["# rnnskip benchmarks", "",
             "Written by `make bench` (`python -m benchmarks.run_all`); do not edit by hand. Cycle counts come "
             "from rnnskip's Cortex-M cycle model on the Unicorn emulator (tables and their TRM sources in "
             "`rnnskip/simulator/cycles.py`), not from hardware.", ""]
-    Path(repo_root(), "BENCHMARKS.md").write_text("\n".join(head + parts) + "\n")
+    Path(repo_root(), "BENCHMARKS.md").write_text("\n".join(head) + "\n" + "\n".join(parts))
     print(f"wrote {Path(repo_root(), 'BENCHMARKS.md')}")
     update_readme(summary)
     return 0
+
+
+def recover_sections() -> tuple:
+    """The sections' text in the current BENCHMARKS.md and their lines in README.md's bench block, by
+    section name: what a section not measured in this checkout keeps (a fresh clone has no bench_out/, and
+    ``--only`` must not drop the others). Split at the ``MARK`` lines; a BENCHMARKS.md written before them
+    is split after each section's footer line, in ``SECTIONS`` order, when it has one per section."""
+    md = Path(repo_root(), "BENCHMARKS.md")
+    text = md.read_text() if md.is_file() else ""
+    names = [n for n, _ in SECTIONS]
+    parts = {k: "\n".join(v).strip("\n") + "\n" for k, v in _split_marked(text).items()}
+    if not parts and text:
+        chunks, cur = [], []
+        for line in text.split("\n")[_first_heading(text):]:
+            cur.append(line)
+            if FOOTER.match(line):
+                chunks.append("\n".join(cur).strip("\n") + "\n")
+                cur = []
+        parts = dict(zip(names, chunks)) if len(chunks) == len(names) else {}
+    readme = Path(repo_root(), "README.md")
+    block = readme.read_text().split(README_START, 1)[-1].split(README_END, 1)[0] if readme.is_file() else ""
+    lines = {k: [l for l in v if "Full tables" not in l] for k, v in _split_marked(block.strip("\n")).items()}
+    return parts, lines
+
+
+def _split_marked(text: str) -> dict:
+    out, name = {}, None
+    for line in text.split("\n"):
+        m = MARK_RE.fullmatch(line.strip())
+        if m:
+            name = m.group(1)
+            out[name] = []
+        elif name is not None:
+            out[name].append(line)
+    return out
+
+
+def _first_heading(text: str) -> int:
+    lines = text.split("\n")
+    return next((i for i, l in enumerate(lines) if l.startswith("## ")), len(lines))
 
 
 def provenance() -> str:
@@ -104,7 +160,7 @@ def update_readme(lines) -> None:
     """Replace the block between the bench markers in README.md with ``lines``."""
     p = Path(repo_root(), "README.md")
     text = p.read_text()
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    start, end = README_START, README_END
     if not lines or start not in text or end not in text:
         return
     head, rest = text.split(start, 1)

@@ -194,9 +194,10 @@ def test_cortex_m55_runs_on_qemu_by_default(model, tmp_path, monkeypatch):
 
 
 def test_helium_kernels_bitexact_on_a_wide_model(tmp_path):
-    """cortex-m55 Helium mat-vecs (row-major and paired) on 608 x 552 matrices: the column
-    chunking (> 512 columns) and the predicated tails, bit-exact with the golden model."""
-    ir, qm, x, L = quantized("feat-lstm", seed=7, n=3, T=4, units=(150, 6), features=400)
+    """cortex-m55 Helium mat-vecs (row-major and paired) on a 608 x 560 and a 608 x 152 matrix (the LSTM's
+    input and recurrent halves): the column chunking (> 512 columns) and the predicated tails, bit-exact
+    with the golden model."""
+    ir, qm, x, L = quantized("feat-lstm", seed=7, n=3, T=4, units=(150, 6), features=560)
     assert max(m.cols for m in qm.all_mats()) > 512
     generate(qm, tmp_path / "src", max_t=x.shape[1])
     b = boards.load("mps3-an547")

@@ -3,10 +3,18 @@
 Float (Keras): gates ``i, f, g, o`` = ``x W + h U + b`` split in four,
 ``c = f*c + i*g(...)``, ``h = o * act(c)`` with i, f, o through ``recurrent_activation``.
 
-Integer: one int8 mat-vec ``[W_x | W_h]`` on ``xh = [x | h]`` fills the four planes
-(rows quantised per row on a shared accumulator scale); pre-activations Q3.12; gate
-outputs Q0.15 (table activations) or Q3.12 (relu, linear: ``qa``/``qr`` below); cell
-state int16 at ``2^-cell_shift`` (chosen from the calibrated range of c)::
+Integer: ``[W_x | W_h]`` fills the four gate planes ``[i | f | g | o]`` from ``xh = [x | h]``,
+rows quantised per row on one shared accumulator scale, while that scale leaves both halves
+at least ``SHARED_MIN_LEVELS`` int8 levels on the layer's median row. Otherwise (an input range
+wide against the hidden state's, as a Conv1D front end's ReLU output against tanh's +-1, leaves
+the recurrent weights a few levels) the halves are kept apart as CMSIS-NN's and TFLite's int8
+LSTMs keep input-to-gate and recurrent-to-gate weights: ``W_x`` on ``x`` fills
+``[ix | fx | gx | ox]``, ``W_h`` on ``h`` fills ``[ih | fh | gh | oh]``, each row on its own
+scale, and each half is requantised to Q3.12 before they are added,
+``pre = sat16(rq(acc_x) + rq(acc_h))`` (one more requantisation per gate row and step, and
+``16 up`` bytes of accumulators). Pre-activations Q3.12; gate outputs Q0.15 (table
+activations) or Q3.12 (relu, linear: ``qa``/``qr`` below); cell state int16 at
+``2^-cell_shift`` (chosen from the calibrated range of c)::
 
     c  = sat16(rshift(f*c, qr) + rshift(i*g, qr + qa - cell_shift))
     t  = act(c)    (tables: of c as Q3.12 -> Q0.15; relu/linear: c itself at 2^-cell_shift)
@@ -21,7 +29,10 @@ import numpy as np
 
 from ..quant import fixedpoint as fp
 from ..quant.act import LUTS, act_q, out_q
-from .base import Cell, cell_shift_for, fused_block, pad4, planes16, scale_of
+from .base import Cell, cell_shift_for, fused_block, pad4, planes16, scale_of, single_block
+
+#: the fewest int8 levels either half of the median row may keep on the shared row scale (5 bits)
+SHARED_MIN_LEVELS = 32
 
 
 class LSTM(Cell):
@@ -85,13 +96,21 @@ class LSTM(Cell):
         U = layer.units
         cell_shift = cell_shift_for(ranges.get("c", 0.0))
         h_scale = scale_of(ranges["h"])
+        up = pad4(U)
         kernel = np.asarray(layer.kernel, np.float64)
         recurrent = np.asarray(layer.recurrent_kernel, np.float64)
-        gates = fused_block("gates", kernel, recurrent, np.asarray(layer.bias, np.float64), x_scale, h_scale,
-                            range(4), U, pad4(U), in_p, row0=0)
+        bias = np.asarray(layer.bias, np.float64)
+        levels = shared_levels(kernel, recurrent, x_scale, h_scale)
+        if levels >= SHARED_MIN_LEVELS:
+            blocks = [fused_block("gates", kernel, recurrent, bias, x_scale, h_scale, range(4), U, up, in_p, row0=0)]
+        else:
+            blocks = [single_block("gates_x", kernel, bias, x_scale, range(4), U, up, in_p, "x", row0=0),
+                      single_block("gates_h", recurrent, np.zeros(4 * U), h_scale, range(4), U, up, up, "h",
+                                   row0=4 * up)]
         # h8 is requantised from o * act(c): Q0.15 for table activations, the cell's format otherwise
         h_q = fp.Q15 if layer.activation in LUTS else cell_shift
-        return cls.new_qrnn(layer, x_scale, in_p, ranges, [gates], h_q, {"cell_shift": cell_shift})
+        return cls.new_qrnn(layer, x_scale, in_p, ranges, blocks, h_q,
+                            {"cell_shift": cell_shift, "split": len(blocks) == 2, "shared_levels": levels})
 
     # ---- golden model ------------------------------------------------------------
     @classmethod
@@ -100,6 +119,8 @@ class LSTM(Cell):
         a, ra = l.activation, l.recurrent_activation
         qa, qr = out_q(a), out_q(ra)
         pre = planes16(l, acc)
+        if l.options.get("split"):
+            pre = fp.sat16(pre[:, :4 * U] + pre[:, 4 * U:])     # input half + recurrent half, Q3.12
         i = act_q(ra, pre[:, 0:U])
         f = act_q(ra, pre[:, U:2 * U])
         g = act_q(a, pre[:, 2 * U:3 * U])
@@ -116,3 +137,16 @@ class LSTM(Cell):
     @classmethod
     def c_state(cls, l, i):
         return [("int16_t", f"c{i}", l.up, f"cell state, scale 2^-{l.options['cell_shift']}")]
+
+
+def shared_levels(kernel, recurrent, x_scale: float, h_scale: float) -> int:
+    """On one shared scale per row, ``max(max|W_x| s_x, max|W_h| s_h) / 127``, the int8 levels the
+    smaller half keeps (``127 * smaller / larger``) on the median row (rows with both halves nonzero;
+    127 when there are none)."""
+    sx = np.abs(kernel).max(axis=0) * x_scale if kernel.size else np.zeros(recurrent.shape[1])
+    sh = np.abs(recurrent).max(axis=0) * h_scale
+    both = (sx > 0) & (sh > 0)
+    if not both.any():
+        return 127
+    ratio = np.minimum(sx[both], sh[both]) / np.maximum(sx[both], sh[both])
+    return int(np.floor(127 * np.median(ratio)))

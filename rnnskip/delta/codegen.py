@@ -45,10 +45,12 @@ def _layer(l, D):
     """Column-major weights and the sparse calls of one layer.
 
     Input and hidden columns updating the same rows (an LSTM): one list, one call over
-    ``in_p + up`` columns. Otherwise (a GRU: input columns rows [n | z | r], hidden ones
-    [z | r | hn]) every column is stored as rows [shared | own] (shared: the rows both
-    update, own: the part's other rows, as many for both parts), so one call covers the
-    shared rows for all transmitting columns and two short calls each part's own rows.
+    ``in_p + up`` columns. Disjoint rows of one height (an LSTM with its halves on their own
+    scales: input columns rows [ix..ox], hidden ones [ih..oh]): one call per part. Otherwise
+    (a GRU: input columns rows [n | z | r], hidden ones [z | r | hn]) every column is stored
+    as rows [shared | own] (shared: the rows both update, own: the part's other rows, as many
+    for both parts), so one call covers the shared rows for all transmitting columns and two
+    short calls each part's own rows.
     Returns (w [col_bytes, cols], calls, merged); a call is (weight offset in int16,
     list part "all" | "x" | "h", first row of M, rows).
     """
@@ -57,6 +59,8 @@ def _layer(l, D):
     if (x0, x1) == (h0, h1):
         return np.concatenate([D.wx, D.wh], axis=1), [(0, "all", x0, x1 - x0)], True
     s0, s1 = max(x0, h0), min(x1, h1)
+    if s1 <= s0 and D.rows_x == D.rows_h:
+        return np.concatenate([D.wx, D.wh], axis=1), [(0, "x", x0, D.rows_x), (0, "h", h0, D.rows_h)], False
     own_x = [r for r in (range(x0, s0), range(s1, x1)) if len(r)]
     own_h = [r for r in (range(h0, s0), range(s1, h1)) if len(r)]
     if s1 <= s0 or len(own_x) != 1 or len(own_h) != 1 or len(own_x[0]) != len(own_h[0]):

@@ -2,9 +2,11 @@
 
 An input column updates the accumulator rows of the blocks that read ``x``, a hidden
 column those of the blocks that read ``h``; each must be one contiguous range (an LSTM:
-all rows for both; a GRU with planes [n | z | r | hn]: rows [0, 3up) for input columns,
-[up, 4up) for hidden ones). A cell whose blocks read anything else cannot run as a delta
-network (its ``delta_refusal`` says why).
+all rows for both, or with its halves on their own scales rows [0, 4up) for input columns
+and [4up, 8up) for hidden ones; a GRU with planes
+[n | z | r | hn]: rows [0, 3up) for input columns, [up, 4up) for hidden ones). A cell
+whose blocks read anything else cannot run as a delta network (its ``delta_refusal``
+says why).
 """
 from __future__ import annotations
 

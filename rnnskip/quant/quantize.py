@@ -1,8 +1,10 @@
 """Float IR + calibrated ranges -> QModel (int8 weights, int16 gates, int32 accumulators).
 
 Scheme (TFLite int8 LSTM-like, all symmetric, zero points 0):
-- weights int8 per output row, scale max|w_row|/127; a gate's input and
-  recurrent weights share one per-row accumulator scale (one mat-vec on [x | h]);
+- weights int8 per output row, scale max|w_row|/127; a gate's input and recurrent
+  weights share one per-row accumulator scale (one mat-vec on [x | h]), except an LSTM's
+  where that scale would leave either half few int8 levels (cells/lstm.py: two mat-vecs,
+  each half on its own scales, summed in Q3.12);
 - activations between layers int8, scale max|a|/127 from calibration;
 - float input features int8 with one scale per feature when the first layer is a Dense or a Conv1D
   (:func:`feature_scales`, folded into that layer's per-row weight scales), else one scale;

@@ -365,6 +365,14 @@ def _energy_rows(en: Optional[dict]) -> list:
                                    f"{en['run_current_ma']:g} mA x {en['supply_v']:g} V{assumed})")]
 
 
+def _split_rows(rep: dict) -> list:
+    """The LSTMs whose input and recurrent weights are on their own row scales (cells/lstm.py): they cost
+    one more mat-vec call and requantisation per gate row, so the table says which and why."""
+    split = [l for l in rep.get("quantization", {}).get("layers", []) if l.get("split")]
+    return [("LSTM scales", f"{l['name']}: input and recurrent weights on their own row scales (one shared "
+                            f"scale would keep {l['shared_levels']} of 127 int8 levels)") for l in split]
+
+
 def _weights_rows(w: Optional[dict]) -> list:
     if not w or w["placement"] == "flash":
         return []
@@ -380,6 +388,7 @@ def table(rep: dict) -> str:
                       + f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units, "
                       f"{_fmt(m['params'])} params, {_fmt(m['macs_per_step'])} MAC/step"),
             *_task_rows(rep),
+            *_split_rows(rep),
             *([("padding", rep["data"]["padding"])] if rep.get("data", {}).get("padding") else []),
             ("bit-exact", f"{b['mismatches']} mismatches vs golden: host build {b.get('host_checked', 0)} sequences, "
                           f"device {b.get('device_checked', 0)}")]

@@ -83,3 +83,13 @@ def test_shared_levels_is_the_smaller_halfs_share_of_the_median_row():
     # rows 2 and 3 have one half zero (nothing to lose); rows 0, 1: 127 * 0.5 / 1 and 127 * 0.5 / 2
     assert shared_levels(kernel, recurrent, 1.0, 1.0) == int(np.floor(127 * np.median([0.5, 0.25])))
     assert shared_levels(kernel * 0, recurrent, 1.0, 1.0) == 127
+
+
+def test_the_terminal_table_names_the_split_layers():
+    from rnnskip.report import _split_rows
+    rep = {"quantization": {"layers": [{"name": "lstm", "kind": "lstm", "split": True, "shared_levels": 13},
+                                       {"name": "lstm_1", "kind": "lstm", "split": False, "shared_levels": 44},
+                                       {"name": "gru", "kind": "gru", "reset_after": True}]}}
+    assert _split_rows(rep) == [("LSTM scales", "lstm: input and recurrent weights on their own row scales "
+                                                "(one shared scale would keep 13 of 127 int8 levels)")]
+    assert _split_rows({"quantization": {"layers": rep["quantization"]["layers"][1:]}}) == []

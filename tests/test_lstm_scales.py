@@ -40,7 +40,9 @@ def test_each_half_uses_the_whole_int8_range_on_every_row():
     rows = _real_rows(l)
     for b in l.blocks:
         np.testing.assert_array_equal(np.abs(b.w[rows].astype(np.int32)).max(axis=1), 127)
-    np.testing.assert_array_equal(l.block("gates_h").bias, 0)     # the bias is added once, with the input half
+    # each row's bias is added once, in the half with the finer scale
+    gx, gh = l.block("gates_x"), l.block("gates_h")
+    assert not np.any((gx.bias != 0) & (gh.bias != 0))
     # on one shared row scale the input weights set it and the recurrent ones keep a few levels (median row)
     lay = ir.rnn_layers[0]
     shared = fused_block("gates", lay.kernel, lay.recurrent_kernel, lay.bias, l.x_scale, l.h_scale, range(4), U,
@@ -93,3 +95,24 @@ def test_the_terminal_table_names_the_split_layers():
     assert _split_rows(rep) == [("LSTM scales", "lstm: input and recurrent weights on their own row scales "
                                                 "(one shared scale would keep 13 of 127 int8 levels)")]
     assert _split_rows({"quantization": {"layers": rep["quantization"]["layers"][1:]}}) == []
+
+
+def test_a_row_without_input_weights_keeps_its_bias():
+    """A gate row whose input weights are all zero next to a wide input range: its bias goes to the recurrent
+    half's (fine) scale, not the input half's 1 x x_scale, where 1.0 would round to 0."""
+    rng = np.random.default_rng(6)
+    kernel = rng.normal(0, 3.0, (F, 4 * U))
+    kernel[:, U] = 0.0                                   # forget gate of unit 0: no input weights
+    bias = np.zeros(4 * U)
+    bias[U] = 1.0
+    layer = RNNLayer(kind="lstm", units=U, kernel=kernel, recurrent_kernel=rng.normal(0, 0.05, (U, 4 * U)),
+                     bias=bias, name="lstm")
+    ir = ModelIR(input=FeatureInput(features=F), rnn_layers=[layer],
+                 head=[DenseLayer(rng.normal(0, 0.5, (U, 2)), np.zeros(2), "softmax", "out")], name="pruned")
+    x = rng.uniform(-500, 500, (16, 8, F)).astype(np.float32)
+    qm = quantize_on(ir, x, np.full(16, 8, np.int32))
+    l = qm.layers[0]
+    assert l.options["split"] and l.x_scale > 2.0
+    pre = planes16(l, LSTM.golden_accumulate(l, {"h8": np.zeros((1, l.up), np.int64)}, np.zeros((1, l.in_p), np.int64)))
+    pre = fp.sat16(pre[:, :4 * l.up] + pre[:, 4 * l.up:])
+    assert abs(pre[0, l.up] / 4096 - 1.0) < 1e-3

@@ -11,8 +11,9 @@ the recurrent weights a few levels) the halves are kept apart as CMSIS-NN's and 
 LSTMs keep input-to-gate and recurrent-to-gate weights: ``W_x`` on ``x`` fills
 ``[ix | fx | gx | ox]``, ``W_h`` on ``h`` fills ``[ih | fh | gh | oh]``, each row on its own
 scale, and each half is requantised to Q3.12 before they are added,
-``pre = sat16(rq(acc_x) + rq(acc_h))`` (one more requantisation per gate row and step, and
-``16 up`` bytes of accumulators). Pre-activations Q3.12; gate outputs Q0.15 (table
+``pre = sat16(sat16(rq(acc_x)) + sat16(rq(acc_h)))`` (one more requantisation per gate row and
+step, and ``16 up`` bytes of accumulators); each row's bias goes to the half with the finer
+scale. Pre-activations Q3.12; gate outputs Q0.15 (table
 activations) or Q3.12 (relu, linear: ``qa``/``qr`` below); cell state int16 at
 ``2^-cell_shift`` (chosen from the calibrated range of c)::
 
@@ -104,9 +105,12 @@ class LSTM(Cell):
         if levels >= SHARED_MIN_LEVELS:
             blocks = [fused_block("gates", kernel, recurrent, bias, x_scale, h_scale, range(4), U, up, in_p, row0=0)]
         else:
-            blocks = [single_block("gates_x", kernel, bias, x_scale, range(4), U, up, in_p, "x", row0=0),
-                      single_block("gates_h", recurrent, np.zeros(4 * U), h_scale, range(4), U, up, up, "h",
-                                   row0=4 * up)]
+            # each row's bias on the finer of its halves' scales (a row of zero weights: 1 x its operand's)
+            on_x = _row_scale(kernel, x_scale) <= _row_scale(recurrent, h_scale)
+            blocks = [single_block("gates_x", kernel, np.where(on_x, bias, 0.0), x_scale, range(4), U, up, in_p,
+                                   "x", row0=0),
+                      single_block("gates_h", recurrent, np.where(on_x, 0.0, bias), h_scale, range(4), U, up, up,
+                                   "h", row0=4 * up)]
         # h8 is requantised from o * act(c): Q0.15 for table activations, the cell's format otherwise
         h_q = fp.Q15 if layer.activation in LUTS else cell_shift
         return cls.new_qrnn(layer, x_scale, in_p, ranges, blocks, h_q,
@@ -150,3 +154,9 @@ def shared_levels(kernel, recurrent, x_scale: float, h_scale: float) -> int:
         return 127
     ratio = np.minimum(sx[both], sh[both]) / np.maximum(sx[both], sh[both])
     return int(np.floor(127 * np.median(ratio)))
+
+
+def _row_scale(w, v_scale: float) -> np.ndarray:
+    """single_block's accumulator scale per row (1 x ``v_scale`` for a row of zeros)."""
+    m = np.abs(w).max(axis=0) if w.size else np.zeros(w.shape[1])
+    return np.where(m > 0, m / 127.0, 1.0) * v_scale

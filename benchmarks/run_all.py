@@ -118,6 +118,9 @@ def recover_sections() -> tuple:
                 chunks.append("\n".join(cur).strip("\n") + "\n")
                 cur = []
         parts = dict(zip(names, chunks)) if len(chunks) == len(names) else {}
+        if not parts:
+            print(f"BENCHMARKS.md has no section lines and {len(chunks)} section footers for {len(names)} "
+                  f"sections: which text is whose is unknown, so none of it is kept")
     readme = Path(repo_root(), "README.md")
     block = readme.read_text().split(README_START, 1)[-1].split(README_END, 1)[0] if readme.is_file() else ""
     lines = {k: [l for l in v if "Full tables" not in l] for k, v in _split_marked(block.strip("\n")).items()}

@@ -62,7 +62,7 @@ def test_reassembly_without_measuring_is_idempotent(repo, monkeypatch):
     assert ((repo / "BENCHMARKS.md").read_text(), (repo / "README.md").read_text()) == before
 
 
-def test_a_file_written_before_the_markers_is_split_at_each_sections_footer(repo):
+def test_a_file_written_before_the_markers_is_split_at_each_sections_footer(repo, capsys):
     foot = "_2026-12-04 16:57, x86_64, 5307 s; commit 78ffba3, Python 3.11.7_"
     (repo / "BENCHMARKS.md").write_text(f"# rnnskip benchmarks\n\nintro\n\n## A\n\ntext a\n\n{foot}\n\n"
                                         f"## B\n\n| t |\n\n_2026-12-03 06:57, x86_64, 78 s_\n\n")
@@ -71,6 +71,7 @@ def test_a_file_written_before_the_markers_is_split_at_each_sections_footer(repo
     # one footer for two sections: which text is whose is unknown, so nothing is recovered
     (repo / "BENCHMARKS.md").write_text(f"# rnnskip benchmarks\n\n## A\n\ntext a\n\n{foot}\n")
     assert run_all.recover_sections()[0] == {}
+    assert "no section lines and 1 section footers for 2 sections" in capsys.readouterr().out
 
 
 def test_a_section_with_no_saved_results_and_no_text_is_left_out_and_said_so(repo, monkeypatch, capsys):

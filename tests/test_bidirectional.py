@@ -36,14 +36,31 @@ def _delta(qm, theta: int):
 def test_bidirectional_bitexact_dense_and_delta(cfg, index, merge_mode, per_step, tmp_path):
     """Golden = host build = emulated Cortex-M4 firmware, outputs (per step too) and step flags, dense and with
     delta thresholds on every layer, both directions of the Bidirectional one included."""
+    ir = bidi_ir(cfg, index, merge_mode, per_step=per_step)
+    _check_dense_and_delta(ir, per_step, tmp_path, delta=cfg != "feat-gru-gru-v1")   # reset_after=False: no delta
+
+
+@needs_arm
+def test_bidirectional_lstm_with_one_direction_on_split_scales_bitexact(tmp_path):
+    """A forward direction whose input weights dominate keeps its input and recurrent weights on their own
+    scales (8 accumulator planes) next to a backward direction on one shared scale (4): both bit-exact."""
+    ir = bidi_ir("feat-lstm-gru", 0, "concat")
+    ir.rnn_layers[0].kernel = ir.rnn_layers[0].kernel * 8
+    x, L = random_data(ir, n=8, T=11, seed=3)
+    qm = quantize_on(ir, x, L)
+    assert [(l.direction, l.options.get("split"), l.planes) for l in qm.layers[:2]] == [("forward", True, 8),
+                                                                                        ("backward", False, 4)]
+    _check_dense_and_delta(ir, False, tmp_path, delta=True)
+
+
+def _check_dense_and_delta(ir, per_step: bool, tmp_path, delta: bool):
     from rnnskip import targets
     from rnnskip.emulators.unicorn import Unicorn
-    ir = bidi_ir(cfg, index, merge_mode, per_step=per_step)
     x, L = random_data(ir, n=8, T=11, seed=3)
     y = np.zeros(x.shape[:2] if per_step else len(x), np.int64)
     dense = quantize_on(ir, x, L)
     variants = [("dense", dense)]
-    if cfg != "feat-gru-gru-v1":   # GRU reset_after=False takes no delta thresholds
+    if delta:
         variants.append(("delta", _delta(dense, 2)))
         # theta 0: the running sums equal the dense accumulators, bit for bit
         np.testing.assert_array_equal(GoldenModel(_delta(dense, 0)).run(x, L)[0], GoldenModel(dense).run(x, L)[0])

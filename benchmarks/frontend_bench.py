@@ -270,13 +270,27 @@ def _golden_acc(model: str, test: str, calib: str) -> dict:
     noise = _noise_flips(fm, ds, qm.feature_scales, pf)
     rows = [{"row": int(i), "label": int(ds.y[i]), "float_class": int(pf[i]), "int8_class": int(pq[i]),
              "float_prob": float(probs[i, pf[i]]), "input_peak_levels": int(peak[i]),
-             "float_flips_under_noise": int(noise["flips"][i])}
+             "float_flips_under_noise": int(noise["flips"][i]), **_rounded_classes(fm, g, ds, int(i))}
             for i in np.flatnonzero(pf != pq)]
     return {"n": len(ds), "float": float(np.mean(pf == ds.y)), "int8": float(np.mean(pq == ds.y)),
             "int8_shared_input_scale": float(np.mean(pq_shared == ds.y)),
             "feature_scales": [float(v) for v in qm.feature_scales],
             "disagree": len(rows), "disagree_rows": rows, "input_peak_levels_median": float(np.median(peak)),
             "noise": {k: v for k, v in noise.items() if k != "flips"}}
+
+
+def _rounded_classes(fm, g, ds, i: int) -> dict:
+    """Row ``i``'s class from the float model with one stage rounded to its int8 grid, the rest float: the
+    input features (the golden model's own quantisation, dequantised) and the front end's output frames
+    (the first recurrent layer's input scale). Where one of them alone changes the class, int8 activations
+    cannot keep that row."""
+    qm, x, L = g.qm, ds.x[i:i + 1], ds.lengths[i:i + 1]
+    xq = g.quantize_features(x)[..., :qm.features].astype(np.float64) * qm.feature_scales
+    V, ok = fm.frames(x, L)
+    s = qm.layers[0].x_scale
+    front = fm.head_out(fm.windows(np.clip(np.rint(V / s), -127, 127) * s, ok))
+    return {"float_class_input_rounded": int(np.argmax(fm.predict(xq, L), 1)[0]),
+            "float_class_front_rounded": int(np.argmax(front, 1)[0])}
 
 
 def _noise_flips(fm, ds, scales: np.ndarray, pf: np.ndarray) -> dict:
@@ -411,8 +425,16 @@ def _disagree_text(g: dict) -> str:
     each = "; ".join(f"test row {r['row']}: label {r['label']}, float class {r['float_class']} at probability "
                      f"{r['float_prob']:.3f}, int8 class {r['int8_class']}, its int8 input peaks at "
                      f"{r['input_peak_levels']} of {np.iinfo(np.int8).max} levels, the float model changes its "
-                     f"class in {r['float_flips_under_noise']} of {nz['draws']} noise draws" for r in rows)
+                     f"class in {r['float_flips_under_noise']} of {nz['draws']} noise draws{_rounded_text(r)}"
+                     for r in rows)
     return (f" ({each}; median input peak over the test rows {g['input_peak_levels_median']:.0f} levels)")
+
+
+def _rounded_text(r: dict) -> str:
+    if "float_class_input_rounded" not in r:   # results saved before these were measured
+        return ""
+    return (f" and predicts class {r['float_class_input_rounded']} with only its input rounded to int8, class "
+            f"{r['float_class_front_rounded']} with only the front end's output rounded")
 
 
 def _noise_text(g: dict) -> str:

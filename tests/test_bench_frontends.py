@@ -63,7 +63,10 @@ def test_disagreeing_rows_are_described():
          "noise": {"draws": 20}}
     t = frontend_bench._disagree_text(g)
     assert "test row 3" in t and "0.750" in t and "9 of 127 levels" in t and "median input peak" in t
-    assert "changes its class in 7 of 20 noise draws" in t
+    assert "changes its class in 7 of 20 noise draws" in t and "rounded" not in t   # saved before they were measured
+    g["disagree_rows"][0].update(float_class_input_rounded=1, float_class_front_rounded=0)
+    assert ("7 of 20 noise draws and predicts class 1 with only its input rounded to int8, class 0 with only the "
+            "front end's output rounded") in frontend_bench._disagree_text(g)
     assert frontend_bench._disagree_text({"disagree_rows": []}) == ""
 
 

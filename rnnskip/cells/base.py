@@ -126,12 +126,18 @@ def fused_block(name: str, Wx, Wh, b, x_scale: float, h_scale: float, gates, U: 
     return QMat(w=w, bias=bias, mult=m, ls=ls, input="xh", name=name, row0=row0)
 
 
+def row_scale(W, v_scale: float) -> np.ndarray:
+    """Per output column of ``W`` (a row of the accumulator) the int8 scale of an operand on ``v_scale``:
+    ``max|W| / 127 * v_scale``, ``1 * v_scale`` for a column of zeros."""
+    m = np.abs(W).max(axis=0) if W.size else np.zeros(W.shape[1])
+    return np.where(m > 0, m / 127.0, 1.0) * v_scale
+
+
 def single_block(name: str, W, b, v_scale: float, gates, U: int, up: int, cols: int, input_name: str,
                  row0: int):
     """``W`` of ``gates`` applied to one part of the layer's operand (``input_name`` "x" or "h"),
     per-row scales, multipliers to Q3.12."""
-    m_ = np.abs(W).max(axis=0) if W.size else np.zeros(W.shape[1])
-    sw = np.where(m_ > 0, m_ / 127.0, 1.0)
+    sw = row_scale(W, 1.0)
     n = len(list(gates)) * up
     w = np.zeros((n, cols), dtype=np.int8)
     w[:, : W.shape[0]] = gate_rows(q8(W, sw).T, gates, U, up)

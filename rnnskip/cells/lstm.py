@@ -30,7 +30,7 @@ import numpy as np
 
 from ..quant import fixedpoint as fp
 from ..quant.act import LUTS, act_q, out_q
-from .base import Cell, cell_shift_for, fused_block, pad4, planes16, scale_of, single_block
+from .base import Cell, cell_shift_for, fused_block, pad4, planes16, row_scale, scale_of, single_block
 
 #: the fewest int8 levels either half of the median row may keep on the shared row scale (5 bits)
 SHARED_MIN_LEVELS = 32
@@ -106,7 +106,7 @@ class LSTM(Cell):
             blocks = [fused_block("gates", kernel, recurrent, bias, x_scale, h_scale, range(4), U, up, in_p, row0=0)]
         else:
             # each row's bias on the finer of its halves' scales (a row of zero weights: 1 x its operand's)
-            on_x = _row_scale(kernel, x_scale) <= _row_scale(recurrent, h_scale)
+            on_x = row_scale(kernel, x_scale) <= row_scale(recurrent, h_scale)
             blocks = [single_block("gates_x", kernel, np.where(on_x, bias, 0.0), x_scale, range(4), U, up, in_p,
                                    "x", row0=0),
                       single_block("gates_h", recurrent, np.where(on_x, 0.0, bias), h_scale, range(4), U, up, up,
@@ -155,8 +155,3 @@ def shared_levels(kernel, recurrent, x_scale: float, h_scale: float) -> int:
     ratio = np.minimum(sx[both], sh[both]) / np.maximum(sx[both], sh[both])
     return int(np.floor(127 * np.median(ratio)))
 
-
-def _row_scale(w, v_scale: float) -> np.ndarray:
-    """single_block's accumulator scale per row (1 x ``v_scale`` for a row of zeros)."""
-    m = np.abs(w).max(axis=0) if w.size else np.zeros(w.shape[1])
-    return np.where(m > 0, m / 127.0, 1.0) * v_scale

@@ -107,6 +107,7 @@ def inspect_file(path, max_t: Optional[int] = None, target_names: Optional[List[
         ins.macs_per_step = ir.macs_per_step() + (ir.head_macs() if ins.per_step_outputs else 0)
         ins.head_macs = ir.head_macs()
     if qm is not None:
+        ins.notes += [n for n in (cell_of(q.kind).calibration_note(q) for q in qm.layers) if n]
         ins.max_t = int(max_t or 64)
         _target_estimates(ins, qm, target_names)
     return ins

@@ -84,6 +84,10 @@ def test_inspect_convertible(files):
     assert all(t["fits"] and t["flash_bytes"] > t["weights_bytes"] > 0 for t in ins.targets)
     text = format_text(ins)
     assert "converts: yes" in text and "cortex-m4" in text
+    # the LSTM's scale layout is the calibration's choice: said, with what the other layout costs
+    note = ("note: LSTM 'lstm_1': shared or split input/recurrent weight scales is decided on the calibration "
+            "ranges (split when either half keeps fewer than 32 int8 levels); with placeholder ranges it is ")
+    assert note in text and "split costs 256 B more flash and 128 B more RAM than shared" in text
 
 
 def test_inspect_lists_every_blocker(files):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from helpers import quantize_on
+from random_models import random_data, random_ir
 
 from rnnskip.cells.base import fused_block, planes16
 from rnnskip.cells.lstm import LSTM, SHARED_MIN_LEVELS, shared_levels
@@ -116,3 +117,17 @@ def test_a_row_without_input_weights_keeps_its_bias():
     pre = planes16(l, LSTM.golden_accumulate(l, {"h8": np.zeros((1, l.up), np.int64)}, np.zeros((1, l.in_p), np.int64)))
     pre = fp.sat16(pre[:, :4 * l.up] + pre[:, 4 * l.up:])
     assert abs(pre[0, l.up] / 4096 - 1.0) < 1e-3
+
+
+def test_split_cost_is_what_the_estimate_adds():
+    """LSTM.split_cost (what ``rnnskip inspect`` quotes) = the size estimate's difference between the
+    same layer quantised shared and split (inputs 300x wider split it)."""
+    from rnnskip import targets
+    from rnnskip.targets.fit import estimate
+    t = targets.load("cortex-m4")
+    ir = random_ir("feat-lstm", seed=0, units=(64,), features=6)
+    x, L = random_data(ir, n=8, T=10, seed=1)
+    shared, split = (quantize_on(ir, x * m, L) for m in (1.0, 300.0))
+    assert not shared.layers[0].options["split"] and split.layers[0].options["split"]
+    e0, e1 = estimate(shared, 10, t), estimate(split, 10, t)
+    assert (e1.flash - e0.flash, e1.ram - e0.ram) == LSTM.split_cost(64) == (2048, 1024)

@@ -258,6 +258,12 @@ class Cell:
         raise NotImplementedError
 
     @classmethod
+    def calibration_note(cls, q) -> Optional[str]:
+        """What of the int8 layer ``q`` depends on the calibration ranges beyond its scales (``rnnskip
+        inspect`` quantises with placeholder ranges and says so); None: nothing."""
+        return None
+
+    @classmethod
     def new_qrnn(cls, layer, x_scale: float, in_p: int, ranges: dict, blocks, h_q: int, options: dict):
         """A QRNN whose int8 hidden state is requantised from a Q value with ``h_q``
         fractional bits (``h_mult``/``h_ls``)."""

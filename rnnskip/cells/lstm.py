@@ -116,6 +116,22 @@ class LSTM(Cell):
         return cls.new_qrnn(layer, x_scale, in_p, ranges, blocks, h_q,
                             {"cell_shift": cell_shift, "split": len(blocks) == 2, "shared_levels": levels})
 
+    @classmethod
+    def split_cost(cls, up: int) -> tuple:
+        """(flash, RAM) bytes split scales add to a layer of ``up`` padded units: the recurrent half's
+        int32 bias and multiplier per gate row (4 up rows each), its four int32 accumulator planes."""
+        return 2 * 4 * up * 4, 4 * up * 4
+
+    @classmethod
+    def calibration_note(cls, q) -> str:
+        flash, ram = cls.split_cost(q.up)
+        now = "split" if q.options.get("split") else "shared"
+        who = f"{q.name} ({q.direction})" if q.direction else q.name
+        return (f"LSTM '{who}': shared or split input/recurrent weight scales is decided on the calibration "
+                f"ranges (split when either half keeps fewer than {SHARED_MIN_LEVELS} int8 levels); with "
+                f"placeholder ranges it is {now}, and the sizes below are for that; split costs {flash:,} B more "
+                f"flash and {ram:,} B more RAM than shared")
+
     # ---- golden model ------------------------------------------------------------
     @classmethod
     def golden_cell(cls, l, s, acc):

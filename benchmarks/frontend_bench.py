@@ -253,6 +253,7 @@ def _golden_acc(model: str, test: str, calib: str) -> dict:
     with one shared input scale; where int8 and float disagree, the float model under int8-step noise."""
     from rnnskip import pipeline
     from rnnskip.datasets import load_npz
+    from rnnskip.quant.dequantize import int8_weights_ir
     from rnnskip.quant.golden import GoldenModel, predict_classes
     from rnnskip.quant.quantize import quantize
     ir = pipeline.import_model(model)
@@ -268,11 +269,14 @@ def _golden_acc(model: str, test: str, calib: str) -> dict:
     # how many int8 levels each row's input reaches (its largest |feature| on that feature's scale)
     peak = np.abs(g.device_inputs(ds.x).astype(np.int32)).max(axis=(1, 2))
     noise = _noise_flips(fm, ds, qm.feature_scales, pf)
+    pw = np.argmax(pipeline.float_model(int8_weights_ir(ir, qm)).predict(ds.x, ds.lengths), 1)
     rows = [{"row": int(i), "label": int(ds.y[i]), "float_class": int(pf[i]), "int8_class": int(pq[i]),
              "float_prob": float(probs[i, pf[i]]), "input_peak_levels": int(peak[i]),
-             "float_flips_under_noise": int(noise["flips"][i]), **_rounded_classes(fm, g, ds, int(i))}
+             "float_flips_under_noise": int(noise["flips"][i]), **_rounded_classes(fm, g, ds, int(i)),
+             "float_class_weights_rounded": int(pw[i])}
             for i in np.flatnonzero(pf != pq)]
     return {"n": len(ds), "float": float(np.mean(pf == ds.y)), "int8": float(np.mean(pq == ds.y)),
+            "float_int8_weights": float(np.mean(pw == ds.y)),
             "int8_shared_input_scale": float(np.mean(pq_shared == ds.y)),
             "feature_scales": [float(v) for v in qm.feature_scales],
             "disagree": len(rows), "disagree_rows": rows, "input_peak_levels_median": float(np.median(peak)),
@@ -433,8 +437,11 @@ def _disagree_text(g: dict) -> str:
 def _rounded_text(r: dict) -> str:
     if "float_class_input_rounded" not in r:   # results saved before these were measured
         return ""
+    w = r.get("float_class_weights_rounded")
     return (f" and predicts class {r['float_class_input_rounded']} with only its input rounded to int8, class "
-            f"{r['float_class_front_rounded']} with only the front end's output rounded")
+            f"{r['float_class_front_rounded']} with only the front end's output rounded"
+            + ("" if w is None else f", class {w} with only the weights rounded (the int8 model's weights, "
+                                    f"activations float)"))
 
 
 def _noise_text(g: dict) -> str:
@@ -522,7 +529,9 @@ def markdown(res: dict) -> str:
         L += ["", f"int8 vs float on all {gold['n']} test rows: {_p(gold['int8'])}% vs {_p(gold['float'])}% "
                   f"({100 * (gold['int8'] - gold['float']):+.2f} pt, one row is {100 / gold['n']:.2f} pt; the "
                   f"issue's target is within {res['target_gap']:g} point: "
-                  f"{'met' if 100 * abs(gold['int8'] - gold['float']) <= res['target_gap'] else 'not met'}); "
+                  f"{'met' if 100 * abs(gold['int8'] - gold['float']) <= res['target_gap'] else 'not met'}"
+                  + (f"; the float model with the int8 model's weights and float activations: "
+                     f"{_p(gold['float_int8_weights'])}%" if "float_int8_weights" in gold else "") + "); "
                   f"int8 and float predict different classes on {gold['disagree']} "
                   f"row{'' if gold['disagree'] == 1 else 's'}{_disagree_text(gold)}. {_noise_text(gold)} "
                   f"Run-time delta: {_x(d.get('mac_reduction_x'))} fewer MACs, {_x(d.get('cycle_reduction_x'))} "

@@ -112,6 +112,18 @@ def score(ir, qm, ds, probs: np.ndarray, g_out: np.ndarray) -> Tuple[float, floa
             _acc(_classes(np.asarray(g_out), 0), y, mask), None)
 
 
+def score_like_float(qm, ds, probs: np.ndarray, other: np.ndarray) -> float:
+    """A second float model's outputs ``other`` scored as :func:`score` scores the float model's: its
+    accuracy, or for a regression head its RMSE against the float model's outputs ``probs``."""
+    if is_regression(ds.y):
+        d = np.asarray(other, np.float64) - np.asarray(probs, np.float64)
+        if per_step(qm):
+            d = d[step_mask(ds.lengths, ds.x.shape[1])]
+        return float(np.sqrt(np.mean(d ** 2))) if d.size else float("nan")
+    mask = step_mask(ds.lengths, ds.x.shape[1]) if per_step(qm) else None
+    return _acc(_classes(np.asarray(other), 0.5), np.asarray(ds.y), mask)
+
+
 def device_accuracy(qm, ds, d_rows: List[np.ndarray], m: int) -> Optional[float]:
     """Accuracy of the emulated outputs (``rows`` of the first ``m`` sequences); None for regression."""
     if is_regression(ds.y):

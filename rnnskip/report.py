@@ -224,7 +224,8 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
             "output_dim": ir.output_dim,
             "notes": list(ir.notes),
         },
-        "accuracy": {"float": ev.float_acc, "int8_golden": ev.golden_acc, "int8_device": ev.device_acc,
+        "accuracy": {"float": ev.float_acc, "float_int8_weights": ev.float_int8_weights,
+                     "int8_golden": ev.golden_acc, "int8_device": ev.device_acc,
                      "n": ev.n, "n_device": ev.device_checked},
         "bitexact": {"checked": max(ev.host_checked, ev.device_checked),
                      "mismatches": ev.host_mismatches + ev.device_mismatches,
@@ -245,7 +246,7 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
         rep["data"] = {"padding": ev.padding}
     if ev.error is not None:  # regression: errors in the output's units
         rep["accuracy"] = None
-        rep["error"] = dict(ev.error, n=ev.n)
+        rep["error"] = dict(ev.error, int8_weights_vs_float_rmse=ev.float_int8_weights, n=ev.n)
     if ir.per_step:
         rep["model"]["per_step_outputs"] = True
     if not ir.is_token_model and ir.input.front:   # the streamed Conv1D front end (docs/frontends.md)
@@ -349,9 +350,12 @@ def _task_rows(rep: dict) -> list:
     a, err = rep["accuracy"], rep.get("error")
     if err is not None:  # regression
         return [("error float vs label (RMSE)", _fmt(err["float_vs_label_rmse"])),
+                ("error float, int8 weights vs float (RMSE)", _fmt(err.get("int8_weights_vs_float_rmse"))),
                 ("error int8 vs float (RMSE)", _fmt(err["int8_vs_float_rmse"])),
                 ("error int8 vs float (max)", _fmt(err["int8_vs_float_max_abs"]))]
-    return [("accuracy float", _fmt(a["float"])), ("accuracy int8 golden", _fmt(a["int8_golden"])),
+    return [("accuracy float", _fmt(a["float"])),
+            ("accuracy float, int8 weights", _fmt(a.get("float_int8_weights"))),
+            ("accuracy int8 golden", _fmt(a["int8_golden"])),
             ("accuracy int8 device", _fmt(a["int8_device"]) + f"  (n={a['n_device']})")]
 
 

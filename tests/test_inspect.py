@@ -177,7 +177,8 @@ def test_convert_regression_and_per_step(files, tmp_path):
     e = rep["error"]
     assert abs(e["float_vs_label_rmse"] - 0.1) < 1e-4
     assert 0 < e["int8_vs_float_rmse"] <= e["int8_vs_float_max_abs"] < 0.05
-    assert "error int8 vs float" in p.stdout
+    assert 0 < e["int8_weights_vs_float_rmse"] < 0.05      # the int8 weights alone, activations float
+    assert "error int8 vs float" in p.stdout and "error float, int8 weights vs float (RMSE)" in p.stdout
 
     seq = load_model_file(files["per_step"])
     probs = FloatModel(seq).predict(x)
@@ -190,3 +191,4 @@ def test_convert_regression_and_per_step(files, tmp_path):
     assert rep["model"]["per_step_outputs"] is True
     assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["device_checked"] == N
     assert rep["accuracy"]["float"] == 1.0 and rep["accuracy"]["int8_device"] >= 0.8
+    assert 0.8 <= rep["accuracy"]["float_int8_weights"] <= 1.0 and "accuracy float, int8 weights" in p.stdout

@@ -104,6 +104,23 @@ def gate_rows(a: np.ndarray, gates, units: int, up: int) -> np.ndarray:
     return out
 
 
+def put_gate_rows(dst: np.ndarray, rows: np.ndarray, gates, units: int, up: int) -> None:
+    """The inverse of :func:`gate_rows`: adds the padded rows of ``gates`` into Keras gate-major
+    ``dst`` ``[G*units, ...]``."""
+    for i, g in enumerate(gates):
+        dst[g * units: (g + 1) * units] += rows[i * up: i * up + units]
+
+
+def real_weights(b, cols: slice, col_scale: float) -> np.ndarray:
+    """Block ``b``'s int8 weights in ``cols`` as the real weights the int8 model computes with:
+    one accumulator unit (``b.scale``) per int8 step of an operand on ``col_scale``."""
+    return b.w[:, cols].astype(np.float64) * b.scale[:, None] / col_scale
+
+
+def real_bias(b) -> np.ndarray:
+    return b.bias.astype(np.float64) * b.scale
+
+
 def fused_block(name: str, Wx, Wh, b, x_scale: float, h_scale: float, gates, U: int, up: int, in_p: int,
                 row0: int, to_q12: bool = True):
     """``[W_x | W_h]`` of ``gates`` on one accumulator per row, applied to ``xh = [x | h]``.
@@ -123,7 +140,7 @@ def fused_block(name: str, Wx, Wh, b, x_scale: float, h_scale: float, gates, U: 
     bias = gate_rows(q32(b, s_acc), gates, U, up)
     eff = s_acc * (1 << fp.Q12) if to_q12 else s_acc / h_scale
     m, ls = fp.quantize_multipliers(gate_rows(eff, gates, U, up))
-    return QMat(w=w, bias=bias, mult=m, ls=ls, input="xh", name=name, row0=row0)
+    return QMat(w=w, bias=bias, mult=m, ls=ls, input="xh", name=name, row0=row0, scale=gate_rows(s_acc, gates, U, up))
 
 
 def row_scale(W, v_scale: float) -> np.ndarray:
@@ -143,7 +160,8 @@ def single_block(name: str, W, b, v_scale: float, gates, U: int, up: int, cols: 
     w[:, : W.shape[0]] = gate_rows(q8(W, sw).T, gates, U, up)
     bias = gate_rows(q32(b, sw * v_scale), gates, U, up)
     m, ls = fp.quantize_multipliers(gate_rows(sw * v_scale * (1 << fp.Q12), gates, U, up))
-    return QMat(w=w, bias=bias, mult=m, ls=ls, input=input_name, name=name, row0=row0)
+    return QMat(w=w, bias=bias, mult=m, ls=ls, input=input_name, name=name, row0=row0,
+                scale=gate_rows(sw * v_scale, gates, U, up))
 
 
 # --------------------------------------------------------------------------
@@ -262,6 +280,12 @@ class Cell:
         """What of the int8 layer ``q`` depends on the calibration ranges beyond its scales (``rnnskip
         inspect`` quantises with placeholder ranges and says so); None: nothing."""
         return None
+
+    @classmethod
+    def dequantize(cls, q) -> dict:
+        """The weights the int8 layer ``q`` computes with, on their real scales, in the IR's (Keras)
+        layout: ``{"kernel", "recurrent_kernel", "bias"}`` (``rnnskip.quant.dequantize``)."""
+        raise NotImplementedError
 
     @classmethod
     def new_qrnn(cls, layer, x_scale: float, in_p: int, ranges: dict, blocks, h_q: int, options: dict):

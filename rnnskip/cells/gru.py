@@ -29,7 +29,19 @@ import numpy as np
 
 from ..quant import fixedpoint as fp
 from ..quant.act import act_q, out_q
-from .base import Cell, fused_block, matvec, pad4, planes16, pre16, scale_of, single_block
+from .base import (
+    Cell,
+    fused_block,
+    matvec,
+    pad4,
+    planes16,
+    pre16,
+    put_gate_rows,
+    real_bias,
+    real_weights,
+    scale_of,
+    single_block,
+)
 
 
 class GRU(Cell):
@@ -149,6 +161,31 @@ class GRU(Cell):
         # h8 is requantised from h16, in the candidate's format
         return cls.new_qrnn(layer, x_scale, in_p, ranges, blocks, out_q(layer.activation),
                             {"reset_after": bool(layer.options["reset_after"])})
+
+    @classmethod
+    def dequantize(cls, q):
+        U, up, n = q.units, q.up, q.in_dim
+        kT, rT = np.zeros((3 * U, n)), np.zeros((3 * U, U))
+        x, h = slice(0, n), slice(q.in_p, q.in_p + U)
+        zr = q.block("zr")
+        put_gate_rows(kT, real_weights(zr, x, q.x_scale), (0, 1), U, up)
+        put_gate_rows(rT, real_weights(zr, h, q.h_scale), (0, 1), U, up)
+        if q.options["reset_after"]:
+            # z and r add their input and recurrent biases into one: all of it on the input side
+            b = np.zeros((2, 3 * U))
+            cx, ch = q.block("cx"), q.block("ch")
+            put_gate_rows(kT, real_weights(cx, x, q.x_scale), (2,), U, up)
+            put_gate_rows(rT, real_weights(ch, slice(0, U), q.h_scale), (2,), U, up)
+            for row, blk, gates in ((0, zr, (0, 1)), (0, cx, (2,)), (1, ch, (2,))):
+                put_gate_rows(b[row], real_bias(blk), gates, U, up)
+        else:
+            b = np.zeros(3 * U)
+            c = q.block("c")    # [x | r*h], r*h on h's scale
+            put_gate_rows(kT, real_weights(c, x, q.x_scale), (2,), U, up)
+            put_gate_rows(rT, real_weights(c, h, q.h_scale), (2,), U, up)
+            put_gate_rows(b, real_bias(zr), (0, 1), U, up)
+            put_gate_rows(b, real_bias(c), (2,), U, up)
+        return {"kernel": kT.T, "recurrent_kernel": rT.T, "bias": b}
 
     # ---- golden model ------------------------------------------------------------
     @classmethod

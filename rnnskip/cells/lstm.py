@@ -30,7 +30,19 @@ import numpy as np
 
 from ..quant import fixedpoint as fp
 from ..quant.act import LUTS, act_q, out_q
-from .base import Cell, cell_shift_for, fused_block, pad4, planes16, row_scale, scale_of, single_block
+from .base import (
+    Cell,
+    cell_shift_for,
+    fused_block,
+    pad4,
+    planes16,
+    put_gate_rows,
+    real_bias,
+    real_weights,
+    row_scale,
+    scale_of,
+    single_block,
+)
 
 #: the fewest int8 levels either half of the median row may keep on the shared row scale (5 bits)
 SHARED_MIN_LEVELS = 32
@@ -131,6 +143,22 @@ class LSTM(Cell):
                 f"ranges (split when either half keeps fewer than {SHARED_MIN_LEVELS} int8 levels); with "
                 f"placeholder ranges it is {now}, and the sizes below are for that; split costs {flash:,} B more "
                 f"flash and {ram:,} B more RAM than shared")
+
+    @classmethod
+    def dequantize(cls, q):
+        U, up, n = q.units, q.up, q.in_dim
+        kT, rT, b = np.zeros((4 * U, n)), np.zeros((4 * U, U)), np.zeros(4 * U)
+        if q.options.get("split"):
+            bx, bh = q.block("gates_x"), q.block("gates_h")
+            parts, blocks = [(bx, slice(0, n), q.x_scale, kT), (bh, slice(0, U), q.h_scale, rT)], (bx, bh)
+        else:
+            g = q.block("gates")
+            parts, blocks = [(g, slice(0, n), q.x_scale, kT), (g, slice(q.in_p, q.in_p + U), q.h_scale, rT)], (g,)
+        for blk, cols, scale, dst in parts:
+            put_gate_rows(dst, real_weights(blk, cols, scale), range(4), U, up)
+        for blk in blocks:
+            put_gate_rows(b, real_bias(blk), range(4), U, up)
+        return {"kernel": kT.T, "recurrent_kernel": rT.T, "bias": b}
 
     # ---- golden model ------------------------------------------------------------
     @classmethod

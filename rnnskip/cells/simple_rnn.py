@@ -18,7 +18,7 @@ import numpy as np
 
 from ..quant import fixedpoint as fp
 from ..quant.act import LUTS
-from .base import Cell, fused_block, pad4, planes16, scale_of
+from .base import Cell, fused_block, pad4, planes16, put_gate_rows, real_bias, real_weights, scale_of
 
 
 class SimpleRNN(Cell):
@@ -61,6 +61,16 @@ class SimpleRNN(Cell):
                         to_q12=table)
         # tables: h8 from the Q0.15 activation; relu/linear: the block's multipliers already give h8
         return cls.new_qrnn(layer, x_scale, in_p, ranges, [a], fp.Q15, {})
+
+    @classmethod
+    def dequantize(cls, q):
+        U, up, n = q.units, q.up, q.in_dim
+        kT, rT, b = np.zeros((U, n)), np.zeros((U, U)), np.zeros(U)
+        a = q.block("a")
+        put_gate_rows(kT, real_weights(a, slice(0, n), q.x_scale), (0,), U, up)
+        put_gate_rows(rT, real_weights(a, slice(q.in_p, q.in_p + U), q.h_scale), (0,), U, up)
+        put_gate_rows(b, real_bias(a), (0,), U, up)
+        return {"kernel": kT.T, "recurrent_kernel": rT.T, "bias": b}
 
     # ---- golden model ------------------------------------------------------------
     @classmethod

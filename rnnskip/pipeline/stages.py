@@ -18,6 +18,7 @@ from ..errors import RnnskipError
 from ..generate import KERNEL_PROVIDERS, generate
 from ..host import HostModel
 from ..quant.calibrate import calibrate
+from ..quant.dequantize import int8_weights_ir
 from ..quant.golden import GoldenModel
 from ..quant.model import QModel
 from ..quant.quantize import quantize
@@ -104,6 +105,9 @@ class Evaluation:
     host_mismatches: int = 0
     host_checked: int = 0
     device_acc: Optional[float] = None
+    #: the float model with the int8 model's weights (rnnskip.quant.dequantize): what rounding the weights
+    #: alone costs; regression: its RMSE against the float model's outputs
+    float_int8_weights: Optional[float] = None
     device_checked: int = 0
     device_mismatches: int = 0
     first_mismatch: str = ""
@@ -131,7 +135,10 @@ def evaluate(ir: ModelIR, qm: QModel, ds: Dataset, host_so: Optional[Path] = Non
     ev = Evaluation(n=len(ds), float_acc=float_acc, golden_acc=golden_acc,
                     golden_steps=g_flags.sum(axis=1), error=error, padding=ds.padding)
     t2 = time.time()
-    ev.timings.update(float_s=t1 - t0, golden_s=t2 - t1)
+    if all(b.scale is not None for b in qm.all_mats()):   # a stage file written before row scales were kept: skip
+        ev.float_int8_weights = outputs.score_like_float(
+            qm, ds, probs, float_model(int8_weights_ir(ir, qm)).predict(ds.x, ds.lengths))
+    ev.timings.update(float_s=t1 - t0 + time.time() - t2, golden_s=t2 - t1)
     if host_so is not None:
         dev_x = g.device_inputs(ds.x)
         valid = None if qm.token_input else g.valid_steps(ds.x)

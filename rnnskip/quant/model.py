@@ -30,6 +30,9 @@ class QMat:
     layer's int8 hidden state, one buffer), ``"x"``, ``"h"``, ``"xrh"`` (a cell's
     own variant of xh, see its module) or ``"in"`` (a Dense layer's input).
     In a recurrent layer the block fills accumulator rows ``row0 .. row0 + rows``.
+    ``scale``: the real value of one accumulator unit of each row (the row's weight step times
+    its operand's scale), so ``w * scale / operand scale`` are the weights the int8 model uses
+    (``rnnskip.quant.dequantize``); the C never reads it.
     """
     w: np.ndarray
     bias: np.ndarray
@@ -38,6 +41,7 @@ class QMat:
     input: str = "xh"
     name: str = ""
     row0: int = 0
+    scale: Optional[np.ndarray] = None
 
     @property
     def rows(self) -> int:

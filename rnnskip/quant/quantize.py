@@ -63,7 +63,7 @@ def quantize_dense(d, in_scale: float, in_p: int, out_max: float, final: bool) -
         q.out_scale = scale_of(out_max, 32767 if final else 127)
         eff = sw * in_scale / q.out_scale
     m, ls = fp.quantize_multipliers(_pad_rows(eff, rows_p))
-    q.mat = QMat(w=w, bias=bias, mult=m, ls=ls, input="in")
+    q.mat = QMat(w=w, bias=bias, mult=m, ls=ls, input="in", scale=_pad_rows(sw * in_scale, rows_p))
     return q
 
 

@@ -663,8 +663,9 @@ def summary(res: dict):
     rt, tr = f["runtime"], f["trained"]
     fl = rt["accuracy"]["float"]
     out = [f"- Delta networks, FSDD GRU(128) on cortex-m4: run-time thresholds {_x(rt['mac_reduction_x'])} fewer "
-           f"MACs at {100 * (fl - rt['accuracy']['delta_int8']):+.2f} pt, delta-trained {_x(tr['mac_reduction_x'])} "
-           f"at {100 * (fl - tr['accuracy']['delta_int8']):+.2f} pt; "
+           f"MACs at a loss of {100 * (fl - rt['accuracy']['delta_int8']):+.2f} pt, delta-trained "
+           f"{_x(tr['mac_reduction_x'])} at {100 * (fl - tr['accuracy']['delta_int8']):+.2f} pt (against the dense "
+           f"float model); "
            f"emulated cycles {_x(rt.get('cycle_reduction_x'))} / {_x(tr.get('cycle_reduction_x'))} fewer, "
            f"flash reads {_x(rt.get('flash_read_reduction_x'))} / {_x(tr.get('flash_read_reduction_x'))} less "
            "(details in BENCHMARKS.md).", "",

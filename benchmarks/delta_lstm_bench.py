@@ -97,7 +97,7 @@ def summary(res: dict):
         rows = [(n, f[k]) for n, k in (("run-time delta", "runtime"), ("delta-trained", "trained"),
                                        ("delta-trained + cell threshold", "trained_cell")) if f.get(k)]
         parts = [f"{n} {_x(r['mac_reduction_x'])} fewer MACs, {_x(r.get('cycle_reduction_x'))} fewer cycles, "
-                 f"accuracy {100 * (r['accuracy']['delta_int8'] - fl):+.2f} pt against the dense float model"
+                 f"loss {100 * (fl - r['accuracy']['delta_int8']):+.2f} pt against the dense float model"
                  for n, r in rows]
         out += [f"- Delta networks, {title} on cortex-m4: " + "; ".join(parts) + " (details in BENCHMARKS.md).", ""]
     return out

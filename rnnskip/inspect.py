@@ -3,7 +3,8 @@ before any work (no calibration data, no compiler).
 
 The verdict is the converter's own: the file is imported exactly as ``rnnskip-convert``
 imports it and quantised with placeholder ranges (ranges change scales, never
-whether a model quantises), so "converts" here means the conversion gets past
+whether a model quantises; they do decide whether an LSTM keeps its input and recurrent
+weights on one scale or two, so its sizes are for the larger layout), so "converts" here means the conversion gets past
 every model check. The layers, their options and what became of each come from the
 importer's own steps (``describe_model_file``); besides the first blocking reason, every
 layer's own refusals are listed, so all blockers show at once.

@@ -54,8 +54,8 @@ def test_markdown_and_summary():
     assert "| run-time delta | x12/h32 | 97.00 | +1.00 |" in md
     assert f"x{delta_bench.TRAIN_THETA[0]}/h{delta_bench.TRAIN_THETA[1]}" in md
     s = delta_lstm_bench.summary({"fsdd_lstm": f})[0]
-    assert "run-time delta 5.00x fewer MACs, 2.50x fewer cycles, accuracy -1.00 pt against the dense float" in s
-    assert "delta-trained + cell threshold 10.00x fewer MACs, 5.00x fewer cycles, accuracy -2.00 pt" in s
+    assert "run-time delta 5.00x fewer MACs, 2.50x fewer cycles, loss +1.00 pt against the dense float" in s
+    assert "delta-trained + cell threshold 10.00x fewer MACs, 5.00x fewer cycles, loss +2.00 pt" in s
 
 
 def test_sst2_rows_render_with_their_own_split_and_units():

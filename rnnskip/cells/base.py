@@ -9,8 +9,8 @@ kind's name.
 The shape every kind follows (Keras layout in the IR, ``U`` units, ``up`` = U padded
 to a multiple of 4):
 
-* **float**: ``acc = float_pre(W, x, h)`` gives the cell's pre-activations as a few
-  *planes* of ``U`` values each (an LSTM's i, f, g, o), then ``float_cell(state, acc)``
+* **float**: ``acc = float_pre(ops, w, x, h)`` gives the cell's pre-activations as a few
+  *planes* of ``U`` values each (an LSTM's i, f, g, o), then ``float_cell(acts, state, acc)``
   the new state (a tuple, ``h`` first). ``float_step`` is the two in a row; a cell
   whose pre-activations need part of the step first (GRU ``reset_after=False``)
   overrides it and cannot run as a delta network.

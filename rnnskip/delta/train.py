@@ -20,8 +20,8 @@ The paper's recipe (Neil et al. 2017, section 4), in tf_keras:
 
 The result is written as a *normal* Keras model (Embedding/Masking, Dense, the recurrent
 layers with their activations and options, Dense head, rebuilt from the IR) with the
-fine-tuned weights, so rnnskip-convert and any Keras code read it as usual; thresholds
-are then chosen with delta-tune.
+fine-tuned weights, so rnnskip-convert and any Keras code read it as usual, and OUT.delta.json
+with the thresholds it was trained at (deploy at them, or re-tune them with delta-tune).
 """
 from __future__ import annotations
 

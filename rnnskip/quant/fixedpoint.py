@@ -1,5 +1,5 @@
 """Integer primitives, vectorised over numpy int64 arrays, bit-exact with
-rnnskip/kernels/rnnskip_kernels.h and rnnskip_activation_s16.c.
+rnnskip/kernels/rnnskip_kernels.h and its tables in rnnskip_luts.c.
 
 Every function takes and returns int64 arrays holding int32/int16 values, and
 reproduces the C code's int32 arithmetic exactly. Requantisation is a rounding

@@ -15,9 +15,11 @@ Modules:
   features    float runs of the frozen model with skipping, change statistics
   oracle      ideal skipping on the real state change, threshold sweep
   baselines   stop-word removal and Concat(n)
-  predictor   float predictors (MLP, logistic, tree, forest), training, folder I/O
+  predictor   float predictors (MLP, logistic, tree, forest), training
+  folder      the predictor folder train-predictor writes and --predictor reads
   qpredictor  int8 predictor, its golden evaluation and the C it becomes
   train       the train-predictor flow (oracle labels, relabel rounds, calibration)
+  evaluate    int8 (golden) runs with skipping and their MAC accounting
   convert     --predictor / --skip auto inside rnnskip-convert, report section
   plots       PNG figures
 """

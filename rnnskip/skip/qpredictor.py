@@ -10,7 +10,7 @@ Dense / features), ``h_l`` the int8 hidden state of layer ``l`` before the step
 x, ``h_scale`` of each layer for its h.
 
 MLP / logistic: the first Dense acts on f with one accumulator per row on a
-shared per-row scale (like ``quantize._fused_mat``: ``W * s_col`` quantised per
+shared per-row scale (like ``cells.base.fused_block``: ``W * s_col`` quantised per
 row), hidden layers are int8 with ReLU (``rnnskip_fully_connected_s8``), the
 final unit is an int32 dot product ``score = bias + w . a``; skip iff
 ``score > score_thr`` (``score_thr = floor(threshold / s_score)``, exact for an

@@ -117,13 +117,17 @@ def inspect_file(path, max_t: Optional[int] = None, target_names: Optional[List[
 def _target_estimates(ins: Inspection, qm, names) -> None:
     from . import targets
     from .targets.fit import estimate
+    # what calibration ranges may add (an LSTM's split scales): the sizes are upper bounds
+    extra = [cell_of(q.kind).calibration_bytes(q) for q in qm.layers]
+    ef, er = sum(f for f, _ in extra), sum(r for _, r in extra)
     for name in names or targets.available():
         t = targets.load(name)
         est = estimate(qm, ins.max_t, t)
-        ins.targets.append({"target": t.name, "flash_bytes": int(est.flash), "ram_bytes": int(est.ram),
-                            "weights_bytes": int(est.weights), "flash_capacity": int(t.flash_size),
+        flash, ram = est.flash + ef, est.ram + er
+        ins.targets.append({"target": t.name, "flash_bytes": int(flash), "ram_bytes": int(ram),
+                            "weights_bytes": int(est.weights + ef), "flash_capacity": int(t.flash_size),
                             "ram_capacity": int(t.ram_size),
-                            "fits": bool(est.flash <= t.flash_size and est.ram <= t.ram_size)})
+                            "fits": bool(flash <= t.flash_size and ram <= t.ram_size)})
 
 
 # --------------------------------------------------------------------------

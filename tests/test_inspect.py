@@ -85,9 +85,9 @@ def test_inspect_convertible(files):
     text = format_text(ins)
     assert "converts: yes" in text and "cortex-m4" in text
     # the LSTM's scale layout is the calibration's choice: said, with what the other layout costs
-    note = ("note: LSTM 'lstm_1': shared or split input/recurrent weight scales is decided on the calibration "
-            "ranges (split when either half keeps fewer than 32 int8 levels); with placeholder ranges it is ")
-    assert note in text and "split costs 256 B more flash and 128 B more RAM than shared" in text
+    assert ("note: LSTM 'lstm_1': shared or split input/recurrent weight scales is decided on the calibration "
+            "ranges (split when either half keeps fewer than 32 int8 levels); the sizes below are for split, which "
+            "costs 256 B more flash and 128 B more RAM than shared") in text
 
 
 def test_inspect_lists_every_blocker(files):
@@ -192,3 +192,21 @@ def test_convert_regression_and_per_step(files, tmp_path):
     assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["device_checked"] == N
     assert rep["accuracy"]["float"] == 1.0 and rep["accuracy"]["int8_device"] >= 0.8
     assert 0.8 <= rep["accuracy"]["float_int8_weights"] <= 1.0 and "accuracy float, int8 weights" in p.stdout
+
+
+def test_inspect_sizes_are_for_the_larger_lstm_layout(files):
+    """An LSTM's split scales are the calibration's choice: inspect sizes it split (the larger), so its
+    "fits" holds whichever the data gives; equal to the estimate of the same model calibrated into split."""
+    from helpers import quantize_on
+
+    from rnnskip import targets
+    from rnnskip.targets.fit import estimate
+    ir = load_model_file(files["regression"])
+    x = np.random.default_rng(0).normal(0, 1, (N, T, F))
+    shared, split = quantize_on(ir, x, np.full(N, T)), quantize_on(ir, x * 1e4, np.full(N, T))
+    assert not shared.layers[0].options["split"] and split.layers[0].options["split"]
+    t = targets.load("cortex-m4")
+    got = next(e for e in inspect_file(files["regression"], max_t=64).targets if e["target"] == t.name)
+    want = estimate(split, 64, t)
+    assert (got["flash_bytes"], got["ram_bytes"], got["weights_bytes"]) == (want.flash, want.ram, want.weights)
+    assert got["flash_bytes"] > estimate(shared, 64, t).flash

@@ -282,6 +282,12 @@ class Cell:
         return None
 
     @classmethod
+    def calibration_bytes(cls, q) -> Tuple[int, int]:
+        """(flash, RAM) bytes calibration ranges may add to ``q``'s layout: ``rnnskip inspect`` adds them,
+        so its sizes are upper bounds."""
+        return 0, 0
+
+    @classmethod
     def dequantize(cls, q) -> dict:
         """The weights the int8 layer ``q`` computes with, on their real scales, in the IR's (Keras)
         layout: ``{"kernel", "recurrent_kernel", "bias"}`` (``rnnskip.quant.dequantize``)."""

@@ -137,12 +137,14 @@ class LSTM(Cell):
     @classmethod
     def calibration_note(cls, q) -> str:
         flash, ram = cls.split_cost(q.up)
-        now = "split" if q.options.get("split") else "shared"
         who = f"{q.name} ({q.direction})" if q.direction else q.name
         return (f"LSTM '{who}': shared or split input/recurrent weight scales is decided on the calibration "
-                f"ranges (split when either half keeps fewer than {SHARED_MIN_LEVELS} int8 levels); with "
-                f"placeholder ranges it is {now}, and the sizes below are for that; split costs {flash:,} B more "
-                f"flash and {ram:,} B more RAM than shared")
+                f"ranges (split when either half keeps fewer than {SHARED_MIN_LEVELS} int8 levels); the sizes "
+                f"below are for split, which costs {flash:,} B more flash and {ram:,} B more RAM than shared")
+
+    @classmethod
+    def calibration_bytes(cls, q):
+        return (0, 0) if q.options.get("split") else cls.split_cost(q.up)
 
     @classmethod
     def dequantize(cls, q):

@@ -663,8 +663,8 @@ def render_onnx_matrix(rows) -> str:
             "a layer of `h_n`), `Gemm`, `MatMul`+`Add` (also on every step: one output per step, `[batch, time, out]` "
             "in rnnskip), `Relu`/`Sigmoid`/`Tanh`/`Softmax` after them, and the glue "
             "`Transpose`, `Squeeze`, `Unsqueeze`, `Slice` (last step), `Shape`, `Constant`, `ConstantOfShape` (zero "
-            "initial states), `Identity`, `Dropout`, and on constants and shapes only (refused on model data) `Concat`, "
-            "`Cast`, `Reshape`, `Sub`, `Mul`, `Div`. Any other op type is refused with "
+            "initial states), `Identity`, `Dropout`, and on constants and shapes only (refused on model data) "
+            "`Concat`, `Cast`, `Reshape`, `Sub`, `Mul`, `Div`. Any other op type is refused with "
             "`node '<name>' (<op>) is not supported: ...`.",
             "",
             "ONNX graphs run every step of a row: token id 0 is an ordinary id (PyTorch's `padding_idx` row is "

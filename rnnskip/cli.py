@@ -52,7 +52,7 @@ _skip_opts = [
     click.option("--confidence", type=float, default=None,
                  help="--skip auto: certify the budget with this probability on half of --val the training never "
                       "sees (default 0.9)."),
-    click.option("--max-disagreement", type=float, default=None,
+    click.option("--max-disagreement", type=click.FloatRange(min=0, max=100), default=None,
                  help="--skip auto: budget instead of --max-loss: percent of sequences whose class differs from "
                       "the dense model's (no labels needed in --val)."),
 ]
@@ -67,17 +67,19 @@ def _apply(opts):
 
 
 @click.command("convert", cls=OneLineCommand)
+@click.version_option(package_name="rnnskip")
 @click.argument("model", type=click.Path())
 @_apply(_common)
 @click.option("--data", type=click.Path(dir_okay=False), required=True,
               help="Evaluation data (.npz: x, y, optional lengths).")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None,
               help="Calibration data (.npz); default: --data.")
-@click.option("--calib-max", default=1000, show_default=True, help="At most this many calibration sequences.")
+@click.option("--calib-max", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="At most this many calibration sequences.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder (replaced when complete).")
 @click.option("--emulate-max", type=click.IntRange(min=1), default=None,
               help="Emulate only the first N sequences (default: all).")
-@click.option("--traffic-sample", default=16, show_default=True,
+@click.option("--traffic-sample", type=click.IntRange(min=0), default=16, show_default=True,
               help="Sequences whose memory traffic is counted exactly.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Emulator processes.")
 @click.option("--emulator", default=None,
@@ -180,7 +182,8 @@ def import_cmd(model, out):
 @main.command("quantize")
 @click.argument("work", type=click.Path(file_okay=False))
 @click.option("--calib", type=click.Path(dir_okay=False), required=True, help="Calibration data (.npz).")
-@click.option("--calib-max", default=1000, show_default=True, help="At most this many calibration sequences.")
+@click.option("--calib-max", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="At most this many calibration sequences.")
 @guard
 def quantize_cmd(work, calib, calib_max):
     """Calibrate and quantise the imported model (writes model.q.json + .npz)."""
@@ -220,7 +223,7 @@ def build_cmd(work, target_name, board_name, kernels, variant, wait_states, weig
               help="Evaluation data (.npz: x, y, optional lengths).")
 @click.option("--emulate-max", type=click.IntRange(min=1), default=None,
               help="Emulate only the first N sequences (default: all).")
-@click.option("--traffic-sample", default=16, show_default=True,
+@click.option("--traffic-sample", type=click.IntRange(min=0), default=16, show_default=True,
               help="Sequences whose memory traffic is counted exactly.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Parallel emulator processes.")

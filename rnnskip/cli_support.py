@@ -103,6 +103,11 @@ def guard(fn):
         except BrokenPipeError:  # output piped into `head` and the reader left: stop quietly, like cat
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush must not fail again
             sys.exit(141)
+        except OSError as e:
+            if e.filename is None or os.environ.get("RNNSKIP_DEBUG"):
+                raise
+            # a file the run could not write or read (disk full, read-only, permissions): the user's to fix
+            fail(f"{e.filename}: {(e.strerror or str(e)).lower()}; check the location, its permissions and free space")
         except Exception as e:  # a bug: still one line, traceback on request
             if os.environ.get("RNNSKIP_DEBUG"):
                 raise
@@ -121,6 +126,6 @@ def certified_budget(fn):
     fn = click.option("--confidence", type=float, default=0.9, show_default=True,
                       help="Probability, over the draw of the certification rows, that the budget holds on data "
                            "like them.")(fn)
-    return click.option("--max-disagreement", type=float, default=None,
+    return click.option("--max-disagreement", type=click.FloatRange(min=0, max=100), default=None,
                         help="Budget instead of --max-loss: percent of sequences whose class differs from the dense "
                              "int8 model's, certified (no labels needed in --val).")(fn)

@@ -37,6 +37,25 @@ def foreign_files(out: Path, regenerated: Iterable[str] = ()) -> list:
     return sorted(f for f in _files(out) - listed if not any(f.startswith(p) for p in regenerated))
 
 
+def check_writable(path, what: str = "--out") -> None:
+    """Raise a one-line RnnskipError unless something can be created at ``path`` (a file or a folder):
+    checked before the work, so a read-only location does not cost a whole run. The folders
+    leading to it may be missing (the command creates them); the nearest existing one must take a file."""
+    shown = str(path)
+    d = Path(path).absolute().parent
+    while not d.exists() and d != d.parent:
+        d = d.parent
+    if not d.is_dir():
+        raise RnnskipError(f"{what} {shown}: {d} is a file, not a folder; choose another location")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rnnskip-probe-", dir=d)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise RnnskipError(f"{what} {shown} cannot be written ({e.strerror.lower()} in {d}); "
+                           f"choose another location") from None
+
+
 def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Optional[str]] = (),
                       regenerated: Iterable[str] = ()) -> Path:
     """Raise a one-line RnnskipError unless ``out`` may be created or replaced.
@@ -69,6 +88,7 @@ def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Op
             more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
             raise RnnskipError(f"{what} {shown} holds files rnnskip did not write ({', '.join(extra[:3])}{more}) "
                                f"and would be replaced as a whole: move them out or choose a new folder")
+    check_writable(out, what)
     return out
 
 

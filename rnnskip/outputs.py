@@ -154,6 +154,11 @@ def check_targets(y: np.ndarray, ir, name: str, N: int, T: int) -> bool:
                 f"{f' or [{N}, {T}, {K}]' if K > 1 else ''}")
         return True
     if y.ndim == 2 and y.shape[1] == K and K > 1:
+        if getattr(ir, "output_activation", None) == "softmax":   # a classifier: one label per sequence
+            hot = "one-hot " if np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1) else ""
+            raise RnnskipError(
+                f"y in {name} is {hot}[{N}, {K}] but the model is a softmax classifier, which takes one class "
+                f"index per sequence: save y.argmax(axis=1) as y")
         if not np.issubdtype(y.dtype, np.floating):
             raise RnnskipError(
                 f"y in {name} is integer with shape {tuple(y.shape)}; pass class indices [N] for a "

@@ -96,9 +96,15 @@ def test_stage_commands(model_and_data):
     one_line_error(cli("rnnskip", "generate", w), "WORK/src", "holds files rnnskip did not write (my_main.c)")
     assert (w / "src" / "my_main.c").read_text().startswith("int main")
     (w / "src" / "my_main.c").unlink()
-    # a stage run again with another result makes the later stages' outputs stale: refused, not silently mixed
-    assert cli("rnnskip", "quantize", w, "--calib", data, "--calib-max", "2").returncode == 0
-    one_line_error(cli("rnnskip", "emulate", w, "--data", data), "made from an earlier 'quantize' run")
+    # a stage run again with another result makes the later stages' outputs stale: refused, not silently mixed;
+    # calibration data need no labels
+    with np.load(data) as z:
+        np.savez(d / "unlabelled.npz", x=z["x"], lengths=z["lengths"])
+    p = cli("rnnskip", "quantize", w, "--calib", d / "unlabelled.npz", "--calib-max", "2")
+    assert p.returncode == 0, p.stderr
+    one_line_error(cli("rnnskip", "emulate", w, "--data", data), "made from an earlier 'quantize' run",
+                   f"run 'rnnskip build {w} --target TARGET (or --board BOARD) as before' (and the stages after "
+                   f"it) again")
     one_line_error(cli("rnnskip", "report", w), "made from an earlier 'quantize' run")
     for args in (("generate", w), ("build", w, "--target", "cortex-m4"), ("emulate", w, "--data", data),
                  ("report", w)):
@@ -252,6 +258,12 @@ def test_usage_errors_are_one_line(model_and_data, tmp_path):
                    "'--bundle'")
     one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", tmp_path / "o", "--timeout", "-1"),
                    "'--timeout'")
+    for opt in ("--calib-max", "--traffic-sample"):
+        one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", tmp_path / "o", opt, "-1"), f"'{opt}'")
+    one_line_error(cli("rnnskip", "delta-tune", model, "--val", data, "--out", tmp_path / "d.json", "--calib-max",
+                       "0"), "'--calib-max'")
+    one_line_error(cli("rnnskip", "delta-tune", model, "--val", data, "--out", tmp_path / "d.json",
+                       "--max-disagreement", "200"), "'--max-disagreement'")
     assert not (tmp_path / "o").exists()
     p = cli("rnnskip-convert", "--help")
     assert p.returncode == 0 and "Usage:" in p.stdout
@@ -361,3 +373,53 @@ def test_convert_weights_sram_on_board(model_and_data):
             "--data", data, "--out", d / "f407-sram-qemu")
     one_line_error(p, "--weights sram is measured with the Unicorn emulator only")
     assert not (d / "f407-sram-qemu").exists()
+
+
+def test_unwritable_outputs_refused_before_the_work(model_and_data, tmp_path):
+    """A location nothing can be written to (/proc, even for root) is refused in one line before any
+    work, for every command that writes; so is one under a file."""
+    model, data, _ = model_and_data
+    line = one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", "/proc/rnnskip-out"),
+                          "--out /proc/rnnskip-out cannot be written", "choose another location")
+    assert "in /proc)" in line
+    one_line_error(cli("rnnskip", "delta-tune", model, "--val", data, "--out", "/proc/rnnskip/d.json"),
+                   "--out /proc/rnnskip/d.json cannot be written")
+    one_line_error(cli("rnnskip", "import", model, "--out", "/proc/rnnskip-work"),
+                   "--out /proc/rnnskip-work/model.ir.json cannot be written")
+    one_line_error(cli("rnnskip", "delta-train", model, "--train", data, "--val", data, "--out", "/proc/x/m.h5"),
+                   "--out /proc/x/m.h5 cannot be written")
+    (tmp_path / "f").write_text("a file")
+    one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", tmp_path / "f" / "o"),
+                   "is a file, not a folder")
+
+
+def test_delta_tune_keeps_a_users_json(model_and_data, tmp_path):
+    model, data, _ = model_and_data
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"mine": 1}')
+    one_line_error(cli("rnnskip", "delta-tune", model, "--val", data, "--out", mine),
+                   "exists and is not an rnnskip delta file")
+    assert mine.read_text() == '{"mine": 1}'
+
+
+def test_os_errors_are_one_line(monkeypatch, capsys):
+    """The backstop: an OSError naming a file (disk full half-way) is one line and exit 2, not an internal error."""
+    import errno
+
+    from rnnskip.cli_support import guard
+
+    @guard
+    def body():
+        raise OSError(errno.ENOSPC, "No space left on device", "/tmp/x/report.json")
+    with pytest.raises(SystemExit) as e:
+        body()
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == ("error: /tmp/x/report.json: no space left on device; check the "
+                                               "location, its permissions and free space")
+
+
+def test_variant_dsp_refused_on_a_core_without_it(model_and_data, tmp_path):
+    model, data, _ = model_and_data
+    one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", tmp_path / "o", "--target", "cortex-m0",
+                       "--variant", "dsp"), "--variant dsp needs a core with the DSP extension", "cortex-m0")
+    assert not (tmp_path / "o").exists()

@@ -160,6 +160,15 @@ def test_load_npz_target_shapes(files, tmp_path):
         load_npz(str(_data(tmp_path / "d.npz", seq, np.zeros(N, np.int64))), seq)
     with pytest.raises(RnnskipError, match="out of range"):
         load_npz(str(_data(tmp_path / "e.npz", seq, np.full((N, T), 5, np.int64))), seq)
+    # a softmax classifier given one-hot labels (Keras' to_categorical): one line with the fix
+    cls = load_model_file(old_h5(tmp_path / "cls.h5", [lstm("lstm_1", 4, F), dense("dense_1", 3, 4, "softmax")]))
+    onehot = np.eye(3, dtype=np.float32)[np.arange(N) % 3]
+    msg = (r"y in .*f\.npz is one-hot \[8, 3\] but the model is a softmax classifier, which takes one class index "
+           r"per sequence: save y\.argmax\(axis=1\) as y")
+    with pytest.raises(RnnskipError, match=msg):
+        load_npz(str(_data(tmp_path / "f.npz", cls, onehot)), cls)
+    with pytest.raises(RnnskipError, match=r"is \[8, 3\] but the model is a softmax classifier"):
+        load_npz(str(_data(tmp_path / "g.npz", cls, onehot * 0.9)), cls)
 
 
 @needs_arm

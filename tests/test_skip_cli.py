@@ -198,7 +198,7 @@ def test_convert_skip_auto_not_certified_converts_dense(setup, tmp_path):
     (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "1", "--confidence", "1.5"],
      "--confidence 1.5 must be in (0, 1)"),
     (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-disagreement", "-2"],
-     "--max-disagreement -2.0 must be >= 0"),
+     "'--max-disagreement': -2.0 is not in the range 0<=x<=100"),
     (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "1", "--max-disagreement", "1"],
      "give one budget"),
     (["--skip", "auto", "--train", "{train}", "--val", "{unlabelled}", "--max-loss", "1"], "'y' is missing from"),

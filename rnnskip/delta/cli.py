@@ -18,10 +18,19 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     (+ delta_pareto.png next to it)."""
     from .. import pipeline
     from ..datasets import load_npz
+    from ..outdir import check_writable
+    from .spec import DeltaSpec
     from .tune import CELL_GRID, GRID, certified_tune, plot_pareto
     out = Path(out)
     if out.suffix.lower() != ".json":
         raise RnnskipError(f"--out {out}: the thresholds file must end in .json")
+    check_writable(out)
+    if out.is_file():   # replaced only when it is an earlier thresholds file, never a user's own JSON
+        try:
+            DeltaSpec.load(out)
+        except RnnskipError:
+            raise RnnskipError(f"--out {out} exists and is not an rnnskip delta file; it would be overwritten: "
+                               f"choose a new file name or remove it yourself") from None
     if not (0.0 < confidence < 1.0):
         raise RnnskipError(f"--confidence {confidence} must be in (0, 1), e.g. 0.9 for 90%")
     ir = pipeline.import_model(model)
@@ -69,8 +78,9 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     cell = "" if c.theta_m == (None,) * len(c.theta_m) else f", cell {list(c.theta_m)} (pre-activation steps)"
     log(f"chosen: input {list(c.theta_x)}, hidden {list(c.theta_h)} (int8 steps){cell}: "
         + cert.line(str(val)) + "; " + _calibration_numbers(res))
-    if cert.chosen is None:
-        log(f"warning: no thresholds certified at this budget; wrote thresholds 0 (the dense model). "
+    if cert.chosen is None:   # a warning: on stderr from the CLI, like rnnskip-convert's
+        (log if log is not click.echo else (lambda m: click.echo(m, err=True)))(
+            f"warning: no thresholds certified at this budget; wrote thresholds 0 (the dense model). "
             f"{res.n} calibration sequences certify budgets of {cert.as_dict()['smallest_certifiable']:.2f} or "
             f"more: give more (unlabelled data works with --max-disagreement) or a larger budget")
     log(f"wrote {out} and {plot}")
@@ -113,7 +123,7 @@ def _grid(s, opt="--grid", example="0,1,2,4,8"):
               help="Thresholds file to write (delta.json; the Pareto plot goes next to it as <stem>_pareto.png).")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None,
               help="Calibration data for quantisation (default: --val); use the same as rnnskip-convert.")
-@click.option("--calib-max", default=1000, show_default=True,
+@click.option("--calib-max", type=click.IntRange(min=1), default=1000, show_default=True,
               help="At most this many calibration sequences (as rnnskip-convert).")
 @click.option("--grid", default=None,
               help=f"Comma-separated threshold values to try (int8 steps; default {','.join(map(str, GRID))}).")

@@ -243,6 +243,8 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     out = Path(out)
     if out.suffix.lower() != ".h5":
         raise RnnskipError(f"--out {out}: delta-train writes a Keras .h5 file")
+    from ..outdir import check_writable
+    check_writable(out)
     if out.exists() and Path(model).exists() and out.resolve() == Path(model).resolve():
         raise RnnskipError(f"--out {out} is the model being fine-tuned; write the delta-trained model to a new file "
                            f"(the original stays the run-time baseline)")
@@ -278,13 +280,15 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
         tm = list(theta_m) if isinstance(theta_m, (list, tuple)) else [theta_m] * L
     checked = DeltaSpec(tx, th, theta_m=tm)          # one-line errors for negative / fractional values
     tx, th, tm = checked.theta_x, checked.theta_h, checked.theta_m
-    cal = load_npz(str(calib), ir) if calib else tr
+    cal = load_npz(str(calib), ir, labels=False) if calib else tr
     qm, _ = pipeline.quantize_model(ir, cal, 1000, progress=False)   # the int8 grid the network is trained for
     tf, keras = _keras()
     keras.utils.set_random_seed(seed)
     l1 = 0.02 if l1 is None else float(l1)
-    if l1 < 0 or noise < 0 or lr <= 0 or epochs < 1:
-        raise RnnskipError("delta-train: --l1 and --noise must be >= 0, --lr > 0, --epochs >= 1")
+    for bad, what in ((l1 < 0, f"--l1 {l1} must be >= 0"), (noise < 0, f"--noise {noise} must be >= 0"),
+                      (lr <= 0, f"--lr {lr} must be > 0"), (epochs < 1, f"--epochs {epochs} must be >= 1")):
+        if bad:
+            raise RnnskipError(f"delta-train: {what}")
     m, cells, pre, head = build_delta_model(ir, qm, tx, th, l1, noise, theta_m=tm)
     sparse = ir.output_dim > 1
     loss = "sparse_categorical_crossentropy" if sparse else "binary_crossentropy"

@@ -17,6 +17,8 @@ from . import stages, workdir
 
 def import_command(model, out) -> ModelIR:
     """Read MODEL into WORK/model.ir.json (+ .npz)."""
+    from ..outdir import check_writable
+    check_writable(Path(out) / "model.ir.json", "--out")
     ir = stages.import_model(model)
     Path(out).mkdir(parents=True, exist_ok=True)
     workdir.save_ir(out, ir)
@@ -26,7 +28,7 @@ def import_command(model, out) -> ModelIR:
 def quantize_command(work, calib, calib_max: int = 1000):
     """Calibrate and quantise WORK's model into WORK/model.q.json (+ .npz); returns (QModel, Ranges)."""
     ir = workdir.load_ir(work)
-    qm, ranges = stages.quantize_model(ir, stages.load_data(calib, ir, "--calib"), calib_max)
+    qm, ranges = stages.quantize_model(ir, stages.load_data(calib, ir, "--calib", labels=False), calib_max)
     qm.calibration = {"source": str(calib), "sequences": ranges.sequences}
     workdir.save_model(work, qm)
     return qm, ranges

@@ -107,7 +107,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         raise RnnskipError(f"{what} does not support models with an output per time step (return_sequences=True "
                            f"at the output) yet; convert without {what.split('/')[0]}")
     ds = stages.load_data(data, ir)
-    cal = stages.load_data(calib, ir, "--calib") if calib else ds
+    cal = stages.load_data(calib, ir, "--calib", labels=False) if calib else ds
     # step methods: options, predictor folders and thresholds files checked before anything is written
     setups = [s for s in (setup.prepare(ir, methods.get(setup.key), log) for setup in method_setups()) if s]
     inputs = [model, data, calib] + [p for s in setups for p in s.inputs]
@@ -119,6 +119,10 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
             s.attach(ir, qm, tmp, progress, note, data=ds)
         max_t = int(ds.x.shape[1])
         check_fits(qm, max_t, target)   # refuse before compiling
+        if export:   # the exported image holds its test sequences: refused now, not after the conversion
+            from ..boards.firmware import make_bundle
+            bd = make_bundle(qm, ds.x, ds.lengths, emulate_max or bundle)
+            check_fits(qm, max_t, target, where=f"board {board.name}", bundled_bytes=bd.flash_bytes())
         src = tmp / "src"
         generate(qm, src, max_t=max_t, kernels=kernels)
         so = build_host(src, tmp / "host") if host else None
@@ -144,8 +148,5 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         workdir.save_build(tmp, workdir.build_record(target, board, variant, wait_states, kernels, fw, max_t))
     if export:
         from ..boards.export import export_project
-        from ..boards.firmware import make_bundle
-        bd = make_bundle(qm, ds.x, ds.lengths, emulate_max or bundle)
-        check_fits(qm, max_t, target, where=f"board {board.name}", bundled_bytes=bd.flash_bytes())
         export_project(Path(out) / "src", export, board, bd, variant, kernels, ir.name, wait_states)
     return Conversion(report=rep, out=Path(out), board=board.name if board else None, export=export)

@@ -36,11 +36,13 @@ def float_model(ir: ModelIR):
     return FloatModel(ir)
 
 
-def load_data(path, ir: ModelIR, what: str = "--data") -> Dataset:
+def load_data(path, ir: ModelIR, what: str = "--data", labels: bool = True) -> Dataset:
+    """``path``'s .npz checked against ``ir``; ``labels``: y is required (calibration data need none)."""
     from ..datasets import load_npz
     if path is None:
-        raise RnnskipError(f"{what} is required: an .npz with x, y and optional lengths")
-    return load_npz(str(path), ir)
+        raise RnnskipError(f"{what} is required: an .npz with x" + (", y" if labels else "")
+                           + " and optional lengths")
+    return load_npz(str(path), ir, labels=labels)
 
 
 def quantize_model(ir: ModelIR, calib: Dataset, max_sequences: int = 1000, progress: bool = True):
@@ -65,6 +67,9 @@ def kernel_variant(target, variant: Optional[str], kernels: str = "portable") ->
     """The portable kernels' path: ``variant``, else DSP where the core has it."""
     if kernels == "naive":  # the baseline is plain C throughout
         return "plain"
+    if variant == "dsp" and not target.dsp:
+        raise RnnskipError(f"--variant dsp needs a core with the DSP extension (Armv7E-M or later); {target.name} "
+                           f"has none: use --variant plain (its default)")
     return variant or ("dsp" if target.dsp else "plain")
 
 

@@ -32,6 +32,9 @@ STAGE_READS = {"import": (), "quantize": ("import",), "generate": ("quantize",),
 STAGE_OUTPUT = {"import": "model.ir.json", "quantize": "model.q.json", "generate": "src/", "build": "firmware/",
                 "emulate": "evaluation.json"}
 _STEMS = {"import": "model.ir", "quantize": "model.q", "emulate": "evaluation"}
+#: the options a stage command requires, as the messages that ask to rerun it show them
+STAGE_OPTIONS = {"quantize": " --calib CALIB.npz", "build": " --target TARGET (or --board BOARD) as before",
+                 "emulate": " --data DATA.npz"}
 
 #: keys of WORK/build.json (build_record); "weights" too, absent (flash) in older ones
 BUILD_KEYS = {"target", "board", "variant", "wait_states", "kernels", "flash_bytes", "ram_bytes", "max_t"}
@@ -156,7 +159,7 @@ def check_fresh(work, stage: str) -> None:
             now = (m.get(d) or {}).get("sha256")
             if made_from and now and made_from != now:
                 raise RnnskipError(f"{Path(work) / STAGE_OUTPUT[s]} was made from an earlier '{d}' run; run "
-                                   f"'rnnskip {s} {work}' (and the stages after it) again")
+                                   f"'rnnskip {s} {work}{STAGE_OPTIONS.get(s, '')}' (and the stages after it) again")
 
 
 def stage_done(work, stage: str, digest: Optional[str] = None, **made) -> None:

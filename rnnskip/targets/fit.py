@@ -103,12 +103,15 @@ def check_fits(qm, max_t: int, target, where: str = "", bundled_bytes: int = 0) 
     est = estimate(qm, max_t, target, bundled_bytes)
     on = where or target.name
     if est.flash > target.flash_size:
+        tables = est.flash - est.weights - est.code - est.bundled
         raise RnnskipError(
             f"model does not fit {on}: needs about {est.flash:,} bytes of flash ({_kib(est.flash)}: "
-            f"{est.weights:,} B weights + {est.code:,} B code allowance"
+            f"{est.weights:,} B weights + {tables:,} B activation tables + {est.code:,} B code allowance"
             + (f" + {est.bundled:,} B bundled test data" if est.bundled else "")
             + f") but {on} has {target.flash_size:,} bytes ({_kib(target.flash_size)}); "
-            f"shrink the model or pick a target/board with more flash")
+            + ("bundle fewer test sequences (--bundle, or a smaller --emulate-max), shrink the model or pick a "
+               "board with more flash" if est.bundled > target.flash_size - (est.flash - est.bundled) > 0 else
+               "shrink the model or pick a target/board with more flash"))
     if est.ram > target.ram_size:
         raise RnnskipError(
             f"model does not fit {on}: needs about {est.ram:,} bytes of RAM ({_kib(est.ram)}: "

@@ -96,7 +96,9 @@ def build_firmware(target, sources: Sequence, out_dir, name: str = "firmware",
     out = Path(out_dir)
     ld, startup = render_runtime(target, out)
     elf = out / f"{name}.elf"
-    cmd = [CC, *cflags(target), *extra_cflags]
+    # paths in the debug info relative to the build's folder (rnnskip-convert builds in a temporary one),
+    # so two builds of the same sources give the same ELF
+    cmd = [CC, *cflags(target), f"-ffile-prefix-map={out.absolute().parent}=.", *extra_cflags]
     cmd += [f"-I{d}" for d in include_dirs]
     cmd += [str(startup), *[str(s) for s in sources]]
     cmd += [*ldflags(target, ld), *keep_flags(keep), f"-Wl,-Map={out / (name + '.map')}", "-o", str(elf)]
@@ -158,14 +160,16 @@ def _run(cmd: List[str], what: str) -> None:
         raise RnnskipError(f"{what} failed: {first.strip()}")
 
 
-def build_host(src_dir: Path, out_dir: Path, cc: str = "gcc") -> Path:
-    """Shared library of the model for fast whole-dataset runs on this machine."""
+def build_host(src_dir: Path, out_dir: Path, cc: str = "gcc", cflags: Sequence[str] = ()) -> Path:
+    """Shared library of the model for fast whole-dataset runs on this machine (``cflags``: added, e.g. to
+    check the sources under a user's -ffinite-math-only)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     so = out_dir / "librnnskip_model.so"
     extra, inc = _provider_flags(Path(src_dir))
-    _run([cc, "-O2", "-shared", "-fPIC", "-std=c99", "-Wall", "-I", str(src_dir), "-I", str(src_dir / "kernels")]
-         + inc + ["-o", str(so)] + [str(f) for f in _sources(Path(src_dir), with_main=False) + extra], "host build")
+    srcs = [str(f) for f in _sources(Path(src_dir), with_main=False) + extra]
+    _run([cc, "-O2", "-shared", "-fPIC", "-std=c99", "-Wall", *cflags, "-I", str(src_dir), "-I",
+          str(src_dir / "kernels")] + inc + ["-o", str(so)] + srcs, "host build")
     return so
 
 
@@ -242,6 +246,10 @@ def build_target(src_dir: Path, out_dir: Path, target, variant: str = "dsp",
     startup = [p for p in rt if p.suffix == ".c"]
     elf, mapf = out_dir / "firmware.elf", out_dir / "firmware.map"
     flags = cflags(target) + (["-DRNNSKIP_NO_DSP"] if variant == "plain" else []) + list(extra_cflags or [])
+    # paths in the debug info relative to the folder holding the sources and the build (rnnskip-convert
+    # works in a temporary one), so two conversions of the same model give the same ELF
+    root = os.path.commonpath([src_dir.absolute(), out_dir.absolute()])
+    flags.append(f"-ffile-prefix-map={root}=.")
     extra, inc = _provider_flags(src_dir)
     cmd = [cc] + flags + ["-I", str(src_dir), "-I", str(src_dir / "kernels")] + inc + \
         [f"-Wl,-Map={mapf}", "-o", str(elf)] + \

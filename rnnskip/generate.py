@@ -216,6 +216,8 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
     headers += [h for m in qm.methods for h in m.c_headers if h not in headers]
     return {
         "qm": qm, "version": __version__, "max_t": int(max_t), "hooks": hooks, "layer_code": layer_code,
+        # rnnskip_class(): a classifier's head, or several linear outputs (a Keras classifier trained from_logits)
+        "has_class": qm.output_activation != "linear" or qm.output_dim > 1,
         "headers": headers, "kernels": kernels, "layout": layout, "matvec_fn": matvec_fn,
         "wtype": "int16_t" if layout == "paired" else "int8_t",
         "acc_rows": max(l.acc_rows for l in qm.layers),

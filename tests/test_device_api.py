@@ -68,9 +68,13 @@ def _logits(qm, rng):
     return lg
 
 
-def test_host_helpers_match_golden(model):
+@pytest.mark.parametrize("cflags", [(), ("-ffinite-math-only",)], ids=["default", "finite-math"])
+def test_host_helpers_match_golden(model, cflags):
+    """Also under -ffinite-math-only (what -ffast-math, common in DSP firmware, turns on and what folds
+    ``v != v`` away): NaN still becomes 0 and is never the mask value (tested on the bits). Not -ffast-math
+    itself: on x86 its shared library sets flush-to-zero for the whole test process."""
     qm, d = model
-    so = ctypes.CDLL(str(pipeline.build_host(d / "src", d / "host")))
+    so = ctypes.CDLL(str(pipeline.build_host(d / "src", d / f"host{len(cflags)}", cflags=cflags)))
     rng = np.random.default_rng(0)
     rows, logits = _feature_rows(qm, qm.mask_value, rng), _logits(qm, rng)
     q_ref, valid_ref, cls_ref = _expected(qm, rows, logits)
@@ -124,3 +128,35 @@ def test_header_documents_the_input_and_output(model):
     assert all(t.endswith("f") for t in lits)
     assert np.array_equal(np.float32([float(t[:-1]) for t in lits]), inv)   # exactly the golden model's factors
     assert "#define RNNSKIP_MASK_VALUE" in h and "int32_t rnnskip_class(const int16_t *out);" in h
+
+
+def test_class_helper_for_a_classifier_trained_from_logits(tmp_path):
+    """A linear head with several outputs (Keras' from_logits classifier) gets rnnskip_class too (the
+    README's example calls it); one linear output (a regression) does not."""
+    import copy
+    _, qm, _, _ = quantized("feat-mask-gru", seed=4, n=8, T=10)
+    assert qm.output_dim > 1
+    for dim, has in ((qm.output_dim, True), (1, False)):
+        q = copy.deepcopy(qm)
+        q.output_activation, q.output_dim = "linear", dim
+        generate(q, tmp_path / str(dim), max_t=16)
+        h = (tmp_path / str(dim) / "rnnskip_model.h").read_text()
+        c = (tmp_path / str(dim) / "rnnskip_model.c").read_text()
+        assert ("int32_t rnnskip_class(const int16_t *out);" in h) == has
+        assert ("int32_t rnnskip_class(const int16_t *out)\n{" in c) == has
+
+
+@needs_arm
+def test_firmware_is_reproducible_across_build_folders(model, tmp_path):
+    """The same sources built in two differently named folders (rnnskip-convert builds in a temporary one)
+    give byte-identical ELFs: the debug info's paths are relative to the build's folder."""
+    import shutil
+
+    from rnnskip import targets
+    _, d = model
+    elves = []
+    for name in (".m4.partial-abc", ".m4.partial-xyz"):
+        shutil.copytree(d / "src", tmp_path / name / "src")
+        fw = pipeline.build_target(tmp_path / name / "src", tmp_path / name / "firmware", targets.load("cortex-m4"))
+        elves.append(fw.elf.read_bytes())
+    assert elves[0] == elves[1]

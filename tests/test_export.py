@@ -47,7 +47,9 @@ def test_project_layout(project):
             "src/kernels/rnnskip_kernels.h"} <= names
     assert "src/main.c" not in names                      # the emulation main is replaced by the board's
     mk = (project / "Makefile").read_text()
-    assert "-mcpu=cortex-m4" in mk and "\t$(CC) $(CFLAGS)" in mk and "qemu-system-arm -M netduinoplus2" in mk
+    assert "-mcpu=cortex-m4" in mk and "\t$(CC) $(CFLAGS) $(EXTRA_CFLAGS)" in mk
+    assert "qemu-system-arm -M netduinoplus2" in mk
+    assert "no virtual COM port: connect a 3.3 V USB-serial adapter's RX to PA2" in (project / "README.md").read_text()
     assert "-serial null -serial stdio" in mk             # USART2 is QEMU's second serial port
     assert "ORIGIN = 0x08000000" in (project / "board/link.ld").read_text()
     assert "rnnskip" not in (project / "cmake/arm-none-eabi.cmake").read_text().split("\n", 2)[2]
@@ -61,7 +63,7 @@ def test_clean_copy_builds_with_cmake_and_make_and_boots(project, tmp_path):
     shutil.copytree(project, b)
     _run(["cmake", "-S", ".", "-B", "build", "-DCMAKE_TOOLCHAIN_FILE=cmake/arm-none-eabi.cmake"], a)
     _run(["cmake", "--build", "build"], a)
-    _run(["make", "-j2"], b)
+    _run(["make", "-j2", "EXTRA_CFLAGS=-Wall -Wextra -Werror"], b)     # the user's flags keep the target's
     for d in (a, b):
         assert (d / "build" / "firmware.elf").is_file() and (d / "build" / "firmware.bin").stat().st_size > 1000
     assert (a / "build/firmware.bin").read_bytes() == (b / "build/firmware.bin").read_bytes()

@@ -5,7 +5,8 @@ One TOML file per board in this package (``rnnskip boards`` lists them)::
     name, description, part, target, clock_hz, aliases = [...], inherits = "other-board"
     [memory]  flash_origin, flash_size, ram_origin, ram_size, stack_size,
               dtcm_origin, dtcm_size (a data TCM at the start of RAM: --weights tcm)
-    [uart]    kind (stm32-usart-v1 | stm32-usart-v2 | cmsdk-uart | nrf51-uart), base, label,
+    [uart]    kind (stm32-usart-v1 | stm32-usart-v2 | cmsdk-uart | nrf51-uart), base, label, wiring
+              (optional: how to reach the port, for the export README),
               baud, clock_hz, init = [[address, mask, value], ...], tx_pin (nrf51)
               (absent: no board image - the board serves the Unicorn cycle model only)
     [qemu]    machine, serial_index, fallback_machine          (absent: no QEMU machine)

@@ -358,7 +358,7 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     qm = None
     if calibrate_on == "int8":   # the int8 model the decision threshold is calibrated on
         from ..pipeline import quantize_model
-        qm, _ = quantize_model(ir, load_npz(str(calib), ir) if calib else tr, progress=False)
+        qm, _ = quantize_model(ir, load_npz(str(calib), ir, labels=False) if calib else tr, progress=False)
     res = train_fn(ir, tr, va, cfg, qm=qm, log=log)
     with atomic_dir(out, "predictor.json", inputs=inputs) as tmp:
         meta = folder.save(tmp, res, ir, str(model), str(train), str(val))

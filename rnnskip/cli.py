@@ -94,10 +94,13 @@ def _apply(opts):
 @click.option("--delta", type=click.Path(dir_okay=False), default=None,
               help="Delta-network thresholds (delta.json from 'rnnskip delta-tune'): "
                    "the firmware reads only the weight columns of inputs/units that changed.")
+@click.option("--prefix", default="rnnskip", show_default=True,
+              help="Prefix of the generated C's external names (rnnskip_init -> PREFIX_init), so two models "
+                   "link into one firmware image.")
 @_apply(_skip_opts)
 @guard
 def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, weights, data, calib, calib_max, out,
-                emulate_max, traffic_sample, workers, emulator, bundle, timeout, export, delta, **skip):
+                emulate_max, traffic_sample, workers, emulator, bundle, timeout, export, delta, prefix, **skip):
     """Convert MODEL (.h5/.keras, or .onnx), build firmware, emulate it on --data and report."""
     from .pipeline.convert import run_convert
     skip = skip if (skip.get("predictor") or skip.get("skip") or skip.get("train") or skip.get("val")
@@ -106,7 +109,7 @@ def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, w
     conv = run_convert(model, target_name, data, out, kernels, variant, calib, calib_max, emulate_max,
                        traffic_sample, wait_states, workers, board_name=board_name, emulator=emulator,
                        bundle=bundle, timeout=timeout, export=export, methods={"skip": skip, "delta": delta},
-                       log=click.echo, note=note, weights=weights)
+                       log=click.echo, note=note, weights=weights, prefix=prefix)
     if conv.export:
         click.echo(f"wrote the {conv.board} firmware project to {conv.export} (cmake with cmake/arm-none-eabi.cmake, "
                    f"or make)")
@@ -198,11 +201,14 @@ def quantize_cmd(work, calib, calib_max):
               help="Longest sequence the I/O buffers hold.")
 @click.option("--kernels", default="portable", show_default=True,
               help="Kernel provider: portable, cmsis-nn (needs CMSIS_NN_PATH) or naive (baseline loops).")
+@click.option("--prefix", default="rnnskip", show_default=True,
+              help="Prefix of the generated C's external names (rnnskip_init -> PREFIX_init), so two models "
+                   "link into one firmware image.")
 @guard
-def generate_cmd(work, max_t, kernels):
+def generate_cmd(work, max_t, kernels, prefix):
     """Render the C sources into WORK/src (flash these with your own project)."""
     from .pipeline.commands import generate_command
-    files = generate_command(work, max_t, kernels)
+    files = generate_command(work, max_t, kernels, prefix)
     click.echo(f"wrote {len(files)} files to {Path(work) / 'src'}")
 
 

@@ -160,3 +160,86 @@ def test_firmware_is_reproducible_across_build_folders(model, tmp_path):
         fw = pipeline.build_target(tmp_path / name / "src", tmp_path / name / "firmware", targets.load("cortex-m4"))
         elves.append(fw.elf.read_bytes())
     assert elves[0] == elves[1]
+
+
+APP = """#include "rnnskip_model.h"
+int32_t run_{p}(void)
+{{
+    static rnnskip_state_t s;
+    int16_t out[RNNSKIP_OUTPUT_LEN];
+    rnnskip_init(&s);
+    rnnskip_output(&s, out);
+    return out[0];
+}}
+"""
+
+
+@needs_arm
+def test_two_models_with_prefixes_link_into_one_image(tmp_path):
+    """--prefix: two different models, each header included from its own source file, one copy of the
+    kernels: one image, each model's symbols under its prefix, the kernels' and the harness's unchanged."""
+    import subprocess
+
+    from rnnskip import targets
+    from rnnskip.build import cflags
+    t = targets.load("cortex-m4")
+    objs = []
+    for p, (cfg, shape) in {"kws": ("feat-mask-gru", {}), "har": ("tok-lstm-softmax", {"units": (8,)})}.items():
+        _, qm, _, _ = quantized(cfg, seed=1, n=6, T=8, **shape)
+        qm.c_prefix = p
+        d = tmp_path / p
+        generate(qm, d, max_t=8)
+        (d / "app.c").write_text(APP.format(p=p))
+        srcs = ["rnnskip_model.c", "rnnskip_weights.c", "app.c"]
+        if p == "kws":
+            srcs += [f"kernels/{f.name}" for f in sorted((d / "kernels").glob("*.c"))]
+        for s in srcs:
+            o = tmp_path / f"{p}_{s.replace('/', '_')}.o"
+            r = subprocess.run(["arm-none-eabi-gcc", *cflags(t), "-Wall", "-Werror", "-I", str(d), "-I",
+                                str(d / "kernels"), "-c", str(d / s), "-o", str(o)], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+            objs.append(str(o))
+    (tmp_path / "main.c").write_text("#include <stdint.h>\nint32_t run_kws(void);\nint32_t run_har(void);\n"
+                                     "int main(void) { return (int)(run_kws() + run_har()); }\n")
+    elf = tmp_path / "both.elf"
+    r = subprocess.run(["arm-none-eabi-gcc", *t.cflags, "--specs=nosys.specs", str(tmp_path / "main.c"), *objs,
+                        "-o", str(elf)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr                 # no symbol defined twice
+    syms = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True).stdout
+    names = {line.split()[-1] for line in syms.splitlines() if line.strip()}
+    assert {"kws_init", "kws_step", "har_init", "har_step", "kws_l0_mi", "rnnskip_mat_vec_paired_s8"} <= names
+    assert "rnnskip_init" not in names and "rnnskip_step" not in names
+
+
+def test_prefix_names_refused_in_one_line():
+    from rnnskip.errors import RnnskipError
+    from rnnskip.generate import check_prefix
+    assert check_prefix("kws") == "kws" and check_prefix("rnnskip") == "rnnskip"
+    for bad in ("", "KWS", "9x", "kws_", "rnnskip_kws", "a-b", "x" * 30):
+        with pytest.raises(RnnskipError, match="give a short lowercase C name"):
+            check_prefix(bad)
+
+
+@needs_arm
+def test_prefixed_model_is_bitexact_and_profiled(tmp_path):
+    """A model generated with a prefix runs through the same harness: host build and firmware equal the golden
+    model, and the per-part profile finds its step code under the prefixed name."""
+    from helpers import dataset
+
+    from rnnskip import targets
+    from rnnskip.emulators.unicorn import Unicorn
+    from rnnskip.pipeline.stages import device_sequences, kernel_parts, parts_per_step
+    _, qm, x, L = quantized("feat-mask-gru", seed=2, n=6, T=8)
+    ir = quantized("feat-mask-gru", seed=2, n=6, T=8)[0]
+    qm.c_prefix = "kws"
+    generate(qm, tmp_path / "src", max_t=8)
+    t = targets.load("cortex-m4")
+    fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
+    emu = Unicorn(t, traffic_sample=0, workers=1, progress=False)
+    ev = pipeline.evaluate(ir, qm, dataset(x, L), host_so=so, firmware=fw, emulator=emu)
+    assert ev.mismatches == 0 and ev.device_checked == len(x) and ev.host_checked == len(x)
+    prof = emu.profile(fw, device_sequences(qm, dataset(x, L), 2))
+    assert any(f.startswith("kws_step") for f in prof) and not any(f.startswith("rnnskip_step") for f in prof)
+    row = parts_per_step(prof, kernel_parts("portable", (), qm.c_prefix), 10, qm.c_prefix)
+    assert row["step code (cells, inlined)"] > 0

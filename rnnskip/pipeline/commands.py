@@ -34,12 +34,14 @@ def quantize_command(work, calib, calib_max: int = 1000):
     return qm, ranges
 
 
-def generate_command(work, max_t: int, kernels: str = "portable") -> List[Path]:
-    """Render the C sources into WORK/src; returns the files written."""
-    from ..generate import generate
+def generate_command(work, max_t: int, kernels: str = "portable", prefix: str = "rnnskip") -> List[Path]:
+    """Render the C sources into WORK/src (external names with ``prefix``); returns the files written."""
+    from ..generate import check_prefix, generate
     stages.check_kernels(kernels)
+    check_prefix(prefix)
     workdir.check_fresh(work, "generate")
     qm = workdir.load_model(work)
+    qm.c_prefix = prefix
     with atomic_dir(Path(work) / "src", "rnnskip_model.h", what="WORK/src") as tmp:
         files = generate(qm, tmp, max_t=max_t, kernels=kernels)
     workdir.generated(work, max_t)

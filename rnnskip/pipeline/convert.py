@@ -56,7 +56,8 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
                 calib_max=1000, emulate_max=None, traffic_sample=16, wait_states=None, workers=2,
                 host=True, progress=True, board_name=None, emulator=None, bundle=16, timeout=120.0,
                 export=None, methods: Optional[dict] = None, log: Callable[[str], None] = _quiet,
-                note: Callable[[str], None] = _quiet, weights: Optional[str] = None) -> Conversion:
+                note: Callable[[str], None] = _quiet, weights: Optional[str] = None,
+                prefix: str = "rnnskip") -> Conversion:
     """Import, quantize, generate, build, emulate and report MODEL into ``out`` (replaced
     only when complete). Used by rnnskip-convert, the demo and the benchmarks.
 
@@ -71,10 +72,11 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     picked for a core Unicorn lacks, a delta grid that differs).
     weights: "flash" (None), "sram" or "tcm": where the firmware keeps its weights (Unicorn only).
     The caller checks bit-exactness with :meth:`Conversion.check` after showing the report."""
-    from ..generate import generate
+    from ..generate import check_prefix, generate
     from ..report import build_report, write_plots, write_report
     from ..targets.fit import check_fits
     stages.check_kernels(kernels)
+    check_prefix(prefix)
     board, target = boards.resolve(target_name, board_name, wait_states, weights)
     if target.weights != "flash" and (emulator in ("qemu", "renode") or export):
         raise RnnskipError(stages.weights_unicorn_only(target.weights))
@@ -115,6 +117,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         qm, ranges = stages.quantize_model(ir, cal, calib_max, progress)
         qm.calibration = {"source": str(calib) if calib else f"{data} (the evaluation data; pass --calib to separate)",
                           "sequences": ranges.sequences}
+        qm.c_prefix = prefix
         for s in setups:
             s.attach(ir, qm, tmp, progress, note, data=ds)
         max_t = int(ds.x.shape[1])

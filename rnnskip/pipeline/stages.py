@@ -228,7 +228,7 @@ FRONT_END = ("rnnskip_front", "rnnskip_conv1d", "rnnskip_ring_push", "rnnskip_ma
 STEP_CODE = ("rnnskip_step", "rnnskip_recurrent", "rnnskip_bidi")
 
 
-def kernel_parts(kernels: str, methods=()) -> Dict[str, Tuple[str, ...]]:
+def kernel_parts(kernels: str, methods=(), c_prefix: str = "rnnskip") -> Dict[str, Tuple[str, ...]]:
     """The per-part profile's parts, in the order they claim functions: the step methods' own
     kernels (``c_parts``), the recurrent mat-vec, the row-major mat-vec (a shared function: the
     profile is by function, so its callers - Conv1D taps, Dense layers and any method's
@@ -244,11 +244,14 @@ def kernel_parts(kernels: str, methods=()) -> Dict[str, Tuple[str, ...]]:
     else:
         parts["dense mat-vec"] = RECURRENT_MATVEC[kernels]
         parts[f"row-major mat-vec ({', '.join(users)})"] = ROW_MAJOR_MATVEC
-    parts["front end (conv, rings, pooling)"] = FRONT_END
+    # rnnskip_front is the model's own (renamed with --prefix); the others are kernels
+    parts["front end (conv, rings, pooling)"] = tuple(c_prefix + f[7:] if f == "rnnskip_front" else f
+                                                      for f in FRONT_END)
     return parts
 
 
-def parts_per_step(prof: Dict[str, float], parts: Dict[str, Tuple[str, ...]], steps: int) -> Dict[str, float]:
+def parts_per_step(prof: Dict[str, float], parts: Dict[str, Tuple[str, ...]], steps: int,
+                   c_prefix: str = "rnnskip") -> Dict[str, float]:
     """A function profile (cycles by symbol) as cycles per executed step by part: each function
     counted once, under the first part whose prefixes it matches; the step functions with what is
     inlined into them (the cells, :data:`STEP_CODE`); the rest. Parts with no cycles are left out."""
@@ -258,7 +261,8 @@ def parts_per_step(prof: Dict[str, float], parts: Dict[str, Tuple[str, ...]], st
         v = sum(prof.pop(f) for f in [f for f in prof if f.startswith(prefixes)])
         if v:
             row[label] = v / steps
-    row["step code (cells, inlined)"] = sum(prof.pop(f) for f in list(prof) if f.startswith(STEP_CODE)) / steps
+    step_code = tuple(c_prefix + f[7:] for f in STEP_CODE)     # the model's own functions (--prefix)
+    row["step code (cells, inlined)"] = sum(prof.pop(f) for f in list(prof) if f.startswith(step_code)) / steps
     row["other (head, I/O)"] = sum(prof.values()) / steps
     return row
 
@@ -268,11 +272,11 @@ def cycle_profile(qm: QModel, key: str, emulator, firmware, ref_firmware, ds: Da
     """Modeled cycles per executed step by part ({"dense": {...}, key: {...}}) on the first ``n``
     sequences (:func:`kernel_parts`, :func:`parts_per_step`)."""
     seqs = device_sequences(qm, ds, n)
-    parts = kernel_parts(kernels, qm.methods)
+    parts = kernel_parts(kernels, qm.methods, qm.c_prefix)
     out = {"sequences": len(seqs)}
     for name, fw, q in (("dense", ref_firmware, model_without(qm, key)), (key, firmware, qm)):
         _, flags = GoldenModel(q).run(ds.x[:len(seqs)], ds.lengths[:len(seqs)])
-        out[name] = parts_per_step(emulator.profile(fw, seqs), parts, int(flags.sum()))
+        out[name] = parts_per_step(emulator.profile(fw, seqs), parts, int(flags.sum()), qm.c_prefix)
     return out
 
 

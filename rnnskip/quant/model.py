@@ -225,6 +225,13 @@ class QModel:
     methods: list = field(default_factory=list)
     #: where the calibration data came from: {"source": path or note, "sequences": n} (for report.json)
     calibration: dict = field(default_factory=dict)
+    #: the prefix of the generated C's external names (``rnnskip_init`` -> ``<prefix>_init``), so two
+    #: models link into one image (rnnskip.generate, ``--prefix``)
+    c_prefix: str = "rnnskip"
+
+    def c_name(self, name: str) -> str:
+        """A model symbol's name in the generated C (``rnnskip_step`` -> ``<c_prefix>_step``)."""
+        return self.c_prefix + name[len("rnnskip"):] if name.startswith("rnnskip_") else name
 
     @property
     def bidi(self) -> Optional[int]:

@@ -246,6 +246,10 @@ def test_train_predictor_impossible_budget_and_bad_data(setup, tmp_path):
     res = r.invoke(main, ["train-predictor", model, "--train", str(const), "--val", paths["val"],
                           "--max-loss", "1", "--out", str(out), "--type", "tree"])
     assert res.exit_code == 2 and "constant" in _one_error(res.output) and not out.exists()
+    res = r.invoke(main, ["train-predictor", model, "--train", paths["train"], "--val", paths["val"],
+                          "--max-loss", "100", "--out", str(out), "--type", "tree", "--rounds", "0"])
+    assert res.exit_code == 2 and not out.exists()
+    assert "every training step 'skip'" in _one_error(res.output) and "give a smaller --max-loss" in res.output
 
 
 @needs_arm_and_qemu

@@ -260,8 +260,11 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
         include_cell=cfg.include_cell, keep_prob=keep, seed=cfg.seed + 1))
     Xl, yl = orun.feats, orun.skipped.astype(np.int64)
     if yl.min() == yl.max():
+        why = ("the budget is so loose that skipping every step meets it: give a smaller --max-loss or "
+               "--max-disagreement" if yl[0] else "data too constant or too short, or a budget too tight for any "
+               "step to be skipped")
         raise RnnskipError(f"the oracle labels every training step '{'skip' if yl[0] else 'run'}' at its threshold; "
-                           f"there is nothing for a predictor to learn (data too constant or too short)")
+                           f"there is nothing for a predictor to learn ({why})")
     labels = {"steps": int(len(yl)), "skip_fraction": float(yl.mean())}
 
     # 4.-6. fit, calibrate, relabel rounds

@@ -58,6 +58,11 @@ _skip_opts = [
 ]
 
 
+_prefix_opt = click.option("--prefix", default="rnnskip", show_default=True,
+                           help="Prefix of the generated C's external names (rnnskip_init -> PREFIX_init), so two "
+                                "models link into one firmware image (give it again when generate runs again).")
+
+
 def _apply(opts):
     def deco(f):
         for o in reversed(opts):
@@ -94,9 +99,7 @@ def _apply(opts):
 @click.option("--delta", type=click.Path(dir_okay=False), default=None,
               help="Delta-network thresholds (delta.json from 'rnnskip delta-tune'): "
                    "the firmware reads only the weight columns of inputs/units that changed.")
-@click.option("--prefix", default="rnnskip", show_default=True,
-              help="Prefix of the generated C's external names (rnnskip_init -> PREFIX_init), so two models "
-                   "link into one firmware image.")
+@_prefix_opt
 @_apply(_skip_opts)
 @guard
 def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, weights, data, calib, calib_max, out,
@@ -201,9 +204,7 @@ def quantize_cmd(work, calib, calib_max):
               help="Longest sequence the I/O buffers hold.")
 @click.option("--kernels", default="portable", show_default=True,
               help="Kernel provider: portable, cmsis-nn (needs CMSIS_NN_PATH) or naive (baseline loops).")
-@click.option("--prefix", default="rnnskip", show_default=True,
-              help="Prefix of the generated C's external names (rnnskip_init -> PREFIX_init), so two models "
-                   "link into one firmware image.")
+@_prefix_opt
 @guard
 def generate_cmd(work, max_t, kernels, prefix):
     """Render the C sources into WORK/src (flash these with your own project)."""

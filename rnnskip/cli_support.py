@@ -7,6 +7,7 @@ Used by ``rnnskip.cli`` and by the commands other packages declare
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import sys
@@ -104,15 +105,24 @@ def guard(fn):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush must not fail again
             sys.exit(141)
         except OSError as e:
-            if e.filename is None or os.environ.get("RNNSKIP_DEBUG"):
-                raise
-            # a file the run could not write or read (disk full, read-only, permissions): the user's to fix
-            fail(f"{e.filename}: {(e.strerror or str(e)).lower()}; check the location, its permissions and free space")
+            if e.errno not in USER_OS_ERRORS or os.environ.get("RNNSKIP_DEBUG"):
+                _internal(e)
+            # disk full, read-only, no permission: the user's to fix, named with the file where known
+            where = f"{e.filename}: " if e.filename else ""
+            fail(f"{where}{(e.strerror or str(e)).lower()}; check the output location, its permissions and free space")
         except Exception as e:  # a bug: still one line, traceback on request
-            if os.environ.get("RNNSKIP_DEBUG"):
-                raise
-            fail(f"internal error: {type(e).__name__}: {e} (set RNNSKIP_DEBUG=1 for the traceback)", 1)
+            _internal(e)
     return wrapper
+
+
+#: OSErrors a user causes and fixes (a full disk or quota, a read-only or forbidden location); any other is a bug
+USER_OS_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _internal(e: BaseException) -> None:
+    if os.environ.get("RNNSKIP_DEBUG"):
+        raise e
+    fail(f"internal error: {type(e).__name__}: {e} (set RNNSKIP_DEBUG=1 for the traceback)", 1)
 
 
 def note(msg: str) -> None:

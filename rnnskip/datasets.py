@@ -238,7 +238,12 @@ def load_npz(path: str, ir=None, labels: bool = True) -> Dataset:
 
     # ---- y (optional with labels=False: unlabelled data, y None)
     if y is not None:
-        y = _check_labels(y, ir, name, N, T)
+        try:
+            y = _check_labels(y, ir, name, N, T)
+        except RnnskipError:
+            if labels:
+                raise
+            y = None    # labels the command does not need (calibration data): not a reason to refuse the file
     return _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir)
 
 

@@ -299,9 +299,10 @@ def c_identifiers(text: str, prefix: str = "rnnskip_") -> set:
 
 def check_prefix(prefix: str) -> str:
     if not re.fullmatch(r"[a-z][a-z0-9_]{0,23}", prefix or "") or prefix.endswith("_") or \
-            (prefix != "rnnskip" and prefix.startswith("rnnskip")):
+            (prefix != "rnnskip" and prefix.startswith("rnnskip")) or prefix == "arm" or prefix.startswith("arm_"):
         raise RnnskipError(f"--prefix '{prefix}': give a short lowercase C name (letters, digits, '_'; e.g. kws) "
-                           f"other than rnnskip_*; the model's C names become <prefix>_init, <prefix>_step ...")
+                           f"other than rnnskip_* and arm_* (the kernels' and CMSIS-NN's); the model's C names "
+                           f"become <prefix>_init, <prefix>_step ...")
     return prefix
 
 

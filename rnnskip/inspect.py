@@ -118,8 +118,8 @@ def _target_estimates(ins: Inspection, qm, names) -> None:
     from . import targets
     from .targets.fit import estimate
     # what calibration ranges may add (an LSTM's split scales): the sizes are upper bounds
-    extra = [cell_of(q.kind).calibration_bytes(q) for q in qm.layers]
-    ef, er = sum(f for f, _ in extra), sum(r for _, r in extra)
+    ef = sum(cell_of(q.kind).calibration_flash(q) for q in qm.layers)
+    er = 4 * (max(cell_of(q.kind).calibration_acc_rows(q) for q in qm.layers) - max(q.acc_rows for q in qm.layers))
     for name in names or targets.available():
         t = targets.load(name)
         est = estimate(qm, ins.max_t, t)

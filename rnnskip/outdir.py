@@ -52,7 +52,7 @@ def check_writable(path, what: str = "--out") -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise RnnskipError(f"{what} {shown} cannot be written ({e.strerror.lower()} in {d}); "
+        raise RnnskipError(f"{what} {shown} cannot be written ({(e.strerror or str(e)).lower()} in {d}); "
                            f"choose another location") from None
 
 

@@ -349,12 +349,13 @@ def _fmt(v, unit="") -> str:
 def _task_rows(rep: dict) -> list:
     a, err = rep["accuracy"], rep.get("error")
     if err is not None:  # regression
+        w = err.get("int8_weights_vs_float_rmse")   # the float model with the int8 weights, against the float model
         return [("error float vs label (RMSE)", _fmt(err["float_vs_label_rmse"])),
-                ("error float, int8 weights vs float (RMSE)", _fmt(err.get("int8_weights_vs_float_rmse"))),
-                ("error int8 vs float (RMSE)", _fmt(err["int8_vs_float_rmse"])),
+                ("error int8 vs float (RMSE)", _fmt(err["int8_vs_float_rmse"])
+                 + ("" if w is None else f"  (int8 weights, float activations: {_fmt(w)})")),
                 ("error int8 vs float (max)", _fmt(err["int8_vs_float_max_abs"]))]
-    return [("accuracy float", _fmt(a["float"])),
-            ("accuracy float, int8 weights", _fmt(a.get("float_int8_weights"))),
+    w = a.get("float_int8_weights")                 # the float model with the int8 weights
+    return [("accuracy float", _fmt(a["float"]) + ("" if w is None else f"  (with the int8 weights: {_fmt(w)})")),
             ("accuracy int8 golden", _fmt(a["int8_golden"])),
             ("accuracy int8 device", _fmt(a["int8_device"]) + f"  (n={a['n_device']})")]
 

@@ -403,19 +403,31 @@ def test_delta_tune_keeps_a_users_json(model_and_data, tmp_path):
 
 
 def test_os_errors_are_one_line(monkeypatch, capsys):
-    """The backstop: an OSError naming a file (disk full half-way) is one line and exit 2, not an internal error."""
+    """The backstop: a full disk half-way (with or without a file name: writing to /dev/full gives none) is one
+    line and exit 2; any other OSError (a missing compiler, a missing template) is a bug: the internal-error line."""
     import errno
 
     from rnnskip.cli_support import guard
 
-    @guard
-    def body():
+    def run(fn):
+        with pytest.raises(SystemExit) as e:
+            guard(fn)()
+        return e.value.code, capsys.readouterr().err.strip()
+
+    def full_named():
         raise OSError(errno.ENOSPC, "No space left on device", "/tmp/x/report.json")
-    with pytest.raises(SystemExit) as e:
-        body()
-    assert e.value.code == 2
-    assert capsys.readouterr().err.strip() == ("error: /tmp/x/report.json: no space left on device; check the "
-                                               "location, its permissions and free space")
+
+    def full_unnamed():
+        Path("/dev/full").write_text("x" * 10)
+
+    def missing_tool():
+        subprocess.run(["/nonexistent-compiler"])
+    assert run(full_named) == (2, "error: /tmp/x/report.json: no space left on device; check the output location, "
+                                  "its permissions and free space")
+    assert run(full_unnamed) == (2, "error: no space left on device; check the output location, its permissions "
+                                    "and free space")
+    code, err = run(missing_tool)
+    assert code == 1 and err.startswith("error: internal error: FileNotFoundError") and "RNNSKIP_DEBUG" in err
 
 
 def test_variant_dsp_refused_on_a_core_without_it(model_and_data, tmp_path):

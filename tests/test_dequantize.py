@@ -69,7 +69,7 @@ def test_int8_weights_within_half_a_step(cfg):
         assert np.abs(new.input.table - ir.input.table).max() <= 0.5 * s * (1 + 1e-9)
     # the float model runs on it and stays close to the original's outputs
     p0, p1 = FloatModel(ir).predict(x, L), FloatModel(new).predict(x, L)
-    assert p1.shape == p0.shape and not np.array_equal(p1, p0)
+    assert p1.shape == p0.shape and not np.array_equal(p1, p0) and np.abs(p1 - p0).max() < 0.05   # 0.009 seen
 
 
 @pytest.mark.parametrize("cfg,merge", [("feat-lstm", "concat"), ("tok-gru-v1", "sum"), ("feat-rnn", "ave")])

@@ -215,7 +215,7 @@ def test_prefix_names_refused_in_one_line():
     from rnnskip.errors import RnnskipError
     from rnnskip.generate import check_prefix
     assert check_prefix("kws") == "kws" and check_prefix("rnnskip") == "rnnskip"
-    for bad in ("", "KWS", "9x", "kws_", "rnnskip_kws", "a-b", "x" * 30):
+    for bad in ("", "KWS", "9x", "kws_", "rnnskip_kws", "a-b", "x" * 30, "arm", "arm_nn"):
         with pytest.raises(RnnskipError, match="give a short lowercase C name"):
             check_prefix(bad)
 

@@ -282,10 +282,16 @@ class Cell:
         return None
 
     @classmethod
-    def calibration_bytes(cls, q) -> Tuple[int, int]:
-        """(flash, RAM) bytes calibration ranges may add to ``q``'s layout: ``rnnskip inspect`` adds them,
-        so its sizes are upper bounds."""
-        return 0, 0
+    def calibration_flash(cls, q) -> int:
+        """Flash bytes calibration ranges may add to ``q``'s layout (``rnnskip inspect`` adds them, so its
+        sizes are upper bounds)."""
+        return 0
+
+    @classmethod
+    def calibration_acc_rows(cls, q) -> int:
+        """The accumulator rows ``q`` may need after calibration (the layers share one accumulator buffer
+        of the largest layer's rows)."""
+        return q.acc_rows
 
     @classmethod
     def dequantize(cls, q) -> dict:

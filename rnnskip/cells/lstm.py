@@ -131,7 +131,8 @@ class LSTM(Cell):
     @classmethod
     def split_cost(cls, up: int) -> tuple:
         """(flash, RAM) bytes split scales add to a layer of ``up`` padded units: the recurrent half's
-        int32 bias and multiplier per gate row (4 up rows each), its four int32 accumulator planes."""
+        int32 bias and multiplier per gate row (4 up rows each), its four int32 accumulator planes (RAM
+        only where this layer has the model's largest accumulator set: the layers share one)."""
         return 2 * 4 * up * 4, 4 * up * 4
 
     @classmethod
@@ -140,11 +141,15 @@ class LSTM(Cell):
         who = f"{q.name} ({q.direction})" if q.direction else q.name
         return (f"LSTM '{who}': shared or split input/recurrent weight scales is decided on the calibration "
                 f"ranges (split when either half keeps fewer than {SHARED_MIN_LEVELS} int8 levels); the sizes "
-                f"below are for split, which costs {flash:,} B more flash and {ram:,} B more RAM than shared")
+                f"below are for split, which costs {flash:,} B more flash and up to {ram:,} B more RAM than shared")
 
     @classmethod
-    def calibration_bytes(cls, q):
-        return (0, 0) if q.options.get("split") else cls.split_cost(q.up)
+    def calibration_flash(cls, q):
+        return 0 if q.options.get("split") else cls.split_cost(q.up)[0]
+
+    @classmethod
+    def calibration_acc_rows(cls, q):
+        return 8 * q.up    # split: input and recurrent halves, four planes each
 
     @classmethod
     def dequantize(cls, q):

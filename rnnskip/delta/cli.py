@@ -7,15 +7,15 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..cli_support import certified_budget, guard
+from ..cli_support import certified_budget, guard, note
 from ..errors import RnnskipError
 from .tune import CELL_GRID, GRID
 
 
 def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=None, log=click.echo, progress=True,
-                   cell_grid=None, confidence=0.9, max_disagreement=None, select=None) -> dict:
+                   cell_grid=None, confidence=0.9, max_disagreement=None, select=None, warn=note) -> dict:
     """Tune thresholds on --val, certify them on rows the search did not see, write delta.json
-    (+ delta_pareto.png next to it)."""
+    (+ delta_pareto.png next to it). ``warn``: where a warning goes (the CLI: stderr)."""
     from .. import pipeline
     from ..datasets import load_npz
     from ..outdir import check_writable
@@ -78,8 +78,8 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     cell = "" if c.theta_m == (None,) * len(c.theta_m) else f", cell {list(c.theta_m)} (pre-activation steps)"
     log(f"chosen: input {list(c.theta_x)}, hidden {list(c.theta_h)} (int8 steps){cell}: "
         + cert.line(str(val)) + "; " + _calibration_numbers(res))
-    if cert.chosen is None:   # a warning: on stderr from the CLI, like rnnskip-convert's
-        (log if log is not click.echo else (lambda m: click.echo(m, err=True)))(
+    if cert.chosen is None:
+        warn(
             f"warning: no thresholds certified at this budget; wrote thresholds 0 (the dense model). "
             f"{res.n} calibration sequences certify budgets of {cert.as_dict()['smallest_certifiable']:.2f} or "
             f"more: give more (unlabelled data works with --max-disagreement) or a larger budget")

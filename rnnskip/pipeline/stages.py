@@ -20,7 +20,7 @@ from ..host import HostModel
 from ..quant.calibrate import calibrate
 from ..quant.dequantize import int8_weights_ir
 from ..quant.golden import GoldenModel
-from ..quant.model import QModel
+from ..quant.model import QModel, c_name
 from ..quant.quantize import quantize
 from ..stagefile import stage_data
 from ..stepmethod import model_without
@@ -245,7 +245,7 @@ def kernel_parts(kernels: str, methods=(), c_prefix: str = "rnnskip") -> Dict[st
         parts["dense mat-vec"] = RECURRENT_MATVEC[kernels]
         parts[f"row-major mat-vec ({', '.join(users)})"] = ROW_MAJOR_MATVEC
     # rnnskip_front is the model's own (renamed with --prefix); the others are kernels
-    parts["front end (conv, rings, pooling)"] = tuple(c_prefix + f[7:] if f == "rnnskip_front" else f
+    parts["front end (conv, rings, pooling)"] = tuple(c_name(c_prefix, f) if f == "rnnskip_front" else f
                                                       for f in FRONT_END)
     return parts
 
@@ -261,7 +261,7 @@ def parts_per_step(prof: Dict[str, float], parts: Dict[str, Tuple[str, ...]], st
         v = sum(prof.pop(f) for f in [f for f in prof if f.startswith(prefixes)])
         if v:
             row[label] = v / steps
-    step_code = tuple(c_prefix + f[7:] for f in STEP_CODE)     # the model's own functions (--prefix)
+    step_code = tuple(c_name(c_prefix, f) for f in STEP_CODE)     # the model's own functions (--prefix)
     row["step code (cells, inlined)"] = sum(prof.pop(f) for f in list(prof) if f.startswith(step_code)) / steps
     row["other (head, I/O)"] = sum(prof.values()) / steps
     return row

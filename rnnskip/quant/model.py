@@ -15,6 +15,11 @@ import numpy as np
 from ..stagefile import stage_data
 
 
+def c_name(prefix: str, name: str) -> str:
+    """``rnnskip_<x>`` as the generated C names it with the prefix ``prefix`` (``--prefix``)."""
+    return prefix + name[len("rnnskip"):] if name.startswith("rnnskip_") else name
+
+
 def pad4(n: int) -> int:
     return (int(n) + 3) // 4 * 4
 
@@ -231,7 +236,7 @@ class QModel:
 
     def c_name(self, name: str) -> str:
         """A model symbol's name in the generated C (``rnnskip_step`` -> ``<c_prefix>_step``)."""
-        return self.c_prefix + name[len("rnnskip"):] if name.startswith("rnnskip_") else name
+        return c_name(self.c_prefix, name)
 
     @property
     def bidi(self) -> Optional[int]:

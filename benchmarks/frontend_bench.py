@@ -269,11 +269,12 @@ def _golden_acc(model: str, test: str, calib: str) -> dict:
     # how many int8 levels each row's input reaches (its largest |feature| on that feature's scale)
     peak = np.abs(g.device_inputs(ds.x).astype(np.int32)).max(axis=(1, 2))
     noise = _noise_flips(fm, ds, qm.feature_scales, pf)
-    pw = np.argmax(pipeline.float_model(int8_weights_ir(ir, qm)).predict(ds.x, ds.lengths), 1)
+    wir = int8_weights_ir(ir, qm)
+    pw = np.argmax(pipeline.float_model(wir).predict(ds.x, ds.lengths), 1)
     rows = [{"row": int(i), "label": int(ds.y[i]), "float_class": int(pf[i]), "int8_class": int(pq[i]),
              "float_prob": float(probs[i, pf[i]]), "input_peak_levels": int(peak[i]),
              "float_flips_under_noise": int(noise["flips"][i]), **_rounded_classes(fm, g, ds, int(i)),
-             "float_class_weights_rounded": int(pw[i])}
+             "float_class_weights_rounded": int(pw[i]), "float_class_one_layer_rounded": _by_layer(ir, wir, ds, i)}
             for i in np.flatnonzero(pf != pq)]
     return {"n": len(ds), "float": float(np.mean(pf == ds.y)), "int8": float(np.mean(pq == ds.y)),
             "float_int8_weights": float(np.mean(pw == ds.y)),
@@ -295,6 +296,33 @@ def _rounded_classes(fm, g, ds, i: int) -> dict:
     front = fm.head_out(fm.windows(np.clip(np.rint(V / s), -127, 127) * s, ok))
     return {"float_class_input_rounded": int(np.argmax(fm.predict(xq, L), 1)[0]),
             "float_class_front_rounded": int(np.argmax(front, 1)[0])}
+
+
+def _by_layer(ir, wir, ds, i: int) -> dict:
+    """Row ``i``'s class from the float model with the int8 model's weights in one place only (each Conv1D,
+    each recurrent layer's input weights, recurrent weights and bias, the head), the rest float: which
+    weights' rounding alone moves it."""
+    from dataclasses import replace
+
+    from rnnskip import pipeline
+    from rnnskip.converter.ir import ConvLayer
+    x, L = ds.x[i:i + 1], ds.lengths[i:i + 1]
+
+    def cls(m) -> int:
+        return int(np.argmax(pipeline.float_model(m).predict(x, L), 1)[0])
+    out = {}
+    front = list(ir.input.front)
+    for k, (f, fw) in enumerate(zip(front, wir.input.front)):
+        if isinstance(f, ConvLayer):
+            out[f.name] = cls(replace(ir, input=replace(ir.input, front=front[:k] + [fw] + front[k + 1:])))
+    layers = list(ir.rnn_layers)
+    for k, (l, lw) in enumerate(zip(layers, wir.rnn_layers)):
+        for part in ("kernel", "recurrent_kernel", "bias"):
+            one = replace(l, **{part: getattr(lw, part)})
+            out[f"{l.name} {part}"] = cls(replace(ir, rnn_layers=layers[:k] + [one] + layers[k + 1:]))
+    if ir.head:
+        out["head"] = cls(replace(ir, head=wir.head))
+    return out
 
 
 def _noise_flips(fm, ds, scales: np.ndarray, pf: np.ndarray) -> dict:
@@ -441,7 +469,10 @@ def _rounded_text(r: dict) -> str:
     return (f" and predicts class {r['float_class_input_rounded']} with only its input rounded to int8, class "
             f"{r['float_class_front_rounded']} with only the front end's output rounded"
             + ("" if w is None else f", class {w} with only the weights rounded (the int8 model's weights, "
-                                    f"activations float)"))
+                                    f"activations float)")
+            + ("" if not r.get("float_class_one_layer_rounded") else
+               "; with one layer's weights rounded: " + ", ".join(f"{k} {v}" for k, v in
+                                                              r["float_class_one_layer_rounded"].items())))
 
 
 def _noise_text(g: dict) -> str:

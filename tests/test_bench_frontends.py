@@ -79,6 +79,9 @@ def test_disagreeing_rows_are_described():
     g["disagree_rows"][0].update(float_class_weights_rounded=0)
     assert ("class 0 with only the front end's output rounded, class 0 with only the weights rounded (the int8 "
             "model's weights, activations float);") in frontend_bench._disagree_text(g)
+    g["disagree_rows"][0].update(float_class_one_layer_rounded={"conv": 0, "lstm kernel": 1, "head": 1})
+    assert ("activations float); with one layer's weights rounded: conv 0, lstm kernel 1, head 1;"
+            in frontend_bench._disagree_text(g))
     assert frontend_bench._disagree_text({"disagree_rows": []}) == ""
 
 

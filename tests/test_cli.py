@@ -393,6 +393,17 @@ def test_unwritable_outputs_refused_before_the_work(model_and_data, tmp_path):
                    "is a file, not a folder")
 
 
+def test_import_refuses_a_users_folder(model_and_data, tmp_path):
+    model, _, _ = model_and_data
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    one_line_error(cli("rnnskip", "import", model, "--out", mine), "is not an rnnskip work folder")
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    assert cli("rnnskip", "import", model, "--out", tmp_path / "new").returncode == 0
+    assert cli("rnnskip", "import", model, "--out", tmp_path / "new").returncode == 0     # its own folder again
+
+
 def test_delta_tune_keeps_a_users_json(model_and_data, tmp_path):
     model, data, _ = model_and_data
     mine = tmp_path / "notes.json"

@@ -18,7 +18,11 @@ from . import stages, workdir
 def import_command(model, out) -> ModelIR:
     """Read MODEL into WORK/model.ir.json (+ .npz)."""
     from ..outdir import check_writable
-    check_writable(Path(out) / "model.ir.json", "--out")
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not (out / "stages.json").is_file():
+        raise RnnskipError(f"--out {out} already exists and is not an rnnskip work folder (no stages.json in it); "
+                           f"the stages write their files into it: choose a new folder")
+    check_writable(out / "model.ir.json", "--out")
     ir = stages.import_model(model)
     Path(out).mkdir(parents=True, exist_ok=True)
     workdir.save_ir(out, ir)

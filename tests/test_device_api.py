@@ -183,9 +183,25 @@ def test_two_models_with_prefixes_link_into_one_image(tmp_path):
     from rnnskip import targets
     from rnnskip.build import cflags
     t = targets.load("cortex-m4")
+    from helpers import quantize_on
+    from random_models import bidi_ir, random_data
+    from test_frontend import _method, front_ir
+
+    def front(which):     # a Conv1D front end with a delta network and a skip predictor
+        ir = front_ir("feat-lstm-gru")
+        x, L = random_data(ir, n=6, T=12, seed=2)
+        return _method(quantize_on(ir, x, L), x, L, which)
+
+    def bidi():
+        ir = bidi_ir("feat-lstm", merge="sum", seed=1)
+        x, L = random_data(ir, n=6, T=8, seed=2)
+        return quantize_on(ir, x, L)
+    models = {"kws": lambda: quantized("feat-mask-gru", seed=1, n=6, T=8)[1],
+              "har": lambda: quantized("tok-lstm-softmax", seed=1, n=6, T=8, units=(8,))[1],
+              "vad": lambda: front("delta+skip"), "imu": bidi}
     objs = []
-    for p, (cfg, shape) in {"kws": ("feat-mask-gru", {}), "har": ("tok-lstm-softmax", {"units": (8,)})}.items():
-        _, qm, _, _ = quantized(cfg, seed=1, n=6, T=8, **shape)
+    for p, make in models.items():
+        qm = make()
         qm.c_prefix = p
         d = tmp_path / p
         generate(qm, d, max_t=8)
@@ -199,16 +215,18 @@ def test_two_models_with_prefixes_link_into_one_image(tmp_path):
                                 str(d / "kernels"), "-c", str(d / s), "-o", str(o)], capture_output=True, text=True)
             assert r.returncode == 0, r.stderr
             objs.append(str(o))
-    (tmp_path / "main.c").write_text("#include <stdint.h>\nint32_t run_kws(void);\nint32_t run_har(void);\n"
-                                     "int main(void) { return (int)(run_kws() + run_har()); }\n")
+    (tmp_path / "main.c").write_text("#include <stdint.h>\n" + "".join(f"int32_t run_{p}(void);\n" for p in models)
+                                     + "int main(void) { return (int)(" + " + ".join(f"run_{p}()" for p in models)
+                                     + "); }\n")
     elf = tmp_path / "both.elf"
     r = subprocess.run(["arm-none-eabi-gcc", *t.cflags, "--specs=nosys.specs", str(tmp_path / "main.c"), *objs,
                         "-o", str(elf)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr                 # no symbol defined twice
     syms = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True).stdout
     names = {line.split()[-1] for line in syms.splitlines() if line.strip()}
-    assert {"kws_init", "kws_step", "har_init", "har_step", "kws_l0_mi", "rnnskip_mat_vec_paired_s8"} <= names
-    assert "rnnskip_init" not in names and "rnnskip_step" not in names
+    assert {f"{p}_{f}" for p in models for f in ("init", "step", "output")} <= names
+    assert {"kws_l0_mi", "rnnskip_mat_vec_paired_s8", "rnnskip_delta_mat_vec_s8", "rnnskip_conv1d_acc_s8"} <= names
+    assert not [n for n in names if n.startswith("rnnskip_") and n[8:] in {"init", "step", "output", "finish"}]
 
 
 def test_prefix_names_refused_in_one_line():

@@ -119,6 +119,14 @@ def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, w
     click.echo(conv.summary())
     click.echo(f"wrote {conv.out / 'report.json'}")
     conv.check()
+    ctx = click.get_current_context()
+    given = [o for o in ("bundle", "timeout")
+             if ctx.get_parameter_source(o) == click.core.ParameterSource.COMMANDLINE]
+    ignored = [o for o in given if o == "timeout" or not export]    # --export links --bundle sequences in
+    if ignored and (conv.report.get("emulation") or {}).get("emulator") == "unicorn":
+        two = len(ignored) > 1
+        note(f"note: {' and '.join('--' + o for o in ignored)} {'apply' if two else 'applies'} to a board image "
+             f"under qemu or renode (--emulator); Unicorn ran the model without {'them' if two else 'it'}")
     if not calib:   # after the run, so that a failure is still one line
         note(f"note: calibrated on --data {data}, the evaluation data; pass --calib train.npz so the int8 "
              f"accuracy is not measured on the calibration data")

@@ -57,11 +57,13 @@ def one_line_error(p, *needles):
 def test_convert_end_to_end(model_and_data):
     model, data, d = model_and_data
     out = d / "m4"
-    p = cli("rnnskip-convert", model, "--target", "cortex-m4", "--data", data, "--out", out)
+    p = cli("rnnskip-convert", model, "--target", "cortex-m4", "--data", data, "--out", out, "--timeout", "30")
     assert p.returncode == 0, p.stderr
     rep = json.loads((out / "report.json").read_text())
     assert rep["quantization"]["calibration"].startswith(f"{data} (the evaluation data")   # no --calib given
     assert [l for l in p.stderr.splitlines() if l.startswith("note:")] == [
+        "note: --timeout applies to a board image under qemu or renode (--emulator); Unicorn ran the model "
+        "without it",
         f"note: calibrated on --data {data}, the evaluation data; pass --calib train.npz so the int8 accuracy "
         f"is not measured on the calibration data"]
     for k, sub in REPORT_KEYS.items():

@@ -102,8 +102,8 @@ def score(ir, qm, ds, probs: np.ndarray, g_out: np.ndarray) -> Tuple[float, floa
         sel = (lambda a: a[mask]) if ps else (lambda a: a)
         d_fl, d_qf = sel(f - y), sel(q - f)
         return float("nan"), float("nan"), {
-            "float_vs_label_rmse": float(np.sqrt(np.mean(d_fl ** 2))) if d_fl.size else float("nan"),
-            "int8_vs_float_rmse": float(np.sqrt(np.mean(d_qf ** 2))) if d_qf.size else float("nan"),
+            "float_vs_label_rmse": _rmse(d_fl),
+            "int8_vs_float_rmse": _rmse(d_qf),
             "int8_vs_float_max_abs": float(np.abs(d_qf).max()) if d_qf.size else float("nan"),
             "values": int(d_qf.size),
         }
@@ -112,15 +112,17 @@ def score(ir, qm, ds, probs: np.ndarray, g_out: np.ndarray) -> Tuple[float, floa
             _acc(_classes(np.asarray(g_out), 0), y, mask), None)
 
 
+def _rmse(d: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(d ** 2))) if d.size else float("nan")
+
+
 def score_like_float(qm, ds, probs: np.ndarray, other: np.ndarray) -> float:
     """A second float model's outputs ``other`` scored as :func:`score` scores the float model's: its
     accuracy, or for a regression head its RMSE against the float model's outputs ``probs``."""
+    mask = step_mask(ds.lengths, ds.x.shape[1]) if per_step(qm) else None
     if is_regression(ds.y):
         d = np.asarray(other, np.float64) - np.asarray(probs, np.float64)
-        if per_step(qm):
-            d = d[step_mask(ds.lengths, ds.x.shape[1])]
-        return float(np.sqrt(np.mean(d ** 2))) if d.size else float("nan")
-    mask = step_mask(ds.lengths, ds.x.shape[1]) if per_step(qm) else None
+        return _rmse(d if mask is None else d[mask])
     return _acc(_classes(np.asarray(other), 0.5), np.asarray(ds.y), mask)
 
 

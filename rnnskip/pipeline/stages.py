@@ -18,7 +18,7 @@ from ..errors import RnnskipError
 from ..generate import KERNEL_PROVIDERS, generate
 from ..host import HostModel
 from ..quant.calibrate import calibrate
-from ..quant.dequantize import int8_weights_ir
+from ..quant.dequantize import has_row_scales, int8_weights_ir
 from ..quant.golden import GoldenModel
 from ..quant.model import QModel, c_name
 from ..quant.quantize import quantize
@@ -140,7 +140,7 @@ def evaluate(ir: ModelIR, qm: QModel, ds: Dataset, host_so: Optional[Path] = Non
     ev = Evaluation(n=len(ds), float_acc=float_acc, golden_acc=golden_acc,
                     golden_steps=g_flags.sum(axis=1), error=error, padding=ds.padding)
     t2 = time.time()
-    if all(b.scale is not None for b in qm.all_mats()):   # a stage file written before row scales were kept: skip
+    if has_row_scales(qm):
         ev.float_int8_weights = outputs.score_like_float(
             qm, ds, probs, float_model(int8_weights_ir(ir, qm)).predict(ds.x, ds.lengths))
     ev.timings.update(float_s=t1 - t0 + time.time() - t2, golden_s=t2 - t1)

@@ -29,9 +29,14 @@ def dense_weights(q: QDense, in_dim: int, out_dim: int) -> dict:
             "bias": real_bias(q.mat)[:out_dim]}
 
 
+def has_row_scales(qm: QModel) -> bool:
+    """Whether ``qm`` keeps its rows' scales (a stage file written before they were kept does not)."""
+    return all(b.scale is not None for b in qm.all_mats())
+
+
 def int8_weights_ir(ir: ModelIR, qm: QModel) -> ModelIR:
     """``ir`` with the weights of ``qm`` (quantised from it)."""
-    if any(b.scale is None for b in qm.all_mats()):
+    if not has_row_scales(qm):
         raise ValueError("the quantised model has no row scales (written before they were kept)")
     return replace(ir, input=_input(ir, qm), rnn_layers=_recurrent(ir, qm),
                    head=[replace(d, **dense_weights(q, d.kernel.shape[0], d.kernel.shape[1]))

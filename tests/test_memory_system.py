@@ -125,6 +125,21 @@ def test_fetch_range_equals_word_fetches():
     assert a.counters() == b.counters()
 
 
+def test_fetch_range_equals_word_fetches_across_the_flash_end_and_on_repeats():
+    """fetch_range caches each block's flash lines: blocks that straddle the end of flash,
+    lie wholly outside it, or repeat give the same counters as word-by-word fetches."""
+    hi = FLASH[1]
+    spec = dict(prefetch=True, icache={"lines": 4, "ways": 2}, flash=FLASH)
+    a, b = system(**spec), system(**spec)
+    blocks = [(hi - 0x1A, hi + 0x0E), (SRAM, SRAM + 0x20), (F + 0x40, F + 0x62), (hi - 0x1A, hi + 0x0E),
+              (F + 0x40, F + 0x62), (F + 0x42, F + 0x62)] * 3
+    for s, e in blocks:
+        sa = a.fetch_range(s, e)
+        sb = sum(b.fetch(max(w, s)) for w in range(s & ~3, e, 4))
+        assert sa == sb
+    assert a.counters() == b.counters() and a.counters()["flash_line_fills"] > 0
+
+
 def test_zero_wait_sram_and_sram_only_boards():
     m = system(icache={"lines": 2, "ways": 2}, dcache={"lines": 2, "ways": 2})
     # SRAM is zero-wait: no fills, no cache lookups
@@ -430,3 +445,33 @@ def test_method_dense_reference_equals_a_dense_conversion(tmp_path, weights):
     assert row["cycles"] == e["cycles_per_inference"] and row["weights_bytes"] == e["weights"]["bytes"]
     assert row["line_fills"] == e["memory_per_inference"]["flash_line_fills"]
     assert row["flash_bytes"] == reps["dense"]["footprint"]["flash_bytes"]
+
+
+class _Refuses(list):
+    """A recording stream whose n-th record raises: an error inside a hook."""
+
+    def __init__(self, kind, after):
+        super().__init__()
+        self.kind, self.after = kind, after
+
+    def append(self, rec):
+        if rec[0] == self.kind and sum(1 for r in self if r[0] == self.kind) >= self.after:
+            raise ValueError(f"hook error on a {self.kind!r} record")
+        super().append(rec)
+
+
+@needs_arm
+@pytest.mark.parametrize("kind", ["i", "d"])
+def test_an_error_in_a_hook_stops_the_run_and_reaches_the_caller(memsys_elf, kind):
+    """The hooks are raw ctypes callbacks: an exception in the block hook ("i") or the memory
+    hook ("d") must not cross into C; the run stops there and call() raises it."""
+    from rnnskip import boards
+    from rnnskip.simulator import UnicornEmulator
+    emu = UnicornEmulator(memsys_elf, boards.board_target(boards.load("stm32f407")))
+    emu.stream = _Refuses(kind, after=2)
+    with pytest.raises(ValueError, match=f"hook error on a '{kind}' record"):
+        emu.call("stream_sum", (20,))
+    assert sum(1 for r in emu.stream if r[0] == kind) == 2
+    # the emulator is usable again afterwards
+    emu.stream = None
+    assert emu.call("stream_sum", (20,)).return_value == 210

@@ -199,7 +199,10 @@ class _Cache:
 
     def lookup(self, addr: int) -> bool:
         """True on a hit; on a miss the line is allocated (LRU victim)."""
-        line = addr >> self.shift
+        return self.lookup_line(addr >> self.shift)
+
+    def lookup_line(self, line: int) -> bool:
+        """:meth:`lookup` of line number ``line`` (address >> log2(line_bytes))."""
         s = self.sets[line % self.nsets]
         if line in s:
             s.move_to_end(line)
@@ -227,6 +230,7 @@ class MemorySystem:
             self.dcache = self.icache
         else:
             self.dcache = _Cache(spec.dcache, "dcache") if spec.dcache else None
+        self._block_lines: Dict[Tuple[int, int], Tuple[int, ...]] = {}   # (start, end) -> flash lines
         self.reset()
 
     def reset(self) -> None:
@@ -284,15 +288,41 @@ class MemorySystem:
 
     def fetch_range(self, start: int, end: int) -> int:
         """Instruction fetch of the code bytes ``[start, end)`` in order (one basic block);
-        the same as :meth:`fetch` of every aligned 32-bit word in it."""
+        the same as :meth:`fetch` of every aligned 32-bit word in it.
+
+        The emulator calls this once per executed block, so it is :meth:`fetch` inlined over
+        the block's flash lines (computed once per block)."""
         if not self.enabled or end <= start:
             return 0
-        step = 1 << self.shift
-        a = start & ~(step - 1)
-        stall = 0
-        while a < end:
-            stall += self.fetch(max(a, start))
-            a += step
+        lines = self._block_lines.get((start, end))
+        if lines is None:
+            step = 1 << self.shift
+            a, ls = start & ~(step - 1), []
+            while a < end:
+                if self.lo <= max(a, start) < self.hi:     # fetch() ignores other addresses
+                    ls.append(a >> self.shift)
+                a += step
+            lines = self._block_lines[(start, end)] = tuple(ls)
+        ibuf, pf, prefetch, c = self._ibuf, self._pf, self.prefetch, self.icache
+        stall = fills = pf_hits = 0
+        for line in lines:
+            if line == ibuf:
+                continue
+            ibuf = line
+            if c is not None and c.lookup_line(line):
+                pass
+            elif prefetch and line == pf:
+                fills += 1
+                pf_hits += 1
+            else:
+                fills += 1
+                stall += self.ws
+            if prefetch:
+                pf = line + 1
+        self._ibuf, self._pf = ibuf, pf
+        self.flash_line_fills += fills
+        self.prefetch_hits += pf_hits
+        self.stall_cycles += stall
         return stall
 
     # ------------------------------------------------------------------- data side
@@ -307,7 +337,7 @@ class MemorySystem:
         while line <= last:
             if line != self._dbuf:
                 self._dbuf = line
-                if c is None or not c.lookup(line << self.shift):
+                if c is None or not c.lookup_line(line):
                     self.flash_line_fills += 1
                     stall += self.ws
             line += 1

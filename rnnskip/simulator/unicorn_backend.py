@@ -416,29 +416,28 @@ class UnicornEmulator:
             for a in self._pred_hook_addrs:
                 self._fast_hook(unicorn.UC_HOOK_CODE, cb, a, a)
         # address ranges holding load/stores, for exact mode
-        mem_pcs = sorted(a for a, ins in self.insns.items() if ins.mem is not None)
+        self._mem_ops = {a: ins.mem for a, ins in self.insns.items() if ins.mem is not None}
+        mem_pcs = sorted(self._mem_ops)
         self._mem_ranges = self._merge_ranges(mem_pcs)
         self._exact_hooks: List[int] = []
 
-    def _fast_hook(self, htype: int, func, begin: int = 1, end: int = 0) -> int:
-        """Register ``func(address, size)`` as a code/block hook with a raw ctypes callback.
-
-        Exceptions are kept in ``self._hook_error`` (re-raised by :meth:`call`) and
-        stop the emulation, like the binding does. Falls back to ``uc.hook_add``.
-        """
+    def _fast_hook(self, htype: int, raw, begin: int = 1, end: int = 0) -> int:
+        """Register ``raw(handle, address, size, user)`` as a code/block hook with a raw ctypes
+        callback (the binding's own dispatch costs a Python call per event). ``raw`` must catch
+        every exception itself and pass it to :meth:`_hook_failed`: none may cross the C
+        boundary. Falls back to ``uc.hook_add``."""
         uc = self.uc
         adder = getattr(uc, "_Uc__do_hook_add", None)
         if adder is None:
-            return uc.hook_add(htype, lambda _uc, a, sz, _u: func(a, sz), begin=begin, end=end)
-
-        def raw(_handle, address, size, _user):
-            try:
-                func(address, size)
-            except BaseException as e:      # never let an exception cross the C boundary
-                if self._hook_error is None:
-                    self._hook_error = e
-                uc.emu_stop()
+            return uc.hook_add(htype, lambda _uc, a, sz, _u: raw(None, a, sz, None), begin=begin, end=end)
         return adder(htype, _CODE_CB(raw), begin, end)
+
+    def _hook_failed(self, e: BaseException) -> None:
+        """An exception in one of our hooks: kept in ``self._hook_error`` (re-raised by
+        :meth:`call`) and the emulation stops, as the binding does."""
+        if self._hook_error is None:
+            self._hook_error = e
+        self.uc.emu_stop()
 
     def _pass_delta_of(self, ins) -> int:
         c, _ = _cycles.insn_cost(ins, self.table)
@@ -479,47 +478,55 @@ class UnicornEmulator:
         mem = self.memory
         fetch_range = mem.fetch_range if mem is not None else None
         me = self
+        fail = self._hook_failed
 
-        def on_block(address, size):
-            b = blocks.get(address)
-            if b is None or b[7] != size:
-                b = new_block(address, size)
-            st = state
-            if fetch_range is not None:
-                st[1] += fetch_range(address, address + size)
-                if me.stream is not None:
-                    me.stream.append(("i", address, address + size))
-            if st[6]:                       # the previous block moved SP: sample it now
-                sp = reg_read(SP)
-                if sp < st[7]:
-                    st[7] = sp
-            st[6] = b[9]
-            if address == st[2]:
-                st[4] += b[5]
-                st[1] += b[10]
-            else:
-                st[1] += st[3]
-            st[1] += b[1]
-            st[0] += b[0]
-            st[2] = b[2]
-            st[3] = b[3]
-            b[4] += 1
-            if st[0] > st[5]:
-                emu_stop()
+        def on_block(_h, address, size, _u):
+            try:
+                b = blocks.get(address)
+                if b is None or b[7] != size:
+                    b = new_block(address, size)
+                st = state
+                if fetch_range is not None:
+                    st[1] += fetch_range(address, address + size)
+                    if me.stream is not None:
+                        me.stream.append(("i", address, address + size))
+                if st[6]:                       # the previous block moved SP: sample it now
+                    sp = reg_read(SP)
+                    if sp < st[7]:
+                        st[7] = sp
+                st[6] = b[9]
+                if address == st[2]:
+                    st[4] += b[5]
+                    st[1] += b[10]
+                else:
+                    st[1] += st[3]
+                st[1] += b[1]
+                st[0] += b[0]
+                st[2] = b[2]
+                st[3] = b[3]
+                b[4] += 1
+                if st[0] > st[5]:
+                    emu_stop()
+            except BaseException as e:      # never across the C boundary
+                fail(e)
         return on_block
 
     def _make_pred_hook(self):
         state = self._state
         delta = {a: self._pass_delta_of(self.insns[a]) for a in self._pred_hook_addrs}
         passes = self._pred_passes
+        fail = self._hook_failed
 
-        def on_pred(address, size):
-            state[1] += delta[address]
-            passes[address] = passes.get(address, 0) + 1
+        def on_pred(_h, address, size, _u):
+            try:
+                state[1] += delta[address]
+                passes[address] = passes.get(address, 0) + 1
+            except BaseException as e:
+                fail(e)
         return on_pred
 
     def _make_mem_hook(self):
-        insns = self.insns
+        mem_ops = self._mem_ops
         counts = self._exact_counts
         reg_read = _fast_reg_reader(self.uc)
         flo, fhi = self._flash
@@ -527,29 +534,31 @@ class UnicornEmulator:
         mem = self.memory
         state = self._state
         me = self
+        fail = self._hook_failed
+        PC = UA.UC_ARM_REG_PC
 
-        def on_mem(address, size):
-            ins = insns.get(address)
-            if ins is None:
-                return
-            m = ins.mem
-            if m is None:
-                return
-            r = m.region
-            if r is None or (mem is not None and r == FLASH):
-                ea = (m.pc_value if m.base == UA.UC_ARM_REG_PC else reg_read(m.base)) + m.disp
-                if m.index:
-                    ea += reg_read(m.index) << m.shift
-                ea &= 0xFFFFFFFF
-                r = 0 if flo <= ea < fhi else (1 if rlo <= ea < rhi else 2)
-                if mem is not None and r == FLASH and m.is_load:
-                    state[1] += mem.read(ea, m.nbytes)
-                    if me.stream is not None:
-                        me.stream.append(("d", ea, m.nbytes))
-            c = counts.get(address)
-            if c is None:
-                c = counts[address] = [0, 0, 0]
-            c[r] += 1
+        def on_mem(_h, address, size, _u):
+            try:
+                m = mem_ops.get(address)
+                if m is None:               # the hooked ranges also hold other instructions
+                    return
+                r = m.region
+                if r is None or (mem is not None and r == FLASH):
+                    ea = (m.pc_value if m.base == PC else reg_read(m.base)) + m.disp
+                    if m.index:
+                        ea += reg_read(m.index) << m.shift
+                    ea &= 0xFFFFFFFF
+                    r = 0 if flo <= ea < fhi else (1 if rlo <= ea < rhi else 2)
+                    if mem is not None and r == FLASH and m.is_load:
+                        state[1] += mem.read(ea, m.nbytes)
+                        if me.stream is not None:
+                            me.stream.append(("d", ea, m.nbytes))
+                c = counts.get(address)
+                if c is None:
+                    c = counts[address] = [0, 0, 0]
+                c[r] += 1
+            except BaseException as e:
+                fail(e)
         return on_mem
 
     def _new_block(self, address: int, size: int) -> list:

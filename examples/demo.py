@@ -5,7 +5,9 @@ and print the report.   Run: make demo   (or .venv/bin/python examples/demo.py)
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -51,6 +53,42 @@ def train(out: Path, seed: int = 0):
     return out / "model.h5"
 
 
+def certifiable_budget(n: int, confidence: float = 0.9) -> tuple:
+    """(smallest loss budget in points that ``n`` certification rows can certify at ``confidence``,
+    the half point above it a command can ask for) - rnnskip.certify's bound with no loss seen."""
+    from rnnskip.certify import smallest_certifiable
+    b = 100.0 * smallest_certifiable(n, 1.0 - confidence)
+    return b, math.floor(2 * b + 1) / 2
+
+
+def next_steps(out: Path, model: Path, target: str = "cortex-m4") -> tuple:
+    """(what the budgets rest on, the commands that apply delta networks and a skip predictor to the
+    demo's model): each budget is one the demo's validation rows can certify, so every command works
+    (tests/test_examples.py runs them)."""
+    from rnnskip.certify import split_rows
+    from rnnskip.datasets import load_npz
+    m = out / "model"
+    n = len(load_npz(str(m / "val.npz")))
+    half = n - len(split_rows(n)[0])          # train-predictor certifies on half of --val
+    b_all, ask_all = certifiable_budget(n)
+    b_half, ask_half = certifiable_budget(half)
+    text = (f"next, with the same files. Budgets are certified (90% confidence) on the {n} validation "
+            f"sequences, which certify no budget below {b_all:.2f} points when all of them certify "
+            f"(delta-tune --select) and {b_half:.2f} when half do (train-predictor); your own data with "
+            "more validation sequences certifies tighter budgets:")
+    common = ["--data", str(m / "test.npz"), "--calib", str(m / "train.npz"), "--target", target]
+    commands = [
+        ["rnnskip", "delta-tune", str(model), "--select", str(m / "train.npz"), "--val", str(m / "val.npz"),
+         "--calib", str(m / "train.npz"), "--max-loss", f"{ask_all:g}", "--out", str(out / "delta.json")],
+        ["rnnskip-convert", str(model), "--delta", str(out / "delta.json")] + common + ["--out", str(out / "m4-delta")],
+        ["rnnskip", "train-predictor", str(model), "--train", str(m / "train.npz"), "--val", str(m / "val.npz"),
+         "--calib", str(m / "train.npz"), "--max-loss", f"{ask_half:g}", "--out", str(out / "predictor")],
+        ["rnnskip-convert", str(model), "--predictor", str(out / "predictor")] + common
+        + ["--out", str(out / "m4-skip")],
+    ]
+    return text, commands
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="build/demo")
@@ -72,14 +110,11 @@ def main(argv=None):
     except RnnskipError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    m = out / "model"
-    print(f"demo finished in {time.time() - t0:.0f} s\n\nnext, with the same files:\n"
-          f"  rnnskip delta-tune {model} --val {m / 'val.npz'} --calib {m / 'train.npz'} --max-loss 1.0 "
-          f"--out {out / 'delta.json'}\n"
-          f"  rnnskip-convert {model} --delta {out / 'delta.json'} --data {m / 'test.npz'} --calib {m / 'train.npz'} "
-          f"--out {out / 'm4-delta'}\n"
-          f"  rnnskip train-predictor {model} --train {m / 'train.npz'} --val {m / 'val.npz'} "
-          f"--calib {m / 'train.npz'} --max-loss 1.0 --out {out / 'predictor'}")
+    print(f"demo finished in {time.time() - t0:.0f} s\n")
+    text, commands = next_steps(out, model, args.target)
+    print(text)
+    for c in commands:
+        print("  " + shlex.join(c))
     return 0
 
 

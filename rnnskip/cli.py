@@ -76,7 +76,7 @@ def _apply(opts):
 @click.argument("model", type=click.Path())
 @_apply(_common)
 @click.option("--data", type=click.Path(dir_okay=False), required=True,
-              help="Evaluation data (.npz: x, y, optional lengths).")
+              help="Evaluation data (.npz: x, optional y and lengths; without y no accuracy is reported).")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None,
               help="Calibration data (.npz); default: --data.")
 @click.option("--calib-max", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -235,7 +235,7 @@ def build_cmd(work, target_name, board_name, kernels, variant, wait_states, weig
 @main.command("emulate")
 @click.argument("work", type=click.Path(file_okay=False))
 @click.option("--data", type=click.Path(dir_okay=False), required=True,
-              help="Evaluation data (.npz: x, y, optional lengths).")
+              help="Evaluation data (.npz: x, optional y and lengths; without y no accuracy is reported).")
 @click.option("--emulate-max", type=click.IntRange(min=1), default=None,
               help="Emulate only the first N sequences (default: all).")
 @click.option("--traffic-sample", type=click.IntRange(min=0), default=16, show_default=True,

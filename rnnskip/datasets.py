@@ -146,8 +146,12 @@ def _is_classifier(ir) -> bool:
     return ir.output_activation in ("softmax", "sigmoid")
 
 
-def load_npz(path: str, ir=None, labels: bool = True) -> Dataset:
+def load_npz(path: str, ir=None, labels: Optional[bool] = True) -> Dataset:
     """Read and validate a user ``.npz`` (``x``, ``y``, optional ``lengths``).
+
+    ``labels``: True, ``y`` is required; None, ``y`` may be missing (unlabelled data) but is
+    checked when present; False, ``y`` is not needed (a ``y`` that does not fit the model is
+    dropped, not refused: calibration data).
 
     With ``ir`` (a :class:`rnnskip.converter.ir.ModelIR`) the data are also
     checked against the model: token ids against the vocabulary, feature count,
@@ -176,7 +180,7 @@ def load_npz(path: str, ir=None, labels: bool = True) -> Dataset:
 
     with npz:
         keys = set(npz.files)
-        for k in ("x", "y") if labels else ("x",):
+        for k in ("x", "y") if labels is True else ("x",):
             if k not in keys:
                 raise RnnskipError(f"'{k}' is missing from {name}; {expected}")
         x = get("x")
@@ -241,7 +245,7 @@ def load_npz(path: str, ir=None, labels: bool = True) -> Dataset:
         try:
             y = _check_labels(y, ir, name, N, T)
         except RnnskipError:
-            if labels:
+            if labels is not False:
                 raise
             y = None    # labels the command does not need (calibration data): not a reason to refuse the file
     return _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir)

@@ -92,7 +92,10 @@ def _labels_like(y: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 def score(ir, qm, ds, probs: np.ndarray, g_out: np.ndarray) -> Tuple[float, float, Optional[dict]]:
-    """(float accuracy, int8 golden accuracy, regression error or None)."""
+    """(float accuracy, int8 golden accuracy, regression error or None); NaN accuracies
+    for unlabelled data (``ds.y`` None)."""
+    if ds.y is None:
+        return float("nan"), float("nan"), None
     ps = per_step(qm)
     mask = step_mask(ds.lengths, ds.x.shape[1]) if ps else None
     if is_regression(ds.y):
@@ -119,6 +122,8 @@ def _rmse(d: np.ndarray) -> float:
 def score_like_float(qm, ds, probs: np.ndarray, other: np.ndarray) -> float:
     """A second float model's outputs ``other`` scored as :func:`score` scores the float model's: its
     accuracy, or for a regression head its RMSE against the float model's outputs ``probs``."""
+    if ds.y is None:
+        return float("nan")
     mask = step_mask(ds.lengths, ds.x.shape[1]) if per_step(qm) else None
     if is_regression(ds.y):
         d = np.asarray(other, np.float64) - np.asarray(probs, np.float64)
@@ -127,8 +132,9 @@ def score_like_float(qm, ds, probs: np.ndarray, other: np.ndarray) -> float:
 
 
 def device_accuracy(qm, ds, d_rows: List[np.ndarray], m: int) -> Optional[float]:
-    """Accuracy of the emulated outputs (``rows`` of the first ``m`` sequences); None for regression."""
-    if is_regression(ds.y):
+    """Accuracy of the emulated outputs (``rows`` of the first ``m`` sequences); None for regression
+    and for unlabelled data."""
+    if ds.y is None or is_regression(ds.y):
         return None
     y = np.asarray(ds.y)
     if per_step(qm):

@@ -244,6 +244,9 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
     }
     if ev.padding:   # which rule chose the steps that ran, so a disagreement with Keras can be traced
         rep["data"] = {"padding": ev.padding}
+    if not ev.labelled:   # no y in the data: nothing to score against
+        rep["accuracy"] = None
+        rep.setdefault("data", {})["labels"] = False
     if ev.error is not None:  # regression: errors in the output's units
         rep["accuracy"] = None
         rep["error"] = dict(ev.error, int8_weights_vs_float_rmse=ev.float_int8_weights, n=ev.n)
@@ -348,6 +351,8 @@ def _fmt(v, unit="") -> str:
 
 def _task_rows(rep: dict) -> list:
     a, err = rep["accuracy"], rep.get("error")
+    if (rep.get("data") or {}).get("labels") is False:
+        return [("accuracy", "-  (no labels (y) in the data: bit-exactness, cycles and memory only)")]
     if err is not None:  # regression
         w = err.get("int8_weights_vs_float_rmse")   # the float model with the int8 weights, against the float model
         return [("error float vs label (RMSE)", _fmt(err["float_vs_label_rmse"])),

@@ -80,6 +80,44 @@ def test_convert_end_to_end(model_and_data):
 
 
 @needs_arm
+def test_unlabelled_data_converts_without_accuracy(model_and_data, tmp_path):
+    """--data without y: bit-exactness, cycles and footprint as usual, accuracy null and said so;
+    the methods (accuracy with and without them) refuse it in one line; a y that is there but
+    does not fit the model is still refused."""
+    model, data, d = model_and_data
+    with np.load(data) as z:
+        x, lengths, y = z["x"], z["lengths"], z["y"]
+    np.savez(tmp_path / "nolabels.npz", x=x, lengths=lengths)
+    out = tmp_path / "m4"
+    p = cli("rnnskip-convert", model, "--data", tmp_path / "nolabels.npz", "--calib", data, "--out", out)
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["accuracy"] is None and rep["data"]["labels"] is False
+    assert rep["bitexact"]["device_checked"] == rep["bitexact"]["host_checked"] == len(x)
+    assert rep["bitexact"]["mismatches"] == 0 and rep["emulation"]["cycles_per_inference"] > 0
+    assert "accuracy             -  (no labels (y) in the data: bit-exactness, cycles and memory only)" in p.stdout
+    # the emulate stage takes it too
+    w = tmp_path / "work"
+    for args in (("import", model, "--out", w), ("quantize", w, "--calib", data), ("generate", w),
+                 ("build", w, "--target", "cortex-m4"), ("emulate", w, "--data", tmp_path / "nolabels.npz"),
+                 ("report", w)):
+        p = cli("rnnskip", *args)
+        assert p.returncode == 0, (args, p.stderr)
+    assert json.loads((w / "report.json").read_text())["accuracy"] is None
+    # a method compares accuracy: refused before anything is written
+    (tmp_path / "delta.json").write_text(json.dumps({"layers": [{"input": 2, "hidden": 2}]}))
+    one_line_error(cli("rnnskip-convert", model, "--data", tmp_path / "nolabels.npz", "--delta",
+                       tmp_path / "delta.json", "--out", tmp_path / "d"),
+                   f"--data {tmp_path / 'nolabels.npz'} has no labels (y): --delta is reported as accuracy with "
+                   "and without it; add y to --data, or convert without --delta")
+    assert not (tmp_path / "d").exists()
+    # labels present but wrong: refused as before
+    np.savez(tmp_path / "badlabels.npz", x=x, lengths=lengths, y=y[:-1])
+    one_line_error(cli("rnnskip-convert", model, "--data", tmp_path / "badlabels.npz", "--out", tmp_path / "b"),
+                   f"y in badlabels.npz has {len(x) - 1} labels but x has {len(x)} sequences")
+
+
+@needs_arm
 def test_stage_commands(model_and_data):
     model, data, d = model_and_data
     w = d / "work"

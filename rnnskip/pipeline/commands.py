@@ -115,7 +115,7 @@ def emulate_command(work, data, emulator: Optional[str] = None, board_name: Opti
                                 workers=workers, progress=True, timeout=timeout)
     if why and note is not None:
         note(why)
-    ds = stages.load_data(data, ir)
+    ds = stages.load_data(data, ir, labels=None)   # unlabelled: no accuracy, the rest as usual
     if ds.x.shape[1] > rec["max_t"]:
         raise RnnskipError(f"--data has sequences of {ds.x.shape[1]} steps but the firmware holds {rec['max_t']}; "
                            f"regenerate with 'rnnskip generate {work} --max-t {ds.x.shape[1]}'")

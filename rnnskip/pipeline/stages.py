@@ -36,12 +36,13 @@ def float_model(ir: ModelIR):
     return FloatModel(ir)
 
 
-def load_data(path, ir: ModelIR, what: str = "--data", labels: bool = True) -> Dataset:
-    """``path``'s .npz checked against ``ir``; ``labels``: y is required (calibration data need none)."""
+def load_data(path, ir: ModelIR, what: str = "--data", labels: Optional[bool] = True) -> Dataset:
+    """``path``'s .npz checked against ``ir``; ``labels``: y is required (True), optional (None:
+    evaluation data without labels), or not needed (False: calibration data)."""
     from ..datasets import load_npz
     if path is None:
-        raise RnnskipError(f"{what} is required: an .npz with x" + (", y" if labels else "")
-                           + " and optional lengths")
+        raise RnnskipError(f"{what} is required: an .npz with x" + (", y" if labels is True else "")
+                           + (" and optional y and lengths" if labels is None else " and optional lengths"))
     return load_npz(str(path), ir, labels=labels)
 
 
@@ -121,6 +122,7 @@ class Evaluation:
     timings: dict = field(default_factory=dict)
     error: Optional[dict] = None   # regression (float y): errors in the output's units
     padding: str = ""              # which steps of a row ran (Dataset.padding: lengths or the model's masking)
+    labelled: bool = True          # False: the data had no y, so no accuracy (bit-exactness, cycles, memory only)
 
     @property
     def mismatches(self) -> int:
@@ -138,7 +140,7 @@ def evaluate(ir: ModelIR, qm: QModel, ds: Dataset, host_so: Optional[Path] = Non
     g_out, g_flags = g.run(ds.x, ds.lengths)
     float_acc, golden_acc, error = outputs.score(ir, qm, ds, probs, g_out)  # accuracy, or regression error
     ev = Evaluation(n=len(ds), float_acc=float_acc, golden_acc=golden_acc,
-                    golden_steps=g_flags.sum(axis=1), error=error, padding=ds.padding)
+                    golden_steps=g_flags.sum(axis=1), error=error, padding=ds.padding, labelled=ds.y is not None)
     t2 = time.time()
     if has_row_scales(qm):
         ev.float_int8_weights = outputs.score_like_float(

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from .cli_support import OneLineCommand, OneLineGroup, certified_budget, guard, note
+from .errors import RnnskipError
 
 _common = [
     click.option("--target", "target_name", default=None,
@@ -75,8 +76,9 @@ def _apply(opts):
 @click.version_option(package_name="rnnskip")
 @click.argument("model", type=click.Path())
 @_apply(_common)
-@click.option("--data", type=click.Path(dir_okay=False), required=True,
-              help="Evaluation data (.npz: x, optional y and lengths; without y no accuracy is reported).")
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="Evaluation data (.npz: x, optional y and lengths; without y no accuracy is reported); "
+                   "default: --calib (the report then says the accuracy is measured on the calibration data).")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None,
               help="Calibration data (.npz); default: --data.")
 @click.option("--calib-max", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -106,6 +108,11 @@ def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, w
                 emulate_max, traffic_sample, workers, emulator, bundle, timeout, export, delta, prefix, **skip):
     """Convert MODEL (.h5/.keras, or .onnx), build firmware, emulate it on --data and report."""
     from .pipeline.convert import run_convert
+    if data is None and calib is None:
+        raise RnnskipError("rnnskip-convert needs data: --calib (sequences to calibrate the int8 grid on) and "
+                           "--data (sequences to check and measure the firmware on; default: --calib)")
+    no_data = data is None
+    data = calib if no_data else data
     skip = skip if (skip.get("predictor") or skip.get("skip") or skip.get("train") or skip.get("val")
                     or any(skip.get(k) is not None for k in ("max_loss", "margin_se", "confidence",
                                                              "max_disagreement"))) else None
@@ -130,6 +137,9 @@ def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, w
     if not calib:   # after the run, so that a failure is still one line
         note(f"note: calibrated on --data {data}, the evaluation data; pass --calib train.npz so the int8 "
              f"accuracy is not measured on the calibration data")
+    elif no_data:
+        note(f"note: no --data: checked and measured on the calibration data --calib {calib}; pass --data "
+             f"test.npz so the int8 accuracy is not measured on the data it was calibrated on")
 
 
 def convert_main():

@@ -118,6 +118,27 @@ def test_unlabelled_data_converts_without_accuracy(model_and_data, tmp_path):
 
 
 @needs_arm
+def test_convert_with_calibration_data_only(model_and_data, tmp_path):
+    """No --data: checked and measured on --calib, flagged in the report and a note; no data at all:
+    one line saying what to give."""
+    model, data, d = model_and_data
+    out = tmp_path / "m4"
+    p = cli("rnnskip-convert", model, "--calib", data, "--out", out, "--emulate-max", "3")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["quantization"]["calibration"] == f"{data} (also the evaluation data; pass --data to separate)"
+    assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["device_checked"] == 3
+    assert rep["accuracy"]["n"] == rep["bitexact"]["host_checked"] > 3
+    assert [l for l in p.stderr.splitlines() if l.startswith("note:")] == [
+        f"note: no --data: checked and measured on the calibration data --calib {data}; pass --data test.npz so "
+        "the int8 accuracy is not measured on the data it was calibrated on"]
+    one_line_error(cli("rnnskip-convert", model, "--out", tmp_path / "none"),
+                   "rnnskip-convert needs data: --calib (sequences to calibrate the int8 grid on) and --data "
+                   "(sequences to check and measure the firmware on; default: --calib)")
+    assert not (tmp_path / "none").exists()
+
+
+@needs_arm
 def test_stage_commands(model_and_data):
     model, data, d = model_and_data
     w = d / "work"

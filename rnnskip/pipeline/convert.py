@@ -119,8 +119,13 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     inputs = [model, data, calib] + [p for s in setups for p in s.inputs]
     with atomic_dir(out, "report.json", inputs=inputs) as tmp:
         qm, ranges = stages.quantize_model(ir, cal, calib_max, progress)
-        qm.calibration = {"source": str(calib) if calib else f"{data} (the evaluation data; pass --calib to separate)",
-                          "sequences": ranges.sequences}
+        if not calib:
+            source = f"{data} (the evaluation data; pass --calib to separate)"
+        elif Path(calib).resolve() == Path(data).resolve():
+            source = f"{calib} (also the evaluation data; pass --data to separate)"
+        else:
+            source = str(calib)
+        qm.calibration = {"source": source, "sequences": ranges.sequences}
         qm.c_prefix = prefix
         for s in setups:
             s.attach(ir, qm, tmp, progress, note, data=ds)

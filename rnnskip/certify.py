@@ -142,7 +142,7 @@ class Certificate:
             unit = "points" if self.kind == "paired" else "%"
             if self.smallest_certifiable > self.budget or self.failed_upper_bound is None:
                 return (f"nothing certified: {self.calibration_n} calibration sequences certify no budget below "
-                        f"{100 * self.smallest_certifiable:.2f} {unit} at {100 * self.confidence:g}% confidence")
+                        f"{up2(100 * self.smallest_certifiable)} {unit} at {100 * self.confidence:g}% confidence")
             return (f"nothing certified: the most conservative candidate's {100 * self.confidence:g}% upper bound "
                     f"is {100 * self.failed_upper_bound:.2f} {unit}, above the budget of {100 * self.budget:g} "
                     f"(n={self.calibration_n})")
@@ -219,12 +219,17 @@ def shift_warning(check: dict, option: str, cert: dict) -> str:
             f"its budget is promised for data like {cert.get('data', 'those rows')}, not necessarily this data")
 
 
+def up2(v: float) -> str:
+    """``v`` to 2 decimals, rounded up: the smallest certifiable budget as printed is one that certifies."""
+    return f"{math.ceil(v * 100 - 1e-9) / 100:.2f}"
+
+
 def budget_text(c: dict, fallback: str) -> str:
     """The terminal line of a report's ``certified`` dict; ``fallback``: what runs when nothing
     was certified."""
     if not c["certified"]:
         return (f"not certified ({c['calibration_n']} calibration sequences certify no budget below "
-                f"{c['smallest_certifiable']:.2f} {c['units']}): {fallback}")
+                f"{up2(c['smallest_certifiable'])} {c['units']}): {fallback}")
     what = (f"loss <= {c['max_loss_points']:g} pt" if c["loss"] == "paired"
             else f"disagreement <= {c['max_disagreement_percent']:g}%")
     return (f"{what} with {100 * c['confidence']:g}% confidence on data like {c.get('data', '?')} "

@@ -134,6 +134,8 @@ def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, w
         two = len(ignored) > 1
         note(f"note: {' and '.join('--' + o for o in ignored)} {'apply' if two else 'applies'} to a board image "
              f"under qemu or renode (--emulator); Unicorn ran the model without {'them' if two else 'it'}")
+    for line in conv.slower():
+        note(line)
     if not calib:   # after the run, so that a failure is still one line
         note(f"note: calibrated on --data {data}, the evaluation data; pass --calib train.npz so the int8 "
              f"accuracy is not measured on the calibration data")

@@ -100,7 +100,8 @@ def _n(v) -> str:
 def _red(r: Optional[dict]) -> str:
     if not r:
         return ""
-    x = f", {r['x_fewer']:.2f}x fewer" if r.get("x_fewer") else ""
+    f = r.get("x_fewer")
+    x = "" if not f else f", {f:.2f}x fewer" if f >= 1 else f", {1 / f:.2f}x more"
     return f" ({-r['cut']:+.1%}{x})"
 
 

@@ -15,6 +15,7 @@ from rnnskip.certify import (
     sequence_loss,
     smallest_certifiable,
     split_rows,
+    up2,
     upper_bound,
 )
 
@@ -132,7 +133,11 @@ def test_fixed_sequence_stops_at_the_first_failure_and_reports():
     assert "above the budget of 1 (n=5000)" in none.line("val.npz")
     few = fixed_sequence([np.zeros(40)], 0.01, 0.9)      # 40 sequences cannot certify 1 point at all
     floor = 100 * smallest_certifiable(40, 0.1)
-    assert few.chosen is None and f"40 calibration sequences certify no budget below {floor:.2f}" in few.line("v")
+    shown = up2(floor)            # rounded up: the budget the line names certifies when asked for
+    assert float(shown) >= floor and float(shown) - floor < 0.01
+    assert few.chosen is None and f"40 calibration sequences certify no budget below {shown} points" in few.line("v")
+    assert fixed_sequence([np.zeros(40)], float(shown) / 100, 0.9).chosen is not None
+    assert up2(10.5019) == "10.51" and up2(10.5) == "10.50" and up2(5.3966) == "5.40"
     # the bounds count outcomes: the file's order cannot matter
     assert upper_bound(worse, 0.1) == upper_bound(worse[::-1], 0.1)
     with pytest.raises(ValueError, match="confidence"):

@@ -55,7 +55,10 @@ def test_delta_tune_writes_thresholds(gru):
     assert (d / "delta_pareto.png").stat().st_size > 1000
     assert "nothing certified: 20 calibration sequences certify no budget below" in p.stdout
     warn = [l for l in p.stderr.splitlines() if l.startswith("warning:")]   # on stderr, as rnnskip-convert's
-    assert len(warn) == 1 and "wrote thresholds 0 (the dense model)" in warn[0] and "warning:" not in p.stdout
+    assert len(warn) == 1 and "warning:" not in p.stdout
+    assert warn[0].startswith("warning: nothing certified: 20 calibration sequences certify no budget below ")
+    assert ("wrote thresholds 0, which compute the dense model's outputs on delta firmware that is slower than "
+            "the dense one (convert without --delta)") in warn[0]
     g = js["int8_grid"][0]   # the grid the thresholds were chosen on (calibrated on --val here)
     assert g["layer"] == ir.rnn_layers[0].name and g["input_scale"] > 0 and g["hidden_scale"] > 0
 
@@ -236,6 +239,28 @@ def test_convert_with_delta_report(gru):
     assert all(v > 0 for row in (prof["dense"], prof["delta"]) for v in row.values())
     assert "cycles/step delta" in p.stdout and "column-sparse mat-vec" in p.stdout
     assert "MAC / cycle (step)" in p.stdout and f"({rep['emulation']['macs_note']})" in p.stdout
+
+
+@needs_arm
+def test_convert_with_thresholds_0_says_the_firmware_is_slower(gru):
+    """delta-tune's fallback (thresholds 0, nothing certified) transmits every change: the delta
+    firmware computes the dense model's outputs with more cycles. The table says "x more" and a
+    note says the method costs more than it saves."""
+    model, val, d, ir = gru
+    if not (d / "delta.json").exists():
+        test_delta_tune_writes_thresholds(gru)
+    out = d / "m4-zero"
+    p = cli("rnnskip-convert", model, "--delta", d / "delta.json", "--data", val, "--out", out,
+            "--emulate-max", "4", "--traffic-sample", "0", "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    c = json.loads((out / "report.json").read_text())["delta"]["emulated"]["cycles_per_inference"]
+    assert c["delta"] > c["dense"]
+    more = c["delta"] / c["dense"]
+    assert f"{(more - 1):+.1%}, {more:.2f}x more)" in p.stdout
+    notes = [l for l in p.stderr.splitlines() if "makes the firmware slower" in l]
+    assert notes == [f"note: --delta makes the firmware slower here: {c['delta']:,.0f} cycles per inference against "
+                     f"{c['dense']:,.0f} for the same model without it ({more:.2f}x); its per-step work costs more "
+                     f"than the steps or weight columns it saves on these sequences"]
 
 
 @needs_arm

@@ -80,9 +80,9 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
         + cert.line(str(val)) + "; " + _calibration_numbers(res))
     if cert.chosen is None:
         warn(
-            f"warning: no thresholds certified at this budget; wrote thresholds 0 (the dense model). "
-            f"{res.n} calibration sequences certify budgets of {cert.as_dict()['smallest_certifiable']:.2f} or "
-            f"more: give more (unlabelled data works with --max-disagreement) or a larger budget")
+            f"warning: {cert.line(str(val))}; wrote thresholds 0, which compute the dense model's outputs on delta "
+            f"firmware that is slower than the dense one (convert without --delta). Give more validation sequences "
+            f"(unlabelled ones work with --max-disagreement) or a larger budget")
     log(f"wrote {out} and {plot}")
     return spec.to_json(ir)
 

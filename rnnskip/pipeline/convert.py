@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from .. import boards, emulators
 from ..build import build_host
@@ -43,6 +43,22 @@ class Conversion:
                 rows = setup.table_rows(sec) if sec.get("attached", True) else [(setup.key, sec["why"])]
                 text.append("\n".join(f"  {k:<21} {v}" for k, v in base + rows))
         return "\n".join(text)
+
+    def slower(self) -> List[str]:
+        """A note for each step method whose firmware took more cycles per inference than the same
+        model without it (the emulated comparison of its section): its per-step bookkeeping cost
+        more than the work it saved on these sequences."""
+        notes = []
+        for setup in method_setups():
+            em = (self.report.get(setup.key) or {}).get("emulated") or {}
+            c = em.get("cycles_per_inference") or {}
+            if c.get("dense") and c.get(setup.key) and c[setup.key] > c["dense"]:
+                opt = setup.option.split("/")[0]
+                notes.append(f"note: {opt} makes the firmware slower here: {c[setup.key]:,.0f} cycles per inference "
+                             f"against {c['dense']:,.0f} for the same model without it "
+                             f"({c[setup.key] / c['dense']:.2f}x); its per-step work costs more than the steps or "
+                             f"weight columns it saves on these sequences")
+        return notes
 
     def check(self) -> None:
         """One line when any output differs from the golden model (the contract is bit-exactness)."""

@@ -65,7 +65,7 @@ def next_steps(out: Path, model: Path, target: str = "cortex-m4") -> tuple:
     """(what the budgets rest on, the commands that apply delta networks and a skip predictor to the
     demo's model): each budget is one the demo's validation rows can certify, so every command works
     (tests/test_examples.py runs them)."""
-    from rnnskip.certify import split_rows
+    from rnnskip.certify import split_rows, up2
     from rnnskip.datasets import load_npz
     m = out / "model"
     n = len(load_npz(str(m / "val.npz")))
@@ -73,8 +73,8 @@ def next_steps(out: Path, model: Path, target: str = "cortex-m4") -> tuple:
     b_all, ask_all = certifiable_budget(n)
     b_half, ask_half = certifiable_budget(half)
     text = (f"next, with the same files. Budgets are certified (90% confidence) on the {n} validation "
-            f"sequences, which certify no budget below {b_all:.2f} points when all of them certify "
-            f"(delta-tune --select) and {b_half:.2f} when half do (train-predictor); your own data with "
+            f"sequences, which certify no budget below {up2(b_all)} points when all of them certify "
+            f"(delta-tune --select) and {up2(b_half)} when half do (train-predictor); your own data with "
             "more validation sequences certifies tighter budgets:")
     common = ["--data", str(m / "test.npz"), "--calib", str(m / "train.npz"), "--target", target]
     commands = [

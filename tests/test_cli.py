@@ -163,12 +163,16 @@ def test_stage_commands(model_and_data):
         np.savez(d / "unlabelled.npz", x=z["x"], lengths=z["lengths"])
     p = cli("rnnskip", "quantize", w, "--calib", d / "unlabelled.npz", "--calib-max", "2")
     assert p.returncode == 0, p.stderr
-    one_line_error(cli("rnnskip", "emulate", w, "--data", data), "made from an earlier 'quantize' run",
-                   f"run 'rnnskip build {w} --target TARGET (or --board BOARD) as before' (and the stages after "
-                   f"it) again")
-    one_line_error(cli("rnnskip", "report", w), "made from an earlier 'quantize' run")
-    for args in (("generate", w), ("build", w, "--target", "cortex-m4"), ("emulate", w, "--data", data),
-                 ("report", w)):
+    # the hints name the earliest stale stage with the options the folder records, and following them mends it
+    one_line_error(cli("rnnskip", "emulate", w, "--data", data),
+                   f"{w / 'src/'} was made from an earlier 'quantize' run; run 'rnnskip generate {w}' (and the "
+                   f"stages after it) again")
+    one_line_error(cli("rnnskip", "report", w), f"{w / 'src/'} was made from an earlier 'quantize' run")
+    assert cli("rnnskip", "generate", w).returncode == 0
+    one_line_error(cli("rnnskip", "emulate", w, "--data", data),
+                   f"{w / 'firmware/'} was made from an earlier 'quantize' run; run 'rnnskip build {w} --target "
+                   f"cortex-m4' (and the stages after it) again")
+    for args in (("build", w, "--target", "cortex-m4"), ("emulate", w, "--data", data), ("report", w)):
         p = cli("rnnskip", *args)
         assert p.returncode == 0, (args, p.stderr)
     # the same output again changes nothing (content hashes, not run ids): the later stages stay valid
@@ -228,7 +232,13 @@ def test_unknown_target_and_kernels(model_and_data, tmp_path):
 
 
 def test_stage_out_of_order(tmp_path):
-    one_line_error(cli("rnnskip", "quantize", tmp_path, "--calib", tmp_path / "x.npz"), "model.ir.json", "import")
+    """A stage run before the one it needs names the command to run first."""
+    one_line_error(cli("rnnskip", "quantize", tmp_path, "--calib", tmp_path / "x.npz"),
+                   f"{tmp_path / 'model.ir.json'} not found; run 'rnnskip import MODEL --out {tmp_path}' first")
+    one_line_error(cli("rnnskip", "generate", tmp_path),
+                   f"{tmp_path / 'model.q.json'} not found; run 'rnnskip quantize {tmp_path} --calib CALIB.npz' first")
+    one_line_error(cli("rnnskip", "emulate", tmp_path, "--data", tmp_path / "x.npz"),
+                   f"{tmp_path / 'model.ir.json'} not found; run 'rnnskip import MODEL --out {tmp_path}' first")
 
 
 def test_per_step_model_refused_where_unsupported(tmp_path):

@@ -32,8 +32,11 @@ STAGE_READS = {"import": (), "quantize": ("import",), "generate": ("quantize",),
 STAGE_OUTPUT = {"import": "model.ir.json", "quantize": "model.q.json", "generate": "src/", "build": "firmware/",
                 "emulate": "evaluation.json"}
 _STEMS = {"import": "model.ir", "quantize": "model.q", "emulate": "evaluation"}
-#: the options a stage command requires, as the messages that ask to rerun it show them
-STAGE_OPTIONS = {"quantize": " --calib CALIB.npz", "build": " --target TARGET (or --board BOARD) as before",
+#: the stages in pipeline order
+STAGE_ORDER = ("import", "quantize", "generate", "build", "emulate", "report")
+#: the options a stage command requires, as the messages that ask to rerun it show them (where the
+#: work folder does not record what was given: see :func:`stage_command`)
+STAGE_OPTIONS = {"quantize": " --calib CALIB.npz", "build": " --target TARGET (or --board BOARD)",
                  "emulate": " --data DATA.npz"}
 
 #: keys of WORK/build.json (build_record); "weights" too, absent (flash) in older ones
@@ -47,6 +50,9 @@ def _save(obj, work, stage: str) -> str:
 
 
 def _load(work, stage: str, cls):
+    jpath = stagefile.paths(Path(work) / _STEMS[stage])[0]
+    if not jpath.is_file():
+        raise RnnskipError(f"{jpath} not found; run '{stage_command(work, stage)}' first")
     obj, digest = stagefile.load(Path(work) / _STEMS[stage], stage, cls, stage)
     recorded = (_manifest(work).get(stage) or {}).get("sha256")
     if recorded and recorded != digest:
@@ -104,7 +110,7 @@ def load_build_record(work) -> dict:
     try:
         rec = json.loads(path.read_text())
     except FileNotFoundError:
-        raise RnnskipError(f"{path} not found; run the 'build' stage first") from None
+        raise RnnskipError(f"{path} not found; run '{stage_command(work, 'build')}' first") from None
     except (OSError, ValueError):
         rec = None
     if not isinstance(rec, dict) or not BUILD_KEYS <= set(rec):
@@ -141,10 +147,39 @@ def _manifest(work) -> dict:
         return {}
 
 
+def stage_command(work, stage: str) -> str:
+    """The command that (re)runs ``stage`` on WORK, with the options the work folder records
+    (build: its target or board, wait states, kernels, weights; generate: --max-t), placeholders
+    for the rest."""
+    if stage == "import":
+        return f"rnnskip import MODEL --out {work}"
+    opts = STAGE_OPTIONS.get(stage, "")
+    if stage == "generate":
+        max_t = (_manifest(work).get("generate") or {}).get("max_t")
+        opts = f" --max-t {max_t}" if isinstance(max_t, int) and max_t != 256 else ""
+    if stage == "build":
+        try:
+            rec = json.loads((Path(work) / "build.json").read_text())
+        except (OSError, ValueError):
+            rec = None
+        if isinstance(rec, dict) and (rec.get("board") or rec.get("target")):
+            opts = f" --board {rec['board']}" if rec.get("board") else f" --target {rec['target']}"
+            if rec.get("wait_states") is not None:
+                opts += f" --flash-wait-states {rec['wait_states']}"
+            if rec.get("kernels") not in (None, "portable"):
+                opts += f" --kernels {rec['kernels']}"
+            if rec.get("weights") not in (None, "flash"):
+                opts += f" --weights {rec['weights']}"
+    return f"rnnskip {stage} {work}{opts}"
+
+
 def check_fresh(work, stage: str) -> None:
     """Refuse to run ``stage`` on outputs of earlier stages that no longer match each
-    other (say 'quantize' ran again after 'build': the firmware holds the old weights)."""
+    other (say 'quantize' ran again after 'build': the firmware holds the old weights).
+    The message names the earliest stale stage: rerunning it, then the ones after it, mends
+    the folder."""
     m = _manifest(work)
+    stale = []
     todo, seen = list(STAGE_READS[stage]), set()
     while todo:
         s = todo.pop()
@@ -158,8 +193,11 @@ def check_fresh(work, stage: str) -> None:
         for d, made_from in (rec.get("read") or {}).items():
             now = (m.get(d) or {}).get("sha256")
             if made_from and now and made_from != now:
-                raise RnnskipError(f"{Path(work) / STAGE_OUTPUT[s]} was made from an earlier '{d}' run; run "
-                                   f"'rnnskip {s} {work}{STAGE_OPTIONS.get(s, '')}' (and the stages after it) again")
+                stale.append((s, d))
+    if stale:
+        s, d = min(stale, key=lambda t: STAGE_ORDER.index(t[0]))
+        raise RnnskipError(f"{Path(work) / STAGE_OUTPUT[s]} was made from an earlier '{d}' run; run "
+                           f"'{stage_command(work, s)}' (and the stages after it) again")
 
 
 def stage_done(work, stage: str, digest: Optional[str] = None, **made) -> None:

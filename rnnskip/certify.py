@@ -149,7 +149,7 @@ class Certificate:
         what = "loss" if self.kind == "paired" else "disagreement with the dense model"
         unit = "pt" if self.kind == "paired" else "%"
         return (f"{what} <= {100 * self.budget:g} {unit} with {100 * self.confidence:g}% confidence on data like "
-                f"{data} (n={self.calibration_n}; upper bound {100 * self.upper_bound:.2f} {unit})")
+                f"{data} (n={self.calibration_n}; upper bound {up2(100 * self.upper_bound)} {unit})")
 
 
 def fixed_sequence(losses: Iterable[np.ndarray], budget: float, confidence: float,

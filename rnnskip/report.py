@@ -143,7 +143,9 @@ def memory_system_report(target) -> dict:
     if spec is not None:
         return spec.describe()
     ws = target.flash_wait_states if target is not None else 0
-    return {"name": f"core only: single-cycle memory, {ws} flash wait state{'s' if ws != 1 else ''} per word",
+    name = ("core only: single-cycle memory, 0 flash wait states per word" if not ws else
+            f"core only: single-cycle SRAM, flash with {ws} wait state{'s' if ws != 1 else ''} per word")
+    return {"name": name,
             "source": "rnnskip/simulator/cycles.py (no line fills, prefetch or caches: --board selects a "
                       "board's memory system)",
             "clock_hz": target.clock_hz if target is not None else None,

@@ -421,7 +421,7 @@ def test_convert_with_board_uses_its_memory_system(model_and_data):
             "--out", out5)
     assert p.returncode == 0, p.stderr
     e5 = json.loads((out5 / "report.json").read_text())["emulation"]
-    assert e5["memory_system"]["name"] == "core only: single-cycle memory, 5 flash wait states per word"
+    assert e5["memory_system"]["name"] == "core only: single-cycle SRAM, flash with 5 wait states per word"
     assert e5["memory_per_inference"] is None
     assert e5["cycles_per_inference"] > e["cycles_per_inference"]
 

@@ -55,8 +55,11 @@ def test_demo_and_every_next_step_it_prints(tmp_path):
     cert = delta["delta"]["certified"]
     assert cert["certified"] and cert["max_loss_points"] == ask_all and cert["calibration_n"] == 54
     assert cert["upper_bound"] <= ask_all and delta["delta"]["mac_reduction"]["x_fewer"] > 1.0
-    pred = json.loads((out / "predictor" / "predictor.json").read_text())["certified"]
+    meta = json.loads((out / "predictor" / "predictor.json").read_text())
+    pred, v = meta["certified"], meta["val"]
     assert pred["certified"] and pred["max_loss_points"] == ask_half and pred["calibration_n"] == 27
+    if v["certified_threshold_differs"]:   # what the threshold that ships skips, on the selection rows
+        assert 0.0 <= v["certified_skip_rate"] <= v["skip_rate"]
     skip = json.loads((out / "m4-skip" / "report.json").read_text())
     bit_exact(skip, 370)
     assert 0.0 < skip["skip"]["skip_rate"] < 1.0

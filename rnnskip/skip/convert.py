@@ -370,7 +370,9 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
         f"oracle {meta['oracle']['val']['chosen']['skip_rate']:.1%})")
     if res.certificate is not None:
         log("certified: " + res.certificate.line(str(val))
-            + (" (a more conservative threshold than the selection's)" if v.get("certified_threshold_differs")
+            + ((" (a more conservative threshold than the selection's" + (
+                f": {v['certified_skip_rate']:.1%} of steps skipped on the selection half)"
+                if v.get("certified_skip_rate") is not None else ")")) if v.get("certified_threshold_differs")
                else ""))
     log(f"wrote {out}")
     return meta

@@ -76,6 +76,9 @@ def save(out: Path, res, ir, model_path: str, train_path: str, val_path: str, vo
         meta["calibration_lengths"] = res.calibration_lengths
         meta["val"]["rows"] = "the selection half of --val (the certificate is about the other half)"
         meta["val"]["certified_threshold_differs"] = bool(cal is not None and cal.threshold != p.threshold)
+        if meta["val"]["certified_threshold_differs"]:   # what the threshold that ships skips, on the same rows
+            at = [q for q in res.calibration.points if q.threshold == p.threshold]
+            meta["val"]["certified_skip_rate"] = at[0].skip_rate if at else None
         if res.config.max_disagreement is not None:   # the budget's real kind (max_loss held D for the search)
             meta["max_loss_points"] = None
             meta["max_disagreement_percent"] = res.config.max_disagreement

@@ -365,7 +365,11 @@ def _task_rows(rep: dict) -> list:
     w = a.get("float_int8_weights")                 # the float model with the int8 weights
     return [("accuracy float", _fmt(a["float"]) + ("" if w is None else f"  (with the int8 weights: {_fmt(w)})")),
             ("accuracy int8 golden", _fmt(a["int8_golden"])),
-            ("accuracy int8 device", _fmt(a["int8_device"]) + f"  (n={a['n_device']})")]
+            ("accuracy int8 device", _fmt(a["int8_device"]) + (
+                f"  (n={a['n_device']})" if a["n_device"] >= a["n"] else
+                f"  (the first {a['n_device']} of the {a['n']} sequences; bit-exact with the golden model on them)"
+                if (rep.get("bitexact") or {}).get("device_mismatches") == 0 else
+                f"  (the first {a['n_device']} of the {a['n']} sequences)"))]
 
 
 def _energy_rows(en: Optional[dict]) -> list:

@@ -129,6 +129,9 @@ def test_convert_with_calibration_data_only(model_and_data, tmp_path):
     assert rep["quantization"]["calibration"] == f"{data} (also the evaluation data; pass --data to separate)"
     assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["device_checked"] == 3
     assert rep["accuracy"]["n"] == rep["bitexact"]["host_checked"] > 3
+    # the device's accuracy is on a subset: the table says which, next to the golden model's on all of them
+    assert (f"accuracy int8 device  {rep['accuracy']['int8_device']:.3f}  (the first 3 of the "
+            f"{rep['accuracy']['n']} sequences; bit-exact with the golden model on them)") in p.stdout
     assert [l for l in p.stderr.splitlines() if l.startswith("note:")] == [
         f"note: no --data: checked and measured on the calibration data --calib {data}; pass --data test.npz so "
         "the int8 accuracy is not measured on the data it was calibrated on"]

@@ -414,7 +414,13 @@ def table(rep: dict) -> str:
         traffic = (_fmt(e["flash_read_bytes_per_inference"]) + f"  (sampled {e['traffic_sampled_sequences']})"
                    if e["traffic_sampled_sequences"] else "-  (not measured on this run)")
         ms = e.get("memory_system")
-        if ms:
+        cyc, ins = e.get("cycles_per_inference"), e.get("instructions_per_inference")
+        counted = (cyc is None or cyc != cyc) and ins is not None and ins == ins    # None or NaN: no cycle model
+        if counted:   # QEMU: exact instruction counts, no cycle or memory model (emulation.cycles_from says why)
+            rows.append(("memory system", f"-  (not modelled: {e['emulator']} counts instructions only)"))
+            rows.append(("instructions / inf", _fmt(e["instructions_per_inference"])
+                         + f"  (exact, {e['sequences']} sequences emulated; no cycle model for this core)"))
+        elif ms:
             rows.append(("memory system", ms["name"]))
         mp = e.get("memory_per_inference")
         if mp:
@@ -422,13 +428,16 @@ def table(rep: dict) -> str:
                                for n in mp["cache_hits"])
             rows.append(("line fills / stalls", f"{_fmt(mp['flash_line_fills'])} / {_fmt(mp['stall_cycles'])} cycles"
                          + (f"  ({caches})" if caches else "")))
-        rows += [("cycles / inference", _fmt(e["cycles_per_inference"]) + f"  ({e['sequences']} sequences emulated)"),
-                 ("cycles / step", _fmt(e["cycles_per_step"])),
-                 ("MAC / cycle (step)", _fmt(e["step_macs_per_cycle"])
-                  + (f"  ({e['macs_note']})" if e.get("macs_note") else "")),
-                 (f"latency @ {e['cycle_model']['clock_hz'] / 1e6:g} MHz", _fmt(e["latency_ms_per_inference"], " ms")),
-                 *_energy_rows(e.get("energy")),
-                 ("flash read B / inf", traffic),
+        if not counted:
+            rows += [("cycles / inference",
+                      _fmt(e["cycles_per_inference"]) + f"  ({e['sequences']} sequences emulated)"),
+                     ("cycles / step", _fmt(e["cycles_per_step"])),
+                     ("MAC / cycle (step)", _fmt(e["step_macs_per_cycle"])
+                      + (f"  ({e['macs_note']})" if e.get("macs_note") else "")),
+                     (f"latency @ {e['cycle_model']['clock_hz'] / 1e6:g} MHz",
+                      _fmt(e["latency_ms_per_inference"], " ms")),
+                     *_energy_rows(e.get("energy"))]
+        rows += [("flash read B / inf", traffic),
                  *_weights_rows(e.get("weights")),
                  ("SRAM read / write B", f"{_fmt(e['sram_read_bytes_per_inference'])} / "
                                          f"{_fmt(e['sram_write_bytes_per_inference'])}")]

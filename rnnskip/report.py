@@ -397,13 +397,20 @@ def _weights_rows(w: Optional[dict]) -> list:
                         f"{_fmt(w['copy_cycles'])} cycles ({_fmt(w['copy_ms'], ' ms')}), not per inference")]
 
 
+def _model_line(m: dict) -> str:
+    """The table's model row: front end, recurrent layers (a Bidirectional one named with its merge), size."""
+    bidi = "".join(f" ({l['name']} bidirectional, merge {l['bidirectional']})"
+                   for l in m["layers"] if l.get("bidirectional"))
+    return ("".join(f"{f['kind']} -> " for f in m.get("front_end", []))
+            + f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units{bidi}, "
+            f"{_fmt(m['params'])} params, {_fmt(m['macs_per_step'])} MAC/step")
+
+
 def table(rep: dict) -> str:
     """Readable summary for the terminal."""
     m, b = rep["model"], rep["bitexact"]
     rows = [("target", f"{rep['target']} ({rep['kernels']}, {rep['variant']})"),
-            ("model", "".join(f"{f['kind']} -> " for f in m.get("front_end", []))
-                      + f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units, "
-                      f"{_fmt(m['params'])} params, {_fmt(m['macs_per_step'])} MAC/step"),
+            ("model", _model_line(m)),
             *_task_rows(rep),
             *_split_rows(rep),
             *([("padding", rep["data"]["padding"])] if rep.get("data", {}).get("padding") else []),

@@ -145,3 +145,13 @@ def test_fit_estimate_counts_the_window_buffer():
         step = fl.in_p + (fl.merge_p if later or per_step else 0) + (qm.layers[-1].up if later and per_step else 0)
         assert state_bytes(qm, 100) - state_bytes(qm, 50) == 50 * step, cfg
         assert fl.merge_p == (pad4(2 * fl.units) if merge_mode == "concat" else fl.up)
+
+
+def test_the_terminal_table_names_the_bidirectional_layer():
+    from rnnskip.report import _model_line
+    m = {"type": "gru+lstm", "params": 1234, "macs_per_step": 567,
+         "layers": [{"name": "bidi", "kind": "gru", "units": 8, "bidirectional": "concat"},
+                    {"name": "lstm", "kind": "lstm", "units": 4}]}
+    assert _model_line(m) == "gru+lstm 8/4 units (bidi bidirectional, merge concat), 1,234 params, 567 MAC/step"
+    del m["layers"][0]["bidirectional"]
+    assert _model_line(m) == "gru+lstm 8/4 units, 1,234 params, 567 MAC/step"

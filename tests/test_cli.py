@@ -141,6 +141,15 @@ def test_convert_with_calibration_data_only(model_and_data, tmp_path):
     assert not (tmp_path / "none").exists()
 
 
+def test_cmsis_nn_without_a_checkout_is_refused_before_any_work(model_and_data, tmp_path):
+    model, data, _ = model_and_data
+    env = {k: v for k, v in os.environ.items() if k != "CMSIS_NN_PATH"}
+    p = subprocess.run([str(Path(sys.executable).parent / "rnnskip-convert"), str(model), "--kernels", "cmsis-nn",
+                        "--data", str(data), "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env)
+    line = one_line_error(p, "--kernels cmsis-nn needs CMSIS_NN_PATH set to a CMSIS-NN checkout")
+    assert "calibrate" not in p.stdout + p.stderr and not (tmp_path / "o").exists(), line
+
+
 @needs_arm
 def test_stage_commands(model_and_data):
     model, data, d = model_and_data

@@ -92,6 +92,9 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     from ..report import build_report, write_plots, write_report
     from ..targets.fit import check_fits
     stages.check_kernels(kernels)
+    if kernels == "cmsis-nn":   # refused before the model is even read, not after calibrating it
+        from ..build import cmsis_nn_path
+        cmsis_nn_path()
     check_prefix(prefix)
     board, target = boards.resolve(target_name, board_name, wait_states, weights)
     if target.weights != "flash" and (emulator in ("qemu", "renode") or export):

@@ -264,34 +264,15 @@ class MemorySystem:
 
     # ------------------------------------------------------------ instruction side
     def fetch(self, addr: int) -> int:
-        """Instruction fetch at ``addr``; returns the stall cycles."""
-        if not self.enabled or not (self.lo <= addr < self.hi):
-            return 0
-        line = addr >> self.shift
-        if line == self._ibuf:
-            return 0
-        self._ibuf = line
-        stall = 0
-        c = self.icache
-        if c is not None and c.lookup(addr):
-            pass
-        elif self.prefetch and line == self._pf:
-            self.flash_line_fills += 1
-            self.prefetch_hits += 1
-        else:
-            self.flash_line_fills += 1
-            stall = self.ws
-        if self.prefetch:
-            self._pf = line + 1
-        self.stall_cycles += stall
-        return stall
+        """Instruction fetch at ``addr``; returns the stall cycles (the rule is :meth:`fetch_range`'s)."""
+        return self.fetch_range(addr, addr + 1)
 
     def fetch_range(self, start: int, end: int) -> int:
-        """Instruction fetch of the code bytes ``[start, end)`` in order (one basic block);
-        the same as :meth:`fetch` of every aligned 32-bit word in it.
-
-        The emulator calls this once per executed block, so it is :meth:`fetch` inlined over
-        the block's flash lines (computed once per block)."""
+        """Instruction fetch of the code bytes ``[start, end)`` in order (one basic block), line by
+        line: a line the line buffer holds costs 0; else an I-cache hit costs 0, the prefetched line
+        is a fill that costs 0, and any other line is a fill that stalls ``wait_states``. Addresses
+        outside flash cost nothing. The emulator calls this once per executed block, so each
+        block's flash lines are computed once."""
         if not self.enabled or end <= start:
             return 0
         lines = self._block_lines.get((start, end))

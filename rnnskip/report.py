@@ -363,13 +363,15 @@ def _task_rows(rep: dict) -> list:
                  + ("" if w is None else f"  (int8 weights, float activations: {_fmt(w)})")),
                 ("error int8 vs float (max)", _fmt(err["int8_vs_float_max_abs"]))]
     w = a.get("float_int8_weights")                 # the float model with the int8 weights
+    if a["n_device"] >= a["n"]:
+        on = f"n={a['n_device']}"
+    else:   # a subset: say which, as the golden accuracy next to it is on every sequence
+        on = f"the first {a['n_device']} of the {a['n']} sequences"
+        if (rep.get("bitexact") or {}).get("device_mismatches") == 0:
+            on += "; bit-exact with the golden model on them"
     return [("accuracy float", _fmt(a["float"]) + ("" if w is None else f"  (with the int8 weights: {_fmt(w)})")),
             ("accuracy int8 golden", _fmt(a["int8_golden"])),
-            ("accuracy int8 device", _fmt(a["int8_device"]) + (
-                f"  (n={a['n_device']})" if a["n_device"] >= a["n"] else
-                f"  (the first {a['n_device']} of the {a['n']} sequences; bit-exact with the golden model on them)"
-                if (rep.get("bitexact") or {}).get("device_mismatches") == 0 else
-                f"  (the first {a['n_device']} of the {a['n']} sequences)"))]
+            ("accuracy int8 device", f"{_fmt(a['int8_device'])}  ({on})")]
 
 
 def _energy_rows(en: Optional[dict]) -> list:

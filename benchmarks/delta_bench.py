@@ -141,14 +141,14 @@ def _parts() -> dict:
 
 
 #: the step code and the rest, as labelled now and in results saved before the parts were shared
-TAIL_LABELS = ("step code (cells, inlined)", "step code (inlined cells)", "other (head, I/O)",
-               "other (head, I/O, branches)")
+TAIL_LABELS = ("step code (with the cells)", "step code (cells, inlined)", "step code (inlined cells)",
+               "other (head, I/O)", "other (head, I/O, branches)")
 
 
 def cycle_breakdown(conv_dir: Path, data, k: int) -> dict:
     """Cycles per step by part, delta firmware vs the dense firmware of the same model,
-    on the first k sequences of ``data`` (emulated function profile). The cell kernels are
-    inlined into rnnskip_step, so 'step code' is the cells plus the step's bookkeeping."""
+    on the first k sequences of ``data`` (emulated function profile). 'step code' is rnnskip_step
+    (the step's bookkeeping) and each layer's cell function rnnskip_step_l<i>_cells."""
     from rnnskip import outputs, targets
     from rnnskip.datasets import load_npz
     from rnnskip.delta.golden import effective_macs, run_stats
@@ -428,7 +428,7 @@ def _breakdown_md(bd: dict, sweep_where: str = "below", unit: str = "recording")
     order = list(_parts()) + list(TAIL_LABELS)
     labels = [lab for lab in order if lab in seen] + sorted(seen - set(order))
     L = [f"Where the cycles go (emulated function profile, cycles per step, first {rt['sequences']} test "
-         f"{unit}s; the cell kernels are inlined into the step function):", "",
+         f"{unit}s; the step code is the step function and each layer's cell function):", "",
          "| part | dense | run-time delta | delta-trained |", "|---|---|---|---|"]
     columns = (rt["dense"], rt["delta"], tr["delta"])
     for lab in labels:
@@ -451,8 +451,8 @@ def _report_profile_md(rows, unit: str = "recording") -> list:
     cols = [("dense", dense)] + [(n, p["delta"]) for n, p in rows]
     labels = list(dict.fromkeys(k for _, c in cols for k in c))
     L = [f"Cycles per step by part, from each conversion's report (`delta.emulated.cycles_per_step_by_part`, "
-         f"first {rows[0][1]['sequences']} test {unit}s; the cells and the cell checks are inlined into the "
-         "step function):", "", "| part | " + " | ".join(n for n, _ in cols) + " |",
+         f"first {rows[0][1]['sequences']} test {unit}s; the step code is the step function with the cell "
+         "checks and each layer's cell function):", "", "| part | " + " | ".join(n for n, _ in cols) + " |",
          "|---|" + "---|" * len(cols)]
     for lab in labels:
         L.append(f"| {lab} | " + " | ".join(_n(c.get(lab, 0)) for _, c in cols) + " |")

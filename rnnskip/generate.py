@@ -174,7 +174,7 @@ HOOKS = ("state", "definitions", "init", "before_layers")
 
 
 def _code(env, qm: QModel):
-    """(step-method hooks {hook: [C code]}, per-layer step code) for ``qm``."""
+    """(step-method hooks {hook: [C code]}, per layer {"accumulate": C code, "cells": C code}) for ``qm``."""
     hooks: Dict[str, List[str]] = {h: [] for h in HOOKS}
     ctxs = [(m, m.c_context(qm)) for m in qm.methods]
     for m, ctx in ctxs:
@@ -204,7 +204,7 @@ def _code(env, qm: QModel):
                     break
         if not cell_code.strip():
             cell_code = str(_macro(env, cell.template, "cell")(l, i, acc))
-        layers.append(code.rstrip() + "\n" + cell_code.rstrip())
+        layers.append({"accumulate": code.rstrip(), "cells": cell_code.rstrip()})
     return hooks, layers
 
 

@@ -184,3 +184,42 @@ def test_unbounded_gates_refused_in_one_line(ract):
         quantize_on(ir, x, L)
     msg = str(ei.value)
     assert "\n" not in msg and f"recurrent_activation='{ract}'" in msg and "lstm_0" in msg
+
+
+def test_c_table_entries_hold_each_point_and_its_step():
+    """The C tables' words: v[i] in the low halfword, v[i+1] - v[i] in the high one."""
+    for name, table in act.LUTS.items():
+        w = act.c_entries(table).astype(np.int64) & 0xFFFFFFFF
+        low = ((w & 0xFFFF) ^ 0x8000) - 0x8000
+        high = ((w >> 16) ^ 0x8000) - 0x8000
+        np.testing.assert_array_equal(low, table[:-1], err_msg=name)
+        np.testing.assert_array_equal(high, np.diff(table), err_msg=name)
+
+
+@needs_arm
+@pytest.mark.parametrize("variant", ["dsp", "plain"])
+def test_firmware_activation_equals_golden_everywhere(variant, tmp_path):
+    """The M4 build of rnnskip_act_q (the DSP path's SMLATB lookup, or plain C) on every int16
+    input of every activation, emulated, equals the golden model."""
+    from rnnskip import targets
+    from rnnskip.build import build_firmware
+    from rnnskip.simulator import UnicornEmulator
+    t = targets.load("cortex-m4")
+    (tmp_path / "h.c").write_text(
+        '#include "rnnskip_kernels.h"\n'
+        "int32_t act_out[16384];\n"     # a quarter of the inputs per call: the M4 target's RAM is 128 KiB
+        "void act_range(int32_t act, int32_t x0) {\n"
+        "    for (int32_t i = 0; i < 16384; i++) act_out[i] = rnnskip_act_q(act, x0 + i);\n"
+        "}\n"
+        "int main(void) { for (;;) { } }\n")
+    k = kernel_dir()
+    extra = ["-Wall", "-Wextra", "-Werror"] + (["-DRNNSKIP_NO_DSP"] if variant == "plain" else [])
+    elf = build_firmware(t, [tmp_path / "h.c", k / "rnnskip_luts.c"], tmp_path / variant, name=f"act_{variant}",
+                         extra_cflags=extra, include_dirs=[k], keep=["act_range", "act_out"])
+    emu = UnicornEmulator(elf, t)
+    for name in ALL:
+        out = []
+        for x0 in range(-32768, 32768, 16384):
+            emu.call("act_range", args=(act.ACT_IDS[name], x0))
+            out.append(np.frombuffer(emu.read("act_out", 4 * 16384), "<i4"))
+        np.testing.assert_array_equal(np.concatenate(out), act.act_q(name, X), err_msg=f"{variant} {name}")

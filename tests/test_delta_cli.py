@@ -234,7 +234,7 @@ def test_convert_with_delta_report(gru):
     assert sec["certified"]["certified"] is False and "delta budget" in p.stdout and "not certified" in p.stdout
     prof = e["cycles_per_step_by_part"]            # the emulated function profile, a few sequences
     assert prof["sequences"] == min(4, e["sequences"])
-    assert {"column-sparse mat-vec", "gather", "step code (cells, inlined)"} <= set(prof["delta"])
+    assert {"column-sparse mat-vec", "gather", "step code (with the cells)"} <= set(prof["delta"])
     assert "dense mat-vec" in prof["dense"] and "gather" not in prof["dense"]
     assert all(v > 0 for row in (prof["dense"], prof["delta"]) for v in row.values())
     assert "cycles/step delta" in p.stdout and "column-sparse mat-vec" in p.stdout

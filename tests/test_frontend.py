@@ -110,7 +110,7 @@ def _check_profile_parts(qm, ds, fw, t):
     assert sum(row.values()) == pytest.approx(sum(prof.values()), rel=1e-12)
     assert row["row-major mat-vec (Conv1D taps, Dense layers)"] == sum(
         v for f, v in prof.items() if f.startswith(("rnnskip_mat_vec_acc", "rnnskip_mv4")))
-    assert row["front end (conv, rings, pooling)"] > 0 and row["step code (cells, inlined)"] > 0
+    assert row["front end (conv, rings, pooling)"] > 0 and row["step code (with the cells)"] > 0
     assert row["other (head, I/O)"] == sum(v for f, v in prof.items() if f.startswith(PER_SEQUENCE))
     assert row["column-sparse mat-vec"] > 0 and "dense mat-vec" not in row   # delta on every recurrent layer
 
@@ -118,14 +118,15 @@ def _check_profile_parts(qm, ds, fw, t):
 def test_profile_parts_claim_each_function_once():
     """parts_per_step: a function counts under the first part whose prefixes it matches (the naive
     provider's recurrent mat-vec is not the row-major one, though its name starts the same), the
-    step function is the inlined cells, the rest is 'other'; per executed step."""
+    step functions (and the cell functions named after them) are the step code, the rest is 'other';
+    per executed step."""
     from rnnskip.pipeline.stages import kernel_parts, parts_per_step
     prof = {"rnnskip_mat_vec_acc_s8_naive": 800, "rnnskip_mat_vec_acc_s8": 60, "rnnskip_mv4_dsp_core": 40,
             "rnnskip_conv1d_acc_s8": 30, "rnnskip_ring_push_s8": 10, "rnnskip_front": 20,
             "rnnskip_step": 120, "rnnskip_recurrent": 80, "rnnskip_io_run": 6, "(branches, wait states)": 34}
     row = parts_per_step(prof, kernel_parts("naive"), 4)
     assert row == {"dense mat-vec": 200, "row-major mat-vec (Conv1D taps, Dense layers)": 25,
-                   "front end (conv, rings, pooling)": 15, "step code (cells, inlined)": 50, "other (head, I/O)": 10}
+                   "front end (conv, rings, pooling)": 15, "step code (with the cells)": 50, "other (head, I/O)": 10}
     from rnnskip.skip.qpredictor import QPredictor
     assert "row-major mat-vec (Conv1D taps, Dense layers, skip predictor)" in kernel_parts("portable", (QPredictor,))
     one = parts_per_step({"rnnskip_mat_vec_acc_s8": 100, "arm_nn_mat_mult_nt_t_s8_s32": 700, "rnnskip_step": 200},

@@ -55,7 +55,7 @@ RNNSKIP_INLINE void rnnskip_lstm_unit_s16(const int32_t *acc,
 {
     const int32_t qr = rnnskip_act_out_q(ract);
     const int32_t ig_shift = qr + rnnskip_act_out_q(act) - cell_shift;
-    const int16_t *la = rnnskip_act_lut(act);
+    const int32_t *la = rnnskip_act_lut(act);
     const int32_t i = rnnskip_act_q(ract, rnnskip_lstm_pre(acc, mi, n, ls_x, ls_h, split, 0));
     const int32_t f = rnnskip_act_q(ract, rnnskip_lstm_pre(acc, mi, n, ls_x, ls_h, split, 1));
     const int32_t g = rnnskip_act_q(act, rnnskip_lstm_pre(acc, mi, n, ls_x, ls_h, split, 2));

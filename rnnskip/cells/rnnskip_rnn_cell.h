@@ -24,7 +24,7 @@ RNNSKIP_INLINE void rnnskip_rnn_unit_s16(const int32_t *acc,
                                          int32_t h_ls,
                                          int32_t act)
 {
-    const int16_t *lut = rnnskip_act_lut(act);
+    const int32_t *lut = rnnskip_act_lut(act);
     int32_t v = rnnskip_pre16(*acc, *m, ls);
     if (lut) v = rnnskip_requantize(rnnskip_lut_q15(lut, v), h_mult, h_ls);
     v = rnnskip_sat8(v);

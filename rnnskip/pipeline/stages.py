@@ -225,7 +225,7 @@ ROW_MAJOR_MATVEC = ("rnnskip_mat_vec_acc", "rnnskip_mv4")
 #: a Conv1D front end's own code (its mat-vecs are under the row-major mat-vec): the kernels and
 #: rnnskip_front, the model's per-frame driver (the conv requantisation is inlined into it)
 FRONT_END = ("rnnskip_front", "rnnskip_conv1d", "rnnskip_ring_push", "rnnskip_max_pool1d", "rnnskip_avg_pool1d")
-#: the step functions the cells are inlined into: rnnskip_step, or with a front end
+#: the step code: rnnskip_step and each layer's cell function rnnskip_step_l<i>_cells, or with a front end
 #: rnnskip_recurrent (the layers, once per emitted frame), and a Bidirectional layer's backward pass
 STEP_CODE = ("rnnskip_step", "rnnskip_recurrent", "rnnskip_bidi")
 
@@ -264,7 +264,7 @@ def parts_per_step(prof: Dict[str, float], parts: Dict[str, Tuple[str, ...]], st
         if v:
             row[label] = v / steps
     step_code = tuple(c_name(c_prefix, f) for f in STEP_CODE)     # the model's own functions (--prefix)
-    row["step code (cells, inlined)"] = sum(prof.pop(f) for f in list(prof) if f.startswith(step_code)) / steps
+    row["step code (with the cells)"] = sum(prof.pop(f) for f in list(prof) if f.startswith(step_code)) / steps
     row["other (head, I/O)"] = sum(prof.values()) / steps
     return row
 

@@ -214,6 +214,8 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
         "target": target.name,
         "kernels": kernels,
         "variant": variant,
+        # the DSP path on an Armv8.1-M core compiles the Helium (MVE) mat-vecs too
+        "mve": bool(variant == "dsp" and target.mve),
         "model": {
             "type": "+".join(l.kind for l in ir.rnn_layers),
             "layers": [{"name": l.name, "kind": l.kind, "units": l.units, "input_dim": l.input_dim,
@@ -411,7 +413,7 @@ def _model_line(m: dict) -> str:
 def table(rep: dict) -> str:
     """Readable summary for the terminal."""
     m, b = rep["model"], rep["bitexact"]
-    rows = [("target", f"{rep['target']} ({rep['kernels']}, {rep['variant']})"),
+    rows = [("target", f"{rep['target']} ({rep['kernels']}, {rep['variant']}{' + MVE' if rep.get('mve') else ''})"),
             ("model", _model_line(m)),
             *_task_rows(rep),
             *_split_rows(rep),

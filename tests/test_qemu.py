@@ -119,7 +119,7 @@ def test_cli_convert_and_emulate_with_qemu(model, tmp_path, monkeypatch):
                                   "--data", str(tmp_path / "d.npz"), "--out", str(out), "--bundle", "3"])
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
-    assert rep["target"] == "cortex-m4" and rep["bitexact"]["device_mismatches"] == 0
+    assert rep["target"] == "cortex-m4" and rep["mve"] is False and rep["bitexact"]["device_mismatches"] == 0
     assert rep["bitexact"]["device_checked"] == 3
     e = rep["emulation"]
     assert e["emulator"] == "qemu" and e["board"]["qemu_machine"] == "netduinoplus2"
@@ -178,6 +178,7 @@ def test_cortex_m55_runs_on_qemu_by_default(model, tmp_path, monkeypatch):
     assert rows["instructions / inf"] == (f"{e['instructions_per_inference']:,.0f}  (exact, 3 sequences emulated; "
                                           "no cycle model for this core)"), rows
     assert rows["memory system"] == "-  (not modelled: qemu counts instructions only)"
+    assert rep["mve"] is True and rows["target"] == "cortex-m55 (portable, dsp + MVE)", rows
     assert "cycles / inference" not in rows and not any(k.startswith("latency @") for k in rows)
     assert json.loads((out / "build.json").read_text())["board"] == "mps3-an547"
     # the emulate stage on that folder: QEMU again, on the board 'convert' recorded

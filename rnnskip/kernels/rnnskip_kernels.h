@@ -157,17 +157,15 @@ extern const int32_t rnnskip_hard_sigmoid_lut[RNNSKIP_LUT_ENTRIES];
 extern const int32_t rnnskip_hard_sigmoid_k3_lut[RNNSKIP_LUT_ENTRIES];
 extern const int32_t rnnskip_softsign_lut[RNNSKIP_LUT_ENTRIES];
 
-/* x: int16 range. DSP: one SMLATB does slope * f + 128 (7 cycles a lookup on the M4 against 10
- * with two halfword loads). */
+/* x: int16 range. DSP: one SMLATB (ACLE __smlatb) does step * f + 128: 7 cycles a lookup on the M4
+ * against 10 with two halfword loads. */
 static inline int32_t rnnskip_lut_q15(const int32_t *lut, int32_t x)
 {
     const int32_t *mid = lut + 128; /* the entry of x = 0: x >> 8 indexes from it */
     const int32_t e = mid[x >> 8];
     const int32_t f = x & 0xFF;
 #if RNNSKIP_USE_DSP
-    int32_t t;
-    __asm__("smlatb %0, %1, %2, %3" : "=r"(t) : "r"(e), "r"(f), "r"(128));
-    return (int16_t)e + (t >> 8);
+    return (int16_t)e + (__smlatb(e, f, 128) >> 8);
 #else
     return (int16_t)e + (((e >> 16) * f + 128) >> 8);
 #endif

@@ -63,7 +63,7 @@ def test_clean_copy_builds_with_cmake_and_make_and_boots(project, tmp_path):
     shutil.copytree(project, b)
     _run(["cmake", "-S", ".", "-B", "build", "-DCMAKE_TOOLCHAIN_FILE=cmake/arm-none-eabi.cmake"], a)
     _run(["cmake", "--build", "build"], a)
-    _run(["make", "-j2", "EXTRA_CFLAGS=-Wall -Wextra -Werror"], b)     # the user's flags keep the target's
+    _run(["make", "-j2", "EXTRA_CFLAGS=-Wall -Wextra -Wconversion -Werror"], b)   # the user's flags keep the target's
     for d in (a, b):
         assert (d / "build" / "firmware.elf").is_file() and (d / "build" / "firmware.bin").stat().st_size > 1000
     assert (a / "build/firmware.bin").read_bytes() == (b / "build/firmware.bin").read_bytes()

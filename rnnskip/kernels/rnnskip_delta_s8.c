@@ -222,11 +222,11 @@ struct rnnskip_dv_args {
  * Stack locals: 0 list start, 4 loop entry (| 1), 8 acc end.
  */
 #define RNNSKIP_DV_STEP                                                              \
+    "ldr.w  r3, [r0, #4]\n\t"           /* offset of column j+1               */     \
+    "ldr.w  r12, [r0, #8]\n\t"          /* D = (d_j, d_j+1)                   */     \
     "ldr.w  r2, [r0], #12\n\t"          /* offset of column j; next pair      */     \
-    "ldr.w  r3, [r0, #-8]\n\t"          /* offset of column j+1               */     \
-    "ldr.w  r12, [r0, #-4]\n\t"         /* D = (d_j, d_j+1)                   */     \
-    "ldr.w  r8, [r1, r2]\n\t"           /* V1 = (v1[p], v1[p+1])              */     \
     "ldr.w  r9, [r1, r3]\n\t"           /* V2 = (v2[p], v2[p+1])              */     \
+    "ldr.w  r8, [r1, r2]\n\t"           /* V1 = (v1[p], v1[p+1])              */     \
     "pkhbt  r10, r8, r9, lsl #16\n\t"   /* (v1[p], v2[p]): rows 0, 1          */     \
     "pkhtb  r9, r9, r8, asr #16\n\t"    /* (v1[p+1], v2[p+1]): rows 2, 3      */     \
     "smlad  r5, r10, r12, r5\n\t"       /* A0 += 256*row1 + row0 terms        */     \
@@ -316,11 +316,11 @@ rnnskip_dv_dsp_core(const struct rnnskip_dv_args *a)
 #define RNNSKIP_DV6_USTEPS 16
 #define RNNSKIP_DV6_STEP_BYTES 76
 #define RNNSKIP_DV6_STEP_(a0, a1, a2)                                                \
+    "ldr.w  r12, [r0, #4]\n\t"          /* offset of column j+1               */     \
+    "ldr.w  lr, [r0, #8]\n\t"           /* D = (d_j, d_j+1)                   */     \
     "ldr.w  r3, [r0], #12\n\t"          /* offset of column j; next pair      */     \
-    "ldr.w  r12, [r0, #-8]\n\t"         /* offset of column j+1               */     \
-    "ldr.w  lr, [r0, #-4]\n\t"          /* D = (d_j, d_j+1)                   */     \
-    "ldr.w  r10, [r1, r3]\n\t"          /* word rows of column j              */     \
-    "ldr.w  r11, [r1, r12]\n\t"         /* ... of column j+1                  */     \
+    "ldr.w  r11, [r1, r12]\n\t"         /* word rows of column j+1            */     \
+    "ldr.w  r10, [r1, r3]\n\t"          /* ... of column j                    */     \
     "ldrh.w r3, [r2, r3]\n\t"           /* halfword rows of column j          */     \
     "ldrh.w r12, [r2, r12]\n\t"         /* ... of column j+1                  */     \
     "pkhbt  r3, r3, r12, lsl #16\n\t"                                                \

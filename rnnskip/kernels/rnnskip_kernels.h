@@ -103,7 +103,7 @@ static inline int32_t rnnskip_sat(int32_t v, int32_t lo, int32_t hi)
 static inline int32_t rnnskip_sat16(int32_t v)
 {
 #if defined(__ARM_FEATURE_SAT)
-    return __ssat(v, 16);
+    return (int32_t)__builtin_arm_ssat(v, 16); /* ACLE's __ssat in GCC's arm_acle.h trips -Wsign-conversion */
 #else
     return rnnskip_sat(v, -32768, 32767);
 #endif
@@ -112,7 +112,7 @@ static inline int32_t rnnskip_sat16(int32_t v)
 static inline int32_t rnnskip_sat8(int32_t v)
 {
 #if defined(__ARM_FEATURE_SAT)
-    return __ssat(v, 8);
+    return (int32_t)__builtin_arm_ssat(v, 8);
 #else
     return rnnskip_sat(v, -128, 127);
 #endif

@@ -96,9 +96,9 @@ struct rnnskip_mv4_args {
 #define RNNSKIP_STEP_BYTES 88
 
 #define RNNSKIP_ROW(q, a)                                                          \
-    "sxtb16.w lr, " q "\n\t"          /* lr = (w[k], w[k+2])              */     \
+    "sxtb16 lr, " q "\n\t"            /* lr = (w[k], w[k+2])              */     \
     "smlad  " a ", r8, lr, " a "\n\t" /* a += x[k]w[k] + x[k+2]w[k+2]     */     \
-    "sxtb16.w lr, " q ", ror #8\n\t"  /* lr = (w[k+1], w[k+3])            */     \
+    "sxtb16 lr, " q ", ror #8\n\t"    /* lr = (w[k+1], w[k+3])            */     \
     "smlad  " a ", r9, lr, " a "\n\t" /* a += x[k+1]w[k+1] + x[k+3]w[k+3] */
 
 /* 4 columns of 4 rows: 16 MACs. The loads are issued back to back in two
@@ -209,7 +209,7 @@ void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc,
         const int32_t n = cols - c0 < RNNSKIP_XCHUNK ? cols - c0 : RNNSKIP_XCHUNK;
         for (int32_t k = 0; k < n; k += 4) {
             const uint32_t v = rd32(x + c0 + k);
-            xs[k / 2] = __sxtb16(v);
+            xs[k / 2] = (uint32_t)__sxtb16((int32_t)v); /* ACLE: int8x4_t in, int16x2_t out */
             xs[k / 2 + 1] = rnnskip_sxtb16_ror8(v);
         }
         a.w = w + c0;

@@ -1,7 +1,8 @@
 /*
  * cmsis-nn kernel provider: the model's int8 mat-vec on Arm's CMSIS-NN
  * (arm_nn_mat_mult_nt_t_s8_s32, int8 x int8 -> int32, accumulating into dst).
- * Built only with --kernels cmsis-nn and CMSIS_NN_PATH pointing at a checkout;
+ * Built only with --kernels cmsis-nn and CMSIS_NN_PATH pointing at a checkout (CMSIS-NN v5.0.0 or
+ * later; add Source/NNSupportFunctions/arm_nn_mat_mult_nt_t_s8_s32.c and Include/ to your build);
  * everything else (cells, activations, requantisation) stays rnnskip's portable
  * code, so the arithmetic, and the golden model, are the same.
  */

@@ -1,0 +1,39 @@
+"""The C a user builds into their firmware - the generated model, weights and I/O files and the
+kernels - compiles without a warning under -Wall -Wextra -Wconversion -Werror, on a DSP core
+(the assembly and ACLE paths) and on an Armv6-M one (plain C), for every template path
+test_c_style covers. An integration review found ACLE's __ssat failing -Wsign-conversion in
+every file that includes the kernels' header."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from helpers import needs_arm
+from test_c_style import _models
+
+from rnnskip import targets
+from rnnskip.build import CC, cflags
+from rnnskip.generate import generate
+
+pytestmark = needs_arm
+
+WARNINGS = ["-Wall", "-Wextra", "-Wconversion", "-Wshadow", "-Wstrict-prototypes", "-Werror"]
+#: the sources a user compiles (main.c is the emulation harness's; the CMSIS-NN wrapper needs a checkout)
+SKIP = {"main.c", "rnnskip_mat_vec_cmsis_nn.c"}
+
+
+@pytest.mark.parametrize("target", ["cortex-m4", "cortex-m0plus"])
+def test_generated_c_and_kernels_compile_without_warnings(target, tmp_path):
+    t = targets.load(target)
+    failures = []
+    for name, qm, kernels in _models():
+        out = tmp_path / name
+        generate(qm, out, max_t=7, kernels=kernels)
+        sources = sorted(f for f in list(out.glob("*.c")) + list((out / "kernels").glob("*.c")) if f.name not in SKIP)
+        obj = tmp_path / f"{name}-obj"
+        obj.mkdir()
+        p = subprocess.run([CC, *cflags(t), *WARNINGS, f"-I{out}", f"-I{out / 'kernels'}", "-c",
+                            *[str(s) for s in sources]], cwd=obj, capture_output=True, text=True)
+        if p.returncode != 0:
+            failures.append(f"{name}: {p.stderr.strip()[:600]}")
+    assert not failures, "\n".join(failures)

@@ -227,6 +227,17 @@ def test_two_models_with_prefixes_link_into_one_image(tmp_path):
     assert {f"{p}_{f}" for p in models for f in ("init", "step", "output")} <= names
     assert {"kws_l0_mi", "rnnskip_mat_vec_paired_s8", "rnnskip_delta_mat_vec_s8", "rnnskip_conv1d_acc_s8"} <= names
     assert not [n for n in names if n.startswith("rnnskip_") and n[8:] in {"init", "step", "output", "finish"}]
+    # two models' headers in one source file: refused at compile time (their RNNSKIP_* macros would
+    # silently be the first model's); one model's header twice is fine
+    for src, ok in (('#include "kws/rnnskip_model.h"\n#include "vad/rnnskip_model.h"\n', False),
+                    ('#include "kws/rnnskip_model.h"\n#include "kws/rnnskip_model.h"\n', True)):
+        (tmp_path / "two.c").write_text(src + "int two(void) { return RNNSKIP_OUTPUT_DIM; }\n")
+        r = subprocess.run(["arm-none-eabi-gcc", *cflags(t), "-I", str(tmp_path), "-I", str(tmp_path / "kws"), "-I",
+                            str(tmp_path / "kws" / "kernels"), "-c", str(tmp_path / "two.c"), "-o",
+                            str(tmp_path / "two.o")], capture_output=True, text=True)
+        assert (r.returncode == 0) == ok, r.stderr
+        assert ok or "rnnskip: two models' rnnskip_model.h in one source file; include each model's header from " \
+                      "its own .c file" in r.stderr
 
 
 def test_prefix_names_refused_in_one_line():

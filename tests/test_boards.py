@@ -207,4 +207,6 @@ def test_startup_table_errors_are_one_line():
         _startup("x", dict(raw, startup={"l1_caches": True, "source": "RM"}))
     with pytest.raises(RnnskipError, match="unknown key 'clock'"):
         _startup("x", dict(raw, startup={"clock": 1, "source": "RM"}))
+    with pytest.raises(RnnskipError, match="'note' must be a string"):
+        _startup("x", dict(raw, startup={"note": 1, "source": "RM"}))
     assert _startup("x", raw) is None

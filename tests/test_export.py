@@ -50,6 +50,8 @@ def test_project_layout(project):
     assert "-mcpu=cortex-m4" in mk and "\t$(CC) $(CFLAGS) $(EXTRA_CFLAGS)" in mk
     assert "qemu-system-arm -M netduinoplus2" in mk
     assert "no virtual COM port: connect a 3.3 V USB-serial adapter's RX to PA2" in (project / "README.md").read_text()
+    assert "(e.g. `st-flash write build/firmware.bin 0x08000000` with an ST-LINK," in \
+        (project / "README.md").read_text()
     assert "-serial null -serial stdio" in mk             # USART2 is QEMU's second serial port
     assert "ORIGIN = 0x08000000" in (project / "board/link.ld").read_text()
     assert "rnnskip" not in (project / "cmake/arm-none-eabi.cmake").read_text().split("\n", 2)[2]
@@ -138,3 +140,19 @@ def test_cli_export(model, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, base + ["--export", str(tmp_path / "fw"), "--out", str(tmp_path / "out4")])
     assert r.exit_code == 2 and "holds files rnnskip did not write (board/my_driver.c)" in r.output, r.output
     assert (tmp_path / "fw" / "board" / "my_driver.c").is_file()
+
+
+def test_nrf52840_project_says_how_to_flash_it_and_what_its_startup_needs(model, tmp_path):
+    """Each board's README gives its own programming command (an nRF52840 DK has a J-Link, not an
+    ST-LINK), and the DC/DC write a board without the inductor must drop is called out in the README
+    and next to the write in the board's main."""
+    ir, qm, x, L, d = model
+    p = export_project(d / "src", tmp_path / "fw-nrf", boards.load("nrf52840"), make_bundle(qm, x, L, 2),
+                       "dsp", "portable", "mixed")
+    readme = (p / "README.md").read_text()
+    assert "st-flash" not in readme and "`pyocd flash -t nrf52840 build/firmware.elf`" in readme
+    note = ("POWER.DCDCEN = 1 turns the DC/DC regulator on, which needs the external inductor the nRF52840 DK "
+            "fits: on a board without one, delete that write from rnnskip_board_memory_init")
+    assert note in readme
+    main = " ".join(line.strip(" *") for line in (p / "board/rnnskip_board_main.c").read_text().splitlines())
+    assert note in main and main.index(note) < main.index("void rnnskip_board_memory_init(void)")

@@ -15,7 +15,9 @@ One TOML file per board in this package (``rnnskip boards`` lists them)::
               (rnnskip.simulator.memory; absent: the core-only model)
     [power]   run_current_ma, supply_v, clock_hz, source: datasheet figures for the energy
               estimate (rnnskip.power), or none = "why not"
-    [startup] init = [[address, mask, value], ...], l1_caches (Cortex-M7), source: what the
+    flash_hint: the command the exported project's README gives for programming the image.
+    [startup] init = [[address, mask, value], ...], l1_caches (Cortex-M7), note (what a user of
+    another board with the part must know about the writes), source: what the
               board image sets before it runs the model, so the part runs with the flash wait
               states and caches its [memory_system] describes (at the reset clock)
 
@@ -55,6 +57,7 @@ class Board:
     renode: Dict
     aliases: List[str] = field(default_factory=list)
     startup: Optional[Dict] = None    # [startup]: register writes and caches the board image sets
+    flash_hint: Optional[str] = None  # how to program the exported image (its README; None: a generic probe hint)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -126,7 +129,7 @@ def load(name: str) -> Board:
                      ram_origin=int(mem["ram_origin"]), ram_size=int(mem["ram_size"]),
                      stack_size=int(mem["stack_size"]), uart=uart, qemu=raw.get("qemu"),
                      renode=dict(raw.get("renode", {})), aliases=list(raw.get("aliases", [])),
-                     startup=_startup(real, raw), raw=raw)
+                     startup=_startup(real, raw), flash_hint=raw.get("flash_hint"), raw=raw)
     except KeyError as e:
         raise RnnskipError(f"board file {real}.toml is missing key {e}") from None
 
@@ -138,9 +141,11 @@ def _startup(name: str, raw: dict) -> Optional[Dict]:
     if st is None:
         return None
     where = f"board file {name}.toml [startup]"
-    unknown = set(st) - {"init", "l1_caches", "source"}
+    unknown = set(st) - {"init", "l1_caches", "source", "note"}
     if unknown:
-        raise RnnskipError(f"{where}: unknown key '{sorted(unknown)[0]}' (keys: init, l1_caches, source)")
+        raise RnnskipError(f"{where}: unknown key '{sorted(unknown)[0]}' (keys: init, l1_caches, source, note)")
+    if not isinstance(st.get("note", ""), str):
+        raise RnnskipError(f"{where}: 'note' must be a string (what a user of another board must know)")
     if not isinstance(st.get("source"), str) or not st["source"].strip():
         raise RnnskipError(f"{where}: 'source' must name the manual sections the writes come from")
     init = st.get("init", [])
@@ -154,7 +159,7 @@ def _startup(name: str, raw: dict) -> Optional[Dict]:
         raise RnnskipError(f"{where}: l1_caches must be true or false")
     if l1 and raw["target"] != "cortex-m7":
         raise RnnskipError(f"{where}: l1_caches needs a cortex-m7 target, not {raw['target']}")
-    return {"init": [tuple(e) for e in init], "l1_caches": l1, "source": st["source"]}
+    return {"init": [tuple(e) for e in init], "l1_caches": l1, "source": st["source"], "note": st.get("note")}
 
 
 def board_target(board: Board, wait_states: Optional[int] = None):

@@ -37,3 +37,21 @@ def test_generated_c_and_kernels_compile_without_warnings(target, tmp_path):
         if p.returncode != 0:
             failures.append(f"{name}: {p.stderr.strip()[:600]}")
     assert not failures, "\n".join(failures)
+
+
+def test_headers_compile_as_cpp(tmp_path):
+    """A C++ firmware includes the model's header and the kernels' (extern "C", arm_acle.h outside it)
+    without a warning."""
+    import shutil
+    if shutil.which("arm-none-eabi-g++") is None:
+        pytest.skip("arm-none-eabi-g++ not installed")
+    qm = next(qm for name, qm, kernels in _models() if name == "delta")
+    generate(qm, tmp_path / "src", max_t=7)
+    (tmp_path / "app.cpp").write_text('#include "rnnskip_model.h"\n#include "rnnskip_kernels.h"\n'
+                                      "static rnnskip_state_t st;\n"
+                                      "int app(void) { rnnskip_init(&st); return (int)rnnskip_sat16(70000); }\n")
+    t = targets.load("cortex-m4")
+    p = subprocess.run(["arm-none-eabi-g++", *t.cflags, "-Wall", "-Wextra", "-Werror", "-fno-exceptions", "-fno-rtti",
+                        f"-I{tmp_path / 'src'}", f"-I{tmp_path / 'src' / 'kernels'}", "-c", str(tmp_path / "app.cpp"),
+                        "-o", str(tmp_path / "app.o")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr

@@ -9,13 +9,12 @@
 #define RNNSKIP_KERNELS_H
 
 #include <stdint.h>
+#if defined(__ARM_FEATURE_SAT) || defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h> /* outside extern "C": a system header declares its own linkage */
+#endif
 
 #ifdef __cplusplus
 extern "C" {
-#endif
-
-#if defined(__ARM_FEATURE_SAT) || defined(__ARM_FEATURE_DSP)
-#include <arm_acle.h>
 #endif
 
 #if defined(__ARM_FEATURE_DSP) && !defined(RNNSKIP_NO_DSP)

@@ -48,6 +48,7 @@ def test_project_layout(project):
     assert "src/main.c" not in names                      # the emulation main is replaced by the board's
     mk = (project / "Makefile").read_text()
     assert "-mcpu=cortex-m4" in mk and "\t$(CC) $(CFLAGS) $(EXTRA_CFLAGS)" in mk
+    assert "-Wall -Wextra" in mk
     assert "qemu-system-arm -M netduinoplus2" in mk
     assert "no virtual COM port: connect a 3.3 V USB-serial adapter's RX to PA2" in (project / "README.md").read_text()
     assert "(e.g. `st-flash write build/firmware.bin 0x08000000` with an ST-LINK," in \

@@ -48,7 +48,8 @@ def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "
         for h in list(src_dir.glob("*.h")) + list((src_dir / "kernels").glob("*.h")):
             shutil.copy(h, tmp / "src" / h.relative_to(src_dir))
         render_board_sources(tmp / "board", board, bundle, model_name, t)
-        cflags = target_cflags(t) + (["-DRNNSKIP_NO_DSP"] if variant == "plain" else [])
+        # warnings on: the sources compile cleanly under -Wall -Wextra -Wconversion (tests/test_c_warnings.py)
+        cflags = target_cflags(t) + (["-DRNNSKIP_NO_DSP"] if variant == "plain" else []) + ["-Wall", "-Wextra"]
         idx = int(board.qemu.get("serial_index", 0)) if board.qemu else 0
         ctx = {"version": __version__, "board": board, "target": t, "uart": board.uart, "kernels": kernels,
                "variant": variant, "model_name": model_name, "n": bundle.n, "cflags": cflags,

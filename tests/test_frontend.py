@@ -123,10 +123,11 @@ def test_profile_parts_claim_each_function_once():
     from rnnskip.pipeline.stages import kernel_parts, parts_per_step
     prof = {"rnnskip_mat_vec_acc_s8_naive": 800, "rnnskip_mat_vec_acc_s8": 60, "rnnskip_mv4_dsp_core": 40,
             "rnnskip_conv1d_acc_s8": 30, "rnnskip_ring_push_s8": 10, "rnnskip_front": 20,
-            "rnnskip_step": 120, "rnnskip_recurrent": 80, "rnnskip_io_run": 6, "(branches, wait states)": 34}
+            "rnnskip_step": 120, "rnnskip_recurrent": 80, "rnnskip_step_l0_cells": 40, "rnnskip_io_run": 6,
+            "(branches, wait states)": 34}
     row = parts_per_step(prof, kernel_parts("naive"), 4)
     assert row == {"dense mat-vec": 200, "row-major mat-vec (Conv1D taps, Dense layers)": 25,
-                   "front end (conv, rings, pooling)": 15, "step code (with the cells)": 50, "other (head, I/O)": 10}
+                   "front end (conv, rings, pooling)": 15, "step code (with the cells)": 60, "other (head, I/O)": 10}
     from rnnskip.skip.qpredictor import QPredictor
     assert "row-major mat-vec (Conv1D taps, Dense layers, skip predictor)" in kernel_parts("portable", (QPredictor,))
     one = parts_per_step({"rnnskip_mat_vec_acc_s8": 100, "arm_nn_mat_mult_nt_t_s8_s32": 700, "rnnskip_step": 200},

@@ -451,8 +451,8 @@ def _report_profile_md(rows, unit: str = "recording") -> list:
     cols = [("dense", dense)] + [(n, p["delta"]) for n, p in rows]
     labels = list(dict.fromkeys(k for _, c in cols for k in c))
     L = [f"Cycles per step by part, from each conversion's report (`delta.emulated.cycles_per_step_by_part`, "
-         f"first {rows[0][1]['sequences']} test {unit}s; the step code is the step function with the cell "
-         "checks and each layer's cell function):", "", "| part | " + " | ".join(n for n, _ in cols) + " |",
+         f"first {rows[0][1]['sequences']} test {unit}s; the step code is the step function and each "
+         "layer's cell function, with the cell checks):", "", "| part | " + " | ".join(n for n, _ in cols) + " |",
          "|---|" + "---|" * len(cols)]
     for lab in labels:
         L.append(f"| {lab} | " + " | ".join(_n(c.get(lab, 0)) for _, c in cols) + " |")

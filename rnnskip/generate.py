@@ -321,7 +321,7 @@ def _write_prefix_header(qm: QModel, out_dir: Path, kernel_files) -> Path:
              f" * (rnnskip-convert --prefix {qm.c_prefix}): rnnskip_init is {qm.c_prefix}_init, and so on, so models",
              " * with different prefixes link into one image (compile one copy of kernels/ for them all). Include",
              " * each model's rnnskip_model.h from its own source file: the RNNSKIP_* macros keep their names. */",
-             f"#ifndef {qm.c_prefix.upper()}_PREFIX_H", f"#define {qm.c_prefix.upper()}_PREFIX_H"]
+             f"#ifndef RNNSKIP_PREFIX_{qm.c_prefix.upper()}_H", f"#define RNNSKIP_PREFIX_{qm.c_prefix.upper()}_H"]
     lines += [f"#define {n} {qm.c_name(n)}" for n in names]
     lines += ["#endif", ""]
     path = out_dir / "rnnskip_prefix.h"

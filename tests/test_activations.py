@@ -140,6 +140,9 @@ def test_firmware_links_only_the_tables_it_reads(tmp_path):
             names = {s.name for s in ELFFile(f).get_section_by_name(".symtab").iter_symbols()}
         linked = [a for a, n in LUT_NAMES.items() if n in names]
         assert linked == tables_used(qm), (cfg, acts, linked)
+        with open(fw.elf, "rb") as f:    # what inspect's flash estimate counts per table
+            sizes = {s.name: s["st_size"] for s in ELFFile(f).get_section_by_name(".symtab").iter_symbols()}
+        assert all(sizes[LUT_NAMES[a]] == act.LUT_BYTES for a in linked), sizes
         assert ("tanh" in linked) == (acts is None or "tanh" in acts or "tanh" in [d.activation for d in qm.head])
 
 
@@ -223,3 +226,37 @@ def test_firmware_activation_equals_golden_everywhere(variant, tmp_path):
             emu.call("act_range", args=(act.ACT_IDS[name], x0))
             out.append(np.frombuffer(emu.read("act_out", 4 * 16384), "<i4"))
         np.testing.assert_array_equal(np.concatenate(out), act.act_q(name, X), err_msg=f"{variant} {name}")
+
+
+@needs_arm
+@pytest.mark.parametrize("variant", ["dsp", "plain"])
+def test_lookup_of_a_decreasing_table(variant, tmp_path):
+    """rnnskip_lut_q15 reads the step as a signed halfword: every shipped table rises, so a falling one
+    (-tanh) checks the sign of the step on the M4's SMLATB path and in plain C, on every input."""
+    from rnnskip import targets
+    from rnnskip.build import build_firmware
+    from rnnskip.quant import fixedpoint as fp
+    from rnnskip.simulator import UnicornEmulator
+    table = -fp.TANH_LUT
+    t = targets.load("cortex-m4")
+    (tmp_path / "h.c").write_text(
+        '#include "rnnskip_kernels.h"\n'
+        "int32_t lut_in[256];\n"
+        "int32_t lut_out[16384];\n"
+        "void lut_range(int32_t x0) {\n"
+        "    for (int32_t i = 0; i < 16384; i++) lut_out[i] = rnnskip_lut_q15(lut_in, x0 + i);\n"
+        "}\n"
+        "int main(void) { for (;;) { } }\n")
+    extra = ["-Wall", "-Wextra", "-Werror"] + (["-DRNNSKIP_NO_DSP"] if variant == "plain" else [])
+    k = kernel_dir()
+    elf = build_firmware(t, [tmp_path / "h.c"], tmp_path / variant, name=f"lut_{variant}", extra_cflags=extra,
+                         include_dirs=[k], keep=["lut_range", "lut_in", "lut_out"])
+    emu = UnicornEmulator(elf, t)
+    emu.write("lut_in", act.c_entries(table).astype("<i4").tobytes())
+    out = []
+    for x0 in range(-32768, 32768, 16384):
+        emu.call("lut_range", args=(x0,))
+        out.append(np.frombuffer(emu.read("lut_out", 4 * 16384), "<i4"))
+    want = fp._lut_eval(X, table)
+    assert (np.diff(table) < 0).any()
+    np.testing.assert_array_equal(np.concatenate(out), want)

@@ -270,5 +270,6 @@ def test_prefixed_model_is_bitexact_and_profiled(tmp_path):
     assert ev.mismatches == 0 and ev.device_checked == len(x) and ev.host_checked == len(x)
     prof = emu.profile(fw, device_sequences(qm, dataset(x, L), 2))
     assert any(f.startswith("kws_step") for f in prof) and not any(f.startswith("rnnskip_step") for f in prof)
+    assert prof.get("kws_step_l0_cells", 0) > 0         # the layer's cell function, under the prefix
     row = parts_per_step(prof, kernel_parts("portable", (), qm.c_prefix), 10, qm.c_prefix)
     assert row["step code (with the cells)"] > 0

@@ -255,8 +255,9 @@ def kernel_parts(kernels: str, methods=(), c_prefix: str = "rnnskip") -> Dict[st
 def parts_per_step(prof: Dict[str, float], parts: Dict[str, Tuple[str, ...]], steps: int,
                    c_prefix: str = "rnnskip") -> Dict[str, float]:
     """A function profile (cycles by symbol) as cycles per executed step by part: each function
-    counted once, under the first part whose prefixes it matches; the step functions with what is
-    inlined into them (the cells, :data:`STEP_CODE`); the rest. Parts with no cycles are left out."""
+    counted once, under the first part whose prefixes it matches; the step code (:data:`STEP_CODE`: the
+    step functions and each layer's cell function <prefix>_step_l<i>_cells); the rest. Parts with no
+    cycles are left out."""
     prof, row = dict(prof), {}
     steps = max(int(steps), 1)
     for label, prefixes in parts.items():

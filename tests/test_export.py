@@ -111,6 +111,9 @@ def test_cli_export(model, tmp_path, monkeypatch):
     assert "wrote the stm32f407 firmware project" in r.output
     data = (tmp_path / "fw" / "board" / "rnnskip_board_data.c").read_text()
     assert "rnnskip_bundle_n = 3u" in data
+    stack = json.loads((tmp_path / "out" / "report.json").read_text())["footprint"]["stack_bytes"]
+    assert stack > 0 and f"One inference needs {stack:,} bytes of stack, measured under emulation" in \
+        (tmp_path / "fw" / "README.md").read_text()
     r = CliRunner().invoke(main, ["convert", "model.h5", "--export", str(tmp_path / "fw2"), "--data",
                                   str(tmp_path / "d.npz"), "--out", str(tmp_path / "out2")])
     assert r.exit_code == 2 and "--export needs --board" in r.output

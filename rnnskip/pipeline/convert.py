@@ -179,5 +179,6 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         workdir.save_build(tmp, workdir.build_record(target, board, variant, wait_states, kernels, fw, max_t))
     if export:
         from ..boards.export import export_project
-        export_project(Path(out) / "src", export, board, bd, variant, kernels, ir.name, wait_states)
+        export_project(Path(out) / "src", export, board, bd, variant, kernels, ir.name, wait_states,
+                       stack_bytes=rep.get("footprint", {}).get("stack_bytes"))
     return Conversion(report=rep, out=Path(out), board=board.name if board else None, export=export)

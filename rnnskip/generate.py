@@ -131,6 +131,17 @@ def _arrays(qm: QModel, layout: str) -> List[dict]:
     return a
 
 
+def weights_id(arrays) -> str:
+    """A fingerprint of the generated arrays (names, types, values) as a C literal: rnnskip_weights.h
+    defines it and rnnskip_model.c and rnnskip_weights.c check it, so files of two conversions do not
+    compile together."""
+    import hashlib
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(f"{a['name']}:{a['ctype']}:{a['size']}:{a['body']};".encode())
+    return f"0x{h.hexdigest()[:8]}u"
+
+
 def weights_bytes(qm: QModel, kernels: str = "portable") -> int:
     """Bytes of the model's constant arrays as :func:`generate` writes them (weights, biases,
     multipliers, the step methods' arrays; not the activation tables): one copy of the weights,
@@ -213,6 +224,7 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
     env = env or templates_env()
     head_rows = [d.rows for d in qm.head]
     hooks, layer_code = _code(env, qm)
+    arrays = _arrays(qm, layout)
     headers = sorted({cell_of(l.kind).c_header for l in qm.layers})
     headers += [h for m in qm.methods for h in m.c_headers if h not in headers]
     return {
@@ -227,7 +239,7 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
         **_bidi_context(qm),
         "head_scratch": max(head_rows) if head_rows else 0,
         **_feature_literals(qm), "output_scale_f": _f32_literal(qm.output_scale),
-        "arrays": _arrays(qm, layout),
+        "arrays": arrays, "weights_id": weights_id(arrays),
         **_front_context(qm),
     }
 

@@ -273,3 +273,31 @@ def test_prefixed_model_is_bitexact_and_profiled(tmp_path):
     assert prof.get("kws_step_l0_cells", 0) > 0         # the layer's cell function, under the prefix
     row = parts_per_step(prof, kernel_parts("portable", (), qm.c_prefix), 10, qm.c_prefix)
     assert row["step code (with the cells)"] > 0
+
+
+@needs_arm
+def test_files_of_two_conversions_do_not_compile_together(tmp_path):
+    """rnnskip_weights.h carries a fingerprint of the arrays; rnnskip_model.c and rnnskip_weights.c check
+    it, so a model file next to another conversion's weights (same shapes, other values) stops the build
+    instead of running with the wrong weights."""
+    import shutil
+    import subprocess
+
+    from rnnskip import targets
+    from rnnskip.build import cflags
+    t = targets.load("cortex-m4")
+    for seed in (1, 2):      # the same architecture, other weights
+        generate(quantized("feat-mask-gru", seed=seed, n=6, T=8)[1], tmp_path / f"m{seed}", max_t=8)
+    a, b = tmp_path / "m1", tmp_path / "m2"
+    assert (a / "rnnskip_weights.h").read_text() != (b / "rnnskip_weights.h").read_text()
+
+    def cc(d, src):
+        return subprocess.run(["arm-none-eabi-gcc", *cflags(t), "-I", str(d), "-I", str(d / "kernels"), "-c",
+                               str(d / src), "-o", str(tmp_path / "x.o")], capture_output=True, text=True)
+    for src in ("rnnskip_model.c", "rnnskip_weights.c"):
+        assert cc(a, src).returncode == 0
+    shutil.copy(b / "rnnskip_weights.h", a / "rnnskip_weights.h")
+    for src in ("rnnskip_model.c", "rnnskip_weights.c"):
+        r = cc(a, src)
+        assert r.returncode != 0 and "rnnskip: rnnskip_weights.h is from another conversion; copy all of one " \
+                                     "conversion's files together" in r.stderr, r.stderr

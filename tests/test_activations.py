@@ -199,64 +199,59 @@ def test_c_table_entries_hold_each_point_and_its_step():
         np.testing.assert_array_equal(high, np.diff(table), err_msg=name)
 
 
-@needs_arm
-@pytest.mark.parametrize("variant", ["dsp", "plain"])
-def test_firmware_activation_equals_golden_everywhere(variant, tmp_path):
-    """The M4 build of rnnskip_act_q (the DSP path's SMLATB lookup, or plain C) on every int16
-    input of every activation, emulated, equals the golden model."""
+@pytest.fixture(scope="module", params=["dsp", "plain"])
+def m4_lookups(request, tmp_path_factory):
+    """(variant, emulator) of an M4 image with rnnskip_act_q and rnnskip_lut_q15 (on a table written into
+    lut_in) over a quarter of the int16 inputs per call: the M4 target's RAM is 128 KiB."""
     from rnnskip import targets
     from rnnskip.build import build_firmware
     from rnnskip.simulator import UnicornEmulator
+    variant, d = request.param, tmp_path_factory.mktemp("lookups")
     t = targets.load("cortex-m4")
-    (tmp_path / "h.c").write_text(
-        '#include "rnnskip_kernels.h"\n'
-        "int32_t act_out[16384];\n"     # a quarter of the inputs per call: the M4 target's RAM is 128 KiB
-        "void act_range(int32_t act, int32_t x0) {\n"
-        "    for (int32_t i = 0; i < 16384; i++) act_out[i] = rnnskip_act_q(act, x0 + i);\n"
-        "}\n"
-        "int main(void) { for (;;) { } }\n")
-    k = kernel_dir()
-    extra = ["-Wall", "-Wextra", "-Werror"] + (["-DRNNSKIP_NO_DSP"] if variant == "plain" else [])
-    elf = build_firmware(t, [tmp_path / "h.c", k / "rnnskip_luts.c"], tmp_path / variant, name=f"act_{variant}",
-                         extra_cflags=extra, include_dirs=[k], keep=["act_range", "act_out"])
-    emu = UnicornEmulator(elf, t)
-    for name in ALL:
-        out = []
-        for x0 in range(-32768, 32768, 16384):
-            emu.call("act_range", args=(act.ACT_IDS[name], x0))
-            out.append(np.frombuffer(emu.read("act_out", 4 * 16384), "<i4"))
-        np.testing.assert_array_equal(np.concatenate(out), act.act_q(name, X), err_msg=f"{variant} {name}")
-
-
-@needs_arm
-@pytest.mark.parametrize("variant", ["dsp", "plain"])
-def test_lookup_of_a_decreasing_table(variant, tmp_path):
-    """rnnskip_lut_q15 reads the step as a signed halfword: every shipped table rises, so a falling one
-    (-tanh) checks the sign of the step on the M4's SMLATB path and in plain C, on every input."""
-    from rnnskip import targets
-    from rnnskip.build import build_firmware
-    from rnnskip.quant import fixedpoint as fp
-    from rnnskip.simulator import UnicornEmulator
-    table = -fp.TANH_LUT
-    t = targets.load("cortex-m4")
-    (tmp_path / "h.c").write_text(
+    (d / "h.c").write_text(
         '#include "rnnskip_kernels.h"\n'
         "int32_t lut_in[256];\n"
-        "int32_t lut_out[16384];\n"
+        "int32_t out[16384];\n"
+        "void act_range(int32_t act, int32_t x0) {\n"
+        "    for (int32_t i = 0; i < 16384; i++) out[i] = rnnskip_act_q(act, x0 + i);\n"
+        "}\n"
         "void lut_range(int32_t x0) {\n"
-        "    for (int32_t i = 0; i < 16384; i++) lut_out[i] = rnnskip_lut_q15(lut_in, x0 + i);\n"
+        "    for (int32_t i = 0; i < 16384; i++) out[i] = rnnskip_lut_q15(lut_in, x0 + i);\n"
         "}\n"
         "int main(void) { for (;;) { } }\n")
-    extra = ["-Wall", "-Wextra", "-Werror"] + (["-DRNNSKIP_NO_DSP"] if variant == "plain" else [])
     k = kernel_dir()
-    elf = build_firmware(t, [tmp_path / "h.c"], tmp_path / variant, name=f"lut_{variant}", extra_cflags=extra,
-                         include_dirs=[k], keep=["lut_range", "lut_in", "lut_out"])
-    emu = UnicornEmulator(elf, t)
-    emu.write("lut_in", act.c_entries(table).astype("<i4").tobytes())
+    extra = ["-Wall", "-Wextra", "-Werror"] + (["-DRNNSKIP_NO_DSP"] if variant == "plain" else [])
+    elf = build_firmware(t, [d / "h.c", k / "rnnskip_luts.c"], d / variant, name=f"lookups_{variant}",
+                         extra_cflags=extra, include_dirs=[k], keep=["act_range", "lut_range", "lut_in", "out"])
+    return variant, UnicornEmulator(elf, t)
+
+
+def _every_input(emu, fn, *args):
+    """``fn(*args, x0)`` over the four quarters of the int16 inputs -> its 65,536 outputs."""
     out = []
     for x0 in range(-32768, 32768, 16384):
-        emu.call("lut_range", args=(x0,))
-        out.append(np.frombuffer(emu.read("lut_out", 4 * 16384), "<i4"))
-    want = fp._lut_eval(X, table)
+        emu.call(fn, args=(*args, x0))
+        out.append(np.frombuffer(emu.read("out", 4 * 16384), "<i4"))
+    return np.concatenate(out)
+
+
+@needs_arm
+def test_firmware_activation_equals_golden_everywhere(m4_lookups):
+    """The M4 build of rnnskip_act_q (the DSP path's SMLATB lookup, or plain C) on every int16
+    input of every activation, emulated, equals the golden model."""
+    variant, emu = m4_lookups
+    for name in ALL:
+        np.testing.assert_array_equal(_every_input(emu, "act_range", act.ACT_IDS[name]), act.act_q(name, X),
+                                      err_msg=f"{variant} {name}")
+
+
+@needs_arm
+def test_lookup_of_a_decreasing_table(m4_lookups):
+    """rnnskip_lut_q15 reads the step as a signed halfword: every shipped table rises, so a falling one
+    (-tanh) checks the sign of the step on the M4's SMLATB path and in plain C, on every input."""
+    from rnnskip.quant import fixedpoint as fp
+    variant, emu = m4_lookups
+    table = -fp.TANH_LUT
     assert (np.diff(table) < 0).any()
-    np.testing.assert_array_equal(np.concatenate(out), want)
+    emu.write("lut_in", act.c_entries(table).astype("<i4").tobytes())
+    np.testing.assert_array_equal(_every_input(emu, "lut_range"), fp._lut_eval(X, table), err_msg=variant)

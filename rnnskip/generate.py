@@ -131,6 +131,12 @@ def _arrays(qm: QModel, layout: str) -> List[dict]:
     return a
 
 
+def header_guard(qm: QModel, what: str) -> str:
+    """The include guard of a generated header (``what``: MODEL, WEIGHTS, PREFIX), per --prefix so two
+    models' headers do not mask each other, in the RNNSKIP_ namespace an application does not use."""
+    return f"RNNSKIP_{what}_H" if qm.c_prefix == "rnnskip" else f"RNNSKIP_{what}_{qm.c_prefix.upper()}_H"
+
+
 def weights_id(arrays) -> str:
     """A fingerprint of the generated arrays (names, types, values) as a C literal: rnnskip_weights.h
     defines it and rnnskip_model.c and rnnskip_weights.c check it, so files of two conversions do not
@@ -240,6 +246,7 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
         "head_scratch": max(head_rows) if head_rows else 0,
         **_feature_literals(qm), "output_scale_f": _f32_literal(qm.output_scale),
         "arrays": arrays, "weights_id": weights_id(arrays),
+        "guard": {w: header_guard(qm, w) for w in ("MODEL", "WEIGHTS")},
         **_front_context(qm),
     }
 
@@ -333,7 +340,7 @@ def _write_prefix_header(qm: QModel, out_dir: Path, kernel_files) -> Path:
              f" * (rnnskip-convert --prefix {qm.c_prefix}): rnnskip_init is {qm.c_prefix}_init, and so on, so models",
              " * with different prefixes link into one image (compile one copy of kernels/ for them all). Include",
              " * each model's rnnskip_model.h from its own source file: the RNNSKIP_* macros keep their names. */",
-             f"#ifndef RNNSKIP_PREFIX_{qm.c_prefix.upper()}_H", f"#define RNNSKIP_PREFIX_{qm.c_prefix.upper()}_H"]
+             f"#ifndef {header_guard(qm, 'PREFIX')}", f"#define {header_guard(qm, 'PREFIX')}"]
     lines += [f"#define {n} {qm.c_name(n)}" for n in names]
     lines += ["#endif", ""]
     path = out_dir / "rnnskip_prefix.h"

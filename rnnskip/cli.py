@@ -341,9 +341,11 @@ def boards_cmd():
 @click.option("--margin-se", type=float, default=0.0, show_default=True,
               help="Meet --max-loss with this many standard errors of the validation loss to spare "
                    "(the loss on a small --val is noisy; 1-2 guards against picking a lucky point).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed: the same seed, data and package versions give the same predictor bit for bit.")
 @guard
 def train_predictor_cmd(model, train, val, max_loss, max_disagreement, confidence, out, ptype, rounds, size_ratio,
-                        measure, calibrate_on, calib, margin_se):
+                        measure, calibrate_on, calib, margin_se, seed):
     """Train a time-step skip predictor for MODEL (frozen) within an accuracy budget.
 
     The skip-predictor method is the subject of Arm's US patent 11,663,814 B2
@@ -351,4 +353,4 @@ def train_predictor_cmd(model, train, val, max_loss, max_disagreement, confidenc
     from .skip.convert import run_train_predictor
     run_train_predictor(model, train, val, max_loss, out, ptype=ptype, rounds=rounds, size_ratio=size_ratio,
                         measure=measure, calibrate_on=calibrate_on, calib=calib, margin_se=margin_se, log=click.echo,
-                        confidence=confidence, max_disagreement=max_disagreement)
+                        confidence=confidence, max_disagreement=max_disagreement, seed=seed)

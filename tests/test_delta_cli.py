@@ -346,6 +346,32 @@ def test_delta_train_cli_keeps_stderr_clean(gru):
     assert "\nepoch 1/1: loss " in p.stdout                  # progress on stdout, one line per epoch
 
 
+def _h5_weights(path):
+    import h5py
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, o: out.__setitem__(name, o[()]) if isinstance(o, h5py.Dataset) else None)
+    return out
+
+
+def test_delta_train_is_reproducible_from_its_seed(gru):
+    """Two processes with the same seed write the same weights bit for bit (TensorFlow's threaded
+    kernels would not: one thread each, rnnskip.tfquiet.seed_training); another seed trains others."""
+    model, val, d, ir = gru
+    runs = {}
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        p = cli("rnnskip", "delta-train", model, "--train", val, "--val", val, "--out", d / f"seed_{name}.h5",
+                "--epochs", "2", "--seed", seed)
+        assert p.returncode == 0, p.stderr
+        assert "not reproducible" not in p.stdout
+        runs[name] = _h5_weights(d / f"seed_{name}.h5")
+    assert runs["a"].keys() == runs["b"].keys()
+    for k in runs["a"]:
+        np.testing.assert_array_equal(runs["a"][k], runs["b"][k], err_msg=k)
+    assert any(not np.array_equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
+    assert json.loads((d / "seed_a.delta.json").read_text())["tuning"]["reproducible"] is True
+
+
 def test_delta_train_writes_normal_keras_model(gru):
     model, val, d, ir = gru
     from rnnskip.delta.train import run_delta_train

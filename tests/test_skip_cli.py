@@ -269,3 +269,23 @@ def test_convert_with_predictor_on_cortex_m55_qemu(setup):
     assert ins["dense"] > ins["skip"] > 0 and e["sequences"] == 6
     assert e["dense_device_matches_golden"]
     assert "skip instr. / inf" in res.output and "no cycle model" in res.output
+
+
+def test_mlp_predictor_is_reproducible_from_its_seed(setup):
+    """Two processes with --seed 5 write the same predictor arrays (rnnskip.tfquiet.seed_training).
+    (This model's MLP is too small for TensorFlow's threads to reorder its sums;
+    tests/test_delta_cli.py has a training where they do.)"""
+    from test_cli import cli
+    d, model, other, paths = setup
+    arrays = []
+    for name, seed in (("mlp_a", "5"), ("mlp_b", "5")):
+        p = cli("rnnskip", "train-predictor", model, "--train", paths["train"], "--val", paths["val"], "--max-loss",
+                "60", "--out", d / name, "--type", "mlp", "--size-ratio", "1", "--rounds", "0",
+                "--calib", paths["train"], "--seed", seed)
+        assert p.returncode == 0, p.stderr
+        assert "not reproducible" not in p.stdout
+        with np.load(d / name / "predictor.npz") as z:
+            arrays.append({k: z[k] for k in z.files})
+    assert arrays[0].keys() == arrays[1].keys()
+    for k in arrays[0]:
+        np.testing.assert_array_equal(arrays[0][k], arrays[1][k], err_msg=k)

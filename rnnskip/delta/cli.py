@@ -161,12 +161,14 @@ def delta_tune_cmd(model, val, max_loss, max_disagreement, confidence, select, o
 @click.option("--lr", default=5e-4, show_default=True, help="Adam learning rate.")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None,
               help="Calibration data for the int8 grid (default: --train).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed: the same seed, data and package versions give the same model bit for bit.")
 @guard
 def delta_train_cmd(model, train_path, val, out, theta_x, theta_h, theta_m, delta_path, epochs, patience, l1, noise,
-                    lr, calib):
+                    lr, calib, seed):
     """Delta-aware fine-tuning of MODEL (this retrains; writes a normal Keras model OUT and, next to it,
     OUT.delta.json with the thresholds it was trained for)."""
     from .train import run_delta_train
     run_delta_train(model, train_path, val, out, theta_x=theta_x, theta_h=theta_h, theta_m=theta_m,
                     delta_path=delta_path,
-                    epochs=epochs, patience=patience, l1=l1, noise=noise, lr=lr, calib=calib, log=click.echo)
+                    epochs=epochs, patience=patience, l1=l1, noise=noise, lr=lr, calib=calib, seed=seed, log=click.echo)

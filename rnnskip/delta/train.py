@@ -283,7 +283,8 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     cal = load_npz(str(calib), ir, labels=False) if calib else tr
     qm, _ = pipeline.quantize_model(ir, cal, 1000, progress=False)   # the int8 grid the network is trained for
     tf, keras = _keras()
-    keras.utils.set_random_seed(seed)
+    from ..tfquiet import seed_training
+    reproducible = seed_training(seed)
     l1 = 0.02 if l1 is None else float(l1)
     for bad, what in ((l1 < 0, f"--l1 {l1} must be >= 0"), (noise < 0, f"--noise {noise} must be >= 0"),
                       (lr <= 0, f"--lr {lr} must be > 0"), (epochs < 1, f"--epochs {epochs} must be >= 1")):
@@ -299,6 +300,9 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     cell = f", cell {tm} (pre-activation steps)" if checked.cell_sparse else ""
     log(f"delta-train: {ir.name}, thresholds input {tx} hidden {th} (int8 steps){cell}, L1 {l1}, noise {noise}; "
         f"delta validation accuracy before fine-tuning {acc0:.4f}")
+    if not reproducible:
+        log("delta-train: TensorFlow already ran in this process on several threads, so this result is not "
+            "reproducible from its seed (run it in a fresh process: the rnnskip command does)")
     t0 = time.time()
 
     def epoch_done(epoch, logs):   # one line per epoch: a long fine-tuning shows where it is
@@ -323,7 +327,8 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     # the thresholds it was trained for, as a ready delta.json for the new model
     spec = DeltaSpec(tx, th, theta_m=tm, tuning={"method": "delta-aware fine-tuning (delta-train) at these thresholds",
                                      "validation_accuracy_float_delta": float(h["val_accuracy"][best]),
-                                     "calibration": str(calib) if calib else str(train)})
+                                     "calibration": str(calib) if calib else str(train),
+                                     "seed": seed, "reproducible": reproducible})
     out_ir = pipeline.import_model(out)
     # the grid rnnskip-convert gives the new weights on the same calibration data
     spec.grid = grid_of(pipeline.quantize_model(out_ir, cal, 1000, progress=False)[0])
@@ -332,7 +337,8 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
             "epochs_run": len(h["loss"]), "best_epoch": best + 1, "val_accuracy_before": float(acc0),
             "val_accuracy": float(h["val_accuracy"][best]),
             "train_density": float(h["density"][best]) if "density" in h else None,
-            "train_cells": float(h["cells"][best]) if "cells" in h else None}
+            "train_cells": float(h["cells"][best]) if "cells" in h else None,
+            "seed": seed, "reproducible": reproducible}
     log(f"wrote {out} (a normal Keras model) and {out.with_suffix('.delta.json')} (the thresholds it was trained "
         f"for; 'rnnskip delta-tune' can choose others)")
     return info

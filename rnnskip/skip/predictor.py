@@ -242,7 +242,8 @@ def _fit_keras(Z, y, hidden, seed, verbose):
 
 
 def _fit_keras_quiet(tfk, Z, y, hidden, seed, verbose):
-    tfk.utils.set_random_seed(seed)
+    from ..tfquiet import seed_training
+    seed_training(seed)   # run_train_predictor says when the process had already started TensorFlow threaded
     L = tfk.layers
     model = tfk.Sequential([L.InputLayer(input_shape=(Z.shape[1],))]
                            + [L.Dense(h, activation="relu") for h in hidden] + [L.Dense(1)])

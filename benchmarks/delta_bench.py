@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from rnnskip.errors import RnnskipError
-from rnnskip.tfquiet import seed_training
 
 from .common import bench_out, convert, read_json, shared_data, write_json
 from .common import fmt_num as _n
@@ -325,7 +324,7 @@ def japanese_vowels(quick: bool) -> dict:
             if d.x.shape[1] < T:
                 d.x = np.pad(d.x, ((0, 0), (0, T - d.x.shape[1]), (0, 0)))
             save_npz(str(base / f"{name}.npz"), d)
-        seed_training(0)   # reproducible across processes: one TensorFlow thread
+        keras.utils.set_random_seed(0)
         m = keras.Sequential([keras.layers.Masking(0.0, input_shape=(None, tr.x.shape[2])),
                               keras.layers.GRU(64, reset_after=True),
                               keras.layers.Dense(len(classes), activation="softmax")])

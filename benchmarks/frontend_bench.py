@@ -148,11 +148,9 @@ def train(name: str) -> dict:
         return {"paths": p, "meta": read_json(p["meta"]), "dir": str(out)}
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tf_keras as keras
-
-    from rnnskip.tfquiet import seed_training
     tr, va, te = (load_npz(p[k]) for k in ("train", "val", "test"))
     n_out = int(max(tr.y.max(), te.y.max())) + 1
-    seed_training(cfg["seed"])   # reproducible across processes: one TensorFlow thread
+    keras.utils.set_random_seed(cfg["seed"])
     m = _build(name, cfg, tr.x.shape[2], n_out, keras)
     m.compile(optimizer=keras.optimizers.Adam(cfg["learning_rate"]), loss="sparse_categorical_crossentropy",
               metrics=["accuracy"])

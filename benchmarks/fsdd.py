@@ -24,7 +24,6 @@ import time
 import numpy as np
 
 from rnnskip.datasets import Dataset, save_npz
-from rnnskip.tfquiet import seed_training
 
 from .common import bench_out, config_hash, read_json, shared_data, versions, write_json
 
@@ -169,7 +168,7 @@ def train(split_name: str = "official", config: dict | None = None, verbose: int
     tr, va, te = split(features(shared_data("fsdd")), split_name)
     for k, d in (("train", tr), ("val", va), ("test", te)):
         save_npz(paths[k], d)
-    seed_training(cfg["seed"])   # reproducible across processes: one TensorFlow thread
+    keras.utils.set_random_seed(cfg["seed"])
     m = build_model(cfg["units"], keras, cell)
     m.compile(optimizer=keras.optimizers.Adam(cfg["learning_rate"]), loss="sparse_categorical_crossentropy",
               metrics=["accuracy"])

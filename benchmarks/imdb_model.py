@@ -36,7 +36,6 @@ import time
 import numpy as np
 
 from rnnskip.datasets import load_imdb, save_npz
-from rnnskip.tfquiet import seed_training
 
 from .common import bench_out, config_hash, fmt_seconds, read_json, shared_data, versions, write_json
 from .sst2_model import _bucketed_sequence
@@ -131,7 +130,7 @@ def train_imdb(data_root: str, out_dir: str, seed: int = 0, config: dict | None 
     import tensorflow as tf
     import tf_keras as tfk
 
-    seed_training(seed)   # reproducible across processes: one TensorFlow thread
+    tfk.utils.set_random_seed(seed)
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(seed)
     is_val = _block_holdout(_review_ids(d, "train"), train_ds.y, cfg["val_block"], cfg["val_fraction"])

@@ -17,7 +17,6 @@ import time
 import numpy as np
 
 from rnnskip.datasets import load_npz, load_sst2, save_npz
-from rnnskip.tfquiet import seed_training
 
 from .common import bench_out, config_hash, fmt_seconds, read_json, shared_data, versions, write_json
 
@@ -150,7 +149,7 @@ def train_sst2(data_root: str, out_dir: str, seed: int = 0, config: dict | None 
     import tensorflow as tf
     import tf_keras as tfk
 
-    seed_training(seed)   # reproducible across processes: one TensorFlow thread
+    tfk.utils.set_random_seed(seed)
     os.makedirs(out_dir, exist_ok=True)
 
     # hold out a validation part of train for early stopping

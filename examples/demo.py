@@ -22,7 +22,7 @@ def train(out: Path, seed: int = 0):
     import numpy as np
 
     from rnnskip.datasets import load_aeon, save_npz
-    from rnnskip.tfquiet import quiet_stderr, seed_training
+    from rnnskip.tfquiet import quiet_stderr
     with quiet_stderr():   # TensorFlow's C++ start-up lines go straight to stderr
         import tf_keras as keras
 
@@ -34,7 +34,7 @@ def train(out: Path, seed: int = 0):
     out.mkdir(parents=True, exist_ok=True)
     for name, ds in (("train", train_ds), ("val", val_ds), ("test", test_ds)):
         save_npz(str(out / f"{name}.npz"), ds)
-    seed_training(seed)   # same seed, same weights in every process (one TensorFlow thread)
+    keras.utils.set_random_seed(seed)
     T, F = train_ds.x.shape[1:]
     model = keras.Sequential([
         keras.layers.Masking(mask_value=0.0, input_shape=(None, F)),

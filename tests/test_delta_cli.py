@@ -355,21 +355,44 @@ def _h5_weights(path):
 
 
 def test_delta_train_is_reproducible_from_its_seed(gru):
-    """Two processes with the same seed write the same weights bit for bit (TensorFlow's threaded
-    kernels would not: one thread each, rnnskip.tfquiet.seed_training); another seed trains others."""
+    """Two processes with the same seed write the same weights bit for bit; another seed trains others.
+    (The threshold noise is drawn once per step inside the RNN's while loop: without the order
+    rnnskip/delta/train.py imposes on those draws, about half the pairs of runs differed.)"""
     model, val, d, ir = gru
     runs = {}
     for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
         p = cli("rnnskip", "delta-train", model, "--train", val, "--val", val, "--out", d / f"seed_{name}.h5",
-                "--epochs", "2", "--seed", seed)
+                "--epochs", "1", "--seed", seed)
         assert p.returncode == 0, p.stderr
-        assert "not reproducible" not in p.stdout
         runs[name] = _h5_weights(d / f"seed_{name}.h5")
     assert runs["a"].keys() == runs["b"].keys()
     for k in runs["a"]:
         np.testing.assert_array_equal(runs["a"][k], runs["b"][k], err_msg=k)
     assert any(not np.array_equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
-    assert json.loads((d / "seed_a.delta.json").read_text())["tuning"]["reproducible"] is True
+    assert json.loads((d / "seed_a.delta.json").read_text())["tuning"]["seed"] == 3
+
+
+def test_threshold_noise_is_the_same_sequence_every_time(gru):
+    """The training forward pass (threshold noise on) gives the same outputs call by call for one
+    seed. Each step's noise is a stateful random op in the RNN's while loop; without the control
+    dependency on the previous step's states TensorFlow ran the steps' draws in thread-timing order
+    (in a few of every 20 calls here), which made delta-train differ from process to process."""
+    from rnnskip.datasets import load_npz
+    from rnnskip.delta.train import _keras, build_delta_model
+    from rnnskip.pipeline import quantize_model
+    model, val, d, ir = gru
+    va = load_npz(str(val), ir)
+    qm, _ = quantize_model(ir, va, progress=False)
+    tf, keras = _keras()
+
+    def calls():
+        keras.utils.set_random_seed(0)
+        m, *_ = build_delta_model(ir, qm, [2], [2], 0.0, noise=1.0, theta_m=[64])
+        f = tf.function(lambda v: m(v, training=True))
+        return np.stack([f(va.x).numpy() for _ in range(40)])
+    a, b = calls(), calls()
+    assert not np.array_equal(a[0], a[1])            # the noise is on: each call draws anew
+    np.testing.assert_array_equal(a, b)
 
 
 def test_delta_train_writes_normal_keras_model(gru):

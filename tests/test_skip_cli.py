@@ -272,9 +272,7 @@ def test_convert_with_predictor_on_cortex_m55_qemu(setup):
 
 
 def test_mlp_predictor_is_reproducible_from_its_seed(setup):
-    """Two processes with --seed 5 write the same predictor arrays (rnnskip.tfquiet.seed_training).
-    (This model's MLP is too small for TensorFlow's threads to reorder its sums;
-    tests/test_delta_cli.py has a training where they do.)"""
+    """--seed reaches the predictor's training: two processes with --seed 5 write the same arrays."""
     from test_cli import cli
     d, model, other, paths = setup
     arrays = []
@@ -283,7 +281,6 @@ def test_mlp_predictor_is_reproducible_from_its_seed(setup):
                 "60", "--out", d / name, "--type", "mlp", "--size-ratio", "1", "--rounds", "0",
                 "--calib", paths["train"], "--seed", seed)
         assert p.returncode == 0, p.stderr
-        assert "not reproducible" not in p.stdout
         with np.load(d / name / "predictor.npz") as z:
             arrays.append({k: z[k] for k in z.files})
     assert arrays[0].keys() == arrays[1].keys()

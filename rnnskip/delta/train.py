@@ -109,8 +109,14 @@ def _cell_class():
             xq = fake_quant(x, self.sx)
             hq = fake_quant(h, self.sh)
             dx, dh = xq - xh, hq - hh
-            mx = tf.abs(dx) > self._theta(self.theta_x, training)
-            mh = tf.abs(dh) > self._theta(self.theta_h, training)
+            # This step's threshold noise after the previous step's (its states come from those draws):
+            # each draw is one stateful op run once per step of the RNN's while loop, which would otherwise
+            # run its steps' draws in thread-timing order, a different noise sequence in every process.
+            with tf.control_dependencies([xh, hh, Ml]):
+                tx_, th_ = self._theta(self.theta_x, training), self._theta(self.theta_h, training)
+                tm_ = None if self.theta_m is None else self._theta(self.theta_m, training)
+            mx = tf.abs(dx) > tx_
+            mh = tf.abs(dh) > th_
             xh_new = tf.stop_gradient(tf.where(mx, xq, xh))
             hh_new = tf.stop_gradient(tf.where(mh, hq, hh))
             xs = xq + tf.stop_gradient(xh_new - xq)                 # forward x̂, backward x
@@ -125,7 +131,7 @@ def _cell_class():
             if self.theta_m is None:
                 moved = tf.ones_like(new[0], dtype=tf.bool)
             else:
-                far = tf.abs(M - Ml) >= self._theta(self.theta_m, training)
+                far = tf.abs(M - Ml) >= tm_
                 moved = tf.reduce_any(tf.reshape(far, [-1, self.pre_width // U, U]), axis=1) | (ns < 0.5)
                 new = tuple(tf.where(moved, a, b) for a, b in zip(new, cell_state))
             Ml = tf.stop_gradient(tf.where(tf.tile(moved, [1, self.pre_width // U]), M, Ml))
@@ -283,8 +289,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     cal = load_npz(str(calib), ir, labels=False) if calib else tr
     qm, _ = pipeline.quantize_model(ir, cal, 1000, progress=False)   # the int8 grid the network is trained for
     tf, keras = _keras()
-    from ..tfquiet import seed_training
-    reproducible = seed_training(seed)
+    keras.utils.set_random_seed(seed)
     l1 = 0.02 if l1 is None else float(l1)
     for bad, what in ((l1 < 0, f"--l1 {l1} must be >= 0"), (noise < 0, f"--noise {noise} must be >= 0"),
                       (lr <= 0, f"--lr {lr} must be > 0"), (epochs < 1, f"--epochs {epochs} must be >= 1")):
@@ -300,9 +305,6 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     cell = f", cell {tm} (pre-activation steps)" if checked.cell_sparse else ""
     log(f"delta-train: {ir.name}, thresholds input {tx} hidden {th} (int8 steps){cell}, L1 {l1}, noise {noise}; "
         f"delta validation accuracy before fine-tuning {acc0:.4f}")
-    if not reproducible:
-        log("delta-train: TensorFlow already ran in this process on several threads, so this result is not "
-            "reproducible from its seed (run it in a fresh process: the rnnskip command does)")
     t0 = time.time()
 
     def epoch_done(epoch, logs):   # one line per epoch: a long fine-tuning shows where it is
@@ -328,7 +330,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     spec = DeltaSpec(tx, th, theta_m=tm, tuning={"method": "delta-aware fine-tuning (delta-train) at these thresholds",
                                      "validation_accuracy_float_delta": float(h["val_accuracy"][best]),
                                      "calibration": str(calib) if calib else str(train),
-                                     "seed": seed, "reproducible": reproducible})
+                                     "seed": seed})
     out_ir = pipeline.import_model(out)
     # the grid rnnskip-convert gives the new weights on the same calibration data
     spec.grid = grid_of(pipeline.quantize_model(out_ir, cal, 1000, progress=False)[0])
@@ -338,7 +340,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
             "val_accuracy": float(h["val_accuracy"][best]),
             "train_density": float(h["density"][best]) if "density" in h else None,
             "train_cells": float(h["cells"][best]) if "cells" in h else None,
-            "seed": seed, "reproducible": reproducible}
+            "seed": seed}
     log(f"wrote {out} (a normal Keras model) and {out.with_suffix('.delta.json')} (the thresholds it was trained "
         f"for; 'rnnskip delta-tune' can choose others)")
     return info

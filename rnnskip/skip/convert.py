@@ -359,11 +359,6 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     if calibrate_on == "int8":   # the int8 model the decision threshold is calibrated on
         from ..pipeline import quantize_model
         qm, _ = quantize_model(ir, load_npz(str(calib), ir, labels=False) if calib else tr, progress=False)
-    if ptype == "mlp":   # before TensorFlow's first op: its thread pools are fixed at the first
-        from ..tfquiet import seed_training
-        if not seed_training(seed):
-            log("train-predictor: TensorFlow already ran in this process on several threads, so the predictor "
-                "is not reproducible from its seed (run it in a fresh process: the rnnskip command does)")
     res = train_fn(ir, tr, va, cfg, qm=qm, log=log)
     with atomic_dir(out, "predictor.json", inputs=inputs) as tmp:
         meta = folder.save(tmp, res, ir, str(model), str(train), str(val))

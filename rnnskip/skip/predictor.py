@@ -242,8 +242,7 @@ def _fit_keras(Z, y, hidden, seed, verbose):
 
 
 def _fit_keras_quiet(tfk, Z, y, hidden, seed, verbose):
-    from ..tfquiet import seed_training
-    seed_training(seed)   # run_train_predictor says when the process had already started TensorFlow threaded
+    tfk.utils.set_random_seed(seed)
     L = tfk.layers
     model = tfk.Sequential([L.InputLayer(input_shape=(Z.shape[1],))]
                            + [L.Dense(h, activation="relu") for h in hidden] + [L.Dense(1)])

@@ -53,6 +53,15 @@ def test_delta_tune_writes_thresholds(gru):
     assert c["calibration_n"] == 20 and c["smallest_certifiable"] > 5 and c["data"] == str(val)
     assert t["selection_sequences"] == 20 and t["calibration_sequences"] == 20
     assert (d / "delta_pareto.png").stat().st_size > 1000
+    # the whole sweep on the selection half is in the file: 4 x 4 grid points, then the default cell
+    # thresholds at the pick; the log has a line per 10 points and a total
+    from rnnskip.delta.tune import CELL_GRID
+    plain = [(q["theta_x"][0], q["theta_h"][0]) for q in t["sweep"] if q["theta_m"] == [None]]
+    assert sorted(plain) == sorted((a, b) for a in (0, 2, 8, 32) for b in (0, 2, 8, 32))
+    cells = [q for q in t["sweep"] if q["theta_m"] != [None]]
+    assert sorted(q["theta_m"][0] for q in cells) == sorted(CELL_GRID)
+    assert len({(q["theta_x"][0], q["theta_h"][0]) for q in cells}) == 1
+    assert p.stdout.count(" points, ") == 2 and f"{16 + len(CELL_GRID)} points evaluated in " in p.stdout
     assert "nothing certified: 20 calibration sequences certify no budget below" in p.stdout
     warn = [l for l in p.stderr.splitlines() if l.startswith("warning:")]   # on stderr, as rnnskip-convert's
     assert len(warn) == 1 and "warning:" not in p.stdout

@@ -20,6 +20,7 @@ evaluations at no more MACs is always cheaper); none fits: no cell threshold.
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -35,6 +36,8 @@ from .spec import DeltaSpec, check_supported
 GRID = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 #: default cell thresholds tried (steps of the Q3.12 pre-activations: 1/4096)
 CELL_GRID = (16, 32, 64, 128, 256, 512, 1024, 2048)
+#: a progress line per this many evaluated points (a one-layer sweep is 121 of them)
+PROGRESS_EVERY = 10
 
 
 @dataclass
@@ -77,6 +80,7 @@ class TuneResult:
     margin_se: float = 0.0
     extra: dict = field(default_factory=dict)
     certificate: Optional[object] = None     # rnnskip.certify.Certificate of a certified pick
+    sweep: Optional[List[Point]] = None      # the threshold sweep when not all of ``points`` (certified: selection rows)
 
     @property
     def pareto(self) -> List[Point]:
@@ -105,7 +109,8 @@ class TuneResult:
                 "density": {"input": c.density_input, "hidden": c.density_hidden, "cells": c.density_cells},
                 "theta_m": list(c.theta_m),
                 "pareto": [p.as_dict() for p in self.pareto],
-                "evaluated": len(self.points), **self.extra}
+                "evaluated": len(self.points),
+                "sweep": [p.as_dict() for p in (self.points if self.sweep is None else self.sweep)], **self.extra}
 
 
 def single_blas_thread():
@@ -190,17 +195,19 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
     floor = ref - max_loss / 100.0
     L = len(qm.layers)
     cache: Dict[Tuple, Point] = {}
+    t0 = time.time()
 
     def ev(tx, th, tm=None) -> Point:
         tm = tuple(tm) if tm is not None else (None,) * L
         k = (tuple(tx), tuple(th), tm)
         if k not in cache:
             cache[k] = evaluate_point(qm, val.x, val.lengths, val.y, tx, th, layouts, tm)
-            if progress:
+            if progress and len(cache) % PROGRESS_EVERY == 0:   # every point is in the JSON (tuning.sweep)
                 p = cache[k]
                 cell = "" if tm == (None,) * L else f" m={list(tm)}"
-                progress(f"theta x={list(tx)} h={list(th)}{cell}: accuracy {p.accuracy:.4f}, "
-                         f"{p.macs:,.0f} MAC/inference" + (f", cells {p.density_cells:.3f}" if cell else ""))
+                progress(f"{len(cache)} points, {time.time() - t0:.0f} s; latest x={list(tx)} h={list(th)}{cell}: "
+                         f"accuracy {p.accuracy:.4f}, {p.macs:,.0f} MAC/inference"
+                         + (f", cells {p.density_cells:.3f}" if cell else ""))
         return cache[k]
 
     ev((0,) * L, (0,) * L)                   # theta 0 (the dense model) is always among the points
@@ -251,7 +258,10 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
             chosen = max(fit, key=lambda p: (p.theta_m[0], p.accuracy))
     points = list(cache.values())
     mark_pareto(points)
-    scored(points)
+    n_ok = len(scored(points))
+    if progress:
+        progress(f"{len(points)} points evaluated in {time.time() - t0:.0f} s, {n_ok} within the budget "
+                 f"(every point: the JSON's tuning.sweep)")
     if not ok:
         best = max(points, key=lambda p: p.accuracy)
         raise RnnskipError(
@@ -413,5 +423,5 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     return TuneResult(points=sel.points + evaluated, chosen=chosen, reference="int8",
                       reference_accuracy=acc_int8, accuracy={"float": float_acc, "dense_int8": acc_int8},
                       dense_macs=dense_macs, dense_weight_bytes=dense_wbytes, max_loss=budget, n=len(C), extra=extra,
-                      certificate=cert)
+                      certificate=cert, sweep=sel.points)
 

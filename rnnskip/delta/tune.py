@@ -80,7 +80,7 @@ class TuneResult:
     margin_se: float = 0.0
     extra: dict = field(default_factory=dict)
     certificate: Optional[object] = None     # rnnskip.certify.Certificate of a certified pick
-    sweep: Optional[List[Point]] = None      # the threshold sweep when not all of ``points`` (certified: selection rows)
+    sweep: Optional[List[Point]] = None      # the sweep when not all of ``points`` (certified: selection rows)
 
     @property
     def pareto(self) -> List[Point]:

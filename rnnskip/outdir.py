@@ -80,6 +80,9 @@ def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Op
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise RnnskipError(f"{what} {shown} is a file; give a folder name")
+        if os.path.ismount(out):
+            raise RnnskipError(f"{what} {shown} is a mount point, and the output folder is replaced as a whole by "
+                               f"renaming; write into a folder inside it (e.g. {Path(shown) / 'out'})")
         if any(out.iterdir()) and not (out / marker).is_file():
             raise RnnskipError(f"{what} {shown} already exists and was not written by rnnskip (no {marker} in it); "
                                f"it would be replaced as a whole: choose a new folder or empty it yourself")
@@ -96,7 +99,8 @@ def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Op
 def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[str]] = (),
                regenerated: Iterable[str] = ()):
     """Yield a temporary folder next to ``out``; it replaces ``out`` only on
-    success (checked with :func:`check_replaceable` before and after the work)."""
+    success (checked with :func:`check_replaceable` before and after the work), and a
+    replacement that fails leaves ``out`` as it was (one-line RnnskipError)."""
     inputs, regenerated = list(inputs), tuple(regenerated)
     out = check_replaceable(out, marker, what, inputs, regenerated)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -111,9 +115,21 @@ def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists() or out.is_symlink():
+    # The old folder is renamed aside before the new one takes its name and deleted only after: a
+    # rename that fails (a mount point, an immutable folder) leaves the old output as it was.
+    old = None
+    try:
         if out.is_symlink():
             out.unlink()
-        else:
-            shutil.rmtree(out)
-    tmp.rename(out)
+        elif out.exists():
+            old = out.parent / f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
+            out.rename(old)
+        tmp.rename(out)
+    except OSError as e:
+        if old is not None and old.exists() and not out.exists():
+            old.rename(out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RnnskipError(f"{what} {out} could not be replaced ({(e.strerror or str(e)).lower()}); the previous "
+                           f"output is unchanged: choose another folder") from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

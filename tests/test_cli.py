@@ -312,6 +312,37 @@ def test_out_folder_guard(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*.partial-*"))
 
 
+def test_failed_replacement_keeps_the_old_output(tmp_path, monkeypatch):
+    """A folder that cannot be renamed (a mount point: EBUSY; an immutable folder: EPERM) keeps its
+    old output and no partial folder is left; a mount point is refused before the work."""
+    import errno
+    from pathlib import Path
+
+    from rnnskip.errors import RnnskipError
+    from rnnskip.outdir import atomic_dir
+    old = tmp_path / "res"
+    old.mkdir()
+    (old / "report.json").write_text("old")
+    real_rename = Path.rename
+
+    def busy(self, target):
+        if self == old:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return real_rename(self, target)
+    monkeypatch.setattr(Path, "rename", busy)
+    with pytest.raises(RnnskipError, match=r"^--out .*res could not be replaced \(device or resource busy\); the "
+                                           r"previous output is unchanged: choose another folder$"):
+        with atomic_dir(old, "report.json") as tmp:
+            (tmp / "report.json").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"] and (old / "report.json").read_text() == "old"
+    monkeypatch.setattr(Path, "rename", real_rename)
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == old)
+    with pytest.raises(RnnskipError, match=r"is a mount point, .*write into a folder inside it \(e\.g\. .*res/out\)"):
+        with atomic_dir(old, "report.json") as tmp:
+            raise AssertionError("not reached: refused before the work")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"] and (old / "report.json").read_text() == "old"
+
+
 def test_convert_refuses_to_replace_foreign_folders(model_and_data, tmp_path):
     model, data, _ = model_and_data
     work = tmp_path / "work"

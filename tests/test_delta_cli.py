@@ -335,6 +335,12 @@ def test_tune_budget_errors(gru):
                    "No such option '--margin-se'")
     one_line_error(cli("rnnskip", "delta-train", model, "--train", val, "--val", val, "--out", model),
                    "is the model being fine-tuned")
+    for opt, value, needle in (("--lr", "nan", "--lr nan must be a number > 0"),
+                               ("--patience", "-2", "--patience -2 must be >= 0"),
+                               ("--l1", "inf", "--l1 inf must be a number >= 0")):
+        one_line_error(cli("rnnskip", "delta-train", model, "--train", val, "--val", val, "--out", d / "bad.h5",
+                           opt, value), needle)
+        assert not (d / "bad.h5").exists()
     from rnnskip.datasets import load_npz
     from rnnskip.delta.tune import tune
     from rnnskip.errors import RnnskipError
@@ -402,6 +408,16 @@ def test_threshold_noise_is_the_same_sequence_every_time(gru):
     a, b = calls(), calls()
     assert not np.array_equal(a[0], a[1])            # the noise is on: each call draws anew
     np.testing.assert_array_equal(a, b)
+
+
+def test_diverged_delta_train_writes_nothing(gru):
+    from rnnskip.delta.train import run_delta_train
+    from rnnskip.errors import RnnskipError
+    model, val, d, ir = gru
+    with pytest.raises(RnnskipError, match=r"^delta-train diverged: \d+ weight arrays hold NaN or infinite values "
+                                           r"after training \(first: .*\); nothing written: lower --lr \(it was 1e\+38\)$"):
+        run_delta_train(model, val, val, d / "nan.h5", epochs=1, lr=1e38, log=lambda s: None)
+    assert not (d / "nan.h5").exists() and not (d / "nan.delta.json").exists()
 
 
 def test_delta_train_writes_normal_keras_model(gru):

@@ -25,6 +25,7 @@ with the thresholds it was trained at (deploy at them, or re-tune them with delt
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -247,6 +248,15 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     from .. import pipeline
     from ..datasets import load_npz
     out = Path(out)
+    l1 = 0.02 if l1 is None else float(l1)
+    ok = math.isfinite   # NaN passes every comparison, so each check asks for the good case
+    for good, what in ((ok(l1) and l1 >= 0, f"--l1 {l1} must be a number >= 0"),
+                       (ok(noise) and noise >= 0, f"--noise {noise} must be a number >= 0"),
+                       (ok(lr) and lr > 0, f"--lr {lr} must be a number > 0"),
+                       (epochs >= 1, f"--epochs {epochs} must be >= 1"),
+                       (patience >= 0, f"--patience {patience} must be >= 0")):
+        if not good:   # before any work
+            raise RnnskipError(f"delta-train: {what}")
     if out.suffix.lower() != ".h5":
         raise RnnskipError(f"--out {out}: delta-train writes a Keras .h5 file")
     from ..outdir import check_writable
@@ -290,11 +300,6 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     qm, _ = pipeline.quantize_model(ir, cal, 1000, progress=False)   # the int8 grid the network is trained for
     tf, keras = _keras()
     keras.utils.set_random_seed(seed)
-    l1 = 0.02 if l1 is None else float(l1)
-    for bad, what in ((l1 < 0, f"--l1 {l1} must be >= 0"), (noise < 0, f"--noise {noise} must be >= 0"),
-                      (lr <= 0, f"--lr {lr} must be > 0"), (epochs < 1, f"--epochs {epochs} must be >= 1")):
-        if bad:
-            raise RnnskipError(f"delta-train: {what}")
     m, cells, pre, head = build_delta_model(ir, qm, tx, th, l1, noise, theta_m=tm)
     sparse = ir.output_dim > 1
     loss = "sparse_categorical_crossentropy" if sparse else "binary_crossentropy"
@@ -322,6 +327,10 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     log(f"epochs {len(h['loss'])}, best {best + 1}: validation accuracy {h['val_accuracy'][best]:.4f}, "
         f"training density {h.get('density', [float('nan')])[best]:.3f}, "
         f"cells {h.get('cells', [float('nan')])[best]:.3f}")
+    bad = [w.name for w in m.weights if not np.all(np.isfinite(w.numpy()))]
+    if bad:   # nothing written: a model of NaNs is no one's baseline
+        raise RnnskipError(f"delta-train diverged: {len(bad)} weight arrays hold NaN or infinite values after "
+                           f"training (first: {bad[0]}); nothing written: lower --lr (it was {lr:g})")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.partial.h5")
     export_keras(ir, cells, pre, head, tmp)

@@ -415,7 +415,8 @@ def test_diverged_delta_train_writes_nothing(gru):
     from rnnskip.errors import RnnskipError
     model, val, d, ir = gru
     with pytest.raises(RnnskipError, match=r"^delta-train diverged: \d+ weight arrays hold NaN or infinite values "
-                                           r"after training \(first: .*\); nothing written: lower --lr \(it was 1e\+38\)$"):
+                                           r"after training \(first: .*\); nothing written: lower --lr "
+                                           r"\(it was 1e\+38\)$"):
         run_delta_train(model, val, val, d / "nan.h5", epochs=1, lr=1e38, log=lambda s: None)
     assert not (d / "nan.h5").exists() and not (d / "nan.delta.json").exists()
 

@@ -260,9 +260,15 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
         include_cell=cfg.include_cell, keep_prob=keep, seed=cfg.seed + 1))
     Xl, yl = orun.feats, orun.skipped.astype(np.int64)
     if yl.min() == yl.max():
-        why = ("the budget is so loose that skipping every step meets it: give a smaller --max-loss or "
-               "--max-disagreement" if yl[0] else "data too constant or too short, or a budget too tight for any "
-               "step to be skipped")
+        if not yl[0]:
+            why = "data too constant or too short, or a budget too tight for any step to be skipped"
+        elif osw.chosen.loss < 0:   # no budget can exclude it, so "a smaller budget" would be no advice
+            why = (f"on the validation data the oracle's skipping scores {-osw.chosen.loss:.2f} points better than "
+                   f"the dense model, so every budget admits it: check that the model is trained and --val is "
+                   f"representative")
+        else:
+            why = "the budget is so loose that skipping every step meets it: give a smaller --max-loss or " \
+                  "--max-disagreement"
         raise RnnskipError(f"the oracle labels every training step '{'skip' if yl[0] else 'run'}' at its threshold; "
                            f"there is nothing for a predictor to learn ({why})")
     labels = {"steps": int(len(yl)), "skip_fraction": float(yl.mean())}

@@ -333,6 +333,9 @@ def _board_emulation(e: dict, info: dict) -> None:
     cc = info.get("unicorn_cross_check", {})
     e["cycles_from"] = ("Unicorn cycle model on the same ELF" if "skipped" not in cc
                         else f"not modelled: {cc['skipped']}")
+    if "skipped" in cc:   # instruction counts only: no memory system either (the table says the same)
+        e["memory_system"] = {"name": f"not modelled: {info['emulator']} counts instructions only", "source": None,
+                              "clock_hz": e["memory_system"].get("clock_hz"), "parameters": {}}
     e["board"] = info
     if not e.get("traffic_sampled_sequences"):   # board runs: QEMU/Renode do not count loads and stores
         e["traffic_note"] = (f"memory traffic is not measured on {info['emulator']} board runs; the Unicorn "
@@ -461,7 +464,8 @@ def table(rep: dict) -> str:
 
 
 def write_plots(ev, out_dir: Path, title: str = "") -> list:
-    """cycles.png: emulated cycles per sequence against executed steps, with the fitted line."""
+    """cycles.png: emulated cycles per sequence against executed steps, with the fitted line;
+    instructions.png instead where the emulator counts instructions only (QEMU: no cycle model)."""
     if ev.emu is None or len(ev.emu.steps_run) == 0:
         return []
     import matplotlib
@@ -469,18 +473,25 @@ def write_plots(ev, out_dir: Path, title: str = "") -> list:
     import matplotlib.pyplot as plt
     emu = ev.emu
     steps, cyc = emu.steps_run, emu.stats[:, STAT_FIELDS.index("cycles")]
-    a, b = cycles_per_step(emu)
+    what = "cycles"
+    if not np.isfinite(cyc).any():
+        what, cyc = "instructions", emu.stats[:, STAT_FIELDS.index("instructions")]
+        a, b = (float("nan"),) * 2
+        if len(np.unique(steps)) >= 2:
+            b, a = (float(v) for v in np.polyfit(steps.astype(float), cyc, 1))
+    else:
+        a, b = cycles_per_step(emu)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     ax.scatter(steps, cyc / 1e3, s=8, alpha=0.5, label="emulated sequences")
     if b == b:
         xs = np.array([0, steps.max()])
-        ax.plot(xs, (a + b * xs) / 1e3, "r-", lw=1, label=f"fit: {b:,.0f} cycles/step + {a:,.0f}")
+        ax.plot(xs, (a + b * xs) / 1e3, "r-", lw=1, label=f"fit: {b:,.0f} {what}/step + {a:,.0f}")
     ax.set_xlabel("executed steps")
-    ax.set_ylabel("cycles per inference (thousands)")
-    ax.set_title(title or "emulated cycles")
+    ax.set_ylabel(f"{what} per inference (thousands)")
+    ax.set_title(title or f"emulated {what}")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    p = Path(out_dir) / "cycles.png"
+    p = Path(out_dir) / f"{what}.png"
     fig.savefig(p)
     plt.close(fig)
     return [p]

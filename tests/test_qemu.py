@@ -178,6 +178,8 @@ def test_cortex_m55_runs_on_qemu_by_default(model, tmp_path, monkeypatch):
     assert rows["instructions / inf"] == (f"{e['instructions_per_inference']:,.0f}  (exact, 3 sequences emulated; "
                                           "no cycle model for this core)"), rows
     assert rows["memory system"] == "-  (not modelled: qemu counts instructions only)"
+    assert e["memory_system"]["name"] == "not modelled: qemu counts instructions only"   # as the table says
+    assert (out / "instructions.png").stat().st_size > 1000 and not (out / "cycles.png").exists()
     assert rep["mve"] is True and rows["target"] == "cortex-m55 (portable, dsp + MVE)", rows
     assert "cycles / inference" not in rows and not any(k.startswith("latency @") for k in rows)
     assert json.loads((out / "build.json").read_text())["board"] == "mps3-an547"

@@ -214,7 +214,7 @@ def import_cmd(model, out):
 def quantize_cmd(work, calib, calib_max):
     """Calibrate and quantise the imported model (writes model.q.json + .npz)."""
     from .pipeline.commands import quantize_command
-    qm, ranges = quantize_command(work, calib, calib_max)
+    qm, ranges = quantize_command(work, calib, calib_max, note=note)
     click.echo(f"quantised on {ranges.sequences} sequences; int8 weights {qm.flash_weight_bytes():,} bytes")
 
 

@@ -146,12 +146,13 @@ def _is_classifier(ir) -> bool:
     return ir.output_activation in ("softmax", "sigmoid")
 
 
-def load_npz(path: str, ir=None, labels: Optional[bool] = True) -> Dataset:
+def load_npz(path: str, ir=None, labels: Optional[bool] = True, what: str = "") -> Dataset:
     """Read and validate a user ``.npz`` (``x``, ``y``, optional ``lengths``).
 
     ``labels``: True, ``y`` is required; None, ``y`` may be missing (unlabelled data) but is
     checked when present; False, ``y`` is not needed (a ``y`` that does not fit the model is
-    dropped, not refused: calibration data).
+    dropped, not refused: calibration data). ``what``: the option that named the file (``--data``), for
+    the messages.
 
     With ``ir`` (a :class:`rnnskip.converter.ir.ModelIR`) the data are also
     checked against the model: token ids against the vocabulary, feature count,
@@ -248,7 +249,7 @@ def load_npz(path: str, ir=None, labels: Optional[bool] = True) -> Dataset:
             if labels is not False:
                 raise
             y = None    # labels the command does not need (calibration data): not a reason to refuse the file
-    return _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir)
+    return _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what)
 
 
 def _check_labels(y, ir, name, N, T):
@@ -291,7 +292,7 @@ def _check_labels(y, ir, name, N, T):
     return y
 
 
-def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir):
+def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what=""):
     # ---- lengths
     has_lengths = lengths is not None
     if has_lengths:
@@ -321,8 +322,77 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir):
                                f"Embedding skips); every sequence needs at least one token, or give lengths "
                                f"explicitly")
 
+    if has_lengths and ir is not None:
+        line = _lengths_against_mask(x, lengths, ir, f"{what} {name}" if what else name)
+        if line:
+            notes.append(line)
+    if ir is not None and not ir.is_token_model and ir.input.front:
+        line = _front_end_long_enough(ir.input.front, lengths, name, what)
+        if line:
+            notes.append(line)
     return Dataset(x=x, y=y, lengths=lengths, texts=texts, class_names=class_names, notes=notes,
                    padding=padding_rule(ir, has_lengths))
+
+
+def _unmasked(x: np.ndarray, ir) -> Optional[np.ndarray]:
+    """bool ``[N, T]``: the steps the model's own mask lets through (Keras' rule), None without a mask."""
+    if ir.is_token_model:
+        return (x != PAD_ID) if getattr(ir.input, "mask_zero", False) else None
+    mv = getattr(ir.input, "mask_value", None)
+    return None if mv is None else np.any(x != np.float32(mv), axis=-1)
+
+
+def _lengths_against_mask(x, lengths, ir, src) -> str:
+    """A ``warning:`` line when ``lengths`` cut off steps the model's own mask (mask_zero Embedding,
+    Masking) would run: Keras runs every unmasked step, rnnskip the steps before each row's length,
+    so on those rows the float reference (and the int8 model) differ from Keras. Typically rows padded
+    at the front, as Keras' ``pad_sequences`` does by default, with the lengths of their tokens. "" when
+    the lengths agree with the mask (or the model has none)."""
+    real = _unmasked(x, ir)
+    if real is None:
+        return ""
+    past = real & (np.arange(x.shape[1])[None, :] >= lengths[:, None])
+    rows = np.flatnonzero(past.any(axis=1))
+    if rows.size == 0:
+        return ""
+    r = int(rows[0])
+    t = int(np.flatnonzero(past[r])[0])
+    mask = "Embedding(mask_zero=True)" if ir.is_token_model else "Masking layer"
+    front = ", as if padded at the front (Keras' pad_sequences default)" if not real[rows, 0].any() else ""
+    return (f"warning: lengths in {src} contradict the model's {mask}: {rows.size} of {len(x)} rows have unmasked "
+            f"steps at or after their length (e.g. row {r}: length {int(lengths[r])}, step {t} unmasked){front}; "
+            f"rnnskip runs only the steps before each length and Keras every unmasked step, so results on those rows "
+            f"differ from Keras: drop lengths to let the model's mask decide, or pad at the end")
+
+
+def _front_end_long_enough(front, lengths, name, what="") -> str:
+    """Refuse data whose longest sequence is too short for the Conv1D/pooling front end to emit a
+    frame (no recurrent step would run on any row; Keras refuses such input); a ``warning:`` line
+    when only some rows (by their ``lengths``) are that short. "" when every row is long enough."""
+    from .converter.ir import front_min_steps
+    need = front_min_steps(front)
+    src = f"{what} {name}" if what else name
+    longest = int(lengths.max())
+    if longest < need:
+        desc = " -> ".join(f"{_front_kind(f)} '{f.name}'" for f in front)
+        raise RnnskipError(
+            f"the longest sequence in {src} has {longest} step{'s' if longest != 1 else ''}, but the model's front "
+            f"end ({desc}) needs at least {need} steps to emit one frame for the recurrent layers (Keras refuses "
+            f"shorter input too); pass sequences of at least {need} steps")
+    short = np.flatnonzero(lengths < need)
+    if short.size == 0:
+        return ""
+    r = int(short[0])
+    return (f"warning: {short.size} of {len(lengths)} rows in {src} are shorter than the {need} steps the model's "
+            f"front end needs to emit one frame, e.g. row {r} (length {int(lengths[r])}): no recurrent step runs on "
+            f"them (Keras would refuse them); drop those rows or give them at least {need} steps")
+
+
+def _front_kind(f) -> str:
+    from .converter.ir import ConvLayer
+    if isinstance(f, ConvLayer):
+        return "Conv1D"
+    return "MaxPooling1D" if f.kind == "max" else "AveragePooling1D"
 
 
 # --------------------------------------------------------------------------

@@ -138,6 +138,14 @@ def front_frames(front: list, t: int) -> int:
     return t
 
 
+def front_min_steps(front: list) -> int:
+    """The fewest input frames for which the front end emits one frame (Keras' shortest input)."""
+    need = 1
+    for f in reversed(front):
+        need = max(1, (need - 1) * f.strides + f.window - f.left - f.right)
+    return need
+
+
 @stage_data
 @dataclass
 class FeatureInput:

@@ -29,10 +29,12 @@ def import_command(model, out) -> ModelIR:
     return ir
 
 
-def quantize_command(work, calib, calib_max: int = 1000):
-    """Calibrate and quantise WORK's model into WORK/model.q.json (+ .npz); returns (QModel, Ranges)."""
+def quantize_command(work, calib, calib_max: int = 1000, note=None):
+    """Calibrate and quantise WORK's model into WORK/model.q.json (+ .npz); returns (QModel, Ranges).
+    ``note`` gets the calibration data's ``warning:`` lines."""
     ir = workdir.load_ir(work)
-    qm, ranges = stages.quantize_model(ir, stages.load_data(calib, ir, "--calib", labels=False), calib_max)
+    qm, ranges = stages.quantize_model(ir, stages.load_data(calib, ir, "--calib", labels=False, note=note),
+                                       calib_max)
     qm.calibration = {"source": str(calib), "sequences": ranges.sequences}
     workdir.save_model(work, qm)
     return qm, ranges
@@ -115,7 +117,7 @@ def emulate_command(work, data, emulator: Optional[str] = None, board_name: Opti
                                 workers=workers, progress=True, timeout=timeout)
     if why and note is not None:
         note(why)
-    ds = stages.load_data(data, ir, labels=None)   # unlabelled: no accuracy, the rest as usual
+    ds = stages.load_data(data, ir, labels=None, note=note)   # unlabelled: no accuracy, the rest as usual
     if ds.x.shape[1] > rec["max_t"]:
         raise RnnskipError(f"--data has sequences of {ds.x.shape[1]} steps but the firmware holds {rec['max_t']}; "
                            f"regenerate with 'rnnskip generate {work} --max-t {ds.x.shape[1]}'")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -36,14 +36,21 @@ def float_model(ir: ModelIR):
     return FloatModel(ir)
 
 
-def load_data(path, ir: ModelIR, what: str = "--data", labels: Optional[bool] = True) -> Dataset:
+def load_data(path, ir: ModelIR, what: str = "--data", labels: Optional[bool] = True,
+              note: Optional[Callable[[str], None]] = None) -> Dataset:
     """``path``'s .npz checked against ``ir``; ``labels``: y is required (True), optional (None:
-    evaluation data without labels), or not needed (False: calibration data)."""
+    evaluation data without labels), or not needed (False: calibration data). ``note`` gets the
+    data's ``warning:`` lines (lengths that contradict the model's mask, rows too short for its
+    front end)."""
     from ..datasets import load_npz
     if path is None:
         raise RnnskipError(f"{what} is required: an .npz with x" + (", y" if labels is True else "")
                            + (" and optional y and lengths" if labels is None else " and optional lengths"))
-    return load_npz(str(path), ir, labels=labels)
+    ds = load_npz(str(path), ir, labels=labels, what=what)
+    if note is not None:
+        for line in ds.notes:
+            note(line)
+    return ds
 
 
 def quantize_model(ir: ModelIR, calib: Dataset, max_sequences: int = 1000, progress: bool = True):

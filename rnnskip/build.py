@@ -189,6 +189,22 @@ def section_sizes(elf: Path) -> dict:
         return {s.name: s["sh_size"] for s in ELFFile(f).iter_sections() if s["sh_flags"] & 2}  # SHF_ALLOC
 
 
+#: the emulation harness's I/O buffers (rnnskip_io.c): whole sequences for the emulators, not part of
+#: a firmware that calls rnnskip_step itself
+HARNESS_BUFFERS = ("rnnskip_io_x", "rnnskip_io_valid", "rnnskip_io_flags", "rnnskip_io_out")
+
+
+def harness_ram_bytes(elf: Path) -> int:
+    """Bytes of the harness's I/O buffers in the linked image (their symbols' sizes)."""
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+    with open(elf, "rb") as f:
+        tab = next((s for s in ELFFile(f).iter_sections() if isinstance(s, SymbolTableSection)), None)
+        if tab is None:
+            return 0
+        return int(sum(sym["st_size"] for sym in tab.iter_symbols() if sym.name in HARNESS_BUFFERS))
+
+
 _DECL = re.compile(r"^extern const (int8_t|int16_t|int32_t|uint32_t) (\w+)\[(\d+)\];$", re.M)
 _CBYTES = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "uint32_t": 4}
 

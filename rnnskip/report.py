@@ -321,7 +321,11 @@ def emulation_summary(emu, target, qm, macs_step: int, head_macs: int) -> dict:
 
 def footprint(firmware, qm, target, emu=None) -> dict:
     """report.json's ``footprint``: the firmware image's flash and RAM (and the stack ``emu`` measured)."""
+    from .build import harness_ram_bytes
+    harness = harness_ram_bytes(firmware.elf) if firmware.elf is not None and Path(firmware.elf).is_file() else None
     return {"flash_bytes": firmware.flash_bytes, "ram_bytes": firmware.ram_bytes,
+            "harness_ram_bytes": harness,
+            "model_ram_bytes": firmware.ram_bytes - harness if harness is not None else None,
             "stack_bytes": emu.stack_bytes if emu is not None else None,
             "weights_bytes": qm.flash_weight_bytes(),
             "flash_capacity": target.flash_size, "ram_capacity": target.ram_size}
@@ -458,7 +462,9 @@ def table(rep: dict) -> str:
     f = rep.get("footprint")
     if f:
         rows += [("flash / RAM / stack",
-                  f"{_fmt(f['flash_bytes'])} / {_fmt(f['ram_bytes'])} / {_fmt(f['stack_bytes'])} bytes")]
+                  f"{_fmt(f['flash_bytes'])} / {_fmt(f['ram_bytes'])} / {_fmt(f['stack_bytes'])} bytes"
+                  + (f"  (RAM: {_fmt(f['model_ram_bytes'])} B the model, {_fmt(f['harness_ram_bytes'])} B the "
+                     f"emulation harness's sequence buffers)" if f.get("harness_ram_bytes") else ""))]
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
 

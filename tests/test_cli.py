@@ -74,6 +74,19 @@ def test_convert_end_to_end(model_and_data):
     assert rep["emulation"]["cycles_per_inference"] > 0
     assert rep["emulation"]["flash_read_bytes_per_inference"] > 0
     assert rep["footprint"]["flash_bytes"] > rep["model"]["params"]  # int8 weights + code
+    # RAM split: the harness's I/O buffers (whole sequences for the emulator) against the model's, by symbol
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    from rnnskip.build import HARNESS_BUFFERS
+    with open(out / "firmware" / "firmware.elf", "rb") as fh:
+        tab = next(t for t in ELFFile(fh).iter_sections() if isinstance(t, SymbolTableSection))
+        syms = {y.name: y["st_size"] for y in tab.iter_symbols()}
+    f = rep["footprint"]
+    assert f["harness_ram_bytes"] == sum(syms[n] for n in HARNESS_BUFFERS if n in syms) > 0
+    assert f["model_ram_bytes"] == f["ram_bytes"] - f["harness_ram_bytes"] > 0
+    assert (f"(RAM: {f['model_ram_bytes']:,} B the model, {f['harness_ram_bytes']:,} B the emulation harness's "
+            f"sequence buffers)" in p.stdout)
     assert (out / "src" / "rnnskip_model.c").is_file() and (out / "firmware" / "firmware.elf").is_file()
     assert "cycles / inference" in p.stdout
     assert not list(d.glob(".m4.partial-*"))

@@ -113,10 +113,14 @@ def check_fits(qm, max_t: int, target, where: str = "", bundled_bytes: int = 0) 
                "board with more flash" if est.bundled > target.flash_size - (est.flash - est.bundled) > 0 else
                "shrink the model or pick a target/board with more flash"))
     if est.ram > target.ram_size:
+        harness = est.io - est.state
+        alone = est.state + est.stack <= target.ram_size
         raise RnnskipError(
             f"model does not fit {on}: needs about {est.ram:,} bytes of RAM ({_kib(est.ram)}: "
-            f"{est.io:,} B state and I/O buffers for {max_t} steps + {est.stack:,} B stack) but {on} has "
-            f"{target.ram_size:,} bytes ({_kib(target.ram_size)}); use shorter sequences (rnnskip-convert "
-            f"sizes the buffers to the longest in --data; 'rnnskip generate' takes --max-t), a smaller model, "
-            f"or a target/board with more RAM")
+            f"{est.state:,} B model state + {harness:,} B the emulation harness's I/O buffers for {max_t}-step "
+            f"sequences + {est.stack:,} B stack) but {on} has {target.ram_size:,} bytes ({_kib(target.ram_size)}); "
+            + ("the model alone fits (a firmware calling rnnskip_step keeps no sequence buffers): emulate shorter "
+               "sequences (rnnskip-convert sizes the buffers to the longest in --data; 'rnnskip generate' takes "
+               "--max-t) or pick a board with more RAM" if alone else
+               "use a smaller model or a target/board with more RAM"))
     return est

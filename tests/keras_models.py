@@ -134,6 +134,9 @@ SPECS: Dict[str, Spec] = {
     "activation_layer": Spec(
         lambda k: [_L(k).GRU(5), _L(k).Dense(3), _L(k).Activation("softmax")],
         expect=dict(kinds=["gru"], units=[5], head=["softmax"])),
+    "softmax_layer": Spec(
+        lambda k: [_L(k).GRU(5), _L(k).Dense(3), _L(k).Softmax()],
+        expect=dict(kinds=["gru"], units=[5], head=["softmax"])),
 }
 
 

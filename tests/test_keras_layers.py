@@ -63,6 +63,22 @@ def test_every_class_of_the_support_matrix_has_one_handler():
         assert layer_refusals(layer) == [f"layer 'x' ({cls}) is not supported: {keras_layers.SUPPORTED_SUMMARY}"]
 
 
+def test_softmax_layer_is_an_activation_and_over_time_layers_say_what_to_do():
+    soft = layer("Softmax", "soft", axis=-1)
+    nodes = read([LSTM, DENSE, soft], weights())
+    left = fold_activations(fold_batchnorm(nodes))
+    assert [n.name for n in left] == ["lstm", "dense"] and nodes[1].value.activation == "softmax"
+    assert nodes[2].notes == ["folded Softmax 'soft' (softmax) into 'dense'"]
+    assert layer_refusals(layer("Softmax", "s1", axis=1)) == [
+        "layer 's1' (Softmax) normalises axis 1: rnnskip supports a Softmax over the last axis (the classes) "
+        "after a linear Dense"]
+    for cls, what in (("GlobalMaxPooling1D", "pooling over time"), ("GlobalAveragePooling1D", "pooling over time"),
+                      ("Flatten", "flattening the time axis")):
+        (msg,) = layer_refusals(KerasLayer({"class_name": cls, "config": {"name": "p"}}))
+        assert msg == f"layer 'p' ({cls}) is not supported: {what} {keras_layers._OVER_TIME}"
+        assert "return_sequences=False" in msg
+
+
 def test_handlers_claim_disjoint_classes():
     handlers = {id(h): h for h in HANDLERS.values()}.values()
     claimed = [cls for h in handlers for cls in h.classes]

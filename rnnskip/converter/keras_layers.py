@@ -100,10 +100,20 @@ def _join(parts: List[str]) -> str:
     return ", ".join(parts)
 
 
+_OVER_TIME = ("needs every step's output before it gives one; rnnskip's model runs step by step, so end the "
+              "recurrent layers with return_sequences=False (the last step's output feeds the Dense head) and "
+              "retrain, or keep this layer in your own code after a per-step rnnskip model")
+#: what to do instead, for unsupported layers people often put after their RNN
+HINTS = {"GlobalMaxPooling1D": "pooling over time " + _OVER_TIME,
+         "GlobalAveragePooling1D": "pooling over time " + _OVER_TIME,
+         "Flatten": "flattening the time axis " + _OVER_TIME}
+
+
 def unsupported(layer: KerasLayer, extra: str = "") -> str:
     """The refusal of a layer rnnskip does not convert (``extra``: where, if it is the position)."""
     kind = f"{layer.display}, a custom layer" if layer.is_custom else layer.display
-    return f"layer '{layer.name}' ({kind}) is not supported{extra}: {SUPPORTED_SUMMARY}"
+    hint = None if layer.is_custom else HINTS.get(layer.display)
+    return f"layer '{layer.name}' ({kind}) is not supported{extra}: {hint or SUPPORTED_SUMMARY}"
 
 
 # --------------------------------------------------------------------------
@@ -256,6 +266,24 @@ class ActivationHandler(LayerHandler):
 
     def build(self, layer, weights):
         return Node(layer, ACTIVATION, activation_name(layer.config.get("activation", "linear")))
+
+
+class SoftmaxHandler(LayerHandler):
+    """A Softmax layer over the last axis: an Activation('softmax'), folded the same way."""
+    classes = ("Softmax",)
+
+    def refusals(self, layer):
+        axis = layer.config.get("axis", -1)
+        if axis not in (-1, [-1]):
+            return [f"layer '{layer.name}' (Softmax) normalises axis {axis}: rnnskip supports a Softmax over the "
+                    f"last axis (the classes) after a linear Dense"]
+        return []
+
+    def options(self, layer):
+        return "axis=-1"
+
+    def build(self, layer, weights):
+        return Node(layer, ACTIVATION, "softmax")
 
 
 def batchnorm_axis_refusal(layer: KerasLayer) -> str:
@@ -599,7 +627,7 @@ def _register(handler: LayerHandler) -> None:
 
 
 for _handler in (InputLayerHandler(), NoopHandler(), EmbeddingHandler(), MaskingHandler(), DenseHandler(),
-                 TimeDistributedHandler(), ActivationHandler(), BatchNormalizationHandler(),
+                 TimeDistributedHandler(), ActivationHandler(), SoftmaxHandler(), BatchNormalizationHandler(),
                  Conv1DHandler(), Pooling1DHandler(), RecurrentHandler("RNN"), BidirectionalHandler()):
     _register(_handler)
 for _cell in cells.CELLS.values():

@@ -138,19 +138,20 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
             continue
         act = node.value
         before = _previous(out)
+        cls = node.layer.display   # Activation, or Softmax (an Activation('softmax'))
         if _is_linear_conv(before) and act in support.HIDDEN_DENSE_ACTIVATIONS:
             before.value.activation = act
             node.status = f"folded into '{before.name}'"
-            node.notes.append(f"folded Activation '{node.name}' ({act}) into '{before.name}'")
+            node.notes.append(f"folded {cls} '{node.name}' ({act}) into '{before.name}'")
         elif _is_linear_dense(before) and (act != "softmax" or seen_recurrent):
             before.value.activation = act
             node.status = f"folded into '{before.name}'"
-            node.notes.append(f"folded Activation '{node.name}' ({act}) into '{before.name}'")
+            node.notes.append(f"folded {cls} '{node.name}' ({act}) into '{before.name}'")
         elif act == "linear":
             node.status = "dropped (linear)"
-            node.notes.append(f"dropped Activation '{node.name}' (linear)")
+            node.notes.append(f"dropped {cls} '{node.name}' (linear)")
         else:
-            raise LayerError(f"layer '{node.name}' (Activation '{act}') is supported only directly after "
+            raise LayerError(f"layer '{node.name}' ({cls} '{act}') is supported only directly after "
                              "a linear Dense or Conv1D (it is folded into it)", node.name)
     return out
 

@@ -237,3 +237,14 @@ def test_shortest_input_converts(conv_model, tmp_path):
     assert p.returncode == 0, p.stderr
     assert "warning:" not in p.stderr and "error:" not in p.stderr
     assert (tmp_path / "o" / "report.json").is_file()
+
+
+@pytest.mark.keras
+def test_delta_tune_gives_the_same_data_warning(masked, tmp_path):
+    """The commands that read data themselves (delta-tune here; delta-train and train-predictor the same
+    way, through pipeline.load_data) pass its warnings on."""
+    from rnnskip.delta.cli import run_delta_tune
+    lines = []
+    run_delta_tune(str(masked["path"]), str(masked["rows"]["pre"][0]), 50.0, str(tmp_path / "d.json"),
+                   log=lambda s: None, warn=lines.append)
+    assert lines[0] == _mask_warning(masked["kind"], "--val", "pre.npz")

@@ -17,7 +17,6 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     """Tune thresholds on --val, certify them on rows the search did not see, write delta.json
     (+ delta_pareto.png next to it). ``warn``: where a warning goes (the CLI: stderr)."""
     from .. import pipeline
-    from ..datasets import load_npz
     from ..outdir import check_writable
     from .spec import DeltaSpec
     from .tune import CELL_GRID, GRID, certified_tune, plot_pareto
@@ -42,11 +41,11 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     if val is None:
         raise RnnskipError("--val is required: validation data (.npz) to measure accuracy on")
     labels = max_disagreement is None
-    va = load_npz(str(val), ir, labels=labels)
-    sel = load_npz(str(select), ir, labels=labels) if select else None
+    va = pipeline.load_data(val, ir, "--val", labels=labels, note=warn)
+    sel = pipeline.load_data(select, ir, "--select", labels=labels, note=warn) if select else None
     if calib is None and va.y is None:
         raise RnnskipError("--calib is required with unlabelled --val: the int8 grid is calibrated on it")
-    cal = load_npz(str(calib), ir, labels=False) if calib else va   # quantisation needs no labels
+    cal = pipeline.load_data(calib, ir, "--calib", labels=False, note=warn) if calib else va   # no labels needed
     qm, _ = pipeline.quantize_model(ir, cal, calib_max, progress=False)
     grid = list(GRID if grid is None else grid)
     cell_grid = list(CELL_GRID if cell_grid is None else cell_grid)

@@ -246,7 +246,6 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
                     log=print, verbose=0) -> dict:
     """``rnnskip delta-train``: fine-tune MODEL with the delta forward pass, write OUT (.h5)."""
     from .. import pipeline
-    from ..datasets import load_npz
     out = Path(out)
     l1 = 0.02 if l1 is None else float(l1)
     ok = math.isfinite   # NaN passes every comparison, so each check asks for the good case
@@ -277,8 +276,9 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
         raise RnnskipError(f"layer '{k3[0]}' uses Keras 3's hard_sigmoid (clip(x/6 + 0.5)), which the tf_keras model "
                            f"delta-train writes cannot express; fine-tune it in Keras 3, or use delta-tune (no "
                            f"retraining)")
-    tr = load_npz(str(train), ir)
-    va = load_npz(str(val), ir)
+    from ..cli_support import note
+    tr = pipeline.load_data(train, ir, "--train", note=note)
+    va = pipeline.load_data(val, ir, "--val", note=note)
     if tr.y.dtype.kind == "f":
         raise RnnskipError("delta-train supports classifiers (integer labels y)")
     L = len(ir.rnn_layers)
@@ -296,7 +296,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
         tm = list(theta_m) if isinstance(theta_m, (list, tuple)) else [theta_m] * L
     checked = DeltaSpec(tx, th, theta_m=tm)          # one-line errors for negative / fractional values
     tx, th, tm = checked.theta_x, checked.theta_h, checked.theta_m
-    cal = load_npz(str(calib), ir, labels=False) if calib else tr
+    cal = pipeline.load_data(calib, ir, "--calib", labels=False, note=note) if calib else tr
     qm, _ = pipeline.quantize_model(ir, cal, 1000, progress=False)   # the int8 grid the network is trained for
     tf, keras = _keras()
     keras.utils.set_random_seed(seed)

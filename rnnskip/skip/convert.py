@@ -332,9 +332,8 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
                         measure="auto", calibrate_on="int8", seed=0, calib=None, margin_se=0.0, log=print,
                         confidence=0.9, max_disagreement=None) -> dict:
     """``rnnskip train-predictor``: train, calibrate and write the predictor folder (atomically)."""
-    from ..datasets import load_npz
     from ..outdir import atomic_dir, check_replaceable
-    from ..pipeline import import_model
+    from ..pipeline import import_model, load_data
     from . import folder
     from .predictor import DEFAULT_BUDGET, TYPES
     from .train import TrainConfig
@@ -353,12 +352,14 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
         from .qpredictor import bidirectional_refusal
         raise RnnskipError(bidirectional_refusal(ir.rnn_layers[ir.bidirectional].name))
     features.check_classifier(ir)
-    tr = load_npz(str(train), ir)
-    va = load_npz(str(val), ir, labels=max_disagreement is None)
+    from ..cli_support import note
+    tr = load_data(train, ir, "--train", note=note)
+    va = load_data(val, ir, "--val", labels=max_disagreement is None, note=note)
     qm = None
     if calibrate_on == "int8":   # the int8 model the decision threshold is calibrated on
         from ..pipeline import quantize_model
-        qm, _ = quantize_model(ir, load_npz(str(calib), ir, labels=False) if calib else tr, progress=False)
+        qm, _ = quantize_model(ir, load_data(calib, ir, "--calib", labels=False, note=note) if calib else tr,
+                               progress=False)
     res = train_fn(ir, tr, va, cfg, qm=qm, log=log)
     with atomic_dir(out, "predictor.json", inputs=inputs) as tmp:
         meta = folder.save(tmp, res, ir, str(model), str(train), str(val))

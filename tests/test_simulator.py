@@ -295,3 +295,27 @@ def test_signal_during_emulation_stops_it_cleanly(m4, c_elf, mode, capfd):
     assert "Exception ignored" not in capfd.readouterr().err
     assert not interrupt_emulation(KeyboardInterrupt())          # nothing running any more
     assert emu.call("dot_s8", ("xa", "xb", 16)).cycles > 0      # the emulator still works
+
+
+def test_traffic_counted_sequences_run_in_small_chunks(monkeypatch):
+    """The slow, traffic-counted sequences go to the workers TRAFFIC_CHUNK at a time (the progress bar
+    moves while they run); the others in chunks of ``chunk``; every sequence once, in its slot."""
+    import numpy as np
+
+    from rnnskip.emulators import unicorn as U
+    from rnnskip.emulators.base import STAT_FIELDS, Sequences
+    calls = []
+
+    def fake_worker(elf, target, out_len, macs, jobs):
+        calls.append([(n, exact) for n, _, _, _, exact in jobs])
+        return [(n, np.full(out_len, n), None, T, np.zeros(len(STAT_FIELDS)), exact)
+                for n, _, T, _, exact in jobs], 0, None
+    monkeypatch.setattr(U, "_worker", fake_worker)
+    seqs = Sequences(x=np.zeros((40, 5), np.int8), lengths=np.arange(40) % 5 + 1, valid=None, out_len=2,
+                     macs_per_step=1)
+    res = U.emulate_dataset(Path("fw.elf"), None, seqs, traffic_sample=5, workers=1, chunk=16, progress=False)
+    assert [len(c) for c in calls] == [U.TRAFFIC_CHUNK] * 2 + [1] + [16, 16, 3]
+    assert all(exact == (n < 5) for c in calls for n, exact in c)
+    assert sorted(n for c in calls for n, _ in c) == list(range(40))
+    np.testing.assert_array_equal(res.out[:, 0], np.arange(40))
+    np.testing.assert_array_equal(res.traffic_measured, np.arange(40) < 5)

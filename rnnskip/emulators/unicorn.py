@@ -100,6 +100,10 @@ def _mp_context():
     return mp.get_context("spawn" if "tensorflow" in sys.modules else "fork")
 
 
+#: sequences per worker call when their memory traffic is counted
+TRAFFIC_CHUNK = 2
+
+
 def emulate_dataset(elf: Path, target, sequences: Sequences, traffic_sample: int = 16, workers: int = 2,
                     chunk: int = 16, progress: bool = True) -> EmulationResult:
     """Emulate every sequence; the first ``traffic_sample`` count memory traffic exactly."""
@@ -107,7 +111,12 @@ def emulate_dataset(elf: Path, target, sequences: Sequences, traffic_sample: int
     valid = sequences.valid
     jobs = [(n, sequences.x[n], int(sequences.lengths[n]), None if valid is None else valid[n], n < traffic_sample)
             for n in range(N)]
-    chunks = [jobs[i:i + chunk] for i in range(0, N, chunk)]
+    # A sequence whose memory traffic is counted runs many times slower (a hook per load and store):
+    # those go in chunks of TRAFFIC_CHUNK, so the progress bar moves while they run.
+    counted = [j for j in jobs if j[4]]
+    rest = [j for j in jobs if not j[4]]
+    chunks = [counted[i:i + TRAFFIC_CHUNK] for i in range(0, len(counted), TRAFFIC_CHUNK)] + \
+        [rest[i:i + chunk] for i in range(0, len(rest), chunk)]
     out = np.zeros((N, sequences.out_len), np.int64)
     flags: List[Optional[np.ndarray]] = [None] * N
     steps = np.zeros(N, np.int64)
@@ -115,7 +124,8 @@ def emulate_dataset(elf: Path, target, sequences: Sequences, traffic_sample: int
     exact = np.zeros(N, bool)
     stack = 0
     copy = None
-    bar = tqdm(total=N, desc="emulate", unit="seq", disable=not progress, leave=False)
+    bar = tqdm(total=N, desc="emulate" + (f" (memory traffic counted on {len(counted)})" if counted else ""),
+               unit="seq", disable=not progress, leave=False)
 
     def take(result):
         nonlocal stack, copy

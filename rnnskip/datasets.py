@@ -146,6 +146,10 @@ def _is_classifier(ir) -> bool:
     return ir.output_activation in ("softmax", "sigmoid")
 
 
+#: the arrays a data file may hold
+KEYS = ("x", "y", "lengths", "texts", "class_names")
+
+
 def load_npz(path: str, ir=None, labels: Optional[bool] = True, what: str = "") -> Dataset:
     """Read and validate a user ``.npz`` (``x``, ``y``, optional ``lengths``).
 
@@ -189,6 +193,7 @@ def load_npz(path: str, ir=None, labels: Optional[bool] = True, what: str = "") 
         lengths = get("lengths") if "lengths" in keys else None
         texts = [str(t) for t in get("texts")] if "texts" in keys else None
         class_names = [str(t) for t in get("class_names")] if "class_names" in keys else None
+        unread = sorted(keys - set(KEYS))
 
     # ---- x
     if x.ndim == 2 and np.issubdtype(x.dtype, np.integer):
@@ -198,7 +203,8 @@ def load_npz(path: str, ir=None, labels: Optional[bool] = True, what: str = "") 
     else:
         raise RnnskipError(
             f"x in {name} has shape {tuple(x.shape)} and dtype {x.dtype}; expected integer token ids [N, T] "
-            f"or float features [N, T, F]")
+            f"or float features [N, T, F]" + ("; if these are token ids, save x.astype('int32')"
+                                              if x.ndim == 2 and np.issubdtype(x.dtype, np.floating) else ""))
     N, T = int(x.shape[0]), int(x.shape[1])
     if N == 0 or T == 0:
         raise RnnskipError(f"x in {name} is empty (shape {tuple(x.shape)}); "
@@ -215,6 +221,10 @@ def load_npz(path: str, ir=None, labels: Optional[bool] = True, what: str = "") 
                 f"{tuple(x.shape)}; pass float features [N, T, F]")
 
     notes: List[str] = []
+    if unread:   # a "mask" or "sample_weight" the user expects to matter
+        notes.append(f"warning: {name} has {'keys' if len(unread) > 1 else 'a key'} rnnskip does not read "
+                     f"({', '.join(unread)}); it reads {', '.join(KEYS)} (the model's own Masking or mask_zero "
+                     f"and lengths decide which steps run)")
     if kind == "tokens":
         xmin, xmax = int(x.min()), int(x.max())
         if xmin < 0:

@@ -147,9 +147,20 @@ def test_missing_key(tmp_path):
 def test_bad_x_shape_dtype(tmp_path):
     msg = _err(_write(tmp_path, x=np.ones((2, 3)), y=[0, 1]))  # 2-D float
     assert msg == ("x in data.npz has shape (2, 3) and dtype float64; "
-                   "expected integer token ids [N, T] or float features [N, T, F]")
+                   "expected integer token ids [N, T] or float features [N, T, F]; "
+                   "if these are token ids, save x.astype('int32')")
     assert "expected integer token ids" in _err(_write(tmp_path, x=np.ones((2, 3, 4), np.int32), y=[0, 1]))
     assert "expected integer token ids" in _err(_write(tmp_path, x=np.ones(3, np.int32), y=[0, 1, 0]))
+
+
+def test_keys_it_does_not_read_are_named(tmp_path):
+    from rnnskip.datasets import load_npz
+    x = np.ones((2, 3, 4), np.float32)
+    ds = load_npz(_write(tmp_path, x=x, y=[0, 1], mask=np.ones((2, 3)), sample_weight=[1, 2]))
+    assert ds.notes == ["warning: data.npz has keys rnnskip does not read (mask, sample_weight); it reads x, y, "
+                        "lengths, texts, class_names (the model's own Masking or mask_zero and lengths decide "
+                        "which steps run)"]
+    assert load_npz(_write(tmp_path, x=x, y=[0, 1], lengths=[3, 2])).notes == []
 
 
 def test_model_input_kind_mismatch(tmp_path):

@@ -271,8 +271,9 @@ def run_firmware(elf, board, timeout: float = 60.0, icount: bool = True, workdir
                              f"{err[0] if err else 'no error message'}")
     if why == "timeout":
         last = next((ln for ln in reversed(got) if ln.strip()), "")
-        raise EmulationError(f"firmware on {where} printed no summary line within {timeout:.0f} s (hung?); "
-                             + (f"last UART line: {last[:120]!r}" if last else "no UART output at all"))
+        raise EmulationError(f"firmware on {where} printed no summary line within {timeout:g} s (hung?); "
+                             + (f"last UART line: {last[:120]!r}" if last else "no UART output at all")
+                             + f"; if it is only slow, raise --timeout (it was {timeout:g} s)")
     start, summary, seqs = _parse(got)
     icounts = None
     if icount and not icount_note:

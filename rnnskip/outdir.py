@@ -102,8 +102,11 @@ def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[
     success (checked with :func:`check_replaceable` before and after the work), and a
     replacement that fails leaves ``out`` as it was (one-line RnnskipError)."""
     inputs, regenerated = list(inputs), tuple(regenerated)
+    shown = str(out)
     out = check_replaceable(out, marker, what, inputs, regenerated)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.old-*"):   # left by a swap a crash interrupted
+        _remove(stale)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
@@ -115,21 +118,29 @@ def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    # The old folder is renamed aside before the new one takes its name and deleted only after: a
-    # rename that fails (a mount point, an immutable folder) leaves the old output as it was.
+    # The old folder (or symlink) is renamed aside before the new one takes its name and deleted only
+    # after: a rename that fails (a mount point, an immutable folder) or a signal between the two
+    # renames leaves the old output as it was.
     old = None
     try:
-        if out.is_symlink():
-            out.unlink()
-        elif out.exists():
+        if out.exists() or out.is_symlink():
             old = out.parent / f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
             out.rename(old)
         tmp.rename(out)
-    except OSError as e:
-        if old is not None and old.exists() and not out.exists():
+    except BaseException as e:
+        if old is not None and (old.exists() or old.is_symlink()) and not (out.exists() or out.is_symlink()):
             old.rename(out)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise RnnskipError(f"{what} {out} could not be replaced ({(e.strerror or str(e)).lower()}); the previous "
+        if not isinstance(e, OSError):
+            raise
+        raise RnnskipError(f"{what} {shown} could not be replaced ({(e.strerror or str(e)).lower()}); the previous "
                            f"output is unchanged: choose another folder") from None
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
+
+
+def _remove(p: Path) -> None:
+    if p.is_symlink():
+        p.unlink()
+    else:
+        shutil.rmtree(p, ignore_errors=True)

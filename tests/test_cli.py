@@ -348,12 +348,34 @@ def test_failed_replacement_keeps_the_old_output(tmp_path, monkeypatch):
         with atomic_dir(old, "report.json") as tmp:
             (tmp / "report.json").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["res"] and (old / "report.json").read_text() == "old"
+    # the second rename (the new folder into place) fails: the old one comes back from aside; a symlinked
+    # --out comes back as the link it was
+    link = tmp_path / "link"
+    link.symlink_to(old)
+
+    def second_fails(self, target):
+        if self.name.startswith((".res.partial-", ".link.partial-")):
+            raise OSError(errno.EPERM, "Operation not permitted")
+        return real_rename(self, target)
+    monkeypatch.setattr(Path, "rename", second_fails)
+    for out in (old, link):
+        with pytest.raises(RnnskipError, match=r"could not be replaced \(operation not permitted\); the previous "):
+            with atomic_dir(out, "report.json") as tmp:
+                (tmp / "report.json").write_text("new")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "res"]
+        assert link.is_symlink() and (old / "report.json").read_text() == "old"
+    # a crash between the renames left an aside folder: the next replacement removes it
     monkeypatch.setattr(Path, "rename", real_rename)
+    (tmp_path / ".res.old-crash").mkdir()
+    with atomic_dir(old, "report.json") as tmp:
+        (tmp / "report.json").write_text("newest")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "res"] and (old / "report.json").read_text() == \
+        "newest"
     monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == old)
     with pytest.raises(RnnskipError, match=r"is a mount point, .*write into a folder inside it \(e\.g\. .*res/out\)"):
         with atomic_dir(old, "report.json") as tmp:
             raise AssertionError("not reached: refused before the work")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"] and (old / "report.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "res"]
 
 
 def test_convert_refuses_to_replace_foreign_folders(model_and_data, tmp_path):

@@ -341,7 +341,7 @@ def boards_cmd():
 @click.option("--margin-se", type=float, default=0.0, show_default=True,
               help="Meet --max-loss with this many standard errors of the validation loss to spare "
                    "(the loss on a small --val is noisy; 1-2 guards against picking a lucky point).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
               help="Random seed: the same seed, data and package versions give the same predictor bit for bit.")
 @guard
 def train_predictor_cmd(model, train, val, max_loss, max_disagreement, confidence, out, ptype, rounds, size_ratio,

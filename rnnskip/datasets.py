@@ -349,7 +349,7 @@ def _unmasked(x: np.ndarray, ir) -> Optional[np.ndarray]:
     if ir.is_token_model:
         return (x != PAD_ID) if getattr(ir.input, "mask_zero", False) else None
     mv = getattr(ir.input, "mask_value", None)
-    return None if mv is None else np.any(x != np.float32(mv), axis=-1)
+    return None if mv is None else np.any(x.astype(np.float32) != np.float32(mv), axis=-1)   # as Keras, in float32
 
 
 def _lengths_against_mask(x, lengths, ir, src) -> str:

@@ -242,9 +242,11 @@ def test_shortest_input_converts(conv_model, tmp_path):
 @pytest.mark.keras
 def test_delta_tune_gives_the_same_data_warning(masked, tmp_path):
     """The commands that read data themselves (delta-tune here; delta-train and train-predictor the same
-    way, through pipeline.load_data) pass its warnings on."""
+    way, through pipeline.load_data) pass its warnings on, once per file."""
     from rnnskip.delta.cli import run_delta_tune
     lines = []
-    run_delta_tune(str(masked["path"]), str(masked["rows"]["pre"][0]), 50.0, str(tmp_path / "d.json"),
+    pre = str(masked["rows"]["pre"][0])
+    run_delta_tune(str(masked["path"]), pre, 50.0, str(tmp_path / "d.json"), calib=pre,
                    log=lambda s: None, warn=lines.append)
     assert lines[0] == _mask_warning(masked["kind"], "--val", "pre.npz")
+    assert sum("contradict the model's" in line for line in lines) == 1   # once, though --calib is the same file

@@ -62,6 +62,7 @@ def test_delta_tune_writes_thresholds(gru):
     assert sorted(q["theta_m"][0] for q in cells) == sorted(CELL_GRID)
     assert len({(q["theta_x"][0], q["theta_h"][0]) for q in cells}) == 1
     assert p.stdout.count(" points, ") == 2 and f"{16 + len(CELL_GRID)} points evaluated in " in p.stdout
+    assert t["evaluated"] == len(t["sweep"]) == 16 + len(CELL_GRID)
     assert "nothing certified: 20 calibration sequences certify no budget below" in p.stdout
     warn = [l for l in p.stderr.splitlines() if l.startswith("warning:")]   # on stderr, as rnnskip-convert's
     assert len(warn) == 1 and "warning:" not in p.stdout
@@ -337,7 +338,8 @@ def test_tune_budget_errors(gru):
                    "is the model being fine-tuned")
     for opt, value, needle in (("--lr", "nan", "--lr nan must be a number > 0"),
                                ("--patience", "-2", "--patience -2 must be >= 0"),
-                               ("--l1", "inf", "--l1 inf must be a number >= 0")):
+                               ("--l1", "inf", "--l1 inf must be a number >= 0"),
+                               ("--seed", "-1", "Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295")):
         one_line_error(cli("rnnskip", "delta-train", model, "--train", val, "--val", val, "--out", d / "bad.h5",
                            opt, value), needle)
         assert not (d / "bad.h5").exists()

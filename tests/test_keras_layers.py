@@ -69,9 +69,16 @@ def test_softmax_layer_is_an_activation_and_over_time_layers_say_what_to_do():
     left = fold_activations(fold_batchnorm(nodes))
     assert [n.name for n in left] == ["lstm", "dense"] and nodes[1].value.activation == "softmax"
     assert nodes[2].notes == ["folded Softmax 'soft' (softmax) into 'dense'"]
-    assert layer_refusals(layer("Softmax", "s1", axis=1)) == [
-        "layer 's1' (Softmax) normalises axis 1: rnnskip supports a Softmax over the last axis (the classes) "
-        "after a linear Dense"]
+    # axis 1 is the last one after a last-step Dense ([batch, classes]); on a per-step output it is time
+    nodes = read([LSTM, DENSE, layer("Softmax", "s1", axis=1)], weights())
+    assert nodes[2].layer.config["axis"] == 1 and fold_activations(nodes)[-1].value.activation == "softmax"
+    per_step = layer("LSTM", "lstm", units=U, return_sequences=True)
+    assert fold_activations(read([per_step, DENSE, layer("Softmax", "s2", axis=[2])], weights()))[-1].value.activation \
+        == "softmax"
+    with pytest.raises(LayerError) as ei:
+        fold_activations(read([per_step, DENSE, layer("Softmax", "s1", axis=1)], weights()))
+    assert str(ei.value) == ("layer 's1' (Softmax) normalises axis 1, not the last one (the classes): rnnskip "
+                             "supports a Softmax over the last axis after a linear Dense")
     for cls, what in (("GlobalMaxPooling1D", "pooling over time"), ("GlobalAveragePooling1D", "pooling over time"),
                       ("Flatten", "flattening the time axis")):
         (msg,) = layer_refusals(KerasLayer({"class_name": cls, "config": {"name": "p"}}))

@@ -113,6 +113,19 @@ def test_model_too_big_is_refused_with_both_sizes():
         f"the buffers to the longest in --data; 'rnnskip generate' takes --max-t) or pick a board with more RAM")
     assert est.state + est.stack < t0.ram_size < est.ram
     assert check_fits(small, 9, t0).ram <= t0.ram_size
+    # a Bidirectional layer's window buffer is the model's own: named apart, and shorter windows advised
+    from helpers import quantize_on
+    from random_models import bidi_ir, random_data
+    bir = bidi_ir("feat-lstm-lstm")
+    bq = quantize_on(bir, *random_data(bir, n=8, T=9, seed=1))
+    from rnnskip.targets.fit import bidi_bytes
+    T = next(t for t in range(100, 100_000, 100) if estimate(bq, t, t0).state + t0.stack_size > t0.ram_size)
+    with pytest.raises(RnnskipError) as e:
+        check_fits(bq, T, t0)
+    msg = str(e.value)
+    assert f" + {bidi_bytes(bq, T):,} B the Bidirectional layer's window buffers for {T} steps + " in msg
+    assert msg.endswith("use shorter windows (the Bidirectional buffers grow with them; rnnskip-convert sizes them to "
+                        "the longest sequence in --data), a smaller model or a target/board with more RAM")
 
 
 @needs_arm

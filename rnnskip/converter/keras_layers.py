@@ -272,15 +272,10 @@ class SoftmaxHandler(LayerHandler):
     """A Softmax layer over the last axis: an Activation('softmax'), folded the same way."""
     classes = ("Softmax",)
 
-    def refusals(self, layer):
-        axis = layer.config.get("axis", -1)
-        if axis not in (-1, [-1]):
-            return [f"layer '{layer.name}' (Softmax) normalises axis {axis}: rnnskip supports a Softmax over the "
-                    f"last axis (the classes) after a linear Dense"]
-        return []
+    # the axis is checked by the activation pass, which knows whether the output has a time axis
 
     def options(self, layer):
-        return "axis=-1"
+        return f"axis={layer.config.get('axis', -1)}"
 
     def build(self, layer, weights):
         return Node(layer, ACTIVATION, "softmax")

@@ -131,13 +131,23 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
     Dense before the recurrent layers), drop the linear ones elsewhere, refuse the rest."""
     out: List[Node] = []
     seen_recurrent = False
+    per_step = False   # the output so far has a time axis: [batch, time, features]
     for node in nodes:
         seen_recurrent = seen_recurrent or node.kind == RECURRENT
+        if node.kind == RECURRENT:
+            per_step = node.value.return_sequences
         if node.kind != ACTIVATION:
             out.append(node)
             continue
         act = node.value
         before = _previous(out)
+        if node.layer.display == "Softmax":   # over the classes: the last axis, -1 or its number
+            axis = node.layer.config.get("axis", -1)
+            axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+            if axis not in (-1, 2 if per_step or not seen_recurrent else 1):
+                raise LayerError(f"layer '{node.name}' (Softmax) normalises axis {axis}, not the last one (the "
+                                 f"classes): rnnskip supports a Softmax over the last axis after a linear Dense",
+                                 node.name)
         cls = node.layer.display   # Activation, or Softmax (an Activation('softmax'))
         if _is_linear_conv(before) and act in support.HIDDEN_DENSE_ACTIVATIONS:
             before.value.activation = act

@@ -42,10 +42,11 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
         raise RnnskipError("--val is required: validation data (.npz) to measure accuracy on")
     labels = max_disagreement is None
     va = pipeline.load_data(val, ir, "--val", labels=labels, note=warn)
-    sel = pipeline.load_data(select, ir, "--select", labels=labels, note=warn) if select else None
+    sel = pipeline.load_data(select, ir, "--select", labels=labels, note=warn, loaded=[val]) if select else None
     if calib is None and va.y is None:
         raise RnnskipError("--calib is required with unlabelled --val: the int8 grid is calibrated on it")
-    cal = pipeline.load_data(calib, ir, "--calib", labels=False, note=warn) if calib else va   # no labels needed
+    cal = (pipeline.load_data(calib, ir, "--calib", labels=False, note=warn, loaded=[val, select])   # no labels needed
+           if calib else va)
     qm, _ = pipeline.quantize_model(ir, cal, calib_max, progress=False)
     grid = list(GRID if grid is None else grid)
     cell_grid = list(CELL_GRID if cell_grid is None else cell_grid)
@@ -160,7 +161,7 @@ def delta_tune_cmd(model, val, max_loss, max_disagreement, confidence, select, o
 @click.option("--lr", default=5e-4, show_default=True, help="Adam learning rate.")
 @click.option("--calib", type=click.Path(dir_okay=False), default=None,
               help="Calibration data for the int8 grid (default: --train).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
               help="Random seed: the same seed, data and package versions give the same model bit for bit.")
 @guard
 def delta_train_cmd(model, train_path, val, out, theta_x, theta_h, theta_m, delta_path, epochs, patience, l1, noise,

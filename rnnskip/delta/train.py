@@ -278,7 +278,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
                            f"retraining)")
     from ..cli_support import note
     tr = pipeline.load_data(train, ir, "--train", note=note)
-    va = pipeline.load_data(val, ir, "--val", note=note)
+    va = pipeline.load_data(val, ir, "--val", note=note, loaded=[train])
     if tr.y.dtype.kind == "f":
         raise RnnskipError("delta-train supports classifiers (integer labels y)")
     L = len(ir.rnn_layers)
@@ -296,7 +296,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
         tm = list(theta_m) if isinstance(theta_m, (list, tuple)) else [theta_m] * L
     checked = DeltaSpec(tx, th, theta_m=tm)          # one-line errors for negative / fractional values
     tx, th, tm = checked.theta_x, checked.theta_h, checked.theta_m
-    cal = pipeline.load_data(calib, ir, "--calib", labels=False, note=note) if calib else tr
+    cal = pipeline.load_data(calib, ir, "--calib", labels=False, note=note, loaded=[train, val]) if calib else tr
     qm, _ = pipeline.quantize_model(ir, cal, 1000, progress=False)   # the int8 grid the network is trained for
     tf, keras = _keras()
     keras.utils.set_random_seed(seed)

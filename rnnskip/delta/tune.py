@@ -109,7 +109,7 @@ class TuneResult:
                 "density": {"input": c.density_input, "hidden": c.density_hidden, "cells": c.density_cells},
                 "theta_m": list(c.theta_m),
                 "pareto": [p.as_dict() for p in self.pareto],
-                "evaluated": len(self.points),
+                "evaluated": len(self.points if self.sweep is None else self.sweep),
                 "sweep": [p.as_dict() for p in (self.points if self.sweep is None else self.sweep)], **self.extra}
 
 

@@ -132,7 +132,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         what = next(s.option for s in method_setups() if s.key in methods)
         raise RnnskipError(f"--data {data} has no labels (y): {what} is reported as accuracy with and without it; "
                            f"add y to --data, or convert without {what.split('/')[0]}")
-    cal = stages.load_data(calib, ir, "--calib", labels=False, note=note) if calib else ds
+    cal = stages.load_data(calib, ir, "--calib", labels=False, note=note, loaded=[data]) if calib else ds
     # step methods: options, predictor folders and thresholds files checked before anything is written
     setups = [s for s in (setup.prepare(ir, methods.get(setup.key), log) for setup in method_setups()) if s]
     inputs = [model, data, calib] + [p for s in setups for p in s.inputs]

@@ -2,10 +2,11 @@
 evaluate (float, golden, host, emulator) -> dense reference. Data flows one way."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,20 +38,27 @@ def float_model(ir: ModelIR):
 
 
 def load_data(path, ir: ModelIR, what: str = "--data", labels: Optional[bool] = True,
-              note: Optional[Callable[[str], None]] = None) -> Dataset:
+              note: Optional[Callable[[str], None]] = None, loaded: Sequence = ()) -> Dataset:
     """``path``'s .npz checked against ``ir``; ``labels``: y is required (True), optional (None:
     evaluation data without labels), or not needed (False: calibration data). ``note`` gets the
     data's ``warning:`` lines (lengths that contradict the model's mask, rows too short for its
-    front end)."""
+    front end), unless the file is one of ``loaded`` (the same file given to another option)."""
     from ..datasets import load_npz
     if path is None:
         raise RnnskipError(f"{what} is required: an .npz with x" + (", y" if labels is True else "")
                            + (" and optional y and lengths" if labels is None else " and optional lengths"))
     ds = load_npz(str(path), ir, labels=labels, what=what)
-    if note is not None:
+    if note is not None and not any(_same_file(path, p) for p in loaded):   # its warnings once per file
         for line in ds.notes:
             note(line)
     return ds
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return b is not None and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def quantize_model(ir: ModelIR, calib: Dataset, max_sequences: int = 1000, progress: bool = True):

@@ -354,12 +354,12 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     features.check_classifier(ir)
     from ..cli_support import note
     tr = load_data(train, ir, "--train", note=note)
-    va = load_data(val, ir, "--val", labels=max_disagreement is None, note=note)
+    va = load_data(val, ir, "--val", labels=max_disagreement is None, note=note, loaded=[train])
     qm = None
     if calibrate_on == "int8":   # the int8 model the decision threshold is calibrated on
         from ..pipeline import quantize_model
-        qm, _ = quantize_model(ir, load_data(calib, ir, "--calib", labels=False, note=note) if calib else tr,
-                               progress=False)
+        cal = load_data(calib, ir, "--calib", labels=False, note=note, loaded=[train, val]) if calib else tr
+        qm, _ = quantize_model(ir, cal, progress=False)
     res = train_fn(ir, tr, va, cfg, qm=qm, log=log)
     with atomic_dir(out, "predictor.json", inputs=inputs) as tmp:
         meta = folder.save(tmp, res, ir, str(model), str(train), str(val))

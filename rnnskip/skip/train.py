@@ -262,10 +262,11 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     if yl.min() == yl.max():
         if not yl[0]:
             why = "data too constant or too short, or a budget too tight for any step to be skipped"
-        elif osw.chosen.loss < 0:   # no budget can exclude it, so "a smaller budget" would be no advice
-            why = (f"on the validation data the oracle's skipping scores {-osw.chosen.loss:.2f} points better than "
-                   f"the dense model, so every budget admits it: check that the model is trained and --val is "
-                   f"representative")
+        elif osw.chosen.loss <= 0:   # no budget can exclude it, so "a smaller budget" would be no advice
+            how = (f"scores {-osw.chosen.loss:.2f} points better than" if osw.chosen.loss < 0 else
+                   "loses nothing against")
+            why = (f"on the validation data the oracle's skipping {how} the dense model, so every budget admits "
+                   f"it: check that the model is trained and --val is representative")
         else:
             why = "the budget is so loose that skipping every step meets it: give a smaller --max-loss or " \
                   "--max-disagreement"

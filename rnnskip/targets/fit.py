@@ -114,13 +114,18 @@ def check_fits(qm, max_t: int, target, where: str = "", bundled_bytes: int = 0) 
                "shrink the model or pick a target/board with more flash"))
     if est.ram > target.ram_size:
         harness = est.io - est.state
+        window = bidi_bytes(qm, max_t)   # a Bidirectional layer's buffer: the model's own, sized by the window
         alone = est.state + est.stack <= target.ram_size
         raise RnnskipError(
             f"model does not fit {on}: needs about {est.ram:,} bytes of RAM ({_kib(est.ram)}: "
-            f"{est.state:,} B model state + {harness:,} B the emulation harness's I/O buffers for {max_t}-step "
-            f"sequences + {est.stack:,} B stack) but {on} has {target.ram_size:,} bytes ({_kib(target.ram_size)}); "
+            f"{est.state - window:,} B model state"
+            + (f" + {window:,} B the Bidirectional layer's window buffers for {max_t} steps" if window else "")
+            + f" + {harness:,} B the emulation harness's I/O buffers for {max_t}-step sequences + {est.stack:,} B "
+            f"stack) but {on} has {target.ram_size:,} bytes ({_kib(target.ram_size)}); "
             + ("the model alone fits (a firmware calling rnnskip_step keeps no sequence buffers): emulate shorter "
                "sequences (rnnskip-convert sizes the buffers to the longest in --data; 'rnnskip generate' takes "
                "--max-t) or pick a board with more RAM" if alone else
+               "use shorter windows (the Bidirectional buffers grow with them; rnnskip-convert sizes them to the "
+               "longest sequence in --data), a smaller model or a target/board with more RAM" if window else
                "use a smaller model or a target/board with more RAM"))
     return est

@@ -332,3 +332,18 @@ def test_aeon_japanese_vowels():
     assert np.all(tr.x[i, tr.lengths[i]:] == 0)
     with pytest.raises(RnnskipError, match="not a classification set bundled with aeon"):
         load_aeon("NoSuchSet", "train")
+
+
+def test_mask_check_compares_in_float32_as_keras(tmp_path):
+    """float64 data padded with a mask value float32 cannot hold exactly (0.1): Keras casts to float32
+    and masks those steps, so rows padded at the end with lengths get no warning."""
+    from rnnskip.datasets import load_npz
+    ir = _ir(token=False, features=2)
+    ir.input.mask_value = 0.1
+    x = np.full((2, 4, 2), 0.1, np.float64)
+    x[0, :2], x[1, :3] = 1.0, -1.0
+    p = _write(tmp_path, x=x, y=[0, 1], lengths=[2, 3])
+    assert load_npz(p, ir).notes == []
+    x[0, 3] = 5.0          # a real step after row 0's length: now the lengths contradict the mask
+    assert "contradict the model's Masking layer" in load_npz(_write(tmp_path, x=x, y=[0, 1], lengths=[2, 3]),
+                                                                ir).notes[0]

@@ -100,9 +100,10 @@ def _join(parts: List[str]) -> str:
     return ", ".join(parts)
 
 
-_OVER_TIME = ("needs every step's output before it gives one; rnnskip's model runs step by step, so end the "
-              "recurrent layers with return_sequences=False (the last step's output feeds the Dense head) and "
-              "retrain, or keep this layer in your own code after a per-step rnnskip model")
+_OVER_TIME = ("needs every step's output before it gives one, and rnnskip's model runs step by step: in a "
+              "recurrent model, end the recurrent layers with return_sequences=False (the last step's output "
+              "feeds the Dense head) and retrain, or keep this layer in your own code after a per-step rnnskip "
+              "model")
 #: what to do instead, for unsupported layers people often put after their RNN
 HINTS = {"GlobalMaxPooling1D": "pooling over time " + _OVER_TIME,
          "GlobalAveragePooling1D": "pooling over time " + _OVER_TIME,

@@ -83,6 +83,10 @@ SPECS: Dict[str, Spec] = {
         lambda k: [_L(k).Masking(0.0), _L(k).GRU(5), _L(k).Dense(3, activation="softmax")],
         functional=True, mask_value=0.0,
         expect=dict(kinds=["gru"], units=[5], mask_value=0.0, head=["softmax"])),
+    "feat_mask_gru_01": Spec(   # a mask value float32 cannot hold: Keras compares in float32
+        lambda k: [_L(k).Masking(0.1), _L(k).GRU(5), _L(k).Dense(3, activation="softmax")],
+        mask_value=0.1,
+        expect=dict(kinds=["gru"], units=[5], mask_value=float(np.float32(0.1)), head=["softmax"])),
     "feat_mask_lstm_m1": Spec(
         lambda k: [_L(k).Masking(-1.0), _L(k).LSTM(5), _L(k).Dense(2, activation="softmax")],
         mask_value=-1.0,

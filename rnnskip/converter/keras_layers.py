@@ -169,7 +169,9 @@ class MaskingHandler(LayerHandler):
         return f"mask_value={layer.config.get('mask_value', 0.0)}"
 
     def build(self, layer, weights):
-        return Node(layer, MASKING, float(layer.config.get("mask_value", 0.0)), status="converted (masking)")
+        # Keras compares the float32 inputs with the value cast to float32: 0.1 is float32(0.1) here too
+        value = float(np.float32(layer.config.get("mask_value", 0.0)))
+        return Node(layer, MASKING, value, status="converted (masking)")
 
 
 # --------------------------------------------------------------------------

@@ -205,8 +205,8 @@ class FloatModel:
         x = self._features(x_seq)
         if self.front:   # every input step goes into the front end (no masking with a front end)
             return np.ones(x.shape[:-1], bool)
-        if self.mask_value is not None:
-            return np.any(x != self.mask_value, axis=-1)
+        if self.mask_value is not None:   # Keras compares in float32 (the input's dtype)
+            return np.any(x.astype(np.float32) != np.float32(self.mask_value), axis=-1)
         return np.ones(x.shape[:-1], bool)
 
     def frames_ok(self, x_seq, v: np.ndarray) -> np.ndarray:

@@ -141,7 +141,7 @@ class GoldenModel:
         if qm.token_input:
             return (x != 0) if qm.mask_zero else np.ones(x.shape, dtype=bool)
         if qm.mask_value is not None:
-            return ~np.all(np.asarray(x) == qm.mask_value, axis=-1)
+            return ~np.all(np.asarray(x, np.float32) == np.float32(qm.mask_value), axis=-1)   # as Keras
         return np.ones(x.shape[:2], dtype=bool)
 
     def step_input(self, xin: np.ndarray) -> np.ndarray:

@@ -345,11 +345,13 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what
 
 
 def _unmasked(x: np.ndarray, ir) -> Optional[np.ndarray]:
-    """bool ``[N, T]``: the steps the model's own mask lets through (Keras' rule), None without a mask."""
-    if ir.is_token_model:
-        return (x != PAD_ID) if getattr(ir.input, "mask_zero", False) else None
-    mv = getattr(ir.input, "mask_value", None)
-    return None if mv is None else np.any(x.astype(np.float32) != np.float32(mv), axis=-1)   # as Keras, in float32
+    """bool ``[N, T]``: the steps the model's own mask lets through (the float reference's rule, Keras'),
+    None without a mask."""
+    masked = getattr(ir.input, "mask_zero", False) if ir.is_token_model else ir.input.mask_value is not None
+    if not masked:
+        return None
+    from .reference import FloatModel
+    return FloatModel(ir).valid_steps(x)
 
 
 def _lengths_against_mask(x, lengths, ir, src) -> str:

@@ -123,12 +123,12 @@ def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[
     # renames leaves the old output as it was.
     old = None
     try:
-        if out.exists() or out.is_symlink():
+        if os.path.lexists(out):
             old = out.parent / f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
             out.rename(old)
         tmp.rename(out)
     except BaseException as e:
-        if old is not None and (old.exists() or old.is_symlink()) and not (out.exists() or out.is_symlink()):
+        if old is not None and os.path.lexists(old) and not os.path.lexists(out):
             old.rename(out)
         shutil.rmtree(tmp, ignore_errors=True)
         if not isinstance(e, OSError):

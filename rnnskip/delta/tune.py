@@ -97,6 +97,7 @@ class TuneResult:
         method = ("run-time sweep on validation data (integer delta golden model), no retraining"
                   + ("; certified on calibration rows the sweep did not see (Learn-then-Test, fixed sequence, "
                      "exact binomial bounds)" if self.certificate is not None else ""))
+        sweep = self.points if self.sweep is None else self.sweep
         return {"method": method,
                 "validation_sequences": self.n, "max_loss_points": self.max_loss, "margin_se": self.margin_se,
                 "reference": self.reference, "reference_accuracy": self.reference_accuracy,
@@ -109,8 +110,7 @@ class TuneResult:
                 "density": {"input": c.density_input, "hidden": c.density_hidden, "cells": c.density_cells},
                 "theta_m": list(c.theta_m),
                 "pareto": [p.as_dict() for p in self.pareto],
-                "evaluated": len(self.points if self.sweep is None else self.sweep),
-                "sweep": [p.as_dict() for p in (self.points if self.sweep is None else self.sweep)], **self.extra}
+                "evaluated": len(sweep), "sweep": [p.as_dict() for p in sweep], **self.extra}
 
 
 def single_blas_thread():

@@ -16,7 +16,7 @@ changes and the flow never asks which method it holds.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -113,9 +113,11 @@ class MethodSetup:
     not_attached: Optional[dict] = None
 
     @classmethod
-    def prepare(cls, ir, options, log: Callable[[str], None]) -> Optional["MethodSetup"]:
+    def prepare(cls, ir, options, log: Callable[[str], None], note: Optional[Callable[[str], None]] = None,
+                loaded: Sequence = ()) -> Optional["MethodSetup"]:
         """The setup for ``options`` (what the command line gave for :attr:`key`); None when the
-        method is off. One-line RnnskipError for bad options, before any work."""
+        method is off. One-line RnnskipError for bad options, before any work. ``note`` gets the
+        warnings of data files the method reads, unless they are among ``loaded`` (already read)."""
         raise NotImplementedError
 
     def attach(self, ir, qm, work: Path, progress: bool, note: Callable[[str], None], data=None) -> None:

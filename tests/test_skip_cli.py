@@ -287,3 +287,21 @@ def test_mlp_predictor_is_reproducible_from_its_seed(setup):
     assert arrays[0].keys() == arrays[1].keys()
     for k in arrays[0]:
         np.testing.assert_array_equal(arrays[0][k], arrays[1][k], err_msg=k)
+
+
+def test_convert_skip_auto_warns_about_its_data_files_once(setup, tmp_path):
+    """--skip auto's --train and --val files get the same data warnings as every other command's
+    files, once per file (before: read without them); the --out refusal stops it before any work."""
+    d, model, other, paths = setup
+    with np.load(paths["train"]) as t:
+        np.savez(tmp_path / "train_w.npz", x=t["x"], y=t["y"], lengths=t["lengths"], sample_weight=t["y"] * 0)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("not an rnnskip folder")
+    res = CliRunner().invoke(convert_cmd, [model, "--skip", "auto", "--train", str(tmp_path / "train_w.npz"),
+                                           "--val", str(tmp_path / "train_w.npz"), "--max-loss", "1",
+                                           "--data", paths["test"], "--out", str(taken)])
+    assert res.exit_code != 0 and _one_error(res.output), res.output
+    warn = [l for l in res.output.splitlines() if l.startswith("warning:")]
+    assert len(warn) == 1 and warn[0].startswith("warning: train_w.npz has a key rnnskip does not read "
+                                                  "(sample_weight); it reads x, y, lengths"), res.output

@@ -30,7 +30,7 @@ class DeltaSetup(MethodSetup):
         return [self.path]
 
     @classmethod
-    def prepare(cls, ir, path, log=None) -> Optional["DeltaSetup"]:
+    def prepare(cls, ir, path, log=None, note=None, loaded=()) -> Optional["DeltaSetup"]:
         if path is None:
             return None
         spec = DeltaSpec.load(path)

@@ -134,7 +134,8 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
                            f"add y to --data, or convert without {what.split('/')[0]}")
     cal = stages.load_data(calib, ir, "--calib", labels=False, note=note, loaded=[data]) if calib else ds
     # step methods: options, predictor folders and thresholds files checked before anything is written
-    setups = [s for s in (setup.prepare(ir, methods.get(setup.key), log) for setup in method_setups()) if s]
+    setups = [s for s in (setup.prepare(ir, methods.get(setup.key), log, note, [data, calib])
+                          for setup in method_setups()) if s]
     inputs = [model, data, calib] + [p for s in setups for p in s.inputs]
     with atomic_dir(out, "report.json", inputs=inputs) as tmp:
         qm, ranges = stages.quantize_model(ir, cal, calib_max, progress)

@@ -55,18 +55,18 @@ class SkipSetup(MethodSetup):
         return [self.predictor_dir, self.train_path, self.val_path]
 
     @classmethod
-    def prepare(cls, ir, options: Optional[dict], log=print) -> Optional["SkipSetup"]:
+    def prepare(cls, ir, options: Optional[dict], log=print, note=None, loaded=()) -> Optional["SkipSetup"]:
         """Validate the skipping options (keys predictor, skip, train, val, max_loss, ptype, rounds,
         margin_se) before anything is written; None when skipping is off."""
-        return cls.from_options(ir, log=log, **(options or {}))
+        return cls.from_options(ir, log=log, note=note, loaded=loaded, **(options or {}))
 
     @classmethod
     def from_options(cls, ir, predictor: Optional[str] = None, skip: Optional[str] = None,
                      train: Optional[str] = None, val: Optional[str] = None, max_loss: Optional[float] = None,
                      ptype: Optional[str] = None, rounds: int = 2, margin_se: Optional[float] = None,
                      confidence: Optional[float] = None, max_disagreement: Optional[float] = None,
-                     log=print) -> Optional["SkipSetup"]:
-        from ..datasets import load_npz
+                     log=print, note=None, loaded=()) -> Optional["SkipSetup"]:
+        from ..pipeline.stages import load_data
         from .predictor import TYPES
         if predictor is None and skip in (None, "off", "none"):
             if train or val or any(v is not None for v in (max_loss, margin_se, confidence, max_disagreement)):
@@ -96,8 +96,9 @@ class SkipSetup(MethodSetup):
             if missing:
                 raise RnnskipError(f"--skip auto trains a predictor and needs {', '.join(missing)}")
             s.config().check()
-            s.train_ds = load_npz(str(train), ir)
-            s.val_ds = load_npz(str(val), ir, labels=max_disagreement is None)
+            s.train_ds = load_data(train, ir, "--train", note=note, loaded=loaded)
+            s.val_ds = load_data(val, ir, "--val", labels=max_disagreement is None, note=note,
+                                 loaded=[*loaded, train])
         else:
             from .folder import load
             s.fp, s.meta = load(predictor, ir)

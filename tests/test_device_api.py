@@ -301,3 +301,68 @@ def test_files_of_two_conversions_do_not_compile_together(tmp_path):
         r = cc(a, src)
         assert r.returncode != 0 and "rnnskip: rnnskip_weights.h is from another conversion; copy all of one " \
                                      "conversion's files together" in r.stderr, r.stderr
+
+
+def test_kernels_of_another_version_do_not_compile_with_a_model(tmp_path):
+    """kernels/rnnskip_kernels_id.h names the kernel set (a hash of its files); every rnnskip_model.c checks it.
+    Two models of one rnnskip version share it (one kernels/ copy serves both, as the README says); a
+    kernels/ folder whose files differ (another version, another provider) stops the build in one line."""
+    import shutil
+    import subprocess
+
+    from rnnskip import targets
+    from rnnskip.build import cflags
+    from rnnskip.generate import kernel_files, kernels_id
+    t = targets.load("cortex-m4")
+    generate(quantized("feat-mask-gru", seed=1, n=6, T=8)[1], tmp_path / "a", max_t=8)
+    generate(quantized("tok-lstm-softmax", seed=2, n=6, T=8)[1], tmp_path / "b", max_t=8)
+    ida = (tmp_path / "a" / "kernels" / "rnnskip_kernels_id.h").read_text()
+    assert ida == (tmp_path / "b" / "kernels" / "rnnskip_kernels_id.h").read_text()
+    assert kernels_id(kernel_files("portable")) in ida and kernels_id(kernel_files("portable")) != \
+        kernels_id(kernel_files("cmsis-nn"))
+    other = tmp_path / "other"                  # one kernel file changed, as in another rnnskip version
+    other.mkdir()
+    files = []
+    for f in kernel_files("portable"):
+        shutil.copy(f, other / f.name)
+        files.append(other / f.name)
+    (other / "rnnskip_delta_s8.c").write_text((other / "rnnskip_delta_s8.c").read_text() + "\n/* changed */\n")
+    new_id = kernels_id(files)
+    assert new_id != kernels_id(kernel_files("portable"))
+    a = tmp_path / "a"
+
+    def cc():
+        return subprocess.run(["arm-none-eabi-gcc", *cflags(t), "-I", str(a), "-I", str(a / "kernels"), "-c",
+                               str(a / "rnnskip_model.c"), "-o", str(tmp_path / "x.o")], capture_output=True, text=True)
+    assert cc().returncode == 0
+    (a / "kernels" / "rnnskip_kernels_id.h").write_text(ida.replace(kernels_id(kernel_files("portable")), new_id))
+    r = cc()
+    assert r.returncode != 0 and "rnnskip: kernels/ holds another kernel set (rnnskip version or provider); use " \
+                                 "this conversion's kernels/" in r.stderr, r.stderr
+
+
+def test_token_id_outside_the_vocabulary_is_refused_by_the_step(tmp_path):
+    """A token id outside 0..RNNSKIP_VOCAB-1 (corrupt input on the device; rnnskip's own data checks
+    refuse it) makes rnnskip_step return RNNSKIP_STEP_BAD_INPUT and leaves the state as it was: the
+    outputs after good ids with bad ones in between equal the golden model's on the good ids alone.
+    Before, the id was silently replaced by id 1 and the step reported that it ran."""
+    ir, qm, x, L = quantized("tok-gru-sigmoid", seed=3, n=4, T=8)
+    generate(qm, tmp_path / "src", max_t=16)
+    h = (tmp_path / "src" / "rnnskip_model.h").read_text()
+    assert "#define RNNSKIP_STEP_BAD_INPUT (-1)" in h and f"#define RNNSKIP_VOCAB {qm.embedding.shape[0]}" in h
+    lib = ctypes.CDLL(str(pipeline.build_host(tmp_path / "src", tmp_path / "host")))
+    lib.rnnskip_step.restype = ctypes.c_int32
+    state = ctypes.create_string_buffer(1 << 16)
+    out = (ctypes.c_int16 * 16)()
+    vocab = qm.embedding.shape[0]
+    good = [int(v) for v in x[0, : L[0]] if v != 0]
+    lib.rnnskip_init(state)
+    rets = []
+    for v in good:
+        for bad in (vocab, -3, 1 << 20):
+            rets.append(lib.rnnskip_step(state, ctypes.byref(ctypes.c_int32(bad)), 1))
+        assert lib.rnnskip_step(state, ctypes.byref(ctypes.c_int32(v)), 1) == 1
+    assert rets == [-1] * (3 * len(good))
+    lib.rnnskip_output(state, out)
+    ref, _ = GoldenModel(qm).run(np.asarray([good], np.int32), np.asarray([len(good)]))
+    assert np.array_equal(np.array(out[: qm.output_dim], np.int64), ref[0, : qm.output_dim])

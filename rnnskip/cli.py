@@ -101,11 +101,15 @@ def _apply(opts):
 @click.option("--delta", type=click.Path(dir_okay=False), default=None,
               help="Delta-network thresholds (delta.json from 'rnnskip delta-tune'): "
                    "the firmware reads only the weight columns of inputs/units that changed.")
+@click.option("--selftest", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also write src/rnnskip_selftest.c: the first N sequences of --data as given and the golden "
+                   "outputs; rnnskip_selftest(&state) on the board returns 0 when the build is bit-exact.")
 @_prefix_opt
 @_apply(_skip_opts)
 @guard
 def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, weights, data, calib, calib_max, out,
-                emulate_max, traffic_sample, workers, emulator, bundle, timeout, export, delta, prefix, **skip):
+                emulate_max, traffic_sample, workers, emulator, bundle, timeout, export, delta, selftest, prefix,
+                **skip):
     """Convert MODEL (.h5/.keras, or .onnx), build firmware, emulate it on --data and report."""
     from .pipeline.convert import run_convert
     if data is None and calib is None:
@@ -119,7 +123,7 @@ def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, w
     conv = run_convert(model, target_name, data, out, kernels, variant, calib, calib_max, emulate_max,
                        traffic_sample, wait_states, workers, board_name=board_name, emulator=emulator,
                        bundle=bundle, timeout=timeout, export=export, methods={"skip": skip, "delta": delta},
-                       log=click.echo, note=note, weights=weights, prefix=prefix)
+                       log=click.echo, note=note, weights=weights, prefix=prefix, selftest=selftest)
     if conv.export:
         click.echo(f"wrote the {conv.board} firmware project to {conv.export} (cmake with cmake/arm-none-eabi.cmake, "
                    f"or make)")

@@ -246,7 +246,7 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
         "head_scratch": max(head_rows) if head_rows else 0,
         **_feature_literals(qm), "output_scale_f": _f32_literal(qm.output_scale),
         "arrays": arrays, "weights_id": weights_id(arrays), "kernels_id": kernels_id(kernel_files(kernels)),
-        "guard": {w: header_guard(qm, w) for w in ("MODEL", "WEIGHTS")},
+        "guard": {w: header_guard(qm, w) for w in ("MODEL", "WEIGHTS")}, "selftest_n": 0,
         **_front_context(qm),
     }
 
@@ -272,22 +272,31 @@ def _front_context(qm: QModel) -> Dict:
             "front_flush": flush, "front_flush_len": max([f.cin_p for _, f in flush], default=0)}
 
 
+SELFTEST_FILE = "rnnskip_selftest.c"
 MODEL_FILES = ("rnnskip_model.h", "rnnskip_model.c", "rnnskip_weights.h", "rnnskip_weights.c",
                "rnnskip_io.c", "main.c")
 
 
-def generate(qm: QModel, out_dir: Path, max_t: int, kernels: str = "portable") -> List[Path]:
+def generate(qm: QModel, out_dir: Path, max_t: int, kernels: str = "portable", selftest=None) -> List[Path]:
     """Render the model's C sources into ``out_dir`` and copy the kernel provider and the
     cells' kernels into ``out_dir/kernels``.
 
-    max_t: longest sequence the I/O buffers hold. Returns the written paths.
+    max_t: longest sequence the I/O buffers hold. selftest: a :class:`rnnskip.selftest.SelfTest`
+    (``rnnskip_selftest.c`` and its declaration) or None. Returns the written paths.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = templates_env()
     ctx = model_context(qm, max_t, kernels, env)
+    names = list(MODEL_FILES)
+    if selftest is not None:
+        from .selftest import context as selftest_context
+        ctx.update(selftest_context(selftest))
+        names.append(SELFTEST_FILE)
+    elif (out_dir / SELFTEST_FILE).exists():   # an earlier --selftest's vectors: stale, and would not compile
+        (out_dir / SELFTEST_FILE).unlink()
     written = []
-    for name in MODEL_FILES:
+    for name in names:
         p = out_dir / name
         p.write_text(env.get_template(f"model/{name}.j2").render(**ctx))
         written.append(p)

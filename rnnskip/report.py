@@ -465,6 +465,11 @@ def table(rep: dict) -> str:
                   f"{_fmt(f['flash_bytes'])} / {_fmt(f['ram_bytes'])} / {_fmt(f['stack_bytes'])} bytes"
                   + (f"  (RAM: {_fmt(f['model_ram_bytes'])} B the model, {_fmt(f['harness_ram_bytes'])} B the "
                      f"emulation harness's sequence buffers)" if f.get("harness_ram_bytes") else ""))]
+    st = rep.get("selftest")
+    if st:
+        rows.append(("selftest", f"src/rnnskip_selftest.c: {st['sequences']} sequences, {_fmt(st['flash_bytes'])} B of "
+                                 f"vectors in flash" + (f"; host build: {st['host_failures']} failed"
+                                                        if "host_failures" in st else "")))
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
 

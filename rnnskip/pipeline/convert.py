@@ -62,6 +62,10 @@ class Conversion:
 
     def check(self) -> None:
         """One line when any output differs from the golden model (the contract is bit-exactness)."""
+        st = self.report.get("selftest") or {}
+        if st.get("host_failures"):
+            raise RnnskipError(f"rnnskip_selftest() failed {st['host_failures']} of its {st['sequences']} sequences on "
+                               f"the host build; this is a bug, please report it")
         b = self.report["bitexact"]
         if b["mismatches"]:
             raise RnnskipError(f"{b['mismatches']} sequences differ from the golden model ({b['first_mismatch']}); "
@@ -73,7 +77,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
                 host=True, progress=True, board_name=None, emulator=None, bundle=16, timeout=120.0,
                 export=None, methods: Optional[dict] = None, log: Callable[[str], None] = _quiet,
                 note: Callable[[str], None] = _quiet, weights: Optional[str] = None,
-                prefix: str = "rnnskip") -> Conversion:
+                prefix: str = "rnnskip", selftest: int = 0) -> Conversion:
     """Import, quantize, generate, build, emulate and report MODEL into ``out`` (replaced
     only when complete). Used by rnnskip-convert, the demo and the benchmarks.
 
@@ -87,9 +91,12 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     log: progress lines (predictor training); note: one-line remarks for stderr (the emulator
     picked for a core Unicorn lacks, a delta grid that differs).
     weights: "flash" (None), "sram" or "tcm": where the firmware keeps its weights (Unicorn only).
+    selftest: write ``src/rnnskip_selftest.c`` with that many sequences of ``data`` (rnnskip.selftest),
+    run on the host build before the report is written.
     The caller checks bit-exactness with :meth:`Conversion.check` after showing the report."""
     from ..generate import check_prefix, generate
     from ..report import build_report, write_plots, write_report
+    from ..selftest import check_selftest, make_selftest, selftest_section
     from ..targets.fit import check_fits
     stages.check_kernels(kernels)
     if kernels == "cmsis-nn":   # refused before the model is even read, not after calibrating it
@@ -127,6 +134,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         what = next((s.option for s in method_setups() if s.key in methods), "--board")
         raise RnnskipError(f"{what} does not support models with an output per time step (return_sequences=True "
                            f"at the output) yet; convert without {what.split('/')[0]}")
+    check_selftest(ir, selftest)
     ds = stages.load_data(data, ir, labels=None, note=note)   # unlabelled: no accuracy, the rest as usual
     if ds.y is None and methods:
         what = next(s.option for s in method_setups() if s.key in methods)
@@ -155,13 +163,22 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
             from ..boards.firmware import make_bundle
             bd = make_bundle(qm, ds.x, ds.lengths, emulate_max or bundle)
             check_fits(qm, max_t, target, where=f"board {board.name}", bundled_bytes=bd.flash_bytes())
+        st = make_selftest(qm, ds.x, ds.lengths, selftest) if selftest else None
+        if st is not None:
+            est = check_fits(qm, max_t, target)
+            if est.flash + st.flash_bytes() > target.flash_size:
+                raise RnnskipError(f"--selftest {selftest}: the vectors ({st.flash_bytes():,} B) and the model (about "
+                                   f"{est.flash:,} B) need more flash than {target.name} has "
+                                   f"({target.flash_size:,} B); use a smaller --selftest")
         src = tmp / "src"
-        generate(qm, src, max_t=max_t, kernels=kernels)
+        generate(qm, src, max_t=max_t, kernels=kernels, selftest=st)
         so = build_host(src, tmp / "host") if host else None
         n = emulate_max if emu.board is None else (emulate_max or bundle)   # a board image holds its sequences
         fw = stages.build_firmware(src, tmp / "firmware", emu, variant, qm, ds, n, max_t, ir.name)
         ev = stages.evaluate(ir, qm, ds, host_so=so, firmware=fw, emulator=emu, emulate_max=n)
         rep = build_report(ir, qm, ev, target, kernels, variant, firmware=fw)
+        if st is not None:
+            rep["selftest"] = selftest_section(st, so)
         for s in setups:   # each method against the same model without it (the others still on)
             if s.not_attached is not None:
                 rep[s.key] = s.unattached_section()

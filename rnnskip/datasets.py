@@ -270,7 +270,9 @@ def _check_labels(y, ir, name, N, T):
     if y.ndim != 1 and not multi:
         raise RnnskipError(f"y in {name} has shape {tuple(y.shape)}; expected one label per sequence, shape [{N}]")
     if y.shape[0] != N:
-        raise RnnskipError(f"y in {name} has {y.shape[0]} labels but x has {N} sequences")
+        swapped = (" (x looks time-major: --data holds x batch-major, [sequences, steps, ...])"
+                   if y.shape[0] == T else "")
+        raise RnnskipError(f"y in {name} has {y.shape[0]} labels but x has {N} sequences{swapped}")
     if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating) or y.dtype == np.bool_):
         raise RnnskipError(f"y in {name} has dtype {y.dtype}; expected integer class labels (or floats for regression)")
     if y.dtype == np.bool_:
@@ -333,7 +335,9 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what
                                f"explicitly")
 
     if has_lengths and ir is not None:
-        line = _lengths_against_mask(x, lengths, ir, f"{what} {name}" if what else name)
+        src = f"{what} {name}" if what else name
+        line = (_lengths_against_mask(x, lengths, ir, src) if _unmasked(x, ir) is not None
+                else _lengths_without_mask(x, lengths, ir, src))
         if line:
             notes.append(line)
     if ir is not None and not ir.is_token_model and ir.input.front:
@@ -352,6 +356,27 @@ def _unmasked(x: np.ndarray, ir) -> Optional[np.ndarray]:
         return None
     from .reference import FloatModel
     return FloatModel(ir).valid_steps(x)
+
+
+def _lengths_without_mask(x, lengths, ir, src) -> str:
+    """A ``warning:`` line when ``lengths`` end rows early but the model has no mask and takes no lengths
+    (ONNX sequence_lens): Keras / onnxruntime run every step of x as given, rnnskip the steps before each
+    length, so on those rows the results differ from the source framework's. "" otherwise."""
+    if getattr(ir, "lengths_input", False):
+        return ""
+    short = np.flatnonzero(np.asarray(lengths) < x.shape[1])
+    if short.size == 0:
+        return ""
+    onnx = str(getattr(ir, "source", "")).lower().endswith(".onnx")
+    fw = "onnxruntime" if onnx else "Keras"
+    front = not ir.is_token_model and bool(ir.input.front)
+    fix = ("" if front else ", or export a graph that takes sequence_lens" if onnx else
+           ", or add a Masking layer (or Embedding(mask_zero=True)) so the model itself skips the padding")
+    r = int(short[0])
+    return (f"warning: lengths in {src} end {short.size} of {len(x)} rows before their last step (e.g. row {r}: "
+            f"length {int(lengths[r])} of {x.shape[1]}), but the model has no mask: rnnskip runs only the steps "
+            f"before each length and {fw} every step of x, so results on those rows differ from what {fw} gives on "
+            f"the same arrays: drop lengths (every step runs){fix}")
 
 
 def _lengths_against_mask(x, lengths, ir, src) -> str:

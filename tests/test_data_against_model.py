@@ -217,7 +217,11 @@ def test_rows_too_short_by_their_lengths(conv_model, tmp_path):
     p = tmp_path / "some.npz"
     np.savez(p, x=x, lengths=np.array([10, 3, 4, 1, 9]))
     ds, lines = _collect(p, ir, "--calib", labels=False)
-    assert lines == ["warning: 2 of 5 rows in --calib some.npz are shorter than the 4 steps the model's front end "
+    assert lines == ["warning: lengths in --calib some.npz end 4 of 5 rows before their last step (e.g. row 1: "
+                     "length 3 of 10), but the model has no mask: rnnskip runs only the steps before each length and "
+                     "Keras every step of x, so results on those rows differ from what Keras gives on the same "
+                     "arrays: drop lengths (every step runs)",
+                     "warning: 2 of 5 rows in --calib some.npz are shorter than the 4 steps the model's front end "
                      "needs to emit one frame, e.g. row 1 (length 3): no recurrent step runs on them (Keras would "
                      "refuse them); drop those rows or give them at least 4 steps"]
     np.savez(p, x=x, lengths=np.array([3, 3, 2, 1, 3]))   # long rows, every one cut short by its length

@@ -347,3 +347,15 @@ def test_mask_check_compares_in_float32_as_keras(tmp_path):
     x[0, 3] = 5.0          # a real step after row 0's length: now the lengths contradict the mask
     assert "contradict the model's Masking layer" in load_npz(_write(tmp_path, x=x, y=[0, 1], lengths=[2, 3]),
                                                                 ir).notes[0]
+
+
+def test_time_major_x_gets_a_hint(tmp_path):
+    """x given [T, N, F] with N labels: the label count error says x looks time-major."""
+    from rnnskip.datasets import load_npz
+    from rnnskip.errors import RnnskipError
+    p = tmp_path / "tm.npz"
+    np.savez(p, x=np.zeros((15, 8, 3), np.float32), y=np.zeros(8, np.int64))
+    with pytest.raises(RnnskipError) as e:
+        load_npz(str(p))
+    assert str(e.value) == ("y in tm.npz has 8 labels but x has 15 sequences (x looks time-major: --data holds x "
+                            "batch-major, [sequences, steps, ...])")

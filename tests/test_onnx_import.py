@@ -188,6 +188,128 @@ def test_firmware_bit_exact(exported, tmp_path):
     assert ev.device_mismatches == 0, ev.first_mismatch
 
 
+def export_as(net, path, tokens, batch_first, how, seed=0):
+    """The other ways users export: "static" (the TorchScript exporter with no dynamic axes: its zero
+    initial states are Expand(0, shape) rather than ConstantOfShape), "dynamo" (torch.onnx.export's default
+    since torch 2.9; dynamic batch) and "dynamo-static". Returns the example input as numpy."""
+    torch.manual_seed(seed)
+    net.eval()
+    shape = (N, T) if batch_first else (T, N)
+    x = torch.randint(0, VOCAB, shape) if tokens else torch.randn(shape + (FEAT,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if how == "static":
+            torch.onnx.export(net, (x,), str(path), opset_version=OPSET, dynamo=False, input_names=["x"],
+                              output_names=["y"])
+        else:
+            pytest.importorskip("onnxscript")   # the dynamo exporter's dependency
+            kw = {"dynamic_shapes": ({0 if batch_first else 1: torch.export.Dim("batch")},)} \
+                if how == "dynamo" else {}
+            torch.onnx.export(net, (x,), str(path), dynamo=True, **kw)
+    return x.numpy()
+
+
+#: configurations exported the other ways (one of each reading, input kind and layout)
+OTHER_EXPORTS = ["lstm-tok-bf-softmax", "gru-feat-bf-2l-state", "lstm-feat-tf-2l", "gru-tok-bf-perstep-softmax",
+                 "lstm-feat-dense-tf-matmul", "lstm-tok-tf-4l-state-sigmoid"]
+
+
+@pytest.mark.parametrize("how", ["static", "dynamo", "dynamo-static"])
+@pytest.mark.parametrize("name", OTHER_EXPORTS)
+def test_other_exporters_equal_onnxruntime(name, how, tmp_path):
+    """A torch model exported without dynamic axes, or by the dynamo exporter (which merges Y's direction axis
+    into the hidden one with a Reshape), converts like the TorchScript export with dynamic axes: float reference
+    = onnxruntime to 1e-5, golden = host build. An audit found both refused (Expand, Reshape on model data)."""
+    kind, bf, layers, tokens, out, act, nl, read, opset, *in_dense = CONFIGS[name]
+    torch.manual_seed(1)
+    net = Net(kind, bf, layers, tokens, out, act, nl, read, bool(in_dense))
+    path = tmp_path / f"{name}.onnx"
+    x = export_as(net, path, tokens, bf, how)
+    ir = load_model_file(path)
+    assert len(ir.rnn_layers) == layers and ir.per_step == (read == "seq")
+    expected = run_ort(path, x)
+    if ir.per_step:
+        expected = batch_major(expected, bf)
+    xb = batch_major(x, bf)
+    got = FloatModel(ir).predict(xb)
+    assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-5
+    lengths = np.full(len(xb), xb.shape[1], np.int32)
+    qm = quantize_on(ir, xb, lengths)
+    from rnnskip.generate import generate
+    generate(qm, tmp_path / "src", max_t=xb.shape[1])
+    so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
+    y = np.zeros(xb.shape[:2] if ir.per_step else len(xb), np.int64)
+    ev = pipeline.evaluate(ir, qm, dataset(xb, lengths, y), host_so=so)
+    assert ev.host_checked == len(xb) and ev.host_mismatches == 0, ev.first_mismatch
+
+
+def test_unrolled_rnn_refused_with_the_exporter_to_use(tmp_path):
+    """The dynamo exporter unrolls nn.RNN into per-step MatMul/Add/Tanh ops: refused in one line that says
+    to export with dynamo=False (before: a refusal of some Slice node)."""
+    kind, bf, layers, tokens, out, act, nl, read, opset = CONFIGS["rnn-feat-tf-tanh"]
+    path = tmp_path / "rnn.onnx"
+    export_as(Net(kind, bf, layers, tokens, out, act, nl, read), path, tokens, bf, "dynamo-static")
+    assert refusal(path).endswith("has no recurrent operator (GRU, LSTM, RNN): rnnskip converts those operators, not "
+                                  "a recurrence unrolled into per-step ops (torch.onnx.export(..., dynamo=True) "
+                                  "unrolls some torch recurrent modules so; export with dynamo=False)")
+
+
+class Binary(nn.Module):
+    """A one-output classifier returning [batch] (BCELoss' shape): squeeze(1) after or before the sigmoid, or
+    view(-1)."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.rnn = nn.LSTM(FEAT, UNITS, batch_first=True)
+        self.fc = nn.Linear(UNITS, 1)
+        self.how = how
+
+    def forward(self, x):
+        z = self.fc(self.rnn(x)[1][0][-1])
+        if self.how == "squeeze-after":
+            return torch.sigmoid(z).squeeze(1)
+        if self.how == "squeeze-before":
+            return torch.sigmoid(z.squeeze(1))
+        return torch.sigmoid(z).view(-1)
+
+
+@pytest.mark.parametrize("how", ["squeeze-after", "squeeze-before", "view"])
+@pytest.mark.parametrize("exporter", ["dynamic", "static"])
+def test_one_output_head_squeezed_to_batch(how, exporter, tmp_path):
+    """PyTorch binary classifiers return [batch]: the squeeze (or view) of the one output folds, the sigmoid
+    folds into the head, rnnskip's output is [batch, 1] (said in a note) and equals onnxruntime's values.
+    An audit found this refused with a wrong reason ('axis 1 is not of size 1')."""
+    path = tmp_path / "bin.onnx"
+    net = Binary(how)
+    x = export(net, path, False, True) if exporter == "dynamic" else export_as(net, path, False, True, "static")
+    ir = load_model_file(path)
+    assert ir.output_activation == "sigmoid" and ir.output_dim == 1
+    assert any("squeezed to [batch]" in n for n in ir.notes)
+    expected = run_ort(path, x)
+    assert expected.shape == (N,)
+    got = FloatModel(ir).predict(x)
+    assert got.shape == (N, 1) and np.abs(got[:, 0] - expected).max() <= 1e-5
+
+
+class LearnedH0(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(FEAT, UNITS, batch_first=True)
+        self.h0 = nn.Parameter(torch.full((1, 1, UNITS), 0.5))
+        self.fc = nn.Linear(UNITS, 2)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x, self.h0.expand(-1, x.size(0), -1).contiguous())[0][:, -1])
+
+
+def test_learned_initial_state_refused_with_its_reason(tmp_path):
+    path = tmp_path / "h0.onnx"
+    export(LearnedH0(), path, False, True)
+    assert refusal(path).endswith("(Expand) expands a non-zero constant to a batch-dependent size, as a learned "
+                                  "initial state does: rnnskip runs every sequence from a zero state (export the "
+                                  "model with zero initial states)")
+
+
 def test_onnx_importer_never_names_a_cell_kind():
     """As for Keras: each cell kind owns its ONNX operator's layout (rnnskip/cells/), the importer names none."""
     from test_keras_layers import _code_strings
@@ -342,6 +464,29 @@ def test_sequence_lens_is_the_data_lengths():
     assert ir.notes[0] == "sequence_lens of 'rec' is each row's length: pass it as lengths in --data"
 
 
+def test_lengths_warned_only_where_the_graph_does_not_take_them(tmp_path):
+    """lengths in --data for a graph without sequence_lens stop rows early where onnxruntime runs every step:
+    a warning line (an audit measured outputs 0.033 off onnxruntime, 2 of 8 classes changed, silently). A graph
+    with sequence_lens takes them: no warning."""
+    from rnnskip.datasets import load_npz
+    path = tmp_path / "m.onnx"
+    x = batch_major(export(Net("LSTM", True, 1, False, 3, "softmax"), path, False, True), True)
+    L = np.full(len(x), x.shape[1], np.int64)
+    L[[1, 4]] = [5, 2]
+    np.savez(tmp_path / "d.npz", x=x, lengths=L)
+    ds = load_npz(str(tmp_path / "d.npz"), load_model_file(path), labels=None)
+    assert ds.notes == [f"warning: lengths in d.npz end 2 of {N} rows before their last step (e.g. row 1: length 5 "
+                        f"of {T}), but the model has no mask: rnnskip runs only the steps before each length and "
+                        "onnxruntime every step of x, so results on those rows differ from what onnxruntime gives "
+                        "on the same arrays: drop lengths (every step runs), or export a graph that takes "
+                        "sequence_lens"]
+    ir = load_model_file_of(HANDWRITTEN[-1])
+    assert ir.lengths_input
+    x2 = np.zeros((3, 6, ir.input.features), np.float32)
+    np.savez(tmp_path / "d2.npz", x=x2, lengths=np.array([6, 2, 4]))
+    assert load_npz(str(tmp_path / "d2.npz"), ir, labels=None).notes == []
+
+
 def load_model_file_of(kw):
     import tempfile
     with tempfile.TemporaryDirectory() as d:
@@ -467,6 +612,53 @@ def test_unreadable_onnx_file(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x00not a protobuf at all\xff" * 3)
     assert refusal(bad).startswith(f"cannot read {bad}: not an ONNX model or damaged")
+
+
+def test_pytorch_checkpoint_refused_with_what_to_do(tmp_path):
+    """torch.save writes a zip archive too: it is named for what it is, with the export to use."""
+    net = Net("GRU", True, 1, False, 2)
+    for what, obj in (("model", net), ("state_dict", net.state_dict())):
+        path = tmp_path / f"{what}.pt"
+        torch.save(obj, path)
+        msg = refusal(path)
+        assert msg == (f"{path} is a PyTorch file (torch.save), which holds Python objects, not a graph rnnskip can "
+                       "read: export the model with torch.onnx.export(model.eval(), (example_x,), 'model.onnx') and "
+                       "pass the .onnx file"), msg
+
+
+class Pooled(nn.Module):
+    def __init__(self, how):
+        super().__init__()
+        self.rnn = nn.GRU(FEAT, UNITS, batch_first=True)
+        self.fc = nn.Linear(UNITS, 3)
+        self.how = how
+
+    def forward(self, x):
+        y = self.rnn(x)[0]
+        if self.how == "mean":
+            return self.fc(y.mean(1))
+        if self.how == "max":
+            return self.fc(y.max(1).values)
+        return torch.log_softmax(self.fc(y[:, -1]), -1)
+
+
+@pytest.mark.parametrize("how,op,hint", [
+    ("mean", "ReduceMean", "pooling over time needs every step's output before it gives one"),
+    ("max", "ReduceMax", "pooling over time needs every step's output before it gives one"),
+    ("logsoftmax", "LogSoftmax", "log_softmax after the head is not folded: export with softmax (the same argmax)")])
+def test_common_refusals_say_what_to_do(how, op, hint, tmp_path):
+    path = tmp_path / f"{how}.onnx"
+    export(Pooled(how), path, False, True)
+    msg = refusal(path)
+    assert f"({op}) is not supported: {hint}" in msg, msg
+
+
+def test_inspect_summarises_subgraph_attributes(tmp_path):
+    """An If node's branches are graphs: inspect names them, it does not print their protobuf text."""
+    from rnnskip.converter.onnx_import import _node_options
+    then = helper.make_graph([], "then", [], [helper.make_tensor_value_info("o", TensorProto.FLOAT, [1])])
+    node = helper.make_node("If", ["c"], ["o"], then_branch=then, else_branch=then)
+    assert sorted(_node_options(node).split(", ")) == ["else_branch=<graph>", "then_branch=<graph>"]
 
 
 # --------------------------------------------------------------------------
@@ -602,6 +794,40 @@ def _matrix_rows(tmp_path):
             expected = run_ort(tmp_path / "last.onnx", x)
             return float(np.abs(got - (batch_major(expected, bf) if read == "seq" else expected)).max())
         out.append((cfg[0], _torch_option(cfg), f"torch.onnx.export, opset {cfg[8]}", verdict(run)))
+    for name in OTHER_EXPORTS:
+        for how, col in (("static", "torch.onnx.export, static shapes"), ("dynamo", "torch.onnx.export(dynamo=True)")):
+            def run(name=name, how=how):
+                kind, bf, layers, tokens, out_, act, nl, read, opset, *in_dense = CONFIGS[name]
+                torch.manual_seed(1)
+                net = Net(kind, bf, layers, tokens, out_, act, nl, read, bool(in_dense))
+                x = export_as(net, tmp_path / "last.onnx", tokens, bf, how)
+                got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(batch_major(x, bf))
+                expected = run_ort(tmp_path / "last.onnx", x)
+                return float(np.abs(got - (batch_major(expected, bf) if read == "seq" else expected)).max())
+            out.append((CONFIGS[name][0], _torch_option(CONFIGS[name]), col, verdict(run)))
+    for how in ("squeeze-after", "view"):
+        def run(how=how):
+            x = export(Binary(how), tmp_path / "last.onnx", False, True)
+            got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(x)
+            return float(np.abs(got[:, 0] - run_ort(tmp_path / "last.onnx", x)).max())
+        how_text = "squeeze(1)" if how != "view" else "view(-1)"
+        out.append(("LSTM", f"one sigmoid output returned as [batch]: {how_text}", f"torch.onnx.export, opset {OPSET}",
+                    verdict(run)))
+
+    def run_learned():
+        export(LearnedH0(), tmp_path / "last.onnx", False, True)
+        load_model_file(tmp_path / "last.onnx")
+        return 0.0
+    out.append(("GRU", "learned initial state (nn.Parameter h0)", f"torch.onnx.export, opset {OPSET}",
+                verdict(run_learned)))
+
+    def run_unrolled():
+        kind, bf, layers, tokens, out_, act, nl, read, opset = CONFIGS["rnn-feat-tf-tanh"]
+        export_as(Net(kind, bf, layers, tokens, out_, act, nl, read), tmp_path / "last.onnx", tokens, bf, "dynamo")
+        load_model_file(tmp_path / "last.onnx")
+        return 0.0
+    out.append(("RNN", _torch_option(CONFIGS["rnn-feat-tf-tanh"]), "torch.onnx.export(dynamo=True)",
+                verdict(run_unrolled)))
     for kw in HANDWRITTEN:
         def run(kw=kw):
             diff = handwritten_check(tmp_path, kw)[1]
@@ -640,11 +866,13 @@ def render_onnx_matrix(rows) -> str:
            "Regenerate with `.venv/bin/python tools/support_matrix.py` (the Keras matrix is "
            "[support_matrix.md](support_matrix.md)).",
            "",
-           f"{len(rows)} ONNX models, built in the tests with PyTorch (`torch.onnx.export`, TorchScript exporter) or "
+           f"{len(rows)} ONNX models, built in the tests with PyTorch (`torch.onnx.export`: the TorchScript exporter "
+           "with dynamic axes or static shapes, and the dynamo exporter, torch's default since 2.9) or "
            f"written with `onnx.helper` for options PyTorch does not emit: {n_ok} convert with the float reference "
            f"equal to onnxruntime to 1e-5, {len(rows) - n_ok} are refused with the one-line reason below. "
            "The int8 golden model equals the host C build bit for bit on every PyTorch-exported one "
-           "(`test_golden_equals_host_build`), and `rnnskip-convert model.onnx --target cortex-m4` runs the "
+           "(`test_golden_equals_host_build`, `test_other_exporters_equal_onnxruntime`), and "
+           "`rnnskip-convert model.onnx --target cortex-m4` runs the "
            "emulated firmware bit-exact (`test_convert_onnx_end_to_end`).",
            "",
            "✓ converts · ✗ [n] refused, reason n below · blank: not tested",
@@ -662,10 +890,12 @@ def render_onnx_matrix(rows) -> str:
             "data's lengths; `initial_h`/`initial_c` absent or zero), `Gather` (embedding table, last time step, "
             "a layer of `h_n`), `Gemm`, `MatMul`+`Add` (also on every step: one output per step, `[batch, time, out]` "
             "in rnnskip), `Relu`/`Sigmoid`/`Tanh`/`Softmax` after them, and the glue "
-            "`Transpose`, `Squeeze`, `Unsqueeze`, `Slice` (last step), `Shape`, `Constant`, `ConstantOfShape` (zero "
-            "initial states), `Identity`, `Dropout`, and on constants and shapes only (refused on model data) "
-            "`Concat`, `Cast`, `Reshape`, `Sub`, `Mul`, `Div`. Any other op type is refused with "
-            "`node '<name>' (<op>) is not supported: ...`.",
+            "`Transpose`, `Squeeze` (also a one-output head's output axis: PyTorch's `[batch]` binary classifier), "
+            "`Unsqueeze`, `Slice` (last step), `Reshape` (on model data only where it drops size-1 axes: the "
+            "dynamo exporter's direction axis, a one-output head's `view(-1)`), `Shape`, `Constant`, "
+            "`ConstantOfShape` and `Expand` (zero initial states; a non-zero one is refused), `Identity`, `Dropout`, "
+            "and on constants and shapes only (refused on model data) `Concat`, `Cast`, `Sub`, `Mul`, `Div`, "
+            "`Equal`, `Where`. Any other op type is refused with `node '<name>' (<op>) is not supported: ...`.",
             "",
             "ONNX graphs run every step of a row: token id 0 is an ordinary id (PyTorch's `padding_idx` row is "
             "zeros, not a mask), and so does rnnskip on `--data` without `lengths` (a model without a mask runs "

@@ -222,6 +222,8 @@ class ModelIR:
     # return_sequences=True at the output: the head runs on every step's state and the
     # model has one output per time step (sequence labelling, per-step regression)
     per_step: bool = False
+    # the model takes each row's length as an input (ONNX sequence_lens): the data's lengths are its own
+    lengths_input: bool = False
 
     @property
     def is_token_model(self) -> bool:

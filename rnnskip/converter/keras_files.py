@@ -160,6 +160,11 @@ def _open_keras_zip(p: str) -> Iterator[ModelFile]:
     with zipfile.ZipFile(p) as z:
         names = set(z.namelist())
         if "config.json" not in names:
+            if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):   # torch.save's zip format
+                raise RnnskipError(
+                    f"{p} is a PyTorch file (torch.save), which holds Python objects, not a graph rnnskip can read: "
+                    "export the model with torch.onnx.export(model.eval(), (example_x,), 'model.onnx') and pass "
+                    "the .onnx file")
             raise RnnskipError(
                 f"{p} is a zip archive without config.json, not a Keras .keras "
                 "model: save the model with model.save('model.keras')")

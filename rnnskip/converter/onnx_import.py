@@ -73,6 +73,7 @@ class Sym:
     dense: Optional[DenseLayer] = None    # the Dense whose direct output this is (Add, activations fold in)
     padded: bool = False                  # SEQ with sequence_lens: zeros after each row's length
     layers: Tuple[int, ...] = ()          # STATE/CELL stacked per layer (axis L): PyTorch's h_n, c_n
+    squeezed: bool = False                # VEC of width 1 whose F axis was squeezed away (x.squeeze(1))
 
 
 def _data(kind):
@@ -98,6 +99,7 @@ class _Reader:
     head: List[DenseLayer] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     status: Dict[str, str] = field(default_factory=dict)   # node key -> what became of it (inspect)
+    ranks: Dict[str, int] = field(default_factory=dict)    # value name -> rank, where the graph annotates it
 
     def sym(self, name: str) -> Optional[Sym]:
         return self.syms.get(name) if name else None
@@ -202,6 +204,10 @@ def _fold(ctx: _Ctx) -> List[np.ndarray]:
     if op in ("Add", "Sub", "Mul", "Div"):
         f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
         return [f(vals[0], vals[1]).astype(np.result_type(vals[0], vals[1]))]
+    if op == "Equal":
+        return [np.equal(vals[0], vals[1])]
+    if op == "Where":
+        return [np.where(vals[0], vals[1], vals[2])]
     if op == "Slice":
         data, starts, ends, axes, steps = _slice_args(ctx)
         idx = [slice(None)] * vals[0].ndim
@@ -276,10 +282,25 @@ def h_constant_of_shape(ctx: _Ctx):
         return [Sym(CONST, value=np.full([int(v) for v in s.value], value.reshape(-1)[0], value.dtype))], \
             "folded (glue)"
     if s.kind == SHAPE:
-        if np.any(value != 0):
-            ctx.fail(f"fills with {value.reshape(-1)[0]}: rnnskip folds shape-driven constants only when they "
-                     "are zero (initial states)")
+        if np.any(value != 0):   # shape arithmetic (torch's expand(-1, B, -1) builds its target shape so)
+            return [Sym(SHAPE)], "folded (glue)"
         return [Sym(ZEROS)], "folded (zero initial state)"
+    ctx.fail(f"on model data is not supported: {SUPPORTED_SUMMARY}")
+
+
+def h_expand(ctx: _Ctx):
+    """Expand: torch.onnx.export writes the zero initial states of a graph with static shapes as
+    Expand(0, Concat(Shape...)) instead of ConstantOfShape; a constant's expansion folds."""
+    s, shape = ctx.inp(0), ctx.inp(1)
+    if s.kind == ZEROS or (s.kind == CONST and not np.any(s.value) and shape.kind == SHAPE):
+        return [Sym(ZEROS)], "folded (zero initial state)"
+    if s.kind == CONST and shape.kind == CONST:
+        return [Sym(CONST, value=s.value * np.ones([int(v) for v in shape.value], s.value.dtype))], "folded (glue)"
+    if s.kind == CONST and shape.kind == SHAPE:
+        ctx.fail("expands a non-zero constant to a batch-dependent size, as a learned initial state does: rnnskip "
+                 "runs every sequence from a zero state (export the model with zero initial states)")
+    if s.kind == SHAPE:
+        return [Sym(SHAPE)], "folded (glue)"
     ctx.fail(f"on model data is not supported: {SUPPORTED_SUMMARY}")
 
 
@@ -339,9 +360,18 @@ def h_transpose(ctx: _Ctx):
     return [_with_axes(s, tuple(s.axes[p] for p in perm))], "folded (glue)"
 
 
-def _with_axes(s: Sym, axes) -> Sym:
-    return Sym(s.kind, value=s.value, axes=tuple(axes), width=s.width, layer=s.layer, dense=None, padded=s.padded,
-               layers=s.layers)
+def _with_axes(s: Sym, axes, squeezed: Optional[bool] = None) -> Sym:
+    """``s`` with other axes; a head output keeps its Dense (activations still fold into it) only when its
+    one output axis was squeezed away, which leaves the values as they are."""
+    sq = s.squeezed if squeezed is None else squeezed
+    return Sym(s.kind, value=s.value, axes=tuple(axes), width=s.width, layer=s.layer,
+               dense=s.dense if sq and not s.squeezed else None, padded=s.padded, layers=s.layers, squeezed=sq)
+
+
+def _squeezable(s: Sym, ax: str) -> bool:
+    """Axis label ``ax`` of ``s`` has size 1 for every input: the direction axis, a size-1 axis, or the
+    outputs of a one-output head (a binary classifier's [batch, 1], squeezed to [batch] in PyTorch)."""
+    return ax in ("D", "1") or (ax == "F" and s.kind == VEC and s.width == 1)
 
 
 def h_squeeze(ctx: _Ctx):
@@ -355,10 +385,48 @@ def h_squeeze(ctx: _Ctx):
     drop = ({_norm(a, rank) for a in axes} if axes is not None
             else {i for i, ax in enumerate(s.axes) if ax in ("D", "1")})
     for i in drop:
-        if s.axes[i] not in ("D", "1"):
+        if not _squeezable(s, s.axes[i]):
             ctx.fail(f"squeezes axis {i}, which is not of size 1 for every input: rnnskip folds squeezes of the "
-                     "direction axis and of size-1 axes")
-    return [_with_axes(s, [ax for i, ax in enumerate(s.axes) if i not in drop])], "folded (glue)"
+                     "direction axis, of size-1 axes and of a one-output head's output axis")
+    squeezed = s.squeezed or any(s.axes[i] == "F" for i in drop)
+    return [_with_axes(s, [ax for i, ax in enumerate(s.axes) if i not in drop], squeezed)], "folded (glue)"
+
+
+def h_reshape(ctx: _Ctx):
+    """Reshape: shape glue, or on data only the reshape that drops size-1 axes - PyTorch's dynamo exporter
+    merges a recurrent output's direction axis (size 1) into its hidden axis so. The target shape is a
+    constant (static export: every entry checked against the axis it keeps) or computed from shapes (dynamic
+    export: its rank, from the graph's shape annotations, must be the rank without the size-1 axes)."""
+    s = ctx.inp(0)
+    if not _data(s.kind) and s.kind != ZEROS:
+        return _shape_like(ctx), "folded (glue)"
+    keep = [ax for ax in s.axes if ax not in ("D", "1")]
+    tgt = ctx.inp(1)
+    n_out = len(np.asarray(tgt.value).reshape(-1)) if tgt.kind == CONST else ctx.r.ranks.get(ctx.node.output[0])
+    squeezed = s.squeezed
+    if n_out == len(keep) - 1 and keep and keep[-1] == "F" and _squeezable(s, "F"):
+        keep, squeezed = keep[:-1], True        # view(-1) of a one-output head
+    why = ("reshapes data other than by dropping size-1 axes: rnnskip folds the Reshape that drops a recurrent "
+           "output's direction axis; flatten or merge axes (view(-1, H), reshape(B*T, H)) after rnnskip's model, "
+           "in your own code")
+    if tgt.kind == CONST:
+        shape = [int(v) for v in np.asarray(tgt.value).reshape(-1)]
+        if len(shape) != len(keep) or shape.count(-1) > 1:
+            ctx.fail(why)
+        for i, (ax, n) in enumerate(zip(keep, shape)):
+            size = s.width if ax == "F" else len(s.layers) if ax == "L" else None
+            if n == 0 and not ctx.attrs.get("allowzero", 0):
+                if i >= len(s.axes) or s.axes[i] != ax:
+                    ctx.fail(why)
+            elif n != -1 and size is not None and n != size:
+                ctx.fail(why)
+            elif n < -1:
+                ctx.fail(why)
+    elif ctx.r.ranks.get(ctx.node.output[0]) != len(keep):
+        ctx.fail(why)
+    if s.kind == ZEROS:
+        return [s], "folded (glue)"
+    return [_with_axes(s, keep, squeezed)], "folded (glue)"
 
 
 def h_unsqueeze(ctx: _Ctx):
@@ -663,7 +731,7 @@ def h_activation(ctx: _Ctx):
         if _norm(axis, len(s.axes)) != len(s.axes) - 1 or s.kind != VEC:
             ctx.fail(f"normalises axis {axis}: rnnskip supports softmax over the features of the last layer")
     s.dense.activation = act
-    return [Sym(s.kind, axes=s.axes, width=s.width, layer=s.layer, dense=s.dense)], \
+    return [Sym(s.kind, axes=s.axes, width=s.width, layer=s.layer, dense=s.dense, squeezed=s.squeezed)], \
         f"folded into '{s.dense.name}' ({act})"
 
 
@@ -673,16 +741,29 @@ HANDLERS: Dict[str, Callable] = {
     "Gather": h_gather, "Gemm": h_gemm, "MatMul": h_matmul, "Add": h_add,
     "Relu": h_activation, "Sigmoid": h_activation, "Tanh": h_activation, "Softmax": h_activation,
     "Transpose": h_transpose, "Squeeze": h_squeeze, "Unsqueeze": h_unsqueeze, "Slice": h_slice,
-    "Shape": h_shape, "Constant": h_constant, "ConstantOfShape": h_constant_of_shape, "Identity": h_identity,
+    "Shape": h_shape, "Constant": h_constant, "ConstantOfShape": h_constant_of_shape, "Expand": h_expand,
+    "Identity": h_identity,
     "Dropout": h_dropout,
     # glue on constants and shapes only (refused on model data)
-    "Cast": h_cast, "Concat": h_concat, "Reshape": h_generic_shape, "Sub": h_generic_shape,
-    "Mul": h_generic_shape, "Div": h_generic_shape,
+    "Cast": h_cast, "Concat": h_concat, "Reshape": h_reshape, "Sub": h_generic_shape,
+    "Mul": h_generic_shape, "Div": h_generic_shape, "Equal": h_generic_shape, "Where": h_generic_shape,
 }
 
 
+_POOL = ("pooling over time needs every step's output before it gives one, and rnnskip's model runs step by "
+         "step: feed the head the last step (out[:, -1]) or h_n[-1] and retrain, or pool in your own code after a "
+         "per-step rnnskip model")
+#: what to do instead, for op types PyTorch models often have where rnnskip has no handler
+HINTS = {"ReduceMean": _POOL, "ReduceMax": _POOL, "ReduceSum": _POOL,
+         "LogSoftmax": "log_softmax after the head is not folded: export with softmax (the same argmax) or return "
+                       "the head's logits",
+         "Conv": "convolution front ends convert from Keras Conv1D models (docs/frontends.md), not from ONNX yet",
+         "If": "a run-time branch on a dimension's size (torch emits one for out[:, -1:].squeeze(1) with a dynamic "
+               "time axis): write out[:, -1] instead"}
+
+
 def unsupported(key: str, op: str) -> str:
-    return f"node '{key}' ({op}) is not supported: {SUPPORTED_SUMMARY}"
+    return f"node '{key}' ({op}) is not supported: {HINTS.get(op, SUPPORTED_SUMMARY)}"
 
 
 # --------------------------------------------------------------------------
@@ -752,6 +833,9 @@ def _read(path) -> Tuple[_Reader, object]:
     from onnx import numpy_helper
     model = _load(path)
     r = _Reader(path=os.fspath(path), graph=model.graph, opset=_opset(model))
+    for v in list(model.graph.value_info) + list(model.graph.output):
+        if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
+            r.ranks[v.name] = len(v.type.tensor_type.shape.dim)
     for init in model.graph.initializer:
         r.syms[init.name] = Sym(CONST, value=numpy_helper.to_array(init))
     return r, model
@@ -759,6 +843,11 @@ def _read(path) -> Tuple[_Reader, object]:
 
 def _run(r: _Reader) -> ModelIR:
     _inputs(r)
+    if not any(n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx") for n in r.graph.node):
+        raise RnnskipError(f"{os.path.basename(r.path)} has no recurrent operator ({', '.join(RECURRENT_OPS)}): "
+                           "rnnskip converts those "
+                           "operators, not a recurrence unrolled into per-step ops (torch.onnx.export(..., "
+                           "dynamo=True) unrolls some torch recurrent modules so; export with dynamo=False)")
     for i, node in enumerate(r.graph.node):
         key = node_key(node, i)
         handler = HANDLERS.get(node.op_type)
@@ -801,7 +890,10 @@ def _assemble(r: _Reader) -> ModelIR:
     if s.kind == VEC and s.dense is not r.head[-1]:
         raise RnnskipError(f"{r.path}: output '{outs[0].name}' is not the last head layer's output")
     per_step = r.per_step or s.kind == SEQ
-    roles = _roles(r, s)
+    roles = _roles(r, s) + (["F"] if s.squeezed else [])
+    if s.squeezed:
+        r.notes.append(f"output '{outs[0].name}' is the one-output head squeezed to [batch]; rnnskip's output is "
+                       "[batch, 1]")
     if roles not in _OUTPUT_ROLES[per_step]:
         raise RnnskipError(f"{r.path}: output '{outs[0].name}' has axes {s.axes}: rnnskip expects [batch, outputs]"
                            " (or [batch, time, outputs] for one output per step)")
@@ -821,7 +913,7 @@ def _assemble(r: _Reader) -> ModelIR:
             notes.append(f"output '{outs[0].name}' is [time, batch, outputs]; rnnskip's per-step outputs are "
                          "[batch, time, outputs]")
     return ModelIR(input=inp, rnn_layers=r.rnns, head=r.head, name=_model_name(r.path), source=r.path,
-                   notes=notes, per_step=per_step)
+                   notes=notes, per_step=per_step, lengths_input=any(r.rnn_lens))
 
 
 # --------------------------------------------------------------------------
@@ -848,13 +940,30 @@ def _node_params(r: _Reader, node) -> int:
 
 
 def _node_options(node) -> str:
-    skip = {"value"}
+    """A node's attributes on one line for inspect: subgraphs (If/Loop bodies) and tensors summarised."""
+    from onnx import AttributeProto
     parts = []
-    for k, v in _attrs(node).items():
-        if k in skip:
+    for a in node.attribute:
+        if a.name == "value":
             continue
-        parts.append(f"{k}={v}")
+        if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
+            parts.append(f"{a.name}=<graph>")
+        elif a.type in (AttributeProto.TENSOR, AttributeProto.SPARSE_TENSOR, AttributeProto.TENSORS):
+            parts.append(f"{a.name}=<tensor>")
+        else:
+            v = _attrs_one(a)
+            parts.append(f"{a.name}={v}")
     return ", ".join(parts)
+
+
+def _attrs_one(a):
+    from onnx import helper
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, list):
+        return [x.decode() if isinstance(x, bytes) else x for x in v]
+    return v
 
 
 def describe_onnx_file(path):

@@ -465,6 +465,11 @@ def table(rep: dict) -> str:
                   f"{_fmt(f['flash_bytes'])} / {_fmt(f['ram_bytes'])} / {_fmt(f['stack_bytes'])} bytes"
                   + (f"  (RAM: {_fmt(f['model_ram_bytes'])} B the model, {_fmt(f['harness_ram_bytes'])} B the "
                      f"emulation harness's sequence buffers)" if f.get("harness_ram_bytes") else ""))]
+    rc = rep.get("reference_check")
+    if rc:
+        rows.append((f"float vs {rc['runtime']}", rc.get("skipped") or (
+            f"max |diff| {rc['max_abs_diff']:.2g} on {rc['rows']} rows of the data"
+            if "max_abs_diff" in rc else f"output shapes differ: {rc['shape_mismatch']}")))
     st = rep.get("selftest")
     if st:
         rows.append(("selftest", f"src/rnnskip_selftest.c: {st['sequences']} sequences, {_fmt(st['flash_bytes'])} B of "

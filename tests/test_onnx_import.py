@@ -487,6 +487,40 @@ def test_lengths_warned_only_where_the_graph_does_not_take_them(tmp_path):
     assert load_npz(str(tmp_path / "d2.npz"), ir, labels=None).notes == []
 
 
+def test_reference_check_against_onnxruntime(tmp_path):
+    """source_check runs the user's rows through onnxruntime as the graph wants them (time-major input and
+    output, sequence_lens, a [batch] output) and compares the float reference; a wrong reference is a warning
+    line; a graph onnxruntime cannot run is skipped with its reason."""
+    from rnnskip.converter import source_check
+    kind, bf, layers, tokens, out, act, nl, read, opset = CONFIGS["lstm-feat-tf-2l-perstep"]
+    path = tmp_path / "seq.onnx"
+    x = batch_major(export(Net(kind, bf, layers, tokens, out, act, nl, read), path, tokens, bf), bf)
+    ir = load_model_file(path)
+    L = np.full(len(x), x.shape[1])
+    L[0] = 3                                              # a row the graph would run in full: left out
+    res = source_check.check(ir, x, L)
+    assert res["rows"] == len(x) - 1 and res["max_abs_diff"] <= 1e-5 and source_check.warning(res) == ""
+    ir.head[-1].bias = ir.head[-1].bias + 0.01            # a float reference that is off
+    res = source_check.check(ir, x, L)
+    assert 0.005 < res["max_abs_diff"] and source_check.warning(res) == (
+        f"warning: the float reference differs from onnxruntime by up to {res['max_abs_diff']:.2g} on "
+        f"{len(x) - 1} rows of the data (tolerance 0.0001); please report this")
+    lens_kw = next(k for k in HANDWRITTEN if k.get("lens"))
+    _rnn_graph(tmp_path / "lens.onnx", **lens_kw)
+    ir = load_model_file(tmp_path / "lens.onnx")
+    xl = np.random.default_rng(0).normal(size=(6, 7, FEAT)).astype(np.float32)
+    res = source_check.check(ir, xl, np.array([7, 2, 5, 1, 7, 3]))
+    assert res["rows"] == 6 and res["max_abs_diff"] <= 1e-5     # lengths fed as sequence_lens: every row
+    path = tmp_path / "bin.onnx"
+    xb = export(Binary("view"), path, False, True)
+    res = source_check.check(load_model_file(path), xb, np.full(len(xb), xb.shape[1]))
+    assert res["rows"] == len(xb) and res["max_abs_diff"] <= 1e-5
+    layout1 = next(k for k in HANDWRITTEN if k.get("layout"))
+    _rnn_graph(tmp_path / "l1.onnx", **layout1)
+    res = source_check.check(load_model_file(tmp_path / "l1.onnx"), xl, np.full(6, 7))
+    assert res["skipped"].startswith("onnxruntime cannot run this graph (") and source_check.warning(res) == ""
+
+
 def load_model_file_of(kw):
     import tempfile
     with tempfile.TemporaryDirectory() as d:
@@ -697,6 +731,9 @@ def test_convert_onnx_end_to_end(tmp_path):
     assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["checked"] == len(xb)
     assert rep["accuracy"]["float"] == 1.0   # labels are onnxruntime's own predictions
     assert rep["emulation"]["cycles_per_inference"] > 0
+    rc = rep["reference_check"]      # measured at conversion on the user's rows, time-major graph fed as such
+    assert rc["runtime"] == "onnxruntime" and rc["rows"] == len(xb) and rc["max_abs_diff"] <= 1e-5
+    assert f"float vs onnxruntime  max |diff| {rc['max_abs_diff']:.2g} on {len(xb)} rows of the data" in p.stdout
 
 
 @needs_arm

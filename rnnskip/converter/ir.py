@@ -224,6 +224,9 @@ class ModelIR:
     per_step: bool = False
     # the model takes each row's length as an input (ONNX sequence_lens): the data's lengths are its own
     lengths_input: bool = False
+    # how the source file's own runtime is fed and read (ONNX: input/output names and layouts), for the
+    # check of the float reference against it on the user's data (rnnskip.converter.source_check)
+    source_io: dict = field(default_factory=dict)
 
     @property
     def is_token_model(self) -> bool:

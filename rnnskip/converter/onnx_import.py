@@ -912,8 +912,14 @@ def _assemble(r: _Reader) -> ModelIR:
         if roles[0] == "T":
             notes.append(f"output '{outs[0].name}' is [time, batch, outputs]; rnnskip's per-step outputs are "
                          "[batch, time, outputs]")
+    model_in = next(i for i in r.graph.input if r.syms.get(i.name) is not None and r.syms[i.name].kind in (IDS, X))
+    from onnx import helper
+    io = {"runtime": "onnxruntime", "input": model_in.name,
+          "input_dtype": str(np.dtype(helper.tensor_dtype_to_np_dtype(model_in.type.tensor_type.elem_type))),
+          "input_time_major": r.roles.get("a0") == "T", "lengths": next((n for n in r.rnn_lens if n), ""),
+          "output_time_major": bool(per_step and roles[0] == "T"), "output_squeezed": bool(s.squeezed)}
     return ModelIR(input=inp, rnn_layers=r.rnns, head=r.head, name=_model_name(r.path), source=r.path,
-                   notes=notes, per_step=per_step, lengths_input=any(r.rnn_lens))
+                   notes=notes, per_step=per_step, lengths_input=any(r.rnn_lens), source_io=io)
 
 
 # --------------------------------------------------------------------------

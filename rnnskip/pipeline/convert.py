@@ -94,6 +94,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     selftest: write ``src/rnnskip_selftest.c`` with that many sequences of ``data`` (rnnskip.selftest),
     run on the host build before the report is written.
     The caller checks bit-exactness with :meth:`Conversion.check` after showing the report."""
+    from ..converter import source_check
     from ..generate import check_prefix, generate
     from ..report import build_report, write_plots, write_report
     from ..selftest import check_selftest, make_selftest, selftest_section
@@ -141,6 +142,9 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         raise RnnskipError(f"--data {data} has no labels (y): {what} is reported as accuracy with and without it; "
                            f"add y to --data, or convert without {what.split('/')[0]}")
     cal = stages.load_data(calib, ir, "--calib", labels=False, note=note, loaded=[data]) if calib else ds
+    ref_check = source_check.check(ir, ds.x, ds.lengths)   # the float reference against onnxruntime, as given
+    if source_check.warning(ref_check):
+        note(source_check.warning(ref_check))
     # step methods: options, predictor folders and thresholds files checked before anything is written
     setups = [s for s in (setup.prepare(ir, methods.get(setup.key), log, note, [data, calib])
                           for setup in method_setups()) if s]
@@ -179,6 +183,8 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         rep = build_report(ir, qm, ev, target, kernels, variant, firmware=fw)
         if st is not None:
             rep["selftest"] = selftest_section(st, so)
+        if ref_check is not None:
+            rep["reference_check"] = ref_check
         for s in setups:   # each method against the same model without it (the others still on)
             if s.not_attached is not None:
                 rep[s.key] = s.unattached_section()

@@ -1,0 +1,114 @@
+"""The float reference against the source file's own runtime on the user's data (ONNX: onnxruntime;
+Keras 2 files: tf_keras; Keras 3 files: keras), at conversion: report.json's ``reference_check``.
+The tests check this on generated models; this checks it on the user's model and arrays, as given."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+#: a float reference further than this from the source runtime gets a warning line
+TOLERANCE = 1e-4
+
+
+def check(ir, x, lengths, max_rows: int = 64) -> Optional[dict]:
+    """Run the first ``max_rows`` rows of ``x`` (batch-major, as --data holds it) through the source
+    runtime and the float reference; None when the model's source has no runtime rnnskip can run here.
+    Rows that ``lengths`` end early are left out unless the model takes the lengths itself (the runtime
+    runs every step of them; the data check warns about those)."""
+    io = getattr(ir, "source_io", None) or {}
+    if io.get("runtime") != "onnxruntime":
+        return _check_keras(ir, x, lengths, max_rows) if getattr(ir, "keras_version", "") else None
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {"runtime": "onnxruntime", "skipped": "onnxruntime is not installed (pip install 'rnnskip[onnx]')"}
+    from ..reference import FloatModel
+    x = np.asarray(x)
+    lengths = np.asarray(lengths).reshape(-1)
+    rows = np.arange(len(x)) if io.get("lengths") else np.flatnonzero(lengths == x.shape[1])
+    rows = rows[:max_rows]
+    if rows.size == 0:
+        return {"runtime": "onnxruntime", "skipped": "every row ends before its last step (lengths) and the graph "
+                                                      "takes no sequence_lens: nothing to compare as given"}
+    xb = x[rows].astype(io.get("input_dtype", "float32"))
+    feeds = {io["input"]: np.swapaxes(xb, 0, 1) if io.get("input_time_major") else xb}
+    if io.get("lengths"):
+        feeds[io["lengths"]] = lengths[rows].astype(np.int32)
+    try:
+        sess = ort.InferenceSession(str(ir.source), providers=["CPUExecutionProvider"])
+        want = np.asarray(sess.run(None, feeds)[0], np.float64)
+    except Exception as e:   # e.g. onnxruntime's CPU kernels refuse recurrent operators with layout=1
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return {"runtime": "onnxruntime", "skipped": f"onnxruntime cannot run this graph ({first[:200]})"}
+    if io.get("output_time_major"):
+        want = np.swapaxes(want, 0, 1)
+    if io.get("output_squeezed"):
+        want = want[..., None]
+    got = np.asarray(FloatModel(ir).predict(x[rows], lengths[rows]), np.float64)
+    if got.shape != want.shape:
+        return {"runtime": "onnxruntime", "rows": int(rows.size), "shape_mismatch": [list(got.shape), list(want.shape)]}
+    return {"runtime": "onnxruntime", "rows": int(rows.size), "max_abs_diff": float(np.abs(got - want).max()),
+            "tolerance": TOLERANCE}
+
+
+def warning(res: Optional[dict]) -> str:
+    """A ``warning:`` line when the float reference is off the source runtime (or could not be compared)."""
+    if not res or "skipped" in res:
+        return ""
+    if "shape_mismatch" in res:
+        return (f"warning: the float reference's outputs have shape {res['shape_mismatch'][0]} but "
+                f"{res['runtime']}'s {res['shape_mismatch'][1]} on the same rows; please report this")
+    if res["max_abs_diff"] > res["tolerance"]:
+        return (f"warning: the float reference differs from {res['runtime']} by up to {res['max_abs_diff']:.2g} on "
+                f"{res['rows']} rows of the data (tolerance {res['tolerance']:g}); please report this")
+    return ""
+
+
+def _rows_as_given(ir, x, lengths, max_rows: int) -> np.ndarray:
+    """Rows whose steps rnnskip runs are the ones Keras runs: full length, or every step at or after the
+    length masked by the model's own mask."""
+    from ..datasets import _unmasked
+    T = x.shape[1]
+    full = lengths == T
+    valid = _unmasked(x, ir)
+    if valid is not None:
+        full |= ~(valid & (np.arange(T)[None, :] >= lengths[:, None])).any(axis=1)
+    return np.flatnonzero(full)[:max_rows]
+
+
+def _check_keras(ir, x, lengths, max_rows: int) -> dict:
+    """The Keras generation that wrote the file loads it (compile=False) and runs the rows."""
+    from ..tfquiet import import_keras, quiet_stderr
+    gen3 = str(ir.keras_version).startswith("3")
+    runtime = "keras" if gen3 else "tf_keras"
+    try:
+        if gen3:
+            with quiet_stderr():
+                import keras
+            load = keras.saving.load_model
+        else:
+            load = import_keras()[1].models.load_model
+    except ImportError:
+        return {"runtime": runtime, "skipped": f"{runtime} is not installed (pip install 'rnnskip[keras]')"}
+    x = np.asarray(x)
+    lengths = np.asarray(lengths).reshape(-1)
+    rows = _rows_as_given(ir, x, lengths, max_rows)
+    if rows.size == 0:
+        return {"runtime": runtime, "skipped": "every row ends before its last step (lengths) where the model's own "
+                                               "mask would run it: nothing to compare as given"}
+    try:
+        with quiet_stderr():
+            model = load(str(ir.source), compile=False)
+            want = np.asarray(model(x[rows], training=False), np.float64)
+    except Exception as e:   # custom layers, files a newer Keras wrote...: nothing to compare, not an error
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return {"runtime": runtime, "skipped": f"{runtime} cannot load or run {ir.source} ({first[:200]})"}
+    from ..reference import FloatModel
+    got = np.asarray(FloatModel(ir).predict(x[rows], lengths[rows]), np.float64)
+    if got.shape != want.shape and want.shape == got.shape[:-1] and got.shape[-1] == 1:
+        want = want[..., None]
+    if got.shape != want.shape:
+        return {"runtime": runtime, "rows": int(rows.size), "shape_mismatch": [list(got.shape), list(want.shape)]}
+    return {"runtime": runtime, "rows": int(rows.size), "max_abs_diff": float(np.abs(got - want).max()),
+            "tolerance": TOLERANCE}

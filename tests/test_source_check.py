@@ -1,0 +1,76 @@
+"""rnnskip-convert checks the float reference against the source file's own runtime on the user's data
+(report.json reference_check): the Keras generation that wrote the file (tf_keras for Keras 2, keras for
+Keras 3) on the rows Keras runs as rnnskip does. ONNX: tests/test_onnx_import.py."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rnnskip.converter import source_check
+from rnnskip.converter.keras_import import load_model_file
+
+
+def _model(gen, d, mask=True, custom=False):
+    import keras_models
+    k = keras_models.keras_module(gen)
+    L = k.layers
+    inp = k.Input((8, 3))
+    h = L.Masking(0.0)(inp) if mask else inp
+    if custom:
+        class Twice(L.Layer):
+            def call(self, v):
+                return 2 * v
+        h = Twice()(h)
+    h = L.GRU(6)(h)
+    m = k.Model(inp, L.Dense(3, activation="softmax")(h))
+    rng = np.random.default_rng(0)
+    m.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in m.get_weights()])
+    path = d / f"{gen}{'-nomask' if not mask else ''}.{'h5' if gen == 'k2' else 'keras'}"
+    m.save(path)
+    return path
+
+
+def _data():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(10, 8, 3)).astype(np.float32)
+    L = np.full(10, 8)
+    x[2, 5:] = 0            # padded at the end, lengths agree with the mask
+    L[2] = 5
+    L[3] = 4                # lengths end row 3 early where the mask would run it: left out
+    return x, L
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("gen", ["k2", "k3"])
+def test_keras_reference_check(gen, tmp_path):
+    pytest.importorskip("tf_keras" if gen == "k2" else "keras")
+    x, L = _data()
+    ir = load_model_file(str(_model(gen, tmp_path)))
+    res = source_check.check(ir, x, L)
+    assert res["runtime"] == ("tf_keras" if gen == "k2" else "keras")
+    assert res["rows"] == 9 and res["max_abs_diff"] <= 1e-5 and source_check.warning(res) == ""
+    ir.rnn_layers[0].bias = ir.rnn_layers[0].bias + 0.05      # a float reference that is off
+    res = source_check.check(ir, x, L)
+    assert res["max_abs_diff"] > 1e-3 and source_check.warning(res).startswith(
+        f"warning: the float reference differs from {res['runtime']} by up to ")
+
+
+@pytest.mark.keras
+def test_keras_reference_check_rows_without_a_mask(tmp_path):
+    """No mask: only the rows the lengths do not end early are compared (Keras runs every step)."""
+    pytest.importorskip("tf_keras")
+    x, L = _data()
+    res = source_check.check(load_model_file(str(_model("k2", tmp_path, mask=False))), x, L)
+    assert res["rows"] == 8 and res["max_abs_diff"] <= 1e-5
+
+
+@pytest.mark.keras
+def test_keras_that_cannot_load_its_file_is_skipped(tmp_path):
+    """A file whose custom layer Keras cannot rebuild: the check is skipped with the reason, no warning
+    (rnnskip refuses custom layers itself; this reaches the check through an IR built without it)."""
+    pytest.importorskip("tf_keras")
+    x, L = _data()
+    ir = load_model_file(str(_model("k2", tmp_path)))
+    ir.source = str(tmp_path / "missing.h5")
+    res = source_check.check(ir, x, L)
+    assert res["skipped"].startswith(f"tf_keras cannot load or run {ir.source} (") and source_check.warning(res) == ""

@@ -291,6 +291,29 @@ def test_one_output_head_squeezed_to_batch(how, exporter, tmp_path):
     assert got.shape == (N, 1) and np.abs(got[:, 0] - expected).max() <= 1e-5
 
 
+class EmbedProject(nn.Module):
+    """nn.Embedding -> nn.Linear + tanh -> nn.GRU: the projection folds into the embedding table."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, DIM)
+        self.proj = nn.Linear(DIM, 8)
+        self.rnn = nn.GRU(8, UNITS, batch_first=True)
+        self.fc = nn.Linear(UNITS, 3)
+
+    def forward(self, x):
+        return self.fc(self.rnn(torch.tanh(self.proj(self.emb(x))))[0][:, -1])
+
+
+def test_linear_after_the_embedding_folds_into_the_table(tmp_path):
+    path = tmp_path / "ep.onnx"
+    x = export(EmbedProject(), path, True, True)
+    ir = load_model_file(path)
+    assert ir.is_token_model and ir.input.table.shape == (VOCAB, 8) and ir.input_dim == 8
+    assert any(n.startswith("folded per-step Dense 'proj/MatMul'") for n in ir.notes), ir.notes
+    assert np.abs(FloatModel(ir).predict(x) - run_ort(path, x)).max() <= 1e-5
+
+
 class LearnedH0(nn.Module):
     def __init__(self):
         super().__init__()

@@ -74,3 +74,37 @@ def test_keras_that_cannot_load_its_file_is_skipped(tmp_path):
     ir.source = str(tmp_path / "missing.h5")
     res = source_check.check(ir, x, L)
     assert res["skipped"].startswith(f"tf_keras cannot load or run {ir.source} (") and source_check.warning(res) == ""
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("gen", ["k2", "k3"])
+def test_dense_after_embedding_folds_into_the_table(gen, tmp_path):
+    """Embedding(mask_zero) -> per-step Dense(tanh) -> LSTM: the Dense is a per-token lookup, folded into the
+    table exactly (it was refused). Float reference = Keras on masked rows, golden = host build."""
+    import keras_models
+    from helpers import dataset, quantize_on
+
+    from rnnskip import pipeline
+    from rnnskip.generate import generate
+    pytest.importorskip("tf_keras" if gen == "k2" else "keras")
+    k = keras_models.keras_module(gen)
+    L = k.layers
+    inp = k.Input((9,), dtype="int32")
+    h = L.Dense(7, activation="tanh")(L.Embedding(25, 5, mask_zero=True)(inp))
+    m = k.Model(inp, L.Dense(3, activation="softmax")(L.LSTM(6)(h)))
+    rng = np.random.default_rng(2)
+    m.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in m.get_weights()])
+    path = tmp_path / f"m.{'h5' if gen == 'k2' else 'keras'}"
+    m.save(path)
+    ir = load_model_file(str(path))
+    assert ir.is_token_model and ir.input.table.shape == (25, 7)
+    assert any(n.startswith("folded per-step Dense") for n in ir.notes)
+    x = rng.integers(1, 25, (12, 9)).astype(np.int32)
+    x[3, 5:] = 0
+    lengths = np.where((x != 0).any(1), (x != 0).sum(1), 0)
+    res = source_check.check(ir, x, lengths)
+    assert res["rows"] == 12 and res["max_abs_diff"] <= 1e-5
+    qm = quantize_on(ir, x, lengths)
+    generate(qm, tmp_path / "src", max_t=9)
+    ev = pipeline.evaluate(ir, qm, dataset(x, lengths), host_so=pipeline.build_host(tmp_path / "src", tmp_path / "h"))
+    assert ev.host_checked == 12 and ev.host_mismatches == 0

@@ -31,6 +31,15 @@ class EmbeddingInput:
         return int(self.table.shape[1])
 
 
+def fold_dense_into_embedding(emb: "EmbeddingInput", dense: "DenseLayer") -> "EmbeddingInput":
+    """Embedding -> per-step Dense is a lookup of act(table @ kernel + bias): the same rows for every id, so the
+    Dense folds into the table exactly (computed in float64, stored float32 as Keras' and PyTorch's own)."""
+    from ..reference import activation
+    rows = activation(dense.activation)(np.asarray(emb.table, np.float64) @ np.asarray(dense.kernel, np.float64)
+                                        + np.asarray(dense.bias, np.float64))
+    return EmbeddingInput(table=np.asarray(rows, np.float32), mask_zero=emb.mask_zero, name=emb.name)
+
+
 @stage_data
 @dataclass
 class DenseLayer:

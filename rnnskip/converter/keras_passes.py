@@ -17,7 +17,15 @@ from typing import List, Optional
 
 from rnnskip import cells
 from rnnskip.converter import support
-from rnnskip.converter.ir import ConvLayer, DenseLayer, FeatureInput, ModelIR, PoolLayer, RNNLayer
+from rnnskip.converter.ir import (
+    ConvLayer,
+    DenseLayer,
+    FeatureInput,
+    ModelIR,
+    PoolLayer,
+    RNNLayer,
+    fold_dense_into_embedding,
+)
 from rnnskip.converter.keras_layers import (
     ACTIVATION,
     BATCHNORM,
@@ -198,6 +206,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     unfolded_bn: Optional[Node] = None
     per_step = False               # one output per time step
     front: List[object] = []       # ConvLayer | PoolLayer, in order
+    fold_notes: List[str] = []     # Dense layers folded into the Embedding table
     shape = next((n.layer.declared_shape for n in nodes if n.layer.declared_shape is not None), None)
 
     for node in nodes:
@@ -268,8 +277,14 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                     raise LayerError(f"layer '{name}' ({cls}) follows the Conv1D front end: rnnskip converts a "
                                      "per-step Dense or a Conv1D front end, not both", name)
                 if embedding is not None:
-                    raise LayerError(f"layer '{name}' ({cls}) between the Embedding and the RNN is not supported: "
-                                     "rnnskip supports a per-step Dense only on float-feature input", name)
+                    if dense.activation == "softmax":
+                        raise LayerError(f"layer '{name}' ({cls}) between the Embedding and the RNN uses softmax: "
+                                         "rnnskip folds a per-step Dense into the Embedding table only without it",
+                                         name)
+                    embedding = fold_dense_into_embedding(embedding, dense)
+                    fold_notes.append(f"folded per-step Dense '{name}' into the Embedding table (every id's row is "
+                                      f"the Dense of its vector: {embedding.vocab} rows of {embedding.dim})")
+                    continue
                 if input_dense is not None:
                     raise LayerError(f"layer '{name}' ({cls}) is a 2nd per-step Dense before the RNN: rnnskip "
                                      "supports at most one", name)
@@ -303,7 +318,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
         raise LayerError(f"layer '{rnns[-1].name}' returns one output per frame of the Conv1D front end, whose "
                          "frames are not the input's steps: rnnskip converts front-end models that return the last "
                          "state (return_sequences=False at the output)", rnns[-1].name)
-    notes = list(notes)
+    notes = list(notes) + fold_notes
     if embedding is not None:
         inp = embedding
     else:

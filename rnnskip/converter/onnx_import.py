@@ -31,7 +31,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from rnnskip import cells
-from rnnskip.converter.ir import DenseLayer, EmbeddingInput, FeatureInput, ModelIR, RNNLayer
+from rnnskip.converter.ir import DenseLayer, EmbeddingInput, FeatureInput, ModelIR, RNNLayer, fold_dense_into_embedding
 from rnnskip.converter.support import LayerError
 from rnnskip.errors import RnnskipError
 
@@ -632,8 +632,8 @@ def _roles(r: _Reader, s: Sym) -> List[str]:
 def _dense_input(ctx: _Ctx, s: Sym) -> str:
     """Where a Dense on ``s`` goes: "head" or "input" (per step, before the first recurrent layer)."""
     r = ctx.r
-    if s.kind == X and r.embedding is None and r.input_dense is None and not r.rnns and s.dense is None:
-        return "input"
+    if s.kind == X and r.input_dense is None and not r.rnns and s.dense is None:
+        return "input"   # after an embedding it folds into the table (_assemble)
     if s.kind == CELL:
         ctx.fail("reads a final cell state (Y_c): rnnskip converts models whose head reads the hidden "
                  "state")
@@ -903,6 +903,13 @@ def _assemble(r: _Reader) -> ModelIR:
                            "rnnskip converts models whose head reads the last recurrent layer")
     if r.embedding is not None:
         inp = r.embedding
+        if r.input_dense is not None:   # a per-step Dense on embedded ids is a lookup too
+            if r.input_dense.activation == "softmax":
+                raise RnnskipError(f"{r.path}: the per-step Dense '{r.input_dense.name}' after the embedding uses "
+                                   "softmax: rnnskip folds a per-step Dense into the embedding table only without it")
+            inp = fold_dense_into_embedding(r.embedding, r.input_dense)
+            r.notes.append(f"folded per-step Dense '{r.input_dense.name}' into the embedding table (every id's row "
+                           f"is the Dense of its vector: {inp.vocab} rows of {inp.dim})")
     else:
         features = r.input_dense.in_dim if r.input_dense is not None else r.rnns[0].input_dim
         inp = FeatureInput(features=int(features), dense=r.input_dense)

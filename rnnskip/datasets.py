@@ -371,12 +371,22 @@ def _lengths_without_mask(x, lengths, ir, src) -> str:
     fw = "onnxruntime" if onnx else "Keras"
     front = not ir.is_token_model and bool(ir.input.front)
     fix = ("" if front else ", or export a graph that takes sequence_lens" if onnx else
-           ", or add a Masking layer (or Embedding(mask_zero=True)) so the model itself skips the padding")
+           ", or use Embedding(mask_zero=True) so the model itself skips the padding" if ir.is_token_model else
+           ", or add a Masking layer so the model itself skips the padding")
     r = int(short[0])
     return (f"warning: lengths in {src} end {short.size} of {len(x)} rows before their last step (e.g. row {r}: "
             f"length {int(lengths[r])} of {x.shape[1]}), but the model has no mask: rnnskip runs only the steps "
             f"before each length and {fw} every step of x, so results on those rows differ from what {fw} gives on "
             f"the same arrays: drop lengths (every step runs){fix}")
+
+
+def lengths_cut_unmasked(x, lengths, ir) -> Optional[np.ndarray]:
+    """bool ``[N, T]``: steps at or after each row's length that the model's own mask would run (Keras runs
+    them, rnnskip does not); None when the model has no mask."""
+    real = _unmasked(x, ir)
+    if real is None:
+        return None
+    return real & (np.arange(x.shape[1])[None, :] >= np.asarray(lengths)[:, None])
 
 
 def _lengths_against_mask(x, lengths, ir, src) -> str:
@@ -385,10 +395,10 @@ def _lengths_against_mask(x, lengths, ir, src) -> str:
     so on those rows the float reference (and the int8 model) differ from Keras. Typically rows padded
     at the front, as Keras' ``pad_sequences`` does by default, with the lengths of their tokens. "" when
     the lengths agree with the mask (or the model has none)."""
-    real = _unmasked(x, ir)
-    if real is None:
+    past = lengths_cut_unmasked(x, lengths, ir)
+    if past is None:
         return ""
-    past = real & (np.arange(x.shape[1])[None, :] >= lengths[:, None])
+    real = _unmasked(x, ir)
     rows = np.flatnonzero(past.any(axis=1))
     if rows.size == 0:
         return ""

@@ -314,6 +314,104 @@ def test_linear_after_the_embedding_folds_into_the_table(tmp_path):
     assert np.abs(FloatModel(ir).predict(x) - run_ort(path, x)).max() <= 1e-5
 
 
+class Reshaped(nn.Module):
+    """An LSTM whose output goes through a Reshape: `merge` (B*T rows, 1, H), `perm` (a reinterpretation as
+    [T, B, H], not a transpose), `flat` (per-step outputs to [-1, 1]) must be refused; `bt` (per-step one
+    output [B, T, 1] -> [B, T]) is a squeeze and converts."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.rnn = nn.LSTM(FEAT, UNITS, batch_first=True)
+        self.fc = nn.Linear(UNITS, 1 if how in ("flat", "bt") else 3)
+        self.how = how
+
+    def forward(self, x):
+        o = self.rnn(x)[0]
+        b, t = x.shape[0], x.shape[1]
+        if self.how == "merge":
+            return self.fc(o.reshape(b * t, 1, UNITS))
+        if self.how == "perm":
+            return self.fc(o.reshape(t, b, UNITS))
+        if self.how == "flat":
+            return self.fc(o).reshape(-1, 1)
+        return self.fc(o).reshape(b, t)
+
+
+@pytest.mark.parametrize("how", ["merge", "perm", "flat"])
+@pytest.mark.parametrize("how_export", ["dynamic", "static", "dynamo"])
+def test_reshapes_that_move_data_are_refused(how, how_export, tmp_path):
+    """Every kept axis's Reshape entry is checked against its size (constant targets) or through ONNX shape
+    inference (computed targets): a reshape merging or reinterpreting batch and time is refused in one line, at
+    any rank. A review found them accepted (onnxruntime gave [B*T, 1, 1], rnnskip [B, T, 1])."""
+    path = tmp_path / f"{how}.onnx"
+    net = Reshaped(how)
+    if how_export == "dynamic":
+        export(net, path, False, True)
+    else:
+        export_as(net, path, False, True, "static" if how_export == "static" else "dynamo")
+    assert "reshapes data other than by dropping size-1 axes" in refusal(path)
+
+
+@pytest.mark.parametrize("how_export", ["dynamic", "static"])
+def test_per_step_one_output_reshaped_to_batch_time(how_export, tmp_path):
+    path = tmp_path / "bt.onnx"
+    x = export(Reshaped("bt"), path, False, True) if how_export == "dynamic" else \
+        export_as(Reshaped("bt"), path, False, True, "static")
+    ir = load_model_file(path)
+    assert ir.per_step and "squeezed to [batch, time]; rnnskip's output is [batch, time, 1]" in ir.notes[-1]
+    expected = run_ort(path, x)
+    got = FloatModel(ir).predict(x)
+    assert got.shape == expected.shape + (1,) and np.abs(got[..., 0] - expected).max() <= 1e-5
+
+
+class ZeroStateReshaped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(FEAT, UNITS, batch_first=True)
+        self.fc = nn.Linear(UNITS, 2)
+
+    def forward(self, x):
+        h0 = torch.zeros(x.shape[0] * UNITS, device=x.device).reshape(1, -1, UNITS)
+        return self.fc(self.rnn(x, h0)[0][:, -1])
+
+
+def test_zero_state_through_a_reshape(tmp_path):
+    path = tmp_path / "zr.onnx"
+    x = export(ZeroStateReshaped(), path, False, True)
+    assert np.abs(FloatModel(load_model_file(path)).predict(x) - run_ort(path, x)).max() <= 1e-5
+
+
+def test_softmax_over_a_squeezed_head_is_refused(tmp_path):
+    """softmax(fc(h).squeeze(1)) normalises over the batch: refused (a review found it accepted, every output
+    1.0 in rnnskip)."""
+    class Net1(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(FEAT, UNITS, batch_first=True)
+            self.fc = nn.Linear(UNITS, 1)
+
+        def forward(self, x):
+            return torch.softmax(self.fc(self.rnn(x)[0][:, -1]).squeeze(1), dim=-1)
+    path = tmp_path / "sm.onnx"
+    export(Net1(), path, False, True)
+    assert "(Softmax) normalises a one-output head squeezed to [batch]" in refusal(path)
+
+
+def test_reference_check_with_a_static_batch(tmp_path):
+    """A graph exported with a fixed batch (16) runs the data's rows in runs of 16, the last one padded."""
+    from rnnskip.converter import source_check
+    path = tmp_path / "st.onnx"
+    kind, bf, layers, tokens, out, act, nl, read, opset = CONFIGS["gru-feat-bf-2l-state"]
+    x = export_as(Net(kind, bf, layers, tokens, out, act, nl, read), path, tokens, bf, "static")
+    ir = load_model_file(path)
+    for n in (5, 16, 21):
+        xs = np.concatenate([x, x])[:n]
+        res = source_check.check(ir, xs, np.full(n, T))
+        assert res["rows"] == n and res["max_abs_diff"] <= 1e-5, res
+    res = source_check.check(ir, x[:, :4], np.full(N, 4))
+    assert res["skipped"] == f"the graph takes exactly {T} steps (exported with static shapes) and the data has 4"
+
+
 class LearnedH0(nn.Module):
     def __init__(self):
         super().__init__()

@@ -50,8 +50,9 @@ def test_selftest_passes_on_the_host_and_fails_on_a_changed_output(name, qm, x, 
 
 
 def test_selftest_inputs_are_the_data_as_given():
-    """Float features are exact hex-float literals of the float32 data (NaN included), so the device quantises
-    exactly what the golden model quantised; token ids are the ids."""
+    """Float features are exact hex-float literals of the float32 data, so the device quantises exactly what the
+    golden model quantised (NaN and infinities, which --data refuses, still have a literal for a hand-built
+    SelfTest)."""
     from rnnskip.selftest import _float_literal
     vals = np.float32([0.1, -0.0, 1e-40, 3.4e38, -2.5, np.nan, np.inf, -np.inf])
     lits = [_float_literal(float(v)) for v in vals]

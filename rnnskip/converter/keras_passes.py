@@ -18,6 +18,7 @@ from typing import List, Optional
 from rnnskip import cells
 from rnnskip.converter import support
 from rnnskip.converter.ir import (
+    EMBEDDING_FOLD_SOFTMAX,
     ConvLayer,
     DenseLayer,
     FeatureInput,
@@ -278,12 +279,10 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                                      "per-step Dense or a Conv1D front end, not both", name)
                 if embedding is not None:
                     if dense.activation == "softmax":
-                        raise LayerError(f"layer '{name}' ({cls}) between the Embedding and the RNN uses softmax: "
-                                         "rnnskip folds a per-step Dense into the Embedding table only without it",
-                                         name)
-                    embedding = fold_dense_into_embedding(embedding, dense)
-                    fold_notes.append(f"folded per-step Dense '{name}' into the Embedding table (every id's row is "
-                                      f"the Dense of its vector: {embedding.vocab} rows of {embedding.dim})")
+                        raise LayerError(f"layer '{name}' ({cls}) between the Embedding and the RNN "
+                                         f"{EMBEDDING_FOLD_SOFTMAX}", name)
+                    embedding, note = fold_dense_into_embedding(embedding, dense)
+                    fold_notes.append(note)
                     continue
                 if input_dense is not None:
                     raise LayerError(f"layer '{name}' ({cls}) is a 2nd per-step Dense before the RNN: rnnskip "

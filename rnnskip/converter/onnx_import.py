@@ -31,7 +31,15 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from rnnskip import cells
-from rnnskip.converter.ir import DenseLayer, EmbeddingInput, FeatureInput, ModelIR, RNNLayer, fold_dense_into_embedding
+from rnnskip.converter.ir import (
+    EMBEDDING_FOLD_SOFTMAX,
+    DenseLayer,
+    EmbeddingInput,
+    FeatureInput,
+    ModelIR,
+    RNNLayer,
+    fold_dense_into_embedding,
+)
 from rnnskip.converter.support import LayerError
 from rnnskip.errors import RnnskipError
 
@@ -99,7 +107,7 @@ class _Reader:
     head: List[DenseLayer] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     status: Dict[str, str] = field(default_factory=dict)   # node key -> what became of it (inspect)
-    ranks: Dict[str, int] = field(default_factory=dict)    # value name -> rank, where the graph annotates it
+    dims: Dict[str, list] = field(default_factory=dict)    # value -> per axis: int size, str symbol or None
 
     def sym(self, name: str) -> Optional[Sym]:
         return self.syms.get(name) if name else None
@@ -112,16 +120,18 @@ def node_key(node, index: int) -> str:
 
 
 def _attrs(node) -> dict:
+    return {a.name: _attr_value(a) for a in node.attribute}
+
+
+def _attr_value(a):
+    """One attribute's value, bytes decoded to str."""
     from onnx import helper
-    out = {}
-    for a in node.attribute:
-        v = helper.get_attribute_value(a)
-        if isinstance(v, bytes):
-            v = v.decode()
-        elif isinstance(v, list):
-            v = [x.decode() if isinstance(x, bytes) else x for x in v]
-        out[a.name] = v
-    return out
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, list):
+        return [x.decode() if isinstance(x, bytes) else x for x in v]
+    return v
 
 
 class _Ctx:
@@ -393,40 +403,53 @@ def h_squeeze(ctx: _Ctx):
 
 
 def h_reshape(ctx: _Ctx):
-    """Reshape: shape glue, or on data only the reshape that drops size-1 axes - PyTorch's dynamo exporter
-    merges a recurrent output's direction axis (size 1) into its hidden axis so. The target shape is a
-    constant (static export: every entry checked against the axis it keeps) or computed from shapes (dynamic
-    export: its rank, from the graph's shape annotations, must be the rank without the size-1 axes)."""
+    """Reshape: shape glue, zero states (zeros of any shape), or on data only the reshape that drops size-1
+    axes - PyTorch's dynamo exporter merges a recurrent output's direction axis (size 1) into its hidden axis
+    so, and a one-output head's view(-1) drops its output axis. Every kept axis's target entry is checked
+    against that axis's size: a constant target entry is 0 at the same position, the known static size, the
+    hidden width, or the one -1; a target computed from shapes is read through ONNX shape inference (data
+    propagation), each kept axis's inferred size the input's own (the hidden width may stay unknown). So a
+    reshape that merges or reinterprets the batch and time axes is refused, whatever its rank."""
     s = ctx.inp(0)
-    if not _data(s.kind) and s.kind != ZEROS:
+    if s.kind == ZEROS:
+        return [s], "folded (zero initial state)"
+    if not _data(s.kind):
         return _shape_like(ctx), "folded (glue)"
-    keep = [ax for ax in s.axes if ax not in ("D", "1")]
-    tgt = ctx.inp(1)
-    n_out = len(np.asarray(tgt.value).reshape(-1)) if tgt.kind == CONST else ctx.r.ranks.get(ctx.node.output[0])
-    squeezed = s.squeezed
-    if n_out == len(keep) - 1 and keep and keep[-1] == "F" and _squeezable(s, "F"):
-        keep, squeezed = keep[:-1], True        # view(-1) of a one-output head
     why = ("reshapes data other than by dropping size-1 axes: rnnskip folds the Reshape that drops a recurrent "
            "output's direction axis; flatten or merge axes (view(-1, H), reshape(B*T, H)) after rnnskip's model, "
            "in your own code")
+    r, tgt = ctx.r, ctx.inp(1)
+    dims_in = r.dims.get(ctx.node.input[0])
+    if dims_in is None or len(dims_in) != len(s.axes):
+        ctx.fail(why + " (the graph gives no shape for its input)")
+    kept = [i for i, ax in enumerate(s.axes) if ax not in ("D", "1")]
     if tgt.kind == CONST:
-        shape = [int(v) for v in np.asarray(tgt.value).reshape(-1)]
-        if len(shape) != len(keep) or shape.count(-1) > 1:
-            ctx.fail(why)
-        for i, (ax, n) in enumerate(zip(keep, shape)):
-            size = s.width if ax == "F" else len(s.layers) if ax == "L" else None
-            if n == 0 and not ctx.attrs.get("allowzero", 0):
-                if i >= len(s.axes) or s.axes[i] != ax:
-                    ctx.fail(why)
-            elif n != -1 and size is not None and n != size:
-                ctx.fail(why)
-            elif n < -1:
-                ctx.fail(why)
-    elif ctx.r.ranks.get(ctx.node.output[0]) != len(keep):
+        target = [int(v) for v in np.asarray(tgt.value).reshape(-1)]
+    else:
+        target = r.dims.get(ctx.node.output[0])
+        if target is None:
+            ctx.fail(why + " (shape inference cannot follow its target shape)")
+    squeezed = s.squeezed
+    if len(target) == len(kept) - 1 and kept and _squeezable(s, s.axes[kept[-1]]) and s.axes[kept[-1]] == "F":
+        kept, squeezed = kept[:-1], True         # view(-1) of a one-output head
+    if len(target) != len(kept):
         ctx.fail(why)
-    if s.kind == ZEROS:
-        return [s], "folded (glue)"
-    return [_with_axes(s, keep, squeezed)], "folded (glue)"
+    free = 0
+    for pos, (j, n) in enumerate(zip(kept, target)):
+        ax, size = s.axes[j], dims_in[j]
+        width = s.width if ax == "F" else len(s.layers) if ax == "L" else None
+        if tgt.kind == CONST and n == -1:
+            free += 1
+        elif tgt.kind == CONST and n == 0 and not ctx.attrs.get("allowzero", 0):
+            if pos != j:
+                ctx.fail(why)
+        elif ax == "F" and (n is None or (isinstance(n, str) and n.startswith("unk__") and n != size)):
+            free += 1                            # an inferred hidden width left open (the merged direction axis)
+        elif not (n is not None and (n == size or (width is not None and n == width))):
+            ctx.fail(why)
+    if free > 1:
+        ctx.fail(why)
+    return [_with_axes(s, [s.axes[j] for j in kept], squeezed)], "folded (glue)"
 
 
 def h_unsqueeze(ctx: _Ctx):
@@ -726,6 +749,9 @@ def h_activation(ctx: _Ctx):
     if s.dense is None or s.dense.activation != "linear":
         ctx.fail("does not follow a Gemm/MatMul(+Add) directly: rnnskip folds an activation only into the Dense "
                  "layer before it")
+    if act == "softmax" and s.squeezed:
+        ctx.fail("normalises a one-output head squeezed to [batch] (or [batch, time]): over those axes, not over "
+                 "outputs; rnnskip supports softmax over the features of the last layer")
     if act == "softmax":
         axis = int(ctx.attrs.get("axis", -1 if ctx.r.opset >= 13 else 1))
         if _norm(axis, len(s.axes)) != len(s.axes) - 1 or s.kind != VEC:
@@ -833,12 +859,29 @@ def _read(path) -> Tuple[_Reader, object]:
     from onnx import numpy_helper
     model = _load(path)
     r = _Reader(path=os.fspath(path), graph=model.graph, opset=_opset(model))
-    for v in list(model.graph.value_info) + list(model.graph.output):
-        if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
-            r.ranks[v.name] = len(v.type.tensor_type.shape.dim)
+    r.dims = _inferred_dims(model)
     for init in model.graph.initializer:
         r.syms[init.name] = Sym(CONST, value=numpy_helper.to_array(init))
     return r, model
+
+
+def _inferred_dims(model) -> Dict[str, list]:
+    """Every value's shape as ONNX shape inference (with data propagation, so shape-computed Reshape targets
+    resolve) gives it: per axis an int, a symbol, or None where unknown. {} when inference fails."""
+    from onnx import shape_inference
+    try:
+        inferred = shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:   # a graph inference cannot follow: data reshapes are then refused
+        return {}
+    out = {}
+    g = inferred.graph
+    for v in list(g.value_info) + list(g.input) + list(g.output):
+        t = v.type.tensor_type if v.type.HasField("tensor_type") else None
+        if t is None or not t.HasField("shape"):
+            continue
+        out[v.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) if d.HasField("dim_param")
+                       else None for d in t.shape.dim]
+    return out
 
 
 def _run(r: _Reader) -> ModelIR:
@@ -892,8 +935,9 @@ def _assemble(r: _Reader) -> ModelIR:
     per_step = r.per_step or s.kind == SEQ
     roles = _roles(r, s) + (["F"] if s.squeezed else [])
     if s.squeezed:
-        r.notes.append(f"output '{outs[0].name}' is the one-output head squeezed to [batch]; rnnskip's output is "
-                       "[batch, 1]")
+        shape = "[batch, time]" if per_step else "[batch]"
+        r.notes.append(f"output '{outs[0].name}' is the one-output head squeezed to {shape}; rnnskip's output is "
+                       f"{shape[:-1]}, 1]")
     if roles not in _OUTPUT_ROLES[per_step]:
         raise RnnskipError(f"{r.path}: output '{outs[0].name}' has axes {s.axes}: rnnskip expects [batch, outputs]"
                            " (or [batch, time, outputs] for one output per step)")
@@ -905,11 +949,10 @@ def _assemble(r: _Reader) -> ModelIR:
         inp = r.embedding
         if r.input_dense is not None:   # a per-step Dense on embedded ids is a lookup too
             if r.input_dense.activation == "softmax":
-                raise RnnskipError(f"{r.path}: the per-step Dense '{r.input_dense.name}' after the embedding uses "
-                                   "softmax: rnnskip folds a per-step Dense into the embedding table only without it")
-            inp = fold_dense_into_embedding(r.embedding, r.input_dense)
-            r.notes.append(f"folded per-step Dense '{r.input_dense.name}' into the embedding table (every id's row "
-                           f"is the Dense of its vector: {inp.vocab} rows of {inp.dim})")
+                raise RnnskipError(f"{r.path}: the per-step Dense '{r.input_dense.name}' after the embedding "
+                                   f"{EMBEDDING_FOLD_SOFTMAX}")
+            inp, note = fold_dense_into_embedding(r.embedding, r.input_dense)
+            r.notes.append(note)
     else:
         features = r.input_dense.in_dim if r.input_dense is not None else r.rnns[0].input_dim
         inp = FeatureInput(features=int(features), dense=r.input_dense)
@@ -924,6 +967,9 @@ def _assemble(r: _Reader) -> ModelIR:
     io = {"runtime": "onnxruntime", "input": model_in.name,
           "input_dtype": str(np.dtype(helper.tensor_dtype_to_np_dtype(model_in.type.tensor_type.elem_type))),
           "input_time_major": r.roles.get("a0") == "T", "lengths": next((n for n in r.rnn_lens if n), ""),
+          # static sizes of the input's first two axes as the graph declares them (0: dynamic)
+          "input_static": [d.dim_value if d.HasField("dim_value") else 0
+                           for d in model_in.type.tensor_type.shape.dim][:2],
           "output_time_major": bool(per_step and roles[0] == "T"), "output_squeezed": bool(s.squeezed)}
     return ModelIR(input=inp, rnn_layers=r.rnns, head=r.head, name=_model_name(r.path), source=r.path,
                    notes=notes, per_step=per_step, lengths_input=any(r.rnn_lens), source_io=io)
@@ -964,19 +1010,8 @@ def _node_options(node) -> str:
         elif a.type in (AttributeProto.TENSOR, AttributeProto.SPARSE_TENSOR, AttributeProto.TENSORS):
             parts.append(f"{a.name}=<tensor>")
         else:
-            v = _attrs_one(a)
-            parts.append(f"{a.name}={v}")
+            parts.append(f"{a.name}={_attr_value(a)}")
     return ", ".join(parts)
-
-
-def _attrs_one(a):
-    from onnx import helper
-    v = helper.get_attribute_value(a)
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, list):
-        return [x.decode() if isinstance(x, bytes) else x for x in v]
-    return v
 
 
 def describe_onnx_file(path):

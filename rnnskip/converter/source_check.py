@@ -31,18 +31,29 @@ def check(ir, x, lengths, max_rows: int = 64) -> Optional[dict]:
     if rows.size == 0:
         return {"runtime": "onnxruntime", "skipped": "every row ends before its last step (lengths) and the graph "
                                                       "takes no sequence_lens: nothing to compare as given"}
-    xb = x[rows].astype(io.get("input_dtype", "float32"))
-    feeds = {io["input"]: np.swapaxes(xb, 0, 1) if io.get("input_time_major") else xb}
-    if io.get("lengths"):
-        feeds[io["lengths"]] = lengths[rows].astype(np.int32)
+    static = list(io.get("input_static") or [0, 0])
+    batch, steps = (static[1], static[0]) if io.get("input_time_major") else (static[0], static[1])
+    if steps and steps != x.shape[1]:
+        return {"runtime": "onnxruntime", "skipped": f"the graph takes exactly {steps} steps (exported with static "
+                                                      f"shapes) and the data has {x.shape[1]}"}
     try:
         sess = ort.InferenceSession(str(ir.source), providers=["CPUExecutionProvider"])
-        want = np.asarray(sess.run(None, feeds)[0], np.float64)
+        parts = []
+        chunk = batch or len(rows)               # a static batch: runs of exactly that many rows
+        for k in range(0, len(rows), chunk):
+            part = rows[k:k + chunk]
+            fed = np.concatenate([part, np.repeat(part[:1], chunk - len(part))])   # padded with a repeat
+            xb = x[fed].astype(io.get("input_dtype", "float32"))
+            feeds = {io["input"]: np.swapaxes(xb, 0, 1) if io.get("input_time_major") else xb}
+            if io.get("lengths"):
+                feeds[io["lengths"]] = lengths[fed].astype(np.int32)
+            out = np.asarray(sess.run(None, feeds)[0], np.float64)
+            out = np.swapaxes(out, 0, 1) if io.get("output_time_major") else out
+            parts.append(out[: len(part)])
+        want = np.concatenate(parts)
     except Exception as e:   # e.g. onnxruntime's CPU kernels refuse recurrent operators with layout=1
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         return {"runtime": "onnxruntime", "skipped": f"onnxruntime cannot run this graph ({first[:200]})"}
-    if io.get("output_time_major"):
-        want = np.swapaxes(want, 0, 1)
     if io.get("output_squeezed"):
         want = want[..., None]
     got = np.asarray(FloatModel(ir).predict(x[rows], lengths[rows]), np.float64)
@@ -68,12 +79,11 @@ def warning(res: Optional[dict]) -> str:
 def _rows_as_given(ir, x, lengths, max_rows: int) -> np.ndarray:
     """Rows whose steps rnnskip runs are the ones Keras runs: full length, or every step at or after the
     length masked by the model's own mask."""
-    from ..datasets import _unmasked
-    T = x.shape[1]
-    full = lengths == T
-    valid = _unmasked(x, ir)
-    if valid is not None:
-        full |= ~(valid & (np.arange(T)[None, :] >= lengths[:, None])).any(axis=1)
+    from ..datasets import lengths_cut_unmasked
+    full = lengths == x.shape[1]
+    cut = lengths_cut_unmasked(x, lengths, ir)
+    if cut is not None:
+        full |= ~cut.any(axis=1)
     return np.flatnonzero(full)[:max_rows]
 
 

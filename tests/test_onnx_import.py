@@ -68,17 +68,9 @@ class Net(nn.Module):
 
 
 def export(net, path, tokens, batch_first, opset=OPSET, seed=0):
-    """torch.onnx.export (the TorchScript exporter: the dynamo one needs onnxscript) with dynamic
-    batch and time axes; returns the example input, batch-major, as numpy."""
-    torch.manual_seed(seed)
-    net.eval()
-    shape = (N, T) if batch_first else (T, N)
-    x = torch.randint(0, VOCAB, shape) if tokens else torch.randn(shape + (FEAT,))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (x,), str(path), opset_version=opset, dynamo=False, input_names=["x"],
-                          output_names=["y"], dynamic_axes={"x": {0: "d0", 1: "d1"}})
-    return x.numpy()
+    """torch.onnx.export (the TorchScript exporter) with dynamic batch and time axes; returns the example
+    input as numpy, in the model's own layout."""
+    return export_as(net, path, tokens, batch_first, "dynamic", seed, opset)
 
 
 def run_ort(path, x):
@@ -188,19 +180,21 @@ def test_firmware_bit_exact(exported, tmp_path):
     assert ev.device_mismatches == 0, ev.first_mismatch
 
 
-def export_as(net, path, tokens, batch_first, how, seed=0):
-    """The other ways users export: "static" (the TorchScript exporter with no dynamic axes: its zero
-    initial states are Expand(0, shape) rather than ConstantOfShape), "dynamo" (torch.onnx.export's default
-    since torch 2.9; dynamic batch) and "dynamo-static". Returns the example input as numpy."""
+def export_as(net, path, tokens, batch_first, how, seed=0, opset=OPSET):
+    """The ways users export: "dynamic" (the TorchScript exporter with dynamic batch and time axes), "static"
+    (the same with no dynamic axes: its zero initial states are Expand(0, shape) rather than ConstantOfShape),
+    "dynamo" (torch.onnx.export's default since torch 2.9; dynamic batch) and "dynamo-static". Returns the
+    example input as numpy, in the model's own layout."""
     torch.manual_seed(seed)
     net.eval()
     shape = (N, T) if batch_first else (T, N)
     x = torch.randint(0, VOCAB, shape) if tokens else torch.randn(shape + (FEAT,))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if how == "static":
-            torch.onnx.export(net, (x,), str(path), opset_version=OPSET, dynamo=False, input_names=["x"],
-                              output_names=["y"])
+        if how in ("dynamic", "static"):
+            axes = {"dynamic_axes": {"x": {0: "d0", 1: "d1"}}} if how == "dynamic" else {}
+            torch.onnx.export(net, (x,), str(path), opset_version=opset, dynamo=False, input_names=["x"],
+                              output_names=["y"], **axes)
         else:
             pytest.importorskip("onnxscript")   # the dynamo exporter's dependency
             kw = {"dynamic_shapes": ({0 if batch_first else 1: torch.export.Dim("batch")},)} \
@@ -254,15 +248,22 @@ def test_unrolled_rnn_refused_with_the_exporter_to_use(tmp_path):
                                   "unrolls some torch recurrent modules so; export with dynamo=False)")
 
 
-class Binary(nn.Module):
+class OneLayer(nn.Module):
+    """One batch-first recurrent layer and an nn.Linear head; subclasses write forward, ``how`` picks a variant."""
+
+    def __init__(self, how="", cell=nn.LSTM, out=3):
+        super().__init__()
+        self.rnn = cell(FEAT, UNITS, batch_first=True)
+        self.fc = nn.Linear(UNITS, out)
+        self.how = how
+
+
+class Binary(OneLayer):
     """A one-output classifier returning [batch] (BCELoss' shape): squeeze(1) after or before the sigmoid, or
     view(-1)."""
 
     def __init__(self, how):
-        super().__init__()
-        self.rnn = nn.LSTM(FEAT, UNITS, batch_first=True)
-        self.fc = nn.Linear(UNITS, 1)
-        self.how = how
+        super().__init__(how, out=1)
 
     def forward(self, x):
         z = self.fc(self.rnn(x)[1][0][-1])
@@ -314,16 +315,13 @@ def test_linear_after_the_embedding_folds_into_the_table(tmp_path):
     assert np.abs(FloatModel(ir).predict(x) - run_ort(path, x)).max() <= 1e-5
 
 
-class Reshaped(nn.Module):
+class Reshaped(OneLayer):
     """An LSTM whose output goes through a Reshape: `merge` (B*T rows, 1, H), `perm` (a reinterpretation as
     [T, B, H], not a transpose), `flat` (per-step outputs to [-1, 1]) must be refused; `bt` (per-step one
     output [B, T, 1] -> [B, T]) is a squeeze and converts."""
 
     def __init__(self, how):
-        super().__init__()
-        self.rnn = nn.LSTM(FEAT, UNITS, batch_first=True)
-        self.fc = nn.Linear(UNITS, 1 if how in ("flat", "bt") else 3)
-        self.how = how
+        super().__init__(how, out=1 if how in ("flat", "bt") else 3)
 
     def forward(self, x):
         o = self.rnn(x)[0]
@@ -364,11 +362,9 @@ def test_per_step_one_output_reshaped_to_batch_time(how_export, tmp_path):
     assert got.shape == expected.shape + (1,) and np.abs(got[..., 0] - expected).max() <= 1e-5
 
 
-class ZeroStateReshaped(nn.Module):
+class ZeroStateReshaped(OneLayer):
     def __init__(self):
-        super().__init__()
-        self.rnn = nn.GRU(FEAT, UNITS, batch_first=True)
-        self.fc = nn.Linear(UNITS, 2)
+        super().__init__(cell=nn.GRU, out=2)
 
     def forward(self, x):
         h0 = torch.zeros(x.shape[0] * UNITS, device=x.device).reshape(1, -1, UNITS)
@@ -384,11 +380,9 @@ def test_zero_state_through_a_reshape(tmp_path):
 def test_softmax_over_a_squeezed_head_is_refused(tmp_path):
     """softmax(fc(h).squeeze(1)) normalises over the batch: refused (a review found it accepted, every output
     1.0 in rnnskip)."""
-    class Net1(nn.Module):
+    class Net1(OneLayer):
         def __init__(self):
-            super().__init__()
-            self.rnn = nn.LSTM(FEAT, UNITS, batch_first=True)
-            self.fc = nn.Linear(UNITS, 1)
+            super().__init__(out=1)
 
         def forward(self, x):
             return torch.softmax(self.fc(self.rnn(x)[0][:, -1]).squeeze(1), dim=-1)
@@ -412,12 +406,10 @@ def test_reference_check_with_a_static_batch(tmp_path):
     assert res["skipped"] == f"the graph takes exactly {T} steps (exported with static shapes) and the data has 4"
 
 
-class LearnedH0(nn.Module):
+class LearnedH0(OneLayer):
     def __init__(self):
-        super().__init__()
-        self.rnn = nn.GRU(FEAT, UNITS, batch_first=True)
+        super().__init__(cell=nn.GRU, out=2)
         self.h0 = nn.Parameter(torch.full((1, 1, UNITS), 0.5))
-        self.fc = nn.Linear(UNITS, 2)
 
     def forward(self, x):
         return self.fc(self.rnn(x, self.h0.expand(-1, x.size(0), -1).contiguous())[0][:, -1])
@@ -781,12 +773,9 @@ def test_pytorch_checkpoint_refused_with_what_to_do(tmp_path):
                        "pass the .onnx file"), msg
 
 
-class Pooled(nn.Module):
+class Pooled(OneLayer):
     def __init__(self, how):
-        super().__init__()
-        self.rnn = nn.GRU(FEAT, UNITS, batch_first=True)
-        self.fc = nn.Linear(UNITS, 3)
-        self.how = how
+        super().__init__(how, cell=nn.GRU)
 
     def forward(self, x):
         y = self.rnn(x)[0]
@@ -942,27 +931,23 @@ def _matrix_rows(tmp_path):
         assert inspect_file(tmp_path / "last.onnx", target_names=["cortex-m4"]).converts
         return "✓" if diff <= 1e-5 else f"float reference off by {diff:.2e}"
 
-    for name, cfg in CONFIGS.items():
-        def run(name=name, cfg=cfg):
-            kind, bf, layers, tokens, out_, act, nl, read, opset, *in_dense = cfg
-            torch.manual_seed(1)
-            net = Net(kind, bf, layers, tokens, out_, act, nl, read, bool(in_dense))
-            x = export(net, tmp_path / "last.onnx", tokens, bf, opset)
-            got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(batch_major(x, bf))
-            expected = run_ort(tmp_path / "last.onnx", x)
-            return float(np.abs(got - (batch_major(expected, bf) if read == "seq" else expected)).max())
-        out.append((cfg[0], _torch_option(cfg), f"torch.onnx.export, opset {cfg[8]}", verdict(run)))
+    def config_diff(cfg, how):
+        """CONFIGS entry ``cfg`` exported ``how`` (export_as): the float reference's largest difference."""
+        kind, bf, layers, tokens, out_, act, nl, read, opset, *in_dense = cfg
+        torch.manual_seed(1)
+        net = Net(kind, bf, layers, tokens, out_, act, nl, read, bool(in_dense))
+        x = export_as(net, tmp_path / "last.onnx", tokens, bf, how, opset=opset)
+        got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(batch_major(x, bf))
+        expected = run_ort(tmp_path / "last.onnx", x)
+        return float(np.abs(got - (batch_major(expected, bf) if read == "seq" else expected)).max())
+
+    for cfg in CONFIGS.values():
+        out.append((cfg[0], _torch_option(cfg), f"torch.onnx.export, opset {cfg[8]}",
+                    verdict(lambda cfg=cfg: config_diff(cfg, "dynamic"))))
     for name in OTHER_EXPORTS:
         for how, col in (("static", "torch.onnx.export, static shapes"), ("dynamo", "torch.onnx.export(dynamo=True)")):
-            def run(name=name, how=how):
-                kind, bf, layers, tokens, out_, act, nl, read, opset, *in_dense = CONFIGS[name]
-                torch.manual_seed(1)
-                net = Net(kind, bf, layers, tokens, out_, act, nl, read, bool(in_dense))
-                x = export_as(net, tmp_path / "last.onnx", tokens, bf, how)
-                got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(batch_major(x, bf))
-                expected = run_ort(tmp_path / "last.onnx", x)
-                return float(np.abs(got - (batch_major(expected, bf) if read == "seq" else expected)).max())
-            out.append((CONFIGS[name][0], _torch_option(CONFIGS[name]), col, verdict(run)))
+            out.append((CONFIGS[name][0], _torch_option(CONFIGS[name]), col,
+                        verdict(lambda name=name, how=how: config_diff(CONFIGS[name], how))))
     for how in ("squeeze-after", "view"):
         def run(how=how):
             x = export(Binary(how), tmp_path / "last.onnx", False, True)

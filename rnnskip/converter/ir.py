@@ -7,7 +7,7 @@ Gate order is Keras': LSTM ``i, f, c, o``; GRU ``z, r, h``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import numpy as np
 
@@ -29,22 +29,6 @@ class EmbeddingInput:
     @property
     def dim(self) -> int:
         return int(self.table.shape[1])
-
-
-#: why a softmax Dense after an Embedding does not fold (the importers' refusal)
-EMBEDDING_FOLD_SOFTMAX = "uses softmax: rnnskip folds a per-step Dense into the embedding table only without it"
-
-
-def fold_dense_into_embedding(emb: "EmbeddingInput", dense: "DenseLayer") -> Tuple["EmbeddingInput", str]:
-    """Embedding -> per-step Dense is a lookup of act(table @ kernel + bias): the same rows for every id, so the
-    Dense folds into the table exactly (computed in float64, stored float32 as Keras' and PyTorch's own).
-    Returns the new embedding and the note saying so. The caller refuses softmax (EMBEDDING_FOLD_SOFTMAX)."""
-    from ..reference import activation
-    rows = activation(dense.activation)(np.asarray(emb.table, np.float64) @ np.asarray(dense.kernel, np.float64)
-                                        + np.asarray(dense.bias, np.float64))
-    new = EmbeddingInput(table=np.asarray(rows, np.float32), mask_zero=emb.mask_zero, name=emb.name)
-    return new, (f"folded per-step Dense '{dense.name}' into the embedding table (every id's row is the Dense of "
-                 f"its vector: {new.vocab} rows of {new.dim})")
 
 
 @stage_data

@@ -17,15 +17,14 @@ from typing import List, Optional
 
 from rnnskip import cells
 from rnnskip.converter import support
+from rnnskip.converter.folds import EMBEDDING_FOLD_SOFTMAX, fold_dense_into_embedding
 from rnnskip.converter.ir import (
-    EMBEDDING_FOLD_SOFTMAX,
     ConvLayer,
     DenseLayer,
     FeatureInput,
     ModelIR,
     PoolLayer,
     RNNLayer,
-    fold_dense_into_embedding,
 )
 from rnnskip.converter.keras_layers import (
     ACTIVATION,

@@ -31,14 +31,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from rnnskip import cells
+from rnnskip.converter.folds import EMBEDDING_FOLD_SOFTMAX, fold_dense_into_embedding
 from rnnskip.converter.ir import (
-    EMBEDDING_FOLD_SOFTMAX,
     DenseLayer,
     EmbeddingInput,
     FeatureInput,
     ModelIR,
     RNNLayer,
-    fold_dense_into_embedding,
 )
 from rnnskip.converter.support import LayerError
 from rnnskip.errors import RnnskipError

@@ -507,3 +507,75 @@ def test_certification_rows_do_not_steer_the_candidates(gru, unlabelled):
     a, b = certified_tune(ir, qm, un, **kw), certified_tune(ir, qm, other, **kw)
     assert a.extra["path"] == b.extra["path"] and a.extra["path"]
     assert a.certificate.as_dict() != b.certificate.as_dict()
+
+
+@pytest.fixture(scope="module")
+def nudged(gru):
+    """The fixture's GRU with its head's weights nudged: a stand-in for a delta-trained model
+    whose dense outputs moved away from the model it was fine-tuned from."""
+    import tf_keras as keras
+    model, val, d, ir = gru
+    m = keras.models.load_model(model, compile=False)
+    w = m.layers[-1].get_weights()
+    rng = np.random.default_rng(3)
+    m.layers[-1].set_weights([w[0] + rng.normal(0, 0.6, w[0].shape).astype(np.float32), *w[1:]])
+    m.save(d / "nudged.h5")
+    return d / "nudged.h5"
+
+
+def test_delta_tune_baseline_is_the_reference(gru, unlabelled, nudged):
+    """--baseline ORIGINAL: the budget is measured against ORIGINAL's dense int8 model. The model as
+    its own baseline certifies exactly what it does without one; the nudged model, which disagrees
+    with the original on more rows than the budget, is certified against itself but refused against
+    the original, in one line, with nothing written."""
+    model, val, d, ir = gru
+    from rnnskip.delta.cli import run_delta_tune
+    args = dict(max_loss=None, calib=val, grid=[0, 2, 8, 32], cell_grid=[], max_disagreement=10, confidence=0.8,
+                progress=False, log=lambda s: None, warn=lambda s: None)
+    own = run_delta_tune(model, unlabelled, out=d / "own.json", **args)
+    same = run_delta_tune(model, unlabelled, out=d / "same.json", baseline=model, **args)
+    assert same["thresholds"] == own["thresholds"]
+    assert same["tuning"]["certified"] == own["tuning"]["certified"] and own["tuning"]["certified"]["certified"]
+    assert same["tuning"]["baseline"] == str(model) and own["tuning"]["baseline"] is None
+    assert same["tuning"]["reference"] == "baseline int8" and own["tuning"]["reference"] == "int8"
+    # paired (labelled rows): the same, and the model's own dense accuracy is reported next to the baseline's
+    from rnnskip.datasets import Dataset, save_npz
+    from rnnskip.reference import FloatModel
+    z = np.load(unlabelled)
+    save_npz(str(d / "labelled.npz"), Dataset(x=z["x"], y=np.argmax(FloatModel(ir).predict(z["x"], z["lengths"]), 1),
+                                              lengths=z["lengths"]))
+    paired = dict(args, max_disagreement=None, max_loss=5)
+    own = run_delta_tune(model, d / "labelled.npz", out=d / "own_p.json", **paired)["tuning"]
+    same = run_delta_tune(model, d / "labelled.npz", out=d / "same_p.json", baseline=model, **paired)["tuning"]
+    assert same["certified"] == own["certified"] and own["certified"]["certified"]
+    assert same["accuracy_dense_int8"] == own["accuracy_dense_int8"] == same["accuracy_model_dense_int8"]
+    # the nudged model against the original: its disagreement with it, measured by hand, is above 10%
+    from rnnskip.certify import split_rows
+    from rnnskip.datasets import load_npz
+    from rnnskip.pipeline import import_model, quantize_model
+    from rnnskip.quant.golden import GoldenModel, predict_classes
+    un = load_npz(str(unlabelled), ir, labels=False)
+    sel = un.subset(split_rows(len(un), 0)[0])
+    va = load_npz(str(val), ir)
+
+    def classes(path):
+        qm, _ = quantize_model(import_model(path), va, progress=False)
+        return predict_classes(GoldenModel(qm).run(sel.x, sel.lengths)[0], qm.output_activation)
+    assert np.mean(classes(nudged) != classes(model)) > 0.10
+    assert run_delta_tune(nudged, unlabelled, out=d / "nudged.json", **args)["tuning"]["certified"]["certified"]
+    p = cli("rnnskip", "delta-tune", nudged, "--val", unlabelled, "--calib", val, "--max-disagreement", "10",
+            "--confidence", "0.8", "--grid", "0,2,8,32", "--cell-grid", "", "--baseline", model,
+            "--out", d / "never.json")
+    one_line_error(p, "no thresholds keep disagreement with the baseline's dense int8 model within 10% of the 1000 "
+                   f"selection sequences; the model's own dense int8 model disagrees with it on "
+                   f"{100 * np.mean(classes(nudged) != classes(model)):.1f}%")
+    assert not (d / "never.json").exists()
+
+
+def test_delta_tune_baseline_must_match(gru, k2_zoo):
+    model, val, d, ir = gru
+    base = ("rnnskip", "delta-tune", model, "--val", val, "--out", d / "never.json", "--baseline")
+    one_line_error(cli(*base, k2_zoo.models["emb_gru_ra_sigmoid"].files["h5"]),
+                   "reads token ids", "but the model reads features", "give the model it was fine-tuned from")
+    one_line_error(cli(*base, d / "missing.h5"), "missing.h5")
+    assert not (d / "never.json").exists()

@@ -13,9 +13,12 @@ from .tune import CELL_GRID, GRID
 
 
 def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=None, log=click.echo, progress=True,
-                   cell_grid=None, confidence=0.9, max_disagreement=None, select=None, warn=note) -> dict:
+                   cell_grid=None, confidence=0.9, max_disagreement=None, select=None, warn=note,
+                   baseline=None) -> dict:
     """Tune thresholds on --val, certify them on rows the search did not see, write delta.json
-    (+ delta_pareto.png next to it). ``warn``: where a warning goes (the CLI: stderr)."""
+    (+ delta_pareto.png next to it). ``warn``: where a warning goes (the CLI: stderr).
+    ``baseline``: the model a delta-trained MODEL was fine-tuned from; the budget is measured
+    against its dense int8 model."""
     from .. import pipeline
     from ..outdir import check_writable
     from .spec import DeltaSpec
@@ -48,10 +51,16 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     cal = (pipeline.load_data(calib, ir, "--calib", labels=False, note=warn, loaded=[val, select])   # no labels needed
            if calib else va)
     qm, _ = pipeline.quantize_model(ir, cal, calib_max, progress=False)
+    base_qm = None
+    if baseline is not None:   # quantised on the same rows, as rnnskip-convert would quantise it
+        bir = pipeline.import_model(baseline)
+        check_baseline(ir, bir, baseline)
+        base_qm, _ = pipeline.quantize_model(bir, cal, calib_max, progress=False)
     grid = list(GRID if grid is None else grid)
     cell_grid = list(CELL_GRID if cell_grid is None else cell_grid)
-    budget = (f"disagreement with the dense int8 model <= {max_disagreement}% of sequences" if max_disagreement
-              is not None else f"loss <= {1.0 if max_loss is None else max_loss} points against the dense int8 model")
+    ref = "the dense int8 model" if baseline is None else f"{baseline}'s dense int8 model"
+    budget = (f"disagreement with {ref} <= {max_disagreement}% of sequences" if max_disagreement
+              is not None else f"loss <= {1.0 if max_loss is None else max_loss} points against {ref}")
     log(f"delta-tune: {ir.name}, {len(va)} validation sequences"
         + (f" (+ {len(sel)} in --select)" if sel is not None else " (half select the thresholds, half certify)")
         + f", thresholds from {grid} int8 steps, {budget} at {100 * confidence:g}% confidence; int8 grid "
@@ -63,11 +72,15 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
             "being certified has seen them (a small effect, outside the guarantee): pass --calib train.npz")
     res = certified_tune(ir, qm, va, max_loss=max_loss, max_disagreement=max_disagreement, confidence=confidence,
                          select=sel, grid=grid, cell_grid=cell_grid, data_name=str(val),
-                         progress=(lambda s: log("  " + s)) if progress else None)
+                         progress=(lambda s: log("  " + s)) if progress else None, baseline_qm=base_qm)
+    if base_qm is not None and res.certificate.chosen is None:
+        # thresholds 0 are MODEL's dense outputs, which nothing certifies against the baseline
+        raise RnnskipError(f"{res.certificate.line(str(val))} against {baseline}'s dense int8 model; nothing "
+                           f"written: give more validation sequences or a larger budget, or deploy {baseline}")
     spec = res.spec(ir)
     spec.grid = grid_of(qm)
     spec.tuning.update({"calibration": str(calib or val),   # the int8 grid: convert must use the same
-                        "validation": str(val)})
+                        "validation": str(val), "baseline": None if baseline is None else str(baseline)})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     spec.save(tmp, ir)
@@ -87,10 +100,29 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     return spec.to_json(ir)
 
 
+def check_baseline(ir, bir, path) -> None:
+    """The baseline must read the same inputs and predict the same classes as the tuned model."""
+    def inputs(m):
+        i = m.input
+        return ("token ids", i.vocab) if m.is_token_model else ("features", i.features)
+    if inputs(bir) != inputs(ir):
+        (k1, n1), (k2, n2) = inputs(ir), inputs(bir)
+        raise RnnskipError(f"--baseline {path} reads {k2} ({n2}) but the model reads {k1} ({n1}); give the model "
+                           f"it was fine-tuned from")
+    if (bir.output_dim, bir.output_activation) != (ir.output_dim, ir.output_activation):
+        raise RnnskipError(f"--baseline {path} has {bir.output_dim} {bir.output_activation} outputs but the model "
+                           f"has {ir.output_dim} {ir.output_activation}; give the model it was fine-tuned from")
+    if bir.per_step != ir.per_step:
+        raise RnnskipError(f"--baseline {path} and the model differ in return_sequences at the output; give the "
+                           f"model it was fine-tuned from")
+
+
 def _calibration_numbers(res) -> str:
     c = res.chosen
-    acc = "" if np.isnan(res.accuracy["float"]) else \
-        f"accuracy {c.accuracy:.4f} (dense int8 {res.accuracy['dense_int8']:.4f}) on the calibration rows, "
+    own = res.accuracy.get("model_dense_int8")
+    acc = "" if np.isnan(res.accuracy["float"]) else (
+        f"accuracy {c.accuracy:.4f} (dense int8 {res.accuracy['dense_int8']:.4f}"
+        + ("" if own is None else f" baseline, {own:.4f} this model") + ") on the calibration rows, ")
     return (f"{acc}{res.dense_macs / max(c.macs, 1):.2f}x fewer MACs, density input {c.density_input:.3f} "
             f"hidden {c.density_hidden:.3f} cells {c.density_cells:.3f}")
 
@@ -127,16 +159,19 @@ def _grid(s, opt="--grid", example="0,1,2,4,8"):
               help="At most this many calibration sequences (as rnnskip-convert).")
 @click.option("--grid", default=None,
               help=f"Comma-separated threshold values to try (int8 steps; default {','.join(map(str, GRID))}).")
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None,
+              help="The model a delta-trained MODEL was fine-tuned from: the budget is measured against its dense "
+                   "int8 model (default: MODEL's own, which delta-training may have moved).")
 @click.option("--cell-grid", default=None,
               help=f"Comma-separated cell thresholds to try at the chosen thresholds (pre-activation steps of 1/4096; "
                    f"default {','.join(map(str, CELL_GRID))}; '' for none).")
 @guard
 def delta_tune_cmd(model, val, max_loss, max_disagreement, confidence, select, out, calib, calib_max, grid,
-                   cell_grid):
+                   baseline, cell_grid):
     """Choose delta thresholds for MODEL without retraining, certified on held-out rows (writes delta.json)."""
     run_delta_tune(model, val, max_loss, out, calib, calib_max, _grid(grid),
                    cell_grid=_grid(cell_grid, "--cell-grid", "64,256,1024"), confidence=confidence,
-                   max_disagreement=max_disagreement, select=select)
+                   max_disagreement=max_disagreement, select=select, baseline=baseline)
 
 
 @click.command("delta-train")

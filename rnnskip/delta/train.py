@@ -351,5 +351,5 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
             "train_cells": float(h["cells"][best]) if "cells" in h else None,
             "seed": seed}
     log(f"wrote {out} (a normal Keras model) and {out.with_suffix('.delta.json')} (the thresholds it was trained "
-        f"for; 'rnnskip delta-tune' can choose others)")
+        f"for; 'rnnskip delta-tune {out} --baseline {model}' can choose others within a budget from {model})")
     return info

@@ -102,6 +102,8 @@ class TuneResult:
                 "validation_sequences": self.n, "max_loss_points": self.max_loss, "margin_se": self.margin_se,
                 "reference": self.reference, "reference_accuracy": self.reference_accuracy,
                 "accuracy_float": self.accuracy["float"], "accuracy_dense_int8": self.accuracy["dense_int8"],
+                **({"accuracy_model_dense_int8": self.accuracy["model_dense_int8"]}   # with a baseline: its own
+                   if "model_dense_int8" in self.accuracy else {}),
                 "accuracy_delta_int8": c.accuracy,
                 "loss_points": c.as_dict()["loss_points"], "loss_se_points": c.as_dict()["loss_se_points"],
                 "macs_per_inference": {"dense": self.dense_macs, "effective": c.macs},
@@ -159,13 +161,15 @@ def tune(ir, qm, val, max_loss: float = 1.0, reference: str = "float", grid: Seq
 
 
 def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_evals, margin_se=0.0,
-          cell_grid=CELL_GRID) -> TuneResult:
+          cell_grid=CELL_GRID, baseline_correct=None) -> TuneResult:
     """Sweep thresholds on ``val`` (a Dataset) and pick the cheapest point within ``max_loss`` points
     (``loss + margin_se * its standard error``, when ``margin_se`` > 0).
 
     ``reference``: "float" (the dense float model's accuracy) or "int8" (the dense int8 golden model's).
     ``float_accuracy``: the float model's accuracy on ``val`` when already known (then the
     standard errors against the float reference are not known: nan).
+    ``baseline_correct``: per row of ``val``, whether the baseline's dense int8 model (the model a
+    fine-tuned ``qm`` came from) is right; it replaces ``qm``'s own dense int8 model as the reference.
     """
     check_supported(qm.layers)
     if reference not in ("float", "int8"):
@@ -192,6 +196,10 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
     int8_correct = predict_classes(dense_out, qm.output_activation) == val.y
     ref = float_accuracy if reference == "float" else acc_int8
     ref_correct = float_correct if reference == "float" else int8_correct
+    if baseline_correct is not None:
+        ref_correct = np.asarray(baseline_correct, bool)
+        ref = float(np.mean(ref_correct))
+    ref_name = "the baseline's dense int8 model" if baseline_correct is not None else f"the {reference} model"
     floor = ref - max_loss / 100.0
     L = len(qm.layers)
     cache: Dict[Tuple, Point] = {}
@@ -265,7 +273,7 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
     if not ok:
         best = max(points, key=lambda p: p.accuracy)
         raise RnnskipError(
-            f"no thresholds keep accuracy within {max_loss} points of the {reference} model "
+            f"no thresholds keep accuracy within {max_loss} points of {ref_name} "
             f"({ref:.4f}): the best is {best.accuracy:.4f} (thresholds x={list(best.theta_x)} "
             f"h={list(best.theta_h)}; the dense int8 model scores {acc_int8:.4f})"
             + (f" with --margin-se {margin_se:g} standard errors to spare" if margin_se > 0 else "")
@@ -317,9 +325,12 @@ def plot_pareto(res: TuneResult, path, title: str = "") -> None:
 def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreement: Optional[float] = None,
                    confidence: float = 0.9, select=None, grid: Sequence[int] = GRID,
                    cell_grid: Sequence[int] = CELL_GRID, progress: Optional[Callable[[str], None]] = None,
-                   max_evals: int = 400, seed: int = 0, data_name: str = "the calibration data") -> TuneResult:
+                   max_evals: int = 400, seed: int = 0, data_name: str = "the calibration data",
+                   baseline_qm=None) -> TuneResult:
     """Thresholds whose loss against the dense int8 model is certified within the budget with
     probability >= ``confidence`` (rnnskip/certify.py: Learn-then-Test, fixed sequence).
+    ``baseline_qm``: the quantised model a fine-tuned ``qm`` came from (delta-train's input); the
+    loss and disagreement are then measured against its dense int8 model, not ``qm``'s own.
 
     ``max_loss`` (accuracy points, needs labels) or ``max_disagreement`` (percent of sequences
     whose class differs from the dense int8 model's; labels not needed). The candidate sequence
@@ -358,8 +369,10 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
         S, C = select, val
     act = qm.output_activation
 
+    ref_qm = qm if baseline_qm is None else baseline_qm
+
     def dense_pred(d):
-        return predict_classes(GoldenModel(qm).run(d.x, d.lengths)[0], act)
+        return predict_classes(GoldenModel(ref_qm).run(d.x, d.lengths)[0], act)
 
     # labels the search and the loss are measured against: the true ones (paired), or the dense
     # int8 model's own classes (disagreement: "accuracy" is then agreement with the dense model)
@@ -367,7 +380,16 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     S_t = S if kind == "paired" else Dataset(x=S.x, y=dense_pred(S), lengths=S.lengths)
     C_t = Dataset(x=C.x, y=C.y if kind == "paired" else dense_C, lengths=C.lengths)
     with single_blas_thread():
-        sel = _tune(ir, qm, S_t, budget, "int8", grid, None, progress, max_evals, 0.0, cell_grid)
+        try:
+            sel = _tune(ir, qm, S_t, budget, "int8", grid, None, progress, max_evals, 0.0, cell_grid,
+                        baseline_correct=None if baseline_qm is None else dense_pred(S) == S_t.y)
+        except RnnskipError:
+            if kind == "paired":
+                raise
+            own = predict_classes(GoldenModel(qm).run(S.x, S.lengths)[0], act)   # only a baseline gets here
+            raise RnnskipError(f"no thresholds keep disagreement with the baseline's dense int8 model within "
+                               f"{budget:g}% of the {len(S)} selection sequences; the model's own dense int8 model "
+                               f"disagrees with it on {100 * float(np.mean(own != S_t.y)):.1f}%") from None
     L = len(qm.layers)
     base = min((p for p in sel.points if p.theta_m == (None,) * L and p.accuracy >= sel.chosen.accuracy - 1e-12
                 and (p.theta_x, p.theta_h) == (sel.chosen.theta_x, sel.chosen.theta_h)), key=lambda p: p.macs,
@@ -402,6 +424,8 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
         evaluate_point(qm, C_t.x, C_t.lengths, C_t.y, (0,) * L, (0,) * L, layouts)
     acc_int8 = float(np.mean(dense_correct))
     float_acc = float("nan")
+    own = {} if baseline_qm is None else \
+        {"model_dense_int8": _acc(qm, GoldenModel(qm).run(C_t.x, C_t.lengths)[0], C_t.y)}
     if kind == "paired":
         from ..reference import FloatModel
         probs = FloatModel(ir).predict(C.x, C.lengths)
@@ -420,8 +444,9 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
              "selection": "--select" if select is not None else f"half of --val (seed {seed})",
              "path": [{"theta_x": list(p.theta_x), "theta_h": list(p.theta_h), "theta_m": list(p.theta_m)}
                       for p in path]}
-    return TuneResult(points=sel.points + evaluated, chosen=chosen, reference="int8",
-                      reference_accuracy=acc_int8, accuracy={"float": float_acc, "dense_int8": acc_int8},
+    return TuneResult(points=sel.points + evaluated, chosen=chosen, reference="int8" if baseline_qm is None else
+                      "baseline int8", reference_accuracy=acc_int8,
+                      accuracy={"float": float_acc, "dense_int8": acc_int8, **own},
                       dense_macs=dense_macs, dense_weight_bytes=dense_wbytes, max_loss=budget, n=len(C), extra=extra,
                       certificate=cert, sweep=sel.points)
 

@@ -58,6 +58,21 @@ def test_markdown_and_summary():
     assert "delta-trained + cell threshold 10.00x fewer MACs, 5.00x fewer cycles, loss +2.00 pt" in s
 
 
+def test_cell_row_says_where_its_thresholds_come_from():
+    """The cell row's thresholds are chosen against the original dense float model; when none is
+    within the budget there the row deploys the training thresholds, and says so."""
+    why = "no thresholds keep accuracy within 1.0 points of the float model (0.9900): the best is 0.9667"
+    tc = dict(_row(0.96, 100, 800, (16, 40), 2048), thresholds_from={"source": "training", "reason": why})
+    md = delta_lstm_bench.markdown({"fsdd_lstm": _fsdd(trained_cell=tc)})
+    assert (f"with the cell threshold m{delta_bench.TRAIN_CELL} in the loop; on validation {why}, against the "
+            "original dense float model, so the row deploys the thresholds it was trained at.") in md
+    tc["thresholds_from"] = {"source": "validation"}
+    md = delta_lstm_bench.markdown({"fsdd_lstm": _fsdd(trained_cell=tc)})
+    assert "chosen on validation within the budget of the original dense float model." in md
+    old = delta_lstm_bench.markdown({"fsdd_lstm": _fsdd(trained_cell=_row(0.96, 100, 800))})   # earlier results
+    assert "Delta-trained + cell threshold:" not in old and "| delta-trained + cell threshold |" in old
+
+
 def test_sst2_rows_render_with_their_own_split_and_units():
     f = _fsdd()
     s2 = {"meta": {"n_test": 872, "n_train": 63_957, "n_val": 1500, "features": "word ids",

@@ -281,11 +281,14 @@ def delta_ladder(r: dict, quick: bool, name: str, runtime_json=None, train_theta
                                          trained.with_suffix(".delta.json"), k))
     res["trained"]["float_trained"] = best["test"]["float"]
     _log(f"{name}: fine-tuning with the cell threshold in the loop")
-    cell = base / "model_delta_trained_cell.h5"
+    cell, cell_info = base / "model_delta_trained_cell.h5", base / "delta_train_cell_info.json"
     if not cell.is_file():
-        res["train_cell_info"] = run_delta_train(str(trained), p["train"], p["val"], cell,
-                                                 delta_path=str(trained.with_suffix(".delta.json")),
-                                                 theta_m=TRAIN_CELL, seed=best["seed"], log=_log, **TRAIN_CELL_CFG)
+        write_json(str(cell_info), run_delta_train(str(trained), p["train"], p["val"], cell,
+                                                   delta_path=str(trained.with_suffix(".delta.json")),
+                                                   theta_m=TRAIN_CELL, seed=best["seed"], log=_log,
+                                                   **TRAIN_CELL_CFG))
+    if cell_info.is_file():   # (a model trained before this file was kept has its info in the earlier JSON)
+        res["train_cell_info"] = read_json(str(cell_info))
     # thresholds of all three kinds chosen on validation for it (delta-tune's grids, same budget
     # from the original dense float model); none within it: the thresholds it was trained at
     try:

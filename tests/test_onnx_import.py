@@ -440,19 +440,20 @@ def test_onnx_importer_never_names_a_cell_kind():
 # graphs written with onnx.helper: options PyTorch does not emit
 
 def _rnn_graph(path, op, layout=0, linear_before_reset=None, bias=True, extra_attrs=None, peephole=False,
-               initial_h=None, lens=False, seed=0):
+               initial_h=None, lens=False, seed=0, bidi=False):
     """x [T, N, F] (layout 0) or [N, T, F] (layout 1) -> op -> Y_h squeezed -> Gemm -> y; ``lens``: a graph
-    input 'lens' [N] as the op's sequence_lens."""
+    input 'lens' [N] as the op's sequence_lens; ``bidi``: direction=bidirectional, Y_h [2, N, H] transposed and
+    reshaped to [N, 2H] (layout 0)."""
     rng = np.random.default_rng(seed)
     G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
-    H = UNITS
-    inits = [helper.make_tensor("W", TensorProto.FLOAT, (1, G * H, FEAT), rng.normal(0, 0.5, G * H * FEAT)),
-             helper.make_tensor("R", TensorProto.FLOAT, (1, G * H, H), rng.normal(0, 0.5, G * H * H)),
-             helper.make_tensor("fcW", TensorProto.FLOAT, (H, 2), rng.normal(0, 0.5, H * 2)),
+    H, D = UNITS, 2 if bidi else 1
+    inits = [helper.make_tensor("W", TensorProto.FLOAT, (D, G * H, FEAT), rng.normal(0, 0.5, D * G * H * FEAT)),
+             helper.make_tensor("R", TensorProto.FLOAT, (D, G * H, H), rng.normal(0, 0.5, D * G * H * H)),
+             helper.make_tensor("fcW", TensorProto.FLOAT, (D * H, 2), rng.normal(0, 0.5, D * H * 2)),
              helper.make_tensor("fcB", TensorProto.FLOAT, (2,), rng.normal(0, 0.5, 2))]
     ins = ["x", "W", "R"]
     if bias:
-        inits.append(helper.make_tensor("B", TensorProto.FLOAT, (1, 2 * G * H), rng.normal(0, 0.5, 2 * G * H)))
+        inits.append(helper.make_tensor("B", TensorProto.FLOAT, (D, 2 * G * H), rng.normal(0, 0.5, D * 2 * G * H)))
         ins.append("B")
     else:
         ins.append("")
@@ -467,7 +468,7 @@ def _rnn_graph(path, op, layout=0, linear_before_reset=None, bias=True, extra_at
     if peephole:
         ins += ["", "P"][len(ins) - 6:]
         inits.append(helper.make_tensor("P", TensorProto.FLOAT, (1, 3 * H), rng.normal(0, 0.5, 3 * H)))
-    attrs = {"hidden_size": H, **(extra_attrs or {})}
+    attrs = {"hidden_size": H, **({"direction": "bidirectional"} if bidi else {}), **(extra_attrs or {})}
     if layout:
         attrs["layout"] = 1
     if linear_before_reset is not None:
@@ -477,6 +478,10 @@ def _rnn_graph(path, op, layout=0, linear_before_reset=None, bias=True, extra_at
              helper.make_node("Squeeze", ["Y_h", "ax"], ["h"], name="sq"),
              helper.make_node("Gemm", ["h", "fcW", "fcB"], ["z"], name="fc"),
              helper.make_node("Sigmoid", ["z"], ["y"], name="act")]
+    if bidi:   # h_n.transpose(0, 1).reshape(batch, -1): both final states side by side, forward first
+        inits.append(helper.make_tensor("to2d", TensorProto.INT64, (2,), [0, -1]))
+        nodes[1:2] = [helper.make_node("Transpose", ["Y_h"], ["hT"], name="tr", perm=[1, 0, 2]),
+                      helper.make_node("Reshape", ["hT", "to2d"], ["h"], name="merge")]
     xshape = ["T", "N", FEAT] if layout == 0 else ["N", "T", FEAT]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, xshape)]
     if lens:
@@ -494,6 +499,8 @@ HANDWRITTEN = [
     {"op": "GRU", "layout": 1, "linear_before_reset": 1}, {"op": "GRU", "linear_before_reset": 1, "bias": False},
     {"op": "LSTM", "layout": 1}, {"op": "LSTM", "bias": False}, {"op": "RNN", "layout": 1},
     {"op": "GRU", "linear_before_reset": 1, "initial_h": 0.0}, {"op": "LSTM", "lens": True},
+    {"op": "LSTM", "lens": True, "bidi": True}, {"op": "GRU", "linear_before_reset": 1, "lens": True, "bidi": True},
+    {"op": "GRU", "linear_before_reset": 0, "bidi": True},
 ]
 
 
@@ -508,6 +515,8 @@ def _handwritten_id(kw) -> str:
         parts.append("initial_h = zero constant")
     if kw.get("lens"):
         parts.append("sequence_lens graph input")
+    if kw.get("bidi"):
+        parts.append("direction=bidirectional, Y_h transposed and reshaped to [N, 2H]")
     return ", ".join(parts)
 
 
@@ -573,8 +582,9 @@ def test_handwritten_graphs_bit_exact(tmp_path, kw):
 
 
 def test_sequence_lens_is_the_data_lengths():
-    ir = load_model_file_of(HANDWRITTEN[-1])
-    assert ir.notes[0] == "sequence_lens of 'rec' is each row's length: pass it as lengths in --data"
+    for kw in ({"op": "LSTM", "lens": True}, {"op": "GRU", "linear_before_reset": 1, "lens": True, "bidi": True}):
+        ir = load_model_file_of(kw)
+        assert ir.notes[0] == "sequence_lens of 'rec' is each row's length: pass it as lengths in --data"
 
 
 def test_lengths_warned_only_where_the_graph_does_not_take_them(tmp_path):
@@ -593,7 +603,7 @@ def test_lengths_warned_only_where_the_graph_does_not_take_them(tmp_path):
                         "onnxruntime every step of x, so results on those rows differ from what onnxruntime gives "
                         "on the same arrays: drop lengths (every step runs), or export a graph that takes "
                         "sequence_lens"]
-    ir = load_model_file_of(HANDWRITTEN[-1])
+    ir = load_model_file_of({"op": "LSTM", "lens": True})
     assert ir.lengths_input
     x2 = np.zeros((3, 6, ir.input.features), np.float32)
     np.savez(tmp_path / "d2.npz", x=x2, lengths=np.array([6, 2, 4]))
@@ -665,14 +675,100 @@ class WithNorm(nn.Module):
         return self.fc(self.norm(self.rnn(x)[0][:, -1]))
 
 
-class Bidirectional(nn.Module):
-    def __init__(self):
+class BiNet(nn.Module):
+    """nn.LSTM/GRU/RNN(bidirectional=True) read as PyTorch users read it: "cat" torch.cat([h_n[-2], h_n[-1]], 1),
+    "perm" h_n.transpose(0, 1).reshape(batch, -1), "seq" a per-step head on the output, "stack" the output
+    into a unidirectional GRU; refused: "last" (out[:, -1], the backward direction after one step), "rev" (the
+    backward state first), "layers2" (num_layers=2)."""
+
+    def __init__(self, kind, read, batch_first=True, tokens=False):
         super().__init__()
-        self.rnn = nn.LSTM(FEAT, UNITS, batch_first=True, bidirectional=True)
-        self.fc = nn.Linear(2 * UNITS, 2)
+        self.emb = nn.Embedding(VOCAB, DIM) if tokens else None
+        self.rnn = getattr(nn, kind)(DIM if tokens else FEAT, UNITS, batch_first=batch_first, bidirectional=True,
+                                     num_layers=2 if read == "layers2" else 1)
+        self.rnn2 = nn.GRU(2 * UNITS, UNITS, batch_first=batch_first) if read == "stack" else None
+        self.fc = nn.Linear(UNITS if read == "stack" else 2 * UNITS, 3)
+        self.read, self.batch_first = read, batch_first
 
     def forward(self, x):
-        return self.fc(self.rnn(x)[0][:, -1])
+        if self.emb is not None:
+            x = self.emb(x)
+        y, state = self.rnn(x)
+        h = state[0] if isinstance(state, tuple) else state
+        if self.read == "seq":
+            return self.fc(y)
+        if self.read in ("cat", "layers2"):
+            f = torch.cat([h[-2], h[-1]], 1)
+        elif self.read == "perm":
+            f = h.transpose(0, 1).reshape(h.shape[1], -1)
+        elif self.read == "stack":
+            f = self.rnn2(y)[1][-1]
+        elif self.read == "rev":
+            f = torch.cat([h[-1], h[-2]], 1)
+        else:
+            f = y[:, -1] if self.batch_first else y[-1]
+        return torch.softmax(self.fc(f), -1)
+
+
+# name -> (kind, read, batch_first, tokens, how exported)
+BIDI = {
+    "lstm-cat-bf-tok": ("LSTM", "cat", True, True, "dynamic"),
+    "gru-perm-tf": ("GRU", "perm", False, False, "dynamic"),
+    "rnn-cat-bf": ("RNN", "cat", True, False, "dynamic"),
+    "lstm-perstep-tf": ("LSTM", "seq", False, False, "dynamic"),
+    "gru-stack-bf": ("GRU", "stack", True, False, "dynamic"),
+    "lstm-cat-bf-static": ("LSTM", "cat", True, False, "static"),
+    "gru-cat-bf-dynamo": ("GRU", "cat", True, False, "dynamo"),
+    "lstm-perm-bf-dynamo": ("LSTM", "perm", True, False, "dynamo"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BIDI))
+def test_bidirectional_equals_onnxruntime_and_host(name, tmp_path):
+    """PyTorch's bidirectional layers read as its users read them are Keras' Bidirectional(merge_mode='concat'):
+    the backward direction's weights (ONNX direction 1) run the steps from last to first; float reference =
+    onnxruntime to 1e-5, golden = host build bit for bit."""
+    kind, read, bf, tokens, how = BIDI[name]
+    torch.manual_seed(2)
+    path = tmp_path / f"{name}.onnx"
+    x = export_as(BiNet(kind, read, bf, tokens), path, tokens, bf, how)
+    ir = load_model_file(path)
+    bi = ir.rnn_layers[0]
+    assert bi.backward is not None and bi.merge_mode == "concat" and bi.out_dim == 2 * UNITS
+    assert bi.backward.kind == bi.kind and not np.allclose(bi.backward.kernel, bi.kernel)
+    assert len(ir.rnn_layers) == (2 if read == "stack" else 1) and ir.per_step == (read == "seq")
+    expected = run_ort(path, x)
+    if ir.per_step:
+        expected = batch_major(expected, bf)
+    xb = batch_major(x, bf)
+    got = FloatModel(ir).predict(xb)
+    assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-5
+    lengths = np.full(len(xb), xb.shape[1], np.int32)
+    qm = quantize_on(ir, xb, lengths)
+    from rnnskip.generate import generate
+    generate(qm, tmp_path / "src", max_t=xb.shape[1])
+    so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
+    y = np.zeros(xb.shape[:2] if ir.per_step else len(xb), np.int64)
+    ev = pipeline.evaluate(ir, qm, dataset(xb, lengths, y), host_so=so)
+    assert ev.host_checked == len(xb) and ev.host_mismatches == 0, ev.first_mismatch
+
+
+@needs_arm
+def test_bidirectional_firmware_bit_exact(tmp_path):
+    """rnnskip-convert end to end on a PyTorch bidirectional GRU: golden = host build = emulated Cortex-M4 on
+    every row, and the conversion's own check against onnxruntime passes."""
+    from rnnskip.datasets import Dataset, save_npz
+    torch.manual_seed(2)
+    path = tmp_path / "bi.onnx"
+    x = export_as(BiNet("GRU", "cat"), path, False, True, "dynamic")
+    save_npz(str(tmp_path / "d.npz"), Dataset(x=x, y=np.argmax(run_ort(path, x), 1),
+                                             lengths=np.full(len(x), T, np.int32)))
+    p = cli("rnnskip-convert", path, "--target", "cortex-m4", "--data", tmp_path / "d.npz", "--out", tmp_path / "m4")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "m4" / "report.json").read_text())
+    assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["checked"] == len(x)
+    assert rep["accuracy"]["float"] == 1.0 and rep["emulation"]["cycles_per_inference"] > 0
+    assert rep["reference_check"]["max_abs_diff"] <= 1e-5
 
 
 def test_unsupported_op_refused_in_one_line(tmp_path):
@@ -680,14 +776,22 @@ def test_unsupported_op_refused_in_one_line(tmp_path):
     export(WithNorm(), path, False, True)
     msg = refusal(path)
     assert msg.startswith("node 'norm/LayerNormalization' (LayerNormalization) is not supported: rnnskip converts "
-                          "ONNX graphs of forward GRU/LSTM/RNN operators (any number stacked)"), msg
+                          "ONNX graphs of forward GRU/LSTM/RNN operators (any number stacked, one of them "
+                          "bidirectional)"), msg
 
 
-def test_bidirectional_refused(tmp_path):
+@pytest.mark.parametrize("read, want", [
+    ("last", "node 'Gather' (Gather) takes the last step of the output of bidirectional operator 'rnn/LSTM', which "
+             "holds the backward direction after only the last step, not its final state: rnnskip converts the "
+             "final states of both directions concatenated, forward first (torch.cat([h_n[-2], h_n[-1]], 1)"),
+    ("rev", "node 'Concat' (Concat) concatenates the backward final state before the forward one: rnnskip "
+            "converts the final states"),
+    ("layers2", "node 'rnn/Concat_1' (Concat) stacks the final states of a bidirectional operator (num_layers > 1 "
+                "with bidirectional=True): rnnskip converts one bidirectional layer")])
+def test_bidirectional_readings_refused(read, want, tmp_path):
     path = tmp_path / "bi.onnx"
-    export(Bidirectional(), path, False, True)
-    assert refusal(path) == ("node 'rnn/LSTM' (LSTM) has direction=bidirectional: rnnskip converts forward "
-                             "recurrent layers only (bidirectional and reverse are not supported)")
+    export(BiNet("LSTM", read), path, False, True)
+    assert refusal(path).startswith(want), refusal(path)
 
 
 class TwoOutputs(nn.Module):
@@ -743,8 +847,8 @@ REFUSED_GRAPHS = [
      "node 'rec' (GRU) has a non-zero initial_h: rnnskip runs every sequence from a zero state (leave initial_h "
      "out or zero)"),
     ({"op": "LSTM", "extra_attrs": {"direction": "reverse"}}, "direction=reverse",
-     "node 'rec' (LSTM) has direction=reverse: rnnskip converts forward recurrent layers only (bidirectional "
-     "and reverse are not supported)"),
+     "node 'rec' (LSTM) has direction=reverse: rnnskip converts forward and bidirectional recurrent layers (a "
+     "reverse one alone is not supported)"),
 ]
 
 
@@ -879,15 +983,15 @@ def test_delta_and_skip_on_an_onnx_model(tmp_path):
 
 def test_onnx_refusal_through_the_cli(tmp_path):
     path = tmp_path / "m.onnx"
-    _rnn_graph(path, "GRU", extra_attrs={"direction": "bidirectional"})
+    _rnn_graph(path, "GRU", extra_attrs={"direction": "reverse"})
     from rnnskip.datasets import Dataset, save_npz
     save_npz(str(tmp_path / "d.npz"), Dataset(x=np.zeros((2, 3, FEAT), np.float32), y=np.zeros(2, np.int64),
                                               lengths=np.full(2, 3, np.int32)))
     p = cli("rnnskip-convert", path, "--data", tmp_path / "d.npz", "--out", tmp_path / "o")
     assert p.returncode == 2
-    assert p.stderr.strip().splitlines() == ["error: node 'rec' (GRU) has direction=bidirectional: rnnskip converts "
-                                             "forward recurrent layers only (bidirectional and reverse are not "
-                                             "supported)"]
+    assert p.stderr.strip().splitlines() == ["error: node 'rec' (GRU) has direction=reverse: rnnskip converts "
+                                             "forward and bidirectional recurrent layers (a reverse one alone is "
+                                             "not supported)"]
     assert not (tmp_path / "o").exists()
 
 
@@ -914,6 +1018,16 @@ def _torch_option(cfg) -> str:
     else:
         parts.append("no head")
     return ", ".join(parts)
+
+
+def _bidi_option(kind, read, bf, tokens) -> str:
+    how = {"cat": "torch.cat([h_n[-2], h_n[-1]], 1)", "perm": "h_n.transpose(0, 1).reshape(batch, -1)",
+           "seq": "every step (y, 2H wide)", "stack": "y into a unidirectional nn.GRU, its h_n[-1]",
+           "last": "y[:, -1]", "rev": "torch.cat([h_n[-1], h_n[-2]], 1)",
+           "layers2": "num_layers=2, torch.cat([h_n[-2], h_n[-1]], 1)"}[read]
+    head = "nn.Linear (MatMul+Add)" if read == "seq" else "nn.Linear (Gemm) + softmax"
+    return ", ".join(["nn.Embedding" if tokens else "float features", "bidirectional=True", f"batch_first={bf}",
+                      how, head])
 
 
 def _matrix_rows(tmp_path):
@@ -983,8 +1097,24 @@ def _matrix_rows(tmp_path):
             load_model_file(tmp_path / "last.onnx")
             return 0.0
         out.append((kw["op"], option, "onnx.helper, opset 14", verdict(run)))
-    for label, option, net in (("LSTM", "bidirectional=True", Bidirectional()),
-                               ("LayerNormalization", "nn.LayerNorm after a GRU", WithNorm())):
+    for name, (kind, read, bf, tokens, how) in BIDI.items():
+        def run(kind=kind, read=read, bf=bf, tokens=tokens, how=how):
+            torch.manual_seed(2)
+            x = export_as(BiNet(kind, read, bf, tokens), tmp_path / "last.onnx", tokens, bf, how)
+            got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(batch_major(x, bf))
+            expected = run_ort(tmp_path / "last.onnx", x)
+            return float(np.abs(got - (batch_major(expected, bf) if read == "seq" else expected)).max())
+        col = {"dynamic": f"torch.onnx.export, opset {OPSET}", "static": "torch.onnx.export, static shapes",
+               "dynamo": "torch.onnx.export(dynamo=True)"}[how]
+        out.append((kind, _bidi_option(kind, read, bf, tokens), col, verdict(run)))
+    for read in ("last", "rev", "layers2"):
+        def run(read=read):
+            export(BiNet("LSTM", read), tmp_path / "last.onnx", False, True)
+            load_model_file(tmp_path / "last.onnx")
+            return 0.0
+        out.append(("LSTM", _bidi_option("LSTM", read, True, False), f"torch.onnx.export, opset {OPSET}",
+                    verdict(run)))
+    for label, option, net in (("LayerNormalization", "nn.LayerNorm after a GRU", WithNorm()),):
         def run(net=net):
             export(net, tmp_path / "last.onnx", False, True)
             load_model_file(tmp_path / "last.onnx")

@@ -46,10 +46,15 @@ from rnnskip.errors import RnnskipError
 RECURRENT_OPS = {c.onnx_op: c for c in cells.CELLS.values() if c.onnx_op}
 
 SUPPORTED_SUMMARY = (f"rnnskip converts ONNX graphs of forward {'/'.join(RECURRENT_OPS)} operators "
-                     "(any number stacked), "
+                     "(any number stacked, one of them bidirectional), "
                      "a Gather embedding or float features (optionally through MatMul+Add), a Gemm or MatMul+Add head "
                      "with Relu/Sigmoid/Tanh/Softmax, and the Transpose/Squeeze/Unsqueeze/Slice/Gather/Shape "
                      "glue torch.onnx.export emits")
+
+#: how a bidirectional operator's outputs must be read (the refusals say it)
+BIDI_READ = ("rnnskip converts the final states of both directions concatenated, forward first "
+             "(torch.cat([h_n[-2], h_n[-1]], 1) or h_n.transpose(0, 1).reshape(batch, -1)), or the output sequence "
+             "with both directions side by side (PyTorch's output) into a further recurrent layer or a per-step head")
 
 #: ONNX activation names -> canonical IR names (HardSigmoid by its alpha, beta)
 _ACTS = {"Tanh": "tanh", "Sigmoid": "sigmoid", "Relu": "relu", "Softsign": "softsign"}
@@ -81,6 +86,7 @@ class Sym:
     padded: bool = False                  # SEQ with sequence_lens: zeros after each row's length
     layers: Tuple[int, ...] = ()          # STATE/CELL stacked per layer (axis L): PyTorch's h_n, c_n
     squeezed: bool = False                # VEC of width 1 whose F axis was squeezed away (x.squeeze(1))
+    direction: int = -1                   # STATE/CELL of a bidirectional operator: one direction's (0, 1)
 
 
 def _data(kind):
@@ -253,6 +259,9 @@ def _time_label(ctx: _Ctx, s: Sym) -> str:
 
 
 def _last_step(ctx: _Ctx, s: Sym, axes: Tuple[str, ...]) -> Sym:
+    if ctx.r.rnns[s.layer].backward is not None:
+        ctx.fail(f"takes the last step of the output of bidirectional operator '{ctx.r.rnns[s.layer].name}', which "
+                 f"holds the backward direction after only the last step, not its final state: {BIDI_READ}")
     if s.padded:
         ctx.fail("takes the last step of a recurrent output computed with sequence_lens (zero after each row's "
                  "length): read the layer's final state (output Y_h) instead")
@@ -350,11 +359,39 @@ def h_concat(ctx: _Ctx):
     if len(kinds) == 1 and kinds <= {STATE, CELL}:
         first = ins[0]
         axis = _norm(int(ctx.attrs.get("axis", 0)), len(first.axes))
+        if any("B" in s.axes for s in ins):
+            ctx.fail("stacks the final states of a bidirectional operator (num_layers > 1 with bidirectional=True): "
+                     "rnnskip converts one bidirectional layer, as the last recurrent layer or before "
+                     "unidirectional ones")
+        if any(s.direction >= 0 for s in ins):
+            return [_merge_directions(ctx, ins, axis)], "folded (both directions' final states)"
         if all(s.axes == first.axes and not s.layers for s in ins) and first.axes[axis] == "D":
             axes = tuple("L" if i == axis else ax for i, ax in enumerate(first.axes))
             return [Sym(first.kind, axes=axes, width=first.width, layer=-1,
                         layers=tuple(s.layer for s in ins))], "folded (final states)"
     return _shape_like(ctx), "folded (glue)"
+
+
+def _merge_directions(ctx: _Ctx, ins: List[Sym], axis: int) -> Sym:
+    """Concat of a bidirectional operator's two final states on the feature axis, forward first: Keras'
+    Bidirectional(merge_mode='concat') output."""
+    first = ins[0]
+    if (len(ins) != 2 or ins[0].kind != STATE or any(s.layer != first.layer or s.axes != first.axes for s in ins)
+            or first.axes[axis] != "F"):
+        ctx.fail(f"concatenates {len(ins)} final states that are not the forward and backward state of one "
+                 f"operator on the feature axis: {BIDI_READ}")
+    dirs = [s.direction for s in ins]
+    if dirs != [0, 1]:
+        ctx.fail(("concatenates the backward final state before the forward one" if dirs == [1, 0] else
+                  f"concatenates the {'forward' if dirs[0] == 0 else 'backward'} final state with itself")
+                 + f": {BIDI_READ}")
+    _set_merge(ctx, first.layer)
+    return Sym(STATE, axes=first.axes, width=2 * first.width, layer=first.layer)
+
+
+def _set_merge(ctx: _Ctx, layer: int) -> None:
+    """The bidirectional layer's outputs are read concatenated, forward first (Keras merge_mode='concat')."""
+    ctx.r.rnns[layer].merge_mode = "concat"
 
 
 def h_transpose(ctx: _Ctx):
@@ -374,7 +411,8 @@ def _with_axes(s: Sym, axes, squeezed: Optional[bool] = None) -> Sym:
     one output axis was squeezed away, which leaves the values as they are."""
     sq = s.squeezed if squeezed is None else squeezed
     return Sym(s.kind, value=s.value, axes=tuple(axes), width=s.width, layer=s.layer,
-               dense=s.dense if sq and not s.squeezed else None, padded=s.padded, layers=s.layers, squeezed=sq)
+               dense=s.dense if sq and not s.squeezed else None, padded=s.padded, layers=s.layers, squeezed=sq,
+               direction=s.direction)
 
 
 def _squeezable(s: Sym, ax: str) -> bool:
@@ -421,6 +459,15 @@ def h_reshape(ctx: _Ctx):
     dims_in = r.dims.get(ctx.node.input[0])
     if dims_in is None or len(dims_in) != len(s.axes):
         ctx.fail(why + " (the graph gives no shape for its input)")
+    merged = "B" in s.axes
+    if merged:   # a bidirectional output's [.., 2, H] -> [.., 2H]: both directions side by side, forward first
+        b = s.axes.index("B")
+        if b + 1 >= len(s.axes) or s.axes[b + 1] != "F" or s.kind not in (SEQ, STATE):
+            ctx.fail(f"reshapes a bidirectional operator's output other than by merging its direction axis into "
+                     f"the feature axis that follows it: {BIDI_READ}")
+        f = dims_in[b + 1]
+        dims_in = dims_in[:b] + [2 * f if isinstance(f, int) else None] + dims_in[b + 2:]
+        s = Sym(s.kind, axes=s.axes[:b] + s.axes[b + 1:], width=2 * s.width, layer=s.layer, padded=s.padded)
     kept = [i for i, ax in enumerate(s.axes) if ax not in ("D", "1")]
     if tgt.kind == CONST:
         target = [int(v) for v in np.asarray(tgt.value).reshape(-1)]
@@ -448,6 +495,9 @@ def h_reshape(ctx: _Ctx):
             ctx.fail(why)
     if free > 1:
         ctx.fail(why)
+    if merged:
+        _set_merge(ctx, s.layer)
+        return [_with_axes(s, [s.axes[j] for j in kept], squeezed)], "folded (both directions side by side)"
     return [_with_axes(s, [s.axes[j] for j in kept], squeezed)], "folded (glue)"
 
 
@@ -501,6 +551,11 @@ def h_gather(ctx: _Ctx):
             return [_last_step(ctx, data, tuple(a for a in data.axes if a != t))], "folded (last step)"
         ctx.fail(f"gathers index {idx.value.tolist()} of axis {ax}: rnnskip folds a Gather of a recurrent "
                  "output only where it takes the last time step (index -1)")
+    if data.kind in (STATE, CELL) and "B" in data.axes and idx.kind == CONST and np.ndim(idx.value) == 0:
+        ax = _norm(axis, len(data.axes))
+        if data.axes[ax] == "B" and int(idx.value) in (-2, -1, 0, 1):   # h_n[-2]: forward, h_n[-1]: backward
+            return [Sym(data.kind, axes=tuple(a for a in data.axes if a != "B"), width=data.width,
+                        layer=data.layer, direction=int(idx.value) % 2)], "folded (one direction's final state)"
     if data.kind in (STATE, CELL) and data.layers and idx.kind == CONST and np.ndim(idx.value) == 0:
         ax = _norm(axis, len(data.axes))
         if data.axes[ax] == "L":   # h_n[i]: layer i's final state
@@ -557,9 +612,10 @@ def h_recurrent(ctx: _Ctx):
     r, a = ctx.r, ctx.attrs
     cell = RECURRENT_OPS[ctx.op]
     direction = a.get("direction", "forward")
-    if direction != "forward":
-        ctx.fail(f"has direction={direction}: rnnskip converts forward recurrent layers only "
-                 "(bidirectional and reverse are not supported)")
+    if direction not in ("forward", "bidirectional"):
+        ctx.fail(f"has direction={direction}: rnnskip converts forward and bidirectional recurrent layers "
+                 "(a reverse one alone is not supported)")
+    dirs = 2 if direction == "bidirectional" else 1
     if len(ctx.node.input) > 7 and ctx.node.input[7]:
         ctx.fail("has peephole weights (input P): rnnskip converts recurrent operators without peepholes")
     if "clip" in a:
@@ -570,6 +626,8 @@ def h_recurrent(ctx: _Ctx):
     x = ctx.inp(0)
     k = len(r.rnns)
     if x.kind == SEQ:
+        if "B" in x.axes:
+            ctx.fail(f"reads a bidirectional operator's output with its direction axis: {BIDI_READ}")
         if x.layer != k - 1:
             ctx.fail(f"reads the output of recurrent layer {x.layer + 1}, not of the one before it: rnnskip "
                      "converts a plain stack")
@@ -590,16 +648,15 @@ def h_recurrent(ctx: _Ctx):
     W = np.asarray(ctx.const(1, "W"), np.float64)
     R = np.asarray(ctx.const(2, "R"), np.float64)
     gates = cell.gates
-    if W.ndim != 3 or W.shape[0] != 1 or W.shape[1] != gates * hidden or W.shape[2] != (x.width or W.shape[2]) \
-            or R.shape != (1, gates * hidden, hidden):
+    if W.ndim != 3 or W.shape[0] != dirs or W.shape[1] != gates * hidden or W.shape[2] != (x.width or W.shape[2]) \
+            or R.shape != (dirs, gates * hidden, hidden):
         ctx.fail(f"has W {W.shape}, R {R.shape} for hidden_size={hidden} on {x.width} inputs: the graph is "
                  "inconsistent")
     B = None
     if ctx.inp(3) is not None:
         B = np.asarray(ctx.const(3, "B"), np.float64)
-        if B.shape != (1, 2 * gates * hidden):
-            ctx.fail(f"has B {B.shape}, expected (1, {2 * gates * hidden})")
-        B = B[0]
+        if B.shape != (dirs, 2 * gates * hidden):
+            ctx.fail(f"has B {B.shape}, expected ({dirs}, {2 * gates * hidden})")
     lens = ctx.node.input[4] if len(ctx.node.input) > 4 and ctx.node.input[4] else None
     if lens is not None:
         ls = ctx.inp(4)
@@ -617,22 +674,34 @@ def h_recurrent(ctx: _Ctx):
         blocks = np.split(m, gates, axis=0)
         return np.concatenate([blocks[g] for g in cell.onnx_gate_order], axis=0).T
 
-    B = np.zeros(2 * gates * hidden) if B is None else B
-    b_in, b_rec = keras(B[:gates * hidden, None])[0], keras(B[gates * hidden:, None])[0]
-    fields = cell.from_onnx(a, _activation_names(ctx), b_in, b_rec)
-    if isinstance(fields, str):
-        ctx.fail(fields)
-    layer = RNNLayer(kind=cell.kind, units=hidden, kernel=_f32(keras(W[0])), recurrent_kernel=_f32(keras(R[0])),
-                     bias=_f32(fields["bias"]), activation=fields["activation"],
-                     recurrent_activation=fields["recurrent_activation"], options=fields["options"], name=ctx.key)
+    B = np.zeros((dirs, 2 * gates * hidden)) if B is None else B
+    acts = _activation_names(ctx)
+    per = len(acts) // dirs if "activations" in a else len(acts)   # the default names one direction's
+    if dirs == 2 and "activations" in a and acts[:per] != acts[per:]:
+        ctx.fail(f"uses activations {acts[:per]} forward and {acts[per:]} backward: rnnskip's bidirectional "
+                 "layers use the same cell both ways")
+    layers = []
+    for d in range(dirs):   # ONNX direction index 0 forward, 1 reverse (the valid steps from last to first)
+        b_in, b_rec = keras(B[d, :gates * hidden, None])[0], keras(B[d, gates * hidden:, None])[0]
+        fields = cell.from_onnx(a, acts[:per], b_in, b_rec)
+        if isinstance(fields, str):
+            ctx.fail(fields)
+        layers.append(RNNLayer(kind=cell.kind, units=hidden, kernel=_f32(keras(W[d])),
+                               recurrent_kernel=_f32(keras(R[d])), bias=_f32(fields["bias"]),
+                               activation=fields["activation"], recurrent_activation=fields["recurrent_activation"],
+                               options=fields["options"], name=ctx.key if d == 0 else f"{ctx.key}_backward"))
+    layer = layers[0]
+    if dirs == 2:
+        layer.backward = layers[1]   # merge_mode is set where the graph reads both directions (_set_merge)
     if k:
         r.rnns[-1].return_sequences = True
     r.rnns.append(layer)
     r.rnn_lens.append(lens)
     if lens is not None and k == 0:
         r.notes.append(f"sequence_lens of '{ctx.key}' is each row's length: pass it as lengths in --data")
-    y = (t, "D", n, "F") if layout == 0 else (n, t, "D", "F")
-    yh = ("D", n, "F") if layout == 0 else (n, "D", "F")
+    dax = "B" if dirs == 2 else "D"   # B: the direction axis of size 2
+    y = (t, dax, n, "F") if layout == 0 else (n, t, dax, "F")
+    yh = (dax, n, "F") if layout == 0 else (n, dax, "F")
     outs = [Sym(SEQ, axes=y, width=hidden, layer=k, padded=lens is not None),
             Sym(STATE, axes=yh, width=hidden, layer=k),
             Sym(CELL, axes=yh, width=hidden, layer=k)]
@@ -659,6 +728,10 @@ def _dense_input(ctx: _Ctx, s: Sym) -> str:
     if s.kind == CELL:
         ctx.fail("reads a final cell state (Y_c): rnnskip converts models whose head reads the hidden "
                  "state")
+    if s.kind in (STATE, SEQ) and (s.direction >= 0 or "B" in s.axes):
+        what = ("one direction's final state (h_n[-1] is the backward direction's)" if s.direction >= 0 else
+                "output with its direction axis")
+        ctx.fail(f"reads a bidirectional operator's {what}: {BIDI_READ}")
     if s.kind in (STATE, VEC, SEQ):
         if s.kind == VEC and s.dense is not r.head[-1]:
             ctx.fail("reads a head layer other than the last one: rnnskip converts a chain of Dense layers")
@@ -940,6 +1013,10 @@ def _assemble(r: _Reader) -> ModelIR:
     if roles not in _OUTPUT_ROLES[per_step]:
         raise RnnskipError(f"{r.path}: output '{outs[0].name}' has axes {s.axes}: rnnskip expects [batch, outputs]"
                            " (or [batch, time, outputs] for one output per step)")
+    unread = next((l for l in r.rnns if l.backward is not None and not l.merge_mode), None)
+    if unread is not None:
+        raise RnnskipError(f"{r.path}: the outputs of bidirectional operator '{unread.name}' are not read as rnnskip "
+                           f"converts them: {BIDI_READ}")
     # the head must read the last recurrent layer's state
     if r.head and r.head_reads != last:
         raise RnnskipError(f"{r.path}: the head reads the state of recurrent layer {r.head_reads + 1} of {last + 1}: "

@@ -510,6 +510,13 @@ def _bound_text(bd: dict) -> str:
             "cells as well as a faster sparse kernel")
 
 
+def _reason_vs_original(reason: str) -> str:
+    """delta-tune's no-thresholds message, its two models named (the reference is the original dense float
+    model, the dense int8 one the fine-tuned model's own)."""
+    return (reason.replace("of the float model", "of the original dense float model")
+            .replace("the dense int8 model scores", "the cell-trained model's own dense int8 model scores"))
+
+
 def ladder_md(f: dict, heading: str, sweep_where: str = "below") -> list:
     """The markdown of :func:`delta_ladder`'s result ``f``: the table, the seeds, the threshold
     sweep when there is one, and the cycles per step by part."""
@@ -554,8 +561,8 @@ def ladder_md(f: dict, heading: str, sweep_where: str = "below") -> list:
               f"m{TRAIN_CELL} in the loop; "
               + ("its thresholds (input, hidden and cell) chosen on validation within the budget of the original "
                  "dense float model." if frm["source"] == "validation" else
-                 f"on validation {frm['reason']}, against the original dense float model, so the row deploys "
-                 f"the thresholds it was trained at."), ""]
+                 f"on validation {_reason_vs_original(frm['reason'])}, so the row deploys the thresholds it was "
+                 f"trained at."), ""]
     sw = f.get("sweep")
     if sw:
         L += [f"Firmware threshold sweep (run-time model, first {sw['sequences']} test recordings):", "",

@@ -40,6 +40,21 @@ def test_bidirectional_bitexact_dense_and_delta(cfg, index, merge_mode, per_step
     _check_dense_and_delta(ir, per_step, tmp_path, delta=cfg != "feat-gru-gru-v1")   # reset_after=False: no delta
 
 
+def test_delta_file_holds_both_directions(tmp_path):
+    """delta.json has one entry per direction (delta-tune wrote only the forward one, which rnnskip-convert
+    then refused: 1 layer's thresholds for a model with 2)."""
+    from rnnskip.delta.spec import DeltaSpec
+    ir = bidi_ir("tok-lstm-gru-lstm-gru", 1, "mul")
+    spec = DeltaSpec([1, 2, 3, 4, 5], [6, 7, 8, 9, 10])
+    spec.save(tmp_path / "d.json", ir)
+    back = DeltaSpec.load(tmp_path / "d.json")
+    back.check_model(ir)
+    assert (back.theta_x, back.theta_h) == ([1, 2, 3, 4, 5], [6, 7, 8, 9, 10])
+    names = [l.name for l in ir.rnn_layers]
+    assert [t["layer"] for t in spec.to_json(ir)["thresholds"]] == [names[0], names[1], f"{names[1]}_backward",
+                                                                      names[2], names[3]]
+
+
 @needs_arm
 def test_bidirectional_lstm_with_one_direction_on_split_scales_bitexact(tmp_path):
     """A forward direction whose input weights dominate keeps its input and recurrent weights on their own

@@ -769,6 +769,18 @@ def test_bidirectional_firmware_bit_exact(tmp_path):
     assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["checked"] == len(x)
     assert rep["accuracy"]["float"] == 1.0 and rep["emulation"]["cycles_per_inference"] > 0
     assert rep["reference_check"]["max_abs_diff"] <= 1e-5
+    # delta thresholds for both directions: delta-tune writes them, --delta takes them, still bit-exact
+    p = cli("rnnskip", "delta-tune", path, "--val", tmp_path / "d.npz", "--max-loss", "50", "--grid", "0,4",
+            "--cell-grid", "", "--out", tmp_path / "delta.json")
+    assert p.returncode == 0, p.stderr
+    th = json.loads((tmp_path / "delta.json").read_text())["thresholds"]
+    assert [t["layer"] for t in th] == ["rnn/GRU", "rnn/GRU_backward"]
+    p = cli("rnnskip-convert", path, "--delta", tmp_path / "delta.json", "--data", tmp_path / "d.npz",
+            "--out", tmp_path / "m4d")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "m4d" / "report.json").read_text())
+    assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["checked"] == len(x)
+    assert [t["layer"] for t in rep["delta"]["thresholds"]] == ["rnn/GRU", "rnn/GRU_backward"]
 
 
 def test_unsupported_op_refused_in_one_line(tmp_path):

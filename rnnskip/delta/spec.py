@@ -134,7 +134,8 @@ class DeltaSpec:
 
     # -- files ----------------------------------------------------------------
     def to_json(self, ir=None) -> dict:
-        names = [l.name for l in ir.rnn_layers] if ir is not None else [f"layer{i}" for i in range(self.layers)]
+        names = ([d.name for l in ir.rnn_layers for d in l.directions()] if ir is not None   # Bidirectional: both
+                 else [f"layer{i}" for i in range(self.layers)])
         return {"format": FORMAT,
                 "model": model_signature(ir) if ir is not None else self.model,
                 "thresholds": [{"layer": n, "input": a, "hidden": b, **({"cell": m} if m is not None else {})}

@@ -143,8 +143,9 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
                            f"add y to --data, or convert without {what.split('/')[0]}")
     cal = stages.load_data(calib, ir, "--calib", labels=False, note=note, loaded=[data]) if calib else ds
     ref_check = source_check.check(ir, ds.x, ds.lengths)   # the float reference against onnxruntime, as given
-    if source_check.warning(ref_check):
-        note(source_check.warning(ref_check))
+    ref_warning = source_check.warning(ref_check)
+    if ref_warning:
+        note(ref_warning)
     # step methods: options, predictor folders and thresholds files checked before anything is written
     setups = [s for s in (setup.prepare(ir, methods.get(setup.key), log, note, [data, calib])
                           for setup in method_setups()) if s]

@@ -54,9 +54,11 @@ def _tune(model, val, calib, out_json, max_loss=MAX_LOSS, grid=None, cell_grid=(
     from rnnskip.delta.spec import grid_of
     from rnnskip.delta.tune import CELL_GRID, GRID, tune
     def stale():
-        if not Path(out_json).is_file() or Path(out_json).stat().st_mtime < Path(model).stat().st_mtime:
+        inputs = [model, val, calib] + ([baseline] if baseline else [])
+        if not Path(out_json).is_file() or any(Path(out_json).stat().st_mtime < Path(f).stat().st_mtime
+                                               for f in inputs):
             return True
-        return read_json(str(out_json))["tuning"].get("baseline") != (str(baseline) if baseline else None)
+        return read_json(str(out_json)).get("tuning", {}).get("baseline") != (str(baseline) if baseline else None)
     if stale():
         ir = pipeline.import_model(model)
         va, cal = load_npz(str(val), ir), load_npz(str(calib), ir)
@@ -296,6 +298,8 @@ def delta_ladder(r: dict, quick: bool, name: str, runtime_json=None, train_theta
         src = {"source": "validation", "tuning": dj["tuning"]}
         dj = base / "delta_trained_cell.json"
     except RnnskipError as e:
+        if not str(e).startswith("no thresholds keep"):   # only "nothing within the budget" falls back
+            raise
         src = {"source": "training", "reason": str(e).split("; raise")[0]}
         dj = cell.with_suffix(".delta.json")
     res["trained_cell"] = _summarise(_convert(str(cell), p["test"], cal, base / "m4-trained-cell", dj, k))
@@ -304,8 +308,13 @@ def delta_ladder(r: dict, quick: bool, name: str, runtime_json=None, train_theta
     res["breakdown"] = {"runtime": cycle_breakdown(base / "m4-runtime", p["test"], 6 if quick else 20),
                         "trained": cycle_breakdown(base / "m4-trained", p["test"], 6 if quick else 20)}
     # ... and with thresholds re-tuned on validation (golden only)
-    _tune(str(trained), p["val"], cal, base / "delta_trained_tuned.json", baseline=p["model"])
-    res["trained_tuned"] = _golden_eval(str(trained), p["test"], cal, base / "delta_trained_tuned.json")
+    try:
+        _tune(str(trained), p["val"], cal, base / "delta_trained_tuned.json", baseline=p["model"])
+        res["trained_tuned"] = _golden_eval(str(trained), p["test"], cal, base / "delta_trained_tuned.json")
+    except RnnskipError as e:   # nothing within the budget there: the note says so (the row is unaffected)
+        if not str(e).startswith("no thresholds keep"):
+            raise
+        res["trained_tuned_none"] = str(e).split("; raise")[0]
     return res
 
 
@@ -514,7 +523,7 @@ def _reason_vs_original(reason: str) -> str:
     """delta-tune's no-thresholds message, its two models named (the reference is the original dense float
     model, the dense int8 one the fine-tuned model's own)."""
     return (reason.replace("of the float model", "of the original dense float model")
-            .replace("the dense int8 model scores", "the cell-trained model's own dense int8 model scores"))
+            .replace("the dense int8 model scores", "the fine-tuned model's own dense int8 model scores"))
 
 
 def ladder_md(f: dict, heading: str, sweep_where: str = "below") -> list:
@@ -536,7 +545,9 @@ def ladder_md(f: dict, heading: str, sweep_where: str = "below") -> list:
     if tc:
         L.append(_row("delta-trained + cell threshold", tc, fl))
     tt = f.get("trained_tuned")
-    tt_txt = "" if not tt else (" Re-tuning the delta-trained model's thresholds on validation "
+    tt_txt = (f" Re-tuning the delta-trained model's thresholds on validation (budget {MAX_LOSS} pt): "
+              f"{_reason_vs_original(f['trained_tuned_none'])}.") if f.get("trained_tuned_none") else \
+        "" if not tt else (" Re-tuning the delta-trained model's thresholds on validation "
                                 f"(budget {MAX_LOSS} pt) picks "
                                 f"x{tt['thresholds'][0][0]}/h{tt['thresholds'][1][0]}: "
                                 f"{_p(tt['delta_int8'])}% on test at {_x(tt['mac_reduction_x'])} fewer MACs "

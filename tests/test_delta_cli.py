@@ -578,4 +578,15 @@ def test_delta_tune_baseline_must_match(gru, k2_zoo):
     one_line_error(cli(*base, k2_zoo.models["emb_gru_ra_sigmoid"].files["h5"]),
                    "reads token ids", "but the model reads features", "give the model it was fine-tuned from")
     one_line_error(cli(*base, d / "missing.h5"), "missing.h5")
+    # the same layers behind another Masking value: the two would run different steps
+    import tf_keras as keras
+    m = keras.models.load_model(model, compile=False)
+    cfg = m.get_config()
+    masking = next(c for c in cfg["layers"] if c["class_name"] == "Masking")
+    masking["config"]["mask_value"] = float(masking["config"]["mask_value"]) + 1.0
+    other = keras.Sequential.from_config(cfg)
+    other.set_weights(m.get_weights())
+    other.save(d / "other_mask.h5")
+    one_line_error(cli(*base, d / "other_mask.h5"), f"has Masking value {ir.input.mask_value + 1.0} but the model "
+                   f"{ir.input.mask_value}: the two would run different steps")
     assert not (d / "never.json").exists()

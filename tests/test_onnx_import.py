@@ -679,14 +679,16 @@ class BiNet(nn.Module):
     """nn.LSTM/GRU/RNN(bidirectional=True) read as PyTorch users read it: "cat" torch.cat([h_n[-2], h_n[-1]], 1),
     "perm" h_n.transpose(0, 1).reshape(batch, -1), "seq" a per-step head on the output, "stack" the output
     into a unidirectional GRU; refused: "last" (out[:, -1], the backward direction after one step), "rev" (the
-    backward state first), "layers2" (num_layers=2)."""
+    backward state first), "layers2" (num_layers=2), "twobi" (a second bidirectional nn.GRU on the output),
+    "catboth" (h_n concatenated with itself, direction axis and all)."""
 
     def __init__(self, kind, read, batch_first=True, tokens=False):
         super().__init__()
         self.emb = nn.Embedding(VOCAB, DIM) if tokens else None
         self.rnn = getattr(nn, kind)(DIM if tokens else FEAT, UNITS, batch_first=batch_first, bidirectional=True,
                                      num_layers=2 if read == "layers2" else 1)
-        self.rnn2 = nn.GRU(2 * UNITS, UNITS, batch_first=batch_first) if read == "stack" else None
+        self.rnn2 = nn.GRU(2 * UNITS, UNITS, batch_first=batch_first, bidirectional=read == "twobi") \
+            if read in ("stack", "twobi") else None
         self.fc = nn.Linear(UNITS if read == "stack" else 2 * UNITS, 3)
         self.read, self.batch_first = read, batch_first
 
@@ -703,6 +705,11 @@ class BiNet(nn.Module):
             f = h.transpose(0, 1).reshape(h.shape[1], -1)
         elif self.read == "stack":
             f = self.rnn2(y)[1][-1]
+        elif self.read == "catboth":
+            f = torch.cat([h, h], -1)[0]
+        elif self.read == "twobi":
+            h2 = self.rnn2(y)[1]
+            f = torch.cat([h2[-2], h2[-1]], 1)
         elif self.read == "rev":
             f = torch.cat([h[-1], h[-2]], 1)
         else:
@@ -798,8 +805,12 @@ def test_unsupported_op_refused_in_one_line(tmp_path):
              "final states of both directions concatenated, forward first (torch.cat([h_n[-2], h_n[-1]], 1)"),
     ("rev", "node 'Concat' (Concat) concatenates the backward final state before the forward one: rnnskip "
             "converts the final states"),
-    ("layers2", "node 'rnn/Concat_1' (Concat) stacks the final states of a bidirectional operator (num_layers > 1 "
-                "with bidirectional=True): rnnskip converts one bidirectional layer")])
+    ("layers2", "node 'rnn/LSTM_1' (LSTM) is a second bidirectional operator (after 'rnn/LSTM'): rnnskip converts "
+                "one bidirectional layer per model"),
+    ("catboth", "node 'Concat' (Concat) concatenates a bidirectional operator's final states with their direction "
+                "axis in place: rnnskip converts the final states of both directions concatenated, forward first"),
+    ("twobi", "node 'rnn2/GRU' (GRU) is a second bidirectional operator (after 'rnn/LSTM'): rnnskip converts one "
+              "bidirectional layer per model")])
 def test_bidirectional_readings_refused(read, want, tmp_path):
     path = tmp_path / "bi.onnx"
     export(BiNet("LSTM", read), path, False, True)
@@ -1036,7 +1047,9 @@ def _bidi_option(kind, read, bf, tokens) -> str:
     how = {"cat": "torch.cat([h_n[-2], h_n[-1]], 1)", "perm": "h_n.transpose(0, 1).reshape(batch, -1)",
            "seq": "every step (y, 2H wide)", "stack": "y into a unidirectional nn.GRU, its h_n[-1]",
            "last": "y[:, -1]", "rev": "torch.cat([h_n[-1], h_n[-2]], 1)",
-           "layers2": "num_layers=2, torch.cat([h_n[-2], h_n[-1]], 1)"}[read]
+           "layers2": "num_layers=2, torch.cat([h_n[-2], h_n[-1]], 1)",
+           "twobi": "y into a second bidirectional nn.GRU, its torch.cat([h_n[-2], h_n[-1]], 1)",
+           "catboth": "torch.cat([h_n, h_n], -1)[0]"}[read]
     head = "nn.Linear (MatMul+Add)" if read == "seq" else "nn.Linear (Gemm) + softmax"
     return ", ".join(["nn.Embedding" if tokens else "float features", "bidirectional=True", f"batch_first={bf}",
                       how, head])
@@ -1119,7 +1132,7 @@ def _matrix_rows(tmp_path):
         col = {"dynamic": f"torch.onnx.export, opset {OPSET}", "static": "torch.onnx.export, static shapes",
                "dynamo": "torch.onnx.export(dynamo=True)"}[how]
         out.append((kind, _bidi_option(kind, read, bf, tokens), col, verdict(run)))
-    for read in ("last", "rev", "layers2"):
+    for read in ("last", "rev", "layers2", "twobi", "catboth"):
         def run(read=read):
             export(BiNet("LSTM", read), tmp_path / "last.onnx", False, True)
             load_model_file(tmp_path / "last.onnx")

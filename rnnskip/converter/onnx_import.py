@@ -360,9 +360,8 @@ def h_concat(ctx: _Ctx):
         first = ins[0]
         axis = _norm(int(ctx.attrs.get("axis", 0)), len(first.axes))
         if any("B" in s.axes for s in ins):
-            ctx.fail("stacks the final states of a bidirectional operator (num_layers > 1 with bidirectional=True): "
-                     "rnnskip converts one bidirectional layer, as the last recurrent layer or before "
-                     "unidirectional ones")
+            ctx.fail("concatenates a bidirectional operator's final states with their direction axis in place: "
+                     f"{BIDI_READ}")
         if any(s.direction >= 0 for s in ins):
             return [_merge_directions(ctx, ins, axis)], "folded (both directions' final states)"
         if all(s.axes == first.axes and not s.layers for s in ins) and first.axes[axis] == "D":
@@ -616,6 +615,10 @@ def h_recurrent(ctx: _Ctx):
         ctx.fail(f"has direction={direction}: rnnskip converts forward and bidirectional recurrent layers "
                  "(a reverse one alone is not supported)")
     dirs = 2 if direction == "bidirectional" else 1
+    first_bidi = next((l for l in ctx.r.rnns if l.backward is not None), None)
+    if dirs == 2 and first_bidi is not None:
+        ctx.fail(f"is a second bidirectional operator (after '{first_bidi.name}'): rnnskip converts one "
+                 "bidirectional layer per model")
     if len(ctx.node.input) > 7 and ctx.node.input[7]:
         ctx.fail("has peephole weights (input P): rnnskip converts recurrent operators without peepholes")
     if "clip" in a:

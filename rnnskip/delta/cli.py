@@ -75,8 +75,9 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
                          progress=(lambda s: log("  " + s)) if progress else None, baseline_qm=base_qm)
     if base_qm is not None and res.certificate.chosen is None:
         # thresholds 0 are MODEL's dense outputs, which nothing certifies against the baseline
+        kept = f" ({out} from an earlier run is left as it was)" if out.exists() else ""
         raise RnnskipError(f"{res.certificate.line(str(val))} against {baseline}'s dense int8 model; nothing "
-                           f"written: give more validation sequences or a larger budget, or deploy {baseline}")
+                           f"written{kept}: give more validation sequences or a larger budget, or deploy {baseline}")
     spec = res.spec(ir)
     spec.grid = grid_of(qm)
     spec.tuning.update({"calibration": str(calib or val),   # the int8 grid: convert must use the same
@@ -112,6 +113,11 @@ def check_baseline(ir, bir, path) -> None:
     if (bir.output_dim, bir.output_activation) != (ir.output_dim, ir.output_activation):
         raise RnnskipError(f"--baseline {path} has {bir.output_dim} {bir.output_activation} outputs but the model "
                            f"has {ir.output_dim} {ir.output_activation}; give the model it was fine-tuned from")
+    def mask(m):
+        return ("mask_zero", m.input.mask_zero) if m.is_token_model else ("Masking value", m.input.mask_value)
+    if mask(bir) != mask(ir):
+        raise RnnskipError(f"--baseline {path} has {mask(bir)[0]} {mask(bir)[1]} but the model {mask(ir)[1]}: the "
+                           f"two would run different steps; give the model it was fine-tuned from")
     if bir.per_step != ir.per_step:
         raise RnnskipError(f"--baseline {path} and the model differ in return_sequences at the output; give the "
                            f"model it was fine-tuned from")

@@ -272,10 +272,11 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
                  f"(every point: the JSON's tuning.sweep)")
     if not ok:
         best = max(points, key=lambda p: p.accuracy)
+        own = "this model's own" if baseline_correct is not None else "the"
         raise RnnskipError(
             f"no thresholds keep accuracy within {max_loss} points of {ref_name} "
             f"({ref:.4f}): the best is {best.accuracy:.4f} (thresholds x={list(best.theta_x)} "
-            f"h={list(best.theta_h)}; the dense int8 model scores {acc_int8:.4f})"
+            f"h={list(best.theta_h)}; {own} dense int8 model scores {acc_int8:.4f})"
             + (f" with --margin-se {margin_se:g} standard errors to spare" if margin_se > 0 else "")
             + "; raise --max-loss")
     return TuneResult(points=points, chosen=chosen, reference=reference, reference_accuracy=ref,
@@ -384,7 +385,7 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
             sel = _tune(ir, qm, S_t, budget, "int8", grid, None, progress, max_evals, 0.0, cell_grid,
                         baseline_correct=None if baseline_qm is None else dense_pred(S) == S_t.y)
         except RnnskipError:
-            if kind == "paired":
+            if kind == "paired" or baseline_qm is None:
                 raise
             own = predict_classes(GoldenModel(qm).run(S.x, S.lengths)[0], act)   # only a baseline gets here
             raise RnnskipError(f"no thresholds keep disagreement with the baseline's dense int8 model within "

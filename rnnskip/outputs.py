@@ -24,6 +24,29 @@ def per_step(qm_or_ir) -> bool:
     return bool(qm_or_ir.per_step)
 
 
+_NOT_LOADED = object()
+
+
+def check_class_outputs(ir, what: str, y=_NOT_LOADED) -> None:
+    """``what`` (a budget on class predictions) needs one class prediction per sequence: a softmax or
+    sigmoid head, or a linear head with several outputs (a classifier trained on logits, argmax) when the
+    labels ``y`` are integer classes - without them such a head may as well be a regression. One line
+    otherwise; ``y`` left out: the labels are not loaded yet (checked again once they are)."""
+    if ir.per_step:
+        raise RnnskipError(f"{what} does not support models with an output per time step (return_sequences=True at "
+                           f"the output) yet")
+    logits = bool(ir.head) and ir.output_activation == "linear" and ir.output_dim > 1   # not a bare state
+    if not (ir.output_activation in ("softmax", "sigmoid") or logits):
+        raise RnnskipError(f"{what} is tuned to an accuracy budget on class predictions, so the model must be a "
+                           f"classifier (a softmax or sigmoid output, or a linear one with several outputs and "
+                           f"integer labels); this one ends in {ir.output_dim} '{ir.output_activation}' output(s)")
+    if logits and y is not _NOT_LOADED and (y is None or not np.issubdtype(np.asarray(y).dtype, np.integer)):
+        raise RnnskipError(f"{what} is tuned to an accuracy budget on class predictions: a model with "
+                           f"{ir.output_dim} linear outputs must be a classifier trained on logits, which rnnskip "
+                           f"takes from integer class labels (y) in the data; these are "
+                           f"{'missing' if y is None else 'not integers'} (a regression model cannot be tuned so)")
+
+
 def row_len(qm) -> int:
     """int16 values per output row on the device (padded)."""
     last = qm.layers[-1]   # a Bidirectional layer's backward direction: its merged output

@@ -483,8 +483,54 @@ def test_tune_refuses_a_regression_head(k2_zoo, tmp_path):
     np.savez(tmp_path / "u.npz", x=x)
     p = cli("rnnskip", "delta-tune", e.files["h5"], "--val", tmp_path / "u.npz", "--calib", tmp_path / "u.npz",
             "--max-disagreement", "5", "--out", tmp_path / "r.json")
-    one_line_error(p, "must be a classifier")
+    one_line_error(p, "must be a classifier", "these are missing")
     assert not (tmp_path / "r.json").exists()
+    # with integer labels its two linear outputs are a classifier's logits (argmax), as rnnskip_class reads them
+    from rnnskip.reference import FloatModel
+    y = np.argmax(FloatModel(ir).predict(x), 1)
+    np.savez(tmp_path / "l.npz", x=x, y=y)
+    p = cli("rnnskip", "delta-tune", e.files["h5"], "--val", tmp_path / "l.npz", "--max-loss", "50", "--grid", "0,4",
+            "--cell-grid", "", "--out", tmp_path / "r.json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["tuning"]["accuracy_dense_int8"] > 0.5
+
+
+def test_per_step_models_refused_before_any_work(tmp_path):
+    """delta-tune and train-predictor read one class per sequence: a model with an output per step is refused
+    in one line, as rnnskip-convert --delta / --skip refuse it (delta-tune crashed on labelled data and
+    certified per-time-axis argmaxes on unlabelled data; train-predictor crashed)."""
+    import tf_keras as keras
+    m = keras.Sequential([keras.layers.Input((7, 3)), keras.layers.Masking(0.0),
+                          keras.layers.LSTM(4, return_sequences=True), keras.layers.Dense(3, activation="softmax")])
+    m.save(tmp_path / "tag.h5")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(20, 7, 3)).astype(np.float32),
+             y=rng.integers(0, 3, (20, 7)))
+    np.savez(tmp_path / "u.npz", x=rng.normal(size=(20, 7, 3)).astype(np.float32))
+    need = "does not support models with an output per time step (return_sequences=True at the output)"
+    for args in (("--val", tmp_path / "d.npz"), ("--val", tmp_path / "u.npz", "--calib", tmp_path / "d.npz",
+                                                 "--max-disagreement", "5")):
+        one_line_error(cli("rnnskip", "delta-tune", tmp_path / "tag.h5", *args, "--out", tmp_path / "t.json"),
+                       f"delta-tune {need}")
+    one_line_error(cli("rnnskip", "train-predictor", tmp_path / "tag.h5", "--train", tmp_path / "d.npz", "--val",
+                       tmp_path / "d.npz", "--max-loss", "5", "--out", tmp_path / "p"), f"time-step skipping {need}")
+    assert not (tmp_path / "t.json").exists() and not (tmp_path / "p").exists()
+
+
+def test_thresholds_are_matched_to_layers_by_name(gru, tmp_path):
+    """Each threshold applies to the layer of its position; a file whose names disagree (entries reordered,
+    or written for another model's layers) is refused in one line rather than applied to the wrong layers."""
+    model, val, d, ir = gru
+    from rnnskip.delta.spec import DeltaSpec
+    DeltaSpec([2], [4]).save(tmp_path / "ok.json", ir)
+    DeltaSpec.load(tmp_path / "ok.json").check_model(ir)
+    js = json.loads((tmp_path / "ok.json").read_text())
+    js["thresholds"][0]["layer"] = "gru_from_another_model"
+    (tmp_path / "bad.json").write_text(json.dumps(js))
+    p = cli("rnnskip-convert", model, "--delta", tmp_path / "bad.json", "--data", val, "--out", tmp_path / "o")
+    one_line_error(p, "names its thresholds' layers ['gru_from_another_model'], but model",
+                   f"has ['{ir.rnn_layers[0].name}']")
+    assert not (tmp_path / "o").exists()
 
 
 def test_certification_rows_do_not_steer_the_candidates(gru, unlabelled):

@@ -38,13 +38,13 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     ir = pipeline.import_model(model)
     from .spec import check_supported, grid_of
     check_supported(ir.rnn_layers)
-    if ir.output_activation not in ("softmax", "sigmoid"):
-        raise RnnskipError(f"delta-tune certifies a budget on class predictions, so the model must be a classifier "
-                           f"(softmax or sigmoid output); this one ends in '{ir.output_activation}'")
+    from ..outputs import check_class_outputs
+    check_class_outputs(ir, "delta-tune")
     if val is None:
         raise RnnskipError("--val is required: validation data (.npz) to measure accuracy on")
     labels = max_disagreement is None
     va = pipeline.load_data(val, ir, "--val", labels=labels, note=warn)
+    check_class_outputs(ir, "delta-tune", va.y)
     sel = pipeline.load_data(select, ir, "--select", labels=labels, note=warn, loaded=[val]) if select else None
     if calib is None and va.y is None:
         raise RnnskipError("--calib is required with unlabelled --val: the int8 grid is calibrated on it")

@@ -105,6 +105,8 @@ class DeltaSpec:
     #: grid_of() the quantised model the thresholds were chosen on ([] = not recorded)
     grid: list = field(default_factory=list)
     theta_m: Optional[List[Optional[int]]] = None
+    #: the layer (direction) each entry was written for, as the file names it ([] = not recorded)
+    names: List[str] = field(default_factory=list)
 
     def __post_init__(self):
         if len(self.theta_x) != len(self.theta_h):
@@ -152,10 +154,11 @@ class DeltaSpec:
         if not isinstance(d, dict) or d.get("format") != FORMAT or not isinstance(d.get("thresholds"), list):
             raise RnnskipError(f"{where} is not an rnnskip delta file (format '{FORMAT}' with a 'thresholds' list); "
                                f"write one with 'rnnskip delta-tune'")
-        tx, th, tm = [], [], []
+        tx, th, tm, names = [], [], [], []
         for i, t in enumerate(d["thresholds"]):
             if not isinstance(t, dict) or "input" not in t or "hidden" not in t:
                 raise RnnskipError(f"{where}: thresholds[{i}] needs 'input' and 'hidden'")
+            names.append(str(t.get("layer", "")))
             tx.append(_theta(t["input"], f"{where}: layer {i} input"))
             th.append(_theta(t["hidden"], f"{where}: layer {i} hidden"))
             tm.append(_theta_cell(t["cell"], f"{where}: layer {i} cell") if t.get("cell") is not None else None)
@@ -168,7 +171,7 @@ class DeltaSpec:
             raise RnnskipError(f"{where}: int8_grid must list one {{input_scale, hidden_scale}} (> 0) per layer; "
                                f"write the file with 'rnnskip delta-tune'")
         return cls(tx, th, model=d.get("model") or {}, tuning=d.get("tuning") or {}, grid=grid,
-                   theta_m=tm)
+                   theta_m=tm, names=names if all(names) else [])
 
     @classmethod
     def load(cls, path) -> "DeltaSpec":
@@ -189,6 +192,12 @@ class DeltaSpec:
             raise RnnskipError(f"{where} has thresholds for {self.layers} recurrent layer(s) but model '{ir.name}' "
                                f"has {len(layers)} (a Bidirectional layer counts its two directions); run "
                                "'rnnskip delta-tune' on this model")
+        have = [d.name for d in layers]
+        generic = [f"layer{i}" for i in range(len(layers))]   # written without a model (to_json(None))
+        if self.names and self.names != have and self.names != generic:
+            raise RnnskipError(f"{where} names its thresholds' layers {self.names}, but model '{ir.name}' has "
+                               f"{have} in that order (each threshold applies to the layer of its position); run "
+                               f"'rnnskip delta-tune' on this model")
         sig = self.model or {}
         want = model_signature(ir)
         if sig.get("layers") and sig["layers"] != want["layers"]:

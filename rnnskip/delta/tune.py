@@ -352,9 +352,8 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     if not (budget >= 0):
         opt = "--max-disagreement" if kind == "disagreement" else "--max-loss"
         raise RnnskipError(f"{opt} {budget} must be >= 0 ({'percent' if kind == 'disagreement' else 'points'})")
-    if ir.output_activation not in ("softmax", "sigmoid"):
-        raise RnnskipError(f"delta-tune certifies a budget on class predictions, so the model must be a classifier "
-                           f"(softmax or sigmoid output); this one ends in '{ir.output_activation}'")
+    from ..outputs import check_class_outputs
+    check_class_outputs(ir, "delta-tune", val.y)
     labelled = val.y is not None and (select is None or select.y is not None)
     if kind == "paired" and not labelled:
         raise RnnskipError("--max-loss needs class labels (y) in the validation data; without labels give "

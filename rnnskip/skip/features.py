@@ -45,10 +45,10 @@ def classes(probs: np.ndarray) -> np.ndarray:
     return (probs[:, 0] > 0.5).astype(np.int64) if probs.shape[1] == 1 else np.argmax(probs, axis=1)
 
 
-def check_classifier(ir) -> None:
-    if ir.output_activation not in ("softmax", "sigmoid"):
-        raise RnnskipError(f"time-step skipping is tuned to an accuracy budget, so the model must be a classifier "
-                           f"(softmax or sigmoid output); this one ends in '{ir.output_activation}'")
+def check_classifier(ir, *y) -> None:
+    """One line unless ``ir`` gives class predictions (``y``: the training labels, once loaded)."""
+    from ..outputs import check_class_outputs
+    check_class_outputs(ir, "time-step skipping", *y)
 
 
 def has_cell_state(ir) -> bool:

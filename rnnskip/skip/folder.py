@@ -31,8 +31,9 @@ def fingerprint(ir) -> dict:
 
 def check_fingerprint(meta: dict, ir, folder) -> None:
     got, want = meta.get("model", {}), fingerprint(ir)
-    for key, what in (("input_dim", "input size"), ("units", "hidden sizes"), ("kinds", "layer kinds"),
-                      ("vocab", "vocabulary size"), ("features", "feature count")):
+    for key, what in (("input_dim", "first recurrent layer's input size"), ("units", "hidden sizes"),
+                      ("kinds", "layer kinds"), ("vocab", "vocabulary size"), ("features", "feature count")):
+        # (input size: after an embedding, a per-step Dense or a Conv1D front end, not the data's feature count)
         if got.get(key) != want[key]:
             raise RnnskipError(
                 f"predictor folder {folder} was trained for a model with {what} {got.get(key)}, but this model has "

@@ -178,7 +178,7 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     t_start = time.time()
     cfg = replace(cfg)
     cfg.check()
-    features.check_classifier(ir)
+    features.check_classifier(ir, train_ds.y)
     fm = FloatModel(ir)
     _check_data("--train", train_ds, fm)
     if cfg.max_disagreement is not None:   # the budget is about agreeing with the dense model, not labels:

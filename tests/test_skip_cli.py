@@ -225,7 +225,8 @@ def test_mismatched_predictor_folder_one_line(setup):
     # the GRU model has 7 units and a 5-wide embedding; the predictor was trained for LSTM(8) on 6 inputs
     res = CliRunner().invoke(convert_cmd, [other, "--predictor", str(d / "pred"), "--data", paths["test01"],
                                            "--out", str(out)])
-    assert res.exit_code == 2 and "trained for a model with first recurrent layer's input size 6" in res.output, res.output
+    want = "trained for a model with first recurrent layer's input size 6"
+    assert res.exit_code == 2 and want in res.output, res.output
     assert res.output.count("\n") == 1 and not out.exists()
 
 

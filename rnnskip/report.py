@@ -410,7 +410,7 @@ def _weights_rows(w: Optional[dict]) -> list:
 
 def _model_line(m: dict) -> str:
     """The table's model row: front end, recurrent layers (a Bidirectional one named with its merge), size."""
-    bidi = "".join(f" ({l['name']} bidirectional, merge {l['bidirectional']})"
+    bidi = "".join(f" (Bidirectional '{l['name']}', merge {l['bidirectional']})"
                    for l in m["layers"] if l.get("bidirectional"))
     return ("".join(f"{f['kind']} -> " for f in m.get("front_end", []))
             + f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units{bidi}, "

@@ -167,6 +167,6 @@ def test_the_terminal_table_names_the_bidirectional_layer():
     m = {"type": "gru+lstm", "params": 1234, "macs_per_step": 567,
          "layers": [{"name": "bidi", "kind": "gru", "units": 8, "bidirectional": "concat"},
                     {"name": "lstm", "kind": "lstm", "units": 4}]}
-    assert _model_line(m) == "gru+lstm 8/4 units (bidi bidirectional, merge concat), 1,234 params, 567 MAC/step"
+    assert _model_line(m) == "gru+lstm 8/4 units (Bidirectional 'bidi', merge concat), 1,234 params, 567 MAC/step"
     del m["layers"][0]["bidirectional"]
     assert _model_line(m) == "gru+lstm 8/4 units, 1,234 params, 567 MAC/step"

@@ -149,7 +149,7 @@ def test_delta_tune_budget_refusals(gru, unlabelled):
     one_line_error(cli(*base, "--val", val, "--max-disagreement", "-2"),
                    "'--max-disagreement': -2.0 is not in the range 0<=x<=100")
     one_line_error(cli(*base, "--val", unlabelled, "--calib", val, "--max-loss", "1"),
-                   "'y' is missing from")
+                   "'y' is missing from", "for unlabelled data give --max-disagreement D")
     one_line_error(cli(*base, "--val", val, "--max-loss", "1", "--max-disagreement", "1"), "give one budget")
     assert not (d / "never.json").exists()
 

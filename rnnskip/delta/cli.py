@@ -43,7 +43,13 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     if val is None:
         raise RnnskipError("--val is required: validation data (.npz) to measure accuracy on")
     labels = max_disagreement is None
-    va = pipeline.load_data(val, ir, "--val", labels=labels, note=warn)
+    try:
+        va = pipeline.load_data(val, ir, "--val", labels=labels, note=warn)
+    except RnnskipError as e:   # --max-loss needs labels; unlabelled data has a budget of its own
+        if labels and "'y' is missing" in str(e):
+            raise RnnskipError(f"{e}; --max-loss needs class labels: for unlabelled data give --max-disagreement D "
+                               f"(percent of sequences whose class differs from the dense model's) and --calib")
+        raise
     check_class_outputs(ir, "delta-tune", va.y)
     sel = pipeline.load_data(select, ir, "--select", labels=labels, note=warn, loaded=[val]) if select else None
     if calib is None and va.y is None:

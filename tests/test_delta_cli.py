@@ -517,6 +517,24 @@ def test_per_step_models_refused_before_any_work(tmp_path):
     assert not (tmp_path / "t.json").exists() and not (tmp_path / "p").exists()
 
 
+def test_thresholds_are_tied_to_the_whole_model(gru):
+    """A delta.json certified on one model is refused for a model with the same recurrent weights and another
+    head (the budget was measured through that head); files written before the key existed still load."""
+    import copy
+
+    from rnnskip.delta.spec import DeltaSpec
+    from rnnskip.errors import RnnskipError
+    model, val, d, ir = gru
+    spec = DeltaSpec([2], [4])
+    js = spec.to_json(ir)
+    other = copy.deepcopy(ir)
+    other.head[-1].kernel = other.head[-1].kernel * 1.3
+    with pytest.raises(RnnskipError, match="same recurrent weights but another head or input stage"):
+        DeltaSpec.from_json(js).check_model(other)
+    del js["model"]["model_sha256"]
+    DeltaSpec.from_json(js).check_model(other)
+
+
 def test_thresholds_are_matched_to_layers_by_name(gru, tmp_path):
     """Each threshold applies to the layer of its position; a file whose names disagree (entries reordered,
     or written for another model's layers) is refused in one line rather than applied to the wrong layers."""

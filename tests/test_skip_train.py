@@ -177,6 +177,16 @@ def test_mismatched_predictor_folder(trained):
     with pytest.raises(RnnskipError, match="trained for a model with other weights \\(same layer sizes\\)"):
         folder.load(out, same_shape)
     assert meta["model"]["weights_sha256"] == folder.fingerprint(ir)["weights_sha256"]
+    other_head = copy.deepcopy(ir)   # the same recurrent weights: the accuracy budget is still another model's
+    other_head.head[-1].kernel = other_head.head[-1].kernel * 1.3
+    with pytest.raises(RnnskipError, match="same recurrent weights but another head or input stage"):
+        folder.load(out, other_head)
+    old = out.parent / "before_model_sha"   # a folder written before the key existed still loads
+    shutil.copytree(out, old)
+    m = json.loads((old / "predictor.json").read_text())
+    del m["model"]["model_sha256"]
+    (old / "predictor.json").write_text(json.dumps(m))
+    folder.load(old, ir)
 
 
 def test_impossible_budget_says_best_achievable():

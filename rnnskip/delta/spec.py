@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..cells import cell_of
-from ..converter.ir import weights_fingerprint
+from ..converter.ir import model_fingerprint, weights_fingerprint
 from ..errors import RnnskipError
 from ..stagefile import stage_data
 
@@ -44,7 +44,7 @@ def model_signature(ir) -> dict:
     return {"name": ir.name,
             "layers": [{"kind": l.kind, "units": int(l.units), "input_dim": int(l.input_dim)}
                        for r in ir.rnn_layers for l in r.directions()],
-            "weights_sha256": weights_fingerprint(ir)}
+            "weights_sha256": weights_fingerprint(ir), "model_sha256": model_fingerprint(ir)}
 
 
 def grid_of(qm) -> list:
@@ -208,3 +208,7 @@ class DeltaSpec:
         if sig.get("weights_sha256") and sig["weights_sha256"] != want["weights_sha256"]:
             raise RnnskipError(f"{where} was tuned for a model with other weights (same layer sizes); "
                                f"run 'rnnskip delta-tune' on this model")
+        if sig.get("model_sha256") and sig["model_sha256"] != want["model_sha256"]:   # (older files: no key)
+            raise RnnskipError(f"{where} was tuned for a model with the same recurrent weights but another head or "
+                               f"input stage, so its accuracy budget is not this model's; run 'rnnskip delta-tune' "
+                               f"on this model")

@@ -22,11 +22,11 @@ def fingerprint(ir) -> dict:
     """What a predictor depends on: input size, hidden sizes (and kinds), vocabulary / features."""
     from ..converter.ir import EmbeddingInput
     emb = isinstance(ir.input, EmbeddingInput)
-    from ..converter.ir import weights_fingerprint
+    from ..converter.ir import model_fingerprint, weights_fingerprint
     return {"input_dim": int(ir.input_dim), "units": [int(l.units) for l in ir.rnn_layers],
             "kinds": [l.kind for l in ir.rnn_layers], "vocab": int(ir.input.vocab) if emb else None,
             "features": None if emb else int(ir.input.features), "output_dim": int(ir.output_dim),
-            "weights_sha256": weights_fingerprint(ir)}
+            "weights_sha256": weights_fingerprint(ir), "model_sha256": model_fingerprint(ir)}
 
 
 def check_fingerprint(meta: dict, ir, folder) -> None:
@@ -42,6 +42,11 @@ def check_fingerprint(meta: dict, ir, folder) -> None:
         raise RnnskipError(
             f"predictor folder {folder} was trained for a model with other weights (same layer sizes): its labels "
             f"come from that model's state changes; train a predictor for this model with 'rnnskip train-predictor'")
+    if got.get("model_sha256") and got["model_sha256"] != want["model_sha256"]:   # older folders: no key
+        raise RnnskipError(
+            f"predictor folder {folder} was trained for a model with the same recurrent weights but another head or "
+            f"input stage, so its accuracy budget is not this model's; train a predictor for this model with "
+            f"'rnnskip train-predictor'")
 
 
 def save(out: Path, res, ir, model_path: str, train_path: str, val_path: str, vocab=None,

@@ -10,13 +10,15 @@ File format (``rnnskip-delta-1``)::
 
     {"format": "rnnskip-delta-1",
      "model": {"name": ..., "layers": [{"kind": "gru", "units": 128, "input_dim": 40}],
-               "weights_sha256": "..."},
+               "weights_sha256": "...", "model_sha256": "..."},
      "thresholds": [{"layer": "gru", "input": 3, "hidden": 2}],
      "int8_grid": [{"layer": "gru", "input_scale": 0.031, "hidden_scale": 0.0079}],
      "tuning": {...}}          # optional: how the thresholds were chosen
 
-A file for another model (different layers, or different weights) is refused
-with one line. ``int8_grid`` (optional) records the scales the thresholds were
+A file for another model (different layers, or different weights: ``weights_sha256``
+over the recurrent layers, ``model_sha256`` over every weight, head and input stage
+included) is refused with one line, and so is one whose ``layer`` names differ from
+the model's layers (both directions of a Bidirectional one) in order. ``int8_grid`` (optional) records the scales the thresholds were
 chosen on: a conversion calibrated on other data has another grid, on which the
 same number of int8 steps is another threshold, and is warned about.
 """

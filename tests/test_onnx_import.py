@@ -221,6 +221,12 @@ def test_other_exporters_equal_onnxruntime(name, how, tmp_path):
     x = export_as(net, path, tokens, bf, how)
     ir = load_model_file(path)
     assert len(ir.rnn_layers) == layers and ir.per_step == (read == "seq")
+    check_ort_and_host(ir, path, x, bf, tmp_path)
+
+
+def check_ort_and_host(ir, path, x, bf, tmp_path):
+    """The float reference equals onnxruntime to 1e-5 on ``x`` (the model's own layout) and the int8 golden
+    model equals the host C build on every row."""
     expected = run_ort(path, x)
     if ir.per_step:
         expected = batch_major(expected, bf)
@@ -744,20 +750,7 @@ def test_bidirectional_equals_onnxruntime_and_host(name, tmp_path):
     assert bi.backward is not None and bi.merge_mode == "concat" and bi.out_dim == 2 * UNITS
     assert bi.backward.kind == bi.kind and not np.allclose(bi.backward.kernel, bi.kernel)
     assert len(ir.rnn_layers) == (2 if read == "stack" else 1) and ir.per_step == (read == "seq")
-    expected = run_ort(path, x)
-    if ir.per_step:
-        expected = batch_major(expected, bf)
-    xb = batch_major(x, bf)
-    got = FloatModel(ir).predict(xb)
-    assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-5
-    lengths = np.full(len(xb), xb.shape[1], np.int32)
-    qm = quantize_on(ir, xb, lengths)
-    from rnnskip.generate import generate
-    generate(qm, tmp_path / "src", max_t=xb.shape[1])
-    so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
-    y = np.zeros(xb.shape[:2] if ir.per_step else len(xb), np.int64)
-    ev = pipeline.evaluate(ir, qm, dataset(xb, lengths, y), host_so=so)
-    assert ev.host_checked == len(xb) and ev.host_mismatches == 0, ev.first_mismatch
+    check_ort_and_host(ir, path, x, bf, tmp_path)
 
 
 @needs_arm

@@ -19,8 +19,9 @@ A file for another model (different layers, or different weights: ``weights_sha2
 over the recurrent layers, ``model_sha256`` over every weight, head and input stage
 included) is refused with one line, and so is one whose ``layer`` names differ from
 the model's layers (both directions of a Bidirectional one) in order. ``int8_grid``
-(optional) records the scales the thresholds were chosen on: a conversion calibrated on other data has another grid, on which the
-same number of int8 steps is another threshold, and is warned about.
+(optional) records the scales the thresholds were chosen on: a conversion calibrated
+on other data has another grid, on which the same number of int8 steps is another
+threshold, and is warned about.
 """
 from __future__ import annotations
 

@@ -42,6 +42,9 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     check_class_outputs(ir, "delta-tune")
     if val is None:
         raise RnnskipError("--val is required: validation data (.npz) to measure accuracy on")
+    bir = pipeline.import_model(baseline) if baseline is not None else None
+    if bir is not None:   # before any data is read or quantised
+        check_baseline(ir, bir, baseline)
     labels = max_disagreement is None
     try:
         va = pipeline.load_data(val, ir, "--val", labels=labels, note=warn)
@@ -58,9 +61,7 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
            if calib else va)
     qm, _ = pipeline.quantize_model(ir, cal, calib_max, progress=False)
     base_qm = None
-    if baseline is not None:   # quantised on the same rows, as rnnskip-convert would quantise it
-        bir = pipeline.import_model(baseline)
-        check_baseline(ir, bir, baseline)
+    if bir is not None:   # quantised on the same rows, as rnnskip-convert would quantise it
         base_qm, _ = pipeline.quantize_model(bir, cal, calib_max, progress=False)
     grid = list(GRID if grid is None else grid)
     cell_grid = list(CELL_GRID if cell_grid is None else cell_grid)

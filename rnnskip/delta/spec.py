@@ -195,12 +195,6 @@ class DeltaSpec:
             raise RnnskipError(f"{where} has thresholds for {self.layers} recurrent layer(s) but model '{ir.name}' "
                                f"has {len(layers)} (a Bidirectional layer counts its two directions); run "
                                "'rnnskip delta-tune' on this model")
-        have = [d.name for d in layers]
-        generic = [f"layer{i}" for i in range(len(layers))]   # written without a model (to_json(None))
-        if self.names and self.names != have and self.names != generic:
-            raise RnnskipError(f"{where} names its thresholds' layers {self.names}, but model '{ir.name}' has "
-                               f"{have} in that order (each threshold applies to the layer of its position); run "
-                               f"'rnnskip delta-tune' on this model")
         sig = self.model or {}
         want = model_signature(ir)
         if sig.get("layers") and sig["layers"] != want["layers"]:
@@ -208,6 +202,12 @@ class DeltaSpec:
             have = ", ".join(f"{l['kind'].upper()}({l['units']}, in {l['input_dim']})" for l in want["layers"])
             raise RnnskipError(f"{where} was written for another model ({got}); this model has {have}; "
                                f"run 'rnnskip delta-tune' on this model")
+        have = [d.name for d in layers]
+        generic = [f"layer{i}" for i in range(len(layers))]   # written without a model (to_json(None))
+        if self.names and self.names != have and self.names != generic:
+            raise RnnskipError(f"{where} names its thresholds' layers {self.names}, but model '{ir.name}' has "
+                               f"{have} in that order (each threshold applies to the layer of its position); run "
+                               f"'rnnskip delta-tune' on this model")
         if sig.get("weights_sha256") and sig["weights_sha256"] != want["weights_sha256"]:
             raise RnnskipError(f"{where} was tuned for a model with other weights (same layer sizes); "
                                f"run 'rnnskip delta-tune' on this model")

@@ -283,7 +283,10 @@ def _check_labels(y, ir, name, N, T):
 
     classify = None  # None: unknown (no ir)
     if ir is not None:
-        classify = _is_classifier(ir) or (ir.output_dim > 1 and np.issubdtype(y.dtype, np.integer))
+        # several linear outputs: class indices when y is integer, or one integer-valued float per row (the
+        # model's width rules out a regression target); float targets [N, K] are a regression
+        classify = _is_classifier(ir) or (ir.output_dim > 1 and (np.issubdtype(y.dtype, np.integer) or (
+            y.ndim == 1 and not ir.per_step and np.all(y == np.round(y)))))
     if classify or (classify is None and np.issubdtype(y.dtype, np.integer)):
         if np.issubdtype(y.dtype, np.floating):
             if not np.all(y == np.round(y)):
@@ -300,6 +303,11 @@ def _check_labels(y, ir, name, N, T):
                 raise RnnskipError(f"label {int(y[bad][0])} in y of {name} (row {r}) is out of range: "
                                    f"the model has {what}")
     else:
+        if ir is not None and y.ndim == 1 and ir.output_dim > 1 and not ir.per_step:
+            # one non-integer float per row for several outputs: no regression target of the model's width
+            raise RnnskipError(f"y in {name} holds one non-integer float per sequence, but the model has "
+                               f"{ir.output_dim} outputs: give class indices [{N}] or regression targets "
+                               f"[{N}, {ir.output_dim}]")
         y = y.astype(np.float32)
     return y
 

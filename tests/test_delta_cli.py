@@ -495,6 +495,34 @@ def test_tune_refuses_a_regression_head(k2_zoo, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["tuning"]["accuracy_dense_int8"] > 0.5
 
 
+def test_logits_model_labels_and_regression_targets(k2_zoo, tmp_path):
+    """A model with several linear outputs: integer-valued float labels [N] are class indices (its width rules
+    out a one-value regression; the scoring crashed on them), other floats [N] are refused in one line, and
+    regression targets [N, K] with --delta are refused before any work (the delta section crashed after both
+    emulations)."""
+    from rnnskip.delta.spec import DeltaSpec
+    from rnnskip.pipeline import import_model
+    from rnnskip.reference import FloatModel
+    e = k2_zoo.models["feat_lstm"]
+    ir = import_model(Path(e.files["h5"]))
+    x = np.random.default_rng(0).normal(0, 1, (12, 6, ir.input.features)).astype(np.float32)
+    probs = FloatModel(ir).predict(x)
+    np.savez(tmp_path / "f.npz", x=x, y=np.argmax(probs, 1).astype(np.float32))
+    p = cli("rnnskip-convert", e.files["h5"], "--data", tmp_path / "f.npz", "--out", tmp_path / "o1", "--emulate-max",
+            "2", "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "o1" / "report.json").read_text())["accuracy"]["float"] == 1.0
+    np.savez(tmp_path / "g.npz", x=x, y=np.argmax(probs, 1) + 0.5)
+    one_line_error(cli("rnnskip-convert", e.files["h5"], "--data", tmp_path / "g.npz", "--out", tmp_path / "o2"),
+                   "holds one non-integer float per sequence, but the model has 2 outputs")
+    np.savez(tmp_path / "r.npz", x=x, y=probs.astype(np.float32))
+    DeltaSpec([2], [2]).save(tmp_path / "d.json", ir)
+    one_line_error(cli("rnnskip-convert", e.files["h5"], "--data", tmp_path / "r.npz", "--delta", tmp_path / "d.json",
+                       "--out", tmp_path / "o3"),
+                   "holds regression targets (float y): --delta is reported as accuracy on class labels")
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
 def test_per_step_models_refused_before_any_work(tmp_path):
     """delta-tune and train-predictor read one class per sequence: a model with an output per step is refused
     in one line, as rnnskip-convert --delta / --skip refuse it (delta-tune crashed on labelled data and

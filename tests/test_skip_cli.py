@@ -3,6 +3,7 @@ and --skip auto, the report's skip section, and one-line errors with nothing wri
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,6 +147,11 @@ def test_convert_with_predictor_and_delta_names_baselines(setup):
     assert rep["bitexact"]["mismatches"] == 0
     assert "delta thresholds on" in rep["skip"]["baseline"] and "skip predictor on" in rep["delta"]["baseline"]
     assert "skip baseline" in res.output and "delta baseline" in res.output and "(--" not in res.output
+    # each was certified without the other: said once, and in both sections
+    assert res.output.count("were each chosen and certified on the model without the other") == 1
+    assert rep["skip"]["budget_note"].startswith("the skip predictor was chosen and certified on this model without "
+                                                 "delta thresholds; the budgets are separate")
+    assert "budget_note" in rep["delta"]
 
 
 @needs_arm
@@ -160,6 +166,9 @@ def test_convert_skip_auto(setup):
     assert (out / "predictor" / "predictor.json").is_file()
     rep = json.loads((out / "report.json").read_text())
     assert rep["skip"]["predictor"]["type"] == "tree" and rep["bitexact"]["mismatches"] == 0
+    # the folder the report names is the one written, not the temporary folder it was trained in
+    assert Path(rep["skip"]["predictor"]["folder"]).resolve() == (out / "predictor").resolve()
+    assert ".partial-" not in json.dumps(rep)
 
 
 @needs_arm

@@ -2,6 +2,7 @@
 also a complete work folder for the stage commands."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -141,6 +142,12 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         what = next(s.option for s in method_setups() if s.key in methods)
         raise RnnskipError(f"--data {data} has no labels (y): {what} is reported as accuracy with and without it; "
                            f"add y to --data, or convert without {what.split('/')[0]}")
+    if ds.y is not None and methods:
+        from ..outputs import is_regression
+        if is_regression(ds.y):   # the methods' sections are accuracies on classes: refuse before any work
+            what = next(s.option for s in method_setups() if s.key in methods)
+            raise RnnskipError(f"--data {data} holds regression targets (float y): {what} is reported as accuracy on "
+                               f"class labels; give integer class labels, or convert without {what.split('/')[0]}")
     cal = stages.load_data(calib, ir, "--calib", labels=False, note=note, loaded=[data]) if calib else ds
     ref_check = source_check.check(ir, ds.x, ds.lengths)   # the float reference against onnxruntime, as given
     ref_warning = source_check.warning(ref_check)
@@ -195,7 +202,16 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
             others = ", ".join(f"{o.what} on" for o in setups if o is not s and o.not_attached is None)
             if others:
                 rep[s.key]["baseline"] = f"this model without {s.what}, {others}"
-        write_report(rep, tmp / "report.json")
+                # each method chose (and certified) its settings on the model without the others
+                rep[s.key]["budget_note"] = (f"{s.what} was chosen and certified on this model without "
+                                             f"{' or '.join(o.what for o in setups if o is not s)}; the budgets "
+                                             f"are separate and the losses can add")
+        attached = [s for s in setups if s.not_attached is None]
+        if len(attached) > 1:
+            note(f"note: {' and '.join(s.what for s in attached)} were each chosen and certified on the model "
+                 f"without the other: their budgets are separate and the accuracy losses can add (the report's "
+                 f"sections give the accuracy with both on)")
+        write_report(_final_paths(rep, str(tmp), str(tmp.parent / Path(out).name)), tmp / "report.json")
         write_plots(ev, tmp, f"{ir.name} on {target.name} ({kernels}, {variant})")
         # a complete work folder: the stage commands can carry on from here
         workdir.save_ir(tmp, ir)
@@ -207,3 +223,15 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         export_project(Path(out) / "src", export, board, bd, variant, kernels, ir.name, wait_states,
                        stack_bytes=rep.get("footprint", {}).get("stack_bytes"))
     return Conversion(report=rep, out=Path(out), board=board.name if board else None, export=export)
+
+
+def _final_paths(obj, tmp: str, out: str):
+    """``obj`` with every path inside the temporary folder pointing into the output folder it becomes (a
+    predictor trained by --skip auto is saved there)."""
+    if isinstance(obj, dict):
+        return {k: _final_paths(v, tmp, out) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_final_paths(v, tmp, out) for v in obj]
+    if isinstance(obj, str) and (obj == tmp or obj.startswith(tmp + os.sep)):
+        return out + obj[len(tmp):]
+    return obj

@@ -197,7 +197,7 @@ def test_convert_skip_auto_not_certified_converts_dense(setup, tmp_path):
 @pytest.mark.parametrize("args,msg", [
     (["--predictor", "{pred}", "--skip", "auto"], "either --predictor"),
     (["--predictor", "{pred}", "--skip", "off"], "--skip off turns skipping off but --predictor"),
-    (["--skip", "auto", "--train", "{train}"], "needs --val, --max-loss"),
+    (["--skip", "auto", "--train", "{train}"], "needs --val, --max-loss (or --max-disagreement)"),
     (["--max-loss", "0.3"], "add --skip auto"),
     (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "-1"], "max-loss must be >= 0"),
     (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "1", "--margin-se", "-2"],

@@ -205,6 +205,11 @@ def test_impossible_budget_says_best_achievable():
     with pytest.raises(RnnskipError, match="--margin-se 2: the loss plus 2 standard errors must fit"):
         train(ir, ds, ds, TrainConfig(type="tree", max_loss=0.0, rounds=0, measure="l2", include_cell=False,
                                       margin_se=2.0), log=None)
+    # a disagreement budget is named as such, in its own unit and option
+    with pytest.raises(RnnskipError, match="the disagreement budget cannot be met: even ideal .* loses more than "
+                                           "0 % of sequences .*; raise --max-disagreement$"):
+        train(ir, ds, ds, TrainConfig(type="tree", max_loss=0.0, max_disagreement=0.0, rounds=0, measure="l2",
+                                      include_cell=False), log=None)
 
 
 def test_negative_budget_and_empty_or_constant_data():

@@ -92,7 +92,8 @@ class SkipSetup(MethodSetup):
         features.check_classifier(ir)
         if s.auto:
             missing = [n for n, v in (("--train", train), ("--val", val),
-                                      ("--max-loss", max_loss if max_disagreement is None else 0)) if v is None]
+                                      ("--max-loss (or --max-disagreement)",
+                                       max_loss if max_disagreement is None else 0)) if v is None]
             if missing:
                 raise RnnskipError(f"--skip auto trains a predictor and needs {', '.join(missing)}")
             s.config().check()

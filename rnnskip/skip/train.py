@@ -170,6 +170,20 @@ def _predictor_points(p: FloatPredictor, val, qm, dense_correct: np.ndarray, cal
     return sw
 
 
+def _budget_name(cfg) -> str:
+    return "disagreement budget" if cfg.max_disagreement is not None else "accuracy budget"
+
+
+def _unit(cfg) -> str:
+    """The budget's unit (a disagreement budget is max_loss in percent of sequences: the oracle and
+    calibration sweeps score agreement with the dense model there)."""
+    return "% of sequences" if cfg.max_disagreement is not None else "points"
+
+
+def _budget_option(cfg) -> str:
+    return "--max-disagreement" if cfg.max_disagreement is not None else "--max-loss"
+
+
 def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callable[[str], None]] = print,
           vocab=None) -> TrainResult:
     """Train a skip predictor for ``ir`` (frozen). ``qm``: the quantised model used
@@ -247,10 +261,10 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     if osw.chosen.skip_rate <= 0.0:
         best = min((p for p in osw.points if p.skip_rate > 0), key=lambda p: p.loss, default=None)
         raise RnnskipError(
-            f"the accuracy budget cannot be met: even ideal (oracle) skipping loses more than {cfg.max_loss:g} "
-            f"points on the validation data; the best achievable is "
-            + (f"{best.loss:.2f} points at {best.skip_rate:.1%} skipped" if best else "no skipping at all")
-            + _margin_hint(cfg) + "; raise --max-loss")
+            f"the {_budget_name(cfg)} cannot be met: even ideal (oracle) skipping loses more than "
+            f"{cfg.max_loss:g} {_unit(cfg)} on the validation data; the best achievable is "
+            + (f"{best.loss:.2f} {_unit(cfg)} at {best.skip_rate:.1%} skipped" if best else "no skipping at all")
+            + _margin_hint(cfg) + f"; raise {_budget_option(cfg)}")
     _say(log, f"[skip] oracle ({measure}{' with cell' if include_cell else ''}): change < {theta:.4g} skips "
               f"{osw.chosen.skip_rate:.1%} at {osw.chosen.loss:+.2f} ± {osw.chosen.loss_se:.2f} pt")
 
@@ -318,10 +332,11 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
         pos = [pt for pt in cal.points if pt.skip_rate > 0]
         b = min(pos, key=lambda pt: pt.loss, default=None)
         raise RnnskipError(
-            f"the accuracy budget cannot be met: no {cfg.type} predictor threshold keeps the validation loss within "
-            f"{cfg.max_loss:g} points while skipping steps; the best achievable is "
-            + (f"{b.loss:.2f} points at {b.skip_rate:.1%} skipped" if b else "no skipping at all")
-            + _margin_hint(cfg) + "; raise --max-loss or try another --type")
+            f"the {_budget_name(cfg)} cannot be met: no {cfg.type} predictor threshold keeps the validation "
+            f"{'disagreement' if cfg.max_disagreement is not None else 'loss'} within {cfg.max_loss:g} {_unit(cfg)} "
+            f"while skipping steps; the best achievable is "
+            + (f"{b.loss:.2f} {_unit(cfg)} at {b.skip_rate:.1%} skipped" if b else "no skipping at all")
+            + _margin_hint(cfg) + f"; raise {_budget_option(cfg)} or try another --type")
     for r in rounds:
         r["chosen"] = r["round"] == info["round"]
     cert = _certify(p, cal, cert_ds, qm, fm, cfg, log) if cert_ds is not None else None

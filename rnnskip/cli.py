@@ -119,7 +119,7 @@ def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, w
     data = calib if no_data else data
     skip = skip if (skip.get("predictor") or skip.get("skip") or skip.get("train") or skip.get("val")
                     or any(skip.get(k) is not None for k in ("max_loss", "margin_se", "confidence",
-                                                             "max_disagreement"))) else None
+                                                             "max_disagreement", "ptype"))) else None
     conv = run_convert(model, target_name, data, out, kernels, variant, calib, calib_max, emulate_max,
                        traffic_sample, wait_states, workers, board_name=board_name, emulator=emulator,
                        bundle=bundle, timeout=timeout, export=export, methods={"skip": skip, "delta": delta},

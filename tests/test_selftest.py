@@ -120,6 +120,11 @@ def test_convert_selftest_cli(keras_files, tmp_path):
                                "steps": 32, "flash_bytes": 32 * 5 * 4 + 8 * 4 + 2 * 4 * 3, "host_failures": 0}
     assert "selftest              src/rnnskip_selftest.c: 4 sequences" in res.output
     assert "#define rnnskip_selftest kws_selftest" in (out / "src" / "rnnskip_prefix.h").read_text()
+    assert "note: --selftest" not in res.output
+    res = CliRunner().invoke(convert_cmd, [str(d / "m.h5"), "--data", str(d / "d.npz"), "--target", "cortex-m4",
+                                           "--out", str(tmp_path / "all"), "--selftest", "500", "--emulate-max", "1"])
+    assert res.exit_code == 0, res.output   # as many as --data has, and it says so
+    assert "note: --selftest 500: --data has 10 sequence(s), so the self-test holds 10" in res.output
     rc = rep["reference_check"]       # the float reference against tf_keras on the data, at conversion
     assert rc["runtime"] == "tf_keras" and rc["rows"] == 10 and rc["max_abs_diff"] <= 1e-5
     res = CliRunner().invoke(convert_cmd, [str(d / "seq.h5"), "--data", str(d / "d.npz"), "--target", "cortex-m4",

@@ -203,6 +203,8 @@ def test_convert_skip_auto_not_certified_converts_dense(setup, tmp_path):
     (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "1", "--margin-se", "-2"],
      "margin-se must be >= 0"),
     (["--margin-se", "1"], "add --skip auto"),
+    (["--predictor-type", "tree"], "--predictor-type configure skipping: add --skip auto"),
+    (["--predictor", "{pred}", "--predictor-type", "tree"], "is already trained (its type is in its predictor.json)"),
     (["--predictor", "{nope}"], "does not exist"),
     (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "1", "--confidence", "1.5"],
      "--confidence 1.5 must be in (0, 1)"),

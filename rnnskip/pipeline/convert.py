@@ -176,6 +176,8 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
             bd = make_bundle(qm, ds.x, ds.lengths, emulate_max or bundle)
             check_fits(qm, max_t, target, where=f"board {board.name}", bundled_bytes=bd.flash_bytes())
         st = make_selftest(qm, ds.x, ds.lengths, selftest) if selftest else None
+        if st is not None and st.n < selftest:
+            note(f"note: --selftest {selftest}: --data has {st.n} sequence(s), so the self-test holds {st.n}")
         if st is not None:
             est = check_fits(qm, max_t, target)
             if est.flash + st.flash_bytes() > target.flash_size:

@@ -69,10 +69,14 @@ class SkipSetup(MethodSetup):
         from ..pipeline.stages import load_data
         from .predictor import TYPES
         if predictor is None and skip in (None, "off", "none"):
-            if train or val or any(v is not None for v in (max_loss, margin_se, confidence, max_disagreement)):
-                raise RnnskipError("--train/--val/--max-loss/--max-disagreement/--confidence/--margin-se configure "
-                                   "skipping: add --skip auto (train a predictor) or --predictor DIR")
+            if train or val or any(v is not None for v in (max_loss, margin_se, confidence, max_disagreement, ptype)):
+                raise RnnskipError("--train/--val/--max-loss/--max-disagreement/--confidence/--margin-se/"
+                                   "--predictor-type configure skipping: add --skip auto (train a predictor) or "
+                                   "--predictor DIR")
             return None
+        if predictor is not None and ptype is not None:
+            raise RnnskipError(f"--predictor-type picks what --skip auto trains; the predictor in {predictor} is "
+                               f"already trained (its type is in its predictor.json): drop --predictor-type")
         if predictor is not None and skip in ("off", "none"):
             raise RnnskipError(f"--skip {skip} turns skipping off but --predictor {predictor} turns it on; "
                                "drop one of them")

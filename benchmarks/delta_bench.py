@@ -66,8 +66,9 @@ def _tune(model, val, calib, out_json, max_loss=MAX_LOSS, grid=None, cell_grid=(
         ref = None
         if baseline:
             from rnnskip.reference import FloatModel
-            probs = FloatModel(pipeline.import_model(str(baseline))).predict(va.x, va.lengths)
-            ref = float(np.mean((probs[:, 0] > 0.5 if probs.shape[1] == 1 else np.argmax(probs, 1)) == va.y))
+            from rnnskip.skip.features import classes
+            ref = float(np.mean(classes(FloatModel(pipeline.import_model(str(baseline))).predict(va.x, va.lengths))
+                                == va.y))
         res = tune(ir, qm, va, max_loss=max_loss, reference="float", grid=grid or GRID, float_accuracy=ref,
                    cell_grid=CELL_GRID if cell_grid is None else cell_grid)
         spec = res.spec(ir)

@@ -284,30 +284,31 @@ class ModelIR:
         return int(sum(d.kernel.size for d in self.head))
 
 
-def model_fingerprint(ir: "ModelIR") -> str:
-    """sha256 over every float weight that shapes the outputs: the input stage (embedding table, per-step
-    Dense, Conv1D front end), the recurrent layers and the head. :func:`weights_fingerprint` (the recurrent
-    layers only) stays for the files written before this one existed."""
+def _sha256_float32(arrays) -> str:
     import hashlib
     h = hashlib.sha256()
-    inp = ir.input
-    arrays = [inp.table] if isinstance(inp, EmbeddingInput) else []
-    if isinstance(inp, FeatureInput):
-        arrays += [a for d in ([inp.dense] if inp.dense is not None else []) for a in (d.kernel, d.bias)]
-        arrays += [a for c in inp.front if isinstance(c, ConvLayer) for a in (c.kernel, c.bias)]
-    arrays += [a for r in ir.rnn_layers for l in r.directions() for a in (l.kernel, l.recurrent_kernel, l.bias)]
-    arrays += [a for d in ir.head for a in (d.kernel, d.bias)]
     for a in arrays:
         h.update(np.ascontiguousarray(np.asarray(a, np.float32)).tobytes())
     return h.hexdigest()
 
 
+def _recurrent_weights(ir: "ModelIR") -> list:
+    return [a for r in ir.rnn_layers for l in r.directions() for a in (l.kernel, l.recurrent_kernel, l.bias)]
+
+
+def model_fingerprint(ir: "ModelIR") -> str:
+    """sha256 over every float weight that shapes the outputs: the input stage (embedding table, per-step
+    Dense, Conv1D front end), the recurrent layers and the head. :func:`weights_fingerprint` (the recurrent
+    layers only) stays for the files written before this one existed."""
+    inp = ir.input
+    arrays = [inp.table] if isinstance(inp, EmbeddingInput) else []
+    if isinstance(inp, FeatureInput):
+        arrays += [a for d in ([inp.dense] if inp.dense is not None else []) for a in (d.kernel, d.bias)]
+        arrays += [a for c in inp.front if isinstance(c, ConvLayer) for a in (c.kernel, c.bias)]
+    return _sha256_float32(arrays + _recurrent_weights(ir) + [a for d in ir.head for a in (d.kernel, d.bias)])
+
+
 def weights_fingerprint(ir: "ModelIR") -> str:
     """sha256 over the recurrent layers' float weights: identifies the trained model
     (not the file), so files made for one model are not used with another of the same shape."""
-    import hashlib
-    h = hashlib.sha256()
-    for l in (d for r in ir.rnn_layers for d in r.directions()):
-        for a in (l.kernel, l.recurrent_kernel, l.bias):
-            h.update(np.ascontiguousarray(np.asarray(a, np.float32)).tobytes())
-    return h.hexdigest()
+    return _sha256_float32(_recurrent_weights(ir))

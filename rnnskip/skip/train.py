@@ -170,18 +170,12 @@ def _predictor_points(p: FloatPredictor, val, qm, dense_correct: np.ndarray, cal
     return sw
 
 
-def _budget_name(cfg) -> str:
-    return "disagreement budget" if cfg.max_disagreement is not None else "accuracy budget"
-
-
-def _unit(cfg) -> str:
-    """The budget's unit (a disagreement budget is max_loss in percent of sequences: the oracle and
-    calibration sweeps score agreement with the dense model there)."""
-    return "% of sequences" if cfg.max_disagreement is not None else "points"
-
-
-def _budget_option(cfg) -> str:
-    return "--max-disagreement" if cfg.max_disagreement is not None else "--max-loss"
+def _budget(cfg) -> tuple:
+    """(name, unit, option) of the budget: a disagreement budget is max_loss in percent of sequences (the
+    oracle and calibration sweeps score agreement with the dense model there)."""
+    if cfg.max_disagreement is not None:
+        return "disagreement budget", "% of sequences", "--max-disagreement"
+    return "accuracy budget", "points", "--max-loss"
 
 
 def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callable[[str], None]] = print,
@@ -260,11 +254,12 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     theta = osw.chosen.threshold
     if osw.chosen.skip_rate <= 0.0:
         best = min((p for p in osw.points if p.skip_rate > 0), key=lambda p: p.loss, default=None)
+        name, unit, option = _budget(cfg)
         raise RnnskipError(
-            f"the {_budget_name(cfg)} cannot be met: even ideal (oracle) skipping loses more than "
-            f"{cfg.max_loss:g} {_unit(cfg)} on the validation data; the best achievable is "
-            + (f"{best.loss:.2f} {_unit(cfg)} at {best.skip_rate:.1%} skipped" if best else "no skipping at all")
-            + _margin_hint(cfg) + f"; raise {_budget_option(cfg)}")
+            f"the {name} cannot be met: even ideal (oracle) skipping loses more than {cfg.max_loss:g} {unit} on "
+            f"the validation data; the best achievable is "
+            + (f"{best.loss:.2f} {unit} at {best.skip_rate:.1%} skipped" if best else "no skipping at all")
+            + _margin_hint(cfg) + f"; raise {option}")
     _say(log, f"[skip] oracle ({measure}{' with cell' if include_cell else ''}): change < {theta:.4g} skips "
               f"{osw.chosen.skip_rate:.1%} at {osw.chosen.loss:+.2f} ± {osw.chosen.loss_se:.2f} pt")
 
@@ -331,12 +326,13 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     if info["val_skip_rate"] <= 0.0:
         pos = [pt for pt in cal.points if pt.skip_rate > 0]
         b = min(pos, key=lambda pt: pt.loss, default=None)
+        name, unit, option = _budget(cfg)
         raise RnnskipError(
-            f"the {_budget_name(cfg)} cannot be met: no {cfg.type} predictor threshold keeps the validation "
-            f"{'disagreement' if cfg.max_disagreement is not None else 'loss'} within {cfg.max_loss:g} {_unit(cfg)} "
+            f"the {name} cannot be met: no {cfg.type} predictor threshold keeps the validation "
+            f"{'disagreement' if cfg.max_disagreement is not None else 'loss'} within {cfg.max_loss:g} {unit} "
             f"while skipping steps; the best achievable is "
-            + (f"{b.loss:.2f} {_unit(cfg)} at {b.skip_rate:.1%} skipped" if b else "no skipping at all")
-            + _margin_hint(cfg) + f"; raise {_budget_option(cfg)} or try another --type")
+            + (f"{b.loss:.2f} {unit} at {b.skip_rate:.1%} skipped" if b else "no skipping at all")
+            + _margin_hint(cfg) + f"; raise {option} or try another --type")
     for r in rounds:
         r["chosen"] = r["round"] == info["round"]
     cert = _certify(p, cal, cert_ds, qm, fm, cfg, log) if cert_ds is not None else None

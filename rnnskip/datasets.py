@@ -335,7 +335,8 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what
         # Keras runs every step of a row unless the model masks it: an Embedding without
         # mask_zero embeds id 0 like any other id, so trailing zeros are not padding to it.
         mask_zero = kind == "tokens" and bool(ir is not None and getattr(ir.input, "mask_zero", False))
-        lengths = infer_lengths(x, mask_zero)
+        # GlobalMaxPooling1D after a Bidirectional layer pools the zeros of the trailing padding too
+        lengths = infer_lengths(x, mask_zero and not getattr(ir, "pools_masked_zeros", False))
         if (lengths == 0).any():
             r = int(np.argwhere(lengths == 0)[0][0])
             raise RnnskipError(f"row {r} of x in {name} is all padding (id 0, which the model's mask_zero "

@@ -247,7 +247,7 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
         **_feature_literals(qm), "output_scale_f": _f32_literal(qm.output_scale),
         "arrays": arrays, "weights_id": weights_id(arrays), "kernels_id": kernels_id(kernel_files(kernels)),
         "guard": {w: header_guard(qm, w) for w in ("MODEL", "WEIGHTS")}, "selftest_n": 0,
-        **_front_context(qm),
+        **_front_context(qm), **_pool_context(qm),
     }
 
 
@@ -260,9 +260,19 @@ def _bidi_context(qm: QModel) -> Dict:
     fl = qm.layers[b]
     later = b + 2 < len(qm.layers)
     return {"bidi": b, "bidi_later": later, "streamed": b + 1,
-            "bidi_seq": later or qm.per_step,   # its merged output kept per step
+            "bidi_seq": later or qm.per_step or bool(qm.pool),   # its merged output kept per step
             "bidi_step_len": qm.layers[-1].up if later else fl.merge_p,   # what rnnskip_output_step reads
             "bidi_fwd_len": fl.units if fl.merge_mode == "concat" else fl.up}
+
+
+def _pool_context(qm: QModel) -> Dict:
+    """Pooling over time: the width pooled, where the last layer's int8 output is, which path pools (the plain step
+    wraps its body; a front end's recurrent call and a Bidirectional's rnnskip_finish pool themselves)."""
+    last, i = qm.layers[-1], len(qm.layers) - 1
+    return {"pool_class": {"avg": "GlobalAveragePooling1D", "max": "GlobalMaxPooling1D"}.get(qm.pool, ""),
+            "pool_w": qm.layers[-2].merge_p if last.direction == "backward" else last.up,
+            "last_out": f"s->xh{i} + {last.in_p}",
+            "plain_pool": bool(qm.pool) and not qm.front and qm.bidi is None}
 
 
 def _front_context(qm: QModel) -> Dict:

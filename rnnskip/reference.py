@@ -128,6 +128,22 @@ def merge(mode: str, f: np.ndarray, b: np.ndarray) -> np.ndarray:
     return {"sum": f + b, "ave": (f + b) / 2, "mul": f * b}[mode]
 
 
+def pool_over_time(kind: str, seq: np.ndarray, counted: np.ndarray, fed: np.ndarray) -> np.ndarray:
+    """Keras' GlobalAveragePooling1D / GlobalMaxPooling1D of the last recurrent layer's outputs ``seq``
+    ``[N, T, D]`` as Keras gives them (a masked step repeats the output before it, zeros before the first
+    step that ran; a Bidirectional layer's are zeros). ``avg``: the mean over the steps the mask keeps,
+    ``counted`` ``[N, T]`` (0 where none is: Keras divides 0 by 0 there); ``max``: the maximum over every step
+    of the row, ``fed`` (the layer ignores the mask)."""
+    seq = np.asarray(seq, np.float64)
+    if kind == "avg":
+        c = np.asarray(counted, bool)
+        n = c.sum(axis=1)[:, None]
+        return np.where(n > 0, (seq * c[..., None]).sum(axis=1) / np.maximum(n, 1), 0.0)
+    f = np.asarray(fed, bool)
+    m = np.where(f[..., None], seq, -np.inf).max(axis=1, initial=-np.inf)
+    return np.where(np.isfinite(m), m, 0.0)
+
+
 class FloatModel:
     """Float64 numpy evaluation of a ModelIR with explicit recurrent state."""
 
@@ -295,6 +311,24 @@ class FloatModel:
                 x_seq = np.where(ok[..., None], merge(r.merge_mode, outs[0][1], outs[1][1]), 0.0)
         return x_seq if sequence else final
 
+    def pooled(self, V: np.ndarray, ok: np.ndarray, fed: np.ndarray, track: Optional[List[dict]] = None) -> np.ndarray:
+        """The head's input ``[N, D]`` of a model that pools over time (``ir.pool``): :func:`pool_over_time` of
+        the last layer's outputs over whole windows ``V`` whose steps ``ok`` run (``fed``: the row's steps)."""
+        return pool_over_time(self.ir.pool, self.windows(V, ok, track=track, sequence=True), ok, fed)
+
+    def pooled_readout(self, hs: np.ndarray, ok: np.ndarray, lengths=None) -> np.ndarray:
+        """The head output of a model that pools over time, from the last layer's outputs ``hs`` ``[N, T, D]`` after
+        every step of a step-by-step run (held where it did not run) whose steps ``ok`` ran or were skipped
+        (``frames``) of rows of ``lengths`` input steps."""
+        N, T = np.asarray(ok).shape
+        if self.front:
+            fed = np.asarray(ok, bool)
+        elif lengths is None:
+            fed = np.ones((N, T), bool)
+        else:
+            fed = np.arange(T)[None, :] < np.asarray(lengths).reshape(-1)[:, None]
+        return self.head_out(pool_over_time(self.ir.pool, hs, ok, fed))
+
     def head_out(self, x: np.ndarray) -> np.ndarray:
         """The head on its input ``x`` (after the final activation)."""
         if not self.head:
@@ -364,7 +398,8 @@ class FloatModel:
         """Model output for one sequence (``[out]``); steps at and after
         ``length`` are ignored, masked steps carry the state unchanged.
         Per-step models (``ir.per_step``) give ``[T, out]``."""
-        if self.ir.per_step or self.bidi is not None:
+        if self.ir.per_step or self.bidi is not None or self.ir.pool:
+            x_seq, length = self._cut(x_seq, length)
             return self.predict(np.asarray(x_seq)[None], None if length is None else [length])[0]
         return self.readout(self.final_state(x_seq, length))
 
@@ -386,9 +421,13 @@ class FloatModel:
         V = self.inputs(X)
         T = V.shape[1]
         ok = self.frames_ok(X, V)
+        fed = np.ones(ok.shape, bool) if self.front else np.ones((N, T), bool)
         if lengths is not None and not self.front:
             lengths = np.asarray(lengths).reshape(-1)
-            ok = ok & (np.arange(T)[None, :] < lengths[:, None])
+            fed = np.arange(T)[None, :] < lengths[:, None]
+            ok = ok & fed
+        if self.ir.pool:
+            return self.head_out(self.pooled(V, ok, fed))
         if self.bidi is not None:   # whole windows
             return self.head_out(self.windows(V, ok, sequence=self.ir.per_step))
         state = self.initial_state(N)

@@ -257,6 +257,8 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
         rep["error"] = dict(ev.error, int8_weights_vs_float_rmse=ev.float_int8_weights, n=ev.n)
     if ir.per_step:
         rep["model"]["per_step_outputs"] = True
+    if ir.pool:   # pooling over time of the last layer's outputs (docs/pooling.md)
+        rep["model"]["pool_over_time"] = {"kind": ir.pool, "layer": ir.pool_name}
     if not ir.is_token_model and ir.input.front:   # the streamed Conv1D front end (docs/frontends.md)
         rep["model"]["front_end"] = [_front_entry(f) for f in ir.input.front]
         rep["model"]["front_macs_per_frame"] = ir.front_macs()
@@ -413,7 +415,9 @@ def _model_line(m: dict) -> str:
     bidi = "".join(f" (Bidirectional '{l['name']}', merge {l['bidirectional']})"
                    for l in m["layers"] if l.get("bidirectional"))
     return ("".join(f"{f['kind']} -> " for f in m.get("front_end", []))
-            + f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units{bidi}, "
+            + f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units{bidi}"
+            + (f" -> {'max' if m['pool_over_time']['kind'] == 'max' else 'mean'} over time" if m.get("pool_over_time")
+               else "") + ", "
             f"{_fmt(m['params'])} params, {_fmt(m['macs_per_step'])} MAC/step")
 
 

@@ -49,6 +49,13 @@ def _models():
         yield name, quantize_on(pir, *random_data(pir, n=6, T=7, seed=1)), "portable"
     bq = quantize_on(bir, *random_data(bir, n=6, T=7, seed=1))
     yield "bidi-delta", with_delta(bq, DeltaSpec([2] * 3, [1] * 3)), "portable"
+    from test_pooling import _pooled, pool_ir  # pooling over time: the plain step, the front end, Bidirectional
+    for name, pir in {"pool-avg-tokens": pool_ir("tok-lstm-softmax", "avg"),
+                      "pool-max-mask": pool_ir("feat-mask-gru", "max"),
+                      "pool-front": _pooled(front_ir("feat-lstm-gru"), "avg"),
+                      "pool-bidi-max-last": _pooled(bidi_ir("feat-mask-gru", 0, "sum"), "max"),
+                      "pool-bidi-max-later": _pooled(bidi_ir("feat-lstm-gru", 0, "concat"), "max")}.items():
+        yield name, quantize_on(pir, *random_data(pir, n=6, T=12, seed=1)), "portable"
     from test_skip_device import random_predictor
 
     from rnnskip.skip.qpredictor import quantize_predictor

@@ -894,21 +894,47 @@ def test_pytorch_checkpoint_refused_with_what_to_do(tmp_path):
 
 
 class Pooled(OneLayer):
+    """Pooling over time (docs/pooling.md): "mean" y.mean(1), "max" y.max(1).values, "amax" torch.amax(y, 1), "keep"
+    y.mean(1, keepdim=True).squeeze(1), "bimean" a bidirectional GRU's output averaged; refused: "sum" y.sum(1),
+    "lens" the mean of an output computed with sequence_lens is not exportable from torch (handwritten below)."""
+
     def __init__(self, how):
         super().__init__(how, cell=nn.GRU)
+        if how == "bimean":
+            self.rnn = nn.GRU(FEAT, UNITS, batch_first=True, bidirectional=True)
+            self.fc = nn.Linear(2 * UNITS, 3)
 
     def forward(self, x):
         y = self.rnn(x)[0]
-        if self.how == "mean":
+        if self.how in ("mean", "bimean"):
             return self.fc(y.mean(1))
         if self.how == "max":
-            return self.fc(y.max(1).values)
+            return torch.softmax(self.fc(y.max(1).values), -1)
+        if self.how == "amax":
+            return self.fc(torch.amax(y, 1))
+        if self.how == "keep":
+            return self.fc(y.mean(1, keepdim=True).squeeze(1))
+        if self.how == "sum":
+            return self.fc(y.sum(1))
         return torch.log_softmax(self.fc(y[:, -1]), -1)
 
 
+@pytest.mark.parametrize("how,export_how", [("mean", "dynamic"), ("max", "dynamic"), ("amax", "static"),
+                                            ("keep", "dynamic"), ("bimean", "dynamic"), ("mean", "dynamo")])
+def test_pooling_over_time_equals_onnxruntime_and_host(how, export_how, tmp_path):
+    """ReduceMean / ReduceMax over the time axis of the last recurrent output is Keras' GlobalAverage/MaxPooling1D:
+    float reference = onnxruntime to 1e-5, golden = host build bit for bit."""
+    path = tmp_path / f"{how}.onnx"
+    torch.manual_seed(3)
+    x = export_as(Pooled(how), path, False, True, export_how)
+    ir = load_model_file(path)
+    assert ir.pool == ("max" if how in ("max", "amax") else "avg") and not ir.per_step
+    assert ir.rnn_layers[-1].return_sequences and (ir.rnn_layers[0].backward is not None) == (how == "bimean")
+    check_ort_and_host(ir, path, x, True, tmp_path)
+
+
 @pytest.mark.parametrize("how,op,hint", [
-    ("mean", "ReduceMean", "pooling over time needs every step's output before it gives one"),
-    ("max", "ReduceMax", "pooling over time needs every step's output before it gives one"),
+    ("sum", "ReduceSum", "a sum over time is not converted: rnnskip pools over time with the mean or the maximum"),
     ("logsoftmax", "LogSoftmax", "log_softmax after the head is not folded: export with softmax (the same argmax)")])
 def test_common_refusals_say_what_to_do(how, op, hint, tmp_path):
     path = tmp_path / f"{how}.onnx"

@@ -344,6 +344,59 @@ BIDI_CASES: List[Case] = [
 ]
 CASES += BIDI_CASES
 
+# Pooling over time after the recurrent layers (docs/pooling.md): GlobalAveragePooling1D averages the steps the mask
+# keeps, GlobalMaxPooling1D takes every step (a masked one repeats the output before it; a Bidirectional's are zeros)
+POOL_CASES: List[Case] = [
+    Case("pool_lstm_avg", "GlobalAveragePooling1D", "after LSTM(return_sequences=True), softmax head",
+         lambda k: [_L(k).LSTM(5, return_sequences=True), _L(k).GlobalAveragePooling1D(),
+                    _L(k).Dense(3, activation="softmax")]),
+    Case("pool_gru_max_masking", "GlobalMaxPooling1D", "after GRU, Masking (post/pre-padded, holed rows)",
+         lambda k: [_L(k).Masking(0.0), _L(k).GRU(4, return_sequences=True), _L(k).GlobalMaxPooling1D(),
+                    _L(k).Dense(2)], functional=True, mask_value=0.0),
+    Case("pool_avg_masking", "GlobalAveragePooling1D", "Masking: the mean over the steps that run, Dense->BN->relu",
+         lambda k: [_L(k).Masking(0.0), _L(k).SimpleRNN(5, return_sequences=True), _L(k).GlobalAveragePooling1D(),
+                    _L(k).Dense(4), _L(k).BatchNormalization(), _L(k).Activation("relu"),
+                    _L(k).Dense(1, activation="sigmoid")], mask_value=0.0),
+    Case("pool_avg_tokens_stack", "GlobalAveragePooling1D", "Embedding(mask_zero=True), LSTM -> GRU stack",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _L(k).LSTM(5, return_sequences=True),
+                    _L(k).GRU(4, return_sequences=True), _L(k).GlobalAvgPool1D(),
+                    _L(k).Dense(3, activation="softmax")], tokens=True, functional=True),
+    Case("pool_max_tokens", "GlobalMaxPooling1D", "Embedding(mask_zero=True), no head",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _L(k).LSTM(4, return_sequences=True),
+                    _L(k).GlobalMaxPool1D()], tokens=True),
+    Case("pool_bidi_lstm_max_tokens", "GlobalMaxPooling1D", "after Bidirectional(LSTM, concat), Embedding(mask_zero)",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _bi(k, _L(k).LSTM(4, return_sequences=True)),
+                    _L(k).GlobalMaxPooling1D(), _L(k).Dense(2, activation="softmax")], tokens=True),
+    Case("pool_bidi_gru_avg_sum", "GlobalAveragePooling1D", "after Bidirectional(GRU, sum), Masking",
+         lambda k: [_L(k).Masking(0.0), _bi(k, _L(k).GRU(4, return_sequences=True), merge_mode="sum"),
+                    _L(k).GlobalAveragePooling1D(), _L(k).Dense(3, activation="softmax")],
+         functional=True, mask_value=0.0),
+    Case("pool_bidi_into_gru_max", "GlobalMaxPooling1D", "Bidirectional(GRU, ave) into a GRU, Masking",
+         lambda k: [_L(k).Masking(0.0), _bi(k, _L(k).GRU(4, return_sequences=True), merge_mode="ave"),
+                    _L(k).GRU(3, return_sequences=True), _L(k).GlobalMaxPooling1D(), _L(k).Dense(2)],
+         mask_value=0.0),
+    Case("pool_conv_lstm_avg", "GlobalAveragePooling1D", "CNN-LSTM: Conv1D(causal) -> MaxPooling1D -> LSTM",
+         lambda k: [_L(k).Conv1D(4, 3, padding="causal", activation="relu"), _L(k).MaxPooling1D(2),
+                    _L(k).LSTM(5, return_sequences=True), _L(k).GlobalAveragePooling1D(),
+                    _L(k).Dense(3, activation="softmax")], t=11),
+    Case("pool_conv_gru_max_same", "GlobalMaxPooling1D", "Conv1D(padding=same, dilation_rate=2) -> GRU",
+         lambda k: [_L(k).Conv1D(4, 3, padding="same", dilation_rate=2), _L(k).GRU(4, return_sequences=True),
+                    _L(k).GlobalMaxPooling1D(), _L(k).Dense(2, activation="softmax")], functional=True, t=11),
+    Case("refuse_pool_keepdims", "GlobalAveragePooling1D", "keepdims=True",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).GlobalAveragePooling1D(keepdims=True, name="gap_k"),
+                    _L(k).Dense(2)],
+         gens=("k3",), refused=["'gap_k'", "(GlobalAveragePooling1D)", "keepdims=True"]),
+    Case("refuse_pool_channels_first", "GlobalMaxPooling1D", "data_format=channels_first",
+         lambda k: [_L(k).LSTM(4, return_sequences=True),
+                    _L(k).GlobalMaxPooling1D(data_format="channels_first", name="gmp_cf")],
+         gens=("k2",), refused=["'gmp_cf'", "(GlobalMaxPooling1D)", "channels_first"]),
+    Case("refuse_pool_input", "GlobalAveragePooling1D", "on the input, before the recurrent layer",
+         lambda k: [_L(k).Conv1D(4, 3, name="conv_a"), _L(k).GlobalAveragePooling1D(name="gap_in"),
+                    _L(k).Dense(2)],
+         gens=("k3",), refused=["'gap_in'", "before any recurrent layer"]),
+]
+CASES += POOL_CASES
+
 GEN_COLUMNS = [("legacy", "h5", "Keras 2.0–2.3 / tf.keras 1.x .h5"), ("k2", "h5", "tf_keras 2 .h5"),
                ("k2", "keras", "tf_keras 2 .keras"), ("k3", "keras", "Keras 3 .keras"), ("k3", "h5", "Keras 3 .h5")]
 FORMATS = {"k2": ("h5", "keras"), "k3": ("keras", "h5"), "legacy": ("h5",)}

@@ -211,7 +211,7 @@ class RNNLayer:
 @stage_data
 @dataclass
 class ModelIR:
-    """input -> rnn_layers -> head (Dense stack, last may be softmax/sigmoid)."""
+    """input -> rnn_layers -> [pool over time] -> head (Dense stack, last may be softmax/sigmoid)."""
     input: object  # EmbeddingInput | FeatureInput
     rnn_layers: List[RNNLayer]
     head: List[DenseLayer]
@@ -222,6 +222,10 @@ class ModelIR:
     # return_sequences=True at the output: the head runs on every step's state and the
     # model has one output per time step (sequence labelling, per-step regression)
     per_step: bool = False
+    # pooling over time (Keras GlobalAveragePooling1D / GlobalMaxPooling1D) of the last recurrent layer's outputs,
+    # "avg" | "max" ("" = none): the head runs once, on the pooled vector (docs/pooling.md)
+    pool: str = ""
+    pool_name: str = ""
     # the model takes each row's length as an input (ONNX sequence_lens): the data's lengths are its own
     lengths_input: bool = False
     # how the source file's own runtime is fed and read (ONNX: input/output names and layouts), for the
@@ -236,6 +240,12 @@ class ModelIR:
     def bidirectional(self) -> Optional[int]:
         """The index of the Bidirectional recurrent layer (None without one)."""
         return next((i for i, r in enumerate(self.rnn_layers) if r.backward is not None), None)
+
+    @property
+    def pools_masked_zeros(self) -> bool:
+        """GlobalMaxPooling1D right after a Bidirectional layer: Keras pools that layer's zeros at the masked steps,
+        trailing padding included, so a row's padding is part of its result (its length is the padded one)."""
+        return self.pool == "max" and self.rnn_layers[-1].backward is not None
 
     @property
     def input_dim(self) -> int:

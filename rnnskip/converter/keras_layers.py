@@ -25,7 +25,7 @@ from rnnskip.converter.keras_graph import MODEL_CLASSES, KerasLayer, activation_
 from rnnskip.errors import RnnskipError
 
 SUPPORTED_SUMMARY = (f"rnnskip converts Embedding/Dense/Conv1D input, stacked recurrent layers ({cells.labels()}; "
-                     "one may be Bidirectional) and a Dense head")
+                     "one may be Bidirectional), optional pooling over time and a Dense head")
 
 # Node kinds: what the passes see of a layer.
 INPUT = "input"            # InputLayer: nothing to compute
@@ -38,6 +38,7 @@ BATCHNORM = "batchnorm"    # value: Affine
 ACTIVATION = "activation"  # value: the activation name
 CONV = "conv"              # value: ConvLayer (a front-end layer: changes the time axis)
 POOL = "pool"              # value: PoolLayer (a front-end layer)
+TIME_POOL = "time_pool"    # value: "avg" | "max" (pooling over time after the recurrent layers)
 
 
 @dataclass
@@ -105,9 +106,7 @@ _OVER_TIME = ("needs every step's output before it gives one, and rnnskip's mode
               "feeds the Dense head) and retrain, or keep this layer in your own code after a per-step rnnskip "
               "model")
 #: what to do instead, for unsupported layers people often put after their RNN
-HINTS = {"GlobalMaxPooling1D": "pooling over time " + _OVER_TIME,
-         "GlobalAveragePooling1D": "pooling over time " + _OVER_TIME,
-         "Flatten": "flattening the time axis " + _OVER_TIME}
+HINTS = {"Flatten": "flattening the time axis " + _OVER_TIME}
 
 
 def unsupported(layer: KerasLayer, extra: str = "") -> str:
@@ -416,6 +415,31 @@ class Pooling1DHandler(LayerHandler):
                                            name=layer.name), status="converted (streamed front end)")
 
 
+class TimePoolingHandler(LayerHandler):
+    """``GlobalAveragePooling1D`` / ``GlobalMaxPooling1D`` on the last recurrent layer's outputs: the
+    device pools each step's output as it comes (a running sum or maximum), the head runs once on it."""
+    KINDS = {"GlobalAveragePooling1D": "avg", "GlobalAvgPool1D": "avg", "GlobalMaxPooling1D": "max",
+             "GlobalMaxPool1D": "max"}
+    classes = tuple(KINDS)
+
+    def refusals(self, layer):
+        cfg, out = layer.config, []
+        fmt = cfg.get("data_format") or "channels_last"
+        if fmt != "channels_last":
+            out.append(f"layer '{layer.name}' ({layer.display}) has data_format='{fmt}': it pools over the "
+                       "features, not the time steps; rnnskip pools over time (data_format='channels_last')")
+        if cfg.get("keepdims"):
+            out.append(f"layer '{layer.name}' ({layer.display}) has keepdims=True: rnnskip pools the time axis "
+                       "away (keepdims=False) and runs the Dense head once on the pooled vector")
+        return out
+
+    def options(self, layer):
+        return ""
+
+    def build(self, layer, weights):
+        return Node(layer, TIME_POOL, self.KINDS[layer.class_name], status="converted (pooled over time)")
+
+
 # --------------------------------------------------------------------------
 # recurrent layers
 
@@ -626,7 +650,8 @@ def _register(handler: LayerHandler) -> None:
 
 for _handler in (InputLayerHandler(), NoopHandler(), EmbeddingHandler(), MaskingHandler(), DenseHandler(),
                  TimeDistributedHandler(), ActivationHandler(), SoftmaxHandler(), BatchNormalizationHandler(),
-                 Conv1DHandler(), Pooling1DHandler(), RecurrentHandler("RNN"), BidirectionalHandler()):
+                 Conv1DHandler(), Pooling1DHandler(), TimePoolingHandler(), RecurrentHandler("RNN"),
+                 BidirectionalHandler()):
     _register(_handler)
 for _cell in cells.CELLS.values():
     for _cls in _cell.keras_classes:

@@ -38,6 +38,7 @@ from rnnskip.converter.keras_layers import (
     POOL,
     RECURRENT,
     SUPPORTED_SUMMARY,
+    TIME_POOL,
     Affine,
     Node,
     batchnorm_axis_refusal,
@@ -83,11 +84,12 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
     out: List[Node] = []
     pending: Optional[Node] = None   # folds into the next Dense / recurrent layer
     last_recurrent: Optional[RNNLayer] = None
+    pooled = False   # after pooling over time: [batch, units]
     for node in nodes:
         if node.kind == BATCHNORM:
             # the feature axis: the last of [batch, time, features], or of [batch, units]
-            # after a recurrent layer that returns only its last output
-            rank = 3 if last_recurrent is None or last_recurrent.return_sequences else 2
+            # after a recurrent layer that returns only its last output, or after pooling over time
+            rank = 3 if not pooled and (last_recurrent is None or last_recurrent.return_sequences) else 2
             if not support.batchnorm_axis_ok(node.layer.config, rank):
                 raise LayerError(batchnorm_axis_refusal(node.layer), node.name)
             affine: Affine = node.value
@@ -121,6 +123,7 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
                 pending = None   # blocked: stays in the chain, refused later
         if node.kind == RECURRENT:
             last_recurrent = node.value
+        pooled = pooled or node.kind == TIME_POOL
         out.append(node)
     return out
 
@@ -144,6 +147,8 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
         seen_recurrent = seen_recurrent or node.kind == RECURRENT
         if node.kind == RECURRENT:
             per_step = node.value.return_sequences
+        if node.kind == TIME_POOL:
+            per_step = False
         if node.kind != ACTIVATION:
             out.append(node)
             continue
@@ -187,6 +192,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                 | [Masking] [Dense]                float features, at most one per-step Dense
                 | (Conv1D | MaxPooling1D | AveragePooling1D)+   a streamed front end
         recurrent := LSTM | GRU | SimpleRNN | RNN(cell) | Bidirectional(one of them)   at most one Bidirectional
+        pool   := [GlobalAveragePooling1D | GlobalMaxPooling1D]   on the last one's sequence
         head   := Dense*                           softmax only on the last
 
     and: an Embedding or Masking comes first; a recurrent layer after another needs that one to
@@ -206,6 +212,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     unfolded_bn: Optional[Node] = None
     per_step = False               # one output per time step
     front: List[object] = []       # ConvLayer | PoolLayer, in order
+    pool: Optional[Node] = None    # pooling over time after the recurrent layers
     fold_notes: List[str] = []     # Dense layers folded into the Embedding table
     shape = next((n.layer.declared_shape for n in nodes if n.layer.declared_shape is not None), None)
 
@@ -252,7 +259,27 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                                  "only directly after the input", name)
             mask_value = node.value
             continue
+        if node.kind == TIME_POOL:
+            cls = layer.display
+            if not rnns:
+                raise LayerError(f"layer '{name}' ({cls}) pools the input before any recurrent layer: rnnskip pools "
+                                 "over time only the last recurrent layer's outputs", name)
+            if head:
+                raise LayerError(f"layer '{name}' ({cls}) follows the Dense layer '{head[-1].name}': rnnskip pools "
+                                 "over time the last recurrent layer's outputs, before the Dense head", name)
+            if pool is not None:
+                raise LayerError(f"layer '{name}' ({cls}) follows the pooling layer '{pool.name}': the time axis is "
+                                 "already pooled away", name)
+            if not rnns[-1].return_sequences:
+                raise LayerError(f"layer '{name}' ({cls}) follows '{rnns[-1].name}', which has return_sequences="
+                                 "False: the model config is inconsistent", name)
+            pool = node
+            continue
         if node.kind == RECURRENT:
+            if pool is not None:
+                raise LayerError(f"layer '{name}' ({cells.cell_of(node.value.kind).label}) follows the pooling "
+                                 f"layer '{pool.name}', which removed the time axis: the model config is "
+                                 "inconsistent", name)
             if head:
                 raise LayerError(unsupported(layer, " after the Dense head"), name)
             if rnns and not rnns[-1].return_sequences:
@@ -295,7 +322,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             if node.time_distributed and not rnns[-1].return_sequences:
                 raise LayerError(f"layer '{name}' ({cls}) follows '{rnns[-1].name}', which has "
                                  "return_sequences=False: the model config is inconsistent", name)
-            if rnns[-1].return_sequences:
+            if rnns[-1].return_sequences and pool is None:
                 per_step = True   # a Dense head on every step's output (sequence labelling)
             if head and head[-1].activation == "softmax":
                 raise LayerError(f"layer '{name}' (Dense) follows softmax layer '{head[-1].name}': rnnskip "
@@ -310,7 +337,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
         raise LayerError(f"layer '{unfolded_bn.name}' (BatchNormalization) has no linear Dense or Conv1D before it "
                          "and no Dense after it: rnnskip folds BatchNormalization into an adjacent Dense, Conv1D or "
                          "recurrent layer", unfolded_bn.name)
-    if rnns[-1].return_sequences:
+    if rnns[-1].return_sequences and pool is None:
         per_step = True   # return_sequences=True at the output: one output per step
     if per_step and front:
         raise LayerError(f"layer '{rnns[-1].name}' returns one output per frame of the Conv1D front end, whose "
@@ -353,4 +380,5 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                              "the file is inconsistent", d.name)
         width = d.out_dim
     return ModelIR(input=inp, rnn_layers=rnns, head=head, name=model_name, source=path, notes=notes,
-                   per_step=per_step)
+                   per_step=per_step, pool=pool.value if pool is not None else "",
+                   pool_name=pool.name if pool is not None else "")

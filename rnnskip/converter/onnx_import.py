@@ -47,7 +47,8 @@ RECURRENT_OPS = {c.onnx_op: c for c in cells.CELLS.values() if c.onnx_op}
 
 SUPPORTED_SUMMARY = (f"rnnskip converts ONNX graphs of forward {'/'.join(RECURRENT_OPS)} operators "
                      "(any number stacked, one of them bidirectional), "
-                     "a Gather embedding or float features (optionally through MatMul+Add), a Gemm or MatMul+Add head "
+                     "a Gather embedding or float features (optionally through MatMul+Add), ReduceMean/ReduceMax over "
+                     "time, a Gemm or MatMul+Add head "
                      "with Relu/Sigmoid/Tanh/Softmax, and the Transpose/Squeeze/Unsqueeze/Slice/Gather/Shape "
                      "glue torch.onnx.export emits")
 
@@ -105,6 +106,8 @@ class _Reader:
     roles: Dict[str, str] = field(default_factory=dict)   # input axis label -> "T" | "N"
     embedding: Optional[EmbeddingInput] = None
     head_reads: int = -1   # the recurrent layer whose final state (or every step) the head reads
+    pool: str = ""          # pooling over time of a recurrent output (ReduceMean / ReduceMax): "avg" | "max"
+    pool_name: str = ""
     per_step: bool = False  # the head runs on every step (one output per step)
     input_dense: Optional[DenseLayer] = None
     rnns: List[RNNLayer] = field(default_factory=list)
@@ -531,6 +534,36 @@ def h_slice(ctx: _Ctx):
              "(starts=-1) of a recurrent layer's output")
 
 
+def h_reduce_pool(ctx: _Ctx):
+    """ReduceMean / ReduceMax over the time axis of a recurrent layer's output (PyTorch ``out.mean(1)``,
+    ``out.amax(1)``, ``out.max(1).values``): pooling over time, as Keras' GlobalAverage/MaxPooling1D."""
+    s = ctx.inp(0)
+    if not _data(s.kind):
+        return _shape_like(ctx), "folded (glue)"
+    kind = {"ReduceMean": "avg", "ReduceMax": "max"}[ctx.op]
+    axes = _axes_arg(ctx)
+    if s.kind != SEQ:
+        ctx.fail(f"reduces {s.kind} data: rnnskip converts {ctx.op} only over the time axis of a recurrent layer's "
+                 "output (pooling over time)")
+    t = _time_label(ctx, s)
+    if axes is None or [s.axes[_norm(a, len(s.axes))] for a in axes] != [t]:
+        ctx.fail(f"reduces axes {axes} of a recurrent output with axes {s.axes}: rnnskip pools over the time axis "
+                 "alone")
+    if "B" in s.axes:
+        ctx.fail(f"pools a bidirectional operator's output with its direction axis: {BIDI_READ}")
+    if s.padded:
+        ctx.fail("pools a recurrent output computed with sequence_lens: onnxruntime pools its zeros after each row's "
+                 "length too; pool only the steps of each row's length in your own code, or export without "
+                 "sequence_lens")
+    if s.layer != len(ctx.r.rnns) - 1 or ctx.r.pool:
+        ctx.fail("pools a recurrent output other than the last layer's, or pools twice: rnnskip pools the last "
+                 "recurrent layer's output once, before the head")
+    ctx.r.pool, ctx.r.pool_name = kind, ctx.key
+    keep = int(ctx.attrs.get("keepdims", 1))
+    out = tuple(("1" if ax == t else ax) for ax in s.axes if keep or ax != t)
+    return [Sym(STATE, axes=out, width=s.width, layer=s.layer)], f"converted (pooled over time: {kind})"
+
+
 def h_gather(ctx: _Ctx):
     data, idx = ctx.inp(0), ctx.inp(1)
     axis = int(ctx.attrs.get("axis", 0))
@@ -839,6 +872,7 @@ def h_activation(ctx: _Ctx):
 #: ONNX op type -> its handler
 HANDLERS: Dict[str, Callable] = {
     **{op: h_recurrent for op in RECURRENT_OPS},
+    "ReduceMean": h_reduce_pool, "ReduceMax": h_reduce_pool,
     "Gather": h_gather, "Gemm": h_gemm, "MatMul": h_matmul, "Add": h_add,
     "Relu": h_activation, "Sigmoid": h_activation, "Tanh": h_activation, "Softmax": h_activation,
     "Transpose": h_transpose, "Squeeze": h_squeeze, "Unsqueeze": h_unsqueeze, "Slice": h_slice,
@@ -851,11 +885,10 @@ HANDLERS: Dict[str, Callable] = {
 }
 
 
-_POOL = ("pooling over time needs every step's output before it gives one, and rnnskip's model runs step by "
-         "step: feed the head the last step (out[:, -1]) or h_n[-1] and retrain, or pool in your own code after a "
-         "per-step rnnskip model")
+_POOL = ("a sum over time is not converted: rnnskip pools over time with the mean or the maximum (out.mean(1), "
+         "out.amax(1)), or feeds the head the last step (out[:, -1]) or h_n[-1]")
 #: what to do instead, for op types PyTorch models often have where rnnskip has no handler
-HINTS = {"ReduceMean": _POOL, "ReduceMax": _POOL, "ReduceSum": _POOL,
+HINTS = {"ReduceSum": _POOL,
          "LogSoftmax": "log_softmax after the head is not folded: export with softmax (the same argmax) or return "
                        "the head's logits",
          "Conv": "convolution front ends convert from Keras Conv1D models (docs/frontends.md), not from ONNX yet",
@@ -1036,6 +1069,10 @@ def _assemble(r: _Reader) -> ModelIR:
         features = r.input_dense.in_dim if r.input_dense is not None else r.rnns[0].input_dim
         inp = FeatureInput(features=int(features), dense=r.input_dense)
     notes = list(r.notes)
+    if r.pool:
+        if r.head_reads not in (-1, last) or (s.kind == STATE and s.layer != last):
+            raise RnnskipError(f"{r.path}: the pooled output is not the last recurrent layer's")
+        r.rnns[-1].return_sequences = True   # the pooling reads every step's output
     if per_step:
         r.rnns[-1].return_sequences = True   # one output per step, as Keras' return_sequences=True at the output
         if roles[0] == "T":
@@ -1051,7 +1088,8 @@ def _assemble(r: _Reader) -> ModelIR:
                            for d in model_in.type.tensor_type.shape.dim][:2],
           "output_time_major": bool(per_step and roles[0] == "T"), "output_squeezed": bool(s.squeezed)}
     return ModelIR(input=inp, rnn_layers=r.rnns, head=r.head, name=_model_name(r.path), source=r.path,
-                   notes=notes, per_step=per_step, lengths_input=any(r.rnn_lens), source_io=io)
+                   notes=notes, per_step=per_step, lengths_input=any(r.rnn_lens), source_io=io, pool=r.pool,
+                   pool_name=r.pool_name)
 
 
 # --------------------------------------------------------------------------

@@ -72,6 +72,7 @@ class FloatDeltaModel:
                "Ml": np.full_like(L.cell.float_pre(NUMPY_OPS, L.w, np.zeros((N, L.w["kernel"].shape[0])),
                                                    np.zeros((N, L.units))), np.inf),   # inf: evaluate at first
                "tx": np.zeros(N), "th": np.zeros(N), "cells": np.zeros(N)} for L in self.fm.layers]
+        hs = []
         for t in range(T):
             x = V[:, t]
             m = ok[:, t]
@@ -84,6 +85,10 @@ class FloatDeltaModel:
                 new.append(ns)
                 x = ns["state"][0]
             st = new
+            hs.append(st[-1]["state"][0])
         stats = {"tx_x": np.stack([s["tx"] for s in st], 1), "tx_h": np.stack([s["th"] for s in st], 1),
                  "cells": np.stack([s["cells"] for s in st], 1), "steps": ok.sum(1)}
+        if self.ir.pool:   # pooling over time: the last layer's outputs after every step (held where none ran)
+            return self.fm.pooled_readout(np.stack(hs, 1) if hs else np.zeros((N, 0, self.ir.rnn_layers[-1].units)),
+                                          ok, lengths), stats
         return self.fm.readout([s["state"] for s in st]), stats

@@ -179,13 +179,15 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, 
                     ql.x_scale, ql.h_scale, noise, activation=l.activation,
                     recurrent_activation=l.recurrent_activation, bias_shape=np.shape(l.bias),
                     theta_m=None if theta_m[i] is None else theta_m[i] / 4096.0, name=f"delta_{l.kind}_{i}")
-        last = i == len(ir.rnn_layers) - 1
+        last = i == len(ir.rnn_layers) - 1 and not ir.pool   # pooling over time reads every step's output
         rnn = keras.layers.RNN(cell, return_sequences=not last, return_state=True, name=f"rnn_{i}")
         res = rnn(y)
         y, st = res[0], res[1:]
         l1_, nx, nh, ns, _, nc = st[-6:]
         penalties.append(tf.reduce_mean(l1_ / tf.maximum(ns, 1.0)))
         cells.append((cell, l, nx, nh, ns, nc))
+    if ir.pool:
+        y = _pooling_layer(keras, ir)(y)
     head = []
     for j, d in enumerate(ir.head):
         dl = keras.layers.Dense(d.out_dim, activation=d.activation, name=f"head_{j}")
@@ -209,6 +211,12 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, 
     return model, cells, pre, head
 
 
+def _pooling_layer(keras, ir):
+    """The model's pooling over time as the Keras layer it came from."""
+    cls = {"avg": keras.layers.GlobalAveragePooling1D, "max": keras.layers.GlobalMaxPooling1D}[ir.pool]
+    return cls(name=ir.pool_name or None)
+
+
 def export_keras(ir, cells, pre, head, path) -> None:
     """Write a normal tf_keras model (Keras layers, no custom cells) with the trained weights."""
     tf, keras = _keras()
@@ -225,7 +233,9 @@ def export_keras(ir, cells, pre, head, path) -> None:
         if ir.input.dense is not None:
             m.add(keras.layers.Dense(ir.input.dense.out_dim, activation=ir.input.dense.activation))
     for i, l in enumerate(ir.rnn_layers):
-        m.add(cell_of(l.kind).to_keras(keras, l, return_sequences=i < len(ir.rnn_layers) - 1))
+        m.add(cell_of(l.kind).to_keras(keras, l, return_sequences=i < len(ir.rnn_layers) - 1 or bool(ir.pool)))
+    if ir.pool:
+        m.add(_pooling_layer(keras, ir))
     for d in ir.head:
         m.add(keras.layers.Dense(d.out_dim, activation=d.activation))
     ws = [layer.get_weights() for layer, _ in pre]

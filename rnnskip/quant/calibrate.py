@@ -91,16 +91,22 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
             r.input_dense = max(r.input_dense, float(np.abs(v[valid]).max()))
         valid = fm.frames_ok(seq, v)
         state = fm.initial_state()
+        hs = []   # pooling over time: the last layer's output after every step (held where it did not run)
         for t in range(len(v)):
-            if not valid[t]:
-                continue
-            state = fm.step(state, v[t])
-            for rs, s in zip(r.states, state):
-                for k, part in zip(rs, s):
-                    rs[k] = max(rs[k], float(np.abs(part).max()))
-            if ir.per_step:  # the head runs on every step's state
-                _head_ranges(ir, r, state[-1][0])
-        _head_ranges(ir, r, state[-1][0])
+            if valid[t]:
+                state = fm.step(state, v[t])
+                for rs, s in zip(r.states, state):
+                    for k, part in zip(rs, s):
+                        rs[k] = max(rs[k], float(np.abs(part).max()))
+                if ir.per_step:  # the head runs on every step's state
+                    _head_ranges(ir, r, state[-1][0])
+            hs.append(state[-1][0])
+        if ir.pool and hs:   # the head runs once, on the pooled outputs
+            from ..reference import pool_over_time
+            seq_h = np.asarray(hs, np.float64).reshape(1, len(hs), -1)
+            _head_ranges(ir, r, pool_over_time(ir.pool, seq_h, valid[None, :len(hs)], np.ones((1, len(hs)), bool)))
+        elif not ir.pool:
+            _head_ranges(ir, r, state[-1][0])
     r.sequences = len(x)
     if isinstance(ir.input, FeatureInput) and not r.features.any():
         raise RnnskipError("calibration data is constant zero; rnnskip needs representative inputs to set int8 ranges")
@@ -119,6 +125,10 @@ def _calibrate_windows(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, r: R
         if not r.features.any():
             raise RnnskipError("calibration data is constant zero; rnnskip needs representative inputs to set int8 "
                                "ranges")
-    _head_ranges(ir, r, fm.windows(V, ok, track=r.states, sequence=ir.per_step))
+    if ir.pool:
+        fed = np.arange(V.shape[1])[None, :] < np.asarray(lengths).reshape(-1)[:, None]
+        _head_ranges(ir, r, fm.pooled(V, ok, fed, track=r.states))
+    else:
+        _head_ranges(ir, r, fm.windows(V, ok, track=r.states, sequence=ir.per_step))
     r.sequences = len(x)
     return r

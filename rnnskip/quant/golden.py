@@ -15,6 +15,7 @@ import numpy as np
 
 from ..cells import cell_of
 from ..cells.base import matvec
+from ..errors import RnnskipError
 from . import fixedpoint as fp
 from .act import LUTS
 from .model import QConv, QDense, QMat, QModel
@@ -60,6 +61,35 @@ def merge(l, f: np.ndarray, b: np.ndarray) -> np.ndarray:
         return out
     v, d = (f * b, 127) if l.merge_mode == "mul" else (f + b, 2)
     return fp.sat8(np.sign(v) * ((np.abs(v) + d // 2) // d))   # only -128 * -128 / 127 saturates
+
+
+class Pool:
+    """Pooling over time of the last layer's int8 outputs (``rnnskip_pool_add`` / ``rnnskip_pool_out`` in the C),
+    per row: ``avg`` an int32 sum and a count, the mean rounded half away from zero at the end (as
+    :func:`avg_pool`); ``max`` the running maximum. Either is 0 where nothing was pooled. The pooled vector has
+    the outputs' scale."""
+
+    def __init__(self, kind: str, n: int, width: int):
+        self.kind = kind
+        self.acc = np.zeros((n, width), np.int64)
+        self.count = np.zeros(n, np.int64)
+
+    def add(self, rows: np.ndarray, y: np.ndarray) -> None:
+        """Pool ``y`` ``[N, width]`` into the rows where ``rows`` (bool ``[N]``)."""
+        rows = np.asarray(rows, bool)
+        if self.kind == "avg":
+            self.acc[rows] += y[rows]
+        else:
+            first = (self.count[rows] == 0)[:, None]
+            self.acc[rows] = np.where(first, y[rows], np.maximum(self.acc[rows], y[rows]))
+        self.count[rows] += 1
+
+    def out(self) -> np.ndarray:
+        n = self.count[:, None]
+        if self.kind == "avg":
+            q = np.sign(self.acc) * ((np.abs(self.acc) + n // 2) // np.maximum(n, 1))
+            return np.where(n > 0, q, 0)
+        return np.where(n > 0, self.acc, 0)
 
 
 class FrontEnd:
@@ -204,11 +234,23 @@ class GoldenModel:
         return len(self.qm.layers) if b is None else b + 1
 
     def output(self, state: List[dict]) -> np.ndarray:
-        """int16 logits ``[N, output_dim]`` (int8 h of the last layer when there is no head)."""
+        """int16 logits ``[N, output_dim]`` (int8 h of the last layer when there is no head); a model that pools
+        over time: the head on the pooling of the last :meth:`run`."""
+        if self.qm.pool:
+            return self.head(self.pool.out())
         last = self.qm.layers[-1]
         y = merge(self.qm.layers[-2], state[-2]["h8"], state[-1]["h8"]) if last.direction == "backward" \
             else state[-1]["h8"]
         return self.head(y)
+
+    def _new_pool(self, n: int) -> Optional[Pool]:
+        """The pooling over time of a run of ``n`` rows (None for a model without)."""
+        qm = self.qm
+        if not qm.pool:
+            return None
+        last = qm.layers[-1]
+        self.pool = Pool(qm.pool, n, qm.layers[-2].merge_p if last.direction == "backward" else last.up)
+        return self.pool
 
     def head(self, y: np.ndarray) -> np.ndarray:
         """The head on the last layer's int8 output ``y`` ``[N, width]``: int16 logits ``[N, output_dim]``."""
@@ -221,14 +263,18 @@ class GoldenModel:
         """What the device receives per step: int32 ids ``[N,T]`` or int8 features ``[N,T,F_p]``."""
         return np.asarray(x, np.int32) if self.qm.token_input else self.quantize_features(x)
 
-    def run(self, x: np.ndarray, lengths: np.ndarray, collect=None):
+    def run(self, x: np.ndarray, lengths: np.ndarray, collect=None, skip: Optional[np.ndarray] = None):
         """Run sequences; returns (int16 logits ``[N, out]`` (per-step models ``[N, T, out]``),
         uint8 step flags ``[N, T]``).
 
         flags[n, t] = 1 where step t ran, 0 where it was masked, beyond the length or skipped
-        by a step method. ``collect(t, state, ran)``, if given, is called after every step.
+        by a step method. ``collect(t, state, ran)``, if given, is called after every step. ``skip`` bool ``[N, T]``:
+        steps to skip besides (a skip oracle's; models without a front end or Bidirectional layer).
         """
         x = np.asarray(x)
+        if skip is not None and (self.qm.front or self.qm.bidi is not None):
+            raise RnnskipError(f"model '{self.qm.name}' has a Conv1D front end or a Bidirectional layer: a skip mask "
+                               "over its input steps does not apply")
         if self.qm.front:
             return self._run_front(x, lengths, collect)
         if self.qm.bidi is not None:
@@ -238,13 +284,20 @@ class GoldenModel:
         ran = self.valid_steps(x) & (np.arange(T)[None, :] < np.asarray(lengths)[:, None])
         state = self.initial_state(N)
         seq = [] if self.qm.per_step else None
+        pool = self._new_pool(N)
+        fed = np.arange(T)[None, :] < np.asarray(lengths).reshape(-1)[:, None]
         for t in range(T):
             run = ran[:, t]
+            counted = run.copy()   # the steps the mask keeps, skipped ones included (their output is held)
             if run.any():
                 xin = self.step_input(dev[:, t])
                 for m in self.methods:    # a skip predictor decides on the state reached
                     run &= ~m.golden_skip(self, xin, state)
+                if skip is not None:
+                    run &= ~np.asarray(skip[:, t], bool)
                 state = self._step_rows(state, xin, run)
+            if pool is not None:   # max: every step given, a masked one with the output before it
+                pool.add(counted if pool.kind == "avg" else fed[:, t], state[-1]["h8"])
             if collect is not None:
                 collect(t, state, run)
             if seq is not None:  # per-step outputs: the head on the state after step t
@@ -266,15 +319,20 @@ class GoldenModel:
         front = FrontEnd(self.qm, N)
         state = self.initial_state(N)
         flags = np.zeros((N, T), np.uint8)
+        pool = self._new_pool(N)
 
         def recurrent(state, rows, frames):
             xin = np.zeros((N, self.qm.in_p), np.int64)
             xin[rows] = frames
             run = np.zeros(N, bool)
             run[rows] = True
+            emitted = run.copy()
             for m in self.methods:    # a skip predictor decides on the state reached
                 run &= ~m.golden_skip(self, xin, state)
-            return self._step_rows(state, xin, run), run
+            state = self._step_rows(state, xin, run)
+            if pool is not None:   # every frame the front end emits, a skipped one with the output held
+                pool.add(emitted, state[-1]["h8"])
+            return state, run
 
         for t in range(T):
             rows = np.flatnonzero(t < lengths)
@@ -320,15 +378,28 @@ class GoldenModel:
             if collect is not None:
                 collect(t, state, run)
         ys = np.zeros((N, T, fl.merge_p), np.int64)   # the merged outputs (zero where the step did not run)
+        pool = self._new_pool(N)
+        later = b + 2 < len(qm.layers)
+        fed = np.arange(T)[None, :] < np.asarray(lengths).reshape(-1)[:, None]
         for t in range(T - 1, -1, -1):              # rnnskip_finish: the backward direction, the steps in reverse
             if ran[:, t].any():
                 state = self._step_rows(state, xs[:, t], ran[:, t], b + 1, b + 2)
                 ys[ran[:, t], t] = merge(fl, hs[:, t], state[b + 1]["h8"])[ran[:, t]]
+                if pool is not None and not later:
+                    pool.add(ran[:, t], ys[:, t])
+        if pool is not None and pool.kind == "max":   # Keras pools the outputs of the steps that did not run too:
+            # zeros (the Bidirectional layer's), or the later layer's output before them (zeros before the first)
+            gap = fed & ~ran
+            if later:
+                gap &= np.cumsum(ran, axis=1) == 0
+            pool.add(gap.any(axis=1), np.zeros_like(pool.acc))
         seq = []   # per-step models: the head after each step (rnnskip_output_step)
-        if b + 2 < len(qm.layers):                  # then the later layers on the merged outputs, in time order
+        if later:                                   # then the later layers on the merged outputs, in time order
             for t in range(T):
                 if ran[:, t].any():
                     state = self._step_rows(state, ys[:, t], ran[:, t], b + 2, len(qm.layers))
+                    if pool is not None:
+                        pool.add(ran[:, t], state[-1]["h8"])
                 if qm.per_step:   # a step that did not run repeats the output before it
                     seq.append(self.head(state[-1]["h8"]))
         elif qm.per_step:   # Keras' Bidirectional outputs zeros at the steps that did not run

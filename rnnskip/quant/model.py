@@ -226,6 +226,9 @@ class QModel:
     output_scale: float = 1.0
     name: str = "model"
     per_step: bool = False  # one output per time step (return_sequences=True at the output)
+    #: pooling over time of the last layer's int8 outputs: "avg" | "max" ("" = none; rnnskip/quant/golden.py Pool)
+    pool: str = ""
+    pool_name: str = ""
     #: step methods (rnnskip.stepmethod.StepMethod: a skip predictor, delta thresholds); [] = dense
     methods: list = field(default_factory=list)
     #: where the calibration data came from: {"source": path or note, "sequences": n} (for report.json)

@@ -197,5 +197,6 @@ def _quantize(ir: ModelIR, ranges: Ranges, per_feature_inputs: bool) -> QModel:
     qm.output_dim = ir.output_dim
     qm.output_activation = ir.output_activation
     qm.per_step = bool(ir.per_step)
+    qm.pool, qm.pool_name = ir.pool, ir.pool_name   # the pooled vector keeps the last layer's scale
     qm.output_scale = x_scale
     return qm

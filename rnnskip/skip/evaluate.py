@@ -40,14 +40,8 @@ def golden_run(qm: QModel, x, lengths, qp=None, skip_mask: Optional[np.ndarray] 
                            "which of its frames to skip; evaluate masks on the float model (features.run)")
     else:
         g = GoldenModel(with_predictor(qm, None))
-        dev = g.device_inputs(x)
         valid = g.valid_steps(x) & (np.arange(T)[None, :] < lengths[:, None])
-        run = valid & ~np.asarray(skip_mask, bool)
-        st = g.initial_state(N)
-        for t in range(T):
-            if run[:, t].any():
-                st = g.step(st, dev[:, t], run[:, t])
-        out, flags = g.output(st), run.astype(np.uint8)
+        out, flags = g.run(x, lengths, skip=np.asarray(skip_mask, bool))
     v = int(valid.sum())
     return {"pred": predict_classes(out, qm.output_activation), "out": out, "flags": flags,
             "valid_steps": valid.sum(axis=1), "run_steps": flags.sum(axis=1),

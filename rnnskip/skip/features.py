@@ -103,9 +103,11 @@ def run(fm, x: np.ndarray, lengths: np.ndarray, decide: Optional[Callable] = Non
         V, ok = fm.frames(xb, lengths[rows])   # with a Conv1D front end: its frames (T' <= T of them)
         valid_all[rows, : ok.shape[1]] = ok
         state = fm.initial_state(len(rows))
+        hs = []   # pooling over time: the last layer's output after every step (held where it did not run)
         for t in range(ok.shape[1]):
             m = ok[:, t]
             if not m.any():
+                hs.append(fm.last_h(state))
                 continue
             cand = fm.step(state, V[:, t])
             l2, cos = change_measures(state, cand, include_cell)
@@ -117,13 +119,18 @@ def run(fm, x: np.ndarray, lengths: np.ndarray, decide: Optional[Callable] = Non
             r = m & ~skip
             ran[rows, t] = r
             state = [tuple(np.where(r[:, None], a, b) for a, b in zip(sn, so)) for sn, so in zip(cand, state)]
+            hs.append(fm.last_h(state))
             if collect:
                 keep = m if keep_prob >= 1.0 else (m & (rng.random(len(rows)) < keep_prob))
                 rec["feats"].append(feats[keep].astype(np.float32))
                 rec["change"].append(l2[keep].astype(np.float32))
                 rec["cosine"].append(cos[keep].astype(np.float32))
                 rec["skipped"].append(skip[keep])
-        y = fm.readout(state)
+        if fm.ir.pool:   # a skipped step's output is held: it is pooled as Keras pools a masked one's
+            y = fm.pooled_readout(np.stack(hs, 1) if hs else np.zeros((len(rows), 0, fm.ir.rnn_layers[-1].out_dim)), ok,
+                                  lengths[rows])
+        else:
+            y = fm.readout(state)
         if outs is None:
             outs = np.zeros((N, y.shape[1]))
         outs[rows] = y

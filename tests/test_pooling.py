@@ -1,0 +1,167 @@
+"""Pooling over time after the recurrent layers (Keras GlobalAveragePooling1D / GlobalMaxPooling1D, docs/pooling.md).
+The Keras corpus (tests/zoo_models.py, POOL_CASES) checks float = Keras and golden = host = firmware on Keras 2 and 3
+files; here: the integer rounding, what a skipped, masked or padded step contributes, and golden = host = firmware
+with delta thresholds and skip predictors on the plain, front-end and Bidirectional paths."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import dataset, needs_arm, quantize_on
+from random_models import bidi_ir, random_data, random_ir
+
+from rnnskip import pipeline
+from rnnskip.errors import RnnskipError
+from rnnskip.generate import generate
+from rnnskip.quant.golden import GoldenModel, Pool
+from rnnskip.reference import FloatModel, pool_over_time
+
+
+def pool_ir(cfg: str, kind: str, seed: int = 0):
+    """random_ir(cfg) whose last recurrent layer returns sequences into pooling over time (``kind``)."""
+    ir = random_ir(cfg, seed=seed)
+    return _pooled(ir, kind)
+
+
+def _pooled(ir, kind: str):
+    ir.rnn_layers[-1].return_sequences = True
+    ir.pool, ir.pool_name = kind, f"global_{kind}"
+    for d in [ir.rnn_layers[-1]] + ([ir.rnn_layers[-1].backward] if ir.rnn_layers[-1].backward else []):
+        d.return_sequences = True
+    return ir
+
+
+def test_integer_mean_rounds_half_away_from_zero_and_max_keeps_the_largest():
+    p = Pool("avg", 5, 1)
+    steps = np.array([[1, -1, 1, 1, 9], [1, -1, 2, 2, 9], [1, -1, 2, -2, 9]])   # 3 steps of 5 rows
+    for v in steps:
+        p.add(np.array([True, True, True, True, False]), v.reshape(5, 1))
+    # 3/3, -3/3, 5/3 = 1.67 -> 2, 1/3 -> 0; the last row pooled nothing -> 0
+    assert p.out()[:, 0].tolist() == [1, -1, 2, 0, 0]
+    q = Pool("avg", 2, 1)
+    for v in ([1, -1], [2, -2]):
+        q.add(np.array([True, True]), np.array(v).reshape(2, 1))
+    assert q.out()[:, 0].tolist() == [2, -2]                    # 1.5 -> 2, -1.5 -> -2
+    m = Pool("max", 2, 2)
+    m.add(np.array([True, True]), np.array([[-5, 3], [-128, -128]]))
+    m.add(np.array([True, False]), np.array([[-7, 4], [100, 100]]))
+    assert m.out().tolist() == [[-5, 4], [-128, -128]]
+
+
+def test_float_pooling_follows_keras_masking():
+    """GlobalAveragePooling1D: the mean over the steps the mask keeps (0 where there is none; Keras divides 0 by
+    0); GlobalMaxPooling1D: every step of the row, a masked one with the output Keras gives it."""
+    seq = np.array([[[1.0], [3.0], [-4.0]], [[-2.0], [-1.0], [0.0]]])
+    counted = np.array([[True, True, False], [False, False, False]])
+    fed = np.array([[True, True, True], [True, True, False]])
+    assert pool_over_time("avg", seq, counted, fed)[:, 0].tolist() == [2.0, 0.0]
+    assert pool_over_time("max", seq, counted, fed)[:, 0].tolist() == [3.0, -1.0]
+
+
+def test_a_skipped_step_is_pooled_with_its_output_held():
+    """Skipping a step keeps the state, so the step's output is the one before it: the mean counts it again."""
+    ir = pool_ir("feat-lstm", "avg")
+    x, L = random_data(ir, n=5, T=8, seed=2)
+    qm = quantize_on(ir, x, L)
+    skip = np.zeros(x.shape[:2], bool)
+    skip[:, 3] = skip[:, 5] = True
+    g = GoldenModel(qm)
+    hs = []
+    out, flags = g.run(x, L, collect=lambda t, state, ran: hs.append(state[-1]["h8"].copy()), skip=skip)
+    hs = np.stack(hs, 1)   # the output after every step, held at the skipped ones
+    fed = np.arange(x.shape[1])[None, :] < L[:, None]
+    assert np.array_equal(hs[:, 3], hs[:, 2]) and not flags[:, 3].any()
+    total = (hs * fed[..., None]).sum(1)
+    n = fed.sum(1)[:, None]
+    mean = np.sign(total) * ((np.abs(total) + n // 2) // n)
+    np.testing.assert_array_equal(out, g.head(mean))
+
+
+def test_a_skip_mask_is_refused_on_the_paths_that_do_not_step_the_input():
+    ir = bidi_ir("feat-lstm-gru", 0, "concat")
+    x, L = random_data(ir, n=3, T=5)
+    with pytest.raises(RnnskipError, match="skip mask over its input steps does not apply"):
+        GoldenModel(quantize_on(ir, x, L)).run(x, L, skip=np.zeros(x.shape[:2], bool))
+
+
+def _delta(qm, theta: int):
+    from rnnskip.delta.golden import with_delta
+    from rnnskip.delta.spec import DeltaSpec
+    return with_delta(qm, DeltaSpec([theta] * len(qm.layers), [theta] * len(qm.layers)))
+
+
+def _predictor(qm, x, L, ptype):
+    """A random int8 skip predictor at the median score of the steps it sees (about half are skipped)."""
+    from test_frontend import _with_predictor
+    return _with_predictor(qm, x, L, ptype)
+
+
+def _check(ir, variants, tmp_path, T=11):
+    from rnnskip import targets
+    from rnnskip.emulators.unicorn import Unicorn
+    x, L = random_data(ir, n=8, T=T, seed=3)
+    dense = quantize_on(ir, x, L)
+    t = targets.load("cortex-m4")
+    for name in variants:
+        qm = dense
+        if name == "delta":
+            qm = _delta(dense, 2)
+            np.testing.assert_array_equal(GoldenModel(_delta(dense, 0)).run(x, L)[0], GoldenModel(dense).run(x, L)[0])
+        elif name.startswith("skip-"):
+            qm = quantize_on(ir, x, L)
+            _predictor(qm, x, L, name[5:])
+            flags = GoldenModel(qm).run(x, L)[1]
+            assert 0 < flags.sum() < GoldenModel(dense).run(x, L)[1].sum()   # some steps are skipped
+        src = tmp_path / name / "src"
+        generate(qm, src, max_t=x.shape[1])
+        so = pipeline.build_host(src, src.parent / "host")
+        fw = pipeline.build_target(src, src.parent / "fw", t, "dsp")
+        ev = pipeline.evaluate(ir, qm, dataset(x, L), host_so=so, firmware=fw,
+                               emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
+        assert ev.host_mismatches == 0 and ev.device_mismatches == 0, (name, ev.first_mismatch)
+        assert ev.device_checked == len(x)
+
+
+@needs_arm
+@pytest.mark.parametrize("cfg,kind,variants", [
+    ("feat-mask-rnn-lstm", "avg", ["dense", "delta", "skip-mlp"]),   # Masking: masked steps not counted
+    ("tok-lstm-gru-lstm-gru", "max", ["dense", "delta", "skip-mlp"]),   # mask_zero: held outputs pooled
+    ("tok-lstm-nohead", "avg", ["dense"]),                            # no head: the pooled vector is the output
+])
+def test_pooled_models_bitexact_with_delta_and_skip(cfg, kind, variants, tmp_path):
+    _check(pool_ir(cfg, kind), variants, tmp_path)
+
+
+@needs_arm
+@pytest.mark.parametrize("kind", ["avg", "max"])
+def test_pooled_front_end_bitexact_with_skip(kind, tmp_path):
+    """Every frame the front end emits is pooled (the flush's too), a skipped one with its output held."""
+    from test_frontend import front_ir
+    _check(_pooled(front_ir("feat-lstm-gru"), kind), ["dense", "skip-mlp"], tmp_path, T=14)
+
+
+@needs_arm
+@pytest.mark.parametrize("cfg,index,merge_mode,kind", [
+    ("feat-mask-gru", 0, "sum", "max"),         # the Bidirectional layer last: its zeros at masked steps pooled
+    ("feat-mask-rnn-lstm", 1, "concat", "avg"),
+    ("feat-mask-rnn-lstm", 0, "ave", "max"),    # a later layer: its held output, zeros before the first step
+    ("tok-lstm-gru-lstm-gru", 2, "mul", "avg"),
+])
+def test_pooled_bidirectional_bitexact_with_delta(cfg, index, merge_mode, kind, tmp_path):
+    ir = _pooled(bidi_ir(cfg, index, merge_mode), kind)
+    _check(ir, ["dense", "delta"] if cfg != "feat-gru-gru-v1" else ["dense"], tmp_path)
+
+
+def test_float_pooling_of_a_bidirectional_layer_pools_its_zeros_at_masked_steps():
+    """GlobalMaxPooling1D on a Bidirectional layer's outputs: a row with a masked step has 0 in the maximum of every
+    unit (Keras writes zeros there); the mean leaves masked steps out."""
+    ir = _pooled(bidi_ir("feat-mask-gru", 0, "sum"), "max")
+    ir.head = []
+    fm = FloatModel(ir)
+    x, L = random_data(ir, n=6, T=7, seed=4)
+    x[0, 3] = 0.0   # masked
+    x[1] = np.abs(x[1]) + 1.0   # no masked step
+    V, ok = fm.frames(x, L)
+    seq = fm.windows(V, ok, sequence=True)
+    y = fm.predict(x, L)
+    assert np.all(y[0] >= 0) and np.allclose(y[0], np.maximum(seq[0, : L[0]].max(0), 0))
+    np.testing.assert_allclose(y[1], seq[1, : L[1]].max(0))

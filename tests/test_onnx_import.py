@@ -446,10 +446,10 @@ def test_onnx_importer_never_names_a_cell_kind():
 # graphs written with onnx.helper: options PyTorch does not emit
 
 def _rnn_graph(path, op, layout=0, linear_before_reset=None, bias=True, extra_attrs=None, peephole=False,
-               initial_h=None, lens=False, seed=0, bidi=False):
+               initial_h=None, lens=False, seed=0, bidi=False, pool=None):
     """x [T, N, F] (layout 0) or [N, T, F] (layout 1) -> op -> Y_h squeezed -> Gemm -> y; ``lens``: a graph
     input 'lens' [N] as the op's sequence_lens; ``bidi``: direction=bidirectional, Y_h [2, N, H] transposed and
-    reshaped to [N, 2H] (layout 0)."""
+    reshaped to [N, 2H] (layout 0); ``pool``: ReduceMean / ReduceMax of Y over time instead of Y_h (layout 0)."""
     rng = np.random.default_rng(seed)
     G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
     H, D = UNITS, 2 if bidi else 1
@@ -484,6 +484,10 @@ def _rnn_graph(path, op, layout=0, linear_before_reset=None, bias=True, extra_at
              helper.make_node("Squeeze", ["Y_h", "ax"], ["h"], name="sq"),
              helper.make_node("Gemm", ["h", "fcW", "fcB"], ["z"], name="fc"),
              helper.make_node("Sigmoid", ["z"], ["y"], name="act")]
+    if pool:   # Y [T, 1, N, H] -> [T, N, H] -> pooled over time -> [N, H]
+        inits.append(helper.make_tensor("axd", TensorProto.INT64, (1,), [1]))
+        nodes[1:2] = [helper.make_node("Squeeze", ["Y", "axd"], ["ys"], name="sq"),
+                      helper.make_node(pool, ["ys"], ["h"], name="pool", axes=[0], keepdims=0)]
     if bidi:   # h_n.transpose(0, 1).reshape(batch, -1): both final states side by side, forward first
         inits.append(helper.make_tensor("to2d", TensorProto.INT64, (2,), [0, -1]))
         nodes[1:2] = [helper.make_node("Transpose", ["Y_h"], ["hT"], name="tr", perm=[1, 0, 2]),
@@ -506,7 +510,8 @@ HANDWRITTEN = [
     {"op": "LSTM", "layout": 1}, {"op": "LSTM", "bias": False}, {"op": "RNN", "layout": 1},
     {"op": "GRU", "linear_before_reset": 1, "initial_h": 0.0}, {"op": "LSTM", "lens": True},
     {"op": "LSTM", "lens": True, "bidi": True}, {"op": "GRU", "linear_before_reset": 1, "lens": True, "bidi": True},
-    {"op": "GRU", "linear_before_reset": 0, "bidi": True},
+    {"op": "GRU", "linear_before_reset": 0, "bidi": True}, {"op": "LSTM", "pool": "ReduceMax"},
+    {"op": "GRU", "linear_before_reset": 1, "pool": "ReduceMean"},
 ]
 
 
@@ -523,6 +528,8 @@ def _handwritten_id(kw) -> str:
         parts.append("sequence_lens graph input")
     if kw.get("bidi"):
         parts.append("direction=bidirectional, Y_h transposed and reshaped to [N, 2H]")
+    if kw.get("pool"):
+        parts.append(f"{kw['pool']} of Y over time into the head")
     return ", ".join(parts)
 
 
@@ -862,6 +869,10 @@ REFUSED_GRAPHS = [
     ({"op": "GRU", "initial_h": 0.5}, "initial_h = 0.5 (a non-zero constant)",
      "node 'rec' (GRU) has a non-zero initial_h: rnnskip runs every sequence from a zero state (leave initial_h "
      "out or zero)"),
+    ({"op": "LSTM", "lens": True, "pool": "ReduceMean"}, "sequence_lens graph input, ReduceMean of Y over time",
+     "node 'pool' (ReduceMean) pools a recurrent output computed with sequence_lens: onnxruntime pools its zeros "
+     "after each row's length too; pool only the steps of each row's length in your own code, or export without "
+     "sequence_lens"),
     ({"op": "LSTM", "extra_attrs": {"direction": "reverse"}}, "direction=reverse",
      "node 'rec' (LSTM) has direction=reverse: rnnskip converts forward and bidirectional recurrent layers (a "
      "reverse one alone is not supported)"),
@@ -1158,6 +1169,16 @@ def _matrix_rows(tmp_path):
             return 0.0
         out.append(("LSTM", _bidi_option("LSTM", read, True, False), f"torch.onnx.export, opset {OPSET}",
                     verdict(run)))
+    pooled = {"mean": "y.mean(1) into the head", "max": "y.max(1).values into the head (softmax)",
+              "keep": "y.mean(1, keepdim=True).squeeze(1)", "bimean": "bidirectional=True, y.mean(1)",
+              "sum": "y.sum(1) into the head"}
+    for how, option in pooled.items():
+        def run(how=how):
+            torch.manual_seed(3)
+            x = export(Pooled(how), tmp_path / "last.onnx", False, True)
+            got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(x)
+            return float(np.abs(got - run_ort(tmp_path / "last.onnx", x)).max())
+        out.append(("GRU", f"pooling over time: {option}", f"torch.onnx.export, opset {OPSET}", verdict(run)))
     for label, option, net in (("LayerNormalization", "nn.LayerNorm after a GRU", WithNorm()),):
         def run(net=net):
             export(net, tmp_path / "last.onnx", False, True)

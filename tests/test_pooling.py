@@ -165,3 +165,44 @@ def test_float_pooling_of_a_bidirectional_layer_pools_its_zeros_at_masked_steps(
     y = fm.predict(x, L)
     assert np.all(y[0] >= 0) and np.allclose(y[0], np.maximum(seq[0, : L[0]].max(0), 0))
     np.testing.assert_allclose(y[1], seq[1, : L[1]].max(0))
+
+
+def test_fit_estimate_counts_the_pooling_state():
+    """The RAM estimate holds the pooled sums (and, after a Bidirectional layer that is last, its per-step merged
+    outputs, which the pooling reads in rnnskip_finish)."""
+    from rnnskip.targets.fit import state_bytes
+    ir = random_ir("feat-lstm")
+    x, L = random_data(ir, n=4, T=6)
+    plain = quantize_on(ir, x, L)
+    pooled = quantize_on(pool_ir("feat-lstm", "avg"), x, L)
+    up = pooled.layers[-1].up
+    assert state_bytes(pooled) - state_bytes(plain) == 4 * up + 4 + up
+    b = quantize_on(_pooled(bidi_ir("feat-mask-gru", 0, "sum"), "max"), x, L)
+    fl = b.layers[b.bidi]
+    assert state_bytes(b, 100) - state_bytes(b, 50) == 50 * (fl.in_p + fl.merge_p)
+
+
+@pytest.mark.parametrize("kind", ["avg", "max"])
+def test_delta_train_model_pools_and_exports_the_pooling_layer(kind, tmp_path):
+    """delta-train's Keras model of a pooled model pools every step's output, the float delta model with thresholds 0
+    gives the float model's outputs (Masking included), and the fine-tuned file it writes has the pooling layer,
+    read back as the same model."""
+    pytest.importorskip("tf_keras")
+    from rnnskip.delta.floatdelta import FloatDeltaModel
+    from rnnskip.delta.train import build_delta_model, export_keras
+    from rnnskip.pipeline import import_model
+    ir = pool_ir("feat-mask-gru", kind, seed=2)
+    x, L = random_data(ir, n=6, T=7, seed=3)
+    L[:] = x.shape[1]   # Keras runs every step of the arrays (the Masking layer skips the masked ones)
+    qm = quantize_on(ir, x, L)
+    want = FloatModel(ir).predict(x, L)
+    m, cells, pre, head = build_delta_model(ir, qm, [0], [0], l1=0.0, noise=0.0)
+    assert {"avg": "GlobalAveragePooling1D", "max": "GlobalMaxPooling1D"}[kind] in \
+        [l.__class__.__name__ for l in m.layers]
+    # the training model sees int8-rounded inputs and states (fake quantisation): close to the float model
+    np.testing.assert_allclose(np.asarray(m(x, training=False)), want, atol=0.01)
+    np.testing.assert_allclose(FloatDeltaModel(ir, [0], [0]).run(x, L)[0], want, atol=1e-9)
+    export_keras(ir, cells, pre, head, tmp_path / "m.h5")
+    back = import_model(tmp_path / "m.h5")
+    assert (back.pool, back.pool_name, back.per_step) == (kind, ir.pool_name, False)
+    np.testing.assert_allclose(FloatModel(back).predict(x, L), want, atol=1e-5)

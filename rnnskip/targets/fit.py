@@ -46,7 +46,7 @@ def bidi_bytes(qm, max_t: int) -> int:
         return 0
     fl = qm.layers[b]
     later = b + 2 < len(qm.layers)
-    n = _a4(max_t * fl.in_p) + (_a4(max_t * fl.merge_p) if later or qm.per_step else 0)
+    n = _a4(max_t * fl.in_p) + (_a4(max_t * fl.merge_p) if later or qm.per_step or qm.pool else 0)
     n += _a4(max_t * qm.layers[-1].up) if later and qm.per_step else 0    # bidi_h
     return n + (0 if later else _a4(fl.merge_p)) + 4
 
@@ -68,7 +68,17 @@ def state_bytes(qm, max_t: int = 0) -> int:
         hs = max(d.rows for d in qm.head)
         n += 2 * _a4(hs) + 4 * hs
     n += sum(m.state_bytes(qm) for m in qm.methods)
-    return n + 4                                                   # steps_run
+    return n + pool_bytes(qm) + 4                                  # steps_run
+
+
+def pool_bytes(qm) -> int:
+    """Pooling over time: its int32 sum or maximum per output, the count, the pooled int8 vector (and with a
+    Bidirectional layer and the max, two counters); 0 without."""
+    if not qm.pool:
+        return 0
+    last = qm.layers[-1]
+    w = qm.layers[-2].merge_p if last.direction == "backward" else last.up
+    return 4 * w + 4 + _a4(w) + (8 if qm.bidi is not None and qm.pool == "max" else 0)
 
 
 def io_bytes(qm, max_t: int) -> int:

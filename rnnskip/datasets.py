@@ -343,6 +343,13 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what
                                f"Embedding skips); every sequence needs at least one token, or give lengths "
                                f"explicitly")
 
+    if has_lengths and ir is not None and getattr(ir, "pools_masked_zeros", False) and (lengths < T).any():
+        cut = lengths_cut_unmasked(x, lengths, ir)
+        if cut is not None and not cut.any():   # the padding is masked: Keras pools its zeros (docs/pooling.md)
+            notes.append(f"note: the model max-pools a Bidirectional layer's outputs, which Keras sets to 0 at masked "
+                         f"steps, trailing padding included: every row of {name} runs to its padded length {T} "
+                         f"(masked steps cost nothing but count), not to its lengths")
+            lengths = np.full(N, T, np.int32)
     if has_lengths and ir is not None:
         src = f"{what} {name}" if what else name
         line = (_lengths_against_mask(x, lengths, ir, src) if _unmasked(x, ir) is not None

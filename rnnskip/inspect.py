@@ -49,6 +49,7 @@ class Inspection:
     macs_per_step: Optional[int] = None
     head_macs: Optional[int] = None
     per_step_outputs: bool = False
+    pool_over_time: str = ""   # "avg" | "max": the last layer's outputs pooled over time before the head
     max_t: int = 64
     targets: List[dict] = field(default_factory=list)
 
@@ -105,6 +106,7 @@ def inspect_file(path, max_t: Optional[int] = None, target_names: Optional[List[
         ins.notes = list(ir.notes)
         ins.params = ir.params()
         ins.per_step_outputs = bool(getattr(ir, "per_step", False))
+        ins.pool_over_time = getattr(ir, "pool", "")
         ins.macs_per_step = ir.macs_per_step() + (ir.head_macs() if ins.per_step_outputs else 0)
         ins.head_macs = ir.head_macs()
     if qm is not None:

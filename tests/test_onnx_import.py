@@ -1254,3 +1254,20 @@ def test_onnx_support_matrix(tmp_path):
     assert MATRIX_PATH.is_file(), "run tools/support_matrix.py"
     assert MATRIX_PATH.read_text() == text, \
         "docs/onnx_support.md is out of date: run .venv/bin/python tools/support_matrix.py"
+
+
+def test_pooling_over_the_batch_axis_names_the_axes(tmp_path):
+    """A time-major output averaged over axis 1 pools the batch: the refusal names each axis (an audit found
+    ('a1', 'a0', 'F') in it) and the time axis to pool instead."""
+    class TimeMajor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.fc = nn.GRU(FEAT, UNITS), nn.Linear(UNITS, 3)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x)[0].mean(1))
+    path = tmp_path / "tm.onnx"
+    export(TimeMajor(), path, False, False)
+    msg = refusal(path)
+    assert msg.endswith("reduces axes [1] of a recurrent output whose axes are 0 time, 1 batch, 2 features: rnnskip "
+                        "pools over the time axis alone (axis 0 here)"), msg

@@ -206,3 +206,71 @@ def test_delta_train_model_pools_and_exports_the_pooling_layer(kind, tmp_path):
     back = import_model(tmp_path / "m.h5")
     assert (back.pool, back.pool_name, back.per_step) == (kind, ir.pool_name, False)
     np.testing.assert_allclose(FloatModel(back).predict(x, L), want, atol=1e-5)
+
+
+def _keras_bidi_max(path, seed=0):
+    """A tf_keras Embedding(mask_zero) -> Bidirectional(LSTM, return_sequences) -> GlobalMaxPooling1D -> Dense file and
+    post-padded ids with their lengths (rows of 3..8 tokens in 8 steps)."""
+    import os
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from zoo_models import keras_module
+    k = keras_module("k2")
+    rng = np.random.default_rng(seed)
+    m = k.Sequential([k.Input((None,), dtype="int32"), k.layers.Embedding(20, 4, mask_zero=True),
+                      k.layers.Bidirectional(k.layers.LSTM(3, return_sequences=True)),
+                      k.layers.GlobalMaxPooling1D(name="gmp"), k.layers.Dense(2, activation="softmax")])
+    m.set_weights([rng.normal(0, 0.7, w.shape).astype(np.float32) for w in m.get_weights()])
+    m.save(str(path))
+    L = rng.integers(3, 9, 10).astype(np.int32)
+    x = rng.integers(1, 20, (10, 8)).astype(np.int32)
+    x[np.arange(8)[None, :] >= L[:, None]] = 0
+    return m, x, L
+
+
+def test_lengths_of_a_bidirectional_max_pooled_model_run_to_the_padded_length(tmp_path):
+    """Keras pools the zeros a Bidirectional layer writes at the masked padding after each row's tokens; with the
+    rows' lengths in the data file rnnskip stopped there and missed them (an audit measured up to 0.032 off Keras).
+    The rows now run to the padded length, said in a note, and the float reference equals Keras."""
+    pytest.importorskip("tf_keras")
+    from rnnskip.converter.keras_import import load_model_file
+    from rnnskip.datasets import Dataset, load_npz, save_npz
+    m, x, L = _keras_bidi_max(tmp_path / "m.h5")
+    save_npz(str(tmp_path / "d.npz"), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=L))
+    ir = load_model_file(tmp_path / "m.h5")
+    assert ir.pools_masked_zeros
+    ds = load_npz(str(tmp_path / "d.npz"), ir)
+    assert ds.lengths.tolist() == [8] * 10
+    assert any("runs to its padded length 8" in n for n in ds.notes)
+    np.testing.assert_allclose(FloatModel(ir).predict(ds.x, ds.lengths), np.asarray(m(x)), atol=1e-5)
+    assert np.abs(FloatModel(ir).predict(x, L) - np.asarray(m(x))).max() > 1e-3   # what stopping at L gave
+
+
+def test_reference_check_leaves_out_rows_keras_makes_nan():
+    """GlobalAveragePooling1D over a row whose every step is masked is 0 / 0 in Keras: that row no longer turns the
+    whole comparison into NaN; it is named in its own warning and the other rows are compared."""
+    from rnnskip.converter import source_check
+    got = np.array([[0.5, 0.5], [0.25, 0.75], [0.1, 0.9]])
+    want = got.copy()
+    want[1] = np.nan
+    res = source_check._compared("keras", np.array([4, 7, 9]), got, want)
+    assert (res["rows"], res["max_abs_diff"], res["nonfinite_rows"]) == (2, 0.0, [7])
+    assert source_check.warning(res) == (
+        "warning: keras gives NaN (or inf) on 1 row of the data (e.g. row 7), where rnnskip gives numbers: a row "
+        "whose every step is masked, which GlobalAveragePooling1D divides by zero steps (rnnskip's mean is 0 there); "
+        "the other 2 rows agree within 0.0001")
+    want[2, 0] += 0.01
+    assert "differs from keras by up to 0.01 on 2 rows" in source_check.warning(source_check._compared(
+        "keras", np.array([4, 7, 9]), got, want))
+
+
+def test_import_and_inspect_name_the_pooling(tmp_path):
+    pytest.importorskip("tf_keras")
+    from test_cli import cli
+
+    from rnnskip.inspect import inspect_file
+    _keras_bidi_max(tmp_path / "m.h5")
+    p = cli("rnnskip", "import", tmp_path / "m.h5", "--out", tmp_path / "w")
+    assert p.returncode == 0, p.stderr
+    assert "tokens -> Bidirectional(LSTM(3), concat) -> max over time -> Dense(2, softmax);" in p.stdout
+    ins = inspect_file(tmp_path / "m.h5")
+    assert ins.converts and ins.pool_over_time == "max" and not ins.per_step_outputs

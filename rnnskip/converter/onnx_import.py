@@ -547,8 +547,11 @@ def h_reduce_pool(ctx: _Ctx):
                  "output (pooling over time)")
     t = _time_label(ctx, s)
     if axes is None or [s.axes[_norm(a, len(s.axes))] for a in axes] != [t]:
-        ctx.fail(f"reduces axes {axes} of a recurrent output with axes {s.axes}: rnnskip pools over the time axis "
-                 "alone")
+        role = {"T": "time", "N": "batch"}
+        names = ", ".join(f"{i} {role.get(ctx.r.roles.get(ax, ''), 'features' if ax == 'F' else 'direction')}"
+                          for i, ax in enumerate(s.axes))
+        ctx.fail(f"reduces axes {'all' if axes is None else axes} of a recurrent output whose axes are {names}: "
+                 f"rnnskip pools over the time axis alone (axis {s.axes.index(t)} here)")
     if "B" in s.axes:
         ctx.fail(f"pools a bidirectional operator's output with its direction axis: {BIDI_READ}")
     if s.padded:

@@ -96,6 +96,14 @@ def step_mask(lengths: np.ndarray, T: int) -> np.ndarray:
     return np.arange(T)[None, :] < np.asarray(lengths)[:, None]
 
 
+def scored_steps(qm, ds) -> np.ndarray:
+    """bool ``[N, T]``: the steps a per-step model is scored on, those before each row's length that the model's own
+    mask (``Masking``, ``mask_zero``) keeps, as Keras' compiled metrics and losses weight them (a masked step's
+    output is a held or zero state, not a prediction)."""
+    from .quant.golden import GoldenModel
+    return step_mask(ds.lengths, ds.x.shape[1]) & GoldenModel(qm, methods=[]).valid_steps(ds.x)
+
+
 def _classes(values: np.ndarray, threshold: float) -> np.ndarray:
     if values.shape[-1] == 1:
         return (values[..., 0] > threshold).astype(np.int64)
@@ -120,7 +128,7 @@ def score(ir, qm, ds, probs: np.ndarray, g_out: np.ndarray) -> Tuple[float, floa
     if ds.y is None:
         return float("nan"), float("nan"), None
     ps = per_step(qm)
-    mask = step_mask(ds.lengths, ds.x.shape[1]) if ps else None
+    mask = scored_steps(qm, ds) if ps else None
     if is_regression(ds.y):
         f = np.asarray(probs, np.float64)
         q = dequantize(qm, g_out)
@@ -147,7 +155,7 @@ def score_like_float(qm, ds, probs: np.ndarray, other: np.ndarray) -> float:
     accuracy, or for a regression head its RMSE against the float model's outputs ``probs``."""
     if ds.y is None:
         return float("nan")
-    mask = step_mask(ds.lengths, ds.x.shape[1]) if per_step(qm) else None
+    mask = scored_steps(qm, ds) if per_step(qm) else None
     if is_regression(ds.y):
         d = np.asarray(other, np.float64) - np.asarray(probs, np.float64)
         return _rmse(d if mask is None else d[mask])
@@ -161,7 +169,8 @@ def device_accuracy(qm, ds, d_rows: List[np.ndarray], m: int) -> Optional[float]
         return None
     y = np.asarray(ds.y)
     if per_step(qm):
-        hits = [(_classes(r, 0) == y[n, : len(r)]) for n, r in enumerate(d_rows[:m])]
+        keep = scored_steps(qm, ds)
+        hits = [(_classes(r, 0) == y[n, : len(r)])[keep[n, : len(r)]] for n, r in enumerate(d_rows[:m])]
         hits = np.concatenate(hits) if hits else np.zeros(0, bool)
         return float(hits.mean()) if hits.size else float("nan")
     if m == 0:

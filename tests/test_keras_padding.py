@@ -129,3 +129,39 @@ def test_report_says_which_rule_applied(model):
     rule = "mask_zero: id-0 steps skipped" if model["mask_zero"] else "no mask: every step run"
     assert rep["data"] == {"padding": rule}
     assert f"  padding               {rule}" in table(rep).splitlines()
+
+
+@pytest.mark.parametrize("gen", ["k2", "k3"])
+def test_per_step_accuracy_is_scored_on_the_steps_the_mask_keeps(gen, tmp_path):
+    """A tagger behind Masking: Keras' evaluate weights its metric by the output mask, so masked steps (padding, holes)
+    are not scored; rnnskip scored every step before the length (an earlier session noted it). Float accuracy equals
+    Keras' evaluate, and the int8 golden model is scored on the same steps."""
+    from zoo_models import keras_module
+
+    from rnnskip import outputs
+    from rnnskip.quant.golden import GoldenModel
+    k = keras_module(gen)
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = k.Sequential([k.Input((None, 3)), k.layers.Masking(0.0), k.layers.LSTM(4, return_sequences=True),
+                          k.layers.TimeDistributed(k.layers.Dense(3, activation="softmax"))])
+        m.set_weights([rng.normal(0, 0.7, w.shape).astype(np.float32) for w in m.get_weights()])
+        m.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        x = rng.normal(0, 1, (20, T, 3)).astype(np.float32)
+        L = rng.integers(3, T + 1, 20)
+        x[np.arange(T)[None, :] >= L[:, None]] = 0.0
+        x[2, 1] = 0.0   # a hole
+        y = rng.integers(0, 3, (20, T))
+        keras_acc = m.evaluate(x, y, verbose=0)[1]
+        m.save(str(tmp_path / "m.h5"))
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    ir = load_model_file(tmp_path / "m.h5")
+    ds = load_npz(str(tmp_path / "d.npz"), ir)
+    qm = quantize_on(ir, ds.x, ds.lengths)
+    probs = FloatModel(ir).predict(ds.x, ds.lengths)
+    g_out = GoldenModel(qm).run(ds.x, ds.lengths)[0]
+    f_acc, q_acc, _ = outputs.score(ir, qm, ds, probs, g_out)
+    valid = np.any(x != 0, axis=-1)
+    assert valid.sum() < x.shape[0] * T and f_acc == pytest.approx(keras_acc, abs=1e-6)
+    assert q_acc == pytest.approx(float((g_out.argmax(-1) == y)[valid].mean()))

@@ -25,6 +25,7 @@ from . import (
     delta_lstm_bench,
     frontend_bench,
     pipeline_bench,
+    pooling_bench,
     skip_bench,
     targets_bench,
 )
@@ -39,7 +40,7 @@ README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 SECTIONS = [("pipeline", pipeline_bench), ("targets", targets_bench), ("boards", boards_bench),
             ("skip", skip_bench), ("certify", certify_bench), ("delta", delta_bench),
-            ("delta-lstm", delta_lstm_bench), ("frontends", frontend_bench)]
+            ("delta-lstm", delta_lstm_bench), ("frontends", frontend_bench), ("pooling", pooling_bench)]
 
 
 def main(argv=None) -> int:

@@ -77,6 +77,36 @@ def versions() -> dict:
     return v
 
 
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only), None where matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def fit_classifier(m, tr, va, cfg: dict, keras) -> dict:
+    """Compile a Keras classifier (Adam at ``cfg['learning_rate']``, sparse categorical cross-entropy) and fit it on
+    the Datasets ``tr`` with early stopping on ``va``'s loss (``cfg['patience']``, best weights kept); the training
+    facts a bench model's meta.json holds."""
+    import time
+
+    import numpy as np
+    m.compile(optimizer=keras.optimizers.Adam(cfg["learning_rate"]), loss="sparse_categorical_crossentropy",
+              metrics=["accuracy"])
+    t0 = time.time()
+    hist = m.fit(tr.x, tr.y, validation_data=(va.x, va.y), epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                 verbose=0, callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg["patience"],
+                                                                     restore_best_weights=True)])
+    vl = hist.history["val_loss"]
+    best = int(np.argmin(vl))
+    return {"params": int(m.count_params()), "epochs_run": len(vl), "epoch_kept": best + 1,
+            "val_accuracy": float(hist.history["val_accuracy"][best]), "train_seconds": round(time.time() - t0, 1)}
+
+
 def fmt_seconds(s: float) -> str:
     if s < 1:
         return f"{s * 1e3:.1f} ms"

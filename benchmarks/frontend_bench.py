@@ -40,7 +40,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import bench_out, config_hash, convert, read_json, shared_data, versions, write_json
+from .common import (
+    bench_out,
+    config_hash,
+    convert,
+    fit_classifier,
+    pyplot,
+    read_json,
+    shared_data,
+    versions,
+    write_json,
+)
 from .common import fmt_num as _n
 from .common import fmt_pct as _p
 from .common import fmt_x as _x
@@ -152,18 +162,9 @@ def train(name: str) -> dict:
     n_out = int(max(tr.y.max(), te.y.max())) + 1
     keras.utils.set_random_seed(cfg["seed"])
     m = _build(name, cfg, tr.x.shape[2], n_out, keras)
-    m.compile(optimizer=keras.optimizers.Adam(cfg["learning_rate"]), loss="sparse_categorical_crossentropy",
-              metrics=["accuracy"])
-    t0 = time.time()
-    hist = m.fit(tr.x, tr.y, validation_data=(va.x, va.y), epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                 verbose=0, callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg["patience"],
-                                                                     restore_best_weights=True)])
+    fit = fit_classifier(m, tr, va, cfg, keras)
     m.save(p["model"])
-    vl = hist.history["val_loss"]
-    meta = {"config": cfg, "config_hash": h, "params": int(m.count_params()), "epochs_run": len(vl),
-            "epoch_kept": int(np.argmin(vl)) + 1,
-            "val_accuracy": float(hist.history["val_accuracy"][int(np.argmin(vl))]),
-            "train_seconds": round(time.time() - t0, 1), "versions": versions(),
+    meta = {"config": cfg, "config_hash": h, **fit, "versions": versions(),
             "n_train": len(tr), "n_val": len(va), "n_test": len(te), "features": data["features"],
             "layers": [f"{type(layer).__name__}" for layer in m.layers]}
     write_json(p["meta"], meta)
@@ -411,11 +412,8 @@ def bench_model(name: str, quick: bool) -> dict:
 
 def _plot(res: dict, path: str) -> str | None:
     """Cycles of each rnnskip_step call over the first test window, per model and firmware."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     models = [r for r in res["models"].values() if "latency" in r]
     fig, axes = plt.subplots(len(models), 1, figsize=(9, 3.2 * len(models)), squeeze=False)

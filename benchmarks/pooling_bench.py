@@ -24,7 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import bench_out, config_hash, convert, read_json, shared_data, versions, write_json
+from .common import (
+    bench_out,
+    config_hash,
+    convert,
+    fit_classifier,
+    pyplot,
+    read_json,
+    shared_data,
+    versions,
+    write_json,
+)
 from .common import fmt_num as _n
 from .common import fmt_pct as _p
 from .common import fmt_x as _x
@@ -84,17 +94,9 @@ def train(name: str) -> dict:
     tr, va, te = (load_npz(p[k]) for k in ("train", "val", "test"))
     keras.utils.set_random_seed(TRAIN["seed"])
     m = _build(name, tr.x.shape[2], 10, keras)
-    m.compile(optimizer=keras.optimizers.Adam(TRAIN["learning_rate"]), loss="sparse_categorical_crossentropy",
-              metrics=["accuracy"])
-    t0 = time.time()
-    hist = m.fit(tr.x, tr.y, validation_data=(va.x, va.y), epochs=TRAIN["epochs"], batch_size=TRAIN["batch_size"],
-                 verbose=0, callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=TRAIN["patience"],
-                                                                     restore_best_weights=True)])
+    fit = fit_classifier(m, tr, va, TRAIN, keras)
     m.save(p["model"])
-    vl = hist.history["val_loss"]
-    meta = {"config_hash": h, "params": int(m.count_params()), "epochs_run": len(vl),
-            "epoch_kept": int(np.argmin(vl)) + 1, "train_seconds": round(time.time() - t0, 1),
-            "keras_test_accuracy": float(m.evaluate(te.x, te.y, verbose=0)[1]),
+    meta = {"config_hash": h, **fit, "keras_test_accuracy": float(m.evaluate(te.x, te.y, verbose=0)[1]),
             "n_train": len(tr), "n_val": len(va), "n_test": len(te), "versions": versions()}
     write_json(p["meta"], meta)
     _log(f"{name}: trained in {meta['train_seconds']} s ({meta['epochs_run']} epochs, kept {meta['epoch_kept']})")
@@ -116,20 +118,13 @@ def _golden_acc(model: str, test: str, calib: str) -> dict:
 
 
 def _row(rep: dict, method: str | None) -> dict:
-    e, fp, acc = rep["emulation"], rep["footprint"], rep["accuracy"]
-    r = {"accuracy_float": acc["float"], "accuracy_int8": acc["int8_golden"], "n": acc["n"],
-         "n_emulated": acc["n_device"], "cycles_per_inference": e["cycles_per_inference"],
-         "macs_per_inference": e["macs_per_inference"], "flash_bytes": fp["flash_bytes"], "ram_bytes": fp["ram_bytes"],
-         "bitexact": {k: rep["bitexact"][k] for k in ("checked", "mismatches", "host_checked", "device_checked")},
-         "wall_s": rep.get("wall_s"), "pool_over_time": rep["model"].get("pool_over_time")}
-    if method:
-        s = rep[method]
-        em = s.get("emulated") or {}
-        r.update(mac_reduction_x=(s.get("mac_reduction") or {}).get("x_fewer"),
-                 cycle_reduction_x=((em.get("reduction") or {}).get("cycles") or {}).get("x_fewer"),
-                 macs_effective=s["macs_per_inference"][method])
-        r["setting"] = (", ".join(f"x{t['input']}/h{t['hidden']}" for t in s["thresholds"]) if method == "delta"
-                        else f"{100 * s['skip_rate']:.1f}% skipped")
+    """The frontends bench's numbers of one conversion, with the pooling and the method's setting."""
+    from .frontend_bench import _row as numbers
+    r = dict(numbers(rep, method), pool_over_time=rep["model"].get("pool_over_time"))
+    if method == "delta":
+        r["setting"] = ", ".join(f"x{t['input']}/h{t['hidden']}" for t in r["thresholds"])
+    elif method == "skip":
+        r["setting"] = f"{100 * r['skip_rate']:.1f}% skipped"
     return r
 
 
@@ -168,11 +163,8 @@ def bench_model(name: str, quick: bool) -> dict:
 
 def _plot(res: dict, path: str) -> str | None:
     """Cycles per inference per model and method, next to the accuracy."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     models = list(res["models"].values())
     fig, ax = plt.subplots(figsize=(8, 3.6))

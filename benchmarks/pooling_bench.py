@@ -141,7 +141,7 @@ def bench_model(name: str, quick: bool) -> dict:
     res["golden"] = _golden_acc(p["model"], p["test"], p["train"])
     _log(f"{name}: delta-tune on validation")
     dj = base / "delta_runtime.json"
-    _tune(p["model"], p["val"], p["train"], dj)
+    _tune(p["model"], p["val"], p["train"], dj, max_loss=MAX_LOSS)
     runs = [("dense", None), ("delta", {"delta": str(dj)})]
     if spec["skip"]:
         _log(f"{name}: skip predictor (train-predictor on the training split, validation for the operating point)")

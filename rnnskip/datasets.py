@@ -345,11 +345,15 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what
 
     if has_lengths and ir is not None and getattr(ir, "pools_masked_zeros", False) and (lengths < T).any():
         cut = lengths_cut_unmasked(x, lengths, ir)
-        if cut is not None and not cut.any():   # the padding is masked: Keras pools its zeros (docs/pooling.md)
+        # rows whose padding the model masks: Keras pools its zeros (docs/pooling.md); the others keep their
+        # lengths (and the warning below)
+        full = (lengths < T) & ~cut.any(axis=1) if cut is not None else np.zeros(N, bool)
+        if full.any():
             notes.append(f"note: the model max-pools a Bidirectional layer's outputs, which Keras sets to 0 at masked "
-                         f"steps, trailing padding included: every row of {name} runs to its padded length {T} "
-                         f"(masked steps cost nothing but count), not to its lengths")
-            lengths = np.full(N, T, np.int32)
+                         f"steps, trailing padding included: {int(full.sum())} row{'s' if full.sum() > 1 else ''} of "
+                         f"{name} run to the padded length {T} (masked steps cost nothing but count), not to their "
+                         f"lengths")
+            lengths = np.where(full, T, lengths).astype(np.int32)
     if has_lengths and ir is not None:
         src = f"{what} {name}" if what else name
         line = (_lengths_against_mask(x, lengths, ir, src) if _unmasked(x, ir) is not None

@@ -240,8 +240,7 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
         "headers": headers, "kernels": kernels, "layout": layout, "matvec_fn": matvec_fn,
         "wtype": "int16_t" if layout == "paired" else "int8_t",
         "acc_rows": max(l.acc_rows for l in qm.layers),
-        "out_len": qm.head[-1].rows if qm.head else qm.layers[-1].merge_p if qm.layers[-1].direction else
-        qm.layers[-1].up,
+        "out_len": qm.head[-1].rows if qm.head else qm.out_width,
         **_bidi_context(qm),
         "head_scratch": max(head_rows) if head_rows else 0,
         **_feature_literals(qm), "output_scale_f": _f32_literal(qm.output_scale),
@@ -270,7 +269,7 @@ def _pool_context(qm: QModel) -> Dict:
     wraps its body; a front end's recurrent call and a Bidirectional's rnnskip_finish pool themselves)."""
     last, i = qm.layers[-1], len(qm.layers) - 1
     return {"pool_class": {"avg": "GlobalAveragePooling1D", "max": "GlobalMaxPooling1D"}.get(qm.pool, ""),
-            "pool_w": qm.layers[-2].merge_p if last.direction == "backward" else last.up,
+            "pool_w": qm.out_width,
             "last_out": f"s->xh{i} + {last.in_p}",
             "plain_pool": bool(qm.pool) and not qm.front and qm.bidi is None}
 

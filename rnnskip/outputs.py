@@ -8,7 +8,8 @@
   ``float_vs_label_rmse``, ``int8_vs_float_rmse``, ``int8_vs_float_max_abs``;
 * **per-step** models (``return_sequences=True`` at the output): one output row per
   time step; ``rnnskip_io_out`` holds ``[T][OUTPUT_LEN]`` and only steps ``t < length``
-  are compared and scored. Labels are ``[N, T]`` (classes, or one value per step) or
+  are compared; of those, the steps the model's own mask keeps are scored (:func:`scored_steps`).
+  Labels are ``[N, T]`` (classes, or one value per step) or
   ``[N, T, K]`` (several values per step).
 """
 from __future__ import annotations
@@ -49,8 +50,7 @@ def check_class_outputs(ir, what: str, y=_NOT_LOADED) -> None:
 
 def row_len(qm) -> int:
     """int16 values per output row on the device (padded)."""
-    last = qm.layers[-1]   # a Bidirectional layer's backward direction: its merged output
-    return qm.head[-1].rows if qm.head else last.merge_p if last.direction else last.up
+    return qm.head[-1].rows if qm.head else qm.out_width
 
 
 def io_out_len(qm, T: int) -> int:

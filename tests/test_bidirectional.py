@@ -91,6 +91,21 @@ def _check_dense_and_delta(ir, per_step: bool, tmp_path, delta: bool):
         assert ev.device_checked == len(x)
 
 
+def test_last_bidirectional_layer_without_head_outputs_both_directions(tmp_path):
+    """Bidirectional(concat) as the last layer with no head: the device's output row is the merged width (it was the
+    units' width: the host build returned only the forward direction's half)."""
+    ir = bidi_ir("feat-mask-gru", 0, "concat")
+    ir.head = []
+    x, L = random_data(ir, n=6, T=7, seed=1)
+    qm = quantize_on(ir, x, L)
+    assert qm.out_width == qm.layers[0].merge_p > qm.layers[0].up
+    generate(qm, tmp_path / "src", max_t=x.shape[1])
+    so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
+    ev = pipeline.evaluate(ir, qm, dataset(x, L, np.zeros((len(x), 2 * ir.rnn_layers[0].units), np.float32)),
+                           host_so=so)
+    assert ev.host_checked == len(x) and ev.host_mismatches == 0, ev.first_mismatch
+
+
 def test_backward_direction_runs_the_valid_steps_in_reverse():
     """The float model's backward direction: the valid steps of each row (masked ones and those past its length
     left out, wherever they are), last to first, from a zero state; merged with the forward state."""

@@ -1271,3 +1271,20 @@ def test_pooling_over_the_batch_axis_names_the_axes(tmp_path):
     msg = refusal(path)
     assert msg.endswith("reduces axes [1] of a recurrent output whose axes are 0 time, 1 batch, 2 features: rnnskip "
                         "pools over the time axis alone (axis 0 here)"), msg
+
+
+def test_a_pooling_node_nothing_reads_leaves_the_model_unpooled(tmp_path):
+    """A ReduceMean of Y beside a head on Y_h is not the model's pooling (a review found it made the model pooled and
+    0.35 off onnxruntime): only what the head or the output reads counts."""
+    path = tmp_path / "m.onnx"
+    _rnn_graph(path, "GRU", linear_before_reset=1)
+    m = onnx.load(str(path))
+    m.graph.initializer.append(helper.make_tensor("axd2", TensorProto.INT64, (1,), [1]))
+    m.graph.node.extend([helper.make_node("Squeeze", ["Y", "axd2"], ["ys2"], name="sq2"),
+                         helper.make_node("ReduceMean", ["ys2"], ["unused"], name="unused_pool", axes=[0],
+                                          keepdims=0)])
+    onnx.save(m, str(path))
+    ir = load_model_file(path)
+    assert ir.pool == "" and not ir.rnn_layers[-1].return_sequences
+    x = np.random.default_rng(0).normal(0, 1, (T, N, FEAT)).astype(np.float32)
+    assert np.abs(FloatModel(ir).predict(batch_major(x, False)) - run_ort(path, x)).max() <= 1e-5

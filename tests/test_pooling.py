@@ -147,24 +147,23 @@ def test_pooled_front_end_bitexact_with_skip(kind, tmp_path):
     ("tok-lstm-gru-lstm-gru", 2, "mul", "avg"),
 ])
 def test_pooled_bidirectional_bitexact_with_delta(cfg, index, merge_mode, kind, tmp_path):
-    ir = _pooled(bidi_ir(cfg, index, merge_mode), kind)
-    _check(ir, ["dense", "delta"] if cfg != "feat-gru-gru-v1" else ["dense"], tmp_path)
+    _check(_pooled(bidi_ir(cfg, index, merge_mode), kind), ["dense", "delta"], tmp_path)
 
 
 def test_float_pooling_of_a_bidirectional_layer_pools_its_zeros_at_masked_steps():
-    """GlobalMaxPooling1D on a Bidirectional layer's outputs: a row with a masked step has 0 in the maximum of every
-    unit (Keras writes zeros there); the mean leaves masked steps out."""
+    """GlobalMaxPooling1D on a Bidirectional layer's outputs: units whose output is negative at every step that runs
+    pool to exactly 0 in a row with a masked step (Keras writes zeros there), and stay negative in a row without."""
     ir = _pooled(bidi_ir("feat-mask-gru", 0, "sum"), "max")
     ir.head = []
-    fm = FloatModel(ir)
-    x, L = random_data(ir, n=6, T=7, seed=4)
-    x[0, 3] = 0.0   # masked
-    x[1] = np.abs(x[1]) + 1.0   # no masked step
-    V, ok = fm.frames(x, L)
-    seq = fm.windows(V, ok, sequence=True)
-    y = fm.predict(x, L)
-    assert np.all(y[0] >= 0) and np.allclose(y[0], np.maximum(seq[0, : L[0]].max(0), 0))
-    np.testing.assert_allclose(y[1], seq[1, : L[1]].max(0))
+    for d in ir.rnn_layers[0].directions():   # candidate strongly negative, update gate open: h < 0 after step 1
+        d.kernel, d.recurrent_kernel = d.kernel * 0.01, d.recurrent_kernel * 0.01
+        d.bias = np.zeros_like(d.bias)
+        d.bias[0, : d.units] = -4.0          # z (Keras' GRU gates z, r, h): keep little of the old state
+        d.bias[0, 2 * d.units:] = -4.0       # the candidate's input bias
+    x = np.random.default_rng(4).normal(0, 1, (2, 6, ir.input.features)).astype(np.float32)
+    x[0, 3] = 0.0                            # masked
+    y = FloatModel(ir).predict(x, np.array([6, 6]))
+    assert np.all(y[0] == 0.0) and np.all(y[1] < -0.5)
 
 
 def test_fit_estimate_counts_the_pooling_state():
@@ -240,7 +239,7 @@ def test_lengths_of_a_bidirectional_max_pooled_model_run_to_the_padded_length(tm
     assert ir.pools_masked_zeros
     ds = load_npz(str(tmp_path / "d.npz"), ir)
     assert ds.lengths.tolist() == [8] * 10
-    assert any("runs to its padded length 8" in n for n in ds.notes)
+    assert any("run to the padded length 8" in n for n in ds.notes)
     np.testing.assert_allclose(FloatModel(ir).predict(ds.x, ds.lengths), np.asarray(m(x)), atol=1e-5)
     assert np.abs(FloatModel(ir).predict(x, L) - np.asarray(m(x))).max() > 1e-3   # what stopping at L gave
 
@@ -252,15 +251,19 @@ def test_reference_check_leaves_out_rows_keras_makes_nan():
     got = np.array([[0.5, 0.5], [0.25, 0.75], [0.1, 0.9]])
     want = got.copy()
     want[1] = np.nan
-    res = source_check._compared("keras", np.array([4, 7, 9]), got, want)
+    from types import SimpleNamespace
+    pooled = SimpleNamespace(pool="avg")
+    res = source_check._compared("keras", np.array([4, 7, 9]), got, want, pooled)
     assert (res["rows"], res["max_abs_diff"], res["nonfinite_rows"]) == (2, 0.0, [7])
     assert source_check.warning(res) == (
         "warning: keras gives NaN (or inf) on 1 row of the data (e.g. row 7), where rnnskip gives numbers: a row "
         "whose every step is masked, which GlobalAveragePooling1D divides by zero steps (rnnskip's mean is 0 there); "
         "the other 2 rows agree within 0.0001")
+    assert "please report it" in source_check.warning(source_check._compared(
+        "keras", np.array([4, 7, 9]), got, want, SimpleNamespace(pool="")))   # NaN where no pooling explains it
     want[2, 0] += 0.01
     assert "differs from keras by up to 0.01 on 2 rows" in source_check.warning(source_check._compared(
-        "keras", np.array([4, 7, 9]), got, want))
+        "keras", np.array([4, 7, 9]), got, want, pooled))
 
 
 def test_import_and_inspect_name_the_pooling(tmp_path):
@@ -274,3 +277,12 @@ def test_import_and_inspect_name_the_pooling(tmp_path):
     assert "tokens -> Bidirectional(LSTM(3), concat) -> max over time -> Dense(2, softmax);" in p.stdout
     ins = inspect_file(tmp_path / "m.h5")
     assert ins.converts and ins.pool_over_time == "max" and not ins.per_step_outputs
+
+
+def test_a_delta_tune_baseline_must_pool_as_the_model_does():
+    from rnnskip.delta.cli import check_baseline
+    with pytest.raises(RnnskipError) as e:
+        check_baseline(pool_ir("feat-lstm", "avg"), pool_ir("feat-lstm", "max"), "b.h5")
+    assert str(e.value) == ("--baseline b.h5 has a maximum over time but the model a mean; give the model it was "
+                            "fine-tuned from")
+    check_baseline(pool_ir("feat-lstm", "max"), pool_ir("feat-lstm", "max"), "b.h5")

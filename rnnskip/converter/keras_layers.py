@@ -101,10 +101,9 @@ def _join(parts: List[str]) -> str:
     return ", ".join(parts)
 
 
-_OVER_TIME = ("needs every step's output before it gives one, and rnnskip's model runs step by step: in a "
-              "recurrent model, end the recurrent layers with return_sequences=False (the last step's output "
-              "feeds the Dense head) and retrain, or keep this layer in your own code after a per-step rnnskip "
-              "model")
+_OVER_TIME = ("is not converted: pool the time axis away with GlobalAveragePooling1D or GlobalMaxPooling1D "
+              "(docs/pooling.md), or end the recurrent layers with return_sequences=False (the last step's output "
+              "feeds the Dense head) and retrain")
 #: what to do instead, for unsupported layers people often put after their RNN
 HINTS = {"Flatten": "flattening the time axis " + _OVER_TIME}
 

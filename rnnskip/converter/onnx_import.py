@@ -88,6 +88,7 @@ class Sym:
     layers: Tuple[int, ...] = ()          # STATE/CELL stacked per layer (axis L): PyTorch's h_n, c_n
     squeezed: bool = False                # VEC of width 1 whose F axis was squeezed away (x.squeeze(1))
     direction: int = -1                   # STATE/CELL of a bidirectional operator: one direction's (0, 1)
+    pooled: Tuple[str, str] = ()          # STATE pooled over time from SEQ: (avg | max, the node's key)
 
 
 def _data(kind):
@@ -414,7 +415,7 @@ def _with_axes(s: Sym, axes, squeezed: Optional[bool] = None) -> Sym:
     sq = s.squeezed if squeezed is None else squeezed
     return Sym(s.kind, value=s.value, axes=tuple(axes), width=s.width, layer=s.layer,
                dense=s.dense if sq and not s.squeezed else None, padded=s.padded, layers=s.layers, squeezed=sq,
-               direction=s.direction)
+               direction=s.direction, pooled=s.pooled)
 
 
 def _squeezable(s: Sym, ax: str) -> bool:
@@ -548,7 +549,8 @@ def h_reduce_pool(ctx: _Ctx):
     t = _time_label(ctx, s)
     if axes is None or [s.axes[_norm(a, len(s.axes))] for a in axes] != [t]:
         role = {"T": "time", "N": "batch"}
-        names = ", ".join(f"{i} {role.get(ctx.r.roles.get(ax, ''), 'features' if ax == 'F' else 'direction')}"
+        other = {"F": "features", "1": "size 1", "D": "direction", "B": "direction"}
+        names = ", ".join(f"{i} {role.get(ctx.r.roles.get(ax, ''), other.get(ax, 'other'))}"
                           for i, ax in enumerate(s.axes))
         ctx.fail(f"reduces axes {'all' if axes is None else axes} of a recurrent output whose axes are {names}: "
                  f"rnnskip pools over the time axis alone (axis {s.axes.index(t)} here)")
@@ -558,13 +560,11 @@ def h_reduce_pool(ctx: _Ctx):
         ctx.fail("pools a recurrent output computed with sequence_lens: onnxruntime pools its zeros after each row's "
                  "length too; pool only the steps of each row's length in your own code, or export without "
                  "sequence_lens")
-    if s.layer != len(ctx.r.rnns) - 1 or ctx.r.pool:
-        ctx.fail("pools a recurrent output other than the last layer's, or pools twice: rnnskip pools the last "
-                 "recurrent layer's output once, before the head")
-    ctx.r.pool, ctx.r.pool_name = kind, ctx.key
     keep = int(ctx.attrs.get("keepdims", 1))
     out = tuple(("1" if ax == t else ax) for ax in s.axes if keep or ax != t)
-    return [Sym(STATE, axes=out, width=s.width, layer=s.layer)], f"converted (pooled over time: {kind})"
+    # the model pools only if this is what the head (or the output) reads: _add_dense and _assemble look
+    return [Sym(STATE, axes=out, width=s.width, layer=s.layer, pooled=(kind, ctx.key))], \
+        f"converted (pooled over time: {kind})"
 
 
 def h_gather(ctx: _Ctx):
@@ -796,6 +796,7 @@ def _add_dense(ctx: _Ctx, s: Sym, kernel: np.ndarray, bias: np.ndarray):
     d = DenseLayer(kernel=_f32(kernel), bias=_f32(bias), name=ctx.key)
     if s.kind in (STATE, SEQ):
         r.head_reads = s.layer
+        r.pool, r.pool_name = s.pooled or ("", "")
     if where == "input":
         r.input_dense = d
         return [Sym(X, axes=s.axes, width=d.out_dim, dense=d)], "converted (per-step dense)"
@@ -1072,9 +1073,9 @@ def _assemble(r: _Reader) -> ModelIR:
         features = r.input_dense.in_dim if r.input_dense is not None else r.rnns[0].input_dim
         inp = FeatureInput(features=int(features), dense=r.input_dense)
     notes = list(r.notes)
+    if not r.head:   # no head: the output itself is pooled or not
+        r.pool, r.pool_name = s.pooled or ("", "")
     if r.pool:
-        if r.head_reads not in (-1, last) or (s.kind == STATE and s.layer != last):
-            raise RnnskipError(f"{r.path}: the pooled output is not the last recurrent layer's")
         r.rnns[-1].return_sequences = True   # the pooling reads every step's output
     if per_step:
         r.rnns[-1].return_sequences = True   # one output per step, as Keras' return_sequences=True at the output

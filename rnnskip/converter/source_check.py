@@ -59,10 +59,10 @@ def check(ir, x, lengths, max_rows: int = 64) -> Optional[dict]:
     got = np.asarray(FloatModel(ir).predict(x[rows], lengths[rows]), np.float64)
     if got.shape != want.shape:
         return {"runtime": "onnxruntime", "rows": int(rows.size), "shape_mismatch": [list(got.shape), list(want.shape)]}
-    return _compared("onnxruntime", rows, got, want)
+    return _compared("onnxruntime", rows, got, want, ir)
 
 
-def _compared(runtime: str, rows: np.ndarray, got: np.ndarray, want: np.ndarray) -> dict:
+def _compared(runtime: str, rows: np.ndarray, got: np.ndarray, want: np.ndarray, ir) -> dict:
     """The comparison of the float reference ``got`` with the runtime's ``want`` on data rows ``rows``. Rows where the
     runtime gives NaN or inf (a GlobalAveragePooling1D over a row whose every step is masked: 0 / 0) are counted
     apart, so they do not hide the others."""
@@ -72,6 +72,9 @@ def _compared(runtime: str, rows: np.ndarray, got: np.ndarray, want: np.ndarray)
     res = {"runtime": runtime, "rows": int(ok.sum()), "max_abs_diff": diff, "tolerance": TOLERANCE}
     if bad.any():
         res["nonfinite_rows"] = [int(r) for r in rows[bad]]
+        res["nonfinite_why"] = ("a row whose every step is masked, which GlobalAveragePooling1D divides by zero steps "
+                                "(rnnskip's mean is 0 there)" if getattr(ir, "pool", "") == "avg" else
+                                "not a case rnnskip knows of; please report it")
     return res
 
 
@@ -88,9 +91,8 @@ def warning(res: Optional[dict]) -> str:
     bad = res.get("nonfinite_rows")
     if bad:
         return (f"warning: {res['runtime']} gives NaN (or inf) on {len(bad)} row{'s' if len(bad) > 1 else ''} of the "
-                f"data (e.g. row {bad[0]}), where rnnskip gives numbers: a row whose every step is masked, which "
-                f"GlobalAveragePooling1D divides by zero steps (rnnskip's mean is 0 there); the other {res['rows']} "
-                f"rows agree within {res['tolerance']:g}")
+                f"data (e.g. row {bad[0]}), where rnnskip gives numbers: {res['nonfinite_why']}; the other "
+                f"{res['rows']} rows agree within {res['tolerance']:g}")
     return ""
 
 
@@ -138,4 +140,4 @@ def _check_keras(ir, x, lengths, max_rows: int) -> dict:
         want = want[..., None]
     if got.shape != want.shape:
         return {"runtime": runtime, "rows": int(rows.size), "shape_mismatch": [list(got.shape), list(want.shape)]}
-    return _compared(runtime, rows, got, want)
+    return _compared(runtime, rows, got, want, ir)

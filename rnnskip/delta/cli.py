@@ -128,6 +128,10 @@ def check_baseline(ir, bir, path) -> None:
     if bir.per_step != ir.per_step:
         raise RnnskipError(f"--baseline {path} and the model differ in return_sequences at the output; give the "
                            f"model it was fine-tuned from")
+    if bir.pool != ir.pool:
+        what = {"avg": "a mean", "max": "a maximum", "": "no pooling"}
+        raise RnnskipError(f"--baseline {path} has {what[bir.pool]} over time but the model {what[ir.pool]}; give "
+                           f"the model it was fine-tuned from")
 
 
 def _calibration_numbers(res) -> str:

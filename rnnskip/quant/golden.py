@@ -64,10 +64,10 @@ def merge(l, f: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class Pool:
-    """Pooling over time of the last layer's int8 outputs (``rnnskip_pool_add`` / ``rnnskip_pool_out`` in the C),
-    per row: ``avg`` an int32 sum and a count, the mean rounded half away from zero at the end (as
-    :func:`avg_pool`); ``max`` the running maximum. Either is 0 where nothing was pooled. The pooled vector has
-    the outputs' scale."""
+    """Pooling over time of the last layer's int8 outputs (``rnnskip_pool_add``, and the division in
+    ``rnnskip_output``, in the C), per row: ``avg`` an int32 sum and a count, the mean rounded half away from zero
+    at the end (as :func:`avg_pool`); ``max`` the running maximum. Either is 0 where nothing was pooled. The
+    pooled vector has the outputs' scale."""
 
     def __init__(self, kind: str, n: int, width: int):
         self.kind = kind
@@ -149,6 +149,7 @@ class GoldenModel:
 
     def __init__(self, qm: QModel, methods: Optional[list] = None):
         self.qm = qm
+        self.pool: Optional[Pool] = None   # a model that pools over time: the pooling of the last run
         self.methods = list(qm.methods if methods is None else methods)
         for m in self.methods:
             m.golden_prepare(self)
@@ -237,6 +238,9 @@ class GoldenModel:
         """int16 logits ``[N, output_dim]`` (int8 h of the last layer when there is no head); a model that pools
         over time: the head on the pooling of the last :meth:`run`."""
         if self.qm.pool:
+            if self.pool is None:
+                raise RnnskipError(f"model '{self.qm.name}' pools over time: its output comes from run(), which "
+                                   "pools every step, not from a state")
             return self.head(self.pool.out())
         last = self.qm.layers[-1]
         y = merge(self.qm.layers[-2], state[-2]["h8"], state[-1]["h8"]) if last.direction == "backward" \
@@ -248,8 +252,7 @@ class GoldenModel:
         qm = self.qm
         if not qm.pool:
             return None
-        last = qm.layers[-1]
-        self.pool = Pool(qm.pool, n, qm.layers[-2].merge_p if last.direction == "backward" else last.up)
+        self.pool = Pool(qm.pool, n, qm.out_width)
         return self.pool
 
     def head(self, y: np.ndarray) -> np.ndarray:

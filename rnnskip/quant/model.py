@@ -242,6 +242,13 @@ class QModel:
         return c_name(self.c_prefix, name)
 
     @property
+    def out_width(self) -> int:
+        """Padded width of the last recurrent layer's int8 output: a last Bidirectional layer's merged output (its
+        forward direction knows the merge; the backward one is ``layers[-1]``), else the layer's units."""
+        last = self.layers[-1]
+        return self.layers[-2].merge_p if last.direction == "backward" else last.up
+
+    @property
     def bidi(self) -> Optional[int]:
         """The index in ``layers`` of a Bidirectional layer's forward direction (its backward one is next)."""
         return next((i for i, l in enumerate(self.layers) if l.direction == "forward"), None)

@@ -38,9 +38,9 @@ _CBYTES = {"int8_t": 1, "int16_t": 2, "int32_t": 4}
 
 
 def bidi_bytes(qm, max_t: int) -> int:
-    """A Bidirectional layer's window buffer for ``max_t`` steps (``bidi_x``; ``bidi_y`` when layers follow it or the
-    model outputs per step; ``bidi_h`` when both; ``bidi_out`` when it is the last) and its step count; 0 without
-    one."""
+    """A Bidirectional layer's window buffer for ``max_t`` steps (``bidi_x``; ``bidi_y`` when layers follow it, the
+    model outputs per step or pools over time; ``bidi_h`` when layers follow and the model outputs per step;
+    ``bidi_out`` when it is the last and nothing pools) and its step count; 0 without one."""
     b = qm.bidi
     if b is None:
         return 0
@@ -48,7 +48,7 @@ def bidi_bytes(qm, max_t: int) -> int:
     later = b + 2 < len(qm.layers)
     n = _a4(max_t * fl.in_p) + (_a4(max_t * fl.merge_p) if later or qm.per_step or qm.pool else 0)
     n += _a4(max_t * qm.layers[-1].up) if later and qm.per_step else 0    # bidi_h
-    return n + (0 if later else _a4(fl.merge_p)) + 4
+    return n + (0 if later or qm.pool else _a4(fl.merge_p)) + 4
 
 
 def state_bytes(qm, max_t: int = 0) -> int:
@@ -76,17 +76,18 @@ def pool_bytes(qm) -> int:
     Bidirectional layer and the max, two counters); 0 without."""
     if not qm.pool:
         return 0
-    last = qm.layers[-1]
-    w = qm.layers[-2].merge_p if last.direction == "backward" else last.up
-    return 4 * w + 4 + _a4(w) + (8 if qm.bidi is not None and qm.pool == "max" else 0)
+    w = qm.out_width
+    counters = 0
+    if qm.bidi is not None and qm.pool == "max":   # pool_t, and pool_lead when layers follow the Bidirectional one
+        counters = 8 if qm.bidi + 2 < len(qm.layers) else 4
+    return 4 * w + 4 + _a4(w) + counters
 
 
 def io_bytes(qm, max_t: int) -> int:
     """The rnnskip_io.c buffers for sequences of up to ``max_t`` steps."""
     step = 1 if qm.token_input else qm.features_p
     per = 4 if qm.token_input else 1
-    last = qm.layers[-1]
-    out_len = (qm.head[-1].rows if qm.head else last.merge_p if last.direction else last.up) * \
+    out_len = (qm.head[-1].rows if qm.head else qm.out_width) * \
         (max_t if qm.per_step else 1)
     return _a4(max_t * step * per) + 2 * _a4(max_t) + _a4(2 * out_len) + 8 + state_bytes(qm, max_t)
 

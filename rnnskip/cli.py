@@ -195,6 +195,7 @@ def inspect_cmd(model, max_t, target_names, as_json):
 @guard
 def import_cmd(model, out):
     """Read MODEL into the IR (work folder: model.ir.json + .npz) and print its layers."""
+    from .converter.ir import POOL_WORDS
     from .pipeline.commands import import_command
     ir = import_command(model, out)
     front = [] if ir.is_token_model else ir.input.front
@@ -203,7 +204,7 @@ def import_cmd(model, out):
                          else f"{f.kind.capitalize()}Pooling1D({f.pool_size}) -> " for f in front)
                + " -> ".join(f"Bidirectional({l.kind.upper()}({l.units}), {l.merge_mode})" if l.backward is not None
                              else f"{l.kind.upper()}({l.units})" for l in ir.rnn_layers)
-               + (f" -> {'max' if ir.pool == 'max' else 'mean'} over time" if ir.pool else "")
+               + (f" -> {POOL_WORDS[ir.pool]}" if ir.pool else "")
                + "".join(f" -> Dense({d.out_dim}, {d.activation})" for d in ir.head)
                + f"; {ir.params():,} params, {ir.macs_per_step():,} MAC/step")
     for n in ir.notes:

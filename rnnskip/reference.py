@@ -316,11 +316,12 @@ class FloatModel:
         the last layer's outputs over whole windows ``V`` whose steps ``ok`` run (``fed``: the row's steps)."""
         return pool_over_time(self.ir.pool, self.windows(V, ok, track=track, sequence=True), ok, fed)
 
-    def pooled_readout(self, hs: np.ndarray, ok: np.ndarray, lengths=None) -> np.ndarray:
-        """The head output of a model that pools over time, from the last layer's outputs ``hs`` ``[N, T, D]`` after
-        every step of a step-by-step run (held where it did not run) whose steps ``ok`` ran or were skipped
-        (``frames``) of rows of ``lengths`` input steps."""
+    def pooled_readout(self, hs: list, ok: np.ndarray, lengths=None) -> np.ndarray:
+        """The head output of a model that pools over time, from the last layer's outputs ``hs`` (one ``[N, D]`` per
+        step) after every step of a step-by-step run (held where it did not run) whose steps ``ok`` ran or were
+        skipped (``frames``) of rows of ``lengths`` input steps."""
         N, T = np.asarray(ok).shape
+        hs = np.stack(hs, 1) if len(hs) else np.zeros((N, 0, self.ir.rnn_layers[-1].out_dim))
         if self.front:
             fed = np.asarray(ok, bool)
         elif lengths is None:

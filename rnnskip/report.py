@@ -6,6 +6,7 @@ from typing import Optional
 
 import numpy as np
 
+from .converter.ir import POOL_WORDS
 from .emulators.base import STAT_FIELDS
 from .generate import weights_bytes
 from .power import energy_report
@@ -416,8 +417,7 @@ def _model_line(m: dict) -> str:
                    for l in m["layers"] if l.get("bidirectional"))
     return ("".join(f"{f['kind']} -> " for f in m.get("front_end", []))
             + f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units{bidi}"
-            + (f" -> {'max' if m['pool_over_time']['kind'] == 'max' else 'mean'} over time" if m.get("pool_over_time")
-               else "") + ", "
+            + (f" -> {POOL_WORDS[m['pool_over_time']['kind']]}" if m.get("pool_over_time") else "") + ", "
             f"{_fmt(m['params'])} params, {_fmt(m['macs_per_step'])} MAC/step")
 
 

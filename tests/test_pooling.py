@@ -286,3 +286,10 @@ def test_a_delta_tune_baseline_must_pool_as_the_model_does():
     assert str(e.value) == ("--baseline b.h5 has a maximum over time but the model a mean; give the model it was "
                             "fine-tuned from")
     check_baseline(pool_ir("feat-lstm", "max"), pool_ir("feat-lstm", "max"), "b.h5")
+
+
+def test_the_terminal_model_line_names_the_pooling():
+    from rnnskip.report import _model_line
+    m = {"type": "gru", "layers": [{"name": "g", "units": 4}], "params": 10, "macs_per_step": 5,
+         "pool_over_time": {"kind": "avg", "layer": "gap"}}
+    assert _model_line(m) == "gru 4 units -> mean over time, 10 params, 5 MAC/step"

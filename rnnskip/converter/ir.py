@@ -130,6 +130,10 @@ class PoolLayer:
         return int(self.channels)
 
 
+#: how the reports and the import summary name a model's pooling over time (``ModelIR.pool``)
+POOL_WORDS = {"avg": "mean over time", "max": "max over time"}
+
+
 def front_frames(front: list, t: int) -> int:
     """Frames the front end emits for ``t`` input frames (Keras' output length)."""
     for f in front:

@@ -89,6 +89,5 @@ class FloatDeltaModel:
         stats = {"tx_x": np.stack([s["tx"] for s in st], 1), "tx_h": np.stack([s["th"] for s in st], 1),
                  "cells": np.stack([s["cells"] for s in st], 1), "steps": ok.sum(1)}
         if self.ir.pool:   # pooling over time: the last layer's outputs after every step (held where none ran)
-            return self.fm.pooled_readout(np.stack(hs, 1) if hs else np.zeros((N, 0, self.ir.rnn_layers[-1].units)),
-                                          ok, lengths), stats
+            return self.fm.pooled_readout(hs, ok, lengths), stats
         return self.fm.readout([s["state"] for s in st]), stats

@@ -127,8 +127,7 @@ def run(fm, x: np.ndarray, lengths: np.ndarray, decide: Optional[Callable] = Non
                 rec["cosine"].append(cos[keep].astype(np.float32))
                 rec["skipped"].append(skip[keep])
         if fm.ir.pool:   # a skipped step's output is held: it is pooled as Keras pools a masked one's
-            y = fm.pooled_readout(np.stack(hs, 1) if hs else np.zeros((len(rows), 0, fm.ir.rnn_layers[-1].out_dim)), ok,
-                                  lengths[rows])
+            y = fm.pooled_readout(hs, ok, lengths[rows])
         else:
             y = fm.readout(state)
         if outs is None:

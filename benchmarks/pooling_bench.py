@@ -252,5 +252,7 @@ def summary(res: dict) -> list:
             out.append(f"- FSDD {r['title']} (pooling over time) on {res['target']}: float {_p(g['float'])}%, int8 "
                        f"{_p(g['int8'])}% ({100 * (g['int8'] - g['float']):+.2f} pt); "
                        f"{_n(r['dense']['cycles_per_inference'])} cycles per recording dense, run-time delta "
-                       f"{_x(r['delta'].get('cycle_reduction_x'))} fewer.")
+                       f"{_x(r['delta'].get('cycle_reduction_x'))} fewer at "
+                       f"{100 * (r['delta']['accuracy_int8'] - r['delta']['accuracy_float']):+.2f} pt on test (its "
+                       f"thresholds chosen within {res['max_loss']:g} pt on validation).")
     return out

@@ -43,3 +43,5 @@ def test_markdown_and_summary_render():
     lines = pooling_bench.summary(RES)
     assert len(lines) == 2 and lines[0].startswith("- FSDD model gru_avg (pooling over time) on cortex-m4: float "
                                                    "95.00%, int8 94.67% (-0.33 pt)")
+    assert lines[0].endswith("run-time delta 2.22x fewer at -1.00 pt on test (its thresholds chosen within 1 pt on "
+                             "validation).")

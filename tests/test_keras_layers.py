@@ -402,3 +402,40 @@ def test_describe_a_refused_model(tmp_path):
     ins = inspect_file(path)
     assert ins.blockers == [stateful, selu] and not ins.converts
     assert ins.params == (F + U + 1) * 4 * U + (U + 1) * D
+
+
+def _seq_bn_pool(pool_cls, gamma_sign):
+    """LSTM(return_sequences) -> BatchNormalization -> pooling over time -> Dense, gammas of one sign."""
+    n = lambda *shape: RNG.normal(0, 0.5, shape).astype(np.float32)  # noqa: E731
+    store = ArrayWeights({
+        "lstm": {"kernel": n(F, 4 * U), "recurrent_kernel": n(U, 4 * U), "bias": n(4 * U)},
+        "bn_seq": {"gamma": gamma_sign * (np.abs(n(U)) + 0.5), "beta": n(U), "moving_mean": n(U),
+                   "moving_variance": np.abs(n(U)) + 0.5},
+        "out": {"kernel": n(U, 2), "bias": n(2)}})
+    nodes = read([layer("LSTM", "lstm", units=U, return_sequences=True), layer("BatchNormalization", "bn_seq"),
+                  layer(pool_cls, "pool"), OUT], store)
+    return store, nodes
+
+
+@pytest.mark.parametrize("pool_cls,gamma_sign", [("GlobalAveragePooling1D", -1.0), ("GlobalMaxPooling1D", 1.0)])
+def test_batchnorm_before_pooling_over_time_folds_into_the_dense_after_it(pool_cls, gamma_sign):
+    """The affine map commutes with the mean (any scales) and with the max (positive scales): Dense(pool(bn(h)))
+    = Dense'(pool(h)) with the map folded into Dense'."""
+    store, nodes = _seq_bn_pool(pool_cls, gamma_sign)
+    left = fold_batchnorm(nodes)
+    assert [n.name for n in left] == ["lstm", "pool", "out"] and nodes[1].status == "folded into 'out'"
+    h = RNG.normal(size=(6, 9, U))
+    pool = np.mean if pool_cls == "GlobalAveragePooling1D" else np.max
+    w, folded = store.arrays["out"], nodes[3].value
+    np.testing.assert_allclose(pool(h, axis=1) @ folded.kernel + folded.bias,
+                               pool(bn_map(store, "bn_seq", h), axis=1) @ w["kernel"] + w["bias"], rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_with_a_negative_scale_before_max_pooling_is_refused():
+    _, nodes = _seq_bn_pool("GlobalMaxPooling1D", -1.0)
+    with pytest.raises(LayerError) as ei:
+        fold_batchnorm(nodes)
+    assert str(ei.value) == ("layer 'bn_seq' (BatchNormalization) scales some features by 0 or less before the max "
+                             "pooling 'pool', which the maximum does not commute with: rnnskip folds a "
+                             "BatchNormalization through GlobalMaxPooling1D only when every scale is positive (put it "
+                             "after the pooling)")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+import numpy as np
+
 from rnnskip import cells
 from rnnskip.converter import support
 from rnnskip.converter.folds import EMBEDDING_FOLD_SOFTMAX, fold_dense_into_embedding
@@ -78,8 +80,9 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
     After a linear Dense (nothing but no-ops and linear Activations between): into its
     kernel and bias. Otherwise into the input of the next Dense or recurrent layer, if only
     no-ops, linear Activations and further BatchNormalizations (combined with it) lie
-    between. A BatchNormalization that fits neither stays in the chain: the next passes
-    refuse it, or what stands in its way.
+    between, or pooling over time that the map commutes with (the mean; the max when every
+    scale is positive). A BatchNormalization that fits neither stays in the chain: the next
+    passes refuse it, or what stands in its way.
     """
     out: List[Node] = []
     pending: Optional[Node] = None   # folds into the next Dense / recurrent layer
@@ -119,6 +122,13 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
                 out.remove(pending)
                 _folded(pending, node, note_on=node)   # noted where the layer it went into is
                 pending = None
+            elif node.kind == TIME_POOL and (node.value == "avg" or bool(np.all(pending.value.scale > 0))):
+                pass   # a per-feature affine map commutes with the mean, and with the max if it scales up
+            elif node.kind == TIME_POOL:
+                raise LayerError(f"layer '{pending.name}' (BatchNormalization) scales some features by 0 or less "
+                                 f"before the max pooling '{node.name}', which the maximum does not commute with: "
+                                 "rnnskip folds a BatchNormalization through GlobalMaxPooling1D only when every "
+                                 "scale is positive (put it after the pooling)", pending.name)
             elif not _is_identity(node):
                 pending = None   # blocked: stays in the chain, refused later
         if node.kind == RECURRENT:

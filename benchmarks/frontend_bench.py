@@ -387,15 +387,9 @@ def bench_model(name: str, quick: bool) -> dict:
     res["delta_tuning"] = read_json(str(dj)).get("tuning")
     _log(f"{name}: skip predictor (train-predictor on the training split, validation for the operating point)")
     folder = _predictor(p["model"], p["train"], p["val"], base / "pred-mlp", rounds=1 if quick else 2)
-    reps = {}
     runs = (("dense", None), ("delta", {"delta": str(dj)}), ("skip", {"skip": {"predictor": str(folder)}}))
-    for label, methods in runs:
-        _log(f"{name}: convert {label} ({k} test rows emulated)")
-        t1 = time.time()
-        rep = convert(p["model"], TARGET, p["test"], str(base / f"m4-{label}"), calib=p["train"], emulate_max=k,
-                      traffic_sample=4, workers=2, progress=False, methods=methods)
-        rep["wall_s"] = round(time.time() - t1, 1)
-        reps[label] = rep
+    reps = convert_runs(p, base, runs, k, lambda label: _log(f"{name}: convert {label} ({k} test rows emulated)"))
+    for label, rep in reps.items():
         res[label] = _row(rep, None if label == "dense" else label)
     m = reps["dense"]["model"]
     res["model"] = {"front_end": m.get("front_end"), "front_macs_per_frame": m.get("front_macs_per_frame"),
@@ -408,6 +402,20 @@ def bench_model(name: str, quick: bool) -> dict:
         res["latency"][label] = stream_latency(base / f"m4-{label}", p["test"], kl, base / f"stream-{label}")
     res["seconds"] = round(time.time() - t0, 1)
     return res
+
+
+def convert_runs(p: dict, base: Path, runs, k: int, log) -> dict:
+    """rnnskip-convert of the model ``p['model']`` on ``p['test']`` (calibrated on ``p['train']``, ``k`` rows emulated)
+    once per (label, methods) of ``runs``, into ``base/m4-<label>``: the reports by label, with their wall times."""
+    reps = {}
+    for label, methods in runs:
+        log(label)
+        t1 = time.time()
+        rep = convert(p["model"], TARGET, p["test"], str(base / f"m4-{label}"), calib=p["train"], emulate_max=k,
+                      traffic_sample=4, workers=2, progress=False, methods=methods)
+        rep["wall_s"] = round(time.time() - t1, 1)
+        reps[label] = rep
+    return reps
 
 
 def _plot(res: dict, path: str) -> str | None:

@@ -27,7 +27,6 @@ import numpy as np
 from .common import (
     bench_out,
     config_hash,
-    convert,
     fit_classifier,
     pyplot,
     read_json,
@@ -130,7 +129,7 @@ def _row(rep: dict, method: str | None) -> dict:
 
 def bench_model(name: str, quick: bool) -> dict:
     from .delta_bench import _tune
-    from .frontend_bench import _predictor
+    from .frontend_bench import _predictor, convert_runs
     spec = MODELS[name]
     t0 = time.time()
     tr = train(name)
@@ -147,16 +146,11 @@ def bench_model(name: str, quick: bool) -> dict:
         _log(f"{name}: skip predictor (train-predictor on the training split, validation for the operating point)")
         folder = _predictor(p["model"], p["train"], p["val"], base / "pred-mlp", rounds=1 if quick else 2)
         runs.append(("skip", {"skip": {"predictor": str(folder)}}))
-    for label, methods in runs:
-        _log(f"{name}: convert {label} ({k} test rows emulated)")
-        t1 = time.time()
-        rep = convert(p["model"], TARGET, p["test"], str(base / f"m4-{label}"), calib=p["train"], emulate_max=k,
-                      traffic_sample=4, workers=2, progress=False, methods=methods)
-        rep["wall_s"] = round(time.time() - t1, 1)
+    reps = convert_runs(p, base, runs, k, lambda label: _log(f"{name}: convert {label} ({k} test rows emulated)"))
+    for label, rep in reps.items():
         res[label] = _row(rep, None if label == "dense" else label)
-        if label == "dense":
-            m = rep["model"]
-            res["model"] = {"macs_per_step": m["macs_per_step"], "head_macs": m["head_macs"], "params": m["params"]}
+    m = reps["dense"]["model"]
+    res["model"] = {"macs_per_step": m["macs_per_step"], "head_macs": m["head_macs"], "params": m["params"]}
     res["seconds"] = round(time.time() - t0, 1)
     return res
 

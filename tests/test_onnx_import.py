@@ -691,7 +691,8 @@ class WithNorm(nn.Module):
 class BiNet(nn.Module):
     """nn.LSTM/GRU/RNN(bidirectional=True) read as PyTorch users read it: "cat" torch.cat([h_n[-2], h_n[-1]], 1),
     "perm" h_n.transpose(0, 1).reshape(batch, -1), "seq" a per-step head on the output, "stack" the output
-    into a unidirectional GRU; refused: "last" (out[:, -1], the backward direction after one step), "rev" (the
+    into a unidirectional GRU, "sum" h_n[-2] + h_n[-1], "ave" (h_n[0] + h_n[1]) / 2; refused: "last" (out[:, -1], the
+    backward direction after one step), "rev" (the
     backward state first), "layers2" (num_layers=2), "twobi" (a second bidirectional nn.GRU on the output),
     "catboth" (h_n concatenated with itself, direction axis and all)."""
 
@@ -702,7 +703,7 @@ class BiNet(nn.Module):
                                      num_layers=2 if read == "layers2" else 1)
         self.rnn2 = nn.GRU(2 * UNITS, UNITS, batch_first=batch_first, bidirectional=read == "twobi") \
             if read in ("stack", "twobi") else None
-        self.fc = nn.Linear(UNITS if read == "stack" else 2 * UNITS, 3)
+        self.fc = nn.Linear(UNITS if read in ("stack", "sum", "ave") else 2 * UNITS, 3)
         self.read, self.batch_first = read, batch_first
 
     def forward(self, x):
@@ -725,6 +726,10 @@ class BiNet(nn.Module):
             f = torch.cat([h2[-2], h2[-1]], 1)
         elif self.read == "rev":
             f = torch.cat([h[-1], h[-2]], 1)
+        elif self.read == "sum":
+            f = h[-2] + h[-1]
+        elif self.read == "ave":
+            f = (h[0] + h[1]) / 2
         else:
             f = y[:, -1] if self.batch_first else y[-1]
         return torch.softmax(self.fc(f), -1)
@@ -740,7 +745,12 @@ BIDI = {
     "lstm-cat-bf-static": ("LSTM", "cat", True, False, "static"),
     "gru-cat-bf-dynamo": ("GRU", "cat", True, False, "dynamo"),
     "lstm-perm-bf-dynamo": ("LSTM", "perm", True, False, "dynamo"),
+    "gru-sum-bf": ("GRU", "sum", True, False, "dynamic"),
+    "lstm-ave-tf-tok": ("LSTM", "ave", False, True, "dynamic"),
+    "gru-sum-bf-dynamo": ("GRU", "sum", True, False, "dynamo"),
 }
+#: how each reading merges the two directions (Keras' merge_mode)
+BIDI_MERGE = {"sum": "sum", "ave": "ave"}
 
 
 @pytest.mark.parametrize("name", sorted(BIDI))
@@ -754,7 +764,8 @@ def test_bidirectional_equals_onnxruntime_and_host(name, tmp_path):
     x = export_as(BiNet(kind, read, bf, tokens), path, tokens, bf, how)
     ir = load_model_file(path)
     bi = ir.rnn_layers[0]
-    assert bi.backward is not None and bi.merge_mode == "concat" and bi.out_dim == 2 * UNITS
+    merge = BIDI_MERGE.get(read, "concat")
+    assert bi.backward is not None and bi.merge_mode == merge and bi.out_dim == (2 if merge == "concat" else 1) * UNITS
     assert bi.backward.kind == bi.kind and not np.allclose(bi.backward.kernel, bi.kernel)
     assert len(ir.rnn_layers) == (2 if read == "stack" else 1) and ir.per_step == (read == "seq")
     check_ort_and_host(ir, path, x, bf, tmp_path)
@@ -1079,7 +1090,7 @@ def _bidi_option(kind, read, bf, tokens) -> str:
            "last": "y[:, -1]", "rev": "torch.cat([h_n[-1], h_n[-2]], 1)",
            "layers2": "num_layers=2, torch.cat([h_n[-2], h_n[-1]], 1)",
            "twobi": "y into a second bidirectional nn.GRU, its torch.cat([h_n[-2], h_n[-1]], 1)",
-           "catboth": "torch.cat([h_n, h_n], -1)[0]"}[read]
+           "catboth": "torch.cat([h_n, h_n], -1)[0]", "sum": "h_n[-2] + h_n[-1]", "ave": "(h_n[0] + h_n[1]) / 2"}[read]
     head = "nn.Linear (MatMul+Add)" if read == "seq" else "nn.Linear (Gemm) + softmax"
     return ", ".join(["nn.Embedding" if tokens else "float features", "bidirectional=True", f"batch_first={bf}",
                       how, head])

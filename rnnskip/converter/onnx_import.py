@@ -54,7 +54,8 @@ SUPPORTED_SUMMARY = (f"rnnskip converts ONNX graphs of forward {'/'.join(RECURRE
 
 #: how a bidirectional operator's outputs must be read (the refusals say it)
 BIDI_READ = ("rnnskip converts the final states of both directions concatenated, forward first "
-             "(torch.cat([h_n[-2], h_n[-1]], 1) or h_n.transpose(0, 1).reshape(batch, -1)), or the output sequence "
+             "(torch.cat([h_n[-2], h_n[-1]], 1) or h_n.transpose(0, 1).reshape(batch, -1)), summed or averaged "
+             "(h_n[-2] + h_n[-1], its half), or the output sequence "
              "with both directions side by side (PyTorch's output) into a further recurrent layer or a per-step head")
 
 #: ONNX activation names -> canonical IR names (HardSigmoid by its alpha, beta)
@@ -89,6 +90,7 @@ class Sym:
     squeezed: bool = False                # VEC of width 1 whose F axis was squeezed away (x.squeeze(1))
     direction: int = -1                   # STATE/CELL of a bidirectional operator: one direction's (0, 1)
     pooled: Tuple[str, str] = ()          # STATE pooled over time from SEQ: (avg | max, the node's key)
+    summed: bool = False                  # STATE: a bidirectional operator's two final states added
 
 
 def _data(kind):
@@ -392,9 +394,23 @@ def _merge_directions(ctx: _Ctx, ins: List[Sym], axis: int) -> Sym:
     return Sym(STATE, axes=first.axes, width=2 * first.width, layer=first.layer)
 
 
-def _set_merge(ctx: _Ctx, layer: int) -> None:
-    """The bidirectional layer's outputs are read concatenated, forward first (Keras merge_mode='concat')."""
-    ctx.r.rnns[layer].merge_mode = "concat"
+def _set_merge(ctx: _Ctx, layer: int, mode: str = "concat") -> None:
+    """How the graph reads the bidirectional layer's two outputs, as Keras' merge_mode: concatenated, forward first;
+    summed; or averaged."""
+    r = ctx.r.rnns[layer]
+    if r.merge_mode and r.merge_mode != mode:
+        ctx.fail(f"reads bidirectional operator '{r.name}' merged by {mode} where another node reads it by "
+                 f"{r.merge_mode}: rnnskip converts one reading of its outputs")
+    r.merge_mode = mode
+
+
+def _summed_directions(ctx: _Ctx, a: Sym, b: Sym) -> Optional[Sym]:
+    """h_n[-2] + h_n[-1] (either order): Keras' Bidirectional(merge_mode='sum') final output; None if a and b are not
+    one operator's two final states."""
+    if a.kind == b.kind == STATE and a.layer == b.layer and a.axes == b.axes and {a.direction, b.direction} == {0, 1}:
+        _set_merge(ctx, a.layer, "sum")
+        return Sym(STATE, axes=a.axes, width=a.width, layer=a.layer, summed=True)
+    return None
 
 
 def h_transpose(ctx: _Ctx):
@@ -841,6 +857,9 @@ def h_add(ctx: _Ctx):
     a, b = ctx.inp(0), ctx.inp(1)
     if not _data(a.kind) and not _data(b.kind):
         return _shape_like(ctx), "folded (glue)"
+    both = _summed_directions(ctx, a, b)
+    if both is not None:
+        return [both], "folded (both directions' final states summed: merge_mode='sum')"
     s, c = (a, b) if b.kind == CONST else (b, a)
     if c.kind != CONST or s.dense is None or s.dense.activation != "linear":
         ctx.fail("is not a constant bias added right after a Gemm/MatMul: rnnskip folds Add only as a Dense "
@@ -851,6 +870,19 @@ def h_add(ctx: _Ctx):
         ctx.fail(f"adds a constant of shape {v.shape} to {d.out_dim} outputs: rnnskip folds one bias per output")
     d.bias = _f32(np.asarray(d.bias, np.float64) + np.broadcast_to(v.reshape(-1), (d.out_dim,)))
     return [Sym(s.kind, axes=s.axes, width=s.width, layer=s.layer, dense=d)], f"folded into '{d.name}' (bias)"
+
+
+def h_scale(ctx: _Ctx):
+    """Div by 2 (or Mul by 0.5) of the two final states summed: their mean, Keras' merge_mode='ave'; elsewhere
+    glue on constants and shapes only."""
+    a, b = ctx.inp(0), ctx.inp(1)
+    if a is not None and a.kind == STATE and a.summed and b is not None and b.kind == CONST:
+        v = np.asarray(b.value, np.float64)
+        if v.size == 1 and float(v.reshape(-1)[0]) == (2.0 if ctx.op == "Div" else 0.5):
+            ctx.r.rnns[a.layer].merge_mode = "ave"
+            return [Sym(STATE, axes=a.axes, width=a.width, layer=a.layer)], \
+                "folded (both directions' final states averaged: merge_mode='ave')"
+    return h_generic_shape(ctx)
 
 
 def h_activation(ctx: _Ctx):
@@ -885,7 +917,7 @@ HANDLERS: Dict[str, Callable] = {
     "Dropout": h_dropout,
     # glue on constants and shapes only (refused on model data)
     "Cast": h_cast, "Concat": h_concat, "Reshape": h_reshape, "Sub": h_generic_shape,
-    "Mul": h_generic_shape, "Div": h_generic_shape, "Equal": h_generic_shape, "Where": h_generic_shape,
+    "Mul": h_scale, "Div": h_scale, "Equal": h_generic_shape, "Where": h_generic_shape,
 }
 
 

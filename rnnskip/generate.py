@@ -240,7 +240,7 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
         "headers": headers, "kernels": kernels, "layout": layout, "matvec_fn": matvec_fn,
         "wtype": "int16_t" if layout == "paired" else "int8_t",
         "acc_rows": max(l.acc_rows for l in qm.layers),
-        "out_len": qm.head[-1].rows if qm.head else qm.out_width,
+        "out_len": qm.out_len,
         **_bidi_context(qm),
         "head_scratch": max(head_rows) if head_rows else 0,
         **_feature_literals(qm), "output_scale_f": _f32_literal(qm.output_scale),
@@ -268,8 +268,10 @@ def _pool_context(qm: QModel) -> Dict:
     """Pooling over time: the width pooled, where the last layer's int8 output is, which path pools (the plain step
     wraps its body; a front end's recurrent call and a Bidirectional's rnnskip_finish pool themselves)."""
     last, i = qm.layers[-1], len(qm.layers) - 1
-    return {"pool_class": {"avg": "GlobalAveragePooling1D", "max": "GlobalMaxPooling1D"}.get(qm.pool, ""),
-            "pool_w": qm.out_width,
+    from .converter.ir import POOL_CLASSES, POOL_WORDS
+    return {"pool_classes": POOL_CLASSES, "pool_words": POOL_WORDS.get(qm.pool, ""),
+            "pool_w": qm.out_width,   # one kind's accumulators; pool_len of each kind's result goes to the head
+            "pool_len": qm.out_width if len(qm.pool_kinds) <= 1 else qm.pool_real,
             "last_out": f"s->xh{i} + {last.in_p}",
             "plain_pool": bool(qm.pool) and not qm.front and qm.bidi is None}
 

@@ -50,7 +50,7 @@ def check_class_outputs(ir, what: str, y=_NOT_LOADED) -> None:
 
 def row_len(qm) -> int:
     """int16 values per output row on the device (padded)."""
-    return qm.head[-1].rows if qm.head else qm.out_width
+    return qm.out_len
 
 
 def io_out_len(qm, T: int) -> int:

@@ -133,8 +133,11 @@ def pool_over_time(kind: str, seq: np.ndarray, counted: np.ndarray, fed: np.ndar
     ``[N, T, D]`` as Keras gives them (a masked step repeats the output before it, zeros before the first
     step that ran; a Bidirectional layer's are zeros). ``avg``: the mean over the steps the mask keeps,
     ``counted`` ``[N, T]`` (0 where none is: Keras divides 0 by 0 there); ``max``: the maximum over every step
-    of the row, ``fed`` (the layer ignores the mask)."""
+    of the row, ``fed`` (the layer ignores the mask). Several kinds (``avg,max``: a Concatenate of the poolings)
+    give their vectors side by side, in that order."""
     seq = np.asarray(seq, np.float64)
+    if "," in kind:
+        return np.concatenate([pool_over_time(k, seq, counted, fed) for k in kind.split(",")], axis=-1)
     if kind == "avg":
         c = np.asarray(counted, bool)
         n = c.sum(axis=1)[:, None]

@@ -917,13 +917,16 @@ def test_pytorch_checkpoint_refused_with_what_to_do(tmp_path):
 
 class Pooled(OneLayer):
     """Pooling over time (docs/pooling.md): "mean" y.mean(1), "max" y.max(1).values, "amax" torch.amax(y, 1), "keep"
-    y.mean(1, keepdim=True).squeeze(1), "bimean" a bidirectional GRU's output averaged; refused: "sum" y.sum(1),
+    y.mean(1, keepdim=True).squeeze(1), "bimean" a bidirectional GRU's output averaged, "cat" the maximum and the mean
+    side by side; refused: "sum" y.sum(1),
     "lens" the mean of an output computed with sequence_lens is not exportable from torch (handwritten below)."""
 
     def __init__(self, how):
         super().__init__(how, cell=nn.GRU)
         if how == "bimean":
             self.rnn = nn.GRU(FEAT, UNITS, batch_first=True, bidirectional=True)
+            self.fc = nn.Linear(2 * UNITS, 3)
+        if how == "cat":
             self.fc = nn.Linear(2 * UNITS, 3)
 
     def forward(self, x):
@@ -936,13 +939,16 @@ class Pooled(OneLayer):
             return self.fc(torch.amax(y, 1))
         if self.how == "keep":
             return self.fc(y.mean(1, keepdim=True).squeeze(1))
+        if self.how == "cat":
+            return self.fc(torch.cat([y.amax(1), y.mean(1)], -1))
         if self.how == "sum":
             return self.fc(y.sum(1))
         return torch.log_softmax(self.fc(y[:, -1]), -1)
 
 
 @pytest.mark.parametrize("how,export_how", [("mean", "dynamic"), ("max", "dynamic"), ("amax", "static"),
-                                            ("keep", "dynamic"), ("bimean", "dynamic"), ("mean", "dynamo")])
+                                            ("keep", "dynamic"), ("bimean", "dynamic"), ("mean", "dynamo"),
+                                            ("cat", "dynamic"), ("cat", "dynamo")])
 def test_pooling_over_time_equals_onnxruntime_and_host(how, export_how, tmp_path):
     """ReduceMean / ReduceMax over the time axis of the last recurrent output is Keras' GlobalAverage/MaxPooling1D:
     float reference = onnxruntime to 1e-5, golden = host build bit for bit."""
@@ -950,7 +956,7 @@ def test_pooling_over_time_equals_onnxruntime_and_host(how, export_how, tmp_path
     torch.manual_seed(3)
     x = export_as(Pooled(how), path, False, True, export_how)
     ir = load_model_file(path)
-    assert ir.pool == ("max" if how in ("max", "amax") else "avg") and not ir.per_step
+    assert ir.pool == {"max": "max", "amax": "max", "cat": "max,avg"}.get(how, "avg") and not ir.per_step
     assert ir.rnn_layers[-1].return_sequences and (ir.rnn_layers[0].backward is not None) == (how == "bimean")
     check_ort_and_host(ir, path, x, True, tmp_path)
 
@@ -1182,7 +1188,7 @@ def _matrix_rows(tmp_path):
                     verdict(run)))
     pooled = {"mean": "y.mean(1) into the head", "max": "y.max(1).values into the head (softmax)",
               "keep": "y.mean(1, keepdim=True).squeeze(1)", "bimean": "bidirectional=True, y.mean(1)",
-              "sum": "y.sum(1) into the head"}
+              "sum": "y.sum(1) into the head", "cat": "torch.cat([y.amax(1), y.mean(1)], -1) into the head"}
     for how, option in pooled.items():
         def run(how=how):
             torch.manual_seed(3)

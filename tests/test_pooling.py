@@ -23,8 +23,15 @@ def pool_ir(cfg: str, kind: str, seed: int = 0):
 
 
 def _pooled(ir, kind: str):
+    """``ir`` pooling over time (``kind``: avg, max, or both concatenated, e.g. avg,max): the head reads each kind's
+    vector side by side."""
     ir.rnn_layers[-1].return_sequences = True
-    ir.pool, ir.pool_name = kind, f"global_{kind}"
+    ir.pool, ir.pool_name = kind, f"global_{kind.replace(',', '_')}"
+    k = len(kind.split(","))
+    if ir.head and k > 1:
+        w = ir.head[0].kernel
+        rng = np.random.default_rng(7)
+        ir.head[0].kernel = np.concatenate([w] + [rng.normal(0, 0.5, w.shape) for _ in range(k - 1)], axis=0)
     for d in [ir.rnn_layers[-1]] + ([ir.rnn_layers[-1].backward] if ir.rnn_layers[-1].backward else []):
         d.return_sequences = True
     return ir
@@ -126,13 +133,18 @@ def _check(ir, variants, tmp_path, T=11):
     ("feat-mask-rnn-lstm", "avg", ["dense", "delta", "skip-mlp"]),   # Masking: masked steps not counted
     ("tok-lstm-gru-lstm-gru", "max", ["dense", "delta", "skip-mlp"]),   # mask_zero: held outputs pooled
     ("tok-lstm-nohead", "avg", ["dense"]),                            # no head: the pooled vector is the output
+    ("feat-mask-gru", "max,avg", ["dense", "delta", "skip-mlp"]),     # both, concatenated (max first)
+    ("tok-lstm-nohead", "avg,max", ["dense"]),                        # both, no head: both are the output
 ])
 def test_pooled_models_bitexact_with_delta_and_skip(cfg, kind, variants, tmp_path):
-    _check(pool_ir(cfg, kind), variants, tmp_path)
+    ir = pool_ir(cfg, kind)
+    if not ir.head:   # the output is the pooled vector: every kind's, side by side
+        assert ir.output_dim == len(kind.split(",")) * ir.rnn_layers[-1].units
+    _check(ir, variants, tmp_path)
 
 
 @needs_arm
-@pytest.mark.parametrize("kind", ["avg", "max"])
+@pytest.mark.parametrize("kind", ["avg", "max", "avg,max"])
 def test_pooled_front_end_bitexact_with_skip(kind, tmp_path):
     """Every frame the front end emits is pooled (the flush's too), a skipped one with its output held."""
     from test_frontend import front_ir
@@ -145,6 +157,8 @@ def test_pooled_front_end_bitexact_with_skip(kind, tmp_path):
     ("feat-mask-rnn-lstm", 1, "concat", "avg"),
     ("feat-mask-rnn-lstm", 0, "ave", "max"),    # a later layer: its held output, zeros before the first step
     ("tok-lstm-gru-lstm-gru", 2, "mul", "avg"),
+    ("feat-mask-gru", 0, "concat", "avg,max"),   # both poolings of both directions, side by side
+    ("feat-mask-rnn-lstm", 0, "sum", "max,avg"),
 ])
 def test_pooled_bidirectional_bitexact_with_delta(cfg, index, merge_mode, kind, tmp_path):
     _check(_pooled(bidi_ir(cfg, index, merge_mode), kind), ["dense", "delta"], tmp_path)
@@ -181,7 +195,7 @@ def test_fit_estimate_counts_the_pooling_state():
     assert state_bytes(b, 100) - state_bytes(b, 50) == 50 * (fl.in_p + fl.merge_p)
 
 
-@pytest.mark.parametrize("kind", ["avg", "max"])
+@pytest.mark.parametrize("kind", ["avg", "max", "max,avg"])
 def test_delta_train_model_pools_and_exports_the_pooling_layer(kind, tmp_path):
     """delta-train's Keras model of a pooled model pools every step's output, the float delta model with thresholds 0
     gives the float model's outputs (Masking included), and the fine-tuned file it writes has the pooling layer,
@@ -196,8 +210,9 @@ def test_delta_train_model_pools_and_exports_the_pooling_layer(kind, tmp_path):
     qm = quantize_on(ir, x, L)
     want = FloatModel(ir).predict(x, L)
     m, cells, pre, head = build_delta_model(ir, qm, [0], [0], l1=0.0, noise=0.0)
-    assert {"avg": "GlobalAveragePooling1D", "max": "GlobalMaxPooling1D"}[kind] in \
-        [l.__class__.__name__ for l in m.layers]
+    names = [l.__class__.__name__ for l in m.layers]
+    assert all({"avg": "GlobalAveragePooling1D", "max": "GlobalMaxPooling1D"}[k] in names for k in kind.split(","))
+    assert ("Concatenate" in names) == ("," in kind)
     # the training model sees int8-rounded inputs and states (fake quantisation): close to the float model
     np.testing.assert_allclose(np.asarray(m(x, training=False)), want, atol=0.01)
     np.testing.assert_allclose(FloatDeltaModel(ir, [0], [0]).run(x, L)[0], want, atol=1e-9)

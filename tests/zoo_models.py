@@ -344,6 +344,22 @@ BIDI_CASES: List[Case] = [
 ]
 CASES += BIDI_CASES
 
+class _ConcatPools:
+    """A functional-model step: the poolings over time of one tensor (``kinds``), concatenated."""
+
+    def __init__(self, k, kinds, name=None):
+        cls = {"avg": _L(k).GlobalAveragePooling1D, "max": _L(k).GlobalMaxPooling1D}
+        self.pools = [cls[kind]() for kind in kinds]
+        self.cat = _L(k).Concatenate(**({"name": name} if name else {}))
+
+    def __call__(self, x):
+        return self.cat([p(x) for p in self.pools])
+
+
+def _concat_pools(k, *kinds, name=None):
+    return _ConcatPools(k, kinds, name)
+
+
 # Pooling over time after the recurrent layers (docs/pooling.md): GlobalAveragePooling1D averages the steps the mask
 # keeps, GlobalMaxPooling1D takes every step (a masked one repeats the output before it; a Bidirectional's are zeros)
 POOL_CASES: List[Case] = [
@@ -388,6 +404,20 @@ POOL_CASES: List[Case] = [
     Case("pool_bn_max_masking", "GlobalMaxPooling1D", "Masking, GRU -> BatchNormalization -> pooling (BN folded)",
          lambda k: [_L(k).Masking(0.0), _L(k).GRU(4, return_sequences=True), _L(k).BatchNormalization(),
                     _L(k).GlobalMaxPooling1D(), _L(k).Dense(2)], mask_value=0.0),
+    Case("pool_concat_bigru_tokens", "Concatenate", "of GlobalAveragePooling1D and GlobalMaxPooling1D of a "
+         "Bidirectional(GRU), Embedding(mask_zero=True)",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _bi(k, _L(k).GRU(4, return_sequences=True)),
+                    _concat_pools(k, "avg", "max"), _L(k).Dense(2, activation="softmax")], tokens=True,
+         functional=True),
+    Case("pool_concat_max_avg_masking", "Concatenate", "of GlobalMaxPooling1D and GlobalAveragePooling1D of an LSTM, "
+         "Masking, BatchNormalization before the poolings",
+         lambda k: [_L(k).Masking(0.0), _L(k).LSTM(5, return_sequences=True), _L(k).BatchNormalization(),
+                    _concat_pools(k, "max", "avg"), _L(k).Dense(3, activation="softmax")], functional=True,
+         mask_value=0.0),
+    Case("refuse_concat_same_pool", "Concatenate", "of two GlobalAveragePooling1D",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _concat_pools(k, "avg", "avg", name="cat_avg"),
+                    _L(k).Dense(2)], gens=("k3",), functional=True,
+         refused=["'cat_avg'", "(Concatenate)", "some are the same kind"]),
     Case("refuse_pool_keepdims", "GlobalAveragePooling1D", "keepdims=True",
          lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).GlobalAveragePooling1D(keepdims=True, name="gap_k"),
                     _L(k).Dense(2)],

@@ -131,7 +131,10 @@ class PoolLayer:
 
 
 #: how the reports and the import summary name a model's pooling over time (``ModelIR.pool``)
-POOL_WORDS = {"avg": "mean over time", "max": "max over time"}
+POOL_WORDS = {"avg": "mean over time", "max": "max over time", "avg,max": "mean and max over time",
+              "max,avg": "max and mean over time"}
+#: the Keras layer of each kind of pooling over time
+POOL_CLASSES = {"avg": "GlobalAveragePooling1D", "max": "GlobalMaxPooling1D"}
 
 
 def front_frames(front: list, t: int) -> int:
@@ -227,7 +230,8 @@ class ModelIR:
     # model has one output per time step (sequence labelling, per-step regression)
     per_step: bool = False
     # pooling over time (Keras GlobalAveragePooling1D / GlobalMaxPooling1D) of the last recurrent layer's outputs,
-    # "avg" | "max" ("" = none): the head runs once, on the pooled vector (docs/pooling.md)
+    # "avg" | "max", or both concatenated in their order ("avg,max" | "max,avg"); "" = none: the head runs once, on
+    # the pooled vector (docs/pooling.md)
     pool: str = ""
     pool_name: str = ""
     # the model takes each row's length as an input (ONNX sequence_lens): the data's lengths are its own
@@ -249,7 +253,7 @@ class ModelIR:
     def pools_masked_zeros(self) -> bool:
         """GlobalMaxPooling1D right after a Bidirectional layer: Keras pools that layer's zeros at the masked steps,
         trailing padding included, so a row's padding is part of its result (its length is the padded one)."""
-        return self.pool == "max" and self.rnn_layers[-1].backward is not None
+        return "max" in self.pool.split(",") and self.rnn_layers[-1].backward is not None
 
     @property
     def input_dim(self) -> int:
@@ -258,7 +262,9 @@ class ModelIR:
 
     @property
     def output_dim(self) -> int:
-        return self.head[-1].out_dim if self.head else self.rnn_layers[-1].out_dim
+        if self.head:
+            return self.head[-1].out_dim
+        return self.rnn_layers[-1].out_dim * max(1, len(self.pool.split(",")) if self.pool else 1)
 
     @property
     def output_activation(self) -> str:

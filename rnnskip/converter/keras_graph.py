@@ -8,7 +8,7 @@ outputs, shared layers, branches).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
 from rnnskip.converter.support import LayerError
@@ -23,8 +23,10 @@ MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
 @dataclass(frozen=True)
 class KerasLayer:
-    """One layer entry of a model config."""
+    """One layer entry of a model config; ``branches``: a Concatenate's input layers when the chain reads it as one
+    step (several poolings over time of one recurrent output, :func:`linear_chain`)."""
     entry: dict
+    branches: tuple = field(default=(), compare=False)
 
     @property
     def class_name(self) -> str:
@@ -147,19 +149,43 @@ def linear_chain(config: dict, unknown_refusal: Callable[[KerasLayer], Optional[
             raise LayerError(f"layer '{current}' ({layer.display}) has no input: "
                              "rnnskip converts a single chain of layers", layer.name)
         sources = _node_inputs(nodes[0])
+        pools = _pooling_branches(layer, sources, by_name) if len(sources) > 1 else None
+        if pools is not None:   # Concatenate of poolings over time of one tensor: one step of the chain
+            chain[-1] = KerasLayer(layer.entry, branches=tuple(pools))
+            seen.update(p.name for p in pools)
+            current = _node_inputs(pools[0].entry["inbound_nodes"][0])[0]
+            continue
         if len(sources) != 1:
             refusal = unknown_refusal(layer)
             raise LayerError(refusal or f"layer '{current}' ({layer.display}) takes {len(sources)} inputs: "
                              "rnnskip converts a single chain of layers", layer.name)
         current = sources[0]
     chain.reverse()
-    on_chain = {id(layer.entry) for layer in chain}
+    on_chain = {id(layer.entry) for layer in chain} | {id(b.entry) for layer in chain for b in layer.branches}
     for layer in layers:
         if id(layer.entry) in on_chain or layer.class_name in MASK_OPS or layer.class_name == "InputLayer":
             continue
         raise LayerError(unknown_refusal(layer) or f"layer '{layer.name}' ({layer.display}) is not on the path from "
                          "input to output: rnnskip converts a single chain of layers", layer.name)
     return chain, name
+
+
+#: the Keras classes of pooling over time (a Concatenate of them is read as one step: docs/pooling.md)
+TIME_POOLING = frozenset({"GlobalAveragePooling1D", "GlobalAvgPool1D", "GlobalMaxPooling1D", "GlobalMaxPool1D"})
+
+
+def _pooling_branches(layer: KerasLayer, sources: List[str], by_name: dict) -> Optional[List[KerasLayer]]:
+    """The inputs of a Concatenate when each is a pooling over time of one and the same tensor (the common
+    ``concatenate([GlobalAveragePooling1D()(x), GlobalMaxPooling1D()(x)])``), in order; None otherwise."""
+    if layer.class_name != "Concatenate" or any(s not in by_name for s in sources):
+        return None
+    pools = [by_name[s] for s in sources]
+    if any(p.class_name not in TIME_POOLING or len(p.entry.get("inbound_nodes", [])) != 1 for p in pools):
+        return None
+    feeds = [_node_inputs(p.entry["inbound_nodes"][0]) for p in pools]
+    if any(len(f) != 1 for f in feeds) or len({f[0] for f in feeds}) != 1:
+        return None
+    return pools
 
 
 def _tensor_refs(spec) -> List[str]:

@@ -439,6 +439,38 @@ class TimePoolingHandler(LayerHandler):
         return Node(layer, TIME_POOL, self.KINDS[layer.class_name], status="converted (pooled over time)")
 
 
+class ConcatPoolingHandler(LayerHandler):
+    """``Concatenate`` of poolings over time of one recurrent output (``concatenate([GlobalAveragePooling1D()(x),
+    GlobalMaxPooling1D()(x)])``): the device keeps each kind's running sum or maximum, the head reads their vectors
+    side by side. The chain (``keras_graph.linear_chain``) hands it its inputs as ``branches``."""
+    classes = ("Concatenate",)
+
+    def refusals(self, layer):
+        name = layer.name
+        if not layer.branches:
+            return [f"layer '{name}' (Concatenate) joins other tensors than poolings over time of one recurrent "
+                    "output: rnnskip converts a single chain of layers, and a Concatenate only of "
+                    "GlobalAveragePooling1D and GlobalMaxPooling1D of the same tensor"]
+        out = [r for b in layer.branches for r in TimePoolingHandler().refusals(b)]
+        kinds = [TimePoolingHandler.KINDS[b.class_name] for b in layer.branches]
+        if len(set(kinds)) != len(kinds):
+            out.append(f"layer '{name}' (Concatenate) joins {len(kinds)} poolings of which some are the same kind: "
+                       "rnnskip converts one GlobalAveragePooling1D and one GlobalMaxPooling1D side by side")
+        axis = layer.config.get("axis", -1)
+        if axis not in (-1, 1):
+            out.append(f"layer '{name}' (Concatenate) joins the poolings on axis {axis}: rnnskip joins them on the "
+                       "feature axis (-1)")
+        return out
+
+    def options(self, layer):
+        return _join(f"{b.display} '{b.name}'" for b in layer.branches)
+
+    def build(self, layer, weights):
+        kinds = [TimePoolingHandler.KINDS[b.class_name] for b in layer.branches]
+        return Node(layer, TIME_POOL, ",".join(kinds), status="converted (pooled over time: " + " and ".join(
+            "mean" if k == "avg" else "max" for k in kinds) + ", side by side)")
+
+
 # --------------------------------------------------------------------------
 # recurrent layers
 
@@ -649,8 +681,8 @@ def _register(handler: LayerHandler) -> None:
 
 for _handler in (InputLayerHandler(), NoopHandler(), EmbeddingHandler(), MaskingHandler(), DenseHandler(),
                  TimeDistributedHandler(), ActivationHandler(), SoftmaxHandler(), BatchNormalizationHandler(),
-                 Conv1DHandler(), Pooling1DHandler(), TimePoolingHandler(), RecurrentHandler("RNN"),
-                 BidirectionalHandler()):
+                 Conv1DHandler(), Pooling1DHandler(), TimePoolingHandler(), ConcatPoolingHandler(),
+                 RecurrentHandler("RNN"), BidirectionalHandler()):
     _register(_handler)
 for _cell in cells.CELLS.values():
     for _cls in _cell.keras_classes:

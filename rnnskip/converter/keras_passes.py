@@ -123,7 +123,10 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
                 _folded(pending, node, note_on=node)   # noted where the layer it went into is
                 pending = None
             elif node.kind == TIME_POOL and (node.value == "avg" or bool(np.all(pending.value.scale > 0))):
-                pass   # a per-feature affine map commutes with the mean, and with the max if it scales up
+                # a per-feature affine map commutes with the mean, and with the max if it scales up; after a
+                # Concatenate of several poolings it applies to each one's copy of the features
+                k = len(node.value.split(","))
+                pending.value = Affine(np.tile(pending.value.scale, k), np.tile(pending.value.shift, k))
             elif node.kind == TIME_POOL:
                 raise LayerError(f"layer '{pending.name}' (BatchNormalization) scales some features by 0 or less "
                                  f"before the max pooling '{node.name}', which the maximum does not commute with: "
@@ -384,6 +387,8 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             raise LayerError(f"layer '{r.name}' ({cells.cell_of(r.kind).label}) expects {r.input_dim} inputs "
                              f"but gets {width}: the file is inconsistent", r.name)
         width = r.out_dim
+    if pool is not None:   # a Concatenate of several poolings: their vectors side by side
+        width *= len(pool.value.split(","))
     for d in head:
         if d.in_dim != width:
             raise LayerError(f"layer '{d.name}' (Dense) expects {d.in_dim} inputs but gets {width}: "

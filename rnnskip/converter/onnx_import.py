@@ -370,11 +370,26 @@ def h_concat(ctx: _Ctx):
                      f"{BIDI_READ}")
         if any(s.direction >= 0 for s in ins):
             return [_merge_directions(ctx, ins, axis)], "folded (both directions' final states)"
+        if any(s.pooled for s in ins):
+            return [_concat_pools(ctx, ins, axis)], "folded (poolings over time side by side)"
         if all(s.axes == first.axes and not s.layers for s in ins) and first.axes[axis] == "D":
             axes = tuple("L" if i == axis else ax for i, ax in enumerate(first.axes))
             return [Sym(first.kind, axes=axes, width=first.width, layer=-1,
                         layers=tuple(s.layer for s in ins))], "folded (final states)"
     return _shape_like(ctx), "folded (glue)"
+
+
+def _concat_pools(ctx: _Ctx, ins: List[Sym], axis: int) -> Sym:
+    """torch.cat([y.mean(1), y.amax(1)], 1): poolings over time of one output side by side, as Keras' Concatenate of
+    GlobalAveragePooling1D and GlobalMaxPooling1D."""
+    first = ins[0]
+    kinds = [s.pooled[0] if s.pooled else "" for s in ins]
+    if (not all(kinds) or any(s.layer != first.layer or s.axes != first.axes for s in ins)
+            or first.axes[axis] != "F" or len(set(kinds)) != len(kinds) or any("," in k for k in kinds)):
+        ctx.fail("concatenates other tensors than one mean and one maximum over time of the same recurrent output on "
+                 "the feature axis: rnnskip converts torch.cat([y.mean(1), y.amax(1)], -1) (either order)")
+    return Sym(STATE, axes=first.axes, width=first.width * len(ins), layer=first.layer,
+               pooled=(",".join(kinds), ctx.key))
 
 
 def _merge_directions(ctx: _Ctx, ins: List[Sym], axis: int) -> Sym:

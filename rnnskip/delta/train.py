@@ -187,7 +187,7 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, 
         penalties.append(tf.reduce_mean(l1_ / tf.maximum(ns, 1.0)))
         cells.append((cell, l, nx, nh, ns, nc))
     if ir.pool:
-        y = _pooling_layer(keras, ir)(y)
+        y = _pool(keras, ir, y)
     head = []
     for j, d in enumerate(ir.head):
         dl = keras.layers.Dense(d.out_dim, activation=d.activation, name=f"head_{j}")
@@ -211,10 +211,13 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, 
     return model, cells, pre, head
 
 
-def _pooling_layer(keras, ir):
-    """The model's pooling over time as the Keras layer it came from."""
-    cls = {"avg": keras.layers.GlobalAveragePooling1D, "max": keras.layers.GlobalMaxPooling1D}[ir.pool]
-    return cls(name=ir.pool_name or None)
+def _pool(keras, ir, y):
+    """The model's pooling over time of ``y`` as the Keras layers it came from (several kinds: concatenated)."""
+    cls = {"avg": keras.layers.GlobalAveragePooling1D, "max": keras.layers.GlobalMaxPooling1D}
+    kinds = ir.pool.split(",")
+    if len(kinds) == 1:
+        return cls[kinds[0]](name=ir.pool_name or None)(y)
+    return keras.layers.Concatenate(name=ir.pool_name or None)([cls[k]()(y) for k in kinds])
 
 
 def export_keras(ir, cells, pre, head, path) -> None:
@@ -222,22 +225,23 @@ def export_keras(ir, cells, pre, head, path) -> None:
     tf, keras = _keras()
     from ..cells import cell_of
     from ..converter.ir import EmbeddingInput
-    m = keras.Sequential(name=ir.name)
+    # functional, so a Concatenate of poolings fits too; the layers with weights come in the order below
     if isinstance(ir.input, EmbeddingInput):
-        m.add(keras.Input(shape=(None,), dtype="int32"))
-        m.add(keras.layers.Embedding(ir.input.vocab, ir.input.dim, mask_zero=ir.input.mask_zero))
+        inp = keras.Input(shape=(None,), dtype="int32")
+        y = keras.layers.Embedding(ir.input.vocab, ir.input.dim, mask_zero=ir.input.mask_zero)(inp)
     else:
-        m.add(keras.Input(shape=(None, ir.input.features)))
+        inp = y = keras.Input(shape=(None, ir.input.features))
         if ir.input.mask_value is not None:
-            m.add(keras.layers.Masking(mask_value=ir.input.mask_value))
+            y = keras.layers.Masking(mask_value=ir.input.mask_value)(y)
         if ir.input.dense is not None:
-            m.add(keras.layers.Dense(ir.input.dense.out_dim, activation=ir.input.dense.activation))
+            y = keras.layers.Dense(ir.input.dense.out_dim, activation=ir.input.dense.activation)(y)
     for i, l in enumerate(ir.rnn_layers):
-        m.add(cell_of(l.kind).to_keras(keras, l, return_sequences=i < len(ir.rnn_layers) - 1 or bool(ir.pool)))
+        y = cell_of(l.kind).to_keras(keras, l, return_sequences=i < len(ir.rnn_layers) - 1 or bool(ir.pool))(y)
     if ir.pool:
-        m.add(_pooling_layer(keras, ir))
+        y = _pool(keras, ir, y)
     for d in ir.head:
-        m.add(keras.layers.Dense(d.out_dim, activation=d.activation))
+        y = keras.layers.Dense(d.out_dim, activation=d.activation)(y)
+    m = keras.Model(inp, y, name=ir.name)
     ws = [layer.get_weights() for layer, _ in pre]
     ws += [cell.get_weights() for cell, *_ in cells]
     ws += [layer.get_weights() for layer, _ in head]

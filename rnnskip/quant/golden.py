@@ -64,7 +64,7 @@ def merge(l, f: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class Pool:
-    """Pooling over time of the last layer's int8 outputs (``rnnskip_pool_add``, and the division in
+    """Pooling over time of the last layer's int8 outputs (``rnnskip_pool_<kind>_add``, and the division in
     ``rnnskip_output``, in the C), per row: ``avg`` an int32 sum and a count, the mean rounded half away from zero
     at the end (as :func:`avg_pool`); ``max`` the running maximum. Either is 0 where nothing was pooled. The
     pooled vector has the outputs' scale."""
@@ -90,6 +90,36 @@ class Pool:
             q = np.sign(self.acc) * ((np.abs(self.acc) + n // 2) // np.maximum(n, 1))
             return np.where(n > 0, q, 0)
         return np.where(n > 0, self.acc, 0)
+
+
+class Pools:
+    """The model's pooling over time: one :class:`Pool` per kind (several: a Concatenate of poolings, whose
+    vectors the head reads side by side, each kind's real units in order, then padding)."""
+
+    def __init__(self, qm: QModel, n: int):
+        self.qm = qm
+        self.pools = [Pool(k, n, qm.out_width) for k in qm.pool_kinds]
+
+    def add(self, counted: np.ndarray, fed: np.ndarray, y: np.ndarray) -> None:
+        """One step's outputs ``y``: into a mean on the ``counted`` rows (the steps the mask keeps), into a maximum on
+        the ``fed`` ones (every step, a masked one with the output Keras gives it)."""
+        for p in self.pools:
+            p.add(counted if p.kind == "avg" else fed, y)
+
+    def add_zero(self, rows: np.ndarray) -> None:
+        """A zero output into the maxima of ``rows`` (a Bidirectional layer's steps that did not run)."""
+        for p in self.pools:
+            if p.kind == "max":
+                p.add(rows, np.zeros_like(p.acc))
+
+    def out(self) -> np.ndarray:
+        if len(self.pools) == 1:
+            return self.pools[0].out()
+        real = self.qm.pool_real
+        out = np.zeros((len(self.pools[0].count), self.qm.pool_width), np.int64)
+        for i, p in enumerate(self.pools):
+            out[:, i * real:(i + 1) * real] = p.out()[:, :real]
+        return out
 
 
 class FrontEnd:
@@ -149,7 +179,7 @@ class GoldenModel:
 
     def __init__(self, qm: QModel, methods: Optional[list] = None):
         self.qm = qm
-        self.pool: Optional[Pool] = None   # a model that pools over time: the pooling of the last run
+        self.pool: Optional[Pools] = None   # a model that pools over time: the pooling of the last run
         self.methods = list(qm.methods if methods is None else methods)
         for m in self.methods:
             m.golden_prepare(self)
@@ -247,12 +277,12 @@ class GoldenModel:
             else state[-1]["h8"]
         return self.head(y)
 
-    def _new_pool(self, n: int) -> Optional[Pool]:
+    def _new_pool(self, n: int) -> Optional[Pools]:
         """The pooling over time of a run of ``n`` rows (None for a model without)."""
         qm = self.qm
         if not qm.pool:
             return None
-        self.pool = Pool(qm.pool, n, qm.out_width)
+        self.pool = Pools(qm, n)
         return self.pool
 
     def head(self, y: np.ndarray) -> np.ndarray:
@@ -299,8 +329,8 @@ class GoldenModel:
                 if skip is not None:
                     run &= ~np.asarray(skip[:, t], bool)
                 state = self._step_rows(state, xin, run)
-            if pool is not None:   # max: every step given, a masked one with the output before it
-                pool.add(counted if pool.kind == "avg" else fed[:, t], state[-1]["h8"])
+            if pool is not None:
+                pool.add(counted, fed[:, t], state[-1]["h8"])
             if collect is not None:
                 collect(t, state, run)
             if seq is not None:  # per-step outputs: the head on the state after step t
@@ -334,7 +364,7 @@ class GoldenModel:
                 run &= ~m.golden_skip(self, xin, state)
             state = self._step_rows(state, xin, run)
             if pool is not None:   # every frame the front end emits, a skipped one with the output held
-                pool.add(emitted, state[-1]["h8"])
+                pool.add(emitted, emitted, state[-1]["h8"])
             return state, run
 
         for t in range(T):
@@ -389,20 +419,20 @@ class GoldenModel:
                 state = self._step_rows(state, xs[:, t], ran[:, t], b + 1, b + 2)
                 ys[ran[:, t], t] = merge(fl, hs[:, t], state[b + 1]["h8"])[ran[:, t]]
                 if pool is not None and not later:
-                    pool.add(ran[:, t], ys[:, t])
-        if pool is not None and pool.kind == "max":   # Keras pools the outputs of the steps that did not run too:
+                    pool.add(ran[:, t], ran[:, t], ys[:, t])
+        if pool is not None:   # Keras max-pools the outputs of the steps that did not run too:
             # zeros (the Bidirectional layer's), or the later layer's output before them (zeros before the first)
             gap = fed & ~ran
             if later:
                 gap &= np.cumsum(ran, axis=1) == 0
-            pool.add(gap.any(axis=1), np.zeros_like(pool.acc))
+            pool.add_zero(gap.any(axis=1))
         seq = []   # per-step models: the head after each step (rnnskip_output_step)
         if later:                                   # then the later layers on the merged outputs, in time order
             for t in range(T):
                 if ran[:, t].any():
                     state = self._step_rows(state, ys[:, t], ran[:, t], b + 2, len(qm.layers))
                     if pool is not None:
-                        pool.add(ran[:, t], state[-1]["h8"])
+                        pool.add(ran[:, t], ran[:, t], state[-1]["h8"])
                 if qm.per_step:   # a step that did not run repeats the output before it
                     seq.append(self.head(state[-1]["h8"]))
         elif qm.per_step:   # Keras' Bidirectional outputs zeros at the steps that did not run

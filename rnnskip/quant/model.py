@@ -249,6 +249,35 @@ class QModel:
         return self.layers[-2].merge_p if last.direction == "backward" else last.up
 
     @property
+    def out_len(self) -> int:
+        """int16 values per output row on the device (padded): the head's rows, or without a head the pooled vector
+        or the last layer's output."""
+        if self.head:
+            return self.head[-1].rows
+        return self.pool_width if self.pool else self.out_width
+
+    @property
+    def pool_kinds(self) -> List[str]:
+        """The kinds of pooling over time, in the order their vectors are concatenated ([] = none)."""
+        return self.pool.split(",") if self.pool else []
+
+    @property
+    def pool_real(self) -> int:
+        """Real (unpadded) width of one kind's pooled vector: the last layer's units, both directions' for a last
+        Bidirectional(concat) layer."""
+        last = self.layers[-1]
+        if last.direction == "backward" and self.layers[-2].merge_mode == "concat":
+            return 2 * last.units
+        return last.units
+
+    @property
+    def pool_width(self) -> int:
+        """Padded width of the pooled vector the head reads: one kind's is the last layer's padded output; several
+        kinds' real parts side by side (as Keras' Concatenate), then padded."""
+        k = len(self.pool_kinds)
+        return self.out_width if k <= 1 else pad4(k * self.pool_real)
+
+    @property
     def bidi(self) -> Optional[int]:
         """The index in ``layers`` of a Bidirectional layer's forward direction (its backward one is next)."""
         return next((i for i, l in enumerate(self.layers) if l.direction == "forward"), None)

@@ -189,6 +189,9 @@ def _quantize(ir: ModelIR, ranges: Ranges, per_feature_inputs: bool) -> QModel:
         qf.direction, qf.merge_mode, qb.direction = "forward", layer.merge_mode, "backward"
         qm.layers += [qf, qb]
         x_scale, in_p = merge_scale(qf), qf.merge_p
+    qm.pool, qm.pool_name = ir.pool, ir.pool_name   # the pooled vector keeps the last layer's scale
+    if qm.pool:
+        in_p = qm.pool_width
     for i, d in enumerate(ir.head):
         final = i == len(ir.head) - 1
         q = quantize_dense(d, x_scale, in_p, ranges.head[i], final=final)
@@ -197,6 +200,5 @@ def _quantize(ir: ModelIR, ranges: Ranges, per_feature_inputs: bool) -> QModel:
     qm.output_dim = ir.output_dim
     qm.output_activation = ir.output_activation
     qm.per_step = bool(ir.per_step)
-    qm.pool, qm.pool_name = ir.pool, ir.pool_name   # the pooled vector keeps the last layer's scale
     qm.output_scale = x_scale
     return qm

@@ -72,22 +72,22 @@ def state_bytes(qm, max_t: int = 0) -> int:
 
 
 def pool_bytes(qm) -> int:
-    """Pooling over time: its int32 sum or maximum per output, the count, the pooled int8 vector (and with a
-    Bidirectional layer and the max, two counters); 0 without."""
+    """Pooling over time: per kind its int32 sums or maxima and a count, the pooled int8 vector (and with a
+    Bidirectional layer and a max, one or two counters); 0 without."""
     if not qm.pool:
         return 0
     w = qm.out_width
     counters = 0
-    if qm.bidi is not None and qm.pool == "max":   # pool_t, and pool_lead when layers follow the Bidirectional one
+    if qm.bidi is not None and "max" in qm.pool_kinds:   # pool_t, and pool_lead when layers follow
         counters = 8 if qm.bidi + 2 < len(qm.layers) else 4
-    return 4 * w + 4 + _a4(w) + counters
+    return len(qm.pool_kinds) * (4 * w + 4) + _a4(qm.pool_width) + counters
 
 
 def io_bytes(qm, max_t: int) -> int:
     """The rnnskip_io.c buffers for sequences of up to ``max_t`` steps."""
     step = 1 if qm.token_input else qm.features_p
     per = 4 if qm.token_input else 1
-    out_len = (qm.head[-1].rows if qm.head else qm.out_width) * \
+    out_len = qm.out_len * \
         (max_t if qm.per_step else 1)
     return _a4(max_t * step * per) + 2 * _a4(max_t) + _a4(2 * out_len) + 8 + state_bytes(qm, max_t)
 

@@ -49,7 +49,7 @@ class Inspection:
     macs_per_step: Optional[int] = None
     head_macs: Optional[int] = None
     per_step_outputs: bool = False
-    pool_over_time: str = ""   # "avg" | "max": the last layer's outputs pooled over time before the head
+    pool_over_time: str = ""   # "avg" | "max" | "avg,max" | "max,avg": the pooling over time before the head
     max_t: int = 64
     targets: List[dict] = field(default_factory=list)
 

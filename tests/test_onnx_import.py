@@ -1305,3 +1305,42 @@ def test_a_pooling_node_nothing_reads_leaves_the_model_unpooled(tmp_path):
     assert ir.pool == "" and not ir.rnn_layers[-1].return_sequences
     x = np.random.default_rng(0).normal(0, 1, (T, N, FEAT)).astype(np.float32)
     assert np.abs(FloatModel(ir).predict(batch_major(x, False)) - run_ort(path, x)).max() <= 1e-5
+
+
+def _summed_states_graph(path, dead_div: bool):
+    """A bidirectional LSTM whose two final states are added (h_n[0] + h_n[1]) into a Gemm; ``dead_div``: a Div of
+    that sum by 2 that nothing reads (the graph then reads the sum two ways)."""
+    rng = np.random.default_rng(4)
+    H, G = UNITS, 4
+    t = lambda name, shape, v: helper.make_tensor(name, TensorProto.FLOAT, shape, v)  # noqa: E731
+    inits = [t("W", (2, G * H, FEAT), rng.normal(0, 0.5, 2 * G * H * FEAT)),
+             t("R", (2, G * H, H), rng.normal(0, 0.5, 2 * G * H * H)),
+             t("fcW", (H, 2), rng.normal(0, 0.5, H * 2)), t("two", (), [2.0]),
+             helper.make_tensor("i0", TensorProto.INT64, (), [0]), helper.make_tensor("i1", TensorProto.INT64, (), [1])]
+    nodes = [helper.make_node("LSTM", ["x", "W", "R"], ["Y", "Y_h"], name="rec", hidden_size=H,
+                              direction="bidirectional"),
+             helper.make_node("Gather", ["Y_h", "i0"], ["f"], name="g0", axis=0),
+             helper.make_node("Gather", ["Y_h", "i1"], ["b"], name="g1", axis=0),
+             helper.make_node("Add", ["f", "b"], ["s"], name="sum"),
+             helper.make_node("Gemm", ["s", "fcW"], ["y"], name="fc")]
+    if dead_div:
+        nodes.append(helper.make_node("Div", ["s", "two"], ["unused"], name="half"))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "N", FEAT])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+
+
+def test_summed_final_states_read_two_ways_are_refused(tmp_path):
+    """h_n[0] + h_n[1] into the head is merge_mode='sum' (= onnxruntime); a Div of the same sum that nothing reads
+    turned the model into 'ave' (a review measured 0.29 off onnxruntime): now refused in one line."""
+    _summed_states_graph(tmp_path / "sum.onnx", dead_div=False)
+    ir = load_model_file(tmp_path / "sum.onnx")
+    assert ir.rnn_layers[0].merge_mode == "sum"
+    x = np.random.default_rng(0).normal(0, 1, (T, N, FEAT)).astype(np.float32)
+    assert np.abs(FloatModel(ir).predict(batch_major(x, False)) - run_ort(tmp_path / "sum.onnx", x)).max() <= 1e-5
+    _summed_states_graph(tmp_path / "both.onnx", dead_div=True)
+    assert refusal(tmp_path / "both.onnx").endswith(
+        "node 'half' (Div) averages the two final states of bidirectional operator 'rec' whose sum another node reads "
+        "too: rnnskip converts one reading of its outputs")

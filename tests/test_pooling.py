@@ -298,8 +298,10 @@ def test_a_delta_tune_baseline_must_pool_as_the_model_does():
     from rnnskip.delta.cli import check_baseline
     with pytest.raises(RnnskipError) as e:
         check_baseline(pool_ir("feat-lstm", "avg"), pool_ir("feat-lstm", "max"), "b.h5")
-    assert str(e.value) == ("--baseline b.h5 has a maximum over time but the model a mean; give the model it was "
-                            "fine-tuned from")
+    assert str(e.value) == ("--baseline b.h5 has max over time but the model mean over time; give the model it "
+                            "was fine-tuned from")
+    with pytest.raises(RnnskipError, match="has no pooling over time but the model mean and max over time"):
+        check_baseline(pool_ir("feat-lstm", "avg,max"), random_ir("feat-lstm"), "b.h5")
     check_baseline(pool_ir("feat-lstm", "max"), pool_ir("feat-lstm", "max"), "b.h5")
 
 

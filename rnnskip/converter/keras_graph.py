@@ -157,6 +157,8 @@ def linear_chain(config: dict, unknown_refusal: Callable[[KerasLayer], Optional[
             continue
         if len(sources) != 1:
             refusal = unknown_refusal(layer)
+            if layer.class_name == "Concatenate":
+                refusal = concat_refusal(layer.name)
             raise LayerError(refusal or f"layer '{current}' ({layer.display}) takes {len(sources)} inputs: "
                              "rnnskip converts a single chain of layers", layer.name)
         current = sources[0]
@@ -168,6 +170,13 @@ def linear_chain(config: dict, unknown_refusal: Callable[[KerasLayer], Optional[
         raise LayerError(unknown_refusal(layer) or f"layer '{layer.name}' ({layer.display}) is not on the path from "
                          "input to output: rnnskip converts a single chain of layers", layer.name)
     return chain, name
+
+
+def concat_refusal(name: str) -> str:
+    """The refusal of a Concatenate that is not poolings over time of one tensor."""
+    return (f"layer '{name}' (Concatenate) joins other tensors than poolings over time of one recurrent output: "
+            "rnnskip converts a single chain of layers, and a Concatenate only of GlobalAveragePooling1D and "
+            "GlobalMaxPooling1D of the same tensor")
 
 
 #: the Keras classes of pooling over time (a Concatenate of them is read as one step: docs/pooling.md)

@@ -139,19 +139,22 @@ def describe_model_file(path) -> ModelDescription:
     with open_model_file(path) as model_file:
         desc = ModelDescription(model_file.path, model_file.format, model_file.keras_version,
                                 model_name(model_file.config))
+        one_chain = True
         try:
             chain, _name = _chain(model_file)
         except RnnskipError:   # not one chain: show every layer (the error comes again below)
             chain = [layer for layer in model_layers(model_file.config) if layer.class_name not in MASK_OPS]
+            one_chain = False
         for layer in chain:
             handler = handler_for(layer)
             try:
                 params = sum(int(np.prod(shape)) for shape in model_file.weights.shapes(layer))
             except READ_ERRORS:   # a damaged group: no weights to count
                 params = 0
+            # off a chain a Concatenate's inputs are unknown: the chain's own error says what is wrong
+            refusals = layer_refusals(layer) if one_chain or layer.class_name != "Concatenate" else []
             desc.layers.append(LayerDescription(layer.name, handler.title(layer), int(params),
-                                                handler.options(layer), handler.fixed_status,
-                                                layer_refusals(layer)))
+                                                handler.options(layer), handler.fixed_status, refusals))
         try:
             with read_errors(model_file.path):
                 ir, nodes = _convert(model_file)

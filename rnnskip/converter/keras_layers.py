@@ -21,7 +21,7 @@ import numpy as np
 from rnnskip import cells
 from rnnskip.converter import support
 from rnnskip.converter.ir import ConvLayer, DenseLayer, EmbeddingInput, PoolLayer, RNNLayer
-from rnnskip.converter.keras_graph import MODEL_CLASSES, KerasLayer, activation_name
+from rnnskip.converter.keras_graph import MODEL_CLASSES, KerasLayer, activation_name, concat_refusal
 from rnnskip.errors import RnnskipError
 
 SUPPORTED_SUMMARY = (f"rnnskip converts Embedding/Dense/Conv1D input, stacked recurrent layers ({cells.labels()}; "
@@ -448,9 +448,7 @@ class ConcatPoolingHandler(LayerHandler):
     def refusals(self, layer):
         name = layer.name
         if not layer.branches:
-            return [f"layer '{name}' (Concatenate) joins other tensors than poolings over time of one recurrent "
-                    "output: rnnskip converts a single chain of layers, and a Concatenate only of "
-                    "GlobalAveragePooling1D and GlobalMaxPooling1D of the same tensor"]
+            return [concat_refusal(name)]
         out = [r for b in layer.branches for r in TimePoolingHandler().refusals(b)]
         kinds = [TimePoolingHandler.KINDS[b.class_name] for b in layer.branches]
         if len(set(kinds)) != len(kinds):

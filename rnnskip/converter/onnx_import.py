@@ -891,11 +891,19 @@ def h_scale(ctx: _Ctx):
     """Div by 2 (or Mul by 0.5) of the two final states summed: their mean, Keras' merge_mode='ave'; elsewhere
     glue on constants and shapes only."""
     a, b = ctx.inp(0), ctx.inp(1)
-    if a is not None and a.kind == STATE and a.summed and b is not None and b.kind == CONST:
-        v = np.asarray(b.value, np.float64)
+    pos = 0 if a is not None and a.kind == STATE else 1   # Mul takes the constant on either side
+    s, c = (a, b) if pos == 0 else (b, a)
+    if s is not None and s.kind == STATE and s.summed and c is not None and c.kind == CONST and \
+            (ctx.op == "Mul" or pos == 0):
+        v = np.asarray(c.value, np.float64)
         if v.size == 1 and float(v.reshape(-1)[0]) == (2.0 if ctx.op == "Div" else 0.5):
-            ctx.r.rnns[a.layer].merge_mode = "ave"
-            return [Sym(STATE, axes=a.axes, width=a.width, layer=a.layer)], \
+            name = ctx.node.input[pos]   # the sum: this must be its only reader, or the graph reads it both ways
+            readers = sum(name in n.input for n in ctx.r.graph.node) + sum(o.name == name for o in ctx.r.graph.output)
+            if readers != 1:
+                ctx.fail(f"averages the two final states of bidirectional operator '{ctx.r.rnns[s.layer].name}' whose "
+                         "sum another node reads too: rnnskip converts one reading of its outputs")
+            ctx.r.rnns[s.layer].merge_mode = "ave"
+            return [Sym(STATE, axes=s.axes, width=s.width, layer=s.layer)], \
                 "folded (both directions' final states averaged: merge_mode='ave')"
     return h_generic_shape(ctx)
 

@@ -129,9 +129,11 @@ def check_baseline(ir, bir, path) -> None:
         raise RnnskipError(f"--baseline {path} and the model differ in return_sequences at the output; give the "
                            f"model it was fine-tuned from")
     if bir.pool != ir.pool:
-        what = {"avg": "a mean", "max": "a maximum", "": "no pooling"}
-        raise RnnskipError(f"--baseline {path} has {what[bir.pool]} over time but the model {what[ir.pool]}; give "
-                           f"the model it was fine-tuned from")
+        from ..converter.ir import POOL_WORDS
+        def what(p):
+            return POOL_WORDS.get(p, p) if p else "no pooling over time"
+        raise RnnskipError(f"--baseline {path} has {what(bir.pool)} but the model {what(ir.pool)}; give the model it "
+                           f"was fine-tuned from")
 
 
 def _calibration_numbers(res) -> str:

@@ -226,7 +226,8 @@ class QModel:
     output_scale: float = 1.0
     name: str = "model"
     per_step: bool = False  # one output per time step (return_sequences=True at the output)
-    #: pooling over time of the last layer's int8 outputs: "avg" | "max" ("" = none; rnnskip/quant/golden.py Pool)
+    #: pooling over time of the last layer's int8 outputs: "avg" | "max" | both concatenated ("avg,max" | "max,avg");
+    #: "" = none (rnnskip/quant/golden.py Pools)
     pool: str = ""
     pool_name: str = ""
     #: step methods (rnnskip.stepmethod.StepMethod: a skip predictor, delta thresholds); [] = dense

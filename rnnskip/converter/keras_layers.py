@@ -449,7 +449,7 @@ class ConcatPoolingHandler(LayerHandler):
         name = layer.name
         if not layer.branches:
             return [concat_refusal(name)]
-        out = [r for b in layer.branches for r in TimePoolingHandler().refusals(b)]
+        out = [r for b in layer.branches for r in handler_for(b).refusals(b)]
         kinds = [TimePoolingHandler.KINDS[b.class_name] for b in layer.branches]
         if len(set(kinds)) != len(kinds):
             out.append(f"layer '{name}' (Concatenate) joins {len(kinds)} poolings of which some are the same kind: "

@@ -75,6 +75,7 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
                features=np.zeros(0 if ir.is_token_model else ir.input.features))
     if ir.bidirectional is not None:
         return _calibrate_windows(ir, fm, x, lengths, r)
+    from ..reference import pool_over_time  # imported where used, as the other reference helpers here
     it = tqdm(range(len(x)), desc="calibrate", unit="seq", disable=not progress, leave=False)
     for n in it:
         seq = x[n][: int(lengths[n])]
@@ -102,7 +103,6 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
                     _head_ranges(ir, r, state[-1][0])
             hs.append(state[-1][0])
         if ir.pool and hs:   # the head runs once, on the pooled outputs
-            from ..reference import pool_over_time
             seq_h = np.asarray(hs, np.float64).reshape(1, len(hs), -1)
             _head_ranges(ir, r, pool_over_time(ir.pool, seq_h, valid[None, :len(hs)], np.ones((1, len(hs)), bool)))
         elif not ir.pool:

@@ -194,6 +194,40 @@ def test_convert_skip_auto_not_certified_converts_dense(setup, tmp_path):
     assert "rnnskip_predict_skip" not in (out / "src" / "rnnskip_model.c").read_text()   # no predictor in the C
 
 
+@needs_arm
+def test_convert_skip_auto_budget_not_met_converts_dense(setup, tmp_path):
+    """--skip auto with a budget no skipping can meet (one-step sentences whose answer the zero
+    state gets wrong, --max-loss 0): like 'not certified', one warning line that says why and
+    how to get there, and the dense model converted."""
+    from rnnskip.pipeline import import_model
+    from rnnskip.reference import FloatModel
+    from rnnskip.skip.features import classes
+    d, model, other, paths = setup
+    fm = FloatModel(import_model(model))
+    ids = np.arange(1, fm.ir.input.vocab, dtype=np.int32)[:, None]
+    L = np.ones(len(ids), np.int32)
+    pred = classes(fm.predict(ids, L))
+    keep = pred != classes(fm.readout(fm.initial_state(1)))[0]
+    assert keep.sum() >= 2   # the tiny vocabulary has few; each repeated 10 times
+    rows = np.repeat(np.flatnonzero(keep), 10)
+    save_npz(tmp_path / "one.npz", Dataset(x=ids[rows], y=pred[rows], lengths=L[rows]))
+    out = tmp_path / "auto"
+    res = CliRunner().invoke(convert_cmd, [model, "--skip", "auto", "--train", paths["train"], "--val",
+                                           str(tmp_path / "one.npz"), "--max-loss", "0", "--predictor-type", "tree",
+                                           "--data", paths["test"], "--out", str(out), "--emulate-max", "2",
+                                           "--traffic-sample", "0", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    warn = [l for l in res.output.splitlines() if l.startswith("warning: --skip auto")]
+    assert len(warn) == 1 and "budget cannot be met" in warn[0] and "raise --max-loss" in warn[0]
+    assert warn[0].endswith("; converting without skipping (the dense model)")
+    sk = json.loads((out / "report.json").read_text())["skip"]
+    assert sk["attached"] is False and "certified" not in sk and "emulated" not in sk
+    assert sk["why"].startswith("budget not met, converted without skipping: the accuracy budget cannot be met: "
+                                "even ideal (oracle) skipping loses more than 0 points")
+    assert not (out / "predictor").exists()
+    assert "rnnskip_predict_skip" not in (out / "src" / "rnnskip_model.c").read_text()
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--predictor", "{pred}", "--skip", "auto"], "either --predictor"),
     (["--predictor", "{pred}", "--skip", "off"], "--skip off turns skipping off but --predictor"),

@@ -14,7 +14,7 @@ from rnnskip.skip import baselines, features, folder, oracle
 from rnnskip.skip.evaluate import golden_run, macs
 from rnnskip.skip.predictor import default_size, rnn_params
 from rnnskip.skip.qpredictor import quantize_predictor
-from rnnskip.skip.train import TrainConfig, train
+from rnnskip.skip.train import BudgetNotMet, TrainConfig, train
 
 
 def _labelled(cfg="tok-lstm-softmax", n=200, T=12, seed=0, units=(9, 6)):
@@ -200,7 +200,7 @@ def test_impossible_budget_says_best_achievable():
     keep = pred != zero
     assert keep.sum() >= 5
     ds = Dataset(x=ids[keep], y=pred[keep], lengths=L[keep])
-    with pytest.raises(RnnskipError, match="budget cannot be met.*best achievable is [0-9.]+ points at"):
+    with pytest.raises(BudgetNotMet, match="budget cannot be met.*best achievable is [0-9.]+ points at"):
         train(ir, ds, ds, TrainConfig(type="tree", max_loss=0.0, rounds=0, measure="l2", include_cell=False), log=None)
     with pytest.raises(RnnskipError, match="--margin-se 2: the loss plus 2 standard errors must fit"):
         train(ir, ds, ds, TrainConfig(type="tree", max_loss=0.0, rounds=0, measure="l2", include_cell=False,

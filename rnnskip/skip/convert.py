@@ -121,12 +121,15 @@ class SkipSetup(MethodSetup):
         from .qpredictor import quantize_predictor
         if self.auto:
             from . import folder
-            from .train import NotCertified, train
+            from .train import BudgetNotMet, NotCertified, train
             try:
                 res = train(ir, self.train_ds, self.val_ds, self.config(), qm=qm, log=self.log if progress else None)
-            except NotCertified as e:   # never exceed the budget unannounced: convert the dense model
-                self.not_attached = {"why": f"not certified, converted without skipping: {e}",
-                                     "certified": e.certificate.as_dict(str(self.val_path))}
+            except (NotCertified, BudgetNotMet) as e:
+                # no skipping within the budget (or none certified): the dense model keeps the promise
+                self.not_attached = {"why": f"{'not certified' if isinstance(e, NotCertified) else 'budget not met'}"
+                                            f", converted without skipping: {e}"}
+                if isinstance(e, NotCertified):
+                    self.not_attached["certified"] = e.certificate.as_dict(str(self.val_path))
                 if note is not None:
                     note(f"warning: --skip auto: {e}; converting without skipping (the dense model)")
                 return None

@@ -255,7 +255,7 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     if osw.chosen.skip_rate <= 0.0:
         best = min((p for p in osw.points if p.skip_rate > 0), key=lambda p: p.loss, default=None)
         name, unit, option = _budget(cfg)
-        raise RnnskipError(
+        raise BudgetNotMet(
             f"the {name} cannot be met: even ideal (oracle) skipping loses more than {cfg.max_loss:g} {unit} on "
             f"the validation data; the best achievable is "
             + (f"{best.loss:.2f} {unit} at {best.skip_rate:.1%} skipped" if best else "no skipping at all")
@@ -327,7 +327,7 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
         pos = [pt for pt in cal.points if pt.skip_rate > 0]
         b = min(pos, key=lambda pt: pt.loss, default=None)
         name, unit, option = _budget(cfg)
-        raise RnnskipError(
+        raise BudgetNotMet(
             f"the {name} cannot be met: no {cfg.type} predictor threshold keeps the validation "
             f"{'disagreement' if cfg.max_disagreement is not None else 'loss'} within {cfg.max_loss:g} {unit} "
             f"while skipping steps; the best achievable is "
@@ -341,6 +341,10 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
                        oracle_variants=oracle_variants, dense_val=dense_val,
                        seconds=time.time() - t_start, certificate=cert,
                        calibration_lengths=None if cert_ds is None else sorted(int(v) for v in cert_ds.lengths))
+
+
+class BudgetNotMet(RnnskipError):
+    """No skipping keeps the validation loss within the budget: the dense model is the only answer."""
 
 
 class NotCertified(RnnskipError):

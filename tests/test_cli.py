@@ -173,6 +173,9 @@ def test_stage_commands(model_and_data):
         assert p.returncode == 0, (args, p.stderr)
     rep = json.loads((w / "report.json").read_text())
     assert rep["bitexact"]["mismatches"] == 0
+    # 'emulate' checks the float reference against Keras on --data, as rnnskip-convert does
+    rc = rep["reference_check"]
+    assert rc["runtime"] == "tf_keras" and rc["rows"] > 0 and rc["max_abs_diff"] <= 1e-5
     # the staged report names the calibration data 'quantize' used, like rnnskip-convert's
     assert rep["quantization"]["calibration"] == str(data) and rep["quantization"]["calibration_sequences"] > 0
     p = cli("rnnskip", "targets")

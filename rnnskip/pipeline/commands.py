@@ -118,6 +118,10 @@ def emulate_command(work, data, emulator: Optional[str] = None, board_name: Opti
     if why and note is not None:
         note(why)
     ds = stages.load_data(data, ir, labels=None, note=note)   # unlabelled: no accuracy, the rest as usual
+    from ..converter import source_check
+    ref_check = source_check.check(ir, ds.x, ds.lengths)      # as rnnskip-convert: the source runtime on --data
+    if source_check.warning(ref_check) and note is not None:
+        note(source_check.warning(ref_check))
     if ds.x.shape[1] > rec["max_t"]:
         raise RnnskipError(f"--data has sequences of {ds.x.shape[1]} steps but the firmware holds {rec['max_t']}; "
                            f"regenerate with 'rnnskip generate {work} --max-t {ds.x.shape[1]}'")
@@ -133,7 +137,7 @@ def emulate_command(work, data, emulator: Optional[str] = None, board_name: Opti
                          emulate_max=n)
     ran = dict(rec, target=emu.target.name, board=emu.board.name if emu.board else rec["board"],
                flash_bytes=fw.flash_bytes, ram_bytes=fw.ram_bytes, elf=str(fw.elf))
-    workdir.save_evaluation(w, ev, ran)
+    workdir.save_evaluation(w, ev, ran, reference_check=ref_check)
     return Emulation(evaluation=ev, emulator=emu)
 
 
@@ -144,11 +148,13 @@ def report_command(work) -> dict:
     workdir.check_fresh(w, "report")
     ir = workdir.load_ir(w)
     qm = workdir.load_model(w)
-    ev, b = workdir.load_evaluation(w)
+    ev, b, ref_check = workdir.load_evaluation(w)
     _, target = boards.resolve(b["target"], b["board"], b["wait_states"], b.get("weights"))
     elf = Path(b["elf"])
     fw = Firmware(elf=elf, map=elf.with_suffix(".map"), variant=b["variant"], flash_bytes=b["flash_bytes"],
                   ram_bytes=b["ram_bytes"])
     rep = build_report(ir, qm, ev, target, b["kernels"], b["variant"], firmware=fw)
+    if ref_check is not None:
+        rep["reference_check"] = ref_check
     write_report(rep, w / "report.json")
     return rep

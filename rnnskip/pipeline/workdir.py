@@ -77,18 +77,22 @@ def load_model(work) -> QModel:
     return _load(work, "quantize", QModel)
 
 
-def save_evaluation(work, evaluation, ran: dict) -> None:
-    """What 'emulate' measured, and on which firmware (``ran``: the build record of the image it ran)."""
-    stage_done(work, "emulate", _save({"evaluation": evaluation, "build": ran}, work, "emulate"))
+def save_evaluation(work, evaluation, ran: dict, reference_check: Optional[dict] = None) -> None:
+    """What 'emulate' measured, and on which firmware (``ran``: the build record of the image it ran);
+    ``reference_check``: the float reference against the source runtime on the same data."""
+    stage_done(work, "emulate", _save({"evaluation": evaluation, "build": ran, "reference_check": reference_check},
+                                      work, "emulate"))
 
 
-def load_evaluation(work) -> Tuple[object, dict]:
+def load_evaluation(work) -> Tuple[object, dict, Optional[dict]]:
+    """The evaluation, the build record of the image it ran, and the reference check (None: no
+    source runtime to compare with)."""
     from .stages import Evaluation
     e = _load(work, "emulate", dict)
     if not isinstance(e.get("evaluation"), Evaluation) or not BUILD_KEYS <= set(e.get("build") or {}):
         raise RnnskipError(f"{Path(work) / STAGE_OUTPUT['emulate']} is not a file written by rnnskip's 'emulate' "
                            f"stage; run that stage again")
-    return e["evaluation"], e["build"]
+    return e["evaluation"], e["build"], e.get("reference_check")
 
 
 def build_record(target, board, variant: str, wait_states, kernels: str, fw, max_t: int) -> dict:

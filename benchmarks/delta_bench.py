@@ -51,8 +51,8 @@ def _tune(model, val, calib, out_json, max_loss=MAX_LOSS, grid=None, cell_grid=(
     dense accuracy can be far below it: it is trained to run with the deltas)."""
     from rnnskip import pipeline
     from rnnskip.datasets import load_npz
-    from rnnskip.delta.spec import grid_of
     from rnnskip.delta.tune import CELL_GRID, GRID, tune
+    from rnnskip.quant.grid import grid_of
     def stale():
         inputs = [model, val, calib] + ([baseline] if baseline else [])
         if not Path(out_json).is_file() or any(Path(out_json).stat().st_mtime < Path(f).stat().st_mtime

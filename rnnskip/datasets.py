@@ -129,9 +129,10 @@ def padding_rule(ir, has_lengths: bool) -> str:
 
 def save_npz(path: str, ds: Dataset) -> None:
     """Write ``x``, ``y``, ``lengths`` (plus ``texts`` / ``class_names`` as plain
-    unicode arrays when present; no pickling) to ``path``."""
-    arrays = {"x": np.asarray(ds.x), "y": np.asarray(ds.y),
-              "lengths": np.asarray(ds.lengths, dtype=np.int32)}
+    unicode arrays when present; no pickling; an unlabelled set has no ``y``) to ``path``."""
+    arrays = {"x": np.asarray(ds.x), "lengths": np.asarray(ds.lengths, dtype=np.int32)}
+    if ds.y is not None:
+        arrays["y"] = np.asarray(ds.y)
     if ds.texts is not None:
         arrays["texts"] = np.asarray(ds.texts, dtype=np.str_)
     if ds.class_names is not None:

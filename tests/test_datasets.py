@@ -61,6 +61,9 @@ def test_npz_round_trip_tokens(tmp_path):
     np.testing.assert_array_equal(back.lengths, [2, 4])
     assert back.texts == ["a b", "c d e f"]
     assert os.path.exists(p)  # no ".npz" appended
+    save_npz(p, Dataset(x=x, y=None, lengths=ds.lengths))   # unlabelled: no y, nothing pickled
+    back = load_npz(p, _ir(vocab=9), labels=False)
+    assert back.y is None and np.load(p).files == ["x", "lengths"]
 
 
 def test_npz_round_trip_features(tmp_path):

@@ -445,8 +445,9 @@ def test_delta_train_writes_normal_keras_model(gru):
     np.testing.assert_allclose(FloatModel(ir2).predict(va.x, va.lengths), k, atol=1e-5)
     assert not np.allclose(ir2.rnn_layers[0].kernel, ir.rnn_layers[0].kernel)   # it did train
     # its delta.json records the grid rnnskip-convert gives the new weights on the same calibration data
-    from rnnskip.delta.spec import DeltaSpec, grid_mismatch
+    from rnnskip.delta.spec import DeltaSpec
     from rnnskip.pipeline import quantize_model
+    from rnnskip.quant.grid import grid_mismatch
     spec = DeltaSpec.load(out.with_suffix(".delta.json"))
     assert spec.grid and spec.tuning["calibration"] == str(val)
     assert grid_mismatch(spec.grid, quantize_model(ir2, va, progress=False)[0]) is None

@@ -122,7 +122,7 @@ def test_thresholds_file_roundtrip_and_other_model(tmp_path):
 def test_int8_grid_roundtrip_mismatch_and_bad_values(tmp_path):
     """delta.json records the int8 grid its thresholds were chosen on; another grid is detected,
     a malformed record is one line."""
-    from rnnskip.delta.spec import grid_mismatch, grid_of
+    from rnnskip.quant.grid import grid_mismatch, grid_of
     ir, qm, x, L = quantized("feat-dense-gru", n=8, T=10)
     qm2 = quantize_on(ir, 3 * x, L)   # other calibration data
     s = DeltaSpec([3], [4], grid=grid_of(qm))

@@ -111,6 +111,9 @@ def test_convert_with_predictor_report(setup):
     sk = rep["skip"]
     assert SKIP_KEYS <= set(sk)
     assert set(sk["predictor"]) >= {"type", "params", "params_ratio"}
+    # calibrated and converted on the same --calib: the same int8 model, no warning
+    assert sk["int8_grid"]["same"] and sk["int8_grid"]["calibrated"] == sk["int8_grid"]["deployed"]
+    assert "warning: --predictor" not in res.output
     # the certificate travels with the folder; --data (the first 40 validation rows) is like the rows
     c = sk["certified"]
     assert c["certified"] and c["max_loss_points"] == 60 and c["data_check"]["p_value"] > 0.01
@@ -128,6 +131,30 @@ def test_convert_with_predictor_report(setup):
     for p in sk["plots"]:
         assert (out / p).is_file()
     assert "steps skipped" in res.output
+
+
+def test_predictor_on_another_int8_model_warns(setup, tmp_path):
+    """A folder's threshold is calibrated and certified on the int8 model of train-predictor's --calib;
+    another --calib at conversion gives another int8 model: one warning line naming the scale that differs."""
+    from rnnskip.pipeline import import_model, load_data, quantize_model
+    from rnnskip.quant.grid import grid_of
+    from rnnskip.skip.convert import SkipSetup
+    d, model, other, paths = setup
+    ir = import_model(model)
+    meta = json.loads((d / "pred" / "predictor.json").read_text())
+    same, _ = quantize_model(ir, load_data(paths["train"], ir), progress=False)
+    assert meta["int8_grid"] == grid_of(same)
+    with np.load(paths["test"]) as z:   # a few short rows: other ranges, another grid
+        save_npz(tmp_path / "few.npz", Dataset(x=z["x"][:3], y=None, lengths=np.minimum(z["lengths"][:3], 3)))
+    for qm, warned in ((same, False), (quantize_model(ir, load_data(str(tmp_path / "few.npz"), ir, labels=False),
+                                                      progress=False)[0], True)):
+        lines = []
+        s = SkipSetup.from_options(ir, predictor=str(d / "pred"))
+        s.attach(ir, qm, tmp_path, note=lines.append)
+        warns = [l for l in lines if l.startswith("warning: --predictor")]
+        assert len(warns) == int(warned) and (s.grid_mismatch is not None) == warned
+    assert "its threshold was calibrated and certified on another int8 model (layer 'lstm' " in warns[0]
+    assert warns[0].endswith("pass the --calib it was trained with, or train it again with this --calib")
 
 
 @needs_arm

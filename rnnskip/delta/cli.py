@@ -36,7 +36,8 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     if not (0.0 < confidence < 1.0):
         raise RnnskipError(f"--confidence {confidence} must be in (0, 1), e.g. 0.9 for 90%")
     ir = pipeline.import_model(model)
-    from .spec import check_supported, grid_of
+    from ..quant.grid import grid_of
+    from .spec import check_supported
     check_supported(ir.rnn_layers)
     from ..outputs import check_class_outputs
     check_class_outputs(ir, "delta-tune")

@@ -41,8 +41,8 @@ class DeltaSetup(MethodSetup):
         """Thresholds onto the quantised model; a ``warn`` line when its int8 grid is not the one
         the thresholds were chosen on (other calibration data: the same steps mean other values),
         and one when ``data`` is unlike the rows the thresholds were certified on."""
+        from ..quant.grid import grid_mismatch
         from .golden import with_delta
-        from .spec import grid_mismatch
         qm.methods = with_delta(qm, self.spec).methods
         self.grid_mismatch = grid_mismatch(self.spec.grid, qm)
         if self.grid_mismatch:
@@ -60,7 +60,7 @@ class DeltaSetup(MethodSetup):
         if sec.get("certified") and self.data_check is not None:
             sec["certified"] = dict(sec["certified"], data_check=self.data_check)
         if self.spec.grid:
-            from .spec import grid_of
+            from ..quant.grid import grid_of
             sec["int8_grid"] = {"tuned": self.spec.grid, "deployed": grid_of(qm),
                                 "same": self.grid_mismatch is None}
         return sec

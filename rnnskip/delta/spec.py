@@ -50,20 +50,6 @@ def model_signature(ir) -> dict:
             "weights_sha256": weights_fingerprint(ir), "model_sha256": model_fingerprint(ir)}
 
 
-def grid_of(qm) -> list:
-    """The int8 grid of each recurrent layer of ``qm``: what one threshold step is worth."""
-    return [{"layer": l.name, "input_scale": float(l.x_scale), "hidden_scale": float(l.h_scale)} for l in qm.layers]
-
-
-def grid_mismatch(recorded: list, qm, rtol: float = 1e-6) -> Optional[str]:
-    """None when ``qm`` quantises on the ``recorded`` grid (or nothing is recorded), else what differs."""
-    for g, now in zip(recorded or [], grid_of(qm)):
-        for k, what in (("input_scale", "input"), ("hidden_scale", "hidden")):
-            if abs(g[k] - now[k]) > rtol * abs(g[k]):
-                return f"layer '{now['layer']}' {what} scale {g[k]:.6g} there, {now[k]:.6g} here"
-    return None
-
-
 def check_supported(layers) -> None:
     """Refuse layers whose cell cannot keep running sums (IR or quantised layers)."""
     for l in layers:

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RnnskipError
-from .spec import DeltaSpec, check_supported, grid_of
+from ..quant.grid import grid_of
+from .spec import DeltaSpec, check_supported
 
 
 def _keras():

@@ -49,6 +49,7 @@ class SkipSetup(MethodSetup):
     train_ds: object = None
     val_ds: object = None
     data_check: Optional[dict] = None   # attach(): --data against the certification rows
+    grid_mismatch: Optional[str] = None   # attach(): what differs from the int8 model the threshold was calibrated on
 
     @property
     def inputs(self) -> list:
@@ -140,6 +141,12 @@ class SkipSetup(MethodSetup):
             self.predictor_dir = str(out)
         qp = quantize_predictor(self.fp, qm)
         qm.methods = with_predictor(qm, qp).methods
+        from ..quant.grid import grid_mismatch
+        self.grid_mismatch = grid_mismatch(self.meta.get("int8_grid"), qm)
+        if self.grid_mismatch and note is not None:   # --skip auto trained on this qm: only a folder can differ
+            note(f"warning: --predictor {self.predictor_dir}: its threshold was calibrated and certified on another "
+                 f"int8 model ({self.grid_mismatch}): pass the --calib it was trained with, or train it again with "
+                 f"this --calib")
         from ..certify import check_against_certificate
         self.data_check = check_against_certificate(self.meta, data, f"the skip predictor {self.predictor_dir}",
                                                     note)
@@ -191,6 +198,10 @@ class SkipSetup(MethodSetup):
                        "accuracy": {"dense_float": fm_.accuracy(y), "skip_float": orc.accuracy(y)}},
             "n": int(len(y)),
         }
+        if self.meta.get("int8_grid"):
+            from ..quant.grid import grid_of
+            sec["int8_grid"] = {"calibrated": self.meta["int8_grid"], "deployed": grid_of(qm),
+                                "same": self.grid_mismatch is None}
         if self.meta.get("certified"):
             sec["certified"] = dict(self.meta["certified"],
                                     **({"data_check": self.data_check} if self.data_check else {}))

@@ -77,6 +77,8 @@ def save(out: Path, res, ir, model_path: str, train_path: str, val_path: str, vo
         "data": {"train": str(train_path), "val": str(val_path)},
         "train_seconds": round(res.seconds, 1), "plots": [],
     }
+    if res.int8_grid:   # the int8 model the threshold was calibrated (and certified) on
+        meta["int8_grid"] = res.int8_grid
     if res.certificate is not None:   # the threshold above is the certified one
         meta["certified"] = res.certificate.as_dict(str(val_path))
         meta["calibration_lengths"] = res.calibration_lengths

@@ -19,6 +19,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from ..errors import RnnskipError
+from ..quant.grid import grid_of
 from . import features, oracle
 from .predictor import DEFAULT_BUDGET, FloatPredictor, default_size, fit, rnn_params
 
@@ -78,6 +79,7 @@ class TrainResult:
     seconds: float = 0.0
     certificate: Optional[object] = None   # rnnskip.certify.Certificate when cfg.confidence is set
     calibration_lengths: Optional[list] = None   # the certification rows' sequence lengths
+    int8_grid: Optional[list] = None   # quant.grid.grid_of the int8 model calibrated on (calibrate_on int8)
 
 
 #: float runs that do not depend on the predictor type (dense statistics, oracle sweeps, oracle
@@ -340,7 +342,8 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
                        dense_train=dense_tr, budget_params=budget, rnn_params=rp, labels=labels,
                        oracle_variants=oracle_variants, dense_val=dense_val,
                        seconds=time.time() - t_start, certificate=cert,
-                       calibration_lengths=None if cert_ds is None else sorted(int(v) for v in cert_ds.lengths))
+                       calibration_lengths=None if cert_ds is None else sorted(int(v) for v in cert_ds.lengths),
+                       int8_grid=grid_of(qm) if cfg.calibrate_on == "int8" else None)
 
 
 class BudgetNotMet(RnnskipError):

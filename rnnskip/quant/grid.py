@@ -1,0 +1,22 @@
+"""The int8 grid of a quantised model's recurrent layers, recorded by what was chosen on it.
+
+Delta thresholds are whole int8 steps of it, and a skip predictor's threshold is calibrated and
+certified on the int8 model it gives; converting with another ``--calib`` gives another grid,
+so both files record theirs and the conversion warns when they differ."""
+from __future__ import annotations
+
+from typing import Optional
+
+
+def grid_of(qm) -> list:
+    """The int8 grid of each recurrent layer of ``qm``: what one int8 step of its input and state is worth."""
+    return [{"layer": l.name, "input_scale": float(l.x_scale), "hidden_scale": float(l.h_scale)} for l in qm.layers]
+
+
+def grid_mismatch(recorded: list, qm, rtol: float = 1e-6) -> Optional[str]:
+    """None when ``qm`` quantises on the ``recorded`` grid (or nothing is recorded), else what differs."""
+    for g, now in zip(recorded or [], grid_of(qm)):
+        for k, what in (("input_scale", "input"), ("hidden_scale", "hidden")):
+            if abs(g[k] - now[k]) > rtol * abs(g[k]):
+                return f"layer '{now['layer']}' {what} scale {g[k]:.6g} there, {now[k]:.6g} here"
+    return None

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -91,6 +91,7 @@ class Sym:
     direction: int = -1                   # STATE/CELL of a bidirectional operator: one direction's (0, 1)
     pooled: Tuple[str, str] = ()          # STATE pooled over time from SEQ: (avg | max, the node's key)
     summed: bool = False                  # STATE: a bidirectional operator's two final states added
+    dims: Optional[tuple] = None          # SHAPE: its entries as _shape_entries computes them (None: unknown)
 
 
 def _data(kind):
@@ -188,12 +189,91 @@ def _norm(axis: int, rank: int) -> int:
 
 
 def _shape_like(ctx: _Ctx) -> List[Sym]:
-    """Glue on constants and shape values: constants fold, anything shape-derived stays SHAPE."""
+    """Glue on constants and shape values: constants fold, anything shape-derived stays SHAPE (with its
+    entries where :func:`_shape_entries` can follow them)."""
     if any(s is not None and (_data(s.kind) or s.kind == ZEROS) for s in ctx.ins):
         ctx.fail(f"on model data is not supported: {SUPPORTED_SUMMARY}")
     if any(s is not None and s.kind == SHAPE for s in ctx.ins):
-        return [Sym(SHAPE) for _ in ctx.node.output]
+        dims = _shape_entries(ctx) if len(ctx.node.output) == 1 else None
+        return [Sym(SHAPE, dims=dims) for _ in ctx.node.output]
     return [Sym(CONST, value=v) for v in _fold(ctx)]
+
+
+# A shape value's entries, followed symbolically through the ops exporters build Reshape targets with, so a
+# target computed from shapes is checked without ONNX's data propagation (which loses dims at some opsets).
+# An entry is (factor, labels): factor times the sizes of the input axes labelled so (a0, a1: the model input's
+# axes, the same size wherever they appear); None where the value is not followed.
+
+def _axis_entry(s: Sym, k: int):
+    """Axis ``k`` of data ``s`` as an entry: an input axis by its label, F by its width, size-1 axes as 1."""
+    ax = s.axes[k]
+    if ax in ("D", "1"):
+        return (1, ())
+    if ax == "F":
+        return (int(s.width), ()) if s.width else None
+    if ax == "B":
+        return (2, ())
+    if ax == "L":
+        return (len(s.layers), ()) if s.layers else None
+    return (1, (ax,))
+
+
+def _entries_of(s: Optional[Sym]):
+    if s is None:
+        return None
+    if s.kind == CONST:
+        v = np.asarray(s.value)
+        return [(int(x), ()) for x in v.reshape(-1)] if v.dtype.kind in "iu" and v.ndim <= 1 else None
+    return list(s.dims) if s.kind == SHAPE and s.dims is not None else None
+
+
+def _shape_entries(ctx: _Ctx) -> Optional[tuple]:
+    op, ins = ctx.op, ctx.ins
+    if op in ("Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten"):   # 0-D and 1-D alike here
+        e = _entries_of(ins[0])
+    elif op == "Concat":
+        parts = [_entries_of(s) for s in ins]
+        e = None if any(p is None for p in parts) else [x for p in parts for x in p]
+    elif op == "Gather":
+        e, idx = _entries_of(ins[0]), ins[1]
+        if e is not None and idx is not None and idx.kind == CONST and int(ctx.attrs.get("axis", 0)) == 0:
+            try:
+                e = [e[int(i)] for i in np.asarray(idx.value).reshape(-1)]
+            except IndexError:
+                e = None
+        else:
+            e = None
+    elif op == "Slice":
+        e = _entries_of(ins[0])
+        if e is not None:
+            _, starts, ends, axes, steps = _slice_args(ctx) if ins[0].kind == CONST else _shape_slice_args(ctx)
+            e = e[slice(starts[0], ends[0], steps[0])] if len(starts) == 1 and axes[0] in (0, -1) else None
+    elif op == "Mul":
+        a, b = _entries_of(ins[0]), _entries_of(ins[1])
+        if a is None or b is None or (len(a) != len(b) and 1 not in (len(a), len(b))):
+            e = None
+        else:
+            n = max(len(a), len(b))
+            a, b = (a * n if len(a) == 1 else a), (b * n if len(b) == 1 else b)
+            e = [None if x is None or y is None else (x[0] * y[0], tuple(sorted(x[1] + y[1]))) for x, y in zip(a, b)]
+    else:
+        e = None
+    return tuple(e) if e is not None else None
+
+
+def _shape_slice_args(ctx: _Ctx):
+    """A Slice's (data, starts, ends, axes, steps) without normalising axes to a rank (a shape value, a zero state)."""
+    if "starts" in ctx.attrs:
+        starts, ends = list(ctx.attrs["starts"]), list(ctx.attrs["ends"])
+        axes, steps = list(ctx.attrs.get("axes", range(len(starts)))), [1] * len(starts)
+    else:
+        starts = [int(v) for v in np.asarray(ctx.const(1, "starts")).reshape(-1)]
+        ends = [int(v) for v in np.asarray(ctx.const(2, "ends")).reshape(-1)]
+        axes = ([int(v) for v in np.asarray(ctx.const(3, "axes")).reshape(-1)] if ctx.inp(3) is not None
+                else list(range(len(starts))))
+        steps = ([int(v) for v in np.asarray(ctx.const(4, "steps")).reshape(-1)] if ctx.inp(4) is not None
+                 else [1] * len(starts))
+    return None, starts, ends, [int(x) for x in axes], steps
 
 
 def _fold(ctx: _Ctx) -> List[np.ndarray]:
@@ -295,7 +375,12 @@ def h_shape(ctx: _Ctx):
     s = ctx.inp(0)
     if s.kind == CONST:
         return [Sym(CONST, value=np.asarray(s.value.shape, np.int64))], "folded (glue)"
-    return [Sym(SHAPE)], "folded (glue)"
+    dims = None
+    if _data(s.kind) and s.axes:   # opset 15+: start, end (clamped as Python slices)
+        rank = len(s.axes)
+        start, end = int(ctx.attrs.get("start", 0)), ctx.attrs.get("end")
+        dims = tuple(_axis_entry(s, k) for k in range(rank))[slice(start, None if end is None else int(end))]
+    return [Sym(SHAPE, dims=dims)], "folded (glue)"
 
 
 def h_constant_of_shape(ctx: _Ctx):
@@ -308,7 +393,7 @@ def h_constant_of_shape(ctx: _Ctx):
     if s.kind == SHAPE:
         if np.any(value != 0):   # shape arithmetic (torch's expand(-1, B, -1) builds its target shape so)
             return [Sym(SHAPE)], "folded (glue)"
-        return [Sym(ZEROS)], "folded (zero initial state)"
+        return [Sym(ZEROS, dims=s.dims)], "folded (zero initial state)"
     ctx.fail(f"on model data is not supported: {SUPPORTED_SUMMARY}")
 
 
@@ -317,7 +402,7 @@ def h_expand(ctx: _Ctx):
     Expand(0, Concat(Shape...)) instead of ConstantOfShape; a constant's expansion folds."""
     s, shape = ctx.inp(0), ctx.inp(1)
     if s.kind == ZEROS or (s.kind == CONST and not np.any(s.value) and shape.kind == SHAPE):
-        return [Sym(ZEROS)], "folded (zero initial state)"
+        return [Sym(ZEROS, dims=shape.dims if shape.kind == SHAPE else None)], "folded (zero initial state)"
     if s.kind == CONST and shape.kind == CONST:
         return [Sym(CONST, value=s.value * np.ones([int(v) for v in shape.value], s.value.dtype))], "folded (glue)"
     if s.kind == CONST and shape.kind == SHAPE:
@@ -440,13 +525,14 @@ def h_transpose(ctx: _Ctx):
     return [_with_axes(s, tuple(s.axes[p] for p in perm))], "folded (glue)"
 
 
-def _with_axes(s: Sym, axes, squeezed: Optional[bool] = None) -> Sym:
+def _with_axes(s: Sym, axes, squeezed: Optional[bool] = None, keep_dense: bool = False) -> Sym:
     """``s`` with other axes; a head output keeps its Dense (activations still fold into it) only when its
-    one output axis was squeezed away, which leaves the values as they are."""
+    one output axis was squeezed away, or (``keep_dense``) only size-1 axes were: both leave the values as
+    they are."""
     sq = s.squeezed if squeezed is None else squeezed
     return Sym(s.kind, value=s.value, axes=tuple(axes), width=s.width, layer=s.layer,
-               dense=s.dense if sq and not s.squeezed else None, padded=s.padded, layers=s.layers, squeezed=sq,
-               direction=s.direction, pooled=s.pooled)
+               dense=s.dense if keep_dense or (sq and not s.squeezed) else None, padded=s.padded, layers=s.layers,
+               squeezed=sq, direction=s.direction, pooled=s.pooled)
 
 
 def _squeezable(s: Sym, ax: str) -> bool:
@@ -463,14 +549,16 @@ def h_squeeze(ctx: _Ctx):
         return _shape_like(ctx), "folded (glue)"
     axes = _axes_arg(ctx)
     rank = len(s.axes)
+    # no axes (torch's squeeze()): every size-1 axis, a one-output head's output axis included
     drop = ({_norm(a, rank) for a in axes} if axes is not None
-            else {i for i, ax in enumerate(s.axes) if ax in ("D", "1")})
+            else {i for i, ax in enumerate(s.axes) if _squeezable(s, ax)})
     for i in drop:
         if not _squeezable(s, s.axes[i]):
             ctx.fail(f"squeezes axis {i}, which is not of size 1 for every input: rnnskip folds squeezes of the "
                      "direction axis, of size-1 axes and of a one-output head's output axis")
     squeezed = s.squeezed or any(s.axes[i] == "F" for i in drop)
-    return [_with_axes(s, [ax for i, ax in enumerate(s.axes) if i not in drop], squeezed)], "folded (glue)"
+    return [_with_axes(s, [ax for i, ax in enumerate(s.axes) if i not in drop], squeezed, keep_dense=True)], \
+        "folded (glue)"
 
 
 def h_reshape(ctx: _Ctx):
@@ -503,6 +591,26 @@ def h_reshape(ctx: _Ctx):
         dims_in = dims_in[:b] + [2 * f if isinstance(f, int) else None] + dims_in[b + 2:]
         s = Sym(s.kind, axes=s.axes[:b] + s.axes[b + 1:], width=2 * s.width, layer=s.layer, padded=s.padded)
     kept = [i for i, ax in enumerate(s.axes) if ax not in ("D", "1")]
+    if tgt.kind == SHAPE and tgt.dims is not None and None not in tgt.dims:
+        # a target built from shapes, followed symbolically: each kept axis's own size, in order
+        want = [_axis_entry(s, j) for j in kept]
+        free = [d for d in tgt.dims if d == (-1, ())]
+
+        def same(ws):   # entry by entry; one -1 stands for whatever size is left
+            return len(ws) == len(tgt.dims) and len(free) <= 1 and \
+                all(d == w or d == (-1, ()) for d, w in zip(tgt.dims, ws))
+
+        if kept and s.axes[kept[-1]] == "F" and _squeezable(s, "F") and same(want[:-1]):
+            out = _with_axes(s, [s.axes[j] for j in kept[:-1]], True)   # view(-1) / flatten() of a one-output head
+        elif same(want):
+            out = _with_axes(s, [s.axes[j] for j in kept], s.squeezed)
+        else:
+            out = None
+        if out is not None:
+            if merged:
+                _set_merge(ctx, s.layer)
+                return [out], "folded (both directions side by side)"
+            return [out], "folded (glue)"
     if tgt.kind == CONST:
         target = [int(v) for v in np.asarray(tgt.value).reshape(-1)]
     else:
@@ -552,6 +660,11 @@ def h_unsqueeze(ctx: _Ctx):
 def h_slice(ctx: _Ctx):
     s = ctx.inp(0)
     if s.kind == ZEROS:
+        if s.dims:   # its width stays known while the slice leaves the last axis alone
+            _, starts, _, axes, _ = _shape_slice_args(ctx)
+            rank = len(s.dims)
+            if any(int(a) % rank == rank - 1 for a in axes):
+                s = replace(s, dims=None)
         return [s], "folded (glue)"
     if not _data(s.kind):
         return _shape_like(ctx), "folded (glue)"
@@ -563,7 +676,9 @@ def h_slice(ctx: _Ctx):
             out = tuple("1" if ax == t else ax for ax in s.axes)
             return [_last_step(ctx, s, out)], "folded (last step)"
     ctx.fail(f"slices {s.kind} data: rnnskip folds a Slice only where it takes the last time step "
-             "(starts=-1) of a recurrent layer's output")
+             "(starts=-1) of a recurrent layer's output" + (
+                 "; slices of the model input are what torch.onnx.export(..., dynamo=True) unrolls some torch "
+                 "recurrent modules into: export with dynamo=False" if s.kind == X else ""))
 
 
 def h_reduce_pool(ctx: _Ctx):
@@ -572,8 +687,21 @@ def h_reduce_pool(ctx: _Ctx):
     s = ctx.inp(0)
     if not _data(s.kind):
         return _shape_like(ctx), "folded (glue)"
-    kind = {"ReduceMean": "avg", "ReduceMax": "max"}[ctx.op]
     axes = _axes_arg(ctx)
+    if s.kind == STATE and "B" in s.axes and ctx.op in ("ReduceSum", "ReduceMean") and axes is not None and \
+            [_norm(a, len(s.axes)) for a in axes] == [s.axes.index("B")]:
+        # h_n.sum(0) / h_n.mean(0) of one bidirectional layer: Keras' merge_mode='sum' / 'ave'
+        mode = "sum" if ctx.op == "ReduceSum" else "ave"
+        _set_merge(ctx, s.layer, mode)
+        keep = int(ctx.attrs.get("keepdims", 1))
+        out = tuple(("1" if ax == "B" else ax) for ax in s.axes if keep or ax != "B")
+        return [Sym(STATE, axes=out, width=s.width, layer=s.layer, summed=mode == "sum")], \
+            f"folded (both directions' final states {'summed' if mode == 'sum' else 'averaged'}: merge_mode='{mode}')"
+    if ctx.op == "ReduceSum":
+        ctx.fail(f"is not supported: {_POOL}" if s.kind == SEQ else
+                 f"sums {s.kind} data over axes {axes}: rnnskip converts a sum over a bidirectional layer's two final "
+                 f"states (h_n.sum(0)) and, over time, pools with the mean or the maximum")
+    kind = {"ReduceMean": "avg", "ReduceMax": "max"}[ctx.op]
     if s.kind != SEQ:
         ctx.fail(f"reduces {s.kind} data: rnnskip converts {ctx.op} only over the time axis of a recurrent layer's "
                  "output (pooling over time)")
@@ -667,9 +795,17 @@ def _activation_names(ctx: _Ctx) -> List[str]:
     return out
 
 
-def _check_zero_state(ctx: _Ctx, i: int, what: str) -> None:
+def _check_zero_state(ctx: _Ctx, i: int, what: str, hidden: int) -> None:
     s = ctx.inp(i)
-    if s is None or s.kind == ZEROS or (s.kind == CONST and not np.any(s.value)):
+    if s is None:
+        return
+    if s.kind == ZEROS or (s.kind == CONST and not np.any(s.value)):
+        last = (s.dims[-1] if s.dims else None) if s.kind == ZEROS else \
+            ((int(np.shape(s.value)[-1]), ()) if np.ndim(s.value) else None)
+        if last is not None and not last[1] and last[0] != hidden:   # the graph is inconsistent: refused, not guessed
+            ctx.fail(f"has a zero {what} of width {last[0]} but hidden_size={hidden}: the graph is inconsistent "
+                     f"(torch's dynamo exporter writes this for a layer with proj_size, dropping the projection; "
+                     f"rnnskip does not convert proj_size)")
         return
     ctx.fail(f"has a non-zero {what}: rnnskip runs every sequence from a zero state (leave {what} out or zero)")
 
@@ -737,8 +873,8 @@ def h_recurrent(ctx: _Ctx):
             ctx.fail("has a sequence_lens different from the layer before it: not supported")
     elif x.padded:
         ctx.fail("reads an output computed with sequence_lens without sequence_lens itself: not supported")
-    _check_zero_state(ctx, 5, "initial_h")
-    _check_zero_state(ctx, 6, "initial_c")
+    _check_zero_state(ctx, 5, "initial_h", hidden)
+    _check_zero_state(ctx, 6, "initial_c", hidden)
 
     def keras(m):   # [G*H, cols] in the operator's gate order -> [cols, G*H] in Keras order
         blocks = np.split(m, gates, axis=0)
@@ -931,7 +1067,7 @@ def h_activation(ctx: _Ctx):
 #: ONNX op type -> its handler
 HANDLERS: Dict[str, Callable] = {
     **{op: h_recurrent for op in RECURRENT_OPS},
-    "ReduceMean": h_reduce_pool, "ReduceMax": h_reduce_pool,
+    "ReduceMean": h_reduce_pool, "ReduceMax": h_reduce_pool, "ReduceSum": h_reduce_pool,
     "Gather": h_gather, "Gemm": h_gemm, "MatMul": h_matmul, "Add": h_add,
     "Relu": h_activation, "Sigmoid": h_activation, "Tanh": h_activation, "Softmax": h_activation,
     "Transpose": h_transpose, "Squeeze": h_squeeze, "Unsqueeze": h_unsqueeze, "Slice": h_slice,
@@ -973,13 +1109,43 @@ def _load(path: str):
     except ImportError:
         raise RnnskipError(f"reading {p} needs the onnx package: pip install 'rnnskip[onnx]'") from None
     try:
-        model = onnx.load(p)
+        model = onnx.load(p, load_external_data=False)
     except Exception as e:   # protobuf's DecodeError and friends: one line
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise RnnskipError(f"cannot read {p}: not an ONNX model or damaged ({msg})") from None
+    _load_external_data(model, p)
     if not model.graph.node:
         raise RnnskipError(f"cannot read {p}: the ONNX graph has no nodes")
     return model
+
+
+def _load_external_data(model, p: str) -> None:
+    """Weights kept in files beside the .onnx (external data, as exporters write for large models): a
+    missing file is named as such, not as a damaged model."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    base = os.path.dirname(os.path.abspath(p))
+
+    def tensors(g):   # initializers and attribute tensors, subgraphs included
+        yield from g.initializer
+        for n in g.node:
+            for a in n.attribute:
+                yield from ([a.t] if a.HasField("t") else []) + list(a.tensors)
+                for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    yield from tensors(sub)
+
+    files = sorted({e.value for t in tensors(model.graph) if uses_external_data(t)
+                    for e in t.external_data if e.key == "location"})
+    missing = [f for f in files if not os.path.isfile(os.path.join(base, f))]
+    if missing:
+        raise RnnskipError(f"{p} keeps its weights in {missing[0]} (ONNX external data), which is not next to it; "
+                           f"copy that file beside the .onnx (or export the model as one file)")
+    try:
+        onnx.load_external_data_for_model(model, base)
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RnnskipError(f"cannot read the external data of {p}: {msg}") from None
 
 
 def _opset(model) -> int:
@@ -998,6 +1164,25 @@ def _inputs(r: _Reader) -> None:
     data = [i for i in r.graph.input if i.name not in inits]
     lens_names = {n.input[4] for n in r.graph.node if n.op_type in RECURRENT_OPS and len(n.input) > 4 and n.input[4]}
     model_inputs = [i for i in data if i.name not in lens_names]
+    state_names = {v for n in r.graph.node if n.op_type in RECURRENT_OPS for v in list(n.input)[5:7] if v}
+    for i in model_inputs:   # torch's pack_padded_sequence: the lengths reach sequence_lens through other nodes
+        seen, changed = {i.name}, True
+        while changed:
+            changed = False
+            for n in r.graph.node:   # (values, not shapes: zero states are built from the input's shape)
+                if n.op_type != "Shape" and any(v in seen for v in n.input) and not set(n.output) <= seen:
+                    seen |= set(n.output)
+                    changed = True
+        if seen & state_names and len(model_inputs) > 1:
+            raise RnnskipError(
+                f"{r.path}: input '{i.name}' is a recurrent operator's initial state: rnnskip runs every sequence "
+                f"from a zero state; export the model without it (rnn(x), not rnn(x, h0))")
+        if seen & lens_names and len(model_inputs) > 1:
+            raise RnnskipError(
+                f"{r.path}: input '{i.name}' reaches the recurrent operator's sequence_lens through other nodes, as "
+                f"torch's pack_padded_sequence exports it: rnnskip converts a sequence_lens that is a graph input "
+                f"itself, not a packed sequence; export the model without pack_padded_sequence (rnnskip then runs "
+                f"every step of --data, as the unpacked model does)")
     if len(model_inputs) != 1:
         raise RnnskipError(f"{r.path} has {len(model_inputs)} model inputs "
                            f"({', '.join(i.name for i in model_inputs)}): rnnskip converts models with one input "
@@ -1055,9 +1240,10 @@ def _run(r: _Reader) -> ModelIR:
     _inputs(r)
     if not any(n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx") for n in r.graph.node):
         raise RnnskipError(f"{os.path.basename(r.path)} has no recurrent operator ({', '.join(RECURRENT_OPS)}): "
-                           "rnnskip converts those "
-                           "operators, not a recurrence unrolled into per-step ops (torch.onnx.export(..., "
-                           "dynamo=True) unrolls some torch recurrent modules so; export with dynamo=False)")
+                           "rnnskip converts those operators, not a recurrence unrolled into per-step ops: "
+                           "torch.onnx.export(..., dynamo=True) unrolls some torch recurrent modules (export with "
+                           "dynamo=False), and every exporter unrolls a Python loop over a torch cell module, "
+                           "nn.*Cell (use the layer module instead)")
     for i, node in enumerate(r.graph.node):
         key = node_key(node, i)
         handler = HANDLERS.get(node.op_type)
@@ -1108,6 +1294,10 @@ def _assemble(r: _Reader) -> ModelIR:
     if roles not in _OUTPUT_ROLES[per_step]:
         raise RnnskipError(f"{r.path}: output '{outs[0].name}' has axes {s.axes}: rnnskip expects [batch, outputs]"
                            " (or [batch, time, outputs] for one output per step)")
+    unit_axes = [i for i, ax in enumerate(s.axes) if ax in ("D", "1")]   # keepdim pooling, h_n[-1:], ...
+    if unit_axes:
+        r.notes.append(f"output '{outs[0].name}' has size-1 axes {unit_axes} (of {len(s.axes)}); rnnskip's output "
+                       f"leaves them out")
     unread = next((l for l in r.rnns if l.backward is not None and not l.merge_mode), None)
     if unread is not None:
         raise RnnskipError(f"{r.path}: the outputs of bidirectional operator '{unread.name}' are not read as rnnskip "
@@ -1145,7 +1335,8 @@ def _assemble(r: _Reader) -> ModelIR:
           # static sizes of the input's first two axes as the graph declares them (0: dynamic)
           "input_static": [d.dim_value if d.HasField("dim_value") else 0
                            for d in model_in.type.tensor_type.shape.dim][:2],
-          "output_time_major": bool(per_step and roles[0] == "T"), "output_squeezed": bool(s.squeezed)}
+          "output_time_major": bool(per_step and roles[0] == "T"), "output_squeezed": bool(s.squeezed),
+          "output_unit_axes": unit_axes}
     return ModelIR(input=inp, rnn_layers=r.rnns, head=r.head, name=_model_name(r.path), source=r.path,
                    notes=notes, per_step=per_step, lengths_input=any(r.rnn_lens), source_io=io, pool=r.pool,
                    pool_name=r.pool_name)

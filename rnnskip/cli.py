@@ -15,13 +15,14 @@ import click
 from .cli_support import OneLineCommand, OneLineGroup, certified_budget, guard, note
 from .errors import RnnskipError
 
+_kernels_opt = click.option("--kernels", default="portable", show_default=True,
+                            help="Kernel provider: portable, cmsis-nn (needs CMSIS_NN_PATH) or naive (baseline loops).")
 _common = [
     click.option("--target", "target_name", default=None,
                  help="Cortex-M target (see 'rnnskip targets'; default: the board's core, else cortex-m4)."),
     click.option("--board", "board_name", default=None,
                  help="Board: the target's core on a real part's memory map (see 'rnnskip boards')."),
-    click.option("--kernels", default="portable", show_default=True,
-                 help="Kernel provider: portable, cmsis-nn (needs CMSIS_NN_PATH) or naive (baseline loops)."),
+    _kernels_opt,
     click.option("--variant", type=click.Choice(["dsp", "plain"]), default=None,
                  help="Portable kernels: DSP path or plain C (default: dsp where the core has it)."),
     click.option("--flash-wait-states", "wait_states", type=click.IntRange(0, 15), default=None,
@@ -241,7 +242,9 @@ def generate_cmd(work, max_t, kernels, prefix):
 
 @main.command("build")
 @click.argument("work", type=click.Path(file_okay=False))
-@_apply(_common)
+@_apply([o for o in _common if o is not _kernels_opt])
+@click.option("--kernels", default=None,
+              help="The kernel provider 'generate' wrote WORK/src for (the default); another is refused.")
 @guard
 def build_cmd(work, target_name, board_name, kernels, variant, wait_states, weights):
     """Compile WORK/src for the target (WORK/firmware) and for this machine (WORK/host)."""

@@ -37,6 +37,22 @@ def foreign_files(out: Path, regenerated: Iterable[str] = ()) -> list:
     return sorted(f for f in _files(out) - listed if not any(f.startswith(p) for p in regenerated))
 
 
+def add_to_manifest(folder, paths: Iterable[Path]) -> None:
+    """List ``paths`` (files, or every file under a folder) in ``folder``'s MANIFEST as rnnskip's, when
+    it has one: what a later command writes into an output folder (the stage commands continuing a
+    conversion's work folder) is then replaced with it, not mistaken for the user's files."""
+    folder = Path(folder)
+    m = folder / MANIFEST
+    if not m.is_file():
+        return
+    listed = set(m.read_text().splitlines())
+    for p in paths:
+        p = Path(p)
+        for f in ([q for q in p.rglob("*") if q.is_file()] if p.is_dir() else [p] if p.is_file() else []):
+            listed.add(f.relative_to(folder).as_posix())
+    m.write_text("".join(f + "\n" for f in sorted(listed)))
+
+
 def check_writable(path, what: str = "--out") -> None:
     """Raise a one-line RnnskipError unless something can be created at ``path`` (a file or a folder):
     checked before the work, so a read-only location does not cost a whole run. The folders
@@ -84,8 +100,10 @@ def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Op
             raise RnnskipError(f"{what} {shown} is a mount point, and the output folder is replaced as a whole by "
                                f"renaming; write into a folder inside it (e.g. {Path(shown) / 'out'})")
         if any(out.iterdir()) and not (out / marker).is_file():
-            raise RnnskipError(f"{what} {shown} already exists and was not written by rnnskip (no {marker} in it); "
-                               f"it would be replaced as a whole: choose a new folder or empty it yourself")
+            whose = ("holds another rnnskip command's output" if (out / MANIFEST).is_file() or
+                     (out / "stages.json").is_file() else "was not written by rnnskip")
+            raise RnnskipError(f"{what} {shown} already exists and {whose} (no {marker} in it); it would be replaced "
+                               f"as a whole: choose a new folder or empty it yourself")
         extra = foreign_files(out, regenerated)
         if extra:
             more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""

@@ -259,14 +259,90 @@ def test_unknown_target_and_kernels(model_and_data, tmp_path):
                    "fancy", "portable")
 
 
-def test_stage_out_of_order(tmp_path):
-    """A stage run before the one it needs names the command to run first."""
-    one_line_error(cli("rnnskip", "quantize", tmp_path, "--calib", tmp_path / "x.npz"),
-                   f"{tmp_path / 'model.ir.json'} not found; run 'rnnskip import MODEL --out {tmp_path}' first")
-    one_line_error(cli("rnnskip", "generate", tmp_path),
-                   f"{tmp_path / 'model.q.json'} not found; run 'rnnskip quantize {tmp_path} --calib CALIB.npz' first")
-    one_line_error(cli("rnnskip", "emulate", tmp_path, "--data", tmp_path / "x.npz"),
-                   f"{tmp_path / 'model.ir.json'} not found; run 'rnnskip import MODEL --out {tmp_path}' first")
+def test_stage_out_of_order(model_and_data, tmp_path):
+    """A stage run before the one it needs names the command to run first; a folder no 'import' made
+    points at 'import'."""
+    model, _, _ = model_and_data
+    for args in (("quantize", tmp_path, "--calib", tmp_path / "x.npz"), ("build", tmp_path),
+                 ("emulate", tmp_path, "--data", tmp_path / "x.npz"), ("report", tmp_path)):
+        one_line_error(cli("rnnskip", *args), f"{tmp_path} is not an rnnskip work folder (no stages.json in it); "
+                                              f"create one with 'rnnskip import MODEL --out FOLDER'")
+    one_line_error(cli("rnnskip", "build", tmp_path / "nowhere"),
+                   f"work folder {tmp_path / 'nowhere'} not found; create it with 'rnnskip import MODEL --out")
+    w = tmp_path / "w"
+    assert cli("rnnskip", "import", model, "--out", w).returncode == 0
+    one_line_error(cli("rnnskip", "generate", w),
+                   f"{w / 'model.q.json'} not found; run 'rnnskip quantize {w} --calib CALIB.npz' first")
+    one_line_error(cli("rnnskip", "build", w), f"{w / 'src'} not found; run 'rnnskip generate {w}' first")
+
+
+@needs_arm
+def test_damaged_work_folder(model_and_data, tmp_path):
+    """A work folder whose records or outputs were removed, damaged or half-replaced gets one line that
+    says which and what to run, never a crash or a stale mix; staged outputs in a conversion's folder
+    stay rnnskip's (the next conversion replaces them)."""
+    import shutil
+    model, data, _ = model_and_data
+    w = tmp_path / "w"
+    assert cli("rnnskip-convert", model, "--data", data, "--out", w, "--emulate-max", "2").returncode == 0
+    p = cli("rnnskip", "emulate", w, "--data", data, "--emulate-max", "2")
+    assert p.returncode == 0, p.stderr
+    assert cli("rnnskip", "report", w).returncode == 0
+    # the staged outputs are listed as rnnskip's: converting into the folder again replaces it
+    p = cli("rnnskip-convert", model, "--data", data, "--out", w, "--emulate-max", "2")
+    assert p.returncode == 0, p.stderr
+    # another command's output folder is named as such, not as the user's
+    one_line_error(cli("rnnskip", "train-predictor", model, "--train", data, "--val", data, "--max-loss", "1",
+                       "--out", w),
+                   f"--out {w} already exists and holds another rnnskip command's output (no predictor.json in it)")
+
+    def damaged(name, change, *args):
+        c = tmp_path / name
+        shutil.copytree(w, c)
+        change(c)
+        return c, cli("rnnskip", *[a(c) if callable(a) else a for a in args])
+
+    emulate = ("emulate", lambda c: c, "--data", data, "--emulate-max", "2")
+    c, p = damaged("nostages", lambda c: (c / "stages.json").unlink(), "quantize", lambda c: c, "--calib", data)
+    one_line_error(p, f"{c / 'stages.json'} is missing, so nothing says what the stage outputs in {c} were made from; "
+                      f"start a new work folder with 'rnnskip import MODEL --out NEW_FOLDER'")
+    for name, text in (("badstages", "{bad"), ("liststages", "[1]"), ("badrecord", '{"import": 3}')):
+        c, p = damaged(name, lambda c, t=text: (c / "stages.json").write_text(t), *emulate)
+        one_line_error(p, f"{c / 'stages.json'} is damaged (not the stage records rnnskip writes)")
+    c, p = damaged("norecord", lambda c: (c / "stages.json").write_text(
+        json.dumps({k: v for k, v in json.loads((c / "stages.json").read_text()).items() if k != "quantize"})),
+        "generate", lambda c: c)
+    one_line_error(p, f"{c / 'model.q.json'} is not recorded in {c / 'stages.json'}, so nothing says what it was "
+                      f"made from; run 'rnnskip quantize {c} --calib CALIB.npz' again")
+    again = "(and the stages after it) again"
+    c, p = damaged("nofirmware", lambda c: shutil.rmtree(c / "firmware"), *emulate)
+    one_line_error(p, f"{c / 'firmware'} is missing; run 'rnnskip build {c} --target cortex-m4' {again}")
+    c, p = damaged("nohost", lambda c: (c / "host" / "librnnskip_model.so").unlink(), *emulate)
+    one_line_error(p, f"{c / 'firmware'} or {c / 'host'} changed since 'rnnskip build' wrote them; run 'rnnskip "
+                      f"build {c} --target cortex-m4' {again}")
+    # a build that fails replaces nothing: the folder still emulates as before
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "gcc").write_text("#!/bin/sh\necho 'fake gcc: failing' >&2\nexit 1\n")
+    (fake / "gcc").chmod(0o755)
+    before = (w / "firmware" / "firmware.elf").read_bytes()
+    p = subprocess.run([str(Path(sys.executable).parent / "rnnskip"), "build", str(w), "--target", "cortex-m0"],
+                       capture_output=True, text=True, env=dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}"))
+    assert p.returncode == 2 and "host build" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert (w / "firmware" / "firmware.elf").read_bytes() == before
+    assert json.loads((w / "build.json").read_text())["target"] == "cortex-m4"
+    assert not [q.name for q in tmp_path.iterdir() if ".partial-" in q.name or ".old-" in q.name] and \
+        not [q.name for q in w.iterdir() if ".partial-" in q.name or ".old-" in q.name]
+    assert cli("rnnskip", *emulate[:1], w, *emulate[2:]).returncode == 0
+    # build compiles the kernels 'generate' wrote: another --kernels is refused, not recorded
+    one_line_error(cli("rnnskip", "build", w, "--kernels", "naive"),
+                   f"{w / 'src'} holds the portable kernels ('rnnskip generate' chose them); run 'rnnskip generate "
+                   f"{w} --kernels naive' first, or drop --kernels")
+    # Unicorn runs the built firmware: a --board for the board emulators is refused, an unknown one named
+    one_line_error(cli("rnnskip", "emulate", w, "--data", data, "--board", "nosuch"), "nosuch")
+    one_line_error(cli("rnnskip", "emulate", w, "--data", data, "--board", "stm32f405"),
+                   "--board stm32f405 picks the board image QEMU or Renode boots; Unicorn runs WORK/firmware as "
+                   "'build' made it: add --emulator qemu (or renode), or drop --board")
 
 
 def test_per_step_model_refused_where_unsupported(tmp_path):

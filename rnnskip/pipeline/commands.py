@@ -32,6 +32,7 @@ def import_command(model, out) -> ModelIR:
 def quantize_command(work, calib, calib_max: int = 1000, note=None):
     """Calibrate and quantise WORK's model into WORK/model.q.json (+ .npz); returns (QModel, Ranges).
     ``note`` gets the calibration data's ``warning:`` lines."""
+    workdir.check_work(work)
     ir = workdir.load_ir(work)
     qm, ranges = stages.quantize_model(ir, stages.load_data(calib, ir, "--calib", labels=False, note=note),
                                        calib_max)
@@ -45,33 +46,42 @@ def generate_command(work, max_t: int, kernels: str = "portable", prefix: str = 
     from ..generate import check_prefix, generate
     stages.check_kernels(kernels)
     check_prefix(prefix)
+    workdir.check_work(work)
     workdir.check_fresh(work, "generate")
     qm = workdir.load_model(work)
     qm.c_prefix = prefix
     with atomic_dir(Path(work) / "src", "rnnskip_model.h", what="WORK/src") as tmp:
         files = generate(qm, tmp, max_t=max_t, kernels=kernels)
-    workdir.generated(work, max_t)
+    workdir.generated(work, max_t, kernels)
     return files
 
 
-def build_command(work, target_name=None, board_name=None, kernels: str = "portable", variant=None,
+def build_command(work, target_name=None, board_name=None, kernels: Optional[str] = None, variant=None,
                   wait_states=None, weights=None):
-    """Compile WORK/src for the target (WORK/firmware) and this machine (WORK/host);
-    returns (Firmware, target)."""
+    """Compile WORK/src for the target (WORK/firmware) and this machine (WORK/host); ``kernels``:
+    None or the provider 'generate' wrote the sources for. Returns (Firmware, target)."""
     from ..targets.fit import check_fits
-    stages.check_kernels(kernels)
+    if kernels is not None:
+        stages.check_kernels(kernels)
     board, target = boards.resolve(target_name, board_name, wait_states, weights)
+    workdir.check_work(work)
     src = Path(work) / "src"
     if not src.is_dir():
         raise RnnskipError(f"{src} not found; run 'rnnskip generate {work}' first")
     workdir.check_fresh(work, "build")
-    variant = stages.kernel_variant(target, variant, kernels)
     max_t = workdir.generated_max_t(work)
+    made = workdir.generated_kernels(work) or "portable"
+    if kernels is not None and kernels != made:   # the provider's sources are in WORK/src already
+        raise RnnskipError(f"{src} holds the {made} kernels ('rnnskip generate' chose them); run "
+                           f"'rnnskip generate {work} --kernels {kernels}' first, or drop --kernels")
+    variant = stages.kernel_variant(target, variant, made)
     check_fits(workdir.load_model(work), max_t, target)
+    # both builds replace their folders only when both succeed: a failed build leaves the last one whole
     with atomic_dir(Path(work) / "firmware", "firmware.elf", what="WORK/firmware") as tmp:
         fw = build_target(src, tmp, target, variant)
-    build_host(src, Path(work) / "host")
-    workdir.save_build(work, workdir.build_record(target, board, variant, wait_states, kernels, fw, max_t))
+        with atomic_dir(Path(work) / "host", "librnnskip_model.so", what="WORK/host") as htmp:
+            build_host(src, htmp)
+    workdir.save_build(work, workdir.build_record(target, board, variant, wait_states, made, fw, max_t))
     return fw, target
 
 
@@ -100,13 +110,19 @@ def emulate_command(work, data, emulator: Optional[str] = None, board_name: Opti
     else QEMU; ``note`` gets the line saying so before the run."""
     from .. import emulators
     w = Path(work)
+    workdir.check_work(w)
     workdir.check_fresh(w, "emulate")
     ir = workdir.load_ir(w)
     qm = workdir.load_model(w)
     rec = workdir.load_build_record(w)
     built_board, built_target = boards.resolve(rec["target"], rec["board"], rec["wait_states"], rec.get("weights"))
+    if board_name:
+        boards.resolve(None, board_name, rec["wait_states"])   # an unknown name: its one line
     if emulator == "unicorn" or (emulator is None and built_target.unicorn_cpu):
-        board, target = None, built_target   # the firmware 'build' compiled; --board is for the board emulators
+        if board_name:   # Unicorn runs the firmware 'build' compiled; --board picks the image a board emulator boots
+            raise RnnskipError(f"--board {board_name} picks the board image QEMU or Renode boots; Unicorn runs "
+                               f"WORK/firmware as 'build' made it: add --emulator qemu (or renode), or drop --board")
+        board, target = None, built_target
     elif built_target.weights != "flash":
         raise RnnskipError(stages.weights_unicorn_only(built_target.weights))
     elif board_name:
@@ -145,6 +161,7 @@ def report_command(work) -> dict:
     """WORK/report.json from the last 'emulate' run; returns the report."""
     from ..report import build_report, write_report
     w = Path(work)
+    workdir.check_work(w)
     workdir.check_fresh(w, "report")
     ir = workdir.load_ir(w)
     qm = workdir.load_model(w)
@@ -157,4 +174,5 @@ def report_command(work) -> dict:
     if ref_check is not None:
         rep["reference_check"] = ref_check
     write_report(rep, w / "report.json")
+    workdir.wrote(w, "report.json")
     return rep

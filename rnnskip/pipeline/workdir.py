@@ -32,6 +32,10 @@ STAGE_READS = {"import": (), "quantize": ("import",), "generate": ("quantize",),
 STAGE_OUTPUT = {"import": "model.ir.json", "quantize": "model.q.json", "generate": "src/", "build": "firmware/",
                 "emulate": "evaluation.json"}
 _STEMS = {"import": "model.ir", "quantize": "model.q", "emulate": "evaluation"}
+#: the files and folders each stage writes into WORK
+_STAGE_WRITES = {"import": ("model.ir.json", "model.ir.npz"), "quantize": ("model.q.json", "model.q.npz"),
+                 "generate": ("src",), "build": ("firmware", "host", "build.json"),
+                 "emulate": ("evaluation.json", "evaluation.npz")}
 #: the stages in pipeline order
 STAGE_ORDER = ("import", "quantize", "generate", "build", "emulate", "report")
 #: the options a stage command requires, as the messages that ask to rerun it show them (where the
@@ -53,12 +57,22 @@ def _load(work, stage: str, cls):
     jpath = stagefile.paths(Path(work) / _STEMS[stage])[0]
     if not jpath.is_file():
         raise RnnskipError(f"{jpath} not found; run '{stage_command(work, stage)}' first")
-    obj, digest = stagefile.load(Path(work) / _STEMS[stage], stage, cls, stage)
     recorded = (_manifest(work).get(stage) or {}).get("sha256")
-    if recorded and recorded != digest:
+    if not recorded:
+        raise RnnskipError(f"{Path(work) / STAGE_OUTPUT[stage]} is not recorded in {_manifest_path(work)}, so "
+                           f"nothing says what it was made from; run '{stage_command(work, stage)}' again")
+    obj, digest = stagefile.load(Path(work) / _STEMS[stage], stage, cls, stage)
+    if recorded != digest:
         raise RnnskipError(f"{Path(work) / STAGE_OUTPUT[stage]} changed since 'rnnskip {stage}' wrote it; run that "
                            f"stage (and the stages after it) again")
     return obj
+
+
+def wrote(work, *names: str) -> None:
+    """Names (files or folders in WORK) a stage command wrote, with stages.json: listed as rnnskip's in
+    WORK's file list when it has one (a conversion's folder), so the next conversion replaces them."""
+    from ..outdir import add_to_manifest
+    add_to_manifest(work, [Path(work) / n for n in (*names, "stages.json")])
 
 
 def save_ir(work, ir: ModelIR) -> None:
@@ -103,10 +117,16 @@ def build_record(target, board, variant: str, wait_states, kernels: str, fw, max
             "max_t": int(max_t), "weights": target.weights}
 
 
+def _build_hash(work) -> str:
+    w = Path(work)
+    return tree_hash(w / "firmware", w / "host", w / "build.json")
+
+
 def save_build(work, record: dict) -> None:
-    """The build record, and the build stage done (its hash covers the firmware and the record)."""
+    """The build record, and the build stage done (its hash covers the firmware, the host build and
+    the record)."""
     (Path(work) / "build.json").write_text(json.dumps(record, indent=1))
-    stage_done(work, "build", tree_hash(Path(work) / "firmware", Path(work) / "build.json"))
+    stage_done(work, "build", _build_hash(work))
 
 
 def load_build_record(work) -> dict:
@@ -120,9 +140,15 @@ def load_build_record(work) -> dict:
     if not isinstance(rec, dict) or not BUILD_KEYS <= set(rec):
         raise RnnskipError(f"{path} is not a file written by rnnskip's 'build' stage; run that stage again")
     recorded = (_manifest(work).get("build") or {}).get("sha256")
-    if recorded and recorded != tree_hash(Path(work) / "firmware", path):
-        raise RnnskipError(f"{Path(work) / 'firmware'} changed since 'rnnskip build' wrote it; run that stage "
-                           f"(and the stages after it) again")
+    again = f"run '{stage_command(work, 'build')}' (and the stages after it) again"
+    if not recorded:
+        raise RnnskipError(f"{path} is not recorded in {_manifest_path(work)}; {again}")
+    for d in ("firmware", "host"):
+        if not (Path(work) / d).is_dir():
+            raise RnnskipError(f"{Path(work) / d} is missing; {again}")
+    if recorded != _build_hash(work):
+        raise RnnskipError(f"{Path(work) / 'firmware'} or {Path(work) / 'host'} changed since 'rnnskip build' wrote "
+                           f"them; {again}")
     return rec
 
 
@@ -130,6 +156,9 @@ def tree_hash(*paths: Path) -> str:
     """Content hash of files and folders (names relative to each, and bytes)."""
     h = hashlib.sha256()
     for p in paths:
+        if not p.exists():   # hashed as missing: differs from any recorded content
+            h.update(b"\0missing\0" + p.name.encode())
+            continue
         files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
         for f in files:
             h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode() + b"\0")
@@ -143,12 +172,38 @@ def _manifest_path(work) -> Path:
     return Path(work) / "stages.json"
 
 
-def _manifest(work) -> dict:
-    try:
-        m = json.loads(_manifest_path(work).read_text())
-        return m if isinstance(m, dict) else {}
-    except (OSError, ValueError):
+#: what the stages write into WORK (a folder holding any of them has a stages.json)
+_STAGE_FILES = ("model.ir.json", "model.q.json", "src", "firmware", "host", "build.json", "evaluation.json")
+
+
+def _manifest(work, first: bool = False) -> dict:
+    """WORK/stages.json; {} for a folder no stage has written to yet (``first``: 'import' starts the records
+    of a new folder). Without it (or with a damaged one) nothing says what the outputs were made from, so
+    the stages refuse the folder rather than mix them."""
+    p = _manifest_path(work)
+    if not p.is_file():
+        if not first and any((Path(work) / f).exists() for f in _STAGE_FILES):
+            raise RnnskipError(f"{p} is missing, so nothing says what the stage outputs in {work} were made from; "
+                               f"start a new work folder with 'rnnskip import MODEL --out NEW_FOLDER'")
         return {}
+    try:
+        m = json.loads(p.read_text())
+    except (OSError, ValueError):
+        m = None
+    if not isinstance(m, dict) or not all(isinstance(v, dict) for v in m.values()):
+        raise RnnskipError(f"{p} is damaged (not the stage records rnnskip writes); start a new work folder with "
+                           f"'rnnskip import MODEL --out NEW_FOLDER'")
+    return m
+
+
+def check_work(work) -> None:
+    """One line unless WORK is a work folder of the stage commands (import made it)."""
+    if not Path(work).is_dir():
+        raise RnnskipError(f"work folder {work} not found; create it with 'rnnskip import MODEL --out {work}'")
+    if not _manifest_path(work).is_file():
+        _manifest(work)   # stage outputs without their records: that message
+        raise RnnskipError(f"{work} is not an rnnskip work folder (no stages.json in it); create one with "
+                           f"'rnnskip import MODEL --out FOLDER'")
 
 
 def stage_command(work, stage: str) -> str:
@@ -159,8 +214,10 @@ def stage_command(work, stage: str) -> str:
         return f"rnnskip import MODEL --out {work}"
     opts = STAGE_OPTIONS.get(stage, "")
     if stage == "generate":
-        max_t = (_manifest(work).get("generate") or {}).get("max_t")
+        rec = _manifest(work).get("generate") or {}
+        max_t, kernels = rec.get("max_t"), rec.get("kernels")
         opts = f" --max-t {max_t}" if isinstance(max_t, int) and max_t != 256 else ""
+        opts += f" --kernels {kernels}" if isinstance(kernels, str) and kernels != "portable" else ""
     if stage == "build":
         try:
             rec = json.loads((Path(work) / "build.json").read_text())
@@ -207,26 +264,33 @@ def check_fresh(work, stage: str) -> None:
 def stage_done(work, stage: str, digest: Optional[str] = None, **made) -> None:
     """Record that ``stage`` wrote an output with content hash ``digest``, from the current
     outputs of the stages it read; ``made``: what later stages need to know (generate: max_t)."""
-    m = _manifest(work)
+    m = _manifest(work, first=stage == "import")
     m[stage] = {"sha256": digest, "read": {d: (m.get(d) or {}).get("sha256") for d in STAGE_READS[stage]}, **made}
     tmp = _manifest_path(work).with_suffix(".json.partial")
     tmp.write_text(json.dumps(m, indent=1))
     tmp.replace(_manifest_path(work))
+    wrote(work, *_STAGE_WRITES[stage])
 
 
-def generated(work, max_t: int) -> None:
-    """'generate' wrote WORK/src for sequences of up to ``max_t`` steps."""
-    stage_done(work, "generate", tree_hash(Path(work) / "src"), max_t=int(max_t))
+def generated(work, max_t: int, kernels: str) -> None:
+    """'generate' wrote WORK/src with ``kernels``' sources, for sequences of up to ``max_t`` steps."""
+    stage_done(work, "generate", tree_hash(Path(work) / "src"), max_t=int(max_t), kernels=kernels)
+
+
+def generated_kernels(work) -> Optional[str]:
+    """The kernel provider 'generate' wrote WORK/src for (None: not recorded by older versions)."""
+    k = (_manifest(work).get("generate") or {}).get("kernels")
+    return k if isinstance(k, str) else None
 
 
 def generated_max_t(work) -> int:
     """The longest sequence WORK/src's I/O buffers hold, as 'generate' recorded it."""
     rec = _manifest(work).get("generate") or {}
     max_t = rec.get("max_t")
-    if not isinstance(max_t, int):
-        raise RnnskipError(f"{Path(work) / 'src'} has no recorded --max-t (generated by an older rnnskip); "
-                           f"run 'rnnskip generate {work}' again")
-    if rec.get("sha256") and rec["sha256"] != tree_hash(Path(work) / "src"):
+    if not rec.get("sha256") or not isinstance(max_t, int):
+        raise RnnskipError(f"{Path(work) / 'src'} is not recorded in {_manifest_path(work)} (with its --max-t); "
+                           f"run '{stage_command(work, 'generate')}' again")
+    if rec["sha256"] != tree_hash(Path(work) / "src"):
         raise RnnskipError(f"{Path(work) / 'src'} changed since 'rnnskip generate' wrote it; run that stage "
                            f"(and the stages after it) again")
     return max_t

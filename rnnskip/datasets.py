@@ -188,7 +188,8 @@ def load_npz(path: str, ir=None, labels: Optional[bool] = True, what: str = "") 
         keys = set(npz.files)
         for k in ("x", "y") if labels is True else ("x",):
             if k not in keys:
-                raise RnnskipError(f"'{k}' is missing from {name}; {expected}")
+                holds = f"it holds {', '.join(sorted(keys))}" if keys else "it holds no arrays"
+                raise RnnskipError(f"'{k}' is missing from {name} ({holds}); {expected}")
         x = get("x")
         y = get("y") if "y" in keys else None
         lengths = get("lengths") if "lengths" in keys else None
@@ -247,6 +248,13 @@ def load_npz(path: str, ir=None, labels: Optional[bool] = True, what: str = "") 
             raise RnnskipError(
                 f"x in {name} contains NaN or inf values (first at row {r}, step {t}); "
                 "clean or impute them before converting")
+        with np.errstate(over="ignore"):
+            big = ~np.isfinite(x.astype(np.float32))
+        if big.any():   # the models compute in float32 (Keras, onnxruntime and the device)
+            r, t = (int(v) for v in np.argwhere(big)[0][:2])
+            raise RnnskipError(
+                f"x in {name} has values beyond float32's range (first at row {r}, step {t}: "
+                f"{float(x[r, t][big[r, t]][0]):.3g}); the model computes in float32: check the data's scale")
         if ir is not None and x.shape[2] != ir.input.features:
             raise RnnskipError(
                 f"x in {name} has {x.shape[2]} features per step but the model expects {ir.input.features}")

@@ -142,9 +142,12 @@ def test_not_an_npz(tmp_path):
 
 def test_missing_key(tmp_path):
     p = _write(tmp_path, y=[0, 1])
-    assert _err(p) == "'x' is missing from data.npz; expected keys x, y and optional lengths"
+    assert _err(p) == "'x' is missing from data.npz (it holds y); expected keys x, y and optional lengths"
     p = _write(tmp_path, x=np.ones((2, 3), np.int32))
-    assert _err(p) == "'y' is missing from data.npz; expected keys x, y and optional lengths"
+    assert _err(p) == "'y' is missing from data.npz (it holds x); expected keys x, y and optional lengths"
+    p = _write(tmp_path, x_train=np.ones((2, 3), np.int32), y_train=[0, 1])   # the keys there are named
+    assert _err(p) == ("'x' is missing from data.npz (it holds x_train, y_train); expected keys x, y and optional "
+                       "lengths")
 
 
 def test_bad_x_shape_dtype(tmp_path):
@@ -193,6 +196,11 @@ def test_nan_features(tmp_path):
     assert "contains NaN or inf values (first at row 1, step 2)" in _err(_write(tmp_path, x=x, y=[0, 1]))
     x[1, 2, 0] = np.inf
     assert "NaN or inf" in _err(_write(tmp_path, x=x, y=[0, 1]))
+    x64 = np.zeros((2, 5, 3))   # finite as float64, inf as the float32 the models compute in
+    x64[0, 3, 1] = 1e300
+    assert _err(_write(tmp_path, x=x64, y=[0, 1])) == (
+        "x in data.npz has values beyond float32's range (first at row 0, step 3: 1e+300); the model computes "
+        "in float32: check the data's scale")
 
 
 def test_y_length_mismatch(tmp_path):

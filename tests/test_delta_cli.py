@@ -336,9 +336,15 @@ def test_tune_budget_errors(gru):
                    "No such option '--margin-se'")
     one_line_error(cli("rnnskip", "delta-train", model, "--train", val, "--val", val, "--out", model),
                    "is the model being fine-tuned")
+    one_line_error(cli("rnnskip", "delta-tune", model, "--val", val, "--out", d / "y.json", "--baseline",
+                       d / "nope.h5"),
+                   f"--baseline {d / 'nope.h5'} not found; give the model MODEL was fine-tuned from")
     for opt, value, needle in (("--lr", "nan", "--lr nan must be a number > 0"),
                                ("--patience", "-2", "--patience -2 must be >= 0"),
                                ("--l1", "inf", "--l1 inf must be a number >= 0"),
+                               ("--theta-x", "-2", "delta-train --theta-x: threshold -2.0 is negative"),
+                               ("--theta-h", "1.5", "delta-train --theta-h: threshold 1.5 is not a whole number"),
+                               ("--theta-m", "-1", "delta-train --theta-m: cell threshold -1.0 must be a whole number"),
                                ("--seed", "-1", "Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295")):
         one_line_error(cli("rnnskip", "delta-train", model, "--train", val, "--val", val, "--out", d / "bad.h5",
                            opt, value), needle)
@@ -522,6 +528,24 @@ def test_logits_model_labels_and_regression_targets(k2_zoo, tmp_path):
                        "--out", tmp_path / "o3"),
                    "holds regression targets (float y): --delta is reported as accuracy on class labels")
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
+def test_convert_with_delta_blames_a_regression_model_not_its_data(tmp_path):
+    """A one-output linear model with integer y and --delta: the model is no classifier, and the line says
+    so (it said the data held regression targets)."""
+    k = pytest.importorskip("tf_keras")
+    from rnnskip.delta.spec import DeltaSpec
+    from rnnskip.pipeline import import_model
+    m = k.Sequential([k.layers.Input((6, 3)), k.layers.LSTM(4), k.layers.Dense(1)])
+    m.save(tmp_path / "reg.h5")
+    x = np.random.default_rng(0).normal(0, 1, (8, 6, 3)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(8) % 2)
+    DeltaSpec([2], [2]).save(tmp_path / "d.json", import_model(tmp_path / "reg.h5"))
+    one_line_error(cli("rnnskip-convert", tmp_path / "reg.h5", "--data", tmp_path / "d.npz", "--delta",
+                       tmp_path / "d.json", "--out", tmp_path / "o"),
+                   "--delta is tuned to an accuracy budget on class predictions, so the model must be a classifier",
+                   "this one ends in 1 'linear' output(s)")
+    assert not (tmp_path / "o").exists()
 
 
 def test_per_step_models_refused_before_any_work(tmp_path):

@@ -129,9 +129,13 @@ def test_cli_export(model, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, base + ["--export", str(user), "--out", str(tmp_path / "o3")])
     assert r.exit_code == 2 and "not written by rnnskip (no rnnskip_project.json in it)" in r.output, r.output
     assert (user / "app_main.c").is_file() and not (tmp_path / "o3").exists()
-    # --export equal to --out would replace the conversion it was made from
-    r = CliRunner().invoke(main, base + ["--export", str(tmp_path / "same"), "--out", str(tmp_path / "same")])
-    assert r.exit_code == 2 and "which this command reads" in r.output, r.output
+    # --export equal to --out, inside it or holding it: each replaces the other as a whole
+    for e, o, how in (("same", "same", "the same folder as"), ("o4/fw", "o4", "inside"), ("o5", "o5/out", "holds")):
+        r = CliRunner().invoke(main, base + ["--export", str(tmp_path / e), "--out", str(tmp_path / o)])
+        assert r.exit_code == 2 and r.output.strip().splitlines()[-1] == (
+            f"error: --export {tmp_path / e} is {how} --out {tmp_path / o}, and each is replaced as a whole; give "
+            f"the exported project a folder of its own"), r.output
+        assert not (tmp_path / o).exists() and not (tmp_path / e).exists()
     # re-exporting over an earlier export replaces it, including what building and running it wrote
     (tmp_path / "fw" / "build").mkdir()
     (tmp_path / "fw" / "build" / "firmware.elf").write_bytes(b"elf")

@@ -35,6 +35,8 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
                                f"choose a new file name or remove it yourself") from None
     if not (0.0 < confidence < 1.0):
         raise RnnskipError(f"--confidence {confidence} must be in (0, 1), e.g. 0.9 for 90%")
+    if baseline is not None and not Path(baseline).exists():
+        raise RnnskipError(f"--baseline {baseline} not found; give the model MODEL was fine-tuned from")
     ir = pipeline.import_model(model)
     from ..quant.grid import grid_of
     from .spec import check_supported
@@ -222,7 +224,7 @@ def delta_tune_cmd(model, val, max_loss, max_disagreement, confidence, select, o
 def delta_train_cmd(model, train_path, val, out, theta_x, theta_h, theta_m, delta_path, epochs, patience, l1, noise,
                     lr, calib, seed):
     """Delta-aware fine-tuning of MODEL (this retrains; writes a normal Keras model OUT and, next to it,
-    OUT.delta.json with the thresholds it was trained for)."""
+    its thresholds file: model_dt.h5 -> model_dt.delta.json)."""
     from .train import run_delta_train
     run_delta_train(model, train_path, val, out, theta_x=theta_x, theta_h=theta_h, theta_m=theta_m,
                     delta_path=delta_path,

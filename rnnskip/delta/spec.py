@@ -58,7 +58,7 @@ def check_supported(layers) -> None:
             raise RnnskipError(msg)
 
 
-def _theta(v, where: str) -> int:
+def checked_theta(v, where: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise RnnskipError(f"{where}: threshold {v!r} is not a number; use a whole number of int8 steps >= 0")
     if isinstance(v, float) and not math.isfinite(v):
@@ -70,7 +70,7 @@ def _theta(v, where: str) -> int:
     return min(int(v), THETA_MAX)
 
 
-def _theta_cell(v, where: str) -> int:
+def checked_theta_cell(v, where: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or float(v) != int(v):
         raise RnnskipError(f"{where}: cell threshold {v!r} must be a whole number >= 0 of pre-activation steps "
                            f"(1/4096 for Q3.12; 0: check but evaluate every unit)")
@@ -100,12 +100,12 @@ class DeltaSpec:
     def __post_init__(self):
         if len(self.theta_x) != len(self.theta_h):
             raise RnnskipError("delta thresholds: need one input and one hidden threshold per layer")
-        self.theta_x = [_theta(v, f"layer {i} input") for i, v in enumerate(self.theta_x)]
-        self.theta_h = [_theta(v, f"layer {i} hidden") for i, v in enumerate(self.theta_h)]
+        self.theta_x = [checked_theta(v, f"layer {i} input") for i, v in enumerate(self.theta_x)]
+        self.theta_h = [checked_theta(v, f"layer {i} hidden") for i, v in enumerate(self.theta_h)]
         tm = self.theta_m if self.theta_m is not None else [None] * len(self.theta_x)
         if len(tm) != len(self.theta_x):
             raise RnnskipError("delta thresholds: need one cell threshold (or none) per layer")
-        self.theta_m = [None if v is None else _theta_cell(v, f"layer {i} cell") for i, v in enumerate(tm)]
+        self.theta_m = [None if v is None else checked_theta_cell(v, f"layer {i} cell") for i, v in enumerate(tm)]
 
     @property
     def cell_sparse(self) -> bool:
@@ -148,9 +148,9 @@ class DeltaSpec:
             if not isinstance(t, dict) or "input" not in t or "hidden" not in t:
                 raise RnnskipError(f"{where}: thresholds[{i}] needs 'input' and 'hidden'")
             names.append(str(t.get("layer", "")))
-            tx.append(_theta(t["input"], f"{where}: layer {i} input"))
-            th.append(_theta(t["hidden"], f"{where}: layer {i} hidden"))
-            tm.append(_theta_cell(t["cell"], f"{where}: layer {i} cell") if t.get("cell") is not None else None)
+            tx.append(checked_theta(t["input"], f"{where}: layer {i} input"))
+            th.append(checked_theta(t["hidden"], f"{where}: layer {i} hidden"))
+            tm.append(checked_theta_cell(t["cell"], f"{where}: layer {i} cell") if t.get("cell") is not None else None)
         if not tx:
             raise RnnskipError(f"{where}: the thresholds list is empty")
         grid = d.get("int8_grid") or []

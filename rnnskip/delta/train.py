@@ -271,6 +271,11 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
                        (patience >= 0, f"--patience {patience} must be >= 0")):
         if not good:   # before any work
             raise RnnskipError(f"delta-train: {what}")
+    from .spec import checked_theta, checked_theta_cell
+    for opt, v, check in (("--theta-x", theta_x, checked_theta), ("--theta-h", theta_h, checked_theta),
+                          ("--theta-m", theta_m, checked_theta_cell)):
+        for one in (v if isinstance(v, (list, tuple)) else [] if v is None else [v]):
+            check(one, f"delta-train {opt}")   # the option at fault in the line, before any work
     if out.suffix.lower() != ".h5":
         raise RnnskipError(f"--out {out}: delta-train writes a Keras .h5 file")
     from ..outdir import check_writable

@@ -122,7 +122,12 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     variant = stages.kernel_variant(target, variant, kernels)
     if export:   # refused now rather than after the whole conversion
         from ..boards.export import EXPORT_MARKER, EXPORT_REGENERATED
-        check_replaceable(export, EXPORT_MARKER, "--export", [model, data, calib, out], EXPORT_REGENERATED)
+        e, o = Path(export).resolve(), Path(out).resolve()
+        if e == o or o in e.parents or e in o.parents:   # each is replaced as a whole: neither may hold the other
+            how = "the same folder as" if e == o else ("inside" if o in e.parents else "holds")
+            raise RnnskipError(f"--export {export} is {how} --out {out}, and each is replaced as a whole; give the "
+                               f"exported project a folder of its own")
+        check_replaceable(export, EXPORT_MARKER, "--export", [model, data, calib], EXPORT_REGENERATED)
     ir = stages.import_model(model)
     methods = {k: v for k, v in (methods or {}).items() if v}
     unknown = set(methods) - {s.key for s in method_setups()}
@@ -143,9 +148,10 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         raise RnnskipError(f"--data {data} has no labels (y): {what} is reported as accuracy with and without it; "
                            f"add y to --data, or convert without {what.split('/')[0]}")
     if ds.y is not None and methods:
-        from ..outputs import is_regression
+        from ..outputs import check_class_outputs, is_regression
+        what = next(s.option for s in method_setups() if s.key in methods)
+        check_class_outputs(ir, what)   # the model first: a one-output regression model is not the data's fault
         if is_regression(ds.y):   # the methods' sections are accuracies on classes: refuse before any work
-            what = next(s.option for s in method_setups() if s.key in methods)
             raise RnnskipError(f"--data {data} holds regression targets (float y): {what} is reported as accuracy on "
                                f"class labels; give integer class labels, or convert without {what.split('/')[0]}")
     cal = stages.load_data(calib, ir, "--calib", labels=False, note=note, loaded=[data]) if calib else ds
@@ -218,7 +224,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         # a complete work folder: the stage commands can carry on from here
         workdir.save_ir(tmp, ir)
         workdir.save_model(tmp, qm)
-        workdir.generated(tmp, max_t)
+        workdir.generated(tmp, max_t, kernels)
         workdir.save_build(tmp, workdir.build_record(target, board, variant, wait_states, kernels, fw, max_t))
     if export:
         from ..boards.export import export_project

@@ -392,6 +392,60 @@ def test_one_output_head_squeezed_to_batch(how, exporter, tmp_path):
     assert got.shape == (N, 1) and np.abs(got[:, 0] - expected).max() <= 1e-5
 
 
+class NormHead(OneLayer):
+    """nn.BatchNorm1d and constant scales in the head fold into its nn.Linear layers: "bn-fc" BatchNorm1d on
+    h_n[-1] then the Linear, "fc-bn" after it, "mlp" Linear, ReLU, BatchNorm1d, Linear, "temp" logits / 2.5 before
+    the softmax, "bn-mean" BatchNorm1d on the mean over time; refused: "bn-relu" a ReLU on the normalised state."""
+
+    def __init__(self, how):
+        super().__init__(how, cell=nn.GRU)
+        width = 6 if how == "mlp" else UNITS if how != "fc-bn" else 3
+        self.bn = nn.BatchNorm1d(width)
+        with torch.no_grad():   # statistics and an affine part a trained model would have
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+            self.bn.weight.uniform_(0.5, 1.5)
+            self.bn.bias.uniform_(-0.3, 0.3)
+        if how == "mlp":
+            self.fc, self.fc2 = nn.Linear(UNITS, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        y, h = self.rnn(x)
+        h = h[-1]
+        if self.how == "bn-fc":
+            return torch.softmax(self.fc(self.bn(h)), -1)
+        if self.how == "fc-bn":
+            return torch.softmax(self.bn(self.fc(h)), -1)
+        if self.how == "mlp":
+            return self.fc2(self.bn(torch.relu(self.fc(h))))
+        if self.how == "temp":
+            return torch.softmax(self.fc(h) / 2.5, -1)
+        if self.how == "bn-mean":
+            return self.fc(self.bn(y.mean(1)))
+        return self.fc(torch.relu(self.bn(h)))
+
+
+@pytest.mark.parametrize("how", ["bn-fc", "fc-bn", "mlp", "temp", "bn-mean"])
+def test_batch_norm_and_scales_in_the_head_fold(how, tmp_path):
+    """An audit found nn.BatchNorm1d in the head and logits / T refused; they fold into the head's Dense layers:
+    float reference = onnxruntime to 1e-5, golden = host build."""
+    path = tmp_path / f"{how}.onnx"
+    torch.manual_seed(4)
+    x = export(NormHead(how).eval(), path, False, True)
+    ir = load_model_file(path)
+    assert len(ir.head) == (2 if how == "mlp" else 1) and ir.pool == ("avg" if how == "bn-mean" else "")
+    check_ort_and_host(ir, path, x, True, tmp_path)
+
+
+def test_batch_norm_that_cannot_fold_is_refused(tmp_path):
+    path = tmp_path / "bnrelu.onnx"
+    export(NormHead("bn-relu").eval(), path, False, True)
+    msg = refusal(path)
+    assert re.fullmatch(r"node '[^']+' \(Relu\) reads a BatchNormalization's output: rnnskip folds a "
+                        r"BatchNormalization only into a Gemm/MatMul that reads it \(through Squeeze, Reshape or "
+                        r"Dropout at most\)", msg), msg
+
+
 class EmbedProject(nn.Module):
     """nn.Embedding -> nn.Linear + tanh -> nn.GRU: the projection folds into the embedding table."""
 
@@ -1348,6 +1402,17 @@ def _matrix_rows(tmp_path):
             got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(x)
             return float(np.abs(got - run_ort(tmp_path / "last.onnx", x)).max())
         out.append(("GRU", f"pooling over time: {option}", f"torch.onnx.export, opset {OPSET}", verdict(run)))
+    norm = {"bn-fc": "nn.BatchNorm1d on h_n[-1], then nn.Linear + softmax",
+            "fc-bn": "nn.Linear, then nn.BatchNorm1d + softmax", "mlp": "nn.Linear, ReLU, nn.BatchNorm1d, nn.Linear",
+            "temp": "nn.Linear, logits / 2.5, softmax", "bn-mean": "nn.BatchNorm1d on y.mean(1), then nn.Linear",
+            "bn-relu": "nn.BatchNorm1d on h_n[-1], ReLU, nn.Linear"}
+    for how, option in norm.items():
+        def run(how=how):
+            torch.manual_seed(4)
+            x = export(NormHead(how).eval(), tmp_path / "last.onnx", False, True)
+            got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(x)
+            return float(np.abs(got - run_ort(tmp_path / "last.onnx", x)).max())
+        out.append(("GRU", f"head: {option}", f"torch.onnx.export, opset {OPSET}", verdict(run)))
     for label, option, net in (("LayerNormalization", "nn.LayerNorm after a GRU", WithNorm()),):
         def run(net=net):
             export(net, tmp_path / "last.onnx", False, True)
@@ -1397,8 +1462,11 @@ def render_onnx_matrix(rows) -> str:
             "data's lengths; `initial_h`/`initial_c` absent or zero), `Gather` (embedding table, last time step, "
             "a layer of `h_n`), `ReduceMean`/`ReduceMax` over the time axis of the last recurrent output (pooling "
             "over time, docs/pooling.md), `ReduceSum`/`ReduceMean` over a bidirectional operator's direction axis "
-            "of its final states (`h_n.sum(0)`, `h_n.mean(0)`: Keras' merge_mode sum, ave), `Gemm`, `MatMul`+`Add` (also on every step: one output per step, "
-            "`[batch, time, out]` in rnnskip), `Relu`/`Sigmoid`/`Tanh`/`Softmax` after them, and the glue "
+            "of its final states (`h_n.sum(0)`, `h_n.mean(0)`: Keras' merge_mode sum, ave), `Gemm`, `MatMul`+`Add` "
+            "(also on every step: one output per step, "
+            "`[batch, time, out]` in rnnskip), `Relu`/`Sigmoid`/`Tanh`/`Softmax` after them, "
+            "`BatchNormalization` (inference, on `[batch, features]`: folded into the head's Dense layer before or "
+            "after it), `Mul`/`Div` of a Dense layer's output by a constant (folded: logits / T), and the glue "
             "`Transpose`, `Squeeze` (also a one-output head's output axis: PyTorch's `[batch]` binary classifier; "
             "without axes, every size-1 axis), "
             "`Unsqueeze`, `Slice` (last step), `Reshape` (on model data only where it drops size-1 axes: the "

@@ -49,7 +49,8 @@ SUPPORTED_SUMMARY = (f"rnnskip converts ONNX graphs of forward {'/'.join(RECURRE
                      "(any number stacked, one of them bidirectional), "
                      "a Gather embedding or float features (optionally through MatMul+Add), ReduceMean/ReduceMax over "
                      "time, a Gemm or MatMul+Add head "
-                     "with Relu/Sigmoid/Tanh/Softmax, and the Transpose/Squeeze/Unsqueeze/Slice/Gather/Shape "
+                     "with Relu/Sigmoid/Tanh/Softmax (BatchNormalization and constant scales fold into it), and the "
+                     "Transpose/Squeeze/Unsqueeze/Slice/Gather/Shape "
                      "glue torch.onnx.export emits")
 
 #: how a bidirectional operator's outputs must be read (the refusals say it)
@@ -92,6 +93,7 @@ class Sym:
     pooled: Tuple[str, str] = ()          # STATE pooled over time from SEQ: (avg | max, the node's key)
     summed: bool = False                  # STATE: a bidirectional operator's two final states added
     dims: Optional[tuple] = None          # SHAPE: its entries as _shape_entries computes them (None: unknown)
+    affine: Optional[tuple] = None        # (a, b) per F entry: a BatchNormalization the next Dense folds in
 
 
 def _data(kind):
@@ -532,7 +534,7 @@ def _with_axes(s: Sym, axes, squeezed: Optional[bool] = None, keep_dense: bool =
     sq = s.squeezed if squeezed is None else squeezed
     return Sym(s.kind, value=s.value, axes=tuple(axes), width=s.width, layer=s.layer,
                dense=s.dense if keep_dense or (sq and not s.squeezed) else None, padded=s.padded, layers=s.layers,
-               squeezed=sq, direction=s.direction, pooled=s.pooled)
+               squeezed=sq, direction=s.direction, pooled=s.pooled, affine=s.affine)
 
 
 def _squeezable(s: Sym, ax: str) -> bool:
@@ -960,6 +962,9 @@ def _add_dense(ctx: _Ctx, s: Sym, kernel: np.ndarray, bias: np.ndarray):
     if kernel.shape[0] != s.width and not (s.kind == X and s.width == 0):
         ctx.fail(f"has a [{kernel.shape[0]}, {kernel.shape[1]}] weight on {s.width} inputs: the graph is "
                  "inconsistent")
+    if s.affine is not None:   # x -> a x + b before it: W' = diag(a) W, b' = b W + bias
+        a, b = s.affine
+        kernel, bias = a[:, None] * kernel, np.asarray(bias, np.float64) + b @ kernel
     d = DenseLayer(kernel=_f32(kernel), bias=_f32(bias), name=ctx.key)
     if s.kind in (STATE, SEQ):
         r.head_reads = s.layer
@@ -1027,7 +1032,7 @@ def h_scale(ctx: _Ctx):
     """Div by 2 (or Mul by 0.5) of the two final states summed: their mean, Keras' merge_mode='ave'; elsewhere
     glue on constants and shapes only."""
     a, b = ctx.inp(0), ctx.inp(1)
-    pos = 0 if a is not None and a.kind == STATE else 1   # Mul takes the constant on either side
+    pos = 0 if a is not None and _data(a.kind) else 1   # Mul takes the constant on either side
     s, c = (a, b) if pos == 0 else (b, a)
     if s is not None and s.kind == STATE and s.summed and c is not None and c.kind == CONST and \
             (ctx.op == "Mul" or pos == 0):
@@ -1041,7 +1046,50 @@ def h_scale(ctx: _Ctx):
             ctx.r.rnns[s.layer].merge_mode = "ave"
             return [Sym(STATE, axes=s.axes, width=s.width, layer=s.layer)], \
                 "folded (both directions' final states averaged: merge_mode='ave')"
+    if s is not None and s.dense is not None and s.dense.activation == "linear" and c is not None and \
+            c.kind == CONST and (ctx.op == "Mul" or pos == 0):
+        # a constant scale of a Dense layer's linear output (logits / temperature): folded into its weights
+        d = s.dense
+        v = np.asarray(c.value, np.float64).reshape(-1)
+        if v.size not in (1, d.out_dim) or not np.all(np.isfinite(v)) or (ctx.op == "Div" and np.any(v == 0)):
+            ctx.fail(f"scales {d.out_dim} outputs by a constant of {v.size} values: rnnskip folds one finite "
+                     f"scale, or one per output, into the Dense layer before it")
+        f = np.broadcast_to(1.0 / v if ctx.op == "Div" else v, (d.out_dim,))
+        d.kernel = _f32(np.asarray(d.kernel, np.float64) * f[None, :])
+        d.bias = _f32(np.asarray(d.bias, np.float64) * f)
+        return [Sym(s.kind, axes=s.axes, width=s.width, layer=s.layer, dense=d)], f"folded into '{d.name}' (scale)"
     return h_generic_shape(ctx)
+
+
+def h_batch_norm(ctx: _Ctx):
+    """BatchNormalization at inference (nn.BatchNorm1d on [batch, features]) is x -> a x + b per feature: folded
+    into the Dense layer before it when it follows one directly, else into the Dense layer after it."""
+    s = ctx.inp(0)
+    if not _data(s.kind):
+        ctx.fail("on constants is not folded by rnnskip")
+    if int(ctx.attrs.get("training_mode", 0)):
+        ctx.fail("runs in training mode: export the model after model.eval()")
+    if len(s.axes) < 2 or s.axes[1] != "F" or any(ax not in ("D", "1") for ax in s.axes[2:]):
+        ctx.fail(f"normalises axis 1 of data with axes {s.axes}: rnnskip folds a BatchNormalization of "
+                 "[batch, features] (nn.BatchNorm1d before or after the head's nn.Linear)")
+    scale, bias, mean, var = (np.asarray(ctx.const(i, n), np.float64).reshape(-1)
+                              for i, n in ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
+    a = scale / np.sqrt(var + float(ctx.attrs.get("epsilon", 1e-5)))
+    b = bias - mean * a
+    if a.size != s.width:
+        ctx.fail(f"has {a.size} channels on {s.width} features: the graph is inconsistent")
+    d = s.dense
+    if d is not None and d.activation == "linear" and s.affine is None:   # after the Dense: into its outputs
+        d.kernel = _f32(np.asarray(d.kernel, np.float64) * a[None, :])
+        d.bias = _f32(np.asarray(d.bias, np.float64) * a + b)
+        return [replace(s)], f"folded into '{d.name}' (batch normalisation)"
+    if s.kind not in (STATE, VEC):
+        ctx.fail(f"normalises {s.kind} data: rnnskip folds a BatchNormalization into the head's Dense layers")
+    if s.affine is not None:   # two in a row compose
+        a0, b0 = s.affine
+        a, b = a0 * a, b0 * a + b
+    # (the Dense before stays named: the next one must read the last head layer; nothing else reads this)
+    return [replace(s, affine=(a, b))], "folded (batch normalisation, into the next Dense layer)"
 
 
 def h_activation(ctx: _Ctx):
@@ -1077,6 +1125,7 @@ HANDLERS: Dict[str, Callable] = {
     # glue on constants and shapes only (refused on model data)
     "Cast": h_cast, "Concat": h_concat, "Reshape": h_reshape, "Sub": h_generic_shape,
     "Mul": h_scale, "Div": h_scale, "Equal": h_generic_shape, "Where": h_generic_shape,
+    "BatchNormalization": h_batch_norm,
 }
 
 
@@ -1236,6 +1285,10 @@ def _inferred_dims(model) -> Dict[str, list]:
     return out
 
 
+#: ops a pending BatchNormalization (Sym.affine) passes through to the Dense layer that folds it
+_AFFINE_PASSES = ("Gemm", "MatMul", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Reshape", "BatchNormalization")
+
+
 def _run(r: _Reader) -> ModelIR:
     _inputs(r)
     if not any(n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx") for n in r.graph.node):
@@ -1251,6 +1304,10 @@ def _run(r: _Reader) -> ModelIR:
             raise LayerError(unsupported(key, node.op_type if node.domain in ("", "ai.onnx")
                                          else f"{node.domain}.{node.op_type}"), key)
         ctx = _Ctx(r, node, key)
+        if node.op_type not in _AFFINE_PASSES and any(s is not None and s.affine is not None for s in ctx.ins):
+            raise LayerError(f"node '{key}' ({node.op_type}) reads a BatchNormalization's output: rnnskip folds a "
+                             "BatchNormalization only into a Gemm/MatMul that reads it (through Squeeze, Reshape or "
+                             "Dropout at most)", key)
         missing = [n for n, s in zip(node.input, ctx.ins) if n and s is None]
         if missing:
             raise RnnskipError(f"{r.path}: node '{key}' ({node.op_type}) reads '{missing[0]}', which no earlier node "
@@ -1280,6 +1337,9 @@ def _assemble(r: _Reader) -> ModelIR:
         raise RnnskipError(f"{r.path}: output '{outs[0].name}' is {s.kind if s is not None else '?'} data: rnnskip "
                            "converts models whose output is the last recurrent layer's final state or every step's "
                            "output, through an optional Dense head")
+    if s.affine is not None:
+        raise RnnskipError(f"{r.path}: output '{outs[0].name}' is a BatchNormalization's output with no Dense layer "
+                           "after it: rnnskip folds a BatchNormalization into the head's Dense layers")
     if s.kind in (STATE, SEQ) and (s.layer != last or r.head):
         raise RnnskipError(f"{r.path}: output '{outs[0].name}' is the output of recurrent layer {s.layer + 1} of "
                            f"{last + 1}: rnnskip converts models whose output reads the last recurrent layer")

@@ -248,7 +248,7 @@ def _shape_entries(ctx: _Ctx) -> Optional[tuple]:
     elif op == "Slice":
         e = _entries_of(ins[0])
         if e is not None:
-            _, starts, ends, axes, steps = _slice_args(ctx) if ins[0].kind == CONST else _shape_slice_args(ctx)
+            _, starts, ends, axes, steps = _raw_slice_args(ctx)
             e = e[slice(starts[0], ends[0], steps[0])] if len(starts) == 1 and axes[0] in (0, -1) else None
     elif op == "Mul":
         a, b = _entries_of(ins[0]), _entries_of(ins[1])
@@ -263,8 +263,8 @@ def _shape_entries(ctx: _Ctx) -> Optional[tuple]:
     return tuple(e) if e is not None else None
 
 
-def _shape_slice_args(ctx: _Ctx):
-    """A Slice's (data, starts, ends, axes, steps) without normalising axes to a rank (a shape value, a zero state)."""
+def _raw_slice_args(ctx: _Ctx):
+    """A Slice's (None, starts, ends, axes, steps), attribute (opset < 10) or input form, its axes as given."""
     if "starts" in ctx.attrs:
         starts, ends = list(ctx.attrs["starts"]), list(ctx.attrs["ends"])
         axes, steps = list(ctx.attrs.get("axes", range(len(starts)))), [1] * len(starts)
@@ -324,18 +324,8 @@ def _slice_args(ctx: _Ctx):
     """(data, starts, ends, axes, steps) of a Slice, attribute (opset < 10) or input form."""
     data = ctx.inp(0)
     rank = np.ndim(data.value) if data.kind == CONST else len(data.axes)
-    if "starts" in ctx.attrs:
-        starts, ends = list(ctx.attrs["starts"]), list(ctx.attrs["ends"])
-        axes = list(ctx.attrs.get("axes", range(len(starts))))
-        steps = [1] * len(starts)
-    else:
-        starts = [int(v) for v in np.asarray(ctx.const(1, "starts")).reshape(-1)]
-        ends = [int(v) for v in np.asarray(ctx.const(2, "ends")).reshape(-1)]
-        axes = ([int(v) for v in np.asarray(ctx.const(3, "axes")).reshape(-1)] if ctx.inp(3) is not None
-                else list(range(len(starts))))
-        steps = ([int(v) for v in np.asarray(ctx.const(4, "steps")).reshape(-1)] if ctx.inp(4) is not None
-                 else [1] * len(starts))
-    return data, starts, ends, [_norm(int(x), rank) for x in axes], steps
+    _, starts, ends, axes, steps = _raw_slice_args(ctx)
+    return data, starts, ends, [_norm(x, rank) for x in axes], steps
 
 
 def _time_label(ctx: _Ctx, s: Sym) -> str:
@@ -663,7 +653,7 @@ def h_slice(ctx: _Ctx):
     s = ctx.inp(0)
     if s.kind == ZEROS:
         if s.dims:   # its width stays known while the slice leaves the last axis alone
-            _, starts, _, axes, _ = _shape_slice_args(ctx)
+            _, starts, _, axes, _ = _raw_slice_args(ctx)
             rank = len(s.dims)
             if any(int(a) % rank == rank - 1 for a in axes):
                 s = replace(s, dims=None)

@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.rnnskip-installed
-APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm cmake make gcc
+APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm cmake make gcc clang
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup toolchain demo lint test bench clean
@@ -15,7 +15,8 @@ toolchain:
 	    ! [ -f /usr/lib/arm-none-eabi/newlib/libc.a ] || \
 	    ! command -v qemu-system-arm >/dev/null 2>&1 || \
 	    ! command -v cmake >/dev/null 2>&1 || \
-	    ! command -v gcc >/dev/null 2>&1; then \
+	    ! command -v gcc >/dev/null 2>&1 || \
+	    ! command -v clang >/dev/null 2>&1; then \
 	  echo "installing $(APT_PKGS)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PKGS) >/dev/null; \

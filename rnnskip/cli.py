@@ -105,11 +105,14 @@ def _apply(opts):
 @click.option("--selftest", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also write src/rnnskip_selftest.c: the first N sequences of --data as given and the golden "
                    "outputs; rnnskip_selftest(&state) on the board returns 0 when the build is bit-exact.")
+@click.option("--max-t", type=click.IntRange(min=1), default=None,
+              help="Longest window the generated buffers hold (a Bidirectional layer's window, the I/O buffers); "
+                   "default: the longest sequence in --data.")
 @_prefix_opt
 @_apply(_skip_opts)
 @guard
 def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, weights, data, calib, calib_max, out,
-                emulate_max, traffic_sample, workers, emulator, bundle, timeout, export, delta, selftest, prefix,
+                emulate_max, traffic_sample, workers, emulator, bundle, timeout, export, delta, selftest, max_t, prefix,
                 **skip):
     """Convert MODEL (.h5/.keras, or .onnx), build firmware, emulate it on --data and report."""
     from .pipeline.convert import run_convert
@@ -124,7 +127,7 @@ def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, w
     conv = run_convert(model, target_name, data, out, kernels, variant, calib, calib_max, emulate_max,
                        traffic_sample, wait_states, workers, board_name=board_name, emulator=emulator,
                        bundle=bundle, timeout=timeout, export=export, methods={"skip": skip, "delta": delta},
-                       log=click.echo, note=note, weights=weights, prefix=prefix, selftest=selftest)
+                       log=click.echo, note=note, weights=weights, prefix=prefix, selftest=selftest, max_t=max_t)
     if conv.export:
         click.echo(f"wrote the {conv.board} firmware project to {conv.export} (cmake with cmake/arm-none-eabi.cmake, "
                    f"or make)")

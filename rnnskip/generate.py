@@ -187,7 +187,7 @@ def _macro(env, template: str, name: str):
     return getattr(env.get_template(template).module, name, None)
 
 
-HOOKS = ("state", "definitions", "init", "before_layers")
+HOOKS = ("state", "definitions", "init", "before_layers", "step_doc")
 
 
 def _code(env, qm: QModel):

@@ -366,3 +366,31 @@ def test_token_id_outside_the_vocabulary_is_refused_by_the_step(tmp_path):
     lib.rnnskip_output(state, out)
     ref, _ = GoldenModel(qm).run(np.asarray([good], np.int32), np.asarray([len(good)]))
     assert np.array_equal(np.array(out[: qm.output_dim], np.int64), ref[0, : qm.output_dim])
+
+
+def test_every_model_has_rnnskip_finish_and_a_full_window_says_so(tmp_path):
+    """rnnskip_finish() is in every model's API (a no-op where nothing is pending), so application code is the
+    same for every model; a Bidirectional model's step past its window returns RNNSKIP_STEP_WINDOW_FULL, not the
+    0 of a masked step (an audit of the generated C found both)."""
+    from helpers import quantize_on
+    from random_models import bidi_ir
+    ir, qm, x, L = quantized("tok-gru-sigmoid", seed=3, n=4, T=8)
+    generate(qm, tmp_path / "plain", max_t=8)
+    h = (tmp_path / "plain" / "rnnskip_model.h").read_text()
+    assert "void rnnskip_finish(rnnskip_state_t *s);" in h and "WINDOW_FULL" not in h
+    lib = ctypes.CDLL(str(pipeline.build_host(tmp_path / "plain", tmp_path / "hplain")))
+    state = ctypes.create_string_buffer(1 << 16)
+    lib.rnnskip_init(state)
+    lib.rnnskip_finish(state)   # links and returns
+    bir = bidi_ir("feat-lstm-gru", 0, "concat", seed=2)
+    xb = np.random.default_rng(0).normal(size=(2, 6, bir.input.features)).astype(np.float32)
+    bqm = quantize_on(bir, xb, np.full(2, 6))
+    generate(bqm, tmp_path / "bidi", max_t=4)
+    assert "#define RNNSKIP_STEP_WINDOW_FULL (-2)" in (tmp_path / "bidi" / "rnnskip_model.h").read_text()
+    lib = ctypes.CDLL(str(pipeline.build_host(tmp_path / "bidi", tmp_path / "hbidi")))
+    lib.rnnskip_step.restype = ctypes.c_int32
+    q = np.zeros(64, np.int8)
+    lib.rnnskip_init(state)
+    rets = [lib.rnnskip_step(state, q.ctypes.data_as(ctypes.c_void_p), 1) for _ in range(6)]
+    assert rets == [1, 1, 1, 1, -2, -2]
+    assert lib.rnnskip_step(state, q.ctypes.data_as(ctypes.c_void_p), 0) == 0   # masked: 0, as before

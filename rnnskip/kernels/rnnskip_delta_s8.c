@@ -7,17 +7,19 @@
 #include "rnnskip_kernels.h"
 #include "rnnskip_delta_kernels.h"
 
-#if RNNSKIP_USE_DSP && defined(__thumb2__)
+/* The hand-scheduled cores need GNU as: they check their own layout with .if on label differences, which
+ * clang's integrated assembler cannot evaluate; under clang (and armclang) the C paths run (same results). */
+#if RNNSKIP_USE_DSP && defined(__thumb2__) && !defined(__clang__)
 #define RNNSKIP_DV_ASM 1
 #else
 #define RNNSKIP_DV_ASM 0
 #endif
 
-#if defined(__clang__)
-#define RNNSKIP_NOIPA
-#else
 #define RNNSKIP_NOIPA __attribute__((noipa)) /* the asm reads the argument block and the buffers */
-#endif
+
+/* The list is int32_t words; each pair's third word holds two int16 deltas, written and read through this
+ * type (may_alias: an int16 access to an int32 object is otherwise undefined under strict aliasing). */
+typedef int16_t __attribute__((may_alias)) rnnskip_i16a;
 
 /* ---- gather ---------------------------------------------------------------- */
 
@@ -25,7 +27,7 @@ static inline void put_entry(int32_t *list, int32_t j, int32_t off, int32_t d)
 {
     int32_t *e = list + 3 * (j >> 1);
     e[j & 1] = off;
-    ((int16_t *)(void *)(e + 2))[j & 1] = (int16_t)d;
+    ((rnnskip_i16a *)(void *)(e + 2))[j & 1] = (int16_t)d;
 }
 
 int32_t rnnskip_delta_pad_pair_s8(int32_t *list, int32_t count)
@@ -80,7 +82,7 @@ struct rnnskip_dg_args {
     uint32_t th4;        /* 12 */
     uint32_t lim4;       /* 16 */
     int32_t *po;         /* 20: offset slot of entry j */
-    int16_t *pd;         /* 24: delta slot of entry j */
+    rnnskip_i16a *pd;    /* 24: delta slot of entry j */
     int32_t j;           /* 28 */
     const int8_t *vbase; /* 32 */
     int32_t off0;        /* 36 */
@@ -106,9 +108,8 @@ struct rnnskip_dg_args {
     "add    r3, r3, lr\n\t"                  /* offset of the next column */
 
 __attribute__((naked, noinline)) RNNSKIP_NOIPA static int32_t
-rnnskip_dg_core(struct rnnskip_dg_args *a)
+rnnskip_dg_core(struct rnnskip_dg_args *a __attribute__((unused)))
 {
-    (void)a;
     __asm__ volatile(
         "push   {r4-r11, lr}\n\t"
         "sub    sp, sp, #8\n\t"
@@ -164,7 +165,7 @@ int32_t rnnskip_delta_gather_s8(const int8_t *v, int8_t *last, int32_t n, int32_
     a.th4 = 0x01010101u * (uint32_t)theta;
     a.lim4 = 0x01010101u * (uint32_t)(2 * theta + 1);
     a.po = list + 3 * (count >> 1) + (count & 1);
-    a.pd = (int16_t *)(void *)(list + 3 * (count >> 1) + 2) + (count & 1);
+    a.pd = (rnnskip_i16a *)(void *)(list + 3 * (count >> 1) + 2) + (count & 1);
     a.j = count;
     a.vbase = v;
     a.off0 = off0;
@@ -237,9 +238,8 @@ struct rnnskip_dv_args {
     "smlad  r6, r9, r12, r6\n\t"
 
 __attribute__((naked, noinline)) RNNSKIP_NOIPA static void
-rnnskip_dv_dsp_core(const struct rnnskip_dv_args *a)
+rnnskip_dv_dsp_core(const struct rnnskip_dv_args *a __attribute__((unused)))
 {
-    (void)a;
     __asm__ volatile(
         "push   {r4-r11, lr}\n\t"
         "sub    sp, sp, #16\n\t"
@@ -340,9 +340,8 @@ rnnskip_dv_dsp_core(const struct rnnskip_dv_args *a)
 
 /* rnnskip_dv_args.n = nb, the number of 6-row blocks (> 0, even). */
 __attribute__((naked, noinline)) RNNSKIP_NOIPA static void
-rnnskip_dv6_dsp_core(const struct rnnskip_dv_args *a)
+rnnskip_dv6_dsp_core(const struct rnnskip_dv_args *a __attribute__((unused)))
 {
-    (void)a;
     __asm__ volatile(
         "push   {r4-r11, lr}\n\t"
         "sub    sp, sp, #24\n\t"
@@ -466,7 +465,7 @@ void rnnskip_delta_mat_vec_s8(const int16_t *w, int32_t *list, int32_t count, in
         int32_t a0 = acc[r], a1 = acc[r + 1], a2 = acc[r + 2], a3 = acc[r + 3];
         const int32_t *e = list;
         for (int32_t i = 0; i < npairs; i++, e += 3) {
-            const int16_t *d = (const int16_t *)(const void *)(e + 2);
+            const rnnskip_i16a *d = (const rnnskip_i16a *)(const void *)(e + 2);
             for (int32_t h = 0; h < 2; h++) {
                 const int16_t *c = (const int16_t *)(const void *)(base + e[h] + r);
                 const int32_t dj = d[h];

@@ -27,7 +27,9 @@
 #error "RNNSKIP_PAIRED_XCHUNK must be a multiple of 4 in [4, 512] (exactness of the A/B trick)"
 #endif
 
-#if RNNSKIP_USE_DSP && defined(__thumb2__)
+/* The hand-scheduled cores need GNU as: they check their own layout with .if on label differences, which
+ * clang's integrated assembler cannot evaluate; under clang (and armclang) the C paths run (same results). */
+#if RNNSKIP_USE_DSP && defined(__thumb2__) && !defined(__clang__)
 #define RNNSKIP_MVP_ASM 1
 #include <arm_acle.h>
 #else
@@ -98,11 +100,7 @@ struct rnnskip_mvp_args {
 #define RNNSKIP_STR_(x) #x
 #define RNNSKIP_STR(x) RNNSKIP_STR_(x)
 
-#if defined(__clang__)
-#define RNNSKIP_NOIPA
-#else
 #define RNNSKIP_NOIPA __attribute__((noipa)) /* the asm reads *a and the buffers it points to */
-#endif
 
 /*
  * Frame of the core (sp-relative, sp fixed after the prologue):
@@ -189,9 +187,8 @@ struct rnnskip_mvp_args {
  * the 2-pair passes, in one frame.
  */
 __attribute__((naked, noinline)) RNNSKIP_NOIPA static void
-rnnskip_mvp_dsp_core(const struct rnnskip_mvp_args *a)
+rnnskip_mvp_dsp_core(const struct rnnskip_mvp_args *a __attribute__((unused)))
 {
-    (void)a;
     __asm__ volatile(
         "push   {r4-r11, lr}\n\t"
         "sub    sp, sp, #" RNNSKIP_FRAME "\n\t"

@@ -5,19 +5,23 @@
 
 /* The DSP path is Thumb-2 assembly (every Cortex-M with the DSP extension runs
  * Thumb-2); a DSP-capable core compiled in A32 state uses the plain-C path. */
-#if RNNSKIP_USE_DSP && defined(__thumb2__)
+/* The hand-scheduled cores need GNU as: they check their own layout with .if on label differences, which
+ * clang's integrated assembler cannot evaluate; under clang (and armclang) the C paths run (same results). */
+#if RNNSKIP_USE_DSP && defined(__thumb2__) && !defined(__clang__)
 #define RNNSKIP_MV_ASM 1
 #include <arm_acle.h>
 #else
 #define RNNSKIP_MV_ASM 0
 #endif
 
+#if RNNSKIP_MV_ASM && !RNNSKIP_USE_MVE /* the DSP path's word reads */
 typedef uint32_t __attribute__((may_alias, aligned(4))) rnnskip_u32a;
 
 static inline uint32_t rd32(const int8_t *p)
 {
     return *(const rnnskip_u32a *)(const void *)p;
 }
+#endif
 
 #if RNNSKIP_USE_MVE
 /* Helium: rnnskip_mat_vec_acc_s8 is in rnnskip_mat_vec_mve_s8.c. */
@@ -116,16 +120,11 @@ struct rnnskip_mv4_args {
     RNNSKIP_ROW("r11", "r6")                                                       \
     RNNSKIP_ROW("r10", "r7")
 
-#if defined(__clang__)
-#define RNNSKIP_NOIPA
-#else
 #define RNNSKIP_NOIPA __attribute__((noipa)) /* the asm reads *a, a->xs, a->w and writes a->acc */
-#endif
 
 __attribute__((naked, noinline)) RNNSKIP_NOIPA static void
-rnnskip_mv4_dsp_core(const struct rnnskip_mv4_args *a)
+rnnskip_mv4_dsp_core(const struct rnnskip_mv4_args *a __attribute__((unused)))
 {
-    (void)a;
     __asm__ volatile(
         "push   {r4-r11, lr}\n\t"
         "sub    sp, sp, #24\n\t"

@@ -78,7 +78,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
                 host=True, progress=True, board_name=None, emulator=None, bundle=16, timeout=120.0,
                 export=None, methods: Optional[dict] = None, log: Callable[[str], None] = _quiet,
                 note: Callable[[str], None] = _quiet, weights: Optional[str] = None,
-                prefix: str = "rnnskip", selftest: int = 0) -> Conversion:
+                prefix: str = "rnnskip", selftest: int = 0, max_t: Optional[int] = None) -> Conversion:
     """Import, quantize, generate, build, emulate and report MODEL into ``out`` (replaced
     only when complete). Used by rnnskip-convert, the demo and the benchmarks.
 
@@ -143,6 +143,9 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
                            f"at the output) yet; convert without {what.split('/')[0]}")
     check_selftest(ir, selftest)
     ds = stages.load_data(data, ir, labels=None, note=note)   # unlabelled: no accuracy, the rest as usual
+    if max_t is not None and max_t < ds.x.shape[1]:
+        raise RnnskipError(f"--max-t {max_t} is shorter than --data's sequences of {ds.x.shape[1]} steps; give at "
+                           f"least {ds.x.shape[1]}")
     if ds.y is None and methods:
         what = next(s.option for s in method_setups() if s.key in methods)
         raise RnnskipError(f"--data {data} has no labels (y): {what} is reported as accuracy with and without it; "
@@ -175,7 +178,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         qm.c_prefix = prefix
         for s in setups:
             s.attach(ir, qm, tmp, progress, note, data=ds)
-        max_t = int(ds.x.shape[1])
+        max_t = int(ds.x.shape[1]) if max_t is None else int(max_t)
         check_fits(qm, max_t, target)   # refuse before compiling
         if export:   # the exported image holds its test sequences: refused now, not after the conversion
             from ..boards.firmware import make_bundle

@@ -171,6 +171,14 @@ REFUSED = {
                  ["'lstm'", "(LSTM)", "elu"]),
     "layer_norm": (lambda k: [_L(k).LayerNormalization(), _L(k).SimpleRNN(4), _L(k).Dense(2)],
                    ["'layer_normalization'", "(LayerNormalization)", "not supported"]),
+    # each Masking masks by its own input, zeroed by the one before: an audit found the first one ignored
+    "double_masking": (lambda k: [_L(k).Masking(-2.5, name="mask_a"), _L(k).Masking(0.0, name="mask_b"),
+                                  _L(k).LSTM(4), _L(k).Dense(2)],
+                       ["'mask_b'", "(Masking)", "follows another Masking layer", "keep one Masking layer"]),
+    # a per-step Dense between recurrent layers was refused as if it were the head
+    "dense_between": (lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Dense(5, name="mid"),
+                                 _L(k).GRU(4, name="gru"), _L(k).Dense(2)],
+                      ["'gru'", "(GRU)", "reads the per-step Dense 'mid'"]),
 }
 
 

@@ -185,3 +185,24 @@ def test_the_terminal_table_names_the_bidirectional_layer():
     assert _model_line(m) == "gru+lstm 8/4 units (Bidirectional 'bidi', merge concat), 1,234 params, 567 MAC/step"
     del m["layers"][0]["bidirectional"]
     assert _model_line(m) == "gru+lstm 8/4 units, 1,234 params, 567 MAC/step"
+
+
+@pytest.mark.keras
+def test_keras3_h5_with_an_explicit_backward_layer():
+    """Bidirectional(LSTM, backward_layer=LSTM(go_backwards=True)) in a Keras 3 .h5 keeps the backward layer's weights
+    under its own name, not backward_*: read as the .keras file is (an audit found it refused as 'no weights')."""
+    keras = pytest.importorskip("keras")
+    import tempfile
+
+    from rnnskip.converter.formats import load_model_file
+    L = keras.layers
+    m = keras.Sequential([keras.Input(shape=(None, 3)),
+                          L.Bidirectional(L.LSTM(8), backward_layer=L.LSTM(8, go_backwards=True)), L.Dense(2)])
+    m.set_weights([np.random.default_rng(0).normal(0, 0.5, w.shape).astype(np.float32) for w in m.get_weights()])
+    x = np.random.default_rng(1).normal(size=(4, 6, 3)).astype(np.float32)
+    want = m.predict(x, verbose=0)
+    with tempfile.TemporaryDirectory() as d:
+        for ext in ("h5", "keras"):
+            m.save(f"{d}/m.{ext}")
+            ir = load_model_file(f"{d}/m.{ext}")
+            assert np.abs(FloatModel(ir).predict(x) - want).max() <= 1e-5, ext

@@ -103,3 +103,26 @@ def test_dense_after_embedding_folds_into_the_table(gen, tmp_path):
     generate(qm, tmp_path / "src", max_t=9)
     ev = pipeline.evaluate(ir, qm, dataset(x, lengths), host_so=pipeline.build_host(tmp_path / "src", tmp_path / "h"))
     assert ev.host_checked == 12 and ev.host_mismatches == 0
+
+
+@pytest.mark.keras
+def test_float16_policy_noted_and_named_in_the_warning(tmp_path):
+    """A mixed_float16 model computes in float16 in Keras: the import says so, and the reference check's warning
+    names that as the cause instead of asking for a bug report (an audit found it blamed rnnskip)."""
+    k = pytest.importorskip("tf_keras")
+    k.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        m = k.Sequential([k.Input(shape=(None, 3)), k.layers.GRU(8), k.layers.Dense(2, activation="softmax")])
+    finally:
+        k.mixed_precision.set_global_policy("float32")
+    rng = np.random.default_rng(0)
+    m.set_weights([rng.normal(0, 0.6, w.shape).astype(w.dtype) for w in m.get_weights()])
+    m.save(tmp_path / "half.h5")
+    ir = load_model_file(str(tmp_path / "half.h5"))
+    assert ir.compute_dtype == "float16" and any("computes in float16 (dtype policy mixed_float16)" in n
+                                                 for n in ir.notes)
+    x = rng.normal(size=(24, 8, 3)).astype(np.float32)
+    res = source_check.check(ir, x, np.full(24, 8))
+    assert res["compute_dtype"] == "float16" and res["max_abs_diff"] > res["tolerance"]
+    assert source_check.warning(res).endswith("the model computes in float16 (its dtype policy) and the reference in "
+                                              "float32, so part or all of that is float16 rounding")

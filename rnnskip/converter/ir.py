@@ -224,6 +224,9 @@ class ModelIR:
     head: List[DenseLayer]
     name: str = "model"
     keras_version: str = ""
+    # the source's own compute precision when not float32 (a Keras mixed_float16 policy: "float16"); the
+    # float reference computes in float32/64 whatever it is
+    compute_dtype: str = ""
     source: str = ""
     notes: List[str] = field(default_factory=list)
     # return_sequences=True at the output: the head runs on every step's state and the

@@ -268,8 +268,16 @@ class _H5LegacyWeights(WeightStore):
             return []
         lg = self.group[layer.name]
         names = [_attr_str(n) for n in lg.attrs["weight_names"]]
-        return [(_basename_role(n), lg[n]) for n in names
-                if any(part.startswith(f"{which}_") for part in n.split("/"))]
+        got = [(_basename_role(n), lg[n]) for n in names if any(part.startswith(f"{which}_") for part in n.split("/"))]
+        if got or which != "backward":
+            return got
+        # an explicit backward_layer keeps its own name (Keras 3 .h5: 'bidi/lstm_1/lstm_cell/kernel'): the weights
+        # under the wrapper that are not the forward layer's
+        def sub(n):
+            parts = n.split("/")
+            return parts[parts.index(layer.name) + 1] if layer.name in parts[:-1] else ""
+        others = list(dict.fromkeys(sub(n) for n in names if not sub(n).startswith("forward_")))
+        return [(_basename_role(n), lg[n]) for n in names if len(others) == 1 and others[0] and sub(n) == others[0]]
 
 
 def _snake(name: str) -> str:

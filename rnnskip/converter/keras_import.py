@@ -102,8 +102,22 @@ def _convert(model_file: ModelFile) -> Tuple[ModelIR, List[Node]]:
     notes = [note for node in nodes for note in node.notes]
     ir = assemble(remaining, name, model_file.path, notes)
     ir.keras_version = model_file.keras_version
+    half = sorted({p for p in (_policy(layer) for layer in chain) if "float16" in p})
+    if half:   # Keras computes in (b)float16: the float reference cannot equal it to 1e-5
+        ir.compute_dtype = "bfloat16" if all("bfloat16" in p for p in half) else "float16"
+        ir.notes.append(f"the model computes in {ir.compute_dtype} (dtype policy {', '.join(half)}): the float "
+                        f"reference computes in float32, so it differs from Keras by {ir.compute_dtype} rounding; the "
+                        f"int8 model is calibrated and checked against the float32 reference")
     support.resolve_generation(ir)
     return ir, nodes
+
+
+def _policy(layer) -> str:
+    """A layer's dtype policy name as its config stores it (Keras 2: a string or a Policy; Keras 3: a DTypePolicy)."""
+    dt = (layer.entry.get("config") or {}).get("dtype")
+    if isinstance(dt, dict):
+        dt = (dt.get("config") or {}).get("name", "")
+    return dt if isinstance(dt, str) else ""
 
 
 # --------------------------------------------------------------------------

@@ -270,6 +270,10 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             if seen_input_transform:
                 raise LayerError(f"layer '{name}' (Masking) is not on the raw input: rnnskip supports Masking "
                                  "only directly after the input", name)
+            if mask_value is not None:   # Keras: each builds its mask from its own input, zeroed by the one before
+                raise LayerError(f"layer '{name}' (Masking) follows another Masking layer: Keras then masks by what "
+                                 f"the first one leaves (its masked steps become zeros), which rnnskip does not model; "
+                                 f"keep one Masking layer", name)
             mask_value = node.value
             continue
         if node.kind == TIME_POOL:
@@ -293,6 +297,11 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                 raise LayerError(f"layer '{name}' ({cells.cell_of(node.value.kind).label}) follows the pooling "
                                  f"layer '{pool.name}', which removed the time axis: the model config is "
                                  "inconsistent", name)
+            if head and rnns:   # a per-step Dense between two recurrent layers, not the head
+                raise LayerError(f"layer '{name}' ({cells.cell_of(node.value.kind).label}) reads the per-step Dense "
+                                 f"'{head[-1].name}' on the outputs of '{rnns[-1].name}': rnnskip converts a "
+                                 f"per-step Dense before the first recurrent layer, and recurrent layers stacked "
+                                 f"directly", name)
             if head:
                 raise LayerError(unsupported(layer, " after the Dense head"), name)
             if rnns and not rnns[-1].return_sequences:

@@ -74,6 +74,8 @@ def _compared(runtime: str, rows: np.ndarray, got: np.ndarray, want: np.ndarray,
     ok = ~bad
     diff = float(np.abs(got[ok] - want[ok]).max()) if ok.any() else 0.0
     res = {"runtime": runtime, "rows": int(ok.sum()), "max_abs_diff": diff, "tolerance": TOLERANCE}
+    if getattr(ir, "compute_dtype", ""):
+        res["compute_dtype"] = ir.compute_dtype
     if bad.any():
         res["nonfinite_rows"] = [int(r) for r in rows[bad]]
         res["nonfinite_why"] = ("a row whose every step is masked, which GlobalAveragePooling1D divides by zero steps "
@@ -89,6 +91,10 @@ def warning(res: Optional[dict]) -> str:
     if "shape_mismatch" in res:
         return (f"warning: the float reference's outputs have shape {res['shape_mismatch'][0]} but "
                 f"{res['runtime']}'s {res['shape_mismatch'][1]} on the same rows; please report this")
+    if res["max_abs_diff"] > res["tolerance"] and res.get("compute_dtype"):
+        return (f"warning: the float reference differs from {res['runtime']} by up to {res['max_abs_diff']:.2g} on "
+                f"{res['rows']} rows of the data: the model computes in {res['compute_dtype']} (its dtype policy) and "
+                f"the reference in float32, so part or all of that is {res['compute_dtype']} rounding")
     if res["max_abs_diff"] > res["tolerance"]:
         return (f"warning: the float reference differs from {res['runtime']} by up to {res['max_abs_diff']:.2g} on "
                 f"{res['rows']} rows of the data (tolerance {res['tolerance']:g}); please report this")

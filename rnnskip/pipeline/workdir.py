@@ -172,17 +172,13 @@ def _manifest_path(work) -> Path:
     return Path(work) / "stages.json"
 
 
-#: what the stages write into WORK (a folder holding any of them has a stages.json)
-_STAGE_FILES = ("model.ir.json", "model.q.json", "src", "firmware", "host", "build.json", "evaluation.json")
-
-
 def _manifest(work, first: bool = False) -> dict:
     """WORK/stages.json; {} for a folder no stage has written to yet (``first``: 'import' starts the records
     of a new folder). Without it (or with a damaged one) nothing says what the outputs were made from, so
     the stages refuse the folder rather than mix them."""
     p = _manifest_path(work)
     if not p.is_file():
-        if not first and any((Path(work) / f).exists() for f in _STAGE_FILES):
+        if not first and any((Path(work) / f).exists() for fs in _STAGE_WRITES.values() for f in fs):
             raise RnnskipError(f"{p} is missing, so nothing says what the stage outputs in {work} were made from; "
                                f"start a new work folder with 'rnnskip import MODEL --out NEW_FOLDER'")
         return {}

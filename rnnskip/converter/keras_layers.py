@@ -236,7 +236,8 @@ class TimeDistributedHandler(LayerHandler):
         inner = layer.inner("layer")
         if inner is None or inner.class_name != "Dense":
             return [f"layer '{layer.name}' (TimeDistributed of {inner.display if inner else '?'}) is not supported: "
-                    "rnnskip supports TimeDistributed(Dense) before the first RNN layer"]
+                    "rnnskip supports TimeDistributed(Dense): per step before the first recurrent layer, or as the "
+                    "head on every step's output"]
         return _dense_activation_refusals(layer.name, inner.config)
 
     def options(self, layer):

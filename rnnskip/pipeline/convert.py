@@ -128,6 +128,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
             raise RnnskipError(f"--export {export} is {how} --out {out}, and each is replaced as a whole; give the "
                                f"exported project a folder of its own")
         check_replaceable(export, EXPORT_MARKER, "--export", [model, data, calib], EXPORT_REGENERATED)
+    check_replaceable(out, "report.json", inputs=[model, data, calib])   # before the model is read (seconds)
     ir = stages.import_model(model)
     methods = {k: v for k, v in (methods or {}).items() if v}
     unknown = set(methods) - {s.key for s in method_setups()}

@@ -85,8 +85,9 @@ int32_t rnnskip_delta_pad_pair_s8(int32_t *list, int32_t count);
  * lane; here the two columns of a pair are chosen at run time, so one pair x 4
  * rows takes >= 2 weight loads + 8 ALU instructions (2 PKH, 2 SXTB16, 4 SMLAD),
  * 10 cycles for 8 MACs, plus 3 list loads and a load-chain start (4 cycles) per
- * pair per pass. R rows per pass: 8 / (10 + 16 / R) = 0.57 (R 4), 0.6 (6), 0.67
- * (8), 0.71 (12), before the acc traffic and loop control (~6 cycles per row).
+ * pair per pass. R rows per pass (R a multiple of 4): 8 / (10 + 16 / R) = 0.57 (R 4),
+ * 0.67 (8), 0.71 (12); R = 6 loads a word and a halfword per column: 20 cycles, 0.6;
+ * all before the acc traffic and loop control (~6 cycles per row).
  * At 20 % (34 columns) 0.7 allows 48.6 cycles per row; the pair steps alone take
  * 56.7 at R = 6 and would still take 48.2 at R = 12. R is capped by registers:
  * A and B need 2 per row pair, so R = 8 needs 8 accumulators + list pointer + 2

@@ -248,7 +248,7 @@ def _shape_entries(ctx: _Ctx) -> Optional[tuple]:
     elif op == "Slice":
         e = _entries_of(ins[0])
         if e is not None:
-            _, starts, ends, axes, steps = _raw_slice_args(ctx)
+            starts, ends, axes, steps = _raw_slice_args(ctx)
             e = e[slice(starts[0], ends[0], steps[0])] if len(starts) == 1 and axes[0] in (0, -1) else None
     elif op == "Mul":
         a, b = _entries_of(ins[0]), _entries_of(ins[1])
@@ -264,7 +264,7 @@ def _shape_entries(ctx: _Ctx) -> Optional[tuple]:
 
 
 def _raw_slice_args(ctx: _Ctx):
-    """A Slice's (None, starts, ends, axes, steps), attribute (opset < 10) or input form, its axes as given."""
+    """A Slice's (starts, ends, axes, steps), attribute (opset < 10) or input form, its axes as given."""
     if "starts" in ctx.attrs:
         starts, ends = list(ctx.attrs["starts"]), list(ctx.attrs["ends"])
         axes, steps = list(ctx.attrs.get("axes", range(len(starts)))), [1] * len(starts)
@@ -275,7 +275,7 @@ def _raw_slice_args(ctx: _Ctx):
                 else list(range(len(starts))))
         steps = ([int(v) for v in np.asarray(ctx.const(4, "steps")).reshape(-1)] if ctx.inp(4) is not None
                  else [1] * len(starts))
-    return None, starts, ends, [int(x) for x in axes], steps
+    return starts, ends, [int(x) for x in axes], steps
 
 
 def _fold(ctx: _Ctx) -> List[np.ndarray]:
@@ -324,7 +324,7 @@ def _slice_args(ctx: _Ctx):
     """(data, starts, ends, axes, steps) of a Slice, attribute (opset < 10) or input form."""
     data = ctx.inp(0)
     rank = np.ndim(data.value) if data.kind == CONST else len(data.axes)
-    _, starts, ends, axes, steps = _raw_slice_args(ctx)
+    starts, ends, axes, steps = _raw_slice_args(ctx)
     return data, starts, ends, [_norm(x, rank) for x in axes], steps
 
 
@@ -653,7 +653,7 @@ def h_slice(ctx: _Ctx):
     s = ctx.inp(0)
     if s.kind == ZEROS:
         if s.dims:   # its width stays known while the slice leaves the last axis alone
-            _, starts, _, axes, _ = _raw_slice_args(ctx)
+            axes = _raw_slice_args(ctx)[2]
             rank = len(s.dims)
             if any(int(a) % rank == rank - 1 for a in axes):
                 s = replace(s, dims=None)
@@ -1072,7 +1072,7 @@ def h_batch_norm(ctx: _Ctx):
     if d is not None and d.activation == "linear" and s.affine is None:   # after the Dense: into its outputs
         d.kernel = _f32(np.asarray(d.kernel, np.float64) * a[None, :])
         d.bias = _f32(np.asarray(d.bias, np.float64) * a + b)
-        return [replace(s)], f"folded into '{d.name}' (batch normalisation)"
+        return [s], f"folded into '{d.name}' (batch normalisation)"
     if s.kind not in (STATE, VEC):
         ctx.fail(f"normalises {s.kind} data: rnnskip folds a BatchNormalization into the head's Dense layers")
     if s.affine is not None:   # two in a row compose
@@ -1204,19 +1204,16 @@ def _inputs(r: _Reader) -> None:
     lens_names = {n.input[4] for n in r.graph.node if n.op_type in RECURRENT_OPS and len(n.input) > 4 and n.input[4]}
     model_inputs = [i for i in data if i.name not in lens_names]
     state_names = {v for n in r.graph.node if n.op_type in RECURRENT_OPS for v in list(n.input)[5:7] if v}
-    for i in model_inputs:   # torch's pack_padded_sequence: the lengths reach sequence_lens through other nodes
-        seen, changed = {i.name}, True
-        while changed:
-            changed = False
-            for n in r.graph.node:   # (values, not shapes: zero states are built from the input's shape)
-                if n.op_type != "Shape" and any(v in seen for v in n.input) and not set(n.output) <= seen:
-                    seen |= set(n.output)
-                    changed = True
-        if seen & state_names and len(model_inputs) > 1:
+    for i in (model_inputs if len(model_inputs) > 1 else []):   # which extra input feeds what, for its refusal
+        seen = {i.name}
+        for n in r.graph.node:   # in graph order (ONNX sorts it); values, not shapes: zero states use x's shape
+            if n.op_type != "Shape" and any(v in seen for v in n.input):
+                seen |= set(n.output)
+        if seen & state_names:
             raise RnnskipError(
                 f"{r.path}: input '{i.name}' is a recurrent operator's initial state: rnnskip runs every sequence "
                 f"from a zero state; export the model without it (rnn(x), not rnn(x, h0))")
-        if seen & lens_names and len(model_inputs) > 1:
+        if seen & lens_names:   # torch's pack_padded_sequence: the lengths reach sequence_lens through other nodes
             raise RnnskipError(
                 f"{r.path}: input '{i.name}' reaches the recurrent operator's sequence_lens through other nodes, as "
                 f"torch's pack_padded_sequence exports it: rnnskip converts a sequence_lens that is a graph input "

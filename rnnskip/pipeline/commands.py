@@ -136,8 +136,9 @@ def emulate_command(work, data, emulator: Optional[str] = None, board_name: Opti
     ds = stages.load_data(data, ir, labels=None, note=note)   # unlabelled: no accuracy, the rest as usual
     from ..converter import source_check
     ref_check = source_check.check(ir, ds.x, ds.lengths)      # as rnnskip-convert: the source runtime on --data
-    if source_check.warning(ref_check) and note is not None:
-        note(source_check.warning(ref_check))
+    warning = source_check.warning(ref_check)
+    if warning and note is not None:
+        note(warning)
     if ds.x.shape[1] > rec["max_t"]:
         raise RnnskipError(f"--data has sequences of {ds.x.shape[1]} steps but the firmware holds {rec['max_t']}; "
                            f"regenerate with 'rnnskip generate {work} --max-t {ds.x.shape[1]}'")

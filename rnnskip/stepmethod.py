@@ -113,6 +113,11 @@ class MethodSetup:
     not_attached: Optional[dict] = None
 
     @classmethod
+    def check_options(cls, options) -> None:
+        """One-line RnnskipError for options that conflict whatever the model is: called before the
+        model is read (seconds), :meth:`prepare` checks the rest once it is."""
+
+    @classmethod
     def prepare(cls, ir, options, log: Callable[[str], None], note: Optional[Callable[[str], None]] = None,
                 loaded: Sequence = ()) -> Optional["MethodSetup"]:
         """The setup for ``options`` (what the command line gave for :attr:`key`); None when the

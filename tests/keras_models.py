@@ -141,6 +141,15 @@ SPECS: Dict[str, Spec] = {
     "softmax_layer": Spec(
         lambda k: [_L(k).GRU(5), _L(k).Dense(3), _L(k).Softmax()],
         expect=dict(kinds=["gru"], units=[5], head=["softmax"])),
+    # no time axis left after the last state: Flatten is the identity (it was refused)
+    "flatten_last_state": Spec(
+        lambda k: [_L(k).Masking(0.0), _L(k).GRU(5), _L(k).Flatten(), _L(k).Dense(3, activation="softmax")],
+        mask_value=0.0,
+        expect=dict(kinds=["gru"], units=[5], head=["softmax"], notes=1)),
+    "td_dropout": Spec(
+        lambda k: [_L(k).TimeDistributed(_L(k).Dropout(0.3)), _L(k).LSTM(5), _L(k).Dense(2)],
+        functional=True,
+        expect=dict(kinds=["lstm"], units=[5], head=["linear"], notes=1)),
 }
 
 

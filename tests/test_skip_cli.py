@@ -293,6 +293,25 @@ def test_convert_bad_skip_options_write_nothing(setup, args, msg):
     assert not out.exists() and not list(d.glob(".never.partial-*"))
 
 
+@pytest.mark.parametrize("args,msg", [
+    (["--predictor", "{pred}", "--skip", "off"], "--skip off turns skipping off but --predictor"),
+    (["--skip", "auto", "--train", "{train}"], "needs --val, --max-loss (or --max-disagreement)"),
+    (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "1", "--confidence", "1.5"],
+     "--confidence 1.5 must be in (0, 1)"),
+    (["--delta", "{nope}"], "{nope}"),
+])
+def test_convert_option_conflicts_come_before_the_model_is_read(setup, tmp_path, args, msg):
+    """Refused in seconds: a broken model file would be reported instead if the model were read first."""
+    d, _model, _other, paths = setup
+    broken = tmp_path / "broken.h5"
+    broken.write_text("not a model")
+    fill = {"pred": str(d / "pred"), "train": paths["train"], "val": paths["val"], "nope": str(tmp_path / "nope.json")}
+    res = CliRunner().invoke(convert_cmd, [str(broken), "--data", paths["test"], "--out", str(tmp_path / "o")]
+                             + [a.format(**fill) for a in args])
+    assert res.exit_code == 2 and msg.format(**fill) in res.output and res.output.count("\n") == 1, res.output
+    assert "broken.h5" not in res.output
+
+
 def test_mismatched_predictor_folder_one_line(setup):
     d, model, other, paths = setup
     out = d / "mismatch"

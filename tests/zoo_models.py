@@ -430,8 +430,24 @@ POOL_CASES: List[Case] = [
          lambda k: [_L(k).Conv1D(4, 3, name="conv_a"), _L(k).GlobalAveragePooling1D(name="gap_in"),
                     _L(k).Dense(2)],
          gens=("k3",), refused=["'gap_in'", "before any recurrent layer"]),
+    # Flatten where no time axis is left is the identity (an audit found it refused)
+    Case("flatten_pool_dense", "Flatten", "after GlobalAveragePooling1D and between Dense layers (the identity)",
+         lambda k: [_L(k).Masking(0.0), _L(k).GRU(4, return_sequences=True), _L(k).GlobalAveragePooling1D(),
+                    _L(k).Flatten(), _L(k).Dense(5, activation="relu"), _L(k).Flatten(), _L(k).Dense(2)],
+         mask_value=0.0),
 ]
 CASES += POOL_CASES
+
+OTHER_CASES = [
+    Case("flatten_last_state", "Flatten", "after the last state (the identity), TimeDistributed(Dropout) dropped",
+         lambda k: [_L(k).TimeDistributed(_L(k).Dropout(0.2)), _L(k).LSTM(5), _L(k).Flatten(),
+                    _L(k).Dense(3, activation="softmax")], functional=True),
+    Case("refuse_flatten_sequences", "Flatten", "of the time axis",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Flatten(name="flat_t"), _L(k).Dense(2)],
+         gens=("k3",), fixed_t=True, refused=["'flat_t'", "(Flatten)", "flattening the time axis",
+                                              "GlobalAveragePooling1D"]),
+]
+CASES += OTHER_CASES
 
 GEN_COLUMNS = [("legacy", "h5", "Keras 2.0–2.3 / tf.keras 1.x .h5"), ("k2", "h5", "tf_keras 2 .h5"),
                ("k2", "keras", "tf_keras 2 .keras"), ("k3", "keras", "Keras 3 .keras"), ("k3", "h5", "Keras 3 .h5")]

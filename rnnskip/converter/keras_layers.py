@@ -39,6 +39,7 @@ ACTIVATION = "activation"  # value: the activation name
 CONV = "conv"              # value: ConvLayer (a front-end layer: changes the time axis)
 POOL = "pool"              # value: PoolLayer (a front-end layer)
 TIME_POOL = "time_pool"    # value: "avg" | "max" (pooling over time after the recurrent layers)
+FLATTEN = "flatten"        # the identity where there is no time axis left; over the time axis, refused
 
 
 @dataclass
@@ -141,6 +142,16 @@ class NoopHandler(LayerHandler):
                     status=self.fixed_status)
 
 
+class FlattenHandler(LayerHandler):
+    """``Flatten``: after a recurrent layer that returns its last state, or after pooling over time,
+    the tensor is already ``[batch, features]`` and Flatten is the identity; over a time axis it is
+    refused (where it sits is the assembling pass's business)."""
+    classes = ("Flatten",)
+
+    def build(self, layer, weights):
+        return Node(layer, FLATTEN)
+
+
 # --------------------------------------------------------------------------
 # input
 
@@ -224,7 +235,8 @@ class DenseHandler(LayerHandler):
 
 
 class TimeDistributedHandler(LayerHandler):
-    """``TimeDistributed(Dense)``: the Dense on every step (its weights are stored under the wrapper)."""
+    """``TimeDistributed(Dense)``: the Dense on every step (its weights are stored under the wrapper);
+    ``TimeDistributed`` of an inference no-op (Dropout, ...): dropped as that layer is."""
     classes = ("TimeDistributed",)
 
     @staticmethod
@@ -232,15 +244,24 @@ class TimeDistributedHandler(LayerHandler):
         inner = layer.inner("layer")
         return inner.config if inner is not None else {}
 
+    @staticmethod
+    def _is_noop(layer) -> bool:
+        inner = layer.inner("layer")
+        return inner is not None and inner.class_name in NoopHandler.classes
+
     def refusals(self, layer):
         inner = layer.inner("layer")
+        if self._is_noop(layer):
+            return []
         if inner is None or inner.class_name != "Dense":
             return [f"layer '{layer.name}' (TimeDistributed of {inner.display if inner else '?'}) is not supported: "
-                    "rnnskip supports TimeDistributed(Dense): per step before the first recurrent layer, or as the "
-                    "head on every step's output"]
+                    "rnnskip supports TimeDistributed(Dense), per step before the first recurrent layer or as the "
+                    "head on every step's output, and drops TimeDistributed(Dropout) and the other inference no-ops"]
         return _dense_activation_refusals(layer.name, inner.config)
 
     def options(self, layer):
+        if self._is_noop(layer):
+            return NoopHandler().options(layer.inner("layer"))
         return _dense_options(self._inner_config(layer))
 
     def title(self, layer):
@@ -248,6 +269,9 @@ class TimeDistributedHandler(LayerHandler):
         return f"TimeDistributed({inner.display if inner else '?'})"
 
     def build(self, layer, weights):
+        if self._is_noop(layer):   # TimeDistributed(Dropout): the identity at inference, as its layer
+            return Node(layer, NOOP, notes=[f"dropped {self.title(layer)} '{layer.name}' (inference no-op)"],
+                        status=NoopHandler.fixed_status)
         return Node(layer, DENSE, _dense_layer(layer, self._inner_config(layer), weights), time_distributed=True,
                     status="converted")
 
@@ -679,9 +703,9 @@ def _register(handler: LayerHandler) -> None:
 
 
 for _handler in (InputLayerHandler(), NoopHandler(), EmbeddingHandler(), MaskingHandler(), DenseHandler(),
-                 TimeDistributedHandler(), ActivationHandler(), SoftmaxHandler(), BatchNormalizationHandler(),
-                 Conv1DHandler(), Pooling1DHandler(), TimePoolingHandler(), ConcatPoolingHandler(),
-                 RecurrentHandler("RNN"), BidirectionalHandler()):
+                 TimeDistributedHandler(), FlattenHandler(), ActivationHandler(), SoftmaxHandler(),
+                 BatchNormalizationHandler(), Conv1DHandler(), Pooling1DHandler(), TimePoolingHandler(),
+                 ConcatPoolingHandler(), RecurrentHandler("RNN"), BidirectionalHandler()):
     _register(_handler)
 for _cell in cells.CELLS.values():
     for _cls in _cell.keras_classes:

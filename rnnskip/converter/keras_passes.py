@@ -34,6 +34,7 @@ from rnnskip.converter.keras_layers import (
     CONV,
     DENSE,
     EMBEDDING,
+    FLATTEN,
     INPUT,
     MASKING,
     NOOP,
@@ -54,8 +55,9 @@ _NOTHING = (INPUT, NOOP)
 
 
 def _is_identity(node: Node) -> bool:
-    """Nothing between two layers: a fold may reach across it."""
-    return node.kind in _NOTHING or (node.kind == ACTIVATION and node.value == "linear")
+    """Nothing between two layers: a fold may reach across it (a Flatten over a time axis is refused
+    when the chain is assembled)."""
+    return node.kind in _NOTHING + (FLATTEN,) or (node.kind == ACTIVATION and node.value == "linear")
 
 
 def _previous(nodes: List[Node]) -> Optional[Node]:
@@ -213,7 +215,8 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     that returns sequences runs on every step (one output per step, as with
     ``return_sequences=True`` at the output); the per-step Dense is not softmax; every layer's
     input width is the width before it; the declared input shape, if any, is
-    ``[batch, time, features]`` or token ids.
+    ``[batch, time, features]`` or token ids; a Flatten where no time axis is left (after the
+    pooling, or a recurrent layer's last state) is the identity, over a time axis it is refused.
     ``notes``: what the handlers and folds noted, in chain order.
     """
     embedding = None
@@ -226,7 +229,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     per_step = False               # one output per time step
     front: List[object] = []       # ConvLayer | PoolLayer, in order
     pool: Optional[Node] = None    # pooling over time after the recurrent layers
-    fold_notes: List[str] = []     # Dense layers folded into the Embedding table
+    fold_notes: List[str] = []     # this pass's: Dense layers folded into the Embedding table, Flatten dropped
     shape = next((n.layer.declared_shape for n in nodes if n.layer.declared_shape is not None), None)
 
     for node in nodes:
@@ -275,6 +278,13 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                                  f"the first one leaves (its masked steps become zeros), which rnnskip does not model; "
                                  f"keep one Masking layer", name)
             mask_value = node.value
+            continue
+        if node.kind == FLATTEN:
+            if not rnns or (rnns[-1].return_sequences and pool is None):
+                raise LayerError(unsupported(layer), name)   # over the time axis
+            node.status = "dropped (no time axis left: the identity)"
+            fold_notes.append(f"dropped Flatten '{name}' (after '{pool.name if pool else rnns[-1].name}' there is "
+                              "no time axis left: the identity)")
             continue
         if node.kind == TIME_POOL:
             cls = layer.display

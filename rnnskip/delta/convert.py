@@ -30,6 +30,11 @@ class DeltaSetup(MethodSetup):
         return [self.path]
 
     @classmethod
+    def check_options(cls, path) -> None:
+        if path is not None:
+            DeltaSpec.load(path)   # a missing or damaged thresholds file, before the model is read
+
+    @classmethod
     def prepare(cls, ir, path, log=None, note=None, loaded=()) -> Optional["DeltaSetup"]:
         if path is None:
             return None

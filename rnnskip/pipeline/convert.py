@@ -129,11 +129,13 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
                                f"exported project a folder of its own")
         check_replaceable(export, EXPORT_MARKER, "--export", [model, data, calib], EXPORT_REGENERATED)
     check_replaceable(out, "report.json", inputs=[model, data, calib])   # before the model is read (seconds)
-    ir = stages.import_model(model)
     methods = {k: v for k, v in (methods or {}).items() if v}
     unknown = set(methods) - {s.key for s in method_setups()}
     if unknown:
         raise ValueError(f"run_convert: no step method {', '.join(sorted(unknown))}")
+    for setup in method_setups():
+        setup.check_options(methods.get(setup.key))
+    ir = stages.import_model(model)
     if ir.per_step and (methods or board is not None):
         # these paths read one output row per sequence; refuse rather than report wrong numbers
         if board_picked:

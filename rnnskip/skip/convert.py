@@ -56,18 +56,21 @@ class SkipSetup(MethodSetup):
         return [self.predictor_dir, self.train_path, self.val_path]
 
     @classmethod
+    def check_options(cls, options: Optional[dict]) -> None:
+        cls._from_options(**(options or {}))
+
+    @classmethod
     def prepare(cls, ir, options: Optional[dict], log=print, note=None, loaded=()) -> Optional["SkipSetup"]:
         """Validate the skipping options (keys predictor, skip, train, val, max_loss, ptype, rounds,
         margin_se) before anything is written; None when skipping is off."""
         return cls.from_options(ir, log=log, note=note, loaded=loaded, **(options or {}))
 
     @classmethod
-    def from_options(cls, ir, predictor: Optional[str] = None, skip: Optional[str] = None,
-                     train: Optional[str] = None, val: Optional[str] = None, max_loss: Optional[float] = None,
-                     ptype: Optional[str] = None, rounds: int = 2, margin_se: Optional[float] = None,
-                     confidence: Optional[float] = None, max_disagreement: Optional[float] = None,
-                     log=print, note=None, loaded=()) -> Optional["SkipSetup"]:
-        from ..pipeline.stages import load_data
+    def _from_options(cls, predictor: Optional[str] = None, skip: Optional[str] = None, train: Optional[str] = None,
+                      val: Optional[str] = None, max_loss: Optional[float] = None, ptype: Optional[str] = None,
+                      rounds: int = 2, margin_se: Optional[float] = None, confidence: Optional[float] = None,
+                      max_disagreement: Optional[float] = None, log=print) -> Optional["SkipSetup"]:
+        """The setup from its options, checked as far as they can be without the model (None: skipping is off)."""
         from .predictor import TYPES
         if predictor is None and skip in (None, "off", "none"):
             if train or val or any(v is not None for v in (max_loss, margin_se, confidence, max_disagreement, ptype)):
@@ -86,22 +89,37 @@ class SkipSetup(MethodSetup):
                                "not both")
         if skip not in (None, "auto", "off", "none"):
             raise RnnskipError(f"--skip '{skip}' is unknown; use --skip auto (or --predictor DIR)")
-        if ir.bidirectional is not None:
-            from .qpredictor import bidirectional_refusal
-            raise RnnskipError(bidirectional_refusal(ir.rnn_layers[ir.bidirectional].name))
         if ptype is not None and ptype not in TYPES:
             raise RnnskipError(f"unknown --type '{ptype}'; choose one of {', '.join(TYPES)}")
-        s = cls(predictor_dir=predictor, auto=skip == "auto", train_path=train, val_path=val, max_loss=max_loss,
-                type=ptype or "mlp", rounds=rounds, margin_se=0.0 if margin_se is None else margin_se,
-                confidence=0.9 if confidence is None else confidence, max_disagreement=max_disagreement, log=log)
-        features.check_classifier(ir)
-        if s.auto:
+        if skip == "auto":
             missing = [n for n, v in (("--train", train), ("--val", val),
                                       ("--max-loss (or --max-disagreement)",
                                        max_loss if max_disagreement is None else 0)) if v is None]
             if missing:
                 raise RnnskipError(f"--skip auto trains a predictor and needs {', '.join(missing)}")
+        s = cls(predictor_dir=predictor, auto=skip == "auto", train_path=train, val_path=val, max_loss=max_loss,
+                type=ptype or "mlp", rounds=rounds, margin_se=0.0 if margin_se is None else margin_se,
+                confidence=0.9 if confidence is None else confidence, max_disagreement=max_disagreement, log=log)
+        if s.auto:
             s.config().check()
+        return s
+
+    @classmethod
+    def from_options(cls, ir, predictor: Optional[str] = None, skip: Optional[str] = None,
+                     train: Optional[str] = None, val: Optional[str] = None, max_loss: Optional[float] = None,
+                     ptype: Optional[str] = None, rounds: int = 2, margin_se: Optional[float] = None,
+                     confidence: Optional[float] = None, max_disagreement: Optional[float] = None,
+                     log=print, note=None, loaded=()) -> Optional["SkipSetup"]:
+        from ..pipeline.stages import load_data
+        s = cls._from_options(predictor, skip, train, val, max_loss, ptype, rounds, margin_se, confidence,
+                              max_disagreement, log)
+        if s is None:
+            return None
+        if ir.bidirectional is not None:
+            from .qpredictor import bidirectional_refusal
+            raise RnnskipError(bidirectional_refusal(ir.rnn_layers[ir.bidirectional].name))
+        features.check_classifier(ir)
+        if s.auto:
             s.train_ds = load_data(train, ir, "--train", note=note, loaded=loaded)
             s.val_ds = load_data(val, ir, "--val", labels=max_disagreement is None, note=note,
                                  loaded=[*loaded, train])

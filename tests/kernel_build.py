@@ -21,3 +21,48 @@ def host_kernel_lib(tmp_dir, name: str, *sources) -> ctypes.CDLL:
                           + ["-o", str(so)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return ctypes.CDLL(str(so))
+
+
+CLANG = shutil.which("clang")
+ARM_SYSROOT = "/usr/lib/arm-none-eabi"   # newlib from gcc-arm-none-eabi's packages: clang's headers for the M4
+
+
+def m4_objects(out_dir, sources, compiler: str = "clang", include_dirs=(), extra_cflags=()) -> list:
+    """``sources`` compiled for the Cortex-M4 by ``compiler`` ("clang": the integrated assembler, as armclang
+    and the LLVM embedded toolchain assemble the kernels' inline assembly; "gcc": arm-none-eabi-gcc), one
+    object each, with the firmware's flags; build_firmware links them with the GCC-built runtime. Skips
+    without clang."""
+    from rnnskip import targets
+    from rnnskip.build import CC, cflags
+    if compiler == "clang" and CLANG is None:
+        pytest.skip("clang is not installed (make setup installs it)")
+    # -fshort-enums: arm-none-eabi-gcc's enum size (the EABI attribute the linker checks)
+    cmd = [CLANG, "--target=arm-none-eabi", f"--sysroot={ARM_SYSROOT}", "-fshort-enums"] if compiler == "clang" \
+        else [CC]
+    flags = [f for f in cflags(targets.load("cortex-m4")) if f != "-g"]
+    out = []
+    for s in sources:
+        obj = out_dir / f"{s.stem}.{compiler}.o"
+        proc = subprocess.run([*cmd, *flags, "-std=c11", "-Wall", "-Wextra", "-Werror", *extra_cflags,
+                               *[f"-I{d}" for d in include_dirs], "-c", str(s), "-o", str(obj)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        if compiler == "clang":   # clang marks the stack; GCC's objects do not, and ld then warns about theirs
+            subprocess.run(["arm-none-eabi-objcopy", "--remove-section", ".note.GNU-stack", str(obj)], check=True)
+        out.append(obj)
+    return out
+
+
+def instruction_sizes(obj, function: str) -> list:
+    """The byte length of every instruction of ``function`` in object ``obj`` (objdump), trailing padding
+    NOPs dropped: the layout the hand-scheduled cores' computed loop entries rely on."""
+    proc = subprocess.run(["arm-none-eabi-objdump", "-d", "-j", f".text.{function}", str(obj)], capture_output=True,
+                          text=True, check=True)
+    sizes = []
+    for line in proc.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3 and parts[0].strip().endswith(":"):
+            sizes.append((len(parts[1].replace(" ", "")) // 2, parts[2].strip()))
+    while sizes and sizes[-1][1] == "nop":
+        sizes.pop()
+    return [n for n, _ in sizes]

@@ -1,6 +1,7 @@
 """Delta kernels (rnnskip/kernels/rnnskip_delta_s8.c): gather + column-sparse
 mat-vec, bit-exact on the host (plain C) and on the Cortex-M4 emulator (DSP asm
-and plain C); cycles scale with the number of transmitting columns."""
+built by GCC and by clang, and plain C); cycles scale with the number of
+transmitting columns."""
 from __future__ import annotations
 
 import ctypes
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import HAVE_ARM
-from kernel_build import host_kernel_lib
+from kernel_build import CLANG, host_kernel_lib, instruction_sizes, m4_objects
 
 from rnnskip.delta.codegen import list_words, pack_columns
 
@@ -142,13 +143,31 @@ def m4(tmp_path_factory):
     pytest.importorskip("unicorn")
     from rnnskip.delta import kernel_cycles
     d = tmp_path_factory.mktemp("delta_m4")
-    return {v: kernel_cycles.build(d, v)[0] for v in ("dsp", "plain")}
+    emus = {v: kernel_cycles.build(d, v)[0] for v in ("dsp", "plain")}
+    if CLANG is not None:   # the DSP asm as clang's integrated assembler lays it out
+        from rnnskip import targets
+        from rnnskip.build import build_firmware
+        from rnnskip.simulator import UnicornEmulator
+        t = targets.load("cortex-m4")
+        (d / "clang").mkdir()
+        (d / "clang" / "dk.c").write_text(kernel_cycles.HARNESS)
+        objs = m4_objects(d / "clang", [SRC, KDIR / "rnnskip_mat_vec_paired_s8.c"], "clang", include_dirs=[KDIR])
+        elf = build_firmware(t, [d / "clang" / "dk.c", *objs], d / "clang", name="dk_clang",
+                             include_dirs=[KDIR], keep=kernel_cycles.KEEP)
+        emus["clang"] = UnicornEmulator(elf, t)
+    return emus
 
 
-@pytest.mark.parametrize("variant", ["dsp", "plain"])
+def _emu(m4, variant):
+    if variant not in m4:
+        pytest.skip("clang is not installed (make setup installs it)")
+    return m4[variant]
+
+
+@pytest.mark.parametrize("variant", ["dsp", "plain", "clang"])
 def test_m4_bit_exact(m4, variant):
     from rnnskip.delta.kernel_cycles import delta_step
-    emu = m4[variant]
+    emu = _emu(m4, variant)
     rng = np.random.default_rng(1)
     for name, w, v, last, theta in _cases():
         cols, deltas, new_last = ref_gather(v, last, theta)
@@ -178,16 +197,16 @@ def test_m4_cycles_scale_with_density(m4):
     assert cols * rows / c[-1] >= 0.5, res                              # >= 0.5 MAC/cycle at full density
 
 
-@pytest.mark.parametrize("variant", ["dsp", "plain"])
+@pytest.mark.parametrize("variant", ["dsp", "plain", "clang"])
 def test_m4_counts_and_row_splits(m4, variant):
-    """The DSP loops' edges: 1 to 3 columns (only the peeled pair), column counts around the
-    unrolled loop's length and the 256-column chunks, rows done by 6-row blocks only, with
-    4 or 8 rows left for the 4-row loop, or by the 4-row loop only."""
+    """The DSP loops' edges: 1 to 3 columns (only the peeled pair), every entry into the unrolled
+    loops (1 to 36 columns: 1 to 18 pairs), column counts around the 256-column chunks, rows done by
+    6-row blocks only, with 4 or 8 rows left for the 4-row loop, or by the 4-row loop only."""
     from rnnskip.delta.kernel_cycles import delta_step
-    emu = m4[variant]
+    emu = _emu(m4, variant)
     rng = np.random.default_rng(7)
     for rows in (4, 8, 12, 16, 20, 24, 28, 36):
-        for cnt in (1, 2, 3, 31, 32, 33, 34, 35, 36, 65, 66, 257, 258):
+        for cnt in (*range(1, 37), 65, 66, 257, 258):
             n = (cnt + 3) // 4 * 4
             w = rng.integers(-127, 128, (rows, n), dtype=np.int8)
             last = rng.integers(-100, 100, n, dtype=np.int8)
@@ -212,3 +231,15 @@ def test_m4_mac_per_cycle(m4):
     res = density_sweep(m4["dsp"], 384, 168, densities=tuple(floor))
     got = {d: p["macs"] / p["matvec_cycles"] for d, p in zip(floor, res["points"])}
     assert all(got[d] >= floor[d] for d in floor), got
+
+
+def test_clang_lays_out_the_asm_cores_as_gnu_as(tmp_path):
+    """The cores' computed loop entries rely on each instruction's size, which GNU as checks with .if and
+    clang's integrated assembler cannot: the same sizes, instruction by instruction, from both."""
+    if not HAVE_ARM:
+        pytest.skip("arm-none-eabi-gcc not found (run `make setup`)")
+    (gcc,) = m4_objects(tmp_path, [SRC], "gcc", include_dirs=[KDIR])
+    (clang,) = m4_objects(tmp_path, [SRC], "clang", include_dirs=[KDIR])
+    for core in ("rnnskip_dg_core", "rnnskip_dv_dsp_core", "rnnskip_dv6_dsp_core"):
+        sizes = instruction_sizes(gcc, core)
+        assert len(sizes) > 90 and instruction_sizes(clang, core) == sizes, core

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import HAVE_ARM
-from kernel_build import host_kernel_lib
+from kernel_build import CLANG, host_kernel_lib, instruction_sizes, m4_objects
 
 from rnnskip.quant.layout import pack_paired, unpack_paired
 
@@ -182,6 +182,11 @@ def m4(tmp_path_factory):
         elfs[variant] = build_firmware(target, [d / "tk_harness.c", SRC], d / variant, name=f"tkp_{variant}",
                                        extra_cflags=["-Wall", "-Wextra", "-Werror", *extra],
                                        include_dirs=[KDIR], keep=KEEP)
+    if CLANG is not None:   # the DSP asm as clang's integrated assembler lays it out
+        (d / "clang").mkdir()
+        objs = m4_objects(d / "clang", [SRC], "clang", include_dirs=[KDIR])
+        elfs["clang"] = build_firmware(target, [d / "tk_harness.c", *objs], d / "clang", name="tkp_clang",
+                                       include_dirs=[KDIR], keep=KEEP)
     return sim.UnicornEmulator, target, elfs
 
 
@@ -197,9 +202,11 @@ def _run(emu, w, x, b):
     return np.frombuffer(emu.read("tk_out", 4 * rows), dtype="<i4").astype(np.int32), st
 
 
-@pytest.mark.parametrize("variant", ["dsp", "plain"])
+@pytest.mark.parametrize("variant", ["dsp", "plain", "clang"])
 def test_m4_bit_exact(m4, variant):
     Emu, target, elfs = m4
+    if variant not in elfs:
+        pytest.skip("clang is not installed (make setup installs it)")
     emu = Emu(elfs[variant], target)
     for name, w, x, b in _cases(M4_ROWS, M4_COLS, big_limit=260 * 100):
         out, _ = _run(emu, w, x, b)
@@ -271,3 +278,14 @@ def test_m4_cycles(m4):
     assert mpc["dsp", 256, 96] >= 0.8, msg
     for rows, cols in CYCLE_SHAPES:
         assert mpc["dsp", rows, cols] > 2 * mpc["plain", rows, cols], msg
+
+
+def test_clang_lays_out_the_asm_core_as_gnu_as(tmp_path):
+    """The core's computed loop entries rely on each instruction's size, which GNU as checks with .if and
+    clang's integrated assembler cannot: the same sizes, instruction by instruction, from both."""
+    if not HAVE_ARM:
+        pytest.skip("arm-none-eabi-gcc not found (run `make setup`)")
+    (gcc,) = m4_objects(tmp_path, [SRC], "gcc", include_dirs=[KDIR])
+    (clang,) = m4_objects(tmp_path, [SRC], "clang", include_dirs=[KDIR])
+    sizes = instruction_sizes(gcc, "rnnskip_mvp_dsp_core")
+    assert len(sizes) > 150 and instruction_sizes(clang, "rnnskip_mvp_dsp_core") == sizes

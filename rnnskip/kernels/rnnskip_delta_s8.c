@@ -7,15 +7,11 @@
 #include "rnnskip_kernels.h"
 #include "rnnskip_delta_kernels.h"
 
-/* The hand-scheduled cores need GNU as: they check their own layout with .if on label differences, which
- * clang's integrated assembler cannot evaluate; under clang (and armclang) the C paths run (same results). */
-#if RNNSKIP_USE_DSP && defined(__thumb2__) && !defined(__clang__)
+#if RNNSKIP_USE_DSP && defined(__thumb2__)
 #define RNNSKIP_DV_ASM 1
 #else
 #define RNNSKIP_DV_ASM 0
 #endif
-
-#define RNNSKIP_NOIPA __attribute__((noipa)) /* the asm reads the argument block and the buffers */
 
 /* The list is int32_t words; each pair's third word holds two int16 deltas, written and read through this
  * type (may_alias: an int16 access to an int32 object is otherwise undefined under strict aliasing). */
@@ -208,7 +204,6 @@ struct rnnskip_dv_args {
 #define RNNSKIP_DV_USTEPS 8
 #define RNNSKIP_DV_STEP_BYTES 52
 
-
 /*
  * Two cores (cycle accounting in rnnskip_delta_kernels.h): the 6-row one for the rows
  * up to the last multiple of 12, this 4-row one for the 0, 4 or 8 rows after them.
@@ -274,12 +269,13 @@ rnnskip_dv_dsp_core(const struct rnnskip_dv_args *a __attribute__((unused)))
         RNNSKIP_DV_STEP RNNSKIP_DV_STEP RNNSKIP_DV_STEP
         RNNSKIP_DV_STEP RNNSKIP_DV_STEP RNNSKIP_DV_STEP RNNSKIP_DV_STEP
         "22:\n\t"
-        ".if (21b - 2b) != " RNNSKIP_STR(RNNSKIP_DV_STEP_BYTES) "\n\t"
-        ".error \"rnnskip: delta step is not RNNSKIP_DV_STEP_BYTES long\"\n\t"
-        ".endif\n\t"
-        ".if (22b - 2b) != " RNNSKIP_STR(RNNSKIP_DV_USTEPS) " * " RNNSKIP_STR(RNNSKIP_DV_STEP_BYTES) "\n\t"
-        ".error \"rnnskip: delta loop is not USTEPS * STEP_BYTES long\"\n\t"
-        ".endif\n\t"
+        RNNSKIP_ASM_LAYOUT_CHECK(
+            ".if (21b - 2b) != " RNNSKIP_STR(RNNSKIP_DV_STEP_BYTES) "\n\t"
+            ".error \"rnnskip: delta step is not RNNSKIP_DV_STEP_BYTES long\"\n\t"
+            ".endif\n\t"
+            ".if (22b - 2b) != " RNNSKIP_STR(RNNSKIP_DV_USTEPS) " * " RNNSKIP_STR(RNNSKIP_DV_STEP_BYTES) "\n\t"
+            ".error \"rnnskip: delta loop is not USTEPS * STEP_BYTES long\"\n\t"
+            ".endif\n\t")
         "cmp    r0, r11\n\t"
         "bne    2b\n\t"
         "sub    r5, r5, r4\n\t"             /* A0 - B0 = 256 * (row 1 terms) */
@@ -296,7 +292,6 @@ rnnskip_dv_dsp_core(const struct rnnskip_dv_args *a __attribute__((unused)))
         "add    sp, sp, #16\n\t"
         "pop    {r4-r11, pc}\n\t");
 }
-
 
 /*
  * 6-row core. Rows [0, 4 nb) go 4 per block (one word per column), rows [4 nb, 6 nb)
@@ -382,12 +377,13 @@ rnnskip_dv6_dsp_core(const struct rnnskip_dv_args *a __attribute__((unused)))
         RNNSKIP_DV6_STEP
         ".endr\n\t"
         "22:\n\t"
-        ".if (21b - 2b) != " RNNSKIP_STR(RNNSKIP_DV6_STEP_BYTES) "\n\t"
-        ".error \"rnnskip: delta 6-row step is not RNNSKIP_DV6_STEP_BYTES long\"\n\t"
-        ".endif\n\t"
-        ".if (22b - 2b) != " RNNSKIP_STR(RNNSKIP_DV6_USTEPS) " * " RNNSKIP_STR(RNNSKIP_DV6_STEP_BYTES) "\n\t"
-        ".error \"rnnskip: delta 6-row loop is not USTEPS * STEP_BYTES long\"\n\t"
-        ".endif\n\t"
+        RNNSKIP_ASM_LAYOUT_CHECK(
+            ".if (21b - 2b) != " RNNSKIP_STR(RNNSKIP_DV6_STEP_BYTES) "\n\t"
+            ".error \"rnnskip: delta 6-row step is not RNNSKIP_DV6_STEP_BYTES long\"\n\t"
+            ".endif\n\t"
+            ".if (22b - 2b) != " RNNSKIP_STR(RNNSKIP_DV6_USTEPS) " * " RNNSKIP_STR(RNNSKIP_DV6_STEP_BYTES) "\n\t"
+            ".error \"rnnskip: delta 6-row loop is not USTEPS * STEP_BYTES long\"\n\t"
+            ".endif\n\t")
         "ldr    r3, [sp, #4]\n\t"
         "ldr    r10, [sp, #8]\n\t"
         "cmp    r0, r3\n\t"

@@ -23,6 +23,20 @@ extern "C" {
 #define RNNSKIP_USE_DSP 0
 #endif
 
+/* The hand-scheduled assembly cores (mat-vec, paired mat-vec, delta) enter their unrolled loops part-way, at
+ * an offset computed from one step's byte length, and check that length with .if on label differences. GNU as
+ * evaluates those; clang's integrated assembler (clang, armclang, the LLVM embedded toolchain) cannot, so under
+ * clang the check is left out of the source and made by the tests instead (they build the cores with clang and
+ * run them bit-exact under the emulator, every loop entry included). noipa (GCC): the naked cores read their
+ * argument block, which GCC's inter-procedural passes cannot see; clang has no such attribute or pass. */
+#if defined(__clang__)
+#define RNNSKIP_ASM_LAYOUT_CHECK(s) ""
+#define RNNSKIP_NOIPA
+#else
+#define RNNSKIP_ASM_LAYOUT_CHECK(s) s
+#define RNNSKIP_NOIPA __attribute__((noipa))
+#endif
+
 /* Helium (MVE-I, Armv8.1-M: Cortex-M55/M85) mat-vec kernels in
  * rnnskip_mat_vec_mve_s8.c; RNNSKIP_NO_MVE (or RNNSKIP_NO_DSP) turns them off. */
 #if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && !defined(RNNSKIP_NO_MVE) && !defined(RNNSKIP_NO_DSP)

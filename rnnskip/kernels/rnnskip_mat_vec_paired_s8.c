@@ -27,9 +27,7 @@
 #error "RNNSKIP_PAIRED_XCHUNK must be a multiple of 4 in [4, 512] (exactness of the A/B trick)"
 #endif
 
-/* The hand-scheduled cores need GNU as: they check their own layout with .if on label differences, which
- * clang's integrated assembler cannot evaluate; under clang (and armclang) the C paths run (same results). */
-#if RNNSKIP_USE_DSP && defined(__thumb2__) && !defined(__clang__)
+#if RNNSKIP_USE_DSP && defined(__thumb2__)
 #define RNNSKIP_MVP_ASM 1
 #include <arm_acle.h>
 #else
@@ -100,8 +98,6 @@ struct rnnskip_mvp_args {
 #define RNNSKIP_STR_(x) #x
 #define RNNSKIP_STR(x) RNNSKIP_STR_(x)
 
-#define RNNSKIP_NOIPA __attribute__((noipa)) /* the asm reads *a and the buffers it points to */
-
 /*
  * Frame of the core (sp-relative, sp fixed after the prologue):
  *   [sp, sp + 2n)            the x chunk as int16 (xs[k] = x[k])
@@ -163,13 +159,14 @@ struct rnnskip_mvp_args {
     STEP                                                                           \
     ".endr\n\t"                                                                    \
     L2 ":\n\t"                                                                     \
+    RNNSKIP_ASM_LAYOUT_CHECK(                                                      \
     ".if (" L1 "b - " L "b) != " RNNSKIP_STR(STEP_BYTES) "\n\t"                    \
     ".error \"rnnskip: paired step is not STEP_BYTES long\"\n\t"                   \
     ".endif\n\t"                                                                   \
     ".if (" L2 "b - " L "b) != " RNNSKIP_STR(USTEPS) " * "                         \
         RNNSKIP_STR(STEP_BYTES) "\n\t"                                             \
     ".error \"rnnskip: paired loop is not USTEPS * STEP_BYTES long\"\n\t"          \
-    ".endif\n\t"                                                                   \
+    ".endif\n\t")                                                                  \
     "cmp    sp, r1\n\t"                                                            \
     "bne    " L "b\n\t"
 

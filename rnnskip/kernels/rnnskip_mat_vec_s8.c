@@ -5,9 +5,7 @@
 
 /* The DSP path is Thumb-2 assembly (every Cortex-M with the DSP extension runs
  * Thumb-2); a DSP-capable core compiled in A32 state uses the plain-C path. */
-/* The hand-scheduled cores need GNU as: they check their own layout with .if on label differences, which
- * clang's integrated assembler cannot evaluate; under clang (and armclang) the C paths run (same results). */
-#if RNNSKIP_USE_DSP && defined(__thumb2__) && !defined(__clang__)
+#if RNNSKIP_USE_DSP && defined(__thumb2__)
 #define RNNSKIP_MV_ASM 1
 #include <arm_acle.h>
 #else
@@ -120,8 +118,6 @@ struct rnnskip_mv4_args {
     RNNSKIP_ROW("r11", "r6")                                                       \
     RNNSKIP_ROW("r10", "r7")
 
-#define RNNSKIP_NOIPA __attribute__((noipa)) /* the asm reads *a, a->xs, a->w and writes a->acc */
-
 __attribute__((naked, noinline)) RNNSKIP_NOIPA static void
 rnnskip_mv4_dsp_core(const struct rnnskip_mv4_args *a __attribute__((unused)))
 {
@@ -160,12 +156,13 @@ rnnskip_mv4_dsp_core(const struct rnnskip_mv4_args *a __attribute__((unused)))
         RNNSKIP_STEP RNNSKIP_STEP RNNSKIP_STEP RNNSKIP_STEP
         RNNSKIP_STEP RNNSKIP_STEP RNNSKIP_STEP
         "22:\n\t"
-        ".if (21b - 2b) != " RNNSKIP_STR(RNNSKIP_STEP_BYTES) "\n\t"
-        ".error \"rnnskip: column step is not RNNSKIP_STEP_BYTES long\"\n\t"
-        ".endif\n\t"
-        ".if (22b - 2b) != " RNNSKIP_STR(RNNSKIP_USTEPS) " * " RNNSKIP_STR(RNNSKIP_STEP_BYTES) "\n\t"
-        ".error \"rnnskip: column loop is not USTEPS * STEP_BYTES long\"\n\t"
-        ".endif\n\t"
+        RNNSKIP_ASM_LAYOUT_CHECK(
+            ".if (21b - 2b) != " RNNSKIP_STR(RNNSKIP_STEP_BYTES) "\n\t"
+            ".error \"rnnskip: column step is not RNNSKIP_STEP_BYTES long\"\n\t"
+            ".endif\n\t"
+            ".if (22b - 2b) != " RNNSKIP_STR(RNNSKIP_USTEPS) " * " RNNSKIP_STR(RNNSKIP_STEP_BYTES) "\n\t"
+            ".error \"rnnskip: column loop is not USTEPS * STEP_BYTES long\"\n\t"
+            ".endif\n\t")
         "cmp    r1, r12\n\t"
         "bne    2b\n\t"
         /* end of a group of 4 rows */

@@ -1,9 +1,11 @@
-"""Shared by the kernel tests: build kernel sources into a host shared library."""
+"""Shared by the kernel tests: kernel sources built into a host shared library, or for the Cortex-M4 by
+clang (objects, and a whole model's firmware linked with the GCC-built runtime)."""
 from __future__ import annotations
 
 import ctypes
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +68,21 @@ def instruction_sizes(obj, function: str) -> list:
     while sizes and sizes[-1][1] == "nop":
         sizes.pop()
     return [n for n, _ in sizes]
+
+
+def clang_firmware(src_dir, out_dir, target):
+    """The generated model in ``src_dir`` (kernels, emulation harness) compiled by clang with the firmware's
+    flags and linked with the GCC-built runtime (startup, linker script), as rnnskip.build.build_target links
+    its own GCC build: a Firmware the emulators run."""
+    from rnnskip.build import CC, Firmware, _sources, cflags, ldflags, render_runtime, section_sizes
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    ld, startup = render_runtime(target, out_dir)
+    objs = m4_objects(out_dir, _sources(src_dir, with_main=True), "clang", include_dirs=[src_dir, src_dir / "kernels"])
+    elf, mapf = out_dir / "firmware.elf", out_dir / "firmware.map"
+    proc = subprocess.run([CC, *cflags(target), str(startup), *[str(o) for o in objs], *ldflags(target, ld),
+                           f"-Wl,-Map={mapf}", "-o", str(elf)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    sizes = section_sizes(elf)
+    flash = sum(v for k, v in sizes.items() if k in (".isr_vector", ".text", ".rodata", ".data", ".ARM.exidx"))
+    return Firmware(elf=elf, map=mapf, variant="dsp", flash_bytes=int(flash),
+                    ram_bytes=int(sum(v for k, v in sizes.items() if k in (".data", ".bss"))))

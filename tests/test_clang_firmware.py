@@ -1,4 +1,5 @@
-"""The generated model built by clang (the compiler of armclang and the LLVM embedded toolchain), its
+"""The hand-scheduled assembly cores as clang's integrated assembler lays them out, and the generated model
+built by clang (the compiler of armclang and the LLVM embedded toolchain), its
 hand-scheduled assembly cores included, linked with the GCC-built runtime and run in the emulator:
 bit-exact with the golden model, as the GCC build is (dense, delta with the cell threshold, a Conv1D
 front end, a skip predictor, Bidirectional). The modeled cycles of both builds are printed side by side."""
@@ -6,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from helpers import dataset, needs_arm, quantize_on, quantized
-from kernel_build import CLANG, clang_firmware
+from kernel_build import CLANG, clang_firmware, instruction_sizes, m4_objects
 from random_models import random_data
 
 from rnnskip import pipeline, targets
@@ -14,7 +15,7 @@ from rnnskip.delta.golden import with_delta
 from rnnskip.delta.spec import DeltaSpec
 from rnnskip.emulators.base import STAT_FIELDS
 from rnnskip.emulators.unicorn import Unicorn
-from rnnskip.generate import generate
+from rnnskip.generate import generate, kernel_dir
 
 pytestmark = [needs_arm, pytest.mark.skipif(CLANG is None, reason="clang is not installed (make setup installs it)")]
 
@@ -57,3 +58,18 @@ def test_clang_firmware_is_bit_exact(name, tmp_path):
         cycles[cc] = int(ev.emu.stats[:, STAT_FIELDS.index("cycles")].sum())
     print(f"\n{name}: modeled cycles clang {cycles['clang']:,}, gcc {cycles['gcc']:,} "
           f"({cycles['clang'] / cycles['gcc']:.3f}x)")
+
+
+@pytest.mark.parametrize("source,cores", [
+    ("rnnskip_mat_vec_s8.c", ("rnnskip_mv4_dsp_core",)),
+    ("rnnskip_mat_vec_paired_s8.c", ("rnnskip_mvp_dsp_core",)),
+    ("rnnskip_delta_s8.c", ("rnnskip_dg_core", "rnnskip_dv_dsp_core", "rnnskip_dv6_dsp_core"))])
+def test_clang_lays_out_the_asm_cores_as_gnu_as(source, cores, tmp_path):
+    """The cores' computed loop entries rely on each instruction's size, which GNU as checks with .if and
+    clang's integrated assembler cannot: the same sizes, instruction by instruction, from both."""
+    src = kernel_dir() / source
+    (gcc,) = m4_objects(tmp_path, [src], "gcc", include_dirs=[kernel_dir()])
+    (clang,) = m4_objects(tmp_path, [src], "clang", include_dirs=[kernel_dir()])
+    for core in cores:
+        sizes = instruction_sizes(gcc, core)
+        assert len(sizes) > 90 and instruction_sizes(clang, core) == sizes, core

@@ -223,6 +223,40 @@ def test_batchnorm_before_a_recurrent_layer_folds_into_its_input():
     np.testing.assert_allclose(x @ rnn.kernel + rnn.bias, want, rtol=1e-5, atol=1e-5)
 
 
+def test_normalization_and_rescaling_fold_as_keras_computes_them():
+    """(x - mean) / max(sqrt(var), 1e-7) and x * scale + offset (one value for every feature) into the LSTM."""
+    store = weights()
+    mean, var = [0.5, -1.0, 2.0], [4.0, 0.0, 0.25]   # a zero variance: Keras divides by 1e-7
+    x = RNG.normal(size=(7, F))
+    want = ((x - mean) / np.maximum(np.sqrt(var), 1e-7)) * 0.5 + 0.25
+    nodes = read([layer("Normalization", "norm", axis=-1, mean=mean, variance=var),
+                  layer("Rescaling", "rs", scale=0.5, offset=0.25), LSTM], store)
+    w = store.arrays["lstm"]
+    lstm = fold_batchnorm(nodes)[0].value
+    np.testing.assert_allclose(x @ lstm.kernel + lstm.bias, want @ w["kernel"] + w["bias"], rtol=1e-5)
+    assert nodes[1].notes == ["folded Rescaling 'rs' into 'norm'"] and nodes[0].status == "folded into 'lstm'"
+    assert layer_refusals(layer("Normalization", "inv", invert=True, mean=mean, variance=var)) == [
+        "layer 'inv' (Normalization) has invert=True: it undoes a normalisation (x * std + mean); rnnskip folds "
+        "Normalization with invert=False"]
+
+
+@pytest.mark.parametrize("version,kept", [("2.15.0", False), ("3.6.0", True)])
+def test_keras2_loses_the_mask_at_normalization(version, kept):
+    """tf_keras passes no mask through Normalization or Rescaling (it runs every step); Keras 3 does."""
+    from rnnskip.converter.keras_passes import drop_lost_masks
+    for source in (layer("Masking", "mask", mask_value=0.0),
+                   layer("Embedding", "emb", input_dim=5, output_dim=F, mask_zero=True)):
+        store = weights()
+        store.arrays["emb"] = {"embeddings": RNG.normal(size=(5, F)).astype(np.float32)}
+        nodes = drop_lost_masks(read([source, layer("Rescaling", "rs", scale=2.0), LSTM], store), version)
+        masked = nodes[0].kind == "masking" if source.class_name == "Masking" else nodes[0].value.mask_zero
+        assert masked == kept
+        assert nodes[0].notes == ([] if kept else [
+            f"the mask of {source.class_name} '{source.name}' is lost at Rescaling 'rs', which Keras 2 passes no "
+            "mask through: Keras runs every step, padding included, and so does rnnskip (Keras 3 passes the mask "
+            "through it)"])
+
+
 def test_batchnorm_after_an_activation_goes_into_the_next_dense():
     """Dense -> Activation(relu) -> BN -> Dense: the BN acts after the relu, so it cannot go
     into the first Dense; it goes into the second one's input."""

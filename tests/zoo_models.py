@@ -442,6 +442,18 @@ OTHER_CASES = [
     Case("flatten_last_state", "Flatten", "after the last state (the identity), TimeDistributed(Dropout) dropped",
          lambda k: [_L(k).TimeDistributed(_L(k).Dropout(0.2)), _L(k).LSTM(5), _L(k).Flatten(),
                     _L(k).Dense(3, activation="softmax")], functional=True),
+    Case("normalization_gru", "Normalization", "adapted (mean, variance weights) on the input, Masking before it",
+         lambda k: [_L(k).Masking(0.0), _L(k).Normalization(), _L(k).GRU(5), _L(k).Dense(3, activation="softmax")],
+         mask_value=0.0),
+    Case("normalization_given_dense_lstm", "Normalization", "mean and variance given, into a per-step Dense",
+         lambda k: [_L(k).Normalization(mean=[0.5, -1.0, 2.0], variance=[4.0, 0.25, 1.0]),
+                    _L(k).Dense(4, activation="relu"), _L(k).LSTM(5), _L(k).Dense(2)], functional=True),
+    Case("rescaling_lstm", "Rescaling", "scale=0.125, offset=0.5 on the input",
+         lambda k: [_L(k).Rescaling(0.125, offset=0.5), _L(k).LSTM(5), _L(k).Dense(3, activation="softmax")]),
+    Case("refuse_normalization_invert", "Normalization", "invert=True",
+         lambda k: [_L(k).Normalization(mean=[0.5, -1.0, 2.0], variance=[4.0, 0.25, 1.0], invert=True,
+                                        name="denorm"), _L(k).GRU(4), _L(k).Dense(2)],
+         gens=("k3",), refused=["'denorm'", "(Normalization)", "invert=True"]),
     Case("refuse_flatten_sequences", "Flatten", "of the time axis",
          lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Flatten(name="flat_t"), _L(k).Dense(2)],
          gens=("k3",), fixed_t=True, refused=["'flat_t'", "(Flatten)", "flattening the time axis",
@@ -486,13 +498,16 @@ def _randomize(model, rng):
     for w in model.weights:
         name = str(getattr(w, "path", None) or w.name)
         shape = tuple(w.shape)
-        if "moving_variance" in name:
+        if "variance" in name:   # BatchNormalization's moving_variance, Normalization's variance
             vals.append(rng.uniform(0.5, 2.0, shape))
         elif "gamma" in name:
             vals.append(rng.normal(1.0, 0.3, shape))
         else:
             vals.append(rng.normal(0.0, 0.6, shape))
     model.set_weights([v.astype(np.float32) for v in vals])
+    for layer in model.layers:   # Keras 3's Normalization computes with what adapt() last finalised, not its weights
+        if type(layer).__name__ == "Normalization" and hasattr(layer, "finalize_state"):
+            layer.finalize_state()
 
 
 def _data(case: Case, rng) -> np.ndarray:

@@ -44,7 +44,8 @@ FLATTEN = "flatten"        # the identity where there is no time axis left; over
 
 @dataclass
 class Affine:
-    """Inference BatchNormalization: ``y = scale * x + shift`` per feature."""
+    """Inference BatchNormalization (or Normalization, Rescaling): ``y = scale * x + shift`` per
+    feature; one value of each (size 1) applies to every feature."""
     scale: np.ndarray
     shift: np.ndarray
 
@@ -308,8 +309,8 @@ class SoftmaxHandler(LayerHandler):
 
 
 def batchnorm_axis_refusal(layer: KerasLayer) -> str:
-    return (f"layer '{layer.name}' (BatchNormalization) normalises axis {layer.config.get('axis')}: "
-            "rnnskip folds BatchNormalization over the last (feature) axis into the "
+    return (f"layer '{layer.name}' ({layer.display}) normalises axis {layer.config.get('axis')}: "
+            f"rnnskip folds {layer.display} over the last (feature) axis into the "
             "adjacent Dense or recurrent layer")
 
 
@@ -329,6 +330,66 @@ class BatchNormalizationHandler(LayerHandler):
         w = weights.by_role(layer, support.batchnorm_roles(layer.config))
         scale, shift = support.batchnorm_affine(layer.config, w)
         return Node(layer, BATCHNORM, Affine(scale, shift))
+
+
+def _per_feature(layer: KerasLayer, what: str, values) -> np.ndarray:
+    a = np.asarray(values, np.float64)
+    if a.ndim > 1 and all(n == 1 for n in a.shape[:-1]):   # Keras' broadcast shape [1, 1, features]
+        a = a.reshape(-1)
+    if a.ndim != 1:
+        raise RnnskipError(f"layer '{layer.name}' ({layer.display}) has a {what} of shape {list(a.shape)}: "
+                           "rnnskip folds one value per feature, or one for all")
+    return a
+
+
+class NormalizationHandler(LayerHandler):
+    """``Normalization`` (the preprocessing layer, adapted or given its mean and variance):
+    ``(x - mean) / max(sqrt(variance), 1e-7)`` per feature, as Keras computes it; an affine map
+    the batch-normalisation pass folds like an inference BatchNormalization."""
+    classes = ("Normalization",)
+    EPSILON = 1e-7   # Keras' backend.epsilon(), the floor of the standard deviation
+
+    def refusals(self, layer):
+        out = []
+        if layer.config.get("invert"):
+            out.append(f"layer '{layer.name}' (Normalization) has invert=True: it undoes a normalisation "
+                       "(x * std + mean); rnnskip folds Normalization with invert=False")
+        if not any(support.batchnorm_axis_ok(layer.config, rank) for rank in (2, 3)):
+            out.append(batchnorm_axis_refusal(layer))
+        return out
+
+    def options(self, layer):
+        given = layer.config.get("mean") is not None
+        return "mean and variance given" if given else "adapted"
+
+    def build(self, layer, weights):
+        cfg = layer.config
+        if cfg.get("mean") is not None and cfg.get("variance") is not None:
+            mean, var = cfg["mean"], cfg["variance"]
+        else:
+            w = weights.by_role(layer, ["mean", "variance", "count"])
+            mean, var = w["mean"], w["variance"]
+        mean, var = _per_feature(layer, "mean", mean), _per_feature(layer, "variance", var)
+        std = np.maximum(np.sqrt(var), self.EPSILON)
+        return Node(layer, BATCHNORM, Affine(1.0 / std, -mean / std))
+
+
+class RescalingHandler(LayerHandler):
+    """``Rescaling``: ``x * scale + offset`` (one value, or one per feature), folded like an
+    inference BatchNormalization."""
+    classes = ("Rescaling",)
+
+    def options(self, layer):
+        return f"scale={layer.config.get('scale', 1.0)}, offset={layer.config.get('offset', 0.0)}"
+
+    def build(self, layer, weights):
+        scale = _per_feature(layer, "scale", np.ravel(layer.config.get("scale", 1.0)))
+        offset = _per_feature(layer, "offset", np.ravel(layer.config.get("offset", 0.0)))
+        n = max(scale.size, offset.size)
+        if {scale.size, offset.size} - {1, n}:
+            raise RnnskipError(f"layer '{layer.name}' (Rescaling) has {scale.size} scales and {offset.size} offsets: "
+                               "the file is inconsistent")
+        return Node(layer, BATCHNORM, Affine(np.broadcast_to(scale, (n,)).copy(), np.broadcast_to(offset, (n,)).copy()))
 
 
 # --------------------------------------------------------------------------
@@ -704,8 +765,9 @@ def _register(handler: LayerHandler) -> None:
 
 for _handler in (InputLayerHandler(), NoopHandler(), EmbeddingHandler(), MaskingHandler(), DenseHandler(),
                  TimeDistributedHandler(), FlattenHandler(), ActivationHandler(), SoftmaxHandler(),
-                 BatchNormalizationHandler(), Conv1DHandler(), Pooling1DHandler(), TimePoolingHandler(),
-                 ConcatPoolingHandler(), RecurrentHandler("RNN"), BidirectionalHandler()):
+                 BatchNormalizationHandler(), NormalizationHandler(), RescalingHandler(), Conv1DHandler(),
+                 Pooling1DHandler(), TimePoolingHandler(), ConcatPoolingHandler(), RecurrentHandler("RNN"),
+                 BidirectionalHandler()):
     _register(_handler)
 for _cell in cells.CELLS.values():
     for _cls in _cell.keras_classes:

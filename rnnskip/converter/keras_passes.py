@@ -1,6 +1,7 @@
 """The passes from the handlers' nodes (one per layer of the chain, ``keras_layers.py``)
 to the :class:`~rnnskip.converter.ir.ModelIR`:
 
+0. :func:`drop_lost_masks`: a mask Keras 2 loses on the way to the recurrent layers is dropped;
 1. :func:`fold_batchnorm`: every BatchNormalization into the linear Dense or Conv1D right
    before it, else into the input of the next Dense or recurrent layer (BN after BN: one map);
 2. :func:`fold_activations`: every Activation into the linear Dense or Conv1D right before
@@ -74,6 +75,39 @@ def _is_linear_conv(node: Optional[Node]) -> bool:
 
 
 # --------------------------------------------------------------------------
+# 0. masks Keras 2 loses
+
+#: layers Keras 2 (tf_keras) passes no mask through (supports_masking is False there, True in Keras 3)
+KERAS2_MASK_DROPPERS = ("Normalization", "Rescaling")
+
+
+def drop_lost_masks(nodes: List[Node], keras_version: str) -> List[Node]:
+    """A Masking or Embedding(mask_zero=True) whose mask reaches a Normalization or Rescaling layer in a
+    Keras 2 file: Keras 2 drops the mask there (silently) and runs every step, so rnnskip does too, with a
+    note. Keras 3 passes the mask through them."""
+    if support.keras_major(keras_version) >= 3:
+        return nodes
+    source: Optional[Node] = None
+    for node in nodes:
+        if node.kind == MASKING or (node.kind == EMBEDDING and node.value.mask_zero):
+            source = node
+        elif source is not None and node.layer.class_name in KERAS2_MASK_DROPPERS:
+            what = f"{source.layer.display} '{source.name}'"
+            note = (f"the mask of {what} is lost at {node.layer.display} '{node.name}', which Keras 2 passes no mask "
+                    f"through: Keras runs every step, padding included, and so does rnnskip (Keras 3 passes the mask "
+                    f"through it)")
+            if source.kind == MASKING:
+                source.kind, source.status = NOOP, "dropped (its mask is lost: see the note)"
+            else:
+                source.value.mask_zero = False
+            source.notes.append(note)
+            source = None
+        elif node.kind == RECURRENT:
+            source = None
+    return nodes
+
+
+# --------------------------------------------------------------------------
 # 1. BatchNormalization
 
 def fold_batchnorm(nodes: List[Node]) -> List[Node]:
@@ -105,11 +139,11 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
                 continue
             before = _previous(out)
             if _is_linear_dense(before):
-                support.fold_after(before.value, affine.scale, affine.shift)
+                support.fold_after(before.value, *_sized(node, affine, before.value.kernel.shape[1], before))
                 _folded(node, before)
                 continue
             if _is_linear_conv(before):   # per output channel, as after a Dense
-                support.fold_after_conv(before.value, affine.scale, affine.shift)
+                support.fold_after_conv(before.value, *_sized(node, affine, before.value.kernel.shape[2], before))
                 _folded(node, before)
                 continue
             pending = node
@@ -120,19 +154,20 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
                 for into in ([node.value] if node.kind == DENSE else node.value.directions()):
                     fold = (support.fold_before_dense if node.kind == DENSE
                             else cells.cell_of(into.kind).fold_input_affine)
-                    fold(into, pending.value.scale, pending.value.shift)
+                    fold(into, *_sized(pending, pending.value, into.kernel.shape[0], node))
                 out.remove(pending)
                 _folded(pending, node, note_on=node)   # noted where the layer it went into is
                 pending = None
             elif node.kind == TIME_POOL and (node.value == "avg" or bool(np.all(pending.value.scale > 0))):
                 # a per-feature affine map commutes with the mean, and with the max if it scales up; after a
                 # Concatenate of several poolings it applies to each one's copy of the features
-                k = len(node.value.split(","))
+                k = len(node.value.split(",")) if pending.value.scale.size > 1 else 1   # one value: for all
                 pending.value = Affine(np.tile(pending.value.scale, k), np.tile(pending.value.shift, k))
             elif node.kind == TIME_POOL:
-                raise LayerError(f"layer '{pending.name}' (BatchNormalization) scales some features by 0 or less "
+                cls = pending.layer.display
+                raise LayerError(f"layer '{pending.name}' ({cls}) scales some features by 0 or less "
                                  f"before the max pooling '{node.name}', which the maximum does not commute with: "
-                                 "rnnskip folds a BatchNormalization through GlobalMaxPooling1D only when every "
+                                 f"rnnskip folds a {cls} through GlobalMaxPooling1D only when every "
                                  "scale is positive (put it after the pooling)", pending.name)
             elif not _is_identity(node):
                 pending = None   # blocked: stays in the chain, refused later
@@ -146,7 +181,15 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
 def _folded(bn: Node, into: Node, note_on: Optional[Node] = None) -> None:
     """Record ``bn`` folded into ``into``; the note goes with ``note_on`` (default: ``bn``)."""
     bn.status = f"folded into '{into.name}'"
-    (note_on or bn).notes.append(f"folded BatchNormalization '{bn.name}' into '{into.name}'")
+    (note_on or bn).notes.append(f"folded {bn.layer.display} '{bn.name}' into '{into.name}'")
+
+
+def _sized(bn: Node, affine: Affine, width: int, into: Node):
+    """(scale, shift) of ``affine`` (``bn``'s) for the ``width`` features of ``into``: one value applies to each."""
+    if affine.scale.size not in (1, width):
+        raise LayerError(f"layer '{bn.name}' ({bn.layer.display}) has {affine.scale.size} values per feature but "
+                         f"'{into.name}' has {width} features there: the file is inconsistent", bn.name)
+    return np.broadcast_to(affine.scale, (width,)).copy(), np.broadcast_to(affine.shift, (width,)).copy()
 
 
 # --------------------------------------------------------------------------
@@ -263,8 +306,9 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                 raise LayerError(f"layer '{name}' ({cls}) follows the per-step Dense '{input_dense.name}': rnnskip "
                                  "converts a per-step Dense or a Conv1D front end, not both", name)
             if unfolded_bn is not None:
-                raise LayerError(f"layer '{unfolded_bn.name}' (BatchNormalization) stands before '{name}' ({cls}): "
-                                 "rnnskip folds BatchNormalization into the linear Conv1D or Dense before it, or into "
+                bn = unfolded_bn.layer.display
+                raise LayerError(f"layer '{unfolded_bn.name}' ({bn}) stands before '{name}' ({cls}): "
+                                 f"rnnskip folds {bn} into the linear Conv1D or Dense before it, or into "
                                  "the Dense or recurrent layer right after it", unfolded_bn.name)
             front.append(node.value)
             seen_input_transform = True
@@ -366,8 +410,9 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     if not rnns:
         raise RnnskipError(f"model '{model_name}' has no recurrent layer: {SUPPORTED_SUMMARY}")
     if unfolded_bn is not None:
-        raise LayerError(f"layer '{unfolded_bn.name}' (BatchNormalization) has no linear Dense or Conv1D before it "
-                         "and no Dense after it: rnnskip folds BatchNormalization into an adjacent Dense, Conv1D or "
+        bn = unfolded_bn.layer.display
+        raise LayerError(f"layer '{unfolded_bn.name}' ({bn}) has no linear Dense or Conv1D before it "
+                         f"and no Dense after it: rnnskip folds {bn} into an adjacent Dense, Conv1D or "
                          "recurrent layer", unfolded_bn.name)
     if rnns[-1].return_sequences and pool is None:
         per_step = True   # return_sequences=True at the output: one output per step

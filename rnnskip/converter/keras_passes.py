@@ -114,7 +114,8 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
     """Fold every BatchNormalization into an adjacent layer; returns the nodes left.
 
     After a linear Dense (nothing but no-ops and linear Activations between): into its
-    kernel and bias. Otherwise into the input of the next Dense or recurrent layer, if only
+    kernel and bias. Otherwise into the input of the next Dense or recurrent layer (or Conv1D with
+    padding='valid': Keras pads the normalised input, which a fold cannot reproduce), if only
     no-ops, linear Activations and further BatchNormalizations (combined with it) lie
     between, or pooling over time that the map commutes with (the mean; the max when every
     scale is positive). A BatchNormalization that fits neither stays in the chain: the next
@@ -150,7 +151,19 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
             out.append(node)
             continue
         if pending is not None:
-            if node.kind in (DENSE, RECURRENT):
+            if node.kind == CONV:
+                conv: ConvLayer = node.value
+                if conv.padding != "valid":   # Keras pads the normalised input with zeros: raw zeros differ
+                    cls = pending.layer.display
+                    raise LayerError(f"layer '{pending.name}' ({cls}) stands before '{node.name}' (Conv1D) with "
+                                     f"padding='{conv.padding}', whose zeros pad the {cls}'s output: folded into "
+                                     f"the convolution they would pad its input instead; rnnskip folds {cls} into a "
+                                     f"Conv1D with padding='valid' (or put it after the convolution)", pending.name)
+                support.fold_before_conv(conv, *_sized(pending, pending.value, conv.in_dim, node))
+                out.remove(pending)
+                _folded(pending, node, note_on=node)
+                pending = None
+            elif node.kind in (DENSE, RECURRENT):
                 for into in ([node.value] if node.kind == DENSE else node.value.directions()):
                     fold = (support.fold_before_dense if node.kind == DENSE
                             else cells.cell_of(into.kind).fold_input_affine)

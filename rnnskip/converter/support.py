@@ -220,6 +220,14 @@ def fold_before_dense(d, a: np.ndarray, c: np.ndarray) -> None:
     d.kernel = np.ascontiguousarray((k * a[:, None]).astype(np.float32))
 
 
+def fold_before_conv(c, a: np.ndarray, b: np.ndarray) -> None:
+    """BatchNormalization ``a*x + b`` on the input of Conv1D ``c`` (padding='valid': every tap reads an input
+    frame): ``W'[k, i] = a[i] W[k, i]``, ``bias' = bias + sum_k b W[k]``."""
+    k = np.asarray(c.kernel, np.float64)
+    c.bias = np.ascontiguousarray((np.asarray(c.bias, np.float64) + np.einsum("i,kio->o", b, k)).astype(np.float32))
+    c.kernel = np.ascontiguousarray((k * a[None, :, None]).astype(np.float32))
+
+
 def fold_after_conv(c, a: np.ndarray, b: np.ndarray) -> None:
     """BatchNormalization ``a*y + b`` after Conv1D ``c`` (linear): per output channel into its kernel and bias."""
     c.kernel = np.ascontiguousarray((np.asarray(c.kernel, np.float64) * a[None, None, :]).astype(np.float32))

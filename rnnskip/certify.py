@@ -132,6 +132,7 @@ class Certificate:
                 "upper_bound": None if self.upper_bound is None else 100.0 * self.upper_bound,
                 "point_estimate": None if self.point_estimate is None else 100.0 * self.point_estimate,
                 "candidates_tested": self.tested, "smallest_certifiable": 100.0 * self.smallest_certifiable,
+                "failed_upper_bound": None if self.failed_upper_bound is None else 100.0 * self.failed_upper_bound,
                 "units": "points" if self.kind == "paired" else "percent of sequences",
                 **({"data": data} if data else {})}
 
@@ -228,6 +229,12 @@ def budget_text(c: dict, fallback: str) -> str:
     """The terminal line of a report's ``certified`` dict; ``fallback``: what runs when nothing
     was certified."""
     if not c["certified"]:
+        budget = c.get("max_loss_points", c.get("max_disagreement_percent"))
+        failed = c.get("failed_upper_bound")
+        if failed is not None and budget is not None and c["smallest_certifiable"] <= budget:
+            # enough rows for the budget: the first candidate's bound is what failed
+            return (f"not certified (the most conservative candidate's {100 * c['confidence']:g}% upper bound is "
+                    f"{failed:.2f} {c['units']}, above the budget of {budget:g}; n={c['calibration_n']}): {fallback}")
         return (f"not certified ({c['calibration_n']} calibration sequences certify no budget below "
                 f"{up2(c['smallest_certifiable'])} {c['units']}): {fallback}")
     what = (f"loss <= {c['max_loss_points']:g} pt" if c["loss"] == "paired"

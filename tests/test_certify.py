@@ -202,3 +202,16 @@ def test_resplit_benchmark_certifies_on_one_half_and_measures_on_the_other():
     # disagreement: the same rows, no labels; 1% budget certifies the middle candidate too
     rows = resplits("disagreement", 1.0, dense, None, valid, cand, ir, splits=2)
     assert [r["candidate"] for r in rows] == [1, 1]
+
+
+def test_budget_text_names_the_reason_nothing_was_certified():
+    """Enough rows for the budget: the first candidate's bound is the reason (the line said the rows could not
+    certify the budget, which was not so); too few rows: the smallest budget they can certify."""
+    from rnnskip.certify import Certificate, budget_text
+    failed = Certificate("paired", 0.05, 0.9, 150, None, None, None, 1, 0.0198, failed_upper_bound=0.0545)
+    assert budget_text(failed.as_dict("val.npz"), "thresholds 0") == (
+        "not certified (the most conservative candidate's 90% upper bound is 5.45 points, above the budget of 5; "
+        "n=150): thresholds 0")
+    few = Certificate("paired", 0.01, 0.9, 150, None, None, None, 1, 0.0198, failed_upper_bound=0.03)
+    assert budget_text(few.as_dict(), "thresholds 0") == (
+        "not certified (150 calibration sequences certify no budget below 1.98 points): thresholds 0")

@@ -707,3 +707,107 @@ def test_delta_tune_baseline_must_match(gru, k2_zoo):
     one_line_error(cli(*base, d / "other_mask.h5"), f"has Masking value {ir.input.mask_value + 1.0} but the model "
                    f"{ir.input.mask_value}: the two would run different steps")
     assert not (d / "never.json").exists()
+
+
+def test_delta_tune_select_must_be_rows_the_certificate_never_saw(gru, tmp_path):
+    """--select equal to --val (or a byte copy) would choose the thresholds on the rows that certify them,
+    which the Learn-then-Test guarantee excludes: refused before any work; rows shared by two files: a warning."""
+    model, val, d, ir = gru
+    import shutil
+    shutil.copy(val, tmp_path / "copy.npz")
+    for sel in (val, tmp_path / "copy.npz"):
+        one_line_error(cli("rnnskip", "delta-tune", model, "--val", val, "--select", sel, "--out",
+                           tmp_path / "s.json"), f"--select {sel} holds the same rows as --val {val}")
+    from rnnskip.datasets import load_npz, save_npz
+    va = load_npz(str(val), ir)
+    part = va.subset(np.arange(10))
+    save_npz(str(tmp_path / "part.npz"), part)
+    p = cli("rnnskip", "delta-tune", model, "--val", val, "--select", tmp_path / "part.npz", "--max-loss", "50",
+            "--grid", "0,4", "--cell-grid", "", "--out", tmp_path / "s.json")
+    assert p.returncode == 0, p.stderr
+    assert ("warning: 10 of the 40 --val rows also appear in --select: the certificate holds for rows the "
+            "selection never saw") in p.stderr
+    assert not (tmp_path / "s.json").with_name(".s.json.partial").exists()
+
+
+def test_delta_budgets_and_thresholds_beyond_their_range(gru, tmp_path):
+    """A budget no certificate can mean (infinite, NaN, above 100) and thresholds beyond what an int8 change
+    or an int16 pre-activation can reach are refused before any output (they were printed as a promise, or
+    silently clamped to 255 while the run printed the value given)."""
+    model, val, d, ir = gru
+    base = ("rnnskip", "delta-tune", model, "--val", val, "--out", tmp_path / "b.json")
+    for value in ("inf", "nan", "1e9"):
+        p = cli(*base, "--max-loss", value)
+        one_line_error(p, "--max-loss", "must be between 0 and 100 (accuracy points)")
+        assert p.stdout == ""
+    one_line_error(cli(*base, "--grid", "0,300"), "--grid '0,300': 300 is above 255, which already never transmits")
+    one_line_error(cli(*base, "--cell-grid", "70000"), "--cell-grid '70000': 70000 is above 65536")
+    one_line_error(cli("rnnskip", "delta-train", model, "--train", val, "--val", val, "--out", tmp_path / "t.h5",
+                       "--theta-x", "1000"), "delta-train --theta-x: threshold 1000.0 is above 255")
+    (tmp_path / "b_pareto.png").mkdir()
+    one_line_error(cli(*base), f"{tmp_path / 'b_pareto.png'} is a folder, where the Pareto plot of --out")
+
+
+def test_delta_train_refusals_before_training(gru, tmp_path):
+    """Its thresholds file next to --out is checked first (a user's JSON was overwritten; a folder there
+    failed after the whole training); a model with an output per step or multi-label sigmoid outputs is
+    refused in one line (TensorFlow failed inside fit)."""
+    model, val, d, ir = gru
+    base = ("rnnskip", "delta-train", model, "--train", val, "--val", val, "--epochs", "1")
+    (tmp_path / "mine.delta.json").write_text('{"my": "notes"}')
+    one_line_error(cli(*base, "--out", tmp_path / "mine.h5"),
+                   f"--out {tmp_path / 'mine.h5'} (or mine.delta.json next to it) exists and is not an earlier "
+                   f"delta-train output")
+    assert (tmp_path / "mine.delta.json").read_text() == '{"my": "notes"}'
+    (tmp_path / "dir.delta.json").mkdir()
+    one_line_error(cli(*base, "--out", tmp_path / "dir.h5"), "is a folder, where the thresholds of --out")
+    import tf_keras as keras
+    m = keras.Sequential([keras.layers.Input((7, 3)), keras.layers.LSTM(4, return_sequences=True),
+                          keras.layers.Dense(3, activation="softmax")])
+    m.save(tmp_path / "tag.h5")
+    m = keras.Sequential([keras.layers.Input((7, 3)), keras.layers.LSTM(4),
+                          keras.layers.Dense(3, activation="sigmoid")])
+    m.save(tmp_path / "multi.h5")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(20, 7, 3)).astype(np.float32), y=rng.integers(0, 3, 20))
+    for name, needle in (("tag.h5", "delta-train does not support models with an output per time step"),
+                         ("multi.h5", "3 independent sigmoid outputs (multi-label)")):
+        one_line_error(cli("rnnskip", "delta-train", tmp_path / name, "--train", tmp_path / "d.npz", "--val",
+                           tmp_path / "d.npz", "--out", tmp_path / "o.h5"), needle)
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_delta_train_loss_is_the_heads_own(gru):
+    """A linear head holds logits: its loss is the cross-entropy from logits (it was trained on the
+    probabilities' loss with negative logits clipped); softmax and sigmoid heads: from probabilities."""
+    import tf_keras as keras
+
+    from rnnskip.delta.train import classifier_loss
+    from rnnskip.pipeline import import_model
+    model, val, d, ir = gru
+    logits = import_model(model)
+    logits.head[-1].activation = "linear"
+    for m, cls, from_logits in ((logits, keras.losses.SparseCategoricalCrossentropy, True),
+                                (ir, keras.losses.SparseCategoricalCrossentropy, False)):
+        loss = classifier_loss(keras, m)
+        assert isinstance(loss, cls) and loss.get_config()["from_logits"] is from_logits
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda j: j.update(tuning=[1, 2]), "'tuning' is a list, not an object"),
+    (lambda j: j["tuning"].update(certified="yes"), "'tuning.certified' is not a certificate"),
+    (lambda j: j["tuning"].update(calibration_lengths=["x"]), "'tuning.calibration_lengths' is not a list"),
+    (lambda j: j.update(model="x"), "'model' is a str, not an object"),
+    (lambda j: j["model"].update(layers="gru"), "'model.layers' is not a list of {kind, units, input_dim}"),
+    (lambda j: j.update(int8_grid=j["int8_grid"] * 2), "int8_grid lists 2 layers but the thresholds 1"),
+])
+def test_damaged_thresholds_file_one_line_before_any_work(gru, tmp_path, edit, needle):
+    model, val, d, ir = gru
+    out = tmp_path / "t.json"
+    assert cli("rnnskip", "delta-tune", model, "--val", val, "--max-loss", "50", "--grid", "0,4", "--cell-grid", "",
+               "--out", out).returncode == 0
+    j = json.loads(out.read_text())
+    edit(j)
+    out.write_text(json.dumps(j))
+    one_line_error(cli("rnnskip-convert", model, "--delta", out, "--data", val, "--out", tmp_path / "never"), needle)
+    assert not (tmp_path / "never").exists()

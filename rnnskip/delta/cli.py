@@ -33,8 +33,16 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
         except RnnskipError:
             raise RnnskipError(f"--out {out} exists and is not an rnnskip delta file; it would be overwritten: "
                                f"choose a new file name or remove it yourself") from None
-    if not (0.0 < confidence < 1.0):
-        raise RnnskipError(f"--confidence {confidence} must be in (0, 1), e.g. 0.9 for 90%")
+    from .tune import check_budget
+    check_budget(max_loss, max_disagreement, confidence)   # before the banner echoes them and any work
+    plot = out.with_name(out.stem + "_pareto.png")
+    check_writable(plot)
+    if plot.is_dir():
+        raise RnnskipError(f"{plot} is a folder, where the Pareto plot of --out {out} goes; choose another --out")
+    if select is not None and Path(select).exists() and Path(val).exists() and same_rows_file(select, val):
+        raise RnnskipError(f"--select {select} holds the same rows as --val {val}: the rows that certify the "
+                           f"thresholds must be rows the selection never saw; give --select other data, or leave it "
+                           f"out (half of --val then selects, the other half certifies)")
     if baseline is not None and not Path(baseline).exists():
         raise RnnskipError(f"--baseline {baseline} not found; give the model MODEL was fine-tuned from")
     ir = pipeline.import_model(model)
@@ -58,6 +66,11 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
         raise
     check_class_outputs(ir, "delta-tune", va.y)
     sel = pipeline.load_data(select, ir, "--select", labels=labels, note=warn, loaded=[val]) if select else None
+    if sel is not None:
+        shared = shared_rows(sel, va)
+        if shared:
+            warn(f"warning: {shared} of the {len(va)} --val rows also appear in --select: the certificate holds for "
+                 f"rows the selection never saw, so it is optimistic on those; remove them from one of the files")
     if calib is None and va.y is None:
         raise RnnskipError("--calib is required with unlabelled --val: the int8 grid is calibrated on it")
     cal = (pipeline.load_data(calib, ir, "--calib", labels=False, note=warn, loaded=[val, select])   # no labels needed
@@ -94,10 +107,13 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
                         "validation": str(val), "baseline": None if baseline is None else str(baseline)})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
-    spec.save(tmp, ir)
-    plot = out.with_name(out.stem + "_pareto.png")
-    plot_pareto(res, plot, f"{ir.name}: delta thresholds on {res.extra['selection_sequences']} selection sequences")
-    tmp.replace(out)
+    try:
+        spec.save(tmp, ir)
+        plot_pareto(res, plot, f"{ir.name}: delta thresholds on {res.extra['selection_sequences']} selection "
+                    f"sequences")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     c, cert = res.chosen, res.certificate
     cell = "" if c.theta_m == (None,) * len(c.theta_m) else f", cell {list(c.theta_m)} (pre-activation steps)"
     log(f"chosen: input {list(c.theta_x)}, hidden {list(c.theta_h)} (int8 steps){cell}: "
@@ -109,6 +125,28 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
             f"(unlabelled ones work with --max-disagreement) or a larger budget")
     log(f"wrote {out} and {plot}")
     return spec.to_json(ir)
+
+
+def same_rows_file(a, b) -> bool:
+    """Whether two data files are one file, or byte for byte the same."""
+    pa, pb = Path(a), Path(b)
+    if pa.resolve() == pb.resolve():
+        return True
+    if pa.stat().st_size != pb.stat().st_size:
+        return False
+    import hashlib
+    return hashlib.sha256(pa.read_bytes()).digest() == hashlib.sha256(pb.read_bytes()).digest()
+
+
+def shared_rows(a, b) -> int:
+    """How many rows of Dataset ``b`` also appear (same steps, same length) in ``a``."""
+    import hashlib
+
+    def keys(ds):
+        L = ds.lengths if ds.lengths is not None else [ds.x.shape[1]] * len(ds.x)
+        return [hashlib.sha1(np.ascontiguousarray(x[:int(n)]).tobytes()).digest() for x, n in zip(ds.x, L)]
+    seen = set(keys(a))
+    return sum(k in seen for k in keys(b))
 
 
 def check_baseline(ir, bir, path) -> None:
@@ -160,6 +198,11 @@ def _grid(s, opt="--grid", example="0,1,2,4,8"):
         return []
     if not g or min(g) < 0:
         raise RnnskipError(f"{opt} '{s}': thresholds are whole numbers >= 0")
+    from .spec import THETA_M_MAX, THETA_MAX
+    top = THETA_M_MAX if opt == "--cell-grid" else THETA_MAX
+    if max(g) > top:
+        raise RnnskipError(f"{opt} '{s}': {max(g)} is above {top}, which already never "
+                           f"{'re-evaluates a unit' if opt == '--cell-grid' else 'transmits'}")
     return g
 
 

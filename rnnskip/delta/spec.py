@@ -67,14 +67,42 @@ def checked_theta(v, where: str) -> int:
         raise RnnskipError(f"{where}: threshold {v} is negative; thresholds are >= 0 (0 = transmit every change)")
     if float(v) != int(v):
         raise RnnskipError(f"{where}: threshold {v} is not a whole number of int8 steps (use 0, 1, 2, ...)")
-    return min(int(v), THETA_MAX)
+    if v > THETA_MAX:   # refused, not clamped: what is printed and what is written must be the same number
+        raise RnnskipError(f"{where}: threshold {v} is above {THETA_MAX}, the largest change of an int8 value "
+                           f"({THETA_MAX} already never transmits)")
+    return int(v)
 
 
 def checked_theta_cell(v, where: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or float(v) != int(v):
         raise RnnskipError(f"{where}: cell threshold {v!r} must be a whole number >= 0 of pre-activation steps "
                            f"(1/4096 for Q3.12; 0: check but evaluate every unit)")
-    return min(int(v), THETA_M_MAX)
+    if v > THETA_M_MAX:
+        raise RnnskipError(f"{where}: cell threshold {v} is above {THETA_M_MAX}, more than an int16 pre-activation "
+                           f"can move ({THETA_M_MAX} already never re-evaluates a unit)")
+    return int(v)
+
+
+def _check_sections(d: dict, where: str) -> None:
+    """The parts of a thresholds file later stages read (the model it was made for, the certificate),
+    of the types delta-tune writes: one line otherwise, before any work."""
+    def bad(what):
+        return RnnskipError(f"{where}: {what}; it is not a file 'rnnskip delta-tune' wrote (edited?): write it again")
+    model, tuning = d.get("model"), d.get("tuning")
+    for key, v in (("model", model), ("tuning", tuning)):
+        if v is not None and not isinstance(v, dict):
+            raise bad(f"'{key}' is a {type(v).__name__}, not an object")
+    layers = (model or {}).get("layers")
+    if layers is not None and not (isinstance(layers, list) and all(
+            isinstance(l, dict) and {"kind", "units", "input_dim"} <= set(l) for l in layers)):
+        raise bad("'model.layers' is not a list of {kind, units, input_dim}")
+    cert = (tuning or {}).get("certified")
+    if cert is not None and not (isinstance(cert, dict) and isinstance(cert.get("certified"), bool)):
+        raise bad("'tuning.certified' is not a certificate")
+    lengths = (tuning or {}).get("calibration_lengths")
+    if lengths is not None and not (isinstance(lengths, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in lengths)):
+        raise bad("'tuning.calibration_lengths' is not a list of sequence lengths")
 
 
 @stage_data
@@ -159,6 +187,10 @@ class DeltaSpec:
                                             and g[k] > 0 for k in ("input_scale", "hidden_scale")) for g in grid):
             raise RnnskipError(f"{where}: int8_grid must list one {{input_scale, hidden_scale}} (> 0) per layer; "
                                f"write the file with 'rnnskip delta-tune'")
+        if len(grid) not in (0, len(tx)):
+            raise RnnskipError(f"{where}: int8_grid lists {len(grid)} layers but the thresholds {len(tx)}; write the "
+                               f"file with 'rnnskip delta-tune'")
+        _check_sections(d, where)
         return cls(tx, th, model=d.get("model") or {}, tuning=d.get("tuning") or {}, grid=grid,
                    theta_m=tm, names=names if all(names) else [])
 

@@ -256,6 +256,14 @@ def export_keras(ir, cells, pre, head, path) -> None:
         m.save(str(path))
 
 
+def classifier_loss(keras, ir):
+    """The classifier's own loss: a linear head holds logits (trained with from_logits), a softmax or
+    sigmoid head probabilities."""
+    if ir.output_dim > 1:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=ir.output_activation == "linear")
+    return keras.losses.BinaryCrossentropy()
+
+
 def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_path=None, epochs=40, theta_m=None,
                     l1=0.02, lr=5e-4, calib=None, batch_size=32, noise=0.25, patience=8, seed=0,
                     log=print, verbose=0) -> dict:
@@ -283,8 +291,28 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     if out.exists() and Path(model).exists() and out.resolve() == Path(model).resolve():
         raise RnnskipError(f"--out {out} is the model being fine-tuned; write the delta-trained model to a new file "
                            f"(the original stays the run-time baseline)")
+    thresholds = out.with_suffix(".delta.json")
+    check_writable(thresholds)
+    if thresholds.is_dir():
+        raise RnnskipError(f"{thresholds} is a folder, where the thresholds of --out {out} go; choose another --out")
+    if out.is_dir():
+        raise RnnskipError(f"--out {out} is a folder; give the .h5 file to write")
+    if out.exists() or thresholds.exists():   # replaced only when they are an earlier delta-train's pair
+        try:
+            DeltaSpec.load(thresholds)
+            if not out.is_file():
+                raise RnnskipError("")
+        except RnnskipError:
+            raise RnnskipError(f"--out {out} (or {thresholds.name} next to it) exists and is not an earlier "
+                               f"delta-train output; it would be overwritten: choose a new file name or remove it "
+                               f"yourself") from None
     ir = pipeline.import_model(model)
     check_supported(ir.rnn_layers)
+    from ..outputs import check_class_outputs
+    check_class_outputs(ir, "delta-train")   # one class per sequence (the loss below is a classifier's)
+    if ir.output_activation == "sigmoid" and ir.output_dim > 1:
+        raise RnnskipError(f"delta-train trains a softmax, logits or one-sigmoid classifier; this model ends in "
+                           f"{ir.output_dim} independent sigmoid outputs (multi-label), which its loss does not fit")
     if ir.bidirectional is not None:
         raise RnnskipError(f"layer '{ir.rnn_layers[ir.bidirectional].name}' is Bidirectional, which the model "
                            "delta-train rebuilds does not have; use delta thresholds without retraining on this model")
@@ -301,6 +329,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     va = pipeline.load_data(val, ir, "--val", note=note, loaded=[train])
     if tr.y.dtype.kind == "f":
         raise RnnskipError("delta-train supports classifiers (integer labels y)")
+    check_class_outputs(ir, "delta-train", tr.y)
     L = len(ir.rnn_layers)
     if delta_path:
         s = DeltaSpec.load(delta_path)
@@ -321,9 +350,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     tf, keras = _keras()
     keras.utils.set_random_seed(seed)
     m, cells, pre, head = build_delta_model(ir, qm, tx, th, l1, noise, theta_m=tm)
-    sparse = ir.output_dim > 1
-    loss = "sparse_categorical_crossentropy" if sparse else "binary_crossentropy"
-    m.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
+    m.compile(optimizer=keras.optimizers.Adam(lr), loss=classifier_loss(keras, ir), metrics=["accuracy"])
     from ..tfquiet import quiet_stderr
     with quiet_stderr():   # TF's C++ chatter at the first ops; Keras' progress goes to stdout
         _, acc0, *_ = m.evaluate(va.x, va.y, verbose=0, batch_size=64)
@@ -352,24 +379,29 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
         raise RnnskipError(f"delta-train diverged: {len(bad)} weight arrays hold NaN or infinite values after "
                            f"training (first: {bad[0]}); nothing written: lower --lr (it was {lr:g})")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.partial.h5")
-    export_keras(ir, cells, pre, head, tmp)
-    tmp.replace(out)
-    # the thresholds it was trained for, as a ready delta.json for the new model
-    spec = DeltaSpec(tx, th, theta_m=tm, tuning={"method": "delta-aware fine-tuning (delta-train) at these thresholds",
-                                     "validation_accuracy_float_delta": float(h["val_accuracy"][best]),
-                                     "calibration": str(calib) if calib else str(train),
-                                     "seed": seed})
-    out_ir = pipeline.import_model(out)
-    # the grid rnnskip-convert gives the new weights on the same calibration data
-    spec.grid = grid_of(pipeline.quantize_model(out_ir, cal, 1000, progress=False)[0])
-    spec.save(out.with_suffix(".delta.json"), out_ir)
+    tmp, tmp_spec = out.with_name(f".{out.stem}.partial.h5"), thresholds.with_name(f".{thresholds.name}.partial")
+    try:   # both files or neither
+        export_keras(ir, cells, pre, head, tmp)
+        # the thresholds it was trained for, as a ready delta.json for the new model
+        spec = DeltaSpec(tx, th, theta_m=tm, tuning={
+            "method": "delta-aware fine-tuning (delta-train) at these thresholds",
+            "validation_accuracy_float_delta": float(h["val_accuracy"][best]),
+            "calibration": str(calib) if calib else str(train), "seed": seed})
+        out_ir = pipeline.import_model(tmp)
+        # the grid rnnskip-convert gives the new weights on the same calibration data
+        spec.grid = grid_of(pipeline.quantize_model(out_ir, cal, 1000, progress=False)[0])
+        spec.save(tmp_spec, out_ir)
+        tmp.replace(out)
+        tmp_spec.replace(thresholds)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_spec.unlink(missing_ok=True)
     info = {"thresholds": {"input": tx, "hidden": th, "cell": tm}, "l1": l1, "noise": noise, "lr": lr,
             "epochs_run": len(h["loss"]), "best_epoch": best + 1, "val_accuracy_before": float(acc0),
             "val_accuracy": float(h["val_accuracy"][best]),
             "train_density": float(h["density"][best]) if "density" in h else None,
             "train_cells": float(h["cells"][best]) if "cells" in h else None,
             "seed": seed}
-    log(f"wrote {out} (a normal Keras model) and {out.with_suffix('.delta.json')} (the thresholds it was trained "
+    log(f"wrote {out} (a normal Keras model) and {thresholds} (the thresholds it was trained "
         f"for; 'rnnskip delta-tune {out} --baseline {model}' can choose others within a budget from {model})")
     return info

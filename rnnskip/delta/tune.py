@@ -323,6 +323,23 @@ def plot_pareto(res: TuneResult, path, title: str = "") -> None:
 
 # ---- certified budgets -------------------------------------------------------------------
 
+def check_budget(max_loss: Optional[float], max_disagreement: Optional[float], confidence: float) -> tuple:
+    """(loss kind, budget) of delta-tune's options; one line for values no certificate can mean (before any
+    work): one budget, a finite one between 0 and 100 (points or percent of sequences)."""
+    if not (0.0 < confidence < 1.0):
+        raise RnnskipError(f"--confidence {confidence} must be in (0, 1), e.g. 0.9 for 90%")
+    if max_loss is not None and max_disagreement is not None:
+        raise RnnskipError("give one budget: --max-loss (accuracy points, needs labels) or --max-disagreement "
+                           "(percent of sequences whose class differs from the dense model's)")
+    kind = "disagreement" if max_disagreement is not None else "paired"
+    budget = float(max_disagreement if kind == "disagreement" else (1.0 if max_loss is None else max_loss))
+    if not (0.0 <= budget <= 100.0):   # NaN and infinity too: a promise of "loss <= inf" is no promise
+        opt = "--max-disagreement" if kind == "disagreement" else "--max-loss"
+        raise RnnskipError(f"{opt} {budget:g} must be between 0 and 100 "
+                           f"({'percent of sequences' if kind == 'disagreement' else 'accuracy points'})")
+    return kind, budget
+
+
 def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreement: Optional[float] = None,
                    confidence: float = 0.9, select=None, grid: Sequence[int] = GRID,
                    cell_grid: Sequence[int] = CELL_GRID, progress: Optional[Callable[[str], None]] = None,
@@ -342,16 +359,7 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     construction), with the reason in ``extra["certified"]``."""
     from ..certify import fixed_sequence, split_rows
     from ..datasets import Dataset
-    if not (0.0 < confidence < 1.0):
-        raise RnnskipError(f"--confidence {confidence} must be in (0, 1), e.g. 0.9 for 90%")
-    if max_loss is not None and max_disagreement is not None:
-        raise RnnskipError("give one budget: --max-loss (accuracy points, needs labels) or --max-disagreement "
-                           "(percent of sequences whose class differs from the dense model's)")
-    kind = "disagreement" if max_disagreement is not None else "paired"
-    budget = float(max_disagreement if kind == "disagreement" else (1.0 if max_loss is None else max_loss))
-    if not (budget >= 0):
-        opt = "--max-disagreement" if kind == "disagreement" else "--max-loss"
-        raise RnnskipError(f"{opt} {budget} must be >= 0 ({'percent' if kind == 'disagreement' else 'points'})")
+    kind, budget = check_budget(max_loss, max_disagreement, confidence)
     from ..outputs import check_class_outputs
     check_class_outputs(ir, "delta-tune", val.y)
     labelled = val.y is not None and (select is None or select.y is not None)

@@ -10,6 +10,7 @@ added later by hand (a user's main.c in WORK/src) stop the replacement.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -25,16 +26,36 @@ def _files(root: Path) -> set:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()}
 
 
+def _digest(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _manifest(folder: Path, hashed: bool) -> str:
+    """MANIFEST's text: one file per line, with its sha256 after a tab when ``hashed`` (a folder whose
+    files users are told they may edit: an edit then stops the replacement too)."""
+    return "".join(f + (f"\t{_digest(folder / f)}" if hashed and (folder / f).is_file() else "") + "\n"
+                   for f in sorted(_files(folder)))
+
+
+def _listed(m: Path) -> dict:
+    """MANIFEST's files -> their sha256 ("" when not recorded)."""
+    return {name: digest for name, _, digest in (line.partition("\t") for line in m.read_text().splitlines())}
+
+
 def foreign_files(out: Path, regenerated: Iterable[str] = ()) -> list:
-    """Files in ``out`` that its MANIFEST does not list (sorted); [] when there is no manifest
-    (folders written before manifests existed are judged by their marker alone).
-    regenerated: folder prefixes ("build/") whose files are outputs of the folder's own
-    build, not the user's work."""
+    """Files in ``out`` that its MANIFEST does not list, or lists with another content (sorted; an edited
+    one is shown with " (edited)"); [] when there is no manifest (folders written before manifests existed
+    are judged by their marker alone). regenerated: folder prefixes ("build/") whose files are outputs of
+    the folder's own build, not the user's work."""
     m = out / MANIFEST
     if not m.is_file():
         return []
-    listed = set(m.read_text().splitlines()) | {MANIFEST}
-    return sorted(f for f in _files(out) - listed if not any(f.startswith(p) for p in regenerated))
+    listed = _listed(m)
+    listed[MANIFEST] = ""
+    extra = [f for f in _files(out) - set(listed) if not any(f.startswith(p) for p in regenerated)]
+    edited = [f"{f} (edited)" for f, digest in listed.items()
+              if digest and (out / f).is_file() and _digest(out / f) != digest]
+    return sorted(extra + edited)
 
 
 def add_to_manifest(folder, paths: Iterable[Path]) -> None:
@@ -45,7 +66,7 @@ def add_to_manifest(folder, paths: Iterable[Path]) -> None:
     m = folder / MANIFEST
     if not m.is_file():
         return
-    listed = set(m.read_text().splitlines())
+    listed = set(_listed(m))
     for p in paths:
         p = Path(p)
         for f in ([q for q in p.rglob("*") if q.is_file()] if p.is_dir() else [p] if p.is_file() else []):
@@ -107,6 +128,11 @@ def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Op
         extra = foreign_files(out, regenerated)
         if extra:
             more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
+            if all(f.endswith(" (edited)") for f in extra):
+                names = ", ".join(f[:-len(" (edited)")] for f in extra[:3])
+                raise RnnskipError(f"{what} {shown} holds files edited since rnnskip wrote them ({names}{more}) "
+                                   f"and would be replaced as a whole: keep your edits elsewhere (copy the folder) "
+                                   f"or choose a new folder")
             raise RnnskipError(f"{what} {shown} holds files rnnskip did not write ({', '.join(extra[:3])}{more}) "
                                f"and would be replaced as a whole: move them out or choose a new folder")
     check_writable(out, what)
@@ -115,10 +141,11 @@ def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Op
 
 @contextlib.contextmanager
 def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[str]] = (),
-               regenerated: Iterable[str] = ()):
+               regenerated: Iterable[str] = (), hashed: bool = False):
     """Yield a temporary folder next to ``out``; it replaces ``out`` only on
     success (checked with :func:`check_replaceable` before and after the work), and a
-    replacement that fails leaves ``out`` as it was (one-line RnnskipError)."""
+    replacement that fails leaves ``out`` as it was (one-line RnnskipError). ``hashed``: MANIFEST
+    records each file's sha256, so a file edited since also stops the next replacement."""
     inputs, regenerated = list(inputs), tuple(regenerated)
     shown = str(out)
     out = check_replaceable(out, marker, what, inputs, regenerated)
@@ -131,7 +158,7 @@ def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[
     os.chmod(tmp, 0o777 & ~umask)   # mkdtemp makes it private; the output is an ordinary folder
     try:
         yield tmp
-        (tmp / MANIFEST).write_text("".join(f + "\n" for f in sorted(_files(tmp))))
+        (tmp / MANIFEST).write_text(_manifest(tmp, hashed))
         check_replaceable(out, marker, what, inputs, regenerated)   # the folder may have changed meanwhile
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -210,3 +210,12 @@ def test_startup_table_errors_are_one_line():
     with pytest.raises(RnnskipError, match="'note' must be a string"):
         _startup("x", dict(raw, startup={"note": 1, "source": "RM"}))
     assert _startup("x", raw) is None
+
+
+def test_a_board_builds_for_its_parts_fpu():
+    """The STM32F746's FPU is single precision: its images and exported projects are built for FPv5-SP-D16,
+    not the cortex-m7 target's double-precision FPv5-D16 (double code would fault on the part)."""
+    from rnnskip import boards, targets
+    assert boards.board_target(boards.load("stm32f746")).cflags[-1] == "-mfpu=fpv5-sp-d16"
+    assert targets.load("cortex-m7").cflags[-1] == "-mfpu=fpv5-d16"
+    assert boards.board_target(boards.load("stm32f407")).cflags == targets.load("cortex-m4").cflags

@@ -53,7 +53,7 @@ def test_project_layout(project):
     assert "no virtual COM port: connect a 3.3 V USB-serial adapter's RX to PA2" in (project / "README.md").read_text()
     assert "(e.g. `st-flash write build/firmware.bin 0x08000000` with an ST-LINK," in \
         (project / "README.md").read_text()
-    assert "-serial null -serial stdio" in mk             # USART2 is QEMU's second serial port
+    assert "-serial null -serial mon:stdio" in mk         # USART2 is QEMU's second serial port; Ctrl-A X quits
     assert "ORIGIN = 0x08000000" in (project / "board/link.ld").read_text()
     assert "rnnskip" not in (project / "cmake/arm-none-eabi.cmake").read_text().split("\n", 2)[2]
 
@@ -148,6 +148,24 @@ def test_cli_export(model, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, base + ["--export", str(tmp_path / "fw"), "--out", str(tmp_path / "out4")])
     assert r.exit_code == 2 and "holds files rnnskip did not write (board/my_driver.c)" in r.output, r.output
     assert (tmp_path / "fw" / "board" / "my_driver.c").is_file()
+    # ... nor an edit to a file it wrote (the nRF52840 README asks for one; a re-export discarded it)
+    (tmp_path / "fw" / "board" / "my_driver.c").unlink()
+    main_c = tmp_path / "fw" / "board" / "rnnskip_board_main.c"
+    main_c.write_text(main_c.read_text().replace("counter_init", "counter_init /* mine */", 1))
+    r = CliRunner().invoke(main, base + ["--export", str(tmp_path / "fw"), "--out", str(tmp_path / "out5")])
+    assert r.exit_code == 2 and r.output.strip().splitlines()[-1] == (
+        f"error: --export {tmp_path / 'fw'} holds files edited since rnnskip wrote them (board/rnnskip_board_main.c) "
+        f"and would be replaced as a whole: keep your edits elsewhere (copy the folder) or choose a new folder"), \
+        r.output
+    assert "/* mine */" in main_c.read_text() and not (tmp_path / "out5").exists()
+    # an empty --export, and a board without a UART driver: refused before any work (the board's refusal
+    # came after the whole conversion, with --out written)
+    r = CliRunner().invoke(main, base + ["--export", "", "--out", str(tmp_path / "out6")])
+    assert r.exit_code == 2 and "--export is empty" in r.output and not (tmp_path / "out6").exists()
+    r = CliRunner().invoke(main, ["convert", "model.h5", "--board", "rp2040", "--data", str(tmp_path / "d.npz"),
+                                  "--export", str(tmp_path / "fw7"), "--out", str(tmp_path / "out7")])
+    assert r.exit_code == 2 and "board rp2040 has no UART driver" in r.output, r.output
+    assert not (tmp_path / "out7").exists() and not (tmp_path / "fw7").exists()
 
 
 def test_nrf52840_project_says_how_to_flash_it_and_what_its_startup_needs(model, tmp_path):

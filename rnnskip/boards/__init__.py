@@ -179,9 +179,12 @@ def board_target(board: Board, wait_states: Optional[int] = None):
         # the wait states hold at, so latency is reported at it
         raw["memory_system"] = ms
         clock = int(ms.get("clock_hz", clock))
+    cflags = list(t.cflags)
+    if "mfpu" in board.raw:   # the part's FPU where it is not the core's fullest (an STM32F746's is single precision)
+        cflags = [f for f in cflags if not f.startswith("-mfpu=")] + [f"-mfpu={board.raw['mfpu']}"]
     t = dataclasses.replace(t, flash_origin=board.flash_origin, flash_size=board.flash_size,
                             ram_origin=board.ram_origin, ram_size=board.ram_size,
-                            stack_size=board.stack_size, clock_hz=clock, raw=raw)
+                            stack_size=board.stack_size, clock_hz=clock, raw=raw, cflags=cflags)
     t.power                    # a bad [power] table fails here, in one line
     if wait_states is None:
         t.memory_system        # a bad table fails here, in one line

@@ -41,7 +41,8 @@ def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "
     board.require_uart("--export")
     t = board_target(board, wait_states)
     from ..outdir import atomic_dir
-    with atomic_dir(dest, EXPORT_MARKER, what="--export", regenerated=EXPORT_REGENERATED) as tmp:
+    # hashed: the README invites edits (a board's power settings, the UART), which a re-export must not discard
+    with atomic_dir(dest, EXPORT_MARKER, what="--export", regenerated=EXPORT_REGENERATED, hashed=True) as tmp:
         (tmp / "src" / "kernels").mkdir(parents=True)
         for f in model_sources(src_dir):
             rel = f.relative_to(src_dir)
@@ -56,7 +57,8 @@ def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "
                "variant": variant, "model_name": model_name, "n": bundle.n, "cflags": cflags,
                "ldflags": _export_ldflags(), "cmsis_sources": list(CMSIS_NN_SOURCES),
                "qemu_machine": (board.qemu or {}).get("fallback_machine") or board.qemu_machine,
-               "qemu_serial": " -serial null" * idx + " -serial stdio",
+               # mon:stdio: QEMU's Ctrl-A escapes (Ctrl-A X quits) on the console; plain stdio has none
+               "qemu_serial": " -serial null" * idx + " -serial mon:stdio",
                "dwt": bool(t.raw.get("dwt_cycle_counter", True)), "stack_bytes": stack_bytes}
         from ..emulators.renode import write_files
         write_files(tmp / "renode", board, elf="../build/firmware.elf", model_name=model_name)

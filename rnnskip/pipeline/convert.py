@@ -112,9 +112,13 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
                                 workers=workers, progress=progress, timeout=timeout)
     if target.weights != "flash" and (emu.board is not None or export):
         raise RnnskipError(stages.weights_unicorn_only(target.weights))
+    if export is not None and not str(export).strip():
+        raise RnnskipError("--export is empty: give the folder to write the board project into")
     if export and board is None:
         raise RnnskipError("--export needs --board: the project is for one board (memory map, startup, UART); "
                            "see 'rnnskip boards'")
+    if export:
+        board.require_uart("--export")   # now, not after the whole conversion
     if why:
         note(why)
     board_picked = board is None and emu.board is not None

@@ -102,6 +102,10 @@ def test_delta_tune_certifies_disagreement_on_unlabelled_data(gru, unlabelled):
     th = js["thresholds"][0]
     assert (th["input"], th["hidden"]) != (0, 0)
     assert "disagreement with the dense model <= 10 % with 80% confidence on data like" in p.stdout
+    # a disagreement budget is not called an accuracy loss, and --val's rows are all counted
+    t = js["tuning"]
+    assert t["max_disagreement_percent"] == 10 and "max_loss_points" not in t and "margin_se" not in t
+    assert t["measure"] == "agreement with the dense int8 model" and t["validation_sequences"] == 2000
     # the path was fixed on the selection half: Pareto thresholds from the dense model down, MACs falling
     path = js["tuning"]["path"]
     assert path and all(q["theta_m"] == [None] for q in path)
@@ -123,7 +127,9 @@ def test_delta_tune_certifies_disagreement_on_unlabelled_data(gru, unlabelled):
     p = cli("rnnskip-convert", model, "--delta", d / "dis.json", "--data", val, "--out", d / "m4-cert",
             "--emulate-max", "1", "--traffic-sample", "0", "--workers", "1")
     assert p.returncode == 0, p.stderr
-    cert = json.loads((d / "m4-cert" / "report.json").read_text())["delta"]["certified"]
+    sec = json.loads((d / "m4-cert" / "report.json").read_text())["delta"]
+    assert sec["tuning"]["max_disagreement_percent"] == 10 and sec["tuning"]["calibration"] == str(val)
+    cert = sec["certified"]
     assert cert["data_check"]["like_calibration"] and {k: cert[k] for k in c} == c
     assert f"disagreement <= 10% with 80% confidence on data like {unlabelled} (n=1000)" in p.stdout
     assert "unlike the rows" not in p.stderr

@@ -52,6 +52,9 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None,
         t = spec.tuning
         sec["tuning"] = {k: t.get(k) for k in ("method", "validation_sequences", "max_loss_points", "reference",
                                                "reference_accuracy", "accuracy_delta_int8", "mac_reduction")}
+        # what the budget and its "accuracy" measure, against which model, on which int8 grid
+        sec["tuning"].update({k: t[k] for k in ("max_disagreement_percent", "measure", "baseline", "calibration")
+                              if t.get(k) is not None})
         if t.get("certified"):
             sec["certified"] = t["certified"]
     if comparison is not None:
@@ -72,15 +75,26 @@ def table_rows(sec: dict):
     d = sec["density"]
     a = sec["accuracy"]
     acc = "-" if a["delta_int8"] is None else f"{a['delta_int8']:.4f} (dense {a['dense_int8']:.4f})"
-    return [("delta thresholds", th)] + certified_rows(sec.get("certified")) + [
+    t = sec.get("tuning") or {}
+    return [("delta thresholds", th)] + certified_rows(sec.get("certified"), t.get("baseline"),
+                                                       (sec.get("int8_grid") or {}).get("same", True)) + [
             ("delta density in/hid/cell", f"{d['input']:.3f} / {d['hidden']:.3f} / {d['cells']:.3f}"),
             ("delta accuracy int8", acc)] + comparison_rows(sec, "delta") + profile_rows(sec.get("emulated") or {})
 
 
-def certified_rows(c: Optional[dict]) -> list:
-    """The budget the thresholds file certifies, in one line (none for an uncertified file)."""
+def certified_rows(c: Optional[dict], baseline: Optional[str] = None, same_grid: bool = True) -> list:
+    """The budget the thresholds file certifies, in one line (none for an uncertified file): against the
+    baseline's dense int8 model when the thresholds were tuned against one, and for another int8 grid when
+    this conversion's is not the one they were certified on."""
     from ..certify import budget_text
-    return [("delta budget", budget_text(c, "thresholds 0"))] if c else []
+    if not c:
+        return []
+    line = budget_text(c, "thresholds 0")
+    if c.get("certified") and baseline:
+        line += f", against {baseline}'s dense int8 model"
+    if c.get("certified") and not same_grid:
+        line += "; certified on another int8 grid (see the warning), not this one"
+    return [("delta budget", line)]
 
 
 def profile_rows(e: dict) -> list:

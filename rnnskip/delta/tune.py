@@ -98,8 +98,13 @@ class TuneResult:
                   + ("; certified on calibration rows the sweep did not see (Learn-then-Test, fixed sequence, "
                      "exact binomial bounds)" if self.certificate is not None else ""))
         sweep = self.points if self.sweep is None else self.sweep
-        return {"method": method,
-                "validation_sequences": self.n, "max_loss_points": self.max_loss, "margin_se": self.margin_se,
+        disagreement = self.certificate is not None and self.certificate.kind == "disagreement"
+        return {"method": method, "validation_sequences": self.n,
+                # a disagreement budget is in percent of sequences, and "accuracy" below is agreement with
+                # the dense int8 model (no labels)
+                **({"max_disagreement_percent": self.max_loss, "measure": "agreement with the dense int8 model"}
+                   if disagreement else {"max_loss_points": self.max_loss, "measure": "accuracy on the labels"}),
+                **({"margin_se": self.margin_se} if self.certificate is None else {}),
                 "reference": self.reference, "reference_accuracy": self.reference_accuracy,
                 "accuracy_float": self.accuracy["float"], "accuracy_dense_int8": self.accuracy["dense_int8"],
                 **({"accuracy_model_dense_int8": self.accuracy["model_dense_int8"]}   # with a baseline: its own
@@ -295,26 +300,47 @@ def _dense_cost(qm, ds, layouts) -> tuple:
     return float(effective_macs(qm, st, layouts)["dense"].mean()), float(np.mean(steps) * wbytes)
 
 
+def _front(points) -> list:
+    """The (accuracy up, MACs down) Pareto front of ``points``, by MACs."""
+    out = []
+    for p in sorted(points, key=lambda p: (p.macs, -p.accuracy)):
+        if not out or p.accuracy > out[-1].accuracy:
+            out.append(p)
+    return out
+
+
 def plot_pareto(res: TuneResult, path, title: str = "") -> None:
+    """Accuracy (or agreement with the dense model, for a disagreement budget) against MAC reduction. A
+    certified run's two row sets are kept apart: the sweep on the selection rows, and the candidates with
+    the chosen one, the budget and the dense model on the certification rows."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    disagreement = res.certificate is not None and res.certificate.kind == "disagreement"
+    measure = "agreement with the dense int8 model" if disagreement else "accuracy"
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    red = [res.dense_macs / max(p.macs, 1) for p in res.points]
-    ax.scatter(red, [100 * p.accuracy for p in res.points], s=10, alpha=0.35, label="evaluated thresholds")
-    par = res.pareto
+    sweep = res.sweep if res.sweep is not None else res.points
+    rows = " (selection rows)" if res.certificate is not None else ""
+    ax.scatter([res.dense_macs / max(p.macs, 1) for p in sweep], [100 * p.accuracy for p in sweep], s=10,
+               alpha=0.35, label=f"evaluated thresholds{rows}")
+    par = _front(sweep)
     ax.plot([res.dense_macs / max(p.macs, 1) for p in par], [100 * p.accuracy for p in par], "r.-", lw=1,
-            label="Pareto set")
+            label=f"Pareto front{rows}")
+    cal = [p for p in res.points if not any(p is q for q in sweep)]
+    if cal:
+        ax.scatter([res.dense_macs / max(p.macs, 1) for p in cal], [100 * p.accuracy for p in cal], s=18,
+                   marker="s", facecolors="none", edgecolors="C1", label="candidates (certification rows)")
     c = res.chosen
     ax.scatter([res.dense_macs / max(c.macs, 1)], [100 * c.accuracy], s=60, marker="*", color="k", zorder=5,
                label=f"chosen x={list(c.theta_x)} h={list(c.theta_h)}")
+    budget = f"{res.max_loss:g}% disagreement" if disagreement else f"{res.reference} - {res.max_loss:g} pt"
     ax.axhline(100 * (res.reference_accuracy - res.max_loss / 100), color="gray", ls="--", lw=0.8,
-               label=f"budget: {res.reference} - {res.max_loss} pt")
+               label=f"budget: {budget}")
     ax.axhline(100 * res.accuracy["dense_int8"], color="g", ls=":", lw=0.8, label="dense int8")
     ax.set_xscale("log")
     ax.set_xlabel("effective MAC reduction (x, log scale)")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(title or "delta thresholds: accuracy vs effective MACs")
+    ax.set_ylabel(f"{measure} (%)")
+    ax.set_title(title or f"delta thresholds: {measure} vs effective MACs")
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path)
@@ -455,6 +481,7 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     return TuneResult(points=sel.points + evaluated, chosen=chosen, reference="int8" if baseline_qm is None else
                       "baseline int8", reference_accuracy=acc_int8,
                       accuracy={"float": float_acc, "dense_int8": acc_int8, **own},
-                      dense_macs=dense_macs, dense_weight_bytes=dense_wbytes, max_loss=budget, n=len(C), extra=extra,
+                      dense_macs=dense_macs, dense_weight_bytes=dense_wbytes, max_loss=budget,
+                      n=len(val), extra=extra,
                       certificate=cert, sweep=sel.points)
 

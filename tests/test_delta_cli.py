@@ -817,3 +817,17 @@ def test_damaged_thresholds_file_one_line_before_any_work(gru, tmp_path, edit, n
     out.write_text(json.dumps(j))
     one_line_error(cli("rnnskip-convert", model, "--delta", out, "--data", val, "--out", tmp_path / "never"), needle)
     assert not (tmp_path / "never").exists()
+
+
+def test_delta_train_warns_when_its_thresholds_are_steps_of_another_grid(gru, unlabelled, tmp_path):
+    """--delta FILE with another --calib: the file's int8 steps are other real thresholds here, as
+    rnnskip-convert warns (delta-train trained at them silently)."""
+    model, val, d, ir = gru
+    assert cli("rnnskip", "delta-tune", model, "--val", val, "--max-loss", "50", "--grid", "0,4", "--cell-grid", "",
+               "--out", tmp_path / "t.json").returncode == 0
+    p = cli("rnnskip", "delta-train", model, "--train", val, "--val", val, "--delta", tmp_path / "t.json",
+            "--calib", unlabelled, "--epochs", "1", "--out", tmp_path / "m.h5")
+    assert p.returncode == 0, p.stderr
+    warn = [l for l in p.stderr.splitlines() if l.startswith("warning: --delta")]
+    assert len(warn) == 1 and "its thresholds are int8 steps of another grid" in warn[0], p.stderr
+    assert f"(--calib {val})" in warn[0]

@@ -347,6 +347,14 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     tx, th, tm = checked.theta_x, checked.theta_h, checked.theta_m
     cal = pipeline.load_data(calib, ir, "--calib", labels=False, note=note, loaded=[train, val]) if calib else tr
     qm, _ = pipeline.quantize_model(ir, cal, 1000, progress=False)   # the int8 grid the network is trained for
+    if delta_path:
+        from ..quant.grid import grid_mismatch
+        mismatch = grid_mismatch(s.grid, qm)
+        if mismatch:   # the same steps are other real thresholds on another grid
+            tuned_on = s.tuning.get("calibration")
+            note(f"warning: --delta {delta_path}: its thresholds are int8 steps of another grid ({mismatch}): pass "
+                 f"the --calib it was made with{f' (--calib {tuned_on})' if tuned_on else ''}, or train at "
+                 f"--theta-x/--theta-h chosen for this grid")
     tf, keras = _keras()
     keras.utils.set_random_seed(seed)
     m, cells, pre, head = build_delta_model(ir, qm, tx, th, l1, noise, theta_m=tm)

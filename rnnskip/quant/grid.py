@@ -15,7 +15,10 @@ def grid_of(qm) -> list:
 
 def grid_mismatch(recorded: list, qm, rtol: float = 1e-6) -> Optional[str]:
     """None when ``qm`` quantises on the ``recorded`` grid (or nothing is recorded), else what differs."""
-    for g, now in zip(recorded or [], grid_of(qm)):
+    now_grid = grid_of(qm)
+    if recorded and len(recorded) != len(now_grid):
+        return f"{len(recorded)} layers there, {len(now_grid)} here"
+    for g, now in zip(recorded or [], now_grid):
         for k, what in (("input_scale", "input"), ("hidden_scale", "hidden")):
             if abs(g[k] - now[k]) > rtol * abs(g[k]):
                 return f"layer '{now['layer']}' {what} scale {g[k]:.6g} there, {now[k]:.6g} here"

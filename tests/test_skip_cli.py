@@ -295,7 +295,6 @@ def test_convert_bad_skip_options_write_nothing(setup, args, msg):
 
 @pytest.mark.parametrize("args,msg", [
     (["--predictor", "{pred}", "--skip", "off"], "--skip off turns skipping off but --predictor"),
-    (["--skip", "auto", "--train", "{train}"], "needs --val, --max-loss (or --max-disagreement)"),
     (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "1", "--confidence", "1.5"],
      "--confidence 1.5 must be in (0, 1)"),
     (["--delta", "{nope}"], "{nope}"),

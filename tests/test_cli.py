@@ -118,7 +118,7 @@ def test_unlabelled_data_converts_without_accuracy(model_and_data, tmp_path):
         assert p.returncode == 0, (args, p.stderr)
     assert json.loads((w / "report.json").read_text())["accuracy"] is None
     # a method compares accuracy: refused before anything is written
-    from rnnskip.delta.spec import DeltaSpec   # a valid thresholds file: it is read before the model
+    from rnnskip.delta.spec import DeltaSpec  # a valid thresholds file: it is read before the model
     from rnnskip.pipeline import import_model
     ir = import_model(model)
     DeltaSpec.uniform(len(ir.rnn_layers), 2, 2).save(tmp_path / "delta.json", ir)

@@ -29,6 +29,7 @@ import re
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -787,3 +788,26 @@ def load_aeon(name: str, split: str, pad_to: Optional[int] = None,
     if not np.all(np.isfinite(x)):
         raise RnnskipError(f"{name} {split} has missing values (NaN); rnnskip needs complete series")
     return Dataset(x=x, y=labels, lengths=lens, class_names=class_names), class_names
+
+
+def same_rows_file(a, b) -> bool:
+    """Whether two data files are one file, or byte for byte the same (rows that must be held out
+    from each other: a certificate's and the ones that chose what it certifies)."""
+    pa, pb = Path(a), Path(b)
+    if pa.resolve() == pb.resolve():
+        return True
+    if pa.stat().st_size != pb.stat().st_size:
+        return False
+    import hashlib
+    return hashlib.sha256(pa.read_bytes()).digest() == hashlib.sha256(pb.read_bytes()).digest()
+
+
+def shared_rows(a: "Dataset", b: "Dataset") -> int:
+    """How many rows of ``b`` also appear (the same steps up to the same length) in ``a``."""
+    import hashlib
+
+    def keys(ds):
+        L = ds.lengths if ds.lengths is not None else [ds.x.shape[1]] * len(ds.x)
+        return [hashlib.sha1(np.ascontiguousarray(x[:int(n)]).tobytes()).digest() for x, n in zip(ds.x, L)]
+    seen = set(keys(a))
+    return sum(k in seen for k in keys(b))

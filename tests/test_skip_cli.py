@@ -262,9 +262,15 @@ def test_convert_skip_auto_budget_not_met_converts_dense(setup, tmp_path):
     (["--predictor", "{pred}", "--skip", "off"], "--skip off turns skipping off but --predictor"),
     (["--skip", "auto", "--train", "{train}"], "needs --val, --max-loss (or --max-disagreement)"),
     (["--max-loss", "0.3"], "add --skip auto"),
-    (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "-1"], "max-loss must be >= 0"),
+    (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "-1"],
+     "--max-loss -1 must be between 0 and 100"),
+    (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "inf"],
+     "--max-loss inf must be between 0 and 100"),
+    (["--skip", "auto", "--train", "{val}", "--val", "{val}", "--max-loss", "1"], "holds the same rows as --val"),
+    (["--predictor", "{pred}", "--max-loss", "0.5"], "--max-loss configure what --skip auto trains; the predictor"),
+    (["--predictor", "{pred}", "--confidence", "0.8", "--val", "{val}"], "--val/--confidence configure what"),
     (["--skip", "auto", "--train", "{train}", "--val", "{val}", "--max-loss", "1", "--margin-se", "-2"],
-     "margin-se must be >= 0"),
+     "--margin-se -2 must be a finite number >= 0"),
     (["--margin-se", "1"], "add --skip auto"),
     (["--predictor-type", "tree"], "--predictor-type configure skipping: add --skip auto"),
     (["--predictor", "{pred}", "--predictor-type", "tree"], "is already trained (its type is in its predictor.json)"),
@@ -328,7 +334,14 @@ def test_train_predictor_impossible_budget_and_bad_data(setup, tmp_path):
     out = tmp_path / "p"
     res = r.invoke(main, ["train-predictor", model, "--train", paths["train"], "--val", paths["val"],
                           "--max-loss", "-0.5", "--out", str(out)])
-    assert res.exit_code == 2 and "max-loss must be >= 0" in res.output and not out.exists()
+    assert res.exit_code == 2 and "--max-loss -0.5 must be between 0 and 100" in res.output and not out.exists()
+    for args, msg in ((["--train", paths["val"], "--val", paths["val"], "--max-loss", "1"],
+                       f"--train {paths['val']} holds the same rows as --val {paths['val']}"),
+                      (["--train", paths["train"], "--val", paths["val"], "--max-loss", "1", "--calibrate-on", "float",
+                        "--calib", paths["train"]], "with --calibrate-on float there is none: drop --calib")):
+        res = r.invoke(main, ["train-predictor", model, *args, "--out", str(out)])
+        assert res.exit_code == 2 and msg in _one_error(res.output), res.output
+        assert not out.exists()
     empty = tmp_path / "empty.npz"
     np.savez(empty, x=np.zeros((0, 10), np.int32), y=np.zeros(0, np.int64))
     res = r.invoke(main, ["train-predictor", model, "--train", str(empty), "--val", paths["val"],
@@ -402,3 +415,28 @@ def test_convert_skip_auto_warns_about_its_data_files_once(setup, tmp_path):
     warn = [l for l in res.output.splitlines() if l.startswith("warning:") and "train_w.npz" in l]
     assert len(warn) == 1 and warn[0].startswith("warning: train_w.npz has a key rnnskip does not read "
                                                   "(sample_weight); it reads x, y, lengths"), res.output
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda m: m.update(model=[1]), "'model' is a list, not an object"),
+    (lambda m: m.update(oracle=5), "'oracle' is a int, not an object"),
+    (lambda m: m.update(certified="yes"), "'certified' is not a certificate"),
+    (lambda m: m.update(certified=dict(m.get("certified") or {"certified": True}, confidence=None)),
+     "'certified' is not a certificate"),
+    (lambda m: m.update(calibration_lengths=["a"]), "'calibration_lengths' is not a list of sequence lengths"),
+    (lambda m: m.update(int8_grid=[{"layer": "g"}]), "'int8_grid' is not a list of {input_scale, hidden_scale}"),
+])
+def test_damaged_predictor_folder_one_line_before_any_work(setup, tmp_path, edit, needle):
+    """An edited predictor.json failed with an internal error after the whole build and emulation (one
+    edit left the output folder written)."""
+    import shutil
+    d, model, other, paths = setup
+    bad = tmp_path / "bad"
+    shutil.copytree(d / "pred", bad)
+    meta = json.loads((bad / "predictor.json").read_text())
+    edit(meta)
+    (bad / "predictor.json").write_text(json.dumps(meta))
+    out = tmp_path / "o"
+    res = CliRunner().invoke(convert_cmd, [model, "--predictor", str(bad), "--data", paths["test"], "--out", str(out)])
+    assert res.exit_code == 2 and needle in _one_error(res.output), res.output
+    assert not out.exists()

@@ -2,6 +2,8 @@
 calibration, the predictor folder, and the one-line errors for bad input."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from helpers import dataset, quantize_on
@@ -107,7 +109,15 @@ def test_predictor_sizes_within_budget():
             h = s["hidden"][0]
             assert 96 * h + h + h * h + h + h + 1 <= b
         if t in ("tree", "forest"):
-            assert s["trees"] * (3 * s["leaves"] - 2) <= b + 3 * s["trees"]
+            assert s["trees"] * (3 * s["leaves"] - 2) <= b
+    # small budgets: the largest tree or forest that fits, or a refusal (a floor of 4 leaves went past them)
+    for t, budget, leaves in (("tree", 10, 4), ("tree", 4, 2), ("forest", 40, 2), ("forest", 100, 4)):
+        s = default_size(t, 96, budget)
+        assert s["leaves"] == leaves and s["trees"] * (3 * s["leaves"] - 2) <= budget
+    for t, budget, msg in (("tree", 3, "a decision tree needs at least 4 parameters"),
+                           ("forest", 31, "a forest of 8 trees needs at least 32 parameters (2 leaves each)")):
+        with pytest.raises(RnnskipError, match=re.escape(msg)):
+            default_size(t, 96, budget)
 
 
 @pytest.fixture(scope="module")
@@ -214,16 +224,19 @@ def test_impossible_budget_says_best_achievable():
 
 def test_negative_budget_and_empty_or_constant_data():
     ir, ds = _labelled(n=40)
-    with pytest.raises(RnnskipError, match="max-loss must be >= 0"):
-        train(ir, ds, ds, TrainConfig(type="tree", max_loss=-1.0), log=None)
-    with pytest.raises(RnnskipError, match="margin-se must be >= 0 standard errors"):
-        train(ir, ds, ds, TrainConfig(type="tree", margin_se=-1.0), log=None)
-    with pytest.raises(RnnskipError, match="max-loss must be >= 0"):
-        train(ir, ds, ds, TrainConfig(type="tree", max_loss=float("nan")), log=None)
-    with pytest.raises(RnnskipError, match="--rounds must be >= 0"):
-        train(ir, ds, ds, TrainConfig(type="tree", rounds=-1), log=None)
-    with pytest.raises(RnnskipError, match="--size-ratio must be > 0"):
-        train(ir, ds, ds, TrainConfig(type="tree", size_ratio=-0.5), log=None)
+    # budgets no certificate can mean (NaN, infinite, above 100 points) and values no training can use
+    for bad, msg in ((dict(max_loss=-1.0), "--max-loss -1 must be between 0 and 100 (accuracy points)"),
+                     (dict(max_loss=float("nan")), "--max-loss nan must be between 0 and 100"),
+                     (dict(max_loss=float("inf")), "--max-loss inf must be between 0 and 100"),
+                     (dict(max_loss=1e9), "--max-loss 1e+09 must be between 0 and 100"),
+                     (dict(max_disagreement=150.0), "--max-disagreement 150 must be between 0 and 100"),
+                     (dict(margin_se=-1.0), "--margin-se -1 must be a finite number >= 0 (standard errors)"),
+                     (dict(margin_se=float("inf")), "--margin-se inf must be a finite number >= 0"),
+                     (dict(rounds=-1), "--rounds must be >= 0"),
+                     (dict(size_ratio=-0.5), "--size-ratio -0.5 must be in (0, 1]"),
+                     (dict(size_ratio=float("inf")), "--size-ratio inf must be in (0, 1]")):
+        with pytest.raises(RnnskipError, match=re.escape(msg)):
+            train(ir, ds, ds, TrainConfig(type="tree", **bad), log=None)
     pad = Dataset(x=np.zeros_like(ds.x), y=ds.y, lengths=ds.lengths)
     with pytest.raises(RnnskipError, match="--train data has no valid steps"):
         train(ir, pad, ds, TrainConfig(type="tree"), log=None)

@@ -39,6 +39,7 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     check_writable(plot)
     if plot.is_dir():
         raise RnnskipError(f"{plot} is a folder, where the Pareto plot of --out {out} goes; choose another --out")
+    from ..datasets import same_rows_file, shared_rows
     if select is not None and Path(select).exists() and Path(val).exists() and same_rows_file(select, val):
         raise RnnskipError(f"--select {select} holds the same rows as --val {val}: the rows that certify the "
                            f"thresholds must be rows the selection never saw; give --select other data, or leave it "
@@ -125,28 +126,6 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
             f"(unlabelled ones work with --max-disagreement) or a larger budget")
     log(f"wrote {out} and {plot}")
     return spec.to_json(ir)
-
-
-def same_rows_file(a, b) -> bool:
-    """Whether two data files are one file, or byte for byte the same."""
-    pa, pb = Path(a), Path(b)
-    if pa.resolve() == pb.resolve():
-        return True
-    if pa.stat().st_size != pb.stat().st_size:
-        return False
-    import hashlib
-    return hashlib.sha256(pa.read_bytes()).digest() == hashlib.sha256(pb.read_bytes()).digest()
-
-
-def shared_rows(a, b) -> int:
-    """How many rows of Dataset ``b`` also appear (same steps, same length) in ``a``."""
-    import hashlib
-
-    def keys(ds):
-        L = ds.lengths if ds.lengths is not None else [ds.x.shape[1]] * len(ds.x)
-        return [hashlib.sha1(np.ascontiguousarray(x[:int(n)]).tobytes()).digest() for x, n in zip(ds.x, L)]
-    seen = set(keys(a))
-    return sum(k in seen for k in keys(b))
 
 
 def check_baseline(ir, bir, path) -> None:

@@ -83,6 +83,13 @@ class SkipSetup(MethodSetup):
         if predictor is not None and ptype is not None:
             raise RnnskipError(f"--predictor-type picks what --skip auto trains; the predictor in {predictor} is "
                                f"already trained (its type is in its predictor.json): drop --predictor-type")
+        given = [o for o, v in (("--train", train), ("--val", val), ("--max-loss", max_loss),
+                                ("--max-disagreement", max_disagreement), ("--confidence", confidence),
+                                ("--margin-se", margin_se)) if v is not None]
+        if predictor is not None and given:   # they would be silently ignored: the folder has its own
+            raise RnnskipError(f"{'/'.join(given)} configure what --skip auto trains; the predictor in {predictor} "
+                               f"is already trained with its own budget (in its predictor.json): drop "
+                               f"{'them' if len(given) > 1 else 'it'}")
         if predictor is not None and skip in ("off", "none"):
             raise RnnskipError(f"--skip {skip} turns skipping off but --predictor {predictor} turns it on; "
                                "drop one of them")
@@ -99,6 +106,7 @@ class SkipSetup(MethodSetup):
                                        max_loss if max_disagreement is None else 0)) if v is None]
             if missing:
                 raise RnnskipError(f"--skip auto trains a predictor and needs {', '.join(missing)}")
+            check_train_not_val(train, val)
         s = cls(predictor_dir=predictor, auto=skip == "auto", train_path=train, val_path=val, max_loss=max_loss,
                 type=ptype or "mlp", rounds=rounds, margin_se=0.0 if margin_se is None else margin_se,
                 confidence=0.9 if confidence is None else confidence, max_disagreement=max_disagreement, log=log)
@@ -127,6 +135,7 @@ class SkipSetup(MethodSetup):
             s.train_ds = load_data(train, ir, "--train", note=note, loaded=loaded)
             s.val_ds = load_data(val, ir, "--val", labels=max_disagreement is None, note=note,
                                  loaded=[*loaded, train])
+            warn_shared_rows(s.train_ds, s.val_ds, note)
         else:
             from .folder import load
             s.fp, s.meta = load(predictor, ir)
@@ -225,7 +234,8 @@ class SkipSetup(MethodSetup):
             sec["int8_grid"] = {"calibrated": self.meta["int8_grid"], "deployed": grid_of(qm),
                                 "same": self.grid_mismatch is None}
         if self.meta.get("certified"):
-            sec["certified"] = dict(self.meta["certified"],
+            on = (self.meta.get("calibration") or {}).get("on", "int8")
+            sec["certified"] = dict(self.meta["certified"], calibrated_on=on,
                                     **({"data_check": self.data_check} if self.data_check else {}))
         if comparison is not None:
             k = comparison["sequences"]
@@ -363,11 +373,35 @@ def table_rows(sec: dict) -> list:
     from ..certify import budget_text
     from ..report import comparison_rows
     p, a, c = sec["predictor"], sec["accuracy"], sec.get("certified")
+    budget = []
+    if c:
+        line = budget_text(c, "the predictor never skips")
+        if c.get("certified") and c.get("calibrated_on") == "float":   # not this firmware's int8 model
+            line += "; certified on the float model and predictor (--calibrate-on float), not on this int8 model"
+        elif c.get("certified") and not (sec.get("int8_grid") or {}).get("same", True):
+            line += "; certified on another int8 grid (see the warning), not this one"
+        budget = [("skip budget", line)]
     return [("skip predictor", f"{p['type']}, {p['params']:,} params ({p['params_ratio']:.1%} of the RNN)")] + \
-        ([("skip budget", budget_text(c, "the predictor never skips"))] if c else []) + [
+        budget + [
             ("steps skipped", f"{sec['skip_rate']:.1%} (oracle {sec['oracle_skip_rate']:.1%})"),
             ("accuracy dense / skip", f"{a['dense_int8']:.4f} / {a['skip_int8']:.4f} (int8)")] + \
         comparison_rows(sec, "skip")
+
+
+def check_train_not_val(train, val) -> None:
+    """The certificate's rows (half of --val) must be rows the predictor never saw: not --train's file."""
+    from ..datasets import same_rows_file
+    if train and val and Path(train).exists() and Path(val).exists() and same_rows_file(train, val):
+        raise RnnskipError(f"--train {train} holds the same rows as --val {val}: half of --val certifies the "
+                           f"budget and must be rows the predictor was not trained on; give --val held-out data")
+
+
+def warn_shared_rows(tr, va, note) -> None:
+    from ..datasets import shared_rows
+    n = shared_rows(tr, va)
+    if n and note is not None:
+        note(f"warning: {n} of the {len(va)} --val rows also appear in --train: the certificate holds for rows the "
+             f"predictor never saw, so it is optimistic on those; remove them from one of the files")
 
 
 def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2, size_ratio=None,
@@ -387,6 +421,10 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
                       calibrate_on=calibrate_on, margin_se=float(margin_se), seed=seed, confidence=confidence,
                       max_disagreement=max_disagreement)
     cfg.check()   # before the output folder check and the import, not after the training
+    check_train_not_val(train, val)
+    if calib is not None and calibrate_on == "float":
+        raise RnnskipError("--calib sets the int8 grid the threshold is calibrated on; with --calibrate-on float "
+                           "there is none: drop --calib, or calibrate on the int8 model (the default)")
     inputs = (model, train, val, calib)
     check_replaceable(out, "predictor.json", inputs=inputs)   # before the training, not after it
     ir = import_model(model)
@@ -397,6 +435,7 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     from ..cli_support import note
     tr = load_data(train, ir, "--train", note=note)
     va = load_data(val, ir, "--val", labels=max_disagreement is None, note=note, loaded=[train])
+    warn_shared_rows(tr, va, note)
     qm = None
     if calibrate_on == "int8":   # the int8 model the decision threshold is calibrated on
         from ..pipeline import quantize_model

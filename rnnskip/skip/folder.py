@@ -118,6 +118,34 @@ def save(out: Path, res, ir, model_path: str, train_path: str, val_path: str, vo
     return meta
 
 
+def _check_sections(meta: dict, where) -> None:
+    """The parts of predictor.json the conversion reads, of the types train-predictor writes: one line
+    otherwise, before any work (a damaged file failed after the whole build and emulation)."""
+    def bad(what):
+        return RnnskipError(f"{where}: {what}; it is not a file 'rnnskip train-predictor' wrote (edited?): train "
+                            f"the predictor again")
+    for key in ("model", "oracle", "val", "calibration"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise bad(f"'{key}' is a {type(meta[key]).__name__}, not an object")
+    cert = meta.get("certified")
+    if cert is not None:
+        numbers = ("confidence", "calibration_n", "smallest_certifiable")
+        budget = cert.get("max_loss_points", cert.get("max_disagreement_percent")) if isinstance(cert, dict) else None
+        if not (isinstance(cert, dict) and isinstance(cert.get("certified"), bool) and cert.get("units")
+                and all(isinstance(cert.get(k), (int, float)) and not isinstance(cert.get(k), bool) for k in numbers)
+                and isinstance(budget, (int, float)) and 0 <= budget <= 100):
+            raise bad("'certified' is not a certificate")
+    lengths = meta.get("calibration_lengths")
+    if lengths is not None and not (isinstance(lengths, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in lengths)):
+        raise bad("'calibration_lengths' is not a list of sequence lengths")
+    grid = meta.get("int8_grid")
+    if grid is not None and not (isinstance(grid, list) and all(
+            isinstance(g, dict) and all(isinstance(g.get(k), (int, float)) and not isinstance(g.get(k), bool)
+                                        and g[k] > 0 for k in ("input_scale", "hidden_scale")) for g in grid)):
+        raise bad("'int8_grid' is not a list of {input_scale, hidden_scale} (> 0)")
+
+
 def load(folder, ir=None) -> Tuple[FloatPredictor, dict]:
     """Read a predictor folder (and check it against ``ir``)."""
     folder = Path(folder)
@@ -133,6 +161,7 @@ def load(folder, ir=None) -> Tuple[FloatPredictor, dict]:
         raise RnnskipError(f"{mp} is not valid JSON; train the predictor again") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise RnnskipError(f"{mp} is not an rnnskip predictor (expected \"format\": \"{FORMAT}\")")
+    _check_sections(meta, mp)
     if ir is not None:
         check_fingerprint(meta, ir, folder)
     wp = folder / WEIGHTS

@@ -182,10 +182,16 @@ def default_size(ptype: str, dim: int, budget_params: int) -> dict:
             raise RnnskipError(f"logistic regression on {dim} features needs {dim + 1} parameters, more than "
                                f"the budget of {budget_params}; raise --size-ratio ('rnnskip train-predictor')")
         return {}
-    if ptype == "tree":
-        return {"leaves": int(max(4, min(512, (budget_params + 2) // 3))), "trees": 1}
-    n = 8
-    return {"leaves": int(max(4, min(256, (budget_params // n + 2) // 3))), "trees": n}
+    # a tree of L leaves holds 3 L - 2 parameters (a feature and a threshold per split, a value per leaf);
+    # at least 2 leaves, within the budget (a floor above it gave predictors past --size-ratio)
+    n = 1 if ptype == "tree" else 8
+    leaves = min(512 if n == 1 else 256, (budget_params // n + 2) // 3)
+    if leaves < 2:
+        what = "a decision tree" if n == 1 else f"a forest of {n} trees"
+        raise RnnskipError(f"{what} needs at least {4 * n} parameters (2 leaves{' each' if n > 1 else ''}), more "
+                           f"than the budget of {budget_params}; choose a logistic predictor (--type; "
+                           f"rnnskip-convert: --predictor-type), or raise --size-ratio ('rnnskip train-predictor')")
+    return {"leaves": int(leaves), "trees": n}
 
 
 # ---- training ----------------------------------------------------------------

@@ -46,16 +46,19 @@ class TrainConfig:
 
     def check(self) -> None:
         """One-line errors for option values no training can use (checked before any work)."""
-        if self.max_disagreement is not None and not (self.max_disagreement >= 0):   # first: it sets max_loss
-            raise RnnskipError(f"--max-disagreement {self.max_disagreement} must be >= 0 (percent of sequences)")
-        if not (self.max_loss >= 0):   # NaN too
-            raise RnnskipError(f"--max-loss must be >= 0 accuracy points (got {self.max_loss})")
+        # NaN and infinity too: a promise of "loss <= inf" is no promise
+        if self.max_disagreement is not None and not (0 <= self.max_disagreement <= 100):   # first: sets max_loss
+            raise RnnskipError(f"--max-disagreement {self.max_disagreement:g} must be between 0 and 100 (percent "
+                               f"of sequences)")
+        if not (0 <= self.max_loss <= 100):
+            raise RnnskipError(f"--max-loss {self.max_loss:g} must be between 0 and 100 (accuracy points)")
         if self.rounds < 0:
             raise RnnskipError(f"--rounds must be >= 0 (got {self.rounds})")
-        if not (self.size_ratio > 0):
-            raise RnnskipError(f"--size-ratio must be > 0, a fraction of the RNN's parameters (got {self.size_ratio})")
-        if not (self.margin_se >= 0):
-            raise RnnskipError(f"--margin-se must be >= 0 standard errors (got {self.margin_se})")
+        if not (0 < self.size_ratio <= 1):
+            raise RnnskipError(f"--size-ratio {self.size_ratio:g} must be in (0, 1], a fraction of the RNN's "
+                               f"parameters")
+        if not (0 <= self.margin_se < float("inf")):
+            raise RnnskipError(f"--margin-se {self.margin_se:g} must be a finite number >= 0 (standard errors)")
         if self.calibrate_on not in ("int8", "float"):
             raise RnnskipError(f"calibrate_on must be int8 or float (got {self.calibrate_on!r})")
         if self.confidence is not None and not (0.0 < self.confidence < 1.0):

@@ -93,8 +93,12 @@ def test_train_predictor_certification_refusals_and_unlabelled(setup, tmp_path):
         np.savez(tmp_path / "unlabelled.npz", x=v["x"], lengths=v["lengths"])
     res = r.invoke(main, base + ["--val", str(tmp_path / "unlabelled.npz"), "--max-disagreement", "60"])
     assert res.exit_code == 0, res.output
-    c = json.loads((out / "predictor.json").read_text())["certified"]
+    meta = json.loads((out / "predictor.json").read_text())
+    c = meta["certified"]
     assert c["loss"] == "disagreement" and c["certified"] and c["upper_bound"] <= 60
+    # what its "accuracy" measures there, and the summary's unit
+    assert meta["measure"] == "agreement with the dense model" and meta["max_disagreement_percent"] == 60
+    assert "% disagreement with the dense model (1 standard error" in res.output
     res = r.invoke(main, base + ["--val", str(tmp_path / "unlabelled.npz"), "--max-loss", "60"])
     assert res.exit_code == 2 and "'y' is missing from" in _one_error(res.output)
 
@@ -399,12 +403,13 @@ def test_convert_skip_auto_warns_about_its_data_files_once(setup, tmp_path):
     """--skip auto's --train and --val files get the same data warnings as every other command's
     files, once per file (before: read without them); the --out refusal stops it before any work."""
     d, model, other, paths = setup
-    with np.load(paths["train"]) as t:
-        np.savez(tmp_path / "train_w.npz", x=t["x"], y=t["y"], lengths=t["lengths"], sample_weight=t["y"] * 0)
+    for name in ("train", "val"):   # two files (one file as both --train and --val is refused)
+        with np.load(paths[name]) as t:
+            np.savez(tmp_path / f"{name}_w.npz", x=t["x"], y=t["y"], lengths=t["lengths"], sample_weight=t["y"] * 0)
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "notes.txt").write_text("not an rnnskip folder")
-    args = [model, "--skip", "auto", "--train", str(tmp_path / "train_w.npz"), "--val", str(tmp_path / "train_w.npz"),
+    args = [model, "--skip", "auto", "--train", str(tmp_path / "train_w.npz"), "--val", str(tmp_path / "val_w.npz"),
             "--predictor-type", "tree", "--data", paths["test"]]
     res = CliRunner().invoke(convert_cmd, args + ["--max-loss", "1", "--out", str(taken)])
     assert res.exit_code != 0 and "already exists" in _one_error(res.output), res.output
@@ -412,9 +417,10 @@ def test_convert_skip_auto_warns_about_its_data_files_once(setup, tmp_path):
     res = CliRunner().invoke(convert_cmd, args + ["--max-loss", "60", "--out", str(tmp_path / "o"), "--emulate-max",
                                                   "2", "--traffic-sample", "0", "--workers", "1"])
     assert res.exit_code == 0, res.output
-    warn = [l for l in res.output.splitlines() if l.startswith("warning:") and "train_w.npz" in l]
-    assert len(warn) == 1 and warn[0].startswith("warning: train_w.npz has a key rnnskip does not read "
-                                                  "(sample_weight); it reads x, y, lengths"), res.output
+    for name in ("train", "val"):
+        warn = [l for l in res.output.splitlines() if l.startswith("warning:") and f"{name}_w.npz" in l]
+        assert len(warn) == 1 and warn[0].startswith(f"warning: {name}_w.npz has a key rnnskip does not read "
+                                                      "(sample_weight); it reads x, y, lengths"), res.output
 
 
 @pytest.mark.parametrize("edit,needle", [

@@ -421,7 +421,6 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
                       calibrate_on=calibrate_on, margin_se=float(margin_se), seed=seed, confidence=confidence,
                       max_disagreement=max_disagreement)
     cfg.check()   # before the output folder check and the import, not after the training
-    check_train_not_val(train, val)
     if calib is not None and calibrate_on == "float":
         raise RnnskipError("--calib sets the int8 grid the threshold is calibrated on; with --calibrate-on float "
                            "there is none: drop --calib, or calibrate on the int8 model (the default)")
@@ -431,7 +430,8 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     if ir.bidirectional is not None:
         from .qpredictor import bidirectional_refusal
         raise RnnskipError(bidirectional_refusal(ir.rnn_layers[ir.bidirectional].name))
-    features.check_classifier(ir)
+    features.check_classifier(ir)   # the model's own refusals first: no data would make it skip
+    check_train_not_val(train, val)
     from ..cli_support import note
     tr = load_data(train, ir, "--train", note=note)
     va = load_data(val, ir, "--val", labels=max_disagreement is None, note=note, loaded=[train])
@@ -448,7 +448,8 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     log(f"{meta['description']}: {meta['params']:,} params ({meta['params_ratio']:.1%} of the RNN's "
         f"{meta['rnn_params']:,}); validation{' (selection half)' if 'rows' in v else ''}: "
         f"{v['skip_rate']:.1%} of steps skipped at "
-        f"{v['loss_points']:+.2f} ± {v['loss_se_points'] or 0:.2f} points (1 standard error; "
+        f"{v['loss_points']:+.2f} ± {v['loss_se_points'] or 0:.2f} "
+        f"{'% disagreement with the dense model' if max_disagreement is not None else 'points'} (1 standard error; "
         f"oracle {meta['oracle']['val']['chosen']['skip_rate']:.1%})")
     if res.certificate is not None:
         log("certified: " + res.certificate.line(str(val))

@@ -90,6 +90,10 @@ def save(out: Path, res, ir, model_path: str, train_path: str, val_path: str, vo
         if res.config.max_disagreement is not None:   # the budget's real kind (max_loss held D for the search)
             meta["max_loss_points"] = None
             meta["max_disagreement_percent"] = res.config.max_disagreement
+    # what "accuracy" and "loss" measure in val, calibration and oracle: with --max-disagreement, agreement
+    # with the dense model's classes and the percent of sequences that disagree (no labels needed)
+    meta["measure"] = ("agreement with the dense model" if res.config.max_disagreement is not None
+                       else "accuracy on the labels")
     with open(out / WEIGHTS, "wb") as f:
         np.savez(f, **p.arrays())
     # plots
@@ -105,11 +109,21 @@ def save(out: Path, res, ir, model_path: str, train_path: str, val_path: str, vo
                "skip": [q.skip_rate for q in res.calibration.points],
                "acc": [q.accuracy for q in res.calibration.points]}]
     pts = [{"label": "chosen oracle", "skip": o.chosen.skip_rate, "acc": o.chosen.accuracy}]
-    if cal:
+    # the threshold that ships: the certified one where it differs from the selection's pick
+    ships = [q for q in res.calibration.points if q.threshold == p.threshold] if cal else []
+    if ships:
+        certified = res.certificate is not None and cal.threshold != p.threshold
+        pts.append({"label": "shipped threshold (certified)" if certified else "chosen predictor",
+                    "skip": ships[0].skip_rate, "acc": ships[0].accuracy})
+    elif cal:
         pts.append({"label": "chosen predictor", "skip": cal.skip_rate, "acc": cal.accuracy})
+    disagreement = res.config.max_disagreement is not None
+    measure = "agreement with the dense model" if disagreement else "accuracy"
+    budget = f"{res.config.max_disagreement:g}% disagreement" if disagreement else f"{res.config.max_loss:g} pt"
+    rows = " (selection half)" if res.certificate is not None else ""
     meta["plots"].append(plots.pareto(curves, pts, out / "pareto_val.png",
-                                      f"validation: skip rate vs accuracy (budget {res.config.max_loss:g} pt)",
-                                      dense_acc=o.dense_accuracy).name)
+                                      f"validation{rows}: skip rate vs {measure} (budget {budget})",
+                                      dense_acc=o.dense_accuracy, measure=measure, dense_label="dense (float)").name)
     if len(res.rounds) > 1:
         meta["plots"].append(plots.rounds(res.rounds, out / "relabel_rounds.png",
                                           "relabelling on the predictor's own states").name)

@@ -42,8 +42,10 @@ def change_distributions(series: Dict[str, np.ndarray], path: Path) -> Path:
     return Path(path)
 
 
-def pareto(curves: List[dict], points: List[dict], path: Path, title: str, dense_acc: Optional[float] = None) -> Path:
-    """Skip rate vs accuracy. ``curves``: {label, skip [..], acc [..]}; ``points``: {label, skip, acc}."""
+def pareto(curves: List[dict], points: List[dict], path: Path, title: str, dense_acc: Optional[float] = None,
+           measure: str = "accuracy", dense_label: str = "dense") -> Path:
+    """Skip rate vs accuracy (or ``measure``). ``curves``: {label, skip [..], acc [..]}; ``points``: {label, skip,
+    acc}."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for c in curves:
@@ -55,9 +57,9 @@ def pareto(curves: List[dict], points: List[dict], path: Path, title: str, dense
         ax.scatter([p["skip"] * 100], [p["acc"] * 100], marker=markers[i % len(markers)], s=50, zorder=3,
                    label=p["label"])
     if dense_acc is not None:
-        ax.axhline(dense_acc * 100, color="gray", lw=0.8, ls="--", label="dense")
+        ax.axhline(dense_acc * 100, color="gray", lw=0.8, ls="--", label=dense_label)
     ax.set_xlabel("steps skipped (%)")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(f"{measure} (%)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")

@@ -326,3 +326,19 @@ def test_candidate_thresholds_skip_tied_top_scores():
     assert c == sorted(set(c), reverse=True)                     # distinct, least skipping first
     skipped = [float(np.mean(scores > t)) for t in c]
     assert skipped[0] == 0.0 and skipped[1] >= 0.6 and len(set(skipped)) == len(skipped)
+
+
+def test_a_predictor_that_skips_nothing_is_not_told_to_raise_the_budget(monkeypatch):
+    """A predictor whose scores are all alike (here a tree fitted on all-"run" labels: one leaf) skips no
+    validation step at any threshold: no budget would help, and the line says so (it said to raise it)."""
+    import rnnskip.skip.train as train_mod
+    real_fit = train_mod.fit
+    monkeypatch.setattr(train_mod, "fit", lambda ptype, F, y, *a, **k: real_fit(ptype, F, np.zeros_like(y), *a, **k))
+    ir, ds = _labelled(n=120)
+    with pytest.raises(BudgetNotMet) as e:
+        train(ir, ds.subset(slice(0, 80)), ds.subset(slice(80, None)),
+              TrainConfig(type="tree", max_loss=5.0, rounds=0, measure="l2", include_cell=False), log=None)
+    msg = str(e.value)
+    assert "the best achievable is no skipping at all: no threshold of the" in msg
+    assert "so a larger budget would not help" in msg and msg.endswith("raise --size-ratio or try another --type")
+    assert "raise --max-loss" not in msg

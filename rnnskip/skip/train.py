@@ -337,7 +337,11 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
             f"{'disagreement' if cfg.max_disagreement is not None else 'loss'} within {cfg.max_loss:g} {unit} "
             f"while skipping steps; the best achievable is "
             + (f"{b.loss:.2f} {unit} at {b.skip_rate:.1%} skipped" if b else "no skipping at all")
-            + _margin_hint(cfg) + f"; raise {option} or try another --type")
+            + _margin_hint(cfg)
+            + (f"; raise {option} or try another --type" if b else
+               f": no threshold of the {p.describe()}'s scores skips a validation step, so a larger budget would "
+               f"not help (its scores are all alike, or the rows have no steps to skip); raise --size-ratio or "
+               f"try another --type"))
     for r in rounds:
         r["chosen"] = r["round"] == info["round"]
     cert = _certify(p, cal, cert_ds, qm, fm, cfg, log) if cert_ds is not None else None

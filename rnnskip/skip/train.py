@@ -207,6 +207,7 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
             raise RnnskipError("--val needs at least 2 sequences (half train the threshold, half certify it)")
         sel, cer = split_rows(len(val_ds), cfg.seed)
         val_ds, cert_ds = val_ds.subset(sel), val_ds.subset(cer)
+        _check_certifiable(len(cert_ds), cfg)   # before any training: no predictor could be certified
     rng = np.random.default_rng(cfg.seed)
     tr = (train_ds.sample(cfg.max_train_sequences, seed=cfg.seed) if len(train_ds) > cfg.max_train_sequences
           else train_ds)
@@ -363,6 +364,23 @@ class NotCertified(RnnskipError):
     def __init__(self, msg: str, certificate):
         super().__init__(msg)
         self.certificate = certificate
+
+
+def _check_certifiable(n: int, cfg: TrainConfig) -> None:
+    """NotCertified now when ``n`` certification rows cannot certify the budget even for a predictor that
+    changes nothing (the smallest budget they can certify is above it): the training would be wasted."""
+    from ..certify import Certificate, smallest_certifiable, up2
+    kind = "disagreement" if cfg.max_disagreement is not None else "paired"
+    budget = (cfg.max_disagreement if kind == "disagreement" else cfg.max_loss) / 100.0
+    floor = smallest_certifiable(n, 1.0 - float(cfg.confidence), kind)
+    if floor <= budget:
+        return
+    unit = "points" if kind == "paired" else "%"
+    cert = Certificate(kind, budget, float(cfg.confidence), n, None, None, None, 0, floor)
+    raise NotCertified(f"nothing certified: {n} certification sequences (half of --val) certify no budget below "
+                       f"{up2(100 * floor)} {unit} at {100 * cfg.confidence:g}% confidence, above the budget of "
+                       f"{100 * budget:g}, whatever the predictor (checked before training it); give more --val "
+                       f"sequences (unlabelled ones work with --max-disagreement) or a larger budget", cert)
 
 
 def certification_path(points, chosen: float) -> list:

@@ -271,6 +271,11 @@ def build_target(src_dir: Path, out_dir: Path, target, variant: str = "dsp",
         [f"-Wl,-Map={mapf}", "-o", str(elf)] + \
         [str(f) for f in _sources(src_dir, with_main=True) + startup + extra] + ldflags(target, ld)
     _run(cmd, f"firmware build for {target.name}")
+    return firmware_of(elf, mapf, variant)
+
+
+def firmware_of(elf: Path, mapf: Path, variant: str) -> Firmware:
+    """The Firmware record of a linked image: its flash and RAM from the ELF's sections."""
     sizes = section_sizes(elf)
     flash = sum(v for k, v in sizes.items() if k in (".isr_vector", ".text", ".rodata", ".data", ".weights",
                                                       ".ARM.exidx"))

@@ -220,6 +220,22 @@ def shift_warning(check: dict, option: str, cert: dict) -> str:
             f"its budget is promised for data like {cert.get('data', 'those rows')}, not necessarily this data")
 
 
+def is_certificate(c) -> bool:
+    """Whether ``c`` has the shape of :meth:`Certificate.as_dict` where files carry it (a thresholds file, a
+    predictor folder): what the conversion reads from it, of the types it reads."""
+    if not isinstance(c, dict):
+        return False
+    budget = c.get("max_loss_points", c.get("max_disagreement_percent"))
+    numbers = [c.get(k) for k in ("confidence", "calibration_n", "smallest_certifiable")] + [budget]
+    return (isinstance(c.get("certified"), bool) and bool(c.get("units")) and 0 <= budget <= 100
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers) else False)
+
+
+def is_lengths(v) -> bool:
+    """Whether ``v`` is a list of sequence lengths (a file's ``calibration_lengths``)."""
+    return isinstance(v, list) and all(isinstance(n, int) and not isinstance(n, bool) for n in v)
+
+
 def up2(v: float) -> str:
     """``v`` to 2 decimals, rounded up: the smallest certifiable budget as printed is one that certifies."""
     return f"{math.ceil(v * 100 - 1e-9) / 100:.2f}"

@@ -74,7 +74,7 @@ def clang_firmware(src_dir, out_dir, target):
     """The generated model in ``src_dir`` (kernels, emulation harness) compiled by clang with the firmware's
     flags and linked with the GCC-built runtime (startup, linker script), as rnnskip.build.build_target links
     its own GCC build: a Firmware the emulators run."""
-    from rnnskip.build import CC, Firmware, _sources, cflags, ldflags, render_runtime, section_sizes
+    from rnnskip.build import CC, _sources, cflags, firmware_of, ldflags, render_runtime
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     ld, startup = render_runtime(target, out_dir)
     objs = m4_objects(out_dir, _sources(src_dir, with_main=True), "clang", include_dirs=[src_dir, src_dir / "kernels"])
@@ -82,7 +82,4 @@ def clang_firmware(src_dir, out_dir, target):
     proc = subprocess.run([CC, *cflags(target), str(startup), *[str(o) for o in objs], *ldflags(target, ld),
                            f"-Wl,-Map={mapf}", "-o", str(elf)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    sizes = section_sizes(elf)
-    flash = sum(v for k, v in sizes.items() if k in (".isr_vector", ".text", ".rodata", ".data", ".ARM.exidx"))
-    return Firmware(elf=elf, map=mapf, variant="dsp", flash_bytes=int(flash),
-                    ram_bytes=int(sum(v for k, v in sizes.items() if k in (".data", ".bss"))))
+    return firmware_of(elf, mapf, "dsp")

@@ -96,12 +96,12 @@ def _check_sections(d: dict, where: str) -> None:
     if layers is not None and not (isinstance(layers, list) and all(
             isinstance(l, dict) and {"kind", "units", "input_dim"} <= set(l) for l in layers)):
         raise bad("'model.layers' is not a list of {kind, units, input_dim}")
+    from ..certify import is_certificate, is_lengths
     cert = (tuning or {}).get("certified")
-    if cert is not None and not (isinstance(cert, dict) and isinstance(cert.get("certified"), bool)):
+    if cert is not None and not is_certificate(cert):
         raise bad("'tuning.certified' is not a certificate")
     lengths = (tuning or {}).get("calibration_lengths")
-    if lengths is not None and not (isinstance(lengths, list) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in lengths)):
+    if lengths is not None and not is_lengths(lengths):
         raise bad("'tuning.calibration_lengths' is not a list of sequence lengths")
 
 
@@ -181,10 +181,9 @@ class DeltaSpec:
             tm.append(checked_theta_cell(t["cell"], f"{where}: layer {i} cell") if t.get("cell") is not None else None)
         if not tx:
             raise RnnskipError(f"{where}: the thresholds list is empty")
+        from ..quant.grid import is_grid
         grid = d.get("int8_grid") or []
-        if not isinstance(grid, list) or not all(
-                isinstance(g, dict) and all(isinstance(g.get(k), (int, float)) and not isinstance(g.get(k), bool)
-                                            and g[k] > 0 for k in ("input_scale", "hidden_scale")) for g in grid):
+        if not is_grid(grid):
             raise RnnskipError(f"{where}: int8_grid must list one {{input_scale, hidden_scale}} (> 0) per layer; "
                                f"write the file with 'rnnskip delta-tune'")
         if len(grid) not in (0, len(tx)):

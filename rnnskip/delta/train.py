@@ -256,6 +256,14 @@ def export_keras(ir, cells, pre, head, path) -> None:
         m.save(str(path))
 
 
+def _is_thresholds_file(path) -> bool:
+    try:
+        DeltaSpec.load(path)
+        return True
+    except RnnskipError:
+        return False
+
+
 def classifier_loss(keras, ir):
     """The classifier's own loss: a linear head holds logits (trained with from_logits), a softmax or
     sigmoid head probabilities."""
@@ -297,15 +305,11 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
         raise RnnskipError(f"{thresholds} is a folder, where the thresholds of --out {out} go; choose another --out")
     if out.is_dir():
         raise RnnskipError(f"--out {out} is a folder; give the .h5 file to write")
-    if out.exists() or thresholds.exists():   # replaced only when they are an earlier delta-train's pair
-        try:
-            DeltaSpec.load(thresholds)
-            if not out.is_file():
-                raise RnnskipError("")
-        except RnnskipError:
-            raise RnnskipError(f"--out {out} (or {thresholds.name} next to it) exists and is not an earlier "
-                               f"delta-train output; it would be overwritten: choose a new file name or remove it "
-                               f"yourself") from None
+    if (out.exists() or thresholds.exists()) and not (out.is_file() and _is_thresholds_file(thresholds)):
+        # replaced only when they are an earlier delta-train's pair
+        raise RnnskipError(f"--out {out} (or {thresholds.name} next to it) exists and is not an earlier "
+                           f"delta-train output; it would be overwritten: choose a new file name or remove it "
+                           f"yourself")
     ir = pipeline.import_model(model)
     check_supported(ir.rnn_layers)
     from ..outputs import check_class_outputs

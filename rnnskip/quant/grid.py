@@ -23,3 +23,11 @@ def grid_mismatch(recorded: list, qm, rtol: float = 1e-6) -> Optional[str]:
             if abs(g[k] - now[k]) > rtol * abs(g[k]):
                 return f"layer '{now['layer']}' {what} scale {g[k]:.6g} there, {now[k]:.6g} here"
     return None
+
+
+def is_grid(grid) -> bool:
+    """Whether ``grid`` has the shape :func:`grid_of` gives (as files record it): one {input_scale,
+    hidden_scale} (> 0) per layer."""
+    return isinstance(grid, list) and all(
+        isinstance(g, dict) and all(isinstance(g.get(k), (int, float)) and not isinstance(g.get(k), bool)
+                                    and g[k] > 0 for k in ("input_scale", "hidden_scale")) for g in grid)

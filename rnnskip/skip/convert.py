@@ -57,7 +57,7 @@ class SkipSetup(MethodSetup):
 
     @classmethod
     def check_options(cls, options: Optional[dict]) -> None:
-        cls._from_options(**(options or {}), complete=False)
+        cls._from_options(**(options or {}))
 
     @classmethod
     def prepare(cls, ir, options: Optional[dict], log=print, note=None, loaded=()) -> Optional["SkipSetup"]:
@@ -69,10 +69,9 @@ class SkipSetup(MethodSetup):
     def _from_options(cls, predictor: Optional[str] = None, skip: Optional[str] = None, train: Optional[str] = None,
                       val: Optional[str] = None, max_loss: Optional[float] = None, ptype: Optional[str] = None,
                       rounds: int = 2, margin_se: Optional[float] = None, confidence: Optional[float] = None,
-                      max_disagreement: Optional[float] = None, log=print,
-                      complete: bool = True) -> Optional["SkipSetup"]:
-        """The setup from its options, checked as far as they can be without the model (None: skipping is off).
-        ``complete``: also that --skip auto has its data and budget (checked after the model's own refusals)."""
+                      max_disagreement: Optional[float] = None, log=print) -> Optional["SkipSetup"]:
+        """The setup from its options, checked as far as they can be without the model (None: skipping is off);
+        :meth:`_check_complete` checks --skip auto's data and budget once the model's own refusals are done."""
         from .predictor import TYPES
         if predictor is None and skip in (None, "off", "none"):
             if train or val or any(v is not None for v in (max_loss, margin_se, confidence, max_disagreement, ptype)):
@@ -100,19 +99,21 @@ class SkipSetup(MethodSetup):
             raise RnnskipError(f"--skip '{skip}' is unknown; use --skip auto (or --predictor DIR)")
         if ptype is not None and ptype not in TYPES:
             raise RnnskipError(f"unknown --type '{ptype}'; choose one of {', '.join(TYPES)}")
-        if skip == "auto" and complete:
-            missing = [n for n, v in (("--train", train), ("--val", val),
-                                      ("--max-loss (or --max-disagreement)",
-                                       max_loss if max_disagreement is None else 0)) if v is None]
-            if missing:
-                raise RnnskipError(f"--skip auto trains a predictor and needs {', '.join(missing)}")
-            check_train_not_val(train, val)
         s = cls(predictor_dir=predictor, auto=skip == "auto", train_path=train, val_path=val, max_loss=max_loss,
                 type=ptype or "mlp", rounds=rounds, margin_se=0.0 if margin_se is None else margin_se,
                 confidence=0.9 if confidence is None else confidence, max_disagreement=max_disagreement, log=log)
-        if s.auto and (complete or max_loss is not None or max_disagreement is not None):
+        if s.auto and (max_loss is not None or max_disagreement is not None):
             s.config().check()
         return s
+
+    def _check_complete(self) -> None:
+        """--skip auto has its data and budget, and its certifying rows are not its training rows."""
+        missing = [n for n, v in (("--train", self.train_path), ("--val", self.val_path),
+                                  ("--max-loss (or --max-disagreement)",
+                                   self.max_loss if self.max_disagreement is None else 0)) if v is None]
+        if missing:
+            raise RnnskipError(f"--skip auto trains a predictor and needs {', '.join(missing)}")
+        check_train_not_val(self.train_path, self.val_path)
 
     @classmethod
     def from_options(cls, ir, predictor: Optional[str] = None, skip: Optional[str] = None,
@@ -122,14 +123,14 @@ class SkipSetup(MethodSetup):
                      log=print, note=None, loaded=()) -> Optional["SkipSetup"]:
         from ..pipeline.stages import load_data
         s = cls._from_options(predictor, skip, train, val, max_loss, ptype, rounds, margin_se, confidence,
-                              max_disagreement, log, complete=False)
+                              max_disagreement, log)
         if s is None:
             return None
         if ir.bidirectional is not None:   # before asking for more options: none would make it skip
             from .qpredictor import bidirectional_refusal
             raise RnnskipError(bidirectional_refusal(ir.rnn_layers[ir.bidirectional].name))
-        cls._from_options(predictor, skip, train, val, max_loss, ptype, rounds, margin_se, confidence,
-                          max_disagreement, log)
+        if s.auto:
+            s._check_complete()
         features.check_classifier(ir)
         if s.auto:
             s.train_ds = load_data(train, ir, "--train", note=note, loaded=loaded)

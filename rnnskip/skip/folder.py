@@ -141,22 +141,13 @@ def _check_sections(meta: dict, where) -> None:
     for key in ("model", "oracle", "val", "calibration"):
         if meta.get(key) is not None and not isinstance(meta[key], dict):
             raise bad(f"'{key}' is a {type(meta[key]).__name__}, not an object")
-    cert = meta.get("certified")
-    if cert is not None:
-        numbers = ("confidence", "calibration_n", "smallest_certifiable")
-        budget = cert.get("max_loss_points", cert.get("max_disagreement_percent")) if isinstance(cert, dict) else None
-        if not (isinstance(cert, dict) and isinstance(cert.get("certified"), bool) and cert.get("units")
-                and all(isinstance(cert.get(k), (int, float)) and not isinstance(cert.get(k), bool) for k in numbers)
-                and isinstance(budget, (int, float)) and 0 <= budget <= 100):
-            raise bad("'certified' is not a certificate")
-    lengths = meta.get("calibration_lengths")
-    if lengths is not None and not (isinstance(lengths, list) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in lengths)):
+    from ..certify import is_certificate, is_lengths
+    if meta.get("certified") is not None and not is_certificate(meta["certified"]):
+        raise bad("'certified' is not a certificate")
+    if meta.get("calibration_lengths") is not None and not is_lengths(meta["calibration_lengths"]):
         raise bad("'calibration_lengths' is not a list of sequence lengths")
-    grid = meta.get("int8_grid")
-    if grid is not None and not (isinstance(grid, list) and all(
-            isinstance(g, dict) and all(isinstance(g.get(k), (int, float)) and not isinstance(g.get(k), bool)
-                                        and g[k] > 0 for k in ("input_scale", "hidden_scale")) for g in grid)):
+    from ..quant.grid import is_grid
+    if meta.get("int8_grid") is not None and not is_grid(meta["int8_grid"]):
         raise bad("'int8_grid' is not a list of {input_scale, hidden_scale} (> 0)")
 
 

@@ -104,11 +104,15 @@ class _RNN:
 
 def front_layer(f, x: np.ndarray) -> np.ndarray:
     """One front-end layer (Conv1D or pooling) over whole sequences ``[..., T, C]``, as Keras runs it:
-    zero padding (valid: none; causal: window-1 before; same: split as Keras splits it for stride 1)."""
+    zero padding (valid: none; causal: window-1 before; same: split as Keras splits it for stride 1), or
+    frames of ``f.pad`` where a normalisation folded into the kernel (the input it maps to zeros)."""
     x = np.asarray(x, np.float64)
     pad = [(0, 0)] * x.ndim
     pad[-2] = (f.left, f.right)
     xp = np.pad(x, pad)
+    if getattr(f, "pad", None) is not None:
+        xp[..., : f.left, :] = f.pad
+        xp[..., xp.shape[-2] - f.right:, :] = f.pad
     n = 0 if xp.shape[-2] < f.window else (xp.shape[-2] - f.window) // f.strides + 1
     starts = np.arange(n) * f.strides
     if isinstance(f, ConvLayer):

@@ -7,8 +7,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import quantize_on, quantized
 from random_models import CONFIGS, random_data, random_ir
@@ -38,6 +40,9 @@ def _models():
     from test_frontend import front_ir  # the streamed Conv1D front end, flush included
     fir = front_ir("feat-lstm-gru")
     yield "frontend", quantize_on(fir, *random_data(fir, n=6, T=12, seed=1)), "portable"
+    for i, conv in ((0, fir.input.front[0]), (2, fir.input.front[2])):   # a normalisation folded into each Conv1D
+        fir.input.front[i] = replace(conv, pad=np.linspace(-0.5, 0.5, conv.in_dim))
+    yield "frontend-pads", quantize_on(fir, *random_data(fir, n=6, T=12, seed=1)), "portable"
     from random_models import bidi_ir  # Bidirectional: into a later layer; last before the head (and with delta)
     for name, (cfg, index, merge_mode) in {"bidi-concat": ("feat-lstm-gru", 0, "concat"),
                                            "bidi-mul-last": ("feat-mask-rnn-lstm", 1, "mul")}.items():

@@ -240,6 +240,44 @@ def test_normalization_and_rescaling_fold_as_keras_computes_them():
         "Normalization with invert=False"]
 
 
+def _conv_case(bn, padding, store):
+    store.arrays["conv"] = {"kernel": RNG.normal(size=(3, F, D)).astype(np.float32),
+                            "bias": RNG.normal(size=D).astype(np.float32)}
+    conv = layer("Conv1D", "conv", filters=D, kernel_size=[3], padding=padding, activation="linear")
+    return read([bn, conv, LSTM], store)
+
+
+@pytest.mark.parametrize("padding", ["causal", "same", "valid"])
+def test_normalization_before_a_padded_conv_pads_with_the_input_it_maps_to_zero(padding):
+    """Keras pads the normalised input with zeros; the folded Conv1D pads the raw input with mean + 0 * std."""
+    store = weights()
+    mean, var = [0.5, -1.0, 2.0], [4.0, 0.25, 1.0]
+    nodes = _conv_case(layer("Normalization", "norm", axis=-1, mean=mean, variance=var), padding, store)
+    conv = fold_batchnorm(nodes)[0].value
+    if padding == "valid":   # never padded: zeros, as before
+        assert conv.pad is None and nodes[1].notes == ["folded Normalization 'norm' into 'conv'"]
+        return
+    np.testing.assert_allclose(conv.pad, mean)
+    assert nodes[1].notes == ["folded Normalization 'norm' into 'conv'",
+                              f"'conv' pads (padding='{padding}') with the input frame 'norm' maps to 0, as Keras "
+                              "pads its output with zeros"]
+
+
+def test_batchnorm_with_a_zero_scale_before_a_padded_conv_is_refused():
+    """gamma = 0 with beta != 0: no input normalises to the zeros Keras pads with."""
+    store = weights()
+    store.arrays["bn_in"]["gamma"][1] = 0.0
+    nodes = _conv_case(layer("BatchNormalization", "bn_in"), "same", store)
+    with pytest.raises(LayerError) as e:
+        fold_batchnorm(nodes)
+    assert str(e.value).startswith(
+        "layer 'bn_in' (BatchNormalization) maps feature 1 to a constant other than 0 before 'conv' (Conv1D) with "
+        "padding='same', whose zeros pad the BatchNormalization's output: no input frame normalises to them")
+    store.arrays["bn_in"]["beta"][1] = 0.0   # a zero shift too: any input pads it (0)
+    conv = fold_batchnorm(_conv_case(layer("BatchNormalization", "bn_in"), "same", store))[0].value
+    assert conv.pad[1] == 0.0 and np.all(np.isfinite(conv.pad))
+
+
 @pytest.mark.parametrize("version,kept", [("2.15.0", False), ("3.6.0", True)])
 def test_keras2_loses_the_mask_at_normalization(version, kept):
     """tf_keras passes no mask through Normalization or Rescaling (it runs every step); Keras 3 does."""

@@ -55,7 +55,9 @@ class ConvLayer:
     """Keras ``Conv1D`` (channels last): ``y[j] = act(bias + sum_k x[j*stride - left + k*dilation] @ kernel[k])``.
 
     ``kernel`` ``[taps, in, out]`` (Keras' layout), ``bias`` ``[out]``; ``padding`` valid |
-    causal | same (zeros). The front end streams it: see docs/frontends.md.
+    causal | same, with zero frames, or with the frame ``pad`` ``[in]`` where a normalisation folded into
+    the kernel (:func:`support.fold_before_conv`): the input it maps to the zeros Keras pads with. The front
+    end streams it: see docs/frontends.md.
     """
     kernel: np.ndarray
     bias: np.ndarray
@@ -64,6 +66,7 @@ class ConvLayer:
     padding: str = "valid"
     activation: str = "linear"
     name: str = "conv1d"
+    pad: Optional[np.ndarray] = None
 
     @property
     def taps(self) -> int:

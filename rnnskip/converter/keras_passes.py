@@ -114,8 +114,8 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
     """Fold every BatchNormalization into an adjacent layer; returns the nodes left.
 
     After a linear Dense (nothing but no-ops and linear Activations between): into its
-    kernel and bias. Otherwise into the input of the next Dense or recurrent layer (or Conv1D with
-    padding='valid': Keras pads the normalised input, which a fold cannot reproduce), if only
+    kernel and bias. Otherwise into the input of the next Dense, recurrent layer or Conv1D (padded with the
+    raw frame the map sends to 0, where Keras pads the normalised input with zeros), if only
     no-ops, linear Activations and further BatchNormalizations (combined with it) lie
     between, or pooling over time that the map commutes with (the mean; the max when every
     scale is positive). A BatchNormalization that fits neither stays in the chain: the next
@@ -153,15 +153,21 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
         if pending is not None:
             if node.kind == CONV:
                 conv: ConvLayer = node.value
-                if conv.padding != "valid":   # Keras pads the normalised input with zeros: raw zeros differ
+                a, b = _sized(pending, pending.value, conv.in_dim, node)
+                flat = support.neutral_input(a, b)
+                if conv.padding != "valid" and isinstance(flat, int):   # Keras pads the normalised input with zeros
                     cls = pending.layer.display
-                    raise LayerError(f"layer '{pending.name}' ({cls}) stands before '{node.name}' (Conv1D) with "
-                                     f"padding='{conv.padding}', whose zeros pad the {cls}'s output: folded into "
-                                     f"the convolution they would pad its input instead; rnnskip folds {cls} into a "
-                                     f"Conv1D with padding='valid' (or put it after the convolution)", pending.name)
-                support.fold_before_conv(conv, *_sized(pending, pending.value, conv.in_dim, node))
+                    raise LayerError(f"layer '{pending.name}' ({cls}) maps feature {flat} to a constant other than 0 "
+                                     f"before '{node.name}' (Conv1D) with padding='{conv.padding}', whose zeros "
+                                     f"pad the {cls}'s output: no input frame normalises to them, so the fold "
+                                     f"cannot pad the raw input; rnnskip folds such a {cls} into a Conv1D with "
+                                     f"padding='valid' (or put it after the convolution)", pending.name)
+                support.fold_before_conv(conv, a, b)
                 out.remove(pending)
                 _folded(pending, node, note_on=node)
+                if conv.pad is not None:
+                    node.notes.append(f"'{node.name}' pads (padding='{conv.padding}') with the input frame "
+                                      f"'{pending.name}' maps to 0, as Keras pads its output with zeros")
                 pending = None
             elif node.kind in (DENSE, RECURRENT):
                 for into in ([node.value] if node.kind == DENSE else node.value.directions()):

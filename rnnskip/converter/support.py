@@ -220,9 +220,23 @@ def fold_before_dense(d, a: np.ndarray, c: np.ndarray) -> None:
     d.kernel = np.ascontiguousarray((k * a[:, None]).astype(np.float32))
 
 
+def neutral_input(a: np.ndarray, b: np.ndarray):
+    """The input ``p`` that the per-feature map ``a*x + b`` sends to 0 (``p = -b/a``), or the index of a
+    feature it cannot: one scaled by 0 with a shift other than 0, which no input normalises to 0."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    bad = np.flatnonzero((a == 0) & (b != 0))
+    if bad.size:
+        return int(bad[0])
+    return np.where(a == 0, 0.0, -b / np.where(a == 0, 1.0, a))
+
+
 def fold_before_conv(c, a: np.ndarray, b: np.ndarray) -> None:
-    """BatchNormalization ``a*x + b`` on the input of Conv1D ``c`` (padding='valid': every tap reads an input
-    frame): ``W'[k, i] = a[i] W[k, i]``, ``bias' = bias + sum_k b W[k]``."""
+    """BatchNormalization ``a*x + b`` on the input of Conv1D ``c``: ``W'[k, i] = a[i] W[k, i]``,
+    ``bias' = bias + sum_k b W[k]``. Keras pads the normalised input with zeros (causal, same); the folded
+    convolution pads the raw input with the frame the map sends to 0 (``c.pad``), so every tap, padded or
+    not, computes what Keras does. The caller checks :func:`neutral_input` first."""
+    if c.padding != "valid":
+        c.pad = np.asarray(neutral_input(a, b), np.float64)
     k = np.asarray(c.kernel, np.float64)
     c.bias = np.ascontiguousarray((np.asarray(c.bias, np.float64) + np.einsum("i,kio->o", b, k)).astype(np.float32))
     c.kernel = np.ascontiguousarray((k * a[None, :, None]).astype(np.float32))

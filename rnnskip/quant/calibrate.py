@@ -74,7 +74,7 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
                head=[0.0] * len(ir.head), front=[0.0] * len(front),
                features=np.zeros(0 if ir.is_token_model else ir.input.features))
     if ir.bidirectional is not None:
-        return _calibrate_windows(ir, fm, x, lengths, r)
+        return _cover_pads(ir, _calibrate_windows(ir, fm, x, lengths, r))
     from ..reference import pool_over_time  # imported where used, as the other reference helpers here
     it = tqdm(range(len(x)), desc="calibrate", unit="seq", disable=not progress, leave=False)
     for n in it:
@@ -110,6 +110,20 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
     r.sequences = len(x)
     if isinstance(ir.input, FeatureInput) and not r.features.any():
         raise RnnskipError("calibration data is constant zero; rnnskip needs representative inputs to set int8 ranges")
+    return _cover_pads(ir, r)
+
+
+def _cover_pads(ir: ModelIR, r: Ranges) -> Ranges:
+    """Widen the range of each padded Conv1D's input to its padding frame (``ConvLayer.pad``), so int8 holds it."""
+    for i, f in enumerate([] if ir.is_token_model else ir.input.front):
+        if getattr(f, "pad", None) is None:
+            continue
+        if i == 0 and ir.input.dense is not None:
+            r.input_dense = max(r.input_dense, float(np.abs(f.pad).max()))
+        elif i == 0:
+            r.features = np.maximum(r.features, np.abs(f.pad))
+        else:
+            r.front[i - 1] = max(r.front[i - 1], float(np.abs(f.pad).max()))
     return r
 
 

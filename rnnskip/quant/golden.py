@@ -124,12 +124,12 @@ class Pools:
 
 class FrontEnd:
     """The streamed front end of :class:`GoldenModel` (``rnnskip_front`` in the C): per layer a ring of
-    its last ``window`` int8 input frames (zeros before the first) and a countdown to the next
-    output frame, per row."""
+    its last ``window`` int8 input frames (padding frames before the first: ``pad_frame``) and a countdown to
+    the next output frame, per row."""
 
     def __init__(self, qm: QModel, n: int):
         self.qm = qm
-        self.rings = [np.zeros((n, f.window, f.cin_p), np.int64) for f in qm.front]
+        self.rings = [np.tile(f.pad_frame, (n, f.window, 1)) for f in qm.front]
         # frames to push before the next output: window - 1 - left at the start, then strides - 1
         self.wait = [np.full(n, f.window - 1 - f.left, np.int64) for f in qm.front]
 
@@ -155,10 +155,10 @@ class FrontEnd:
 
     def flush(self, rows: np.ndarray):
         """The end of the sequences ``rows``: each ``padding='same'`` layer in order gets its right-hand
-        zero frames (its outputs go on through the later layers); yields (rows, frames) that emerge."""
+        padding frames (its outputs go on through the later layers); yields (rows, frames) that emerge."""
         for i, f in enumerate(self.qm.front):
             for _ in range(f.right):
-                out = self.push(rows, np.zeros((len(rows), f.cin_p), np.int64), first=i)
+                out = self.push(rows, np.tile(f.pad_frame, (len(rows), 1)), first=i)
                 if len(out[0]):
                     yield out
 

@@ -92,9 +92,10 @@ class QConv:
     ``dense`` maps the window ``[taps * cin_p]`` (tap k's frame, ``k * dilation`` frames after the
     oldest frame of the ring, at ``k * cin_p``) to the output frame: weights ``[cout_p, taps * cin_p]``,
     one scale per output channel (per-channel requantisation), activation as a Dense's.
-    The ring holds the last ``window`` frames (zeros before the first); a frame is emitted after
+    The ring holds the last ``window`` frames (padding frames before the first); a frame is emitted after
     every ``strides``-th push once ``window - 1 - left`` frames have passed; the flush at the end
-    of a sequence pushes ``right`` zero frames (``padding='same'``).
+    of a sequence pushes ``right`` padding frames (``padding='same'``). A padding frame is zeros, or
+    ``pad`` (int8 ``[cin_p]``) where a normalisation folded into the kernel (``ConvLayer.pad``).
     """
     dense: QDense
     taps: int
@@ -105,10 +106,16 @@ class QConv:
     cin: int
     cin_p: int
     name: str = "conv1d"
+    pad: Optional[np.ndarray] = None
 
     @property
     def window(self) -> int:
         return self.dilation * (self.taps - 1) + 1
+
+    @property
+    def pad_frame(self) -> np.ndarray:
+        """int64 ``[cin_p]``: the frame the ring starts with and the flush pushes."""
+        return np.zeros(self.cin_p, np.int64) if self.pad is None else np.asarray(self.pad, np.int64)
 
     @property
     def cout_p(self) -> int:
@@ -139,6 +146,11 @@ class QPool:
     @property
     def taps(self) -> int:
         return self.window
+
+    @property
+    def pad_frame(self) -> np.ndarray:
+        """Zeros (valid pooling never reads one; the ring starts with them)."""
+        return np.zeros(self.cin_p, np.int64)
 
     @property
     def cout_p(self) -> int:

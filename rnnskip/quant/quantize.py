@@ -95,8 +95,9 @@ def fold_first_layer(inp: FeatureInput, scales: np.ndarray) -> FeatureInput:
     ``scales``, so it reads int8 inputs of unit scale: ``sum_f w[f] x[f] = sum_f (w[f] s[f]) (x[f] / s[f])``."""
     if inp.dense is not None:   # kernel [in, out]
         return replace(inp, dense=replace(inp.dense, kernel=inp.dense.kernel * scales[:, None]))
-    conv = inp.front[0]         # kernel [taps, in, out]
-    return replace(inp, front=[replace(conv, kernel=conv.kernel * scales[None, :, None])] + inp.front[1:])
+    conv = inp.front[0]         # kernel [taps, in, out]; its padding frame, if any, in the same units as x / s
+    pad = None if conv.pad is None else np.asarray(conv.pad, np.float64) / scales
+    return replace(inp, front=[replace(conv, kernel=conv.kernel * scales[None, :, None], pad=pad)] + inp.front[1:])
 
 
 def quantize_front(front: list, x_scale: float, ranges: list) -> list:
@@ -110,9 +111,13 @@ def quantize_front(front: list, x_scale: float, ranges: list) -> list:
             k[:, :cin] = f.kernel
             d = DenseLayer(kernel=k.reshape(f.taps * cin_p, f.out_dim), bias=np.asarray(f.bias, np.float64),
                            activation=f.activation, name=f.name)
+            pad = None
+            if f.pad is not None:   # the padding frame on the input's int8 scale (calibration covers it)
+                pad = np.zeros(cin_p, np.int64)
+                pad[:cin] = np.clip(np.round(np.asarray(f.pad, np.float64) / x_scale), -127, 127)
             q = QConv(dense=quantize_dense(d, x_scale, f.taps * cin_p, rng, final=False), taps=f.taps,
                       dilation=f.dilation, strides=f.strides, left=f.left, right=f.right, cin=cin, cin_p=cin_p,
-                      name=f.name)
+                      name=f.name, pad=pad)
         else:
             q = QPool(kind=f.kind, window=f.window, strides=f.strides, cin=cin, cin_p=cin_p, scale=x_scale,
                       name=f.name)

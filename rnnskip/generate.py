@@ -317,6 +317,11 @@ def generate(qm: QModel, out_dir: Path, max_t: int, kernels: str = "portable", s
     kdir = out_dir / "kernels"
     kdir.mkdir(exist_ok=True)
     files = kernel_files(kernels)
+    keep = {f.name for f in files}
+    for k in KERNEL_PROVIDERS:   # another provider's kernels from an earlier run: stale, and would not link
+        for f in kernel_files(k):
+            if f.name not in keep and (kdir / f.name).exists():
+                (kdir / f.name).unlink()
     for f in files:
         shutil.copy(f, kdir / f.name)
         written.append(kdir / f.name)

@@ -95,6 +95,30 @@ def test_cmsis_nn_project_asks_for_cmsis_nn_path(model, tmp_path):
 
 
 @needs_arm
+@pytest.mark.skipif(not os.environ.get("CMSIS_NN_PATH"), reason="CMSIS_NN_PATH not set: no CMSIS-NN checkout")
+@pytest.mark.skipif(not (HAVE["cmake"] and HAVE["make"]), reason="cmake and make needed")
+def test_cmsis_nn_project_builds_with_cmsis_nn_path_and_boots(model, tmp_path):
+    """With a CMSIS-NN checkout the exported project builds with make and CMake to the same image, and it
+    matches the golden results of its bundled sequences on QEMU."""
+    ir, qm, x, L, d = model
+    generate(qm, tmp_path / "src", max_t=x.shape[1], kernels="cmsis-nn")
+    fw = export_project(tmp_path / "src", tmp_path / "fw", boards.load("stm32f407"), make_bundle(qm, x, L, 4),
+                        "dsp", "cmsis-nn", "mixed")
+    b = tmp_path / "cmake-copy"
+    shutil.copytree(fw, b)
+    _run(["make", "-j2"], fw)
+    _run(["cmake", "-S", ".", "-B", "build", "-DCMAKE_TOOLCHAIN_FILE=cmake/arm-none-eabi.cmake"], b)
+    _run(["cmake", "--build", "build"], b)
+    assert (fw / "build/firmware.bin").read_bytes() == (b / "build/firmware.bin").read_bytes()
+    if not HAVE_QEMU:
+        pytest.skip("qemu-system-arm not installed")
+    from rnnskip.emulators import qemu
+    run = qemu.run_firmware(fw / "build" / "firmware.elf", boards.load("stm32f407"), timeout=60, icount=False)
+    assert run.lines[-1] == ("rnnskip summary: board=stm32f407 target=cortex-m4 sequences=4 match=4 "
+                             "mismatch=0 cycles=- result=PASS")
+
+
+@needs_arm
 def test_cli_export(model, tmp_path, monkeypatch):
     from click.testing import CliRunner
 

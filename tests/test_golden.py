@@ -92,6 +92,18 @@ def test_requantize_is_smmulr():
     assert ls == 2 and m[2] == 0 and m.max() < 2**31
 
 
+def test_regenerating_with_another_provider_drops_the_old_mat_vec(tmp_path):
+    """generate() into a folder an earlier provider wrote: the other provider's mat-vec is removed
+    (both define rnnskip_mat_vec_acc_s8, so the two together do not link)."""
+    qm = quantized("tok-gru-v1", n=4, T=5)[1]
+    kdir = tmp_path / "src" / "kernels"
+    for kernels, gone, there in (("portable", "rnnskip_mat_vec_cmsis_nn.c", "rnnskip_mat_vec_s8.c"),
+                                 ("cmsis-nn", "rnnskip_mat_vec_s8.c", "rnnskip_mat_vec_cmsis_nn.c"),
+                                 ("portable", "rnnskip_mat_vec_cmsis_nn.c", "rnnskip_mat_vec_s8.c")):
+        generate(qm, tmp_path / "src", max_t=5, kernels=kernels)
+        assert (kdir / there).is_file() and not (kdir / gone).exists(), kernels
+
+
 @needs_arm
 @pytest.mark.parametrize("kernels", ["naive", "cmsis-nn"])
 def test_other_kernel_providers_bitexact(kernels, tmp_path):

@@ -443,7 +443,7 @@ def test_batch_norm_that_cannot_fold_is_refused(tmp_path):
     msg = refusal(path)
     assert re.fullmatch(r"node '[^']+' \(Relu\) reads a BatchNormalization's output: rnnskip folds a "
                         r"BatchNormalization only into a Gemm/MatMul that reads it \(through Squeeze, Reshape or "
-                        r"Dropout at most\)", msg), msg
+                        r"Dropout at most\) or into a Conv", msg), msg
 
 
 class EmbedProject(nn.Module):
@@ -1413,6 +1413,8 @@ def _matrix_rows(tmp_path):
             got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(x)
             return float(np.abs(got - run_ort(tmp_path / "last.onnx", x)).max())
         out.append(("GRU", f"head: {option}", f"torch.onnx.export, opset {OPSET}", verdict(run)))
+    from test_onnx_frontend import matrix_rows as front_rows  # Conv front ends (tests/test_onnx_frontend.py)
+    out += front_rows(tmp_path, verdict)
     for label, option, net in (("LayerNormalization", "nn.LayerNorm after a GRU", WithNorm()),):
         def run(net=net):
             export(net, tmp_path / "last.onnx", False, True)
@@ -1466,7 +1468,11 @@ def render_onnx_matrix(rows) -> str:
             "(also on every step: one output per step, "
             "`[batch, time, out]` in rnnskip), `Relu`/`Sigmoid`/`Tanh`/`Softmax` after them, "
             "`BatchNormalization` (inference, on `[batch, features]`: folded into the head's Dense layer before or "
-            "after it), `Mul`/`Div` of a Dense layer's output by a constant (folded: logits / T), and the glue "
+            "after it; on `[batch, channels, time]`: into the `Conv` before or after it), `Conv` (1-D, `group` 1; "
+            "its `pads`/`auto_pad` or a zero `Pad` of the time axis before it: none, causal or, with stride 1, "
+            "Keras' 'same') and `MaxPool`/`AveragePool` (no padding, `ceil_mode` 0) on `[batch, channels, time]` "
+            "before the first recurrent layer: a streamed front end (docs/frontends.md), `Mul`/`Div` of a Dense "
+            "layer's output by a constant (folded: logits / T), and the glue "
             "`Transpose`, `Squeeze` (also a one-output head's output axis: PyTorch's `[batch]` binary classifier; "
             "without axes, every size-1 axis), "
             "`Unsqueeze`, `Slice` (last step), `Reshape` (on model data only where it drops size-1 axes: the "

@@ -12,7 +12,10 @@ labelled ``a0``, ``a1`` until a recurrent op's ``layout`` says which one is time
 is batch; ``Transpose``/``Squeeze``/``Unsqueeze`` move labels around, so the glue PyTorch
 emits (batch_first transposes, the squeezed direction axis, ``Shape``-driven zero initial
 states, the last step taken by ``Gather``/``Slice``) folds away and whatever does not fit
-is refused where it stands.
+is refused where it stands. A ``Conv``/``MaxPool``/``AveragePool`` on the input's
+``[batch, channels, time]`` fixes those roles itself and becomes a layer of the streamed front
+end (the IR's ``ConvLayer``/``PoolLayer``, as Keras' Conv1D): its output frames get a time axis
+of their own, since a stride or valid padding changes the length.
 
 Weights are converted to Keras layout (the IR's) with what each cell kind of ``rnnskip/cells/``
 says about its ONNX operator (``onnx_op``, ``onnx_gate_order``, ``onnx_activations``,
@@ -31,12 +34,15 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from rnnskip import cells
+from rnnskip.converter import support
 from rnnskip.converter.folds import EMBEDDING_FOLD_SOFTMAX, fold_dense_into_embedding
 from rnnskip.converter.ir import (
+    ConvLayer,
     DenseLayer,
     EmbeddingInput,
     FeatureInput,
     ModelIR,
+    PoolLayer,
     RNNLayer,
 )
 from rnnskip.converter.support import LayerError
@@ -47,7 +53,8 @@ RECURRENT_OPS = {c.onnx_op: c for c in cells.CELLS.values() if c.onnx_op}
 
 SUPPORTED_SUMMARY = (f"rnnskip converts ONNX graphs of forward {'/'.join(RECURRENT_OPS)} operators "
                      "(any number stacked, one of them bidirectional), "
-                     "a Gather embedding or float features (optionally through MatMul+Add), ReduceMean/ReduceMax over "
+                     "a Gather embedding or float features (optionally through MatMul+Add, or a streamed front end of "
+                     "Conv/MaxPool/AveragePool on [batch, channels, time]), ReduceMean/ReduceMax over "
                      "time, a Gemm or MatMul+Add head "
                      "with Relu/Sigmoid/Tanh/Softmax (BatchNormalization and constant scales fold into it), and the "
                      "Transpose/Squeeze/Unsqueeze/Slice/Gather/Shape "
@@ -94,6 +101,8 @@ class Sym:
     summed: bool = False                  # STATE: a bidirectional operator's two final states added
     dims: Optional[tuple] = None          # SHAPE: its entries as _shape_entries computes them (None: unknown)
     affine: Optional[tuple] = None        # (a, b) per F entry: a BatchNormalization the next Dense folds in
+    conv: Optional[ConvLayer] = None      # X: the front-end Conv whose direct output this is (activations fold in)
+    tpad: Tuple[int, int] = (0, 0)        # X: zero frames a Pad put before and after the time axis (the next Conv's)
 
 
 def _data(kind):
@@ -116,6 +125,7 @@ class _Reader:
     pool_name: str = ""
     per_step: bool = False  # the head runs on every step (one output per step)
     input_dense: Optional[DenseLayer] = None
+    front: List[object] = field(default_factory=list)   # the streamed front end: ConvLayer | PoolLayer, in order
     rnns: List[RNNLayer] = field(default_factory=list)
     rnn_lens: List[Optional[str]] = field(default_factory=list)   # each layer's sequence_lens input
     head: List[DenseLayer] = field(default_factory=list)
@@ -524,7 +534,7 @@ def _with_axes(s: Sym, axes, squeezed: Optional[bool] = None, keep_dense: bool =
     sq = s.squeezed if squeezed is None else squeezed
     return Sym(s.kind, value=s.value, axes=tuple(axes), width=s.width, layer=s.layer,
                dense=s.dense if keep_dense or (sq and not s.squeezed) else None, padded=s.padded, layers=s.layers,
-               squeezed=sq, direction=s.direction, pooled=s.pooled, affine=s.affine)
+               squeezed=sq, direction=s.direction, pooled=s.pooled, affine=s.affine, conv=s.conv, tpad=s.tpad)
 
 
 def _squeezable(s: Sym, ax: str) -> bool:
@@ -810,6 +820,8 @@ def h_recurrent(ctx: _Ctx):
         ctx.fail(f"has direction={direction}: rnnskip converts forward and bidirectional recurrent layers "
                  "(a reverse one alone is not supported)")
     dirs = 2 if direction == "bidirectional" else 1
+    if dirs == 2 and r.front:
+        ctx.fail("is bidirectional after a Conv front end: rnnskip converts bidirectional layers without a front end")
     first_bidi = next((l for l in ctx.r.rnns if l.backward is not None), None)
     if dirs == 2 and first_bidi is not None:
         ctx.fail(f"is a second bidirectional operator (after '{first_bidi.name}'): rnnskip converts one "
@@ -863,6 +875,9 @@ def h_recurrent(ctx: _Ctx):
                      "data (the lengths array of --data)")
         if k and r.rnn_lens[-1] != lens:
             ctx.fail("has a sequence_lens different from the layer before it: not supported")
+        if r.front:
+            ctx.fail("has a sequence_lens after a Conv front end, whose frames are not the input's steps: export "
+                     "the model without it (rnnskip streams each row's steps through the front end)")
     elif x.padded:
         ctx.fail("reads an output computed with sequence_lens without sequence_lens itself: not supported")
     _check_zero_state(ctx, 5, "initial_h", hidden)
@@ -921,6 +936,8 @@ def _roles(r: _Reader, s: Sym) -> List[str]:
 def _dense_input(ctx: _Ctx, s: Sym) -> str:
     """Where a Dense on ``s`` goes: "head" or "input" (per step, before the first recurrent layer)."""
     r = ctx.r
+    if s.kind == X and r.front and not r.rnns:
+        ctx.fail("follows the Conv front end: rnnskip converts a per-step Dense or a Conv front end, not both")
     if s.kind == X and r.input_dense is None and not r.rnns and s.dense is None:
         return "input"   # after an embedding it folds into the table (_assemble)
     if s.kind == CELL:
@@ -1051,6 +1068,170 @@ def h_scale(ctx: _Ctx):
     return h_generic_shape(ctx)
 
 
+# --------------------------------------------------------------------------
+# handlers: the streamed front end (Conv, MaxPool, AveragePool, Pad on [batch, channels, time])
+
+_FRONT_AXES = "[batch, channels, time] (x.transpose(1, 2) of [batch, time, features])"
+
+
+def _front_input(ctx: _Ctx, what: str) -> Sym:
+    """The input of a front-end node: the model's features (or an earlier front-end layer's output) as
+    [batch, channels, time]; fixes the batch and time roles of its axes."""
+    r, s = ctx.r, ctx.inp(0)
+    if s is None or s.kind != X or r.rnns:
+        ctx.fail(f"reads {s.kind if s is not None else '?'} data: rnnskip streams {what} only between the float "
+                 "input and the first recurrent layer")
+    if r.embedding is not None:
+        ctx.fail(f"follows the embedding: rnnskip streams {what} front ends on float features, not on token ids")
+    if r.input_dense is not None:
+        ctx.fail("follows a per-step MatMul: rnnskip converts a per-step Dense or a Conv front end, not both")
+    if len(s.axes) != 3 or s.axes[1] != "F" or any(ax in ("D", "1", "F", "B") for ax in (s.axes[0], s.axes[2])):
+        ctx.fail(f"reads axes {s.axes}: rnnskip streams {what} over {_FRONT_AXES}")
+    n, t = s.axes[0], s.axes[2]
+    if r.roles.get(n, "N") != "N" or r.roles.get(t, "T") != "T":
+        ctx.fail(f"runs over the batch axis: rnnskip streams {what} over {_FRONT_AXES}")
+    r.roles[n], r.roles[t] = "N", "T"
+    return s
+
+
+def _front_output(ctx: _Ctx, s: Sym, layer, width: int) -> List[Sym]:
+    """The output frames of front-end ``layer``: a new time axis (its length is the layer's frame count)."""
+    r = ctx.r
+    r.front.append(layer)
+    t = f"{s.axes[2]}:{len(r.front)}"
+    r.roles[t] = "T"
+    return [Sym(X, axes=(s.axes[0], "F", t), width=width, conv=layer if isinstance(layer, ConvLayer) else None)]
+
+
+def _one_int(ctx: _Ctx, attr: str, default: int) -> int:
+    v = [int(x) for x in ctx.attrs.get(attr, [default])]
+    if len(v) != 1:
+        ctx.fail(f"has {attr} {v}: rnnskip streams 1-D operations over {_FRONT_AXES}")
+    return v[0]
+
+
+def _time_pads(ctx: _Ctx, window: int, stride: int, dilation: int) -> Tuple[int, int]:
+    """(before, after) zero frames of a Conv / pooling node from pads or auto_pad."""
+    auto = str(ctx.attrs.get("auto_pad", "NOTSET"))
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        if stride != 1:
+            ctx.fail(f"has auto_pad={auto} with stride {stride}: its padding then depends on the sequence length, "
+                     "which a stream does not know in advance; rnnskip streams it with stride 1 (or give pads)")
+        total = window - 1
+        before = total // 2 if auto == "SAME_UPPER" else total - total // 2
+        return before, total - before
+    if auto not in ("NOTSET", "VALID"):
+        ctx.fail(f"has auto_pad={auto}: not supported")
+    pads = [int(x) for x in ctx.attrs.get("pads", [0, 0])] if auto == "NOTSET" else [0, 0]
+    if len(pads) != 2:
+        ctx.fail(f"has pads {pads}: rnnskip streams 1-D operations over {_FRONT_AXES}")
+    return pads[0], pads[1]
+
+
+def h_conv(ctx: _Ctx):
+    """Conv over [batch, channels, time] (torch nn.Conv1d): a streamed front-end layer, as Keras' Conv1D. Its zero
+    padding (pads, auto_pad, or a Pad before it) must be one a stream can run: none (valid), window - 1 frames
+    before (causal), or with stride 1 Keras' 'same' split."""
+    s = _front_input(ctx, "Conv")
+    W = np.asarray(ctx.const(1, "W"), np.float64)
+    if W.ndim != 3:
+        ctx.fail(f"is a {W.ndim - 2}-D convolution: rnnskip streams 1-D convolutions over {_FRONT_AXES}")
+    if int(ctx.attrs.get("group", 1)) != 1:
+        ctx.fail(f"has group={ctx.attrs.get('group')}: rnnskip streams convolutions with group=1 (grouped and "
+                 "depthwise convolutions are not converted)")
+    cout, cin, k = W.shape
+    if s.width and cin != s.width:
+        ctx.fail(f"has a weight for {cin} input channels on {s.width}: the graph is inconsistent")
+    if [int(v) for v in ctx.attrs.get("kernel_shape", [k])] != [k]:
+        ctx.fail(f"has kernel_shape {ctx.attrs.get('kernel_shape')} for a weight of {k} taps: the graph is "
+                 "inconsistent")
+    stride, dilation = _one_int(ctx, "strides", 1), _one_int(ctx, "dilations", 1)
+    window = dilation * (k - 1) + 1
+    before, after = _time_pads(ctx, window, stride, dilation)
+    before, after = before + s.tpad[0], after + s.tpad[1]
+    same = ((window - 1) // 2, window - 1 - (window - 1) // 2)
+    if (before, after) == (0, 0):
+        padding = "valid"
+    elif (before, after) == (window - 1, 0):
+        padding = "causal"
+    elif stride == 1 and (before, after) == same:
+        padding = "same"
+    else:
+        ctx.fail(f"pads the time axis with {before} frames before and {after} after (a {window}-frame window, "
+                 f"stride {stride}): rnnskip streams a Conv with no padding, with {window - 1} frames before "
+                 f"(causal: F.pad(x, ({window - 1}, 0))) or, with stride 1, {same[0]} before and {same[1]} after "
+                 "('same')")
+    bias = np.asarray(ctx.const(2, "B"), np.float64).reshape(-1) if ctx.inp(2) is not None else np.zeros(cout)
+    if bias.shape != (cout,):
+        ctx.fail(f"has a bias of shape {bias.shape} for {cout} channels: the graph is inconsistent")
+    conv = ConvLayer(kernel=_f32(W.transpose(2, 1, 0)), bias=_f32(bias), strides=stride, dilation=dilation,
+                     padding=padding, name=ctx.key)
+    status = "converted (streamed front end)"
+    if s.affine is not None:   # a BatchNormalization on its input: into the kernel, padded with what it maps to 0
+        a, b = s.affine
+        flat = support.neutral_input(a, b)
+        if padding != "valid" and isinstance(flat, int):
+            ctx.fail(f"is padded ({padding}) after a BatchNormalization that maps channel {flat} to a constant other "
+                     "than 0: no input frame normalises to the zeros the Conv pads with, so the fold cannot pad the "
+                     "raw input; rnnskip folds it before a Conv without padding (or put it after the Conv)")
+        support.fold_before_conv(conv, a, b)
+        status += ", the BatchNormalization before it folded in" + (
+            " (padded with the input it maps to 0)" if conv.pad is not None else "")
+    return _front_output(ctx, s, conv, cout), status
+
+
+def h_pool(ctx: _Ctx):
+    """MaxPool / AveragePool over [batch, channels, time] (torch nn.MaxPool1d / nn.AvgPool1d): a streamed front-end
+    layer, as Keras' MaxPooling1D / AveragePooling1D, without padding."""
+    s = _front_input(ctx, ctx.op)
+    if s.tpad != (0, 0):
+        ctx.fail("reads a Pad's output: rnnskip streams pooling without padding")
+    if not s.width:
+        ctx.fail("reads an input whose channel count the graph does not declare: rnnskip needs a static feature "
+                 "axis before a first pooling layer")
+    size = _one_int(ctx, "kernel_shape", 0)
+    stride, dilation = _one_int(ctx, "strides", 1), _one_int(ctx, "dilations", 1)
+    if dilation != 1:
+        ctx.fail(f"has dilations [{dilation}]: rnnskip streams pooling without dilation")
+    if _time_pads(ctx, size, stride, 1) != (0, 0):
+        ctx.fail("pads the time axis: rnnskip streams pooling without padding (its padding would depend on where "
+                 "the sequence ends)")
+    if int(ctx.attrs.get("ceil_mode", 0)):
+        ctx.fail("has ceil_mode=1: its last window depends on where the sequence ends; rnnskip streams pooling with "
+                 "ceil_mode=0")
+    if size < 1 or stride < 1:
+        ctx.fail(f"has kernel_shape [{size}], strides [{stride}]: rnnskip reads one positive size each")
+    pool = PoolLayer("max" if ctx.op == "MaxPool" else "avg", size, stride, s.width, name=ctx.key)
+    return _front_output(ctx, s, pool, s.width), "converted (streamed front end)"
+
+
+def h_pad(ctx: _Ctx):
+    """Pad with zeros of the time axis of [batch, channels, time] (torch F.pad(x, (k - 1, 0)) for a causal Conv):
+    folded into the Conv that reads it."""
+    s = ctx.inp(0)
+    if s.kind == ZEROS or not _data(s.kind):
+        return _shape_like(ctx), "folded (glue)"
+    if str(ctx.attrs.get("mode", "constant")) != "constant":
+        ctx.fail(f"has mode={ctx.attrs.get('mode')}: rnnskip folds a zero Pad of the time axis into the next Conv")
+    pads = ([int(v) for v in ctx.attrs["pads"]] if "pads" in ctx.attrs
+            else [int(v) for v in np.asarray(ctx.const(1, "pads")).reshape(-1)])
+    value = (float(ctx.attrs.get("value", 0.0)) if ctx.inp(2) is None
+             else float(np.asarray(ctx.const(2, "constant_value")).reshape(-1)[0]))
+    rank = len(s.axes)
+    axes = list(range(rank)) if ctx.inp(3) is None else [_norm(int(a), rank) for a in
+                                                         np.asarray(ctx.const(3, "axes")).reshape(-1)]
+    if len(pads) != 2 * len(axes):
+        ctx.fail(f"has pads {pads} for axes {axes}: the graph is inconsistent")
+    before = dict(zip(axes, pads[:len(axes)]))
+    after = dict(zip(axes, pads[len(axes):]))
+    if s.kind != X or rank != 3 or s.axes[1] != "F" or value != 0.0 or \
+            any(before.get(i, 0) or after.get(i, 0) for i in (0, 1)) or min(pads) < 0:
+        ctx.fail(f"pads {s.kind} data with axes {s.axes} by {pads} (value {value:g}): rnnskip folds a zero Pad of "
+                 f"the time axis of {_FRONT_AXES} into the Conv that reads it")
+    return [replace(s, tpad=(s.tpad[0] + before.get(2, 0), s.tpad[1] + after.get(2, 0)), conv=None)], \
+        "folded (padding of the next Conv)"
+
+
 def h_batch_norm(ctx: _Ctx):
     """BatchNormalization at inference (nn.BatchNorm1d on [batch, features]) is x -> a x + b per feature: folded
     into the Dense layer before it when it follows one directly, else into the Dense layer after it."""
@@ -1059,15 +1240,30 @@ def h_batch_norm(ctx: _Ctx):
         ctx.fail("on constants is not folded by rnnskip")
     if int(ctx.attrs.get("training_mode", 0)):
         ctx.fail("runs in training mode: export the model after model.eval()")
-    if len(s.axes) < 2 or s.axes[1] != "F" or any(ax not in ("D", "1") for ax in s.axes[2:]):
+    channels_first = s.kind == X and len(s.axes) == 3 and s.axes[1] == "F" and not ctx.r.rnns
+    if not channels_first and (len(s.axes) < 2 or s.axes[1] != "F" or
+                               any(ax not in ("D", "1") for ax in s.axes[2:])):
         ctx.fail(f"normalises axis 1 of data with axes {s.axes}: rnnskip folds a BatchNormalization of "
-                 "[batch, features] (nn.BatchNorm1d before or after the head's nn.Linear)")
+                 "[batch, features] (nn.BatchNorm1d before or after the head's nn.Linear) or of the "
+                 f"{_FRONT_AXES} of a Conv front end")
     scale, bias, mean, var = (np.asarray(ctx.const(i, n), np.float64).reshape(-1)
                               for i, n in ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
     a = scale / np.sqrt(var + float(ctx.attrs.get("epsilon", 1e-5)))
     b = bias - mean * a
-    if a.size != s.width:
+    if s.width and a.size != s.width:
         ctx.fail(f"has {a.size} channels on {s.width} features: the graph is inconsistent")
+    if channels_first:
+        if s.tpad != (0, 0):
+            ctx.fail("normalises a Pad's output, whose zero frames it would shift: rnnskip folds a BatchNormalization "
+                     "into the Conv after it when the Pad (or the Conv's own padding) comes after the normalisation")
+        c = s.conv
+        if c is not None and c.activation == "linear" and s.affine is None:   # after a linear Conv: into it
+            support.fold_after_conv(c, a, b)
+            return [s], f"folded into '{c.name}' (batch normalisation)"
+        if s.affine is not None:
+            a0, b0 = s.affine
+            a, b = a0 * a, b0 * a + b
+        return [replace(s, affine=(a, b), conv=None)], "folded (batch normalisation, into the next Conv)"
     d = s.dense
     if d is not None and d.activation == "linear" and s.affine is None:   # after the Dense: into its outputs
         d.kernel = _f32(np.asarray(d.kernel, np.float64) * a[None, :])
@@ -1087,9 +1283,12 @@ def h_activation(ctx: _Ctx):
     act = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softmax": "softmax"}[ctx.op]
     if not _data(s.kind):
         ctx.fail("on constants is not folded by rnnskip")
+    if s.kind == X and s.conv is not None and s.conv.activation == "linear" and act != "softmax":
+        s.conv.activation = act
+        return [replace(s, conv=None)], f"folded into '{s.conv.name}' ({act})"
     if s.dense is None or s.dense.activation != "linear":
-        ctx.fail("does not follow a Gemm/MatMul(+Add) directly: rnnskip folds an activation only into the Dense "
-                 "layer before it")
+        ctx.fail("does not follow a Gemm/MatMul(+Add) or a Conv directly: rnnskip folds an activation only into the "
+                 "Dense or Conv layer before it")
     if act == "softmax" and s.squeezed:
         ctx.fail("normalises a one-output head squeezed to [batch] (or [batch, time]): over those axes, not over "
                  "outputs; rnnskip supports softmax over the features of the last layer")
@@ -1116,6 +1315,7 @@ HANDLERS: Dict[str, Callable] = {
     "Cast": h_cast, "Concat": h_concat, "Reshape": h_reshape, "Sub": h_generic_shape,
     "Mul": h_scale, "Div": h_scale, "Equal": h_generic_shape, "Where": h_generic_shape,
     "BatchNormalization": h_batch_norm,
+    "Conv": h_conv, "MaxPool": h_pool, "AveragePool": h_pool, "Pad": h_pad,
 }
 
 
@@ -1125,7 +1325,6 @@ _POOL = ("a sum over time is not converted: rnnskip pools over time with the mea
 HINTS = {"ReduceSum": _POOL,
          "LogSoftmax": "log_softmax after the head is not folded: export with softmax (the same argmax) or return "
                        "the head's logits",
-         "Conv": "convolution front ends convert from Keras Conv1D models (docs/frontends.md), not from ONNX yet",
          "If": "a run-time branch on a dimension's size (torch emits one for out[:, -1:].squeeze(1) with a dynamic "
                "time axis): write out[:, -1] instead"}
 
@@ -1273,7 +1472,8 @@ def _inferred_dims(model) -> Dict[str, list]:
 
 
 #: ops a pending BatchNormalization (Sym.affine) passes through to the Dense layer that folds it
-_AFFINE_PASSES = ("Gemm", "MatMul", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Reshape", "BatchNormalization")
+_AFFINE_PASSES = ("Gemm", "MatMul", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Reshape", "BatchNormalization",
+                  "Conv", "Pad")
 
 
 def _run(r: _Reader) -> ModelIR:
@@ -1294,7 +1494,11 @@ def _run(r: _Reader) -> ModelIR:
         if node.op_type not in _AFFINE_PASSES and any(s is not None and s.affine is not None for s in ctx.ins):
             raise LayerError(f"node '{key}' ({node.op_type}) reads a BatchNormalization's output: rnnskip folds a "
                              "BatchNormalization only into a Gemm/MatMul that reads it (through Squeeze, Reshape or "
-                             "Dropout at most)", key)
+                             "Dropout at most) or into a Conv", key)
+        if node.op_type not in ("Conv", "Pad", "Identity", "Dropout") and \
+                any(s is not None and s.tpad != (0, 0) for s in ctx.ins):
+            raise LayerError(f"node '{key}' ({node.op_type}) reads a Pad's output: rnnskip folds a zero Pad of the "
+                             "time axis only into the Conv that reads it", key)
         missing = [n for n, s in zip(node.input, ctx.ins) if n and s is None]
         if missing:
             raise RnnskipError(f"{r.path}: node '{key}' ({node.op_type}) reads '{missing[0]}', which no earlier node "
@@ -1361,6 +1565,14 @@ def _assemble(r: _Reader) -> ModelIR:
                                    f"{EMBEDDING_FOLD_SOFTMAX}")
             inp, note = fold_dense_into_embedding(r.embedding, r.input_dense)
             r.notes.append(note)
+    elif r.front:
+        if per_step:
+            raise RnnskipError(f"{r.path}: output '{outs[0].name}' is one output per frame of the Conv front end, "
+                               "whose frames are not the input's steps: rnnskip converts front-end models whose output "
+                               "reads the last state (or pools over time)")
+        first = r.front[0]
+        inp = FeatureInput(features=int(first.in_dim if isinstance(first, ConvLayer) else first.channels),
+                           front=list(r.front))
     else:
         features = r.input_dense.in_dim if r.input_dense is not None else r.rnns[0].input_dim
         inp = FeatureInput(features=int(features), dense=r.input_dense)

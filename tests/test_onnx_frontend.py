@@ -1,0 +1,301 @@
+"""ONNX Conv front ends: PyTorch models with nn.Conv1d / nn.MaxPool1d / nn.AvgPool1d / nn.BatchNorm1d /
+F.pad on [batch, channels, time] before their recurrent layers (CRNN, CNN-LSTM) read into the same streamed
+front end as Keras' Conv1D (docs/frontends.md). Exported the three ways users export, the float reference equals
+onnxruntime to 1e-5 and the int8 golden model equals the host build (and the emulated firmware) bit for bit;
+what a stream cannot run is refused in one line naming the node."""
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+from helpers import dataset, needs_arm, quantize_on
+
+from rnnskip import pipeline
+from rnnskip.converter.formats import load_model_file
+from rnnskip.converter.ir import ConvLayer, PoolLayer
+from rnnskip.errors import RnnskipError
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+nn, F = torch.nn, torch.nn.functional
+FEAT, T, N = 4, 16, 12
+
+
+def _bn(c: int):
+    bn = nn.BatchNorm1d(c)
+    with torch.no_grad():   # statistics and an affine part a trained model would have
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.3, 0.3)
+    return bn
+
+
+class FrontNet(nn.Module):
+    """x [batch, time, features] -> x.transpose(1, 2) -> a front end -> back to [batch, time, channels] -> a
+    recurrent layer -> a head. ``how`` picks the front end (FRONTS)."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        if how == "crnn":          # Conv(same) + BN + ReLU, MaxPool, F.pad causal + dilated Conv -> GRU, softmax
+            self.f = nn.ModuleList([nn.Conv1d(FEAT, 8, 3, padding=1), _bn(8), nn.MaxPool1d(2),
+                                    nn.Conv1d(8, 6, 3, dilation=2)])
+            self.rnn, out = nn.GRU(6, 5, batch_first=True), 3
+        elif how == "bn-in-causal":   # BatchNorm1d on the input, F.pad causal, Conv + tanh -> LSTM, h_n[-1]
+            self.f = nn.ModuleList([_bn(FEAT), nn.Conv1d(FEAT, 6, 3)])
+            self.rnn, out = nn.LSTM(6, 5, batch_first=True), 2
+        elif how == "strided-avg":    # Conv(valid, stride 2) + ReLU, AvgPool(2) -> time-major LSTM
+            self.f = nn.ModuleList([nn.Conv1d(FEAT, 6, 3, stride=2), nn.AvgPool1d(2)])
+            self.rnn, out = nn.LSTM(6, 5), 3
+        elif how == "same-even":      # padding='same' with 4 taps (torch splits it as Keras), sigmoid -> GRU -> mean
+            self.f = nn.ModuleList([nn.Conv1d(FEAT, 6, 4, padding="same"), nn.Conv1d(6, 6, 1)])
+            self.rnn, out = nn.GRU(6, 5, batch_first=True), 2
+        elif how == "pool-first":     # MaxPool on the input, Conv(padding=1) + BN folded after it -> GRU
+            self.f = nn.ModuleList([nn.MaxPool1d(2, stride=1), nn.Conv1d(FEAT, 6, 3, padding=1), _bn(6)])
+            self.rnn, out = nn.GRU(6, 5, batch_first=True), 3
+        self.fc = nn.Linear(5, out)
+
+    def forward(self, x):
+        z = x.transpose(1, 2)
+        f = self.f
+        if self.how == "crnn":
+            z = f[2](torch.relu(f[1](f[0](z))))
+            z = f[3](F.pad(z, (4, 0)))
+        elif self.how == "bn-in-causal":
+            z = torch.tanh(f[1](F.pad(f[0](z), (2, 0))))
+        elif self.how == "strided-avg":
+            z = f[1](torch.relu(f[0](z)))
+        elif self.how == "same-even":
+            z = f[1](torch.sigmoid(f[0](z)))
+        else:
+            z = f[2](f[1](f[0](z)))
+        if self.how == "strided-avg":
+            y, _ = self.rnn(z.permute(2, 0, 1))
+            return torch.softmax(self.fc(y[-1]), -1)
+        y, h = self.rnn(z.transpose(1, 2))
+        if self.how == "bn-in-causal":
+            return self.fc(h[0][-1])
+        if self.how == "same-even":
+            return self.fc(y.mean(1))
+        return torch.softmax(self.fc(h[-1]), -1)
+
+
+#: how -> (the front end the importer makes: (kind, padding, activation) per layer, the row of the support matrix)
+FRONTS = {
+    "crnn": ([("conv", "same", "relu"), ("max", "", ""), ("conv", "causal", "linear")],
+             "nn.Conv1d(padding=1) + BatchNorm1d + ReLU, MaxPool1d(2), F.pad causal + dilated Conv1d -> GRU"),
+    "bn-in-causal": ([("conv", "causal", "tanh")], "BatchNorm1d on the input, F.pad causal + Conv1d + tanh -> LSTM"),
+    "strided-avg": ([("conv", "valid", "relu"), ("avg", "", "")],
+                    "Conv1d(stride=2) + ReLU, AvgPool1d(2) -> time-major LSTM"),
+    "same-even": ([("conv", "same", "sigmoid"), ("conv", "valid", "linear")],
+                  "Conv1d(4 taps, padding='same') + sigmoid, 1-tap Conv1d -> GRU, y.mean(1)"),
+    "pool-first": ([("max", "", ""), ("conv", "same", "linear")],
+                   "MaxPool1d(2, stride=1) on the input, Conv1d(padding=1) + BatchNorm1d -> GRU"),
+}
+EXPORTS = {"dynamic": "torch.onnx.export, opset 17", "static": "torch.onnx.export, static shapes",
+           "dynamo": "torch.onnx.export(dynamo=True)"}
+
+
+def export_front(net, path, how: str = "dynamic", seed: int = 0) -> np.ndarray:
+    """``net`` exported as users do ("dynamic": TorchScript exporter with dynamic batch and time axes, "static",
+    "dynamo": torch's default exporter); returns the example input [N, T, FEAT]."""
+    torch.manual_seed(seed)
+    net.eval()
+    x = torch.randn(N, T, FEAT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if how == "dynamo":
+            pytest.importorskip("onnxscript")
+            torch.onnx.export(net, (x,), str(path), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},))
+        else:
+            axes = {"dynamic_axes": {"x": {0: "n", 1: "t"}}} if how == "dynamic" else {}
+            torch.onnx.export(net, (x,), str(path), opset_version=17, dynamo=False, input_names=["x"],
+                              output_names=["y"], **axes)
+    return x.numpy()
+
+
+def ort_run(path, x):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def front_layers(ir):
+    return [("conv", f.padding, f.activation) if isinstance(f, ConvLayer) else (f.kind, "", "")
+            for f in ir.input.front]
+
+
+def float_diff(path, x) -> float:
+    """The float reference's largest difference from onnxruntime on ``x``."""
+    return float(np.abs(FloatModel_predict(load_model_file(path), x) - ort_run(path, x)).max())
+
+
+def FloatModel_predict(ir, x):
+    from rnnskip.reference import FloatModel
+    return FloatModel(ir).predict(x)
+
+
+@pytest.mark.parametrize("exporter", sorted(EXPORTS))
+@pytest.mark.parametrize("how", sorted(FRONTS))
+def test_front_end_equals_onnxruntime_and_host(how, exporter, tmp_path):
+    torch.manual_seed(7)
+    path = tmp_path / f"{how}.onnx"
+    x = export_front(FrontNet(how), path, exporter)
+    ir = load_model_file(path)
+    assert front_layers(ir) == FRONTS[how][0]
+    assert ir.input.features == FEAT and ir.input.dense is None
+    assert float_diff(path, x) <= 1e-5
+    if exporter == "dynamic":   # and on short rows, where padding frames weigh most
+        assert float_diff(path, x[:, :5]) <= 1e-5
+    lengths = np.random.default_rng(1).integers(6, T + 1, len(x)).astype(np.int32)   # streams that stop early
+    qm = quantize_on(ir, x, lengths)
+    from rnnskip.generate import generate
+    generate(qm, tmp_path / "src", max_t=T)
+    so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
+    ev = pipeline.evaluate(ir, qm, dataset(x, lengths, np.zeros(len(x), np.int64)), host_so=so)
+    assert ev.host_checked == len(x) and ev.host_mismatches == 0, ev.first_mismatch
+
+
+def test_batch_norm_before_a_padded_conv_pads_with_what_it_maps_to_zero(tmp_path):
+    """torch pads the normalised input with zeros (F.pad after the BatchNorm1d); the folded Conv pads the raw
+    input with the frame the normalisation sends to 0: without it the float reference is off by ~0.1."""
+    torch.manual_seed(7)
+    net = FrontNet("bn-in-causal")
+    path = tmp_path / "m.onnx"
+    x = export_front(net, path)
+    conv = load_model_file(path).input.front[0]
+    bn = net.f[0]
+    want = (bn.running_mean - bn.bias * torch.sqrt(bn.running_var + bn.eps) / bn.weight).detach().numpy()
+    np.testing.assert_allclose(conv.pad, want, rtol=1e-6, atol=1e-7)
+    ir = load_model_file(path)
+    x = x[:, :3]   # short rows, so the padding frames weigh in the final state (dynamic time axis)
+    assert float_diff(path, x) <= 1e-5
+    ir.input.front[0].pad = None   # padded with raw zeros instead: what Keras and torch do not compute
+    assert np.abs(FloatModel_predict(ir, x) - ort_run(path, x)).max() > 1e-3
+
+
+@needs_arm
+@pytest.mark.parametrize("how", ["crnn", "bn-in-causal"])
+def test_front_end_firmware_bit_exact(how, tmp_path):
+    """The emulated Cortex-M4 firmware equals the golden model on every sequence fed (outputs and step flags)."""
+    from rnnskip import targets
+    from rnnskip.emulators.unicorn import Unicorn
+    from rnnskip.generate import generate
+    torch.manual_seed(7)
+    path = tmp_path / "m.onnx"
+    x = export_front(FrontNet(how), path)
+    ir = load_model_file(path)
+    lengths = np.full(len(x), T, np.int32)
+    qm = quantize_on(ir, x, lengths)
+    generate(qm, tmp_path / "src", max_t=T)
+    t = targets.load("cortex-m4")
+    fw = pipeline.build_target(tmp_path / "src", tmp_path / "fw", t, "dsp")
+    ev = pipeline.evaluate(ir, qm, dataset(x[:4], lengths[:4], np.zeros(4, np.int64)), firmware=fw,
+                           emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
+    assert ev.device_checked == 4 and ev.device_mismatches == 0, ev.first_mismatch
+
+
+class Refused(nn.Module):
+    """A front end a stream cannot run (or rnnskip does not convert): REFUSED."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        groups = FEAT if how == "depthwise" else 1
+        self.conv = nn.Conv1d(FEAT, 8 if how != "depthwise" else FEAT, 3, groups=groups,
+                              padding=2 if how == "pad2" else 0)
+        self.bn = _bn(FEAT)
+        if how == "gamma0":
+            with torch.no_grad():
+                self.bn.weight[1] = 0.0
+        self.rnn = nn.GRU(FEAT if how == "depthwise" else 8, 5, batch_first=True,
+                          bidirectional=how == "bidi")
+        self.lin = nn.Linear(8, 8)
+        self.fc = nn.Linear(10 if how == "bidi" else 5, 2)
+
+    def forward(self, x):
+        z = x.transpose(1, 2)
+        if self.how == "gamma0":
+            z = F.pad(self.bn(z), (2, 0))
+        if self.how == "reflect":
+            z = F.pad(z, (2, 0), mode="reflect")
+        if self.how == "ceil":
+            z = F.max_pool1d(z, 2, ceil_mode=True)
+        z = self.conv(z)
+        if self.how == "pad-pool":
+            z = F.max_pool1d(z, 3, stride=1, padding=1)
+        z = z.transpose(1, 2)
+        if self.how == "linear":
+            z = self.lin(z)
+        y, h = self.rnn(z)
+        return self.fc(torch.cat([h[-2], h[-1]], 1) if self.how == "bidi" else h[-1])
+
+
+#: how -> (what the support matrix row says, the refusal after "node '<name>' (<op>) ")
+REFUSED = {
+    "depthwise": ("nn.Conv1d(groups=channels) (depthwise)",
+                  r"\(Conv\) has group=4: rnnskip streams convolutions with group=1 \(grouped and depthwise "
+                  r"convolutions are not converted\)"),
+    "pad2": ("nn.Conv1d(3 taps, padding=2)",
+             r"\(Conv\) pads the time axis with 2 frames before and 2 after \(a 3-frame window, stride 1\): rnnskip "
+             r"streams a Conv with no padding, with 2 frames before \(causal: F.pad\(x, \(2, 0\)\)\) or, with "
+             r"stride 1, 1 before and 1 after \('same'\)"),
+    "gamma0": ("BatchNorm1d with a channel's weight 0, F.pad causal + Conv1d",
+               r"\(Conv\) is padded \(causal\) after a BatchNormalization that maps channel 1 to a constant other "
+               r"than 0: no input frame normalises to the zeros the Conv pads with, so the fold cannot pad the raw "
+               r"input; rnnskip folds it before a Conv without padding \(or put it after the Conv\)"),
+    "reflect": ("F.pad(mode='reflect') before a Conv1d",
+                r"\(Pad\) has mode=reflect: rnnskip folds a zero Pad of the time axis into the next Conv"),
+    "ceil": ("MaxPool1d(ceil_mode=True) on the input",
+             r"\(MaxPool\) has ceil_mode=1: its last window depends on where the sequence ends; rnnskip streams "
+             r"pooling with ceil_mode=0"),
+    "pad-pool": ("MaxPool1d(padding=1) after a Conv1d",
+                 r"\(MaxPool\) pads the time axis: rnnskip streams pooling without padding \(its padding would depend "
+                 r"on where the sequence ends\)"),
+    "linear": ("nn.Linear on every frame after a Conv1d",
+               r"\((MatMul|Gemm)\) follows the Conv front end: rnnskip converts a per-step Dense or a Conv front end, "
+               r"not both"),
+    "bidi": ("bidirectional GRU after a Conv1d",
+             r"\(GRU\) is bidirectional after a Conv front end: rnnskip converts bidirectional layers without a "
+             r"front end"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(REFUSED))
+def test_front_ends_a_stream_cannot_run_are_refused_in_one_line(how, tmp_path):
+    torch.manual_seed(7)
+    path = tmp_path / f"{how}.onnx"
+    export_front(Refused(how), path)
+    with pytest.raises(RnnskipError) as e:
+        load_model_file(path)
+    msg = str(e.value)
+    assert "\n" not in msg and re.fullmatch(r"node '[^']+' " + REFUSED[how][1], msg), msg
+
+
+def matrix_rows(tmp_path, verdict):
+    """(row, option, column, verdict) for docs/onnx_support.md (tests/test_onnx_import.py renders it)."""
+    out = []
+    for how, (_, option) in FRONTS.items():
+        for exporter, col in EXPORTS.items():
+            def run(how=how, exporter=exporter):
+                torch.manual_seed(7)
+                x = export_front(FrontNet(how), tmp_path / "last.onnx", exporter)
+                return float_diff(tmp_path / "last.onnx", x)
+            out.append(("Conv", option, col, verdict(run)))
+    for how, (option, _) in REFUSED.items():
+        def run(how=how):
+            torch.manual_seed(7)
+            export_front(Refused(how), tmp_path / "last.onnx")
+            load_model_file(tmp_path / "last.onnx")
+            return 0.0
+        out.append(("Conv", option, EXPORTS["dynamic"], verdict(run)))
+    return out
+
+
+def test_pool_layer_reads_its_channels():
+    """A pooling layer first in the front end takes its channel count from the input (PoolLayer.channels)."""
+    p = PoolLayer("max", 2, 1, FEAT)
+    assert p.channels == FEAT and p.window == 2

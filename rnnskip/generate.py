@@ -170,7 +170,9 @@ def _feature_literals(qm: QModel) -> Dict:
     if qm.token_input:
         return {}
     from .quant.golden import feature_inv_scale
+    offsets = qm.feature_offsets
     return {"feature_inv_scale": [_f32_literal(v) for v in feature_inv_scale(qm)],
+            "feature_offset": None if offsets is None else [_f32_literal(v) for v in np.asarray(offsets, np.float32)],
             "mask_value_f": _f32_literal(qm.mask_value) if qm.mask_value is not None else None}
 
 

@@ -63,12 +63,12 @@ class Inspection:
 def _placeholder_ranges(ir):
     import numpy as np
 
-    from .quant.calibrate import Ranges
+    from .quant.calibrate import Ranges, cover_pads
     states = [{k: 1.0 for k in cell_of(d.kind).float_state} for l in ir.rnn_layers for d in l.directions()]
     front = [] if ir.is_token_model else ir.input.front
     features = np.ones(0 if ir.is_token_model else ir.input.features)
-    return Ranges(features=features, input_dense=1.0, states=states, head=[1.0] * len(ir.head), sequences=0,
-                  front=[1.0] * len(front))
+    return cover_pads(ir, Ranges(features=features, input_dense=1.0, states=states, head=[1.0] * len(ir.head),
+                                 sequences=0, front=[1.0] * len(front)))   # a Conv1D's padding frame in range
 
 
 def inspect_file(path, max_t: Optional[int] = None, target_names: Optional[List[str]] = None) -> Inspection:

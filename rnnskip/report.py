@@ -275,9 +275,13 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
 def input_scales_report(qm) -> dict:
     """How float features become int8 (``quantize.feature_scales``): one scale per feature or one for all,
     and the scales (float units of one int8 step; the device multiplies by their float32 inverses)."""
-    return {"scheme": ("int8 symmetric, one scale per feature (folded into the first layer's weights)"
-                       if qm.per_feature_inputs else "int8 symmetric, one scale for all features"),
-            "scales": [float(v) for v in qm.feature_scales]}
+    rep = {"scheme": ("int8 symmetric, one scale per feature (folded into the first layer's weights)"
+                      if qm.per_feature_inputs else "int8 symmetric, one scale for all features"),
+           "scales": [float(v) for v in qm.feature_scales]}
+    if qm.feature_offsets is not None:   # x - offset is what gets scaled: the model's input normalisation's centre
+        rep["scheme"] += ", of each feature minus its offset (the centre the model's input normalisation maps to 0)"
+        rep["offsets"] = [float(v) for v in qm.feature_offsets]
+    return rep
 
 
 def emulation_summary(emu, target, qm, macs_step: int, head_macs: int) -> dict:

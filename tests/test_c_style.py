@@ -33,6 +33,9 @@ def _models():
     for cfg in sorted(CONFIGS):
         yield cfg, _qm(cfg), "portable"
     yield "naive", _qm("feat-lstm-gru"), "naive"
+    centered = _qm("feat-mask-gru")   # a normalisation on the input: the device subtracts each feature's centre
+    centered.feature_offsets = np.linspace(-3.5, 1013.25, centered.features).astype(np.float32)
+    yield "centered", centered, "portable"
     yield "cmsis-nn", _qm("tok-gru-v1"), "cmsis-nn"
     qm = _qm("feat-lstm-gru")
     yield "delta", with_delta(qm, DeltaSpec([2, 3], [1, 4])), "portable"

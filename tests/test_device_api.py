@@ -37,7 +37,8 @@ def _feature_column(inv, rng):
 def _feature_rows(qm, mask_value, rng):
     """Rows of probing values, each feature's column on its own factor, then a masked row and one
     that differs from it in the last feature only."""
-    cols = [_feature_column(inv, rng) for inv in feature_inv_scale(qm)]
+    off = np.zeros(qm.features, np.float32) if qm.feature_offsets is None else qm.feature_offsets
+    cols = [_feature_column(inv, rng) + o for inv, o in zip(feature_inv_scale(qm), off)]   # around each offset
     n = max(len(c) for c in cols)
     v = np.stack([np.concatenate([c, np.zeros(n - len(c), np.float32)]) for c in cols], axis=1)
     masked = np.full((1, qm.features), mask_value, np.float32)
@@ -46,10 +47,13 @@ def _feature_rows(qm, mask_value, rng):
     return np.concatenate([v, masked, nearly])
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
+@pytest.fixture(scope="module", params=["plain", "centered"])
+def model(request, tmp_path_factory):
+    """``centered``: the device subtracts an offset per feature first (a normalisation on the model's input)."""
     ir, qm, x, L = quantized("feat-mask-gru", seed=4, n=8, T=10)
     assert qm.mask_value is not None and qm.output_dim > 1
+    if request.param == "centered":
+        qm.feature_offsets = np.linspace(-1013.25, 96.5, qm.features).astype(np.float32)
     d = tmp_path_factory.mktemp("device_api")
     generate(qm, d / "src", max_t=16)
     return qm, d
@@ -127,6 +131,12 @@ def test_header_documents_the_input_and_output(model):
     lits = [t.strip() for t in body.split(",")]
     assert all(t.endswith("f") for t in lits)
     assert np.array_equal(np.float32([float(t[:-1]) for t in lits]), inv)   # exactly the golden model's factors
+    if qm.feature_offsets is not None:
+        body = c.split("const float rnnskip_feature_offset[RNNSKIP_FEATURES] = {", 1)[1].split("};", 1)[0]
+        assert np.array_equal(np.float32([float(t.strip()[:-1]) for t in body.split(",")]), qm.feature_offsets)
+        assert "extern const float rnnskip_feature_offset[RNNSKIP_FEATURES];" in h
+    else:
+        assert "rnnskip_feature_offset" not in c
     assert "#define RNNSKIP_MASK_VALUE" in h and "int32_t rnnskip_class(const int16_t *out);" in h
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -301,3 +302,19 @@ def test_delta_train_refuses_a_front_end_in_one_line(tmp_path):
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("layer 'conv1d") and "starts a Conv1D front end" in msg
     assert msg.endswith("use delta-tune (no retraining) on this model") and not (tmp_path / "out.h5").exists()
+
+
+def test_a_padding_frame_beyond_a_table_activation_is_refused():
+    """A normalisation between a tanh Conv1D and a padded one pads with what it maps to 0; beyond +-1 the int8
+    scale of the tanh output (fixed: 1/127) cannot hold it (an audit found it clipped to +-1 silently)."""
+    from rnnskip.converter.support import front_pad_problem
+    rng = np.random.default_rng(0)
+    first = ConvLayer(rng.normal(size=(3, 4, 5)), np.zeros(5), padding="causal", activation="tanh", name="c1")
+    second = ConvLayer(rng.normal(size=(3, 5, 6)), np.zeros(6), padding="same", name="c2",
+                       pad=np.array([0.5, -2.0, 0.0, 0.1, 0.9]))
+    pool = PoolLayer("max", 2, 2, 5, name="p")
+    assert front_pad_problem([first, pool, second]) == (
+        "c2", "pads with 2, the input the normalisation before it maps to 0, but reads the tanh output of 'c1', "
+              "whose int8 scale holds +-1: put the normalisation before that activation, or after this convolution")
+    assert front_pad_problem([replace(first, activation="relu"), second]) is None   # relu: calibrated, widened
+    assert front_pad_problem([first, replace(second, pad=np.clip(second.pad, -1, 1))]) is None

@@ -3,6 +3,7 @@ Conv1D), one shared scale where the first layer is recurrent (quantize.feature_s
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from helpers import quantize_on, quantized
 
 from rnnskip.converter.ir import ConvLayer, DenseLayer, FeatureInput, ModelIR, RNNLayer
@@ -88,3 +89,122 @@ def test_a_feature_of_tiny_range_gets_a_finite_factor():
     x[..., 0] = np.where(x[..., 0] != 0, 1e-38, 0.0)
     qm = quantize_on(ir, x, L)
     assert np.isfinite(feature_inv_scale(qm)).all() and qm.per_feature_inputs
+
+
+# ---- centred inputs: a normalisation on the model's input (FeatureInput.center) ----------------------------
+
+OFFSETS, SPREADS = np.array([100.0, -50.0, 1013.0]), np.array([1.0, 2.0, 5.0])
+
+
+def _sensor_data(n=120, T=14, seed=0):
+    """Raw sensor readings far from 0 with small spreads (a temperature, a depth, a pressure)."""
+    rng = np.random.default_rng(seed)
+    return (OFFSETS + SPREADS * rng.normal(size=(n, T, 3))).astype(np.float32), np.full(n, T, np.int32)
+
+
+def _normalized_ir(first: str):
+    """Normalization(mean=OFFSETS, variance=SPREADS**2) folded into a first LSTM, per-step Dense or causal Conv1D."""
+    from rnnskip.cells import cell_of
+    from rnnskip.converter import support
+    rng = np.random.default_rng(1)
+    lstm = RNNLayer(kind="lstm", units=6, kernel=rng.normal(0, 0.5, (3, 24)),
+                    recurrent_kernel=rng.normal(0, 0.3, (6, 24)), bias=rng.normal(0, 0.1, 24), name="lstm")
+    head = [DenseLayer(rng.normal(0, 0.8, (6, 3)), np.zeros(3), "softmax", "out")]
+    a, b = 1.0 / SPREADS, -OFFSETS / SPREADS
+    inp = FeatureInput(features=3, center=OFFSETS.copy())
+    if first == "lstm":
+        cell_of("lstm").fold_input_affine(lstm, a, b)
+    elif first == "dense":
+        d = DenseLayer(rng.normal(0, 0.6, (3, 3)), rng.normal(0, 0.1, 3), "tanh", "in")
+        support.fold_before_dense(d, a, b)
+        inp.dense = d
+    else:
+        c = ConvLayer(kernel=rng.normal(0, 0.5, (3, 3, 3)), bias=rng.normal(0, 0.1, 3), padding="causal",
+                      activation="tanh", name="conv")
+        support.fold_before_conv(c, a, b)
+        inp.front = [c]
+    return ModelIR(input=inp, rnn_layers=[lstm], head=head, name=f"normalized-{first}")
+
+
+@pytest.mark.parametrize("first", ["lstm", "dense", "conv"])
+def test_a_normalised_input_is_quantised_centred(first, tmp_path):
+    """The device quantises x - center (the normalisation's mean), folded into the first layer: int8 agrees with
+    the float model on nearly every row, the golden model equals the host build, the float model with the int8
+    weights is the float model. Uncentred, the raw readings (|x| up to ~1030 against spreads of 1-5) leave a
+    feature a handful of int8 steps and the classes agree on about half the rows."""
+    from helpers import dataset
+
+    from rnnskip import pipeline
+    from rnnskip.generate import generate
+    from rnnskip.quant.dequantize import int8_weights_ir
+    ir = _normalized_ir(first)
+    x, L = _sensor_data()
+    qm = quantize_on(ir, x, L)
+    np.testing.assert_array_equal(qm.feature_offsets, OFFSETS.astype(np.float32))
+    if first == "conv":   # the padding frame (the mean) minus the centre: zeros
+        np.testing.assert_allclose(ir.input.front[0].pad, OFFSETS)
+        assert np.array_equal(qm.front[0].pad_frame, np.zeros(4))
+    f = FloatModel(ir).predict(x)
+    g, _ = GoldenModel(qm).run(x, L)
+    assert (g[:, :3].argmax(1) == f.argmax(1)).mean() >= 0.95
+    uncentred = quantize_on(ModelIR(input=FeatureInput(features=3, dense=ir.input.dense, front=ir.input.front),
+                                    rnn_layers=ir.rnn_layers, head=ir.head, name="raw"), x, L)
+    assert uncentred.feature_offsets is None
+    gu, _ = GoldenModel(uncentred).run(x, L)
+    assert (gu[:, :3].argmax(1) == f.argmax(1)).mean() < (g[:, :3].argmax(1) == f.argmax(1)).mean()
+    np.testing.assert_allclose(FloatModel(int8_weights_ir(ir, qm)).predict(x), f, atol=0.05)
+    generate(qm, tmp_path / "src", max_t=x.shape[1])
+    so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
+    ev = pipeline.evaluate(ir, qm, dataset(x, L, np.zeros(len(x), np.int64)), host_so=so)
+    assert ev.host_checked == len(x) and ev.host_mismatches == 0, ev.first_mismatch
+
+
+@pytest.mark.parametrize("ptype", ["logistic", "tree"])
+def test_skip_predictor_reads_centred_features(ptype):
+    """The int8 predictor of a model whose first recurrent layer reads centred features scores what the float
+    predictor scores on the raw features those int8 values stand for (x = x_q s + offset)."""
+    from test_skip_device import random_predictor
+
+    from rnnskip.skip.qpredictor import feature_scales, quantize_predictor
+    ir = _normalized_ir("lstm")
+    x, L = _sensor_data()
+    qm = quantize_on(ir, x, L)
+    p = random_predictor(ptype, 3, [6], seed=2)
+    if ptype == "tree":   # split the raw features around their readings
+        for t in p.trees:
+            t["threshold"] = np.where(t["feature"] < 3, OFFSETS[np.minimum(t["feature"], 2)] +
+                                      SPREADS[np.minimum(t["feature"], 2)] * t["threshold"], t["threshold"])
+    qp = quantize_predictor(p, qm)
+    rng = np.random.default_rng(3)
+    feats = np.concatenate([rng.integers(-100, 101, (500, qm.in_p)), rng.integers(-127, 128, (500, qm.layers[0].up))],
+                           axis=1)
+    feats[:, 3:qm.in_p] = 0
+    scale, col, _, _ = feature_scales(qm)
+    real = feats[:, col] * scale[col]
+    real[:, :3] += OFFSETS.astype(np.float32)
+    if ptype == "tree":
+        agree = (qp.score(feats) > qp.score_thr) == (p.score(real) > p.threshold)
+        assert agree.mean() >= 0.97
+    else:
+        np.testing.assert_allclose(qp.score(feats) * qp.score_scale, p.score(real), atol=0.25)
+
+
+@pytest.mark.keras
+def test_keras_normalization_on_raw_readings_sets_the_centre(tmp_path):
+    """A tf_keras Normalization adapted on raw readings, then a GRU: the importer records its mean as the input
+    centre, and int8 keeps the float model's classes (uncentred, one shared scale of ~8 for all three features)."""
+    keras = pytest.importorskip("tf_keras")
+    from rnnskip.converter.keras_import import load_model_file
+    x, L = _sensor_data(n=150, T=20)
+    norm = keras.layers.Normalization()
+    norm.adapt(x.reshape(-1, 3))
+    m = keras.Sequential([keras.Input((None, 3)), norm, keras.layers.GRU(8),
+                          keras.layers.Dense(3, activation="softmax")])
+    m.save(tmp_path / "m.h5")
+    ir = load_model_file(str(tmp_path / "m.h5"))
+    np.testing.assert_allclose(ir.input.center, x.reshape(-1, 3).mean(0), rtol=1e-4)
+    f = FloatModel(ir).predict(x)
+    assert np.abs(f - m.predict(x, verbose=0)).max() <= 1e-5
+    qm = quantize_on(ir, x, L)
+    g, _ = GoldenModel(qm).run(x, L)
+    assert qm.feature_scales[0] < 0.5 and (g[:, :3].argmax(1) == f.argmax(1)).mean() >= 0.95

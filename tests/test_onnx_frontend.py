@@ -16,6 +16,7 @@ from rnnskip import pipeline
 from rnnskip.converter.formats import load_model_file
 from rnnskip.converter.ir import ConvLayer, PoolLayer
 from rnnskip.errors import RnnskipError
+from rnnskip.quant.golden import GoldenModel
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -57,6 +58,20 @@ class FrontNet(nn.Module):
         elif how == "pool-first":     # MaxPool on the input, Conv(padding=1) + BN folded after it -> GRU
             self.f = nn.ModuleList([nn.MaxPool1d(2, stride=1), nn.Conv1d(FEAT, 6, 3, padding=1), _bn(6)])
             self.rnn, out = nn.GRU(6, 5, batch_first=True), 3
+        elif how == "relu-bn-gru":    # Conv + ReLU, BatchNorm1d folded into the GRU's input
+            self.f = nn.ModuleList([nn.Conv1d(FEAT, 6, 3, padding=1), _bn(6)])
+            self.rnn, out = nn.GRU(6, 5, batch_first=True), 3
+        elif how == "max-relu":       # Conv, MaxPool, then the ReLU (it commutes with the maximum) -> LSTM
+            self.f = nn.ModuleList([nn.Conv1d(FEAT, 6, 3), nn.MaxPool1d(2)])
+            self.rnn, out = nn.LSTM(6, 5, batch_first=True), 3
+        elif how == "pool-bn-conv":   # MaxPool on the input, BatchNorm1d, Conv(padding=1): padded behind the pooling
+            self.f = nn.ModuleList([nn.MaxPool1d(2, stride=1), _bn(FEAT), nn.Conv1d(FEAT, 6, 3, padding=1)])
+            with torch.no_grad():
+                self.f[1].running_mean.fill_(7.0)   # beyond the inputs (|x| < ~4): calibration must widen
+            self.rnn, out = nn.GRU(6, 5, batch_first=True), 3
+        elif how == "bn-gru":         # BatchNorm1d on the input, no convolution: into the GRU, the input centred
+            self.f = nn.ModuleList([_bn(FEAT)])
+            self.rnn, out = nn.GRU(FEAT, 5, batch_first=True), 3
         self.fc = nn.Linear(5, out)
 
     def forward(self, x):
@@ -71,6 +86,12 @@ class FrontNet(nn.Module):
             z = f[1](torch.relu(f[0](z)))
         elif self.how == "same-even":
             z = f[1](torch.sigmoid(f[0](z)))
+        elif self.how == "relu-bn-gru":
+            z = f[1](torch.relu(f[0](z)))
+        elif self.how == "max-relu":
+            z = torch.relu(f[1](f[0](z)))
+        elif self.how == "bn-gru":
+            z = f[0](z)
         else:
             z = f[2](f[1](f[0](z)))
         if self.how == "strided-avg":
@@ -81,6 +102,8 @@ class FrontNet(nn.Module):
             return self.fc(h[0][-1])
         if self.how == "same-even":
             return self.fc(y.mean(1))
+        if self.how == "max-relu":
+            return torch.softmax(self.fc(y[:, -1]), -1)
         return torch.softmax(self.fc(h[-1]), -1)
 
 
@@ -95,6 +118,11 @@ FRONTS = {
                   "Conv1d(4 taps, padding='same') + sigmoid, 1-tap Conv1d -> GRU, y.mean(1)"),
     "pool-first": ([("max", "", ""), ("conv", "same", "linear")],
                    "MaxPool1d(2, stride=1) on the input, Conv1d(padding=1) + BatchNorm1d -> GRU"),
+    "relu-bn-gru": ([("conv", "same", "relu")], "Conv1d(padding=1) + ReLU, BatchNorm1d into the GRU's input"),
+    "max-relu": ([("conv", "valid", "relu"), ("max", "", "")], "Conv1d, MaxPool1d(2), ReLU (folded into the Conv)"),
+    "pool-bn-conv": ([("max", "", ""), ("conv", "same", "linear")],
+                     "MaxPool1d(2, stride=1), BatchNorm1d, Conv1d(padding=1): the padding frame behind the pooling"),
+    "bn-gru": ([], "BatchNorm1d on x.transpose(1, 2), no convolution: into the GRU, the input centred"),
 }
 EXPORTS = {"dynamic": "torch.onnx.export, opset 17", "static": "torch.onnx.export, static shapes",
            "dynamo": "torch.onnx.export(dynamo=True)"}
@@ -133,6 +161,13 @@ def float_diff(path, x) -> float:
     return float(np.abs(FloatModel_predict(load_model_file(path), x) - ort_run(path, x)).max())
 
 
+def _rows_stopped(ir, x, lengths):
+    """The float model's outputs on each row's first ``lengths`` steps."""
+    from rnnskip.reference import FloatModel
+    fm = FloatModel(ir)
+    return np.stack([fm.predict(x[i:i + 1, : int(n)])[0] for i, n in enumerate(lengths)])
+
+
 def FloatModel_predict(ir, x):
     from rnnskip.reference import FloatModel
     return FloatModel(ir).predict(x)
@@ -152,6 +187,13 @@ def test_front_end_equals_onnxruntime_and_host(how, exporter, tmp_path):
         assert float_diff(path, x[:, :5]) <= 1e-5
     lengths = np.random.default_rng(1).integers(6, T + 1, len(x)).astype(np.int32)   # streams that stop early
     qm = quantize_on(ir, x, lengths)
+    if how in ("bn-gru",):   # a normalisation of the model's input: the device centres it on its mean
+        assert qm.feature_offsets is not None
+    # int8 close to float (a padding frame int8 cannot hold, e.g. clipped behind a pooling layer, is not)
+    g, _ = GoldenModel(qm).run(x, lengths)
+    from rnnskip.outputs import dequantize
+    err = np.abs(dequantize(qm, g[:, : qm.output_dim]) - _rows_stopped(ir, x, lengths)).max()
+    assert err <= 0.06, err
     from rnnskip.generate import generate
     generate(qm, tmp_path / "src", max_t=T)
     so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
@@ -214,12 +256,21 @@ class Refused(nn.Module):
         self.rnn = nn.GRU(FEAT if how == "depthwise" else 8, 5, batch_first=True,
                           bidirectional=how == "bidi")
         self.lin = nn.Linear(8, 8)
+        self.conv0 = nn.Conv1d(FEAT, FEAT, 1)
+        if how == "tanh-bn":   # pads with mean - beta * std / gamma = -2, beyond tanh's +-1
+            with torch.no_grad():
+                self.bn.running_mean.fill_(0.0)
+                self.bn.running_var.fill_(0.25 - self.bn.eps)
+                self.bn.weight.fill_(0.25)
+                self.bn.bias.fill_(1.0)
         self.fc = nn.Linear(10 if how == "bidi" else 5, 2)
 
     def forward(self, x):
         z = x.transpose(1, 2)
         if self.how == "gamma0":
             z = F.pad(self.bn(z), (2, 0))
+        if self.how == "tanh-bn":
+            z = F.pad(self.bn(torch.tanh(self.conv0(z))), (2, 0))
         if self.how == "reflect":
             z = F.pad(z, (2, 0), mode="reflect")
         if self.how == "ceil":
@@ -247,6 +298,10 @@ REFUSED = {
                r"\(Conv\) is padded \(causal\) after a BatchNormalization that maps channel 1 to a constant other "
                r"than 0: no input frame normalises to the zeros the Conv pads with, so the fold cannot pad the raw "
                r"input; rnnskip folds it before a Conv without padding \(or put it after the Conv\)"),
+    "tanh-bn": ("Conv1d + tanh, BatchNorm1d mapping -2 to 0, F.pad causal + Conv1d",
+                r"\(Conv\) pads with -?2, the input the normalisation before it maps to 0, but reads the tanh output "
+                r"of '[^']+', whose int8 scale holds \+-1: put the normalisation before that activation, or after "
+                r"this convolution"),
     "reflect": ("F.pad(mode='reflect') before a Conv1d",
                 r"\(Pad\) has mode=reflect: rnnskip folds a zero Pad of the time axis into the next Conv"),
     "ceil": ("MaxPool1d(ceil_mode=True) on the input",

@@ -171,6 +171,10 @@ class FeatureInput:
     dense: Optional[DenseLayer] = None
     mask_value: Optional[float] = None
     front: List[object] = field(default_factory=list)   # ConvLayer | PoolLayer
+    #: ``[features]``: the input a normalisation on the input (folded into the first layer) maps to 0, its mean;
+    #: the device quantises ``x - center`` (quantize.shift_first_layer), so raw features far from 0 keep their
+    #: resolution. None: the model takes inputs as they are (no normalisation on its input).
+    center: Optional[np.ndarray] = None
 
     @property
     def dim(self) -> int:

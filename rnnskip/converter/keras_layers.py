@@ -59,6 +59,7 @@ class Node:
     time_distributed: bool = False    # TimeDistributed(Dense): needs a sequence (one vector per step)
     notes: List[str] = field(default_factory=list)   # for ModelIR.notes, in chain order
     status: str = ""                  # what rnnskip did with it (rnnskip inspect), set by the passes
+    input_center: Optional[np.ndarray] = None   # the first layer: what the normalisation folded into it maps to 0
 
     @property
     def name(self) -> str:
@@ -371,7 +372,17 @@ class NormalizationHandler(LayerHandler):
             mean, var = w["mean"], w["variance"]
         mean, var = _per_feature(layer, "mean", mean), _per_feature(layer, "variance", var)
         std = np.maximum(np.sqrt(var), self.EPSILON)
-        return Node(layer, BATCHNORM, Affine(1.0 / std, -mean / std))
+        # a feature of variance 0 was constant (its mean) on the data adapted on, where Keras gives 0; folded as
+        # 1e7 (x - mean), float32 would lose the other features to it (weights of 1e7 next to weights of 1)
+        flat = np.sqrt(np.maximum(var, 0.0)) <= self.EPSILON
+        a, b = np.where(flat, 0.0, 1.0 / std), np.where(flat, 0.0, -mean / std)
+        node = Node(layer, BATCHNORM, Affine(a, b))
+        if flat.any():
+            idx = [int(i) for i in np.flatnonzero(flat)]
+            node.notes.append(f"'{layer.name}' (Normalization) has variance 0 for feature{'s' if len(idx) > 1 else ''} "
+                              f"{', '.join(map(str, idx))}: constant on the data it was adapted on, where Keras gives "
+                              "0; rnnskip gives 0 (Keras multiplies any other value's distance from the mean by 1e7)")
+        return node
 
 
 class RescalingHandler(LayerHandler):

@@ -123,6 +123,7 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
     """
     out: List[Node] = []
     pending: Optional[Node] = None   # folds into the next Dense / recurrent layer
+    at_input = False                 # pending normalises the model's input (nothing computed before it)
     last_recurrent: Optional[RNNLayer] = None
     pooled = False   # after pooling over time: [batch, units]
     for node in nodes:
@@ -148,9 +149,15 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
                 _folded(node, before)
                 continue
             pending = node
+            at_input = not any(n.kind in (DENSE, RECURRENT, CONV, POOL, EMBEDDING, TIME_POOL) for n in out)
             out.append(node)
             continue
         if pending is not None:
+            if at_input and node.kind in (CONV, DENSE, RECURRENT):   # the device centres raw inputs on its zero
+                width = node.value.in_dim if node.kind == CONV else (
+                    node.value.kernel.shape[0] if node.kind == DENSE else node.value.input_dim)
+                center = support.neutral_input(*_sized(pending, pending.value, width, node))
+                node.input_center = None if isinstance(center, int) else center
             if node.kind == CONV:
                 conv: ConvLayer = node.value
                 a, b = _sized(pending, pending.value, conv.in_dim, node)
@@ -328,7 +335,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                 bn = unfolded_bn.layer.display
                 raise LayerError(f"layer '{unfolded_bn.name}' ({bn}) stands before '{name}' ({cls}): "
                                  f"rnnskip folds {bn} into the linear Conv1D or Dense before it, or into "
-                                 "the Dense or recurrent layer right after it", unfolded_bn.name)
+                                 "the Conv1D, Dense or recurrent layer right after it", unfolded_bn.name)
             front.append(node.value)
             seen_input_transform = True
             continue
@@ -460,7 +467,12 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                 raise LayerError(f"layer '{f.name}' (Conv1D) expects {f.in_dim} channels but gets {width}: "
                                  "the file is inconsistent", f.name)
             width = f.out_dim
-        inp = FeatureInput(features=int(features), dense=input_dense, mask_value=mask_value, front=front)
+        first = next((n for n in nodes if n.kind in (CONV, POOL, DENSE, RECURRENT)), None)
+        bad = support.front_pad_problem(front)
+        if bad is not None:
+            raise LayerError(f"layer '{bad[0]}' (Conv1D) {bad[1]}", bad[0])
+        inp = FeatureInput(features=int(features), dense=input_dense, mask_value=mask_value, front=front,
+                           center=first.input_center if first is not None else None)
     if shape and len(shape) >= 2 and shape[1] is not None:
         notes.append(f"input declares a fixed length of {shape[1]} steps; rnnskip accepts any length")
 

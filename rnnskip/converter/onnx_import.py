@@ -102,6 +102,7 @@ class Sym:
     dims: Optional[tuple] = None          # SHAPE: its entries as _shape_entries computes them (None: unknown)
     affine: Optional[tuple] = None        # (a, b) per F entry: a BatchNormalization the next Dense folds in
     conv: Optional[ConvLayer] = None      # X: the front-end Conv whose direct output this is (activations fold in)
+    act_conv: Optional[ConvLayer] = None  # X: a linear Conv a monotone activation still folds into (through MaxPool)
     tpad: Tuple[int, int] = (0, 0)        # X: zero frames a Pad put before and after the time axis (the next Conv's)
 
 
@@ -126,6 +127,7 @@ class _Reader:
     per_step: bool = False  # the head runs on every step (one output per step)
     input_dense: Optional[DenseLayer] = None
     front: List[object] = field(default_factory=list)   # the streamed front end: ConvLayer | PoolLayer, in order
+    center: Optional[np.ndarray] = None   # FeatureInput.center: a BatchNormalization on the input, folded in
     rnns: List[RNNLayer] = field(default_factory=list)
     rnn_lens: List[Optional[str]] = field(default_factory=list)   # each layer's sequence_lens input
     head: List[DenseLayer] = field(default_factory=list)
@@ -534,7 +536,8 @@ def _with_axes(s: Sym, axes, squeezed: Optional[bool] = None, keep_dense: bool =
     sq = s.squeezed if squeezed is None else squeezed
     return Sym(s.kind, value=s.value, axes=tuple(axes), width=s.width, layer=s.layer,
                dense=s.dense if keep_dense or (sq and not s.squeezed) else None, padded=s.padded, layers=s.layers,
-               squeezed=sq, direction=s.direction, pooled=s.pooled, affine=s.affine, conv=s.conv, tpad=s.tpad)
+               squeezed=sq, direction=s.direction, pooled=s.pooled, affine=s.affine, conv=s.conv, tpad=s.tpad,
+               act_conv=s.act_conv)
 
 
 def _squeezable(s: Sym, ax: str) -> bool:
@@ -903,6 +906,13 @@ def h_recurrent(ctx: _Ctx):
                                recurrent_kernel=_f32(keras(R[d])), bias=_f32(fields["bias"]),
                                activation=fields["activation"], recurrent_activation=fields["recurrent_activation"],
                                options=fields["options"], name=ctx.key if d == 0 else f"{ctx.key}_backward"))
+    if x.affine is not None:   # a BatchNormalization of its input (nn.BatchNorm1d on [batch, channels, time])
+        a_, b_ = x.affine
+        if k == 0 and not r.front and r.input_dense is None and r.embedding is None:   # the model's input: centred
+            flat = support.neutral_input(a_, b_)
+            r.center = None if isinstance(flat, int) else np.asarray(flat, np.float64)
+        for l in layers:
+            cell.fold_input_affine(l, np.asarray(a_, np.float64), np.asarray(b_, np.float64))
     layer = layers[0]
     if dirs == 2:
         layer.backward = layers[1]   # merge_mode is set where the graph reads both directions (_set_merge)
@@ -1174,6 +1184,8 @@ def h_conv(ctx: _Ctx):
             ctx.fail(f"is padded ({padding}) after a BatchNormalization that maps channel {flat} to a constant other "
                      "than 0: no input frame normalises to the zeros the Conv pads with, so the fold cannot pad the "
                      "raw input; rnnskip folds it before a Conv without padding (or put it after the Conv)")
+        if not ctx.r.front and not isinstance(flat, int):   # normalises the model input: the device centres it
+            ctx.r.center = np.asarray(flat, np.float64)
         support.fold_before_conv(conv, a, b)
         status += ", the BatchNormalization before it folded in" + (
             " (padded with the input it maps to 0)" if conv.pad is not None else "")
@@ -1202,7 +1214,11 @@ def h_pool(ctx: _Ctx):
     if size < 1 or stride < 1:
         ctx.fail(f"has kernel_shape [{size}], strides [{stride}]: rnnskip reads one positive size each")
     pool = PoolLayer("max" if ctx.op == "MaxPool" else "avg", size, stride, s.width, name=ctx.key)
-    return _front_output(ctx, s, pool, s.width), "converted (streamed front end)"
+    out = _front_output(ctx, s, pool, s.width)
+    c = s.conv or s.act_conv
+    if pool.kind == "max" and c is not None and c.activation == "linear":   # act(max(z)) = max(act(z)): monotone
+        out[0].act_conv = c
+    return out, "converted (streamed front end)"
 
 
 def h_pad(ctx: _Ctx):
@@ -1228,7 +1244,7 @@ def h_pad(ctx: _Ctx):
             any(before.get(i, 0) or after.get(i, 0) for i in (0, 1)) or min(pads) < 0:
         ctx.fail(f"pads {s.kind} data with axes {s.axes} by {pads} (value {value:g}): rnnskip folds a zero Pad of "
                  f"the time axis of {_FRONT_AXES} into the Conv that reads it")
-    return [replace(s, tpad=(s.tpad[0] + before.get(2, 0), s.tpad[1] + after.get(2, 0)), conv=None)], \
+    return [replace(s, tpad=(s.tpad[0] + before.get(2, 0), s.tpad[1] + after.get(2, 0)), conv=None, act_conv=None)], \
         "folded (padding of the next Conv)"
 
 
@@ -1263,7 +1279,8 @@ def h_batch_norm(ctx: _Ctx):
         if s.affine is not None:
             a0, b0 = s.affine
             a, b = a0 * a, b0 * a + b
-        return [replace(s, affine=(a, b), conv=None)], "folded (batch normalisation, into the next Conv)"
+        return [replace(s, affine=(a, b), conv=None, act_conv=None)], \
+            "folded (batch normalisation, into the next Conv or recurrent layer)"
     d = s.dense
     if d is not None and d.activation == "linear" and s.affine is None:   # after the Dense: into its outputs
         d.kernel = _f32(np.asarray(d.kernel, np.float64) * a[None, :])
@@ -1283,9 +1300,10 @@ def h_activation(ctx: _Ctx):
     act = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softmax": "softmax"}[ctx.op]
     if not _data(s.kind):
         ctx.fail("on constants is not folded by rnnskip")
-    if s.kind == X and s.conv is not None and s.conv.activation == "linear" and act != "softmax":
-        s.conv.activation = act
-        return [replace(s, conv=None)], f"folded into '{s.conv.name}' ({act})"
+    c = (s.conv or s.act_conv) if s.kind == X else None
+    if c is not None and c.activation == "linear" and act != "softmax":   # through a MaxPool: it commutes
+        c.activation = act
+        return [replace(s, conv=None, act_conv=None)], f"folded into '{c.name}' ({act})"
     if s.dense is None or s.dense.activation != "linear":
         ctx.fail("does not follow a Gemm/MatMul(+Add) or a Conv directly: rnnskip folds an activation only into the "
                  "Dense or Conv layer before it")
@@ -1473,7 +1491,7 @@ def _inferred_dims(model) -> Dict[str, list]:
 
 #: ops a pending BatchNormalization (Sym.affine) passes through to the Dense layer that folds it
 _AFFINE_PASSES = ("Gemm", "MatMul", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Reshape", "BatchNormalization",
-                  "Conv", "Pad")
+                  "Conv", "Pad", "Transpose", "Shape", *RECURRENT_OPS)
 
 
 def _run(r: _Reader) -> ModelIR:
@@ -1570,12 +1588,15 @@ def _assemble(r: _Reader) -> ModelIR:
             raise RnnskipError(f"{r.path}: output '{outs[0].name}' is one output per frame of the Conv front end, "
                                "whose frames are not the input's steps: rnnskip converts front-end models whose output "
                                "reads the last state (or pools over time)")
+        bad = support.front_pad_problem(r.front)
+        if bad is not None:
+            raise LayerError(f"node '{bad[0]}' (Conv) {bad[1]}", bad[0])
         first = r.front[0]
         inp = FeatureInput(features=int(first.in_dim if isinstance(first, ConvLayer) else first.channels),
-                           front=list(r.front))
+                           front=list(r.front), center=r.center)
     else:
         features = r.input_dense.in_dim if r.input_dense is not None else r.rnns[0].input_dim
-        inp = FeatureInput(features=int(features), dense=r.input_dense)
+        inp = FeatureInput(features=int(features), dense=r.input_dense, center=r.center)
     notes = list(r.notes)
     if not r.head:   # no head: the output itself is pooled or not
         r.pool, r.pool_name = s.pooled or ("", "")

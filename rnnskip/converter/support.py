@@ -145,6 +145,25 @@ def resolve_generation(ir) -> None:
                         f"(keras_version {ir.keras_version})")
 
 
+def front_pad_problem(front: list):
+    """(name, why) of a Conv1D whose padding frame (``ConvLayer.pad``) int8 cannot hold, or None: after a table
+    activation (tanh, sigmoid, hard_sigmoid, softsign: outputs on a fixed int8 scale of +-1), a frame beyond +-1.
+    Each importer words the refusal (``layer '<name>' (Conv1D) <why>``, ``node '<name>' (Conv) <why>``)."""
+    from .ir import ConvLayer
+    from ..quant.act import LUTS
+    src = None   # the layer whose int8 scale the next Conv1D reads (a pooling layer keeps its input's)
+    for f in front:
+        if isinstance(f, ConvLayer) and f.pad is not None and src is not None and src.activation in LUTS:
+            worst = float(np.abs(f.pad).max())
+            if worst > 1.0 + 0.5 / 127:
+                return f.name, (f"pads with {worst:.3g}, the input the normalisation before it maps to 0, but reads "
+                                f"the {src.activation} output of '{src.name}', whose int8 scale holds +-1: put the "
+                                "normalisation before that activation, or after this convolution")
+        if isinstance(f, ConvLayer):
+            src = f
+    return None
+
+
 def check_finite(ir) -> None:
     """Refuse NaN or infinite weights (a diverged training run): int8 has no such values."""
     from .ir import EmbeddingInput

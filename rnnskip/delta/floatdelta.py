@@ -68,10 +68,16 @@ class FloatDeltaModel:
         N = X.shape[0]
         V, ok = self.fm.frames(X, lengths)   # with a Conv1D front end: its frames
         T = V.shape[1]
-        st = [{"state": L.zero_state(N), "xl": np.zeros((N, L.w["kernel"].shape[0])), "hl": np.zeros((N, L.units)),
+        # the last transmitted input starts at what the device's int8 zero stands for: the input centre where the
+        # first recurrent layer reads raw features the device quantises centred (FeatureInput.center), else 0
+        inp = self.ir.input
+        x0 = (np.asarray(inp.center, np.float32).astype(np.float64)
+              if not self.ir.is_token_model and inp.center is not None and inp.dense is None and not inp.front else 0.0)
+        st = [{"state": L.zero_state(N), "xl": np.zeros((N, L.w["kernel"].shape[0])) + (x0 if i == 0 else 0.0),
+               "hl": np.zeros((N, L.units)),
                "Ml": np.full_like(L.cell.float_pre(NUMPY_OPS, L.w, np.zeros((N, L.w["kernel"].shape[0])),
                                                    np.zeros((N, L.units))), np.inf),   # inf: evaluate at first
-               "tx": np.zeros(N), "th": np.zeros(N), "cells": np.zeros(N)} for L in self.fm.layers]
+               "tx": np.zeros(N), "th": np.zeros(N), "cells": np.zeros(N)} for i, L in enumerate(self.fm.layers)]
         hs = []
         for t in range(T):
             x = V[:, t]

@@ -323,6 +323,11 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     if not ir.is_token_model and ir.input.front:
         raise RnnskipError(f"layer '{ir.input.front[0].name}' starts a Conv1D front end, which the model delta-train "
                            "rebuilds does not have; use delta-tune (no retraining) on this model")
+    if not ir.is_token_model and ir.input.center is not None:
+        raise RnnskipError("the model normalises its input (a Normalization, Rescaling or BatchNormalization folded "
+                           "into its first layer), which the model delta-train rebuilds does not have: it would "
+                           "quantise the raw features uncentred; use delta-tune (no retraining) on this model, or "
+                           "fine-tune a copy trained on normalised data without that layer")
     k3 = [l.name for l in ir.rnn_layers if "hard_sigmoid_k3" in (l.activation, l.recurrent_activation)]
     if k3:
         raise RnnskipError(f"layer '{k3[0]}' uses Keras 3's hard_sigmoid (clip(x/6 + 0.5)), which the tf_keras model "

@@ -8,7 +8,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..cells import cell_of
-from ..converter.ir import DenseLayer, FeatureInput, ModelIR
+from ..converter.ir import ConvLayer, DenseLayer, FeatureInput, ModelIR
 from ..errors import RnnskipError
 
 
@@ -55,9 +55,12 @@ def _head_ranges(ir: ModelIR, r: Ranges, h) -> None:
         r.head[i] = max(r.head[i], float(np.abs(y).max()))
 
 
-def _feature_max(m: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """``m`` raised to each feature's max |x| over ``steps`` ``[n, F]``."""
+def _feature_max(m: np.ndarray, steps: np.ndarray, center=None) -> np.ndarray:
+    """``m`` raised to each feature's max |x - center| over ``steps`` ``[n, F]`` (``FeatureInput.center``: the
+    device quantises the features centred on it)."""
     steps = np.asarray(steps, np.float64)
+    if center is not None:
+        steps = steps - np.asarray(center, np.float64)
     return np.maximum(m, np.abs(steps).max(axis=0)) if len(steps) else m
 
 
@@ -69,24 +72,25 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
     if len(x) == 0:
         raise RnnskipError("calibration data is empty; pass --data (or --calib) with at least one sequence")
     front = [] if ir.is_token_model else ir.input.front
+    center = None if ir.is_token_model else ir.input.center
     # one entry per direction: a Bidirectional layer's forward, then its backward
     r = Ranges(states=[{k: 0.0 for k in cell_of(d.kind).float_state} for l in ir.rnn_layers for d in l.directions()],
                head=[0.0] * len(ir.head), front=[0.0] * len(front),
                features=np.zeros(0 if ir.is_token_model else ir.input.features))
     if ir.bidirectional is not None:
-        return _cover_pads(ir, _calibrate_windows(ir, fm, x, lengths, r))
+        return cover_pads(ir, _calibrate_windows(ir, fm, x, lengths, r))
     from ..reference import pool_over_time  # imported where used, as the other reference helpers here
     it = tqdm(range(len(x)), desc="calibrate", unit="seq", disable=not progress, leave=False)
     for n in it:
         seq = x[n][: int(lengths[n])]
         valid = fm.valid_steps(seq)
         if front:   # every input step runs; the recurrent layers run on the front end's frames
-            r.features = _feature_max(r.features, seq)
+            r.features = _feature_max(r.features, seq, center)
             for i, y in enumerate(fm.front_outputs(seq)):
                 if y.size:
                     r.front[i] = max(r.front[i], float(np.abs(y).max()))
         elif isinstance(ir.input, FeatureInput) and valid.any():
-            r.features = _feature_max(r.features, seq[valid])
+            r.features = _feature_max(r.features, seq[valid], center)
         v = fm.inputs(seq)
         if isinstance(ir.input, FeatureInput) and ir.input.dense is not None and valid.any():
             r.input_dense = max(r.input_dense, float(np.abs(v[valid]).max()))
@@ -110,20 +114,23 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
     r.sequences = len(x)
     if isinstance(ir.input, FeatureInput) and not r.features.any():
         raise RnnskipError("calibration data is constant zero; rnnskip needs representative inputs to set int8 ranges")
-    return _cover_pads(ir, r)
+    return cover_pads(ir, r)
 
 
-def _cover_pads(ir: ModelIR, r: Ranges) -> Ranges:
+def cover_pads(ir: ModelIR, r: Ranges) -> Ranges:
     """Widen the range of each padded Conv1D's input to its padding frame (``ConvLayer.pad``), so int8 holds it."""
     for i, f in enumerate([] if ir.is_token_model else ir.input.front):
         if getattr(f, "pad", None) is None:
             continue
-        if i == 0 and ir.input.dense is not None:
+        j = i - 1   # a pooling layer keeps its input's scale: widen the layer (or the input) that sets it
+        while j >= 0 and not isinstance(ir.input.front[j], ConvLayer):
+            j -= 1
+        if j < 0 and ir.input.dense is not None:
             r.input_dense = max(r.input_dense, float(np.abs(f.pad).max()))
-        elif i == 0:
-            r.features = np.maximum(r.features, np.abs(f.pad))
+        elif j < 0:
+            r.features = _feature_max(r.features, np.asarray(f.pad)[None, :], ir.input.center)
         else:
-            r.front[i - 1] = max(r.front[i - 1], float(np.abs(f.pad).max()))
+            r.front[j] = max(r.front[j], float(np.abs(f.pad).max()))
     return r
 
 
@@ -133,7 +140,7 @@ def _calibrate_windows(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, r: R
     if isinstance(ir.input, FeatureInput):
         X = np.asarray(x, np.float64)
         if ok.any():
-            r.features = _feature_max(r.features, X[ok])
+            r.features = _feature_max(r.features, X[ok], ir.input.center)
             if ir.input.dense is not None:
                 r.input_dense = float(np.abs(V[ok]).max())
         if not r.features.any():

@@ -187,11 +187,15 @@ class GoldenModel:
     # -- inputs --------------------------------------------------------------
     def quantize_features(self, x: np.ndarray) -> np.ndarray:
         """Float features ``[..., F]`` -> int8 ``[..., F_p]``: ``clip(rint(float32(x) * inv), -127, 127)``
-        with one float32 multiply by each feature's :func:`feature_inv_scale`, ties to even, NaN -> 0; the generated
+        with one float32 multiply by each feature's :func:`feature_inv_scale`, ties to even, NaN -> 0 (with
+        ``feature_offsets``, ``(float32(x) - offset) * inv``, each in float32); the generated
         ``rnnskip_quantize_features()`` does the same on the device."""
         qm = self.qm
-        with np.errstate(over="ignore"):   # beyond float32: inf, clipped to +-127 as on the device
-            v = np.asarray(x, np.float32) * feature_inv_scale(qm)
+        with np.errstate(over="ignore", invalid="ignore"):   # beyond float32: inf, clipped to +-127 as on the device
+            v = np.asarray(x, np.float32)
+            if qm.feature_offsets is not None:
+                v = v - np.asarray(qm.feature_offsets, np.float32)
+            v = v * feature_inv_scale(qm)
         q = np.clip(np.rint(np.where(np.isnan(v), np.float32(0), v)), -127, 127).astype(np.int8)
         out = np.zeros(q.shape[:-1] + (qm.features_p,), dtype=np.int8)
         out[..., : qm.features] = q

@@ -223,6 +223,9 @@ class QModel:
     mask_zero: bool = False
     #: float features -> int8 (feature models): the scale of each feature (quantize.feature_scales)
     feature_scales: Optional[np.ndarray] = None
+    #: float32 ``[features]`` the device subtracts before scaling (FeatureInput.center, folded into the first
+    #: layer: quantize.shift_first_layer); None: features are scaled as they are
+    feature_offsets: Optional[np.ndarray] = None
     #: whether those scales are one per feature, folded into the first layer's weights
     per_feature_inputs: bool = False
     features: int = 0

@@ -100,6 +100,35 @@ def fold_first_layer(inp: FeatureInput, scales: np.ndarray) -> FeatureInput:
     return replace(inp, front=[replace(conv, kernel=conv.kernel * scales[None, :, None], pad=pad)] + inp.front[1:])
 
 
+def shift_first_layer(inp: FeatureInput, rnn0):
+    """(inp, first recurrent layer) reading ``x - c`` instead of ``x``, ``c = inp.center`` (float32, as the device
+    subtracts it): ``c`` folds into the first layer that computes, ``W (x' + c) + b = W x' + (b + W c)``. Poolings
+    before it commute with the shift; a padded Conv1D then pads with its padding frame minus ``c`` (a Normalization's
+    mean minus itself: zeros). Copies: the IR stays the float model of the file."""
+    import copy
+
+    from ..converter import support
+    c = np.asarray(inp.center, np.float32).astype(np.float64)
+    ones = np.ones_like(c)
+    if inp.dense is not None:
+        d = copy.deepcopy(inp.dense)
+        support.fold_before_dense(d, ones, c)
+        return replace(inp, dense=d), rnn0
+    convs = [i for i, f in enumerate(inp.front) if isinstance(f, ConvLayer)]
+    if convs:
+        front = list(inp.front)
+        conv = copy.deepcopy(front[convs[0]])
+        old = np.zeros_like(c) if conv.pad is None else np.asarray(conv.pad, np.float64)
+        support.fold_before_conv(conv, ones, c)
+        conv.pad = None if conv.padding == "valid" else old - c
+        front[convs[0]] = conv
+        return replace(inp, front=front), rnn0
+    layer = copy.deepcopy(rnn0)
+    for d in layer.directions():
+        cell_of(d.kind).fold_input_affine(d, ones, c)
+    return inp, layer
+
+
 def quantize_front(front: list, x_scale: float, ranges: list) -> list:
     """The streamed front end: each Conv1D as a Dense on its window ``[taps * cin_p]`` (per-channel
     weight scales, int8 out on its calibrated scale), each pooling layer on its input's scale."""
@@ -113,8 +142,15 @@ def quantize_front(front: list, x_scale: float, ranges: list) -> list:
                            activation=f.activation, name=f.name)
             pad = None
             if f.pad is not None:   # the padding frame on the input's int8 scale (calibration covers it)
+                steps = np.asarray(f.pad, np.float64) / x_scale
+                if np.abs(steps).max() > 127.5:   # a table activation's output has a fixed scale (+-1)
+                    raise RnnskipError(
+                        f"'{f.name}' (Conv1D) pads with {float(np.abs(steps).max() * x_scale):.3g} (the input its "
+                        f"normalisation maps to 0), outside the int8 range of its input (+-{127 * x_scale:.3g}, the "
+                        "output of the layer before it): int8 cannot hold the padding frame; put the normalisation "
+                        "before that layer's activation, or after this Conv1D")
                 pad = np.zeros(cin_p, np.int64)
-                pad[:cin] = np.clip(np.round(np.asarray(f.pad, np.float64) / x_scale), -127, 127)
+                pad[:cin] = np.clip(np.round(steps), -127, 127)
             q = QConv(dense=quantize_dense(d, x_scale, f.taps * cin_p, rng, final=False), taps=f.taps,
                       dilation=f.dilation, strides=f.strides, left=f.left, right=f.right, cin=cin, cin_p=cin_p,
                       name=f.name, pad=pad)
@@ -156,6 +192,7 @@ def quantize(ir: ModelIR, ranges: Ranges, per_feature_inputs: bool = True) -> QM
 def _quantize(ir: ModelIR, ranges: Ranges, per_feature_inputs: bool) -> QModel:
     qm = QModel(token_input=ir.is_token_model, in_dim=ir.input_dim, in_p=pad4(ir.input_dim),
                 name=ir.name)
+    rnn_layers = list(ir.rnn_layers)
     if isinstance(ir.input, EmbeddingInput):
         s = scale_of(np.abs(ir.input.table).max())
         emb = np.zeros((ir.input.vocab, qm.in_p), dtype=np.int8)
@@ -165,6 +202,10 @@ def _quantize(ir: ModelIR, ranges: Ranges, per_feature_inputs: bool) -> QModel:
         inp: FeatureInput = ir.input
         qm.features, qm.features_p = inp.features, pad4(inp.features)
         qm.mask_value = inp.mask_value
+        if inp.center is not None:   # the device quantises x - center; the first layer reads that
+            qm.feature_offsets = np.asarray(inp.center, np.float32)
+            inp, rnn0 = shift_first_layer(inp, rnn_layers[0])
+            rnn_layers[0] = rnn0
         qm.per_feature_inputs = per_feature_inputs and per_feature_input(inp)
         maxabs = np.broadcast_to(np.asarray(ranges.features, np.float64), (inp.features,))
         qm.feature_scales = feature_scales(maxabs, qm.per_feature_inputs)
@@ -180,7 +221,7 @@ def _quantize(ir: ModelIR, ranges: Ranges, per_feature_inputs: bool) -> QModel:
             x_scale = qm.front[-1].out_scale
     in_p = qm.in_p
     states = iter(ranges.states)   # one per direction
-    for layer in ir.rnn_layers:
+    for layer in rnn_layers:
         if layer.backward is None:
             q = quantize_rnn(layer, x_scale, in_p, next(states))
             qm.layers.append(q)

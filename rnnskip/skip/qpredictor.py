@@ -184,10 +184,21 @@ def feature_scales(qm: QModel):
     return scale, np.asarray(col, np.int64), qm.in_p, ups
 
 
+def feature_offsets(qm: QModel, cols: int) -> np.ndarray:
+    """Per device column, the float value its int8 zero stands for: the features' offsets where the first recurrent
+    layer reads them raw (``qm.feature_offsets``: the device quantises ``x - offset``), else 0."""
+    off = np.zeros(cols)
+    if qm.feature_offsets is not None and qm.input_dense is None and not qm.front and not qm.token_input:
+        off[: qm.in_dim] = np.asarray(qm.feature_offsets, np.float32)
+    return off
+
+
 def quantize_predictor(p: FloatPredictor, qm: QModel) -> QPredictor:
-    """Int8 version of ``p`` for the quantised model ``qm`` (its x and h scales)."""
+    """Int8 version of ``p`` for the quantised model ``qm`` (its x and h scales, and the offset of raw features:
+    ``x = x_q s + offset``)."""
     check_compatible(p, qm)
     scale, col, in_p, ups = feature_scales(qm)
+    shift = feature_offsets(qm, len(scale))
     q = QPredictor(type=p.type, in_p=in_p, ups=ups, col_scale=scale, col_of_feature=col,
                    threshold=float(p.threshold), params=p.params(), description=p.describe())
     cols = q.cols
@@ -196,7 +207,7 @@ def quantize_predictor(p: FloatPredictor, qm: QModel) -> QPredictor:
             inner = t["left"] >= 0
             c = col[t["feature"]]
             s = scale[c]
-            thr = np.where(inner, np.floor(t["threshold"] / np.where(s > 0, s, 1.0)), 0)
+            thr = np.where(inner, np.floor((t["threshold"] - shift[c]) / np.where(s > 0, s, 1.0)), 0)
             thr = np.clip(thr, -129, 128).astype(np.int64)   # beyond int8: always one side
             q.trees.append({"feature": np.where(inner, c, 0).astype(np.int64), "thr": thr,
                             "left": t["left"].astype(np.int64), "right": t["right"].astype(np.int64),
@@ -205,6 +216,7 @@ def quantize_predictor(p: FloatPredictor, qm: QModel) -> QPredictor:
         return q
     # first layer on the device features: per-row shared scale over columns of different scales
     W0, b0 = p.layers[0]
+    b0 = np.asarray(b0, np.float64) + shift[col] @ W0   # W (x_q s + offset) + b
     Wd = np.zeros((cols, W0.shape[1]))
     Wd[col] = W0 * scale[col][:, None]          # weights on int8 feature units
     rows_scale = np.abs(Wd).max(axis=0) / 127.0

@@ -354,3 +354,21 @@ def test_pool_layer_reads_its_channels():
     """A pooling layer first in the front end takes its channel count from the input (PoolLayer.channels)."""
     p = PoolLayer("max", 2, 1, FEAT)
     assert p.channels == FEAT and p.window == 2
+
+
+def test_circular_padding_names_itself(tmp_path):
+    """Conv1d(padding_mode='circular') exports as slices of the time axis: the refusal says so (an audit found it
+    advising dynamo=False, which the export already used)."""
+    class Circular(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.rnn = nn.Conv1d(FEAT, 6, 3, padding=1, padding_mode="circular"), nn.GRU(6, 5)
+
+        def forward(self, x):
+            return self.rnn(self.conv(x.transpose(1, 2)).permute(2, 0, 1))[1][-1]
+
+    path = tmp_path / "c.onnx"
+    export_front(Circular(), path)
+    with pytest.raises(RnnskipError) as e:
+        load_model_file(path)
+    assert "padding_mode='circular'" in str(e.value) and "dynamo=False" not in str(e.value), str(e.value)

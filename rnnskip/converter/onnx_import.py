@@ -680,8 +680,12 @@ def h_slice(ctx: _Ctx):
         if s.axes[axes[0]] == t and starts[0] == -1 and steps[0] == 1 and ends[0] >= 2 ** 31 - 1:
             out = tuple("1" if ax == t else ax for ax in s.axes)
             return [_last_step(ctx, s, out)], "folded (last step)"
+    channels_first = s.kind == X and len(s.axes) == 3 and s.axes[1] == "F"
     ctx.fail(f"slices {s.kind} data: rnnskip folds a Slice only where it takes the last time step "
              "(starts=-1) of a recurrent layer's output" + (
+                 "; on [batch, channels, time] before a Conv, a slice of the time axis is what Conv1d's "
+                 "padding_mode='circular' (or a causal convolution's chomp, x[:, :, :-k]) exports: rnnskip pads "
+                 "with zeros only (padding_mode='zeros', F.pad(x, (k - 1, 0)) for causal)" if channels_first else
                  "; slices of the model input are what torch.onnx.export(..., dynamo=True) unrolls some torch "
                  "recurrent modules into: export with dynamo=False" if s.kind == X else ""))
 

@@ -149,8 +149,8 @@ def front_pad_problem(front: list):
     """(name, why) of a Conv1D whose padding frame (``ConvLayer.pad``) int8 cannot hold, or None: after a table
     activation (tanh, sigmoid, hard_sigmoid, softsign: outputs on a fixed int8 scale of +-1), a frame beyond +-1.
     Each importer words the refusal (``layer '<name>' (Conv1D) <why>``, ``node '<name>' (Conv) <why>``)."""
-    from .ir import ConvLayer
     from ..quant.act import LUTS
+    from .ir import ConvLayer
     src = None   # the layer whose int8 scale the next Conv1D reads (a pooling layer keeps its input's)
     for f in front:
         if isinstance(f, ConvLayer) and f.pad is not None and src is not None and src.activation in LUTS:

@@ -280,6 +280,8 @@ def input_scales_report(qm) -> dict:
            "scales": [float(v) for v in qm.feature_scales]}
     if qm.feature_offsets is not None:   # x - offset is what gets scaled: the model's input normalisation's centre
         rep["scheme"] += ", of each feature minus its offset (the centre the model's input normalisation maps to 0)"
+        if not qm.per_feature_inputs and len(set(np.round(np.asarray(qm.feature_scales, np.float64), 12))) > 1:
+            rep["scheme"] += " in the normalisation's units (the scales differ by its factor per feature)"
         rep["offsets"] = [float(v) for v in qm.feature_offsets]
     return rep
 

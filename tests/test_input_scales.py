@@ -208,3 +208,28 @@ def test_keras_normalization_on_raw_readings_sets_the_centre(tmp_path):
     qm = quantize_on(ir, x, L)
     g, _ = GoldenModel(qm).run(x, L)
     assert qm.feature_scales[0] < 0.5 and (g[:, :3].argmax(1) == f.argmax(1)).mean() >= 0.95
+
+
+def test_a_recurrent_first_layer_takes_the_normalisations_units():
+    """A recurrent first layer keeps one int8 input scale (a delta threshold is one number): centred raw readings of
+    spreads 5 and 0.03 (a pressure and a temperature) on one raw scale leave the temperature ~0 steps. The device
+    takes |a| (x - center), one scale in the normalisation's units (an audit measured chance-level int8 before)."""
+    from rnnskip.cells import cell_of
+    rng = np.random.default_rng(4)
+    mean, sd = np.array([1013.0, 21.5]), np.array([5.0, 0.03])
+    x = (mean + sd * rng.normal(size=(200, 12, 2))).astype(np.float32)
+    L = np.full(len(x), 12, np.int32)
+    gru = RNNLayer(kind="gru", units=8, kernel=rng.normal(0, 0.6, (2, 24)),
+                   recurrent_kernel=rng.normal(0, 0.3, (8, 24)),
+                   bias=rng.normal(0, 0.1, (2, 24)), options={"reset_after": True}, name="gru")
+    cell_of("gru").fold_input_affine(gru, 1.0 / sd, -mean / sd)
+    ir = ModelIR(input=FeatureInput(features=2, center=mean, norm_scale=1.0 / sd), rnn_layers=[gru],
+                 head=[DenseLayer(rng.normal(0, 1.0, (8, 2)), np.zeros(2), "softmax", "out")], name="pt")
+    f = FloatModel(ir).predict(x).argmax(1)
+    qm = quantize_on(ir, x, L)
+    np.testing.assert_allclose(qm.feature_scales[0] / qm.feature_scales[1], sd[0] / sd[1], rtol=1e-6)
+    assert qm.layers[0].x_scale == max(qm.feature_scales * (1.0 / sd))   # one scale, normalised units
+    assert (GoldenModel(qm).run(x, L)[0][:, :2].argmax(1) == f).mean() >= 0.95
+    raw = quantize_on(ModelIR(input=FeatureInput(features=2, center=mean), rnn_layers=[gru], head=ir.head,
+                              name="raw"), x, L)
+    assert (GoldenModel(raw).run(x, L)[0][:, :2].argmax(1) == f).mean() < 0.9

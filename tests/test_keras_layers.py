@@ -225,8 +225,9 @@ def test_batchnorm_before_a_recurrent_layer_folds_into_its_input():
 
 def test_normalization_and_rescaling_fold_as_keras_computes_them():
     """(x - mean) / max(sqrt(var), 1e-7) and x * scale + offset (one value for every feature) into the LSTM. A
-    feature of variance 0 is its mean on the data adapted on (Keras gives 0 there): folded as the constant 0, not
-    as 1e7 (x - mean), which float32 folds badly (an audit measured float 0.24 off Keras, int8 unusable)."""
+    feature of variance 0 is its mean on the data adapted on (Keras gives 0 there): folded as x - mean, 0 there
+    too, not as 1e7 (x - mean), which float32 folds badly (an audit measured float 0.24 off Keras, int8 unusable);
+    the mean stays the input's centre."""
     store = weights()
     mean, var = [0.5, -1.0, 2.0], [4.0, 0.0, 0.25]   # a zero variance: Keras divides by 1e-7
     x = RNG.normal(size=(7, F))
@@ -239,8 +240,9 @@ def test_normalization_and_rescaling_fold_as_keras_computes_them():
     np.testing.assert_allclose(x @ lstm.kernel + lstm.bias, want @ w["kernel"] + w["bias"], rtol=1e-5)
     assert nodes[1].notes == ["folded Rescaling 'rs' into 'norm'"] and nodes[0].status == "folded into 'lstm'"
     assert nodes[0].notes == ["'norm' (Normalization) has variance 0 for feature 1: constant on the data it was "
-                              "adapted on, where Keras gives 0; rnnskip gives 0 (Keras multiplies any other value's "
-                              "distance from the mean by 1e7)"]
+                              "adapted on, where Keras and rnnskip give 0; rnnskip takes another value's distance "
+                              "from the mean as it is, where Keras multiplies it by 1e7"]
+    np.testing.assert_allclose(nodes[2].input_center, [0.5 - 0.5 * 2, -1.0 - 0.5, 2.0 - 0.5 * 0.5])   # map = 0
     assert np.abs(lstm.kernel).max() < 10   # no 1e7 column
     assert layer_refusals(layer("Normalization", "inv", invert=True, mean=mean, variance=var)) == [
         "layer 'inv' (Normalization) has invert=True: it undoes a normalisation (x * std + mean); rnnskip folds "

@@ -175,6 +175,10 @@ class FeatureInput:
     #: the device quantises ``x - center`` (quantize.shift_first_layer), so raw features far from 0 keep their
     #: resolution. None: the model takes inputs as they are (no normalisation on its input).
     center: Optional[np.ndarray] = None
+    #: ``[features]``, with ``center`` where the first layer is recurrent: the normalisation's factor per feature
+    #: (|a| of ``a x + b``). A recurrent layer keeps one int8 input scale (a delta threshold is one number), so the
+    #: device takes ``|a| (x - center)``: one scale in the normalisation's units, not the raw features' spreads.
+    norm_scale: Optional[np.ndarray] = None
 
     @property
     def dim(self) -> int:

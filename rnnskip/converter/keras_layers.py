@@ -60,6 +60,7 @@ class Node:
     notes: List[str] = field(default_factory=list)   # for ModelIR.notes, in chain order
     status: str = ""                  # what rnnskip did with it (rnnskip inspect), set by the passes
     input_center: Optional[np.ndarray] = None   # the first layer: what the normalisation folded into it maps to 0
+    input_norm: Optional[np.ndarray] = None     # ... and (a recurrent first layer) its factor per feature, |a|
 
     @property
     def name(self) -> str:
@@ -373,15 +374,17 @@ class NormalizationHandler(LayerHandler):
         mean, var = _per_feature(layer, "mean", mean), _per_feature(layer, "variance", var)
         std = np.maximum(np.sqrt(var), self.EPSILON)
         # a feature of variance 0 was constant (its mean) on the data adapted on, where Keras gives 0; folded as
-        # 1e7 (x - mean), float32 would lose the other features to it (weights of 1e7 next to weights of 1)
+        # 1e7 (x - mean), float32 would lose the other features to it (weights of 1e7 next to weights of 1): x - mean
+        # gives the same 0 there and keeps the mean as the input's centre
         flat = np.sqrt(np.maximum(var, 0.0)) <= self.EPSILON
-        a, b = np.where(flat, 0.0, 1.0 / std), np.where(flat, 0.0, -mean / std)
+        a, b = np.where(flat, 1.0, 1.0 / std), np.where(flat, -mean, -mean / std)
         node = Node(layer, BATCHNORM, Affine(a, b))
         if flat.any():
             idx = [int(i) for i in np.flatnonzero(flat)]
             node.notes.append(f"'{layer.name}' (Normalization) has variance 0 for feature{'s' if len(idx) > 1 else ''} "
-                              f"{', '.join(map(str, idx))}: constant on the data it was adapted on, where Keras gives "
-                              "0; rnnskip gives 0 (Keras multiplies any other value's distance from the mean by 1e7)")
+                              f"{', '.join(map(str, idx))}: constant on the data it was adapted on, where Keras and "
+                              "rnnskip give 0; rnnskip takes another value's distance from the mean as it is, where "
+                              "Keras multiplies it by 1e7")
         return node
 
 

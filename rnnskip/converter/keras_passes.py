@@ -156,8 +156,10 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
             if at_input and node.kind in (CONV, DENSE, RECURRENT):   # the device centres raw inputs on its zero
                 width = node.value.in_dim if node.kind == CONV else (
                     node.value.kernel.shape[0] if node.kind == DENSE else node.value.input_dim)
-                center = support.neutral_input(*_sized(pending, pending.value, width, node))
-                node.input_center = None if isinstance(center, int) else center
+                a, b = _sized(pending, pending.value, width, node)
+                node.input_center = support.input_center(a, b)
+                if node.kind == RECURRENT and node.input_center is not None:
+                    node.input_norm = np.abs(a)
             if node.kind == CONV:
                 conv: ConvLayer = node.value
                 a, b = _sized(pending, pending.value, conv.in_dim, node)
@@ -472,7 +474,8 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
         if bad is not None:
             raise LayerError(f"layer '{bad[0]}' (Conv1D) {bad[1]}", bad[0])
         inp = FeatureInput(features=int(features), dense=input_dense, mask_value=mask_value, front=front,
-                           center=first.input_center if first is not None else None)
+                           center=first.input_center if first is not None else None,
+                           norm_scale=first.input_norm if first is not None else None)
     if shape and len(shape) >= 2 and shape[1] is not None:
         notes.append(f"input declares a fixed length of {shape[1]} steps; rnnskip accepts any length")
 

@@ -128,6 +128,7 @@ class _Reader:
     input_dense: Optional[DenseLayer] = None
     front: List[object] = field(default_factory=list)   # the streamed front end: ConvLayer | PoolLayer, in order
     center: Optional[np.ndarray] = None   # FeatureInput.center: a BatchNormalization on the input, folded in
+    norm_scale: Optional[np.ndarray] = None   # FeatureInput.norm_scale (into a recurrent first layer)
     rnns: List[RNNLayer] = field(default_factory=list)
     rnn_lens: List[Optional[str]] = field(default_factory=list)   # each layer's sequence_lens input
     head: List[DenseLayer] = field(default_factory=list)
@@ -913,8 +914,8 @@ def h_recurrent(ctx: _Ctx):
     if x.affine is not None:   # a BatchNormalization of its input (nn.BatchNorm1d on [batch, channels, time])
         a_, b_ = x.affine
         if k == 0 and not r.front and r.input_dense is None and r.embedding is None:   # the model's input: centred
-            flat = support.neutral_input(a_, b_)
-            r.center = None if isinstance(flat, int) else np.asarray(flat, np.float64)
+            r.center = support.input_center(a_, b_)
+            r.norm_scale = None if r.center is None else np.abs(np.asarray(a_, np.float64))
         for l in layers:
             cell.fold_input_affine(l, np.asarray(a_, np.float64), np.asarray(b_, np.float64))
     layer = layers[0]
@@ -985,6 +986,8 @@ def _add_dense(ctx: _Ctx, s: Sym, kernel: np.ndarray, bias: np.ndarray):
                  "inconsistent")
     if s.affine is not None:   # x -> a x + b before it: W' = diag(a) W, b' = b W + bias
         a, b = s.affine
+        if where == "input" and s.kind == X and not r.front and r.embedding is None:   # the model's input: centred
+            r.center = support.input_center(a, b)
         kernel, bias = a[:, None] * kernel, np.asarray(bias, np.float64) + b @ kernel
     d = DenseLayer(kernel=_f32(kernel), bias=_f32(bias), name=ctx.key)
     if s.kind in (STATE, SEQ):
@@ -1188,8 +1191,8 @@ def h_conv(ctx: _Ctx):
             ctx.fail(f"is padded ({padding}) after a BatchNormalization that maps channel {flat} to a constant other "
                      "than 0: no input frame normalises to the zeros the Conv pads with, so the fold cannot pad the "
                      "raw input; rnnskip folds it before a Conv without padding (or put it after the Conv)")
-        if not ctx.r.front and not isinstance(flat, int):   # normalises the model input: the device centres it
-            ctx.r.center = np.asarray(flat, np.float64)
+        if not ctx.r.front:   # normalises the model input: the device centres it
+            ctx.r.center = support.input_center(a, b)
         support.fold_before_conv(conv, a, b)
         status += ", the BatchNormalization before it folded in" + (
             " (padded with the input it maps to 0)" if conv.pad is not None else "")
@@ -1600,7 +1603,8 @@ def _assemble(r: _Reader) -> ModelIR:
                            front=list(r.front), center=r.center)
     else:
         features = r.input_dense.in_dim if r.input_dense is not None else r.rnns[0].input_dim
-        inp = FeatureInput(features=int(features), dense=r.input_dense, center=r.center)
+        inp = FeatureInput(features=int(features), dense=r.input_dense, center=r.center,
+                           norm_scale=r.norm_scale if r.input_dense is None else None)
     notes = list(r.notes)
     if not r.head:   # no head: the output itself is pooled or not
         r.pool, r.pool_name = s.pooled or ("", "")

@@ -249,6 +249,15 @@ def neutral_input(a: np.ndarray, b: np.ndarray):
     return np.where(a == 0, 0.0, -b / np.where(a == 0, 1.0, a))
 
 
+def input_center(a: np.ndarray, b: np.ndarray):
+    """``FeatureInput.center`` of a normalisation ``a*x + b`` on the model's input: what it maps to 0, or None where
+    that is 0 everywhere (nothing to subtract) or a feature has no such input (:func:`neutral_input`)."""
+    c = neutral_input(a, b)
+    if isinstance(c, int) or not np.any(c):
+        return None
+    return np.asarray(c, np.float64)
+
+
 def fold_before_conv(c, a: np.ndarray, b: np.ndarray) -> None:
     """BatchNormalization ``a*x + b`` on the input of Conv1D ``c``: ``W'[k, i] = a[i] W[k, i]``,
     ``bias' = bias + sum_k b W[k]``. Keras pads the normalised input with zeros (causal, same); the folded

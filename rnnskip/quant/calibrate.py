@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 from tqdm import tqdm
@@ -55,12 +55,22 @@ def _head_ranges(ir: ModelIR, r: Ranges, h) -> None:
         r.head[i] = max(r.head[i], float(np.abs(y).max()))
 
 
-def _feature_max(m: np.ndarray, steps: np.ndarray, center=None) -> np.ndarray:
+def norm_scale(inp) -> Optional[np.ndarray]:
+    """``inp.norm_scale`` where it applies (a centred input into a recurrent first layer), else None."""
+    if not isinstance(inp, FeatureInput) or inp.center is None or inp.norm_scale is None or inp.dense is not None \
+            or any(isinstance(f, ConvLayer) for f in inp.front):
+        return None
+    return np.asarray(inp.norm_scale, np.float64)
+
+
+def _feature_max(m: np.ndarray, steps: np.ndarray, center=None, norm=None) -> np.ndarray:
     """``m`` raised to each feature's max |x - center| over ``steps`` ``[n, F]`` (``FeatureInput.center``: the
-    device quantises the features centred on it)."""
+    device quantises the features centred on it; times ``norm``, ``quantize.norm_scale``, where it applies)."""
     steps = np.asarray(steps, np.float64)
     if center is not None:
         steps = steps - np.asarray(center, np.float64)
+    if norm is not None:
+        steps = steps * norm
     return np.maximum(m, np.abs(steps).max(axis=0)) if len(steps) else m
 
 
@@ -73,6 +83,7 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
         raise RnnskipError("calibration data is empty; pass --data (or --calib) with at least one sequence")
     front = [] if ir.is_token_model else ir.input.front
     center = None if ir.is_token_model else ir.input.center
+    norm = norm_scale(ir.input)
     # one entry per direction: a Bidirectional layer's forward, then its backward
     r = Ranges(states=[{k: 0.0 for k in cell_of(d.kind).float_state} for l in ir.rnn_layers for d in l.directions()],
                head=[0.0] * len(ir.head), front=[0.0] * len(front),
@@ -90,7 +101,7 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
                 if y.size:
                     r.front[i] = max(r.front[i], float(np.abs(y).max()))
         elif isinstance(ir.input, FeatureInput) and valid.any():
-            r.features = _feature_max(r.features, seq[valid], center)
+            r.features = _feature_max(r.features, seq[valid], center, norm)
         v = fm.inputs(seq)
         if isinstance(ir.input, FeatureInput) and ir.input.dense is not None and valid.any():
             r.input_dense = max(r.input_dense, float(np.abs(v[valid]).max()))
@@ -140,7 +151,7 @@ def _calibrate_windows(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, r: R
     if isinstance(ir.input, FeatureInput):
         X = np.asarray(x, np.float64)
         if ok.any():
-            r.features = _feature_max(r.features, X[ok], ir.input.center)
+            r.features = _feature_max(r.features, X[ok], ir.input.center, norm_scale(ir.input))
             if ir.input.dense is not None:
                 r.input_dense = float(np.abs(V[ok]).max())
         if not r.features.any():

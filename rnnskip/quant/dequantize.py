@@ -42,8 +42,8 @@ def int8_weights_ir(ir: ModelIR, qm: QModel) -> ModelIR:
     if qm.feature_offsets is not None:   # the int8 first layer reads x - offset: back to reading x
         from .quantize import shift_first_layer
         pads = [getattr(f, "pad", None) for f in inp.front]
-        inp, rnns[0] = shift_first_layer(replace(inp, center=-np.asarray(qm.feature_offsets, np.float32)), rnns[0])
-        inp = replace(inp, center=ir.input.center, front=[replace(f, pad=p) if isinstance(f, ConvLayer) else f
+        inp, rnns[0] = shift_first_layer(inp, rnns[0], undo=True)
+        inp = replace(inp, front=[replace(f, pad=p) if isinstance(f, ConvLayer) else f
                                                           for f, p in zip(inp.front, pads)])
     return replace(ir, input=inp, rnn_layers=rnns,
                    head=[replace(d, **dense_weights(q, d.kernel.shape[0], d.kernel.shape[1]))

@@ -25,7 +25,7 @@ from ..converter.ir import ConvLayer, DenseLayer, EmbeddingInput, FeatureInput, 
 from ..errors import RnnskipError
 from . import fixedpoint as fp
 from .act import LUTS
-from .calibrate import Ranges
+from .calibrate import Ranges, norm_scale
 from .model import QConv, QDense, QMat, QModel, QPool, pad4
 
 
@@ -100,16 +100,27 @@ def fold_first_layer(inp: FeatureInput, scales: np.ndarray) -> FeatureInput:
     return replace(inp, front=[replace(conv, kernel=conv.kernel * scales[None, :, None], pad=pad)] + inp.front[1:])
 
 
-def shift_first_layer(inp: FeatureInput, rnn0):
+def shift_first_layer(inp: FeatureInput, rnn0, undo: bool = False):
     """(inp, first recurrent layer) reading ``x - c`` instead of ``x``, ``c = inp.center`` (float32, as the device
     subtracts it): ``c`` folds into the first layer that computes, ``W (x' + c) + b = W x' + (b + W c)``. Poolings
     before it commute with the shift; a padded Conv1D then pads with its padding frame minus ``c`` (a Normalization's
-    mean minus itself: zeros). Copies: the IR stays the float model of the file."""
+    mean minus itself: zeros). A recurrent first layer with ``inp.norm_scale`` ``n`` reads ``n (x - c)``. ``undo``:
+    the other way, a first layer reading that back to one reading ``x`` (dequantize). Copies: the IR stays the float
+    model of the file."""
     import copy
 
     from ..converter import support
     c = np.asarray(inp.center, np.float32).astype(np.float64)
     ones = np.ones_like(c)
+    if undo:   # x' = n (x - c): the layer on x' as a layer on x
+        c = -c
+    if inp.dense is None and not any(isinstance(f, ConvLayer) for f in inp.front) and inp.norm_scale is not None:
+        n = np.asarray(inp.norm_scale, np.float64)
+        a, b = (n, c * n) if undo else (1.0 / n, c)   # x = x' / n + c;  x' = n x - n c
+        layer = copy.deepcopy(rnn0)
+        for d in layer.directions():
+            cell_of(d.kind).fold_input_affine(d, a, b)
+        return inp, layer
     if inp.dense is not None:
         d = copy.deepcopy(inp.dense)
         support.fold_before_dense(d, ones, c)
@@ -207,12 +218,14 @@ def _quantize(ir: ModelIR, ranges: Ranges, per_feature_inputs: bool) -> QModel:
             inp, rnn0 = shift_first_layer(inp, rnn_layers[0])
             rnn_layers[0] = rnn0
         qm.per_feature_inputs = per_feature_inputs and per_feature_input(inp)
-        maxabs = np.broadcast_to(np.asarray(ranges.features, np.float64), (inp.features,))
+        maxabs = np.broadcast_to(np.asarray(ranges.features, np.float64), (inp.features,))   # calibrate: n (x - c)
         qm.feature_scales = feature_scales(maxabs, qm.per_feature_inputs)
         if qm.per_feature_inputs:   # the first layer reads int8 features of unit scale
             inp, x_scale = fold_first_layer(inp, qm.feature_scales), 1.0
         else:
             x_scale = float(qm.feature_scales[0])
+            if norm_scale(inp) is not None:   # one scale in the normalisation's units: raw units per step differ
+                qm.feature_scales = x_scale / norm_scale(inp)
         if inp.dense is not None:
             qm.input_dense = quantize_dense(inp.dense, x_scale, qm.features_p, ranges.input_dense, final=False)
             x_scale = qm.input_dense.out_scale

@@ -176,6 +176,8 @@ def feature_scales(qm: QModel):
     scale = np.zeros(cols)
     col = list(range(qm.in_dim))
     scale[: qm.in_dim] = qm.layers[0].x_scale
+    if qm.feature_scales is not None and qm.input_dense is None and not qm.front:   # raw features: their units
+        scale[: qm.in_dim] = np.asarray(qm.feature_scales, np.float64)[: qm.in_dim]
     off = qm.in_p
     for l in qm.layers:
         scale[off: off + l.units] = l.h_scale

@@ -287,6 +287,16 @@ def test_batchnorm_with_a_zero_scale_before_a_padded_conv_is_refused():
     assert conv.pad[1] == 0.0 and np.all(np.isfinite(conv.pad))
 
 
+def test_a_normalisation_centred_on_zero_records_no_centre():
+    """Rescaling(1/255) maps 0 to 0: nothing to subtract on the device, so no centre (an audit found a centre of
+    -0.0, an offset table doing nothing, and delta-train refusing the model); with an offset it has one."""
+    for cfg, want in (({"scale": 1 / 255}, None), ({"scale": 1 / 127.5, "offset": -1.0}, 127.5)):
+        nodes = read([layer("Rescaling", "rs", **cfg), LSTM], weights())
+        fold_batchnorm(nodes)
+        got = nodes[1].input_center
+        assert (got is None) if want is None else np.allclose(got, want), (cfg, got)
+
+
 @pytest.mark.parametrize("version,kept", [("2.15.0", False), ("3.6.0", True)])
 def test_keras2_loses_the_mask_at_normalization(version, kept):
     """tf_keras passes no mask through Normalization or Rescaling (it runs every step); Keras 3 does."""

@@ -145,15 +145,19 @@ def resolve_generation(ir) -> None:
                         f"(keras_version {ir.keras_version})")
 
 
+#: activations the int8 kernels compute through a table (rnnskip/quant/act.py LUTS): outputs within +-1 on a fixed
+#: int8 scale
+TABLE_ACTIVATIONS = ("sigmoid", "tanh", "hard_sigmoid", "hard_sigmoid_k3", "softsign")
+
+
 def front_pad_problem(front: list):
     """(name, why) of a Conv1D whose padding frame (``ConvLayer.pad``) int8 cannot hold, or None: after a table
     activation (tanh, sigmoid, hard_sigmoid, softsign: outputs on a fixed int8 scale of +-1), a frame beyond +-1.
     Each importer words the refusal (``layer '<name>' (Conv1D) <why>``, ``node '<name>' (Conv) <why>``)."""
-    from ..quant.act import LUTS
     from .ir import ConvLayer
     src = None   # the layer whose int8 scale the next Conv1D reads (a pooling layer keeps its input's)
     for f in front:
-        if isinstance(f, ConvLayer) and f.pad is not None and src is not None and src.activation in LUTS:
+        if isinstance(f, ConvLayer) and f.pad is not None and src is not None and src.activation in TABLE_ACTIVATIONS:
             worst = float(np.abs(f.pad).max())
             if worst > 1.0 + 0.5 / 127:
                 return f.name, (f"pads with {worst:.3g}, the input the normalisation before it maps to 0, but reads "

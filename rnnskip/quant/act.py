@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..converter.support import hard_sigmoid_k2, hard_sigmoid_k3, softsign
+from ..converter.support import TABLE_ACTIVATIONS, hard_sigmoid_k2, hard_sigmoid_k3, softsign
 from ..errors import RnnskipError
 from . import fixedpoint as fp
 
@@ -34,6 +34,7 @@ LUTS = {
     "hard_sigmoid_k3": fp._lut(hard_sigmoid_k3),
     "softsign": fp._lut(softsign),
 }
+assert set(LUTS) == set(TABLE_ACTIVATIONS), "converter.support.TABLE_ACTIVATIONS lists the tables"
 #: activation ids in C (RNNSKIP_ACT_* of rnnskip_kernels.h)
 ACT_IDS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "hard_sigmoid": 4, "hard_sigmoid_k3": 5, "softsign": 6}
 #: the C name of each table

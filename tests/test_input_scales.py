@@ -154,6 +154,7 @@ def test_a_normalised_input_is_quantised_centred(first, tmp_path):
     assert (gu[:, :3].argmax(1) == f.argmax(1)).mean() < (g[:, :3].argmax(1) == f.argmax(1)).mean()
     np.testing.assert_allclose(FloatModel(int8_weights_ir(ir, qm)).predict(x), f, atol=0.05)
     generate(qm, tmp_path / "src", max_t=x.shape[1])
+    assert "rnnskip_f0_pad" not in (tmp_path / "src" / "rnnskip_model.c").read_text()   # zeros: as no padding frame
     so = pipeline.build_host(tmp_path / "src", tmp_path / "host")
     ev = pipeline.evaluate(ir, qm, dataset(x, L, np.zeros(len(x), np.int64)), host_so=so)
     assert ev.host_checked == len(x) and ev.host_mismatches == 0, ev.first_mismatch

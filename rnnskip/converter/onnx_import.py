@@ -1127,7 +1127,7 @@ def _one_int(ctx: _Ctx, attr: str, default: int) -> int:
     return v[0]
 
 
-def _time_pads(ctx: _Ctx, window: int, stride: int, dilation: int) -> Tuple[int, int]:
+def _time_pads(ctx: _Ctx, window: int, stride: int) -> Tuple[int, int]:
     """(before, after) zero frames of a Conv / pooling node from pads or auto_pad."""
     auto = str(ctx.attrs.get("auto_pad", "NOTSET"))
     if auto in ("SAME_UPPER", "SAME_LOWER"):
@@ -1164,7 +1164,7 @@ def h_conv(ctx: _Ctx):
                  "inconsistent")
     stride, dilation = _one_int(ctx, "strides", 1), _one_int(ctx, "dilations", 1)
     window = dilation * (k - 1) + 1
-    before, after = _time_pads(ctx, window, stride, dilation)
+    before, after = _time_pads(ctx, window, stride)
     before, after = before + s.tpad[0], after + s.tpad[1]
     same = ((window - 1) // 2, window - 1 - (window - 1) // 2)
     if (before, after) == (0, 0):
@@ -1212,7 +1212,7 @@ def h_pool(ctx: _Ctx):
     stride, dilation = _one_int(ctx, "strides", 1), _one_int(ctx, "dilations", 1)
     if dilation != 1:
         ctx.fail(f"has dilations [{dilation}]: rnnskip streams pooling without dilation")
-    if _time_pads(ctx, size, stride, 1) != (0, 0):
+    if _time_pads(ctx, size, stride) != (0, 0):
         ctx.fail("pads the time axis: rnnskip streams pooling without padding (its padding would depend on where "
                  "the sequence ends)")
     if int(ctx.attrs.get("ceil_mode", 0)):

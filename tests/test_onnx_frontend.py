@@ -17,6 +17,7 @@ from rnnskip.converter.formats import load_model_file
 from rnnskip.converter.ir import ConvLayer, PoolLayer
 from rnnskip.errors import RnnskipError
 from rnnskip.quant.golden import GoldenModel
+from rnnskip.reference import FloatModel
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -158,19 +159,13 @@ def front_layers(ir):
 
 def float_diff(path, x) -> float:
     """The float reference's largest difference from onnxruntime on ``x``."""
-    return float(np.abs(FloatModel_predict(load_model_file(path), x) - ort_run(path, x)).max())
+    return float(np.abs(FloatModel(load_model_file(path)).predict(x) - ort_run(path, x)).max())
 
 
 def _rows_stopped(ir, x, lengths):
     """The float model's outputs on each row's first ``lengths`` steps."""
-    from rnnskip.reference import FloatModel
     fm = FloatModel(ir)
     return np.stack([fm.predict(x[i:i + 1, : int(n)])[0] for i, n in enumerate(lengths)])
-
-
-def FloatModel_predict(ir, x):
-    from rnnskip.reference import FloatModel
-    return FloatModel(ir).predict(x)
 
 
 @pytest.mark.parametrize("exporter", sorted(EXPORTS))
@@ -216,7 +211,7 @@ def test_batch_norm_before_a_padded_conv_pads_with_what_it_maps_to_zero(tmp_path
     x = x[:, :3]   # short rows, so the padding frames weigh in the final state (dynamic time axis)
     assert float_diff(path, x) <= 1e-5
     ir.input.front[0].pad = None   # padded with raw zeros instead: what Keras and torch do not compute
-    assert np.abs(FloatModel_predict(ir, x) - ort_run(path, x)).max() > 1e-3
+    assert np.abs(FloatModel(ir).predict(x) - ort_run(path, x)).max() > 1e-3
 
 
 @needs_arm
@@ -401,5 +396,5 @@ def test_batch_norm_on_the_input_into_a_per_step_linear_centres_it(tmp_path):
     lengths = np.full(len(x), T, np.int32)
     qm = quantize_on(ir, x, lengths)
     from rnnskip.outputs import dequantize
-    err = np.abs(dequantize(qm, GoldenModel(qm).run(x, lengths)[0][:, :3]) - FloatModel_predict(ir, x)).max()
+    err = np.abs(dequantize(qm, GoldenModel(qm).run(x, lengths)[0][:, :3]) - FloatModel(ir).predict(x)).max()
     assert qm.feature_offsets is not None and err <= 0.06, err

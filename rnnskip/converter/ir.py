@@ -181,6 +181,11 @@ class FeatureInput:
     norm_scale: Optional[np.ndarray] = None
 
     @property
+    def raw_into_recurrent(self) -> bool:
+        """The first recurrent layer reads the features themselves (no per-step Dense, no front end)."""
+        return self.dense is None and not self.front
+
+    @property
     def dim(self) -> int:
         if self.front:
             return self.front[-1].out_dim

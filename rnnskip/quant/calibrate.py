@@ -57,8 +57,8 @@ def _head_ranges(ir: ModelIR, r: Ranges, h) -> None:
 
 def norm_scale(inp) -> Optional[np.ndarray]:
     """``inp.norm_scale`` where it applies (a centred input into a recurrent first layer), else None."""
-    if not isinstance(inp, FeatureInput) or inp.center is None or inp.norm_scale is None or inp.dense is not None \
-            or any(isinstance(f, ConvLayer) for f in inp.front):
+    if not isinstance(inp, FeatureInput) or inp.center is None or inp.norm_scale is None or \
+            not inp.raw_into_recurrent:
         return None
     return np.asarray(inp.norm_scale, np.float64)
 

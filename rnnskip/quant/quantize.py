@@ -114,8 +114,8 @@ def shift_first_layer(inp: FeatureInput, rnn0, undo: bool = False):
     ones = np.ones_like(c)
     if undo:   # x' = n (x - c): the layer on x' as a layer on x
         c = -c
-    if inp.dense is None and not any(isinstance(f, ConvLayer) for f in inp.front) and inp.norm_scale is not None:
-        n = np.asarray(inp.norm_scale, np.float64)
+    n = norm_scale(inp)
+    if n is not None:
         a, b = (n, c * n) if undo else (1.0 / n, c)   # x = x' / n + c;  x' = n x - n c
         layer = copy.deepcopy(rnn0)
         for d in layer.directions():
@@ -224,8 +224,9 @@ def _quantize(ir: ModelIR, ranges: Ranges, per_feature_inputs: bool) -> QModel:
             inp, x_scale = fold_first_layer(inp, qm.feature_scales), 1.0
         else:
             x_scale = float(qm.feature_scales[0])
-            if norm_scale(inp) is not None:   # one scale in the normalisation's units: raw units per step differ
-                qm.feature_scales = x_scale / norm_scale(inp)
+            n = norm_scale(inp)
+            if n is not None:   # one scale in the normalisation's units: raw units per step differ
+                qm.feature_scales = x_scale / n
         if inp.dense is not None:
             qm.input_dense = quantize_dense(inp.dense, x_scale, qm.features_p, ranges.input_dense, final=False)
             x_scale = qm.input_dense.out_scale

@@ -169,6 +169,11 @@ def check_compatible(p: FloatPredictor, qm: QModel, where: str = "the predictor"
             f"('rnnskip train-predictor')")
 
 
+def _raw_x(qm: QModel) -> bool:
+    """The x columns are the float features themselves (no embedding, per-step Dense or front end before them)."""
+    return not qm.token_input and qm.input_dense is None and not qm.front
+
+
 def feature_scales(qm: QModel):
     """(column scales [cols], device column of each real feature [D], in_p, ups)."""
     ups = [l.up for l in qm.layers]
@@ -176,7 +181,7 @@ def feature_scales(qm: QModel):
     scale = np.zeros(cols)
     col = list(range(qm.in_dim))
     scale[: qm.in_dim] = qm.layers[0].x_scale
-    if qm.feature_scales is not None and qm.input_dense is None and not qm.front:   # raw features: their units
+    if qm.feature_scales is not None and _raw_x(qm):   # raw features: their units
         scale[: qm.in_dim] = np.asarray(qm.feature_scales, np.float64)[: qm.in_dim]
     off = qm.in_p
     for l in qm.layers:
@@ -190,7 +195,7 @@ def feature_offsets(qm: QModel, cols: int) -> np.ndarray:
     """Per device column, the float value its int8 zero stands for: the features' offsets where the first recurrent
     layer reads them raw (``qm.feature_offsets``: the device quantises ``x - offset``), else 0."""
     off = np.zeros(cols)
-    if qm.feature_offsets is not None and qm.input_dense is None and not qm.front and not qm.token_input:
+    if qm.feature_offsets is not None and _raw_x(qm):
         off[: qm.in_dim] = np.asarray(qm.feature_offsets, np.float32)
     return off
 

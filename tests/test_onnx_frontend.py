@@ -73,12 +73,31 @@ class FrontNet(nn.Module):
         elif how == "bn-gru":         # BatchNorm1d on the input, no convolution: into the GRU, the input centred
             self.f = nn.ModuleList([_bn(FEAT)])
             self.rnn, out = nn.GRU(FEAT, 5, batch_first=True), 3
+        elif how == "norm-gru":       # (x - mean) / std on [batch, time, features]: into the GRU, the input centred
+            self.f = nn.ModuleList()
+            self.rnn, out = nn.GRU(FEAT, 5, batch_first=True), 3
+        elif how == "norm-causal":    # (x^T - mean) * (1 / std) per channel, F.pad causal, Conv + ReLU -> GRU
+            self.f = nn.ModuleList([nn.Conv1d(FEAT, 6, 3)])
+            self.rnn, out = nn.GRU(6, 5, batch_first=True), 3
+        elif how == "conv-norm":      # Conv(padding=1), then (z - m) / s per channel (into it) + tanh -> GRU
+            self.f = nn.ModuleList([nn.Conv1d(FEAT, 6, 3, padding=1)])
+            self.rnn, out = nn.GRU(6, 5, batch_first=True), 2
+        g = torch.Generator().manual_seed(11)   # a normalisation's statistics, as buffers (saved with the model)
+        width = 6 if how == "conv-norm" else FEAT
+        self.register_buffer("mean", torch.rand(width, generator=g) - 0.5)
+        self.register_buffer("std", torch.rand(width, generator=g) * 1.5 + 0.5)
         self.fc = nn.Linear(5, out)
 
     def forward(self, x):
+        if self.how == "norm-gru":
+            x = (x - self.mean) / self.std
         z = x.transpose(1, 2)
         f = self.f
-        if self.how == "crnn":
+        if self.how == "norm-causal":
+            z = torch.relu(f[0](F.pad((z - self.mean[:, None]) * (1.0 / self.std)[:, None], (2, 0))))
+        elif self.how == "conv-norm":
+            z = torch.tanh((f[0](z) - self.mean[:, None]) / self.std[:, None])
+        elif self.how == "crnn":
             z = f[2](torch.relu(f[1](f[0](z))))
             z = f[3](F.pad(z, (4, 0)))
         elif self.how == "bn-in-causal":
@@ -93,6 +112,8 @@ class FrontNet(nn.Module):
             z = torch.relu(f[1](f[0](z)))
         elif self.how == "bn-gru":
             z = f[0](z)
+        elif self.how == "norm-gru":
+            pass
         else:
             z = f[2](f[1](f[0](z)))
         if self.how == "strided-avg":
@@ -124,6 +145,10 @@ FRONTS = {
     "pool-bn-conv": ([("max", "", ""), ("conv", "same", "linear")],
                      "MaxPool1d(2, stride=1), BatchNorm1d, Conv1d(padding=1): the padding frame behind the pooling"),
     "bn-gru": ([], "BatchNorm1d on x.transpose(1, 2), no convolution: into the GRU, the input centred"),
+    "norm-gru": ([], "(x - mean) / std with per-feature buffers -> GRU: into it, the input centred"),
+    "norm-causal": ([("conv", "causal", "relu")],
+                    "(x - mean) * (1 / std) per channel, F.pad causal + Conv1d + ReLU -> GRU"),
+    "conv-norm": ([("conv", "same", "tanh")], "Conv1d(padding=1), (z - mean) / std per channel, tanh -> GRU"),
 }
 EXPORTS = {"dynamic": "torch.onnx.export, opset 17", "static": "torch.onnx.export, static shapes",
            "dynamo": "torch.onnx.export(dynamo=True)"}
@@ -182,7 +207,7 @@ def test_front_end_equals_onnxruntime_and_host(how, exporter, tmp_path):
         assert float_diff(path, x[:, :5]) <= 1e-5
     lengths = np.random.default_rng(1).integers(6, T + 1, len(x)).astype(np.int32)   # streams that stop early
     qm = quantize_on(ir, x, lengths)
-    if how in ("bn-gru",):   # a normalisation of the model's input: the device centres it on its mean
+    if how in ("bn-gru", "norm-gru", "norm-causal"):   # a normalisation of the model's input: centred on its mean
         assert qm.feature_offsets is not None
     # int8 close to float (a padding frame int8 cannot hold, e.g. clipped behind a pooling layer, is not)
     g, _ = GoldenModel(qm).run(x, lengths)
@@ -259,8 +284,16 @@ class Refused(nn.Module):
                 self.bn.weight.fill_(0.25)
                 self.bn.bias.fill_(1.0)
         self.fc = nn.Linear(10 if how == "bidi" else 5, 2)
+        self.register_buffer("std", torch.rand(FEAT) + 0.5)
+        self.register_buffer("drift", torch.linspace(0, 1, T)[:, None])   # varies along time, not per feature
 
     def forward(self, x):
+        if self.how == "norm-time":
+            x = x - self.drift
+        if self.how == "std-over-x":
+            x = self.std / x
+        if self.how == "square":
+            x = x * x
         z = x.transpose(1, 2)
         if self.how == "gamma0":
             z = F.pad(self.bn(z), (2, 0))
@@ -308,6 +341,14 @@ REFUSED = {
     "linear": ("nn.Linear on every frame after a Conv1d",
                r"\((MatMul|Gemm)\) follows the Conv front end: rnnskip converts a per-step Dense or a Conv front end, "
                r"not both"),
+    "norm-time": ("x - c with c of shape [time, 1] (not per feature)",
+                  r"\(Sub\) subtracts a constant of shape \[16, 1\] on data with axes \('[^)]*\): rnnskip folds a "
+                  r"normalisation with one value per feature \(\(x - mean\) / std, mean and std of shape "
+                  r"\[features\]\)"),
+    "std-over-x": ("std / x", r"\(Div\) divides a constant by model data: rnnskip folds a normalisation x / std, "
+                              r"not std / x"),
+    "square": ("x * x", r"\(Mul\) multiplies by model data: rnnskip folds elementwise arithmetic on model data only "
+                        r"with a constant \(a normalisation such as \(x - mean\) / std\)"),
     "bidi": ("bidirectional GRU after a Conv1d",
              r"\(GRU\) is bidirectional after a Conv front end: rnnskip converts bidirectional layers without a "
              r"front end"),
@@ -325,6 +366,11 @@ def test_front_ends_a_stream_cannot_run_are_refused_in_one_line(how, tmp_path):
     assert "\n" not in msg and re.fullmatch(r"node '[^']+' " + REFUSED[how][1], msg), msg
 
 
+#: the op column of the support matrix for the rows that are not about a Conv
+MATRIX_OP = {"bn-gru": "BatchNormalization", "norm-gru": "Sub, Div", "norm-causal": "Sub, Mul", "conv-norm": "Sub, Div",
+             "norm-time": "Sub", "std-over-x": "Div", "square": "Mul"}
+
+
 def matrix_rows(tmp_path, verdict):
     """(row, option, column, verdict) for docs/onnx_support.md (tests/test_onnx_import.py renders it)."""
     out = []
@@ -334,14 +380,14 @@ def matrix_rows(tmp_path, verdict):
                 torch.manual_seed(7)
                 x = export_front(FrontNet(how), tmp_path / "last.onnx", exporter)
                 return float_diff(tmp_path / "last.onnx", x)
-            out.append(("Conv", option, col, verdict(run)))
+            out.append((MATRIX_OP.get(how, "Conv"), option, col, verdict(run)))
     for how, (option, _) in REFUSED.items():
         def run(how=how):
             torch.manual_seed(7)
             export_front(Refused(how), tmp_path / "last.onnx")
             load_model_file(tmp_path / "last.onnx")
             return 0.0
-        out.append(("Conv", option, EXPORTS["dynamic"], verdict(run)))
+        out.append((MATRIX_OP.get(how, "Conv"), option, EXPORTS["dynamic"], verdict(run)))
     return out
 
 
@@ -367,6 +413,18 @@ def test_circular_padding_names_itself(tmp_path):
     with pytest.raises(RnnskipError) as e:
         load_model_file(path)
     assert "padding_mode='circular'" in str(e.value) and "dynamo=False" not in str(e.value), str(e.value)
+
+
+def test_normalisation_written_out_is_read_as_one(tmp_path):
+    """(x - mean) / std in the model's forward (Sub and Div nodes on buffers) folds as a BatchNormalization would:
+    into the GRU, the device centring the input on the mean and the recurrent layer reading it in the
+    normalisation's units (FeatureInput.norm_scale = 1 / std)."""
+    net = FrontNet("norm-gru")
+    path = tmp_path / "n.onnx"
+    export_front(net, path)
+    ir = load_model_file(path)
+    np.testing.assert_allclose(ir.input.center, net.mean.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(ir.input.norm_scale, 1.0 / net.std.numpy(), rtol=1e-6)
 
 
 def test_batch_norm_on_the_input_into_a_per_step_linear_centres_it(tmp_path):

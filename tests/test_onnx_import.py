@@ -395,7 +395,8 @@ def test_one_output_head_squeezed_to_batch(how, exporter, tmp_path):
 class NormHead(OneLayer):
     """nn.BatchNorm1d and constant scales in the head fold into its nn.Linear layers: "bn-fc" BatchNorm1d on
     h_n[-1] then the Linear, "fc-bn" after it, "mlp" Linear, ReLU, BatchNorm1d, Linear, "temp" logits / 2.5 before
-    the softmax, "bn-mean" BatchNorm1d on the mean over time; refused: "bn-relu" a ReLU on the normalised state."""
+    the softmax, "bn-mean" BatchNorm1d on the mean over time, "norm-fc" a normalisation written out in arithmetic,
+    "fc-sub" logits minus constants; refused: "bn-relu" a ReLU on the normalised state."""
 
     def __init__(self, how):
         super().__init__(how, cell=nn.GRU)
@@ -422,10 +423,15 @@ class NormHead(OneLayer):
             return torch.softmax(self.fc(h) / 2.5, -1)
         if self.how == "bn-mean":
             return self.fc(self.bn(y.mean(1)))
+        if self.how == "norm-fc":   # written out: (h - mean) / sqrt(var + eps), in Sub, Add, Sqrt, Div
+            bn = self.bn
+            return torch.softmax(self.fc((h - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)), -1)
+        if self.how == "fc-sub":    # logits minus a per-class prior
+            return self.fc(h) - self.bn.running_mean[:3]
         return self.fc(torch.relu(self.bn(h)))
 
 
-@pytest.mark.parametrize("how", ["bn-fc", "fc-bn", "mlp", "temp", "bn-mean"])
+@pytest.mark.parametrize("how", ["bn-fc", "fc-bn", "mlp", "temp", "bn-mean", "norm-fc", "fc-sub"])
 def test_batch_norm_and_scales_in_the_head_fold(how, tmp_path):
     """An audit found nn.BatchNorm1d in the head and logits / T refused; they fold into the head's Dense layers:
     float reference = onnxruntime to 1e-5, golden = host build."""
@@ -441,9 +447,9 @@ def test_batch_norm_that_cannot_fold_is_refused(tmp_path):
     path = tmp_path / "bnrelu.onnx"
     export(NormHead("bn-relu").eval(), path, False, True)
     msg = refusal(path)
-    assert re.fullmatch(r"node '[^']+' \(Relu\) reads a BatchNormalization's output: rnnskip folds a "
-                        r"BatchNormalization only into a Gemm/MatMul that reads it \(through Squeeze, Reshape or "
-                        r"Dropout at most\) or into a Conv", msg), msg
+    assert re.fullmatch(r"node '[^']+' \(Relu\) reads a normalisation's output \(a BatchNormalization, or "
+                        r"arithmetic with constants\): rnnskip folds one only into the Gemm/MatMul, Conv or "
+                        r"recurrent layer that reads it \(through Squeeze, Reshape or Dropout at most\)", msg), msg
 
 
 class EmbedProject(nn.Module):
@@ -1405,7 +1411,9 @@ def _matrix_rows(tmp_path):
     norm = {"bn-fc": "nn.BatchNorm1d on h_n[-1], then nn.Linear + softmax",
             "fc-bn": "nn.Linear, then nn.BatchNorm1d + softmax", "mlp": "nn.Linear, ReLU, nn.BatchNorm1d, nn.Linear",
             "temp": "nn.Linear, logits / 2.5, softmax", "bn-mean": "nn.BatchNorm1d on y.mean(1), then nn.Linear",
-            "bn-relu": "nn.BatchNorm1d on h_n[-1], ReLU, nn.Linear"}
+            "bn-relu": "nn.BatchNorm1d on h_n[-1], ReLU, nn.Linear",
+            "norm-fc": "(h_n[-1] - mean) / torch.sqrt(var + eps), then nn.Linear + softmax",
+            "fc-sub": "nn.Linear, then logits - a constant per class"}
     for how, option in norm.items():
         def run(how=how):
             torch.manual_seed(4)
@@ -1472,14 +1480,18 @@ def render_onnx_matrix(rows) -> str:
             "its `pads`/`auto_pad` or a zero `Pad` of the time axis before it: none, causal or, with stride 1, "
             "Keras' 'same') and `MaxPool`/`AveragePool` (no padding, `ceil_mode` 0) on `[batch, channels, time]` "
             "before the first recurrent layer: a streamed front end (docs/frontends.md), `Mul`/`Div` of a Dense "
-            "layer's output by a constant (folded: logits / T), and the glue "
+            "layer's output by a constant (folded: logits / T), `Add`/`Sub`/`Mul`/`Div` of the features, a "
+            "front-end layer's output or the head's input and a constant with one value per feature (a "
+            "normalisation such as `(x - mean) / std`: folded as a `BatchNormalization` is, the model input "
+            "centred on what it maps to 0; `Neg` of that data, and `Sqrt`, `Reciprocal`, `Neg` of constants, e.g. "
+            "`1 / sqrt(var + eps)`, fold too), and the glue "
             "`Transpose`, `Squeeze` (also a one-output head's output axis: PyTorch's `[batch]` binary classifier; "
             "without axes, every size-1 axis), "
             "`Unsqueeze`, `Slice` (last step), `Reshape` (on model data only where it drops size-1 axes: the "
             "dynamo exporter's direction axis, a one-output head's `view(-1)` or `flatten()`; a target computed "
             "from shapes is followed entry by entry), `Shape`, `Constant`, "
             "`ConstantOfShape` and `Expand` (zero initial states; a non-zero one is refused), `Identity`, `Dropout`, "
-            "and on constants and shapes only (refused on model data) `Concat`, `Cast`, `Sub`, `Mul`, `Div`, "
+            "and on constants and shapes only (refused on model data) `Concat`, `Cast`, "
             "`Equal`, `Where`. Any other op type is refused with `node '<name>' (<op>) is not supported: ...`.",
             "",
             "ONNX graphs run every step of a row: token id 0 is an ordinary id (PyTorch's `padding_idx` row is "

@@ -56,7 +56,8 @@ SUPPORTED_SUMMARY = (f"rnnskip converts ONNX graphs of forward {'/'.join(RECURRE
                      "a Gather embedding or float features (optionally through MatMul+Add, or a streamed front end of "
                      "Conv/MaxPool/AveragePool on [batch, channels, time]), ReduceMean/ReduceMax over "
                      "time, a Gemm or MatMul+Add head "
-                     "with Relu/Sigmoid/Tanh/Softmax (BatchNormalization and constant scales fold into it), and the "
+                     "with Relu/Sigmoid/Tanh/Softmax (BatchNormalization and constant scales fold into it), "
+                     "normalisations (BatchNormalization, (x - mean) / std with per-feature constants), and the "
                      "Transpose/Squeeze/Unsqueeze/Slice/Gather/Shape "
                      "glue torch.onnx.export emits")
 
@@ -100,7 +101,7 @@ class Sym:
     pooled: Tuple[str, str] = ()          # STATE pooled over time from SEQ: (avg | max, the node's key)
     summed: bool = False                  # STATE: a bidirectional operator's two final states added
     dims: Optional[tuple] = None          # SHAPE: its entries as _shape_entries computes them (None: unknown)
-    affine: Optional[tuple] = None        # (a, b) per F entry: a BatchNormalization the next Dense folds in
+    affine: Optional[tuple] = None        # (a, b) per F entry: a normalisation the next Dense/Conv/RNN folds in
     conv: Optional[ConvLayer] = None      # X: the front-end Conv whose direct output this is (activations fold in)
     act_conv: Optional[ConvLayer] = None  # X: a linear Conv a monotone activation still folds into (through MaxPool)
     tpad: Tuple[int, int] = (0, 0)        # X: zero frames a Pad put before and after the time axis (the next Conv's)
@@ -320,6 +321,9 @@ def _fold(ctx: _Ctx) -> List[np.ndarray]:
     if op in ("Add", "Sub", "Mul", "Div"):
         f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
         return [f(vals[0], vals[1]).astype(np.result_type(vals[0], vals[1]))]
+    if op in ("Neg", "Reciprocal", "Sqrt"):   # a normalisation's std from its variance: 1 / sqrt(var + eps)
+        f = {"Neg": np.negative, "Reciprocal": np.reciprocal, "Sqrt": np.sqrt}[op]
+        return [f(vals[0]).astype(np.result_type(vals[0]))]
     if op == "Equal":
         return [np.equal(vals[0], vals[1])]
     if op == "Where":
@@ -1041,15 +1045,99 @@ def h_add(ctx: _Ctx):
     if both is not None:
         return [both], "folded (both directions' final states summed: merge_mode='sum')"
     s, c = (a, b) if b.kind == CONST else (b, a)
-    if c.kind != CONST or s.dense is None or s.dense.activation != "linear":
-        ctx.fail("is not a constant bias added right after a Gemm/MatMul: rnnskip folds Add only as a Dense "
-                 "layer's bias")
+    if c.kind != CONST or s.dense is None or s.dense.activation != "linear" or s.affine is not None:
+        return _normalisation(ctx)
     d = s.dense
     v = np.asarray(c.value, np.float64)
     if v.size not in (1, d.out_dim) or (v.ndim and v.shape[-1] not in (1, d.out_dim)):
         ctx.fail(f"adds a constant of shape {v.shape} to {d.out_dim} outputs: rnnskip folds one bias per output")
     d.bias = _f32(np.asarray(d.bias, np.float64) + np.broadcast_to(v.reshape(-1), (d.out_dim,)))
     return [Sym(s.kind, axes=s.axes, width=s.width, layer=s.layer, dense=d)], f"folded into '{d.name}' (bias)"
+
+
+def _per_feature(ctx: _Ctx, s: Sym, v: np.ndarray, verb: str) -> np.ndarray:
+    """Constant ``v`` broadcast against data ``s`` (numpy's rules, right-aligned) as one value per feature: it may
+    vary along the F axis only."""
+    v = np.asarray(v, np.float64)
+    if v.ndim > len(s.axes) or any(n != 1 and s.axes[len(s.axes) - v.ndim + i] != "F" for i, n in enumerate(v.shape)):
+        ctx.fail(f"{verb} a constant of shape {list(v.shape)} on data with axes {s.axes}: rnnskip folds a "
+                 "normalisation with one value per feature ((x - mean) / std, mean and std of shape [features])")
+    flat = v.reshape(-1)
+    if flat.size != 1 and s.width and flat.size != s.width:
+        ctx.fail(f"{verb} {flat.size} values on {s.width} features: the graph is inconsistent")
+    if not np.all(np.isfinite(flat)):
+        ctx.fail(f"{verb} a constant that is not finite: rnnskip folds finite normalisations")
+    return np.broadcast_to(flat, (s.width or flat.size,)).astype(np.float64)
+
+
+#: (data OP constant, constant OP data) -> x -> a x + b, per feature, for the four elementwise ops
+_ELEMENTWISE = {"Add": (lambda c: (1.0, c), lambda c: (1.0, c)),
+                "Sub": (lambda c: (1.0, -c), lambda c: (-1.0, c)),
+                "Mul": (lambda c: (c, 0.0), lambda c: (c, 0.0)),
+                "Div": (lambda c: (1.0 / c, 0.0), None)}
+
+
+def _normalisation(ctx: _Ctx):
+    """Add/Sub/Mul/Div of data and a per-feature constant: a normalisation written out ((x - mean) / std,
+    x * scale + shift), read as BatchNormalization is: into the Dense or Conv before it when that is linear, else
+    pending (Sym.affine) for the Dense, Conv or recurrent layer after it (the model input is then centred)."""
+    a_, b_ = ctx.inp(0), ctx.inp(1)
+    pos = 0 if a_ is not None and _data(a_.kind) else 1
+    s, c = (a_, b_) if pos == 0 else (b_, a_)
+    verb = {"Add": "adds", "Sub": "subtracts", "Mul": "multiplies by", "Div": "divides by"}[ctx.op]
+    if c is None or c.kind != CONST:
+        ctx.fail(f"{verb} model data: rnnskip folds elementwise arithmetic on model data only with a constant "
+                 "(a normalisation such as (x - mean) / std)")
+    rule = _ELEMENTWISE[ctx.op][pos]
+    if rule is None:
+        ctx.fail("divides a constant by model data: rnnskip folds a normalisation x / std, not std / x")
+    if s.kind not in (X, STATE, VEC) or "B" in s.axes:
+        ctx.fail(f"{verb} a constant on {s.kind} data: rnnskip folds a normalisation of the model's features, of a "
+                 "front-end layer's output or of the head's input")
+    v = _per_feature(ctx, s, c.value, verb)
+    if ctx.op == "Div" and np.any(v == 0):
+        ctx.fail("divides by a constant with a zero entry: rnnskip folds finite normalisations")
+    a, b = rule(v)
+    return _fold_normalisation(ctx, s, np.broadcast_to(a, v.shape).astype(np.float64),
+                               np.broadcast_to(b, v.shape).astype(np.float64))
+
+
+def _fold_normalisation(ctx: _Ctx, s: Sym, a: np.ndarray, b: np.ndarray):
+    """x -> a x + b per feature on data ``s``: into the linear Dense or Conv that computed it, else pending."""
+    d = s.dense
+    if d is not None and d.activation == "linear" and s.affine is None:   # a linear Dense's output: into it
+        d.kernel = _f32(np.asarray(d.kernel, np.float64) * a[None, :])
+        d.bias = _f32(np.asarray(d.bias, np.float64) * a + b)
+        return [s], f"folded into '{d.name}' (normalisation)"
+    cv = s.conv if s.kind == X else None
+    if cv is not None and cv.activation == "linear" and s.affine is None:   # a linear Conv's output: into it
+        support.fold_after_conv(cv, a, b)
+        return [s], f"folded into '{cv.name}' (normalisation)"
+    if s.affine is not None:   # after another normalisation: they compose
+        a0, b0 = s.affine
+        a, b = a0 * a, b0 * a + b
+    return [replace(s, affine=(a, b), dense=None, conv=None, act_conv=None)], \
+        "folded (normalisation, into the next Dense, Conv or recurrent layer)"
+
+
+def _is_normalisation(ctx: _Ctx) -> bool:
+    """Elementwise arithmetic between model data and a constant (not glue, not a Dense's bias or scale)."""
+    return any(s is not None and _data(s.kind) for s in ctx.ins[:2])
+
+
+def h_sub(ctx: _Ctx):
+    return _normalisation(ctx) if _is_normalisation(ctx) else h_generic_shape(ctx)
+
+
+def h_unary(ctx: _Ctx):
+    """Neg, Reciprocal, Sqrt: on constants (a normalisation's 1 / sqrt(var + eps)) folded; Neg of data is x -> -x."""
+    s = ctx.inp(0)
+    if not _data(s.kind):
+        return h_generic_shape(ctx)
+    if ctx.op != "Neg" or s.kind not in (X, STATE, VEC) or "B" in s.axes:
+        ctx.fail(f"on model data is not supported: {SUPPORTED_SUMMARY}")
+    n = s.width or 1
+    return _fold_normalisation(ctx, s, -np.ones(n), np.zeros(n))
 
 
 def h_scale(ctx: _Ctx):
@@ -1082,7 +1170,7 @@ def h_scale(ctx: _Ctx):
         d.kernel = _f32(np.asarray(d.kernel, np.float64) * f[None, :])
         d.bias = _f32(np.asarray(d.bias, np.float64) * f)
         return [Sym(s.kind, axes=s.axes, width=s.width, layer=s.layer, dense=d)], f"folded into '{d.name}' (scale)"
-    return h_generic_shape(ctx)
+    return _normalisation(ctx) if _is_normalisation(ctx) else h_generic_shape(ctx)
 
 
 # --------------------------------------------------------------------------
@@ -1337,9 +1425,9 @@ HANDLERS: Dict[str, Callable] = {
     "Identity": h_identity,
     "Dropout": h_dropout,
     # glue on constants and shapes only (refused on model data)
-    "Cast": h_cast, "Concat": h_concat, "Reshape": h_reshape, "Sub": h_generic_shape,
+    "Cast": h_cast, "Concat": h_concat, "Reshape": h_reshape, "Sub": h_sub,
     "Mul": h_scale, "Div": h_scale, "Equal": h_generic_shape, "Where": h_generic_shape,
-    "BatchNormalization": h_batch_norm,
+    "BatchNormalization": h_batch_norm, "Neg": h_unary, "Reciprocal": h_unary, "Sqrt": h_unary,
     "Conv": h_conv, "MaxPool": h_pool, "AveragePool": h_pool, "Pad": h_pad,
 }
 
@@ -1496,9 +1584,9 @@ def _inferred_dims(model) -> Dict[str, list]:
     return out
 
 
-#: ops a pending BatchNormalization (Sym.affine) passes through to the Dense layer that folds it
+#: ops a pending normalisation (Sym.affine) passes through to the layer that folds it (or composes with)
 _AFFINE_PASSES = ("Gemm", "MatMul", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Reshape", "BatchNormalization",
-                  "Conv", "Pad", "Transpose", "Shape", *RECURRENT_OPS)
+                  "Add", "Sub", "Mul", "Div", "Neg", "Conv", "Pad", "Transpose", "Shape", *RECURRENT_OPS)
 
 
 def _run(r: _Reader) -> ModelIR:
@@ -1517,9 +1605,9 @@ def _run(r: _Reader) -> ModelIR:
                                          else f"{node.domain}.{node.op_type}"), key)
         ctx = _Ctx(r, node, key)
         if node.op_type not in _AFFINE_PASSES and any(s is not None and s.affine is not None for s in ctx.ins):
-            raise LayerError(f"node '{key}' ({node.op_type}) reads a BatchNormalization's output: rnnskip folds a "
-                             "BatchNormalization only into a Gemm/MatMul that reads it (through Squeeze, Reshape or "
-                             "Dropout at most) or into a Conv", key)
+            raise LayerError(f"node '{key}' ({node.op_type}) reads a normalisation's output (a BatchNormalization, "
+                             "or arithmetic with constants): rnnskip folds one only into the Gemm/MatMul, Conv or "
+                             "recurrent layer that reads it (through Squeeze, Reshape or Dropout at most)", key)
         if node.op_type not in ("Conv", "Pad", "Identity", "Dropout") and \
                 any(s is not None and s.tpad != (0, 0) for s in ctx.ins):
             raise LayerError(f"node '{key}' ({node.op_type}) reads a Pad's output: rnnskip folds a zero Pad of the "

@@ -186,3 +186,37 @@ def test_delta_train_exports_the_layer_options(cfg, acts, tmp_path):
     assert [(r.kind, r.activation, r.recurrent_activation) for r in back.rnn_layers] == \
         [(r.kind, r.activation, r.recurrent_activation) for r in ir.rnn_layers]
     np.testing.assert_allclose(FloatModel(back).predict(x, L), FloatModel(ir).predict(x, L), atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", ["feat-lstm", "feat-dense-gru"])
+def test_delta_train_keeps_the_input_normalisation(cfg, tmp_path):
+    """A model that normalises its input (FeatureInput.center) is rebuilt with a Normalization layer in front and
+    its first layer on the normalised input: written back, rnnskip reads the same centre, scale and function (it
+    was refused: the rebuilt model had no normalisation and would have quantised the raw features uncentred)."""
+    pytest.importorskip("tf_keras")
+    from rnnskip.delta.train import build_delta_model, export_keras
+    from rnnskip.pipeline import import_model
+    ir = random_ir(cfg, seed=4)
+    x, L = random_data(ir, n=6, T=7, seed=5)
+    F = ir.input.features
+    center, scale = np.linspace(-3.0, 90.0, F), np.linspace(0.5, 4.0, F)
+    first = ir.input.dense if ir.input.dense is not None else ir.rnn_layers[0]
+    if ir.input.dense is None:   # the normalisation folded into the first layer, as the importers do
+        from rnnskip.cells import cell_of
+        cell_of(first.kind).fold_input_affine(first, scale, -center * scale)
+        ir.input.norm_scale = scale
+    else:
+        k = np.asarray(first.kernel, np.float64)
+        first.bias, first.kernel = first.bias - (center * scale) @ k, k * scale[:, None]
+    ir.input.center = center
+    x = x / scale + center   # raw readings whose normalisation is the original data
+    qm = quantize_on(ir, x, L)
+    _, cells, pre, head = build_delta_model(ir, qm, [0], [0], l1=0.0, noise=0.0)
+    export_keras(ir, cells, pre, head, tmp_path / "m.h5")
+    back = import_model(tmp_path / "m.h5")
+    np.testing.assert_allclose(back.input.center, center, rtol=1e-6)
+    if ir.input.dense is None:
+        np.testing.assert_allclose(back.input.norm_scale, scale, rtol=1e-6)
+    else:
+        assert back.input.norm_scale is None
+    np.testing.assert_allclose(FloatModel(back).predict(x, L), FloatModel(ir).predict(x, L), atol=1e-5)

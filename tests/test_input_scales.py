@@ -211,6 +211,64 @@ def test_keras_normalization_on_raw_readings_sets_the_centre(tmp_path):
     assert qm.feature_scales[0] < 0.5 and (g[:, :3].argmax(1) == f.argmax(1)).mean() >= 0.95
 
 
+@pytest.mark.keras
+def test_delta_train_fine_tunes_a_model_that_normalises_its_input(tmp_path):
+    """delta-train on Normalization -> GRU (it was refused): the model it writes normalises its input the same way,
+    rnnskip reads the same centre and scale from it, Keras and rnnskip's float model agree on it, and its int8
+    model keeps its float classes."""
+    keras = pytest.importorskip("tf_keras")
+    from helpers import dataset
+
+    from rnnskip.datasets import save_npz
+    from rnnskip.delta.train import run_delta_train
+    from rnnskip.pipeline import import_model
+    x, L = _sensor_data(n=96, T=12)
+    norm = keras.layers.Normalization()
+    norm.adapt(x.reshape(-1, 3))
+    m = keras.Sequential([keras.Input((None, 3)), norm, keras.layers.GRU(8),
+                          keras.layers.Dense(3, activation="softmax")])
+    m.save(tmp_path / "m.h5")
+    ir = import_model(tmp_path / "m.h5")
+    y = FloatModel(ir).predict(x).argmax(1)
+    save_npz(str(tmp_path / "d.npz"), dataset(x, L, y))
+    out = tmp_path / "dt.h5"
+    run_delta_train(tmp_path / "m.h5", tmp_path / "d.npz", tmp_path / "d.npz", out, theta_x=2, theta_h=2, epochs=1,
+                    batch_size=16, log=lambda s: None)
+    back = import_model(out)
+    np.testing.assert_allclose(back.input.center, ir.input.center, rtol=1e-5)
+    np.testing.assert_allclose(back.input.norm_scale, ir.input.norm_scale, rtol=1e-5)
+    f = FloatModel(back).predict(x)
+    assert np.abs(f - keras.models.load_model(out, compile=False).predict(x, verbose=0)).max() <= 1e-5
+    qm = quantize_on(back, x, L)
+    assert (GoldenModel(qm).run(x, L)[0][:, :3].argmax(1) == f.argmax(1)).mean() >= 0.95
+
+
+@pytest.mark.keras
+def test_delta_train_refuses_a_masked_normalised_input_in_one_line(tmp_path):
+    """Keras 3 passes Masking's mask through Normalization, tf_keras (what delta-train writes) drops it: refused."""
+    keras = pytest.importorskip("keras")
+    if int(keras.__version__.split(".")[0]) < 3:
+        pytest.skip("needs Keras 3")
+    from helpers import dataset
+
+    from rnnskip.datasets import save_npz
+    from rnnskip.delta.train import run_delta_train
+    from rnnskip.errors import RnnskipError
+    x, L = _sensor_data(n=16, T=6)
+    norm = keras.layers.Normalization(mean=OFFSETS, variance=SPREADS ** 2)
+    m = keras.Sequential([keras.Input((None, 3)), keras.layers.Masking(0.0), norm, keras.layers.GRU(4),
+                          keras.layers.Dense(2, activation="softmax")])
+    m.save(tmp_path / "m.keras")
+    save_npz(str(tmp_path / "d.npz"), dataset(x, L, np.arange(len(x)) % 2))
+    with pytest.raises(RnnskipError) as e:
+        run_delta_train(tmp_path / "m.keras", tmp_path / "d.npz", tmp_path / "d.npz", tmp_path / "o.h5", epochs=1,
+                        log=lambda s: None)
+    assert str(e.value) == ("the model masks (Masking) and normalises its input: the tf_keras model delta-train writes "
+                            "would drop the mask at its Normalization layer (tf_keras passes no mask through it); use "
+                            "delta-tune (no retraining) on this model")
+    assert not (tmp_path / "o.h5").exists()
+
+
 def test_a_recurrent_first_layer_takes_the_normalisations_units():
     """A recurrent first layer keeps one int8 input scale (a delta threshold is one number): centred raw readings of
     spreads 5 and 0.03 (a pressure and a temperature) on one raw scale leave the temperature ~0 steps. The device

@@ -151,6 +151,48 @@ def _cell_class():
     return DeltaRNNCell
 
 
+def input_normalisation(ir):
+    """(mean, scale) of the Keras ``Normalization`` the rebuilt model starts with when ``ir`` normalises its input
+    (``FeatureInput.center``): it computes ``(x - mean) * scale``, what the device quantises (``norm_scale`` into a
+    recurrent first layer, else 1), and rnnskip reads it back as the same centre and scale. None: no centring."""
+    inp = ir.input
+    if ir.is_token_model or inp.center is None:
+        return None
+    c = np.asarray(inp.center, np.float64)
+    s = np.ones_like(c) if inp.norm_scale is None else np.asarray(inp.norm_scale, np.float64)
+    return c, np.where(s > 0, s, 1.0)   # a feature scaled by 0 has zero weights: any scale keeps them so
+
+
+def on_normalised_input(ir):
+    """``ir``'s first layer (the per-step Dense, else the first recurrent layer) rewritten to read the normalised
+    input z = (x - mean) * scale rather than x: the weights the rebuilt model trains from."""
+    import copy
+    norm = input_normalisation(ir)
+    d = None if ir.is_token_model else ir.input.dense
+    first = copy.deepcopy(d if d is not None else ir.rnn_layers[0])
+    if norm is None:
+        return first
+    c, s = norm
+    if d is not None:   # x = z / scale + mean
+        k = np.asarray(first.kernel, np.float64)
+        first.bias = np.asarray(first.bias, np.float64) + c @ k
+        first.kernel = k / s[:, None]
+    else:
+        from ..cells import cell_of
+        cell_of(first.kind).fold_input_affine(first, 1.0 / s, c)
+    return first
+
+
+def _normalisation_layer(keras, ir):
+    """The rebuilt model's input Normalization (tf_keras: (x - mean) / max(sqrt(variance), 1e-7)), or None."""
+    norm = input_normalisation(ir)
+    if norm is None:
+        return None
+    c, s = norm
+    return keras.layers.Normalization(mean=c.astype(np.float32), variance=(1.0 / s ** 2).astype(np.float32),
+                                      name="input_normalization")
+
+
 def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, theta_m=None):
     """tf_keras model of ``ir`` with delta cells (weights copied from the IR); thresholds in int8
     steps, cell thresholds (``theta_m``, None: none) in pre-activation steps of 2^-12."""
@@ -169,13 +211,19 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, 
         pre = []
         if ir.input.mask_value is not None:
             y = keras.layers.Masking(mask_value=ir.input.mask_value)(y)
+        nl = _normalisation_layer(keras, ir)
+        if nl is not None:   # the device's centring, as a layer (its statistics are config, not weights)
+            y = nl(y)
         if ir.input.dense is not None:
-            d = ir.input.dense
+            d = on_normalised_input(ir)
             dl = keras.layers.Dense(d.out_dim, activation=d.activation, name="in_dense")
             y = dl(y)
             pre.append((dl, [d.kernel, d.bias]))
+    first = on_normalised_input(ir)
     penalties, cells = [], []
     for i, (l, ql) in enumerate(zip(ir.rnn_layers, qm.layers)):
+        if i == 0 and (ir.is_token_model or ir.input.dense is None):
+            l = first
         cell = Cell(l.kind, l.units, l.input_dim, theta_x[i] * ql.x_scale, theta_h[i] * ql.h_scale,
                     ql.x_scale, ql.h_scale, noise, activation=l.activation,
                     recurrent_activation=l.recurrent_activation, bias_shape=np.shape(l.bias),
@@ -234,6 +282,9 @@ def export_keras(ir, cells, pre, head, path) -> None:
         inp = y = keras.Input(shape=(None, ir.input.features))
         if ir.input.mask_value is not None:
             y = keras.layers.Masking(mask_value=ir.input.mask_value)(y)
+        nl = _normalisation_layer(keras, ir)
+        if nl is not None:
+            y = nl(y)
         if ir.input.dense is not None:
             y = keras.layers.Dense(ir.input.dense.out_dim, activation=ir.input.dense.activation)(y)
     for i, l in enumerate(ir.rnn_layers):
@@ -323,11 +374,10 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     if not ir.is_token_model and ir.input.front:
         raise RnnskipError(f"layer '{ir.input.front[0].name}' starts a Conv1D front end, which the model delta-train "
                            "rebuilds does not have; use delta-tune (no retraining) on this model")
-    if not ir.is_token_model and ir.input.center is not None:
-        raise RnnskipError("the model normalises its input (a Normalization, Rescaling or BatchNormalization folded "
-                           "into its first layer), which the model delta-train rebuilds does not have: it would "
-                           "quantise the raw features uncentred; use delta-tune (no retraining) on this model, or "
-                           "fine-tune a copy trained on normalised data without that layer")
+    if not ir.is_token_model and ir.input.center is not None and ir.input.mask_value is not None:
+        raise RnnskipError("the model masks (Masking) and normalises its input: the tf_keras model delta-train writes "
+                           "would drop the mask at its Normalization layer (tf_keras passes no mask through it); use "
+                           "delta-tune (no retraining) on this model")
     k3 = [l.name for l in ir.rnn_layers if "hard_sigmoid_k3" in (l.activation, l.recurrent_activation)]
     if k3:
         raise RnnskipError(f"layer '{k3[0]}' uses Keras 3's hard_sigmoid (clip(x/6 + 0.5)), which the tf_keras model "

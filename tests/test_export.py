@@ -135,9 +135,13 @@ def test_cli_export(model, tmp_path, monkeypatch):
     assert "wrote the stm32f407 firmware project" in r.output
     data = (tmp_path / "fw" / "board" / "rnnskip_board_data.c").read_text()
     assert "rnnskip_bundle_n = 3u" in data
-    stack = json.loads((tmp_path / "out" / "report.json").read_text())["footprint"]["stack_bytes"]
-    assert stack > 0 and f"One inference needs {stack:,} bytes of stack, measured under emulation" in \
-        (tmp_path / "fw" / "README.md").read_text()
+    fp = json.loads((tmp_path / "out" / "report.json").read_text())["footprint"]
+    readme = (tmp_path / "fw" / "README.md").read_text()
+    stack = fp["stack_bytes"]
+    assert stack > 0 and f"One inference needs {stack:,} bytes of stack, measured under emulation" in readme
+    assert fp["weights_bytes"] > 0 and fp["model_ram_bytes"] > 0 and \
+        f"the model takes {fp['weights_bytes']:,} bytes of flash for its\nweights, biases and scales and " \
+        f"{fp['model_ram_bytes']:,} bytes of static RAM" in readme, readme
     r = CliRunner().invoke(main, ["convert", "model.h5", "--export", str(tmp_path / "fw2"), "--data",
                                   str(tmp_path / "d.npz"), "--out", str(tmp_path / "out2")])
     assert r.exit_code == 2 and "--export needs --board" in r.output

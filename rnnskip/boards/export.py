@@ -32,9 +32,9 @@ def _export_ldflags():
 
 def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "dsp",
                    kernels: str = "portable", model_name: str = "model",
-                   wait_states: Optional[int] = None, stack_bytes: Optional[int] = None) -> Path:
-    """Write the project for ``board`` into ``dest`` (replaced only once complete). ``stack_bytes``: the
-    stack one inference was measured to need (report.json's footprint), for the README."""
+                   wait_states: Optional[int] = None, footprint: Optional[dict] = None) -> Path:
+    """Write the project for ``board`` into ``dest`` (replaced only once complete). ``footprint``: report.json's
+    (the weights' flash, the model's RAM and the stack one inference was measured to need), for the README."""
     from ..build import CMSIS_NN_SOURCES
     from ..build import cflags as target_cflags
     src_dir, dest = Path(src_dir), Path(dest)
@@ -59,7 +59,7 @@ def export_project(src_dir, dest, board: Board, bundle: Bundle, variant: str = "
                "qemu_machine": (board.qemu or {}).get("fallback_machine") or board.qemu_machine,
                # mon:stdio: QEMU's Ctrl-A escapes (Ctrl-A X quits) on the console; plain stdio has none
                "qemu_serial": " -serial null" * idx + " -serial mon:stdio",
-               "dwt": bool(t.raw.get("dwt_cycle_counter", True)), "stack_bytes": stack_bytes}
+               "dwt": bool(t.raw.get("dwt_cycle_counter", True)), "footprint": footprint or {}}
         from ..emulators.renode import write_files
         write_files(tmp / "renode", board, elf="../build/firmware.elf", model_name=model_name)
         env = _env()

@@ -239,7 +239,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     if export:
         from ..boards.export import export_project
         export_project(Path(out) / "src", export, board, bd, variant, kernels, ir.name, wait_states,
-                       stack_bytes=rep.get("footprint", {}).get("stack_bytes"))
+                       footprint=rep.get("footprint"))
     return Conversion(report=rep, out=Path(out), board=board.name if board else None, export=export)
 
 

@@ -17,36 +17,40 @@ from .errors import RnnskipError
 class SelfTest:
     x: np.ndarray          # float32 [n, T, F] features, or int32 [n, T] token ids, as the user gave them
     lengths: np.ndarray    # int64 [n]: steps each sequence feeds
-    expected: np.ndarray   # int64 [n, output_dim]: the golden model's outputs
+    expected: np.ndarray   # int64 [n, output_dim]: the golden model's outputs ([n, T, output_dim]: per step)
     token_input: bool
 
     @property
     def n(self) -> int:
         return int(len(self.lengths))
 
+    @property
+    def per_step(self) -> bool:
+        return self.expected.ndim == 3
+
+    def expected_flat(self) -> np.ndarray:
+        """The outputs in the order the C reads them: per sequence, or per step of each sequence."""
+        if not self.per_step:
+            return self.expected.reshape(-1)
+        rows = [self.expected[i, : int(t)].reshape(-1) for i, t in enumerate(self.lengths)]
+        return np.concatenate(rows) if rows else np.zeros(0, np.int64)
+
     def flash_bytes(self) -> int:
         """The vectors' bytes in flash (inputs, lengths, offsets, expected outputs)."""
         steps = int(np.sum(self.lengths))
         per_step = 4 if self.token_input else 4 * int(self.x.shape[2])
-        return steps * per_step + 8 * self.n + 2 * int(self.expected.size)
-
-
-def check_selftest(qm, n: int) -> None:
-    """One line when ``--selftest`` cannot serve this model (before any work)."""
-    if n and qm.per_step:
-        raise RnnskipError("--selftest does not support models with an output per time step (return_sequences=True "
-                           "at the output) yet; convert without --selftest")
+        return steps * per_step + 8 * self.n + 2 * int(self.expected_flat().size)
 
 
 def make_selftest(qm, x, lengths, n: int) -> SelfTest:
     """The first ``n`` sequences of (x, lengths) and the golden model's outputs on them (the step
-    methods attached to ``qm`` included)."""
+    methods attached to ``qm`` included); a model with an output per step: the output after every step."""
     from .quant.golden import GoldenModel
     n = min(int(n), len(x))
     lengths = np.asarray(lengths[:n], np.int64).reshape(-1)
     xs = np.asarray(x[:n], np.int32 if qm.token_input else np.float32)
     out, _ = GoldenModel(qm).run(xs, lengths)
-    return SelfTest(x=xs, lengths=lengths, expected=np.asarray(out, np.int64)[:, : qm.output_dim],
+    return SelfTest(x=xs, lengths=lengths, expected=np.asarray(out, np.int64)[..., : qm.output_dim],
                     token_input=bool(qm.token_input))
 
 
@@ -68,6 +72,7 @@ def _rows(items, per_line: int) -> str:
 def context(st: SelfTest) -> dict:
     """The template's values: the inputs concatenated over the sequences' steps, offsets, outputs."""
     T = [int(t) for t in st.lengths]
+    out = st.expected_flat()
     off = [int(o) for o in np.concatenate([[0], np.cumsum(T)[:-1]])] if T else [0]
     parts = [st.x[i, :T[i]].reshape(-1) for i in range(st.n)]
     flat = np.concatenate(parts) if parts else np.zeros(0, st.x.dtype)
@@ -77,8 +82,8 @@ def context(st: SelfTest) -> dict:
         x_body = _rows((_float_literal(float(v)) for v in flat.astype(np.float32)), 6)
     return {"selftest_n": st.n, "selftest_T": ", ".join(map(str, T or [0])),
             "selftest_off": ", ".join(map(str, off)), "selftest_x_len": max(len(flat), 1), "selftest_x": x_body,
-            "selftest_out_len": max(int(st.expected.size), 1),
-            "selftest_out": _rows((str(int(v)) for v in st.expected.reshape(-1)), 16)}
+            "selftest_out_len": max(int(out.size), 1), "selftest_max_T": max(T or [1]),
+            "selftest_out": _rows((str(int(v)) for v in out), 16)}
 
 
 def run_on_host(so) -> int:

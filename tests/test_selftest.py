@@ -10,7 +10,8 @@ import re
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import needs_arm, quantized
+from helpers import needs_arm, quantize_on, quantized
+from random_models import bidi_ir, random_data, random_ir
 
 from rnnskip import pipeline
 from rnnskip.delta.golden import with_delta
@@ -27,22 +28,39 @@ def _models():
     yield "tok-lstm-softmax", qm, x, L
     ir, qm, x, L = quantized("feat-lstm-gru", seed=4, n=6, T=9)   # two layers, input Dense, delta
     yield "feat-lstm-gru-delta", with_delta(qm, DeltaSpec([3, 3], [2, 2])), x, L
+    # an output per step (return_sequences=True at the output): masked steps keep the output before them
+    ir = random_ir("feat-mask-gru", seed=5)
+    ir.rnn_layers[-1].return_sequences, ir.per_step = True, True
+    x, L = random_data(ir, n=6, T=9, seed=6)
+    x[2, 0:2] = ir.input.mask_value                           # before any step ran, and inside the sequence
+    x[3, 4:6] = ir.input.mask_value
+    yield "feat-mask-gru-per-step", quantize_on(ir, x, L), x, L
+    for cfg, idx, name in (("feat-mask-gru", 0, "bidi-per-step"), ("feat-mask-rnn-lstm", 0, "bidi-later-per-step")):
+        ir = bidi_ir(cfg, idx, "concat", seed=7, per_step=True)   # outputs only after rnnskip_finish
+        x, L = random_data(ir, n=6, T=9, seed=8)
+        x[2, 0:2] = ir.input.mask_value
+        x[3, 4:6] = ir.input.mask_value
+        yield name, quantize_on(ir, x, L), x, L
 
 
 @pytest.mark.parametrize("name,qm,x,L", list(_models()), ids=lambda v: v if isinstance(v, str) else "")
 def test_selftest_passes_on_the_host_and_fails_on_a_changed_output(name, qm, x, L, tmp_path):
     st = make_selftest(qm, x, L, 4)
-    assert st.n == 4 and st.expected.shape == (4, qm.output_dim)
+    steps = (x.shape[1],) if qm.per_step else ()
+    assert st.n == 4 and st.expected.shape == (4, *steps, qm.output_dim)
     generate(qm, tmp_path / "src", max_t=x.shape[1], selftest=st)
     assert run_on_host(pipeline.build_host(tmp_path / "src", tmp_path / "host")) == 0
     c = tmp_path / "src" / "rnnskip_selftest.c"
     body = c.read_text()
-    first = int(st.expected[2, 0])                            # sequence 2's first expected output, changed by 1
     head, outs = body.split("static const int16_t selftest_out", 1)
     vals = re.findall(r"-?\d+", outs.split("{", 1)[1].split("}", 1)[0])
-    assert [int(v) for v in vals] == [int(v) for v in st.expected.reshape(-1)]
-    k = 2 * qm.output_dim
-    vals[k] = str(first + 1)
+    if qm.per_step:   # every step of each sequence, in order: sequence 2's last step's output changed by 1
+        assert [int(v) for v in vals] == [int(v) for i in range(4) for v in st.expected[i, : L[i]].reshape(-1)]
+        k = int(L[:3].sum() - 1) * qm.output_dim
+    else:             # sequence 2's first expected output changed by 1
+        assert [int(v) for v in vals] == [int(v) for v in st.expected.reshape(-1)]
+        k = 2 * qm.output_dim
+    vals[k] = str(int(vals[k]) + 1)
     lines = outs.split("{", 1)
     new_outs = lines[0] + "{\n    " + ", ".join(vals) + "\n}" + lines[1].split("}", 1)[1]
     c.write_text(head + "static const int16_t selftest_out" + new_outs)
@@ -104,6 +122,7 @@ def keras_files(tmp_path_factory):
     x = rng.normal(size=(10, 8, 5)).astype(np.float32)
     x[2, 5:] = 0
     np.savez(d / "d.npz", x=x, y=rng.integers(0, 3, 10))
+    np.savez(d / "x.npz", x=x)   # unlabelled: seq.h5's labels would be one per step
     return d
 
 
@@ -127,12 +146,11 @@ def test_convert_selftest_cli(keras_files, tmp_path):
     assert "note: --selftest 500: --data has 10 sequence(s), so the self-test holds 10" in res.output
     rc = rep["reference_check"]       # the float reference against tf_keras on the data, at conversion
     assert rc["runtime"] == "tf_keras" and rc["rows"] == 10 and rc["max_abs_diff"] <= 1e-5
-    res = CliRunner().invoke(convert_cmd, [str(d / "seq.h5"), "--data", str(d / "d.npz"), "--target", "cortex-m4",
+    res = CliRunner().invoke(convert_cmd, [str(d / "seq.h5"), "--data", str(d / "x.npz"), "--target", "cortex-m4",
                                            "--out", str(tmp_path / "s"), "--selftest", "2"])
-    assert res.exit_code != 0 and res.output.strip().splitlines()[-1] == (
-        "error: --selftest does not support models with an output per time step (return_sequences=True at the "
-        "output) yet; convert without --selftest")
-    assert not (tmp_path / "s").exists()
+    assert res.exit_code == 0, res.output   # an output per step: the self-test checks every step's
+    sec = json.loads((tmp_path / "s" / "report.json").read_text())["selftest"]
+    assert sec["sequences"] == 2 and sec["host_failures"] == 0
 
 
 @needs_arm

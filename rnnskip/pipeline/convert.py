@@ -98,7 +98,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     from ..converter import source_check
     from ..generate import check_prefix, generate
     from ..report import build_report, write_plots, write_report
-    from ..selftest import check_selftest, make_selftest, selftest_section
+    from ..selftest import make_selftest, selftest_section
     from ..targets.fit import check_fits
     stages.check_kernels(kernels)
     if kernels == "cmsis-nn":   # refused before the model is even read, not after calibrating it
@@ -148,7 +148,6 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         what = next((s.option for s in method_setups() if s.key in methods), "--board")
         raise RnnskipError(f"{what} does not support models with an output per time step (return_sequences=True "
                            f"at the output) yet; convert without {what.split('/')[0]}")
-    check_selftest(ir, selftest)
     ds = stages.load_data(data, ir, labels=None, note=note)   # unlabelled: no accuracy, the rest as usual
     if max_t is not None and max_t < ds.x.shape[1]:
         raise RnnskipError(f"--max-t {max_t} is shorter than --data's sequences of {ds.x.shape[1]} steps; give at "

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-
 @dataclass
 class SelfTest:
     x: np.ndarray          # float32 [n, T, F] features, or int32 [n, T] token ids, as the user gave them

@@ -105,6 +105,10 @@ def test_board_and_runtime_sources_follow_the_c_style(tmp_path):
         out = tmp_path / name
         render_board_sources(out, boards.load(name), bundle)
         files += [f for f in out.rglob("*") if f.suffix in (".c", ".h")]
+    ir.rnn_layers[-1].return_sequences, ir.per_step = True, True   # an output per step: every row checked
+    qm = quantize_on(ir, x, lengths)
+    render_board_sources(tmp_path / "per-step", boards.load("stm32f407"), make_bundle(qm, x, lengths, 3))
+    files += [tmp_path / "per-step" / "rnnskip_board_main.c", tmp_path / "per-step" / "rnnskip_board_data.c"]
     for name in targets.available():
         files += [f for f in render_runtime(targets.load(name), tmp_path / f"rt-{name}") if f.suffix == ".c"]
     for w in ("sram", "tcm"):   # the start-up copy of --weights sram|tcm

@@ -244,3 +244,36 @@ def test_delta_model_board_image_bitexact(name, tmp_path):
     run = qemu.run_firmware(fw.elf, b, timeout=60, workdir=tmp_path)
     assert run.summary["result"] == "PASS" and run.summary["mismatch"] == "0", run.lines[-1]
     assert [s["out"] for s in run.sequences] == bundle.out.tolist()
+
+
+@pytest.mark.parametrize("how", ["per-step", "bidi-per-step"])
+@pytest.mark.parametrize("where", [("--board", "netduinoplus2", "--emulator", "qemu"), ("--target", "cortex-m55")])
+def test_models_with_an_output_per_step_run_as_board_images(how, where, tmp_path, monkeypatch):
+    """A model with an output per time step as a board image (it was refused, and so on cortex-m55, which only
+    QEMU runs): the firmware checks every step's output against the golden model's and prints them, and the
+    host compares the printed rows too."""
+    import json
+
+    from click.testing import CliRunner
+    from random_models import bidi_ir, random_data, random_ir
+
+    from rnnskip.cli import main
+    from rnnskip.pipeline import stages
+    if how == "bidi-per-step":
+        ir = bidi_ir("feat-mask-gru", 0, "concat", seed=3, per_step=True)
+    else:
+        ir = random_ir("feat-mask-gru", seed=3)
+        ir.rnn_layers[-1].return_sequences, ir.per_step = True, True
+    x, L = random_data(ir, n=4, T=8, seed=4)
+    x[1, 2:4] = ir.input.mask_value                       # steps that do not run keep the output before them
+    for i, n in enumerate(L):
+        x[i, n:] = ir.input.mask_value                    # padding, as the model's Masking reads it
+    monkeypatch.setattr(stages, "import_model", lambda path: ir)
+    save_npz(str(tmp_path / "d.npz"), dataset(x, L, np.zeros(x.shape[:2], np.int64)))   # a class per step
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["convert", "model.h5", *where, "--data", str(tmp_path / "d.npz"), "--out", str(out),
+                                  "--bundle", "4"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["bitexact"]["device_checked"] == 4 and rep["bitexact"]["device_mismatches"] == 0
+    assert rep["emulation"]["board"]["device_summary"]["result"] == "PASS"

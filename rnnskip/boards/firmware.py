@@ -48,7 +48,7 @@ class Bundle:
     x: np.ndarray            # device inputs [n, T, step] (int32 ids or int8 features)
     lengths: np.ndarray      # [n]
     valid: Optional[np.ndarray]   # uint8 [n, T] or None (token models)
-    out: np.ndarray          # golden outputs int16 [n, output_dim]
+    out: np.ndarray          # golden outputs int16 [n, output_dim] ([n, T, output_dim]: an output per step)
     flags: np.ndarray        # golden step flags uint8 [n, T]
     token_input: bool
 
@@ -56,10 +56,21 @@ class Bundle:
     def n(self) -> int:
         return int(len(self.lengths))
 
+    @property
+    def per_step(self) -> bool:
+        return self.out.ndim == 3
+
+    def out_flat(self) -> np.ndarray:
+        """The golden outputs as the firmware holds them: per sequence, or per step of each sequence."""
+        if not self.per_step:
+            return self.out.reshape(-1)
+        rows = [self.out[i, : int(t)].reshape(-1) for i, t in enumerate(self.lengths)]
+        return np.concatenate(rows) if rows else np.zeros(0, np.int64)
+
     def flash_bytes(self) -> int:
         steps = int(np.sum(self.lengths))
         per = self.x.shape[2] * (4 if self.token_input else 1) if self.x.ndim == 3 else (4 if self.token_input else 1)
-        return steps * per + 2 * steps + 2 * self.out.size + 8 * self.n + 16
+        return steps * per + 2 * steps + 2 * self.out_flat().size + 8 * self.n + 16
 
 
 def make_bundle(qm, x, lengths, max_n: Optional[int] = 16) -> Bundle:
@@ -75,7 +86,7 @@ def make_bundle(qm, x, lengths, max_n: Optional[int] = 16) -> Bundle:
         dev = dev[:, :, None]
     valid = None if qm.token_input else np.asarray(g.valid_steps(x), np.uint8)
     return Bundle(x=dev, lengths=lengths.astype(np.int64), valid=valid,
-                  out=np.asarray(out, np.int64)[:, :qm.output_dim], flags=np.asarray(flags, np.uint8),
+                  out=np.asarray(out, np.int64)[..., :qm.output_dim], flags=np.asarray(flags, np.uint8),
                   token_input=bool(qm.token_input))
 
 
@@ -94,8 +105,8 @@ def _bundle_context(b: Bundle) -> dict:
     valid = np.concatenate([b.valid[i, :T[i]] for i in range(b.n)]) if (b.valid is not None and b.n) \
         else np.zeros(0, np.int64)
     flags = np.concatenate([b.flags[i, :T[i]] for i in range(b.n)]) if b.n else np.zeros(0, np.int64)
-    out = b.out.reshape(-1)
-    return {"n": b.n, "T": T or [0], "off": [int(o) for o in off], "x": x, "x_body": _body(x),
+    out = b.out_flat()
+    return {"n": b.n, "per_step": b.per_step, "T": T or [0], "off": [int(o) for o in off], "x": x, "x_body": _body(x),
             "use_valid": b.valid is not None, "valid": valid, "valid_body": _body(valid, 48),
             "out": out, "out_body": _body(out, 16), "flags": flags, "flags_body": _body(flags, 48)}
 

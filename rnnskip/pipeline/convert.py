@@ -121,7 +121,6 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         board.require_uart("--export")   # now, not after the whole conversion
     if why:
         note(why)
-    board_picked = board is None and emu.board is not None
     board, target = (emu.board or board), emu.target
     variant = stages.kernel_variant(target, variant, kernels)
     if export:   # refused now rather than after the whole conversion
@@ -140,12 +139,9 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     for setup in method_setups():
         setup.check_options(methods.get(setup.key))
     ir = stages.import_model(model)
-    if ir.per_step and (methods or board is not None):
+    if ir.per_step and methods:
         # these paths read one output row per sequence; refuse rather than report wrong numbers
-        if board_picked:
-            raise RnnskipError(f"{target.name} runs as a board image under QEMU, which does not support models "
-                               f"with an output per time step (return_sequences=True at the output) yet")
-        what = next((s.option for s in method_setups() if s.key in methods), "--board")
+        what = next(s.option for s in method_setups() if s.key in methods)
         raise RnnskipError(f"{what} does not support models with an output per time step (return_sequences=True "
                            f"at the output) yet; convert without {what.split('/')[0]}")
     ds = stages.load_data(data, ir, labels=None, note=note)   # unlabelled: no accuracy, the rest as usual

@@ -76,6 +76,16 @@ def rows(qm, o: np.ndarray, L: int) -> np.ndarray:
     return o[: qm.output_dim]
 
 
+def flat_for_c(out: np.ndarray, lengths) -> np.ndarray:
+    """Golden outputs [n, dim] or, per step, [n, T, dim] as generated C arrays hold them: sequence after
+    sequence, a per-step model's first ``lengths[i]`` rows of sequence i."""
+    out = np.asarray(out)
+    if out.ndim != 3:
+        return out.reshape(-1)
+    rows = [out[i, : int(t)].reshape(-1) for i, t in enumerate(lengths)]
+    return np.concatenate(rows) if rows else np.zeros(0, out.dtype)
+
+
 def golden_rows(qm, g_out: np.ndarray, n: int, L: int) -> np.ndarray:
     return g_out[n, :L] if per_step(qm) else g_out[n]
 

@@ -28,10 +28,8 @@ class SelfTest:
 
     def expected_flat(self) -> np.ndarray:
         """The outputs in the order the C reads them: per sequence, or per step of each sequence."""
-        if not self.per_step:
-            return self.expected.reshape(-1)
-        rows = [self.expected[i, : int(t)].reshape(-1) for i, t in enumerate(self.lengths)]
-        return np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        from .outputs import flat_for_c
+        return flat_for_c(self.expected, self.lengths)
 
     def flash_bytes(self) -> int:
         """The vectors' bytes in flash (inputs, lengths, offsets, expected outputs)."""

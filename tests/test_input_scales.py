@@ -190,6 +190,16 @@ def test_skip_predictor_reads_centred_features(ptype):
         np.testing.assert_allclose(qp.score(feats) * qp.score_scale, p.score(real), atol=0.25)
 
 
+def _normalised_gru(keras, x, path):
+    """tf_keras Normalization adapted on ``x``, GRU(8), Dense(3, softmax), saved at ``path``."""
+    norm = keras.layers.Normalization()
+    norm.adapt(x.reshape(-1, 3))
+    m = keras.Sequential([keras.Input((None, 3)), norm, keras.layers.GRU(8),
+                          keras.layers.Dense(3, activation="softmax")])
+    m.save(path)
+    return m
+
+
 @pytest.mark.keras
 def test_keras_normalization_on_raw_readings_sets_the_centre(tmp_path):
     """A tf_keras Normalization adapted on raw readings, then a GRU: the importer records its mean as the input
@@ -197,11 +207,7 @@ def test_keras_normalization_on_raw_readings_sets_the_centre(tmp_path):
     keras = pytest.importorskip("tf_keras")
     from rnnskip.converter.keras_import import load_model_file
     x, L = _sensor_data(n=150, T=20)
-    norm = keras.layers.Normalization()
-    norm.adapt(x.reshape(-1, 3))
-    m = keras.Sequential([keras.Input((None, 3)), norm, keras.layers.GRU(8),
-                          keras.layers.Dense(3, activation="softmax")])
-    m.save(tmp_path / "m.h5")
+    m = _normalised_gru(keras, x, tmp_path / "m.h5")
     ir = load_model_file(str(tmp_path / "m.h5"))
     np.testing.assert_allclose(ir.input.center, x.reshape(-1, 3).mean(0), rtol=1e-4)
     f = FloatModel(ir).predict(x)
@@ -223,11 +229,7 @@ def test_delta_train_fine_tunes_a_model_that_normalises_its_input(tmp_path):
     from rnnskip.delta.train import run_delta_train
     from rnnskip.pipeline import import_model
     x, L = _sensor_data(n=96, T=12)
-    norm = keras.layers.Normalization()
-    norm.adapt(x.reshape(-1, 3))
-    m = keras.Sequential([keras.Input((None, 3)), norm, keras.layers.GRU(8),
-                          keras.layers.Dense(3, activation="softmax")])
-    m.save(tmp_path / "m.h5")
+    _normalised_gru(keras, x, tmp_path / "m.h5")
     ir = import_model(tmp_path / "m.h5")
     y = FloatModel(ir).predict(x).argmax(1)
     save_npz(str(tmp_path / "d.npz"), dataset(x, L, y))

@@ -62,10 +62,8 @@ class Bundle:
 
     def out_flat(self) -> np.ndarray:
         """The golden outputs as the firmware holds them: per sequence, or per step of each sequence."""
-        if not self.per_step:
-            return self.out.reshape(-1)
-        rows = [self.out[i, : int(t)].reshape(-1) for i, t in enumerate(self.lengths)]
-        return np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        from ..outputs import flat_for_c
+        return flat_for_c(self.out, self.lengths)
 
     def flash_bytes(self) -> int:
         steps = int(np.sum(self.lengths))

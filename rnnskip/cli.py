@@ -142,6 +142,10 @@ def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, w
         two = len(ignored) > 1
         note(f"note: {' and '.join('--' + o for o in ignored)} {'apply' if two else 'applies'} to a board image "
              f"under qemu or renode (--emulator); Unicorn ran the model without {'them' if two else 'it'}")
+    if "bundle" in given and emulate_max and emulate_max != bundle and \
+            (conv.report.get("emulation") or {}).get("emulator") in ("qemu", "renode"):
+        note(f"note: --emulate-max {emulate_max} overrides --bundle {bundle}: the board image holds up to "
+             f"{emulate_max} sequences")
     for line in conv.slower():
         note(line)
     if not calib:   # after the run, so that a failure is still one line

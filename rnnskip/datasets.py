@@ -204,10 +204,15 @@ def load_npz(path: str, ir=None, labels: Optional[bool] = True, what: str = "") 
     elif x.ndim == 3 and np.issubdtype(x.dtype, np.floating):
         kind = "features"
     else:
+        hint = ""
+        if x.ndim == 2 and np.issubdtype(x.dtype, np.floating):   # ids saved as floats (whole numbers only)
+            hint = ("; if these are token ids, save x.astype('int32')" if np.all(np.isfinite(x) & (x == np.round(x)))
+                    else "; as token ids they would need whole numbers, as features a third axis (F)")
+        elif x.ndim == 3 and np.issubdtype(x.dtype, np.integer):
+            hint = "; if these are features, save x.astype('float32')"
         raise RnnskipError(
             f"x in {name} has shape {tuple(x.shape)} and dtype {x.dtype}; expected integer token ids [N, T] "
-            f"or float features [N, T, F]" + ("; if these are token ids, save x.astype('int32')"
-                                              if x.ndim == 2 and np.issubdtype(x.dtype, np.floating) else ""))
+            f"or float features [N, T, F]" + hint)
     N, T = int(x.shape[0]), int(x.shape[1])
     if N == 0 or T == 0:
         raise RnnskipError(f"x in {name} is empty (shape {tuple(x.shape)}); "
@@ -248,7 +253,7 @@ def load_npz(path: str, ir=None, labels: Optional[bool] = True, what: str = "") 
             r, t = (int(v) for v in np.argwhere(~np.isfinite(x))[0][:2])
             raise RnnskipError(
                 f"x in {name} contains NaN or inf values (first at row {r}, step {t}); "
-                "clean or impute them before converting")
+                "clean or impute them first")
         with np.errstate(over="ignore"):
             big = ~np.isfinite(x.astype(np.float32))
         if big.any():   # the models compute in float32 (Keras, onnxruntime and the device)

@@ -102,6 +102,8 @@ def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Op
     inputs: paths the command reads; ``out`` must not contain them. Returns the
     absolute path."""
     shown = str(out)
+    if not shown.strip():
+        raise RnnskipError(f"{what} is empty: give the folder to write into")
     out = Path(out).absolute()
     real = out.resolve()
     cwd = Path.cwd().resolve()

@@ -246,6 +246,14 @@ def test_not_a_keras_file(model_and_data, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_data_file_given_as_the_model(model_and_data, tmp_path):
+    _, data, _ = model_and_data
+    one_line_error(cli("rnnskip-convert", data, "--data", data, "--out", tmp_path / "o"),
+                   "is a NumPy .npz data file, not a model: give the model file (.h5, .keras or .onnx) first and the "
+                   "data with --data")
+    assert not (tmp_path / "o").exists()
+
+
 def test_wrong_data_shape(model_and_data, tmp_path):
     from rnnskip.datasets import save_npz
     model, _, _ = model_and_data
@@ -373,6 +381,8 @@ def test_out_folder_guard(tmp_path, monkeypatch):
         check_replaceable(".", "report.json")
     with pytest.raises(RnnskipError, match="is the current folder or one of its parents"):
         check_replaceable("..", "report.json")
+    with pytest.raises(RnnskipError, match="^--out is empty: give the folder to write into$"):
+        check_replaceable("", "report.json")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RnnskipError, match="not written by rnnskip \\(no report.json in it\\)"):
         check_replaceable(tmp_path / "mine", "report.json")

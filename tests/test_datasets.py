@@ -227,6 +227,38 @@ def test_regression_targets_stay_float(tmp_path):
     assert ds.y.dtype == np.float32
 
 
+def test_x_of_the_wrong_dtype_says_what_to_save(tmp_path):
+    y = [0, 1]
+    assert _err(_write(tmp_path, x=np.ones((2, 4, 3), np.int32), y=y)).endswith(
+        "expected integer token ids [N, T] or float features [N, T, F]; if these are features, save "
+        "x.astype('float32')")
+    assert _err(_write(tmp_path, x=np.ones((2, 4)), y=y)).endswith("if these are token ids, save x.astype('int32')")
+    assert _err(_write(tmp_path, x=np.full((2, 4), 1.5), y=y)).endswith(   # astype would truncate them
+        "as token ids they would need whole numbers, as features a third axis (F)")
+
+
+def test_per_step_targets_fit_the_outputs(tmp_path):
+    """An output per step: one-hot labels for a softmax classifier, and one real value per step for a 2-output
+    regression, are refused when the data are read (an audit found both crashing after the whole build)."""
+    x = np.zeros((2, 4, 3), np.float32)
+
+    def per_step(out, act):
+        ir = _ir(token=False, out=out, act=act)
+        ir.rnn_layers[-1].return_sequences, ir.per_step = True, True
+        return ir
+    hot = np.eye(3)[np.array([[0, 1, 2, 0], [1, 1, 0, 2]])]
+    assert _err(_write(tmp_path, x=x, y=hot), per_step(3, "softmax")) == (
+        "y in data.npz is one-hot [2, 4, 3] but the model is a softmax classifier, which takes one class index per "
+        "step: save y.argmax(axis=2) as y")
+    assert load_npz(_write(tmp_path, x=x, y=hot.argmax(2)), per_step(3, "softmax")).y.shape == (2, 4)
+    assert _err(_write(tmp_path, x=x, y=np.full((2, 4), 0.5)), per_step(2, "linear")) == (
+        "y in data.npz has real values, one per step, but the model has 2 outputs per step: regression targets are "
+        "[N, T, 2] = [2, 4, 2]; class indices are integers")
+    assert load_npz(_write(tmp_path, x=x, y=np.full((2, 4, 2), 0.5)), per_step(2, "linear")).y.shape == (2, 4, 2)
+    assert "is integer with shape (2, 4, 2)" in _err(_write(tmp_path, x=x, y=np.ones((2, 4, 2), np.int64)),
+                                                      per_step(2, "linear"))
+
+
 def test_lengths_out_of_range(tmp_path):
     x = np.ones((2, 4), np.int32)
     assert _err(_write(tmp_path, x=x, y=[0, 1], lengths=[0, 4])) == \

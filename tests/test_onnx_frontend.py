@@ -456,3 +456,83 @@ def test_batch_norm_on_the_input_into_a_per_step_linear_centres_it(tmp_path):
     from rnnskip.outputs import dequantize
     err = np.abs(dequantize(qm, GoldenModel(qm).run(x, lengths)[0][:, :3]) - FloatModel(ir).predict(x)).max()
     assert qm.feature_offsets is not None and err <= 0.06, err
+
+
+class Arith(nn.Module):
+    """Normalisations an audit found misread: "zero" (x - m) * w with a feature switched off (w = 0), "scalar"
+    (x - 3) * 0.5 on an input whose feature axis the export left dynamic, "lin-time" a constant varying along time
+    added to a per-step nn.Linear's output, "shape-div" the output divided by x.shape[1], "norm-out" a normalised
+    state as the model's output, "tiny-std" a constant feature divided by a std of 1e-8 (float 0.94 off
+    onnxruntime)."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.lin, self.conv = nn.Linear(FEAT, T), nn.Conv1d(FEAT, 6, 3)   # T outputs: the constant's size fits
+        self.rnn4, self.rnn6, self.fc = nn.GRU(FEAT, 5, batch_first=True), nn.GRU(6, 5, batch_first=True), \
+            nn.Linear(5, 3)
+        self.rnn_t = nn.GRU(T, 5, batch_first=True)
+        self.register_buffer("m", torch.tensor([50.0, -20.0, 3.0, 100.0]))
+        self.register_buffer("w", torch.tensor([0.2, 0.5, 0.0, 0.1]))
+        self.register_buffer("drift", torch.linspace(0, 1, T)[:, None])
+        self.register_buffer("tiny", torch.tensor([2.0, 1e-8, 1.5, 1.0]))   # a constant feature's std
+
+    def forward(self, x):
+        if self.how == "tiny-std":
+            return self.fc(self.rnn4((x - self.m) / self.tiny)[1][-1])
+        if self.how == "zero":
+            return self.fc(self.rnn4((x - self.m) * self.w)[1][-1])
+        if self.how == "scalar":
+            return self.fc(self.rnn6(self.conv(((x - 3.0) * 0.5).transpose(1, 2)).transpose(1, 2))[1][-1])
+        if self.how == "lin-time":
+            return self.fc(self.rnn_t(self.lin(x) + self.drift)[1][-1])
+        h = self.rnn4(x)[1][-1]
+        return self.fc(h) / x.shape[1] if self.how == "shape-div" else (h - 0.1) / 0.5
+
+
+def test_normalisations_an_audit_found_misread(tmp_path):
+    """A feature scaled by 0 into a recurrent first layer keeps a norm_scale of 1 (it divided by 0: int8 0.28 off
+    float); a scalar normalisation on a dynamic feature axis centres every feature (the C offset array had one
+    entry, so C and golden quantised differently); the rest are refused in one line, not folded wrong (0.49 off
+    onnxruntime) or misnamed."""
+    import ctypes
+    torch.manual_seed(1)
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((N, T, FEAT)) * [5, 2, 0.5, 10] + [50, -20, 3, 100]).astype(np.float32)
+    export_front(Arith("zero"), tmp_path / "zero.onnx")
+    ir = load_model_file(tmp_path / "zero.onnx")
+    assert ir.input.norm_scale.tolist() == pytest.approx([0.2, 0.5, 1.0, 0.1])
+    L = np.full(N, T, np.int32)
+    qm = quantize_on(ir, x, L)
+    from rnnskip.outputs import dequantize
+    err = np.abs(dequantize(qm, GoldenModel(qm).run(x, L)[0][:, :3]) - FloatModel(ir).predict(x)).max()
+    assert np.all(np.isfinite(qm.feature_scales)) and err <= 0.02, err
+    x = (rng.standard_normal((N, T, FEAT)) + 3).astype(np.float32)
+    net = Arith("scalar").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.from_numpy(x),), str(tmp_path / "s.onnx"), opset_version=17, dynamo=False,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n", 1: "t", 2: "f"}})
+    ir = load_model_file(tmp_path / "s.onnx")
+    assert ir.input.center.tolist() == [3.0] * FEAT and float_diff(tmp_path / "s.onnx", x) <= 1e-5
+    qm = quantize_on(ir, x, L)
+    from rnnskip.generate import generate
+    generate(qm, tmp_path / "src", max_t=T)
+    lib = ctypes.CDLL(str(pipeline.build_host(tmp_path / "src", tmp_path / "host")))
+    step, q = np.ascontiguousarray(x[0, 0]), np.zeros(FEAT, np.int8)
+    lib.rnnskip_quantize_features(step.ctypes.data_as(ctypes.c_void_p), q.ctypes.data_as(ctypes.c_void_p))
+    assert q.tolist() == GoldenModel(qm).device_inputs(x[:1, :1])[0, 0, :FEAT].tolist()
+    for how, want in (
+            ("lin-time", r"\(Add\) adds a constant of shape \[16, 1\] on data with axes \('[^)]*\): rnnskip folds a "
+                         r"normalisation with one value per feature"),
+            ("shape-div", r"\(Div\) divides by a value computed from the input's shape \(e.g. x.shape\[1\]\), which "
+                          r"changes with the sequence: rnnskip folds elementwise arithmetic on model data only with "
+                          r"a constant"),
+            ("norm-out", r"output 'y' is a normalisation's output \(a BatchNormalization, or arithmetic with "
+                         r"constants\) with no Dense layer after it"),
+            ("tiny-std", r"\(Div\) scales feature 1 by 1e\+08 \(a standard deviation of 1e-08\): folded into "
+                         r"float32 weights, a normalisation this sharp loses the other features' precision")):
+        export_front(Arith(how), tmp_path / f"{how}.onnx")
+        with pytest.raises(RnnskipError) as e:
+            load_model_file(tmp_path / f"{how}.onnx")
+        assert "\n" not in str(e.value) and re.search(want, str(e.value)), str(e.value)

@@ -400,14 +400,14 @@ class NormHead(OneLayer):
 
     def __init__(self, how):
         super().__init__(how, cell=nn.GRU)
-        width = 6 if how == "mlp" else UNITS if how != "fc-bn" else 3
+        width = 6 if how in ("mlp", "mlp-norm") else UNITS if how != "fc-bn" else 3
         self.bn = nn.BatchNorm1d(width)
         with torch.no_grad():   # statistics and an affine part a trained model would have
             self.bn.running_mean.uniform_(-0.5, 0.5)
             self.bn.running_var.uniform_(0.5, 2.0)
             self.bn.weight.uniform_(0.5, 1.5)
             self.bn.bias.uniform_(-0.3, 0.3)
-        if how == "mlp":
+        if how in ("mlp", "mlp-norm"):
             self.fc, self.fc2 = nn.Linear(UNITS, 6), nn.Linear(6, 3)
 
     def forward(self, x):
@@ -428,10 +428,13 @@ class NormHead(OneLayer):
             return torch.softmax(self.fc((h - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)), -1)
         if self.how == "fc-sub":    # logits minus a per-class prior
             return self.fc(h) - self.bn.running_mean[:3]
+        if self.how == "mlp-norm":  # Linear, ReLU, then a normalisation in arithmetic, Linear
+            bn = self.bn
+            return self.fc2((torch.relu(self.fc(h)) - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps))
         return self.fc(torch.relu(self.bn(h)))
 
 
-@pytest.mark.parametrize("how", ["bn-fc", "fc-bn", "mlp", "temp", "bn-mean", "norm-fc", "fc-sub"])
+@pytest.mark.parametrize("how", ["bn-fc", "fc-bn", "mlp", "temp", "bn-mean", "norm-fc", "fc-sub", "mlp-norm"])
 def test_batch_norm_and_scales_in_the_head_fold(how, tmp_path):
     """An audit found nn.BatchNorm1d in the head and logits / T refused; they fold into the head's Dense layers:
     float reference = onnxruntime to 1e-5, golden = host build."""
@@ -439,7 +442,7 @@ def test_batch_norm_and_scales_in_the_head_fold(how, tmp_path):
     torch.manual_seed(4)
     x = export(NormHead(how).eval(), path, False, True)
     ir = load_model_file(path)
-    assert len(ir.head) == (2 if how == "mlp" else 1) and ir.pool == ("avg" if how == "bn-mean" else "")
+    assert len(ir.head) == (2 if how in ("mlp", "mlp-norm") else 1) and ir.pool == ("avg" if how == "bn-mean" else "")
     check_ort_and_host(ir, path, x, True, tmp_path)
 
 
@@ -1413,7 +1416,8 @@ def _matrix_rows(tmp_path):
             "temp": "nn.Linear, logits / 2.5, softmax", "bn-mean": "nn.BatchNorm1d on y.mean(1), then nn.Linear",
             "bn-relu": "nn.BatchNorm1d on h_n[-1], ReLU, nn.Linear",
             "norm-fc": "(h_n[-1] - mean) / torch.sqrt(var + eps), then nn.Linear + softmax",
-            "fc-sub": "nn.Linear, then logits - a constant per class"}
+            "fc-sub": "nn.Linear, then logits - a constant per class",
+            "mlp-norm": "nn.Linear, ReLU, (z - mean) / torch.sqrt(var + eps), nn.Linear"}
     for how, option in norm.items():
         def run(how=how):
             torch.manual_seed(4)

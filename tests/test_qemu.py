@@ -271,9 +271,12 @@ def test_models_with_an_output_per_step_run_as_board_images(how, where, tmp_path
     monkeypatch.setattr(stages, "import_model", lambda path: ir)
     save_npz(str(tmp_path / "d.npz"), dataset(x, L, np.zeros(x.shape[:2], np.int64)))   # a class per step
     out = tmp_path / "out"
+    n = 3 if where[0] == "--board" else 4   # --emulate-max overrides --bundle, and says so
     r = CliRunner().invoke(main, ["convert", "model.h5", *where, "--data", str(tmp_path / "d.npz"), "--out", str(out),
-                                  "--bundle", "4"])
+                                  "--bundle", "4", *(["--emulate-max", "3"] if n == 3 else [])])
     assert r.exit_code == 0, r.output
+    assert ("note: --emulate-max 3 overrides --bundle 4: the board image holds up to 3 sequences" in r.output) == \
+        (n == 3)
     rep = json.loads((out / "report.json").read_text())
-    assert rep["bitexact"]["device_checked"] == 4 and rep["bitexact"]["device_mismatches"] == 0
+    assert rep["bitexact"]["device_checked"] == n and rep["bitexact"]["device_mismatches"] == 0
     assert rep["emulation"]["board"]["device_summary"]["result"] == "PASS"

@@ -165,6 +165,9 @@ def _open_keras_zip(p: str) -> Iterator[ModelFile]:
                     f"{p} is a PyTorch file (torch.save), which holds Python objects, not a graph rnnskip can read: "
                     "export the model with torch.onnx.export(model.eval(), (example_x,), 'model.onnx') and pass "
                     "the .onnx file")
+            if names and all(n.endswith(".npy") for n in names):   # np.savez's zip: the data, not the model
+                raise RnnskipError(f"{p} is a NumPy .npz data file, not a model: give the model file (.h5, .keras or "
+                                   ".onnx) first and the data with --data")
             raise RnnskipError(
                 f"{p} is a zip archive without config.json, not a Keras .keras "
                 "model: save the model with model.save('model.keras')")

@@ -159,7 +159,7 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
                 a, b = _sized(pending, pending.value, width, node)
                 node.input_center = support.input_center(a, b)
                 if node.kind == RECURRENT and node.input_center is not None:
-                    node.input_norm = np.abs(a)
+                    node.input_norm = support.input_norm_scale(a)
             if node.kind == CONV:
                 conv: ConvLayer = node.value
                 a, b = _sized(pending, pending.value, conv.in_dim, node)

@@ -916,10 +916,10 @@ def h_recurrent(ctx: _Ctx):
                                activation=fields["activation"], recurrent_activation=fields["recurrent_activation"],
                                options=fields["options"], name=ctx.key if d == 0 else f"{ctx.key}_backward"))
     if x.affine is not None:   # a BatchNormalization of its input (nn.BatchNorm1d on [batch, channels, time])
-        a_, b_ = x.affine
+        a_, b_ = _affine_of(ctx, x, W.shape[2])
         if k == 0 and not r.front and r.input_dense is None and r.embedding is None:   # the model's input: centred
             r.center = support.input_center(a_, b_)
-            r.norm_scale = None if r.center is None else np.abs(np.asarray(a_, np.float64))
+            r.norm_scale = None if r.center is None else support.input_norm_scale(a_)
         for l in layers:
             cell.fold_input_affine(l, np.asarray(a_, np.float64), np.asarray(b_, np.float64))
     layer = layers[0]
@@ -989,7 +989,7 @@ def _add_dense(ctx: _Ctx, s: Sym, kernel: np.ndarray, bias: np.ndarray):
         ctx.fail(f"has a [{kernel.shape[0]}, {kernel.shape[1]}] weight on {s.width} inputs: the graph is "
                  "inconsistent")
     if s.affine is not None:   # x -> a x + b before it: W' = diag(a) W, b' = b W + bias
-        a, b = s.affine
+        a, b = _affine_of(ctx, s, kernel.shape[0])
         if where == "input" and s.kind == X and not r.front and r.embedding is None:   # the model's input: centred
             r.center = support.input_center(a, b)
         kernel, bias = a[:, None] * kernel, np.asarray(bias, np.float64) + b @ kernel
@@ -1049,9 +1049,9 @@ def h_add(ctx: _Ctx):
         return _normalisation(ctx)
     d = s.dense
     v = np.asarray(c.value, np.float64)
-    if v.size not in (1, d.out_dim) or (v.ndim and v.shape[-1] not in (1, d.out_dim)):
+    if v.size not in (1, d.out_dim):
         ctx.fail(f"adds a constant of shape {v.shape} to {d.out_dim} outputs: rnnskip folds one bias per output")
-    d.bias = _f32(np.asarray(d.bias, np.float64) + np.broadcast_to(v.reshape(-1), (d.out_dim,)))
+    d.bias = _f32(np.asarray(d.bias, np.float64) + _per_feature(ctx, replace(s, width=d.out_dim), v, "adds"))
     return [Sym(s.kind, axes=s.axes, width=s.width, layer=s.layer, dense=d)], f"folded into '{d.name}' (bias)"
 
 
@@ -1070,6 +1070,9 @@ def _per_feature(ctx: _Ctx, s: Sym, v: np.ndarray, verb: str) -> np.ndarray:
     return np.broadcast_to(flat, (s.width or flat.size,)).astype(np.float64)
 
 
+#: the largest factor a written-out normalisation may apply (a standard deviation of 1e-6): sharper ones are refused
+_SHARPEST = 1e6
+
 #: (data OP constant, constant OP data) -> x -> a x + b, per feature, for the four elementwise ops
 _ELEMENTWISE = {"Add": (lambda c: (1.0, c), lambda c: (1.0, c)),
                 "Sub": (lambda c: (1.0, -c), lambda c: (-1.0, c)),
@@ -1085,6 +1088,9 @@ def _normalisation(ctx: _Ctx):
     pos = 0 if a_ is not None and _data(a_.kind) else 1
     s, c = (a_, b_) if pos == 0 else (b_, a_)
     verb = {"Add": "adds", "Sub": "subtracts", "Mul": "multiplies by", "Div": "divides by"}[ctx.op]
+    if c is not None and c.kind == SHAPE:
+        ctx.fail(f"{verb} a value computed from the input's shape (e.g. x.shape[1]), which changes with the "
+                 "sequence: rnnskip folds elementwise arithmetic on model data only with a constant")
     if c is None or c.kind != CONST:
         ctx.fail(f"{verb} model data: rnnskip folds elementwise arithmetic on model data only with a constant "
                  "(a normalisation such as (x - mean) / std)")
@@ -1097,9 +1103,23 @@ def _normalisation(ctx: _Ctx):
     v = _per_feature(ctx, s, c.value, verb)
     if ctx.op == "Div" and np.any(v == 0):
         ctx.fail("divides by a constant with a zero entry: rnnskip folds finite normalisations")
-    a, b = rule(v)
-    return _fold_normalisation(ctx, s, np.broadcast_to(a, v.shape).astype(np.float64),
-                               np.broadcast_to(b, v.shape).astype(np.float64))
+    a, b = (np.broadcast_to(t, v.shape).astype(np.float64) for t in rule(v))
+    sharp = np.flatnonzero(np.abs(a) > _SHARPEST)
+    if sharp.size:   # x / 1e-8 for a constant feature: its folded weights and bias swamp float32's precision
+        i = int(sharp[0])
+        ctx.fail(f"scales feature {i} by {a[i]:.3g} (a standard deviation of {1 / abs(a[i]):.3g}): folded into "
+                 "float32 weights, a normalisation this sharp loses the other features' precision; clamp the "
+                 "standard deviation in the model (e.g. std.clamp(min=1e-3)) or drop that feature, and export again")
+    return _fold_normalisation(ctx, s, a, b)
+
+
+def _affine_of(ctx: _Ctx, s: Sym, n: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``s``'s pending normalisation as ``n`` values each (one for all when the graph left the feature count
+    open: a scalar normalisation on a dynamic feature axis)."""
+    a, b = (np.asarray(v, np.float64).reshape(-1) for v in s.affine)
+    if a.size not in (1, n) or b.size not in (1, n):
+        ctx.fail(f"reads {n} features normalised with {a.size} values: the graph is inconsistent")
+    return np.broadcast_to(a, (n,)).copy(), np.broadcast_to(b, (n,)).copy()
 
 
 def _fold_normalisation(ctx: _Ctx, s: Sym, a: np.ndarray, b: np.ndarray):
@@ -1116,7 +1136,8 @@ def _fold_normalisation(ctx: _Ctx, s: Sym, a: np.ndarray, b: np.ndarray):
     if s.affine is not None:   # after another normalisation: they compose
         a0, b0 = s.affine
         a, b = a0 * a, b0 * a + b
-    return [replace(s, affine=(a, b), dense=None, conv=None, act_conv=None)], \
+    # (a Dense before it stays named, its activation applied: the next Dense must read the last head layer)
+    return [replace(s, affine=(a, b), conv=None, act_conv=None)], \
         "folded (normalisation, into the next Dense, Conv or recurrent layer)"
 
 
@@ -1162,11 +1183,12 @@ def h_scale(ctx: _Ctx):
             c.kind == CONST and (ctx.op == "Mul" or pos == 0):
         # a constant scale of a Dense layer's linear output (logits / temperature): folded into its weights
         d = s.dense
-        v = np.asarray(c.value, np.float64).reshape(-1)
+        v = np.asarray(c.value, np.float64)
         if v.size not in (1, d.out_dim) or not np.all(np.isfinite(v)) or (ctx.op == "Div" and np.any(v == 0)):
             ctx.fail(f"scales {d.out_dim} outputs by a constant of {v.size} values: rnnskip folds one finite "
                      f"scale, or one per output, into the Dense layer before it")
-        f = np.broadcast_to(1.0 / v if ctx.op == "Div" else v, (d.out_dim,))
+        v = _per_feature(ctx, replace(s, width=d.out_dim), v, "multiplies by" if ctx.op == "Mul" else "divides by")
+        f = 1.0 / v if ctx.op == "Div" else v
         d.kernel = _f32(np.asarray(d.kernel, np.float64) * f[None, :])
         d.bias = _f32(np.asarray(d.bias, np.float64) * f)
         return [Sym(s.kind, axes=s.axes, width=s.width, layer=s.layer, dense=d)], f"folded into '{d.name}' (scale)"
@@ -1273,7 +1295,7 @@ def h_conv(ctx: _Ctx):
                      padding=padding, name=ctx.key)
     status = "converted (streamed front end)"
     if s.affine is not None:   # a BatchNormalization on its input: into the kernel, padded with what it maps to 0
-        a, b = s.affine
+        a, b = _affine_of(ctx, s, conv.kernel.shape[1])
         flat = support.neutral_input(a, b)
         if padding != "valid" and isinstance(flat, int):
             ctx.fail(f"is padded ({padding}) after a BatchNormalization that maps channel {flat} to a constant other "
@@ -1642,8 +1664,9 @@ def _assemble(r: _Reader) -> ModelIR:
                            "converts models whose output is the last recurrent layer's final state or every step's "
                            "output, through an optional Dense head")
     if s.affine is not None:
-        raise RnnskipError(f"{r.path}: output '{outs[0].name}' is a BatchNormalization's output with no Dense layer "
-                           "after it: rnnskip folds a BatchNormalization into the head's Dense layers")
+        raise RnnskipError(f"{r.path}: output '{outs[0].name}' is a normalisation's output (a BatchNormalization, "
+                           "or arithmetic with constants) with no Dense layer after it: rnnskip folds a normalisation "
+                           "into the head's Dense layers")
     if s.kind in (STATE, SEQ) and (s.layer != last or r.head):
         raise RnnskipError(f"{r.path}: output '{outs[0].name}' is the output of recurrent layer {s.layer + 1} of "
                            f"{last + 1}: rnnskip converts models whose output reads the last recurrent layer")

@@ -262,6 +262,13 @@ def input_center(a: np.ndarray, b: np.ndarray):
     return np.asarray(c, np.float64)
 
 
+def input_norm_scale(a: np.ndarray) -> np.ndarray:
+    """``FeatureInput.norm_scale`` of a normalisation ``a*x + b`` into a recurrent first layer: ``|a|`` per feature,
+    1 where ``a`` is 0 (that feature's kernel row folds to zeros, and the device divides by the scale)."""
+    a = np.abs(np.asarray(a, np.float64))
+    return np.where(a > 0, a, 1.0)
+
+
 def fold_before_conv(c, a: np.ndarray, b: np.ndarray) -> None:
     """BatchNormalization ``a*x + b`` on the input of Conv1D ``c``: ``W'[k, i] = a[i] W[k, i]``,
     ``bias' = bias + sum_k b W[k]``. Keras pads the normalised input with zeros (causal, same); the folded

@@ -203,29 +203,29 @@ def check_targets(y: np.ndarray, ir, name: str, N: int, T: int) -> bool:
                 f"(return_sequences=True), so y must be [N, T] = [{N}, {T}] (a class or value per step)"
                 f"{f' or [{N}, {T}, {K}]' if K > 1 else ''}")
         if K > 1 and y.ndim == 3 and y.shape[2] == K:   # K values per step: a K-output regression's targets
-            if getattr(ir, "output_activation", None) == "softmax":
-                hot = "one-hot " if np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=2) == 1) else ""
-                raise RnnskipError(
-                    f"y in {name} is {hot}[{N}, {T}, {K}] but the model is a softmax classifier, which takes one "
-                    f"class index per step: save y.argmax(axis=2) as y")
-            if not np.issubdtype(y.dtype, np.floating):
-                raise RnnskipError(
-                    f"y in {name} is integer with shape {tuple(y.shape)}; pass class indices [N, T] for a "
-                    f"classifier, or float targets [N, T, {K}] for a {K}-output regression")
+            _check_k_values(y, ir, name, [N, T], "step")
         elif K > 1 and np.issubdtype(y.dtype, np.floating) and not np.all(y == np.round(y)):
             raise RnnskipError(
                 f"y in {name} has real values, one per step, but the model has {K} outputs per step: regression "
                 f"targets are [N, T, {K}] = [{N}, {T}, {K}]; class indices are integers")
         return True
     if y.ndim == 2 and y.shape[1] == K and K > 1:
-        if getattr(ir, "output_activation", None) == "softmax":   # a classifier: one label per sequence
-            hot = "one-hot " if np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1) else ""
-            raise RnnskipError(
-                f"y in {name} is {hot}[{N}, {K}] but the model is a softmax classifier, which takes one class "
-                f"index per sequence: save y.argmax(axis=1) as y")
-        if not np.issubdtype(y.dtype, np.floating):
-            raise RnnskipError(
-                f"y in {name} is integer with shape {tuple(y.shape)}; pass class indices [N] for a "
-                f"classifier, or float targets [N, {K}] for a {K}-output regression")
+        _check_k_values(y, ir, name, [N], "sequence")
         return True
     return False
+
+
+def _check_k_values(y: np.ndarray, ir, name: str, lead: List[int], per: str) -> None:
+    """``y`` of K values per ``per`` (sequence or step; ``lead`` the axes before them): a K-output regression's
+    float targets, not a softmax classifier's one-hot labels or integers."""
+    K, axis, dims = y.shape[-1], y.ndim - 1, ", ".join(map(str, lead))
+    if getattr(ir, "output_activation", None) == "softmax":   # a classifier: one label per sequence (step)
+        hot = "one-hot " if np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=axis) == 1) else ""
+        raise RnnskipError(
+            f"y in {name} is {hot}[{dims}, {K}] but the model is a softmax classifier, which takes one class "
+            f"index per {per}: save y.argmax(axis={axis}) as y")
+    if not np.issubdtype(y.dtype, np.floating):
+        labels = "[N]" if len(lead) == 1 else "[N, T]"
+        raise RnnskipError(
+            f"y in {name} is integer with shape {tuple(y.shape)}; pass class indices {labels} for a "
+            f"classifier, or float targets {labels[:-1]}, {K}] for a {K}-output regression")

@@ -455,6 +455,47 @@ def test_batch_norm_that_cannot_fold_is_refused(tmp_path):
                         r"recurrent layer that reads it \(through Squeeze, Reshape or Dropout at most\)", msg), msg
 
 
+class ActHead(OneLayer):
+    """An activation on the head's input runs as an identity Dense with it: "relu-h" fc(relu(h_n[-1])), "relu-mean"
+    fc(relu(y.mean(1))), "tanh-steps" fc(tanh(y)) on every step; refused: "relu-then-mean" fc(relu(y).mean(1)),
+    pooling after the activation."""
+
+    def __init__(self, how):
+        super().__init__(how, cell=nn.GRU)
+
+    def forward(self, x):
+        y, h = self.rnn(x)
+        if self.how == "relu-h":
+            return torch.softmax(self.fc(torch.relu(h[-1])), -1)
+        if self.how == "relu-mean":
+            return self.fc(torch.relu(y.mean(1)))
+        if self.how == "tanh-steps":
+            return self.fc(torch.tanh(y))
+        return self.fc(torch.relu(y).mean(1))
+
+
+@pytest.mark.parametrize("how", ["relu-h", "relu-mean", "tanh-steps"])
+def test_an_activation_on_the_heads_input_runs_as_an_identity_dense(how, tmp_path):
+    """It was refused ("does not follow a Gemm/MatMul"): float = onnxruntime, golden = host build."""
+    path = tmp_path / f"{how}.onnx"
+    torch.manual_seed(5)
+    x = export(ActHead(how).eval(), path, False, True)
+    ir = load_model_file(path)
+    d = ir.head[0]
+    assert len(ir.head) == 2 and np.array_equal(d.kernel, np.eye(UNITS)) and not d.bias.any()
+    assert d.activation == {"relu-h": "relu", "relu-mean": "relu", "tanh-steps": "tanh"}[how]
+    assert ir.per_step == (how == "tanh-steps") and ir.pool == ("avg" if how == "relu-mean" else "")
+    check_ort_and_host(ir, path, x, True, tmp_path)
+
+
+def test_pooling_after_an_activation_is_refused(tmp_path):
+    path = tmp_path / "m.onnx"
+    export(ActHead("relu-then-mean").eval(), path, False, True)
+    msg = refusal(path)
+    assert msg.endswith("(ReduceMean) reduces vec data: rnnskip converts ReduceMean only over the time axis of a "
+                        "recurrent layer's output (pooling over time)"), msg
+
+
 class EmbedProject(nn.Module):
     """nn.Embedding -> nn.Linear + tanh -> nn.GRU: the projection folds into the embedding table."""
 
@@ -1425,6 +1466,16 @@ def _matrix_rows(tmp_path):
             got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(x)
             return float(np.abs(got - run_ort(tmp_path / "last.onnx", x)).max())
         out.append(("GRU", f"head: {option}", f"torch.onnx.export, opset {OPSET}", verdict(run)))
+    acts = {"relu-h": "fc(relu(h_n[-1])) (an identity Dense with the activation)", "relu-mean": "fc(relu(y.mean(1)))",
+            "tanh-steps": "fc(tanh(y)) on every step", "relu-then-mean": "fc(relu(y).mean(1)): pooling after it"}
+    for how, option in acts.items():
+        def run(how=how):
+            torch.manual_seed(5)
+            x = export(ActHead(how).eval(), tmp_path / "last.onnx", False, True)
+            got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(x)
+            exp = run_ort(tmp_path / "last.onnx", x)
+            return float(np.abs(got - exp).max())
+        out.append(("Relu, Tanh", f"head input: {option}", f"torch.onnx.export, opset {OPSET}", verdict(run)))
     from test_onnx_frontend import matrix_rows as front_rows  # Conv front ends (tests/test_onnx_frontend.py)
     out += front_rows(tmp_path, verdict)
     for label, option, net in (("LayerNormalization", "nn.LayerNorm after a GRU", WithNorm()),):
@@ -1478,7 +1529,8 @@ def render_onnx_matrix(rows) -> str:
             "over time, docs/pooling.md), `ReduceSum`/`ReduceMean` over a bidirectional operator's direction axis "
             "of its final states (`h_n.sum(0)`, `h_n.mean(0)`: Keras' merge_mode sum, ave), `Gemm`, `MatMul`+`Add` "
             "(also on every step: one output per step, "
-            "`[batch, time, out]` in rnnskip), `Relu`/`Sigmoid`/`Tanh`/`Softmax` after them, "
+            "`[batch, time, out]` in rnnskip), `Relu`/`Sigmoid`/`Tanh`/`Softmax` after them (`Relu`/`Sigmoid`/`Tanh` "
+            "also on the head's input: a recurrent output or its pooling, as an identity Dense), "
             "`BatchNormalization` (inference, on `[batch, features]`: folded into the head's Dense layer before or "
             "after it; on `[batch, channels, time]`: into the `Conv` before or after it), `Conv` (1-D, `group` 1; "
             "its `pads`/`auto_pad` or a zero `Pad` of the time axis before it: none, causal or, with stride 1, "

@@ -197,8 +197,9 @@ CASES: List[Case] = [
     Case("refuse_bn_time_axis", "BatchNormalization", "axis=1 (time axis)",
          lambda k: [_L(k).BatchNormalization(axis=1, name="bn_time"), _L(k).LSTM(4), _L(k).Dense(2)],
          gens=("k2",), fixed_t=True, refused=["'bn_time'", "(BatchNormalization)", "axis"]),
-    Case("refuse_activation_after_lstm", "Activation", "Activation(relu) directly after an LSTM",
-         lambda k: [_L(k).LSTM(4), _L(k).Activation("relu", name="act_relu"), _L(k).Dense(2)],
+    Case("refuse_activation_between_recurrent", "Activation", "Activation(relu) between two LSTMs",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Activation("relu", name="act_relu"), _L(k).LSTM(3),
+                    _L(k).Dense(2)],
          gens=("k3",), refused=["'act_relu'", "Activation", "linear Dense"]),
     Case("refuse_keras1", "any", "file written by Keras 1.x",
          lambda k: [_L(k).LSTM(4, name="lstm_1"), _L(k).Dense(2, name="dense_1")],
@@ -480,6 +481,26 @@ OTHER_CASES = [
                                               "GlobalAveragePooling1D"]),
 ]
 CASES += OTHER_CASES
+
+# An activation on the head's input: an identity Dense with it (ReLU() as Activation('relu')). Appended last: a
+# case's random weights come from its index in CASES, so the cases before keep theirs.
+HEAD_ACTIVATION_CASES: List[Case] = [
+    Case("relu_after_lstm", "Activation", "Activation(relu) on an LSTM's final state, then a softmax Dense",
+         lambda k: [_L(k).LSTM(4), _L(k).Activation("relu"), _L(k).Dense(3, activation="softmax")]),
+    Case("relu_layer_after_pooling", "ReLU", "ReLU() after GlobalAveragePooling1D of a GRU",
+         lambda k: [_L(k).GRU(5, return_sequences=True), _L(k).GlobalAveragePooling1D(), _L(k).ReLU(),
+                    _L(k).Dense(2)]),
+    Case("tanh_on_every_step", "Activation", "Activation(tanh) on every step of an LSTM, a per-step Dense",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Activation("tanh"), _L(k).Dense(2)]),
+    Case("relu_after_bidirectional", "Activation", "Activation(relu) on a Bidirectional GRU's output (concat)",
+         lambda k: [_L(k).Bidirectional(_L(k).GRU(3)), _L(k).Activation("relu"), _L(k).Dense(2)]),
+    Case("dense_relu_layer", "ReLU", "Dense, then ReLU() (folded into the Dense)",
+         lambda k: [_L(k).LSTM(4), _L(k).Dense(6), _L(k).ReLU(), _L(k).Dense(2)]),
+    Case("refuse_relu_max_value", "ReLU", "max_value=6 (ReLU6)",
+         lambda k: [_L(k).LSTM(4), _L(k).ReLU(max_value=6.0, name="relu6"), _L(k).Dense(2)],
+         gens=("k2",), refused=["'relu6'", "(ReLU)", "max_value=6.0"]),
+]
+CASES += HEAD_ACTIVATION_CASES
 
 GEN_COLUMNS = [("legacy", "h5", "Keras 2.0–2.3 / tf.keras 1.x .h5"), ("k2", "h5", "tf_keras 2 .h5"),
                ("k2", "keras", "tf_keras 2 .keras"), ("k3", "keras", "Keras 3 .keras"), ("k3", "h5", "Keras 3 .h5")]

@@ -310,6 +310,23 @@ class SoftmaxHandler(LayerHandler):
         return Node(layer, ACTIVATION, "softmax")
 
 
+class ReLUHandler(LayerHandler):
+    """A ReLU layer with its defaults: an Activation('relu'), folded the same way."""
+    classes = ("ReLU",)
+
+    def refusals(self, layer):
+        c = layer.config
+        odd = [f"{k}={c.get(k)}" for k, plain in (("max_value", None), ("negative_slope", 0.0), ("threshold", 0.0))
+               if c.get(k) not in (plain, None if plain is None else 0)]
+        if odd:
+            return [f"layer '{layer.name}' (ReLU) has {', '.join(odd)}: rnnskip supports ReLU with its defaults "
+                    "(max(x, 0))"]
+        return []
+
+    def build(self, layer, weights):
+        return Node(layer, ACTIVATION, "relu")
+
+
 def batchnorm_axis_refusal(layer: KerasLayer) -> str:
     return (f"layer '{layer.name}' ({layer.display}) normalises axis {layer.config.get('axis')}: "
             f"rnnskip folds {layer.display} over the last (feature) axis into the "
@@ -778,7 +795,7 @@ def _register(handler: LayerHandler) -> None:
 
 
 for _handler in (InputLayerHandler(), NoopHandler(), EmbeddingHandler(), MaskingHandler(), DenseHandler(),
-                 TimeDistributedHandler(), FlattenHandler(), ActivationHandler(), SoftmaxHandler(),
+                 TimeDistributedHandler(), FlattenHandler(), ActivationHandler(), SoftmaxHandler(), ReLUHandler(),
                  BatchNormalizationHandler(), NormalizationHandler(), RescalingHandler(), Conv1DHandler(),
                  Pooling1DHandler(), TimePoolingHandler(), ConcatPoolingHandler(), RecurrentHandler("RNN"),
                  BidirectionalHandler()):

@@ -229,7 +229,7 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
     out: List[Node] = []
     seen_recurrent = False
     per_step = False   # the output so far has a time axis: [batch, time, features]
-    for node in nodes:
+    for i, node in enumerate(nodes):
         seen_recurrent = seen_recurrent or node.kind == RECURRENT
         if node.kind == RECURRENT:
             per_step = node.value.return_sequences
@@ -259,9 +259,20 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
         elif act == "linear":
             node.status = "dropped (linear)"
             node.notes.append(f"dropped {cls} '{node.name}' (linear)")
+        elif before is not None and before.kind in (RECURRENT, TIME_POOL) and act in support.HIDDEN_DENSE_ACTIVATIONS \
+                and not any(n.kind == RECURRENT for n in nodes[i + 1:]):
+            # on the head's input (the last recurrent layer's output, or its pooling): an identity Dense with that
+            # activation, its width set where the chain knows it (build_chain); no kernel shares the int8 grid
+            node.kind, node.value = DENSE, support.identity_dense(act, node.name)
+            node.status = "converted (an identity Dense with this activation)"
+            node.notes.append(f"{cls} '{node.name}' ({act}) on the output of '{before.name}' runs as an identity "
+                              "Dense with that activation (a square weight matrix: its flash and MACs are in the "
+                              "report)")
+            out.append(node)
         else:
             raise LayerError(f"layer '{node.name}' ({cls} '{act}') is supported only directly after "
-                             "a linear Dense or Conv1D (it is folded into it)", node.name)
+                             "a linear Dense or Conv1D (it is folded into it), or on the head's input (the last "
+                             "recurrent layer's output or its pooling over time)", node.name)
     return out
 
 
@@ -488,6 +499,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     if pool is not None:   # a Concatenate of several poolings: their vectors side by side
         width *= len(pool.value.split(","))
     for d in head:
+        support.size_identity_dense(d, width)
         if d.in_dim != width:
             raise LayerError(f"layer '{d.name}' (Dense) expects {d.in_dim} inputs but gets {width}: "
                              "the file is inconsistent", d.name)

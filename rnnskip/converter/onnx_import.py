@@ -1421,9 +1421,14 @@ def h_activation(ctx: _Ctx):
     if c is not None and c.activation == "linear" and act != "softmax":   # through a MaxPool: it commutes
         c.activation = act
         return [replace(s, conv=None, act_conv=None)], f"folded into '{c.name}' ({act})"
+    if s.dense is None and s.kind in (STATE, SEQ) and act != "softmax" and s.width and s.affine is None:
+        # on the head's input (a recurrent output, or its pooling): an identity Dense with the activation
+        outs, _ = _add_dense(ctx, s, np.eye(s.width), np.zeros(s.width))
+        outs[0].dense.activation = act
+        return outs, "converted (an identity Dense with this activation)"
     if s.dense is None or s.dense.activation != "linear":
         ctx.fail("does not follow a Gemm/MatMul(+Add) or a Conv directly: rnnskip folds an activation only into the "
-                 "Dense or Conv layer before it")
+                 "Dense or Conv layer before it, or runs it on the head's input")
     if act == "softmax" and s.squeezed:
         ctx.fail("normalises a one-output head squeezed to [batch] (or [batch, time]): over those axes, not over "
                  "outputs; rnnskip supports softmax over the features of the last layer")

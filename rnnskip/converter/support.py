@@ -262,6 +262,20 @@ def input_center(a: np.ndarray, b: np.ndarray):
     return np.asarray(c, np.float64)
 
 
+def identity_dense(activation: str, name: str):
+    """An activation on the head's input (e.g. ReLU on a recurrent layer's final state) as a Dense layer: identity
+    weights, no bias. Its width is left open (a 0 x 0 kernel) until :func:`size_identity_dense`."""
+    from .ir import DenseLayer
+    return DenseLayer(kernel=np.zeros((0, 0), np.float32), bias=np.zeros(0, np.float32), activation=activation,
+                      name=name)
+
+
+def size_identity_dense(d, width: int) -> None:
+    """Give an :func:`identity_dense` placeholder its width (a no-op for any other Dense)."""
+    if d.kernel.shape == (0, 0):
+        d.kernel, d.bias = np.eye(width, dtype=np.float32), np.zeros(width, np.float32)
+
+
 def input_norm_scale(a: np.ndarray) -> np.ndarray:
     """``FeatureInput.norm_scale`` of a normalisation ``a*x + b`` into a recurrent first layer: ``|a|`` per feature,
     1 where ``a`` is 0 (that feature's kernel row folds to zeros, and the device divides by the scale)."""

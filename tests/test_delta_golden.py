@@ -220,3 +220,27 @@ def test_delta_train_keeps_the_input_normalisation(cfg, tmp_path):
     else:
         assert back.input.norm_scale is None
     np.testing.assert_allclose(FloatModel(back).predict(x, L), FloatModel(ir).predict(x, L), atol=1e-5)
+
+
+def test_delta_train_keeps_an_activation_on_the_heads_input(tmp_path):
+    """Activation('relu') on the recurrent output is an identity Dense in the IR; delta-train writes it back as an
+    Activation, not a Dense it would train (an audit found 72 new trainable weights)."""
+    pytest.importorskip("tf_keras")
+    import tf_keras as keras
+
+    from rnnskip.converter.ir import DenseLayer
+    from rnnskip.delta.train import build_delta_model, export_keras
+    from rnnskip.pipeline import import_model
+    ir = random_ir("feat-lstm", seed=2)
+    u = ir.rnn_layers[-1].units
+    ir.head.insert(0, DenseLayer(np.eye(u, dtype=np.float32), np.zeros(u, np.float32), "relu", "act"))
+    x, L = random_data(ir, n=6, T=7, seed=3)
+    qm = quantize_on(ir, x, L)
+    m, cells, pre, head = build_delta_model(ir, qm, [0], [0], l1=0.0, noise=0.0)
+    assert [type(layer).__name__ for layer in m.layers].count("Activation") == 1 and len(head) == 1
+    export_keras(ir, cells, pre, head, tmp_path / "m.h5")
+    written = keras.models.load_model(tmp_path / "m.h5", compile=False)
+    assert [type(layer).__name__ for layer in written.layers][-2:] == ["Activation", "Dense"]
+    back = import_model(tmp_path / "m.h5")
+    assert np.array_equal(back.head[0].kernel, np.eye(u)) and back.head[0].activation == "relu"
+    np.testing.assert_allclose(FloatModel(back).predict(x, L), FloatModel(ir).predict(x, L), atol=1e-5)

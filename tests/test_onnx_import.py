@@ -488,6 +488,20 @@ def test_an_activation_on_the_heads_input_runs_as_an_identity_dense(how, tmp_pat
     check_ort_and_host(ir, path, x, True, tmp_path)
 
 
+def test_relu_layer_configs_of_every_keras_release():
+    """A key a Keras release did not write has its default (older files hold only max_value): relu; other values are
+    refused."""
+    from types import SimpleNamespace
+
+    from rnnskip.converter.keras_layers import ReLUHandler
+    h = ReLUHandler()
+    for cfg in ({}, {"max_value": None}, {"max_value": None, "negative_slope": 0.0, "threshold": 0.0},
+                {"negative_slope": 0, "threshold": None}):
+        assert h.refusals(SimpleNamespace(name="r", config=cfg)) == [], cfg
+    assert h.refusals(SimpleNamespace(name="r", config={"max_value": 6.0, "negative_slope": 0.1})) == [
+        "layer 'r' (ReLU) has max_value=6.0, negative_slope=0.1: rnnskip supports ReLU with its defaults (max(x, 0))"]
+
+
 def test_pooling_after_an_activation_is_refused(tmp_path):
     path = tmp_path / "m.onnx"
     export(ActHead("relu-then-mean").eval(), path, False, True)

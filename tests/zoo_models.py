@@ -499,6 +499,10 @@ HEAD_ACTIVATION_CASES: List[Case] = [
     Case("refuse_relu_max_value", "ReLU", "max_value=6 (ReLU6)",
          lambda k: [_L(k).LSTM(4), _L(k).ReLU(max_value=6.0, name="relu6"), _L(k).Dense(2)],
          gens=("k2",), refused=["'relu6'", "(ReLU)", "max_value=6.0"]),
+    Case("refuse_relu_before_pooling", "Activation", "Activation(relu) before GlobalMaxPooling1D",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Activation("relu", name="act_pool"),
+                    _L(k).GlobalMaxPooling1D(), _L(k).Dense(2)],
+         gens=("k3",), refused=["'act_pool'", "no pooling after it"]),
 ]
 CASES += HEAD_ACTIVATION_CASES
 

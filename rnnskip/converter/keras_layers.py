@@ -315,9 +315,9 @@ class ReLUHandler(LayerHandler):
     classes = ("ReLU",)
 
     def refusals(self, layer):
-        c = layer.config
-        odd = [f"{k}={c.get(k)}" for k, plain in (("max_value", None), ("negative_slope", 0.0), ("threshold", 0.0))
-               if c.get(k) not in (plain, None if plain is None else 0)]
+        c = layer.config   # a key a Keras release did not write has its default
+        odd = [f"{k}={c[k]}" for k in ("max_value", "negative_slope", "threshold")
+               if c.get(k) is not None and (k == "max_value" or float(c[k]) != 0.0)]
         if odd:
             return [f"layer '{layer.name}' (ReLU) has {', '.join(odd)}: rnnskip supports ReLU with its defaults "
                     "(max(x, 0))"]

@@ -260,7 +260,7 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
             node.status = "dropped (linear)"
             node.notes.append(f"dropped {cls} '{node.name}' (linear)")
         elif before is not None and before.kind in (RECURRENT, TIME_POOL) and act in support.HIDDEN_DENSE_ACTIVATIONS \
-                and not any(n.kind == RECURRENT for n in nodes[i + 1:]):
+                and not any(n.kind in (RECURRENT, TIME_POOL) for n in nodes[i + 1:]):
             # on the head's input (the last recurrent layer's output, or its pooling): an identity Dense with that
             # activation, its width set where the chain knows it (build_chain); no kernel shares the int8 grid
             node.kind, node.value = DENSE, support.identity_dense(act, node.name)
@@ -271,8 +271,9 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
             out.append(node)
         else:
             raise LayerError(f"layer '{node.name}' ({cls} '{act}') is supported only directly after "
-                             "a linear Dense or Conv1D (it is folded into it), or on the head's input (the last "
-                             "recurrent layer's output or its pooling over time)", node.name)
+                             "a linear Dense or Conv1D (it is folded into it), or first in the head (right after "
+                             "the last recurrent layer or its pooling over time, no pooling after it; not softmax)",
+                             node.name)
     return out
 
 

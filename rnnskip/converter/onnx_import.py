@@ -1428,7 +1428,8 @@ def h_activation(ctx: _Ctx):
         return outs, "converted (an identity Dense with this activation)"
     if s.dense is None or s.dense.activation != "linear":
         ctx.fail("does not follow a Gemm/MatMul(+Add) or a Conv directly: rnnskip folds an activation only into the "
-                 "Dense or Conv layer before it, or runs it on the head's input")
+                 "Dense or Conv layer before it, or (not softmax) runs it first in the head, on a recurrent output "
+                 "or its pooling over time")
     if act == "softmax" and s.squeezed:
         ctx.fail("normalises a one-output head squeezed to [batch] (or [batch, time]): over those axes, not over "
                  "outputs; rnnskip supports softmax over the features of the last layer")

@@ -276,6 +276,13 @@ def size_identity_dense(d, width: int) -> None:
         d.kernel, d.bias = np.eye(width, dtype=np.float32), np.zeros(width, np.float32)
 
 
+def is_identity_dense(d) -> bool:
+    """``d`` is an :func:`identity_dense` (an activation on the head's input), sized or not."""
+    k = np.asarray(d.kernel)
+    return k.shape == (0, 0) or (k.ndim == 2 and k.shape[0] == k.shape[1] and np.array_equal(k, np.eye(k.shape[0]))
+                                 and not np.any(d.bias))
+
+
 def input_norm_scale(a: np.ndarray) -> np.ndarray:
     """``FeatureInput.norm_scale`` of a normalisation ``a*x + b`` into a recurrent first layer: ``|a|`` per feature,
     1 where ``a`` is 0 (that feature's kernel row folds to zeros, and the device divides by the scale)."""

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..converter import support
 from ..errors import RnnskipError
 from ..quant.grid import grid_of
 from .spec import DeltaSpec, check_supported
@@ -239,6 +240,9 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, 
         y = _pool(keras, ir, y)
     head = []
     for j, d in enumerate(ir.head):
+        if support.is_identity_dense(d):   # an Activation in the model: stays one, nothing to train
+            y = keras.layers.Activation(d.activation, name=f"head_{j}")(y)
+            continue
         dl = keras.layers.Dense(d.out_dim, activation=d.activation, name=f"head_{j}")
         y = dl(y)
         head.append((dl, [d.kernel, d.bias]))
@@ -292,7 +296,8 @@ def export_keras(ir, cells, pre, head, path) -> None:
     if ir.pool:
         y = _pool(keras, ir, y)
     for d in ir.head:
-        y = keras.layers.Dense(d.out_dim, activation=d.activation)(y)
+        y = (keras.layers.Activation(d.activation) if support.is_identity_dense(d) else
+             keras.layers.Dense(d.out_dim, activation=d.activation))(y)
     m = keras.Model(inp, y, name=ir.name)
     ws = [layer.get_weights() for layer, _ in pre]
     ws += [cell.get_weights() for cell, *_ in cells]

@@ -39,13 +39,13 @@ class BoardEmulator:
         flags: List[Optional[np.ndarray]] = [None] * n
         steps = np.zeros(n, np.int64)
         stats = np.full((n, len(STAT_FIELDS)), np.nan)
-        printed = 0
+        printed = np.zeros(n, np.int64)   # values each line printed (per-step models: T rows of its own T)
         for s in lines:
             i = s["i"]
             out[i, :len(s["out"])] = s["out"]
             flags[i] = np.array([c == "1" for c in s["flags"]], np.uint8)
             steps[i] = s["steps"]
-            printed = len(s["out"])
+            printed[i] = len(s["out"])
         if icounts:
             stats[:, STAT_FIELDS.index("instructions")] = icounts
         stack, disagreement, step_fit = None, "", []   # stack high water: measured by the Unicorn re-run only
@@ -54,7 +54,7 @@ class BoardEmulator:
         except EmulationError as e:
             info["unicorn_cross_check"] = {"skipped": str(e)}
         else:
-            same_out = all(np.array_equal(uni.out[i, :printed], out[i, :printed])
+            same_out = all(np.array_equal(uni.out[i, :printed[i]], out[i, :printed[i]])
                            and np.array_equal(uni.flags[i], flags[i]) for i in range(n))
             ui = [int(v) for v in uni.stats[:, STAT_FIELDS.index("instructions")]]
             info["unicorn_cross_check"] = {

@@ -262,7 +262,7 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
         elif before is not None and before.kind in (RECURRENT, TIME_POOL) and act in support.HIDDEN_DENSE_ACTIVATIONS \
                 and not any(n.kind in (RECURRENT, TIME_POOL) for n in nodes[i + 1:]):
             # on the head's input (the last recurrent layer's output, or its pooling): an identity Dense with that
-            # activation, its width set where the chain knows it (build_chain); no kernel shares the int8 grid
+            # activation, its width set where the chain knows it (assemble), so every stage runs it as a Dense
             node.kind, node.value = DENSE, support.identity_dense(act, node.name)
             node.status = "converted (an identity Dense with this activation)"
             node.notes.append(f"{cls} '{node.name}' ({act}) on the output of '{before.name}' runs as an identity "

@@ -350,12 +350,28 @@ def test_linear_activation_after_a_recurrent_layer_is_dropped():
     assert nodes[1].status == "dropped (linear)" and nodes[1].notes == ["dropped Activation 'act' (linear)"]
 
 
-def test_relu_activation_after_a_recurrent_layer_is_refused():
-    nodes = read([LSTM, layer("Activation", "act_relu", activation="relu"), DENSE], weights())
+def test_relu_activation_after_a_recurrent_layer_runs_as_an_identity_dense():
+    """On the head's input it becomes the head's first Dense: identity weights sized by assemble (it was refused)."""
+    store = weights()
+    nodes = fold_activations(fold_batchnorm(read([LSTM, layer("Activation", "act_relu", activation="relu"), DENSE],
+                                                 store)))
+    act = nodes[1]
+    assert act.kind == "dense" and act.value.activation == "relu" and act.value.kernel.shape == (0, 0)
+    assert act.status == "converted (an identity Dense with this activation)"
+    ir = assemble(nodes, "m", "m.h5", [])
+    assert [d.name for d in ir.head] == ["act_relu", "dense"]
+    assert np.array_equal(ir.head[0].kernel, np.eye(U)) and not ir.head[0].bias.any()
+
+
+def test_relu_activation_between_recurrent_layers_is_refused():
+    lstm2 = layer("LSTM", "lstm", units=U, return_sequences=True)
+    nodes = read([lstm2, layer("Activation", "act_relu", activation="relu"), layer("LSTM", "lstm", units=U)],
+                 weights())
     with pytest.raises(LayerError) as ei:
         fold_activations(fold_batchnorm(nodes))
     assert str(ei.value) == ("layer 'act_relu' (Activation 'relu') is supported only directly after a linear "
-                             "Dense or Conv1D (it is folded into it)")
+                             "Dense or Conv1D (it is folded into it), or first in the head (right after the last "
+                             "recurrent layer or its pooling over time, no pooling after it; not softmax)")
     assert ei.value.layer == "act_relu"
 
 

@@ -160,8 +160,8 @@ def input_normalisation(ir):
     if ir.is_token_model or inp.center is None:
         return None
     c = np.asarray(inp.center, np.float64)
-    s = np.ones_like(c) if inp.norm_scale is None else np.asarray(inp.norm_scale, np.float64)
-    return c, np.where(s > 0, s, 1.0)   # a feature scaled by 0 has zero weights: any scale keeps them so
+    # (norm_scale is never 0: support.input_norm_scale gives a feature scaled by 0 a scale of 1)
+    return c, np.ones_like(c) if inp.norm_scale is None else np.asarray(inp.norm_scale, np.float64)
 
 
 def on_normalised_input(ir):
@@ -201,6 +201,7 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, 
     tf, keras = _keras()
     Cell = _cell_class()
     from ..converter.ir import EmbeddingInput
+    first = on_normalised_input(ir)   # the per-step Dense, else the first recurrent layer, on the normalised input
     if isinstance(ir.input, EmbeddingInput):
         inp = keras.Input(shape=(None,), dtype="int32")
         emb = keras.layers.Embedding(ir.input.vocab, ir.input.dim, mask_zero=ir.input.mask_zero, name="embedding")
@@ -216,11 +217,10 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, 
         if nl is not None:   # the device's centring, as a layer (its statistics are config, not weights)
             y = nl(y)
         if ir.input.dense is not None:
-            d = on_normalised_input(ir)
+            d = first
             dl = keras.layers.Dense(d.out_dim, activation=d.activation, name="in_dense")
             y = dl(y)
             pre.append((dl, [d.kernel, d.bias]))
-    first = on_normalised_input(ir)
     penalties, cells = [], []
     for i, (l, ql) in enumerate(zip(ir.rnn_layers, qm.layers)):
         if i == 0 and (ir.is_token_model or ir.input.dense is None):

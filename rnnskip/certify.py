@@ -22,6 +22,14 @@ order of the rows and are tight for the rare events these losses are made of:
   minus the lower bound on p_right, each at delta/2 (a union bound: both hold together with
   probability >= 1 - delta).
 
+Per step (a model with an output per time step), a sequence's loss is the share of its scored
+steps: ``[N, T]`` losses with NaN at the steps not scored. The paired mean is then
+m_wrong - m_right, the mean shares of steps a setting turns wrong and turns right, each a
+mean of independent values in [0, 1]; their bounds are the Chernoff-Hoeffding (relative
+entropy) bounds, P(mean <= observed) <= exp(-n KL(observed || m)) for m above it (Hoeffding
+1963, Theorem 1), which are valid for any values in [0, 1] and equal Clopper-Pearson's for
+no events (1 - delta^(1/n)), so a per-step model certifies budgets as small as a per-sequence one.
+
 Losses: ``paired`` - the per-sequence accuracy loss against the dense int8 model,
 ``dense_correct - method_correct`` in {-1, 0, +1}; ``disagreement`` - 1 where the
 predicted class differs from the dense model's, else 0 (needs no labels).
@@ -33,6 +41,8 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 import numpy as np
+
+from .stats import per_sequence
 
 #: the range of each loss kind
 RANGES = {"paired": (-1.0, 1.0), "disagreement": (0.0, 1.0)}
@@ -79,10 +89,56 @@ def cp_lower(k: int, n: int, delta: float) -> float:
     return 1.0 - cp_upper(n - k, n, delta)
 
 
+def _kl(p: float, q: float) -> float:
+    """Relative entropy of Bernoulli(p) from Bernoulli(q)."""
+    def term(a, b):
+        return 0.0 if a <= 0.0 else (math.inf if b <= 0.0 else a * math.log(a / b))
+    return term(p, q) + term(1.0 - p, 1.0 - q)
+
+
+def kl_upper(mean: float, n: int, delta: float) -> float:
+    """(1 - delta) upper bound on the mean of n independent values in [0, 1] observed at ``mean``: the
+    largest m >= mean with n KL(mean || m) <= log(1 / delta), by bisection (1 for no data)."""
+    if n <= 0 or mean >= 1.0:
+        return 1.0
+    lo, hi, lim = mean, 1.0, math.log(1.0 / delta) / n
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if _kl(mean, mid) <= lim:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def kl_lower(mean: float, n: int, delta: float) -> float:
+    """(1 - delta) lower bound on that mean (0 for no data)."""
+    return 1.0 - kl_upper(1.0 - mean, n, delta) if n > 0 else 0.0
+
+
+def _shares(loss: np.ndarray, sign: float) -> np.ndarray:
+    """Per sequence, the share of its scored steps whose loss is ``sign`` (NaN: not scored)."""
+    n = np.sum(~np.isnan(loss), axis=1)
+    return np.sum(loss == sign, axis=1)[n > 0] / n[n > 0]
+
+
 def upper_bound(loss: np.ndarray, delta: float, kind: str = "paired") -> float:
     """(1 - delta) upper confidence bound on the mean of a per-sequence ``loss`` of ``kind``
-    (values in {0, 1} for disagreement, {-1, 0, 1} for paired); 1 for no data."""
+    (values in {0, 1} for disagreement, {-1, 0, 1} for paired); 1 for no data. Per step, ``[N, T]``
+    (NaN: not scored): the bound on the mean over sequences of each one's share of steps."""
     loss = np.asarray(loss, np.float64)
+    if loss.ndim == 2:
+        allowed = (0.0, 1.0) if kind == "disagreement" else (-1.0, 0.0, 1.0)
+        if np.any(~np.isnan(loss) & ~np.isin(loss, allowed)):
+            raise ValueError(f"a {kind} loss per step is one of {allowed} or NaN")
+        wrong = _shares(loss, 1.0)
+        if len(wrong) == 0:
+            return 1.0
+        if kind == "disagreement":
+            return kl_upper(float(wrong.mean()), len(wrong), delta)
+        right = _shares(loss, -1.0)
+        return kl_upper(float(wrong.mean()), len(wrong), delta / 2) - kl_lower(float(right.mean()), len(right),
+                                                                               delta / 2)
     n = len(loss)
     if n == 0:
         return 1.0
@@ -124,6 +180,7 @@ class Certificate:
     tested: int                # candidates walked (the last one failed unless all passed)
     smallest_certifiable: float      # with this many calibration sequences
     failed_upper_bound: Optional[float] = None   # of the first candidate that failed (None: none failed)
+    per_step: bool = False     # losses per step: each sequence's share of its scored steps
 
     def as_dict(self, data: str = "") -> dict:
         key = "max_loss_points" if self.kind == "paired" else "max_disagreement_percent"
@@ -133,7 +190,8 @@ class Certificate:
                 "point_estimate": None if self.point_estimate is None else 100.0 * self.point_estimate,
                 "candidates_tested": self.tested, "smallest_certifiable": 100.0 * self.smallest_certifiable,
                 "failed_upper_bound": None if self.failed_upper_bound is None else 100.0 * self.failed_upper_bound,
-                "units": "points" if self.kind == "paired" else "percent of sequences",
+                "units": ("points" if self.kind == "paired" else "percent of sequences")
+                + (" (of each sequence's scored steps, averaged over the sequences)" if self.per_step else ""),
                 **({"data": data} if data else {})}
 
     def line(self, data: str) -> str:
@@ -147,7 +205,8 @@ class Certificate:
             return (f"nothing certified: the most conservative candidate's {100 * self.confidence:g}% upper bound "
                     f"is {100 * self.failed_upper_bound:.2f} {unit}, above the budget of {100 * self.budget:g} "
                     f"(n={self.calibration_n})")
-        what = "loss" if self.kind == "paired" else "disagreement with the dense model"
+        what = ("loss" if self.kind == "paired" else "disagreement with the dense model") + (
+            " per step (each sequence's share of steps)" if self.per_step else "")
         unit = "pt" if self.kind == "paired" else "%"
         return (f"{what} <= {100 * self.budget:g} {unit} with {100 * self.confidence:g}% confidence on data like "
                 f"{data} (n={self.calibration_n}; upper bound {up2(100 * self.upper_bound)} {unit})")
@@ -163,18 +222,20 @@ def fixed_sequence(losses: Iterable[np.ndarray], budget: float, confidence: floa
         raise ValueError("confidence must be in (0, 1)")
     delta = 1.0 - confidence
     n = 0 if n is None else int(n)   # the calibration rows (given: right even for no candidates)
-    chosen, ub_c, pe_c, tested, failed = None, None, None, 0, None
+    chosen, ub_c, pe_c, tested, failed, steps = None, None, None, 0, None, False
     for j, loss in enumerate(losses):
-        n = len(loss)
+        steps = np.ndim(loss) == 2
+        n = len(per_sequence(loss))   # per step: the sequences with a scored step
         tested += 1
         ub = upper_bound(loss, delta, kind)
         if ub > budget:
             failed = ub
             break
-        chosen, ub_c, pe_c = j, ub, float(np.mean(loss))
+        chosen, ub_c, pe_c = j, ub, float(np.mean(per_sequence(loss)))
     return Certificate(kind=kind, budget=float(budget), confidence=float(confidence), calibration_n=int(n),
                        chosen=chosen, upper_bound=ub_c, point_estimate=pe_c, tested=tested,
-                       smallest_certifiable=smallest_certifiable(n, delta, kind), failed_upper_bound=failed)
+                       smallest_certifiable=smallest_certifiable(n, delta, kind), failed_upper_bound=failed,
+                       per_step=steps)
 
 
 def split_rows(n: int, seed: int = 0) -> tuple:

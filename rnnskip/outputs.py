@@ -28,12 +28,13 @@ def per_step(qm_or_ir) -> bool:
 _NOT_LOADED = object()
 
 
-def check_class_outputs(ir, what: str, y=_NOT_LOADED) -> None:
+def check_class_outputs(ir, what: str, y=_NOT_LOADED, per_step_ok: bool = False) -> None:
     """``what`` (a budget on class predictions) needs one class prediction per sequence: a softmax or
     sigmoid head, or a linear head with several outputs (a classifier trained on logits, argmax) when the
     labels ``y`` are integer classes - without them such a head may as well be a regression. One line
-    otherwise; ``y`` left out: the labels are not loaded yet (checked again once they are)."""
-    if ir.per_step:
+    otherwise; ``y`` left out: the labels are not loaded yet (checked again once they are).
+    ``per_step_ok``: ``what`` scores a per-step model's class at every scored step (:func:`scored_steps`)."""
+    if ir.per_step and not per_step_ok:
         raise RnnskipError(f"{what} does not support models with an output per time step (return_sequences=True at "
                            f"the output) yet")
     logits = bool(ir.head) and ir.output_activation == "linear" and ir.output_dim > 1   # not a bare state
@@ -110,8 +111,24 @@ def scored_steps(qm, ds) -> np.ndarray:
     """bool ``[N, T]``: the steps a per-step model is scored on, those before each row's length that the model's own
     mask (``Masking``, ``mask_zero``) keeps, as Keras' compiled metrics and losses weight them (a masked step's
     output is a held or zero state, not a prediction)."""
+    return _scored(qm, ds.x, ds.lengths)
+
+
+def _scored(qm, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     from .quant.golden import GoldenModel
-    return step_mask(ds.lengths, ds.x.shape[1]) & GoldenModel(qm, methods=[]).valid_steps(ds.x)
+    return step_mask(lengths, x.shape[1]) & GoldenModel(qm, methods=[]).valid_steps(x)
+
+
+def class_outcomes(qm, x: np.ndarray, lengths: np.ndarray, values: np.ndarray, y: np.ndarray,
+                   threshold: float = 0.0) -> np.ndarray:
+    """Whether each class prediction from ``values`` is its label ``y`` (``values``: golden int16 outputs,
+    ``threshold`` 0; float probabilities, 0.5): bool ``[N]`` for one class per sequence; for a per-step model
+    float ``[N, T]``, 1 or 0 at the steps it is scored on (:func:`scored_steps`) and NaN at the others, which
+    rnnskip.stats reads per sequence (each sequence's share of right steps)."""
+    hit = _classes(np.asarray(values), threshold) == np.asarray(y)
+    if not per_step(qm):
+        return hit
+    return np.where(_scored(qm, x, lengths), hit.astype(np.float64), np.nan)
 
 
 def _classes(values: np.ndarray, threshold: float) -> np.ndarray:

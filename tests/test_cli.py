@@ -356,22 +356,6 @@ def test_damaged_work_folder(model_and_data, tmp_path):
                    "'build' made it: add --emulator qemu (or renode), or drop --board")
 
 
-def test_per_step_model_refused_where_unsupported(tmp_path):
-    """--delta reports one class per sequence: a per-step model gets one line, not wrong numbers (board images and
-    self-tests check every step: tests/test_qemu.py, tests/test_selftest.py)."""
-    k = pytest.importorskip("tf_keras")
-    m = k.Sequential([k.layers.Embedding(10, 4, mask_zero=True, input_shape=(None,)),
-                      k.layers.LSTM(4, return_sequences=True), k.layers.Dense(2)])
-    m.save(tmp_path / "seq.h5")
-    from rnnskip.delta.spec import DeltaSpec
-    from rnnskip.pipeline import import_model
-    DeltaSpec([4], [4]).save(tmp_path / "d.json", import_model(tmp_path / "seq.h5"))
-    p = cli("rnnskip-convert", tmp_path / "seq.h5", "--delta", tmp_path / "d.json", "--data", tmp_path / "d.npz",
-            "--out", tmp_path / "o")
-    one_line_error(p, "--delta does not support models with an output per time step")
-    assert not (tmp_path / "o").exists()
-
-
 # ---- output folders are replaced only when rnnskip wrote them ------------------------------
 
 def test_out_folder_guard(tmp_path, monkeypatch):

@@ -51,7 +51,7 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     from .spec import check_supported
     check_supported(ir.rnn_layers)
     from ..outputs import check_class_outputs
-    check_class_outputs(ir, "delta-tune")
+    check_class_outputs(ir, "delta-tune", per_step_ok=True)
     if val is None:
         raise RnnskipError("--val is required: validation data (.npz) to measure accuracy on")
     bir = pipeline.import_model(baseline) if baseline is not None else None
@@ -65,7 +65,7 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
             raise RnnskipError(f"{e}; --max-loss needs class labels: for unlabelled data give --max-disagreement D "
                                f"(percent of sequences whose class differs from the dense model's) and --calib")
         raise
-    check_class_outputs(ir, "delta-tune", va.y)
+    check_class_outputs(ir, "delta-tune", va.y, per_step_ok=True)
     sel = pipeline.load_data(select, ir, "--select", labels=labels, note=warn, loaded=[val]) if select else None
     if sel is not None:
         shared = shared_rows(sel, va)
@@ -83,7 +83,8 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     grid = list(GRID if grid is None else grid)
     cell_grid = list(CELL_GRID if cell_grid is None else cell_grid)
     ref = "the dense int8 model" if baseline is None else f"{baseline}'s dense int8 model"
-    budget = (f"disagreement with {ref} <= {max_disagreement}% of sequences" if max_disagreement
+    of = "of the scored steps (per sequence)" if ir.per_step else "of sequences"
+    budget = (f"disagreement with {ref} <= {max_disagreement}% {of}" if max_disagreement
               is not None else f"loss <= {1.0 if max_loss is None else max_loss} points against {ref}")
     log(f"delta-tune: {ir.name}, {len(va)} validation sequences"
         + (f" (+ {len(sel)} in --select)" if sel is not None else " (half select the thresholds, half certify)")

@@ -19,6 +19,7 @@ class DeltaSetup(MethodSetup):
     key = "delta"
     option = "--delta"
     what = "delta thresholds"
+    per_step = True   # the section's accuracies: each sequence's share of right steps
 
     def __init__(self, spec: DeltaSpec, path: str):
         self.spec, self.path = spec, path

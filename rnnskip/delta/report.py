@@ -6,7 +6,9 @@ from typing import Optional
 
 import numpy as np
 
-from ..quant.golden import GoldenModel, predict_classes
+from ..outputs import class_outcomes
+from ..quant.golden import GoldenModel
+from ..stats import accuracy
 from .golden import delta_layout, densities, effective_macs, run_stats, spec_of, with_delta
 
 METHOD = ("delta network (Neil, Lee, Delbruck, Liu, ICML 2017): an input or hidden element transmits only when it "
@@ -19,8 +21,14 @@ def without_delta(qm):
     return with_delta(qm, None)
 
 
-def _acc(qm, out, y):
-    return float(np.mean(predict_classes(out, qm.output_activation) == np.asarray(y))) if len(y) else float("nan")
+#: what the section's accuracies measure for a model with an output per time step
+PER_STEP_MEASURE = ("accuracy at every scored step, per sequence: each sequence's share of right steps, averaged "
+                    "over the sequences (the measure delta-tune's budget is on; the report's model accuracy weights "
+                    "every step alike)")
+
+
+def _acc(qm, ds, out):
+    return accuracy(class_outcomes(qm, ds.x, ds.lengths, out, ds.y)) if len(ds.y) else float("nan")
 
 
 def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None,
@@ -29,6 +37,10 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None,
     delta firmware against the same model without thresholds (report.compare_with_dense)."""
     from ..report import reduction, relative
     spec = spec_of(qm)
+    if qm.per_step and len(ds.y):   # the float model's accuracy on the section's measure
+        from ..reference import FloatModel
+        float_acc = accuracy(class_outcomes(qm, ds.x, ds.lengths, FloatModel(ir).predict(ds.x, ds.lengths), ds.y,
+                                            0.5))
     layouts = [delta_layout(l) for l in qm.layers]
     out, flags, st = run_stats(qm, ds.x, ds.lengths)
     dense_out, _ = GoldenModel(without_delta(qm)).run(ds.x, ds.lengths)
@@ -44,7 +56,8 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None,
         "density": dens,
         "macs_per_inference": {"dense": float(m["dense"].mean()), "delta": float(m["effective"].mean())},
         "mac_reduction": reduction(float(m["dense"].mean()), float(m["effective"].mean())),
-        "accuracy": {"float": float_acc, "dense_int8": _acc(qm, dense_out, ds.y), "delta_int8": _acc(qm, out, ds.y)},
+        "accuracy": {"float": float_acc, "dense_int8": _acc(qm, ds, dense_out), "delta_int8": _acc(qm, ds, out),
+                     **({"measure": PER_STEP_MEASURE} if qm.per_step else {})},
         "weight_bytes_read_per_inference": {"dense": float(np.mean(wb_dense)), "delta": float(np.mean(wb))},
         "n": int(len(ds)),
     }
@@ -74,7 +87,8 @@ def table_rows(sec: dict):
                    + (f"/m{t['cell']}" if t.get("cell") is not None else "") for t in sec["thresholds"])
     d = sec["density"]
     a = sec["accuracy"]
-    acc = "-" if a["delta_int8"] is None else f"{a['delta_int8']:.4f} (dense {a['dense_int8']:.4f})"
+    acc = "-" if a["delta_int8"] is None else f"{a['delta_int8']:.4f} (dense {a['dense_int8']:.4f}" + (
+        "; per step, averaged per sequence)" if a.get("measure") else ")")
     t = sec.get("tuning") or {}
     return [("delta thresholds", th)] + certified_rows(sec.get("certified"), t.get("baseline"),
                                                        (sec.get("int8_grid") or {}).get("same", True)) + [
@@ -120,7 +134,7 @@ def write_plots(qm, ds, out_dir: Path, spec, n_seq: int = 4) -> list:
         for i in range(k):
             d = st["density_t"][i]
             t = np.flatnonzero(~np.isnan(d))
-            lab = f"sequence {i}" + (f" (label {ds.y[i]})" if ds.y is not None else "")
+            lab = f"sequence {i}" + (f" (label {ds.y[i]})" if ds.y is not None and np.ndim(ds.y[i]) == 0 else "")
             ax.plot(t, d[t], lw=1, label=lab)
         ax.set_xlabel("time step")
         ax.set_ylabel("fraction of elements transmitting")

@@ -27,8 +27,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import RnnskipError
+from ..outputs import class_outcomes
 from ..quant.golden import GoldenModel, predict_classes
-from ..stats import paired_loss, within_budget
+from ..stats import accuracy, paired_loss, per_sequence, within_budget
 from .golden import delta_layout, densities, effective_macs, run_stats, with_delta
 from .spec import DeltaSpec, check_supported
 
@@ -52,7 +53,7 @@ class Point:
     theta_m: Tuple[Optional[int], ...] = ()
     density_cells: float = 1.0
     pareto: bool = False
-    correct: Optional[np.ndarray] = field(default=None, repr=False)   # bool [N] per validation sequence
+    correct: Optional[np.ndarray] = field(default=None, repr=False)   # outputs.class_outcomes on validation
     loss: float = float("nan")       # reference accuracy minus this accuracy, points
     loss_se: float = float("nan")    # its paired standard error, points
 
@@ -81,6 +82,7 @@ class TuneResult:
     extra: dict = field(default_factory=dict)
     certificate: Optional[object] = None     # rnnskip.certify.Certificate of a certified pick
     sweep: Optional[List[Point]] = None      # the sweep when not all of ``points`` (certified: selection rows)
+    per_step: bool = False                   # a class per step, scored per sequence (rnnskip.stats.accuracy)
 
     @property
     def pareto(self) -> List[Point]:
@@ -96,14 +98,18 @@ class TuneResult:
         c = self.chosen
         method = ("run-time sweep on validation data (integer delta golden model), no retraining"
                   + ("; certified on calibration rows the sweep did not see (Learn-then-Test, fixed sequence, "
-                     "exact binomial bounds)" if self.certificate is not None else ""))
+                     + ("Chernoff-Hoeffding bounds on each sequence's share of steps" if self.per_step else
+                        "exact binomial bounds") + ")" if self.certificate is not None else ""))
         sweep = self.points if self.sweep is None else self.sweep
         disagreement = self.certificate is not None and self.certificate.kind == "disagreement"
+        measure = "agreement with the dense int8 model" if disagreement else "accuracy on the labels"
+        if self.per_step:
+            measure += " at every scored step, per sequence (its share of steps, averaged over the sequences)"
         return {"method": method, "validation_sequences": self.n,
                 # a disagreement budget is in percent of sequences, and "accuracy" below is agreement with
                 # the dense int8 model (no labels)
-                **({"max_disagreement_percent": self.max_loss, "measure": "agreement with the dense int8 model"}
-                   if disagreement else {"max_loss_points": self.max_loss, "measure": "accuracy on the labels"}),
+                **({"max_disagreement_percent": self.max_loss, "measure": measure}
+                   if disagreement else {"max_loss_points": self.max_loss, "measure": measure}),
                 **({"margin_se": self.margin_se} if self.certificate is None else {}),
                 "reference": self.reference, "reference_accuracy": self.reference_accuracy,
                 "accuracy_float": self.accuracy["float"], "accuracy_dense_int8": self.accuracy["dense_int8"],
@@ -132,8 +138,9 @@ def single_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _acc(qm, out, y) -> float:
-    return float(np.mean(predict_classes(out, qm.output_activation) == y)) if len(y) else float("nan")
+def _outcomes(qm, d, values, y=None, threshold: float = 0.0) -> np.ndarray:
+    """outputs.class_outcomes on the rows of ``d`` against ``y`` (default: its labels)."""
+    return class_outcomes(qm, d.x, d.lengths, values, d.y if y is None else y, threshold)
 
 
 def evaluate_point(qm, x, lengths, y, theta_x, theta_h, layouts=None, theta_m=None) -> Point:
@@ -143,8 +150,8 @@ def evaluate_point(qm, x, lengths, y, theta_x, theta_h, layouts=None, theta_m=No
     m = effective_macs(qm, st, layouts)
     wbytes = sum(st["tx_x"][:, i] * D.rows_x + st["tx_h"][:, i] * D.rows_h for i, D in enumerate(layouts))
     d = densities(qm, st)
-    correct = predict_classes(out, qm.output_activation) == y
-    return Point(tuple(int(t) for t in theta_x), tuple(int(t) for t in theta_h), _acc(qm, out, y),
+    correct = class_outcomes(qm, x, lengths, out, y)
+    return Point(tuple(int(t) for t in theta_x), tuple(int(t) for t in theta_h), accuracy(correct),
                  float(m["effective"].mean()), float(np.mean(wbytes)), d["input"], d["hidden"], theta_m=tm,
                  density_cells=d["cells"], correct=correct)
 
@@ -191,19 +198,17 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
     float_correct = None
     if float_accuracy is None:
         from ..reference import FloatModel
-        probs = FloatModel(ir).predict(val.x, val.lengths)
-        fp = (probs[:, 0] > 0.5).astype(np.int64) if probs.shape[1] == 1 else np.argmax(probs, 1)
-        float_correct = fp == val.y
-        float_accuracy = float(np.mean(float_correct))
+        float_correct = _outcomes(qm, val, FloatModel(ir).predict(val.x, val.lengths), threshold=0.5)
+        float_accuracy = accuracy(float_correct)
     layouts = [delta_layout(l) for l in qm.layers]
     dense_out, _ = GoldenModel(qm).run(val.x, val.lengths)
-    acc_int8 = _acc(qm, dense_out, val.y)
-    int8_correct = predict_classes(dense_out, qm.output_activation) == val.y
+    int8_correct = _outcomes(qm, val, dense_out)
+    acc_int8 = accuracy(int8_correct)
     ref = float_accuracy if reference == "float" else acc_int8
     ref_correct = float_correct if reference == "float" else int8_correct
     if baseline_correct is not None:
-        ref_correct = np.asarray(baseline_correct, bool)
-        ref = float(np.mean(ref_correct))
+        ref_correct = np.asarray(baseline_correct)
+        ref = accuracy(ref_correct)
     ref_name = "the baseline's dense int8 model" if baseline_correct is not None else f"the {reference} model"
     floor = ref - max_loss / 100.0
     L = len(qm.layers)
@@ -287,7 +292,8 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
     return TuneResult(points=points, chosen=chosen, reference=reference, reference_accuracy=ref,
                       accuracy={"float": float_accuracy, "dense_int8": acc_int8}, dense_macs=dense_macs,
                       dense_weight_bytes=dense_wbytes, max_loss=max_loss, n=len(val), margin_se=margin_se,
-                      extra={"grid": grid, "cell_grid": sorted({int(c) for c in cell_grid})})
+                      extra={"grid": grid, "cell_grid": sorted({int(c) for c in cell_grid})},
+                      per_step=bool(qm.per_step))
 
 
 def _dense_cost(qm, ds, layouts) -> tuple:
@@ -387,7 +393,7 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     from ..datasets import Dataset
     kind, budget = check_budget(max_loss, max_disagreement, confidence)
     from ..outputs import check_class_outputs
-    check_class_outputs(ir, "delta-tune", val.y)
+    check_class_outputs(ir, "delta-tune", val.y, per_step_ok=True)
     labelled = val.y is not None and (select is None or select.y is not None)
     if kind == "paired" and not labelled:
         raise RnnskipError("--max-loss needs class labels (y) in the validation data; without labels give "
@@ -405,8 +411,11 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
 
     ref_qm = qm if baseline_qm is None else baseline_qm
 
+    def dense_out(d):
+        return GoldenModel(ref_qm).run(d.x, d.lengths)[0]
+
     def dense_pred(d):
-        return predict_classes(GoldenModel(ref_qm).run(d.x, d.lengths)[0], act)
+        return predict_classes(dense_out(d), act)
 
     # labels the search and the loss are measured against: the true ones (paired), or the dense
     # int8 model's own classes (disagreement: "accuracy" is then agreement with the dense model)
@@ -416,14 +425,14 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     with single_blas_thread():
         try:
             sel = _tune(ir, qm, S_t, budget, "int8", grid, None, progress, max_evals, 0.0, cell_grid,
-                        baseline_correct=None if baseline_qm is None else dense_pred(S) == S_t.y)
+                        baseline_correct=None if baseline_qm is None else _outcomes(qm, S_t, dense_out(S)))
         except RnnskipError:
             if kind == "paired" or baseline_qm is None:
                 raise
-            own = predict_classes(GoldenModel(qm).run(S.x, S.lengths)[0], act)   # only a baseline gets here
+            own = accuracy(_outcomes(qm, S_t, GoldenModel(qm).run(S.x, S.lengths)[0]))   # only a baseline gets here
             raise RnnskipError(f"no thresholds keep disagreement with the baseline's dense int8 model within "
                                f"{budget:g}% of the {len(S)} selection sequences; the model's own dense int8 model "
-                               f"disagrees with it on {100 * float(np.mean(own != S_t.y)):.1f}%") from None
+                               f"disagrees with it on {100 * (1 - own):.1f}%") from None
     L = len(qm.layers)
     base = min((p for p in sel.points if p.theta_m == (None,) * L and p.accuracy >= sel.chosen.accuracy - 1e-12
                 and (p.theta_x, p.theta_h) == (sel.chosen.theta_x, sel.chosen.theta_h)), key=lambda p: p.macs,
@@ -438,7 +447,7 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
                     (p.theta_x, p.theta_h) == (sel.chosen.theta_x, sel.chosen.theta_h)], key=lambda p: p.theta_m[0])
     path += cells
     layouts = [delta_layout(l) for l in qm.layers]
-    dense_correct = dense_C == C_t.y
+    dense_correct = class_outcomes(qm, C_t.x, C_t.lengths, dense_out(C), C_t.y)
     evaluated: List[Point] = []
 
     def losses():
@@ -450,21 +459,20 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
             if progress:
                 progress(f"certify x={list(q.theta_x)} h={list(q.theta_h)}"
                          + ("" if q.theta_m == (None,) * L else f" m={list(q.theta_m)}")
-                         + f" on {len(C_t)} calibration sequences: mean loss {100 * float(np.mean(loss)):.2f}")
+                         + f" on {len(C_t)} calibration sequences: mean loss "
+                           f"{100 * float(np.mean(per_sequence(loss))):.2f}")
             yield loss
 
     cert = fixed_sequence(losses(), budget / 100.0, confidence, kind, n=len(C_t))
     chosen = evaluated[cert.chosen] if cert.chosen is not None else \
         evaluate_point(qm, C_t.x, C_t.lengths, C_t.y, (0,) * L, (0,) * L, layouts)
-    acc_int8 = float(np.mean(dense_correct))
+    acc_int8 = accuracy(dense_correct)
     float_acc = float("nan")
     own = {} if baseline_qm is None else \
-        {"model_dense_int8": _acc(qm, GoldenModel(qm).run(C_t.x, C_t.lengths)[0], C_t.y)}
+        {"model_dense_int8": accuracy(_outcomes(qm, C_t, GoldenModel(qm).run(C_t.x, C_t.lengths)[0]))}
     if kind == "paired":
         from ..reference import FloatModel
-        probs = FloatModel(ir).predict(C.x, C.lengths)
-        fp = (probs[:, 0] > 0.5).astype(np.int64) if probs.shape[1] == 1 else np.argmax(probs, 1)
-        float_acc = float(np.mean(fp == C.y))
+        float_acc = accuracy(_outcomes(qm, C, FloatModel(ir).predict(C.x, C.lengths), threshold=0.5))
     for p in evaluated + [chosen]:
         p.loss = 100.0 * (acc_int8 - p.accuracy)
         p.loss_se = paired_loss(dense_correct, p.correct)[1]
@@ -483,5 +491,5 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
                       accuracy={"float": float_acc, "dense_int8": acc_int8, **own},
                       dense_macs=dense_macs, dense_weight_bytes=dense_wbytes, max_loss=budget,
                       n=len(val), extra=extra,
-                      certificate=cert, sweep=sel.points)
+                      certificate=cert, sweep=sel.points, per_step=bool(qm.per_step))
 

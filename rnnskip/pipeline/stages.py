@@ -220,7 +220,7 @@ def compare_without(qm: QModel, key: str, ir, ds: Dataset, ev, firmware, emulato
     if ref is None:
         return None
     ref_golden, _ = GoldenModel(q_ref).run(ds.x[:k], ds.lengths[:k])
-    out = compare_with_dense(ref, ev, firmware, key, target, ref_golden, ir)
+    out = compare_with_dense(ref, ev, firmware, key, target, ref_golden, ir, ds.lengths)
     if out is not None and hasattr(emulator, "profile") and emulator.board is None \
             and out["cycles_per_inference"].get(key):
         out["cycles_per_step_by_part"] = cycle_profile(qm, key, emulator, firmware, ref.firmware, ds,

@@ -468,7 +468,7 @@ class GoldenModel:
 
 
 def predict_classes(logits: np.ndarray, activation: str) -> np.ndarray:
-    """Class ids from int16 logits: argmax, or logit > 0 for a 1-unit sigmoid."""
-    if logits.shape[1] == 1:
-        return (logits[:, 0] > 0).astype(np.int64)
-    return np.argmax(logits, axis=1)
+    """Class ids from int16 logits ``[N(, T), K]``: argmax, or logit > 0 for a 1-unit sigmoid."""
+    if logits.shape[-1] == 1:
+        return (logits[..., 0] > 0).astype(np.int64)
+    return np.argmax(logits, axis=-1)

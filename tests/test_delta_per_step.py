@@ -1,0 +1,194 @@
+"""Delta networks on models with an output per time step (sequence labelling, per-frame keyword spotting: the
+setting of Neil et al.'s speech experiments): rnnskip-convert --delta bit-exact on host and firmware, delta-tune's
+budget on each sequence's share of right steps, certified with Chernoff-Hoeffding bounds (rnnskip/certify.py)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from helpers import needs_arm
+from test_cli import cli, one_line_error
+
+from rnnskip.certify import cp_upper, kl_lower, kl_upper, upper_bound
+from rnnskip.stats import accuracy, paired_loss, per_sequence
+
+NAN = np.nan
+
+
+def test_per_sequence_shares():
+    c = np.array([[1, 0, NAN, NAN], [NAN, NAN, NAN, NAN], [1, 1, 1, 0]])
+    np.testing.assert_array_equal(per_sequence(c), [0.5, 0.75])   # the row with no scored step is left out
+    assert accuracy(c) == 0.625
+    assert accuracy(np.array([True, False, True, True])) == 0.75
+    # one scored step per row: the same loss and standard error as per-sequence outcomes
+    ref, cur = np.array([1, 1, 0, 1, 0], bool), np.array([0, 1, 1, 0, 0], bool)
+    steps = np.full((5, 3), NAN)
+    steps[np.arange(5), [0, 2, 1, 1, 0]] = 0.0
+    r2, c2 = steps.copy(), steps.copy()
+    r2[~np.isnan(steps)], c2[~np.isnan(steps)] = ref, cur
+    assert paired_loss(r2, c2) == pytest.approx(paired_loss(ref, cur), abs=1e-12)
+    assert paired_loss(ref, cur)[0] == pytest.approx(20.0)
+
+
+def test_chernoff_hoeffding_bounds():
+    """The relative-entropy bound: Clopper-Pearson's at no events (1 - delta^(1/n)), looser above (it holds for
+    any values in [0, 1], not only 0/1), and n KL(mean || bound) = log(1 / delta) at the bound."""
+    for n, delta in ((20, 0.1), (300, 0.05)):
+        assert kl_upper(0.0, n, delta) == pytest.approx(1 - delta ** (1 / n), rel=1e-9)
+        assert kl_upper(0.0, n, delta) == pytest.approx(cp_upper(0, n, delta), rel=1e-9)
+        for k in (1, 3, 10):
+            m, ub = k / n, kl_upper(k / n, n, delta)
+            assert ub > cp_upper(k, n, delta)
+            kl = m * math.log(m / ub) + (1 - m) * math.log((1 - m) / (1 - ub))
+            assert n * kl == pytest.approx(math.log(1 / delta), rel=1e-6)
+            assert kl_lower(m, n, delta) == pytest.approx(1 - kl_upper(1 - m, n, delta))
+            assert kl_lower(m, n, delta) < m
+    assert kl_upper(0.3, 0, 0.1) == 1.0 and kl_lower(0.3, 0, 0.1) == 0.0
+
+
+def test_upper_bound_per_step_by_hand():
+    """Per step: the paired bound is the upper bound on the mean share of steps turned wrong minus the lower bound
+    on the mean share turned right, over the sequences with a scored step, each at delta / 2."""
+    loss = np.array([[1, 0, NAN, NAN],      # wrong 1/2, right 0
+                     [0, -1, 0, 0],         # wrong 0, right 1/4
+                     [NAN, NAN, NAN, NAN],  # no scored step: left out
+                     [0, 0, 0, 0]])         # nothing changed
+    want = kl_upper(1 / 6, 3, 0.05) - kl_lower(1 / 12, 3, 0.05)
+    assert upper_bound(loss, 0.1, "paired") == pytest.approx(want, rel=1e-12)
+    dis = np.array([[1, 0, NAN], [0, 0, 0], [1, 1, 0]])
+    assert upper_bound(dis, 0.1, "disagreement") == pytest.approx(kl_upper((1 / 2 + 2 / 3) / 3, 3, 0.1), rel=1e-12)
+    with pytest.raises(ValueError, match="per step is one of"):
+        upper_bound(np.array([[0.5, 0.0]]), 0.1, "paired")
+
+
+def _tagger(d, recurrent):
+    """Masking -> ``recurrent`` (returning sequences) -> Dense(3, softmax) on every step, random weights; 240
+    sequences of 6-16 steps padded to 16 with the mask value, labelled by the float model with 15% of the steps
+    relabelled."""
+    keras = pytest.importorskip("tf_keras")
+    from rnnskip.datasets import Dataset, save_npz
+    from rnnskip.pipeline import import_model
+    from rnnskip.reference import FloatModel
+    keras.utils.set_random_seed(3)
+    m = keras.Sequential([keras.layers.Input((16, 5)), keras.layers.Masking(0.0), recurrent(keras.layers),
+                          keras.layers.Dense(3, activation="softmax")])
+    m.save(d / "tag.h5")
+    ir = import_model(d / "tag.h5")
+    rng = np.random.default_rng(0)
+    N, T = 240, 16
+    x = np.cumsum(rng.normal(0, 0.5, (N, T, 5)), axis=1).astype(np.float32)
+    L = rng.integers(6, T + 1, N).astype(np.int32)
+    x[np.arange(T)[None, :] >= L[:, None]] = 0.0
+    y = np.argmax(FloatModel(ir).predict(x, L), -1)
+    flip = rng.random(y.shape) < 0.15
+    y[flip] = (y[flip] + 1) % 3
+    save_npz(str(d / "val.npz"), Dataset(x=x, y=y, lengths=L))
+    return d, ir, x, y, L
+
+
+@pytest.fixture(scope="module")
+def tagger(tmp_path_factory):
+    """A GRU(12) tagger (:func:`_tagger`)."""
+    return _tagger(tmp_path_factory.mktemp("delta_per_step"), lambda k: k.GRU(12, return_sequences=True))
+
+
+@pytest.fixture(scope="module")
+def bidi_tagger(tmp_path_factory):
+    """A Bidirectional LSTM(8) tagger, outputs concatenated (:func:`_tagger`): the per-step outputs exist only
+    after rnnskip_finish."""
+    return _tagger(tmp_path_factory.mktemp("delta_per_step_bidi"),
+                   lambda k: k.Bidirectional(k.LSTM(8, return_sequences=True)))
+
+
+def _golden_delta(ir, x, L, theta):
+    """The delta golden model's and the dense golden model's per-step outputs, quantised on ``x`` (``theta``
+    for every recurrent layer and direction)."""
+    from rnnskip.datasets import Dataset
+    from rnnskip.delta.golden import run_stats, with_delta
+    from rnnskip.delta.spec import DeltaSpec
+    from rnnskip.pipeline import quantize_model
+    from rnnskip.quant.golden import GoldenModel
+    qm, _ = quantize_model(ir, Dataset(x=x, y=None, lengths=L), progress=False)
+    dense, _ = GoldenModel(qm).run(x, L)
+    k = len(qm.layers)
+    out, _, _ = run_stats(with_delta(qm, DeltaSpec([theta[0]] * k, [theta[1]] * k)), x, L)
+    return out, dense
+
+
+def _shares_by_hand(out, x, y, L):
+    """Each sequence's share of right steps among its scored ones (before its length, not masked), averaged."""
+    keep = (np.arange(x.shape[1])[None, :] < L[:, None]) & np.any(x != 0.0, axis=-1)
+    hit = np.argmax(out, -1) == y
+    return float(np.mean([hit[i][keep[i]].mean() for i in range(len(x)) if keep[i].any()]))
+
+
+@needs_arm
+@pytest.mark.parametrize("model", ["tagger", "bidi_tagger"])
+def test_convert_delta_per_step_bitexact(model, request, tmp_path):
+    """--delta on a per-step model: golden = host = firmware on every step of every sequence, the thresholds
+    change outputs and skip columns, and the section's accuracies are each sequence's share of right steps."""
+    from rnnskip.delta.spec import DeltaSpec
+    d, ir, x, y, L = request.getfixturevalue(model)
+    n = len([r for r in ir.rnn_layers for _ in r.directions()])
+    DeltaSpec([6] * n, [8] * n).save(tmp_path / "d.json", ir)
+    p = cli("rnnskip-convert", d / "tag.h5", "--data", d / "val.npz", "--delta", tmp_path / "d.json",
+            "--emulate-max", "60", "--out", tmp_path / "o")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert rep["bitexact"]["host_mismatches"] == 0 and rep["bitexact"]["host_checked"] == 240
+    assert rep["bitexact"]["device_mismatches"] == 0 and rep["bitexact"]["device_checked"] == 60
+    sec = rep["delta"]
+    assert sec["emulated"]["dense_device_matches_golden"] is True
+    out, dense = _golden_delta(ir, x, L, (6, 8))
+    assert not np.array_equal(out, dense)
+    a = sec["accuracy"]
+    assert a["delta_int8"] == pytest.approx(_shares_by_hand(out, x, y, L), abs=1e-12)
+    assert a["dense_int8"] == pytest.approx(_shares_by_hand(dense, x, y, L), abs=1e-12)
+    assert "each sequence's share of right steps" in a["measure"]
+    assert 0 < sec["density"]["input"] < 1 and 0 < sec["density"]["hidden"] < 1
+    assert "; per step, averaged per sequence)" in p.stdout
+
+
+@pytest.mark.parametrize("budget", [("--max-loss", "5"), ("--max-disagreement", "10")])
+def test_delta_tune_per_step(tagger, tmp_path, budget):
+    """delta-tune on a per-step model: the search and the certificate measure each sequence's share of steps
+    (right ones, or ones whose class differs from the dense model's); the file says so, and the certified
+    point's estimate is that measure recomputed by hand on the calibration half."""
+    from rnnskip.certify import split_rows
+    d, ir, x, y, L = tagger
+    p = cli("rnnskip", "delta-tune", d / "tag.h5", "--val", d / "val.npz", *budget, "--grid", "0,2,4,8,16",
+            "--out", tmp_path / "t.json")
+    assert p.returncode == 0, p.stderr
+    t = json.loads((tmp_path / "t.json").read_text())["tuning"]
+    assert t["measure"].endswith(" at every scored step, per sequence (its share of steps, averaged over the "
+                                 "sequences)")
+    assert "Chernoff-Hoeffding bounds on each sequence's share of steps" in t["method"]
+    c = t["certified"]
+    assert c["certified"] is True and c["calibration_n"] == 120, c
+    chosen = json.loads((tmp_path / "t.json").read_text())["thresholds"][0]
+    assert (chosen["input"], chosen["hidden"]) != (0, 0)
+    _, cal = split_rows(240, 0)
+    out, dense = _golden_delta(ir, x, L, (chosen["input"], chosen["hidden"]))
+    if budget[0] == "--max-loss":
+        loss = _shares_by_hand(dense[cal], x[cal], y[cal], L[cal]) - _shares_by_hand(out[cal], x[cal], y[cal], L[cal])
+    else:
+        loss = 1 - _shares_by_hand(out[cal], x[cal], np.argmax(dense[cal], -1), L[cal])
+    assert c["point_estimate"] == pytest.approx(100 * loss, abs=1e-9)
+    assert c["point_estimate"] <= c["upper_bound"] <= float(budget[1])
+    assert c["units"].endswith(" (of each sequence's scored steps, averaged over the sequences)")
+
+
+def test_per_step_still_refused_for_skipping_and_delta_train(tagger, tmp_path):
+    """The skip predictor and delta-train read one class per sequence: one line each, nothing written."""
+    from rnnskip.datasets import load_npz
+    d, ir, x, y, L = tagger
+    one_line_error(cli("rnnskip", "delta-train", d / "tag.h5", "--train", d / "val.npz", "--val", d / "val.npz",
+                       "--out", tmp_path / "o.h5"),
+                   "delta-train does not support models with an output per time step")
+    one_line_error(cli("rnnskip-convert", d / "tag.h5", "--data", d / "val.npz", "--skip", "auto",
+                       "--out", tmp_path / "o"), "--predictor/--skip does not support models with an output per "
+                                                  "time step")
+    assert not (tmp_path / "o.h5").exists() and not (tmp_path / "o").exists()
+    assert load_npz(str(d / "val.npz"), ir).y.shape == (240, 16)

@@ -180,15 +180,58 @@ def test_delta_tune_per_step(tagger, tmp_path, budget):
     assert c["units"].endswith(" (of each sequence's scored steps, averaged over the sequences)")
 
 
-def test_per_step_still_refused_for_skipping_and_delta_train(tagger, tmp_path):
-    """The skip predictor and delta-train read one class per sequence: one line each, nothing written."""
+def test_per_step_still_refused_for_skipping(tagger, tmp_path):
+    """The skip predictor reads one class per sequence: one line, nothing written."""
     from rnnskip.datasets import load_npz
     d, ir, x, y, L = tagger
-    one_line_error(cli("rnnskip", "delta-train", d / "tag.h5", "--train", d / "val.npz", "--val", d / "val.npz",
-                       "--out", tmp_path / "o.h5"),
-                   "delta-train does not support models with an output per time step")
     one_line_error(cli("rnnskip-convert", d / "tag.h5", "--data", d / "val.npz", "--skip", "auto",
                        "--out", tmp_path / "o"), "--predictor/--skip does not support models with an output per "
                                                   "time step")
-    assert not (tmp_path / "o.h5").exists() and not (tmp_path / "o").exists()
+    assert not (tmp_path / "o").exists()
     assert load_npz(str(d / "val.npz"), ir).y.shape == (240, 16)
+
+
+@needs_arm
+def test_delta_train_per_step(tagger, tmp_path):
+    """delta-train on a per-step model: the loss and accuracy weigh the scored steps only (relabelling the steps
+    after each row's length, which Keras runs, changes neither; relabelling scored ones does); it writes a
+    per-step Keras model that converts bit-exact with the thresholds it was trained for, and delta-tune measures
+    it against the original with --baseline."""
+    import tf_keras as keras
+
+    from rnnskip.datasets import Dataset, save_npz
+    from rnnskip.pipeline import import_model
+    d, ir, x, y, L = tagger
+    # steps after a row's length that its mask does not skip: Keras runs them, the device does not
+    x = x.copy()
+    after = np.arange(16)[None, :] >= L[:, None]
+    x[after] = np.random.default_rng(1).normal(0, 1, (int(after.sum()), 5))
+    keep = ~after
+    assert 0 < keep.mean() < 1
+    before = {}
+    for name, where in (("same", None), ("unscored", ~keep), ("scored", keep)):
+        yy = y.copy()
+        if where is not None:
+            yy[where] = (yy[where] + 1) % 3
+        save_npz(str(tmp_path / f"{name}.npz"), Dataset(x=x, y=yy, lengths=L))
+        p = cli("rnnskip", "delta-train", d / "tag.h5", "--train", tmp_path / f"{name}.npz", "--val",
+                tmp_path / f"{name}.npz", "--out", tmp_path / f"{name}.h5", "--epochs", "1", "--lr", "1e-30")
+        assert p.returncode == 0, p.stderr
+        before[name] = p.stdout.split("delta validation accuracy before fine-tuning ")[1].split()[0]
+    assert before["unscored"] == before["same"] != before["scored"], before
+    p = cli("rnnskip", "delta-train", d / "tag.h5", "--train", d / "val.npz", "--val", d / "val.npz", "--out",
+            tmp_path / "t.h5", "--epochs", "2", "--theta-x", "4", "--theta-h", "8")
+    assert p.returncode == 0, p.stderr
+    out = import_model(tmp_path / "t.h5")
+    assert out.per_step and keras.models.load_model(tmp_path / "t.h5").predict(x[:2], verbose=0).shape == (2, 16, 3)
+    p = cli("rnnskip-convert", tmp_path / "t.h5", "--data", d / "val.npz", "--delta", tmp_path / "t.delta.json",
+            "--emulate-max", "20", "--out", tmp_path / "o")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["device_checked"] == 20
+    assert [(t["input"], t["hidden"]) for t in rep["delta"]["thresholds"]] == [(4, 8)]
+    p = cli("rnnskip", "delta-tune", tmp_path / "t.h5", "--baseline", d / "tag.h5", "--val", d / "val.npz",
+            "--max-disagreement", "20", "--grid", "0,4,8", "--out", tmp_path / "b.json")
+    assert p.returncode == 0, p.stderr
+    t = json.loads((tmp_path / "b.json").read_text())["tuning"]
+    assert t["baseline"] == str(d / "tag.h5") and t["measure"].endswith("averaged over the sequences)")

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..converter import support
 from ..errors import RnnskipError
+from ..outputs import scored_steps
 from ..quant.grid import grid_of
 from .spec import DeltaSpec, check_supported
 
@@ -229,7 +230,8 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, 
                     ql.x_scale, ql.h_scale, noise, activation=l.activation,
                     recurrent_activation=l.recurrent_activation, bias_shape=np.shape(l.bias),
                     theta_m=None if theta_m[i] is None else theta_m[i] / 4096.0, name=f"delta_{l.kind}_{i}")
-        last = i == len(ir.rnn_layers) - 1 and not ir.pool   # pooling over time reads every step's output
+        # pooling over time and a per-step head read every step's output
+        last = i == len(ir.rnn_layers) - 1 and not ir.pool and not ir.per_step
         rnn = keras.layers.RNN(cell, return_sequences=not last, return_state=True, name=f"rnn_{i}")
         res = rnn(y)
         y, st = res[0], res[1:]
@@ -292,7 +294,8 @@ def export_keras(ir, cells, pre, head, path) -> None:
         if ir.input.dense is not None:
             y = keras.layers.Dense(ir.input.dense.out_dim, activation=ir.input.dense.activation)(y)
     for i, l in enumerate(ir.rnn_layers):
-        y = cell_of(l.kind).to_keras(keras, l, return_sequences=i < len(ir.rnn_layers) - 1 or bool(ir.pool))(y)
+        y = cell_of(l.kind).to_keras(keras, l, return_sequences=i < len(ir.rnn_layers) - 1 or bool(ir.pool)
+                                     or bool(ir.per_step))(y)
     if ir.pool:
         y = _pool(keras, ir, y)
     for d in ir.head:
@@ -310,6 +313,11 @@ def export_keras(ir, cells, pre, head, path) -> None:
     with warnings.catch_warnings():   # .h5 on purpose: the format every Keras version and rnnskip read
         warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy", category=UserWarning)
         m.save(str(path))
+
+
+def _weights(scored):
+    """Per-step sample weights from the scored steps (None: one class per sequence, no weights)."""
+    return None if scored is None else np.asarray(scored, np.float32)
 
 
 def _is_thresholds_file(path) -> bool:
@@ -369,7 +377,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     ir = pipeline.import_model(model)
     check_supported(ir.rnn_layers)
     from ..outputs import check_class_outputs
-    check_class_outputs(ir, "delta-train")   # one class per sequence (the loss below is a classifier's)
+    check_class_outputs(ir, "delta-train", per_step_ok=True)   # the loss below is a classifier's
     if ir.output_activation == "sigmoid" and ir.output_dim > 1:
         raise RnnskipError(f"delta-train trains a softmax, logits or one-sigmoid classifier; this model ends in "
                            f"{ir.output_dim} independent sigmoid outputs (multi-label), which its loss does not fit")
@@ -393,7 +401,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     va = pipeline.load_data(val, ir, "--val", note=note, loaded=[train])
     if tr.y.dtype.kind == "f":
         raise RnnskipError("delta-train supports classifiers (integer labels y)")
-    check_class_outputs(ir, "delta-train", tr.y)
+    check_class_outputs(ir, "delta-train", tr.y, per_step_ok=True)
     L = len(ir.rnn_layers)
     if delta_path:
         s = DeltaSpec.load(delta_path)
@@ -422,10 +430,14 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     tf, keras = _keras()
     keras.utils.set_random_seed(seed)
     m, cells, pre, head = build_delta_model(ir, qm, tx, th, l1, noise, theta_m=tm)
-    m.compile(optimizer=keras.optimizers.Adam(lr), loss=classifier_loss(keras, ir), metrics=["accuracy"])
+    # per step: the loss and accuracy weigh the steps the device scores (before the row's length, kept by the
+    # model's mask), as the float reference's outputs after the length are not the device's
+    w_tr, w_va = (scored_steps(qm, tr), scored_steps(qm, va)) if ir.per_step else (None, None)
+    m.compile(optimizer=keras.optimizers.Adam(lr), loss=classifier_loss(keras, ir),
+              **({"weighted_metrics": ["accuracy"]} if ir.per_step else {"metrics": ["accuracy"]}))
     from ..tfquiet import quiet_stderr
     with quiet_stderr():   # TF's C++ chatter at the first ops; Keras' progress goes to stdout
-        _, acc0, *_ = m.evaluate(va.x, va.y, verbose=0, batch_size=64)
+        _, acc0, *_ = m.evaluate(va.x, va.y, sample_weight=_weights(w_va), verbose=0, batch_size=64)
     cell = f", cell {tm} (pre-activation steps)" if checked.cell_sparse else ""
     log(f"delta-train: {ir.name}, thresholds input {tx} hidden {th} (int8 steps){cell}, L1 {l1}, noise {noise}; "
         f"delta validation accuracy before fine-tuning {acc0:.4f}")
@@ -437,7 +449,8 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
             f"{logs.get('val_accuracy', float('nan')):.4f}, training density {logs.get('density', float('nan')):.3f}, "
             f"{time.time() - t0:.0f} s")
     with quiet_stderr():
-        hist = m.fit(tr.x, tr.y, validation_data=(va.x, va.y), epochs=epochs, batch_size=batch_size,
+        hist = m.fit(tr.x, tr.y, sample_weight=_weights(w_tr), epochs=epochs, batch_size=batch_size,
+                     validation_data=(va.x, va.y) if w_va is None else (va.x, va.y, _weights(w_va)),
                      verbose=verbose, callbacks=[keras.callbacks.EarlyStopping(
                          monitor="val_accuracy", patience=patience, restore_best_weights=True, mode="max"),
                          keras.callbacks.LambdaCallback(on_epoch_end=epoch_done)])

@@ -235,3 +235,41 @@ def test_delta_train_per_step(tagger, tmp_path):
     assert p.returncode == 0, p.stderr
     t = json.loads((tmp_path / "b.json").read_text())["tuning"]
     assert t["baseline"] == str(d / "tag.h5") and t["measure"].endswith("averaged over the sequences)")
+
+
+@needs_arm
+def test_convert_delta_per_step_onnx(tmp_path):
+    """A PyTorch tagger (GRU, then a Linear and softmax on every step) exported to ONNX: --delta bit-exact on every
+    step, and the thresholds change the outputs."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from rnnskip.delta.spec import DeltaSpec
+    from rnnskip.pipeline import import_model
+
+    class Tagger(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.fc = torch.nn.GRU(5, 10, batch_first=True), torch.nn.Linear(10, 3)
+
+        def forward(self, x):
+            return torch.softmax(self.fc(self.rnn(x)[0]), -1)
+
+    torch.manual_seed(0)
+    m = Tagger().eval()
+    torch.onnx.export(m, (torch.zeros(1, 16, 5),), str(tmp_path / "tag.onnx"), input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "b", 1: "t"}, "y": {0: "b", 1: "t"}}, dynamo=False)
+    x = np.cumsum(np.random.default_rng(0).normal(0, 0.5, (40, 16, 5)), 1).astype(np.float32)
+    with torch.no_grad():
+        y = m(torch.from_numpy(x)).argmax(-1).numpy()
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    ir = import_model(tmp_path / "tag.onnx")
+    assert ir.per_step
+    DeltaSpec([4], [6]).save(tmp_path / "d.json", ir)
+    p = cli("rnnskip-convert", tmp_path / "tag.onnx", "--data", tmp_path / "d.npz", "--delta", tmp_path / "d.json",
+            "--out", tmp_path / "o")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["device_checked"] == 40
+    a = rep["delta"]["accuracy"]
+    assert a["dense_int8"] != a["delta_int8"] and a["measure"]
+    assert rep["delta"]["emulated"]["dense_device_matches_golden"] is True

@@ -190,8 +190,11 @@ class Certificate:
                 "point_estimate": None if self.point_estimate is None else 100.0 * self.point_estimate,
                 "candidates_tested": self.tested, "smallest_certifiable": 100.0 * self.smallest_certifiable,
                 "failed_upper_bound": None if self.failed_upper_bound is None else 100.0 * self.failed_upper_bound,
-                "units": ("points" if self.kind == "paired" else "percent of sequences")
-                + (" (of each sequence's scored steps, averaged over the sequences)" if self.per_step else ""),
+                "units": (("points (each sequence's share of right steps, averaged over the sequences)"
+                           if self.kind == "paired" else
+                           "percent of scored steps (each sequence's share, averaged over the sequences)")
+                          if self.per_step else ("points" if self.kind == "paired" else "percent of sequences")),
+                **({"per_step": True} if self.per_step else {}),
                 **({"data": data} if data else {})}
 
     def line(self, data: str) -> str:
@@ -213,18 +216,20 @@ class Certificate:
 
 
 def fixed_sequence(losses: Iterable[np.ndarray], budget: float, confidence: float,
-                   kind: str = "paired", n: Optional[int] = None) -> Certificate:
+                   kind: str = "paired", n: Optional[int] = None, per_step: bool = False) -> Certificate:
     """Learn-then-Test with fixed-sequence testing over per-sequence ``losses`` of candidates
     ordered from conservative to aggressive (an iterable: a candidate after the first failure
     is never computed): certify while the upper bound is <= ``budget``; the chosen candidate
-    is the last certified one. ``n``: the number of calibration rows (for an empty sequence)."""
+    is the last certified one. ``n``: the number of calibration rows (for an empty sequence; per step, those
+    with a scored step); ``per_step``: the losses are ``[N, T]``, each sequence's share of steps."""
     if not (0.0 < confidence < 1.0):
         raise ValueError("confidence must be in (0, 1)")
     delta = 1.0 - confidence
     n = 0 if n is None else int(n)   # the calibration rows (given: right even for no candidates)
-    chosen, ub_c, pe_c, tested, failed, steps = None, None, None, 0, None, False
+    chosen, ub_c, pe_c, tested, failed = None, None, None, 0, None
     for j, loss in enumerate(losses):
-        steps = np.ndim(loss) == 2
+        if np.ndim(loss) != (2 if per_step else 1):
+            raise ValueError(f"fixed_sequence: {'[N, T]' if per_step else '[N]'} losses expected")
         n = len(per_sequence(loss))   # per step: the sequences with a scored step
         tested += 1
         ub = upper_bound(loss, delta, kind)
@@ -235,7 +240,7 @@ def fixed_sequence(losses: Iterable[np.ndarray], budget: float, confidence: floa
     return Certificate(kind=kind, budget=float(budget), confidence=float(confidence), calibration_n=int(n),
                        chosen=chosen, upper_bound=ub_c, point_estimate=pe_c, tested=tested,
                        smallest_certifiable=smallest_certifiable(n, delta, kind), failed_upper_bound=failed,
-                       per_step=steps)
+                       per_step=per_step)
 
 
 def split_rows(n: int, seed: int = 0) -> tuple:
@@ -316,6 +321,8 @@ def budget_text(c: dict, fallback: str) -> str:
                 f"{up2(c['smallest_certifiable'])} {c['units']}): {fallback}")
     what = (f"loss <= {c['max_loss_points']:g} pt" if c["loss"] == "paired"
             else f"disagreement <= {c['max_disagreement_percent']:g}%")
+    if c.get("per_step"):
+        what += " per step (each sequence's share, averaged)"
     return (f"{what} with {100 * c['confidence']:g}% confidence on data like {c.get('data', '?')} "
             f"(n={c['calibration_n']})")
 

@@ -138,4 +138,5 @@ def certified_budget(fn):
                            "like them.")(fn)
     return click.option("--max-disagreement", type=click.FloatRange(min=0, max=100), default=None,
                         help="Budget instead of --max-loss: percent of sequences whose class differs from the dense "
-                             "int8 model's, certified (no labels needed in --val).")(fn)
+                             "int8 model's (an output per step: of each sequence's steps, averaged), certified (no "
+                             "labels needed in --val).")(fn)

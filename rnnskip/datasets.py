@@ -282,6 +282,8 @@ def _check_labels(y, ir, name, N, T):
     multi = check_targets(y, ir, name, N, T)
     if y.ndim == 2 and y.shape[1] == 1 and not multi:
         y = y[:, 0]
+    if multi and y.ndim == 3 and y.shape[2] == 1:   # per step [N, T, 1] (Keras' sparse targets): one per step
+        y = y[..., 0]
     if y.ndim != 1 and not multi:
         raise RnnskipError(f"y in {name} has shape {tuple(y.shape)}; expected one label per sequence, shape [{N}]")
     if y.shape[0] != N:

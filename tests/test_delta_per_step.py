@@ -177,7 +177,31 @@ def test_delta_tune_per_step(tagger, tmp_path, budget):
         loss = 1 - _shares_by_hand(out[cal], x[cal], np.argmax(dense[cal], -1), L[cal])
     assert c["point_estimate"] == pytest.approx(100 * loss, abs=1e-9)
     assert c["point_estimate"] <= c["upper_bound"] <= float(budget[1])
-    assert c["units"].endswith(" (of each sequence's scored steps, averaged over the sequences)")
+    assert c["per_step"] is True and c["units"] == (
+        "points (each sequence's share of right steps, averaged over the sequences)" if budget[0] == "--max-loss" else
+        "percent of scored steps (each sequence's share, averaged over the sequences)")
+    from rnnskip.certify import budget_text
+    assert " per step (each sequence's share, averaged) with 90% confidence" in budget_text(c, "thresholds 0")
+
+
+def test_delta_tune_per_step_nothing_tested(tagger, tmp_path):
+    """A budget of 0 tests no candidate: the certificate still says it is per step, and counts the sequences."""
+    d, ir, x, y, L = tagger
+    p = cli("rnnskip", "delta-tune", d / "tag.h5", "--val", d / "val.npz", "--max-loss", "0", "--grid", "0,8",
+            "--cell-grid", "", "--out", tmp_path / "t.json")
+    assert p.returncode == 0, p.stderr
+    c = json.loads((tmp_path / "t.json").read_text())["tuning"]["certified"]
+    assert c["certified"] is False and c["per_step"] is True and c["calibration_n"] == 120
+    assert c["units"].startswith("points (each sequence's share of right steps")
+
+
+def test_per_step_labels_with_a_trailing_axis(tagger, tmp_path):
+    """Per-step labels saved as [N, T, 1] (Keras' sparse targets) read as [N, T] (they crashed after the build)."""
+    from rnnskip.pipeline import load_data
+    d, ir, x, y, L = tagger
+    np.savez(tmp_path / "y3.npz", x=x, y=y[..., None], lengths=L)
+    got = load_data(tmp_path / "y3.npz", ir)
+    assert got.y.shape == (240, 16) and np.array_equal(got.y, y)
 
 
 def test_per_step_still_refused_for_skipping(tagger, tmp_path):

@@ -448,6 +448,7 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     path += cells
     layouts = [delta_layout(l) for l in qm.layers]
     dense_correct = class_outcomes(qm, C_t.x, C_t.lengths, dense_out(C), C_t.y)
+    n_cal = len(per_sequence(dense_correct))   # per step: the rows with a scored step
     evaluated: List[Point] = []
 
     def losses():
@@ -459,11 +460,11 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
             if progress:
                 progress(f"certify x={list(q.theta_x)} h={list(q.theta_h)}"
                          + ("" if q.theta_m == (None,) * L else f" m={list(q.theta_m)}")
-                         + f" on {len(C_t)} calibration sequences: mean loss "
+                         + f" on {n_cal} calibration sequences: mean loss "
                            f"{100 * float(np.mean(per_sequence(loss))):.2f}")
             yield loss
 
-    cert = fixed_sequence(losses(), budget / 100.0, confidence, kind, n=len(C_t))
+    cert = fixed_sequence(losses(), budget / 100.0, confidence, kind, n=n_cal, per_step=bool(qm.per_step))
     chosen = evaluated[cert.chosen] if cert.chosen is not None else \
         evaluate_point(qm, C_t.x, C_t.lengths, C_t.y, (0,) * L, (0,) * L, layouts)
     acc_int8 = accuracy(dense_correct)

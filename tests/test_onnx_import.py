@@ -456,9 +456,10 @@ def test_batch_norm_that_cannot_fold_is_refused(tmp_path):
 
 
 class ActHead(OneLayer):
-    """An activation on the head's input runs as an identity Dense with it: "relu-h" fc(relu(h_n[-1])), "relu-mean"
-    fc(relu(y.mean(1))), "tanh-steps" fc(tanh(y)) on every step; refused: "relu-then-mean" fc(relu(y).mean(1)),
-    pooling after the activation."""
+    """An activation on the head's input runs as an identity Dense with it: "relu-h" fc(relu(h_n[-1])), "relu-view"
+    fc(relu(h_n).view(-1, H)) (a Reshape dropping the layer axis after the activation), "relu-squeeze"
+    fc(relu(h_n).squeeze(0)), "relu-mean" fc(relu(y.mean(1))), "tanh-steps" fc(tanh(y)) on every step; refused:
+    "relu-then-mean" fc(relu(y).mean(1)), pooling after the activation."""
 
     def __init__(self, how):
         super().__init__(how, cell=nn.GRU)
@@ -467,6 +468,10 @@ class ActHead(OneLayer):
         y, h = self.rnn(x)
         if self.how == "relu-h":
             return torch.softmax(self.fc(torch.relu(h[-1])), -1)
+        if self.how == "relu-view":
+            return self.fc(torch.relu(h).view(-1, UNITS))
+        if self.how == "relu-squeeze":
+            return self.fc(torch.relu(h).squeeze(0))
         if self.how == "relu-mean":
             return self.fc(torch.relu(y.mean(1)))
         if self.how == "tanh-steps":
@@ -474,16 +479,17 @@ class ActHead(OneLayer):
         return self.fc(torch.relu(y).mean(1))
 
 
-@pytest.mark.parametrize("how", ["relu-h", "relu-mean", "tanh-steps"])
+@pytest.mark.parametrize("how", ["relu-h", "relu-view", "relu-squeeze", "relu-mean", "tanh-steps"])
 def test_an_activation_on_the_heads_input_runs_as_an_identity_dense(how, tmp_path):
-    """It was refused ("does not follow a Gemm/MatMul"): float = onnxruntime, golden = host build."""
+    """It was refused ("does not follow a Gemm/MatMul"; after the activation, a view dropping the layer axis: "reads
+    a head layer other than the last one"): float = onnxruntime, golden = host build."""
     path = tmp_path / f"{how}.onnx"
     torch.manual_seed(5)
     x = export(ActHead(how).eval(), path, False, True)
     ir = load_model_file(path)
     d = ir.head[0]
     assert len(ir.head) == 2 and np.array_equal(d.kernel, np.eye(UNITS)) and not d.bias.any()
-    assert d.activation == {"relu-h": "relu", "relu-mean": "relu", "tanh-steps": "tanh"}[how]
+    assert d.activation == ("tanh" if how == "tanh-steps" else "relu")
     assert ir.per_step == (how == "tanh-steps") and ir.pool == ("avg" if how == "relu-mean" else "")
     check_ort_and_host(ir, path, x, True, tmp_path)
 
@@ -1480,7 +1486,9 @@ def _matrix_rows(tmp_path):
             got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(x)
             return float(np.abs(got - run_ort(tmp_path / "last.onnx", x)).max())
         out.append(("GRU", f"head: {option}", f"torch.onnx.export, opset {OPSET}", verdict(run)))
-    acts = {"relu-h": "fc(relu(h_n[-1])) (an identity Dense with the activation)", "relu-mean": "fc(relu(y.mean(1)))",
+    acts = {"relu-h": "fc(relu(h_n[-1])) (an identity Dense with the activation)",
+            "relu-view": "fc(relu(h_n).view(-1, H))", "relu-squeeze": "fc(relu(h_n).squeeze(0))",
+            "relu-mean": "fc(relu(y.mean(1)))",
             "tanh-steps": "fc(tanh(y)) on every step", "relu-then-mean": "fc(relu(y).mean(1)): pooling after it"}
     for how, option in acts.items():
         def run(how=how):

@@ -612,8 +612,8 @@ def h_reshape(ctx: _Ctx):
 
         if kept and s.axes[kept[-1]] == "F" and _squeezable(s, "F") and same(want[:-1]):
             out = _with_axes(s, [s.axes[j] for j in kept[:-1]], True)   # view(-1) / flatten() of a one-output head
-        elif same(want):
-            out = _with_axes(s, [s.axes[j] for j in kept], s.squeezed)
+        elif same(want):   # only size-1 axes dropped: a head output keeps its Dense
+            out = _with_axes(s, [s.axes[j] for j in kept], s.squeezed, keep_dense=True)
         else:
             out = None
         if out is not None:
@@ -650,7 +650,8 @@ def h_reshape(ctx: _Ctx):
     if merged:
         _set_merge(ctx, s.layer)
         return [_with_axes(s, [s.axes[j] for j in kept], squeezed)], "folded (both directions side by side)"
-    return [_with_axes(s, [s.axes[j] for j in kept], squeezed)], "folded (glue)"
+    # only size-1 axes dropped (a head output keeps its Dense), or a one-output head's view(-1)
+    return [_with_axes(s, [s.axes[j] for j in kept], squeezed, keep_dense=squeezed == s.squeezed)], "folded (glue)"
 
 
 def h_unsqueeze(ctx: _Ctx):

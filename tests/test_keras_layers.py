@@ -371,8 +371,31 @@ def test_relu_activation_between_recurrent_layers_is_refused():
         fold_activations(fold_batchnorm(nodes))
     assert str(ei.value) == ("layer 'act_relu' (Activation 'relu') is supported only directly after a linear "
                              "Dense or Conv1D (it is folded into it), or first in the head (right after the last "
-                             "recurrent layer or its pooling over time, no pooling after it; not softmax)")
+                             "recurrent layer or its pooling over time; before a GlobalMaxPooling1D, which it "
+                             "commutes with, but no other pooling; not softmax)")
     assert ei.value.layer == "act_relu"
+
+
+@pytest.mark.parametrize("pool_cls", ["GlobalMaxPooling1D", "GlobalAveragePooling1D"])
+def test_activation_before_max_pooling_runs_after_it(pool_cls):
+    """An activation before a max pooling over time moves after it (every supported one is non-decreasing, so it
+    commutes with the maximum); before a mean it does not commute and is refused."""
+    lstm2 = layer("LSTM", "lstm", units=U, return_sequences=True)
+    nodes = read([lstm2, layer("Activation", "act_tanh", activation="tanh"), layer(pool_cls, "pool"), DENSE],
+                 weights())
+    if pool_cls == "GlobalAveragePooling1D":
+        with pytest.raises(LayerError, match="before a GlobalMaxPooling1D, which it commutes with, but no other "
+                                             "pooling") as ei:
+            fold_activations(fold_batchnorm(nodes))
+        assert ei.value.layer == "act_tanh"
+        return
+    out = fold_activations(fold_batchnorm(nodes))
+    assert [n.name for n in out] == ["lstm", "pool", "act_tanh", "dense"]
+    assert out[2].kind == "dense" and out[2].value.activation == "tanh"
+    assert out[2].status == "converted (after the max pooling, as an identity Dense with this activation)"
+    ir = assemble(out, "m", "m.h5", [])
+    assert ir.pool == "max" and [d.name for d in ir.head] == ["act_tanh", "dense"]
+    assert np.array_equal(ir.head[0].kernel, np.eye(U))
 
 
 def test_softmax_does_not_fold_into_the_per_step_dense():

@@ -499,12 +499,27 @@ HEAD_ACTIVATION_CASES: List[Case] = [
     Case("refuse_relu_max_value", "ReLU", "max_value=6 (ReLU6)",
          lambda k: [_L(k).LSTM(4), _L(k).ReLU(max_value=6.0, name="relu6"), _L(k).Dense(2)],
          gens=("k2",), refused=["'relu6'", "(ReLU)", "max_value=6.0"]),
-    Case("refuse_relu_before_pooling", "Activation", "Activation(relu) before GlobalMaxPooling1D",
+    Case("relu_before_max_pooling", "Activation", "Activation(relu) before GlobalMaxPooling1D (runs after it)",
          lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Activation("relu", name="act_pool"),
                     _L(k).GlobalMaxPooling1D(), _L(k).Dense(2)],
-         gens=("k3",), refused=["'act_pool'", "no pooling after it"]),
+         gens=("k3",)),
 ]
 CASES += HEAD_ACTIVATION_CASES
+
+# An activation before a max pooling over time runs after it (it commutes with the maximum); before a mean it does
+# not, and is refused. Appended last (a case's random weights come from its index in CASES).
+ACT_POOL_CASES: List[Case] = [
+    Case("tanh_before_max_pooling_masked", "Activation",
+         "Activation(tanh) before GlobalMaxPooling1D of a masked GRU (runs after it)",
+         lambda k: [_L(k).Masking(0.0), _L(k).GRU(5, return_sequences=True), _L(k).Activation("tanh"),
+                    _L(k).GlobalMaxPooling1D(), _L(k).Dense(3, activation="softmax")], mask_value=0.0),
+    Case("refuse_relu_before_mean_pooling", "Activation", "Activation(relu) before GlobalAveragePooling1D",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Activation("relu", name="act_mean"),
+                    _L(k).GlobalAveragePooling1D(), _L(k).Dense(2)],
+         gens=("k2",), refused=["'act_mean'", "before a GlobalMaxPooling1D, which it commutes with, but no other "
+                                              "pooling"]),
+]
+CASES += ACT_POOL_CASES
 
 GEN_COLUMNS = [("legacy", "h5", "Keras 2.0–2.3 / tf.keras 1.x .h5"), ("k2", "h5", "tf_keras 2 .h5"),
                ("k2", "keras", "tf_keras 2 .keras"), ("k3", "keras", "Keras 3 .keras"), ("k3", "h5", "Keras 3 .h5")]

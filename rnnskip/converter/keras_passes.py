@@ -229,6 +229,7 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
     out: List[Node] = []
     seen_recurrent = False
     per_step = False   # the output so far has a time axis: [batch, time, features]
+    after_pool: List[Node] = []   # activations before a max pooling over time, moved after it
     for i, node in enumerate(nodes):
         seen_recurrent = seen_recurrent or node.kind == RECURRENT
         if node.kind == RECURRENT:
@@ -237,6 +238,9 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
             per_step = False
         if node.kind != ACTIVATION:
             out.append(node)
+            if node.kind == TIME_POOL:
+                out += after_pool
+                after_pool = []
             continue
         act = node.value
         before = _previous(out)
@@ -269,12 +273,30 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
                               "Dense with that activation (a square weight matrix: its flash and MACs are in the "
                               "report)")
             out.append(node)
+        elif before is not None and before.kind == RECURRENT and act in support.HIDDEN_DENSE_ACTIVATIONS \
+                and _max_pooling_next(nodes, i):
+            # every one of these activations is non-decreasing, so the maximum over time of act(h) is act of the
+            # maximum: the same identity Dense, right after the pooling
+            node.kind, node.value = DENSE, support.identity_dense(act, node.name)
+            node.status = "converted (after the max pooling, as an identity Dense with this activation)"
+            node.notes.append(f"{cls} '{node.name}' ({act}) before a max pooling over time runs after it, as an "
+                              "identity Dense with that activation (the maximum of a non-decreasing function is "
+                              "the function of the maximum)")
+            after_pool.append(node)
         else:
             raise LayerError(f"layer '{node.name}' ({cls} '{act}') is supported only directly after "
                              "a linear Dense or Conv1D (it is folded into it), or first in the head (right after "
-                             "the last recurrent layer or its pooling over time, no pooling after it; not softmax)",
-                             node.name)
+                             "the last recurrent layer or its pooling over time; before a GlobalMaxPooling1D, which "
+                             "it commutes with, but no other pooling; not softmax)", node.name)
     return out
+
+
+def _max_pooling_next(nodes: List[Node], i: int) -> bool:
+    """The first node after ``nodes[i]`` that is not the identity is one max pooling over time (alone, not in a
+    Concatenate with a mean), and no recurrent layer or pooling follows that."""
+    rest = [n for n in nodes[i + 1:] if not _is_identity(n)]
+    return bool(rest) and rest[0].kind == TIME_POOL and rest[0].value == "max" and \
+        not any(n.kind in (RECURRENT, TIME_POOL) for n in rest[1:])
 
 
 # --------------------------------------------------------------------------

@@ -195,6 +195,26 @@ def test_delta_tune_per_step_nothing_tested(tagger, tmp_path):
     assert c["units"].startswith("points (each sequence's share of right steps")
 
 
+def test_delta_train_per_step_one_sigmoid_output(tmp_path):
+    """A per-step head of one sigmoid unit (labels [N, T], or [N, T, 1] read as [N, T]) trains: Keras' loss stays one
+    per step against the per-step weights (it failed inside fit: labels [N, T] against outputs [N, T, 1])."""
+    keras = pytest.importorskip("tf_keras")
+    from rnnskip.pipeline import import_model
+    keras.utils.set_random_seed(1)
+    m = keras.Sequential([keras.layers.Input((10, 4)), keras.layers.Masking(0.0),
+                          keras.layers.GRU(6, return_sequences=True), keras.layers.Dense(1, activation="sigmoid")])
+    m.save(tmp_path / "bin.h5")
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(48, 10, 4)).astype(np.float32)
+    L = rng.integers(4, 11, 48)
+    x[np.arange(10)[None, :] >= L[:, None]] = 0.0
+    np.savez(tmp_path / "d.npz", x=x, y=(x[..., 0] > 0).astype(np.int64)[..., None], lengths=L)
+    p = cli("rnnskip", "delta-train", tmp_path / "bin.h5", "--train", tmp_path / "d.npz", "--val", tmp_path / "d.npz",
+            "--out", tmp_path / "o.h5", "--epochs", "1")
+    assert p.returncode == 0, p.stderr
+    assert import_model(tmp_path / "o.h5").per_step
+
+
 def test_per_step_labels_with_a_trailing_axis(tagger, tmp_path):
     """Per-step labels saved as [N, T, 1] (Keras' sparse targets) read as [N, T] (they crashed after the build)."""
     from rnnskip.pipeline import load_data

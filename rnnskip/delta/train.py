@@ -433,11 +433,14 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     # per step: the loss and accuracy weigh the steps the device scores (before the row's length, kept by the
     # model's mask), as the float reference's outputs after the length are not the device's
     w_tr, w_va = (scored_steps(qm, tr), scored_steps(qm, va)) if ir.per_step else (None, None)
+    # a one-output per-step head gives [N, T, 1]: labels of that shape keep Keras' loss per step ([N, T] labels
+    # would make it average over time and leave one loss per sequence, against [N, T] weights)
+    y_tr, y_va = (tr.y[..., None], va.y[..., None]) if ir.per_step and ir.output_dim == 1 else (tr.y, va.y)
     m.compile(optimizer=keras.optimizers.Adam(lr), loss=classifier_loss(keras, ir),
               **({"weighted_metrics": ["accuracy"]} if ir.per_step else {"metrics": ["accuracy"]}))
     from ..tfquiet import quiet_stderr
     with quiet_stderr():   # TF's C++ chatter at the first ops; Keras' progress goes to stdout
-        _, acc0, *_ = m.evaluate(va.x, va.y, sample_weight=_weights(w_va), verbose=0, batch_size=64)
+        _, acc0, *_ = m.evaluate(va.x, y_va, sample_weight=_weights(w_va), verbose=0, batch_size=64)
     cell = f", cell {tm} (pre-activation steps)" if checked.cell_sparse else ""
     log(f"delta-train: {ir.name}, thresholds input {tx} hidden {th} (int8 steps){cell}, L1 {l1}, noise {noise}; "
         f"delta validation accuracy before fine-tuning {acc0:.4f}")
@@ -449,8 +452,8 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
             f"{logs.get('val_accuracy', float('nan')):.4f}, training density {logs.get('density', float('nan')):.3f}, "
             f"{time.time() - t0:.0f} s")
     with quiet_stderr():
-        hist = m.fit(tr.x, tr.y, sample_weight=_weights(w_tr), epochs=epochs, batch_size=batch_size,
-                     validation_data=(va.x, va.y) if w_va is None else (va.x, va.y, _weights(w_va)),
+        hist = m.fit(tr.x, y_tr, sample_weight=_weights(w_tr), epochs=epochs, batch_size=batch_size,
+                     validation_data=(va.x, y_va) if w_va is None else (va.x, y_va, _weights(w_va)),
                      verbose=verbose, callbacks=[keras.callbacks.EarlyStopping(
                          monitor="val_accuracy", patience=patience, restore_best_weights=True, mode="max"),
                          keras.callbacks.LambdaCallback(on_epoch_end=epoch_done)])

@@ -20,6 +20,11 @@ import numpy as np
 
 from .errors import RnnskipError
 
+#: what a step method's section accuracies measure for a model with an output per time step
+PER_STEP_MEASURE = ("accuracy at every scored step, per sequence: each sequence's share of right steps, averaged "
+                    "over the sequences (the measure the method's budget is on; the report's model accuracy weights "
+                    "every step alike)")
+
 
 def per_step(qm_or_ir) -> bool:
     return bool(qm_or_ir.per_step)
@@ -28,15 +33,11 @@ def per_step(qm_or_ir) -> bool:
 _NOT_LOADED = object()
 
 
-def check_class_outputs(ir, what: str, y=_NOT_LOADED, per_step_ok: bool = False) -> None:
-    """``what`` (a budget on class predictions) needs one class prediction per sequence: a softmax or
-    sigmoid head, or a linear head with several outputs (a classifier trained on logits, argmax) when the
-    labels ``y`` are integer classes - without them such a head may as well be a regression. One line
-    otherwise; ``y`` left out: the labels are not loaded yet (checked again once they are).
-    ``per_step_ok``: ``what`` scores a per-step model's class at every scored step (:func:`scored_steps`)."""
-    if ir.per_step and not per_step_ok:
-        raise RnnskipError(f"{what} does not support models with an output per time step (return_sequences=True at "
-                           f"the output) yet")
+def check_class_outputs(ir, what: str, y=_NOT_LOADED) -> None:
+    """``what`` (a budget on class predictions) needs class predictions (one per sequence, or one per step): a
+    softmax or sigmoid head, or a linear head with several outputs (a classifier trained on logits, argmax) when
+    the labels ``y`` are integer classes - without them such a head may as well be a regression. One line
+    otherwise; ``y`` left out: the labels are not loaded yet (checked again once they are)."""
     logits = bool(ir.head) and ir.output_activation == "linear" and ir.output_dim > 1   # not a bare state
     if not (ir.output_activation in ("softmax", "sigmoid") or logits):
         raise RnnskipError(f"{what} is tuned to an accuracy budget on class predictions, so the model must be a "

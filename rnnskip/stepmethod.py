@@ -105,8 +105,6 @@ class MethodSetup:
     option = ""
     #: what the baseline line calls it ("the skip predictor", "delta thresholds")
     what = ""
-    #: its report section scores a model with an output per time step (at every scored step)
-    per_step = False
 
     #: files the method reads (rnnskip-convert never replaces a folder holding them)
     inputs: list = []

@@ -554,22 +554,6 @@ def test_convert_with_delta_blames_a_regression_model_not_its_data(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_per_step_models_refused_before_any_work(tmp_path):
-    """train-predictor reads one class per sequence: a model with an output per step is refused in one line, as
-    rnnskip-convert --skip refuses it (it crashed). delta-tune scores every step: tests/test_delta_per_step.py."""
-    import tf_keras as keras
-    m = keras.Sequential([keras.layers.Input((7, 3)), keras.layers.Masking(0.0),
-                          keras.layers.LSTM(4, return_sequences=True), keras.layers.Dense(3, activation="softmax")])
-    m.save(tmp_path / "tag.h5")
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", x=rng.normal(size=(20, 7, 3)).astype(np.float32),
-             y=rng.integers(0, 3, (20, 7)))
-    need = "does not support models with an output per time step (return_sequences=True at the output)"
-    one_line_error(cli("rnnskip", "train-predictor", tmp_path / "tag.h5", "--train", tmp_path / "d.npz", "--val",
-                       tmp_path / "d.npz", "--max-loss", "5", "--out", tmp_path / "p"), f"time-step skipping {need}")
-    assert not (tmp_path / "p").exists()
-
-
 def test_thresholds_are_tied_to_the_whole_model(gru):
     """A delta.json certified on one model is refused for a model with the same recurrent weights and another
     head (the budget was measured through that head); files written before the key existed still load."""

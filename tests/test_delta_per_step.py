@@ -1,6 +1,7 @@
-"""Delta networks on models with an output per time step (sequence labelling, per-frame keyword spotting: the
-setting of Neil et al.'s speech experiments): rnnskip-convert --delta bit-exact on host and firmware, delta-tune's
-budget on each sequence's share of right steps, certified with Chernoff-Hoeffding bounds (rnnskip/certify.py)."""
+"""Delta networks and the skip predictor on models with an output per time step (sequence labelling, per-frame
+keyword spotting: the setting of Neil et al.'s speech experiments): rnnskip-convert --delta / --predictor bit-exact
+on host and firmware, delta-tune's and train-predictor's budgets on each sequence's share of right steps, certified
+with Chernoff-Hoeffding bounds (rnnskip/certify.py), delta-train weighted to the scored steps."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import math
 import numpy as np
 import pytest
 from helpers import needs_arm
-from test_cli import cli, one_line_error
+from test_cli import cli
 
 from rnnskip.certify import cp_upper, kl_lower, kl_upper, upper_bound
 from rnnskip.stats import accuracy, paired_loss, per_sequence
@@ -224,15 +225,42 @@ def test_per_step_labels_with_a_trailing_axis(tagger, tmp_path):
     assert got.y.shape == (240, 16) and np.array_equal(got.y, y)
 
 
-def test_per_step_still_refused_for_skipping(tagger, tmp_path):
-    """The skip predictor reads one class per sequence: one line, nothing written."""
-    from rnnskip.datasets import load_npz
+@needs_arm
+def test_skip_predictor_per_step(tagger, tmp_path):
+    """The skip predictor on a per-step model (a skipped step's output is the one before it): train-predictor
+    certifies each sequence's share of right steps, rnnskip-convert --predictor runs bit-exact on every step, and the
+    section's accuracies are that share, recomputed here by hand from the golden model with the predictor."""
+    from rnnskip.datasets import Dataset, load_npz, save_npz
+    from rnnskip.pipeline import quantize_model
+    from rnnskip.skip.evaluate import golden_run
+    from rnnskip.skip.folder import load
+    from rnnskip.skip.qpredictor import quantize_predictor
     d, ir, x, y, L = tagger
-    one_line_error(cli("rnnskip-convert", d / "tag.h5", "--data", d / "val.npz", "--skip", "auto",
-                       "--out", tmp_path / "o"), "--predictor/--skip does not support models with an output per "
-                                                  "time step")
-    assert not (tmp_path / "o").exists()
-    assert load_npz(str(d / "val.npz"), ir).y.shape == (240, 16)
+    save_npz(str(tmp_path / "tr.npz"), Dataset(x=x[:120], y=y[:120], lengths=L[:120]))
+    save_npz(str(tmp_path / "va.npz"), Dataset(x=x[120:], y=y[120:], lengths=L[120:]))
+    p = cli("rnnskip", "train-predictor", d / "tag.h5", "--train", tmp_path / "tr.npz", "--val", tmp_path / "va.npz",
+            "--max-loss", "5", "--type", "logistic", "--out", tmp_path / "pred")
+    assert p.returncode == 0, p.stderr
+    fp, meta = load(tmp_path / "pred", ir)
+    c = meta["certified"]
+    assert c["certified"] is True and c["per_step"] is True and c["calibration_n"] == 60
+    assert c["units"] == "points (each sequence's share of right steps, averaged over the sequences)"
+    p = cli("rnnskip-convert", d / "tag.h5", "--data", tmp_path / "va.npz", "--calib", tmp_path / "tr.npz",
+            "--predictor", tmp_path / "pred", "--out", tmp_path / "o")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["device_checked"] == 120
+    sec = rep["skip"]
+    assert sec["skip_rate"] > 0 and sec["emulated"]["dense_device_matches_golden"] is True
+    va = load_npz(str(tmp_path / "va.npz"), ir)
+    qm, _ = quantize_model(ir, load_npz(str(tmp_path / "tr.npz"), ir), progress=False)
+    g = golden_run(qm, va.x, va.lengths, qp=quantize_predictor(fp, qm))
+    keep = (np.arange(16)[None, :] < va.lengths[:, None]) & np.any(va.x != 0.0, axis=-1)
+    want = float(np.mean([(g["pred"][i] == va.y[i])[keep[i]].mean() for i in range(len(va))]))
+    assert sec["accuracy"]["skip_int8"] == pytest.approx(want, abs=1e-12)
+    assert sec["skip_rate"] == pytest.approx(g["skip_rate"], abs=1e-12)
+    assert "each sequence's share of right steps" in sec["accuracy"]["measure"]
+    assert "; per step, averaged per sequence)" in p.stdout
 
 
 @needs_arm

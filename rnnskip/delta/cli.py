@@ -51,7 +51,7 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     from .spec import check_supported
     check_supported(ir.rnn_layers)
     from ..outputs import check_class_outputs
-    check_class_outputs(ir, "delta-tune", per_step_ok=True)
+    check_class_outputs(ir, "delta-tune")
     if val is None:
         raise RnnskipError("--val is required: validation data (.npz) to measure accuracy on")
     bir = pipeline.import_model(baseline) if baseline is not None else None
@@ -65,7 +65,7 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
             raise RnnskipError(f"{e}; --max-loss needs class labels: for unlabelled data give --max-disagreement D "
                                f"(percent of sequences whose class differs from the dense model's) and --calib")
         raise
-    check_class_outputs(ir, "delta-tune", va.y, per_step_ok=True)
+    check_class_outputs(ir, "delta-tune", va.y)
     sel = pipeline.load_data(select, ir, "--select", labels=labels, note=warn, loaded=[val]) if select else None
     if sel is not None:
         shared = shared_rows(sel, va)

@@ -19,7 +19,6 @@ class DeltaSetup(MethodSetup):
     key = "delta"
     option = "--delta"
     what = "delta thresholds"
-    per_step = True   # the section's accuracies: each sequence's share of right steps
 
     def __init__(self, spec: DeltaSpec, path: str):
         self.spec, self.path = spec, path

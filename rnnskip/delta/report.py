@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..outputs import class_outcomes
+from ..outputs import PER_STEP_MEASURE, class_outcomes
 from ..quant.golden import GoldenModel
 from ..stats import accuracy
 from .golden import delta_layout, densities, effective_macs, run_stats, spec_of, with_delta
@@ -19,12 +19,6 @@ METHOD = ("delta network (Neil, Lee, Delbruck, Liu, ICML 2017): an input or hidd
 def without_delta(qm):
     """Shallow copy of ``qm`` without thresholds (the dense reference; a predictor is kept)."""
     return with_delta(qm, None)
-
-
-#: what the section's accuracies measure for a model with an output per time step
-PER_STEP_MEASURE = ("accuracy at every scored step, per sequence: each sequence's share of right steps, averaged "
-                    "over the sequences (the measure delta-tune's budget is on; the report's model accuracy weights "
-                    "every step alike)")
 
 
 def _acc(qm, ds, out):

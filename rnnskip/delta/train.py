@@ -377,7 +377,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     ir = pipeline.import_model(model)
     check_supported(ir.rnn_layers)
     from ..outputs import check_class_outputs
-    check_class_outputs(ir, "delta-train", per_step_ok=True)   # the loss below is a classifier's
+    check_class_outputs(ir, "delta-train")   # the loss below is a classifier's
     if ir.output_activation == "sigmoid" and ir.output_dim > 1:
         raise RnnskipError(f"delta-train trains a softmax, logits or one-sigmoid classifier; this model ends in "
                            f"{ir.output_dim} independent sigmoid outputs (multi-label), which its loss does not fit")
@@ -401,7 +401,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     va = pipeline.load_data(val, ir, "--val", note=note, loaded=[train])
     if tr.y.dtype.kind == "f":
         raise RnnskipError("delta-train supports classifiers (integer labels y)")
-    check_class_outputs(ir, "delta-train", tr.y, per_step_ok=True)
+    check_class_outputs(ir, "delta-train", tr.y)
     L = len(ir.rnn_layers)
     if delta_path:
         s = DeltaSpec.load(delta_path)

@@ -393,7 +393,7 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     from ..datasets import Dataset
     kind, budget = check_budget(max_loss, max_disagreement, confidence)
     from ..outputs import check_class_outputs
-    check_class_outputs(ir, "delta-tune", val.y, per_step_ok=True)
+    check_class_outputs(ir, "delta-tune", val.y)
     labelled = val.y is not None and (select is None or select.y is not None)
     if kind == "paired" and not labelled:
         raise RnnskipError("--max-loss needs class labels (y) in the validation data; without labels give "

@@ -139,12 +139,6 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     for setup in method_setups():
         setup.check_options(methods.get(setup.key))
     ir = stages.import_model(model)
-    one_per_sequence = [s.option for s in method_setups() if s.key in methods and not s.per_step]
-    if ir.per_step and one_per_sequence:
-        # these paths read one output row per sequence; refuse rather than report wrong numbers
-        what = one_per_sequence[0]
-        raise RnnskipError(f"{what} does not support models with an output per time step (return_sequences=True "
-                           f"at the output) yet; convert without {what.split('/')[0]}")
     ds = stages.load_data(data, ir, labels=None, note=note)   # unlabelled: no accuracy, the rest as usual
     if max_t is not None and max_t < ds.x.shape[1]:
         raise RnnskipError(f"--max-t {max_t} is shorter than --data's sequences of {ds.x.shape[1]} steps; give at "
@@ -156,9 +150,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     if ds.y is not None and methods:
         from ..outputs import check_class_outputs, is_regression
         what = next(s.option for s in method_setups() if s.key in methods)
-        # the model first: a one-output regression model is not the data's fault (a per-step model got here only
-        # with methods that score every step)
-        check_class_outputs(ir, what, per_step_ok=True)
+        check_class_outputs(ir, what)   # the model first: a one-output regression model is not the data's fault
         if is_regression(ds.y):   # the methods' sections are accuracies on classes: refuse before any work
             raise RnnskipError(f"--data {data} holds regression targets (float y): {what} is reported as accuracy on "
                                f"class labels; give integer class labels, or convert without {what.split('/')[0]}")

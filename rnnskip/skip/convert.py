@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import RnnskipError
+from ..outputs import PER_STEP_MEASURE
 from ..stepmethod import MethodSetup
 from . import PATENT_NOTICE, features, plots
 from .evaluate import golden_run, macs, predictor_of, with_predictor
@@ -194,15 +195,16 @@ class SkipSetup(MethodSetup):
         t0 = time.time()
         dense = golden_run(qm, ds.x, ds.lengths, qp=None)
         y = np.asarray(ds.y)
-        # the evaluation already ran the golden model with the predictor
-        if ev.golden_steps is not None and ev.n == len(y):
+        acc = _accuracy_on(ir, ds)
+        # the evaluation already ran the golden model with the predictor (per step: its accuracy weighs every step)
+        if ev.golden_steps is not None and ev.n == len(y) and not qm.per_step:
             run_steps = np.asarray(ev.golden_steps)
             v = int(dense["valid_steps"].sum())
             skip = {"run_steps": run_steps, "skip_rate": float(1.0 - run_steps.sum() / v) if v else 0.0,
                     "acc": float(ev.golden_acc)}
         else:
             g = golden_run(qm, ds.x, ds.lengths, qp=qp)
-            skip = {"run_steps": g["run_steps"], "skip_rate": g["skip_rate"], "acc": float(np.mean(g["pred"] == y))}
+            skip = {"run_steps": g["run_steps"], "skip_rate": g["skip_rate"], "acc": acc(g["pred"])}
         fm_ = features.run(_fm(ir), ds.x, ds.lengths)
         o = self.meta.get("oracle", {})
         orc = features.run(_fm(ir), ds.x, ds.lengths, decide=features.oracle_rule(float(o.get("threshold", 0.0))),
@@ -222,7 +224,8 @@ class SkipSetup(MethodSetup):
             "oracle_skip_rate": orc.skip_rate,
             "macs_per_inference": {"dense": m["dense"], "skip": m["effective"], "predictor": m["predictor"]},
             "mac_reduction": reduction(m["dense"], m["effective"]),
-            "accuracy": {"dense_int8": float(np.mean(dense["pred"] == y)), "skip_int8": skip["acc"]},
+            "accuracy": {"dense_int8": acc(dense["pred"]), "skip_int8": skip["acc"],
+                         **({"measure": PER_STEP_MEASURE} if qm.per_step else {})},
             "oracle": {"measure": o.get("measure"), "include_cell": o.get("include_cell"),
                        "threshold": o.get("threshold"), "skip_rate": orc.skip_rate,
                        "macs_per_inference": {"dense": fmacs["dense"], "skip": fmacs["effective"]},
@@ -262,6 +265,7 @@ class SkipSetup(MethodSetup):
             fm_run = features.run(_fm(ir), ds.x, ds.lengths)
         y = np.asarray(ds.y)
         fm = _fm(ir)
+        acc = _accuracy_on(ir, ds)
         names = []
         chosen = golden_run(qm, ds.x, ds.lengths, qp=predictor_of(qm))
         # Pareto on the evaluation data: oracle (float), predictor (int8), baselines (float)
@@ -278,9 +282,8 @@ class SkipSetup(MethodSetup):
         for th in pths:
             r = golden_run(qm, ds.x, ds.lengths, qp=predictor_of(qm).with_threshold(th))
             pc["skip"].append(r["skip_rate"])
-            pc["acc"].append(float(np.mean(r["pred"] == y)))
-        pts = [{"label": "predictor, chosen (int8)", "skip": chosen["skip_rate"],
-                "acc": float(np.mean(chosen["pred"] == y))}]
+            pc["acc"].append(acc(r["pred"]))
+        pts = [{"label": "predictor, chosen (int8)", "skip": chosen["skip_rate"], "acc": acc(chosen["pred"])}]
         vocab = find_vocab(model_path) if qm.token_input else None
         if vocab is not None and vocab.size != qm.embedding.shape[0]:
             vocab = None   # a vocabulary file of another model
@@ -289,7 +292,7 @@ class SkipSetup(MethodSetup):
         names.append(plots.pareto([oc, pc], pts, out_dir / "skip_pareto.png",
                                   f"{ir.name}: skip rate vs accuracy on the evaluation data ({len(y)} sequences"
                                   + (f" of {len(full)}" if len(full) > len(ds) else "") + ")",
-                                  dense_acc=float(np.mean(dense["pred"] == y))).name)
+                                  dense_acc=acc(dense["pred"])).name)
         # which elements were skipped
         idx = _pick_examples(ds.lengths, 8)
         if vocab is not None:
@@ -309,6 +312,14 @@ class SkipSetup(MethodSetup):
 def _fm(ir):
     from ..reference import FloatModel
     return FloatModel(ir)
+
+
+def _accuracy_on(ir, ds):
+    """pred -> accuracy on ``ds``'s labels (per step: each sequence's share of right steps, averaged)."""
+    from ..stats import accuracy
+    from .train import outcomes
+    fm = _fm(ir)
+    return lambda pred: accuracy(outcomes(fm, ds, pred))
 
 
 def _rnn_params(ir) -> int:
@@ -385,7 +396,8 @@ def table_rows(sec: dict) -> list:
     return [("skip predictor", f"{p['type']}, {p['params']:,} params ({p['params_ratio']:.1%} of the RNN)")] + \
         budget + [
             ("steps skipped", f"{sec['skip_rate']:.1%} (oracle {sec['oracle_skip_rate']:.1%})"),
-            ("accuracy dense / skip", f"{a['dense_int8']:.4f} / {a['skip_int8']:.4f} (int8)")] + \
+            ("accuracy dense / skip", f"{a['dense_int8']:.4f} / {a['skip_int8']:.4f} (int8"
+             + ("; per step, averaged per sequence)" if a.get("measure") else ")"))] + \
         comparison_rows(sec, "skip")
 
 

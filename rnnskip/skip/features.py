@@ -22,10 +22,10 @@ MEASURES = ("l2", "cosine")
 @dataclass
 class Run:
     """Result of :func:`run` over N sequences."""
-    pred: np.ndarray                 # predicted class [N]
+    pred: np.ndarray                 # predicted class [N] (a model with an output per step: [N, T])
     ran: np.ndarray                  # bool [N, T]: step executed
-    valid: np.ndarray                # bool [N, T]: step would run in the dense model
-    out: Optional[np.ndarray] = None      # model output [N, out] (after the final activation)
+    valid: np.ndarray                # bool [N, T]: step would run in the dense model (per step: the scored ones)
+    out: Optional[np.ndarray] = None      # model output [N, out] ([N, T, out]; after the final activation)
     feats: Optional[np.ndarray] = None    # float32 [M, D] (collected valid steps)
     change: Optional[np.ndarray] = None   # float32 [M]
     cosine: Optional[np.ndarray] = None   # float32 [M]
@@ -37,12 +37,25 @@ class Run:
         v = int(self.valid.sum())
         return float(1.0 - self.ran.sum() / v) if v else 0.0
 
+    def correct(self, y) -> np.ndarray:
+        return outcomes(self.pred, y, self.valid)
+
     def accuracy(self, y) -> float:
-        return float(np.mean(self.pred == np.asarray(y))) if len(self.pred) else float("nan")
+        from ..stats import accuracy
+        return accuracy(self.correct(y)) if len(self.pred) else float("nan")
+
+
+def outcomes(pred: np.ndarray, y, scored: np.ndarray) -> np.ndarray:
+    """Whether each class prediction ``pred`` is its label ``y``: bool [N]; a model with an output per step float
+    [N, T], NaN at the steps not ``scored`` (before the row's length, kept by the mask), which rnnskip.stats reads
+    per sequence (as rnnskip.outputs.class_outcomes)."""
+    hit = np.asarray(pred) == np.asarray(y)
+    return hit if hit.ndim == 1 else np.where(scored, hit.astype(np.float64), np.nan)
 
 
 def classes(probs: np.ndarray) -> np.ndarray:
-    return (probs[:, 0] > 0.5).astype(np.int64) if probs.shape[1] == 1 else np.argmax(probs, axis=1)
+    """Classes from probabilities ``[N(, T), K]``: argmax, or > 0.5 for one sigmoid."""
+    return (probs[..., 0] > 0.5).astype(np.int64) if probs.shape[-1] == 1 else np.argmax(probs, axis=-1)
 
 
 def check_classifier(ir, *y) -> None:
@@ -92,7 +105,8 @@ def run(fm, x: np.ndarray, lengths: np.ndarray, decide: Optional[Callable] = Non
     N, T = x.shape[:2]
     lengths = np.asarray(lengths)
     rng = np.random.default_rng(seed)
-    preds = np.zeros(N, np.int64)
+    per_step = bool(fm.ir.per_step)
+    preds = np.zeros((N, T) if per_step else N, np.int64)
     outs = None
     ran = np.zeros((N, T), bool)
     valid_all = np.zeros((N, T), bool)
@@ -104,10 +118,13 @@ def run(fm, x: np.ndarray, lengths: np.ndarray, decide: Optional[Callable] = Non
         valid_all[rows, : ok.shape[1]] = ok
         state = fm.initial_state(len(rows))
         hs = []   # pooling over time: the last layer's output after every step (held where it did not run)
+        seq = []  # per-step outputs: the head after every step (a skipped or masked step's state is held)
         for t in range(ok.shape[1]):
             m = ok[:, t]
             if not m.any():
                 hs.append(fm.last_h(state))
+                if per_step:
+                    seq.append(fm.readout(state))
                 continue
             cand = fm.step(state, V[:, t])
             l2, cos = change_measures(state, cand, include_cell)
@@ -120,6 +137,8 @@ def run(fm, x: np.ndarray, lengths: np.ndarray, decide: Optional[Callable] = Non
             ran[rows, t] = r
             state = [tuple(np.where(r[:, None], a, b) for a, b in zip(sn, so)) for sn, so in zip(cand, state)]
             hs.append(fm.last_h(state))
+            if per_step:
+                seq.append(fm.readout(state))
             if collect:
                 keep = m if keep_prob >= 1.0 else (m & (rng.random(len(rows)) < keep_prob))
                 rec["feats"].append(feats[keep].astype(np.float32))
@@ -128,10 +147,13 @@ def run(fm, x: np.ndarray, lengths: np.ndarray, decide: Optional[Callable] = Non
                 rec["skipped"].append(skip[keep])
         if fm.ir.pool:   # a skipped step's output is held: it is pooled as Keras pools a masked one's
             y = fm.pooled_readout(hs, ok, lengths[rows])
+        elif per_step:
+            y = np.stack(seq, 1) if seq else np.zeros((len(rows), 0, fm.ir.output_dim))
+            y = np.concatenate([y, np.zeros((len(rows), T - y.shape[1], y.shape[2]))], 1)
         else:
             y = fm.readout(state)
         if outs is None:
-            outs = np.zeros((N, y.shape[1]))
+            outs = np.zeros((N,) + y.shape[1:])
         outs[rows] = y
         preds[rows] = classes(y)
     out = Run(pred=preds, ran=ran, valid=valid_all, out=outs)

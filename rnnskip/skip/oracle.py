@@ -17,7 +17,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
-from ..stats import paired_loss, within_budget
+from ..stats import accuracy, paired_loss, within_budget
 from . import features
 
 
@@ -38,7 +38,7 @@ class Point:
 def point(threshold: float, skip_rate: float, ref_correct: np.ndarray, correct: np.ndarray) -> "Point":
     """A :class:`Point` whose loss and standard error are paired against ``ref_correct``."""
     loss, se = paired_loss(ref_correct, correct)
-    return Point(threshold=float(threshold), skip_rate=float(skip_rate), accuracy=float(np.mean(correct)),
+    return Point(threshold=float(threshold), skip_rate=float(skip_rate), accuracy=accuracy(correct),
                  loss=loss, loss_se=se)
 
 
@@ -92,9 +92,9 @@ def search(evaluate: Callable[[float], Point], candidates: List[float], max_loss
 
 def oracle_point(fm, x, lengths, y, threshold: float, dense_correct: np.ndarray, measure: str = "l2",
                  include_cell: bool = False) -> Point:
-    """The float oracle at ``threshold``; loss paired against ``dense_correct`` (bool ``[N]``)."""
+    """The float oracle at ``threshold``; loss paired against ``dense_correct`` (``features.Run.correct``)."""
     r = features.run(fm, x, lengths, decide=features.oracle_rule(threshold), measure=measure, include_cell=include_cell)
-    return point(threshold, r.skip_rate, dense_correct, r.pred == np.asarray(y))
+    return point(threshold, r.skip_rate, dense_correct, r.correct(y))
 
 
 # Quantiles of the dense per-step change tried as oracle thresholds; up to 0.99 so a
@@ -113,7 +113,7 @@ def sweep(fm, x, lengths, y, max_loss: float, measure: str = "l2", include_cell:
     if quantiles is None:
         quantiles = ORACLE_QUANTILES
     cands = [0.0] + ([float(np.quantile(ch, q)) for q in quantiles] if len(ch) else [])
-    dense_correct = dense.pred == np.asarray(y)
+    dense_correct = dense.correct(y)
     sw = search(lambda th: oracle_point(fm, x, lengths, y, th, dense_correct, measure, include_cell),
                 cands, max_loss, dense_accuracy=dense_acc, progress=progress, margin_se=margin_se)
     return sw

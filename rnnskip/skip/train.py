@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import RnnskipError
 from ..quant.grid import grid_of
+from ..stats import accuracy
 from . import features, oracle
 from .predictor import DEFAULT_BUDGET, FloatPredictor, default_size, fit, rnn_params
 
@@ -163,10 +164,10 @@ def _predictor_points(p: FloatPredictor, val, qm, dense_correct: np.ndarray, cal
         else:
             r = features.run(fm, val.x, val.lengths, decide=features.predictor_rule(p, thr))
             pred, sr = r.pred, r.skip_rate
-        return oracle.point(a, sr, dense_correct, pred == val.y)
+        return oracle.point(a, sr, dense_correct, outcomes(fm, val, pred))
 
     sw = oracle.search(evaluate, [-t for t in candidate_thresholds(scores)], max_loss, refine=4,
-                       dense_accuracy=float(np.mean(dense_correct)), margin_se=margin_se,
+                       dense_accuracy=accuracy(dense_correct), margin_se=margin_se,
                        progress=lambda pt: _say(log, f"    threshold {-pt.threshold:+.4f}: skip {pt.skip_rate:6.1%}, "
                                                      f"loss {pt.loss:+.2f} ± {pt.loss_se:.2f} pt"))
     for pt in sw.points:   # back to thresholds
@@ -297,7 +298,7 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
         from ..pipeline import quantize_model
         qm, _ = quantize_model(ir, train_ds, progress=False)
     val_scores_feats = dense_val.feats
-    dense_correct = (dense_val.pred if cfg.calibrate_on == "float" else _int8_dense_pred(qm, val)) == val.y
+    dense_correct = outcomes(fm, val, dense_val.pred if cfg.calibrate_on == "float" else _int8_dense_pred(qm, val))
     rounds, best = [], None
     for rnd in range(cfg.rounds + 1):
         t0 = time.time()
@@ -414,11 +415,16 @@ def _certify(p: FloatPredictor, cal: oracle.Sweep, cert_ds, qm, fm, cfg: TrainCo
     dense = pred(None)
     y = None if cert_ds.y is None else np.asarray(cert_ds.y)
 
+    per_step = bool(fm.ir.per_step)
+    scored = fm.frames(cert_ds.x, cert_ds.lengths)[1] if per_step else None
+
     def losses():
         for thr in path:
-            yield sequence_loss(kind, dense, pred(thr), y)
+            loss = sequence_loss(kind, dense, pred(thr), y)
+            yield np.where(scored, loss, np.nan) if per_step else loss   # per step: NaN where not scored
 
-    cert = fixed_sequence(losses(), budget, float(cfg.confidence), kind)
+    n = int(scored.any(axis=1).sum()) if per_step else len(cert_ds)
+    cert = fixed_sequence(losses(), budget, float(cfg.confidence), kind, n=n, per_step=per_step)
     if cert.chosen is None:
         raise NotCertified(cert.line("--val") + f" ({cfg.type} predictor); give more --val sequences "
                            "(unlabelled ones work with --max-disagreement) or a larger budget", cert)
@@ -431,6 +437,11 @@ def _certify(p: FloatPredictor, cal: oracle.Sweep, cert_ds, qm, fm, cfg: TrainCo
 def _margin_hint(cfg: TrainConfig) -> str:
     return (f" (--margin-se {cfg.margin_se:g}: the loss plus {cfg.margin_se:g} standard errors must fit; "
             f"lower it to accept noisier points)" if cfg.margin_se > 0 else "")
+
+
+def outcomes(fm, d, pred) -> np.ndarray:
+    """features.outcomes of ``pred`` on the rows of ``d`` against its labels (per step: the steps ``fm`` runs)."""
+    return features.outcomes(pred, d.y, fm.frames(d.x, d.lengths)[1] if np.ndim(pred) == 2 else None)
 
 
 def _int8_dense_pred(qm, val) -> np.ndarray:

@@ -56,7 +56,8 @@ _skip_opts = [
                       "sees (default 0.9)."),
     click.option("--max-disagreement", type=click.FloatRange(min=0, max=100), default=None,
                  help="--skip auto: budget instead of --max-loss: percent of sequences whose class differs from "
-                      "the dense model's (no labels needed in --val)."),
+                      "the dense model's (an output per step: of each sequence's steps, averaged; no labels needed "
+                      "in --val)."),
 ]
 
 

@@ -30,6 +30,23 @@ def per_step(qm_or_ir) -> bool:
     return bool(qm_or_ir.per_step)
 
 
+def readout(ir) -> str:
+    """What the head reads, which the weights do not say: "every step" (one output per step), "pooled <kinds>"
+    (pooling over time) or "last step". Files made for one readout do not fit another with the same weights."""
+    return "every step" if ir.per_step else (f"pooled {ir.pool}" if ir.pool else "last step")
+
+
+def check_readout(stored: Optional[str], ir, what: str, again: str) -> None:
+    """Refuse ``what`` (a thresholds file, a predictor folder) made for a model with another :func:`readout`;
+    ``stored`` None: a file from before the key, made when only one output per sequence was supported."""
+    want = readout(ir)
+    if stored is None and ir.per_step:
+        stored = "one output per sequence (the file predates models with an output per step)"
+    if stored is not None and stored != want:
+        raise RnnskipError(f"{what} was made for a model whose head reads {stored}, but this model's reads {want} "
+                           f"(same weights, another output: its budget is not this model's); {again}")
+
+
 _NOT_LOADED = object()
 
 

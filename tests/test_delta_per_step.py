@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 from helpers import needs_arm
-from test_cli import cli
+from test_cli import cli, one_line_error
 
 from rnnskip.certify import cp_upper, kl_lower, kl_upper, upper_bound
 from rnnskip.stats import accuracy, paired_loss, per_sequence
@@ -149,6 +149,10 @@ def test_convert_delta_per_step_bitexact(model, request, tmp_path):
     assert a["dense_int8"] == pytest.approx(_shares_by_hand(dense, x, y, L), abs=1e-12)
     assert "each sequence's share of right steps" in a["measure"]
     assert 0 < sec["density"]["input"] < 1 and 0 < sec["density"]["hidden"] < 1
+    if model == "tagger":   # dense MACs: the recurrent layer and the head after every executed step
+        steps = ((np.arange(16)[None, :] < L[:, None]) & np.any(x != 0.0, axis=-1)).sum(1)
+        assert sec["macs_per_inference"]["dense"] == pytest.approx(
+            float(np.mean(steps * (ir.macs_per_step() + ir.head_macs()))), rel=1e-12)
     assert "; per step, averaged per sequence)" in p.stdout
 
 
@@ -177,6 +181,7 @@ def test_delta_tune_per_step(tagger, tmp_path, budget):
     else:
         loss = 1 - _shares_by_hand(out[cal], x[cal], np.argmax(dense[cal], -1), L[cal])
     assert c["point_estimate"] == pytest.approx(100 * loss, abs=1e-9)
+    assert json.loads((tmp_path / "t.json").read_text())["model"]["readout"] == "every step"
     assert c["point_estimate"] <= c["upper_bound"] <= float(budget[1])
     assert c["per_step"] is True and c["units"] == (
         "points (each sequence's share of right steps, averaged over the sequences)" if budget[0] == "--max-loss" else
@@ -261,6 +266,24 @@ def test_skip_predictor_per_step(tagger, tmp_path):
     assert sec["skip_rate"] == pytest.approx(g["skip_rate"], abs=1e-12)
     assert "each sequence's share of right steps" in sec["accuracy"]["measure"]
     assert "; per step, averaged per sequence)" in p.stdout
+    # MACs: the head runs after every step that ran (a skipped one repeats the output before it)
+    run = g["flags"].sum(1)
+    step, head = ir.macs_per_step(), ir.head_macs()
+    assert sec["macs_per_inference"]["skip"] == pytest.approx(
+        float(np.mean(run * (step + head))) + sec["macs_per_inference"]["predictor"], rel=1e-12)
+    # the same weights with one output per sequence: the folder's budget is not that model's
+    keras = pytest.importorskip("tf_keras")
+    per_seq = keras.models.load_model(d / "tag.h5")
+    last = keras.Sequential([keras.layers.Input((16, 5)), keras.layers.Masking(0.0),
+                             keras.layers.GRU(12, name=per_seq.layers[1].name),
+                             keras.layers.Dense(3, activation="softmax", name=per_seq.layers[2].name)])
+    last.set_weights(per_seq.get_weights())
+    last.save(tmp_path / "last.h5")
+    np.savez(tmp_path / "va1.npz", x=va.x, y=va.y[:, 0], lengths=va.lengths)
+    one_line_error(cli("rnnskip-convert", tmp_path / "last.h5", "--data", tmp_path / "va1.npz", "--predictor",
+                       tmp_path / "pred", "--out", tmp_path / "o2"),
+                   f"predictor folder {tmp_path / 'pred'} was made for a model whose head reads every step, but this "
+                   f"model's reads last step")
 
 
 @needs_arm

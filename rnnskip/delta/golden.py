@@ -205,7 +205,8 @@ def run_stats(qm, x: np.ndarray, lengths: np.ndarray, trace: bool = False):
 def effective_macs(qm, stats: dict, layouts: Optional[List[DeltaLayout]] = None) -> dict:
     """Per-sequence MACs ``[N]`` per inference: ``dense`` (every executed step runs every
     column) and ``effective`` (transmitting columns only); real (unpadded) shapes. The
-    input Dense (not delta-coded, every executed step) and the head (once) are in both."""
+    input Dense (not delta-coded, every executed step) and the head (once; with an output per step, after every
+    executed step) are in both."""
     layouts = layouts or [delta_layout(l) for l in qm.layers]
     steps = stats["steps"].astype(np.int64)
     in_dense = 0
@@ -215,6 +216,8 @@ def effective_macs(qm, stats: dict, layouts: Optional[List[DeltaLayout]] = None)
     concat = last.direction == "backward" and qm.layers[-2].merge_mode == "concat"
     dims = [last.units * (2 if concat else 1)] + [d.out_dim for d in qm.head]
     head = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    if qm.per_step:
+        head = head * steps
     dense = head + steps * (in_dense + sum(l.in_dim * D.macs_x + l.units * D.macs_h
                                            for l, D in zip(qm.layers, layouts)))
     eff = head + steps * in_dense + sum(stats["tx_x"][:, i] * D.macs_x + stats["tx_h"][:, i] * D.macs_h

@@ -44,10 +44,11 @@ THETA_M_MAX = 65536
 
 
 def model_signature(ir) -> dict:
+    from ..outputs import readout
     return {"name": ir.name,
             "layers": [{"kind": l.kind, "units": int(l.units), "input_dim": int(l.input_dim)}
                        for r in ir.rnn_layers for l in r.directions()],
-            "weights_sha256": weights_fingerprint(ir), "model_sha256": model_fingerprint(ir)}
+            "weights_sha256": weights_fingerprint(ir), "model_sha256": model_fingerprint(ir), "readout": readout(ir)}
 
 
 def check_supported(layers) -> None:
@@ -232,3 +233,6 @@ class DeltaSpec:
             raise RnnskipError(f"{where} was tuned for a model with the same recurrent weights but another head or "
                                f"input stage, so its accuracy budget is not this model's; run 'rnnskip delta-tune' "
                                f"on this model")
+        if sig.get("model_sha256"):   # a file written for a model (hand-written thresholds name none)
+            from ..outputs import check_readout
+            check_readout(sig.get("readout"), ir, where, "run 'rnnskip delta-tune' on this model")

@@ -50,10 +50,13 @@ def golden_run(qm: QModel, x, lengths, qp=None, skip_mask: Optional[np.ndarray] 
 
 def macs(ir, valid_steps, run_steps, pred_macs: int = 0) -> dict:
     """Mean MACs per inference: dense (every valid step), effective (steps run +
-    the predictor on every valid step + head) and the predictor's share."""
+    the predictor on every valid step + head) and the predictor's share. The head runs once, or with an output
+    per step after every step that ran (a skipped step repeats the output before it)."""
     valid_steps = np.asarray(valid_steps, float)
     run_steps = np.asarray(run_steps, float)
     step, head = ir.macs_per_step(), ir.head_macs()
+    if ir.per_step:
+        step, head = step + head, 0
     dense = float(np.mean(valid_steps * step + head))
     pred = float(np.mean(valid_steps * pred_macs))
     eff = float(np.mean(run_steps * step + head)) + pred

@@ -23,10 +23,11 @@ def fingerprint(ir) -> dict:
     from ..converter.ir import EmbeddingInput
     emb = isinstance(ir.input, EmbeddingInput)
     from ..converter.ir import model_fingerprint, weights_fingerprint
+    from ..outputs import readout
     return {"input_dim": int(ir.input_dim), "units": [int(l.units) for l in ir.rnn_layers],
             "kinds": [l.kind for l in ir.rnn_layers], "vocab": int(ir.input.vocab) if emb else None,
             "features": None if emb else int(ir.input.features), "output_dim": int(ir.output_dim),
-            "weights_sha256": weights_fingerprint(ir), "model_sha256": model_fingerprint(ir)}
+            "weights_sha256": weights_fingerprint(ir), "model_sha256": model_fingerprint(ir), "readout": readout(ir)}
 
 
 def check_fingerprint(meta: dict, ir, folder) -> None:
@@ -47,6 +48,9 @@ def check_fingerprint(meta: dict, ir, folder) -> None:
             f"predictor folder {folder} was trained for a model with the same recurrent weights but another head or "
             f"input stage, so its accuracy budget is not this model's; train a predictor for this model with "
             f"'rnnskip train-predictor'")
+    from ..outputs import check_readout
+    check_readout(got.get("readout"), ir, f"predictor folder {folder}",
+                  "train a predictor for this model with 'rnnskip train-predictor'")
 
 
 def save(out: Path, res, ir, model_path: str, train_path: str, val_path: str, vocab=None,
@@ -93,7 +97,8 @@ def save(out: Path, res, ir, model_path: str, train_path: str, val_path: str, vo
     # what "accuracy" and "loss" measure in val, calibration and oracle: with --max-disagreement, agreement
     # with the dense model's classes and the percent of sequences that disagree (no labels needed)
     meta["measure"] = ("agreement with the dense model" if res.config.max_disagreement is not None
-                       else "accuracy on the labels")
+                       else "accuracy on the labels") + (
+        " at every scored step, per sequence (its share of steps, averaged over the sequences)" if ir.per_step else "")
     with open(out / WEIGHTS, "wb") as f:
         np.savez(f, **p.arrays())
     # plots

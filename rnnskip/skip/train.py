@@ -176,11 +176,12 @@ def _predictor_points(p: FloatPredictor, val, qm, dense_correct: np.ndarray, cal
     return sw
 
 
-def _budget(cfg) -> tuple:
+def _budget(cfg, ir) -> tuple:
     """(name, unit, option) of the budget: a disagreement budget is max_loss in percent of sequences (the
-    oracle and calibration sweeps score agreement with the dense model there)."""
+    oracle and calibration sweeps score agreement with the dense model there; per step, of each one's steps)."""
     if cfg.max_disagreement is not None:
-        return "disagreement budget", "% of sequences", "--max-disagreement"
+        return "disagreement budget", "% of scored steps (per sequence)" if ir.per_step else "% of sequences", \
+            "--max-disagreement"
     return "accuracy budget", "points", "--max-loss"
 
 
@@ -261,7 +262,7 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     theta = osw.chosen.threshold
     if osw.chosen.skip_rate <= 0.0:
         best = min((p for p in osw.points if p.skip_rate > 0), key=lambda p: p.loss, default=None)
-        name, unit, option = _budget(cfg)
+        name, unit, option = _budget(cfg, ir)
         raise BudgetNotMet(
             f"the {name} cannot be met: even ideal (oracle) skipping loses more than {cfg.max_loss:g} {unit} on "
             f"the validation data; the best achievable is "
@@ -333,7 +334,7 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     if info["val_skip_rate"] <= 0.0:
         pos = [pt for pt in cal.points if pt.skip_rate > 0]
         b = min(pos, key=lambda pt: pt.loss, default=None)
-        name, unit, option = _budget(cfg)
+        name, unit, option = _budget(cfg, ir)
         raise BudgetNotMet(
             f"the {name} cannot be met: no {cfg.type} predictor threshold keeps the validation "
             f"{'disagreement' if cfg.max_disagreement is not None else 'loss'} within {cfg.max_loss:g} {unit} "

@@ -185,7 +185,7 @@ def test_resplit_benchmark_certifies_on_one_half_and_measures_on_the_other():
     c2[rng.choice(n, 300, replace=False)] ^= 1
     valid = np.full(n, 10)
     run = np.stack([np.full(n, 9), np.full(n, 6), np.full(n, 2)])
-    ir = SimpleNamespace(macs_per_step=lambda: 100, head_macs=lambda: 0)
+    ir = SimpleNamespace(macs_per_step=lambda: 100, head_macs=lambda: 0, per_step=False)
     cand = {"pred": np.stack([dense, c1, c2]), "run_steps": run, "path": [3.0, 2.0, 1.0], "qp_macs": 5}
     rows = resplits("paired", 0.5, dense, y, valid, cand, ir, splits=4)
     for r in rows:

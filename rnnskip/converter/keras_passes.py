@@ -263,26 +263,23 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
         elif act == "linear":
             node.status = "dropped (linear)"
             node.notes.append(f"dropped {cls} '{node.name}' (linear)")
-        elif before is not None and before.kind in (RECURRENT, TIME_POOL) and act in support.HIDDEN_DENSE_ACTIVATIONS \
-                and not any(n.kind in (RECURRENT, TIME_POOL) for n in nodes[i + 1:]):
+        elif before is not None and act in support.HIDDEN_DENSE_ACTIVATIONS and (
+                (before.kind in (RECURRENT, TIME_POOL) and not any(n.kind in (RECURRENT, TIME_POOL)
+                                                                    for n in nodes[i + 1:]))
+                or (before.kind == RECURRENT and _max_pooling_next(nodes, i))):
             # on the head's input (the last recurrent layer's output, or its pooling): an identity Dense with that
-            # activation, its width set where the chain knows it (assemble), so every stage runs it as a Dense
+            # activation, its width set where the chain knows it (assemble), so every stage runs it as a Dense.
+            # Before a max pooling it runs after it: every one of these activations is non-decreasing, so the
+            # maximum over time of act(h) is act of the maximum
+            moved = before.kind == RECURRENT and _max_pooling_next(nodes, i)
             node.kind, node.value = DENSE, support.identity_dense(act, node.name)
-            node.status = "converted (an identity Dense with this activation)"
-            node.notes.append(f"{cls} '{node.name}' ({act}) on the output of '{before.name}' runs as an identity "
-                              "Dense with that activation (a square weight matrix: its flash and MACs are in the "
-                              "report)")
-            out.append(node)
-        elif before is not None and before.kind == RECURRENT and act in support.HIDDEN_DENSE_ACTIVATIONS \
-                and _max_pooling_next(nodes, i):
-            # every one of these activations is non-decreasing, so the maximum over time of act(h) is act of the
-            # maximum: the same identity Dense, right after the pooling
-            node.kind, node.value = DENSE, support.identity_dense(act, node.name)
-            node.status = "converted (after the max pooling, as an identity Dense with this activation)"
-            node.notes.append(f"{cls} '{node.name}' ({act}) before a max pooling over time runs after it, as an "
-                              "identity Dense with that activation (the maximum of a non-decreasing function is "
-                              "the function of the maximum)")
-            after_pool.append(node)
+            node.status = f"converted ({'after the max pooling, as ' if moved else ''}an identity Dense with this " \
+                          "activation)"
+            where = "before a max pooling over time runs after it," if moved else \
+                f"on the output of '{before.name}' runs"
+            node.notes.append(f"{cls} '{node.name}' ({act}) {where} as an identity Dense with that activation (a "
+                              "square weight matrix: its flash and MACs are in the report)")
+            (after_pool if moved else out).append(node)
         else:
             raise LayerError(f"layer '{node.name}' ({cls} '{act}') is supported only directly after "
                              "a linear Dense or Conv1D (it is folded into it), or first in the head (right after "

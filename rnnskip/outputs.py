@@ -143,10 +143,15 @@ def class_outcomes(qm, x: np.ndarray, lengths: np.ndarray, values: np.ndarray, y
     ``threshold`` 0; float probabilities, 0.5): bool ``[N]`` for one class per sequence; for a per-step model
     float ``[N, T]``, 1 or 0 at the steps it is scored on (:func:`scored_steps`) and NaN at the others, which
     rnnskip.stats reads per sequence (each sequence's share of right steps)."""
-    hit = _classes(np.asarray(values), threshold) == np.asarray(y)
-    if not per_step(qm):
-        return hit
-    return np.where(_scored(qm, x, lengths), hit.astype(np.float64), np.nan)
+    pred = _classes(np.asarray(values), threshold)
+    return outcomes(pred, y, _scored(qm, x, lengths) if per_step(qm) else None)
+
+
+def outcomes(pred: np.ndarray, y, scored: Optional[np.ndarray]) -> np.ndarray:
+    """Whether each class prediction ``pred`` is its label ``y``: bool ``[N]``; per step float ``[N, T]``, NaN at the
+    steps not ``scored``."""
+    hit = np.asarray(pred) == np.asarray(y)
+    return hit if hit.ndim == 1 else np.where(scored, hit.astype(np.float64), np.nan)
 
 
 def _classes(values: np.ndarray, threshold: float) -> np.ndarray:

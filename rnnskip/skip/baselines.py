@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 
 from ..datasets import Vocab, load_stopwords
+from ..outputs import outcomes
 from ..stats import accuracy
 from . import features
 
@@ -38,6 +39,6 @@ def evaluate_mask(fm, x, lengths, y, mask, dense_acc: float, name: str, golden=N
     if golden is not None:
         from .evaluate import golden_run
         g = golden_run(golden, x, lengths, skip_mask=mask)
-        d["accuracy_int8"] = accuracy(features.outcomes(g["pred"], y, r.valid))
+        d["accuracy_int8"] = accuracy(outcomes(g["pred"], y, r.valid))
         d["skip_rate_int8"] = g["skip_rate"]
     return d

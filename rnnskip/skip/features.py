@@ -38,19 +38,13 @@ class Run:
         return float(1.0 - self.ran.sum() / v) if v else 0.0
 
     def correct(self, y) -> np.ndarray:
+        """rnnskip.outputs.outcomes: per step, over the steps that would run (the scored ones)."""
+        from ..outputs import outcomes
         return outcomes(self.pred, y, self.valid)
 
     def accuracy(self, y) -> float:
         from ..stats import accuracy
         return accuracy(self.correct(y)) if len(self.pred) else float("nan")
-
-
-def outcomes(pred: np.ndarray, y, scored: np.ndarray) -> np.ndarray:
-    """Whether each class prediction ``pred`` is its label ``y``: bool [N]; a model with an output per step float
-    [N, T], NaN at the steps not ``scored`` (before the row's length, kept by the mask), which rnnskip.stats reads
-    per sequence (as rnnskip.outputs.class_outcomes)."""
-    hit = np.asarray(pred) == np.asarray(y)
-    return hit if hit.ndim == 1 else np.where(scored, hit.astype(np.float64), np.nan)
 
 
 def classes(probs: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
+from .. import outputs
 from ..errors import RnnskipError
 from ..quant.grid import grid_of
 from ..stats import accuracy
@@ -441,8 +442,9 @@ def _margin_hint(cfg: TrainConfig) -> str:
 
 
 def outcomes(fm, d, pred) -> np.ndarray:
-    """features.outcomes of ``pred`` on the rows of ``d`` against its labels (per step: the steps ``fm`` runs)."""
-    return features.outcomes(pred, d.y, fm.frames(d.x, d.lengths)[1] if np.ndim(pred) == 2 else None)
+    """rnnskip.outputs.outcomes of ``pred`` on the rows of ``d`` against its labels (per step: the steps ``fm``
+    runs)."""
+    return outputs.outcomes(pred, d.y, fm.frames(d.x, d.lengths)[1] if np.ndim(pred) == 2 else None)
 
 
 def _int8_dense_pred(qm, val) -> np.ndarray:

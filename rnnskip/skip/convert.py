@@ -195,7 +195,7 @@ class SkipSetup(MethodSetup):
         t0 = time.time()
         dense = golden_run(qm, ds.x, ds.lengths, qp=None)
         y = np.asarray(ds.y)
-        acc = _accuracy_on(ir, ds)
+        acc = _accuracy_on(_fm(ir), ds)
         # the evaluation already ran the golden model with the predictor (per step: its accuracy weighs every step)
         if ev.golden_steps is not None and ev.n == len(y) and not qm.per_step:
             run_steps = np.asarray(ev.golden_steps)
@@ -265,7 +265,7 @@ class SkipSetup(MethodSetup):
             fm_run = features.run(_fm(ir), ds.x, ds.lengths)
         y = np.asarray(ds.y)
         fm = _fm(ir)
-        acc = _accuracy_on(ir, ds)
+        acc = _accuracy_on(fm, ds)
         names = []
         chosen = golden_run(qm, ds.x, ds.lengths, qp=predictor_of(qm))
         # Pareto on the evaluation data: oracle (float), predictor (int8), baselines (float)
@@ -314,12 +314,13 @@ def _fm(ir):
     return FloatModel(ir)
 
 
-def _accuracy_on(ir, ds):
+def _accuracy_on(fm, ds):
     """pred -> accuracy on ``ds``'s labels (per step: each sequence's share of right steps, averaged)."""
+    from ..outputs import outcomes
     from ..stats import accuracy
-    from .train import outcomes
-    fm = _fm(ir)
-    return lambda pred: accuracy(outcomes(fm, ds, pred))
+    from .train import scored_steps
+    scored = scored_steps(fm, ds)
+    return lambda pred: accuracy(outcomes(pred, ds.y, scored))
 
 
 def _rnn_params(ir) -> int:

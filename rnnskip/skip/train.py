@@ -156,6 +156,7 @@ def _predictor_points(p: FloatPredictor, val, qm, dense_correct: np.ndarray, cal
     from .evaluate import golden_run
     from .qpredictor import quantize_predictor
     qp = quantize_predictor(p, qm) if calibrate_on == "int8" else None
+    scored = scored_steps(fm, val)   # once: every point is scored on the same steps
 
     def evaluate(a: float) -> oracle.Point:
         thr = -a
@@ -165,7 +166,7 @@ def _predictor_points(p: FloatPredictor, val, qm, dense_correct: np.ndarray, cal
         else:
             r = features.run(fm, val.x, val.lengths, decide=features.predictor_rule(p, thr))
             pred, sr = r.pred, r.skip_rate
-        return oracle.point(a, sr, dense_correct, outcomes(fm, val, pred))
+        return oracle.point(a, sr, dense_correct, outputs.outcomes(pred, val.y, scored))
 
     sw = oracle.search(evaluate, [-t for t in candidate_thresholds(scores)], max_loss, refine=4,
                        dense_accuracy=accuracy(dense_correct), margin_se=margin_se,
@@ -300,7 +301,8 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
         from ..pipeline import quantize_model
         qm, _ = quantize_model(ir, train_ds, progress=False)
     val_scores_feats = dense_val.feats
-    dense_correct = outcomes(fm, val, dense_val.pred if cfg.calibrate_on == "float" else _int8_dense_pred(qm, val))
+    dense_correct = outputs.outcomes(dense_val.pred if cfg.calibrate_on == "float" else _int8_dense_pred(qm, val),
+                                     val.y, scored_steps(fm, val))
     rounds, best = [], None
     for rnd in range(cfg.rounds + 1):
         t0 = time.time()
@@ -418,7 +420,7 @@ def _certify(p: FloatPredictor, cal: oracle.Sweep, cert_ds, qm, fm, cfg: TrainCo
     y = None if cert_ds.y is None else np.asarray(cert_ds.y)
 
     per_step = bool(fm.ir.per_step)
-    scored = fm.frames(cert_ds.x, cert_ds.lengths)[1] if per_step else None
+    scored = scored_steps(fm, cert_ds)
 
     def losses():
         for thr in path:
@@ -441,10 +443,10 @@ def _margin_hint(cfg: TrainConfig) -> str:
             f"lower it to accept noisier points)" if cfg.margin_se > 0 else "")
 
 
-def outcomes(fm, d, pred) -> np.ndarray:
-    """rnnskip.outputs.outcomes of ``pred`` on the rows of ``d`` against its labels (per step: the steps ``fm``
-    runs)."""
-    return outputs.outcomes(pred, d.y, fm.frames(d.x, d.lengths)[1] if np.ndim(pred) == 2 else None)
+def scored_steps(fm, d) -> Optional[np.ndarray]:
+    """The steps of ``d``'s rows a per-step model is scored on (those ``fm`` runs: before the row's length, kept by
+    the mask), for rnnskip.outputs.outcomes; None for one output per sequence."""
+    return fm.frames(d.x, d.lengths)[1] if fm.ir.per_step else None
 
 
 def _int8_dense_pred(qm, val) -> np.ndarray:

@@ -253,17 +253,33 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
 
 
 def _bidi_context(qm: QModel) -> Dict:
-    """A Bidirectional layer: its forward direction's index (None: none), whether layers follow it, the layers
-    that run per step, and the bytes of its forward output that start its merged output."""
-    b = qm.bidi
-    if b is None:
-        return {"bidi": None, "bidi_later": False, "bidi_seq": False, "streamed": len(qm.layers), "bidi_fwd_len": 0}
-    fl = qm.layers[b]
-    later = b + 2 < len(qm.layers)
-    return {"bidi": b, "bidi_later": later, "streamed": b + 1,
-            "bidi_seq": later or qm.per_step or bool(qm.pool),   # its merged output kept per step
-            "bidi_step_len": qm.layers[-1].up if later else fl.merge_p,   # what rnnskip_output_step reads
-            "bidi_fwd_len": fl.units if fl.merge_mode == "concat" else fl.up}
+    """Bidirectional layers: the first one's forward direction's index (None: none), the layers that run per step,
+    whether layers follow the last one, and per Bidirectional layer (``bidi_stages``, in order) what its
+    ``rnnskip_finish`` code needs: its directions' indices, the buffers of its input and (merged) output per step,
+    the layers run in time order before it (after the first), the bytes of its forward output that start its merged
+    output."""
+    bidis = qm.bidis
+    if not bidis:
+        return {"bidi": None, "bidi_later": False, "streamed": len(qm.layers), "bidi_stages": []}
+    later = bidis[-1] + 2 < len(qm.layers)
+    stages = []
+    for j, f in enumerate(bidis):
+        fl = qm.layers[f]
+        tag = "" if j == 0 else str(j + 1)
+        lo = f if j == 0 else bidis[j - 1] + 2   # the first layer of its time-order pass (j > 0)
+        last = j == len(bidis) - 1
+        st = {"j": j, "f": f, "b": f + 1, "lo": lo, "fl": fl, "tag": tag, "last": last,
+              # its merged output kept per step: read by the next Bidirectional or the later layers, the per-step
+              # head or the pooling
+              "seq": not last or later or qm.per_step or bool(qm.pool),
+              "fwd_len": fl.units if fl.merge_mode == "concat" else fl.up,
+              "y": f"bidi{tag}_y"}
+        # its input per step: buffered, or (right after the previous Bidirectional) that one's merged outputs
+        st["own_x"] = j == 0 or f > lo
+        st["x"] = f"bidi{tag}_x" if st["own_x"] else stages[-1]["y"]
+        stages.append(st)
+    return {"bidi": bidis[0], "bidi_later": later, "streamed": bidis[0] + 1, "bidi_stages": stages,
+            "bidi_step_len": qm.layers[-1].up if later else qm.layers[bidis[-1]].merge_p}   # rnnskip_output_step
 
 
 def _pool_context(qm: QModel) -> Dict:

@@ -120,23 +120,25 @@ def generated_mixed(d, n: int, seed: int, T: int = 9):
     return ir, qm, x, L
 
 
-def bidi_ir(config: str, index: int = 0, merge: str = "concat", seed: int = 0, per_step: bool = False,
+def bidi_ir(config: str, index=0, merge: str = "concat", seed: int = 0, per_step: bool = False,
             **shape) -> ModelIR:
-    """random_ir(config) with recurrent layer ``index`` made Bidirectional (a backward direction with its own
-    random weights, ``merge`` its merge_mode); with concat the layer after it reads both directions' units.
-    ``per_step``: the last recurrent layer returns sequences and the head runs on every step."""
+    """random_ir(config) with recurrent layer ``index`` (or each of a tuple of indices) made Bidirectional (a
+    backward direction with its own random weights, ``merge`` its merge_mode); with concat the layer after it reads
+    both directions' units. ``per_step``: the last recurrent layer returns sequences and the head runs on every
+    step."""
     ir = random_ir(config, seed=seed, **shape)
     if per_step:
         ir.rnn_layers[-1].return_sequences, ir.per_step = True, True
     rng = np.random.default_rng(seed + 100)
-    r = ir.rnn_layers[index]
-    r.backward = RNNLayer(kind=r.kind, units=r.units, kernel=rng.normal(0, 0.5, r.kernel.shape),
-                          recurrent_kernel=rng.normal(0, 0.4, r.recurrent_kernel.shape),
-                          bias=rng.normal(0, 0.3, r.bias.shape), activation=r.activation,
-                          recurrent_activation=r.recurrent_activation, return_sequences=r.return_sequences,
-                          options=dict(r.options), name=f"{r.name}_backward")
-    r.merge_mode = merge
-    later = ir.rnn_layers[index + 1:] + ir.head
-    if merge == "concat" and later:   # kernels are [in, out] for both
-        later[0].kernel = np.concatenate([later[0].kernel, rng.normal(0, 0.5, later[0].kernel.shape)], axis=0)
+    for i in sorted((index,) if isinstance(index, int) else index):
+        r = ir.rnn_layers[i]
+        r.backward = RNNLayer(kind=r.kind, units=r.units, kernel=rng.normal(0, 0.5, r.kernel.shape),
+                              recurrent_kernel=rng.normal(0, 0.4, r.recurrent_kernel.shape),
+                              bias=rng.normal(0, 0.3, r.bias.shape), activation=r.activation,
+                              recurrent_activation=r.recurrent_activation, return_sequences=r.return_sequences,
+                              options=dict(r.options), name=f"{r.name}_backward")
+        r.merge_mode = merge
+        later = ir.rnn_layers[i + 1:] + ir.head
+        if merge == "concat" and later:   # kernels are [in, out] for both
+            later[0].kernel = np.concatenate([later[0].kernel, rng.normal(0, 0.5, later[0].kernel.shape)], axis=0)
     return ir

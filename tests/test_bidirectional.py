@@ -16,13 +16,18 @@ from rnnskip.generate import generate
 from rnnskip.quant.golden import GoldenModel
 from rnnskip.reference import FloatModel, merge
 
-# (random_models config, index of the Bidirectional layer, merge_mode, one output per step)
+# (random_models config, index of the Bidirectional layer (or layers), merge_mode, one output per step)
 MODELS = [("feat-lstm-gru", 0, "concat", False),          # into a GRU (return_sequences), input Dense
           ("tok-lstm-gru-lstm-gru", 1, "mul", False),     # in the middle of a 4-layer stack, Embedding(mask_zero)
           ("feat-mask-rnn-lstm", 1, "sum", False),        # the last recurrent layer, then the head; Masking
           ("feat-gru-gru-v1", 0, "ave", False),           # GRU reset_after=False (no delta: dense only)
           ("feat-mask-gru", 0, "sum", True),              # per-step head on it (zeros at masked steps)
-          ("tok-lstm-gru-lstm-gru", 2, "concat", True)]   # per-step head after a later layer
+          ("tok-lstm-gru-lstm-gru", 2, "concat", True),   # per-step head after a later layer
+          # stacked Bidirectional layers: the first one's forward direction streams, the rest runs in rnnskip_finish
+          ("tok-lstm-gru-lstm-gru", (1, 2), "concat", False),  # two in a row, then a later layer
+          ("feat-mask-rnn-lstm", (0, 1), "sum", True),         # two in a row, the last one's merged output per step
+          ("tok-lstm-gru-lstm-gru", (0, 2), "ave", True),      # a unidirectional layer between them, a later one
+          ("feat-lstm-gru", (0, 1), "mul", False)]             # the last one's merged final output
 
 
 def _delta(qm, theta: int):
@@ -163,18 +168,41 @@ def test_skip_predictor_is_refused_in_one_line():
         assert str(e.value) == msg
 
 
-def test_fit_estimate_counts_the_window_buffer():
-    from rnnskip.quant.model import pad4
+def test_fit_estimate_counts_the_window_buffer(tmp_path):
+    """The fit estimate's window buffers grow with the window as the compiled rnnskip_state_t does (its sizeof, from
+    the generated header, at two window lengths)."""
+    import subprocess
+
     from rnnskip.targets.fit import state_bytes
-    for cfg, index, merge_mode, per_step in MODELS:
+    main = tmp_path / "size.c"
+    main.write_text('#include <stdio.h>\n#include "rnnskip_model.h"\n'
+                    'int main(void) { printf("%zu", sizeof(rnnskip_state_t)); return 0; }\n')
+    for k, (cfg, index, merge_mode, per_step) in enumerate(MODELS):
         ir = bidi_ir(cfg, index, merge_mode, per_step=per_step)
         x, L = random_data(ir, n=4, T=6)
         qm = quantize_on(ir, x, L)
-        fl = qm.layers[qm.bidi]
-        later = qm.bidi + 2 < len(qm.layers)
-        step = fl.in_p + (fl.merge_p if later or per_step else 0) + (qm.layers[-1].up if later and per_step else 0)
-        assert state_bytes(qm, 100) - state_bytes(qm, 50) == 50 * step, cfg
-        assert fl.merge_p == (pad4(2 * fl.units) if merge_mode == "concat" else fl.up)
+        size = {}
+        for max_t in (50, 100):
+            src = tmp_path / f"{k}-{max_t}"
+            generate(qm, src, max_t=max_t)
+            subprocess.run(["gcc", "-std=c99", "-I", str(src), str(main), "-o", str(src / "size")], check=True)
+            size[max_t] = int(subprocess.run([str(src / "size")], capture_output=True, text=True, check=True).stdout)
+        assert size[100] - size[50] > 0
+        assert state_bytes(qm, 100) - state_bytes(qm, 50) == size[100] - size[50], cfg
+        assert state_bytes(qm, 100) >= size[100], cfg   # an upper bound (every member 4-aligned)
+
+
+def test_stacked_bidirectional_buffers():
+    """Two Bidirectional layers in a row: the second reads the first one's merged outputs, so it keeps no input
+    buffer of its own; with a layer between them it does."""
+    from rnnskip.generate import _bidi_context
+    for index, own in (((1, 2), False), ((0, 2), True)):
+        ir = bidi_ir("tok-lstm-gru-lstm-gru", index, "concat")
+        x, L = random_data(ir, n=4, T=6)
+        st = _bidi_context(quantize_on(ir, x, L))["bidi_stages"]
+        assert [s["f"] for s in st] == [index[0], index[1] + 1]   # each Bidirectional layer is two entries
+        assert st[1]["own_x"] is own and st[1]["x"] == ("bidi2_x" if own else "bidi_y")
+        assert st[0]["seq"] and st[1]["seq"]   # the next one and the later layer read them per step
 
 
 def test_the_terminal_table_names_the_bidirectional_layer():

@@ -55,6 +55,11 @@ def _models():
                                            "bidi-per-step-later": ("feat-lstm-gru", 0, "concat")}.items():
         pir = bidi_ir(cfg, index, merge_mode, per_step=True)
         yield name, quantize_on(pir, *random_data(pir, n=6, T=7, seed=1)), "portable"
+    for name, (cfg, index, merge_mode, per_step) in {   # stacked: a layer between them, later ones; two in a row, last
+            "bidi-stacked-between": ("tok-lstm-gru-lstm-gru", (0, 2), "ave", True),
+            "bidi-stacked-last": ("feat-lstm-gru", (0, 1), "concat", False)}.items():
+        sir = bidi_ir(cfg, index, merge_mode, per_step=per_step)
+        yield name, quantize_on(sir, *random_data(sir, n=6, T=7, seed=1)), "portable"
     bq = quantize_on(bir, *random_data(bir, n=6, T=7, seed=1))
     yield "bidi-delta", with_delta(bq, DeltaSpec([2] * 3, [1] * 3)), "portable"
     from test_pooling import _pooled, pool_ir  # pooling over time: the plain step, the front end, Bidirectional

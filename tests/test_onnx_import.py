@@ -910,10 +910,10 @@ class BiNet(nn.Module):
     """nn.LSTM/GRU/RNN(bidirectional=True) read as PyTorch users read it: "cat" torch.cat([h_n[-2], h_n[-1]], 1),
     "perm" h_n.transpose(0, 1).reshape(batch, -1), "seq" a per-step head on the output, "stack" the output
     into a unidirectional GRU, "sum" h_n[-2] + h_n[-1], "ave" (h_n[0] + h_n[1]) / 2, "sum0" h_n.sum(0), "mean0"
-    h_n.mean(0) (an audit found these two refused with reasons about time); refused: "last" (out[:, -1], the
-    backward direction after one step), "rev" (the
-    backward state first), "layers2" (num_layers=2), "twobi" (a second bidirectional nn.GRU on the output),
-    "catboth" (h_n concatenated with itself, direction axis and all)."""
+    h_n.mean(0) (an audit found these two refused with reasons about time), "layers2" (num_layers=2, the last
+    layer's torch.cat([h_n[-2], h_n[-1]], 1)), "twobi" (a second bidirectional nn.GRU on the output); refused: "last"
+    (out[:, -1], the backward direction after one step), "rev" (the backward state first), "catboth" (h_n
+    concatenated with itself, direction axis and all)."""
 
     def __init__(self, kind, read, batch_first=True, tokens=False):
         super().__init__()
@@ -974,6 +974,12 @@ BIDI = {
     "gru-sum0-bf": ("GRU", "sum0", True, False, "dynamic"),
     "lstm-mean0-tf": ("LSTM", "mean0", False, False, "dynamic"),
     "gru-mean0-bf-dynamo": ("GRU", "mean0", True, False, "dynamo"),
+    "lstm-layers2-bf": ("LSTM", "layers2", True, False, "dynamic"),
+    "gru-layers2-tf-tok": ("GRU", "layers2", False, True, "dynamic"),
+    "lstm-layers2-bf-dynamo": ("LSTM", "layers2", True, False, "dynamo"),
+    "lstm-twobi-bf": ("LSTM", "twobi", True, False, "dynamic"),
+    "gru-twobi-tf-dynamo": ("GRU", "twobi", False, False, "dynamo"),
+    "rnn-twobi-tf": ("RNN", "twobi", False, False, "dynamic"),
 }
 #: how each reading merges the two directions (Keras' merge_mode)
 BIDI_MERGE = {"sum": "sum", "ave": "ave", "sum0": "sum", "mean0": "ave"}
@@ -993,18 +999,24 @@ def test_bidirectional_equals_onnxruntime_and_host(name, tmp_path):
     merge = BIDI_MERGE.get(read, "concat")
     assert bi.backward is not None and bi.merge_mode == merge and bi.out_dim == (2 if merge == "concat" else 1) * UNITS
     assert bi.backward.kind == bi.kind and not np.allclose(bi.backward.kernel, bi.kernel)
-    assert len(ir.rnn_layers) == (2 if read == "stack" else 1) and ir.per_step == (read == "seq")
+    assert len(ir.rnn_layers) == (2 if read in ("stack", "layers2", "twobi") else 1) and ir.per_step == (read == "seq")
+    # num_layers=2 and a second bidirectional nn.GRU: both layers Bidirectional(concat)
+    assert all(r.backward is not None for r in ir.rnn_layers) == (read != "stack")
     check_ort_and_host(ir, path, x, bf, tmp_path)
 
 
 @needs_arm
-def test_bidirectional_firmware_bit_exact(tmp_path):
-    """rnnskip-convert end to end on a PyTorch bidirectional GRU: golden = host build = emulated Cortex-M4 on
-    every row, and the conversion's own check against onnxruntime passes."""
+@pytest.mark.parametrize("kind, read, layers", [
+    ("GRU", "cat", ["rnn/GRU", "rnn/GRU_backward"]),
+    # nn.LSTM(num_layers=2, bidirectional=True): the second layer runs over the first one's buffered window
+    ("LSTM", "layers2", ["rnn/LSTM", "rnn/LSTM_backward", "rnn/LSTM_1", "rnn/LSTM_1_backward"])])
+def test_bidirectional_firmware_bit_exact(kind, read, layers, tmp_path):
+    """rnnskip-convert end to end on a PyTorch bidirectional GRU and a two-layer bidirectional LSTM: golden = host
+    build = emulated Cortex-M4 on every row, and the conversion's own check against onnxruntime passes."""
     from rnnskip.datasets import Dataset, save_npz
     torch.manual_seed(2)
     path = tmp_path / "bi.onnx"
-    x = export_as(BiNet("GRU", "cat"), path, False, True, "dynamic")
+    x = export_as(BiNet(kind, read), path, False, True, "dynamic")
     save_npz(str(tmp_path / "d.npz"), Dataset(x=x, y=np.argmax(run_ort(path, x), 1),
                                              lengths=np.full(len(x), T, np.int32)))
     p = cli("rnnskip-convert", path, "--target", "cortex-m4", "--data", tmp_path / "d.npz", "--out", tmp_path / "m4")
@@ -1018,13 +1030,13 @@ def test_bidirectional_firmware_bit_exact(tmp_path):
             "--cell-grid", "", "--out", tmp_path / "delta.json")
     assert p.returncode == 0, p.stderr
     th = json.loads((tmp_path / "delta.json").read_text())["thresholds"]
-    assert [t["layer"] for t in th] == ["rnn/GRU", "rnn/GRU_backward"]
+    assert [t["layer"] for t in th] == layers
     p = cli("rnnskip-convert", path, "--delta", tmp_path / "delta.json", "--data", tmp_path / "d.npz",
             "--out", tmp_path / "m4d")
     assert p.returncode == 0, p.stderr
     rep = json.loads((tmp_path / "m4d" / "report.json").read_text())
     assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["checked"] == len(x)
-    assert [t["layer"] for t in rep["delta"]["thresholds"]] == ["rnn/GRU", "rnn/GRU_backward"]
+    assert [t["layer"] for t in rep["delta"]["thresholds"]] == layers
 
 
 def test_external_data_file_read_and_missing_named(tmp_path):
@@ -1053,7 +1065,7 @@ def test_unsupported_op_refused_in_one_line(tmp_path):
     export(WithNorm(), path, False, True)
     msg = refusal(path)
     assert msg.startswith("node 'norm/LayerNormalization' (LayerNormalization) is not supported: rnnskip converts "
-                          "ONNX graphs of forward GRU/LSTM/RNN operators (any number stacked, one of them "
+                          "ONNX graphs of forward GRU/LSTM/RNN operators (any number stacked, any of them "
                           "bidirectional)"), msg
 
 
@@ -1063,12 +1075,9 @@ def test_unsupported_op_refused_in_one_line(tmp_path):
              "final states of both directions concatenated, forward first (torch.cat([h_n[-2], h_n[-1]], 1)"),
     ("rev", "node 'Concat' (Concat) concatenates the backward final state before the forward one: rnnskip "
             "converts the final states"),
-    ("layers2", "node 'rnn/LSTM_1' (LSTM) is a second bidirectional operator (after 'rnn/LSTM'): rnnskip converts "
-                "one bidirectional layer per model"),
     ("catboth", "node 'Concat' (Concat) concatenates a bidirectional operator's final states with their direction "
                 "axis in place: rnnskip converts the final states of both directions concatenated, forward first"),
-    ("twobi", "node 'rnn2/GRU' (GRU) is a second bidirectional operator (after 'rnn/LSTM'): rnnskip converts one "
-              "bidirectional layer per model")])
+])
 def test_bidirectional_readings_refused(read, want, tmp_path):
     path = tmp_path / "bi.onnx"
     export(BiNet("LSTM", read), path, False, True)

@@ -338,10 +338,10 @@ BIDI_CASES: List[Case] = [
     Case("refuse_bidi_elu", "Bidirectional", "SimpleRNN activation=elu (the wrapped layer's refusal)",
          lambda k: [_bi(k, _L(k).SimpleRNN(4, activation="elu"), name="bidi_elu"), _L(k).Dense(2)],
          gens=("k3",), refused=["'bidi_elu'", "activation='elu'"]),
-    Case("refuse_bidi_twice", "Bidirectional", "two Bidirectional layers",
+    Case("bidi_twice", "Bidirectional", "two Bidirectional GRUs (concat), the second one's last output",
          lambda k: [_bi(k, _L(k).GRU(4, return_sequences=True)), _bi(k, _L(k).GRU(4), name="bidi_2nd"),
                     _L(k).Dense(2)],
-         gens=("k2",), refused=["'bidi_2nd'", "(Bidirectional)", "one Bidirectional layer"]),
+         gens=("k2",)),
 ]
 CASES += BIDI_CASES
 
@@ -520,6 +520,40 @@ ACT_POOL_CASES: List[Case] = [
                                               "pooling"]),
 ]
 CASES += ACT_POOL_CASES
+
+# Stacked Bidirectional layers (PyTorch's nn.LSTM(num_layers=2, bidirectional=True), stacked BiLSTM taggers): the
+# first one's forward direction streams, the rest runs over the buffered window at the end, one layer at a time.
+# Appended last.
+BIDI_STACK_CASES: List[Case] = [
+    Case("bidi_two_masked", "Bidirectional", "Bidirectional(LSTM, concat, return_sequences) into Bidirectional(GRU, "
+         "sum), Masking (post/pre-padded, holed rows)",
+         lambda k: [_L(k).Masking(0.0), _bi(k, _L(k).LSTM(4, return_sequences=True)),
+                    _bi(k, _L(k).GRU(3), merge_mode="sum"), _L(k).Dense(3, activation="softmax")],
+         mask_value=0.0),
+    Case("bidi_two_max_pool_tokens", "Bidirectional", "two Bidirectional layers (GRU concat, LSTM ave) into "
+         "GlobalMaxPooling1D, Embedding(mask_zero=True)",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _bi(k, _L(k).GRU(4, return_sequences=True)),
+                    _bi(k, _L(k).LSTM(3, return_sequences=True), merge_mode="ave"), _L(k).GlobalMaxPooling1D(),
+                    _L(k).Dense(1, activation="sigmoid")], tokens=True),
+    Case("bidi_two_between_per_step", "Bidirectional", "Bidirectional(GRU, mul) -> LSTM -> Bidirectional(SimpleRNN, "
+         "concat) -> GRU, all return_sequences, per-step Dense, Masking",
+         lambda k: [_L(k).Masking(0.0), _bi(k, _L(k).GRU(4, return_sequences=True), merge_mode="mul"),
+                    _L(k).LSTM(5, return_sequences=True), _bi(k, _L(k).SimpleRNN(3, return_sequences=True)),
+                    _L(k).GRU(3, return_sequences=True), _L(k).TimeDistributed(_L(k).Dense(2))],
+         mask_value=0.0, functional=True),
+    Case("bidi_three_per_step_avg", "Bidirectional", "three Bidirectional LSTMs (concat, sum, ave) with "
+         "return_sequences, per-step softmax head",
+         lambda k: [_bi(k, _L(k).LSTM(3, return_sequences=True)),
+                    _bi(k, _L(k).LSTM(4, return_sequences=True), merge_mode="sum"),
+                    _bi(k, _L(k).LSTM(3, return_sequences=True), merge_mode="ave"),
+                    _L(k).Dense(3, activation="softmax")]),
+    Case("bidi_two_mean_pool_masked", "Bidirectional", "two Bidirectional GRUs (sum, concat) into "
+         "GlobalAveragePooling1D, Masking",
+         lambda k: [_L(k).Masking(0.0), _bi(k, _L(k).GRU(4, return_sequences=True), merge_mode="sum"),
+                    _bi(k, _L(k).GRU(3, return_sequences=True)), _L(k).GlobalAveragePooling1D(),
+                    _L(k).Dense(2, activation="softmax")], mask_value=0.0),
+]
+CASES += BIDI_STACK_CASES
 
 GEN_COLUMNS = [("legacy", "h5", "Keras 2.0–2.3 / tf.keras 1.x .h5"), ("k2", "h5", "tf_keras 2 .h5"),
                ("k2", "keras", "tf_keras 2 .keras"), ("k3", "keras", "Keras 3 .keras"), ("k3", "h5", "Keras 3 .h5")]

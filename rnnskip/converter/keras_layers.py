@@ -25,7 +25,7 @@ from rnnskip.converter.keras_graph import MODEL_CLASSES, KerasLayer, activation_
 from rnnskip.errors import RnnskipError
 
 SUPPORTED_SUMMARY = (f"rnnskip converts Embedding/Dense/Conv1D input, stacked recurrent layers ({cells.labels()}; "
-                     "one may be Bidirectional), optional pooling over time and a Dense head")
+                     "any may be Bidirectional), optional pooling over time and a Dense head")
 
 # Node kinds: what the passes see of a layer.
 INPUT = "input"            # InputLayer: nothing to compute

@@ -308,7 +308,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
         front  := Embedding                        token ids
                 | [Masking] [Dense]                float features, at most one per-step Dense
                 | (Conv1D | MaxPooling1D | AveragePooling1D)+   a streamed front end
-        recurrent := LSTM | GRU | SimpleRNN | RNN(cell) | Bidirectional(one of them)   at most one Bidirectional
+        recurrent := LSTM | GRU | SimpleRNN | RNN(cell) | Bidirectional(one of them)
         pool   := [GlobalAveragePooling1D | GlobalMaxPooling1D]   on the last one's sequence
         head   := Dense*                           softmax only on the last
 
@@ -424,10 +424,6 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                 if front:
                     raise LayerError(f"layer '{name}' (Bidirectional) follows a Conv1D front end: rnnskip converts "
                                      "Bidirectional layers without a front end", name)
-                if any(r.backward is not None for r in rnns):
-                    first = next(r.name for r in rnns if r.backward is not None)
-                    raise LayerError(f"layer '{name}' (Bidirectional) is the 2nd Bidirectional layer (after "
-                                     f"'{first}'): rnnskip converts one Bidirectional layer per model", name)
             rnns.append(node.value)
             seen_input_transform = True
             continue

@@ -52,7 +52,7 @@ from rnnskip.errors import RnnskipError
 RECURRENT_OPS = {c.onnx_op: c for c in cells.CELLS.values() if c.onnx_op}
 
 SUPPORTED_SUMMARY = (f"rnnskip converts ONNX graphs of forward {'/'.join(RECURRENT_OPS)} operators "
-                     "(any number stacked, one of them bidirectional), "
+                     "(any number stacked, any of them bidirectional), "
                      "a Gather embedding or float features (optionally through MatMul+Add, or a streamed front end of "
                      "Conv/MaxPool/AveragePool on [batch, channels, time]), ReduceMean/ReduceMax over "
                      "time, a Gemm or MatMul+Add head "
@@ -90,7 +90,8 @@ VEC = "vec"         # a head Dense's output
 class Sym:
     kind: str
     value: Optional[np.ndarray] = None
-    axes: Tuple[str, ...] = ()            # per axis: a0/a1 (input axes), F (features), D (direction), 1 (size 1)
+    axes: Tuple[str, ...] = ()            # per axis: a0/a1 (input axes), F (features), D (direction), 1 (size 1),
+    #                                       B (a bidirectional direction), L / LB (stacked per layer / and direction)
     width: int = 0                        # size of the F axis
     layer: int = -1                       # SEQ/STATE/CELL: the recurrent layer's index
     dense: Optional[DenseLayer] = None    # the Dense whose direct output this is (Add, activations fold in)
@@ -231,6 +232,8 @@ def _axis_entry(s: Sym, k: int):
         return (2, ())
     if ax == "L":
         return (len(s.layers), ()) if s.layers else None
+    if ax == "LB":
+        return (2 * len(s.layers), ())
     return (1, (ax,))
 
 
@@ -459,6 +462,12 @@ def h_concat(ctx: _Ctx):
     if len(kinds) == 1 and kinds <= {STATE, CELL}:
         first = ins[0]
         axis = _norm(int(ctx.attrs.get("axis", 0)), len(first.axes))
+        if all(s.axes == first.axes and s.axes[axis] == "B" and s.layer >= 0 and s.direction < 0 and not s.pooled
+               and not s.summed for s in ins) and len({s.layer for s in ins}) == len(ins):
+            # h_n of nn.LSTM(num_layers=n, bidirectional=True): per layer its two directions' final states (axis LB)
+            axes = tuple("LB" if i == axis else ax for i, ax in enumerate(first.axes))
+            return [Sym(first.kind, axes=axes, width=first.width, layer=-1,
+                        layers=tuple(s.layer for s in ins))], "folded (final states)"
         if any("B" in s.axes for s in ins):
             ctx.fail("concatenates a bidirectional operator's final states with their direction axis in place: "
                      f"{BIDI_READ}")
@@ -765,6 +774,12 @@ def h_gather(ctx: _Ctx):
         if data.axes[ax] == "B" and int(idx.value) in (-2, -1, 0, 1):   # h_n[-2]: forward, h_n[-1]: backward
             return [Sym(data.kind, axes=tuple(a for a in data.axes if a != "B"), width=data.width,
                         layer=data.layer, direction=int(idx.value) % 2)], "folded (one direction's final state)"
+    if data.kind in (STATE, CELL) and "LB" in data.axes and idx.kind == CONST and np.ndim(idx.value) == 0:
+        ax = _norm(axis, len(data.axes))
+        if data.axes[ax] == "LB":   # h_n[2 * i + d]: layer i's direction d (h_n[-2], h_n[-1]: the last layer's)
+            i = int(idx.value) % (2 * len(data.layers))
+            return [Sym(data.kind, axes=tuple(a for a in data.axes if a != "LB"), width=data.width,
+                        layer=data.layers[i // 2], direction=i % 2)], "folded (one direction's final state)"
     if data.kind in (STATE, CELL) and data.layers and idx.kind == CONST and np.ndim(idx.value) == 0:
         ax = _norm(axis, len(data.axes))
         if data.axes[ax] == "L":   # h_n[i]: layer i's final state
@@ -835,10 +850,6 @@ def h_recurrent(ctx: _Ctx):
     dirs = 2 if direction == "bidirectional" else 1
     if dirs == 2 and r.front:
         ctx.fail("is bidirectional after a Conv front end: rnnskip converts bidirectional layers without a front end")
-    first_bidi = next((l for l in ctx.r.rnns if l.backward is not None), None)
-    if dirs == 2 and first_bidi is not None:
-        ctx.fail(f"is a second bidirectional operator (after '{first_bidi.name}'): rnnskip converts one "
-                 "bidirectional layer per model")
     if len(ctx.node.input) > 7 and ctx.node.input[7]:
         ctx.fail("has peephole weights (input P): rnnskip converts recurrent operators without peepholes")
     if "clip" in a:

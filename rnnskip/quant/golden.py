@@ -390,19 +390,22 @@ class GoldenModel:
         return self.output(state), flags
 
     def _run_bidi(self, x: np.ndarray, lengths: np.ndarray, collect=None):
-        """:meth:`run` of a model with a Bidirectional layer (``rnnskip_step`` and ``rnnskip_finish``): the layers
-        up to its forward direction run step by step, the forward direction's inputs (and, when it returns
-        sequences, its outputs) are buffered per step that ran; at the end the backward direction runs over the
-        buffered steps in reverse, each merged with the forward output of its step, and the later layers run
-        over the merged outputs in time order."""
+        """:meth:`run` of a model with Bidirectional layers (``rnnskip_step`` and ``rnnskip_finish``): the layers
+        up to the first one's forward direction run step by step, that direction's inputs (and, when it returns
+        sequences, its outputs) are buffered per step that ran; at the end its backward direction runs over the
+        buffered steps in reverse, each merged with the forward output of its step. The layers up to the next
+        Bidirectional's forward direction then run over the merged outputs in time order, buffering that
+        direction's inputs and outputs, its backward direction in reverse, and so on; the layers after the last
+        one run over its merged outputs in time order."""
         qm = self.qm
-        b, fl = qm.bidi, qm.layers[qm.bidi]
+        bidis = qm.bidis
+        b = bidis[0]
         N, T = x.shape[:2]
         dev = self.device_inputs(x)
         ran = self.valid_steps(x) & (np.arange(T)[None, :] < np.asarray(lengths)[:, None])
         state = self.initial_state(N)
-        xs = np.zeros((N, T, fl.in_p), np.int64)    # the forward direction's input at each step
-        hs = np.zeros((N, T, fl.up), np.int64)      # its output
+        xs = np.zeros((N, T, qm.layers[b].in_p), np.int64)    # the forward direction's input at each step
+        hs = np.zeros((N, T, qm.layers[b].up), np.int64)      # its output
         for t in range(T):
             run = ran[:, t]
             if run.any():
@@ -415,16 +418,29 @@ class GoldenModel:
             ran[:, t] = run
             if collect is not None:
                 collect(t, state, run)
-        ys = np.zeros((N, T, fl.merge_p), np.int64)   # the merged outputs (zero where the step did not run)
         pool = self._new_pool(N)
-        later = b + 2 < len(qm.layers)
+        last = bidis[-1]
+        later = last + 2 < len(qm.layers)
+        ys = None   # the previous Bidirectional layer's merged outputs
+        for j, b in enumerate(bidis):
+            fl = qm.layers[b]
+            if j:   # the layers from the previous Bidirectional's to this one's forward direction, in time order
+                lo = bidis[j - 1] + 2
+                xs = np.zeros((N, T, fl.in_p), np.int64)
+                hs = np.zeros((N, T, fl.up), np.int64)
+                for t in range(T):
+                    if ran[:, t].any():
+                        state = self._step_rows(state, ys[:, t], ran[:, t], lo, b + 1)
+                        xs[:, t] = ys[:, t] if b == lo else state[b - 1]["h8"]
+                        hs[:, t] = state[b]["h8"]
+            ys = np.zeros((N, T, fl.merge_p), np.int64)   # the merged outputs (zero where the step did not run)
+            for t in range(T - 1, -1, -1):              # rnnskip_finish: the backward direction, the steps in reverse
+                if ran[:, t].any():
+                    state = self._step_rows(state, xs[:, t], ran[:, t], b + 1, b + 2)
+                    ys[ran[:, t], t] = merge(fl, hs[:, t], state[b + 1]["h8"])[ran[:, t]]
+                    if pool is not None and b == last and not later:
+                        pool.add(ran[:, t], ran[:, t], ys[:, t])
         fed = np.arange(T)[None, :] < np.asarray(lengths).reshape(-1)[:, None]
-        for t in range(T - 1, -1, -1):              # rnnskip_finish: the backward direction, the steps in reverse
-            if ran[:, t].any():
-                state = self._step_rows(state, xs[:, t], ran[:, t], b + 1, b + 2)
-                ys[ran[:, t], t] = merge(fl, hs[:, t], state[b + 1]["h8"])[ran[:, t]]
-                if pool is not None and not later:
-                    pool.add(ran[:, t], ran[:, t], ys[:, t])
         if pool is not None:   # Keras max-pools the outputs of the steps that did not run too:
             # zeros (the Bidirectional layer's), or the later layer's output before them (zeros before the first)
             gap = fed & ~ran
@@ -435,7 +451,7 @@ class GoldenModel:
         if later:                                   # then the later layers on the merged outputs, in time order
             for t in range(T):
                 if ran[:, t].any():
-                    state = self._step_rows(state, ys[:, t], ran[:, t], b + 2, len(qm.layers))
+                    state = self._step_rows(state, ys[:, t], ran[:, t], last + 2, len(qm.layers))
                     if pool is not None:
                         pool.add(ran[:, t], ran[:, t], state[-1]["h8"])
                 if qm.per_step:   # a step that did not run repeats the output before it

@@ -296,7 +296,12 @@ class QModel:
     @property
     def bidi(self) -> Optional[int]:
         """The index in ``layers`` of a Bidirectional layer's forward direction (its backward one is next)."""
-        return next((i for i, l in enumerate(self.layers) if l.direction == "forward"), None)
+        return next(iter(self.bidis), None)
+
+    @property
+    def bidis(self) -> List[int]:
+        """The indices in ``layers`` of every Bidirectional layer's forward direction, in order."""
+        return [i for i, l in enumerate(self.layers) if l.direction == "forward"]
 
     def all_mats(self):
         dense = ([self.input_dense] if self.input_dense else []) + [f.dense for f in self.front if isinstance(f, QConv)]

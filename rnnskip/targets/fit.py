@@ -38,17 +38,21 @@ _CBYTES = {"int8_t": 1, "int16_t": 2, "int32_t": 4}
 
 
 def bidi_bytes(qm, max_t: int) -> int:
-    """A Bidirectional layer's window buffer for ``max_t`` steps (``bidi_x``; ``bidi_y`` when layers follow it, the
-    model outputs per step or pools over time; ``bidi_h`` when layers follow and the model outputs per step;
-    ``bidi_out`` when it is the last and nothing pools) and its step count; 0 without one."""
-    b = qm.bidi
-    if b is None:
+    """Bidirectional layers' window buffers for ``max_t`` steps and their step count; 0 without one. Per layer its
+    input (``bidi_x``; not after another one, whose merged outputs it reads) and merged output (``bidi_y``, when read
+    later: by the next Bidirectional layer, later layers, the per-step head or the pooling); ``bidi_h`` when layers
+    follow the last one and the model outputs per step; ``bidi_out`` when it is the last and nothing pools."""
+    from ..generate import _bidi_context
+    ctx = _bidi_context(qm)
+    if ctx["bidi"] is None:
         return 0
-    fl = qm.layers[b]
-    later = b + 2 < len(qm.layers)
-    n = _a4(max_t * fl.in_p) + (_a4(max_t * fl.merge_p) if later or qm.per_step or qm.pool else 0)
+    n = 0
+    for st in ctx["bidi_stages"]:
+        n += _a4(max_t * st["fl"].in_p) if st["own_x"] else 0
+        n += _a4(max_t * st["fl"].merge_p) if st["seq"] else 0
+    later = ctx["bidi_later"]
     n += _a4(max_t * qm.layers[-1].up) if later and qm.per_step else 0    # bidi_h
-    return n + (0 if later or qm.pool else _a4(fl.merge_p)) + 4
+    return n + (0 if later or qm.pool else _a4(ctx["bidi_stages"][-1]["fl"].merge_p)) + 4
 
 
 def state_bytes(qm, max_t: int = 0) -> int:
@@ -79,7 +83,7 @@ def pool_bytes(qm) -> int:
     w = qm.out_width
     counters = 0
     if qm.bidi is not None and "max" in qm.pool_kinds:   # pool_t, and pool_lead when layers follow
-        counters = 8 if qm.bidi + 2 < len(qm.layers) else 4
+        counters = 8 if qm.bidis[-1] + 2 < len(qm.layers) else 4
     return len(qm.pool_kinds) * (4 * w + 4) + _a4(qm.pool_width) + counters
 
 
@@ -103,6 +107,10 @@ def estimate(qm, max_t: int, target, bundled_bytes: int = 0) -> SizeEstimate:
     return SizeEstimate(flash=w + luts + code + int(bundled_bytes), ram=io + target.stack_size,
                         weights=w, state=st, io=io, stack=target.stack_size, code=code,
                         bundled=int(bundled_bytes))
+
+
+def _whose(n: int) -> str:
+    return "layer's" if n == 1 else "layers'"
 
 
 def _kib(n: int) -> str:
@@ -130,7 +138,8 @@ def check_fits(qm, max_t: int, target, where: str = "", bundled_bytes: int = 0) 
         raise RnnskipError(
             f"model does not fit {on}: needs about {est.ram:,} bytes of RAM ({_kib(est.ram)}: "
             f"{est.state - window:,} B model state"
-            + (f" + {window:,} B the Bidirectional layer's window buffers for {max_t} steps" if window else "")
+            + (f" + {window:,} B the Bidirectional {_whose(len(qm.bidis))} window buffers for {max_t} steps" if window
+               else "")
             + f" + {harness:,} B the emulation harness's I/O buffers for {max_t}-step sequences + {est.stack:,} B "
             f"stack) but {on} has {target.ram_size:,} bytes ({_kib(target.ram_size)}); "
             + ("the model alone fits (a firmware calling rnnskip_step keeps no sequence buffers): emulate shorter "

@@ -401,6 +401,38 @@ def test_delta_train_is_reproducible_from_its_seed(gru):
     assert json.loads((d / "seed_a.delta.json").read_text())["tuning"]["seed"] == 3
 
 
+def test_delta_train_runs_the_steps_the_device_runs(tmp_path):
+    """A model without Masking on data whose lengths end rows early: the device stops at each row's length, and so
+    does delta-train's model (the loss, the L1 penalty and the density once counted the padding Keras would run).
+    What fills the padding changes nothing it writes, bit for bit."""
+    keras = pytest.importorskip("tf_keras")
+    from rnnskip.datasets import Dataset, save_npz
+    from rnnskip.pipeline import import_model
+    from rnnskip.reference import FloatModel
+    keras.utils.set_random_seed(5)
+    m = keras.Sequential([keras.layers.Input((None, 4)), keras.layers.GRU(6), keras.layers.Dense(3, "softmax")])
+    m.save(tmp_path / "nomask.h5")
+    ir = import_model(tmp_path / "nomask.h5")
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.normal(0, 0.4, (40, 12, 4)), axis=1).astype(np.float32)
+    L = rng.integers(6, 13, 40).astype(np.int32)
+    after = np.arange(12)[None, :] >= L[:, None]
+    x[after] = 0.0
+    y = np.argmax(FloatModel(ir).predict(x, L), 1)
+    out = {}
+    for name, pad in (("zeros", 0.0), ("noise", rng.normal(0, 2, (int(after.sum()), 4)))):
+        xx = x.copy()
+        xx[after] = pad
+        save_npz(str(tmp_path / f"{name}.npz"), Dataset(x=xx, y=y, lengths=L))
+        p = cli("rnnskip", "delta-train", tmp_path / "nomask.h5", "--train", tmp_path / f"{name}.npz", "--val",
+                tmp_path / f"{name}.npz", "--out", tmp_path / f"{name}.h5", "--epochs", "2", "--seed", "3")
+        assert p.returncode == 0, p.stderr
+        out[name] = (_h5_weights(tmp_path / f"{name}.h5"), p.stdout.split("training density ")[1].split(",")[0])
+    assert out["zeros"][1] == out["noise"][1]
+    for k in out["zeros"][0]:
+        np.testing.assert_array_equal(out["zeros"][0][k], out["noise"][0][k], err_msg=k)
+
+
 def test_threshold_noise_is_the_same_sequence_every_time(gru):
     """The training forward pass (threshold noise on) gives the same outputs call by call for one
     seed. Each step's noise is a stateful random op in the RNN's while loop; without the control

@@ -16,7 +16,10 @@ The paper's recipe (Neil et al. 2017, section 4), in tf_keras:
   sum |delta h| per executed step);
 * with a cell threshold (``theta_m``, pre-activation steps of 2^-12), the cell runs only
   for the units one of whose pre-activations moved by that much since their last
-  evaluation; the others keep their state (the gradient flows through the kept state).
+  evaluation; the others keep their state (the gradient flows through the kept state);
+* the steps the device runs: where the data's lengths end a row before steps the model's own
+  mask would run (no ``Masking``), the training model masks them too, so the loss, the L1
+  penalty and the density count only the steps the device runs.
 
 The result is written as a *normal* Keras model (Embedding/Masking, Dense, the recurrent
 layers with their activations and options, Dense head, rebuilt from the IR) with the
@@ -195,9 +198,12 @@ def _normalisation_layer(keras, ir):
                                       name="input_normalization")
 
 
-def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, theta_m=None):
+def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, theta_m=None,
+                      steps_input: bool = False):
     """tf_keras model of ``ir`` with delta cells (weights copied from the IR); thresholds in int8
-    steps, cell thresholds (``theta_m``, None: none) in pre-activation steps of 2^-12."""
+    steps, cell thresholds (``theta_m``, None: none) in pre-activation steps of 2^-12. ``steps_input``: the model
+    takes a second input, bool ``[N, T]``, the steps each recurrent layer runs (its mask, in place of the model's
+    own: :func:`run_steps`)."""
     theta_m = theta_m or [None] * len(ir.rnn_layers)
     tf, keras = _keras()
     Cell = _cell_class()
@@ -222,6 +228,7 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, 
             dl = keras.layers.Dense(d.out_dim, activation=d.activation, name="in_dense")
             y = dl(y)
             pre.append((dl, [d.kernel, d.bias]))
+    steps = keras.Input(shape=(None,), dtype="bool", name="steps") if steps_input else None
     penalties, cells = [], []
     for i, (l, ql) in enumerate(zip(ir.rnn_layers, qm.layers)):
         if i == 0 and (ir.is_token_model or ir.input.dense is None):
@@ -233,7 +240,7 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, 
         # pooling over time and a per-step head read every step's output
         last = i == len(ir.rnn_layers) - 1 and not ir.pool and not ir.per_step
         rnn = keras.layers.RNN(cell, return_sequences=not last, return_state=True, name=f"rnn_{i}")
-        res = rnn(y)
+        res = rnn(y) if steps is None else rnn(y, mask=steps)
         y, st = res[0], res[1:]
         l1_, nx, nh, ns, _, nc = st[-6:]
         penalties.append(tf.reduce_mean(l1_ / tf.maximum(ns, 1.0)))
@@ -248,7 +255,7 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, 
         dl = keras.layers.Dense(d.out_dim, activation=d.activation, name=f"head_{j}")
         y = dl(y)
         head.append((dl, [d.kernel, d.bias]))
-    model = keras.Model(inp, y)
+    model = keras.Model(inp if steps is None else [inp, steps], y)
     for layer, w in pre + head:
         layer.set_weights([np.asarray(a, np.float32) for a in w])
     for cell, l, *_ in cells:
@@ -313,6 +320,15 @@ def export_keras(ir, cells, pre, head, path) -> None:
     with warnings.catch_warnings():   # .h5 on purpose: the format every Keras version and rnnskip read
         warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy", category=UserWarning)
         m.save(str(path))
+
+
+def run_steps(qm, ds):
+    """The steps of ``ds`` the device runs (bool ``[N, T]``: before each row's length, kept by the model's own mask)
+    and whether the lengths end a row before a step that mask keeps (Keras would run it: the training model then
+    takes these steps as its mask)."""
+    from ..quant.golden import GoldenModel
+    run = scored_steps(qm, ds)
+    return run, bool((GoldenModel(qm, methods=[]).valid_steps(ds.x) & ~run).any())
 
 
 def _weights(scored):
@@ -429,10 +445,13 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
                  f"--theta-x/--theta-h chosen for this grid")
     tf, keras = _keras()
     keras.utils.set_random_seed(seed)
-    m, cells, pre, head = build_delta_model(ir, qm, tx, th, l1, noise, theta_m=tm)
+    (run_tr, cut_tr), (run_va, cut_va) = run_steps(qm, tr), run_steps(qm, va)
+    cut = cut_tr or cut_va   # the lengths end rows early: the model runs only the steps the device runs
+    m, cells, pre, head = build_delta_model(ir, qm, tx, th, l1, noise, theta_m=tm, steps_input=cut)
+    x_tr, x_va = ([tr.x, run_tr], [va.x, run_va]) if cut else (tr.x, va.x)
     # per step: the loss and accuracy weigh the steps the device scores (before the row's length, kept by the
     # model's mask), as the float reference's outputs after the length are not the device's
-    w_tr, w_va = (scored_steps(qm, tr), scored_steps(qm, va)) if ir.per_step else (None, None)
+    w_tr, w_va = (run_tr, run_va) if ir.per_step else (None, None)
     # a one-output per-step head gives [N, T, 1]: labels of that shape keep Keras' loss per step ([N, T] labels
     # would make it average over time and leave one loss per sequence, against [N, T] weights)
     y_tr, y_va = (tr.y[..., None], va.y[..., None]) if ir.per_step and ir.output_dim == 1 else (tr.y, va.y)
@@ -440,7 +459,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
               **({"weighted_metrics": ["accuracy"]} if ir.per_step else {"metrics": ["accuracy"]}))
     from ..tfquiet import quiet_stderr
     with quiet_stderr():   # TF's C++ chatter at the first ops; Keras' progress goes to stdout
-        _, acc0, *_ = m.evaluate(va.x, y_va, sample_weight=_weights(w_va), verbose=0, batch_size=64)
+        _, acc0, *_ = m.evaluate(x_va, y_va, sample_weight=_weights(w_va), verbose=0, batch_size=64)
     cell = f", cell {tm} (pre-activation steps)" if checked.cell_sparse else ""
     log(f"delta-train: {ir.name}, thresholds input {tx} hidden {th} (int8 steps){cell}, L1 {l1}, noise {noise}; "
         f"delta validation accuracy before fine-tuning {acc0:.4f}")
@@ -452,8 +471,8 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
             f"{logs.get('val_accuracy', float('nan')):.4f}, training density {logs.get('density', float('nan')):.3f}, "
             f"{time.time() - t0:.0f} s")
     with quiet_stderr():
-        hist = m.fit(tr.x, y_tr, sample_weight=_weights(w_tr), epochs=epochs, batch_size=batch_size,
-                     validation_data=(va.x, y_va) if w_va is None else (va.x, y_va, _weights(w_va)),
+        hist = m.fit(x_tr, y_tr, sample_weight=_weights(w_tr), epochs=epochs, batch_size=batch_size,
+                     validation_data=(x_va, y_va) if w_va is None else (x_va, y_va, _weights(w_va)),
                      verbose=verbose, callbacks=[keras.callbacks.EarlyStopping(
                          monitor="val_accuracy", patience=patience, restore_best_weights=True, mode="max"),
                          keras.callbacks.LambdaCallback(on_epoch_end=epoch_done)])

@@ -458,8 +458,10 @@ def test_batch_norm_that_cannot_fold_is_refused(tmp_path):
 class ActHead(OneLayer):
     """An activation on the head's input runs as an identity Dense with it: "relu-h" fc(relu(h_n[-1])), "relu-view"
     fc(relu(h_n).view(-1, H)) (a Reshape dropping the layer axis after the activation), "relu-squeeze"
-    fc(relu(h_n).squeeze(0)), "relu-mean" fc(relu(y.mean(1))), "tanh-steps" fc(tanh(y)) on every step; refused:
-    "relu-then-mean" fc(relu(y).mean(1)), pooling after the activation."""
+    fc(relu(h_n).squeeze(0)), "relu-mean" fc(relu(y.mean(1))), "tanh-steps" fc(tanh(y)) on every step,
+    "relu-then-amax" fc(relu(y).amax(1)) and "tanh-then-max" fc(tanh(y).max(1).values) (the maximum commutes with
+    the activation: it runs after it); refused: "relu-then-mean" fc(relu(y).mean(1)), a mean after the activation,
+    "dense-relu-then-amax" relu(fc(y)).amax(1), a maximum after a per-step Dense."""
 
     def __init__(self, how):
         super().__init__(how, cell=nn.GRU)
@@ -476,10 +478,17 @@ class ActHead(OneLayer):
             return self.fc(torch.relu(y.mean(1)))
         if self.how == "tanh-steps":
             return self.fc(torch.tanh(y))
+        if self.how == "relu-then-amax":
+            return self.fc(torch.relu(y).amax(1))
+        if self.how == "tanh-then-max":
+            return self.fc(torch.tanh(y).max(1).values)
+        if self.how == "dense-relu-then-amax":
+            return torch.relu(self.fc(y)).amax(1)
         return self.fc(torch.relu(y).mean(1))
 
 
-@pytest.mark.parametrize("how", ["relu-h", "relu-view", "relu-squeeze", "relu-mean", "tanh-steps"])
+@pytest.mark.parametrize("how", ["relu-h", "relu-view", "relu-squeeze", "relu-mean", "tanh-steps", "relu-then-amax",
+                                 "tanh-then-max"])
 def test_an_activation_on_the_heads_input_runs_as_an_identity_dense(how, tmp_path):
     """It was refused ("does not follow a Gemm/MatMul"; after the activation, a view dropping the layer axis: "reads
     a head layer other than the last one"): float = onnxruntime, golden = host build."""
@@ -489,8 +498,9 @@ def test_an_activation_on_the_heads_input_runs_as_an_identity_dense(how, tmp_pat
     ir = load_model_file(path)
     d = ir.head[0]
     assert len(ir.head) == 2 and np.array_equal(d.kernel, np.eye(UNITS)) and not d.bias.any()
-    assert d.activation == ("tanh" if how == "tanh-steps" else "relu")
-    assert ir.per_step == (how == "tanh-steps") and ir.pool == ("avg" if how == "relu-mean" else "")
+    assert d.activation == ("tanh" if how.startswith("tanh") else "relu")
+    assert ir.per_step == (how == "tanh-steps")
+    assert ir.pool == {"relu-mean": "avg", "relu-then-amax": "max", "tanh-then-max": "max"}.get(how, "")
     check_ort_and_host(ir, path, x, True, tmp_path)
 
 
@@ -508,12 +518,15 @@ def test_relu_layer_configs_of_every_keras_release():
         "layer 'r' (ReLU) has max_value=6.0, negative_slope=0.1: rnnskip supports ReLU with its defaults (max(x, 0))"]
 
 
-def test_pooling_after_an_activation_is_refused(tmp_path):
+@pytest.mark.parametrize("how, op", [("relu-then-mean", "ReduceMean"), ("dense-relu-then-amax", "ReduceMax")])
+def test_pooling_after_an_activation_is_refused(how, op, tmp_path):
+    """A mean after the activation, or a maximum after a per-step Dense and its activation, do not commute."""
     path = tmp_path / "m.onnx"
-    export(ActHead("relu-then-mean").eval(), path, False, True)
+    export(ActHead(how).eval(), path, False, True)
     msg = refusal(path)
-    assert msg.endswith("(ReduceMean) reduces vec data: rnnskip converts ReduceMean only over the time axis of a "
-                        "recurrent layer's output (pooling over time)"), msg
+    assert msg.endswith(f"({op}) reduces vec data: rnnskip converts {op} only over the time axis of a recurrent "
+                        "layer's output (pooling over time); an activation right on that output may come before a "
+                        "maximum over time (ReduceMax), which it commutes with, but no other reduction"), msg
 
 
 class EmbedProject(nn.Module):
@@ -1498,7 +1511,10 @@ def _matrix_rows(tmp_path):
     acts = {"relu-h": "fc(relu(h_n[-1])) (an identity Dense with the activation)",
             "relu-view": "fc(relu(h_n).view(-1, H))", "relu-squeeze": "fc(relu(h_n).squeeze(0))",
             "relu-mean": "fc(relu(y.mean(1)))",
-            "tanh-steps": "fc(tanh(y)) on every step", "relu-then-mean": "fc(relu(y).mean(1)): pooling after it"}
+            "tanh-steps": "fc(tanh(y)) on every step", "relu-then-mean": "fc(relu(y).mean(1)): pooling after it",
+            "relu-then-amax": "fc(relu(y).amax(1)): the maximum after it (it runs after the maximum)",
+            "tanh-then-max": "fc(tanh(y).max(1).values)",
+            "dense-relu-then-amax": "relu(fc(y)).amax(1): a maximum after a per-step Dense"}
     for how, option in acts.items():
         def run(how=how):
             torch.manual_seed(5)

@@ -726,9 +726,21 @@ def h_reduce_pool(ctx: _Ctx):
                  f"sums {s.kind} data over axes {axes}: rnnskip converts a sum over a bidirectional layer's two final "
                  f"states (h_n.sum(0)) and, over time, pools with the mean or the maximum")
     kind = {"ReduceMean": "avg", "ReduceMax": "max"}[ctx.op]
+    if _max_after_activation(ctx, s, axes):
+        # relu(y).amax(1): the activation runs after the maximum (every one rnnskip runs is non-decreasing, so the
+        # maximum over time of act(y) is act of the maximum), as the identity Dense _add_dense made of it
+        r = ctx.r
+        r.pool, r.pool_name, r.per_step = "max", ctx.key, False
+        t = _time_label(ctx, s)
+        keep = int(ctx.attrs.get("keepdims", 1))
+        out = tuple(("1" if ax == t else ax) for ax in s.axes if keep or ax != t)
+        return [Sym(VEC, axes=out, width=s.width, dense=s.dense)], \
+            f"converted (pooled over time: max; the {s.dense.activation} on the output before it runs after it)"
     if s.kind != SEQ:
         ctx.fail(f"reduces {s.kind} data: rnnskip converts {ctx.op} only over the time axis of a recurrent layer's "
-                 "output (pooling over time)")
+                 "output (pooling over time)" + ("; an activation right on that output may come before a maximum "
+                                                 "over time (ReduceMax), which it commutes with, but no other "
+                                                 "reduction" if s.kind == VEC else ""))
     t = _time_label(ctx, s)
     if axes is None or [s.axes[_norm(a, len(s.axes))] for a in axes] != [t]:
         role = {"T": "time", "N": "batch"}
@@ -748,6 +760,17 @@ def h_reduce_pool(ctx: _Ctx):
     # the model pools only if this is what the head (or the output) reads: _add_dense and _assemble look
     return [Sym(STATE, axes=out, width=s.width, layer=s.layer, pooled=(kind, ctx.key))], \
         f"converted (pooled over time: {kind})"
+
+
+def _max_after_activation(ctx: _Ctx, s: Sym, axes) -> bool:
+    """``s`` is an activation on every step of a recurrent output (the head's only layer so far, an identity Dense
+    with it) and this node is a ReduceMax over its time axis alone."""
+    if ctx.op != "ReduceMax" or s.kind != VEC or s.dense is None or ctx.r.head != [s.dense] or "B" in s.axes:
+        return False
+    if not support.is_identity_dense(s.dense) or s.dense.activation not in support.HIDDEN_DENSE_ACTIVATIONS:
+        return False
+    t = next((ax for ax in s.axes if ctx.r.roles.get(ax) == "T"), None)
+    return t is not None and axes is not None and [s.axes[_norm(a, len(s.axes))] for a in axes] == [t]
 
 
 def h_gather(ctx: _Ctx):

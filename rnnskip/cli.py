@@ -180,8 +180,9 @@ main.add_command(delta_train_cmd)
 
 @main.command("inspect")
 @click.argument("model", type=click.Path())
-@click.option("--max-t", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Sequence length the RAM estimate sizes the I/O buffers for.")
+@click.option("--max-t", type=click.IntRange(min=1), default=None,
+              help="Sequence length the RAM estimate sizes the I/O buffers for (default: 64, or the number of steps "
+                   "a model that flattens the time axis reads).")
 @click.option("--target", "target_names", multiple=True, help="Estimate only for these targets (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the inspection as JSON.")
 @guard

@@ -371,6 +371,15 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what
                          f"{name} run to the padded length {T} (masked steps cost nothing but count), not to their "
                          f"lengths")
             lengths = np.where(full, T, lengths).astype(np.int32)
+    if ir is not None and getattr(ir, "pool", "") == "flatten":   # the head reads every step's output
+        from .reference import check_flatten_steps
+        check_flatten_steps(ir, T, name)
+        if (lengths < T).any():
+            short = int((lengths < T).sum())
+            notes.append(f"note: the model flattens the outputs of all {T} steps (Flatten '{ir.pool_name}'), which "
+                         f"Keras runs as given: {short} row{'s' if short > 1 else ''} of {name} run all {T} steps, "
+                         "not to their lengths")
+            lengths = np.full(N, T, np.int32)
     if has_lengths and ir is not None:
         src = f"{what} {name}" if what else name
         line = (_lengths_against_mask(x, lengths, ir, src) if _unmasked(x, ir) is not None

@@ -111,7 +111,7 @@ def inspect_file(path, max_t: Optional[int] = None, target_names: Optional[List[
         ins.head_macs = ir.head_macs()
     if qm is not None:
         ins.notes += [n for n in (cell_of(q.kind).calibration_note(q) for q in qm.layers) if n]
-        ins.max_t = int(max_t or 64)
+        ins.max_t = int(max_t or qm.pool_steps or 64)   # a Flatten over time: its fixed number of steps
         _target_estimates(ins, qm, target_names)
     return ins
 

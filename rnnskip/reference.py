@@ -138,8 +138,11 @@ def pool_over_time(kind: str, seq: np.ndarray, counted: np.ndarray, fed: np.ndar
     step that ran; a Bidirectional layer's are zeros). ``avg``: the mean over the steps the mask keeps,
     ``counted`` ``[N, T]`` (0 where none is: Keras divides 0 by 0 there); ``max``: the maximum over every step
     of the row, ``fed`` (the layer ignores the mask). Several kinds (``avg,max``: a Concatenate of the poolings)
-    give their vectors side by side, in that order."""
+    give their vectors side by side, in that order. ``flatten`` (Keras' Flatten over time): every step's output side
+    by side, ``[N, T * D]`` (a model that flattens runs every step: it has no mask)."""
     seq = np.asarray(seq, np.float64)
+    if kind == "flatten":
+        return seq.reshape(len(seq), -1)
     if "," in kind:
         return np.concatenate([pool_over_time(k, seq, counted, fed) for k in kind.split(",")], axis=-1)
     if kind == "avg":
@@ -149,6 +152,15 @@ def pool_over_time(kind: str, seq: np.ndarray, counted: np.ndarray, fed: np.ndar
     f = np.asarray(fed, bool)
     m = np.where(f[..., None], seq, -np.inf).max(axis=1, initial=-np.inf)
     return np.where(np.isfinite(m), m, 0.0)
+
+
+def check_flatten_steps(ir, steps: int, where: str = "the data") -> None:
+    """A model that flattens the time axis reads exactly its declared number of steps: a one-line error for
+    sequences of another length."""
+    if ir.pool == "flatten" and steps != ir.pool_steps:
+        raise RnnskipError(f"model '{ir.name}' flattens the outputs of exactly {ir.pool_steps} steps (its Flatten "
+                           f"'{ir.pool_name}'), but {where} has {steps} steps per sequence; give sequences of "
+                           f"{ir.pool_steps} steps")
 
 
 class FloatModel:
@@ -426,6 +438,9 @@ class FloatModel:
                 f"predict expects {'[N, T] token ids' if self.is_token_model else '[N, T, F] floats'}"
                 f"; got shape {X.shape}")
         N = X.shape[0]
+        check_flatten_steps(self.ir, X.shape[1])
+        if self.ir.pool == "flatten":   # the head reads every step: each row runs them all, whatever its length
+            lengths = None
         V = self.inputs(X)
         T = V.shape[1]
         ok = self.frames_ok(X, V)

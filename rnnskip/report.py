@@ -262,7 +262,8 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
     if ir.per_step:
         rep["model"]["per_step_outputs"] = True
     if ir.pool:   # pooling over time of the last layer's outputs (docs/pooling.md)
-        rep["model"]["pool_over_time"] = {"kind": ir.pool, "layer": ir.pool_name}
+        rep["model"]["pool_over_time"] = {"kind": ir.pool, "layer": ir.pool_name,
+                                          **({"steps": ir.pool_steps} if ir.pool == "flatten" else {})}
     if not ir.is_token_model and ir.input.front:   # the streamed Conv1D front end (docs/frontends.md)
         rep["model"]["front_end"] = [_front_entry(f) for f in ir.input.front]
         rep["model"]["front_macs_per_frame"] = ir.front_macs()

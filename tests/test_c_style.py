@@ -69,6 +69,9 @@ def _models():
                       "pool-bidi-max-last": _pooled(bidi_ir("feat-mask-gru", 0, "sum"), "max"),
                       "pool-bidi-max-later": _pooled(bidi_ir("feat-lstm-gru", 0, "concat"), "max")}.items():
         yield name, quantize_on(pir, *random_data(pir, n=6, T=12, seed=1)), "portable"
+    from test_flatten import flatten_ir  # Flatten over time: every step's output into the head
+    flat = flatten_ir("feat-mask-gru", 6)
+    yield "flatten", quantize_on(flat, *random_data(flat, n=6, T=6, seed=1)), "portable"
     from test_skip_device import random_predictor
 
     from rnnskip.skip.qpredictor import quantize_predictor

@@ -924,7 +924,9 @@ class BiNet(nn.Module):
     "perm" h_n.transpose(0, 1).reshape(batch, -1), "seq" a per-step head on the output, "stack" the output
     into a unidirectional GRU, "sum" h_n[-2] + h_n[-1], "ave" (h_n[0] + h_n[1]) / 2, "sum0" h_n.sum(0), "mean0"
     h_n.mean(0) (an audit found these two refused with reasons about time), "layers2" (num_layers=2, the last
-    layer's torch.cat([h_n[-2], h_n[-1]], 1)), "twobi" (a second bidirectional nn.GRU on the output); refused: "last"
+    layer's torch.cat([h_n[-2], h_n[-1]], 1)), "layers2view" (PyTorch's documented h_n.view(num_layers, 2, batch,
+    hidden)[-1], its two directions concatenated), "twobi" (a second bidirectional nn.GRU on the output); refused:
+    "layers2first" (num_layers=2, the first layer's states), "layers2sum0" (h_n.sum(0) over both layers), "last"
     (out[:, -1], the backward direction after one step), "rev" (the backward state first), "catboth" (h_n
     concatenated with itself, direction axis and all)."""
 
@@ -932,10 +934,10 @@ class BiNet(nn.Module):
         super().__init__()
         self.emb = nn.Embedding(VOCAB, DIM) if tokens else None
         self.rnn = getattr(nn, kind)(DIM if tokens else FEAT, UNITS, batch_first=batch_first, bidirectional=True,
-                                     num_layers=2 if read == "layers2" else 1)
+                                     num_layers=2 if read.startswith("layers2") else 1)
         self.rnn2 = nn.GRU(2 * UNITS, UNITS, batch_first=batch_first, bidirectional=read == "twobi") \
             if read in ("stack", "twobi") else None
-        self.fc = nn.Linear(UNITS if read in ("stack", "sum", "ave", "sum0", "mean0") else 2 * UNITS, 3)
+        self.fc = nn.Linear(UNITS if read in ("stack", "sum", "ave", "sum0", "mean0", "layers2sum0") else 2 * UNITS, 3)
         self.read, self.batch_first = read, batch_first
 
     def forward(self, x):
@@ -947,6 +949,13 @@ class BiNet(nn.Module):
             return self.fc(y)
         if self.read in ("cat", "layers2"):
             f = torch.cat([h[-2], h[-1]], 1)
+        elif self.read == "layers2view":
+            v = h.view(2, 2, h.shape[1], UNITS)[-1]
+            f = torch.cat([v[0], v[1]], 1)
+        elif self.read == "layers2first":
+            f = torch.cat([h[0], h[1]], 1)
+        elif self.read == "layers2sum0":
+            f = h.sum(0)
         elif self.read == "perm":
             f = h.transpose(0, 1).reshape(h.shape[1], -1)
         elif self.read == "stack":
@@ -990,6 +999,8 @@ BIDI = {
     "lstm-layers2-bf": ("LSTM", "layers2", True, False, "dynamic"),
     "gru-layers2-tf-tok": ("GRU", "layers2", False, True, "dynamic"),
     "lstm-layers2-bf-dynamo": ("LSTM", "layers2", True, False, "dynamo"),
+    "gru-layers2view-bf": ("GRU", "layers2view", True, False, "dynamic"),
+    "lstm-layers2view-tf-dynamo": ("LSTM", "layers2view", False, False, "dynamo"),
     "lstm-twobi-bf": ("LSTM", "twobi", True, False, "dynamic"),
     "gru-twobi-tf-dynamo": ("GRU", "twobi", False, False, "dynamo"),
     "rnn-twobi-tf": ("RNN", "twobi", False, False, "dynamic"),
@@ -1012,7 +1023,8 @@ def test_bidirectional_equals_onnxruntime_and_host(name, tmp_path):
     merge = BIDI_MERGE.get(read, "concat")
     assert bi.backward is not None and bi.merge_mode == merge and bi.out_dim == (2 if merge == "concat" else 1) * UNITS
     assert bi.backward.kind == bi.kind and not np.allclose(bi.backward.kernel, bi.kernel)
-    assert len(ir.rnn_layers) == (2 if read in ("stack", "layers2", "twobi") else 1) and ir.per_step == (read == "seq")
+    assert len(ir.rnn_layers) == (2 if read in ("stack", "layers2", "layers2view", "twobi") else 1)
+    assert ir.per_step == (read == "seq")
     # num_layers=2 and a second bidirectional nn.GRU: both layers Bidirectional(concat)
     assert all(r.backward is not None for r in ir.rnn_layers) == (read != "stack")
     check_ort_and_host(ir, path, x, bf, tmp_path)
@@ -1090,11 +1102,17 @@ def test_unsupported_op_refused_in_one_line(tmp_path):
             "converts the final states"),
     ("catboth", "node 'Concat' (Concat) concatenates a bidirectional operator's final states with their direction "
                 "axis in place: rnnskip converts the final states of both directions concatenated, forward first"),
+    ("layers2first", "the head reads the state of recurrent layer 1 of 2: rnnskip converts models whose head reads "
+                     "the last recurrent layer (of stacked bidirectional layers, h_n[-2] and h_n[-1] are the last "
+                     "one's)"),
+    ("layers2sum0", "node 'ReduceSum' (ReduceSum) reduces the final states of all 2 stacked bidirectional layers "
+                    "(h_n): rnnskip converts the last layer's two summed or averaged"),
 ])
 def test_bidirectional_readings_refused(read, want, tmp_path):
     path = tmp_path / "bi.onnx"
     export(BiNet("LSTM", read), path, False, True)
-    assert refusal(path).startswith(want), refusal(path)
+    msg = refusal(path)
+    assert msg.removeprefix(f"{path}: ").startswith(want), msg
 
 
 class TwoOutputs(nn.Module):
@@ -1381,6 +1399,9 @@ def _bidi_option(kind, read, bf, tokens) -> str:
            "seq": "every step (y, 2H wide)", "stack": "y into a unidirectional nn.GRU, its h_n[-1]",
            "last": "y[:, -1]", "rev": "torch.cat([h_n[-1], h_n[-2]], 1)",
            "layers2": "num_layers=2, torch.cat([h_n[-2], h_n[-1]], 1)",
+           "layers2view": "num_layers=2, h_n.view(2, 2, batch, H)[-1], its directions concatenated",
+           "layers2first": "num_layers=2, the first layer's torch.cat([h_n[0], h_n[1]], 1)",
+           "layers2sum0": "num_layers=2, h_n.sum(0) (all four states)",
            "twobi": "y into a second bidirectional nn.GRU, its torch.cat([h_n[-2], h_n[-1]], 1)",
            "catboth": "torch.cat([h_n, h_n], -1)[0]", "sum": "h_n[-2] + h_n[-1]", "ave": "(h_n[0] + h_n[1]) / 2",
            "sum0": "h_n.sum(0)", "mean0": "h_n.mean(0)"}[read]
@@ -1477,7 +1498,7 @@ def _matrix_rows(tmp_path):
         col = {"dynamic": f"torch.onnx.export, opset {OPSET}", "static": "torch.onnx.export, static shapes",
                "dynamo": "torch.onnx.export(dynamo=True)"}[how]
         out.append((kind, _bidi_option(kind, read, bf, tokens), col, verdict(run)))
-    for read in ("last", "rev", "layers2", "twobi", "catboth"):
+    for read in ("last", "rev", "catboth", "layers2first", "layers2sum0"):   # refused (BIDI above: converted)
         def run(read=read):
             export(BiNet("LSTM", read), tmp_path / "last.onnx", False, True)
             load_model_file(tmp_path / "last.onnx")

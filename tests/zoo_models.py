@@ -475,10 +475,9 @@ OTHER_CASES = [
          lambda k: [_L(k).Normalization(mean=[0.5, -1.0, 2.0], variance=[4.0, 0.25, 1.0], invert=True,
                                         name="denorm"), _L(k).GRU(4), _L(k).Dense(2)],
          gens=("k3",), refused=["'denorm'", "(Normalization)", "invert=True"]),
-    Case("refuse_flatten_sequences", "Flatten", "of the time axis",
+    Case("flatten_sequences", "Flatten", "of the time axis (every step's output side by side), a Dense on it",
          lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Flatten(name="flat_t"), _L(k).Dense(2)],
-         gens=("k3",), fixed_t=True, refused=["'flat_t'", "(Flatten)", "flattening the time axis",
-                                              "GlobalAveragePooling1D"]),
+         gens=("k3",), fixed_t=True),
 ]
 CASES += OTHER_CASES
 
@@ -555,6 +554,38 @@ BIDI_STACK_CASES: List[Case] = [
 ]
 CASES += BIDI_STACK_CASES
 
+# Flatten over the time axis (return_sequences=True -> Flatten -> Dense, a fixed number of steps): the head reads
+# every step's output side by side. Appended last.
+FLATTEN_CASES: List[Case] = [
+    Case("flatten_gru_softmax", "Flatten", "of a GRU's outputs at every step (fixed T), softmax Dense",
+         lambda k: [_L(k).GRU(5, return_sequences=True), _L(k).Flatten(), _L(k).Dense(3, activation="softmax")],
+         fixed_t=True),
+    Case("flatten_stack_tokens", "Flatten", "Embedding (no mask) -> LSTM -> GRU(3 units, padded) -> Flatten -> "
+         "Dense(relu) -> Dense(sigmoid)",
+         lambda k: [_L(k).Embedding(VOCAB, 5), _L(k).LSTM(4, return_sequences=True),
+                    _L(k).GRU(3, return_sequences=True), _L(k).Flatten(), _L(k).Dense(6, activation="relu"),
+                    _L(k).Dense(1, activation="sigmoid")], tokens=True, fixed_t=True),
+    Case("flatten_dense_input_rnn", "Flatten",
+         "per-step Dense input -> SimpleRNN -> Flatten -> Dropout -> softmax Dense",
+         lambda k: [_L(k).Dense(6, activation="tanh"), _L(k).SimpleRNN(5, return_sequences=True), _L(k).Flatten(),
+                    _L(k).Dropout(0.2), _L(k).Dense(3, activation="softmax")], fixed_t=True, functional=True),
+    Case("flatten_masking", "Flatten", "Masking (post/pre-padded, holed rows): a masked step's output is the one "
+         "before it",
+         lambda k: [_L(k).Masking(0.0), _L(k).LSTM(4, return_sequences=True), _L(k).Flatten(),
+                    _L(k).Dense(3, activation="softmax")], fixed_t=True, mask_value=0.0),
+    Case("flatten_mask_zero_tokens", "Flatten", "Embedding(mask_zero=True) -> GRU -> Flatten -> Dense",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _L(k).GRU(4, return_sequences=True), _L(k).Flatten(),
+                    _L(k).Dense(2, activation="softmax")], tokens=True, fixed_t=True),
+    Case("refuse_flatten_bidirectional", "Flatten", "after a Bidirectional layer",
+         lambda k: [_bi(k, _L(k).GRU(3, return_sequences=True)), _L(k).Flatten(name="flat_bi"), _L(k).Dense(2)],
+         gens=("k2",), fixed_t=True, refused=["'flat_bi'", "(Flatten)", "after the Bidirectional layer"]),
+    Case("refuse_flatten_after_dense", "Flatten", "after a per-step Dense",
+         lambda k: [_L(k).GRU(4, return_sequences=True), _L(k).Dense(3), _L(k).Flatten(name="flat_d"),
+                    _L(k).Dense(2)],
+         gens=("k2",), fixed_t=True, refused=["'flat_d'", "(Flatten)", "after the per-step Dense"]),
+]
+CASES += FLATTEN_CASES
+
 GEN_COLUMNS = [("legacy", "h5", "Keras 2.0–2.3 / tf.keras 1.x .h5"), ("k2", "h5", "tf_keras 2 .h5"),
                ("k2", "keras", "tf_keras 2 .keras"), ("k3", "keras", "Keras 3 .keras"), ("k3", "h5", "Keras 3 .h5")]
 FORMATS = {"k2": ("h5", "keras"), "k3": ("keras", "h5"), "legacy": ("h5",)}
@@ -575,7 +606,7 @@ def _build(k, case: Case):
     if case.shape is not None:
         inp = k.Input(shape=case.shape, dtype="float32")
     elif case.tokens:
-        inp = k.Input(shape=(None,), dtype="int32")
+        inp = k.Input(shape=(case.t if case.fixed_t else None,), dtype="int32")
     else:
         inp = k.Input(shape=(case.t if case.fixed_t else None, FEATURES), dtype="float32")
     layers = case.layers(k)

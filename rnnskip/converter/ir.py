@@ -135,9 +135,9 @@ class PoolLayer:
 
 #: how the reports and the import summary name a model's pooling over time (``ModelIR.pool``)
 POOL_WORDS = {"avg": "mean over time", "max": "max over time", "avg,max": "mean and max over time",
-              "max,avg": "max and mean over time"}
+              "max,avg": "max and mean over time", "flatten": "every step side by side"}
 #: the Keras layer of each kind of pooling over time
-POOL_CLASSES = {"avg": "GlobalAveragePooling1D", "max": "GlobalMaxPooling1D"}
+POOL_CLASSES = {"avg": "GlobalAveragePooling1D", "max": "GlobalMaxPooling1D", "flatten": "Flatten"}
 
 
 def front_frames(front: list, t: int) -> int:
@@ -253,6 +253,9 @@ class ModelIR:
     # the pooled vector (docs/pooling.md)
     pool: str = ""
     pool_name: str = ""
+    # pool "flatten" (Keras Flatten over the time axis): the head reads the last recurrent layer's outputs at every
+    # one of the model's fixed number of steps, side by side; this is that number (0 for the other kinds)
+    pool_steps: int = 0
     # the model takes each row's length as an input (ONNX sequence_lens): the data's lengths are its own
     lengths_input: bool = False
     # how the source file's own runtime is fed and read (ONNX: input/output names and layouts), for the
@@ -283,6 +286,8 @@ class ModelIR:
     def output_dim(self) -> int:
         if self.head:
             return self.head[-1].out_dim
+        if self.pool == "flatten":
+            return self.rnn_layers[-1].out_dim * self.pool_steps
         return self.rnn_layers[-1].out_dim * max(1, len(self.pool.split(",")) if self.pool else 1)
 
     @property

@@ -309,7 +309,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                 | [Masking] [Dense]                float features, at most one per-step Dense
                 | (Conv1D | MaxPooling1D | AveragePooling1D)+   a streamed front end
         recurrent := LSTM | GRU | SimpleRNN | RNN(cell) | Bidirectional(one of them)
-        pool   := [GlobalAveragePooling1D | GlobalMaxPooling1D]   on the last one's sequence
+        pool   := [GlobalAveragePooling1D | GlobalMaxPooling1D | Flatten]   on the last one's sequence
         head   := Dense*                           softmax only on the last
 
     and: an Embedding or Masking comes first; a recurrent layer after another needs that one to
@@ -318,7 +318,8 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     ``return_sequences=True`` at the output); the per-step Dense is not softmax; every layer's
     input width is the width before it; the declared input shape, if any, is
     ``[batch, time, features]`` or token ids; a Flatten where no time axis is left (after the
-    pooling, or a recurrent layer's last state) is the identity, over a time axis it is refused.
+    pooling, or a recurrent layer's last state) is the identity, over a time axis (a fixed number of
+    steps, after unidirectional layers) it is a pooling of kind "flatten": every step side by side.
     ``notes``: what the handlers and folds noted, in chain order.
     """
     embedding = None
@@ -383,8 +384,13 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             mask_value = node.value
             continue
         if node.kind == FLATTEN:
-            if not rnns or (rnns[-1].return_sequences and pool is None):
-                raise LayerError(unsupported(layer), name)   # over the time axis
+            if rnns and rnns[-1].return_sequences and pool is None:   # over the time axis: the head reads every step
+                steps = _flatten_steps(name, shape, head, front, rnns)
+                node.value, pool = "flatten", node
+                node.status = f"converted (the outputs of all {steps} steps side by side)"
+                continue
+            if not rnns:
+                raise LayerError(unsupported(layer), name)
             node.status = "dropped (no time axis left: the identity)"
             fold_notes.append(f"dropped Flatten '{name}' (after '{pool.name if pool else rnns[-1].name}' there is "
                               "no time axis left: the identity)")
@@ -503,7 +509,12 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
         inp = FeatureInput(features=int(features), dense=input_dense, mask_value=mask_value, front=front,
                            center=first.input_center if first is not None else None,
                            norm_scale=first.input_norm if first is not None else None)
-    if shape and len(shape) >= 2 and shape[1] is not None:
+    steps = 0
+    if pool is not None and pool.value == "flatten":
+        steps = int(shape[1])
+        notes.append(f"Flatten '{pool.name}' reads the last recurrent layer's outputs at all {steps} steps the input "
+                     f"declares: every sequence runs {steps} steps (the data's lengths are not used)")
+    elif shape and len(shape) >= 2 and shape[1] is not None:
         notes.append(f"input declares a fixed length of {shape[1]} steps; rnnskip accepts any length")
 
     width = inp.dim
@@ -512,8 +523,8 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             raise LayerError(f"layer '{r.name}' ({cells.cell_of(r.kind).label}) expects {r.input_dim} inputs "
                              f"but gets {width}: the file is inconsistent", r.name)
         width = r.out_dim
-    if pool is not None:   # a Concatenate of several poolings: their vectors side by side
-        width *= len(pool.value.split(","))
+    if pool is not None:   # a Concatenate of several poolings, or a Flatten's steps: their vectors side by side
+        width *= steps or len(pool.value.split(","))
     for d in head:
         support.size_identity_dense(d, width)
         if d.in_dim != width:
@@ -522,4 +533,23 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
         width = d.out_dim
     return ModelIR(input=inp, rnn_layers=rnns, head=head, name=model_name, source=path, notes=notes,
                    per_step=per_step, pool=pool.value if pool is not None else "",
-                   pool_name=pool.name if pool is not None else "")
+                   pool_name=pool.name if pool is not None else "", pool_steps=steps)
+
+
+def _flatten_steps(name: str, shape, head, front, rnns) -> int:
+    """The number of steps a Flatten over the time axis reads side by side (the input's declared length), or a
+    one-line refusal of a Flatten rnnskip does not run that way."""
+    where = f"layer '{name}' (Flatten) flattens the time axis"
+    if head:
+        raise LayerError(f"{where} after the per-step Dense '{head[-1].name}': rnnskip flattens the last recurrent "
+                         "layer's outputs themselves (Flatten right after it)", name)
+    if front:
+        raise LayerError(f"{where} after a Conv1D front end: rnnskip converts Flatten over time without one", name)
+    bidi = next((r.name for r in rnns if r.backward is not None), None)
+    if bidi is not None:
+        raise LayerError(f"{where} after the Bidirectional layer '{bidi}': rnnskip converts Flatten over time after "
+                         "unidirectional recurrent layers", name)
+    if not shape or len(shape) < 2 or shape[1] is None:
+        raise LayerError(f"{where} of an input with no fixed number of steps: declare it (Input(shape=(T, features)))"
+                         ", as the Dense after the Flatten needs", name)
+    return int(shape[1])

@@ -455,6 +455,24 @@ def h_generic_shape(ctx: _Ctx):
     return _shape_like(ctx), "folded (glue)"
 
 
+def _split_layers(ctx: _Ctx, s: Sym) -> Sym:
+    """h_n.view(num_layers, 2, batch, hidden) of stacked bidirectional layers (PyTorch's documented way to read
+    them): the layer and direction axes apart (L, B), so h_n[-1] is the last layer's two final states."""
+    r, j, n = ctx.r, s.axes.index("LB"), len(s.layers)
+    dims_in, dims_out = r.dims.get(ctx.node.input[0]), r.dims.get(ctx.node.output[0])
+    if ctx.inp(1).kind == CONST:
+        dims_out = [int(v) for v in np.asarray(ctx.inp(1).value).reshape(-1)]
+    ok = dims_in is not None and dims_out is not None and len(dims_out) == len(dims_in) + 1 and \
+        dims_out[j:j + 2] == [n, 2] and \
+        all(a == b or b in (-1, 0, None) or a is None for a, b in zip(dims_in[:j] + dims_in[j + 1:],
+                                                                      dims_out[:j] + dims_out[j + 2:]))
+    if not ok:
+        ctx.fail(f"reshapes the final states of {n} stacked bidirectional layers (h_n) other than into their layer "
+                 f"and direction axes (h_n.view(num_layers, 2, batch, hidden)): {BIDI_READ}, of the last layer "
+                 f"(h_n[-2], h_n[-1])")
+    return Sym(s.kind, axes=s.axes[:j] + ("L", "B") + s.axes[j + 1:], width=s.width, layers=s.layers)
+
+
 def h_concat(ctx: _Ctx):
     """Shape glue, or PyTorch's h_n / c_n: every layer's final state stacked on the direction axis."""
     ins = ctx.ins
@@ -593,6 +611,8 @@ def h_reshape(ctx: _Ctx):
         return [s], "folded (zero initial state)"
     if not _data(s.kind):
         return _shape_like(ctx), "folded (glue)"
+    if "LB" in s.axes:
+        return [_split_layers(ctx, s)], "folded (final states per layer and direction)"
     why = ("reshapes data other than by dropping size-1 axes: rnnskip folds the Reshape that drops a recurrent "
            "output's direction axis; flatten or merge axes (view(-1, H), reshape(B*T, H)) after rnnskip's model, "
            "in your own code")
@@ -721,6 +741,9 @@ def h_reduce_pool(ctx: _Ctx):
         out = tuple(("1" if ax == "B" else ax) for ax in s.axes if keep or ax != "B")
         return [Sym(STATE, axes=out, width=s.width, layer=s.layer, summed=mode == "sum")], \
             f"folded (both directions' final states {'summed' if mode == 'sum' else 'averaged'}: merge_mode='{mode}')"
+    if s.kind in (STATE, CELL) and "LB" in s.axes:
+        ctx.fail(f"reduces the final states of all {len(s.layers)} stacked bidirectional layers (h_n): rnnskip "
+                 "converts the last layer's two summed or averaged (h_n[-2] + h_n[-1], its half), or concatenated")
     if ctx.op == "ReduceSum":
         ctx.fail(f"is not supported: {_POOL}" if s.kind == SEQ else
                  f"sums {s.kind} data over axes {axes}: rnnskip converts a sum over a bidirectional layer's two final "
@@ -1726,14 +1749,17 @@ def _assemble(r: _Reader) -> ModelIR:
     if unit_axes:
         r.notes.append(f"output '{outs[0].name}' has size-1 axes {unit_axes} (of {len(s.axes)}); rnnskip's output "
                        f"leaves them out")
+    # the head must read the last recurrent layer's state (first: reading an earlier one also leaves the last
+    # bidirectional operator's outputs unread, which would hide what is wrong)
+    if r.head and r.head_reads != last:
+        raise RnnskipError(f"{r.path}: the head reads the state of recurrent layer {r.head_reads + 1} of {last + 1}: "
+                           "rnnskip converts models whose head reads the last recurrent layer"
+                           + (" (of stacked bidirectional layers, h_n[-2] and h_n[-1] are the last one's)"
+                              if r.rnns[last].backward is not None else ""))
     unread = next((l for l in r.rnns if l.backward is not None and not l.merge_mode), None)
     if unread is not None:
         raise RnnskipError(f"{r.path}: the outputs of bidirectional operator '{unread.name}' are not read as rnnskip "
                            f"converts them: {BIDI_READ}")
-    # the head must read the last recurrent layer's state
-    if r.head and r.head_reads != last:
-        raise RnnskipError(f"{r.path}: the head reads the state of recurrent layer {r.head_reads + 1} of {last + 1}: "
-                           "rnnskip converts models whose head reads the last recurrent layer")
     if r.embedding is not None:
         inp = r.embedding
         if r.input_dense is not None:   # a per-step Dense on embedded ids is a lookup too

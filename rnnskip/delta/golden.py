@@ -176,18 +176,20 @@ def run_stats(qm, x: np.ndarray, lengths: np.ndarray, trace: bool = False):
     (transmitted input / hidden columns over the sequence), ``cells`` ``[N, layers]``
     (unit evaluations), ``steps`` ``[N]``, and with
     ``trace`` ``density_t`` float ``[N, T]`` (transmitted fraction of all real input +
-    hidden elements at each step; NaN where the step did not run).
+    hidden elements at each step; NaN where the step did not run; with Bidirectional layers, of the layers that
+    run as the steps arrive: the rest runs at the end of the window).
     """
     from ..quant.golden import GoldenModel
     g = GoldenModel(qm)
     x = np.asarray(x)
     N, T = x.shape[:2]
     dens = np.full((N, T), np.nan) if trace else None
-    total = sum(l.in_dim + l.units for l in qm.layers)
+    streamed = g.streamed_layers()   # collect() sees the steps of these layers only
+    total = sum(l.in_dim + l.units for l in qm.layers[:streamed])
     sent = {"before": np.zeros(N)}
 
     def collect(t, state, ran):
-        now = sum(s["tx_x"][:, 0] + s["tx_h"][:, 0] for s in state)
+        now = sum(s["tx_x"][:, 0] + s["tx_h"][:, 0] for s in state[:streamed])
         dens[ran, t] = ((now - sent["before"]) / total)[ran]
         sent["before"] = now
 

@@ -209,13 +209,14 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, 
     Cell = _cell_class()
     from ..converter.ir import EmbeddingInput
     first = on_normalised_input(ir)   # the per-step Dense, else the first recurrent layer, on the normalised input
+    steps = ir.pool_steps or None   # a Flatten over time needs the fixed number of steps
     if isinstance(ir.input, EmbeddingInput):
-        inp = keras.Input(shape=(None,), dtype="int32")
+        inp = keras.Input(shape=(steps,), dtype="int32")
         emb = keras.layers.Embedding(ir.input.vocab, ir.input.dim, mask_zero=ir.input.mask_zero, name="embedding")
         y = emb(inp)
         pre = [(emb, [np.asarray(ir.input.table)])]
     else:
-        inp = keras.Input(shape=(None, ir.input.features))
+        inp = keras.Input(shape=(steps, ir.input.features))
         y = inp
         pre = []
         if ir.input.mask_value is not None:
@@ -275,7 +276,8 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, 
 
 def _pool(keras, ir, y):
     """The model's pooling over time of ``y`` as the Keras layers it came from (several kinds: concatenated)."""
-    cls = {"avg": keras.layers.GlobalAveragePooling1D, "max": keras.layers.GlobalMaxPooling1D}
+    cls = {"avg": keras.layers.GlobalAveragePooling1D, "max": keras.layers.GlobalMaxPooling1D,
+           "flatten": keras.layers.Flatten}
     kinds = ir.pool.split(",")
     if len(kinds) == 1:
         return cls[kinds[0]](name=ir.pool_name or None)(y)
@@ -288,11 +290,12 @@ def export_keras(ir, cells, pre, head, path) -> None:
     from ..cells import cell_of
     from ..converter.ir import EmbeddingInput
     # functional, so a Concatenate of poolings fits too; the layers with weights come in the order below
+    steps = ir.pool_steps or None   # a Flatten over time needs the fixed number of steps
     if isinstance(ir.input, EmbeddingInput):
-        inp = keras.Input(shape=(None,), dtype="int32")
+        inp = keras.Input(shape=(steps,), dtype="int32")
         y = keras.layers.Embedding(ir.input.vocab, ir.input.dim, mask_zero=ir.input.mask_zero)(inp)
     else:
-        inp = y = keras.Input(shape=(None, ir.input.features))
+        inp = y = keras.Input(shape=(steps, ir.input.features))
         if ir.input.mask_value is not None:
             y = keras.layers.Masking(mask_value=ir.input.mask_value)(y)
         nl = _normalisation_layer(keras, ir)

@@ -241,8 +241,9 @@ ROW_MAJOR_MATVEC = ("rnnskip_mat_vec_acc", "rnnskip_mv4")
 #: rnnskip_front, the model's per-frame driver (the conv requantisation is inlined into it)
 FRONT_END = ("rnnskip_front", "rnnskip_conv1d", "rnnskip_ring_push", "rnnskip_max_pool1d", "rnnskip_avg_pool1d")
 #: the step code: rnnskip_step and each layer's cell function rnnskip_step_l<i>_cells, or with a front end
-#: rnnskip_recurrent (the layers, once per emitted frame), and a Bidirectional layer's backward pass
-STEP_CODE = ("rnnskip_step", "rnnskip_recurrent", "rnnskip_bidi")
+#: rnnskip_recurrent (the layers, once per emitted frame), and rnnskip_finish with what it calls (a Bidirectional
+#: layer's backward pass and the layers after it, which the compiler inlines into it; a front end's flush)
+STEP_CODE = ("rnnskip_step", "rnnskip_recurrent", "rnnskip_bidi", "rnnskip_finish")
 
 
 def kernel_parts(kernels: str, methods=(), c_prefix: str = "rnnskip") -> Dict[str, Tuple[str, ...]]:

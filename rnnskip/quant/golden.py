@@ -92,13 +92,35 @@ class Pool:
         return np.where(n > 0, self.acc, 0)
 
 
+class Flatten(Pool):
+    """Keras' Flatten over the time axis (``rnnskip_pool_flatten_add`` in the C), per row: each step's output's
+    ``real`` units into the next of ``steps`` slots, side by side (then padding to ``width``); a step past the last
+    slot is not kept. The vector has the outputs' scale."""
+
+    def __init__(self, n: int, real: int, steps: int, width: int):
+        self.kind, self.real, self.steps = "flatten", real, steps
+        self.acc = np.zeros((n, width), np.int64)
+        self.count = np.zeros(n, np.int64)
+
+    def add(self, rows: np.ndarray, y: np.ndarray) -> None:
+        rows = np.asarray(rows, bool)
+        idx = np.flatnonzero(rows & (self.count < self.steps))
+        cols = self.count[idx][:, None] * self.real + np.arange(self.real)[None, :]
+        self.acc[idx[:, None], cols] = y[idx, : self.real]
+        self.count[rows] += 1
+
+    def out(self) -> np.ndarray:
+        return self.acc.copy()
+
+
 class Pools:
     """The model's pooling over time: one :class:`Pool` per kind (several: a Concatenate of poolings, whose
     vectors the head reads side by side, each kind's real units in order, then padding)."""
 
     def __init__(self, qm: QModel, n: int):
         self.qm = qm
-        self.pools = [Pool(k, n, qm.out_width) for k in qm.pool_kinds]
+        self.pools = [Flatten(n, qm.pool_real, qm.pool_steps, qm.pool_width) if k == "flatten" else
+                      Pool(k, n, qm.out_width) for k in qm.pool_kinds]
 
     def add(self, counted: np.ndarray, fed: np.ndarray, y: np.ndarray) -> None:
         """One step's outputs ``y``: into a mean on the ``counted`` rows (the steps the mask keeps), into a maximum on
@@ -256,7 +278,7 @@ class GoldenModel:
     def _layers(self, state: List[dict], x: np.ndarray, lo: int = 0, hi: Optional[int] = None) -> List[dict]:
         """Layers ``lo .. hi - 1`` (default: every one; with a Bidirectional layer those up to its forward
         direction), every row; ``x``: layer ``lo``'s input (:meth:`step_input` for layer 0)."""
-        hi = self._streamed() if hi is None else hi
+        hi = self.streamed_layers() if hi is None else hi
         new = list(state)
         for i in range(lo, hi):
             ns = self.layer_step(i, state[i], x)
@@ -264,7 +286,7 @@ class GoldenModel:
             x = ns["h8"]
         return new
 
-    def _streamed(self) -> int:
+    def streamed_layers(self) -> int:
         """The layers that run as steps arrive: all, or those up to a Bidirectional's forward direction."""
         b = self.qm.bidi
         return len(self.qm.layers) if b is None else b + 1
@@ -310,6 +332,8 @@ class GoldenModel:
         steps to skip besides (a skip oracle's; models without a front end or Bidirectional layer).
         """
         x = np.asarray(x)
+        if self.qm.pool == "flatten":   # the head reads every step: each row runs them all, whatever its length
+            lengths = np.full(len(x), x.shape[1], np.int32)
         if skip is not None and (self.qm.front or self.qm.bidi is not None):
             raise RnnskipError(f"model '{self.qm.name}' has a Conv1D front end or a Bidirectional layer: a skip mask "
                                "over its input steps does not apply")

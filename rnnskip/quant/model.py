@@ -245,6 +245,8 @@ class QModel:
     #: "" = none (rnnskip/quant/golden.py Pools)
     pool: str = ""
     pool_name: str = ""
+    #: pool "flatten": the model's fixed number of steps, whose outputs the head reads side by side
+    pool_steps: int = 0
     #: step methods (rnnskip.stepmethod.StepMethod: a skip predictor, delta thresholds); [] = dense
     methods: list = field(default_factory=list)
     #: where the calibration data came from: {"source": path or note, "sequences": n} (for report.json)
@@ -289,7 +291,10 @@ class QModel:
     @property
     def pool_width(self) -> int:
         """Padded width of the pooled vector the head reads: one kind's is the last layer's padded output; several
-        kinds' real parts side by side (as Keras' Concatenate), then padded."""
+        kinds' real parts side by side (as Keras' Concatenate), then padded; a Flatten's, every step's real part side
+        by side, then padded."""
+        if self.pool == "flatten":
+            return pad4(self.pool_steps * self.pool_real)
         k = len(self.pool_kinds)
         return self.out_width if k <= 1 else pad4(k * self.pool_real)
 

@@ -249,7 +249,7 @@ def _quantize(ir: ModelIR, ranges: Ranges, per_feature_inputs: bool) -> QModel:
         qf.direction, qf.merge_mode, qb.direction = "forward", layer.merge_mode, "backward"
         qm.layers += [qf, qb]
         x_scale, in_p = merge_scale(qf), qf.merge_p
-    qm.pool, qm.pool_name = ir.pool, ir.pool_name   # the pooled vector keeps the last layer's scale
+    qm.pool, qm.pool_name, qm.pool_steps = ir.pool, ir.pool_name, ir.pool_steps   # the last layer's scale
     if qm.pool:
         in_p = qm.pool_width
     for i, d in enumerate(ir.head):

@@ -84,6 +84,8 @@ def pool_bytes(qm) -> int:
     counters = 0
     if qm.bidi is not None and "max" in qm.pool_kinds:   # pool_t, and pool_lead when layers follow
         counters = 8 if qm.bidis[-1] + 2 < len(qm.layers) else 4
+    if qm.pool == "flatten":   # every step's int8 output side by side (the head reads it) and a count
+        return _a4(qm.pool_width) + 4
     return len(qm.pool_kinds) * (4 * w + 4) + _a4(qm.pool_width) + counters
 
 

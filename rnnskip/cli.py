@@ -107,7 +107,7 @@ def _apply(opts):
               help="Also write src/rnnskip_selftest.c: the first N sequences of --data as given and the golden "
                    "outputs; rnnskip_selftest(&state) on the board returns 0 when the build is bit-exact.")
 @click.option("--max-t", type=click.IntRange(min=1), default=None,
-              help="Longest window the generated buffers hold (a Bidirectional layer's window, the I/O buffers); "
+              help="Longest window the generated buffers hold (Bidirectional layers' window, the I/O buffers); "
                    "default: the longest sequence in --data.")
 @_prefix_opt
 @_apply(_skip_opts)

@@ -43,3 +43,21 @@ def dataset(x, lengths, y=None) -> Dataset:
     """(x, lengths) as a Dataset; labels ``y``, or zeros where they do not matter
     (bit-exactness, cycles)."""
     return Dataset(x=x, y=np.zeros(len(x), np.int64) if y is None else y, lengths=lengths)
+
+
+def check_host_and_device(ir, qm, ds: Dataset, out_dir, max_t: int):
+    """``qm``'s C generated into ``out_dir``/src and built for the host and the Cortex-M4 (DSP path); ``ds`` run
+    through both (the firmware on the Unicorn emulator): golden = host build = firmware on every row."""
+    from rnnskip import pipeline, targets
+    from rnnskip.emulators.unicorn import Unicorn
+    from rnnskip.generate import generate
+    t = targets.load("cortex-m4")
+    src = out_dir / "src"
+    generate(qm, src, max_t=max_t)
+    so = pipeline.build_host(src, out_dir / "host")
+    fw = pipeline.build_target(src, out_dir / "fw", t, "dsp")
+    ev = pipeline.evaluate(ir, qm, ds, host_so=so, firmware=fw,
+                           emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
+    assert ev.host_mismatches == 0 and ev.device_mismatches == 0, (str(out_dir), ev.first_mismatch)
+    assert ev.device_checked == len(ds.x)
+    return ev

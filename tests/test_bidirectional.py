@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import dataset, needs_arm, quantize_on
+from helpers import check_host_and_device, dataset, needs_arm, quantize_on
 from random_models import bidi_ir, random_data
 
 from rnnskip import pipeline
@@ -74,8 +74,6 @@ def test_bidirectional_lstm_with_one_direction_on_split_scales_bitexact(tmp_path
 
 
 def _check_dense_and_delta(ir, per_step: bool, tmp_path, delta: bool):
-    from rnnskip import targets
-    from rnnskip.emulators.unicorn import Unicorn
     x, L = random_data(ir, n=8, T=11, seed=3)
     y = np.zeros(x.shape[:2] if per_step else len(x), np.int64)
     dense = quantize_on(ir, x, L)
@@ -84,16 +82,8 @@ def _check_dense_and_delta(ir, per_step: bool, tmp_path, delta: bool):
         variants.append(("delta", _delta(dense, 2)))
         # theta 0: the running sums equal the dense accumulators, bit for bit
         np.testing.assert_array_equal(GoldenModel(_delta(dense, 0)).run(x, L)[0], GoldenModel(dense).run(x, L)[0])
-    t = targets.load("cortex-m4")
     for name, qm in variants:
-        src = tmp_path / name / "src"
-        generate(qm, src, max_t=x.shape[1])
-        so = pipeline.build_host(src, src.parent / "host")
-        fw = pipeline.build_target(src, src.parent / "fw", t, "dsp")
-        ev = pipeline.evaluate(ir, qm, dataset(x, L, y), host_so=so, firmware=fw,
-                               emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
-        assert ev.host_mismatches == 0 and ev.device_mismatches == 0, (name, ev.first_mismatch)
-        assert ev.device_checked == len(x)
+        check_host_and_device(ir, qm, dataset(x, L, y), tmp_path / name, x.shape[1])
 
 
 def test_last_bidirectional_layer_without_head_outputs_both_directions(tmp_path):

@@ -10,7 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from helpers import dataset, needs_arm, quantize_on
+from helpers import check_host_and_device, dataset, needs_arm, quantize_on
 from random_models import random_data, random_ir
 from test_cli import cli
 
@@ -49,10 +49,8 @@ def test_flatten_layout_by_hand():
 def test_flatten_bitexact_dense_and_delta(config, tmp_path):
     """Golden = host build = emulated Cortex-M4 firmware, dense and with delta thresholds on every layer; the float
     reference reads every step (its Flatten is [N, T * units])."""
-    from rnnskip import targets
     from rnnskip.delta.golden import with_delta
     from rnnskip.delta.spec import DeltaSpec
-    from rnnskip.emulators.unicorn import Unicorn
     T = 9
     ir = flatten_ir(config, T)
     x, L = random_data(ir, n=8, T=T, seed=3)
@@ -61,16 +59,8 @@ def test_flatten_bitexact_dense_and_delta(config, tmp_path):
     dense = quantize_on(ir, x, L)
     assert dense.pool_width == -(-T * dense.layers[-1].units // 4) * 4
     k = len(dense.layers)
-    t = targets.load("cortex-m4")
     for name, qm in (("dense", dense), ("delta", with_delta(dense, DeltaSpec([2] * k, [2] * k)))):
-        src = tmp_path / name / "src"
-        generate(qm, src, max_t=T)
-        so = pipeline.build_host(src, src.parent / "host")
-        fw = pipeline.build_target(src, src.parent / "fw", t, "dsp")
-        ev = pipeline.evaluate(ir, qm, dataset(x, L), host_so=so, firmware=fw,
-                               emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
-        assert ev.host_mismatches == 0 and ev.device_mismatches == 0, (name, ev.first_mismatch)
-        assert ev.device_checked == len(x)
+        check_host_and_device(ir, qm, dataset(x, L), tmp_path / name, T)
     # the delta golden model's outputs are not the dense ones (the thresholds changed something)
     assert not np.array_equal(GoldenModel(with_delta(dense, DeltaSpec([2] * k, [2] * k))).run(x, L)[0],
                               GoldenModel(dense).run(x, L)[0])

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import dataset, needs_arm, quantize_on
+from helpers import check_host_and_device, dataset, needs_arm, quantize_on
 from random_models import bidi_ir, random_data, random_ir
 
-from rnnskip import pipeline
 from rnnskip.errors import RnnskipError
-from rnnskip.generate import generate
 from rnnskip.quant.golden import GoldenModel, Pool
 from rnnskip.reference import FloatModel, pool_over_time
 
@@ -103,11 +101,8 @@ def _predictor(qm, x, L, ptype):
 
 
 def _check(ir, variants, tmp_path, T=11):
-    from rnnskip import targets
-    from rnnskip.emulators.unicorn import Unicorn
     x, L = random_data(ir, n=8, T=T, seed=3)
     dense = quantize_on(ir, x, L)
-    t = targets.load("cortex-m4")
     for name in variants:
         qm = dense
         if name == "delta":
@@ -118,14 +113,7 @@ def _check(ir, variants, tmp_path, T=11):
             _predictor(qm, x, L, name[5:])
             flags = GoldenModel(qm).run(x, L)[1]
             assert 0 < flags.sum() < GoldenModel(dense).run(x, L)[1].sum()   # some steps are skipped
-        src = tmp_path / name / "src"
-        generate(qm, src, max_t=x.shape[1])
-        so = pipeline.build_host(src, src.parent / "host")
-        fw = pipeline.build_target(src, src.parent / "fw", t, "dsp")
-        ev = pipeline.evaluate(ir, qm, dataset(x, L), host_so=so, firmware=fw,
-                               emulator=Unicorn(t, traffic_sample=0, workers=1, progress=False))
-        assert ev.host_mismatches == 0 and ev.device_mismatches == 0, (name, ev.first_mismatch)
-        assert ev.device_checked == len(x)
+        check_host_and_device(ir, qm, dataset(x, L), tmp_path / name, x.shape[1])
 
 
 @needs_arm

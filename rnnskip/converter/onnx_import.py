@@ -55,7 +55,7 @@ SUPPORTED_SUMMARY = (f"rnnskip converts ONNX graphs of forward {'/'.join(RECURRE
                      "(any number stacked, any of them bidirectional), "
                      "a Gather embedding or float features (optionally through MatMul+Add, or a streamed front end of "
                      "Conv/MaxPool/AveragePool on [batch, channels, time]), ReduceMean/ReduceMax over "
-                     "time, a Gemm or MatMul+Add head "
+                     "time or a flatten of a fixed number of steps, a Gemm or MatMul+Add head "
                      "with Relu/Sigmoid/Tanh/Softmax (BatchNormalization and constant scales fold into it), "
                      "normalisations (BatchNormalization, (x - mean) / std with per-feature constants), and the "
                      "Transpose/Squeeze/Unsqueeze/Slice/Gather/Shape "
@@ -126,6 +126,7 @@ class _Reader:
     head_reads: int = -1   # the recurrent layer whose final state (or every step) the head reads
     pool: str = ""          # pooling over time of a recurrent output (ReduceMean / ReduceMax): "avg" | "max"
     pool_name: str = ""
+    pool_steps: int = 0     # a flatten of the time axis (y.reshape(batch, -1)): the number of steps it reads
     per_step: bool = False  # the head runs on every step (one output per step)
     input_dense: Optional[DenseLayer] = None
     front: List[object] = field(default_factory=list)   # the streamed front end: ConvLayer | PoolLayer, in order
@@ -455,6 +456,57 @@ def h_generic_shape(ctx: _Ctx):
     return _shape_like(ctx), "folded (glue)"
 
 
+def _flattens_time(ctx: _Ctx, s: Sym) -> bool:
+    """A Reshape of a recurrent output ``[batch, time, hidden]`` to ``[batch, time * hidden]`` (y.reshape(batch,
+    -1), y.flatten(1) with shape glue), its size-1 axes dropped."""
+    r = ctx.r
+    if _roles(r, s) != ["N", "T", "F"]:
+        return False
+    kept = [i for i, ax in enumerate(s.axes) if ax not in ("D", "1")]
+    dims_in, dims_out = r.dims.get(ctx.node.input[0]), r.dims.get(ctx.node.output[0])
+    if ctx.inp(1).kind == CONST:
+        dims_out = [int(v) for v in np.asarray(ctx.inp(1).value).reshape(-1)]
+    if dims_in is None or dims_out is None or len(dims_out) != 2:
+        return False
+    n, t = (dims_in[i] for i in kept[:2])
+    merged = dims_out[1]
+    if isinstance(t, int) and isinstance(merged, int) and merged not in (-1, t * s.width):
+        return False
+    return dims_out[0] in (-1, 0, None) or dims_out[0] == n or isinstance(dims_out[0], str)
+
+
+def _flatten_time(ctx: _Ctx, s: Sym) -> Sym:
+    """Every step's output side by side, as Keras' Flatten over time: the head reads them once (a pooling of kind
+    "flatten" over the input's fixed number of steps)."""
+    r = ctx.r
+    t = r.dims.get(ctx.node.input[0])[[i for i, ax in enumerate(s.axes) if ax not in ("D", "1")][1]]
+    if not isinstance(t, int):
+        ctx.fail("flattens the time axis of a recurrent output whose number of steps is not fixed: export with a "
+                 "fixed sequence length (dynamic axes on the batch only), as the Linear after it needs")
+    if s.padded:
+        ctx.fail("flattens a recurrent output computed with sequence_lens (zeros after each row's length): rnnskip "
+                 "flattens outputs of rows that run every step; export without sequence_lens")
+    if ctx.r.rnns[s.layer].backward is not None or "B" in s.axes:
+        ctx.fail("flattens the time axis of a bidirectional operator's output: rnnskip flattens the outputs of "
+                 "unidirectional layers")
+    r.pool_steps = int(t)
+    n = next(ax for ax in s.axes if r.roles.get(ax) == "N")
+    return Sym(STATE, axes=(n, "F"), width=int(t) * s.width, layer=s.layer, pooled=("flatten", ctx.key))
+
+
+def h_flatten(ctx: _Ctx):
+    """ONNX Flatten: on shapes, glue; on a recurrent output [batch, time, hidden] with axis=1 (torch.flatten(y, 1)),
+    every step side by side as Keras' Flatten over time."""
+    s = ctx.inp(0)
+    if not _data(s.kind):
+        return _shape_like(ctx), "folded (glue)"
+    if s.kind == SEQ and int(ctx.attrs.get("axis", 1)) == 1 and [ax for ax in s.axes if ax not in ("D", "1")] \
+            == list(s.axes) and _roles(ctx.r, s) == ["N", "T", "F"]:
+        return [_flatten_time(ctx, s)], f"converted (every step side by side: {ctx.r.pool_steps} steps)"
+    ctx.fail(f"flattens {s.kind} data: rnnskip converts a Flatten (axis=1) of a recurrent output [batch, time, "
+             "hidden], every step side by side into the head")
+
+
 def _split_layers(ctx: _Ctx, s: Sym) -> Sym:
     """h_n.view(num_layers, 2, batch, hidden) of stacked bidirectional layers (PyTorch's documented way to read
     them): the layer and direction axes apart (L, B), so h_n[-1] is the last layer's two final states."""
@@ -613,6 +665,8 @@ def h_reshape(ctx: _Ctx):
         return _shape_like(ctx), "folded (glue)"
     if "LB" in s.axes:
         return [_split_layers(ctx, s)], "folded (final states per layer and direction)"
+    if s.kind == SEQ and _flattens_time(ctx, s):
+        return [_flatten_time(ctx, s)], f"converted (every step side by side: {ctx.r.pool_steps} steps)"
     why = ("reshapes data other than by dropping size-1 axes: rnnskip folds the Reshape that drops a recurrent "
            "output's direction axis; flatten or merge axes (view(-1, H), reshape(B*T, H)) after rnnskip's model, "
            "in your own code")
@@ -1514,7 +1568,7 @@ HANDLERS: Dict[str, Callable] = {
     "Cast": h_cast, "Concat": h_concat, "Reshape": h_reshape, "Sub": h_sub,
     "Mul": h_scale, "Div": h_scale, "Equal": h_generic_shape, "Where": h_generic_shape,
     "BatchNormalization": h_batch_norm, "Neg": h_unary, "Reciprocal": h_unary, "Sqrt": h_unary,
-    "Conv": h_conv, "MaxPool": h_pool, "AveragePool": h_pool, "Pad": h_pad,
+    "Conv": h_conv, "MaxPool": h_pool, "AveragePool": h_pool, "Pad": h_pad, "Flatten": h_flatten,
 }
 
 
@@ -1805,7 +1859,7 @@ def _assemble(r: _Reader) -> ModelIR:
           "output_unit_axes": unit_axes}
     return ModelIR(input=inp, rnn_layers=r.rnns, head=r.head, name=_model_name(r.path), source=r.path,
                    notes=notes, per_step=per_step, lengths_input=any(r.rnn_lens), source_io=io, pool=r.pool,
-                   pool_name=r.pool_name)
+                   pool_name=r.pool_name, pool_steps=r.pool_steps if r.pool == "flatten" else 0)
 
 
 # --------------------------------------------------------------------------

@@ -352,8 +352,10 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what
         # Keras runs every step of a row unless the model masks it: an Embedding without
         # mask_zero embeds id 0 like any other id, so trailing zeros are not padding to it.
         mask_zero = kind == "tokens" and bool(ir is not None and getattr(ir.input, "mask_zero", False))
-        # GlobalMaxPooling1D after a Bidirectional layer pools the zeros of the trailing padding too
-        lengths = infer_lengths(x, mask_zero and not getattr(ir, "pools_masked_zeros", False))
+        # GlobalMaxPooling1D after a Bidirectional layer pools the zeros of the trailing padding too; a Flatten over
+        # time reads every step
+        lengths = infer_lengths(x, mask_zero and not getattr(ir, "pools_masked_zeros", False)
+                                and getattr(ir, "pool", "") != "flatten")
         if (lengths == 0).any():
             r = int(np.argwhere(lengths == 0)[0][0])
             raise RnnskipError(f"row {r} of x in {name} is all padding (id 0, which the model's mask_zero "
@@ -376,9 +378,9 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what
         check_flatten_steps(ir, T, name)
         if (lengths < T).any():
             short = int((lengths < T).sum())
-            notes.append(f"note: the model flattens the outputs of all {T} steps (Flatten '{ir.pool_name}'), which "
-                         f"Keras runs as given: {short} row{'s' if short > 1 else ''} of {name} run all {T} steps, "
-                         "not to their lengths")
+            notes.append(f"note: the model flattens the outputs of all {T} steps (its Flatten '{ir.pool_name}'), "
+                         f"which it runs on the arrays as given: {short} row{'s' if short > 1 else ''} of {name} run "
+                         f"all {T} steps, not to their lengths")
             lengths = np.full(N, T, np.int32)
     if has_lengths and ir is not None:
         src = f"{what} {name}" if what else name

@@ -176,7 +176,7 @@ REFUSED = {
                      ["'gru'", "(GRU)", "go_backwards"]),
     "flattened_sequences": (lambda k: [_L(k).LSTM(4, return_sequences=True),
                                        _L(k).Flatten(name="flat")],
-                            ["'flat'", "(Flatten)", "not supported"]),
+                            ["'flat'", "(Flatten)", "no fixed number of steps"]),
     "elu_lstm": (lambda k: [_L(k).LSTM(4, activation="elu"), _L(k).Dense(2)],
                  ["'lstm'", "(LSTM)", "elu"]),
     "layer_norm": (lambda k: [_L(k).LayerNormalization(), _L(k).SimpleRNN(4), _L(k).Dense(2)],

@@ -1254,7 +1254,9 @@ def test_pooling_over_time_equals_onnxruntime_and_host(how, export_how, tmp_path
 class Flattened(OneLayer):
     """Every step's output side by side into the head, as Keras' Flatten over time (a fixed number of steps):
     "reshape" fc(y.reshape(batch, -1)), "flatten" fc(torch.flatten(y, 1)), "nn" nn.Flatten(), "tm" a time-major
-    output fc(y.transpose(0, 1).reshape(batch, -1)); refused: "bi" a bidirectional GRU's output flattened."""
+    output fc(y.transpose(0, 1).reshape(batch, -1)); refused: "bi" a bidirectional GRU's output flattened, "bt"
+    batch and time merged (fc(y.reshape(batch * time, -1)), a per-step head reshaped; a review found it read as a
+    flatten and refused at the Linear as an inconsistent graph)."""
 
     def __init__(self, how):
         super().__init__(how, cell=nn.GRU)
@@ -1262,9 +1264,12 @@ class Flattened(OneLayer):
         self.rnn = nn.GRU(FEAT, UNITS, batch_first=bf, bidirectional=how == "bi")
         self.fc = nn.Linear(T * UNITS * (2 if how == "bi" else 1), 3)
         self.flat = nn.Flatten()
+        self.fc_h = nn.Linear(UNITS, 3)
 
     def forward(self, x):
         y = self.rnn(x)[0]
+        if self.how == "bt":
+            return self.fc_h(y.reshape(y.shape[0] * y.shape[1], -1))
         if self.how == "flatten":
             return self.fc(torch.flatten(y, 1))
         if self.how == "nn":
@@ -1291,7 +1296,10 @@ def test_flatten_over_time_equals_onnxruntime_and_host(how, export_how, tmp_path
     ("reshape", "dynamic", "flattens the time axis of a recurrent output whose number of steps is not fixed: export "
                            "with a fixed sequence length (dynamic axes on the batch only)"),
     ("bi", "batch", "flattens the time axis of a bidirectional operator's output: rnnskip flattens the outputs of "
-                    "unidirectional layers")])
+                    "unidirectional layers"),
+    ("bt", "batch", "reshapes data other than by dropping size-1 axes: rnnskip folds the Reshape that drops a "
+                    "recurrent output's direction axis, and one that flattens a batch-major output of a fixed number "
+                    "of steps into the head (y.reshape(batch, -1), torch.flatten(y, 1))")])
 def test_flatten_over_time_refused(how, export_how, want, tmp_path):
     path = tmp_path / f"{how}.onnx"
     export_as(Flattened(how), path, False, True, export_how)

@@ -586,6 +586,26 @@ FLATTEN_CASES: List[Case] = [
 ]
 CASES += FLATTEN_CASES
 
+# Layers around a Flatten over time (found by a review): an activation before it runs after it (element by element),
+# a BatchNormalization before it folds into the Dense after it per step, layers after it see no time axis. Appended.
+FLATTEN_AROUND_CASES: List[Case] = [
+    Case("flatten_after_activation", "Flatten", "Activation(relu) between the LSTM and the Flatten (runs after it)",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Activation("relu"), _L(k).Flatten(),
+                    _L(k).Dense(3, activation="softmax")], fixed_t=True),
+    Case("flatten_bn_before", "Flatten", "BatchNormalization between a masked GRU and the Flatten (folded per step "
+         "into the Dense)",
+         lambda k: [_L(k).Masking(0.0), _L(k).GRU(4, return_sequences=True), _L(k).BatchNormalization(),
+                    _L(k).Flatten(), _L(k).Dense(3, activation="softmax")], fixed_t=True, mask_value=0.0),
+    Case("flatten_bn_softmax_after", "Flatten", "Flatten -> BatchNormalization -> Dense -> Softmax(axis=1)",
+         lambda k: [_L(k).SimpleRNN(3, return_sequences=True), _L(k).Flatten(), _L(k).BatchNormalization(),
+                    _L(k).Dense(3), _L(k).Softmax(axis=1)], fixed_t=True),
+    Case("refuse_flatten_channels_first", "Flatten", "data_format=channels_first (unit-major)",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Flatten(data_format="channels_first", name="flat_cf"),
+                    _L(k).Dense(2)],
+         gens=("k2",), fixed_t=True, refused=["'flat_cf'", "(Flatten)", "data_format='channels_first'"]),
+]
+CASES += FLATTEN_AROUND_CASES
+
 GEN_COLUMNS = [("legacy", "h5", "Keras 2.0–2.3 / tf.keras 1.x .h5"), ("k2", "h5", "tf_keras 2 .h5"),
                ("k2", "keras", "tf_keras 2 .keras"), ("k3", "keras", "Keras 3 .keras"), ("k3", "h5", "Keras 3 .h5")]
 FORMATS = {"k2": ("h5", "keras"), "k3": ("keras", "h5"), "legacy": ("h5",)}
@@ -678,6 +698,8 @@ def _is_classifier(model_layers_last_act: str) -> bool:
 
 def _last_activation(model) -> str:
     for layer in reversed(model.layers):
+        if type(layer).__name__ == "Softmax":   # a Softmax layer (over the classes)
+            return "softmax"
         cfg = layer.get_config()
         if "layer" in cfg and isinstance(cfg["layer"], dict):
             cfg = cfg["layer"].get("config", {})

@@ -125,8 +125,11 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
     pending: Optional[Node] = None   # folds into the next Dense / recurrent layer
     at_input = False                 # pending normalises the model's input (nothing computed before it)
     last_recurrent: Optional[RNNLayer] = None
-    pooled = False   # after pooling over time: [batch, units]
+    pooled = False   # after pooling over time (or a Flatten of the time axis): [batch, units]
+    steps = _declared_steps(nodes)
     for node in nodes:
+        over_time = node.kind == FLATTEN and not pooled and last_recurrent is not None and \
+            last_recurrent.return_sequences
         if node.kind == BATCHNORM:
             # the feature axis: the last of [batch, time, features], or of [batch, units]
             # after a recurrent layer that returns only its last output, or after pooling over time
@@ -197,13 +200,22 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
                                  f"before the max pooling '{node.name}', which the maximum does not commute with: "
                                  f"rnnskip folds a {cls} through GlobalMaxPooling1D only when every "
                                  "scale is positive (put it after the pooling)", pending.name)
-            elif not _is_identity(node):
+            elif over_time and steps:   # every step's features side by side: the map applies to each step's copy
+                k = steps if pending.value.scale.size > 1 else 1
+                pending.value = Affine(np.tile(pending.value.scale, k), np.tile(pending.value.shift, k))
+            elif over_time or not _is_identity(node):
                 pending = None   # blocked: stays in the chain, refused later
         if node.kind == RECURRENT:
             last_recurrent = node.value
-        pooled = pooled or node.kind == TIME_POOL
+        pooled = pooled or node.kind == TIME_POOL or over_time
         out.append(node)
     return out
+
+
+def _declared_steps(nodes: List[Node]) -> int:
+    """The fixed number of steps the model's input declares (0: none)."""
+    shape = next((n.layer.declared_shape for n in nodes if n.layer.declared_shape is not None), None)
+    return int(shape[1]) if shape and len(shape) >= 2 and shape[1] is not None else 0
 
 
 def _folded(bn: Node, into: Node, note_on: Optional[Node] = None) -> None:
@@ -229,16 +241,17 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
     out: List[Node] = []
     seen_recurrent = False
     per_step = False   # the output so far has a time axis: [batch, time, features]
-    after_pool: List[Node] = []   # activations before a max pooling over time, moved after it
+    after_pool: List[Node] = []   # activations before a max pooling or a Flatten over time, moved after it
     for i, node in enumerate(nodes):
         seen_recurrent = seen_recurrent or node.kind == RECURRENT
         if node.kind == RECURRENT:
             per_step = node.value.return_sequences
-        if node.kind == TIME_POOL:
+        flattened = node.kind == FLATTEN and per_step   # over the time axis
+        if node.kind == TIME_POOL or flattened:
             per_step = False
         if node.kind != ACTIVATION:
             out.append(node)
-            if node.kind == TIME_POOL:
+            if node.kind == TIME_POOL or flattened:
                 out += after_pool
                 after_pool = []
             continue
@@ -266,16 +279,19 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
         elif before is not None and act in support.HIDDEN_DENSE_ACTIVATIONS and (
                 (before.kind in (RECURRENT, TIME_POOL) and not any(n.kind in (RECURRENT, TIME_POOL)
                                                                     for n in nodes[i + 1:]))
-                or (before.kind == RECURRENT and _max_pooling_next(nodes, i))):
+                or (before.kind == RECURRENT and (_max_pooling_next(nodes, i)
+                                                   or (per_step and _flatten_next(nodes, i))))):
             # on the head's input (the last recurrent layer's output, or its pooling): an identity Dense with that
             # activation, its width set where the chain knows it (assemble), so every stage runs it as a Dense.
             # Before a max pooling it runs after it: every one of these activations is non-decreasing, so the
-            # maximum over time of act(h) is act of the maximum
-            moved = before.kind == RECURRENT and _max_pooling_next(nodes, i)
+            # maximum over time of act(h) is act of the maximum; before a Flatten over time, element by element
+            flat = before.kind == RECURRENT and per_step and _flatten_next(nodes, i)
+            moved = before.kind == RECURRENT and _max_pooling_next(nodes, i) or flat
+            what = "the Flatten" if flat else "the max pooling"
             node.kind, node.value = DENSE, support.identity_dense(act, node.name)
-            node.status = f"converted ({'after the max pooling, as ' if moved else ''}an identity Dense with this " \
+            node.status = f"converted ({f'after {what}, as ' if moved else ''}an identity Dense with this " \
                           "activation)"
-            where = "before a max pooling over time runs after it," if moved else \
+            where = f"before {'a Flatten' if flat else 'a max pooling'} over time runs after it," if moved else \
                 f"on the output of '{before.name}' runs"
             node.notes.append(f"{cls} '{node.name}' ({act}) {where} as an identity Dense with that activation (a "
                               "square weight matrix: its flash and MACs are in the report)")
@@ -286,6 +302,13 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
                              "the last recurrent layer or its pooling over time; before a GlobalMaxPooling1D, which "
                              "it commutes with, but no other pooling; not softmax)", node.name)
     return out
+
+
+def _flatten_next(nodes: List[Node], i: int) -> bool:
+    """The first node after ``nodes[i]`` (an activation on a recurrent layer's outputs at every step) that is not a
+    no-op is a Flatten (over the time axis), and no recurrent layer or pooling follows it."""
+    rest = [n for n in nodes[i + 1:] if n.kind not in _NOTHING and not (n.kind == ACTIVATION and n.value == "linear")]
+    return bool(rest) and rest[0].kind == FLATTEN and not any(n.kind in (RECURRENT, TIME_POOL) for n in rest[1:])
 
 
 def _max_pooling_next(nodes: List[Node], i: int) -> bool:
@@ -385,7 +408,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             continue
         if node.kind == FLATTEN:
             if rnns and rnns[-1].return_sequences and pool is None:   # over the time axis: the head reads every step
-                steps = _flatten_steps(name, shape, head, front, rnns)
+                steps = _flatten_steps(layer, shape, head, front, rnns)
                 node.value, pool = "flatten", node
                 node.status = f"converted (the outputs of all {steps} steps side by side)"
                 continue
@@ -536,10 +559,15 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                    pool_name=pool.name if pool is not None else "", pool_steps=steps)
 
 
-def _flatten_steps(name: str, shape, head, front, rnns) -> int:
+def _flatten_steps(layer, shape, head, front, rnns) -> int:
     """The number of steps a Flatten over the time axis reads side by side (the input's declared length), or a
     one-line refusal of a Flatten rnnskip does not run that way."""
+    name = layer.name
     where = f"layer '{name}' (Flatten) flattens the time axis"
+    if layer.config.get("data_format") == "channels_first":   # Keras moves the units first: unit-major
+        raise LayerError(f"{where} with data_format='channels_first', which puts each unit's outputs at every step "
+                         "side by side (unit-major): rnnskip flattens step by step, as the default "
+                         "data_format='channels_last' does", name)
     if head:
         raise LayerError(f"{where} after the per-step Dense '{head[-1].name}': rnnskip flattens the last recurrent "
                          "layer's outputs themselves (Flatten right after it)", name)

@@ -458,21 +458,31 @@ def h_generic_shape(ctx: _Ctx):
 
 def _flattens_time(ctx: _Ctx, s: Sym) -> bool:
     """A Reshape of a recurrent output ``[batch, time, hidden]`` to ``[batch, time * hidden]`` (y.reshape(batch,
-    -1), y.flatten(1) with shape glue), its size-1 axes dropped."""
+    -1), y.flatten(1) with shape glue), its size-1 axes dropped: the target's first entry is the batch (the input's
+    batch size, 0, or -1 with the second entry the time and hidden sizes), its second every step's features or
+    -1. Batch and time merged (reshape(batch * time, -1)) is not."""
     r = ctx.r
     if _roles(r, s) != ["N", "T", "F"]:
         return False
     kept = [i for i, ax in enumerate(s.axes) if ax not in ("D", "1")]
-    dims_in, dims_out = r.dims.get(ctx.node.input[0]), r.dims.get(ctx.node.output[0])
-    if ctx.inp(1).kind == CONST:
-        dims_out = [int(v) for v in np.asarray(ctx.inp(1).value).reshape(-1)]
-    if dims_in is None or dims_out is None or len(dims_out) != 2:
+    tgt, dims_in = ctx.inp(1), r.dims.get(ctx.node.input[0])
+    n_ax, t_ax = s.axes[kept[0]], s.axes[kept[1]]
+    t = dims_in[kept[1]] if dims_in is not None else None
+    if tgt.kind == SHAPE and tgt.dims is not None and None not in tgt.dims and len(tgt.dims) == 2:
+        # a target built from shapes, followed symbolically (the batch as the input's own axis)
+        steps = [(s.width, (t_ax,))] + ([(t * s.width, ())] if isinstance(t, int) else [])
+        return tgt.dims[0] == (1, (n_ax,)) and (tgt.dims[1] == (-1, ()) or tgt.dims[1] in steps)
+    if tgt.kind == CONST:
+        dims_out = [int(v) for v in np.asarray(tgt.value).reshape(-1)]
+    else:   # shape inference's result
+        dims_out = r.dims.get(ctx.node.output[0])
+    if dims_out is None or len(dims_out) != 2:
         return False
-    n, t = (dims_in[i] for i in kept[:2])
-    merged = dims_out[1]
-    if isinstance(t, int) and isinstance(merged, int) and merged not in (-1, t * s.width):
-        return False
-    return dims_out[0] in (-1, 0, None) or dims_out[0] == n or isinstance(dims_out[0], str)
+    n = dims_in[kept[0]] if dims_in is not None else None
+    whole = isinstance(t, int) and dims_out[1] == t * s.width
+    if tgt.kind == CONST:
+        return (dims_out[0] in (0, n) and dims_out[1] == -1) or (dims_out[0] in (0, -1, n) and whole)
+    return whole and (dims_out[0] == n or not isinstance(dims_out[0], int))
 
 
 def _flatten_time(ctx: _Ctx, s: Sym) -> Sym:
@@ -668,8 +678,9 @@ def h_reshape(ctx: _Ctx):
     if s.kind == SEQ and _flattens_time(ctx, s):
         return [_flatten_time(ctx, s)], f"converted (every step side by side: {ctx.r.pool_steps} steps)"
     why = ("reshapes data other than by dropping size-1 axes: rnnskip folds the Reshape that drops a recurrent "
-           "output's direction axis; flatten or merge axes (view(-1, H), reshape(B*T, H)) after rnnskip's model, "
-           "in your own code")
+           "output's direction axis, and one that flattens a batch-major output of a fixed number of steps into "
+           "the head (y.reshape(batch, -1), torch.flatten(y, 1)); other merges of axes (view(-1, H), "
+           "reshape(B*T, H)) go after rnnskip's model, in your own code")
     r, tgt = ctx.r, ctx.inp(1)
     dims_in = r.dims.get(ctx.node.input[0])
     if dims_in is None or len(dims_in) != len(s.axes):

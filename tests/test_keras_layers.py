@@ -79,13 +79,17 @@ def test_softmax_layer_is_an_activation_and_over_time_layers_say_what_to_do():
         fold_activations(read([per_step, DENSE, layer("Softmax", "s1", axis=1)], weights()))
     assert str(ei.value) == ("layer 's1' (Softmax) normalises axis 1, not the last one (the classes): rnnskip "
                              "supports a Softmax over the last axis after a linear Dense")
-    # Flatten: refused where it flattens the time axis, the identity where none is left
+    # Flatten: over the time axis it needs the input's fixed number of steps (docs/pooling.md), before the recurrent
+    # layers it is refused, the identity where no time axis is left
     flat = layer("Flatten", "p")
     assert layer_refusals(flat) == []
     with pytest.raises(LayerError) as ei:
         assemble(fold_activations(fold_batchnorm(read([per_step, flat, DENSE], weights()))), "m", "m.h5", [])
-    assert str(ei.value) == f"layer 'p' (Flatten) is not supported: flattening the time axis {keras_layers._OVER_TIME}"
-    assert "return_sequences=False" in str(ei.value)
+    assert str(ei.value) == ("layer 'p' (Flatten) flattens the time axis of an input with no fixed number of steps: "
+                             "declare it (Input(shape=(T, features))), as the Dense after the Flatten needs")
+    with pytest.raises(LayerError) as ei:
+        assemble(fold_activations(fold_batchnorm(read([flat, per_step, DENSE], weights()))), "m", "m.h5", [])
+    assert str(ei.value) == f"layer 'p' (Flatten) is not supported: {keras_layers.HINTS['Flatten']}"
     nodes = read([LSTM, flat, DENSE, layer("Flatten", "p2")], weights())
     ir = assemble(fold_activations(fold_batchnorm(nodes)), "m", "m.h5", [])
     assert [d.name for d in ir.head] == ["dense"] and nodes[1].status == nodes[3].status == \

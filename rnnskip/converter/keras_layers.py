@@ -105,11 +105,9 @@ def _join(parts: List[str]) -> str:
     return ", ".join(parts)
 
 
-_OVER_TIME = ("is not converted: pool the time axis away with GlobalAveragePooling1D or GlobalMaxPooling1D "
-              "(docs/pooling.md), or end the recurrent layers with return_sequences=False (the last step's output "
-              "feeds the Dense head) and retrain")
-#: what to do instead, for unsupported layers people often put after their RNN
-HINTS = {"Flatten": "flattening the time axis " + _OVER_TIME}
+#: what to do instead, for unsupported layers people often put around their RNN
+HINTS = {"Flatten": "before the recurrent layers it is not converted: rnnskip flattens the time axis of the last "
+                    "recurrent layer's outputs (return_sequences=True, a fixed number of steps: docs/pooling.md)"}
 
 
 def unsupported(layer: KerasLayer, extra: str = "") -> str:

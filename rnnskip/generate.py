@@ -243,7 +243,7 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
         "wtype": "int16_t" if layout == "paired" else "int8_t",
         "acc_rows": max(l.acc_rows for l in qm.layers),
         "out_len": qm.out_len,
-        **_bidi_context(qm),
+        **bidi_context(qm),
         "head_scratch": max(head_rows) if head_rows else 0,
         **_feature_literals(qm), "output_scale_f": _f32_literal(qm.output_scale),
         "arrays": arrays, "weights_id": weights_id(arrays), "kernels_id": kernels_id(kernel_files(kernels)),
@@ -252,7 +252,7 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
     }
 
 
-def _bidi_context(qm: QModel) -> Dict:
+def bidi_context(qm: QModel) -> Dict:
     """Bidirectional layers: the first one's forward direction's index (None: none), the layers that run per step,
     whether layers follow the last one, and per Bidirectional layer (``bidi_stages``, in order) what its
     ``rnnskip_finish`` code needs: its directions' indices, the buffers of its input and (merged) output per step,

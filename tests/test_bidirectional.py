@@ -185,11 +185,11 @@ def test_fit_estimate_counts_the_window_buffer(tmp_path):
 def test_stacked_bidirectional_buffers():
     """Two Bidirectional layers in a row: the second reads the first one's merged outputs, so it keeps no input
     buffer of its own; with a layer between them it does."""
-    from rnnskip.generate import _bidi_context
+    from rnnskip.generate import bidi_context
     for index, own in (((1, 2), False), ((0, 2), True)):
         ir = bidi_ir("tok-lstm-gru-lstm-gru", index, "concat")
         x, L = random_data(ir, n=4, T=6)
-        st = _bidi_context(quantize_on(ir, x, L))["bidi_stages"]
+        st = bidi_context(quantize_on(ir, x, L))["bidi_stages"]
         assert [s["f"] for s in st] == [index[0], index[1] + 1]   # each Bidirectional layer is two entries
         assert st[1]["own_x"] is own and st[1]["x"] == ("bidi2_x" if own else "bidi_y")
         assert st[0]["seq"] and st[1]["seq"]   # the next one and the later layer read them per step

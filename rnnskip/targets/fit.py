@@ -42,8 +42,8 @@ def bidi_bytes(qm, max_t: int) -> int:
     input (``bidi_x``; not after another one, whose merged outputs it reads) and merged output (``bidi_y``, when read
     later: by the next Bidirectional layer, later layers, the per-step head or the pooling); ``bidi_h`` when layers
     follow the last one and the model outputs per step; ``bidi_out`` when it is the last and nothing pools."""
-    from ..generate import _bidi_context
-    ctx = _bidi_context(qm)
+    from ..generate import bidi_context
+    ctx = bidi_context(qm)
     if ctx["bidi"] is None:
         return 0
     n = 0

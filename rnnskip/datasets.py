@@ -34,6 +34,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .converter.ir import runs_every_step, steps_run
 from .errors import RnnskipError
 
 __all__ = [
@@ -113,12 +114,15 @@ def infer_lengths(x: np.ndarray, mask_zero: bool) -> np.ndarray:
 PADDING_LENGTHS = "lengths from the data file"
 PADDING_MASK_ZERO = "mask_zero: id-0 steps skipped"
 PADDING_NO_MASK = "no mask: every step run"
+PADDING_FLATTEN = "Flatten over time: every step run (lengths not used)"
 
 
 def padding_rule(ir, has_lengths: bool) -> str:
     """Which steps of a row run, in a few words (report.json's ``data.padding``):
     the file's ``lengths``, then the model's own masking, as Keras applies it."""
     mask = None
+    if runs_every_step(ir):
+        return PADDING_FLATTEN
     if ir is not None and ir.is_token_model and getattr(ir.input, "mask_zero", False):
         mask = PADDING_MASK_ZERO
     elif ir is not None and not ir.is_token_model and getattr(ir.input, "mask_value", None) is not None:
@@ -342,10 +346,11 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what
                 lengths = lengths.astype(np.int64)
             else:
                 raise RnnskipError(f"lengths in {name} has dtype {lengths.dtype}; expected integers")
-        bad = (lengths < 1) | (lengths > T)
+        least = 0 if runs_every_step(ir) else 1   # a model that flattens the time axis does not use them
+        bad = (lengths < least) | (lengths > T)
         if bad.any():
             r = int(np.argwhere(bad)[0][0])
-            raise RnnskipError(f"lengths in {name} must be in 1..{T} (the padded length T); "
+            raise RnnskipError(f"lengths in {name} must be in {least}..{T} (the padded length T); "
                                f"row {r} has {int(lengths[r])}")
         lengths = lengths.astype(np.int32)
     else:
@@ -355,7 +360,7 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what
         # GlobalMaxPooling1D after a Bidirectional layer pools the zeros of the trailing padding too; a Flatten over
         # time reads every step
         lengths = infer_lengths(x, mask_zero and not getattr(ir, "pools_masked_zeros", False)
-                                and getattr(ir, "pool", "") != "flatten")
+                                and not runs_every_step(ir))
         if (lengths == 0).any():
             r = int(np.argwhere(lengths == 0)[0][0])
             raise RnnskipError(f"row {r} of x in {name} is all padding (id 0, which the model's mask_zero "
@@ -373,7 +378,7 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what
                          f"{name} run to the padded length {T} (masked steps cost nothing but count), not to their "
                          f"lengths")
             lengths = np.where(full, T, lengths).astype(np.int32)
-    if ir is not None and getattr(ir, "pool", "") == "flatten":   # the head reads every step's output
+    if runs_every_step(ir):
         from .reference import check_flatten_steps
         check_flatten_steps(ir, T, name)
         if (lengths < T).any():
@@ -381,7 +386,7 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what
             notes.append(f"note: the model flattens the outputs of all {T} steps (its Flatten '{ir.pool_name}'), "
                          f"which it runs on the arrays as given: {short} row{'s' if short > 1 else ''} of {name} run "
                          f"all {T} steps, not to their lengths")
-            lengths = np.full(N, T, np.int32)
+            lengths = steps_run(ir, lengths, T)
     if has_lengths and ir is not None:
         src = f"{what} {name}" if what else name
         line = (_lengths_against_mask(x, lengths, ir, src) if _unmasked(x, ir) is not None

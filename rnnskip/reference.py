@@ -29,7 +29,7 @@ import numpy as np
 
 from rnnskip.cells import cell_of
 from rnnskip.cells.base import NUMPY_OPS
-from rnnskip.converter.ir import ConvLayer, EmbeddingInput, ModelIR, RNNLayer
+from rnnskip.converter.ir import ConvLayer, EmbeddingInput, ModelIR, RNNLayer, runs_every_step
 from rnnskip.converter.support import FLOAT_ACTIVATIONS
 from rnnskip.errors import RnnskipError
 
@@ -439,7 +439,7 @@ class FloatModel:
                 f"; got shape {X.shape}")
         N = X.shape[0]
         check_flatten_steps(self.ir, X.shape[1])
-        if self.ir.pool == "flatten":   # the head reads every step: each row runs them all, whatever its length
+        if runs_every_step(self.ir):
             lengths = None
         V = self.inputs(X)
         T = V.shape[1]

@@ -104,6 +104,16 @@ def test_data_with_another_number_of_steps_and_lengths(tmp_path):
     ds = pipeline.load_data(str(tmp_path / "short.npz"), ir, "--data", note=notes.append)
     assert ds.lengths.tolist() == [6, 6, 6]
     assert any("2 rows of " in n and "run all 6 steps, not to their lengths" in n for n in notes + ds.notes)
+    assert ds.padding == "Flatten over time: every step run (lengths not used)"
+    # lengths of 0 (a row the user marks empty) are not refused: the lengths are not used
+    np.savez(tmp_path / "zero.npz", x=rng.normal(size=(2, 6, 5)).astype(np.float32), y=np.zeros(2, np.int64),
+             lengths=np.array([0, 6], np.int32))
+    assert pipeline.load_data(str(tmp_path / "zero.npz"), ir, "--data").lengths.tolist() == [6, 6]
+    np.savez(tmp_path / "neg.npz", x=rng.normal(size=(2, 6, 5)).astype(np.float32), y=np.zeros(2, np.int64),
+             lengths=np.array([-1, 6], np.int32))
+    with pytest.raises(RnnskipError) as e:
+        pipeline.load_data(str(tmp_path / "neg.npz"), ir, "--data")
+    assert str(e.value) == "lengths in neg.npz must be in 0..6 (the padded length T); row 0 has -1"
 
 
 @pytest.mark.keras

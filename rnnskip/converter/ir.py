@@ -328,6 +328,17 @@ class ModelIR:
         return int(sum(d.kernel.size for d in self.head))
 
 
+def runs_every_step(model) -> bool:
+    """A model (ModelIR or QModel) that flattens the time axis: its head reads every step's output, so every row
+    runs all the steps of its array, as Keras runs the arrays as given; the data's lengths are not used."""
+    return getattr(model, "pool", "") == "flatten"
+
+
+def steps_run(model, lengths: np.ndarray, T: int) -> np.ndarray:
+    """How many steps each row runs: its length, or all ``T`` for a model that :func:`runs_every_step`."""
+    return np.full(len(lengths), T, np.int32) if runs_every_step(model) else lengths
+
+
 def _sha256_float32(arrays) -> str:
     import hashlib
     h = hashlib.sha256()

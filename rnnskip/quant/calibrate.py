@@ -8,7 +8,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..cells import cell_of
-from ..converter.ir import ConvLayer, DenseLayer, FeatureInput, ModelIR
+from ..converter.ir import ConvLayer, DenseLayer, FeatureInput, ModelIR, steps_run
 from ..errors import RnnskipError
 
 
@@ -81,8 +81,7 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
     """
     if len(x) == 0:
         raise RnnskipError("calibration data is empty; pass --data (or --calib) with at least one sequence")
-    if ir.pool == "flatten":   # the head reads every step: each row runs them all (rnnskip.datasets does too)
-        lengths = np.full(len(x), np.shape(x)[1], np.int32)
+    lengths = steps_run(ir, lengths, np.shape(x)[1])
     front = [] if ir.is_token_model else ir.input.front
     center = None if ir.is_token_model else ir.input.center
     norm = norm_scale(ir.input)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..cells import cell_of
 from ..cells.base import matvec
+from ..converter.ir import steps_run
 from ..errors import RnnskipError
 from . import fixedpoint as fp
 from .act import LUTS
@@ -332,8 +333,7 @@ class GoldenModel:
         steps to skip besides (a skip oracle's; models without a front end or Bidirectional layer).
         """
         x = np.asarray(x)
-        if self.qm.pool == "flatten":   # the head reads every step: each row runs them all, whatever its length
-            lengths = np.full(len(x), x.shape[1], np.int32)
+        lengths = steps_run(self.qm, lengths, x.shape[1])
         if skip is not None and (self.qm.front or self.qm.bidi is not None):
             raise RnnskipError(f"model '{self.qm.name}' has a Conv1D front end or a Bidirectional layer: a skip mask "
                                "over its input steps does not apply")

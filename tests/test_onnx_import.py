@@ -1306,6 +1306,52 @@ def test_flatten_over_time_refused(how, export_how, want, tmp_path):
     assert want in refusal(path), refusal(path)
 
 
+class Between(nn.Module):
+    """Per-step nn.Linear layers between two recurrent modules: "linear" an LSTM -> Linear -> GRU (last state),
+    "two" Linear -> Linear -> a bidirectional GRU into a per-step head, "tm" Linear(y) / 2 -> GRU, time-major
+    (batch_first=False); refused: "relu" relu(Linear(y)) -> GRU."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how, bf = how, how != "tm"
+        self.l1 = nn.LSTM(FEAT, UNITS, batch_first=bf)
+        self.p1, self.p2 = nn.Linear(UNITS, 6), nn.Linear(6, 4, bias=False)
+        self.l2 = nn.GRU(4 if how == "two" else 6, 5, batch_first=bf, bidirectional=how == "two")
+        self.fc = nn.Linear(10 if how == "two" else 5, 3)
+
+    def forward(self, x):
+        y = self.p1(self.l1(x)[0])
+        if self.how == "two":
+            return self.fc(self.l2(self.p2(y))[0])
+        if self.how == "relu":
+            y = torch.relu(y)
+        if self.how == "tm":
+            y = y / 2.0
+        return self.fc(self.l2(y)[1][-1])
+
+
+@pytest.mark.parametrize("how,export_how", [("linear", "dynamic"), ("two", "dynamic"), ("tm", "dynamic"),
+                                            ("linear", "dynamo")])
+def test_linear_between_recurrent_layers_folds_into_the_next(how, export_how, tmp_path):
+    """Linear per-step layers between two recurrent operators fold into the second one's input kernel and bias:
+    float reference = onnxruntime to 1e-5, golden = host build bit for bit."""
+    path = tmp_path / f"{how}.onnx"
+    torch.manual_seed(3)
+    x = export_as(Between(how), path, False, how != "tm", export_how)
+    ir = load_model_file(path)
+    assert len(ir.rnn_layers) == 2 and ir.rnn_layers[1].input_dim == UNITS and len(ir.head) == 1
+    assert any(n.startswith("folded the per-step ") for n in ir.notes)
+    check_ort_and_host(ir, path, x, how != "tm", tmp_path)
+
+
+def test_relu_between_recurrent_layers_is_refused(tmp_path):
+    path = tmp_path / "relu.onnx"
+    export_as(Between("relu"), path, False, True, "dynamic")
+    assert refusal(path).endswith("reads the per-step Dense 'p1/MatMul' (activation='relu') on the previous recurrent "
+                                  "layer's outputs: rnnskip folds linear MatMul+Add layers between recurrent layers "
+                                  "into the next one and runs no activation there"), refusal(path)
+
+
 def test_keepdim_pooling_into_the_head_leaves_out_its_axis(tmp_path):
     """fc(y.amax(1, keepdim=True)): onnxruntime's output is [batch, 1, outputs]; rnnskip's is [batch, outputs], which
     the import notes and the reference check follows (the check reported a shape mismatch to report as a bug)."""
@@ -1611,6 +1657,18 @@ def _matrix_rows(tmp_path):
             exp = run_ort(tmp_path / "last.onnx", x)
             return float(np.abs(got - exp).max())
         out.append(("Relu, Tanh", f"head input: {option}", f"torch.onnx.export, opset {OPSET}", verdict(run)))
+    for how, option in (("linear", "nn.Linear between an LSTM and a GRU (folded into the GRU)"),
+                        ("two", "two nn.Linear between an LSTM and a bidirectional GRU, per-step head"),
+                        ("tm", "nn.Linear(y) / 2 between an LSTM and a GRU, time-major"),
+                        ("relu", "relu(nn.Linear) between an LSTM and a GRU")):
+        def run(how=how):
+            torch.manual_seed(3)
+            x = export_as(Between(how), tmp_path / "last.onnx", False, how != "tm", "dynamic")
+            got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(batch_major(x, how != "tm"))
+            exp = run_ort(tmp_path / "last.onnx", x)
+            return float(np.abs(got - exp).max())
+        out.append(("Gemm, MatMul", f"between recurrent layers: {option}", f"torch.onnx.export, opset {OPSET}",
+                    verdict(run)))
     from test_onnx_frontend import matrix_rows as front_rows  # Conv front ends (tests/test_onnx_frontend.py)
     out += front_rows(tmp_path, verdict)
     for label, option, net in (("LayerNormalization", "nn.LayerNorm after a GRU", WithNorm()),):
@@ -1664,7 +1722,8 @@ def render_onnx_matrix(rows) -> str:
             "over time, docs/pooling.md), `ReduceSum`/`ReduceMean` over a bidirectional operator's direction axis "
             "of its final states (`h_n.sum(0)`, `h_n.mean(0)`: Keras' merge_mode sum, ave), `Gemm`, `MatMul`+`Add` "
             "(also on every step: one output per step, "
-            "`[batch, time, out]` in rnnskip), `Relu`/`Sigmoid`/`Tanh`/`Softmax` after them (`Relu`/`Sigmoid`/`Tanh` "
+            "`[batch, time, out]` in rnnskip; linear ones between two recurrent operators fold into the second's "
+            "input kernel and bias), `Relu`/`Sigmoid`/`Tanh`/`Softmax` after them (`Relu`/`Sigmoid`/`Tanh` "
             "also on the head's input: a recurrent output or its pooling, as an identity Dense), "
             "`BatchNormalization` (inference, on `[batch, features]`: folded into the head's Dense layer before or "
             "after it; on `[batch, channels, time]`: into the `Conv` before or after it), `Conv` (1-D, `group` 1; "

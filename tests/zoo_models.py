@@ -606,6 +606,29 @@ FLATTEN_AROUND_CASES: List[Case] = [
 ]
 CASES += FLATTEN_AROUND_CASES
 
+# Linear per-step Dense layers between two recurrent layers (a projection, a bottleneck): folded into the next
+# layer's input kernel and bias. Appended last.
+DENSE_BETWEEN_CASES: List[Case] = [
+    Case("dense_between_lstm_gru", "Dense", "linear per-step Dense between an LSTM and a GRU (folded into the GRU)",
+         lambda k: [_L(k).LSTM(5, return_sequences=True), _L(k).Dense(3), _L(k).GRU(4),
+                    _L(k).Dense(3, activation="softmax")]),
+    Case("dense_between_masked_two", "Dense", "TimeDistributed(Dense) -> Dropout -> Dense between masked GRUs, "
+         "per-step head",
+         lambda k: [_L(k).Masking(0.0), _L(k).GRU(4, return_sequences=True),
+                    _L(k).TimeDistributed(_L(k).Dense(6)), _L(k).Dropout(0.3), _L(k).Dense(3, use_bias=False),
+                    _L(k).GRU(3, return_sequences=True, reset_after=False), _L(k).Dense(2)], mask_value=0.0),
+    Case("dense_between_bidi_tokens", "Dense", "Bidirectional(LSTM) -> Dense -> BatchNormalization -> "
+         "Bidirectional(GRU), Embedding(mask_zero=True)",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _bi(k, _L(k).LSTM(3, return_sequences=True)),
+                    _L(k).Dense(4), _L(k).BatchNormalization(), _bi(k, _L(k).GRU(3), merge_mode="sum"),
+                    _L(k).Dense(1, activation="sigmoid")], tokens=True),
+    Case("refuse_dense_relu_between", "Dense", "Dense(relu) between two LSTMs",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Dense(3, activation="relu", name="mid_relu"),
+                    _L(k).LSTM(3, name="lstm_after"), _L(k).Dense(2)],
+         gens=("k2",), refused=["'lstm_after'", "'mid_relu' (activation='relu')", "folds linear Dense layers"]),
+]
+CASES += DENSE_BETWEEN_CASES
+
 GEN_COLUMNS = [("legacy", "h5", "Keras 2.0–2.3 / tf.keras 1.x .h5"), ("k2", "h5", "tf_keras 2 .h5"),
                ("k2", "keras", "tf_keras 2 .keras"), ("k3", "keras", "Keras 3 .keras"), ("k3", "h5", "Keras 3 .h5")]
 FORMATS = {"k2": ("h5", "keras"), "k3": ("keras", "h5"), "legacy": ("h5",)}

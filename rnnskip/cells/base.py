@@ -208,11 +208,18 @@ class Cell:
     def fold_input_affine(cls, layer, a: np.ndarray, c: np.ndarray) -> None:
         """BatchNormalization ``a*x + c`` on the layer's input: into the input kernel and
         the bias the input part adds to."""
+        cls.fold_input_linear(layer, np.diag(np.asarray(a, np.float64)), c)
+
+    @classmethod
+    def fold_input_linear(cls, layer, w: np.ndarray, c: np.ndarray) -> None:
+        """A linear map ``x @ w + c`` on the layer's input (a per-step linear Dense before it):
+        the input kernel becomes ``w @ kernel`` and ``c @ kernel`` goes to the bias the input
+        part adds to (the recurrent part never sees x)."""
         k = np.asarray(layer.kernel, np.float64)
         b = np.asarray(layer.bias, np.float64).copy()
-        b.reshape(-1, b.shape[-1])[0] += c @ k
+        b.reshape(-1, b.shape[-1])[0] += np.asarray(c, np.float64) @ k
         layer.bias = np.ascontiguousarray(b.astype(np.float32))
-        layer.kernel = np.ascontiguousarray((k * a[:, None]).astype(np.float32))
+        layer.kernel = np.ascontiguousarray((np.asarray(w, np.float64) @ k).astype(np.float32))
 
     @classmethod
     def activation_refusal(cls, layer) -> Optional[str]:

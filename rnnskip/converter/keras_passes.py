@@ -350,6 +350,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     mask_value: Optional[float] = None
     rnns: List[RNNLayer] = []
     head: List[DenseLayer] = []
+    head_nodes: List[Node] = []    # their nodes
     seen_input_transform = False   # an Embedding, Dense or BatchNormalization on the raw input
     unfolded_bn: Optional[Node] = None
     per_step = False               # one output per time step
@@ -439,11 +440,9 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                 raise LayerError(f"layer '{name}' ({cells.cell_of(node.value.kind).label}) follows the pooling "
                                  f"layer '{pool.name}', which removed the time axis: the model config is "
                                  "inconsistent", name)
-            if head and rnns:   # a per-step Dense between two recurrent layers, not the head
-                raise LayerError(f"layer '{name}' ({cells.cell_of(node.value.kind).label}) reads the per-step Dense "
-                                 f"'{head[-1].name}' on the outputs of '{rnns[-1].name}': rnnskip converts a "
-                                 f"per-step Dense before the first recurrent layer, and recurrent layers stacked "
-                                 f"directly", name)
+            if head and rnns:   # per-step Dense layers between two recurrent layers: linear ones fold into it
+                _fold_between(head_nodes, node, rnns[-1])
+                head, head_nodes, per_step = [], [], False
             if head:
                 raise LayerError(unsupported(layer, " after the Dense head"), name)
             if rnns and not rnns[-1].return_sequences:
@@ -488,6 +487,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                 raise LayerError(f"layer '{name}' (Dense) follows softmax layer '{head[-1].name}': rnnskip "
                                  "supports softmax only on the last layer", name)
             head.append(dense)
+            head_nodes.append(node)
             continue
         raise LayerError(unsupported(layer), name)   # not reached: the passes place or refuse the rest
 
@@ -557,6 +557,40 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     return ModelIR(input=inp, rnn_layers=rnns, head=head, name=model_name, source=path, notes=notes,
                    per_step=per_step, pool=pool.value if pool is not None else "",
                    pool_name=pool.name if pool is not None else "", pool_steps=steps)
+
+
+def _fold_between(dense_nodes: List[Node], into: Node, before: RNNLayer) -> None:
+    """Per-step Dense layers between the recurrent layers ``before`` and ``into``: when all are linear, one
+    linear map ``x @ w + c`` folded into ``into``'s input kernel and bias (each direction's), as Keras computes
+    it (a Dense keeps the mask, and a masked step is one the next layer skips); else refused in one line."""
+    label = cells.cell_of(into.value.kind).label
+    for d in dense_nodes:
+        if d.value.activation != "linear":
+            raise LayerError(f"layer '{into.name}' ({label}) reads the per-step Dense '{d.name}' (activation="
+                             f"'{support.file_name(d.value.activation)}') on the outputs of '{before.name}': rnnskip "
+                             "folds linear Dense layers between recurrent layers into the next one and runs no "
+                             "activation there",
+                             into.name)
+    w = np.eye(before.out_dim)
+    c = np.zeros(before.out_dim)
+    for d in dense_nodes:
+        k = np.asarray(d.value.kernel, np.float64)
+        if k.shape[0] != w.shape[1]:
+            raise LayerError(f"layer '{d.name}' (Dense) expects {k.shape[0]} inputs but gets {w.shape[1]}: "
+                             "the file is inconsistent", d.name)
+        w, c = w @ k, c @ k + np.asarray(d.value.bias, np.float64)
+    if w.shape[1] != into.value.input_dim:
+        raise LayerError(f"layer '{into.name}' ({label}) expects {into.value.input_dim} inputs but gets "
+                         f"{w.shape[1]}: the file is inconsistent", into.name)
+    before_params = sum(d.value.kernel.size for d in dense_nodes) + into.value.kernel.size
+    for direction in into.value.directions():
+        cells.cell_of(direction.kind).fold_input_linear(direction, w, c)
+    for d in dense_nodes:
+        _folded(d, into, note_on=into)
+    if into.value.kernel.size > before_params:   # a narrowing Dense: its product is the larger matrix
+        into.notes.append(f"'{into.name}' reads {w.shape[0]} inputs through the folded Dense: its input kernel has "
+                          f"{into.value.kernel.size:,} weights per direction where the Dense and the kernel had "
+                          f"{before_params:,} (rnnskip runs no Dense between recurrent layers)")
 
 
 def _flatten_steps(layer, shape, head, front, rnns) -> int:

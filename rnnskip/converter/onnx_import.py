@@ -976,6 +976,8 @@ def h_recurrent(ctx: _Ctx):
         if x.layer != k - 1:
             ctx.fail(f"reads the output of recurrent layer {x.layer + 1}, not of the one before it: rnnskip "
                      "converts a plain stack")
+    elif x.kind == VEC and k and r.per_step and r.head_reads == k - 1 and not r.pool and x.width == r.head[-1].out_dim:
+        _between_dense_check(ctx, r)   # per-step MatMul+Add on the previous layer's output: folded below
     elif x.kind != X or k:
         ctx.fail(f"reads {x.kind} data: its input must be the model input (optionally through an embedding or a "
                  "per-step MatMul+Add) or the previous recurrent layer's output sequence")
@@ -1045,6 +1047,12 @@ def h_recurrent(ctx: _Ctx):
             r.norm_scale = None if r.center is None else support.input_norm_scale(a_)
         for l in layers:
             cell.fold_input_affine(l, np.asarray(a_, np.float64), np.asarray(b_, np.float64))
+    if x.kind == VEC:   # after the normalisation's fold: the layer reads affine(y @ w + c)
+        w, c = _between_dense_map(r, r.rnns[-1].out_dim)
+        for l in layers:
+            cell.fold_input_linear(l, w, c)
+        r.notes.append(f"folded the per-step {' and '.join(repr(d.name) for d in r.head)} into '{ctx.key}'")
+        r.head, r.per_step, r.head_reads = [], False, -1
     layer = layers[0]
     if dirs == 2:
         layer.backward = layers[1]   # merge_mode is set where the graph reads both directions (_set_merge)
@@ -1061,6 +1069,24 @@ def h_recurrent(ctx: _Ctx):
             Sym(STATE, axes=yh, width=hidden, layer=k),
             Sym(CELL, axes=yh, width=hidden, layer=k)]
     return outs[:len(ctx.node.output)], "converted"
+
+
+def _between_dense_check(ctx: _Ctx, r: _Reader) -> None:
+    """Per-step Dense layers between two recurrent operators fold into the second one when all are linear."""
+    for d in r.head:
+        if d.activation != "linear":
+            ctx.fail(f"reads the per-step Dense '{d.name}' (activation='{d.activation}') on the previous recurrent "
+                     "layer's outputs: rnnskip folds linear MatMul+Add layers between recurrent layers into the next "
+                     "one and runs no activation there")
+
+
+def _between_dense_map(r: _Reader, width: int):
+    """The per-step Dense layers of ``r.head`` as one linear map ``y @ w + c`` on ``width`` features."""
+    w, c = np.eye(width), np.zeros(width)
+    for d in r.head:
+        k = np.asarray(d.kernel, np.float64)
+        w, c = w @ k, c @ k + np.asarray(d.bias, np.float64)
+    return w, c
 
 
 # --------------------------------------------------------------------------

@@ -629,6 +629,23 @@ DENSE_BETWEEN_CASES: List[Case] = [
 ]
 CASES += DENSE_BETWEEN_CASES
 
+# Reshape to one axis per row: what Flatten computes (over time, or the identity where no time axis is left). Appended.
+RESHAPE_CASES: List[Case] = [
+    Case("reshape_flat_lstm", "Reshape", "Reshape((-1,)) of an LSTM's outputs at every step (fixed T), softmax Dense",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Reshape((-1,)), _L(k).Dense(3, activation="softmax")],
+         fixed_t=True),
+    Case("reshape_sized_masked_gru", "Reshape", "Reshape((T * units,)) of a masked GRU's outputs",
+         lambda k: [_L(k).Masking(0.0), _L(k).GRU(3, return_sequences=True), _L(k).Reshape((T * 3,)),
+                    _L(k).Dense(2, activation="softmax")], fixed_t=True, mask_value=0.0),
+    Case("reshape_last_state", "Reshape", "Reshape((-1,)) of the last state (the identity)",
+         lambda k: [_L(k).GRU(4), _L(k).Reshape((-1,)), _L(k).Dense(2, activation="softmax")]),
+    Case("refuse_reshape_two_axes", "Reshape", "Reshape to two axes after an LSTM",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Reshape((T * 2, 2), name="resh2"), _L(k).GRU(2),
+                    _L(k).Dense(2)],
+         gens=("k2",), fixed_t=True, refused=["'resh2'", "(Reshape)", "target_shape=(14, 2)"]),
+]
+CASES += RESHAPE_CASES
+
 GEN_COLUMNS = [("legacy", "h5", "Keras 2.0–2.3 / tf.keras 1.x .h5"), ("k2", "h5", "tf_keras 2 .h5"),
                ("k2", "keras", "tf_keras 2 .keras"), ("k3", "keras", "Keras 3 .keras"), ("k3", "h5", "Keras 3 .h5")]
 FORMATS = {"k2": ("h5", "keras"), "k3": ("keras", "h5"), "legacy": ("h5",)}

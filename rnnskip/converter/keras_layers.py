@@ -153,6 +153,22 @@ class FlattenHandler(LayerHandler):
         return Node(layer, FLATTEN)
 
 
+class ReshapeHandler(LayerHandler):
+    """``Reshape`` to one axis per row (``Reshape((-1,))``, ``Reshape((T * units,))``): what Flatten computes (Keras
+    reshapes row-major, step by step), read as a Flatten; its size, if given, is checked where it sits."""
+    classes = ("Reshape",)
+
+    def refusals(self, layer):
+        target = list(layer.config.get("target_shape") or [])
+        if len(target) != 1:
+            return [f"layer '{layer.name}' (Reshape) has target_shape={tuple(target)}: rnnskip reads a Reshape to one "
+                    "axis per row (Reshape((-1,)), which Flatten computes) and no other"]
+        return []
+
+    def build(self, layer, weights):
+        return Node(layer, FLATTEN)
+
+
 # --------------------------------------------------------------------------
 # input
 
@@ -793,7 +809,8 @@ def _register(handler: LayerHandler) -> None:
 
 
 for _handler in (InputLayerHandler(), NoopHandler(), EmbeddingHandler(), MaskingHandler(), DenseHandler(),
-                 TimeDistributedHandler(), FlattenHandler(), ActivationHandler(), SoftmaxHandler(), ReLUHandler(),
+                 TimeDistributedHandler(), FlattenHandler(), ReshapeHandler(), ActivationHandler(), SoftmaxHandler(),
+                 ReLUHandler(),
                  BatchNormalizationHandler(), NormalizationHandler(), RescalingHandler(), Conv1DHandler(),
                  Pooling1DHandler(), TimePoolingHandler(), ConcatPoolingHandler(), RecurrentHandler("RNN"),
                  BidirectionalHandler()):

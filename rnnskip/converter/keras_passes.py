@@ -416,8 +416,8 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             if not rnns:
                 raise LayerError(unsupported(layer), name)
             node.status = "dropped (no time axis left: the identity)"
-            fold_notes.append(f"dropped Flatten '{name}' (after '{pool.name if pool else rnns[-1].name}' there is "
-                              "no time axis left: the identity)")
+            fold_notes.append(f"dropped {layer.display} '{name}' (after '{pool.name if pool else rnns[-1].name}' there "
+                              "is no time axis left: the identity)")
             continue
         if node.kind == TIME_POOL:
             cls = layer.display
@@ -535,8 +535,8 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     steps = 0
     if pool is not None and pool.value == "flatten":
         steps = int(shape[1])
-        notes.append(f"Flatten '{pool.name}' reads the last recurrent layer's outputs at all {steps} steps the input "
-                     f"declares: every sequence runs {steps} steps (the data's lengths are not used)")
+        notes.append(f"{pool.layer.display} '{pool.name}' reads the last recurrent layer's outputs at all {steps} "
+                     f"steps the input declares: every sequence runs {steps} steps (the data's lengths are not used)")
     elif shape and len(shape) >= 2 and shape[1] is not None:
         notes.append(f"input declares a fixed length of {shape[1]} steps; rnnskip accepts any length")
 
@@ -597,7 +597,7 @@ def _flatten_steps(layer, shape, head, front, rnns) -> int:
     """The number of steps a Flatten over the time axis reads side by side (the input's declared length), or a
     one-line refusal of a Flatten rnnskip does not run that way."""
     name = layer.name
-    where = f"layer '{name}' (Flatten) flattens the time axis"
+    where = f"layer '{name}' ({layer.display}) flattens the time axis"
     if layer.config.get("data_format") == "channels_first":   # Keras moves the units first: unit-major
         raise LayerError(f"{where} with data_format='channels_first', which puts each unit's outputs at every step "
                          "side by side (unit-major): rnnskip flattens step by step, as the default "

@@ -13,9 +13,11 @@ within the budget.
 
 Then the cell threshold (``cell_grid``, pre-activation steps): at the chosen input and
 hidden thresholds, every cell threshold is evaluated and the largest one that stays
-within the budget without adding MACs is kept (a unit evaluation costs about as many
-cycles on the M4 as a few dozen MACs of the column-sparse mat-vec, so fewer
-evaluations at no more MACs is always cheaper); none fits: no cell threshold.
+within the budget without adding MACs is kept; none fits: no cell threshold. Fewer
+evaluations at no more MACs is fewer operations, not always fewer cycles: the check of a
+quiet unit costs most of an evaluation on the Cortex-M4 model (docs/delta.md), so the
+firmware's per-part profile is what tells whether a threshold that leaves many
+evaluations pays there.
 """
 from __future__ import annotations
 

@@ -380,6 +380,40 @@ def test_relu_activation_between_recurrent_layers_is_refused():
     assert ei.value.layer == "act_relu"
 
 
+def test_linear_dense_layers_between_recurrent_layers_fold_into_the_next():
+    """Two linear per-step Dense layers between recurrent layers become one map in the next layer's input kernel and
+    the bias its input part adds to, with the Dense layers' status and the model's notes saying so."""
+    store = weights()
+    n = lambda *shape: RNG.normal(0, 0.5, shape).astype(np.float32)  # noqa: E731
+    store.arrays["mid"] = {"kernel": n(D, 6), "bias": n(6)}
+    store.arrays["lstm2"] = {"kernel": n(6, 4 * 3), "recurrent_kernel": n(3, 4 * 3), "bias": n(4 * 3)}
+    store.arrays["out3"] = {"kernel": n(3, 2), "bias": n(2)}
+    seq = layer("LSTM", "lstm", units=U, return_sequences=True)
+    mid = layer("Dense", "mid", units=6, activation="linear")
+    nodes = fold_activations(fold_batchnorm(read([seq, DENSE, mid, layer("LSTM", "lstm2", units=3),
+                                                 layer("Dense", "out3", units=2)], store)))
+    ir = assemble(nodes, "m", "m.h5", [])
+    assert [r.name for r in ir.rnn_layers] == ["lstm", "lstm2"] and [d.name for d in ir.head] == ["out3"]
+    assert not ir.per_step and nodes[1].status == nodes[2].status == "folded into 'lstm2'"
+    assert ir.notes[:2] == ["folded Dense 'dense' into 'lstm2'", "folded Dense 'mid' into 'lstm2'"]
+    y = RNG.normal(size=(7, U))   # the first layer's outputs at 7 steps
+    d, m, k = store.arrays["dense"], store.arrays["mid"], store.arrays["lstm2"]
+    want = ((y @ d["kernel"] + d["bias"]) @ m["kernel"] + m["bias"]) @ k["kernel"] + k["bias"]
+    l2 = ir.rnn_layers[1]
+    np.testing.assert_allclose(y @ l2.kernel + l2.bias, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(l2.recurrent_kernel, k["recurrent_kernel"])
+    # 4 -> 5 -> 6 into 12 gate rows: 4 x 12 = 48 weights, fewer than the 20 + 30 + 72 before
+    assert not any("through the folded Dense" in note for note in ir.notes)
+    # a bottleneck: 4 -> 1 into 12 gate rows was 4 + 12 weights, folded it is 48; the note says so
+    store.arrays["neck"] = {"kernel": n(U, 1), "bias": n(1)}
+    store.arrays["lstm2"] = {"kernel": n(1, 4 * 3), "recurrent_kernel": n(3, 4 * 3), "bias": n(4 * 3)}
+    nodes = fold_activations(fold_batchnorm(read([seq, layer("Dense", "neck", units=1), layer("LSTM", "lstm2", units=3),
+                                                  layer("Dense", "out3", units=2)], store)))
+    assert assemble(nodes, "m", "m.h5", []).notes[1] == (
+        "'lstm2' reads 4 inputs through the folded Dense: its input kernel has 48 weights per direction where the "
+        "Dense and the kernel had 16 (rnnskip runs no Dense between recurrent layers)")
+
+
 @pytest.mark.parametrize("pool_cls", ["GlobalMaxPooling1D", "GlobalAveragePooling1D"])
 def test_activation_before_max_pooling_runs_after_it(pool_cls):
     """An activation before a max pooling over time moves after it (every supported one is non-decreasing, so it

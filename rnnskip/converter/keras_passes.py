@@ -441,7 +441,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                                  f"layer '{pool.name}', which removed the time axis: the model config is "
                                  "inconsistent", name)
             if head and rnns:   # per-step Dense layers between two recurrent layers: linear ones fold into it
-                _fold_between(head_nodes, node, rnns[-1])
+                fold_notes += _fold_between(head_nodes, node, rnns[-1])
                 head, head_nodes, per_step = [], [], False
             if head:
                 raise LayerError(unsupported(layer, " after the Dense head"), name)
@@ -559,10 +559,11 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                    pool_name=pool.name if pool is not None else "", pool_steps=steps)
 
 
-def _fold_between(dense_nodes: List[Node], into: Node, before: RNNLayer) -> None:
+def _fold_between(dense_nodes: List[Node], into: Node, before: RNNLayer) -> List[str]:
     """Per-step Dense layers between the recurrent layers ``before`` and ``into``: when all are linear, one
     linear map ``x @ w + c`` folded into ``into``'s input kernel and bias (each direction's), as Keras computes
-    it (a Dense keeps the mask, and a masked step is one the next layer skips); else refused in one line."""
+    it (a Dense keeps the mask, and a masked step is one the next layer skips); else refused in one line.
+    Returns the notes for the model."""
     label = cells.cell_of(into.value.kind).label
     for d in dense_nodes:
         if d.value.activation != "linear":
@@ -585,12 +586,15 @@ def _fold_between(dense_nodes: List[Node], into: Node, before: RNNLayer) -> None
     before_params = sum(d.value.kernel.size for d in dense_nodes) + into.value.kernel.size
     for direction in into.value.directions():
         cells.cell_of(direction.kind).fold_input_linear(direction, w, c)
+    notes = []
     for d in dense_nodes:
-        _folded(d, into, note_on=into)
+        d.status = f"folded into '{into.name}'"
+        notes.append(f"folded {d.layer.display} '{d.name}' into '{into.name}'")
     if into.value.kernel.size > before_params:   # a narrowing Dense: its product is the larger matrix
-        into.notes.append(f"'{into.name}' reads {w.shape[0]} inputs through the folded Dense: its input kernel has "
-                          f"{into.value.kernel.size:,} weights per direction where the Dense and the kernel had "
-                          f"{before_params:,} (rnnskip runs no Dense between recurrent layers)")
+        notes.append(f"'{into.name}' reads {w.shape[0]} inputs through the folded Dense: its input kernel has "
+                     f"{into.value.kernel.size:,} weights per direction where the Dense and the kernel had "
+                     f"{before_params:,} (rnnskip runs no Dense between recurrent layers)")
+    return notes
 
 
 def _flatten_steps(layer, shape, head, front, rnns) -> int:

@@ -1341,6 +1341,9 @@ def test_linear_between_recurrent_layers_folds_into_the_next(how, export_how, tm
     ir = load_model_file(path)
     assert len(ir.rnn_layers) == 2 and ir.rnn_layers[1].input_dim == UNITS and len(ir.head) == 1
     assert any(n.startswith("folded the per-step ") for n in ir.notes)
+    if how != "two":   # UNITS -> 6 into a GRU(5)'s 15 gate rows: a note when UNITS x 15 > UNITS x 6 + 6 x 15
+        grew = [n for n in ir.notes if "through the folded MatMul+Add" in n]
+        assert len(grew) == (UNITS * 15 > UNITS * 6 + 6 * 15), ir.notes
     check_ort_and_host(ir, path, x, how != "tm", tmp_path)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import outputs
 from ..build import Firmware, build_target
-from ..converter.ir import ModelIR
+from ..converter.ir import ModelIR, steps_run
 from ..datasets import Dataset
 from ..emulators.base import EmulationResult, Sequences
 from ..errors import RnnskipError
@@ -93,8 +93,16 @@ def _step_len(qm: QModel) -> int:
     return 1 if qm.token_input else qm.features_p
 
 
+def as_run(qm: QModel, ds: Dataset) -> Dataset:
+    """``ds`` with the number of steps each row runs on ``qm`` (:func:`~rnnskip.converter.ir.steps_run`: all of
+    them for a model that flattens the time axis, whatever lengths the caller gave)."""
+    lengths = steps_run(qm, ds.lengths, ds.max_len)
+    return ds if lengths is ds.lengths else replace(ds, lengths=lengths)
+
+
 def device_sequences(qm: QModel, ds: Dataset, n: Optional[int] = None) -> Sequences:
     """The first ``n`` sequences of ``ds`` (all: None) as the firmware reads them."""
+    ds = as_run(qm, ds)
     g = GoldenModel(qm)
     m = len(ds) if n is None else min(int(n), len(ds))
     return Sequences(x=g.device_inputs(ds.x[:m]), lengths=np.asarray(ds.lengths[:m]),
@@ -111,7 +119,7 @@ def build_firmware(src: Path, out: Path, emulator, variant: str, qm: QModel, ds:
         return build_target(src, out, emulator.target, variant)
     from ..boards.firmware import build_board_firmware, make_bundle
     from ..targets.fit import check_fits
-    bundle = make_bundle(qm, ds.x, ds.lengths, n)
+    bundle = make_bundle(qm, ds.x, as_run(qm, ds).lengths, n)
     check_fits(qm, max_t, emulator.target, where=f"board {emulator.board.name}", bundled_bytes=bundle.flash_bytes())
     return build_board_firmware(src, out, emulator.board, bundle, variant, model_name, emulator.wait_states)
 
@@ -148,6 +156,7 @@ def evaluate(ir: ModelIR, qm: QModel, ds: Dataset, host_so: Optional[Path] = Non
              emulator=None, emulate_max: Optional[int] = None) -> Evaluation:
     """Float, golden, host build and ``firmware`` on ``emulator`` over ``ds`` (the emulator:
     its first ``emulate_max``), each output and step flag compared with the golden model."""
+    ds = as_run(qm, ds)
     t0 = time.time()
     probs = float_model(ir).predict(ds.x, ds.lengths)
     t1 = time.time()

@@ -36,7 +36,7 @@ lint: setup
 	$(PY) tools/lint.py
 
 # one pytest worker per core, at most 4 (each may load TensorFlow); a test file stays on one worker, so its
-# module and session fixtures (the Keras corpus) are built once. TEST_JOBS=1 runs them in one process.
+# module and session fixtures (the Keras corpus) are built once. TEST_JOBS=0 runs them in make's own process.
 TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 test: setup
 	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests

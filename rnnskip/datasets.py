@@ -383,7 +383,7 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what
         check_flatten_steps(ir, T, name)
         if (lengths < T).any():
             short = int((lengths < T).sum())
-            notes.append(f"note: the model flattens the outputs of all {T} steps (its Flatten '{ir.pool_name}'), "
+            notes.append(f"note: the model flattens the outputs of all {T} steps (its layer '{ir.pool_name}'), "
                          f"which it runs on the arrays as given: {short} row{'s' if short > 1 else ''} of {name} run "
                          f"all {T} steps, not to their lengths")
             lengths = steps_run(ir, lengths, T)

@@ -158,7 +158,7 @@ def check_flatten_steps(ir, steps: int, where: str = "the data") -> None:
     """A model that flattens the time axis reads exactly its declared number of steps: a one-line error for
     sequences of another length."""
     if ir.pool == "flatten" and steps != ir.pool_steps:
-        raise RnnskipError(f"model '{ir.name}' flattens the outputs of exactly {ir.pool_steps} steps (its Flatten "
+        raise RnnskipError(f"model '{ir.name}' flattens the outputs of exactly {ir.pool_steps} steps (its layer "
                            f"'{ir.pool_name}'), but {where} has {steps} steps per sequence; give sequences of "
                            f"{ir.pool_steps} steps")
 

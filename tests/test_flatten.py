@@ -96,7 +96,7 @@ def test_data_with_another_number_of_steps_and_lengths(tmp_path):
     np.savez(tmp_path / "long.npz", x=rng.normal(size=(3, 7, 5)).astype(np.float32), y=np.zeros(3, np.int64))
     with pytest.raises(RnnskipError) as e:
         pipeline.load_data(str(tmp_path / "long.npz"), ir, "--data")
-    assert str(e.value) == (f"model '{ir.name}' flattens the outputs of exactly 6 steps (its Flatten 'flatten'), but "
+    assert str(e.value) == (f"model '{ir.name}' flattens the outputs of exactly 6 steps (its layer 'flatten'), but "
                             "long.npz has 7 steps per sequence; give sequences of 6 steps")
     with pytest.raises(RnnskipError, match="flattens the outputs of exactly 6 steps"):
         FloatModel(ir).predict(rng.normal(size=(2, 5, 5)))

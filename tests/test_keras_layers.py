@@ -410,8 +410,52 @@ def test_linear_dense_layers_between_recurrent_layers_fold_into_the_next():
     nodes = fold_activations(fold_batchnorm(read([seq, layer("Dense", "neck", units=1), layer("LSTM", "lstm2", units=3),
                                                   layer("Dense", "out3", units=2)], store)))
     assert assemble(nodes, "m", "m.h5", []).notes[1] == (
-        "'lstm2' reads 4 inputs through the folded Dense: its input kernel has 48 weights per direction where the "
-        "Dense and the kernel had 16 (rnnskip runs no Dense between recurrent layers)")
+        "'lstm2' reads 4 inputs through the folded Dense: its input kernel has 48 weights where the Dense and the "
+        "kernel had 16 (rnnskip runs no Dense between recurrent layers)")
+
+
+def test_an_activation_layer_after_a_dense_between_recurrent_layers_is_named_in_the_refusal():
+    """A review found the refusal naming the Dense with activation='relu' while inspect showed it linear and the
+    Activation layer that made it relu unnamed."""
+    store = weights()
+    store.arrays["lstm2"] = {"kernel": RNG.normal(size=(D, 8)), "recurrent_kernel": RNG.normal(size=(2, 8)),
+                             "bias": np.zeros(8)}
+    nodes = fold_activations(fold_batchnorm(read([layer("LSTM", "lstm", units=U, return_sequences=True), DENSE,
+                                                  layer("Activation", "act_r", activation="relu"),
+                                                  layer("LSTM", "lstm2", units=2)], store)))
+    with pytest.raises(LayerError) as ei:
+        assemble(nodes, "m", "m.h5", [])
+    assert str(ei.value) == ("layer 'lstm2' (LSTM) reads the Activation 'act_r' (relu) after the per-step Dense "
+                             "'dense' on the outputs of 'lstm': rnnskip folds linear Dense layers between recurrent "
+                             "layers into the next one and runs no activation there")
+
+
+@pytest.mark.keras
+def test_a_reshape_of_another_size_than_it_reads_is_refused(tmp_path):
+    """Reshape((k,)) is read as a Flatten: a k that is not steps x units (a file Keras itself would not load, its
+    target_shape edited) is refused, not flattened to another width; one that is, fixes the steps the input does
+    not declare."""
+    import json
+
+    import h5py
+    tfk = pytest.importorskip("tf_keras")
+    L = tfk.layers
+    for name, t, size in (("bad", 7, 20), ("undeclared", None, 21)):
+        m = tfk.Sequential([L.Input((t, 3)), L.LSTM(3, return_sequences=True), L.Reshape((21,), name="resh"),
+                            L.Dense(2)])
+        m.save(tmp_path / f"{name}.h5")
+        with h5py.File(tmp_path / f"{name}.h5", "r+") as f:
+            cfg = json.loads(f.attrs["model_config"])
+            next(l for l in cfg["config"]["layers"] if l["class_name"] == "Reshape")["config"]["target_shape"] = [size]
+            f.attrs["model_config"] = json.dumps(cfg)
+    with pytest.raises(LayerError) as ei:
+        load_model_file(str(tmp_path / "bad.h5"))
+    assert str(ei.value) == ("layer 'resh' (Reshape) has target_shape=(20,) for 7 steps of 3 units: the file is "
+                             "inconsistent")
+    ir = load_model_file(str(tmp_path / "undeclared.h5"))
+    assert (ir.pool, ir.pool_steps) == ("flatten", 7)
+    assert "Reshape 'resh' reads the last recurrent layer's outputs at all 7 steps its size gives: every sequence " \
+           "runs 7 steps (the data's lengths are not used)" in ir.notes
 
 
 @pytest.mark.parametrize("pool_cls", ["GlobalMaxPooling1D", "GlobalAveragePooling1D"])

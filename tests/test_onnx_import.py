@@ -1341,6 +1341,9 @@ def test_linear_between_recurrent_layers_folds_into_the_next(how, export_how, tm
     ir = load_model_file(path)
     assert len(ir.rnn_layers) == 2 and ir.rnn_layers[1].input_dim == UNITS and len(ir.head) == 1
     assert any(n.startswith("folded the per-step ") for n in ir.notes)
+    rows = inspect_file(path, target_names=["cortex-m4"]).layers
+    gru = next(l.name for l in rows if l.cls == "GRU")
+    assert [l.cls for l in rows if l.status == f"folded into '{gru}'"] == ["MatMul"] * (2 if how == "two" else 1), rows
     if how != "two":   # UNITS -> 6 into a GRU(5)'s 15 gate rows: a note when UNITS x 15 > UNITS x 6 + 6 x 15
         grew = [n for n in ir.notes if "through the folded MatMul+Add" in n]
         assert len(grew) == (UNITS * 15 > UNITS * 6 + 6 * 15), ir.notes

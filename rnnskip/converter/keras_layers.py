@@ -61,6 +61,7 @@ class Node:
     status: str = ""                  # what rnnskip did with it (rnnskip inspect), set by the passes
     input_center: Optional[np.ndarray] = None   # the first layer: what the normalisation folded into it maps to 0
     input_norm: Optional[np.ndarray] = None     # ... and (a recurrent first layer) its factor per feature, |a|
+    activation_layer: Optional["Node"] = None   # a Dense: the Activation (ReLU, Softmax) layer folded into it
 
     @property
     def name(self) -> str:
@@ -155,7 +156,8 @@ class FlattenHandler(LayerHandler):
 
 class ReshapeHandler(LayerHandler):
     """``Reshape`` to one axis per row (``Reshape((-1,))``, ``Reshape((T * units,))``): what Flatten computes (Keras
-    reshapes row-major, step by step), read as a Flatten; its size, if given, is checked where it sits."""
+    reshapes row-major, step by step), read as a Flatten; the assembling pass checks a given size against what it
+    reshapes (and takes the number of steps from it when the input declares none)."""
     classes = ("Reshape",)
 
     def refusals(self, layer):

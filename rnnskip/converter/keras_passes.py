@@ -271,6 +271,7 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
             node.notes.append(f"folded {cls} '{node.name}' ({act}) into '{before.name}'")
         elif _is_linear_dense(before) and (act != "softmax" or seen_recurrent):
             before.value.activation = act
+            before.activation_layer = node
             node.status = f"folded into '{before.name}'"
             node.notes.append(f"folded {cls} '{node.name}' ({act}) into '{before.name}'")
         elif act == "linear":
@@ -357,6 +358,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     front: List[object] = []       # ConvLayer | PoolLayer, in order
     pool: Optional[Node] = None    # pooling over time after the recurrent layers
     fold_notes: List[str] = []     # this pass's: Dense layers folded into the Embedding table, Flatten dropped
+    flat_steps = 0                 # the steps a Flatten over time reads
     shape = next((n.layer.declared_shape for n in nodes if n.layer.declared_shape is not None), None)
 
     for node in nodes:
@@ -409,12 +411,18 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             continue
         if node.kind == FLATTEN:
             if rnns and rnns[-1].return_sequences and pool is None:   # over the time axis: the head reads every step
-                steps = _flatten_steps(layer, shape, head, front, rnns)
+                flat_steps = _flatten_steps(layer, shape, head, front, rnns)
                 node.value, pool = "flatten", node
-                node.status = f"converted (the outputs of all {steps} steps side by side)"
+                node.status = f"converted (the outputs of all {flat_steps} steps side by side)"
                 continue
             if not rnns:
                 raise LayerError(unsupported(layer), name)
+            width = head[-1].out_dim if head else rnns[-1].out_dim * (
+                flat_steps if pool is not None and pool.value == "flatten" else
+                len(pool.value.split(",")) if pool is not None else 1)
+            if _reshape_size(layer) not in (None, width) and width:
+                raise LayerError(f"layer '{name}' (Reshape) has target_shape=({_reshape_size(layer)},) where there "
+                                 f"are {width} values per row: the file is inconsistent", name)
             node.status = "dropped (no time axis left: the identity)"
             fold_notes.append(f"dropped {layer.display} '{name}' (after '{pool.name if pool else rnns[-1].name}' there "
                               "is no time axis left: the identity)")
@@ -534,9 +542,10 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                            norm_scale=first.input_norm if first is not None else None)
     steps = 0
     if pool is not None and pool.value == "flatten":
-        steps = int(shape[1])
+        steps = flat_steps
+        given = "the input declares" if shape and len(shape) >= 2 and shape[1] is not None else "its size gives"
         notes.append(f"{pool.layer.display} '{pool.name}' reads the last recurrent layer's outputs at all {steps} "
-                     f"steps the input declares: every sequence runs {steps} steps (the data's lengths are not used)")
+                     f"steps {given}: every sequence runs {steps} steps (the data's lengths are not used)")
     elif shape and len(shape) >= 2 and shape[1] is not None:
         notes.append(f"input declares a fixed length of {shape[1]} steps; rnnskip accepts any length")
 
@@ -567,11 +576,13 @@ def _fold_between(dense_nodes: List[Node], into: Node, before: RNNLayer) -> List
     label = cells.cell_of(into.value.kind).label
     for d in dense_nodes:
         if d.value.activation != "linear":
-            raise LayerError(f"layer '{into.name}' ({label}) reads the per-step Dense '{d.name}' (activation="
-                             f"'{support.file_name(d.value.activation)}') on the outputs of '{before.name}': rnnskip "
+            act = d.activation_layer
+            what = (f"the {act.layer.display} '{act.name}' ({support.file_name(d.value.activation)}) after the "
+                    f"per-step Dense '{d.name}'" if act is not None
+                    else f"the per-step Dense '{d.name}' (activation='{support.file_name(d.value.activation)}')")
+            raise LayerError(f"layer '{into.name}' ({label}) reads {what} on the outputs of '{before.name}': rnnskip "
                              "folds linear Dense layers between recurrent layers into the next one and runs no "
-                             "activation there",
-                             into.name)
+                             "activation there", into.name)
     w = np.eye(before.out_dim)
     c = np.zeros(before.out_dim)
     for d in dense_nodes:
@@ -583,18 +594,29 @@ def _fold_between(dense_nodes: List[Node], into: Node, before: RNNLayer) -> List
     if w.shape[1] != into.value.input_dim:
         raise LayerError(f"layer '{into.name}' ({label}) expects {into.value.input_dim} inputs but gets "
                          f"{w.shape[1]}: the file is inconsistent", into.name)
-    before_params = sum(d.value.kernel.size for d in dense_nodes) + into.value.kernel.size
-    for direction in into.value.directions():
+    directions = into.value.directions()
+    before_params = sum(d.value.kernel.size for d in dense_nodes) + sum(r.kernel.size for r in directions)
+    for direction in directions:
         cells.cell_of(direction.kind).fold_input_linear(direction, w, c)
     notes = []
     for d in dense_nodes:
         d.status = f"folded into '{into.name}'"
         notes.append(f"folded {d.layer.display} '{d.name}' into '{into.name}'")
-    if into.value.kernel.size > before_params:   # a narrowing Dense: its product is the larger matrix
-        notes.append(f"'{into.name}' reads {w.shape[0]} inputs through the folded Dense: its input kernel has "
-                     f"{into.value.kernel.size:,} weights per direction where the Dense and the kernel had "
-                     f"{before_params:,} (rnnskip runs no Dense between recurrent layers)")
+    after = sum(r.kernel.size for r in directions)
+    if after > before_params:   # a narrowing Dense: its product is the larger matrix
+        kernels = "kernels have" if len(directions) > 1 else "kernel has"
+        notes.append(f"'{into.name}' reads {w.shape[0]} inputs through the folded Dense: its input {kernels} "
+                     f"{after:,} weights where the Dense and the {kernels.split()[0]} had {before_params:,} (rnnskip "
+                     "runs no Dense between recurrent layers)")
     return notes
+
+
+def _reshape_size(layer) -> Optional[int]:
+    """The one size a Reshape to one axis gives (None: a Flatten, or -1)."""
+    if layer.display != "Reshape":
+        return None
+    k = int(list(layer.config.get("target_shape"))[0])
+    return None if k == -1 else k
 
 
 def _flatten_steps(layer, shape, head, front, rnns) -> int:
@@ -615,7 +637,13 @@ def _flatten_steps(layer, shape, head, front, rnns) -> int:
     if bidi is not None:
         raise LayerError(f"{where} after the Bidirectional layer '{bidi}': rnnskip converts Flatten over time after "
                          "unidirectional recurrent layers", name)
+    units, size = rnns[-1].out_dim, _reshape_size(layer)
     if not shape or len(shape) < 2 or shape[1] is None:
+        if size is not None and size % units == 0:   # Reshape((T * units,)) fixes T itself
+            return size // units
         raise LayerError(f"{where} of an input with no fixed number of steps: declare it (Input(shape=(T, features)))"
                          ", as the Dense after the Flatten needs", name)
+    if size is not None and size != int(shape[1]) * units:
+        raise LayerError(f"layer '{name}' (Reshape) has target_shape=({size},) for {int(shape[1])} steps of {units} "
+                         "units: the file is inconsistent", name)
     return int(shape[1])

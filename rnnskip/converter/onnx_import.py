@@ -1049,14 +1049,17 @@ def h_recurrent(ctx: _Ctx):
             cell.fold_input_affine(l, np.asarray(a_, np.float64), np.asarray(b_, np.float64))
     if x.kind == VEC:   # after the normalisation's fold: the layer reads affine(y @ w + c)
         w, c = _between_dense_map(r, r.rnns[-1].out_dim)
-        before = sum(d.kernel.size for d in r.head) + layers[0].kernel.size
+        before = sum(d.kernel.size for d in r.head) + sum(l.kernel.size for l in layers)
         for l in layers:
             cell.fold_input_linear(l, w, c)
         r.notes.append(f"folded the per-step {' and '.join(repr(d.name) for d in r.head)} into '{ctx.key}'")
-        if layers[0].kernel.size > before:   # a bottleneck: its product is the larger matrix
-            r.notes.append(f"'{ctx.key}' reads {w.shape[0]} inputs through the folded MatMul+Add: its input kernel has "
-                           f"{layers[0].kernel.size:,} weights per direction where they and the kernel had {before:,} "
-                           "(rnnskip runs no Dense between recurrent layers)")
+        for d in r.head:   # their nodes' rows in rnnskip inspect
+            r.status[d.name] = f"folded into '{ctx.key}'"
+        after = sum(l.kernel.size for l in layers)
+        if after > before:   # a bottleneck: its product is the larger matrix
+            r.notes.append(f"'{ctx.key}' reads {w.shape[0]} inputs through the folded MatMul+Add: its input weights "
+                           f"are {after:,} where they and the recurrent operator's were {before:,} (rnnskip runs no "
+                           "Dense between recurrent layers)")
         r.head, r.per_step, r.head_reads = [], False, -1
     layer = layers[0]
     if dirs == 2:

@@ -646,6 +646,19 @@ RESHAPE_CASES: List[Case] = [
 ]
 CASES += RESHAPE_CASES
 
+# Found by review: a sized Reshape fixes the steps of an input that declares none; an Activation layer after a Dense
+# between recurrent layers is what the refusal names. Appended last.
+REVIEW_CASES: List[Case] = [
+    Case("reshape_sized_undeclared_t", "Reshape", "Reshape((T * units,)) on an input of undeclared length",
+         lambda k: [_L(k).GRU(3, return_sequences=True), _L(k).Reshape((T * 3,)),
+                    _L(k).Dense(2, activation="softmax")]),
+    Case("refuse_activation_after_dense_between", "Dense", "Dense -> Activation(tanh) between two GRUs",
+         lambda k: [_L(k).GRU(4, return_sequences=True), _L(k).Dense(3), _L(k).Activation("tanh", name="act_t"),
+                    _L(k).GRU(3, name="gru_after"), _L(k).Dense(2)],
+         gens=("k2",), refused=["'gru_after'", "the Activation 'act_t' (tanh) after the per-step Dense"]),
+]
+CASES += REVIEW_CASES
+
 GEN_COLUMNS = [("legacy", "h5", "Keras 2.0–2.3 / tf.keras 1.x .h5"), ("k2", "h5", "tf_keras 2 .h5"),
                ("k2", "keras", "tf_keras 2 .keras"), ("k3", "keras", "Keras 3 .keras"), ("k3", "h5", "Keras 3 .h5")]
 FORMATS = {"k2": ("h5", "keras"), "k3": ("keras", "h5"), "legacy": ("h5",)}

@@ -277,12 +277,19 @@ def kernel_parts(kernels: str, methods=(), c_prefix: str = "rnnskip") -> Dict[st
     return parts
 
 
+#: the cycle model's per-event costs (taken-branch refills, IT instructions that pass, data wait states) that the
+#: function profile does not tie to one function (UnicornEmulator.function_cycles): a part of their own, since
+#: they belong to every part (a delta step's loops add most of them), not to the head or the I/O
+EVENTS = "(branches, wait states)"
+EVENTS_PART = "taken branches, wait states (all parts)"
+
+
 def parts_per_step(prof: Dict[str, float], parts: Dict[str, Tuple[str, ...]], steps: int,
                    c_prefix: str = "rnnskip") -> Dict[str, float]:
     """A function profile (cycles by symbol) as cycles per executed step by part: each function
     counted once, under the first part whose prefixes it matches; the step code (:data:`STEP_CODE`: the
-    step functions and each layer's cell function <prefix>_step_l<i>_cells); the rest. Parts with no
-    cycles are left out."""
+    step functions and each layer's cell function <prefix>_step_l<i>_cells); the cycle model's events
+    (:data:`EVENTS_PART`); the rest. Parts with no cycles are left out."""
     prof, row = dict(prof), {}
     steps = max(int(steps), 1)
     for label, prefixes in parts.items():
@@ -291,6 +298,8 @@ def parts_per_step(prof: Dict[str, float], parts: Dict[str, Tuple[str, ...]], st
             row[label] = v / steps
     step_code = tuple(c_name(c_prefix, f) for f in STEP_CODE)     # the model's own functions (--prefix)
     row["step code (with the cells)"] = sum(prof.pop(f) for f in list(prof) if f.startswith(step_code)) / steps
+    if prof.get(EVENTS):
+        row[EVENTS_PART] = prof.pop(EVENTS) / steps
     row["other (head, I/O)"] = sum(prof.values()) / steps
     return row
 

@@ -1254,7 +1254,8 @@ def test_pooling_over_time_equals_onnxruntime_and_host(how, export_how, tmp_path
 class Flattened(OneLayer):
     """Every step's output side by side into the head, as Keras' Flatten over time (a fixed number of steps):
     "reshape" fc(y.reshape(batch, -1)), "flatten" fc(torch.flatten(y, 1)), "nn" nn.Flatten(), "tm" a time-major
-    output fc(y.transpose(0, 1).reshape(batch, -1)); refused: "bi" a bidirectional GRU's output flattened, "bt"
+    output fc(y.transpose(0, 1).reshape(batch, -1)), "relu" fc(relu(y).reshape(batch, -1)) (the relu runs after the
+    flatten, as Keras' Activation before a Flatten); refused: "bi" a bidirectional GRU's output flattened, "bt"
     batch and time merged (fc(y.reshape(batch * time, -1)), a per-step head reshaped; a review found it read as a
     flatten and refused at the Linear as an inconsistent graph)."""
 
@@ -1272,6 +1273,8 @@ class Flattened(OneLayer):
             return self.fc_h(y.reshape(y.shape[0] * y.shape[1], -1))
         if self.how == "flatten":
             return self.fc(torch.flatten(y, 1))
+        if self.how == "relu":
+            return self.fc(torch.relu(y).reshape(y.shape[0], -1))
         if self.how == "nn":
             return torch.softmax(self.fc(self.flat(y)), -1)
         if self.how == "tm":
@@ -1280,7 +1283,8 @@ class Flattened(OneLayer):
 
 
 @pytest.mark.parametrize("how,export_how", [("reshape", "batch"), ("flatten", "batch"), ("nn", "static"),
-                                            ("tm", "batch"), ("reshape", "dynamo"), ("nn", "dynamo")])
+                                            ("tm", "batch"), ("reshape", "dynamo"), ("nn", "dynamo"),
+                                            ("relu", "batch"), ("relu", "dynamo")])
 def test_flatten_over_time_equals_onnxruntime_and_host(how, export_how, tmp_path):
     """A recurrent output [batch, time, hidden] flattened into the head (fixed time) is Keras' Flatten over time:
     float reference = onnxruntime to 1e-5, golden = host build bit for bit."""
@@ -1289,6 +1293,8 @@ def test_flatten_over_time_equals_onnxruntime_and_host(how, export_how, tmp_path
     x = export_as(Flattened(how), path, False, how != "tm", export_how)
     ir = load_model_file(path)
     assert (ir.pool, ir.pool_steps) == ("flatten", T) and not ir.per_step and ir.head[0].kernel.shape[0] == T * UNITS
+    if how == "relu":   # after the flatten, an identity Dense with it
+        assert ir.head[0].activation == "relu" and np.array_equal(ir.head[0].kernel, np.eye(T * UNITS))
     check_ort_and_host(ir, path, x, how != "tm", tmp_path)
 
 
@@ -1626,7 +1632,8 @@ def _matrix_rows(tmp_path):
     flat = {"reshape": "fc(y.reshape(batch, -1)): every step side by side (fixed time, dynamic batch)",
             "flatten": "fc(torch.flatten(y, 1))", "nn": "nn.Flatten() on y, then nn.Linear + softmax",
             "tm": "time-major y: fc(y.transpose(0, 1).reshape(batch, -1))",
-            "bi": "bidirectional=True, fc(y.reshape(batch, -1))"}
+            "bi": "bidirectional=True, fc(y.reshape(batch, -1))",
+            "relu": "fc(relu(y).reshape(batch, -1)): the relu runs after the flatten (an identity Dense)"}
     for how, option in flat.items():
         def run(how=how):
             torch.manual_seed(3)

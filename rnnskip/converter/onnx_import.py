@@ -677,6 +677,8 @@ def h_reshape(ctx: _Ctx):
         return [_split_layers(ctx, s)], "folded (final states per layer and direction)"
     if s.kind == SEQ and _flattens_time(ctx, s):
         return [_flatten_time(ctx, s)], f"converted (every step side by side: {ctx.r.pool_steps} steps)"
+    if _activation_on_steps(ctx, s) and _flattens_time(ctx, s):
+        return _flatten_after_activation(ctx, s)
     why = ("reshapes data other than by dropping size-1 axes: rnnskip folds the Reshape that drops a recurrent "
            "output's direction axis, and one that flattens a batch-major output of a fixed number of steps into "
            "the head (y.reshape(batch, -1), torch.flatten(y, 1)); other merges of axes (view(-1, H), "
@@ -850,12 +852,31 @@ def h_reduce_pool(ctx: _Ctx):
         f"converted (pooled over time: {kind})"
 
 
+def _activation_on_steps(ctx: _Ctx, s: Sym) -> bool:
+    """``s`` is an activation on every step of a recurrent output: the head's only layer so far, an identity Dense
+    with it (h_activation)."""
+    if s.kind != VEC or s.dense is None or ctx.r.head != [s.dense] or "B" in s.axes or not ctx.r.per_step:
+        return False
+    return support.is_identity_dense(s.dense) and s.dense.activation in support.HIDDEN_DENSE_ACTIVATIONS
+
+
+def _flatten_after_activation(ctx: _Ctx, s: Sym):
+    """relu(y).reshape(batch, -1): every step side by side, the activation after the flatten (element by element,
+    the same values) as an identity Dense of T x hidden rows, as Keras' Activation before a Flatten runs."""
+    r, act = ctx.r, s.dense.activation
+    seq = Sym(SEQ, axes=s.axes, width=s.width, layer=r.head_reads)
+    r.head, r.per_step, r.head_reads = [], False, -1
+    flat = _flatten_time(ctx, seq)
+    outs, _ = _add_dense(ctx, flat, np.eye(flat.width), np.zeros(flat.width))
+    outs[0].dense.activation = act
+    return outs, (f"converted (every step side by side: {r.pool_steps} steps; the {act} before it runs after it, as "
+                  f"an identity Dense)")
+
+
 def _max_after_activation(ctx: _Ctx, s: Sym, axes) -> bool:
     """``s`` is an activation on every step of a recurrent output (the head's only layer so far, an identity Dense
     with it) and this node is a ReduceMax over its time axis alone."""
-    if ctx.op != "ReduceMax" or s.kind != VEC or s.dense is None or ctx.r.head != [s.dense] or "B" in s.axes:
-        return False
-    if not support.is_identity_dense(s.dense) or s.dense.activation not in support.HIDDEN_DENSE_ACTIVATIONS:
+    if ctx.op != "ReduceMax" or not _activation_on_steps(ctx, s):
         return False
     t = next((ax for ax in s.axes if ctx.r.roles.get(ax) == "T"), None)
     return t is not None and axes is not None and [s.axes[_norm(a, len(s.axes))] for a in axes] == [t]

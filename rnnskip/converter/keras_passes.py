@@ -583,14 +583,12 @@ def _fold_between(dense_nodes: List[Node], into: Node, before: RNNLayer) -> List
             raise LayerError(f"layer '{into.name}' ({label}) reads {what} on the outputs of '{before.name}': rnnskip "
                              "folds linear Dense layers between recurrent layers into the next one and runs no "
                              "activation there", into.name)
-    w = np.eye(before.out_dim)
-    c = np.zeros(before.out_dim)
-    for d in dense_nodes:
-        k = np.asarray(d.value.kernel, np.float64)
-        if k.shape[0] != w.shape[1]:
-            raise LayerError(f"layer '{d.name}' (Dense) expects {k.shape[0]} inputs but gets {w.shape[1]}: "
-                             "the file is inconsistent", d.name)
-        w, c = w @ k, c @ k + np.asarray(d.value.bias, np.float64)
+    chain = support.linear_chain([d.value for d in dense_nodes], before.out_dim)
+    if chain is None:
+        raise LayerError(f"the per-step Dense layers {', '.join(repr(d.name) for d in dense_nodes)} after "
+                         f"'{before.name}' do not chain on its {before.out_dim} outputs: the file is inconsistent",
+                         dense_nodes[0].name)
+    w, c = chain
     if w.shape[1] != into.value.input_dim:
         raise LayerError(f"layer '{into.name}' ({label}) expects {into.value.input_dim} inputs but gets "
                          f"{w.shape[1]}: the file is inconsistent", into.name)

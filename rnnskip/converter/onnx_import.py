@@ -1069,7 +1069,11 @@ def h_recurrent(ctx: _Ctx):
         for l in layers:
             cell.fold_input_affine(l, np.asarray(a_, np.float64), np.asarray(b_, np.float64))
     if x.kind == VEC:   # after the normalisation's fold: the layer reads affine(y @ w + c)
-        w, c = _between_dense_map(r, r.rnns[-1].out_dim)
+        chain = support.linear_chain(r.head, r.rnns[-1].out_dim)
+        if chain is None:
+            ctx.fail(f"reads per-step Dense layers that do not chain on the previous layer's {r.rnns[-1].out_dim} "
+                     "outputs: the graph is inconsistent")
+        w, c = chain
         before = sum(d.kernel.size for d in r.head) + sum(l.kernel.size for l in layers)
         for l in layers:
             cell.fold_input_linear(l, w, c)
@@ -1107,15 +1111,6 @@ def _between_dense_check(ctx: _Ctx, r: _Reader) -> None:
             ctx.fail(f"reads the per-step Dense '{d.name}' (activation='{d.activation}') on the previous recurrent "
                      "layer's outputs: rnnskip folds linear MatMul+Add layers between recurrent layers into the next "
                      "one and runs no activation there")
-
-
-def _between_dense_map(r: _Reader, width: int):
-    """The per-step Dense layers of ``r.head`` as one linear map ``y @ w + c`` on ``width`` features."""
-    w, c = np.eye(width), np.zeros(width)
-    for d in r.head:
-        k = np.asarray(d.kernel, np.float64)
-        w, c = w @ k, c @ k + np.asarray(d.bias, np.float64)
-    return w, c
 
 
 # --------------------------------------------------------------------------

@@ -243,6 +243,18 @@ def fold_before_dense(d, a: np.ndarray, c: np.ndarray) -> None:
     d.kernel = np.ascontiguousarray((k * a[:, None]).astype(np.float32))
 
 
+def linear_chain(denses, width: int):
+    """Linear Dense layers applied in turn to ``width`` features as one map ``x @ w + c`` (float64), or None when a
+    layer's input width is not the width before it."""
+    w, c = np.eye(width), np.zeros(width)
+    for d in denses:
+        k = np.asarray(d.kernel, np.float64)
+        if k.shape[0] != w.shape[1]:
+            return None
+        w, c = w @ k, c @ k + np.asarray(d.bias, np.float64)
+    return w, c
+
+
 def neutral_input(a: np.ndarray, b: np.ndarray):
     """The input ``p`` that the per-feature map ``a*x + b`` sends to 0 (``p = -b/a``), or the index of a
     feature it cannot: one scaled by 0 with a shift other than 0, which no input normalises to 0."""

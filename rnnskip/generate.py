@@ -356,7 +356,7 @@ KERNELS_ID_HEADER = "rnnskip_kernels_id.h"
 def kernel_files(kernels: str = "portable") -> List[Path]:
     """The files of kernels/: the provider's kernels and the cells' headers."""
     files = [f for f in sorted(kernel_dir().iterdir()) if f.suffix in (".c", ".h")]
-    files += [CELL_DIR / c.c_header for c in CELLS.values()]
+    files += [CELL_DIR / h for h in sorted({c.c_header for c in CELLS.values()})]
     if kernels == "cmsis-nn":  # CMSIS-NN does the mat-vec; the rest stays portable
         files = [f for f in files if f.name != "rnnskip_mat_vec_s8.c"]
         files += sorted((kernel_dir() / "cmsis_nn").glob("*.c"))

@@ -26,6 +26,7 @@ CONFIGS = {
     "feat-mask-rnn-lstm": ("features-mask", ["simple_rnn", "lstm"], True, True, [4]),
     "feat-gru-lstm-rnn": ("features", ["gru", "lstm", "simple_rnn"], True, True, [3]),   # 3-layer mixed stack
     "tok-lstm-gru-lstm-gru": ("tokens", ["lstm", "gru", "lstm", "gru"], True, False, [2]),   # 4 layers
+    "feat-mask-lstm-dense-gru": ("features-mask", ["lstm", "dense", "gru"], True, False, [3]),   # a per-step Dense
 }
 #: layer activations other than the cell's default, by config
 ACTIVATIONS = {"tok-rnn-relu": "relu"}
@@ -55,7 +56,7 @@ def random_ir(config: str, seed: int = 0, units=(9, 6, 7, 5), dim: int = 7, voca
         options = {"reset_after": reset_after} if k == "gru" else {}
         bias = rng.normal(0, 0.3, cell.bias_shape(U, options))
         layers.append(RNNLayer(kind=k, units=U, kernel=rng.normal(0, 0.5, (d_in, G * U)),
-                               recurrent_kernel=rng.normal(0, 0.4, (U, G * U)), bias=bias,
+                               recurrent_kernel=rng.normal(0, 0.4, cell.recurrent_kernel_shape(U)), bias=bias,
                                activation=ACTIVATIONS.get(config, "tanh"),
                                recurrent_activation="sigmoid" if cell.gated else None,
                                return_sequences=i < len(kinds) - 1, options=options, name=f"{k}_{i}"))

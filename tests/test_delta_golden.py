@@ -17,8 +17,10 @@ from rnnskip.errors import RnnskipError
 from rnnskip.quant.golden import GoldenModel
 from rnnskip.reference import FloatModel
 
-DELTA_CFGS = sorted(c for c, v in CONFIGS.items() if v[2] or "gru" not in v[1])  # reset_after=False refused
+DELTA_CFGS = sorted(c for c, v in CONFIGS.items()   # reset_after=False and per-step Dense layers refused
+                    if (v[2] or "gru" not in v[1]) and "dense" not in v[1])
 V1_CFGS = sorted(c for c, v in CONFIGS.items() if not v[2] and "gru" in v[1])
+PER_STEP_DENSE_CFGS = sorted(c for c, v in CONFIGS.items() if "dense" in v[1])
 
 
 @pytest.mark.parametrize("cfg", DELTA_CFGS)
@@ -83,6 +85,16 @@ def test_gru_reset_after_false_refused(cfg):
     with pytest.raises(RnnskipError, match="reset_after=False: delta mode needs reset_after=True"):
         GoldenModel(with_delta(qm, DeltaSpec.uniform(len(qm.layers))))
     with pytest.raises(RnnskipError, match="reset_after=True"):
+        DeltaSpec.uniform(len(ir.rnn_layers), ir=ir).check_model(ir)
+
+
+@pytest.mark.parametrize("cfg", PER_STEP_DENSE_CFGS)
+def test_per_step_dense_refused(cfg):
+    ir, qm, x, L = quantized(cfg, n=8, T=6)
+    with pytest.raises(RnnskipError, match=r"layer 'dense_1' is a per-step Dense with activation='tanh': rnnskip "
+                                           r"runs delta networks on recurrent layers only"):
+        GoldenModel(with_delta(qm, DeltaSpec.uniform(len(qm.layers))))
+    with pytest.raises(RnnskipError, match="convert this model without delta thresholds"):
         DeltaSpec.uniform(len(ir.rnn_layers), ir=ir).check_model(ir)
 
 

@@ -131,9 +131,10 @@ def _code_strings(path: Path):
 
 
 def test_importer_never_names_a_cell_kind():
-    """Recurrent specifics belong to rnnskip/cells: the importer names no cell kind or class."""
+    """Recurrent specifics belong to rnnskip/cells: the importer names no recurrent cell kind or class (the per-step
+    Dense's kind is the Keras Dense it reads, reached through ``cells.per_step_cell``)."""
     names = set()
-    for cell in cells.CELLS.values():
+    for cell in (c for c in cells.CELLS.values() if c.recurrent):
         names |= {cell.kind, cell.label, *cell.keras_classes, *cell.keras_cell_classes}
     for path in CONVERTER.glob("keras_*.py"):
         for s in _code_strings(path):
@@ -411,23 +412,39 @@ def test_linear_dense_layers_between_recurrent_layers_fold_into_the_next():
                                                   layer("Dense", "out3", units=2)], store)))
     assert assemble(nodes, "m", "m.h5", []).notes[1] == (
         "'lstm2' reads 4 inputs through the folded Dense: its input kernel has 48 weights where the Dense and the "
-        "kernel had 16 (rnnskip runs no Dense between recurrent layers)")
+        "kernel had 16 (a per-step Dense runs as a layer of its own only when it has an activation)")
 
 
-def test_an_activation_layer_after_a_dense_between_recurrent_layers_is_named_in_the_refusal():
-    """A review found the refusal naming the Dense with activation='relu' while inspect showed it linear and the
-    Activation layer that made it relu unnamed."""
+def test_a_dense_with_an_activation_between_recurrent_layers_runs_at_every_step():
+    """Dense -> Activation(relu) -> linear Dense between two LSTMs (refused before): the relu Dense becomes a per-step
+    layer of the stack, the linear Dense after it folds into the next LSTM; the statuses and notes say which."""
     store = weights()
-    store.arrays["lstm2"] = {"kernel": RNG.normal(size=(D, 8)), "recurrent_kernel": RNG.normal(size=(2, 8)),
-                             "bias": np.zeros(8)}
+    n = lambda *shape: RNG.normal(0, 0.5, shape).astype(np.float32)  # noqa: E731
+    store.arrays["lin"] = {"kernel": n(D, 5), "bias": n(5)}
+    store.arrays["lstm2"] = {"kernel": n(5, 8), "recurrent_kernel": n(2, 8), "bias": n(8)}
     nodes = fold_activations(fold_batchnorm(read([layer("LSTM", "lstm", units=U, return_sequences=True), DENSE,
                                                   layer("Activation", "act_r", activation="relu"),
-                                                  layer("LSTM", "lstm2", units=2)], store)))
-    with pytest.raises(LayerError) as ei:
-        assemble(nodes, "m", "m.h5", [])
-    assert str(ei.value) == ("layer 'lstm2' (LSTM) reads the Activation 'act_r' (relu) after the per-step Dense "
-                             "'dense' on the outputs of 'lstm': rnnskip folds linear Dense layers between recurrent "
-                             "layers into the next one and runs no activation there")
+                                                  layer("Dense", "lin", units=5), layer("LSTM", "lstm2", units=2)],
+                                                 store)))
+    ir = assemble(nodes, "m", "m.h5", [])
+    per_step = cells.per_step_cell()
+    assert [(r.name, r.kind) for r in ir.rnn_layers] == [("lstm", "lstm"), ("dense", per_step.kind),
+                                                         ("lstm2", "lstm")]
+    mid = ir.rnn_layers[1]
+    d = store.arrays["dense"]
+    assert mid.activation == "relu" and mid.recurrent_activation is None and mid.return_sequences
+    np.testing.assert_array_equal(mid.kernel, d["kernel"])
+    np.testing.assert_array_equal(mid.bias, d["bias"])
+    assert mid.recurrent_kernel.shape == (0, D) and ir.macs_per_step() == (
+        ir.rnn_layers[0].kernel.size + ir.rnn_layers[0].recurrent_kernel.size + U * D + 5 * 8 + 2 * 8)
+    assert nodes[1].status == "converted (runs at every step: a per-step Dense layer)"
+    assert nodes[2].status == "folded into 'lstm2'"
+    assert nodes[1].activation_layer.name == "act_r" and ir.notes == ["folded Dense 'lin' into 'lstm2'"]
+    k2 = store.arrays["lstm2"]
+    y = RNG.normal(size=(7, D))   # the per-step Dense's outputs at 7 steps
+    np.testing.assert_allclose(y @ ir.rnn_layers[2].kernel + ir.rnn_layers[2].bias,
+                               (y @ store.arrays["lin"]["kernel"] + store.arrays["lin"]["bias"]) @ k2["kernel"]
+                               + k2["bias"], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.keras
@@ -441,7 +458,7 @@ def test_a_reshape_of_another_size_than_it_reads_is_refused(tmp_path):
     tfk = pytest.importorskip("tf_keras")
     L = tfk.layers
     for name, t, size in (("bad", 7, 20), ("undeclared", None, 21)):
-        m = tfk.Sequential([L.Input((t, 3)), L.LSTM(3, return_sequences=True), L.Reshape((21,), name="resh"),
+        m = tfk.Sequential([L.Input((t, 3)), L.LSTM(3, return_sequences=True, name="lstm"), L.Reshape((21,), name="resh"),
                             L.Dense(2)])
         m.save(tmp_path / f"{name}.h5")
         with h5py.File(tmp_path / f"{name}.h5", "r+") as f:
@@ -454,7 +471,7 @@ def test_a_reshape_of_another_size_than_it_reads_is_refused(tmp_path):
                              "inconsistent")
     ir = load_model_file(str(tmp_path / "undeclared.h5"))
     assert (ir.pool, ir.pool_steps) == ("flatten", 7)
-    assert "Reshape 'resh' reads the last recurrent layer's outputs at all 7 steps its size gives: every sequence " \
+    assert "Reshape 'resh' reads the outputs of 'lstm' at all 7 steps its size gives: every sequence " \
            "runs 7 steps (the data's lengths are not used)" in ir.notes
 
 

@@ -579,10 +579,10 @@ FLATTEN_CASES: List[Case] = [
     Case("refuse_flatten_bidirectional", "Flatten", "after a Bidirectional layer",
          lambda k: [_bi(k, _L(k).GRU(3, return_sequences=True)), _L(k).Flatten(name="flat_bi"), _L(k).Dense(2)],
          gens=("k2",), fixed_t=True, refused=["'flat_bi'", "(Flatten)", "after the Bidirectional layer"]),
-    Case("refuse_flatten_after_dense", "Flatten", "after a per-step Dense",
+    Case("flatten_after_dense", "Flatten", "after a linear per-step Dense (run at every step)",
          lambda k: [_L(k).GRU(4, return_sequences=True), _L(k).Dense(3), _L(k).Flatten(name="flat_d"),
                     _L(k).Dense(2)],
-         gens=("k2",), fixed_t=True, refused=["'flat_d'", "(Flatten)", "after the per-step Dense"]),
+         fixed_t=True),
 ]
 CASES += FLATTEN_CASES
 
@@ -622,10 +622,9 @@ DENSE_BETWEEN_CASES: List[Case] = [
          lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _bi(k, _L(k).LSTM(3, return_sequences=True)),
                     _L(k).Dense(4), _L(k).BatchNormalization(), _bi(k, _L(k).GRU(3), merge_mode="sum"),
                     _L(k).Dense(1, activation="sigmoid")], tokens=True),
-    Case("refuse_dense_relu_between", "Dense", "Dense(relu) between two LSTMs",
+    Case("dense_relu_between", "Dense", "Dense(relu) between two LSTMs (run at every step)",
          lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Dense(3, activation="relu", name="mid_relu"),
-                    _L(k).LSTM(3, name="lstm_after"), _L(k).Dense(2)],
-         gens=("k2",), refused=["'lstm_after'", "'mid_relu' (activation='relu')", "folds linear Dense layers"]),
+                    _L(k).LSTM(3, name="lstm_after"), _L(k).Dense(2)]),
 ]
 CASES += DENSE_BETWEEN_CASES
 
@@ -652,12 +651,55 @@ REVIEW_CASES: List[Case] = [
     Case("reshape_sized_undeclared_t", "Reshape", "Reshape((T * units,)) on an input of undeclared length",
          lambda k: [_L(k).GRU(3, return_sequences=True), _L(k).Reshape((T * 3,)),
                     _L(k).Dense(2, activation="softmax")]),
-    Case("refuse_activation_after_dense_between", "Dense", "Dense -> Activation(tanh) between two GRUs",
+    Case("activation_after_dense_between", "Dense", "Dense -> Activation(tanh) between two GRUs (run at every step)",
          lambda k: [_L(k).GRU(4, return_sequences=True), _L(k).Dense(3), _L(k).Activation("tanh", name="act_t"),
-                    _L(k).GRU(3, name="gru_after"), _L(k).Dense(2)],
-         gens=("k2",), refused=["'gru_after'", "the Activation 'act_t' (tanh) after the per-step Dense"]),
+                    _L(k).GRU(3, name="gru_after"), _L(k).Dense(2)]),
 ]
 CASES += REVIEW_CASES
+
+# Per-step Dense layers with an activation, between recurrent layers or after the last one before pooling or a
+# Flatten over time: they run at every step as layers of their own (rnnskip/cells/dense.py). Appended last.
+PER_STEP_DENSE_CASES: List[Case] = [
+    Case("per_step_relu_flatten", "Dense", "TimeDistributed(Dense(relu)) -> Flatten -> softmax Dense",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).TimeDistributed(_L(k).Dense(3, activation="relu")),
+                    _L(k).Flatten(), _L(k).Dense(3, activation="softmax")], fixed_t=True),
+    Case("per_step_tanh_gap", "Dense", "Dense(tanh) on every step -> GlobalAveragePooling1D",
+         lambda k: [_L(k).GRU(5, return_sequences=True), _L(k).Dense(4, activation="tanh"),
+                    _L(k).GlobalAveragePooling1D(), _L(k).Dense(2)]),
+    Case("refuse_per_step_gmp_masked", "Dense", "masked LSTM -> Dense(relu) -> GlobalMaxPooling1D",
+         lambda k: [_L(k).Masking(0.0), _L(k).LSTM(4, return_sequences=True), _L(k).Dense(5, activation="relu"),
+                    _L(k).GlobalMaxPooling1D(name="gmp_m"), _L(k).Dense(2, activation="softmax")], mask_value=0.0,
+         gens=("k2",), refused=["'gmp_m'", "(GlobalMaxPooling1D)", "masked sequence", "activation of the bias"]),
+    Case("per_step_relu_gap_masked", "Dense", "masked LSTM -> Dense(relu) -> GlobalAveragePooling1D",
+         lambda k: [_L(k).Masking(0.0), _L(k).LSTM(4, return_sequences=True), _L(k).Dense(5, activation="relu"),
+                    _L(k).GlobalAveragePooling1D(), _L(k).Dense(2, activation="softmax")], mask_value=0.0),
+    Case("per_step_sigmoid_gap_tokens", "Dense", "Embedding(mask_zero=True) -> LSTM -> Dense(sigmoid) -> "
+         "GlobalAveragePooling1D",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _L(k).LSTM(4, return_sequences=True),
+                    _L(k).Dense(3, activation="sigmoid"), _L(k).GlobalAveragePooling1D(),
+                    _L(k).Dense(1, activation="sigmoid")], tokens=True),
+    Case("per_step_bidi_between", "Dense", "Bidirectional(GRU) -> Dense(relu) -> GRU",
+         lambda k: [_bi(k, _L(k).GRU(3, return_sequences=True)), _L(k).Dense(4, activation="relu"), _L(k).GRU(3),
+                    _L(k).Dense(2, activation="softmax")]),
+    Case("per_step_chain_between", "Dense", "Dense -> Dense(relu) -> Dropout -> Dense between an LSTM and a SimpleRNN "
+         "(linear ones folded)",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Dense(6), _L(k).Dense(5, activation="relu"),
+                    _L(k).Dropout(0.2), _L(k).Dense(3), _L(k).SimpleRNN(4), _L(k).Dense(2)]),
+    Case("per_step_relu_per_step_head", "Dense", "masked GRU -> Dense(relu) -> GRU, per-step head",
+         lambda k: [_L(k).Masking(0.0), _L(k).GRU(4, return_sequences=True), _L(k).Dense(4, activation="relu"),
+                    _L(k).GRU(3, return_sequences=True), _L(k).Dense(2)], mask_value=0.0),
+    Case("per_step_relu_dense_gmp", "Dense", "Dense(relu) -> Dense -> GlobalMaxPooling1D (two per-step layers)",
+         lambda k: [_L(k).GRU(4, return_sequences=True), _L(k).Dense(5, activation="relu"), _L(k).Dense(3),
+                    _L(k).GlobalMaxPooling1D(), _L(k).Dense(2)]),
+    Case("per_step_frontend_gap", "Dense", "Conv1D front end -> LSTM -> Dense(relu) -> GlobalAveragePooling1D",
+         lambda k: [_L(k).Conv1D(4, 3, padding="causal", activation="relu"), _L(k).LSTM(4, return_sequences=True),
+                    _L(k).Dense(3, activation="relu"), _L(k).GlobalAveragePooling1D(), _L(k).Dense(2)]),
+    Case("refuse_per_step_softmax_between", "Dense", "Dense(softmax) between two GRUs",
+         lambda k: [_L(k).GRU(4, return_sequences=True), _L(k).Dense(3, activation="softmax", name="mid_sm"),
+                    _L(k).GRU(3), _L(k).Dense(2)],
+         gens=("k2",), refused=["'mid_sm'", "activation='softmax'"]),
+]
+CASES += PER_STEP_DENSE_CASES
 
 GEN_COLUMNS = [("legacy", "h5", "Keras 2.0–2.3 / tf.keras 1.x .h5"), ("k2", "h5", "tf_keras 2 .h5"),
                ("k2", "keras", "tf_keras 2 .keras"), ("k3", "keras", "Keras 3 .keras"), ("k3", "h5", "Keras 3 .h5")]

@@ -41,6 +41,11 @@ def cell_of(kind: str) -> Type[Cell]:
                            f"the file was written by another rnnskip version") from None
 
 
+def per_step_cell() -> Type[Cell]:
+    """The kind that runs a per-step Dense with an activation between (or after) recurrent layers."""
+    return next(c for c in CELLS.values() if not c.recurrent)
+
+
 def keras_cell(class_name: str) -> Optional[Type[Cell]]:
     """The cell kind a Keras layer class (``LSTM``) or RNN cell class (``LSTMCell``) is read as."""
     for c in CELLS.values():
@@ -50,8 +55,8 @@ def keras_cell(class_name: str) -> Optional[Type[Cell]]:
 
 
 def labels() -> str:
-    """'LSTM, GRU, SimpleRNN' (for messages)."""
-    return ", ".join(c.label for c in CELLS.values())
+    """'LSTM, GRU, SimpleRNN' (for messages: the recurrent kinds)."""
+    return ", ".join(c.label for c in CELLS.values() if c.recurrent)
 
 
 _register_all()

@@ -84,7 +84,10 @@ def planes16(l, acc: np.ndarray) -> np.ndarray:
 # quantisation helpers
 
 def scale_of(maxabs: float, qmax: int = 127) -> float:
-    return max(float(maxabs), 1e-8) / qmax
+    """The int scale of values up to ``maxabs``. A range of 0 (a relu layer silent on every calibration row) holds
+    its zeros on any scale: it takes 1's, not a vanishing one on which the next layer's bias cannot be stored."""
+    maxabs = float(maxabs)
+    return (max(maxabs, 1e-8) if maxabs > 0 else 1.0) / qmax
 
 
 def q8(w: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -92,7 +95,9 @@ def q8(w: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 
 def q32(b: np.ndarray, s: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(b / s), fp.INT32_MIN, fp.INT32_MAX).astype(np.int64)
+    # float64: float32 rounds the clip bound INT32_MAX up to 2^31, one past int32
+    v = np.asarray(b, np.float64) / np.asarray(s, np.float64)
+    return np.clip(np.round(v), fp.INT32_MIN, fp.INT32_MAX).astype(np.int64)
 
 
 def gate_rows(a: np.ndarray, gates, units: int, up: int) -> np.ndarray:
@@ -151,15 +156,16 @@ def row_scale(W, v_scale: float) -> np.ndarray:
 
 
 def single_block(name: str, W, b, v_scale: float, gates, U: int, up: int, cols: int, input_name: str,
-                 row0: int):
+                 row0: int, out_scale: Optional[float] = None):
     """``W`` of ``gates`` applied to one part of the layer's operand (``input_name`` "x" or "h"),
-    per-row scales, multipliers to Q3.12."""
+    per-row scales, multipliers to Q3.12 (or, given ``out_scale``, straight to an int8 output on it)."""
     sw = row_scale(W, 1.0)
     n = len(list(gates)) * up
     w = np.zeros((n, cols), dtype=np.int8)
     w[:, : W.shape[0]] = gate_rows(q8(W, sw).T, gates, U, up)
     bias = gate_rows(q32(b, sw * v_scale), gates, U, up)
-    m, ls = fp.quantize_multipliers(gate_rows(sw * v_scale * (1 << fp.Q12), gates, U, up))
+    eff = sw * v_scale * (1 << fp.Q12) if out_scale is None else sw * v_scale / out_scale
+    m, ls = fp.quantize_multipliers(gate_rows(eff, gates, U, up))
     return QMat(w=w, bias=bias, mult=m, ls=ls, input=input_name, name=name, row0=row0,
                 scale=gate_rows(sw * v_scale, gates, U, up))
 
@@ -180,6 +186,7 @@ class Cell:
     float_state: Tuple[str, ...] = ("h",)     #: float state, h first (calibrated: every entry)
     golden_state: Tuple[str, ...] = ("h8",)   #: integer state arrays, int8 h first ([N, up] each)
     gated = True              #: has a recurrent_activation (gates in [0, 1])
+    recurrent = True          #: reads its own last output (False: a per-step Dense, ``dense.py``)
     template = ""             #: Jinja2 macros (``accumulate``, ``cell``) next to this module
     c_header = ""             #: the cell's C kernel, next to this module
 
@@ -192,6 +199,11 @@ class Cell:
     @classmethod
     def bias_shape(cls, units: int, options: dict) -> tuple:
         return (cls.gates * units,)
+
+    @classmethod
+    def recurrent_kernel_shape(cls, units: int) -> tuple:
+        """The IR's ``recurrent_kernel`` shape (Keras layout)."""
+        return (units, cls.gates * units)
 
     @classmethod
     def from_cudnn(cls, kernel, recurrent_kernel, bias):

@@ -409,9 +409,13 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                                  f"keep one Masking layer", name)
             mask_value = node.value
             continue
+        if node.kind in (FLATTEN, TIME_POOL) and head and rnns and rnns[-1].return_sequences and pool is None:
+            # per-step Dense layers on the last recurrent layer's sequence, then pooled or flattened over time
+            fold_notes += _place_per_step(head_nodes, rnns, into=None)
+            head, head_nodes, per_step = [], [], False
         if node.kind == FLATTEN:
             if rnns and rnns[-1].return_sequences and pool is None:   # over the time axis: the head reads every step
-                flat_steps = _flatten_steps(layer, shape, head, front, rnns)
+                flat_steps = _flatten_steps(layer, shape, front, rnns)
                 node.value, pool = "flatten", node
                 node.status = f"converted (the outputs of all {flat_steps} steps side by side)"
                 continue
@@ -441,6 +445,15 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             if not rnns[-1].return_sequences:
                 raise LayerError(f"layer '{name}' ({cls}) follows '{rnns[-1].name}', which has return_sequences="
                                  "False: the model config is inconsistent", name)
+            masked = mask_value is not None or (embedding is not None and embedding.mask_zero)
+            if "max" in node.value.split(",") and masked and not cells.cell_of(rnns[-1].kind).recurrent:
+                # a masked step before a row's first repeats the recurrent layer's zeros, on which the Dense
+                # gives act(bias), and the max pooling (mask ignored) reads it
+                raise LayerError(f"layer '{name}' ({cls}) takes the maximum over a masked sequence of the per-step "
+                                 f"Dense '{rnns[-1].name}': Keras includes that Dense's output on zeros (its "
+                                 "activation of the bias) at the masked steps before a row's first, which rnnskip "
+                                 "does not model; use GlobalAveragePooling1D (it skips masked steps) or no mask",
+                                 name)
             pool = node
             continue
         if node.kind == RECURRENT:
@@ -448,8 +461,8 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                 raise LayerError(f"layer '{name}' ({cells.cell_of(node.value.kind).label}) follows the pooling "
                                  f"layer '{pool.name}', which removed the time axis: the model config is "
                                  "inconsistent", name)
-            if head and rnns:   # per-step Dense layers between two recurrent layers: linear ones fold into it
-                fold_notes += _fold_between(head_nodes, node, rnns[-1])
+            if head and rnns:   # per-step Dense layers between two recurrent layers: run, or folded into it
+                fold_notes += _place_per_step(head_nodes, rnns, into=node)
                 head, head_nodes, per_step = [], [], False
             if head:
                 raise LayerError(unsupported(layer, " after the Dense head"), name)
@@ -544,7 +557,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     if pool is not None and pool.value == "flatten":
         steps = flat_steps
         given = "the input declares" if shape and len(shape) >= 2 and shape[1] is not None else "its size gives"
-        notes.append(f"{pool.layer.display} '{pool.name}' reads the last recurrent layer's outputs at all {steps} "
+        notes.append(f"{pool.layer.display} '{pool.name}' reads the outputs of '{rnns[-1].name}' at all {steps} "
                      f"steps {given}: every sequence runs {steps} steps (the data's lengths are not used)")
     elif shape and len(shape) >= 2 and shape[1] is not None:
         notes.append(f"input declares a fixed length of {shape[1]} steps; rnnskip accepts any length")
@@ -568,21 +581,43 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                    pool_name=pool.name if pool is not None else "", pool_steps=steps)
 
 
-def _fold_between(dense_nodes: List[Node], into: Node, before: RNNLayer) -> List[str]:
-    """Per-step Dense layers between the recurrent layers ``before`` and ``into``: when all are linear, one
-    linear map ``x @ w + c`` folded into ``into``'s input kernel and bias (each direction's), as Keras computes
-    it (a Dense keeps the mask, and a masked step is one the next layer skips); else refused in one line.
-    Returns the notes for the model."""
-    label = cells.cell_of(into.value.kind).label
+def _place_per_step(dense_nodes: List[Node], rnns: List[RNNLayer], into: Optional[Node]) -> List[str]:
+    """Per-step Dense layers on the sequence of ``rnns[-1]``, before the recurrent layer ``into`` (None: before
+    pooling or a Flatten over time). Each with an activation runs at every step as a per-step Dense layer appended
+    to ``rnns``, the linear ones right before it folded into it (:func:`support.per_step_layers`); linear ones after
+    the last activation fold into ``into`` (:func:`_fold_between`), or run as one linear per-step layer before the
+    pooling. Returns the notes for the model."""
+    by_value = {id(d.value): d for d in dense_nodes}
+    placed = support.per_step_layers([d.value for d in dense_nodes], rnns[-1].out_dim, run_tail=into is None)
+    if placed is None:
+        raise LayerError(f"the per-step Dense layers {', '.join(repr(d.name) for d in dense_nodes)} after "
+                         f"'{rnns[-1].name}' do not chain on its {rnns[-1].out_dim} outputs: the file is inconsistent",
+                         dense_nodes[0].name)
+    layers, groups, tail = placed
+    notes: List[str] = []
+    for layer, group in zip(layers, groups):
+        refusal = cells.per_step_cell().activation_refusal(layer)
+        if refusal is not None:
+            raise LayerError(refusal, layer.name)
+        by_value[id(group[-1])].status = "converted (runs at every step: a per-step Dense layer)"
+        notes += _folded_notes([by_value[id(d)] for d in group[:-1]], layer.name)
+        rnns.append(layer)
+    if tail:
+        notes += _fold_between([by_value[id(d)] for d in tail], into, rnns[-1])
+    return notes
+
+
+def _folded_notes(dense_nodes: List[Node], into: str) -> List[str]:
     for d in dense_nodes:
-        if d.value.activation != "linear":
-            act = d.activation_layer
-            what = (f"the {act.layer.display} '{act.name}' ({support.file_name(d.value.activation)}) after the "
-                    f"per-step Dense '{d.name}'" if act is not None
-                    else f"the per-step Dense '{d.name}' (activation='{support.file_name(d.value.activation)}')")
-            raise LayerError(f"layer '{into.name}' ({label}) reads {what} on the outputs of '{before.name}': rnnskip "
-                             "folds linear Dense layers between recurrent layers into the next one and runs no "
-                             "activation there", into.name)
+        d.status = f"folded into '{into}'"
+    return [f"folded {d.layer.display} '{d.name}' into '{into}'" for d in dense_nodes]
+
+
+def _fold_between(dense_nodes: List[Node], into: Node, before: RNNLayer) -> List[str]:
+    """Linear per-step Dense layers between the layers ``before`` and ``into``: one linear map ``x @ w + c``
+    folded into ``into``'s input kernel and bias (each direction's), as Keras computes it (a Dense keeps the
+    mask, and a masked step is one the next layer skips). Returns the notes for the model."""
+    label = cells.cell_of(into.value.kind).label
     chain = support.linear_chain([d.value for d in dense_nodes], before.out_dim)
     if chain is None:
         raise LayerError(f"the per-step Dense layers {', '.join(repr(d.name) for d in dense_nodes)} after "
@@ -596,16 +631,13 @@ def _fold_between(dense_nodes: List[Node], into: Node, before: RNNLayer) -> List
     before_params = sum(d.value.kernel.size for d in dense_nodes) + sum(r.kernel.size for r in directions)
     for direction in directions:
         cells.cell_of(direction.kind).fold_input_linear(direction, w, c)
-    notes = []
-    for d in dense_nodes:
-        d.status = f"folded into '{into.name}'"
-        notes.append(f"folded {d.layer.display} '{d.name}' into '{into.name}'")
+    notes = _folded_notes(dense_nodes, into.name)
     after = sum(r.kernel.size for r in directions)
     if after > before_params:   # a narrowing Dense: its product is the larger matrix
         kernels = "kernels have" if len(directions) > 1 else "kernel has"
         notes.append(f"'{into.name}' reads {w.shape[0]} inputs through the folded Dense: its input {kernels} "
-                     f"{after:,} weights where the Dense and the {kernels.split()[0]} had {before_params:,} (rnnskip "
-                     "runs no Dense between recurrent layers)")
+                     f"{after:,} weights where the Dense and the {kernels.split()[0]} had {before_params:,} (a "
+                     "per-step Dense runs as a layer of its own only when it has an activation)")
     return notes
 
 
@@ -617,7 +649,7 @@ def _reshape_size(layer) -> Optional[int]:
     return None if k == -1 else k
 
 
-def _flatten_steps(layer, shape, head, front, rnns) -> int:
+def _flatten_steps(layer, shape, front, rnns) -> int:
     """The number of steps a Flatten over the time axis reads side by side (the input's declared length), or a
     one-line refusal of a Flatten rnnskip does not run that way."""
     name = layer.name
@@ -626,9 +658,6 @@ def _flatten_steps(layer, shape, head, front, rnns) -> int:
         raise LayerError(f"{where} with data_format='channels_first', which puts each unit's outputs at every step "
                          "side by side (unit-major): rnnskip flattens step by step, as the default "
                          "data_format='channels_last' does", name)
-    if head:
-        raise LayerError(f"{where} after the per-step Dense '{head[-1].name}': rnnskip flattens the last recurrent "
-                         "layer's outputs themselves (Flatten right after it)", name)
     if front:
         raise LayerError(f"{where} after a Conv1D front end: rnnskip converts Flatten over time without one", name)
     bidi = next((r.name for r in rnns if r.backward is not None), None)

@@ -458,8 +458,8 @@ def test_a_reshape_of_another_size_than_it_reads_is_refused(tmp_path):
     tfk = pytest.importorskip("tf_keras")
     L = tfk.layers
     for name, t, size in (("bad", 7, 20), ("undeclared", None, 21)):
-        m = tfk.Sequential([L.Input((t, 3)), L.LSTM(3, return_sequences=True, name="lstm"), L.Reshape((21,), name="resh"),
-                            L.Dense(2)])
+        m = tfk.Sequential([L.Input((t, 3)), L.LSTM(3, return_sequences=True, name="lstm"),
+                            L.Reshape((21,), name="resh"), L.Dense(2)])
         m.save(tmp_path / f"{name}.h5")
         with h5py.File(tmp_path / f"{name}.h5", "r+") as f:
             cfg = json.loads(f.attrs["model_config"])

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from helpers import dataset, needs_arm, quantize_on
 
-from rnnskip import pipeline
+from rnnskip import cells, pipeline
 from rnnskip.converter.formats import load_model_file
 from rnnskip.errors import RnnskipError
 from rnnskip.inspect import inspect_file
@@ -461,8 +461,8 @@ class ActHead(OneLayer):
     fc(relu(h_n).view(-1, H)) (a Reshape dropping the layer axis after the activation), "relu-squeeze"
     fc(relu(h_n).squeeze(0)), "relu-mean" fc(relu(y.mean(1))), "tanh-steps" fc(tanh(y)) on every step,
     "relu-then-amax" fc(relu(y).amax(1)) and "tanh-then-max" fc(tanh(y).max(1).values) (the maximum commutes with
-    the activation: it runs after it); refused: "relu-then-mean" fc(relu(y).mean(1)), a mean after the activation,
-    "dense-relu-then-amax" relu(fc(y)).amax(1), a maximum after a per-step Dense."""
+    the activation: it runs after it), "dense-relu-then-amax" relu(fc(y)).amax(1) (the Dense runs at every step);
+    refused: "relu-then-mean" fc(relu(y).mean(1)), a mean after the activation."""
 
     def __init__(self, how):
         super().__init__(how, cell=nn.GRU)
@@ -519,9 +519,10 @@ def test_relu_layer_configs_of_every_keras_release():
         "layer 'r' (ReLU) has max_value=6.0, negative_slope=0.1: rnnskip supports ReLU with its defaults (max(x, 0))"]
 
 
-@pytest.mark.parametrize("how, op", [("relu-then-mean", "ReduceMean"), ("dense-relu-then-amax", "ReduceMax")])
+@pytest.mark.parametrize("how, op", [("relu-then-mean", "ReduceMean")])
 def test_pooling_after_an_activation_is_refused(how, op, tmp_path):
-    """A mean after the activation, or a maximum after a per-step Dense and its activation, do not commute."""
+    """A mean after an activation alone does not commute with it (a maximum after a per-step Dense and its activation
+    runs that Dense as a per-step layer: test_per_step_linear_with_an_activation_runs_at_every_step)."""
     path = tmp_path / "m.onnx"
     export(ActHead(how).eval(), path, False, True)
     msg = refusal(path)
@@ -665,9 +666,8 @@ def test_onnx_importer_never_names_a_cell_kind():
     """As for Keras: each cell kind owns its ONNX operator's layout (rnnskip/cells/), the importer names none."""
     from test_keras_layers import _code_strings
 
-    from rnnskip import cells
     names = set()
-    for cell in cells.CELLS.values():
+    for cell in (c for c in cells.CELLS.values() if c.recurrent):   # the per-step Dense is reached by per_step_cell
         names |= {cell.kind, cell.label, cell.onnx_op, *cell.keras_classes, *cell.keras_cell_classes}
     path = Path(__file__).resolve().parent.parent / "rnnskip" / "converter" / "onnx_import.py"
     for s in _code_strings(path):
@@ -1315,7 +1315,7 @@ def test_flatten_over_time_refused(how, export_how, want, tmp_path):
 class Between(nn.Module):
     """Per-step nn.Linear layers between two recurrent modules: "linear" an LSTM -> Linear -> GRU (last state),
     "two" Linear -> Linear -> a bidirectional GRU into a per-step head, "tm" Linear(y) / 2 -> GRU, time-major
-    (batch_first=False); refused: "relu" relu(Linear(y)) -> GRU."""
+    (batch_first=False), "relu" relu(Linear(y)) -> GRU (run at every step)."""
 
     def __init__(self, how):
         super().__init__()
@@ -1356,12 +1356,69 @@ def test_linear_between_recurrent_layers_folds_into_the_next(how, export_how, tm
     check_ort_and_host(ir, path, x, how != "tm", tmp_path)
 
 
-def test_relu_between_recurrent_layers_is_refused(tmp_path):
-    path = tmp_path / "relu.onnx"
-    export_as(Between("relu"), path, False, True, "dynamic")
-    assert refusal(path).endswith("reads the per-step Dense 'p1/MatMul' (activation='relu') on the previous recurrent "
-                                  "layer's outputs: rnnskip folds linear MatMul+Add layers between recurrent layers "
-                                  "into the next one and runs no activation there"), refusal(path)
+class PerStep(nn.Module):
+    """nn.Linear with an activation on every step of a recurrent output, run as a per-step layer of the stack:
+    "between" relu(Linear(y)) -> GRU, "mean" fc(tanh(Linear(y)).mean(1)), "max" fc(relu(Linear(y)).amax(1)),
+    "lin_max" fc(Linear(y).amax(1)) (a linear one alone before the maximum), "flat" fc(relu(Linear(y)).reshape(batch,
+    -1)) (fixed time), "two_mean" fc(Linear(relu(Linear(y))).mean(1)); refused: "act" GRU(relu(y)) (an activation
+    alone between recurrent layers, as in Keras)."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.l1 = nn.LSTM(FEAT, UNITS, batch_first=True)
+        self.p1, self.p2 = nn.Linear(UNITS, 6), nn.Linear(6, 4)
+        self.l2 = nn.GRU(UNITS if how == "act" else 6, 5, batch_first=True)
+        self.fc = nn.Linear(5 if how in ("between", "act") else 4 if how == "two_mean" else T * 6 if how == "flat"
+                            else 6, 3)
+
+    def forward(self, x):
+        y = self.l1(x)[0]
+        if self.how == "act":
+            return self.fc(self.l2(torch.relu(y))[1][-1])
+        p = self.p1(y)
+        if self.how == "between":
+            return self.fc(self.l2(torch.relu(p))[1][-1])
+        if self.how == "mean":
+            return self.fc(torch.tanh(p).mean(1))
+        if self.how == "max":
+            return self.fc(torch.relu(p).amax(1))
+        if self.how == "lin_max":
+            return self.fc(p.amax(1))
+        if self.how == "two_mean":
+            return self.fc(self.p2(torch.relu(p)).mean(1))
+        return self.fc(torch.relu(p).reshape(p.shape[0], -1))
+
+
+@pytest.mark.parametrize("how,export_how", [("between", "dynamic"), ("between", "dynamo"), ("mean", "dynamic"),
+                                            ("max", "dynamo"), ("lin_max", "dynamic"), ("flat", "batch"),
+                                            ("flat", "dynamo"), ("two_mean", "dynamic")])
+def test_per_step_linear_with_an_activation_runs_at_every_step(how, export_how, tmp_path):
+    """relu/tanh(nn.Linear) on every step of a recurrent output (refused before): a per-step layer of the stack,
+    between recurrent operators or before pooling or a flatten over time; float reference = onnxruntime to 1e-5,
+    golden = host build bit for bit, and inspect's rows say so."""
+    path = tmp_path / f"{how}.onnx"
+    torch.manual_seed(3)
+    x = export_as(PerStep(how), path, False, True, export_how)
+    ir = load_model_file(path)
+    per_step = cells.per_step_cell().kind
+    kinds = [r.kind for r in ir.rnn_layers]
+    want = {"between": ["lstm", per_step, "gru"], "two_mean": ["lstm", per_step, per_step]}.get(how, ["lstm", per_step])
+    assert kinds == want, kinds
+    assert ir.rnn_layers[1].activation == {"mean": "tanh", "lin_max": "linear"}.get(how, "relu")
+    assert ir.pool == {"mean": "avg", "two_mean": "avg", "max": "max", "lin_max": "max", "flat": "flatten"}.get(how, "")
+    rows = inspect_file(path, target_names=["cortex-m4"]).layers
+    assert [l.cls for l in rows if l.status == "converted (runs at every step: a per-step Dense layer)"] == \
+        ["MatMul"] * (2 if how == "two_mean" else 1), rows
+    check_ort_and_host(ir, path, x, True, tmp_path)
+
+
+def test_an_activation_alone_between_recurrent_layers_is_refused(tmp_path):
+    path = tmp_path / "act.onnx"
+    export_as(PerStep("act"), path, False, True, "dynamic")
+    assert "reads the relu of the previous recurrent layer's outputs" in refusal(path), refusal(path)
+    assert refusal(path).endswith("rnnskip runs per-step MatMul+Add layers between recurrent layers, with an "
+                                  "activation or folded, but no activation alone there"), refusal(path)
 
 
 def test_keepdim_pooling_into_the_head_leaves_out_its_axis(tmp_path):
@@ -1661,7 +1718,7 @@ def _matrix_rows(tmp_path):
             "tanh-steps": "fc(tanh(y)) on every step", "relu-then-mean": "fc(relu(y).mean(1)): pooling after it",
             "relu-then-amax": "fc(relu(y).amax(1)): the maximum after it (it runs after the maximum)",
             "tanh-then-max": "fc(tanh(y).max(1).values)",
-            "dense-relu-then-amax": "relu(fc(y)).amax(1): a maximum after a per-step Dense"}
+            "dense-relu-then-amax": "relu(fc(y)).amax(1): a maximum after a per-step Dense (run at every step)"}
     for how, option in acts.items():
         def run(how=how):
             torch.manual_seed(5)
@@ -1673,7 +1730,7 @@ def _matrix_rows(tmp_path):
     for how, option in (("linear", "nn.Linear between an LSTM and a GRU (folded into the GRU)"),
                         ("two", "two nn.Linear between an LSTM and a bidirectional GRU, per-step head"),
                         ("tm", "nn.Linear(y) / 2 between an LSTM and a GRU, time-major"),
-                        ("relu", "relu(nn.Linear) between an LSTM and a GRU")):
+                        ("relu", "relu(nn.Linear) between an LSTM and a GRU (run at every step)")):
         def run(how=how):
             torch.manual_seed(3)
             x = export_as(Between(how), tmp_path / "last.onnx", False, how != "tm", "dynamic")
@@ -1681,6 +1738,16 @@ def _matrix_rows(tmp_path):
             exp = run_ort(tmp_path / "last.onnx", x)
             return float(np.abs(got - exp).max())
         out.append(("Gemm, MatMul", f"between recurrent layers: {option}", f"torch.onnx.export, opset {OPSET}",
+                    verdict(run)))
+    for how, option in (("mean", "fc(tanh(nn.Linear(y)).mean(1))"), ("lin_max", "fc(nn.Linear(y).amax(1))"),
+                        ("flat", "fc(relu(nn.Linear(y)).reshape(batch, -1)), fixed time"),
+                        ("two_mean", "fc(nn.Linear(relu(nn.Linear(y))).mean(1))"), ("act", "GRU(relu(y))")):
+        def run(how=how):
+            torch.manual_seed(3)
+            x = export_as(PerStep(how), tmp_path / "last.onnx", False, True, "batch")
+            got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(x)
+            return float(np.abs(got - run_ort(tmp_path / "last.onnx", x)).max())
+        out.append(("Gemm, MatMul", f"on every step (a per-step layer): {option}", f"torch.onnx.export, opset {OPSET}",
                     verdict(run)))
     from test_onnx_frontend import matrix_rows as front_rows  # Conv front ends (tests/test_onnx_frontend.py)
     out += front_rows(tmp_path, verdict)
@@ -1722,8 +1789,8 @@ def render_onnx_matrix(rows) -> str:
            "",
            "| op | model / option | " + " | ".join(cols) + " |",
            "|---|---|" + "---|" * len(cols)]
-    for (label, option), cells in table.items():
-        out.append(f"| {label} | {option} | " + " | ".join(cells.get(c, "") for c in cols) + " |")
+    for (label, option), row in table.items():
+        out.append(f"| {label} | {option} | " + " | ".join(row.get(c, "") for c in cols) + " |")
     out += ["", "Refusal reasons (verbatim):", ""]
     out += [f"{i + 1}. `{r}`" for i, r in enumerate(reasons)]
     out += ["",

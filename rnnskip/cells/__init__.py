@@ -28,8 +28,8 @@ def _register_all() -> None:
         if m.name == "base":
             continue
         mod = importlib.import_module(f"{__name__}.{m.name}")
-        for obj in vars(mod).values():
-            if inspect.isclass(obj) and issubclass(obj, Cell) and obj is not Cell and obj.kind:
+        for obj in vars(mod).values():   # the classes the module defines (not one it imports to subclass)
+            if inspect.isclass(obj) and issubclass(obj, Cell) and obj.__module__ == mod.__name__ and obj.kind:
                 CELLS[obj.kind] = obj
 
 

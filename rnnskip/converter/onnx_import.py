@@ -496,7 +496,7 @@ def _flatten_time(ctx: _Ctx, s: Sym) -> Sym:
     if s.padded:
         ctx.fail("flattens a recurrent output computed with sequence_lens (zeros after each row's length): rnnskip "
                  "flattens outputs of rows that run every step; export without sequence_lens")
-    if ctx.r.rnns[s.layer].backward is not None or "B" in s.axes:
+    if any(l.backward is not None for l in ctx.r.rnns[: s.layer + 1]) or "B" in s.axes:
         ctx.fail("flattens the time axis of a bidirectional operator's output: rnnskip flattens the outputs of "
                  "unidirectional layers")
     r.pool_steps = int(t)
@@ -510,9 +510,11 @@ def h_flatten(ctx: _Ctx):
     s = ctx.inp(0)
     if not _data(s.kind):
         return _shape_like(ctx), "folded (glue)"
-    if s.kind == SEQ and int(ctx.attrs.get("axis", 1)) == 1 and [ax for ax in s.axes if ax not in ("D", "1")] \
+    if s.kind in (SEQ, VEC) and int(ctx.attrs.get("axis", 1)) == 1 and [ax for ax in s.axes if ax not in ("D", "1")] \
             == list(s.axes) and _roles(ctx.r, s) == ["N", "T", "F"]:
-        return [_flatten_time(ctx, s)], f"converted (every step side by side: {ctx.r.pool_steps} steps)"
+        seq = s if s.kind == SEQ else _steps_of_per_step_head(ctx, s)
+        if seq is not None:
+            return [_flatten_time(ctx, seq)], f"converted (every step side by side: {ctx.r.pool_steps} steps)"
     ctx.fail(f"flattens {s.kind} data: rnnskip converts a Flatten (axis=1) of a recurrent output [batch, time, "
              "hidden], every step side by side into the head")
 
@@ -675,8 +677,11 @@ def h_reshape(ctx: _Ctx):
         return _shape_like(ctx), "folded (glue)"
     if "LB" in s.axes:
         return [_split_layers(ctx, s)], "folded (final states per layer and direction)"
-    if s.kind == SEQ and _flattens_time(ctx, s):
-        return [_flatten_time(ctx, s)], f"converted (every step side by side: {ctx.r.pool_steps} steps)"
+    # a per-step head of one output reshaped to [batch, time] is that output, squeezed (below), not a flatten
+    if (s.kind == SEQ or (s.kind == VEC and s.width > 1)) and _flattens_time(ctx, s):
+        seq = s if s.kind == SEQ else _steps_of_per_step_head(ctx, s)
+        if seq is not None:
+            return [_flatten_time(ctx, seq)], f"converted (every step side by side: {ctx.r.pool_steps} steps)"
     if _activation_on_steps(ctx, s) and _flattens_time(ctx, s):
         return _flatten_after_activation(ctx, s)
     why = ("reshapes data other than by dropping size-1 axes: rnnskip folds the Reshape that drops a recurrent "
@@ -826,6 +831,7 @@ def h_reduce_pool(ctx: _Ctx):
         out = tuple(("1" if ax == t else ax) for ax in s.axes if keep or ax != t)
         return [Sym(VEC, axes=out, width=s.width, dense=s.dense)], \
             f"converted (pooled over time: max; the {s.dense.activation} on the output before it runs after it)"
+    s = _steps_of_per_step_head(ctx, s) or s
     if s.kind != SEQ:
         ctx.fail(f"reduces {s.kind} data: rnnskip converts {ctx.op} only over the time axis of a recurrent layer's "
                  "output (pooling over time)" + ("; an activation right on that output may come before a maximum "
@@ -998,7 +1004,7 @@ def h_recurrent(ctx: _Ctx):
             ctx.fail(f"reads the output of recurrent layer {x.layer + 1}, not of the one before it: rnnskip "
                      "converts a plain stack")
     elif x.kind == VEC and k and r.per_step and r.head_reads == k - 1 and not r.pool and x.width == r.head[-1].out_dim:
-        _between_dense_check(ctx, r)   # per-step MatMul+Add on the previous layer's output: folded below
+        _between_dense_check(ctx, r)   # per-step MatMul+Add on the previous layer's output: run or folded below
     elif x.kind != X or k:
         ctx.fail(f"reads {x.kind} data: its input must be the model input (optionally through an embedding or a "
                  "per-step MatMul+Add) or the previous recurrent layer's output sequence")
@@ -1069,6 +1075,9 @@ def h_recurrent(ctx: _Ctx):
         for l in layers:
             cell.fold_input_affine(l, np.asarray(a_, np.float64), np.asarray(b_, np.float64))
     if x.kind == VEC:   # after the normalisation's fold: the layer reads affine(y @ w + c)
+        r.head = _place_per_step(ctx, run_tail=False)   # the ones with an activation join the stack
+        k = len(r.rnns)
+    if x.kind == VEC and r.head:
         chain = support.linear_chain(r.head, r.rnns[-1].out_dim)
         if chain is None:
             ctx.fail(f"reads per-step Dense layers that do not chain on the previous layer's {r.rnns[-1].out_dim} "
@@ -1083,8 +1092,9 @@ def h_recurrent(ctx: _Ctx):
         after = sum(l.kernel.size for l in layers)
         if after > before:   # a bottleneck: its product is the larger matrix
             r.notes.append(f"'{ctx.key}' reads {w.shape[0]} inputs through the folded MatMul+Add: its input weights "
-                           f"are {after:,} where they and the recurrent operator's were {before:,} (rnnskip runs no "
-                           "Dense between recurrent layers)")
+                           f"are {after:,} where they and the recurrent operator's were {before:,} (a per-step "
+                           "MatMul+Add runs as a layer of its own only when it has an activation)")
+    if x.kind == VEC:
         r.head, r.per_step, r.head_reads = [], False, -1
     layer = layers[0]
     if dirs == 2:
@@ -1105,12 +1115,52 @@ def h_recurrent(ctx: _Ctx):
 
 
 def _between_dense_check(ctx: _Ctx, r: _Reader) -> None:
-    """Per-step Dense layers between two recurrent operators fold into the second one when all are linear."""
+    """Per-step Dense layers between two recurrent operators run (with an activation) or fold (linear ones:
+    :func:`_place_per_step`); an activation alone on the previous layer's outputs is refused, as in Keras."""
     for d in r.head:
-        if d.activation != "linear":
-            ctx.fail(f"reads the per-step Dense '{d.name}' (activation='{d.activation}') on the previous recurrent "
-                     "layer's outputs: rnnskip folds linear MatMul+Add layers between recurrent layers into the next "
-                     "one and runs no activation there")
+        if support.is_identity_dense(d) and d.activation != "linear":
+            ctx.fail(f"reads the {d.activation} of the previous recurrent layer's outputs ('{d.name}'): rnnskip runs "
+                     "per-step MatMul+Add layers between recurrent layers, with an activation or folded, but no "
+                     "activation alone there")
+
+
+def _place_per_step(ctx: _Ctx, run_tail: bool) -> List[DenseLayer]:
+    """The per-step Dense layers of ``r.head`` (on the last recurrent layer's outputs) as the layers they run as
+    (:func:`support.per_step_layers`): each with an activation joins the stack, the linear ones before it folded into
+    it; returns the linear ones after the last activation (none when ``run_tail``: they run as one more layer)."""
+    r = ctx.r
+    placed = support.per_step_layers(r.head, r.rnns[-1].out_dim, run_tail)
+    if placed is None:
+        ctx.fail(f"reads per-step Dense layers that do not chain on the previous layer's {r.rnns[-1].out_dim} "
+                 "outputs: the graph is inconsistent")
+    layers, groups, tail = placed
+    for layer, group in zip(layers, groups):
+        refusal = cells.per_step_cell().activation_refusal(layer)
+        if refusal is not None:
+            raise LayerError(refusal, layer.name)
+        r.rnns[-1].return_sequences = True
+        r.rnns.append(layer)
+        r.rnn_lens.append(r.rnn_lens[-1])
+        r.status[layer.name] = "converted (runs at every step: a per-step Dense layer)"
+        if len(group) > 1:
+            r.notes.append(f"folded the per-step {' and '.join(repr(d.name) for d in group[:-1])} into "
+                           f"'{layer.name}'")
+            for d in group[:-1]:
+                r.status[d.name] = f"folded into '{layer.name}'"
+    return tail
+
+
+def _steps_of_per_step_head(ctx: _Ctx, s: Sym) -> Optional[Sym]:
+    """``s``, the output of per-step Dense layers (``r.head``) on the last recurrent layer's outputs, about to be
+    pooled or flattened over time: those layers join the stack, and this is the last one's output sequence (None when
+    ``s`` is not that, or is an activation alone, which the pooling or flatten runs after itself)."""
+    r = ctx.r
+    if s.kind != VEC or not r.head or s.dense is not r.head[-1] or not r.per_step or r.pool or "B" in s.axes \
+            or r.head_reads != len(r.rnns) - 1 or any(support.is_identity_dense(d) for d in r.head):
+        return None
+    _place_per_step(ctx, run_tail=True)
+    r.head, r.per_step, r.head_reads = [], False, -1
+    return Sym(SEQ, axes=s.axes, width=s.width, layer=len(r.rnns) - 1)
 
 
 # --------------------------------------------------------------------------

@@ -17,8 +17,7 @@ from rnnskip.errors import RnnskipError
 from rnnskip.quant.golden import GoldenModel
 from rnnskip.reference import FloatModel
 
-DELTA_CFGS = sorted(c for c, v in CONFIGS.items()   # reset_after=False and per-step Dense layers refused
-                    if (v[2] or "gru" not in v[1]) and "dense" not in v[1])
+DELTA_CFGS = sorted(c for c, v in CONFIGS.items() if v[2] or "gru" not in v[1])  # reset_after=False refused
 V1_CFGS = sorted(c for c, v in CONFIGS.items() if not v[2] and "gru" in v[1])
 PER_STEP_DENSE_CFGS = sorted(c for c, v in CONFIGS.items() if "dense" in v[1])
 
@@ -89,13 +88,20 @@ def test_gru_reset_after_false_refused(cfg):
 
 
 @pytest.mark.parametrize("cfg", PER_STEP_DENSE_CFGS)
-def test_per_step_dense_refused(cfg):
-    ir, qm, x, L = quantized(cfg, n=8, T=6)
-    with pytest.raises(RnnskipError, match=r"layer 'dense_1' is a per-step Dense with activation='tanh': rnnskip "
-                                           r"runs delta networks on recurrent layers only"):
-        GoldenModel(with_delta(qm, DeltaSpec.uniform(len(qm.layers))))
-    with pytest.raises(RnnskipError, match="convert this model without delta thresholds"):
-        DeltaSpec.uniform(len(ir.rnn_layers), ir=ir).check_model(ir)
+def test_a_per_step_dense_transmits_input_columns_only(cfg):
+    """A per-step Dense keeps running sums of its input columns; it reads no hidden columns, so none transmits
+    whatever its hidden threshold, and the densities leave its units out of the hidden columns."""
+    ir, qm, x, L = quantized(cfg, n=16, T=9)
+    dense = [i for i, l in enumerate(qm.layers) if l.kind == "dense"]
+    assert dense and delta_layout(qm.layers[dense[0]]).rows_h == 0
+    out, flags = GoldenModel(qm).run(x, L)
+    d_out, d_flags, st = run_stats(with_delta(qm, DeltaSpec.uniform(len(qm.layers))), x, L)
+    np.testing.assert_array_equal(d_out, out)   # theta 0: the dense model
+    for th in (0, 5):
+        _, _, st = run_stats(with_delta(qm, DeltaSpec([2] * len(qm.layers), [th] * len(qm.layers))), x, L)
+        assert (st["tx_h"][:, dense] == 0).all() and st["tx_x"][:, dense].sum() > 0
+        hid = sum(l.units for l in qm.layers if l.kind != "dense")
+        assert densities(qm, st)["hidden"] == st["tx_h"].sum() / (st["steps"].sum() * hid)
 
 
 @pytest.mark.parametrize("bad,msg", [(-1, "negative"), ("3", "not a number"), (1.5, "whole number"),
@@ -197,6 +203,25 @@ def test_delta_train_exports_the_layer_options(cfg, acts, tmp_path):
     back = import_model(tmp_path / "m.h5")
     assert [(r.kind, r.activation, r.recurrent_activation) for r in back.rnn_layers] == \
         [(r.kind, r.activation, r.recurrent_activation) for r in ir.rnn_layers]
+    np.testing.assert_allclose(FloatModel(back).predict(x, L), FloatModel(ir).predict(x, L), atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", PER_STEP_DENSE_CFGS)
+def test_delta_train_exports_a_per_step_dense(cfg, tmp_path):
+    """A per-step Dense trains as a delta cell without recurrent weights and is written back as a Dense: read again,
+    the same layers and the same float outputs."""
+    pytest.importorskip("tf_keras")
+    from rnnskip.delta.train import build_delta_model, export_keras
+    from rnnskip.pipeline import import_model
+    ir = random_ir(cfg, seed=2)
+    x, L = random_data(ir, n=6, T=7, seed=3)
+    qm = quantize_on(ir, x, L)
+    k = len(ir.rnn_layers)
+    m, cells, pre, head = build_delta_model(ir, qm, [0] * k, [0] * k, l1=0.0, noise=0.0)
+    export_keras(ir, cells, pre, head, tmp_path / "m.h5")
+    back = import_model(tmp_path / "m.h5")
+    assert [(r.kind, r.activation, r.recurrent_kernel.shape) for r in back.rnn_layers] == \
+        [(r.kind, r.activation, r.recurrent_kernel.shape) for r in ir.rnn_layers]
     np.testing.assert_allclose(FloatModel(back).predict(x, L), FloatModel(ir).predict(x, L), atol=1e-5)
 
 

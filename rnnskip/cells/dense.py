@@ -36,13 +36,6 @@ class Dense(SimpleRNN):
         from ..converter.support import file_name
         return keras.layers.Dense(layer.units, activation=file_name(layer.activation), name=name)
 
-    @classmethod
-    def delta_refusal(cls, layer) -> str:
-        # a delta layout keeps a running sum for the hidden columns too, and this layer has none
-        return (f"layer '{layer.name}' is a per-step Dense with activation='{layer.activation}': rnnskip runs "
-                "delta networks on recurrent layers only (a linear Dense between them folds into the next); "
-                "convert this model without delta thresholds")
-
     # ---- float -------------------------------------------------------------------
     @classmethod
     def float_pre(cls, ops, w, x, h):

@@ -56,6 +56,8 @@ def _layer(l, D):
     """
     x0, x1 = D.x_row0, D.x_row0 + D.rows_x
     h0, h1 = D.h_row0, D.h_row0 + D.rows_h
+    if not D.rows_h:   # no hidden columns (a per-step Dense): the input columns alone
+        return D.wx, [(0, "x", x0, D.rows_x)], False
     if (x0, x1) == (h0, h1):
         return np.concatenate([D.wx, D.wh], axis=1), [(0, "all", x0, x1 - x0)], True
     s0, s1 = max(x0, h0), min(x1, h1)
@@ -75,7 +77,8 @@ def _layer(l, D):
 
 def delta_context(qm, spec):
     """Template context for delta mode: {"layers": [...], "list_words": int, "arrays":
-    [(name, values, dtype, doc)]}. Per layer ``merged``, ``col_bytes`` (int8 rows per
+    [(name, values, dtype, doc)]}. Per layer ``merged``, ``hidden`` (False: a per-step Dense, no hidden
+    columns), ``col_bytes`` (int8 rows per
     stored column), ``m_rows``, thresholds (``theta_m`` None: no cell threshold),
     ``planes`` (running sums per unit) and ``calls`` (see :func:`_layer`). The
     column-major weights are the only copy: the dense row-major ones are not referenced
@@ -87,15 +90,19 @@ def delta_context(qm, spec):
         w, calls, merged = _layer(l, D)
         w = np.pad(w, ((0, column_rows(w.shape[0]) - w.shape[0]), (0, 0)))
         p = f"rnnskip_l{i}_d"
+        hidden = bool(D.rows_h)
         arrays.append((f"{p}_w", pack_columns(w), np.int16,
-                       f"{l.name} delta: {l.in_p} input then {l.up} hidden columns of {w.shape[0]} rows, "
-                       + ("" if merged else "each stored as [rows both parts update | the part's own rows], ")
+                       f"{l.name} delta: {l.in_p} input " + (f"then {l.up} hidden " if hidden else "")
+                       + f"columns of {w.shape[0]} rows, "
+                       + ("" if merged or not hidden else "each stored as [rows both parts update | the part's own "
+                                                          "rows], ")
                        + "column-major, row pairs packed as int16 256*w[2p+1]+w[2p]"))
         list_len = max(list_len, list_words(w.shape[1]) + (0 if merged else 3))   # + a mid-list pair padding
         arrays.append((f"{p}_m0", D.m0, np.int32, f"{l.name} delta: running sums at sequence start (the biases)"))
         if tm is not None:
             arrays.append((f"{p}_lim", cell_limits(l, tm), np.uint32,
                            f"{l.name} delta: cell threshold {tm} as 2T-1 per running sum (|M - Ml| >= T: evaluate)"))
-        layers.append({"merged": merged, "col_bytes": int(w.shape[0]), "m_rows": D.m_rows, "theta_x": int(tx),
+        layers.append({"merged": merged, "hidden": hidden, "col_bytes": int(w.shape[0]), "m_rows": D.m_rows,
+                       "theta_x": int(tx),
                        "theta_h": int(th), "calls": calls, "theta_m": tm, "planes": D.m_rows // l.up})
     return {"layers": layers, "list_words": list_len, "arrays": arrays}

@@ -51,10 +51,19 @@ from .cellrule import cell_limits, units_moved
 from .layout import DeltaLayout, delta_layout
 from .spec import DeltaSpec, check_supported
 
+#: a threshold no int8 change exceeds: the hidden columns of a layer that does not read them (a per-step Dense)
+NEVER = 1 << 16
+
 
 def theta_columns(l, theta_x: int, theta_h: int) -> np.ndarray:
     """Per-column thresholds of a layer's xh buffer ``[in_p + up]``."""
-    return np.concatenate([np.full(l.in_p, theta_x, np.int64), np.full(l.up, theta_h, np.int64)])
+    th = theta_h if cell_of(l.kind).recurrent else NEVER
+    return np.concatenate([np.full(l.in_p, theta_x, np.int64), np.full(l.up, th, np.int64)])
+
+
+def hidden_columns(l) -> int:
+    """The hidden columns a layer can transmit (its units; none in a per-step Dense, which does not read them)."""
+    return int(l.units) if cell_of(l.kind).recurrent else 0
 
 
 @stage_data
@@ -185,7 +194,7 @@ def run_stats(qm, x: np.ndarray, lengths: np.ndarray, trace: bool = False):
     N, T = x.shape[:2]
     dens = np.full((N, T), np.nan) if trace else None
     streamed = g.streamed_layers()   # collect() sees the steps of these layers only
-    total = sum(l.in_dim + l.units for l in qm.layers[:streamed])
+    total = sum(l.in_dim + hidden_columns(l) for l in qm.layers[:streamed])
     sent = {"before": np.zeros(N)}
 
     def collect(t, state, ran):
@@ -232,7 +241,7 @@ def densities(qm, stats: dict) -> dict:
     (``cells``), per executed step (over all layers)."""
     steps = np.maximum(stats["steps"].sum(), 1)
     xin = sum(l.in_dim for l in qm.layers)
-    hid = sum(l.units for l in qm.layers)
+    hid = sum(hidden_columns(l) for l in qm.layers)
     return {"input": float(stats["tx_x"].sum() / (steps * xin)),
             "hidden": float(stats["tx_h"].sum() / (steps * hid)),
-            "cells": float(stats["cells"].sum() / (steps * hid))}
+            "cells": float(stats["cells"].sum() / (steps * sum(l.units for l in qm.layers)))}

@@ -1,7 +1,7 @@
 """The delta form of a recurrent layer's accumulators, from its blocks (``rnnskip/cells/``).
 
 An input column updates the accumulator rows of the blocks that read ``x``, a hidden
-column those of the blocks that read ``h``; each must be one contiguous range (an LSTM:
+column those of the blocks that read ``h`` (none in a per-step Dense); each must be one contiguous range (an LSTM:
 all rows for both, or with its halves on their own scales rows [0, 4up) for input columns
 and [4up, 8up) for hidden ones; a GRU with planes
 [n | z | r | hn]: rows [0, 3up) for input columns, [up, 4up) for hidden ones). A cell
@@ -64,6 +64,7 @@ def delta_layout(l) -> DeltaLayout:
         reads_h[rows] |= b.input in ("h", "xh")
         m0[rows] = b.bias
     x0, x1 = _row_range(reads_x, "input", l)
-    h0, h1 = _row_range(reads_h, "hidden", l)
+    # no block reads h (a per-step Dense): no hidden columns, nothing for them to update
+    h0, h1 = _row_range(reads_h, "hidden", l) if reads_h.any() else (0, 0)
     return DeltaLayout(wx=A[x0:x1, :P], wh=A[h0:h1, P:], x_row0=x0, h_row0=h0, m0=m0,
                        macs_x=(x1 - x0) // up * l.units, macs_h=(h1 - h0) // up * l.units)

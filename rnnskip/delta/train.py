@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cells import cell_of
 from ..converter import support
 from ..errors import RnnskipError
 from ..outputs import scored_steps
@@ -62,7 +63,6 @@ def _tf_activation(tf, name):
 
 def _cell_class():
     tf, keras = _keras()
-    from ..cells import cell_of
     from ..cells.base import tf_ops
     ops = tf_ops()
 
@@ -100,7 +100,7 @@ def _cell_class():
         def build(self, input_shape):
             G, U = self.cell.gates, self.units
             self.kernel = self.add_weight(name="kernel", shape=(self.in_dim, G * U))
-            self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=(U, G * U))
+            self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=self.cell.recurrent_kernel_shape(U))
             self.bias = self.add_weight(name="bias", shape=self.bias_shape)
             self.built = True
 
@@ -183,7 +183,6 @@ def on_normalised_input(ir):
         first.bias = np.asarray(first.bias, np.float64) + c @ k
         first.kernel = k / s[:, None]
     else:
-        from ..cells import cell_of
         cell_of(first.kind).fold_input_affine(first, 1.0 / s, c)
     return first
 
@@ -266,7 +265,8 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, 
         model.add_loss(l1 * tf.add_n(penalties))
     # transmitted fraction, for logging
     tx = tf.add_n([tf.reduce_mean(nx + nh) for _, _, nx, nh, _, _ in cells])
-    tot = tf.add_n([tf.reduce_mean(ns) * (l.input_dim + l.units) for _, l, _, _, ns, _ in cells])
+    tot = tf.add_n([tf.reduce_mean(ns) * (l.input_dim + (l.units if cell_of(l.kind).recurrent else 0))
+                    for _, l, _, _, ns, _ in cells])
     model.add_metric(tx / tot, name="density")
     ev = tf.add_n([tf.reduce_mean(nc) for *_, nc in cells])
     units = tf.add_n([tf.reduce_mean(ns) * l.units for _, l, _, _, ns, _ in cells])
@@ -287,7 +287,6 @@ def _pool(keras, ir, y):
 def export_keras(ir, cells, pre, head, path) -> None:
     """Write a normal tf_keras model (Keras layers, no custom cells) with the trained weights."""
     tf, keras = _keras()
-    from ..cells import cell_of
     from ..converter.ir import EmbeddingInput
     # functional, so a Concatenate of poolings fits too; the layers with weights come in the order below
     steps = ir.pool_steps or None   # a Flatten over time needs the fixed number of steps
@@ -313,7 +312,7 @@ def export_keras(ir, cells, pre, head, path) -> None:
              keras.layers.Dense(d.out_dim, activation=d.activation))(y)
     m = keras.Model(inp, y, name=ir.name)
     ws = [layer.get_weights() for layer, _ in pre]
-    ws += [cell.get_weights() for cell, *_ in cells]
+    ws += [[w for w in cell.get_weights() if w.size] for cell, *_ in cells]   # a per-step Dense: no recurrent kernel
     ws += [layer.get_weights() for layer, _ in head]
     params = [l for l in m.layers if l.weights]
     assert len(params) == len(ws), (len(params), len(ws))

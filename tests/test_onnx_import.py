@@ -1360,8 +1360,9 @@ class PerStep(nn.Module):
     """nn.Linear with an activation on every step of a recurrent output, run as a per-step layer of the stack:
     "between" relu(Linear(y)) -> GRU, "mean" fc(tanh(Linear(y)).mean(1)), "max" fc(relu(Linear(y)).amax(1)),
     "lin_max" fc(Linear(y).amax(1)) (a linear one alone before the maximum), "flat" fc(relu(Linear(y)).reshape(batch,
-    -1)) (fixed time), "two_mean" fc(Linear(relu(Linear(y))).mean(1)); refused: "act" GRU(relu(y)) (an activation
-    alone between recurrent layers, as in Keras)."""
+    -1)) (fixed time), "two_mean" fc(Linear(relu(Linear(y))).mean(1)), "cat" fc(cat([p.mean(1), p.amax(1)])) with
+    p = relu(Linear(y)); refused: "act" GRU(relu(y)) (an activation alone between recurrent layers, as in Keras),
+    "add" fc(p.mean(1)) + fc(p.amax(1)) (a review found an internal error for it)."""
 
     def __init__(self, how):
         super().__init__()
@@ -1370,7 +1371,7 @@ class PerStep(nn.Module):
         self.p1, self.p2 = nn.Linear(UNITS, 6), nn.Linear(6, 4)
         self.l2 = nn.GRU(UNITS if how == "act" else 6, 5, batch_first=True)
         self.fc = nn.Linear(5 if how in ("between", "act") else 4 if how == "two_mean" else T * 6 if how == "flat"
-                            else 6, 3)
+                            else 12 if how == "cat" else 6, 3)
 
     def forward(self, x):
         y = self.l1(x)[0]
@@ -1387,12 +1388,18 @@ class PerStep(nn.Module):
             return self.fc(p.amax(1))
         if self.how == "two_mean":
             return self.fc(self.p2(torch.relu(p)).mean(1))
+        if self.how == "cat":
+            p = torch.relu(p)
+            return self.fc(torch.cat([p.mean(1), p.amax(1)], -1))
+        if self.how == "add":
+            p = torch.relu(p)
+            return self.fc(p.mean(1)) + self.fc(p.amax(1))
         return self.fc(torch.relu(p).reshape(p.shape[0], -1))
 
 
 @pytest.mark.parametrize("how,export_how", [("between", "dynamic"), ("between", "dynamo"), ("mean", "dynamic"),
                                             ("max", "dynamo"), ("lin_max", "dynamic"), ("flat", "batch"),
-                                            ("flat", "dynamo"), ("two_mean", "dynamic")])
+                                            ("flat", "dynamo"), ("two_mean", "dynamic"), ("cat", "dynamic")])
 def test_per_step_linear_with_an_activation_runs_at_every_step(how, export_how, tmp_path):
     """relu/tanh(nn.Linear) on every step of a recurrent output (refused before): a per-step layer of the stack,
     between recurrent operators or before pooling or a flatten over time; float reference = onnxruntime to 1e-5,
@@ -1406,11 +1413,20 @@ def test_per_step_linear_with_an_activation_runs_at_every_step(how, export_how, 
     want = {"between": ["lstm", per_step, "gru"], "two_mean": ["lstm", per_step, per_step]}.get(how, ["lstm", per_step])
     assert kinds == want, kinds
     assert ir.rnn_layers[1].activation == {"mean": "tanh", "lin_max": "linear"}.get(how, "relu")
-    assert ir.pool == {"mean": "avg", "two_mean": "avg", "max": "max", "lin_max": "max", "flat": "flatten"}.get(how, "")
+    assert ir.pool == {"mean": "avg", "two_mean": "avg", "max": "max", "lin_max": "max", "flat": "flatten",
+                       "cat": "avg,max"}.get(how, "")
     rows = inspect_file(path, target_names=["cortex-m4"]).layers
     assert [l.cls for l in rows if l.status == "converted (runs at every step: a per-step Dense layer)"] == \
         ["MatMul"] * (2 if how == "two_mean" else 1), rows
     check_ort_and_host(ir, path, x, True, tmp_path)
+
+
+def test_two_heads_on_a_per_step_layer_are_refused_as_without_it(tmp_path):
+    """fc(p.mean(1)) + fc(p.amax(1)): the Add of two heads, refused as it is on a recurrent output itself (the second
+    reduction once failed with an internal error, the per-step layer already placed by the first)."""
+    path = tmp_path / "add.onnx"
+    export_as(PerStep("add"), path, False, True, "dynamic")
+    assert "(Add) adds model data" in refusal(path) and "cannot be read" not in refusal(path), refusal(path)
 
 
 def test_an_activation_alone_between_recurrent_layers_is_refused(tmp_path):

@@ -697,7 +697,12 @@ PER_STEP_DENSE_CASES: List[Case] = [
     Case("refuse_per_step_softmax_between", "Dense", "Dense(softmax) between two GRUs",
          lambda k: [_L(k).GRU(4, return_sequences=True), _L(k).Dense(3, activation="softmax", name="mid_sm"),
                     _L(k).GRU(3), _L(k).Dense(2)],
-         gens=("k2",), refused=["'mid_sm'", "activation='softmax'"]),
+         gens=("k2",), refused=["'mid_sm'", "activation='softmax'", "per-step Dense layers"]),
+    # found by review: Flatten reads the Dense's act(bias) at the masked steps before a row's first, as max pooling does
+    Case("refuse_per_step_flatten_masked", "Dense", "masked LSTM -> Dense -> Flatten",
+         lambda k: [_L(k).Masking(0.0), _L(k).LSTM(4, return_sequences=True), _L(k).Dense(3),
+                    _L(k).Flatten(name="flat_m"), _L(k).Dense(2)], fixed_t=True, mask_value=0.0,
+         gens=("k2",), refused=["'flat_m'", "(Flatten)", "flattens a masked sequence", "activation of the bias"]),
 ]
 CASES += PER_STEP_DENSE_CASES
 

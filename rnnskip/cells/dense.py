@@ -32,6 +32,15 @@ class Dense(SimpleRNN):
         return (0, units)
 
     @classmethod
+    def activation_refusal(cls, layer):
+        from ..converter import support
+        if layer.activation in support.RNN_ACTIVATIONS:
+            return None
+        return (f"layer '{layer.name}' (Dense) runs at every step with activation='"
+                f"{support.file_name(layer.activation)}': rnnskip supports {support.RNN_ACTIVATIONS_TEXT} in per-step "
+                "Dense layers (softmax on the head's last layer only)")
+
+    @classmethod
     def to_keras(cls, keras, layer, return_sequences, name=None):
         from ..converter.support import file_name
         return keras.layers.Dense(layer.units, activation=file_name(layer.activation), name=name)

@@ -415,6 +415,8 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             head, head_nodes, per_step = [], [], False
         if node.kind == FLATTEN:
             if rnns and rnns[-1].return_sequences and pool is None:   # over the time axis: the head reads every step
+                _check_masked_read(node, rnns, mask_value, embedding, "flattens",
+                                   "pool it with GlobalAveragePooling1D (it skips masked steps) or use no mask")
                 flat_steps = _flatten_steps(layer, shape, front, rnns)
                 node.value, pool = "flatten", node
                 node.status = f"converted (the outputs of all {flat_steps} steps side by side)"
@@ -445,15 +447,9 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             if not rnns[-1].return_sequences:
                 raise LayerError(f"layer '{name}' ({cls}) follows '{rnns[-1].name}', which has return_sequences="
                                  "False: the model config is inconsistent", name)
-            masked = mask_value is not None or (embedding is not None and embedding.mask_zero)
-            if "max" in node.value.split(",") and masked and not cells.cell_of(rnns[-1].kind).recurrent:
-                # a masked step before a row's first repeats the recurrent layer's zeros, on which the Dense
-                # gives act(bias), and the max pooling (mask ignored) reads it
-                raise LayerError(f"layer '{name}' ({cls}) takes the maximum over a masked sequence of the per-step "
-                                 f"Dense '{rnns[-1].name}': Keras includes that Dense's output on zeros (its "
-                                 "activation of the bias) at the masked steps before a row's first, which rnnskip "
-                                 "does not model; use GlobalAveragePooling1D (it skips masked steps) or no mask",
-                                 name)
+            if "max" in node.value.split(","):
+                _check_masked_read(node, rnns, mask_value, embedding, "takes the maximum over",
+                                   "use GlobalAveragePooling1D (it skips masked steps) or no mask")
             pool = node
             continue
         if node.kind == RECURRENT:
@@ -605,6 +601,18 @@ def _place_per_step(dense_nodes: List[Node], rnns: List[RNNLayer], into: Optiona
     if tail:
         notes += _fold_between([by_value[id(d)] for d in tail], into, rnns[-1])
     return notes
+
+
+def _check_masked_read(node: Node, rnns: List[RNNLayer], mask_value, embedding, reads: str, instead: str) -> None:
+    """A max pooling or Flatten (both ignore the mask) of a per-step Dense's outputs over a masked sequence: at a masked
+    step before a row's first, Keras' recurrent layer gives zeros and the Dense its activation of the bias, which
+    they read and rnnskip (which holds the output of the last step run) does not model: refused in one line."""
+    masked = mask_value is not None or (embedding is not None and embedding.mask_zero)
+    if masked and not cells.cell_of(rnns[-1].kind).recurrent:
+        raise LayerError(f"layer '{node.name}' ({node.layer.display}) {reads} a masked sequence of the per-step Dense "
+                         f"'{rnns[-1].name}': Keras includes that Dense's output on zeros (its activation of the "
+                         f"bias) at the masked steps before a row's first, which rnnskip does not model; {instead}",
+                         node.name)
 
 
 def _folded_notes(dense_nodes: List[Node], into: str) -> List[str]:

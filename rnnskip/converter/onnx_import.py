@@ -135,6 +135,9 @@ class _Reader:
     rnns: List[RNNLayer] = field(default_factory=list)
     rnn_lens: List[Optional[str]] = field(default_factory=list)   # each layer's sequence_lens input
     head: List[DenseLayer] = field(default_factory=list)
+    # per-step Dense layers that joined the stack (_place_per_step): id of the Dense -> its layer's index, so a
+    # second reader of the same output (a mean and a max of it) finds its sequence
+    per_step_layers: Dict[int, int] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     status: Dict[str, str] = field(default_factory=dict)   # node key -> what became of it (inspect)
     dims: Dict[str, list] = field(default_factory=dict)    # value -> per axis: int size, str symbol or None
@@ -861,7 +864,9 @@ def h_reduce_pool(ctx: _Ctx):
 def _activation_on_steps(ctx: _Ctx, s: Sym) -> bool:
     """``s`` is an activation on every step of a recurrent output: the head's only layer so far, an identity Dense
     with it (h_activation)."""
-    if s.kind != VEC or s.dense is None or ctx.r.head != [s.dense] or "B" in s.axes or not ctx.r.per_step:
+    head = ctx.r.head
+    if s.kind != VEC or s.dense is None or len(head) != 1 or head[0] is not s.dense or "B" in s.axes \
+            or not ctx.r.per_step:
         return False
     return support.is_identity_dense(s.dense) and s.dense.activation in support.HIDDEN_DENSE_ACTIVATIONS
 
@@ -1141,6 +1146,7 @@ def _place_per_step(ctx: _Ctx, run_tail: bool) -> List[DenseLayer]:
         r.rnns[-1].return_sequences = True
         r.rnns.append(layer)
         r.rnn_lens.append(r.rnn_lens[-1])
+        r.per_step_layers[id(group[-1])] = len(r.rnns) - 1
         r.status[layer.name] = "converted (runs at every step: a per-step Dense layer)"
         if len(group) > 1:
             r.notes.append(f"folded the per-step {' and '.join(repr(d.name) for d in group[:-1])} into "
@@ -1155,6 +1161,8 @@ def _steps_of_per_step_head(ctx: _Ctx, s: Sym) -> Optional[Sym]:
     pooled or flattened over time: those layers join the stack, and this is the last one's output sequence (None when
     ``s`` is not that, or is an activation alone, which the pooling or flatten runs after itself)."""
     r = ctx.r
+    if s.kind == VEC and r.per_step_layers.get(id(s.dense)) == len(r.rnns) - 1:   # placed by another reader
+        return Sym(SEQ, axes=s.axes, width=s.width, layer=len(r.rnns) - 1)
     if s.kind != VEC or not r.head or s.dense is not r.head[-1] or not r.per_step or r.pool or "B" in s.axes \
             or r.head_reads != len(r.rnns) - 1 or any(support.is_identity_dense(d) for d in r.head):
         return None

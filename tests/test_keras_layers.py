@@ -368,17 +368,22 @@ def test_relu_activation_after_a_recurrent_layer_runs_as_an_identity_dense():
     assert np.array_equal(ir.head[0].kernel, np.eye(U)) and not ir.head[0].bias.any()
 
 
-def test_relu_activation_between_recurrent_layers_is_refused():
+def test_an_activation_alone_between_recurrent_layers_runs_at_every_step():
+    """Refused before: a per-step layer with identity weights and that activation (sized to the layer before)."""
     lstm2 = layer("LSTM", "lstm", units=U, return_sequences=True)
-    nodes = read([lstm2, layer("Activation", "act_relu", activation="relu"), layer("LSTM", "lstm", units=U)],
-                 weights())
-    with pytest.raises(LayerError) as ei:
-        fold_activations(fold_batchnorm(nodes))
-    assert str(ei.value) == ("layer 'act_relu' (Activation 'relu') is supported only directly after a linear "
-                             "Dense or Conv1D (it is folded into it), or first in the head (right after the last "
-                             "recurrent layer or its pooling over time; before a GlobalMaxPooling1D, which it "
-                             "commutes with, but no other pooling; not softmax)")
-    assert ei.value.layer == "act_relu"
+    store = weights()
+    store.arrays["lstm2"] = {"kernel": RNG.normal(size=(U, 8)), "recurrent_kernel": RNG.normal(size=(2, 8)),
+                             "bias": np.zeros(8)}
+    nodes = fold_activations(fold_batchnorm(read([lstm2, layer("Activation", "act_relu", activation="relu"),
+                                                  layer("LSTM", "lstm2", units=2)], store)))
+    ir = assemble(nodes, "m", "m.h5", [])
+    act = ir.rnn_layers[1]
+    assert (act.kind, act.name, act.activation) == (cells.per_step_cell().kind, "act_relu", "relu")
+    assert np.array_equal(act.kernel, np.eye(U)) and not act.bias.any() and act.recurrent_kernel.shape == (0, U)
+    assert nodes[1].status == "converted (runs at every step: a per-step Dense layer with identity weights)"
+    assert nodes[1].notes == ["Activation 'act_relu' (relu) on every step of 'lstm' runs as a per-step Dense with "
+                              "identity weights and that activation (a square weight matrix: its flash and MACs are "
+                              "in the report)"]
 
 
 def test_linear_dense_layers_between_recurrent_layers_fold_into_the_next():
@@ -478,15 +483,14 @@ def test_a_reshape_of_another_size_than_it_reads_is_refused(tmp_path):
 @pytest.mark.parametrize("pool_cls", ["GlobalMaxPooling1D", "GlobalAveragePooling1D"])
 def test_activation_before_max_pooling_runs_after_it(pool_cls):
     """An activation before a max pooling over time moves after it (every supported one is non-decreasing, so it
-    commutes with the maximum); before a mean it does not commute and is refused."""
+    commutes with the maximum); before a mean it does not commute and runs at every step (identity weights)."""
     lstm2 = layer("LSTM", "lstm", units=U, return_sequences=True)
     nodes = read([lstm2, layer("Activation", "act_tanh", activation="tanh"), layer(pool_cls, "pool"), DENSE],
                  weights())
     if pool_cls == "GlobalAveragePooling1D":
-        with pytest.raises(LayerError, match="before a GlobalMaxPooling1D, which it commutes with, but no other "
-                                             "pooling") as ei:
-            fold_activations(fold_batchnorm(nodes))
-        assert ei.value.layer == "act_tanh"
+        ir = assemble(fold_activations(fold_batchnorm(nodes)), "m", "m.h5", [])
+        assert [r.name for r in ir.rnn_layers] == ["lstm", "act_tanh"] and ir.pool == "avg"
+        assert np.array_equal(ir.rnn_layers[1].kernel, np.eye(U)) and ir.rnn_layers[1].activation == "tanh"
         return
     out = fold_activations(fold_batchnorm(nodes))
     assert [n.name for n in out] == ["lstm", "pool", "act_tanh", "dense"]

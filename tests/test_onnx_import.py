@@ -461,8 +461,8 @@ class ActHead(OneLayer):
     fc(relu(h_n).view(-1, H)) (a Reshape dropping the layer axis after the activation), "relu-squeeze"
     fc(relu(h_n).squeeze(0)), "relu-mean" fc(relu(y.mean(1))), "tanh-steps" fc(tanh(y)) on every step,
     "relu-then-amax" fc(relu(y).amax(1)) and "tanh-then-max" fc(tanh(y).max(1).values) (the maximum commutes with
-    the activation: it runs after it), "dense-relu-then-amax" relu(fc(y)).amax(1) (the Dense runs at every step);
-    refused: "relu-then-mean" fc(relu(y).mean(1)), a mean after the activation."""
+    the activation: it runs after it), "dense-relu-then-amax" relu(fc(y)).amax(1) (the Dense runs at every step),
+    "relu-then-mean" fc(relu(y).mean(1)) (a mean after the activation: it runs at every step)."""
 
     def __init__(self, how):
         super().__init__(how, cell=nn.GRU)
@@ -519,16 +519,16 @@ def test_relu_layer_configs_of_every_keras_release():
         "layer 'r' (ReLU) has max_value=6.0, negative_slope=0.1: rnnskip supports ReLU with its defaults (max(x, 0))"]
 
 
-@pytest.mark.parametrize("how, op", [("relu-then-mean", "ReduceMean")])
-def test_pooling_after_an_activation_is_refused(how, op, tmp_path):
-    """A mean after an activation alone does not commute with it (a maximum after a per-step Dense and its activation
-    runs that Dense as a per-step layer: test_per_step_linear_with_an_activation_runs_at_every_step)."""
+def test_a_mean_after_an_activation_runs_it_at_every_step(tmp_path):
+    """fc(relu(y).mean(1)) (was refused: the mean does not commute with it): the activation runs at every step as a
+    per-step layer with identity weights, then the mean; float = onnxruntime, golden = host build."""
     path = tmp_path / "m.onnx"
-    export(ActHead(how).eval(), path, False, True)
-    msg = refusal(path)
-    assert msg.endswith(f"({op}) reduces vec data: rnnskip converts {op} only over the time axis of a recurrent "
-                        "layer's output (pooling over time); an activation right on that output may come before a "
-                        "maximum over time (ReduceMax), which it commutes with, but no other reduction"), msg
+    torch.manual_seed(5)
+    x = export(ActHead("relu-then-mean").eval(), path, False, True)
+    ir = load_model_file(path)
+    assert [r.kind for r in ir.rnn_layers] == ["gru", cells.per_step_cell().kind] and ir.pool == "avg"
+    assert np.array_equal(ir.rnn_layers[1].kernel, np.eye(UNITS)) and ir.rnn_layers[1].activation == "relu"
+    check_ort_and_host(ir, path, x, True, tmp_path)
 
 
 class EmbedProject(nn.Module):
@@ -1361,8 +1361,8 @@ class PerStep(nn.Module):
     "between" relu(Linear(y)) -> GRU, "mean" fc(tanh(Linear(y)).mean(1)), "max" fc(relu(Linear(y)).amax(1)),
     "lin_max" fc(Linear(y).amax(1)) (a linear one alone before the maximum), "flat" fc(relu(Linear(y)).reshape(batch,
     -1)) (fixed time), "two_mean" fc(Linear(relu(Linear(y))).mean(1)), "cat" fc(cat([p.mean(1), p.amax(1)])) with
-    p = relu(Linear(y)); refused: "act" GRU(relu(y)) (an activation alone between recurrent layers, as in Keras),
-    "add" fc(p.mean(1)) + fc(p.amax(1)) (a review found an internal error for it)."""
+    p = relu(Linear(y)), "act" GRU(relu(y)) (an activation alone: identity weights, as in Keras); refused: "add"
+    fc(p.mean(1)) + fc(p.amax(1)) (a review found an internal error for it)."""
 
     def __init__(self, how):
         super().__init__()
@@ -1399,7 +1399,8 @@ class PerStep(nn.Module):
 
 @pytest.mark.parametrize("how,export_how", [("between", "dynamic"), ("between", "dynamo"), ("mean", "dynamic"),
                                             ("max", "dynamo"), ("lin_max", "dynamic"), ("flat", "batch"),
-                                            ("flat", "dynamo"), ("two_mean", "dynamic"), ("cat", "dynamic")])
+                                            ("flat", "dynamo"), ("two_mean", "dynamic"), ("cat", "dynamic"),
+                                            ("act", "dynamic"), ("act", "dynamo")])
 def test_per_step_linear_with_an_activation_runs_at_every_step(how, export_how, tmp_path):
     """relu/tanh(nn.Linear) on every step of a recurrent output (refused before): a per-step layer of the stack,
     between recurrent operators or before pooling or a flatten over time; float reference = onnxruntime to 1e-5,
@@ -1410,14 +1411,17 @@ def test_per_step_linear_with_an_activation_runs_at_every_step(how, export_how, 
     ir = load_model_file(path)
     per_step = cells.per_step_cell().kind
     kinds = [r.kind for r in ir.rnn_layers]
-    want = {"between": ["lstm", per_step, "gru"], "two_mean": ["lstm", per_step, per_step]}.get(how, ["lstm", per_step])
+    want = {"between": ["lstm", per_step, "gru"], "act": ["lstm", per_step, "gru"],
+            "two_mean": ["lstm", per_step, per_step]}.get(how, ["lstm", per_step])
     assert kinds == want, kinds
+    if how == "act":   # the activation alone: identity weights
+        assert np.array_equal(ir.rnn_layers[1].kernel, np.eye(UNITS)) and not ir.rnn_layers[1].bias.any()
     assert ir.rnn_layers[1].activation == {"mean": "tanh", "lin_max": "linear"}.get(how, "relu")
     assert ir.pool == {"mean": "avg", "two_mean": "avg", "max": "max", "lin_max": "max", "flat": "flatten",
                        "cat": "avg,max"}.get(how, "")
     rows = inspect_file(path, target_names=["cortex-m4"]).layers
-    assert [l.cls for l in rows if l.status == "converted (runs at every step: a per-step Dense layer)"] == \
-        ["MatMul"] * (2 if how == "two_mean" else 1), rows
+    assert [l.cls for l in rows if l.status.startswith("converted (runs at every step: a per-step Dense layer")] == \
+        ["Relu" if how == "act" else "MatMul"] * (2 if how == "two_mean" else 1), rows
     check_ort_and_host(ir, path, x, True, tmp_path)
 
 
@@ -1427,14 +1431,6 @@ def test_two_heads_on_a_per_step_layer_are_refused_as_without_it(tmp_path):
     path = tmp_path / "add.onnx"
     export_as(PerStep("add"), path, False, True, "dynamic")
     assert "(Add) adds model data" in refusal(path) and "cannot be read" not in refusal(path), refusal(path)
-
-
-def test_an_activation_alone_between_recurrent_layers_is_refused(tmp_path):
-    path = tmp_path / "act.onnx"
-    export_as(PerStep("act"), path, False, True, "dynamic")
-    assert "reads the relu of the previous recurrent layer's outputs" in refusal(path), refusal(path)
-    assert refusal(path).endswith("rnnskip runs per-step MatMul+Add layers between recurrent layers, with an "
-                                  "activation or folded, but no activation alone there"), refusal(path)
 
 
 def test_keepdim_pooling_into_the_head_leaves_out_its_axis(tmp_path):
@@ -1731,7 +1727,8 @@ def _matrix_rows(tmp_path):
     acts = {"relu-h": "fc(relu(h_n[-1])) (an identity Dense with the activation)",
             "relu-view": "fc(relu(h_n).view(-1, H))", "relu-squeeze": "fc(relu(h_n).squeeze(0))",
             "relu-mean": "fc(relu(y.mean(1)))",
-            "tanh-steps": "fc(tanh(y)) on every step", "relu-then-mean": "fc(relu(y).mean(1)): pooling after it",
+            "tanh-steps": "fc(tanh(y)) on every step",
+            "relu-then-mean": "fc(relu(y).mean(1)): pooling after it (it runs at every step)",
             "relu-then-amax": "fc(relu(y).amax(1)): the maximum after it (it runs after the maximum)",
             "tanh-then-max": "fc(tanh(y).max(1).values)",
             "dense-relu-then-amax": "relu(fc(y)).amax(1): a maximum after a per-step Dense (run at every step)"}
@@ -1757,7 +1754,8 @@ def _matrix_rows(tmp_path):
                     verdict(run)))
     for how, option in (("mean", "fc(tanh(nn.Linear(y)).mean(1))"), ("lin_max", "fc(nn.Linear(y).amax(1))"),
                         ("flat", "fc(relu(nn.Linear(y)).reshape(batch, -1)), fixed time"),
-                        ("two_mean", "fc(nn.Linear(relu(nn.Linear(y))).mean(1))"), ("act", "GRU(relu(y))")):
+                        ("two_mean", "fc(nn.Linear(relu(nn.Linear(y))).mean(1))"),
+                        ("act", "GRU(relu(y)) (identity weights)")):
         def run(how=how):
             torch.manual_seed(3)
             x = export_as(PerStep(how), tmp_path / "last.onnx", False, True, "batch")

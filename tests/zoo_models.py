@@ -197,10 +197,9 @@ CASES: List[Case] = [
     Case("refuse_bn_time_axis", "BatchNormalization", "axis=1 (time axis)",
          lambda k: [_L(k).BatchNormalization(axis=1, name="bn_time"), _L(k).LSTM(4), _L(k).Dense(2)],
          gens=("k2",), fixed_t=True, refused=["'bn_time'", "(BatchNormalization)", "axis"]),
-    Case("refuse_activation_between_recurrent", "Activation", "Activation(relu) between two LSTMs",
+    Case("activation_between_recurrent", "Activation", "Activation(relu) between two LSTMs (at every step)",
          lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Activation("relu", name="act_relu"), _L(k).LSTM(3),
-                    _L(k).Dense(2)],
-         gens=("k3",), refused=["'act_relu'", "Activation", "linear Dense"]),
+                    _L(k).Dense(2)], gens=("k3",)),
     Case("refuse_keras1", "any", "file written by Keras 1.x",
          lambda k: [_L(k).LSTM(4, name="lstm_1"), _L(k).Dense(2, name="dense_1")],
          gens=("legacy",), version="1.2.2", refused=["Keras 1.2.2", "Keras 2.0 and later"]),
@@ -506,17 +505,16 @@ HEAD_ACTIVATION_CASES: List[Case] = [
 CASES += HEAD_ACTIVATION_CASES
 
 # An activation before a max pooling over time runs after it (it commutes with the maximum); before a mean it does
-# not, and is refused. Appended last (a case's random weights come from its index in CASES).
+# not, and runs at every step as a per-step layer with identity weights. Appended last (a case's random weights come
+# from its index in CASES).
 ACT_POOL_CASES: List[Case] = [
     Case("tanh_before_max_pooling_masked", "Activation",
          "Activation(tanh) before GlobalMaxPooling1D of a masked GRU (runs after it)",
          lambda k: [_L(k).Masking(0.0), _L(k).GRU(5, return_sequences=True), _L(k).Activation("tanh"),
                     _L(k).GlobalMaxPooling1D(), _L(k).Dense(3, activation="softmax")], mask_value=0.0),
-    Case("refuse_relu_before_mean_pooling", "Activation", "Activation(relu) before GlobalAveragePooling1D",
+    Case("relu_before_mean_pooling", "Activation", "Activation(relu) before GlobalAveragePooling1D (at every step)",
          lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Activation("relu", name="act_mean"),
-                    _L(k).GlobalAveragePooling1D(), _L(k).Dense(2)],
-         gens=("k2",), refused=["'act_mean'", "before a GlobalMaxPooling1D, which it commutes with, but no other "
-                                              "pooling"]),
+                    _L(k).GlobalAveragePooling1D(), _L(k).Dense(2)]),
 ]
 CASES += ACT_POOL_CASES
 
@@ -703,6 +701,17 @@ PER_STEP_DENSE_CASES: List[Case] = [
          lambda k: [_L(k).Masking(0.0), _L(k).LSTM(4, return_sequences=True), _L(k).Dense(3),
                     _L(k).Flatten(name="flat_m"), _L(k).Dense(2)], fixed_t=True, mask_value=0.0,
          gens=("k2",), refused=["'flat_m'", "(Flatten)", "flattens a masked sequence", "activation of the bias"]),
+    # an activation alone on every step, read by a recurrent layer or a mean over time: identity weights, at every step
+    Case("per_step_activation_between", "Activation", "Activation(relu) between an LSTM and a GRU (at every step)",
+         lambda k: [_L(k).LSTM(5, return_sequences=True), _L(k).Activation("relu"), _L(k).GRU(4),
+                    _L(k).Dense(2, activation="softmax")]),
+    Case("per_step_relu_layer_gap_masked", "Activation", "masked GRU -> ReLU() -> GlobalAveragePooling1D",
+         lambda k: [_L(k).Masking(0.0), _L(k).GRU(5, return_sequences=True), _L(k).ReLU(),
+                    _L(k).GlobalAveragePooling1D(), _L(k).Dense(2)], mask_value=0.0),
+    Case("per_step_tanh_between_bidi_tokens", "Activation", "Embedding(mask_zero=True) -> Bidirectional(LSTM) -> "
+         "Activation(tanh) -> LSTM",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _bi(k, _L(k).LSTM(3, return_sequences=True)),
+                    _L(k).Activation("tanh"), _L(k).LSTM(3), _L(k).Dense(1, activation="sigmoid")], tokens=True),
 ]
 CASES += PER_STEP_DENSE_CASES
 

@@ -277,6 +277,16 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
         elif act == "linear":
             node.status = "dropped (linear)"
             node.notes.append(f"dropped {cls} '{node.name}' (linear)")
+        elif before is not None and before.kind == RECURRENT and per_step and act in support.HIDDEN_DENSE_ACTIVATIONS \
+                and _read_per_step_next(nodes, i):
+            # on every step of a recurrent layer's outputs that another recurrent layer or a mean over time reads: a
+            # per-step layer (cells/dense.py) with identity weights, sized where the chain knows its width
+            node.kind, node.value = DENSE, support.identity_dense(act, node.name)
+            node.status = "converted (runs at every step: an identity per-step Dense with this activation)"
+            node.notes.append(f"{cls} '{node.name}' ({act}) on every step of '{before.name}' runs as a per-step Dense "
+                              "with identity weights and that activation (a square weight matrix: its flash and MACs "
+                              "are in the report)")
+            out.append(node)
         elif before is not None and act in support.HIDDEN_DENSE_ACTIVATIONS and (
                 (before.kind in (RECURRENT, TIME_POOL) and not any(n.kind in (RECURRENT, TIME_POOL)
                                                                     for n in nodes[i + 1:]))
@@ -299,9 +309,9 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
             (after_pool if moved else out).append(node)
         else:
             raise LayerError(f"layer '{node.name}' ({cls} '{act}') is supported only directly after "
-                             "a linear Dense or Conv1D (it is folded into it), or first in the head (right after "
-                             "the last recurrent layer or its pooling over time; before a GlobalMaxPooling1D, which "
-                             "it commutes with, but no other pooling; not softmax)", node.name)
+                             "a linear Dense or Conv1D (it is folded into it), on a recurrent layer's outputs (at "
+                             "every step, or first in the head: right after the last recurrent layer or its pooling "
+                             "over time), not softmax", node.name)
     return out
 
 
@@ -310,6 +320,13 @@ def _flatten_next(nodes: List[Node], i: int) -> bool:
     no-op is a Flatten (over the time axis), and no recurrent layer or pooling follows it."""
     rest = [n for n in nodes[i + 1:] if n.kind not in _NOTHING and not (n.kind == ACTIVATION and n.value == "linear")]
     return bool(rest) and rest[0].kind == FLATTEN and not any(n.kind in (RECURRENT, TIME_POOL) for n in rest[1:])
+
+
+def _read_per_step_next(nodes: List[Node], i: int) -> bool:
+    """The first node after ``nodes[i]`` (an activation on a recurrent layer's outputs at every step) that is not the
+    identity is a recurrent layer, or a pooling over time other than a max alone (which the activation runs after)."""
+    rest = [n for n in nodes[i + 1:] if not _is_identity(n)]
+    return bool(rest) and (rest[0].kind == RECURRENT or (rest[0].kind == TIME_POOL and rest[0].value != "max"))
 
 
 def _max_pooling_next(nodes: List[Node], i: int) -> bool:
@@ -595,7 +612,8 @@ def _place_per_step(dense_nodes: List[Node], rnns: List[RNNLayer], into: Optiona
         refusal = cells.per_step_cell().activation_refusal(layer)
         if refusal is not None:
             raise LayerError(refusal, layer.name)
-        by_value[id(group[-1])].status = "converted (runs at every step: a per-step Dense layer)"
+        identity = " with identity weights" if support.is_identity_dense(group[-1]) else ""
+        by_value[id(group[-1])].status = f"converted (runs at every step: a per-step Dense layer{identity})"
         notes += _folded_notes([by_value[id(d)] for d in group[:-1]], layer.name)
         rnns.append(layer)
     if tail:

@@ -515,7 +515,7 @@ def h_flatten(ctx: _Ctx):
         return _shape_like(ctx), "folded (glue)"
     if s.kind in (SEQ, VEC) and int(ctx.attrs.get("axis", 1)) == 1 and [ax for ax in s.axes if ax not in ("D", "1")] \
             == list(s.axes) and _roles(ctx.r, s) == ["N", "T", "F"]:
-        seq = s if s.kind == SEQ else _steps_of_per_step_head(ctx, s)
+        seq = s if s.kind == SEQ else _steps_of_per_step_head(ctx, s, alone=False)
         if seq is not None:
             return [_flatten_time(ctx, seq)], f"converted (every step side by side: {ctx.r.pool_steps} steps)"
     ctx.fail(f"flattens {s.kind} data: rnnskip converts a Flatten (axis=1) of a recurrent output [batch, time, "
@@ -682,7 +682,7 @@ def h_reshape(ctx: _Ctx):
         return [_split_layers(ctx, s)], "folded (final states per layer and direction)"
     # a per-step head of one output reshaped to [batch, time] is that output, squeezed (below), not a flatten
     if (s.kind == SEQ or (s.kind == VEC and s.width > 1)) and _flattens_time(ctx, s):
-        seq = s if s.kind == SEQ else _steps_of_per_step_head(ctx, s)
+        seq = s if s.kind == SEQ else _steps_of_per_step_head(ctx, s, alone=False)
         if seq is not None:
             return [_flatten_time(ctx, seq)], f"converted (every step side by side: {ctx.r.pool_steps} steps)"
     if _activation_on_steps(ctx, s) and _flattens_time(ctx, s):
@@ -1008,9 +1008,7 @@ def h_recurrent(ctx: _Ctx):
         if x.layer != k - 1:
             ctx.fail(f"reads the output of recurrent layer {x.layer + 1}, not of the one before it: rnnskip "
                      "converts a plain stack")
-    elif x.kind == VEC and k and r.per_step and r.head_reads == k - 1 and not r.pool and x.width == r.head[-1].out_dim:
-        _between_dense_check(ctx, r)   # per-step MatMul+Add on the previous layer's output: run or folded below
-    elif x.kind != X or k:
+    elif (x.kind != X or k) and not _reads_per_step_head(r, x, k):   # (those run or fold below)
         ctx.fail(f"reads {x.kind} data: its input must be the model input (optionally through an embedding or a "
                  "per-step MatMul+Add) or the previous recurrent layer's output sequence")
     if len(x.axes) != 3 or x.axes[2] != "F":
@@ -1119,14 +1117,11 @@ def h_recurrent(ctx: _Ctx):
     return outs[:len(ctx.node.output)], "converted"
 
 
-def _between_dense_check(ctx: _Ctx, r: _Reader) -> None:
-    """Per-step Dense layers between two recurrent operators run (with an activation) or fold (linear ones:
-    :func:`_place_per_step`); an activation alone on the previous layer's outputs is refused, as in Keras."""
-    for d in r.head:
-        if support.is_identity_dense(d) and d.activation != "linear":
-            ctx.fail(f"reads the {d.activation} of the previous recurrent layer's outputs ('{d.name}'): rnnskip runs "
-                     "per-step MatMul+Add layers between recurrent layers, with an activation or folded, but no "
-                     "activation alone there")
+def _reads_per_step_head(r: _Reader, x: Sym, k: int) -> bool:
+    """``x`` is the output of per-step MatMul+Add layers (or an activation) on every step of the last of the ``k``
+    recurrent layers so far."""
+    return bool(x.kind == VEC and k and r.per_step and r.head and r.head_reads == k - 1 and not r.pool
+                and x.width == r.head[-1].out_dim)
 
 
 def _place_per_step(ctx: _Ctx, run_tail: bool) -> List[DenseLayer]:
@@ -1147,7 +1142,8 @@ def _place_per_step(ctx: _Ctx, run_tail: bool) -> List[DenseLayer]:
         r.rnns.append(layer)
         r.rnn_lens.append(r.rnn_lens[-1])
         r.per_step_layers[id(group[-1])] = len(r.rnns) - 1
-        r.status[layer.name] = "converted (runs at every step: a per-step Dense layer)"
+        identity = " with identity weights" if support.is_identity_dense(group[-1]) else ""
+        r.status[layer.name] = f"converted (runs at every step: a per-step Dense layer{identity})"
         if len(group) > 1:
             r.notes.append(f"folded the per-step {' and '.join(repr(d.name) for d in group[:-1])} into "
                            f"'{layer.name}'")
@@ -1156,15 +1152,15 @@ def _place_per_step(ctx: _Ctx, run_tail: bool) -> List[DenseLayer]:
     return tail
 
 
-def _steps_of_per_step_head(ctx: _Ctx, s: Sym) -> Optional[Sym]:
+def _steps_of_per_step_head(ctx: _Ctx, s: Sym, alone: bool = True) -> Optional[Sym]:
     """``s``, the output of per-step Dense layers (``r.head``) on the last recurrent layer's outputs, about to be
     pooled or flattened over time: those layers join the stack, and this is the last one's output sequence (None when
-    ``s`` is not that, or is an activation alone, which the pooling or flatten runs after itself)."""
+    ``s`` is not that, or, unless ``alone``, is an activation alone, which a flatten runs after itself)."""
     r = ctx.r
     if s.kind == VEC and r.per_step_layers.get(id(s.dense)) == len(r.rnns) - 1:   # placed by another reader
         return Sym(SEQ, axes=s.axes, width=s.width, layer=len(r.rnns) - 1)
     if s.kind != VEC or not r.head or s.dense is not r.head[-1] or not r.per_step or r.pool or "B" in s.axes \
-            or r.head_reads != len(r.rnns) - 1 or any(support.is_identity_dense(d) for d in r.head):
+            or r.head_reads != len(r.rnns) - 1 or (not alone and any(support.is_identity_dense(d) for d in r.head)):
         return None
     _place_per_step(ctx, run_tail=True)
     r.head, r.per_step, r.head_reads = [], False, -1

@@ -267,6 +267,8 @@ def per_step_layers(denses, width: int, run_tail: bool):
     cell = cells.per_step_cell()
     layers, groups, linear = [], [], []
     for i, d in enumerate(denses):
+        if is_identity_dense(d) and d.kernel.shape == (0, 0):   # an activation alone: its width is the one before
+            size_identity_dense(d, linear[-1].out_dim if linear else width)
         linear.append(d)
         if d.activation == "linear" and not (run_tail and i == len(denses) - 1):
             continue

@@ -23,6 +23,7 @@ from .cells import CELL_DIR, CELLS, cell_of
 from .cells.base import interleaved_mults, plane_shift
 from .errors import RnnskipError
 from .quant.act import ACT_IDS
+from .quant.golden import initial_outputs
 from .quant.model import QConv, QModel
 
 KERNEL_PROVIDERS = ("portable", "naive", "cmsis-nn")
@@ -242,6 +243,8 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
         "headers": headers, "kernels": kernels, "layout": layout, "matvec_fn": matvec_fn,
         "wtype": "int16_t" if layout == "paired" else "int8_t",
         "acc_rows": max(l.acc_rows for l in qm.layers),
+        # per layer whose output before a row's first step is not zeros (a per-step Dense): that output
+        "initial_outputs": {i: [int(v) for v in h] for i, h in initial_outputs(qm).items()},
         "out_len": qm.out_len,
         **bidi_context(qm),
         "head_scratch": max(head_rows) if head_rows else 0,

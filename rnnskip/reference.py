@@ -98,6 +98,13 @@ class _RNN:
         shape = (self.units,) if batch is None else (batch, self.units)
         return tuple(np.zeros(shape) for _ in self.cell.float_state)
 
+    def initial(self, batch: Optional[int], prev: Optional[np.ndarray]):
+        """The state before a row's first step; ``prev``: the layer before's output then (None: zeros)."""
+        if prev is None:
+            n = self.w["kernel"].shape[0]
+            prev = np.zeros((n,) if batch is None else (batch, n))
+        return self.cell.float_initial(NUMPY_OPS, self.w, self.acts, self.zero_state(batch), prev)
+
     def step(self, st, x):
         return self.cell.float_step(NUMPY_OPS, self.w, self.acts, st, x)
 
@@ -269,9 +276,14 @@ class FloatModel:
 
     # ---- recurrence ----------------------------------------------------
     def initial_state(self, batch: Optional[int] = None) -> State:
-        """Zero state, one tuple per RNN layer (its cell's ``float_state``, h first).
-        ``batch`` adds a leading batch axis."""
-        return [l.zero_state(batch) for l in self.layers]
+        """The state before a row's first step, one tuple per RNN layer (its cell's ``float_state``, h first): zeros,
+        but for a per-step Dense its output on the layer before's (``Cell.float_initial``; a Bidirectional layer's
+        merged output is zeros). ``batch`` adds a leading batch axis."""
+        out: State = []
+        for i, l in enumerate(self.layers):
+            prev = out[-1][0] if i and (i - 1) not in self.backward else None
+            out.append(l.initial(batch, prev))
+        return out
 
     def layer_step(self, index: int, layer_state, x) -> tuple:
         """One step of RNN layer ``index`` alone (input ``x``)."""
@@ -309,11 +321,12 @@ class FloatModel:
         ok = np.asarray(ok, bool)
         N, T = ok.shape
         x_seq, flat, final = np.asarray(V, np.float64), 0, None
+        init = self.initial_state(N)
         for i, (r, layer) in enumerate(zip(self.ir.rnn_layers, self.layers)):
             outs = []
             for lay, steps in [(layer, range(T))] + ([(self.backward[i], range(T - 1, -1, -1))] if i in self.backward
                                                      else []):
-                st, hs = lay.zero_state(N), np.zeros((N, T, lay.units))
+                st, hs = (init[i] if lay is layer else lay.zero_state(N)), np.zeros((N, T, lay.units))
                 for t in steps:
                     m = ok[:, t]
                     st = tuple(np.where(m[:, None], a, b) for a, b in zip(lay.step(st, x_seq[:, t]), st))

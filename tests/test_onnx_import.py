@@ -1254,8 +1254,8 @@ def test_pooling_over_time_equals_onnxruntime_and_host(how, export_how, tmp_path
 class Flattened(OneLayer):
     """Every step's output side by side into the head, as Keras' Flatten over time (a fixed number of steps):
     "reshape" fc(y.reshape(batch, -1)), "flatten" fc(torch.flatten(y, 1)), "nn" nn.Flatten(), "tm" a time-major
-    output fc(y.transpose(0, 1).reshape(batch, -1)), "relu" fc(relu(y).reshape(batch, -1)) (the relu runs after the
-    flatten, as Keras' Activation before a Flatten); refused: "bi" a bidirectional GRU's output flattened, "bt"
+    output fc(y.transpose(0, 1).reshape(batch, -1)), "relu" fc(relu(y).reshape(batch, -1)) (the relu at every step,
+    identity weights, as Keras' Activation before a Flatten); refused: "bi" a bidirectional GRU's output flattened, "bt"
     batch and time merged (fc(y.reshape(batch * time, -1)), a per-step head reshaped; a review found it read as a
     flatten and refused at the Linear as an inconsistent graph)."""
 
@@ -1293,8 +1293,9 @@ def test_flatten_over_time_equals_onnxruntime_and_host(how, export_how, tmp_path
     x = export_as(Flattened(how), path, False, how != "tm", export_how)
     ir = load_model_file(path)
     assert (ir.pool, ir.pool_steps) == ("flatten", T) and not ir.per_step and ir.head[0].kernel.shape[0] == T * UNITS
-    if how == "relu":   # after the flatten, an identity Dense with it
-        assert ir.head[0].activation == "relu" and np.array_equal(ir.head[0].kernel, np.eye(T * UNITS))
+    if how == "relu":   # at every step, a per-step layer with identity weights (not a (T * UNITS)^2 one after it)
+        assert [r.kind for r in ir.rnn_layers] == ["gru", cells.per_step_cell().kind]
+        assert ir.rnn_layers[1].activation == "relu" and np.array_equal(ir.rnn_layers[1].kernel, np.eye(UNITS))
     check_ort_and_host(ir, path, x, how != "tm", tmp_path)
 
 
@@ -1702,7 +1703,7 @@ def _matrix_rows(tmp_path):
             "flatten": "fc(torch.flatten(y, 1))", "nn": "nn.Flatten() on y, then nn.Linear + softmax",
             "tm": "time-major y: fc(y.transpose(0, 1).reshape(batch, -1))",
             "bi": "bidirectional=True, fc(y.reshape(batch, -1))",
-            "relu": "fc(relu(y).reshape(batch, -1)): the relu runs after the flatten (an identity Dense)"}
+            "relu": "fc(relu(y).reshape(batch, -1)): the relu at every step (identity weights)"}
     for how, option in flat.items():
         def run(how=how):
             torch.manual_seed(3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import zoo_models
 from helpers import HAVE_ARM
@@ -68,15 +69,17 @@ def test_inspect_agrees(corpus, fid):
 
 
 def test_int8_error_is_bounded(corpus):
-    """int8 vs float on the corpus: regression errors small against the outputs' range,
+    """int8 vs float on the corpus: regression errors small against the outputs' range (absolute for outputs within
+    +-1, relative to the largest |output| beyond: a model whose outputs reach -5 rounds its weights to 0.03 RMSE),
     classifiers agree with the float model on these tiny random models."""
     for r in corpus.values():
         e = r.int8_error
         if not e:
             continue
         if "int8_vs_float_max_abs" in e:
-            assert e["int8_vs_float_max_abs"] < 0.06, (r.file.id, e)
-            assert e["int8_vs_float_rmse"] < 0.03, (r.file.id, e)
+            scale = max(1.0, float(np.abs(r.file.y_keras).max()))
+            assert e["int8_vs_float_max_abs"] < 0.06 * scale, (r.file.id, e, scale)
+            assert e["int8_vs_float_rmse"] < 0.03 * scale, (r.file.id, e, scale)
         else:
             assert e["int8_acc"] >= e["float_acc"] - 0.2, (r.file.id, e)
 

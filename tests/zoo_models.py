@@ -587,7 +587,7 @@ CASES += FLATTEN_CASES
 # Layers around a Flatten over time (found by a review): an activation before it runs after it (element by element),
 # a BatchNormalization before it folds into the Dense after it per step, layers after it see no time axis. Appended.
 FLATTEN_AROUND_CASES: List[Case] = [
-    Case("flatten_after_activation", "Flatten", "Activation(relu) between the LSTM and the Flatten (runs after it)",
+    Case("flatten_after_activation", "Flatten", "Activation(relu) between the LSTM and the Flatten (at every step)",
          lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Activation("relu"), _L(k).Flatten(),
                     _L(k).Dense(3, activation="softmax")], fixed_t=True),
     Case("flatten_bn_before", "Flatten", "BatchNormalization between a masked GRU and the Flatten (folded per step "
@@ -664,10 +664,10 @@ PER_STEP_DENSE_CASES: List[Case] = [
     Case("per_step_tanh_gap", "Dense", "Dense(tanh) on every step -> GlobalAveragePooling1D",
          lambda k: [_L(k).GRU(5, return_sequences=True), _L(k).Dense(4, activation="tanh"),
                     _L(k).GlobalAveragePooling1D(), _L(k).Dense(2)]),
-    Case("refuse_per_step_gmp_masked", "Dense", "masked LSTM -> Dense(relu) -> GlobalMaxPooling1D",
+    Case("per_step_gmp_masked", "Dense", "masked LSTM -> Dense(relu) -> GlobalMaxPooling1D (its output on zeros "
+         "before a row's first step)",
          lambda k: [_L(k).Masking(0.0), _L(k).LSTM(4, return_sequences=True), _L(k).Dense(5, activation="relu"),
-                    _L(k).GlobalMaxPooling1D(name="gmp_m"), _L(k).Dense(2, activation="softmax")], mask_value=0.0,
-         gens=("k2",), refused=["'gmp_m'", "(GlobalMaxPooling1D)", "masked sequence", "activation of the bias"]),
+                    _L(k).GlobalMaxPooling1D(name="gmp_m"), _L(k).Dense(2, activation="softmax")], mask_value=0.0),
     Case("per_step_relu_gap_masked", "Dense", "masked LSTM -> Dense(relu) -> GlobalAveragePooling1D",
          lambda k: [_L(k).Masking(0.0), _L(k).LSTM(4, return_sequences=True), _L(k).Dense(5, activation="relu"),
                     _L(k).GlobalAveragePooling1D(), _L(k).Dense(2, activation="softmax")], mask_value=0.0),
@@ -697,10 +697,10 @@ PER_STEP_DENSE_CASES: List[Case] = [
                     _L(k).GRU(3), _L(k).Dense(2)],
          gens=("k2",), refused=["'mid_sm'", "activation='softmax'", "per-step Dense layers"]),
     # found by review: Flatten reads the Dense's act(bias) at the masked steps before a row's first, as max pooling does
-    Case("refuse_per_step_flatten_masked", "Dense", "masked LSTM -> Dense -> Flatten",
+    Case("per_step_flatten_masked", "Dense", "masked LSTM -> Dense -> Flatten (its output on zeros before a row's "
+         "first step)",
          lambda k: [_L(k).Masking(0.0), _L(k).LSTM(4, return_sequences=True), _L(k).Dense(3),
-                    _L(k).Flatten(name="flat_m"), _L(k).Dense(2)], fixed_t=True, mask_value=0.0,
-         gens=("k2",), refused=["'flat_m'", "(Flatten)", "flattens a masked sequence", "activation of the bias"]),
+                    _L(k).Flatten(name="flat_m"), _L(k).Dense(2)], fixed_t=True, mask_value=0.0),
     # an activation alone on every step, read by a recurrent layer or a mean over time: identity weights, at every step
     Case("per_step_activation_between", "Activation", "Activation(relu) between an LSTM and a GRU (at every step)",
          lambda k: [_L(k).LSTM(5, return_sequences=True), _L(k).Activation("relu"), _L(k).GRU(4),
@@ -712,6 +712,20 @@ PER_STEP_DENSE_CASES: List[Case] = [
          "Activation(tanh) -> LSTM",
          lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _bi(k, _L(k).LSTM(3, return_sequences=True)),
                     _L(k).Activation("tanh"), _L(k).LSTM(3), _L(k).Dense(1, activation="sigmoid")], tokens=True),
+    Case("per_step_sigmoid_flatten_masked_tokens", "Dense", "Embedding(mask_zero=True) -> GRU -> "
+         "TimeDistributed(Dense(sigmoid)) -> Flatten",
+         lambda k: [_L(k).Embedding(VOCAB, 5, mask_zero=True), _L(k).GRU(4, return_sequences=True),
+                    _L(k).TimeDistributed(_L(k).Dense(3, activation="sigmoid")), _L(k).Flatten(),
+                    _L(k).Dense(2, activation="softmax")], tokens=True, fixed_t=True),
+    Case("refuse_per_step_gmp_masked_bidi", "Dense", "masked Bidirectional(GRU) -> Dense(relu) -> GlobalMaxPooling1D",
+         lambda k: [_L(k).Masking(0.0), _bi(k, _L(k).GRU(3, return_sequences=True)), _L(k).Dense(4, activation="relu"),
+                    _L(k).GlobalMaxPooling1D(name="gmp_b"), _L(k).Dense(2)], mask_value=0.0,
+         gens=("k2",), refused=["'gmp_b'", "(GlobalMaxPooling1D)", "after the Bidirectional layer",
+                                "activation of the bias"]),
+    Case("flatten_after_sigmoid_masked", "Flatten", "masked GRU -> Activation(sigmoid) -> Flatten (sigmoid(0) before a "
+         "row's first step)",
+         lambda k: [_L(k).Masking(0.0), _L(k).GRU(4, return_sequences=True), _L(k).Activation("sigmoid"),
+                    _L(k).Flatten(), _L(k).Dense(2)], fixed_t=True, mask_value=0.0),
 ]
 CASES += PER_STEP_DENSE_CASES
 

@@ -287,6 +287,12 @@ class Cell:
     def float_step(cls, ops, w: dict, acts, state: tuple, x) -> tuple:
         return cls.float_cell(acts, state, cls.float_pre(ops, w, x, state[0]))
 
+    @classmethod
+    def float_initial(cls, ops, w: dict, acts, zero: tuple, prev) -> tuple:
+        """The state before a row's first step, from the zero state and the previous layer's output before its first
+        step ``prev``: a recurrent layer starts from zeros."""
+        return zero
+
     # ---- quantisation --------------------------------------------------------
     @classmethod
     def quantize(cls, layer, x_scale: float, in_p: int, ranges: dict):
@@ -334,6 +340,11 @@ class Cell:
     @classmethod
     def golden_zero_state(cls, l, n: int) -> dict:
         return {k: np.zeros((n, l.up), np.int64) for k in cls.golden_state}
+
+    @classmethod
+    def golden_initial(cls, l, zero: dict, prev: np.ndarray) -> dict:
+        """:meth:`float_initial` in the integer model (``prev``: int8 ``[N, in_p]``)."""
+        return zero
 
     @classmethod
     def golden_accumulate(cls, l, s: dict, x: np.ndarray) -> np.ndarray:

@@ -7,7 +7,8 @@ over time or a Flatten (a linear one between two recurrent layers folds into the
 filled by one int8 mat-vec on the layer input ``x`` alone (no recurrent columns, so no MACs or
 flash for them), and the same integer cell (``rnnskip_rnn_cell_s16``): a table activation through
 Q3.12 -> Q0.15, relu/linear requantised straight onto the output scale. Its "state" is its last
-output, which is what the next layer, the pooling or a held (skipped or masked) step reads.
+output, which is what the next layer, the pooling or a held (skipped or masked) step reads; before a row's first
+step it is its output on the layer before's initial output (act(bias) after a recurrent layer), as in Keras.
 """
 from __future__ import annotations
 
@@ -49,6 +50,16 @@ class Dense(SimpleRNN):
     @classmethod
     def float_pre(cls, ops, w, x, h):
         return x @ w["kernel"] + w["bias"]
+
+    # Keras runs a per-step Dense at every step, masked ones too: before a row's first step it reads the layer
+    # before's initial output (a recurrent layer's zeros), which a max pooling or a Flatten then reads
+    @classmethod
+    def float_initial(cls, ops, w, acts, zero, prev):
+        return cls.float_step(ops, w, acts, zero, prev)
+
+    @classmethod
+    def golden_initial(cls, l, zero, prev):
+        return cls.golden_cell(l, zero, cls.golden_accumulate(l, zero, prev))
 
     # ---- quantisation ------------------------------------------------------------
     @classmethod

@@ -241,7 +241,7 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
     out: List[Node] = []
     seen_recurrent = False
     per_step = False   # the output so far has a time axis: [batch, time, features]
-    after_pool: List[Node] = []   # activations before a max pooling or a Flatten over time, moved after it
+    after_pool: List[Node] = []   # activations before a max pooling over time, moved after it
     for i, node in enumerate(nodes):
         seen_recurrent = seen_recurrent or node.kind == RECURRENT
         if node.kind == RECURRENT:
@@ -279,8 +279,9 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
             node.notes.append(f"dropped {cls} '{node.name}' (linear)")
         elif before is not None and before.kind == RECURRENT and per_step and act in support.HIDDEN_DENSE_ACTIVATIONS \
                 and _read_per_step_next(nodes, i):
-            # on every step of a recurrent layer's outputs that another recurrent layer or a mean over time reads: a
-            # per-step layer (cells/dense.py) with identity weights, sized where the chain knows its width
+            # on every step of a recurrent layer's outputs that another recurrent layer, a mean over time or a Flatten
+            # reads: a per-step layer (cells/dense.py) with identity weights, sized where the chain knows its width
+            # (units^2 weights; after a Flatten it would take (T * units)^2)
             node.kind, node.value = DENSE, support.identity_dense(act, node.name)
             node.status = "converted (runs at every step: an identity per-step Dense with this activation)"
             node.notes.append(f"{cls} '{node.name}' ({act}) on every step of '{before.name}' runs as a per-step Dense "
@@ -290,19 +291,16 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
         elif before is not None and act in support.HIDDEN_DENSE_ACTIVATIONS and (
                 (before.kind in (RECURRENT, TIME_POOL) and not any(n.kind in (RECURRENT, TIME_POOL)
                                                                     for n in nodes[i + 1:]))
-                or (before.kind == RECURRENT and (_max_pooling_next(nodes, i)
-                                                   or (per_step and _flatten_next(nodes, i))))):
+                or (before.kind == RECURRENT and _max_pooling_next(nodes, i))):
             # on the head's input (the last recurrent layer's output, or its pooling): an identity Dense with that
             # activation, its width set where the chain knows it (assemble), so every stage runs it as a Dense.
             # Before a max pooling it runs after it: every one of these activations is non-decreasing, so the
-            # maximum over time of act(h) is act of the maximum; before a Flatten over time, element by element
-            flat = before.kind == RECURRENT and per_step and _flatten_next(nodes, i)
-            moved = before.kind == RECURRENT and _max_pooling_next(nodes, i) or flat
-            what = "the Flatten" if flat else "the max pooling"
+            # maximum over time of act(h) is act of the maximum
+            moved = before.kind == RECURRENT and _max_pooling_next(nodes, i)
             node.kind, node.value = DENSE, support.identity_dense(act, node.name)
-            node.status = f"converted ({f'after {what}, as ' if moved else ''}an identity Dense with this " \
+            node.status = f"converted ({'after the max pooling, as ' if moved else ''}an identity Dense with this " \
                           "activation)"
-            where = f"before {'a Flatten' if flat else 'a max pooling'} over time runs after it," if moved else \
+            where = "before a max pooling over time runs after it," if moved else \
                 f"on the output of '{before.name}' runs"
             node.notes.append(f"{cls} '{node.name}' ({act}) {where} as an identity Dense with that activation (a "
                               "square weight matrix: its flash and MACs are in the report)")
@@ -324,9 +322,11 @@ def _flatten_next(nodes: List[Node], i: int) -> bool:
 
 def _read_per_step_next(nodes: List[Node], i: int) -> bool:
     """The first node after ``nodes[i]`` (an activation on a recurrent layer's outputs at every step) that is not the
-    identity is a recurrent layer, or a pooling over time other than a max alone (which the activation runs after)."""
+    identity is a recurrent layer, a Flatten over time, or a pooling over time other than a max alone (which the
+    activation runs after)."""
     rest = [n for n in nodes[i + 1:] if not _is_identity(n)]
-    return bool(rest) and (rest[0].kind == RECURRENT or (rest[0].kind == TIME_POOL and rest[0].value != "max"))
+    return bool(rest) and (rest[0].kind == RECURRENT or (rest[0].kind == TIME_POOL and rest[0].value != "max")) \
+        or _flatten_next(nodes, i)
 
 
 def _max_pooling_next(nodes: List[Node], i: int) -> bool:
@@ -432,8 +432,6 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             head, head_nodes, per_step = [], [], False
         if node.kind == FLATTEN:
             if rnns and rnns[-1].return_sequences and pool is None:   # over the time axis: the head reads every step
-                _check_masked_read(node, rnns, mask_value, embedding, "flattens",
-                                   "pool it with GlobalAveragePooling1D (it skips masked steps) or use no mask")
                 flat_steps = _flatten_steps(layer, shape, front, rnns)
                 node.value, pool = "flatten", node
                 node.status = f"converted (the outputs of all {flat_steps} steps side by side)"
@@ -465,8 +463,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                 raise LayerError(f"layer '{name}' ({cls}) follows '{rnns[-1].name}', which has return_sequences="
                                  "False: the model config is inconsistent", name)
             if "max" in node.value.split(","):
-                _check_masked_read(node, rnns, mask_value, embedding, "takes the maximum over",
-                                   "use GlobalAveragePooling1D (it skips masked steps) or no mask")
+                _check_masked_max(node, rnns, mask_value, embedding)
             pool = node
             continue
         if node.kind == RECURRENT:
@@ -621,16 +618,19 @@ def _place_per_step(dense_nodes: List[Node], rnns: List[RNNLayer], into: Optiona
     return notes
 
 
-def _check_masked_read(node: Node, rnns: List[RNNLayer], mask_value, embedding, reads: str, instead: str) -> None:
-    """A max pooling or Flatten (both ignore the mask) of a per-step Dense's outputs over a masked sequence: at a masked
-    step before a row's first, Keras' recurrent layer gives zeros and the Dense its activation of the bias, which
-    they read and rnnskip (which holds the output of the last step run) does not model: refused in one line."""
+def _check_masked_max(node: Node, rnns: List[RNNLayer], mask_value, embedding) -> None:
+    """A max pooling (it ignores the mask) of per-step Dense layers after a Bidirectional layer, over a masked
+    sequence: Keras' Bidirectional layer gives zeros at every masked step, on which the Dense gives its activation of
+    the bias, and rnnskip holds the output before: refused in one line. (After a unidirectional layer, a masked step
+    repeats the output before it, and before a row's first the Dense's output on zeros is its initial one.)"""
     masked = mask_value is not None or (embedding is not None and embedding.mask_zero)
-    if masked and not cells.cell_of(rnns[-1].kind).recurrent:
-        raise LayerError(f"layer '{node.name}' ({node.layer.display}) {reads} a masked sequence of the per-step Dense "
-                         f"'{rnns[-1].name}': Keras includes that Dense's output on zeros (its activation of the "
-                         f"bias) at the masked steps before a row's first, which rnnskip does not model; {instead}",
-                         node.name)
+    rec = next(r for r in reversed(rnns) if cells.cell_of(r.kind).recurrent)
+    if masked and rec is not rnns[-1] and rec.backward is not None:
+        raise LayerError(f"layer '{node.name}' ({node.layer.display}) takes the maximum over a masked sequence of the "
+                         f"per-step Dense '{rnns[-1].name}' after the Bidirectional layer '{rec.name}': Keras gives "
+                         "that Dense the Bidirectional layer's zeros at every masked step (its output: the activation "
+                         "of the bias), which rnnskip does not model; use GlobalAveragePooling1D (it skips masked "
+                         "steps) or no mask", node.name)
 
 
 def _folded_notes(dense_nodes: List[Node], into: str) -> List[str]:

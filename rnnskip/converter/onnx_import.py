@@ -515,7 +515,7 @@ def h_flatten(ctx: _Ctx):
         return _shape_like(ctx), "folded (glue)"
     if s.kind in (SEQ, VEC) and int(ctx.attrs.get("axis", 1)) == 1 and [ax for ax in s.axes if ax not in ("D", "1")] \
             == list(s.axes) and _roles(ctx.r, s) == ["N", "T", "F"]:
-        seq = s if s.kind == SEQ else _steps_of_per_step_head(ctx, s, alone=False)
+        seq = s if s.kind == SEQ else _steps_of_per_step_head(ctx, s)
         if seq is not None:
             return [_flatten_time(ctx, seq)], f"converted (every step side by side: {ctx.r.pool_steps} steps)"
     ctx.fail(f"flattens {s.kind} data: rnnskip converts a Flatten (axis=1) of a recurrent output [batch, time, "
@@ -681,12 +681,10 @@ def h_reshape(ctx: _Ctx):
     if "LB" in s.axes:
         return [_split_layers(ctx, s)], "folded (final states per layer and direction)"
     # a per-step head of one output reshaped to [batch, time] is that output, squeezed (below), not a flatten
-    if (s.kind == SEQ or (s.kind == VEC and s.width > 1)) and _flattens_time(ctx, s):
-        seq = s if s.kind == SEQ else _steps_of_per_step_head(ctx, s, alone=False)
+    if (s.kind == SEQ or (s.kind == VEC and (s.width > 1 or _activation_on_steps(ctx, s)))) and _flattens_time(ctx, s):
+        seq = s if s.kind == SEQ else _steps_of_per_step_head(ctx, s)
         if seq is not None:
             return [_flatten_time(ctx, seq)], f"converted (every step side by side: {ctx.r.pool_steps} steps)"
-    if _activation_on_steps(ctx, s) and _flattens_time(ctx, s):
-        return _flatten_after_activation(ctx, s)
     why = ("reshapes data other than by dropping size-1 axes: rnnskip folds the Reshape that drops a recurrent "
            "output's direction axis, and one that flattens a batch-major output of a fixed number of steps into "
            "the head (y.reshape(batch, -1), torch.flatten(y, 1)); other merges of axes (view(-1, H), "
@@ -869,19 +867,6 @@ def _activation_on_steps(ctx: _Ctx, s: Sym) -> bool:
             or not ctx.r.per_step:
         return False
     return support.is_identity_dense(s.dense) and s.dense.activation in support.HIDDEN_DENSE_ACTIVATIONS
-
-
-def _flatten_after_activation(ctx: _Ctx, s: Sym):
-    """relu(y).reshape(batch, -1): every step side by side, the activation after the flatten (element by element,
-    the same values) as an identity Dense of T x hidden rows, as Keras' Activation before a Flatten runs."""
-    r, act = ctx.r, s.dense.activation
-    seq = Sym(SEQ, axes=s.axes, width=s.width, layer=r.head_reads)
-    r.head, r.per_step, r.head_reads = [], False, -1
-    flat = _flatten_time(ctx, seq)
-    outs, _ = _add_dense(ctx, flat, np.eye(flat.width), np.zeros(flat.width))
-    outs[0].dense.activation = act
-    return outs, (f"converted (every step side by side: {r.pool_steps} steps; the {act} before it runs after it, as "
-                  f"an identity Dense)")
 
 
 def _max_after_activation(ctx: _Ctx, s: Sym, axes) -> bool:
@@ -1152,15 +1137,15 @@ def _place_per_step(ctx: _Ctx, run_tail: bool) -> List[DenseLayer]:
     return tail
 
 
-def _steps_of_per_step_head(ctx: _Ctx, s: Sym, alone: bool = True) -> Optional[Sym]:
-    """``s``, the output of per-step Dense layers (``r.head``) on the last recurrent layer's outputs, about to be
-    pooled or flattened over time: those layers join the stack, and this is the last one's output sequence (None when
-    ``s`` is not that, or, unless ``alone``, is an activation alone, which a flatten runs after itself)."""
+def _steps_of_per_step_head(ctx: _Ctx, s: Sym) -> Optional[Sym]:
+    """``s``, the output of per-step Dense layers (``r.head``, an activation alone among them) on the last recurrent
+    layer's outputs, about to be pooled or flattened over time: those layers join the stack, and this is the last
+    one's output sequence (None when ``s`` is not that)."""
     r = ctx.r
     if s.kind == VEC and r.per_step_layers.get(id(s.dense)) == len(r.rnns) - 1:   # placed by another reader
         return Sym(SEQ, axes=s.axes, width=s.width, layer=len(r.rnns) - 1)
     if s.kind != VEC or not r.head or s.dense is not r.head[-1] or not r.per_step or r.pool or "B" in s.axes \
-            or r.head_reads != len(r.rnns) - 1 or (not alone and any(support.is_identity_dense(d) for d in r.head)):
+            or r.head_reads != len(r.rnns) - 1:
         return None
     _place_per_step(ctx, run_tail=True)
     r.head, r.per_step, r.head_reads = [], False, -1

@@ -73,7 +73,8 @@ class FloatDeltaModel:
         inp = self.ir.input
         x0 = (np.asarray(inp.center, np.float32).astype(np.float64)
               if not self.ir.is_token_model and inp.center is not None and inp.raw_into_recurrent else 0.0)
-        st = [{"state": L.zero_state(N), "xl": np.zeros((N, L.w["kernel"].shape[0])) + (x0 if i == 0 else 0.0),
+        init = self.fm.initial_state(N)
+        st = [{"state": init[i], "xl": np.zeros((N, L.w["kernel"].shape[0])) + (x0 if i == 0 else 0.0),
                "hl": np.zeros((N, L.units)),
                "Ml": np.full_like(L.cell.float_pre(NUMPY_OPS, L.w, np.zeros((N, L.w["kernel"].shape[0])),
                                                    np.zeros((N, L.units))), np.inf),   # inf: evaluate at first

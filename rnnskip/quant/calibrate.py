@@ -89,6 +89,11 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
     r = Ranges(states=[{k: 0.0 for k in cell_of(d.kind).float_state} for l in ir.rnn_layers for d in l.directions()],
                head=[0.0] * len(ir.head), front=[0.0] * len(front),
                features=np.zeros(0 if ir.is_token_model else ir.input.features))
+    j = 0   # each layer's output before a row's first step (a per-step Dense's act(bias)): read at masked steps there
+    for layer, init in zip(ir.rnn_layers, fm.initial_state()):
+        for k, part in zip(r.states[j], init):
+            r.states[j][k] = max(r.states[j][k], float(np.abs(part).max()))
+        j += len(layer.directions())
     if ir.bidirectional is not None:
         return cover_pads(ir, _calibrate_windows(ir, fm, x, lengths, r))
     from ..reference import pool_over_time  # imported where used, as the other reference helpers here

@@ -9,7 +9,7 @@ part through their hooks.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -191,6 +191,25 @@ def feature_inv_scale(qm) -> np.ndarray:
     return (1.0 / np.asarray(qm.feature_scales, np.float64)).astype(np.float32)
 
 
+def layer_initial_states(qm, n: int) -> List[dict]:
+    """Each layer's state before a row's first step: zeros, but for a per-step Dense its output on the layer
+    before's (``Cell.golden_initial``; a Bidirectional layer's merged output is zeros). The C's rnnskip_init sets
+    the same (:func:`initial_outputs`)."""
+    state: List[dict] = []
+    for i, l in enumerate(qm.layers):
+        zero = cell_of(l.kind).golden_zero_state(l, n)
+        before = qm.layers[i - 1] if i else None
+        prev = state[-1]["h8"][:, : l.in_p] if before is not None and not before.direction else \
+            np.zeros((n, l.in_p), np.int64)
+        state.append(cell_of(l.kind).golden_initial(l, zero, prev))
+    return state
+
+
+def initial_outputs(qm) -> Dict[int, np.ndarray]:
+    """Layer index -> its int8 output ``[up]`` before a row's first step, for the layers where it is not zeros."""
+    return {i: s["h8"][0] for i, s in enumerate(layer_initial_states(qm, 1)) if s["h8"].any()}
+
+
 class GoldenModel:
     """Integer reference of the firmware, one time step at a time.
 
@@ -245,7 +264,7 @@ class GoldenModel:
 
     # -- recurrent step ------------------------------------------------------
     def initial_state(self, n: int) -> List[dict]:
-        state = [cell_of(l.kind).golden_zero_state(l, n) for l in self.qm.layers]
+        state = layer_initial_states(self.qm, n)
         for m in self.methods:
             m.golden_init(self, state, n)
         return state

@@ -3,7 +3,8 @@
 
 It runs where Keras runs it: between two recurrent layers or after the last one, before pooling
 over time or a Flatten (a linear one between two recurrent layers folds into the next instead:
-``cells.base.Cell.fold_input_linear``). It is a SimpleRNN without ``h U``: one plane ``a``,
+``cells.base.Cell.fold_input_linear``; an activation alone there runs as one with identity
+weights). It is a SimpleRNN without ``h U``: one plane ``a``,
 filled by one int8 mat-vec on the layer input ``x`` alone (no recurrent columns, so no MACs or
 flash for them), and the same integer cell (``rnnskip_rnn_cell_s16``): a table activation through
 Q3.12 -> Q0.15, relu/linear requantised straight onto the output scale. Its "state" is its last

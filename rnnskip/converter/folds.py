@@ -6,8 +6,10 @@ from typing import Tuple
 
 import numpy as np
 
+from .. import cells
 from ..reference import activation
-from .ir import DenseLayer, EmbeddingInput
+from . import support
+from .ir import DenseLayer, EmbeddingInput, RNNLayer
 
 #: why a softmax Dense after an Embedding does not fold (the importers' refusal)
 EMBEDDING_FOLD_SOFTMAX = "uses softmax: rnnskip folds a per-step Dense into the embedding table only without it"
@@ -22,3 +24,36 @@ def fold_dense_into_embedding(emb: EmbeddingInput, dense: DenseLayer) -> Tuple[E
     new = EmbeddingInput(table=np.asarray(rows, np.float32), mask_zero=emb.mask_zero, name=emb.name)
     return new, (f"folded per-step Dense '{dense.name}' into the embedding table (every id's row is the Dense of "
                  f"its vector: {new.vocab} rows of {new.dim})")
+
+
+def per_step_layers(denses, width: int, run_tail: bool):
+    """Per-step Dense layers applied in turn to ``width`` features (a recurrent layer's outputs), as the layers they
+    run as: each one with an activation becomes a per-step Dense layer of the stack (``cells.per_step_cell``), the
+    linear ones right before it composed and folded into its input. The linear ones after the last activation are
+    one more (linear) layer when ``run_tail`` (before pooling over time), else left for the caller to fold into the
+    next recurrent layer. Returns ``(layers, groups, tail)``: the layers, per layer the Dense layers it holds (the one
+    that names it last), and the linear Dense layers left; None when they do not chain on ``width`` features (the file
+    is inconsistent). Each layer's activation is the caller's to check (``Cell.activation_refusal``)."""
+    cell = cells.per_step_cell()
+    layers, groups, linear = [], [], []
+    for i, d in enumerate(denses):
+        if support.is_identity_dense(d):   # an activation alone: the width before it
+            support.size_identity_dense(d, linear[-1].out_dim if linear else width)
+        linear.append(d)
+        if d.activation == "linear" and not (run_tail and i == len(denses) - 1):
+            continue
+        chain = support.linear_chain(linear[:-1], width)
+        if chain is None or chain[0].shape[1] != d.in_dim:
+            return None
+        layer = RNNLayer(kind=cell.kind, units=d.out_dim, kernel=np.asarray(d.kernel, np.float32),
+                         recurrent_kernel=np.zeros(cell.recurrent_kernel_shape(d.out_dim), np.float32),
+                         bias=np.asarray(d.bias, np.float32), activation=d.activation, recurrent_activation=None,
+                         return_sequences=True, name=d.name)
+        if len(linear) > 1:
+            cell.fold_input_linear(layer, *chain)
+        layers.append(layer)
+        groups.append(linear)
+        linear, width = [], d.out_dim
+    if linear and support.linear_chain(linear, width) is None:
+        return None
+    return layers, groups, linear

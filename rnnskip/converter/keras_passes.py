@@ -20,7 +20,7 @@ import numpy as np
 
 from rnnskip import cells
 from rnnskip.converter import support
-from rnnskip.converter.folds import EMBEDDING_FOLD_SOFTMAX, fold_dense_into_embedding
+from rnnskip.converter.folds import EMBEDDING_FOLD_SOFTMAX, fold_dense_into_embedding, per_step_layers
 from rnnskip.converter.ir import (
     ConvLayer,
     DenseLayer,
@@ -594,11 +594,11 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
 def _place_per_step(dense_nodes: List[Node], rnns: List[RNNLayer], into: Optional[Node]) -> List[str]:
     """Per-step Dense layers on the sequence of ``rnns[-1]``, before the recurrent layer ``into`` (None: before
     pooling or a Flatten over time). Each with an activation runs at every step as a per-step Dense layer appended
-    to ``rnns``, the linear ones right before it folded into it (:func:`support.per_step_layers`); linear ones after
+    to ``rnns``, the linear ones right before it folded into it (:func:`folds.per_step_layers`); linear ones after
     the last activation fold into ``into`` (:func:`_fold_between`), or run as one linear per-step layer before the
     pooling. Returns the notes for the model."""
     by_value = {id(d.value): d for d in dense_nodes}
-    placed = support.per_step_layers([d.value for d in dense_nodes], rnns[-1].out_dim, run_tail=into is None)
+    placed = per_step_layers([d.value for d in dense_nodes], rnns[-1].out_dim, run_tail=into is None)
     if placed is None:
         raise LayerError(f"the per-step Dense layers {', '.join(repr(d.name) for d in dense_nodes)} after "
                          f"'{rnns[-1].name}' do not chain on its {rnns[-1].out_dim} outputs: the file is inconsistent",

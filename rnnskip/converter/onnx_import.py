@@ -35,7 +35,7 @@ import numpy as np
 
 from rnnskip import cells
 from rnnskip.converter import support
-from rnnskip.converter.folds import EMBEDDING_FOLD_SOFTMAX, fold_dense_into_embedding
+from rnnskip.converter.folds import EMBEDDING_FOLD_SOFTMAX, fold_dense_into_embedding, per_step_layers
 from rnnskip.converter.ir import (
     ConvLayer,
     DenseLayer,
@@ -137,7 +137,7 @@ class _Reader:
     head: List[DenseLayer] = field(default_factory=list)
     # per-step Dense layers that joined the stack (_place_per_step): id of the Dense -> its layer's index, so a
     # second reader of the same output (a mean and a max of it) finds its sequence
-    per_step_layers: Dict[int, int] = field(default_factory=dict)
+    placed_per_step: Dict[int, int] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     status: Dict[str, str] = field(default_factory=dict)   # node key -> what became of it (inspect)
     dims: Dict[str, list] = field(default_factory=dict)    # value -> per axis: int size, str symbol or None
@@ -1111,10 +1111,10 @@ def _reads_per_step_head(r: _Reader, x: Sym, k: int) -> bool:
 
 def _place_per_step(ctx: _Ctx, run_tail: bool) -> List[DenseLayer]:
     """The per-step Dense layers of ``r.head`` (on the last recurrent layer's outputs) as the layers they run as
-    (:func:`support.per_step_layers`): each with an activation joins the stack, the linear ones before it folded into
+    (:func:`folds.per_step_layers`): each with an activation joins the stack, the linear ones before it folded into
     it; returns the linear ones after the last activation (none when ``run_tail``: they run as one more layer)."""
     r = ctx.r
-    placed = support.per_step_layers(r.head, r.rnns[-1].out_dim, run_tail)
+    placed = per_step_layers(r.head, r.rnns[-1].out_dim, run_tail)
     if placed is None:
         ctx.fail(f"reads per-step Dense layers that do not chain on the previous layer's {r.rnns[-1].out_dim} "
                  "outputs: the graph is inconsistent")
@@ -1126,7 +1126,7 @@ def _place_per_step(ctx: _Ctx, run_tail: bool) -> List[DenseLayer]:
         r.rnns[-1].return_sequences = True
         r.rnns.append(layer)
         r.rnn_lens.append(r.rnn_lens[-1])
-        r.per_step_layers[id(group[-1])] = len(r.rnns) - 1
+        r.placed_per_step[id(group[-1])] = len(r.rnns) - 1
         identity = " with identity weights" if support.is_identity_dense(group[-1]) else ""
         r.status[layer.name] = f"converted (runs at every step: a per-step Dense layer{identity})"
         if len(group) > 1:
@@ -1142,7 +1142,7 @@ def _steps_of_per_step_head(ctx: _Ctx, s: Sym) -> Optional[Sym]:
     layer's outputs, about to be pooled or flattened over time: those layers join the stack, and this is the last
     one's output sequence (None when ``s`` is not that)."""
     r = ctx.r
-    if s.kind == VEC and r.per_step_layers.get(id(s.dense)) == len(r.rnns) - 1:   # placed by another reader
+    if s.kind == VEC and r.placed_per_step.get(id(s.dense)) == len(r.rnns) - 1:   # placed by another reader
         return Sym(SEQ, axes=s.axes, width=s.width, layer=len(r.rnns) - 1)
     if s.kind != VEC or not r.head or s.dense is not r.head[-1] or not r.per_step or r.pool or "B" in s.axes \
             or r.head_reads != len(r.rnns) - 1:

@@ -21,7 +21,7 @@ import numpy as np
 
 from rnnskip.errors import RnnskipError
 
-from .ir import ConvLayer, RNNLayer
+from .ir import ConvLayer
 
 
 class LayerError(RnnskipError):
@@ -253,40 +253,6 @@ def linear_chain(denses, width: int):
             return None
         w, c = w @ k, c @ k + np.asarray(d.bias, np.float64)
     return w, c
-
-
-def per_step_layers(denses, width: int, run_tail: bool):
-    """Per-step Dense layers applied in turn to ``width`` features (a recurrent layer's outputs), as the layers they
-    run as: each one with an activation becomes a per-step Dense layer of the stack (``cells.per_step_cell``), the
-    linear ones right before it composed and folded into its input. The linear ones after the last activation are
-    one more (linear) layer when ``run_tail`` (before pooling over time), else left for the caller to fold into the
-    next recurrent layer. Returns ``(layers, groups, tail)``: the layers, per layer the Dense layers it holds (the one
-    that names it last), and the linear Dense layers left; None when they do not chain on ``width`` features (the file
-    is inconsistent). Each layer's activation is the caller's to check (``Cell.activation_refusal``)."""
-    from rnnskip import cells
-    cell = cells.per_step_cell()
-    layers, groups, linear = [], [], []
-    for i, d in enumerate(denses):
-        if is_identity_dense(d) and d.kernel.shape == (0, 0):   # an activation alone: its width is the one before
-            size_identity_dense(d, linear[-1].out_dim if linear else width)
-        linear.append(d)
-        if d.activation == "linear" and not (run_tail and i == len(denses) - 1):
-            continue
-        chain = linear_chain(linear[:-1], width)
-        if chain is None or chain[0].shape[1] != d.in_dim:
-            return None
-        layer = RNNLayer(kind=cell.kind, units=d.out_dim, kernel=np.asarray(d.kernel, np.float32),
-                         recurrent_kernel=np.zeros(cell.recurrent_kernel_shape(d.out_dim), np.float32),
-                         bias=np.asarray(d.bias, np.float32), activation=d.activation, recurrent_activation=None,
-                         return_sequences=True, name=d.name)
-        if len(linear) > 1:
-            cell.fold_input_linear(layer, *chain)
-        layers.append(layer)
-        groups.append(linear)
-        linear, width = [], d.out_dim
-    if linear and linear_chain(linear, width) is None:
-        return None
-    return layers, groups, linear
 
 
 def neutral_input(a: np.ndarray, b: np.ndarray):

@@ -33,7 +33,7 @@ def per_step_layers(denses, width: int, run_tail: bool):
     one more (linear) layer when ``run_tail`` (before pooling over time), else left for the caller to fold into the
     next recurrent layer. Returns ``(layers, groups, tail)``: the layers, per layer the Dense layers it holds (the one
     that names it last), and the linear Dense layers left; None when they do not chain on ``width`` features (the file
-    is inconsistent). Each layer's activation is the caller's to check (``Cell.activation_refusal``)."""
+    is inconsistent). An activation the layer cannot run is refused in one line (``Cell.activation_refusal``)."""
     cell = cells.per_step_cell()
     layers, groups, linear = [], [], []
     for i, d in enumerate(denses):
@@ -51,9 +51,18 @@ def per_step_layers(denses, width: int, run_tail: bool):
                          return_sequences=True, name=d.name)
         if len(linear) > 1:
             cell.fold_input_linear(layer, *chain)
+        refusal = cell.activation_refusal(layer)
+        if refusal is not None:
+            raise support.LayerError(refusal, layer.name)
         layers.append(layer)
         groups.append(linear)
         linear, width = [], d.out_dim
     if linear and support.linear_chain(linear, width) is None:
         return None
     return layers, groups, linear
+
+
+def per_step_status(d) -> str:
+    """What became of the Dense ``d`` that names a per-step layer (``rnnskip inspect``)."""
+    identity = " with identity weights" if support.is_identity_dense(d) else ""
+    return f"converted (runs at every step: a per-step Dense layer{identity})"

@@ -20,7 +20,12 @@ import numpy as np
 
 from rnnskip import cells
 from rnnskip.converter import support
-from rnnskip.converter.folds import EMBEDDING_FOLD_SOFTMAX, fold_dense_into_embedding, per_step_layers
+from rnnskip.converter.folds import (
+    EMBEDDING_FOLD_SOFTMAX,
+    fold_dense_into_embedding,
+    per_step_layers,
+    per_step_status,
+)
 from rnnskip.converter.ir import (
     ConvLayer,
     DenseLayer,
@@ -606,11 +611,7 @@ def _place_per_step(dense_nodes: List[Node], rnns: List[RNNLayer], into: Optiona
     layers, groups, tail = placed
     notes: List[str] = []
     for layer, group in zip(layers, groups):
-        refusal = cells.per_step_cell().activation_refusal(layer)
-        if refusal is not None:
-            raise LayerError(refusal, layer.name)
-        identity = " with identity weights" if support.is_identity_dense(group[-1]) else ""
-        by_value[id(group[-1])].status = f"converted (runs at every step: a per-step Dense layer{identity})"
+        by_value[id(group[-1])].status = per_step_status(group[-1])
         notes += _folded_notes([by_value[id(d)] for d in group[:-1]], layer.name)
         rnns.append(layer)
     if tail:

@@ -35,7 +35,12 @@ import numpy as np
 
 from rnnskip import cells
 from rnnskip.converter import support
-from rnnskip.converter.folds import EMBEDDING_FOLD_SOFTMAX, fold_dense_into_embedding, per_step_layers
+from rnnskip.converter.folds import (
+    EMBEDDING_FOLD_SOFTMAX,
+    fold_dense_into_embedding,
+    per_step_layers,
+    per_step_status,
+)
 from rnnskip.converter.ir import (
     ConvLayer,
     DenseLayer,
@@ -1120,15 +1125,11 @@ def _place_per_step(ctx: _Ctx, run_tail: bool) -> List[DenseLayer]:
                  "outputs: the graph is inconsistent")
     layers, groups, tail = placed
     for layer, group in zip(layers, groups):
-        refusal = cells.per_step_cell().activation_refusal(layer)
-        if refusal is not None:
-            raise LayerError(refusal, layer.name)
         r.rnns[-1].return_sequences = True
         r.rnns.append(layer)
         r.rnn_lens.append(r.rnn_lens[-1])
         r.placed_per_step[id(group[-1])] = len(r.rnns) - 1
-        identity = " with identity weights" if support.is_identity_dense(group[-1]) else ""
-        r.status[layer.name] = f"converted (runs at every step: a per-step Dense layer{identity})"
+        r.status[layer.name] = per_step_status(group[-1])
         if len(group) > 1:
             r.notes.append(f"folded the per-step {' and '.join(repr(d.name) for d in group[:-1])} into "
                            f"'{layer.name}'")

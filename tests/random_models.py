@@ -27,6 +27,7 @@ CONFIGS = {
     "feat-gru-lstm-rnn": ("features", ["gru", "lstm", "simple_rnn"], True, True, [3]),   # 3-layer mixed stack
     "tok-lstm-gru-lstm-gru": ("tokens", ["lstm", "gru", "lstm", "gru"], True, False, [2]),   # 4 layers
     "feat-mask-lstm-dense-gru": ("features-mask", ["lstm", "dense", "gru"], True, False, [3]),   # a per-step Dense
+    "feat-mask-dense-dense-lstm": ("features-mask", ["dense", "lstm"], True, True, [3]),   # two on the input
 }
 #: layer activations other than the cell's default, by config
 ACTIVATIONS = {"tok-rnn-relu": "relu"}

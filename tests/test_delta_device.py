@@ -16,7 +16,8 @@ from rnnskip.quant.golden import GoldenModel
 
 CFGS = ["feat-dense-gru", "feat-lstm-lstm", "tok-gru-sigmoid", "tok-lstm-softmax", "feat-mask-gru", "feat-lstm-gru",
         "feat-rnn", "tok-rnn-relu", "feat-mask-rnn-lstm", "feat-gru-lstm-rnn",
-        "tok-lstm-gru-lstm-gru", "feat-mask-lstm-dense-gru"]
+        "tok-lstm-gru-lstm-gru", "feat-mask-lstm-dense-gru",
+        "feat-mask-dense-dense-lstm"]
 
 
 def _setup(cfg, thetas, seed=0, n=10, T=14, theta_m=None, **shape):

@@ -452,6 +452,37 @@ def test_a_dense_with_an_activation_between_recurrent_layers_runs_at_every_step(
                                + k2["bias"], rtol=1e-5, atol=1e-5)
 
 
+def test_per_step_dense_layers_on_the_input_before_the_first_recurrent_layer():
+    """Linear a -> relu b -> tanh c -> linear d -> LSTM (a second one was refused before): a composed into b, the
+    input's Dense; c a per-step layer of the stack; d folded into the LSTM. The composed maps equal the chain's."""
+    store = weights()
+    n = lambda *shape: RNG.normal(0, 0.5, shape).astype(np.float32)  # noqa: E731
+    store.arrays.update({"a": {"kernel": n(F, 6), "bias": n(6)}, "b": {"kernel": n(6, 5), "bias": n(5)},
+                         "c": {"kernel": n(5, 4), "bias": n(4)}, "d": {"kernel": n(4, F), "bias": n(F)}})
+    chain = [layer("Dense", "a", units=6), layer("Dense", "b", units=5, activation="relu"),
+             layer("Dense", "c", units=4, activation="tanh"), layer("Dense", "d", units=F), LSTM, OUT]
+    store.arrays["out"] = {"kernel": n(U, 2), "bias": n(2)}
+    nodes = fold_activations(fold_batchnorm(read(chain, store)))
+    ir = assemble(nodes, "m", "m.h5", [])
+    assert [(r.name, r.kind) for r in ir.rnn_layers] == [("c", cells.per_step_cell().kind), ("lstm", "lstm")]
+    assert (ir.input.dense.name, ir.input.dense.activation, ir.input.features) == ("b", "relu", F)
+    assert [nd.status for nd in nodes[:4]] == ["folded into 'b'", "converted",
+                                               "converted (runs at every step: a per-step Dense layer)",
+                                               "folded into 'lstm'"]
+    assert ir.notes == ["folded Dense 'a' into 'b'", "folded Dense 'd' into 'lstm'",
+                        "'lstm' reads 4 inputs through the folded Dense: its input kernel has 64 weights where the "
+                        "Dense and the kernel had 60 (a per-step Dense runs as a layer of its own only when it has an "
+                        "activation)"]
+    w = store.arrays
+    x = RNG.normal(size=(7, F))
+    lin = lambda v, k: v @ w[k]["kernel"] + w[k]["bias"]  # noqa: E731
+    np.testing.assert_allclose(x @ ir.input.dense.kernel + ir.input.dense.bias, lin(lin(x, "a"), "b"),
+                               rtol=1e-5, atol=1e-5)
+    y = RNG.normal(size=(7, 4))   # c's outputs
+    lstm = ir.rnn_layers[1]
+    np.testing.assert_allclose(y @ lstm.kernel + lstm.bias, lin(lin(y, "d"), "lstm"), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.keras
 def test_a_reshape_of_another_size_than_it_reads_is_refused(tmp_path):
     """Reshape((k,)) is read as a Flatten: a k that is not steps x units (a file Keras itself would not load, its

@@ -1426,6 +1426,59 @@ def test_per_step_linear_with_an_activation_runs_at_every_step(how, export_how, 
     check_ort_and_host(ir, path, x, True, tmp_path)
 
 
+class InputChain(nn.Module):
+    """Several nn.Linear layers on every input step before the first recurrent operator: "relu2" relu(Linear) twice
+    -> LSTM, "lin_tanh_lin" Linear -> tanh(Linear) -> Linear -> GRU (the first composed into the second, the last
+    folded into the GRU), "three" relu(Linear) -> sigmoid(Linear) -> relu(Linear) -> bidirectional GRU (both final
+    states)."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.a, self.b, self.c = nn.Linear(FEAT, 6), nn.Linear(6, 5), nn.Linear(5, 4)
+        rnn = nn.LSTM if how == "relu2" else nn.GRU
+        self.rnn = rnn(5 if how == "relu2" else 4, UNITS, batch_first=True, bidirectional=how == "three")
+        self.fc = nn.Linear(UNITS * (2 if how == "three" else 1), 3)
+
+    def forward(self, x):
+        if self.how == "relu2":
+            p = torch.relu(self.b(torch.relu(self.a(x))))
+        elif self.how == "lin_tanh_lin":
+            p = self.c(torch.tanh(self.b(self.a(x))))
+        else:
+            p = torch.relu(self.c(torch.sigmoid(self.b(torch.relu(self.a(x))))))
+        if self.how == "three":   # both directions' final states
+            h = self.rnn(p)[1]
+            return self.fc(torch.cat([h[-2], h[-1]], 1))
+        return self.fc(self.rnn(p)[0][:, -1])
+
+
+@pytest.mark.parametrize("how,export_how", [("relu2", "dynamic"), ("relu2", "dynamo"), ("lin_tanh_lin", "dynamic"),
+                                            ("three", "batch")])
+def test_per_step_linear_layers_on_the_input_run_before_the_first_recurrent_layer(how, export_how, tmp_path):
+    """Several nn.Linear layers on every input step (one only before): the first with an activation is the input's
+    Dense (linear ones before it composed into it), each later one with an activation a per-step layer of the stack,
+    linear ones after the last folded into the recurrent operator; float = onnxruntime to 1e-5, golden = host."""
+    path = tmp_path / f"{how}.onnx"
+    torch.manual_seed(3)
+    x = export_as(InputChain(how), path, False, True, export_how)
+    ir = load_model_file(path)
+    per_step = cells.per_step_cell().kind
+    assert [r.kind for r in ir.rnn_layers] == {"relu2": [per_step, "lstm"], "lin_tanh_lin": ["gru"],
+                                               "three": [per_step, per_step, "gru"]}[how]
+    assert ir.input.dense.activation == {"lin_tanh_lin": "tanh"}.get(how, "relu")
+    assert ir.input.dense.kernel.shape == (FEAT, 5 if how == "lin_tanh_lin" else 6)
+    assert [r.activation for r in ir.rnn_layers[:-1]] == {"relu2": ["relu"], "three": ["sigmoid", "relu"]}.get(how, [])
+    if how == "lin_tanh_lin":
+        assert ir.rnn_layers[0].input_dim == 5
+        assert [n for n in ir.notes if n.startswith("folded the per-step")] == [
+            "folded the per-step 'a/MatMul' into 'b/MatMul'", "folded the per-step 'c/MatMul' into 'rnn/GRU'"]
+    rows = inspect_file(path, target_names=["cortex-m4"]).layers
+    assert [l.name for l in rows if l.status.startswith("converted (runs at every step: a per-step Dense layer")] == \
+        [r.name for r in ir.rnn_layers[:-1]], rows
+    check_ort_and_host(ir, path, x, True, tmp_path)
+
+
 def test_two_heads_on_a_per_step_layer_are_refused_as_without_it(tmp_path):
     """fc(p.mean(1)) + fc(p.amax(1)): the Add of two heads, refused as it is on a recurrent output itself (the second
     reduction once failed with an internal error, the per-step layer already placed by the first)."""
@@ -1818,7 +1871,9 @@ def render_onnx_matrix(rows) -> str:
             "of its final states (`h_n.sum(0)`, `h_n.mean(0)`: Keras' merge_mode sum, ave), `Gemm`, `MatMul`+`Add` "
             "(also on every step: one output per step, "
             "`[batch, time, out]` in rnnskip; linear ones between two recurrent operators fold into the second's "
-            "input kernel and bias), `Relu`/`Sigmoid`/`Tanh`/`Softmax` after them (`Relu`/`Sigmoid`/`Tanh` "
+            "input kernel and bias; a chain of them on the input features: the first with an activation takes the "
+            "input, each later one with an activation runs at every step as a layer of the stack), "
+            "`Relu`/`Sigmoid`/`Tanh`/`Softmax` after them (`Relu`/`Sigmoid`/`Tanh` "
             "also on the head's input: a recurrent output or its pooling, as an identity Dense), "
             "`BatchNormalization` (inference, on `[batch, features]`: folded into the head's Dense layer before or "
             "after it; on `[batch, channels, time]`: into the `Conv` before or after it), `Conv` (1-D, `group` 1; "

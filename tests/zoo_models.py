@@ -726,6 +726,31 @@ PER_STEP_DENSE_CASES: List[Case] = [
          "row's first step)",
          lambda k: [_L(k).Masking(0.0), _L(k).GRU(4, return_sequences=True), _L(k).Activation("sigmoid"),
                     _L(k).Flatten(), _L(k).Dense(2)], fixed_t=True, mask_value=0.0),
+    # several per-step Dense layers on the input: the first is the input's Dense, the later ones with an activation
+    # run at every step before the first recurrent layer
+    Case("input_dense_two_relu", "Dense", "Dense(relu) -> Dense(relu) -> LSTM on the input features",
+         lambda k: [_L(k).Dense(6, activation="relu"), _L(k).Dense(5, activation="relu", name="in_relu2"),
+                    _L(k).LSTM(4), _L(k).Dense(2, activation="softmax")]),
+    Case("input_dense_linear_chain_masked", "Dense", "Masking -> Dense -> Dense(tanh) -> Dropout -> Dense -> GRU (the "
+         "linear ones folded)",
+         lambda k: [_L(k).Masking(0.0), _L(k).Dense(6), _L(k).Dense(5, activation="tanh"), _L(k).Dropout(0.2),
+                    _L(k).Dense(4), _L(k).GRU(3), _L(k).Dense(2)], mask_value=0.0),
+    Case("input_dense_three_bidi", "Dense", "TimeDistributed(Dense(relu)) x 2 -> Dense(sigmoid) -> "
+         "Bidirectional(LSTM)",
+         lambda k: [_L(k).TimeDistributed(_L(k).Dense(5, activation="relu")),
+                    _L(k).TimeDistributed(_L(k).Dense(4, activation="relu")), _L(k).Dense(4, activation="sigmoid"),
+                    _bi(k, _L(k).LSTM(3)), _L(k).Dense(2, activation="softmax")]),
+    Case("input_dense_relu_layers_gap_masked", "Dense", "masked Dense -> ReLU() -> Dense -> ReLU() -> GRU -> "
+         "GlobalAveragePooling1D",
+         lambda k: [_L(k).Masking(0.0), _L(k).Dense(6), _L(k).ReLU(), _L(k).Dense(4), _L(k).ReLU(),
+                    _L(k).GRU(4, return_sequences=True), _L(k).GlobalAveragePooling1D(), _L(k).Dense(2)],
+         mask_value=0.0),
+    Case("input_dense_two_per_step_head", "Dense", "Dense(tanh) -> Dense(relu) -> SimpleRNN, per-step head",
+         lambda k: [_L(k).Dense(5, activation="tanh"), _L(k).Dense(4, activation="relu"),
+                    _L(k).SimpleRNN(4, return_sequences=True), _L(k).Dense(2)]),
+    Case("input_dense_bn_relu_twice", "BatchNormalization", "(Dense -> BatchNormalization -> ReLU) x 2 -> LSTM",
+         lambda k: [_L(k).Dense(6), _L(k).BatchNormalization(), _L(k).ReLU(), _L(k).Dense(5),
+                    _L(k).BatchNormalization(), _L(k).ReLU(), _L(k).LSTM(4), _L(k).Dense(2, activation="softmax")]),
 ]
 CASES += PER_STEP_DENSE_CASES
 

@@ -62,6 +62,28 @@ def per_step_layers(denses, width: int, run_tail: bool):
     return layers, groups, linear
 
 
+def input_dense_layers(denses):
+    """Per-step Dense layers on the input features, before the first recurrent layer, as the layers they run as: the
+    first one with an activation (the linear ones before it composed into it; all of them when none has one) is the
+    input's Dense (``FeatureInput.dense``: its weights take the per-feature input scales); the later ones are
+    :func:`per_step_layers` on its outputs (the linear ones after the last activation left for the caller to fold
+    into the recurrent layer). Returns ``(input Dense, the Dense layers composed into it, per_step_layers(...))``, or
+    None when they do not chain (the file is inconsistent)."""
+    k = next((i for i, d in enumerate(denses) if d.activation != "linear"), len(denses) - 1)
+    first = denses[k]
+    if k:   # x @ w + c, then the Dense: its kernel w @ W, its bias c @ W + b
+        chain = support.linear_chain(denses[:k], denses[0].in_dim)
+        if chain is None or chain[0].shape[1] != first.in_dim:
+            return None
+        w, c = chain
+        kernel = np.asarray(first.kernel, np.float64)
+        first = DenseLayer(kernel=(w @ kernel).astype(np.float32),
+                           bias=(c @ kernel + np.asarray(first.bias, np.float64)).astype(np.float32),
+                           activation=first.activation, name=first.name)
+    placed = per_step_layers(denses[k + 1:], first.out_dim, run_tail=False)
+    return None if placed is None else (first, list(denses[:k]), placed)
+
+
 def per_step_status(d) -> str:
     """What became of the Dense ``d`` that names a per-step layer (``rnnskip inspect``)."""
     identity = " with identity weights" if support.is_identity_dense(d) else ""

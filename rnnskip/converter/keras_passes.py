@@ -14,7 +14,7 @@ notes (``ModelIR.notes``, in chain order).
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from rnnskip.converter import support
 from rnnskip.converter.folds import (
     EMBEDDING_FOLD_SOFTMAX,
     fold_dense_into_embedding,
+    input_dense_layers,
     per_step_layers,
     per_step_status,
 )
@@ -370,6 +371,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
     """
     embedding = None
     input_dense: Optional[DenseLayer] = None
+    input_nodes: List[Node] = []   # per-step Dense layers on the input, before the first recurrent layer
     mask_value: Optional[float] = None
     rnns: List[RNNLayer] = []
     head: List[DenseLayer] = []
@@ -410,8 +412,8 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             if mask_value is not None:
                 raise LayerError(f"layer '{name}' ({cls}) follows a Masking layer: a masked step inside a window "
                                  "has no streaming meaning; rnnskip converts Conv1D front ends without Masking", name)
-            if input_dense is not None:
-                raise LayerError(f"layer '{name}' ({cls}) follows the per-step Dense '{input_dense.name}': rnnskip "
+            if input_nodes:
+                raise LayerError(f"layer '{name}' ({cls}) follows the per-step Dense '{input_nodes[-1].name}': rnnskip "
                                  "converts a per-step Dense or a Conv1D front end, not both", name)
             if unfolded_bn is not None:
                 bn = unfolded_bn.layer.display
@@ -476,6 +478,9 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                 raise LayerError(f"layer '{name}' ({cells.cell_of(node.value.kind).label}) follows the pooling "
                                  f"layer '{pool.name}', which removed the time axis: the model config is "
                                  "inconsistent", name)
+            if input_nodes and not rnns:   # per-step Dense layers on the input: the first one, then layers of the stack
+                input_dense, placed = _place_input(input_nodes, rnns, into=node)
+                fold_notes += placed
             if head and rnns:   # per-step Dense layers between two recurrent layers: run, or folded into it
                 fold_notes += _place_per_step(head_nodes, rnns, into=node)
                 head, head_nodes, per_step = [], [], False
@@ -505,13 +510,10 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                     embedding, note = fold_dense_into_embedding(embedding, dense)
                     fold_notes.append(note)
                     continue
-                if input_dense is not None:
-                    raise LayerError(f"layer '{name}' ({cls}) is a 2nd per-step Dense before the RNN: rnnskip "
-                                     "supports at most one", name)
                 if dense.activation == "softmax":
                     raise LayerError(f"layer '{name}' ({cls}) before the RNN uses softmax: rnnskip supports "
                                      "linear/relu/tanh/sigmoid there", name)
-                input_dense = dense
+                input_nodes.append(node)   # placed at the first recurrent layer (_place_input)
                 seen_input_transform = True
                 continue
             if node.time_distributed and not rnns[-1].return_sequences:
@@ -617,6 +619,27 @@ def _place_per_step(dense_nodes: List[Node], rnns: List[RNNLayer], into: Optiona
     if tail:
         notes += _fold_between([by_value[id(d)] for d in tail], into, rnns[-1])
     return notes
+
+
+def _place_input(dense_nodes: List[Node], rnns: List[RNNLayer], into: Node) -> Tuple[DenseLayer, List[str]]:
+    """Per-step Dense layers on the input features, before the first recurrent layer ``into``
+    (:func:`folds.input_dense_layers`): the input's Dense, the later ones with an activation appended to ``rnns``
+    as per-step layers, the linear ones after the last activation folded into ``into``. Returns (the input's Dense,
+    the notes)."""
+    placed = input_dense_layers([d.value for d in dense_nodes])
+    if placed is None:
+        raise LayerError(f"the per-step Dense layers {', '.join(repr(d.name) for d in dense_nodes)} on the input do "
+                         "not chain: the file is inconsistent", dense_nodes[0].name)
+    first, composed, (layers, groups, tail) = placed
+    by_value = {id(d.value): d for d in dense_nodes}
+    notes = _folded_notes([by_value[id(d)] for d in composed], first.name)
+    for layer, group in zip(layers, groups):
+        by_value[id(group[-1])].status = per_step_status(group[-1])
+        notes += _folded_notes([by_value[id(d)] for d in group[:-1]], layer.name)
+        rnns.append(layer)
+    if tail:
+        notes += _fold_between([by_value[id(d)] for d in tail], into, rnns[-1] if layers else first)
+    return first, notes
 
 
 def _check_masked_max(node: Node, rnns: List[RNNLayer], mask_value, embedding) -> None:

@@ -38,6 +38,7 @@ from rnnskip.converter import support
 from rnnskip.converter.folds import (
     EMBEDDING_FOLD_SOFTMAX,
     fold_dense_into_embedding,
+    input_dense_layers,
     per_step_layers,
     per_step_status,
 )
@@ -134,6 +135,7 @@ class _Reader:
     pool_steps: int = 0     # a flatten of the time axis (y.reshape(batch, -1)): the number of steps it reads
     per_step: bool = False  # the head runs on every step (one output per step)
     input_dense: Optional[DenseLayer] = None
+    input_more: List[DenseLayer] = field(default_factory=list)   # per-step Dense layers after it (_place_input)
     front: List[object] = field(default_factory=list)   # the streamed front end: ConvLayer | PoolLayer, in order
     center: Optional[np.ndarray] = None   # FeatureInput.center: a BatchNormalization on the input, folded in
     norm_scale: Optional[np.ndarray] = None   # FeatureInput.norm_scale (into a recurrent first layer)
@@ -1067,6 +1069,9 @@ def h_recurrent(ctx: _Ctx):
             r.norm_scale = None if r.center is None else support.input_norm_scale(a_)
         for l in layers:
             cell.fold_input_affine(l, np.asarray(a_, np.float64), np.asarray(b_, np.float64))
+    if x.kind == X and k == 0 and r.input_more:   # after the normalisation's fold, as below
+        _place_input(ctx, layers, cell, lens)
+        k = len(r.rnns)
     if x.kind == VEC:   # after the normalisation's fold: the layer reads affine(y @ w + c)
         r.head = _place_per_step(ctx, run_tail=False)   # the ones with an activation join the stack
         k = len(r.rnns)
@@ -1105,6 +1110,34 @@ def h_recurrent(ctx: _Ctx):
             Sym(STATE, axes=yh, width=hidden, layer=k),
             Sym(CELL, axes=yh, width=hidden, layer=k)]
     return outs[:len(ctx.node.output)], "converted"
+
+
+def _place_input(ctx: _Ctx, layers: List[RNNLayer], cell, lens: Optional[str]) -> None:
+    """Per-step Dense layers on the input features before the first recurrent operator, whose directions are
+    ``layers`` (:func:`folds.input_dense_layers`): the input's Dense, then the later ones with an activation as
+    per-step layers of the stack, the linear ones after the last activation folded into ``layers``."""
+    r = ctx.r
+    placed = input_dense_layers([r.input_dense] + r.input_more)
+    if placed is None:
+        ctx.fail("reads per-step MatMul+Add layers on the input that do not chain: the graph is inconsistent")
+    first, composed, (stack, groups, tail) = placed
+    r.input_dense, r.input_more = first, []
+    for into, group in [(first.name, composed)] + [(layer.name, g[:-1]) for layer, g in zip(stack, groups)]:
+        if group:
+            r.notes.append(f"folded the per-step {' and '.join(repr(d.name) for d in group)} into '{into}'")
+        for d in group:
+            r.status[d.name] = f"folded into '{into}'"
+    for layer, group in zip(stack, groups):
+        r.rnns.append(layer)
+        r.rnn_lens.append(lens)
+        r.status[layer.name] = per_step_status(group[-1])
+    if tail:
+        w, c = support.linear_chain(tail, (stack[-1] if stack else first).out_dim)
+        for l in layers:
+            cell.fold_input_linear(l, w, c)
+        r.notes.append(f"folded the per-step {' and '.join(repr(d.name) for d in tail)} into '{ctx.key}'")
+        for d in tail:
+            r.status[d.name] = f"folded into '{ctx.key}'"
 
 
 def _reads_per_step_head(r: _Reader, x: Sym, k: int) -> bool:
@@ -1172,6 +1205,11 @@ def _dense_input(ctx: _Ctx, s: Sym) -> str:
         ctx.fail("follows the Conv front end: rnnskip converts a per-step Dense or a Conv front end, not both")
     if s.kind == X and r.input_dense is None and not r.rnns and s.dense is None:
         return "input"   # after an embedding it folds into the table (_assemble)
+    if s.kind == X and not r.rnns and s.dense is not None and s.dense is (r.input_more or [r.input_dense])[-1]:
+        if r.embedding is not None:
+            ctx.fail("is a second per-step MatMul+Add after the embedding: rnnskip folds one into the embedding "
+                     "table")
+        return "input_more"   # placed at the first recurrent operator (_place_input)
     if s.kind == CELL:
         ctx.fail("reads a final cell state (Y_c): rnnskip converts models whose head reads the hidden "
                  "state")
@@ -1212,6 +1250,9 @@ def _add_dense(ctx: _Ctx, s: Sym, kernel: np.ndarray, bias: np.ndarray):
         r.pool, r.pool_name = s.pooled or ("", "")
     if where == "input":
         r.input_dense = d
+        return [Sym(X, axes=s.axes, width=d.out_dim, dense=d)], "converted (per-step dense)"
+    if where == "input_more":
+        r.input_more.append(d)
         return [Sym(X, axes=s.axes, width=d.out_dim, dense=d)], "converted (per-step dense)"
     r.head.append(d)
     return [Sym(VEC, axes=s.axes, width=d.out_dim, dense=d)], "converted"

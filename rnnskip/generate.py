@@ -21,6 +21,7 @@ import numpy as np
 from . import __version__
 from .cells import CELL_DIR, CELLS, cell_of
 from .cells.base import interleaved_mults, plane_shift
+from .converter.ir import front_frames
 from .errors import RnnskipError
 from .quant.act import ACT_IDS
 from .quant.golden import initial_outputs
@@ -238,6 +239,7 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
     headers += [h for m in qm.methods for h in m.c_headers if h not in headers]
     return {
         "qm": qm, "version": __version__, "max_t": int(max_t), "hooks": hooks, "layer_code": layer_code,
+        "bidi_max_t": bidi_steps(qm, max_t),
         # rnnskip_class(): a classifier's head, or several linear outputs (a Keras classifier trained from_logits)
         "has_class": qm.output_activation != "linear" or qm.output_dim > 1,
         "headers": headers, "kernels": kernels, "layout": layout, "matvec_fn": matvec_fn,
@@ -253,6 +255,12 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
         "guard": {w: header_guard(qm, w) for w in ("MODEL", "WEIGHTS")}, "selftest_n": 0,
         **_front_context(qm), **_pool_context(qm),
     }
+
+
+def bidi_steps(qm: QModel, max_t: int) -> int:
+    """The steps a Bidirectional layer's window buffer holds for windows of ``max_t`` input steps: the frames a
+    Conv1D front end emits for them (``ir.front_frames``), else ``max_t``."""
+    return max(1, front_frames(qm.front, max_t)) if qm.front else int(max_t)
 
 
 def bidi_context(qm: QModel) -> Dict:

@@ -5,6 +5,8 @@ here: delta thresholds on both directions golden = host = firmware, the valid st
 predictor's refusal, the window buffer in the fit estimate."""
 from __future__ import annotations
 
+from dataclasses import replace as dataclass_replace
+
 import numpy as np
 import pytest
 from helpers import check_host_and_device, dataset, needs_arm, quantize_on
@@ -43,6 +45,28 @@ def test_bidirectional_bitexact_dense_and_delta(cfg, index, merge_mode, per_step
     delta thresholds on every layer, both directions of the Bidirectional one included."""
     ir = bidi_ir(cfg, index, merge_mode, per_step=per_step)
     _check_dense_and_delta(ir, per_step, tmp_path, delta=cfg != "feat-gru-gru-v1")   # reset_after=False: no delta
+
+
+@needs_arm
+@pytest.mark.parametrize("index,merge_mode", [(0, "concat"), ((0, 1), "sum")])
+def test_bidirectional_after_a_front_end_bitexact_dense_and_delta(index, merge_mode, tmp_path):
+    """A Conv1D front end (causal, max pooling, 'same' flushed at the end) before Bidirectional layers (CNN-BiLSTM):
+    the forward direction runs on the frames as the front end emits them, the backward one over the buffered frames
+    in rnnskip_finish, after the flush. Golden = host = firmware, dense and delta; the window buffer holds the
+    frames of max_t input steps, not max_t."""
+    from test_frontend import front_ir
+
+    from rnnskip.converter.ir import front_frames
+    from rnnskip.targets.fit import bidi_bytes
+    ir = bidi_ir("feat-lstm-gru", index, merge_mode, features=6, dim=6)
+    ir.input = front_ir("feat-lstm-gru").input
+    _check_dense_and_delta(ir, False, tmp_path, delta=True)
+    x, L = random_data(ir, n=8, T=11, seed=3)
+    qm = quantize_on(ir, x, L)
+    frames = front_frames(qm.front, 40)
+    assert 0 < frames < 40 and bidi_bytes(qm, 40) == bidi_bytes(dataclass_replace(qm, front=[]), frames)
+    header = (tmp_path / "dense" / "src" / "rnnskip_model.h").read_text()
+    assert f"#define RNNSKIP_BIDI_MAX_T {front_frames(qm.front, x.shape[1])} " in header
 
 
 def test_delta_file_holds_both_directions(tmp_path):

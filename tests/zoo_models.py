@@ -751,6 +751,30 @@ PER_STEP_DENSE_CASES: List[Case] = [
     Case("input_dense_bn_relu_twice", "BatchNormalization", "(Dense -> BatchNormalization -> ReLU) x 2 -> LSTM",
          lambda k: [_L(k).Dense(6), _L(k).BatchNormalization(), _L(k).ReLU(), _L(k).Dense(5),
                     _L(k).BatchNormalization(), _L(k).ReLU(), _L(k).LSTM(4), _L(k).Dense(2, activation="softmax")]),
+    # Bidirectional layers after a Conv1D front end (CNN-BiLSTM): the backward direction runs over the buffered
+    # front-end frames at the window's end
+    Case("frontend_bidi_lstm", "Bidirectional", "Conv1D(causal, relu) -> Bidirectional(LSTM)",
+         lambda k: [_L(k).Conv1D(4, 3, padding="causal", activation="relu"), _bi(k, _L(k).LSTM(3)),
+                    _L(k).Dense(2, activation="softmax")], t=FT),
+    Case("frontend_pool_bidi_gru_gru", "Bidirectional", "Conv1D(valid, strides 2) -> MaxPooling1D -> "
+         "Bidirectional(GRU, sum) -> GRU",
+         lambda k: [_L(k).Conv1D(5, 3, strides=2), _L(k).MaxPooling1D(2),
+                    _bi(k, _L(k).GRU(3, return_sequences=True), merge_mode="sum"), _L(k).GRU(3), _L(k).Dense(2)],
+         t=FT),
+    Case("frontend_same_bidi_gap", "Bidirectional", "Conv1D(same, flushed) -> Bidirectional(GRU) -> "
+         "GlobalAveragePooling1D",
+         lambda k: [_L(k).Conv1D(4, 3, padding="same", activation="tanh"),
+                    _bi(k, _L(k).GRU(3, return_sequences=True)), _L(k).GlobalAveragePooling1D(),
+                    _L(k).Dense(2, activation="softmax")], t=FT),
+    Case("frontend_bidi_gmp", "Bidirectional", "Conv1D(causal, strides 2) -> Bidirectional(LSTM) -> "
+         "GlobalMaxPooling1D",
+         lambda k: [_L(k).Conv1D(4, 3, strides=2, padding="causal", activation="relu"),
+                    _bi(k, _L(k).LSTM(3, return_sequences=True)), _L(k).GlobalMaxPooling1D(), _L(k).Dense(2)], t=FT),
+    Case("frontend_two_bidi", "Bidirectional", "Conv1D -> AveragePooling1D -> Bidirectional(GRU) -> "
+         "Bidirectional(LSTM, ave)",
+         lambda k: [_L(k).Conv1D(5, 2, activation="relu"), _L(k).AveragePooling1D(2),
+                    _bi(k, _L(k).GRU(3, return_sequences=True)), _bi(k, _L(k).LSTM(3), merge_mode="ave"),
+                    _L(k).Dense(2, activation="softmax")], t=FT),
 ]
 CASES += PER_STEP_DENSE_CASES
 

@@ -360,7 +360,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
         head   := Dense*                           softmax only on the last
 
     and: an Embedding or Masking comes first; a recurrent layer after another needs that one to
-    return sequences; no Bidirectional layer with a front end; a Dense head on a recurrent layer
+    return sequences; a Dense head on a recurrent layer
     that returns sequences runs on every step (one output per step, as with
     ``return_sequences=True`` at the output); the per-step Dense is not softmax; every layer's
     input width is the width before it; the declared input shape, if any, is
@@ -489,10 +489,6 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             if rnns and not rnns[-1].return_sequences:
                 raise LayerError(f"layer '{rnns[-1].name}' ({cells.cell_of(rnns[-1].kind).label}) feeds '{name}' "
                                  "but has return_sequences=False: the model config is inconsistent", rnns[-1].name)
-            if node.value.backward is not None:
-                if front:
-                    raise LayerError(f"layer '{name}' (Bidirectional) follows a Conv1D front end: rnnskip converts "
-                                     "Bidirectional layers without a front end", name)
             rnns.append(node.value)
             seen_input_transform = True
             continue

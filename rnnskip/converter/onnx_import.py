@@ -983,8 +983,6 @@ def h_recurrent(ctx: _Ctx):
         ctx.fail(f"has direction={direction}: rnnskip converts forward and bidirectional recurrent layers "
                  "(a reverse one alone is not supported)")
     dirs = 2 if direction == "bidirectional" else 1
-    if dirs == 2 and r.front:
-        ctx.fail("is bidirectional after a Conv front end: rnnskip converts bidirectional layers without a front end")
     if len(ctx.node.input) > 7 and ctx.node.input[7]:
         ctx.fail("has peephole weights (input P): rnnskip converts recurrent operators without peepholes")
     if "clip" in a:

@@ -154,12 +154,19 @@ def cover_pads(ir: ModelIR, r: Ranges) -> Ranges:
 def _calibrate_windows(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, r: Ranges) -> Ranges:
     """:func:`calibrate` of a model with a Bidirectional layer: whole windows (``FloatModel.windows``)."""
     V, ok = fm.frames(x, lengths)
-    if isinstance(ir.input, FeatureInput):
+    if isinstance(ir.input, FeatureInput) and ir.input.front:   # every input step runs; V holds the front's frames
+        for n in range(len(x)):
+            seq = np.asarray(x[n][: int(lengths[n])], np.float64)
+            r.features = _feature_max(r.features, seq, ir.input.center)
+            for i, y in enumerate(fm.front_outputs(seq)):
+                if y.size:
+                    r.front[i] = max(r.front[i], float(np.abs(y).max()))
+    elif isinstance(ir.input, FeatureInput) and ok.any():
         X = np.asarray(x, np.float64)
-        if ok.any():
-            r.features = _feature_max(r.features, X[ok], ir.input.center, norm_scale(ir.input))
-            if ir.input.dense is not None:
-                r.input_dense = float(np.abs(V[ok]).max())
+        r.features = _feature_max(r.features, X[ok], ir.input.center, norm_scale(ir.input))
+        if ir.input.dense is not None:
+            r.input_dense = float(np.abs(V[ok]).max())
+    if isinstance(ir.input, FeatureInput):
         if not r.features.any():
             raise RnnskipError("calibration data is constant zero; rnnskip needs representative inputs to set int8 "
                                "ranges")

@@ -356,6 +356,8 @@ class GoldenModel:
         if skip is not None and (self.qm.front or self.qm.bidi is not None):
             raise RnnskipError(f"model '{self.qm.name}' has a Conv1D front end or a Bidirectional layer: a skip mask "
                                "over its input steps does not apply")
+        if self.qm.front and self.qm.bidi is not None:
+            return self._run_front_bidi(x, lengths, collect)
         if self.qm.front:
             return self._run_front(x, lengths, collect)
         if self.qm.bidi is not None:
@@ -440,19 +442,57 @@ class GoldenModel:
         Bidirectional's forward direction then run over the merged outputs in time order, buffering that
         direction's inputs and outputs, its backward direction in reverse, and so on; the layers after the last
         one run over its merged outputs in time order."""
-        qm = self.qm
-        bidis = qm.bidis
-        b = bidis[0]
         N, T = x.shape[:2]
         dev = self.device_inputs(x)
         ran = self.valid_steps(x) & (np.arange(T)[None, :] < np.asarray(lengths)[:, None])
+        fed = np.arange(T)[None, :] < np.asarray(lengths).reshape(-1)[:, None]
+        return self._bidi(lambda t: self.step_input(dev[:, t]), ran, fed, collect)
+
+    def _run_front_bidi(self, x: np.ndarray, lengths: np.ndarray, collect=None):
+        """:meth:`run` of a model with a streamed front end and Bidirectional layers: the front end's frames, each
+        row's in the order it emits them (the flush's last), are the steps of :meth:`_bidi` (all run: a front end
+        has no mask). flags[n, t] = 1 where input step t emitted a frame; ``collect`` sees the frames' steps."""
+        N, T = x.shape[:2]
+        lengths = np.asarray(lengths).reshape(-1)
+        dev = self.device_inputs(x)
+        front = FrontEnd(self.qm, N)
+        frames: List[list] = [[] for _ in range(N)]
+        flags = np.zeros((N, T), np.uint8)
+        for t in range(T):
+            rows = np.flatnonzero(t < lengths)
+            if len(rows):
+                rows, out = front.push(rows, dev[rows, t])
+                for r, f in zip(rows, out):
+                    frames[r].append(f)
+                flags[rows, t] = 1
+            for rows, out in front.flush(np.flatnonzero(lengths == t + 1)):
+                for r, f in zip(rows, out):
+                    frames[r].append(f)
+        steps = max([len(f) for f in frames] + [1])
+        xin = np.zeros((N, steps, self.qm.in_p), np.int64)
+        ran = np.zeros((N, steps), bool)
+        for r, f in enumerate(frames):
+            if f:
+                xin[r, :len(f)] = f
+                ran[r, :len(f)] = True
+        out, _ = self._bidi(lambda k: xin[:, k], ran, ran.copy(), collect)
+        return out, flags
+
+    def _bidi(self, xin_at, ran: np.ndarray, fed: np.ndarray, collect=None):
+        """:meth:`_run_bidi` on the inputs of layer 0 at each step (``xin_at(t)``), ``ran`` the steps that run and
+        ``fed`` those given to ``rnnskip_step`` (within the length), both bool ``[N, T]``."""
+        qm = self.qm
+        bidis = qm.bidis
+        b = bidis[0]
+        N, T = ran.shape
+        ran = ran.copy()
         state = self.initial_state(N)
         xs = np.zeros((N, T, qm.layers[b].in_p), np.int64)    # the forward direction's input at each step
         hs = np.zeros((N, T, qm.layers[b].up), np.int64)      # its output
         for t in range(T):
             run = ran[:, t]
             if run.any():
-                xin = self.step_input(dev[:, t])
+                xin = xin_at(t)
                 for m in self.methods:
                     run &= ~m.golden_skip(self, xin, state)
                 state = self._step_rows(state, xin, run)
@@ -483,7 +523,6 @@ class GoldenModel:
                     ys[ran[:, t], t] = merge(fl, hs[:, t], state[b + 1]["h8"])[ran[:, t]]
                     if pool is not None and b == last and not later:
                         pool.add(ran[:, t], ran[:, t], ys[:, t])
-        fed = np.arange(T)[None, :] < np.asarray(lengths).reshape(-1)[:, None]
         if pool is not None:   # Keras max-pools the outputs of the steps that did not run too:
             # zeros (the Bidirectional layer's), or the later layer's output before them (zeros before the first)
             gap = fed & ~ran

@@ -42,10 +42,11 @@ def bidi_bytes(qm, max_t: int) -> int:
     input (``bidi_x``; not after another one, whose merged outputs it reads) and merged output (``bidi_y``, when read
     later: by the next Bidirectional layer, later layers, the per-step head or the pooling); ``bidi_h`` when layers
     follow the last one and the model outputs per step; ``bidi_out`` when it is the last and nothing pools."""
-    from ..generate import bidi_context
+    from ..generate import bidi_context, bidi_steps
     ctx = bidi_context(qm)
     if ctx["bidi"] is None:
         return 0
+    max_t = bidi_steps(qm, max_t)   # a front end's frames
     n = 0
     for st in ctx["bidi_stages"]:
         n += _a4(max_t * st["fl"].in_p) if st["own_x"] else 0
@@ -140,8 +141,8 @@ def check_fits(qm, max_t: int, target, where: str = "", bundled_bytes: int = 0) 
         raise RnnskipError(
             f"model does not fit {on}: needs about {est.ram:,} bytes of RAM ({_kib(est.ram)}: "
             f"{est.state - window:,} B model state"
-            + (f" + {window:,} B the Bidirectional {_whose(len(qm.bidis))} window buffers for {max_t} steps" if window
-               else "")
+            + (f" + {window:,} B the Bidirectional {_whose(len(qm.bidis))} window buffers for {max_t} steps"
+               + (" (the front end's frames for them)" if qm.front else "") if window else "")
             + f" + {harness:,} B the emulation harness's I/O buffers for {max_t}-step sequences + {est.stack:,} B "
             f"stack) but {on} has {target.ram_size:,} bytes ({_kib(target.ram_size)}); "
             + ("the model alone fits (a firmware calling rnnskip_step keeps no sequence buffers): emulate shorter "

@@ -82,6 +82,9 @@ class FrontNet(nn.Module):
         elif how == "conv-norm":      # Conv(padding=1), then (z - m) / s per channel (into it) + tanh -> GRU
             self.f = nn.ModuleList([nn.Conv1d(FEAT, 6, 3, padding=1)])
             self.rnn, out = nn.GRU(6, 5, batch_first=True), 2
+        elif how == "conv-linear":    # Conv(padding=1) + ReLU -> relu(Linear) -> Linear (into the GRU) -> GRU
+            self.f = nn.ModuleList([nn.Conv1d(FEAT, 6, 3, padding=1), nn.Linear(6, 5), nn.Linear(5, 4)])
+            self.rnn, out = nn.GRU(4, 5, batch_first=True), 3
         elif how == "cnn-bigru":      # Conv(padding=1) + ReLU, MaxPool -> bidirectional GRU, both final states
             self.f = nn.ModuleList([nn.Conv1d(FEAT, 6, 3, padding=1), nn.MaxPool1d(2)])
             self.rnn, out = nn.GRU(6, 5, batch_first=True, bidirectional=True), 3
@@ -115,12 +118,17 @@ class FrontNet(nn.Module):
             z = torch.relu(f[1](f[0](z)))
         elif self.how == "cnn-bigru":
             z = f[1](torch.relu(f[0](z)))
+        elif self.how == "conv-linear":
+            z = torch.relu(f[0](z))
         elif self.how == "bn-gru":
             z = f[0](z)
         elif self.how == "norm-gru":
             pass
         else:
             z = f[2](f[1](f[0](z)))
+        if self.how == "conv-linear":   # per-step layers on the front end's frames
+            p = f[2](torch.relu(f[1](z.transpose(1, 2))))
+            return torch.softmax(self.fc(self.rnn(p)[1][-1]), -1)
         if self.how == "strided-avg":
             y, _ = self.rnn(z.permute(2, 0, 1))
             return torch.softmax(self.fc(y[-1]), -1)
@@ -156,6 +164,8 @@ FRONTS = {
     "norm-causal": ([("conv", "causal", "relu")],
                     "(x - mean) * (1 / std) per channel, F.pad causal + Conv1d + ReLU -> GRU"),
     "conv-norm": ([("conv", "same", "tanh")], "Conv1d(padding=1), (z - mean) / std per channel, tanh -> GRU"),
+    "conv-linear": ([("conv", "same", "relu")],
+                    "Conv1d(padding=1) + ReLU, then relu(nn.Linear) and nn.Linear on every frame -> GRU"),
     "cnn-bigru": ([("conv", "same", "relu"), ("max", "", "")],
                   "Conv1d(padding=1) + ReLU, MaxPool1d(2) -> bidirectional GRU, torch.cat([h_n[-2], h_n[-1]], 1)"),
 }
@@ -211,6 +221,9 @@ def test_front_end_equals_onnxruntime_and_host(how, exporter, tmp_path):
     ir = load_model_file(path)
     assert front_layers(ir) == FRONTS[how][0]
     assert ir.input.features == FEAT and ir.input.dense is None
+    if how == "conv-linear":   # relu(Linear) a per-step layer on the frames, the linear one folded into the GRU
+        from rnnskip import cells
+        assert [(r.kind, r.input_dim) for r in ir.rnn_layers] == [(cells.per_step_cell().kind, 6), ("gru", 5)]
     assert float_diff(path, x) <= 1e-5
     if exporter == "dynamic":   # and on short rows, where padding frames weigh most
         assert float_diff(path, x[:, :5]) <= 1e-5
@@ -283,7 +296,6 @@ class Refused(nn.Module):
             with torch.no_grad():
                 self.bn.weight[1] = 0.0
         self.rnn = nn.GRU(FEAT if how == "depthwise" else 8, 5, batch_first=True)
-        self.lin = nn.Linear(8, 8)
         self.conv0 = nn.Conv1d(FEAT, FEAT, 1)
         if how == "tanh-bn":   # pads with mean - beta * std / gamma = -2, beyond tanh's +-1
             with torch.no_grad():
@@ -315,8 +327,6 @@ class Refused(nn.Module):
         if self.how == "pad-pool":
             z = F.max_pool1d(z, 3, stride=1, padding=1)
         z = z.transpose(1, 2)
-        if self.how == "linear":
-            z = self.lin(z)
         y, h = self.rnn(z)
         return self.fc(h[-1])
 
@@ -346,9 +356,6 @@ REFUSED = {
     "pad-pool": ("MaxPool1d(padding=1) after a Conv1d",
                  r"\(MaxPool\) pads the time axis: rnnskip streams pooling without padding \(its padding would depend "
                  r"on where the sequence ends\)"),
-    "linear": ("nn.Linear on every frame after a Conv1d",
-               r"\((MatMul|Gemm)\) follows the Conv front end: rnnskip converts a per-step Dense or a Conv front end, "
-               r"not both"),
     "norm-time": ("x - c with c of shape [time, 1] (not per feature)",
                   r"\(Sub\) subtracts a constant of shape \[16, 1\] on data with axes \('[^)]*\): rnnskip folds a "
                   r"normalisation with one value per feature \(\(x - mean\) / std, mean and std of shape "

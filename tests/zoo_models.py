@@ -775,6 +775,23 @@ PER_STEP_DENSE_CASES: List[Case] = [
          lambda k: [_L(k).Conv1D(5, 2, activation="relu"), _L(k).AveragePooling1D(2),
                     _bi(k, _L(k).GRU(3, return_sequences=True)), _bi(k, _L(k).LSTM(3), merge_mode="ave"),
                     _L(k).Dense(2, activation="softmax")], t=FT),
+    # per-step Dense layers after a Conv1D front end: layers of the stack on its frames (linear ones folded)
+    Case("frontend_dense_relu_lstm", "Dense", "Conv1D(causal, relu) -> TimeDistributed(Dense(relu)) -> LSTM",
+         lambda k: [_L(k).Conv1D(6, 3, padding="causal", activation="relu"),
+                    _L(k).TimeDistributed(_L(k).Dense(5, activation="relu")), _L(k).LSTM(4),
+                    _L(k).Dense(2, activation="softmax")], t=FT),
+    Case("frontend_pool_dense_linear_gru", "Dense", "Conv1D -> MaxPooling1D -> Dense (folded into the GRU) -> GRU",
+         lambda k: [_L(k).Conv1D(6, 3), _L(k).MaxPooling1D(2), _L(k).Dense(4), _L(k).GRU(3), _L(k).Dense(2)], t=FT),
+    Case("frontend_dense_two_bidi", "Dense", "Conv1D(same, tanh) -> Dense(relu) -> Dense(sigmoid) -> "
+         "Bidirectional(GRU)",
+         lambda k: [_L(k).Conv1D(5, 3, padding="same", activation="tanh"), _L(k).Dense(6, activation="relu"),
+                    _L(k).Dense(4, activation="sigmoid"), _bi(k, _L(k).GRU(3)), _L(k).Dense(2, activation="softmax")],
+         t=FT),
+    Case("refuse_dense_before_conv", "Conv1D", "Dense(relu) -> Conv1D -> GRU",
+         lambda k: [_L(k).Dense(4, activation="relu", name="d_first"), _L(k).Conv1D(4, 3, name="conv_after_dense"),
+                    _L(k).GRU(3), _L(k).Dense(2)],
+         gens=("k2",), t=FT, refused=["'conv_after_dense'", "follows the per-step Dense 'd_first'",
+                                      "per-step Dense layers after it, not before it"]),
 ]
 CASES += PER_STEP_DENSE_CASES
 

@@ -14,6 +14,7 @@ notes (``ModelIR.notes``, in chain order).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -414,7 +415,8 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                                  "has no streaming meaning; rnnskip converts Conv1D front ends without Masking", name)
             if input_nodes:
                 raise LayerError(f"layer '{name}' ({cls}) follows the per-step Dense '{input_nodes[-1].name}': rnnskip "
-                                 "converts a per-step Dense or a Conv1D front end, not both", name)
+                                 "streams a Conv1D front end on the input features and runs per-step Dense layers "
+                                 "after it, not before it", name)
             if unfolded_bn is not None:
                 bn = unfolded_bn.layer.display
                 raise LayerError(f"layer '{unfolded_bn.name}' ({bn}) stands before '{name}' ({cls}): "
@@ -478,8 +480,9 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                 raise LayerError(f"layer '{name}' ({cells.cell_of(node.value.kind).label}) follows the pooling "
                                  f"layer '{pool.name}', which removed the time axis: the model config is "
                                  "inconsistent", name)
-            if input_nodes and not rnns:   # per-step Dense layers on the input: the first one, then layers of the stack
-                input_dense, placed = _place_input(input_nodes, rnns, into=node)
+            if input_nodes and not rnns:   # per-step Dense layers on the input (the first one, then layers of the
+                # stack) or on a front end's frames (all layers of the stack)
+                input_dense, placed = _place_input(input_nodes, rnns, into=node, front=front)
                 fold_notes += placed
             if head and rnns:   # per-step Dense layers between two recurrent layers: run, or folded into it
                 fold_notes += _place_per_step(head_nodes, rnns, into=node)
@@ -496,9 +499,6 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             cls = layer.display
             dense: DenseLayer = node.value
             if not rnns:
-                if front:
-                    raise LayerError(f"layer '{name}' ({cls}) follows the Conv1D front end: rnnskip converts a "
-                                     "per-step Dense or a Conv1D front end, not both", name)
                 if embedding is not None:
                     if dense.activation == "softmax":
                         raise LayerError(f"layer '{name}' ({cls}) between the Embedding and the RNN "
@@ -617,25 +617,43 @@ def _place_per_step(dense_nodes: List[Node], rnns: List[RNNLayer], into: Optiona
     return notes
 
 
-def _place_input(dense_nodes: List[Node], rnns: List[RNNLayer], into: Node) -> Tuple[DenseLayer, List[str]]:
-    """Per-step Dense layers on the input features, before the first recurrent layer ``into``
-    (:func:`folds.input_dense_layers`): the input's Dense, the later ones with an activation appended to ``rnns``
-    as per-step layers, the linear ones after the last activation folded into ``into``. Returns (the input's Dense,
-    the notes)."""
-    placed = input_dense_layers([d.value for d in dense_nodes])
+def _place_input(dense_nodes: List[Node], rnns: List[RNNLayer], into: Node,
+                 front: list) -> Tuple[Optional[DenseLayer], List[str]]:
+    """Per-step Dense layers before the first recurrent layer ``into``. On the input features
+    (:func:`folds.input_dense_layers`): the input's Dense, the later ones with an activation appended to ``rnns`` as
+    per-step layers. After a front end (its frames are no input the per-feature scales apply to): each one with an
+    activation a per-step layer (:func:`folds.per_step_layers`). The linear ones after the last activation fold into
+    ``into``. Returns (the input's Dense or None, the notes)."""
+    values = [d.value for d in dense_nodes]
+    if front:
+        convs = [f for f in front if isinstance(f, ConvLayer)]
+        width = convs[-1].out_dim if convs else values[0].in_dim   # a pooling keeps its input's width
+        placed = per_step_layers(values, width, run_tail=False)
+        placed = None if placed is None else (None, [], placed)
+    else:
+        placed = input_dense_layers(values)
     if placed is None:
-        raise LayerError(f"the per-step Dense layers {', '.join(repr(d.name) for d in dense_nodes)} on the input do "
-                         "not chain: the file is inconsistent", dense_nodes[0].name)
+        raise LayerError(f"the per-step Dense layers {', '.join(repr(d.name) for d in dense_nodes)} on the "
+                         f"{'front end' if front else 'input'} do not chain: the file is inconsistent",
+                         dense_nodes[0].name)
     first, composed, (layers, groups, tail) = placed
     by_value = {id(d.value): d for d in dense_nodes}
-    notes = _folded_notes([by_value[id(d)] for d in composed], first.name)
+    notes = _folded_notes([by_value[id(d)] for d in composed], first.name) if composed else []
     for layer, group in zip(layers, groups):
         by_value[id(group[-1])].status = per_step_status(group[-1])
         notes += _folded_notes([by_value[id(d)] for d in group[:-1]], layer.name)
         rnns.append(layer)
     if tail:
-        notes += _fold_between([by_value[id(d)] for d in tail], into, rnns[-1] if layers else first)
+        before = rnns[-1] if layers else first if first is not None else _FrontOutput(front[-1].name, width)
+        notes += _fold_between([by_value[id(d)] for d in tail], into, before)
     return first, notes
+
+
+@dataclass
+class _FrontOutput:
+    """What :func:`_fold_between` reads of the layer before: a front end's last layer and its width."""
+    name: str
+    out_dim: int
 
 
 def _check_masked_max(node: Node, rnns: List[RNNLayer], mask_value, embedding) -> None:

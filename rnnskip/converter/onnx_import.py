@@ -1111,16 +1111,23 @@ def h_recurrent(ctx: _Ctx):
 
 
 def _place_input(ctx: _Ctx, layers: List[RNNLayer], cell, lens: Optional[str]) -> None:
-    """Per-step Dense layers on the input features before the first recurrent operator, whose directions are
-    ``layers`` (:func:`folds.input_dense_layers`): the input's Dense, then the later ones with an activation as
-    per-step layers of the stack, the linear ones after the last activation folded into ``layers``."""
+    """Per-step Dense layers before the first recurrent operator, whose directions are ``layers``: on the input
+    features (:func:`folds.input_dense_layers`) the input's Dense, then the later ones with an activation as per-step
+    layers of the stack; on a front end's frames each one with an activation a per-step layer; the linear ones after
+    the last activation folded into ``layers``."""
     r = ctx.r
-    placed = input_dense_layers([r.input_dense] + r.input_more)
+    if r.front:   # on the front end's frames (no input the per-feature scales apply to): layers of the stack
+        width = r.input_more[0].in_dim
+        placed = per_step_layers(r.input_more, width, run_tail=False)
+        placed = None if placed is None else (None, [], placed)
+    else:
+        placed = input_dense_layers([r.input_dense] + r.input_more)
     if placed is None:
         ctx.fail("reads per-step MatMul+Add layers on the input that do not chain: the graph is inconsistent")
     first, composed, (stack, groups, tail) = placed
     r.input_dense, r.input_more = first, []
-    for into, group in [(first.name, composed)] + [(layer.name, g[:-1]) for layer, g in zip(stack, groups)]:
+    for into, group in [(first.name if first else "", composed)] + [(layer.name, g[:-1])
+                                                                       for layer, g in zip(stack, groups)]:
         if group:
             r.notes.append(f"folded the per-step {' and '.join(repr(d.name) for d in group)} into '{into}'")
         for d in group:
@@ -1130,7 +1137,7 @@ def _place_input(ctx: _Ctx, layers: List[RNNLayer], cell, lens: Optional[str]) -
         r.rnn_lens.append(lens)
         r.status[layer.name] = per_step_status(group[-1])
     if tail:
-        w, c = support.linear_chain(tail, (stack[-1] if stack else first).out_dim)
+        w, c = support.linear_chain(tail, stack[-1].out_dim if stack else first.out_dim if first else width)
         for l in layers:
             cell.fold_input_linear(l, w, c)
         r.notes.append(f"folded the per-step {' and '.join(repr(d.name) for d in tail)} into '{ctx.key}'")
@@ -1199,8 +1206,8 @@ def _roles(r: _Reader, s: Sym) -> List[str]:
 def _dense_input(ctx: _Ctx, s: Sym) -> str:
     """Where a Dense on ``s`` goes: "head" or "input" (per step, before the first recurrent layer)."""
     r = ctx.r
-    if s.kind == X and r.front and not r.rnns:
-        ctx.fail("follows the Conv front end: rnnskip converts a per-step Dense or a Conv front end, not both")
+    if s.kind == X and r.front and not r.rnns and (s.dense is None or r.input_more and s.dense is r.input_more[-1]):
+        return "input_more"   # on the front end's frames: all of them layers of the stack (_place_input)
     if s.kind == X and r.input_dense is None and not r.rnns and s.dense is None:
         return "input"   # after an embedding it folds into the table (_assemble)
     if s.kind == X and not r.rnns and s.dense is not None and s.dense is (r.input_more or [r.input_dense])[-1]:

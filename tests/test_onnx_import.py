@@ -832,6 +832,78 @@ def test_sequence_lens_is_the_data_lengths():
         assert ir.notes[0] == "sequence_lens of 'rec' is each row's length: pass it as lengths in --data"
 
 
+def test_softmax_on_the_input_chain_is_refused_for_what_it_is(tmp_path):
+    """softmax(Linear(relu(Linear(x)))) before a GRU: refused as a softmax before the recurrent layers (it said
+    "normalises axis -1", the features, which a review found misleading)."""
+    class SoftIn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.rnn = nn.Linear(FEAT, 6), nn.Linear(6, 5), nn.GRU(5, UNITS, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(torch.softmax(self.b(torch.relu(self.a(x))), -1))[1][-1]
+
+    path = tmp_path / "soft.onnx"
+    export_as(SoftIn(), path, False, True, "dynamic")
+    msg = refusal(path)
+    assert re.fullmatch(r"node '[^']+' \(Softmax\) follows '[^']+', a per-step layer before the recurrent layers: "
+                        r"rnnskip supports softmax only on the head's last layer", msg), msg
+
+
+class EmbChain(nn.Module):
+    """nn.Embedding -> relu(Linear) -> tanh(Linear) -> GRU: both fold into the embedding table in turn, as Keras'
+    Embedding -> Dense -> Dense does (a review found the second refused)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.a, self.b = nn.Embedding(VOCAB, 6), nn.Linear(6, 5), nn.Linear(5, 4)
+        self.rnn, self.fc = nn.GRU(4, UNITS, batch_first=True), nn.Linear(UNITS, 3)
+
+    def forward(self, x):
+        return self.fc(self.rnn(torch.tanh(self.b(torch.relu(self.a(self.emb(x))))))[1][-1])
+
+
+def test_linear_layers_after_an_embedding_fold_into_its_table(tmp_path):
+    path = tmp_path / "emb.onnx"
+    torch.manual_seed(3)
+    x = export_as(EmbChain(), path, True, True, "dynamic")
+    ir = load_model_file(path)
+    assert ir.is_token_model and ir.input.dim == 4 and [r.kind for r in ir.rnn_layers] == ["gru"]
+    assert sum(n.startswith("folded per-step Dense") for n in ir.notes) == 2, ir.notes
+    check_ort_and_host(ir, path, x, True, tmp_path)
+
+
+def test_sequence_lens_note_after_an_input_chain(tmp_path):
+    """relu(MatMul+Add) twice, then a GRU with sequence_lens: the note on the lengths stays (a review found it
+    dropped once the second MatMul joined the stack), and the float reference equals onnxruntime with them."""
+    rng = np.random.default_rng(5)
+    f = lambda name, *shape: helper.make_tensor(name, TensorProto.FLOAT, shape, rng.normal(0, 0.5, shape).ravel())  # noqa: E731
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["a1"]), helper.make_node("Add", ["a1", "b1"], ["a2"]),
+             helper.make_node("Relu", ["a2"], ["a3"]), helper.make_node("MatMul", ["a3", "W2"], ["c1"]),
+             helper.make_node("Add", ["c1", "b2"], ["c2"]), helper.make_node("Relu", ["c2"], ["c3"]),
+             helper.make_node("GRU", ["c3", "W", "R", "B", "lens"], ["Y", "Yh"], hidden_size=UNITS,
+                              linear_before_reset=1, name="rec"),
+             helper.make_node("Squeeze", ["Yh", "ax0"], ["hh"]), helper.make_node("Gemm", ["hh", "fcW", "fcB"], ["y"])]
+    inits = [f("W1", FEAT, 6), f("b1", 6), f("W2", 6, 5), f("b2", 5), f("W", 1, 3 * UNITS, 5),
+             f("R", 1, 3 * UNITS, UNITS), f("B", 1, 6 * UNITS), f("fcW", UNITS, 2), f("fcB", 2),
+             helper.make_tensor("ax0", TensorProto.INT64, (1,), [0])]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["t", "n", FEAT]),
+                                               helper.make_tensor_value_info("lens", TensorProto.INT32, ["n"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "chain.onnx"
+    onnx.save(model, str(path))
+    ir = load_model_file(path)
+    assert [r.kind for r in ir.rnn_layers] == [cells.per_step_cell().kind, "gru"]
+    assert "sequence_lens of 'rec' is each row's length: pass it as lengths in --data" in ir.notes, ir.notes
+    x = rng.normal(size=(T, N, FEAT)).astype(np.float32)
+    lens = rng.integers(2, T + 1, N).astype(np.int32)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"x": x, "lens": lens})[0]
+    np.testing.assert_allclose(FloatModel(ir).predict(x.transpose(1, 0, 2), lens), want, atol=1e-5)
+
+
 def test_lengths_warned_only_where_the_graph_does_not_take_them(tmp_path):
     """lengths in --data for a graph without sequence_lens stop rows early where onnxruntime runs every step:
     a warning line (an audit measured outputs 0.033 off onnxruntime, 2 of 8 classes changed, silently). A graph
@@ -1430,19 +1502,31 @@ class InputChain(nn.Module):
     """Several nn.Linear layers on every input step before the first recurrent operator: "relu2" relu(Linear) twice
     -> LSTM, "lin_tanh_lin" Linear -> tanh(Linear) -> Linear -> GRU (the first composed into the second, the last
     folded into the GRU), "three" relu(Linear) -> sigmoid(Linear) -> relu(Linear) -> bidirectional GRU (both final
-    states)."""
+    states), "bn_mid" relu(Linear) -> BatchNorm1d (over transposes) -> relu(Linear) -> LSTM (a review found it refused),
+    "lin_bn" Linear -> BatchNorm1d (folded into it) -> relu -> relu(Linear) -> LSTM."""
 
     def __init__(self, how):
         super().__init__()
         self.how = how
         self.a, self.b, self.c = nn.Linear(FEAT, 6), nn.Linear(6, 5), nn.Linear(5, 4)
-        rnn = nn.LSTM if how == "relu2" else nn.GRU
-        self.rnn = rnn(5 if how == "relu2" else 4, UNITS, batch_first=True, bidirectional=how == "three")
+        self.bn = nn.BatchNorm1d(6)
+        with torch.no_grad():   # statistics a trained model would have
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+            self.bn.weight.uniform_(0.5, 1.5)
+            self.bn.bias.uniform_(-0.3, 0.3)
+        rnn = nn.LSTM if how in ("relu2", "bn_mid", "lin_bn") else nn.GRU
+        self.rnn = rnn(5 if how in ("relu2", "bn_mid", "lin_bn") else 4, UNITS, batch_first=True,
+                       bidirectional=how == "three")
         self.fc = nn.Linear(UNITS * (2 if how == "three" else 1), 3)
 
     def forward(self, x):
         if self.how == "relu2":
             p = torch.relu(self.b(torch.relu(self.a(x))))
+        elif self.how == "bn_mid":
+            p = torch.relu(self.b(self.bn(torch.relu(self.a(x)).transpose(1, 2)).transpose(1, 2)))
+        elif self.how == "lin_bn":
+            p = torch.relu(self.b(torch.relu(self.bn(self.a(x).transpose(1, 2)).transpose(1, 2))))
         elif self.how == "lin_tanh_lin":
             p = self.c(torch.tanh(self.b(self.a(x))))
         else:
@@ -1454,7 +1538,8 @@ class InputChain(nn.Module):
 
 
 @pytest.mark.parametrize("how,export_how", [("relu2", "dynamic"), ("relu2", "dynamo"), ("lin_tanh_lin", "dynamic"),
-                                            ("three", "batch")])
+                                            ("three", "batch"), ("bn_mid", "dynamic"), ("bn_mid", "dynamo"),
+                                            ("lin_bn", "dynamic")])
 def test_per_step_linear_layers_on_the_input_run_before_the_first_recurrent_layer(how, export_how, tmp_path):
     """Several nn.Linear layers on every input step (one only before): the first with an activation is the input's
     Dense (linear ones before it composed into it), each later one with an activation a per-step layer of the stack,
@@ -1465,10 +1550,12 @@ def test_per_step_linear_layers_on_the_input_run_before_the_first_recurrent_laye
     ir = load_model_file(path)
     per_step = cells.per_step_cell().kind
     assert [r.kind for r in ir.rnn_layers] == {"relu2": [per_step, "lstm"], "lin_tanh_lin": ["gru"],
-                                               "three": [per_step, per_step, "gru"]}[how]
+                                               "three": [per_step, per_step, "gru"], "bn_mid": [per_step, "lstm"],
+                                               "lin_bn": [per_step, "lstm"]}[how]
     assert ir.input.dense.activation == {"lin_tanh_lin": "tanh"}.get(how, "relu")
     assert ir.input.dense.kernel.shape == (FEAT, 5 if how == "lin_tanh_lin" else 6)
-    assert [r.activation for r in ir.rnn_layers[:-1]] == {"relu2": ["relu"], "three": ["sigmoid", "relu"]}.get(how, [])
+    assert [r.activation for r in ir.rnn_layers[:-1]] == {"lin_tanh_lin": [], "three": ["sigmoid", "relu"]}.get(
+        how, ["relu"])
     if how == "lin_tanh_lin":
         assert ir.rnn_layers[0].input_dim == 5
         assert [n for n in ir.notes if n.startswith("folded the per-step")] == [
@@ -1876,7 +1963,8 @@ def render_onnx_matrix(rows) -> str:
             "`Relu`/`Sigmoid`/`Tanh`/`Softmax` after them (`Relu`/`Sigmoid`/`Tanh` "
             "also on the head's input: a recurrent output or its pooling, as an identity Dense), "
             "`BatchNormalization` (inference, on `[batch, features]`: folded into the head's Dense layer before or "
-            "after it; on `[batch, channels, time]`: into the `Conv` before or after it), `Conv` (1-D, `group` 1; "
+            "after it; on `[batch, channels, time]`: into the `Conv` or per-step `nn.Linear` before or after it), "
+            "`Conv` (1-D, `group` 1; "
             "its `pads`/`auto_pad` or a zero `Pad` of the time axis before it: none, causal or, with stride 1, "
             "Keras' 'same') and `MaxPool`/`AveragePool` (no padding, `ceil_mode` 0) on `[batch, channels, time]` "
             "before the first recurrent layer: a streamed front end (docs/frontends.md), `Mul`/`Div` of a Dense "

@@ -638,12 +638,13 @@ def h_transpose(ctx: _Ctx):
 def _with_axes(s: Sym, axes, squeezed: Optional[bool] = None, keep_dense: bool = False) -> Sym:
     """``s`` with other axes; a head output keeps its Dense (activations still fold into it) only when its
     one output axis was squeezed away, or (``keep_dense``) only size-1 axes were: both leave the values as
-    they are."""
+    they are. Per-step input data keeps it (the last Dense of the input chain, as it keeps its Conv): a transpose
+    moves the feature axis and back around a BatchNorm1d, elementwise ops commute with it."""
     sq = s.squeezed if squeezed is None else squeezed
     return Sym(s.kind, value=s.value, axes=tuple(axes), width=s.width, layer=s.layer,
-               dense=s.dense if keep_dense or (sq and not s.squeezed) else None, padded=s.padded, layers=s.layers,
-               squeezed=sq, direction=s.direction, pooled=s.pooled, affine=s.affine, conv=s.conv, tpad=s.tpad,
-               act_conv=s.act_conv)
+               dense=s.dense if keep_dense or (sq and not s.squeezed) or s.kind == X else None, padded=s.padded,
+               layers=s.layers, squeezed=sq, direction=s.direction, pooled=s.pooled, affine=s.affine, conv=s.conv,
+               tpad=s.tpad, act_conv=s.act_conv)
 
 
 def _squeezable(s: Sym, ax: str) -> bool:
@@ -1067,6 +1068,7 @@ def h_recurrent(ctx: _Ctx):
             r.norm_scale = None if r.center is None else support.input_norm_scale(a_)
         for l in layers:
             cell.fold_input_affine(l, np.asarray(a_, np.float64), np.asarray(b_, np.float64))
+    first_operator = k == 0
     if x.kind == X and k == 0 and r.input_more:   # after the normalisation's fold, as below
         _place_input(ctx, layers, cell, lens)
         k = len(r.rnns)
@@ -1099,7 +1101,7 @@ def h_recurrent(ctx: _Ctx):
         r.rnns[-1].return_sequences = True
     r.rnns.append(layer)
     r.rnn_lens.append(lens)
-    if lens is not None and k == 0:
+    if lens is not None and first_operator:
         r.notes.append(f"sequence_lens of '{ctx.key}' is each row's length: pass it as lengths in --data")
     dax = "B" if dirs == 2 else "D"   # B: the direction axis of size 2
     y = (t, dax, n, "F") if layout == 0 else (n, t, dax, "F")
@@ -1116,6 +1118,8 @@ def _place_input(ctx: _Ctx, layers: List[RNNLayer], cell, lens: Optional[str]) -
     layers of the stack; on a front end's frames each one with an activation a per-step layer; the linear ones after
     the last activation folded into ``layers``."""
     r = ctx.r
+    if r.embedding is not None:   # each folds into the embedding table in turn (_assemble)
+        return
     if r.front:   # on the front end's frames (no input the per-feature scales apply to): layers of the stack
         width = r.input_more[0].in_dim
         placed = per_step_layers(r.input_more, width, run_tail=False)
@@ -1211,10 +1215,7 @@ def _dense_input(ctx: _Ctx, s: Sym) -> str:
     if s.kind == X and r.input_dense is None and not r.rnns and s.dense is None:
         return "input"   # after an embedding it folds into the table (_assemble)
     if s.kind == X and not r.rnns and s.dense is not None and s.dense is (r.input_more or [r.input_dense])[-1]:
-        if r.embedding is not None:
-            ctx.fail("is a second per-step MatMul+Add after the embedding: rnnskip folds one into the embedding "
-                     "table")
-        return "input_more"   # placed at the first recurrent operator (_place_input)
+        return "input_more"   # placed at the first recurrent operator (_place_input); after an embedding, folded
     if s.kind == CELL:
         ctx.fail("reads a final cell state (Y_c): rnnskip converts models whose head reads the hidden "
                  "state")
@@ -1438,8 +1439,8 @@ def h_scale(ctx: _Ctx):
             ctx.r.rnns[s.layer].merge_mode = "ave"
             return [Sym(STATE, axes=s.axes, width=s.width, layer=s.layer)], \
                 "folded (both directions' final states averaged: merge_mode='ave')"
-    if s is not None and s.dense is not None and s.dense.activation == "linear" and c is not None and \
-            c.kind == CONST and (ctx.op == "Mul" or pos == 0):
+    if s is not None and s.dense is not None and s.dense.activation == "linear" and s.affine is None and \
+            c is not None and c.kind == CONST and (ctx.op == "Mul" or pos == 0):
         # a constant scale of a Dense layer's linear output (logits / temperature): folded into its weights
         d = s.dense
         v = np.asarray(c.value, np.float64)
@@ -1652,6 +1653,11 @@ def h_batch_norm(ctx: _Ctx):
         if c is not None and c.activation == "linear" and s.affine is None:   # after a linear Conv: into it
             support.fold_after_conv(c, a, b)
             return [s], f"folded into '{c.name}' (batch normalisation)"
+        d = s.dense
+        if c is None and d is not None and d.activation == "linear" and s.affine is None:   # a per-step Dense's
+            d.kernel = _f32(np.asarray(d.kernel, np.float64) * a[None, :])
+            d.bias = _f32(np.asarray(d.bias, np.float64) * a + b)
+            return [s], f"folded into '{d.name}' (batch normalisation)"
         if s.affine is not None:
             a0, b0 = s.affine
             a, b = a0 * a, b0 * a + b
@@ -1685,13 +1691,16 @@ def h_activation(ctx: _Ctx):
         outs, _ = _add_dense(ctx, s, np.eye(s.width), np.zeros(s.width))
         outs[0].dense.activation = act
         return outs, "converted (an identity Dense with this activation)"
-    if s.dense is None or s.dense.activation != "linear":
+    if s.dense is None or s.dense.activation != "linear" or s.affine is not None:
         ctx.fail("does not follow a Gemm/MatMul(+Add) or a Conv directly: rnnskip folds an activation only into the "
                  "Dense or Conv layer before it, or (not softmax) runs it first in the head, on a recurrent output "
                  "or its pooling over time")
     if act == "softmax" and s.squeezed:
         ctx.fail("normalises a one-output head squeezed to [batch] (or [batch, time]): over those axes, not over "
                  "outputs; rnnskip supports softmax over the features of the last layer")
+    if act == "softmax" and s.kind == X:
+        ctx.fail(f"follows '{s.dense.name}', a per-step layer before the recurrent layers: rnnskip supports softmax "
+                 "only on the head's last layer")
     if act == "softmax":
         axis = int(ctx.attrs.get("axis", -1 if ctx.r.opset >= 13 else 1))
         if _norm(axis, len(s.axes)) != len(s.axes) - 1 or s.kind != VEC:
@@ -1963,11 +1972,12 @@ def _assemble(r: _Reader) -> ModelIR:
                            f"converts them: {BIDI_READ}")
     if r.embedding is not None:
         inp = r.embedding
-        if r.input_dense is not None:   # a per-step Dense on embedded ids is a lookup too
-            if r.input_dense.activation == "softmax":
-                raise RnnskipError(f"{r.path}: the per-step Dense '{r.input_dense.name}' after the embedding "
+        for d in [r.input_dense] + r.input_more if r.input_dense is not None else []:
+            # a per-step Dense on embedded ids is a lookup too
+            if d.activation == "softmax":
+                raise RnnskipError(f"{r.path}: the per-step Dense '{d.name}' after the embedding "
                                    f"{EMBEDDING_FOLD_SOFTMAX}")
-            inp, note = fold_dense_into_embedding(r.embedding, r.input_dense)
+            inp, note = fold_dense_into_embedding(inp, d)
             r.notes.append(note)
     elif r.front:
         if per_step:

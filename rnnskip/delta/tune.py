@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..cells import cell_of
 from ..errors import RnnskipError
 from ..outputs import class_outcomes
 from ..quant.golden import GoldenModel, predict_classes
@@ -217,9 +218,13 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
     cache: Dict[Tuple, Point] = {}
     t0 = time.time()
 
+    # a per-step Dense has no hidden columns (golden.theta_columns): its hidden threshold is 0 and not swept
+    recurrent = [cell_of(l.kind).recurrent for l in qm.layers]
+
     def ev(tx, th, tm=None) -> Point:
         tm = tuple(tm) if tm is not None else (None,) * L
-        k = (tuple(tx), tuple(th), tm)
+        th = tuple(t if r else 0 for t, r in zip(th, recurrent))
+        k = (tuple(tx), th, tm)
         if k not in cache:
             cache[k] = evaluate_point(qm, val.x, val.lengths, val.y, tx, th, layouts, tm)
             if progress and len(cache) % PROGRESS_EVERY == 0:   # every point is in the JSON (tuning.sweep)
@@ -249,7 +254,7 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
             best, best_score = None, -np.inf
             for j in range(2 * L):
                 nxt = [g for g in grid if g > cur[j]]
-                if not nxt:
+                if not nxt or (j >= L and not recurrent[j - L]):
                     continue
                 c = list(cur)
                 c[j] = nxt[0]

@@ -69,6 +69,26 @@ def test_bidirectional_after_a_front_end_bitexact_dense_and_delta(index, merge_m
     assert f"#define RNNSKIP_BIDI_MAX_T {front_frames(qm.front, x.shape[1])} " in header
 
 
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_pooled_bidirectional_after_a_front_end_calibrates_on_its_frames(pool):
+    """A front end, a Bidirectional layer and pooling over time on rows shorter than the window: calibration pools
+    the frames each row's front end emitted (it took every step within the row's input length as a frame, so a max
+    pooling saw zeros the model never pools, and the head's range came out too small: its int16 output
+    saturated). The head's calibrated range is the float model's largest output on the same rows."""
+    from test_frontend import front_ir
+
+    from rnnskip.quant.calibrate import calibrate
+    ir = bidi_ir("feat-lstm-gru", 1, "concat", features=6, dim=6, seed=4)   # the last layer, pooled
+    ir.input = front_ir("feat-lstm-gru", seed=4).input
+    ir.rnn_layers[-1].return_sequences, ir.pool = True, pool
+    ir.head[-1].activation = "linear"
+    x, _ = random_data(ir, n=16, T=24, seed=5)
+    L = np.random.default_rng(2).integers(3, 25, len(x)).astype(np.int32)
+    fm = FloatModel(ir)
+    r = calibrate(ir, fm, x, L, progress=False)
+    assert r.head[-1] == pytest.approx(float(np.abs(fm.predict(x, L)).max()), rel=1e-9)
+
+
 def test_delta_file_holds_both_directions(tmp_path):
     """delta.json has one entry per direction (delta-tune wrote only the forward one, which rnnskip-convert
     then refused: 1 layer's thresholds for a model with 2)."""

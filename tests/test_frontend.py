@@ -321,3 +321,28 @@ def test_a_padding_frame_beyond_a_table_activation_is_refused():
               "whose int8 scale holds +-1: put the normalisation before that activation, or after this convolution")
     assert front_pad_problem([replace(first, activation="relu"), second]) is None   # relu: calibrated, widened
     assert front_pad_problem([first, replace(second, pad=np.clip(second.pad, -1, 1))]) is None
+
+
+@pytest.mark.parametrize("bidi", [False, True])
+def test_delta_statistics_count_the_flush_steps(bidi):
+    """A 'same' front end's flush runs the recurrent layers after the last input step: the delta statistics count
+    those steps (the C's steps_run: every frame the front end emits), so without a cell threshold every unit is
+    evaluated at every step (cells density exactly 1; it read 1.1 with the flush left out, a review found)."""
+    from random_models import bidi_ir
+
+    from rnnskip.delta.golden import densities, run_stats, with_delta
+    from rnnskip.delta.spec import DeltaSpec
+    ir = front_ir("feat-lstm-gru")
+    if bidi:
+        inp, ir = ir.input, bidi_ir("feat-lstm-gru", 0, "concat", features=6, dim=6)
+        ir.input = inp
+    x, L = random_data(ir, n=8, T=14, seed=3)
+    L = np.maximum(L, 6)
+    qm = quantize_on(ir, x, L)
+    assert any(f.right for f in qm.front)   # a flush
+    g = GoldenModel(qm)
+    _, flags = g.run(x, L)
+    want = [front_frames(qm.front, int(n)) for n in L]
+    assert list(g.executed_steps(flags)) == want and (flags.sum(axis=1) < want).all()
+    _, _, st = run_stats(with_delta(qm, DeltaSpec.uniform(len(qm.layers), 2, 2)), x, L)
+    assert list(st["steps"]) == want and densities(qm, st)["cells"] == 1.0

@@ -297,6 +297,7 @@ class Refused(nn.Module):
                 self.bn.weight[1] = 0.0
         self.rnn = nn.GRU(FEAT if how == "depthwise" else 8, 5, batch_first=True)
         self.conv0 = nn.Conv1d(FEAT, FEAT, 1)
+        self.lin0, self.lin = nn.Linear(FEAT, FEAT), nn.Linear(8, 8)
         if how == "tanh-bn":   # pads with mean - beta * std / gamma = -2, beyond tanh's +-1
             with torch.no_grad():
                 self.bn.running_mean.fill_(0.0)
@@ -314,6 +315,8 @@ class Refused(nn.Module):
             x = self.std / x
         if self.how == "square":
             x = x * x
+        if self.how == "lin-conv":
+            x = torch.relu(self.lin0(x))
         z = x.transpose(1, 2)
         if self.how == "gamma0":
             z = F.pad(self.bn(z), (2, 0))
@@ -324,6 +327,8 @@ class Refused(nn.Module):
         if self.how == "ceil":
             z = F.max_pool1d(z, 2, ceil_mode=True)
         z = self.conv(z)
+        if self.how == "lin-pool":   # a per-step layer on the frames, then more front end: found accepted by review
+            z = F.max_pool1d(torch.relu(self.lin(z.transpose(1, 2))).transpose(1, 2), 2)
         if self.how == "pad-pool":
             z = F.max_pool1d(z, 3, stride=1, padding=1)
         z = z.transpose(1, 2)
@@ -356,6 +361,12 @@ REFUSED = {
     "pad-pool": ("MaxPool1d(padding=1) after a Conv1d",
                  r"\(MaxPool\) pads the time axis: rnnskip streams pooling without padding \(its padding would depend "
                  r"on where the sequence ends\)"),
+    "lin-conv": ("relu(nn.Linear) on the input, then a Conv1d",
+                 r"\(Conv\) follows a per-step MatMul: rnnskip streams a Conv front end on the input features and "
+                 r"runs per-step MatMul\+Add layers after it, not before it"),
+    "lin-pool": ("Conv1d, relu(nn.Linear) on its frames, then MaxPool1d",
+                 r"\(MaxPool\) follows a per-step MatMul: rnnskip streams a Conv front end on the input features "
+                 r"and runs per-step MatMul\+Add layers after it, not before it"),
     "norm-time": ("x - c with c of shape [time, 1] (not per feature)",
                   r"\(Sub\) subtracts a constant of shape \[16, 1\] on data with axes \('[^)]*\): rnnskip folds a "
                   r"normalisation with one value per feature \(\(x - mean\) / std, mean and std of shape "

@@ -1470,8 +1470,9 @@ def _front_input(ctx: _Ctx, what: str) -> Sym:
                  "input and the first recurrent layer")
     if r.embedding is not None:
         ctx.fail(f"follows the embedding: rnnskip streams {what} front ends on float features, not on token ids")
-    if r.input_dense is not None:
-        ctx.fail("follows a per-step MatMul: rnnskip converts a per-step Dense or a Conv front end, not both")
+    if r.input_dense is not None or r.input_more:
+        ctx.fail("follows a per-step MatMul: rnnskip streams a Conv front end on the input features and runs "
+                 "per-step MatMul+Add layers after it, not before it")
     if len(s.axes) != 3 or s.axes[1] != "F" or any(ax in ("D", "1", "F", "B") for ax in (s.axes[0], s.axes[2])):
         ctx.fail(f"reads axes {s.axes}: rnnskip streams {what} over {_FRONT_AXES}")
     n, t = s.axes[0], s.axes[2]

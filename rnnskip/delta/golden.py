@@ -207,7 +207,7 @@ def run_stats(qm, x: np.ndarray, lengths: np.ndarray, trace: bool = False):
     stats = {"tx_x": np.stack([s["tx_x"][:, 0] for s in st], 1),
              "tx_h": np.stack([s["tx_h"][:, 0] for s in st], 1),
              "cells": np.stack([s["cells"][:, 0] for s in st], 1),
-             "steps": flags.sum(1)}
+             "steps": g.executed_steps(flags)}
     if trace:
         stats["density_t"] = dens
     return out, flags, stats

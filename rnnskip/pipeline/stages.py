@@ -164,7 +164,7 @@ def evaluate(ir: ModelIR, qm: QModel, ds: Dataset, host_so: Optional[Path] = Non
     g_out, g_flags = g.run(ds.x, ds.lengths)
     float_acc, golden_acc, error = outputs.score(ir, qm, ds, probs, g_out)  # accuracy, or regression error
     ev = Evaluation(n=len(ds), float_acc=float_acc, golden_acc=golden_acc,
-                    golden_steps=g_flags.sum(axis=1), error=error, padding=ds.padding, labelled=ds.y is not None)
+                    golden_steps=g.executed_steps(g_flags), error=error, padding=ds.padding, labelled=ds.y is not None)
     t2 = time.time()
     if has_row_scales(qm):
         ev.float_int8_weights = outputs.score_like_float(

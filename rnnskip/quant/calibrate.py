@@ -151,10 +151,14 @@ def cover_pads(ir: ModelIR, r: Ranges) -> Ranges:
     return r
 
 
+def front_end(ir: ModelIR) -> bool:
+    return isinstance(ir.input, FeatureInput) and bool(ir.input.front)
+
+
 def _calibrate_windows(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, r: Ranges) -> Ranges:
     """:func:`calibrate` of a model with a Bidirectional layer: whole windows (``FloatModel.windows``)."""
     V, ok = fm.frames(x, lengths)
-    if isinstance(ir.input, FeatureInput) and ir.input.front:   # every input step runs; V holds the front's frames
+    if front_end(ir):   # every input step runs; V holds the front's frames
         for n in range(len(x)):
             seq = np.asarray(x[n][: int(lengths[n])], np.float64)
             r.features = _feature_max(r.features, seq, ir.input.center)
@@ -170,8 +174,8 @@ def _calibrate_windows(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, r: R
         if not r.features.any():
             raise RnnskipError("calibration data is constant zero; rnnskip needs representative inputs to set int8 "
                                "ranges")
-    if ir.pool:
-        fed = np.arange(V.shape[1])[None, :] < np.asarray(lengths).reshape(-1)[:, None]
+    if ir.pool:   # the steps given to rnnskip_step; with a front end, the frames it emitted (V's steps are frames)
+        fed = ok if front_end(ir) else np.arange(V.shape[1])[None, :] < np.asarray(lengths).reshape(-1)[:, None]
         _head_ranges(ir, r, fm.pooled(V, ok, fed, track=r.states))
     else:
         _head_ranges(ir, r, fm.windows(V, ok, track=r.states, sequence=ir.per_step))

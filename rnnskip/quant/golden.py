@@ -222,6 +222,7 @@ class GoldenModel:
     def __init__(self, qm: QModel, methods: Optional[list] = None):
         self.qm = qm
         self.pool: Optional[Pools] = None   # a model that pools over time: the pooling of the last run
+        self.ran_steps: Optional[np.ndarray] = None   # executed_steps of the last run, where flags do not give them
         self.methods = list(qm.methods if methods is None else methods)
         for m in self.methods:
             m.golden_prepare(self)
@@ -353,6 +354,7 @@ class GoldenModel:
         """
         x = np.asarray(x)
         lengths = steps_run(self.qm, lengths, x.shape[1])
+        self.ran_steps = None   # set by the front-end paths, whose flush runs steps no input step flags
         if skip is not None and (self.qm.front or self.qm.bidi is not None):
             raise RnnskipError(f"model '{self.qm.name}' has a Conv1D front end or a Bidirectional layer: a skip mask "
                                "over its input steps does not apply")
@@ -391,6 +393,11 @@ class GoldenModel:
             return out, ran.astype(np.uint8)
         return self.output(state), ran.astype(np.uint8)
 
+    def executed_steps(self, flags: np.ndarray) -> np.ndarray:
+        """Per row, the steps the recurrent layers ran in the last :meth:`run` (``steps_run`` in the C): the flagged
+        ones, and with a front end its flush's (padding='same'), which come after the last input step."""
+        return self.ran_steps if self.ran_steps is not None else np.asarray(flags).sum(axis=1)
+
     def _run_front(self, x: np.ndarray, lengths: np.ndarray, collect=None):
         """:meth:`run` of a model with a streamed front end: each input step goes into the front end
         (every step of the length runs; there is no masking), the recurrent layers run on the frames
@@ -403,6 +410,7 @@ class GoldenModel:
         state = self.initial_state(N)
         flags = np.zeros((N, T), np.uint8)
         pool = self._new_pool(N)
+        self.ran_steps = np.zeros(N, np.int64)
 
         def recurrent(state, rows, frames):
             xin = np.zeros((N, self.qm.in_p), np.int64)
@@ -413,6 +421,7 @@ class GoldenModel:
             for m in self.methods:    # a skip predictor decides on the state reached
                 run &= ~m.golden_skip(self, xin, state)
             state = self._step_rows(state, xin, run)
+            self.ran_steps += run
             if pool is not None:   # every frame the front end emits, a skipped one with the output held
                 pool.add(emitted, emitted, state[-1]["h8"])
             return state, run
@@ -476,6 +485,7 @@ class GoldenModel:
                 xin[r, :len(f)] = f
                 ran[r, :len(f)] = True
         out, _ = self._bidi(lambda k: xin[:, k], ran, ran.copy(), collect)
+        self.ran_steps = ran.sum(axis=1)
         return out, flags
 
     def _bidi(self, xin_at, ran: np.ndarray, fed: np.ndarray, collect=None):

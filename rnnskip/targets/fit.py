@@ -145,7 +145,8 @@ def check_fits(qm, max_t: int, target, where: str = "", bundled_bytes: int = 0) 
                + (" (the front end's frames for them)" if qm.front else "") if window else "")
             + f" + {harness:,} B the emulation harness's I/O buffers for {max_t}-step sequences + {est.stack:,} B "
             f"stack) but {on} has {target.ram_size:,} bytes ({_kib(target.ram_size)}); "
-            + ("the model alone fits (a firmware calling rnnskip_step keeps no sequence buffers): emulate shorter "
+            + ("the model alone fits (a firmware calling rnnskip_step keeps no sequence buffers"
+               + (" besides the model's window buffers counted above" if window else "") + "): emulate shorter "
                "sequences (rnnskip-convert sizes the buffers to the longest in --data; 'rnnskip generate' takes "
                "--max-t) or pick a board with more RAM" if alone else
                "use shorter windows (the Bidirectional buffers grow with them; rnnskip-convert sizes them to the "

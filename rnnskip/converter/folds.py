@@ -62,13 +62,17 @@ def per_step_layers(denses, width: int, run_tail: bool):
     return layers, groups, linear
 
 
-def input_dense_layers(denses):
-    """Per-step Dense layers on the input features, before the first recurrent layer, as the layers they run as: the
+def input_dense_layers(denses, front: bool = False):
+    """Per-step Dense layers before the first recurrent layer, as the layers they run as. On the input features the
     first one with an activation (the linear ones before it composed into it; all of them when none has one) is the
-    input's Dense (``FeatureInput.dense``: its weights take the per-feature input scales); the later ones are
-    :func:`per_step_layers` on its outputs (the linear ones after the last activation left for the caller to fold
-    into the recurrent layer). Returns ``(input Dense, the Dense layers composed into it, per_step_layers(...))``, or
-    None when they do not chain (the file is inconsistent)."""
+    input's Dense (``FeatureInput.dense``: its weights take the per-feature input scales) and the later ones are
+    :func:`per_step_layers` on its outputs; on a streamed front end's frames (``front``: no input the per-feature
+    scales apply to) all of them are. The linear ones after the last activation are left for the caller to fold into
+    the recurrent layer. Returns ``(input Dense or None, the Dense layers composed into it, per_step_layers(...))``,
+    or None when they do not chain (the file is inconsistent)."""
+    if front:
+        placed = per_step_layers(denses, denses[0].in_dim, run_tail=False)
+        return None if placed is None else (None, [], placed)
     k = next((i for i, d in enumerate(denses) if d.activation != "linear"), len(denses) - 1)
     first = denses[k]
     if k:   # x @ w + c, then the Dense: its kernel w @ W, its bias c @ W + b

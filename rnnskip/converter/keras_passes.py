@@ -600,38 +600,38 @@ def _place_per_step(dense_nodes: List[Node], rnns: List[RNNLayer], into: Optiona
     to ``rnns``, the linear ones right before it folded into it (:func:`folds.per_step_layers`); linear ones after
     the last activation fold into ``into`` (:func:`_fold_between`), or run as one linear per-step layer before the
     pooling. Returns the notes for the model."""
-    by_value = {id(d.value): d for d in dense_nodes}
     placed = per_step_layers([d.value for d in dense_nodes], rnns[-1].out_dim, run_tail=into is None)
     if placed is None:
         raise LayerError(f"the per-step Dense layers {', '.join(repr(d.name) for d in dense_nodes)} after "
                          f"'{rnns[-1].name}' do not chain on its {rnns[-1].out_dim} outputs: the file is inconsistent",
                          dense_nodes[0].name)
     layers, groups, tail = placed
+    return _join_stack(dense_nodes, layers, groups, tail, rnns, into, rnns[-1])
+
+
+def _join_stack(dense_nodes: List[Node], layers: List[RNNLayer], groups, tail, rnns: List[RNNLayer],
+                into: Optional[Node], before) -> List[str]:
+    """The per-step layers :func:`folds.per_step_layers` made of ``dense_nodes`` appended to ``rnns``, each node's
+    status set; the linear ``tail`` folded into ``into`` (after ``before``, or the last of ``layers``). Returns the
+    notes for the model."""
+    by_value = {id(d.value): d for d in dense_nodes}
     notes: List[str] = []
     for layer, group in zip(layers, groups):
         by_value[id(group[-1])].status = per_step_status(group[-1])
         notes += _folded_notes([by_value[id(d)] for d in group[:-1]], layer.name)
         rnns.append(layer)
     if tail:
-        notes += _fold_between([by_value[id(d)] for d in tail], into, rnns[-1])
+        notes += _fold_between([by_value[id(d)] for d in tail], into, rnns[-1] if layers else before)
     return notes
 
 
 def _place_input(dense_nodes: List[Node], rnns: List[RNNLayer], into: Node,
                  front: list) -> Tuple[Optional[DenseLayer], List[str]]:
-    """Per-step Dense layers before the first recurrent layer ``into``. On the input features
-    (:func:`folds.input_dense_layers`): the input's Dense, the later ones with an activation appended to ``rnns`` as
-    per-step layers. After a front end (its frames are no input the per-feature scales apply to): each one with an
-    activation a per-step layer (:func:`folds.per_step_layers`). The linear ones after the last activation fold into
-    ``into``. Returns (the input's Dense or None, the notes)."""
-    values = [d.value for d in dense_nodes]
-    if front:
-        convs = [f for f in front if isinstance(f, ConvLayer)]
-        width = convs[-1].out_dim if convs else values[0].in_dim   # a pooling keeps its input's width
-        placed = per_step_layers(values, width, run_tail=False)
-        placed = None if placed is None else (None, [], placed)
-    else:
-        placed = input_dense_layers(values)
+    """Per-step Dense layers before the first recurrent layer ``into`` (:func:`folds.input_dense_layers`): on the
+    input features the input's Dense, the later ones with an activation appended to ``rnns`` as per-step layers;
+    after a front end each one with an activation a per-step layer. The linear ones after the last activation fold
+    into ``into``. Returns (the input's Dense or None, the notes)."""
+    placed = input_dense_layers([d.value for d in dense_nodes], front=bool(front))
     if placed is None:
         raise LayerError(f"the per-step Dense layers {', '.join(repr(d.name) for d in dense_nodes)} on the "
                          f"{'front end' if front else 'input'} do not chain: the file is inconsistent",
@@ -639,14 +639,8 @@ def _place_input(dense_nodes: List[Node], rnns: List[RNNLayer], into: Node,
     first, composed, (layers, groups, tail) = placed
     by_value = {id(d.value): d for d in dense_nodes}
     notes = _folded_notes([by_value[id(d)] for d in composed], first.name) if composed else []
-    for layer, group in zip(layers, groups):
-        by_value[id(group[-1])].status = per_step_status(group[-1])
-        notes += _folded_notes([by_value[id(d)] for d in group[:-1]], layer.name)
-        rnns.append(layer)
-    if tail:
-        before = rnns[-1] if layers else first if first is not None else _FrontOutput(front[-1].name, width)
-        notes += _fold_between([by_value[id(d)] for d in tail], into, before)
-    return first, notes
+    before = first if first is not None else _FrontOutput(front[-1].name, dense_nodes[0].value.in_dim)
+    return first, notes + _join_stack(dense_nodes, layers, groups, tail, rnns, into, before)
 
 
 @dataclass

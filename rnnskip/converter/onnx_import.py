@@ -1120,12 +1120,7 @@ def _place_input(ctx: _Ctx, layers: List[RNNLayer], cell, lens: Optional[str]) -
     r = ctx.r
     if r.embedding is not None:   # each folds into the embedding table in turn (_assemble)
         return
-    if r.front:   # on the front end's frames (no input the per-feature scales apply to): layers of the stack
-        width = r.input_more[0].in_dim
-        placed = per_step_layers(r.input_more, width, run_tail=False)
-        placed = None if placed is None else (None, [], placed)
-    else:
-        placed = input_dense_layers([r.input_dense] + r.input_more)
+    placed = input_dense_layers(r.input_more if r.front else [r.input_dense] + r.input_more, front=bool(r.front))
     if placed is None:
         ctx.fail("reads per-step MatMul+Add layers on the input that do not chain: the graph is inconsistent")
     first, composed, (stack, groups, tail) = placed
@@ -1141,7 +1136,7 @@ def _place_input(ctx: _Ctx, layers: List[RNNLayer], cell, lens: Optional[str]) -
         r.rnn_lens.append(lens)
         r.status[layer.name] = per_step_status(group[-1])
     if tail:
-        w, c = support.linear_chain(tail, stack[-1].out_dim if stack else first.out_dim if first else width)
+        w, c = support.linear_chain(tail, tail[0].in_dim)
         for l in layers:
             cell.fold_input_linear(l, w, c)
         r.notes.append(f"folded the per-step {' and '.join(repr(d.name) for d in tail)} into '{ctx.key}'")

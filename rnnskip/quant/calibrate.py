@@ -102,10 +102,7 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
         seq = x[n][: int(lengths[n])]
         valid = fm.valid_steps(seq)
         if front:   # every input step runs; the recurrent layers run on the front end's frames
-            r.features = _feature_max(r.features, seq, center)
-            for i, y in enumerate(fm.front_outputs(seq)):
-                if y.size:
-                    r.front[i] = max(r.front[i], float(np.abs(y).max()))
+            _front_ranges(r, fm, seq, center)
         elif isinstance(ir.input, FeatureInput) and valid.any():
             r.features = _feature_max(r.features, seq[valid], center, norm)
         v = fm.inputs(seq)
@@ -151,6 +148,14 @@ def cover_pads(ir: ModelIR, r: Ranges) -> Ranges:
     return r
 
 
+def _front_ranges(r: Ranges, fm, seq, center) -> None:
+    """A sequence's steps into the input features' ranges, each front-end layer's outputs into its range."""
+    r.features = _feature_max(r.features, seq, center)
+    for i, y in enumerate(fm.front_outputs(seq)):
+        if y.size:
+            r.front[i] = max(r.front[i], float(np.abs(y).max()))
+
+
 def front_end(ir: ModelIR) -> bool:
     return isinstance(ir.input, FeatureInput) and bool(ir.input.front)
 
@@ -160,11 +165,7 @@ def _calibrate_windows(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, r: R
     V, ok = fm.frames(x, lengths)
     if front_end(ir):   # every input step runs; V holds the front's frames
         for n in range(len(x)):
-            seq = np.asarray(x[n][: int(lengths[n])], np.float64)
-            r.features = _feature_max(r.features, seq, ir.input.center)
-            for i, y in enumerate(fm.front_outputs(seq)):
-                if y.size:
-                    r.front[i] = max(r.front[i], float(np.abs(y).max()))
+            _front_ranges(r, fm, x[n][: int(lengths[n])], ir.input.center)
     elif isinstance(ir.input, FeatureInput) and ok.any():
         X = np.asarray(x, np.float64)
         r.features = _feature_max(r.features, X[ok], ir.input.center, norm_scale(ir.input))

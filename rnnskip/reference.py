@@ -60,7 +60,7 @@ _ACTIVATIONS = {
     "sigmoid": sigmoid,
     "softmax": softmax,
 }
-_ACTIVATIONS.update(FLOAT_ACTIVATIONS)  # hard_sigmoid (Keras 2), hard_sigmoid_k3, softsign
+_ACTIVATIONS.update(FLOAT_ACTIVATIONS)  # hard_sigmoid (Keras 2), hard_sigmoid_k3, softsign, relu6
 
 
 def activation(name: str):

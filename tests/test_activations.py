@@ -255,3 +255,28 @@ def test_lookup_of_a_decreasing_table(m4_lookups):
     assert (np.diff(table) < 0).any()
     emu.write("lut_in", act.c_entries(table).astype("<i4").tobytes())
     np.testing.assert_array_equal(_every_input(emu, "lut_range"), fp._lut_eval(X, table), err_msg=variant)
+
+
+@pytest.mark.parametrize("calibrated", [6.0, 9.0, 4.5])
+def test_relu6_is_relu_on_an_int8_scale_that_ends_at_6(calibrated):
+    """relu6 has no kernel: the integer layer is relu whose int8 output scale ends at 6 or below, so int8 saturation is
+    the clip. A calibrated range past 6 (not from a float relu6) is capped; one below 6 keeps its finer scale. The
+    int8 output is within half a step of float relu6 of the integer weights' accumulator, the range's end past it."""
+    from rnnskip.converter.ir import DenseLayer
+    from rnnskip.quant import fixedpoint as fp
+    from rnnskip.quant.golden import dense
+    from rnnskip.quant.quantize import quantize_dense
+    rng = np.random.default_rng(3)
+    d = DenseLayer(kernel=rng.normal(0, 1.0, (8, 5)), bias=rng.normal(0, 0.5, 5), activation="relu6", name="d")
+    x = rng.normal(0, 3.0, (400, 8))
+    in_scale = np.abs(x).max() / 127
+    xq = np.clip(np.round(x / in_scale), -127, 127).astype(np.int64)
+    q = quantize_dense(d, in_scale, 8, calibrated, final=False)
+    assert q.activation == "relu" and q.out_scale == min(calibrated, 6.0) / 127
+    yq = dense(q, xq, final=False)[:, :5]
+    m = q.mat
+    want = activation("relu6")((xq @ m.w[:5].T.astype(np.int64) + m.bias[:5]) * m.scale[:5])
+    assert (want == 6.0).mean() > 0.1 and (yq == 127).mean() > 0.1   # the clip is exercised
+    err = np.abs(yq * q.out_scale - np.minimum(want, 127 * q.out_scale))
+    assert err.max() <= q.out_scale / 2 * (1 + 1e-6) + 1e-12, err.max() / q.out_scale
+    assert act.int_activation("relu6") == ("relu", 6.0) and act.out_q("relu") == fp.Q12

@@ -668,8 +668,8 @@ def test_describe_a_refused_model(tmp_path):
     desc = describe_model_file(path)
     stateful = ("layer 'lstm' (LSTM) has stateful=True, which is not supported: rnnskip converts stateless RNNs "
                 "(re-save with stateful=False)")
-    selu = ("layer 'dense' (Dense) uses activation='selu': rnnskip supports Dense activations linear, relu, tanh, "
-            "sigmoid, hard_sigmoid, softsign, softmax (last layer)")
+    selu = ("layer 'dense' (Dense) uses activation='selu': rnnskip supports Dense activations linear, relu, relu6, "
+            "tanh, sigmoid, hard_sigmoid, softsign, softmax (last layer)")
     assert desc.error == stateful
     assert [(r.status, r.refusals) for r in desc.layers] == [
         (f"refused: {stateful}", [stateful]), ("dropped (inference no-op)", []), (f"refused: {selu}", [selu])]

@@ -88,6 +88,12 @@ class FrontNet(nn.Module):
         elif how == "cnn-bigru":      # Conv(padding=1) + ReLU, MaxPool -> bidirectional GRU, both final states
             self.f = nn.ModuleList([nn.Conv1d(FEAT, 6, 3, padding=1), nn.MaxPool1d(2)])
             self.rnn, out = nn.GRU(6, 5, batch_first=True, bidirectional=True), 3
+        elif how == "relu6":          # Conv + ReLU6 (Clip(0, 6)), ReLU6(Linear) per frame -> GRU -> ReLU6(Linear)
+            self.f = nn.ModuleList([nn.Conv1d(FEAT, 6, 3, padding=1), nn.Linear(6, 5), nn.Linear(5, 5)])
+            with torch.no_grad():   # large enough that outputs pass 6: the clip is exercised
+                self.f[0].weight.mul_(12.0)
+                self.f[1].weight.mul_(3.0)
+            self.rnn, out = nn.GRU(5, 5, batch_first=True), 3
         g = torch.Generator().manual_seed(11)   # a normalisation's statistics, as buffers (saved with the model)
         width = 6 if how == "conv-norm" else FEAT
         self.register_buffer("mean", torch.rand(width, generator=g) - 0.5)
@@ -120,12 +126,17 @@ class FrontNet(nn.Module):
             z = f[1](torch.relu(f[0](z)))
         elif self.how == "conv-linear":
             z = torch.relu(f[0](z))
+        elif self.how == "relu6":
+            z = F.relu6(f[0](z))
         elif self.how == "bn-gru":
             z = f[0](z)
         elif self.how == "norm-gru":
             pass
         else:
             z = f[2](f[1](f[0](z)))
+        if self.how == "relu6":
+            h = self.rnn(F.relu6(f[1](z.transpose(1, 2))))[1][-1]
+            return torch.softmax(self.fc(F.relu6(f[2](h))), -1)
         if self.how == "conv-linear":   # per-step layers on the front end's frames
             p = f[2](torch.relu(f[1](z.transpose(1, 2))))
             return torch.softmax(self.fc(self.rnn(p)[1][-1]), -1)
@@ -168,6 +179,8 @@ FRONTS = {
                     "Conv1d(padding=1) + ReLU, then relu(nn.Linear) and nn.Linear on every frame -> GRU"),
     "cnn-bigru": ([("conv", "same", "relu"), ("max", "", "")],
                   "Conv1d(padding=1) + ReLU, MaxPool1d(2) -> bidirectional GRU, torch.cat([h_n[-2], h_n[-1]], 1)"),
+    "relu6": ([("conv", "same", "relu6")],
+              "Conv1d(padding=1) + ReLU6, relu6(nn.Linear) on every frame -> GRU -> relu6(nn.Linear) -> Linear"),
 }
 EXPORTS = {"dynamic": "torch.onnx.export, opset 17", "static": "torch.onnx.export, static shapes",
            "dynamo": "torch.onnx.export(dynamo=True)"}
@@ -224,6 +237,9 @@ def test_front_end_equals_onnxruntime_and_host(how, exporter, tmp_path):
     if how == "conv-linear":   # relu(Linear) a per-step layer on the frames, the linear one folded into the GRU
         from rnnskip import cells
         assert [(r.kind, r.input_dim) for r in ir.rnn_layers] == [(cells.per_step_cell().kind, 6), ("gru", 5)]
+    if how == "relu6":         # relu6 on the frames, per step and in the head
+        assert [r.activation for r in ir.rnn_layers] == ["relu6", "tanh"]
+        assert [d.activation for d in ir.head] == ["relu6", "softmax"]
     assert float_diff(path, x) <= 1e-5
     if exporter == "dynamic":   # and on short rows, where padding frames weigh most
         assert float_diff(path, x[:, :5]) <= 1e-5
@@ -262,7 +278,7 @@ def test_batch_norm_before_a_padded_conv_pads_with_what_it_maps_to_zero(tmp_path
 
 
 @needs_arm
-@pytest.mark.parametrize("how", ["crnn", "bn-in-causal", "cnn-bigru"])
+@pytest.mark.parametrize("how", ["crnn", "bn-in-causal", "cnn-bigru", "relu6"])
 def test_front_end_firmware_bit_exact(how, tmp_path):
     """The emulated Cortex-M4 firmware equals the golden model on every sequence fed (outputs and step flags)."""
     from rnnskip import targets
@@ -317,6 +333,8 @@ class Refused(nn.Module):
             x = x * x
         if self.how == "lin-conv":
             x = torch.relu(self.lin0(x))
+        if self.how == "hardtanh":
+            x = F.hardtanh(self.lin0(x))
         z = x.transpose(1, 2)
         if self.how == "gamma0":
             z = F.pad(self.bn(z), (2, 0))
@@ -367,6 +385,8 @@ REFUSED = {
     "lin-pool": ("Conv1d, relu(nn.Linear) on its frames, then MaxPool1d",
                  r"\(MaxPool\) follows a per-step MatMul: rnnskip streams a Conv front end on the input features "
                  r"and runs per-step MatMul\+Add layers after it, not before it"),
+    "hardtanh": ("hardtanh(nn.Linear) on the input (Clip(-1, 1))",
+                 r"\(Clip\) clips to \[-1.0, 1.0\]: rnnskip supports Clip\(0, 6\) \(nn.ReLU6\) as an activation"),
     "norm-time": ("x - c with c of shape [time, 1] (not per feature)",
                   r"\(Sub\) subtracts a constant of shape \[16, 1\] on data with axes \('[^)]*\): rnnskip folds a "
                   r"normalisation with one value per feature \(\(x - mean\) / std, mean and std of shape "
@@ -390,7 +410,8 @@ def test_front_ends_a_stream_cannot_run_are_refused_in_one_line(how, tmp_path):
 
 
 #: the op column of the support matrix for the rows that are not about a Conv
-MATRIX_OP = {"bn-gru": "BatchNormalization", "norm-gru": "Sub, Div", "norm-causal": "Sub, Mul", "conv-norm": "Sub, Div",
+MATRIX_OP = {"hardtanh": "Clip",
+             "bn-gru": "BatchNormalization", "norm-gru": "Sub, Div", "norm-causal": "Sub, Mul", "conv-norm": "Sub, Div",
              "norm-time": "Sub", "std-over-x": "Div", "square": "Mul"}
 
 

@@ -60,6 +60,7 @@ class Case:
     mask_value: Optional[float] = None
     fixed_t: bool = False         # Input(shape=(T, F)) instead of (None, F)
     t: int = T                    # time steps of its test data
+    x_scale: float = 1.0          # test data times this (relu6 cases: outputs past 6, so the clip is exercised)
     shape: Optional[tuple] = None   # another input shape (refused cases: e.g. images for a Conv2D)
     refused: Optional[List[str]] = None   # words of the expected one-line refusal
     # legacy files only
@@ -494,9 +495,8 @@ HEAD_ACTIVATION_CASES: List[Case] = [
          lambda k: [_L(k).Bidirectional(_L(k).GRU(3)), _L(k).Activation("relu"), _L(k).Dense(2)]),
     Case("dense_relu_layer", "ReLU", "Dense, then ReLU() (folded into the Dense)",
          lambda k: [_L(k).LSTM(4), _L(k).Dense(6), _L(k).ReLU(), _L(k).Dense(2)]),
-    Case("refuse_relu_max_value", "ReLU", "max_value=6 (ReLU6)",
-         lambda k: [_L(k).LSTM(4), _L(k).ReLU(max_value=6.0, name="relu6"), _L(k).Dense(2)],
-         gens=("k2",), refused=["'relu6'", "(ReLU)", "max_value=6.0"]),
+    Case("relu6_layer_head", "ReLU", "ReLU(max_value=6) on an LSTM's final state (an identity Dense, relu6)",
+         lambda k: [_L(k).LSTM(4), _L(k).ReLU(max_value=6.0, name="relu6"), _L(k).Dense(2)]),
     Case("relu_before_max_pooling", "Activation", "Activation(relu) before GlobalMaxPooling1D (runs after it)",
          lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Activation("relu", name="act_pool"),
                     _L(k).GlobalMaxPooling1D(), _L(k).Dense(2)],
@@ -792,6 +792,22 @@ PER_STEP_DENSE_CASES: List[Case] = [
                     _L(k).GRU(3), _L(k).Dense(2)],
          gens=("k2",), t=FT, refused=["'conv_after_dense'", "follows the per-step Dense 'd_first'",
                                       "per-step Dense layers after it, not before it"]),
+    # relu6 (ReLU(max_value=6), activation='relu6') where a layer's output is int8; the data is scaled so that
+    # outputs pass 6 and the clip (int8 saturation on a scale ending at 6) is exercised
+    Case("conv_relu6_gru", "Conv1D", "activation=relu6 (clipped), strides 2 -> GRU",
+         lambda k: [_L(k).Conv1D(6, 3, strides=2, padding="causal", activation="relu6"), _L(k).GRU(4),
+                    _L(k).Dense(2, activation="softmax")], t=FT, x_scale=6.0),
+    Case("conv_bn_relu6_lstm", "ReLU", "Conv1D -> BN -> ReLU(max_value=6) folded into the Conv1D -> LSTM",
+         lambda k: [_L(k).Conv1D(5, 3, padding="causal"), _L(k).BatchNormalization(), _L(k).ReLU(max_value=6.0),
+                    _L(k).LSTM(4), _L(k).Dense(2)], t=FT, x_scale=6.0),
+    Case("dense_relu6_input_head", "Dense", "Masking -> Dense -> ReLU(max_value=6) -> LSTM -> Dense(relu6) -> Dense",
+         lambda k: [_L(k).Masking(0.0), _L(k).Dense(6), _L(k).ReLU(max_value=6.0), _L(k).LSTM(4, return_sequences=True),
+                    _L(k).TimeDistributed(_L(k).Dense(5, activation="relu6")), _L(k).GRU(3),
+                    _L(k).Dense(6, activation="relu6"), _L(k).Dense(3, activation="softmax")],
+         mask_value=0.0, x_scale=6.0),
+    Case("refuse_relu_max_value", "ReLU", "max_value=4 (only 6 is relu6)",
+         lambda k: [_L(k).LSTM(4), _L(k).ReLU(max_value=4.0, name="relu4"), _L(k).Dense(2)],
+         gens=("k2",), refused=["'relu4'", "(ReLU)", "max_value=4.0", "max_value=6 (relu6)"]),
 ]
 CASES += PER_STEP_DENSE_CASES
 
@@ -851,7 +867,7 @@ def _data(case: Case, rng) -> np.ndarray:
         X[1, :2] = 0
         X[2, [2, 4]] = 0
         return X.astype(np.int32)
-    X = rng.normal(0.0, 1.0, size=(N, case.t, FEATURES)).astype(np.float32)
+    X = (rng.normal(0.0, 1.0, size=(N, case.t, FEATURES)) * case.x_scale).astype(np.float32)
     if case.mask_value is not None:
         X[0, 4:] = case.mask_value
         X[1, :2] = case.mask_value

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import RnnskipError
 from ..quant import fixedpoint as fp
+from ..quant.act import int_activation
 from ..quant.model import QRNN, QMat, pad4
 
 # --------------------------------------------------------------------------
@@ -333,7 +334,8 @@ class Cell:
         h_mult, h_ls = fp.quantize_multiplier(2.0 ** -h_q / h_scale)
         return QRNN(kind=cls.kind, units=int(layer.units), up=up, in_dim=int(layer.input_dim), in_p=int(in_p),
                     blocks=list(blocks), x_scale=float(x_scale), h_scale=float(h_scale), h_mult=int(h_mult),
-                    h_ls=int(h_ls), activation=layer.activation, recurrent_activation=layer.recurrent_activation,
+                    h_ls=int(h_ls), activation=int_activation(layer.activation)[0],
+                    recurrent_activation=layer.recurrent_activation,
                     options=dict(options), name=layer.name)
 
     # ---- golden model (the C kernel's specification) ---------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..quant import fixedpoint as fp
-from ..quant.act import LUTS
+from ..quant.act import LUTS, int_activation
 from .base import pad4, put_gate_rows, real_bias, real_weights, scale_of, single_block
 from .simple_rnn import SimpleRNN
 
@@ -36,11 +36,12 @@ class Dense(SimpleRNN):
     @classmethod
     def activation_refusal(cls, layer):
         from ..converter import support
-        if layer.activation in support.RNN_ACTIVATIONS:
+        if layer.activation in support.PER_STEP_DENSE_ACTIVATIONS:
             return None
         return (f"layer '{layer.name}' (Dense) runs at every step with activation='"
-                f"{support.file_name(layer.activation)}': rnnskip supports {support.RNN_ACTIVATIONS_TEXT} in per-step "
-                "Dense layers (softmax on the head's last layer only)")
+                f"{support.file_name(layer.activation)}': rnnskip supports "
+                f"{support.PER_STEP_DENSE_ACTIVATIONS_TEXT} in per-step Dense layers (softmax on the head's last "
+                "layer only)")
 
     @classmethod
     def to_keras(cls, keras, layer, return_sequences, name=None):
@@ -67,6 +68,7 @@ class Dense(SimpleRNN):
     def quantize(cls, layer, x_scale, in_p, ranges):
         U = layer.units
         table = layer.activation in LUTS
+        ranges = dict(ranges, h=min(ranges["h"], int_activation(layer.activation)[1]))
         # tables: Q3.12 pre-activations; relu/linear: the multipliers give the int8 output itself
         a = single_block("a", np.asarray(layer.kernel, np.float64), np.asarray(layer.bias, np.float64), x_scale,
                          (0,), U, pad4(U), in_p, "x", row0=0,

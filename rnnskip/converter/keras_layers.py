@@ -327,20 +327,31 @@ class SoftmaxHandler(LayerHandler):
 
 
 class ReLUHandler(LayerHandler):
-    """A ReLU layer with its defaults: an Activation('relu'), folded the same way."""
+    """A ReLU layer: with its defaults an Activation('relu'), with max_value=6 an Activation('relu6'),
+    folded the same way."""
     classes = ("ReLU",)
+
+    @staticmethod
+    def _max_value(layer):
+        v = layer.config.get("max_value")
+        return None if v is None else float(v)
 
     def refusals(self, layer):
         c = layer.config   # a key a Keras release did not write has its default
-        odd = [f"{k}={c[k]}" for k in ("max_value", "negative_slope", "threshold")
-               if c.get(k) is not None and (k == "max_value" or float(c[k]) != 0.0)]
+        odd = [f"{k}={c[k]}" for k in ("negative_slope", "threshold") if c.get(k) is not None and float(c[k]) != 0.0]
+        m = self._max_value(layer)
+        if m is not None and m != 6.0:
+            odd.insert(0, f"max_value={c['max_value']}")
         if odd:
             return [f"layer '{layer.name}' (ReLU) has {', '.join(odd)}: rnnskip supports ReLU with its defaults "
-                    "(max(x, 0))"]
+                    "(max(x, 0)) or max_value=6 (relu6)"]
         return []
 
+    def options(self, layer):
+        return "max_value=6" if self._max_value(layer) == 6.0 else ""
+
     def build(self, layer, weights):
-        return Node(layer, ACTIVATION, "relu")
+        return Node(layer, ACTIVATION, "relu6" if self._max_value(layer) == 6.0 else "relu")
 
 
 def batchnorm_axis_refusal(layer: KerasLayer) -> str:

@@ -1673,9 +1673,21 @@ def h_batch_norm(ctx: _Ctx):
     return [replace(s, affine=(a, b))], "folded (batch normalisation, into the next Dense layer)"
 
 
-def h_activation(ctx: _Ctx):
+def h_clip(ctx: _Ctx):
+    """Clip(0, 6), what nn.ReLU6 (and F.hardtanh(x, 0, 6)) exports: the activation relu6."""
+    if ctx.r.opset >= 11:
+        lo, hi = (float(np.asarray(ctx.const(i, what)).reshape(-1)[0]) if ctx.inp(i) is not None else None
+                  for i, what in ((1, "min"), (2, "max")))
+    else:
+        lo, hi = ctx.attrs.get("min"), ctx.attrs.get("max")
+    if (lo, hi) != (0.0, 6.0):
+        ctx.fail(f"clips to [{lo}, {hi}]: rnnskip supports Clip(0, 6) (nn.ReLU6) as an activation")
+    return h_activation(ctx, "relu6")
+
+
+def h_activation(ctx: _Ctx, act: Optional[str] = None):
     s = ctx.inp(0)
-    act = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softmax": "softmax"}[ctx.op]
+    act = act or {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softmax": "softmax"}[ctx.op]
     if not _data(s.kind):
         ctx.fail("on constants is not folded by rnnskip")
     c = (s.conv or s.act_conv) if s.kind == X else None
@@ -1711,7 +1723,7 @@ HANDLERS: Dict[str, Callable] = {
     **{op: h_recurrent for op in RECURRENT_OPS},
     "ReduceMean": h_reduce_pool, "ReduceMax": h_reduce_pool, "ReduceSum": h_reduce_pool,
     "Gather": h_gather, "Gemm": h_gemm, "MatMul": h_matmul, "Add": h_add,
-    "Relu": h_activation, "Sigmoid": h_activation, "Tanh": h_activation, "Softmax": h_activation,
+    "Relu": h_activation, "Sigmoid": h_activation, "Tanh": h_activation, "Softmax": h_activation, "Clip": h_clip,
     "Transpose": h_transpose, "Squeeze": h_squeeze, "Unsqueeze": h_unsqueeze, "Slice": h_slice,
     "Shape": h_shape, "Constant": h_constant, "ConstantOfShape": h_constant_of_shape, "Expand": h_expand,
     "Identity": h_identity,

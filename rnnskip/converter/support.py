@@ -43,18 +43,23 @@ RNN_ACTIVATIONS = frozenset({"tanh", "sigmoid", "hard_sigmoid", "hard_sigmoid_k3
 #: otherwise the state is unbounded (c = f*c + i*g, h = z*h + (1-z)*n) and no fixed int16
 #: format holds it
 RNN_RECURRENT_ACTIVATIONS = frozenset({"sigmoid", "hard_sigmoid", "hard_sigmoid_k3"})
-#: Dense activations between layers (input Dense, hidden head layers)
-HIDDEN_DENSE_ACTIVATIONS = frozenset({"linear", "relu", "tanh", "sigmoid", "hard_sigmoid",
+#: Dense activations between layers (input Dense, hidden head layers, per-step Dense layers).
+#: ``relu6`` (min(max(x, 0), 6)) only where the output is int8: it is relu on an int8 scale whose
+#: largest value is at most 6 (quant.act.int_activation), so it has no kernel of its own
+HIDDEN_DENSE_ACTIVATIONS = frozenset({"linear", "relu", "relu6", "tanh", "sigmoid", "hard_sigmoid",
                                       "hard_sigmoid_k3", "softsign"})
+#: per-step Dense layers: a recurrent layer's activations and relu6
+PER_STEP_DENSE_ACTIVATIONS = RNN_ACTIVATIONS | {"relu6"}
+PER_STEP_DENSE_ACTIVATIONS_TEXT = "tanh, sigmoid, hard_sigmoid, relu, relu6, linear, softsign"
 #: Conv1D activations (the front end): what a hidden Dense has
-CONV_ACTIVATIONS_TEXT = "linear, relu, tanh, sigmoid, hard_sigmoid, softsign"
+CONV_ACTIVATIONS_TEXT = "linear, relu, relu6, tanh, sigmoid, hard_sigmoid, softsign"
 #: any Dense (the last one may also be softmax; its activation is applied on the host)
 DENSE_ACTIVATIONS = HIDDEN_DENSE_ACTIVATIONS | {"softmax"}
 
 #: user-facing list (file names, not canonical names)
 RNN_ACTIVATIONS_TEXT = "tanh, sigmoid, hard_sigmoid, relu, linear, softsign"
 RNN_RECURRENT_ACTIVATIONS_TEXT = "sigmoid, hard_sigmoid (gates in [0, 1])"
-DENSE_ACTIVATIONS_TEXT = "linear, relu, tanh, sigmoid, hard_sigmoid, softsign, softmax (last layer)"
+DENSE_ACTIVATIONS_TEXT = "linear, relu, relu6, tanh, sigmoid, hard_sigmoid, softsign, softmax (last layer)"
 
 
 def hard_sigmoid_k2(x):
@@ -72,11 +77,16 @@ def softsign(x):
     return x / (1.0 + np.abs(x))
 
 
+def relu6(x):
+    return np.clip(np.asarray(x, np.float64), 0.0, 6.0)
+
+
 #: float functions the reference adds to its own (linear, relu, tanh, sigmoid, softmax)
 FLOAT_ACTIVATIONS = {
     "hard_sigmoid": hard_sigmoid_k2,
     "hard_sigmoid_k3": hard_sigmoid_k3,
     "softsign": softsign,
+    "relu6": relu6,
 }
 
 

@@ -54,7 +54,7 @@ def _keras():
 def _tf_activation(tf, name):
     if name is None:
         return None
-    fns = {"linear": lambda x: x, "relu": tf.nn.relu, "tanh": tf.tanh, "sigmoid": tf.sigmoid,
+    fns = {"linear": lambda x: x, "relu": tf.nn.relu, "relu6": tf.nn.relu6, "tanh": tf.tanh, "sigmoid": tf.sigmoid,
            "softsign": tf.nn.softsign,
            "hard_sigmoid": lambda x: tf.clip_by_value(0.2 * x + 0.5, 0.0, 1.0),
            "hard_sigmoid_k3": lambda x: tf.clip_by_value(x / 6.0 + 0.5, 0.0, 1.0)}

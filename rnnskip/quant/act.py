@@ -47,6 +47,17 @@ _DOCS = {"sigmoid": "sigmoid", "tanh": "tanh", "hard_sigmoid": "hard_sigmoid (Ke
          "hard_sigmoid_k3": "hard_sigmoid (Keras 3): clip(x/6 + 0.5, 0, 1)", "softsign": "softsign: x / (1 + |x|)"}
 
 
+def int_activation(name: str) -> tuple:
+    """The integer model's activation for an IR one, and the largest output its int8 scale may hold.
+
+    relu6 is relu on an int8 output whose scale ends at 6 or below (calibrated on the float relu6, and capped):
+    int8 saturation is the clip at 6, so it needs no kernel of its own. Only layers with an int8 output
+    (Dense, Conv1D, per-step Dense) take it (converter.support.HIDDEN_DENSE_ACTIVATIONS)."""
+    if name == "relu6":
+        return "relu", 6.0
+    return name, float("inf")
+
+
 def check(name: str, where: str) -> None:
     if name not in ACT_IDS:
         raise RnnskipError(f"{where} uses activation '{name}', which has no int8 kernel; "

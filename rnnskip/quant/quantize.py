@@ -24,7 +24,7 @@ from ..cells.base import q8, q32, scale_of
 from ..converter.ir import ConvLayer, DenseLayer, EmbeddingInput, FeatureInput, ModelIR
 from ..errors import RnnskipError
 from . import fixedpoint as fp
-from .act import LUTS
+from .act import LUTS, int_activation
 from .calibrate import Ranges, norm_scale
 from .model import QConv, QDense, QMat, QModel, QPool, pad4
 
@@ -43,7 +43,7 @@ def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
 
 def quantize_dense(d, in_scale: float, in_p: int, out_max: float, final: bool) -> QDense:
     """Quantise one Dense layer whose int8 input has ``in_p`` (padded) columns."""
-    act = d.activation
+    act, cap = int_activation(d.activation)
     if final:
         act = "linear"  # softmax/sigmoid are monotone: the device returns int16 logits
     elif act not in ("linear", "relu") and act not in LUTS:
@@ -60,7 +60,7 @@ def quantize_dense(d, in_scale: float, in_p: int, out_max: float, final: bool) -
         q.out_scale = 1.0 / 127.0
         q.out_mult, q.out_ls = fp.quantize_multiplier(2.0 ** -fp.Q15 / q.out_scale)
     else:
-        q.out_scale = scale_of(out_max, 32767 if final else 127)
+        q.out_scale = scale_of(out_max if final else min(out_max, cap), 32767 if final else 127)
         eff = sw * in_scale / q.out_scale
     m, ls = fp.quantize_multipliers(_pad_rows(eff, rows_p))
     q.mat = QMat(w=w, bias=bias, mult=m, ls=ls, input="in", scale=_pad_rows(sw * in_scale, rows_p))

@@ -30,7 +30,7 @@ import numpy as np
 from rnnskip.cells import cell_of
 from rnnskip.cells.base import NUMPY_OPS
 from rnnskip.converter.ir import ConvLayer, EmbeddingInput, ModelIR, RNNLayer, runs_every_step
-from rnnskip.converter.support import FLOAT_ACTIVATIONS
+from rnnskip.converter.support import FLOAT_ACTIVATIONS, activation_kind, leaky_alpha, leaky_relu_fn
 from rnnskip.errors import RnnskipError
 
 State = List[Tuple[np.ndarray, ...]]
@@ -65,6 +65,8 @@ _ACTIVATIONS.update(FLOAT_ACTIVATIONS)  # hard_sigmoid (Keras 2), hard_sigmoid_k
 
 def activation(name: str):
     """The numpy function for a Keras activation name."""
+    if activation_kind(name) == "leaky_relu":
+        return leaky_relu_fn(leaky_alpha(name))
     try:
         return _ACTIVATIONS[name]
     except KeyError:

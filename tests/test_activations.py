@@ -18,7 +18,7 @@ from rnnskip.quant import act
 from rnnskip.quant.golden import GoldenModel
 from rnnskip.reference import FloatModel, activation
 
-ALL = sorted(act.ACT_IDS)
+ALL = sorted(act.CELL_ACTIVATIONS)
 X = np.arange(-32768, 32768, dtype=np.int64)      # every int16 Q3.12 input
 
 # measured max |int - float| over every Q3.12 input in [-8, 8) (output units), with margin
@@ -280,3 +280,32 @@ def test_relu6_is_relu_on_an_int8_scale_that_ends_at_6(calibrated):
     err = np.abs(yq * q.out_scale - np.minimum(want, 127 * q.out_scale))
     assert err.max() <= q.out_scale / 2 * (1 + 1e-6) + 1e-12, err.max() / q.out_scale
     assert act.int_activation("relu6") == ("relu", 6.0) and act.out_q("relu") == fp.Q12
+
+
+@pytest.mark.parametrize("alpha", [0.3, 0.01, 0.2])
+def test_leaky_relu_slope_on_the_int8_output_scale(alpha):
+    """leaky_relu(a) in a layer with an int8 output: the accumulator requantised to the output's scale, a value below
+    0 then times the slope (out_mult, out_ls; rnnskip_requantize_act_s8). Within a step of float leaky_relu of the
+    integer weights' accumulator (two roundings: 1/2 + a/2 step), and exact where it is >= 0."""
+    from rnnskip.converter import support
+    from rnnskip.converter.ir import DenseLayer
+    from rnnskip.quant.golden import dense
+    from rnnskip.quant.quantize import quantize_dense
+    rng = np.random.default_rng(4)
+    name = support.leaky_relu(alpha)
+    d = DenseLayer(kernel=rng.normal(0, 1.0, (8, 5)), bias=rng.normal(0, 0.5, 5), activation=name, name="d")
+    x = rng.normal(0, 3.0, (400, 8))
+    in_scale = np.abs(x).max() / 127
+    xq = np.clip(np.round(x / in_scale), -127, 127).astype(np.int64)
+    m0 = quantize_dense(d, in_scale, 8, 1.0, final=False).mat
+    pre = (xq @ m0.w[:5].T.astype(np.int64) + m0.bias[:5]) * m0.scale[:5]
+    want = activation(name)(pre)
+    q = quantize_dense(d, in_scale, 8, float(np.abs(want).max()), final=False)
+    assert q.activation == "leaky_relu" and q.out_mult > 0
+    yq = dense(q, xq, final=False)[:, :5]
+    assert (want < 0).mean() > 0.2 and yq.min() < 0
+    err = np.abs(yq * q.out_scale - want) / q.out_scale
+    assert err[want >= 0].max() <= 0.5 + 1e-6
+    assert err.max() <= 0.5 + alpha / 2 + 1e-6, err.max()
+    from rnnskip.generate import act_enum
+    assert act_enum(q.activation) == "RNNSKIP_ACT_LEAKY_RELU" and act.ACT_IDS["leaky_relu"] == 7

@@ -88,6 +88,9 @@ class FrontNet(nn.Module):
         elif how == "cnn-bigru":      # Conv(padding=1) + ReLU, MaxPool -> bidirectional GRU, both final states
             self.f = nn.ModuleList([nn.Conv1d(FEAT, 6, 3, padding=1), nn.MaxPool1d(2)])
             self.rnn, out = nn.GRU(6, 5, batch_first=True, bidirectional=True), 3
+        elif how == "leaky":          # Conv + LeakyReLU(0.1), MaxPool -> LSTM -> F.leaky_relu(Linear) (0.01) -> Linear
+            self.f = nn.ModuleList([nn.Conv1d(FEAT, 6, 3, padding=1), nn.MaxPool1d(2), nn.Linear(5, 5)])
+            self.rnn, out = nn.LSTM(6, 5, batch_first=True), 3
         elif how == "relu6":          # Conv + ReLU6 (Clip(0, 6)), ReLU6(Linear) per frame -> GRU -> ReLU6(Linear)
             self.f = nn.ModuleList([nn.Conv1d(FEAT, 6, 3, padding=1), nn.Linear(6, 5), nn.Linear(5, 5)])
             with torch.no_grad():   # large enough that outputs pass 6: the clip is exercised
@@ -128,12 +131,17 @@ class FrontNet(nn.Module):
             z = torch.relu(f[0](z))
         elif self.how == "relu6":
             z = F.relu6(f[0](z))
+        elif self.how == "leaky":
+            z = f[1](F.leaky_relu(f[0](z), 0.1))
         elif self.how == "bn-gru":
             z = f[0](z)
         elif self.how == "norm-gru":
             pass
         else:
             z = f[2](f[1](f[0](z)))
+        if self.how == "leaky":
+            h = self.rnn(z.transpose(1, 2))[1][0][-1]
+            return self.fc(F.leaky_relu(f[2](h)))
         if self.how == "relu6":
             h = self.rnn(F.relu6(f[1](z.transpose(1, 2))))[1][-1]
             return torch.softmax(self.fc(F.relu6(f[2](h))), -1)
@@ -179,6 +187,8 @@ FRONTS = {
                     "Conv1d(padding=1) + ReLU, then relu(nn.Linear) and nn.Linear on every frame -> GRU"),
     "cnn-bigru": ([("conv", "same", "relu"), ("max", "", "")],
                   "Conv1d(padding=1) + ReLU, MaxPool1d(2) -> bidirectional GRU, torch.cat([h_n[-2], h_n[-1]], 1)"),
+    "leaky": ([("conv", "same", "leaky_relu(0.1)"), ("max", "", "")],
+              "Conv1d(padding=1) + LeakyReLU(0.1), MaxPool1d(2) -> LSTM -> leaky_relu(nn.Linear) (0.01) -> Linear"),
     "relu6": ([("conv", "same", "relu6")],
               "Conv1d(padding=1) + ReLU6, relu6(nn.Linear) on every frame -> GRU -> relu6(nn.Linear) -> Linear"),
 }
@@ -237,6 +247,8 @@ def test_front_end_equals_onnxruntime_and_host(how, exporter, tmp_path):
     if how == "conv-linear":   # relu(Linear) a per-step layer on the frames, the linear one folded into the GRU
         from rnnskip import cells
         assert [(r.kind, r.input_dim) for r in ir.rnn_layers] == [(cells.per_step_cell().kind, 6), ("gru", 5)]
+    if how == "leaky":
+        assert [d.activation for d in ir.head] == ["leaky_relu(0.01)", "linear"]
     if how == "relu6":         # relu6 on the frames, per step and in the head
         assert [r.activation for r in ir.rnn_layers] == ["relu6", "tanh"]
         assert [d.activation for d in ir.head] == ["relu6", "softmax"]
@@ -278,7 +290,7 @@ def test_batch_norm_before_a_padded_conv_pads_with_what_it_maps_to_zero(tmp_path
 
 
 @needs_arm
-@pytest.mark.parametrize("how", ["crnn", "bn-in-causal", "cnn-bigru", "relu6"])
+@pytest.mark.parametrize("how", ["crnn", "bn-in-causal", "cnn-bigru", "relu6", "leaky"])
 def test_front_end_firmware_bit_exact(how, tmp_path):
     """The emulated Cortex-M4 firmware equals the golden model on every sequence fed (outputs and step flags)."""
     from rnnskip import targets

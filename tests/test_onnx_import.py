@@ -507,22 +507,26 @@ def test_an_activation_on_the_heads_input_runs_as_an_identity_dense(how, tmp_pat
 
 def test_relu_layer_configs_of_every_keras_release():
     """A key a Keras release did not write has its default (older files hold only max_value): relu; max_value=6 (an
-    int in Keras 3, a float in tf_keras) is relu6; other values are refused."""
+    int in Keras 3, a float in tf_keras) is relu6, a negative_slope alone leaky_relu; other values are refused."""
     from types import SimpleNamespace
 
     from rnnskip.converter.keras_layers import ReLUHandler
     h = ReLUHandler()
-    for cfg in ({}, {"max_value": None}, {"max_value": None, "negative_slope": 0.0, "threshold": 0.0},
-                {"negative_slope": 0, "threshold": None}, {"max_value": 6}, {"max_value": 6.0, "threshold": 0.0}):
-        layer = SimpleNamespace(name="r", config=cfg)
+    for cfg, want in (({}, "relu"), ({"max_value": None}, "relu"),
+                      ({"max_value": None, "negative_slope": 0.0, "threshold": 0.0}, "relu"),
+                      ({"negative_slope": 0, "threshold": None}, "relu"), ({"max_value": 6}, "relu6"),
+                      ({"max_value": 6.0, "threshold": 0.0}, "relu6"),
+                      ({"max_value": None, "negative_slope": 0.1, "threshold": 0.0}, "leaky_relu(0.1)")):
+        layer = SimpleNamespace(name="r", config=cfg, display="ReLU")
         assert h.refusals(layer) == [], cfg
-        assert h.build(layer, None).value == ("relu6" if cfg.get("max_value") else "relu"), cfg
-    assert h.refusals(SimpleNamespace(name="r", config={"max_value": 6.0, "negative_slope": 0.1})) == [
-        "layer 'r' (ReLU) has negative_slope=0.1: rnnskip supports ReLU with its defaults (max(x, 0)) or max_value=6 "
-        "(relu6)"]
-    assert h.refusals(SimpleNamespace(name="r", config={"max_value": 1, "threshold": 0.5})) == [
-        "layer 'r' (ReLU) has max_value=1, threshold=0.5: rnnskip supports ReLU with its defaults (max(x, 0)) or "
-        "max_value=6 (relu6)"]
+        assert h.build(layer, None).value == want, cfg
+    tail = ": rnnskip supports ReLU with its defaults (max(x, 0)), max_value=6 (relu6) or a negative_slope >= 0 " \
+           "alone (leaky_relu)"
+    for cfg, odd in (({"max_value": 6.0, "negative_slope": 0.1}, "max_value=6.0"),
+                     ({"max_value": 1, "threshold": 0.5}, "max_value=1, threshold=0.5"),
+                     ({"negative_slope": -0.5}, "negative_slope=-0.5")):
+        layer = SimpleNamespace(name="r", config=cfg, display="ReLU")
+        assert h.refusals(layer) == [f"layer 'r' (ReLU) has {odd}{tail}"]
 
 
 def test_a_mean_after_an_activation_runs_it_at_every_step(tmp_path):
@@ -1966,9 +1970,9 @@ def render_onnx_matrix(rows) -> str:
             "`[batch, time, out]` in rnnskip; linear ones between two recurrent operators fold into the second's "
             "input kernel and bias; a chain of them on the input features: the first with an activation takes the "
             "input, each later one with an activation runs at every step as a layer of the stack), "
-            "`Relu`/`Sigmoid`/`Tanh`/`Softmax` and `Clip` to [0, 6] (`nn.ReLU6`) after them and after a `Conv` "
-            "(`Relu`/`Sigmoid`/`Tanh`/`Clip` also on the head's input: a recurrent output or its pooling, as an "
-            "identity Dense), "
+            "`Relu`/`Sigmoid`/`Tanh`/`Softmax`, `LeakyRelu` and `Clip` to [0, 6] (`nn.ReLU6`) after them and after "
+            "a `Conv` (`Relu`/`Sigmoid`/`Tanh`/`LeakyRelu`/`Clip` also on the head's input: a recurrent output or its "
+            "pooling, as an identity Dense; `LeakyRelu` not on every step between recurrent layers), "
             "`BatchNormalization` (inference, on `[batch, features]`: folded into the head's Dense layer before or "
             "after it; on `[batch, channels, time]`: into the `Conv` or per-step `nn.Linear` before or after it), "
             "`Conv` (1-D, `group` 1; "

@@ -808,6 +808,20 @@ PER_STEP_DENSE_CASES: List[Case] = [
     Case("refuse_relu_max_value", "ReLU", "max_value=4 (only 6 is relu6)",
          lambda k: [_L(k).LSTM(4), _L(k).ReLU(max_value=4.0, name="relu4"), _L(k).Dense(2)],
          gens=("k2",), refused=["'relu4'", "(ReLU)", "max_value=4.0", "max_value=6 (relu6)"]),
+    # leaky_relu(a): a layer with an int8 output, its slope a multiplier on that output's scale
+    Case("conv_leaky_gru", "LeakyReLU", "Conv1D -> LeakyReLU() (0.3, folded) -> Conv1D(activation='leaky_relu') -> GRU",
+         lambda k: [_L(k).Conv1D(6, 3, padding="causal"), _L(k).LeakyReLU(),
+                    _L(k).Conv1D(5, 3, strides=2, activation="leaky_relu"), _L(k).GRU(4),
+                    _L(k).Dense(2, activation="softmax")], t=FT),
+    Case("dense_leaky_input_head", "LeakyReLU", "Masking -> Dense -> LeakyReLU(0.1) -> LSTM -> Dense -> "
+         "ReLU(negative_slope=0.2) -> Dense",
+         lambda k: [_L(k).Masking(0.0), _L(k).Dense(6), _L(k).LeakyReLU(0.1), _L(k).LSTM(4), _L(k).Dense(5),
+                    _L(k).ReLU(negative_slope=0.2), _L(k).Dense(2)], mask_value=0.0),
+    Case("refuse_leaky_per_step", "LeakyReLU", "LeakyReLU on every step between two LSTMs",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).LeakyReLU(name="leaky_steps"), _L(k).LSTM(3),
+                    _L(k).Dense(2)],
+         gens=("k2",), refused=["'leaky_steps' (LeakyReLU, leaky_relu(0.3)) runs on every step of",
+                                "in per-step layers"]),
 ]
 CASES += PER_STEP_DENSE_CASES
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
-from rnnskip.converter.support import LayerError
+from rnnskip.converter.support import LayerError, leaky_relu
 from rnnskip.errors import RnnskipError
 
 #: Keras 3 functional models record the mask computation of Masking as op nodes
@@ -100,6 +100,8 @@ def activation_name(value) -> str:
     value = str(value)
     if value.startswith("keras.activations."):
         value = value.rsplit(".", 1)[-1]
+    if value == "leaky_relu":   # by name: Keras 3's and tf.nn's default slope
+        return leaky_relu(0.2)
     return value
 
 

@@ -327,31 +327,63 @@ class SoftmaxHandler(LayerHandler):
 
 
 class ReLUHandler(LayerHandler):
-    """A ReLU layer: with its defaults an Activation('relu'), with max_value=6 an Activation('relu6'),
-    folded the same way."""
+    """A ReLU layer: with its defaults an Activation('relu'), with max_value=6 one of relu6, with a
+    negative_slope one of leaky_relu; folded the same way."""
     classes = ("ReLU",)
 
     @staticmethod
-    def _max_value(layer):
-        v = layer.config.get("max_value")
+    def _number(layer, key):
+        v = layer.config.get(key)   # a key a Keras release did not write has its default
         return None if v is None else float(v)
 
+    def _activation(self, layer) -> str:
+        slope = self._number(layer, "negative_slope")
+        if slope:
+            return support.leaky_relu(slope)
+        return "relu6" if self._number(layer, "max_value") == 6.0 else "relu"
+
     def refusals(self, layer):
-        c = layer.config   # a key a Keras release did not write has its default
-        odd = [f"{k}={c[k]}" for k in ("negative_slope", "threshold") if c.get(k) is not None and float(c[k]) != 0.0]
-        m = self._max_value(layer)
-        if m is not None and m != 6.0:
+        c = layer.config
+        m, slope, thr = (self._number(layer, k) for k in ("max_value", "negative_slope", "threshold"))
+        odd = [f"threshold={c['threshold']}"] if thr else []
+        if m is not None and (m != 6.0 or slope):
             odd.insert(0, f"max_value={c['max_value']}")
+        if slope and slope < 0:
+            odd.append(f"negative_slope={c['negative_slope']}")
         if odd:
-            return [f"layer '{layer.name}' (ReLU) has {', '.join(odd)}: rnnskip supports ReLU with its defaults "
-                    "(max(x, 0)) or max_value=6 (relu6)"]
+            return [f"layer '{layer.name}' ({layer.display}) has {', '.join(odd)}: rnnskip supports ReLU with its "
+                    "defaults (max(x, 0)), max_value=6 (relu6) or a negative_slope >= 0 alone (leaky_relu)"]
         return []
 
     def options(self, layer):
-        return "max_value=6" if self._max_value(layer) == 6.0 else ""
+        act = self._activation(layer)
+        return "" if act == "relu" else f"as {act}"
 
     def build(self, layer, weights):
-        return Node(layer, ACTIVATION, "relu6" if self._max_value(layer) == 6.0 else "relu")
+        return Node(layer, ACTIVATION, self._activation(layer))
+
+
+class LeakyReLUHandler(LayerHandler):
+    """LeakyReLU (tf_keras: alpha, Keras 3: negative_slope; 0.3 by default): an Activation('leaky_relu(a)')."""
+    classes = ("LeakyReLU",)
+
+    @staticmethod
+    def _slope(layer) -> float:
+        c = layer.config
+        v = c.get("negative_slope", c.get("alpha"))
+        return 0.3 if v is None else float(v)
+
+    def refusals(self, layer):
+        if self._slope(layer) < 0:
+            return [f"layer '{layer.name}' (LeakyReLU) has a negative slope {self._slope(layer):g}: rnnskip supports "
+                    "slopes >= 0"]
+        return []
+
+    def options(self, layer):
+        return f"negative_slope={self._slope(layer):g}"
+
+    def build(self, layer, weights):
+        return Node(layer, ACTIVATION, support.leaky_relu(self._slope(layer)))
 
 
 def batchnorm_axis_refusal(layer: KerasLayer) -> str:
@@ -823,7 +855,7 @@ def _register(handler: LayerHandler) -> None:
 
 for _handler in (InputLayerHandler(), NoopHandler(), EmbeddingHandler(), MaskingHandler(), DenseHandler(),
                  TimeDistributedHandler(), FlattenHandler(), ReshapeHandler(), ActivationHandler(), SoftmaxHandler(),
-                 ReLUHandler(),
+                 ReLUHandler(), LeakyReLUHandler(),
                  BatchNormalizationHandler(), NormalizationHandler(), RescalingHandler(), Conv1DHandler(),
                  Pooling1DHandler(), TimePoolingHandler(), ConcatPoolingHandler(), RecurrentHandler("RNN"),
                  BidirectionalHandler()):

@@ -289,6 +289,9 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
             # on every step of a recurrent layer's outputs that another recurrent layer, a mean over time or a Flatten
             # reads: a per-step layer (cells/dense.py) with identity weights, sized where the chain knows its width
             # (units^2 weights; after a Flatten it would take (T * units)^2)
+            if act not in support.PER_STEP_DENSE_ACTIVATIONS:
+                raise LayerError(f"layer '{node.name}' ({cls}, {act}) runs on every step of '{before.name}': rnnskip "
+                                 f"supports {support.PER_STEP_DENSE_ACTIVATIONS_TEXT} in per-step layers", node.name)
             node.kind, node.value = DENSE, support.identity_dense(act, node.name)
             node.status = "converted (runs at every step: an identity per-step Dense with this activation)"
             node.notes.append(f"{cls} '{node.name}' ({act}) on every step of '{before.name}' runs as a per-step Dense "

@@ -1685,6 +1685,14 @@ def h_clip(ctx: _Ctx):
     return h_activation(ctx, "relu6")
 
 
+def h_leaky_relu(ctx: _Ctx):
+    """LeakyRelu (nn.LeakyReLU, F.leaky_relu; alpha 0.01 by default): the activation leaky_relu(alpha)."""
+    alpha = float(ctx.attrs.get("alpha", 0.01))
+    if alpha < 0:
+        ctx.fail(f"has a negative slope {alpha:g}: rnnskip supports slopes >= 0")
+    return h_activation(ctx, support.leaky_relu(alpha))
+
+
 def h_activation(ctx: _Ctx, act: Optional[str] = None):
     s = ctx.inp(0)
     act = act or {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softmax": "softmax"}[ctx.op]
@@ -1724,6 +1732,7 @@ HANDLERS: Dict[str, Callable] = {
     "ReduceMean": h_reduce_pool, "ReduceMax": h_reduce_pool, "ReduceSum": h_reduce_pool,
     "Gather": h_gather, "Gemm": h_gemm, "MatMul": h_matmul, "Add": h_add,
     "Relu": h_activation, "Sigmoid": h_activation, "Tanh": h_activation, "Softmax": h_activation, "Clip": h_clip,
+    "LeakyRelu": h_leaky_relu,
     "Transpose": h_transpose, "Squeeze": h_squeeze, "Unsqueeze": h_unsqueeze, "Slice": h_slice,
     "Shape": h_shape, "Constant": h_constant, "ConstantOfShape": h_constant_of_shape, "Expand": h_expand,
     "Identity": h_identity,

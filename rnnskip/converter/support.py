@@ -43,23 +43,53 @@ RNN_ACTIVATIONS = frozenset({"tanh", "sigmoid", "hard_sigmoid", "hard_sigmoid_k3
 #: otherwise the state is unbounded (c = f*c + i*g, h = z*h + (1-z)*n) and no fixed int16
 #: format holds it
 RNN_RECURRENT_ACTIVATIONS = frozenset({"sigmoid", "hard_sigmoid", "hard_sigmoid_k3"})
-#: Dense activations between layers (input Dense, hidden head layers, per-step Dense layers).
-#: ``relu6`` (min(max(x, 0), 6)) only where the output is int8: it is relu on an int8 scale whose
-#: largest value is at most 6 (quant.act.int_activation), so it has no kernel of its own
-HIDDEN_DENSE_ACTIVATIONS = frozenset({"linear", "relu", "relu6", "tanh", "sigmoid", "hard_sigmoid",
-                                      "hard_sigmoid_k3", "softsign"})
+
+def leaky_relu(alpha: float) -> str:
+    """The canonical name of LeakyReLU with slope ``alpha`` below 0: ``leaky_relu(0.3)`` (the slope is a
+    parameter of the name, so every fold that moves an activation name moves it; frameworks keep it as float32,
+    and so does the name)."""
+    return f"leaky_relu({np.format_float_positional(np.float32(alpha))})"   # float32's shortest digits: 0.3
+
+
+def activation_kind(act: str) -> str:
+    """An activation name without its parameter: ``leaky_relu(0.3)`` -> ``leaky_relu``."""
+    return act.split("(", 1)[0] if isinstance(act, str) else act
+
+
+def leaky_alpha(act: str) -> float:
+    """The slope of a ``leaky_relu(...)`` name."""
+    return float(act[len("leaky_relu("):-1])
+
+
+class _Kinds(frozenset):
+    """A set of activation kinds that also holds each parameterised name of a kind it holds."""
+
+    def __contains__(self, act) -> bool:
+        return super().__contains__(activation_kind(act))
+
+    def __or__(self, other):
+        return _Kinds(frozenset(self) | frozenset(other))
+
+
+#: Dense activations between layers (input Dense, hidden head layers, Conv1D), whose output is int8.
+#: ``relu6`` (min(max(x, 0), 6)): relu on an int8 scale whose largest value is at most 6
+#: (quant.act.int_activation), so it has no kernel of its own; ``leaky_relu(a)``: x below 0 times a, on
+#: the int8 output's scale (rnnskip_requantize_act_s8), not in per-step layers (their cell has no slope)
+HIDDEN_DENSE_ACTIVATIONS = _Kinds({"linear", "relu", "relu6", "leaky_relu", "tanh", "sigmoid", "hard_sigmoid",
+                                   "hard_sigmoid_k3", "softsign"})
 #: per-step Dense layers: a recurrent layer's activations and relu6
 PER_STEP_DENSE_ACTIVATIONS = RNN_ACTIVATIONS | {"relu6"}
 PER_STEP_DENSE_ACTIVATIONS_TEXT = "tanh, sigmoid, hard_sigmoid, relu, relu6, linear, softsign"
 #: Conv1D activations (the front end): what a hidden Dense has
-CONV_ACTIVATIONS_TEXT = "linear, relu, relu6, tanh, sigmoid, hard_sigmoid, softsign"
+CONV_ACTIVATIONS_TEXT = "linear, relu, relu6, leaky_relu, tanh, sigmoid, hard_sigmoid, softsign"
 #: any Dense (the last one may also be softmax; its activation is applied on the host)
 DENSE_ACTIVATIONS = HIDDEN_DENSE_ACTIVATIONS | {"softmax"}
 
 #: user-facing list (file names, not canonical names)
 RNN_ACTIVATIONS_TEXT = "tanh, sigmoid, hard_sigmoid, relu, linear, softsign"
 RNN_RECURRENT_ACTIVATIONS_TEXT = "sigmoid, hard_sigmoid (gates in [0, 1])"
-DENSE_ACTIVATIONS_TEXT = "linear, relu, relu6, tanh, sigmoid, hard_sigmoid, softsign, softmax (last layer)"
+DENSE_ACTIVATIONS_TEXT = ("linear, relu, relu6, leaky_relu, tanh, sigmoid, hard_sigmoid, softsign, softmax "
+                          "(last layer)")
 
 
 def hard_sigmoid_k2(x):
@@ -79,6 +109,15 @@ def softsign(x):
 
 def relu6(x):
     return np.clip(np.asarray(x, np.float64), 0.0, 6.0)
+
+
+def leaky_relu_fn(alpha: float):
+    a = float(np.float32(alpha))   # Keras and torch multiply by the float32 slope
+
+    def f(x):
+        x = np.asarray(x, np.float64)
+        return np.where(x < 0, a * x, x)
+    return f
 
 
 #: float functions the reference adds to its own (linear, relu, tanh, sigmoid, softmax)

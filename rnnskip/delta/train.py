@@ -54,6 +54,9 @@ def _keras():
 def _tf_activation(tf, name):
     if name is None:
         return None
+    if name.startswith("leaky_relu("):
+        from ..converter.support import leaky_alpha
+        return lambda x: tf.nn.leaky_relu(x, leaky_alpha(name))
     fns = {"linear": lambda x: x, "relu": tf.nn.relu, "relu6": tf.nn.relu6, "tanh": tf.tanh, "sigmoid": tf.sigmoid,
            "softsign": tf.nn.softsign,
            "hard_sigmoid": lambda x: tf.clip_by_value(0.2 * x + 0.5, 0.0, 1.0),

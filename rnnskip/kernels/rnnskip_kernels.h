@@ -161,7 +161,8 @@ enum {
     RNNSKIP_ACT_SIGMOID = 3,
     RNNSKIP_ACT_HARD_SIGMOID = 4,
     RNNSKIP_ACT_HARD_SIGMOID_K3 = 5,
-    RNNSKIP_ACT_SOFTSIGN = 6
+    RNNSKIP_ACT_SOFTSIGN = 6,
+    RNNSKIP_ACT_LEAKY_RELU = 7 /* int8-output layers only (rnnskip_requantize_act_s8): no Q3.12 form */
 };
 #define RNNSKIP_LUT_ENTRIES 256
 extern const int32_t rnnskip_sigmoid_lut[RNNSKIP_LUT_ENTRIES];
@@ -219,7 +220,8 @@ RNNSKIP_INLINE int32_t rnnskip_pre16(int32_t acc, int32_t m, int32_t ls)
 
 /* out[r] = act(rq(acc[r])) as int8, r < rows, for any activation: for tables the requantised
  * value is Q3.12, the table gives Q0.15 and (out_mult, out_ls) map it to int8; linear/relu
- * requantise straight to int8. Shared by the Dense and Conv1D layers. */
+ * requantise straight to int8; leaky_relu too, then a value below 0 times its slope
+ * (out_mult, out_ls). Shared by the Dense and Conv1D layers. */
 RNNSKIP_INLINE void rnnskip_requantize_act_s8(const int32_t *acc,
                                               const int32_t *mult,
                                               int32_t ls,
@@ -233,6 +235,7 @@ RNNSKIP_INLINE void rnnskip_requantize_act_s8(const int32_t *acc,
     for (int32_t r = 0; r < rows; r++) {
         int32_t v = rnnskip_requantize(acc[r], mult[r], ls);
         if (lut) v = rnnskip_requantize(rnnskip_lut_q15(lut, rnnskip_sat16(v)), out_mult, out_ls);
+        if (act == RNNSKIP_ACT_LEAKY_RELU && v < 0) v = rnnskip_requantize(v, out_mult, out_ls);
         v = rnnskip_sat8(v);
         if (act == RNNSKIP_ACT_RELU && v < 0) v = 0;
         out[r] = (int8_t)v;

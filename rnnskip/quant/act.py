@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..converter.support import TABLE_ACTIVATIONS, hard_sigmoid_k2, hard_sigmoid_k3, softsign
+from ..converter.support import TABLE_ACTIVATIONS, activation_kind, hard_sigmoid_k2, hard_sigmoid_k3, softsign
 from ..errors import RnnskipError
 from . import fixedpoint as fp
 
@@ -36,7 +36,11 @@ LUTS = {
 }
 assert set(LUTS) == set(TABLE_ACTIVATIONS), "converter.support.TABLE_ACTIVATIONS lists the tables"
 #: activation ids in C (RNNSKIP_ACT_* of rnnskip_kernels.h)
-ACT_IDS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "hard_sigmoid": 4, "hard_sigmoid_k3": 5, "softsign": 6}
+ACT_IDS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "hard_sigmoid": 4, "hard_sigmoid_k3": 5, "softsign": 6,
+           "leaky_relu": 7}
+#: the activations a recurrent cell runs on Q3.12 (act_q, rnnskip_act_q); leaky_relu only ends a layer with an
+#: int8 output (rnnskip_requantize_act_s8: its slope is a multiplier on that output's scale)
+CELL_ACTIVATIONS = tuple(a for a in ACT_IDS if a != "leaky_relu")
 #: the C name of each table
 LUT_NAMES = {a: f"rnnskip_{a}_lut" for a in LUTS}
 #: flash bytes of one C table: 256 words (value, step to the next point)
@@ -52,9 +56,12 @@ def int_activation(name: str) -> tuple:
 
     relu6 is relu on an int8 output whose scale ends at 6 or below (calibrated on the float relu6, and capped):
     int8 saturation is the clip at 6, so it needs no kernel of its own. Only layers with an int8 output
-    (Dense, Conv1D, per-step Dense) take it (converter.support.HIDDEN_DENSE_ACTIVATIONS)."""
+    (Dense, Conv1D, per-step Dense) take it (converter.support.HIDDEN_DENSE_ACTIVATIONS). ``leaky_relu(a)``:
+    ``leaky_relu``, its slope a multiplier of the layer (QDense.out_mult / out_ls)."""
     if name == "relu6":
         return "relu", 6.0
+    if activation_kind(name) == "leaky_relu":
+        return "leaky_relu", float("inf")
     return name, float("inf")
 
 

@@ -38,6 +38,8 @@ def dense(q: QDense, x: np.ndarray, final: bool) -> np.ndarray:
     y = fp.requantize(acc, m.mult, m.ls)
     if final:
         return fp.sat16(y)
+    if q.activation == "leaky_relu":
+        y = np.where(y < 0, fp.requantize(y, q.out_mult, q.out_ls), y)
     y = fp.sat8(y)
     return np.maximum(y, 0) if q.activation == "relu" else y
 

@@ -22,6 +22,7 @@ import numpy as np
 from ..cells import cell_of
 from ..cells.base import q8, q32, scale_of
 from ..converter.ir import ConvLayer, DenseLayer, EmbeddingInput, FeatureInput, ModelIR
+from ..converter.support import leaky_alpha
 from ..errors import RnnskipError
 from . import fixedpoint as fp
 from .act import LUTS, int_activation
@@ -46,7 +47,7 @@ def quantize_dense(d, in_scale: float, in_p: int, out_max: float, final: bool) -
     act, cap = int_activation(d.activation)
     if final:
         act = "linear"  # softmax/sigmoid are monotone: the device returns int16 logits
-    elif act not in ("linear", "relu") and act not in LUTS:
+    elif act not in ("linear", "relu", "leaky_relu") and act not in LUTS:
         raise RnnskipError(f"layer '{d.name}' (Dense) activation '{act}' is not supported between layers; "
                            f"use linear, relu, tanh, sigmoid, hard_sigmoid or softsign")
     rows_p = pad4(d.out_dim)
@@ -62,6 +63,8 @@ def quantize_dense(d, in_scale: float, in_p: int, out_max: float, final: bool) -
     else:
         q.out_scale = scale_of(out_max if final else min(out_max, cap), 32767 if final else 127)
         eff = sw * in_scale / q.out_scale
+        if act == "leaky_relu":   # the slope on the output's own scale: below 0, y = rq(y, alpha)
+            q.out_mult, q.out_ls = fp.quantize_multiplier(float(np.float32(leaky_alpha(d.activation))))
     m, ls = fp.quantize_multipliers(_pad_rows(eff, rows_p))
     q.mat = QMat(w=w, bias=bias, mult=m, ls=ls, input="in", scale=_pad_rows(sw * in_scale, rows_p))
     return q

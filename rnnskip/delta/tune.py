@@ -305,9 +305,10 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
 
 def _dense_cost(qm, ds, layouts) -> tuple:
     """(MACs, recurrent weight bytes read) per inference of the dense model on ``ds``: every
-    column of every executed step."""
+    column of every step the recurrent layers run (with a front end its frames, not the input steps)."""
     L = len(qm.layers)
-    steps = (GoldenModel(qm).valid_steps(ds.x) & (np.arange(ds.x.shape[1])[None, :] < ds.lengths[:, None])).sum(1)
+    g = GoldenModel(qm)
+    steps = g.executed_steps(g.run(ds.x, ds.lengths)[1])
     st = {"steps": steps, "tx_x": np.zeros((len(ds), L)), "tx_h": np.zeros((len(ds), L))}
     wbytes = sum(l.in_p * D.rows_x + l.up * D.rows_h for l, D in zip(qm.layers, layouts))
     return float(effective_macs(qm, st, layouts)["dense"].mean()), float(np.mean(steps) * wbytes)

@@ -305,13 +305,20 @@ def _pool_context(qm: QModel) -> Dict:
             "plain_pool": bool(qm.pool) and not qm.front and qm.bidi is None}
 
 
+def finish_pending(qm: QModel) -> bool:
+    """rnnskip_finish has work at the end of a window (a Bidirectional layer's backward direction, a 'same' front
+    end's padding frames): the state then records that it ran, so a second call does nothing."""
+    return qm.bidi is not None or any(f.right for f in qm.front)
+
+
 def _front_context(qm: QModel) -> Dict:
     """Sizes of the streamed front end: the Conv1D accumulators, the layers flushed at the end, the padding
     frames that are not zeros (a normalisation folded into a padded Conv1D)."""
     flush = [(i, f) for i, f in enumerate(qm.front) if f.right]
     pads = {i: [int(v) for v in f.pad] for i, f in enumerate(qm.front)   # all zeros (a centred input): as none
             if getattr(f, "pad", None) is not None and np.any(f.pad)}
-    return {"front_acc": max([f.cout_p for f in qm.front if isinstance(f, QConv)], default=0),
+    return {"finish_pending": finish_pending(qm),
+            "front_acc": max([f.cout_p for f in qm.front if isinstance(f, QConv)], default=0),
             "front_flush": flush, "front_flush_len": max([f.cin_p for _, f in flush], default=0),
             "front_pads": pads}
 

@@ -346,3 +346,66 @@ def test_delta_statistics_count_the_flush_steps(bidi):
     assert list(g.executed_steps(flags)) == want and (flags.sum(axis=1) < want).all()
     _, _, st = run_stats(with_delta(qm, DeltaSpec.uniform(len(qm.layers), 2, 2)), x, L)
     assert list(st["steps"]) == want and densities(qm, st)["cells"] == 1.0
+
+
+def test_delta_tune_counts_the_dense_model_on_the_frames():
+    """delta-tune's dense baseline runs the recurrent layers once per frame the front end emits (a dilated conv and a
+    pooling of 2: about half the input steps), as the conversion's report counts them; it counted every input step
+    (a review saw 5.39x fewer MACs claimed where the report measured 1.29x)."""
+    from helpers import dataset
+
+    from rnnskip.delta.golden import delta_layout, effective_macs
+    from rnnskip.delta.tune import _dense_cost
+    ir = front_ir("feat-lstm-gru")
+    x, L = random_data(ir, n=8, T=20, seed=4)
+    L = np.maximum(L, 8)
+    qm = quantize_on(ir, x, L)
+    layouts = [delta_layout(l) for l in qm.layers]
+    frames = np.array([front_frames(qm.front, int(n)) for n in L])
+    assert (frames < L).all()
+
+    def dense(steps):
+        z = np.zeros((len(x), len(qm.layers)))
+        return float(effective_macs(qm, {"steps": steps, "tx_x": z, "tx_h": z}, layouts)["dense"].mean())
+    macs, _ = _dense_cost(qm, dataset(x, L), layouts)
+    assert macs == dense(frames) and macs < dense(L)
+
+
+@pytest.mark.parametrize("bidi", [False, True])
+def test_a_second_rnnskip_finish_does_nothing(bidi, tmp_path):
+    """rnnskip_finish has work at the end of a window ('same' padding frames; a Bidirectional layer's backward
+    direction): a second call leaves the output as the golden model's (a review saw a Bidirectional model's class
+    change on a second call), and sizeof(rnnskip_state_t) stays within the estimate with the flag it keeps."""
+    from random_models import bidi_ir
+
+    from rnnskip.targets.fit import state_bytes
+    ir = front_ir("feat-lstm-gru")
+    if bidi:
+        inp, ir = ir.input, bidi_ir("feat-lstm-gru", 0, "concat", features=6, dim=6)
+        ir.input = inp
+    x, L = random_data(ir, n=4, T=12, seed=5)
+    L = np.full(len(x), 12)
+    qm = quantize_on(ir, x, L)
+    generate(qm, tmp_path / "src", max_t=12)
+    assert "int32_t finished;" in (tmp_path / "src" / "rnnskip_model.h").read_text()
+    stream = _Stream(pipeline.build_host(tmp_path / "src", tmp_path / "host"))
+    g = GoldenModel(qm)
+    ref, _ = g.run(x, L)
+    q = g.device_inputs(x)
+    buf = (ctypes.c_int16 * qm.out_len)()
+    for n in range(len(x)):
+        stream.run(q[n], qm.out_len)
+        outs = []
+        for _ in range(2):
+            stream.lib.rnnskip_finish(stream.state)
+            stream.lib.rnnskip_output(stream.state, buf)
+            outs.append(np.array(buf, np.int64)[: qm.output_dim])
+        assert np.array_equal(outs[0], ref[n, : qm.output_dim]) and np.array_equal(outs[1], outs[0]), n
+    import subprocess
+    main = tmp_path / "size.c"
+    main.write_text('#include <stdio.h>\n#include "rnnskip_model.h"\n'
+                    'int main(void) { printf("%zu", sizeof(rnnskip_state_t)); return 0; }\n')
+    subprocess.run(["gcc", "-std=c99", "-I", str(tmp_path / "src"), str(main), "-o", str(tmp_path / "size")],
+                   check=True)
+    size = int(subprocess.run([str(tmp_path / "size")], capture_output=True, text=True, check=True).stdout)
+    assert state_bytes(qm, 12) >= size   # an upper bound (every member 4-aligned)

@@ -73,7 +73,8 @@ def state_bytes(qm, max_t: int = 0) -> int:
         hs = max(d.rows for d in qm.head)
         n += 2 * _a4(hs) + 4 * hs
     n += sum(m.state_bytes(qm) for m in qm.methods)
-    return n + pool_bytes(qm) + 4                                  # steps_run
+    from ..generate import finish_pending
+    return n + pool_bytes(qm) + 4 + 4 * finish_pending(qm)         # steps_run, finished
 
 
 def pool_bytes(qm) -> int:

@@ -365,6 +365,12 @@ class Cell:
         return acc
 
     @classmethod
+    def clipped_units(cls, l, s: dict, acc: np.ndarray) -> Optional[np.ndarray]:
+        """bool ``[N, up]``: the units whose relu/linear candidate leaves the int16 Q3.12 range (+-8) at this step,
+        where the int model clips what the float one does not (quant.diagnose); None: the cell has no such path."""
+        return None
+
+    @classmethod
     def golden_cell(cls, l, s: dict, acc: np.ndarray) -> dict:
         """The new state from the accumulators (rows in plane order)."""
         raise NotImplementedError

@@ -188,6 +188,17 @@ class LSTM(Cell):
         h8 = fp.sat8(fp.requantize(fp.round_shift(o * t, qr), l.h_mult, l.h_ls))
         return {"h8": h8, "c": c}
 
+    @classmethod
+    def clipped_units(cls, l, s, acc):
+        if l.activation in LUTS:   # a table saturates anyway beyond +-8
+            return None
+        U = l.up
+        pre = planes16(l, acc)
+        g = [pre[:, 2 * U:3 * U]]
+        if l.options.get("split"):   # each half, and their sum
+            g = [pre[:, 2 * U:3 * U], pre[:, 6 * U:7 * U], fp.sat16(pre[:, 2 * U:3 * U] + pre[:, 6 * U:7 * U])]
+        return np.any([np.abs(v) >= 32767 for v in g], axis=0)
+
     # ---- C -------------------------------------------------------------------------
     @classmethod
     def c_state(cls, l, i):

@@ -34,8 +34,12 @@ def quantize_command(work, calib, calib_max: int = 1000, note=None):
     ``note`` gets the calibration data's ``warning:`` lines."""
     workdir.check_work(work)
     ir = workdir.load_ir(work)
-    qm, ranges = stages.quantize_model(ir, stages.load_data(calib, ir, "--calib", labels=False, note=note),
-                                       calib_max)
+    cal = stages.load_data(calib, ir, "--calib", labels=False, note=note)
+    qm, ranges = stages.quantize_model(ir, cal, calib_max)
+    if note is not None:
+        from ..quant.diagnose import clip_warnings
+        for line in clip_warnings(qm, *stages.calibration_sample(cal, calib_max)):
+            note(line)
     qm.calibration = {"source": str(calib), "sequences": ranges.sequences}
     workdir.save_model(work, qm)
     return qm, ranges

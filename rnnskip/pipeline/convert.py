@@ -11,6 +11,7 @@ from .. import boards, emulators
 from ..build import build_host
 from ..errors import RnnskipError
 from ..outdir import atomic_dir, check_replaceable
+from ..quant.diagnose import clip_warnings
 from . import stages, workdir
 
 
@@ -165,6 +166,8 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     inputs = [model, data, calib] + [p for s in setups for p in s.inputs]
     with atomic_dir(out, "report.json", inputs=inputs) as tmp:
         qm, ranges = stages.quantize_model(ir, cal, calib_max, progress)
+        for line in clip_warnings(qm, *stages.calibration_sample(cal, calib_max)):
+            note(line)
         if not calib:
             source = f"{data} (the evaluation data; pass --calib to separate)"
         elif Path(calib).resolve() == Path(data).resolve():

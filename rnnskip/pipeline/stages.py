@@ -61,6 +61,12 @@ def _same_file(a, b) -> bool:
         return False
 
 
+def calibration_sample(calib: Dataset, max_sequences: int = 1000) -> tuple:
+    """(x, lengths) of the sequences :func:`quantize_model` calibrates on."""
+    ds = calib.sample(max_sequences, seed=0) if len(calib) > max_sequences else calib
+    return ds.x, ds.lengths
+
+
 def quantize_model(ir: ModelIR, calib: Dataset, max_sequences: int = 1000, progress: bool = True):
     """Calibrate on (a sample of) ``calib`` and quantise. Returns (QModel, Ranges)."""
     ds = calib.sample(max_sequences, seed=0) if len(calib) > max_sequences else calib

@@ -1,0 +1,73 @@
+"""The clipping diagnostic (rnnskip/quant/diagnose.py): a relu or linear LSTM/GRU whose candidate passes +-8 (int16
+Q3.12) on the calibration data gets one warning line naming the layer; a table activation, a SimpleRNN (its own
+calibrated scale) or inputs that keep it within range get none. The observer changes nothing the golden model
+computes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import quantize_on
+from random_models import random_data, random_ir
+
+from rnnskip.quant.diagnose import clip_warnings, clipping
+from rnnskip.quant.golden import GoldenModel
+
+
+def _relu(cfg: str, act: str, scale: float, seed: int = 0):
+    ir = random_ir(cfg, seed=seed)
+    for r in ir.rnn_layers:
+        r.activation = act
+    x, L = random_data(ir, n=16, T=12, seed=seed)
+    x = (x * scale).astype(np.float32)
+    return quantize_on(ir, x, L), x, L
+
+
+@pytest.mark.parametrize("cfg", ["feat-lstm", "feat-gru-gru-v1", "feat-dense-gru", "feat-lstm-gru"])
+def test_a_relu_recurrent_layer_past_8_is_warned_about(cfg):
+    qm, x, L = _relu(cfg, "relu", 60.0)
+    ref, _ = GoldenModel(qm).run(x, L)
+    found = clipping(qm, x, L)
+    again, _ = GoldenModel(qm).run(x, L)
+    assert np.array_equal(ref, again)
+    assert found and all(0 < frac <= 1 for _, frac in found)
+    lines = clip_warnings(qm, x, L)
+    assert len(lines) == len(found) and all("\n" not in s and s.startswith("warning: layer '") for s in lines)
+    assert f"'{found[0][0].name}' ({'LSTM' if found[0][0].kind == 'lstm' else 'GRU'}, activation=relu) takes " \
+           "values past +-8 in" in lines[0] and lines[0].endswith("or use activation='tanh'")
+
+
+@pytest.mark.parametrize("cfg,act,scale", [("feat-lstm", "tanh", 60.0), ("feat-gru-gru-v1", "tanh", 60.0),
+                                           ("feat-rnn", "relu", 60.0), ("feat-lstm", "relu", 0.05),
+                                           ("feat-gru-gru-v1", "linear", 0.05)])
+def test_no_warning_where_nothing_clips(cfg, act, scale):
+    qm, x, L = _relu(cfg, act, scale)
+    assert clipping(qm, x, L) == [] and clip_warnings(qm, x, L) == []
+
+
+def test_the_quantize_stage_prints_the_warning(tmp_path):
+    """`rnnskip quantize` (as `rnnskip-convert`) prints the line on stderr for a Keras LSTM(activation='relu') fed
+    values 60 times its unit-variance data's, and none for that data."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    k = pytest.importorskip("tf_keras")
+    from rnnskip.datasets import Dataset, save_npz
+    m = k.Sequential([k.layers.Input((None, 3)), k.layers.LSTM(6, activation="relu", name="lstm"), k.layers.Dense(1)])
+    rng = np.random.default_rng(0)
+    m.set_weights([rng.normal(0, 0.6, w.shape).astype(np.float32) for w in m.get_weights()])
+    m.save(tmp_path / "m.h5")
+    exe = Path(sys.executable).parent / "rnnskip"
+    work = tmp_path / "w"
+    p = subprocess.run([str(exe), "import", str(tmp_path / "m.h5"), "--out", str(work)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    lines = {}
+    for scale in (1.0, 60.0):
+        data = tmp_path / f"x{scale}.npz"
+        x = (rng.normal(0, 1, (20, 8, 3)) * scale).astype(np.float32)
+        save_npz(str(data), Dataset(x=x, y=None, lengths=np.full(len(x), 8, np.int32)))
+        p = subprocess.run([str(exe), "quantize", str(work), "--calib", str(data)], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        lines[scale] = [s for s in p.stderr.splitlines() if "past +-8" in s]
+    assert lines[1.0] == [] and len(lines[60.0]) == 1
+    assert lines[60.0][0].startswith("warning: layer 'lstm' (LSTM, activation=relu) takes values past +-8 in ")

@@ -71,3 +71,29 @@ def test_the_quantize_stage_prints_the_warning(tmp_path):
         lines[scale] = [s for s in p.stderr.splitlines() if "past +-8" in s]
     assert lines[1.0] == [] and len(lines[60.0]) == 1
     assert lines[60.0][0].startswith("warning: layer 'lstm' (LSTM, activation=relu) takes values past +-8 in ")
+
+
+def test_outputs_and_inputs_past_the_calibrated_range_are_counted():
+    """A linear (regression) output is counted where the float model's output lies beyond the int16 range that
+    calibration on other (smaller) data set; the calibration data itself counts nothing, its largest output
+    included. Input values past their int8 range are counted on the steps that run."""
+    from rnnskip.quant.diagnose import saturation, saturation_warnings
+    from rnnskip.reference import FloatModel
+    ir = random_ir("feat-lstm", seed=1)
+    ir.head[-1].activation = "linear"   # a regression head: Dense(4), linear
+    x, L = random_data(ir, n=24, T=10, seed=2)
+    small = (0.2 * x[:12]).astype(np.float32)
+    qm = quantize_on(ir, small, L[:12])
+    fm = FloatModel(ir)
+    cal = saturation(qm, small, L[:12], fm.predict(small, L[:12]))
+    assert cal["outputs"] == (0, 48) and cal["inputs"][0] == 0 and cal["inputs"][1] > 0
+    f = fm.predict(x[12:], L[12:])
+    sat = saturation(qm, x[12:], L[12:], f)
+    beyond = np.abs(f) > 32767.5 * qm.output_scale
+    assert sat["outputs"] == (int(beyond.sum()), f.size) and beyond.any()
+    assert sat["inputs"][0] > 0.01 * sat["inputs"][1]
+    lines = saturation_warnings(qm, sat, "the calibration data")
+    assert len(lines) == 2 and lines[0].startswith(f"warning: {int(beyond.sum())} of the {f.size} float outputs on "
+                                                   "--data lie beyond the int16 output range")
+    assert "of the input values on --data lie beyond the range" in lines[1]
+    assert saturation_warnings(qm, cal, "the calibration data") == []

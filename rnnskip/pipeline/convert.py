@@ -11,7 +11,7 @@ from .. import boards, emulators
 from ..build import build_host
 from ..errors import RnnskipError
 from ..outdir import atomic_dir, check_replaceable
-from ..quant.diagnose import clip_warnings
+from ..quant.diagnose import clip_warnings, saturation_warnings
 from . import stages, workdir
 
 
@@ -199,6 +199,8 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         n = emulate_max if emu.board is None else (emulate_max or bundle)   # a board image holds its sequences
         fw = stages.build_firmware(src, tmp / "firmware", emu, variant, qm, ds, n, max_t, ir.name)
         ev = stages.evaluate(ir, qm, ds, host_so=so, firmware=fw, emulator=emu, emulate_max=n)
+        for line in saturation_warnings(qm, ev.saturation, "the calibration data" if calib else "--data itself"):
+            note(line)
         rep = build_report(ir, qm, ev, target, kernels, variant, firmware=fw)
         if st is not None:
             rep["selftest"] = selftest_section(st, so)

@@ -20,6 +20,7 @@ from ..generate import KERNEL_PROVIDERS, generate
 from ..host import HostModel
 from ..quant.calibrate import calibrate
 from ..quant.dequantize import has_row_scales, int8_weights_ir
+from ..quant.diagnose import saturation
 from ..quant.golden import GoldenModel
 from ..quant.model import QModel, c_name
 from ..quant.quantize import quantize
@@ -152,6 +153,7 @@ class Evaluation:
     error: Optional[dict] = None   # regression (float y): errors in the output's units
     padding: str = ""              # which steps of a row ran (Dataset.padding: lengths or the model's masking)
     labelled: bool = True          # False: the data had no y, so no accuracy (bit-exactness, cycles, memory only)
+    saturation: dict = field(default_factory=dict)   # quant.diagnose.saturation: clipped outputs and inputs
 
     @property
     def mismatches(self) -> int:
@@ -170,7 +172,8 @@ def evaluate(ir: ModelIR, qm: QModel, ds: Dataset, host_so: Optional[Path] = Non
     g_out, g_flags = g.run(ds.x, ds.lengths)
     float_acc, golden_acc, error = outputs.score(ir, qm, ds, probs, g_out)  # accuracy, or regression error
     ev = Evaluation(n=len(ds), float_acc=float_acc, golden_acc=golden_acc,
-                    golden_steps=g.executed_steps(g_flags), error=error, padding=ds.padding, labelled=ds.y is not None)
+                    golden_steps=g.executed_steps(g_flags), error=error, padding=ds.padding, labelled=ds.y is not None,
+                    saturation=saturation(qm, ds.x, ds.lengths, probs))
     t2 = time.time()
     if has_row_scales(qm):
         ev.float_int8_weights = outputs.score_like_float(

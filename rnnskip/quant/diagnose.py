@@ -14,9 +14,10 @@ from typing import List
 import numpy as np
 
 from ..cells import cell_of
+from ..outputs import golden_rows
 from ..stepmethod import StepMethod
 from .act import LUTS
-from .golden import GoldenModel
+from .golden import GoldenModel, feature_inv_scale
 
 
 class _ClipWatch(StepMethod):
@@ -54,4 +55,47 @@ def clip_warnings(qm, x: np.ndarray, lengths: np.ndarray) -> List[str]:
                    "them there (relu and linear recurrent activations run in int16 Q3.12): its outputs will differ "
                    "from the float model's; scale the inputs down (e.g. a Normalization layer, or the targets of a "
                    "regression) so they stay within +-8, or use activation='tanh'")
+    return out
+
+
+def saturation(qm, x: np.ndarray, lengths: np.ndarray, float_out: np.ndarray) -> dict:
+    """On data the model was not calibrated on, each as (count, total): ``outputs``, the float model's outputs past
+    the int16 output range (a linear output only: the device's int16 values are those outputs; the range ends at
+    the largest the calibration data gave, so the int8 model clips them there; per-step models: the steps within
+    each row's length), and ``inputs``, the float features past their calibrated int8 range (clipped to +-127;
+    the steps within each row's length that run)."""
+    res = {"outputs": (0, 0), "inputs": (0, 0)}
+    if qm.output_activation == "linear" and qm.output_dim:
+        vals = np.concatenate([np.asarray(golden_rows(qm, float_out, n, int(lengths[n])))[..., : qm.output_dim]
+                               .reshape(-1) for n in range(len(x))]) if len(x) else np.zeros(0)
+        top = 32767.5 * float(qm.output_scale)
+        res["outputs"] = (int((np.abs(vals) > top).sum()), int(vals.size))
+    if not qm.token_input:
+        with np.errstate(over="ignore", invalid="ignore"):
+            v = np.asarray(x, np.float32)
+            if qm.feature_offsets is not None:
+                v = v - np.asarray(qm.feature_offsets, np.float32)
+            v = np.abs(v * feature_inv_scale(qm)[: v.shape[-1]])
+        real = (np.arange(x.shape[1])[None, :] < np.asarray(lengths)[:, None]) & \
+            GoldenModel(qm, methods=[]).valid_steps(x)
+        v = v[real]
+        res["inputs"] = (int((v > 127.5).sum()), int(v.size))
+    return res
+
+
+def saturation_warnings(qm, sat: dict, calibrated_on: str) -> List[str]:
+    """``warning:`` lines for :func:`saturation`: any clipped output; inputs when more than 1% of their values pass
+    the calibrated range (a few outliers are what a range taken from data always leaves)."""
+    out = []
+    n, total = sat["outputs"]
+    if n:
+        top = 32767 * float(qm.output_scale)
+        out.append(f"warning: {n:,} of the {total:,} float outputs on --data lie beyond the int16 output range "
+                   f"(+-{top:.4g}, the largest output on {calibrated_on}): the int8 model clips them there; "
+                   "calibrate (--calib) on data that covers the outputs' range")
+    n, total = sat["inputs"]
+    if total and n > 0.01 * total:
+        out.append(f"warning: {100 * n / total:.3g}% of the input values on --data lie beyond the range the "
+                   f"int8 input scales were calibrated on ({calibrated_on}) and were clipped to it; calibrate "
+                   "(--calib) on data like --data (or check its units and preprocessing)")
     return out

@@ -194,6 +194,8 @@ def inspect_cmd(model, max_t, target_names, as_json):
 
     from .inspect import format_text, inspect_file
     ins = inspect_file(model, max_t=max_t, target_names=list(target_names) or None)
+    if not ins.format and ins.blockers:   # no model file rnnskip reads: bad input (exit 2), as convert says it
+        raise RnnskipError(ins.blockers[0])
     click.echo(_json.dumps(ins.to_dict(), indent=2) if as_json else format_text(ins))
     if not ins.converts or (target_names and not any(t["fits"] for t in ins.targets)):
         sys.exit(1)

@@ -136,6 +136,16 @@ def test_inspect_cli_exit_status(files, tmp_path):
     assert json.loads(p.stdout)["converts"] is False
     p = cli("rnnskip", "inspect", tmp_path / "missing.h5")
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "not found" in p.stderr
+    # a file rnnskip cannot read as a model is bad input too: one line and 2, not a report of an empty model and 1
+    (tmp_path / "model.pt").write_bytes(b"PK-not-quite" + bytes(64))
+    (tmp_path / "trunc.h5").write_bytes(Path(files["regression"]).read_bytes()[:3000])
+    for bad, needle in (("model.pt", "or an ONNX file (.onnx; a PyTorch model: export it with torch.onnx.export)"),
+                        ("trunc.h5", "truncated or corrupt")):
+        for extra in ((), ("--json",)):
+            p = cli("rnnskip", "inspect", tmp_path / bad, *extra)
+            assert p.returncode == 2 and p.stdout == "" and p.stderr.startswith("error: ") and needle in p.stderr, \
+                (bad, p.returncode, p.stdout, p.stderr)
+            assert len(p.stderr.strip().splitlines()) == 1
 
 
 # --------------------------------------------------------------------------

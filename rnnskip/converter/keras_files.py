@@ -68,15 +68,15 @@ def open_model_file(path) -> Iterator[ModelFile]:
         raise RnnskipError(f"model file not found: {p}")
     if os.path.isdir(p):
         raise RnnskipError(
-            f"{p} is a directory, not a model file: rnnskip reads Keras .h5 or "
-            ".keras files (re-save a SavedModel with model.save('model.keras'))")
+            f"{p} is a directory, not a model file: rnnskip reads Keras .h5 or .keras files and ONNX .onnx files "
+            "(re-save a SavedModel with model.save('model.keras'))")
     try:
         with open(p, "rb") as fh:
             head = fh.read(8)
     except OSError as e:
         raise RnnskipError(f"cannot read {p}: {e.strerror or e}") from None
     if not head:
-        raise RnnskipError(f"{p} is empty: expected a Keras .h5 or .keras model file")
+        raise RnnskipError(f"{p} is empty: expected a Keras .h5 or .keras model file or an ONNX .onnx file")
     with read_errors(p):
         if head.startswith(_ZIP_MAGIC):
             opened = _open_keras_zip(p)
@@ -84,7 +84,8 @@ def open_model_file(path) -> Iterator[ModelFile]:
             opened = _open_h5(p)
         else:
             raise RnnskipError(
-                f"{p} is not a Keras model file: expected an HDF5 (.h5) file or a .keras zip archive")
+                f"{p} is not a Keras model file: expected an HDF5 (.h5) file or a .keras zip archive, or an ONNX "
+                "file (.onnx; a PyTorch model: export it with torch.onnx.export)")
         with opened as model_file:
             yield model_file
 

@@ -126,3 +126,47 @@ def test_float16_policy_noted_and_named_in_the_warning(tmp_path):
     assert res["compute_dtype"] == "float16" and res["max_abs_diff"] > res["tolerance"]
     assert source_check.warning(res).endswith("the model computes in float16 (its dtype policy) and the reference in "
                                               "float32, so part or all of that is float16 rounding")
+
+
+def test_the_tolerance_grows_with_the_outputs_size():
+    """float32 rounding grows with the outputs: 0.004 off on outputs near 101,325 (a pressure in Pa) is within the
+    tolerance (1e-4 of the largest |output|), as 4e-5 on outputs near 1 is; 0.004 on outputs near 1 is not (a review
+    saw 'please report this' on the pressure model)."""
+    from types import SimpleNamespace
+    ir = SimpleNamespace()
+    rows = np.arange(3)
+    for size, diff, warned in ((101325.0, 0.004, False), (1.0, 4e-5, False), (1.0, 0.004, True)):
+        want = np.full((3, 1), size)
+        res = source_check._compared("tf_keras", rows, want + diff, want, ir)
+        assert res["tolerance"] == pytest.approx(1e-4 * max(1.0, size))
+        assert bool(source_check.warning(res)) == warned, (size, diff)
+
+
+def test_a_batch_of_one_exported_with_its_axis_squeezed(tmp_path):
+    """PyTorch's tutorial head fc(h_n.squeeze()) exported with a one-row example and no dynamic axes squeezes the
+    batch axis away: the check runs it row by row and compares (it warned of output shapes [N, 2] and [N] and said
+    to report it)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    import warnings
+
+    from rnnskip.converter.formats import load_model_file as load_any
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.fc = torch.nn.LSTM(5, 8, batch_first=True), torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x)[1][0].squeeze())
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(6, 10, 5)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Net().eval(), (torch.tensor(x[:1]),), str(tmp_path / "m.onnx"), opset_version=17,
+                          dynamo=False, input_names=["x"], output_names=["y"])
+    ir = load_any(tmp_path / "m.onnx")
+    res = source_check.check(ir, x, np.full(6, 10))
+    assert "shape_mismatch" not in res and res["rows"] == 6 and res["max_abs_diff"] <= 1e-5, res
+    assert source_check.warning(res) == ""

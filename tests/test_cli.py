@@ -675,3 +675,14 @@ def test_variant_dsp_refused_on_a_core_without_it(model_and_data, tmp_path):
     one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", tmp_path / "o", "--target", "cortex-m0",
                        "--variant", "dsp"), "--variant dsp needs a core with the DSP extension", "cortex-m0")
     assert not (tmp_path / "o").exists()
+
+
+def test_an_error_after_a_progress_bar_starts_its_own_line_in_a_log(model_and_data, tmp_path):
+    """With stderr not a terminal (a CI log), a progress bar's line ends before the next line: the error after the
+    calibration bar starts a line (it followed the bar's carriage returns on one line, so grep '^error:' missed it)."""
+    model, data, _ = model_and_data
+    p = cli("rnnskip-convert", model, "--data", data, "--target", "cortex-m0", "--max-t", "100000",
+            "--out", tmp_path / "o")
+    assert p.returncode == 2 and "calibrate" in p.stderr, p.stderr
+    assert [line for line in p.stderr.split("\n") if line.startswith("error: model does not fit cortex-m0")], p.stderr
+    assert not (tmp_path / "o").exists()

@@ -3,6 +3,7 @@ core (rnnskip.simulator), with the cycle model and memory traffic; parallel work
 from __future__ import annotations
 
 import multiprocessing as mp
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -125,7 +126,7 @@ def emulate_dataset(elf: Path, target, sequences: Sequences, traffic_sample: int
     stack = 0
     copy = None
     bar = tqdm(total=N, desc="emulate" + (f" (memory traffic counted on {len(counted)})" if counted else ""),
-               unit="seq", disable=not progress, leave=False)
+               unit="seq", disable=not progress, leave=not sys.stderr.isatty())   # a log: its line ends
 
     def take(result):
         nonlocal stack, copy

@@ -1,6 +1,7 @@
 """Activation ranges from running the float reference over user data."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -97,7 +98,8 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
     if ir.bidirectional is not None:
         return cover_pads(ir, _calibrate_windows(ir, fm, x, lengths, r))
     from ..reference import pool_over_time  # imported where used, as the other reference helpers here
-    it = tqdm(range(len(x)), desc="calibrate", unit="seq", disable=not progress, leave=False)
+    # in a log (stderr not a terminal) the bar's last state stays and its line ends, so a later line starts one
+    it = tqdm(range(len(x)), desc="calibrate", unit="seq", disable=not progress, leave=not sys.stderr.isatty())
     for n in it:
         seq = x[n][: int(lengths[n])]
         valid = fm.valid_steps(seq)

@@ -327,14 +327,24 @@ def budget_text(c: dict, fallback: str) -> str:
             f"(n={c['calibration_n']})")
 
 
-def check_against_certificate(meta: dict, data, option: str, warn) -> Optional[dict]:
+def run_lengths(qm, data) -> np.ndarray:
+    """Per row of ``data`` (a Dataset), the steps within its length that the model's mask runs (Masking,
+    mask_zero): what the certification rows and --data are compared on. A padded window's length is its padding
+    too (a Masking model's rows all have the window's length, so comparing those compared nothing)."""
+    from .quant.golden import GoldenModel
+    x = np.asarray(data.x)
+    within = np.arange(x.shape[1])[None, :] < np.asarray(data.lengths)[:, None]
+    return (GoldenModel(qm, methods=[]).valid_steps(x) & within).sum(axis=1)
+
+
+def check_against_certificate(meta: dict, data, option: str, warn, qm) -> Optional[dict]:
     """``data`` (a Dataset) against the certification rows recorded in ``meta`` (``certified``,
-    ``calibration_lengths``): the :func:`data_check` (None when there is no certificate), and a
-    ``warn`` line when the lengths differ."""
+    ``calibration_lengths``: :func:`run_lengths` of ``qm``): the :func:`data_check` (None when there is no
+    certificate), and a ``warn`` line when the lengths differ."""
     cert, ref = meta.get("certified"), meta.get("calibration_lengths")
     if data is None or not cert or not cert.get("certified") or not ref:
         return None
-    check = data_check(ref, data.lengths)
+    check = data_check(ref, run_lengths(qm, data))
     if not check["like_calibration"] and warn is not None:
         warn(shift_warning(check, option, cert))
     return check

@@ -215,3 +215,31 @@ def test_budget_text_names_the_reason_nothing_was_certified():
     few = Certificate("paired", 0.01, 0.9, 150, None, None, None, 1, 0.0198, failed_upper_bound=0.03)
     assert budget_text(few.as_dict(), "thresholds 0") == (
         "not certified (150 calibration sequences certify no budget below 1.98 points): thresholds 0")
+
+
+def test_masked_rows_are_compared_on_the_steps_they_run():
+    """A Masking model's rows are padded to the window, so every row's length is the window's: the check against the
+    certification rows compares the steps the mask runs (a review cut every test row to 4 real steps and saw no
+    warning: it compared 29 with 29)."""
+    from helpers import dataset, quantize_on
+    from random_models import random_data, random_ir
+
+    from rnnskip.certify import check_against_certificate, run_lengths
+    ir = random_ir("feat-mask-gru", seed=0)
+    x, _ = random_data(ir, n=60, T=20, seed=1)
+    real = np.random.default_rng(2).integers(12, 21, len(x))
+    x[np.arange(20)[None, :] >= real[:, None]] = 0.0      # padded with the mask value after each row's real steps
+    full = np.full(len(x), 20)
+    qm = quantize_on(ir, x, full)
+    steps = run_lengths(qm, dataset(x, full))
+    assert list(steps) == list((x != 0.0).any(-1).sum(1)) and (steps <= real).all() and (steps < 20).any()
+    ref = sorted(int(v) for v in run_lengths(qm, dataset(x[:30], full[:30])))
+    meta = {"certified": {"certified": True, "data": "val.npz"}, "calibration_lengths": ref}
+    short = x[30:].copy()
+    short[:, 4:] = 0.0                                     # 4 real steps each, still 20 long
+    warned = []
+    assert check_against_certificate(meta, dataset(x[30:], full[30:]), "--delta d.json", warned.append, qm)[
+        "like_calibration"] and warned == []
+    check = check_against_certificate(meta, dataset(short, full[30:]), "--delta d.json", warned.append, qm)
+    assert not check["like_calibration"] and check["median_here"] <= 4 and len(warned) == 1
+    assert warned[0].startswith("warning: --data is unlike the rows --delta d.json was certified on")

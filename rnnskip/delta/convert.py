@@ -56,7 +56,7 @@ class DeltaSetup(MethodSetup):
                  f"({self.grid_mismatch}): pass the --calib it was made with"
                  f"{f' (--calib {cal})' if cal else ''}, or re-run 'rnnskip delta-tune' with this --calib")
         from ..certify import check_against_certificate
-        self.data_check = check_against_certificate(self.spec.tuning, data, f"--delta {self.path}", warn)
+        self.data_check = check_against_certificate(self.spec.tuning, data, f"--delta {self.path}", warn, qm)
 
     def section(self, ir, qm, ds, ev, out_dir, comparison=None, model_path=None) -> dict:
         from .report import section

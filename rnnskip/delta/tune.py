@@ -397,7 +397,7 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     thresholds in rising order; it is tested on the other rows (the calibration data), never
     the same rows twice. Nothing certified: thresholds 0 (the dense model, loss 0 by
     construction), with the reason in ``extra["certified"]``."""
-    from ..certify import fixed_sequence, split_rows
+    from ..certify import fixed_sequence, run_lengths, split_rows
     from ..datasets import Dataset
     kind, budget = check_budget(max_loss, max_disagreement, confidence)
     from ..outputs import check_class_outputs
@@ -486,7 +486,7 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
         p.loss = 100.0 * (acc_int8 - p.accuracy)
         p.loss_se = paired_loss(dense_correct, p.correct)[1]
     dense_macs, dense_wbytes = _dense_cost(qm, C, layouts)
-    lengths = np.sort(np.asarray(C.lengths))
+    lengths = np.sort(run_lengths(qm, C))
     if len(lengths) > 2000:      # kept for rnnskip-convert's check that --data is like these rows
         lengths = lengths[np.linspace(0, len(lengths) - 1, 2000).round().astype(int)]
     extra = {"grid": sorted({int(g) for g in grid}), "cell_grid": sorted({int(c) for c in cell_grid}),

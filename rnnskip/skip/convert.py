@@ -182,7 +182,7 @@ class SkipSetup(MethodSetup):
                  f"this --calib")
         from ..certify import check_against_certificate
         self.data_check = check_against_certificate(self.meta, data, f"the skip predictor {self.predictor_dir}",
-                                                    note)
+                                                    note, qm)
         return qp
 
     # ---- report ----------------------------------------------------------------

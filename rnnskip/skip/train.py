@@ -351,11 +351,13 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
     for r in rounds:
         r["chosen"] = r["round"] == info["round"]
     cert = _certify(p, cal, cert_ds, qm, fm, cfg, log) if cert_ds is not None else None
+    from ..certify import run_lengths
     return TrainResult(predictor=p, config=cfg, oracle=osw, calibration=cal, rounds=rounds, stats=stats,
                        dense_train=dense_tr, budget_params=budget, rnn_params=rp, labels=labels,
                        oracle_variants=oracle_variants, dense_val=dense_val,
                        seconds=time.time() - t_start, certificate=cert,
-                       calibration_lengths=None if cert_ds is None else sorted(int(v) for v in cert_ds.lengths),
+                       calibration_lengths=None if cert_ds is None else sorted(int(v) for v in
+                                                                               run_lengths(qm, cert_ds)),
                        int8_grid=grid_of(qm) if cfg.calibrate_on == "int8" else None)
 
 

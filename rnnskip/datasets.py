@@ -362,10 +362,14 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what
         lengths = infer_lengths(x, mask_zero and not getattr(ir, "pools_masked_zeros", False)
                                 and not runs_every_step(ir))
         if (lengths == 0).any():
-            r = int(np.argwhere(lengths == 0)[0][0])
-            raise RnnskipError(f"row {r} of x in {name} is all padding (id 0, which the model's mask_zero "
-                               f"Embedding skips); every sequence needs at least one token, or give lengths "
-                               f"explicitly")
+            # Keras predicts such a row: its mask skips every step, so the head reads the initial state. Its length is
+            # the window's (every step masked), as if lengths were given
+            empty = int((lengths == 0).sum())
+            notes.append(f"note: {empty} row{'s' if empty > 1 else ''} of x in {name} {'are' if empty > 1 else 'is'} "
+                         f"all padding (id 0, which the model's mask_zero Embedding skips, e.g. row "
+                         f"{int(np.argwhere(lengths == 0)[0][0])}): every step is masked, so the output is the head on "
+                         "the initial state, as Keras computes it")
+            lengths = np.where(lengths == 0, T, lengths).astype(lengths.dtype)
 
     if has_lengths and ir is not None and getattr(ir, "pools_masked_zeros", False) and (lengths < T).any():
         cut = lengths_cut_unmasked(x, lengths, ir)

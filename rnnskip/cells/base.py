@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import RnnskipError
 from ..quant import fixedpoint as fp
-from ..quant.act import int_activation
+from ..quant.act import LUTS, int_activation
 from ..quant.model import QRNN, QMat, pad4
 
 # --------------------------------------------------------------------------
@@ -365,10 +365,20 @@ class Cell:
         return acc
 
     @classmethod
+    def candidate_values(cls, l, s: dict, acc: np.ndarray, pre: np.ndarray) -> List[np.ndarray]:
+        """The int16 Q3.12 values (``[N, up]`` each) on the path of a relu/linear candidate at this step, from the
+        layer's state ``s``, its accumulators and their saturated planes ``pre`` (:func:`planes16`); []: none."""
+        return []
+
+    @classmethod
     def clipped_units(cls, l, s: dict, acc: np.ndarray) -> Optional[np.ndarray]:
         """bool ``[N, up]``: the units whose relu/linear candidate leaves the int16 Q3.12 range (+-8) at this step,
-        where the int model clips what the float one does not (quant.diagnose); None: the cell has no such path."""
-        return None
+        where the int model clips what the float one does not (quant.diagnose); None: nothing to watch (a table
+        activation saturates beyond +-8 anyway)."""
+        if l.activation in LUTS:
+            return None
+        parts = cls.candidate_values(l, s, acc, planes16(l, acc))
+        return np.any([np.abs(v) >= 32767 for v in parts], axis=0) if parts else None
 
     @classmethod
     def golden_cell(cls, l, s: dict, acc: np.ndarray) -> dict:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..quant import fixedpoint as fp
-from ..quant.act import LUTS, act_q, out_q
+from ..quant.act import act_q, out_q
 from .base import (
     Cell,
     fused_block,
@@ -219,17 +219,13 @@ class GRU(Cell):
         return {"h8": fp.sat8(fp.requantize(h16, l.h_mult, l.h_ls)), "h16": h16}
 
     @classmethod
-    def clipped_units(cls, l, s, acc):
-        if l.activation in LUTS:   # a table saturates anyway beyond +-8
-            return None
-        U = l.up
-        pre = planes16(l, acc)
-        parts = [pre[:, :U], cls.golden_cell(l, s, acc)["h16"]]   # the candidate's sum and the state, Q3.12
-        if l.options["reset_after"]:
-            r = act_q(l.recurrent_activation, pre[:, 2 * U:3 * U])
-            parts += [pre[:, 3 * U:4 * U],
-                      fp.sat16(pre[:, :U] + fp.round_shift(r * pre[:, 3 * U:4 * U], out_q(l.recurrent_activation)))]
-        return np.any([np.abs(v) >= 32767 for v in parts], axis=0)
+    def candidate_values(cls, l, s, acc, pre):
+        U, ra = l.up, l.recurrent_activation
+        parts = [pre[:, :U], cls.golden_cell(l, s, acc)["h16"]]   # the candidate's sum and the state
+        if l.options["reset_after"]:   # its recurrent part, and the sum the reset gate makes
+            r = act_q(ra, pre[:, 2 * U:3 * U])
+            parts += [pre[:, 3 * U:4 * U], fp.sat16(pre[:, :U] + fp.round_shift(r * pre[:, 3 * U:4 * U], out_q(ra)))]
+        return parts
 
     # ---- C -------------------------------------------------------------------------
     @classmethod

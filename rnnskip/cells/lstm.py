@@ -189,15 +189,10 @@ class LSTM(Cell):
         return {"h8": h8, "c": c}
 
     @classmethod
-    def clipped_units(cls, l, s, acc):
-        if l.activation in LUTS:   # a table saturates anyway beyond +-8
-            return None
-        U = l.up
-        pre = planes16(l, acc)
-        g = [pre[:, 2 * U:3 * U]]
-        if l.options.get("split"):   # each half, and their sum
-            g = [pre[:, 2 * U:3 * U], pre[:, 6 * U:7 * U], fp.sat16(pre[:, 2 * U:3 * U] + pre[:, 6 * U:7 * U])]
-        return np.any([np.abs(v) >= 32767 for v in g], axis=0)
+    def candidate_values(cls, l, s, acc, pre):
+        U = l.up   # g's pre-activation: with split scales each half and their sum
+        g = pre[:, 2 * U:3 * U]
+        return [g, pre[:, 6 * U:7 * U], fp.sat16(g + pre[:, 6 * U:7 * U])] if l.options.get("split") else [g]
 
     # ---- C -------------------------------------------------------------------------
     @classmethod

@@ -156,6 +156,21 @@ def _is_classifier(ir) -> bool:
 KEYS = ("x", "y", "lengths", "texts", "class_names")
 
 
+def _past_lengths(lengths, shape) -> Optional[np.ndarray]:
+    """bool ``[N, T]``: the steps after each row's length, when ``lengths`` is a plausible one per row (integers in
+    0..T; the full check comes later and says what is wrong otherwise); else None."""
+    if lengths is None:
+        return None
+    v = np.asarray(lengths)
+    N, T = shape
+    if v.shape != (N,) or not (np.issubdtype(v.dtype, np.integer) or (
+            np.issubdtype(v.dtype, np.floating) and np.all(np.isfinite(v)) and np.all(v == np.round(v)))):
+        return None
+    if (v < 0).any() or (v > T).any():
+        return None
+    return np.arange(T)[None, :] >= v.astype(np.int64)[:, None]
+
+
 def load_npz(path: str, ir=None, labels: Optional[bool] = True, what: str = "") -> Dataset:
     """Read and validate a user ``.npz`` (``x``, ``y``, optional ``lengths``).
 
@@ -253,11 +268,18 @@ def load_npz(path: str, ir=None, labels: Optional[bool] = True, what: str = "") 
             raise RnnskipError(f"token id {xmax} in x of {name} does not fit in int32")
         x = x.astype(np.int32)
     else:
+        bad = ~np.isfinite(x)
+        past = _past_lengths(lengths, x.shape[:2])
+        if past is not None and bad.any() and not (bad & ~past[..., None]).any():
+            # only in steps the lengths end the rows before (padding that never runs): zeros, said once
+            notes.append(f"note: x in {name} has NaN or inf only after the rows' lengths (steps that never run); "
+                         "rnnskip reads them as 0")
+            x = np.where(bad, 0.0, x).astype(x.dtype)
         if not np.all(np.isfinite(x)):
             r, t = (int(v) for v in np.argwhere(~np.isfinite(x))[0][:2])
             raise RnnskipError(
-                f"x in {name} contains NaN or inf values (first at row {r}, step {t}); "
-                "clean or impute them first")
+                f"x in {name} contains NaN or inf values (first at row {r}, step {t}"
+                f"{', within its length' if past is not None else ''}); clean or impute them first")
         with np.errstate(over="ignore"):
             big = ~np.isfinite(x.astype(np.float32))
         if big.any():   # the models compute in float32 (Keras, onnxruntime and the device)

@@ -194,6 +194,12 @@ def test_nan_features(tmp_path):
     x = np.zeros((2, 5, 3), np.float32)
     x[1, 2, 0] = np.nan
     assert "contains NaN or inf values (first at row 1, step 2)" in _err(_write(tmp_path, x=x, y=[0, 1]))
+    # NaN only after the rows' lengths (padding that never runs, a review found refused): read as 0, with a note
+    ds = load_npz(_write(tmp_path, x=x, y=[0, 1], lengths=[5, 2]))
+    assert np.isfinite(ds.x).all() and ds.x[1, 2, 0] == 0 and list(ds.lengths) == [5, 2]
+    assert ds.notes == ["note: x in data.npz has NaN or inf only after the rows' lengths (steps that never run); "
+                        "rnnskip reads them as 0"]
+    assert "(first at row 1, step 2, within its length)" in _err(_write(tmp_path, x=x, y=[0, 1], lengths=[5, 3]))
     x[1, 2, 0] = np.inf
     assert "NaN or inf" in _err(_write(tmp_path, x=x, y=[0, 1]))
     x64 = np.zeros((2, 5, 3))   # finite as float64, inf as the float32 the models compute in

@@ -113,7 +113,8 @@ def comparison_rows(sec: dict, key: str) -> list:
     """Terminal lines of a step method's section: MACs, and what the emulator measured against
     the dense reference (cycles, or instructions where the core has no cycle model; flash reads)."""
     m = sec["macs_per_inference"]
-    rows = [(f"{key} MAC / inference", f"{_n(m['dense'])} -> {_n(m[key])}{_red(sec.get('mac_reduction'))}")]
+    counted = " (dense steps)" if m.get("counted") else ""   # another method on: counted without it
+    rows = [(f"{key} MAC / inference", f"{_n(m['dense'])} -> {_n(m[key])}{_red(sec.get('mac_reduction'))}{counted}")]
     e = sec.get("emulated")
     if not e:
         return rows

@@ -688,3 +688,19 @@ def test_an_error_after_a_progress_bar_starts_its_own_line_in_a_log(model_and_da
     assert [line for line in p.stderr.split(b"\n") if line.startswith(b"error: model does not fit cortex-m0")], \
         p.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_conversion_with_an_edited_file_is_not_replaced(model_and_data, tmp_path):
+    """A file edited in a conversion's --out since rnnskip wrote it (its MANIFEST keeps each file's sha256) stops
+    the next conversion into that folder, and the edit is kept (a review saw it overwritten silently); unedited,
+    the folder is replaced as before."""
+    model, data, _ = model_and_data
+    out = tmp_path / "o"
+    args = ("rnnskip-convert", model, "--data", data, "--out", out, "--emulate-max", "1", "--traffic-sample", "0")
+    assert cli(*args).returncode == 0
+    assert cli(*args).returncode == 0   # unedited: replaced
+    src = out / "src" / "rnnskip_model.c"
+    src.write_text(src.read_text() + "/* my change */\n")
+    one_line_error(cli(*args), "--out", "holds files edited since rnnskip wrote them (src/rnnskip_model.c)",
+                   "keep your edits elsewhere")
+    assert src.read_text().endswith("/* my change */\n")

@@ -164,7 +164,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     setups = [s for s in (setup.prepare(ir, methods.get(setup.key), log, note, [data, calib])
                           for setup in method_setups()) if s]
     inputs = [model, data, calib] + [p for s in setups for p in s.inputs]
-    with atomic_dir(out, "report.json", inputs=inputs) as tmp:
+    with atomic_dir(out, "report.json", inputs=inputs, hashed=True) as tmp:   # an edited file stops a re-run
         qm, ranges = stages.quantize_model(ir, cal, calib_max, progress)
         for line in clip_warnings(qm, *stages.calibration_sample(cal, calib_max)):
             note(line)

@@ -331,10 +331,8 @@ def run_lengths(qm, data) -> np.ndarray:
     """Per row of ``data`` (a Dataset), the steps within its length that the model's mask runs (Masking,
     mask_zero): what the certification rows and --data are compared on. A padded window's length is its padding
     too (a Masking model's rows all have the window's length, so comparing those compared nothing)."""
-    from .quant.golden import GoldenModel
-    x = np.asarray(data.x)
-    within = np.arange(x.shape[1])[None, :] < np.asarray(data.lengths)[:, None]
-    return (GoldenModel(qm, methods=[]).valid_steps(x) & within).sum(axis=1)
+    from .outputs import scored_steps
+    return scored_steps(qm, data).sum(axis=1)
 
 
 def check_against_certificate(meta: dict, data, option: str, warn, qm) -> Optional[dict]:

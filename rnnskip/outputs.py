@@ -129,10 +129,11 @@ def scored_steps(qm, ds) -> np.ndarray:
     """bool ``[N, T]``: the steps a per-step model is scored on, those before each row's length that the model's own
     mask (``Masking``, ``mask_zero``) keeps, as Keras' compiled metrics and losses weight them (a masked step's
     output is a held or zero state, not a prediction)."""
-    return _scored(qm, ds.x, ds.lengths)
+    return steps_run_mask(qm, ds.x, ds.lengths)
 
 
-def _scored(qm, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def steps_run_mask(qm, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """bool ``[N, T]``: the steps before each row's length that the model's own mask keeps."""
     from .quant.golden import GoldenModel
     return step_mask(lengths, x.shape[1]) & GoldenModel(qm, methods=[]).valid_steps(x)
 
@@ -144,7 +145,7 @@ def class_outcomes(qm, x: np.ndarray, lengths: np.ndarray, values: np.ndarray, y
     float ``[N, T]``, 1 or 0 at the steps it is scored on (:func:`scored_steps`) and NaN at the others, which
     rnnskip.stats reads per sequence (each sequence's share of right steps)."""
     pred = _classes(np.asarray(values), threshold)
-    return outcomes(pred, y, _scored(qm, x, lengths) if per_step(qm) else None)
+    return outcomes(pred, y, steps_run_mask(qm, x, lengths) if per_step(qm) else None)
 
 
 def outcomes(pred: np.ndarray, y, scored: Optional[np.ndarray]) -> np.ndarray:

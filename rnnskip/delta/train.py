@@ -54,8 +54,8 @@ def _keras():
 def _tf_activation(tf, name):
     if name is None:
         return None
-    if name.startswith("leaky_relu("):
-        from ..converter.support import leaky_alpha
+    from ..converter.support import activation_kind, leaky_alpha
+    if activation_kind(name) == "leaky_relu":
         return lambda x: tf.nn.leaky_relu(x, leaky_alpha(name))
     fns = {"linear": lambda x: x, "relu": tf.nn.relu, "relu6": tf.nn.relu6, "tanh": tf.tanh, "sigmoid": tf.sigmoid,
            "softsign": tf.nn.softsign,

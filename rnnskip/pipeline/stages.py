@@ -70,8 +70,8 @@ def calibration_sample(calib: Dataset, max_sequences: int = 1000) -> tuple:
 
 def quantize_model(ir: ModelIR, calib: Dataset, max_sequences: int = 1000, progress: bool = True):
     """Calibrate on (a sample of) ``calib`` and quantise. Returns (QModel, Ranges)."""
-    ds = calib.sample(max_sequences, seed=0) if len(calib) > max_sequences else calib
-    ranges = calibrate(ir, float_model(ir), ds.x, ds.lengths, progress=progress)
+    x, lengths = calibration_sample(calib, max_sequences)
+    ranges = calibrate(ir, float_model(ir), x, lengths, progress=progress)
     return quantize(ir, ranges), ranges
 
 

@@ -14,10 +14,10 @@ from typing import List
 import numpy as np
 
 from ..cells import cell_of
-from ..outputs import golden_rows
+from ..outputs import golden_rows, steps_run_mask
 from ..stepmethod import StepMethod
 from .act import LUTS
-from .golden import GoldenModel, feature_inv_scale
+from .golden import GoldenModel
 
 
 class _ClipWatch(StepMethod):
@@ -71,14 +71,7 @@ def saturation(qm, x: np.ndarray, lengths: np.ndarray, float_out: np.ndarray) ->
         top = 32767.5 * float(qm.output_scale)
         res["outputs"] = (int((np.abs(vals) > top).sum()), int(vals.size))
     if not qm.token_input:
-        with np.errstate(over="ignore", invalid="ignore"):
-            v = np.asarray(x, np.float32)
-            if qm.feature_offsets is not None:
-                v = v - np.asarray(qm.feature_offsets, np.float32)
-            v = np.abs(v * feature_inv_scale(qm)[: v.shape[-1]])
-        real = (np.arange(x.shape[1])[None, :] < np.asarray(lengths)[:, None]) & \
-            GoldenModel(qm, methods=[]).valid_steps(x)
-        v = v[real]
+        v = np.abs(GoldenModel(qm, methods=[]).scaled_features(x))[steps_run_mask(qm, x, lengths)]
         res["inputs"] = (int((v > 127.5).sum()), int(v.size))
     return res
 

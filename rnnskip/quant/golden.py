@@ -236,15 +236,20 @@ class GoldenModel:
         ``feature_offsets``, ``(float32(x) - offset) * inv``, each in float32); the generated
         ``rnnskip_quantize_features()`` does the same on the device."""
         qm = self.qm
-        with np.errstate(over="ignore", invalid="ignore"):   # beyond float32: inf, clipped to +-127 as on the device
-            v = np.asarray(x, np.float32)
-            if qm.feature_offsets is not None:
-                v = v - np.asarray(qm.feature_offsets, np.float32)
-            v = v * feature_inv_scale(qm)
+        v = self.scaled_features(x)
         q = np.clip(np.rint(np.where(np.isnan(v), np.float32(0), v)), -127, 127).astype(np.int8)
         out = np.zeros(q.shape[:-1] + (qm.features_p,), dtype=np.int8)
         out[..., : qm.features] = q
         return out
+
+    def scaled_features(self, x: np.ndarray) -> np.ndarray:
+        """Float features on their int8 scales before rounding and clipping (float32, NaN kept):
+        ``(float32(x) - offset) * inv`` as :meth:`quantize_features` computes them."""
+        with np.errstate(over="ignore", invalid="ignore"):   # beyond float32: inf, clipped to +-127 as on the device
+            v = np.asarray(x, np.float32)
+            if self.qm.feature_offsets is not None:
+                v = v - np.asarray(self.qm.feature_offsets, np.float32)
+            return v * feature_inv_scale(self.qm)
 
     def valid_steps(self, x: np.ndarray) -> np.ndarray:
         """bool ``[N, T]``: steps that run (masking). Token models: id != 0 when mask_zero."""

@@ -58,7 +58,8 @@ def templates_env() -> jinja2.Environment:
     root = resources.files("rnnskip") / "firmware_templates"
     env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(root), str(CELL_DIR)]), trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-    env.globals.update(act=act_enum, shift=plane_shift, cell=cell_of, call=c_call)
+    env.globals.update(act=act_enum, shift=plane_shift, cell=cell_of, call=c_call,
+                       candidate_q=lambda l: cell_of(l.kind).candidate_q(l))
     env.filters["rstrip"] = lambda s: str(s).rstrip()   # a macro's C without its last newline
     return env
 

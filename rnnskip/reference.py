@@ -30,7 +30,13 @@ import numpy as np
 from rnnskip.cells import cell_of
 from rnnskip.cells.base import NUMPY_OPS
 from rnnskip.converter.ir import ConvLayer, EmbeddingInput, ModelIR, RNNLayer, runs_every_step
-from rnnskip.converter.support import FLOAT_ACTIVATIONS, activation_kind, leaky_alpha, leaky_relu_fn
+from rnnskip.converter.support import (
+    FLOAT_ACTIVATIONS,
+    TABLE_ACTIVATIONS,
+    activation_kind,
+    leaky_alpha,
+    leaky_relu_fn,
+)
 from rnnskip.errors import RnnskipError
 
 State = List[Tuple[np.ndarray, ...]]
@@ -95,6 +101,15 @@ class _RNN:
         self.w = {k: np.asarray(getattr(r, k), np.float64) for k in ("kernel", "recurrent_kernel", "bias")}
         self.acts = (activation(r.activation),
                      activation(r.recurrent_activation) if r.recurrent_activation else None)
+        self.own_candidate = r.activation not in TABLE_ACTIVATIONS   # relu/linear
+
+    def track_candidate(self, d: dict, st, x, m: Optional[np.ndarray] = None) -> None:
+        """Calibration: raise ``d["cand"]`` to the largest |value| a relu/linear candidate takes at this step
+        (``Cell.float_candidates``; rows ``m``, None: all), the range its int16 format is chosen from."""
+        v = self.cell.float_candidates(self.w, self.acts, st, x) if self.own_candidate else None
+        if v is not None:
+            v = np.asarray(v) if m is None else np.asarray(v)[m]
+            d["cand"] = max(d.get("cand", 0.0), float(np.abs(v).max()) if v.size else 0.0)
 
     def zero_state(self, batch: Optional[int]):
         shape = (self.units,) if batch is None else (batch, self.units)
@@ -297,12 +312,15 @@ class FloatModel:
                                "runs over whole windows, so the step-by-step float model does not apply "
                                "(docs/bidirectional.md)")
 
-    def step(self, state: State, v_t) -> State:
-        """One time step through all RNN layers; returns a new state list."""
+    def step(self, state: State, v_t, track: Optional[List[dict]] = None) -> State:
+        """One time step through all RNN layers; returns a new state list. ``track``: per layer a dict whose
+        ``cand`` calibration raises (``_RNN.track_candidate``)."""
         self._no_bidi()
         x = np.asarray(v_t, np.float64)
         new = []
-        for layer, st in zip(self.layers, state):
+        for j, (layer, st) in enumerate(zip(self.layers, state)):
+            if track is not None:
+                layer.track_candidate(track[j], st, x)
             st = layer.step(st, x)
             new.append(st)
             x = st[0]
@@ -319,7 +337,7 @@ class FloatModel:
         re-aligned to time order and merged (zeros at the steps that did not run, as Keras writes them).
         ``sequence``: the last layer's outputs at every step ``[N, T, D]`` instead. ``track``: per direction of
         every layer in order (a Bidirectional's forward then backward) a dict of max |state| over the steps that
-        ran, updated in place."""
+        ran (and of a relu/linear candidate, ``cand``), updated in place."""
         ok = np.asarray(ok, bool)
         N, T = ok.shape
         x_seq, flat, final = np.asarray(V, np.float64), 0, None
@@ -331,9 +349,11 @@ class FloatModel:
                 st, hs = (init[i] if lay is layer else lay.zero_state(N)), np.zeros((N, T, lay.units))
                 for t in steps:
                     m = ok[:, t]
+                    if track is not None and m.any():
+                        lay.track_candidate(track[flat], st, x_seq[:, t], m)
                     st = tuple(np.where(m[:, None], a, b) for a, b in zip(lay.step(st, x_seq[:, t]), st))
                     if track is not None and m.any():
-                        for k, part in zip(track[flat], st):
+                        for k, part in zip(lay.cell.float_state, st):
                             track[flat][k] = max(track[flat][k], float(np.abs(part[m]).max()))
                     hs[:, t] = st[0]
                 flat += 1

@@ -1,6 +1,7 @@
-"""The clipping diagnostic (rnnskip/quant/diagnose.py): a relu or linear LSTM/GRU whose candidate passes +-8 (int16
-Q3.12) on the calibration data gets one warning line naming the layer; a table activation, a SimpleRNN (its own
-calibrated scale) or inputs that keep it within range get none. The observer changes nothing the golden model
+"""The clipping diagnostic (rnnskip/quant/diagnose.py): a relu or linear LSTM/GRU whose candidate passes the int16
+range of its calibrated format (at most +-32768, whole units) on the calibration data gets one warning line naming
+the layer; a table activation, a SimpleRNN (its own calibrated scale) or inputs the format holds (raw values in the
+hundreds included: tests/test_candidate_format.py) get none. The observer changes nothing the golden model
 computes."""
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ def _relu(cfg: str, act: str, scale: float, seed: int = 0):
 
 
 @pytest.mark.parametrize("cfg", ["feat-lstm", "feat-gru-gru-v1", "feat-dense-gru", "feat-lstm-gru"])
-def test_a_relu_recurrent_layer_past_8_is_warned_about(cfg):
-    qm, x, L = _relu(cfg, "relu", 60.0)
+def test_a_relu_recurrent_layer_past_the_int16_range_is_warned_about(cfg):
+    qm, x, L = _relu(cfg, "relu", 3e4)
     ref, _ = GoldenModel(qm).run(x, L)
     found = clipping(qm, x, L)
     again, _ = GoldenModel(qm).run(x, L)
@@ -33,12 +34,13 @@ def test_a_relu_recurrent_layer_past_8_is_warned_about(cfg):
     lines = clip_warnings(qm, x, L)
     assert len(lines) == len(found) and all("\n" not in s and s.startswith("warning: layer '") for s in lines)
     assert f"'{found[0][0].name}' ({'LSTM' if found[0][0].kind == 'lstm' else 'GRU'}, activation=relu) takes " \
-           "values past +-8 in" in lines[0] and lines[0].endswith("or use activation='tanh'")
+           "values past +-32768 in" in lines[0] and lines[0].endswith("or use activation='tanh'")
 
 
 @pytest.mark.parametrize("cfg,act,scale", [("feat-lstm", "tanh", 60.0), ("feat-gru-gru-v1", "tanh", 60.0),
                                            ("feat-rnn", "relu", 60.0), ("feat-lstm", "relu", 0.05),
-                                           ("feat-gru-gru-v1", "linear", 0.05)])
+                                           ("feat-gru-gru-v1", "linear", 0.05), ("feat-lstm", "relu", 60.0),
+                                           ("feat-gru-gru-v1", "linear", 60.0)])
 def test_no_warning_where_nothing_clips(cfg, act, scale):
     qm, x, L = _relu(cfg, act, scale)
     assert clipping(qm, x, L) == [] and clip_warnings(qm, x, L) == []
@@ -46,7 +48,8 @@ def test_no_warning_where_nothing_clips(cfg, act, scale):
 
 def test_the_quantize_stage_prints_the_warning(tmp_path):
     """`rnnskip quantize` (as `rnnskip-convert`) prints the line on stderr for a Keras LSTM(activation='relu') fed
-    values 60 times its unit-variance data's, and none for that data."""
+    values 1e5 times its unit-variance data's (past the int16 range of any format), and none for that data nor for
+    60 times it (a coarser format holds those)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -62,15 +65,15 @@ def test_the_quantize_stage_prints_the_warning(tmp_path):
     p = subprocess.run([str(exe), "import", str(tmp_path / "m.h5"), "--out", str(work)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     lines = {}
-    for scale in (1.0, 60.0):
+    for scale in (1.0, 60.0, 1e5):
         data = tmp_path / f"x{scale}.npz"
         x = (rng.normal(0, 1, (20, 8, 3)) * scale).astype(np.float32)
         save_npz(str(data), Dataset(x=x, y=None, lengths=np.full(len(x), 8, np.int32)))
         p = subprocess.run([str(exe), "quantize", str(work), "--calib", str(data)], capture_output=True, text=True)
         assert p.returncode == 0, p.stderr
-        lines[scale] = [s for s in p.stderr.splitlines() if "past +-8" in s]
-    assert lines[1.0] == [] and len(lines[60.0]) == 1
-    assert lines[60.0][0].startswith("warning: layer 'lstm' (LSTM, activation=relu) takes values past +-8 in ")
+        lines[scale] = [s for s in p.stderr.splitlines() if "takes values past" in s]
+    assert lines[1.0] == lines[60.0] == [] and len(lines[1e5]) == 1
+    assert lines[1e5][0].startswith("warning: layer 'lstm' (LSTM, activation=relu) takes values past +-32768 in ")
 
 
 def test_outputs_and_inputs_past_the_calibrated_range_are_counted():

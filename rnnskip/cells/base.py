@@ -127,13 +127,20 @@ def real_bias(b) -> np.ndarray:
     return b.bias.astype(np.float64) * b.scale
 
 
+def gate_frac(frac: dict, n_cols: int, U: int) -> np.ndarray:
+    """Per Keras column (``G*U``) the fractional bits its int16 pre-activation takes: ``frac[g]`` for gate
+    ``g``, Q3.12 for the others."""
+    return np.repeat([frac.get(g, fp.Q12) for g in range(n_cols // U)], U) if U else np.zeros(0, np.int64)
+
+
 def fused_block(name: str, Wx, Wh, b, x_scale: float, h_scale: float, gates, U: int, up: int, in_p: int,
-                row0: int, to_q12: bool = True):
+                row0: int, to_q12: bool = True, frac: Optional[dict] = None):
     """``[W_x | W_h]`` of ``gates`` on one accumulator per row, applied to ``xh = [x | h]``.
 
     Row r's accumulator scale is ``max(max|W_x[:,r]| s_x, max|W_h[:,r]| s_h) / 127``, so both
-    halves are int8 on it. The multipliers map the accumulator to Q3.12 (``to_q12``) or,
-    for a cell that requantises straight to its int8 output, to ``h_scale``.
+    halves are int8 on it. The multipliers map the accumulator to Q3.12 (``to_q12``; ``frac``:
+    ``{gate: fractional bits}`` for gates on another int16 format) or, for a cell that
+    requantises straight to its int8 output, to ``h_scale``.
     """
     sx = np.abs(Wx).max(axis=0) * x_scale
     sh = np.abs(Wh).max(axis=0) * h_scale
@@ -144,7 +151,7 @@ def fused_block(name: str, Wx, Wh, b, x_scale: float, h_scale: float, gates, U: 
     w[:, : Wx.shape[0]] = gate_rows(q8(Wx * x_scale, s_acc).T, gates, U, up)
     w[:, in_p: in_p + U] = gate_rows(q8(Wh * h_scale, s_acc).T, gates, U, up)
     bias = gate_rows(q32(b, s_acc), gates, U, up)
-    eff = s_acc * (1 << fp.Q12) if to_q12 else s_acc / h_scale
+    eff = s_acc * 2.0 ** gate_frac(frac or {}, s_acc.size, U) if to_q12 else s_acc / h_scale
     m, ls = fp.quantize_multipliers(gate_rows(eff, gates, U, up))
     return QMat(w=w, bias=bias, mult=m, ls=ls, input="xh", name=name, row0=row0, scale=gate_rows(s_acc, gates, U, up))
 
@@ -157,15 +164,16 @@ def row_scale(W, v_scale: float) -> np.ndarray:
 
 
 def single_block(name: str, W, b, v_scale: float, gates, U: int, up: int, cols: int, input_name: str,
-                 row0: int, out_scale: Optional[float] = None):
+                 row0: int, out_scale: Optional[float] = None, frac: Optional[dict] = None):
     """``W`` of ``gates`` applied to one part of the layer's operand (``input_name`` "x" or "h"),
-    per-row scales, multipliers to Q3.12 (or, given ``out_scale``, straight to an int8 output on it)."""
+    per-row scales, multipliers to Q3.12 (``frac`` as :func:`fused_block`'s) or, given ``out_scale``,
+    straight to an int8 output on it."""
     sw = row_scale(W, 1.0)
     n = len(list(gates)) * up
     w = np.zeros((n, cols), dtype=np.int8)
     w[:, : W.shape[0]] = gate_rows(q8(W, sw).T, gates, U, up)
     bias = gate_rows(q32(b, sw * v_scale), gates, U, up)
-    eff = sw * v_scale * (1 << fp.Q12) if out_scale is None else sw * v_scale / out_scale
+    eff = sw * v_scale * 2.0 ** gate_frac(frac or {}, sw.size, U) if out_scale is None else sw * v_scale / out_scale
     m, ls = fp.quantize_multipliers(gate_rows(eff, gates, U, up))
     return QMat(w=w, bias=bias, mult=m, ls=ls, input=input_name, name=name, row0=row0,
                 scale=gate_rows(sw * v_scale, gates, U, up))
@@ -285,6 +293,13 @@ class Cell:
         raise NotImplementedError
 
     @classmethod
+    def float_candidates(cls, w: dict, acts, state: tuple, x):
+        """The float values a relu/linear candidate's int16 format must hold at this step (``[..., k]``): each
+        pre-activation part the integer model requantises on its own, and their sums (calibration reads their
+        range: :func:`candidate_q_for`). None: the cell has no such candidate."""
+        return None
+
+    @classmethod
     def float_step(cls, ops, w: dict, acts, state: tuple, x) -> tuple:
         return cls.float_cell(acts, state, cls.float_pre(ops, w, x, state[0]))
 
@@ -365,16 +380,29 @@ class Cell:
         return acc
 
     @classmethod
+    def plane_frac(cls, l) -> np.ndarray:
+        """Fractional bits of each accumulator row's int16 pre-activation (``[acc_rows]``): Q3.12, unless the cell
+        keeps a relu/linear candidate on a calibrated format (``candidate_q``)."""
+        return np.full(l.acc_rows, fp.Q12, np.int64)
+
+    @classmethod
+    def candidate_q(cls, l) -> int:
+        """Fractional bits of the layer's candidate in its int16 format (relu/linear: calibrated,
+        :func:`candidate_q_for`; a layer quantised before that was: Q3.12; tables: their Q0.15 output)."""
+        return int(l.options.get("cand_q", fp.Q12)) if l.activation not in LUTS else fp.Q15
+
+    @classmethod
     def candidate_values(cls, l, s: dict, acc: np.ndarray, pre: np.ndarray) -> List[np.ndarray]:
-        """The int16 Q3.12 values (``[N, up]`` each) on the path of a relu/linear candidate at this step, from the
-        layer's state ``s``, its accumulators and their saturated planes ``pre`` (:func:`planes16`); []: none."""
+        """The int16 values (``[N, up]`` each, in :meth:`candidate_q`'s format) on the path of a relu/linear
+        candidate at this step, from the layer's state ``s``, its accumulators and their saturated planes ``pre``
+        (:func:`planes16`); []: none."""
         return []
 
     @classmethod
     def clipped_units(cls, l, s: dict, acc: np.ndarray) -> Optional[np.ndarray]:
-        """bool ``[N, up]``: the units whose relu/linear candidate leaves the int16 Q3.12 range (+-8) at this step,
-        where the int model clips what the float one does not (quant.diagnose); None: nothing to watch (a table
-        activation saturates beyond +-8 anyway)."""
+        """bool ``[N, up]``: the units whose relu/linear candidate leaves its int16 range at this step, where the
+        int model clips what the float one does not (quant.diagnose); None: nothing to watch (a table activation
+        saturates beyond +-8 anyway)."""
         if l.activation in LUTS:
             return None
         parts = cls.candidate_values(l, s, acc, planes16(l, acc))
@@ -415,8 +443,17 @@ def plane_shift(l, plane: int) -> int:
     raise ValueError(f"plane {plane} of layer '{l.name}' has no block")
 
 
-def cell_shift_for(c_max: float) -> int:
+def cell_shift_for(c_max: float, least: int = 8) -> int:
     """Fractional bits of an int16 state holding values up to ``c_max``: 15 when it stays in
-    (-1, 1), fewer as it grows (at least 8)."""
-    return 15 if c_max <= 1.0 else max(8, 15 - math.ceil(math.log2(c_max)))
+    (-1, 1), fewer as it grows (at least ``least``: 8 where a table activation reads it, which
+    saturates past +-8 anyway)."""
+    return 15 if c_max <= 1.0 else max(least, 15 - math.ceil(math.log2(c_max)))
+
+
+def candidate_q_for(maxabs: float) -> int:
+    """Fractional bits of a relu/linear candidate's int16 values (its pre-activations, an LSTM's g, a GRU's
+    candidate and state), from their calibrated range ``maxabs``: Q3.12, every activation input's format, while
+    it stays within +-8; fewer as it grows (at least 0), so values a raw-input model takes past 8 are not
+    clipped there."""
+    return fp.Q12 if maxabs <= 8.0 else max(0, 15 - math.ceil(math.log2(maxabs)))
 

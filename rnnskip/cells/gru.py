@@ -15,7 +15,10 @@ candidate's mat-vec and cannot run as a delta network.
 
 Integer: z, r on one accumulator per row (``[W_x | W_h]`` on ``xh``); n and hn on
 their own (x only, h only). Gate outputs in ``qr`` fractional bits, candidate in ``qa``
-(15 for table activations, 12 for relu/linear)::
+(15 for table activations; relu/linear: ``cand_q``, chosen from the calibrated range of the
+candidate's parts and the state, Q3.12 while that stays within +-8, so that a model fed raw
+values is not clipped at 8; the n and hn planes are requantised to it, the kernel is the same
+for any format)::
 
     reset_after=True:   pn = sat16(pre(n) + rshift(r * pre(hn), qr))
     reset_after=False:  rh8 = sat8(rshift(r * h8, qr)); pn = pre(n) with n = [x | rh8] W_n
@@ -28,9 +31,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..quant import fixedpoint as fp
-from ..quant.act import act_q, out_q
+from ..quant.act import LUTS, act_q, out_q
 from .base import (
     Cell,
+    candidate_q_for,
     fused_block,
     matvec,
     pad4,
@@ -142,6 +146,18 @@ class GRU(Cell):
         n = act(xw[..., 2 * U:] + (r * h) @ w["recurrent_kernel"][:, 2 * U:])
         return (z * h + (1.0 - z) * n,)
 
+    @classmethod
+    def float_candidates(cls, w, acts, state, x):
+        ract, (h,), b = acts[1], state, w["bias"]
+        U = w["recurrent_kernel"].shape[0]
+        if np.ndim(b) == 2:   # the input and recurrent parts (planes n and hn), and the sum the reset gate makes
+            xw, hw = x @ w["kernel"] + b[0], h @ w["recurrent_kernel"] + b[1]
+            r = ract(xw[..., U:2 * U] + hw[..., U:2 * U])
+            return np.concatenate([xw[..., 2 * U:], hw[..., 2 * U:], xw[..., 2 * U:] + r * hw[..., 2 * U:]], axis=-1)
+        xw = x @ w["kernel"] + b
+        r = ract(xw[..., U:2 * U] + h @ w["recurrent_kernel"][:, U:2 * U])
+        return xw[..., 2 * U:] + (r * h) @ w["recurrent_kernel"][:, 2 * U:]
+
     # ---- quantisation ------------------------------------------------------------
     @classmethod
     def quantize(cls, layer, x_scale, in_p, ranges):
@@ -149,18 +165,22 @@ class GRU(Cell):
         h_scale = scale_of(ranges["h"])
         Wx, Wh = np.asarray(layer.kernel, np.float64), np.asarray(layer.recurrent_kernel, np.float64)
         bias = np.asarray(layer.bias, np.float64)
+        own = layer.activation not in LUTS   # relu/linear: the candidate and the state on a format from their range
+        cand_q = candidate_q_for(max(ranges.get("cand", 0.0), ranges["h"])) if own else out_q(layer.activation)
+        frac = {2: cand_q} if own else None   # tables: pre-activations Q3.12, outputs Q0.15
         if layer.options["reset_after"]:
             b_in, b_rec = bias[0], bias[1]
             blocks = [fused_block("zr", Wx, Wh, b_in + b_rec, x_scale, h_scale, (0, 1), U, up, in_p, row0=up),
-                      single_block("cx", Wx, b_in, x_scale, (2,), U, up, in_p, "x", row0=0),
-                      single_block("ch", Wh, b_rec, h_scale, (2,), U, up, up, "h", row0=3 * up)]
+                      single_block("cx", Wx, b_in, x_scale, (2,), U, up, in_p, "x", row0=0, frac=frac),
+                      single_block("ch", Wh, b_rec, h_scale, (2,), U, up, up, "h", row0=3 * up, frac=frac)]
         else:
             blocks = [fused_block("zr", Wx, Wh, bias, x_scale, h_scale, (0, 1), U, up, in_p, row0=up),
-                      fused_block("c", Wx, Wh, bias, x_scale, h_scale, (2,), U, up, in_p, row0=0)]
+                      fused_block("c", Wx, Wh, bias, x_scale, h_scale, (2,), U, up, in_p, row0=0, frac=frac)]
             blocks[1].input = "xrh"     # [x | r*h]: the reset gate applied before the mat-vec
         # h8 is requantised from h16, in the candidate's format
-        return cls.new_qrnn(layer, x_scale, in_p, ranges, blocks, out_q(layer.activation),
-                            {"reset_after": bool(layer.options["reset_after"])})
+        options = {"reset_after": bool(layer.options["reset_after"])}
+        return cls.new_qrnn(layer, x_scale, in_p, ranges, blocks, cand_q,
+                            dict(options, cand_q=cand_q) if own else options)
 
     @classmethod
     def dequantize(cls, q):
@@ -219,6 +239,14 @@ class GRU(Cell):
         return {"h8": fp.sat8(fp.requantize(h16, l.h_mult, l.h_ls)), "h16": h16}
 
     @classmethod
+    def plane_frac(cls, l):
+        f = super().plane_frac(l)
+        if l.activation not in LUTS:   # the candidate's planes: n, and hn (reset_after=True)
+            for p in (0, 3) if l.options["reset_after"] else (0,):
+                f[p * l.up:(p + 1) * l.up] = cls.candidate_q(l)
+        return f
+
+    @classmethod
     def candidate_values(cls, l, s, acc, pre):
         U, ra = l.up, l.recurrent_activation
         parts = [pre[:, :U], cls.golden_cell(l, s, acc)["h16"]]   # the candidate's sum and the state
@@ -230,4 +258,4 @@ class GRU(Cell):
     # ---- C -------------------------------------------------------------------------
     @classmethod
     def c_state(cls, l, i):
-        return [("int16_t", f"h16_{i}", l.up, f"hidden state, {out_q(l.activation)} fractional bits")]
+        return [("int16_t", f"h16_{i}", l.up, f"hidden state, {cls.candidate_q(l)} fractional bits")]

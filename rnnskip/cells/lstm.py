@@ -14,8 +14,11 @@ scale, and each half is requantised to Q3.12 before they are added,
 ``pre = sat16(sat16(rq(acc_x)) + sat16(rq(acc_h)))`` (one more requantisation per gate row and
 step, and ``16 up`` bytes of accumulators); each row's bias goes to the half with the finer
 scale. Pre-activations Q3.12; gate outputs Q0.15 (table
-activations) or Q3.12 (relu, linear: ``qa``/``qr`` below); cell state int16 at
-``2^-cell_shift`` (chosen from the calibrated range of c)::
+activations) or Q3.12 (relu gates: ``qr`` below). A relu or linear candidate ``g`` keeps its
+pre-activation (each half, with split scales) on its own int16 format, ``qa = cand_q``
+fractional bits chosen from its calibrated range (Q3.12 while that stays within +-8: a model
+fed raw values, readings of 20-80, takes g far past it); tables: ``qa`` = 15. Cell state int16 at
+``2^-cell_shift`` (chosen from the calibrated range of c; relu/linear down to 0 fractional bits)::
 
     c  = sat16(rshift(f*c, qr) + rshift(i*g, qr + qa - cell_shift))
     t  = act(c)    (tables: of c as Q3.12 -> Q0.15; relu/linear: c itself at 2^-cell_shift)
@@ -32,6 +35,7 @@ from ..quant import fixedpoint as fp
 from ..quant.act import LUTS, act_q, out_q
 from .base import (
     Cell,
+    candidate_q_for,
     cell_shift_for,
     fused_block,
     pad4,
@@ -107,7 +111,11 @@ class LSTM(Cell):
     @classmethod
     def quantize(cls, layer, x_scale, in_p, ranges):
         U = layer.units
-        cell_shift = cell_shift_for(ranges.get("c", 0.0))
+        own = layer.activation not in LUTS   # relu/linear: c and g on formats from their ranges
+        cell_shift = cell_shift_for(ranges.get("c", 0.0), least=0 if own else 8)
+        # the i*g product's shift, qr + qa - cell_shift, stays >= 0
+        cand_q = max(candidate_q_for(ranges.get("cand", 0.0)), cell_shift - out_q(layer.recurrent_activation))
+        frac = {2: cand_q} if own else None
         h_scale = scale_of(ranges["h"])
         up = pad4(U)
         kernel = np.asarray(layer.kernel, np.float64)
@@ -115,18 +123,19 @@ class LSTM(Cell):
         bias = np.asarray(layer.bias, np.float64)
         levels = shared_levels(kernel, recurrent, x_scale, h_scale)
         if levels >= SHARED_MIN_LEVELS:
-            blocks = [fused_block("gates", kernel, recurrent, bias, x_scale, h_scale, range(4), U, up, in_p, row0=0)]
+            blocks = [fused_block("gates", kernel, recurrent, bias, x_scale, h_scale, range(4), U, up, in_p, row0=0,
+                                  frac=frac)]
         else:
             # each row's bias on the finer of its halves' scales (a row of zero weights: 1 x its operand's)
             on_x = row_scale(kernel, x_scale) <= row_scale(recurrent, h_scale)
             blocks = [single_block("gates_x", kernel, np.where(on_x, bias, 0.0), x_scale, range(4), U, up, in_p,
-                                   "x", row0=0),
+                                   "x", row0=0, frac=frac),
                       single_block("gates_h", recurrent, np.where(on_x, 0.0, bias), h_scale, range(4), U, up, up,
-                                   "h", row0=4 * up)]
+                                   "h", row0=4 * up, frac=frac)]
         # h8 is requantised from o * act(c): Q0.15 for table activations, the cell's format otherwise
         h_q = fp.Q15 if layer.activation in LUTS else cell_shift
-        return cls.new_qrnn(layer, x_scale, in_p, ranges, blocks, h_q,
-                            {"cell_shift": cell_shift, "split": len(blocks) == 2, "shared_levels": levels})
+        options = {"cell_shift": cell_shift, "split": len(blocks) == 2, "shared_levels": levels}
+        return cls.new_qrnn(layer, x_scale, in_p, ranges, blocks, h_q, dict(options, cand_q=cand_q) if own else options)
 
     @classmethod
     def split_cost(cls, up: int) -> tuple:
@@ -172,7 +181,7 @@ class LSTM(Cell):
     def golden_cell(cls, l, s, acc):
         U, cs = l.up, l.options["cell_shift"]
         a, ra = l.activation, l.recurrent_activation
-        qa, qr = out_q(a), out_q(ra)
+        qa, qr = cls.candidate_q(l), out_q(ra)
         pre = planes16(l, acc)
         if l.options.get("split"):
             pre = fp.sat16(pre[:, :4 * U] + pre[:, 4 * U:])     # input half + recurrent half, Q3.12
@@ -187,6 +196,20 @@ class LSTM(Cell):
             t = act_q(a, c)     # relu / linear of the cell itself, still at 2^-cell_shift
         h8 = fp.sat8(fp.requantize(fp.round_shift(o * t, qr), l.h_mult, l.h_ls))
         return {"h8": h8, "c": c}
+
+    @classmethod
+    def plane_frac(cls, l):
+        f = super().plane_frac(l)
+        for p in (2, 6) if l.options.get("split") else (2,):   # g, each half with split scales
+            f[p * l.up:(p + 1) * l.up] = cls.candidate_q(l) if l.activation not in LUTS else fp.Q12
+        return f
+
+    @classmethod
+    def float_candidates(cls, w, acts, state, x):
+        U = w["recurrent_kernel"].shape[0]
+        g = slice(2 * U, 3 * U)   # g's input and recurrent parts (split scales requantise each), either with the bias
+        xw, hw, b = x @ w["kernel"][:, g], state[0] @ w["recurrent_kernel"][:, g], w["bias"][g]
+        return np.concatenate([xw, hw, xw + b, hw + b, xw + hw + b], axis=-1)
 
     @classmethod
     def candidate_values(cls, l, s, acc, pre):

@@ -7,10 +7,12 @@
  *   mi    the planes' requantisation multipliers interleaved per unit (4 per unit, split 8)
  *   ls_x  their left shift (split: the input half's), ls_h the recurrent half's (split only)
  *   act: cell activation, ract: i, f, o gates (RNNSKIP_ACT_*)
+ *   qa    g's fractional bits: 15 (tables); relu/linear: its calibrated int16 format (g's planes are
+ *         requantised to it, 12 = Q3.12 while its range stays within +-8)
  *   c     int16 cell state at scale 2^-cell_shift (updated)
  *   h     int8 hidden state, requantised with (h_mult, h_ls) (written)
  *
- *   pre = sat16(rq(acc)); split: sat16(sat16(rq(acc_x)) + sat16(rq(acc_h)))     (Q3.12)
+ *   pre = sat16(rq(acc)); split: sat16(sat16(rq(acc_x)) + sat16(rq(acc_h)))     (Q3.12; relu/linear g: qa)
  *   i, f, o = ract(pre), g = act(pre)                      (formats qr, qa)
  *   c = sat16(rshift(f * c, qr) + rshift(i * g, qr + qa - cell_shift))
  *   t = act(c): tables of c as Q3.12 (Q0.15); relu/linear: c itself (2^-cell_shift)
@@ -51,10 +53,11 @@ RNNSKIP_INLINE void rnnskip_lstm_unit_s16(const int32_t *acc,
                                           int32_t h_mult,
                                           int32_t h_ls,
                                           int32_t act,
-                                          int32_t ract)
+                                          int32_t ract,
+                                          int32_t qa)
 {
     const int32_t qr = rnnskip_act_out_q(ract);
-    const int32_t ig_shift = qr + rnnskip_act_out_q(act) - cell_shift;
+    const int32_t ig_shift = qr + qa - cell_shift;
     const int32_t *la = rnnskip_act_lut(act);
     const int32_t i = rnnskip_act_q(ract, rnnskip_lstm_pre(acc, mi, n, ls_x, ls_h, split, 0));
     const int32_t f = rnnskip_act_q(ract, rnnskip_lstm_pre(acc, mi, n, ls_x, ls_h, split, 1));
@@ -78,11 +81,12 @@ RNNSKIP_INLINE void rnnskip_lstm_cell_s16(const int32_t *acc,
                                           int32_t h_mult,
                                           int32_t h_ls,
                                           int32_t act,
-                                          int32_t ract)
+                                          int32_t ract,
+                                          int32_t qa)
 {
     const int32_t stride = split ? 8 : 4;
     for (int32_t j = 0; j < n; j++, acc++, mi += stride, c++, h++)
-        rnnskip_lstm_unit_s16(acc, mi, n, ls_x, ls_h, split, c, h, cell_shift, h_mult, h_ls, act, ract);
+        rnnskip_lstm_unit_s16(acc, mi, n, ls_x, ls_h, split, c, h, cell_shift, h_mult, h_ls, act, ract, qa);
 }
 
 #endif

@@ -21,7 +21,8 @@ class Ranges:
     input_dense: float = 0.0
     #: per front-end layer (Conv1D, pooling), max |output|
     front: List[float] = field(default_factory=list)
-    #: per recurrent layer, max |value| of each entry of its cell's float state ({"h": .., "c": ..})
+    #: per recurrent layer, max |value| of each entry of its cell's float state ({"h": .., "c": ..}) and, for a
+    #: relu/linear cell, of its candidate's parts ("cand": ``Cell.float_candidates``)
     states: List[dict] = field(default_factory=list)
     head: List[float] = field(default_factory=list)
     sequences: int = 0
@@ -115,9 +116,9 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
         hs = []   # pooling over time: the last layer's output after every step (held where it did not run)
         for t in range(len(v)):
             if valid[t]:
-                state = fm.step(state, v[t])
-                for rs, s in zip(r.states, state):
-                    for k, part in zip(rs, s):
+                state = fm.step(state, v[t], track=r.states)
+                for rs, s, layer in zip(r.states, state, ir.rnn_layers):
+                    for k, part in zip(cell_of(layer.kind).float_state, s):
                         rs[k] = max(rs[k], float(np.abs(part).max()))
                 if ir.per_step:  # the head runs on every step's state
                     _head_ranges(ir, r, state[-1][0])

@@ -1,11 +1,11 @@
 """Where the integer model departs from the float one by construction, measured on calibration data.
 
 A recurrent layer with a relu or linear activation keeps its candidate (an LSTM's g, a GRU's candidate and its
-state) in int16 Q3.12, as every activation's input: values past +-8 are clipped there, where the float model
-goes on (a model fed raw, unnormalised values: a forecasting tutorial's LSTM(activation='relu') on readings
-of 20-80 reaches 35). Nothing else flags it: the firmware equals the golden model bit for bit. So the golden model
-runs the calibration data once more with an observer and counts the units each cell reports clipped
-(``Cell.clipped_units``); a layer that clips gets one warning line.
+state) in int16 on a format chosen from the candidate's calibrated range (``cells.base.candidate_q_for``): Q3.12
+while that stays within +-8, fewer fractional bits as it grows, down to whole units (+-32768). Past that range the
+int model clips where the float one goes on, and nothing else flags it: the firmware equals the golden model bit
+for bit. So the golden model runs the calibration data once more with an observer and counts the units each cell
+reports clipped (``Cell.clipped_units``); a layer that clips gets one warning line.
 """
 from __future__ import annotations
 
@@ -50,11 +50,12 @@ def clip_warnings(qm, x: np.ndarray, lengths: np.ndarray) -> List[str]:
     out = []
     for l, frac in clipping(qm, x, lengths):
         who = f"{l.name} ({l.direction})" if getattr(l, "direction", "") else l.name
+        top = 2.0 ** (15 - cell_of(l.kind).candidate_q(l))
         out.append(f"warning: layer '{who}' ({cell_of(l.kind).label}, activation={l.activation}) takes values past "
-                   f"+-8 in {100 * frac:.2g}% of its unit-steps on the calibration data, and the int8 model clips "
-                   "them there (relu and linear recurrent activations run in int16 Q3.12): its outputs will differ "
-                   "from the float model's; scale the inputs down (e.g. a Normalization layer, or the targets of a "
-                   "regression) so they stay within +-8, or use activation='tanh'")
+                   f"+-{top:g} in {100 * frac:.2g}% of its unit-steps on the calibration data, and the int8 model "
+                   "clips them there (its relu/linear candidate runs in int16): its outputs will differ from the "
+                   "float model's; scale the inputs down (e.g. a Normalization layer, or the targets of a "
+                   f"regression) so they stay within +-{top:g}, or use activation='tanh'")
     return out
 
 

@@ -169,8 +169,8 @@ class QRNN:
     ``blocks``: the int8 mat-vecs that fill the layer's int32 accumulators, ``acc_rows``
     = planes x ``up`` rows in the order of its cell's planes (``rnnskip/cells/``); unit j
     of plane p is row ``p*up + j``. ``options``: the cell's own settings (an LSTM's
-    ``cell_shift``, a GRU's ``reset_after``). ``h_mult``/``h_ls`` requantise the cell's
-    output to the int8 hidden state on ``h_scale``.
+    ``cell_shift``, a GRU's ``reset_after``, a relu/linear candidate's format ``cand_q``).
+    ``h_mult``/``h_ls`` requantise the cell's output to the int8 hidden state on ``h_scale``.
     """
     kind: str
     units: int

@@ -104,12 +104,12 @@ class _RNN:
         self.own_candidate = r.activation not in TABLE_ACTIVATIONS   # relu/linear
 
     def track_candidate(self, d: dict, st, x, m: Optional[np.ndarray] = None) -> None:
-        """Calibration: raise ``d["cand"]`` to the largest |value| a relu/linear candidate takes at this step
-        (``Cell.float_candidates``; rows ``m``, None: all), the range its int16 format is chosen from."""
-        v = self.cell.float_candidates(self.w, self.acts, st, x) if self.own_candidate else None
-        if v is not None:
+        """Calibration: raise ``d[key]`` to the largest |value| a relu/linear candidate takes at this step under
+        each key of ``Cell.float_candidates`` (rows ``m``, None: all), the ranges its int16 format is chosen from."""
+        parts = self.cell.float_candidates(self.w, self.acts, st, x) if self.own_candidate else None
+        for key, v in (parts or {}).items():
             v = np.asarray(v) if m is None else np.asarray(v)[m]
-            d["cand"] = max(d.get("cand", 0.0), float(np.abs(v).max()) if v.size else 0.0)
+            d[key] = max(d.get(key, 0.0), float(np.abs(v).max()) if v.size else 0.0)
 
     def zero_state(self, batch: Optional[int]):
         shape = (self.units,) if batch is None else (batch, self.units)

@@ -75,6 +75,26 @@ def test_an_lstm_candidate_and_cell_state_past_128():
     assert (f[[2, 6]] == l.options["cand_q"]).all() and (np.delete(f, [2, 6], axis=0) == 12).all()
 
 
+def test_the_lstm_product_shift_stays_positive():
+    """A candidate past 16384 (cand_q 0) with a cell state within +-1: c gives up fractional bits so that i*g's
+    shift, qr + qa - cell_shift, stays >= 1 (a rounding shift of 0 is undefined in the C), and g keeps its
+    range. The cell runs on accumulators at every extreme."""
+    from rnnskip.cells.lstm import LSTM
+    from rnnskip.quant.act import out_q
+    from rnnskip.quant.model import pad4
+    ir = random_ir("feat-lstm", seed=0)
+    layer = ir.rnn_layers[0]
+    layer.activation = "relu"
+    for ract in ("sigmoid", "hard_sigmoid"):
+        layer.recurrent_activation = ract
+        l = LSTM.quantize(layer, 0.05, pad4(layer.input_dim), {"h": 20000.0, "c": 0.5, "cand": 30000.0})
+        assert l.options["cand_q"] == 0 and out_q(ract) + 0 - l.options["cell_shift"] >= 1
+        acc = np.random.default_rng(0).integers(-2**31, 2**31, (64, l.acc_rows))
+        s = LSTM.golden_zero_state(l, 64)
+        s["c"] = np.random.default_rng(1).integers(-32768, 32768, (64, l.up))
+        LSTM.golden_cell(l, s, acc)
+
+
 def test_past_the_int16_range_is_still_warned_about():
     """Values past 32768 leave no format to move to: the clipping warning names the range."""
     ir, qm, x, L = _model("feat-lstm", "relu", 3e4, regression=False)

@@ -112,16 +112,19 @@ class LSTM(Cell):
     def quantize(cls, layer, x_scale, in_p, ranges):
         U = layer.units
         own = layer.activation not in LUTS   # relu/linear: c and g on formats from their ranges
-        cell_shift = cell_shift_for(ranges.get("c", 0.0), least=0 if own else 8)
-        # the i*g product's shift, qr + qa - cell_shift, stays >= 0
-        cand_q = max(candidate_q_for(ranges.get("cand", 0.0)), cell_shift - out_q(layer.recurrent_activation))
-        frac = {2: cand_q} if own else None
         h_scale = scale_of(ranges["h"])
         up = pad4(U)
         kernel = np.asarray(layer.kernel, np.float64)
         recurrent = np.asarray(layer.recurrent_kernel, np.float64)
         bias = np.asarray(layer.bias, np.float64)
         levels = shared_levels(kernel, recurrent, x_scale, h_scale)
+        # g's sum, and with split scales each half requantised on its own
+        g_max = max(ranges.get("cand", 0.0), ranges.get("cand_parts", 0.0) if levels < SHARED_MIN_LEVELS else 0.0)
+        cand_q = candidate_q_for(g_max)
+        cell_shift = cell_shift_for(ranges.get("c", 0.0), least=0 if own else 8)
+        if own:   # the i*g product's shift, qr + qa - cell_shift, stays >= 1: c gives up precision, g never clips
+            cell_shift = min(cell_shift, out_q(layer.recurrent_activation) + cand_q - 1)
+        frac = {2: cand_q} if own else None
         if levels >= SHARED_MIN_LEVELS:
             blocks = [fused_block("gates", kernel, recurrent, bias, x_scale, h_scale, range(4), U, up, in_p, row0=0,
                                   frac=frac)]
@@ -207,9 +210,9 @@ class LSTM(Cell):
     @classmethod
     def float_candidates(cls, w, acts, state, x):
         U = w["recurrent_kernel"].shape[0]
-        g = slice(2 * U, 3 * U)   # g's input and recurrent parts (split scales requantise each), either with the bias
+        g = slice(2 * U, 3 * U)   # g's sum; its input and recurrent parts (split scales), either with the bias
         xw, hw, b = x @ w["kernel"][:, g], state[0] @ w["recurrent_kernel"][:, g], w["bias"][g]
-        return np.concatenate([xw, hw, xw + b, hw + b, xw + hw + b], axis=-1)
+        return {"cand": xw + hw + b, "cand_parts": np.concatenate([xw, hw, xw + b, hw + b], axis=-1)}
 
     @classmethod
     def candidate_values(cls, l, s, acc, pre):

@@ -19,8 +19,9 @@ theta = 0 (``last == xh``) the model is bit-exact with the dense golden model.
 Cell sparsity (a layer with a cell threshold ``theta_m``, beyond the paper): each
 layer also keeps ``Ml``, its running sums at each unit's last evaluation. Unit j is
 evaluated when one of its rows ``r`` (plane p: ``r = p * up + j``) moved by at least
-``T_r`` accumulator steps, ``T_r = ceil(theta_m * 2^32 / (mult_r * 2^ls_r))`` (theta_m
-in steps of the row's int16 pre-activation; at most 2^30), exactly as the C computes it::
+``T_r`` accumulator steps, ``T_r = ceil(theta_m * 2^(32 + q_r - 12) / (mult_r * 2^ls_r))``
+(theta_m in real steps of 2^-12 of the pre-activation, ``q_r`` the row's fractional bits:
+12, or a relu/linear candidate's calibrated format; at most 2^30), exactly as the C computes it::
 
     lim_r = 2 T_r - 1 (0 when T_r = 0: always evaluated)
     moved_r = uint32(M_r - Ml_r + (lim_r >> 1)) >= lim_r          (wrapping int32 arithmetic)

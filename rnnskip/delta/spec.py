@@ -111,9 +111,9 @@ def _check_sections(d: dict, where: str) -> None:
 class DeltaSpec:
     """Per-layer thresholds on the int8 grid. ``theta_x[i]`` / ``theta_h[i]`` for layer i.
 
-    ``theta_m[i]``: the cell threshold of layer i, in steps of the gate pre-activations'
-    int16 format (Q3.12 for table activations: 1/4096): a unit none of whose running
-    sums moved by that much since its last evaluation keeps its state (None: no cell
+    ``theta_m[i]``: the cell threshold of layer i, in steps of 1/4096 of the gate pre-activations
+    (Q3.12's step; a relu/linear candidate on a coarser format is held to the same real change): a
+    unit none of whose running sums moved by that much since its last evaluation keeps its state (None: no cell
     threshold, every unit evaluated at every step; 0: the check runs and every unit is
     still evaluated)."""
     theta_x: List[int]

@@ -22,7 +22,7 @@ class Ranges:
     #: per front-end layer (Conv1D, pooling), max |output|
     front: List[float] = field(default_factory=list)
     #: per recurrent layer, max |value| of each entry of its cell's float state ({"h": .., "c": ..}) and, for a
-    #: relu/linear cell, of its candidate's parts ("cand": ``Cell.float_candidates``)
+    #: relu/linear cell, of its candidate's parts ("cand", ...: ``Cell.float_candidates``)
     states: List[dict] = field(default_factory=list)
     head: List[float] = field(default_factory=list)
     sequences: int = 0

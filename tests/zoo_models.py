@@ -822,6 +822,70 @@ PER_STEP_DENSE_CASES: List[Case] = [
                     _L(k).Dense(2)],
          gens=("k2",), refused=["'leaky_steps' (LeakyReLU, leaky_relu(0.3)) runs on every step of",
                                 "in per-step layers"]),
+    # x[:, -1, :] on a recurrent layer's sequence (Keras 3 GetItem, tf_keras SlicingOpLambda): its
+    # return_sequences=False where no mask makes the last step padding
+    Case("gru_last_step_slice", "GetItem", "GRU(return_sequences=True) -> x[:, -1, :] -> Dense",
+         lambda k: [_L(k).GRU(4, return_sequences=True), lambda t: t[:, -1, :], _L(k).Dense(2, activation="softmax")],
+         functional=True),
+    Case("lstm_stack_last_step_slice", "GetItem", "LSTM -> LSTM(return_sequences=True) -> x[:, -1] -> Dense",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).LSTM(3, return_sequences=True), lambda t: t[:, -1],
+                    _L(k).Dense(3)], functional=True),
+    Case("conv_gru_last_step_slice", "GetItem", "Conv1D front end -> GRU(return_sequences=True) -> x[:, -1, :]",
+         lambda k: [_L(k).Conv1D(4, 3, padding="causal", activation="relu"), _L(k).GRU(4, return_sequences=True),
+                    lambda t: t[:, -1, :], _L(k).Dense(2)], functional=True, t=FT),
+    Case("refuse_last_step_masked", "GetItem", "x[:, -1] of a masked sequence (padding for a shorter row)",
+         lambda k: [_L(k).Masking(0.0), _L(k).LSTM(4, return_sequences=True), lambda t: t[:, -1], _L(k).Dense(2)],
+         functional=True, mask_value=0.0, gens=("k2",),
+         refused=["takes the last step of 'lstm", "whose steps the Masking layer", "use return_sequences=False"]),
+    Case("refuse_last_step_bidi", "GetItem", "x[:, -1, :] of a Bidirectional layer's sequence",
+         lambda k: [_bi(k, _L(k).GRU(3, return_sequences=True)), lambda t: t[:, -1, :], _L(k).Dense(2)],
+         functional=True, gens=("k2",),
+         refused=["takes the last step of the Bidirectional layer", "backward direction has run one step"]),
+    Case("refuse_first_step_slice", "GetItem", "x[:, 0, :] (the first step)",
+         lambda k: [_L(k).GRU(4, return_sequences=True), lambda t: t[:, 0, :], _L(k).Dense(2)],
+         functional=True, gens=("k2",), refused=["slices [:, 0, :]", "x[:, -1, :] or x[:, -1]"]),
+    # return_state=True: the chain reads the output (0) or the final h (1, read as return_sequences=False)
+    Case("lstm_return_state_h", "LSTM", "return_state=True, the Dense reads h (out, h, c = LSTM(...)(x))",
+         lambda k: [lambda t, l=_L(k).LSTM(4, return_state=True): l(t)[1], _L(k).Dense(2, activation="softmax")],
+         functional=True),
+    Case("gru_seq_return_state_h", "GRU", "return_sequences=True, return_state=True, the Dense reads the final h",
+         lambda k: [_L(k).LSTM(4, return_sequences=True),
+                    lambda t, l=_L(k).GRU(3, return_sequences=True, return_state=True): l(t)[1], _L(k).Dense(2)],
+         functional=True),
+    Case("lstm_return_state_output_masked", "LSTM", "Masking -> LSTM(return_state=True), the Dense reads its output",
+         lambda k: [_L(k).Masking(0.0), lambda t, l=_L(k).LSTM(4, return_state=True): l(t)[0], _L(k).Dense(2)],
+         functional=True, mask_value=0.0),
+    Case("lstm_return_state_h_masked", "LSTM", "Masking -> LSTM(return_sequences=True, return_state=True), the "
+         "Dense reads h (each row's last valid step)",
+         lambda k: [_L(k).Masking(0.0), lambda t, l=_L(k).LSTM(4, return_sequences=True, return_state=True): l(t)[1],
+                    _L(k).Dense(2)],
+         functional=True, mask_value=0.0),
+    Case("refuse_lstm_return_state_c", "LSTM", "return_state=True, the Dense reads the cell state c",
+         lambda k: [lambda t, l=_L(k).LSTM(4, return_state=True, name="lstm_c"): l(t)[2], _L(k).Dense(2)],
+         functional=True, gens=("k2",),
+         refused=["'lstm_c' (LSTM) has return_state=True and the next layer reads its state 2",
+                  "final hidden state h"]),
+    Case("refuse_bidi_return_state_h", "Bidirectional", "return_state=True, the Dense reads the forward h",
+         lambda k: [lambda t, l=_bi(k, _L(k).LSTM(3, return_state=True)): l(t)[1], _L(k).Dense(2)],
+         functional=True, gens=("k2",), refused=["(Bidirectional) has return_state=True and the next layer reads its "
+                                                 "state 1", "merged output"]),
+    # relu / linear candidates on raw values: an int16 format from their calibrated range, not Q3.12's +-8
+    Case("lstm_relu_raw_values", "LSTM", "activation=relu on raw values (x40: candidates far past 8)",
+         lambda k: [_L(k).LSTM(6, activation="relu"), _L(k).Dense(3, activation="softmax")], x_scale=40.0),
+    Case("gru_relu_raw_values", "GRU", "activation=relu on raw values (x40), reset_after=False",
+         lambda k: [_L(k).GRU(5, activation="relu", reset_after=False), _L(k).Dense(2, activation="softmax")],
+         x_scale=40.0),
+    Case("refuse_initial_state_k3", "LSTM", "encoder-decoder: a decoder LSTM starts from the encoder's h and c "
+         "(initial_state)",
+         lambda k: [lambda t, e=_L(k).LSTM(4, return_sequences=True, return_state=True), d=_L(k).LSTM(4, name="dec"):
+                    (lambda o: d(o[0], initial_state=[o[1], o[2]]))(e(t)), _L(k).Dense(2)],
+         functional=True, gens=("k3",),
+         refused=["'dec' (LSTM) starts from the states of another layer (initial_state", "start from zeros"]),
+    Case("refuse_initial_state_k2", "LSTM", "encoder-decoder: a decoder LSTM starts from the encoder's h and c "
+         "(initial_state)",
+         lambda k: [lambda t, e=_L(k).LSTM(4, return_sequences=True, return_state=True), d=_L(k).LSTM(4, name="dec"):
+                    (lambda o: d(o[0], initial_state=[o[1], o[2]]))(e(t)), _L(k).Dense(2)],
+         functional=True, gens=("k2",), refused=["'dec' (LSTM) takes 3 inputs", "a single chain of layers"]),
 ]
 CASES += PER_STEP_DENSE_CASES
 

@@ -27,6 +27,9 @@ class KerasLayer:
     step (several poolings over time of one recurrent output, :func:`linear_chain`)."""
     entry: dict
     branches: tuple = field(default=(), compare=False)
+    #: which of the layer's outputs the next layer of the chain reads (the model's, for the last): 0, its output;
+    #: a recurrent layer with return_state=True: 1.. its states (h, then an LSTM's c)
+    output: int = field(default=0, compare=False)
 
     @property
     def class_name(self) -> str:
@@ -133,14 +136,14 @@ def linear_chain(config: dict, unknown_refusal: Callable[[KerasLayer], Optional[
     if len(outputs) != 1:
         raise RnnskipError(f"model '{name}' has {len(outputs)} outputs: rnnskip converts single-output models")
     chain: List[KerasLayer] = []
-    current = outputs[0]
+    current, index = outputs[0], _output_index(cfg.get("output_layers", []))
     seen = set()
     while True:
         if current not in by_name or current in seen:
             raise RnnskipError(f"model config is inconsistent: layer '{current}' not found")
         seen.add(current)
         layer = by_name[current]
-        chain.append(layer)
+        chain.append(KerasLayer(layer.entry, output=index) if index else layer)
         if current == inputs[0]:
             break
         nodes = layer.entry.get("inbound_nodes", [])
@@ -155,15 +158,19 @@ def linear_chain(config: dict, unknown_refusal: Callable[[KerasLayer], Optional[
         if pools is not None:   # Concatenate of poolings over time of one tensor: one step of the chain
             chain[-1] = KerasLayer(layer.entry, branches=tuple(pools))
             seen.update(p.name for p in pools)
-            current = _node_inputs(pools[0].entry["inbound_nodes"][0])[0]
+            current, index = _node_refs(pools[0].entry["inbound_nodes"][0])[0]
             continue
+        if _initial_state(nodes[0]):
+            raise LayerError(f"layer '{current}' ({layer.display}) starts from the states of another layer "
+                             "(initial_state, as an encoder-decoder's decoder does): rnnskip converts recurrent layers "
+                             "that start from zeros", layer.name)
         if len(sources) != 1:
             refusal = unknown_refusal(layer)
             if layer.class_name == "Concatenate":
                 refusal = concat_refusal(layer.name)
             raise LayerError(refusal or f"layer '{current}' ({layer.display}) takes {len(sources)} inputs: "
                              "rnnskip converts a single chain of layers", layer.name)
-        current = sources[0]
+        current, index = sources[0], _node_refs(nodes[0])[0][1]
     chain.reverse()
     on_chain = {id(layer.entry) for layer in chain} | {id(b.entry) for layer in chain for b in layer.branches}
     for layer in layers:
@@ -216,29 +223,64 @@ def _tensor_refs(spec) -> List[str]:
     return out
 
 
-def _tensor_refs_k3(obj) -> List[str]:
-    """Layer names of ``__keras_tensor__`` objects (recursively) in ``obj``."""
+def _tensor_refs_k3(obj, with_index: bool = False) -> list:
+    """Layer names of ``__keras_tensor__`` objects (recursively) in ``obj``; ``with_index``: (name, which of that
+    layer's outputs) each."""
     out = []
     if isinstance(obj, dict):
         if obj.get("class_name") == "__keras_tensor__":
             history = obj.get("config", {}).get("keras_history")
             if history:
-                out.append(str(history[0]))
+                name = str(history[0])
+                out.append((name, _int(history[2]) if len(history) > 2 else 0) if with_index else name)
         else:
             for v in obj.values():
-                out.extend(_tensor_refs_k3(v))
+                out.extend(_tensor_refs_k3(v, with_index))
     elif isinstance(obj, (list, tuple)):
         for v in obj:
-            out.extend(_tensor_refs_k3(v))
+            out.extend(_tensor_refs_k3(v, with_index))
     return out
 
 
 def _node_inputs(node) -> List[str]:
     """Names of the layers feeding one inbound node (data inputs only, not the ``mask`` kwarg)."""
+    return [name for name, _ in _node_refs(node)]
+
+
+def _node_refs(node) -> List[Tuple[str, int]]:
+    """(layer name, which of its outputs) of each tensor feeding one inbound node: its data inputs, not the
+    ``mask`` kwarg (Keras 3 passes ``initial_state`` as a kwarg too: a tensor input)."""
     if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
-        return _tensor_refs_k3(node.get("args", []))
+        kwargs = node.get("kwargs") or {}
+        extra = [v for k, v in kwargs.items() if k != "mask"] if isinstance(kwargs, dict) else []
+        return _tensor_refs_k3([node.get("args", []), extra], with_index=True)
+    if isinstance(node, (list, tuple)) and node and isinstance(node[0], str):
+        node = [node]   # tf_keras' op layers (TFOpLambda, SlicingOpLambda): one [name, node_idx, tensor_idx, kwargs]
     out = []
     for t in node:  # Keras 2: [[name, node_idx, tensor_idx, kwargs], ...]
         if isinstance(t, (list, tuple)) and t and isinstance(t[0], str):
-            out.append(t[0])
+            out.append((t[0], _int(t[2]) if len(t) > 2 else 0))
     return out
+
+
+def _initial_state(node) -> bool:
+    """The inbound node passes an ``initial_state`` (a kwarg: Keras 3 and tf_keras)."""
+    if isinstance(node, dict):
+        kwargs = node.get("kwargs") or {}
+        return isinstance(kwargs, dict) and kwargs.get("initial_state") is not None
+    return any(isinstance(t, (list, tuple)) and len(t) > 3 and isinstance(t[3], dict) and
+               t[3].get("initial_state") is not None for t in (node if isinstance(node, (list, tuple)) else []))
+
+
+def _int(v) -> int:
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def _output_index(spec) -> int:
+    """Which output of its layer the model's (single) output is, from ``output_layers``."""
+    if isinstance(spec, list) and len(spec) == 1:
+        spec = spec[0]
+    if isinstance(spec, list) and len(spec) > 2 and isinstance(spec[0], str):
+        return _int(spec[2])
+    refs = _tensor_refs_k3(spec, with_index=True) if isinstance(spec, dict) else []
+    return refs[0][1] if len(refs) == 1 else 0

@@ -27,7 +27,13 @@ from rnnskip.converter.ir import ModelIR
 from rnnskip.converter.keras_files import READ_ERRORS, ModelFile, open_model_file, read_errors
 from rnnskip.converter.keras_graph import MASK_OPS, KerasLayer, linear_chain, model_layers, model_name
 from rnnskip.converter.keras_layers import SUPPORTED_SUMMARY, Node, handler_for, layer_refusals, unknown_refusal
-from rnnskip.converter.keras_passes import assemble, drop_lost_masks, fold_activations, fold_batchnorm
+from rnnskip.converter.keras_passes import (
+    assemble,
+    drop_lost_masks,
+    fold_activations,
+    fold_batchnorm,
+    read_last_step,
+)
 from rnnskip.converter.support import LayerError
 from rnnskip.errors import RnnskipError
 
@@ -96,7 +102,8 @@ def _convert(model_file: ModelFile) -> Tuple[ModelIR, List[Node]]:
     and the nodes of its chain (one per layer, in order)."""
     support.check_generation(model_file.keras_version, model_file.path)
     chain, name = _chain(model_file)
-    nodes = drop_lost_masks([_read(layer, model_file.weights) for layer in chain], model_file.keras_version)
+    nodes = read_last_step(drop_lost_masks([_read(layer, model_file.weights) for layer in chain],
+                                           model_file.keras_version))
     remaining = fold_activations(fold_batchnorm(nodes))
     # from every node, the folded ones too, in chain order
     notes = [note for node in nodes for note in node.notes]

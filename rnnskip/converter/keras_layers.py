@@ -40,6 +40,7 @@ CONV = "conv"              # value: ConvLayer (a front-end layer: changes the ti
 POOL = "pool"              # value: PoolLayer (a front-end layer)
 TIME_POOL = "time_pool"    # value: "avg" | "max" (pooling over time after the recurrent layers)
 FLATTEN = "flatten"        # the identity where there is no time axis left; over the time axis, refused
+LAST_STEP = "last_step"    # x[:, -1]: the last step of a recurrent layer's sequence (keras_passes.read_last_step)
 
 
 @dataclass
@@ -169,6 +170,65 @@ class ReshapeHandler(LayerHandler):
 
     def build(self, layer, weights):
         return Node(layer, FLATTEN)
+
+
+def _slice_key(layer: KerasLayer) -> Optional[list]:
+    """The key of a Keras 3 ``GetItem`` (``x[key]``: its node's second argument) or tf_keras' ``SlicingOpLambda``
+    (its node's ``slice_spec``), each item an int or a ``slice``; None where the file gives none."""
+    nodes = layer.entry.get("inbound_nodes") or []
+    node = nodes[0] if len(nodes) == 1 else None
+    if isinstance(node, dict):   # Keras 3: {"args": [tensor, key], "kwargs": {}}
+        args = node.get("args") or []
+        key = args[1] if len(args) > 1 else node.get("kwargs", {}).get("key")
+    elif isinstance(node, list) and len(node) > 3 and isinstance(node[0], str) and isinstance(node[3], dict):
+        key = node[3].get("slice_spec")   # tf_keras: [name, node_idx, tensor_idx, {"slice_spec": key}]
+    else:
+        return None
+    items = key if isinstance(key, list) else [key]
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            cfg = item.get("config", item) if item.get("class_name") == "__slice__" else item
+            if not set(cfg) <= {"start", "stop", "step"} or item.get("class_name", "__slice__") != "__slice__":
+                return None
+            out.append(slice(cfg.get("start"), cfg.get("stop"), cfg.get("step")))
+        elif isinstance(item, int) and not isinstance(item, bool):
+            out.append(item)
+        else:
+            return None
+    return out
+
+
+def _key_text(key: list) -> str:
+    def one(k):
+        if isinstance(k, int):
+            return str(k)
+        return ":".join("" if v is None else str(v) for v in (k.start, k.stop) + ((k.step,) if k.step else ()))
+    return "[" + ", ".join(one(k) for k in key) + "]"
+
+
+class LastStepHandler(LayerHandler):
+    """``x[:, -1, :]`` or ``x[:, -1]``: Keras 3 records it as a ``GetItem`` op layer, tf_keras as a
+    ``SlicingOpLambda`` (``tf.__operators__.getitem``). On a recurrent layer's sequence it is that layer's last
+    output, which rnnskip reads as ``return_sequences=False`` where the two agree (``keras_passes.read_last_step``);
+    any other slice is refused."""
+    classes = ("GetItem", "SlicingOpLambda")
+    WHOLE = slice(None, None, None)
+
+    def refusals(self, layer):
+        key = _slice_key(layer)
+        if key in ([self.WHOLE, -1], [self.WHOLE, -1, self.WHOLE]):
+            return []
+        what = f"slices {_key_text(key)}" if key is not None else "slices the tensor by a key rnnskip cannot read"
+        return [f"layer '{layer.name}' ({layer.display}) {what}: rnnskip reads a slice only as the last time step "
+                "of a recurrent layer's outputs, x[:, -1, :] or x[:, -1]"]
+
+    def options(self, layer):
+        key = _slice_key(layer)
+        return _key_text(key) if key is not None else ""
+
+    def build(self, layer, weights):
+        return Node(layer, LAST_STEP)
 
 
 # --------------------------------------------------------------------------
@@ -650,8 +710,7 @@ class ConcatPoolingHandler(LayerHandler):
 
 _FLAG_HINTS = (("stateful", "stateless RNNs (re-save with stateful=False)"),
                ("go_backwards", "forward RNNs (go_backwards=False)"),
-               ("time_major", "batch-major input (time_major=False)"),
-               ("return_state", "RNNs that return only their output (return_state=False)"))
+               ("time_major", "batch-major input (time_major=False)"))
 
 
 class RecurrentHandler(LayerHandler):
@@ -691,6 +750,11 @@ class RecurrentHandler(LayerHandler):
             if cfg.get(flag):
                 out.append(f"layer '{layer.name}' ({layer.display}) has {flag}=True, which is not supported: "
                            f"rnnskip converts {hint}")
+        # return_state=True outputs [output, h] (an LSTM: [output, h, c]): the output, or h read as the output
+        if cfg.get("return_state") and layer.output > 1:
+            out.append(f"layer '{layer.name}' ({layer.display}) has return_state=True and the next layer reads its "
+                       f"state {layer.output} (the cell state c): rnnskip converts a recurrent layer's output or its "
+                       "final hidden state h")
         return out
 
     def _activations(self, cell, cfg: dict) -> Tuple[str, Optional[str]]:
@@ -712,7 +776,8 @@ class RecurrentHandler(LayerHandler):
         for key in ("activation", "recurrent_activation"):
             if key in cfg:
                 parts.append(f"{key}={activation_name(cfg[key])}")
-        parts += [f"{flag}=True" for flag in ("return_sequences", "stateful", "go_backwards") if cfg.get(flag)]
+        parts += [f"{flag}=True" for flag in ("return_sequences", "return_state", "stateful", "go_backwards")
+                  if cfg.get(flag)]
         cell = self.cell_of(layer)
         if cell is not None:  # the cell's own options, where the config states them
             parts += [f"{k}={cfg[k]}" for k in cell.keras_options(cfg, None) if k in cfg]
@@ -746,9 +811,14 @@ class RecurrentHandler(LayerHandler):
                 f"{recurrent_kernel.shape}, bias {bias.shape} don't match units={units}: the file is "
                 "inconsistent or a variant rnnskip does not support")
         act, recurrent_act = self._activations(cell, cfg)
+        sequences = bool(cfg.get("return_sequences", False))
+        if cfg.get("return_state") and layer.output == 1:   # its final h: the output without return_sequences
+            notes.append(f"the next layer reads the final state h of '{name}' (return_state=True): read as its "
+                         "output with return_sequences=False")
+            sequences = False
         rnn = RNNLayer(kind=cell.kind, units=units, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias,
                        activation=act, recurrent_activation=recurrent_act,
-                       return_sequences=bool(cfg.get("return_sequences", False)), options=options, name=name)
+                       return_sequences=sequences, options=options, name=name)
         return Node(layer, RECURRENT, rnn, notes=notes, status="converted")
 
 
@@ -776,6 +846,9 @@ class BidirectionalHandler(LayerHandler):
             return [f"layer '{name}' (Bidirectional of {inner.display if inner else '?'}) is not supported: rnnskip "
                     f"converts Bidirectional around a recurrent layer ({cells.labels()})"]
         out = []
+        if inner.config.get("return_state") and layer.output:
+            out.append(f"layer '{name}' (Bidirectional) has return_state=True and the next layer reads its state "
+                       f"{layer.output}: rnnskip converts a Bidirectional layer's merged output")
         merge = cfg.get("merge_mode", "concat")
         if merge not in MERGE_MODES:
             out.append(f"layer '{name}' (Bidirectional) has merge_mode={merge!r}: rnnskip supports merge_mode "
@@ -854,7 +927,8 @@ def _register(handler: LayerHandler) -> None:
 
 
 for _handler in (InputLayerHandler(), NoopHandler(), EmbeddingHandler(), MaskingHandler(), DenseHandler(),
-                 TimeDistributedHandler(), FlattenHandler(), ReshapeHandler(), ActivationHandler(), SoftmaxHandler(),
+                 TimeDistributedHandler(), FlattenHandler(), ReshapeHandler(), LastStepHandler(), ActivationHandler(),
+                 SoftmaxHandler(),
                  ReLUHandler(), LeakyReLUHandler(),
                  BatchNormalizationHandler(), NormalizationHandler(), RescalingHandler(), Conv1DHandler(),
                  Pooling1DHandler(), TimePoolingHandler(), ConcatPoolingHandler(), RecurrentHandler("RNN"),

@@ -2,6 +2,7 @@
 to the :class:`~rnnskip.converter.ir.ModelIR`:
 
 0. :func:`drop_lost_masks`: a mask Keras 2 loses on the way to the recurrent layers is dropped;
+   :func:`read_last_step`: ``x[:, -1]`` on a recurrent layer's sequence is its ``return_sequences=False``;
 1. :func:`fold_batchnorm`: every BatchNormalization into the linear Dense or Conv1D right
    before it, else into the input of the next Dense or recurrent layer (BN after BN: one map);
 2. :func:`fold_activations`: every Activation into the linear Dense or Conv1D right before
@@ -44,6 +45,7 @@ from rnnskip.converter.keras_layers import (
     EMBEDDING,
     FLATTEN,
     INPUT,
+    LAST_STEP,
     MASKING,
     NOOP,
     POOL,
@@ -111,6 +113,46 @@ def drop_lost_masks(nodes: List[Node], keras_version: str) -> List[Node]:
             source = None
         elif node.kind == RECURRENT:
             source = None
+    return nodes
+
+
+def read_last_step(nodes: List[Node]) -> List[Node]:
+    """``x[:, -1, :]`` (``LAST_STEP``) right after a unidirectional recurrent layer that returns sequences, with no
+    mask on them: the layer's output at the last step, which is what it returns with ``return_sequences=False``
+    (every row runs every step), so it is read as that and the slice dropped. Anywhere else refused in one line."""
+    masked: Optional[Node] = None
+    before: Optional[Node] = None
+    for node in nodes:
+        if node.kind == MASKING or (node.kind == EMBEDDING and node.value.mask_zero):
+            masked = node
+        if node.kind == LAST_STEP:
+            name, cls = node.name, node.layer.display
+            if before is None or before.kind != RECURRENT:
+                what = f"the output of '{before.name}' ({before.layer.display})" if before is not None else "the input"
+                raise LayerError(f"layer '{name}' ({cls}) takes x[:, -1] of {what}: rnnskip reads it only on a "
+                                 "recurrent layer's sequence of outputs (as that layer's return_sequences=False)", name)
+            r: RNNLayer = before.value
+            if not r.return_sequences:
+                raise LayerError(f"layer '{name}' ({cls}) slices the output of '{r.name}', which has "
+                                 "return_sequences=False: there is no time axis left, so x[:, -1] takes its last "
+                                 "unit; rnnskip reads x[:, -1] only on a sequence of outputs", name)
+            if r.backward is not None:
+                raise LayerError(f"layer '{name}' ({cls}) takes the last step of the Bidirectional layer '{r.name}': "
+                                 "there its backward direction has run one step, an output rnnskip does not keep; "
+                                 "use return_sequences=False (both directions' final states) or a pooling over "
+                                 "time", name)
+            if masked is not None:
+                raise LayerError(f"layer '{name}' ({cls}) takes the last step of '{r.name}', whose steps the "
+                                 f"{masked.layer.display} layer '{masked.name}' masks: for a padded row that step is "
+                                 "padding, not the row's last valid output; use return_sequences=False (each row's "
+                                 "last valid output), which rnnskip converts", name)
+            r.return_sequences = False
+            node.kind, node.status = NOOP, f"converted (the last step: return_sequences=False on '{r.name}')"
+            node.notes.append(f"read {cls} '{name}' (x[:, -1]) as return_sequences=False on '{r.name}': its output "
+                              "at the last step")
+            continue
+        if node.kind not in _NOTHING:
+            before = node
     return nodes
 
 

@@ -74,10 +74,16 @@ def pre16(acc, mult, ls: int):
 
 def planes16(l, acc: np.ndarray) -> np.ndarray:
     """Every accumulator row of layer ``l`` through :func:`pre16` with its block's multipliers."""
+    return fp.sat16(planes_rq(l, acc))
+
+
+def planes_rq(l, acc: np.ndarray) -> np.ndarray:
+    """Every accumulator row of layer ``l`` requantised with its block's multipliers, not yet saturated (each
+    value below 2^30 in magnitude: two of them add up within int32)."""
     pre = np.empty_like(acc)
     for b in l.blocks:
         rows = slice(b.row0, b.row0 + b.rows)
-        pre[:, rows] = pre16(acc[:, rows], b.mult, b.ls)
+        pre[:, rows] = fp.requantize(acc[:, rows], b.mult, b.ls)
     return pre
 
 

@@ -10,12 +10,13 @@ wide against the hidden state's, as a Conv1D front end's ReLU output against tan
 the recurrent weights a few levels) the halves are kept apart as CMSIS-NN's and TFLite's int8
 LSTMs keep input-to-gate and recurrent-to-gate weights: ``W_x`` on ``x`` fills
 ``[ix | fx | gx | ox]``, ``W_h`` on ``h`` fills ``[ih | fh | gh | oh]``, each row on its own
-scale, and each half is requantised to Q3.12 before they are added,
-``pre = sat16(sat16(rq(acc_x)) + sat16(rq(acc_h)))`` (one more requantisation per gate row and
-step, and ``16 up`` bytes of accumulators); each row's bias goes to the half with the finer
-scale. Pre-activations Q3.12; gate outputs Q0.15 (table
+scale, and each half is requantised to Q3.12 before they are added and saturated,
+``pre = sat16(rq(acc_x) + rq(acc_h))`` (one more requantisation per gate row and step, and
+``16 up`` bytes of accumulators; saturating each half first would clip a gate whose halves are
+large and cancel, as raw inputs make them: +40 and -35 gave 8 - 8 = 0); each row's bias goes
+to the half with the finer scale. Pre-activations Q3.12; gate outputs Q0.15 (table
 activations) or Q3.12 (relu gates: ``qr`` below). A relu or linear candidate ``g`` keeps its
-pre-activation (each half, with split scales) on its own int16 format, ``qa = cand_q``
+pre-activation (with split scales: each half) on its own int16 format, ``qa = cand_q``
 fractional bits chosen from its calibrated range (Q3.12 while that stays within +-8: a model
 fed raw values, readings of 20-80, takes g far past it); tables: ``qa`` = 15. Cell state int16 at
 ``2^-cell_shift`` (chosen from the calibrated range of c; relu/linear down to 0 fractional bits)::
@@ -40,6 +41,7 @@ from .base import (
     fused_block,
     pad4,
     planes16,
+    planes_rq,
     put_gate_rows,
     real_bias,
     real_weights,
@@ -118,9 +120,7 @@ class LSTM(Cell):
         recurrent = np.asarray(layer.recurrent_kernel, np.float64)
         bias = np.asarray(layer.bias, np.float64)
         levels = shared_levels(kernel, recurrent, x_scale, h_scale)
-        # g's sum, and with split scales each half requantised on its own
-        g_max = max(ranges.get("cand", 0.0), ranges.get("cand_parts", 0.0) if levels < SHARED_MIN_LEVELS else 0.0)
-        cand_q = candidate_q_for(g_max)
+        cand_q = candidate_q_for(ranges.get("cand", 0.0))   # g's pre-activation (split: its halves' sum)
         cell_shift = cell_shift_for(ranges.get("c", 0.0), least=0 if own else 8)
         if own:   # the i*g product's shift, qr + qa - cell_shift, stays >= 1: c gives up precision, g never clips
             cell_shift = min(cell_shift, out_q(layer.recurrent_activation) + cand_q - 1)
@@ -185,9 +185,7 @@ class LSTM(Cell):
         U, cs = l.up, l.options["cell_shift"]
         a, ra = l.activation, l.recurrent_activation
         qa, qr = cls.candidate_q(l), out_q(ra)
-        pre = planes16(l, acc)
-        if l.options.get("split"):
-            pre = fp.sat16(pre[:, :4 * U] + pre[:, 4 * U:])     # input half + recurrent half, Q3.12
+        pre = cls.gate_pre(l, acc)
         i = act_q(ra, pre[:, 0:U])
         f = act_q(ra, pre[:, U:2 * U])
         g = act_q(a, pre[:, 2 * U:3 * U])
@@ -201,6 +199,15 @@ class LSTM(Cell):
         return {"h8": h8, "c": c}
 
     @classmethod
+    def gate_pre(cls, l, acc):
+        """The int16 pre-activations ``[N, 4 up]`` (i, f, g, o): split scales add the halves' requantised values
+        before they saturate."""
+        if not l.options.get("split"):
+            return planes16(l, acc)
+        r = planes_rq(l, acc)
+        return fp.sat16(r[:, :4 * l.up] + r[:, 4 * l.up:])
+
+    @classmethod
     def plane_frac(cls, l):
         f = super().plane_frac(l)
         for p in (2, 6) if l.options.get("split") else (2,):   # g, each half with split scales
@@ -210,15 +217,12 @@ class LSTM(Cell):
     @classmethod
     def float_candidates(cls, w, acts, state, x):
         U = w["recurrent_kernel"].shape[0]
-        g = slice(2 * U, 3 * U)   # g's sum; its input and recurrent parts (split scales), either with the bias
-        xw, hw, b = x @ w["kernel"][:, g], state[0] @ w["recurrent_kernel"][:, g], w["bias"][g]
-        return {"cand": xw + hw + b, "cand_parts": np.concatenate([xw, hw, xw + b, hw + b], axis=-1)}
+        g = slice(2 * U, 3 * U)   # g's pre-activation (split scales add the halves before they saturate)
+        return {"cand": x @ w["kernel"][:, g] + state[0] @ w["recurrent_kernel"][:, g] + w["bias"][g]}
 
     @classmethod
     def candidate_values(cls, l, s, acc, pre):
-        U = l.up   # g's pre-activation: with split scales each half and their sum
-        g = pre[:, 2 * U:3 * U]
-        return [g, pre[:, 6 * U:7 * U], fp.sat16(g + pre[:, 6 * U:7 * U])] if l.options.get("split") else [g]
+        return [cls.gate_pre(l, acc)[:, 2 * l.up:3 * l.up]]
 
     # ---- C -------------------------------------------------------------------------
     @classmethod

@@ -12,7 +12,7 @@
  *   c     int16 cell state at scale 2^-cell_shift (updated)
  *   h     int8 hidden state, requantised with (h_mult, h_ls) (written)
  *
- *   pre = sat16(rq(acc)); split: sat16(sat16(rq(acc_x)) + sat16(rq(acc_h)))     (Q3.12; relu/linear g: qa)
+ *   pre = sat16(rq(acc)); split: sat16(rq(acc_x) + rq(acc_h))     (Q3.12; relu/linear g: qa)
  *   i, f, o = ract(pre), g = act(pre)                      (formats qr, qa)
  *   c = sat16(rshift(f * c, qr) + rshift(i * g, qr + qa - cell_shift))
  *   t = act(c): tables of c as Q3.12 (Q0.15); relu/linear: c itself (2^-cell_shift)
@@ -31,12 +31,13 @@ RNNSKIP_INLINE int32_t rnnskip_cell_to_q12(int32_t c, int32_t cell_shift)
     return c;
 }
 
-/* Gate k's pre-activation of one unit; split: its input half (plane k) plus its recurrent half (plane 4 + k). */
+/* Gate k's pre-activation of one unit; split: its input half (plane k) plus its recurrent half (plane 4 + k),
+ * added before they saturate (each requantised value is below 2^30 in magnitude, so the sum fits int32). */
 RNNSKIP_INLINE int32_t
 rnnskip_lstm_pre(const int32_t *acc, const int32_t *mi, int32_t n, int32_t ls_x, int32_t ls_h, int32_t split, int32_t k)
 {
-    const int32_t pre = rnnskip_pre16(acc[k * n], mi[k], ls_x);
-    return split ? rnnskip_sat16(pre + rnnskip_pre16(acc[(4 + k) * n], mi[4 + k], ls_h)) : pre;
+    const int32_t pre = rnnskip_requantize(acc[k * n], mi[k], ls_x);
+    return rnnskip_sat16(split ? pre + rnnskip_requantize(acc[(4 + k) * n], mi[4 + k], ls_h) : pre);
 }
 
 /* One unit: acc and mi point at unit j's first gate row and multipliers (planes n rows apart),

@@ -291,6 +291,15 @@ FRONTEND_CASES: List[Case] = [
 CASES += FRONTEND_CASES
 
 
+def _reduce(k, what: str):
+    """The mean or maximum op over an axis in Keras generation ``k``: ``keras.ops.mean`` / ``max`` (Keras 3: op layers
+    Mean, Max), ``tf.reduce_mean`` / ``reduce_max`` (tf_keras: TFOpLambda)."""
+    if k.__name__.startswith("tf_keras"):
+        import tensorflow as tf
+        return getattr(tf, f"reduce_{what}")
+    return getattr(k.ops, what)
+
+
 def _bi(k, inner, **kw):
     return _L(k).Bidirectional(inner, **kw)
 
@@ -885,7 +894,28 @@ PER_STEP_DENSE_CASES: List[Case] = [
          "(initial_state)",
          lambda k: [lambda t, e=_L(k).LSTM(4, return_sequences=True, return_state=True), d=_L(k).LSTM(4, name="dec"):
                     (lambda o: d(o[0], initial_state=[o[1], o[2]]))(e(t)), _L(k).Dense(2)],
-         functional=True, gens=("k2",), refused=["'dec' (LSTM) takes 3 inputs", "a single chain of layers"]),
+         functional=True, gens=("k2",),
+         refused=["'dec' (LSTM) starts from the states of another layer (initial_state", "start from zeros"]),
+    # a mean or maximum over time as an op (Keras 3 ops.mean / ops.max, tf_keras tf.reduce_mean / tf.reduce_max):
+    # the pooling layer where no mask is involved
+    Case("gru_mean_op", "Mean", "GRU(return_sequences=True) -> mean op over axis 1 -> softmax Dense",
+         lambda k: [_L(k).GRU(4, return_sequences=True), lambda t: _reduce(k, "mean")(t, 1),
+                    _L(k).Dense(2, activation="softmax")], functional=True),
+    Case("lstm_mean_max_ops_concat", "Mean", "LSTM -> [mean op (axis 1), max op (axis -2)] concatenated -> Dense",
+         lambda k: [_L(k).LSTM(4, return_sequences=True),
+                    lambda t: _L(k).Concatenate()([_reduce(k, "mean")(t, 1), _reduce(k, "max")(t, -2)]),
+                    _L(k).Dense(3)], functional=True),
+    Case("refuse_mean_op_masked", "Mean", "mean op over a masked sequence (it averages the padding too)",
+         lambda k: [_L(k).Masking(0.0), _L(k).LSTM(4, return_sequences=True), lambda t: _reduce(k, "mean")(t, 1),
+                    _L(k).Dense(2)], functional=True, mask_value=0.0,
+         refused=["takes the mean over every step of a masked sequence, padding included", "GlobalAveragePooling1D"]),
+    Case("refuse_mean_op_features", "Mean", "mean op over the features (axis -1)",
+         lambda k: [_L(k).GRU(4, return_sequences=True), lambda t: _reduce(k, "mean")(t, -1), _L(k).Dense(2)],
+         functional=True, fixed_t=True, gens=("k2",),
+         refused=["takes the mean over axis -1", "only over the time axis"]),
+    Case("gru_max_op_axis_tuple", "Mean", "max op over axis=(1,) (a one-axis tuple)",
+         lambda k: [_L(k).GRU(4, return_sequences=True), lambda t: _reduce(k, "max")(t, (1,)), _L(k).Dense(2)],
+         functional=True),
 ]
 CASES += PER_STEP_DENSE_CASES
 

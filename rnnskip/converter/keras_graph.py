@@ -160,7 +160,8 @@ def linear_chain(config: dict, unknown_refusal: Callable[[KerasLayer], Optional[
             seen.update(p.name for p in pools)
             current, index = _node_refs(pools[0].entry["inbound_nodes"][0])[0]
             continue
-        if _initial_state(nodes[0]):
+        # Keras 3 passes initial_state as a kwarg; tf_keras as more inputs of a recurrent layer
+        if _initial_state(nodes[0]) or (len(sources) > 1 and "return_sequences" in layer.config):
             raise LayerError(f"layer '{current}' ({layer.display}) starts from the states of another layer "
                              "(initial_state, as an encoder-decoder's decoder does): rnnskip converts recurrent layers "
                              "that start from zeros", layer.name)
@@ -189,7 +190,39 @@ def concat_refusal(name: str) -> str:
 
 
 #: the Keras classes of pooling over time (a Concatenate of them is read as one step: docs/pooling.md)
-TIME_POOLING = frozenset({"GlobalAveragePooling1D", "GlobalAvgPool1D", "GlobalMaxPooling1D", "GlobalMaxPool1D"})
+TIME_POOLING = {"GlobalAveragePooling1D": "avg", "GlobalAvgPool1D": "avg", "GlobalMaxPooling1D": "max",
+                "GlobalMaxPool1D": "max"}
+#: a mean or maximum as an op: Keras 3's ops.mean / ops.max (op layers Mean, Max), tf_keras' tf.reduce_mean /
+#: tf.reduce_max (TFOpLambda, by function)
+REDUCTIONS = {"Mean": "avg", "Max": "max", "math.reduce_mean": "avg", "math.reduce_max": "max"}
+
+
+def reduction(layer: KerasLayer) -> Optional[Tuple[str, object, bool]]:
+    """(kind, axis, keepdims) of a mean or maximum op layer (:data:`REDUCTIONS`), None for any other layer."""
+    if layer.class_name in ("Mean", "Max"):
+        cfg = layer.config
+        return REDUCTIONS[layer.class_name], _one_axis(cfg.get("axis")), bool(cfg.get("keepdims"))
+    fn = layer.config.get("function") if layer.class_name == "TFOpLambda" else None
+    if fn not in REDUCTIONS:
+        return None
+    nodes = layer.entry.get("inbound_nodes") or []
+    kw = nodes[0][3] if len(nodes) == 1 and isinstance(nodes[0], list) and len(nodes[0]) > 3 and \
+        isinstance(nodes[0][3], dict) else {}
+    return REDUCTIONS[fn], _one_axis(kw.get("axis")), bool(kw.get("keepdims"))
+
+
+def _one_axis(axis):
+    """``axis=(1,)`` or ``[1]`` is ``axis=1``."""
+    return axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+
+
+def time_pool_kind(layer: KerasLayer) -> Optional[str]:
+    """"avg" or "max" for a pooling over the time axis (GlobalAveragePooling1D, ..., or a mean / maximum op over
+    axis 1 without keepdims), None otherwise."""
+    if layer.class_name in TIME_POOLING:
+        return TIME_POOLING[layer.class_name]
+    r = reduction(layer)
+    return r[0] if r is not None and r[1] in (1, -2) and not r[2] else None
 
 
 def _pooling_branches(layer: KerasLayer, sources: List[str], by_name: dict) -> Optional[List[KerasLayer]]:
@@ -198,7 +231,7 @@ def _pooling_branches(layer: KerasLayer, sources: List[str], by_name: dict) -> O
     if layer.class_name != "Concatenate" or any(s not in by_name for s in sources):
         return None
     pools = [by_name[s] for s in sources]
-    if any(p.class_name not in TIME_POOLING or len(p.entry.get("inbound_nodes", [])) != 1 for p in pools):
+    if any(time_pool_kind(p) is None or len(p.entry.get("inbound_nodes", [])) != 1 for p in pools):
         return None
     feeds = [_node_inputs(p.entry["inbound_nodes"][0]) for p in pools]
     if any(len(f) != 1 for f in feeds) or len({f[0] for f in feeds}) != 1:

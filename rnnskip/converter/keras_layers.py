@@ -21,7 +21,14 @@ import numpy as np
 from rnnskip import cells
 from rnnskip.converter import support
 from rnnskip.converter.ir import ConvLayer, DenseLayer, EmbeddingInput, PoolLayer, RNNLayer
-from rnnskip.converter.keras_graph import MODEL_CLASSES, KerasLayer, activation_name, concat_refusal
+from rnnskip.converter.keras_graph import (
+    MODEL_CLASSES,
+    KerasLayer,
+    activation_name,
+    concat_refusal,
+    reduction,
+    time_pool_kind,
+)
 from rnnskip.errors import RnnskipError
 
 SUPPORTED_SUMMARY = (f"rnnskip converts Embedding/Dense/Conv1D input, stacked recurrent layers ({cells.labels()}; "
@@ -228,7 +235,7 @@ class LastStepHandler(LayerHandler):
         return _key_text(key) if key is not None else ""
 
     def build(self, layer, weights):
-        return Node(layer, LAST_STEP)
+        return Node(layer, LAST_STEP, "x" + _key_text(_slice_key(layer)))   # the slice as the model wrote it
 
 
 # --------------------------------------------------------------------------
@@ -675,6 +682,41 @@ class TimePoolingHandler(LayerHandler):
         return Node(layer, TIME_POOL, self.KINDS[layer.class_name], status="converted (pooled over time)")
 
 
+class ReductionHandler(LayerHandler):
+    """A mean or maximum over the time axis as an op (Keras 3 ``ops.mean(x, axis=1)`` / ``ops.max``, tf_keras
+    ``tf.reduce_mean(x, axis=1)`` / ``tf.reduce_max``): GlobalAveragePooling1D / GlobalMaxPooling1D where no mask
+    is involved (the op reads every step, padding included; ``keras_passes.assemble`` refuses it on a masked
+    sequence). tf_keras records every TF function as a TFOpLambda: the other functions are refused as before."""
+    classes = ("Mean", "Max", "TFOpLambda")
+
+    def refusals(self, layer):
+        r = reduction(layer)
+        if r is None:
+            return [unsupported(layer)]
+        kind, axis, keepdims = r
+        what = "mean" if kind == "avg" else "maximum"
+        if axis not in (1, -2):
+            return [f"layer '{layer.name}' ({layer.display}) takes the {what} over axis {axis}: rnnskip reads a "
+                    f"{what} only over the time axis (axis=1), as Global{'Average' if kind == 'avg' else 'Max'}"
+                    "Pooling1D"]
+        if keepdims:
+            return [f"layer '{layer.name}' ({layer.display}) has keepdims=True: rnnskip pools the time axis "
+                    "away (keepdims=False) and runs the Dense head once on the pooled vector"]
+        if layer.config.get("initial") is not None:
+            return [f"layer '{layer.name}' ({layer.display}) has initial={layer.config['initial']}: rnnskip reads "
+                    "a maximum over the time axis without an initial value"]
+        return []
+
+    def options(self, layer):
+        r = reduction(layer)
+        return f"axis={r[1]}" + (", keepdims=True" if r[2] else "") if r is not None else _generic_options(layer.config)
+
+    def build(self, layer, weights):
+        kind = time_pool_kind(layer)
+        what = "mean" if kind == "avg" else "maximum"
+        return Node(layer, TIME_POOL, kind, status=f"converted (pooled over time: the {what} op)")
+
+
 class ConcatPoolingHandler(LayerHandler):
     """``Concatenate`` of poolings over time of one recurrent output (``concatenate([GlobalAveragePooling1D()(x),
     GlobalMaxPooling1D()(x)])``): the device keeps each kind's running sum or maximum, the head reads their vectors
@@ -686,7 +728,7 @@ class ConcatPoolingHandler(LayerHandler):
         if not layer.branches:
             return [concat_refusal(name)]
         out = [r for b in layer.branches for r in handler_for(b).refusals(b)]
-        kinds = [TimePoolingHandler.KINDS[b.class_name] for b in layer.branches]
+        kinds = [time_pool_kind(b) for b in layer.branches]
         if len(set(kinds)) != len(kinds):
             out.append(f"layer '{name}' (Concatenate) joins {len(kinds)} poolings of which some are the same kind: "
                        "rnnskip converts one GlobalAveragePooling1D and one GlobalMaxPooling1D side by side")
@@ -700,7 +742,7 @@ class ConcatPoolingHandler(LayerHandler):
         return _join(f"{b.display} '{b.name}'" for b in layer.branches)
 
     def build(self, layer, weights):
-        kinds = [TimePoolingHandler.KINDS[b.class_name] for b in layer.branches]
+        kinds = [time_pool_kind(b) for b in layer.branches]
         return Node(layer, TIME_POOL, ",".join(kinds), status="converted (pooled over time: " + " and ".join(
             "mean" if k == "avg" else "max" for k in kinds) + ", side by side)")
 
@@ -931,7 +973,8 @@ for _handler in (InputLayerHandler(), NoopHandler(), EmbeddingHandler(), Masking
                  SoftmaxHandler(),
                  ReLUHandler(), LeakyReLUHandler(),
                  BatchNormalizationHandler(), NormalizationHandler(), RescalingHandler(), Conv1DHandler(),
-                 Pooling1DHandler(), TimePoolingHandler(), ConcatPoolingHandler(), RecurrentHandler("RNN"),
+                 Pooling1DHandler(), TimePoolingHandler(), ReductionHandler(), ConcatPoolingHandler(),
+                 RecurrentHandler("RNN"),
                  BidirectionalHandler()):
     _register(_handler)
 for _cell in cells.CELLS.values():

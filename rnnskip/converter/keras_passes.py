@@ -37,6 +37,7 @@ from rnnskip.converter.ir import (
     PoolLayer,
     RNNLayer,
 )
+from rnnskip.converter.keras_graph import reduction, time_pool_kind
 from rnnskip.converter.keras_layers import (
     ACTIVATION,
     BATCHNORM,
@@ -148,8 +149,8 @@ def read_last_step(nodes: List[Node]) -> List[Node]:
                                  "last valid output), which rnnskip converts", name)
             r.return_sequences = False
             node.kind, node.status = NOOP, f"converted (the last step: return_sequences=False on '{r.name}')"
-            node.notes.append(f"read {cls} '{name}' (x[:, -1]) as return_sequences=False on '{r.name}': its output "
-                              "at the last step")
+            node.notes.append(f"read {cls} '{name}' ({node.value}) as return_sequences=False on '{r.name}': its "
+                              "output at the last step")
             continue
         if node.kind not in _NOTHING:
             before = node
@@ -518,6 +519,7 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                                  "False: the model config is inconsistent", name)
             if "max" in node.value.split(","):
                 _check_masked_max(node, rnns, mask_value, embedding)
+            _check_masked_reduction(node, mask_value, embedding)
             pool = node
             continue
         if node.kind == RECURRENT:
@@ -693,6 +695,19 @@ class _FrontOutput:
     """What :func:`_fold_between` reads of the layer before: a front end's last layer and its width."""
     name: str
     out_dim: int
+
+
+def _check_masked_reduction(node: Node, mask_value, embedding) -> None:
+    """A mean or maximum op over time (``ops.mean(x, axis=1)``, ``tf.reduce_max``) reads every step of the
+    sequence, padding included, where the pooling layers apply the mask: refused on a masked sequence."""
+    masked = mask_value is not None or (embedding is not None and embedding.mask_zero)
+    for layer in (node.layer.branches or (node.layer,)) if masked else ():
+        if reduction(layer) is not None:
+            what = "mean" if time_pool_kind(layer) == "avg" else "maximum"
+            pool = "GlobalAveragePooling1D" if what == "mean" else "GlobalMaxPooling1D"
+            raise LayerError(f"layer '{layer.name}' ({layer.display}) takes the {what} over every step of a masked "
+                             f"sequence, padding included: rnnskip converts it on sequences without a mask (or "
+                             f"{pool} there, which pools a masked sequence as Keras does)", layer.name)
 
 
 def _check_masked_max(node: Node, rnns: List[RNNLayer], mask_value, embedding) -> None:

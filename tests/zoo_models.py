@@ -884,17 +884,12 @@ PER_STEP_DENSE_CASES: List[Case] = [
     Case("gru_relu_raw_values", "GRU", "activation=relu on raw values (x40), reset_after=False",
          lambda k: [_L(k).GRU(5, activation="relu", reset_after=False), _L(k).Dense(2, activation="softmax")],
          x_scale=40.0),
-    Case("refuse_initial_state_k3", "LSTM", "encoder-decoder: a decoder LSTM starts from the encoder's h and c "
+    # Keras 3 passes the states as the initial_state kwarg, tf_keras as more inputs of the decoder: one refusal
+    Case("refuse_initial_state", "LSTM", "encoder-decoder: a decoder LSTM starts from the encoder's h and c "
          "(initial_state)",
          lambda k: [lambda t, e=_L(k).LSTM(4, return_sequences=True, return_state=True), d=_L(k).LSTM(4, name="dec"):
                     (lambda o: d(o[0], initial_state=[o[1], o[2]]))(e(t)), _L(k).Dense(2)],
-         functional=True, gens=("k3",),
-         refused=["'dec' (LSTM) starts from the states of another layer (initial_state", "start from zeros"]),
-    Case("refuse_initial_state_k2", "LSTM", "encoder-decoder: a decoder LSTM starts from the encoder's h and c "
-         "(initial_state)",
-         lambda k: [lambda t, e=_L(k).LSTM(4, return_sequences=True, return_state=True), d=_L(k).LSTM(4, name="dec"):
-                    (lambda o: d(o[0], initial_state=[o[1], o[2]]))(e(t)), _L(k).Dense(2)],
-         functional=True, gens=("k2",),
+         functional=True,
          refused=["'dec' (LSTM) starts from the states of another layer (initial_state", "start from zeros"]),
     # a mean or maximum over time as an op (Keras 3 ops.mean / ops.max, tf_keras tf.reduce_mean / tf.reduce_max):
     # the pooling layer where no mask is involved

@@ -103,12 +103,18 @@ class _RNN:
                      activation(r.recurrent_activation) if r.recurrent_activation else None)
         self.own_candidate = r.activation not in TABLE_ACTIVATIONS   # relu/linear
 
-    def track_candidate(self, d: dict, st, x, m: Optional[np.ndarray] = None) -> None:
-        """Calibration: raise ``d[key]`` to the largest |value| a relu/linear candidate takes at this step under
-        each key of ``Cell.float_candidates`` (rows ``m``, None: all), the ranges its int16 format is chosen from."""
-        parts = self.cell.float_candidates(self.w, self.acts, st, x) if self.own_candidate else None
-        for key, v in (parts or {}).items():
-            v = np.asarray(v) if m is None else np.asarray(v)[m]
+    def track(self, d: dict, before, after, x, m: Optional[np.ndarray] = None) -> None:
+        """Calibration, for the step from state ``before`` on input ``x`` to ``after``: raise ``d``'s entry of each
+        float state part (the cell's ``float_state``) to its largest |value| after the step and, for a relu/linear
+        cell, ``d["cand"]`` to the largest its candidate takes (``Cell.float_candidates``), over the rows ``m``
+        (None: all)."""
+        rows = (lambda v: np.asarray(v)) if m is None else (lambda v: np.asarray(v)[m])
+        parts = list(zip(self.cell.float_state, after))
+        cand = self.cell.float_candidates(self.w, self.acts, before, x) if self.own_candidate else None
+        if cand is not None:
+            parts.append(("cand", cand))
+        for key, v in parts:
+            v = rows(v)
             d[key] = max(d.get(key, 0.0), float(np.abs(v).max()) if v.size else 0.0)
 
     def zero_state(self, batch: Optional[int]):
@@ -313,17 +319,17 @@ class FloatModel:
                                "(docs/bidirectional.md)")
 
     def step(self, state: State, v_t, track: Optional[List[dict]] = None) -> State:
-        """One time step through all RNN layers; returns a new state list. ``track``: per layer a dict whose
-        ``cand`` calibration raises (``_RNN.track_candidate``)."""
+        """One time step through all RNN layers; returns a new state list. ``track``: per layer a dict of the
+        ranges calibration keeps (``_RNN.track``), updated in place."""
         self._no_bidi()
         x = np.asarray(v_t, np.float64)
         new = []
         for j, (layer, st) in enumerate(zip(self.layers, state)):
+            after = layer.step(st, x)
             if track is not None:
-                layer.track_candidate(track[j], st, x)
-            st = layer.step(st, x)
-            new.append(st)
-            x = st[0]
+                layer.track(track[j], st, after, x)
+            new.append(after)
+            x = after[0]
         return new
 
     @staticmethod
@@ -336,8 +342,8 @@ class FloatModel:
         as Keras runs them: a Bidirectional layer's backward direction over the valid steps in reverse, its outputs
         re-aligned to time order and merged (zeros at the steps that did not run, as Keras writes them).
         ``sequence``: the last layer's outputs at every step ``[N, T, D]`` instead. ``track``: per direction of
-        every layer in order (a Bidirectional's forward then backward) a dict of max |state| over the steps that
-        ran (and of a relu/linear candidate, ``cand``), updated in place."""
+        every layer in order (a Bidirectional's forward then backward) a dict of the ranges calibration keeps over
+        the steps that ran (``_RNN.track``), updated in place."""
         ok = np.asarray(ok, bool)
         N, T = ok.shape
         x_seq, flat, final = np.asarray(V, np.float64), 0, None
@@ -349,12 +355,10 @@ class FloatModel:
                 st, hs = (init[i] if lay is layer else lay.zero_state(N)), np.zeros((N, T, lay.units))
                 for t in steps:
                     m = ok[:, t]
+                    after = lay.step(st, x_seq[:, t])
                     if track is not None and m.any():
-                        lay.track_candidate(track[flat], st, x_seq[:, t], m)
-                    st = tuple(np.where(m[:, None], a, b) for a, b in zip(lay.step(st, x_seq[:, t]), st))
-                    if track is not None and m.any():
-                        for k, part in zip(lay.cell.float_state, st):
-                            track[flat][k] = max(track[flat][k], float(np.abs(part[m]).max()))
+                        lay.track(track[flat], st, after, x_seq[:, t], m)
+                    st = tuple(np.where(m[:, None], a, b) for a, b in zip(after, st))
                     hs[:, t] = st[0]
                 flat += 1
                 outs.append((st[0], hs))

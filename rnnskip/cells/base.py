@@ -299,11 +299,10 @@ class Cell:
         raise NotImplementedError
 
     @classmethod
-    def float_candidates(cls, w: dict, acts, state: tuple, x) -> Optional[dict]:
-        """The float values a relu/linear candidate's int16 format must hold at this step, by range key
-        (``{"cand": [..., k], ...}``; calibration keeps each key's max |value| in the layer's ranges, the cell's
-        ``quantize`` picks the keys its layout requantises: :func:`candidate_q_for`). None: the cell has no such
-        candidate."""
+    def float_candidates(cls, w: dict, acts, state: tuple, x):
+        """The float values a relu/linear candidate's int16 format must hold at this step (``[..., k]``: each part the
+        integer model requantises on its own, and their sums; calibration keeps their max |value| as the layer's
+        ``"cand"`` range, :func:`candidate_q_for`). None: the cell has no such candidate."""
         return None
 
     @classmethod

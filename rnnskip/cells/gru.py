@@ -153,11 +153,10 @@ class GRU(Cell):
         if np.ndim(b) == 2:   # the input and recurrent parts (planes n and hn), and the sum the reset gate makes
             xw, hw = x @ w["kernel"] + b[0], h @ w["recurrent_kernel"] + b[1]
             r = ract(xw[..., U:2 * U] + hw[..., U:2 * U])
-            return {"cand": np.concatenate([xw[..., 2 * U:], hw[..., 2 * U:], xw[..., 2 * U:] + r * hw[..., 2 * U:]],
-                                           axis=-1)}
+            return np.concatenate([xw[..., 2 * U:], hw[..., 2 * U:], xw[..., 2 * U:] + r * hw[..., 2 * U:]], axis=-1)
         xw = x @ w["kernel"] + b
         r = ract(xw[..., U:2 * U] + h @ w["recurrent_kernel"][:, U:2 * U])
-        return {"cand": xw[..., 2 * U:] + (r * h) @ w["recurrent_kernel"][:, 2 * U:]}
+        return xw[..., 2 * U:] + (r * h) @ w["recurrent_kernel"][:, 2 * U:]
 
     # ---- quantisation ------------------------------------------------------------
     @classmethod

@@ -218,7 +218,7 @@ class LSTM(Cell):
     def float_candidates(cls, w, acts, state, x):
         U = w["recurrent_kernel"].shape[0]
         g = slice(2 * U, 3 * U)   # g's pre-activation (split scales add the halves before they saturate)
-        return {"cand": x @ w["kernel"][:, g] + state[0] @ w["recurrent_kernel"][:, g] + w["bias"][g]}
+        return x @ w["kernel"][:, g] + state[0] @ w["recurrent_kernel"][:, g] + w["bias"][g]
 
     @classmethod
     def candidate_values(cls, l, s, acc, pre):

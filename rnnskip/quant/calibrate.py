@@ -117,9 +117,6 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
         for t in range(len(v)):
             if valid[t]:
                 state = fm.step(state, v[t], track=r.states)
-                for rs, s, layer in zip(r.states, state, ir.rnn_layers):
-                    for k, part in zip(cell_of(layer.kind).float_state, s):
-                        rs[k] = max(rs[k], float(np.abs(part).max()))
                 if ir.per_step:  # the head runs on every step's state
                     _head_ranges(ir, r, state[-1][0])
             hs.append(state[-1][0])

@@ -205,10 +205,17 @@ def reduction(layer: KerasLayer) -> Optional[Tuple[str, object, bool]]:
     fn = layer.config.get("function") if layer.class_name == "TFOpLambda" else None
     if fn not in REDUCTIONS:
         return None
-    nodes = layer.entry.get("inbound_nodes") or []
-    kw = nodes[0][3] if len(nodes) == 1 and isinstance(nodes[0], list) and len(nodes[0]) > 3 and \
-        isinstance(nodes[0][3], dict) else {}
+    kw = op_kwargs(layer) or {}
     return REDUCTIONS[fn], _one_axis(kw.get("axis")), bool(kw.get("keepdims"))
+
+
+def op_kwargs(layer: KerasLayer) -> Optional[dict]:
+    """The call's arguments of a tf_keras op layer (TFOpLambda, SlicingOpLambda): its one inbound node is a flat
+    ``[name, node_idx, tensor_idx, kwargs]``. None for any other layout."""
+    nodes = layer.entry.get("inbound_nodes") or []
+    node = nodes[0] if len(nodes) == 1 else None
+    ok = isinstance(node, list) and len(node) > 3 and isinstance(node[0], str) and isinstance(node[3], dict)
+    return node[3] if ok else None
 
 
 def _one_axis(axis):
@@ -297,12 +304,9 @@ def _node_refs(node) -> List[Tuple[str, int]]:
 
 
 def _initial_state(node) -> bool:
-    """The inbound node passes an ``initial_state`` (a kwarg: Keras 3 and tf_keras)."""
-    if isinstance(node, dict):
-        kwargs = node.get("kwargs") or {}
-        return isinstance(kwargs, dict) and kwargs.get("initial_state") is not None
-    return any(isinstance(t, (list, tuple)) and len(t) > 3 and isinstance(t[3], dict) and
-               t[3].get("initial_state") is not None for t in (node if isinstance(node, (list, tuple)) else []))
+    """A Keras 3 inbound node passes an ``initial_state`` kwarg (tf_keras passes the states as more inputs)."""
+    kwargs = node.get("kwargs") if isinstance(node, dict) else None
+    return isinstance(kwargs, dict) and kwargs.get("initial_state") is not None
 
 
 def _int(v) -> int:

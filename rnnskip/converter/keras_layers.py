@@ -26,6 +26,7 @@ from rnnskip.converter.keras_graph import (
     KerasLayer,
     activation_name,
     concat_refusal,
+    op_kwargs,
     reduction,
     time_pool_kind,
 )
@@ -187,8 +188,8 @@ def _slice_key(layer: KerasLayer) -> Optional[list]:
     if isinstance(node, dict):   # Keras 3: {"args": [tensor, key], "kwargs": {}}
         args = node.get("args") or []
         key = args[1] if len(args) > 1 else node.get("kwargs", {}).get("key")
-    elif isinstance(node, list) and len(node) > 3 and isinstance(node[0], str) and isinstance(node[3], dict):
-        key = node[3].get("slice_spec")   # tf_keras: [name, node_idx, tensor_idx, {"slice_spec": key}]
+    elif op_kwargs(layer) is not None:   # tf_keras: {"slice_spec": key}
+        key = op_kwargs(layer).get("slice_spec")
     else:
         return None
     items = key if isinstance(key, list) else [key]

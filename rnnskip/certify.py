@@ -181,6 +181,14 @@ class Certificate:
     smallest_certifiable: float      # with this many calibration sequences
     failed_upper_bound: Optional[float] = None   # of the first candidate that failed (None: none failed)
     per_step: bool = False     # losses per step: each sequence's share of its scored steps
+    tolerance: Optional[float] = None   # disagreement: outputs further than this from the dense model's
+
+    @property
+    def disagreeing(self) -> str:
+        """What a disagreeing sequence is, for the report's lines."""
+        if self.tolerance is None:
+            return "disagreement with the dense model"
+        return f"outputs off the dense model's by more than {self.tolerance:g}"
 
     def as_dict(self, data: str = "") -> dict:
         key = "max_loss_points" if self.kind == "paired" else "max_disagreement_percent"
@@ -193,8 +201,11 @@ class Certificate:
                 "units": (("points (each sequence's share of right steps, averaged over the sequences)"
                            if self.kind == "paired" else
                            "percent of scored steps (each sequence's share, averaged over the sequences)")
-                          if self.per_step else ("points" if self.kind == "paired" else "percent of sequences")),
+                          if self.per_step else ("points" if self.kind == "paired" else "percent of sequences"))
+                + ("" if self.tolerance is None else
+                   f" whose outputs move more than {self.tolerance:g} from the dense int8 model's"),
                 **({"per_step": True} if self.per_step else {}),
+                **({"tolerance": self.tolerance} if self.tolerance is not None else {}),
                 **({"data": data} if data else {})}
 
     def line(self, data: str) -> str:
@@ -208,7 +219,7 @@ class Certificate:
             return (f"nothing certified: the most conservative candidate's {100 * self.confidence:g}% upper bound "
                     f"is {100 * self.failed_upper_bound:.2f} {unit}, above the budget of {100 * self.budget:g} "
                     f"(n={self.calibration_n})")
-        what = ("loss" if self.kind == "paired" else "disagreement with the dense model") + (
+        what = ("loss" if self.kind == "paired" else self.disagreeing) + (
             " per step (each sequence's share of steps)" if self.per_step else "")
         unit = "pt" if self.kind == "paired" else "%"
         return (f"{what} <= {100 * self.budget:g} {unit} with {100 * self.confidence:g}% confidence on data like "
@@ -216,12 +227,14 @@ class Certificate:
 
 
 def fixed_sequence(losses: Iterable[np.ndarray], budget: float, confidence: float,
-                   kind: str = "paired", n: Optional[int] = None, per_step: bool = False) -> Certificate:
+                   kind: str = "paired", n: Optional[int] = None, per_step: bool = False,
+                   tolerance: Optional[float] = None) -> Certificate:
     """Learn-then-Test with fixed-sequence testing over per-sequence ``losses`` of candidates
     ordered from conservative to aggressive (an iterable: a candidate after the first failure
     is never computed): certify while the upper bound is <= ``budget``; the chosen candidate
     is the last certified one. ``n``: the number of calibration rows (for an empty sequence; per step, those
-    with a scored step); ``per_step``: the losses are ``[N, T]``, each sequence's share of steps."""
+    with a scored step); ``per_step``: the losses are ``[N, T]``, each sequence's share of steps; ``tolerance``:
+    a disagreement is outputs further than it from the dense model's (recorded; the losses already say so)."""
     if not (0.0 < confidence < 1.0):
         raise ValueError("confidence must be in (0, 1)")
     delta = 1.0 - confidence
@@ -240,7 +253,7 @@ def fixed_sequence(losses: Iterable[np.ndarray], budget: float, confidence: floa
     return Certificate(kind=kind, budget=float(budget), confidence=float(confidence), calibration_n=int(n),
                        chosen=chosen, upper_bound=ub_c, point_estimate=pe_c, tested=tested,
                        smallest_certifiable=smallest_certifiable(n, delta, kind), failed_upper_bound=failed,
-                       per_step=per_step)
+                       per_step=per_step, tolerance=tolerance)
 
 
 def split_rows(n: int, seed: int = 0) -> tuple:
@@ -321,6 +334,8 @@ def budget_text(c: dict, fallback: str) -> str:
                 f"{up2(c['smallest_certifiable'])} {c['units']}): {fallback}")
     what = (f"loss <= {c['max_loss_points']:g} pt" if c["loss"] == "paired"
             else f"disagreement <= {c['max_disagreement_percent']:g}%")
+    if c.get("tolerance") is not None:
+        what += f" (outputs more than {c['tolerance']:g} from the dense model's)"
     if c.get("per_step"):
         what += " per step (each sequence's share, averaged)"
     return (f"{what} with {100 * c['confidence']:g}% confidence on data like {c.get('data', '?')} "

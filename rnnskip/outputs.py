@@ -155,6 +155,17 @@ def outcomes(pred: np.ndarray, y, scored: Optional[np.ndarray]) -> np.ndarray:
     return hit if hit.ndim == 1 else np.where(scored, hit.astype(np.float64), np.nan)
 
 
+def output_outcomes(qm, x: np.ndarray, lengths: np.ndarray, values: np.ndarray, ref: np.ndarray,
+                    tolerance: float) -> np.ndarray:
+    """Whether each sequence's outputs from ``values`` (golden int16 outputs of ``qm``) stay within ``tolerance`` of
+    ``ref`` (float outputs in the model's own units, e.g. another model's :func:`dequantize`), every output: the
+    agreement a regression model's budget counts, as :func:`class_outcomes` counts classes. bool ``[N]``; per step
+    float ``[N, T]``, 1 or 0 at the scored steps and NaN at the others."""
+    off = np.abs(dequantize(qm, values) - np.asarray(ref, np.float64)).max(axis=-1)
+    hit = off <= float(tolerance)
+    return hit if hit.ndim == 1 else np.where(steps_run_mask(qm, x, lengths), hit.astype(np.float64), np.nan)
+
+
 def _classes(values: np.ndarray, threshold: float) -> np.ndarray:
     if values.shape[-1] == 1:
         return (values[..., 0] > threshold).astype(np.int64)
@@ -199,6 +210,32 @@ def score(ir, qm, ds, probs: np.ndarray, g_out: np.ndarray) -> Tuple[float, floa
 
 def _rmse(d: np.ndarray) -> float:
     return float(np.sqrt(np.mean(d ** 2))) if d.size else float("nan")
+
+
+def method_error(ir, qm, ds, out: np.ndarray, dense_out: np.ndarray, tolerance: Optional[float] = None) -> dict:
+    """A step method on a regression model, in the output's own units at the values it is scored on: the
+    method's golden int16 outputs ``out`` against the dense int8 model's ``dense_out`` (its cost), and each of
+    them and the float model against the labels; with ``tolerance``, the share of sequences whose outputs all
+    stay within it of the dense model's (per step: each sequence's share of scored steps, averaged), the
+    measure a budget with a tolerance certifies."""
+    from .reference import FloatModel
+    from .stats import accuracy
+    f = np.asarray(FloatModel(ir).predict(ds.x, ds.lengths), np.float64)
+    q, d = dequantize(qm, out), dequantize(qm, dense_out)
+    y = _labels_like(ds.y, f)
+    mask = scored_steps(qm, ds) if per_step(qm) else None
+
+    def sel(a):
+        return a if mask is None else a[mask]
+    moved = sel(q - d)
+    e = {"float_vs_label_rmse": _rmse(sel(f - y)), "dense_int8_vs_label_rmse": _rmse(sel(d - y)),
+         "method_int8_vs_label_rmse": _rmse(sel(q - y)), "method_vs_dense_rmse": _rmse(moved),
+         "method_vs_dense_max_abs": float(np.abs(moved).max()) if moved.size else float("nan"),
+         "values": int(moved.size)}
+    if tolerance is not None:
+        e["tolerance"] = float(tolerance)
+        e["within_tolerance"] = accuracy(output_outcomes(qm, ds.x, ds.lengths, out, d, tolerance))
+    return e
 
 
 def score_like_float(qm, ds, probs: np.ndarray, other: np.ndarray) -> float:

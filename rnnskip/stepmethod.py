@@ -105,6 +105,9 @@ class MethodSetup:
     option = ""
     #: what the baseline line calls it ("the skip predictor", "delta thresholds")
     what = ""
+    #: whether its section can measure a regression model (outputs against the dense model's, in their units);
+    #: False: its budget and section are accuracies on classes
+    regression = False
 
     #: files the method reads (rnnskip-convert never replaces a folder holding them)
     inputs: list = []

@@ -545,7 +545,7 @@ def test_logits_model_labels_and_regression_targets(k2_zoo, tmp_path):
     """A model with several linear outputs: integer-valued float labels [N] are class indices (its width rules
     out a one-value regression; the scoring crashed on them), other floats [N] are refused in one line, and
     regression targets [N, K] with --delta are refused before any work (the delta section crashed after both
-    emulations)."""
+    emulations, then was refused before any work; it converts, its section the outputs' error)."""
     from rnnskip.delta.spec import DeltaSpec
     from rnnskip.pipeline import import_model
     from rnnskip.reference import FloatModel
@@ -563,28 +563,38 @@ def test_logits_model_labels_and_regression_targets(k2_zoo, tmp_path):
                    "holds one non-integer float per sequence, but the model has 2 outputs")
     np.savez(tmp_path / "r.npz", x=x, y=probs.astype(np.float32))
     DeltaSpec([2], [2]).save(tmp_path / "d.json", ir)
-    one_line_error(cli("rnnskip-convert", e.files["h5"], "--data", tmp_path / "r.npz", "--delta", tmp_path / "d.json",
-                       "--out", tmp_path / "o3"),
-                   "holds regression targets (float y): --delta is reported as accuracy on class labels")
-    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+    p = cli("rnnskip-convert", e.files["h5"], "--data", tmp_path / "r.npz", "--delta", tmp_path / "d.json",
+            "--out", tmp_path / "o3", "--emulate-max", "2", "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    sec = json.loads((tmp_path / "o3" / "report.json").read_text())["delta"]
+    assert sec["accuracy"]["delta_int8"] is None and sec["error"]["values"] == 12 * 2
+    assert "tolerance" not in sec["error"]   # no tolerance in a hand-written thresholds file
+    assert not (tmp_path / "o2").exists()
 
 
-def test_convert_with_delta_blames_a_regression_model_not_its_data(tmp_path):
-    """A one-output linear model with integer y and --delta: the model is no classifier, and the line says
-    so (it said the data held regression targets)."""
+@needs_arm
+def test_convert_with_delta_on_a_one_output_linear_model(tmp_path):
+    """A one-output linear model with --delta (refused, as no classifier, until regression models had a delta
+    section): its y, integer or not, are regression targets, as the report's own scoring reads them, and the
+    section measures the outputs' error."""
     k = pytest.importorskip("tf_keras")
     from rnnskip.delta.spec import DeltaSpec
     from rnnskip.pipeline import import_model
     m = k.Sequential([k.layers.Input((6, 3)), k.layers.LSTM(4), k.layers.Dense(1)])
     m.save(tmp_path / "reg.h5")
     x = np.random.default_rng(0).normal(0, 1, (8, 6, 3)).astype(np.float32)
-    np.savez(tmp_path / "d.npz", x=x, y=np.arange(8) % 2)
+    np.savez(tmp_path / "i.npz", x=x, y=np.arange(8) % 2)
+    np.savez(tmp_path / "f.npz", x=x, y=np.arange(8) / 8.0)
     DeltaSpec([2], [2]).save(tmp_path / "d.json", import_model(tmp_path / "reg.h5"))
-    one_line_error(cli("rnnskip-convert", tmp_path / "reg.h5", "--data", tmp_path / "d.npz", "--delta",
-                       tmp_path / "d.json", "--out", tmp_path / "o"),
-                   "--delta is tuned to an accuracy budget on class predictions, so the model must be a classifier",
-                   "this one ends in 1 'linear' output(s)")
-    assert not (tmp_path / "o").exists()
+    for data in ("i.npz", "f.npz"):
+        p = cli("rnnskip-convert", tmp_path / "reg.h5", "--data", tmp_path / data, "--delta", tmp_path / "d.json",
+                "--out", tmp_path / data[0], "--emulate-max", "2", "--workers", "1")
+        assert p.returncode == 0, p.stderr
+        rep = json.loads((tmp_path / data[0] / "report.json").read_text())
+        sec = rep["delta"]
+        assert rep["accuracy"] is None and rep["error"]["values"] == 8
+        assert sec["accuracy"]["delta_int8"] is None and sec["error"]["values"] == 8
+        assert "delta error int8" in p.stdout and "delta accuracy" not in p.stdout
 
 
 def test_thresholds_are_tied_to_the_whole_model(gru):

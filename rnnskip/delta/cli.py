@@ -14,11 +14,12 @@ from .tune import CELL_GRID, GRID
 
 def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=None, log=click.echo, progress=True,
                    cell_grid=None, confidence=0.9, max_disagreement=None, select=None, warn=note,
-                   baseline=None) -> dict:
+                   baseline=None, tolerance=None) -> dict:
     """Tune thresholds on --val, certify them on rows the search did not see, write delta.json
     (+ delta_pareto.png next to it). ``warn``: where a warning goes (the CLI: stderr).
     ``baseline``: the model a delta-trained MODEL was fine-tuned from; the budget is measured
-    against its dense int8 model."""
+    against its dense int8 model. ``tolerance`` (with ``max_disagreement``): a sequence disagrees when an output
+    moves more than it from the dense int8 model's, the budget a regression model is tuned to."""
     from .. import pipeline
     from ..outdir import check_writable
     from .spec import DeltaSpec
@@ -34,7 +35,7 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
             raise RnnskipError(f"--out {out} exists and is not an rnnskip delta file; it would be overwritten: "
                                f"choose a new file name or remove it yourself") from None
     from .tune import check_budget
-    check_budget(max_loss, max_disagreement, confidence)   # before the banner echoes them and any work
+    check_budget(max_loss, max_disagreement, confidence, tolerance)   # before the banner echoes them and any work
     plot = out.with_name(out.stem + "_pareto.png")
     check_writable(plot)
     if plot.is_dir():
@@ -51,13 +52,22 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     from .spec import check_supported
     check_supported(ir.rnn_layers)
     from ..outputs import check_class_outputs
-    check_class_outputs(ir, "delta-tune")
+
+    def classifier(y=None):   # what a budget on classes needs; a regression model is tuned with a tolerance
+        if tolerance is not None:
+            return
+        try:
+            check_class_outputs(ir, "delta-tune", *(() if y is None else (y,)))
+        except RnnskipError as e:
+            raise RnnskipError(f"{e}; for a regression model give --max-disagreement D --tolerance E (at most D% of "
+                               f"sequences with an output more than E from the dense int8 model's)") from None
+    classifier()
     if val is None:
         raise RnnskipError("--val is required: validation data (.npz) to measure accuracy on")
     bir = pipeline.import_model(baseline) if baseline is not None else None
     if bir is not None:   # before any data is read or quantised
         check_baseline(ir, bir, baseline)
-    labels = max_disagreement is None
+    labels = max_disagreement is None   # a tolerance goes with --max-disagreement: no labels either
     try:
         va = pipeline.load_data(val, ir, "--val", labels=labels, note=warn)
     except RnnskipError as e:   # --max-loss needs labels; unlabelled data has a budget of its own
@@ -65,7 +75,7 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
             raise RnnskipError(f"{e}; --max-loss needs class labels: for unlabelled data give --max-disagreement D "
                                f"(percent of sequences whose class differs from the dense model's) and --calib")
         raise
-    check_class_outputs(ir, "delta-tune", va.y)
+    classifier(va.y)
     sel = pipeline.load_data(select, ir, "--select", labels=labels, note=warn, loaded=[val]) if select else None
     if sel is not None:
         shared = shared_rows(sel, va)
@@ -86,6 +96,8 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     of = "of the scored steps (per sequence)" if ir.per_step else "of sequences"
     budget = (f"disagreement with {ref} <= {max_disagreement}% {of}" if max_disagreement
               is not None else f"loss <= {1.0 if max_loss is None else max_loss} points against {ref}")
+    if tolerance is not None:
+        budget += f" (an output more than {tolerance:g} from its own)"
     log(f"delta-tune: {ir.name}, {len(va)} validation sequences"
         + (f" (+ {len(sel)} in --select)" if sel is not None else " (half select the thresholds, half certify)")
         + f", thresholds from {grid} int8 steps, {budget} at {100 * confidence:g}% confidence; int8 grid "
@@ -97,7 +109,8 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
             "being certified has seen them (a small effect, outside the guarantee): pass --calib train.npz")
     res = certified_tune(ir, qm, va, max_loss=max_loss, max_disagreement=max_disagreement, confidence=confidence,
                          select=sel, grid=grid, cell_grid=cell_grid, data_name=str(val),
-                         progress=(lambda s: log("  " + s)) if progress else None, baseline_qm=base_qm)
+                         progress=(lambda s: log("  " + s)) if progress else None, baseline_qm=base_qm,
+                         tolerance=tolerance)
     if base_qm is not None and res.certificate.chosen is None:
         # thresholds 0 are MODEL's dense outputs, which nothing certifies against the baseline
         kept = f" ({out} from an earlier run is left as it was)" if out.exists() else ""
@@ -213,13 +226,16 @@ def _grid(s, opt="--grid", example="0,1,2,4,8"):
 @click.option("--cell-grid", default=None,
               help=f"Comma-separated cell thresholds to try at the chosen thresholds (pre-activation steps of 1/4096; "
                    f"default {','.join(map(str, CELL_GRID))}; '' for none).")
+@click.option("--tolerance", type=float, default=None,
+              help="With --max-disagreement: a sequence disagrees when any output moves more than this (the model's "
+                   "output units) from the dense int8 model's; the budget for a regression model.")
 @guard
 def delta_tune_cmd(model, val, max_loss, max_disagreement, confidence, select, out, calib, calib_max, grid,
-                   baseline, cell_grid):
+                   baseline, cell_grid, tolerance):
     """Choose delta thresholds for MODEL without retraining, certified on held-out rows (writes delta.json)."""
     run_delta_tune(model, val, max_loss, out, calib, calib_max, _grid(grid),
                    cell_grid=_grid(cell_grid, "--cell-grid", "64,256,1024"), confidence=confidence,
-                   max_disagreement=max_disagreement, select=select, baseline=baseline)
+                   max_disagreement=max_disagreement, select=select, baseline=baseline, tolerance=tolerance)
 
 
 @click.command("delta-train")

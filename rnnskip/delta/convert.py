@@ -19,6 +19,7 @@ class DeltaSetup(MethodSetup):
     key = "delta"
     option = "--delta"
     what = "delta thresholds"
+    regression = True   # tuned with --tolerance; the section reports the outputs' error
 
     def __init__(self, spec: DeltaSpec, path: str):
         self.spec, self.path = spec, path

@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..outputs import PER_STEP_MEASURE, class_outcomes
+from ..outputs import PER_STEP_MEASURE, class_outcomes, is_regression, method_error
 from ..quant.golden import GoldenModel
 from ..stats import accuracy
 from .golden import delta_layout, densities, effective_macs, run_stats, spec_of, with_delta
@@ -21,7 +21,9 @@ def without_delta(qm):
     return with_delta(qm, None)
 
 
-def _acc(qm, ds, out):
+def _acc(qm, ds, out, regression=False):
+    if regression:   # no classes: the section's ``error`` measures it
+        return None
     return accuracy(class_outcomes(qm, ds.x, ds.lengths, out, ds.y)) if len(ds.y) else float("nan")
 
 
@@ -31,7 +33,10 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None,
     delta firmware against the same model without thresholds (report.compare_with_dense)."""
     from ..report import reduction, relative
     spec = spec_of(qm)
-    if qm.per_step and len(ds.y):   # the float model's accuracy on the section's measure
+    regression = is_regression(ds.y)   # as the report's own scoring (outputs.score) reads the labels
+    if regression:
+        float_acc = None
+    elif qm.per_step and len(ds.y):   # the float model's accuracy on the section's measure
         from ..reference import FloatModel
         float_acc = accuracy(class_outcomes(qm, ds.x, ds.lengths, FloatModel(ir).predict(ds.x, ds.lengths), ds.y,
                                             0.5))
@@ -50,17 +55,21 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None,
         "density": dens,
         "macs_per_inference": {"dense": float(m["dense"].mean()), "delta": float(m["effective"].mean())},
         "mac_reduction": reduction(float(m["dense"].mean()), float(m["effective"].mean())),
-        "accuracy": {"float": float_acc, "dense_int8": _acc(qm, ds, dense_out), "delta_int8": _acc(qm, ds, out),
+        "accuracy": {"float": float_acc, "dense_int8": _acc(qm, ds, dense_out, regression),
+                     "delta_int8": _acc(qm, ds, out, regression),
                      **({"measure": PER_STEP_MEASURE} if qm.per_step else {})},
         "weight_bytes_read_per_inference": {"dense": float(np.mean(wb_dense)), "delta": float(np.mean(wb))},
         "n": int(len(ds)),
     }
+    if regression:   # what the thresholds cost in the outputs' own units, and against the labels
+        sec["error"] = method_error(ir, qm, ds, out, dense_out, (spec.tuning or {}).get("tolerance"))
     if spec.tuning:
         t = spec.tuning
         sec["tuning"] = {k: t.get(k) for k in ("method", "validation_sequences", "max_loss_points", "reference",
                                                "reference_accuracy", "accuracy_delta_int8", "mac_reduction")}
         # what the budget and its "accuracy" measure, against which model, on which int8 grid
-        sec["tuning"].update({k: t[k] for k in ("max_disagreement_percent", "measure", "baseline", "calibration")
+        sec["tuning"].update({k: t[k] for k in ("max_disagreement_percent", "measure", "baseline", "calibration",
+                                                "tolerance")
                               if t.get(k) is not None})
         if t.get("certified"):
             sec["certified"] = t["certified"]
@@ -84,10 +93,19 @@ def table_rows(sec: dict):
     acc = "-" if a["delta_int8"] is None else f"{a['delta_int8']:.4f} (dense {a['dense_int8']:.4f}" + (
         "; per step, averaged per sequence)" if a.get("measure") else ")")
     t = sec.get("tuning") or {}
+    e = sec.get("error")
+    quality = [("delta accuracy int8", acc)] if e is None else [("delta error int8", error_text(e))]
     return [("delta thresholds", th)] + certified_rows(sec.get("certified"), t.get("baseline"),
                                                        (sec.get("int8_grid") or {}).get("same", True)) + [
-            ("delta density in/hid/cell", f"{d['input']:.3f} / {d['hidden']:.3f} / {d['cells']:.3f}"),
-            ("delta accuracy int8", acc)] + comparison_rows(sec, "delta") + profile_rows(sec.get("emulated") or {})
+            ("delta density in/hid/cell", f"{d['input']:.3f} / {d['hidden']:.3f} / {d['cells']:.3f}")] + quality + \
+        comparison_rows(sec, "delta") + profile_rows(sec.get("emulated") or {})
+
+
+def error_text(e: dict) -> str:
+    """A regression section's ``error`` (outputs.method_error) in one line."""
+    within = "" if e.get("tolerance") is None else f"; {100 * e['within_tolerance']:.1f}% within {e['tolerance']:g}"
+    return (f"RMSE {e['method_int8_vs_label_rmse']:.4g} vs labels (dense {e['dense_int8_vs_label_rmse']:.4g}); vs "
+            f"dense int8: RMSE {e['method_vs_dense_rmse']:.4g}, max {e['method_vs_dense_max_abs']:.4g}{within}")
 
 
 def certified_rows(c: Optional[dict], baseline: Optional[str] = None, same_grid: bool = True) -> list:
@@ -151,7 +169,8 @@ def write_plots(qm, ds, out_dir: Path, spec, n_seq: int = 4) -> list:
                    label="chosen thresholds")
         ax.set_xscale("log")
         ax.set_xlabel("effective MAC reduction (x)")
-        ax.set_ylabel("validation accuracy (%)")
+        ax.set_ylabel("validation " + ("agreement with the dense int8 model (%)"
+                                       if "max_disagreement_percent" in spec.tuning else "accuracy (%)"))
         ax.set_title("delta thresholds: accuracy vs effective MACs")
         ax.legend(fontsize=7)
         fig.tight_layout()

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..cells import cell_of
 from ..errors import RnnskipError
-from ..outputs import class_outcomes
+from ..outputs import class_outcomes, dequantize, output_outcomes
 from ..quant.golden import GoldenModel, predict_classes
 from ..stats import accuracy, paired_loss, per_sequence, within_budget
 from .golden import delta_layout, densities, effective_macs, run_stats, with_delta
@@ -86,6 +86,7 @@ class TuneResult:
     certificate: Optional[object] = None     # rnnskip.certify.Certificate of a certified pick
     sweep: Optional[List[Point]] = None      # the sweep when not all of ``points`` (certified: selection rows)
     per_step: bool = False                   # a class per step, scored per sequence (rnnskip.stats.accuracy)
+    tolerance: Optional[float] = None        # outputs within this of the dense model's agree (regression)
 
     @property
     def pareto(self) -> List[Point]:
@@ -106,6 +107,9 @@ class TuneResult:
         sweep = self.points if self.sweep is None else self.sweep
         disagreement = self.certificate is not None and self.certificate.kind == "disagreement"
         measure = "agreement with the dense int8 model" if disagreement else "accuracy on the labels"
+        if self.tolerance is not None:
+            measure = (f"share of sequences whose outputs all stay within {self.tolerance:g} (the model's output "
+                       f"units) of the dense int8 model's")
         if self.per_step:
             measure += " at every scored step, per sequence (its share of steps, averaged over the sequences)"
         return {"method": method, "validation_sequences": self.n,
@@ -114,6 +118,7 @@ class TuneResult:
                 **({"max_disagreement_percent": self.max_loss, "measure": measure}
                    if disagreement else {"max_loss_points": self.max_loss, "measure": measure}),
                 **({"margin_se": self.margin_se} if self.certificate is None else {}),
+                **({"tolerance": self.tolerance} if self.tolerance is not None else {}),
                 "reference": self.reference, "reference_accuracy": self.reference_accuracy,
                 "accuracy_float": self.accuracy["float"], "accuracy_dense_int8": self.accuracy["dense_int8"],
                 **({"accuracy_model_dense_int8": self.accuracy["model_dense_int8"]}   # with a baseline: its own
@@ -141,19 +146,29 @@ def single_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _outcomes(qm, d, values, y=None, threshold: float = 0.0) -> np.ndarray:
-    """outputs.class_outcomes on the rows of ``d`` against ``y`` (default: its labels)."""
-    return class_outcomes(qm, d.x, d.lengths, values, d.y if y is None else y, threshold)
+def outcomes_of(qm, x, lengths, values, y, tolerance: Optional[float] = None, threshold: float = 0.0) -> np.ndarray:
+    """Whether each prediction from ``values`` is right: its class is the label ``y`` (outputs.class_outcomes), or
+    with a ``tolerance`` its outputs stay that close to ``y``, the dense model's outputs in the model's units
+    (outputs.output_outcomes: a regression model's agreement)."""
+    if tolerance is None:
+        return class_outcomes(qm, x, lengths, values, y, threshold)
+    return output_outcomes(qm, x, lengths, values, y, tolerance)
 
 
-def evaluate_point(qm, x, lengths, y, theta_x, theta_h, layouts=None, theta_m=None) -> Point:
+def _outcomes(qm, d, values, y=None, threshold: float = 0.0, tolerance: Optional[float] = None) -> np.ndarray:
+    """:func:`outcomes_of` on the rows of ``d`` against ``y`` (default: its labels)."""
+    return outcomes_of(qm, d.x, d.lengths, values, d.y if y is None else y, tolerance, threshold)
+
+
+def evaluate_point(qm, x, lengths, y, theta_x, theta_h, layouts=None, theta_m=None,
+                   tolerance: Optional[float] = None) -> Point:
     layouts = layouts or [delta_layout(l) for l in qm.layers]
     tm = tuple(theta_m) if theta_m is not None else (None,) * len(theta_x)
     out, _, st = run_stats(with_delta(qm, DeltaSpec(list(theta_x), list(theta_h), theta_m=list(tm))), x, lengths)
     m = effective_macs(qm, st, layouts)
     wbytes = sum(st["tx_x"][:, i] * D.rows_x + st["tx_h"][:, i] * D.rows_h for i, D in enumerate(layouts))
     d = densities(qm, st)
-    correct = class_outcomes(qm, x, lengths, out, y)
+    correct = outcomes_of(qm, x, lengths, out, y, tolerance)
     return Point(tuple(int(t) for t in theta_x), tuple(int(t) for t in theta_h), accuracy(correct),
                  float(m["effective"].mean()), float(np.mean(wbytes)), d["input"], d["hidden"], theta_m=tm,
                  density_cells=d["cells"], correct=correct)
@@ -176,7 +191,7 @@ def tune(ir, qm, val, max_loss: float = 1.0, reference: str = "float", grid: Seq
 
 
 def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_evals, margin_se=0.0,
-          cell_grid=CELL_GRID, baseline_correct=None) -> TuneResult:
+          cell_grid=CELL_GRID, baseline_correct=None, tolerance=None) -> TuneResult:
     """Sweep thresholds on ``val`` (a Dataset) and pick the cheapest point within ``max_loss`` points
     (``loss + margin_se * its standard error``, when ``margin_se`` > 0).
 
@@ -185,6 +200,8 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
     standard errors against the float reference are not known: nan).
     ``baseline_correct``: per row of ``val``, whether the baseline's dense int8 model (the model a
     fine-tuned ``qm`` came from) is right; it replaces ``qm``'s own dense int8 model as the reference.
+    ``tolerance``: ``val.y`` holds the dense model's outputs (model units), and a point is right on a row whose
+    outputs stay within ``tolerance`` of them (:func:`outcomes_of`); the float model is then not scored.
     """
     check_supported(qm.layers)
     if reference not in ("float", "int8"):
@@ -195,17 +212,19 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
         raise RnnskipError(f"--margin-se {margin_se} must be >= 0 (standard errors, e.g. 1)")
     if len(val) == 0:
         raise RnnskipError("validation data is empty; give --val an .npz with sequences")
-    if val.y.dtype.kind == "f":
+    if val.y.dtype.kind == "f" and tolerance is None:
         raise RnnskipError("delta-tune needs class labels in the validation data (y), not regression targets")
     grid = sorted({int(g) for g in grid})
     float_correct = None
+    if tolerance is not None:   # no labels: agreement with the dense model only
+        float_accuracy = float("nan")
     if float_accuracy is None:
         from ..reference import FloatModel
         float_correct = _outcomes(qm, val, FloatModel(ir).predict(val.x, val.lengths), threshold=0.5)
         float_accuracy = accuracy(float_correct)
     layouts = [delta_layout(l) for l in qm.layers]
     dense_out, _ = GoldenModel(qm).run(val.x, val.lengths)
-    int8_correct = _outcomes(qm, val, dense_out)
+    int8_correct = _outcomes(qm, val, dense_out, tolerance=tolerance)
     acc_int8 = accuracy(int8_correct)
     ref = float_accuracy if reference == "float" else acc_int8
     ref_correct = float_correct if reference == "float" else int8_correct
@@ -226,7 +245,7 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
         th = tuple(t if r else 0 for t, r in zip(th, recurrent))
         k = (tuple(tx), th, tm)
         if k not in cache:
-            cache[k] = evaluate_point(qm, val.x, val.lengths, val.y, tx, th, layouts, tm)
+            cache[k] = evaluate_point(qm, val.x, val.lengths, val.y, tx, th, layouts, tm, tolerance)
             if progress and len(cache) % PROGRESS_EVERY == 0:   # every point is in the JSON (tuning.sweep)
                 p = cache[k]
                 cell = "" if tm == (None,) * L else f" m={list(tm)}"
@@ -300,7 +319,7 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
                       accuracy={"float": float_accuracy, "dense_int8": acc_int8}, dense_macs=dense_macs,
                       dense_weight_bytes=dense_wbytes, max_loss=max_loss, n=len(val), margin_se=margin_se,
                       extra={"grid": grid, "cell_grid": sorted({int(c) for c in cell_grid})},
-                      per_step=bool(qm.per_step))
+                      per_step=bool(qm.per_step), tolerance=tolerance)
 
 
 def _dense_cost(qm, ds, layouts) -> tuple:
@@ -363,14 +382,23 @@ def plot_pareto(res: TuneResult, path, title: str = "") -> None:
 
 # ---- certified budgets -------------------------------------------------------------------
 
-def check_budget(max_loss: Optional[float], max_disagreement: Optional[float], confidence: float) -> tuple:
+def check_budget(max_loss: Optional[float], max_disagreement: Optional[float], confidence: float,
+                 tolerance: Optional[float] = None) -> tuple:
     """(loss kind, budget) of delta-tune's options; one line for values no certificate can mean (before any
-    work): one budget, a finite one between 0 and 100 (points or percent of sequences)."""
+    work): one budget, a finite one between 0 and 100 (points or percent of sequences); a ``tolerance`` (finite,
+    >= 0) only with --max-disagreement, which it redefines (outputs further than it from the dense model's)."""
     if not (0.0 < confidence < 1.0):
         raise RnnskipError(f"--confidence {confidence} must be in (0, 1), e.g. 0.9 for 90%")
     if max_loss is not None and max_disagreement is not None:
         raise RnnskipError("give one budget: --max-loss (accuracy points, needs labels) or --max-disagreement "
                            "(percent of sequences whose class differs from the dense model's)")
+    if tolerance is not None and not (0.0 <= tolerance < float("inf")):
+        raise RnnskipError(f"--tolerance {tolerance:g} must be a finite value >= 0, in the model's output units "
+                           f"(e.g. 0.5 for a forecast in degrees)")
+    if tolerance is not None and max_disagreement is None:
+        raise RnnskipError("--tolerance goes with --max-disagreement D: the budget is then the percent of sequences "
+                           "whose outputs move more than the tolerance from the dense int8 model's (--max-loss "
+                           "counts class labels)")
     kind = "disagreement" if max_disagreement is not None else "paired"
     budget = float(max_disagreement if kind == "disagreement" else (1.0 if max_loss is None else max_loss))
     if not (0.0 <= budget <= 100.0):   # NaN and infinity too: a promise of "loss <= inf" is no promise
@@ -384,7 +412,7 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
                    confidence: float = 0.9, select=None, grid: Sequence[int] = GRID,
                    cell_grid: Sequence[int] = CELL_GRID, progress: Optional[Callable[[str], None]] = None,
                    max_evals: int = 400, seed: int = 0, data_name: str = "the calibration data",
-                   baseline_qm=None) -> TuneResult:
+                   baseline_qm=None, tolerance: Optional[float] = None) -> TuneResult:
     """Thresholds whose loss against the dense int8 model is certified within the budget with
     probability >= ``confidence`` (rnnskip/certify.py: Learn-then-Test, fixed sequence).
     ``baseline_qm``: the quantised model a fine-tuned ``qm`` came from (delta-train's input); the
@@ -396,17 +424,22 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     the dense model down to the cheapest within the budget there, then that point's cell
     thresholds in rising order; it is tested on the other rows (the calibration data), never
     the same rows twice. Nothing certified: thresholds 0 (the dense model, loss 0 by
-    construction), with the reason in ``extra["certified"]``."""
+    construction), with the reason in ``extra["certified"]``.
+
+    ``tolerance`` (with ``max_disagreement``; any model, and the one budget a regression model has): a sequence
+    disagrees when any of its outputs (after the last activation, in the model's units; per step: at a scored step)
+    moves more than ``tolerance`` from the dense int8 model's."""
     from ..certify import fixed_sequence, run_lengths, split_rows
     from ..datasets import Dataset
-    kind, budget = check_budget(max_loss, max_disagreement, confidence)
-    from ..outputs import check_class_outputs
-    check_class_outputs(ir, "delta-tune", val.y)
+    kind, budget = check_budget(max_loss, max_disagreement, confidence, tolerance)
+    if tolerance is None:
+        from ..outputs import check_class_outputs
+        check_class_outputs(ir, "delta-tune", val.y)
     labelled = val.y is not None and (select is None or select.y is not None)
     if kind == "paired" and not labelled:
         raise RnnskipError("--max-loss needs class labels (y) in the validation data; without labels give "
                            "--max-disagreement D (percent of sequences whose class differs from the dense model's)")
-    if labelled and val.y.dtype.kind == "f":
+    if kind == "paired" and val.y.dtype.kind == "f":
         raise RnnskipError("delta-tune needs class labels in the validation data (y), not regression targets")
     if select is None:
         if len(val) < 2:
@@ -422,7 +455,9 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     def dense_out(d):
         return GoldenModel(ref_qm).run(d.x, d.lengths)[0]
 
-    def dense_pred(d):
+    def dense_pred(d):   # what agreement is measured against: classes, or with a tolerance the outputs
+        if tolerance is not None:
+            return dequantize(ref_qm, dense_out(d))
         return predict_classes(dense_out(d), act)
 
     # labels the search and the loss are measured against: the true ones (paired), or the dense
@@ -433,11 +468,13 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     with single_blas_thread():
         try:
             sel = _tune(ir, qm, S_t, budget, "int8", grid, None, progress, max_evals, 0.0, cell_grid,
-                        baseline_correct=None if baseline_qm is None else _outcomes(qm, S_t, dense_out(S)))
+                        baseline_correct=None if baseline_qm is None else
+                        _outcomes(ref_qm, S_t, dense_out(S), tolerance=tolerance), tolerance=tolerance)
         except RnnskipError:
             if kind == "paired" or baseline_qm is None:
                 raise
-            own = accuracy(_outcomes(qm, S_t, GoldenModel(qm).run(S.x, S.lengths)[0]))   # only a baseline gets here
+            own = accuracy(_outcomes(qm, S_t, GoldenModel(qm).run(S.x, S.lengths)[0],   # only a baseline gets here
+                                     tolerance=tolerance))
             raise RnnskipError(f"no thresholds keep disagreement with the baseline's dense int8 model within "
                                f"{budget:g}% of the {len(S)} selection sequences; the model's own dense int8 model "
                                f"disagrees with it on {100 * (1 - own):.1f}%") from None
@@ -455,13 +492,13 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
                     (p.theta_x, p.theta_h) == (sel.chosen.theta_x, sel.chosen.theta_h)], key=lambda p: p.theta_m[0])
     path += cells
     layouts = [delta_layout(l) for l in qm.layers]
-    dense_correct = class_outcomes(qm, C_t.x, C_t.lengths, dense_out(C), C_t.y)
+    dense_correct = outcomes_of(ref_qm, C_t.x, C_t.lengths, dense_out(C), C_t.y, tolerance)
     n_cal = len(per_sequence(dense_correct))   # per step: the rows with a scored step
     evaluated: List[Point] = []
 
     def losses():
         for p in path:
-            q = evaluate_point(qm, C_t.x, C_t.lengths, C_t.y, p.theta_x, p.theta_h, layouts, p.theta_m)
+            q = evaluate_point(qm, C_t.x, C_t.lengths, C_t.y, p.theta_x, p.theta_h, layouts, p.theta_m, tolerance)
             evaluated.append(q)
             # paired: dense correct - correct; disagreement (labels = dense classes): not correct
             loss = (dense_correct if kind == "paired" else 1.0) - q.correct.astype(np.float64)
@@ -472,13 +509,15 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
                            f"{100 * float(np.mean(per_sequence(loss))):.2f}")
             yield loss
 
-    cert = fixed_sequence(losses(), budget / 100.0, confidence, kind, n=n_cal, per_step=bool(qm.per_step))
+    cert = fixed_sequence(losses(), budget / 100.0, confidence, kind, n=n_cal, per_step=bool(qm.per_step),
+                          tolerance=tolerance)
     chosen = evaluated[cert.chosen] if cert.chosen is not None else \
-        evaluate_point(qm, C_t.x, C_t.lengths, C_t.y, (0,) * L, (0,) * L, layouts)
+        evaluate_point(qm, C_t.x, C_t.lengths, C_t.y, (0,) * L, (0,) * L, layouts, tolerance=tolerance)
     acc_int8 = accuracy(dense_correct)
     float_acc = float("nan")
     own = {} if baseline_qm is None else \
-        {"model_dense_int8": accuracy(_outcomes(qm, C_t, GoldenModel(qm).run(C_t.x, C_t.lengths)[0]))}
+        {"model_dense_int8": accuracy(_outcomes(qm, C_t, GoldenModel(qm).run(C_t.x, C_t.lengths)[0],
+                                                tolerance=tolerance))}
     if kind == "paired":
         from ..reference import FloatModel
         float_acc = accuracy(_outcomes(qm, C, FloatModel(ir).predict(C.x, C.lengths), threshold=0.5))
@@ -500,5 +539,5 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
                       accuracy={"float": float_acc, "dense_int8": acc_int8, **own},
                       dense_macs=dense_macs, dense_weight_bytes=dense_wbytes, max_loss=budget,
                       n=len(val), extra=extra,
-                      certificate=cert, sweep=sel.points, per_step=bool(qm.per_step))
+                      certificate=cert, sweep=sel.points, per_step=bool(qm.per_step), tolerance=tolerance)
 

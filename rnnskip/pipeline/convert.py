@@ -148,9 +148,10 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         what = next(s.option for s in method_setups() if s.key in methods)
         raise RnnskipError(f"--data {data} has no labels (y): {what} is reported as accuracy with and without it; "
                            f"add y to --data, or convert without {what.split('/')[0]}")
-    if ds.y is not None and methods:
+    classes = [s for s in method_setups() if s.key in methods and not s.regression]
+    if ds.y is not None and classes:
         from ..outputs import check_class_outputs, is_regression
-        what = next(s.option for s in method_setups() if s.key in methods)
+        what = classes[0].option
         check_class_outputs(ir, what)   # the model first: a one-output regression model is not the data's fault
         if is_regression(ds.y):   # the methods' sections are accuracies on classes: refuse before any work
             raise RnnskipError(f"--data {data} holds regression targets (float y): {what} is reported as accuracy on "

@@ -251,6 +251,7 @@ def model_context(qm: QModel, max_t: int, kernels: str = "portable", env=None) -
         "out_len": qm.out_len,
         **bidi_context(qm),
         "head_scratch": max(head_rows) if head_rows else 0,
+        "norm_len": max((d.cols for d in qm.head if d.norm is not None), default=0),
         **_feature_literals(qm), "output_scale_f": _f32_literal(qm.output_scale),
         "arrays": arrays, "weights_id": weights_id(arrays), "kernels_id": kernels_id(kernel_files(kernels)),
         "guard": {w: header_guard(qm, w) for w in ("MODEL", "WEIGHTS")}, "selftest_n": 0,

@@ -68,7 +68,8 @@ def _placeholder_ranges(ir):
     front = [] if ir.is_token_model else ir.input.front
     features = np.ones(0 if ir.is_token_model else ir.input.features)
     return cover_pads(ir, Ranges(features=features, input_dense=1.0, states=states, head=[1.0] * len(ir.head),
-                                 sequences=0, front=[1.0] * len(front)))   # a Conv1D's padding frame in range
+                                 head_norm=[1.0] * len(ir.head), sequences=0,
+                                 front=[1.0] * len(front)))   # a Conv1D's padding frame in range
 
 
 def inspect_file(path, max_t: Optional[int] = None, target_names: Optional[List[str]] = None) -> Inspection:

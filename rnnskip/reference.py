@@ -81,14 +81,26 @@ def activation(name: str):
             f"(have: {', '.join(sorted(_ACTIVATIONS))})") from None
 
 
+def layer_norm(x: np.ndarray, epsilon: float) -> np.ndarray:
+    """Keras LayerNormalization over the last axis without its gamma and beta: ``(x - mean) / sqrt(var + eps)``
+    (the biased variance, as Keras' moments)."""
+    x = np.asarray(x, np.float64)
+    mu = x.mean(axis=-1, keepdims=True)
+    var = np.mean((x - mu) ** 2, axis=-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + epsilon)
+
+
 class _Dense:
     def __init__(self, d):
         self.kernel = np.asarray(d.kernel, np.float64)
         self.bias = np.asarray(d.bias, np.float64)
         self.activation = d.activation
         self.act = activation(d.activation)
+        self.norm_epsilon = getattr(d, "norm_epsilon", None)
 
     def pre(self, x):
+        if self.norm_epsilon is not None:
+            x = layer_norm(x, self.norm_epsilon)
         return x @ self.kernel + self.bias
 
 

@@ -206,6 +206,25 @@ def test_delta_train_exports_the_layer_options(cfg, acts, tmp_path):
     np.testing.assert_allclose(FloatModel(back).predict(x, L), FloatModel(ir).predict(x, L), atol=1e-5)
 
 
+def test_delta_train_keeps_a_layer_normalised_head(tmp_path):
+    """A head Dense that layer-normalises its input (norm_epsilon) trains and is written back with its
+    LayerNormalization (a review found both dropped: a fine-tuned model without the normalisation); the file read
+    again is the same function."""
+    pytest.importorskip("tf_keras")
+    from rnnskip.delta.train import build_delta_model, export_keras
+    from rnnskip.pipeline import import_model
+    ir = random_ir("feat-lstm", seed=2)
+    ir.head[0].norm_epsilon = 1e-3
+    x, L = random_data(ir, n=6, T=7, seed=3)
+    qm = quantize_on(ir, x, L)
+    m, cells, pre, head = build_delta_model(ir, qm, [0], [0], l1=0.0, noise=0.0)
+    assert "LayerNormalization" in [type(layer).__name__ for layer in m.layers]
+    export_keras(ir, cells, pre, head, tmp_path / "m.h5")
+    back = import_model(tmp_path / "m.h5")
+    assert [d.norm_epsilon for d in back.head] == pytest.approx([1e-3])
+    np.testing.assert_allclose(FloatModel(back).predict(x, L), FloatModel(ir).predict(x, L), atol=1e-5)
+
+
 @pytest.mark.parametrize("cfg", PER_STEP_DENSE_CFGS)
 def test_delta_train_exports_a_per_step_dense(cfg, tmp_path):
     """A per-step Dense trains as a delta cell without recurrent weights and is written back as a Dense: read again,

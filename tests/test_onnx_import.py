@@ -989,17 +989,17 @@ def refusal(path) -> str:
     return msg
 
 
-class WithNorm(nn.Module):
-    """GRU -> LayerNorm -> Linear: LayerNormalization has no handler."""
+class WithGelu(nn.Module):
+    """GRU -> GELU -> Linear: GELU exports as Erf (opset 17), which has no handler."""
 
     def __init__(self):
         super().__init__()
         self.rnn = nn.GRU(FEAT, UNITS, batch_first=True)
-        self.norm = nn.LayerNorm(UNITS)
+        self.act = nn.GELU()
         self.fc = nn.Linear(UNITS, 2)
 
     def forward(self, x):
-        return self.fc(self.norm(self.rnn(x)[0][:, -1]))
+        return self.fc(self.act(self.rnn(x)[0][:, -1]))
 
 
 class BiNet(nn.Module):
@@ -1170,9 +1170,9 @@ def test_external_data_file_read_and_missing_named(tmp_path):
 
 def test_unsupported_op_refused_in_one_line(tmp_path):
     path = tmp_path / "norm.onnx"
-    export(WithNorm(), path, False, True)
+    export(WithGelu(), path, False, True)
     msg = refusal(path)
-    assert msg.startswith("node 'norm/LayerNormalization' (LayerNormalization) is not supported: rnnskip converts "
+    assert msg.startswith("node 'act/Erf' (Erf) is not supported: rnnskip converts "
                           "ONNX graphs of forward GRU/LSTM/RNN operators (any number stacked, any of them "
                           "bidirectional)"), msg
 
@@ -1331,6 +1331,67 @@ def test_pooling_over_time_equals_onnxruntime_and_host(how, export_how, tmp_path
     assert ir.pool == {"max": "max", "amax": "max", "cat": "max,avg"}.get(how, "avg") and not ir.per_step
     assert ir.rnn_layers[-1].return_sequences and (ir.rnn_layers[0].backward is not None) == (how == "bimean")
     check_ort_and_host(ir, path, x, True, tmp_path)
+
+
+class LayerNormed(OneLayer):
+    """nn.LayerNorm (ONNX LayerNormalization, opset 17) into the head: "last" fc(ln(h_n[-1])), "seq" fc(ln(y)) at
+    every step, "pool" fc(ln(y.mean(1))), "relu2" fc2(ln(relu(fc1(h_n[-1])))) (between two head layers); refused:
+    "squeeze" fc(ln(h_n).squeeze(0)) (the normalisation through a Squeeze: a review found it dropped there);
+    refused: "stack" ln(y) into a second GRU, "act" fc(relu(ln(h_n[-1]))) (an activation between it and the Dense)."""
+
+    def __init__(self, how):
+        super().__init__(how, cell=nn.GRU)
+        self.ln = nn.LayerNorm(UNITS)
+        self.fc1, self.ln2, self.fc2 = nn.Linear(UNITS, 6), nn.LayerNorm(6, eps=1e-3), nn.Linear(6, 3)
+        self.rnn2 = nn.GRU(UNITS, UNITS, batch_first=True)
+        with torch.no_grad():   # away from the identity, so the fold is seen
+            for ln in (self.ln, self.ln2):
+                ln.weight.uniform_(0.5, 1.5)
+                ln.bias.normal_(0, 0.3)
+
+    def forward(self, x):
+        y, h = self.rnn(x)
+        if self.how == "seq":
+            return self.fc(self.ln(y))
+        if self.how == "pool":
+            return self.fc(self.ln(y.mean(1)))
+        if self.how == "relu2":
+            return self.fc2(self.ln2(torch.relu(self.fc1(self.ln(h[-1])))))
+        if self.how == "stack":
+            return self.fc(self.rnn2(self.ln(y))[1][-1])
+        if self.how == "act":
+            return self.fc(torch.relu(self.ln(h[-1])))
+        if self.how == "squeeze":
+            return self.fc(self.ln(h).squeeze(0))
+        return self.fc(self.ln(h[-1]))
+
+
+LAYER_NORMED = {"last": "fc(ln(h_n[-1])): nn.LayerNorm into the head", "seq": "fc(ln(y)) at every step",
+                "pool": "fc(ln(y.mean(1)))", "squeeze": "fc(ln(h_n).squeeze(0))",
+                "relu2": "fc2(ln2(relu(fc1(ln(h_n[-1]))))): two, between head layers",
+                "stack": "ln(y) into a second GRU", "act": "fc(relu(ln(h_n[-1]))): an activation after it"}
+
+
+@pytest.mark.parametrize("how", ["last", "seq", "pool", "relu2", "squeeze"])
+def test_layer_norm_into_the_head_equals_onnxruntime_and_host(how, tmp_path):
+    """The head's Dense normalises its input (DenseLayer.norm_epsilon, the scale and bias in its weights): float
+    reference = onnxruntime to 1e-5, golden = host build bit for bit."""
+    path = tmp_path / f"{how}.onnx"
+    torch.manual_seed(4)
+    x = export(LayerNormed(how), path, False, True)
+    ir = load_model_file(path)
+    assert [d.norm_epsilon for d in ir.head] == pytest.approx([1e-5, 1e-3] if how == "relu2" else [1e-5], rel=1e-6)
+    assert ir.per_step == (how == "seq")
+    check_ort_and_host(ir, path, x, True, tmp_path)
+
+
+@pytest.mark.parametrize("how,needle", [
+    ("stack", "(Transpose) reads a LayerNormalization's output: rnnskip folds one only into the head's Gemm/MatMul"),
+    ("act", "reads a LayerNormalization's output: rnnskip folds one only into the head's Gemm/MatMul")])
+def test_layer_norm_elsewhere_is_refused_in_one_line(how, needle, tmp_path):
+    path = tmp_path / f"{how}.onnx"
+    export(LayerNormed(how), path, False, True)
+    assert needle in refusal(path)
 
 
 class Flattened(OneLayer):
@@ -1849,6 +1910,13 @@ def _matrix_rows(tmp_path):
             got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(x)
             return float(np.abs(got - run_ort(tmp_path / "last.onnx", x)).max())
         out.append(("GRU", f"pooling over time: {option}", f"torch.onnx.export, opset {OPSET}", verdict(run)))
+    for how, option in LAYER_NORMED.items():
+        def run(how=how):
+            torch.manual_seed(4)
+            x = export(LayerNormed(how), tmp_path / "last.onnx", False, True)
+            got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(x)
+            return float(np.abs(got - run_ort(tmp_path / "last.onnx", x)).max())
+        out.append(("LayerNormalization", option, f"torch.onnx.export, opset {OPSET}", verdict(run)))
     flat = {"reshape": "fc(y.reshape(batch, -1)): every step side by side (fixed time, dynamic batch)",
             "flatten": "fc(torch.flatten(y, 1))", "nn": "nn.Flatten() on y, then nn.Linear + softmax",
             "tm": "time-major y: fc(y.transpose(0, 1).reshape(batch, -1))",
@@ -1916,7 +1984,7 @@ def _matrix_rows(tmp_path):
                     verdict(run)))
     from test_onnx_frontend import matrix_rows as front_rows  # Conv front ends (tests/test_onnx_frontend.py)
     out += front_rows(tmp_path, verdict)
-    for label, option, net in (("LayerNormalization", "nn.LayerNorm after a GRU", WithNorm()),):
+    for label, option, net in (("Erf", "nn.GELU after a GRU (exported as Erf)", WithGelu()),):
         def run(net=net):
             export(net, tmp_path / "last.onnx", False, True)
             load_model_file(tmp_path / "last.onnx")
@@ -1975,6 +2043,9 @@ def render_onnx_matrix(rows) -> str:
             "pooling, as an identity Dense; `LeakyRelu` not on every step between recurrent layers), "
             "`BatchNormalization` (inference, on `[batch, features]`: folded into the head's Dense layer before or "
             "after it; on `[batch, channels, time]`: into the `Conv` or per-step `nn.Linear` before or after it), "
+            "`LayerNormalization` (opset >= 17, over the features of a recurrent output, its pooling or a head "
+            "layer's output, right before a head `Gemm`/`MatMul`: that Dense normalises its int8 input on the "
+            "device, the scale and bias folded into its weights; also on every step before a per-step head), "
             "`Conv` (1-D, `group` 1; "
             "its `pads`/`auto_pad` or a zero `Pad` of the time axis before it: none, causal or, with stride 1, "
             "Keras' 'same') and `MaxPool`/`AveragePool` (no padding, `ceil_mode` 0) on `[batch, channels, time]` "

@@ -911,6 +911,34 @@ PER_STEP_DENSE_CASES: List[Case] = [
     Case("gru_max_op_axis_tuple", "Mean", "max op over axis=(1,) (a one-axis tuple)",
          lambda k: [_L(k).GRU(4, return_sequences=True), lambda t: _reduce(k, "max")(t, (1,)), _L(k).Dense(2)],
          functional=True),
+    # LayerNormalization: into the head's Dense after it, which normalises its input on the device (integer)
+    Case("lstm_layernorm_head", "LayerNormalization", "LSTM -> LayerNormalization -> Dense(relu) -> "
+         "LayerNormalization(epsilon=1e-5) -> softmax Dense",
+         lambda k: [_L(k).LSTM(6), _L(k).LayerNormalization(), _L(k).Dense(5, activation="relu"),
+                    _L(k).LayerNormalization(epsilon=1e-5), _L(k).Dense(3, activation="softmax")]),
+    Case("gru_pool_layernorm", "LayerNormalization", "GRU -> GlobalAveragePooling1D -> LayerNormalization "
+         "(center=False) -> Dense",
+         lambda k: [_L(k).GRU(5, return_sequences=True), _L(k).GlobalAveragePooling1D(),
+                    _L(k).LayerNormalization(center=False), _L(k).Dense(2)]),
+    Case("per_step_layernorm", "LayerNormalization", "Masking -> GRU(return_sequences=True) -> "
+         "LayerNormalization (scale=False) -> per-step softmax Dense",
+         lambda k: [_L(k).Masking(0.0), _L(k).GRU(4, return_sequences=True), _L(k).LayerNormalization(scale=False),
+                    _L(k).Dense(3, activation="softmax")], mask_value=0.0),
+    Case("bidi_layernorm_head", "LayerNormalization", "Bidirectional(LSTM) -> Dropout -> LayerNormalization -> "
+         "Dense",
+         lambda k: [_bi(k, _L(k).LSTM(3)), _L(k).Dropout(0.2), _L(k).LayerNormalization(),
+                    _L(k).Dense(2, activation="softmax")]),
+    Case("refuse_layernorm_between_rnns", "LayerNormalization", "between two recurrent layers",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).LayerNormalization(name="ln_mid"),
+                    _L(k).GRU(3, name="gru_next"), _L(k).Dense(2)], gens=("k2",),
+         refused=["'ln_mid' (LayerNormalization) is before 'gru_next' (GRU)",
+                  "into the head's Dense layer right after it"]),
+    Case("refuse_layernorm_last", "LayerNormalization", "after the last Dense",
+         lambda k: [_L(k).LSTM(4), _L(k).Dense(2), _L(k).LayerNormalization(name="ln_end")], gens=("k2",),
+         refused=["'ln_end' (LayerNormalization) is last in the model"]),
+    Case("refuse_layernorm_input", "LayerNormalization", "on the input features",
+         lambda k: [_L(k).LayerNormalization(name="ln_in"), _L(k).LSTM(4), _L(k).Dense(2)], gens=("k2",),
+         refused=["'ln_in' (LayerNormalization) is on the model's input"]),
 ]
 CASES += PER_STEP_DENSE_CASES
 

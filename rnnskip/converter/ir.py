@@ -34,11 +34,14 @@ class EmbeddingInput:
 @stage_data
 @dataclass
 class DenseLayer:
-    """y = act(x @ kernel + bias); ``kernel`` ``[in, out]``, ``bias`` ``[out]``."""
+    """y = act(x @ kernel + bias); ``kernel`` ``[in, out]``, ``bias`` ``[out]``. ``norm_epsilon``: the input is
+    first layer-normalised over its features, ``(x - mean) / sqrt(var + norm_epsilon)`` (a Keras
+    LayerNormalization before the layer, its gamma and beta folded into ``kernel`` and ``bias``)."""
     kernel: np.ndarray
     bias: np.ndarray
     activation: str = "linear"  # linear | relu | tanh | sigmoid | hard_sigmoid[_k3] | softsign | softmax
     name: str = "dense"
+    norm_epsilon: Optional[float] = None
 
     @property
     def in_dim(self) -> int:
@@ -360,7 +363,9 @@ def model_fingerprint(ir: "ModelIR") -> str:
     if isinstance(inp, FeatureInput):
         arrays += [a for d in ([inp.dense] if inp.dense is not None else []) for a in (d.kernel, d.bias)]
         arrays += [a for c in inp.front if isinstance(c, ConvLayer) for a in (c.kernel, c.bias)]
-    return _sha256_float32(arrays + _recurrent_weights(ir) + [a for d in ir.head for a in (d.kernel, d.bias)])
+    # a head Dense that layer-normalises its input: its epsilon too (absent, the hash is what it always was)
+    norms = [np.array([d.norm_epsilon]) for d in ir.head if d.norm_epsilon is not None]
+    return _sha256_float32(arrays + _recurrent_weights(ir) + [a for d in ir.head for a in (d.kernel, d.bias)] + norms)
 
 
 def weights_fingerprint(ir: "ModelIR") -> str:

@@ -32,6 +32,7 @@ from rnnskip.converter.keras_passes import (
     drop_lost_masks,
     fold_activations,
     fold_batchnorm,
+    fold_layernorm,
     read_last_step,
 )
 from rnnskip.converter.support import LayerError
@@ -104,7 +105,7 @@ def _convert(model_file: ModelFile) -> Tuple[ModelIR, List[Node]]:
     chain, name = _chain(model_file)
     nodes = read_last_step(drop_lost_masks([_read(layer, model_file.weights) for layer in chain],
                                            model_file.keras_version))
-    remaining = fold_activations(fold_batchnorm(nodes))
+    remaining = fold_activations(fold_layernorm(fold_batchnorm(nodes)))
     # from every node, the folded ones too, in chain order
     notes = [note for node in nodes for note in node.notes]
     ir = assemble(remaining, name, model_file.path, notes)

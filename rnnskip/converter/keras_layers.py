@@ -43,6 +43,7 @@ MASKING = "masking"        # value: the mask value (float)
 DENSE = "dense"            # value: DenseLayer
 RECURRENT = "recurrent"    # value: RNNLayer
 BATCHNORM = "batchnorm"    # value: Affine
+LAYERNORM = "layernorm"    # value: LayerNorm
 ACTIVATION = "activation"  # value: the activation name
 CONV = "conv"              # value: ConvLayer (a front-end layer: changes the time axis)
 POOL = "pool"              # value: PoolLayer (a front-end layer)
@@ -57,6 +58,15 @@ class Affine:
     feature; one value of each (size 1) applies to every feature."""
     scale: np.ndarray
     shift: np.ndarray
+
+
+@dataclass
+class LayerNorm:
+    """Keras LayerNormalization over the features: ``scale * (x - mean) / sqrt(var + epsilon) + shift``
+    (``scale``, ``shift``: its gamma and beta, or ones and zeros where it has none)."""
+    scale: np.ndarray
+    shift: np.ndarray
+    epsilon: float
 
 
 @dataclass
@@ -476,6 +486,34 @@ class BatchNormalizationHandler(LayerHandler):
         w = weights.by_role(layer, support.batchnorm_roles(layer.config))
         scale, shift = support.batchnorm_affine(layer.config, w)
         return Node(layer, BATCHNORM, Affine(scale, shift))
+
+
+class LayerNormalizationHandler(LayerHandler):
+    """LayerNormalization over the features; the layer-normalisation pass folds it into the head's Dense layer
+    after it (that layer normalises its input on the device, gamma and beta in its weights)."""
+    classes = ("LayerNormalization",)
+
+    def refusals(self, layer):
+        cfg = layer.config
+        if cfg.get("rms_scaling"):
+            return [f"layer '{layer.name}' (LayerNormalization) has rms_scaling=True: rnnskip folds a "
+                    f"LayerNormalization that centres its input (rms_scaling=False) into the Dense layer after it"]
+        axis = cfg.get("axis", -1)
+        if isinstance(axis, (list, tuple)) and len(axis) != 1:
+            return [f"layer '{layer.name}' (LayerNormalization) normalises over axes {list(axis)}: rnnskip folds a "
+                    f"LayerNormalization over the last (feature) axis into the Dense layer after it"]
+        return []
+
+    def options(self, layer):
+        return f"epsilon={layer.config.get('epsilon', 1e-3):g}"
+
+    def build(self, layer, weights):
+        cfg = layer.config
+        roles = [r for r, on in (("gamma", cfg.get("scale", True)), ("beta", cfg.get("center", True))) if on]
+        w = weights.by_role(layer, roles) if roles else {}
+        gamma = np.asarray(w.get("gamma", np.ones(1)), np.float64).reshape(-1)
+        beta = np.asarray(w.get("beta", np.zeros(1)), np.float64).reshape(-1)
+        return Node(layer, LAYERNORM, LayerNorm(gamma, beta, float(cfg.get("epsilon", 1e-3))))
 
 
 def _per_feature(layer: KerasLayer, what: str, values) -> np.ndarray:
@@ -974,6 +1012,7 @@ for _handler in (InputLayerHandler(), NoopHandler(), EmbeddingHandler(), Masking
                  SoftmaxHandler(),
                  ReLUHandler(), LeakyReLUHandler(),
                  BatchNormalizationHandler(), NormalizationHandler(), RescalingHandler(), Conv1DHandler(),
+                 LayerNormalizationHandler(),
                  Pooling1DHandler(), TimePoolingHandler(), ReductionHandler(), ConcatPoolingHandler(),
                  RecurrentHandler("RNN"),
                  BidirectionalHandler()):

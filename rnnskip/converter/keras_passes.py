@@ -5,7 +5,8 @@ to the :class:`~rnnskip.converter.ir.ModelIR`:
    :func:`read_last_step`: ``x[:, -1]`` on a recurrent layer's sequence is its ``return_sequences=False``;
 1. :func:`fold_batchnorm`: every BatchNormalization into the linear Dense or Conv1D right
    before it, else into the input of the next Dense or recurrent layer (BN after BN: one map);
-2. :func:`fold_activations`: every Activation into the linear Dense or Conv1D right before
+2. :func:`fold_layernorm`: every LayerNormalization into the head's Dense right after it;
+   :func:`fold_activations`: every Activation into the linear Dense or Conv1D right before
    it, or dropped when linear;
 3. :func:`assemble`: the chain grammar, stated once, and the IR.
 
@@ -47,6 +48,7 @@ from rnnskip.converter.keras_layers import (
     FLATTEN,
     INPUT,
     LAST_STEP,
+    LAYERNORM,
     MASKING,
     NOOP,
     POOL,
@@ -54,6 +56,7 @@ from rnnskip.converter.keras_layers import (
     SUPPORTED_SUMMARY,
     TIME_POOL,
     Affine,
+    LayerNorm,
     Node,
     batchnorm_axis_refusal,
     unsupported,
@@ -284,6 +287,54 @@ def _sized(bn: Node, affine: Affine, width: int, into: Node):
 
 # --------------------------------------------------------------------------
 # 2. Activation
+
+def fold_layernorm(nodes: List[Node]) -> List[Node]:
+    """Fold every LayerNormalization into the Dense layer right after it (no-ops and linear Activations between)
+    where that Dense is in the head: after a recurrent layer, with no recurrent layer, pooling over time or front
+    end after it. The Dense normalises its input (``DenseLayer.norm_epsilon``; on the device, integer
+    arithmetic: ``quant.model.QNorm``) and takes gamma and beta into its kernel and bias. With a time axis
+    (an output per step) it normalises each step's features, as Keras does. Anywhere else: one line."""
+    out: List[Node] = []
+    per_step, seen_recurrent = False, False   # the output so far has a time axis: [batch, time, features]
+    for i, node in enumerate(nodes):
+        if node.kind == RECURRENT:
+            seen_recurrent, per_step = True, node.value.return_sequences
+        if node.kind == TIME_POOL or (node.kind == FLATTEN and per_step):
+            per_step = False
+        if node.kind != LAYERNORM:
+            out.append(node)
+            continue
+        ln: LayerNorm = node.value
+        where = "on the model's input" if not seen_recurrent else ""
+        between = [n for n in nodes[i + 1:]]
+        nxt = next((n for n in between if not _is_identity(n)), None)
+        if not where and (nxt is None or nxt.kind != DENSE):
+            where = "last in the model" if nxt is None else f"before '{nxt.name}' ({nxt.layer.display})"
+        if not where and any(n.kind in (RECURRENT, TIME_POOL, CONV, POOL) for n in between):
+            later = next(n for n in between if n.kind in (RECURRENT, TIME_POOL, CONV, POOL))
+            where = f"before the per-step Dense '{nxt.name}', with '{later.name}' ({later.layer.display}) after it"
+        if not where and per_step and any(n.kind == FLATTEN for n in between):
+            where = "on each step, before a Flatten over time"
+        axis = node.layer.config.get("axis", -1)
+        axis = axis[0] if isinstance(axis, (list, tuple)) else axis
+        if not where and axis not in (-1, 2 if per_step else 1):
+            where = f"over axis {axis}, not the features"
+        if where:
+            raise LayerError(f"layer '{node.name}' (LayerNormalization) is {where}: rnnskip folds a "
+                             f"LayerNormalization over the features into the head's Dense layer right after it (the "
+                             f"recurrent layers' output, or a Dense layer's, into the next Dense)", node.name)
+        d: DenseLayer = nxt.value
+        if ln.scale.size not in (1, d.in_dim) or ln.shift.size not in (1, d.in_dim):
+            raise LayerError(f"layer '{node.name}' (LayerNormalization) has {ln.scale.size} values per feature but "
+                             f"'{nxt.name}' reads {d.in_dim} features: the file is inconsistent", node.name)
+        support.fold_before_dense(d, np.broadcast_to(ln.scale, (d.in_dim,)).copy(),
+                                  np.broadcast_to(ln.shift, (d.in_dim,)).copy())
+        d.norm_epsilon = ln.epsilon
+        node.status = f"folded into '{nxt.name}' (which normalises its input)"
+        nxt.notes.append(f"'{nxt.name}' layer-normalises its input ('{node.name}', epsilon {ln.epsilon:g}; its "
+                         f"gamma and beta folded into the weights)")
+    return out
+
 
 def fold_activations(nodes: List[Node]) -> List[Node]:
     """Fold every Activation into the linear Dense right before it (softmax not into the

@@ -63,7 +63,8 @@ SUPPORTED_SUMMARY = (f"rnnskip converts ONNX graphs of forward {'/'.join(RECURRE
                      "Conv/MaxPool/AveragePool on [batch, channels, time]), ReduceMean/ReduceMax over "
                      "time or a flatten of a fixed number of steps, a Gemm or MatMul+Add head "
                      "with Relu/Sigmoid/Tanh/Softmax (BatchNormalization and constant scales fold into it), "
-                     "normalisations (BatchNormalization, (x - mean) / std with per-feature constants), and the "
+                     "normalisations (BatchNormalization, (x - mean) / std with per-feature constants; "
+                     "LayerNormalization into the head's Dense), and the "
                      "Transpose/Squeeze/Unsqueeze/Slice/Gather/Shape "
                      "glue torch.onnx.export emits")
 
@@ -112,6 +113,7 @@ class Sym:
     conv: Optional[ConvLayer] = None      # X: the front-end Conv whose direct output this is (activations fold in)
     act_conv: Optional[ConvLayer] = None  # X: a linear Conv a monotone activation still folds into (through MaxPool)
     tpad: Tuple[int, int] = (0, 0)        # X: zero frames a Pad put before and after the time axis (the next Conv's)
+    norm: Optional[float] = None          # a LayerNormalization's epsilon: the next (head) Dense normalises its input
 
 
 def _data(kind):
@@ -644,7 +646,7 @@ def _with_axes(s: Sym, axes, squeezed: Optional[bool] = None, keep_dense: bool =
     return Sym(s.kind, value=s.value, axes=tuple(axes), width=s.width, layer=s.layer,
                dense=s.dense if keep_dense or (sq and not s.squeezed) or s.kind == X else None, padded=s.padded,
                layers=s.layers, squeezed=sq, direction=s.direction, pooled=s.pooled, affine=s.affine, conv=s.conv,
-               tpad=s.tpad, act_conv=s.act_conv)
+               tpad=s.tpad, act_conv=s.act_conv, norm=s.norm)
 
 
 def _squeezable(s: Sym, ax: str) -> bool:
@@ -1076,6 +1078,7 @@ def h_recurrent(ctx: _Ctx):
         r.head = _place_per_step(ctx, run_tail=False)   # the ones with an activation join the stack
         k = len(r.rnns)
     if x.kind == VEC and r.head:
+        _no_norm_in_stack(ctx)
         chain = support.linear_chain(r.head, r.rnns[-1].out_dim)
         if chain is None:
             ctx.fail(f"reads per-step Dense layers that do not chain on the previous layer's {r.rnns[-1].out_dim} "
@@ -1156,6 +1159,7 @@ def _place_per_step(ctx: _Ctx, run_tail: bool) -> List[DenseLayer]:
     (:func:`folds.per_step_layers`): each with an activation joins the stack, the linear ones before it folded into
     it; returns the linear ones after the last activation (none when ``run_tail``: they run as one more layer)."""
     r = ctx.r
+    _no_norm_in_stack(ctx)
     placed = per_step_layers(r.head, r.rnns[-1].out_dim, run_tail)
     if placed is None:
         ctx.fail(f"reads per-step Dense layers that do not chain on the previous layer's {r.rnns[-1].out_dim} "
@@ -1173,6 +1177,42 @@ def _place_per_step(ctx: _Ctx, run_tail: bool) -> List[DenseLayer]:
             for d in group[:-1]:
                 r.status[d.name] = f"folded into '{layer.name}'"
     return tail
+
+
+def _no_norm_in_stack(ctx: _Ctx) -> None:
+    """Per-step Dense layers about to join the recurrent stack (or fold into the next layer) carry no layer
+    normalisation: rnnskip normalises the input of a head's Dense only."""
+    d = next((d for d in ctx.r.head if d.norm_epsilon is not None), None)
+    if d is not None:
+        ctx.fail(f"reads the per-step '{d.name}', which a LayerNormalization feeds: rnnskip folds a LayerNormalization "
+                 f"into the head's Dense layer after it, not into a per-step layer before pooling, a Flatten over "
+                 f"time or another recurrent layer")
+
+
+def h_layer_norm(ctx: _Ctx):
+    """LayerNormalization over the features (nn.LayerNorm on the recurrent layers' output, opset >= 17): the next
+    Dense (Gemm/MatMul) of the head normalises its input (DenseLayer.norm_epsilon), with the scale and bias folded
+    into its weights like a BatchNormalization's."""
+    s = ctx.inp(0)
+    if not _data(s.kind):
+        ctx.fail("on constants is not folded by rnnskip")
+    rank = len(s.axes)
+    axis = _norm(int(ctx.attrs.get("axis", -1)), rank)
+    if s.kind not in (STATE, VEC, SEQ) or axis != rank - 1 or s.axes[-1] != "F":
+        ctx.fail(f"normalises axis {axis} of {s.kind} data with axes {s.axes}: rnnskip folds a LayerNormalization of "
+                 "the recurrent layers' output features (the last axis) into the head's Dense layer after it")
+    if s.affine is not None or s.norm is not None:
+        ctx.fail("reads a normalisation's output: rnnskip folds a LayerNormalization of a recurrent or Dense layer's "
+                 "output into the head's Dense layer after it")
+    n = s.width
+    gamma = np.asarray(ctx.const(1, "scale"), np.float64).reshape(-1)
+    beta = np.zeros(n) if ctx.inp(2) is None else np.asarray(ctx.const(2, "B"), np.float64).reshape(-1)
+    if gamma.size not in (1, n) or beta.size not in (1, n):
+        ctx.fail(f"has {gamma.size} scales on {n} features: the graph is inconsistent")
+    affine = (np.broadcast_to(gamma, (n,)).copy(), np.broadcast_to(beta, (n,)).copy())
+    # (dense kept: the next Dense must read the last head layer; an activation cannot fold through, _NORM_PASSES)
+    return [replace(s, affine=affine, norm=float(ctx.attrs.get("epsilon", 1e-5)))] + \
+        [None] * (len(ctx.node.output) - 1), "folded (layer normalisation, into the next Dense layer)"
 
 
 def _steps_of_per_step_head(ctx: _Ctx, s: Sym) -> Optional[Sym]:
@@ -1240,12 +1280,15 @@ def _add_dense(ctx: _Ctx, s: Sym, kernel: np.ndarray, bias: np.ndarray):
     if kernel.shape[0] != s.width and not (s.kind == X and s.width == 0):
         ctx.fail(f"has a [{kernel.shape[0]}, {kernel.shape[1]}] weight on {s.width} inputs: the graph is "
                  "inconsistent")
+    if s.norm is not None and where != "head":
+        ctx.fail("reads a LayerNormalization's output before the recurrent layers: rnnskip folds a "
+                 "LayerNormalization into the head's Dense layer after it")
     if s.affine is not None:   # x -> a x + b before it: W' = diag(a) W, b' = b W + bias
         a, b = _affine_of(ctx, s, kernel.shape[0])
         if where == "input" and s.kind == X and not r.front and r.embedding is None:   # the model's input: centred
             r.center = support.input_center(a, b)
         kernel, bias = a[:, None] * kernel, np.asarray(bias, np.float64) + b @ kernel
-    d = DenseLayer(kernel=_f32(kernel), bias=_f32(bias), name=ctx.key)
+    d = DenseLayer(kernel=_f32(kernel), bias=_f32(bias), name=ctx.key, norm_epsilon=s.norm)
     if s.kind in (STATE, SEQ):
         r.head_reads = s.layer
         r.pool, r.pool_name = s.pooled or ("", "")
@@ -1740,7 +1783,8 @@ HANDLERS: Dict[str, Callable] = {
     # glue on constants and shapes only (refused on model data)
     "Cast": h_cast, "Concat": h_concat, "Reshape": h_reshape, "Sub": h_sub,
     "Mul": h_scale, "Div": h_scale, "Equal": h_generic_shape, "Where": h_generic_shape,
-    "BatchNormalization": h_batch_norm, "Neg": h_unary, "Reciprocal": h_unary, "Sqrt": h_unary,
+    "BatchNormalization": h_batch_norm, "LayerNormalization": h_layer_norm, "Neg": h_unary, "Reciprocal": h_unary,
+    "Sqrt": h_unary,
     "Conv": h_conv, "MaxPool": h_pool, "AveragePool": h_pool, "Pad": h_pad, "Flatten": h_flatten,
 }
 
@@ -1902,6 +1946,10 @@ _AFFINE_PASSES = ("Gemm", "MatMul", "Identity", "Dropout", "Squeeze", "Unsqueeze
                   "Add", "Sub", "Mul", "Div", "Neg", "Conv", "Pad", "Transpose", "Shape", *RECURRENT_OPS)
 
 
+#: ops a pending layer normalisation (Sym.norm) passes through to the head's Dense that folds it
+_NORM_PASSES = ("Gemm", "MatMul", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Shape")
+
+
 def _run(r: _Reader) -> ModelIR:
     _inputs(r)
     if not any(n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx") for n in r.graph.node):
@@ -1917,6 +1965,9 @@ def _run(r: _Reader) -> ModelIR:
             raise LayerError(unsupported(key, node.op_type if node.domain in ("", "ai.onnx")
                                          else f"{node.domain}.{node.op_type}"), key)
         ctx = _Ctx(r, node, key)
+        if node.op_type not in _NORM_PASSES and any(s is not None and s.norm is not None for s in ctx.ins):
+            raise LayerError(f"node '{key}' ({node.op_type}) reads a LayerNormalization's output: rnnskip folds one "
+                             "only into the head's Gemm/MatMul that reads it (through Squeeze or Dropout at most)", key)
         if node.op_type not in _AFFINE_PASSES and any(s is not None and s.affine is not None for s in ctx.ins):
             raise LayerError(f"node '{key}' ({node.op_type}) reads a normalisation's output (a BatchNormalization, "
                              "or arithmetic with constants): rnnskip folds one only into the Gemm/MatMul, Conv or "

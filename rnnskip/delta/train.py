@@ -255,6 +255,9 @@ def build_delta_model(ir, qm, theta_x, theta_h, l1: float, noise: float = 0.25, 
         if support.is_identity_dense(d):   # an Activation in the model: stays one, nothing to train
             y = keras.layers.Activation(d.activation, name=f"head_{j}")(y)
             continue
+        if d.norm_epsilon is not None:   # its LayerNormalization (gamma and beta are in the Dense)
+            y = keras.layers.LayerNormalization(epsilon=d.norm_epsilon, center=False, scale=False,
+                                                name=f"head_{j}_norm")(y)
         dl = keras.layers.Dense(d.out_dim, activation=d.activation, name=f"head_{j}")
         y = dl(y)
         head.append((dl, [d.kernel, d.bias]))
@@ -311,6 +314,8 @@ def export_keras(ir, cells, pre, head, path) -> None:
     if ir.pool:
         y = _pool(keras, ir, y)
     for d in ir.head:
+        if d.norm_epsilon is not None and not support.is_identity_dense(d):   # no weights: gamma, beta in the Dense
+            y = keras.layers.LayerNormalization(epsilon=d.norm_epsilon, center=False, scale=False)(y)
         y = (keras.layers.Activation(d.activation) if support.is_identity_dense(d) else
              keras.layers.Dense(d.out_dim, activation=d.activation))(y)
     m = keras.Model(inp, y, name=ir.name)

@@ -326,6 +326,18 @@ RNNSKIP_INLINE void rnnskip_conv1d_s8(const int8_t *ring,
 void rnnskip_max_pool1d_s8(const int8_t *ring, int32_t window, int32_t ch, int8_t *out);
 void rnnskip_avg_pool1d_s8(const int8_t *ring, int32_t window, int32_t ch, int8_t *out);
 
+/* Layer normalisation of a Dense layer's int8 input (Keras LayerNormalization, its gamma and beta folded into
+ * the Dense): over the n real features, S = sum x, D = n * sum x^2 - S^2 + eps_term (int64),
+ * R = isqrt(D << 2 frac) and out[j] = sat8((n x[j] - S) * mult / R), rounded half away from zero (0 where
+ * R is 0); out[n .. cols) = 0. D << 2 frac < 2^62 (the generator's choice of frac). */
+void rnnskip_layer_norm_s8(const int8_t *x,
+                           int32_t n,
+                           int32_t cols,
+                           int64_t eps_term,
+                           int32_t mult,
+                           int32_t frac,
+                           int8_t *out);
+
 /* Final layer: out = sat16(rq(bias + w @ x)) (int16 logits). */
 void rnnskip_fully_connected_s8_s16(const int8_t *x,
                                     const int8_t *w,

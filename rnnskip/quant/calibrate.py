@@ -25,12 +25,17 @@ class Ranges:
     #: relu/linear cell, of its candidate's parts ("cand", ...: ``Cell.float_candidates``)
     states: List[dict] = field(default_factory=list)
     head: List[float] = field(default_factory=list)
+    #: per head layer, max |value| of its layer-normalised input (``DenseLayer.norm_epsilon``; 0 without one)
+    head_norm: List[float] = field(default_factory=list)
     sequences: int = 0
 
 
 def dense_forward(d: DenseLayer, x: np.ndarray, final: bool = False) -> np.ndarray:
     """Float Dense; ``final`` returns the pre-activation (the device's int16 output;
     the host applies the last activation)."""
+    if d.norm_epsilon is not None:
+        from ..reference import layer_norm
+        x = layer_norm(x, d.norm_epsilon)
     y = x @ d.kernel + d.bias
     act = d.activation
     if final:
@@ -53,6 +58,9 @@ def dense_forward(d: DenseLayer, x: np.ndarray, final: bool = False) -> np.ndarr
 def _head_ranges(ir: ModelIR, r: Ranges, h) -> None:
     y = np.asarray(h, dtype=np.float64)
     for i, d in enumerate(ir.head):
+        if d.norm_epsilon is not None:
+            from ..reference import layer_norm
+            r.head_norm[i] = max(r.head_norm[i], float(np.abs(layer_norm(y, d.norm_epsilon)).max()))
         y = dense_forward(d, y, final=(i == len(ir.head) - 1))
         r.head[i] = max(r.head[i], float(np.abs(y).max()))
 
@@ -89,7 +97,7 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
     norm = norm_scale(ir.input)
     # one entry per direction: a Bidirectional layer's forward, then its backward
     r = Ranges(states=[{k: 0.0 for k in cell_of(d.kind).float_state} for l in ir.rnn_layers for d in l.directions()],
-               head=[0.0] * len(ir.head), front=[0.0] * len(front),
+               head=[0.0] * len(ir.head), head_norm=[0.0] * len(ir.head), front=[0.0] * len(front),
                features=np.zeros(0 if ir.is_token_model else ir.input.features))
     j = 0   # each layer's output before a row's first step (a per-step Dense's act(bias)): read at masked steps there
     for layer, init in zip(ir.rnn_layers, fm.initial_state()):

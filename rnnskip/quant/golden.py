@@ -27,8 +27,37 @@ def mat(m: QMat, v: np.ndarray) -> np.ndarray:
     return m.bias[None, :] + matvec(m.w, v)
 
 
+def isqrt64(v: np.ndarray) -> np.ndarray:
+    """floor(sqrt(v)) of int64 ``v`` in [0, 2^62), exactly (the C's integer square root): the float root, then
+    corrected by whole steps in integers (its error is a step or two at most)."""
+    v = np.asarray(v, np.int64)
+    r = np.floor(np.sqrt(v.astype(np.float64))).astype(np.int64)
+    for _ in range(2):
+        r = np.where(r * r > v, r - 1, r)
+        r = np.where((r + 1) * (r + 1) <= v, r + 1, r)
+    return r
+
+
+def layer_norm(q, x: np.ndarray) -> np.ndarray:
+    """rnnskip_layer_norm_s8 (quant.model.QNorm ``q``): int8 ``[N, cols]`` -> the normalised int8 ``[N, cols]``
+    (padding columns 0), in int64 as the C: ``D << 2 frac`` stays below 2^62 (quantize.quantize_norm)."""
+    v = np.asarray(x, np.int64)[:, : q.n]
+    s = v.sum(axis=1, keepdims=True)
+    d = q.n * (v * v).sum(axis=1, keepdims=True) - s * s + q.eps_term
+    root = isqrt64(d << (2 * q.frac))
+    num = (q.n * v - s) * q.mult
+    div = np.maximum(root, 1)
+    z = np.sign(num) * ((np.abs(num) + div // 2) // div)   # half away from zero
+    out = np.zeros(np.shape(x), np.int64)
+    out[:, : q.n] = np.where(root == 0, 0, np.clip(z, -127, 127))
+    return out
+
+
 def dense(q: QDense, x: np.ndarray, final: bool) -> np.ndarray:
-    """rnnskip_fully_connected_s8: int8 ``[N, cols]`` -> int8 ``[N, rows]`` (int16 logits if final)."""
+    """rnnskip_fully_connected_s8: int8 ``[N, cols]`` -> int8 ``[N, rows]`` (int16 logits if final); a layer with
+    ``norm`` normalises its input first (:func:`layer_norm`)."""
+    if q.norm is not None:
+        x = layer_norm(q.norm, x)
     m = q.mat
     acc = mat(m, x)
     if q.activation in LUTS:  # tanh, sigmoid, hard_sigmoid(_k3), softsign: table -> Q0.15

@@ -59,6 +59,23 @@ class QMat:
 
 @stage_data
 @dataclass
+class QNorm:
+    """A layer normalisation of a Dense layer's int8 input (rnnskip_layer_norm_s8), integer throughout: over the
+    ``n`` real features, ``S = sum x``, ``D = n * sum x^2 - S^2 + eps_term`` (``eps_term = round(n^2 eps / s^2)``,
+    ``s`` the input's scale), ``R = isqrt(D << 2 frac)`` and ``z = sat8(round((n x - S) * mult / R))`` half away
+    from zero (0 where R is 0): the normalised input on the scale ``2^frac / mult``."""
+    n: int
+    eps_term: int
+    mult: int
+    frac: int
+
+    @property
+    def scale(self) -> float:
+        return float(2.0 ** self.frac / self.mult)
+
+
+@stage_data
+@dataclass
 class QDense:
     """int8 in (scale in_scale) -> int8 out (scale out_scale), or int16 logits if final.
 
@@ -74,6 +91,7 @@ class QDense:
     out_mult: int = 0
     out_ls: int = 0
     name: str = "dense"
+    norm: Optional[QNorm] = None   # its input layer-normalised first (DenseLayer.norm_epsilon)
 
     @property
     def rows(self) -> int:

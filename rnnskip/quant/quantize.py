@@ -27,7 +27,7 @@ from ..errors import RnnskipError
 from . import fixedpoint as fp
 from .act import LUTS, int_activation
 from .calibrate import Ranges, norm_scale
-from .model import QConv, QDense, QMat, QModel, QPool, pad4
+from .model import QConv, QDense, QMat, QModel, QNorm, QPool, pad4
 
 
 def _row_scales(w_cols: np.ndarray) -> np.ndarray:
@@ -68,6 +68,26 @@ def quantize_dense(d, in_scale: float, in_p: int, out_max: float, final: bool) -
     m, ls = fp.quantize_multipliers(_pad_rows(eff, rows_p))
     q.mat = QMat(w=w, bias=bias, mult=m, ls=ls, input="in", scale=_pad_rows(sw * in_scale, rows_p))
     return q
+
+
+#: fractional bits of the layer normalisation's square root, at most (fewer where D << 2 frac would pass 2^62)
+NORM_FRAC = 12
+
+
+def quantize_norm(d, in_scale: float, z_max: float) -> QNorm:
+    """The integer layer normalisation of Dense ``d``'s input (int8 on ``in_scale``), its output on the int8 scale of
+    the calibrated max |z| ``z_max``. ``D`` is at most ``n^2 128^2 + eps_term`` (n^2 times the largest variance of
+    int8 values, half -128 and half 127, below 128^2), so ``frac`` keeps ``D << 2 frac`` below 2^62 (int64 in the C)."""
+    n = int(d.in_dim)
+    eps_term = int(round(n * n * float(d.norm_epsilon) / (in_scale * in_scale)))
+    top = n * n * 128 * 128 + eps_term
+    frac = min(NORM_FRAC, (62 - top.bit_length()) // 2)
+    if frac < 0:
+        raise RnnskipError(f"layer '{d.name}' (Dense): its LayerNormalization's epsilon {d.norm_epsilon:g} is "
+                           f"{d.norm_epsilon / in_scale ** 2:.3g} squared int8 steps of its input, beyond the "
+                           f"integer normalisation's range; use a smaller epsilon")
+    z_scale = scale_of(max(float(z_max), 1.0))   # a row that varies has some |z| >= 1; a constant one gives 0
+    return QNorm(n=n, eps_term=eps_term, mult=max(1, int(round(2.0 ** frac / z_scale))), frac=frac)
 
 
 def feature_scales(maxabs: np.ndarray, per_feature: bool) -> np.ndarray:
@@ -257,7 +277,10 @@ def _quantize(ir: ModelIR, ranges: Ranges, per_feature_inputs: bool) -> QModel:
         in_p = qm.pool_width
     for i, d in enumerate(ir.head):
         final = i == len(ir.head) - 1
-        q = quantize_dense(d, x_scale, in_p, ranges.head[i], final=final)
+        norm = None if d.norm_epsilon is None else quantize_norm(d, x_scale, ranges.head_norm[i] if i < len(
+            ranges.head_norm) else np.sqrt(max(d.in_dim - 1, 1)))   # ranges without it: |z| <= sqrt(n - 1)
+        q = quantize_dense(d, x_scale if norm is None else norm.scale, in_p, ranges.head[i], final=final)
+        q.norm = norm
         qm.head.append(q)
         x_scale, in_p = q.out_scale, q.rows
     qm.output_dim = ir.output_dim

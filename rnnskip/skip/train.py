@@ -100,6 +100,8 @@ def _fingerprint(ir, *arrays) -> str:
             h.update(np.ascontiguousarray(a).tobytes())
     for d in ir.head:
         h.update(np.ascontiguousarray(d.kernel).tobytes())
+        if d.norm_epsilon is not None:
+            h.update(np.float64(d.norm_epsilon).tobytes())
     for a in arrays:
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()

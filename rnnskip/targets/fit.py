@@ -72,6 +72,7 @@ def state_bytes(qm, max_t: int = 0) -> int:
     if qm.head:
         hs = max(d.rows for d in qm.head)
         n += 2 * _a4(hs) + 4 * hs
+        n += _a4(max((d.cols for d in qm.head if d.norm is not None), default=0))   # ln
     n += sum(m.state_bytes(qm) for m in qm.methods)
     from ..generate import finish_pending
     return n + pool_bytes(qm) + 4 + 4 * finish_pending(qm)         # steps_run, finished

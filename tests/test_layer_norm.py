@@ -19,18 +19,19 @@ from rnnskip.quant.quantize import NORM_FRAC, quantize_norm
 
 
 def _reference(q: QNorm, v) -> list:
-    """The QNorm arithmetic on Python integers, math.isqrt for the root (no float anywhere)."""
+    """The QNorm arithmetic on Python integers (unbounded), math.isqrt for the root (no float anywhere)."""
     v = [int(a) for a in v[: q.n]]
     s = sum(v)
     d = q.n * sum(a * a for a in v) - s * s + q.eps_term
     root = math.isqrt(d << (2 * q.frac))
+    if root == 0:
+        return [0] * len(v)
+    g = ((q.mult << 31) + root // 2) // root
     out = []
     for a in v:
-        if root == 0:
-            out.append(0)
-            continue
-        num = (q.n * a - s) * q.mult
-        z = (abs(num) + root // 2) // root
+        num = q.n * a - s
+        z = (abs(num) * g + (1 << 30)) >> 31
+        assert abs(num) * g < 2 ** 47   # the bound golden.NORM_SHIFT states, so int64 / uint64 never overflow
         out.append(max(-127, min(127, z if num >= 0 else -z)))
     return out
 

@@ -327,9 +327,10 @@ void rnnskip_max_pool1d_s8(const int8_t *ring, int32_t window, int32_t ch, int8_
 void rnnskip_avg_pool1d_s8(const int8_t *ring, int32_t window, int32_t ch, int8_t *out);
 
 /* Layer normalisation of a Dense layer's int8 input (Keras LayerNormalization, its gamma and beta folded into
- * the Dense): over the n real features, S = sum x, D = n * sum x^2 - S^2 + eps_term (int64),
- * R = isqrt(D << 2 frac) and out[j] = sat8((n x[j] - S) * mult / R), rounded half away from zero (0 where
- * R is 0); out[n .. cols) = 0. D << 2 frac < 2^62 (the generator's choice of frac). */
+ * the Dense): over the n real features (n <= 65536), S = sum x, D = n * sum x^2 - S^2 + eps_term (int64),
+ * R = isqrt(D << 2 frac), g = round(mult * 2^31 / R) (one 64-bit division per call) and
+ * out[j] = sat8(round((n x[j] - S) * g / 2^31)), half away from zero (0 where R is 0); out[n .. cols) = 0.
+ * D << 2 frac < 2^62 (the generator's choice of frac). */
 void rnnskip_layer_norm_s8(const int8_t *x,
                            int32_t n,
                            int32_t cols,

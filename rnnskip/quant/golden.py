@@ -27,6 +27,12 @@ def mat(m: QMat, v: np.ndarray) -> np.ndarray:
     return m.bias[None, :] + matvec(m.w, v)
 
 
+#: the layer normalisation's per-row multiplier ``g = round(mult 2^NORM_SHIFT / R)``: where D > 0, R >= 2^frac and
+#: mult <= 127 2^frac, so g <= 127 2^31; and |n x - S| <= sqrt(n) sqrt(D) (no value is further than sqrt(n - 1)
+#: standard deviations from the mean), so |n x - S| g stays near sqrt(n) 127 2^31 < 2^47 for n <= 65536
+NORM_SHIFT = 31
+
+
 def isqrt64(v: np.ndarray) -> np.ndarray:
     """floor(sqrt(v)) of int64 ``v`` in [0, 2^62), exactly (the C's integer square root): the float root, then
     corrected by whole steps in integers (its error is a step or two at most)."""
@@ -45,9 +51,10 @@ def layer_norm(q, x: np.ndarray) -> np.ndarray:
     s = v.sum(axis=1, keepdims=True)
     d = q.n * (v * v).sum(axis=1, keepdims=True) - s * s + q.eps_term
     root = isqrt64(d << (2 * q.frac))
-    num = (q.n * v - s) * q.mult
     div = np.maximum(root, 1)
-    z = np.sign(num) * ((np.abs(num) + div // 2) // div)   # half away from zero
+    g = ((np.int64(q.mult) << NORM_SHIFT) + div // 2) // div   # mult / R on 2^31, once per row
+    num = q.n * v - s
+    z = np.sign(num) * ((np.abs(num) * g + (1 << (NORM_SHIFT - 1))) >> NORM_SHIFT)   # half away from zero
     out = np.zeros(np.shape(x), np.int64)
     out[:, : q.n] = np.where(root == 0, 0, np.clip(z, -127, 127))
     return out

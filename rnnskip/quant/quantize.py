@@ -79,6 +79,9 @@ def quantize_norm(d, in_scale: float, z_max: float) -> QNorm:
     the calibrated max |z| ``z_max``. ``D`` is at most ``n^2 128^2 + eps_term`` (n^2 times the largest variance of
     int8 values, half -128 and half 127, below 128^2), so ``frac`` keeps ``D << 2 frac`` below 2^62 (int64 in the C)."""
     n = int(d.in_dim)
+    if n > 65536:   # sum x^2 in int32, and the bound in golden.NORM_SHIFT
+        raise RnnskipError(f"layer '{d.name}' (Dense): its LayerNormalization normalises {n:,} features; rnnskip's "
+                           f"integer normalisation takes at most 65,536")
     eps_term = int(round(n * n * float(d.norm_epsilon) / (in_scale * in_scale)))
     top = n * n * 128 * 128 + eps_term
     frac = min(NORM_FRAC, (62 - top.bit_length()) // 2)

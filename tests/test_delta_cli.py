@@ -544,8 +544,8 @@ def test_tune_refuses_a_regression_head(k2_zoo, tmp_path):
 def test_logits_model_labels_and_regression_targets(k2_zoo, tmp_path):
     """A model with several linear outputs: integer-valued float labels [N] are class indices (its width rules
     out a one-value regression; the scoring crashed on them), other floats [N] are refused in one line, and
-    regression targets [N, K] with --delta are refused before any work (the delta section crashed after both
-    emulations, then was refused before any work; it converts, its section the outputs' error)."""
+    regression targets [N, K] with --delta convert with the section's error in the outputs' units (the delta
+    section crashed on them after both emulations; then they were refused before any work)."""
     from rnnskip.delta.spec import DeltaSpec
     from rnnskip.pipeline import import_model
     from rnnskip.reference import FloatModel

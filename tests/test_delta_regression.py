@@ -154,3 +154,41 @@ def test_per_step_regression_tolerance_is_per_scored_step(tmp_path):
     assert c["point_estimate"] == pytest.approx(100 * np.mean(share), abs=1e-9)
     assert c["certified"] and max(spec.theta_x + spec.theta_h) > 0
     assert 0 < off[scored].sum() < scored.sum()   # moved past the tolerance at some steps, not all
+
+
+def test_delta_train_fine_tunes_a_regression_model_on_its_rmse(forecast, tmp_path):
+    """delta-train on float targets (it refused them): the mean squared error, early stopping and the log on the
+    validation RMSE, from a metric of its own (the loss also holds the L1 penalty). The RMSE before fine-tuning is
+    the delta model's, recomputed here; the written model and thresholds convert."""
+    from rnnskip.datasets import load_npz
+    from rnnskip.delta.train import build_delta_model, run_delta_train
+    from rnnskip.pipeline import import_model, quantize_model
+    d, ir = forecast
+    lines = []
+    info = run_delta_train(str(d / "reg.h5"), str(d / "train.npz"), str(d / "val.npz"), tmp_path / "dt.h5",
+                           theta_x=4, theta_h=8, epochs=3, log=lines.append)
+    assert {"val_rmse", "val_rmse_before"} <= set(info) and "val_accuracy" not in info
+    assert info["val_rmse"] < info["val_rmse_before"]   # fine-tuned towards the targets under the thresholds
+    assert (tmp_path / "dt.h5").is_file() and (tmp_path / "dt.delta.json").is_file()
+    assert any(f"validation RMSE before fine-tuning {info['val_rmse_before']:.4f}" in line for line in lines)
+    val, cal = load_npz(str(d / "val.npz"), ir), load_npz(str(d / "train.npz"), ir)
+    qm, _ = quantize_model(ir, cal, 1000, progress=False)
+    m, *_ = build_delta_model(ir, qm, [4], [8], l1=0.02, noise=0.25)
+    pred = m.predict(val.x, verbose=0)[:, 0]
+    assert info["val_rmse_before"] == pytest.approx(float(np.sqrt(np.mean((pred - val.y) ** 2))), rel=1e-5)
+    assert import_model(tmp_path / "dt.h5").output_dim == 1
+
+
+def test_delta_train_refuses_mixed_targets(tmp_path):
+    """Two linear outputs are a regression on float targets [N, 2] and a classifier's logits on integer labels: --train
+    and --val of the two kinds are refused in one line, before any training."""
+    k = pytest.importorskip("tf_keras")
+    m = k.Sequential([k.layers.Input((6, 3)), k.layers.LSTM(4), k.layers.Dense(2)])
+    m.save(tmp_path / "two.h5")
+    x = np.random.default_rng(0).normal(0, 1, (10, 6, 3)).astype(np.float32)
+    np.savez(tmp_path / "reg.npz", x=x, y=np.random.default_rng(1).normal(0, 1, (10, 2)).astype(np.float32))
+    np.savez(tmp_path / "cls.npz", x=x, y=np.arange(10) % 2)
+    one_line_error(cli("rnnskip", "delta-train", tmp_path / "two.h5", "--train", tmp_path / "reg.npz", "--val",
+                       tmp_path / "cls.npz", "--out", tmp_path / "o.h5"),
+                   "holds regression targets (float y) but --val", "class labels; give both the same kind")
+    assert not (tmp_path / "o.h5").exists()

@@ -365,7 +365,9 @@ def classifier_loss(keras, ir):
 def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_path=None, epochs=40, theta_m=None,
                     l1=0.02, lr=5e-4, calib=None, batch_size=32, noise=0.25, patience=8, seed=0,
                     log=print, verbose=0) -> dict:
-    """``rnnskip delta-train``: fine-tune MODEL with the delta forward pass, write OUT (.h5)."""
+    """``rnnskip delta-train``: fine-tune MODEL with the delta forward pass, write OUT (.h5). A classifier trains on
+    its own loss and stops on the validation accuracy; a regression model (float targets) on the mean squared error
+    and the validation RMSE (``info``'s ``val_rmse`` and ``val_rmse_before`` then stand for the accuracies)."""
     from .. import pipeline
     out = Path(out)
     l1 = 0.02 if l1 is None else float(l1)
@@ -402,8 +404,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
                            f"yourself")
     ir = pipeline.import_model(model)
     check_supported(ir.rnn_layers)
-    from ..outputs import check_class_outputs
-    check_class_outputs(ir, "delta-train")   # the loss below is a classifier's
+    from ..outputs import check_class_outputs, is_regression
     if ir.output_activation == "sigmoid" and ir.output_dim > 1:
         raise RnnskipError(f"delta-train trains a softmax, logits or one-sigmoid classifier; this model ends in "
                            f"{ir.output_dim} independent sigmoid outputs (multi-label), which its loss does not fit")
@@ -425,9 +426,18 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     from ..cli_support import note
     tr = pipeline.load_data(train, ir, "--train", note=note)
     va = pipeline.load_data(val, ir, "--val", note=note, loaded=[train])
-    if tr.y.dtype.kind == "f":
-        raise RnnskipError("delta-train supports classifiers (integer labels y)")
-    check_class_outputs(ir, "delta-train", tr.y)
+    # float targets: a regression model, trained on the mean squared error and stopped on the validation RMSE;
+    # else a classifier, on its own loss and the validation accuracy
+    regression = is_regression(tr.y)
+    if regression != is_regression(va.y):
+        raise RnnskipError(f"--train {train} holds {'regression targets (float y)' if regression else 'class labels'} "
+                           f"but --val {val} {'class labels' if regression else 'regression targets (float y)'}; "
+                           f"give both the same kind")
+    if regression and ir.output_activation in ("softmax", "sigmoid"):
+        raise RnnskipError(f"--train {train} holds regression targets (float y) but the model ends in a "
+                           f"{ir.output_activation} (a classifier): give integer class labels")
+    if not regression:
+        check_class_outputs(ir, "delta-train", tr.y)
     L = len(ir.rnn_layers)
     if delta_path:
         s = DeltaSpec.load(delta_path)
@@ -465,30 +475,41 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     # a one-output per-step head gives [N, T, 1]: labels of that shape keep Keras' loss per step ([N, T] labels
     # would make it average over time and leave one loss per sequence, against [N, T] weights)
     y_tr, y_va = (tr.y[..., None], va.y[..., None]) if ir.per_step and ir.output_dim == 1 else (tr.y, va.y)
-    m.compile(optimizer=keras.optimizers.Adam(lr), loss=classifier_loss(keras, ir),
-              **({"weighted_metrics": ["accuracy"]} if ir.per_step else {"metrics": ["accuracy"]}))
+    # a regression model: the head's outputs (after its activation) against the targets, stopped on the lowest
+    # validation RMSE (a metric of its own: the loss also holds the L1 penalty on the deltas)
+    metric = keras.metrics.RootMeanSquaredError(name="rmse") if regression else "accuracy"
+    m.compile(optimizer=keras.optimizers.Adam(lr),
+              loss=keras.losses.MeanSquaredError() if regression else classifier_loss(keras, ir),
+              **({"weighted_metrics": [metric]} if ir.per_step else {"metrics": [metric]}))
+    measure, key, pick = (("RMSE", "val_rmse", np.argmin) if regression else ("accuracy", "val_accuracy", np.argmax))
+
+    def value(logs, k):
+        return float(logs.get(k, float("nan")))
     from ..tfquiet import quiet_stderr
     with quiet_stderr():   # TF's C++ chatter at the first ops; Keras' progress goes to stdout
-        _, acc0, *_ = m.evaluate(x_va, y_va, sample_weight=_weights(w_va), verbose=0, batch_size=64)
+        ev0 = m.evaluate(x_va, y_va, sample_weight=_weights(w_va), verbose=0, batch_size=64, return_dict=True)
+    acc0 = value(ev0, key[len("val_"):])
     cell = f", cell {tm} (pre-activation steps)" if checked.cell_sparse else ""
     log(f"delta-train: {ir.name}, thresholds input {tx} hidden {th} (int8 steps){cell}, L1 {l1}, noise {noise}; "
-        f"delta validation accuracy before fine-tuning {acc0:.4f}")
+        f"delta validation {measure} before fine-tuning {acc0:.4f}")
     t0 = time.time()
 
     def epoch_done(epoch, logs):   # one line per epoch: a long fine-tuning shows where it is
         logs = logs or {}
-        log(f"epoch {epoch + 1}/{epochs}: loss {logs.get('loss', float('nan')):.4f}, validation accuracy "
-            f"{logs.get('val_accuracy', float('nan')):.4f}, training density {logs.get('density', float('nan')):.3f}, "
+        log(f"epoch {epoch + 1}/{epochs}: loss {logs.get('loss', float('nan')):.4f}, validation {measure} "
+            f"{value(logs, key):.4f}, training density {logs.get('density', float('nan')):.3f}, "
             f"{time.time() - t0:.0f} s")
     with quiet_stderr():
         hist = m.fit(x_tr, y_tr, sample_weight=_weights(w_tr), epochs=epochs, batch_size=batch_size,
                      validation_data=(x_va, y_va) if w_va is None else (x_va, y_va, _weights(w_va)),
                      verbose=verbose, callbacks=[keras.callbacks.EarlyStopping(
-                         monitor="val_accuracy", patience=patience, restore_best_weights=True, mode="max"),
+                         monitor=key, patience=patience, restore_best_weights=True,
+                         mode="min" if regression else "max"),
                          keras.callbacks.LambdaCallback(on_epoch_end=epoch_done)])
     h = hist.history
-    best = int(np.argmax(h["val_accuracy"]))
-    log(f"epochs {len(h['loss'])}, best {best + 1}: validation accuracy {h['val_accuracy'][best]:.4f}, "
+    best = int(pick(h[key]))
+    best_value = value({key: h[key][best]}, key)
+    log(f"epochs {len(h['loss'])}, best {best + 1}: validation {measure} {best_value:.4f}, "
         f"training density {h.get('density', [float('nan')])[best]:.3f}, "
         f"cells {h.get('cells', [float('nan')])[best]:.3f}")
     bad = [w.name for w in m.weights if not np.all(np.isfinite(w.numpy()))]
@@ -502,7 +523,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
         # the thresholds it was trained for, as a ready delta.json for the new model
         spec = DeltaSpec(tx, th, theta_m=tm, tuning={
             "method": "delta-aware fine-tuning (delta-train) at these thresholds",
-            "validation_accuracy_float_delta": float(h["val_accuracy"][best]),
+            f"validation_{'rmse' if regression else 'accuracy'}_float_delta": best_value,
             "calibration": str(calib) if calib else str(train), "seed": seed})
         out_ir = pipeline.import_model(tmp)
         # the grid rnnskip-convert gives the new weights on the same calibration data
@@ -514,8 +535,9 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
         tmp.unlink(missing_ok=True)
         tmp_spec.unlink(missing_ok=True)
     info = {"thresholds": {"input": tx, "hidden": th, "cell": tm}, "l1": l1, "noise": noise, "lr": lr,
-            "epochs_run": len(h["loss"]), "best_epoch": best + 1, "val_accuracy_before": float(acc0),
-            "val_accuracy": float(h["val_accuracy"][best]),
+            "epochs_run": len(h["loss"]), "best_epoch": best + 1,
+            f"val_{'rmse' if regression else 'accuracy'}_before": float(acc0),
+            f"val_{'rmse' if regression else 'accuracy'}": best_value,
             "train_density": float(h["density"][best]) if "density" in h else None,
             "train_cells": float(h["cells"][best]) if "cells" in h else None,
             "seed": seed}

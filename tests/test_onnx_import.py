@@ -1385,6 +1385,17 @@ def test_layer_norm_into_the_head_equals_onnxruntime_and_host(how, tmp_path):
     check_ort_and_host(ir, path, x, True, tmp_path)
 
 
+def test_layer_norm_below_opset_17_says_which_opset(tmp_path):
+    """Below opset 17 nn.LayerNorm is exported as ReduceMean, Sub, Pow, Sqrt, Div: refused at its first ReduceMean
+    with the opset that makes it one LayerNormalization node (it said ReduceMean converts only over time)."""
+    path = tmp_path / "m16.onnx"
+    export(LayerNormed("last"), path, False, True, opset=16)
+    assert refusal(path).endswith("takes the mean over the features of state data, as nn.LayerNorm exported below "
+                                  "opset 17 does (ReduceMean, Sub, Pow, ReduceMean, Sqrt, Div): export with "
+                                  "opset_version=17 or later, where it is one LayerNormalization node rnnskip folds "
+                                  "into the head's Dense after it")
+
+
 @pytest.mark.parametrize("how,needle", [
     ("stack", "(Transpose) reads a LayerNormalization's output: rnnskip folds one only into the head's Gemm/MatMul"),
     ("act", "reads a LayerNormalization's output: rnnskip folds one only into the head's Gemm/MatMul")])

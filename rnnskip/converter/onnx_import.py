@@ -827,6 +827,12 @@ def h_reduce_pool(ctx: _Ctx):
     if s.kind in (STATE, CELL) and "LB" in s.axes:
         ctx.fail(f"reduces the final states of all {len(s.layers)} stacked bidirectional layers (h_n): rnnskip "
                  "converts the last layer's two summed or averaged (h_n[-2] + h_n[-1], its half), or concatenated")
+    if ctx.op == "ReduceMean" and s.kind in (STATE, VEC, SEQ) and axes is not None and s.axes and \
+            [_norm(a, len(s.axes)) for a in axes] == [len(s.axes) - 1] and s.axes[-1] == "F":
+        # a mean over the features: what nn.LayerNorm exports as below opset 17 (ReduceMean, Sub, Pow, Sqrt, Div)
+        ctx.fail(f"takes the mean over the features of {s.kind} data, as nn.LayerNorm exported below opset 17 does "
+                 f"(ReduceMean, Sub, Pow, ReduceMean, Sqrt, Div): export with opset_version=17 or later, where it is "
+                 f"one LayerNormalization node rnnskip folds into the head's Dense after it")
     if ctx.op == "ReduceSum":
         ctx.fail(f"is not supported: {_POOL}" if s.kind == SEQ else
                  f"sums {s.kind} data over axes {axes}: rnnskip converts a sum over a bidirectional layer's two final "

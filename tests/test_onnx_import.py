@@ -1914,20 +1914,17 @@ def _matrix_rows(tmp_path):
     pooled = {"mean": "y.mean(1) into the head", "max": "y.max(1).values into the head (softmax)",
               "keep": "y.mean(1, keepdim=True).squeeze(1)", "bimean": "bidirectional=True, y.mean(1)",
               "sum": "y.sum(1) into the head", "cat": "torch.cat([y.amax(1), y.mean(1)], -1) into the head"}
-    for how, option in pooled.items():
-        def run(how=how):
-            torch.manual_seed(3)
-            x = export(Pooled(how), tmp_path / "last.onnx", False, True)
-            got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(x)
-            return float(np.abs(got - run_ort(tmp_path / "last.onnx", x)).max())
-        out.append(("GRU", f"pooling over time: {option}", f"torch.onnx.export, opset {OPSET}", verdict(run)))
-    for how, option in LAYER_NORMED.items():
-        def run(how=how):
-            torch.manual_seed(4)
-            x = export(LayerNormed(how), tmp_path / "last.onnx", False, True)
-            got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(x)
-            return float(np.abs(got - run_ort(tmp_path / "last.onnx", x)).max())
-        out.append(("LayerNormalization", option, f"torch.onnx.export, opset {OPSET}", verdict(run)))
+    def exported_rows(label, options, module, seed, prefix=""):
+        """One row per variant of ``module`` (batch-first, one output per sequence), exported at OPSET."""
+        for how, option in options.items():
+            def run(how=how):
+                torch.manual_seed(seed)
+                x = export(module(how), tmp_path / "last.onnx", False, True)
+                got = FloatModel(load_model_file(tmp_path / "last.onnx")).predict(x)
+                return float(np.abs(got - run_ort(tmp_path / "last.onnx", x)).max())
+            out.append((label, prefix + option, f"torch.onnx.export, opset {OPSET}", verdict(run)))
+    exported_rows("GRU", pooled, Pooled, 3, "pooling over time: ")
+    exported_rows("LayerNormalization", LAYER_NORMED, LayerNormed, 4)
     flat = {"reshape": "fc(y.reshape(batch, -1)): every step side by side (fixed time, dynamic batch)",
             "flatten": "fc(torch.flatten(y, 1))", "nn": "nn.Flatten() on y, then nn.Linear + softmax",
             "tm": "time-major y: fc(y.transpose(0, 1).reshape(batch, -1))",

@@ -160,8 +160,9 @@ def _sk_tree(est) -> dict:
 # ---- sizes -----------------------------------------------------------------
 
 def rnn_params(ir) -> int:
-    """Parameters of the recurrent layers (kernel, recurrent kernel, bias): the
-    size a predictor's ``params_ratio`` is measured against (embedding and head excluded)."""
+    """Parameters of the layers that run at every step (kernel, recurrent kernel, bias): the recurrent layers and
+    any per-step Dense layers of the stack, all of which a skipped step does not run; the size a predictor's
+    ``params_ratio`` is measured against (embedding, front end and head excluded)."""
     return int(sum(np.size(l.kernel) + np.size(l.recurrent_kernel) + np.size(l.bias) for l in ir.rnn_layers))
 
 

@@ -212,30 +212,35 @@ def _rmse(d: np.ndarray) -> float:
     return float(np.sqrt(np.mean(d ** 2))) if d.size else float("nan")
 
 
-def method_error(ir, qm, ds, out: np.ndarray, dense_out: np.ndarray, tolerance: Optional[float] = None) -> dict:
+def method_error(ir, qm, ds, out: np.ndarray, dense_out: np.ndarray) -> dict:
     """A step method on a regression model, in the output's own units at the values it is scored on: the
-    method's golden int16 outputs ``out`` against the dense int8 model's ``dense_out`` (its cost), and each of
-    them and the float model against the labels; with ``tolerance``, the share of sequences whose outputs all
-    stay within it of the dense model's (per step: each sequence's share of scored steps, averaged), the
-    measure a budget with a tolerance certifies."""
+    method's golden int16 outputs ``out`` against the dense int8 model's ``dense_out`` (its cost), and, when ``ds``
+    has labels, each of them and the float model against the labels (else those are None)."""
     from .reference import FloatModel
-    from .stats import accuracy
-    f = np.asarray(FloatModel(ir).predict(ds.x, ds.lengths), np.float64)
     q, d = dequantize(qm, out), dequantize(qm, dense_out)
-    y = _labels_like(ds.y, f)
     mask = scored_steps(qm, ds) if per_step(qm) else None
 
     def sel(a):
         return a if mask is None else a[mask]
     moved = sel(q - d)
-    e = {"float_vs_label_rmse": _rmse(sel(f - y)), "dense_int8_vs_label_rmse": _rmse(sel(d - y)),
-         "method_int8_vs_label_rmse": _rmse(sel(q - y)), "method_vs_dense_rmse": _rmse(moved),
+    e = {"float_vs_label_rmse": None, "dense_int8_vs_label_rmse": None, "method_int8_vs_label_rmse": None,
+         "method_vs_dense_rmse": _rmse(moved),
          "method_vs_dense_max_abs": float(np.abs(moved).max()) if moved.size else float("nan"),
          "values": int(moved.size)}
-    if tolerance is not None:
-        e["tolerance"] = float(tolerance)
-        e["within_tolerance"] = accuracy(output_outcomes(qm, ds.x, ds.lengths, out, d, tolerance))
+    if ds.y is not None:
+        f = np.asarray(FloatModel(ir).predict(ds.x, ds.lengths), np.float64)
+        y = _labels_like(ds.y, f)
+        e.update(float_vs_label_rmse=_rmse(sel(f - y)), dense_int8_vs_label_rmse=_rmse(sel(d - y)),
+                 method_int8_vs_label_rmse=_rmse(sel(q - y)))
     return e
+
+
+def within_tolerance(qm, ds, out: np.ndarray, dense_out: np.ndarray, tolerance: float) -> float:
+    """The share of sequences of ``ds`` whose outputs (golden ``out``) all stay within ``tolerance`` of the dense
+    int8 model's (``dense_out``), in the model's units after its last activation; per step, each sequence's share
+    of its scored steps, averaged: the measure a budget with a tolerance certifies (its complement)."""
+    from .stats import accuracy
+    return accuracy(output_outcomes(qm, ds.x, ds.lengths, out, dequantize(qm, dense_out), tolerance))
 
 
 def score_like_float(qm, ds, probs: np.ndarray, other: np.ndarray) -> float:

@@ -379,10 +379,13 @@ def _task_rows(rep: dict) -> list:
     a, err = rep["accuracy"], rep.get("error")
     if (rep.get("data") or {}).get("labels") is False:
         return [("accuracy", "-  (no labels (y) in the data: bit-exactness, cycles and memory only)")]
+    # the int8 model is the one with its step methods: say so, as the float model with int8 weights is without them
+    on = [k for k in ("skip", "delta") if rep.get(k) and rep[k].get("attached", True)]
+    with_methods = f"  (with {' and '.join(on)})" if on else ""
     if err is not None:  # regression
         w = err.get("int8_weights_vs_float_rmse")   # the float model with the int8 weights, against the float model
         return [("error float vs label (RMSE)", _fmt(err["float_vs_label_rmse"])),
-                ("error int8 vs float (RMSE)", _fmt(err["int8_vs_float_rmse"])
+                ("error int8 vs float (RMSE)", _fmt(err["int8_vs_float_rmse"]) + with_methods
                  + ("" if w is None else f"  (int8 weights, float activations: {_fmt(w)})")),
                 ("error int8 vs float (max)", _fmt(err["int8_vs_float_max_abs"]))]
     w = a.get("float_int8_weights")                 # the float model with the int8 weights
@@ -393,7 +396,7 @@ def _task_rows(rep: dict) -> list:
         if (rep.get("bitexact") or {}).get("device_mismatches") == 0:
             on += "; bit-exact with the golden model on them"
     return [("accuracy float", _fmt(a["float"]) + ("" if w is None else f"  (with the int8 weights: {_fmt(w)})")),
-            ("accuracy int8 golden", _fmt(a["int8_golden"])),
+            ("accuracy int8 golden", _fmt(a["int8_golden"]) + with_methods),
             ("accuracy int8 device", f"{_fmt(a['int8_device'])}  ({on})")]
 
 

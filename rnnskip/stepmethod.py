@@ -143,6 +143,11 @@ class MethodSetup:
         """(label, value) lines of the section for the terminal table."""
         return []
 
+    @staticmethod
+    def slower_hint(sec: dict) -> str:
+        """What to try when the section's firmware was slower than the model without the method ("" if nothing)."""
+        return ""
+
     def unattached_section(self) -> dict:
         """The report section when :meth:`attach` left the method out (``not_attached``)."""
         return {"attached": False, **self.not_attached}

@@ -108,10 +108,23 @@ def test_convert_reports_the_outputs_error(forecast):
     assert e["method_vs_dense_max_abs"] == pytest.approx(np.abs(delta - dense).max(), abs=1e-12)
     assert e["method_int8_vs_label_rmse"] == pytest.approx(np.sqrt(np.mean((delta[:, 0] - y) ** 2)), abs=1e-12)
     assert e["dense_int8_vs_label_rmse"] == pytest.approx(rep["error"]["float_vs_label_rmse"], rel=0.5)
-    assert e["within_tolerance"] == pytest.approx(np.mean(np.abs(delta - dense).max(axis=1) <= TOL), abs=1e-12)
-    assert e["tolerance"] == TOL and sec["tuning"]["tolerance"] == TOL and sec["certified"]["certified"]
-    assert "delta error int8" in p.stdout and f"within {TOL:g}" in p.stdout
+    w = sec["within_tolerance"]
+    assert w["share"] == pytest.approx(np.mean(np.abs(delta - dense).max(axis=1) <= TOL), abs=1e-12)
+    assert w["tolerance"] == TOL and sec["tuning"]["tolerance"] == TOL and sec["certified"]["certified"]
+    assert "delta error int8" in p.stdout and f"with every output within {TOL:g} of the dense int8" in p.stdout
+    assert "error int8 vs float (RMSE)" in p.stdout and "(with delta)" in p.stdout   # the top table's int8 model
     assert sec["emulated"]["dense_device_matches_golden"]
+    # unlabelled data (it was refused: the delta section is an accuracy): the cost against the dense model and the
+    # certified measure need no labels
+    v = np.load(d / "val.npz")
+    np.savez(d / "nolab.npz", x=v["x"])
+    p = cli("rnnskip-convert", d / "reg.h5", "--data", d / "nolab.npz", "--calib", d / "train.npz", "--delta",
+            d / "delta.json", "--out", d / "conv_nolab", "--emulate-max", "2", "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    un = json.loads((d / "conv_nolab" / "report.json").read_text())["delta"]
+    assert un["error"]["method_int8_vs_label_rmse"] is None and un["error"]["float_vs_label_rmse"] is None
+    assert un["error"]["method_vs_dense_max_abs"] == e["method_vs_dense_max_abs"]   # the same rows
+    assert un["within_tolerance"]["share"] == w["share"] and "no labels; vs dense int8" in p.stdout
 
 
 def test_per_step_regression_tolerance_is_per_scored_step(tmp_path):
@@ -192,3 +205,36 @@ def test_delta_train_refuses_mixed_targets(tmp_path):
                        tmp_path / "cls.npz", "--out", tmp_path / "o.h5"),
                    "holds regression targets (float y) but --val", "class labels; give both the same kind")
     assert not (tmp_path / "o.h5").exists()
+
+
+@needs_arm
+def test_a_classifier_tuned_with_a_tolerance_reports_it(tmp_path):
+    """--tolerance on a softmax classifier: the budget is on its probabilities, and the conversion reports the
+    certified measure on --data (within_tolerance) next to the accuracies (a user check found only accuracies)."""
+    k = pytest.importorskip("tf_keras")
+    k.utils.set_random_seed(2)
+    m = k.Sequential([k.layers.Input((10, 2)), k.layers.GRU(8), k.layers.Dense(3, activation="softmax")])
+    m.save(tmp_path / "cls.h5")
+    rng = np.random.default_rng(4)
+    x = np.cumsum(rng.normal(0, 0.3, (60, 10, 2)), axis=1).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.argmax(m.predict(x, verbose=0), 1))
+    p = cli("rnnskip", "delta-tune", tmp_path / "cls.h5", "--val", tmp_path / "d.npz", "--max-disagreement", "30",
+            "--tolerance", "0.05", "--grid", "0,2,4", "--cell-grid", "", "--out", tmp_path / "t.json")
+    assert p.returncode == 0, p.stderr
+    p = cli("rnnskip-convert", tmp_path / "cls.h5", "--data", tmp_path / "d.npz", "--delta", tmp_path / "t.json",
+            "--out", tmp_path / "o", "--emulate-max", "2", "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    sec = json.loads((tmp_path / "o" / "report.json").read_text())["delta"]
+    assert sec["accuracy"]["delta_int8"] is not None and "error" not in sec
+    from rnnskip.delta.golden import with_delta
+    from rnnskip.delta.spec import DeltaSpec
+    from rnnskip.outputs import dequantize
+    from rnnskip.pipeline import import_model, load_data, quantize_model
+    from rnnskip.quant.golden import GoldenModel
+    ir = import_model(tmp_path / "cls.h5")
+    ds = load_data(str(tmp_path / "d.npz"), ir)
+    qm, _ = quantize_model(ir, ds, 1000, progress=False)
+    dense = dequantize(qm, GoldenModel(qm).run(ds.x, ds.lengths)[0])
+    delta = dequantize(qm, GoldenModel(with_delta(qm, DeltaSpec.load(tmp_path / "t.json"))).run(ds.x, ds.lengths)[0])
+    want = float(np.mean(np.abs(delta - dense).max(axis=1) <= 0.05))
+    assert sec["within_tolerance"]["share"] == pytest.approx(want, abs=1e-12) and 0 < want

@@ -1337,13 +1337,15 @@ class LayerNormed(OneLayer):
     """nn.LayerNorm (ONNX LayerNormalization, opset 17) into the head: "last" fc(ln(h_n[-1])), "seq" fc(ln(y)) at
     every step, "pool" fc(ln(y.mean(1))), "relu2" fc2(ln(relu(fc1(h_n[-1])))) (between two head layers); refused:
     "squeeze" fc(ln(h_n).squeeze(0)) (the normalisation through a Squeeze: a review found it dropped there);
-    refused: "stack" ln(y) into a second GRU, "act" fc(relu(ln(h_n[-1]))) (an activation between it and the Dense)."""
+    refused: "stack" ln(y) into a second GRU, "act" fc(relu(ln(h_n[-1]))) (an activation between it and the Dense),
+    "input" the GRU on ln_in(x)."""
 
     def __init__(self, how):
         super().__init__(how, cell=nn.GRU)
         self.ln = nn.LayerNorm(UNITS)
         self.fc1, self.ln2, self.fc2 = nn.Linear(UNITS, 6), nn.LayerNorm(6, eps=1e-3), nn.Linear(6, 3)
         self.rnn2 = nn.GRU(UNITS, UNITS, batch_first=True)
+        self.ln_in = nn.LayerNorm(FEAT)
         with torch.no_grad():   # away from the identity, so the fold is seen
             for ln in (self.ln, self.ln2):
                 ln.weight.uniform_(0.5, 1.5)
@@ -1363,13 +1365,16 @@ class LayerNormed(OneLayer):
             return self.fc(torch.relu(self.ln(h[-1])))
         if self.how == "squeeze":
             return self.fc(self.ln(h).squeeze(0))
+        if self.how == "input":
+            return self.fc(self.rnn(self.ln_in(x))[1][-1])
         return self.fc(self.ln(h[-1]))
 
 
 LAYER_NORMED = {"last": "fc(ln(h_n[-1])): nn.LayerNorm into the head", "seq": "fc(ln(y)) at every step",
                 "pool": "fc(ln(y.mean(1)))", "squeeze": "fc(ln(h_n).squeeze(0))",
                 "relu2": "fc2(ln2(relu(fc1(ln(h_n[-1]))))): two, between head layers",
-                "stack": "ln(y) into a second GRU", "act": "fc(relu(ln(h_n[-1]))): an activation after it"}
+                "stack": "ln(y) into a second GRU", "act": "fc(relu(ln(h_n[-1]))): an activation after it",
+                "input": "on the input features, before the GRU"}
 
 
 @pytest.mark.parametrize("how", ["last", "seq", "pool", "relu2", "squeeze"])
@@ -1397,8 +1402,11 @@ def test_layer_norm_below_opset_17_says_which_opset(tmp_path):
 
 
 @pytest.mark.parametrize("how,needle", [
-    ("stack", "(Transpose) reads a LayerNormalization's output: rnnskip folds one only into the head's Gemm/MatMul"),
-    ("act", "reads a LayerNormalization's output: rnnskip folds one only into the head's Gemm/MatMul")])
+    ("stack", "reads the output of 'ln/LayerNormalization' (LayerNormalization): rnnskip folds a LayerNormalization "
+              "only into the head's Gemm/MatMul right after it"),
+    ("act", "node 'Relu' (Relu) reads the output of 'ln/LayerNormalization' (LayerNormalization)"),
+    ("input", "node 'ln_in/LayerNormalization' (LayerNormalization) is before the recurrent layers: rnnskip folds a "
+              "LayerNormalization into the head's Dense layer after it")])
 def test_layer_norm_elsewhere_is_refused_in_one_line(how, needle, tmp_path):
     path = tmp_path / f"{how}.onnx"
     export(LayerNormed(how), path, False, True)

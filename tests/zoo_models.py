@@ -939,6 +939,10 @@ PER_STEP_DENSE_CASES: List[Case] = [
     Case("refuse_layernorm_input", "LayerNormalization", "on the input features",
          lambda k: [_L(k).LayerNormalization(name="ln_in"), _L(k).LSTM(4), _L(k).Dense(2)], gens=("k2",),
          refused=["'ln_in' (LayerNormalization) is on the model's input"]),
+    Case("refuse_layernorm_before_pooling", "LayerNormalization", "on every step before GlobalAveragePooling1D",
+         lambda k: [_L(k).GRU(4, return_sequences=True), _L(k).LayerNormalization(name="ln_step"),
+                    _L(k).GlobalAveragePooling1D(name="gap"), _L(k).Dense(2)], gens=("k2",),
+         refused=["'ln_step' (LayerNormalization) is before 'gap' (GlobalAveragePooling1D)"]),
 ]
 CASES += PER_STEP_DENSE_CASES
 

@@ -305,7 +305,8 @@ def fold_layernorm(nodes: List[Node]) -> List[Node]:
             out.append(node)
             continue
         ln: LayerNorm = node.value
-        where = "on the model's input" if not seen_recurrent else ""
+        where = ("on the model's input (a fixed normalisation there, BatchNormalization or Normalization, folds into "
+                 "the first layer)") if not seen_recurrent else ""
         between = [n for n in nodes[i + 1:]]
         nxt = next((n for n in between if not _is_identity(n)), None)
         if not where and (nxt is None or nxt.kind != DENSE):

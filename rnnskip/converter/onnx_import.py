@@ -114,6 +114,7 @@ class Sym:
     act_conv: Optional[ConvLayer] = None  # X: a linear Conv a monotone activation still folds into (through MaxPool)
     tpad: Tuple[int, int] = (0, 0)        # X: zero frames a Pad put before and after the time axis (the next Conv's)
     norm: Optional[float] = None          # a LayerNormalization's epsilon: the next (head) Dense normalises its input
+    norm_node: str = ""                   # ... and that LayerNormalization node's name, for refusals
 
 
 def _data(kind):
@@ -646,7 +647,7 @@ def _with_axes(s: Sym, axes, squeezed: Optional[bool] = None, keep_dense: bool =
     return Sym(s.kind, value=s.value, axes=tuple(axes), width=s.width, layer=s.layer,
                dense=s.dense if keep_dense or (sq and not s.squeezed) or s.kind == X else None, padded=s.padded,
                layers=s.layers, squeezed=sq, direction=s.direction, pooled=s.pooled, affine=s.affine, conv=s.conv,
-               tpad=s.tpad, act_conv=s.act_conv, norm=s.norm)
+               tpad=s.tpad, act_conv=s.act_conv, norm=s.norm, norm_node=s.norm_node)
 
 
 def _squeezable(s: Sym, ax: str) -> bool:
@@ -1204,6 +1205,10 @@ def h_layer_norm(ctx: _Ctx):
         ctx.fail("on constants is not folded by rnnskip")
     rank = len(s.axes)
     axis = _norm(int(ctx.attrs.get("axis", -1)), rank)
+    if s.kind == X:   # the model input, a per-step input layer's or a front end's output
+        ctx.fail("is before the recurrent layers: rnnskip folds a LayerNormalization into the head's Dense layer "
+                 "after it (a fixed normalisation of the input, BatchNormalization or (x - mean) / std with constants, "
+                 "folds into the first layer)")
     if s.kind not in (STATE, VEC, SEQ) or axis != rank - 1 or s.axes[-1] != "F":
         ctx.fail(f"normalises axis {axis} of {s.kind} data with axes {s.axes}: rnnskip folds a LayerNormalization of "
                  "the recurrent layers' output features (the last axis) into the head's Dense layer after it")
@@ -1217,7 +1222,7 @@ def h_layer_norm(ctx: _Ctx):
         ctx.fail(f"has {gamma.size} scales on {n} features: the graph is inconsistent")
     affine = (np.broadcast_to(gamma, (n,)).copy(), np.broadcast_to(beta, (n,)).copy())
     # (dense kept: the next Dense must read the last head layer; an activation cannot fold through, _NORM_PASSES)
-    return [replace(s, affine=affine, norm=float(ctx.attrs.get("epsilon", 1e-5)))] + \
+    return [replace(s, affine=affine, norm=float(ctx.attrs.get("epsilon", 1e-5)), norm_node=ctx.key)] + \
         [None] * (len(ctx.node.output) - 1), "folded (layer normalisation, into the next Dense layer)"
 
 
@@ -1971,9 +1976,12 @@ def _run(r: _Reader) -> ModelIR:
             raise LayerError(unsupported(key, node.op_type if node.domain in ("", "ai.onnx")
                                          else f"{node.domain}.{node.op_type}"), key)
         ctx = _Ctx(r, node, key)
-        if node.op_type not in _NORM_PASSES and any(s is not None and s.norm is not None for s in ctx.ins):
-            raise LayerError(f"node '{key}' ({node.op_type}) reads a LayerNormalization's output: rnnskip folds one "
-                             "only into the head's Gemm/MatMul that reads it (through Squeeze or Dropout at most)", key)
+        ln = next((s.norm_node for s in ctx.ins if s is not None and s.norm is not None), None)
+        if node.op_type not in _NORM_PASSES and ln is not None:
+            raise LayerError(f"node '{key}' ({node.op_type}) reads the output of '{ln}' (LayerNormalization): rnnskip "
+                             "folds a LayerNormalization only into the head's Gemm/MatMul right after it (through "
+                             "Squeeze or Dropout at most), not before another recurrent layer, pooling or an "
+                             "activation", key)
         if node.op_type not in _AFFINE_PASSES and any(s is not None and s.affine is not None for s in ctx.ins):
             raise LayerError(f"node '{key}' ({node.op_type}) reads a normalisation's output (a BatchNormalization, "
                              "or arithmetic with constants): rnnskip folds one only into the Gemm/MatMul, Conv or "

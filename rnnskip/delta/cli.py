@@ -133,6 +133,13 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     cell = "" if c.theta_m == (None,) * len(c.theta_m) else f", cell {list(c.theta_m)} (pre-activation steps)"
     log(f"chosen: input {list(c.theta_x)}, hidden {list(c.theta_h)} (int8 steps){cell}: "
         + cert.line(str(val)) + "; " + _calibration_numbers(res))
+    from .report import CELL_DENSITY_HINT
+    cell_m = next((m for m in c.theta_m if m is not None), None)
+    if cert.chosen is not None and cell_m is not None and c.density_cells > CELL_DENSITY_HINT:
+        # the largest cell threshold within the budget: fewer operations, not always fewer cycles
+        warn(f"warning: the chosen cell threshold m{cell_m} still evaluates {c.density_cells:.0%} of the units and "
+             f"adds a check to every one, which can make the firmware slower than the same thresholds without it: "
+             f"compare the cycles of a conversion with {out} and one with thresholds from --cell-grid ''")
     if cert.chosen is None:
         # at thresholds 0 only values that change transmit: a relu layer's zeros that stay zero do not, so the
         # delta firmware can still be faster than the dense one; its cycles say which

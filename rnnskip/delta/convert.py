@@ -75,3 +75,8 @@ class DeltaSetup(MethodSetup):
     def table_rows(sec: dict) -> list:
         from .report import table_rows
         return table_rows(sec)
+
+    @staticmethod
+    def slower_hint(sec: dict) -> str:
+        from .report import cell_threshold_hint
+        return cell_threshold_hint(sec["thresholds"], sec["density"]["cells"])

@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..outputs import PER_STEP_MEASURE, class_outcomes, is_regression, method_error
+from ..outputs import PER_STEP_MEASURE, class_outcomes, is_regression, method_error, within_tolerance
 from ..quant.golden import GoldenModel
 from ..stats import accuracy
 from .golden import delta_layout, densities, effective_macs, run_stats, spec_of, with_delta
@@ -27,13 +27,16 @@ def _acc(qm, ds, out, regression=False):
     return accuracy(class_outcomes(qm, ds.x, ds.lengths, out, ds.y)) if len(ds.y) else float("nan")
 
 
+
 def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None,
             comparison: Optional[dict] = None) -> dict:
     """The ``delta`` section: golden statistics on all of ``ds``; ``comparison``: the emulated
     delta firmware against the same model without thresholds (report.compare_with_dense)."""
     from ..report import reduction, relative
     spec = spec_of(qm)
-    regression = is_regression(ds.y)   # as the report's own scoring (outputs.score) reads the labels
+    # as the report's own scoring reads the labels (outputs.score); unlabelled data reaches here only for a model
+    # that is no classifier (rnnskip-convert refuses it for the others)
+    regression = ds.y is None or is_regression(ds.y)
     if regression:
         float_acc = None
     elif qm.per_step and len(ds.y):   # the float model's accuracy on the section's measure
@@ -62,7 +65,14 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None,
         "n": int(len(ds)),
     }
     if regression:   # what the thresholds cost in the outputs' own units, and against the labels
-        sec["error"] = method_error(ir, qm, ds, out, dense_out, (spec.tuning or {}).get("tolerance"))
+        sec["error"] = method_error(ir, qm, ds, out, dense_out)
+    tol = (spec.tuning or {}).get("tolerance")
+    if tol is not None:   # the certified measure on this data, for any model tuned with a tolerance
+        share = within_tolerance(qm, ds, out, dense_out, float(tol))
+        sec["within_tolerance"] = {"tolerance": float(tol), "share": share,
+                                   "measure": "share of sequences whose outputs all stay within the tolerance of the "
+                                              "dense int8 model's" + (" (per step: of each sequence's scored steps, "
+                                                                      "averaged)" if qm.per_step else "")}
     if spec.tuning:
         t = spec.tuning
         sec["tuning"] = {k: t.get(k) for k in ("method", "validation_sequences", "max_loss_points", "reference",
@@ -93,19 +103,37 @@ def table_rows(sec: dict):
     acc = "-" if a["delta_int8"] is None else f"{a['delta_int8']:.4f} (dense {a['dense_int8']:.4f}" + (
         "; per step, averaged per sequence)" if a.get("measure") else ")")
     t = sec.get("tuning") or {}
-    e = sec.get("error")
+    e, w = sec.get("error"), sec.get("within_tolerance")
     quality = [("delta accuracy int8", acc)] if e is None else [("delta error int8", error_text(e))]
+    if w is not None:
+        per = " (per step, averaged)" if w["measure"].endswith("averaged)") else ""
+        quality.append(("delta within tol.", f"{100 * w['share']:.1f}% of sequences{per} with every output within "
+                                             f"{w['tolerance']:g} of the dense int8 model's"))
     return [("delta thresholds", th)] + certified_rows(sec.get("certified"), t.get("baseline"),
                                                        (sec.get("int8_grid") or {}).get("same", True)) + [
             ("delta density in/hid/cell", f"{d['input']:.3f} / {d['hidden']:.3f} / {d['cells']:.3f}")] + quality + \
         comparison_rows(sec, "delta") + profile_rows(sec.get("emulated") or {})
 
 
+#: a cell threshold that leaves more than this share of the unit evaluations: its per-unit check (which costs most of
+#: an evaluation on the Cortex-M4 model, docs/delta.md) is unlikely to pay
+CELL_DENSITY_HINT = 0.5
+
+
+def cell_threshold_hint(thresholds: list, cells: float) -> str:
+    """What to try when a cell threshold leaves most unit evaluations ("" otherwise): thresholds without it."""
+    used = [t for t in thresholds if t.get("cell") is not None]
+    if not used or cells <= CELL_DENSITY_HINT:
+        return ""
+    return (f"; its cell threshold (m{used[0]['cell']}) still evaluates {cells:.0%} of the units and adds a check "
+            f"to every one: try thresholds without it ('rnnskip delta-tune ... --cell-grid \"\"')")
+
+
 def error_text(e: dict) -> str:
     """A regression section's ``error`` (outputs.method_error) in one line."""
-    within = "" if e.get("tolerance") is None else f"; {100 * e['within_tolerance']:.1f}% within {e['tolerance']:g}"
-    return (f"RMSE {e['method_int8_vs_label_rmse']:.4g} vs labels (dense {e['dense_int8_vs_label_rmse']:.4g}); vs "
-            f"dense int8: RMSE {e['method_vs_dense_rmse']:.4g}, max {e['method_vs_dense_max_abs']:.4g}{within}")
+    labels = ("no labels; " if e["method_int8_vs_label_rmse"] is None else
+              f"RMSE {e['method_int8_vs_label_rmse']:.4g} vs labels (dense {e['dense_int8_vs_label_rmse']:.4g}); ")
+    return (f"{labels}vs dense int8: RMSE {e['method_vs_dense_rmse']:.4g}, max {e['method_vs_dense_max_abs']:.4g}")
 
 
 def certified_rows(c: Optional[dict], baseline: Optional[str] = None, same_grid: bool = True) -> list:

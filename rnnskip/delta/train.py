@@ -541,6 +541,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
             "train_density": float(h["density"][best]) if "density" in h else None,
             "train_cells": float(h["cells"][best]) if "cells" in h else None,
             "seed": seed}
+    budget = " --max-disagreement D --tolerance E" if regression else ""   # a regression model's one budget
     log(f"wrote {out} (a normal Keras model) and {thresholds} (the thresholds it was trained "
-        f"for; 'rnnskip delta-tune {out} --baseline {model}' can choose others within a budget from {model})")
+        f"for; 'rnnskip delta-tune {out} --baseline {model}{budget}' can choose others within a budget from {model})")
     return info

@@ -191,7 +191,7 @@ def tune(ir, qm, val, max_loss: float = 1.0, reference: str = "float", grid: Seq
 
 
 def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_evals, margin_se=0.0,
-          cell_grid=CELL_GRID, baseline_correct=None, tolerance=None) -> TuneResult:
+          cell_grid=CELL_GRID, baseline_correct=None, tolerance=None, measure="accuracy") -> TuneResult:
     """Sweep thresholds on ``val`` (a Dataset) and pick the cheapest point within ``max_loss`` points
     (``loss + margin_se * its standard error``, when ``margin_se`` > 0).
 
@@ -202,6 +202,8 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
     fine-tuned ``qm`` came from) is right; it replaces ``qm``'s own dense int8 model as the reference.
     ``tolerance``: ``val.y`` holds the dense model's outputs (model units), and a point is right on a row whose
     outputs stay within ``tolerance`` of them (:func:`outcomes_of`); the float model is then not scored.
+    ``measure``: what a point's "accuracy" is, for the progress lines ("agreement" with the dense model's classes or
+    outputs, for a disagreement budget).
     """
     check_supported(qm.layers)
     if reference not in ("float", "int8"):
@@ -250,7 +252,7 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
                 p = cache[k]
                 cell = "" if tm == (None,) * L else f" m={list(tm)}"
                 progress(f"{len(cache)} points, {time.time() - t0:.0f} s; latest x={list(tx)} h={list(th)}{cell}: "
-                         f"accuracy {p.accuracy:.4f}, {p.macs:,.0f} MAC/inference"
+                         f"{measure} {p.accuracy:.4f}, {p.macs:,.0f} MAC/inference"
                          + (f", cells {p.density_cells:.3f}" if cell else ""))
         return cache[k]
 
@@ -469,7 +471,8 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
         try:
             sel = _tune(ir, qm, S_t, budget, "int8", grid, None, progress, max_evals, 0.0, cell_grid,
                         baseline_correct=None if baseline_qm is None else
-                        _outcomes(ref_qm, S_t, dense_out(S), tolerance=tolerance), tolerance=tolerance)
+                        _outcomes(ref_qm, S_t, dense_out(S), tolerance=tolerance), tolerance=tolerance,
+                        measure="accuracy" if kind == "paired" else "agreement with the dense model")
         except RnnskipError:
             if kind == "paired" or baseline_qm is None:
                 raise
@@ -505,8 +508,9 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
             if progress:
                 progress(f"certify x={list(q.theta_x)} h={list(q.theta_h)}"
                          + ("" if q.theta_m == (None,) * L else f" m={list(q.theta_m)}")
-                         + f" on {n_cal} calibration sequences: mean loss "
-                           f"{100 * float(np.mean(per_sequence(loss))):.2f}")
+                         + f" on {n_cal} calibration sequences: "
+                         + (f"mean loss {100 * float(np.mean(per_sequence(loss))):.2f} pt" if kind == "paired" else
+                            f"disagreement {100 * float(np.mean(per_sequence(loss))):.2f}%"))
             yield loss
 
     cert = fixed_sequence(losses(), budget / 100.0, confidence, kind, n=n_cal, per_step=bool(qm.per_step),

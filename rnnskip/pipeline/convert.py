@@ -59,7 +59,7 @@ class Conversion:
                 notes.append(f"note: {opt} makes the firmware slower here: {c[setup.key]:,.0f} cycles per inference "
                              f"against {c['dense']:,.0f} for the same model without it "
                              f"({c[setup.key] / c['dense']:.2f}x); its per-step work costs more than the steps or "
-                             f"weight columns it saves on these sequences")
+                             f"weight columns it saves on these sequences" + setup.slower_hint(self.report[setup.key]))
         return notes
 
     def check(self) -> None:
@@ -72,6 +72,20 @@ class Conversion:
         if b["mismatches"]:
             raise RnnskipError(f"{b['mismatches']} sequences differ from the golden model ({b['first_mismatch']}); "
                                f"this is a bug, please report it")
+
+
+def _unlabelled_ok(ir, setups) -> bool:
+    """Whether step methods can run on unlabelled --data: each measures a regression model in its outputs' units
+    against the model without it (MethodSetup.regression), and the model is no classifier (one that needs labels
+    to be scored: its section is an accuracy)."""
+    from ..outputs import check_class_outputs
+    if not all(s.regression for s in setups):
+        return False
+    try:
+        check_class_outputs(ir, "")
+    except RnnskipError:
+        return True
+    return False
 
 
 def run_convert(model, target_name, data, out, kernels="portable", variant=None, calib=None,
@@ -144,7 +158,7 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     if max_t is not None and max_t < ds.x.shape[1]:
         raise RnnskipError(f"--max-t {max_t} is shorter than --data's sequences of {ds.x.shape[1]} steps; give at "
                            f"least {ds.x.shape[1]}")
-    if ds.y is None and methods:
+    if ds.y is None and methods and not _unlabelled_ok(ir, [s for s in method_setups() if s.key in methods]):
         what = next(s.option for s in method_setups() if s.key in methods)
         raise RnnskipError(f"--data {data} has no labels (y): {what} is reported as accuracy with and without it; "
                            f"add y to --data, or convert without {what.split('/')[0]}")

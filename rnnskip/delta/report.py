@@ -27,7 +27,6 @@ def _acc(qm, ds, out, regression=False):
     return accuracy(class_outcomes(qm, ds.x, ds.lengths, out, ds.y)) if len(ds.y) else float("nan")
 
 
-
 def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None,
             comparison: Optional[dict] = None) -> dict:
     """The ``delta`` section: golden statistics on all of ``ds``; ``comparison``: the emulated
@@ -69,7 +68,7 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None,
     tol = (spec.tuning or {}).get("tolerance")
     if tol is not None:   # the certified measure on this data, for any model tuned with a tolerance
         share = within_tolerance(qm, ds, out, dense_out, float(tol))
-        sec["within_tolerance"] = {"tolerance": float(tol), "share": share,
+        sec["within_tolerance"] = {"tolerance": float(tol), "share": share, "per_step": bool(qm.per_step),
                                    "measure": "share of sequences whose outputs all stay within the tolerance of the "
                                               "dense int8 model's" + (" (per step: of each sequence's scored steps, "
                                                                       "averaged)" if qm.per_step else "")}
@@ -106,7 +105,7 @@ def table_rows(sec: dict):
     e, w = sec.get("error"), sec.get("within_tolerance")
     quality = [("delta accuracy int8", acc)] if e is None else [("delta error int8", error_text(e))]
     if w is not None:
-        per = " (per step, averaged)" if w["measure"].endswith("averaged)") else ""
+        per = " (per step, averaged)" if w["per_step"] else ""
         quality.append(("delta within tol.", f"{100 * w['share']:.1f}% of sequences{per} with every output within "
                                              f"{w['tolerance']:g} of the dense int8 model's"))
     return [("delta thresholds", th)] + certified_rows(sec.get("certified"), t.get("baseline"),

@@ -70,6 +70,12 @@ def test_tolerance_budget_is_certified_on_the_outputs(forecast):
     cal = split_rows(80, 0)[1]
     assert c["point_estimate"] == pytest.approx(100 * off[cal].mean(), abs=1e-9)
     assert 0 < off.sum() < 80   # the tolerance is met on some rows and missed on others: the count is a test
+    # what the chosen thresholds cost against the labels, on all of --val (a user check asked for it)
+    y = np.load(d / "val.npz")["y"].astype(np.float64)
+    e = t["error_on_validation"]
+    assert e["method_int8_vs_label_rmse"] == pytest.approx(np.sqrt(np.mean((delta[:, 0] - y) ** 2)), abs=1e-12)
+    assert e["dense_int8_vs_label_rmse"] == pytest.approx(np.sqrt(np.mean((dense[:, 0] - y) ** 2)), abs=1e-12)
+    assert f"RMSE against the labels {e['dense_int8_vs_label_rmse']:.4g} (dense int8) -> " in p.stdout
     assert f"outputs off the dense model's by more than {TOL:g} <= 25 % with 90% confidence" in p.stdout
 
 

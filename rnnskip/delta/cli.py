@@ -120,6 +120,16 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     spec.grid = grid_of(qm)
     spec.tuning.update({"calibration": str(calib or val),   # the int8 grid: convert must use the same
                         "validation": str(val), "baseline": None if baseline is None else str(baseline)})
+    from ..outputs import is_regression
+    if tolerance is not None and va.y is not None and is_regression(va.y):
+        # the budget is on the outputs' moves from the dense model; what they cost against the labels, so a
+        # tolerance can be chosen knowing it (on all of --val: both halves)
+        from ..outputs import method_error
+        from ..quant.golden import GoldenModel
+        from .golden import with_delta
+        dense_out = GoldenModel(qm).run(va.x, va.lengths)[0]
+        delta_out = GoldenModel(with_delta(qm, spec)).run(va.x, va.lengths)[0]
+        spec.tuning["error_on_validation"] = method_error(ir, qm, va, delta_out, dense_out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     try:
@@ -133,6 +143,11 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     cell = "" if c.theta_m == (None,) * len(c.theta_m) else f", cell {list(c.theta_m)} (pre-activation steps)"
     log(f"chosen: input {list(c.theta_x)}, hidden {list(c.theta_h)} (int8 steps){cell}: "
         + cert.line(str(val)) + "; " + _calibration_numbers(res))
+    e = spec.tuning.get("error_on_validation")
+    if e is not None:
+        log(f"on all of {val}: RMSE against the labels {e['dense_int8_vs_label_rmse']:.4g} (dense int8) -> "
+            f"{e['method_int8_vs_label_rmse']:.4g} (delta int8); the delta outputs' RMSE against the dense ones "
+            f"{e['method_vs_dense_rmse']:.4g}, largest difference {e['method_vs_dense_max_abs']:.4g}")
     from .report import CELL_DENSITY_HINT
     cell_m = next((m for m in c.theta_m if m is not None), None)
     if cert.chosen is not None and cell_m is not None and c.density_cells > CELL_DENSITY_HINT:

@@ -307,7 +307,7 @@ def fold_layernorm(nodes: List[Node]) -> List[Node]:
         ln: LayerNorm = node.value
         where = ("on the model's input (a fixed normalisation there, BatchNormalization or Normalization, folds into "
                  "the first layer)") if not seen_recurrent else ""
-        between = [n for n in nodes[i + 1:]]
+        between = nodes[i + 1:]
         nxt = next((n for n in between if not _is_identity(n)), None)
         if not where and (nxt is None or nxt.kind != DENSE):
             where = "last in the model" if nxt is None else f"before '{nxt.name}' ({nxt.layer.display})"

@@ -148,9 +148,9 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
         log(f"on all of {val}: RMSE against the labels {e['dense_int8_vs_label_rmse']:.4g} (dense int8) -> "
             f"{e['method_int8_vs_label_rmse']:.4g} (delta int8); the delta outputs' RMSE against the dense ones "
             f"{e['method_vs_dense_rmse']:.4g}, largest difference {e['method_vs_dense_max_abs']:.4g}")
-    from .report import CELL_DENSITY_HINT
-    cell_m = next((m for m in c.theta_m if m is not None), None)
-    if cert.chosen is not None and cell_m is not None and c.density_cells > CELL_DENSITY_HINT:
+    from .report import unpaid_cell_threshold
+    cell_m = unpaid_cell_threshold(list(c.theta_m), c.density_cells)
+    if cert.chosen is not None and cell_m is not None:
         # the largest cell threshold within the budget: fewer operations, not always fewer cycles
         warn(f"warning: the chosen cell threshold m{cell_m} still evaluates {c.density_cells:.0%} of the units and "
              f"adds a check to every one, which can make the firmware slower than the same thresholds without it: "

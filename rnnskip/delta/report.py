@@ -119,12 +119,18 @@ def table_rows(sec: dict):
 CELL_DENSITY_HINT = 0.5
 
 
+def unpaid_cell_threshold(cells: list, density: float):
+    """The cell threshold of ``cells`` (one per layer, None: none) when it leaves more than CELL_DENSITY_HINT of the
+    unit evaluations (``density``), else None."""
+    return next((m for m in cells if m is not None), None) if density > CELL_DENSITY_HINT else None
+
+
 def cell_threshold_hint(thresholds: list, cells: float) -> str:
     """What to try when a cell threshold leaves most unit evaluations ("" otherwise): thresholds without it."""
-    used = [t for t in thresholds if t.get("cell") is not None]
-    if not used or cells <= CELL_DENSITY_HINT:
+    m = unpaid_cell_threshold([t.get("cell") for t in thresholds], cells)
+    if m is None:
         return ""
-    return (f"; its cell threshold (m{used[0]['cell']}) still evaluates {cells:.0%} of the units and adds a check "
+    return (f"; its cell threshold (m{m}) still evaluates {cells:.0%} of the units and adds a check "
             f"to every one: try thresholds without it ('rnnskip delta-tune ... --cell-grid \"\"')")
 
 

@@ -482,13 +482,10 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
               loss=keras.losses.MeanSquaredError() if regression else classifier_loss(keras, ir),
               **({"weighted_metrics": [metric]} if ir.per_step else {"metrics": [metric]}))
     measure, key, pick = (("RMSE", "val_rmse", np.argmin) if regression else ("accuracy", "val_accuracy", np.argmax))
-
-    def value(logs, k):
-        return float(logs.get(k, float("nan")))
     from ..tfquiet import quiet_stderr
     with quiet_stderr():   # TF's C++ chatter at the first ops; Keras' progress goes to stdout
         ev0 = m.evaluate(x_va, y_va, sample_weight=_weights(w_va), verbose=0, batch_size=64, return_dict=True)
-    acc0 = value(ev0, key[len("val_"):])
+    acc0 = float(ev0[key[len("val_"):]])
     cell = f", cell {tm} (pre-activation steps)" if checked.cell_sparse else ""
     log(f"delta-train: {ir.name}, thresholds input {tx} hidden {th} (int8 steps){cell}, L1 {l1}, noise {noise}; "
         f"delta validation {measure} before fine-tuning {acc0:.4f}")
@@ -497,7 +494,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     def epoch_done(epoch, logs):   # one line per epoch: a long fine-tuning shows where it is
         logs = logs or {}
         log(f"epoch {epoch + 1}/{epochs}: loss {logs.get('loss', float('nan')):.4f}, validation {measure} "
-            f"{value(logs, key):.4f}, training density {logs.get('density', float('nan')):.3f}, "
+            f"{logs.get(key, float('nan')):.4f}, training density {logs.get('density', float('nan')):.3f}, "
             f"{time.time() - t0:.0f} s")
     with quiet_stderr():
         hist = m.fit(x_tr, y_tr, sample_weight=_weights(w_tr), epochs=epochs, batch_size=batch_size,
@@ -508,7 +505,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
                          keras.callbacks.LambdaCallback(on_epoch_end=epoch_done)])
     h = hist.history
     best = int(pick(h[key]))
-    best_value = value({key: h[key][best]}, key)
+    best_value = float(h[key][best])
     log(f"epochs {len(h['loss'])}, best {best + 1}: validation {measure} {best_value:.4f}, "
         f"training density {h.get('density', [float('nan')])[best]:.3f}, "
         f"cells {h.get('cells', [float('nan')])[best]:.3f}")

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from ..cells import cell_of
 from ..converter.ir import ConvLayer, DenseLayer, FeatureInput, ModelIR, steps_run
 from ..errors import RnnskipError
+from ..reference import layer_norm
 
 
 @dataclass
@@ -30,11 +31,10 @@ class Ranges:
     sequences: int = 0
 
 
-def dense_forward(d: DenseLayer, x: np.ndarray, final: bool = False) -> np.ndarray:
+def dense_forward(d: DenseLayer, x: np.ndarray, final: bool = False, normalised: bool = False) -> np.ndarray:
     """Float Dense; ``final`` returns the pre-activation (the device's int16 output;
-    the host applies the last activation)."""
-    if d.norm_epsilon is not None:
-        from ..reference import layer_norm
+    the host applies the last activation); ``normalised``: ``x`` is already its layer-normalised input."""
+    if d.norm_epsilon is not None and not normalised:
         x = layer_norm(x, d.norm_epsilon)
     y = x @ d.kernel + d.bias
     act = d.activation
@@ -58,10 +58,10 @@ def dense_forward(d: DenseLayer, x: np.ndarray, final: bool = False) -> np.ndarr
 def _head_ranges(ir: ModelIR, r: Ranges, h) -> None:
     y = np.asarray(h, dtype=np.float64)
     for i, d in enumerate(ir.head):
-        if d.norm_epsilon is not None:
-            from ..reference import layer_norm
-            r.head_norm[i] = max(r.head_norm[i], float(np.abs(layer_norm(y, d.norm_epsilon)).max()))
-        y = dense_forward(d, y, final=(i == len(ir.head) - 1))
+        if d.norm_epsilon is not None:   # the normalised input's range (its int8 scale), then the layer on it
+            y = layer_norm(y, d.norm_epsilon)
+            r.head_norm[i] = max(r.head_norm[i], float(np.abs(y).max()))
+        y = dense_forward(d, y, final=(i == len(ir.head) - 1), normalised=True)
         r.head[i] = max(r.head[i], float(np.abs(y).max()))
 
 

@@ -2000,6 +2000,8 @@ def _matrix_rows(tmp_path):
                     verdict(run)))
     from test_onnx_frontend import matrix_rows as front_rows  # Conv front ends (tests/test_onnx_frontend.py)
     out += front_rows(tmp_path, verdict)
+    from test_onnx_last_valid import matrix_rows as last_valid_rows  # out[arange(B), lengths - 1]
+    out += last_valid_rows(tmp_path, verdict)
     for label, option, net in (("Erf", "nn.GELU after a GRU (exported as Erf)", WithGelu()),):
         def run(net=net):
             export(net, tmp_path / "last.onnx", False, True)
@@ -2047,7 +2049,11 @@ def render_onnx_matrix(rows) -> str:
             "`LSTM`, `GRU`, `RNN` (forward; `layout` 0 and 1; GRU `linear_before_reset` 0 = Keras "
             "`reset_after=False`, 1 = `reset_after=True`; optional `B`; `sequence_lens` as a graph input = the "
             "data's lengths; `initial_h`/`initial_c` absent or zero), `Gather` (embedding table, last time step, "
-            "a layer of `h_n`), `ReduceMean`/`ReduceMax` over the time axis of the last recurrent output (pooling "
+            "a layer of `h_n`), `GatherND`, `GatherElements`, `Gather` of a flattened output, with `Range` and "
+            "index arithmetic on a `[batch]` integer lengths input (each row's last valid step of a forward "
+            "recurrent output: `out[torch.arange(B), lengths - 1]`, time-major "
+            "`out[lengths - 1, torch.arange(B)]`, `out.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1, H))`), "
+            "`ReduceMean`/`ReduceMax` over the time axis of the last recurrent output (pooling "
             "over time, docs/pooling.md), `ReduceSum`/`ReduceMean` over a bidirectional operator's direction axis "
             "of its final states (`h_n.sum(0)`, `h_n.mean(0)`: Keras' merge_mode sum, ave), `Gemm`, `MatMul`+`Add` "
             "(also on every step: one output per step, "
@@ -2085,8 +2091,9 @@ def render_onnx_matrix(rows) -> str:
             "",
             "ONNX graphs run every step of a row: token id 0 is an ordinary id (PyTorch's `padding_idx` row is "
             "zeros, not a mask), and so does rnnskip on `--data` without `lengths` (a model without a mask runs "
-            "every step). A graph with a `sequence_lens` input stops each row at its length: give those as "
-            "`lengths` in `--data`.",
+            "every step). A graph with a `sequence_lens` input stops each row at its length, and one that reads "
+            "each row's output at `lengths - 1` reads the state there, which is what rnnskip computes when the "
+            "row stops at its length: give those as `lengths` in `--data` (onnxruntime is fed them too).",
             ""]
     return "\n".join(out)
 

@@ -64,7 +64,8 @@ SUPPORTED_SUMMARY = (f"rnnskip converts ONNX graphs of forward {'/'.join(RECURRE
                      "time or a flatten of a fixed number of steps, a Gemm or MatMul+Add head "
                      "with Relu/Sigmoid/Tanh/Softmax (BatchNormalization and constant scales fold into it), "
                      "normalisations (BatchNormalization, (x - mean) / std with per-feature constants; "
-                     "LayerNormalization into the head's Dense), and the "
+                     "LayerNormalization into the head's Dense), each row's last valid step "
+                     "(out[torch.arange(B), lengths - 1] with lengths as a graph input), and the "
                      "Transpose/Squeeze/Unsqueeze/Slice/Gather/Shape "
                      "glue torch.onnx.export emits")
 
@@ -85,7 +86,9 @@ CONST = "const"     # value: np.ndarray
 SHAPE = "shape"     # computed from input shapes only (folded away)
 ZEROS = "zeros"     # all zeros of a shape-dependent size (ConstantOfShape(0) and slices of it)
 IDS = "ids"         # the token-id input
-LENS = "lens"       # a sequence_lens input (the data's lengths)
+LENS = "lens"       # the data's lengths: a sequence_lens input, or one that picks each row's last valid step
+IDX = "idx"         # integer indices built from the lengths and the batch positions (out[arange(B), lengths - 1])
+FLAT = "flat"       # a recurrent output with its first two axes merged (torch's Flatten before an indexed Gather)
 X = "x"             # per-step vectors entering the first recurrent layer
 SEQ = "seq"         # a recurrent layer's output sequence (Y)
 STATE = "state"     # a recurrent layer's last output (Y_h, or the last step of Y)
@@ -115,6 +118,11 @@ class Sym:
     tpad: Tuple[int, int] = (0, 0)        # X: zero frames a Pad put before and after the time axis (the next Conv's)
     norm: Optional[float] = None          # a LayerNormalization's epsilon: the next (head) Dense normalises its input
     norm_node: str = ""                   # ... and that LayerNormalization node's name, for refusals
+    # IDX: per column of the index (its last axis after a Concat; one column before), a sum of terms, each
+    # (name, entry): "last" (lengths - 1) or "row:<label>" (the batch positions 0..B-1 of input axis <label>) times
+    # the shape entry (factor, labels) (see _shape_entries)
+    terms: tuple = ()
+    merged: Tuple[str, str] = ()          # FLAT: the labels of the two axes merged, outer first
 
 
 def _data(kind):
@@ -144,6 +152,7 @@ class _Reader:
     norm_scale: Optional[np.ndarray] = None   # FeatureInput.norm_scale (into a recurrent first layer)
     rnns: List[RNNLayer] = field(default_factory=list)
     rnn_lens: List[Optional[str]] = field(default_factory=list)   # each layer's sequence_lens input
+    last_valid: str = ""    # the lengths input a Gather of each row's last valid step reads (out[arange, lengths - 1])
     head: List[DenseLayer] = field(default_factory=list)
     # per-step Dense layers that joined the stack (_place_per_step): id of the Dense -> its layer's index, so a
     # second reader of the same output (a mean and a max of it) finds its sequence
@@ -427,6 +436,8 @@ def h_expand(ctx: _Ctx):
     """Expand: torch.onnx.export writes the zero initial states of a graph with static shapes as
     Expand(0, Concat(Shape...)) instead of ConstantOfShape; a constant's expansion folds."""
     s, shape = ctx.inp(0), ctx.inp(1)
+    if s.kind == IDX and not _data(shape.kind):   # the per-row index broadcast over the hidden axis (gather)
+        return [s], "folded (index glue)"
     if s.kind == ZEROS or (s.kind == CONST and not np.any(s.value) and shape.kind == SHAPE):
         return [Sym(ZEROS, dims=shape.dims if shape.kind == SHAPE else None)], "folded (zero initial state)"
     if s.kind == CONST and shape.kind == CONST:
@@ -456,7 +467,7 @@ def h_dropout(ctx: _Ctx):
 def h_cast(ctx: _Ctx):
     """Cast of the token ids or lengths (between integer types) passes them on; else shape glue."""
     s = ctx.inp(0)
-    if s.kind in (IDS, LENS):
+    if s.kind in (IDS, LENS, IDX):
         from onnx import helper
         if not np.issubdtype(helper.tensor_dtype_to_np_dtype(ctx.attrs["to"]), np.integer):
             ctx.fail("casts the token ids to a non-integer type: rnnskip reads ids as integers")
@@ -528,6 +539,11 @@ def h_flatten(ctx: _Ctx):
         seq = s if s.kind == SEQ else _steps_of_per_step_head(ctx, s)
         if seq is not None:
             return [_flatten_time(ctx, seq)], f"converted (every step side by side: {ctx.r.pool_steps} steps)"
+    if s.kind == SEQ and _norm(int(ctx.attrs.get("axis", 1)), len(s.axes)) == 2 and len(s.axes) == 3 and \
+            sorted(_roles(ctx.r, s)) == ["F", "N", "T"] and s.axes[2] == "F":
+        # [batch * time, hidden] for an indexed Gather (TorchScript's out[arange(B), lengths - 1])
+        return [Sym(FLAT, axes=("M", "F"), width=s.width, layer=s.layer, padded=s.padded,
+                    merged=(s.axes[0], s.axes[1]))], "folded (glue)"
     ctx.fail(f"flattens {s.kind} data: rnnskip converts a Flatten (axis=1) of a recurrent output [batch, time, "
              "hidden], every step side by side into the head")
 
@@ -554,6 +570,8 @@ def h_concat(ctx: _Ctx):
     """Shape glue, or PyTorch's h_n / c_n: every layer's final state stacked on the direction axis."""
     ins = ctx.ins
     kinds = {s.kind for s in ins}
+    if IDX in kinds:
+        return [_idx_concat(ctx)], "folded (index columns)"
     if len(kinds) == 1 and kinds <= {STATE, CELL}:
         first = ins[0]
         axis = _norm(int(ctx.attrs.get("axis", 0)), len(first.axes))
@@ -647,7 +665,7 @@ def _with_axes(s: Sym, axes, squeezed: Optional[bool] = None, keep_dense: bool =
     return Sym(s.kind, value=s.value, axes=tuple(axes), width=s.width, layer=s.layer,
                dense=s.dense if keep_dense or (sq and not s.squeezed) or s.kind == X else None, padded=s.padded,
                layers=s.layers, squeezed=sq, direction=s.direction, pooled=s.pooled, affine=s.affine, conv=s.conv,
-               tpad=s.tpad, act_conv=s.act_conv, norm=s.norm, norm_node=s.norm_node)
+               tpad=s.tpad, act_conv=s.act_conv, norm=s.norm, norm_node=s.norm_node, terms=s.terms, merged=s.merged)
 
 
 def _squeezable(s: Sym, ax: str) -> bool:
@@ -689,6 +707,8 @@ def h_reshape(ctx: _Ctx):
         return [s], "folded (zero initial state)"
     if not _data(s.kind):
         return _shape_like(ctx), "folded (glue)"
+    if s.kind == IDX:
+        return [_idx_reshape(ctx, s)], "folded (index glue)"
     if "LB" in s.axes:
         return [_split_layers(ctx, s)], "folded (final states per layer and direction)"
     # a per-step head of one output reshaped to [batch, time] is that output, squeezed (below), not a flatten
@@ -714,6 +734,11 @@ def h_reshape(ctx: _Ctx):
         dims_in = dims_in[:b] + [2 * f if isinstance(f, int) else None] + dims_in[b + 2:]
         s = Sym(s.kind, axes=s.axes[:b] + s.axes[b + 1:], width=2 * s.width, layer=s.layer, padded=s.padded)
     kept = [i for i, ax in enumerate(s.axes) if ax not in ("D", "1")]
+    if tgt.kind == SHAPE and tgt.dims is not None and None not in tgt.dims and r.last_valid:
+        # the lengths input's axis is the batch: its size in a target is the batch size
+        n = next(ax for ax in s.axes if r.roles.get(ax) == "N") if "N" in _roles(r, s) else "LN"
+        tgt = replace(tgt, dims=tuple((f, tuple(sorted(n if x == "LN" else x for x in labels)))
+                                      for f, labels in tgt.dims))
     if tgt.kind == SHAPE and tgt.dims is not None and None not in tgt.dims:
         # a target built from shapes, followed symbolically: each kept axis's own size, in order
         want = [_axis_entry(s, j) for j in kept]
@@ -907,6 +932,8 @@ def h_gather(ctx: _Ctx):
             ctx.fail("is a second embedding lookup: rnnskip supports one embedding on the token-id input")
         ctx.r.embedding = EmbeddingInput(table=_f32(table), mask_zero=False, name=ctx.key)
         return [Sym(X, axes=idx.axes + ("F",), width=int(table.shape[1]))], "converted (embedding)"
+    if data.kind == FLAT and idx.kind == IDX:
+        return [_gather_flat(ctx, data, idx)], "converted (each row's last valid step)"
     if data.kind == SEQ and idx.kind == CONST:
         t = _time_label(ctx, data)
         ax = _norm(axis, len(data.axes))
@@ -940,6 +967,176 @@ def h_gather(ctx: _Ctx):
         return _shape_like(ctx), "folded (glue)"
     ctx.fail(f"gathers from {data.kind} data with {idx.kind} indices: rnnskip supports Gather as an embedding "
              "(a constant table indexed by the token-id input) or as the last step of a recurrent output")
+
+
+# --------------------------------------------------------------------------
+# handlers: each row's last valid step (out[torch.arange(B), lengths - 1])
+#
+# PyTorch runs every step of a padded batch; reading each row's output at lengths - 1 reads the state after that
+# row's own steps, which is the final state rnnskip computes when the data's lengths stop each row (as Keras'
+# masking does). The index is followed as a sum of terms, so a gather converts only where it reads exactly that.
+
+LAST = "last"   # the term lengths - 1
+
+
+def _idx(axes, *cols) -> Sym:
+    return Sym(IDX, axes=tuple(axes), terms=tuple(tuple(sorted(c.items())) for c in cols))
+
+
+def _lengths_input(r: _Reader) -> str:
+    return next(n for n, s in r.syms.items() if s.kind == LENS)
+
+
+def h_range(ctx: _Ctx):
+    """Range: constants fold; Range(0, batch, 1) is the batch positions (torch.arange(x.size(0)))."""
+    start, limit, delta = ctx.ins[:3]
+    if all(s.kind == CONST for s in (start, limit, delta)):
+        return [Sym(CONST, value=np.arange(start.value, limit.value, delta.value))], "folded (glue)"
+    e = _entries_of(limit)
+    if start.kind == CONST and delta.kind == CONST and np.ndim(start.value) == 0 and int(start.value) == 0 and \
+            int(delta.value) == 1 and e is not None and len(e) == 1 and e[0] is not None and e[0][0] == 1 and \
+            len(e[0][1]) == 1:
+        lab = e[0][1][0]
+        return [_idx((lab,), {f"row:{lab}": (1, ())})], "folded (the batch positions)"
+    if not any(_data(s.kind) for s in ctx.ins):
+        return [Sym(SHAPE)], "folded (glue)"
+    ctx.fail("builds a range from model data: rnnskip reads a Range only as the batch positions (torch.arange(batch)) "
+             "that index each row's last valid step")
+
+
+def _idx_arith(ctx: _Ctx) -> Sym:
+    """Add of two indices, Mul of an index by a size or a constant: the terms' coefficients follow."""
+    a, b = ctx.inp(0), ctx.inp(1)
+    if ctx.op == "Add" and a.kind == b.kind == IDX and len(a.terms) == len(b.terms) == 1:
+        if len(a.axes) != len(b.axes):
+            ctx.fail("adds indices of different ranks: rnnskip follows the index torch builds for "
+                     "out[arange(batch), lengths - 1]")
+        terms = dict(a.terms[0])
+        for name, (f, labels) in b.terms[0]:
+            if name in terms and terms[name][1] != labels:
+                ctx.fail("adds indices rnnskip cannot follow: it reads out[arange(batch), lengths - 1]")
+            terms[name] = (terms.get(name, (0, labels))[0] + f, labels)
+        return _idx(a.axes, terms)
+    s, c = (a, b) if a.kind == IDX else (b, a)
+    e = _entries_of(c)
+    if ctx.op == "Mul" and len(s.terms) == 1 and e is not None and len(e) == 1 and e[0] is not None:
+        f2, l2 = e[0]
+        return _idx(s.axes, {name: (f * f2, tuple(sorted(labels + l2))) for name, (f, labels) in s.terms[0]})
+    ctx.fail(f"computes with the lengths input ({ctx.op}) other than as torch does to index each row's last valid "
+             "step: rnnskip reads the lengths as out[arange(batch), lengths - 1]")
+
+
+def _static_rows(s: Sym) -> Sym:
+    """A constant [[0], [1], .., [B - 1]]: the batch positions of a graph exported with a static batch."""
+    if s.kind == CONST and np.ndim(s.value) == 2 and np.shape(s.value)[1] == 1 and \
+            np.array_equal(np.asarray(s.value).reshape(-1), np.arange(np.shape(s.value)[0])):
+        return _idx(("LN", "1"), {"row:LN": (1, ())})
+    return s
+
+
+def _idx_concat(ctx: _Ctx) -> Sym:
+    """Indices side by side on their last axis, each one column: GatherND's [batch, 2] index."""
+    ins = [_static_rows(s) for s in ctx.ins]
+    first = ins[0]
+    axis = _norm(int(ctx.attrs.get("axis", 0)), len(first.axes))
+    if any(s.kind != IDX or len(s.axes) != len(first.axes) or s.axes[axis] != "1" for s in ins) or \
+            axis != len(first.axes) - 1:
+        ctx.fail("concatenates indices other than the batch positions and lengths - 1 as GatherND's columns: "
+                 "rnnskip reads out[arange(batch), lengths - 1]")
+    return Sym(IDX, axes=first.axes[:-1] + ("K",), terms=tuple(t for s in ins for t in s.terms))
+
+
+def _idx_reshape(ctx: _Ctx, s: Sym) -> Sym:
+    """(lengths - 1).view(-1, 1, 1): the per-row index with size-1 axes around it."""
+    tgt = ctx.inp(1)
+    rows = [ax for ax in s.axes if ax != "1"]
+    target = [int(v) for v in np.asarray(tgt.value).reshape(-1)] if tgt.kind == CONST else None
+    if len(s.terms) != 1 or len(rows) != 1 or target is None or [v for v in target if v != 1] not in ([-1], [0]):
+        ctx.fail("reshapes an index other than by adding size-1 axes to the per-row lengths - 1: rnnskip reads "
+                 "out.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden))")
+    return _idx(tuple(rows[0] if v != 1 else "1" for v in target), dict(s.terms[0]))
+
+
+def _data_axes(ctx: _Ctx, data: Sym) -> Tuple[str, str]:
+    """The batch and time labels of a recurrent output [batch, time, hidden] (either order of the first two)."""
+    if data.kind != SEQ or len(data.axes) != 3 or data.axes[2] != "F" or \
+            sorted(_roles(ctx.r, data)) != ["F", "N", "T"]:
+        ctx.fail(f"gathers from {data.kind} data of axes {data.axes}: rnnskip reads each row's last valid step of "
+                 "a recurrent output [batch, time, hidden] (out[arange(batch), lengths - 1])")
+    n = next(ax for ax in data.axes if ctx.r.roles.get(ax) == "N")
+    return n, _time_label(ctx, data)
+
+
+def _index_of(terms, n: str) -> dict:
+    """One index column's terms, the batch named by its label (the lengths input's own axis is the batch too)."""
+    fix = lambda labels: tuple(sorted(n if x == "LN" else x for x in labels))   # noqa: E731
+    return {("row:" + n if name == "row:LN" else name): (f, fix(labels)) for name, (f, labels) in terms}
+
+
+def _last_valid(ctx: _Ctx, data: Sym, axes: Tuple[str, ...]) -> Sym:
+    r = ctx.r
+    rnn = r.rnns[data.layer]
+    if rnn.backward is not None:
+        ctx.fail(f"takes each row's last valid step of bidirectional operator '{rnn.name}', whose backward direction "
+                 "there has read the padding after the row's length: rnnskip reads the last valid step of forward "
+                 "layers (a bidirectional layer with lengths: sequence_lens on the operator, Y_h read)")
+    if r.front:
+        ctx.fail("takes each row's last valid step after a Conv front end, whose frames are not the input's steps: "
+                 "rnnskip streams each row's steps through the front end; read out[:, -1]")
+    name = _lengths_input(r)
+    if any(n and n != name for n in r.rnn_lens):
+        ctx.fail(f"indexes the last valid step with '{name}' where the recurrent operator's sequence_lens is "
+                 "another input: not supported")
+    if not r.last_valid:
+        r.notes.append(f"'{name}' picks each row's last valid step (lengths - 1): pass each row's length as "
+                       "lengths in --data")
+    r.last_valid = name
+    return Sym(STATE, axes=axes, width=data.width, layer=data.layer)
+
+
+def h_gather_nd(ctx: _Ctx):
+    """out[torch.arange(B), lengths - 1] as the dynamo exporter writes it: GatherND with a [batch, 2] index."""
+    data, idx = ctx.inp(0), ctx.inp(1)
+    if idx.kind != IDX or int(ctx.attrs.get("batch_dims", 0)) != 0:
+        ctx.fail(f"gathers from {data.kind} data with {idx.kind} indices: rnnskip reads GatherND only as each row's "
+                 "last valid step of a recurrent output (out[arange(batch), lengths - 1])")
+    n, t = _data_axes(ctx, data)
+    want = [{f"row:{n}": (1, ())} if ax == n else {LAST: (1, ())} for ax in data.axes[:2]]
+    if [_index_of(c, n) for c in idx.terms] != want:
+        ctx.fail("indexes a recurrent output other than at each row's last valid step: rnnskip reads "
+                 "out[arange(batch), lengths - 1] (out[lengths - 1, arange(batch)] time-major)")
+    return [_last_valid(ctx, data, (n, "F"))], "converted (each row's last valid step)"
+
+
+def h_gather_elements(ctx: _Ctx):
+    """out.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden)): one step per row along the time axis."""
+    data, idx = ctx.inp(0), ctx.inp(1)
+    if idx.kind != IDX:
+        ctx.fail(f"gathers from {data.kind} data with {idx.kind} indices: rnnskip reads GatherElements only as each "
+                 "row's last valid step of a recurrent output (out.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, "
+                 "1, hidden)))")
+    n, t = _data_axes(ctx, data)
+    ax = _norm(int(ctx.attrs.get("axis", 0)), 3)
+    rows = ["1" if a == "1" else n if a in ("LN", n) else "?" for a in idx.axes]
+    if data.axes[ax] != t or len(idx.terms) != 1 or _index_of(idx.terms[0], n) != {LAST: (1, ())} or \
+            rows != ["1" if a != n else n for a in data.axes]:
+        ctx.fail("gathers a recurrent output other than at each row's last valid step along its time axis: rnnskip "
+                 "reads out.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden))")
+    return [_last_valid(ctx, data, tuple("1" if a == t else a for a in data.axes))], \
+        "converted (each row's last valid step)"
+
+
+def _gather_flat(ctx: _Ctx, data: Sym, idx: Sym) -> Sym:
+    """TorchScript's out[arange(B), lengths - 1]: the output flattened to [batch * time, hidden] (or time-major) and
+    gathered at row * time + lengths - 1 (or (lengths - 1) * batch + row)."""
+    outer, inner = data.merged
+    n = next((ax for ax in data.merged if ctx.r.roles.get(ax) == "N"), "")
+    pos = lambda ax: f"row:{n}" if ax == n else LAST   # noqa: E731
+    want = {pos(outer): (1, (inner,)), pos(inner): (1, ())}
+    if int(ctx.attrs.get("axis", 0)) != 0 or len(idx.terms) != 1 or _index_of(idx.terms[0], n) != want:
+        ctx.fail("gathers a flattened recurrent output other than at each row's last valid step: rnnskip reads "
+                 "out[arange(batch), lengths - 1]")
+    return _last_valid(ctx, data, (n, "F"))
 
 
 # --------------------------------------------------------------------------
@@ -1348,6 +1545,8 @@ def h_matmul(ctx: _Ctx):
 
 def h_add(ctx: _Ctx):
     a, b = ctx.inp(0), ctx.inp(1)
+    if any(x.kind in (IDX, LENS) for x in (a, b)):
+        return [_idx_arith(ctx)], "folded (index arithmetic)"
     if not _data(a.kind) and not _data(b.kind):
         return _shape_like(ctx), "folded (glue)"
     both = _summed_directions(ctx, a, b)
@@ -1456,6 +1655,14 @@ def _is_normalisation(ctx: _Ctx) -> bool:
 
 
 def h_sub(ctx: _Ctx):
+    a, b = ctx.inp(0), ctx.inp(1)
+    if a.kind == LENS and b.kind == CONST and np.asarray(b.value).size == 1:
+        if float(np.asarray(b.value).reshape(-1)[0]) != 1:
+            ctx.fail(f"subtracts {np.asarray(b.value).reshape(-1)[0]} from the lengths: rnnskip reads them as each "
+                     "row's last valid step, lengths - 1")
+        return [_idx(a.axes, {LAST: (1, ())})], "folded (each row's last valid step: lengths - 1)"
+    if any(x.kind in (LENS, IDX) for x in (a, b)):
+        return [_idx_arith(ctx)], "folded (index arithmetic)"
     return _normalisation(ctx) if _is_normalisation(ctx) else h_generic_shape(ctx)
 
 
@@ -1474,6 +1681,8 @@ def h_scale(ctx: _Ctx):
     """Div by 2 (or Mul by 0.5) of the two final states summed: their mean, Keras' merge_mode='ave'; elsewhere
     glue on constants and shapes only."""
     a, b = ctx.inp(0), ctx.inp(1)
+    if any(x is not None and x.kind in (IDX, LENS) for x in (a, b)):
+        return [_idx_arith(ctx)], "folded (index arithmetic)"
     pos = 0 if a is not None and _data(a.kind) else 1   # Mul takes the constant on either side
     s, c = (a, b) if pos == 0 else (b, a)
     if s is not None and s.kind == STATE and s.summed and c is not None and c.kind == CONST and \
@@ -1784,7 +1993,8 @@ def h_activation(ctx: _Ctx, act: Optional[str] = None):
 HANDLERS: Dict[str, Callable] = {
     **{op: h_recurrent for op in RECURRENT_OPS},
     "ReduceMean": h_reduce_pool, "ReduceMax": h_reduce_pool, "ReduceSum": h_reduce_pool,
-    "Gather": h_gather, "Gemm": h_gemm, "MatMul": h_matmul, "Add": h_add,
+    "Gather": h_gather, "GatherND": h_gather_nd, "GatherElements": h_gather_elements, "Range": h_range,
+    "Gemm": h_gemm, "MatMul": h_matmul, "Add": h_add,
     "Relu": h_activation, "Sigmoid": h_activation, "Tanh": h_activation, "Softmax": h_activation, "Clip": h_clip,
     "LeakyRelu": h_leaky_relu,
     "Transpose": h_transpose, "Squeeze": h_squeeze, "Unsqueeze": h_unsqueeze, "Slice": h_slice,
@@ -1806,8 +2016,9 @@ _POOL = ("a sum over time is not converted: rnnskip pools over time with the mea
 HINTS = {"ReduceSum": _POOL,
          "LogSoftmax": "log_softmax after the head is not folded: export with softmax (the same argmax) or return "
                        "the head's logits",
-         "If": "a run-time branch on a dimension's size (torch emits one for out[:, -1:].squeeze(1) with a dynamic "
-               "time axis): write out[:, -1] instead"}
+         "If": "a run-time branch on a dimension's size (torch emits one for .squeeze(1) of an axis whose size is "
+               "not fixed, as after out[:, -1:] or out.gather(1, idx)): index the axis instead (out[:, -1], "
+               "out[torch.arange(B), lengths - 1])"}
 
 
 def unsupported(key: str, op: str) -> str:
@@ -1899,13 +2110,17 @@ def _inputs(r: _Reader) -> None:
                 f"torch's pack_padded_sequence exports it: rnnskip converts a sequence_lens that is a graph input "
                 f"itself, not a packed sequence; export the model without pack_padded_sequence (rnnskip then runs "
                 f"every step of --data, as the unpacked model does)")
+    if len(model_inputs) == 2:   # each row's length as an index (out[arange(B), lengths - 1]): [batch] integers
+        lens_names |= {i.name for i in model_inputs if _is_lengths(i)}
+        model_inputs = [i for i in model_inputs if i.name not in lens_names] or model_inputs
     if len(model_inputs) != 1:
         raise RnnskipError(f"{r.path} has {len(model_inputs)} model inputs "
                            f"({', '.join(i.name for i in model_inputs)}): rnnskip converts models with one input "
-                           "(token ids or float features), plus optionally sequence_lens")
+                           "(token ids or float features), plus optionally each row's length (sequence_lens, or "
+                           "[batch] integers that index each row's last valid step)")
     for i in data:
         if i.name in lens_names:
-            r.syms[i.name] = Sym(LENS)
+            r.syms[i.name] = Sym(LENS, axes=("LN",))   # LN: the batch axis, before the recurrent layer names it
     i = model_inputs[0]
     t = i.type.tensor_type
     dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
@@ -1920,6 +2135,21 @@ def _inputs(r: _Reader) -> None:
         raise RnnskipError(f"{r.path}: input '{i.name}' is rank {len(dims)} ({'integer' if ints else 'float'}): "
                            "rnnskip expects token ids [batch, time] (or [time, batch]) or float features "
                            "[batch, time, features] (or [time, batch, features])")
+
+
+def _lengths_dtype(r: _Reader) -> str:
+    """The numpy type of the lengths input, as onnxruntime takes it ("" without one)."""
+    from onnx import helper
+    name = next((n for n in r.rnn_lens if n), r.last_valid)
+    i = next((i for i in r.graph.input if name and i.name == name), None)
+    return str(np.dtype(helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))) if i is not None else ""
+
+
+def _is_lengths(i) -> bool:
+    """A graph input of rank 1 holding integers: each row's length."""
+    from onnx import TensorProto
+    t = i.type.tensor_type
+    return len(t.shape.dim) == 1 and t.elem_type in (TensorProto.INT32, TensorProto.INT64)
 
 
 def _read(path) -> Tuple[_Reader, object]:
@@ -2090,15 +2320,16 @@ def _assemble(r: _Reader) -> ModelIR:
     from onnx import helper
     io = {"runtime": "onnxruntime", "input": model_in.name,
           "input_dtype": str(np.dtype(helper.tensor_dtype_to_np_dtype(model_in.type.tensor_type.elem_type))),
-          "input_time_major": r.roles.get("a0") == "T", "lengths": next((n for n in r.rnn_lens if n), ""),
+          "input_time_major": r.roles.get("a0") == "T",
+          "lengths": next((n for n in r.rnn_lens if n), r.last_valid), "lengths_dtype": _lengths_dtype(r),
           # static sizes of the input's first two axes as the graph declares them (0: dynamic)
           "input_static": [d.dim_value if d.HasField("dim_value") else 0
                            for d in model_in.type.tensor_type.shape.dim][:2],
           "output_time_major": bool(per_step and roles[0] == "T"), "output_squeezed": bool(s.squeezed),
           "output_unit_axes": unit_axes}
     return ModelIR(input=inp, rnn_layers=r.rnns, head=r.head, name=_model_name(r.path), source=r.path,
-                   notes=notes, per_step=per_step, lengths_input=any(r.rnn_lens), source_io=io, pool=r.pool,
-                   pool_name=r.pool_name, pool_steps=r.pool_steps if r.pool == "flatten" else 0)
+                   notes=notes, per_step=per_step, lengths_input=any(r.rnn_lens) or bool(r.last_valid), source_io=io,
+                   pool=r.pool, pool_name=r.pool_name, pool_steps=r.pool_steps if r.pool == "flatten" else 0)
 
 
 # --------------------------------------------------------------------------

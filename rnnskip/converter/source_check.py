@@ -53,7 +53,7 @@ def check(ir, x, lengths, max_rows: int = 64) -> Optional[dict]:
             xb = x[fed].astype(io.get("input_dtype", "float32"))
             feeds = {io["input"]: np.swapaxes(xb, 0, 1) if io.get("input_time_major") else xb}
             if io.get("lengths"):
-                feeds[io["lengths"]] = lengths[fed].astype(np.int32)
+                feeds[io["lengths"]] = lengths[fed].astype(io.get("lengths_dtype") or np.int32)
             out = np.asarray(sess.run(None, feeds)[0], np.float64)
             if io.get("output_unit_axes"):   # the graph's size-1 axes, which rnnskip's output leaves out
                 out = np.squeeze(out, axis=tuple(io["output_unit_axes"]))

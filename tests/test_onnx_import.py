@@ -286,6 +286,26 @@ def check_ort_and_host(ir, path, x, bf, tmp_path):
     assert ev.host_checked == len(xb) and ev.host_mismatches == 0, ev.first_mismatch
 
 
+def test_unsqueeze_inside_forward_says_what_to_export(tmp_path):
+    """A univariate series fed as [batch, time] and unsqueezed inside forward: the refusal says to export on
+    [batch, time, 1] (a user found it gave no fix)."""
+    class Uni(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.fc = nn.LSTM(1, UNITS, batch_first=True), nn.Linear(UNITS, 1)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x.unsqueeze(-1))[0][:, -1])
+    path = tmp_path / "uni.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Uni().eval(), (torch.randn(2, T),), str(path), dynamo=False, input_names=["x"])
+    assert refusal(path).endswith("input 'x' is rank 2 (float): rnnskip expects token ids [batch, time] (or [time, "
+                                  "batch]) or float features [batch, time, features] (or [time, batch, features]); a "
+                                  "univariate series unsqueezed inside forward (x.unsqueeze(-1)): move that out of "
+                                  "the model and export it on x of shape [batch, time, 1]")
+
+
 def test_unrolled_rnn_refused_with_the_exporter_to_use(tmp_path):
     """The dynamo exporter unrolls nn.RNN into per-step MatMul/Add/Tanh ops: refused in one line that says
     to export with dynamo=False (before: a refusal of some Slice node)."""
@@ -1718,6 +1738,23 @@ def test_inspect_onnx(tmp_path):
     assert p.returncode == 0 and "converts: yes" in p.stdout, p.stderr
 
 
+@pytest.mark.parametrize("how", ["dynamic", "dynamo-static"])
+def test_inspect_counts_each_weight_once_at_its_layer(how, tmp_path):
+    """The dynamo exporter slices one flat tensor into each layer's W, R and B: inspect counts them at the recurrent
+    operator that reads them, once (a user found every Slice row counting the whole tensor, 202,359 parameters "in
+    the file" for 53,833), and the zero initial states not at all; the total is the torch model's."""
+    torch.manual_seed(0)
+    net = Net("LSTM", True, 2, False, 3, "softmax")
+    export_as(net, tmp_path / "m.onnx", False, True, how)
+    ins = inspect_file(tmp_path / "m.onnx", target_names=["cortex-m4"])
+    per_op = {}
+    for layer in ins.layers:
+        per_op.setdefault(layer.cls, []).append(layer.params)
+    rnn = [sum(p.numel() for n, p in net.rnn.named_parameters() if n.endswith(f"_l{k}")) for k in (0, 1)]
+    assert per_op["LSTM"] == rnn and sum(per_op["Gemm"]) == sum(p.numel() for p in net.fc.parameters())
+    assert sum(l.params for l in ins.layers) == sum(p.numel() for p in net.parameters())
+
+
 @needs_arm
 def test_convert_onnx_end_to_end(tmp_path):
     from rnnskip.datasets import Dataset, save_npz
@@ -2000,8 +2037,8 @@ def _matrix_rows(tmp_path):
                     verdict(run)))
     from test_onnx_frontend import matrix_rows as front_rows  # Conv front ends (tests/test_onnx_frontend.py)
     out += front_rows(tmp_path, verdict)
-    from test_onnx_last_valid import matrix_rows as last_valid_rows  # out[arange(B), lengths - 1]
-    out += last_valid_rows(tmp_path, verdict)
+    from test_onnx_lengths import matrix_rows as lengths_rows  # out[arange(B), lengths - 1], masked means
+    out += lengths_rows(tmp_path, verdict)
     for label, option, net in (("Erf", "nn.GELU after a GRU (exported as Erf)", WithGelu()),):
         def run(net=net):
             export(net, tmp_path / "last.onnx", False, True)
@@ -2053,6 +2090,9 @@ def render_onnx_matrix(rows) -> str:
             "index arithmetic on a `[batch]` integer lengths input (each row's last valid step of a forward "
             "recurrent output: `out[torch.arange(B), lengths - 1]`, time-major "
             "`out[lengths - 1, torch.arange(B)]`, `out.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1, H))`), "
+            "`Less`/`Greater` of the steps and the lengths with `ReduceSum` and `Div` (each row's mean over its "
+            "own steps: `(out * mask.unsqueeze(-1).float()).sum(1) / lengths[:, None]`, `mask = "
+            "torch.arange(T)[None, :] < lengths[:, None]`, or divided by `mask.sum(1)`), "
             "`ReduceMean`/`ReduceMax` over the time axis of the last recurrent output (pooling "
             "over time, docs/pooling.md), `ReduceSum`/`ReduceMean` over a bidirectional operator's direction axis "
             "of its final states (`h_n.sum(0)`, `h_n.mean(0)`: Keras' merge_mode sum, ave), `Gemm`, `MatMul`+`Add` "
@@ -2092,8 +2132,9 @@ def render_onnx_matrix(rows) -> str:
             "ONNX graphs run every step of a row: token id 0 is an ordinary id (PyTorch's `padding_idx` row is "
             "zeros, not a mask), and so does rnnskip on `--data` without `lengths` (a model without a mask runs "
             "every step). A graph with a `sequence_lens` input stops each row at its length, and one that reads "
-            "each row's output at `lengths - 1` reads the state there, which is what rnnskip computes when the "
-            "row stops at its length: give those as `lengths` in `--data` (onnxruntime is fed them too).",
+            "each row's output at `lengths - 1` reads the state there (and one that averages each row over the "
+            "steps before its length, the mean of those), which is what rnnskip computes when the row stops at its "
+            "length: give those as `lengths` in `--data` (onnxruntime is fed them too).",
             ""]
     return "\n".join(out)
 

@@ -64,8 +64,9 @@ SUPPORTED_SUMMARY = (f"rnnskip converts ONNX graphs of forward {'/'.join(RECURRE
                      "time or a flatten of a fixed number of steps, a Gemm or MatMul+Add head "
                      "with Relu/Sigmoid/Tanh/Softmax (BatchNormalization and constant scales fold into it), "
                      "normalisations (BatchNormalization, (x - mean) / std with per-feature constants; "
-                     "LayerNormalization into the head's Dense), each row's last valid step "
-                     "(out[torch.arange(B), lengths - 1] with lengths as a graph input), and the "
+                     "LayerNormalization into the head's Dense), each row's last valid step or mean over its own "
+                     "steps with lengths as a graph input (out[torch.arange(B), lengths - 1], (out * mask).sum(1) / "
+                     "lengths), and the "
                      "Transpose/Squeeze/Unsqueeze/Slice/Gather/Shape "
                      "glue torch.onnx.export emits")
 
@@ -89,6 +90,15 @@ IDS = "ids"         # the token-id input
 LENS = "lens"       # the data's lengths: a sequence_lens input, or one that picks each row's last valid step
 IDX = "idx"         # integer indices built from the lengths and the batch positions (out[arange(B), lengths - 1])
 FLAT = "flat"       # a recurrent output with its first two axes merged (torch's Flatten before an indexed Gather)
+MASK = "mask"       # each row's valid steps, torch.arange(T)[None, :] < lengths[:, None] (size-1 axes as exported)
+MSEQ = "mseq"       # a recurrent output times that mask: zeros after each row's length
+MSUM = "msum"       # its sum over time, which a division by the lengths makes each row's mean over its own steps
+LENGTHS_READ = ("computes with the lengths input: rnnskip reads the lengths as each row's last valid step "
+                "(out[torch.arange(B), lengths - 1]) or to average each row over its own steps ((out * mask).sum(1) / "
+                "lengths)")
+#: what may read the lengths and the values built from them (anything else is refused: _run)
+_LENGTH_OPS = ("Sub", "Add", "Mul", "Div", "Cast", "Unsqueeze", "Squeeze", "Reshape", "Expand", "Concat", "Gather",
+               "GatherND", "GatherElements", "Less", "Greater", "ReduceSum", "Shape", "Identity", *RECURRENT_OPS)
 X = "x"             # per-step vectors entering the first recurrent layer
 SEQ = "seq"         # a recurrent layer's output sequence (Y)
 STATE = "state"     # a recurrent layer's last output (Y_h, or the last step of Y)
@@ -119,7 +129,7 @@ class Sym:
     norm: Optional[float] = None          # a LayerNormalization's epsilon: the next (head) Dense normalises its input
     norm_node: str = ""                   # ... and that LayerNormalization node's name, for refusals
     # IDX: per column of the index (its last axis after a Concat; one column before), a sum of terms, each
-    # (name, entry): "last" (lengths - 1) or "row:<label>" (the batch positions 0..B-1 of input axis <label>) times
+    # (name, entry): "last" (lengths - 1) or "pos:<label>" (the positions 0, 1, .. along input axis <label>) times
     # the shape entry (factor, labels) (see _shape_entries)
     terms: tuple = ()
     merged: Tuple[str, str] = ()          # FLAT: the labels of the two axes merged, outer first
@@ -467,6 +477,8 @@ def h_dropout(ctx: _Ctx):
 def h_cast(ctx: _Ctx):
     """Cast of the token ids or lengths (between integer types) passes them on; else shape glue."""
     s = ctx.inp(0)
+    if s.kind in (MASK, LENS):   # to float for a product or a division: the same values
+        return [s], "folded (glue)"
     if s.kind in (IDS, LENS, IDX):
         from onnx import helper
         if not np.issubdtype(helper.tensor_dtype_to_np_dtype(ctx.attrs["to"]), np.integer):
@@ -572,6 +584,8 @@ def h_concat(ctx: _Ctx):
     kinds = {s.kind for s in ins}
     if IDX in kinds:
         return [_idx_concat(ctx)], "folded (index columns)"
+    if kinds & {LENS, MASK, MSEQ, MSUM}:
+        ctx.fail(LENGTHS_READ)
     if len(kinds) == 1 and kinds <= {STATE, CELL}:
         first = ins[0]
         axis = _norm(int(ctx.attrs.get("axis", 0)), len(first.axes))
@@ -840,6 +854,8 @@ def h_reduce_pool(ctx: _Ctx):
     s = ctx.inp(0)
     if not _data(s.kind):
         return _shape_like(ctx), "folded (glue)"
+    if s.kind in (MSEQ, MASK) and ctx.op == "ReduceSum":
+        return [_masked_sum(ctx, s)], "folded (a sum over each row's own steps)"
     axes = _axes_arg(ctx)
     if s.kind == STATE and "B" in s.axes and ctx.op in ("ReduceSum", "ReduceMean") and axes is not None and \
             [_norm(a, len(s.axes)) for a in axes] == [s.axes.index("B")]:
@@ -988,7 +1004,9 @@ def _lengths_input(r: _Reader) -> str:
 
 
 def h_range(ctx: _Ctx):
-    """Range: constants fold; Range(0, batch, 1) is the batch positions (torch.arange(x.size(0)))."""
+    """Range: constants fold; Range(0, size, 1) of an input axis's size is the positions along it (torch.arange(
+    x.size(0)): the batch positions that index each row's last valid step; along time, the steps a mask compares
+    with the lengths)."""
     start, limit, delta = ctx.ins[:3]
     if all(s.kind == CONST for s in (start, limit, delta)):
         return [Sym(CONST, value=np.arange(start.value, limit.value, delta.value))], "folded (glue)"
@@ -997,11 +1015,11 @@ def h_range(ctx: _Ctx):
             int(delta.value) == 1 and e is not None and len(e) == 1 and e[0] is not None and e[0][0] == 1 and \
             len(e[0][1]) == 1:
         lab = e[0][1][0]
-        return [_idx((lab,), {f"row:{lab}": (1, ())})], "folded (the batch positions)"
+        return [_idx((lab,), {f"pos:{lab}": (1, ())})], "folded (positions along an axis)"
     if not any(_data(s.kind) for s in ctx.ins):
         return [Sym(SHAPE)], "folded (glue)"
-    ctx.fail("builds a range from model data: rnnskip reads a Range only as the batch positions (torch.arange(batch)) "
-             "that index each row's last valid step")
+    ctx.fail("builds a range from model data: rnnskip reads a Range only as the positions along an input axis "
+             "(torch.arange(batch), torch.arange(time))")
 
 
 def _idx_arith(ctx: _Ctx) -> Sym:
@@ -1030,7 +1048,7 @@ def _static_rows(s: Sym) -> Sym:
     """A constant [[0], [1], .., [B - 1]]: the batch positions of a graph exported with a static batch."""
     if s.kind == CONST and np.ndim(s.value) == 2 and np.shape(s.value)[1] == 1 and \
             np.array_equal(np.asarray(s.value).reshape(-1), np.arange(np.shape(s.value)[0])):
-        return _idx(("LN", "1"), {"row:LN": (1, ())})
+        return _idx(("LN", "1"), {"pos:LN": (1, ())})
     return s
 
 
@@ -1070,27 +1088,33 @@ def _data_axes(ctx: _Ctx, data: Sym) -> Tuple[str, str]:
 def _index_of(terms, n: str) -> dict:
     """One index column's terms, the batch named by its label (the lengths input's own axis is the batch too)."""
     fix = lambda labels: tuple(sorted(n if x == "LN" else x for x in labels))   # noqa: E731
-    return {("row:" + n if name == "row:LN" else name): (f, fix(labels)) for name, (f, labels) in terms}
+    return {("pos:" + n if name == "pos:LN" else name): (f, fix(labels)) for name, (f, labels) in terms}
+
+
+def _reads_lengths(ctx: _Ctx, rnn, what: str) -> None:
+    """The model reads each row's own steps (``what``): the lengths input becomes the data's lengths, which stop
+    each row in rnnskip. Not through a bidirectional layer (PyTorch's backward direction has run over the padding
+    there) or a Conv front end (its frames are not the input's steps)."""
+    r = ctx.r
+    if rnn.backward is not None:
+        ctx.fail(f"{what} of bidirectional operator '{rnn.name}', whose backward direction there has read the "
+                 "padding after the row's length: rnnskip reads each row's own steps of forward layers (a "
+                 "bidirectional layer with lengths: sequence_lens on the operator, Y_h read)")
+    if r.front:
+        ctx.fail(f"{what} after a Conv front end, whose frames are not the input's steps: rnnskip streams each row's "
+                 "steps through the front end; read out[:, -1]")
+    name = _lengths_input(r)
+    if any(n and n != name for n in r.rnn_lens):
+        ctx.fail(f"reads the lengths '{name}' where the recurrent operator's sequence_lens is another input: not "
+                 "supported")
+    if not r.last_valid:
+        r.notes.append(f"'{name}' gives each row's length (the model reads each row's own steps): pass it as lengths "
+                       "in --data")
+    r.last_valid = name
 
 
 def _last_valid(ctx: _Ctx, data: Sym, axes: Tuple[str, ...]) -> Sym:
-    r = ctx.r
-    rnn = r.rnns[data.layer]
-    if rnn.backward is not None:
-        ctx.fail(f"takes each row's last valid step of bidirectional operator '{rnn.name}', whose backward direction "
-                 "there has read the padding after the row's length: rnnskip reads the last valid step of forward "
-                 "layers (a bidirectional layer with lengths: sequence_lens on the operator, Y_h read)")
-    if r.front:
-        ctx.fail("takes each row's last valid step after a Conv front end, whose frames are not the input's steps: "
-                 "rnnskip streams each row's steps through the front end; read out[:, -1]")
-    name = _lengths_input(r)
-    if any(n and n != name for n in r.rnn_lens):
-        ctx.fail(f"indexes the last valid step with '{name}' where the recurrent operator's sequence_lens is "
-                 "another input: not supported")
-    if not r.last_valid:
-        r.notes.append(f"'{name}' picks each row's last valid step (lengths - 1): pass each row's length as "
-                       "lengths in --data")
-    r.last_valid = name
+    _reads_lengths(ctx, ctx.r.rnns[data.layer], "takes each row's last valid step")
     return Sym(STATE, axes=axes, width=data.width, layer=data.layer)
 
 
@@ -1101,7 +1125,7 @@ def h_gather_nd(ctx: _Ctx):
         ctx.fail(f"gathers from {data.kind} data with {idx.kind} indices: rnnskip reads GatherND only as each row's "
                  "last valid step of a recurrent output (out[arange(batch), lengths - 1])")
     n, t = _data_axes(ctx, data)
-    want = [{f"row:{n}": (1, ())} if ax == n else {LAST: (1, ())} for ax in data.axes[:2]]
+    want = [{f"pos:{n}": (1, ())} if ax == n else {LAST: (1, ())} for ax in data.axes[:2]]
     if [_index_of(c, n) for c in idx.terms] != want:
         ctx.fail("indexes a recurrent output other than at each row's last valid step: rnnskip reads "
                  "out[arange(batch), lengths - 1] (out[lengths - 1, arange(batch)] time-major)")
@@ -1131,12 +1155,96 @@ def _gather_flat(ctx: _Ctx, data: Sym, idx: Sym) -> Sym:
     gathered at row * time + lengths - 1 (or (lengths - 1) * batch + row)."""
     outer, inner = data.merged
     n = next((ax for ax in data.merged if ctx.r.roles.get(ax) == "N"), "")
-    pos = lambda ax: f"row:{n}" if ax == n else LAST   # noqa: E731
+    pos = lambda ax: f"pos:{n}" if ax == n else LAST   # noqa: E731
     want = {pos(outer): (1, (inner,)), pos(inner): (1, ())}
     if int(ctx.attrs.get("axis", 0)) != 0 or len(idx.terms) != 1 or _index_of(idx.terms[0], n) != want:
         ctx.fail("gathers a flattened recurrent output other than at each row's last valid step: rnnskip reads "
                  "out[arange(batch), lengths - 1]")
     return _last_valid(ctx, data, (n, "F"))
+
+
+def _static_steps(s: Sym) -> Sym:
+    """A constant 0, 1, .., k - 1 along one axis (size-1 axes around it): the positions along a static axis of k
+    (label "*k", checked against the axis it meets), as the dynamo exporter writes torch.arange(T)."""
+    if s.kind == CONST and np.ndim(s.value) >= 1 and sum(d != 1 for d in np.shape(s.value)) == 1:
+        k = max(np.shape(s.value))
+        if np.array_equal(np.asarray(s.value).reshape(-1), np.arange(k)):
+            lab = f"*{k}"
+            return _idx(tuple(lab if d != 1 else "1" for d in np.shape(s.value)), {f"pos:{lab}": (1, ())})
+    return s
+
+
+def h_compare(ctx: _Ctx):
+    """arange(T)[None, :] < lengths[:, None] (or lengths[:, None] > arange(T)[None, :]): each row's valid steps."""
+    a, b = ctx.inp(0), ctx.inp(1)
+    pos, lens = (a, b) if ctx.op == "Less" else (b, a)
+    pos = _static_steps(pos)
+    terms = dict(pos.terms[0]) if pos.kind == IDX and len(pos.terms) == 1 else {}
+    name = next(iter(terms), "")
+    if lens.kind != LENS or len(terms) != 1 or not name.startswith("pos:") or terms[name] != (1, ()) or \
+            len(pos.axes) != len(lens.axes) or any("1" not in (p, q) for p, q in zip(pos.axes, lens.axes)):
+        ctx.fail("compares other values than the steps with the lengths: rnnskip reads a comparison only as each "
+                 "row's valid steps, torch.arange(time)[None, :] < lengths[:, None]")
+    return [Sym(MASK, axes=tuple(q if p == "1" else p for p, q in zip(pos.axes, lens.axes)))], \
+        "folded (each row's valid steps)"
+
+
+def _time_size(ctx: _Ctx, i: int, k: int) -> Optional[int]:
+    dims = ctx.r.dims.get(ctx.node.input[i])
+    return dims[k] if dims is not None and isinstance(dims[k], int) else None
+
+
+def _mask_fits(ctx: _Ctx, data: Sym, mask: Sym, i: int) -> bool:
+    """``mask`` lines up with recurrent output ``data`` (input ``i`` of this node): its batch, time and size-1
+    feature axes where ``data`` has batch, time and features."""
+    n, t = _data_axes(ctx, data)
+    if len(mask.axes) != len(data.axes):
+        return False
+    for k, (d, m) in enumerate(zip(data.axes, mask.axes)):
+        static = m.startswith("*") and _time_size(ctx, i, k) == int(m[1:])
+        if not ((d == n and m in ("LN", n)) or (d == t and (m == t or static)) or (d == "F" and m == "1")):
+            return False
+    return True
+
+
+def _masked(ctx: _Ctx) -> Sym:
+    """A recurrent output times each row's valid steps: zeros after each row's length."""
+    i = 0 if ctx.inp(0).kind == SEQ else 1
+    data, mask = ctx.inp(i), ctx.inp(1 - i)
+    if ctx.op != "Mul" or data.kind != SEQ or mask.kind != MASK or not _mask_fits(ctx, data, mask, i):
+        ctx.fail("applies each row's valid steps other than as a mask on a recurrent output [batch, time, hidden]: "
+                 "rnnskip reads (out * mask.unsqueeze(-1)).sum(1) / lengths, each row's mean over its own steps")
+    return Sym(MSEQ, axes=data.axes, width=data.width, layer=data.layer, padded=data.padded)
+
+
+def _masked_sum(ctx: _Ctx, s: Sym) -> Sym:
+    """ReduceSum over time of the masked output (the sum of each row's own steps), or of the mask itself (each
+    row's length)."""
+    axes = _axes_arg(ctx)
+    t = [ax for ax in s.axes if ctx.r.roles.get(ax) == "T" or ax.startswith("*")]
+    if axes is None or len(t) != 1 or [s.axes[_norm(a, len(s.axes))] for a in axes] != t:
+        ctx.fail(f"sums {s.kind} data over axes {axes}: rnnskip sums a masked recurrent output over its time axis "
+                 "alone, for each row's mean over its own steps")
+    keep = int(ctx.attrs.get("keepdims", 1))
+    out = tuple(("1" if ax == t[0] else ax) for ax in s.axes if keep or ax != t[0])
+    if s.kind == MASK:
+        return Sym(LENS, axes=out)
+    return Sym(MSUM, axes=out, width=s.width, layer=s.layer)
+
+
+def _masked_mean(ctx: _Ctx) -> Sym:
+    """The masked sum divided by the lengths: each row's mean over its own steps, which is what rnnskip's mean over
+    time gives when the data's lengths stop each row (Keras' GlobalAveragePooling1D under a mask)."""
+    a, b = ctx.inp(0), ctx.inp(1)
+    if ctx.op != "Div" or a.kind != MSUM or b.kind != LENS or len(a.axes) != len(b.axes):
+        ctx.fail("divides a masked sum by other values than the lengths: rnnskip reads (out * mask).sum(1) / "
+                 "lengths, each row's mean over its own steps")
+    n = next(ax for ax in a.axes if ctx.r.roles.get(ax) == "N")
+    if any(not ((x == n and y in ("LN", n)) or (x in ("F", "1") and y == "1")) for x, y in zip(a.axes, b.axes)):
+        ctx.fail("divides a masked sum by the lengths along other axes than the batch: rnnskip reads "
+                 "(out * mask).sum(1) / lengths[:, None]")
+    _reads_lengths(ctx, ctx.r.rnns[a.layer], "averages each row over its own steps")
+    return Sym(STATE, axes=a.axes, width=a.width, layer=a.layer, pooled=("avg", ctx.key))
 
 
 # --------------------------------------------------------------------------
@@ -1681,7 +1789,12 @@ def h_scale(ctx: _Ctx):
     """Div by 2 (or Mul by 0.5) of the two final states summed: their mean, Keras' merge_mode='ave'; elsewhere
     glue on constants and shapes only."""
     a, b = ctx.inp(0), ctx.inp(1)
-    if any(x is not None and x.kind in (IDX, LENS) for x in (a, b)):
+    kinds = {x.kind for x in (a, b) if x is not None}
+    if MASK in kinds:
+        return [_masked(ctx)], "folded (zeros after each row's length)"
+    if MSUM in kinds:
+        return [_masked_mean(ctx)], "converted (pooled over time: avg over each row's own steps)"
+    if kinds & {IDX, LENS}:
         return [_idx_arith(ctx)], "folded (index arithmetic)"
     pos = 0 if a is not None and _data(a.kind) else 1   # Mul takes the constant on either side
     s, c = (a, b) if pos == 0 else (b, a)
@@ -1994,6 +2107,7 @@ HANDLERS: Dict[str, Callable] = {
     **{op: h_recurrent for op in RECURRENT_OPS},
     "ReduceMean": h_reduce_pool, "ReduceMax": h_reduce_pool, "ReduceSum": h_reduce_pool,
     "Gather": h_gather, "GatherND": h_gather_nd, "GatherElements": h_gather_elements, "Range": h_range,
+    "Less": h_compare, "Greater": h_compare,
     "Gemm": h_gemm, "MatMul": h_matmul, "Add": h_add,
     "Relu": h_activation, "Sigmoid": h_activation, "Tanh": h_activation, "Softmax": h_activation, "Clip": h_clip,
     "LeakyRelu": h_leaky_relu,
@@ -2132,9 +2246,11 @@ def _inputs(r: _Reader) -> None:
         # width 0: a dynamic feature axis, taken from the first layer's weights
         r.syms[i.name] = Sym(X, axes=("a0", "a1", "F"), width=dims[2] or 0)
     else:
+        uni = ("; a univariate series unsqueezed inside forward (x.unsqueeze(-1)): move that out of the model and "
+               "export it on x of shape [batch, time, 1]" if not ints and len(dims) == 2 else "")
         raise RnnskipError(f"{r.path}: input '{i.name}' is rank {len(dims)} ({'integer' if ints else 'float'}): "
                            "rnnskip expects token ids [batch, time] (or [time, batch]) or float features "
-                           "[batch, time, features] (or [time, batch, features])")
+                           f"[batch, time, features] (or [time, batch, features]){uni}")
 
 
 def _lengths_dtype(r: _Reader) -> str:
@@ -2220,6 +2336,9 @@ def _run(r: _Reader) -> ModelIR:
                 any(s is not None and s.tpad != (0, 0) for s in ctx.ins):
             raise LayerError(f"node '{key}' ({node.op_type}) reads a Pad's output: rnnskip folds a zero Pad of the "
                              "time axis only into the Conv that reads it", key)
+        if node.op_type not in _LENGTH_OPS and \
+                any(s is not None and s.kind in (LENS, IDX, MASK, MSEQ, MSUM) for s in ctx.ins):
+            raise LayerError(f"node '{key}' ({node.op_type}) {LENGTHS_READ}", key)
         missing = [n for n, s in zip(node.input, ctx.ins) if n and s is None]
         if missing:
             raise RnnskipError(f"{r.path}: node '{key}' ({node.op_type}) reads '{missing[0]}', which no earlier node "
@@ -2350,9 +2469,34 @@ def parse_onnx_file(path) -> ModelIR:
     return _run(r)
 
 
-def _node_params(r: _Reader, node) -> int:
-    inits = {i.name: int(np.prod(i.dims)) for i in r.graph.initializer}
-    return sum(inits.get(n, 0) for n in node.input)
+def _params_per_node(r: _Reader) -> List[int]:
+    """Parameters per node for inspect: the float constants a node computing on model data reads, each counted where
+    it meets the data, so a weight sliced, transposed or reshaped on the way (the dynamo exporter slices one flat
+    tensor into every layer's W, R and B) counts once, at the layer that uses it. Nodes on constants alone fold
+    (0); integer constants (shapes, axes, indices) count nothing."""
+    from onnx import TensorProto
+    floats = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+    const = {i.name: (int(np.prod(i.dims)), i.data_type in floats) for i in r.graph.initializer}
+    out = []
+    for node in r.graph.node:
+        ins = [n for n in node.input if n]
+        if node.op_type == "Constant" or (ins and all(n in const for n in ins)):
+            if node.op_type == "Constant":
+                v = next((a.t for a in node.attribute if a.name == "value"), None)
+                total, is_float = (int(np.prod(v.dims)), v.data_type in floats) if v is not None else \
+                    (1, any(a.name.startswith("value_float") for a in node.attribute))
+            else:
+                total, is_float = sum(const[n][0] for n in ins), any(const[n][1] for n in ins)
+            for o in node.output:
+                d = r.dims.get(o)
+                known = d is not None and all(isinstance(v, int) for v in d)
+                const[o] = (int(np.prod(d)) if known else total, is_float)
+            out.append(0)
+        else:   # a recurrent operator's W, R, B and P (its initial states, zeros, are no parameters)
+            read = [n for i, n in enumerate(node.input)
+                    if n and (node.op_type not in RECURRENT_OPS or i in (1, 2, 3, 7))]
+            out.append(sum(const[n][0] for n in read if n in const and const[n][1]))
+    return out
 
 
 def _node_options(node) -> str:
@@ -2378,11 +2522,12 @@ def describe_onnx_file(path):
     producer = f"{model.producer_name} {model.producer_version}".strip() or "unknown producer"
     desc = ModelDescription(r.path, "onnx", "", _model_name(r.path), producer=f"ONNX opset {r.opset} ({producer})")
     rows = {}
+    params = _params_per_node(r)
     for i, node in enumerate(model.graph.node):
         if node.op_type == "Constant":
             continue
         key = node_key(node, i)
-        row = LayerDescription(key, node.op_type, _node_params(r, node), _node_options(node), "")
+        row = LayerDescription(key, node.op_type, params[i], _node_options(node), "")
         if node.op_type not in HANDLERS:
             row.refusals.append(unsupported(key, node.op_type))
         desc.layers.append(row)

@@ -1,8 +1,10 @@
-"""Each row's last valid step, read by index in PyTorch (out[torch.arange(B), lengths - 1], or out.gather along the
-time axis): the model runs every step of a padded batch and reads each row's output at its own length, which is the
-state rnnskip computes when the data's lengths stop each row. The float reference equals onnxruntime fed the same
-lengths to 1e-5 on ragged rows, the int8 golden model equals the host C build bit for bit, the firmware too
-(rnnskip-convert end to end), and the readings that are not that state are refused in one line."""
+"""Models that read each row's own steps of a padded batch through a lengths input, as PyTorch code does without
+pack_padded_sequence: the output at each row's last valid step (out[torch.arange(B), lengths - 1], or out.gather
+along the time axis), or each row's mean over its own steps ((out * mask).sum(1) / lengths). PyTorch runs every step
+and reads only the row's own; rnnskip stops each row at the data's lengths, which gives the same. The float
+reference equals onnxruntime fed the same lengths to 1e-5 on ragged rows, the int8 golden model equals the host C
+build bit for bit, the firmware too (rnnskip-convert end to end), and readings that are not that are refused in one
+line."""
 from __future__ import annotations
 
 import json
@@ -32,18 +34,21 @@ class LastValid(nn.Module):
     "tm" out[lengths - 1, arange(B)] (time-major), "gather" out.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1,
     H)).squeeze(1), "lstm2" a 2-layer LSTM, "tok" an embedding first, "softmax" softmax after the head; refused:
     "bi" a bidirectional GRU indexed so (its backward direction there has read the padding), "minus2" lengths - 2,
-    "conv" after a Conv1d front end."""
+    "conv" after a Conv1d front end. Means over each row's own steps: "mean" (out * mask.unsqueeze(-1).float()).sum(1) /
+    lengths[:, None].float() with mask = torch.arange(T)[None, :] < lengths[:, None], "mean-count" divided by
+    mask.sum(1, keepdim=True), "mean-gt" the mask as lengths[:, None] > torch.arange(T)[None, :], "mean-tm"
+    time-major; refused: "mean-bi" of a bidirectional GRU, "len-feature" the lengths as a feature of the head."""
 
     def __init__(self, how):
         super().__init__()
         self.how = how
-        bf = how != "tm"
+        bf = how not in ("tm", "mean-tm")
         self.emb = nn.Embedding(VOCAB, FEAT) if how == "tok" else None
         self.conv = nn.Conv1d(FEAT, FEAT, 3, padding=1) if how == "conv" else None
         cell = nn.LSTM if how in ("lstm2", "tok") else nn.GRU
         self.rnn = cell(FEAT, UNITS, num_layers=2 if how == "lstm2" else 1, batch_first=bf,
-                        bidirectional=how == "bi")
-        self.fc = nn.Linear(2 * UNITS if how == "bi" else UNITS, 3)
+                        bidirectional=how in ("bi", "mean-bi"))
+        self.fc = nn.Linear(2 * UNITS if how in ("bi", "mean-bi") else UNITS + (how == "len-feature"), 3)
 
     def forward(self, x, lengths):
         if self.emb is not None:
@@ -51,6 +56,10 @@ class LastValid(nn.Module):
         if self.conv is not None:
             x = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
         y = self.rnn(x)[0]
+        if self.how.startswith("mean"):
+            return self.fc(self._mean(y, lengths))
+        if self.how == "len-feature":
+            return self.fc(torch.cat([y[:, -1], lengths[:, None].float()], 1))
         if self.how == "tm":
             last = y[lengths - 1, torch.arange(y.size(1))]
         elif self.how == "gather":
@@ -60,6 +69,17 @@ class LastValid(nn.Module):
         z = self.fc(last)
         return torch.softmax(z, -1) if self.how == "softmax" else z
 
+    def _mean(self, y, lengths):
+        if self.how == "mean-tm":
+            mask = torch.arange(y.size(0))[:, None] < lengths[None, :]
+            return (y * mask[..., None].float()).sum(0) / lengths[:, None].float()
+        steps = torch.arange(y.size(1))[None, :]
+        mask = lengths[:, None] > steps if self.how == "mean-gt" else steps < lengths[:, None]
+        total = (y * mask.unsqueeze(-1).float()).sum(1)
+        if self.how == "mean-count":
+            return total / mask.sum(1, keepdim=True).float()
+        return total / lengths[:, None].float()
+
 
 def export(how, path, exporter="dynamic", seed=0):
     """LastValid(how) exported with the TorchScript exporter (dynamic batch and time) or the dynamo exporter
@@ -67,7 +87,7 @@ def export(how, path, exporter="dynamic", seed=0):
     torch.manual_seed(seed)
     net = LastValid(how).eval()
     rng = np.random.default_rng(seed)
-    tm = how == "tm"
+    tm = how in ("tm", "mean-tm")
     shape = (T, N) if tm else (N, T)
     x = torch.randint(0, VOCAB, shape) if how == "tok" else torch.randn(shape + (FEAT,))
     lengths = torch.from_numpy(rng.integers(1, T + 1, N))
@@ -86,7 +106,7 @@ def export(how, path, exporter="dynamic", seed=0):
 
 
 def batch_major(x, how):
-    return np.swapaxes(x, 0, 1) if how == "tm" else x
+    return np.swapaxes(x, 0, 1) if how in ("tm", "mean-tm") else x
 
 
 def float_diff(path, how, x, lengths) -> float:
@@ -102,7 +122,12 @@ CONVERTED = {"index": "out[torch.arange(B), lengths - 1] (each row's last valid 
              "gather": "out.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1, H)).squeeze(1)",
              "lstm2": "2-layer LSTM, out[torch.arange(B), lengths - 1]",
              "tok": "nn.Embedding, LSTM, out[torch.arange(B), lengths - 1]",
-             "softmax": "out[torch.arange(B), lengths - 1], softmax after the head"}
+             "softmax": "out[torch.arange(B), lengths - 1], softmax after the head",
+             "mean": "(out * mask.unsqueeze(-1).float()).sum(1) / lengths[:, None].float(), mask = "
+                     "torch.arange(T)[None, :] < lengths[:, None] (each row's mean over its own steps)",
+             "mean-count": "(out * mask.unsqueeze(-1).float()).sum(1) / mask.sum(1, keepdim=True)",
+             "mean-gt": "the mask as lengths[:, None] > torch.arange(T)[None, :], then the mean",
+             "mean-tm": "time-major: (out * mask[..., None].float()).sum(0) / lengths[:, None].float()"}
 #: out.gather(..).squeeze(1) with a dynamic time axis: TorchScript writes the squeeze as an If (refused, HINTS)
 EXPORTERS = {"dynamic": "torch.onnx.export, opset 17", "dynamo": "torch.onnx.export(dynamo=True)"}
 
@@ -115,8 +140,9 @@ def test_last_valid_step_equals_onnxruntime(how, exporter, tmp_path):
     assert len(set(lengths.tolist())) > 3 and lengths.min() < T   # ragged: rows end before the last step
     ir = load_model_file(path)
     assert ir.lengths_input and ir.source_io["lengths"] == "lengths" and ir.source_io["lengths_dtype"] == "int64"
-    assert "'lengths' picks each row's last valid step (lengths - 1): pass each row's length as lengths in --data" \
+    assert "'lengths' gives each row's length (the model reads each row's own steps): pass it as lengths in --data" \
         in ir.notes
+    assert ir.pool == ("avg" if how.startswith("mean") else "")
     assert float_diff(path, how, x, lengths) <= 1e-5
     # and not just the last step: the same rows read at their last step differ
     full = FloatModel(ir).predict(batch_major(x, how), np.full(N, T, np.int32))
@@ -124,7 +150,7 @@ def test_last_valid_step_equals_onnxruntime(how, exporter, tmp_path):
     assert np.abs(full[short] - FloatModel(ir).predict(batch_major(x, how), lengths)[short]).max() > 1e-3
 
 
-@pytest.mark.parametrize("how", ["index", "tm", "lstm2", "tok"])
+@pytest.mark.parametrize("how", ["index", "tm", "lstm2", "tok", "mean", "mean-tm"])
 def test_golden_equals_host_build(how, tmp_path):
     path = tmp_path / "m.onnx"
     x, lengths = export(how, path, "dynamic", seed=1)
@@ -145,13 +171,14 @@ def cli(*args):
 
 
 @needs_arm
-def test_convert_end_to_end_with_ragged_lengths(tmp_path):
+@pytest.mark.parametrize("how", ["index", "mean"])
+def test_convert_end_to_end_with_ragged_lengths(how, tmp_path):
     """rnnskip-convert with the lengths in --data: the reference check feeds them to onnxruntime (int64, as the graph
     declares), every row is compared, and golden = host = emulated firmware."""
     from rnnskip.datasets import Dataset, save_npz
     path = tmp_path / "m.onnx"
     torch.manual_seed(0)
-    x, lengths = export("index", path, "dynamo")
+    export(how, path, "dynamo")
     rng = np.random.default_rng(5)
     xs = rng.normal(0, 1, (40, T, FEAT)).astype(np.float32)
     ls = rng.integers(1, T + 1, 40)
@@ -178,8 +205,16 @@ def refusal(path) -> str:
 REFUSED = {
     "bi": ("bidirectional=True, out[torch.arange(B), lengths - 1]",
            "takes each row's last valid step of bidirectional operator 'rnn/GRU', whose backward direction there has "
-           "read the padding after the row's length: rnnskip reads the last valid step of forward layers (a "
+           "read the padding after the row's length: rnnskip reads each row's own steps of forward layers (a "
            "bidirectional layer with lengths: sequence_lens on the operator, Y_h read)"),
+    "mean-bi": ("bidirectional=True, (out * mask.unsqueeze(-1).float()).sum(1) / lengths[:, None].float()",
+                "averages each row over its own steps of bidirectional operator 'rnn/GRU', whose backward direction "
+                "there has read the padding after the row's length: rnnskip reads each row's own steps of forward "
+                "layers (a bidirectional layer with lengths: sequence_lens on the operator, Y_h read)"),
+    "len-feature": ("torch.cat([out[:, -1], lengths[:, None].float()], 1): the lengths as a feature",
+                    "node 'Concat' (Concat) computes with the lengths input: rnnskip reads the lengths as each row's "
+                    "last valid step (out[torch.arange(B), lengths - 1]) or to average each row over its own steps "
+                    "((out * mask).sum(1) / lengths)"),
     "minus2": ("out[torch.arange(B), lengths - 2]",
                "subtracts 2 from the lengths: rnnskip reads them as each row's last valid step, lengths - 1"),
     "conv": ("Conv1d front end, then out[torch.arange(B), lengths - 1]",
@@ -207,6 +242,15 @@ def test_gather_squeezed_by_torchscript(tmp_path):
                                   "out[torch.arange(B), lengths - 1])")
 
 
+def _matrix_op(how: str, exporter: str) -> str:
+    """The support matrix's row label: the op types that read the lengths."""
+    if how.startswith("mean"):
+        return ("Greater" if how == "mean-gt" else "Less") + ", ReduceSum, Div"
+    if how == "len-feature":
+        return "Concat"
+    return "GatherElements" if how == "gather" else "GatherND" if exporter == "dynamo" else "Gather"
+
+
 def matrix_rows(tmp_path, verdict):
     """(row, option, column, verdict) for docs/onnx_support.md (tests/test_onnx_import.py renders it)."""
     out = []
@@ -215,12 +259,11 @@ def matrix_rows(tmp_path, verdict):
             def run(how=how, exporter=exporter):
                 x, lengths = export(how, tmp_path / "last.onnx", exporter)
                 return float_diff(tmp_path / "last.onnx", how, x, lengths)
-            op = "GatherElements" if how == "gather" else "GatherND" if exporter == "dynamo" else "Gather"
-            out.append((op, option, col, verdict(run)))
+            out.append((_matrix_op(how, exporter), option, col, verdict(run)))
     for how, (option, _) in REFUSED.items():
         def run(how=how):
             export(how, tmp_path / "last.onnx")
             load_model_file(tmp_path / "last.onnx")
             return 0.0
-        out.append(("Gather", option, EXPORTERS["dynamic"], verdict(run)))
+        out.append((_matrix_op(how, "dynamic"), option, EXPORTERS["dynamic"], verdict(run)))
     return out

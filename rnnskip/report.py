@@ -297,7 +297,8 @@ def emulation_summary(emu, target, qm, macs_step: int, head_macs: int) -> dict:
     col = stat_columns(emu)
     tr = emu.traffic_measured
     macs = emu.steps_run * macs_step + head_macs
-    a, b = cycles_per_step(emu)
+    varying = [m.varying_step_cost for m in qm.methods if m.varying_step_cost]
+    a, b = (None, None) if varying else cycles_per_step(emu)
     e = {
         "emulator": "unicorn",
         "cycle_model": {"table": target.cycle_table, "source": target.cycle_source,
@@ -313,6 +314,7 @@ def emulation_summary(emu, target, qm, macs_step: int, head_macs: int) -> dict:
         "cycles_per_step": b,
         "cycles_fixed": a,
         "step_macs_per_cycle": float(macs_step / b) if b and b > 0 else None,
+        **({"cycles_per_step_note": "not fitted: " + varying[0]} if varying else {}),
         "latency_ms_per_inference": _mean(col["cycles"]) / target.clock_hz * 1e3,
         "flash_read_bytes_per_inference": _mean(col["flash_read_bytes"][tr]),
         "sram_read_bytes_per_inference": _mean(col["sram_read_bytes"][tr]),
@@ -467,7 +469,8 @@ def table(rep: dict) -> str:
         if not counted:
             rows += [("cycles / inference",
                       _fmt(e["cycles_per_inference"]) + f"  ({e['sequences']} sequences emulated)"),
-                     ("cycles / step", _fmt(e["cycles_per_step"])),
+                     ("cycles / step", _fmt(e["cycles_per_step"])
+                      + (f"  ({e['cycles_per_step_note']})" if e.get("cycles_per_step_note") else "")),
                      ("MAC / cycle (step)", _fmt(e["step_macs_per_cycle"])
                       + (f"  ({e['macs_note']})" if e.get("macs_note") else "")),
                      (f"latency @ {e['cycle_model']['clock_hz'] / 1e6:g} MHz",
@@ -497,9 +500,10 @@ def table(rep: dict) -> str:
     return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
 
 
-def write_plots(ev, out_dir: Path, title: str = "") -> list:
-    """cycles.png: emulated cycles per sequence against executed steps, with the fitted line;
-    instructions.png instead where the emulator counts instructions only (QEMU: no cycle model)."""
+def write_plots(ev, out_dir: Path, title: str = "", fit: bool = True) -> list:
+    """cycles.png: emulated cycles per sequence against executed steps, with the fitted line (``fit``: not for a
+    model whose step cost depends on the data, StepMethod.varying_step_cost); instructions.png instead where the
+    emulator counts instructions only (QEMU: no cycle model)."""
     if ev.emu is None or len(ev.emu.steps_run) == 0:
         return []
     import matplotlib
@@ -511,10 +515,10 @@ def write_plots(ev, out_dir: Path, title: str = "") -> list:
     if not np.isfinite(cyc).any():
         what, cyc = "instructions", emu.stats[:, STAT_FIELDS.index("instructions")]
         a, b = (float("nan"),) * 2
-        if len(np.unique(steps)) >= 2:
+        if len(np.unique(steps)) >= 2 and fit:
             b, a = (float(v) for v in np.polyfit(steps.astype(float), cyc, 1))
     else:
-        a, b = cycles_per_step(emu)
+        a, b = cycles_per_step(emu) if fit else (float("nan"),) * 2
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     ax.scatter(steps, cyc / 1e3, s=8, alpha=0.5, label="emulated sequences")
     if b == b:

@@ -28,6 +28,9 @@ class StepMethod:
     label = ""
     #: said next to the emulation's MACs per step when the method changes what they mean
     macs_note = ""
+    #: a step's cost depends on the data, not only on whether it runs: the report fits no cycles per step (a fit
+    #: over sequence lengths would read whichever steps the data made cheap as the per-step cost); says why
+    varying_step_cost = ""
 
     # ---- golden model -----------------------------------------------------------------
     def golden_prepare(self, golden) -> None:

@@ -81,6 +81,8 @@ class DeltaMethod(StepMethod):
     key = "delta"
     label = "delta"
     macs_note = "dense MACs of the executed steps; the delta section has the effective MACs"
+    varying_step_cost = ("a delta step costs what its transmitting columns and units cost: the delta section's "
+                         "cycles_per_step_by_part gives the measured profile")
     template = "model/delta.c.j2"
     c_headers = ("rnnskip_delta_kernels.h",)
     c_parts = {"column-sparse mat-vec": ("rnnskip_dv", "rnnskip_delta_mat_vec_s8", "rnnskip_delta_pad_pair_s8"),

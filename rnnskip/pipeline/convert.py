@@ -240,7 +240,8 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
                  f"without the other: their budgets are separate and the accuracy losses can add (the report's "
                  f"sections give the accuracy with both on)")
         write_report(_final_paths(rep, str(tmp), str(tmp.parent / Path(out).name)), tmp / "report.json")
-        write_plots(ev, tmp, f"{ir.name} on {target.name} ({kernels}, {variant})")
+        write_plots(ev, tmp, f"{ir.name} on {target.name} ({kernels}, {variant})",
+                    fit=not any(m.varying_step_cost for m in qm.methods))
         # a complete work folder: the stage commands can carry on from here
         workdir.save_ir(tmp, ir)
         workdir.save_model(tmp, qm)

@@ -152,6 +152,14 @@ def _is_classifier(ir) -> bool:
     return ir.output_activation in ("softmax", "sigmoid")
 
 
+def _binary_logit(ir, y) -> bool:
+    """One linear output with integer labels 0 and 1: a binary classifier on its logit (PyTorch's
+    BCEWithLogitsLoss, Keras' BinaryCrossentropy(from_logits=True)), class 1 where it is above 0. Integer targets
+    beyond 0 and 1 (counts), or float ones, are a regression's."""
+    return (bool(ir.head) and ir.output_dim == 1 and ir.output_activation == "linear"
+            and np.issubdtype(y.dtype, np.integer) and bool(np.all((y == 0) | (y == 1))))
+
+
 #: the arrays a data file may hold
 KEYS = ("x", "y", "lengths", "texts", "class_names")
 
@@ -296,6 +304,10 @@ def load_npz(path: str, ir=None, labels: Optional[bool] = True, what: str = "") 
     if y is not None:
         try:
             y = _check_labels(y, ir, name, N, T)
+            if ir is not None and _binary_logit(ir, y):
+                notes.append(f"note: y in {name} holds integers 0 and 1 and the model ends in one linear output: "
+                             f"scored as a binary classifier on its logit (class 1 where it is above 0); save y "
+                             f"as floats to score the model as a regression")
         except RnnskipError:
             if labels is not False:
                 raise
@@ -329,7 +341,7 @@ def _check_labels(y, ir, name, N, T):
         # several linear outputs: class indices when y is integer, or one integer-valued float per row (the
         # model's width rules out a regression target); float targets [N, K] are a regression
         classify = _is_classifier(ir) or (ir.output_dim > 1 and (np.issubdtype(y.dtype, np.integer) or (
-            y.ndim == 1 and not ir.per_step and np.all(y == np.round(y)))))
+            y.ndim == 1 and not ir.per_step and np.all(y == np.round(y))))) or _binary_logit(ir, y)
     if classify or (classify is None and np.issubdtype(y.dtype, np.integer)):
         if np.issubdtype(y.dtype, np.floating):
             if not np.all(y == np.round(y)):

@@ -52,19 +52,29 @@ _NOT_LOADED = object()
 
 def check_class_outputs(ir, what: str, y=_NOT_LOADED) -> None:
     """``what`` (a budget on class predictions) needs class predictions (one per sequence, or one per step): a
-    softmax or sigmoid head, or a linear head with several outputs (a classifier trained on logits, argmax) when
-    the labels ``y`` are integer classes - without them such a head may as well be a regression. One line
-    otherwise; ``y`` left out: the labels are not loaded yet (checked again once they are)."""
-    logits = bool(ir.head) and ir.output_activation == "linear" and ir.output_dim > 1   # not a bare state
+    softmax or sigmoid head, or a linear head (a classifier trained on logits: argmax of several, or one logit > 0,
+    PyTorch's BCEWithLogitsLoss and Keras' from_logits binary classifier) when the labels ``y`` are integer classes
+    (0 or 1 for one logit) - without them such a head may as well be a regression. One line otherwise; ``y`` left
+    out: the labels are not loaded yet (checked again once they are)."""
+    logits = bool(ir.head) and ir.output_activation == "linear"   # not a bare state
+    if logits and ir.output_dim == 1 and y is not _NOT_LOADED and \
+            (y is None or not np.issubdtype(np.asarray(y).dtype, np.integer)):
+        logits = False   # one linear output without integer labels: a regression model
     if not (ir.output_activation in ("softmax", "sigmoid") or logits):
         raise RnnskipError(f"{what} is tuned to an accuracy budget on class predictions, so the model must be a "
-                           f"classifier (a softmax or sigmoid output, or a linear one with several outputs and "
-                           f"integer labels); this one ends in {ir.output_dim} '{ir.output_activation}' output(s)")
+                           f"classifier (a softmax or sigmoid output, or a linear one with integer labels); this one "
+                           f"ends in {ir.output_dim} '{ir.output_activation}' output(s)")
     if logits and y is not _NOT_LOADED and (y is None or not np.issubdtype(np.asarray(y).dtype, np.integer)):
         raise RnnskipError(f"{what} is tuned to an accuracy budget on class predictions: a model with "
                            f"{ir.output_dim} linear outputs must be a classifier trained on logits, which rnnskip "
                            f"takes from integer class labels (y) in the data; these are "
                            f"{'missing' if y is None else 'not integers'} (a regression model cannot be tuned so)")
+
+
+def float_threshold(model) -> float:
+    """Where one float output becomes class 1: a sigmoid's probability above 0.5, a logit above 0 (the int16 outputs
+    are before the activation: 0 for both)."""
+    return 0.5 if model.output_activation == "sigmoid" else 0.0
 
 
 def row_len(qm) -> int:
@@ -141,9 +151,9 @@ def steps_run_mask(qm, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 def class_outcomes(qm, x: np.ndarray, lengths: np.ndarray, values: np.ndarray, y: np.ndarray,
                    threshold: float = 0.0) -> np.ndarray:
     """Whether each class prediction from ``values`` is its label ``y`` (``values``: golden int16 outputs,
-    ``threshold`` 0; float probabilities, 0.5): bool ``[N]`` for one class per sequence; for a per-step model
-    float ``[N, T]``, 1 or 0 at the steps it is scored on (:func:`scored_steps`) and NaN at the others, which
-    rnnskip.stats reads per sequence (each sequence's share of right steps)."""
+    ``threshold`` 0; float outputs, :func:`float_threshold`): bool ``[N]`` for one class per sequence; for a
+    per-step model float ``[N, T]``, 1 or 0 at the steps it is scored on (:func:`scored_steps`) and NaN at the
+    others, which rnnskip.stats reads per sequence (each sequence's share of right steps)."""
     pred = _classes(np.asarray(values), threshold)
     return outcomes(pred, y, steps_run_mask(qm, x, lengths) if per_step(qm) else None)
 
@@ -204,7 +214,7 @@ def score(ir, qm, ds, probs: np.ndarray, g_out: np.ndarray) -> Tuple[float, floa
             "values": int(d_qf.size),
         }
     y = np.asarray(ds.y)
-    return (_acc(_classes(np.asarray(probs), 0.5), y, mask),
+    return (_acc(_classes(np.asarray(probs), float_threshold(qm)), y, mask),
             _acc(_classes(np.asarray(g_out), 0), y, mask), None)
 
 
@@ -252,7 +262,7 @@ def score_like_float(qm, ds, probs: np.ndarray, other: np.ndarray) -> float:
     if is_regression(ds.y):
         d = np.asarray(other, np.float64) - np.asarray(probs, np.float64)
         return _rmse(d if mask is None else d[mask])
-    return _acc(_classes(np.asarray(other), 0.5), np.asarray(ds.y), mask)
+    return _acc(_classes(np.asarray(other), float_threshold(qm)), np.asarray(ds.y), mask)
 
 
 def device_accuracy(qm, ds, d_rows: List[np.ndarray], m: int) -> Optional[float]:

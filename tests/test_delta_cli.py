@@ -581,16 +581,18 @@ def test_logits_model_labels_and_regression_targets(k2_zoo, tmp_path):
 @needs_arm
 def test_convert_with_delta_on_a_one_output_linear_model(tmp_path):
     """A one-output linear model with --delta (refused, as no classifier, until regression models had a delta
-    section): its y, integer or not, are regression targets, as the report's own scoring reads them, and the
-    section measures the outputs' error."""
+    section): its y, integer counts or floats, are regression targets, as the report's own scoring reads them, and
+    the section measures the outputs' error; integer labels 0 and 1 make it a binary classifier on its logit
+    (tests/test_binary_logit.py), said in a note, with accuracies."""
     k = pytest.importorskip("tf_keras")
     from rnnskip.delta.spec import DeltaSpec
     from rnnskip.pipeline import import_model
     m = k.Sequential([k.layers.Input((6, 3)), k.layers.LSTM(4), k.layers.Dense(1)])
     m.save(tmp_path / "reg.h5")
     x = np.random.default_rng(0).normal(0, 1, (8, 6, 3)).astype(np.float32)
-    np.savez(tmp_path / "i.npz", x=x, y=np.arange(8) % 2)
+    np.savez(tmp_path / "i.npz", x=x, y=np.arange(8) % 3)
     np.savez(tmp_path / "f.npz", x=x, y=np.arange(8) / 8.0)
+    np.savez(tmp_path / "b.npz", x=x, y=np.arange(8) % 2)
     DeltaSpec([2], [2]).save(tmp_path / "d.json", import_model(tmp_path / "reg.h5"))
     for data in ("i.npz", "f.npz"):
         p = cli("rnnskip-convert", tmp_path / "reg.h5", "--data", tmp_path / data, "--delta", tmp_path / "d.json",
@@ -601,6 +603,12 @@ def test_convert_with_delta_on_a_one_output_linear_model(tmp_path):
         assert rep["accuracy"] is None and rep["error"]["values"] == 8
         assert sec["accuracy"]["delta_int8"] is None and sec["error"]["values"] == 8
         assert "delta error int8" in p.stdout and "delta accuracy" not in p.stdout
+    p = cli("rnnskip-convert", tmp_path / "reg.h5", "--data", tmp_path / "b.npz", "--delta", tmp_path / "d.json",
+            "--out", tmp_path / "b", "--emulate-max", "2", "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert rep["accuracy"]["n"] == 8 and rep["delta"]["accuracy"]["delta_int8"] is not None
+    assert "scored as a binary classifier on its logit (class 1 where it is above 0)" in p.stdout + p.stderr
 
 
 def test_thresholds_are_tied_to_the_whole_model(gru):

@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..outputs import PER_STEP_MEASURE, class_outcomes, is_regression, method_error, within_tolerance
+from ..outputs import PER_STEP_MEASURE, class_outcomes, float_threshold, is_regression, method_error, within_tolerance
 from ..quant.golden import GoldenModel
 from ..stats import accuracy
 from .golden import delta_layout, densities, effective_macs, run_stats, spec_of, with_delta
@@ -41,7 +41,7 @@ def section(ir, qm, ds, ev, out_dir: Path, float_acc: Optional[float] = None,
     elif qm.per_step and len(ds.y):   # the float model's accuracy on the section's measure
         from ..reference import FloatModel
         float_acc = accuracy(class_outcomes(qm, ds.x, ds.lengths, FloatModel(ir).predict(ds.x, ds.lengths), ds.y,
-                                            0.5))
+                                            float_threshold(qm)))
     layouts = [delta_layout(l) for l in qm.layers]
     out, flags, st = run_stats(qm, ds.x, ds.lengths)
     dense_out, _ = GoldenModel(without_delta(qm)).run(ds.x, ds.lengths)

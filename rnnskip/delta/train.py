@@ -359,7 +359,7 @@ def classifier_loss(keras, ir):
     sigmoid head probabilities."""
     if ir.output_dim > 1:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=ir.output_activation == "linear")
-    return keras.losses.BinaryCrossentropy()
+    return keras.losses.BinaryCrossentropy(from_logits=ir.output_activation == "linear")
 
 
 def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_path=None, epochs=40, theta_m=None,

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..cells import cell_of
 from ..errors import RnnskipError
-from ..outputs import class_outcomes, dequantize, output_outcomes
+from ..outputs import class_outcomes, dequantize, float_threshold, output_outcomes
 from ..quant.golden import GoldenModel, predict_classes
 from ..stats import accuracy, paired_loss, per_sequence, within_budget
 from .golden import delta_layout, densities, effective_macs, run_stats, with_delta
@@ -222,7 +222,8 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
         float_accuracy = float("nan")
     if float_accuracy is None:
         from ..reference import FloatModel
-        float_correct = _outcomes(qm, val, FloatModel(ir).predict(val.x, val.lengths), threshold=0.5)
+        float_correct = _outcomes(qm, val, FloatModel(ir).predict(val.x, val.lengths),
+                                 threshold=float_threshold(qm))
         float_accuracy = accuracy(float_correct)
     layouts = [delta_layout(l) for l in qm.layers]
     dense_out, _ = GoldenModel(qm).run(val.x, val.lengths)
@@ -524,7 +525,8 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
                                                 tolerance=tolerance))}
     if kind == "paired":
         from ..reference import FloatModel
-        float_acc = accuracy(_outcomes(qm, C, FloatModel(ir).predict(C.x, C.lengths), threshold=0.5))
+        float_acc = accuracy(_outcomes(qm, C, FloatModel(ir).predict(C.x, C.lengths),
+                                           threshold=float_threshold(qm)))
     for p in evaluated + [chosen]:
         p.loss = 100.0 * (acc_int8 - p.accuracy)
         p.loss_se = paired_loss(dense_correct, p.correct)[1]

@@ -81,8 +81,8 @@ def _unlabelled_ok(ir, setups) -> bool:
     from ..outputs import check_class_outputs
     if not all(s.regression for s in setups):
         return False
-    try:
-        check_class_outputs(ir, "")
+    try:   # unlabelled: a one-logit model is no classifier here (its integer 0/1 labels would make it one)
+        check_class_outputs(ir, "", *([None] if ir.output_dim == 1 else []))
     except RnnskipError:
         return True
     return False

@@ -47,9 +47,10 @@ class Run:
         return accuracy(self.correct(y)) if len(self.pred) else float("nan")
 
 
-def classes(probs: np.ndarray) -> np.ndarray:
-    """Classes from probabilities ``[N(, T), K]``: argmax, or > 0.5 for one sigmoid."""
-    return (probs[..., 0] > 0.5).astype(np.int64) if probs.shape[-1] == 1 else np.argmax(probs, axis=-1)
+def classes(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Classes from the float outputs ``[N(, T), K]``: argmax, or one output above ``threshold``
+    (rnnskip.outputs.float_threshold: a sigmoid's 0.5, a logit's 0)."""
+    return (probs[..., 0] > threshold).astype(np.int64) if probs.shape[-1] == 1 else np.argmax(probs, axis=-1)
 
 
 def check_classifier(ir, *y) -> None:
@@ -105,6 +106,8 @@ def run(fm, x: np.ndarray, lengths: np.ndarray, decide: Optional[Callable] = Non
     ran = np.zeros((N, T), bool)
     valid_all = np.zeros((N, T), bool)
     rec = {"feats": [], "change": [], "cosine": [], "skipped": []}
+    from ..outputs import float_threshold
+    threshold = float_threshold(fm.ir)
     for b0 in range(0, N, batch):
         rows = np.arange(b0, min(N, b0 + batch))
         xb = x[rows]
@@ -149,7 +152,7 @@ def run(fm, x: np.ndarray, lengths: np.ndarray, decide: Optional[Callable] = Non
         if outs is None:
             outs = np.zeros((N,) + y.shape[1:])
         outs[rows] = y
-        preds[rows] = classes(y)
+        preds[rows] = classes(y, threshold)
     out = Run(pred=preds, ran=ran, valid=valid_all, out=outs)
     if collect:
         D = fm_dim(fm)

@@ -100,3 +100,11 @@ def test_outputs_and_inputs_past_the_calibrated_range_are_counted():
                                                    "--data lie beyond the int16 output range")
     assert "of the input values on --data lie beyond the range" in lines[1]
     assert saturation_warnings(qm, cal, "the calibration data") == []
+    # as logits: the rows whose largest output the clip moves (a user asked whether a warning on a classifier's
+    # logits changed any class)
+    top = 32767.5 * qm.output_scale
+    moved = int((np.argmax(np.clip(f, -top, top), 1) != np.argmax(f, 1)).sum())
+    assert sat["argmax"] == (moved, len(f))
+    assert lines[0].endswith(f"the int8 model clips them there (as a classifier's logits: it changes the class, the "
+                             f"largest output, of {f'{moved:,}' if moved else 'none'} of the {len(f)} rows); "
+                             "calibrate (--calib) on data that covers the outputs' range")

@@ -64,13 +64,18 @@ def saturation(qm, x: np.ndarray, lengths: np.ndarray, float_out: np.ndarray) ->
     the int16 output range (a linear output only: the device's int16 values are those outputs; the range ends at
     the largest the calibration data gave, so the int8 model clips them there; per-step models: the steps within
     each row's length), and ``inputs``, the float features past their calibrated int8 range (clipped to +-127;
-    the steps within each row's length that run)."""
+    the steps within each row's length that run). With several linear outputs also ``argmax``: (rows, or steps, whose
+    largest output moves with that clip, rows or steps): what the clip does to a classifier's logits."""
     res = {"outputs": (0, 0), "inputs": (0, 0)}
     if qm.output_activation == "linear" and qm.output_dim:
-        vals = np.concatenate([np.asarray(golden_rows(qm, float_out, n, int(lengths[n])))[..., : qm.output_dim]
-                               .reshape(-1) for n in range(len(x))]) if len(x) else np.zeros(0)
+        K = qm.output_dim
+        vals = np.concatenate([np.asarray(golden_rows(qm, float_out, n, int(lengths[n])))[..., :K]
+                               .reshape(-1, K) for n in range(len(x))]) if len(x) else np.zeros((0, K))
         top = 32767.5 * float(qm.output_scale)
         res["outputs"] = (int((np.abs(vals) > top).sum()), int(vals.size))
+        if K > 1:
+            moved = np.argmax(np.clip(vals, -top, top), axis=1) != np.argmax(vals, axis=1)
+            res["argmax"] = (int(moved.sum()), int(len(vals)))
     if not qm.token_input:
         v = np.abs(GoldenModel(qm, methods=[]).scaled_features(x))[steps_run_mask(qm, x, lengths)]
         res["inputs"] = (int((v > 127.5).sum()), int(v.size))
@@ -84,8 +89,13 @@ def saturation_warnings(qm, sat: dict, calibrated_on: str) -> List[str]:
     n, total = sat["outputs"]
     if n:
         top = 32767 * float(qm.output_scale)
+        moved = ""
+        if "argmax" in sat:   # several outputs: as logits, what the clip does to the class
+            k, rows = sat["argmax"]
+            moved = (f" (as a classifier's logits: it changes the class, the largest output, of "
+                     f"{f'{k:,}' if k else 'none'} of the {rows:,} {'steps' if qm.per_step else 'rows'})")
         out.append(f"warning: {n:,} of the {total:,} float outputs on --data lie beyond the int16 output range "
-                   f"(+-{top:.4g}, the largest output on {calibrated_on}): the int8 model clips them there; "
+                   f"(+-{top:.4g}, the largest output on {calibrated_on}): the int8 model clips them there{moved}; "
                    "calibrate (--calib) on data that covers the outputs' range")
     n, total = sat["inputs"]
     if total and n > 0.01 * total:

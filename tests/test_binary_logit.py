@@ -74,6 +74,18 @@ def test_other_targets_stay_a_regression(logit_model, tmp_path, y, why):
         check_class_outputs(load_model_file(path), "delta-tune", got)
 
 
+def test_delta_train_stops_on_the_logits_own_accuracy(logit_model):
+    """delta-train's validation accuracy scores one logit at 0 as rnnskip does (Keras' "accuracy" took 0.5: a review
+    found logits [0.2, 0.3, 0.4, -0.3] against labels [1, 1, 1, 0] scored 0.25), trained with from_logits."""
+    k = pytest.importorskip("tf_keras")
+    from rnnskip.delta.train import classifier_loss, classifier_metric
+    ir = load_model_file(logit_model[0])
+    metric = classifier_metric(k, ir)
+    metric.update_state(np.array([[1], [1], [1], [0]]), np.array([[0.2], [0.3], [0.4], [-0.3]]))
+    assert float(metric.result()) == 1.0 and metric.name == "accuracy"
+    assert classifier_loss(k, ir).get_config()["from_logits"] is True
+
+
 def cli(*args):
     exe = Path(sys.executable).parent
     return subprocess.run([str(exe / args[0])] + [str(a) for a in args[1:]], capture_output=True, text=True)

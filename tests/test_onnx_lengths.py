@@ -58,6 +58,12 @@ class LastValid(nn.Module):
         y = self.rnn(x)[0]
         if self.how.startswith("mean"):
             return self.fc(self._mean(y, lengths))
+        if self.how == "mask5":   # a mask over 5 steps, not the input's 9: its sum is no row's length
+            mask5 = torch.arange(5)[None, :] < lengths[:, None]
+            mask = torch.arange(y.size(1))[None, :] < lengths[:, None]
+            return self.fc((y * mask.unsqueeze(-1).float()).sum(1) / mask5.sum(1, keepdim=True).float())
+        if self.how == "unit0":   # the gather's index not expanded over the hidden units: unit 0 alone
+            return torch.sigmoid(y.gather(1, (lengths - 1).view(-1, 1, 1)).view(-1, 1))
         if self.how == "len-feature":
             return self.fc(torch.cat([y[:, -1], lengths[:, None].float()], 1))
         if self.how == "tm":
@@ -133,7 +139,7 @@ EXPORTERS = {"dynamic": "torch.onnx.export, opset 17", "dynamo": "torch.onnx.exp
 
 
 @pytest.mark.parametrize("how,exporter", [(h, e) for h in CONVERTED for e in EXPORTERS
-                                          if (h, e) != ("gather", "dynamic")])   # test_gather_squeezed_by_torchscript
+                                          if (h, e) != ("gather", "dynamic")])   # test_gather_exported_by_torchscript
 def test_last_valid_step_equals_onnxruntime(how, exporter, tmp_path):
     path = tmp_path / "m.onnx"
     x, lengths = export(how, path, exporter)
@@ -211,6 +217,12 @@ REFUSED = {
                 "averages each row over its own steps of bidirectional operator 'rnn/GRU', whose backward direction "
                 "there has read the padding after the row's length: rnnskip reads each row's own steps of forward "
                 "layers (a bidirectional layer with lengths: sequence_lens on the operator, Y_h read)"),
+    "mask5": ("(out * mask).sum(1) / mask5.sum(1): a mask over 5 of the 9 steps as the divisor",
+              "sums a mask over 5 steps where the input has no fixed number of steps: that is not each row's length; "
+              "rnnskip reads mask.sum(1) of torch.arange(T) with T the input's own steps"),
+    "unit0": ("out.gather(1, (lengths - 1).view(-1, 1, 1)): hidden unit 0 alone",
+              "gathers a recurrent output other than at each row's last valid step along its time axis, every hidden "
+              "unit: rnnskip reads out.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden))"),
     "len-feature": ("torch.cat([out[:, -1], lengths[:, None].float()], 1): the lengths as a feature",
                     "node 'Concat' (Concat) computes with the lengths input: rnnskip reads the lengths as each row's "
                     "last valid step (out[torch.arange(B), lengths - 1]) or to average each row over its own steps "
@@ -231,24 +243,24 @@ def test_other_readings_refused_in_one_line(how, tmp_path):
     assert "\n" not in msg and msg.endswith(REFUSED[how][1]), msg
 
 
-def test_gather_squeezed_by_torchscript(tmp_path):
-    """The TorchScript exporter writes .squeeze(1) of the gathered step as a run-time If on the axis size: refused
-    with what to write instead."""
+def test_gather_exported_by_torchscript(tmp_path):
+    """The TorchScript exporter builds the gather's expanded index through a run-time Where that shape inference does
+    not follow: refused, since nothing shows the index covers every hidden unit (a review found an index of one unit
+    converted with the whole layer as output), with the exports that convert."""
     path = tmp_path / "m.onnx"
     export("gather", path)
-    assert refusal(path).endswith("node 'If' (If) is not supported: a run-time branch on a dimension's size (torch "
-                                  "emits one for .squeeze(1) of an axis whose size is not fixed, as after "
-                                  "out[:, -1:] or out.gather(1, idx)): index the axis instead (out[:, -1], "
-                                  "out[torch.arange(B), lengths - 1])")
+    assert refusal(path).endswith("(GatherElements) gathers with an index whose shape the graph does not fix, so "
+                                  "rnnskip cannot check it reads every hidden unit of one step: export with "
+                                  "dynamo=True, or index out[torch.arange(B), lengths - 1]")
 
 
 def _matrix_op(how: str, exporter: str) -> str:
     """The support matrix's row label: the op types that read the lengths."""
-    if how.startswith("mean"):
+    if how.startswith("mean") or how == "mask5":
         return ("Greater" if how == "mean-gt" else "Less") + ", ReduceSum, Div"
     if how == "len-feature":
         return "Concat"
-    return "GatherElements" if how == "gather" else "GatherND" if exporter == "dynamo" else "Gather"
+    return "GatherElements" if how in ("gather", "unit0") else "GatherND" if exporter == "dynamo" else "Gather"
 
 
 def matrix_rows(tmp_path, verdict):

@@ -1027,12 +1027,11 @@ def _idx_arith(ctx: _Ctx) -> Sym:
     a, b = ctx.inp(0), ctx.inp(1)
     if ctx.op == "Add" and a.kind == b.kind == IDX and len(a.terms) == len(b.terms) == 1:
         if len(a.axes) != len(b.axes):
-            ctx.fail("adds indices of different ranks: rnnskip follows the index torch builds for "
-                     "out[arange(batch), lengths - 1]")
+            ctx.fail(LENGTHS_READ)
         terms = dict(a.terms[0])
         for name, (f, labels) in b.terms[0]:
             if name in terms and terms[name][1] != labels:
-                ctx.fail("adds indices rnnskip cannot follow: it reads out[arange(batch), lengths - 1]")
+                ctx.fail(LENGTHS_READ)
             terms[name] = (terms.get(name, (0, labels))[0] + f, labels)
         return _idx(a.axes, terms)
     s, c = (a, b) if a.kind == IDX else (b, a)
@@ -1040,8 +1039,7 @@ def _idx_arith(ctx: _Ctx) -> Sym:
     if ctx.op == "Mul" and len(s.terms) == 1 and e is not None and len(e) == 1 and e[0] is not None:
         f2, l2 = e[0]
         return _idx(s.axes, {name: (f * f2, tuple(sorted(labels + l2))) for name, (f, labels) in s.terms[0]})
-    ctx.fail(f"computes with the lengths input ({ctx.op}) other than as torch does to index each row's last valid "
-             "step: rnnskip reads the lengths as out[arange(batch), lengths - 1]")
+    ctx.fail(LENGTHS_READ)
 
 
 def _static_rows(s: Sym) -> Sym:
@@ -1142,10 +1140,17 @@ def h_gather_elements(ctx: _Ctx):
     n, t = _data_axes(ctx, data)
     ax = _norm(int(ctx.attrs.get("axis", 0)), 3)
     rows = ["1" if a == "1" else n if a in ("LN", n) else "?" for a in idx.axes]
+    sizes = ctx.r.dims.get(ctx.node.input[1])   # the index's own shape: one step, every hidden unit
+    fixed = sizes is not None and len(sizes) == 3 and all(isinstance(sizes[k], int) for k, a in enumerate(data.axes)
+                                                          if a != n)
+    if not fixed:
+        ctx.fail("gathers with an index whose shape the graph does not fix, so rnnskip cannot check it reads every "
+                 "hidden unit of one step: export with dynamo=True, or index out[torch.arange(B), lengths - 1]")
+    whole = all(sizes[k] == (1 if a == t else data.width) for k, a in enumerate(data.axes) if a != n)
     if data.axes[ax] != t or len(idx.terms) != 1 or _index_of(idx.terms[0], n) != {LAST: (1, ())} or \
-            rows != ["1" if a != n else n for a in data.axes]:
-        ctx.fail("gathers a recurrent output other than at each row's last valid step along its time axis: rnnskip "
-                 "reads out.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden))")
+            rows != ["1" if a != n else n for a in data.axes] or not whole:
+        ctx.fail("gathers a recurrent output other than at each row's last valid step along its time axis, every "
+                 "hidden unit: rnnskip reads out.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden))")
     return [_last_valid(ctx, data, tuple("1" if a == t else a for a in data.axes))], \
         "converted (each row's last valid step)"
 
@@ -1227,9 +1232,22 @@ def _masked_sum(ctx: _Ctx, s: Sym) -> Sym:
                  "alone, for each row's mean over its own steps")
     keep = int(ctx.attrs.get("keepdims", 1))
     out = tuple(("1" if ax == t[0] else ax) for ax in s.axes if keep or ax != t[0])
-    if s.kind == MASK:
+    if s.kind == MASK:   # each row's length only where the mask spans the input's every step
+        if t[0].startswith("*") and _input_steps(ctx.r) != int(t[0][1:]):
+            steps = _input_steps(ctx.r)
+            ctx.fail(f"sums a mask over {t[0][1:]} steps where the input "
+                     f"{f'has {steps}' if steps else 'has no fixed number of steps'}: that is not each row's length; "
+                     "rnnskip reads mask.sum(1) of torch.arange(T) with T the input's own steps")
         return Sym(LENS, axes=out)
     return Sym(MSUM, axes=out, width=s.width, layer=s.layer)
+
+
+def _input_steps(r: _Reader) -> int:
+    """The model input's number of steps as the graph fixes it (0: not fixed)."""
+    i = next(i for i in r.graph.input if r.syms.get(i.name) is not None and r.syms[i.name].kind in (IDS, X))
+    dims = i.type.tensor_type.shape.dim
+    k = next((j for j, ax in enumerate(("a0", "a1")) if r.roles.get(ax) == "T"), None)
+    return int(dims[k].dim_value) if k is not None and k < len(dims) and dims[k].HasField("dim_value") else 0
 
 
 def _masked_mean(ctx: _Ctx) -> Sym:
@@ -2491,6 +2509,8 @@ def _params_per_node(r: _Reader) -> List[int]:
                 d = r.dims.get(o)
                 known = d is not None and all(isinstance(v, int) for v in d)
                 const[o] = (int(np.prod(d)) if known else total, is_float)
+            out.append(0)
+        elif node.op_type in ("Expand", "ConstantOfShape"):   # a fill value (zero states), no parameters
             out.append(0)
         else:   # a recurrent operator's W, R, B and P (its initial states, zeros, are no parameters)
             read = [n for i, n in enumerate(node.input)

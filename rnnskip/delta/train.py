@@ -362,6 +362,14 @@ def classifier_loss(keras, ir):
     return keras.losses.BinaryCrossentropy(from_logits=ir.output_activation == "linear")
 
 
+def classifier_metric(keras, ir):
+    """The validation accuracy delta-train stops on, as rnnskip scores the classifier: Keras' "accuracy" would take
+    one logit's class at 0.5, rnnskip at 0 (outputs.float_threshold)."""
+    if ir.output_dim == 1 and ir.output_activation == "linear":
+        return keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")
+    return "accuracy"
+
+
 def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_path=None, epochs=40, theta_m=None,
                     l1=0.02, lr=5e-4, calib=None, batch_size=32, noise=0.25, patience=8, seed=0,
                     log=print, verbose=0) -> dict:
@@ -477,7 +485,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     y_tr, y_va = (tr.y[..., None], va.y[..., None]) if ir.per_step and ir.output_dim == 1 else (tr.y, va.y)
     # a regression model: the head's outputs (after its activation) against the targets, stopped on the lowest
     # validation RMSE (a metric of its own: the loss also holds the L1 penalty on the deltas)
-    metric = keras.metrics.RootMeanSquaredError(name="rmse") if regression else "accuracy"
+    metric = keras.metrics.RootMeanSquaredError(name="rmse") if regression else classifier_metric(keras, ir)
     m.compile(optimizer=keras.optimizers.Adam(lr),
               loss=keras.losses.MeanSquaredError() if regression else classifier_loss(keras, ir),
               **({"weighted_metrics": [metric]} if ir.per_step else {"metrics": [metric]}))

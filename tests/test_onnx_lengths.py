@@ -99,8 +99,9 @@ def export(how, path, exporter="dynamic", seed=0):
     lengths = torch.from_numpy(rng.integers(1, T + 1, N))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if exporter == "dynamic":
-            axes = {"x": {1: "b", 0: "t"} if tm else {0: "b", 1: "t"}, "lengths": {0: "b"}}
+        if exporter in ("dynamic", "static"):
+            axes = {"x": {1: "b", 0: "t"} if tm else {0: "b", 1: "t"}, "lengths": {0: "b"}} \
+                if exporter == "dynamic" else None
             torch.onnx.export(net, (x, lengths), str(path), opset_version=17, dynamo=False,
                               input_names=["x", "lengths"], output_names=["y"], dynamic_axes=axes)
         else:
@@ -154,6 +155,14 @@ def test_last_valid_step_equals_onnxruntime(how, exporter, tmp_path):
     full = FloatModel(ir).predict(batch_major(x, how), np.full(N, T, np.int32))
     short = lengths < T
     assert np.abs(full[short] - FloatModel(ir).predict(batch_major(x, how), lengths)[short]).max() > 1e-3
+
+
+@pytest.mark.parametrize("how", ["index", "tm", "mean"])
+def test_static_shapes_export(how, tmp_path):
+    """TorchScript without dynamic axes folds torch.arange(B) into a constant (a review found the index refused)."""
+    path = tmp_path / "m.onnx"
+    x, lengths = export(how, path, "static")
+    assert float_diff(path, how, x, lengths) <= 1e-5
 
 
 @pytest.mark.parametrize("how", ["index", "tm", "lstm2", "tok", "mean", "mean-tm"])

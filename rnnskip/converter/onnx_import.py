@@ -1022,9 +1022,21 @@ def h_range(ctx: _Ctx):
              "(torch.arange(batch), torch.arange(time))")
 
 
+def _static_row_offsets(s: Sym) -> Sym:
+    """A constant 0, k, 2k, .. (k >= 1, one per row): the batch positions times k, as a graph exported with static
+    shapes holds torch.arange(B) * T (k then checked against the axis size it stands for: _gather_flat)."""
+    v = np.asarray(s.value) if s.kind == CONST else None
+    if v is not None and v.ndim == 1 and len(v) > 1 and v.dtype.kind in "iu" and v[1] >= 1 and \
+            np.array_equal(v, np.arange(len(v)) * v[1]):
+        return _idx(("LN",), {"pos:LN": (int(v[1]), ())})
+    return s
+
+
 def _idx_arith(ctx: _Ctx) -> Sym:
     """Add of two indices, Mul of an index by a size or a constant: the terms' coefficients follow."""
     a, b = ctx.inp(0), ctx.inp(1)
+    if ctx.op == "Add":   # a static export folds arange(B) * T into a constant
+        a, b = _static_row_offsets(a), _static_row_offsets(b)
     if ctx.op == "Add" and a.kind == b.kind == IDX and len(a.terms) == len(b.terms) == 1:
         if len(a.axes) != len(b.axes):
             ctx.fail(LENGTHS_READ)
@@ -1162,7 +1174,11 @@ def _gather_flat(ctx: _Ctx, data: Sym, idx: Sym) -> Sym:
     n = next((ax for ax in data.merged if ctx.r.roles.get(ax) == "N"), "")
     pos = lambda ax: f"pos:{n}" if ax == n else LAST   # noqa: E731
     want = {pos(outer): (1, (inner,)), pos(inner): (1, ())}
-    if int(ctx.attrs.get("axis", 0)) != 0 or len(idx.terms) != 1 or _index_of(idx.terms[0], n) != want:
+    got = _index_of(idx.terms[0], n) if len(idx.terms) == 1 else {}
+    size = _input_size(ctx.r, inner)
+    if got.get(pos(outer)) == (size, ()) and size:   # a static export's constant offsets: the inner axis's size
+        got[pos(outer)] = (1, (inner,))
+    if int(ctx.attrs.get("axis", 0)) != 0 or got != want:
         ctx.fail("gathers a flattened recurrent output other than at each row's last valid step: rnnskip reads "
                  "out[arange(batch), lengths - 1]")
     return _last_valid(ctx, data, (n, "F"))
@@ -1242,12 +1258,17 @@ def _masked_sum(ctx: _Ctx, s: Sym) -> Sym:
     return Sym(MSUM, axes=out, width=s.width, layer=s.layer)
 
 
-def _input_steps(r: _Reader) -> int:
-    """The model input's number of steps as the graph fixes it (0: not fixed)."""
+def _input_size(r: _Reader, label: str) -> int:
+    """The size the graph fixes for the model input's axis ``label`` (a0, a1; 0: not fixed)."""
     i = next(i for i in r.graph.input if r.syms.get(i.name) is not None and r.syms[i.name].kind in (IDS, X))
     dims = i.type.tensor_type.shape.dim
-    k = next((j for j, ax in enumerate(("a0", "a1")) if r.roles.get(ax) == "T"), None)
+    k = ("a0", "a1").index(label) if label in ("a0", "a1") else None
     return int(dims[k].dim_value) if k is not None and k < len(dims) and dims[k].HasField("dim_value") else 0
+
+
+def _input_steps(r: _Reader) -> int:
+    """The model input's number of steps as the graph fixes it (0: not fixed)."""
+    return _input_size(r, next((ax for ax in ("a0", "a1") if r.roles.get(ax) == "T"), ""))
 
 
 def _masked_mean(ctx: _Ctx) -> Sym:
@@ -1812,6 +1833,12 @@ def h_scale(ctx: _Ctx):
         return [_masked(ctx)], "folded (zeros after each row's length)"
     if MSUM in kinds:
         return [_masked_mean(ctx)], "converted (pooled over time: avg over each row's own steps)"
+    if ctx.op == "Mul" and SHAPE in kinds and any(_static_row_offsets(x).kind == IDX for x in (a, b)) and \
+            len(_entries_of(a if a.kind == SHAPE else b) or ()) == 1:
+        # a static export's torch.arange(B) (a constant) times an axis's size: the row offsets of a flattened output
+        kinds |= {IDX}
+        a, b = (_static_row_offsets(a), b) if a.kind == CONST else (a, _static_row_offsets(b))
+        ctx.ins[:2] = [a, b]
     if kinds & {IDX, LENS}:
         return [_idx_arith(ctx)], "folded (index arithmetic)"
     pos = 0 if a is not None and _data(a.kind) else 1   # Mul takes the constant on either side

@@ -1022,21 +1022,22 @@ def h_range(ctx: _Ctx):
              "(torch.arange(batch), torch.arange(time))")
 
 
-def _static_row_offsets(s: Sym) -> Sym:
-    """A constant 0, k, 2k, .. (k >= 1, one per row): the batch positions times k, as a graph exported with static
-    shapes holds torch.arange(B) * T (k then checked against the axis size it stands for: _gather_flat)."""
+def _static_rows(s: Sym) -> Sym:
+    """A constant 0, k, 2k, .. (k >= 1), one per row ([B] or [B, 1]): the batch positions times k, as a graph exported
+    with a static batch holds torch.arange(B), or torch.arange(B) * T folded (k then checked against the axis size it
+    stands for: _gather_flat)."""
     v = np.asarray(s.value) if s.kind == CONST else None
-    if v is not None and v.ndim == 1 and len(v) > 1 and v.dtype.kind in "iu" and v[1] >= 1 and \
-            np.array_equal(v, np.arange(len(v)) * v[1]):
-        return _idx(("LN",), {"pos:LN": (int(v[1]), ())})
+    if v is None or v.ndim not in (1, 2) or (v.ndim == 2 and v.shape[1] != 1) or len(v) < 2 or v.dtype.kind not in "iu":
+        return s
+    v = v.reshape(-1)
+    if v[1] >= 1 and np.array_equal(v, np.arange(len(v)) * v[1]):
+        return _idx(("LN",) + ("1",) * (np.ndim(s.value) - 1), {"pos:LN": (int(v[1]), ())})
     return s
 
 
 def _idx_arith(ctx: _Ctx) -> Sym:
     """Add of two indices, Mul of an index by a size or a constant: the terms' coefficients follow."""
-    a, b = ctx.inp(0), ctx.inp(1)
-    if ctx.op == "Add":   # a static export folds arange(B) * T into a constant
-        a, b = _static_row_offsets(a), _static_row_offsets(b)
+    a, b = _static_rows(ctx.inp(0)), _static_rows(ctx.inp(1))
     if ctx.op == "Add" and a.kind == b.kind == IDX and len(a.terms) == len(b.terms) == 1:
         if len(a.axes) != len(b.axes):
             ctx.fail(LENGTHS_READ)
@@ -1052,14 +1053,6 @@ def _idx_arith(ctx: _Ctx) -> Sym:
         f2, l2 = e[0]
         return _idx(s.axes, {name: (f * f2, tuple(sorted(labels + l2))) for name, (f, labels) in s.terms[0]})
     ctx.fail(LENGTHS_READ)
-
-
-def _static_rows(s: Sym) -> Sym:
-    """A constant [[0], [1], .., [B - 1]]: the batch positions of a graph exported with a static batch."""
-    if s.kind == CONST and np.ndim(s.value) == 2 and np.shape(s.value)[1] == 1 and \
-            np.array_equal(np.asarray(s.value).reshape(-1), np.arange(np.shape(s.value)[0])):
-        return _idx(("LN", "1"), {"pos:LN": (1, ())})
-    return s
 
 
 def _idx_concat(ctx: _Ctx) -> Sym:
@@ -1833,13 +1826,10 @@ def h_scale(ctx: _Ctx):
         return [_masked(ctx)], "folded (zeros after each row's length)"
     if MSUM in kinds:
         return [_masked_mean(ctx)], "converted (pooled over time: avg over each row's own steps)"
-    if ctx.op == "Mul" and SHAPE in kinds and any(_static_row_offsets(x).kind == IDX for x in (a, b)) and \
-            len(_entries_of(a if a.kind == SHAPE else b) or ()) == 1:
-        # a static export's torch.arange(B) (a constant) times an axis's size: the row offsets of a flattened output
-        kinds |= {IDX}
-        a, b = (_static_row_offsets(a), b) if a.kind == CONST else (a, _static_row_offsets(b))
-        ctx.ins[:2] = [a, b]
-    if kinds & {IDX, LENS}:
+    # a static export's torch.arange(B) (a constant) times an axis's size: the row offsets of a flattened output
+    rows_times_size = ctx.op == "Mul" and SHAPE in kinds and any(_static_rows(x).kind == IDX for x in (a, b)) and \
+        len(_entries_of(a if a.kind == SHAPE else b) or ()) == 1
+    if kinds & {IDX, LENS} or rows_times_size:
         return [_idx_arith(ctx)], "folded (index arithmetic)"
     pos = 0 if a is not None and _data(a.kind) else 1   # Mul takes the constant on either side
     s, c = (a, b) if pos == 0 else (b, a)

@@ -35,6 +35,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .converter.ir import runs_every_step, steps_run
+from .converter.support import CLASSIFIER_ACTIVATIONS
 from .errors import RnnskipError
 
 __all__ = [
@@ -149,7 +150,7 @@ def save_npz(path: str, ds: Dataset) -> None:
 
 
 def _is_classifier(ir) -> bool:
-    return ir.output_activation in ("softmax", "sigmoid")
+    return ir.output_activation in CLASSIFIER_ACTIVATIONS
 
 
 def _binary_logit(ir, y) -> bool:

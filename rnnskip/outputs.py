@@ -18,6 +18,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from .converter.support import CLASS_ACTIVATIONS, CLASSIFIER_ACTIVATIONS
 from .errors import RnnskipError
 
 #: what a step method's section accuracies measure for a model with an output per time step
@@ -60,9 +61,10 @@ def check_class_outputs(ir, what: str, y=_NOT_LOADED) -> None:
     if logits and ir.output_dim == 1 and y is not _NOT_LOADED and \
             (y is None or not np.issubdtype(np.asarray(y).dtype, np.integer)):
         logits = False   # one linear output without integer labels: a regression model
-    if not (ir.output_activation in ("softmax", "sigmoid") or logits):
+    if not (ir.output_activation in CLASSIFIER_ACTIVATIONS or logits):
         raise RnnskipError(f"{what} is tuned to an accuracy budget on class predictions, so the model must be a "
-                           f"classifier (a softmax or sigmoid output, or a linear one with integer labels); this one "
+                           f"classifier (a softmax, log_softmax or sigmoid output, or a linear one with integer "
+                           f"labels); this one "
                            f"ends in {ir.output_dim} '{ir.output_activation}' output(s)")
     if logits and y is not _NOT_LOADED and (y is None or not np.issubdtype(np.asarray(y).dtype, np.integer)):
         raise RnnskipError(f"{what} is tuned to an accuracy budget on class predictions: a model with "
@@ -310,13 +312,13 @@ def check_targets(y: np.ndarray, ir, name: str, N: int, T: int) -> bool:
 
 def _check_k_values(y: np.ndarray, ir, name: str, lead: List[int], per: str) -> None:
     """``y`` of K values per ``per`` (sequence or step; ``lead`` the axes before them): a K-output regression's
-    float targets, not a softmax classifier's one-hot labels or integers."""
+    float targets, not a softmax (log_softmax) classifier's one-hot labels or integers."""
     K, axis, dims = y.shape[-1], y.ndim - 1, ", ".join(map(str, lead))
-    if getattr(ir, "output_activation", None) == "softmax":   # a classifier: one label per sequence (step)
+    if getattr(ir, "output_activation", None) in CLASS_ACTIVATIONS:   # a classifier: one label per sequence (step)
         hot = "one-hot " if np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=axis) == 1) else ""
         raise RnnskipError(
-            f"y in {name} is {hot}[{dims}, {K}] but the model is a softmax classifier, which takes one class "
-            f"index per {per}: save y.argmax(axis={axis}) as y")
+            f"y in {name} is {hot}[{dims}, {K}] but the model is a {ir.output_activation} classifier, which takes one "
+            f"class index per {per}: save y.argmax(axis={axis}) as y")
     if not np.issubdtype(y.dtype, np.floating):
         labels = "[N]" if len(lead) == 1 else "[N, T]"
         raise RnnskipError(

@@ -669,7 +669,7 @@ def test_describe_a_refused_model(tmp_path):
     stateful = ("layer 'lstm' (LSTM) has stateful=True, which is not supported: rnnskip converts stateless RNNs "
                 "(re-save with stateful=False)")
     selu = ("layer 'dense' (Dense) uses activation='selu': rnnskip supports Dense activations linear, relu, relu6, "
-            "leaky_relu, tanh, sigmoid, hard_sigmoid, softsign, softmax (last layer)")
+            "leaky_relu, tanh, sigmoid, hard_sigmoid, softsign, softmax and log_softmax (last layer)")
     assert desc.error == stateful
     assert [(r.status, r.refusals) for r in desc.layers] == [
         (f"refused: {stateful}", [stateful]), ("dropped (inference no-op)", []), (f"refused: {selu}", [selu])]

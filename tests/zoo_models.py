@@ -201,6 +201,12 @@ CASES: List[Case] = [
     Case("activation_between_recurrent", "Activation", "Activation(relu) between two LSTMs (at every step)",
          lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Activation("relu", name="act_relu"), _L(k).LSTM(3),
                     _L(k).Dense(2)], gens=("k3",)),
+    # Keras 3's log_softmax (tf_keras has none): the device returns the logits, the host applies it
+    Case("gru_log_softmax", "Dense head", "activation=log_softmax (Keras 3)",
+         lambda k: [_L(k).GRU(5), _L(k).Dense(3, activation="log_softmax")], gens=("k3",)),
+    Case("lstm_activation_log_softmax", "Activation", "Activation(log_softmax) after the head's Dense (Keras 3)",
+         lambda k: [_L(k).LSTM(4, return_sequences=True), _L(k).Dense(3), _L(k).Activation("log_softmax")],
+         gens=("k3",)),
     Case("refuse_keras1", "any", "file written by Keras 1.x",
          lambda k: [_L(k).LSTM(4, name="lstm_1"), _L(k).Dense(2, name="dense_1")],
          gens=("legacy",), version="1.2.2", refused=["Keras 1.2.2", "Keras 2.0 and later"]),
@@ -1033,7 +1039,7 @@ def _labels(y: np.ndarray, case: Case, rng, classify: bool) -> np.ndarray:
 
 
 def _is_classifier(model_layers_last_act: str) -> bool:
-    return model_layers_last_act in ("softmax", "sigmoid")
+    return model_layers_last_act in ("softmax", "log_softmax", "sigmoid")
 
 
 def _last_activation(model) -> str:

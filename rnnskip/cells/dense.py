@@ -40,8 +40,8 @@ class Dense(SimpleRNN):
             return None
         return (f"layer '{layer.name}' (Dense) runs at every step with activation='"
                 f"{support.file_name(layer.activation)}': rnnskip supports "
-                f"{support.PER_STEP_DENSE_ACTIVATIONS_TEXT} in per-step Dense layers (softmax on the head's last "
-                "layer only)")
+                f"{support.PER_STEP_DENSE_ACTIVATIONS_TEXT} in per-step Dense layers (softmax and log_softmax on "
+                "the head's last layer only)")
 
     @classmethod
     def to_keras(cls, keras, layer, return_sequences, name=None):

@@ -371,7 +371,7 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
             before.value.activation = act
             node.status = f"folded into '{before.name}'"
             node.notes.append(f"folded {cls} '{node.name}' ({act}) into '{before.name}'")
-        elif _is_linear_dense(before) and (act != "softmax" or seen_recurrent):
+        elif _is_linear_dense(before) and (act not in support.CLASS_ACTIVATIONS or seen_recurrent):
             before.value.activation = act
             before.activation_layer = node
             node.status = f"folded into '{before.name}'"
@@ -414,7 +414,7 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
             raise LayerError(f"layer '{node.name}' ({cls} '{act}') is supported only directly after "
                              "a linear Dense or Conv1D (it is folded into it), on a recurrent layer's outputs (at "
                              "every step, or first in the head: right after the last recurrent layer or its pooling "
-                             "over time), not softmax", node.name)
+                             "over time), not softmax or log_softmax", node.name)
     return out
 
 
@@ -599,15 +599,15 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             dense: DenseLayer = node.value
             if not rnns:
                 if embedding is not None:
-                    if dense.activation == "softmax":
+                    if dense.activation in support.CLASS_ACTIVATIONS:
                         raise LayerError(f"layer '{name}' ({cls}) between the Embedding and the RNN "
                                          f"{EMBEDDING_FOLD_SOFTMAX}", name)
                     embedding, note = fold_dense_into_embedding(embedding, dense)
                     fold_notes.append(note)
                     continue
-                if dense.activation == "softmax":
-                    raise LayerError(f"layer '{name}' ({cls}) before the RNN uses softmax: rnnskip supports "
-                                     "linear/relu/tanh/sigmoid there", name)
+                if dense.activation in support.CLASS_ACTIVATIONS:
+                    raise LayerError(f"layer '{name}' ({cls}) before the RNN uses {dense.activation}: rnnskip "
+                                     "supports linear/relu/tanh/sigmoid there", name)
                 input_nodes.append(node)   # placed at the first recurrent layer (_place_input)
                 seen_input_transform = True
                 continue
@@ -616,9 +616,9 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                                  "return_sequences=False: the model config is inconsistent", name)
             if rnns[-1].return_sequences and pool is None:
                 per_step = True   # a Dense head on every step's output (sequence labelling)
-            if head and head[-1].activation == "softmax":
-                raise LayerError(f"layer '{name}' (Dense) follows softmax layer '{head[-1].name}': rnnskip "
-                                 "supports softmax only on the last layer", name)
+            if head and head[-1].activation in support.CLASS_ACTIVATIONS:
+                raise LayerError(f"layer '{name}' (Dense) follows {head[-1].activation} layer '{head[-1].name}': "
+                                 f"rnnskip supports {head[-1].activation} only on the last layer", name)
             head.append(dense)
             head_nodes.append(node)
             continue

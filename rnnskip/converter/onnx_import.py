@@ -62,7 +62,7 @@ SUPPORTED_SUMMARY = (f"rnnskip converts ONNX graphs of forward {'/'.join(RECURRE
                      "a Gather embedding or float features (optionally through MatMul+Add, or a streamed front end of "
                      "Conv/MaxPool/AveragePool on [batch, channels, time]), ReduceMean/ReduceMax over "
                      "time or a flatten of a fixed number of steps, a Gemm or MatMul+Add head "
-                     "with Relu/Sigmoid/Tanh/Softmax (BatchNormalization and constant scales fold into it), "
+                     "with Relu/Sigmoid/Tanh/Softmax/LogSoftmax (BatchNormalization and constant scales fold into it), "
                      "normalisations (BatchNormalization, (x - mean) / std with per-feature constants; "
                      "LayerNormalization into the head's Dense), each row's last valid step or mean over its own "
                      "steps with lengths as a graph input (out[torch.arange(B), lengths - 1], (out * mask).sum(1) / "
@@ -785,6 +785,7 @@ def h_reshape(ctx: _Ctx):
     if len(target) != len(kept):
         ctx.fail(why)
     free = 0
+    fixed = None   # (size, label, role): a free batch or time axis the target gives a fixed size
     for pos, (j, n) in enumerate(zip(kept, target)):
         ax, size = s.axes[j], dims_in[j]
         width = s.width if ax == "F" else len(s.layers) if ax == "L" else None
@@ -795,10 +796,21 @@ def h_reshape(ctx: _Ctx):
                 ctx.fail(why)
         elif ax == "F" and (n is None or (isinstance(n, str) and n.startswith("unk__") and n != size)):
             free += 1                            # an inferred hidden width left open (the merged direction axis)
+        elif tgt.kind == CONST and isinstance(size, str) and r.roles.get(ax) in ("T", "N") and n >= 2 \
+                and n not in dims_in:
+            # torch's dynamo exporter writes a time-major output's example length so (torch fixes sizes 0 and 1
+            # itself, and a size another axis has is a reinterpretation): refused below with what to export
+            fixed = (n, size, {"T": "time", "N": "batch"}[r.roles[ax]])
         elif not (n is not None and (n == size or (width is not None and n == width))):
             ctx.fail(why)
     if free > 1:
         ctx.fail(why)
+    if fixed is not None:   # otherwise the reshape that drops size-1 axes: onnxruntime is wrong at other sizes
+        n, size, what = fixed
+        ctx.fail(f"fixes the {what} axis at {n} where the graph's input leaves it free ('{size}'), so onnxruntime's "
+                 f"outputs at any other {what} size are not the model's (torch's dynamo exporter writes a "
+                 f"time-major output's example length so); export with batch_first=True, with the TorchScript "
+                 f"exporter (dynamo=False, dynamic_axes), or with static shapes at the size you deploy")
     if merged:
         _set_merge(ctx, s.layer)
         return [_with_axes(s, [s.axes[j] for j in kept], squeezed)], "folded (both directions side by side)"
@@ -1609,8 +1621,10 @@ def _dense_input(ctx: _Ctx, s: Sym) -> str:
     if s.kind in (STATE, VEC, SEQ):
         if s.kind == VEC and s.dense is not r.head[-1]:
             ctx.fail("reads a head layer other than the last one: rnnskip converts a chain of Dense layers")
-        if r.head and r.head[-1].activation == "softmax":
-            ctx.fail("follows a Softmax: rnnskip supports softmax only on the last layer")
+        if r.head and r.head[-1].activation in support.CLASS_ACTIVATIONS:
+            act = r.head[-1].activation
+            ctx.fail(f"follows a {'Softmax' if act == 'softmax' else 'LogSoftmax'}: rnnskip supports {act} only on "
+                     f"the last layer")
         if s.kind == SEQ and s.padded:
             ctx.fail("runs on every step of an output computed with sequence_lens (zero after each row's "
                      "length): not supported")
@@ -2106,32 +2120,34 @@ def h_leaky_relu(ctx: _Ctx):
 
 def h_activation(ctx: _Ctx, act: Optional[str] = None):
     s = ctx.inp(0)
-    act = act or {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softmax": "softmax"}[ctx.op]
+    act = act or {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softmax": "softmax",
+                  "LogSoftmax": "log_softmax"}[ctx.op]
+    over_classes = act in support.CLASS_ACTIVATIONS   # the head's last layer only, applied on the host
     if not _data(s.kind):
         ctx.fail("on constants is not folded by rnnskip")
     c = (s.conv or s.act_conv) if s.kind == X else None
-    if c is not None and c.activation == "linear" and act != "softmax":   # through a MaxPool: it commutes
+    if c is not None and c.activation == "linear" and not over_classes:   # through a MaxPool: it commutes
         c.activation = act
         return [replace(s, conv=None, act_conv=None)], f"folded into '{c.name}' ({act})"
-    if s.dense is None and s.kind in (STATE, SEQ) and act != "softmax" and s.width and s.affine is None:
+    if s.dense is None and s.kind in (STATE, SEQ) and not over_classes and s.width and s.affine is None:
         # on the head's input (a recurrent output, or its pooling): an identity Dense with the activation
         outs, _ = _add_dense(ctx, s, np.eye(s.width), np.zeros(s.width))
         outs[0].dense.activation = act
         return outs, "converted (an identity Dense with this activation)"
     if s.dense is None or s.dense.activation != "linear" or s.affine is not None:
         ctx.fail("does not follow a Gemm/MatMul(+Add) or a Conv directly: rnnskip folds an activation only into the "
-                 "Dense or Conv layer before it, or (not softmax) runs it first in the head, on a recurrent output "
-                 "or its pooling over time")
-    if act == "softmax" and s.squeezed:
-        ctx.fail("normalises a one-output head squeezed to [batch] (or [batch, time]): over those axes, not over "
-                 "outputs; rnnskip supports softmax over the features of the last layer")
-    if act == "softmax" and s.kind == X:
-        ctx.fail(f"follows '{s.dense.name}', a per-step layer before the recurrent layers: rnnskip supports softmax "
+                 "Dense or Conv layer before it, or (not softmax or log_softmax) runs it first in the head, on a "
+                 "recurrent output or its pooling over time")
+    if over_classes and s.squeezed:
+        ctx.fail(f"normalises a one-output head squeezed to [batch] (or [batch, time]): over those axes, not over "
+                 f"outputs; rnnskip supports {act} over the features of the last layer")
+    if over_classes and s.kind == X:
+        ctx.fail(f"follows '{s.dense.name}', a per-step layer before the recurrent layers: rnnskip supports {act} "
                  "only on the head's last layer")
-    if act == "softmax":
+    if over_classes:
         axis = int(ctx.attrs.get("axis", -1 if ctx.r.opset >= 13 else 1))
         if _norm(axis, len(s.axes)) != len(s.axes) - 1 or s.kind != VEC:
-            ctx.fail(f"normalises axis {axis}: rnnskip supports softmax over the features of the last layer")
+            ctx.fail(f"normalises axis {axis}: rnnskip supports {act} over the features of the last layer")
     s.dense.activation = act
     return [Sym(s.kind, axes=s.axes, width=s.width, layer=s.layer, dense=s.dense, squeezed=s.squeezed)], \
         f"folded into '{s.dense.name}' ({act})"
@@ -2144,7 +2160,8 @@ HANDLERS: Dict[str, Callable] = {
     "Gather": h_gather, "GatherND": h_gather_nd, "GatherElements": h_gather_elements, "Range": h_range,
     "Less": h_compare, "Greater": h_compare,
     "Gemm": h_gemm, "MatMul": h_matmul, "Add": h_add,
-    "Relu": h_activation, "Sigmoid": h_activation, "Tanh": h_activation, "Softmax": h_activation, "Clip": h_clip,
+    "Relu": h_activation, "Sigmoid": h_activation, "Tanh": h_activation, "Softmax": h_activation,
+    "LogSoftmax": h_activation, "Clip": h_clip,
     "LeakyRelu": h_leaky_relu,
     "Transpose": h_transpose, "Squeeze": h_squeeze, "Unsqueeze": h_unsqueeze, "Slice": h_slice,
     "Shape": h_shape, "Constant": h_constant, "ConstantOfShape": h_constant_of_shape, "Expand": h_expand,
@@ -2163,8 +2180,6 @@ _POOL = ("a sum over time is not converted: rnnskip pools over time with the mea
          "out.amax(1)), or feeds the head the last step (out[:, -1]) or h_n[-1]")
 #: what to do instead, for op types PyTorch models often have where rnnskip has no handler
 HINTS = {"ReduceSum": _POOL,
-         "LogSoftmax": "log_softmax after the head is not folded: export with softmax (the same argmax) or return "
-                       "the head's logits",
          "If": "a run-time branch on a dimension's size (torch emits one for .squeeze(1) of an axis whose size is "
                "not fixed, as after out[:, -1:] or out.gather(1, idx)): index the axis instead (out[:, -1], "
                "out[torch.arange(B), lengths - 1])"}
@@ -2440,7 +2455,7 @@ def _assemble(r: _Reader) -> ModelIR:
         inp = r.embedding
         for d in [r.input_dense] + r.input_more if r.input_dense is not None else []:
             # a per-step Dense on embedded ids is a lookup too
-            if d.activation == "softmax":
+            if d.activation in support.CLASS_ACTIVATIONS:
                 raise RnnskipError(f"{r.path}: the per-step Dense '{d.name}' after the embedding "
                                    f"{EMBEDDING_FOLD_SOFTMAX}")
             inp, note = fold_dense_into_embedding(inp, d)

@@ -82,14 +82,19 @@ PER_STEP_DENSE_ACTIVATIONS = RNN_ACTIVATIONS | {"relu6"}
 PER_STEP_DENSE_ACTIVATIONS_TEXT = "tanh, sigmoid, hard_sigmoid, relu, relu6, linear, softsign"
 #: Conv1D activations (the front end): what a hidden Dense has
 CONV_ACTIVATIONS_TEXT = "linear, relu, relu6, leaky_relu, tanh, sigmoid, hard_sigmoid, softsign"
-#: any Dense (the last one may also be softmax; its activation is applied on the host)
-DENSE_ACTIVATIONS = HIDDEN_DENSE_ACTIVATIONS | {"softmax"}
+#: activations over the classes, on the last layer only: the device returns that layer's int16 logits and the host
+#: applies them (log_softmax: PyTorch's nn.LogSoftmax before NLLLoss, Keras 3's activation; the same argmax)
+CLASS_ACTIVATIONS = frozenset({"softmax", "log_softmax"})
+#: outputs that make the model a classifier by themselves (a linear one is a classifier's logits with integer labels)
+CLASSIFIER_ACTIVATIONS = CLASS_ACTIVATIONS | {"sigmoid"}
+#: any Dense (the last one may also be one of CLASS_ACTIVATIONS)
+DENSE_ACTIVATIONS = HIDDEN_DENSE_ACTIVATIONS | CLASS_ACTIVATIONS
 
 #: user-facing list (file names, not canonical names)
 RNN_ACTIVATIONS_TEXT = "tanh, sigmoid, hard_sigmoid, relu, linear, softsign"
 RNN_RECURRENT_ACTIVATIONS_TEXT = "sigmoid, hard_sigmoid (gates in [0, 1])"
-DENSE_ACTIVATIONS_TEXT = ("linear, relu, relu6, leaky_relu, tanh, sigmoid, hard_sigmoid, softsign, softmax "
-                          "(last layer)")
+DENSE_ACTIVATIONS_TEXT = ("linear, relu, relu6, leaky_relu, tanh, sigmoid, hard_sigmoid, softsign, softmax and "
+                          "log_softmax (last layer)")
 
 
 def hard_sigmoid_k2(x):
@@ -105,6 +110,12 @@ def hard_sigmoid_k3(x):
 def softsign(x):
     x = np.asarray(x, np.float64)
     return x / (1.0 + np.abs(x))
+
+
+def log_softmax(x):
+    x = np.asarray(x, np.float64)
+    z = x - np.max(x, axis=-1, keepdims=True)
+    return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
 
 
 def relu6(x):
@@ -126,6 +137,7 @@ FLOAT_ACTIVATIONS = {
     "hard_sigmoid_k3": hard_sigmoid_k3,
     "softsign": softsign,
     "relu6": relu6,
+    "log_softmax": log_softmax,
 }
 
 

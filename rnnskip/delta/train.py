@@ -416,6 +416,10 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     if ir.output_activation == "sigmoid" and ir.output_dim > 1:
         raise RnnskipError(f"delta-train trains a softmax, logits or one-sigmoid classifier; this model ends in "
                            f"{ir.output_dim} independent sigmoid outputs (multi-label), which its loss does not fit")
+    if ir.output_activation == "log_softmax":
+        raise RnnskipError(f"layer '{ir.head[-1].name}' ends in log_softmax, which the tf_keras model delta-train "
+                           f"writes cannot express; use delta-tune (no retraining), or export the model with softmax "
+                           f"or logits (the same classes) to fine-tune it")
     if ir.bidirectional is not None:
         raise RnnskipError(f"layer '{ir.rnn_layers[ir.bidirectional].name}' is Bidirectional, which the model "
                            "delta-train rebuilds does not have; use delta thresholds without retraining on this model")
@@ -441,7 +445,7 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
         raise RnnskipError(f"--train {train} holds {'regression targets (float y)' if regression else 'class labels'} "
                            f"but --val {val} {'class labels' if regression else 'regression targets (float y)'}; "
                            f"give both the same kind")
-    if regression and ir.output_activation in ("softmax", "sigmoid"):
+    if regression and ir.output_activation in support.CLASSIFIER_ACTIVATIONS:
         raise RnnskipError(f"--train {train} holds regression targets (float y) but the model ends in a "
                            f"{ir.output_activation} (a classifier): give integer class labels")
     if not regression:

@@ -46,7 +46,7 @@ def quantize_dense(d, in_scale: float, in_p: int, out_max: float, final: bool) -
     """Quantise one Dense layer whose int8 input has ``in_p`` (padded) columns."""
     act, cap = int_activation(d.activation)
     if final:
-        act = "linear"  # softmax/sigmoid are monotone: the device returns int16 logits
+        act = "linear"  # the host applies softmax, log_softmax or sigmoid: the device returns int16 logits
     elif act not in ("linear", "relu", "leaky_relu") and act not in LUTS:
         raise RnnskipError(f"layer '{d.name}' (Dense) activation '{act}' is not supported between layers; "
                            f"use linear, relu, tanh, sigmoid, hard_sigmoid or softsign")

@@ -539,6 +539,27 @@ def test_softmax_does_not_fold_into_the_per_step_dense():
         fold_activations(nodes)
 
 
+def test_log_softmax_folds_like_softmax_on_the_head_only():
+    """Keras 3's log_softmax: folded into the head's last Dense (the host applies it to the int16 logits), refused
+    on a Dense before the recurrent layers as softmax is."""
+    nodes = read([LSTM, DENSE, layer("Activation", "act", activation="log_softmax")], weights())
+    ir = assemble(fold_activations(fold_batchnorm(nodes)), "m", "m.h5", [])
+    assert [d.activation for d in ir.head] == ["log_softmax"] and ir.output_activation == "log_softmax"
+    nodes = read([layer("Dense", "dense_in", units=F), layer("Activation", "act", activation="log_softmax"), LSTM],
+                 weights())
+    with pytest.raises(LayerError, match=r"'act' \(Activation 'log_softmax'\) is supported only directly after .*"
+                                         r"not softmax or log_softmax"):
+        fold_activations(nodes)
+    store = weights()
+    store.arrays["emb"] = {"embeddings": np.ones((7, F), np.float32)}
+    nodes = read([layer("Embedding", "emb", input_dim=7, output_dim=F),
+                  layer("Dense", "dense_in", units=F, activation="log_softmax"), LSTM, DENSE], store)
+    with pytest.raises(LayerError, match=r"^layer 'dense_in' \(Dense\) between the Embedding and the RNN uses softmax "
+                                         r"or log_softmax: rnnskip folds a per-step Dense into the embedding table "
+                                         r"only without them"):
+        assemble(fold_activations(fold_batchnorm(nodes)), "m", "m.h5", [])
+
+
 def test_batchnorm_with_nothing_to_fold_into_is_refused_by_the_grammar():
     store = weights()
     nodes = read([LSTM, layer("Dense", "dense", units=D, activation="relu"), layer("BatchNormalization", "bn")],

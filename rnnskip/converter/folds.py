@@ -11,8 +11,9 @@ from ..reference import activation
 from . import support
 from .ir import DenseLayer, EmbeddingInput, RNNLayer
 
-#: why a softmax Dense after an Embedding does not fold (the importers' refusal)
-EMBEDDING_FOLD_SOFTMAX = "uses softmax: rnnskip folds a per-step Dense into the embedding table only without it"
+#: why a softmax (log_softmax) Dense after an Embedding does not fold (the importers' refusal)
+EMBEDDING_FOLD_SOFTMAX = ("uses softmax or log_softmax: rnnskip folds a per-step Dense into the embedding table only "
+                          "without them (they belong on the head's last layer)")
 
 
 def fold_dense_into_embedding(emb: EmbeddingInput, dense: DenseLayer) -> Tuple[EmbeddingInput, str]:

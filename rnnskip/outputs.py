@@ -1,6 +1,6 @@
 """What a model's outputs mean, for evaluation and reports.
 
-* **classification** (integer labels): softmax / sigmoid heads, or a linear head with
+* **classification** (integer labels): softmax / log_softmax / sigmoid heads, or a linear head with
   integer ``y``; accuracy from argmax (or logit > 0 for one unit), as before;
 * **regression** (float ``y``): the device returns int16 pre-activations at the
   head's output scale; the host dequantises them and applies the last activation.
@@ -53,10 +53,10 @@ _NOT_LOADED = object()
 
 def check_class_outputs(ir, what: str, y=_NOT_LOADED) -> None:
     """``what`` (a budget on class predictions) needs class predictions (one per sequence, or one per step): a
-    softmax or sigmoid head, or a linear head (a classifier trained on logits: argmax of several, or one logit > 0,
-    PyTorch's BCEWithLogitsLoss and Keras' from_logits binary classifier) when the labels ``y`` are integer classes
-    (0 or 1 for one logit) - without them such a head may as well be a regression. One line otherwise; ``y`` left
-    out: the labels are not loaded yet (checked again once they are)."""
+    softmax, log_softmax or sigmoid head, or a linear head (a classifier trained on logits: argmax of several, or
+    one logit > 0, PyTorch's BCEWithLogitsLoss and Keras' from_logits binary classifier) when the labels ``y`` are
+    integer classes (0 or 1 for one logit) - without them such a head may as well be a regression. One line
+    otherwise; ``y`` left out: the labels are not loaded yet (checked again once they are)."""
     logits = bool(ir.head) and ir.output_activation == "linear"   # not a bare state
     if logits and ir.output_dim == 1 and y is not _NOT_LOADED and \
             (y is None or not np.issubdtype(np.asarray(y).dtype, np.integer)):

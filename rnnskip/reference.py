@@ -420,8 +420,8 @@ class FloatModel:
         return self.head[-1].pre(x)
 
     def readout(self, state: State) -> np.ndarray:
-        """Head output after the final activation (probabilities for
-        softmax/sigmoid)."""
+        """Head output after the final activation (probabilities for softmax/sigmoid, log-probabilities for
+        log_softmax)."""
         z = self.logits(state)
         return self.head[-1].act(z) if self.head else z
 

@@ -560,6 +560,18 @@ def test_log_softmax_folds_like_softmax_on_the_head_only():
         assemble(fold_activations(fold_batchnorm(nodes)), "m", "m.h5", [])
 
 
+@pytest.mark.parametrize("act,constant", [("softmax", 1), ("log_softmax", 0)])
+def test_softmax_over_one_output_is_refused(act, constant):
+    """Dense(1, activation='softmax'), a common mistake, outputs 1 whatever the input (log_softmax 0)."""
+    nodes = read([LSTM, layer("Dense", "out", units=1, activation=act)],
+                 ArrayWeights({**weights().arrays, "out": {"kernel": np.ones((U, 1), np.float32),
+                                                           "bias": np.zeros(1, np.float32)}}))
+    with pytest.raises(LayerError, match=rf"^layer 'out' \(Dense\) applies {act} to one output, which makes it the "
+                                         rf"constant {constant} whatever the input: a binary classifier ends in one "
+                                         r"sigmoid output"):
+        assemble(fold_activations(fold_batchnorm(nodes)), "m", "m.h5", [])
+
+
 def test_batchnorm_with_nothing_to_fold_into_is_refused_by_the_grammar():
     store = weights()
     nodes = read([LSTM, layer("Dense", "dense", units=D, activation="relu"), layer("BatchNormalization", "bn")],

@@ -231,10 +231,12 @@ def test_other_exporters_equal_onnxruntime(name, how, tmp_path):
     check_ort_and_host(ir, path, x, bf, tmp_path)
 
 
-def test_dynamo_time_major_with_a_free_time_axis_says_the_exporter_fixed_it(tmp_path):
+@pytest.mark.parametrize("steps", [T, UNITS])
+def test_dynamo_time_major_with_a_free_time_axis_says_the_exporter_fixed_it(steps, tmp_path):
     """torch's dynamo exporter, time-major with a dynamic time axis, writes the example's length into the Reshape
     that drops y's direction axis ([10, -1, H]): onnxruntime then returns [8, 3] for 20 steps of 4 rows. The
-    refusal names the exporter's specialisation and the exports that work (it blamed the reshape)."""
+    refusal names the exporter's specialisation and the exports that work (it blamed the reshape), also where the
+    example's length is the hidden width (a review found the old message there)."""
     pytest.importorskip("onnxscript")
     path = tmp_path / "m.onnx"
     # in a fresh process, as a user exports: after another dynamo export in the same process torch 2.13 makes the
@@ -242,16 +244,18 @@ def test_dynamo_time_major_with_a_free_time_axis_says_the_exporter_fixed_it(tmp_
     script = (f"import sys, warnings; sys.path.insert(0, {str(Path(__file__).parent)!r}); warnings.simplefilter("
               f"'ignore'); import torch; from test_onnx_import import Net; torch.manual_seed(0); "
               f"net = Net('LSTM', False, 1, False, 3, 'softmax').eval(); "
-              f"torch.onnx.export(net, (torch.randn({T}, {N}, {FEAT}),), {str(path)!r}, dynamo=True, "
+              f"torch.onnx.export(net, (torch.randn({steps}, {N}, {FEAT}),), {str(path)!r}, dynamo=True, "
               f"dynamic_shapes=({{0: torch.export.Dim('time'), 1: torch.export.Dim('batch')}},))")
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-2000:]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert sess.run(None, {sess.get_inputs()[0].name: np.zeros((2 * T, N, FEAT), np.float32)})[0].shape == (2 * N, 3)
+    assert sess.run(None, {sess.get_inputs()[0].name: np.zeros((2 * steps, N, FEAT), np.float32)})[0].shape == \
+        (2 * N, 3)
     msg = refusal(path)
-    assert re.search(rf"\(Reshape\) fixes the time axis at {T} where the graph's input leaves it free \('[^']+'\), "
-                     r"so onnxruntime's outputs at any other time size are not the model's \(torch's dynamo exporter "
-                     r"writes a time-major output's example length so\); export with batch_first=True", msg), msg
+    assert re.search(rf"\(Reshape\) fixes the time axis at {steps} where the graph's input leaves it free \('[^']+'\), "
+                     r"so onnxruntime's outputs at any other time size are not the model's \(the exporter wrote the "
+                     r"example input's size there, as torch's dynamo exporter does on a time-major output\); export "
+                     r"with batch_first=True", msg), msg
 
 
 @pytest.mark.parametrize("name, opset", [("gru-feat-bf-2l-state", 15), ("lstm-feat-tf-2l", 16),
@@ -1767,6 +1771,21 @@ def test_log_softmax_is_a_classifier_that_delta_train_refuses(tmp_path):
     assert "ends in log_softmax, which the tf_keras model delta-train writes cannot express; use delta-tune" in \
         p.stderr, p.stderr
     assert not (tmp_path / "t.h5").exists()
+
+
+@pytest.mark.parametrize("act,constant", [("softmax", 1), ("log_softmax", 0)])
+def test_softmax_over_one_output_is_refused(act, constant, tmp_path):
+    """softmax over one output is always 1, log_softmax always 0: a review converted Linear(H, 1) + LogSoftmax
+    with float accuracy 1.000 and int8 0.000 (the logit read as a binary classifier's). Refused, with what a binary
+    classifier ends in."""
+    net = Net("GRU", True, 1, False, 1, act)
+    export(net, tmp_path / "m.onnx", False, True)
+    assert np.all(run_ort(tmp_path / "m.onnx", np.random.default_rng(0).normal(size=(3, T, FEAT)).astype(np.float32))
+                  == constant)
+    msg = refusal(tmp_path / "m.onnx")
+    assert msg.endswith(f"applies {act} to one output, which makes it the constant {constant} whatever the input: a "
+                        f"binary classifier ends in one sigmoid output, or one logit without an activation "
+                        f"(BCEWithLogitsLoss, from_logits=True), or in {act} over two outputs"), msg
 
 
 def test_log_softmax_over_the_batch_is_refused(tmp_path):

@@ -39,7 +39,7 @@ class DenseLayer:
     LayerNormalization before the layer, its gamma and beta folded into ``kernel`` and ``bias``)."""
     kernel: np.ndarray
     bias: np.ndarray
-    activation: str = "linear"  # linear | relu | tanh | sigmoid | hard_sigmoid[_k3] | softsign | softmax
+    activation: str = "linear"  # linear | relu | tanh | sigmoid | hard_sigmoid[_k3] | softsign | softmax | log_softmax
     name: str = "dense"
     norm_epsilon: Optional[float] = None
 
@@ -237,7 +237,7 @@ class RNNLayer:
 @stage_data
 @dataclass
 class ModelIR:
-    """input -> rnn_layers -> [pool over time] -> head (Dense stack, last may be softmax/sigmoid)."""
+    """input -> rnn_layers -> [pool over time] -> head (Dense stack, last may be softmax/log_softmax/sigmoid)."""
     input: object  # EmbeddingInput | FeatureInput
     rnn_layers: List[RNNLayer]
     head: List[DenseLayer]

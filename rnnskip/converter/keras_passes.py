@@ -456,12 +456,12 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
                 | (Conv1D | MaxPooling1D | AveragePooling1D)+   a streamed front end
         recurrent := LSTM | GRU | SimpleRNN | RNN(cell) | Bidirectional(one of them)
         pool   := [GlobalAveragePooling1D | GlobalMaxPooling1D | Flatten]   on the last one's sequence
-        head   := Dense*                           softmax only on the last
+        head   := Dense*                           softmax, log_softmax only on the last
 
     and: an Embedding or Masking comes first; a recurrent layer after another needs that one to
     return sequences; a Dense head on a recurrent layer
     that returns sequences runs on every step (one output per step, as with
-    ``return_sequences=True`` at the output); the per-step Dense is not softmax; every layer's
+    ``return_sequences=True`` at the output); the per-step Dense is not softmax or log_softmax; every layer's
     input width is the width before it; the declared input shape, if any, is
     ``[batch, time, features]`` or token ids; a Flatten where no time axis is left (after the
     pooling, or a recurrent layer's last state) is the identity, over a time axis (a fixed number of
@@ -626,6 +626,9 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
 
     if not rnns:
         raise RnnskipError(f"model '{model_name}' has no recurrent layer: {SUPPORTED_SUMMARY}")
+    constant = head and support.constant_classes(head[-1].activation, head[-1].out_dim)
+    if constant:
+        raise LayerError(f"layer '{head[-1].name}' (Dense) {constant}", head[-1].name)
     if unfolded_bn is not None:
         bn = unfolded_bn.layer.display
         raise LayerError(f"layer '{unfolded_bn.name}' ({bn}) has no linear Dense or Conv1D before it "

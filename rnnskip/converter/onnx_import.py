@@ -797,9 +797,10 @@ def h_reshape(ctx: _Ctx):
         elif ax == "F" and (n is None or (isinstance(n, str) and n.startswith("unk__") and n != size)):
             free += 1                            # an inferred hidden width left open (the merged direction axis)
         elif tgt.kind == CONST and isinstance(size, str) and r.roles.get(ax) in ("T", "N") and n >= 2 \
-                and n not in dims_in:
+                and n not in [dims_in[k] for k in kept if k != j and r.roles.get(s.axes[k]) in ("T", "N")]:
             # torch's dynamo exporter writes a time-major output's example length so (torch fixes sizes 0 and 1
-            # itself, and a size another axis has is a reinterpretation): refused below with what to export
+            # itself, and the size of the other batch or time axis is a reinterpretation): refused below with what
+            # to export
             fixed = (n, size, {"T": "time", "N": "batch"}[r.roles[ax]])
         elif not (n is not None and (n == size or (width is not None and n == width))):
             ctx.fail(why)
@@ -808,9 +809,10 @@ def h_reshape(ctx: _Ctx):
     if fixed is not None:   # otherwise the reshape that drops size-1 axes: onnxruntime is wrong at other sizes
         n, size, what = fixed
         ctx.fail(f"fixes the {what} axis at {n} where the graph's input leaves it free ('{size}'), so onnxruntime's "
-                 f"outputs at any other {what} size are not the model's (torch's dynamo exporter writes a "
-                 f"time-major output's example length so); export with batch_first=True, with the TorchScript "
-                 f"exporter (dynamo=False, dynamic_axes), or with static shapes at the size you deploy")
+                 f"outputs at any other {what} size are not the model's (the exporter wrote the example input's "
+                 f"size there, as torch's dynamo exporter does on a time-major output); export with "
+                 f"batch_first=True, with the TorchScript exporter (dynamo=False, dynamic_axes), or with static "
+                 f"shapes at the size you deploy")
     if merged:
         _set_merge(ctx, s.layer)
         return [_with_axes(s, [s.axes[j] for j in kept], squeezed)], "folded (both directions side by side)"
@@ -2148,6 +2150,8 @@ def h_activation(ctx: _Ctx, act: Optional[str] = None):
         axis = int(ctx.attrs.get("axis", -1 if ctx.r.opset >= 13 else 1))
         if _norm(axis, len(s.axes)) != len(s.axes) - 1 or s.kind != VEC:
             ctx.fail(f"normalises axis {axis}: rnnskip supports {act} over the features of the last layer")
+        if support.constant_classes(act, s.dense.out_dim):
+            ctx.fail(support.constant_classes(act, s.dense.out_dim))
     s.dense.activation = act
     return [Sym(s.kind, axes=s.axes, width=s.width, layer=s.layer, dense=s.dense, squeezed=s.squeezed)], \
         f"folded into '{s.dense.name}' ({act})"
@@ -2180,6 +2184,8 @@ _POOL = ("a sum over time is not converted: rnnskip pools over time with the mea
          "out.amax(1)), or feeds the head the last step (out[:, -1]) or h_n[-1]")
 #: what to do instead, for op types PyTorch models often have where rnnskip has no handler
 HINTS = {"ReduceSum": _POOL,
+         "Log": "a logarithm of model data is not converted; for log(softmax(z)) use torch.log_softmax(z, -1) (or "
+                "nn.LogSoftmax), which converts",
          "If": "a run-time branch on a dimension's size (torch emits one for .squeeze(1) of an axis whose size is "
                "not fixed, as after out[:, -1:] or out.gather(1, idx)): index the axis instead (out[:, -1], "
                "out[torch.arange(B), lengths - 1])"}

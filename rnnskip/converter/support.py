@@ -15,7 +15,7 @@ leaves a note.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -85,6 +85,19 @@ CONV_ACTIVATIONS_TEXT = "linear, relu, relu6, leaky_relu, tanh, sigmoid, hard_si
 #: activations over the classes, on the last layer only: the device returns that layer's int16 logits and the host
 #: applies them (log_softmax: PyTorch's nn.LogSoftmax before NLLLoss, Keras 3's activation; the same argmax)
 CLASS_ACTIVATIONS = frozenset({"softmax", "log_softmax"})
+
+
+def constant_classes(act: str, outputs: int) -> Optional[str]:
+    """Why ``act`` over ``outputs`` outputs is refused (None where it is not): softmax over one output is always 1 and
+    log_softmax always 0, so the class never changes whatever the input (Keras' Dense(1, activation='softmax')
+    mistake); the importers' one line, after the layer's name."""
+    if act not in CLASS_ACTIVATIONS or outputs != 1:
+        return None
+    return (f"applies {act} to one output, which makes it the constant {1 if act == 'softmax' else 0} whatever the "
+            f"input: a binary classifier ends in one sigmoid output, or one logit without an activation "
+            f"(BCEWithLogitsLoss, from_logits=True), or in {act} over two outputs")
+
+
 #: outputs that make the model a classifier by themselves (a linear one is a classifier's logits with integer labels)
 CLASSIFIER_ACTIVATIONS = CLASS_ACTIVATIONS | {"sigmoid"}
 #: any Dense (the last one may also be one of CLASS_ACTIVATIONS)

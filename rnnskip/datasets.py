@@ -426,6 +426,10 @@ def _finish(x, y, lengths, texts, class_names, notes, name, N, T, kind, ir, what
                          f"which it runs on the arrays as given: {short} row{'s' if short > 1 else ''} of {name} run "
                          f"all {T} steps, not to their lengths")
             lengths = steps_run(ir, lengths, T)
+    if not has_lengths and T > 1 and getattr(ir, "lengths_input", False):
+        notes.append(f"warning: {f'{what} {name}' if what else name} has no lengths, but the model takes each row's "
+                     f"length as an input: every row runs all {T} steps, as onnxruntime does given lengths {T}; if "
+                     f"the rows are padded, save each row's own length as lengths in the data")
     if has_lengths and ir is not None:
         src = f"{what} {name}" if what else name
         line = (_lengths_against_mask(x, lengths, ir, src) if _unmasked(x, ir) is not None

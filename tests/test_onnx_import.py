@@ -334,7 +334,9 @@ def test_unsqueeze_inside_forward_says_what_to_export(tmp_path):
     assert refusal(path).endswith("input 'x' is rank 2 (float): rnnskip expects token ids [batch, time] (or [time, "
                                   "batch]) or float features [batch, time, features] (or [time, batch, features]); a "
                                   "univariate series unsqueezed inside forward (x.unsqueeze(-1)): move that out of "
-                                  "the model and export it on x of shape [batch, time, 1]")
+                                  "the model and export it on x of shape [batch, time, 1]; one sequence [time, "
+                                  "features] without a batch axis: take x with a batch axis in forward and export it "
+                                  "on a batch of sequences")
 
 
 def test_unrolled_rnn_refused_with_the_exporter_to_use(tmp_path):
@@ -345,9 +347,47 @@ def test_unrolled_rnn_refused_with_the_exporter_to_use(tmp_path):
     export_as(Net(kind, bf, layers, tokens, out, act, nl, read), path, tokens, bf, "dynamo-static")
     assert refusal(path).endswith("has no recurrent operator (GRU, LSTM, RNN): rnnskip converts those operators, not "
                                   "a recurrence unrolled into per-step ops: torch.onnx.export(..., dynamo=True) "
-                                  "unrolls some torch recurrent modules (export with dynamo=False), and every "
+                                  "unrolls some torch recurrent modules (export with dynamo=False), every "
                                   "exporter unrolls a Python loop over a torch cell module, nn.*Cell (use the layer "
-                                  "module instead)")
+                                  "module instead), and a cell written with nn.Linear layers and exported one step at "
+                                  "a time takes the hidden state as an input (run one of nn.GRU, nn.LSTM, nn.RNN "
+                                  "over the whole sequence instead)")
+
+
+def test_one_step_cell_and_one_sequence_inputs_say_what_to_export(tmp_path):
+    """Two PyTorch tutorials' models: the older names classifier's cell of nn.Linear layers, exported one step per
+    call with the hidden state as a second input (refused for its 2 inputs, without the fix), and the LSTM tagger,
+    which takes one sentence without a batch axis (refused for its rank, without the fix)."""
+    class Cell(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.i2h, self.h2o = nn.Linear(FEAT + UNITS, UNITS), nn.Linear(FEAT + UNITS, 3)
+
+        def forward(self, x, hidden):
+            both = torch.cat((x, hidden), 1)
+            return torch.log_softmax(self.h2o(both), 1), self.i2h(both)
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.lstm, self.fc = nn.Embedding(VOCAB, DIM), nn.LSTM(DIM, UNITS), nn.Linear(UNITS, 3)
+
+        def forward(self, sentence):
+            out, _ = self.lstm(self.emb(sentence).view(len(sentence), 1, -1))
+            return torch.log_softmax(self.fc(out.view(len(sentence), -1)), dim=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Cell().eval(), (torch.randn(1, FEAT), torch.zeros(1, UNITS)), str(tmp_path / "cell.onnx"),
+                          dynamo=False)
+        torch.onnx.export(Tagger().eval(), (torch.randint(0, VOCAB, (T,)),), str(tmp_path / "tagger.onnx"),
+                          dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "t"}})
+    assert "exported one step at a time takes the hidden state as an input (run one of nn.GRU, nn.LSTM, nn.RNN " \
+        "over the whole sequence instead)" in refusal(tmp_path / "cell.onnx")
+    assert refusal(tmp_path / "tagger.onnx").endswith(
+        "input 'x' is rank 1 (integer): rnnskip expects token ids [batch, time] (or [time, batch]) or float features "
+        "[batch, time, features] (or [time, batch, features]); this one takes a single sequence without a batch axis "
+        "(as the PyTorch tutorials' sentence.view(len(sentence), 1, -1) inside forward): take x with a batch axis in "
+        "forward and export it on a batch of sequences")
 
 
 def test_initial_state_input_refused_with_what_to_do(tmp_path):
@@ -715,6 +755,53 @@ class LearnedH0(OneLayer):
         return self.fc(self.rnn(x, self.h0.expand(-1, x.size(0), -1).contiguous())[0][:, -1])
 
 
+class CastZeroState(OneLayer):
+    """The tutorials' ``h0 = torch.zeros(L, B, H).to(device)`` and ``x = x.float()`` on float32 input: the TorchScript
+    exporter writes a float-to-float Cast after ConstantOfShape and on x (a user found both refused)."""
+
+    def __init__(self):
+        super().__init__(cell=nn.LSTM, out=3)
+
+    def forward(self, x):
+        x = x.float()
+        h0 = torch.zeros(1, x.size(0), UNITS).to(torch.device("cpu"))
+        c0 = torch.zeros(1, x.size(0), UNITS).to(torch.device("cpu"))
+        return self.fc(self.rnn(x, (h0, c0))[0][:, -1])
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_last_step_taken_on_the_batch_axis_says_which_axis_is_time(batch_first, tmp_path):
+    """out[-1] on a batch-first output (or out[:, -1] on a time-major one) takes the last row, not the last step; a
+    user found the refusal telling them to take index -1, which they had."""
+    class Wrong(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.fc = nn.LSTM(FEAT, UNITS, batch_first=batch_first), nn.Linear(UNITS, 3)
+
+        def forward(self, x):
+            out = self.rnn(x)[0]
+            return self.fc(out[-1] if batch_first else out[:, -1])
+    path = tmp_path / "w.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Wrong().eval(), (torch.randn(N, T, FEAT) if batch_first else torch.randn(T, N, FEAT),),
+                          str(path), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "a", 1: "b"}})
+    want = ("gathers index -1 of axis 0, which is the batch axis of this recurrent output (its time axis is 1): the "
+            "last time step is out[:, -1]" if batch_first else
+            "gathers index -1 of axis 1, which is the batch axis of this recurrent output (its time axis is 0): the "
+            "last time step is out[-1]")
+    assert refusal(path).endswith(want + "; check batch_first against the indexing"), refusal(path)
+
+
+def test_float_casts_of_zero_states_and_input_fold(tmp_path):
+    import onnx
+    path = tmp_path / "cast.onnx"
+    x = export(CastZeroState(), path, False, True)
+    assert sum(n.op_type == "Cast" for n in onnx.load(str(path)).graph.node) >= 2
+    ir = load_model_file(path)
+    check_ort_and_host(ir, path, x, True, tmp_path)
+
+
 def test_learned_initial_state_refused_with_its_reason(tmp_path):
     path = tmp_path / "h0.onnx"
     export(LearnedH0(), path, False, True)
@@ -986,6 +1073,12 @@ def test_lengths_warned_only_where_the_graph_does_not_take_them(tmp_path):
     x2 = np.zeros((3, 6, ir.input.features), np.float32)
     np.savez(tmp_path / "d2.npz", x=x2, lengths=np.array([6, 2, 4]))
     assert load_npz(str(tmp_path / "d2.npz"), ir, labels=None).notes == []
+    # the same graph on data without lengths: every row runs every step, said in one warning (was silent)
+    np.savez(tmp_path / "d3.npz", x=x2)
+    assert load_npz(str(tmp_path / "d3.npz"), ir, labels=None).notes == [
+        "warning: d3.npz has no lengths, but the model takes each row's length as an input: every row runs all 6 "
+        "steps, as onnxruntime does given lengths 6; if the rows are padded, save each row's own length as lengths "
+        "in the data"]
 
 
 def test_reference_check_against_onnxruntime(tmp_path):

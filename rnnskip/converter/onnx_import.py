@@ -474,11 +474,22 @@ def h_dropout(ctx: _Ctx):
     return [ctx.inp(0)], "dropped (inference no-op)"   # its mask output is never read at inference
 
 
+#: Casts that keep every float32 value (the reference computes in float64)
+_FLOAT_CASTS = {1: "float", 11: "double"}   # TensorProto.FLOAT, DOUBLE (onnx is imported lazily)
+
+
 def h_cast(ctx: _Ctx):
-    """Cast of the token ids or lengths (between integer types) passes them on; else shape glue."""
+    """Cast of the token ids or lengths (between integer types) passes them on; a zero state or float data cast to
+    float or double (torch's ``.to(device)`` on ``torch.zeros(..)``, ``x.float()`` on float32 input) keeps its
+    values; else shape glue."""
     s = ctx.inp(0)
     if s.kind in (MASK, LENS):   # to float for a product or a division: the same values
         return [s], "folded (glue)"
+    to = ctx.attrs.get("to")
+    if s.kind == ZEROS and to in _FLOAT_CASTS:
+        return [s], "folded (zero initial state)"
+    if s.kind in (X, SEQ, STATE, VEC) and to in _FLOAT_CASTS:
+        return [s], f"folded (cast to {_FLOAT_CASTS[to]}: float values)"
     if s.kind in (IDS, LENS, IDX):
         from onnx import helper
         if not np.issubdtype(helper.tensor_dtype_to_np_dtype(ctx.attrs["to"]), np.integer):
@@ -969,6 +980,11 @@ def h_gather(ctx: _Ctx):
         ax = _norm(axis, len(data.axes))
         if data.axes[ax] == t and np.ndim(idx.value) == 0 and int(idx.value) == -1:
             return [_last_step(ctx, data, tuple(a for a in data.axes if a != t))], "folded (last step)"
+        if ctx.r.roles.get(data.axes[ax]) == "N" and t in data.axes:   # out[-1] on a batch-first output, or back
+            last = "out[-1]" if data.axes.index(t) == 0 else "out[:, -1]"
+            ctx.fail(f"gathers index {idx.value.tolist()} of axis {ax}, which is the batch axis of this recurrent "
+                     f"output (its time axis is {data.axes.index(t)}): the last time step is {last}; check "
+                     f"batch_first against the indexing")
         ctx.fail(f"gathers index {idx.value.tolist()} of axis {ax}: rnnskip folds a Gather of a recurrent "
                  "output only where it takes the last time step (index -1)")
     if data.kind in (STATE, CELL) and "B" in data.axes and idx.kind == CONST and np.ndim(idx.value) == 0:
@@ -2302,8 +2318,13 @@ def _inputs(r: _Reader) -> None:
         # width 0: a dynamic feature axis, taken from the first layer's weights
         r.syms[i.name] = Sym(X, axes=("a0", "a1", "F"), width=dims[2] or 0)
     else:
+        one = "take x with a batch axis in forward and export it on a batch of sequences"
         uni = ("; a univariate series unsqueezed inside forward (x.unsqueeze(-1)): move that out of the model and "
-               "export it on x of shape [batch, time, 1]" if not ints and len(dims) == 2 else "")
+               f"export it on x of shape [batch, time, 1]; one sequence [time, features] without a batch axis: {one}"
+               if not ints and len(dims) == 2 else "")
+        if ints and len(dims) == 1:
+            uni = ("; this one takes a single sequence without a batch axis (as the PyTorch tutorials' "
+                   f"sentence.view(len(sentence), 1, -1) inside forward): {one}")
         raise RnnskipError(f"{r.path}: input '{i.name}' is rank {len(dims)} ({'integer' if ints else 'float'}): "
                            "rnnskip expects token ids [batch, time] (or [time, batch]) or float features "
                            f"[batch, time, features] (or [time, batch, features]){uni}")
@@ -2364,13 +2385,16 @@ _NORM_PASSES = ("Gemm", "MatMul", "Identity", "Dropout", "Squeeze", "Unsqueeze",
 
 
 def _run(r: _Reader) -> ModelIR:
-    _inputs(r)
+    # before the inputs: a cell exported one step per call takes the hidden state as a second input
     if not any(n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx") for n in r.graph.node):
         raise RnnskipError(f"{os.path.basename(r.path)} has no recurrent operator ({', '.join(RECURRENT_OPS)}): "
                            "rnnskip converts those operators, not a recurrence unrolled into per-step ops: "
                            "torch.onnx.export(..., dynamo=True) unrolls some torch recurrent modules (export with "
-                           "dynamo=False), and every exporter unrolls a Python loop over a torch cell module, "
-                           "nn.*Cell (use the layer module instead)")
+                           "dynamo=False), every exporter unrolls a Python loop over a torch cell module, "
+                           "nn.*Cell (use the layer module instead), and a cell written with nn.Linear layers and "
+                           f"exported one step at a time takes the hidden state as an input (run one of "
+                           f"{', '.join('nn.' + op for op in RECURRENT_OPS)} over the whole sequence instead)")
+    _inputs(r)
     for i, node in enumerate(r.graph.node):
         key = node_key(node, i)
         handler = HANDLERS.get(node.op_type)
@@ -2408,7 +2432,14 @@ def _run(r: _Reader) -> ModelIR:
             if name:
                 r.syms[name] = s
         r.status[key] = status
+        if status.startswith(_FOLD_NOTES):   # what changed the model's arithmetic, as the Keras import notes it
+            r.notes.append(f"folded {node.op_type} '{key}' {status[len('folded '):]}")
     return _assemble(r)
+
+
+#: node statuses the model's notes repeat (report.json, the conversion's output): folds into another layer's
+#: weights or activation, not glue
+_FOLD_NOTES = ("folded into '", "folded (batch normalisation", "folded (normalisation", "folded (layer normalisation")
 
 
 def _assemble(r: _Reader) -> ModelIR:

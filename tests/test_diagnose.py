@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import quantize_on
+from helpers import dataset, quantize_on
 from random_models import random_data, random_ir
 
 from rnnskip.quant.diagnose import clip_warnings, clipping
@@ -108,3 +108,32 @@ def test_outputs_and_inputs_past_the_calibrated_range_are_counted():
     assert lines[0].endswith(f"the int8 model clips them there (as a classifier's logits: it changes the class, the "
                              f"largest output, of {f'{moved:,}' if moved else 'none'} of the {len(f)} rows); "
                              "calibrate (--calib) on data that covers the outputs' range")
+
+
+@pytest.mark.parametrize("cfg,warned", [("feat-gru-gru-v1", True), ("feat-dense-gru", False),
+                                        ("tok-lstm-softmax", False)])
+def test_one_shared_input_scale_that_crushes_a_feature_is_warned_about(cfg, warned):
+    """A recurrent first layer quantises every input feature on one scale: a feature 60 times smaller than the
+    largest keeps about 2 of 127 levels, said in one line (a user's 0.5-amplitude class signal next to a 0-40
+    channel lost 2 points silently). A Dense first layer has one scale per feature; token ids have none."""
+    from rnnskip.pipeline import stages
+    from rnnskip.quant.diagnose import shared_scale_warnings
+    ir = random_ir(cfg, seed=0)
+    x, L = random_data(ir, n=16, T=12, seed=0)
+    if not ir.is_token_model:
+        x = x.copy()
+        x[..., 0] *= 1 / 60
+        x[..., 1] = np.sign(x[..., 1]) * np.maximum(np.abs(x[..., 1]), 0.5) * 4
+    qm, ranges = stages.quantize_model(ir, dataset(x, L), progress=False)
+    lines = shared_scale_warnings(qm, ranges.features)
+    if not warned:
+        assert lines == []
+        return
+    m = np.abs(x[np.arange(x.shape[1])[None, :] < L[:, None]]).max(0)   # the steps that run
+    assert len(lines) == 1 and lines[0].startswith(
+        f"warning: the input features share one int8 scale (the first layer is recurrent), which feature 1's "
+        f"calibrated range (max |x| {m[1]:.3g}) sets, so feature 0 (max |x| {m[0]:.3g}) spans only "
+        f"+-{127 * m[0] / m[1]:.1f} of 127 levels"), lines
+    # the same data on a common scale: no warning
+    qm, ranges = stages.quantize_model(ir, dataset(np.clip(x * 0 + 1, -1, 1).astype(np.float32), L), progress=False)
+    assert shared_scale_warnings(qm, ranges.features) == []

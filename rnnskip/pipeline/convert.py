@@ -11,7 +11,7 @@ from .. import boards, emulators
 from ..build import build_host
 from ..errors import RnnskipError
 from ..outdir import atomic_dir, check_replaceable
-from ..quant.diagnose import clip_warnings, saturation_warnings
+from ..quant.diagnose import clip_warnings, saturation_warnings, shared_scale_warnings
 from . import stages, workdir
 
 
@@ -181,7 +181,8 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
     inputs = [model, data, calib] + [p for s in setups for p in s.inputs]
     with atomic_dir(out, "report.json", inputs=inputs, hashed=True) as tmp:   # an edited file stops a re-run
         qm, ranges = stages.quantize_model(ir, cal, calib_max, progress)
-        for line in clip_warnings(qm, *stages.calibration_sample(cal, calib_max)):
+        for line in clip_warnings(qm, *stages.calibration_sample(cal, calib_max)) + \
+                shared_scale_warnings(qm, ranges.features):
             note(line)
         if not calib:
             source = f"{data} (the evaluation data; pass --calib to separate)"

@@ -45,6 +45,32 @@ def clipping(qm, x: np.ndarray, lengths: np.ndarray) -> List[tuple]:
     return [(l, c / r) for l, c, r in zip(qm.layers, watch.clipped, watch.run) if c]
 
 
+#: fewer int8 levels than this for a feature's calibrated range under the inputs' one scale gets a warning
+FEW_LEVELS = 8
+
+
+def shared_scale_warnings(qm, maxabs) -> List[str]:
+    """A ``warning:`` line when the float inputs share one int8 scale (a recurrent first layer: a delta threshold
+    is one number for all its inputs) and a feature's calibrated range (``maxabs``, per feature, in the units the
+    device quantises: after the model's normalisation, if any) spans fewer than :data:`FEW_LEVELS` of its levels:
+    that feature keeps little of its resolution, which a per-feature normalisation would keep."""
+    if qm.embedding is not None or getattr(qm, "per_feature_inputs", False):
+        return []
+    m = np.broadcast_to(np.asarray(maxabs, np.float64), (qm.features,))
+    if len(m) < 2 or m.max() <= 0:
+        return []
+    levels = 127.0 * m / m.max()
+    few = np.flatnonzero((m > 0) & (levels < FEW_LEVELS))
+    if few.size == 0:
+        return []
+    i, top = int(few[np.argmin(levels[few])]), int(np.argmax(m))
+    more = f" (and {few.size - 1} more feature{'s' if few.size > 2 else ''} below {FEW_LEVELS})" if few.size > 1 else ""
+    return [f"warning: the input features share one int8 scale (the first layer is recurrent), which feature {top}'s "
+            f"calibrated range (max |x| {m[top]:.3g}) sets, so feature {i} (max |x| {m[i]:.3g}) spans only "
+            f"+-{levels[i]:.1f} of 127 levels{more}: normalise the features inside the model (a Normalization "
+            f"layer, or (x - mean) / std with per-feature constants, which rnnskip folds and quantises in its units)"]
+
+
 def clip_warnings(qm, x: np.ndarray, lengths: np.ndarray) -> List[str]:
     """One ``warning:`` line per layer whose relu/linear candidate the int model clips on the calibration data."""
     out = []

@@ -488,7 +488,8 @@ class NormHead(OneLayer):
     """nn.BatchNorm1d and constant scales in the head fold into its nn.Linear layers: "bn-fc" BatchNorm1d on
     h_n[-1] then the Linear, "fc-bn" after it, "mlp" Linear, ReLU, BatchNorm1d, Linear, "temp" logits / 2.5 before
     the softmax, "bn-mean" BatchNorm1d on the mean over time, "norm-fc" a normalisation written out in arithmetic,
-    "fc-sub" logits minus constants; refused: "bn-relu" a ReLU on the normalised state."""
+    "fc-sub" logits minus constants, "bn-relu" a ReLU on the normalised state (one Dense: the normalisation its
+    weights, relu its activation)."""
 
     def __init__(self, how):
         super().__init__(how, cell=nn.GRU)
@@ -526,7 +527,8 @@ class NormHead(OneLayer):
         return self.fc(torch.relu(self.bn(h)))
 
 
-@pytest.mark.parametrize("how", ["bn-fc", "fc-bn", "mlp", "temp", "bn-mean", "norm-fc", "fc-sub", "mlp-norm"])
+@pytest.mark.parametrize("how", ["bn-fc", "fc-bn", "mlp", "temp", "bn-mean", "norm-fc", "fc-sub", "mlp-norm",
+                                 "bn-relu"])
 def test_batch_norm_and_scales_in_the_head_fold(how, tmp_path):
     """An audit found nn.BatchNorm1d in the head and logits / T refused; they fold into the head's Dense layers:
     float reference = onnxruntime to 1e-5, golden = host build."""
@@ -534,13 +536,26 @@ def test_batch_norm_and_scales_in_the_head_fold(how, tmp_path):
     torch.manual_seed(4)
     x = export(NormHead(how).eval(), path, False, True)
     ir = load_model_file(path)
-    assert len(ir.head) == (2 if how in ("mlp", "mlp-norm") else 1) and ir.pool == ("avg" if how == "bn-mean" else "")
+    assert len(ir.head) == (2 if how in ("mlp", "mlp-norm", "bn-relu") else 1) and \
+        ir.pool == ("avg" if how == "bn-mean" else "")
     check_ort_and_host(ir, path, x, True, tmp_path)
 
 
 def test_batch_norm_that_cannot_fold_is_refused(tmp_path):
+    """nn.BatchNorm1d on the input's channels, then a ReLU before the recurrent layer: nothing to fold it into."""
+    class InNormRelu(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn, self.rnn = nn.BatchNorm1d(FEAT), nn.GRU(FEAT, UNITS, batch_first=True)
+            self.fc = nn.Linear(UNITS, 3)
+            with torch.no_grad():
+                self.bn.running_mean.uniform_(-0.5, 0.5)
+                self.bn.running_var.uniform_(0.5, 2.0)
+
+        def forward(self, x):
+            return self.fc(self.rnn(torch.relu(self.bn(x.transpose(1, 2)).transpose(1, 2)))[0][:, -1])
     path = tmp_path / "bnrelu.onnx"
-    export(NormHead("bn-relu").eval(), path, False, True)
+    export(InNormRelu().eval(), path, False, True)
     msg = refusal(path)
     assert re.fullmatch(r"node '[^']+' \(Relu\) reads a normalisation's output \(a BatchNormalization, or "
                         r"arithmetic with constants\): rnnskip folds one only into the Gemm/MatMul, Conv or "
@@ -791,6 +806,37 @@ def test_last_step_taken_on_the_batch_axis_says_which_axis_is_time(batch_first, 
             "gathers index -1 of axis 1, which is the batch axis of this recurrent output (its time axis is 0): the "
             "last time step is out[-1]")
     assert refusal(path).endswith(want + "; check batch_first against the indexing"), refusal(path)
+
+
+class NormActHead(nn.Module):
+    """h_n[-1] -> nn.BatchNorm1d -> activation -> nn.Linear: the normalisation and the activation run as one Dense
+    (diag(gamma / std), beta - mean * gamma / std) on the head's input (a user found it refused)."""
+
+    def __init__(self, act):
+        super().__init__()
+        self.rnn, self.bn, self.fc = nn.LSTM(FEAT, UNITS, batch_first=True), nn.BatchNorm1d(UNITS), nn.Linear(UNITS, 3)
+        self.act = act
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.2, 2.0)
+            self.bn.weight.uniform_(0.5, 1.5)
+            self.bn.bias.uniform_(-0.3, 0.3)
+
+    def forward(self, x):
+        return self.fc(self.act(self.bn(self.rnn(x)[1][0][-1])))
+
+
+@pytest.mark.parametrize("how", ["dynamic", "dynamo"])
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_batchnorm_then_an_activation_on_the_final_state_runs_as_one_dense(act, how, tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "m.onnx"
+    x = export_as(NormActHead(getattr(torch, act)), path, False, True, how)
+    ir = load_model_file(path)
+    assert [d.activation for d in ir.head] == [act, "linear"] and ir.head[0].kernel.shape == (UNITS, UNITS)
+    assert np.count_nonzero(ir.head[0].kernel - np.diag(np.diag(ir.head[0].kernel))) == 0
+    assert any(n.startswith("folded BatchNormalization") for n in ir.notes), ir.notes
+    check_ort_and_host(ir, path, x, True, tmp_path)
 
 
 def test_float_casts_of_zero_states_and_input_fold(tmp_path):

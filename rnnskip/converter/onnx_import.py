@@ -2136,6 +2136,13 @@ def h_leaky_relu(ctx: _Ctx):
     return h_activation(ctx, support.leaky_relu(alpha))
 
 
+def _affine_activation(op: str, s: Optional[Sym]) -> bool:
+    """An activation on a normalised final state (or its pooling over time), the head's input: it runs as an identity
+    Dense whose weights take the normalisation (h_activation)."""
+    return op in ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip") and s is not None and s.kind == STATE and \
+        s.dense is None and s.affine is not None and s.norm is None
+
+
 def h_activation(ctx: _Ctx, act: Optional[str] = None):
     s = ctx.inp(0)
     act = act or {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softmax": "softmax",
@@ -2147,8 +2154,10 @@ def h_activation(ctx: _Ctx, act: Optional[str] = None):
     if c is not None and c.activation == "linear" and not over_classes:   # through a MaxPool: it commutes
         c.activation = act
         return [replace(s, conv=None, act_conv=None)], f"folded into '{c.name}' ({act})"
-    if s.dense is None and s.kind in (STATE, SEQ) and not over_classes and s.width and s.affine is None:
-        # on the head's input (a recurrent output, or its pooling): an identity Dense with the activation
+    if s.dense is None and s.kind in (STATE, SEQ) and not over_classes and s.width and \
+            (s.affine is None or _affine_activation(ctx.op, s)):
+        # on the head's input (a recurrent output, or its pooling): an identity Dense with the activation, which
+        # takes a normalisation before it (nn.BatchNorm1d -> nn.ReLU on h_n[-1]) as its weights: diag(a), b
         outs, _ = _add_dense(ctx, s, np.eye(s.width), np.zeros(s.width))
         outs[0].dense.activation = act
         return outs, "converted (an identity Dense with this activation)"
@@ -2408,7 +2417,8 @@ def _run(r: _Reader) -> ModelIR:
                              "folds a LayerNormalization only into the head's Gemm/MatMul right after it (through "
                              "Squeeze or Dropout at most), not before another recurrent layer, pooling or an "
                              "activation", key)
-        if node.op_type not in _AFFINE_PASSES and any(s is not None and s.affine is not None for s in ctx.ins):
+        if node.op_type not in _AFFINE_PASSES and any(s is not None and s.affine is not None for s in ctx.ins) \
+                and not _affine_activation(node.op_type, ctx.ins[0]):
             raise LayerError(f"node '{key}' ({node.op_type}) reads a normalisation's output (a BatchNormalization, "
                              "or arithmetic with constants): rnnskip folds one only into the Gemm/MatMul, Conv or "
                              "recurrent layer that reads it (through Squeeze, Reshape or Dropout at most)", key)

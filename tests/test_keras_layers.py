@@ -572,6 +572,27 @@ def test_softmax_over_one_output_is_refused(act, constant):
         assemble(fold_activations(fold_batchnorm(nodes)), "m", "m.h5", [])
 
 
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_batchnorm_then_an_activation_on_the_final_state_runs_as_one_dense(act):
+    """LSTM -> BatchNormalization -> Activation -> Dense: the normalisation and the activation run as the head's first
+    Dense (diagonal weights); it was refused (the activation followed no Dense)."""
+    store = weights()
+    w = RNG.normal(0, 0.5, (4, U)).astype(np.float32)
+    store.arrays["bn_u"] = {"gamma": w[0] + 1, "beta": w[1], "moving_mean": w[2], "moving_variance": np.abs(w[3]) + .5}
+    store.arrays["out"] = {"kernel": w[:2].T.copy(), "bias": np.zeros(2, np.float32)}
+    nodes = read([LSTM, layer("BatchNormalization", "bn_u"), layer("Activation", "act", activation=act),
+                  layer("Dense", "out", units=2, activation="softmax")], store)
+    ir = assemble(fold_activations(fold_batchnorm(nodes)), "m", "m.h5", [n for node in nodes for n in node.notes])
+    assert [d.activation for d in ir.head] == [act, "softmax"]
+    h = RNG.normal(0, 1, (6, U))
+    want = {"relu": lambda v: np.maximum(v, 0), "tanh": np.tanh}[act](bn_map(store, "bn_u", h))
+    np.testing.assert_allclose(h @ ir.head[0].kernel + ir.head[0].bias, bn_map(store, "bn_u", h), rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose({"relu": lambda v: np.maximum(v, 0), "tanh": np.tanh}[act](
+        h @ ir.head[0].kernel + ir.head[0].bias), want, rtol=1e-5, atol=1e-5)
+    assert any("after 'bn_u' runs as a Dense with that activation" in n for n in ir.notes), ir.notes
+
+
 def test_batchnorm_with_nothing_to_fold_into_is_refused_by_the_grammar():
     store = weights()
     nodes = read([LSTM, layer("Dense", "dense", units=D, activation="relu"), layer("BatchNormalization", "bn")],

@@ -337,6 +337,14 @@ def fold_layernorm(nodes: List[Node]) -> List[Node]:
     return out
 
 
+def _reads_head_input(out: List[Node], bn: Node, rest: List[Node]) -> bool:
+    """``bn`` (the last node of ``out`` that computes) normalises the last recurrent layer's final state or its
+    pooling over time, and no recurrent layer or pooling follows."""
+    before = _previous(out[: out.index(bn)])
+    return before is not None and before.kind in (RECURRENT, TIME_POOL) and \
+        not any(n.kind in (RECURRENT, TIME_POOL) for n in rest)
+
+
 def fold_activations(nodes: List[Node]) -> List[Node]:
     """Fold every Activation into the linear Dense right before it (softmax not into the
     Dense before the recurrent layers), drop the linear ones elsewhere, refuse the rest."""
@@ -410,6 +418,22 @@ def fold_activations(nodes: List[Node]) -> List[Node]:
             node.notes.append(f"{cls} '{node.name}' ({act}) {where} as an identity Dense with that activation (a "
                               "square weight matrix: its flash and MACs are in the report)")
             (after_pool if moved else out).append(node)
+        elif before is not None and before.kind == BATCHNORM and act in support.HIDDEN_DENSE_ACTIVATIONS and \
+                before.value.scale.size > 1 and not per_step and _reads_head_input(out, before, nodes[i + 1:]):
+            # a normalisation, then the activation, on the head's input (BatchNormalization -> Activation('relu')
+            # after the last recurrent layer): one Dense, the normalisation its diagonal weights and bias
+            width = int(before.value.scale.size)
+            dense = support.identity_dense(act, node.name)
+            support.size_identity_dense(dense, width)
+            support.fold_before_dense(dense, *_sized(before, before.value, width, node))
+            out.remove(before)
+            _folded(before, node, note_on=node)
+            node.kind, node.value = DENSE, dense
+            node.status = "converted (a Dense with this activation, the BatchNormalization before it its weights)"
+            node.notes.append(f"{cls} '{node.name}' ({act}) after '{before.name}' runs as a Dense with that "
+                              f"activation whose weights are the normalisation ({width} x {width}, diagonal: its "
+                              "flash and MACs are in the report)")
+            out.append(node)
         else:
             raise LayerError(f"layer '{node.name}' ({cls} '{act}') is supported only directly after "
                              "a linear Dense or Conv1D (it is folded into it), on a recurrent layer's outputs (at "

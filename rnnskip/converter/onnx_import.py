@@ -2175,8 +2175,9 @@ def h_activation(ctx: _Ctx, act: Optional[str] = None):
         axis = int(ctx.attrs.get("axis", -1 if ctx.r.opset >= 13 else 1))
         if _norm(axis, len(s.axes)) != len(s.axes) - 1 or s.kind != VEC:
             ctx.fail(f"normalises axis {axis}: rnnskip supports {act} over the features of the last layer")
-        if support.constant_classes(act, s.dense.out_dim):
-            ctx.fail(support.constant_classes(act, s.dense.out_dim))
+        constant = support.constant_classes(act, s.dense.out_dim)
+        if constant:
+            ctx.fail(constant)
     s.dense.activation = act
     return [Sym(s.kind, axes=s.axes, width=s.width, layer=s.layer, dense=s.dense, squeezed=s.squeezed)], \
         f"folded into '{s.dense.name}' ({act})"

@@ -37,15 +37,28 @@ def readout(ir) -> str:
     return "every step" if ir.per_step else (f"pooled {ir.pool}" if ir.pool else "last step")
 
 
-def check_readout(stored: Optional[str], ir, what: str, again: str) -> None:
-    """Refuse ``what`` (a thresholds file, a predictor folder) made for a model with another :func:`readout`;
-    ``stored`` None: a file from before the key, made when only one output per sequence was supported."""
-    want = readout(ir)
-    if stored is None and ir.per_step:
-        stored = "one output per sequence (the file predates models with an output per step)"
-    if stored is not None and stored != want:
-        raise RnnskipError(f"{what} was made for a model whose head reads {stored}, but this model's reads {want} "
+def output_activation(ir) -> str:
+    """The activation the host applies to the device's int16 outputs (the last head Dense's; "none" without a
+    head), which the weights do not say either: the same weights under softmax, log_softmax, sigmoid or none give
+    other outputs, so a budget in their units (``--tolerance``) is another budget."""
+    return ir.head[-1].activation if ir.head else "none"
+
+
+def check_readout(stored: dict, ir, what: str, again: str) -> None:
+    """Refuse ``what`` (a thresholds file, a predictor folder) made for a model with another :func:`readout` or
+    :func:`output_activation`; ``stored`` is the model signature the file holds. A key it lacks: a file from
+    before the key (readout: made when only one output per sequence was supported; activation: not checked)."""
+    got, want = stored.get("readout"), readout(ir)
+    if got is None and ir.per_step:
+        got = "one output per sequence (the file predates models with an output per step)"
+    if got is not None and got != want:
+        raise RnnskipError(f"{what} was made for a model whose head reads {got}, but this model's reads {want} "
                            f"(same weights, another output: its budget is not this model's); {again}")
+    got, want = stored.get("output_activation"), output_activation(ir)
+    if got is not None and got != want:
+        raise RnnskipError(f"{what} was made for a model whose outputs go through {got}, but this model's go "
+                           f"through {want} (same weights, other output units: its budget is not this model's); "
+                           f"{again}")
 
 
 _NOT_LOADED = object()

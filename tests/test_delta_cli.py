@@ -629,6 +629,27 @@ def test_thresholds_are_tied_to_the_whole_model(gru):
     DeltaSpec.from_json(js).check_model(other)
 
 
+def test_thresholds_are_tied_to_the_output_activation(gru):
+    """The same weights whose outputs go through another activation (log_softmax for softmax: a --tolerance in
+    other units) refuse the file in one line; a file written before the key existed is not checked for it."""
+    import copy
+
+    from rnnskip.delta.spec import DeltaSpec
+    from rnnskip.errors import RnnskipError
+    model, val, d, ir = gru
+    js = DeltaSpec([2], [4]).to_json(ir)
+    assert js["model"]["output_activation"] == "softmax"
+    other = copy.deepcopy(ir)
+    other.head[-1].activation = "log_softmax"
+    with pytest.raises(RnnskipError) as e:
+        DeltaSpec.from_json(js).check_model(other, "t.json")
+    assert str(e.value) == ("t.json was made for a model whose outputs go through softmax, but this "
+                            "model's go through log_softmax (same weights, other output units: its budget is not "
+                            "this model's); run 'rnnskip delta-tune' on this model")
+    del js["model"]["output_activation"]
+    DeltaSpec.from_json(js).check_model(other)
+
+
 def test_thresholds_are_matched_to_layers_by_name(gru, tmp_path):
     """Each threshold applies to the layer of its position; a file whose names disagree (entries reordered,
     or written for another model's layers) is refused in one line rather than applied to the wrong layers."""

@@ -197,6 +197,18 @@ def test_mismatched_predictor_folder(trained):
     del m["model"]["model_sha256"]
     (old / "predictor.json").write_text(json.dumps(m))
     folder.load(old, ir)
+    other_act = copy.deepcopy(ir)   # the same weights, outputs in other units: refused; older folders not checked
+    other_act.head[-1].activation = "log_softmax"
+    with pytest.raises(RnnskipError) as e:
+        folder.load(out, other_act)
+    assert str(e.value) == (f"predictor folder {out} was made for a model whose outputs go through "
+                            f"{ir.head[-1].activation}, but this model's go through log_softmax (same weights, other "
+                            f"output units: its budget is not this model's); train a predictor for this model with "
+                            f"'rnnskip train-predictor'")
+    assert ir.head[-1].activation != "log_softmax"
+    del m["model"]["output_activation"]
+    (old / "predictor.json").write_text(json.dumps(m))
+    folder.load(old, other_act)
 
 
 def test_impossible_budget_says_best_achievable():

@@ -10,14 +10,16 @@ File format (``rnnskip-delta-1``)::
 
     {"format": "rnnskip-delta-1",
      "model": {"name": ..., "layers": [{"kind": "gru", "units": 128, "input_dim": 40}],
-               "weights_sha256": "...", "model_sha256": "..."},
+               "weights_sha256": "...", "model_sha256": "...", "readout": "last step",
+               "output_activation": "softmax"},
      "thresholds": [{"layer": "gru", "input": 3, "hidden": 2}],
      "int8_grid": [{"layer": "gru", "input_scale": 0.031, "hidden_scale": 0.0079}],
      "tuning": {...}}          # optional: how the thresholds were chosen
 
 A file for another model (different layers, or different weights: ``weights_sha256``
 over the recurrent layers, ``model_sha256`` over every weight, head and input stage
-included) is refused with one line, and so is one whose ``layer`` names differ from
+included; or another ``readout`` or ``output_activation``, which the weights do not say) is refused with one
+line, and so is one whose ``layer`` names differ from
 the model's layers (both directions of a Bidirectional one) in order. ``int8_grid``
 (optional) records the scales the thresholds were chosen on: a conversion calibrated
 on other data has another grid, on which the same number of int8 steps is another
@@ -44,11 +46,12 @@ THETA_M_MAX = 65536
 
 
 def model_signature(ir) -> dict:
-    from ..outputs import readout
+    from ..outputs import output_activation, readout
     return {"name": ir.name,
             "layers": [{"kind": l.kind, "units": int(l.units), "input_dim": int(l.input_dim)}
                        for r in ir.rnn_layers for l in r.directions()],
-            "weights_sha256": weights_fingerprint(ir), "model_sha256": model_fingerprint(ir), "readout": readout(ir)}
+            "weights_sha256": weights_fingerprint(ir), "model_sha256": model_fingerprint(ir), "readout": readout(ir),
+            "output_activation": output_activation(ir)}
 
 
 def check_supported(layers) -> None:
@@ -235,4 +238,4 @@ class DeltaSpec:
                                f"on this model")
         if sig.get("model_sha256"):   # a file written for a model (hand-written thresholds name none)
             from ..outputs import check_readout
-            check_readout(sig.get("readout"), ir, where, "run 'rnnskip delta-tune' on this model")
+            check_readout(sig, ir, where, "run 'rnnskip delta-tune' on this model")

@@ -23,11 +23,12 @@ def fingerprint(ir) -> dict:
     from ..converter.ir import EmbeddingInput
     emb = isinstance(ir.input, EmbeddingInput)
     from ..converter.ir import model_fingerprint, weights_fingerprint
-    from ..outputs import readout
+    from ..outputs import output_activation, readout
     return {"input_dim": int(ir.input_dim), "units": [int(l.units) for l in ir.rnn_layers],
             "kinds": [l.kind for l in ir.rnn_layers], "vocab": int(ir.input.vocab) if emb else None,
             "features": None if emb else int(ir.input.features), "output_dim": int(ir.output_dim),
-            "weights_sha256": weights_fingerprint(ir), "model_sha256": model_fingerprint(ir), "readout": readout(ir)}
+            "weights_sha256": weights_fingerprint(ir), "model_sha256": model_fingerprint(ir), "readout": readout(ir),
+            "output_activation": output_activation(ir)}
 
 
 def check_fingerprint(meta: dict, ir, folder) -> None:
@@ -49,7 +50,7 @@ def check_fingerprint(meta: dict, ir, folder) -> None:
             f"input stage, so its accuracy budget is not this model's; train a predictor for this model with "
             f"'rnnskip train-predictor'")
     from ..outputs import check_readout
-    check_readout(got.get("readout"), ir, f"predictor folder {folder}",
+    check_readout(got, ir, f"predictor folder {folder}",
                   "train a predictor for this model with 'rnnskip train-predictor'")
 
 

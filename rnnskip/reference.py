@@ -114,6 +114,12 @@ class _RNN:
         self.acts = (activation(r.activation),
                      activation(r.recurrent_activation) if r.recurrent_activation else None)
         self.own_candidate = r.activation not in TABLE_ACTIVATIONS   # relu/linear
+        self.input_norm = r.input_norm
+
+    def input(self, x):
+        """What the cell reads of the layer's input ``x``: ``x``, or its layer normalisation (``RNNLayer.input_norm``;
+        gamma and beta are in the kernel and bias)."""
+        return x if self.input_norm is None else layer_norm(x, self.input_norm)
 
     def track(self, d: dict, before, after, x, m: Optional[np.ndarray] = None) -> None:
         """Calibration, for the step from state ``before`` on input ``x`` to ``after``: raise ``d``'s entry of each
@@ -122,9 +128,12 @@ class _RNN:
         (None: all)."""
         rows = (lambda v: np.asarray(v)) if m is None else (lambda v: np.asarray(v)[m])
         parts = list(zip(self.cell.float_state, after))
+        x = self.input(x)
         cand = self.cell.float_candidates(self.w, self.acts, before, x) if self.own_candidate else None
         if cand is not None:
             parts.append(("cand", cand))
+        if self.input_norm is not None:   # the normalised input's range: its int8 scale
+            parts.append(("norm", x))
         for key, v in parts:
             v = rows(v)
             d[key] = max(d.get(key, 0.0), float(np.abs(v).max()) if v.size else 0.0)
@@ -141,7 +150,7 @@ class _RNN:
         return self.cell.float_initial(NUMPY_OPS, self.w, self.acts, self.zero_state(batch), prev)
 
     def step(self, st, x):
-        return self.cell.float_step(NUMPY_OPS, self.w, self.acts, st, x)
+        return self.cell.float_step(NUMPY_OPS, self.w, self.acts, st, self.input(x))
 
 
 def front_layer(f, x: np.ndarray) -> np.ndarray:

@@ -28,9 +28,14 @@ CONFIGS = {
     "tok-lstm-gru-lstm-gru": ("tokens", ["lstm", "gru", "lstm", "gru"], True, False, [2]),   # 4 layers
     "feat-mask-lstm-dense-gru": ("features-mask", ["lstm", "dense", "gru"], True, False, [3]),   # a per-step Dense
     "feat-mask-dense-dense-lstm": ("features-mask", ["dense", "lstm"], True, True, [3]),   # two on the input
+    # a LayerNormalization between recurrent layers (RNNLayer.input_norm on every layer after the first)
+    "feat-mask-lstm-ln-gru": ("features-mask", ["lstm", "gru"], True, False, [3]),
+    "tok-gru-ln-rnn-ln-lstm": ("tokens", ["gru", "simple_rnn", "lstm"], True, False, [2]),
 }
 #: layer activations other than the cell's default, by config
 ACTIVATIONS = {"tok-rnn-relu": "relu"}
+#: configs whose layers after the first layer-normalise their input, with this epsilon
+INPUT_NORM = {"feat-mask-lstm-ln-gru": 1e-3, "tok-gru-ln-rnn-ln-lstm": 1e-5}
 
 
 def random_ir(config: str, seed: int = 0, units=(9, 6, 7, 5), dim: int = 7, vocab: int = 50,
@@ -60,7 +65,8 @@ def random_ir(config: str, seed: int = 0, units=(9, 6, 7, 5), dim: int = 7, voca
                                recurrent_kernel=rng.normal(0, 0.4, cell.recurrent_kernel_shape(U)), bias=bias,
                                activation=ACTIVATIONS.get(config, "tanh"),
                                recurrent_activation="sigmoid" if cell.gated else None,
-                               return_sequences=i < len(kinds) - 1, options=options, name=f"{k}_{i}"))
+                               return_sequences=i < len(kinds) - 1, options=options, name=f"{k}_{i}",
+                               input_norm=INPUT_NORM.get(config) if i else None))
         d_in = U
     dl = []
     for j, n in enumerate(head):

@@ -883,3 +883,22 @@ def test_delta_train_warns_when_its_thresholds_are_steps_of_another_grid(gru, un
     warn = [l for l in p.stderr.splitlines() if l.startswith("warning: --delta")]
     assert len(warn) == 1 and "its thresholds are int8 steps of another grid" in warn[0], p.stderr
     assert f"(--calib {val})" in warn[0]
+
+
+def test_delta_train_refuses_a_layer_normalisation_between_recurrent_layers(tmp_path):
+    """delta-train rebuilds a plain recurrent Keras model, without a LayerNormalization between the layers (the
+    conversion folds it into the later layer): refused before any data is read, naming the layer and delta-tune."""
+    keras = pytest.importorskip("tf_keras")
+    from rnnskip.delta.train import run_delta_train
+    from rnnskip.errors import RnnskipError
+    m = keras.Sequential([keras.layers.Input((None, 4)), keras.layers.LSTM(5, return_sequences=True),
+                          keras.layers.LayerNormalization(), keras.layers.GRU(3, name="gru_after"),
+                          keras.layers.Dense(2, activation="softmax")])
+    m.save(tmp_path / "ln.h5")
+    with pytest.raises(RnnskipError) as e:
+        run_delta_train(str(tmp_path / "ln.h5"), tmp_path / "absent_train.npz", tmp_path / "absent_val.npz",
+                        tmp_path / "out.h5")
+    assert str(e.value) == ("layer 'gru_after' layer-normalises its input (a LayerNormalization between recurrent "
+                            "layers), which the model delta-train rebuilds does not have; use delta-tune (no "
+                            "retraining) on this model")
+    assert not (tmp_path / "out.h5").exists()

@@ -17,7 +17,7 @@ from rnnskip.quant.golden import GoldenModel
 CFGS = ["feat-dense-gru", "feat-lstm-lstm", "tok-gru-sigmoid", "tok-lstm-softmax", "feat-mask-gru", "feat-lstm-gru",
         "feat-rnn", "tok-rnn-relu", "feat-mask-rnn-lstm", "feat-gru-lstm-rnn",
         "tok-lstm-gru-lstm-gru", "feat-mask-lstm-dense-gru",
-        "feat-mask-dense-dense-lstm"]
+        "feat-mask-dense-dense-lstm", "feat-mask-lstm-ln-gru", "tok-gru-ln-rnn-ln-lstm"]
 
 
 def _setup(cfg, thetas, seed=0, n=10, T=14, theta_m=None, **shape):
@@ -74,7 +74,8 @@ def test_theta0_device_equals_dense_golden(tmp_path):
 
 
 @needs_arm
-@pytest.mark.parametrize("cfg,ptype", [("feat-dense-gru", "mlp"), ("feat-lstm-lstm", "forest")])
+@pytest.mark.parametrize("cfg,ptype", [("feat-dense-gru", "mlp"), ("feat-lstm-lstm", "forest"),
+                                      ("feat-mask-lstm-ln-gru", "mlp")])
 def test_delta_with_skip_predictor(cfg, ptype, tmp_path):
     """--delta with --predictor: the predictor decides first (a skipped step changes no
     delta state), a run step is delta-sparse; golden, host and firmware agree."""

@@ -139,6 +139,10 @@ def test_profile_parts_claim_each_function_once():
                          kernel_parts("cmsis-nn"), 4)      # one row-major function for every layer
     assert one["dense mat-vec (recurrent, Conv1D taps, Dense layers)"] == 200
     assert "row-major mat-vec (Conv1D taps, Dense layers)" not in one
+    # a LayerNormalization's integer normalisation: a part of its own
+    ln = parts_per_step({"rnnskip_layer_norm_s8": 40, "rnnskip_isqrt64": 8, "rnnskip_step": 12},
+                        kernel_parts("portable"), 4)
+    assert ln == {"layer normalisation": 12, "step code (with the cells)": 3, "other (head, I/O)": 0}
 
 
 def test_conv_weights_are_written_tap_major():

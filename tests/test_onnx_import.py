@@ -1529,8 +1529,8 @@ class LayerNormed(OneLayer):
     """nn.LayerNorm (ONNX LayerNormalization, opset 17) into the head: "last" fc(ln(h_n[-1])), "seq" fc(ln(y)) at
     every step, "pool" fc(ln(y.mean(1))), "relu2" fc2(ln(relu(fc1(h_n[-1])))) (between two head layers); refused:
     "squeeze" fc(ln(h_n).squeeze(0)) (the normalisation through a Squeeze: a review found it dropped there);
-    refused: "stack" ln(y) into a second GRU, "act" fc(relu(ln(h_n[-1]))) (an activation between it and the Dense),
-    "input" the GRU on ln_in(x)."""
+    "stack" ln(y) into a second GRU (that GRU normalises its input: RNNLayer.input_norm); refused: "act"
+    fc(relu(ln(h_n[-1]))) (an activation between it and the Dense), "input" the GRU on ln_in(x)."""
 
     def __init__(self, how):
         super().__init__(how, cell=nn.GRU)
@@ -1582,6 +1582,19 @@ def test_layer_norm_into_the_head_equals_onnxruntime_and_host(how, tmp_path):
     check_ort_and_host(ir, path, x, True, tmp_path)
 
 
+@pytest.mark.parametrize("export_how", ["dynamic", "dynamo"])
+def test_layer_norm_between_recurrent_layers_equals_onnxruntime_and_host(export_how, tmp_path):
+    """nn.LayerNorm on the first GRU's outputs, into a second GRU: that layer normalises its input (the scale and
+    bias in its input kernel and bias); float reference = onnxruntime to 1e-5, golden = host build bit for bit, from
+    the TorchScript exporter (Squeeze, Transpose around it) and dynamo's."""
+    path = tmp_path / "stack.onnx"
+    x = export_as(LayerNormed("stack"), path, False, True, export_how, seed=4)
+    ir = load_model_file(path)
+    assert [l.input_norm for l in ir.rnn_layers] == [None, pytest.approx(1e-5, rel=1e-6)]
+    assert [d.norm_epsilon for d in ir.head] == [None]
+    check_ort_and_host(ir, path, x, True, tmp_path)
+
+
 def test_layer_norm_below_opset_17_says_which_opset(tmp_path):
     """Below opset 17 nn.LayerNorm is exported as ReduceMean, Sub, Pow, Sqrt, Div: refused at its first ReduceMean
     with the opset that makes it one LayerNormalization node (it said ReduceMean converts only over time)."""
@@ -1594,8 +1607,6 @@ def test_layer_norm_below_opset_17_says_which_opset(tmp_path):
 
 
 @pytest.mark.parametrize("how,needle", [
-    ("stack", "reads the output of 'ln/LayerNormalization' (LayerNormalization): rnnskip folds a LayerNormalization "
-              "only into the head's Gemm/MatMul right after it"),
     ("act", "node 'Relu' (Relu) reads the output of 'ln/LayerNormalization' (LayerNormalization)"),
     ("input", "node 'ln_in/LayerNormalization' (LayerNormalization) is before the recurrent layers: rnnskip folds a "
               "LayerNormalization into the head's Dense layer after it")])
@@ -2337,7 +2348,8 @@ def render_onnx_matrix(rows) -> str:
             "after it; on `[batch, channels, time]`: into the `Conv` or per-step `nn.Linear` before or after it), "
             "`LayerNormalization` (opset >= 17, over the features of a recurrent output, its pooling or a head "
             "layer's output, right before a head `Gemm`/`MatMul`: that Dense normalises its int8 input on the "
-            "device, the scale and bias folded into its weights; also on every step before a per-step head), "
+            "device, the scale and bias folded into its weights; also on every step before a per-step head, and on "
+            "a recurrent layer's output sequence right before the next recurrent layer, which normalises its input), "
             "`Conv` (1-D, `group` 1; "
             "its `pads`/`auto_pad` or a zero `Pad` of the time axis before it: none, causal or, with stride 1, "
             "Keras' 'same') and `MaxPool`/`AveragePool` (no padding, `ceil_mode` 0) on `[batch, channels, time]` "

@@ -219,6 +219,10 @@ class RNNLayer:
     #: runs the valid steps in reverse) and how the two outputs merge (concat | sum | ave | mul)
     backward: Optional["RNNLayer"] = None
     merge_mode: str = ""
+    #: the layer's input is first layer-normalised over its features, ``(x - mean) / sqrt(var + input_norm)``
+    #: (a Keras LayerNormalization between recurrent layers, its gamma and beta folded into ``kernel`` and
+    #: ``bias``; a Bidirectional layer's two directions both hold it)
+    input_norm: Optional[float] = None
 
     @property
     def input_dim(self) -> int:
@@ -363,8 +367,10 @@ def model_fingerprint(ir: "ModelIR") -> str:
     if isinstance(inp, FeatureInput):
         arrays += [a for d in ([inp.dense] if inp.dense is not None else []) for a in (d.kernel, d.bias)]
         arrays += [a for c in inp.front if isinstance(c, ConvLayer) for a in (c.kernel, c.bias)]
-    # a head Dense that layer-normalises its input: its epsilon too (absent, the hash is what it always was)
+    # a head Dense or a recurrent layer that layer-normalises its input: its epsilon too (absent, the hash is what
+    # it always was)
     norms = [np.array([d.norm_epsilon]) for d in ir.head if d.norm_epsilon is not None]
+    norms += [np.array([r.input_norm]) for r in ir.rnn_layers if r.input_norm is not None]
     return _sha256_float32(arrays + _recurrent_weights(ir) + [a for d in ir.head for a in (d.kernel, d.bias)] + norms)
 
 

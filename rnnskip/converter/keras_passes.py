@@ -309,6 +309,11 @@ def fold_layernorm(nodes: List[Node]) -> List[Node]:
                  "the first layer)") if not seen_recurrent else ""
         between = nodes[i + 1:]
         nxt = next((n for n in between if not _is_identity(n)), None)
+        before = _previous(out)
+        if not where and nxt is not None and nxt.kind == RECURRENT and before is not None and \
+                before.kind == RECURRENT:
+            _fold_layernorm_between(node, nxt)
+            continue
         if not where and (nxt is None or nxt.kind != DENSE):
             where = "last in the model" if nxt is None else f"before '{nxt.name}' ({nxt.layer.display})"
         if not where and any(n.kind in (RECURRENT, TIME_POOL, CONV, POOL) for n in between):
@@ -323,7 +328,8 @@ def fold_layernorm(nodes: List[Node]) -> List[Node]:
         if where:
             raise LayerError(f"layer '{node.name}' (LayerNormalization) is {where}: rnnskip folds a "
                              f"LayerNormalization over the features into the head's Dense layer right after it (the "
-                             f"recurrent layers' output, or a Dense layer's, into the next Dense)", node.name)
+                             f"recurrent layers' output, or a Dense layer's, into the next Dense), or into the "
+                             f"recurrent layer right after another one", node.name)
         d: DenseLayer = nxt.value
         if ln.scale.size not in (1, d.in_dim) or ln.shift.size not in (1, d.in_dim):
             raise LayerError(f"layer '{node.name}' (LayerNormalization) has {ln.scale.size} values per feature but "
@@ -335,6 +341,31 @@ def fold_layernorm(nodes: List[Node]) -> List[Node]:
         nxt.notes.append(f"'{nxt.name}' layer-normalises its input ('{node.name}', epsilon {ln.epsilon:g}; its "
                          f"gamma and beta folded into the weights)")
     return out
+
+
+def _fold_layernorm_between(node: Node, nxt: Node) -> None:
+    """A LayerNormalization between two recurrent layers (each step's features, as Keras normalises them): the
+    layer after it normalises its input (``RNNLayer.input_norm``, both directions of a Bidirectional one; on the
+    device ``rnnskip_layer_norm_s8`` on the input, integer throughout) and takes gamma and beta into its input
+    kernel and bias."""
+    ln: LayerNorm = node.value
+    axis = node.layer.config.get("axis", -1)
+    axis = axis[0] if isinstance(axis, (list, tuple)) else axis
+    if axis not in (-1, 2):
+        raise LayerError(f"layer '{node.name}' (LayerNormalization) is over axis {axis}, not the features: rnnskip "
+                         f"folds a LayerNormalization over the features (axis -1) into the recurrent layer after "
+                         f"it", node.name)
+    for into in nxt.value.directions():
+        n = into.input_dim
+        if ln.scale.size not in (1, n) or ln.shift.size not in (1, n):
+            raise LayerError(f"layer '{node.name}' (LayerNormalization) has {ln.scale.size} values per feature but "
+                             f"'{nxt.name}' reads {n} features: the file is inconsistent", node.name)
+        cells.cell_of(into.kind).fold_input_affine(into, np.broadcast_to(ln.scale, (n,)).astype(np.float64),
+                                                   np.broadcast_to(ln.shift, (n,)).astype(np.float64))
+        into.input_norm = ln.epsilon
+    node.status = f"folded into '{nxt.name}' (which normalises its input)"
+    nxt.notes.append(f"'{nxt.name}' layer-normalises its input ('{node.name}', epsilon {ln.epsilon:g}; its "
+                     f"gamma and beta folded into the weights)")
 
 
 def _reads_head_input(out: List[Node], bn: Node, rest: List[Node]) -> bool:

@@ -1444,6 +1444,13 @@ def h_recurrent(ctx: _Ctx):
             r.norm_scale = None if r.center is None else support.input_norm_scale(a_)
         for l in layers:
             cell.fold_input_affine(l, np.asarray(a_, np.float64), np.asarray(b_, np.float64))
+    if x.norm is not None:   # a LayerNormalization (its scale and bias: x.affine, folded above) of the layer before
+        if x.kind != SEQ:
+            ctx.fail(f"reads '{x.norm_node}' (LayerNormalization) of {x.kind} data: rnnskip folds a "
+                     "LayerNormalization into a recurrent layer only when it normalises the previous recurrent "
+                     "layer's output sequence")
+        for l in layers:
+            l.input_norm = x.norm
     first_operator = k == 0
     if x.kind == X and k == 0 and r.input_more:   # after the normalisation's fold, as below
         _place_input(ctx, layers, cell, lens)
@@ -2390,8 +2397,8 @@ _AFFINE_PASSES = ("Gemm", "MatMul", "Identity", "Dropout", "Squeeze", "Unsqueeze
                   "Add", "Sub", "Mul", "Div", "Neg", "Conv", "Pad", "Transpose", "Shape", *RECURRENT_OPS)
 
 
-#: ops a pending layer normalisation (Sym.norm) passes through to the head's Dense that folds it
-_NORM_PASSES = ("Gemm", "MatMul", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Shape")
+#: ops a pending layer normalisation (Sym.norm) passes through to the head's Dense or the recurrent layer that folds it
+_NORM_PASSES = ("Gemm", "MatMul", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Shape", "Transpose", *RECURRENT_OPS)
 
 
 def _run(r: _Reader) -> ModelIR:
@@ -2415,9 +2422,9 @@ def _run(r: _Reader) -> ModelIR:
         ln = next((s.norm_node for s in ctx.ins if s is not None and s.norm is not None), None)
         if node.op_type not in _NORM_PASSES and ln is not None:
             raise LayerError(f"node '{key}' ({node.op_type}) reads the output of '{ln}' (LayerNormalization): rnnskip "
-                             "folds a LayerNormalization only into the head's Gemm/MatMul right after it (through "
-                             "Squeeze or Dropout at most), not before another recurrent layer, pooling or an "
-                             "activation", key)
+                             "folds a LayerNormalization only into the head's Gemm/MatMul or the recurrent layer "
+                             "right after it (through Squeeze, Transpose or Dropout at most), not before pooling or "
+                             "an activation", key)
         if node.op_type not in _AFFINE_PASSES and any(s is not None and s.affine is not None for s in ctx.ins) \
                 and not _affine_activation(node.op_type, ctx.ins[0]):
             raise LayerError(f"node '{key}' ({node.op_type}) reads a normalisation's output (a BatchNormalization, "

@@ -45,6 +45,7 @@ class FloatDeltaModel:
         self.theta_m = [None if t is None else float(t) for t in (theta_m or [None] * len(self.theta_x))]
 
     def _layer(self, L, s, x, tx_, th_, tm_):
+        x = L.input(x)   # deltas of what the cell reads: a layer-normalised input after its normalisation
         dx = x - s["xl"]
         mx = np.abs(dx) > tx_
         dh = s["state"][0] - s["hl"]

@@ -423,6 +423,11 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     if ir.bidirectional is not None:
         raise RnnskipError(f"layer '{ir.rnn_layers[ir.bidirectional].name}' is Bidirectional, which the model "
                            "delta-train rebuilds does not have; use delta thresholds without retraining on this model")
+    normed = next((l for l in ir.rnn_layers if l.input_norm is not None), None)
+    if normed is not None:
+        raise RnnskipError(f"layer '{normed.name}' layer-normalises its input (a LayerNormalization between recurrent "
+                           "layers), which the model delta-train rebuilds does not have; use delta-tune (no "
+                           "retraining) on this model")
     if not ir.is_token_model and ir.input.front:
         raise RnnskipError(f"layer '{ir.input.front[0].name}' starts a Conv1D front end, which the model delta-train "
                            "rebuilds does not have; use delta-tune (no retraining) on this model")

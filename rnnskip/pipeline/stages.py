@@ -262,6 +262,9 @@ FRONT_END = ("rnnskip_front", "rnnskip_conv1d", "rnnskip_ring_push", "rnnskip_ma
 #: rnnskip_recurrent (the layers, once per emitted frame), and rnnskip_finish with what it calls (a Bidirectional
 #: layer's backward pass and the layers after it, which the compiler inlines into it; a front end's flush)
 STEP_CODE = ("rnnskip_step", "rnnskip_recurrent", "rnnskip_bidi", "rnnskip_finish")
+#: the integer layer normalisation (a LayerNormalization before a head Dense or between recurrent layers) and its
+#: integer square root (its one 64-bit division is a libgcc call other code may share: under "other")
+LAYER_NORM = ("rnnskip_layer_norm_s8", "rnnskip_isqrt64")
 
 
 def kernel_parts(kernels: str, methods=(), c_prefix: str = "rnnskip") -> Dict[str, Tuple[str, ...]]:
@@ -283,6 +286,7 @@ def kernel_parts(kernels: str, methods=(), c_prefix: str = "rnnskip") -> Dict[st
     # rnnskip_front is the model's own (renamed with --prefix); the others are kernels
     parts["front end (conv, rings, pooling)"] = tuple(c_name(c_prefix, f) if f == "rnnskip_front" else f
                                                       for f in FRONT_END)
+    parts["layer normalisation"] = LAYER_NORM
     return parts
 
 

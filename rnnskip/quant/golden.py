@@ -314,8 +314,11 @@ class GoldenModel:
         return state
 
     def layer_step(self, i: int, s: dict, x: np.ndarray) -> dict:
-        """Layer ``i``, one step. ``x`` int8 ``[N, in_p]``; returns the new state."""
+        """Layer ``i``, one step. ``x`` int8 ``[N, in_p]`` (layer-normalised first where the layer has a ``norm``);
+        returns the new state."""
         l = self.qm.layers[i]
+        if l.norm is not None:
+            x = layer_norm(l.norm, x)
         new = {}
         acc = None
         for m in self.methods:

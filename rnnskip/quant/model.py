@@ -60,11 +60,11 @@ class QMat:
 @stage_data
 @dataclass
 class QNorm:
-    """A layer normalisation of a Dense layer's int8 input (rnnskip_layer_norm_s8), integer throughout: over the
-    ``n`` real features, ``S = sum x``, ``D = n * sum x^2 - S^2 + eps_term`` (``eps_term = round(n^2 eps / s^2)``,
-    ``s`` the input's scale), ``R = isqrt(D << 2 frac)``, ``g = round(mult 2^31 / R)`` once per row and
-    ``z = sat8(round((n x - S) * g / 2^31))`` half away from zero (0 where R is 0): the normalised input on the
-    scale ``2^frac / mult`` (golden.layer_norm)."""
+    """A layer normalisation of a layer's int8 input (a Dense's, a recurrent layer's; rnnskip_layer_norm_s8), integer
+    throughout: over the ``n`` real features, ``S = sum x``, ``D = n * sum x^2 - S^2 + eps_term``
+    (``eps_term = round(n^2 eps / s^2)``, ``s`` the input's scale), ``R = isqrt(D << 2 frac)``,
+    ``g = round(mult 2^31 / R)`` once per row and ``z = sat8(round((n x - S) * g / 2^31))`` half away from zero
+    (0 where R is 0): the normalised input on the scale ``2^frac / mult`` (golden.layer_norm)."""
     n: int
     eps_term: int
     mult: int
@@ -209,6 +209,8 @@ class QRNN:
     #: (``merge_mode`` set: how the two int8 outputs merge) then "backward"; "" for any other layer
     direction: str = ""
     merge_mode: str = ""
+    #: its int8 input layer-normalised first (``RNNLayer.input_norm``): the cell reads the result, on ``x_scale``
+    norm: Optional[QNorm] = None
 
     @property
     def merge_p(self) -> int:

@@ -75,19 +75,24 @@ NORM_FRAC = 12
 
 
 def quantize_norm(d, in_scale: float, z_max: float) -> QNorm:
-    """The integer layer normalisation of Dense ``d``'s input (int8 on ``in_scale``), its output on the int8 scale of
-    the calibrated max |z| ``z_max``. ``D`` is at most ``n^2 128^2 + eps_term`` (n^2 times the largest variance of
-    int8 values, half -128 and half 127, below 128^2), so ``frac`` keeps ``D << 2 frac`` below 2^62 (int64 in the C)."""
-    n = int(d.in_dim)
+    """The integer layer normalisation of Dense ``d``'s input (:func:`quantize_input_norm`)."""
+    return quantize_input_norm(f"layer '{d.name}' (Dense)", int(d.in_dim), float(d.norm_epsilon), in_scale, z_max)
+
+
+def quantize_input_norm(what: str, n: int, epsilon: float, in_scale: float, z_max: float) -> QNorm:
+    """The integer layer normalisation of a layer's input (``n`` int8 features on ``in_scale``; ``what`` names the
+    layer), its output on the int8 scale of the calibrated max |z| ``z_max``. ``D`` is at most
+    ``n^2 128^2 + eps_term`` (n^2 times the largest variance of int8 values, half -128 and half 127, below 128^2),
+    so ``frac`` keeps ``D << 2 frac`` below 2^62 (int64 in the C)."""
     if n > 65536:   # sum x^2 in int32, and the bound in golden.NORM_SHIFT
-        raise RnnskipError(f"layer '{d.name}' (Dense): its LayerNormalization normalises {n:,} features; rnnskip's "
+        raise RnnskipError(f"{what}: its LayerNormalization normalises {n:,} features; rnnskip's "
                            f"integer normalisation takes at most 65,536")
-    eps_term = int(round(n * n * float(d.norm_epsilon) / (in_scale * in_scale)))
+    eps_term = int(round(n * n * epsilon / (in_scale * in_scale)))
     top = n * n * 128 * 128 + eps_term
     frac = min(NORM_FRAC, (62 - top.bit_length()) // 2)
     if frac < 0:
-        raise RnnskipError(f"layer '{d.name}' (Dense): its LayerNormalization's epsilon {d.norm_epsilon:g} is "
-                           f"{d.norm_epsilon / in_scale ** 2:.3g} squared int8 steps of its input, beyond the "
+        raise RnnskipError(f"{what}: its LayerNormalization's epsilon {epsilon:g} is "
+                           f"{epsilon / in_scale ** 2:.3g} squared int8 steps of its input, beyond the "
                            f"integer normalisation's range; use a smaller epsilon")
     z_scale = scale_of(max(float(z_max), 1.0))   # a row that varies has some |z| >= 1; a constant one gives 0
     return QNorm(n=n, eps_term=eps_term, mult=max(1, int(round(2.0 ** frac / z_scale))), frac=frac)
@@ -207,12 +212,21 @@ def merge_scale(l) -> float:
 
 
 def quantize_rnn(layer, x_scale: float, in_p: int, ranges: dict):
-    """One recurrent layer, by its cell kind (``rnnskip/cells/``); ``ranges``: its calibrated state ranges."""
+    """One recurrent layer, by its cell kind (``rnnskip/cells/``); ``ranges``: its calibrated state ranges (and
+    ``"norm"``, the max |value| of its layer-normalised input, where it normalises its input)."""
     cell = cell_of(layer.kind)
     msg = cell.activation_refusal(layer)
     if msg:
         raise RnnskipError(msg)
-    return cell.quantize(layer, x_scale, in_p, ranges)
+    norm = None
+    if layer.input_norm is not None:   # the cell reads the normalised input, on the normalisation's own scale
+        n = int(layer.input_dim)
+        norm = quantize_input_norm(f"layer '{layer.name}' ({cell.label})", n, float(layer.input_norm), x_scale,
+                                   ranges.get("norm", np.sqrt(max(n - 1, 1))))   # |z| <= sqrt(n - 1)
+        x_scale = norm.scale
+    q = cell.quantize(layer, x_scale, in_p, ranges)
+    q.norm = norm
+    return q
 
 
 def quantize(ir: ModelIR, ranges: Ranges, per_feature_inputs: bool = True) -> QModel:

@@ -98,6 +98,8 @@ def _fingerprint(ir, *arrays) -> str:
     for l in ir.rnn_layers:
         for a in (l.kernel, l.recurrent_kernel, l.bias):
             h.update(np.ascontiguousarray(a).tobytes())
+        if l.input_norm is not None:
+            h.update(np.float64(l.input_norm).tobytes())
     for d in ir.head:
         h.update(np.ascontiguousarray(d.kernel).tobytes())
         if d.norm_epsilon is not None:

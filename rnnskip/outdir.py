@@ -2,10 +2,11 @@
 
 Every command writes into a temporary sibling and renames it over its output
 folder only when complete. Replacing deletes what was there, so a folder is only
-replaced when rnnskip wrote it (it holds that writer's marker file) or it is
-empty -- never the current folder, one of its parents, or a folder holding the
-command's own inputs. Each folder lists what rnnskip wrote in MANIFEST; files
-added later by hand (a user's main.c in WORK/src) stop the replacement.
+replaced when rnnskip wrote it (it holds that writer's marker file and the list of
+what rnnskip wrote, MANIFEST) or it is empty -- never the current folder, one of its
+parents, or a folder holding the command's own inputs. Files added later by hand (a
+user's main.c in WORK/src) or edited stop the replacement, and so does a missing
+MANIFEST (a copy without its dot-files), since nothing then tells the user's files apart.
 """
 from __future__ import annotations
 
@@ -44,9 +45,9 @@ def _listed(m: Path) -> dict:
 
 def foreign_files(out: Path, regenerated: Iterable[str] = ()) -> list:
     """Files in ``out`` that its MANIFEST does not list, or lists with another content (sorted; an edited
-    one is shown with " (edited)"); [] when there is no manifest (folders written before manifests existed
-    are judged by their marker alone). regenerated: folder prefixes ("build/") whose files are outputs of
-    the folder's own build, not the user's work."""
+    one is shown with " (edited)"); [] when there is no manifest (:func:`check_replaceable` refuses a
+    folder without one). regenerated: folder prefixes ("build/") whose files are outputs of the folder's own
+    build, not the user's work."""
     m = out / MANIFEST
     if not m.is_file():
         return []
@@ -127,6 +128,13 @@ def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Op
                      (out / "stages.json").is_file() else "was not written by rnnskip")
             raise RnnskipError(f"{what} {shown} already exists and {whose} (no {marker} in it); it would be replaced "
                                f"as a whole: choose a new folder or empty it yourself")
+        if any(out.iterdir()) and not (out / MANIFEST).is_file():
+            # a copy that left the dot-file behind (cp -r out/* dst/), or a folder with only the marker: nothing
+            # tells rnnskip's files from the user's, which the replacement would delete
+            raise RnnskipError(f"{what} {shown} already exists without {MANIFEST}, the list of the files rnnskip "
+                               f"wrote (a copy without its dot-files, or written by hand), so files of yours in it "
+                               f"cannot be told apart and would be deleted with it: choose a new folder or empty "
+                               f"it yourself")
         extra = foreign_files(out, regenerated)
         if extra:
             more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""

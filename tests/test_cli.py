@@ -380,12 +380,13 @@ def test_out_folder_guard(tmp_path, monkeypatch):
     with pytest.raises(RnnskipError, match="is a file; give a folder name"):
         check_replaceable(tmp_path / "f", "report.json")
     assert (mine / "notes" / "a.txt").read_text() == "keep me" and (tmp_path / "f").read_text() == "x"
-    # an empty folder, or one holding the writer's marker, is replaced as a whole
+    # an empty folder, or one holding the writer's marker and the list of what it wrote, is replaced as a whole
     (tmp_path / "empty").mkdir()
     old = tmp_path / "old"
     old.mkdir()
     (old / "report.json").write_text("{}")
     (old / "stale.c").write_text("")
+    (old / ".rnnskip-files").write_text("report.json\nstale.c\n")
     for d in (tmp_path / "empty", old, tmp_path / "new" / "sub"):
         with atomic_dir(d, "report.json") as tmp:
             (tmp / "report.json").write_text("new")
@@ -416,6 +417,7 @@ def test_failed_replacement_keeps_the_old_output(tmp_path, monkeypatch):
     old = tmp_path / "res"
     old.mkdir()
     (old / "report.json").write_text("old")
+    (old / ".rnnskip-files").write_text("report.json\n")
     real_rename = Path.rename
 
     def busy(self, target):
@@ -704,3 +706,29 @@ def test_a_conversion_with_an_edited_file_is_not_replaced(model_and_data, tmp_pa
     one_line_error(cli(*args), "--out", "holds files edited since rnnskip wrote them (src/rnnskip_model.c)",
                    "keep your edits elsewhere")
     assert src.read_text().endswith("/* my change */\n")
+
+
+def test_a_copied_output_without_its_file_list_is_not_replaced(model_and_data, tmp_path):
+    """An output folder copied without its dot-files (cp -r out/* dst/) has rnnskip's marker but no list of what
+    rnnskip wrote, so a file the user added there is not told apart: the next conversion into it is refused and the
+    file kept (a user check saw it deleted silently), and so is a folder with only a marker file in it."""
+    import shutil
+    model, data, _ = model_and_data
+    args = ("rnnskip-convert", model, "--data", data, "--emulate-max", "1", "--traffic-sample", "0")
+    assert cli(*args, "--out", tmp_path / "o").returncode == 0
+    dst = tmp_path / "copy"
+    dst.mkdir()
+    for p in (tmp_path / "o").iterdir():
+        if not p.name.startswith("."):
+            (shutil.copytree if p.is_dir() else shutil.copy)(p, dst / p.name)
+    (dst / "src" / "my_main.c").write_text("int main(void) { return 0; }\n")
+    one_line_error(cli(*args, "--out", dst), f"--out {dst} already exists without .rnnskip-files, the list of the "
+                   "files rnnskip wrote (a copy without its dot-files, or written by hand), so files of yours in it "
+                   "cannot be told apart and would be deleted with it: choose a new folder or empty it yourself")
+    assert (dst / "src" / "my_main.c").is_file()
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "report.json").write_text("{}")
+    (bare / "thesis.tex").write_text("x")
+    one_line_error(cli(*args, "--out", bare), f"--out {bare} already exists without .rnnskip-files")
+    assert (bare / "thesis.tex").is_file()

@@ -2,7 +2,7 @@
 
 * Layout: pack_paired / unpack_paired round trip, the packed formula, and the
   refusals (shape, dtype, -128).
-* Host: the plain-C path built with the host C compiler, called through
+* Host: the plain-C path (and its one-pair Armv6-M form) built with the host C compiler, called through
   ctypes, bit-exact against numpy (int64, wrapped to int32) on random and
   extreme inputs (weights +-127, inputs -128/127, bias at the int32 limits),
   cols 4..1100 (every residue mod 32, > 512), rows 4..260, bias NULL and not.
@@ -129,9 +129,12 @@ def _cases(rows_list, cols_list, big_limit):
 
 
 # --------------------------------------------------------------------------- host
-@pytest.fixture(scope="module")
-def host_fn(tmp_path_factory):
-    fn = getattr(host_kernel_lib(tmp_path_factory.mktemp("kernels_paired_host"), "mvp", SRC), KERNEL)
+@pytest.fixture(scope="module", params=["two pairs", "one pair"])
+def host_fn(request, tmp_path_factory):
+    """The plain-C path, and its Armv6-M form (one row pair per pass; RNNSKIP_PAIRED_ONE_PAIR builds it here)."""
+    defines = ("RNNSKIP_PAIRED_ONE_PAIR",) if request.param == "one pair" else ()
+    fn = getattr(host_kernel_lib(tmp_path_factory.mktemp("kernels_paired_host"), "mvp", SRC, defines=defines),
+                 KERNEL)
     fn.restype = None
     fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int32] * 2
     return fn

@@ -412,6 +412,43 @@ static inline int32_t rnnskip_lo8(int32_t v)
     return ((v & 0xFF) ^ 0x80) - 0x80;
 }
 
+#if defined(__ARM_ARCH_6M__) || defined(RNNSKIP_PAIRED_ONE_PAIR)
+/* Armv6-M (Cortex-M0/M0+): eight low registers. Two pairs per pass keep four accumulators, two x values,
+ * four weights and three pointers live and the compiler spills them to the stack in the inner loop (a user
+ * measured this path slower than the naive kernel there); one pair per pass (two accumulators, one x value,
+ * one weight, its low byte and three pointers) fits. */
+void rnnskip_mat_vec_paired_s8(const int16_t *wp,
+                               const int8_t *x,
+                               const int32_t *bias,
+                               int32_t *out,
+                               int32_t rows,
+                               int32_t cols)
+{
+    if (rows <= 0) return;
+    for (int32_t r = 0; r < rows; r++) out[r] = bias ? bias[r] : 0;
+    for (int32_t c0 = 0; c0 < cols; c0 += RNNSKIP_PAIRED_XCHUNK) {
+        const int32_t n = cols - c0 < RNNSKIP_PAIRED_XCHUNK ? cols - c0 : RNNSKIP_PAIRED_XCHUNK;
+        const int8_t *xc = x + c0;
+        for (int32_t p = 0; p < rows / 2; p++) {
+            const int16_t *v = wp + p * cols + c0;
+            const int16_t *end = v + n;
+            const int8_t *xk = xc;
+            uint32_t a = 0, b = 0;
+            while (v < end) { /* n is even (columns come in pairs, as in the other paths) */
+                const int32_t x0 = xk[0], x1 = xk[1], p0 = v[0], p1 = v[1];
+                /* (int8_t) of a wider value keeps its low byte on every Arm compiler: one SXTB */
+                a += (uint32_t)(x0 * p0) + (uint32_t)(x1 * p1);
+                b += (uint32_t)(x0 * (int8_t)p0) + (uint32_t)(x1 * (int8_t)p1);
+                xk += 2;
+                v += 2;
+            }
+            /* row(2p) = B, row(2p+1) = (A - B) >> 8; sums added modulo 2^32 */
+            out[2 * p] = rnnskip_u2s((uint32_t)out[2 * p] + b);
+            out[2 * p + 1] = rnnskip_u2s((uint32_t)out[2 * p + 1] + (uint32_t)(rnnskip_u2s(a - b) >> 8));
+        }
+    }
+}
+#else
 void rnnskip_mat_vec_paired_s8(const int16_t *wp,
                                const int8_t *x,
                                const int32_t *bias,
@@ -444,5 +481,6 @@ void rnnskip_mat_vec_paired_s8(const int16_t *wp,
         }
     }
 }
+#endif /* Armv6-M */
 
 #endif

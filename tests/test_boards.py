@@ -53,6 +53,22 @@ def test_resolve_target_and_board():
     assert boards.resolve(None, None)[1].name == "cortex-m4"
     with pytest.raises(RnnskipError, match="board stm32f407 has a cortex-m4 core, not cortex-m7"):
         boards.resolve("cortex-m7", "stm32f407")
+    assert boards.resolve("M4", "stm32f407")[1].name == "cortex-m4"   # how people write the core
+
+
+def test_targets_by_the_names_people_write():
+    """A core written as people write it loads that target (cortex-m0+, any case, m4 / cm4 without "cortex-"); a
+    board named as a target says which board option and core to use (a user check: --target rp2040)."""
+    from rnnskip import targets
+    for given, want in (("cortex-m0+", "cortex-m0plus"), ("Cortex-M0+", "cortex-m0plus"), ("m4", "cortex-m4"),
+                        ("CM7", "cortex-m7"), (" cortex-m33 ", "cortex-m33")):
+        assert targets.load(given).name == want
+    with pytest.raises(RnnskipError) as e:
+        targets.load("rp2040")
+    assert str(e.value).endswith("; 'rp2040' is a board: use --board rp2040 (its core is cortex-m0plus)")
+    with pytest.raises(RnnskipError) as e:
+        targets.load("cortex-m99")
+    assert str(e.value) == ("unknown target 'cortex-m99'; available targets: " + ", ".join(targets.available()))
 
 
 def test_cli_lists_boards():

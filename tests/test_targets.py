@@ -99,6 +99,11 @@ def test_model_too_big_is_refused_with_both_sizes():
         check_fits(qm, 9, t)
     msg = str(e.value)
     assert "flash" in msg and f"{t.flash_size:,}" in msg and f"{estimate(qm, 9, t).flash:,}" in msg
+    from rnnskip import boards  # on a board, its part's size: named as the board (it named the bare core)
+    bt = boards.board_target(boards.load("stm32l073"))
+    with pytest.raises(RnnskipError) as e:
+        check_fits(qm, 9, bt)
+    assert f"but board stm32l073 (cortex-m0plus) has {bt.flash_size:,} bytes" in str(e.value)
     small = quantized("tok-lstm-softmax", n=8, T=9)[1]
     t0 = targets.load("cortex-m0")         # 16 KiB RAM: 3000-step token buffers do not fit
     est = estimate(small, 3000, t0)

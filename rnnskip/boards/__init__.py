@@ -203,7 +203,7 @@ def resolve(target_name: Optional[str], board_name: Optional[str], wait_states: 
         t = targets.load(target_name or "cortex-m4")
         return None, (t if wait_states is None else t.with_wait_states(wait_states)).with_weights(weights)
     b = load(board_name)
-    if target_name and target_name != b.target:
+    if target_name and targets.canonical_name(target_name) != b.target:
         raise RnnskipError(f"board {b.name} has a {b.target} core, not {target_name}; "
                            f"drop --target or pass --target {b.target}")
     return b, board_target(b, wait_states).with_weights(weights)

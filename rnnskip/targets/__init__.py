@@ -91,11 +91,29 @@ def available() -> List[str]:
     return sorted(f.name[:-5] for f in files if f.name.endswith(".toml"))
 
 
+def canonical_name(name: str) -> str:
+    """The target file name for how people write a core: any case, "+" for "plus" (cortex-m0+), "m4" or
+    "cm4" without "cortex-"."""
+    n = name.strip().lower().replace("+", "plus")
+    for short in ("cm", "m"):
+        if n.startswith(short) and n[len(short):len(short) + 1].isdigit():
+            return "cortex-m" + n[len(short):]
+    return n
+
+
 def load(name: str) -> Target:
-    """Load target ``name`` (e.g. ``"cortex-m4"``)."""
+    """Load target ``name`` (e.g. ``"cortex-m4"``; :func:`canonical_name` spellings too)."""
     names = available()
+    given, name = name, canonical_name(name)
     if name not in names:
-        raise RnnskipError(f"unknown target '{name}'; available targets: {', '.join(names)}")
+        from .. import boards
+        hint = ""
+        try:
+            board = boards.load(given.strip().lower())
+            hint = f"; '{given}' is a board: use --board {board.name} (its core is {board.target})"
+        except RnnskipError:
+            pass
+        raise RnnskipError(f"unknown target '{given}'; available targets: {', '.join(names)}{hint}")
     raw = tomllib.loads(resources.files(__package__).joinpath(name + ".toml").read_text())
     mem, cyc = raw["memory"], raw["cycles"]
     return Target(

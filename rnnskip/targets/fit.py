@@ -125,7 +125,8 @@ def _kib(n: int) -> str:
 def check_fits(qm, max_t: int, target, where: str = "", bundled_bytes: int = 0) -> SizeEstimate:
     """Raise a one-line RnnskipError (both sizes) when the model cannot fit ``target``'s memory."""
     est = estimate(qm, max_t, target, bundled_bytes)
-    on = where or target.name
+    board = target.raw.get("board")   # a board's memory map: its part's sizes, not the bare core's
+    on = where or (f"board {board} ({target.name})" if board else target.name)
     if est.flash > target.flash_size:
         tables = est.flash - est.weights - est.code - est.bundled
         raise RnnskipError(

@@ -297,8 +297,11 @@ def load_npz(path: str, ir=None, labels: Optional[bool] = True, what: str = "") 
                 f"x in {name} has values beyond float32's range (first at row {r}, step {t}: "
                 f"{float(x[r, t][big[r, t]][0]):.3g}); the model computes in float32: check the data's scale")
         if ir is not None and x.shape[2] != ir.input.features:
+            swapped = x.shape[1] == ir.input.features   # [N, features, time]: aeon's and torch Conv1d's layout
             raise RnnskipError(
-                f"x in {name} has {x.shape[2]} features per step but the model expects {ir.input.features}")
+                f"x in {name} has {x.shape[2]} features per step but the model expects {ir.input.features}"
+                + (f"; its axis 1 has {x.shape[1]}: if x is [rows, features, steps] (aeon's and PyTorch Conv1d's "
+                   f"layout), save x.transpose(0, 2, 1), rows x steps x features" if swapped else ""))
         x = x.astype(np.float32)
 
     # ---- y (optional with labels=False: unlabelled data, y None)

@@ -188,6 +188,10 @@ def test_feature_count_mismatch(tmp_path):
     p = _write(tmp_path, x=np.zeros((2, 5, 4), np.float32), y=[0, 1])
     assert _err(p, _ir(token=False, features=3)) == \
         "x in data.npz has 4 features per step but the model expects 3"
+    p = _write(tmp_path, x=np.zeros((2, 3, 29), np.float32), y=[0, 1])   # aeon's [N, channels, time]
+    assert _err(p, _ir(token=False, features=3)) == (
+        "x in data.npz has 29 features per step but the model expects 3; its axis 1 has 3: if x is [rows, features, "
+        "steps] (aeon's and PyTorch Conv1d's layout), save x.transpose(0, 2, 1), rows x steps x features")
 
 
 def test_nan_features(tmp_path):

@@ -162,7 +162,10 @@ def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.old-*"):   # left by a swap a crash interrupted
         _remove(stale)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    for stale in out.parent.glob(f".{out.name}.partial-*"):   # left by a run that was killed (SIGKILL, power)
+        if not _writer_alive(stale.name):
+            _remove(stale)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)   # mkdtemp makes it private; the output is an ordinary folder
@@ -192,6 +195,21 @@ def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[
                            f"output is unchanged: choose another folder") from None
     if old is not None:
         _remove(old)
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process that made the partial folder ``name`` (``.<out>.partial-<pid>-<random>``) still runs
+    (on this machine); a name without a pid (an older rnnskip's) is left alone."""
+    pid = name.rsplit(".partial-", 1)[-1].split("-", 1)[0]
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:   # exists, another user's
+        return True
+    return True
 
 
 def _remove(p: Path) -> None:

@@ -732,3 +732,26 @@ def test_a_copied_output_without_its_file_list_is_not_replaced(model_and_data, t
     (bare / "thesis.tex").write_text("x")
     one_line_error(cli(*args, "--out", bare), f"--out {bare} already exists without .rnnskip-files")
     assert (bare / "thesis.tex").is_file()
+
+
+def test_a_killed_runs_partial_folder_is_removed_by_the_next_run(tmp_path):
+    """A run killed before its partial folder became --out (SIGKILL, power loss) left it behind for good; the
+    next run into the same --out removes the ones whose writer no longer runs, not a running writer's, nor one
+    without a process id in its name (written by an older rnnskip: nothing says whose it is)."""
+    import subprocess
+
+    from rnnskip.outdir import atomic_dir
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / "o"
+    gone = tmp_path / f".o.partial-{dead.pid}-abc123"
+    running = tmp_path / f".o.partial-{os.getpid()}-def456"
+    old_style = tmp_path / ".o.partial-ghi789"
+    for d in (gone, running, old_style):
+        d.mkdir()
+        (d / "report.json").write_text("half")
+    with atomic_dir(out, "report.json") as tmp:
+        assert tmp.name.startswith(f".o.partial-{os.getpid()}-")
+        (tmp / "report.json").write_text("new")
+    assert not gone.exists() and running.is_dir() and old_style.is_dir()
+    assert (out / "report.json").read_text() == "new"

@@ -113,20 +113,27 @@ def comparison_rows(sec: dict, key: str) -> list:
     """Terminal lines of a step method's section: MACs, and what the emulator measured against
     the dense reference (cycles, or instructions where the core has no cycle model; flash reads)."""
     m = sec["macs_per_inference"]
-    counted = " (dense steps)" if m.get("counted") else ""   # another method on: counted without it
-    rows = [(f"{key} MAC / inference", f"{_n(m['dense'])} -> {_n(m[key])}{_red(sec.get('mac_reduction'))}{counted}")]
     e = sec.get("emulated")
+    # the MACs are over every row, the emulated figures over the first ones: where they differ each line says
+    # how many; another method on: the MACs are counted without it
+    fewer = bool(e and sec.get("n") and e.get("sequences") and sec["n"] != e["sequences"])
+    said = (["dense steps"] if m.get("counted") else []) + ([f"{sec['n']:,} sequences"] if fewer else [])
+    rows = [(f"{key} MAC / inference", f"{_n(m['dense'])} -> {_n(m[key])}{_red(sec.get('mac_reduction'))}"
+                                       + (f" ({', '.join(said)})" if said else ""))]
     if not e:
         return rows
+    emu_n = f" ({e['sequences']:,} emulated)" if fewer else ""
     c, i, f = e["cycles_per_inference"], e["instructions_per_inference"], e["flash_read_bytes_per_inference"]
     if c["dense"] is not None:
-        rows.append((f"{key} cycles / inf", f"{_n(c['dense'])} -> {_n(c[key])}{_red(e['reduction']['cycles'])}"))
+        rows.append((f"{key} cycles / inf",
+                     f"{_n(c['dense'])} -> {_n(c[key])}{_red(e['reduction']['cycles'])}{emu_n}"))
     elif i["dense"] is not None:
         rows.append((f"{key} instr. / inf", f"{_n(i['dense'])} -> {_n(i[key])}"
                                             f"{_red(e['reduction']['instructions'])}; no cycle model"))
     if f["dense"] is not None and f[key] is not None:
+        sampled = f" ({e['traffic_sampled']:,} sampled)" if fewer and e.get("traffic_sampled") else ""
         rows.append((f"{key} flash read B", f"{_n(f['dense'])} -> {_n(f[key])}"
-                                            f"{_red(e['reduction']['flash_read_bytes'])}"))
+                                            f"{_red(e['reduction']['flash_read_bytes'])}{sampled}"))
     lf = e.get("flash_line_fills_per_inference")
     if lf and lf["dense"] is not None and lf[key] is not None:
         rows.append((f"{key} line fills", f"{_n(lf['dense'])} -> {_n(lf[key])}"

@@ -189,7 +189,10 @@ def test_convert_with_predictor_and_delta_names_baselines(setup):
     # the skip section's MACs are a dense model's steps, not the delta baseline's (a review saw them read as such)
     assert rep["skip"]["macs_per_inference"]["counted"].startswith("as dense steps") and \
         "counted" not in rep["delta"]["macs_per_inference"]
-    assert [line for line in res.output.splitlines() if "skip MAC / inference" in line][0].endswith("(dense steps)")
+    mac_line = [line for line in res.output.splitlines() if "skip MAC / inference" in line][0]
+    assert mac_line.endswith(f" (dense steps, {rep['skip']['n']:,} sequences)"), mac_line
+    cyc_line = [line for line in res.output.splitlines() if "skip cycles / inf" in line][0]
+    assert cyc_line.endswith(" (4 emulated)"), cyc_line   # the emulated figures are over the first 4 only
     # each was certified without the other: said once, and in both sections
     assert res.output.count("were each chosen and certified on the model without the other") == 1
     assert rep["skip"]["budget_note"].startswith("the skip predictor was chosen and certified on this model without "

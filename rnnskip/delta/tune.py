@@ -368,7 +368,8 @@ def plot_pareto(res: TuneResult, path, title: str = "") -> None:
                    marker="s", facecolors="none", edgecolors="C1", label="candidates (certification rows)")
     c = res.chosen
     ax.scatter([res.dense_macs / max(c.macs, 1)], [100 * c.accuracy], s=60, marker="*", color="k", zorder=5,
-               label=f"chosen x={list(c.theta_x)} h={list(c.theta_h)}")
+               label=f"chosen x={list(c.theta_x)} h={list(c.theta_h)}"
+                     + (" (certification rows)" if res.certificate is not None else ""))
     budget = f"{res.max_loss:g}% disagreement" if disagreement else f"{res.reference} - {res.max_loss:g} pt"
     ax.axhline(100 * (res.reference_accuracy - res.max_loss / 100), color="gray", ls="--", lw=0.8,
                label=f"budget: {budget}")

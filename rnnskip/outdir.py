@@ -43,15 +43,28 @@ def _listed(m: Path) -> dict:
     return {name: digest for name, _, digest in (line.partition("\t") for line in m.read_text().splitlines())}
 
 
+def _listing(out: Path) -> Optional[dict]:
+    """What rnnskip wrote in ``out`` (file -> sha256 or ""): its own MANIFEST's list, or, for a subfolder of an
+    output folder that a later command replaces on its own (a conversion's WORK/firmware, rebuilt by 'rnnskip
+    build'), the parent MANIFEST's entries under it; None when neither lists it."""
+    if (out / MANIFEST).is_file():
+        return _listed(out / MANIFEST)
+    if (out.parent / MANIFEST).is_file():
+        prefix = out.name + "/"
+        under = {f[len(prefix):]: d for f, d in _listed(out.parent / MANIFEST).items() if f.startswith(prefix)}
+        if under:
+            return under
+    return None
+
+
 def foreign_files(out: Path, regenerated: Iterable[str] = ()) -> list:
     """Files in ``out`` that its MANIFEST does not list, or lists with another content (sorted; an edited
     one is shown with " (edited)"); [] when there is no manifest (:func:`check_replaceable` refuses a
     folder without one). regenerated: folder prefixes ("build/") whose files are outputs of the folder's own
     build, not the user's work."""
-    m = out / MANIFEST
-    if not m.is_file():
+    listed = _listing(out)
+    if listed is None:
         return []
-    listed = _listed(m)
     listed[MANIFEST] = ""
     extra = [f for f in _files(out) - set(listed) if not any(f.startswith(p) for p in regenerated)]
     edited = [f"{f} (edited)" for f, digest in listed.items()
@@ -128,7 +141,7 @@ def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Op
                      (out / "stages.json").is_file() else "was not written by rnnskip")
             raise RnnskipError(f"{what} {shown} already exists and {whose} (no {marker} in it); it would be replaced "
                                f"as a whole: choose a new folder or empty it yourself")
-        if any(out.iterdir()) and not (out / MANIFEST).is_file():
+        if any(out.iterdir()) and _listing(out) is None:
             # a copy that left the dot-file behind (cp -r out/* dst/), or a folder with only the marker: nothing
             # tells rnnskip's files from the user's, which the replacement would delete
             raise RnnskipError(f"{what} {shown} already exists without {MANIFEST}, the list of the files rnnskip "

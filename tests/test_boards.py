@@ -64,7 +64,7 @@ def test_targets_by_the_names_people_write():
                         ("CM7", "cortex-m7"), (" cortex-m33 ", "cortex-m33")):
         assert targets.load(given).name == want
     with pytest.raises(RnnskipError) as e:
-        targets.load("rp2040")
+        boards.resolve("rp2040", None)
     assert str(e.value).endswith("; 'rp2040' is a board: use --board rp2040 (its core is cortex-m0plus)")
     with pytest.raises(RnnskipError) as e:
         targets.load("cortex-m99")

@@ -755,3 +755,20 @@ def test_a_killed_runs_partial_folder_is_removed_by_the_next_run(tmp_path):
         (tmp / "report.json").write_text("new")
     assert not gone.exists() and running.is_dir() and old_style.is_dir()
     assert (out / "report.json").read_text() == "new"
+
+
+def test_a_subfolder_is_judged_by_its_parents_file_list(tmp_path):
+    """A stage command replaces one subfolder of a conversion's output (WORK/firmware, rebuilt by 'rnnskip build'):
+    with no list of its own, the parent's entries under it say what rnnskip wrote there, so an added file still
+    stops the replacement and an untouched folder is replaced."""
+    from rnnskip.errors import RnnskipError
+    from rnnskip.outdir import check_replaceable
+    w = tmp_path / "w"
+    (w / "firmware").mkdir(parents=True)
+    (w / "firmware" / "firmware.elf").write_text("elf")
+    (w / "report.json").write_text("{}")
+    (w / ".rnnskip-files").write_text("firmware/firmware.elf\nreport.json\n")
+    assert check_replaceable(w / "firmware", "firmware.elf") == (w / "firmware").absolute()
+    (w / "firmware" / "mine.c").write_text("int x;")
+    with pytest.raises(RnnskipError, match=r"holds files rnnskip did not write \(mine.c\)"):
+        check_replaceable(w / "firmware", "firmware.elf")

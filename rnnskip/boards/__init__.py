@@ -200,7 +200,15 @@ def resolve(target_name: Optional[str], board_name: Optional[str], wait_states: 
     core is an error (one board, one core)."""
     from .. import targets
     if not board_name:
-        t = targets.load(target_name or "cortex-m4")
+        try:
+            t = targets.load(target_name or "cortex-m4")
+        except RnnskipError as e:   # a board named as a target: say which option takes it
+            try:
+                b = load(target_name.strip().lower())
+            except RnnskipError:
+                raise e from None
+            raise RnnskipError(f"{e}; '{target_name}' is a board: use --board {b.name} (its core is {b.target})") \
+                from None
         return None, (t if wait_states is None else t.with_wait_states(wait_states)).with_weights(weights)
     b = load(board_name)
     if target_name and targets.canonical_name(target_name) != b.target:

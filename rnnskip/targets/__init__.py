@@ -105,15 +105,8 @@ def load(name: str) -> Target:
     """Load target ``name`` (e.g. ``"cortex-m4"``; :func:`canonical_name` spellings too)."""
     names = available()
     given, name = name, canonical_name(name)
-    if name not in names:
-        from .. import boards
-        hint = ""
-        try:
-            board = boards.load(given.strip().lower())
-            hint = f"; '{given}' is a board: use --board {board.name} (its core is {board.target})"
-        except RnnskipError:
-            pass
-        raise RnnskipError(f"unknown target '{given}'; available targets: {', '.join(names)}{hint}")
+    if name not in names:   # (boards.resolve adds a hint when it is a board's name)
+        raise RnnskipError(f"unknown target '{given}'; available targets: {', '.join(names)}")
     raw = tomllib.loads(resources.files(__package__).joinpath(name + ".toml").read_text())
     mem, cyc = raw["memory"], raw["cycles"]
     return Target(

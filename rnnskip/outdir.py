@@ -72,6 +72,15 @@ def foreign_files(out: Path, regenerated: Iterable[str] = ()) -> list:
     return sorted(extra + edited)
 
 
+def start_manifest(folder) -> None:
+    """Give ``folder`` (which a command just filled, not through :func:`atomic_dir`: 'rnnskip import' starting a
+    work folder) its MANIFEST of what is in it, when it has none; later commands add theirs
+    (:func:`add_to_manifest`)."""
+    folder = Path(folder)
+    if not (folder / MANIFEST).is_file():
+        (folder / MANIFEST).write_text(_manifest(folder, hashed=False))
+
+
 def add_to_manifest(folder, paths: Iterable[Path]) -> None:
     """List ``paths`` (files, or every file under a folder) in ``folder``'s MANIFEST as rnnskip's, when
     it has one: what a later command writes into an output folder (the stage commands continuing a
@@ -145,9 +154,9 @@ def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Op
             # a copy that left the dot-file behind (cp -r out/* dst/), or a folder with only the marker: nothing
             # tells rnnskip's files from the user's, which the replacement would delete
             raise RnnskipError(f"{what} {shown} already exists without {MANIFEST}, the list of the files rnnskip "
-                               f"wrote (a copy without its dot-files, or written by hand), so files of yours in it "
-                               f"cannot be told apart and would be deleted with it: choose a new folder or empty "
-                               f"it yourself")
+                               f"wrote (a copy without its dot-files, written by hand, or by an rnnskip older than "
+                               f"the list), so files of yours in it cannot be told apart and would be deleted with "
+                               f"it: choose a new folder or empty it yourself")
         extra = foreign_files(out, regenerated)
         if extra:
             more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
@@ -178,7 +187,7 @@ def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[
     for stale in out.parent.glob(f".{out.name}.partial-*"):   # left by a run that was killed (SIGKILL, power)
         if not _writer_alive(stale.name):
             _remove(stale)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}.{_host()}-", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)   # mkdtemp makes it private; the output is an ordinary folder
@@ -210,11 +219,18 @@ def atomic_dir(out, marker: str, what: str = "--out", inputs: Iterable[Optional[
         _remove(old)
 
 
+def _host() -> str:
+    """This machine's name, letters and digits only (a partial folder's name carries it)."""
+    import socket
+    return "".join(c for c in socket.gethostname() if c.isalnum()) or "host"
+
+
 def _writer_alive(name: str) -> bool:
-    """Whether the process that made the partial folder ``name`` (``.<out>.partial-<pid>-<random>``) still runs
-    (on this machine); a name without a pid (an older rnnskip's) is left alone."""
-    pid = name.rsplit(".partial-", 1)[-1].split("-", 1)[0]
-    if not pid.isdigit():
+    """Whether the process that made the partial folder ``name`` (``.<out>.partial-<pid>.<host>-<random>``) may
+    still run: a process id is only checked on the machine that wrote it (a shared file system, containers on
+    one volume: another machine's writer is left alone), and a name without one (an older rnnskip's) too."""
+    pid, _, host = name.rsplit(".partial-", 1)[-1].split("-", 1)[0].partition(".")
+    if not pid.isdigit() or host != _host():
         return True
     try:
         os.kill(int(pid), 0)

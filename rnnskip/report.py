@@ -129,15 +129,15 @@ def comparison_rows(sec: dict, key: str) -> list:
                      f"{_n(c['dense'])} -> {_n(c[key])}{_red(e['reduction']['cycles'])}{emu_n}"))
     elif i["dense"] is not None:
         rows.append((f"{key} instr. / inf", f"{_n(i['dense'])} -> {_n(i[key])}"
-                                            f"{_red(e['reduction']['instructions'])}; no cycle model"))
+                                            f"{_red(e['reduction']['instructions'])}; no cycle model{emu_n}"))
+    sampled = f" ({e['traffic_sampled']:,} sampled)" if fewer and e.get("traffic_sampled") else ""
     if f["dense"] is not None and f[key] is not None:
-        sampled = f" ({e['traffic_sampled']:,} sampled)" if fewer and e.get("traffic_sampled") else ""
         rows.append((f"{key} flash read B", f"{_n(f['dense'])} -> {_n(f[key])}"
                                             f"{_red(e['reduction']['flash_read_bytes'])}{sampled}"))
     lf = e.get("flash_line_fills_per_inference")
     if lf and lf["dense"] is not None and lf[key] is not None:
         rows.append((f"{key} line fills", f"{_n(lf['dense'])} -> {_n(lf[key])}"
-                                          f"{_red(e['reduction']['flash_line_fills'])}"))
+                                          f"{_red(e['reduction']['flash_line_fills'])}{sampled}"))
     return rows
 
 

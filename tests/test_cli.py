@@ -183,6 +183,15 @@ def test_stage_commands(model_and_data):
     assert rep["quantization"]["calibration"] == str(data) and rep["quantization"]["calibration_sequences"] > 0
     p = cli("rnnskip", "targets")
     assert "cortex-m4" in p.stdout
+    # the work folder lists what the stages wrote: a conversion may replace it, not when a file was added to it
+    # (a review: the stage-built folder had no list and a conversion into it was refused as a copy)
+    import shutil
+    shutil.copytree(w, d / "work2")
+    assert cli("rnnskip-convert", model, "--data", data, "--out", d / "work2", "--emulate-max", "1").returncode == 0
+    (w / "notes.txt").write_text("mine")
+    one_line_error(cli("rnnskip-convert", model, "--data", data, "--out", w, "--emulate-max", "1"),
+                   "holds files rnnskip did not write (notes.txt)")
+    (w / "notes.txt").unlink()
     # a file the user added to WORK/src stops 'generate' from replacing the folder
     (w / "src" / "my_main.c").write_text("int main(void) { return 0; }\n")
     one_line_error(cli("rnnskip", "generate", w), "WORK/src", "holds files rnnskip did not write (my_main.c)")
@@ -723,8 +732,9 @@ def test_a_copied_output_without_its_file_list_is_not_replaced(model_and_data, t
             (shutil.copytree if p.is_dir() else shutil.copy)(p, dst / p.name)
     (dst / "src" / "my_main.c").write_text("int main(void) { return 0; }\n")
     one_line_error(cli(*args, "--out", dst), f"--out {dst} already exists without .rnnskip-files, the list of the "
-                   "files rnnskip wrote (a copy without its dot-files, or written by hand), so files of yours in it "
-                   "cannot be told apart and would be deleted with it: choose a new folder or empty it yourself")
+                   "files rnnskip wrote (a copy without its dot-files, written by hand, or by an rnnskip older "
+                   "than the list), so files of yours in it cannot be told apart and would be deleted with it: "
+                   "choose a new folder or empty it yourself")
     assert (dst / "src" / "my_main.c").is_file()
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -737,23 +747,24 @@ def test_a_copied_output_without_its_file_list_is_not_replaced(model_and_data, t
 def test_a_killed_runs_partial_folder_is_removed_by_the_next_run(tmp_path):
     """A run killed before its partial folder became --out (SIGKILL, power loss) left it behind for good; the
     next run into the same --out removes the ones whose writer no longer runs, not a running writer's, nor one
-    without a process id in its name (written by an older rnnskip: nothing says whose it is)."""
+    another machine wrote, nor one without a process id in its name (an older rnnskip's: nothing says whose)."""
     import subprocess
 
-    from rnnskip.outdir import atomic_dir
+    from rnnskip.outdir import _host, atomic_dir
     dead = subprocess.Popen(["true"])
     dead.wait()
     out = tmp_path / "o"
-    gone = tmp_path / f".o.partial-{dead.pid}-abc123"
-    running = tmp_path / f".o.partial-{os.getpid()}-def456"
+    gone = tmp_path / f".o.partial-{dead.pid}.{_host()}-abc123"
+    running = tmp_path / f".o.partial-{os.getpid()}.{_host()}-def456"
     old_style = tmp_path / ".o.partial-ghi789"
-    for d in (gone, running, old_style):
+    elsewhere = tmp_path / f".o.partial-{dead.pid}.othermachine-jkl012"   # a shared file system: not ours to judge
+    for d in (gone, running, old_style, elsewhere):
         d.mkdir()
         (d / "report.json").write_text("half")
     with atomic_dir(out, "report.json") as tmp:
-        assert tmp.name.startswith(f".o.partial-{os.getpid()}-")
+        assert tmp.name.startswith(f".o.partial-{os.getpid()}.{_host()}-")
         (tmp / "report.json").write_text("new")
-    assert not gone.exists() and running.is_dir() and old_style.is_dir()
+    assert not gone.exists() and running.is_dir() and old_style.is_dir() and elsewhere.is_dir()
     assert (out / "report.json").read_text() == "new"
 
 

@@ -1609,7 +1609,7 @@ def test_layer_norm_below_opset_17_says_which_opset(tmp_path):
 @pytest.mark.parametrize("how,needle", [
     ("act", "node 'Relu' (Relu) reads the output of 'ln/LayerNormalization' (LayerNormalization)"),
     ("input", "node 'ln_in/LayerNormalization' (LayerNormalization) is before the recurrent layers: rnnskip folds a "
-              "LayerNormalization into the head's Dense layer after it")])
+              "LayerNormalization into the head's Dense layer or the next recurrent layer after it")])
 def test_layer_norm_elsewhere_is_refused_in_one_line(how, needle, tmp_path):
     path = tmp_path / f"{how}.onnx"
     export(LayerNormed(how), path, False, True)

@@ -1572,8 +1572,8 @@ def _no_norm_in_stack(ctx: _Ctx) -> None:
 
 def h_layer_norm(ctx: _Ctx):
     """LayerNormalization over the features (nn.LayerNorm on the recurrent layers' output, opset >= 17): the next
-    Dense (Gemm/MatMul) of the head normalises its input (DenseLayer.norm_epsilon), with the scale and bias folded
-    into its weights like a BatchNormalization's."""
+    Dense (Gemm/MatMul) of the head normalises its input (DenseLayer.norm_epsilon), or the next recurrent layer
+    (RNNLayer.input_norm), with the scale and bias folded into its weights like a BatchNormalization's."""
     s = ctx.inp(0)
     if not _data(s.kind):
         ctx.fail("on constants is not folded by rnnskip")
@@ -1581,14 +1581,15 @@ def h_layer_norm(ctx: _Ctx):
     axis = _norm(int(ctx.attrs.get("axis", -1)), rank)
     if s.kind == X:   # the model input, a per-step input layer's or a front end's output
         ctx.fail("is before the recurrent layers: rnnskip folds a LayerNormalization into the head's Dense layer "
-                 "after it (a fixed normalisation of the input, BatchNormalization or (x - mean) / std with constants, "
-                 "folds into the first layer)")
+                 "or the next recurrent layer after it (a fixed normalisation of the input, BatchNormalization or "
+                 "(x - mean) / std with constants, folds into the first layer)")
     if s.kind not in (STATE, VEC, SEQ) or axis != rank - 1 or s.axes[-1] != "F":
         ctx.fail(f"normalises axis {axis} of {s.kind} data with axes {s.axes}: rnnskip folds a LayerNormalization of "
-                 "the recurrent layers' output features (the last axis) into the head's Dense layer after it")
+                 "the recurrent layers' output features (the last axis) into the head's Dense layer or the next "
+                 "recurrent layer after it")
     if s.affine is not None or s.norm is not None:
         ctx.fail("reads a normalisation's output: rnnskip folds a LayerNormalization of a recurrent or Dense layer's "
-                 "output into the head's Dense layer after it")
+                 "output into the head's Dense layer or the next recurrent layer after it")
     n = s.width
     gamma = np.asarray(ctx.const(1, "scale"), np.float64).reshape(-1)
     beta = np.zeros(n) if ctx.inp(2) is None else np.asarray(ctx.const(2, "B"), np.float64).reshape(-1)
@@ -1597,7 +1598,7 @@ def h_layer_norm(ctx: _Ctx):
     affine = (np.broadcast_to(gamma, (n,)).copy(), np.broadcast_to(beta, (n,)).copy())
     # (dense kept: the next Dense must read the last head layer; an activation cannot fold through, _NORM_PASSES)
     return [replace(s, affine=affine, norm=float(ctx.attrs.get("epsilon", 1e-5)), norm_node=ctx.key)] + \
-        [None] * (len(ctx.node.output) - 1), "folded (layer normalisation, into the next Dense layer)"
+        [None] * (len(ctx.node.output) - 1), "folded (layer normalisation, into the next Dense or recurrent layer)"
 
 
 def _steps_of_per_step_head(ctx: _Ctx, s: Sym) -> Optional[Sym]:

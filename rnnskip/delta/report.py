@@ -195,7 +195,9 @@ def write_plots(qm, ds, out_dir: Path, spec, n_seq: int = 4) -> list:
     dense = ((spec.tuning or {}).get("macs_per_inference") or {}).get("dense")
     if par and dense:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-        xs = [dense / max(p["macs_per_inference"], 1) for p in par]
+        # the set was measured on the selection rows (a certified file): against their own dense MACs
+        dense_sel = spec.tuning.get("selection_dense_macs", dense)
+        xs = [dense_sel / max(p["macs_per_inference"], 1) for p in par]
         # the set is over accuracy, MACs and cell evaluations: with cell thresholds a point may look dominated on
         # these two axes alone
         cells = any(m is not None for p in par for m in p.get("theta_m") or [])
@@ -210,7 +212,7 @@ def write_plots(qm, ds, out_dir: Path, spec, n_seq: int = 4) -> list:
         if same is not None and (abs(same["accuracy"] - c["accuracy_delta_int8"]) > 1e-12 or
                                  abs(same["macs_per_inference"] - c["macs_per_inference"]["effective"]) > 1e-9):
             # the curve's rows chose it; its own figures (the certifying rows') are another measurement
-            ax.scatter([dense / max(same["macs_per_inference"], 1)], [100 * same["accuracy"]], marker="*", s=80,
+            ax.scatter([dense_sel / max(same["macs_per_inference"], 1)], [100 * same["accuracy"]], marker="*", s=80,
                        color="k", zorder=5, label=f"chosen thresholds (on the certifying rows: {own})")
         else:
             cert = c.get("certified") or {}

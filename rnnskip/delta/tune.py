@@ -357,10 +357,11 @@ def plot_pareto(res: TuneResult, path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     sweep = res.sweep if res.sweep is not None else res.points
     rows = " (selection rows)" if res.certificate is not None else ""
-    ax.scatter([res.dense_macs / max(p.macs, 1) for p in sweep], [100 * p.accuracy for p in sweep], s=10,
+    dense_sel = res.extra.get("selection_dense_macs", res.dense_macs)   # each row set against its own dense MACs
+    ax.scatter([dense_sel / max(p.macs, 1) for p in sweep], [100 * p.accuracy for p in sweep], s=10,
                alpha=0.35, label=f"evaluated thresholds{rows}")
     par = _front(sweep)
-    ax.plot([res.dense_macs / max(p.macs, 1) for p in par], [100 * p.accuracy for p in par], "r.-", lw=1,
+    ax.plot([dense_sel / max(p.macs, 1) for p in par], [100 * p.accuracy for p in par], "r.-", lw=1,
             label=f"Pareto front{rows}")
     cal = [p for p in res.points if not any(p is q for q in sweep)]
     if cal:
@@ -538,6 +539,8 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     extra = {"grid": sorted({int(g) for g in grid}), "cell_grid": sorted({int(c) for c in cell_grid}),
              "calibration_lengths": [int(v) for v in lengths],
              "certified": cert.as_dict(data_name), "selection_sequences": len(S), "calibration_sequences": len(C),
+             # the sweep's MAC reductions are against the dense MACs of its own rows (masked rows differ in length)
+             "selection_dense_macs": sel.dense_macs,
              "selection": "--select" if select is not None else f"half of --val (seed {seed})",
              "path": [{"theta_x": list(p.theta_x), "theta_h": list(p.theta_h), "theta_m": list(p.theta_m)}
                       for p in path]}

@@ -24,8 +24,12 @@ def import_command(model, out) -> ModelIR:
                            f"the stages write their files into it: choose a new folder")
     check_writable(out / "model.ir.json", "--out")
     ir = stages.import_model(model)
+    new = not out.is_dir() or not any(out.iterdir())
     Path(out).mkdir(parents=True, exist_ok=True)
     workdir.save_ir(out, ir)
+    if new:   # a work folder of rnnskip's own: its file list, which each stage extends (a conversion may replace it)
+        from ..outdir import start_manifest
+        start_manifest(out)
     return ir
 
 

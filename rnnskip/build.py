@@ -205,6 +205,16 @@ def harness_ram_bytes(elf: Path) -> int:
         return int(sum(sym["st_size"] for sym in tab.iter_symbols() if sym.name in HARNESS_BUFFERS))
 
 
+def image_kind(elf: Path) -> str:
+    """"board" for a board image (rnnskip/boards/firmware.py: its start-up, UART driver and the bundled test
+    sequences, rnnskip_bundle_*), else "emulation" (the model, a minimal start-up and the harness's buffers)."""
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+    with open(elf, "rb") as f:
+        tab = next((s for s in ELFFile(f).iter_sections() if isinstance(s, SymbolTableSection)), None)
+        return "board" if tab is not None and tab.get_symbol_by_name("rnnskip_bundle_T") else "emulation"
+
+
 _DECL = re.compile(r"^extern const (int8_t|int16_t|int32_t|uint32_t) (\w+)\[(\d+)\];$", re.M)
 _CBYTES = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "uint32_t": 4}
 

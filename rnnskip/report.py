@@ -344,9 +344,15 @@ def emulation_summary(emu, target, qm, macs_step: int, head_macs: int) -> dict:
 
 def footprint(firmware, qm, target, emu=None) -> dict:
     """report.json's ``footprint``: the firmware image's flash and RAM (and the stack ``emu`` measured)."""
-    from .build import harness_ram_bytes
-    harness = harness_ram_bytes(firmware.elf) if firmware.elf is not None and Path(firmware.elf).is_file() else None
-    return {"flash_bytes": firmware.flash_bytes, "ram_bytes": firmware.ram_bytes,
+    from .build import harness_ram_bytes, image_kind
+    have = firmware.elf is not None and Path(firmware.elf).is_file()
+    harness = harness_ram_bytes(firmware.elf) if have else None
+    # which image the sizes are of: the emulation image (Unicorn) or a board image (QEMU/Renode), which adds its
+    # start-up, UART driver and bundled test sequences (a user saw two 'flash' figures mean different things)
+    image = {"board": "the board image (its start-up, UART driver and bundled test sequences included)",
+             "emulation": "the emulation image (the model, a minimal start-up and the harness's buffers)"}[
+        image_kind(firmware.elf)] if have else None
+    return {"flash_bytes": firmware.flash_bytes, "ram_bytes": firmware.ram_bytes, "image": image,
             "harness_ram_bytes": harness,
             "model_ram_bytes": firmware.ram_bytes - harness if harness is not None else None,
             "stack_bytes": emu.stack_bytes if emu is not None else None,
@@ -489,8 +495,10 @@ def table(rep: dict) -> str:
                                          f"{_fmt(e['sram_write_bytes_per_inference'])}")]
     f = rep.get("footprint")
     if f:
+        kind = (f.get("image") or "").split(" (")[0]
         rows += [("flash / RAM / stack",
                   f"{_fmt(f['flash_bytes'])} / {_fmt(f['ram_bytes'])} / {_fmt(f['stack_bytes'])} bytes"
+                  + (f" of {kind}" if kind else "")
                   + (f"  (RAM: {_fmt(f['model_ram_bytes'])} B the model, {_fmt(f['harness_ram_bytes'])} B the "
                      f"emulation harness's sequence buffers)" if f.get("harness_ram_bytes") else ""))]
     rc = rep.get("reference_check")

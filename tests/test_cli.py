@@ -87,6 +87,7 @@ def test_convert_end_to_end(model_and_data):
     assert f["model_ram_bytes"] == f["ram_bytes"] - f["harness_ram_bytes"] > 0
     assert (f"(RAM: {f['model_ram_bytes']:,} B the model, {f['harness_ram_bytes']:,} B the emulation harness's "
             f"sequence buffers)" in p.stdout)
+    assert f["image"].startswith("the emulation image") and "bytes of the emulation image" in p.stdout
     assert (out / "src" / "rnnskip_model.c").is_file() and (out / "firmware" / "firmware.elf").is_file()
     assert "cycles / inference" in p.stdout
     assert not list(d.glob(".m4.partial-*"))

@@ -121,6 +121,8 @@ def test_cli_convert_and_emulate_with_qemu(model, tmp_path, monkeypatch):
     rep = json.loads((out / "report.json").read_text())
     assert rep["target"] == "cortex-m4" and rep["mve"] is False and rep["bitexact"]["device_mismatches"] == 0
     assert rep["bitexact"]["device_checked"] == 3
+    # the sizes are the board image's, and say so (the Unicorn emulation image's say theirs)
+    assert rep["footprint"]["image"].startswith("the board image") and "bytes of the board image" in r.output
     e = rep["emulation"]
     assert e["emulator"] == "qemu" and e["board"]["qemu_machine"] == "netduinoplus2"
     assert e["board"]["device_summary"]["result"] == "PASS"

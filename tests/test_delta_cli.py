@@ -902,3 +902,21 @@ def test_delta_train_refuses_a_layer_normalisation_between_recurrent_layers(tmp_
                             "layers), which the model delta-train rebuilds does not have; use delta-tune (no "
                             "retraining) on this model")
     assert not (tmp_path / "out.h5").exists()
+
+
+def test_delta_tune_replaces_only_its_own_plot(gru, tmp_path):
+    """<stem>_pareto.png next to --out is replaced when an earlier delta-tune wrote it (its PNG text says so), not
+    when it is the user's file (a user check: an existing fresh_pareto.png was overwritten without a word)."""
+    from PIL import Image
+    model, val, d, ir = gru
+    args = ("rnnskip", "delta-tune", model, "--val", val, "--max-loss", "5", "--grid", "0,8", "--cell-grid", "")
+    for _ in range(2):   # the second run replaces the first one's plot
+        p = cli(*args, "--out", tmp_path / "a.json")
+        assert p.returncode == 0, p.stderr
+    with Image.open(tmp_path / "a_pareto.png") as im:
+        assert im.info.get("Software") == "rnnskip delta-tune"
+    (tmp_path / "mine_pareto.png").write_bytes(b"my own figure")
+    one_line_error(cli(*args, "--out", tmp_path / "mine.json"),
+                   f"{tmp_path / 'mine_pareto.png'} exists and delta-tune did not write it; the Pareto plot of --out "
+                   f"{tmp_path / 'mine.json'} would overwrite it: choose another --out or move the file")
+    assert (tmp_path / "mine_pareto.png").read_bytes() == b"my own figure" and not (tmp_path / "mine.json").exists()

@@ -12,6 +12,28 @@ from ..errors import RnnskipError
 from .tune import CELL_GRID, GRID
 
 
+def _our_plot(path: Path) -> bool:
+    """Whether ``path`` is a PNG an earlier delta-tune wrote: its "Software" text says so, or (a plot written before
+    the text existed) it sits next to the thresholds file of its name, which is one of ours."""
+    from .tune import PLOT_SOFTWARE
+    try:
+        from PIL import Image
+        with Image.open(path) as im:
+            if im.info.get("Software") == PLOT_SOFTWARE:
+                return True
+    except Exception:   # not an image at all: not ours
+        return False
+    if not path.name.endswith("_pareto.png"):
+        return False
+    thresholds = path.with_name(path.name[: -len("_pareto.png")] + ".json")
+    from .spec import DeltaSpec
+    try:
+        DeltaSpec.load(thresholds)
+    except RnnskipError:
+        return False
+    return True
+
+
 def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=None, log=click.echo, progress=True,
                    cell_grid=None, confidence=0.9, max_disagreement=None, select=None, warn=note,
                    baseline=None, tolerance=None) -> dict:
@@ -40,6 +62,9 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     check_writable(plot)
     if plot.is_dir():
         raise RnnskipError(f"{plot} is a folder, where the Pareto plot of --out {out} goes; choose another --out")
+    if plot.is_file() and not _our_plot(plot):   # replaced only when an earlier delta-tune wrote it
+        raise RnnskipError(f"{plot} exists and delta-tune did not write it; the Pareto plot of --out {out} would "
+                           f"overwrite it: choose another --out or move the file")
     from ..datasets import same_rows_file, shared_rows
     if select is not None and Path(select).exists() and Path(val).exists() and same_rows_file(select, val):
         raise RnnskipError(f"--select {select} holds the same rows as --val {val}: the rows that certify the "

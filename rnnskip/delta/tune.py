@@ -36,6 +36,8 @@ from ..stats import accuracy, paired_loss, per_sequence, within_budget
 from .golden import delta_layout, densities, effective_macs, run_stats, with_delta
 from .spec import DeltaSpec, check_supported
 
+#: the PNG "Software" text of delta-tune's plot: a later run replaces only a plot that carries it
+PLOT_SOFTWARE = "rnnskip delta-tune"
 #: default threshold values tried (int8 steps)
 GRID = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 #: default cell thresholds tried (steps of the Q3.12 pre-activations: 1/4096)
@@ -381,7 +383,7 @@ def plot_pareto(res: TuneResult, path, title: str = "") -> None:
     ax.set_title(title or f"delta thresholds: {measure} vs effective MACs")
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, metadata={"Software": PLOT_SOFTWARE})   # how a later run knows the file is its own
     plt.close(fig)
 
 

@@ -38,6 +38,10 @@
 /* Helium: rnnskip_mat_vec_paired_s8 is in rnnskip_mat_vec_mve_s8.c. */
 #elif RNNSKIP_MVP_ASM
 /* clang-format off */ /* hand-scheduled Thumb-2 assembly, laid out by hand */
+/* The asm core is one string literal, longer than the 4,095 characters ISO C requires a compiler to take (GCC
+ * and Clang take any length): -pedantic's -Woverlength-strings is off for it. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Woverlength-strings"
 
 /*
  * DSP path (Thumb-2 cores with the DSP extension: Cortex-M4/M7/M33/M55...).
@@ -390,6 +394,7 @@ void rnnskip_mat_vec_paired_s8(const int16_t *wp, const int8_t *x, const int32_t
     }
 }
 
+#pragma GCC diagnostic pop
 /* clang-format on */
 #else /* plain C */
 

@@ -25,6 +25,10 @@ static inline uint32_t rd32(const int8_t *p)
 /* Helium: rnnskip_mat_vec_acc_s8 is in rnnskip_mat_vec_mve_s8.c. */
 #elif RNNSKIP_MV_ASM
 /* clang-format off */ /* hand-scheduled Thumb-2 assembly, laid out by hand */
+/* The asm core is one string literal, longer than the 4,095 characters ISO C requires a compiler to take (GCC
+ * and Clang take any length): -pedantic's -Woverlength-strings is off for it. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Woverlength-strings"
 
 /*
  * DSP path (Cortex-M4/M7/M33/M55..., Armv7E-M / Armv8-M with the DSP extension).
@@ -214,6 +218,7 @@ void rnnskip_mat_vec_acc_s8(const int8_t *w, const int8_t *x, int32_t *acc,
     }
 }
 
+#pragma GCC diagnostic pop
 /* clang-format on */
 #else /* plain C */
 

@@ -184,20 +184,23 @@ main.add_command(delta_train_cmd)
               help="Sequence length the RAM estimate sizes the I/O buffers for (default: 64, or the number of steps "
                    "a model that flattens the time axis reads).")
 @click.option("--target", "target_names", multiple=True, help="Estimate only for these targets (default: all).")
+@click.option("--board", "board_names", multiple=True,
+              help="Estimate for these boards too: their core on their part's flash and RAM (see 'rnnskip boards').")
 @click.option("--json", "as_json", is_flag=True, help="Print the inspection as JSON.")
 @guard
-def inspect_cmd(model, max_t, target_names, as_json):
-    """Layers, parameters, MACs per step, int8 flash/RAM per target, and whether MODEL converts
+def inspect_cmd(model, max_t, target_names, board_names, as_json):
+    """Layers, parameters, MACs per step, int8 flash/RAM per target (or --board), and whether MODEL converts
     (exit status 0) or what blocks it (exit status 1, also when it fits none of the --target
-    cores asked for), without calibration data or a compiler."""
+    cores or --board boards asked for), without calibration data or a compiler."""
     import json as _json
 
     from .inspect import format_text, inspect_file
-    ins = inspect_file(model, max_t=max_t, target_names=list(target_names) or None)
+    ins = inspect_file(model, max_t=max_t, target_names=list(target_names) or None,
+                       board_names=list(board_names) or None)
     if not ins.format and ins.blockers:   # no model file rnnskip reads: bad input (exit 2), as convert says it
         raise RnnskipError(ins.blockers[0])
     click.echo(_json.dumps(ins.to_dict(), indent=2) if as_json else format_text(ins))
-    if not ins.converts or (target_names and not any(t["fits"] for t in ins.targets)):
+    if not ins.converts or ((target_names or board_names) and not any(t["fits"] for t in ins.targets)):
         sys.exit(1)
 
 

@@ -72,7 +72,8 @@ def _placeholder_ranges(ir):
                                  front=[1.0] * len(front)))   # a Conv1D's padding frame in range
 
 
-def inspect_file(path, max_t: Optional[int] = None, target_names: Optional[List[str]] = None) -> Inspection:
+def inspect_file(path, max_t: Optional[int] = None, target_names: Optional[List[str]] = None,
+                 board_names: Optional[List[str]] = None) -> Inspection:
     """Inspect ``path``; never raises for a bad model (problems go to ``blockers``)."""
     ins = Inspection(path=os.fspath(path))
     if not os.path.exists(ins.path):
@@ -113,21 +114,24 @@ def inspect_file(path, max_t: Optional[int] = None, target_names: Optional[List[
     if qm is not None:
         ins.notes += [n for n in (cell_of(q.kind).calibration_note(q) for q in qm.layers) if n]
         ins.max_t = int(max_t or qm.pool_steps or 64)   # a Flatten over time: its fixed number of steps
-        _target_estimates(ins, qm, target_names)
+        _target_estimates(ins, qm, target_names, board_names)
     return ins
 
 
-def _target_estimates(ins: Inspection, qm, names) -> None:
-    from . import targets
+def _target_estimates(ins: Inspection, qm, names, board_names=None) -> None:
+    from . import boards, targets
     from .targets.fit import estimate
     # what calibration ranges may add (an LSTM's split scales): the sizes are upper bounds
     ef = sum(cell_of(q.kind).calibration_flash(q) for q in qm.layers)
     er = 4 * (max(cell_of(q.kind).calibration_acc_rows(q) for q in qm.layers) - max(q.acc_rows for q in qm.layers))
-    for name in names or targets.available():
-        t = targets.load(name)
+    cores = [(None, targets.load(n)) for n in (names or ([] if board_names else targets.available()))]
+    # a board: its core on its part's memory map (a user asked whether the model fits an stm32l073)
+    cores += [(b.name, boards.board_target(b)) for b in (boards.load(n) for n in board_names or [])]
+    for board, t in cores:
         est = estimate(qm, ins.max_t, t)
         flash, ram = est.flash + ef, est.ram + er
-        ins.targets.append({"target": t.name, "flash_bytes": int(flash), "ram_bytes": int(ram),
+        ins.targets.append({"target": t.name, **({"board": board} if board else {}),
+                            "flash_bytes": int(flash), "ram_bytes": int(ram),
                             "weights_bytes": int(est.weights + ef), "flash_capacity": int(t.flash_size),
                             "ram_capacity": int(t.ram_size),
                             "fits": bool(flash <= t.flash_size and ram <= t.ram_size)})
@@ -161,8 +165,10 @@ def format_text(ins: Inspection) -> str:
         lines.append(f"  int8 estimate per target (flash: weights, tables, code allowance; RAM: state, I/O buffers "
                      f"for {ins.max_t} steps and the target's stack reservation - report.json's ram_bytes is the "
                      f"static part only):")
-        for t in ins.targets:
-            lines.append(f"    {t['target']:<14} flash {_kib(t['flash_bytes']):>10} of {_kib(t['flash_capacity']):>10}"
+        names = [f"{t['board']} ({t['target']})" if t.get("board") else t["target"] for t in ins.targets]
+        w = max([14] + [len(n) for n in names])
+        for t, where in zip(ins.targets, names):
+            lines.append(f"    {where:<{w}} flash {_kib(t['flash_bytes']):>10} of {_kib(t['flash_capacity']):>10}"
                          f"   RAM {_kib(t['ram_bytes']):>9} of {_kib(t['ram_capacity']):>9}   "
                          f"{'fits' if t['fits'] else 'DOES NOT FIT'}")
     else:

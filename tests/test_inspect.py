@@ -112,6 +112,25 @@ def test_inspect_per_step(files):
     assert ins.macs_per_step == F * 16 + 4 * 16 + 4 * 3   # the head runs every step
 
 
+def test_inspect_on_a_board(files):
+    """--board: the board's core on its part's flash and RAM, named as the board, the estimate the conversion checks
+    (a user check: inspect could not say whether a model fits an stm32l073)."""
+    from rnnskip import boards
+    from rnnskip.quant.quantize import quantize
+    from rnnskip.targets.fit import estimate
+    ins = inspect_file(files["regression"], board_names=["stm32l073"])
+    [t] = ins.targets
+    bt = boards.board_target(boards.load("stm32l073"))
+    assert (t["board"], t["target"], t["flash_capacity"], t["ram_capacity"]) == \
+        ("stm32l073", "cortex-m0plus", bt.flash_size, bt.ram_size)
+    from rnnskip.inspect import _placeholder_ranges
+    ir = load_model_file(files["regression"])
+    assert t["ram_bytes"] >= estimate(quantize(ir, _placeholder_ranges(ir)), ins.max_t, bt).ram
+    assert "stm32l073 (cortex-m0plus) flash" in format_text(ins)
+    p = cli("rnnskip", "inspect", files["regression"], "--board", "stm32l073", "--max-t", "1000000")
+    assert p.returncode == 1 and "stm32l073 (cortex-m0plus)" in p.stdout and "DOES NOT FIT" in p.stdout
+
+
 def test_inspect_not_a_model(tmp_path):
     p = tmp_path / "x.h5"
     p.write_text("hello")

@@ -417,11 +417,6 @@ static inline int32_t rnnskip_lo8(int32_t v)
     return ((v & 0xFF) ^ 0x80) - 0x80;
 }
 
-#if defined(__ARM_ARCH_6M__) || defined(RNNSKIP_PAIRED_ONE_PAIR)
-/* Armv6-M (Cortex-M0/M0+): eight low registers. Two pairs per pass keep four accumulators, two x values,
- * four weights and three pointers live and the compiler spills them to the stack in the inner loop (a user
- * measured this path slower than the naive kernel there); one pair per pass (two accumulators, one x value,
- * one weight, its low byte and three pointers) fits. */
 void rnnskip_mat_vec_paired_s8(const int16_t *wp,
                                const int8_t *x,
                                const int32_t *bias,
@@ -434,6 +429,10 @@ void rnnskip_mat_vec_paired_s8(const int16_t *wp,
     for (int32_t c0 = 0; c0 < cols; c0 += RNNSKIP_PAIRED_XCHUNK) {
         const int32_t n = cols - c0 < RNNSKIP_PAIRED_XCHUNK ? cols - c0 : RNNSKIP_PAIRED_XCHUNK;
         const int8_t *xc = x + c0;
+#if defined(__ARM_ARCH_6M__) || defined(RNNSKIP_PAIRED_ONE_PAIR)
+        /* Armv6-M (Cortex-M0/M0+): eight low registers. Two pairs per pass (below) keep four accumulators, two x
+         * values, four weights and three pointers live, and the compiler spills them in the inner loop (a user
+         * measured that slower than the naive kernel there); one pair per pass fits. */
         for (int32_t p = 0; p < rows / 2; p++) {
             const int16_t *v = wp + p * cols + c0;
             const int16_t *end = v + n;
@@ -451,21 +450,7 @@ void rnnskip_mat_vec_paired_s8(const int16_t *wp,
             out[2 * p] = rnnskip_u2s((uint32_t)out[2 * p] + b);
             out[2 * p + 1] = rnnskip_u2s((uint32_t)out[2 * p + 1] + (uint32_t)(rnnskip_u2s(a - b) >> 8));
         }
-    }
-}
 #else
-void rnnskip_mat_vec_paired_s8(const int16_t *wp,
-                               const int8_t *x,
-                               const int32_t *bias,
-                               int32_t *out,
-                               int32_t rows,
-                               int32_t cols)
-{
-    if (rows <= 0) return;
-    for (int32_t r = 0; r < rows; r++) out[r] = bias ? bias[r] : 0;
-    for (int32_t c0 = 0; c0 < cols; c0 += RNNSKIP_PAIRED_XCHUNK) {
-        const int32_t n = cols - c0 < RNNSKIP_PAIRED_XCHUNK ? cols - c0 : RNNSKIP_PAIRED_XCHUNK;
-        const int8_t *xc = x + c0;
         for (int32_t p = 0; p < rows / 2; p += 2) {
             const int16_t *v0 = wp + p * cols + c0;
             const int16_t *v1 = v0 + cols;
@@ -484,8 +469,8 @@ void rnnskip_mat_vec_paired_s8(const int16_t *wp,
             out[2 * p + 2] = rnnskip_u2s((uint32_t)out[2 * p + 2] + b1);
             out[2 * p + 3] = rnnskip_u2s((uint32_t)out[2 * p + 3] + (uint32_t)(rnnskip_u2s(a1 - b1) >> 8));
         }
+#endif
     }
 }
-#endif /* Armv6-M */
 
 #endif

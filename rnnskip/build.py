@@ -194,25 +194,24 @@ def section_sizes(elf: Path) -> dict:
 HARNESS_BUFFERS = ("rnnskip_io_x", "rnnskip_io_valid", "rnnskip_io_flags", "rnnskip_io_out")
 
 
-def harness_ram_bytes(elf: Path) -> int:
-    """Bytes of the harness's I/O buffers in the linked image (their symbols' sizes)."""
+def symbol_sizes(elf: Path) -> dict:
+    """Symbol name -> size in the linked image (read once: :func:`harness_ram_bytes` and :func:`image_kind` take it)."""
     from elftools.elf.elffile import ELFFile
     from elftools.elf.sections import SymbolTableSection
     with open(elf, "rb") as f:
         tab = next((s for s in ELFFile(f).iter_sections() if isinstance(s, SymbolTableSection)), None)
-        if tab is None:
-            return 0
-        return int(sum(sym["st_size"] for sym in tab.iter_symbols() if sym.name in HARNESS_BUFFERS))
+        return {} if tab is None else {sym.name: int(sym["st_size"]) for sym in tab.iter_symbols()}
 
 
-def image_kind(elf: Path) -> str:
+def harness_ram_bytes(symbols: dict) -> int:
+    """Bytes of the harness's I/O buffers in the linked image (their symbols' sizes, :func:`symbol_sizes`)."""
+    return int(sum(v for n, v in symbols.items() if n in HARNESS_BUFFERS))
+
+
+def image_kind(symbols: dict) -> str:
     """"board" for a board image (rnnskip/boards/firmware.py: its start-up, UART driver and the bundled test
     sequences, rnnskip_bundle_*), else "emulation" (the model, a minimal start-up and the harness's buffers)."""
-    from elftools.elf.elffile import ELFFile
-    from elftools.elf.sections import SymbolTableSection
-    with open(elf, "rb") as f:
-        tab = next((s for s in ELFFile(f).iter_sections() if isinstance(s, SymbolTableSection)), None)
-        return "board" if tab is not None and tab.get_symbol_by_name("rnnskip_bundle_T") else "emulation"
+    return "board" if "rnnskip_bundle_T" in symbols else "emulation"
 
 
 _DECL = re.compile(r"^extern const (int8_t|int16_t|int32_t|uint32_t) (\w+)\[(\d+)\];$", re.M)

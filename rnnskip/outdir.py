@@ -57,15 +57,11 @@ def _listing(out: Path) -> Optional[dict]:
     return None
 
 
-def foreign_files(out: Path, regenerated: Iterable[str] = ()) -> list:
-    """Files in ``out`` that its MANIFEST does not list, or lists with another content (sorted; an edited
-    one is shown with " (edited)"); [] when there is no manifest (:func:`check_replaceable` refuses a
-    folder without one). regenerated: folder prefixes ("build/") whose files are outputs of the folder's own
-    build, not the user's work."""
-    listed = _listing(out)
-    if listed is None:
-        return []
-    listed[MANIFEST] = ""
+def foreign_files(out: Path, listed: dict, regenerated: Iterable[str] = ()) -> list:
+    """Files in ``out`` that its list ``listed`` (:func:`_listing`) does not name, or names with another content
+    (sorted; an edited one is shown with " (edited)"). regenerated: folder prefixes ("build/") whose files are
+    outputs of the folder's own build, not the user's work."""
+    listed = {**listed, MANIFEST: ""}
     extra = [f for f in _files(out) - set(listed) if not any(f.startswith(p) for p in regenerated)]
     edited = [f"{f} (edited)" for f, digest in listed.items()
               if digest and (out / f).is_file() and _digest(out / f) != digest]
@@ -150,14 +146,15 @@ def check_replaceable(out, marker: str, what: str = "--out", inputs: Iterable[Op
                      (out / "stages.json").is_file() else "was not written by rnnskip")
             raise RnnskipError(f"{what} {shown} already exists and {whose} (no {marker} in it); it would be replaced "
                                f"as a whole: choose a new folder or empty it yourself")
-        if any(out.iterdir()) and _listing(out) is None:
+        listed = _listing(out)
+        if any(out.iterdir()) and listed is None:
             # a copy that left the dot-file behind (cp -r out/* dst/), or a folder with only the marker: nothing
             # tells rnnskip's files from the user's, which the replacement would delete
             raise RnnskipError(f"{what} {shown} already exists without {MANIFEST}, the list of the files rnnskip "
                                f"wrote (a copy without its dot-files, written by hand, or by an rnnskip older than "
                                f"the list), so files of yours in it cannot be told apart and would be deleted with "
                                f"it: choose a new folder or empty it yourself")
-        extra = foreign_files(out, regenerated)
+        extra = foreign_files(out, listed, regenerated) if listed is not None else []
         if extra:
             more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
             if all(f.endswith(" (edited)") for f in extra):

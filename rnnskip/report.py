@@ -344,14 +344,14 @@ def emulation_summary(emu, target, qm, macs_step: int, head_macs: int) -> dict:
 
 def footprint(firmware, qm, target, emu=None) -> dict:
     """report.json's ``footprint``: the firmware image's flash and RAM (and the stack ``emu`` measured)."""
-    from .build import harness_ram_bytes, image_kind
-    have = firmware.elf is not None and Path(firmware.elf).is_file()
-    harness = harness_ram_bytes(firmware.elf) if have else None
+    from .build import harness_ram_bytes, image_kind, symbol_sizes
+    syms = symbol_sizes(firmware.elf) if firmware.elf is not None and Path(firmware.elf).is_file() else None
+    harness = harness_ram_bytes(syms) if syms is not None else None
     # which image the sizes are of: the emulation image (Unicorn) or a board image (QEMU/Renode), which adds its
     # start-up, UART driver and bundled test sequences (a user saw two 'flash' figures mean different things)
     image = {"board": "the board image (its start-up, UART driver and bundled test sequences included)",
              "emulation": "the emulation image (the model, a minimal start-up and the harness's buffers)"}[
-        image_kind(firmware.elf)] if have else None
+        image_kind(syms)] if syms is not None else None
     return {"flash_bytes": firmware.flash_bytes, "ram_bytes": firmware.ram_bytes, "image": image,
             "harness_ram_bytes": harness,
             "model_ram_bytes": firmware.ram_bytes - harness if harness is not None else None,

@@ -291,9 +291,10 @@ def _sized(bn: Node, affine: Affine, width: int, into: Node):
 def fold_layernorm(nodes: List[Node]) -> List[Node]:
     """Fold every LayerNormalization into the Dense layer right after it (no-ops and linear Activations between)
     where that Dense is in the head: after a recurrent layer, with no recurrent layer, pooling over time or front
-    end after it. The Dense normalises its input (``DenseLayer.norm_epsilon``; on the device, integer
-    arithmetic: ``quant.model.QNorm``) and takes gamma and beta into its kernel and bias. With a time axis
-    (an output per step) it normalises each step's features, as Keras does. Anywhere else: one line."""
+    end after it; or, between two recurrent layers, into the later one (``RNNLayer.input_norm``, on the device
+    ``rnnskip_layer_norm_s8`` on its input). The Dense normalises its input (``DenseLayer.norm_epsilon``; on the
+    device, integer arithmetic: ``quant.model.QNorm``) and takes gamma and beta into its kernel and bias. With a
+    time axis (an output per step) it normalises each step's features, as Keras does. Anywhere else: one line."""
     out: List[Node] = []
     per_step, seen_recurrent = False, False   # the output so far has a time axis: [batch, time, features]
     for i, node in enumerate(nodes):
@@ -310,13 +311,12 @@ def fold_layernorm(nodes: List[Node]) -> List[Node]:
         between = nodes[i + 1:]
         nxt = next((n for n in between if not _is_identity(n)), None)
         before = _previous(out)
-        if not where and nxt is not None and nxt.kind == RECURRENT and before is not None and \
-                before.kind == RECURRENT:
-            _fold_layernorm_between(node, nxt)
-            continue
-        if not where and (nxt is None or nxt.kind != DENSE):
+        # between two recurrent layers: the later one normalises its input (both directions of a Bidirectional)
+        into_rnn = not where and nxt is not None and nxt.kind == RECURRENT and before is not None and \
+            before.kind == RECURRENT
+        if not where and not into_rnn and (nxt is None or nxt.kind != DENSE):
             where = "last in the model" if nxt is None else f"before '{nxt.name}' ({nxt.layer.display})"
-        if not where and any(n.kind in (RECURRENT, TIME_POOL, CONV, POOL) for n in between):
+        if not where and not into_rnn and any(n.kind in (RECURRENT, TIME_POOL, CONV, POOL) for n in between):
             later = next(n for n in between if n.kind in (RECURRENT, TIME_POOL, CONV, POOL))
             where = f"before the per-step Dense '{nxt.name}', with '{later.name}' ({later.layer.display}) after it"
         if not where and per_step and any(n.kind == FLATTEN for n in between):
@@ -330,42 +330,22 @@ def fold_layernorm(nodes: List[Node]) -> List[Node]:
                              f"LayerNormalization over the features into the head's Dense layer right after it (the "
                              f"recurrent layers' output, or a Dense layer's, into the next Dense), or into the "
                              f"recurrent layer right after another one", node.name)
-        d: DenseLayer = nxt.value
-        if ln.scale.size not in (1, d.in_dim) or ln.shift.size not in (1, d.in_dim):
-            raise LayerError(f"layer '{node.name}' (LayerNormalization) has {ln.scale.size} values per feature but "
-                             f"'{nxt.name}' reads {d.in_dim} features: the file is inconsistent", node.name)
-        support.fold_before_dense(d, np.broadcast_to(ln.scale, (d.in_dim,)).copy(),
-                                  np.broadcast_to(ln.shift, (d.in_dim,)).copy())
-        d.norm_epsilon = ln.epsilon
+        for into in (nxt.value.directions() if into_rnn else [nxt.value]):
+            n = into.kernel.shape[0]   # the features it reads
+            if ln.scale.size not in (1, n) or ln.shift.size not in (1, n):
+                raise LayerError(f"layer '{node.name}' (LayerNormalization) has {ln.scale.size} values per feature "
+                                 f"but '{nxt.name}' reads {n} features: the file is inconsistent", node.name)
+            fold = cells.cell_of(into.kind).fold_input_affine if into_rnn else support.fold_before_dense
+            fold(into, np.broadcast_to(ln.scale, (n,)).astype(np.float64),
+                 np.broadcast_to(ln.shift, (n,)).astype(np.float64))
+            if into_rnn:
+                into.input_norm = ln.epsilon
+            else:
+                into.norm_epsilon = ln.epsilon
         node.status = f"folded into '{nxt.name}' (which normalises its input)"
         nxt.notes.append(f"'{nxt.name}' layer-normalises its input ('{node.name}', epsilon {ln.epsilon:g}; its "
                          f"gamma and beta folded into the weights)")
     return out
-
-
-def _fold_layernorm_between(node: Node, nxt: Node) -> None:
-    """A LayerNormalization between two recurrent layers (each step's features, as Keras normalises them): the
-    layer after it normalises its input (``RNNLayer.input_norm``, both directions of a Bidirectional one; on the
-    device ``rnnskip_layer_norm_s8`` on the input, integer throughout) and takes gamma and beta into its input
-    kernel and bias."""
-    ln: LayerNorm = node.value
-    axis = node.layer.config.get("axis", -1)
-    axis = axis[0] if isinstance(axis, (list, tuple)) else axis
-    if axis not in (-1, 2):
-        raise LayerError(f"layer '{node.name}' (LayerNormalization) is over axis {axis}, not the features: rnnskip "
-                         f"folds a LayerNormalization over the features (axis -1) into the recurrent layer after "
-                         f"it", node.name)
-    for into in nxt.value.directions():
-        n = into.input_dim
-        if ln.scale.size not in (1, n) or ln.shift.size not in (1, n):
-            raise LayerError(f"layer '{node.name}' (LayerNormalization) has {ln.scale.size} values per feature but "
-                             f"'{nxt.name}' reads {n} features: the file is inconsistent", node.name)
-        cells.cell_of(into.kind).fold_input_affine(into, np.broadcast_to(ln.scale, (n,)).astype(np.float64),
-                                                   np.broadcast_to(ln.shift, (n,)).astype(np.float64))
-        into.input_norm = ln.epsilon
-    node.status = f"folded into '{nxt.name}' (which normalises its input)"
-    nxt.notes.append(f"'{nxt.name}' layer-normalises its input ('{node.name}', epsilon {ln.epsilon:g}; its "
-                     f"gamma and beta folded into the weights)")
 
 
 def _reads_head_input(out: List[Node], bn: Node, rest: List[Node]) -> bool:

@@ -208,18 +208,16 @@ def write_plots(qm, ds, out_dir: Path, spec, n_seq: int = 4) -> list:
             return tuple(x), tuple(h), tuple(m) if m and any(v is not None for v in m) else ()
         key = thresholds(spec.theta_x, spec.theta_h, spec.theta_m)
         same = next((p for p in par if thresholds(p["theta_x"], p["theta_h"], p.get("theta_m")) == key), None)
-        own = f"{100 * c['accuracy_delta_int8']:.1f}%, {c['mac_reduction']:.2f}x"
-        if same is not None and (abs(same["accuracy"] - c["accuracy_delta_int8"]) > 1e-12 or
-                                 abs(same["macs_per_inference"] - c["macs_per_inference"]["effective"]) > 1e-9):
-            # the curve's rows chose it; its own figures (the certifying rows') are another measurement
-            ax.scatter([dense_sel / max(same["macs_per_inference"], 1)], [100 * same["accuracy"]], marker="*", s=80,
-                       color="k", zorder=5, label=f"chosen thresholds (on the certifying rows: {own})")
-        else:
-            cert = c.get("certified") or {}
+        cert = c.get("certified") or {}
+        if same is not None:   # on the curve, where its rows chose it; a certified file's own figures in the label
+            x, y = dense_sel / max(same["macs_per_inference"], 1), 100 * same["accuracy"]
+            how = (f" (on the certifying rows: {100 * c['accuracy_delta_int8']:.1f}%, {c['mac_reduction']:.2f}x)"
+                   if cert else "")
+        else:   # not in the set (nothing certified: thresholds 0): its own figures
+            x, y = c["mac_reduction"], 100 * c["accuracy_delta_int8"]
             how = ("" if not cert else " (on the certifying rows)" if cert.get("certified") else
                    " (nothing certified: the dense model's outputs; on the certifying rows)")
-            ax.scatter([c["mac_reduction"]], [100 * c["accuracy_delta_int8"]], marker="*", s=80, color="k",
-                       zorder=5, label="chosen thresholds" + how)
+        ax.scatter([x], [y], marker="*", s=80, color="k", zorder=5, label="chosen thresholds" + how)
         ax.set_xscale("log")
         ax.set_xlabel("effective MAC reduction (x)")
         ax.set_ylabel("validation " + ("agreement with the dense int8 model (%)"

@@ -54,20 +54,15 @@ class Conversion:
         for setup in method_setups():
             em = (self.report.get(setup.key) or {}).get("emulated") or {}
             c = em.get("cycles_per_inference") or {}
-            opt = setup.option.split("/")[0]
-            if c.get("dense") and c.get(setup.key) and c[setup.key] > c["dense"]:
-                notes.append(f"note: {opt} makes the firmware slower here: {c[setup.key]:,.0f} cycles per inference "
-                             f"against {c['dense']:,.0f} for the same model without it "
-                             f"({c[setup.key] / c['dense']:.2f}x); its per-step work costs more than the steps or "
-                             f"weight columns it saves on these sequences" + setup.slower_hint(self.report[setup.key]))
-                continue
-            i = em.get("instructions_per_inference") or {}
-            if not c.get("dense") and i.get("dense") and i.get(setup.key) and i[setup.key] > i["dense"]:
-                # a core without a cycle model (the M55 under QEMU): the instruction count is what was measured
-                notes.append(f"note: {opt} executes more instructions here: {i[setup.key]:,.0f} per inference "
-                             f"against {i['dense']:,.0f} for the same model without it "
-                             f"({i[setup.key] / i['dense']:.2f}x; no cycle model on this core); its per-step work "
-                             f"costs more than the steps or weight columns it saves on these sequences"
+            # cycles where the core has a cycle model, else what was measured: instructions (the M55 under QEMU)
+            m, says, unit, why = (c, "makes the firmware slower", "cycles per inference", "") if c.get("dense") else \
+                (em.get("instructions_per_inference") or {}, "executes more instructions", "per inference",
+                 "; no cycle model on this core")
+            if m.get("dense") and m.get(setup.key) and m[setup.key] > m["dense"]:
+                notes.append(f"note: {setup.option.split('/')[0]} {says} here: {m[setup.key]:,.0f} {unit} against "
+                             f"{m['dense']:,.0f} for the same model without it ({m[setup.key] / m['dense']:.2f}x"
+                             f"{why}); its per-step work costs "
+                             f"more than the steps or weight columns it saves on these sequences"
                              + setup.slower_hint(self.report[setup.key]))
         return notes
 

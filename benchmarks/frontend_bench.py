@@ -1,9 +1,11 @@
-"""Conv1D front ends benchmark (issue 20 item 6): a CRNN and two CNN-LSTMs, streamed on cortex-m4.
+"""Conv1D front ends benchmark (issue 20 item 6): two CRNNs and two CNN-LSTMs, streamed on cortex-m4.
 
 * CRNN on FSDD (``../shared/data/fsdd``): the 40 log-mel features and the official split of
   ``benchmarks/fsdd.py`` (validation = every 10th take of the training part), as fixed 1 s windows
   (100 frames, recordings zero-padded after their end, every frame run: a front end takes no
   ``Masking``); Conv1D(causal, strides 2, relu) -> GRU -> Dense(10).
+* The same CRNN with a SeparableConv1D (its depthwise part one weight per channel and tap, then a
+  kernel-1 Conv1D) in place of the Conv1D: the same data, training and flow.
 * CNN-LSTM on BasicMotions (aeon, bundled offline; 6 IMU channels - accelerometer and gyroscope
   x/y/z - 4 activities, 100 samples per window): channels standardised with the training split's
   statistics; validation = 3 windows per class carved from the training split with a fixed seed;
@@ -66,6 +68,10 @@ MODELS = {
                   "config": dict(filters=32, kernel=3, strides=2, units=64, epochs=40, batch_size=32,
                                  learning_rate=2e-3, patience=6, seed=0),
                   "emulate": (24, 100), "latency": (4, 12)},
+    "fsdd_ds_crnn": {"title": "Depthwise-separable CRNN on FSDD (spoken digits)",
+                     "config": dict(filters=32, kernel=3, strides=2, units=64, epochs=40, batch_size=32,
+                                    learning_rate=2e-3, patience=6, seed=0, separable=True),
+                     "emulate": (24, 100), "latency": (4, 12)},
     "basicmotions_cnn_lstm": {"title": "CNN-LSTM on BasicMotions (IMU activity recognition)",
                               "config": dict(filters=16, kernel=5, pool=2, units=32, epochs=200, batch_size=8,
                                              learning_rate=3e-3, patience=25, seed=0, val_per_class=3),
@@ -127,16 +133,17 @@ def _aeon_data(dataset: str, out: Path, cfg: dict, whole_windows: bool = False) 
     return {"paths": paths, "classes": classes, "features": what.get(dataset, dataset)}
 
 
-DATA = {"fsdd_crnn": _fsdd_data,
+DATA = {"fsdd_crnn": _fsdd_data, "fsdd_ds_crnn": _fsdd_data,
         "basicmotions_cnn_lstm": lambda out, cfg: _aeon_data("BasicMotions", out, cfg),
         "japanesevowels_cnn_lstm": lambda out, cfg: _aeon_data("JapaneseVowels", out, cfg, whole_windows=True)}
 
 
 def _build(name: str, cfg: dict, n_in: int, n_out: int, keras):
     L = keras.layers
-    if name == "fsdd_crnn":
-        layers = [L.Conv1D(cfg["filters"], cfg["kernel"], strides=cfg["strides"], padding="causal",
-                           activation="relu", input_shape=(None, n_in)),
+    if name.startswith("fsdd_"):   # the CRNN, or the same with a SeparableConv1D
+        conv = L.SeparableConv1D if cfg.get("separable") else L.Conv1D
+        layers = [conv(cfg["filters"], cfg["kernel"], strides=cfg["strides"], padding="causal", activation="relu",
+                       input_shape=(None, n_in)),
                   L.GRU(cfg["units"], reset_after=True)]
     else:
         layers = [L.Conv1D(cfg["filters"], cfg["kernel"], padding="causal", activation="relu",
@@ -496,6 +503,9 @@ def _front_text(m: dict) -> str:
         if f["kind"] == "conv1d":
             parts.append(f"Conv1D({f['filters']}, {f['kernel_size']}, strides {f['strides']}, dilation "
                          f"{f['dilation']}, {f['padding']}, {f['activation']})")
+        elif f["kind"] == "depthwise_conv1d":
+            parts.append(f"DepthwiseConv1D({f['kernel_size']}, depth_multiplier {f['depth_multiplier']}, strides "
+                         f"{f['strides']}, dilation {f['dilation']}, {f['padding']}, {f['activation']})")
         else:
             kind = {"max_pool1d": "MaxPooling1D", "avg_pool1d": "AveragePooling1D"}.get(f["kind"], f["kind"])
             parts.append(f"{kind}({f['pool_size']}, strides {f['strides']})")

@@ -535,9 +535,9 @@ def _front_end_long_enough(front, lengths, name, what="") -> str:
 
 
 def _front_kind(f) -> str:
-    from .converter.ir import ConvLayer
+    from .converter.ir import ConvLayer, DepthwiseConvLayer
     if isinstance(f, ConvLayer):
-        return "Conv1D"
+        return "DepthwiseConv1D" if isinstance(f, DepthwiseConvLayer) else "Conv1D"
     return "MaxPooling1D" if f.kind == "max" else "AveragePooling1D"
 
 

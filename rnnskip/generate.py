@@ -100,9 +100,9 @@ def _mat_arrays(prefix: str, m, what: str, layout: str, mults: bool = True, taps
         w = _c_array(f"{prefix}_w", pack_paired(m.w), np.int16,
                      f"{what}: weights [{m.rows}][{m.cols}], row pairs packed as int16 256*w[2p+1]+w[2p]")
     elif layout == "tapmajor":
-        w = _c_array(f"{prefix}_w", tap_major(m.w, taps), np.int8,
-                     f"{what}: weights [{taps}][{m.rows}][{m.cols // taps}], tap-major: per tap a row-major "
-                     f"[cout][cin] matrix")
+        per_tap = (f"[{taps}][{m.rows}], tap-major: per tap one weight per output channel" if m.cols == taps else
+                   f"[{taps}][{m.rows}][{m.cols // taps}], tap-major: per tap a row-major [cout][cin] matrix")
+        w = _c_array(f"{prefix}_w", tap_major(m.w, taps), np.int8, f"{what}: weights {per_tap}")
     else:
         w = _c_array(f"{prefix}_w", m.w, np.int8, f"{what}: weights [{m.rows}][{m.cols}], row-major")
     out = [w, _c_array(f"{prefix}_b", m.bias, np.int32, f"{what}: bias on the accumulator scale")]
@@ -116,7 +116,8 @@ def _arrays(qm: QModel, layout: str) -> List[dict]:
     if qm.token_input:
         a.append(_c_array("rnnskip_embedding", qm.embedding, np.int8,
                           f"embedding [{qm.embedding.shape[0]}][{qm.in_p}], int8"))
-    # Dense layers always row-major int8 (rnnskip_fully_connected_s8), Conv1D tap-major (rnnskip_conv1d_s8)
+    # Dense layers always row-major int8 (rnnskip_fully_connected_s8), Conv1D and DepthwiseConv1D tap-major
+    # (rnnskip_conv1d_s8, rnnskip_depthwise_conv1d_s8)
     dense = ([("in", qm.input_dense, 0)] if qm.input_dense is not None else []) + \
         [(f"f{j}", f.dense, f.taps) for j, f in enumerate(qm.front) if isinstance(f, QConv)] + \
         [(f"d{j}", d, 0) for j, d in enumerate(qm.head)]

@@ -167,7 +167,7 @@ def front_layer(f, x: np.ndarray) -> np.ndarray:
     n = 0 if xp.shape[-2] < f.window else (xp.shape[-2] - f.window) // f.strides + 1
     starts = np.arange(n) * f.strides
     if isinstance(f, ConvLayer):
-        k = np.asarray(f.kernel, np.float64)
+        k = f.dense_kernel()
         y = np.zeros(x.shape[:-2] + (n, f.out_dim)) + np.asarray(f.bias, np.float64)
         for tap in range(f.taps):
             y = y + xp[..., starts + tap * f.dilation, :] @ k[tap]

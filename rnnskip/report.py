@@ -212,8 +212,10 @@ def cycles_per_step(emu) -> tuple:
 def _front_entry(f) -> dict:
     """One front-end layer in report.json."""
     if hasattr(f, "kernel"):
-        return {"name": f.name, "kind": "conv1d", "filters": f.out_dim, "kernel_size": f.taps, "strides": f.strides,
-                "dilation": f.dilation, "padding": f.padding, "activation": f.activation}
+        depthwise = {"depth_multiplier": f.multiplier} if hasattr(f, "multiplier") else {}
+        return {"name": f.name, "kind": "depthwise_conv1d" if depthwise else "conv1d", "filters": f.out_dim,
+                "kernel_size": f.taps, **depthwise, "strides": f.strides, "dilation": f.dilation, "padding": f.padding,
+                "activation": f.activation}
     return {"name": f.name, "kind": f"{f.kind}_pool1d", "pool_size": f.pool_size, "strides": f.strides}
 
 

@@ -89,3 +89,14 @@ def test_summary_one_line_per_model():
     lines = frontend_bench.summary(RES)
     assert len(lines) == 2 and all(l.startswith("- ") for l in lines)
     assert "+0.00 pt" in lines[0]
+
+
+def test_a_separable_front_end_reads_as_its_two_layers():
+    m = _model("Depthwise-separable CRNN on FSDD")
+    m["model"]["front_end"] = [{"kind": "depthwise_conv1d", "filters": 40, "kernel_size": 3, "depth_multiplier": 1,
+                                "strides": 2, "dilation": 1, "padding": "causal", "activation": "linear"},
+                               {"kind": "conv1d", "filters": 32, "kernel_size": 1, "strides": 1, "dilation": 1,
+                                "padding": "valid", "activation": "relu"}]
+    md = frontend_bench.markdown({**RES, "models": {"a": m}})
+    assert ("DepthwiseConv1D(3, depth_multiplier 1, strides 2, dilation 1, causal, linear) -> Conv1D(32, 1, strides 1, "
+            "dilation 1, valid, relu) -> LSTM(32) -> Dense") in md

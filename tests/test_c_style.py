@@ -46,6 +46,8 @@ def _models():
     for i, conv in ((0, fir.input.front[0]), (2, fir.input.front[2])):   # a normalisation folded into each Conv1D
         fir.input.front[i] = replace(conv, pad=np.linspace(-0.5, 0.5, conv.in_dim))
     yield "frontend-pads", quantize_on(fir, *random_data(fir, n=6, T=12, seed=1)), "portable"
+    dw = front_ir("feat-gru-lstm-rnn", depthwise=True)   # DepthwiseConv1D, a kernel-1 Conv1D
+    yield "frontend-depthwise", quantize_on(dw, *random_data(dw, n=6, T=12, seed=1)), "portable"
     from random_models import bidi_ir  # Bidirectional: into a later layer; last before the head (and with delta)
     for name, (cfg, index, merge_mode) in {"bidi-concat": ("feat-lstm-gru", 0, "concat"),
                                            "bidi-mul-last": ("feat-mask-rnn-lstm", 1, "mul")}.items():

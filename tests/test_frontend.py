@@ -16,7 +16,7 @@ from helpers import dataset, needs_arm, quantize_on
 from random_models import random_data, random_ir
 
 from rnnskip import pipeline
-from rnnskip.converter.ir import ConvLayer, FeatureInput, PoolLayer, front_frames
+from rnnskip.converter.ir import ConvLayer, DepthwiseConvLayer, FeatureInput, PoolLayer, front_frames
 from rnnskip.generate import generate
 from rnnskip.quant.golden import GoldenModel
 from rnnskip.reference import FloatModel
@@ -24,11 +24,21 @@ from rnnskip.reference import FloatModel
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def front_ir(cfg: str, seed: int = 0, features: int = 5):
+def front_ir(cfg: str, seed: int = 0, features: int = 5, depthwise: bool = False):
     """random_ir(cfg) behind a front end: Conv1D(causal, dilation 2, relu) -> MaxPooling1D(2) ->
-    Conv1D(same, tanh) (flushed at the end of each sequence)."""
+    Conv1D(same, tanh) (flushed at the end of each sequence). ``depthwise``: DepthwiseConv1D(causal, dilation 2,
+    depth_multiplier 2, relu) -> Conv1D(kernel 1) -> MaxPooling1D(2) -> DepthwiseConv1D(same, tanh) instead."""
     rng = np.random.default_rng(seed + 10)
     ir = random_ir(cfg, seed=seed, features=6, dim=6)   # the first recurrent layer reads 6 channels
+    if depthwise:
+        front = [DepthwiseConvLayer(rng.normal(0, 0.5, (3, features, 2)), rng.normal(0, 0.1, 2 * features),
+                                    dilation=2, padding="causal", activation="relu", name="dw_a"),
+                 ConvLayer(rng.normal(0, 0.5, (1, 2 * features, 6)), rng.normal(0, 0.1, 6), name="pw"),
+                 PoolLayer("max", 2, 2, 6, name="pool"),
+                 DepthwiseConvLayer(rng.normal(0, 0.6, (3, 6, 1)), rng.normal(0, 0.1, 6), padding="same",
+                                    activation="tanh", name="dw_b")]
+        ir.input = FeatureInput(features=features, front=front)
+        return ir
     front = [ConvLayer(rng.normal(0, 0.5, (3, features, 7)), rng.normal(0, 0.1, 7), dilation=2, padding="causal",
                        activation="relu", name="conv_a"),
              PoolLayer("max", 2, 2, 7, name="pool"),
@@ -66,15 +76,18 @@ def _method(qm, x, L, which):
 
 
 @needs_arm
-@pytest.mark.parametrize("cfg,which", [("feat-lstm-lstm", "dense"), ("feat-lstm-gru", "delta"),
-                                       ("feat-gru-gru-v1", "skip"), ("feat-lstm-lstm", "delta+skip")])
-def test_front_end_with_step_methods_bitexact(cfg, which, tmp_path):
+@pytest.mark.parametrize("cfg,which,depthwise", [("feat-lstm-lstm", "dense", False), ("feat-lstm-gru", "delta", False),
+                                                 ("feat-gru-gru-v1", "skip", False),
+                                                 ("feat-lstm-lstm", "delta+skip", False),
+                                                 ("feat-gru-lstm-rnn", "delta+skip", True),
+                                                 ("feat-lstm-gru", "delta", True)])
+def test_front_end_with_step_methods_bitexact(cfg, which, depthwise, tmp_path):
     """Golden = host build (plain C) = emulated Cortex-M4 firmware (DSP path), outputs and per-frame
     step flags, with delta thresholds and/or a skip predictor on the front end's frames (a skipped
-    frame still went through the rings), the flush of padding='same' included."""
+    frame still went through the rings), the flush of padding='same' included; depthwise convolutions too."""
     from rnnskip import targets
     from rnnskip.emulators.unicorn import Unicorn
-    ir = front_ir(cfg)
+    ir = front_ir(cfg, depthwise=depthwise)
     x, L = random_data(ir, n=8, T=22, seed=3, spread=True)   # one input scale per feature, folded into the conv
     qm = _method(quantize_on(ir, x, L), x, L, which)
     out, flags = GoldenModel(qm).run(x, L)
@@ -126,12 +139,13 @@ def test_profile_parts_claim_each_function_once():
     per executed step."""
     from rnnskip.pipeline.stages import kernel_parts, parts_per_step
     prof = {"rnnskip_mat_vec_acc_s8_naive": 800, "rnnskip_mat_vec_acc_s8": 60, "rnnskip_mv4_dsp_core": 40,
-            "rnnskip_conv1d_acc_s8": 30, "rnnskip_ring_push_s8": 10, "rnnskip_front": 20,
+            "rnnskip_conv1d_acc_s8": 30, "rnnskip_depthwise_conv1d_acc_s8": 16, "rnnskip_ring_push_s8": 10,
+            "rnnskip_front": 20,
             "rnnskip_step": 120, "rnnskip_recurrent": 80, "rnnskip_step_l0_cells": 40, "rnnskip_io_run": 6,
             "(branches, wait states)": 34}
     row = parts_per_step(prof, kernel_parts("naive"), 4)
     assert row == {"dense mat-vec": 200, "row-major mat-vec (Conv1D taps, Dense layers)": 25,
-                   "front end (conv, rings, pooling)": 15, "step code (with the cells)": 60,
+                   "front end (conv, rings, pooling)": 19, "step code (with the cells)": 60,
                    "taken branches, wait states (all parts)": 8.5, "other (head, I/O)": 1.5}
     from rnnskip.skip.qpredictor import QPredictor
     assert "row-major mat-vec (Conv1D taps, Dense layers, skip predictor)" in kernel_parts("portable", (QPredictor,))
@@ -193,12 +207,15 @@ def _keras_streaming_model(padding: str):
     import tf_keras as keras
     L = keras.layers
     norm = [L.Normalization(mean=[0.8, -0.6, 1.5], variance=[0.5, 2.0, 1.0])] if padding.startswith("norm") else []
+    separable = padding.startswith("separable")
     padding = padding.split("-")[-1]
-    m = keras.Sequential([keras.Input((None, 3))] + norm + [
-                          L.Conv1D(6, 3, strides=2, padding=padding, activation="relu"),
-                          L.MaxPooling1D(2),
-                          L.Conv1D(5, 2, padding=padding, dilation_rate=2, activation="tanh"),
-                          L.GRU(6), L.Dense(3)])
+    if separable:   # (tf_keras' DepthwiseConv1D has no causal padding: it is the valid one at the end)
+        front = [L.SeparableConv1D(6, 3, strides=2, padding=padding, activation="relu"), L.MaxPooling1D(2),
+                 L.DepthwiseConv1D(2, dilation_rate=2, depth_multiplier=2, activation="tanh")]
+    else:
+        front = [L.Conv1D(6, 3, strides=2, padding=padding, activation="relu"), L.MaxPooling1D(2),
+                 L.Conv1D(5, 2, padding=padding, dilation_rate=2, activation="tanh")]
+    m = keras.Sequential([keras.Input((None, 3))] + norm + front + [L.GRU(6), L.Dense(3)])
     rng = np.random.default_rng(5)
     m.set_weights([w.numpy() if "normalization" in w.name else rng.normal(0, 0.5, w.shape).astype(np.float32)
                    for w in m.weights])   # the Normalization keeps its mean and variance
@@ -232,10 +249,11 @@ class _Stream:
 
 
 @pytest.mark.keras
-@pytest.mark.parametrize("padding", ["causal", "valid", "normalized-causal"])
+@pytest.mark.parametrize("padding", ["causal", "valid", "normalized-causal", "separable-causal"])
 def test_streaming_c_equals_whole_window_keras(padding, tmp_path):
     """A causal (or valid) front end (strides, pooling, dilation; causal behind a Normalization, whose fold pads
-    with the mean) streamed by the host build one input frame at a time: after every frame t it has run exactly
+    with the mean; a SeparableConv1D and a DepthwiseConv1D) streamed by the host build one input frame at a time:
+    after every frame t it has run exactly
     the frames Keras computes on the whole window x[:t+1], its head output then is the golden model's on that
     window bit for bit, the float reference equals Keras there to 1e-5, and the output is within int8 error of
     Keras'."""

@@ -99,6 +99,45 @@ class ConvLayer:
         """Zero frames padded after the sequence (``same`` only: pushed by the flush at its end)."""
         return self.window - 1 - self.left if self.padding == "same" else 0
 
+    def dense_kernel(self) -> np.ndarray:
+        """The kernel ``[taps, in, out]`` as float64 (a depthwise one with its zeros between channels)."""
+        return np.asarray(self.kernel, np.float64)
+
+    def per_output(self, a: np.ndarray) -> np.ndarray:
+        """A factor per output channel ``[out]`` laid over the kernel's axes."""
+        return np.asarray(a)[None, None, :]
+
+
+@stage_data
+@dataclass
+class DepthwiseConvLayer(ConvLayer):
+    """Keras ``DepthwiseConv1D``: each input channel ``c`` convolved on its own into ``multiplier`` output
+    channels ``c * multiplier + j``, ``y[t, c m + j] = act(bias + sum_k x[t*stride - left + k*dilation, c]
+    kernel[k, c, j])``. ``kernel`` ``[taps, in, multiplier]`` (Keras' layout); padding, strides and dilation as
+    :class:`ConvLayer`'s. ``taps * in * multiplier`` weights and MACs per frame, against a Conv1D's
+    ``taps * in * out``: streamed by its own kernel (``rnnskip_depthwise_conv1d_s8``)."""
+    name: str = "depthwise_conv1d"
+
+    @property
+    def multiplier(self) -> int:
+        return int(self.kernel.shape[2])
+
+    @property
+    def out_dim(self) -> int:
+        return self.in_dim * self.multiplier
+
+    def dense_kernel(self) -> np.ndarray:
+        """The same convolution as a Conv1D's kernel ``[taps, in, out]`` (zero between channels): what the
+        float reference and the folds compute with."""
+        k = np.zeros((self.taps, self.in_dim, self.in_dim, self.multiplier), np.float64)
+        for c in range(self.in_dim):
+            k[:, c, c, :] = self.kernel[:, c, :]
+        return k.reshape(self.taps, self.in_dim, self.out_dim)
+
+    def per_output(self, a: np.ndarray) -> np.ndarray:
+        """A factor per output channel ``[out]`` laid over the kernel's axes."""
+        return np.asarray(a).reshape(1, self.in_dim, self.multiplier)
+
 
 @stage_data
 @dataclass

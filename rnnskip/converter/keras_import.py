@@ -84,14 +84,15 @@ def _chain(model_file: ModelFile) -> Tuple[List[KerasLayer], str]:
     return linear_chain(config, unknown_refusal, SUPPORTED_SUMMARY)
 
 
-def _read(layer: KerasLayer, weights) -> Node:
-    """The layer's node from its handler; its own refusals first."""
+def _read(layer: KerasLayer, weights) -> List[Node]:
+    """The layer's nodes from its handler (one, or a SeparableConv1D's two); its own refusals first."""
     handler = handler_for(layer)
     refusals = handler.refusals(layer)
     if refusals:
         raise LayerError(refusals[0], layer.name)
     try:
-        return handler.build(layer, weights)
+        node = handler.build(layer, weights)
+        return node if isinstance(node, list) else [node]
     except LayerError:
         raise
     except RnnskipError as e:   # its weights: missing, or not what its config says
@@ -100,10 +101,10 @@ def _read(layer: KerasLayer, weights) -> Node:
 
 def _convert(model_file: ModelFile) -> Tuple[ModelIR, List[Node]]:
     """The IR of an open file (not yet checked against the kernels: :func:`check_supported`),
-    and the nodes of its chain (one per layer, in order)."""
+    and the nodes of its chain (one per layer, two for a SeparableConv1D, in order)."""
     support.check_generation(model_file.keras_version, model_file.path)
     chain, name = _chain(model_file)
-    nodes = read_last_step(drop_lost_masks([_read(layer, model_file.weights) for layer in chain],
+    nodes = read_last_step(drop_lost_masks([n for layer in chain for n in _read(layer, model_file.weights)],
                                            model_file.keras_version))
     remaining = fold_activations(fold_layernorm(fold_batchnorm(nodes)))
     # from every node, the folded ones too, in chain order
@@ -188,8 +189,9 @@ def describe_model_file(path) -> ModelDescription:
                 if row.name == refused:
                     row.status = f"refused: {desc.error}"
         else:
-            for row, node in zip(desc.layers, nodes):
-                row.status = node.status
+            status = {node.name: node.status for node in nodes}   # a layer of two nodes: its last's
+            for row in desc.layers:
+                row.status = status.get(row.name, row.status)
     for row in desc.layers:
         if row.refusals:
             row.status = f"refused: {row.refusals[0]}"

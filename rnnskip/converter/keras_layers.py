@@ -20,7 +20,7 @@ import numpy as np
 
 from rnnskip import cells
 from rnnskip.converter import support
-from rnnskip.converter.ir import ConvLayer, DenseLayer, EmbeddingInput, PoolLayer, RNNLayer
+from rnnskip.converter.ir import ConvLayer, DenseLayer, DepthwiseConvLayer, EmbeddingInput, PoolLayer, RNNLayer
 from rnnskip.converter.keras_graph import (
     MODEL_CLASSES,
     KerasLayer,
@@ -614,23 +614,25 @@ class Conv1DHandler(LayerHandler):
     PADDINGS = ("valid", "causal", "same")
 
     def refusals(self, layer):
-        cfg, name, out = layer.config, layer.name, _channels_last(layer)
+        cfg, out = layer.config, _channels_last(layer)
+        what = f"layer '{layer.name}' ({layer.display})"
         pad = str(cfg.get("padding", "valid")).lower()
         k, s, d = (_one(cfg.get("kernel_size"), 1), _one(cfg.get("strides"), 1), _one(cfg.get("dilation_rate"), 1))
         if pad not in self.PADDINGS:
-            out.append(f"layer '{name}' (Conv1D) has padding='{pad}': rnnskip supports valid, causal, same")
+            out.append(f"{what} has padding='{pad}': rnnskip supports valid, causal, same")
         if min(k, s, d) < 1:
-            out.append(f"layer '{name}' (Conv1D) has kernel_size/strides/dilation_rate {cfg.get('kernel_size')}/"
-                       f"{cfg.get('strides')}/{cfg.get('dilation_rate')}: rnnskip reads one positive size each")
+            out.append(f"{what} has kernel_size/strides/dilation_rate {cfg.get('kernel_size')}/{cfg.get('strides')}/"
+                       f"{cfg.get('dilation_rate')}: rnnskip reads one positive size each")
         if pad == "same" and s > 1:
-            out.append(f"layer '{name}' (Conv1D) has padding='same' with strides={s}: its padding then depends on "
-                       "the sequence length, which a stream does not know in advance; rnnskip streams "
-                       "'same' with strides=1 (or use padding='causal' or 'valid')")
+            out.append(f"{what} has padding='same' with strides={s}: its padding then depends on the sequence length, "
+                       "which a stream does not know in advance; rnnskip streams 'same' with strides=1 (or use "
+                       "padding='causal' or 'valid')")
         if int(cfg.get("groups", 1) or 1) != 1:
-            out.append(f"layer '{name}' (Conv1D) has groups={cfg.get('groups')}: rnnskip supports groups=1")
+            out.append(f"{what} has groups={cfg.get('groups')}: rnnskip supports groups=1 (and DepthwiseConv1D, one "
+                       "group per input channel)")
         act = activation_name(cfg.get("activation", "linear"))
         if act not in support.HIDDEN_DENSE_ACTIVATIONS:
-            out.append(f"layer '{name}' (Conv1D) uses activation='{act}': rnnskip supports Conv1D activations "
+            out.append(f"{what} uses activation='{act}': rnnskip supports convolution activations "
                        f"{support.CONV_ACTIVATIONS_TEXT}")
         return out
 
@@ -661,6 +663,78 @@ class Conv1DHandler(LayerHandler):
                          dilation=_one(cfg.get("dilation_rate"), 1), padding=str(cfg.get("padding", "valid")).lower(),
                          activation=activation_name(cfg.get("activation", "linear")), name=name)
         return Node(layer, CONV, conv, status="converted (streamed front end)")
+
+
+class DepthwiseConv1DHandler(Conv1DHandler):
+    """``DepthwiseConv1D``: a front-end layer, each input channel convolved on its own (``DepthwiseConvLayer``)."""
+    classes = ("DepthwiseConv1D",)
+
+    def options(self, layer):
+        cfg = layer.config
+        parts = [f"kernel_size={_one(cfg.get('kernel_size'), 1)}"]
+        for key, default in (("depth_multiplier", 1), ("strides", 1), ("dilation_rate", 1)):
+            if _one(cfg.get(key), default) != default:
+                parts.append(f"{key}={_one(cfg.get(key), default)}")
+        parts.append(f"padding={cfg.get('padding', 'valid')}")
+        parts.append(f"activation={activation_name(cfg.get('activation', 'linear'))}")
+        if cfg.get("use_bias") is False:
+            parts.append("use_bias=False")
+        return _join(parts)
+
+    def build(self, layer, weights):
+        cfg, name = layer.config, layer.name
+        use_bias = bool(cfg.get("use_bias", True))
+        w = weights.by_role(layer, ["kernel", "bias"] if use_bias else ["kernel"])
+        kernel = _f32(w["kernel"])
+        mult = int(cfg.get("depth_multiplier", 1) or 1)
+        if kernel.ndim != 3 or kernel.shape[0] != _one(cfg.get("kernel_size"), 1) or kernel.shape[2] != mult:
+            raise RnnskipError(f"layer '{name}' (DepthwiseConv1D): weight shape {kernel.shape} doesn't match "
+                               f"kernel_size={cfg.get('kernel_size')}, depth_multiplier={mult}: the file is "
+                               "inconsistent")
+        out = kernel.shape[1] * mult
+        bias = _f32(w["bias"]) if use_bias else np.zeros(out, np.float32)
+        if bias.shape != (out,):
+            raise RnnskipError(f"layer '{name}' (DepthwiseConv1D): bias shape {bias.shape} doesn't match its "
+                               f"{out} output channels: the file is inconsistent")
+        conv = DepthwiseConvLayer(kernel=kernel, bias=bias, strides=_one(cfg.get("strides"), 1),
+                                  dilation=_one(cfg.get("dilation_rate"), 1),
+                                  padding=str(cfg.get("padding", "valid")).lower(),
+                                  activation=activation_name(cfg.get("activation", "linear")), name=name)
+        return Node(layer, CONV, conv, status="converted (streamed front end)")
+
+
+class SeparableConv1DHandler(Conv1DHandler):
+    """``SeparableConv1D``: two front-end layers, as Keras computes it: a linear DepthwiseConv1D without bias (the
+    layer's padding, strides, dilation and depth_multiplier), then a Conv1D of kernel 1 (its filters, bias and
+    activation). The int8 model rounds between them, where Keras keeps floats."""
+    classes = ("SeparableConv1D", "SeparableConvolution1D")
+
+    def options(self, layer):
+        mult = _one(layer.config.get("depth_multiplier"), 1)
+        return super().options(layer) + (f", depth_multiplier={mult}" if mult != 1 else "")
+
+    def build(self, layer, weights):
+        cfg, name = layer.config, layer.name
+        use_bias = bool(cfg.get("use_bias", True))
+        roles = ["depthwise_kernel", "pointwise_kernel"] + (["bias"] if use_bias else [])
+        w = weights.by_role(layer, roles)
+        dk, pk = _f32(w["depthwise_kernel"]), _f32(w["pointwise_kernel"])
+        filters = int(cfg.get("filters", pk.shape[-1]))
+        mult = int(cfg.get("depth_multiplier", 1) or 1)
+        bias = _f32(w["bias"]) if use_bias else np.zeros(filters, np.float32)
+        if dk.ndim != 3 or dk.shape[0] != _one(cfg.get("kernel_size"), 1) or dk.shape[2] != mult or \
+                pk.shape != (1, dk.shape[1] * mult, filters) or bias.shape != (filters,):
+            raise RnnskipError(f"layer '{name}' (SeparableConv1D): weight shapes {dk.shape}/{pk.shape}/{bias.shape} "
+                               f"don't match filters={filters}, kernel_size={cfg.get('kernel_size')}, "
+                               f"depth_multiplier={mult}: the file is inconsistent")
+        depthwise = DepthwiseConvLayer(kernel=dk, bias=np.zeros(dk.shape[1] * mult, np.float32),
+                                       strides=_one(cfg.get("strides"), 1), dilation=_one(cfg.get("dilation_rate"), 1),
+                                       padding=str(cfg.get("padding", "valid")).lower(), name=f"{name}/depthwise")
+        pointwise = ConvLayer(kernel=pk, bias=bias, activation=activation_name(cfg.get("activation", "linear")),
+                              name=f"{name}/pointwise")
+        return [Node(layer, CONV, depthwise, status="converted (streamed front end: its depthwise part)"),
+                Node(layer, CONV, pointwise, status="converted (streamed front end: DepthwiseConv1D, then a Conv1D "
+                                                    "of kernel 1)")]
 
 
 class Pooling1DHandler(LayerHandler):
@@ -1011,7 +1085,8 @@ for _handler in (InputLayerHandler(), NoopHandler(), EmbeddingHandler(), Masking
                  TimeDistributedHandler(), FlattenHandler(), ReshapeHandler(), LastStepHandler(), ActivationHandler(),
                  SoftmaxHandler(),
                  ReLUHandler(), LeakyReLUHandler(),
-                 BatchNormalizationHandler(), NormalizationHandler(), RescalingHandler(), Conv1DHandler(),
+                 BatchNormalizationHandler(), NormalizationHandler(), RescalingHandler(),
+                 Conv1DHandler(), DepthwiseConv1DHandler(), SeparableConv1DHandler(),
                  LayerNormalizationHandler(),
                  Pooling1DHandler(), TimePoolingHandler(), ReductionHandler(), ConcatPoolingHandler(),
                  RecurrentHandler("RNN"),

@@ -201,7 +201,7 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
                 _folded(node, before)
                 continue
             if _is_linear_conv(before):   # per output channel, as after a Dense
-                support.fold_after_conv(before.value, *_sized(node, affine, before.value.kernel.shape[2], before))
+                support.fold_after_conv(before.value, *_sized(node, affine, before.value.out_dim, before))
                 _folded(node, before)
                 continue
             pending = node

@@ -47,6 +47,32 @@ void rnnskip_conv1d_acc_s8(const int8_t *ring,
     }
 }
 
+/* Tap by tap, as rnnskip_conv1d_acc_s8: each tap's weights are contiguous over the output channels. */
+void rnnskip_depthwise_conv1d_acc_s8(const int8_t *ring,
+                                     int32_t head,
+                                     int32_t window,
+                                     int32_t taps,
+                                     int32_t dilation,
+                                     int32_t frame_len,
+                                     int32_t multiplier,
+                                     const int8_t *w,
+                                     const int32_t *bias,
+                                     int32_t cout,
+                                     int32_t cout_p,
+                                     int32_t *acc)
+{
+    for (int32_t o = 0; o < cout_p; o++) acc[o] = bias[o];
+    int32_t slot = head; /* the oldest frame: tap 0 */
+    for (int32_t k = 0; k < taps; k++) {
+        const int8_t *frame = ring + slot * frame_len;
+        const int8_t *wk = w + k * cout_p;
+        for (int32_t c = 0, o = 0; o < cout; c++)
+            for (int32_t j = 0; j < multiplier; j++, o++) acc[o] += wk[o] * frame[c];
+        slot += dilation;
+        if (slot >= window) slot -= window;
+    }
+}
+
 void rnnskip_max_pool1d_s8(const int8_t *ring, int32_t window, int32_t ch, int8_t *out)
 {
     for (int32_t c = 0; c < ch; c++) {

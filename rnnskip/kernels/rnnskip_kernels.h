@@ -320,6 +320,59 @@ RNNSKIP_INLINE void rnnskip_conv1d_s8(const int8_t *ring,
     rnnskip_requantize_act_s8(acc, mult, ls, cout, act, out_mult, out_ls, out);
 }
 
+/* DepthwiseConv1D: acc[o] = bias[o] + sum_k w[k][o] * frame_k[o / multiplier] for the real output channels
+ * o < cout = cin * multiplier (o in [cout, cout_p) keep their bias), frame_k as in rnnskip_conv1d_acc_s8 (frames of
+ * frame_len int8, the input channels first). w int8 tap-major [taps][cout_p]. Exact integer arithmetic, plain C:
+ * taps * cout MACs, one per weight. */
+void rnnskip_depthwise_conv1d_acc_s8(const int8_t *ring,
+                                     int32_t head,
+                                     int32_t window,
+                                     int32_t taps,
+                                     int32_t dilation,
+                                     int32_t frame_len,
+                                     int32_t multiplier,
+                                     const int8_t *w,
+                                     const int32_t *bias,
+                                     int32_t cout,
+                                     int32_t cout_p,
+                                     int32_t *acc);
+
+/* One DepthwiseConv1D output frame: the accumulators above, then requantised as rnnskip_conv1d_s8's (cout_p
+ * channels). */
+RNNSKIP_INLINE void rnnskip_depthwise_conv1d_s8(const int8_t *ring,
+                                                int32_t head,
+                                                int32_t window,
+                                                int32_t taps,
+                                                int32_t dilation,
+                                                int32_t frame_len,
+                                                int32_t multiplier,
+                                                const int8_t *w,
+                                                const int32_t *bias,
+                                                const int32_t *mult,
+                                                int32_t ls,
+                                                int32_t cout,
+                                                int32_t cout_p,
+                                                int32_t act,
+                                                int32_t out_mult,
+                                                int32_t out_ls,
+                                                int32_t *acc,
+                                                int8_t *out)
+{
+    rnnskip_depthwise_conv1d_acc_s8(ring,
+                                    head,
+                                    window,
+                                    taps,
+                                    dilation,
+                                    frame_len,
+                                    multiplier,
+                                    w,
+                                    bias,
+                                    cout,
+                                    cout_p,
+                                    acc);
+    rnnskip_requantize_act_s8(acc, mult, ls, cout_p, act, out_mult, out_ls, out);
+}
+
 /* Pooling over the whole ring (window frames of ch int8 each; the order of the frames does not
  * matter): the maximum, or the mean rounded half away from zero ((sum +- window/2) / window, C
  * division, as CMSIS-NN's arm_avgpool_s8). The output keeps the input's scale. */

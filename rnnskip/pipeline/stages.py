@@ -255,9 +255,11 @@ RECURRENT_MATVEC = {"portable": ("rnnskip_mvp", "rnnskip_mat_vec_paired"),
                     "cmsis-nn": ("rnnskip_mat_vec_acc", "arm_")}
 #: the row-major mat-vec a Conv1D front end calls once per tap and a Dense layer once per call
 ROW_MAJOR_MATVEC = ("rnnskip_mat_vec_acc", "rnnskip_mv4")
-#: a Conv1D front end's own code (its mat-vecs are under the row-major mat-vec): the kernels and
-#: rnnskip_front, the model's per-frame driver (the conv requantisation is inlined into it)
-FRONT_END = ("rnnskip_front", "rnnskip_conv1d", "rnnskip_ring_push", "rnnskip_max_pool1d", "rnnskip_avg_pool1d")
+#: a Conv1D front end's own code (its mat-vecs are under the row-major mat-vec): the kernels (a DepthwiseConv1D's
+#: MACs are its own kernel's) and rnnskip_front, the model's per-frame driver (the conv requantisation is inlined
+#: into it)
+FRONT_END = ("rnnskip_front", "rnnskip_conv1d", "rnnskip_depthwise_conv1d", "rnnskip_ring_push", "rnnskip_max_pool1d",
+             "rnnskip_avg_pool1d")
 #: the step code: rnnskip_step and each layer's cell function rnnskip_step_l<i>_cells, or with a front end
 #: rnnskip_recurrent (the layers, once per emitted frame), and rnnskip_finish with what it calls (a Bidirectional
 #: layer's backward pass and the layers after it, which the compiler inlines into it; a front end's flush)

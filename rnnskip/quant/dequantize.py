@@ -19,7 +19,7 @@ import numpy as np
 
 from ..cells import cell_of
 from ..cells.base import real_bias, real_weights
-from ..converter.ir import ConvLayer, EmbeddingInput, ModelIR
+from ..converter.ir import ConvLayer, DepthwiseConvLayer, EmbeddingInput, ModelIR
 from .model import QDense, QModel
 
 
@@ -77,9 +77,12 @@ def _input(ir: ModelIR, qm: QModel):
     front = []
     for i, (f, q) in enumerate(zip(inp.front, qm.front)):
         if isinstance(f, ConvLayer):
-            taps, cin, cout = f.kernel.shape
-            k = real_weights(q.dense.mat, slice(0, taps * q.cin_p), q.dense.in_scale)[:cout]
-            k = k.reshape(cout, taps, q.cin_p)[:, :, :cin].transpose(1, 2, 0)     # [taps, in, out]
+            taps, cin, cout = f.kernel.shape[0], f.in_dim, f.out_dim
+            k = real_weights(q.dense.mat, slice(0, q.dense.mat.cols), q.dense.in_scale)[:cout]
+            if isinstance(f, DepthwiseConvLayer):
+                k = k.T.reshape(f.kernel.shape)                                        # [taps, in, multiplier]
+            else:
+                k = k.reshape(cout, taps, q.cin_p)[:, :, :cin].transpose(1, 2, 0)     # [taps, in, out]
             if i == 0 and unfold is not None and inp.dense is None:
                 k = k / unfold[None, :, None]
             f = replace(f, kernel=k, bias=real_bias(q.dense.mat)[:cout])

@@ -19,7 +19,7 @@ from ..converter.ir import steps_run
 from ..errors import RnnskipError
 from . import fixedpoint as fp
 from .act import LUTS
-from .model import QConv, QDense, QMat, QModel
+from .model import QConv, QDense, QDepthwise, QMat, QModel
 
 
 def mat(m: QMat, v: np.ndarray) -> np.ndarray:
@@ -65,8 +65,12 @@ def dense(q: QDense, x: np.ndarray, final: bool) -> np.ndarray:
     ``norm`` normalises its input first (:func:`layer_norm`)."""
     if q.norm is not None:
         x = layer_norm(q.norm, x)
+    return dense_out(q, mat(q.mat, x), final)
+
+
+def dense_out(q: QDense, acc: np.ndarray, final: bool) -> np.ndarray:
+    """The int8 outputs (int16 logits if final) of Dense ``q`` from its int32 accumulators ``acc``."""
     m = q.mat
-    acc = mat(m, x)
     if q.activation in LUTS:  # tanh, sigmoid, hard_sigmoid(_k3), softsign: table -> Q0.15
         pre = fp.sat16(fp.requantize(acc, m.mult, m.ls))
         y = fp._lut_eval(pre, LUTS[q.activation])
@@ -78,6 +82,18 @@ def dense(q: QDense, x: np.ndarray, final: bool) -> np.ndarray:
         y = np.where(y < 0, fp.requantize(y, q.out_mult, q.out_ls), y)
     y = fp.sat8(y)
     return np.maximum(y, 0) if q.activation == "relu" else y
+
+
+def depthwise(q, win: np.ndarray) -> np.ndarray:
+    """rnnskip_depthwise_conv1d_s8 (quant.model.QDepthwise ``q``) on the taps ``win`` ``[N, taps, cin_p]``, oldest
+    first: output channel ``o < cout`` accumulates ``bias[o] + sum_k w[o, k] win[:, k, o // multiplier]``, the padded
+    ones their bias (0); then requantised as a Dense's."""
+    m = q.dense.mat
+    acc = np.tile(np.asarray(m.bias, np.int64), (len(win), 1))
+    o = np.arange(q.cout)
+    acc[:, o] += np.einsum("nko,ok->no", np.asarray(win, np.int64)[:, :, o // q.multiplier],
+                           np.asarray(m.w, np.int64)[o])
+    return dense_out(q.dense, acc, final=False)
 
 
 def avg_pool(window: np.ndarray) -> np.ndarray:
@@ -206,7 +222,9 @@ class FrontEnd:
             if not len(rows):
                 return rows, np.zeros((0, f.cout_p), np.int64)
             win = ring[rows][:, :: f.dilation]            # the taps, oldest first
-            if isinstance(f, QConv):
+            if isinstance(f, QDepthwise):
+                frames = depthwise(f, win)
+            elif isinstance(f, QConv):
                 frames = dense(f.dense, win.reshape(len(rows), -1), final=False)
             elif f.kind == "max":
                 frames = win.max(axis=1)

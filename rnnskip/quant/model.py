@@ -147,6 +147,20 @@ class QConv:
 
 @stage_data
 @dataclass
+class QDepthwise(QConv):
+    """One int8 DepthwiseConv1D of the streamed front end (``rnnskip_depthwise_conv1d_s8``): output channel
+    ``o < cout`` reads only input channel ``o // multiplier``. ``dense`` holds its weights ``[cout_p, taps]``
+    (tap k of the window, oldest first), its bias, per-channel requantisation and activation; the ring, the
+    frames it emits and the padding as :class:`QConv`'s."""
+    multiplier: int = 1
+
+    @property
+    def cout(self) -> int:
+        return self.cin * self.multiplier
+
+
+@stage_data
+@dataclass
 class QPool:
     """Max or average pooling over ``window`` int8 frames of the front end (``rnnskip_max_pool1d_s8`` /
     ``rnnskip_avg_pool1d_s8``); the output keeps the input's scale. An average rounds half away

@@ -21,13 +21,13 @@ import numpy as np
 
 from ..cells import cell_of
 from ..cells.base import q8, q32, scale_of
-from ..converter.ir import ConvLayer, DenseLayer, EmbeddingInput, FeatureInput, ModelIR
+from ..converter.ir import ConvLayer, DenseLayer, DepthwiseConvLayer, EmbeddingInput, FeatureInput, ModelIR
 from ..converter.support import leaky_alpha
 from ..errors import RnnskipError
 from . import fixedpoint as fp
 from .act import LUTS, int_activation
 from .calibrate import Ranges, norm_scale
-from .model import QConv, QDense, QMat, QModel, QNorm, QPool, pad4
+from .model import QConv, QDense, QDepthwise, QMat, QModel, QNorm, QPool, pad4
 
 
 def _row_scales(w_cols: np.ndarray) -> np.ndarray:
@@ -173,15 +173,19 @@ def shift_first_layer(inp: FeatureInput, rnn0, undo: bool = False):
 
 def quantize_front(front: list, x_scale: float, ranges: list) -> list:
     """The streamed front end: each Conv1D as a Dense on its window ``[taps * cin_p]`` (per-channel
-    weight scales, int8 out on its calibrated scale), each pooling layer on its input's scale."""
+    weight scales, int8 out on its calibrated scale), each DepthwiseConv1D as one on each output channel's
+    taps ``[taps]``, each pooling layer on its input's scale."""
     out = []
     for f, rng in zip(front, ranges):
         cin, cin_p = f.in_dim, pad4(f.in_dim)
         if isinstance(f, ConvLayer):
-            k = np.zeros((f.taps, cin_p, f.out_dim), np.float64)
-            k[:, :cin] = f.kernel
-            d = DenseLayer(kernel=k.reshape(f.taps * cin_p, f.out_dim), bias=np.asarray(f.bias, np.float64),
-                           activation=f.activation, name=f.name)
+            if isinstance(f, DepthwiseConvLayer):   # one weight per tap and output channel
+                cols, kernel = f.taps, np.asarray(f.kernel, np.float64).reshape(f.taps, f.out_dim)
+            else:
+                k = np.zeros((f.taps, cin_p, f.out_dim), np.float64)
+                k[:, :cin] = f.kernel
+                cols, kernel = f.taps * cin_p, k.reshape(f.taps * cin_p, f.out_dim)
+            d = DenseLayer(kernel=kernel, bias=np.asarray(f.bias, np.float64), activation=f.activation, name=f.name)
             pad = None
             if f.pad is not None:   # the padding frame on the input's int8 scale (calibration covers it)
                 steps = np.asarray(f.pad, np.float64) / x_scale
@@ -193,9 +197,11 @@ def quantize_front(front: list, x_scale: float, ranges: list) -> list:
                         "before that layer's activation, or after this Conv1D")
                 pad = np.zeros(cin_p, np.int64)
                 pad[:cin] = np.clip(np.round(steps), -127, 127)
-            q = QConv(dense=quantize_dense(d, x_scale, f.taps * cin_p, rng, final=False), taps=f.taps,
-                      dilation=f.dilation, strides=f.strides, left=f.left, right=f.right, cin=cin, cin_p=cin_p,
-                      name=f.name, pad=pad)
+            geometry = dict(dense=quantize_dense(d, x_scale, cols, rng, final=False), taps=f.taps,
+                            dilation=f.dilation, strides=f.strides, left=f.left, right=f.right, cin=cin, cin_p=cin_p,
+                            name=f.name, pad=pad)
+            q = QDepthwise(multiplier=f.multiplier, **geometry) if isinstance(f, DepthwiseConvLayer) else \
+                QConv(**geometry)
         else:
             q = QPool(kind=f.kind, window=f.window, strides=f.strides, cin=cin, cin_p=cin_p, scale=x_scale,
                       name=f.name)

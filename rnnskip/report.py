@@ -392,6 +392,11 @@ def _fmt(v, unit="") -> str:
     return f"{v:,}{unit}"
 
 
+def _fmt_ms(v) -> str:
+    """A latency in ms to the microsecond below 10 ms and to 10 us above (a board's 15.53 ms is not "16 ms")."""
+    return _fmt(v, " ms") if v is None or v != v or abs(v) < 10 else f"{v:,.2f} ms"
+
+
 def _task_rows(rep: dict) -> list:
     a, err = rep["accuracy"], rep.get("error")
     if (rep.get("data") or {}).get("labels") is False:
@@ -488,8 +493,7 @@ def table(rep: dict) -> str:
                       + (f"  ({e['cycles_per_step_note']})" if e.get("cycles_per_step_note") else "")),
                      ("MAC / cycle (step)", _fmt(e["step_macs_per_cycle"])
                       + (f"  ({e['macs_note']})" if e.get("macs_note") else "")),
-                     (f"latency @ {e['cycle_model']['clock_hz'] / 1e6:g} MHz",
-                      _fmt(e["latency_ms_per_inference"], " ms")),
+                     (f"latency @ {e['cycle_model']['clock_hz'] / 1e6:g} MHz", _fmt_ms(e["latency_ms_per_inference"])),
                      *_energy_rows(e.get("energy"))]
         rows += [("flash read B / inf", traffic),
                  *_weights_rows(e.get("weights")),

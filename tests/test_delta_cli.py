@@ -927,3 +927,27 @@ def test_delta_tune_replaces_only_its_own_plot(gru, tmp_path):
                    f"{tmp_path / 'mine_pareto.png'} exists and delta-tune did not write it; the Pareto plot of --out "
                    f"{tmp_path / 'mine.json'} would overwrite it: choose another --out or move the file")
     assert (tmp_path / "mine_pareto.png").read_bytes() == b"my own figure" and not (tmp_path / "mine.json").exists()
+
+
+@pytest.mark.keras
+def test_linear_logits_take_their_classes_from_the_calibration_labels(tmp_path):
+    """A PyTorch-style classifier ends in linear logits; with unlabelled --val, --calib's integer labels say it
+    classifies (a user check found --max-disagreement refused there, told to give --max-disagreement); with no
+    labels anywhere it stays refused in one line."""
+    keras = pytest.importorskip("tf_keras")
+    rng = np.random.default_rng(4)
+    m = keras.Sequential([keras.Input((None, 3)), keras.layers.GRU(6), keras.layers.Dense(3)])
+    m.set_weights([rng.normal(0, 0.6, w.shape).astype(np.float32) for w in m.weights])
+    m.save(tmp_path / "logits.h5")
+    x = np.cumsum(rng.normal(0, 0.5, (240, 10, 3)), axis=1).astype(np.float32)
+    np.savez(tmp_path / "train.npz", x=x[:40], y=np.argmax(m(x[:40]), 1))
+    np.savez(tmp_path / "train_unlabelled.npz", x=x[:40])
+    np.savez(tmp_path / "val.npz", x=x[40:])
+    base = ("rnnskip", "delta-tune", tmp_path / "logits.h5", "--val", tmp_path / "val.npz", "--max-disagreement",
+            "50", "--grid", "0,8", "--cell-grid", "", "--out", tmp_path / "d.json")
+    p = cli(*base, "--calib", tmp_path / "train.npz")
+    assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "d.json").read_text())["format"] == "rnnskip-delta-1"
+    one_line_error(cli(*base[:-1], tmp_path / "e.json", "--calib", tmp_path / "train_unlabelled.npz"),
+                   "a model with 3 linear outputs must be a classifier trained on logits", "missing")
+    assert not (tmp_path / "e.json").exists()

@@ -142,6 +142,10 @@ def test_convert_with_predictor_report(setup):
     for p in sk["plots"]:
         assert (out / p).is_file()
     assert "steps skipped" in res.output
+    # no line fitted through the steps run: a skipped step still costs the predictor (a user read the fit's 11,048
+    # cycles/step against the dense model's 16,860 while the cycles per inference fell 0.2%)
+    assert rep["emulation"]["cycles_per_step"] is None and rep["emulation"]["cycles_fixed"] is None
+    assert rep["emulation"]["cycles_per_step_note"].startswith("not fitted: a skipped step still costs the predictor")
 
 
 def test_predictor_on_another_int8_model_warns(setup, tmp_path):

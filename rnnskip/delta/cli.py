@@ -78,11 +78,11 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     check_supported(ir.rnn_layers)
     from ..outputs import check_class_outputs
 
-    def classifier(y=None):   # what a budget on classes needs; a regression model is tuned with a tolerance
-        if tolerance is not None:
+    def classifier(*y):   # what a budget on classes needs (y: the labels, None if missing, left out: not loaded yet);
+        if tolerance is not None:   # a regression model is tuned with a tolerance
             return
         try:
-            check_class_outputs(ir, "delta-tune", *(() if y is None else (y,)))
+            check_class_outputs(ir, "delta-tune", *y)
         except RnnskipError as e:
             raise RnnskipError(f"{e}; for a regression model give --max-disagreement D --tolerance E (at most D% of "
                                f"sequences with an output more than E from the dense int8 model's)") from None
@@ -100,7 +100,8 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
             raise RnnskipError(f"{e}; --max-loss needs class labels: for unlabelled data give --max-disagreement D "
                                f"(percent of sequences whose class differs from the dense model's) and --calib")
         raise
-    classifier(va.y)
+    if va.y is not None or calib is None:
+        classifier(va.y)
     sel = pipeline.load_data(select, ir, "--select", labels=labels, note=warn, loaded=[val]) if select else None
     if sel is not None:
         shared = shared_rows(sel, va)
@@ -111,6 +112,8 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
         raise RnnskipError("--calib is required with unlabelled --val: the int8 grid is calibrated on it")
     cal = (pipeline.load_data(calib, ir, "--calib", labels=False, note=warn, loaded=[val, select])   # no labels needed
            if calib else va)
+    if va.y is None and calib is not None:   # unlabelled --val: the training data's labels say the model classifies
+        classifier(cal.y)
     qm, _ = pipeline.quantize_model(ir, cal, calib_max, progress=False)
     base_qm = None
     if bir is not None:   # quantised on the same rows, as rnnskip-convert would quantise it

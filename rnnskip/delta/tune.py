@@ -441,7 +441,8 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     kind, budget = check_budget(max_loss, max_disagreement, confidence, tolerance)
     if tolerance is None:
         from ..outputs import check_class_outputs
-        check_class_outputs(ir, "delta-tune", val.y)
+        # unlabelled rows: the model alone (the caller checks labels from elsewhere, as delta-tune does --calib's)
+        check_class_outputs(ir, "delta-tune", *(() if val.y is None else (val.y,)))
     labelled = val.y is not None and (select is None or select.y is not None)
     if kind == "paired" and not labelled:
         raise RnnskipError("--max-loss needs class labels (y) in the validation data; without labels give "

@@ -50,6 +50,9 @@ class QPredictor(StepMethod):
     label = "skip"
     template = "model/skip.c.j2"
     c_row_major_users = ("skip predictor",)   # its MLP layers are rnnskip_fully_connected_s8 calls
+    varying_step_cost = ("a skipped step still costs the predictor (and a front end's frame), so cycles against the "
+                         "steps run are no step's cost: the skip section's cycles compare the firmware with the dense "
+                         "one")
 
     type: str
     in_p: int

@@ -863,9 +863,10 @@ def test_onnx_importer_never_names_a_cell_kind():
     names = set()
     for cell in (c for c in cells.CELLS.values() if c.recurrent):   # the per-step Dense is reached by per_step_cell
         names |= {cell.kind, cell.label, cell.onnx_op, *cell.keras_classes, *cell.keras_cell_classes}
-    path = Path(__file__).resolve().parent.parent / "rnnskip" / "converter" / "onnx_import.py"
-    for s in _code_strings(path):
-        assert not set(re.findall(r"[A-Za-z_]+", s)) & names, s
+    package = Path(__file__).resolve().parent.parent / "rnnskip" / "converter" / "onnx"
+    for path in sorted(package.glob("*.py")):
+        for s in _code_strings(path):
+            assert not set(re.findall(r"[A-Za-z_]+", s)) & names, (path.name, s)
 
 
 # --------------------------------------------------------------------------
@@ -1948,7 +1949,7 @@ def test_log_softmax_over_the_batch_is_refused(tmp_path):
 
 def test_inspect_summarises_subgraph_attributes(tmp_path):
     """An If node's branches are graphs: inspect names them, it does not print their protobuf text."""
-    from rnnskip.converter.onnx_import import _node_options
+    from rnnskip.converter.onnx.loader import _node_options
     then = helper.make_graph([], "then", [], [helper.make_tensor_value_info("o", TensorProto.FLOAT, [1])])
     node = helper.make_node("If", ["c"], ["o"], then_branch=then, else_branch=then)
     assert sorted(_node_options(node).split(", ")) == ["else_branch=<graph>", "then_branch=<graph>"]
@@ -2384,7 +2385,7 @@ def render_onnx_matrix(rows) -> str:
 def test_onnx_support_matrix(tmp_path):
     text = render_onnx_matrix(_matrix_rows(tmp_path))
     assert "FAILED" not in text and "float reference off" not in text
-    from rnnskip.converter.onnx_import import HANDLERS
+    from rnnskip.converter.onnx.loader import HANDLERS
     assert [op for op in HANDLERS if f"`{op}`" not in text] == []      # every op type with a handler is named
     if os.environ.get("RNNSKIP_WRITE_SUPPORT_MATRIX"):
         MATRIX_PATH.write_text(text)

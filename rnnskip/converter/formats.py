@@ -14,7 +14,7 @@ def is_onnx(path) -> bool:
 def load_model_file(path) -> ModelIR:
     """The checked IR of a Keras or ONNX file (one-line RnnskipError otherwise)."""
     if is_onnx(path):
-        from rnnskip.converter.onnx_import import load_onnx_file
+        from rnnskip.converter.onnx import load_onnx_file
         return load_onnx_file(path)
     from rnnskip.converter.keras_import import load_model_file as load_keras
     return load_keras(path)
@@ -23,7 +23,7 @@ def load_model_file(path) -> ModelIR:
 def describe_model_file(path):
     """``rnnskip inspect``'s rows: a Keras file's layers or an ONNX file's nodes."""
     if is_onnx(path):
-        from rnnskip.converter.onnx_import import describe_onnx_file
+        from rnnskip.converter.onnx import describe_onnx_file
         return describe_onnx_file(path)
     from rnnskip.converter.keras_import import describe_model_file as describe_keras
     return describe_keras(path)

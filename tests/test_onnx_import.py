@@ -2323,7 +2323,7 @@ def render_onnx_matrix(rows) -> str:
     out += ["", "Refusal reasons (verbatim):", ""]
     out += [f"{i + 1}. `{r}`" for i, r in enumerate(reasons)]
     out += ["",
-            "Read by their own handler (one per ONNX op type, `rnnskip/converter/onnx_import.py`): "
+            "Read by their own handler (one per ONNX op type, `rnnskip/converter/onnx/`): "
             "`LSTM`, `GRU`, `RNN` (forward; `layout` 0 and 1; GRU `linear_before_reset` 0 = Keras "
             "`reset_after=False`, 1 = `reset_after=True`; optional `B`; `sequence_lens` as a graph input = the "
             "data's lengths; `initial_h`/`initial_c` absent or zero), `Gather` (embedding table, last time step, "

@@ -48,6 +48,7 @@ class Inspection:
     params: int = 0
     macs_per_step: Optional[int] = None
     head_macs: Optional[int] = None
+    front_macs: int = 0   # a Conv1D front end's, per frame each convolution emits (summed)
     per_step_outputs: bool = False
     pool_over_time: str = ""   # "avg" | "max" | "avg,max" | "max,avg": the pooling over time before the head
     max_t: int = 64
@@ -111,6 +112,7 @@ def inspect_file(path, max_t: Optional[int] = None, target_names: Optional[List[
         ins.pool_over_time = getattr(ir, "pool", "")
         ins.macs_per_step = ir.macs_per_step() + (ir.head_macs() if ins.per_step_outputs else 0)
         ins.head_macs = ir.head_macs()
+        ins.front_macs = ir.front_macs()
     if qm is not None:
         ins.notes += [n for n in (cell_of(q.kind).calibration_note(q) for q in qm.layers) if n]
         ins.max_t = int(max_t or qm.pool_steps or 64)   # a Flatten over time: its fixed number of steps
@@ -157,7 +159,9 @@ def format_text(ins: Inspection) -> str:
     lines.append(f"  parameters {ins.params:,}" + (f" after folding ({raw:,} in the file)" if raw != ins.params else "")
                  + (f", {ins.macs_per_step:,} MAC per time step" if ins.macs_per_step is not None else "")
                  + (" (head included: one output per step)" if ins.per_step_outputs else
-                    (f" + {ins.head_macs:,} MAC head" if ins.head_macs else "")))
+                    (f" + {ins.head_macs:,} MAC head" if ins.head_macs else ""))
+                 + (f" + {ins.front_macs:,} MAC per front-end frame (each convolution, per frame it emits)"
+                    if ins.front_macs else ""))
     for n in ins.notes:
         lines.append(f"  note: {n}")
     if ins.converts:

@@ -332,6 +332,12 @@ def _check_k_values(y: np.ndarray, ir, name: str, lead: List[int], per: str) -> 
         raise RnnskipError(
             f"y in {name} is {hot}[{dims}, {K}] but the model is a {ir.output_activation} classifier, which takes one "
             f"class index per {per}: save y.argmax(axis={axis}) as y")
+    if getattr(ir, "output_activation", None) == "linear" and np.all((y == 0) | (y == 1)) and \
+            np.all(y.sum(axis=axis) == 1):   # a classifier on its logits, labelled one-hot (Keras' to_categorical)
+        raise RnnskipError(
+            f"y in {name} is one-hot [{dims}, {K}]: rnnskip scores a model with {K} linear outputs as a classifier on "
+            f"its logits given one class index per {per} (else as a {K}-output regression): save "
+            f"y.argmax(axis={axis}) as y")
     if not np.issubdtype(y.dtype, np.floating):
         labels = "[N]" if len(lead) == 1 else "[N, T]"
         raise RnnskipError(

@@ -454,7 +454,9 @@ def _model_line(m: dict) -> str:
     return ("".join(f"{f['kind']} -> " for f in m.get("front_end", []))
             + f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units{bidi}"
             + (f" -> {POOL_WORDS[m['pool_over_time']['kind']]}" if m.get("pool_over_time") else "") + ", "
-            f"{_fmt(m['params'])} params, {_fmt(m['macs_per_step'])} MAC/step")
+            f"{_fmt(m['params'])} params, {_fmt(m['macs_per_step'])} MAC/step"
+            + (f" + {_fmt(m['front_macs_per_frame'])} MAC per front-end frame" if m.get("front_macs_per_frame")
+               else ""))
 
 
 def table(rep: dict) -> str:

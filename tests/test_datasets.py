@@ -269,6 +269,18 @@ def test_per_step_targets_fit_the_outputs(tmp_path):
                                                       per_step(2, "linear"))
 
 
+def test_one_hot_labels_of_a_logits_classifier_are_refused(tmp_path):
+    """A model with K linear outputs (logits) given one-hot y: scored as a K-output regression before (a user check
+    found "error float vs label (RMSE) 3.320" printed without a word); multi-hot targets of a sigmoid head stay."""
+    x = np.zeros((3, 4, 3), np.float32)
+    hot = np.eye(3)[[0, 2, 1]]
+    assert _err(_write(tmp_path, x=x, y=hot), _ir(token=False, out=3, act="linear")) == (
+        "y in data.npz is one-hot [3, 3]: rnnskip scores a model with 3 linear outputs as a classifier on its logits "
+        "given one class index per sequence (else as a 3-output regression): save y.argmax(axis=1) as y")
+    assert load_npz(_write(tmp_path, x=x, y=hot), _ir(token=False, out=3, act="sigmoid")).y.shape == (3, 3)
+    assert load_npz(_write(tmp_path, x=x, y=hot * 0.5), _ir(token=False, out=3, act="linear")).y.shape == (3, 3)
+
+
 def test_lengths_out_of_range(tmp_path):
     x = np.ones((2, 4), np.int32)
     assert _err(_write(tmp_path, x=x, y=[0, 1], lengths=[0, 4])) == \

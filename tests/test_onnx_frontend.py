@@ -14,7 +14,7 @@ from helpers import dataset, needs_arm, quantize_on
 
 from rnnskip import pipeline
 from rnnskip.converter.formats import load_model_file
-from rnnskip.converter.ir import ConvLayer, PoolLayer
+from rnnskip.converter.ir import ConvLayer, DepthwiseConvLayer, PoolLayer
 from rnnskip.errors import RnnskipError
 from rnnskip.quant.golden import GoldenModel
 from rnnskip.reference import FloatModel
@@ -91,6 +91,13 @@ class FrontNet(nn.Module):
         elif how == "leaky":          # Conv + LeakyReLU(0.1), MaxPool -> LSTM -> F.leaky_relu(Linear) (0.01) -> Linear
             self.f = nn.ModuleList([nn.Conv1d(FEAT, 6, 3, padding=1), nn.MaxPool1d(2), nn.Linear(5, 5)])
             self.rnn, out = nn.LSTM(6, 5, batch_first=True), 3
+        elif how == "depthwise":      # a time-channel separable block: F.pad causal + depthwise Conv (2 per channel)
+            self.f = nn.ModuleList([nn.Conv1d(FEAT, 2 * FEAT, 3, groups=FEAT, dilation=2), _bn(2 * FEAT),
+                                    nn.Conv1d(2 * FEAT, 6, 1)])   # + BatchNorm1d + ReLU, a pointwise Conv -> GRU
+            self.rnn, out = nn.GRU(6, 5, batch_first=True), 3
+        elif how == "dw-same":        # depthwise Conv(padding=1) + tanh -> GRU
+            self.f = nn.ModuleList([nn.Conv1d(FEAT, FEAT, 3, groups=FEAT, padding=1)])
+            self.rnn, out = nn.GRU(FEAT, 5, batch_first=True), 3
         elif how == "relu6":          # Conv + ReLU6 (Clip(0, 6)), ReLU6(Linear) per frame -> GRU -> ReLU6(Linear)
             self.f = nn.ModuleList([nn.Conv1d(FEAT, 6, 3, padding=1), nn.Linear(6, 5), nn.Linear(5, 5)])
             with torch.no_grad():   # large enough that outputs pass 6: the clip is exercised
@@ -129,6 +136,10 @@ class FrontNet(nn.Module):
             z = f[1](torch.relu(f[0](z)))
         elif self.how == "conv-linear":
             z = torch.relu(f[0](z))
+        elif self.how == "depthwise":
+            z = f[2](torch.relu(f[1](f[0](F.pad(z, (4, 0))))))
+        elif self.how == "dw-same":
+            z = torch.tanh(f[0](z))
         elif self.how == "relu6":
             z = F.relu6(f[0](z))
         elif self.how == "leaky":
@@ -189,6 +200,10 @@ FRONTS = {
                   "Conv1d(padding=1) + ReLU, MaxPool1d(2) -> bidirectional GRU, torch.cat([h_n[-2], h_n[-1]], 1)"),
     "leaky": ([("conv", "same", "leaky_relu(0.1)"), ("max", "", "")],
               "Conv1d(padding=1) + LeakyReLU(0.1), MaxPool1d(2) -> LSTM -> leaky_relu(nn.Linear) (0.01) -> Linear"),
+    "depthwise": ([("dwconv", "causal", "relu"), ("conv", "valid", "linear")],
+                  "F.pad causal + nn.Conv1d(C, 2C, 3, groups=C, dilation=2) (depthwise) + BatchNorm1d + ReLU, a "
+                  "pointwise Conv1d -> GRU"),
+    "dw-same": ([("dwconv", "same", "tanh")], "nn.Conv1d(C, C, 3, groups=C, padding=1) (depthwise) + tanh -> GRU"),
     "relu6": ([("conv", "same", "relu6")],
               "Conv1d(padding=1) + ReLU6, relu6(nn.Linear) on every frame -> GRU -> relu6(nn.Linear) -> Linear"),
 }
@@ -220,8 +235,8 @@ def ort_run(path, x):
 
 
 def front_layers(ir):
-    return [("conv", f.padding, f.activation) if isinstance(f, ConvLayer) else (f.kind, "", "")
-            for f in ir.input.front]
+    return [("dwconv" if isinstance(f, DepthwiseConvLayer) else "conv", f.padding, f.activation)
+            if isinstance(f, ConvLayer) else (f.kind, "", "") for f in ir.input.front]
 
 
 def float_diff(path, x) -> float:
@@ -290,7 +305,7 @@ def test_batch_norm_before_a_padded_conv_pads_with_what_it_maps_to_zero(tmp_path
 
 
 @needs_arm
-@pytest.mark.parametrize("how", ["crnn", "bn-in-causal", "cnn-bigru", "relu6", "leaky"])
+@pytest.mark.parametrize("how", ["crnn", "bn-in-causal", "cnn-bigru", "relu6", "leaky", "depthwise"])
 def test_front_end_firmware_bit_exact(how, tmp_path):
     """The emulated Cortex-M4 firmware equals the golden model on every sequence fed (outputs and step flags)."""
     from rnnskip import targets
@@ -316,14 +331,13 @@ class Refused(nn.Module):
     def __init__(self, how: str):
         super().__init__()
         self.how = how
-        groups = FEAT if how == "depthwise" else 1
-        self.conv = nn.Conv1d(FEAT, 8 if how != "depthwise" else FEAT, 3, groups=groups,
-                              padding=2 if how == "pad2" else 0)
+        groups = 2 if how == "grouped" else 1
+        self.conv = nn.Conv1d(FEAT, 8, 3, groups=groups, padding=2 if how == "pad2" else 0)
         self.bn = _bn(FEAT)
         if how == "gamma0":
             with torch.no_grad():
                 self.bn.weight[1] = 0.0
-        self.rnn = nn.GRU(FEAT if how == "depthwise" else 8, 5, batch_first=True)
+        self.rnn = nn.GRU(8, 5, batch_first=True)
         self.conv0 = nn.Conv1d(FEAT, FEAT, 1)
         self.lin0, self.lin = nn.Linear(FEAT, FEAT), nn.Linear(8, 8)
         if how == "tanh-bn":   # pads with mean - beta * std / gamma = -2, beyond tanh's +-1
@@ -368,9 +382,10 @@ class Refused(nn.Module):
 
 #: how -> (what the support matrix row says, the refusal after "node '<name>' (<op>) ")
 REFUSED = {
-    "depthwise": ("nn.Conv1d(groups=channels) (depthwise)",
-                  r"\(Conv\) has group=4: rnnskip streams convolutions with group=1 \(grouped and depthwise "
-                  r"convolutions are not converted\)"),
+    "grouped": ("nn.Conv1d(groups=2) (grouped, not depthwise)",
+                r"\(Conv\) has group=2 with a weight of 2 input channel\(s\) per group: rnnskip streams convolutions "
+                r"with group=1 and depthwise ones \(group = the input channels, nn.Conv1d\(C, C \* m, k, groups=C\)\), "
+                r"not other grouped convolutions"),
     "pad2": ("nn.Conv1d(3 taps, padding=2)",
              r"\(Conv\) pads the time axis with 2 frames before and 2 after \(a 3-frame window, stride 1\): rnnskip "
              r"streams a Conv with no padding, with 2 frames before \(causal: F.pad\(x, \(2, 0\)\)\) or, with "
@@ -592,3 +607,29 @@ def test_normalisations_an_audit_found_misread(tmp_path):
         with pytest.raises(RnnskipError) as e:
             load_model_file(tmp_path / f"{how}.onnx")
         assert "\n" not in str(e.value) and re.search(want, str(e.value)), str(e.value)
+
+
+@needs_arm
+def test_a_depthwise_crnn_converts_with_delta_and_says_what_its_macs_count(tmp_path):
+    """rnnskip-convert --delta on a time-channel separable CRNN from PyTorch: bit-exact, and the summary says the
+    delta MACs leave out the front end's (a user check read "4.12x fewer" while the convolutions' MACs stayed)."""
+    from test_cli import cli
+
+    from rnnskip.datasets import Dataset, save_npz
+    from rnnskip.delta.spec import DeltaSpec
+    torch.manual_seed(7)
+    path = tmp_path / "dw.onnx"
+    x = export_front(FrontNet("depthwise"), path)
+    ir = load_model_file(path)
+    DeltaSpec([4], [4]).save(tmp_path / "delta.json", ir)
+    save_npz(str(tmp_path / "d.npz"), Dataset(x=x, y=np.zeros(len(x), np.int64), lengths=np.full(len(x), T, np.int32)))
+    p = cli("rnnskip-convert", path, "--delta", tmp_path / "delta.json", "--data", tmp_path / "d.npz",
+            "--emulate-max", "4", "--out", tmp_path / "o")
+    assert p.returncode == 0, p.stderr
+    rep = __import__("json").loads((tmp_path / "o" / "report.json").read_text())
+    assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["device_checked"] == 4
+    front = ir.front_macs()
+    assert front == 3 * FEAT * 2 + 2 * FEAT * 6 and rep["model"]["front_macs_per_frame"] == front
+    assert f"MAC/step + {front} MAC per front-end frame" in p.stdout
+    assert re.search(rf"delta MACs count +the recurrent layers and the head: the front end's {front} MAC per frame "
+                     r"run the same with and without delta", p.stdout), p.stdout

@@ -43,6 +43,11 @@ class Conversion:
                 sec = self.report[setup.key]
                 base = [(f"{setup.key} baseline", sec["baseline"])] if "baseline" in sec else []
                 rows = setup.table_rows(sec) if sec.get("attached", True) else [(setup.key, sec["why"])]
+                front = self.report["model"].get("front_macs_per_frame")
+                if front and sec.get("attached", True):   # its MACs leave out what it does not change
+                    rows.append((f"{setup.key} MACs count", f"the recurrent layers and the head: the front end's "
+                                                            f"{front:,} MAC per frame run the same with and without "
+                                                            f"{setup.key}"))
                 text.append("\n".join(f"  {k:<21} {v}" for k, v in base + rows))
         return "\n".join(text)
 

@@ -9,7 +9,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from rnnskip.converter import support
-from rnnskip.converter.ir import ConvLayer, PoolLayer
+from rnnskip.converter.ir import ConvLayer, DepthwiseConvLayer, PoolLayer
 from rnnskip.converter.onnx.dense import _add_dense
 from rnnskip.converter.onnx.symbolic import (
     SEQ,
@@ -95,10 +95,14 @@ def h_conv(ctx: _Ctx):
     W = np.asarray(ctx.const(1, "W"), np.float64)
     if W.ndim != 3:
         ctx.fail(f"is a {W.ndim - 2}-D convolution: rnnskip streams 1-D convolutions over {_FRONT_AXES}")
-    if int(ctx.attrs.get("group", 1)) != 1:
-        ctx.fail(f"has group={ctx.attrs.get('group')}: rnnskip streams convolutions with group=1 (grouped and "
-                 "depthwise convolutions are not converted)")
+    group = int(ctx.attrs.get("group", 1))
     cout, cin, k = W.shape
+    depthwise = group > 1 and cin == 1 and cout % group == 0 and (not s.width or s.width == group)
+    if group != 1 and not depthwise:
+        ctx.fail(f"has group={group} with a weight of {W.shape[1]} input channel(s) per group: rnnskip streams "
+                 "convolutions with group=1 and depthwise ones (group = the input channels, nn.Conv1d(C, C * m, k, "
+                 "groups=C)), not other grouped convolutions")
+    cin = cin * group
     if s.width and cin != s.width:
         ctx.fail(f"has a weight for {cin} input channels on {s.width}: the graph is inconsistent")
     if [int(v) for v in ctx.attrs.get("kernel_shape", [k])] != [k]:
@@ -123,8 +127,12 @@ def h_conv(ctx: _Ctx):
     bias = np.asarray(ctx.const(2, "B"), np.float64).reshape(-1) if ctx.inp(2) is not None else np.zeros(cout)
     if bias.shape != (cout,):
         ctx.fail(f"has a bias of shape {bias.shape} for {cout} channels: the graph is inconsistent")
-    conv = ConvLayer(kernel=_f32(W.transpose(2, 1, 0)), bias=_f32(bias), strides=stride, dilation=dilation,
-                     padding=padding, name=ctx.key)
+    if depthwise:   # torch's output channel c * m + j reads input channel c, as Keras' DepthwiseConv1D
+        conv = DepthwiseConvLayer(kernel=_f32(W[:, 0].reshape(group, cout // group, k).transpose(2, 0, 1)),
+                                  bias=_f32(bias), strides=stride, dilation=dilation, padding=padding, name=ctx.key)
+    else:
+        conv = ConvLayer(kernel=_f32(W.transpose(2, 1, 0)), bias=_f32(bias), strides=stride, dilation=dilation,
+                         padding=padding, name=ctx.key)
     status = "converted (streamed front end)"
     if s.affine is not None:   # a BatchNormalization on its input: into the kernel, padded with what it maps to 0
         a, b = _affine_of(ctx, s, conv.kernel.shape[1])

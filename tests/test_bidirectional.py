@@ -268,3 +268,30 @@ def test_keras3_h5_with_an_explicit_backward_layer():
             m.save(f"{d}/m.{ext}")
             ir = load_model_file(f"{d}/m.{ext}")
             assert np.abs(FloatModel(ir).predict(x) - want).max() <= 1e-5, ext
+
+
+@needs_arm
+@pytest.mark.keras
+def test_the_window_buffer_taken_from_the_data_is_said(tmp_path):
+    """rnnskip-convert without --max-t sizes a Bidirectional layer's window buffer from --data's sequences: a note says
+    how many steps it holds and what a longer stream gets (a user fed 320-frame streams to a 20-frame buffer, told
+    nothing at conversion); with --max-t, no note."""
+    keras = pytest.importorskip("tf_keras")
+    from test_cli import cli
+
+    from rnnskip.datasets import Dataset, save_npz
+    m = keras.Sequential([keras.Input((None, 3)), keras.layers.Bidirectional(keras.layers.GRU(4)),
+                          keras.layers.Dense(2, activation="softmax")])
+    m.save(tmp_path / "b.h5")
+    rng = np.random.default_rng(0)
+    save_npz(str(tmp_path / "d.npz"), Dataset(x=rng.normal(size=(6, 9, 3)).astype(np.float32), y=np.zeros(6, np.int64),
+                                              lengths=np.full(6, 9, np.int32)))
+    base = ("rnnskip-convert", tmp_path / "b.h5", "--data", tmp_path / "d.npz", "--emulate-max", "2")
+    p = cli(*base, "--out", tmp_path / "o")
+    assert p.returncode == 0, p.stderr
+    assert ("note: the Bidirectional window buffer holds 9 steps, for --data's 9-step sequences: a longer stream's "
+            "later steps are dropped (rnnskip_step returns RNNSKIP_STEP_WINDOW_FULL); give --max-t for longer "
+            "windows") in p.stdout + p.stderr
+    p = cli(*base, "--max-t", "40", "--out", tmp_path / "o40")
+    assert p.returncode == 0 and "window buffer holds" not in p.stdout + p.stderr, p.stderr
+    assert "#define RNNSKIP_BIDI_MAX_T 40" in (tmp_path / "o40" / "src" / "rnnskip_model.h").read_text()

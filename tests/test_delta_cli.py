@@ -164,7 +164,8 @@ def test_delta_tune_budget_refusals(gru, unlabelled):
 
 def test_tune_picks_the_largest_cell_threshold_in_budget(gru):
     """Cell thresholds are tried at the chosen input/hidden thresholds; the largest within
-    the budget that adds no MACs is kept; with an empty cell grid none is."""
+    the budget that adds no MACs and leaves at most half the unit evaluations is kept (a user check found m128
+    chosen at 99% of them, then warned about); with an empty cell grid none is."""
     model, val, d, ir = gru
     from rnnskip.datasets import load_npz
     from rnnskip.delta.tune import tune
@@ -178,7 +179,7 @@ def test_tune_picks_the_largest_cell_threshold_in_budget(gru):
     tried = [p for p in res.points if p.theta_m != (None,)]
     assert sorted(p.theta_m[0] for p in tried) == [64, 512, 4096, 65536]
     assert all(p.theta_x == base.theta_x and p.theta_h == base.theta_h for p in tried)
-    fit = [p for p in tried if p.loss <= 5.0 and p.macs <= base.macs]
+    fit = [p for p in tried if p.loss <= 5.0 and p.macs <= base.macs and p.density_cells <= 0.5]
     c = res.chosen
     if fit:
         assert c.theta_m[0] == max(p.theta_m[0] for p in fit) and c.density_cells < 1.0

@@ -10,6 +10,7 @@ from ..outputs import PER_STEP_MEASURE, class_outcomes, float_threshold, is_regr
 from ..quant.golden import GoldenModel
 from ..stats import accuracy
 from .golden import delta_layout, densities, effective_macs, run_stats, spec_of, with_delta
+from .tune import CELL_DENSITY_HINT
 
 METHOD = ("delta network (Neil, Lee, Delbruck, Liu, ICML 2017): an input or hidden element transmits only when it "
           "moved by more than its threshold since it last transmitted; running sums M += W[:, k] * delta_k over "
@@ -114,9 +115,6 @@ def table_rows(sec: dict):
         comparison_rows(sec, "delta") + profile_rows(sec.get("emulated") or {})
 
 
-#: a cell threshold that leaves more than this share of the unit evaluations: its per-unit check (which costs most of
-#: an evaluation on the Cortex-M4 model, docs/delta.md) is unlikely to pay
-CELL_DENSITY_HINT = 0.5
 
 
 def unpaid_cell_threshold(cells: list, density: float):

@@ -13,11 +13,11 @@ within the budget.
 
 Then the cell threshold (``cell_grid``, pre-activation steps): at the chosen input and
 hidden thresholds, every cell threshold is evaluated and the largest one that stays
-within the budget without adding MACs is kept; none fits: no cell threshold. Fewer
-evaluations at no more MACs is fewer operations, not always fewer cycles: the check of a
-quiet unit costs most of an evaluation on the Cortex-M4 model (docs/delta.md), so the
-firmware's per-part profile is what tells whether a threshold that leaves many
-evaluations pays there.
+within the budget without adding MACs, and leaves at most CELL_DENSITY_HINT of the unit
+evaluations, is kept; none fits: no cell threshold. Fewer evaluations at no more MACs is
+fewer operations, not always fewer cycles: the check of a quiet unit costs most of an
+evaluation on the Cortex-M4 model (docs/delta.md), so one that leaves most evaluations is
+not chosen, and the firmware's per-part profile tells whether the one chosen pays there.
 """
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ from .spec import DeltaSpec, check_supported
 PLOT_SOFTWARE = "rnnskip delta-tune"
 #: default threshold values tried (int8 steps)
 GRID = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+#: a cell threshold that leaves more than this share of the unit evaluations is not chosen (and one a file brings is
+#: flagged): its per-unit check costs most of an evaluation on the Cortex-M4 model (docs/delta.md), so it is unlikely
+#: to pay
+CELL_DENSITY_HINT = 0.5
 #: default cell thresholds tried (steps of the Q3.12 pre-activations: 1/4096)
 CELL_GRID = (16, 32, 64, 128, 256, 512, 1024, 2048)
 #: a progress line per this many evaluated points (a one-layer sweep is 121 of them)
@@ -302,7 +306,7 @@ def _tune(ir, qm, val, max_loss, reference, grid, float_accuracy, progress, max_
     if ok:
         chosen = min(ok, key=lambda p: (p.macs, -p.accuracy))
         cells = [ev(chosen.theta_x, chosen.theta_h, (int(c),) * L) for c in sorted({int(c) for c in cell_grid})]
-        fit = [p for p in scored(cells) if p.macs <= chosen.macs]
+        fit = [p for p in scored(cells) if p.macs <= chosen.macs and p.density_cells <= CELL_DENSITY_HINT]
         if fit:
             chosen = max(fit, key=lambda p: (p.theta_m[0], p.accuracy))
     points = list(cache.values())
@@ -497,7 +501,7 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
                    and (p.theta_x, p.theta_h) != zero], key=lambda p: -p.macs)
     if base is not None and base not in path and (base.theta_x, base.theta_h) != zero:
         path.append(base)
-    cells = sorted([p for p in sel.points if p.theta_m != (None,) * L and
+    cells = sorted([p for p in sel.points if p.theta_m != (None,) * L and p.density_cells <= CELL_DENSITY_HINT and
                     (p.theta_x, p.theta_h) == (sel.chosen.theta_x, sel.chosen.theta_h)], key=lambda p: p.theta_m[0])
     path += cells
     layouts = [delta_layout(l) for l in qm.layers]

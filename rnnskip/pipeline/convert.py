@@ -203,6 +203,11 @@ def run_convert(model, target_name, data, out, kernels="portable", variant=None,
         qm.c_prefix = prefix
         for s in setups:
             s.attach(ir, qm, tmp, progress, note, data=ds)
+        if max_t is None and qm.bidi is not None:   # the one buffer the step API itself is bounded by
+            from ..generate import bidi_steps
+            note(f"note: the Bidirectional window buffer holds {bidi_steps(qm, ds.x.shape[1])} steps, for --data's "
+                 f"{ds.x.shape[1]}-step sequences: a longer stream's later steps are dropped (rnnskip_step returns "
+                 f"RNNSKIP_STEP_WINDOW_FULL); give --max-t for longer windows")
         max_t = int(ds.x.shape[1]) if max_t is None else int(max_t)
         check_fits(qm, max_t, target)   # refuse before compiling
         if export:   # the exported image holds its test sequences: refused now, not after the conversion

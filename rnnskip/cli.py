@@ -210,12 +210,13 @@ def inspect_cmd(model, max_t, target_names, board_names, as_json):
 @guard
 def import_cmd(model, out):
     """Read MODEL into the IR (work folder: model.ir.json + .npz) and print its layers."""
-    from .converter.ir import POOL_WORDS
+    from .converter.ir import POOL_WORDS, DepthwiseConvLayer
     from .pipeline.commands import import_command
     ir = import_command(model, out)
     front = [] if ir.is_token_model else ir.input.front
     click.echo(f"{ir.name}: {'tokens' if ir.is_token_model else 'features'} -> "
-               + "".join(f"Conv1D({f.out_dim}, {f.taps}, {f.padding}) -> " if hasattr(f, "kernel")
+               + "".join(f"{'DepthwiseConv1D' if isinstance(f, DepthwiseConvLayer) else 'Conv1D'}({f.out_dim}, "
+                         f"{f.taps}, {f.padding}) -> " if hasattr(f, "kernel")
                          else f"{f.kind.capitalize()}Pooling1D({f.pool_size}) -> " for f in front)
                + " -> ".join(f"Bidirectional({l.kind.upper()}({l.units}), {l.merge_mode})" if l.backward is not None
                              else f"{l.kind.upper()}({l.units})" for l in ir.rnn_layers)

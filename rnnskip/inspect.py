@@ -48,7 +48,7 @@ class Inspection:
     params: int = 0
     macs_per_step: Optional[int] = None
     head_macs: Optional[int] = None
-    front_macs: int = 0   # a Conv1D front end's, per frame each convolution emits (summed)
+    front_macs: int = 0   # a Conv1D front end's per frame it emits, i.e. per recurrent step (ModelIR.front_macs)
     per_step_outputs: bool = False
     pool_over_time: str = ""   # "avg" | "max" | "avg,max" | "max,avg": the pooling over time before the head
     max_t: int = 64
@@ -160,8 +160,7 @@ def format_text(ins: Inspection) -> str:
                  + (f", {ins.macs_per_step:,} MAC per time step" if ins.macs_per_step is not None else "")
                  + (" (head included: one output per step)" if ins.per_step_outputs else
                     (f" + {ins.head_macs:,} MAC head" if ins.head_macs else ""))
-                 + (f" + {ins.front_macs:,} MAC per front-end frame (each convolution, per frame it emits)"
-                    if ins.front_macs else ""))
+                 + (f" + {ins.front_macs:,} MAC front end per step" if ins.front_macs else ""))
     for n in ins.notes:
         lines.append(f"  note: {n}")
     if ins.converts:

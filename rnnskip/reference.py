@@ -167,10 +167,9 @@ def front_layer(f, x: np.ndarray) -> np.ndarray:
     n = 0 if xp.shape[-2] < f.window else (xp.shape[-2] - f.window) // f.strides + 1
     starts = np.arange(n) * f.strides
     if isinstance(f, ConvLayer):
-        k = f.dense_kernel()
         y = np.zeros(x.shape[:-2] + (n, f.out_dim)) + np.asarray(f.bias, np.float64)
         for tap in range(f.taps):
-            y = y + xp[..., starts + tap * f.dilation, :] @ k[tap]
+            y = y + f.tap_outputs(xp[..., starts + tap * f.dilation, :], tap)
         return activation(f.activation)(y)
     win = np.stack([xp[..., starts + i, :] for i in range(f.window)], axis=-1)   # [..., n, C, window]
     return win.max(axis=-1) if f.kind == "max" else win.mean(axis=-1)

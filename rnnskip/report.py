@@ -278,7 +278,8 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
         rep["model"]["front_end"] = [_front_entry(f) for f in ir.input.front]
         rep["model"]["front_macs_per_frame"] = ir.front_macs()
         rep["model"]["macs_note"] = ("macs_per_step and the emulation's MACs count the recurrent layers and the "
-                                     "head; each Conv1D adds its kernel size in MACs per frame it emits")
+                                     "head; the front end adds front_macs_per_frame per frame it emits (per recurrent "
+                                     "step: each convolution's MACs times the frames it emits per front-end frame)")
     if ev.emu is not None:
         rep["emulation"] = emulation_summary(ev.emu, target, qm, macs_step, ir.head_macs())
     if firmware is not None:
@@ -455,8 +456,7 @@ def _model_line(m: dict) -> str:
             + f"{m['type']} {'/'.join(str(l['units']) for l in m['layers'])} units{bidi}"
             + (f" -> {POOL_WORDS[m['pool_over_time']['kind']]}" if m.get("pool_over_time") else "") + ", "
             f"{_fmt(m['params'])} params, {_fmt(m['macs_per_step'])} MAC/step"
-            + (f" + {_fmt(m['front_macs_per_frame'])} MAC per front-end frame" if m.get("front_macs_per_frame")
-               else ""))
+            + (f" + {_fmt(m['front_macs_per_frame'])} MAC front end" if m.get("front_macs_per_frame") else ""))
 
 
 def table(rep: dict) -> str:

@@ -951,4 +951,5 @@ def test_linear_logits_take_their_classes_from_the_calibration_labels(tmp_path):
     assert json.loads((tmp_path / "d.json").read_text())["format"] == "rnnskip-delta-1"
     one_line_error(cli(*base[:-1], tmp_path / "e.json", "--calib", tmp_path / "train_unlabelled.npz"),
                    "a model with 3 linear outputs must be a classifier trained on logits", "missing")
+    one_line_error(cli(*base[:-1], tmp_path / "e.json"), "--calib is required with unlabelled --val")
     assert not (tmp_path / "e.json").exists()

@@ -345,6 +345,28 @@ def test_a_padding_frame_beyond_a_table_activation_is_refused():
     assert front_pad_problem([first, replace(second, pad=np.clip(second.pad, -1, 1))]) is None
 
 
+@pytest.mark.keras
+def test_a_separable_layers_refusal_names_it(tmp_path):
+    """A SeparableConv1D is two layers of the front end, both named and classed as the user wrote it: its refusal
+    names 'sep' (SeparableConv1D) and inspect marks that row refused (a review found 'sep/depthwise' (Conv1D))."""
+    keras = pytest.importorskip("tf_keras")
+    from rnnskip.converter.formats import load_model_file
+    from rnnskip.errors import RnnskipError
+    from rnnskip.inspect import inspect_file
+    L = keras.layers
+    m = keras.Sequential([keras.Input((None, 5)), L.Conv1D(4, 3, activation="tanh"), L.BatchNormalization(),
+                          L.SeparableConv1D(6, 3, padding="same", name="sep"), L.GRU(4),
+                          L.Dense(3, activation="softmax")])
+    g, b, mu, v = m.layers[1].get_weights()
+    m.layers[1].set_weights([g * 0.5, b + 1.5, mu, v])   # maps -3 to 0: beyond the tanh output's +-1
+    m.save(tmp_path / "m.h5")
+    with pytest.raises(RnnskipError) as e:
+        load_model_file(str(tmp_path / "m.h5"))
+    assert str(e.value).startswith("layer 'sep' (SeparableConv1D) pads with ")
+    rows = {l.name: l.status for l in inspect_file(str(tmp_path / "m.h5")).layers}
+    assert rows["sep"].startswith("refused: layer 'sep' (SeparableConv1D) pads with ")
+
+
 @pytest.mark.parametrize("bidi", [False, True])
 def test_delta_statistics_count_the_flush_steps(bidi):
     """A 'same' front end's flush runs the recurrent layers after the last input step: the delta statistics count

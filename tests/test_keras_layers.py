@@ -48,15 +48,16 @@ def _matrix_classes():
 def test_every_class_of_the_support_matrix_has_one_handler():
     converts, refused = _matrix_classes()
     assert {"LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "Dense", "TimeDistributed",
-            "BatchNormalization", "Conv1D", "MaxPooling1D", "AveragePooling1D", "Bidirectional"} <= converts
+            "BatchNormalization", "Conv1D", "DepthwiseConv1D", "SeparableConv1D", "MaxPooling1D", "AveragePooling1D",
+            "Bidirectional"} <= converts
     readme = {"Embedding", "Masking", "Dropout", "SpatialDropout1D", "GaussianNoise", "Activation", "RNN",
               "InputLayer"}
     for cls in converts | readme:
         assert cls in HANDLERS, cls
         assert cls in HANDLERS[cls].classes
-    # the matrix's classes without a handler are refused because of that (Conv2D, SeparableConv1D)
+    # the matrix's classes without a handler are refused because of that (Conv2D)
     unhandled = {cls for cls in converts | refused if cls not in HANDLERS}
-    assert unhandled == {"Conv2D", "SeparableConv1D"} and unhandled <= refused
+    assert unhandled == {"Conv2D"} and unhandled <= refused
     for cls in unhandled:
         layer = KerasLayer({"class_name": cls, "config": {"name": "x"}})
         assert handler_for(layer) is keras_layers.UNSUPPORTED

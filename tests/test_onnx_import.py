@@ -2351,7 +2351,7 @@ def render_onnx_matrix(rows) -> str:
             "layer's output, right before a head `Gemm`/`MatMul`: that Dense normalises its int8 input on the "
             "device, the scale and bias folded into its weights; also on every step before a per-step head, and on "
             "a recurrent layer's output sequence right before the next recurrent layer, which normalises its input), "
-            "`Conv` (1-D, `group` 1; "
+            "`Conv` (1-D, `group` 1 or the input channels: a depthwise one; "
             "its `pads`/`auto_pad` or a zero `Pad` of the time axis before it: none, causal or, with stride 1, "
             "Keras' 'same') and `MaxPool`/`AveragePool` (no padding, `ceil_mode` 0) on `[batch, channels, time]` "
             "before the first recurrent layer: a streamed front end (docs/frontends.md), `Mul`/`Div` of a Dense "

@@ -70,6 +70,7 @@ class ConvLayer:
     activation: str = "linear"
     name: str = "conv1d"
     pad: Optional[np.ndarray] = None
+    layer_class: str = ""   # the framework layer, where not the kind's own (a SeparableConv1D's two parts)
 
     @property
     def taps(self) -> int:
@@ -99,9 +100,18 @@ class ConvLayer:
         """Zero frames padded after the sequence (``same`` only: pushed by the flush at its end)."""
         return self.window - 1 - self.left if self.padding == "same" else 0
 
-    def dense_kernel(self) -> np.ndarray:
-        """The kernel ``[taps, in, out]`` as float64 (a depthwise one with its zeros between channels)."""
-        return np.asarray(self.kernel, np.float64)
+    @property
+    def display(self) -> str:
+        """The framework layer it came from, for messages."""
+        return self.layer_class or "Conv1D"
+
+    def tap_outputs(self, frames: np.ndarray, tap: int) -> np.ndarray:
+        """Tap ``tap``'s contribution to the outputs ``[..., out]`` from its input frames ``[..., in]`` (float64)."""
+        return frames @ np.asarray(self.kernel, np.float64)[tap]
+
+    def input_shift(self, b: np.ndarray) -> np.ndarray:
+        """What adding ``b`` ``[in]`` to every input frame adds to the outputs ``[out]`` (a fold's bias)."""
+        return np.einsum("i,kio->o", b, np.asarray(self.kernel, np.float64))
 
     def per_output(self, a: np.ndarray) -> np.ndarray:
         """A factor per output channel ``[out]`` laid over the kernel's axes."""
@@ -126,13 +136,16 @@ class DepthwiseConvLayer(ConvLayer):
     def out_dim(self) -> int:
         return self.in_dim * self.multiplier
 
-    def dense_kernel(self) -> np.ndarray:
-        """The same convolution as a Conv1D's kernel ``[taps, in, out]`` (zero between channels): what the
-        float reference and the folds compute with."""
-        k = np.zeros((self.taps, self.in_dim, self.in_dim, self.multiplier), np.float64)
-        for c in range(self.in_dim):
-            k[:, c, c, :] = self.kernel[:, c, :]
-        return k.reshape(self.taps, self.in_dim, self.out_dim)
+    @property
+    def display(self) -> str:
+        return self.layer_class or "DepthwiseConv1D"
+
+    def tap_outputs(self, frames: np.ndarray, tap: int) -> np.ndarray:
+        k = np.asarray(self.kernel, np.float64)[tap]                    # [in, multiplier]
+        return (frames[..., :, None] * k).reshape(frames.shape[:-1] + (self.out_dim,))
+
+    def input_shift(self, b: np.ndarray) -> np.ndarray:
+        return (np.asarray(b, np.float64)[:, None] * np.asarray(self.kernel, np.float64).sum(axis=0)).reshape(-1)
 
     def per_output(self, a: np.ndarray) -> np.ndarray:
         """A factor per output channel ``[out]`` laid over the kernel's axes."""
@@ -365,10 +378,17 @@ class ModelIR:
         return int(n)
 
     def front_macs(self) -> int:
-        """Multiply-accumulates of the front end per frame each convolution emits (summed)."""
+        """Multiply-accumulates of the front end per frame it emits (per recurrent step, in the steady state): each
+        convolution's per frame it emits, times the frames it emits per front-end output frame (the product of the
+        later layers' strides), so the figure adds to the recurrent layers' per step."""
         if self.is_token_model:
             return 0
-        return int(sum(c.kernel.size for c in self.input.front if isinstance(c, ConvLayer)))
+        macs, per_output = 0, 1
+        for f in reversed(self.input.front):
+            if isinstance(f, ConvLayer):
+                macs += f.kernel.size * per_output
+            per_output *= f.strides
+        return int(macs)
 
     def head_macs(self) -> int:
         return int(sum(d.kernel.size for d in self.head))

@@ -727,11 +727,13 @@ class SeparableConv1DHandler(Conv1DHandler):
             raise RnnskipError(f"layer '{name}' (SeparableConv1D): weight shapes {dk.shape}/{pk.shape}/{bias.shape} "
                                f"don't match filters={filters}, kernel_size={cfg.get('kernel_size')}, "
                                f"depth_multiplier={mult}: the file is inconsistent")
+        # both parts carry the layer's name and class: messages and `inspect` name what the user wrote
         depthwise = DepthwiseConvLayer(kernel=dk, bias=np.zeros(dk.shape[1] * mult, np.float32),
                                        strides=_one(cfg.get("strides"), 1), dilation=_one(cfg.get("dilation_rate"), 1),
-                                       padding=str(cfg.get("padding", "valid")).lower(), name=f"{name}/depthwise")
+                                       padding=str(cfg.get("padding", "valid")).lower(), name=name,
+                                       layer_class=layer.display)
         pointwise = ConvLayer(kernel=pk, bias=bias, activation=activation_name(cfg.get("activation", "linear")),
-                              name=f"{name}/pointwise")
+                              name=name, layer_class=layer.display)
         return [Node(layer, CONV, depthwise, status="converted (streamed front end: its depthwise part)"),
                 Node(layer, CONV, pointwise, status="converted (streamed front end: DepthwiseConv1D, then a Conv1D "
                                                     "of kernel 1)")]

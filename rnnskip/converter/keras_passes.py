@@ -223,7 +223,8 @@ def fold_batchnorm(nodes: List[Node]) -> List[Node]:
                 if conv.padding != "valid" and isinstance(flat, int):   # Keras pads the normalised input with zeros
                     cls = pending.layer.display
                     raise LayerError(f"layer '{pending.name}' ({cls}) maps feature {flat} to a constant other than 0 "
-                                     f"before '{node.name}' (Conv1D) with padding='{conv.padding}', whose zeros "
+                                     f"before '{node.name}' ({node.layer.display}) with padding='{conv.padding}', "
+                                     f"whose zeros "
                                      f"pad the {cls}'s output: no input frame normalises to them, so the fold "
                                      f"cannot pad the raw input; rnnskip folds such a {cls} into a Conv1D with "
                                      f"padding='valid' (or put it after the convolution)", pending.name)
@@ -693,13 +694,14 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
             if isinstance(f, PoolLayer):
                 f.channels = width
             elif f.in_dim != width:
-                raise LayerError(f"layer '{f.name}' (Conv1D) expects {f.in_dim} channels but gets {width}: "
+                raise LayerError(f"layer '{f.name}' ({f.display}) expects {f.in_dim} channels but gets {width}: "
                                  "the file is inconsistent", f.name)
             width = f.out_dim
         first = next((n for n in nodes if n.kind in (CONV, POOL, DENSE, RECURRENT)), None)
         bad = support.front_pad_problem(front)
         if bad is not None:
-            raise LayerError(f"layer '{bad[0]}' (Conv1D) {bad[1]}", bad[0])
+            shown = next(f.display for f in front if getattr(f, "name", None) == bad[0])
+            raise LayerError(f"layer '{bad[0]}' ({shown}) {bad[1]}", bad[0])
         inp = FeatureInput(features=int(features), dense=input_dense, mask_value=mask_value, front=front,
                            center=first.input_center if first is not None else None,
                            norm_scale=first.input_norm if first is not None else None)

@@ -383,8 +383,7 @@ def fold_before_conv(c, a: np.ndarray, b: np.ndarray) -> None:
     not, computes what Keras does. The caller checks :func:`neutral_input` first."""
     if c.padding != "valid":
         c.pad = np.asarray(neutral_input(a, b), np.float64)
-    shift = np.einsum("i,kio->o", b, c.dense_kernel())
-    c.bias = np.ascontiguousarray((np.asarray(c.bias, np.float64) + shift).astype(np.float32))
+    c.bias = np.ascontiguousarray((np.asarray(c.bias, np.float64) + c.input_shift(b)).astype(np.float32))
     c.kernel = np.ascontiguousarray((np.asarray(c.kernel, np.float64) * a[None, :, None]).astype(np.float32))
 
 

@@ -100,7 +100,7 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
             raise RnnskipError(f"{e}; --max-loss needs class labels: for unlabelled data give --max-disagreement D "
                                f"(percent of sequences whose class differs from the dense model's) and --calib")
         raise
-    if va.y is not None or calib is None:
+    if va.y is not None:   # unlabelled: --calib's labels below (and --calib is required then)
         classifier(va.y)
     sel = pipeline.load_data(select, ir, "--select", labels=labels, note=warn, loaded=[val]) if select else None
     if sel is not None:
@@ -112,7 +112,7 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
         raise RnnskipError("--calib is required with unlabelled --val: the int8 grid is calibrated on it")
     cal = (pipeline.load_data(calib, ir, "--calib", labels=False, note=warn, loaded=[val, select])   # no labels needed
            if calib else va)
-    if va.y is None and calib is not None:   # unlabelled --val: the training data's labels say the model classifies
+    if va.y is None:   # unlabelled --val: the training data's labels say whether the model classifies
         classifier(cal.y)
     qm, _ = pipeline.quantize_model(ir, cal, calib_max, progress=False)
     base_qm = None

@@ -46,7 +46,7 @@ class Conversion:
                 front = self.report["model"].get("front_macs_per_frame")
                 if front and sec.get("attached", True):   # its MACs leave out what it does not change
                     rows.append((f"{setup.key} MACs count", f"the recurrent layers and the head: the front end's "
-                                                            f"{front:,} MAC per frame run the same with and without "
+                                                            f"{front:,} MAC per step run the same with and without "
                                                             f"{setup.key}"))
                 text.append("\n".join(f"  {k:<21} {v}" for k, v in base + rows))
         return "\n".join(text)

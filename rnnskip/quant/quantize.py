@@ -191,7 +191,7 @@ def quantize_front(front: list, x_scale: float, ranges: list) -> list:
                 steps = np.asarray(f.pad, np.float64) / x_scale
                 if np.abs(steps).max() > 127.5:   # a table activation's output has a fixed scale (+-1)
                     raise RnnskipError(
-                        f"'{f.name}' (Conv1D) pads with {float(np.abs(steps).max() * x_scale):.3g} (the input its "
+                        f"'{f.name}' ({f.display}) pads with {float(np.abs(steps).max() * x_scale):.3g} (the input its "
                         f"normalisation maps to 0), outside the int8 range of its input (+-{127 * x_scale:.3g}, the "
                         "output of the layer before it): int8 cannot hold the padding frame; put the normalisation "
                         "before that layer's activation, or after this Conv1D")

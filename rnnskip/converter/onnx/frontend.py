@@ -133,7 +133,7 @@ def h_conv(ctx: _Ctx):
     else:
         conv = ConvLayer(kernel=_f32(W.transpose(2, 1, 0)), bias=_f32(bias), strides=stride, dilation=dilation,
                          padding=padding, name=ctx.key)
-    status = "converted (streamed front end)"
+    status = "converted (streamed front end" + (", depthwise)" if depthwise else ")")
     if s.affine is not None:   # a BatchNormalization on its input: into the kernel, padded with what it maps to 0
         a, b = _affine_of(ctx, s, conv.kernel.shape[1])
         flat = support.neutral_input(a, b)

@@ -612,6 +612,8 @@ class Conv1DHandler(LayerHandler):
     """``Conv1D``: a front-end layer, streamed one input frame at a time."""
     classes = ("Conv1D", "Convolution1D")
     PADDINGS = ("valid", "causal", "same")
+    #: what options() names first, and what it names only away from its default 1
+    LEAD, SIZES = ("filters",), ("strides", "dilation_rate")
 
     def refusals(self, layer):
         cfg, out = layer.config, _channels_last(layer)
@@ -638,10 +640,8 @@ class Conv1DHandler(LayerHandler):
 
     def options(self, layer):
         cfg = layer.config
-        parts = [f"filters={cfg.get('filters')}", f"kernel_size={_one(cfg.get('kernel_size'), 1)}"]
-        for key in ("strides", "dilation_rate"):
-            if _one(cfg.get(key), 1) != 1:
-                parts.append(f"{key}={_one(cfg.get(key), 1)}")
+        parts = [f"{key}={cfg.get(key)}" for key in self.LEAD] + [f"kernel_size={_one(cfg.get('kernel_size'), 1)}"]
+        parts += [f"{key}={_one(cfg.get(key), 1)}" for key in self.SIZES if _one(cfg.get(key), 1) != 1]
         parts.append(f"padding={cfg.get('padding', 'valid')}")
         parts.append(f"activation={activation_name(cfg.get('activation', 'linear'))}")
         if cfg.get("use_bias") is False:
@@ -668,18 +668,7 @@ class Conv1DHandler(LayerHandler):
 class DepthwiseConv1DHandler(Conv1DHandler):
     """``DepthwiseConv1D``: a front-end layer, each input channel convolved on its own (``DepthwiseConvLayer``)."""
     classes = ("DepthwiseConv1D",)
-
-    def options(self, layer):
-        cfg = layer.config
-        parts = [f"kernel_size={_one(cfg.get('kernel_size'), 1)}"]
-        for key, default in (("depth_multiplier", 1), ("strides", 1), ("dilation_rate", 1)):
-            if _one(cfg.get(key), default) != default:
-                parts.append(f"{key}={_one(cfg.get(key), default)}")
-        parts.append(f"padding={cfg.get('padding', 'valid')}")
-        parts.append(f"activation={activation_name(cfg.get('activation', 'linear'))}")
-        if cfg.get("use_bias") is False:
-            parts.append("use_bias=False")
-        return _join(parts)
+    LEAD, SIZES = (), ("depth_multiplier", "strides", "dilation_rate")
 
     def build(self, layer, weights):
         cfg, name = layer.config, layer.name
@@ -708,10 +697,7 @@ class SeparableConv1DHandler(Conv1DHandler):
     layer's padding, strides, dilation and depth_multiplier), then a Conv1D of kernel 1 (its filters, bias and
     activation). The int8 model rounds between them, where Keras keeps floats."""
     classes = ("SeparableConv1D", "SeparableConvolution1D")
-
-    def options(self, layer):
-        mult = _one(layer.config.get("depth_multiplier"), 1)
-        return super().options(layer) + (f", depth_multiplier={mult}" if mult != 1 else "")
+    SIZES = ("depth_multiplier", "strides", "dilation_rate")
 
     def build(self, layer, weights):
         cfg, name = layer.config, layer.name

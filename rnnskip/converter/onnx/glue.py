@@ -316,12 +316,21 @@ def _summed_directions(ctx: _Ctx, a: Sym, b: Sym) -> Optional[Sym]:
     return None
 
 
-def h_transpose(ctx: _Ctx):
-    s = ctx.inp(0)
+def _folded_without_data(ctx: _Ctx, s: Sym, zeros: str = "glue"):
+    """What a layout operator (Transpose, Squeeze, Unsqueeze, Reshape) returns when its input carries no data: a
+    zero initial state passes through and a shape computation folds to a shape; None when it carries data."""
     if s.kind == ZEROS:
-        return [s], "folded (glue)"
+        return [s], f"folded ({zeros})"
     if not _data(s.kind):
         return _shape_like(ctx), "folded (glue)"
+    return None
+
+
+def h_transpose(ctx: _Ctx):
+    s = ctx.inp(0)
+    folded = _folded_without_data(ctx, s)
+    if folded:
+        return folded
     perm = ctx.attrs.get("perm", list(range(len(s.axes)))[::-1])
     if sorted(perm) != list(range(len(s.axes))):
         ctx.fail(f"has perm {perm} for a rank-{len(s.axes)} tensor: the graph is inconsistent")
@@ -348,10 +357,9 @@ def _squeezable(s: Sym, ax: str) -> bool:
 
 def h_squeeze(ctx: _Ctx):
     s = ctx.inp(0)
-    if s.kind == ZEROS:
-        return [s], "folded (glue)"
-    if not _data(s.kind):
-        return _shape_like(ctx), "folded (glue)"
+    folded = _folded_without_data(ctx, s)
+    if folded:
+        return folded
     axes = _axes_arg(ctx)
     rank = len(s.axes)
     # no axes (torch's squeeze()): every size-1 axis, a one-output head's output axis included
@@ -375,10 +383,9 @@ def h_reshape(ctx: _Ctx):
     propagation), each kept axis's inferred size the input's own (the hidden width may stay unknown). So a
     reshape that merges or reinterprets the batch and time axes is refused, whatever its rank."""
     s = ctx.inp(0)
-    if s.kind == ZEROS:
-        return [s], "folded (zero initial state)"
-    if not _data(s.kind):
-        return _shape_like(ctx), "folded (glue)"
+    folded = _folded_without_data(ctx, s, "zero initial state")
+    if folded:
+        return folded
     if s.kind == IDX:
         return [_idx_reshape(ctx, s)], "folded (index glue)"
     if "LB" in s.axes:
@@ -480,10 +487,9 @@ def h_reshape(ctx: _Ctx):
 
 def h_unsqueeze(ctx: _Ctx):
     s = ctx.inp(0)
-    if s.kind == ZEROS:
-        return [s], "folded (glue)"
-    if not _data(s.kind):
-        return _shape_like(ctx), "folded (glue)"
+    folded = _folded_without_data(ctx, s)
+    if folded:
+        return folded
     axes = _axes_arg(ctx)
     rank = len(s.axes) + len(axes)
     out = list(s.axes)

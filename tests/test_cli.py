@@ -528,6 +528,40 @@ def test_sigterm_removes_the_partial_folder(model_and_data, tmp_path):
     assert not list(tmp_path.glob(".o.partial-*")) and not (tmp_path / "o").exists()
 
 
+@needs_arm
+def test_ctrl_c_while_the_emulator_workers_run(model_and_data, tmp_path):
+    """Ctrl-C reaches the whole process group, the emulator's worker processes too: they ignore it, the parent stops
+    them at once and says one line (a spawned worker printed a KeyboardInterrupt traceback, and the run took 7-20 s to
+    end while the workers finished their chunks)."""
+    import signal
+    import time
+
+    from rnnskip.datasets import Dataset, load_npz, save_npz
+    model, data, _ = model_and_data
+    d = load_npz(str(data))
+    k = -(-256 // len(d))   # rows 150 times as long, 16 to a worker's chunk: each chunk runs for seconds
+    x = np.tile(d.x, (k, 150))
+    save_npz(str(tmp_path / "many.npz"), Dataset(x=x, y=np.tile(d.y, k), lengths=np.full(len(x), x.shape[1])))
+    exe = Path(sys.executable).parent / "rnnskip-convert"
+    with open(tmp_path / "err.txt", "w") as err:
+        p = subprocess.Popen([str(exe), str(model), "--data", str(tmp_path / "many.npz"), "--out", str(tmp_path / "o"),
+                              "--workers", "2", "--traffic-sample", "0", "--max-t", str(x.shape[1])],
+                             stdout=subprocess.DEVNULL, stderr=err, text=True, start_new_session=True)
+        t0 = time.time()
+        while "emulate" not in (tmp_path / "err.txt").read_text() and p.poll() is None and time.time() - t0 < 300:
+            time.sleep(0.1)
+        assert p.poll() is None, "finished before the emulation was seen"
+        time.sleep(1)
+        os.killpg(p.pid, signal.SIGINT)
+        t1 = time.time()
+        p.wait(timeout=60)
+        took = time.time() - t1
+    text = (tmp_path / "err.txt").read_text()
+    assert p.returncode == 130 and text.replace("\r", "\n").strip().splitlines()[-1] == "error: interrupted", text
+    assert "Traceback" not in text and took < 5, (took, text)
+    assert not list(tmp_path.glob(".o.partial-*")) and not (tmp_path / "o").exists()
+
+
 def test_nan_weights_and_far_off_data_refused(tmp_path):
     from random_models import random_data, random_ir
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -94,6 +93,15 @@ def weights_copy(emu, target) -> Optional[dict]:
             "flash_line_fills": mem.get("flash_line_fills"), "stall_cycles": mem.get("stall_cycles")}
 
 
+def _ignore_sigint():
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _worker_chunk(a):
+    return _worker(*a)
+
+
 def _mp_context():
     """fork is cheapest and needs no __main__ guard in user scripts; once TensorFlow
     has started its threads in this process, fork is unsafe, so spawn then."""
@@ -145,10 +153,12 @@ def emulate_dataset(elf: Path, target, sequences: Sequences, traffic_sample: int
         for c in chunks:
             take(_worker(*args, c))
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as ex:
-            futs = [ex.submit(_worker, *args, c) for c in chunks]
-            for f in as_completed(futs):
-                take(f.result())
+        # a Pool, not a ProcessPoolExecutor: leaving its block (Ctrl-C, an error) terminates the workers at once
+        # instead of waiting for their chunks, and they ignore SIGINT, which only the parent handles (a spawned
+        # worker printed a KeyboardInterrupt traceback of its own)
+        with _mp_context().Pool(workers, initializer=_ignore_sigint) as pool:
+            for result in pool.imap_unordered(_worker_chunk, [(*args, c) for c in chunks]):
+                take(result)
     for b in bars.values():
         b.close()
     return EmulationResult(out=out, flags=flags, steps_run=steps, stats=stats,

@@ -181,8 +181,8 @@ main.add_command(delta_train_cmd)
 @main.command("inspect")
 @click.argument("model", type=click.Path())
 @click.option("--max-t", type=click.IntRange(min=1), default=None,
-              help="Sequence length the RAM estimate sizes the I/O buffers for (default: 64, or the number of steps "
-                   "a model that flattens the time axis reads).")
+              help="Sequence length the RAM estimate sizes the I/O buffers for (default: the number of steps a "
+                   "model that flattens the time axis reads, else the steps its input declares, else 64).")
 @click.option("--target", "target_names", multiple=True, help="Estimate only for these targets (default: all).")
 @click.option("--board", "board_names", multiple=True,
               help="Estimate for these boards too: their core on their part's flash and RAM (see 'rnnskip boards').")

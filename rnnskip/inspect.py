@@ -115,7 +115,8 @@ def inspect_file(path, max_t: Optional[int] = None, target_names: Optional[List[
         ins.front_macs = ir.front_macs()
     if qm is not None:
         ins.notes += [n for n in (cell_of(q.kind).calibration_note(q) for q in qm.layers) if n]
-        ins.max_t = int(max_t or qm.pool_steps or 64)   # a Flatten over time: its fixed number of steps
+        # a Flatten over time reads its fixed number of steps; otherwise the steps the input declares, if any
+        ins.max_t = int(max_t or qm.pool_steps or (ir.input_steps if ir is not None else 0) or 64)
         _target_estimates(ins, qm, target_names, board_names)
     return ins
 

@@ -22,8 +22,9 @@ from rnnskip.reference import FloatModel
 F, T, N = 3, 6, 8
 
 
-def old_h5(path, layers, version="2.2.4", seed=0):
-    """A Keras 2.2-era Sequential .h5: ``layers`` = [(class, config, {role: shape})]."""
+def old_h5(path, layers, version="2.2.4", seed=0, steps=None):
+    """A Keras 2.2-era Sequential .h5: ``layers`` = [(class, config, {role: shape})]; ``steps``: the input's fixed
+    number of steps (None: any)."""
     rng = np.random.default_rng(seed)
     entries = []
     with h5py.File(path, "w") as f:
@@ -32,7 +33,7 @@ def old_h5(path, layers, version="2.2.4", seed=0):
         for i, (cls, cfg, roles) in enumerate(layers):
             cfg = dict(cfg)
             if i == 0:
-                cfg["batch_input_shape"] = [None, None, F]
+                cfg["batch_input_shape"] = [None, steps, F]
             entries.append({"class_name": cls, "config": cfg})
             g = mw.create_group(cfg["name"])
             names = [f"{cfg['name']}/{r}:0" for r in roles]
@@ -250,6 +251,15 @@ def test_inspect_sizes_are_for_the_larger_lstm_layout(files):
     want = estimate(split, 64, t)
     assert (got["flash_bytes"], got["ram_bytes"], got["weights_bytes"]) == (want.flash, want.ram, want.weights)
     assert got["flash_bytes"] > estimate(shared, 64, t).flash
+
+
+def test_inspect_sizes_the_buffers_for_the_declared_steps(files, tmp_path):
+    """A model whose input declares its steps (Input(shape=(100, 6))) is estimated for that many, not 64 (a user
+    check: 'I/O buffers for 64 steps' for a 100-sample IMU window); --max-t still decides."""
+    fixed = old_h5(tmp_path / "fixed.h5", [lstm("lstm_1", 5, F), dense("dense_1", 2, 5)], steps=37)
+    assert load_model_file(fixed).input_steps == 37 and load_model_file(files["regression"]).input_steps == 0
+    assert inspect_file(fixed).max_t == 37 and inspect_file(files["regression"]).max_t == 64
+    assert inspect_file(fixed, max_t=50).max_t == 50
 
 
 def test_inspect_lstm_stack_adds_one_accumulator_set(tmp_path):

@@ -2465,3 +2465,25 @@ def test_summed_final_states_read_two_ways_are_refused(tmp_path):
     assert refusal(tmp_path / "both.onnx").endswith(
         "node 'half' (Div) averages the two final states of bidirectional operator 'rec' whose sum another node reads "
         "too: rnnskip converts one reading of its outputs")
+
+
+def test_the_input_s_static_time_axis_sizes_inspect(tmp_path):
+    """An export at a fixed window (no dynamic time axis) declares its steps: inspect's I/O buffer estimate is for
+    them (time-major too); a dynamic time axis declares none (64 then)."""
+    class M(torch.nn.Module):
+        def __init__(self, batch_first):
+            super().__init__()
+            self.g, self.d = torch.nn.GRU(3, 4, batch_first=batch_first), torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.d(self.g(x)[1][-1])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, batch_first, shape, axes in (("static", True, (1, 23, 3), None), ("major", False, (23, 1, 3), None),
+                                               ("dynamic", True, (1, 23, 3), {"x": {0: "b", 1: "t"}})):
+            torch.onnx.export(M(batch_first).eval(), (torch.zeros(*shape),), str(tmp_path / f"{name}.onnx"),
+                              dynamo=False, input_names=["x"], dynamic_axes=axes)
+    steps = {n: load_model_file(tmp_path / f"{n}.onnx").input_steps for n in ("static", "major", "dynamic")}
+    assert steps == {"static": 23, "major": 23, "dynamic": 0}
+    assert inspect_file(tmp_path / "static.onnx").max_t == 23 and inspect_file(tmp_path / "dynamic.onnx").max_t == 64

@@ -315,6 +315,9 @@ class ModelIR:
     # pool "flatten" (Keras Flatten over the time axis): the head reads the last recurrent layer's outputs at every
     # one of the model's fixed number of steps, side by side; this is that number (0 for the other kinds)
     pool_steps: int = 0
+    # the fixed number of input steps the source declares (Keras Input(shape=(T, F)), an ONNX input's static time
+    # axis; 0: any): what `rnnskip inspect` sizes its I/O buffer estimate for
+    input_steps: int = 0
     # the model takes each row's length as an input (ONNX sequence_lens): the data's lengths are its own
     lengths_input: bool = False
     # how the source file's own runtime is fed and read (ONNX: input/output names and layouts), for the

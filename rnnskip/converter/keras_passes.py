@@ -730,7 +730,8 @@ def assemble(nodes: List[Node], model_name: str, path: str, notes: List[str]) ->
         width = d.out_dim
     return ModelIR(input=inp, rnn_layers=rnns, head=head, name=model_name, source=path, notes=notes,
                    per_step=per_step, pool=pool.value if pool is not None else "",
-                   pool_name=pool.name if pool is not None else "", pool_steps=steps)
+                   pool_name=pool.name if pool is not None else "", pool_steps=steps,
+                   input_steps=_declared_steps(nodes))
 
 
 def _place_per_step(dense_nodes: List[Node], rnns: List[RNNLayer], into: Optional[Node]) -> List[str]:

@@ -437,7 +437,9 @@ def _assemble(r: _Reader) -> ModelIR:
           "output_unit_axes": unit_axes}
     return ModelIR(input=inp, rnn_layers=r.rnns, head=r.head, name=_model_name(r.path), source=r.path,
                    notes=notes, per_step=per_step, lengths_input=any(r.rnn_lens) or bool(r.last_valid), source_io=io,
-                   pool=r.pool, pool_name=r.pool_name, pool_steps=r.pool_steps if r.pool == "flatten" else 0)
+                   pool=r.pool, pool_name=r.pool_name, pool_steps=r.pool_steps if r.pool == "flatten" else 0,
+                   input_steps=io["input_static"][0 if io["input_time_major"] else 1]
+                   if len(io["input_static"]) == 2 else 0)
 
 
 # --------------------------------------------------------------------------

@@ -73,9 +73,9 @@ def next_steps(out: Path, model: Path, target: str = "cortex-m4") -> tuple:
     b_all, ask_all = certifiable_budget(n)
     b_half, ask_half = certifiable_budget(half)
     text = (f"next, with the same files. Budgets are certified (90% confidence) on the {n} validation "
-            f"sequences, which certify no budget below {up2(b_all)} points when all of them certify "
-            f"(delta-tune --select) and {up2(b_half)} when half do (train-predictor); your own data with "
-            "more validation sequences certifies tighter budgets:")
+            f"sequences; with none of them changed, they certify a loss of {up2(b_all)} points when all of them "
+            f"certify (delta-tune --select) and {up2(b_half)} when half do (train-predictor), less only when more "
+            "of them turn right than wrong; your own data with more validation sequences certifies tighter budgets:")
     common = ["--data", str(m / "test.npz"), "--calib", str(m / "train.npz"), "--target", target]
     commands = [
         ["rnnskip", "delta-tune", str(model), "--select", str(m / "train.npz"), "--val", str(m / "val.npz"),

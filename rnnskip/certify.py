@@ -153,8 +153,9 @@ def upper_bound(loss: np.ndarray, delta: float, kind: str = "paired") -> float:
 
 
 def smallest_certifiable(n: int, delta: float, kind: str = "paired") -> float:
-    """The smallest budget ``n`` calibration sequences can certify: the bound when every
-    sequence has loss 0 (a setting that changes nothing)."""
+    """The bound when every one of ``n`` calibration sequences has loss 0 (a setting that changes nothing). No
+    disagreement bound is lower; a paired bound is lower for a setting that turns more of the sequences wrong
+    before right than right before wrong (its lower bound on those is subtracted)."""
     return upper_bound(np.zeros(int(n)), delta, kind)
 
 
@@ -212,13 +213,7 @@ class Certificate:
         if self.chosen is None and self.tested == 0:
             return ("nothing to certify: no setting beyond the dense model fits the budget on the selection rows")
         if self.chosen is None:
-            unit = "points" if self.kind == "paired" else "%"
-            if self.smallest_certifiable > self.budget or self.failed_upper_bound is None:
-                return (f"nothing certified: {self.calibration_n} calibration sequences certify no budget below "
-                        f"{up2(100 * self.smallest_certifiable)} {unit} at {100 * self.confidence:g}% confidence")
-            return (f"nothing certified: the most conservative candidate's {100 * self.confidence:g}% upper bound "
-                    f"is {100 * self.failed_upper_bound:.2f} {unit}, above the budget of {100 * self.budget:g} "
-                    f"(n={self.calibration_n})")
+            return "nothing certified: " + _not_certified(self.as_dict(), line=True)
         what = ("loss" if self.kind == "paired" else self.disagreeing) + (
             " per step (each sequence's share of steps)" if self.per_step else "")
         unit = "pt" if self.kind == "paired" else "%"
@@ -316,22 +311,36 @@ def is_lengths(v) -> bool:
 
 
 def up2(v: float) -> str:
-    """``v`` to 2 decimals, rounded up: the smallest certifiable budget as printed is one that certifies."""
+    """``v`` to 2 decimals, rounded up: the smallest certifiable budget as printed is one that certifies, and a
+    bound above the budget never prints as the budget."""
     return f"{math.ceil(v * 100 - 1e-9) / 100:.2f}"
+
+
+def _not_certified(c: dict, line: bool = False) -> str:
+    """Why a certificate dict (``Certificate.as_dict``) certified nothing: the first candidate's bound when one
+    was tested (rounded up, so it never reads as the budget), and the smallest budget the rows certify with every
+    sequence unchanged when that is above the budget - no disagreement certifies less; a paired loss does only
+    for a candidate that turns more sequences right than wrong."""
+    budget = c.get("max_loss_points", c.get("max_disagreement_percent"))
+    # a terminal line's short unit (the line names the measure) or the report's whole one
+    unit = ("points" if c["loss"] == "paired" else "%") if line else c["units"]
+    n, floor, failed = c["calibration_n"], c["smallest_certifiable"], c.get("failed_upper_bound")
+    conf = f" at {100 * c['confidence']:g}% confidence" if line else ""
+    rows = f"{n} calibration sequences certify no budget below {up2(floor)} {unit}{conf}"
+    if failed is None:
+        return rows
+    why = (f"the most conservative candidate's {100 * c['confidence']:g}% upper bound is {up2(failed)} {unit}, above "
+           f"the budget of {budget:g}" + (f" (n={n})" if line else f"; n={n}"))
+    if budget is None or floor <= budget:
+        return why
+    return why + "; " + (rows if c["loss"] == "disagreement" else f"with no sequence changed, {rows}")
 
 
 def budget_text(c: dict, fallback: str) -> str:
     """The terminal line of a report's ``certified`` dict; ``fallback``: what runs when nothing
     was certified."""
     if not c["certified"]:
-        budget = c.get("max_loss_points", c.get("max_disagreement_percent"))
-        failed = c.get("failed_upper_bound")
-        if failed is not None and budget is not None and c["smallest_certifiable"] <= budget:
-            # enough rows for the budget: the first candidate's bound is what failed
-            return (f"not certified (the most conservative candidate's {100 * c['confidence']:g}% upper bound is "
-                    f"{failed:.2f} {c['units']}, above the budget of {budget:g}; n={c['calibration_n']}): {fallback}")
-        return (f"not certified ({c['calibration_n']} calibration sequences certify no budget below "
-                f"{up2(c['smallest_certifiable'])} {c['units']}): {fallback}")
+        return f"not certified ({_not_certified(c)}): {fallback}"
     what = (f"loss <= {c['max_loss_points']:g} pt" if c["loss"] == "paired"
             else f"disagreement <= {c['max_disagreement_percent']:g}%")
     if c.get("tolerance") is not None:

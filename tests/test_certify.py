@@ -129,13 +129,16 @@ def test_fixed_sequence_stops_at_the_first_failure_and_reports():
     none = fixed_sequence([worse], 0.01, 0.9)
     assert none.chosen is None and 8 < 100 * none.failed_upper_bound < 10
     ub = 100 * none.failed_upper_bound
-    assert f"the most conservative candidate's 90% upper bound is {ub:.2f} points" in none.line("v")
+    assert f"the most conservative candidate's 90% upper bound is {up2(ub)} points" in none.line("v")
     assert "above the budget of 1 (n=5000)" in none.line("val.npz")
-    few = fixed_sequence([np.zeros(40)], 0.01, 0.9)      # 40 sequences cannot certify 1 point at all
+    few = fixed_sequence([np.zeros(40)], 0.01, 0.9)      # 40 unchanged sequences cannot certify 1 point
     floor = 100 * smallest_certifiable(40, 0.1)
     shown = up2(floor)            # rounded up: the budget the line names certifies when asked for
     assert float(shown) >= floor and float(shown) - floor < 0.01
-    assert few.chosen is None and f"40 calibration sequences certify no budget below {shown} points" in few.line("v")
+    assert few.chosen is None and few.line("v") == (
+        f"nothing certified: the most conservative candidate's 90% upper bound is {shown} points, above the budget "
+        f"of 1 (n=40); with no sequence changed, 40 calibration sequences certify no budget below {shown} points "
+        f"at 90% confidence")
     assert fixed_sequence([np.zeros(40)], float(shown) / 100, 0.9).chosen is not None
     assert up2(10.5019) == "10.51" and up2(10.5) == "10.50" and up2(5.3966) == "5.40"
     # the bounds count outcomes: the file's order cannot matter
@@ -214,7 +217,37 @@ def test_budget_text_names_the_reason_nothing_was_certified():
         "n=150): thresholds 0")
     few = Certificate("paired", 0.01, 0.9, 150, None, None, None, 1, 0.0198, failed_upper_bound=0.03)
     assert budget_text(few.as_dict(), "thresholds 0") == (
-        "not certified (150 calibration sequences certify no budget below 1.98 points): thresholds 0")
+        "not certified (the most conservative candidate's 90% upper bound is 3.00 points, above the budget of 1; "
+        "n=150; with no sequence changed, 150 calibration sequences certify no budget below 1.98 points): "
+        "thresholds 0")
+    few = Certificate("disagreement", 0.01, 0.9, 150, None, None, None, 1, 0.0152, failed_upper_bound=0.03)
+    assert budget_text(few.as_dict(), "thresholds 0") == (
+        "not certified (the most conservative candidate's 90% upper bound is 3.00 percent of sequences, above the "
+        "budget of 1; n=150; 150 calibration sequences certify no budget below 1.52 percent of sequences): "
+        "thresholds 0")
+    # a bound just above the budget is printed rounded up, never as the budget itself
+    close = Certificate("paired", 0.0311, 0.9, 200, None, None, None, 1, 0.0114, failed_upper_bound=0.031101)
+    assert "upper bound is 3.12 points, above the budget of 3.11; n=200" in budget_text(close.as_dict(), "x")
+
+
+def test_a_paired_loss_certifies_below_the_unchanged_bound():
+    """A candidate that turns sequences right certifies a loss budget below the bound of one that changes nothing
+    (its lower bound on them is subtracted), so nothing says no smaller budget can be certified; a disagreement's
+    bound is never below it."""
+    from rnnskip.certify import fixed_sequence, smallest_certifiable
+    right = np.r_[-np.ones(5), np.zeros(495)]
+    floor = smallest_certifiable(500, 0.1)
+    c = fixed_sequence([right], 0.003, 0.9)
+    assert floor > 0.003 and c.chosen == 0 and c.upper_bound < 0.003
+    assert fixed_sequence([np.abs(right)], floor - 1e-9, 0.9, "disagreement").chosen is None
+    assert upper_bound(np.zeros(500), 0.1, "disagreement") == smallest_certifiable(500, 0.1, "disagreement")
+    # nothing certified at budget 0: the line gives the candidate's own bound (0.10 pt), then the unchanged one
+    z = fixed_sequence([np.r_[-np.ones(5), np.zeros(995)]], 0.0, 0.9)
+    assert z.chosen is None and z.line("v").startswith(
+        f"nothing certified: the most conservative candidate's 90% upper bound is {up2(100 * z.failed_upper_bound)} "
+        f"points, above the budget of 0 (n=1000); with no sequence changed, 1000 calibration sequences certify no "
+        f"budget below {up2(100 * smallest_certifiable(1000, 0.1))} points")
+    assert z.failed_upper_bound < smallest_certifiable(1000, 0.1)
 
 
 def test_masked_rows_are_compared_on_the_steps_they_run():

@@ -62,12 +62,15 @@ def test_delta_tune_writes_thresholds(gru):
     cells = [q for q in t["sweep"] if q["theta_m"] != [None]]
     assert sorted(q["theta_m"][0] for q in cells) == sorted(CELL_GRID)
     assert len({(q["theta_x"][0], q["theta_h"][0]) for q in cells}) == 1
-    assert p.stdout.count(" points, ") == 2 and f"{16 + len(CELL_GRID)} points evaluated in " in p.stdout
+    assert sum(" points, " in l and " s; latest x=" in l for l in p.stdout.splitlines()) == 2
+    assert f"{16 + len(CELL_GRID)} points evaluated in " in p.stdout
     assert t["evaluated"] == len(t["sweep"]) == 16 + len(CELL_GRID)
-    assert "nothing certified: 20 calibration sequences certify no budget below" in p.stdout
+    assert "nothing certified: the most conservative candidate's 90% upper bound is " in p.stdout
+    assert "with no sequence changed, 20 calibration sequences certify no budget below" in p.stdout
     warn = [l for l in p.stderr.splitlines() if l.startswith("warning:")]   # on stderr, as rnnskip-convert's
     assert len(warn) == 1 and "warning:" not in p.stdout
-    assert warn[0].startswith("warning: nothing certified: 20 calibration sequences certify no budget below ")
+    assert warn[0].startswith("warning: nothing certified: the most conservative candidate's 90% upper bound is ")
+    assert "; with no sequence changed, 20 calibration sequences certify no budget below " in warn[0]
     assert "wrote thresholds 0, which compute the dense model's outputs exactly (only values that change " \
         "transmit: " in warn[0] and "x fewer MACs on these rows); compare the cycles of conversions with and " \
         "without --delta before deploying it" in warn[0]
@@ -504,6 +507,25 @@ def test_delta_train_writes_normal_keras_model(gru):
     assert spec.grid and spec.tuning["calibration"] == str(val)
     assert grid_mismatch(spec.grid, quantize_model(ir2, va, progress=False)[0]) is None
     assert grid_mismatch(spec.grid, quantize_model(ir, va, progress=False)[0]) is not None   # not the original's
+    # the rows that chose its epoch are recorded; delta-tune will not certify the model on them
+    from rnnskip.datasets import Dataset, file_sha256, save_npz
+    assert spec.tuning["early_stopping"] == {"data": str(val), "sha256": file_sha256(val), "sequences": len(va)}
+    copy = d / "val_copy.npz"
+    copy.write_bytes(Path(val).read_bytes())
+    one_line_error(cli("rnnskip", "delta-tune", out, "--baseline", model, "--val", copy, "--calib", val,
+                       "--max-loss", "50", "--out", d / "reuse.json"),
+                   f"--val {copy} holds the rows delta-train chose {out}'s epoch on (its --val, recorded in "
+                   f"{out.with_suffix('.delta.json')}): rows that picked the model cannot certify it; give delta-tune "
+                   f"held-out rows (and delta-train a --val of its own)")
+    assert not (d / "reuse.json").exists()
+    # some of them in another file: counted in a warning
+    part = d / "val_part.npz"
+    save_npz(str(part), Dataset(x=np.concatenate([va.x[:5], va.x[5:25] * 1.01]), y=va.y[:25], lengths=va.lengths[:25]))
+    p = cli("rnnskip", "delta-tune", out, "--baseline", model, "--val", part, "--calib", val, "--max-loss", "50",
+            "--grid", "0,8", "--cell-grid", "", "--out", d / "part.json")
+    assert p.returncode == 0, p.stderr
+    assert (f"warning: 5 of the 25 --val rows also chose {out}'s epoch in delta-train (its --val {val}): the "
+            f"certificate is optimistic on those; remove them from --val") in p.stderr
 
 
 @needs_arm_and_qemu

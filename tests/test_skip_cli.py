@@ -88,12 +88,18 @@ def test_train_predictor_certification_refusals_and_unlabelled(setup, tmp_path):
         np.savez(tmp_path / "val80.npz", x=v["x"][:80], y=v["y"][:80], lengths=v["lengths"][:80])
     res = r.invoke(main, base + ["--val", str(tmp_path / "val80.npz"), "--max-loss", "50"])
     assert res.exit_code == 2 and "nothing certified" in _one_error(res.output) and not out.exists()
-    # a budget 40 rows cannot certify whatever the predictor: said before any training
-    res = r.invoke(main, base + ["--val", str(tmp_path / "val80.npz"), "--max-loss", "2"])
+    # a disagreement budget 40 rows cannot certify whatever the predictor: said before any training
+    res = r.invoke(main, base + ["--val", str(tmp_path / "val80.npz"), "--max-disagreement", "2"])
     line = _one_error(res.output)
     assert res.exit_code == 2 and line.startswith("error: nothing certified: 40 certification sequences (half of "
                                                   "--val) certify no budget below ") and not out.exists()
     assert "whatever the predictor (checked before training it)" in line and "[skip] oracle" not in res.output
+    # a loss budget below that bound: a predictor that turns more rows right than wrong certifies it, so the
+    # training runs, with a note saying what it takes
+    res = r.invoke(main, base + ["--val", str(tmp_path / "val80.npz"), "--max-loss", "2"])
+    assert "note: 40 certification sequences (half of --val) certify a loss below " in res.output
+    assert "only for a predictor that turns more of them right than wrong" in res.output
+    assert "[skip] oracle" in res.output and (res.exit_code == 0) == out.exists()
     # unlabelled --val with --max-disagreement: the dense model's classes are the reference
     with np.load(paths["val"]) as v:
         np.savez(tmp_path / "unlabelled.npz", x=v["x"], lengths=v["lengths"])
@@ -105,8 +111,29 @@ def test_train_predictor_certification_refusals_and_unlabelled(setup, tmp_path):
     # what its "accuracy" measures there, and the summary's unit
     assert meta["measure"] == "agreement with the dense model" and meta["max_disagreement_percent"] == 60
     assert "% disagreement with the dense model (1 standard error" in res.output
+    assert "note: --calib is the --val file" not in res.output
     res = r.invoke(main, base + ["--val", str(tmp_path / "unlabelled.npz"), "--max-loss", "60"])
     assert res.exit_code == 2 and "'y' is missing from" in _one_error(res.output)
+    # --calib on the certifying rows: a note (outside the guarantee), as delta-tune gives
+    res = r.invoke(main, base + ["--val", str(tmp_path / "unlabelled.npz"), "--max-disagreement", "60", "--calib",
+                                 str(tmp_path / "unlabelled.npz")])
+    assert res.exit_code == 0 and "note: --calib is the --val file, whose rows also certify the threshold" in res.output
+
+
+def test_a_predictor_that_skips_too_little_to_pay_gets_a_note():
+    """The threshold a folder ships skips fewer validation steps than its MACs per step cost: a note (a user
+    shipped a certified predictor that skipped 0.0% and made the firmware 8% slower); the certified threshold's
+    own skip rate counts when it differs from the selection's."""
+    from rnnskip.skip.convert import unpaid_note
+    meta = {"macs_per_step": 100, "val": {"skip_rate": 0.30}}
+    assert unpaid_note(meta, 1000) is None
+    meta["val"].update(certified_threshold_differs=True, certified_skip_rate=0.0)
+    assert unpaid_note(meta, 1000) == (
+        "note: the predictor skips 0.0% of the validation steps at its threshold, below the 10.0% at which its 100 "
+        "MACs per step pay for themselves: it will cost more than it saves (rnnskip-convert --predictor compares "
+        "the cycles); try another budget or --type")
+    meta["val"]["certified_skip_rate"] = 0.1
+    assert unpaid_note(meta, 1000) is None
 
 
 @needs_arm

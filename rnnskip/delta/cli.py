@@ -65,13 +65,18 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     if plot.is_file() and not _our_plot(plot):   # replaced only when an earlier delta-tune wrote it
         raise RnnskipError(f"{plot} exists and delta-tune did not write it; the Pareto plot of --out {out} would "
                            f"overwrite it: choose another --out or move the file")
-    from ..datasets import same_rows_file, shared_rows
+    from ..datasets import file_sha256, same_rows_file, shared_rows
     if select is not None and Path(select).exists() and Path(val).exists() and same_rows_file(select, val):
         raise RnnskipError(f"--select {select} holds the same rows as --val {val}: the rows that certify the "
                            f"thresholds must be rows the selection never saw; give --select other data, or leave it "
                            f"out (half of --val then selects, the other half certifies)")
     if baseline is not None and not Path(baseline).exists():
         raise RnnskipError(f"--baseline {baseline} not found; give the model MODEL was fine-tuned from")
+    early = _early_stopping_rows(model)
+    if early and Path(val).exists() and early.get("sha256") == file_sha256(val):
+        raise RnnskipError(f"--val {val} holds the rows delta-train chose {model}'s epoch on (its --val, recorded in "
+                           f"{Path(model).with_suffix('.delta.json')}): rows that picked the model cannot certify "
+                           f"it; give delta-tune held-out rows (and delta-train a --val of its own)")
     ir = pipeline.import_model(model)
     from ..quant.grid import grid_of
     from .spec import check_supported
@@ -102,6 +107,14 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
         raise
     if va.y is not None:   # unlabelled: --calib's labels below (and --calib is required then)
         classifier(va.y)
+    if early and Path(str(early.get("data", ""))).is_file():   # the same rows in another file: counted, as --select's
+        try:
+            shared = shared_rows(pipeline.load_data(early["data"], ir, "delta-train's --val", labels=False), va)
+        except RnnskipError:   # no longer data this model reads: nothing to compare
+            shared = 0
+        if shared:
+            warn(f"warning: {shared} of the {len(va)} --val rows also chose {model}'s epoch in delta-train (its "
+                 f"--val {early['data']}): the certificate is optimistic on those; remove them from --val")
     sel = pipeline.load_data(select, ir, "--select", labels=labels, note=warn, loaded=[val]) if select else None
     if sel is not None:
         shared = shared_rows(sel, va)
@@ -193,6 +206,18 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
             f"sequences (unlabelled ones work with --max-disagreement) or a larger budget")
     log(f"wrote {out} and {plot}")
     return spec.to_json(ir)
+
+
+def _early_stopping_rows(model) -> dict:
+    """What delta-train recorded of the rows that chose MODEL's epoch (``tuning.early_stopping`` of the
+    thresholds file it writes next to MODEL); empty for any other model."""
+    import json
+    p = Path(model).with_suffix(".delta.json")
+    try:
+        e = json.loads(p.read_text()).get("tuning", {}).get("early_stopping") if p.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return e if isinstance(e, dict) else {}
 
 
 def check_baseline(ir, bir, path) -> None:

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..cells import cell_of
 from ..converter import support
+from ..datasets import file_sha256
 from ..errors import RnnskipError
 from ..outputs import scored_steps
 from ..quant.grid import grid_of
@@ -538,7 +539,9 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
         spec = DeltaSpec(tx, th, theta_m=tm, tuning={
             "method": "delta-aware fine-tuning (delta-train) at these thresholds",
             f"validation_{'rmse' if regression else 'accuracy'}_float_delta": best_value,
-            "calibration": str(calib) if calib else str(train), "seed": seed})
+            "calibration": str(calib) if calib else str(train), "seed": seed,
+            # the rows that chose the epoch: delta-tune refuses to certify this model on them
+            "early_stopping": {"data": str(val), "sha256": file_sha256(val), "sequences": len(va)}})
         out_ir = pipeline.import_model(tmp)
         # the grid rnnskip-convert gives the new weights on the same calibration data
         spec.grid = grid_of(pipeline.quantize_model(out_ir, cal, 1000, progress=False)[0])

@@ -427,6 +427,7 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
                         measure="auto", calibrate_on="int8", seed=0, calib=None, margin_se=0.0, log=print,
                         confidence=0.9, max_disagreement=None) -> dict:
     """``rnnskip train-predictor``: train, calibrate and write the predictor folder (atomically)."""
+    from ..datasets import same_rows_file
     from ..outdir import atomic_dir, check_replaceable
     from ..pipeline import import_model, load_data
     from . import folder
@@ -456,6 +457,9 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     va = load_data(val, ir, "--val", labels=max_disagreement is None, note=note, loaded=[train])
     warn_shared_rows(tr, va, note)
     qm = None
+    if calib is not None and calibrate_on == "int8" and Path(calib).exists() and same_rows_file(calib, val):
+        log("note: --calib is the --val file, whose rows also certify the threshold, so the int8 model being "
+            "certified has seen them (a small effect, outside the guarantee): pass --calib train.npz")
     if calibrate_on == "int8":   # the int8 model the decision threshold is calibrated on
         from ..pipeline import quantize_model
         cal = load_data(calib, ir, "--calib", labels=False, note=note, loaded=[train, val]) if calib else tr
@@ -476,5 +480,22 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
                 f": {v['certified_skip_rate']:.1%} of steps skipped on the selection half)"
                 if v.get("certified_skip_rate") is not None else ")")) if v.get("certified_threshold_differs")
                else ""))
+    unpaid = unpaid_note(meta, ir.macs_per_step())
+    if unpaid:
+        log(unpaid)
     log(f"wrote {out}")
     return meta
+
+
+def unpaid_note(meta: dict, step_macs: int) -> Optional[str]:
+    """A note when the threshold a predictor folder ships (``meta``: its predictor.json) skips fewer of the
+    validation steps than its own MACs per step cost: the predictor runs before every step, so below that share
+    it costs more than it saves (a certified threshold can skip almost nothing)."""
+    v = meta["val"]
+    rate = v.get("certified_skip_rate") if v.get("certified_threshold_differs") else v["skip_rate"]
+    pays = meta["macs_per_step"] / max(int(step_macs), 1)   # the skipped share at which its MACs pay for themselves
+    if rate is None or rate >= pays:
+        return None
+    return (f"note: the predictor skips {rate:.1%} of the validation steps at its threshold, below the {pays:.1%} at "
+            f"which its {meta['macs_per_step']:,} MACs per step pay for themselves: it will cost more than it saves "
+            f"(rnnskip-convert --predictor compares the cycles); try another budget or --type")

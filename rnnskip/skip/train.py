@@ -215,7 +215,7 @@ def train(ir, train_ds, val_ds, cfg: TrainConfig, qm=None, log: Optional[Callabl
             raise RnnskipError("--val needs at least 2 sequences (half train the threshold, half certify it)")
         sel, cer = split_rows(len(val_ds), cfg.seed)
         val_ds, cert_ds = val_ds.subset(sel), val_ds.subset(cer)
-        _check_certifiable(len(cert_ds), cfg)   # before any training: no predictor could be certified
+        _check_certifiable(len(cert_ds), cfg, log)   # before any training: no predictor could be certified
     rng = np.random.default_rng(cfg.seed)
     tr = (train_ds.sample(cfg.max_train_sequences, seed=cfg.seed) if len(train_ds) > cfg.max_train_sequences
           else train_ds)
@@ -377,21 +377,27 @@ class NotCertified(RnnskipError):
         self.certificate = certificate
 
 
-def _check_certifiable(n: int, cfg: TrainConfig) -> None:
-    """NotCertified now when ``n`` certification rows cannot certify the budget even for a predictor that
-    changes nothing (the smallest budget they can certify is above it): the training would be wasted."""
+def _check_certifiable(n: int, cfg: TrainConfig, log=None) -> None:
+    """NotCertified now when ``n`` certification rows cannot certify a disagreement budget whatever the predictor
+    (the bound with no sequence changed is above it, and no predictor's is lower): the training would be wasted.
+    A loss budget gets a note instead: a predictor that turns more sequences right than wrong certifies below
+    that bound."""
     from ..certify import Certificate, smallest_certifiable, up2
     kind = "disagreement" if cfg.max_disagreement is not None else "paired"
     budget = (cfg.max_disagreement if kind == "disagreement" else cfg.max_loss) / 100.0
     floor = smallest_certifiable(n, 1.0 - float(cfg.confidence), kind)
     if floor <= budget:
         return
-    unit = "points" if kind == "paired" else "%"
+    if kind == "paired":
+        _say(log, f"note: {n} certification sequences (half of --val) certify a loss below {up2(100 * floor)} "
+                  f"points at {100 * cfg.confidence:g}% confidence only for a predictor that turns more of them "
+                  f"right than wrong; more --val sequences or a larger --max-loss make certifying likelier")
+        return
     cert = Certificate(kind, budget, float(cfg.confidence), n, None, None, None, 0, floor)
     raise NotCertified(f"nothing certified: {n} certification sequences (half of --val) certify no budget below "
-                       f"{up2(100 * floor)} {unit} at {100 * cfg.confidence:g}% confidence, above the budget of "
+                       f"{up2(100 * floor)} % at {100 * cfg.confidence:g}% confidence, above the budget of "
                        f"{100 * budget:g}, whatever the predictor (checked before training it); give more --val "
-                       f"sequences (unlabelled ones work with --max-disagreement) or a larger budget", cert)
+                       f"sequences (they need no labels) or a larger budget", cert)
 
 
 def certification_path(points, chosen: float) -> list:
@@ -436,8 +442,11 @@ def _certify(p: FloatPredictor, cal: oracle.Sweep, cert_ds, qm, fm, cfg: TrainCo
     n = int(scored.any(axis=1).sum()) if per_step else len(cert_ds)
     cert = fixed_sequence(losses(), budget, float(cfg.confidence), kind, n=n, per_step=per_step)
     if cert.chosen is None:
-        raise NotCertified(cert.line("--val") + f" ({cfg.type} predictor); give more --val sequences "
-                           "(unlabelled ones work with --max-disagreement) or a larger budget", cert)
+        # each budget trains its own predictor (the oracle threshold and the round kept follow it), so another
+        # budget, smaller too, may certify where this one did not
+        raise NotCertified(cert.line("--val") + f" ({cfg.type} predictor); give more --val sequences (unlabelled "
+                           "ones work with --max-disagreement) or another budget: each budget trains its own "
+                           "predictor, so a smaller one can certify where this one did not", cert)
     p.threshold = path[cert.chosen]
     _say(log, f"[skip] certification on {len(cert_ds)} held-out validation sequences: " + cert.line("--val")
          + f" at threshold {p.threshold:+.4f}")

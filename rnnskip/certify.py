@@ -154,8 +154,8 @@ def upper_bound(loss: np.ndarray, delta: float, kind: str = "paired") -> float:
 
 def smallest_certifiable(n: int, delta: float, kind: str = "paired") -> float:
     """The bound when every one of ``n`` calibration sequences has loss 0 (a setting that changes nothing). No
-    disagreement bound is lower; a paired bound is lower for a setting that turns more of the sequences wrong
-    before right than right before wrong (its lower bound on those is subtracted)."""
+    disagreement bound is lower; a paired bound is lower for a setting that turns sequences the dense model gets
+    wrong right (the lower bound on their share is subtracted) and few the other way."""
     return upper_bound(np.zeros(int(n)), delta, kind)
 
 

@@ -314,8 +314,14 @@ def test_delta_train_per_step(tagger, tmp_path):
         assert p.returncode == 0, p.stderr
         before[name] = p.stdout.split("delta validation accuracy before fine-tuning ")[1].split()[0]
     assert before["unscored"] == before["same"] != before["scored"], before
-    p = cli("rnnskip", "delta-train", d / "tag.h5", "--train", d / "val.npz", "--val", d / "val.npz", "--out",
-            tmp_path / "t.h5", "--epochs", "2", "--theta-x", "4", "--theta-h", "8")
+    # delta-train chooses its epoch on one half; delta-tune certifies on the other (rows that never chose it)
+    from rnnskip.datasets import load_npz
+    v = load_npz(str(d / "val.npz"), ir)
+    half = len(v) // 2
+    save_npz(str(tmp_path / "es.npz"), v.subset(np.arange(half)))
+    save_npz(str(tmp_path / "held.npz"), v.subset(np.arange(half, len(v))))
+    p = cli("rnnskip", "delta-train", d / "tag.h5", "--train", tmp_path / "es.npz", "--val", tmp_path / "es.npz",
+            "--out", tmp_path / "t.h5", "--epochs", "2", "--theta-x", "4", "--theta-h", "8")
     assert p.returncode == 0, p.stderr
     out = import_model(tmp_path / "t.h5")
     assert out.per_step and keras.models.load_model(tmp_path / "t.h5").predict(x[:2], verbose=0).shape == (2, 16, 3)
@@ -325,8 +331,8 @@ def test_delta_train_per_step(tagger, tmp_path):
     rep = json.loads((tmp_path / "o" / "report.json").read_text())
     assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["device_checked"] == 20
     assert [(t["input"], t["hidden"]) for t in rep["delta"]["thresholds"]] == [(4, 8)]
-    p = cli("rnnskip", "delta-tune", tmp_path / "t.h5", "--baseline", d / "tag.h5", "--val", d / "val.npz",
-            "--max-disagreement", "20", "--grid", "0,4,8", "--out", tmp_path / "b.json")
+    p = cli("rnnskip", "delta-tune", tmp_path / "t.h5", "--baseline", d / "tag.h5", "--val", tmp_path / "held.npz",
+            "--calib", d / "val.npz", "--max-disagreement", "20", "--grid", "0,4,8", "--out", tmp_path / "b.json")
     assert p.returncode == 0, p.stderr
     t = json.loads((tmp_path / "b.json").read_text())["tuning"]
     assert t["baseline"] == str(d / "tag.h5") and t["measure"].endswith("averaged over the sequences)")

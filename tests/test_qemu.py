@@ -141,6 +141,13 @@ def test_cli_convert_and_emulate_with_qemu(model, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["report", str(out)])
     assert r.exit_code == 0, r.output
     assert json.loads((out / "report.json").read_text())["emulation"]["board"]["board"] == "mps2-an386"
+    # the board image the emulate stage built is rnnskip's: the conversion replaces the folder again (it was
+    # refused as holding files rnnskip did not write)
+    assert (out / "board-mps2-an386").is_dir()
+    r = CliRunner().invoke(main, ["convert", "model.h5", "--board", "netduinoplus2", "--emulator", "qemu",
+                                  "--data", str(tmp_path / "d.npz"), "--out", str(out), "--bundle", "3"])
+    assert r.exit_code == 0, r.output
+    assert not (out / "board-mps2-an386").exists()
     # no board: one line
     r = CliRunner().invoke(main, ["convert", "model.h5", "--emulator", "qemu", "--data", str(tmp_path / "d.npz"),
                                   "--out", str(tmp_path / "o2")])

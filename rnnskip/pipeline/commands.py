@@ -160,6 +160,8 @@ def emulate_command(work, data, emulator: Optional[str] = None, board_name: Opti
                                    rec["max_t"], ir.name)
     ev = stages.evaluate(ir, qm, ds, host_so=w / "host" / "librnnskip_model.so", firmware=fw, emulator=emu,
                          emulate_max=n)
+    if emu.board is not None:   # the board image and what its run left there: rnnskip's, which a conversion replaces
+        workdir.wrote(w, f"board-{emu.board.name}")
     ran = dict(rec, target=emu.target.name, board=emu.board.name if emu.board else rec["board"],
                flash_bytes=fw.flash_bytes, ram_bytes=fw.ram_bytes, elf=str(fw.elf))
     workdir.save_evaluation(w, ev, ran, reference_check=ref_check)

@@ -682,18 +682,37 @@ def test_thresholds_are_tied_to_the_output_activation(gru):
 
 def test_thresholds_are_matched_to_layers_by_name(gru, tmp_path):
     """Each threshold applies to the layer of its position; a file whose names disagree (entries reordered,
-    or written for another model's layers) is refused in one line rather than applied to the wrong layers."""
+    or written for another model's layers) is refused in one line rather than applied to the wrong layers. The
+    same weights under other names altogether (another ONNX exporter's) are the same model: accepted."""
     model, val, d, ir = gru
     from rnnskip.delta.spec import DeltaSpec
     DeltaSpec([2], [4]).save(tmp_path / "ok.json", ir)
     DeltaSpec.load(tmp_path / "ok.json").check_model(ir)
     js = json.loads((tmp_path / "ok.json").read_text())
+    js["thresholds"][0]["layer"] = "node_gru__2"        # the fingerprints say it is this model
+    DeltaSpec.from_json(js).check_model(ir)
     js["thresholds"][0]["layer"] = "gru_from_another_model"
+    del js["model"]["model_sha256"]                       # nothing says which model it was written for
     (tmp_path / "bad.json").write_text(json.dumps(js))
     p = cli("rnnskip-convert", model, "--delta", tmp_path / "bad.json", "--data", val, "--out", tmp_path / "o")
     one_line_error(p, "names its thresholds' layers ['gru_from_another_model'], but model",
                    f"has ['{ir.rnn_layers[0].name}']")
     assert not (tmp_path / "o").exists()
+
+
+def test_reordered_threshold_entries_are_refused_even_for_the_same_model():
+    """Names of this model's layers in another order are entries moved by hand: refused, although the fingerprints
+    are this model's (only other names altogether are an exporter's renaming)."""
+    from random_models import random_ir
+
+    from rnnskip.delta.spec import DeltaSpec
+    from rnnskip.errors import RnnskipError
+    ir = random_ir("feat-lstm-lstm", seed=1)
+    js = DeltaSpec([2, 3], [4, 5]).to_json(ir)
+    names = [t["layer"] for t in js["thresholds"]]
+    js["thresholds"] = js["thresholds"][::-1]
+    with pytest.raises(RnnskipError, match=re.escape(f"names its thresholds' layers {names[::-1]}, but model")):
+        DeltaSpec.from_json(js).check_model(ir)
 
 
 def test_certification_rows_do_not_steer_the_candidates(gru, unlabelled):

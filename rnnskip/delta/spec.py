@@ -225,7 +225,12 @@ class DeltaSpec:
                                f"run 'rnnskip delta-tune' on this model")
         have = [d.name for d in layers]
         generic = [f"layer{i}" for i in range(len(layers))]   # written without a model (to_json(None))
-        if self.names and self.names != have and self.names != generic:
+        # the same weights under other layer names altogether (PyTorch's two ONNX exporters name one LSTM
+        # 'lstm/LSTM' and 'node_lstm__2'): the same model, each threshold for the layer of its position; names
+        # of this model in another order are entries moved, refused
+        renamed = bool(sig.get("model_sha256")) and sig["model_sha256"] == want["model_sha256"] \
+            and sig.get("weights_sha256") == want["weights_sha256"] and not set(self.names) & set(have)
+        if self.names and self.names != have and self.names != generic and not renamed:
             raise RnnskipError(f"{where} names its thresholds' layers {self.names}, but model '{ir.name}' has "
                                f"{have} in that order (each threshold applies to the layer of its position); run "
                                f"'rnnskip delta-tune' on this model")

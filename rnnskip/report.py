@@ -224,7 +224,10 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
     ``qm.calibration``, set where the model was quantised)."""
     macs_step = ir.macs_per_step()
     cal = qm.calibration
+    from . import __version__
+    from .converter.ir import model_fingerprint
     rep = {
+        "rnnskip": __version__,
         "target": target.name,
         "kernels": kernels,
         "variant": variant,
@@ -242,6 +245,9 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
             "timesteps_mean": _mean(ev.golden_steps) if ev.golden_steps is not None else None,
             "output_dim": ir.output_dim,
             "notes": list(ir.notes),
+            # which trained model this is, wherever its file is (the sha256 of every float weight, as the delta
+            # and predictor files record it)
+            "source": str(ir.source), "weights_sha256": model_fingerprint(ir),
         },
         "accuracy": {"float": ev.float_acc, "float_int8_weights": ev.float_int8_weights,
                      "int8_golden": ev.golden_acc, "int8_device": ev.device_acc,
@@ -261,11 +267,11 @@ def build_report(ir, qm, ev, target, kernels: str, variant: str, firmware=None) 
         },
         "timings_s": {k: round(v, 3) for k, v in ev.timings.items()},
     }
+    rep["data"] = {"labels": bool(ev.labelled)}   # without y there is nothing to score against
     if ev.padding:   # which rule chose the steps that ran, so a disagreement with Keras can be traced
-        rep["data"] = {"padding": ev.padding}
-    if not ev.labelled:   # no y in the data: nothing to score against
+        rep["data"]["padding"] = ev.padding
+    if not ev.labelled:
         rep["accuracy"] = None
-        rep.setdefault("data", {})["labels"] = False
     if ev.error is not None:  # regression: errors in the output's units
         rep["accuracy"] = None
         rep["error"] = dict(ev.error, int8_weights_vs_float_rmse=ev.float_int8_weights, n=ev.n)

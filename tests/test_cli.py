@@ -13,8 +13,8 @@ import pytest
 from helpers import dataset, needs_arm
 
 REPORT_KEYS = {
-    "target": None, "kernels": None,
-    "model": {"type", "layers", "params", "macs_per_step", "timesteps_mean"},
+    "rnnskip": None, "target": None, "kernels": None, "data": {"labels"},
+    "model": {"type", "layers", "params", "macs_per_step", "timesteps_mean", "source", "weights_sha256"},
     "accuracy": {"float", "int8_golden", "int8_device", "n"},
     "bitexact": {"checked", "mismatches"},
     "emulation": {"emulator", "sequences", "instructions_per_inference", "cycles_per_inference",
@@ -71,6 +71,23 @@ def test_convert_end_to_end(model_and_data):
         if sub:
             assert sub <= set(rep[k]), sub - set(rep[k])
     assert rep["bitexact"]["mismatches"] == 0 and rep["bitexact"]["checked"] == rep["accuracy"]["n"]
+    # provenance a CI diff can key on: the version, and the trained model whatever its file is called
+    from rnnskip import __version__
+    from rnnskip.converter.ir import model_fingerprint
+    from rnnskip.pipeline import import_model
+    assert rep["rnnskip"] == __version__ and rep["data"]["labels"] is True and rep["model"]["source"] == str(model)
+    assert rep["model"]["weights_sha256"] == model_fingerprint(import_model(model))
+    # docs/ci.md's gate runs on it as written: a report against itself passes, one with more cycles fails
+    doc = (Path(__file__).parent.parent / "docs" / "ci.md").read_text()
+    gate = d / "gate.py"
+    gate.write_text(doc.split("```python\n", 1)[1].split("```", 1)[0])
+    assert subprocess.run([sys.executable, str(gate), out / "report.json", out / "report.json"]).returncode == 0
+    cyc = rep["emulation"]["cycles_per_inference"]
+    worse = dict(rep, emulation=dict(rep["emulation"], cycles_per_inference=2 * cyc))
+    (d / "worse.json").write_text(json.dumps(worse))
+    g = subprocess.run([sys.executable, str(gate), d / "worse.json", out / "report.json"], capture_output=True,
+                       text=True)
+    assert g.returncode == 1 and "AssertionError: cycles regressed" in g.stderr
     assert rep["emulation"]["cycles_per_inference"] > 0
     assert rep["emulation"]["flash_read_bytes_per_inference"] > 0
     assert rep["footprint"]["flash_bytes"] > rep["model"]["params"]  # int8 weights + code
@@ -818,3 +835,18 @@ def test_a_subfolder_is_judged_by_its_parents_file_list(tmp_path):
     (w / "firmware" / "mine.c").write_text("int x;")
     with pytest.raises(RnnskipError, match=r"holds files rnnskip did not write \(mine.c\)"):
         check_replaceable(w / "firmware", "firmware.elf")
+
+
+def test_progress_bars_in_a_log():
+    """In a log (stderr not a terminal) two bars at once write no cursor movement and each ends its own line;
+    TQDM_DISABLE=1 turns them off (a CI owner found the switch ignored and ESC[A in the log)."""
+    code = ("from rnnskip.progress import bar\n"
+            "a, b = bar(total=3, desc='first'), bar(total=2, desc='second', position=1)\n"
+            "a.update(3); b.update(2); a.close(); b.close()\n")
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.returncode == 0 and "\x1b[A" not in p.stderr, repr(p.stderr)
+    lines = [l.split("\r")[-1] for l in p.stderr.splitlines()]   # what a log viewer shows of each line
+    assert any(l.startswith("first: 100%|") for l in lines) and any(l.startswith("second: 100%|") for l in lines)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(env, TQDM_DISABLE="1"))
+    assert p.returncode == 0 and p.stderr == ""

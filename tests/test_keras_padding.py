@@ -127,7 +127,7 @@ def test_report_says_which_rule_applied(model):
     qm = quantize_on(ir, ds.x, ds.lengths)
     rep = build_report(ir, qm, pipeline.evaluate(ir, qm, ds), targets.load("cortex-m4"), "portable", "dsp")
     rule = "mask_zero: id-0 steps skipped" if model["mask_zero"] else "no mask: every step run"
-    assert rep["data"] == {"padding": rule}
+    assert rep["data"] == {"labels": True, "padding": rule}
     assert f"  padding               {rule}" in table(rep).splitlines()
 
 

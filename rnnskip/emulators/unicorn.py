@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
-from tqdm import tqdm
 
+from ..progress import bar
 from .base import STAT_FIELDS, EmulationResult, Sequences
 
 
@@ -105,7 +105,6 @@ def _worker_chunk(a):
 def _mp_context():
     """fork is cheapest and needs no __main__ guard in user scripts; once TensorFlow
     has started its threads in this process, fork is unsafe, so spawn then."""
-    import sys
     return mp.get_context("spawn" if "tensorflow" in sys.modules else "fork")
 
 
@@ -135,8 +134,8 @@ def emulate_dataset(elf: Path, target, sequences: Sequences, traffic_sample: int
     copy = None
     # one bar each: a single one would time the fast sequences by the slow counted ones (a user saw 10 minutes
     # left on a 34-second run)
-    bars = {ex: tqdm(total=len(js), desc="emulate, memory traffic counted" if ex else "emulate", unit="seq",
-                     position=k, disable=not progress or not js, leave=not sys.stderr.isatty())   # a log: lines end
+    bars = {ex: bar(total=len(js), desc="emulate, memory traffic counted" if ex else "emulate", position=k,
+                    enabled=progress and bool(js))
             for k, (ex, js) in enumerate(((True, counted), (False, rest)))}
 
     def take(result):

@@ -1,16 +1,15 @@
 """Activation ranges from running the float reference over user data."""
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy as np
-from tqdm import tqdm
 
 from ..cells import cell_of
 from ..converter.ir import ConvLayer, DenseLayer, FeatureInput, ModelIR, steps_run
 from ..errors import RnnskipError
+from ..progress import bar
 from ..reference import layer_norm
 
 
@@ -107,8 +106,7 @@ def calibrate(ir: ModelIR, fm, x: np.ndarray, lengths: np.ndarray, progress: boo
     if ir.bidirectional is not None:
         return cover_pads(ir, _calibrate_windows(ir, fm, x, lengths, r))
     from ..reference import pool_over_time  # imported where used, as the other reference helpers here
-    # in a log (stderr not a terminal) the bar's last state stays and its line ends, so a later line starts one
-    it = tqdm(range(len(x)), desc="calibrate", unit="seq", disable=not progress, leave=not sys.stderr.isatty())
+    it = bar(range(len(x)), desc="calibrate", enabled=progress)
     for n in it:
         seq = x[n][: int(lengths[n])]
         valid = fm.valid_steps(seq)

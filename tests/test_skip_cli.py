@@ -249,6 +249,36 @@ def test_convert_skip_auto(setup):
 
 
 @needs_arm
+def test_convert_skip_auto_that_would_not_pay_converts_dense(setup, tmp_path, monkeypatch):
+    """--skip auto whose certified threshold skips too few steps to pay for the predictor (a user's skipped 0.0% and
+    made the firmware 8% slower): one warning line, the dense model converted, the report says why."""
+    from rnnskip.skip import convert as skip_convert
+    d, model, other, paths = setup
+    seen = []
+
+    def unpaid(meta, step_macs):   # the rule itself is tested above; here: what --skip auto does with its answer
+        seen.append((meta["macs_per_step"], step_macs))
+        return "note: the predictor skips 0.0% of the validation steps at its threshold, below the 9.9% at which " \
+               "its 7 MACs per step pay for themselves: it will cost more than it saves (...); try another budget"
+    monkeypatch.setattr(skip_convert, "unpaid_note", unpaid)
+    out = tmp_path / "auto"
+    res = CliRunner().invoke(convert_cmd, [model, "--skip", "auto", "--train", paths["train"], "--val", paths["val"],
+                                           "--max-loss", "60", "--predictor-type", "tree", "--data", paths["test"],
+                                           "--out", str(out), "--emulate-max", "2", "--traffic-sample", "0",
+                                           "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert len(seen) == 1 and seen[0][1] > 0
+    warn = [l for l in res.output.splitlines() if l.startswith("warning: --skip auto")]
+    assert warn == ["warning: --skip auto: the predictor skips 0.0% of the validation steps at its threshold, below "
+                    "the 9.9% at which its 7 MACs per step pay for themselves: it will cost more than it saves "
+                    "(...); converting without skipping (the dense model)"]
+    sk = json.loads((out / "report.json").read_text())["skip"]
+    assert sk["attached"] is False and sk["why"].startswith("does not pay, converted without skipping: the predictor")
+    assert not (out / "predictor").exists()
+    assert "rnnskip_predict_skip" not in (out / "src" / "rnnskip_model.c").read_text()
+
+
+@needs_arm
 def test_convert_skip_auto_not_certified_converts_dense(setup, tmp_path):
     """--skip auto with too little validation data to certify the budget: one warning line,
     the dense model converted, the report's skip section says why - never an uncertified skip."""

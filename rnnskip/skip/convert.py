@@ -170,6 +170,15 @@ class SkipSetup(MethodSetup):
             out = Path(work) / "predictor"
             out.mkdir(parents=True, exist_ok=True)
             self.meta = folder.save(out, res, ir, "(rnnskip-convert --skip auto)", self.train_path, self.val_path)
+            unpaid = unpaid_note(self.meta, ir.macs_per_step())
+            if unpaid:   # certified, but it would cost more than it saves: the dense model is the better answer
+                import shutil
+                shutil.rmtree(out)
+                reason = unpaid[len("note: "):].split("; try")[0]
+                self.not_attached = {"why": f"does not pay, converted without skipping: {reason}"}
+                if note is not None:
+                    note(f"warning: --skip auto: {reason}; converting without skipping (the dense model)")
+                return None
             self.fp = res.predictor
             self.predictor_dir = str(out)
         qp = quantize_predictor(self.fp, qm)

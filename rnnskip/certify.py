@@ -329,8 +329,8 @@ def _not_certified(c: dict, line: bool = False) -> str:
     rows = f"{n} calibration sequences certify no budget below {up2(floor)} {unit}{conf}"
     if failed is None:
         return rows
-    why = (f"the most conservative candidate's {100 * c['confidence']:g}% upper bound is {up2(failed)} {unit}, above "
-           f"the budget of {budget:g}" + (f" (n={n})" if line else f"; n={n}"))
+    why = (f"the most conservative candidate's {100 * c['confidence']:g}% upper bound is {up2(failed)} {unit}"
+           + ("" if budget is None else f", above the budget of {budget:g}") + (f" (n={n})" if line else f"; n={n}"))
     if budget is None or floor <= budget:
         return why
     return why + "; " + (rows if c["loss"] == "disagreement" else f"with no sequence changed, {rows}")

@@ -225,6 +225,10 @@ def test_budget_text_names_the_reason_nothing_was_certified():
         "not certified (the most conservative candidate's 90% upper bound is 3.00 percent of sequences, above the "
         "budget of 1; n=150; 150 calibration sequences certify no budget below 1.52 percent of sequences): "
         "thresholds 0")
+    # a dict without its budget (a damaged file) still gives the line, without the comparison
+    nob = dict(failed.as_dict(), max_loss_points=None)
+    assert budget_text(nob, "x") == ("not certified (the most conservative candidate's 90% upper bound is 5.45 points; "
+                                     "n=150): x")
     # a bound just above the budget is printed rounded up, never as the budget itself
     close = Certificate("paired", 0.0311, 0.9, 200, None, None, None, 1, 0.0114, failed_upper_bound=0.031101)
     assert "upper bound is 3.12 points, above the budget of 3.11; n=200" in budget_text(close.as_dict(), "x")

@@ -88,6 +88,14 @@ def test_convert_end_to_end(model_and_data):
     g = subprocess.run([sys.executable, str(gate), d / "worse.json", out / "report.json"], capture_output=True,
                        text=True)
     assert g.returncode == 1 and "AssertionError: cycles regressed" in g.stderr
+    # a regression model's report: accuracy null, its error instead
+    reg = dict(rep, accuracy=None, error={"int8_vs_float_rmse": 0.1})
+    (d / "reg.json").write_text(json.dumps(reg))
+    (d / "reg_worse.json").write_text(json.dumps(dict(reg, error={"int8_vs_float_rmse": 0.2})))
+    assert subprocess.run([sys.executable, str(gate), d / "reg.json", d / "reg.json"]).returncode == 0
+    g = subprocess.run([sys.executable, str(gate), d / "reg_worse.json", d / "reg.json"], capture_output=True,
+                       text=True)
+    assert g.returncode == 1 and "AssertionError: int8 error grew" in g.stderr
     assert rep["emulation"]["cycles_per_inference"] > 0
     assert rep["emulation"]["flash_read_bytes_per_inference"] > 0
     assert rep["footprint"]["flash_bytes"] > rep["model"]["params"]  # int8 weights + code

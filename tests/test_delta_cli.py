@@ -526,6 +526,8 @@ def test_delta_train_writes_normal_keras_model(gru):
     assert p.returncode == 0, p.stderr
     assert (f"warning: 5 of the 25 --val rows also chose {out}'s epoch in delta-train (its --val {val}): the "
             f"certificate is optimistic on those; remove them from --val") in p.stderr
+    # the record goes on in what delta-tune writes, which may be the very file it was read from
+    assert json.loads((d / "part.json").read_text())["tuning"]["early_stopping"] == spec.tuning["early_stopping"]
 
 
 @needs_arm_and_qemu

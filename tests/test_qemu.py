@@ -144,10 +144,20 @@ def test_cli_convert_and_emulate_with_qemu(model, tmp_path, monkeypatch):
     # the board image the emulate stage built is rnnskip's: the conversion replaces the folder again (it was
     # refused as holding files rnnskip did not write)
     assert (out / "board-mps2-an386").is_dir()
+    # and so is one whose run failed (QEMU timed out, Ctrl-C): built, then the evaluation raised
+    evaluate = stages.evaluate
+
+    def timed_out(*a, **k):
+        raise RnnskipError("qemu mps2-an386: no result within 120 s (stand-in)")
+    monkeypatch.setattr(stages, "evaluate", timed_out)
+    r = CliRunner().invoke(main, ["emulate", str(out), "--data", str(tmp_path / "d.npz"), "--emulator", "qemu",
+                                  "--board", "mps2-an505", "--bundle", "2"])
+    assert r.exit_code == 2 and "(stand-in)" in r.output and (out / "board-mps2-an505").is_dir()
+    monkeypatch.setattr(stages, "evaluate", evaluate)
     r = CliRunner().invoke(main, ["convert", "model.h5", "--board", "netduinoplus2", "--emulator", "qemu",
                                   "--data", str(tmp_path / "d.npz"), "--out", str(out), "--bundle", "3"])
     assert r.exit_code == 0, r.output
-    assert not (out / "board-mps2-an386").exists()
+    assert not (out / "board-mps2-an386").exists() and not (out / "board-mps2-an505").exists()
     # no board: one line
     r = CliRunner().invoke(main, ["convert", "model.h5", "--emulator", "qemu", "--data", str(tmp_path / "d.npz"),
                                   "--out", str(tmp_path / "o2")])

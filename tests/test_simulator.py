@@ -319,3 +319,25 @@ def test_traffic_counted_sequences_run_in_small_chunks(monkeypatch):
     assert sorted(n for c in calls for n, _ in c) == list(range(40))
     np.testing.assert_array_equal(res.out[:, 0], np.arange(40))
     np.testing.assert_array_equal(res.traffic_measured, np.arange(40) < 5)
+
+
+def test_a_worker_that_dies_breaks_the_emulation_instead_of_hanging():
+    """A worker process that dies (a native crash in Unicorn, the OOM killer) ends the emulation with an error at
+    once; a multiprocessing.Pool, tried for faster Ctrl-C, replaced the worker and waited for its lost chunk
+    forever (a review found it). In a fresh interpreter, so the workers fork and see the dying stand-in."""
+    import subprocess
+    import sys
+    code = ("import os\nfrom pathlib import Path\nimport numpy as np\n"
+            "from concurrent.futures.process import BrokenProcessPool\n"
+            "from rnnskip.emulators import unicorn as U\n"
+            "from rnnskip.emulators.base import Sequences\n"
+            "def die(*a):\n    os._exit(1)\n"
+            "U._worker = die\n"
+            "seqs = Sequences(x=np.zeros((40, 5), np.int8), lengths=np.full(40, 5), valid=None, out_len=2, "
+            "macs_per_step=1)\n"
+            "try:\n"
+            "    U.emulate_dataset(Path('fw.elf'), None, seqs, traffic_sample=0, workers=2, chunk=4, progress=False)\n"
+            "except BrokenProcessPool:\n"
+            "    print('broken')\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "broken", (p.stdout, p.stderr)

@@ -73,7 +73,7 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     if baseline is not None and not Path(baseline).exists():
         raise RnnskipError(f"--baseline {baseline} not found; give the model MODEL was fine-tuned from")
     early = _early_stopping_rows(model)
-    if early and Path(val).exists() and early.get("sha256") == file_sha256(val):
+    if early and val is not None and Path(val).exists() and early.get("sha256") == file_sha256(val):
         raise RnnskipError(f"--val {val} holds the rows delta-train chose {model}'s epoch on (its --val, recorded in "
                            f"{Path(model).with_suffix('.delta.json')}): rows that picked the model cannot certify "
                            f"it; give delta-tune held-out rows (and delta-train a --val of its own)")
@@ -145,7 +145,7 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
         f"calibrated on {calib or val}"
         f"{'' if calib else ' (--val; pass --calib train.npz to calibrate on training data)'}: "
         f"give rnnskip-convert the same --calib")
-    if calib is None or Path(calib).resolve() == Path(val).resolve():
+    if calib is None or (Path(calib).exists() and same_rows_file(calib, val)):
         log("note: the int8 grid is calibrated on --val, whose rows also certify the thresholds, so the model "
             "being certified has seen them (a small effect, outside the guarantee): pass --calib train.npz")
     res = certified_tune(ir, qm, va, max_loss=max_loss, max_disagreement=max_disagreement, confidence=confidence,
@@ -160,7 +160,9 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     spec = res.spec(ir)
     spec.grid = grid_of(qm)
     spec.tuning.update({"calibration": str(calib or val),   # the int8 grid: convert must use the same
-                        "validation": str(val), "baseline": None if baseline is None else str(baseline)})
+                        "validation": str(val), "baseline": None if baseline is None else str(baseline),
+                        # delta-train's record goes on: this file may replace the one it was in
+                        **({"early_stopping": early} if early else {})})
     from ..outputs import is_regression
     if tolerance is not None and va.y is not None and is_regression(va.y):
         # the budget is on the outputs' moves from the dense model; what they cost against the labels, so a

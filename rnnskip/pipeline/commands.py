@@ -150,18 +150,20 @@ def emulate_command(work, data, emulator: Optional[str] = None, board_name: Opti
     if ds.x.shape[1] > rec["max_t"]:
         raise RnnskipError(f"--data has sequences of {ds.x.shape[1]} steps but the firmware holds {rec['max_t']}; "
                            f"regenerate with 'rnnskip generate {work} --max-t {ds.x.shape[1]}'")
-    if emu.board is None:
-        fw = Firmware(elf=w / "firmware" / "firmware.elf", map=w / "firmware" / "firmware.map",
-                      variant=rec["variant"], flash_bytes=rec["flash_bytes"], ram_bytes=rec["ram_bytes"])
-        n = emulate_max
-    else:
-        n = emulate_max or bundle
-        fw = stages.build_firmware(w / "src", w / f"board-{emu.board.name}", emu, rec["variant"], qm, ds, n,
-                                   rec["max_t"], ir.name)
-    ev = stages.evaluate(ir, qm, ds, host_so=w / "host" / "librnnskip_model.so", firmware=fw, emulator=emu,
-                         emulate_max=n)
-    if emu.board is not None:   # the board image and what its run left there: rnnskip's, which a conversion replaces
-        workdir.wrote(w, f"board-{emu.board.name}")
+    try:
+        if emu.board is None:
+            fw = Firmware(elf=w / "firmware" / "firmware.elf", map=w / "firmware" / "firmware.map",
+                          variant=rec["variant"], flash_bytes=rec["flash_bytes"], ram_bytes=rec["ram_bytes"])
+            n = emulate_max
+        else:
+            n = emulate_max or bundle
+            fw = stages.build_firmware(w / "src", w / f"board-{emu.board.name}", emu, rec["variant"], qm, ds, n,
+                                       rec["max_t"], ir.name)
+        ev = stages.evaluate(ir, qm, ds, host_so=w / "host" / "librnnskip_model.so", firmware=fw, emulator=emu,
+                             emulate_max=n)
+    finally:   # the board image and what its run left there, a failed run's too: rnnskip's, which a conversion replaces
+        if emu.board is not None and (w / f"board-{emu.board.name}").exists():
+            workdir.wrote(w, f"board-{emu.board.name}")
     ran = dict(rec, target=emu.target.name, board=emu.board.name if emu.board else rec["board"],
                flash_bytes=fw.flash_bytes, ram_bytes=fw.ram_bytes, elf=str(fw.elf))
     workdir.save_evaluation(w, ev, ran, reference_check=ref_check)

@@ -258,9 +258,9 @@ def test_convert_skip_auto_that_would_not_pay_converts_dense(setup, tmp_path, mo
 
     def unpaid(meta, step_macs):   # the rule itself is tested above; here: what --skip auto does with its answer
         seen.append((meta["macs_per_step"], step_macs))
-        return "note: the predictor skips 0.0% of the validation steps at its threshold, below the 9.9% at which " \
-               "its 7 MACs per step pay for themselves: it will cost more than it saves (...); try another budget"
-    monkeypatch.setattr(skip_convert, "unpaid_note", unpaid)
+        return "the predictor skips 0.0% of the validation steps at its threshold, below the 9.9% at which " \
+               "its 7 MACs per step pay for themselves: it will cost more than it saves (...)"
+    monkeypatch.setattr(skip_convert, "unpaid_reason", unpaid)
     out = tmp_path / "auto"
     res = CliRunner().invoke(convert_cmd, [model, "--skip", "auto", "--train", paths["train"], "--val", paths["val"],
                                            "--max-loss", "60", "--predictor-type", "tree", "--data", paths["test"],

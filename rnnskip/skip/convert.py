@@ -170,11 +170,10 @@ class SkipSetup(MethodSetup):
             out = Path(work) / "predictor"
             out.mkdir(parents=True, exist_ok=True)
             self.meta = folder.save(out, res, ir, "(rnnskip-convert --skip auto)", self.train_path, self.val_path)
-            unpaid = unpaid_note(self.meta, ir.macs_per_step())
-            if unpaid:   # certified, but it would cost more than it saves: the dense model is the better answer
+            reason = unpaid_reason(self.meta, ir.macs_per_step())
+            if reason:   # certified, but it would cost more than it saves: the dense model is the better answer
                 import shutil
                 shutil.rmtree(out)
-                reason = unpaid[len("note: "):].split("; try")[0]
                 self.not_attached = {"why": f"does not pay, converted without skipping: {reason}"}
                 if note is not None:
                     note(f"warning: --skip auto: {reason}; converting without skipping (the dense model)")
@@ -497,14 +496,20 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
 
 
 def unpaid_note(meta: dict, step_macs: int) -> Optional[str]:
-    """A note when the threshold a predictor folder ships (``meta``: its predictor.json) skips fewer of the
-    validation steps than its own MACs per step cost: the predictor runs before every step, so below that share
-    it costs more than it saves (a certified threshold can skip almost nothing)."""
+    """train-predictor's note on :func:`unpaid_reason` (None when the predictor pays)."""
+    reason = unpaid_reason(meta, step_macs)
+    return f"note: {reason}; try another budget or --type" if reason else None
+
+
+def unpaid_reason(meta: dict, step_macs: int) -> Optional[str]:
+    """Why the threshold a predictor folder ships (``meta``: its predictor.json) costs more than it saves, or None:
+    it skips fewer of the validation steps than its own MACs per step cost, and the predictor runs before every
+    step (a certified threshold can skip almost nothing)."""
     v = meta["val"]
     rate = v.get("certified_skip_rate") if v.get("certified_threshold_differs") else v["skip_rate"]
     pays = meta["macs_per_step"] / max(int(step_macs), 1)   # the skipped share at which its MACs pay for themselves
     if rate is None or rate >= pays:
         return None
-    return (f"note: the predictor skips {rate:.1%} of the validation steps at its threshold, below the {pays:.1%} at "
-            f"which its {meta['macs_per_step']:,} MACs per step pay for themselves: it will cost more than it saves "
-            f"(rnnskip-convert --predictor compares the cycles); try another budget or --type")
+    return (f"the predictor skips {rate:.1%} of the validation steps at its threshold, below the {pays:.1%} at which "
+            f"its {meta['macs_per_step']:,} MACs per step pay for themselves: it will cost more than it saves "
+            f"(rnnskip-convert --predictor compares the cycles)")

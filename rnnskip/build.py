@@ -80,6 +80,40 @@ def toolchain_available() -> bool:
     return shutil.which(CC) is not None
 
 
+def compile_and_link(cc: str, flags: Sequence[str], sources: Sequence, link_args: Sequence[str], elf: Path,
+                     mapf: Path, root: Path) -> subprocess.CompletedProcess:
+    """Compile ``sources`` to objects named after them, then link ``elf`` with its map ``mapf``.
+
+    Builds in ``elf``'s folder's ``.obj/`` (removed afterwards), from there, with paths in the debug info
+    relative to ``root`` (rnnskip-convert builds in a temporary folder): so the ELF and the map do not
+    depend on the folder or the caller's working directory, and the map names each object after its
+    source rather than gcc's /tmp/ccXXXXXX.o. Returns the failing step's process, else the link's.
+    """
+    obj = Path(elf).parent / ".obj"
+    shutil.rmtree(obj, ignore_errors=True)
+    obj.mkdir(parents=True)
+    try:
+        # resolved paths: gcc names the working directory by its physical path (comp_dir)
+        sources = [Path(s).resolve() for s in sources]
+        compiled = [s for s in sources if s.suffix in (".c", ".s", ".S")]   # objects go to the link as they are
+        names = [s.stem + ".o" for s in compiled]
+        if len(set(names)) != len(names):   # gcc -c writes <stem>.o into the working directory
+            dup = next(n for n in names if names.count(n) > 1)
+            raise RnnskipError(f"two sources would both compile to {dup}; rename one of them")
+        flags = [*flags, f"-ffile-prefix-map={Path(root).resolve()}=."]
+        p = subprocess.run([cc, *flags, "-c", *map(str, compiled)], cwd=obj, capture_output=True, text=True)
+        if p.returncode == 0:
+            objects = [names[compiled.index(s)] if s in compiled else str(s) for s in sources]
+            p = subprocess.run([cc, *flags, *objects, *link_args, f"-Wl,-Map={Path(mapf).name}", "-o", Path(elf).name],
+                               cwd=obj, capture_output=True, text=True)
+        if p.returncode == 0:
+            os.replace(obj / Path(elf).name, elf)
+            os.replace(obj / Path(mapf).name, mapf)
+        return p
+    finally:
+        shutil.rmtree(obj, ignore_errors=True)
+
+
 def build_firmware(target, sources: Sequence, out_dir, name: str = "firmware",
                    extra_cflags: Iterable[str] = (), include_dirs: Iterable = (),
                    keep: Iterable[str] = ()) -> Path:
@@ -93,16 +127,12 @@ def build_firmware(target, sources: Sequence, out_dir, name: str = "firmware",
     """
     if not toolchain_available():
         raise RnnskipError(f"{CC} not found on PATH; run `make setup` (installs gcc-arm-none-eabi)")
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()
     ld, startup = render_runtime(target, out)
     elf = out / f"{name}.elf"
-    # paths in the debug info relative to the build's folder (rnnskip-convert builds in a temporary one),
-    # so two builds of the same sources give the same ELF
-    cmd = [CC, *cflags(target), f"-ffile-prefix-map={out.absolute().parent}=.", *extra_cflags]
-    cmd += [f"-I{d}" for d in include_dirs]
-    cmd += [str(startup), *[str(s) for s in sources]]
-    cmd += [*ldflags(target, ld), *keep_flags(keep), f"-Wl,-Map={out / (name + '.map')}", "-o", str(elf)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    flags = [*cflags(target), *extra_cflags, *[f"-I{Path(d).resolve()}" for d in include_dirs]]
+    proc = compile_and_link(CC, flags, [startup, *sources], [*ldflags(target, ld), *keep_flags(keep)], elf,
+                            out / f"{name}.map", root=out.parent)
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
         # Prefer our own linker-script ASSERT messages, then the first error line.
@@ -140,7 +170,7 @@ def cmsis_nn_path() -> Path:
 def _provider_flags(src_dir: Path) -> tuple:
     """(extra sources, include flags) for the kernel provider the sources were generated for."""
     if (src_dir / "kernels" / "rnnskip_mat_vec_cmsis_nn.c").is_file():
-        root = cmsis_nn_path()
+        root = cmsis_nn_path().resolve()
         return [root / s for s in CMSIS_NN_SOURCES], ["-I", str(root / "Include")]
     return [], []
 
@@ -155,6 +185,10 @@ def _run(cmd: List[str], what: str) -> None:
         p = subprocess.run(cmd, capture_output=True, text=True)
     except FileNotFoundError:
         raise RnnskipError(f"{cmd[0]} not found; run 'make setup' (installs it) or put it on PATH")
+    _raise_failed(p, what)
+
+
+def _raise_failed(p: subprocess.CompletedProcess, what: str) -> None:
     if p.returncode != 0:
         first = next((l for l in p.stderr.splitlines() if "error" in l.lower()), p.stderr.strip()[:300])
         raise RnnskipError(f"{what} failed: {first.strip()}")
@@ -262,7 +296,7 @@ def build_target(src_dir: Path, out_dir: Path, target, variant: str = "dsp",
         raise RnnskipError(f"unknown kernel variant '{variant}'; choose one of {', '.join(VARIANTS)}")
     if shutil.which(cc) is None:
         raise RnnskipError(f"{cc} not found; run 'make setup' (installs gcc-arm-none-eabi) or put it on PATH")
-    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    src_dir, out_dir = Path(src_dir).resolve(), Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if target.weights != "flash":
         _check_weights_fit(src_dir, out_dir, target, variant, cc, extra_cflags)
@@ -271,15 +305,13 @@ def build_target(src_dir: Path, out_dir: Path, target, variant: str = "dsp",
     startup = [p for p in rt if p.suffix == ".c"]
     elf, mapf = out_dir / "firmware.elf", out_dir / "firmware.map"
     flags = cflags(target) + (["-DRNNSKIP_NO_DSP"] if variant == "plain" else []) + list(extra_cflags or [])
-    # paths in the debug info relative to the folder holding the sources and the build (rnnskip-convert
-    # works in a temporary one), so two conversions of the same model give the same ELF
-    root = os.path.commonpath([src_dir.absolute(), out_dir.absolute()])
-    flags.append(f"-ffile-prefix-map={root}=.")
     extra, inc = _provider_flags(src_dir)
-    cmd = [cc] + flags + ["-I", str(src_dir), "-I", str(src_dir / "kernels")] + inc + \
-        [f"-Wl,-Map={mapf}", "-o", str(elf)] + \
-        [str(f) for f in _sources(src_dir, with_main=True) + startup + extra] + ldflags(target, ld)
-    _run(cmd, f"firmware build for {target.name}")
+    flags += ["-I", str(src_dir), "-I", str(src_dir / "kernels")] + inc
+    # debug paths relative to the folder holding the sources and the build
+    root = Path(os.path.commonpath([src_dir, out_dir]))
+    p = compile_and_link(cc, flags, _sources(src_dir, with_main=True) + startup + extra, ldflags(target, ld), elf,
+                         mapf, root)
+    _raise_failed(p, f"firmware build for {target.name}")
     return firmware_of(elf, mapf, variant)
 
 

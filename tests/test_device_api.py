@@ -157,19 +157,31 @@ def test_class_helper_for_a_classifier_trained_from_logits(tmp_path):
 
 
 @needs_arm
-def test_firmware_is_reproducible_across_build_folders(model, tmp_path):
-    """The same sources built in two differently named folders (rnnskip-convert builds in a temporary one)
-    give byte-identical ELFs: the debug info's paths are relative to the build's folder."""
+def test_firmware_is_reproducible_across_build_folders(model, tmp_path, monkeypatch):
+    """The same sources built in two differently named folders (rnnskip-convert builds in a temporary one),
+    from two working directories, give byte-identical ELFs and link maps: the debug info's paths are relative
+    to the build's folder, and the map names each object after its source (not gcc's /tmp/ccXXXXXX.o)."""
     import shutil
+    from pathlib import Path
 
     from rnnskip import targets
     _, d = model
-    elves = []
+    elves, maps = [], []
     for name in (".m4.partial-abc", ".m4.partial-xyz"):
         shutil.copytree(d / "src", tmp_path / name / "src")
-        fw = pipeline.build_target(tmp_path / name / "src", tmp_path / name / "firmware", targets.load("cortex-m4"))
+        (tmp_path / name / "cwd").mkdir()
+        monkeypatch.chdir(tmp_path / name / "cwd")
+        # the second build through relative paths with '..' (as `--out ../m4` gives them)
+        base = tmp_path / name if not elves else Path("..")
+        fw = pipeline.build_target(base / "src", base / "firmware", targets.load("cortex-m4"))
         elves.append(fw.elf.read_bytes())
+        maps.append(fw.map.read_text())
+        assert sorted(p.name for p in fw.elf.parent.iterdir()) == ["firmware.elf", "firmware.map", "link.ld",
+                                                                   "startup.c"]
     assert elves[0] == elves[1]
+    assert maps[0] == maps[1]
+    assert "/tmp/cc" not in maps[0] and "\nLOAD rnnskip_model.o\n" in maps[0]
+    assert " .text.rnnskip_step\n" in maps[0] and "OUTPUT(firmware.elf elf32-littlearm)" in maps[0]
 
 
 APP = """#include "rnnskip_model.h"

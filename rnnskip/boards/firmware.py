@@ -12,8 +12,8 @@ memory map: :func:`rnnskip.boards.board_target`): the emulators call
 """
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -139,12 +139,12 @@ def build_board_firmware(src_dir, out_dir, board: Board, bundle: Bundle, variant
                          model_name: str = "model", wait_states: Optional[int] = None,
                          cc: str = "arm-none-eabi-gcc", extra_cflags=()):
     """Compile the model in ``src_dir`` with the board runtime into ``out_dir/firmware.elf``."""
-    from ..build import Firmware, _provider_flags, cflags, ldflags, section_sizes
+    from ..build import Firmware, _provider_flags, cflags, compile_and_link, ldflags, section_sizes
     if shutil.which(cc) is None:
         raise RnnskipError(f"{cc} not found; run 'make setup' (installs gcc-arm-none-eabi) or put it on PATH")
     if variant not in ("dsp", "plain"):
         raise RnnskipError(f"unknown kernel variant '{variant}'; choose dsp or plain")
-    src_dir, out = Path(src_dir), Path(out_dir)
+    src_dir, out = Path(src_dir).resolve(), Path(out_dir).resolve()
     t = board_target(board, wait_states)
     bdir = out / "board"
     files = render_board_sources(bdir, board, bundle, model_name, t)
@@ -152,11 +152,10 @@ def build_board_firmware(src_dir, out_dir, board: Board, bundle: Bundle, variant
     csrc = [f for f in files if f.suffix == ".c"]
     extra, inc = _provider_flags(src_dir)
     elf, mapf = out / "firmware.elf", out / "firmware.map"
-    cmd = [cc, *cflags(t), *(["-DRNNSKIP_NO_DSP"] if variant == "plain" else []), *extra_cflags,
-           "-I", str(src_dir), "-I", str(src_dir / "kernels"), "-I", str(bdir), *inc,
-           f"-Wl,-Map={mapf}", "-o", str(elf),
-           *[str(f) for f in model_sources(src_dir) + csrc + list(extra)], *ldflags(t, ld)]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    flags = [*cflags(t), *(["-DRNNSKIP_NO_DSP"] if variant == "plain" else []), *extra_cflags,
+             "-I", str(src_dir), "-I", str(src_dir / "kernels"), "-I", str(bdir), *inc]
+    root = Path(os.path.commonpath([src_dir, out]))
+    p = compile_and_link(cc, flags, model_sources(src_dir) + csrc + list(extra), ldflags(t, ld), elf, mapf, root)
     if p.returncode != 0:
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
         ours = next((ln for ln in lines if "rnnskip:" in ln), None)

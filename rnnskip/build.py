@@ -2,9 +2,10 @@
 
 * the bare-metal runtime every firmware image links: ``render_runtime(target, out_dir)``
   renders ``link.ld`` and ``startup.c`` from ``rnnskip/firmware_templates/runtime/*.j2``,
-  and every image is compiled with the same flags::
+  and every image is compiled with the same flags (:func:`compile_and_link`)::
 
-      arm-none-eabi-gcc  cflags(target)  <sources...>  ldflags(target, "link.ld")  -o fw.elf
+      arm-none-eabi-gcc  cflags(target)  -c <sources...>
+      arm-none-eabi-gcc  cflags(target)  <objects...>  ldflags(target, "link.ld")  -o fw.elf
 
   (``cflags`` must also be given at link time: it selects the newlib multilib, -mcpu /
   -mfloat-abi). :func:`build_firmware` compiles any sources that way (kernel harnesses,

@@ -280,3 +280,24 @@ def test_masked_rows_are_compared_on_the_steps_they_run():
     check = check_against_certificate(meta, dataset(short, full[30:]), "--delta d.json", warned.append, qm)
     assert not check["like_calibration"] and check["median_here"] <= 4 and len(warned) == 1
     assert warned[0].startswith("warning: --data is unlike the rows --delta d.json was certified on")
+
+
+def test_delta_candidates_lead_in_to_an_aggressive_first_pareto_point():
+    """delta-tune's fixed sequence starts with every threshold raised together, one grid value at a time, up to the
+    selection's first Pareto point (a user's x=8/h=24, which scored better than the dense model on 150 selection rows,
+    dominated every milder point, was tested first and stopped the walk; x=3/h=3 certified when the grid was cut)."""
+    from rnnskip.delta.tune import Point, lead_in
+
+    def pt(x, h, m=None):
+        return Point(theta_x=tuple(x), theta_h=tuple(h), accuracy=0.9, macs=1.0, weight_bytes=1.0, density_input=1.0,
+                     density_hidden=1.0, theta_m=(None,) * len(x) if m is None else m)
+
+    grid = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+    chain = lead_in(pt((8,), (24,)), grid, [pt((2,), (2,))])
+    assert [(p.theta_x, p.theta_h) for p in chain] == [((1,), (1,)), ((2,), (2,)), ((3,), (3,)), ((4,), (4,)),
+                                                       ((6,), (6,)), ((8,), (8,)), ((8,), (12,)), ((8,), (16,))]
+    assert chain[1].accuracy == 0.9 and np.isnan(chain[0].accuracy)   # the sweep's own point where it has one
+    # two layers, a per-step Dense's hidden threshold (0) stays 0; the smallest point needs no lead-in
+    assert [(p.theta_x, p.theta_h) for p in lead_in(pt((4, 2), (3, 0)), grid, [])] == \
+        [((1, 1), (1, 0)), ((2, 2), (2, 0)), ((3, 2), (3, 0))]
+    assert lead_in(pt((1,), (1,)), grid, []) == [] and lead_in(pt((2,), (2,)), (0, 2, 8), []) == []

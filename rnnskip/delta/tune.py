@@ -188,6 +188,31 @@ def mark_pareto(points: Sequence[Point]) -> None:
                            for q in points)
 
 
+def lead_in(first: Point, grid: Sequence[int], points: Sequence[Point]) -> List[Point]:
+    """The thresholds on the way from the dense model up to ``first``, every one of them raised together one grid
+    value at a time (each capped at ``first``'s): x=1/h=1, x=2/h=2, ... before x=8/h=24.
+
+    Why: the selection half is small, and one aggressive point that happens to score well there dominates every
+    milder one, so it would be the first candidate certified - and the walk would stop on it. Raising all
+    thresholds together, the loss rises (nearly) step by step up to it, so the walk certifies what it can on the
+    way. Fixed from the selection (``first``) and the grid alone, so the calibration rows still never steer it."""
+    L = len(first.theta_x)
+    target = tuple(first.theta_x) + tuple(first.theta_h)
+    known = {(tuple(p.theta_x), tuple(p.theta_h)): p for p in points if p.theta_m == (None,) * L}
+    chain: List[Point] = []
+    for g in sorted({int(v) for v in grid if v > 0}):
+        c = tuple(min(g, t) for t in target)
+        if c == target:
+            break
+        key = (c[:L], c[L:])
+        if any(c) and (not chain or (tuple(chain[-1].theta_x), tuple(chain[-1].theta_h)) != key):
+            chain.append(known.get(key) or Point(theta_x=c[:L], theta_h=c[L:], accuracy=float("nan"),
+                                                 macs=float("nan"), weight_bytes=float("nan"),
+                                                 density_input=float("nan"), density_hidden=float("nan"),
+                                                 theta_m=(None,) * L))
+    return chain
+
+
 def tune(ir, qm, val, max_loss: float = 1.0, reference: str = "float", grid: Sequence[int] = GRID,
          float_accuracy: Optional[float] = None, progress: Optional[Callable[[str], None]] = None,
          max_evals: int = 400, margin_se: float = 0.0, cell_grid: Sequence[int] = CELL_GRID) -> TuneResult:
@@ -432,8 +457,8 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     ``max_loss`` (accuracy points, needs labels) or ``max_disagreement`` (percent of sequences
     whose class differs from the dense int8 model's; labels not needed). The candidate sequence
     is chosen on selection data (``select``, else half of ``val``): the Pareto thresholds from
-    the dense model down to the cheapest within the budget there, then that point's cell
-    thresholds in rising order; it is tested on the other rows (the calibration data), never
+    the dense model down to the cheapest within the budget there (led in by :func:`lead_in`), then that
+    point's cell thresholds in rising order; it is tested on the other rows (the calibration data), never
     the same rows twice. Nothing certified: thresholds 0 (the dense model, loss 0 by
     construction), with the reason in ``extra["certified"]``.
 
@@ -501,6 +526,8 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
                    and (p.theta_x, p.theta_h) != zero], key=lambda p: -p.macs)
     if base is not None and base not in path and (base.theta_x, base.theta_h) != zero:
         path.append(base)
+    if path:
+        path = lead_in(path[0], grid, sel.points) + path
     cells = sorted([p for p in sel.points if p.theta_m != (None,) * L and p.density_cells <= CELL_DENSITY_HINT and
                     (p.theta_x, p.theta_h) == (sel.chosen.theta_x, sel.chosen.theta_h)], key=lambda p: p.theta_m[0])
     path += cells

@@ -185,7 +185,8 @@ def run_delta_tune(model, val, max_loss, out, calib=None, calib_max=1000, grid=N
     c, cert = res.chosen, res.certificate
     cell = "" if c.theta_m == (None,) * len(c.theta_m) else f", cell {list(c.theta_m)} (pre-activation steps)"
     log(f"chosen: input {list(c.theta_x)}, hidden {list(c.theta_h)} (int8 steps){cell}: "
-        + cert.line(str(val)) + "; " + _calibration_numbers(res))
+        + (cert.line(str(val)) if cert.chosen is not None else "nothing certified (the warning says why)")
+        + "; " + _calibration_numbers(res))
     e = spec.tuning.get("error_on_validation")
     if e is not None:
         log(f"on all of {val}: RMSE against the labels {e['dense_int8_vs_label_rmse']:.4g} (dense int8) -> "

@@ -108,6 +108,9 @@ class MethodSetup:
     option = ""
     #: what the baseline line calls it ("the skip predictor", "delta thresholds")
     what = ""
+    #: what a note on its measured cost calls it (default: its first option, "--delta"); the skip predictor
+    #: comes from --predictor or --skip auto, so it is named instead
+    note_name = ""
     #: whether its section can measure a regression model (outputs against the dense model's, in their units);
     #: False: its budget and section are accuracies on classes
     regression = False

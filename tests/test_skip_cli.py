@@ -88,6 +88,9 @@ def test_train_predictor_certification_refusals_and_unlabelled(setup, tmp_path):
         np.savez(tmp_path / "val80.npz", x=v["x"][:80], y=v["y"][:80], lengths=v["lengths"][:80])
     res = r.invoke(main, base + ["--val", str(tmp_path / "val80.npz"), "--max-loss", "50"])
     assert res.exit_code == 2 and "nothing certified" in _one_error(res.output) and not out.exists()
+    # above what 40 rows can certify: a smaller budget, down to that, trains another predictor that may certify
+    assert re.search(r"or another budget: each budget trains its own predictor, so a smaller one \(down to "
+                     r"\d+\.\d\d points\) can certify where this one did not$", _one_error(res.output))
     # a disagreement budget 40 rows cannot certify whatever the predictor: said before any training
     res = r.invoke(main, base + ["--val", str(tmp_path / "val80.npz"), "--max-disagreement", "2"])
     line = _one_error(res.output)
@@ -100,6 +103,8 @@ def test_train_predictor_certification_refusals_and_unlabelled(setup, tmp_path):
     assert "note: 40 certification sequences (half of --val) certify a loss below " in res.output
     assert "only for a predictor that turns more of them right than wrong" in res.output
     assert "[skip] oracle" in res.output and (res.exit_code == 0) == out.exists()
+    if "nothing certified" in _one_error(res.output):   # below what the rows certify unchanged: a larger budget
+        assert re.search(r"or a budget of at least \d+\.\d\d points$", _one_error(res.output))
     # unlabelled --val with --max-disagreement: the dense model's classes are the reference
     with np.load(paths["val"]) as v:
         np.savez(tmp_path / "unlabelled.npz", x=v["x"], lengths=v["lengths"])
@@ -127,13 +132,22 @@ def test_a_predictor_that_skips_too_little_to_pay_gets_a_note():
     from rnnskip.skip.convert import unpaid_note
     meta = {"macs_per_step": 100, "val": {"skip_rate": 0.30}}
     assert unpaid_note(meta, 1000) is None
-    meta["val"].update(certified_threshold_differs=True, certified_skip_rate=0.0)
+    meta["val"].update(certified_threshold_differs=True, certified_skip_rate=0.05)
     assert unpaid_note(meta, 1000) == (
-        "note: the predictor skips 0.0% of the validation steps at its threshold, below the 10.0% at which its 100 "
+        "note: the predictor skips 5.0% of the validation steps at its threshold, below the 10.0% at which its 100 "
         "MACs per step pay for themselves: it will cost more than it saves (rnnskip-convert --predictor compares "
         "the cycles); try another budget or --type")
     meta["val"]["certified_skip_rate"] = 0.1
     assert unpaid_note(meta, 1000) is None
+    # skipping nothing never pays, not even for a tree, which has no MACs but runs before every step (a user's
+    # --skip auto kept one that skipped 0.0%)
+    for macs in (100, 0):
+        meta.update(macs_per_step=macs)
+        meta["val"]["certified_skip_rate"] = 0.0
+        assert unpaid_note(meta, 1000) == (
+            "note: the predictor skips none of the validation steps at its threshold, and it runs before every step: "
+            "it will cost more than it saves (rnnskip-convert --predictor compares the cycles); try another budget or "
+            "--type")
 
 
 @needs_arm
@@ -223,7 +237,10 @@ def test_convert_with_predictor_and_delta_names_baselines(setup):
     mac_line = [line for line in res.output.splitlines() if "skip MAC / inference" in line][0]
     assert mac_line.endswith(f" (dense steps, {rep['skip']['n']:,} sequences)"), mac_line
     cyc_line = [line for line in res.output.splitlines() if "skip cycles / inf" in line][0]
-    assert cyc_line.endswith(" (4 emulated)"), cyc_line   # the emulated figures are over the first 4 only
+    # the emulated figures are over the first 4 only, and so are the MACs it names
+    from rnnskip.report import _red
+    r = rep["skip"]["emulated"]["mac_reduction"]
+    assert r["cut"] is not None and cyc_line.endswith(f" (4 emulated; MACs{_red(r)[1:-1]} on them)"), cyc_line
     # each was certified without the other: said once, and in both sections
     assert res.output.count("were each chosen and certified on the model without the other") == 1
     assert rep["skip"]["budget_note"].startswith("the skip predictor was chosen and certified on this model without "

@@ -64,7 +64,8 @@ class Conversion:
                 (em.get("instructions_per_inference") or {}, "executes more instructions", "per inference",
                  "; no cycle model on this core")
             if m.get("dense") and m.get(setup.key) and m[setup.key] > m["dense"]:
-                notes.append(f"note: {setup.option.split('/')[0]} {says} here: {m[setup.key]:,.0f} {unit} against "
+                name = setup.note_name or setup.option.split('/')[0]
+                notes.append(f"note: {name} {says} here: {m[setup.key]:,.0f} {unit} against "
                              f"{m['dense']:,.0f} for the same model without it ({m[setup.key] / m['dense']:.2f}x"
                              f"{why}); its per-step work costs "
                              f"more than the steps or weight columns it saves on these sequences"

@@ -443,10 +443,14 @@ def _certify(p: FloatPredictor, cal: oracle.Sweep, cert_ds, qm, fm, cfg: TrainCo
     cert = fixed_sequence(losses(), budget, float(cfg.confidence), kind, n=n, per_step=per_step)
     if cert.chosen is None:
         # each budget trains its own predictor (the oracle threshold and the round kept follow it), so another
-        # budget, smaller too, may certify where this one did not
+        # budget, smaller too (down to what the rows can certify), may certify where this one did not
+        from ..certify import up2
+        floor, unit = 100 * cert.smallest_certifiable, "points" if kind == "paired" else "%"
+        other = (f"a budget of at least {up2(floor)} {unit}" if floor > 100 * budget else
+                 f"another budget: each budget trains its own predictor, so a smaller one (down to {up2(floor)} "
+                 f"{unit}) can certify where this one did not")
         raise NotCertified(cert.line("--val") + f" ({cfg.type} predictor); give more --val sequences (unlabelled "
-                           "ones work with --max-disagreement) or another budget: each budget trains its own "
-                           "predictor, so a smaller one can certify where this one did not", cert)
+                           f"ones work with --max-disagreement) or {other}", cert)
     p.threshold = path[cert.chosen]
     _say(log, f"[skip] certification on {len(cert_ds)} held-out validation sequences: " + cert.line("--val")
          + f" at threshold {p.threshold:+.4f}")

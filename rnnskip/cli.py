@@ -133,7 +133,7 @@ def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, w
         click.echo(f"wrote the {conv.board} firmware project to {conv.export} (cmake with cmake/arm-none-eabi.cmake, "
                    f"or make)")
     click.echo(conv.summary())
-    click.echo(f"wrote {conv.out / 'report.json'}")
+    click.echo(f"wrote {conv.out}: {written(conv.out)}")
     conv.check()
     ctx = click.get_current_context()
     given = [o for o in ("bundle", "timeout")
@@ -155,6 +155,13 @@ def convert_cmd(model, target_name, board_name, kernels, variant, wait_states, w
     elif no_data:
         note(f"note: no --data: checked and measured on the calibration data --calib {calib}; pass --data "
              f"test.npz so the int8 accuracy is not measured on the data it was calibrated on")
+
+
+def written(folder: Path) -> str:
+    """What a conversion wrote into ``folder``, for its last line: report.json first, then folders, then files."""
+    names = sorted((p for p in Path(folder).iterdir() if not p.name.startswith(".")),
+                   key=lambda p: (p.name != "report.json", not p.is_dir(), p.name))
+    return ", ".join(p.name + ("/" if p.is_dir() else "") for p in names)
 
 
 def convert_main():
@@ -378,3 +385,7 @@ def train_predictor_cmd(model, train, val, max_loss, max_disagreement, confidenc
     run_train_predictor(model, train, val, max_loss, out, ptype=ptype, rounds=rounds, size_ratio=size_ratio,
                         measure=measure, calibrate_on=calibrate_on, calib=calib, margin_se=margin_se, log=click.echo,
                         confidence=confidence, max_disagreement=max_disagreement, seed=seed)
+
+
+if __name__ == "__main__":   # python -m rnnskip.cli
+    main(prog_name="rnnskip")

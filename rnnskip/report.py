@@ -122,7 +122,10 @@ def comparison_rows(sec: dict, key: str) -> list:
                                        + (f" ({', '.join(said)})" if said else ""))]
     if not e:
         return rows
-    emu_n = f" ({e['sequences']:,} emulated)" if fewer else ""
+    # the emulated rows' own MAC change: on a few rows it can be far from the whole set's (a user saw 31% of the
+    # steps skipped over 60 rows and no cycles saved on the 6 emulated, which skipped none)
+    emu_macs = f"; MACs{_red(e['mac_reduction'])[1:-1]} on them" if e.get("mac_reduction") else ""
+    emu_n = f" ({e['sequences']:,} emulated{emu_macs})" if fewer else ""
     c, i, f = e["cycles_per_inference"], e["instructions_per_inference"], e["flash_read_bytes_per_inference"]
     if c["dense"] is not None:
         rows.append((f"{key} cycles / inf",
@@ -342,6 +345,11 @@ def emulation_summary(emu, target, qm, macs_step: int, head_macs: int) -> dict:
                          f"operands and registers) on {int(tr.sum())} of {len(tr)} sequences; instructions and "
                          f"cycles on all of them"),
     }
+    if qm.front and emu.flags and all(f is not None for f in emu.flags):
+        # one rnnskip_step per input frame; a recurrent step runs on the frames that complete an output
+        frames = np.array([len(f) for f in emu.flags], np.float64)
+        e["input_frames_mean"] = _mean(frames)
+        e["cycles_per_input_frame"] = float(col["cycles"].sum() / frames.sum()) if frames.sum() else None
     e["weights"] = weights_report(target, emu, qm)
     energy = energy_report(target, e["latency_ms_per_inference"])
     e["energy_uj_per_inference"] = energy["uj_per_inference"]
@@ -499,8 +507,14 @@ def table(rep: dict) -> str:
                       _fmt(e["cycles_per_inference"]) + f"  ({e['sequences']} sequences emulated)"),
                      ("cycles / step", _fmt(e["cycles_per_step"])
                       + (f"  ({e['cycles_per_step_note']})" if e.get("cycles_per_step_note") else "")),
+                     *([("cycles / input frame", _fmt(e["cycles_per_input_frame"])
+                         + f"  (mean over the {e['input_frames_mean']:,.4g} frames of a sequence; "
+                           f"rnnskip_step per frame, the recurrent layers on the frames that complete a front-end "
+                           f"output)")] if e.get("cycles_per_input_frame") is not None else []),
                      ("MAC / cycle (step)", _fmt(e["step_macs_per_cycle"])
-                      + (f"  ({e['macs_note']})" if e.get("macs_note") else "")),
+                      + (f"  ({e['macs_note']})" if e.get("macs_note") else "")
+                      + (f"  (the recurrent layers' and head's MACs; the step's cycles include the front end's "
+                         f"{_fmt(m['front_macs_per_frame'])} MAC)" if m.get("front_macs_per_frame") else "")),
                      (f"latency @ {e['cycle_model']['clock_hz'] / 1e6:g} MHz", _fmt_ms(e["latency_ms_per_inference"])),
                      *_energy_rows(e.get("energy"))]
         rows += [("flash read B / inf", traffic),

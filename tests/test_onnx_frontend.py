@@ -633,3 +633,9 @@ def test_a_depthwise_crnn_converts_with_delta_and_says_what_its_macs_count(tmp_p
     assert f"MAC/step + {front} MAC front end" in p.stdout
     assert re.search(rf"delta MACs count +the recurrent layers and the head: the front end's {front} MAC per step "
                      r"run the same with and without delta", p.stdout), p.stdout
+    # one rnnskip_step per input frame: the cycles per frame are the inference's over its T frames
+    e = rep["emulation"]
+    assert e["input_frames_mean"] == T and e["cycles_per_input_frame"] == pytest.approx(e["cycles_per_inference"] / T)
+    assert re.search(rf"cycles / input frame +{e['cycles_per_input_frame']:,.0f}  \(mean over the {T} frames of a "
+                     r"sequence; rnnskip_step per frame", p.stdout), p.stdout
+    assert f"(the recurrent layers' and head's MACs; the step's cycles include the front end's {front} MAC)" in p.stdout

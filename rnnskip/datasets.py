@@ -469,7 +469,8 @@ def _lengths_without_mask(x, lengths, ir, src) -> str:
     onnx = str(getattr(ir, "source", "")).lower().endswith(".onnx")
     fw = "onnxruntime" if onnx else "Keras"
     front = not ir.is_token_model and bool(ir.input.front)
-    fix = ("" if front else ", or export a graph that takes sequence_lens" if onnx else
+    fix = ("" if front else ", or export a graph that takes sequence_lens; keep them for a model trained on packed "
+           "sequences (pack_padded_sequence): each row's own steps are what it computed" if onnx else
            ", or use Embedding(mask_zero=True) so the model itself skips the padding" if ir.is_token_model else
            ", or add a Masking layer so the model itself skips the padding")
     r = int(short[0])

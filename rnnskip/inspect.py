@@ -127,7 +127,7 @@ def _target_estimates(ins: Inspection, qm, names, board_names=None) -> None:
     # what calibration ranges may add (an LSTM's split scales): the sizes are upper bounds
     ef = sum(cell_of(q.kind).calibration_flash(q) for q in qm.layers)
     er = 4 * (max(cell_of(q.kind).calibration_acc_rows(q) for q in qm.layers) - max(q.acc_rows for q in qm.layers))
-    cores = [(None, targets.load(n)) for n in (names or ([] if board_names else targets.available()))]
+    cores = [(None, boards.load_target(n)) for n in (names or ([] if board_names else targets.available()))]
     # a board: its core on its part's memory map (a user asked whether the model fits an stm32l073)
     cores += [(b.name, boards.board_target(b)) for b in (boards.load(n) for n in board_names or [])]
     for board, t in cores:

@@ -425,8 +425,9 @@ def test_packed_sequence_refused_with_what_to_do(tmp_path):
     assert refusal(path) == (
         f"{path}: input 'lengths' reaches the recurrent operator's sequence_lens through other nodes, as torch's "
         f"pack_padded_sequence exports it: rnnskip converts a sequence_lens that is a graph input itself, not a "
-        f"packed sequence; export the model without pack_padded_sequence (rnnskip then runs every step of --data, "
-        f"as the unpacked model does)")
+        f"packed sequence; export the model without pack_padded_sequence, then give each row's length as lengths "
+        f"in --data (rnnskip runs each row's own steps, as the packed model does; without lengths every step, as the "
+        f"unpacked graph does)")
 
 
 class OneLayer(nn.Module):
@@ -758,7 +759,7 @@ def test_reference_check_with_a_static_batch(tmp_path):
         res = source_check.check(ir, xs, np.full(n, T))
         assert res["rows"] == n and res["max_abs_diff"] <= 1e-5, res
     res = source_check.check(ir, x[:, :4], np.full(N, 4))
-    assert res["skipped"] == f"the graph takes exactly {T} steps (exported with static shapes) and the data has 4"
+    assert res["skipped"] == f"the graph takes exactly {T} steps (its time axis was exported static) and the data has 4"
 
 
 class LearnedH0(OneLayer):
@@ -1114,7 +1115,8 @@ def test_lengths_warned_only_where_the_graph_does_not_take_them(tmp_path):
                         f"of {T}), but the model has no mask: rnnskip runs only the steps before each length and "
                         "onnxruntime every step of x, so results on those rows differ from what onnxruntime gives "
                         "on the same arrays: drop lengths (every step runs), or export a graph that takes "
-                        "sequence_lens"]
+                        "sequence_lens; keep them for a model trained on packed sequences (pack_padded_sequence): "
+                        "each row's own steps are what it computed"]
     ir = load_model_file_of({"op": "LSTM", "lens": True})
     assert ir.lengths_input
     x2 = np.zeros((3, 6, ir.input.features), np.float32)
@@ -1370,7 +1372,8 @@ def test_unsupported_op_refused_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("read, want", [
     ("last", "node 'Gather' (Gather) takes the last step of the output of bidirectional operator 'rnn/LSTM', which "
-             "holds the backward direction after only the last step, not its final state: rnnskip converts the "
+             "holds the backward direction after only the last step, not its final state (any read rnnskip converts "
+             "computes something else, so the model must be retrained reading it): rnnskip converts the "
              "final states of both directions concatenated, forward first (torch.cat([h_n[-2], h_n[-1]], 1)"),
     ("rev", "node 'Concat' (Concat) concatenates the backward final state before the forward one: rnnskip "
             "converts the final states"),

@@ -114,8 +114,9 @@ def test_model_too_big_is_refused_with_both_sizes():
         f"model does not fit cortex-m0: needs about {est.ram:,} bytes of RAM ({est.ram / 1024:.1f} KiB: "
         f"{est.state:,} B model state + {est.io - est.state:,} B the emulation harness's I/O buffers for 3000-step "
         f"sequences + {est.stack:,} B stack) but cortex-m0 has 16,384 bytes (16.0 KiB); the model alone fits (a "
-        f"firmware calling rnnskip_step keeps no sequence buffers): emulate shorter sequences (rnnskip-convert sizes "
-        f"the buffers to the longest in --data; 'rnnskip generate' takes --max-t) or pick a board with more RAM")
+        f"firmware calling rnnskip_step keeps no sequence buffers): emulate shorter sequences (the buffers hold "
+        f"--max-t steps, else the longest sequence in --data), take src/ from 'rnnskip generate WORK --max-t N' "
+        f"without emulating, or pick a board with more RAM")
     assert est.state + est.stack < t0.ram_size < est.ram
     assert check_fits(small, 9, t0).ram <= t0.ram_size
     # a Bidirectional layer's window buffer is the model's own: named apart, and shorter windows advised
@@ -129,8 +130,8 @@ def test_model_too_big_is_refused_with_both_sizes():
         check_fits(bq, T, t0)
     msg = str(e.value)
     assert f" + {bidi_bytes(bq, T):,} B the Bidirectional layer's window buffers for {T} steps + " in msg
-    assert msg.endswith("use shorter windows (the Bidirectional buffers grow with them; rnnskip-convert sizes them to "
-                        "the longest sequence in --data), a smaller model or a target/board with more RAM")
+    assert msg.endswith("use shorter windows (the Bidirectional buffers grow with them: --max-t, else the longest "
+                        "sequence in --data), a smaller model or a target/board with more RAM")
     # where the harness's buffers tip it, the window buffers are still the model's (a review read "no sequence
     # buffers" as none at all)
     T2 = next(t for t in range(10, 100_000, 10) if estimate(bq, t, t0).ram > t0.ram_size)

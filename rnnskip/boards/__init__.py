@@ -192,24 +192,30 @@ def board_target(board: Board, wait_states: Optional[int] = None):
     return t.with_wait_states(wait_states)
 
 
+def load_target(target_name: str):
+    """targets.load, with the option to use when ``target_name`` is a board's name."""
+    from .. import targets
+    try:
+        return targets.load(target_name)
+    except RnnskipError as e:   # a board named as a target: say which option takes it
+        try:
+            b = load(target_name.strip().lower())
+        except RnnskipError:
+            raise e from None
+        raise RnnskipError(f"{e}; '{target_name}' is a board: use --board {b.name} (its core is {b.target})") \
+            from None
+
+
 def resolve(target_name: Optional[str], board_name: Optional[str], wait_states: Optional[int] = None,
             weights: Optional[str] = None):
     """(board or None, target) for the CLI's --target/--board pair (and --weights placement).
 
     With a board, the target defaults to the board's core; naming a different
     core is an error (one board, one core)."""
-    from .. import targets
     if not board_name:
-        try:
-            t = targets.load(target_name or "cortex-m4")
-        except RnnskipError as e:   # a board named as a target: say which option takes it
-            try:
-                b = load(target_name.strip().lower())
-            except RnnskipError:
-                raise e from None
-            raise RnnskipError(f"{e}; '{target_name}' is a board: use --board {b.name} (its core is {b.target})") \
-                from None
+        t = load_target(target_name or "cortex-m4")
         return None, (t if wait_states is None else t.with_wait_states(wait_states)).with_weights(weights)
+    from .. import targets
     b = load(board_name)
     if target_name and targets.canonical_name(target_name) != b.target:
         raise RnnskipError(f"board {b.name} has a {b.target} core, not {target_name}; "

@@ -34,8 +34,8 @@ def check(ir, x, lengths, max_rows: int = 64) -> Optional[dict]:
     static = list(io.get("input_static") or [0, 0])
     batch, steps = (static[1], static[0]) if io.get("input_time_major") else (static[0], static[1])
     if steps and steps != x.shape[1]:
-        return {"runtime": "onnxruntime", "skipped": f"the graph takes exactly {steps} steps (exported with static "
-                                                      f"shapes) and the data has {x.shape[1]}"}
+        return {"runtime": "onnxruntime", "skipped": f"the graph takes exactly {steps} steps (its time axis was "
+                                                      f"exported static) and the data has {x.shape[1]}"}
     from ..reference import FloatModel
     got = np.asarray(FloatModel(ir).predict(x[rows], lengths[rows]), np.float64)
     # a graph exported with a static batch of 1 may have squeezed the batch axis away (fc(h.squeeze())): its one

@@ -150,9 +150,9 @@ def check_fits(qm, max_t: int, target, where: str = "", bundled_bytes: int = 0) 
             f"stack) but {on} has {target.ram_size:,} bytes ({_kib(target.ram_size)}); "
             + ("the model alone fits (a firmware calling rnnskip_step keeps no sequence buffers"
                + (" besides the model's window buffers counted above" if window else "") + "): emulate shorter "
-               "sequences (rnnskip-convert sizes the buffers to the longest in --data; 'rnnskip generate' takes "
-               "--max-t) or pick a board with more RAM" if alone else
-               "use shorter windows (the Bidirectional buffers grow with them; rnnskip-convert sizes them to the "
-               "longest sequence in --data), a smaller model or a target/board with more RAM" if window else
+               "sequences (the buffers hold --max-t steps, else the longest sequence in --data), take src/ from "
+               "'rnnskip generate WORK --max-t N' without emulating, or pick a board with more RAM" if alone else
+               "use shorter windows (the Bidirectional buffers grow with them: --max-t, else the longest sequence "
+               "in --data), a smaller model or a target/board with more RAM" if window else
                "use a smaller model or a target/board with more RAM"))
     return est

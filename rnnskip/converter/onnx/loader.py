@@ -103,6 +103,8 @@ HANDLERS: Dict[str, Callable] = {
 HINTS = {"ReduceSum": _POOL,
          "Log": "a logarithm of model data is not converted; for log(softmax(z)) use torch.log_softmax(z, -1) (or "
                 "nn.LogSoftmax), which converts",
+         "ConstantFill": "an experimental operator torch's exporter writes below opset 9 (a recurrent layer's "
+                         "zero initial state): export with opset_version=17",
          "If": "a run-time branch on a dimension's size (torch emits one for .squeeze(1) of an axis whose size is "
                "not fixed, as after out[:, -1:] or out.gather(1, idx)): index the axis instead (out[:, -1], "
                "out[torch.arange(B), lengths - 1])"}
@@ -195,8 +197,9 @@ def _inputs(r: _Reader) -> None:
             raise RnnskipError(
                 f"{r.path}: input '{i.name}' reaches the recurrent operator's sequence_lens through other nodes, as "
                 f"torch's pack_padded_sequence exports it: rnnskip converts a sequence_lens that is a graph input "
-                f"itself, not a packed sequence; export the model without pack_padded_sequence (rnnskip then runs "
-                f"every step of --data, as the unpacked model does)")
+                f"itself, not a packed sequence; export the model without pack_padded_sequence, then give each "
+                f"row's length as lengths in --data (rnnskip runs each row's own steps, as the packed model does; "
+                f"without lengths every step, as the unpacked graph does)")
     if len(model_inputs) == 2:   # each row's length as an index (out[arange(B), lengths - 1]): [batch] integers
         lens_names |= {i.name for i in model_inputs if _is_lengths(i)}
         model_inputs = [i for i in model_inputs if i.name not in lens_names] or model_inputs

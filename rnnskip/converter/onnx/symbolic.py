@@ -350,7 +350,8 @@ def _time_label(ctx: _Ctx, s: Sym) -> str:
 def _last_step(ctx: _Ctx, s: Sym, axes: Tuple[str, ...]) -> Sym:
     if ctx.r.rnns[s.layer].backward is not None:
         ctx.fail(f"takes the last step of the output of bidirectional operator '{ctx.r.rnns[s.layer].name}', which "
-                 f"holds the backward direction after only the last step, not its final state: {BIDI_READ}")
+                 f"holds the backward direction after only the last step, not its final state (any read rnnskip "
+                 f"converts computes something else, so the model must be retrained reading it): {BIDI_READ}")
     if s.padded:
         ctx.fail("takes the last step of a recurrent output computed with sequence_lens (zero after each row's "
                  "length): read the layer's final state (output Y_h) instead")

@@ -88,20 +88,25 @@ def compile_and_link(cc: str, flags: Sequence[str], sources: Sequence, link_args
     Builds in ``elf``'s folder's ``.obj/`` (removed afterwards), from there, with paths in the debug info
     relative to ``root`` (rnnskip-convert builds in a temporary folder): so the ELF and the map do not
     depend on the folder or the caller's working directory, and the map names each object after its
-    source rather than gcc's /tmp/ccXXXXXX.o. Returns the failing step's process, else the link's.
+    source rather than gcc's /tmp/ccXXXXXX.o. Paths in ``flags`` and ``link_args`` must be absolute (gcc runs
+    in ``.obj/``). Returns the failing step's process, else the link's; RnnskipError when two sources have one
+    name.
     """
     obj = Path(elf).parent / ".obj"
     shutil.rmtree(obj, ignore_errors=True)
     obj.mkdir(parents=True)
+    cc = shutil.which(cc) or cc   # the caller's PATH lookup, not one from .obj
     try:
         # resolved paths: gcc names the working directory by its physical path (comp_dir)
-        sources = [Path(s).resolve() for s in sources]
+        sources = list(dict.fromkeys(Path(s).resolve() for s in sources))
         compiled = [s for s in sources if s.suffix in (".c", ".s", ".S")]   # objects go to the link as they are
         names = [s.stem + ".o" for s in compiled]
         if len(set(names)) != len(names):   # gcc -c writes <stem>.o into the working directory
             dup = next(n for n in names if names.count(n) > 1)
             raise RnnskipError(f"two sources would both compile to {dup}; rename one of them")
-        flags = [*flags, f"-ffile-prefix-map={Path(root).resolve()}=."]
+        root = Path(root).resolve()
+        if root.parent != root:   # not the filesystem root, which would map the toolchain's own paths too
+            flags = [*flags, f"-ffile-prefix-map={root}=."]
         p = subprocess.run([cc, *flags, "-c", *map(str, compiled)], cwd=obj, capture_output=True, text=True)
         if p.returncode == 0:
             objects = [names[compiled.index(s)] if s in compiled else str(s) for s in sources]

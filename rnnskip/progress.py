@@ -41,4 +41,5 @@ def bar(iterable=None, *, total=None, desc: str, unit: str = "seq", enabled: boo
         return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled or off, leave=False,
                     position=position, smoothing=0)
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled or off, leave=True, position=0,
-                smoothing=0, file=_Lines(sys.stderr), mininterval=LOG_INTERVAL_S, ncols=100, ascii=True)
+                smoothing=0, file=_Lines(sys.stderr), mininterval=LOG_INTERVAL_S,
+                maxinterval=LOG_INTERVAL_S, ncols=100, ascii=True)   # tqdm's monitor would refresh every 10 s

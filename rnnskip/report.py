@@ -124,7 +124,7 @@ def comparison_rows(sec: dict, key: str) -> list:
         return rows
     # the emulated rows' own MAC change: on a few rows it can be far from the whole set's (a user saw 31% of the
     # steps skipped over 60 rows and no cycles saved on the 6 emulated, which skipped none)
-    emu_macs = f"; MACs{_red(e['mac_reduction'])[1:-1]} on them" if e.get("mac_reduction") else ""
+    emu_macs = f"; MACs {_red(e['mac_reduction'])[2:-1]} on them" if e.get("mac_reduction") else ""
     emu_n = f" ({e['sequences']:,} emulated{emu_macs})" if fewer else ""
     c, i, f = e["cycles_per_inference"], e["instructions_per_inference"], e["flash_read_bytes_per_inference"]
     if c["dense"] is not None:
@@ -349,7 +349,8 @@ def emulation_summary(emu, target, qm, macs_step: int, head_macs: int) -> dict:
         # one rnnskip_step per input frame; a recurrent step runs on the frames that complete an output
         frames = np.array([len(f) for f in emu.flags], np.float64)
         e["input_frames_mean"] = _mean(frames)
-        e["cycles_per_input_frame"] = float(col["cycles"].sum() / frames.sum()) if frames.sum() else None
+        ok = frames.sum() > 0 and np.all(np.isfinite(col["cycles"]))   # NaN: a board run without a cycle model
+        e["cycles_per_input_frame"] = float(col["cycles"].sum() / frames.sum()) if ok else None
     e["weights"] = weights_report(target, emu, qm)
     energy = energy_report(target, e["latency_ms_per_inference"])
     e["energy_uj_per_inference"] = energy["uj_per_inference"]
@@ -395,6 +396,11 @@ def _board_emulation(e: dict, info: dict) -> None:
 def write_report(rep: dict, path: Path) -> None:
     from .jsonio import dumps
     Path(path).write_text(dumps(rep))   # NaN (say, no accuracy without labels) -> null
+
+
+def _count(v: float) -> str:
+    """A mean count: 64, 15.8, 16,000 (to one decimal, without a trailing .0)."""
+    return f"{v:,.1f}".rstrip("0").rstrip(".")
 
 
 def _fmt(v, unit="") -> str:
@@ -508,9 +514,9 @@ def table(rep: dict) -> str:
                      ("cycles / step", _fmt(e["cycles_per_step"])
                       + (f"  ({e['cycles_per_step_note']})" if e.get("cycles_per_step_note") else "")),
                      *([("cycles / input frame", _fmt(e["cycles_per_input_frame"])
-                         + f"  (mean over the {e['input_frames_mean']:,.4g} frames of a sequence; "
-                           f"rnnskip_step per frame, the recurrent layers on the frames that complete a front-end "
-                           f"output)")] if e.get("cycles_per_input_frame") is not None else []),
+                         + f"  (mean over the {_count(e['input_frames_mean'])} frames of a sequence; rnnskip_step "
+                           f"per frame, the recurrent layers on the frames that complete a front-end output)")]
+                       if e.get("cycles_per_input_frame") is not None else []),
                      ("MAC / cycle (step)", _fmt(e["step_macs_per_cycle"])
                       + (f"  ({e['macs_note']})" if e.get("macs_note") else "")
                       + (f"  (the recurrent layers' and head's MACs; the step's cycles include the front end's "

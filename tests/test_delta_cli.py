@@ -112,7 +112,8 @@ def test_delta_tune_certifies_disagreement_on_unlabelled_data(gru, unlabelled):
     t = js["tuning"]
     assert t["max_disagreement_percent"] == 10 and "max_loss_points" not in t and "margin_se" not in t
     assert t["measure"] == "agreement with the dense int8 model" and t["validation_sequences"] == 2000
-    # the path was fixed on the selection half: Pareto thresholds from the dense model down, MACs falling
+    # the path was fixed on the selection half: a lead-in of thresholds raised together, then Pareto thresholds
+    # from the dense model down
     path = js["tuning"]["path"]
     assert path and all(q["theta_m"] == [None] for q in path)
     # the certified point, re-measured by hand on the calibration half

@@ -508,7 +508,7 @@ def unpaid_reason(meta: dict, step_macs: int) -> Optional[str]:
     step (a certified threshold can skip almost nothing)."""
     v = meta["val"]
     rate = v.get("certified_skip_rate") if v.get("certified_threshold_differs") else v["skip_rate"]
-    if rate is not None and rate <= 0:   # a tree has no MACs, but it too runs before every step
+    if rate is not None and rate <= 0:   # skipping nothing never pays (a tree has no MACs to compare with)
         return ("the predictor skips none of the validation steps at its threshold, and it runs before every "
                 "step: it will cost more than it saves (rnnskip-convert --predictor compares the cycles)")
     pays = meta["macs_per_step"] / max(int(step_macs), 1)   # the skipped share at which its MACs pay for themselves

@@ -26,6 +26,14 @@ def _one_error(output: str) -> str:
     return errs[0] if len(errs) == 1 and output.rstrip().splitlines()[-1] == errs[0] else ""
 
 
+def _skip_auto(model, paths, out, *, val=None, max_loss="60", emulate_max="2", traffic_sample="0"):
+    """convert --skip auto with a tree predictor on the fixture's data: the invocation four tests share."""
+    return CliRunner().invoke(convert_cmd, [model, "--skip", "auto", "--train", paths["train"], "--val",
+                                            str(val or paths["val"]), "--max-loss", max_loss, "--predictor-type",
+                                            "tree", "--data", paths["test"], "--out", str(out), "--emulate-max",
+                                            emulate_max, "--traffic-sample", traffic_sample, "--workers", "1"])
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     pytest.importorskip("tf_keras")
@@ -251,10 +259,7 @@ def test_convert_with_predictor_and_delta_names_baselines(setup):
 def test_convert_skip_auto(setup):
     d, model, other, paths = setup
     out = d / "auto"
-    res = CliRunner().invoke(convert_cmd, [model, "--skip", "auto", "--train", paths["train"], "--val", paths["val"],
-                                           "--max-loss", "60", "--predictor-type", "tree", "--data", paths["test"],
-                                           "--out", str(out), "--emulate-max", "4", "--traffic-sample", "1",
-                                           "--workers", "1"])
+    res = _skip_auto(model, paths, out, emulate_max="4", traffic_sample="1")
     assert res.exit_code == 0, res.output
     assert (out / "predictor" / "predictor.json").is_file()
     rep = json.loads((out / "report.json").read_text())
@@ -278,10 +283,7 @@ def test_convert_skip_auto_that_would_not_pay_converts_dense(setup, tmp_path, mo
                "its 7 MACs per step pay for themselves: it will cost more than it saves (...)"
     monkeypatch.setattr(skip_convert, "unpaid_reason", unpaid)
     out = tmp_path / "auto"
-    res = CliRunner().invoke(convert_cmd, [model, "--skip", "auto", "--train", paths["train"], "--val", paths["val"],
-                                           "--max-loss", "60", "--predictor-type", "tree", "--data", paths["test"],
-                                           "--out", str(out), "--emulate-max", "2", "--traffic-sample", "0",
-                                           "--workers", "1"])
+    res = _skip_auto(model, paths, out)
     assert res.exit_code == 0, res.output
     assert len(seen) == 1 and seen[0][1] > 0
     warn = [l for l in res.output.splitlines() if l.startswith("warning: --skip auto")]
@@ -302,10 +304,7 @@ def test_convert_skip_auto_not_certified_converts_dense(setup, tmp_path):
     with np.load(paths["val"]) as v:
         np.savez(tmp_path / "val80.npz", x=v["x"][:80], y=v["y"][:80], lengths=v["lengths"][:80])
     out = tmp_path / "auto"
-    res = CliRunner().invoke(convert_cmd, [model, "--skip", "auto", "--train", paths["train"], "--val",
-                                           str(tmp_path / "val80.npz"), "--max-loss", "50", "--predictor-type",
-                                           "tree", "--data", paths["test"], "--out", str(out), "--emulate-max", "2",
-                                           "--traffic-sample", "0", "--workers", "1"])
+    res = _skip_auto(model, paths, out, val=tmp_path / "val80.npz", max_loss="50")
     assert res.exit_code == 0, res.output
     warn = [l for l in res.output.splitlines() if l.startswith("warning: --skip auto")]
     assert len(warn) == 1 and "nothing certified" in warn[0] and "converting without skipping" in warn[0]
@@ -336,10 +335,7 @@ def test_convert_skip_auto_budget_not_met_converts_dense(setup, tmp_path):
     rows = np.repeat(np.flatnonzero(keep), 100)
     save_npz(tmp_path / "one.npz", Dataset(x=ids[rows], y=pred[rows], lengths=L[rows]))
     out = tmp_path / "auto"
-    res = CliRunner().invoke(convert_cmd, [model, "--skip", "auto", "--train", paths["train"], "--val",
-                                           str(tmp_path / "one.npz"), "--max-loss", "5", "--predictor-type", "tree",
-                                           "--data", paths["test"], "--out", str(out), "--emulate-max", "2",
-                                           "--traffic-sample", "0", "--workers", "1"])
+    res = _skip_auto(model, paths, out, val=tmp_path / "one.npz", max_loss="5")
     assert res.exit_code == 0, res.output
     warn = [l for l in res.output.splitlines() if l.startswith("warning: --skip auto")]
     assert len(warn) == 1 and "budget cannot be met" in warn[0] and "raise --max-loss" in warn[0]

@@ -320,8 +320,11 @@ def emulation_summary(emu, target, qm, macs_step: int, head_macs: int) -> dict:
     a, b = (None, None) if varying else cycles_per_step(emu)
     e = {
         "emulator": "unicorn",
+        # a board's memory system replaces the per-word flash wait states (two figures side by side confused a
+        # user): null then, and memory_system holds the ones that apply
         "cycle_model": {"table": target.cycle_table, "source": target.cycle_source,
-                        "flash_wait_states": target.flash_wait_states, "clock_hz": target.clock_hz},
+                        "flash_wait_states": None if target.memory_system else target.flash_wait_states,
+                        "clock_hz": target.clock_hz},
         "memory_system": memory_system_report(target),
         "memory_per_inference": memory_counters(col, target),
         "sequences": int(len(emu.steps_run)),
@@ -342,8 +345,8 @@ def emulation_summary(emu, target, qm, macs_step: int, head_macs: int) -> dict:
         **({"macs_note": "; ".join(m.macs_note for m in qm.methods if m.macs_note)}
            if any(m.macs_note for m in qm.methods) else {}),
         "traffic_note": (f"memory traffic counted exactly (each executed load/store's address from its decoded "
-                         f"operands and registers) on {int(tr.sum())} of {len(tr)} sequences; instructions and "
-                         f"cycles on all of them"),
+                         f"operands and registers) on {int(tr.sum())} of {len(tr)} sequences, spread evenly over "
+                         f"them; instructions and cycles on all of them"),
     }
     if qm.front and emu.flags and all(f is not None for f in emu.flags):
         # one rnnskip_step per input frame; a recurrent step runs on the frames that complete an output
@@ -443,12 +446,17 @@ def _task_rows(rep: dict) -> list:
             ("accuracy int8 device", f"{_fmt(a['int8_device'])}  ({on})")]
 
 
-def _energy_rows(en: Optional[dict]) -> list:
+def _energy_rows(en: Optional[dict], memory: Optional[dict] = None) -> list:
     if not en or en["note"].startswith("no energy estimate: no board"):   # a bare core: nothing to say per run
         return []
     if en["uj_per_inference"] is None:
         return [("energy / inference", "-  (" + en["note"].removeprefix("no energy estimate: ") + ")")]
-    assumed = ", current ASSUMED" if "ASSUMED" in en["source"] else ""
+    # the energy is the cycles' too: say when the memory system they were modeled on rests on assumed figures
+    # (a user's were 27% stalls from ASSUMED flash wait states)
+    params = (memory or {}).get("parameters") or {}
+    parts = [k for k, g in params.items() if isinstance(g, dict) and "ASSUMED" in str(g.get("source", ""))]
+    assumed = (", current ASSUMED" if "ASSUMED" in en["source"] else "") + (
+        f"; cycles under ASSUMED {' and '.join(parts)} figures (emulation.memory_system)" if parts else "")
     return [("energy / inference", f"{en['uj_per_inference']:,.3f} uJ  (estimate from datasheet figures: "
                                    f"{en['run_current_ma']:g} mA x {en['supply_v']:g} V{assumed})")]
 
@@ -522,7 +530,7 @@ def table(rep: dict) -> str:
                       + (f"  (the recurrent layers' and head's MACs; the step's cycles include the front end's "
                          f"{_fmt(m['front_macs_per_frame'])} MAC)" if m.get("front_macs_per_frame") else "")),
                      (f"latency @ {e['cycle_model']['clock_hz'] / 1e6:g} MHz", _fmt_ms(e["latency_ms_per_inference"])),
-                     *_energy_rows(e.get("energy"))]
+                     *_energy_rows(e.get("energy"), e.get("memory_system"))]
         rows += [("flash read B / inf", traffic),
                  *_weights_rows(e.get("weights")),
                  ("SRAM read / write B", f"{_fmt(e['sram_read_bytes_per_inference'])} / "

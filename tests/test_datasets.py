@@ -15,6 +15,7 @@ from rnnskip.datasets import (
     load_sst2,
     load_stopwords,
     save_npz,
+    spread_rows,
 )
 from rnnskip.errors import RnnskipError
 
@@ -48,6 +49,17 @@ def _err(path, ir=None):
 
 
 # ---------------------------------------------------------------- npz
+
+def test_spread_rows_cover_the_data_evenly():
+    """The rows a few-sequence figure is measured on: evenly over the data, first row included, all of them when
+    there are no more than asked for."""
+    assert spread_rows(60, 4).tolist() == [0, 15, 30, 45]
+    assert spread_rows(40, 5).tolist() == [0, 8, 16, 24, 32]
+    assert spread_rows(10, 7).tolist() == [0, 1, 2, 4, 5, 7, 8]
+    assert spread_rows(3, 16).tolist() == [0, 1, 2] and spread_rows(5, 0).tolist() == []
+    ds = Dataset(x=np.arange(12, dtype=np.int32).reshape(6, 2), y=np.arange(6), lengths=np.full(6, 2, np.int32))
+    assert ds.spread(3).y.tolist() == [0, 2, 4]
+
 
 def test_npz_round_trip_tokens(tmp_path):
     x = np.array([[3, 4, 0, 0], [5, 6, 7, 8]], np.int32)
@@ -420,12 +432,13 @@ def test_mask_check_compares_in_float32_as_keras(tmp_path):
 
 
 def test_time_major_x_gets_a_hint(tmp_path):
-    """x given [T, N, F] with N labels: the label count error says x looks time-major."""
+    """x given [T, N, F] with N labels: the label count error says what to do if x is time-major (only if: a
+    y cut short to T by chance gets the same count)."""
     from rnnskip.datasets import load_npz
     from rnnskip.errors import RnnskipError
     p = tmp_path / "tm.npz"
     np.savez(p, x=np.zeros((15, 8, 3), np.float32), y=np.zeros(8, np.int64))
     with pytest.raises(RnnskipError) as e:
         load_npz(str(p))
-    assert str(e.value) == ("y in tm.npz has 8 labels but x has 15 sequences (x looks time-major: --data holds x "
-                            "batch-major, [sequences, steps, ...])")
+    assert str(e.value) == ("y in tm.npz has 8 labels but x has 15 sequences (as many as x has steps: if x is "
+                            "time-major, [steps, sequences, ...], save x.swapaxes(0, 1); --data holds x batch-major)")

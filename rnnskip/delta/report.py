@@ -140,12 +140,14 @@ def error_text(e: dict) -> str:
 
 
 def certified_rows(c: Optional[dict], baseline: Optional[str] = None, same_grid: bool = True) -> list:
-    """The budget the thresholds file certifies, in one line (none for an uncertified file): against the
-    baseline's dense int8 model when the thresholds were tuned against one, and for another int8 grid when
-    this conversion's is not the one they were certified on."""
+    """The budget the thresholds file certifies, in one line: against the baseline's dense int8 model when the
+    thresholds were tuned against one, and for another int8 grid when this conversion's is not the one they were
+    certified on; an uncertified file's says it promises nothing (a user read delta-train's thresholds, 25 points
+    below the dense model, as a tuned choice)."""
     from ..certify import budget_text
     if not c:
-        return []
+        return [("delta budget", "none: these thresholds were not certified (set by hand or by delta-train); "
+                                 "'rnnskip delta-tune MODEL --val VAL --max-loss N' chooses certified ones")]
     line = budget_text(c, "thresholds 0")
     if c.get("certified") and baseline:
         line += f", against {baseline}'s dense int8 model"
@@ -159,8 +161,12 @@ def profile_rows(e: dict) -> list:
     prof = e.get("cycles_per_step_by_part")
     if not prof:
         return []
-    return [(f"cycles/step {name}", ", ".join(f"{part} {v:,.0f}" for part, v in prof[name].items()))
+    rows = [(f"cycles/step {name}", ", ".join(f"{part} {v:,.0f}" for part, v in prof[name].items()))
             for name in ("dense", "delta")]
+    # a few sequences: a step's parts, not the inference's mean (its cycles row is over every emulated sequence)
+    n = prof.get("sequences")
+    return rows[:1] + [(rows[1][0], rows[1][1] + (f"  (per executed step, {n} sequences spread over the data)"
+                                                  if n else ""))]
 
 
 def write_plots(qm, ds, out_dir: Path, spec, n_seq: int = 4) -> list:
@@ -169,15 +175,18 @@ def write_plots(qm, ds, out_dir: Path, spec, n_seq: int = 4) -> list:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from ..datasets import spread_rows
     out = []
-    k = min(n_seq, len(ds))
+    rows = spread_rows(len(ds), n_seq)
+    k = len(rows)
     if k:
-        _, _, st = run_stats(qm, ds.x[:k], ds.lengths[:k], trace=True)
+        _, _, st = run_stats(qm, ds.x[rows], ds.lengths[rows], trace=True)
         fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-        for i in range(k):
+        for i, r in enumerate(rows):
             d = st["density_t"][i]
             t = np.flatnonzero(~np.isnan(d))
-            lab = f"sequence {i}" + (f" (label {ds.y[i]})" if ds.y is not None and np.ndim(ds.y[i]) == 0 else "")
+            lab = f"sequence {r}" + (f" (label {ds.y[r]})" if ds.y is not None and np.ndim(ds.y[r]) == 0 else "")
             ax.plot(t, d[t], lw=1, label=lab)
         ax.set_xlabel("time step")
         ax.set_ylabel("fraction of elements transmitting")
@@ -216,7 +225,8 @@ def write_plots(qm, ds, out_dir: Path, spec, n_seq: int = 4) -> list:
             how = ("" if not cert else " (on the certifying rows)" if cert.get("certified") else
                    " (nothing certified: the dense model's outputs; on the certifying rows)")
         ax.scatter([x], [y], marker="*", s=80, color="k", zorder=5, label="chosen thresholds" + how)
-        ax.set_xscale("log")
+        from .tune import reduction_axis
+        reduction_axis(ax)
         ax.set_xlabel("effective MAC reduction (x)")
         ax.set_ylabel("validation " + ("agreement with the dense int8 model (%)"
                                        if "max_disagreement_percent" in spec.tuning else "accuracy (%)"))

@@ -371,6 +371,14 @@ def classifier_metric(keras, ir):
     return "accuracy"
 
 
+def _dense_accuracy(ir, qm, va) -> float:
+    """The float model's accuracy on ``va`` without thresholds, scored as the conversion scores it."""
+    from ..outputs import score_like_float
+    from ..reference import FloatModel
+    probs = FloatModel(ir).predict(va.x, va.lengths)
+    return score_like_float(qm, va, probs, probs)
+
+
 def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_path=None, epochs=40, theta_m=None,
                     l1=0.02, lr=5e-4, calib=None, batch_size=32, noise=0.25, patience=8, seed=0,
                     log=print, verbose=0) -> dict:
@@ -527,6 +535,14 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     log(f"epochs {len(h['loss'])}, best {best + 1}: validation {measure} {best_value:.4f}, "
         f"training density {h.get('density', [float('nan')])[best]:.3f}, "
         f"cells {h.get('cells', [float('nan')])[best]:.3f}")
+    dense = None if regression or best_value > acc0 else _dense_accuracy(ir, qm, va)
+    if dense is not None and best_value < dense:
+        # written all the same (the user may want these weights), but not silently: a user converted one 25 points
+        # below the dense model and read it as the fine-tuned result
+        note(f"warning: delta-train: fine-tuning did not improve the delta validation accuracy ({acc0:.4f} before, "
+             f"{best_value:.4f} at its best epoch {best + 1} of {len(h['loss'])}; the dense model's {dense:.4f}): "
+             f"the model written is no better at these thresholds than the one given: try a larger --lr (it was "
+             f"{lr:g}), more --epochs or smaller thresholds")
     bad = [w.name for w in m.weights if not np.all(np.isfinite(w.numpy()))]
     if bad:   # nothing written: a model of NaNs is no one's baseline
         raise RnnskipError(f"delta-train diverged: {len(bad)} weight arrays hold NaN or infinite values after "

@@ -406,7 +406,7 @@ def plot_pareto(res: TuneResult, path, title: str = "") -> None:
     ax.axhline(100 * (res.reference_accuracy - res.max_loss / 100), color="gray", ls="--", lw=0.8,
                label=f"budget: {budget}")
     ax.axhline(100 * res.accuracy["dense_int8"], color="g", ls=":", lw=0.8, label="dense int8")
-    ax.set_xscale("log")
+    reduction_axis(ax)
     ax.set_xlabel("effective MAC reduction (x, log scale)")
     ax.set_ylabel(f"{measure} (%)")
     ax.set_title(title or f"delta thresholds: {measure} vs effective MACs")
@@ -414,6 +414,21 @@ def plot_pareto(res: TuneResult, path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": PLOT_SOFTWARE})   # how a later run knows the file is its own
     plt.close(fig)
+
+
+def reduction_axis(ax) -> None:
+    """A log x axis of reductions labelled in plain factors (1.5x, 2x, 3x ...): over less than a decade
+    matplotlib labels every minor tick as 2x10^0, 3x10^0 ..., which overlapped on a user's plot."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+    ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    nice = [m * 10.0 ** e for e in range(-1, 4) for m in (1, 1.5, 2, 3, 5, 7)]
+    ticks = [t for t in nice if lo <= t <= hi]
+    while len(ticks) > 7:   # every other one until they fit
+        ticks = ticks[::2]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 # ---- certified budgets -------------------------------------------------------------------

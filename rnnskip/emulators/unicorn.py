@@ -16,7 +16,7 @@ from .base import STAT_FIELDS, EmulationResult, Sequences
 
 class Unicorn:
     """The emulation image (rnnskip.build.build_target) under Unicorn; the first
-    ``traffic_sample`` sequences count memory traffic exactly."""
+    ``traffic_sample`` sequences, spread over the data, count memory traffic exactly."""
     name = "unicorn"
     label = "device"
     board = None
@@ -119,10 +119,13 @@ TRAFFIC_CHUNK = 2
 
 def emulate_dataset(elf: Path, target, sequences: Sequences, traffic_sample: int = 16, workers: int = 2,
                     chunk: int = 16, progress: bool = True) -> EmulationResult:
-    """Emulate every sequence; the first ``traffic_sample`` count memory traffic exactly."""
+    """Emulate every sequence; ``traffic_sample`` of them, spread over the data, count memory traffic exactly."""
+    from ..datasets import spread_rows
     N = len(sequences)
     valid = sequences.valid
-    jobs = [(n, sequences.x[n], int(sequences.lengths[n]), None if valid is None else valid[n], n < traffic_sample)
+    counts = np.zeros(N, bool)
+    counts[spread_rows(N, traffic_sample)] = True
+    jobs = [(n, sequences.x[n], int(sequences.lengths[n]), None if valid is None else valid[n], bool(counts[n]))
             for n in range(N)]
     # A sequence whose memory traffic is counted runs many times slower (a hook per load and store):
     # those go in chunks of TRAFFIC_CHUNK, so the progress bar moves while they run.

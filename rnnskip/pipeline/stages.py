@@ -321,13 +321,16 @@ def parts_per_step(prof: Dict[str, float], parts: Dict[str, Tuple[str, ...]], st
 
 def cycle_profile(qm: QModel, key: str, emulator, firmware, ref_firmware, ds: Dataset, n: int,
                   kernels: str = "portable") -> dict:
-    """Modeled cycles per executed step by part ({"dense": {...}, key: {...}}) on the first ``n``
-    sequences (:func:`kernel_parts`, :func:`parts_per_step`)."""
-    seqs = device_sequences(qm, ds, n)
+    """Modeled cycles per executed step by part ({"dense": {...}, key: {...}}) on ``n`` sequences spread over
+    ``ds`` (:func:`kernel_parts`, :func:`parts_per_step`)."""
+    from ..datasets import spread_rows
+    rows = spread_rows(len(ds), n)
+    ds = ds.subset(rows)
+    seqs = device_sequences(qm, ds)
     parts = kernel_parts(kernels, qm.methods, qm.c_prefix)
-    out = {"sequences": len(seqs)}
+    out = {"sequences": len(seqs), "rows": [int(r) for r in rows]}
     for name, fw, q in (("dense", ref_firmware, model_without(qm, key)), (key, firmware, qm)):
-        _, flags = GoldenModel(q).run(ds.x[:len(seqs)], ds.lengths[:len(seqs)])
+        _, flags = GoldenModel(q).run(ds.x, ds.lengths)
         out[name] = parts_per_step(emulator.profile(fw, seqs), parts, int(flags.sum()), qm.c_prefix)
     return out
 

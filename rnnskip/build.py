@@ -287,10 +287,11 @@ def _check_weights_fit(src_dir: Path, out_dir: Path, target, variant: str, cc: s
         sizes = section_sizes(fw.elf)
     room = weights_room(target, sizes.get(".data", 0) + sizes.get(".bss", 0))
     if need > room:
-        where = "the data TCM" if target.weights == "tcm" else "RAM"
         on = target.raw.get("board") or target.name
-        raise RnnskipError(f"--weights {target.weights}: the weights need {need:,} bytes but {where} on {on} has "
-                           f"{room:,} bytes left after the model's state and stack; use --weights flash"
+        # the data TCM holds the weights alone (the state and stack go in the RAM after it)
+        has = (f"the data TCM on {on} has {room:,} bytes (the model's state and stack are in the RAM after it)"
+               if target.weights == "tcm" else f"RAM on {on} has {room:,} bytes left after the model's state and stack")
+        raise RnnskipError(f"--weights {target.weights}: the weights need {need:,} bytes but {has}; use --weights flash"
                            + (" or a board with more RAM" if target.weights == "sram" else " or --weights sram"))
 
 

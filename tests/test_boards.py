@@ -232,6 +232,9 @@ def test_a_board_builds_for_its_parts_fpu():
     """The STM32F746's FPU is single precision: its images and exported projects are built for FPv5-SP-D16,
     not the cortex-m7 target's double-precision FPv5-D16 (double code would fault on the part)."""
     from rnnskip import boards, targets
-    assert boards.board_target(boards.load("stm32f746")).cflags[-1] == "-mfpu=fpv5-sp-d16"
+    f746 = boards.board_target(boards.load("stm32f746"))
+    assert f746.cflags[-1] == "-mfpu=fpv5-sp-d16"
+    # what the exported project's README and the board header print about the core says the same
+    assert "FPv5-SP-D16" in f746.description and "FPv5-D16" not in f746.description
     assert targets.load("cortex-m7").cflags[-1] == "-mfpu=fpv5-d16"
     assert boards.board_target(boards.load("stm32f407")).cflags == targets.load("cortex-m4").cflags

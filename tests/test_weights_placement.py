@@ -166,3 +166,28 @@ def test_weights_too_big_for_ram_refused_in_one_line(tmp_path):
         f"after the model's state and stack; use --weights flash or a board with more RAM"]
     assert not (work / "firmware").exists() and not list(work.glob(".firmware.partial-*"))
     assert not json.loads((work / "stages.json").read_text()).get("build")
+
+
+@needs_arm
+def test_weights_too_big_for_the_data_tcm_refused_in_one_line(tmp_path):
+    """An 80 KB embedding and the STM32F746's 64 KiB DTCM: the refusal gives the TCM's whole size, which holds the
+    weights alone (it said 'left after the model's state and stack', which live in the RAM after it)."""
+    from rnnskip.build import weights_bytes
+    from rnnskip.pipeline import workdir
+    from rnnskip.pipeline.commands import generate_command
+    ir, qm, x, L = quantized("tok-lstm-softmax", seed=0, n=4, T=6, vocab=5000, dim=16, units=(8,))
+    work = tmp_path / "work"
+    work.mkdir()
+    workdir.save_ir(work, ir)
+    workdir.save_model(work, qm)
+    generate_command(work, 6)
+    need = weights_bytes(work / "src")
+    assert need > 65536
+    exe = Path(sys.executable).parent / "rnnskip"
+    p = subprocess.run([str(exe), "build", str(work), "--board", "stm32f746", "--weights", "tcm"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().splitlines() == [
+        f"error: --weights tcm: the weights need {need:,} bytes but the data TCM on stm32f746 has 65,536 bytes (the "
+        f"model's state and stack are in the RAM after it); use --weights flash or --weights sram"]
+    assert not (work / "firmware").exists()

@@ -9,6 +9,7 @@ oracle on the same data, baselines, a Pareto plot and the skipped-elements pictu
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,10 @@ class SkipSetup(MethodSetup):
             out = Path(work) / "predictor"
             out.mkdir(parents=True, exist_ok=True)
             self.meta = folder.save(out, res, ir, "(rnnskip-convert --skip auto)", self.train_path, self.val_path)
+            if progress:   # what the certified threshold skips (a user saw only the selection's 74% before)
+                lines = trained_lines(self.meta, res, str(self.val_path), self.max_disagreement is not None)
+                for line in lines[:1] + [ln for ln in lines[1:] if "more conservative" in ln]:
+                    self.log("[skip] " + line)
             reason = unpaid_reason(self.meta, ir.macs_per_step())
             if reason:   # certified, but it would cost more than it saves: the dense model is the better answer
                 import shutil
@@ -190,8 +195,11 @@ class SkipSetup(MethodSetup):
                  f"int8 model ({self.grid_mismatch}): pass the --calib it was trained with, or train it again with "
                  f"this --calib")
         from ..certify import check_against_certificate
-        self.data_check = check_against_certificate(self.meta, data, f"the skip predictor {self.predictor_dir}",
-                                                    note, qm)
+        # --skip auto's folder is still the temporary one here: its messages name the option, not a path that
+        # will be gone
+        self.data_check = check_against_certificate(
+            self.meta, data, "the skip predictor --skip auto trained" if self.auto else
+            f"the skip predictor {self.predictor_dir}", note, qm)
         return qp
 
     # ---- report ----------------------------------------------------------------
@@ -298,9 +306,7 @@ class SkipSetup(MethodSetup):
             pc["skip"].append(r["skip_rate"])
             pc["acc"].append(acc(r["pred"]))
         pts = [{"label": "predictor, chosen (int8)", "skip": chosen["skip_rate"], "acc": acc(chosen["pred"])}]
-        vocab = find_vocab(model_path) if qm.token_input else None
-        if vocab is not None and vocab.size != qm.embedding.shape[0]:
-            vocab = None   # a vocabulary file of another model
+        vocab = find_vocab(model_path, int(qm.embedding.shape[0]), self.log) if qm.token_input else None
         for b in baseline_points(fm, ds, vocab, fm_run.accuracy(y)):
             pts.append({"label": b["name"] + " (float)", "skip": b["skip_rate"], "acc": b["accuracy_float"]})
         names.append(plots.pareto([oc, pc], pts, out_dir / "skip_pareto.png",
@@ -342,27 +348,82 @@ def _rnn_params(ir) -> int:
     return rnn_params(ir)
 
 
+def trained_lines(meta: dict, res, val: str, disagreement: bool) -> list:
+    """What a trained predictor is and skips: its size, the selection half's skip rate and loss, and the
+    certificate with the skip rate of the threshold it certified (train-predictor and --skip auto)."""
+    v = meta["val"]
+    lines = [f"{meta['description']}: {meta['params']:,} params ({meta['params_ratio']:.1%} of the RNN's "
+             f"{meta['rnn_params']:,}); validation{' (selection half)' if 'rows' in v else ''}: "
+             f"{v['skip_rate']:.1%} of steps skipped at {v['loss_points']:+.2f} ± {v['loss_se_points'] or 0:.2f} "
+             f"{'% disagreement with the dense model' if disagreement else 'points'} (1 standard error; "
+             f"oracle {meta['oracle']['val']['chosen']['skip_rate']:.1%})"]
+    if res.certificate is not None:
+        lines.append("certified: " + res.certificate.line(val) + (
+            (" (a more conservative threshold than the selection's" + (
+                f": {v['certified_skip_rate']:.1%} of steps skipped on the selection half)"
+                if v.get("certified_skip_rate") is not None else ")")) if v.get("certified_threshold_differs")
+            else ""))
+    return lines
+
+
 def _pick_examples(lengths, k: int) -> np.ndarray:
     L = np.asarray(lengths)
     cand = np.nonzero((L >= 6) & (L <= 40))[0]
     if len(cand) < k:
         cand = np.arange(len(L))
-    return cand[:k]
+    from ..datasets import spread_rows
+    return cand[spread_rows(len(cand), k)]
 
 
-def find_vocab(model_path: Optional[str]):
-    """``<model>.vocab.json`` or ``model.vocab.json`` next to the model file (None if absent)."""
+def find_vocab(model_path: Optional[str], size: Optional[int] = None, note=None):
+    """``<model>.vocab.json`` or ``model.vocab.json`` next to the model file (None if absent): rnnskip's
+    vocabulary, or for the plots a plain JSON word -> id object (Keras' Tokenizer.word_index) or list of words
+    by id (TextVectorization.get_vocabulary()). ``size``: the Embedding's rows, which the ids must fit; a file
+    that is not read gets one ``note`` saying why (a user's plain dict was dropped without a word)."""
     if not model_path:
         return None
     from ..datasets import Vocab
     p = Path(model_path)
-    for c in (p.with_suffix(".vocab.json"), p.parent / "model.vocab.json"):
-        if c.is_file():
-            try:
-                return Vocab.load(str(c))
-            except RnnskipError:
-                return None
-    return None
+    c = next((c for c in (p.with_suffix(".vocab.json"), p.parent / "model.vocab.json") if c.is_file()), None)
+    if c is None:
+        return None
+    try:
+        v = Vocab.load(str(c))
+    except RnnskipError:
+        v, why = _plain_vocab(c, size)
+    else:
+        why = None if size is None or v.size == size else \
+            f"an rnnskip vocabulary of {v.size:,} ids, and the model's Embedding has {size:,} rows"
+        v = v if why is None else None
+    if v is None and note is not None:
+        note(f"note: {c} is not used for the word plots: {why} (it can be rnnskip's vocabulary, a JSON word -> id "
+             f"object or a list of words by id)")
+    return v
+
+
+def _plain_vocab(path: Path, size: Optional[int]):
+    """(a display-only Vocab, None) from a JSON word -> id object or list of words by id; (None, why not) when it is
+    neither or its ids do not fit ``size``."""
+    from ..datasets import Vocab
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        return None, f"it does not read as JSON ({e.__class__.__name__})"
+    if isinstance(d, list) and all(isinstance(w, str) for w in d):
+        pairs = list(enumerate(d))
+    elif isinstance(d, dict) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in d.values()):
+        pairs = [(i, w) for w, i in d.items()]
+    else:
+        return None, "it is neither a word -> id object nor a list of words"
+    n = size if size is not None else max((i for i, _ in pairs), default=-1) + 1
+    far = max(pairs, default=None)
+    if far is None or far[0] >= n:
+        return None, ("it is empty" if far is None else
+                      f"its id {far[0]} ('{far[1]}') is beyond the model's Embedding of {n:,} rows")
+    words = ["<pad>", "<oov>"] + ["?"] * (n - 2)
+    for i, w in pairs:
+        words[i] = w
+    return Vocab(words[2:]), None
 
 
 def baseline_points(fm, ds, vocab, dense_acc: float, golden_qm=None, concat_ns=None) -> list:
@@ -476,19 +537,8 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     res = train_fn(ir, tr, va, cfg, qm=qm, log=log)
     with atomic_dir(out, "predictor.json", inputs=inputs) as tmp:
         meta = folder.save(tmp, res, ir, str(model), str(train), str(val))
-    v = meta["val"]
-    log(f"{meta['description']}: {meta['params']:,} params ({meta['params_ratio']:.1%} of the RNN's "
-        f"{meta['rnn_params']:,}); validation{' (selection half)' if 'rows' in v else ''}: "
-        f"{v['skip_rate']:.1%} of steps skipped at "
-        f"{v['loss_points']:+.2f} ± {v['loss_se_points'] or 0:.2f} "
-        f"{'% disagreement with the dense model' if max_disagreement is not None else 'points'} (1 standard error; "
-        f"oracle {meta['oracle']['val']['chosen']['skip_rate']:.1%})")
-    if res.certificate is not None:
-        log("certified: " + res.certificate.line(str(val))
-            + ((" (a more conservative threshold than the selection's" + (
-                f": {v['certified_skip_rate']:.1%} of steps skipped on the selection half)"
-                if v.get("certified_skip_rate") is not None else ")")) if v.get("certified_threshold_differs")
-               else ""))
+    for line in trained_lines(meta, res, str(val), max_disagreement is not None):
+        log(line)
     unpaid = unpaid_note(meta, ir.macs_per_step())
     if unpaid:
         log(unpaid)

@@ -138,28 +138,40 @@ def test_tcm_refused_without_a_data_tcm():
         boards.resolve("cortex-m4", None, None, "tcm")
 
 
-@needs_arm
-def test_weights_too_big_for_ram_refused_in_one_line(tmp_path):
-    """A 32 KiB embedding fits the stm32l073's 192 KiB flash but not its 20 KiB RAM: 'rnnskip build
-    --weights sram' refuses in one line naming both sizes, and writes no WORK/firmware."""
-    from rnnskip import boards
-    from rnnskip.build import build_target, section_sizes, weights_bytes
+def _embedding_work(tmp_path, vocab: int):
+    """A work folder with the C of a token LSTM whose 16-wide embedding of ``vocab`` rows is most of its weights,
+    and the bytes of those weights."""
+    from rnnskip.build import weights_bytes
     from rnnskip.pipeline import workdir
     from rnnskip.pipeline.commands import generate_command
-    ir, qm, x, L = quantized("tok-lstm-softmax", seed=0, n=4, T=6, vocab=2000, dim=16, units=(8,))
+    ir, qm, x, L = quantized("tok-lstm-softmax", seed=0, n=4, T=6, vocab=vocab, dim=16, units=(8,))
     work = tmp_path / "work"
     work.mkdir()
     workdir.save_ir(work, ir)
     workdir.save_model(work, qm)
     generate_command(work, 6)
-    need = weights_bytes(work / "src")
+    return work, weights_bytes(work / "src")
+
+
+def _build(work, board: str, weights: str):
+    """'rnnskip build WORK --board BOARD --weights WEIGHTS' in its own process."""
+    exe = Path(sys.executable).parent / "rnnskip"
+    return subprocess.run([str(exe), "build", str(work), "--board", board, "--weights", weights],
+                          capture_output=True, text=True)
+
+
+@needs_arm
+def test_weights_too_big_for_ram_refused_in_one_line(tmp_path):
+    """A 32 KiB embedding fits the stm32l073's 192 KiB flash but not its 20 KiB RAM: 'rnnskip build
+    --weights sram' refuses in one line naming both sizes, and writes no WORK/firmware."""
+    from rnnskip import boards
+    from rnnskip.build import build_target, section_sizes
+    work, need = _embedding_work(tmp_path, 2000)
     _, t = boards.resolve(None, "stm32l073", None, "flash")
     s = section_sizes(build_target(work / "src", tmp_path / "fw-flash", t, "plain").elf)
     room = t.ram_size - t.stack_size - s[".data"] - s.get(".bss", 0)
     assert 20480 > room > 0 and need > 32000
-    exe = Path(sys.executable).parent / "rnnskip"
-    p = subprocess.run([str(exe), "build", str(work), "--board", "stm32l073", "--weights", "sram"],
-                       capture_output=True, text=True)
+    p = _build(work, "stm32l073", "sram")
     assert p.returncode == 2, p.stderr
     assert p.stderr.strip().splitlines() == [
         f"error: --weights sram: the weights need {need:,} bytes but RAM on stm32l073 has {room:,} bytes left "
@@ -172,20 +184,9 @@ def test_weights_too_big_for_ram_refused_in_one_line(tmp_path):
 def test_weights_too_big_for_the_data_tcm_refused_in_one_line(tmp_path):
     """An 80 KB embedding and the STM32F746's 64 KiB DTCM: the refusal gives the TCM's whole size, which holds the
     weights alone (it said 'left after the model's state and stack', which live in the RAM after it)."""
-    from rnnskip.build import weights_bytes
-    from rnnskip.pipeline import workdir
-    from rnnskip.pipeline.commands import generate_command
-    ir, qm, x, L = quantized("tok-lstm-softmax", seed=0, n=4, T=6, vocab=5000, dim=16, units=(8,))
-    work = tmp_path / "work"
-    work.mkdir()
-    workdir.save_ir(work, ir)
-    workdir.save_model(work, qm)
-    generate_command(work, 6)
-    need = weights_bytes(work / "src")
+    work, need = _embedding_work(tmp_path, 5000)
     assert need > 65536
-    exe = Path(sys.executable).parent / "rnnskip"
-    p = subprocess.run([str(exe), "build", str(work), "--board", "stm32f746", "--weights", "tcm"],
-                       capture_output=True, text=True)
+    p = _build(work, "stm32f746", "tcm")
     assert p.returncode == 2, p.stderr
     assert p.stderr.strip().splitlines() == [
         f"error: --weights tcm: the weights need {need:,} bytes but the data TCM on stm32f746 has 65,536 bytes (the "

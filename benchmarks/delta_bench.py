@@ -484,7 +484,7 @@ def _report_profile_md(rows, unit: str = "recording") -> list:
     cols = [("dense", dense)] + [(n, p["delta"]) for n, p in rows]
     labels = list(dict.fromkeys(k for _, c in cols for k in c))
     L = [f"Cycles per step by part, from each conversion's report (`delta.emulated.cycles_per_step_by_part`, "
-         f"first {rows[0][1]['sequences']} test {unit}s; the step code is the step function and each "
+         f"{rows[0][1]['sequences']} test {unit}s spread over the split; the step code is the step function and each "
          "layer's cell function, with the cell checks):", "", "| part | " + " | ".join(n for n, _ in cols) + " |",
          "|---|" + "---|" * len(cols)]
     for lab in labels:
@@ -618,9 +618,10 @@ def markdown(res: dict) -> str:
          "deployed at the thresholds it was trained for. Accuracy on the test split from the int8 golden model "
          "(checked against the host build and the emulated firmware: the counts follow each table); cycles and "
          "flash reads from the emulated firmware "
-         "(cortex-m4 cycle model, 0 wait states) on the first emulated sequences of the test split, against the "
-         "dense firmware on the same ones. MACs count the recurrent mat-vecs (+ the head once), real shapes; a "
-         "delta MAC is one weight column entry of a transmitting element.", ""]
+         "(cortex-m4 cycle model, 0 wait states) on the first emulated sequences of the test split (flash reads "
+         "on a sample spread over them), against the dense firmware on the same ones. MACs count the recurrent "
+         "mat-vecs (+ the head once), real shapes; a delta MAC is one weight column entry of a transmitting "
+         "element.", ""]
     f = res.get("fsdd", {})
     if f:
         L += ladder_md(f, "### FSDD, official split")

@@ -89,7 +89,7 @@ def _apply(opts):
 @click.option("--emulate-max", type=click.IntRange(min=1), default=None,
               help="Emulate only the first N sequences (default: all).")
 @click.option("--traffic-sample", type=click.IntRange(min=0), default=16, show_default=True,
-              help="Sequences whose memory traffic is counted exactly, spread evenly over the data.")
+              help="Sequences whose memory traffic is counted exactly, spread evenly over the emulated ones.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Emulator processes.")
 @click.option("--emulator", default=None,
               help="unicorn (one function, cycle model; the default), qemu or renode (boot the --board image); "
@@ -282,7 +282,7 @@ def build_cmd(work, target_name, board_name, kernels, variant, wait_states, weig
 @click.option("--emulate-max", type=click.IntRange(min=1), default=None,
               help="Emulate only the first N sequences (default: all).")
 @click.option("--traffic-sample", type=click.IntRange(min=0), default=16, show_default=True,
-              help="Sequences whose memory traffic is counted exactly, spread evenly over the data.")
+              help="Sequences whose memory traffic is counted exactly, spread evenly over the emulated ones.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Parallel emulator processes.")
 @click.option("--emulator", default=None,

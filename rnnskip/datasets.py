@@ -91,10 +91,6 @@ class Dataset:
             texts=None if self.texts is None else [self.texts[i] for i in idx],
             class_names=self.class_names, notes=list(self.notes), padding=self.padding)
 
-    def spread(self, n: int) -> "Dataset":
-        """``n`` rows spread evenly over the data (:func:`spread_rows`)."""
-        return self.subset(spread_rows(len(self), n))
-
     def sample(self, n: int, seed: int = 0) -> "Dataset":
         """``n`` random rows (all rows if ``n >= len``), in a reproducible order."""
         if n >= len(self):

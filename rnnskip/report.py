@@ -446,17 +446,20 @@ def _task_rows(rep: dict) -> list:
             ("accuracy int8 device", f"{_fmt(a['int8_device'])}  ({on})")]
 
 
-def _energy_rows(en: Optional[dict], memory: Optional[dict] = None) -> list:
+def _assumed_memory(memory: Optional[dict]) -> str:
+    """The latency row's note when the board's memory system rests on ASSUMED figures ("" otherwise): the cycles,
+    the latency and the energy all carry them (a user's were 27% stalls from assumed flash wait states)."""
+    params = (memory or {}).get("parameters") or {}
+    parts = [k for k, g in params.items() if isinstance(g, dict) and "ASSUMED" in str(g.get("source", ""))]
+    return f"  (ASSUMED memory figures: {', '.join(parts)}; see emulation.memory_system)" if parts else ""
+
+
+def _energy_rows(en: Optional[dict]) -> list:
     if not en or en["note"].startswith("no energy estimate: no board"):   # a bare core: nothing to say per run
         return []
     if en["uj_per_inference"] is None:
         return [("energy / inference", "-  (" + en["note"].removeprefix("no energy estimate: ") + ")")]
-    # the energy is the cycles' too: say when the memory system they were modeled on rests on assumed figures
-    # (a user's were 27% stalls from ASSUMED flash wait states)
-    params = (memory or {}).get("parameters") or {}
-    parts = [k for k, g in params.items() if isinstance(g, dict) and "ASSUMED" in str(g.get("source", ""))]
-    assumed = (", current ASSUMED" if "ASSUMED" in en["source"] else "") + (
-        f"; cycles under ASSUMED {' and '.join(parts)} figures (emulation.memory_system)" if parts else "")
+    assumed = ", current ASSUMED" if "ASSUMED" in en["source"] else ""
     return [("energy / inference", f"{en['uj_per_inference']:,.3f} uJ  (estimate from datasheet figures: "
                                    f"{en['run_current_ma']:g} mA x {en['supply_v']:g} V{assumed})")]
 
@@ -529,8 +532,9 @@ def table(rep: dict) -> str:
                       + (f"  ({e['macs_note']})" if e.get("macs_note") else "")
                       + (f"  (the recurrent layers' and head's MACs; the step's cycles include the front end's "
                          f"{_fmt(m['front_macs_per_frame'])} MAC)" if m.get("front_macs_per_frame") else "")),
-                     (f"latency @ {e['cycle_model']['clock_hz'] / 1e6:g} MHz", _fmt_ms(e["latency_ms_per_inference"])),
-                     *_energy_rows(e.get("energy"), e.get("memory_system"))]
+                     (f"latency @ {e['cycle_model']['clock_hz'] / 1e6:g} MHz", _fmt_ms(e["latency_ms_per_inference"])
+                      + _assumed_memory(e.get("memory_system"))),
+                     *_energy_rows(e.get("energy"))]
         rows += [("flash read B / inf", traffic),
                  *_weights_rows(e.get("weights")),
                  ("SRAM read / write B", f"{_fmt(e['sram_read_bytes_per_inference'])} / "

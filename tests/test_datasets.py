@@ -57,8 +57,6 @@ def test_spread_rows_cover_the_data_evenly():
     assert spread_rows(40, 5).tolist() == [0, 8, 16, 24, 32]
     assert spread_rows(10, 7).tolist() == [0, 1, 2, 4, 5, 7, 8]
     assert spread_rows(3, 16).tolist() == [0, 1, 2] and spread_rows(5, 0).tolist() == []
-    ds = Dataset(x=np.arange(12, dtype=np.int32).reshape(6, 2), y=np.arange(6), lengths=np.full(6, 2, np.int32))
-    assert ds.spread(3).y.tolist() == [0, 2, 4]
 
 
 def test_npz_round_trip_tokens(tmp_path):

@@ -262,7 +262,9 @@ def test_convert_with_delta_report(gru):
     assert re.search(r"cycles / step +- +\(not fitted: a delta step costs", p.stdout), p.stdout
     assert sec["certified"]["certified"] is False and "delta budget" in p.stdout and "not certified" in p.stdout
     prof = e["cycles_per_step_by_part"]            # the emulated function profile, a few sequences
-    assert prof["sequences"] == min(4, e["sequences"])
+    # spread over --data's 40 rows, not its first ones (a user's class-sorted data profiled one class)
+    assert prof["sequences"] == 4 and prof["rows"] == [0, 10, 20, 30]
+    assert re.search(r"cycles/step delta .*\(per executed step, 4 sequences spread over the data\)\n", p.stdout)
     assert {"column-sparse mat-vec", "gather", "step code (with the cells)"} <= set(prof["delta"])
     assert "dense mat-vec" in prof["dense"] and "gather" not in prof["dense"]
     assert all(v > 0 for row in (prof["dense"], prof["delta"]) for v in row.values())
@@ -384,8 +386,9 @@ def test_delta_train_cli_keeps_stderr_clean(gru):
     model, val, d, ir = gru
     p = cli("rnnskip", "delta-train", model, "--train", val, "--val", val, "--out", d / "quiet.h5", "--epochs", "1")
     assert p.returncode == 0, p.stderr
-    assert all(ln.startswith("warning: delta-train: fine-tuning did not improve") for ln in
-               p.stderr.strip().splitlines()), p.stderr
+    err = p.stderr.strip().splitlines()
+    assert len(err) <= 1 and all(ln.startswith("warning: delta-train: fine-tuning did not improve") for ln in err), \
+        p.stderr
     assert (d / "quiet.h5").is_file()
     assert "\nepoch 1/1: loss " in p.stdout                  # progress on stdout, one line per epoch
 
@@ -497,9 +500,8 @@ def test_delta_train_that_does_not_improve_says_so(gru, capsys):
     assert info["val_accuracy"] < 1
     assert err == [f"warning: delta-train: fine-tuning did not improve the delta validation accuracy "
                    f"({info['val_accuracy_before']:.4f} before, {info['val_accuracy']:.4f} at its best epoch 1 of "
-                   f"{info['epochs_run']}; the dense model's 1.0000): the model written is no better at these "
-                   f"thresholds than the one given: try a larger --lr (it was 1e-12), more --epochs or smaller "
-                   f"thresholds"]
+                   f"{info['epochs_run']}, dense model 1.0000); try another --lr (it was 1e-12), more --epochs or "
+                   f"smaller thresholds"]
     assert (d / "still.h5").is_file()
 
 

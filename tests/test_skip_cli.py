@@ -240,6 +240,9 @@ def test_convert_with_predictor_and_delta_names_baselines(setup):
     assert rep["bitexact"]["mismatches"] == 0
     assert "delta thresholds on" in rep["skip"]["baseline"] and "skip predictor on" in rep["delta"]["baseline"]
     assert "skip baseline" in res.output and "delta baseline" in res.output and "(--" not in res.output
+    # thresholds set by hand promise nothing, and the table says so
+    assert re.search(r"delta budget +none: these thresholds were not certified \(set by hand or by delta-train\); "
+                     r"'rnnskip delta-tune MODEL --val VAL' with a budget chooses certified ones\n", res.output)
     # the skip section's MACs are a dense model's steps, not the delta baseline's (a review saw them read as such)
     assert rep["skip"]["macs_per_inference"]["counted"].startswith("as dense steps") and \
         "counted" not in rep["delta"]["macs_per_inference"]
@@ -541,25 +544,36 @@ def test_damaged_predictor_folder_one_line_before_any_work(setup, tmp_path, edit
 def test_word_plots_read_a_plain_vocabulary_or_say_why_not(tmp_path):
     """<model>.vocab.json as most Keras users have it (Tokenizer.word_index, TextVectorization's list) names the
     words in the plots; a file that cannot be used gets one note (a user's was dropped without a word)."""
+    from tf_keras.preprocessing.text import Tokenizer
+
     from rnnskip.datasets import Vocab
     from rnnskip.skip.convert import find_vocab
     model = tmp_path / "m.keras"
     vfile = tmp_path / "m.vocab.json"
     notes = []
-    vfile.write_text(json.dumps({"the": 2, "movie": 3, "good": 5}))
-    v = find_vocab(str(model), 8, notes.append)
-    assert v.words == ["<pad>", "<oov>", "the", "movie", "?", "good", "?", "?"] and notes == []
+    # word_index: ids from 1 (the most frequent word; no OOV id) and every word, beyond num_words too
+    tok = Tokenizer(num_words=4)
+    tok.fit_on_texts(["the movie was good", "the movie was bad", "the end"])
+    assert len(tok.word_index) > 4
+    vfile.write_text(json.dumps(tok.word_index))
+    v = find_vocab(str(model), 4, notes.append)
+    assert v.words == ["<pad>", "the", "movie", "was"] and notes == []
     vfile.write_text(json.dumps(["", "[UNK]", "the", "movie"]))
-    assert find_vocab(str(model), 4, notes.append).words == ["<pad>", "<oov>", "the", "movie"] and notes == []
-    vfile.write_text(json.dumps({"the": 2, "movie": 9}))      # an id the Embedding does not have
+    assert find_vocab(str(model), 4, notes.append).words == ["<pad>", "[UNK]", "the", "movie"] and notes == []
+    vfile.write_text(json.dumps({"the": 9}))      # no id the Embedding has
     assert find_vocab(str(model), 8, notes.append) is None
-    assert notes == [f"note: {vfile} is not used for the word plots: its id 9 ('movie') is beyond the model's "
-                     f"Embedding of 8 rows (it can be rnnskip's vocabulary, a JSON word -> id object or a list of "
+    assert notes == [f"note: {vfile} is not used for the word plots: none of its ids is below the model's "
+                     f"Embedding's 8 rows (it can be rnnskip's vocabulary, a JSON word -> id object or a list of "
                      f"words by id)"]
-    Vocab(["a", "b"]).save(str(vfile))
     notes.clear()
+    Vocab(["a", "b"]).save(str(vfile))
     assert find_vocab(str(model), 4, notes.append).words == ["<pad>", "<oov>", "a", "b"]
     assert find_vocab(str(model), 5, notes.append) is None
     assert notes == [f"note: {vfile} is not used for the word plots: an rnnskip vocabulary of 4 ids, and the model's "
                      f"Embedding has 5 rows (it can be rnnskip's vocabulary, a JSON word -> id object or a list of "
                      f"words by id)"]
+    notes.clear()
+    d = json.loads(vfile.read_text())      # an rnnskip vocabulary that does not load says why, not 'not a list'
+    vfile.write_text(json.dumps(dict(d, tokenizer="spacy")))
+    assert find_vocab(str(model), 4, notes.append) is None
+    assert len(notes) == 1 and "names unknown tokenizer 'spacy'" in notes[0], notes

@@ -147,7 +147,7 @@ def certified_rows(c: Optional[dict], baseline: Optional[str] = None, same_grid:
     from ..certify import budget_text
     if not c:
         return [("delta budget", "none: these thresholds were not certified (set by hand or by delta-train); "
-                                 "'rnnskip delta-tune MODEL --val VAL --max-loss N' chooses certified ones")]
+                                 "'rnnskip delta-tune MODEL --val VAL' with a budget chooses certified ones")]
     line = budget_text(c, "thresholds 0")
     if c.get("certified") and baseline:
         line += f", against {baseline}'s dense int8 model"

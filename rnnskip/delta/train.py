@@ -535,14 +535,6 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
     log(f"epochs {len(h['loss'])}, best {best + 1}: validation {measure} {best_value:.4f}, "
         f"training density {h.get('density', [float('nan')])[best]:.3f}, "
         f"cells {h.get('cells', [float('nan')])[best]:.3f}")
-    dense = None if regression or best_value > acc0 else _dense_accuracy(ir, qm, va)
-    if dense is not None and best_value < dense:
-        # written all the same (the user may want these weights), but not silently: a user converted one 25 points
-        # below the dense model and read it as the fine-tuned result
-        note(f"warning: delta-train: fine-tuning did not improve the delta validation accuracy ({acc0:.4f} before, "
-             f"{best_value:.4f} at its best epoch {best + 1} of {len(h['loss'])}; the dense model's {dense:.4f}): "
-             f"the model written is no better at these thresholds than the one given: try a larger --lr (it was "
-             f"{lr:g}), more --epochs or smaller thresholds")
     bad = [w.name for w in m.weights if not np.all(np.isfinite(w.numpy()))]
     if bad:   # nothing written: a model of NaNs is no one's baseline
         raise RnnskipError(f"delta-train diverged: {len(bad)} weight arrays hold NaN or infinite values after "
@@ -574,6 +566,13 @@ def run_delta_train(model, train, val, out, theta_x=None, theta_h=None, delta_pa
             "train_density": float(h["density"][best]) if "density" in h else None,
             "train_cells": float(h["cells"][best]) if "cells" in h else None,
             "seed": seed}
+    dense = None if regression or best_value > acc0 else _dense_accuracy(ir, qm, va)
+    if dense is not None and best_value < dense:
+        # written all the same (the user may want these weights), but not silently: a user converted one 25 points
+        # below the dense model and read it as the fine-tuned result
+        note(f"warning: delta-train: fine-tuning did not improve the delta validation accuracy ({acc0:.4f} before, "
+             f"{best_value:.4f} at its best epoch {best + 1} of {len(h['loss'])}, dense model {dense:.4f}); try "
+             f"another --lr (it was {lr:g}), more --epochs or smaller thresholds")
     budget = " --max-disagreement D --tolerance E" if regression else ""   # a regression model's one budget
     log(f"wrote {out} (a normal Keras model) and {thresholds} (the thresholds it was trained "
         f"for; 'rnnskip delta-tune {out} --baseline {model}{budget}' can choose others within a budget from {model})")

@@ -419,14 +419,15 @@ def plot_pareto(res: TuneResult, path, title: str = "") -> None:
 def reduction_axis(ax) -> None:
     """A log x axis of reductions labelled in plain factors (1.5x, 2x, 3x ...): over less than a decade
     matplotlib labels every minor tick as 2x10^0, 3x10^0 ..., which overlapped on a user's plot."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
     ax.set_xscale("log")
     lo, hi = ax.get_xlim()
-    nice = [m * 10.0 ** e for e in range(-1, 4) for m in (1, 1.5, 2, 3, 5, 7)]
+    nice = [m * 10.0 ** e for e in range(-1, 4) for m in (1, 1.1, 1.2, 1.3, 1.5, 1.7, 2, 2.5, 3, 4, 5, 7)]
     ticks = [t for t in nice if lo <= t <= hi]
     while len(ticks) > 7:   # every other one until they fit
         ticks = ticks[::2]
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    # a range narrower than the nice factors: evenly spaced ones (a log axis that short is all but linear)
+    ax.xaxis.set_major_locator(FixedLocator(ticks) if len(ticks) >= 2 else MaxNLocator(4))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
@@ -584,7 +585,8 @@ def certified_tune(ir, qm, val, max_loss: Optional[float] = None, max_disagreeme
     dense_macs, dense_wbytes = _dense_cost(qm, C, layouts)
     lengths = np.sort(run_lengths(qm, C))
     if len(lengths) > 2000:      # kept for rnnskip-convert's check that --data is like these rows
-        lengths = lengths[np.linspace(0, len(lengths) - 1, 2000).round().astype(int)]
+        from ..datasets import spread_rows
+        lengths = lengths[spread_rows(len(lengths), 2000)]
     extra = {"grid": sorted({int(g) for g in grid}), "cell_grid": sorted({int(c) for c in cell_grid}),
              "calibration_lengths": [int(v) for v in lengths],
              "certified": cert.as_dict(data_name), "selection_sequences": len(S), "calibration_sequences": len(C),

@@ -173,9 +173,12 @@ class SkipSetup(MethodSetup):
             out.mkdir(parents=True, exist_ok=True)
             self.meta = folder.save(out, res, ir, "(rnnskip-convert --skip auto)", self.train_path, self.val_path)
             if progress:   # what the certified threshold skips (a user saw only the selection's 74% before)
-                lines = trained_lines(self.meta, res, str(self.val_path), self.max_disagreement is not None)
-                for line in lines[:1] + [ln for ln in lines[1:] if "more conservative" in ln]:
-                    self.log("[skip] " + line)
+                # (the certificate itself is logged by the training)
+                summary, _, conservative = trained_lines(self.meta, res, str(self.val_path),
+                                                         self.max_disagreement is not None)
+                for line in (summary, f"certified at {conservative}" if conservative else ""):
+                    if line:
+                        self.log("[skip] " + line)
             reason = unpaid_reason(self.meta, ir.macs_per_step())
             if reason:   # certified, but it would cost more than it saves: the dense model is the better answer
                 import shutil
@@ -198,7 +201,7 @@ class SkipSetup(MethodSetup):
         # --skip auto's folder is still the temporary one here: its messages name the option, not a path that
         # will be gone
         self.data_check = check_against_certificate(
-            self.meta, data, "the skip predictor --skip auto trained" if self.auto else
+            self.meta, data, "the --skip auto predictor" if self.auto else
             f"the skip predictor {self.predictor_dir}", note, qm)
         return qp
 
@@ -348,22 +351,22 @@ def _rnn_params(ir) -> int:
     return rnn_params(ir)
 
 
-def trained_lines(meta: dict, res, val: str, disagreement: bool) -> list:
-    """What a trained predictor is and skips: its size, the selection half's skip rate and loss, and the
-    certificate with the skip rate of the threshold it certified (train-predictor and --skip auto)."""
+def trained_lines(meta: dict, res, val: str, disagreement: bool) -> tuple:
+    """What a trained predictor is and skips (train-predictor and --skip auto): its size with the selection half's
+    skip rate and loss; the certificate (None without one); and, when certification chose a more conservative
+    threshold, what that one skips ("" otherwise)."""
     v = meta["val"]
-    lines = [f"{meta['description']}: {meta['params']:,} params ({meta['params_ratio']:.1%} of the RNN's "
-             f"{meta['rnn_params']:,}); validation{' (selection half)' if 'rows' in v else ''}: "
-             f"{v['skip_rate']:.1%} of steps skipped at {v['loss_points']:+.2f} ± {v['loss_se_points'] or 0:.2f} "
-             f"{'% disagreement with the dense model' if disagreement else 'points'} (1 standard error; "
-             f"oracle {meta['oracle']['val']['chosen']['skip_rate']:.1%})"]
-    if res.certificate is not None:
-        lines.append("certified: " + res.certificate.line(val) + (
-            (" (a more conservative threshold than the selection's" + (
-                f": {v['certified_skip_rate']:.1%} of steps skipped on the selection half)"
-                if v.get("certified_skip_rate") is not None else ")")) if v.get("certified_threshold_differs")
-            else ""))
-    return lines
+    summary = (f"{meta['description']}: {meta['params']:,} params ({meta['params_ratio']:.1%} of the RNN's "
+               f"{meta['rnn_params']:,}); validation{' (selection half)' if 'rows' in v else ''}: "
+               f"{v['skip_rate']:.1%} of steps skipped at {v['loss_points']:+.2f} ± {v['loss_se_points'] or 0:.2f} "
+               f"{'% disagreement with the dense model' if disagreement else 'points'} (1 standard error; "
+               f"oracle {meta['oracle']['val']['chosen']['skip_rate']:.1%})")
+    conservative = ("a more conservative threshold than the selection's" + (
+        f": {v['certified_skip_rate']:.1%} of steps skipped on the selection half"
+        if v.get("certified_skip_rate") is not None else "")) if v.get("certified_threshold_differs") else ""
+    cert = None if res.certificate is None else "certified: " + res.certificate.line(val) + (
+        f" ({conservative})" if conservative else "")
+    return summary, cert, conservative
 
 
 def _pick_examples(lengths, k: int) -> np.ndarray:
@@ -389,8 +392,8 @@ def find_vocab(model_path: Optional[str], size: Optional[int] = None, note=None)
         return None
     try:
         v = Vocab.load(str(c))
-    except RnnskipError:
-        v, why = _plain_vocab(c, size)
+    except RnnskipError as e:
+        v, why = _plain_vocab(c, size, str(e))
     else:
         why = None if size is None or v.size == size else \
             f"an rnnskip vocabulary of {v.size:,} ids, and the model's Embedding has {size:,} rows"
@@ -401,14 +404,17 @@ def find_vocab(model_path: Optional[str], size: Optional[int] = None, note=None)
     return v
 
 
-def _plain_vocab(path: Path, size: Optional[int]):
+def _plain_vocab(path: Path, size: Optional[int], load_error: str):
     """(a display-only Vocab, None) from a JSON word -> id object or list of words by id; (None, why not) when it is
-    neither or its ids do not fit ``size``."""
+    neither, or an rnnskip vocabulary that did not load (``load_error``). Ids the Embedding does not have are left
+    out (Keras' Tokenizer.word_index holds every word, not its num_words); its id 1 is a word, not <oov>."""
     from ..datasets import Vocab
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError, OSError) as e:
+    except (ValueError, UnicodeDecodeError, OSError, RecursionError) as e:
         return None, f"it does not read as JSON ({e.__class__.__name__})"
+    if isinstance(d, dict) and "format" in d:
+        return None, load_error
     if isinstance(d, list) and all(isinstance(w, str) for w in d):
         pairs = list(enumerate(d))
     elif isinstance(d, dict) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in d.values()):
@@ -416,14 +422,15 @@ def _plain_vocab(path: Path, size: Optional[int]):
     else:
         return None, "it is neither a word -> id object nor a list of words"
     n = size if size is not None else max((i for i, _ in pairs), default=-1) + 1
-    far = max(pairs, default=None)
-    if far is None or far[0] >= n:
-        return None, ("it is empty" if far is None else
-                      f"its id {far[0]} ('{far[1]}') is beyond the model's Embedding of {n:,} rows")
-    words = ["<pad>", "<oov>"] + ["?"] * (n - 2)
+    pairs = [(i, w) for i, w in pairs if i < n]
+    if not pairs:
+        return None, f"none of its ids is below the model's Embedding's {n:,} rows"
+    v = Vocab(["?"] * max(n - 2, 0))
     for i, w in pairs:
-        words[i] = w
-    return Vocab(words[2:]), None
+        v.words[i] = w
+    v.words[0] = v.words[0] or "<pad>"
+    v.index = {w: i for i, w in enumerate(v.words) if i >= 2}
+    return v, None
 
 
 def baseline_points(fm, ds, vocab, dense_acc: float, golden_qm=None, concat_ns=None) -> list:
@@ -537,8 +544,10 @@ def run_train_predictor(model, train, val, max_loss, out, ptype="mlp", rounds=2,
     res = train_fn(ir, tr, va, cfg, qm=qm, log=log)
     with atomic_dir(out, "predictor.json", inputs=inputs) as tmp:
         meta = folder.save(tmp, res, ir, str(model), str(train), str(val))
-    for line in trained_lines(meta, res, str(val), max_disagreement is not None):
-        log(line)
+    summary, cert, _ = trained_lines(meta, res, str(val), max_disagreement is not None)
+    for line in (summary, cert):
+        if line:
+            log(line)
     unpaid = unpaid_note(meta, ir.macs_per_step())
     if unpaid:
         log(unpaid)

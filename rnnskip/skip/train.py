@@ -446,8 +446,10 @@ def _certify(p: FloatPredictor, cal: oracle.Sweep, cert_ds, qm, fm, cfg: TrainCo
         # budget, smaller too (down to what the rows can certify), may certify where this one did not
         from ..certify import up2
         floor, unit = 100 * cert.smallest_certifiable, "points" if kind == "paired" else "%"
-        # below the floor, the certificate's line already names it (a user read it twice in one message)
-        other = ("a larger budget" if floor > 100 * budget else
+        # below the floor, the certificate's line names it once a candidate was tested (a user read it twice)
+        other = ((("a larger budget" if cert.tested else
+                   f"a larger budget (these rows certify none below {up2(floor)} {unit})"))
+                 if floor > 100 * budget else
                  f"another budget: each budget trains its own predictor, so a larger or a smaller one (down to "
                  f"{up2(floor)} {unit}) can certify where this one did not")
         raise NotCertified(cert.line("--val") + f" ({cfg.type} predictor); give more --val sequences (unlabelled "

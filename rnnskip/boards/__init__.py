@@ -179,12 +179,12 @@ def board_target(board: Board, wait_states: Optional[int] = None):
         # the wait states hold at, so latency is reported at it
         raw["memory_system"] = ms
         clock = int(ms.get("clock_hz", clock))
-    cflags, description = list(t.cflags), t.description
+    cflags = list(t.cflags)
     if "mfpu" in board.raw:   # the part's FPU where it is not the core's fullest (an STM32F746's is single precision)
         cflags = [f for f in cflags if not f.startswith("-mfpu=")] + [f"-mfpu={board.raw['mfpu']}"]
-        # and the description the exported project and header print names it (a user read FPv5-D16 for an F746)
-        description = board.raw.get("target_description", description)
-    t = dataclasses.replace(t, description=description, flash_origin=board.flash_origin, flash_size=board.flash_size,
+    # the core as this part has it, for the exported project and header (a user read FPv5-D16 for an F746)
+    t = dataclasses.replace(t, description=board.raw.get("target_description", t.description),
+                            flash_origin=board.flash_origin, flash_size=board.flash_size,
                             ram_origin=board.ram_origin, ram_size=board.ram_size,
                             stack_size=board.stack_size, clock_hz=clock, raw=raw, cflags=cflags)
     t.power                    # a bad [power] table fails here, in one line

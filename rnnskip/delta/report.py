@@ -161,12 +161,11 @@ def profile_rows(e: dict) -> list:
     prof = e.get("cycles_per_step_by_part")
     if not prof:
         return []
-    rows = [(f"cycles/step {name}", ", ".join(f"{part} {v:,.0f}" for part, v in prof[name].items()))
-            for name in ("dense", "delta")]
     # a few sequences: a step's parts, not the inference's mean (its cycles row is over every emulated sequence)
     n = prof.get("sequences")
-    return rows[:1] + [(rows[1][0], rows[1][1] + (f"  (per executed step, {n} sequences spread over the data)"
-                                                  if n else ""))]
+    on = f"  (per executed step, {n} sequences spread over the data)" if n else ""
+    return [(f"cycles/step {name}", ", ".join(f"{part} {v:,.0f}" for part, v in prof[name].items())
+             + (on if name == "delta" else "")) for name in ("dense", "delta")]
 
 
 def write_plots(qm, ds, out_dir: Path, spec, n_seq: int = 4) -> list:
